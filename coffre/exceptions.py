@@ -1,0 +1,76 @@
+"""Coffre's errors.
+
+    CoffreError
+    ├── FhirError          carries a FHIR OperationOutcome and the HTTP status to answer with
+    ├── SealError          a sealed record failed to open (says nothing about why)
+    ├── CustodyError       the key custody refused or failed
+    └── StorageError       the storage backend failed or holds something unexpected
+        └── VaultStateError  the vault folder is missing, or exists when it should not
+
+The API turns a FhirError into its OperationOutcome as is; every other error becomes a
+generic 500 outcome whose message never quotes health data or keys.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CoffreError(Exception):
+    """Base of every error Coffre raises on purpose."""
+
+
+class FhirError(CoffreError):
+    """A request Coffre refuses, with the OperationOutcome that says why.
+
+    ``code`` is from the FHIR IssueType value set (invalid, structure, required, value,
+    not-found, conflict, processing, not-supported, too-costly, security...), and
+    ``expression`` the FHIRPath of the element at fault, where there is one.
+    """
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        diagnostics: str,
+        expression: str | None = None,
+        severity: str = "error",
+    ) -> None:
+        super().__init__(diagnostics)
+        self.status = status
+        self.code = code
+        self.diagnostics = diagnostics
+        self.expression = expression
+        self.severity = severity
+
+    def issue(self) -> dict[str, Any]:
+        issue: dict[str, Any] = {
+            "severity": self.severity,
+            "code": self.code,
+            "diagnostics": self.diagnostics,
+        }
+        if self.expression:
+            issue["expression"] = [self.expression]
+        return issue
+
+    def outcome(self) -> dict[str, Any]:
+        return {"resourceType": "OperationOutcome", "issue": [self.issue()]}
+
+
+class SealError(CoffreError):
+    """A sealed record does not open: altered, swapped, or under a key that is gone."""
+
+    def __init__(self) -> None:
+        super().__init__("the sealed record failed its integrity check")
+
+
+class CustodyError(CoffreError):
+    """The key custody could not provide, wrap or unwrap a key."""
+
+
+class StorageError(CoffreError):
+    """The storage backend failed."""
+
+
+class VaultStateError(StorageError):
+    """The vault is not where it should be, or is already there."""

@@ -1,0 +1,1 @@
+"""Pure FHIR R4: validation, references, compartments, OperationOutcome. No I/O, no keys."""

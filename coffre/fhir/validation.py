@@ -1,0 +1,94 @@
+"""Validation of resources against the official FHIR R4 4.0.1 JSON schema.
+
+The schema is compiled ahead of time (``scripts/generate_fhir_modules.py``). Nested
+resources (``contained``, Bundle entries, Parameters) are validated here, each against
+its own definition, so that no validation goes through the schema's slow root ``oneOf``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from functools import cache
+from typing import Any
+
+from fastjsonschema import JsonSchemaValueException
+
+from coffre.exceptions import FhirError
+from coffre.fhir import _schema_r4
+from coffre.fhir._definitions_r4 import RESOURCE_TYPES
+
+Validator = Callable[[Any], Any]
+_FUNCTION_PREFIX = "validate_http___hl7_org_fhir_json_schema_4_0__definitions_"
+_PATH_PREFIX = re.compile(r"^data\.?")
+
+
+@cache
+def _validator(resource_type: str) -> Validator:
+    function: Validator = getattr(_schema_r4, _FUNCTION_PREFIX + resource_type.lower())
+    return function
+
+
+def _fhirpath(resource_type: str, error_path: str) -> str:
+    """``data.code.coding[0]`` in the validator's words is ``Observation.code.coding[0]``."""
+    rest = _PATH_PREFIX.sub("", error_path)
+    return f"{resource_type}.{rest}" if rest else resource_type
+
+
+def resource_type_of(resource: Any, where: str = "the body") -> str:
+    """The resourceType of a JSON value, or a 400 that says what is wrong with it."""
+    if not isinstance(resource, dict):
+        raise FhirError(400, "structure", f"{where} must be a JSON object holding a FHIR resource")
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str):
+        raise FhirError(400, "required", f"{where} has no resourceType", "resourceType")
+    if resource_type not in RESOURCE_TYPES:
+        raise FhirError(
+            400, "not-supported", f"{resource_type!r} is not a FHIR R4 resource type", "resourceType"
+        )
+    return resource_type
+
+
+def validate(resource: Any, where: str = "the body") -> str:
+    """Check a resource and every resource nested in it; return its type.
+
+    Raises FhirError 400 for a value that is no resource at all and 422 for a resource
+    that breaks a rule of the R4 schema, naming the element at fault.
+    """
+    resource_type = resource_type_of(resource, where)
+    try:
+        _validator(resource_type)(resource)
+    except JsonSchemaValueException as error:
+        # The compiled validator names the element at fault first: "data.status must be ...".
+        element, _, rule = error.message.partition(" ")
+        path = _fhirpath(resource_type, element)
+        message = f"{path} {rule}"
+        raise FhirError(
+            422, "structure", f"{where} is not a valid {resource_type}: {message}", path
+        ) from None
+    for nested_where, nested in _nested_resources(resource, resource_type):
+        validate(nested, f"{where}, {nested_where}")
+    return resource_type
+
+
+def _nested_resources(resource: dict[str, Any], resource_type: str) -> list[tuple[str, Any]]:
+    nested = [(f"contained[{i}]", item) for i, item in enumerate(resource.get("contained", []))]
+    if resource_type == "Bundle":
+        for i, entry in enumerate(resource.get("entry", [])):
+            if "resource" in entry:
+                nested.append((f"entry[{i}].resource", entry["resource"]))
+            outcome = entry.get("response", {}).get("outcome")
+            if outcome is not None:
+                nested.append((f"entry[{i}].response.outcome", outcome))
+    elif resource_type == "Parameters":
+        nested.extend(_parameter_resources(resource.get("parameter", []), "parameter"))
+    return nested
+
+
+def _parameter_resources(parameters: list[dict[str, Any]], path: str) -> list[tuple[str, Any]]:
+    found = []
+    for i, parameter in enumerate(parameters):
+        if "resource" in parameter:
+            found.append((f"{path}[{i}].resource", parameter["resource"]))
+        found.extend(_parameter_resources(parameter.get("part", []), f"{path}[{i}].part"))
+    return found
