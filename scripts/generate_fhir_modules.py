@@ -51,6 +51,9 @@ def compile_schema(schema: dict[str, Any]) -> tuple[str, list[str]]:
     # One property per resource type makes the generator emit a function per definition.
     schema["properties"] = {name: {"$ref": f"#/definitions/{name}"} for name in resource_types}
     code = fastjsonschema.compile_to_code(schema, detailed_exceptions=False)
+    # The generator builds each element's path with str.format(**locals()) on every call,
+    # error or not; an f-string gives the same text at a fraction of the cost.
+    code = re.sub(r'"([^"{}]*\{\w+\}[^"{}]*)"\.format\(\*\*locals\(\)\)', r'f"\1"', code)
     return code, resource_types
 
 

@@ -1,0 +1,26 @@
+"""Keys held in memory only: for tests and throw-away vaults."""
+
+from __future__ import annotations
+
+from coffre.custody.base import WrappedKey
+from coffre.exceptions import SealError
+from coffre.seal import random_key, unwrap_key, wrap_key
+
+
+class MemoryCustodian:
+    def __init__(self, root: bytes | None = None, kek: bytes | None = None) -> None:
+        self._root = root or random_key()
+        self._keks = {"kek-1": kek or random_key()}
+        self._active = "kek-1"
+
+    def root_secret(self) -> bytes:
+        return self._root
+
+    def wrap(self, data_key: bytes) -> WrappedKey:
+        return WrappedKey(self._active, wrap_key(self._keks[self._active], data_key))
+
+    def unwrap(self, wrapped: WrappedKey) -> bytes:
+        kek = self._keks.get(wrapped.kek_id)
+        if kek is None:
+            raise SealError()
+        return unwrap_key(kek, wrapped.wrapped)

@@ -1,0 +1,78 @@
+"""Keys derived per purpose from the deployment's root secret, and the blind tokens they make.
+
+One root per deployment lives in the key custody, never in the storage. HKDF-SHA256 with a
+purpose label gives independent keys, so that a token of one kind (a location) can never be
+confused with a token of another (a compartment, a search value).
+"""
+
+from __future__ import annotations
+
+import hmac
+import os
+from dataclasses import dataclass
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+KEY_BYTES = 32
+LOCATION_BYTES = 32
+COMPARTMENT_BYTES = 32
+KIND_BYTES = 16
+INDEX_BYTES = 16
+
+
+def random_key() -> bytes:
+    return os.urandom(KEY_BYTES)
+
+
+def _derive(root: bytes, purpose: str) -> bytes:
+    return HKDF(
+        algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=b"coffre/v1/" + purpose.encode()
+    ).derive(root)
+
+
+def _mac(key: bytes, message: str, size: int) -> bytes:
+    return hmac.digest(key, message.encode(), "sha256")[:size]
+
+
+@dataclass(frozen=True, slots=True, repr=False)
+class PurposeKeys:
+    """The keyed hashes that turn names the host must not learn into opaque tokens."""
+
+    location_key: bytes
+    compartment_key: bytes
+    kind_key: bytes
+    index_key: bytes
+
+    @classmethod
+    def derive(cls, root: bytes) -> PurposeKeys:
+        if len(root) != KEY_BYTES:
+            raise ValueError("the root secret must be 32 bytes")
+        return cls(
+            location_key=_derive(root, "location"),
+            compartment_key=_derive(root, "compartment"),
+            kind_key=_derive(root, "kind"),
+            index_key=_derive(root, "index"),
+        )
+
+    def __repr__(self) -> str:
+        return "PurposeKeys(<secret>)"
+
+    def location(self, resource_type: str, resource_id: str) -> bytes:
+        """Where a record lives: HMAC of ``Type/id``."""
+        return _mac(self.location_key, f"{resource_type}/{resource_id}", LOCATION_BYTES)
+
+    def patient_compartment(self, patient_id: str) -> bytes:
+        return _mac(self.compartment_key, f"Patient/{patient_id}", COMPARTMENT_BYTES)
+
+    def shared_compartment(self, resource_type: str) -> bytes:
+        """Resources outside any patient's compartment share one data key per type."""
+        return _mac(self.compartment_key, f"shared:{resource_type}", COMPARTMENT_BYTES)
+
+    def kind(self, resource_type: str) -> bytes:
+        """A token per resource type, so that type-level history and search stay look-ups."""
+        return _mac(self.kind_key, resource_type, KIND_BYTES)
+
+    def index(self, resource_type: str, parameter: str, value: str) -> bytes:
+        """A blind search token for a normalised value of a search parameter."""
+        return _mac(self.index_key, f"{resource_type}\x1f{parameter}\x1f{value}", INDEX_BYTES)

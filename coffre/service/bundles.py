@@ -1,0 +1,294 @@
+"""Batch and transaction Bundles (FHIR R4 http.html#transaction).
+
+A transaction is all-or-nothing: its writes share one storage transaction, and any
+failure rolls every one of them back. Entries run in the order the spec gives (DELETE,
+POST, PUT, GET); ``urn:uuid:`` and conditional references are resolved before any write.
+A batch runs its entries one by one, each committed or refused on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import unquote
+
+from coffre.exceptions import FhirError
+from coffre.fhir.references import parse_reference, rewrite_references
+from coffre.fhir.validation import validate
+from coffre.search import parse_criteria
+from coffre.service.records import Outcome, RecordStore, Stored, Writer, new_id
+
+_ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+
+
+@dataclass(slots=True)
+class Entry:
+    """One entry's request, parsed."""
+
+    index: int
+    method: str
+    resource_type: str
+    resource_id: str | None
+    query: str | None
+    history_version: str | None
+    resource: dict[str, Any] | None
+    full_url: str | None
+    if_none_exist: str | None
+    if_match: int | None
+    existing: Stored | None = None
+
+    @property
+    def label(self) -> str:
+        return f"entry[{self.index}] ({self.method} {self.resource_type})"
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """``W/"3"`` or ``3`` → 3; anything else is a 400."""
+    if value is None:
+        return None
+    text = value.strip().removeprefix("W/").strip('"')
+    if not text.isdigit():
+        raise FhirError(400, "invalid", f"If-Match {value!r} is not a version ETag such as W/\"3\"")
+    return int(text)
+
+
+def _parse_entry(index: int, entry: dict[str, Any]) -> Entry:
+    request = entry.get("request")
+    if not isinstance(request, dict) or "method" not in request or "url" not in request:
+        raise FhirError(400, "required", f"entry[{index}] has no request with a method and url", f"Bundle.entry[{index}].request")
+    method, url = request["method"], request["url"]
+    if method not in _ORDER or method == "PATCH":
+        raise FhirError(400, "not-supported", f"entry[{index}]: Coffre does not support {method} in bundles")
+    path, _, query = url.partition("?")
+    parts = [unquote(part) for part in path.strip("/").split("/") if part]
+    if not parts:
+        raise FhirError(400, "invalid", f"entry[{index}]: the request url {url!r} names no resource type")
+    if len(parts) not in (1, 2, 4) or (len(parts) == 4 and parts[2] != "_history"):
+        raise FhirError(400, "not-supported", f"entry[{index}]: the request url {url!r} is not a supported interaction")
+    resource = entry.get("resource")
+    return Entry(
+        index=index,
+        method=method,
+        resource_type=parts[0],
+        resource_id=parts[1] if len(parts) >= 2 else None,
+        query=query or None,
+        history_version=parts[3] if len(parts) == 4 else None,
+        resource=resource if isinstance(resource, dict) else None,
+        full_url=entry.get("fullUrl"),
+        if_none_exist=request.get("ifNoneExist"),
+        if_match=parse_if_match(request.get("ifMatch")),
+    )
+
+
+def _in_entry(entry: Entry, error: FhirError) -> FhirError:
+    return FhirError(error.status, error.code, f"{entry.label}: {error.diagnostics}", error.expression)
+
+
+def _single_match(writer: Writer, resource_type: str, query: str, what: str) -> Stored | None:
+    matches = writer.find(resource_type, parse_criteria(query, what))
+    if len(matches) > 1:
+        raise FhirError(412, "multiple-matches", f"the {what} {resource_type}?{query} matches {len(matches)} resources, it must match one at most")
+    return matches[0] if matches else None
+
+
+class BundleProcessor:
+    """Runs a batch or transaction Bundle against a record store."""
+
+    def __init__(self, records: RecordStore, base_url: str, include_resources: bool) -> None:
+        self.records = records
+        self.base_url = base_url.rstrip("/")
+        self.include_resources = include_resources
+
+    def run(self, bundle: dict[str, Any]) -> dict[str, Any]:
+        validate(bundle)
+        kind = bundle.get("type")
+        if kind not in ("batch", "transaction"):
+            raise FhirError(400, "invalid", f"a Bundle POSTed to the base must be a batch or a transaction, not {kind!r}", "Bundle.type")
+        raw_entries = bundle.get("entry", [])
+        self._batch_targets: dict[str, str] = {}
+        if kind == "transaction":
+            entries = [_parse_entry(i, raw) for i, raw in enumerate(raw_entries)]
+            return self._response("transaction-response", self._transaction(entries))
+        return self._response("batch-response", [self._batch_entry(i, raw) for i, raw in enumerate(raw_entries)])
+
+    def _response(self, kind: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
+        return {"resourceType": "Bundle", "type": kind, "entry": entries}
+
+    # -- transaction ----------------------------------------------------------------------
+
+    def _transaction(self, entries: list[Entry]) -> list[dict[str, Any]]:
+        results: dict[int, dict[str, Any]] = {}
+        with self.records.writer() as writer:
+            targets = self._assign_targets(writer, entries)
+            for entry in entries:
+                try:
+                    if entry.resource is not None:
+                        self._resolve_references(writer, entry.resource, targets)
+                except FhirError as error:
+                    raise _in_entry(entry, error) from None
+            for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
+                try:
+                    results[entry.index] = self._execute(writer, entry, targets)
+                except FhirError as error:
+                    raise _in_entry(entry, error) from None
+        return [results[entry.index] for entry in entries]
+
+    def _assign_targets(self, writer: Writer, entries: list[Entry]) -> dict[str, str]:
+        """Decide the id each creating entry writes to, keyed by its fullUrl."""
+        targets: dict[str, str] = {}
+        for entry in entries:
+            try:
+                target = self._target_of(writer, entry)
+            except FhirError as error:
+                raise _in_entry(entry, error) from None
+            if target is not None and entry.full_url:
+                if entry.full_url in targets:
+                    raise FhirError(400, "invalid", f"{entry.label}: fullUrl {entry.full_url} appears twice in the bundle")
+                targets[entry.full_url] = target
+        return targets
+
+    def _target_of(self, writer: Writer, entry: Entry) -> str | None:
+        if entry.method == "POST":
+            existing = None
+            if entry.if_none_exist:
+                existing = _single_match(writer, entry.resource_type, entry.if_none_exist, "ifNoneExist criteria")
+            entry.existing = existing
+            entry.resource_id = existing.id if existing else new_id()
+            return f"{entry.resource_type}/{entry.resource_id}"
+        if entry.method == "PUT":
+            if entry.resource_id is None:
+                if entry.query is None:
+                    raise FhirError(400, "invalid", "a PUT needs an id or search criteria in its url")
+                existing = _single_match(writer, entry.resource_type, entry.query, "conditional update")
+                body_id = entry.resource.get("id") if entry.resource else None
+                entry.resource_id = existing.id if existing else (body_id or new_id())
+                if entry.resource is not None:
+                    entry.resource["id"] = entry.resource_id
+            return f"{entry.resource_type}/{entry.resource_id}"
+        return None
+
+    def _resolve_references(self, writer: Writer, resource: dict[str, Any], targets: dict[str, str]) -> None:
+        """Rewrite ``urn:uuid:`` references to their targets, and resolve conditional ones.
+
+        A conditional reference resolved once is added to ``targets``: a bundle names the
+        same practitioner or organisation in hundreds of entries.
+        """
+
+        def resolve(reference: str) -> str | None:
+            if reference in targets:
+                return targets[reference]
+            if reference.startswith("urn:uuid:") or reference.startswith("urn:oid:"):
+                raise FhirError(400, "not-found", f"the reference {reference} names no entry of this bundle")
+            resource_type, query_mark, query = reference.partition("?")
+            if query_mark and parse_reference(resource_type + "/x") is not None:
+                match = _single_match(writer, resource_type, query, "conditional reference")
+                if match is None:
+                    raise FhirError(404, "not-found", f"the conditional reference {reference} matches no resource")
+                targets[reference] = match.reference
+                return match.reference
+            return None
+
+        rewrite_references(resource, resolve)
+
+    def _execute(self, writer: Writer, entry: Entry, targets: dict[str, str]) -> dict[str, Any]:
+        if entry.existing is not None:
+            return self._write_result(Outcome(entry.existing, created=False, changed=False))
+        if entry.method == "POST":
+            resource = self._body(entry)
+            self._check_type(entry, resource)
+            return self._write_result(writer.create(resource, entry.resource_id, validated=True))
+        if entry.method == "PUT":
+            assert entry.resource_id is not None
+            return self._write_result(
+                writer.update(entry.resource_type, entry.resource_id, self._body(entry), entry.if_match, validated=True)
+            )
+        if entry.method == "DELETE":
+            return self._delete(writer, entry)
+        return self._get(writer, entry)
+
+    def _body(self, entry: Entry) -> dict[str, Any]:
+        if entry.resource is None:
+            raise FhirError(400, "required", f"a {entry.method} entry needs a resource")
+        return entry.resource
+
+    def _check_type(self, entry: Entry, resource: dict[str, Any]) -> None:
+        if resource.get("resourceType") != entry.resource_type:
+            raise FhirError(400, "invalid", f"the resource is a {resource.get('resourceType')}, but the url names a {entry.resource_type}")
+
+    def _delete(self, writer: Writer, entry: Entry) -> dict[str, Any]:
+        if entry.resource_id is not None:
+            ids = [entry.resource_id]
+        elif entry.query:
+            ids = [match.id for match in writer.find(entry.resource_type, parse_criteria(entry.query, "conditional delete"))]
+        else:
+            raise FhirError(400, "invalid", "a DELETE needs an id or search criteria in its url")
+        for resource_id in ids:
+            writer.delete(entry.resource_type, resource_id, entry.if_match)
+        return {"response": {"status": "204 No Content"}}
+
+    def _get(self, writer: Writer, entry: Entry) -> dict[str, Any]:
+        if entry.resource_id is None:
+            matches = writer.find(entry.resource_type, parse_criteria(entry.query or "", "search"))
+            searchset = {
+                "resourceType": "Bundle", "type": "searchset", "total": len(matches),
+                "entry": [{"fullUrl": self._full_url(s), "resource": s.resource(), "search": {"mode": "match"}} for s in matches],
+            }
+            return {"resource": searchset, "response": {"status": "200 OK"}}
+        if entry.history_version is not None:
+            stored = self.records.vread(entry.resource_type, entry.resource_id, entry.history_version)
+        else:
+            current = writer.latest(entry.resource_type, entry.resource_id)
+            if current is None or current.deleted:
+                raise FhirError(404 if current is None else 410, "not-found", f"{entry.resource_type}/{entry.resource_id} does not exist")
+            stored = current
+        return {"fullUrl": self._full_url(stored), "resource": stored.resource(), "response": self._response_of(stored, "200 OK")}
+
+    # -- batch ----------------------------------------------------------------------------
+
+    def _batch_entry(self, index: int, raw: dict[str, Any]) -> dict[str, Any]:
+        try:
+            entry = _parse_entry(index, raw)
+            with self.records.writer() as writer:
+                self._target_of(writer, entry)
+                if entry.resource is not None:
+                    self._resolve_references(writer, entry.resource, self._batch_targets)
+                return self._execute(writer, entry, {})
+        except FhirError as error:
+            return {"response": {"status": _status_line(error.status), "outcome": error.outcome()}}
+
+    # -- rendering ------------------------------------------------------------------------
+
+    def _full_url(self, stored: Stored) -> str:
+        return f"{self.base_url}/{stored.reference}"
+
+    def _response_of(self, stored: Stored, status: str) -> dict[str, Any]:
+        return {
+            "status": status,
+            "location": f"{stored.reference}/_history/{stored.version}",
+            "etag": f'W/"{stored.version}"',
+            "lastModified": stored.last_updated,
+        }
+
+    def _write_result(self, outcome: Outcome) -> dict[str, Any]:
+        stored = outcome.stored
+        result: dict[str, Any] = {
+            "fullUrl": self._full_url(stored),
+            "response": self._response_of(stored, "201 Created" if outcome.created else "200 OK"),
+        }
+        if self.include_resources:
+            result["resource"] = stored.resource()
+        return result
+
+
+STATUS_TEXT = {
+    200: "OK", 201: "Created", 204: "No Content", 304: "Not Modified", 400: "Bad Request",
+    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
+    406: "Not Acceptable", 409: "Conflict", 410: "Gone", 412: "Precondition Failed",
+    413: "Payload Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Entity",
+    500: "Internal Server Error", 503: "Service Unavailable",
+}
+
+
+def _status_line(status: int) -> str:
+    return f"{status} {STATUS_TEXT.get(status, '')}".strip()
+

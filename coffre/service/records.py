@@ -1,0 +1,297 @@
+"""Sealed FHIR records: create, read, update, delete, history, conditional look-ups.
+
+Every resource is sealed before it reaches the storage and opened after it leaves it.
+A write happens inside a storage transaction (``Writer``), so that a transaction Bundle
+can gather many writes into one all-or-nothing commit.
+"""
+
+from __future__ import annotations
+
+import struct
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from coffre.custody import KeyCustodian, WrappedKey
+from coffre.exceptions import FhirError
+from coffre.fhir import json
+from coffre.fhir.compartment import patient_of
+from coffre.fhir.references import ID_PATTERN
+from coffre.fhir.validation import validate
+from coffre.search import Criterion, index_entries, matches, query_keys
+from coffre.seal import Envelope, PurposeKeys, random_key
+from coffre.storage.base import HistoryQuery, SealedVersion, Storage, StorageReader, StorageTxn
+
+
+def instant(ts: int) -> str:
+    """A FHIR instant from microseconds since the epoch."""
+    return datetime.fromtimestamp(ts / 1_000_000, UTC).isoformat(timespec="microseconds")
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Stored:
+    """A version of a record, opened: its JSON as sealed, and what the headers need."""
+
+    resource_type: str
+    id: str
+    version: int
+    ts: int
+    deleted: bool
+    body: bytes = field(repr=False)
+
+    @property
+    def last_updated(self) -> str:
+        return instant(self.ts)
+
+    @property
+    def reference(self) -> str:
+        return f"{self.resource_type}/{self.id}"
+
+    def resource(self) -> dict[str, Any]:
+        resource: dict[str, Any] = json.loads(self.body)
+        return resource
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What a write did: the version it left current, and whether it made one."""
+
+    stored: Stored
+    created: bool
+    changed: bool = True
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def check_id(resource_type: str, resource_id: str) -> None:
+    if not ID_PATTERN.match(resource_id):
+        raise FhirError(
+            400, "invalid", f"{resource_id!r} is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)",
+            f"{resource_type}.id",
+        )
+
+
+def _associated(loc: bytes, version: int, comp: bytes, ts: int, deleted: bool) -> bytes:
+    return loc + struct.pack(">QQ?", version, ts, deleted) + comp
+
+
+def _without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
+    meta = {k: v for k, v in resource.get("meta", {}).items() if k not in ("versionId", "lastUpdated")}
+    trimmed = {k: v for k, v in resource.items() if k != "meta"}
+    if meta:
+        trimmed["meta"] = meta
+    return trimmed
+
+
+class RecordStore:
+    """Sealed records over a storage, with keys from a custodian."""
+
+    def __init__(self, storage: Storage, custodian: KeyCustodian, envelope: Envelope) -> None:
+        self.storage = storage
+        self.keys = PurposeKeys.derive(custodian.root_secret())
+        self._custodian = custodian
+        self._envelope = envelope
+        self._data_keys: dict[bytes, bytes] = {}
+
+    # -- keys -----------------------------------------------------------------------------
+
+    def _data_key(self, reader: StorageReader, comp: bytes) -> bytes | None:
+        key = self._data_keys.get(comp)
+        if key is None:
+            stored = reader.wrapped_key(comp)
+            if stored is None:
+                return None
+            key = self._data_keys[comp] = self._custodian.unwrap(WrappedKey(*stored))
+        return key
+
+    def _data_key_for_write(self, txn: StorageTxn, comp: bytes) -> bytes:
+        key = self._data_key(txn, comp)
+        if key is None:
+            wrapped = self._custodian.wrap(random_key())
+            stored = txn.put_wrapped_key(comp, wrapped.kek_id, wrapped.wrapped)
+            key = self._data_keys[comp] = self._custodian.unwrap(WrappedKey(*stored))
+        return key
+
+    def _compartment(self, resource: dict[str, Any]) -> bytes:
+        patient = patient_of(resource)
+        if patient is None:
+            return self.keys.shared_compartment(resource["resourceType"])
+        return self.keys.patient_compartment(patient)
+
+    # -- opening --------------------------------------------------------------------------
+
+    def open(self, resource_type: str, resource_id: str, sealed: SealedVersion) -> Stored:
+        """Open a sealed version; SealError if it was altered, moved or its key is gone."""
+        key = self._data_key(self.storage, sealed.comp)
+        associated = _associated(sealed.loc, sealed.version, sealed.comp, sealed.ts, sealed.deleted)
+        body = self._envelope.open(key or b"\0" * 32, sealed.body, associated)
+        return Stored(resource_type, resource_id, sealed.version, sealed.ts, sealed.deleted, body)
+
+    def _open_found(self, sealed: SealedVersion) -> Stored:
+        """Open a version found by token or history, where only the body says what it is."""
+        key = self._data_key(self.storage, sealed.comp)
+        associated = _associated(sealed.loc, sealed.version, sealed.comp, sealed.ts, sealed.deleted)
+        body = self._envelope.open(key or b"\0" * 32, sealed.body, associated)
+        head = json.loads(body)
+        return Stored(head["resourceType"], head["id"], sealed.version, sealed.ts, sealed.deleted, body)
+
+    # -- reads ----------------------------------------------------------------------------
+
+    def read(self, resource_type: str, resource_id: str) -> Stored:
+        check_id(resource_type, resource_id)
+        sealed = self.storage.latest(self.keys.location(resource_type, resource_id))
+        if sealed is None:
+            raise FhirError(404, "not-found", f"{resource_type}/{resource_id} does not exist")
+        stored = self.open(resource_type, resource_id, sealed)
+        if stored.deleted:
+            raise FhirError(410, "deleted", f"{resource_type}/{resource_id} was deleted")
+        return stored
+
+    def vread(self, resource_type: str, resource_id: str, version: str) -> Stored:
+        check_id(resource_type, resource_id)
+        if not version.isdigit():
+            raise FhirError(404, "not-found", f"{resource_type}/{resource_id} has no version {version!r}")
+        sealed = self.storage.version(self.keys.location(resource_type, resource_id), int(version))
+        if sealed is None:
+            raise FhirError(
+                404, "not-found", f"{resource_type}/{resource_id} has no version {version}"
+            )
+        stored = self.open(resource_type, resource_id, sealed)
+        if stored.deleted:
+            raise FhirError(410, "deleted", f"version {version} of {resource_type}/{resource_id} is a deletion")
+        return stored
+
+    def history(self, query: HistoryQuery) -> list[Stored]:
+        return [self._open_found(sealed) for sealed in self.storage.history(query)]
+
+    def find(self, resource_type: str, criteria: tuple[Criterion, ...], reader: StorageReader | None = None) -> list[Stored]:
+        """Current resources of a type matching every criterion (look-up, then exact filter)."""
+        reader = reader or self.storage
+        candidates: set[bytes] | None = None
+        for criterion in criteria:
+            if criterion.parameter == "_id":
+                found = {self.keys.location(resource_type, value) for value in criterion.values}
+            else:
+                found = set()
+                for key in query_keys(criterion):
+                    found.update(reader.find(self.keys.index(resource_type, criterion.parameter, key)))
+            candidates = found if candidates is None else candidates & found
+        if candidates is None:
+            raise FhirError(400, "invalid", f"a search on {resource_type} needs at least one criterion")
+        results = []
+        for loc in sorted(candidates):
+            sealed = reader.latest(loc)
+            if sealed is None or sealed.deleted:
+                continue
+            stored = self._open_found(sealed)
+            if stored.resource_type == resource_type and matches(stored.resource(), criteria):
+                results.append(stored)
+        return results
+
+    # -- writes ---------------------------------------------------------------------------
+
+    @contextmanager
+    def writer(self) -> Iterator[Writer]:
+        with self.storage.transaction() as txn:
+            yield Writer(self, txn)
+
+
+class Writer:
+    """The writes of one storage transaction."""
+
+    def __init__(self, records: RecordStore, txn: StorageTxn) -> None:
+        self.records = records
+        self.txn = txn
+
+    def find(self, resource_type: str, criteria: tuple[Criterion, ...]) -> list[Stored]:
+        return self.records.find(resource_type, criteria, self.txn)
+
+    def latest(self, resource_type: str, resource_id: str) -> Stored | None:
+        sealed = self.txn.latest(self.records.keys.location(resource_type, resource_id))
+        return None if sealed is None else self.records.open(resource_type, resource_id, sealed)
+
+    def create(self, resource: dict[str, Any], resource_id: str | None = None, *, validated: bool = False) -> Outcome:
+        """A new resource, under an id of the server's choosing unless a bundle chose it.
+
+        ``validated`` skips the schema check for a resource already checked with its Bundle.
+        """
+        resource_type = resource["resourceType"] if validated else validate(resource)
+        resource["id"] = resource_id or new_id()
+        return self._put(resource_type, resource["id"], resource, None)
+
+    def update(self, resource_type: str, resource_id: str, resource: dict[str, Any], if_match: int | None = None, *, validated: bool = False) -> Outcome:
+        """Update, or create at a client's id (update-as-create)."""
+        check_id(resource_type, resource_id)
+        body_type = resource["resourceType"] if validated else validate(resource)
+        if body_type != resource_type:
+            raise FhirError(400, "invalid", f"the body is a {body_type}, but the URL names a {resource_type}", "resourceType")
+        if resource.get("id") != resource_id:
+            raise FhirError(
+                400, "invalid",
+                f"the body's id {resource.get('id')!r} differs from the id in the URL {resource_id!r}",
+                f"{resource_type}.id",
+            )
+        return self._put(resource_type, resource_id, resource, if_match)
+
+    def delete(self, resource_type: str, resource_id: str, if_match: int | None = None) -> Outcome | None:
+        """Delete (history kept); None when there was nothing to delete."""
+        check_id(resource_type, resource_id)
+        current = self.latest(resource_type, resource_id)
+        self._check_version(resource_type, resource_id, current, if_match)
+        if current is None or current.deleted:
+            return None
+        tombstone = {"resourceType": resource_type, "id": resource_id}
+        return self._write(resource_type, resource_id, tombstone, current, deleted=True)
+
+    def _check_version(self, resource_type: str, resource_id: str, current: Stored | None, if_match: int | None) -> None:
+        if if_match is None:
+            return
+        have = None if current is None else current.version
+        if have != if_match:
+            raise FhirError(
+                412, "conflict",
+                f"{resource_type}/{resource_id} is at version {have if have is not None else 'none'},"
+                f" not {if_match} as If-Match expects: read it again and retry",
+            )
+
+    def _put(self, resource_type: str, resource_id: str, resource: dict[str, Any], if_match: int | None) -> Outcome:
+        current = self.latest(resource_type, resource_id)
+        self._check_version(resource_type, resource_id, current, if_match)
+        if current is not None and not current.deleted:
+            if _without_server_meta(current.resource()) == _without_server_meta(resource):
+                return Outcome(current, created=False, changed=False)
+        return self._write(resource_type, resource_id, resource, current, deleted=False)
+
+    def _write(self, resource_type: str, resource_id: str, resource: dict[str, Any], current: Stored | None, *, deleted: bool) -> Outcome:
+        records, keys = self.records, self.records.keys
+        loc = keys.location(resource_type, resource_id)
+        version = 1 if current is None else current.version + 1
+        ts = _now_us()
+        if deleted:
+            comp = self._current_comp(loc) or keys.shared_compartment(resource_type)
+            tokens: list[bytes] = []
+        else:
+            meta = {k: v for k, v in resource.get("meta", {}).items() if k not in ("versionId", "lastUpdated")}
+            resource["meta"] = {"versionId": str(version), "lastUpdated": instant(ts), **meta}
+            comp = records._compartment(resource)
+            tokens = [keys.index(resource_type, param, key) for param, key in index_entries(resource)]
+        body = json.canonical(resource)
+        data_key = records._data_key_for_write(self.txn, comp)
+        sealed_body = records._envelope.close(data_key, body, _associated(loc, version, comp, ts, deleted))
+        self.txn.append(SealedVersion(loc, version, keys.kind(resource_type), comp, ts, deleted, sealed_body), tokens)
+        stored = Stored(resource_type, resource_id, version, ts, deleted, body)
+        return Outcome(stored, created=current is None or current.deleted)
+
+    def _current_comp(self, loc: bytes) -> bytes | None:
+        sealed = self.txn.latest(loc)
+        return None if sealed is None else sealed.comp

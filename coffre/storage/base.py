@@ -1,0 +1,83 @@
+"""What a storage backend offers: the protocol every driver implements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class SealedVersion:
+    """One version of one record, as the host sees it.
+
+    ``loc``, ``kind`` and ``comp`` are opaque tokens; ``body`` is the sealed envelope;
+    ``ts`` (microseconds since the epoch) is when the write happened, which the host
+    witnesses anyway; ``seq`` is the storage's global write order.
+    """
+
+    loc: bytes
+    version: int
+    kind: bytes
+    comp: bytes
+    ts: int
+    deleted: bool
+    body: bytes
+    seq: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryQuery:
+    """Which versions a history page lists, newest first.
+
+    ``before_seq`` pins the page to a snapshot, so that paging links stay valid while
+    new versions arrive.
+    """
+
+    loc: bytes | None = None
+    kind: bytes | None = None
+    since_ts: int | None = None
+    before_seq: int | None = None
+    limit: int = 50
+    offset: int = 0
+
+
+class StorageReader(Protocol):
+    def latest(self, loc: bytes) -> SealedVersion | None: ...
+
+    def version(self, loc: bytes, version: int) -> SealedVersion | None: ...
+
+    def find(self, token: bytes) -> list[bytes]:
+        """Locations of current, not deleted records that carry an index token."""
+        ...
+
+    def wrapped_key(self, comp: bytes) -> tuple[str, bytes] | None: ...
+
+
+class StorageTxn(StorageReader, Protocol):
+    """A write transaction: everything in it lands together or not at all."""
+
+    def append(self, record: SealedVersion, tokens: Iterable[bytes]) -> int:
+        """Add a version, make it current with its index tokens; return its sequence number."""
+        ...
+
+    def put_wrapped_key(self, comp: bytes, kek_id: str, wrapped: bytes) -> tuple[str, bytes]:
+        """Store a compartment's wrapped data key unless one exists; return the stored one."""
+        ...
+
+
+class Storage(StorageReader, Protocol):
+    def transaction(self) -> AbstractContextManager[StorageTxn]: ...
+
+    def history(self, query: HistoryQuery) -> Sequence[SealedVersion]: ...
+
+    def count_history(self, query: HistoryQuery) -> int: ...
+
+    def last_seq(self) -> int: ...
+
+    def current_of_kind(self, kind: bytes) -> Iterator[SealedVersion]:
+        """Current, not deleted versions of one resource type."""
+        ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,204 @@
+"""The embedded storage: one SQLite file in WAL mode.
+
+Every acknowledged write is durable: transactions commit with ``synchronous=FULL`` and a
+write takes the database's write lock up front (``BEGIN IMMEDIATE``), so that versions
+are numbered without races between server processes. sqlite3's errors are turned into
+StorageError here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from coffre.exceptions import StorageError
+from coffre.storage.base import HistoryQuery, SealedVersion
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS coffre_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS versions (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    loc BLOB NOT NULL,
+    version INTEGER NOT NULL,
+    kind BLOB NOT NULL,
+    comp BLOB NOT NULL,
+    ts INTEGER NOT NULL,
+    deleted INTEGER NOT NULL,
+    body BLOB NOT NULL,
+    UNIQUE (loc, version)
+);
+CREATE INDEX IF NOT EXISTS versions_by_kind ON versions (kind, seq);
+CREATE TABLE IF NOT EXISTS current (
+    loc BLOB PRIMARY KEY,
+    version INTEGER NOT NULL,
+    kind BLOB NOT NULL,
+    deleted INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS current_by_kind ON current (kind) WHERE deleted = 0;
+CREATE TABLE IF NOT EXISTS tokens (
+    token BLOB NOT NULL,
+    loc BLOB NOT NULL,
+    PRIMARY KEY (token, loc)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS tokens_by_loc ON tokens (loc);
+CREATE TABLE IF NOT EXISTS data_keys (
+    comp BLOB PRIMARY KEY,
+    kek_id TEXT NOT NULL,
+    wrapped BLOB NOT NULL
+) WITHOUT ROWID;
+"""
+
+_COLUMNS = "loc, version, kind, comp, ts, deleted, body, seq"
+
+
+def _row(row: tuple[Any, ...]) -> SealedVersion:
+    return SealedVersion(row[0], row[1], row[2], row[3], row[4], bool(row[5]), row[6], row[7])
+
+
+class _Reader:
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        self._db = connection
+
+    def _one(self, sql: str, args: tuple[Any, ...]) -> SealedVersion | None:
+        try:
+            row = self._db.execute(sql, args).fetchone()
+        except sqlite3.Error as error:
+            raise StorageError(f"SQLite read failed: {error}") from None
+        return _row(row) if row else None
+
+    def latest(self, loc: bytes) -> SealedVersion | None:
+        return self._one(
+            f"SELECT {_COLUMNS} FROM versions WHERE loc = ? ORDER BY version DESC LIMIT 1", (loc,)
+        )
+
+    def version(self, loc: bytes, version: int) -> SealedVersion | None:
+        return self._one(
+            f"SELECT {_COLUMNS} FROM versions WHERE loc = ? AND version = ?", (loc, version)
+        )
+
+    def find(self, token: bytes) -> list[bytes]:
+        rows = self._db.execute("SELECT loc FROM tokens WHERE token = ?", (token,)).fetchall()
+        return [row[0] for row in rows]
+
+    def wrapped_key(self, comp: bytes) -> tuple[str, bytes] | None:
+        row = self._db.execute(
+            "SELECT kek_id, wrapped FROM data_keys WHERE comp = ?", (comp,)
+        ).fetchone()
+        return (row[0], row[1]) if row else None
+
+
+class _Txn(_Reader):
+    def append(self, record: SealedVersion, tokens: Iterable[bytes]) -> int:
+        db = self._db
+        cursor = db.execute(
+            "INSERT INTO versions (loc, version, kind, comp, ts, deleted, body)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (record.loc, record.version, record.kind, record.comp, record.ts, record.deleted,
+             record.body),
+        )
+        db.execute(
+            "INSERT OR REPLACE INTO current (loc, version, kind, deleted) VALUES (?, ?, ?, ?)",
+            (record.loc, record.version, record.kind, record.deleted),
+        )
+        db.execute("DELETE FROM tokens WHERE loc = ?", (record.loc,))
+        db.executemany(
+            "INSERT OR IGNORE INTO tokens (token, loc) VALUES (?, ?)",
+            [(token, record.loc) for token in tokens],
+        )
+        seq: int = cursor.lastrowid  # type: ignore[assignment]
+        return seq
+
+    def put_wrapped_key(self, comp: bytes, kek_id: str, wrapped: bytes) -> tuple[str, bytes]:
+        self._db.execute(
+            "INSERT OR IGNORE INTO data_keys (comp, kek_id, wrapped) VALUES (?, ?, ?)",
+            (comp, kek_id, wrapped),
+        )
+        stored = self.wrapped_key(comp)
+        assert stored is not None
+        return stored
+
+
+class SqliteStorage(_Reader):
+    """Sealed versions, index tokens and wrapped keys in one SQLite file."""
+
+    def __init__(self, path: Path | str, *, create: bool = False, synchronous: str = "FULL") -> None:
+        if not create and str(path) != ":memory:" and not Path(path).exists():
+            raise StorageError(f"no storage at {path}")
+        try:
+            connection = sqlite3.connect(
+                str(path), isolation_level=None, check_same_thread=False, timeout=30.0
+            )
+            connection.execute("PRAGMA journal_mode = WAL")
+            connection.execute(f"PRAGMA synchronous = {synchronous}")
+            connection.execute("PRAGMA foreign_keys = ON")
+            if create:
+                connection.executescript(SCHEMA)
+        except sqlite3.Error as error:
+            raise StorageError(f"cannot open the SQLite storage at {path}: {error}") from None
+        super().__init__(connection)
+        self.path = path
+
+    @contextmanager
+    def transaction(self) -> Iterator[_Txn]:
+        db = self._db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+        except sqlite3.Error as error:
+            raise StorageError(f"SQLite could not start a write: {error}") from None
+        try:
+            yield _Txn(db)
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error as error:
+            db.execute("ROLLBACK")
+            raise StorageError(f"SQLite could not commit: {error}") from None
+
+    @staticmethod
+    def _where(query: HistoryQuery) -> tuple[str, list[Any]]:
+        clauses, args = [], []
+        for clause, value in (
+            ("loc = ?", query.loc),
+            ("kind = ?", query.kind),
+            ("ts > ?", query.since_ts),
+            ("seq <= ?", query.before_seq),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                args.append(value)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+    def history(self, query: HistoryQuery) -> Sequence[SealedVersion]:
+        where, args = self._where(query)
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM versions{where} ORDER BY seq DESC LIMIT ? OFFSET ?",
+            [*args, query.limit, query.offset],
+        ).fetchall()
+        return [_row(row) for row in rows]
+
+    def count_history(self, query: HistoryQuery) -> int:
+        where, args = self._where(query)
+        count: int = self._db.execute(f"SELECT count(*) FROM versions{where}", args).fetchone()[0]
+        return count
+
+    def last_seq(self) -> int:
+        row = self._db.execute("SELECT max(seq) FROM versions").fetchone()
+        return int(row[0] or 0)
+
+    def current_of_kind(self, kind: bytes) -> Iterator[SealedVersion]:
+        cursor = self._db.execute(
+            f"SELECT {', '.join('v.' + c for c in _COLUMNS.split(', '))} FROM current c"
+            " JOIN versions v ON v.loc = c.loc AND v.version = c.version"
+            " WHERE c.kind = ? AND c.deleted = 0 ORDER BY v.seq",
+            (kind,),
+        )
+        for row in cursor:
+            yield _row(row)
+
+    def close(self) -> None:
+        self._db.close()
