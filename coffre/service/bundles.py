@@ -94,10 +94,14 @@ def _single_match(writer: Writer, resource_type: str, query: str, what: str) -> 
 class BundleProcessor:
     """Runs a batch or transaction Bundle against a record store."""
 
-    def __init__(self, records: RecordStore, base_url: str, include_resources: bool) -> None:
+    def __init__(self, records: RecordStore, base_url: str, include_resources: bool, *, keep_source_ids: bool = False) -> None:
+        """``keep_source_ids`` (imports): a POST whose resource has an id creates it at that id,
+        unless a resource is already there, which is left as it is: an import never
+        overwrites, so running it twice changes nothing."""
         self.records = records
         self.base_url = base_url.rstrip("/")
         self.include_resources = include_resources
+        self.keep_source_ids = keep_source_ids
 
     def run(self, bundle: dict[str, Any]) -> dict[str, Any]:
         validate(bundle)
@@ -152,8 +156,12 @@ class BundleProcessor:
             existing = None
             if entry.if_none_exist:
                 existing = _single_match(writer, entry.resource_type, entry.if_none_exist, "ifNoneExist criteria")
+            source_id = entry.resource.get("id") if self.keep_source_ids and entry.resource else None
+            if existing is None and source_id:
+                existing = writer.latest(entry.resource_type, source_id)
+                existing = None if existing is None or existing.deleted else existing
             entry.existing = existing
-            entry.resource_id = existing.id if existing else new_id()
+            entry.resource_id = existing.id if existing else (source_id or new_id())
             return f"{entry.resource_type}/{entry.resource_id}"
         if entry.method == "PUT":
             if entry.resource_id is None:

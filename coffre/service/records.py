@@ -198,6 +198,10 @@ class RecordStore:
                 results.append(stored)
         return results
 
+    def all_of_type(self, resource_type: str) -> list[Stored]:
+        """Every current resource of a type, oldest write first."""
+        return [self._open_found(sealed) for sealed in self.storage.current_of_kind(self.keys.kind(resource_type))]
+
     # -- writes ---------------------------------------------------------------------------
 
     @contextmanager

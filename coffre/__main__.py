@@ -1,0 +1,3 @@
+from coffre.cli.main import main
+
+main()

@@ -1,0 +1,91 @@
+"""The Starlette application: routes under the FHIR base, errors as OperationOutcomes."""
+
+from __future__ import annotations
+
+import logging
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Mount, Route
+
+from coffre.api import routes
+from coffre.api.capability import capability_statement
+from coffre.api.negotiation import check_format
+from coffre.api.responses import fhir_response, outcome_response
+from coffre.exceptions import FhirError, SealError, StorageError
+from coffre.service import RecordStore
+
+BASE_PATH = "/fhir"
+log = logging.getLogger("coffre.api")
+
+
+async def metadata(request: Request) -> Response:
+    check_format(request)
+    return fhir_response(capability_statement(routes.base_url(request)))
+
+
+async def _fhir_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, FhirError)
+    return outcome_response(error)
+
+
+async def _http_error(request: Request, error: Exception) -> Response:
+    assert isinstance(error, HTTPException)
+    if error.status_code == 405:
+        message = f"{request.method} is not an interaction this URL supports"
+        return outcome_response(FhirError(405, "not-supported", message))
+    return outcome_response(FhirError(error.status_code, "not-found", f"no FHIR endpoint at {request.url.path}"))
+
+
+async def _seal_error(request: Request, error: Exception) -> Response:
+    log.error("a sealed record failed its integrity check at %s", request.url.path)
+    return outcome_response(FhirError(500, "exception", "the record failed its integrity check; it was not served"))
+
+
+async def _storage_error(request: Request, error: Exception) -> Response:
+    log.error("storage error: %s", error)
+    return outcome_response(FhirError(503, "transient", "the storage is unavailable; try again shortly"), {"Retry-After": "1"})
+
+
+async def _unexpected(request: Request, error: Exception) -> Response:
+    # The message of an unexpected error may quote a record: only its type is logged.
+    log.error("unexpected %s at %s %s", type(error).__name__, request.method, request.url.path)
+    return outcome_response(FhirError(500, "exception", "Coffre failed to answer this request; it changed nothing"))
+
+
+def _fhir_routes() -> list[Route]:
+    return [
+        Route("/metadata", metadata, methods=["GET"]),
+        Route("/", routes.bundle, methods=["POST"]),
+        Route("/_history", routes.history_system, methods=["GET"]),
+        Route("/{type}", routes.search, methods=["GET"]),
+        Route("/{type}", routes.create, methods=["POST"]),
+        Route("/{type}", routes.conditional_update, methods=["PUT"]),
+        Route("/{type}", routes.conditional_delete, methods=["DELETE"]),
+        Route("/{type}/_search", routes.search, methods=["POST"]),
+        Route("/{type}/_history", routes.history_type, methods=["GET"]),
+        Route("/{type}/{id}", routes.read, methods=["GET"]),
+        Route("/{type}/{id}", routes.update, methods=["PUT"]),
+        Route("/{type}/{id}", routes.delete, methods=["DELETE"]),
+        Route("/{type}/{id}/_history", routes.history_instance, methods=["GET"]),
+        Route("/{type}/{id}/_history/{vid}", routes.vread, methods=["GET"]),
+    ]
+
+
+def create_app(records: RecordStore, *, max_body_bytes: int = 64 * 1024 * 1024) -> Starlette:
+    app = Starlette(
+        routes=[Mount(BASE_PATH, routes=_fhir_routes())],
+        exception_handlers={
+            FhirError: _fhir_error,
+            HTTPException: _http_error,
+            SealError: _seal_error,
+            StorageError: _storage_error,
+            Exception: _unexpected,
+        },
+    )
+    app.state.records = records
+    app.state.base_path = BASE_PATH
+    app.state.max_body_bytes = max_body_bytes
+    return app

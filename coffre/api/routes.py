@@ -1,0 +1,185 @@
+"""The FHIR RESTful interactions (R4 http.html), one handler each."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from coffre.api.history import history_bundle, page_count, searchset
+from coffre.api.negotiation import check_format, if_match, prefer_return, read_json
+from coffre.api.responses import fhir_response, information, resource_response
+from coffre.exceptions import FhirError
+from coffre.fhir._definitions_r4 import RESOURCE_TYPES
+from coffre.fhir.validation import validate
+from coffre.search import parse_criteria
+from coffre.service import Outcome, RecordStore
+from coffre.service.bundles import BundleProcessor
+
+
+def _records(request: Request) -> RecordStore:
+    records: RecordStore = request.app.state.records
+    return records
+
+
+def base_url(request: Request) -> str:
+    return str(request.base_url).rstrip("/") + request.app.state.base_path
+
+
+def _type(request: Request) -> str:
+    resource_type: str = request.path_params["type"]
+    if resource_type not in RESOURCE_TYPES:
+        raise FhirError(404, "not-found", f"Coffre knows no resource type {resource_type!r} (FHIR R4 names, such as Patient or Observation)")
+    return resource_type
+
+
+def _id(request: Request) -> str:
+    resource_id: str = request.path_params["id"]
+    return resource_id
+
+
+def _criteria_query(request: Request) -> list[tuple[str, str]]:
+    return [(k, v) for k, v in request.query_params.multi_items() if k != "_format"]
+
+
+def _written(request: Request, outcome: Outcome) -> Response:
+    stored = outcome.stored
+    status = 201 if outcome.created else 200
+    location = f"{base_url(request)}/{stored.reference}/_history/{stored.version}"
+    return resource_response(stored, status, prefer_return(request), location)
+
+
+async def _body(request: Request) -> Any:
+    return await read_json(request, request.app.state.max_body_bytes)
+
+
+async def read(request: Request) -> Response:
+    check_format(request)
+    stored = _records(request).read(_type(request), _id(request))
+    if request.headers.get("if-none-match", "").strip() == f'W/"{stored.version}"':
+        return fhir_response(None, 304)
+    return resource_response(stored)
+
+
+async def vread(request: Request) -> Response:
+    check_format(request)
+    return resource_response(_records(request).vread(_type(request), _id(request), request.path_params["vid"]))
+
+
+async def create(request: Request) -> Response:
+    """Create; conditional when If-None-Exist (or, as fhirpy sends it, a query) names criteria."""
+    check_format(request)
+    resource_type = _type(request)
+    resource = await _body(request)
+    body_type = validate(resource)
+    if body_type != resource_type:
+        raise FhirError(400, "invalid", f"the body is a {body_type}, but it was POSTed to {resource_type}", "resourceType")
+    condition = request.headers.get("if-none-exist") or (request.url.query or None)
+    with _records(request).writer() as writer:
+        if condition:
+            matches = writer.find(resource_type, parse_criteria(condition, "If-None-Exist condition"))
+            if len(matches) > 1:
+                raise FhirError(412, "multiple-matches", f"the If-None-Exist condition matches {len(matches)} resources; it must match one at most")
+            if matches:
+                return _written(request, Outcome(matches[0], created=False, changed=False))
+        outcome = writer.create(resource, validated=True)
+    return _written(request, outcome)
+
+
+async def update(request: Request) -> Response:
+    check_format(request)
+    resource = await _body(request)
+    with _records(request).writer() as writer:
+        outcome = writer.update(_type(request), _id(request), resource, if_match(request))
+    return _written(request, outcome)
+
+
+async def conditional_update(request: Request) -> Response:
+    check_format(request)
+    resource_type = _type(request)
+    resource = await _body(request)
+    validate(resource)
+    criteria = parse_criteria(_criteria_query(request), "conditional update")
+    if not criteria:
+        raise FhirError(400, "invalid", f"PUT {resource_type} needs an id in the URL or search criteria in the query")
+    with _records(request).writer() as writer:
+        matches = writer.find(resource_type, criteria)
+        if len(matches) > 1:
+            raise FhirError(412, "multiple-matches", f"the conditional update matches {len(matches)} resources; it must match one at most")
+        body_id = resource.get("id")
+        if matches:
+            if body_id not in (None, matches[0].id):
+                raise FhirError(400, "invalid", f"the body's id {body_id!r} differs from the matching resource's {matches[0].id!r}")
+            resource["id"] = matches[0].id
+            outcome = writer.update(resource_type, matches[0].id, resource, if_match(request))
+        elif body_id:
+            outcome = writer.update(resource_type, body_id, resource, if_match(request))
+        else:
+            outcome = writer.create(resource)
+    return _written(request, outcome)
+
+
+async def delete(request: Request) -> Response:
+    check_format(request)
+    resource_type, resource_id = _type(request), _id(request)
+    with _records(request).writer() as writer:
+        outcome = writer.delete(resource_type, resource_id, if_match(request))
+    if outcome is None:
+        return fhir_response(information(f"{resource_type}/{resource_id} did not exist or was already deleted"), 200)
+    return fhir_response(None, 204, {"ETag": f'W/"{outcome.stored.version}"'})
+
+
+async def conditional_delete(request: Request) -> Response:
+    check_format(request)
+    resource_type = _type(request)
+    criteria = parse_criteria(_criteria_query(request), "conditional delete")
+    if not criteria:
+        raise FhirError(400, "invalid", f"DELETE {resource_type} needs search criteria; Coffre does not delete a whole type")
+    with _records(request).writer() as writer:
+        matches = writer.find(resource_type, criteria)
+        for match in matches:
+            writer.delete(resource_type, match.id)
+    return fhir_response(information(f"{len(matches)} {resource_type} deleted"), 200)
+
+
+async def search(request: Request) -> Response:
+    check_format(request)
+    resource_type = _type(request)
+    pairs = _criteria_query(request)
+    if request.method == "POST":
+        form = (await request.body()).decode()
+        pairs += parse_qsl(form, keep_blank_values=True)
+    criteria = parse_criteria([(k, v) for k, v in pairs if k not in ("_offset", "_snapshot")], "search")
+    records = _records(request)
+    matches = records.find(resource_type, criteria) if criteria else records.all_of_type(resource_type)
+    return fhir_response(searchset(request, base_url(request), matches, page_count(request)))
+
+
+async def bundle(request: Request) -> Response:
+    check_format(request)
+    body = await _body(request)
+    processor = BundleProcessor(_records(request), base_url(request), include_resources=prefer_return(request) == "representation")
+    return fhir_response(processor.run(body))
+
+
+async def history_instance(request: Request) -> Response:
+    check_format(request)
+    resource_type, resource_id = _type(request), _id(request)
+    records = _records(request)
+    loc = records.keys.location(resource_type, resource_id)
+    if records.storage.latest(loc) is None:
+        raise FhirError(404, "not-found", f"{resource_type}/{resource_id} does not exist")
+    return fhir_response(history_bundle(request, base_url(request), records, loc=loc))
+
+
+async def history_type(request: Request) -> Response:
+    check_format(request)
+    records = _records(request)
+    return fhir_response(history_bundle(request, base_url(request), records, kind=records.keys.kind(_type(request))))
+
+
+async def history_system(request: Request) -> Response:
+    check_format(request)
+    return fhir_response(history_bundle(request, base_url(request), _records(request)))

@@ -1,0 +1,1 @@
+"""The ``coffre`` command: init, serve, synth, import."""

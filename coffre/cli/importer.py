@@ -1,0 +1,70 @@
+"""``coffre import``: load files into a vault, with progress, and a report of what failed.
+
+A transaction that names a resource not yet loaded (say, a patient bundle read before
+the practitioners it refers to) is put aside and tried again once the rest is in, so the
+order of the files does not matter.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from coffre.cli.sources import Batch, batches
+from coffre.exceptions import FhirError
+from coffre.service import RecordStore
+from coffre.service.bundles import BundleProcessor
+
+
+@dataclass(slots=True)
+class ImportReport:
+    resources: int = 0
+    versions_written: int = 0
+    failures: list[str] = field(default_factory=list)
+
+
+Progress = Callable[[int], None]
+
+
+class Importer:
+    def __init__(self, records: RecordStore, on_progress: Progress = lambda n: None) -> None:
+        self._records = records
+        self._processor = BundleProcessor(records, "urn:coffre:import", include_resources=False, keep_source_ids=True)
+        self._on_progress = on_progress
+        self.report = ImportReport()
+
+    def run(self, files: list[Path]) -> ImportReport:
+        deferred: list[Batch] = []
+        first_seq = self._records.storage.last_seq()
+        for path in files:
+            try:
+                for batch in batches(path):
+                    if not self._load(batch, last_try=False):
+                        deferred.append(batch)
+            except FhirError as error:
+                self.report.failures.append(f"{path}: {error.diagnostics}")
+        for batch in deferred:
+            self._load(batch, last_try=True)
+        self.report.versions_written = self._records.storage.last_seq() - first_seq
+        return self.report
+
+    def _load(self, batch: Batch, *, last_try: bool) -> bool:
+        """Run one Bundle; False when it should wait for the others."""
+        try:
+            response = self._processor.run(batch.bundle)
+        except FhirError as error:
+            if error.status == 404 and not last_try:
+                return False
+            self.report.failures.append(f"{batch.origin}: {error.diagnostics}")
+            self._on_progress(batch.size)
+            return True
+        for index, entry in enumerate(response["entry"]):
+            status = entry["response"]["status"]
+            if status.startswith(("200", "201")):
+                self.report.resources += 1
+            else:
+                diagnostics = entry["response"].get("outcome", {}).get("issue", [{}])[0].get("diagnostics", status)
+                self.report.failures.append(f"{batch.origin}: entry[{index}]: {diagnostics}")
+        self._on_progress(batch.size)
+        return True

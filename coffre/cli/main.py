@@ -1,0 +1,110 @@
+"""The ``coffre`` command line."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from coffre import config
+from coffre.cli.importer import Importer
+from coffre.cli.sources import files_under
+from coffre.exceptions import CoffreError
+from coffre.service import Vault
+
+app = typer.Typer(help="Coffre: a FHIR R4 health record whose host only ever sees sealed data.", no_args_is_help=True)
+console = Console(stderr=True)
+MAX_FAILURES_SHOWN = 20
+
+VaultOption = Annotated[Path, typer.Option("--vault", envvar=config.VAULT.env, help=config.VAULT.help)]
+KeyringOption = Annotated[Path | None, typer.Option("--keyring", envvar=config.KEYRING.env, help=config.KEYRING.help)]
+
+
+def _fail(error: CoffreError) -> typer.Exit:
+    console.print(f"[red]error:[/red] {error}")
+    return typer.Exit(code=1)
+
+
+@app.command()
+def init(
+    folder: Annotated[Path, typer.Argument(help="Folder of the new vault.")],
+    keyring: KeyringOption = None,
+) -> None:
+    """Create a new vault: an empty SQLite storage and a keyring file (0600) apart from it."""
+    vault = Vault.at(folder, keyring)
+    try:
+        vault.create()
+    except CoffreError as error:
+        raise _fail(error) from None
+    console.print(f"vault created in {vault.folder}; keyring at {vault.keyring} — keep a copy of it apart from the storage")
+
+
+@app.command()
+def serve(
+    vault: VaultOption = Path(config.VAULT.default),
+    keyring: KeyringOption = None,
+    host: Annotated[str, typer.Option(envvar=config.HOST.env, help=config.HOST.help)] = config.HOST.default,
+    port: Annotated[int, typer.Option(envvar=config.PORT.env, help=config.PORT.help)] = int(config.PORT.default),
+    workers: Annotated[int, typer.Option(envvar=config.WORKERS.env, help=config.WORKERS.help)] = int(config.WORKERS.default),
+) -> None:
+    """Serve the FHIR API of a vault."""
+    import uvicorn
+
+    os.environ[config.VAULT.env] = str(vault)
+    if keyring:
+        os.environ[config.KEYRING.env] = str(keyring)
+    try:
+        Vault.from_settings().open().storage.close()
+    except CoffreError as error:
+        raise _fail(error) from None
+    console.print(f"Coffre serves FHIR R4 at http://{host}:{port}/fhir (vault {vault})")
+    uvicorn.run(
+        "coffre.api.server:app_from_settings",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+        log_level="warning",
+        loop="uvloop",
+        http="httptools",
+    )
+
+
+@app.command("import")
+def import_(
+    paths: Annotated[list[Path], typer.Argument(help="Bundles, NDJSON files, resources, or folders of them.")],
+    vault: VaultOption = Path(config.VAULT.default),
+    keyring: KeyringOption = None,
+) -> None:
+    """Load FHIR files into a vault; running it again on the same files changes nothing."""
+    files = files_under(paths)
+    try:
+        records = Vault.at(vault, keyring).open()
+    except CoffreError as error:
+        raise _fail(error) from None
+    columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} resources/s"), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("import", total=None, rate="-")
+
+        def advance(count: int) -> None:
+            progress.advance(task, count)
+            elapsed = progress.tasks[0].elapsed or 0
+            progress.update(task, rate=f"{progress.tasks[0].completed / elapsed:,.0f}" if elapsed else "-")
+
+        report = Importer(records, advance).run(files)
+    for failure in report.failures[:MAX_FAILURES_SHOWN]:
+        console.print(f"[red]failed:[/red] {failure}", soft_wrap=True)
+    if len(report.failures) > MAX_FAILURES_SHOWN:
+        console.print(f"... and {len(report.failures) - MAX_FAILURES_SHOWN} more failures")
+    console.print(f"{report.resources} resources from {len(files)} files; {report.versions_written} new versions written; {len(report.failures)} failures")
+    if report.failures:
+        raise typer.Exit(code=1)
+
+
+def main() -> None:
+    app()

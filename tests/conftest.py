@@ -1,0 +1,101 @@
+"""Fixtures shared by every test area: vaults, an in-process client, a running server,
+and the third-party FHIR data in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from coffre.api import create_app
+from coffre.service import RecordStore, Vault
+
+ROOT = Path(__file__).resolve().parent.parent
+SHARED_DATA = Path(os.environ.get("COFFRE_SHARED_DATA", ROOT.parent / "shared" / "data"))
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+def shared_data_path(*parts: str) -> Path:
+    """A path in ../shared/data; the test skips where it is absent, and fails under CI=true."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        message = f"the third-party FHIR data is not at {path} (set COFFRE_SHARED_DATA)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+@pytest.fixture
+def vault(tmp_path: Path) -> Vault:
+    created = Vault.at(tmp_path / "vault")
+    created.create()
+    return created
+
+
+@pytest.fixture
+def records(vault: Vault) -> Iterator[RecordStore]:
+    store = vault.open()
+    yield store
+    store.storage.close()
+
+
+@pytest.fixture
+def client(records: RecordStore) -> Iterator[TestClient]:
+    with TestClient(create_app(records), raise_server_exceptions=False) as test_client:
+        yield test_client
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class RunningServer:
+    """``coffre serve`` in a subprocess, on a free loopback port."""
+
+    def __init__(self, vault: Vault, workers: int = 1) -> None:
+        self.vault = vault
+        self.port = free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/fhir"
+        command = [sys.executable, "-m", "coffre", "serve", "--vault", str(vault.folder), "--port", str(self.port), "--workers", str(workers)]
+        self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        self._wait_ready()
+
+    def _wait_ready(self) -> None:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                output = self.process.stdout.read().decode() if self.process.stdout else ""
+                raise RuntimeError(f"coffre serve exited: {output}")
+            try:
+                if httpx.get(f"{self.base_url}/metadata", timeout=1).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError("coffre serve did not answer within 30 s")
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@pytest.fixture
+def server(vault: Vault) -> Iterator[RunningServer]:
+    running = RunningServer(vault)
+    yield running
+    running.stop()
