@@ -23,20 +23,39 @@ class Setting:
         return os.environ.get(self.env, self.default)
 
 
-VAULT = Setting("vault", "vault", "Folder of the vault: the storage file, and the keyring unless placed elsewhere.")
-KEYRING = Setting("keyring", "", "Path of the keyring file; default: keyring.json inside the vault folder.")
+VAULT = Setting(
+    "vault",
+    "vault",
+    "Folder of the vault: the storage file, and the keyring unless placed elsewhere.",
+)
+KEYRING = Setting(
+    "keyring", "", "Path of the keyring file; default: keyring.json inside the vault folder."
+)
 HOST = Setting("host", "127.0.0.1", "Address `coffre serve` listens on.")
 PORT = Setting("port", "8080", "Port `coffre serve` listens on.")
 WORKERS = Setting("workers", "1", "Server processes; each opens the vault itself.")
-MAX_BODY_BYTES = Setting("max_body_bytes", str(64 * 1024 * 1024), "Largest request body accepted; larger ones get 413.")
+MAX_BODY_BYTES = Setting(
+    "max_body_bytes", str(64 * 1024 * 1024), "Largest request body accepted; larger ones get 413."
+)
 SQLITE_SYNCHRONOUS = Setting(
-    "sqlite_synchronous", "FULL",
+    "sqlite_synchronous",
+    "FULL",
     "SQLite's synchronous pragma. FULL makes every acknowledged write survive a power cut;"
     " NORMAL survives a crash of Coffre but not of the machine.",
 )
 BENCH_PLAINTEXT = Setting(
-    "bench_plaintext", "",
+    "bench_plaintext",
+    "",
     "Benchmarks only: '1' stores bodies unencrypted, to measure what sealing costs. Never for real data.",
 )
 
-SETTINGS = (VAULT, KEYRING, HOST, PORT, WORKERS, MAX_BODY_BYTES, SQLITE_SYNCHRONOUS, BENCH_PLAINTEXT)
+SETTINGS = (
+    VAULT,
+    KEYRING,
+    HOST,
+    PORT,
+    WORKERS,
+    MAX_BODY_BYTES,
+    SQLITE_SYNCHRONOUS,
+    BENCH_PLAINTEXT,
+)

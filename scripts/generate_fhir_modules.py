@@ -73,7 +73,9 @@ def _paths_for(resource_type: str, expression: str) -> list[tuple[str, ...]]:
 
 
 def compartment_paths(data: Path) -> dict[str, list[tuple[str, ...]]]:
-    compartment = json.loads((data / "fhir-examples" / "CompartmentDefinition-patient.json").read_text())
+    compartment = json.loads(
+        (data / "fhir-examples" / "CompartmentDefinition-patient.json").read_text()
+    )
     bundle = json.loads((data / "search-params" / "search-parameters.json").read_text())
     expressions: dict[tuple[str, str], str] = {}
     for entry in bundle["entry"]:

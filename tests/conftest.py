@@ -68,7 +68,18 @@ class RunningServer:
         self.vault = vault
         self.port = free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/fhir"
-        command = [sys.executable, "-m", "coffre", "serve", "--vault", str(vault.folder), "--port", str(self.port), "--workers", str(workers)]
+        command = [
+            sys.executable,
+            "-m",
+            "coffre",
+            "serve",
+            "--vault",
+            str(vault.folder),
+            "--port",
+            str(self.port),
+            "--workers",
+            str(workers),
+        ]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._wait_ready()
 

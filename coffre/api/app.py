@@ -36,23 +36,32 @@ async def _http_error(request: Request, error: Exception) -> Response:
     if error.status_code == 405:
         message = f"{request.method} is not an interaction this URL supports"
         return outcome_response(FhirError(405, "not-supported", message))
-    return outcome_response(FhirError(error.status_code, "not-found", f"no FHIR endpoint at {request.url.path}"))
+    return outcome_response(
+        FhirError(error.status_code, "not-found", f"no FHIR endpoint at {request.url.path}")
+    )
 
 
 async def _seal_error(request: Request, error: Exception) -> Response:
     log.error("a sealed record failed its integrity check at %s", request.url.path)
-    return outcome_response(FhirError(500, "exception", "the record failed its integrity check; it was not served"))
+    return outcome_response(
+        FhirError(500, "exception", "the record failed its integrity check; it was not served")
+    )
 
 
 async def _storage_error(request: Request, error: Exception) -> Response:
     log.error("storage error: %s", error)
-    return outcome_response(FhirError(503, "transient", "the storage is unavailable; try again shortly"), {"Retry-After": "1"})
+    return outcome_response(
+        FhirError(503, "transient", "the storage is unavailable; try again shortly"),
+        {"Retry-After": "1"},
+    )
 
 
 async def _unexpected(request: Request, error: Exception) -> Response:
     # The message of an unexpected error may quote a record: only its type is logged.
     log.error("unexpected %s at %s %s", type(error).__name__, request.method, request.url.path)
-    return outcome_response(FhirError(500, "exception", "Coffre failed to answer this request; it changed nothing"))
+    return outcome_response(
+        FhirError(500, "exception", "Coffre failed to answer this request; it changed nothing")
+    )
 
 
 def _fhir_routes() -> list[Route]:

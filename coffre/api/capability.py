@@ -9,7 +9,16 @@ import coffre
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.search.criteria import SUPPORTED
 
-_INTERACTIONS = ["read", "vread", "update", "delete", "history-instance", "history-type", "create", "search-type"]
+_INTERACTIONS = [
+    "read",
+    "vread",
+    "update",
+    "delete",
+    "history-instance",
+    "history-type",
+    "create",
+    "search-type",
+]
 _SEARCH_TYPES = {"_id": "token", "identifier": "token"}
 _STARTED = datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -46,7 +55,11 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                 "mode": "server",
                 "documentation": "Every resource is sealed (AES-256-GCM) before it reaches the storage host.",
                 "resource": [_resource(name) for name in sorted(RESOURCE_TYPES)],
-                "interaction": [{"code": "transaction"}, {"code": "batch"}, {"code": "history-system"}],
+                "interaction": [
+                    {"code": "transaction"},
+                    {"code": "batch"},
+                    {"code": "history-system"},
+                ],
             }
         ],
     }

@@ -43,7 +43,9 @@ def _since(request: Request) -> int | None:
     try:
         moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise FhirError(400, "invalid", f"_since={raw} is not a FHIR instant such as 2026-01-31T12:00:00Z") from None
+        raise FhirError(
+            400, "invalid", f"_since={raw} is not a FHIR instant such as 2026-01-31T12:00:00Z"
+        ) from None
     if moment.tzinfo is None:
         raise FhirError(400, "invalid", f"_since={raw} needs a time zone, such as Z or +01:00")
     return int(moment.timestamp() * 1_000_000)
@@ -58,9 +60,16 @@ def _method(stored: Stored) -> str:
 def history_entry(base: str, stored: Stored) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "fullUrl": f"{base}/{stored.reference}",
-        "request": {"method": _method(stored), "url": stored.resource_type if stored.version == 1 and not stored.deleted else stored.reference},
+        "request": {
+            "method": _method(stored),
+            "url": stored.resource_type
+            if stored.version == 1 and not stored.deleted
+            else stored.reference,
+        },
         "response": {
-            "status": "204 No Content" if stored.deleted else ("201 Created" if stored.version == 1 else "200 OK"),
+            "status": "204 No Content"
+            if stored.deleted
+            else ("201 Created" if stored.version == 1 else "200 OK"),
             "etag": f'W/"{stored.version}"',
             "lastModified": stored.last_updated,
         },
@@ -70,11 +79,24 @@ def history_entry(base: str, stored: Stored) -> dict[str, Any]:
     return entry
 
 
-def history_bundle(request: Request, base: str, records: RecordStore, loc: bytes | None = None, kind: bytes | None = None) -> dict[str, Any]:
+def history_bundle(
+    request: Request,
+    base: str,
+    records: RecordStore,
+    loc: bytes | None = None,
+    kind: bytes | None = None,
+) -> dict[str, Any]:
     count = page_count(request)
     snapshot = _int_param(request, "_snapshot") or records.storage.last_seq()
     offset = _int_param(request, "_offset") or 0
-    query = HistoryQuery(loc=loc, kind=kind, since_ts=_since(request), before_seq=snapshot, limit=count, offset=offset)
+    query = HistoryQuery(
+        loc=loc,
+        kind=kind,
+        since_ts=_since(request),
+        before_seq=snapshot,
+        limit=count,
+        offset=offset,
+    )
     versions = records.history(query)
     bundle: dict[str, Any] = {
         "resourceType": "Bundle",
@@ -86,10 +108,16 @@ def history_bundle(request: Request, base: str, records: RecordStore, loc: bytes
     return bundle
 
 
-def _links(request: Request, snapshot: int, offset: int, count: int, *, has_next: bool) -> list[dict[str, str]]:
+def _links(
+    request: Request, snapshot: int, offset: int, count: int, *, has_next: bool
+) -> list[dict[str, str]]:
     def url(page_offset: int) -> str:
-        params = {k: v for k, v in request.query_params.items() if k not in ("_snapshot", "_offset")}
-        params.update({"_snapshot": str(snapshot), "_offset": str(page_offset), "_count": str(count)})
+        params = {
+            k: v for k, v in request.query_params.items() if k not in ("_snapshot", "_offset")
+        }
+        params.update(
+            {"_snapshot": str(snapshot), "_offset": str(page_offset), "_count": str(count)}
+        )
         return f"{str(request.url).split('?')[0]}?{urlencode(params)}"
 
     links = [{"relation": "self", "url": url(offset)}]
@@ -108,6 +136,12 @@ def searchset(request: Request, base: str, matches: list[Stored], count: int) ->
         "type": "searchset",
         "total": len(matches),
         "link": _links(request, 0, offset, count, has_next=offset + count < len(matches)),
-        "entry": [{"fullUrl": f"{base}/{s.reference}", "resource": s.resource(), "search": {"mode": "match"}} for s in page],
+        "entry": [
+            {
+                "fullUrl": f"{base}/{s.reference}",
+                "resource": s.resource(),
+                "search": {"mode": "match"},
+            }
+            for s in page
+        ],
     }
-

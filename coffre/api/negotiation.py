@@ -18,17 +18,26 @@ def check_format(request: Request) -> None:
     """Coffre speaks FHIR JSON only: a request for XML or Turtle gets a 406."""
     requested = request.query_params.get("_format")
     if requested is not None and requested not in _JSON_FORMATS:
-        raise FhirError(406, "not-supported", f"_format={requested} is not supported: Coffre serves FHIR JSON only (_format=json)")
+        raise FhirError(
+            406,
+            "not-supported",
+            f"_format={requested} is not supported: Coffre serves FHIR JSON only (_format=json)",
+        )
     accept = request.headers.get("accept", "")
     if accept and not any(t in accept for t in (*JSON_TYPES, "*/*", "application/*")):
-        raise FhirError(406, "not-supported", f"Accept: {accept} cannot be met: Coffre serves application/fhir+json")
+        raise FhirError(
+            406,
+            "not-supported",
+            f"Accept: {accept} cannot be met: Coffre serves application/fhir+json",
+        )
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:
     content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if content_type not in JSON_TYPES:
         raise FhirError(
-            415, "not-supported",
+            415,
+            "not-supported",
             f"the body's Content-Type is {content_type or 'missing'}; send application/fhir+json",
         )
     declared = request.headers.get("content-length")
@@ -45,7 +54,11 @@ async def read_json(request: Request, max_bytes: int) -> Any:
 
 
 def _too_large(max_bytes: int) -> FhirError:
-    return FhirError(413, "too-costly", f"the body is larger than the {max_bytes} bytes accepted; split it into smaller bundles")
+    return FhirError(
+        413,
+        "too-costly",
+        f"the body is larger than the {max_bytes} bytes accepted; split it into smaller bundles",
+    )
 
 
 def prefer_return(request: Request) -> str | None:

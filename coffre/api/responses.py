@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from email.utils import format_datetime
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any
 
 from starlette.responses import Response
@@ -15,9 +15,18 @@ from coffre.service import Stored
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 
 
-def fhir_response(content: dict[str, Any] | bytes | None, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    body = b"" if content is None else content if isinstance(content, bytes) else json.dumps(content)
-    return Response(body, status_code=status, headers=headers, media_type=FHIR_JSON if content is not None else None)
+def fhir_response(
+    content: dict[str, Any] | bytes | None, status: int = 200, headers: dict[str, str] | None = None
+) -> Response:
+    body = (
+        b"" if content is None else content if isinstance(content, bytes) else json.dumps(content)
+    )
+    return Response(
+        body,
+        status_code=status,
+        headers=headers,
+        media_type=FHIR_JSON if content is not None else None,
+    )
 
 
 def outcome_response(error: FhirError, headers: dict[str, str] | None = None) -> Response:
@@ -25,15 +34,23 @@ def outcome_response(error: FhirError, headers: dict[str, str] | None = None) ->
 
 
 def information(message: str) -> dict[str, Any]:
-    return {"resourceType": "OperationOutcome", "issue": [{"severity": "information", "code": "informational", "diagnostics": message}]}
+    return {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "information", "code": "informational", "diagnostics": message}],
+    }
 
 
 def version_headers(stored: Stored) -> dict[str, str]:
     modified = datetime.fromtimestamp(stored.ts / 1_000_000, UTC)
-    return {"ETag": f'W/"{stored.version}"', "Last-Modified": format_datetime(modified, usegmt=True)}
+    return {
+        "ETag": f'W/"{stored.version}"',
+        "Last-Modified": format_datetime(modified, usegmt=True),
+    }
 
 
-def resource_response(stored: Stored, status: int = 200, prefer: str | None = None, location: str | None = None) -> Response:
+def resource_response(
+    stored: Stored, status: int = 200, prefer: str | None = None, location: str | None = None
+) -> Response:
     """A resource as the client's ``Prefer: return=`` asks: itself, nothing, or an outcome."""
     headers = version_headers(stored)
     if location:
@@ -42,5 +59,7 @@ def resource_response(stored: Stored, status: int = 200, prefer: str | None = No
         return fhir_response(None, status, headers)
     if prefer == "OperationOutcome":
         verb = "created" if status == 201 else "stored"
-        return fhir_response(information(f"{stored.reference} {verb} at version {stored.version}"), status, headers)
+        return fhir_response(
+            information(f"{stored.reference} {verb} at version {stored.version}"), status, headers
+        )
     return fhir_response(stored.body, status, headers)

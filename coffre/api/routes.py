@@ -25,13 +25,18 @@ def _records(request: Request) -> RecordStore:
 
 
 def base_url(request: Request) -> str:
-    return str(request.base_url).rstrip("/") + request.app.state.base_path
+    base_path: str = request.app.state.base_path
+    return str(request.base_url).rstrip("/") + base_path
 
 
 def _type(request: Request) -> str:
     resource_type: str = request.path_params["type"]
     if resource_type not in RESOURCE_TYPES:
-        raise FhirError(404, "not-found", f"Coffre knows no resource type {resource_type!r} (FHIR R4 names, such as Patient or Observation)")
+        raise FhirError(
+            404,
+            "not-found",
+            f"Coffre knows no resource type {resource_type!r} (FHIR R4 names, such as Patient or Observation)",
+        )
     return resource_type
 
 
@@ -65,7 +70,9 @@ async def read(request: Request) -> Response:
 
 async def vread(request: Request) -> Response:
     check_format(request)
-    return resource_response(_records(request).vread(_type(request), _id(request), request.path_params["vid"]))
+    return resource_response(
+        _records(request).vread(_type(request), _id(request), request.path_params["vid"])
+    )
 
 
 async def create(request: Request) -> Response:
@@ -75,13 +82,24 @@ async def create(request: Request) -> Response:
     resource = await _body(request)
     body_type = validate(resource)
     if body_type != resource_type:
-        raise FhirError(400, "invalid", f"the body is a {body_type}, but it was POSTed to {resource_type}", "resourceType")
+        raise FhirError(
+            400,
+            "invalid",
+            f"the body is a {body_type}, but it was POSTed to {resource_type}",
+            "resourceType",
+        )
     condition = request.headers.get("if-none-exist") or (request.url.query or None)
     with _records(request).writer() as writer:
         if condition:
-            matches = writer.find(resource_type, parse_criteria(condition, "If-None-Exist condition"))
+            matches = writer.find(
+                resource_type, parse_criteria(condition, "If-None-Exist condition")
+            )
             if len(matches) > 1:
-                raise FhirError(412, "multiple-matches", f"the If-None-Exist condition matches {len(matches)} resources; it must match one at most")
+                raise FhirError(
+                    412,
+                    "multiple-matches",
+                    f"the If-None-Exist condition matches {len(matches)} resources; it must match one at most",
+                )
             if matches:
                 return _written(request, Outcome(matches[0], created=False, changed=False))
         outcome = writer.create(resource, validated=True)
@@ -103,15 +121,27 @@ async def conditional_update(request: Request) -> Response:
     validate(resource)
     criteria = parse_criteria(_criteria_query(request), "conditional update")
     if not criteria:
-        raise FhirError(400, "invalid", f"PUT {resource_type} needs an id in the URL or search criteria in the query")
+        raise FhirError(
+            400,
+            "invalid",
+            f"PUT {resource_type} needs an id in the URL or search criteria in the query",
+        )
     with _records(request).writer() as writer:
         matches = writer.find(resource_type, criteria)
         if len(matches) > 1:
-            raise FhirError(412, "multiple-matches", f"the conditional update matches {len(matches)} resources; it must match one at most")
+            raise FhirError(
+                412,
+                "multiple-matches",
+                f"the conditional update matches {len(matches)} resources; it must match one at most",
+            )
         body_id = resource.get("id")
         if matches:
             if body_id not in (None, matches[0].id):
-                raise FhirError(400, "invalid", f"the body's id {body_id!r} differs from the matching resource's {matches[0].id!r}")
+                raise FhirError(
+                    400,
+                    "invalid",
+                    f"the body's id {body_id!r} differs from the matching resource's {matches[0].id!r}",
+                )
             resource["id"] = matches[0].id
             outcome = writer.update(resource_type, matches[0].id, resource, if_match(request))
         elif body_id:
@@ -127,7 +157,9 @@ async def delete(request: Request) -> Response:
     with _records(request).writer() as writer:
         outcome = writer.delete(resource_type, resource_id, if_match(request))
     if outcome is None:
-        return fhir_response(information(f"{resource_type}/{resource_id} did not exist or was already deleted"), 200)
+        return fhir_response(
+            information(f"{resource_type}/{resource_id} did not exist or was already deleted"), 200
+        )
     return fhir_response(None, 204, {"ETag": f'W/"{outcome.stored.version}"'})
 
 
@@ -136,7 +168,11 @@ async def conditional_delete(request: Request) -> Response:
     resource_type = _type(request)
     criteria = parse_criteria(_criteria_query(request), "conditional delete")
     if not criteria:
-        raise FhirError(400, "invalid", f"DELETE {resource_type} needs search criteria; Coffre does not delete a whole type")
+        raise FhirError(
+            400,
+            "invalid",
+            f"DELETE {resource_type} needs search criteria; Coffre does not delete a whole type",
+        )
     with _records(request).writer() as writer:
         matches = writer.find(resource_type, criteria)
         for match in matches:
@@ -151,16 +187,24 @@ async def search(request: Request) -> Response:
     if request.method == "POST":
         form = (await request.body()).decode()
         pairs += parse_qsl(form, keep_blank_values=True)
-    criteria = parse_criteria([(k, v) for k, v in pairs if k not in ("_offset", "_snapshot")], "search")
+    criteria = parse_criteria(
+        [(k, v) for k, v in pairs if k not in ("_offset", "_snapshot")], "search"
+    )
     records = _records(request)
-    matches = records.find(resource_type, criteria) if criteria else records.all_of_type(resource_type)
+    matches = (
+        records.find(resource_type, criteria) if criteria else records.all_of_type(resource_type)
+    )
     return fhir_response(searchset(request, base_url(request), matches, page_count(request)))
 
 
 async def bundle(request: Request) -> Response:
     check_format(request)
     body = await _body(request)
-    processor = BundleProcessor(_records(request), base_url(request), include_resources=prefer_return(request) == "representation")
+    processor = BundleProcessor(
+        _records(request),
+        base_url(request),
+        include_resources=prefer_return(request) == "representation",
+    )
     return fhir_response(processor.run(body))
 
 
@@ -177,7 +221,9 @@ async def history_instance(request: Request) -> Response:
 async def history_type(request: Request) -> Response:
     check_format(request)
     records = _records(request)
-    return fhir_response(history_bundle(request, base_url(request), records, kind=records.keys.kind(_type(request))))
+    return fhir_response(
+        history_bundle(request, base_url(request), records, kind=records.keys.kind(_type(request)))
+    )
 
 
 async def history_system(request: Request) -> Response:

@@ -10,4 +10,6 @@ from coffre.service import Vault
 
 
 def app_from_settings() -> Starlette:
-    return create_app(Vault.from_settings().open(), max_body_bytes=int(config.MAX_BODY_BYTES.value()))
+    return create_app(
+        Vault.from_settings().open(), max_body_bytes=int(config.MAX_BODY_BYTES.value())
+    )

@@ -30,7 +30,9 @@ Progress = Callable[[int], None]
 class Importer:
     def __init__(self, records: RecordStore, on_progress: Progress = lambda n: None) -> None:
         self._records = records
-        self._processor = BundleProcessor(records, "urn:coffre:import", include_resources=False, keep_source_ids=True)
+        self._processor = BundleProcessor(
+            records, "urn:coffre:import", include_resources=False, keep_source_ids=True
+        )
         self._on_progress = on_progress
         self.report = ImportReport()
 
@@ -64,7 +66,12 @@ class Importer:
             if status.startswith(("200", "201")):
                 self.report.resources += 1
             else:
-                diagnostics = entry["response"].get("outcome", {}).get("issue", [{}])[0].get("diagnostics", status)
+                diagnostics = (
+                    entry["response"]
+                    .get("outcome", {})
+                    .get("issue", [{}])[0]
+                    .get("diagnostics", status)
+                )
                 self.report.failures.append(f"{batch.origin}: entry[{index}]: {diagnostics}")
         self._on_progress(batch.size)
         return True

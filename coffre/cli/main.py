@@ -16,12 +16,19 @@ from coffre.cli.sources import files_under
 from coffre.exceptions import CoffreError
 from coffre.service import Vault
 
-app = typer.Typer(help="Coffre: a FHIR R4 health record whose host only ever sees sealed data.", no_args_is_help=True)
+app = typer.Typer(
+    help="Coffre: a FHIR R4 health record whose host only ever sees sealed data.",
+    no_args_is_help=True,
+)
 console = Console(stderr=True)
 MAX_FAILURES_SHOWN = 20
 
-VaultOption = Annotated[Path, typer.Option("--vault", envvar=config.VAULT.env, help=config.VAULT.help)]
-KeyringOption = Annotated[Path | None, typer.Option("--keyring", envvar=config.KEYRING.env, help=config.KEYRING.help)]
+VaultOption = Annotated[
+    Path, typer.Option("--vault", envvar=config.VAULT.env, help=config.VAULT.help)
+]
+KeyringOption = Annotated[
+    Path | None, typer.Option("--keyring", envvar=config.KEYRING.env, help=config.KEYRING.help)
+]
 
 
 def _fail(error: CoffreError) -> typer.Exit:
@@ -40,16 +47,24 @@ def init(
         vault.create()
     except CoffreError as error:
         raise _fail(error) from None
-    console.print(f"vault created in {vault.folder}; keyring at {vault.keyring} — keep a copy of it apart from the storage")
+    console.print(
+        f"vault created in {vault.folder}; keyring at {vault.keyring} — keep a copy of it apart from the storage"
+    )
 
 
 @app.command()
 def serve(
     vault: VaultOption = Path(config.VAULT.default),
     keyring: KeyringOption = None,
-    host: Annotated[str, typer.Option(envvar=config.HOST.env, help=config.HOST.help)] = config.HOST.default,
-    port: Annotated[int, typer.Option(envvar=config.PORT.env, help=config.PORT.help)] = int(config.PORT.default),
-    workers: Annotated[int, typer.Option(envvar=config.WORKERS.env, help=config.WORKERS.help)] = int(config.WORKERS.default),
+    host: Annotated[
+        str, typer.Option(envvar=config.HOST.env, help=config.HOST.help)
+    ] = config.HOST.default,
+    port: Annotated[int, typer.Option(envvar=config.PORT.env, help=config.PORT.help)] = int(
+        config.PORT.default
+    ),
+    workers: Annotated[
+        int, typer.Option(envvar=config.WORKERS.env, help=config.WORKERS.help)
+    ] = int(config.WORKERS.default),
 ) -> None:
     """Serve the FHIR API of a vault."""
     import uvicorn
@@ -77,7 +92,9 @@ def serve(
 
 @app.command("import")
 def import_(
-    paths: Annotated[list[Path], typer.Argument(help="Bundles, NDJSON files, resources, or folders of them.")],
+    paths: Annotated[
+        list[Path], typer.Argument(help="Bundles, NDJSON files, resources, or folders of them.")
+    ],
     vault: VaultOption = Path(config.VAULT.default),
     keyring: KeyringOption = None,
 ) -> None:
@@ -87,21 +104,31 @@ def import_(
         records = Vault.at(vault, keyring).open()
     except CoffreError as error:
         raise _fail(error) from None
-    columns = (TextColumn("importing"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]} resources/s"), TimeElapsedColumn())
+    columns = (
+        TextColumn("importing"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]} resources/s"),
+        TimeElapsedColumn(),
+    )
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("import", total=None, rate="-")
 
         def advance(count: int) -> None:
             progress.advance(task, count)
             elapsed = progress.tasks[0].elapsed or 0
-            progress.update(task, rate=f"{progress.tasks[0].completed / elapsed:,.0f}" if elapsed else "-")
+            progress.update(
+                task, rate=f"{progress.tasks[0].completed / elapsed:,.0f}" if elapsed else "-"
+            )
 
         report = Importer(records, advance).run(files)
     for failure in report.failures[:MAX_FAILURES_SHOWN]:
         console.print(f"[red]failed:[/red] {failure}", soft_wrap=True)
     if len(report.failures) > MAX_FAILURES_SHOWN:
         console.print(f"... and {len(report.failures) - MAX_FAILURES_SHOWN} more failures")
-    console.print(f"{report.resources} resources from {len(files)} files; {report.versions_written} new versions written; {len(report.failures)} failures")
+    console.print(
+        f"{report.resources} resources from {len(files)} files; {report.versions_written} new versions written; {len(report.failures)} failures"
+    )
     if report.failures:
         raise typer.Exit(code=1)
 

@@ -35,7 +35,11 @@ def files_under(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if p.is_file() and p.suffix in (".json", ".ndjson")))
+            found.extend(
+                sorted(
+                    p for p in path.rglob("*") if p.is_file() and p.suffix in (".json", ".ndjson")
+                )
+            )
         else:
             found.append(path)
     return found
@@ -90,9 +94,17 @@ def batches(path: Path) -> Iterator[Batch]:
         yield from _ndjson(path)
         return
     content = json.loads(path.read_bytes(), str(path))
-    if isinstance(content, dict) and content.get("resourceType") == "Bundle" and content.get("type") in ("transaction", "batch"):
+    if (
+        isinstance(content, dict)
+        and content.get("resourceType") == "Bundle"
+        and content.get("type") in ("transaction", "batch")
+    ):
         yield Batch(str(path), with_source_ids(content))
     elif isinstance(content, dict) and "resourceType" in content:
         yield Batch(str(path), _batch_of([content]))
     else:
-        raise FhirError(400, "structure", f"{path} holds neither a FHIR resource nor a transaction or batch Bundle")
+        raise FhirError(
+            400,
+            "structure",
+            f"{path} holds neither a FHIR resource nor a transaction or batch Bundle",
+        )

@@ -46,13 +46,17 @@ class KeyringCustodian(MemoryCustodian):
         try:
             mode = path.stat().st_mode
         except FileNotFoundError:
-            raise VaultStateError(f"no keyring at {path}: create a vault with 'coffre init'") from None
+            raise VaultStateError(
+                f"no keyring at {path}: create a vault with 'coffre init'"
+            ) from None
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise CustodyError(f"the keyring {path} is readable by others: chmod 600 it")
         try:
             content: dict[str, Any] = json.loads(path.read_text())
         except (OSError, ValueError) as error:
-            raise CustodyError(f"the keyring {path} cannot be read: {type(error).__name__}") from None
+            raise CustodyError(
+                f"the keyring {path} cannot be read: {type(error).__name__}"
+            ) from None
         if content.get("format") != FORMAT:
             raise CustodyError(f"{path} is not a Coffre keyring ({FORMAT})")
         return content

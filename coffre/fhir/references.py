@@ -9,7 +9,9 @@ from typing import Any
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
-_RELATIVE = re.compile(r"^(?:.*/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/([A-Za-z0-9\-.]{1,64}))?$")
+_RELATIVE = re.compile(
+    r"^(?:.*/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/([A-Za-z0-9\-.]{1,64}))?$"
+)
 
 
 def iter_references(node: Any) -> Iterator[dict[str, Any]]:

@@ -44,7 +44,10 @@ def resource_type_of(resource: Any, where: str = "the body") -> str:
         raise FhirError(400, "required", f"{where} has no resourceType", "resourceType")
     if resource_type not in RESOURCE_TYPES:
         raise FhirError(
-            400, "not-supported", f"{resource_type!r} is not a FHIR R4 resource type", "resourceType"
+            400,
+            "not-supported",
+            f"{resource_type!r} is not a FHIR R4 resource type",
+            "resourceType",
         )
     return resource_type
 

@@ -27,7 +27,10 @@ def random_key() -> bytes:
 
 def _derive(root: bytes, purpose: str) -> bytes:
     return HKDF(
-        algorithm=hashes.SHA256(), length=KEY_BYTES, salt=None, info=b"coffre/v1/" + purpose.encode()
+        algorithm=hashes.SHA256(),
+        length=KEY_BYTES,
+        salt=None,
+        info=b"coffre/v1/" + purpose.encode(),
     ).derive(root)
 
 

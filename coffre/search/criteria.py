@@ -38,7 +38,9 @@ def _split_or(raw: str) -> tuple[str, ...]:
     return tuple(parts)
 
 
-def parse_criteria(pairs: str | list[tuple[str, str]], what: str = "search") -> tuple[Criterion, ...]:
+def parse_criteria(
+    pairs: str | list[tuple[str, str]], what: str = "search"
+) -> tuple[Criterion, ...]:
     """Parse ``identifier=sys|val&_id=a,b`` (or decoded pairs); repeated parameters are ANDed."""
     items = parse_qsl(pairs, keep_blank_values=True) if isinstance(pairs, str) else pairs
     criteria = []

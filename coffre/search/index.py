@@ -27,8 +27,9 @@ def _identifier_keys(identifier: dict[str, Any]) -> list[str]:
 
 def index_entries(resource: dict[str, Any]) -> list[tuple[str, str]]:
     """``(parameter, key)`` pairs a current resource is findable under."""
-    entries = []
-    for identifier in resource.get("identifier", []) if isinstance(resource.get("identifier"), list) else []:
+    identifiers = resource.get("identifier")
+    entries: list[tuple[str, str]] = []
+    for identifier in identifiers if isinstance(identifiers, list) else []:
         if isinstance(identifier, dict):
             entries.extend(("identifier", key) for key in _identifier_keys(identifier))
     return entries

@@ -48,23 +48,36 @@ def parse_if_match(value: str | None) -> int | None:
         return None
     text = value.strip().removeprefix("W/").strip('"')
     if not text.isdigit():
-        raise FhirError(400, "invalid", f"If-Match {value!r} is not a version ETag such as W/\"3\"")
+        raise FhirError(400, "invalid", f'If-Match {value!r} is not a version ETag such as W/"3"')
     return int(text)
 
 
 def _parse_entry(index: int, entry: dict[str, Any]) -> Entry:
     request = entry.get("request")
     if not isinstance(request, dict) or "method" not in request or "url" not in request:
-        raise FhirError(400, "required", f"entry[{index}] has no request with a method and url", f"Bundle.entry[{index}].request")
+        raise FhirError(
+            400,
+            "required",
+            f"entry[{index}] has no request with a method and url",
+            f"Bundle.entry[{index}].request",
+        )
     method, url = request["method"], request["url"]
     if method not in _ORDER or method == "PATCH":
-        raise FhirError(400, "not-supported", f"entry[{index}]: Coffre does not support {method} in bundles")
+        raise FhirError(
+            400, "not-supported", f"entry[{index}]: Coffre does not support {method} in bundles"
+        )
     path, _, query = url.partition("?")
     parts = [unquote(part) for part in path.strip("/").split("/") if part]
     if not parts:
-        raise FhirError(400, "invalid", f"entry[{index}]: the request url {url!r} names no resource type")
+        raise FhirError(
+            400, "invalid", f"entry[{index}]: the request url {url!r} names no resource type"
+        )
     if len(parts) not in (1, 2, 4) or (len(parts) == 4 and parts[2] != "_history"):
-        raise FhirError(400, "not-supported", f"entry[{index}]: the request url {url!r} is not a supported interaction")
+        raise FhirError(
+            400,
+            "not-supported",
+            f"entry[{index}]: the request url {url!r} is not a supported interaction",
+        )
     resource = entry.get("resource")
     return Entry(
         index=index,
@@ -81,20 +94,33 @@ def _parse_entry(index: int, entry: dict[str, Any]) -> Entry:
 
 
 def _in_entry(entry: Entry, error: FhirError) -> FhirError:
-    return FhirError(error.status, error.code, f"{entry.label}: {error.diagnostics}", error.expression)
+    return FhirError(
+        error.status, error.code, f"{entry.label}: {error.diagnostics}", error.expression
+    )
 
 
 def _single_match(writer: Writer, resource_type: str, query: str, what: str) -> Stored | None:
     matches = writer.find(resource_type, parse_criteria(query, what))
     if len(matches) > 1:
-        raise FhirError(412, "multiple-matches", f"the {what} {resource_type}?{query} matches {len(matches)} resources, it must match one at most")
+        raise FhirError(
+            412,
+            "multiple-matches",
+            f"the {what} {resource_type}?{query} matches {len(matches)} resources, it must match one at most",
+        )
     return matches[0] if matches else None
 
 
 class BundleProcessor:
     """Runs a batch or transaction Bundle against a record store."""
 
-    def __init__(self, records: RecordStore, base_url: str, include_resources: bool, *, keep_source_ids: bool = False) -> None:
+    def __init__(
+        self,
+        records: RecordStore,
+        base_url: str,
+        include_resources: bool,
+        *,
+        keep_source_ids: bool = False,
+    ) -> None:
         """``keep_source_ids`` (imports): a POST whose resource has an id creates it at that id,
         unless a resource is already there, which is left as it is: an import never
         overwrites, so running it twice changes nothing."""
@@ -107,13 +133,20 @@ class BundleProcessor:
         validate(bundle)
         kind = bundle.get("type")
         if kind not in ("batch", "transaction"):
-            raise FhirError(400, "invalid", f"a Bundle POSTed to the base must be a batch or a transaction, not {kind!r}", "Bundle.type")
+            raise FhirError(
+                400,
+                "invalid",
+                f"a Bundle POSTed to the base must be a batch or a transaction, not {kind!r}",
+                "Bundle.type",
+            )
         raw_entries = bundle.get("entry", [])
         self._batch_targets: dict[str, str] = {}
         if kind == "transaction":
             entries = [_parse_entry(i, raw) for i, raw in enumerate(raw_entries)]
             return self._response("transaction-response", self._transaction(entries))
-        return self._response("batch-response", [self._batch_entry(i, raw) for i, raw in enumerate(raw_entries)])
+        return self._response(
+            "batch-response", [self._batch_entry(i, raw) for i, raw in enumerate(raw_entries)]
+        )
 
     def _response(self, kind: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
         return {"resourceType": "Bundle", "type": kind, "entry": entries}
@@ -147,7 +180,11 @@ class BundleProcessor:
                 raise _in_entry(entry, error) from None
             if target is not None and entry.full_url:
                 if entry.full_url in targets:
-                    raise FhirError(400, "invalid", f"{entry.label}: fullUrl {entry.full_url} appears twice in the bundle")
+                    raise FhirError(
+                        400,
+                        "invalid",
+                        f"{entry.label}: fullUrl {entry.full_url} appears twice in the bundle",
+                    )
                 targets[entry.full_url] = target
         return targets
 
@@ -155,8 +192,12 @@ class BundleProcessor:
         if entry.method == "POST":
             existing = None
             if entry.if_none_exist:
-                existing = _single_match(writer, entry.resource_type, entry.if_none_exist, "ifNoneExist criteria")
-            source_id = entry.resource.get("id") if self.keep_source_ids and entry.resource else None
+                existing = _single_match(
+                    writer, entry.resource_type, entry.if_none_exist, "ifNoneExist criteria"
+                )
+            source_id = (
+                entry.resource.get("id") if self.keep_source_ids and entry.resource else None
+            )
             if existing is None and source_id:
                 existing = writer.latest(entry.resource_type, source_id)
                 existing = None if existing is None or existing.deleted else existing
@@ -166,8 +207,12 @@ class BundleProcessor:
         if entry.method == "PUT":
             if entry.resource_id is None:
                 if entry.query is None:
-                    raise FhirError(400, "invalid", "a PUT needs an id or search criteria in its url")
-                existing = _single_match(writer, entry.resource_type, entry.query, "conditional update")
+                    raise FhirError(
+                        400, "invalid", "a PUT needs an id or search criteria in its url"
+                    )
+                existing = _single_match(
+                    writer, entry.resource_type, entry.query, "conditional update"
+                )
                 body_id = entry.resource.get("id") if entry.resource else None
                 entry.resource_id = existing.id if existing else (body_id or new_id())
                 if entry.resource is not None:
@@ -175,7 +220,9 @@ class BundleProcessor:
             return f"{entry.resource_type}/{entry.resource_id}"
         return None
 
-    def _resolve_references(self, writer: Writer, resource: dict[str, Any], targets: dict[str, str]) -> None:
+    def _resolve_references(
+        self, writer: Writer, resource: dict[str, Any], targets: dict[str, str]
+    ) -> None:
         """Rewrite ``urn:uuid:`` references to their targets, and resolve conditional ones.
 
         A conditional reference resolved once is added to ``targets``: a bundle names the
@@ -186,12 +233,18 @@ class BundleProcessor:
             if reference in targets:
                 return targets[reference]
             if reference.startswith("urn:uuid:") or reference.startswith("urn:oid:"):
-                raise FhirError(400, "not-found", f"the reference {reference} names no entry of this bundle")
+                raise FhirError(
+                    400, "not-found", f"the reference {reference} names no entry of this bundle"
+                )
             resource_type, query_mark, query = reference.partition("?")
             if query_mark and parse_reference(resource_type + "/x") is not None:
                 match = _single_match(writer, resource_type, query, "conditional reference")
                 if match is None:
-                    raise FhirError(404, "not-found", f"the conditional reference {reference} matches no resource")
+                    raise FhirError(
+                        404,
+                        "not-found",
+                        f"the conditional reference {reference} matches no resource",
+                    )
                 targets[reference] = match.reference
                 return match.reference
             return None
@@ -208,7 +261,13 @@ class BundleProcessor:
         if entry.method == "PUT":
             assert entry.resource_id is not None
             return self._write_result(
-                writer.update(entry.resource_type, entry.resource_id, self._body(entry), entry.if_match, validated=True)
+                writer.update(
+                    entry.resource_type,
+                    entry.resource_id,
+                    self._body(entry),
+                    entry.if_match,
+                    validated=True,
+                )
             )
         if entry.method == "DELETE":
             return self._delete(writer, entry)
@@ -221,13 +280,22 @@ class BundleProcessor:
 
     def _check_type(self, entry: Entry, resource: dict[str, Any]) -> None:
         if resource.get("resourceType") != entry.resource_type:
-            raise FhirError(400, "invalid", f"the resource is a {resource.get('resourceType')}, but the url names a {entry.resource_type}")
+            raise FhirError(
+                400,
+                "invalid",
+                f"the resource is a {resource.get('resourceType')}, but the url names a {entry.resource_type}",
+            )
 
     def _delete(self, writer: Writer, entry: Entry) -> dict[str, Any]:
         if entry.resource_id is not None:
             ids = [entry.resource_id]
         elif entry.query:
-            ids = [match.id for match in writer.find(entry.resource_type, parse_criteria(entry.query, "conditional delete"))]
+            ids = [
+                match.id
+                for match in writer.find(
+                    entry.resource_type, parse_criteria(entry.query, "conditional delete")
+                )
+            ]
         else:
             raise FhirError(400, "invalid", "a DELETE needs an id or search criteria in its url")
         for resource_id in ids:
@@ -238,18 +306,37 @@ class BundleProcessor:
         if entry.resource_id is None:
             matches = writer.find(entry.resource_type, parse_criteria(entry.query or "", "search"))
             searchset = {
-                "resourceType": "Bundle", "type": "searchset", "total": len(matches),
-                "entry": [{"fullUrl": self._full_url(s), "resource": s.resource(), "search": {"mode": "match"}} for s in matches],
+                "resourceType": "Bundle",
+                "type": "searchset",
+                "total": len(matches),
+                "entry": [
+                    {
+                        "fullUrl": self._full_url(s),
+                        "resource": s.resource(),
+                        "search": {"mode": "match"},
+                    }
+                    for s in matches
+                ],
             }
             return {"resource": searchset, "response": {"status": "200 OK"}}
         if entry.history_version is not None:
-            stored = self.records.vread(entry.resource_type, entry.resource_id, entry.history_version)
+            stored = self.records.vread(
+                entry.resource_type, entry.resource_id, entry.history_version
+            )
         else:
             current = writer.latest(entry.resource_type, entry.resource_id)
             if current is None or current.deleted:
-                raise FhirError(404 if current is None else 410, "not-found", f"{entry.resource_type}/{entry.resource_id} does not exist")
+                raise FhirError(
+                    404 if current is None else 410,
+                    "not-found",
+                    f"{entry.resource_type}/{entry.resource_id} does not exist",
+                )
             stored = current
-        return {"fullUrl": self._full_url(stored), "resource": stored.resource(), "response": self._response_of(stored, "200 OK")}
+        return {
+            "fullUrl": self._full_url(stored),
+            "resource": stored.resource(),
+            "response": self._response_of(stored, "200 OK"),
+        }
 
     # -- batch ----------------------------------------------------------------------------
 
@@ -289,14 +376,26 @@ class BundleProcessor:
 
 
 STATUS_TEXT = {
-    200: "OK", 201: "Created", 204: "No Content", 304: "Not Modified", 400: "Bad Request",
-    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed",
-    406: "Not Acceptable", 409: "Conflict", 410: "Gone", 412: "Precondition Failed",
-    413: "Payload Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Entity",
-    500: "Internal Server Error", 503: "Service Unavailable",
+    200: "OK",
+    201: "Created",
+    204: "No Content",
+    304: "Not Modified",
+    400: "Bad Request",
+    401: "Unauthorized",
+    403: "Forbidden",
+    404: "Not Found",
+    405: "Method Not Allowed",
+    406: "Not Acceptable",
+    409: "Conflict",
+    410: "Gone",
+    412: "Precondition Failed",
+    413: "Payload Too Large",
+    415: "Unsupported Media Type",
+    422: "Unprocessable Entity",
+    500: "Internal Server Error",
+    503: "Service Unavailable",
 }
 
 
 def _status_line(status: int) -> str:
     return f"{status} {STATUS_TEXT.get(status, '')}".strip()
-

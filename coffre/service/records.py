@@ -22,8 +22,8 @@ from coffre.fhir import json
 from coffre.fhir.compartment import patient_of
 from coffre.fhir.references import ID_PATTERN
 from coffre.fhir.validation import validate
-from coffre.search import Criterion, index_entries, matches, query_keys
 from coffre.seal import Envelope, PurposeKeys, random_key
+from coffre.search import Criterion, index_entries, matches, query_keys
 from coffre.storage.base import HistoryQuery, SealedVersion, Storage, StorageReader, StorageTxn
 
 
@@ -76,7 +76,9 @@ def new_id() -> str:
 def check_id(resource_type: str, resource_id: str) -> None:
     if not ID_PATTERN.match(resource_id):
         raise FhirError(
-            400, "invalid", f"{resource_id!r} is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)",
+            400,
+            "invalid",
+            f"{resource_id!r} is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)",
             f"{resource_type}.id",
         )
 
@@ -86,7 +88,9 @@ def _associated(loc: bytes, version: int, comp: bytes, ts: int, deleted: bool) -
 
 
 def _without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
-    meta = {k: v for k, v in resource.get("meta", {}).items() if k not in ("versionId", "lastUpdated")}
+    meta = {
+        k: v for k, v in resource.get("meta", {}).items() if k not in ("versionId", "lastUpdated")
+    }
     trimmed = {k: v for k, v in resource.items() if k != "meta"}
     if meta:
         trimmed["meta"] = meta
@@ -143,7 +147,9 @@ class RecordStore:
         associated = _associated(sealed.loc, sealed.version, sealed.comp, sealed.ts, sealed.deleted)
         body = self._envelope.open(key or b"\0" * 32, sealed.body, associated)
         head = json.loads(body)
-        return Stored(head["resourceType"], head["id"], sealed.version, sealed.ts, sealed.deleted, body)
+        return Stored(
+            head["resourceType"], head["id"], sealed.version, sealed.ts, sealed.deleted, body
+        )
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -160,7 +166,9 @@ class RecordStore:
     def vread(self, resource_type: str, resource_id: str, version: str) -> Stored:
         check_id(resource_type, resource_id)
         if not version.isdigit():
-            raise FhirError(404, "not-found", f"{resource_type}/{resource_id} has no version {version!r}")
+            raise FhirError(
+                404, "not-found", f"{resource_type}/{resource_id} has no version {version!r}"
+            )
         sealed = self.storage.version(self.keys.location(resource_type, resource_id), int(version))
         if sealed is None:
             raise FhirError(
@@ -168,13 +176,20 @@ class RecordStore:
             )
         stored = self.open(resource_type, resource_id, sealed)
         if stored.deleted:
-            raise FhirError(410, "deleted", f"version {version} of {resource_type}/{resource_id} is a deletion")
+            raise FhirError(
+                410, "deleted", f"version {version} of {resource_type}/{resource_id} is a deletion"
+            )
         return stored
 
     def history(self, query: HistoryQuery) -> list[Stored]:
         return [self._open_found(sealed) for sealed in self.storage.history(query)]
 
-    def find(self, resource_type: str, criteria: tuple[Criterion, ...], reader: StorageReader | None = None) -> list[Stored]:
+    def find(
+        self,
+        resource_type: str,
+        criteria: tuple[Criterion, ...],
+        reader: StorageReader | None = None,
+    ) -> list[Stored]:
         """Current resources of a type matching every criterion (look-up, then exact filter)."""
         reader = reader or self.storage
         candidates: set[bytes] | None = None
@@ -184,10 +199,14 @@ class RecordStore:
             else:
                 found = set()
                 for key in query_keys(criterion):
-                    found.update(reader.find(self.keys.index(resource_type, criterion.parameter, key)))
+                    found.update(
+                        reader.find(self.keys.index(resource_type, criterion.parameter, key))
+                    )
             candidates = found if candidates is None else candidates & found
         if candidates is None:
-            raise FhirError(400, "invalid", f"a search on {resource_type} needs at least one criterion")
+            raise FhirError(
+                400, "invalid", f"a search on {resource_type} needs at least one criterion"
+            )
         results = []
         for loc in sorted(candidates):
             sealed = reader.latest(loc)
@@ -200,7 +219,10 @@ class RecordStore:
 
     def all_of_type(self, resource_type: str) -> list[Stored]:
         """Every current resource of a type, oldest write first."""
-        return [self._open_found(sealed) for sealed in self.storage.current_of_kind(self.keys.kind(resource_type))]
+        return [
+            self._open_found(sealed)
+            for sealed in self.storage.current_of_kind(self.keys.kind(resource_type))
+        ]
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -224,7 +246,9 @@ class Writer:
         sealed = self.txn.latest(self.records.keys.location(resource_type, resource_id))
         return None if sealed is None else self.records.open(resource_type, resource_id, sealed)
 
-    def create(self, resource: dict[str, Any], resource_id: str | None = None, *, validated: bool = False) -> Outcome:
+    def create(
+        self, resource: dict[str, Any], resource_id: str | None = None, *, validated: bool = False
+    ) -> Outcome:
         """A new resource, under an id of the server's choosing unless a bundle chose it.
 
         ``validated`` skips the schema check for a resource already checked with its Bundle.
@@ -233,21 +257,37 @@ class Writer:
         resource["id"] = resource_id or new_id()
         return self._put(resource_type, resource["id"], resource, None)
 
-    def update(self, resource_type: str, resource_id: str, resource: dict[str, Any], if_match: int | None = None, *, validated: bool = False) -> Outcome:
+    def update(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any],
+        if_match: int | None = None,
+        *,
+        validated: bool = False,
+    ) -> Outcome:
         """Update, or create at a client's id (update-as-create)."""
         check_id(resource_type, resource_id)
         body_type = resource["resourceType"] if validated else validate(resource)
         if body_type != resource_type:
-            raise FhirError(400, "invalid", f"the body is a {body_type}, but the URL names a {resource_type}", "resourceType")
+            raise FhirError(
+                400,
+                "invalid",
+                f"the body is a {body_type}, but the URL names a {resource_type}",
+                "resourceType",
+            )
         if resource.get("id") != resource_id:
             raise FhirError(
-                400, "invalid",
+                400,
+                "invalid",
                 f"the body's id {resource.get('id')!r} differs from the id in the URL {resource_id!r}",
                 f"{resource_type}.id",
             )
         return self._put(resource_type, resource_id, resource, if_match)
 
-    def delete(self, resource_type: str, resource_id: str, if_match: int | None = None) -> Outcome | None:
+    def delete(
+        self, resource_type: str, resource_id: str, if_match: int | None = None
+    ) -> Outcome | None:
         """Delete (history kept); None when there was nothing to delete."""
         check_id(resource_type, resource_id)
         current = self.latest(resource_type, resource_id)
@@ -257,26 +297,44 @@ class Writer:
         tombstone = {"resourceType": resource_type, "id": resource_id}
         return self._write(resource_type, resource_id, tombstone, current, deleted=True)
 
-    def _check_version(self, resource_type: str, resource_id: str, current: Stored | None, if_match: int | None) -> None:
+    def _check_version(
+        self, resource_type: str, resource_id: str, current: Stored | None, if_match: int | None
+    ) -> None:
         if if_match is None:
             return
         have = None if current is None else current.version
         if have != if_match:
             raise FhirError(
-                412, "conflict",
+                412,
+                "conflict",
                 f"{resource_type}/{resource_id} is at version {have if have is not None else 'none'},"
                 f" not {if_match} as If-Match expects: read it again and retry",
             )
 
-    def _put(self, resource_type: str, resource_id: str, resource: dict[str, Any], if_match: int | None) -> Outcome:
+    def _put(
+        self, resource_type: str, resource_id: str, resource: dict[str, Any], if_match: int | None
+    ) -> Outcome:
         current = self.latest(resource_type, resource_id)
         self._check_version(resource_type, resource_id, current, if_match)
-        if current is not None and not current.deleted:
-            if _without_server_meta(current.resource()) == _without_server_meta(resource):
-                return Outcome(current, created=False, changed=False)
+        unchanged = (
+            current is not None
+            and not current.deleted
+            and _without_server_meta(current.resource()) == _without_server_meta(resource)
+        )
+        if unchanged:
+            assert current is not None
+            return Outcome(current, created=False, changed=False)
         return self._write(resource_type, resource_id, resource, current, deleted=False)
 
-    def _write(self, resource_type: str, resource_id: str, resource: dict[str, Any], current: Stored | None, *, deleted: bool) -> Outcome:
+    def _write(
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any],
+        current: Stored | None,
+        *,
+        deleted: bool,
+    ) -> Outcome:
         records, keys = self.records, self.records.keys
         loc = keys.location(resource_type, resource_id)
         version = 1 if current is None else current.version + 1
@@ -285,14 +343,25 @@ class Writer:
             comp = self._current_comp(loc) or keys.shared_compartment(resource_type)
             tokens: list[bytes] = []
         else:
-            meta = {k: v for k, v in resource.get("meta", {}).items() if k not in ("versionId", "lastUpdated")}
+            meta = {
+                k: v
+                for k, v in resource.get("meta", {}).items()
+                if k not in ("versionId", "lastUpdated")
+            }
             resource["meta"] = {"versionId": str(version), "lastUpdated": instant(ts), **meta}
             comp = records._compartment(resource)
-            tokens = [keys.index(resource_type, param, key) for param, key in index_entries(resource)]
+            tokens = [
+                keys.index(resource_type, param, key) for param, key in index_entries(resource)
+            ]
         body = json.canonical(resource)
         data_key = records._data_key_for_write(self.txn, comp)
-        sealed_body = records._envelope.close(data_key, body, _associated(loc, version, comp, ts, deleted))
-        self.txn.append(SealedVersion(loc, version, keys.kind(resource_type), comp, ts, deleted, sealed_body), tokens)
+        sealed_body = records._envelope.close(
+            data_key, body, _associated(loc, version, comp, ts, deleted)
+        )
+        self.txn.append(
+            SealedVersion(loc, version, keys.kind(resource_type), comp, ts, deleted, sealed_body),
+            tokens,
+        )
         stored = Stored(resource_type, resource_id, version, ts, deleted, body)
         return Outcome(stored, created=current is None or current.deleted)
 

@@ -52,7 +52,9 @@ class Vault:
             raise VaultStateError(
                 f"no vault at {self.folder}: create one with 'coffre init {self.folder}'"
             )
-        envelope: Envelope = PlainEnvelope() if config.BENCH_PLAINTEXT.value() == "1" else AeadEnvelope()
+        envelope: Envelope = (
+            PlainEnvelope() if config.BENCH_PLAINTEXT.value() == "1" else AeadEnvelope()
+        )
         storage = SqliteStorage(
             self.storage_path, create=True, synchronous=config.SQLITE_SYNCHRONOUS.value()
         )

@@ -96,8 +96,15 @@ class _Txn(_Reader):
         cursor = db.execute(
             "INSERT INTO versions (loc, version, kind, comp, ts, deleted, body)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (record.loc, record.version, record.kind, record.comp, record.ts, record.deleted,
-             record.body),
+            (
+                record.loc,
+                record.version,
+                record.kind,
+                record.comp,
+                record.ts,
+                record.deleted,
+                record.body,
+            ),
         )
         db.execute(
             "INSERT OR REPLACE INTO current (loc, version, kind, deleted) VALUES (?, ?, ?, ?)",
@@ -124,7 +131,9 @@ class _Txn(_Reader):
 class SqliteStorage(_Reader):
     """Sealed versions, index tokens and wrapped keys in one SQLite file."""
 
-    def __init__(self, path: Path | str, *, create: bool = False, synchronous: str = "FULL") -> None:
+    def __init__(
+        self, path: Path | str, *, create: bool = False, synchronous: str = "FULL"
+    ) -> None:
         if not create and str(path) != ":memory:" and not Path(path).exists():
             raise StorageError(f"no storage at {path}")
         try:

@@ -1,0 +1,43 @@
+# Two commands do everything on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+DEMO := .demo
+DEMO_PATIENTS ?= 50
+
+.PHONY: demo test lint typecheck unit generate clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# A vault with generated patients, served on http://127.0.0.1:8080/fhir.
+demo: $(STAMP)
+	@if [ ! -f $(DEMO)/vault/storage.sqlite ]; then \
+		$(BIN)/coffre init $(DEMO)/vault && \
+		$(BIN)/coffre synth $(DEMO_PATIENTS) --out $(DEMO)/synth && \
+		$(BIN)/coffre import --vault $(DEMO)/vault $(DEMO)/synth; \
+	fi
+	$(BIN)/coffre serve --vault $(DEMO)/vault --port 8080
+
+lint: $(STAMP)
+	$(BIN)/ruff check coffre tests bench scripts
+	$(BIN)/ruff format --check coffre tests bench scripts
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -n 2 -p no:cacheprovider
+
+test: lint typecheck unit
+
+# Regenerate coffre/fhir/_schema_r4.py and _definitions_r4.py from ../shared/data.
+generate: $(STAMP)
+	$(BIN)/python scripts/generate_fhir_modules.py
+
+clean:
+	rm -rf $(VENV) $(DEMO) .mypy_cache .ruff_cache .pytest_cache
