@@ -1,0 +1,51 @@
+"""Purpose keys and the tokens they make."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from coffre.seal import PurposeKeys, random_key
+
+keys = PurposeKeys.derive(random_key())
+ids = st.from_regex(r"[A-Za-z0-9\-.]{1,64}", fullmatch=True)
+
+
+@given(first=ids, second=ids)
+def test_locations_are_equal_only_for_equal_references(first: str, second: str) -> None:
+    assert (keys.location("Patient", first) == keys.location("Patient", second)) == (first == second)
+
+
+@given(resource_id=ids)
+def test_a_location_depends_on_type_and_on_the_root(resource_id: str) -> None:
+    other = PurposeKeys.derive(random_key())
+    assert keys.location("Patient", resource_id) != keys.location("Observation", resource_id)
+    assert keys.location("Patient", resource_id) != other.location("Patient", resource_id)
+    assert len(keys.location("Patient", resource_id)) == 32
+
+
+def test_purposes_never_share_a_token() -> None:
+    tokens = {
+        keys.location("Patient", "1"),
+        keys.patient_compartment("1"),
+        keys.shared_compartment("Patient"),
+        keys.kind("Patient")[:16],
+        keys.index("Patient", "_id", "1"),
+    }
+    assert len(tokens) == 5
+
+
+def test_index_tokens_separate_type_parameter_and_value() -> None:
+    assert keys.index("Patient", "identifier", "a|b") != keys.index("Patient", "identifie", "ra|b")
+    assert keys.index("Patient", "identifier", "x") != keys.index("Person", "identifier", "x")
+
+
+def test_a_root_of_the_wrong_size_is_refused() -> None:
+    with pytest.raises(ValueError):
+        PurposeKeys.derive(b"short")
+
+
+def test_keys_never_show_in_repr() -> None:
+    assert "secret" in repr(keys)
+    assert keys.location_key.hex() not in repr(keys)

@@ -1,0 +1,86 @@
+"""The SQLite driver: versions, current pointers, tokens, keys, history, atomicity."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from coffre.exceptions import StorageError
+from coffre.storage import HistoryQuery, SealedVersion, SqliteStorage
+
+
+def version(loc: bytes, number: int, *, kind: bytes = b"k", deleted: bool = False, ts: int = 0) -> SealedVersion:
+    return SealedVersion(loc, number, kind, b"c" * 32, ts or number, deleted, b"body%d" % number)
+
+
+@pytest.fixture
+def storage(tmp_path: Path) -> SqliteStorage:
+    return SqliteStorage(tmp_path / "s.sqlite", create=True)
+
+
+def test_latest_and_each_version_are_kept(storage: SqliteStorage) -> None:
+    with storage.transaction() as txn:
+        txn.append(version(b"a", 1), [b"t1"])
+        txn.append(version(b"a", 2), [b"t2"])
+    latest = storage.latest(b"a")
+    assert latest is not None and latest.version == 2 and latest.body == b"body2"
+    first = storage.version(b"a", 1)
+    assert first is not None and first.body == b"body1"
+    assert storage.latest(b"missing") is None
+
+
+def test_tokens_follow_the_current_version_only(storage: SqliteStorage) -> None:
+    with storage.transaction() as txn:
+        txn.append(version(b"a", 1), [b"old"])
+        txn.append(version(b"a", 2), [b"new"])
+    assert storage.find(b"old") == []
+    assert storage.find(b"new") == [b"a"]
+    with storage.transaction() as txn:
+        txn.append(version(b"a", 3, deleted=True), [])
+    assert storage.find(b"new") == []
+    assert list(storage.current_of_kind(b"k")) == []
+
+
+def test_a_failed_transaction_leaves_nothing(storage: SqliteStorage) -> None:
+    with pytest.raises(RuntimeError), storage.transaction() as txn:
+        txn.append(version(b"a", 1), [b"t"])
+        txn.put_wrapped_key(b"c", "kek-1", b"w")
+        raise RuntimeError("interrupted")
+    assert storage.latest(b"a") is None
+    assert storage.find(b"t") == []
+    assert storage.wrapped_key(b"c") is None
+    assert storage.last_seq() == 0
+
+
+def test_a_version_number_cannot_be_written_twice(storage: SqliteStorage) -> None:
+    with storage.transaction() as txn:
+        txn.append(version(b"a", 1), [])
+    with pytest.raises(Exception), storage.transaction() as txn:  # noqa: B017 - sqlite3.IntegrityError
+        txn.append(version(b"a", 1), [])
+    assert storage.last_seq() == 1
+
+
+def test_the_first_wrapped_key_stays(storage: SqliteStorage) -> None:
+    with storage.transaction() as txn:
+        assert txn.put_wrapped_key(b"c", "kek-1", b"first") == ("kek-1", b"first")
+        assert txn.put_wrapped_key(b"c", "kek-1", b"second") == ("kek-1", b"first")
+
+
+def test_history_pages_newest_first_within_a_snapshot(storage: SqliteStorage) -> None:
+    with storage.transaction() as txn:
+        for number in range(1, 6):
+            txn.append(version(b"a", number, ts=number * 10), [])
+    snapshot = storage.last_seq()
+    with storage.transaction() as txn:
+        txn.append(version(b"a", 6, ts=60), [])
+    page = storage.history(HistoryQuery(loc=b"a", before_seq=snapshot, limit=2, offset=2))
+    assert [v.version for v in page] == [3, 2]
+    assert storage.count_history(HistoryQuery(loc=b"a", since_ts=30)) == 3
+    assert storage.count_history(HistoryQuery(kind=b"other")) == 0
+
+
+def test_a_missing_file_is_not_created_by_accident(tmp_path: Path) -> None:
+    with pytest.raises(StorageError):
+        SqliteStorage(tmp_path / "absent.sqlite")
+    assert not (tmp_path / "absent.sqlite").exists()
