@@ -56,7 +56,11 @@ def test_a_keyring_readable_by_others_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "content",
-    [b"not json", json.dumps({"format": "other"}).encode(), json.dumps({"format": "coffre-keyring/1"}).encode()],
+    [
+        b"not json",
+        json.dumps({"format": "other"}).encode(),
+        json.dumps({"format": "coffre-keyring/1"}).encode(),
+    ],
 )
 def test_a_damaged_keyring_is_refused_without_quoting_it(tmp_path: Path, content: bytes) -> None:
     path = tmp_path / "keyring.json"

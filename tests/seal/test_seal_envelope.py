@@ -18,7 +18,11 @@ def test_a_sealed_body_opens_to_its_plaintext(plaintext: bytes, associated: byte
     assert envelope.open(KEY, envelope.close(KEY, plaintext, associated), associated) == plaintext
 
 
-@given(plaintext=st.binary(min_size=1, max_size=512), position=st.integers(min_value=0), bit=st.integers(0, 7))
+@given(
+    plaintext=st.binary(min_size=1, max_size=512),
+    position=st.integers(min_value=0),
+    bit=st.integers(0, 7),
+)
 def test_any_flipped_bit_fails_to_open(plaintext: bytes, position: int, bit: int) -> None:
     sealed = bytearray(envelope.close(KEY, plaintext, b"where"))
     sealed[position % len(sealed)] ^= 1 << bit

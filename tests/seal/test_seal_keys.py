@@ -14,7 +14,9 @@ ids = st.from_regex(r"[A-Za-z0-9\-.]{1,64}", fullmatch=True)
 
 @given(first=ids, second=ids)
 def test_locations_are_equal_only_for_equal_references(first: str, second: str) -> None:
-    assert (keys.location("Patient", first) == keys.location("Patient", second)) == (first == second)
+    assert (keys.location("Patient", first) == keys.location("Patient", second)) == (
+        first == second
+    )
 
 
 @given(resource_id=ids)

@@ -10,7 +10,9 @@ from coffre.exceptions import StorageError
 from coffre.storage import HistoryQuery, SealedVersion, SqliteStorage
 
 
-def version(loc: bytes, number: int, *, kind: bytes = b"k", deleted: bool = False, ts: int = 0) -> SealedVersion:
+def version(
+    loc: bytes, number: int, *, kind: bytes = b"k", deleted: bool = False, ts: int = 0
+) -> SealedVersion:
     return SealedVersion(loc, number, kind, b"c" * 32, ts or number, deleted, b"body%d" % number)
 
 

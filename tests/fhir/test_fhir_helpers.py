@@ -1,0 +1,126 @@
+"""References, compartments and validation messages."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from coffre.exceptions import FhirError
+from coffre.fhir import json
+from coffre.fhir.compartment import patient_of
+from coffre.fhir.references import iter_references, parse_reference, rewrite_references
+from coffre.fhir.validation import validate
+
+
+@pytest.mark.parametrize(
+    ("reference", "parsed"),
+    [
+        ("Patient/123", ("Patient", "123")),
+        ("http://example.org/fhir/Observation/a-1/_history/2", ("Observation", "a-1")),
+        ("#contained", None),
+        ("urn:uuid:0f7e", None),
+        ("Patient?identifier=x|1", None),
+        ("Nope/1", None),
+    ],
+)
+def test_references_parse_to_type_and_id(reference: str, parsed: tuple[str, str] | None) -> None:
+    assert parse_reference(reference) == parsed
+
+
+def test_references_are_found_and_rewritten_at_any_depth() -> None:
+    resource: dict[str, Any] = {
+        "resourceType": "Encounter",
+        "subject": {"reference": "urn:uuid:1"},
+        "participant": [{"individual": {"reference": "Practitioner/9"}}],
+        "contained": [
+            {"resourceType": "Location", "managingOrganization": {"reference": "urn:uuid:1"}}
+        ],
+    }
+    assert len(list(iter_references(resource))) == 3
+    rewrite_references(resource, lambda ref: "Patient/p" if ref == "urn:uuid:1" else None)
+    assert resource["subject"]["reference"] == "Patient/p"
+    assert resource["contained"][0]["managingOrganization"]["reference"] == "Patient/p"
+    assert resource["participant"][0]["individual"]["reference"] == "Practitioner/9"
+
+
+@pytest.mark.parametrize(
+    ("resource", "patient"),
+    [
+        ({"resourceType": "Patient", "id": "p1"}, "p1"),
+        ({"resourceType": "Observation", "subject": {"reference": "Patient/p2"}}, "p2"),
+        (
+            {
+                "resourceType": "Observation",
+                "subject": {"reference": "Group/g"},
+                "performer": [{"reference": "Patient/p3"}],
+            },
+            "p3",
+        ),
+        ({"resourceType": "Claim", "patient": {"reference": "Patient/p4/_history/2"}}, "p4"),
+        ({"resourceType": "Organization", "name": "CHU de Québec"}, None),
+        ({"resourceType": "Observation", "subject": {"reference": "Group/g"}}, None),
+    ],
+)
+def test_the_compartment_follows_the_compartment_definition(
+    resource: dict[str, Any], patient: str | None
+) -> None:
+    assert patient_of(resource) == patient
+
+
+def test_validation_names_the_element_at_fault() -> None:
+    with pytest.raises(FhirError) as caught:
+        validate(
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"text": "x"},
+                "valueQuantity": {"value": "12"},
+            }
+        )
+    assert caught.value.status == 422
+    assert caught.value.expression == "Observation.valueQuantity.value"
+
+
+def test_validation_checks_nested_resources_by_their_own_type() -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": {"resourceType": "Patient", "birthDate": "1980-13-45"}}],
+    }
+    with pytest.raises(FhirError) as caught:
+        validate(bundle)
+    assert "entry[0].resource" in caught.value.diagnostics
+    assert caught.value.expression == "Patient.birthDate"
+
+
+@pytest.mark.parametrize(
+    "value", [[], "Patient", 3, None, {"resourceType": 7}, {"resourceType": "Nope"}]
+)
+def test_what_is_no_resource_at_all_is_a_400(value: Any) -> None:
+    with pytest.raises(FhirError) as caught:
+        validate(value)
+    assert caught.value.status == 400
+
+
+@given(
+    st.recursive(
+        st.none() | st.booleans() | st.integers() | st.text(),
+        lambda c: st.lists(c) | st.dictionaries(st.text(), c),
+        max_leaves=20,
+    )
+)
+def test_validation_refuses_garbage_with_a_fhir_error_only(value: Any) -> None:
+    resource = {"resourceType": "Patient", "extension": value} if isinstance(value, list) else value
+    try:
+        validate(resource)
+    except FhirError as error:
+        assert error.status in (400, 422)
+
+
+def test_canonical_json_is_stable_under_key_order() -> None:
+    assert json.canonical({"b": 1, "a": {"d": 2, "c": 3}}) == json.canonical(
+        {"a": {"c": 3, "d": 2}, "b": 1}
+    )

@@ -1,0 +1,113 @@
+"""The record store: what reaches the storage, and what a tampered storage gives back."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from coffre.exceptions import FhirError, SealError
+from coffre.service import RecordStore, Vault
+
+
+def _create(records: RecordStore, resource: dict[str, object]) -> str:
+    with records.writer() as writer:
+        outcome = writer.create(resource)
+    return outcome.stored.id
+
+
+def test_the_storage_holds_no_plaintext(vault: Vault, records: RecordStore) -> None:
+    patient_id = _create(
+        records,
+        {
+            "resourceType": "Patient",
+            "name": [{"family": "Bouchard", "given": ["Aurélie"]}],
+            "birthDate": "1984-02-29",
+            "identifier": [{"system": "https://www.ramq.gouv.qc.ca/nam", "value": "BOUA84522912"}],
+        },
+    )
+    _create(
+        records,
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"coding": [{"system": "http://loinc.org", "code": "29463-7"}]},
+            "subject": {"reference": f"Patient/{patient_id}"},
+        },
+    )
+    records.storage.close()
+    connection = sqlite3.connect(vault.storage_path)
+    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    connection.close()
+    raw = vault.storage_path.read_bytes()
+    for needle in (
+        "Bouchard",
+        "Aurélie",
+        "1984-02-29",
+        "BOUA84522912",
+        "29463-7",
+        patient_id,
+        "Patient",
+        "Observation",
+    ):
+        assert needle.encode() not in raw, needle
+
+
+def test_resources_of_one_patient_share_a_compartment_and_others_do_not(
+    records: RecordStore,
+) -> None:
+    first = _create(records, {"resourceType": "Patient"})
+    second = _create(records, {"resourceType": "Patient"})
+    observation = _create(
+        records,
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "poids"},
+            "subject": {"reference": f"Patient/{first}"},
+        },
+    )
+    comp = {
+        name: records.storage.latest(records.keys.location(rtype, rid)).comp
+        for name, rtype, rid in [
+            ("first", "Patient", first),
+            ("second", "Patient", second),
+            ("obs", "Observation", observation),
+        ]
+    }  # type: ignore[union-attr]
+    assert comp["first"] == comp["obs"] != comp["second"]
+
+
+def test_a_ciphertext_swapped_between_patients_does_not_open(
+    vault: Vault, records: RecordStore
+) -> None:
+    first = _create(records, {"resourceType": "Patient", "gender": "female"})
+    second = _create(records, {"resourceType": "Patient", "gender": "male"})
+    loc_first, loc_second = (records.keys.location("Patient", pid) for pid in (first, second))
+    db = sqlite3.connect(vault.storage_path)
+    body_second = db.execute("SELECT body FROM versions WHERE loc = ?", (loc_second,)).fetchone()[0]
+    db.execute("UPDATE versions SET body = ? WHERE loc = ?", (body_second, loc_first))
+    db.commit()
+    with pytest.raises(SealError):
+        records.read("Patient", first)
+
+
+def test_a_deleted_resource_answers_gone_and_keeps_its_history(records: RecordStore) -> None:
+    patient_id = _create(records, {"resourceType": "Patient"})
+    with records.writer() as writer:
+        writer.delete("Patient", patient_id)
+    with pytest.raises(FhirError) as caught:
+        records.read("Patient", patient_id)
+    assert caught.value.status == 410
+    assert records.vread("Patient", patient_id, "1").version == 1
+
+
+def test_an_unchanged_update_writes_no_version(records: RecordStore) -> None:
+    patient_id = _create(records, {"resourceType": "Patient", "gender": "other"})
+    before = records.storage.last_seq()
+    with records.writer() as writer:
+        outcome = writer.update(
+            "Patient", patient_id, {"resourceType": "Patient", "id": patient_id, "gender": "other"}
+        )
+    assert not outcome.changed and outcome.stored.version == 1
+    assert records.storage.last_seq() == before
