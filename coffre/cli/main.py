@@ -3,18 +3,29 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 from coffre import config
 from coffre.cli.importer import Importer
 from coffre.cli.sources import files_under
 from coffre.exceptions import CoffreError
+from coffre.fhir.json import dumps
 from coffre.service import Vault
+from coffre.synth import generate_bundles, generate_shared_bundle
 
 app = typer.Typer(
     help="Coffre: a FHIR R4 health record whose host only ever sees sealed data.",
@@ -29,6 +40,17 @@ VaultOption = Annotated[
 KeyringOption = Annotated[
     Path | None, typer.Option("--keyring", envvar=config.KEYRING.env, help=config.KEYRING.help)
 ]
+
+
+def _columns(verb: str, unit: str) -> tuple[ProgressColumn, ...]:
+    rate = TextColumn(f"{{task.fields[rate]}} {unit}/s")
+    return (TextColumn(verb), BarColumn(), MofNCompleteColumn(), rate, TimeElapsedColumn())
+
+
+def _advance(progress: Progress, task: TaskID, count: int) -> None:
+    progress.advance(task, count)
+    done = next(t for t in progress.tasks if t.id == task)
+    progress.update(task, rate=f"{done.completed / done.elapsed:,.0f}" if done.elapsed else "-")
 
 
 def _fail(error: CoffreError) -> typer.Exit:
@@ -90,6 +112,31 @@ def serve(
     )
 
 
+@app.command()
+def synth(
+    count: Annotated[int, typer.Argument(min=1, help="How many patients.")],
+    out: Annotated[Path, typer.Option(help="Folder to write the Bundles to.")] = Path("synth"),
+    seed: Annotated[int, typer.Option(help="The same seed always gives the same patients.")] = 0,
+) -> None:
+    """Write generated French and Quebec patients as transaction Bundles, for `coffre import`.
+
+    ``shared.json`` holds the organisations and physicians the patients' bundles refer to;
+    each ``patient-N.json`` one patient and their history.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "shared.json").write_bytes(
+        dumps(generate_shared_bundle(random.Random(f"coffre-synth:{seed}:shared")))
+    )
+    resources = 0
+    with Progress(*_columns("generating", "resources"), console=console) as progress:
+        task = progress.add_task("synth", total=count, rate="-")
+        for index, bundle in enumerate(generate_bundles(count, seed), start=1):
+            (out / f"patient-{index:07d}.json").write_bytes(dumps(bundle))
+            resources += len(bundle["entry"])
+            _advance(progress, task, 1)
+    console.print(f"{count} patients, {resources} resources written to {out}")
+
+
 @app.command("import")
 def import_(
     paths: Annotated[
@@ -123,7 +170,7 @@ def import_(
 
         report = Importer(records, advance).run(files)
     for failure in report.failures[:MAX_FAILURES_SHOWN]:
-        console.print(f"[red]failed:[/red] {failure}", soft_wrap=True)
+        typer.echo(f"failed: {failure}", err=True)
     if len(report.failures) > MAX_FAILURES_SHOWN:
         console.print(f"... and {len(report.failures) - MAX_FAILURES_SHOWN} more failures")
     console.print(

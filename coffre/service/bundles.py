@@ -93,6 +93,17 @@ def _parse_entry(index: int, entry: dict[str, Any]) -> Entry:
     )
 
 
+def _without_entry_resources(bundle: dict[str, Any]) -> dict[str, Any]:
+    entries = bundle.get("entry")
+    if not isinstance(entries, list):
+        return bundle
+    shells = [
+        {k: v for k, v in e.items() if k != "resource"} if isinstance(e, dict) else e
+        for e in entries
+    ]
+    return {**bundle, "entry": shells}
+
+
 def _in_entry(entry: Entry, error: FhirError) -> FhirError:
     return FhirError(
         error.status, error.code, f"{entry.label}: {error.diagnostics}", error.expression
@@ -130,8 +141,13 @@ class BundleProcessor:
         self.keep_source_ids = keep_source_ids
 
     def run(self, bundle: dict[str, Any]) -> dict[str, Any]:
-        validate(bundle)
-        kind = bundle.get("type")
+        """Run a Bundle. A transaction is validated whole; a batch's entries one by one,
+        so that an invalid entry fails alone."""
+        kind = bundle.get("type") if isinstance(bundle, dict) else None
+        if validate(_without_entry_resources(bundle) if kind == "batch" else bundle) != "Bundle":
+            raise FhirError(
+                400, "invalid", "only a batch or transaction Bundle can be POSTed to the base"
+            )
         if kind not in ("batch", "transaction"):
             raise FhirError(
                 400,
@@ -343,6 +359,8 @@ class BundleProcessor:
     def _batch_entry(self, index: int, raw: dict[str, Any]) -> dict[str, Any]:
         try:
             entry = _parse_entry(index, raw)
+            if entry.resource is not None:
+                validate(entry.resource, f"entry[{index}].resource")
             with self.records.writer() as writer:
                 self._target_of(writer, entry)
                 if entry.resource is not None:

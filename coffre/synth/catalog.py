@@ -186,20 +186,3 @@ COVID_19 = (
         "Vaccin à ARNm contre la COVID-19 (Moderna)",
     ),
 )
-
-# Doses by age in months, after the French calendar (Quebec's differs by a few months).
-CHILDHOOD_SCHEDULE: tuple[tuple[Vaccine, int], ...] = (
-    (HEXAVALENT, 2),
-    (PNEUMOCOCCAL, 2),
-    (HEXAVALENT, 4),
-    (PNEUMOCOCCAL, 4),
-    (MENINGOCOCCAL_C, 5),
-    (HEXAVALENT, 11),
-    (PNEUMOCOCCAL, 11),
-    (MMR, 12),
-    (MMR, 16),
-    (DTAP_IPV, 72),
-    (HPV, 132),
-    (HPV, 138),
-    (TDAP, 300),
-)

@@ -106,7 +106,9 @@ def _identifiers(
 
 
 def _telecom(rng: random.Random, phone: str, given: str, family: str) -> list[Resource]:
-    telecom = [{"system": "phone", "value": phone, "use": "mobile" if rng.random() < 0.6 else "home"}]
+    telecom = [
+        {"system": "phone", "value": phone, "use": "mobile" if rng.random() < 0.6 else "home"}
+    ]
     if rng.random() < 0.4:
         local = f"{ascii_letters(given)}.{ascii_letters(family)}".lower()
         telecom.append({"system": "email", "value": f"{local}@example.org", "use": "home"})

@@ -14,17 +14,29 @@ Physician = tuple[str, str, str, str, str, str]
 
 FR_ORGANIZATIONS: tuple[Organization, ...] = (
     ("fr-hcl", "Hospices Civils de Lyon", "Lyon", "69002", "hospital"),
-    ("fr-aphp", "Assistance Publique – Hôpitaux de Paris", "Paris", "75004", "hospital"),
+    ("fr-aphp", "Assistance Publique-Hôpitaux de Paris", "Paris", "75004", "hospital"),
     ("fr-chu-bordeaux", "CHU de Bordeaux", "Bordeaux", "33000", "hospital"),
     ("fr-chu-nantes", "CHU de Nantes", "Nantes", "44000", "hospital"),
-    ("fr-msp-pentes", "Maison de santé pluriprofessionnelle des Pentes", "Lyon", "69001", "primary"),
+    (
+        "fr-msp-pentes",
+        "Maison de santé pluriprofessionnelle des Pentes",
+        "Lyon",
+        "69001",
+        "primary",
+    ),
     ("fr-cds-belleville", "Centre de santé de Belleville", "Paris", "75020", "primary"),
     ("fr-cab-chartrons", "Cabinet médical des Chartrons", "Bordeaux", "33300", "primary"),
 )
 
 QC_ORGANIZATIONS: tuple[Organization, ...] = (
-    ("qc-chum", "Centre hospitalier de l'Université de Montréal", "Montréal", "H2X 0C1", "hospital"),
-    ("qc-chu-quebec", "CHU de Québec – Université Laval", "Québec", "G1V 4G2", "hospital"),
+    (
+        "qc-chum",
+        "Centre hospitalier de l'Université de Montréal",
+        "Montréal",
+        "H2X 0C1",
+        "hospital",
+    ),
+    ("qc-chu-quebec", "CHU de Québec-Université Laval", "Québec", "G1V 4G2", "hospital"),
     ("qc-hmr", "Hôpital Maisonneuve-Rosemont", "Montréal", "H1T 2M4", "hospital"),
     ("qc-clsc-plateau", "CLSC du Plateau-Mont-Royal", "Montréal", "H2H 2B4", "primary"),
     ("qc-clsc-haute-ville", "CLSC de la Haute-Ville", "Québec", "G1R 1S9", "primary"),

@@ -38,7 +38,9 @@ ROLE_SYSTEM = "https://coffre.example/practitioner-role"
 _PROVIDER = Code(
     "http://terminology.hl7.org/CodeSystem/organization-type", "prov", "Healthcare Provider"
 )
-_DOCTOR_OF_MEDICINE = Code("http://terminology.hl7.org/CodeSystem/v2-0360", "MD", "Doctor of Medicine")
+_DOCTOR_OF_MEDICINE = Code(
+    "http://terminology.hl7.org/CodeSystem/v2-0360", "MD", "Doctor of Medicine"
+)
 _DOCTOR = Code("http://terminology.hl7.org/CodeSystem/practitioner-role", "doctor", "Doctor")
 
 _DIRECTORY: dict[Region, tuple[tuple[Organization, ...], tuple[Physician, ...]]] = {

@@ -1,0 +1,88 @@
+"""The coffre command: init, synth, import, as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from coffre.cli.main import app
+from coffre.service import Vault
+
+runner = CliRunner()
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_init_makes_a_vault_and_refuses_to_overwrite_it(tmp_path: Path) -> None:
+    folder = tmp_path / "v"
+    assert _run("init", str(folder))[0] == 0
+    assert (folder / "storage.sqlite").exists() and (folder / "keyring.json").exists()
+    keyring = (folder / "keyring.json").read_bytes()
+    code, output = _run("init", str(folder))
+    assert code == 1 and "already exists" in output
+    assert (folder / "keyring.json").read_bytes() == keyring
+
+
+def test_the_keyring_can_live_apart_from_the_storage(tmp_path: Path) -> None:
+    assert (
+        _run("init", str(tmp_path / "v"), "--keyring", str(tmp_path / "sovereign" / "k.json"))[0]
+        == 0
+    )
+    assert not (tmp_path / "v" / "keyring.json").exists()
+    records = Vault.at(tmp_path / "v", tmp_path / "sovereign" / "k.json").open()
+    assert records.storage.last_seq() == 0
+
+
+def test_synth_then_import_twice_changes_nothing_the_second_time(tmp_path: Path) -> None:
+    _run("init", str(tmp_path / "v"))
+    code, output = _run("synth", "3", "--out", str(tmp_path / "s"), "--seed", "7")
+    assert code == 0 and "3 patients" in output
+    code, first = _run("import", "--vault", str(tmp_path / "v"), str(tmp_path / "s"))
+    assert code == 0 and "0 failures" in first
+    code, second = _run("import", "--vault", str(tmp_path / "v"), str(tmp_path / "s"))
+    assert code == 0 and "0 new versions written" in second
+
+
+def test_a_bad_file_is_named_with_its_entry_and_the_others_load(tmp_path: Path) -> None:
+    _run("init", str(tmp_path / "v"))
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "a-broken.json").write_text("{not json")
+    bad_entry = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {
+                "resource": {"resourceType": "Patient", "id": "ok-1"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {
+                "resource": {"resourceType": "Patient", "gender": "x"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+        ],
+    }
+    (folder / "b-batch.json").write_text(json.dumps(bad_entry))
+    (folder / "c-good.ndjson").write_text(
+        '{"resourceType":"Patient","id":"ok-2"}\n{"resourceType":"Patient","id":"ok-3"}\n'
+    )
+    code, output = _run("import", "--vault", str(tmp_path / "v"), str(folder))
+    assert code == 1
+    assert "a-broken.json" in output and "not valid JSON" in output
+    assert "b-batch.json: entry[1]" in output and "Patient.gender" in output
+    records = Vault.at(tmp_path / "v").open()
+    assert {records.read("Patient", pid).id for pid in ("ok-1", "ok-2", "ok-3")} == {
+        "ok-1",
+        "ok-2",
+        "ok-3",
+    }
+
+
+def test_commands_on_a_missing_vault_say_how_to_make_one(tmp_path: Path) -> None:
+    code, output = _run("import", "--vault", str(tmp_path / "none"), str(tmp_path))
+    assert code == 1 and "coffre init" in output
