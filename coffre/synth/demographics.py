@@ -18,7 +18,7 @@ from coffre.synth.identifiers import (
     nir,
     ramq_number,
 )
-from coffre.synth.shared import HOSPITALS, PRACTICES, Site
+from coffre.synth.shared import HOSPITALS, PRACTICES, Site, nearest_site
 
 _BCP47 = "urn:ietf:bcp:47"
 _LANGUAGES = {
@@ -127,10 +127,9 @@ def new_patient(rng: random.Random, today: date) -> tuple[Person, Resource]:
         language = "en-CA" if rng.random() < 0.2 else "fr-CA"
         home, phone = _quebec_home(rng, language)
     given, family = _names(rng, language, sex)
-    practice = rng.choice(PRACTICES[region])
-    person = Person(
-        region, sex, birth, rng.choice(practice.physicians), practice, rng.choice(HOSPITALS[region])
-    )
+    practice = nearest_site(rng, PRACTICES[region], home["city"])
+    hospital = nearest_site(rng, HOSPITALS[region], home["city"])
+    person = Person(region, sex, birth, rng.choice(practice.physicians), practice, hospital)
     language_code, language_text = _LANGUAGES[language]
     patient = {
         "resourceType": "Patient",

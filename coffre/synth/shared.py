@@ -54,6 +54,7 @@ class Site(NamedTuple):
 
     organization: str
     physicians: tuple[str, ...]
+    city: str
 
 
 def _sites(region: Region, kind: str) -> tuple[Site, ...]:
@@ -66,14 +67,21 @@ def _sites(region: Region, kind: str) -> tuple[Site, ...]:
                 for physician in physicians
                 if physician[4] == key
             ),
+            city,
         )
-        for key, _name, _city, _postal_code, org_kind in organizations
+        for key, _name, city, _postal_code, org_kind in organizations
         if org_kind == kind
     )
 
 
 PRACTICES: dict[Region, tuple[Site, ...]] = {r: _sites(r, "primary") for r in _DIRECTORY}
 HOSPITALS: dict[Region, tuple[Site, ...]] = {r: _sites(r, "hospital") for r in _DIRECTORY}
+
+
+def nearest_site(rng: random.Random, sites: tuple[Site, ...], city: str) -> Site:
+    """A site of the patient's town if there is one, else any site of their region."""
+    local = [site for site in sites if site.city == city]
+    return rng.choice(local or sites)
 
 
 def _organization(region: Region, organization: Organization) -> Resource:
