@@ -48,6 +48,11 @@ def compile_schema(schema: dict[str, Any]) -> tuple[str, list[str]]:
     del schema["oneOf"], schema["discriminator"]
     schema["definitions"]["ResourceList"] = {"type": "object"}
     _consts_to_enums(schema)
+    # The official schema gives complex types properties but no "type": without one, a
+    # string or a number would pass where a CodeableConcept or a Meta is expected.
+    for definition in schema["definitions"].values():
+        if "properties" in definition:
+            definition.setdefault("type", "object")
     # One property per resource type makes the generator emit a function per definition.
     schema["properties"] = {name: {"$ref": f"#/definitions/{name}"} for name in resource_types}
     code = fastjsonschema.compile_to_code(schema, detailed_exceptions=False)

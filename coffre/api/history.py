@@ -6,38 +6,42 @@ only versions up to it, so a write between two pages shifts nothing.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
 from starlette.requests import Request
 
 from coffre.exceptions import FhirError
+from coffre.fhir.values import whole_number
 from coffre.service import RecordStore, Stored
 from coffre.storage import HistoryQuery
 
 DEFAULT_COUNT = 50
 MAX_COUNT = 1000
+PAGING = ("_snapshot", "_offset")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+Pairs = list[tuple[str, str]]
 
 
-def page_count(request: Request) -> int:
-    raw = request.query_params.get("_count", str(DEFAULT_COUNT))
-    if not raw.isdigit():
-        raise FhirError(400, "invalid", f"_count={raw} is not a whole number")
-    return min(int(raw), MAX_COUNT)
-
-
-def _int_param(request: Request, name: str) -> int | None:
-    raw = request.query_params.get(name)
+def _number(pairs: Pairs, name: str) -> int | None:
+    raw = dict(pairs).get(name)
     if raw is None:
         return None
-    if not raw.isdigit():
+    number = whole_number(raw)
+    if number is None:
         raise FhirError(400, "invalid", f"{name}={raw} is not a whole number")
-    return int(raw)
+    return number
 
 
-def _since(request: Request) -> int | None:
-    raw = request.query_params.get("_since")
+def page_count(pairs: Pairs) -> int:
+    count = _number(pairs, "_count")
+    return DEFAULT_COUNT if count is None else min(count, MAX_COUNT)
+
+
+def _since(pairs: Pairs) -> int | None:
+    raw = dict(pairs).get("_since")
     if raw is None:
         return None
     try:
@@ -48,7 +52,7 @@ def _since(request: Request) -> int | None:
         ) from None
     if moment.tzinfo is None:
         raise FhirError(400, "invalid", f"_since={raw} needs a time zone, such as Z or +01:00")
-    return int(moment.timestamp() * 1_000_000)
+    return (moment - EPOCH) // timedelta(microseconds=1)
 
 
 def _method(stored: Stored) -> str:
@@ -86,56 +90,57 @@ def history_bundle(
     loc: bytes | None = None,
     kind: bytes | None = None,
 ) -> dict[str, Any]:
-    count = page_count(request)
-    snapshot = _int_param(request, "_snapshot") or records.storage.last_seq()
-    offset = _int_param(request, "_offset") or 0
+    pairs = list(request.query_params.multi_items())
+    count = page_count(pairs)
+    snapshot = _number(pairs, "_snapshot") or records.storage.last_seq()
+    offset = _number(pairs, "_offset") or 0
     query = HistoryQuery(
-        loc=loc,
-        kind=kind,
-        since_ts=_since(request),
-        before_seq=snapshot,
-        limit=count,
-        offset=offset,
+        loc=loc, kind=kind, since_ts=_since(pairs), before_seq=snapshot, limit=count, offset=offset
     )
     versions = records.history(query)
-    bundle: dict[str, Any] = {
+    total = records.storage.count_history(query)
+    page_url = str(request.url).split("?")[0]
+    return {
         "resourceType": "Bundle",
         "type": "history",
-        "total": records.storage.count_history(query),
-        "link": _links(request, snapshot, offset, count, has_next=len(versions) == count),
+        "total": total,
+        "link": _links(page_url, pairs, snapshot, offset, count, total),
         "entry": [history_entry(base, stored) for stored in versions],
     }
-    return bundle
 
 
 def _links(
-    request: Request, snapshot: int, offset: int, count: int, *, has_next: bool
+    page_url: str, pairs: Pairs, snapshot: int, offset: int, count: int, total: int
 ) -> list[dict[str, str]]:
+    """self, next and previous, keeping every criterion (repeated ones too)."""
+    kept = [(k, v) for k, v in pairs if k not in (*PAGING, "_count")]
+
     def url(page_offset: int) -> str:
-        params = {
-            k: v for k, v in request.query_params.items() if k not in ("_snapshot", "_offset")
-        }
-        params.update(
-            {"_snapshot": str(snapshot), "_offset": str(page_offset), "_count": str(count)}
-        )
-        return f"{str(request.url).split('?')[0]}?{urlencode(params)}"
+        paging = [
+            ("_count", str(count)),
+            ("_snapshot", str(snapshot)),
+            ("_offset", str(page_offset)),
+        ]
+        return f"{page_url}?{urlencode(kept + paging)}"
 
     links = [{"relation": "self", "url": url(offset)}]
-    if has_next:
+    if count > 0 and offset + count < total:
         links.append({"relation": "next", "url": url(offset + count)})
-    if offset > 0:
+    if offset > 0 and count > 0:
         links.append({"relation": "previous", "url": url(max(0, offset - count))})
     return links
 
 
-def searchset(request: Request, base: str, matches: list[Stored], count: int) -> dict[str, Any]:
-    offset = _int_param(request, "_offset") or 0
+def searchset(page_url: str, pairs: Pairs, base: str, matches: list[Stored]) -> dict[str, Any]:
+    """A page of search results; ``pairs`` are the criteria, from the query or a POSTed form."""
+    count = page_count(pairs)
+    offset = _number(pairs, "_offset") or 0
     page = matches[offset : offset + count]
     return {
         "resourceType": "Bundle",
         "type": "searchset",
         "total": len(matches),
-        "link": _links(request, 0, offset, count, has_next=offset + count < len(matches)),
+        "link": _links(page_url, pairs, 0, offset, count, len(matches)),
         "entry": [
             {
                 "fullUrl": f"{base}/{s.reference}",

@@ -8,7 +8,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 
-from coffre.api.history import history_bundle, page_count, searchset
+from coffre.api.history import history_bundle, searchset
 from coffre.api.negotiation import check_format, if_match, prefer_return, read_json
 from coffre.api.responses import fhir_response, information, resource_response
 from coffre.exceptions import FhirError
@@ -60,6 +60,17 @@ async def _body(request: Request) -> Any:
     return await read_json(request, request.app.state.max_body_bytes)
 
 
+async def _validated_body(request: Request, resource_type: str) -> dict[str, Any]:
+    """The body as a valid resource of the type the URL names."""
+    resource = await _body(request)
+    body_type = validate(resource)
+    if body_type != resource_type:
+        message = f"the body is a {body_type}, but the URL names {resource_type}"
+        raise FhirError(400, "invalid", message, "resourceType")
+    valid: dict[str, Any] = resource
+    return valid
+
+
 async def read(request: Request) -> Response:
     check_format(request)
     stored = _records(request).read(_type(request), _id(request))
@@ -79,21 +90,12 @@ async def create(request: Request) -> Response:
     """Create; conditional when If-None-Exist (or, as fhirpy sends it, a query) names criteria."""
     check_format(request)
     resource_type = _type(request)
-    resource = await _body(request)
-    body_type = validate(resource)
-    if body_type != resource_type:
-        raise FhirError(
-            400,
-            "invalid",
-            f"the body is a {body_type}, but it was POSTed to {resource_type}",
-            "resourceType",
-        )
-    condition = request.headers.get("if-none-exist") or (request.url.query or None)
+    resource = await _validated_body(request, resource_type)
+    condition = request.headers.get("if-none-exist") or request.url.query
+    criteria = parse_criteria(condition, "If-None-Exist condition") if condition else ()
     with _records(request).writer() as writer:
-        if condition:
-            matches = writer.find(
-                resource_type, parse_criteria(condition, "If-None-Exist condition")
-            )
+        if criteria:
+            matches = writer.find(resource_type, criteria)
             if len(matches) > 1:
                 raise FhirError(
                     412,
@@ -117,8 +119,7 @@ async def update(request: Request) -> Response:
 async def conditional_update(request: Request) -> Response:
     check_format(request)
     resource_type = _type(request)
-    resource = await _body(request)
-    validate(resource)
+    resource = await _validated_body(request, resource_type)
     criteria = parse_criteria(_criteria_query(request), "conditional update")
     if not criteria:
         raise FhirError(
@@ -185,16 +186,18 @@ async def search(request: Request) -> Response:
     resource_type = _type(request)
     pairs = _criteria_query(request)
     if request.method == "POST":
-        form = (await request.body()).decode()
+        try:
+            form = (await request.body()).decode()
+        except UnicodeDecodeError:
+            raise FhirError(400, "structure", "the search form is not UTF-8 text") from None
         pairs += parse_qsl(form, keep_blank_values=True)
-    criteria = parse_criteria(
-        [(k, v) for k, v in pairs if k not in ("_offset", "_snapshot")], "search"
-    )
+    criteria = parse_criteria(pairs, "search")
     records = _records(request)
     matches = (
         records.find(resource_type, criteria) if criteria else records.all_of_type(resource_type)
     )
-    return fhir_response(searchset(request, base_url(request), matches, page_count(request)))
+    page_url = f"{base_url(request)}/{resource_type}"
+    return fhir_response(searchset(page_url, pairs, base_url(request), matches))
 
 
 async def bundle(request: Request) -> Response:

@@ -8,8 +8,21 @@ from urllib.parse import parse_qsl
 from coffre.exceptions import FhirError
 
 SUPPORTED = ("_id", "identifier")
-# Result parameters that say how to answer, not what to find.
-RESULT_PARAMETERS = frozenset({"_count", "_format", "_pretty", "_summary", "_elements", "_total"})
+# Result parameters say how to answer, not what to find; ``_snapshot`` and ``_offset`` are
+# Coffre's paging cursor, ``_totalMethod`` what fhirpy's count() adds to ``_count=0``.
+RESULT_PARAMETERS = frozenset(
+    {
+        "_count",
+        "_format",
+        "_pretty",
+        "_summary",
+        "_elements",
+        "_total",
+        "_totalMethod",
+        "_snapshot",
+        "_offset",
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,6 +15,7 @@ from urllib.parse import unquote
 from coffre.exceptions import FhirError
 from coffre.fhir.references import parse_reference, rewrite_references
 from coffre.fhir.validation import validate
+from coffre.fhir.values import whole_number
 from coffre.search import parse_criteria
 from coffre.service.records import Outcome, RecordStore, Stored, Writer, new_id
 
@@ -46,10 +47,17 @@ def parse_if_match(value: str | None) -> int | None:
     """``W/"3"`` or ``3`` → 3; anything else is a 400."""
     if value is None:
         return None
-    text = value.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
+    number = whole_number(value.strip().removeprefix("W/").strip('"'))
+    if number is None:
         raise FhirError(400, "invalid", f'If-Match {value!r} is not a version ETag such as W/"3"')
-    return int(text)
+    return number
+
+
+def _entry_if_match(index: int, value: str | None) -> int | None:
+    try:
+        return parse_if_match(value)
+    except FhirError as error:
+        raise FhirError(error.status, error.code, f"entry[{index}]: {error.diagnostics}") from None
 
 
 def _parse_entry(index: int, entry: dict[str, Any]) -> Entry:
@@ -89,7 +97,7 @@ def _parse_entry(index: int, entry: dict[str, Any]) -> Entry:
         resource=resource if isinstance(resource, dict) else None,
         full_url=entry.get("fullUrl"),
         if_none_exist=request.get("ifNoneExist"),
-        if_match=parse_if_match(request.get("ifMatch")),
+        if_match=_entry_if_match(index, request.get("ifMatch")),
     )
 
 
@@ -170,21 +178,36 @@ class BundleProcessor:
     # -- transaction ----------------------------------------------------------------------
 
     def _transaction(self, entries: list[Entry]) -> list[dict[str, Any]]:
+        """Deletes first, as the spec orders; then ids are assigned and references resolved
+        against the state the deletes left, then the other entries run."""
         results: dict[int, dict[str, Any]] = {}
+        ordered = sorted(entries, key=lambda e: _ORDER[e.method])
+        deletes = [entry for entry in ordered if entry.method == "DELETE"]
+        others = [entry for entry in ordered if entry.method != "DELETE"]
         with self.records.writer() as writer:
-            targets = self._assign_targets(writer, entries)
-            for entry in entries:
+            self._run_entries(writer, deletes, {}, results)
+            targets = self._assign_targets(writer, others)
+            for entry in others:
                 try:
                     if entry.resource is not None:
                         self._resolve_references(writer, entry.resource, targets)
                 except FhirError as error:
                     raise _in_entry(entry, error) from None
-            for entry in sorted(entries, key=lambda e: _ORDER[e.method]):
-                try:
-                    results[entry.index] = self._execute(writer, entry, targets)
-                except FhirError as error:
-                    raise _in_entry(entry, error) from None
+            self._run_entries(writer, others, targets, results)
         return [results[entry.index] for entry in entries]
+
+    def _run_entries(
+        self,
+        writer: Writer,
+        entries: list[Entry],
+        targets: dict[str, str],
+        results: dict[int, dict[str, Any]],
+    ) -> None:
+        for entry in entries:
+            try:
+                results[entry.index] = self._execute(writer, entry, targets)
+            except FhirError as error:
+                raise _in_entry(entry, error) from None
 
     def _assign_targets(self, writer: Writer, entries: list[Entry]) -> dict[str, str]:
         """Decide the id each creating entry writes to, keyed by its fullUrl."""

@@ -22,6 +22,7 @@ from coffre.fhir import json
 from coffre.fhir.compartment import patient_of
 from coffre.fhir.references import ID_PATTERN
 from coffre.fhir.validation import validate
+from coffre.fhir.values import whole_number
 from coffre.seal import Envelope, PurposeKeys, random_key
 from coffre.search import Criterion, index_entries, matches, query_keys
 from coffre.storage.base import HistoryQuery, SealedVersion, Storage, StorageReader, StorageTxn
@@ -165,11 +166,10 @@ class RecordStore:
 
     def vread(self, resource_type: str, resource_id: str, version: str) -> Stored:
         check_id(resource_type, resource_id)
-        if not version.isdigit():
-            raise FhirError(
-                404, "not-found", f"{resource_type}/{resource_id} has no version {version!r}"
-            )
-        sealed = self.storage.version(self.keys.location(resource_type, resource_id), int(version))
+        number = whole_number(version)
+        sealed = None
+        if number is not None:
+            sealed = self.storage.version(self.keys.location(resource_type, resource_id), number)
         if sealed is None:
             raise FhirError(
                 404, "not-found", f"{resource_type}/{resource_id} has no version {version}"

@@ -174,7 +174,7 @@ class SqliteStorage(_Reader):
         for clause, value in (
             ("loc = ?", query.loc),
             ("kind = ?", query.kind),
-            ("ts > ?", query.since_ts),
+            ("ts >= ?", query.since_ts),
             ("seq <= ?", query.before_seq),
         ):
             if value is not None:

@@ -1,0 +1,14 @@
+"""Parsing the plain values that reach Coffre in URLs and headers."""
+
+from __future__ import annotations
+
+# SQLite and PostgreSQL integers are signed 64-bit.
+LARGEST = 2**63 - 1
+
+
+def whole_number(text: str) -> int | None:
+    """A non-negative integer written in ASCII digits that fits the storage, or None."""
+    if not (text.isascii() and text.isdigit()):
+        return None
+    number = int(text)
+    return number if number <= LARGEST else None

@@ -1,0 +1,559 @@
+"""Transaction and batch Bundles POSTed to the FHIR base."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from coffre.service import RecordStore
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+BASE = "http://testserver/fhir"
+SYSTEM = "urn:coffre:test:mrn"
+ORG_SYSTEM = "urn:coffre:test:org"
+PATIENT_URN = "urn:uuid:6a1e1b7e-0000-4000-8000-000000000001"
+ORG_URN = "urn:uuid:6a1e1b7e-0000-4000-8000-000000000002"
+
+
+def patient(value: str, **fields: Any) -> dict[str, Any]:
+    return {"resourceType": "Patient", "identifier": [{"system": SYSTEM, "value": value}], **fields}
+
+
+def observation(subject: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "weight"},
+        "subject": {"reference": subject},
+        **fields,
+    }
+
+
+def entry(
+    method: str,
+    url: str,
+    resource: dict[str, Any] | None = None,
+    full_url: str | None = None,
+    **request: str,
+) -> dict[str, Any]:
+    item: dict[str, Any] = {"request": {"method": method, "url": url, **request}}
+    if resource is not None:
+        item["resource"] = resource
+    if full_url is not None:
+        item["fullUrl"] = full_url
+    return item
+
+
+def bundle(kind: str, *entries: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": kind, "entry": list(entries)}
+
+
+def send(client: TestClient, body: dict[str, Any], **headers: str) -> httpx.Response:
+    return client.post("/fhir", json=body, headers={**FHIR_JSON, **headers})
+
+
+def created_id(client: TestClient, resource: dict[str, Any]) -> str:
+    response = client.post(f"/fhir/{resource['resourceType']}", json=resource, headers=FHIR_JSON)
+    assert response.status_code == 201, response.text
+    resource_id: str = response.json()["id"]
+    return resource_id
+
+
+def id_of(result: dict[str, Any], resource_type: str) -> str:
+    """The id in a response entry's location ``Type/id/_history/n``."""
+    kind, resource_id, history, _ = result["response"]["location"].split("/")
+    assert (kind, history) == (resource_type, "_history")
+    return resource_id
+
+
+def assert_outcome(response: httpx.Response, status: int, *fragments: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body: dict[str, Any] = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    issue = body["issue"][0]
+    assert issue["severity"] == "error"
+    assert issue["diagnostics"]
+    for fragment in fragments:
+        assert fragment in issue["diagnostics"], issue["diagnostics"]
+    return issue
+
+
+def total(client: TestClient, url: str) -> int:
+    response = client.get(url)
+    assert response.status_code == 200, response.text
+    count: int = response.json()["total"]
+    return count
+
+
+# -- transaction ------------------------------------------------------------------------
+
+
+def test_transaction_rewrites_urn_uuid_references(client: TestClient, records: RecordStore) -> None:
+    body = bundle(
+        "transaction",
+        entry("POST", "Observation", observation(PATIENT_URN, performer=[{"reference": ORG_URN}])),
+        entry(
+            "POST",
+            "Patient",
+            patient("t-1", managingOrganization={"reference": ORG_URN}),
+            PATIENT_URN,
+        ),
+        entry("POST", "Organization", {"resourceType": "Organization", "name": "CLSC"}, ORG_URN),
+    )
+
+    response = send(client, body)
+
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["resourceType"] == "Bundle"
+    assert answer["type"] == "transaction-response"
+    results = answer["entry"]
+    assert [r["response"]["status"] for r in results] == ["201 Created"] * 3
+    assert [r["response"]["etag"] for r in results] == ['W/"1"'] * 3
+    obs, pid, org = (
+        id_of(results[0], "Observation"),
+        id_of(results[1], "Patient"),
+        id_of(results[2], "Organization"),
+    )
+    assert results[1]["fullUrl"] == f"{BASE}/Patient/{pid}"
+    assert "resource" not in results[1]
+    stored_obs = client.get(f"/fhir/Observation/{obs}").json()
+    assert stored_obs["subject"] == {"reference": f"Patient/{pid}"}
+    assert stored_obs["performer"] == [{"reference": f"Organization/{org}"}]
+    assert client.get(f"/fhir/Patient/{pid}").json()["managingOrganization"] == {
+        "reference": f"Organization/{org}"
+    }
+    assert records.storage.last_seq() == 3
+
+
+def test_transaction_with_prefer_representation_returns_the_resources(client: TestClient) -> None:
+    body = bundle(
+        "transaction",
+        entry("POST", "Patient", patient("t-2"), PATIENT_URN),
+        entry("POST", "Observation", observation(PATIENT_URN)),
+    )
+
+    results = send(client, body, Prefer="return=representation").json()["entry"]
+
+    pid = id_of(results[0], "Patient")
+    assert results[0]["resource"]["id"] == pid
+    assert results[0]["resource"]["meta"]["versionId"] == "1"
+    assert results[1]["resource"]["resourceType"] == "Observation"
+    assert results[1]["resource"]["subject"] == {"reference": f"Patient/{pid}"}
+
+
+def test_transaction_put_creates_or_updates(client: TestClient) -> None:
+    existing = created_id(client, patient("t-3"))
+    body = bundle(
+        "transaction",
+        entry("PUT", f"Patient/{existing}", patient("t-3", id=existing, gender="male")),
+        entry("PUT", "Patient/brand-new", patient("t-4", id="brand-new")),
+    )
+
+    results = send(client, body).json()["entry"]
+
+    assert [r["response"]["status"] for r in results] == ["200 OK", "201 Created"]
+    assert results[0]["response"]["location"] == f"Patient/{existing}/_history/2"
+    assert results[1]["response"]["location"] == "Patient/brand-new/_history/1"
+    assert client.get(f"/fhir/Patient/{existing}").json()["gender"] == "male"
+    assert client.get("/fhir/Patient/brand-new").status_code == 200
+
+
+def test_transaction_runs_deletes_first_and_reads_last(client: TestClient) -> None:
+    p1 = created_id(client, patient("t-5", gender="male"))
+    p2 = created_id(client, patient("t-6"))
+    old = created_id(client, patient("t-7"))
+    body = bundle(
+        "transaction",
+        entry("GET", f"Patient/{p1}"),
+        entry("PUT", f"Patient/{p1}", patient("t-5", id=p1, gender="female")),
+        entry("POST", "Patient", patient("t-7")),
+        entry("DELETE", f"Patient/{p2}"),
+        entry("DELETE", f"Patient?identifier={SYSTEM}|t-7"),
+        entry("GET", f"Patient?identifier={SYSTEM}|t-7"),
+    )
+
+    response = send(client, body)
+
+    assert response.status_code == 200, response.text
+    results = response.json()["entry"]
+    # Answers in the order of the request, whatever order the entries ran in.
+    read = results[0]
+    assert read["response"]["status"] == "200 OK"
+    assert read["resource"]["gender"] == "female"  # the GET ran after the PUT
+    assert read["response"]["etag"] == 'W/"2"'
+    assert results[1]["response"]["status"] == "200 OK"
+    assert results[2]["response"]["status"] == "201 Created"
+    new = id_of(results[2], "Patient")
+    assert results[3]["response"]["status"] == "204 No Content"
+    assert results[4]["response"]["status"] == "204 No Content"
+    # The conditional DELETE ran before the POST: it removed the old t-7, not the new one.
+    search = results[5]["resource"]
+    assert search["type"] == "searchset"
+    assert [e["resource"]["id"] for e in search["entry"]] == [new]
+    assert client.get(f"/fhir/Patient/{p2}").status_code == 410
+    assert client.get(f"/fhir/Patient/{old}").status_code == 410
+    assert client.get(f"/fhir/Patient/{new}").status_code == 200
+
+
+def test_transaction_vread_and_history_entries(client: TestClient) -> None:
+    pid = created_id(client, patient("t-8", gender="male"))
+    body = bundle(
+        "transaction",
+        entry("GET", f"Patient/{pid}/_history/1"),
+        entry("PUT", f"Patient/{pid}", patient("t-8", id=pid, gender="female")),
+    )
+
+    results = send(client, body).json()["entry"]
+
+    assert results[0]["resource"]["gender"] == "male"
+    assert results[0]["response"]["location"] == f"Patient/{pid}/_history/1"
+
+
+def test_transaction_if_none_exist_reuses_the_match(
+    client: TestClient, records: RecordStore
+) -> None:
+    existing = created_id(client, patient("t-9", gender="male"))
+    before = records.storage.last_seq()
+    body = bundle(
+        "transaction",
+        entry(
+            "POST",
+            "Patient",
+            patient("t-9", gender="female"),
+            PATIENT_URN,
+            ifNoneExist=f"identifier={SYSTEM}|t-9",
+        ),
+        entry("POST", "Observation", observation(PATIENT_URN)),
+        entry("POST", "Patient", patient("t-10"), ifNoneExist=f"identifier={SYSTEM}|t-10"),
+    )
+
+    results = send(client, body).json()["entry"]
+
+    assert results[0]["response"]["status"] == "200 OK"
+    assert results[0]["response"]["location"] == f"Patient/{existing}/_history/1"
+    assert results[2]["response"]["status"] == "201 Created"
+    obs = id_of(results[1], "Observation")
+    assert client.get(f"/fhir/Observation/{obs}").json()["subject"] == {
+        "reference": f"Patient/{existing}"
+    }
+    assert client.get(f"/fhir/Patient/{existing}").json()["gender"] == "male"
+    assert records.storage.last_seq() == before + 2
+
+
+def test_transaction_resolves_conditional_references(client: TestClient) -> None:
+    org = created_id(
+        client,
+        {"resourceType": "Organization", "identifier": [{"system": ORG_SYSTEM, "value": "clsc-1"}]},
+    )
+    conditional = f"Organization?identifier={ORG_SYSTEM}|clsc-1"
+    body = bundle(
+        "transaction",
+        entry(
+            "POST",
+            "Patient",
+            patient("t-11", managingOrganization={"reference": conditional}),
+            PATIENT_URN,
+        ),
+        entry(
+            "POST", "Observation", observation(PATIENT_URN, performer=[{"reference": conditional}])
+        ),
+    )
+
+    results = send(client, body).json()["entry"]
+
+    pid, obs = id_of(results[0], "Patient"), id_of(results[1], "Observation")
+    assert client.get(f"/fhir/Patient/{pid}").json()["managingOrganization"] == {
+        "reference": f"Organization/{org}"
+    }
+    assert client.get(f"/fhir/Observation/{obs}").json()["performer"] == [
+        {"reference": f"Organization/{org}"}
+    ]
+
+
+def test_transaction_with_an_unresolvable_conditional_reference_writes_nothing(
+    client: TestClient, records: RecordStore
+) -> None:
+    body = bundle(
+        "transaction",
+        entry("POST", "Patient", patient("t-12")),
+        entry(
+            "POST",
+            "Patient",
+            patient(
+                "t-13",
+                managingOrganization={"reference": f"Organization?identifier={ORG_SYSTEM}|none"},
+            ),
+        ),
+    )
+
+    assert_outcome(
+        send(client, body), 404, "entry[1]", f"Organization?identifier={ORG_SYSTEM}|none"
+    )
+    assert records.storage.last_seq() == 0
+    assert total(client, "/fhir/Patient") == 0
+
+
+def test_transaction_with_an_ambiguous_conditional_reference_is_412(
+    client: TestClient, records: RecordStore
+) -> None:
+    for _ in range(2):
+        created_id(
+            client,
+            {
+                "resourceType": "Organization",
+                "identifier": [{"system": ORG_SYSTEM, "value": "twin"}],
+            },
+        )
+    before = records.storage.last_seq()
+    body = bundle(
+        "transaction",
+        entry(
+            "POST",
+            "Patient",
+            patient(
+                "t-14",
+                managingOrganization={"reference": f"Organization?identifier={ORG_SYSTEM}|twin"},
+            ),
+        ),
+    )
+
+    assert_outcome(send(client, body), 412, "entry[0]", "matches 2")
+    assert records.storage.last_seq() == before
+
+
+def _valid_first() -> dict[str, Any]:
+    return entry("POST", "Patient", patient("bad-0"), PATIENT_URN)
+
+
+@pytest.mark.parametrize(
+    ("second", "status", "fragment"),
+    [
+        pytest.param(
+            entry("POST", "Observation", {**observation(PATIENT_URN), "status": "bogus"}),
+            422,
+            "Observation.status",
+            id="invalid-resource",
+        ),
+        pytest.param(
+            entry(
+                "POST", "Observation", observation("urn:uuid:00000000-0000-4000-8000-00000000dead")
+            ),
+            400,
+            "urn:uuid:00000000-0000-4000-8000-00000000dead",
+            id="dangling-urn",
+        ),
+        pytest.param(
+            entry("PUT", "Patient/p-x", patient("bad-1", id="p-y")),
+            400,
+            "'p-y'",
+            id="put-id-mismatch",
+        ),
+        pytest.param(
+            entry("PUT", "Patient/p-x", patient("bad-1", id="p-x"), ifMatch='W/"3"'),
+            412,
+            "If-Match",
+            id="put-stale-if-match",
+        ),
+        pytest.param(
+            entry("PUT", "Patient", patient("bad-1")), 400, "a PUT needs an id", id="put-without-id"
+        ),
+        pytest.param(
+            entry("POST", "Patient", {"resourceType": "Organization"}),
+            400,
+            "Organization",
+            id="post-type-mismatch",
+        ),
+        pytest.param(entry("POST", "Patient"), 400, "needs a resource", id="post-without-resource"),
+        pytest.param(entry("PATCH", "Patient/p-x"), 400, "PATCH", id="patch"),
+        pytest.param(entry("GET", "Patient/missing"), 404, "Patient/missing", id="get-missing"),
+        pytest.param(entry("GET", "Patient?name=x"), 400, "'name'", id="get-unknown-parameter"),
+        pytest.param(
+            entry("DELETE", "Patient"), 400, "a DELETE needs an id", id="delete-whole-type"
+        ),
+        pytest.param(
+            entry("POST", "Patient", patient("bad-1"), PATIENT_URN),
+            400,
+            "appears twice",
+            id="duplicate-full-url",
+        ),
+        pytest.param(
+            entry("GET", "Patient/p-x/_history"),
+            400,
+            "not a supported interaction",
+            id="history-url",
+        ),
+        pytest.param(
+            entry("DELETE", "Patient/p-x", ifMatch="bogus"),
+            400,
+            "If-Match",
+            id="bad-if-match",
+        ),
+    ],
+)
+def test_transaction_with_one_bad_entry_changes_nothing(
+    client: TestClient, records: RecordStore, second: dict[str, Any], status: int, fragment: str
+) -> None:
+    response = send(client, bundle("transaction", _valid_first(), second))
+
+    assert response.status_code == status, response.text
+    assert_outcome(response, status, fragment, "entry[1]")
+    assert records.storage.last_seq() == 0
+    assert total(client, "/fhir/Patient") == 0
+    assert total(client, "/fhir/_history") == 0
+    assert client.get("/fhir/Patient/p-x").status_code == 404
+
+
+def test_transaction_failing_late_rolls_back_earlier_writes(
+    client: TestClient, records: RecordStore
+) -> None:
+    keep = created_id(client, patient("rb-1", gender="male"))
+    before = records.storage.last_seq()
+    body = bundle(
+        "transaction",
+        entry("DELETE", f"Patient/{keep}"),
+        entry("POST", "Patient", patient("rb-2")),
+        entry("PUT", f"Patient/{keep}", patient("rb-1", id=keep, gender="female"), ifMatch='W/"1"'),
+    )
+
+    # The DELETE ran first, so the PUT's If-Match W/"1" no longer holds: all is undone.
+    assert_outcome(send(client, body), 412, "entry[2]")
+    assert records.storage.last_seq() == before
+    assert client.get(f"/fhir/Patient/{keep}").json()["gender"] == "male"
+    assert total(client, "/fhir/Patient") == 1
+
+
+def test_transaction_if_none_exist_after_a_conditional_delete(client: TestClient) -> None:
+    created_id(client, patient("t-15"))
+    body = bundle(
+        "transaction",
+        entry("DELETE", f"Patient?identifier={SYSTEM}|t-15"),
+        entry(
+            "POST", "Patient", patient("t-15"), PATIENT_URN, ifNoneExist=f"identifier={SYSTEM}|t-15"
+        ),
+    )
+
+    response = send(client, body)
+
+    if response.status_code == 200:  # else the transaction was refused: also acceptable
+        location = response.json()["entry"][1]["response"]["location"]
+        assert client.get(f"/fhir/{location.split('/_history')[0]}").status_code == 200
+    else:
+        assert 400 <= response.status_code < 500
+
+
+# -- batch --------------------------------------------------------------------------------
+
+
+def test_batch_commits_good_entries_and_reports_bad_ones(
+    client: TestClient, records: RecordStore
+) -> None:
+    existing = created_id(client, patient("b-0"))
+    body = bundle(
+        "batch",
+        entry("POST", "Patient", patient("b-1")),
+        entry("PUT", f"Patient/{existing}", patient("b-0", id="not-it")),
+        entry("POST", "Observation", {**observation(f"Patient/{existing}"), "status": "bogus"}),
+        entry("GET", "Patient/missing"),
+        entry("DELETE", f"Patient/{existing}"),
+        entry("POST", "Patient", patient("b-2")),
+    )
+
+    response = send(client, body)
+
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer["type"] == "batch-response"
+    statuses = [r["response"]["status"] for r in answer["entry"]]
+    assert statuses == [
+        "201 Created",
+        "400 Bad Request",
+        "422 Unprocessable Entity",
+        "404 Not Found",
+        "204 No Content",
+        "201 Created",
+    ]
+    mismatch = answer["entry"][1]["response"]["outcome"]
+    assert mismatch["resourceType"] == "OperationOutcome"
+    assert "'not-it'" in mismatch["issue"][0]["diagnostics"]
+    assert "entry[2]" in answer["entry"][2]["response"]["outcome"]["issue"][0]["diagnostics"]
+    for result in (answer["entry"][0], answer["entry"][5]):
+        assert client.get(f"/fhir/Patient/{id_of(result, 'Patient')}").status_code == 200
+    assert client.get(f"/fhir/Patient/{existing}").status_code == 410
+    assert total(client, "/fhir/Observation/_history") == 0
+    assert records.storage.last_seq() == 4
+
+
+def test_batch_entries_cannot_reference_each_other(client: TestClient) -> None:
+    body = bundle(
+        "batch",
+        entry("POST", "Patient", patient("b-3"), PATIENT_URN),
+        entry("POST", "Observation", observation(PATIENT_URN)),
+    )
+
+    results = send(client, body).json()["entry"]
+
+    assert results[0]["response"]["status"] == "201 Created"
+    assert results[1]["response"]["status"] == "400 Bad Request"
+    assert PATIENT_URN in results[1]["response"]["outcome"]["issue"][0]["diagnostics"]
+    assert total(client, "/fhir/Observation/_history") == 0
+
+
+def test_batch_with_prefer_representation(client: TestClient) -> None:
+    body = bundle("batch", entry("POST", "Patient", patient("b-4")))
+
+    plain = send(client, body).json()["entry"][0]
+    full = send(client, body, Prefer="return=representation").json()["entry"][0]
+
+    assert "resource" not in plain
+    assert full["resource"]["identifier"] == [{"system": SYSTEM, "value": "b-4"}]
+    assert full["resource"]["id"] == id_of(full, "Patient")
+
+
+# -- what the base refuses ----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", ["collection", "document", "searchset", "history"])
+def test_a_bundle_that_is_no_batch_or_transaction_is_400(
+    client: TestClient, records: RecordStore, kind: str
+) -> None:
+    body = {
+        "resourceType": "Bundle",
+        "type": kind,
+        "entry": [{"fullUrl": f"{BASE}/Patient/x", "resource": patient("c-1", id="x")}],
+    }
+
+    issue = assert_outcome(send(client, body), 400, repr(kind))
+    assert issue["expression"] == ["Bundle.type"]
+    assert records.storage.last_seq() == 0
+
+
+def test_a_resource_that_is_no_bundle_is_400(client: TestClient, records: RecordStore) -> None:
+    assert_outcome(send(client, patient("c-2")), 400, "batch", "transaction")
+    assert records.storage.last_seq() == 0
+
+
+def test_an_empty_transaction_answers_an_empty_response(client: TestClient) -> None:
+    response = send(client, bundle("transaction"))
+
+    assert response.status_code == 200
+    assert response.json() == {
+        "resourceType": "Bundle",
+        "type": "transaction-response",
+        "entry": [],
+    }
+
+
+def test_an_entry_without_request_is_400(client: TestClient, records: RecordStore) -> None:
+    body = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": patient("c-3")}],
+    }
+
+    issue = assert_outcome(send(client, body), 400, "entry[0]")
+    assert issue["expression"] == ["Bundle.entry[0].request"]
+    assert records.storage.last_seq() == 0

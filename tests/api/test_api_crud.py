@@ -1,0 +1,764 @@
+"""The FHIR RESTful interactions through the in-process app: create, read, vread, update,
+delete, their conditional forms, history with paging, and type-level search."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from typing import Any
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+
+from coffre.service import RecordStore
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+BASE = "http://testserver/fhir"
+SYSTEM = "urn:coffre:test:mrn"
+
+
+def patient(value: str | None = None, system: str = SYSTEM, **fields: Any) -> dict[str, Any]:
+    resource: dict[str, Any] = {"resourceType": "Patient", **fields}
+    if value is not None:
+        resource["identifier"] = [{"system": system, "value": value}]
+    return resource
+
+
+def post(
+    client: TestClient, resource: dict[str, Any], url: str | None = None, **headers: str
+) -> httpx.Response:
+    url = url or f"/fhir/{resource['resourceType']}"
+    return client.post(url, json=resource, headers={**FHIR_JSON, **headers})
+
+
+def put(client: TestClient, url: str, resource: dict[str, Any], **headers: str) -> httpx.Response:
+    return client.put(url, json=resource, headers={**FHIR_JSON, **headers})
+
+
+def created_id(client: TestClient, resource: dict[str, Any]) -> str:
+    response = post(client, resource)
+    assert response.status_code == 201, response.text
+    resource_id: str = response.json()["id"]
+    return resource_id
+
+
+def assert_outcome(
+    response: httpx.Response, status: int, *fragments: str, severity: str = "error"
+) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    body: dict[str, Any] = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    issue = body["issue"][0]
+    assert issue["severity"] == severity
+    assert issue["diagnostics"]
+    for fragment in fragments:
+        assert fragment in issue["diagnostics"], issue["diagnostics"]
+    return issue
+
+
+def follow(
+    client: TestClient, url: str, between_pages: Any = None
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """Every entry over every page of a Bundle, following ``next`` links; and every page."""
+    entries: list[dict[str, Any]] = []
+    pages: list[dict[str, Any]] = []
+    while url:
+        response = client.get(url)
+        assert response.status_code == 200, response.text
+        page = response.json()
+        pages.append(page)
+        entries.extend(page.get("entry", []))
+        links = {link["relation"]: link["url"] for link in page["link"]}
+        url = links.get("next", "")
+        assert len(pages) < 50, "the next links never end"
+        if between_pages is not None and len(pages) == 1:
+            between_pages()
+    return entries, pages
+
+
+def version_of(entry: dict[str, Any]) -> tuple[str, str]:
+    """(reference, versionId) of a history entry, deletions included."""
+    reference = entry["fullUrl"].removeprefix(BASE + "/")
+    return reference, entry["response"]["etag"].removeprefix('W/"').removesuffix('"')
+
+
+# -- create -----------------------------------------------------------------------------
+
+
+def test_create_answers_201_with_location_etag_and_a_server_id(client: TestClient) -> None:
+    response = post(client, patient("c-1", id="client-chosen", gender="male"))
+
+    assert response.status_code == 201
+    body = response.json()
+    new_id = body["id"]
+    assert new_id != "client-chosen"
+    assert response.headers["location"] == f"{BASE}/Patient/{new_id}/_history/1"
+    assert response.headers["etag"] == 'W/"1"'
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    assert body["resourceType"] == "Patient"
+    assert body["gender"] == "male"
+    assert body["identifier"] == [{"system": SYSTEM, "value": "c-1"}]
+    assert body["meta"]["versionId"] == "1"
+    last_updated = datetime.fromisoformat(body["meta"]["lastUpdated"])
+    assert abs((datetime.now(UTC) - last_updated).total_seconds()) < 60
+    modified = parsedate_to_datetime(response.headers["last-modified"])
+    assert modified == last_updated.replace(microsecond=0)
+    assert client.get("/fhir/Patient/client-chosen").status_code == 404
+
+
+def test_create_keeps_client_meta_but_sets_version_and_time(client: TestClient) -> None:
+    resource = patient(
+        meta={"versionId": "7", "lastUpdated": "2001-01-01T00:00:00Z", "tag": [{"code": "t"}]}
+    )
+
+    body = post(client, resource).json()
+
+    assert body["meta"]["versionId"] == "1"
+    assert not body["meta"]["lastUpdated"].startswith("2001")
+    assert body["meta"]["tag"] == [{"code": "t"}]
+
+
+# -- read, vread --------------------------------------------------------------------------
+
+
+def test_read_returns_the_current_version_with_its_etag(client: TestClient) -> None:
+    created = post(client, patient("r-1", gender="female")).json()
+
+    response = client.get(f"/fhir/Patient/{created['id']}")
+
+    assert response.status_code == 200
+    assert response.json() == created
+    assert response.headers["etag"] == 'W/"1"'
+    assert parsedate_to_datetime(response.headers["last-modified"]) == datetime.fromisoformat(
+        created["meta"]["lastUpdated"]
+    ).replace(microsecond=0)
+
+
+def test_read_with_matching_if_none_match_answers_304(client: TestClient) -> None:
+    pid = created_id(client, patient("r-2"))
+
+    not_modified = client.get(f"/fhir/Patient/{pid}", headers={"If-None-Match": 'W/"1"'})
+    stale = client.get(f"/fhir/Patient/{pid}", headers={"If-None-Match": 'W/"0"'})
+
+    assert not_modified.status_code == 304
+    assert not_modified.content == b""
+    assert stale.status_code == 200
+    assert stale.json()["id"] == pid
+
+
+def test_read_of_a_missing_resource_is_404(client: TestClient) -> None:
+    assert_outcome(client.get("/fhir/Patient/nobody"), 404, "Patient/nobody")
+
+
+def test_vread_returns_each_version(client: TestClient) -> None:
+    pid = created_id(client, patient("v-1", gender="male"))
+    assert (
+        put(client, f"/fhir/Patient/{pid}", patient("v-1", id=pid, gender="female")).status_code
+        == 200
+    )
+
+    first = client.get(f"/fhir/Patient/{pid}/_history/1")
+    second = client.get(f"/fhir/Patient/{pid}/_history/2")
+
+    assert first.status_code == 200
+    assert first.json()["gender"] == "male"
+    assert first.json()["meta"]["versionId"] == "1"
+    assert first.headers["etag"] == 'W/"1"'
+    assert second.status_code == 200
+    assert second.json()["gender"] == "female"
+    assert second.headers["etag"] == 'W/"2"'
+    assert_outcome(client.get(f"/fhir/Patient/{pid}/_history/3"), 404, "no version 3")
+    assert_outcome(client.get(f"/fhir/Patient/{pid}/_history/abc"), 404)
+
+
+# -- update -------------------------------------------------------------------------------
+
+
+def test_update_makes_version_2(client: TestClient) -> None:
+    pid = created_id(client, patient("u-1", gender="male"))
+
+    response = put(client, f"/fhir/Patient/{pid}", patient("u-1", id=pid, gender="other"))
+
+    assert response.status_code == 200
+    assert response.headers["etag"] == 'W/"2"'
+    assert response.headers["location"] == f"{BASE}/Patient/{pid}/_history/2"
+    assert response.json()["meta"]["versionId"] == "2"
+    assert client.get(f"/fhir/Patient/{pid}").json()["gender"] == "other"
+
+
+def test_update_at_a_new_client_id_creates_it(client: TestClient) -> None:
+    response = put(client, "/fhir/Patient/chosen-1", patient("u-2", id="chosen-1"))
+
+    assert response.status_code == 201
+    assert response.headers["location"] == f"{BASE}/Patient/chosen-1/_history/1"
+    assert response.headers["etag"] == 'W/"1"'
+    read = client.get("/fhir/Patient/chosen-1")
+    assert read.status_code == 200
+    assert read.json()["identifier"][0]["value"] == "u-2"
+
+
+def test_update_with_the_same_content_makes_no_new_version(
+    client: TestClient, records: RecordStore
+) -> None:
+    created = post(client, patient("u-3", gender="male")).json()
+    pid = created["id"]
+    before = records.storage.last_seq()
+
+    # Sent back as read (with meta), and without meta: both are the same content.
+    as_read = put(client, f"/fhir/Patient/{pid}", created)
+    without_meta = put(client, f"/fhir/Patient/{pid}", patient("u-3", id=pid, gender="male"))
+
+    for response in (as_read, without_meta):
+        assert response.status_code == 200
+        assert response.headers["etag"] == 'W/"1"'
+        assert response.json()["meta"] == created["meta"]
+    assert records.storage.last_seq() == before
+    history = client.get(f"/fhir/Patient/{pid}/_history").json()
+    assert history["total"] == 1
+    assert len(history["entry"]) == 1
+
+
+def test_update_with_current_if_match_succeeds(client: TestClient) -> None:
+    pid = created_id(client, patient("m-1"))
+
+    response = put(
+        client,
+        f"/fhir/Patient/{pid}",
+        patient("m-1", id=pid, gender="male"),
+        **{"If-Match": 'W/"1"'},
+    )
+
+    assert response.status_code == 200
+    assert response.headers["etag"] == 'W/"2"'
+
+
+def test_update_with_stale_if_match_is_412_and_changes_nothing(
+    client: TestClient, records: RecordStore
+) -> None:
+    pid = created_id(client, patient("m-2"))
+    assert (
+        put(client, f"/fhir/Patient/{pid}", patient("m-2", id=pid, gender="male")).status_code
+        == 200
+    )
+    before = records.storage.last_seq()
+
+    response = put(
+        client,
+        f"/fhir/Patient/{pid}",
+        patient("m-2", id=pid, gender="female"),
+        **{"If-Match": 'W/"1"'},
+    )
+
+    assert_outcome(response, 412, "version 2", "not 1")
+    assert records.storage.last_seq() == before
+    assert client.get(f"/fhir/Patient/{pid}").json()["gender"] == "male"
+
+
+def test_if_match_on_a_missing_resource_is_412(client: TestClient) -> None:
+    response = put(client, "/fhir/Patient/ghost", patient(id="ghost"), **{"If-Match": 'W/"1"'})
+
+    assert_outcome(response, 412)
+    assert client.get("/fhir/Patient/ghost").status_code == 404
+
+
+# -- delete -------------------------------------------------------------------------------
+
+
+def test_delete_then_read_is_410_and_history_keeps_the_versions(client: TestClient) -> None:
+    pid = created_id(client, patient("d-1", gender="male"))
+
+    response = client.delete(f"/fhir/Patient/{pid}")
+
+    assert response.status_code == 204
+    assert response.content == b""
+    assert response.headers["etag"] == 'W/"2"'
+    assert_outcome(client.get(f"/fhir/Patient/{pid}"), 410, "deleted")
+    old = client.get(f"/fhir/Patient/{pid}/_history/1")
+    assert old.status_code == 200
+    assert old.json()["gender"] == "male"
+    assert client.get(f"/fhir/Patient/{pid}/_history/2").status_code == 410
+    history = client.get(f"/fhir/Patient/{pid}/_history").json()
+    assert history["total"] == 2
+    deletion, creation = history["entry"]
+    assert deletion["request"] == {"method": "DELETE", "url": f"Patient/{pid}"}
+    assert deletion["response"]["status"] == "204 No Content"
+    assert deletion["response"]["etag"] == 'W/"2"'
+    assert "resource" not in deletion
+    assert creation["request"] == {"method": "POST", "url": "Patient"}
+    assert creation["resource"]["gender"] == "male"
+
+
+def test_delete_of_a_missing_resource_is_200_with_information(
+    client: TestClient, records: RecordStore
+) -> None:
+    before = records.storage.last_seq()
+
+    response = client.delete("/fhir/Patient/never-was")
+
+    issue = assert_outcome(response, 200, "Patient/never-was", severity="information")
+    assert issue["code"] == "informational"
+    assert records.storage.last_seq() == before
+
+
+def test_delete_twice_writes_one_deletion(client: TestClient, records: RecordStore) -> None:
+    pid = created_id(client, patient("d-2"))
+    assert client.delete(f"/fhir/Patient/{pid}").status_code == 204
+    before = records.storage.last_seq()
+
+    assert_outcome(client.delete(f"/fhir/Patient/{pid}"), 200, severity="information")
+    assert records.storage.last_seq() == before
+
+
+def test_update_after_delete_recreates_at_the_next_version(client: TestClient) -> None:
+    pid = created_id(client, patient("d-3"))
+    assert client.delete(f"/fhir/Patient/{pid}").status_code == 204
+
+    response = put(client, f"/fhir/Patient/{pid}", patient("d-3", id=pid, gender="male"))
+
+    assert response.status_code == 201
+    assert response.headers["etag"] == 'W/"3"'
+    assert client.get(f"/fhir/Patient/{pid}").json()["gender"] == "male"
+
+
+def test_delete_with_stale_if_match_is_412(client: TestClient) -> None:
+    pid = created_id(client, patient("d-4"))
+
+    assert_outcome(client.delete(f"/fhir/Patient/{pid}", headers={"If-Match": 'W/"9"'}), 412)
+    assert client.get(f"/fhir/Patient/{pid}").status_code == 200
+
+
+# -- Prefer ---------------------------------------------------------------------------------
+
+
+def test_prefer_return_minimal_answers_headers_only(client: TestClient) -> None:
+    created = post(client, patient("p-1"), Prefer="return=minimal")
+
+    assert created.status_code == 201
+    assert created.content == b""
+    assert created.headers["etag"] == 'W/"1"'
+    location = created.headers["location"]
+    pid = location.removeprefix(f"{BASE}/Patient/").removesuffix("/_history/1")
+    assert client.get(f"/fhir/Patient/{pid}").status_code == 200
+
+    updated = put(
+        client,
+        f"/fhir/Patient/{pid}",
+        patient("p-1", id=pid, gender="male"),
+        Prefer="return=minimal",
+    )
+    assert updated.status_code == 200
+    assert updated.content == b""
+    assert updated.headers["etag"] == 'W/"2"'
+
+
+def test_prefer_return_operation_outcome(client: TestClient) -> None:
+    response = post(client, patient("p-2"), Prefer="return=OperationOutcome")
+
+    issue = assert_outcome(response, 201, "created at version 1", severity="information")
+    assert issue["code"] == "informational"
+    assert response.headers["location"].endswith("/_history/1")
+
+
+def test_prefer_return_representation_is_the_resource(client: TestClient) -> None:
+    response = post(client, patient("p-3"), Prefer="return=representation")
+
+    assert response.status_code == 201
+    assert response.json()["resourceType"] == "Patient"
+    assert response.json()["meta"]["versionId"] == "1"
+
+
+# -- conditional create -------------------------------------------------------------------
+
+
+def test_conditional_create_with_if_none_exist(client: TestClient, records: RecordStore) -> None:
+    condition = {"If-None-Exist": f"identifier={SYSTEM}|cc-1"}
+    first = post(client, patient("cc-1", gender="male"), **condition)
+    assert first.status_code == 201
+    pid = first.json()["id"]
+    before = records.storage.last_seq()
+
+    second = post(client, patient("cc-1", gender="female"), **condition)
+
+    assert second.status_code == 200
+    assert second.json()["id"] == pid
+    assert second.json()["gender"] == "male"
+    assert second.headers["location"] == f"{BASE}/Patient/{pid}/_history/1"
+    assert second.headers["etag"] == 'W/"1"'
+    assert records.storage.last_seq() == before
+
+
+def test_conditional_create_with_a_query_as_fhirpy_sends_it(
+    client: TestClient, records: RecordStore
+) -> None:
+    url = f"/fhir/Patient?identifier={SYSTEM}|cc-2"
+    first = post(client, patient("cc-2"), url)
+    assert first.status_code == 201
+    before = records.storage.last_seq()
+
+    second = post(client, patient("cc-2", gender="other"), url)
+
+    assert second.status_code == 200
+    assert second.json()["id"] == first.json()["id"]
+    assert records.storage.last_seq() == before
+    assert client.get("/fhir/Patient").json()["total"] == 1
+
+
+def test_conditional_create_matching_several_is_412(
+    client: TestClient, records: RecordStore
+) -> None:
+    created_id(client, patient("twin"))
+    created_id(client, patient("twin"))
+    before = records.storage.last_seq()
+
+    response = post(client, patient("twin"), **{"If-None-Exist": f"identifier={SYSTEM}|twin"})
+
+    assert_outcome(response, 412, "matches 2")
+    assert records.storage.last_seq() == before
+
+
+def test_conditional_create_ignores_a_deleted_match(client: TestClient) -> None:
+    old = created_id(client, patient("cc-3"))
+    assert client.delete(f"/fhir/Patient/{old}").status_code == 204
+
+    response = post(client, patient("cc-3"), **{"If-None-Exist": f"identifier={SYSTEM}|cc-3"})
+
+    assert response.status_code == 201
+    assert response.json()["id"] != old
+
+
+def test_create_with_only_format_in_the_query_is_a_plain_create(client: TestClient) -> None:
+    response = post(client, patient("cc-4"), "/fhir/Patient?_format=json")
+
+    assert response.status_code == 201
+
+
+# -- conditional update and delete ------------------------------------------------------
+
+
+def test_conditional_update_creates_updates_or_refuses(
+    client: TestClient, records: RecordStore
+) -> None:
+    url = f"/fhir/Patient?identifier={SYSTEM}|cu-1"
+
+    created = put(client, url, patient("cu-1", gender="male"))
+    assert created.status_code == 201
+    pid = created.json()["id"]
+    assert created.headers["location"] == f"{BASE}/Patient/{pid}/_history/1"
+
+    updated = put(client, url, patient("cu-1", gender="female"))
+    assert updated.status_code == 200
+    assert updated.json()["id"] == pid
+    assert updated.headers["etag"] == 'W/"2"'
+    assert client.get(f"/fhir/Patient/{pid}").json()["gender"] == "female"
+
+    created_id(client, patient("cu-1"))
+    before = records.storage.last_seq()
+    assert_outcome(put(client, url, patient("cu-1", gender="other")), 412, "matches 2")
+    assert records.storage.last_seq() == before
+
+
+def test_conditional_update_with_another_body_id_is_400(client: TestClient) -> None:
+    pid = created_id(client, patient("cu-2"))
+
+    response = put(
+        client, f"/fhir/Patient?identifier={SYSTEM}|cu-2", patient("cu-2", id="someone-else")
+    )
+
+    assert_outcome(response, 400, "someone-else", pid)
+
+
+def test_conditional_update_without_criteria_is_400(client: TestClient) -> None:
+    assert_outcome(put(client, "/fhir/Patient", patient("cu-3")), 400, "search criteria")
+
+
+def test_conditional_update_with_a_body_of_another_type_is_400(
+    client: TestClient, records: RecordStore
+) -> None:
+    observation = {"resourceType": "Observation", "status": "final", "code": {"text": "x"}}
+    before = records.storage.last_seq()
+
+    response = put(client, f"/fhir/Patient?identifier={SYSTEM}|cu-4", observation)
+
+    assert_outcome(response, 400, "Observation")
+    assert records.storage.last_seq() == before
+
+
+def test_conditional_delete_deletes_every_match_only(client: TestClient) -> None:
+    doomed = [created_id(client, patient("cd-1")), created_id(client, patient("cd-1"))]
+    kept = created_id(client, patient("cd-2"))
+
+    response = client.delete(f"/fhir/Patient?identifier={SYSTEM}|cd-1")
+
+    assert_outcome(response, 200, "2 Patient deleted", severity="information")
+    for pid in doomed:
+        assert client.get(f"/fhir/Patient/{pid}").status_code == 410
+    assert client.get(f"/fhir/Patient/{kept}").status_code == 200
+    again = client.delete(f"/fhir/Patient?identifier={SYSTEM}|cd-1")
+    assert_outcome(again, 200, "0 Patient deleted", severity="information")
+
+
+def test_conditional_delete_without_criteria_is_400(client: TestClient) -> None:
+    pid = created_id(client, patient("cd-3"))
+
+    assert_outcome(client.delete("/fhir/Patient"), 400)
+    assert client.get(f"/fhir/Patient/{pid}").status_code == 200
+
+
+# -- history ------------------------------------------------------------------------------
+
+
+def test_instance_history_pages_newest_first(client: TestClient) -> None:
+    pid = created_id(client, patient("h-1"))
+    for n in range(2, 6):
+        assert (
+            put(
+                client, f"/fhir/Patient/{pid}", patient("h-1", id=pid, birthDate=f"200{n}")
+            ).status_code
+            == 200
+        )
+
+    entries, pages = follow(client, f"/fhir/Patient/{pid}/_history?_count=2")
+
+    assert [version_of(e) for e in entries] == [(f"Patient/{pid}", str(v)) for v in (5, 4, 3, 2, 1)]
+    assert len(pages) == 3
+    assert all(page["type"] == "history" and page["total"] == 5 for page in pages)
+    assert [e["resource"]["birthDate"] for e in entries[:4]] == ["2005", "2004", "2003", "2002"]
+    assert entries[4]["request"]["method"] == "POST"
+    assert all(e["request"]["method"] == "PUT" for e in entries[:4])
+
+
+def test_instance_history_of_a_missing_resource_is_404(client: TestClient) -> None:
+    assert_outcome(client.get("/fhir/Patient/nobody/_history"), 404)
+
+
+def test_type_history_paging_is_stable_across_a_write(client: TestClient) -> None:
+    ids = [created_id(client, patient(f"h2-{n}")) for n in range(5)]
+    created_id(client, {"resourceType": "Organization", "name": "not a patient"})
+    expected = [(f"Patient/{pid}", "1") for pid in reversed(ids)]
+
+    def write() -> None:
+        created_id(client, patient("h2-late"))
+        assert (
+            put(
+                client, f"/fhir/Patient/{ids[0]}", patient("h2-0", id=ids[0], gender="male")
+            ).status_code
+            == 200
+        )
+
+    entries, pages = follow(client, "/fhir/Patient/_history?_count=2", between_pages=write)
+
+    assert [version_of(e) for e in entries] == expected
+    assert [page["total"] for page in pages] == [5, 5, 5]
+    assert client.get("/fhir/Patient/_history").json()["total"] == 7
+
+
+def test_system_history_paging_is_stable_across_a_write(client: TestClient) -> None:
+    org = created_id(client, {"resourceType": "Organization", "name": "Clinique"})
+    pid = created_id(
+        client, patient("h3-1", managingOrganization={"reference": f"Organization/{org}"})
+    )
+    obs = created_id(
+        client,
+        {
+            "resourceType": "Observation",
+            "status": "final",
+            "code": {"text": "weight"},
+            "subject": {"reference": f"Patient/{pid}"},
+        },
+    )
+    assert client.delete(f"/fhir/Organization/{org}").status_code == 204
+    expected = [
+        (f"Organization/{org}", "2"),
+        (f"Observation/{obs}", "1"),
+        (f"Patient/{pid}", "1"),
+        (f"Organization/{org}", "1"),
+    ]
+
+    def write() -> None:
+        created_id(client, patient("h3-late"))
+
+    entries, pages = follow(client, "/fhir/_history?_count=3", between_pages=write)
+
+    assert [version_of(e) for e in entries] == expected
+    assert [page["total"] for page in pages] == [4, 4]
+    assert entries[0]["request"]["method"] == "DELETE"
+    assert client.get("/fhir/_history").json()["total"] == 5
+
+
+def test_history_since_lists_only_later_versions(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = iter(range(1_900_000_000_000_000, 2_000_000_000_000_000, 10_000_000))  # 10 s apart
+    monkeypatch.setattr("coffre.service.records._now_us", lambda: next(clock))
+    pid = created_id(client, patient("s-1"))  # 2030-03-17T17:46:40Z
+    for gender in ("male", "female"):  # +10 s, +20 s
+        assert (
+            put(client, f"/fhir/Patient/{pid}", patient("s-1", id=pid, gender=gender)).status_code
+            == 200
+        )
+    other = created_id(client, patient("s-2"))  # +30 s
+
+    def since(url: str, instant: str) -> list[tuple[str, str]]:
+        response = client.get(url, params={"_since": instant})
+        assert response.status_code == 200, response.text
+        return [version_of(e) for e in response.json()["entry"]]
+
+    assert since(f"/fhir/Patient/{pid}/_history", "2030-03-17T17:46:45Z") == [
+        (f"Patient/{pid}", "3"),
+        (f"Patient/{pid}", "2"),
+    ]
+    assert since("/fhir/Patient/_history", "2030-03-17T18:46:55+01:00") == [
+        (f"Patient/{other}", "1"),
+        (f"Patient/{pid}", "3"),
+    ]
+    assert since("/fhir/_history", "2030-03-17T17:47:05Z") == [(f"Patient/{other}", "1")]
+    assert since("/fhir/_history", "2030-03-17T17:48:00Z") == []
+    assert len(since("/fhir/_history", "2000-01-01T00:00:00Z")) == 4
+
+
+def test_history_since_includes_a_version_at_that_very_instant(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    clock = iter(range(1_900_000_000_000_000, 2_000_000_000_000_000, 10_000_000))
+    monkeypatch.setattr("coffre.service.records._now_us", lambda: next(clock))
+    pid = created_id(client, patient("s-3"))
+    updated = put(client, f"/fhir/Patient/{pid}", patient("s-3", id=pid, gender="male")).json()
+
+    response = client.get(
+        f"/fhir/Patient/{pid}/_history", params={"_since": updated["meta"]["lastUpdated"]}
+    )
+
+    assert [version_of(e) for e in response.json()["entry"]] == [(f"Patient/{pid}", "2")]
+
+
+def test_history_with_count_zero_has_no_next_link(client: TestClient) -> None:
+    created_id(client, patient("z-1"))
+
+    page = client.get("/fhir/Patient/_history?_count=0").json()
+
+    assert page["total"] == 1
+    assert [link["relation"] for link in page["link"]] == ["self"]
+
+
+# -- search -------------------------------------------------------------------------------
+
+
+def search_ids(response: httpx.Response) -> set[str]:
+    assert response.status_code == 200, response.text
+    bundle = response.json()
+    assert bundle["resourceType"] == "Bundle"
+    assert bundle["type"] == "searchset"
+    assert bundle["total"] == len(bundle.get("entry", []))
+    for entry in bundle.get("entry", []):
+        assert entry["search"] == {"mode": "match"}
+        assert entry["fullUrl"] == f"{BASE}/Patient/{entry['resource']['id']}"
+    return {entry["resource"]["id"] for entry in bundle.get("entry", [])}
+
+
+def test_search_by_identifier(client: TestClient) -> None:
+    a = created_id(client, patient("se-1"))
+    b = created_id(client, patient("se-1", system="urn:other"))
+    c = created_id(client, patient("se-2"))
+    created_id(
+        client,
+        {"resourceType": "Organization", "identifier": [{"system": SYSTEM, "value": "se-1"}]},
+    )
+
+    assert search_ids(client.get("/fhir/Patient", params={"identifier": f"{SYSTEM}|se-1"})) == {a}
+    assert search_ids(client.get("/fhir/Patient", params={"identifier": "se-1"})) == {a, b}
+    assert search_ids(client.get("/fhir/Patient", params={"identifier": f"{SYSTEM}|"})) == {a, c}
+    assert search_ids(
+        client.get("/fhir/Patient", params={"identifier": f"{SYSTEM}|se-1,{SYSTEM}|se-2"})
+    ) == {a, c}
+    assert (
+        search_ids(client.get("/fhir/Patient", params={"identifier": f"{SYSTEM}|nobody"})) == set()
+    )
+
+
+def test_search_by_id_is_an_or(client: TestClient) -> None:
+    a = created_id(client, patient("si-1"))
+    b = created_id(client, patient("si-2"))
+    created_id(client, patient("si-3"))
+
+    assert search_ids(client.get(f"/fhir/Patient?_id={a},{b}")) == {a, b}
+    assert search_ids(client.get(f"/fhir/Patient?_id={a},{b}&identifier={SYSTEM}|si-2")) == {b}
+    assert search_ids(client.get(f"/fhir/Organization?_id={a}")) == set()
+
+
+def test_search_leaves_out_deleted_and_updated_away(client: TestClient) -> None:
+    gone = created_id(client, patient("sd-1"))
+    moved = created_id(client, patient("sd-1"))
+    kept = created_id(client, patient("sd-1"))
+    assert client.delete(f"/fhir/Patient/{gone}").status_code == 204
+    assert put(client, f"/fhir/Patient/{moved}", patient("sd-9", id=moved)).status_code == 200
+
+    assert search_ids(client.get("/fhir/Patient", params={"identifier": f"{SYSTEM}|sd-1"})) == {
+        kept
+    }
+    assert search_ids(client.get("/fhir/Patient", params={"identifier": f"{SYSTEM}|sd-9"})) == {
+        moved
+    }
+    assert search_ids(client.get("/fhir/Patient")) == {moved, kept}
+
+
+def test_post_search_with_a_form(client: TestClient) -> None:
+    a = created_id(client, patient("sp-1"))
+    b = created_id(client, patient("sp-2"))
+    created_id(client, patient("sp-3"))
+
+    response = client.post(
+        "/fhir/Patient/_search", data={"identifier": f"{SYSTEM}|sp-1,{SYSTEM}|sp-2"}
+    )
+    assert search_ids(response) == {a, b}
+    mixed = client.post(
+        f"/fhir/Patient/_search?_id={a}", data={"identifier": f"{SYSTEM}|sp-1,{SYSTEM}|sp-2"}
+    )
+    assert search_ids(mixed) == {a}
+
+
+def test_search_pages_with_count(client: TestClient) -> None:
+    ids = {created_id(client, patient(f"pg-{n}")) for n in range(5)}
+
+    entries, pages = follow(client, f"/fhir/Patient?identifier={SYSTEM}|&_count=2")
+
+    found = [e["resource"]["id"] for e in entries]
+    assert sorted(found) == sorted(ids)
+    assert [len(page.get("entry", [])) for page in pages] == [2, 2, 1]
+    assert all(page["total"] == 5 for page in pages)
+
+
+def test_search_next_link_keeps_repeated_parameters(client: TestClient) -> None:
+    for n in range(3):
+        created_id(
+            client,
+            {
+                "resourceType": "Patient",
+                "identifier": [
+                    {"system": "urn:a", "value": str(n)},
+                    {"system": "urn:b", "value": str(n)},
+                ],
+            },
+        )
+    for n in range(3):
+        created_id(client, patient(str(n), system="urn:b"))
+
+    entries, pages = follow(client, "/fhir/Patient?identifier=urn:a|&identifier=urn:b|&_count=2")
+
+    assert [page["total"] for page in pages] == [3, 3]
+    assert len({e["resource"]["id"] for e in entries}) == 3
+
+
+def test_post_search_next_link_can_be_followed(client: TestClient) -> None:
+    ids = {created_id(client, patient(f"pn-{n}")) for n in range(3)}
+    created_id(client, patient("other", system="urn:other"))
+
+    first = client.post("/fhir/Patient/_search?_count=2", data={"identifier": f"{SYSTEM}|"})
+    assert first.status_code == 200
+    next_url = next(link["url"] for link in first.json()["link"] if link["relation"] == "next")
+    second = client.get(next_url)
+
+    assert second.status_code == 200, second.text
+    found = [e["resource"]["id"] for e in first.json()["entry"] + second.json()["entry"]]
+    assert sorted(found) == sorted(ids)

@@ -1,0 +1,569 @@
+"""Every malformed request gets an OperationOutcome with the right status, never a 500,
+and never leaves a partial write behind."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+from coffre.api import create_app
+from coffre.service import RecordStore
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+SYSTEM = "urn:coffre:test:mrn"
+
+
+def assert_outcome(response: httpx.Response, status: int, *fragments: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/fhir+json")
+    body: dict[str, Any] = response.json()
+    assert body["resourceType"] == "OperationOutcome"
+    issue = body["issue"][0]
+    assert issue["severity"] == "error"
+    assert isinstance(issue["diagnostics"], str) and issue["diagnostics"].strip()
+    for fragment in fragments:
+        assert fragment in issue["diagnostics"], issue["diagnostics"]
+    return issue
+
+
+def create_patient(client: TestClient, **fields: Any) -> str:
+    response = client.post(
+        "/fhir/Patient", json={"resourceType": "Patient", **fields}, headers=FHIR_JSON
+    )
+    assert response.status_code == 201, response.text
+    resource_id: str = response.json()["id"]
+    return resource_id
+
+
+# -- bodies -------------------------------------------------------------------------------
+
+BODY_CASES = [
+    pytest.param(
+        b'{"resourceType": "Patient",', FHIR_JSON, 400, "not valid JSON", id="malformed-json"
+    ),
+    pytest.param(b"\xff\xfe\x00", FHIR_JSON, 400, "not valid JSON", id="not-utf8"),
+    pytest.param(b"", FHIR_JSON, 400, "no body", id="empty-body"),
+    pytest.param(b'[{"resourceType": "Patient"}]', FHIR_JSON, 400, "JSON object", id="array"),
+    pytest.param(b'"Patient"', FHIR_JSON, 400, "JSON object", id="string"),
+    pytest.param(b"null", FHIR_JSON, 400, "JSON object", id="null"),
+    pytest.param(b'{"gender": "male"}', FHIR_JSON, 400, "no resourceType", id="no-resource-type"),
+    pytest.param(
+        b'{"resourceType": 7}', FHIR_JSON, 400, "no resourceType", id="resource-type-not-string"
+    ),
+    pytest.param(
+        b'{"resourceType": "Patientx"}',
+        FHIR_JSON,
+        400,
+        "'Patientx' is not a FHIR R4 resource type",
+        id="unknown-type-in-body",
+    ),
+    pytest.param(
+        b'{"resourceType": "Observation", "status": "final", "code": {"text": "x"}}',
+        FHIR_JSON,
+        400,
+        "Observation",
+        id="type-differs-from-url",
+    ),
+    pytest.param(
+        b'{"resourceType": "Patient"}',
+        {"Content-Type": "text/plain"},
+        415,
+        "text/plain",
+        id="text-plain",
+    ),
+    pytest.param(
+        b'{"resourceType": "Patient"}',
+        {"Content-Type": "application/fhir+xml"},
+        415,
+        "application/fhir+xml",
+        id="xml-body",
+    ),
+    pytest.param(b'{"resourceType": "Patient"}', {}, 415, "missing", id="no-content-type"),
+]
+
+
+@pytest.mark.parametrize(("body", "headers", "status", "fragment"), BODY_CASES)
+def test_a_bad_body_on_create_gets_an_outcome(
+    client: TestClient,
+    records: RecordStore,
+    body: bytes,
+    headers: dict[str, str],
+    status: int,
+    fragment: str,
+) -> None:
+    response = client.post("/fhir/Patient", content=body, headers=headers)
+
+    assert_outcome(response, status, fragment)
+    assert records.storage.last_seq() == 0
+
+
+@pytest.mark.parametrize(("body", "headers", "status", "fragment"), BODY_CASES)
+def test_a_bad_body_on_update_gets_an_outcome(
+    client: TestClient,
+    records: RecordStore,
+    body: bytes,
+    headers: dict[str, str],
+    status: int,
+    fragment: str,
+) -> None:
+    pid = create_patient(client)
+
+    response = client.put(f"/fhir/Patient/{pid}", content=body, headers=headers)
+
+    assert_outcome(response, status, fragment)
+    assert records.storage.last_seq() == 1
+
+
+def test_a_body_over_the_limit_is_413(records: RecordStore) -> None:
+    with TestClient(
+        create_app(records, max_body_bytes=1000), raise_server_exceptions=False
+    ) as small:
+        big = {"resourceType": "Patient", "name": [{"text": "x" * 1200}]}
+        declared = small.post("/fhir/Patient", json=big, headers=FHIR_JSON)
+
+        def chunks() -> Iterator[bytes]:  # no Content-Length: the limit holds while streaming
+            body = json.dumps(big).encode()
+            for start in range(0, len(body), 100):
+                yield body[start : start + 100]
+
+        streamed = small.post("/fhir/Patient", content=chunks(), headers=FHIR_JSON)
+        in_bundle = small.post(
+            "/fhir",
+            json={
+                "resourceType": "Bundle",
+                "type": "batch",
+                "entry": [{"resource": big, "request": {"method": "POST", "url": "Patient"}}],
+            },
+            headers=FHIR_JSON,
+        )
+        fits = small.post(
+            "/fhir/Patient",
+            json={"resourceType": "Patient", "name": [{"text": "x" * 800}]},
+            headers=FHIR_JSON,
+        )
+
+    assert_outcome(declared, 413, "1000 bytes")
+    assert_outcome(streamed, 413, "1000 bytes")
+    assert_outcome(in_bundle, 413, "1000 bytes")
+    assert fits.status_code == 201
+    assert records.storage.last_seq() == 1
+
+
+def test_an_invalid_element_value_is_422_naming_it(
+    client: TestClient, records: RecordStore
+) -> None:
+    response = client.post(
+        "/fhir/Patient", json={"resourceType": "Patient", "gender": "x"}, headers=FHIR_JSON
+    )
+
+    issue = assert_outcome(response, 422, "Patient.gender")
+    assert issue["expression"] == ["Patient.gender"]
+    assert records.storage.last_seq() == 0
+
+
+def test_an_unknown_element_is_422(client: TestClient, records: RecordStore) -> None:
+    response = client.post(
+        "/fhir/Patient",
+        json={"resourceType": "Patient", "favouriteColour": "blue"},
+        headers=FHIR_JSON,
+    )
+
+    assert_outcome(response, 422, "favouriteColour")
+    assert records.storage.last_seq() == 0
+
+
+def test_a_nested_invalid_element_is_422_with_its_path(client: TestClient) -> None:
+    body = {"resourceType": "Patient", "name": [{"family": "Tremblay"}, {"family": 42}]}
+
+    issue = assert_outcome(client.post("/fhir/Patient", json=body, headers=FHIR_JSON), 422)
+
+    assert issue["expression"] == ["Patient.name[1].family"]
+
+
+def test_an_invalid_contained_resource_is_422(client: TestClient) -> None:
+    body = {
+        "resourceType": "Patient",
+        "contained": [{"resourceType": "Organization", "id": "o", "active": "yes"}],
+    }
+
+    assert_outcome(client.post("/fhir/Patient", json=body, headers=FHIR_JSON), 422, "Organization")
+
+
+# -- URLs and headers ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "status", "fragment"),
+    [
+        pytest.param("POST", "/fhir/Patientx", 404, "Patientx", id="unknown-type-create"),
+        pytest.param("GET", "/fhir/Patientx/1", 404, "Patientx", id="unknown-type-read"),
+        pytest.param("GET", "/fhir/patient", 404, "patient", id="lower-case-type"),
+        pytest.param("GET", "/fhir/Patientx?_id=1", 404, "Patientx", id="unknown-type-search"),
+        pytest.param("GET", "/fhir/Patientx/_history", 404, "Patientx", id="unknown-type-history"),
+        pytest.param(
+            "GET", "/fhir/Patient/a$b", 400, "'a$b' is not a valid FHIR id", id="bad-id-read"
+        ),
+        pytest.param(
+            "GET", "/fhir/Patient/" + "a" * 65, 400, "not a valid FHIR id", id="long-id-read"
+        ),
+        pytest.param("DELETE", "/fhir/Patient/a$b", 400, "not a valid FHIR id", id="bad-id-delete"),
+        pytest.param(
+            "GET", "/fhir/Patient/a$b/_history/1", 400, "not a valid FHIR id", id="bad-id-vread"
+        ),
+        pytest.param("PATCH", "/fhir/Patient/1", 405, "PATCH", id="patch"),
+        pytest.param("POST", "/fhir/Patient/1", 405, "POST", id="post-to-instance"),
+        pytest.param("PUT", "/fhir/Patient/1/_history", 405, "PUT", id="put-history"),
+        pytest.param("POST", "/fhir/Patient/1/_history/1", 405, "POST", id="post-version"),
+        pytest.param("GET", "/nothing", 404, "/nothing", id="outside-base"),
+        pytest.param(
+            "GET",
+            "/fhir/Patient/1/_history/1/more",
+            404,
+            "/fhir/Patient/1/_history/1/more",
+            id="too-deep",
+        ),
+        pytest.param(
+            "GET", "/fhir/Patient?name=Tremblay", 400, "'name'", id="unknown-search-parameter"
+        ),
+        pytest.param(
+            "GET",
+            "/fhir/Patient?identifier=",
+            400,
+            "'identifier' has no value",
+            id="empty-search-value",
+        ),
+        pytest.param("GET", "/fhir/Patient?_count=abc", 400, "_count=abc", id="count-abc"),
+        pytest.param("GET", "/fhir/Patient?_count=-1", 400, "_count=-1", id="count-negative"),
+        pytest.param("GET", "/fhir/Patient?_offset=x", 400, "_offset=x", id="offset-x"),
+        pytest.param("GET", "/fhir/_history?_count=abc", 400, "_count=abc", id="history-count-abc"),
+        pytest.param(
+            "GET", "/fhir/_history?_since=yesterday", 400, "_since=yesterday", id="since-yesterday"
+        ),
+        pytest.param(
+            "GET",
+            "/fhir/Patient/_history?_since=2024-01-01T00:00:00",
+            400,
+            "time zone",
+            id="since-no-zone",
+        ),
+        pytest.param(
+            "GET", "/fhir/_history?_snapshot=latest", 400, "_snapshot=latest", id="snapshot-word"
+        ),
+        pytest.param(
+            "GET", "/fhir/Patient?_format=xml", 406, "_format=xml", id="format-xml-search"
+        ),
+        pytest.param(
+            "GET",
+            "/fhir/metadata?_format=application/fhir%2Bxml",
+            406,
+            "_format=application/fhir+xml",
+            id="format-xml-metadata",
+        ),
+        pytest.param(
+            "GET", "/fhir/_history?_format=ttl", 406, "_format=ttl", id="format-turtle-history"
+        ),
+    ],
+)
+def test_a_bad_request_gets_an_outcome(
+    client: TestClient, method: str, url: str, status: int, fragment: str
+) -> None:
+    assert_outcome(client.request(method, url), status, fragment)
+
+
+def test_search_names_the_unknown_parameter_and_the_supported_ones(client: TestClient) -> None:
+    issue = assert_outcome(
+        client.get("/fhir/Patient?_id=1&birthdate=2000"), 400, "'birthdate'", "_id", "identifier"
+    )
+
+    assert issue["code"] == "not-supported"
+
+
+def test_post_search_with_an_unknown_parameter_is_400(client: TestClient) -> None:
+    assert_outcome(client.post("/fhir/Patient/_search", data={"family": "Roy"}), 400, "'family'")
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        pytest.param({"Accept": "application/fhir+xml"}, id="fhir-xml"),
+        pytest.param({"Accept": "application/xml"}, id="xml"),
+        pytest.param({"Accept": "text/turtle"}, id="turtle"),
+    ],
+)
+def test_an_accept_coffre_cannot_meet_is_406(client: TestClient, headers: dict[str, str]) -> None:
+    pid = create_patient(client)
+
+    assert_outcome(client.get(f"/fhir/Patient/{pid}", headers=headers), 406, headers["Accept"])
+    assert_outcome(client.get("/fhir/metadata", headers=headers), 406)
+    assert_outcome(
+        client.post(
+            "/fhir/Patient", json={"resourceType": "Patient"}, headers={**FHIR_JSON, **headers}
+        ),
+        406,
+    )
+
+
+def test_json_formats_are_accepted(client: TestClient) -> None:
+    pid = create_patient(client)
+
+    for headers in (
+        {"Accept": "application/json"},
+        {"Accept": "*/*"},
+        {"Accept": "application/fhir+json;q=1, application/fhir+xml;q=0.5"},
+    ):
+        assert client.get(f"/fhir/Patient/{pid}", headers=headers).status_code == 200
+    for format_ in ("json", "application/fhir+json", "application/json"):
+        assert client.get(f"/fhir/Patient/{pid}", params={"_format": format_}).status_code == 200
+    as_json = client.post(
+        "/fhir/Patient",
+        json={"resourceType": "Patient"},
+        headers={"Content-Type": "application/json; charset=utf-8"},
+    )
+    assert as_json.status_code == 201
+
+
+def test_put_with_a_body_id_other_than_the_url_is_400(
+    client: TestClient, records: RecordStore
+) -> None:
+    pid = create_patient(client)
+
+    response = client.put(
+        f"/fhir/Patient/{pid}", json={"resourceType": "Patient", "id": "another"}, headers=FHIR_JSON
+    )
+
+    issue = assert_outcome(response, 400, "'another'", repr(pid))
+    assert issue["expression"] == ["Patient.id"]
+    missing_id = client.put(
+        f"/fhir/Patient/{pid}", json={"resourceType": "Patient"}, headers=FHIR_JSON
+    )
+    assert_outcome(missing_id, 400, "None")
+    assert records.storage.last_seq() == 1
+
+
+def test_put_with_a_body_of_another_type_is_400(client: TestClient, records: RecordStore) -> None:
+    pid = create_patient(client)
+    body = {"resourceType": "Organization", "id": pid}
+
+    assert_outcome(
+        client.put(f"/fhir/Patient/{pid}", json=body, headers=FHIR_JSON),
+        400,
+        "Organization",
+        "Patient",
+    )
+    assert records.storage.last_seq() == 1
+
+
+def test_put_at_a_bad_id_is_400(client: TestClient, records: RecordStore) -> None:
+    long_id = "a" * 65
+
+    response = client.put(
+        f"/fhir/Patient/{long_id}",
+        json={"resourceType": "Patient", "id": long_id},
+        headers=FHIR_JSON,
+    )
+
+    assert response.status_code in (400, 422)
+    assert_outcome(response, response.status_code, "id")
+    assert records.storage.last_seq() == 0
+
+
+@pytest.mark.parametrize("value", ["abc", 'W/"x"', 'W/"1.0"', "W/", ""])
+def test_a_bad_if_match_is_400(client: TestClient, records: RecordStore, value: str) -> None:
+    pid = create_patient(client)
+    body = {"resourceType": "Patient", "id": pid, "gender": "male"}
+
+    put = client.put(f"/fhir/Patient/{pid}", json=body, headers={**FHIR_JSON, "If-Match": value})
+    delete = client.delete(f"/fhir/Patient/{pid}", headers={"If-Match": value})
+
+    assert_outcome(put, 400, "If-Match")
+    assert_outcome(delete, 400, "If-Match")
+    assert records.storage.last_seq() == 1
+
+
+def test_a_conditional_create_with_an_unknown_parameter_is_400(
+    client: TestClient, records: RecordStore
+) -> None:
+    response = client.post(
+        "/fhir/Patient",
+        json={"resourceType": "Patient"},
+        headers={**FHIR_JSON, "If-None-Exist": "name=Roy"},
+    )
+
+    assert_outcome(response, 400, "'name'", "If-None-Exist")
+    assert records.storage.last_seq() == 0
+
+
+# -- bugs: 500s for input that is merely unusual ------------------------------------------
+
+
+def test_vread_of_a_huge_version_is_404(client: TestClient) -> None:
+    pid = create_patient(client)
+
+    assert_outcome(client.get(f"/fhir/Patient/{pid}/_history/99999999999999999999"), 404)
+
+
+def test_history_with_a_huge_offset_is_not_a_500(client: TestClient) -> None:
+    create_patient(client)
+
+    response = client.get("/fhir/_history?_offset=99999999999999999999")
+
+    assert response.status_code in (200, 400), response.text
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/fhir/Patient?_count=%C2%B2",
+        "/fhir/_history?_offset=%C2%B2",
+        "/fhir/Patient/{pid}/_history/%C2%B2",
+    ],
+)
+def test_a_non_ascii_digit_is_not_a_500(client: TestClient, url: str) -> None:
+    pid = create_patient(client)
+
+    response = client.get(url.format(pid=pid))
+
+    assert response.status_code in (400, 404), response.text
+
+
+def test_post_search_with_a_body_that_is_not_utf8_is_400(client: TestClient) -> None:
+    response = client.post(
+        "/fhir/Patient/_search",
+        content=b"identifier=\xff\xfe",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+
+    assert_outcome(response, 400)
+
+
+@pytest.mark.parametrize("meta", [None, "x", [], 3], ids=["null", "string", "array", "number"])
+def test_a_meta_that_is_not_an_object_is_422(
+    client: TestClient, records: RecordStore, meta: Any
+) -> None:
+    response = client.post(
+        "/fhir/Patient", json={"resourceType": "Patient", "meta": meta}, headers=FHIR_JSON
+    )
+
+    assert_outcome(response, 422, "meta")
+    assert records.storage.last_seq() == 0
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"maritalStatus": "x"},
+        {"name": [5]},
+        {"managingOrganization": 3},
+        {"text": True},
+        {"identifier": [None]},
+    ],
+    ids=["codeable-concept", "human-name", "reference", "narrative", "identifier-null"],
+)
+def test_a_complex_element_that_is_not_an_object_is_422(
+    client: TestClient, records: RecordStore, fields: dict[str, Any]
+) -> None:
+    response = client.post(
+        "/fhir/Patient", json={"resourceType": "Patient", **fields}, headers=FHIR_JSON
+    )
+
+    assert_outcome(response, 422, next(iter(fields)))
+    assert records.storage.last_seq() == 0
+
+
+# -- properties ---------------------------------------------------------------------------
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**63 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
+    lambda children: (
+        st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+patient_like = st.dictionaries(
+    st.sampled_from(
+        [
+            "id",
+            "gender",
+            "birthDate",
+            "active",
+            "name",
+            "identifier",
+            "meta",
+            "contained",
+            "text",
+            "extension",
+            "telecom",
+            "x",
+        ]
+    ),
+    json_values,
+    max_size=4,
+).map(lambda fields: {"resourceType": "Patient", **fields})
+resource_types = st.sampled_from(
+    ["Patient", "Observation", "Bundle", "Patientx", "", "OperationOutcome"]
+)
+HYPOTHESIS = settings(
+    max_examples=80,
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
+)
+
+
+def _clear_of_known_bug(value: Any) -> bool:
+    """A top-level ``meta`` that is no object is a known 500 (see the xfail test above):
+    left out here so that the properties keep looking for other faults."""
+    return not (isinstance(value, dict) and "meta" in value and not isinstance(value["meta"], dict))
+
+
+def _post_checked(client: TestClient, records: RecordStore, body: bytes) -> None:
+    before = records.storage.last_seq()
+    response = client.post("/fhir/Patient", content=body, headers=FHIR_JSON)
+    assert response.status_code != 500, response.text
+    if response.status_code >= 400:
+        assert_outcome(response, response.status_code)
+        assert records.storage.last_seq() == before
+    else:
+        assert response.status_code == 201, response.text
+        assert records.storage.last_seq() == before + 1
+        assert response.json()["resourceType"] == "Patient"
+
+
+@HYPOTHESIS
+@given(value=(json_values | patient_like).filter(_clear_of_known_bug))
+def test_any_json_value_is_refused_cleanly_or_created(
+    client: TestClient, records: RecordStore, value: Any
+) -> None:
+    _post_checked(client, records, json.dumps(value).encode())
+
+
+@HYPOTHESIS
+@given(
+    resource_type=resource_types,
+    fields=st.dictionaries(st.text(max_size=12), json_values, max_size=5).filter(
+        _clear_of_known_bug
+    ),
+)
+def test_any_object_with_a_resource_type_is_refused_cleanly_or_created(
+    client: TestClient, records: RecordStore, resource_type: str, fields: dict[str, Any]
+) -> None:
+    _post_checked(client, records, json.dumps({**fields, "resourceType": resource_type}).encode())
+
+
+@HYPOTHESIS
+@given(body=st.binary(max_size=200))
+def test_any_bytes_are_refused_cleanly(
+    client: TestClient, records: RecordStore, body: bytes
+) -> None:
+    _post_checked(client, records, body)
