@@ -14,7 +14,7 @@ from coffre.api.responses import fhir_response, information, resource_response
 from coffre.exceptions import FhirError
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir.validation import validate
-from coffre.search import parse_criteria
+from coffre.search import Criterion, parse_criteria
 from coffre.service import Outcome, RecordStore
 from coffre.service.bundles import BundleProcessor
 
@@ -60,6 +60,13 @@ async def _body(request: Request) -> Any:
     return await read_json(request, request.app.state.max_body_bytes)
 
 
+def _required_criteria(request: Request, what: str, needs: str) -> tuple[Criterion, ...]:
+    criteria = parse_criteria(_criteria_query(request), what)
+    if not criteria:
+        raise FhirError(400, "invalid", f"{request.method} {_type(request)} needs {needs}")
+    return criteria
+
+
 async def _validated_body(request: Request, resource_type: str) -> dict[str, Any]:
     """The body as a valid resource of the type the URL names."""
     resource = await _body(request)
@@ -94,16 +101,13 @@ async def create(request: Request) -> Response:
     condition = request.headers.get("if-none-exist") or request.url.query
     criteria = parse_criteria(condition, "If-None-Exist condition") if condition else ()
     with _records(request).writer() as writer:
-        if criteria:
-            matches = writer.find(resource_type, criteria)
-            if len(matches) > 1:
-                raise FhirError(
-                    412,
-                    "multiple-matches",
-                    f"the If-None-Exist condition matches {len(matches)} resources; it must match one at most",
-                )
-            if matches:
-                return _written(request, Outcome(matches[0], created=False, changed=False))
+        existing = (
+            writer.find_one(resource_type, criteria, "If-None-Exist condition")
+            if criteria
+            else None
+        )
+        if existing:
+            return _written(request, Outcome(existing, created=False, changed=False))
         outcome = writer.create(resource, validated=True)
     return _written(request, outcome)
 
@@ -120,31 +124,20 @@ async def conditional_update(request: Request) -> Response:
     check_format(request)
     resource_type = _type(request)
     resource = await _validated_body(request, resource_type)
-    criteria = parse_criteria(_criteria_query(request), "conditional update")
-    if not criteria:
-        raise FhirError(
-            400,
-            "invalid",
-            f"PUT {resource_type} needs an id in the URL or search criteria in the query",
-        )
+    criteria = _required_criteria(
+        request, "conditional update", "an id in the URL or search criteria"
+    )
     with _records(request).writer() as writer:
-        matches = writer.find(resource_type, criteria)
-        if len(matches) > 1:
-            raise FhirError(
-                412,
-                "multiple-matches",
-                f"the conditional update matches {len(matches)} resources; it must match one at most",
-            )
+        match = writer.find_one(resource_type, criteria, "conditional update")
         body_id = resource.get("id")
-        if matches:
-            if body_id not in (None, matches[0].id):
-                raise FhirError(
-                    400,
-                    "invalid",
-                    f"the body's id {body_id!r} differs from the matching resource's {matches[0].id!r}",
+        if match:
+            if body_id not in (None, match.id):
+                message = (
+                    f"the body's id {body_id!r} differs from the matching resource's {match.id!r}"
                 )
-            resource["id"] = matches[0].id
-            outcome = writer.update(resource_type, matches[0].id, resource, if_match(request))
+                raise FhirError(400, "invalid", message)
+            resource["id"] = match.id
+            outcome = writer.update(resource_type, match.id, resource, if_match(request))
         elif body_id:
             outcome = writer.update(resource_type, body_id, resource, if_match(request))
         else:
@@ -167,13 +160,9 @@ async def delete(request: Request) -> Response:
 async def conditional_delete(request: Request) -> Response:
     check_format(request)
     resource_type = _type(request)
-    criteria = parse_criteria(_criteria_query(request), "conditional delete")
-    if not criteria:
-        raise FhirError(
-            400,
-            "invalid",
-            f"DELETE {resource_type} needs search criteria; Coffre does not delete a whole type",
-        )
+    criteria = _required_criteria(
+        request, "conditional delete", "search criteria (never a whole type)"
+    )
     with _records(request).writer() as writer:
         matches = writer.find(resource_type, criteria)
         for match in matches:

@@ -119,14 +119,9 @@ def _in_entry(entry: Entry, error: FhirError) -> FhirError:
 
 
 def _single_match(writer: Writer, resource_type: str, query: str, what: str) -> Stored | None:
-    matches = writer.find(resource_type, parse_criteria(query, what))
-    if len(matches) > 1:
-        raise FhirError(
-            412,
-            "multiple-matches",
-            f"the {what} {resource_type}?{query} matches {len(matches)} resources, it must match one at most",
-        )
-    return matches[0] if matches else None
+    return writer.find_one(
+        resource_type, parse_criteria(query, what), f"{what} {resource_type}?{query}"
+    )
 
 
 class BundleProcessor:

@@ -242,6 +242,19 @@ class Writer:
     def find(self, resource_type: str, criteria: tuple[Criterion, ...]) -> list[Stored]:
         return self.records.find(resource_type, criteria, self.txn)
 
+    def find_one(
+        self, resource_type: str, criteria: tuple[Criterion, ...], what: str
+    ) -> Stored | None:
+        """The one match of a conditional interaction's criteria; 412 when several match."""
+        matches = self.find(resource_type, criteria)
+        if len(matches) > 1:
+            raise FhirError(
+                412,
+                "multiple-matches",
+                f"the {what} matches {len(matches)} {resource_type} resources; it must match one at most",
+            )
+        return matches[0] if matches else None
+
     def latest(self, resource_type: str, resource_id: str) -> Stored | None:
         sealed = self.txn.latest(self.records.keys.location(resource_type, resource_id))
         return None if sealed is None else self.records.open(resource_type, resource_id, sealed)
