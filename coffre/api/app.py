@@ -26,6 +26,13 @@ async def metadata(request: Request) -> Response:
     return fhir_response(capability_statement(routes.base_url(request)))
 
 
+def _interaction(request: Request) -> str:
+    """What a log line may say of a request: its method and resource type, never an id,
+    a search value or a body."""
+    resource_type = request.path_params.get("type", "")
+    return f"{request.method} {resource_type or '(base)'}"
+
+
 async def _fhir_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, FhirError)
     return outcome_response(error)
@@ -42,7 +49,7 @@ async def _http_error(request: Request, error: Exception) -> Response:
 
 
 async def _seal_error(request: Request, error: Exception) -> Response:
-    log.error("a sealed record failed its integrity check at %s", request.url.path)
+    log.error("a sealed record failed its integrity check: %s", _interaction(request))
     return outcome_response(
         FhirError(500, "exception", "the record failed its integrity check; it was not served")
     )
@@ -58,7 +65,7 @@ async def _storage_error(request: Request, error: Exception) -> Response:
 
 async def _unexpected(request: Request, error: Exception) -> Response:
     # The message of an unexpected error may quote a record: only its type is logged.
-    log.error("unexpected %s at %s %s", type(error).__name__, request.method, request.url.path)
+    log.error("unexpected %s: %s", type(error).__name__, _interaction(request))
     return outcome_response(
         FhirError(500, "exception", "Coffre failed to answer this request; it changed nothing")
     )
