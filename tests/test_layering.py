@@ -13,6 +13,7 @@ ALLOWED = {
     "fhir": set(),
     "seal": set(),
     "custody": {"seal"},
+    "ledger": {"seal"},
     "storage": set(),
     "search": {"fhir"},
     "synth": {"fhir"},

@@ -1,0 +1,188 @@
+"""The verifiable map: roots against a plain recursive definition, proofs, batches."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from coffre.ledger import (
+    MapProof,
+    MemoryNodeStore,
+    ProofShapeError,
+    RootMismatchError,
+    SparseMerkleMap,
+    node_hash,
+    verify_map_proof,
+)
+from coffre.ledger.smt import DEPTH, EMPTY, map_leaf_hash
+
+hashes = st.binary(min_size=32, max_size=32)
+# Keys near one another share long prefixes, so that leaves sit deep in the tree.
+near = st.builds(
+    lambda base, tail, cut: base[:cut] + tail[cut:],
+    st.just(bytes(range(32))),
+    hashes,
+    st.integers(0, 32),
+)
+keys = st.one_of(hashes, near)
+maps = st.dictionaries(keys, hashes, max_size=40)
+
+
+def _reference_root(items: dict[bytes, bytes], depth: int = 0) -> bytes:
+    """The map's root straight from its definition."""
+    if not items:
+        return EMPTY
+    if len(items) == 1:
+        ((key, value),) = items.items()
+        return map_leaf_hash(key, value)
+    halves: tuple[dict[bytes, bytes], dict[bytes, bytes]] = ({}, {})
+    for key, value in items.items():
+        halves[int.from_bytes(key, "big") >> (DEPTH - 1 - depth) & 1][key] = value
+    return node_hash(_reference_root(halves[0], depth + 1), _reference_root(halves[1], depth + 1))
+
+
+def _map(items: dict[bytes, bytes]) -> SparseMerkleMap:
+    smt = SparseMerkleMap()
+    smt.update(items)
+    return smt
+
+
+@given(maps)
+def test_the_root_is_the_definitions(items: dict[bytes, bytes]) -> None:
+    assert _map(items).root == _reference_root(items)
+
+
+@given(maps, keys)
+def test_membership_and_absence_proofs_verify(items: dict[bytes, bytes], absent: bytes) -> None:
+    smt = _map(items)
+    for key, value in items.items():
+        assert smt.get(key) == value
+        verify_map_proof(smt.root, key, value, smt.prove(key))
+    if absent not in items:
+        assert smt.get(absent) is None
+        verify_map_proof(smt.root, absent, None, smt.prove(absent))
+
+
+@given(maps.filter(bool), hashes, st.data())
+def test_a_wrong_claim_fails(items: dict[bytes, bytes], other: bytes, data: st.DataObject) -> None:
+    smt = _map(items)
+    key = data.draw(st.sampled_from(sorted(items)), label="key")
+    proof = smt.prove(key)
+    wrong_value = other if other != items[key] else bytes(a ^ 1 for a in other)
+    with pytest.raises(RootMismatchError):
+        verify_map_proof(smt.root, key, wrong_value, proof)
+    with pytest.raises(RootMismatchError):
+        verify_map_proof(smt.root, key, None, proof)
+
+
+@given(maps, keys, hashes)
+def test_an_absent_key_cannot_be_shown_present(
+    items: dict[bytes, bytes], absent: bytes, value: bytes
+) -> None:
+    if absent in items:
+        return
+    smt = _map(items)
+    with pytest.raises((RootMismatchError, ProofShapeError)):
+        verify_map_proof(smt.root, absent, value, smt.prove(absent))
+
+
+@given(maps, keys, hashes)
+def test_updates_change_the_root(items: dict[bytes, bytes], key: bytes, value: bytes) -> None:
+    smt = _map(items)
+    before = smt.root
+    smt.update({key: value})
+    assert (smt.root == before) == (items.get(key) == value)
+    assert smt.root == _reference_root({**items, key: value})
+    assert smt.update({}) == smt.root
+
+
+@given(maps, st.randoms(use_true_random=False), st.integers(1, 6))
+def test_batches_in_any_order_give_one_root(
+    items: dict[bytes, bytes], rng: random.Random, batches: int
+) -> None:
+    order = list(items.items())
+    rng.shuffle(order)
+    smt = SparseMerkleMap()
+    for b in range(batches):
+        smt.update(dict(order[b::batches]))
+    assert smt.root == _map(items).root
+
+
+@given(maps, maps)
+def test_later_batches_win(first: dict[bytes, bytes], second: dict[bytes, bytes]) -> None:
+    smt = _map(first)
+    smt.update(second)
+    assert smt.root == _reference_root({**first, **second})
+
+
+def test_the_empty_map() -> None:
+    smt = SparseMerkleMap()
+    assert smt.root == EMPTY
+    proof = smt.prove(bytes(32))
+    assert (proof.depth, proof.siblings, proof.neighbour) == (0, (), None)
+    verify_map_proof(EMPTY, bytes(32), None, proof)
+
+
+def test_keys_that_differ_in_the_last_bit_sit_at_the_bottom() -> None:
+    low, high = bytes(32), bytes(31) + b"\x01"
+    smt = _map({low: b"a" * 32, high: b"b" * 32})
+    proof = smt.prove(high)
+    assert proof.depth == DEPTH
+    assert len(proof.siblings) == 1
+    verify_map_proof(smt.root, high, b"b" * 32, proof)
+
+
+def test_the_store_keeps_a_few_nodes_per_key() -> None:
+    # n leaves, n - 1 branching nodes, and a node for each bit two keys share past a split.
+    store = MemoryNodeStore()
+    smt = SparseMerkleMap(store)
+    rng = random.Random(7)
+    smt.update({rng.randbytes(32): rng.randbytes(32) for _ in range(1000)})
+    assert 2 * 1000 - 1 <= len(store) < 3 * 1000
+
+
+def test_misshapen_map_proofs_are_refused() -> None:
+    rng = random.Random(1)
+    smt = _map({rng.randbytes(32): rng.randbytes(32) for _ in range(50)})
+    key = rng.randbytes(32)
+    root, proof = smt.root, smt.prove(key)
+    verify_map_proof(root, key, None, proof)
+    bits = int.from_bytes(proof.bitmap, "big")
+    misshapen = [
+        MapProof(DEPTH + 1, proof.bitmap, proof.siblings, proof.neighbour),
+        MapProof(proof.depth, proof.bitmap[:31], proof.siblings, proof.neighbour),
+        MapProof(proof.depth, (bits | 1).to_bytes(32, "big"), proof.siblings, proof.neighbour),
+        MapProof(proof.depth, proof.bitmap, proof.siblings[:-1], proof.neighbour),
+        MapProof(proof.depth, proof.bitmap, (*proof.siblings[:-1], b"short"), proof.neighbour),
+    ]
+    for wrong in misshapen:
+        with pytest.raises(ProofShapeError):
+            verify_map_proof(root, key, None, wrong)
+
+
+def test_a_neighbour_must_sit_on_the_path_and_be_another_key() -> None:
+    smt = _map({bytes(32): b"v" * 32, b"\xff" * 32: b"w" * 32})
+    key = bytes(31) + b"\x01"
+    proof = smt.prove(key)
+    assert proof.neighbour == (bytes(32), b"v" * 32)
+    verify_map_proof(smt.root, key, None, proof)
+    off_path = MapProof(proof.depth, proof.bitmap, proof.siblings, (b"\x80" + bytes(31), b"v" * 32))
+    itself = MapProof(proof.depth, proof.bitmap, proof.siblings, (key, b"v" * 32))
+    for wrong in (off_path, itself):
+        with pytest.raises(ProofShapeError):
+            verify_map_proof(smt.root, key, None, wrong)
+    with pytest.raises(ProofShapeError):
+        verify_map_proof(smt.root, key, b"v" * 32, proof)
+
+
+def test_keys_and_values_are_32_bytes() -> None:
+    smt = SparseMerkleMap()
+    with pytest.raises(ValueError):
+        smt.update({bytes(31): bytes(32)})
+    with pytest.raises(ValueError):
+        smt.update({bytes(32): bytes(33)})
+    with pytest.raises(ValueError):
+        smt.prove(bytes(33))
