@@ -1,0 +1,634 @@
+"""Shared by the benchmarks: a Coffre server in a subprocess, CPU accounting from /proc,
+percentiles, the load generator's HTTP session and the side-by-side result table.
+
+Only ever talks to 127.0.0.1; every wait is bounded in time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Coroutine, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+HOST = "127.0.0.1"
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+NPROC = os.cpu_count() or 1
+FHIR_JSON = "application/fhir+json"
+MODES = ("sealed", "plaintext")
+
+# Published by Health Samurai (8 vCPUs per server, snapshot of June 2026).
+PUBLISHED_IMPORT = {"Aidbox": 2678, "HAPI": 2214, "Medplum": 764}  # resources/s
+PUBLISHED_CRUD = {"Aidbox": 5212, "HAPI": 3058, "Medplum": 1420, "Microsoft": 440}  # requests/s
+
+
+# -- /proc accounting ------------------------------------------------------------------------
+
+
+def _proc_stat(pid: int) -> tuple[int, float] | None:
+    """(ppid, utime+stime seconds) of a live process, from /proc/<pid>/stat."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            data = file.read()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
+    fields = data[data.rindex(b")") + 2 :].split()
+    # fields[0] is field 3 (state): ppid is field 4, utime 14, stime 15.
+    return int(fields[1]), (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def process_tree(root: int) -> list[int]:
+    """The process and all its live descendants."""
+    children: dict[int, list[int]] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            stat = _proc_stat(int(name))
+            if stat is not None:
+                children.setdefault(stat[0], []).append(int(name))
+    tree: list[int] = []
+    todo = [root]
+    while todo and len(tree) < 10_000:
+        pid = todo.pop()
+        tree.append(pid)
+        todo.extend(children.get(pid, ()))
+    return tree
+
+
+def tree_cpu(root: int) -> dict[int, float]:
+    """CPU seconds (user+system) used so far by each process of the tree."""
+    result = {}
+    for pid in process_tree(root):
+        stat = _proc_stat(pid)
+        if stat is not None:
+            result[pid] = stat[1]
+    return result
+
+
+def self_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def machine_jiffies() -> tuple[int, int, int]:
+    """(busy, steal, total) jiffies of all CPUs, from the first line of /proc/stat.
+
+    Busy is user+nice+system+irq+softirq; idle and iowait are idle; steal (time the
+    hypervisor gave to other guests) is counted apart."""
+    with open("/proc/stat") as file:
+        values = [int(v) for v in file.readline().split()[1:]] + [0] * 10
+    user, nice, system, idle, iowait, irq, softirq, steal = values[:8]
+    busy = user + nice + system + irq + softirq  # guest time is already counted in user
+    return busy, steal, busy + steal + idle + iowait
+
+
+@dataclass
+class CpuSnapshot:
+    wall: float
+    generator: float
+    server: dict[int, float]
+    machine: tuple[int, int, int]
+
+
+@dataclass
+class CpuUsage:
+    wall: float
+    generator: float  # CPU seconds of this process (the load generator)
+    server: float  # CPU seconds of the server process tree
+    machine_busy: float  # share of all cores busy (any process), 0..1
+    steal: float  # share of all cores stolen by the hypervisor, 0..1
+
+    def share(self, seconds: float) -> float:
+        """CPU seconds as a share of the machine's capacity over the wall time."""
+        return seconds / (self.wall * NPROC) if self.wall > 0 else 0.0
+
+    @property
+    def others(self) -> float:
+        """CPU seconds of every other process (and the kernel) over the same time."""
+        return max(0.0, self.machine_busy * self.wall * NPROC - self.generator - self.server)
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "wall_s": self.wall,
+            "generator_cpu_s": self.generator,
+            "server_cpu_s": self.server,
+            "others_cpu_s": self.others,
+            "generator_share": self.share(self.generator),
+            "server_share": self.share(self.server),
+            "others_share": self.share(self.others),
+            "machine_busy": self.machine_busy,
+            "steal": self.steal,
+        }
+
+
+def cpu_snapshot(server_pid: int) -> CpuSnapshot:
+    return CpuSnapshot(time.monotonic(), self_cpu(), tree_cpu(server_pid), machine_jiffies())
+
+
+def cpu_usage(start: CpuSnapshot, end: CpuSnapshot) -> CpuUsage:
+    # A process that exited between the snapshots is lost; servers keep their workers.
+    server = sum(cpu - start.server.get(pid, 0.0) for pid, cpu in end.server.items())
+    busy, steal, total = (e - s for e, s in zip(end.machine, start.machine, strict=True))
+    return CpuUsage(
+        wall=end.wall - start.wall,
+        generator=end.generator - start.generator,
+        server=server,
+        machine_busy=busy / total if total else 0.0,
+        steal=steal / total if total else 0.0,
+    )
+
+
+def wait_for_idle(max_wait: float, threshold: float = 0.15) -> float:
+    """Wait (at most max_wait s) for one second in which under ``threshold`` of the cores are
+    busy; return the last busy share seen, so that a caller can warn of a shared machine."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        first = machine_jiffies()
+        time.sleep(1.0)
+        last = machine_jiffies()
+        total = last[2] - first[2]
+        busy = (last[0] - first[0]) / total if total else 0.0
+        if busy < threshold or time.monotonic() >= deadline:
+            if busy >= threshold:
+                print(
+                    f"  warning: {busy:.0%} of the cores are busy with other processes;"
+                    " figures will be lower than on an idle machine",
+                    file=sys.stderr,
+                )
+            return busy
+
+
+# -- statistics ------------------------------------------------------------------------------
+
+
+def percentile(ordered: Sequence[float], p: float) -> float:
+    """Linear-interpolated percentile (0..100) of an already sorted sequence; nan if empty."""
+    if not ordered:
+        return float("nan")
+    if len(ordered) == 1:
+        return ordered[0]
+    rank = (len(ordered) - 1) * p / 100
+    low = int(rank)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+def latency_summary(latencies: Iterable[float]) -> dict[str, float]:
+    """p50/p95/p99/max in milliseconds of latencies given in seconds."""
+    ordered = sorted(latencies)
+    return {
+        "count": len(ordered),
+        "p50_ms": percentile(ordered, 50) * 1000,
+        "p95_ms": percentile(ordered, 95) * 1000,
+        "p99_ms": percentile(ordered, 99) * 1000,
+        "max_ms": (ordered[-1] * 1000) if ordered else float("nan"),
+    }
+
+
+# -- the server ------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind((HOST, 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+class CoffreServer:
+    """A fresh vault (``coffre init``) served by ``coffre serve`` on a free loopback port."""
+
+    def __init__(
+        self,
+        *,
+        workers: int,
+        plaintext: bool,
+        tmp_root: str | None = None,
+        synchronous: str | None = None,
+        keep: bool = False,
+        ready_timeout: float = 120.0,
+        settle: float = 2.0,
+    ) -> None:
+        self.workers = workers
+        self.plaintext = plaintext
+        self.tmp_root = tmp_root
+        self.synchronous = synchronous
+        self.keep = keep
+        self.ready_timeout = ready_timeout
+        self.settle = settle
+        self.folder: Path | None = None
+        self.process: subprocess.Popen[bytes] | None = None
+        self.port = 0
+        self._log: Any = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{HOST}:{self.port}/fhir"
+
+    @property
+    def pid(self) -> int:
+        assert self.process is not None
+        return self.process.pid
+
+    def _env(self) -> dict[str, str]:
+        # Nothing of the caller's COFFRE_* settings leaks in: the benchmark sets what it needs.
+        env = {k: v for k, v in os.environ.items() if not k.startswith("COFFRE_")}
+        if self.plaintext:
+            env["COFFRE_BENCH_PLAINTEXT"] = "1"
+        if self.synchronous:
+            env["COFFRE_SQLITE_SYNCHRONOUS"] = self.synchronous
+        return env
+
+    def start(self) -> CoffreServer:
+        self.folder = Path(tempfile.mkdtemp(prefix="coffre-bench-", dir=self.tmp_root))
+        vault = self.folder / "vault"
+        coffre = [sys.executable, "-m", "coffre"]
+        init = subprocess.run(
+            [*coffre, "init", str(vault)],
+            env=self._env(),
+            capture_output=True,
+            timeout=60,
+            cwd=ROOT,
+        )
+        if init.returncode != 0:
+            raise RuntimeError(f"coffre init failed: {init.stderr.decode(errors='replace')}")
+        self.port = free_port()
+        self._log = open(self.folder / "server.log", "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            [
+                *coffre,
+                "serve",
+                "--vault",
+                str(vault),
+                "--host",
+                HOST,
+                "--port",
+                str(self.port),
+                "--workers",
+                str(self.workers),
+            ],
+            env=self._env(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            start_new_session=True,
+        )
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def log_tail(self, lines: int = 20) -> str:
+        if self.folder is None or not (self.folder / "server.log").exists():
+            return ""
+        text = (self.folder / "server.log").read_text(errors="replace")
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _wait_ready(self) -> None:
+        assert self.process is not None
+        deadline = time.monotonic() + self.ready_timeout
+        url = f"{self.base_url}/metadata"
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"coffre serve exited early:\n{self.log_tail()}")
+            try:
+                with urllib.request.urlopen(url, timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except (urllib.error.URLError, OSError):
+                pass
+            time.sleep(0.1)
+        else:
+            raise RuntimeError(f"coffre serve did not answer within {self.ready_timeout:.0f} s")
+        # The first worker answered; give the others (started at the same time) a moment.
+        if self.workers > 1:
+            time.sleep(self.settle)
+
+    def storage_bytes(self) -> int:
+        if self.folder is None:
+            return 0
+        return sum(
+            p.stat().st_size for p in (self.folder / "vault").glob("storage.sqlite*") if p.is_file()
+        )
+
+    def stop(self) -> None:
+        """SIGINT (uvicorn's graceful stop) to the server, then SIGKILL, by pid, to any
+        process of its tree still alive after a bounded wait."""
+        if self.process is not None:
+            tree = process_tree(self.process.pid)
+            if self.process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    self.process.send_signal(signal.SIGINT)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    self.process.wait(timeout=20)
+            for pid in reversed(tree):
+                if _alive(pid):
+                    with contextlib.suppress(ProcessLookupError, PermissionError):
+                        os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(timeout=5)
+            self.process = None
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+        if self.folder is not None and not self.keep:
+            shutil.rmtree(self.folder, ignore_errors=True)
+
+    def __enter__(self) -> CoffreServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _alive(pid: int) -> bool:
+    """Alive and not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as file:
+            state = file.read().rsplit(b")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != b"Z"
+
+
+# -- the load generator ----------------------------------------------------------------------
+
+
+def network_errors() -> tuple[type[BaseException], ...]:
+    """What a request may raise short of an HTTP answer."""
+    import aiohttp
+
+    return (aiohttp.ClientError, TimeoutError, OSError)
+
+
+def client_session(concurrency: int, timeout: float) -> Any:
+    """One aiohttp session whose connection pool is as large as the concurrency."""
+    import aiohttp
+
+    # uvicorn closes a connection idle for 5 s; the client lets go of it first, or a request
+    # may go out on a connection the server is closing ("Can not write request body").
+    connector = aiohttp.TCPConnector(
+        limit=concurrency, limit_per_host=concurrency, ttl_dns_cache=None, keepalive_timeout=2.0
+    )
+    return aiohttp.ClientSession(
+        connector=connector,
+        timeout=aiohttp.ClientTimeout(total=timeout),
+        headers={"Accept": FHIR_JSON},
+    )
+
+
+def run_async(main: Coroutine[Any, Any, Any], loop: str = "uvloop") -> Any:
+    """Run a coroutine on uvloop (lighter for the generator) when it is there."""
+    factory: Callable[[], asyncio.AbstractEventLoop] | None = None
+    if loop == "uvloop":
+        try:
+            import uvloop
+
+            factory = uvloop.new_event_loop
+        except ImportError:
+            factory = None
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
+
+
+def diagnostics_of(body: bytes, limit: int = 300) -> str:
+    """The first OperationOutcome diagnostics of a response body, or its start."""
+    try:
+        outcome = json.loads(body)
+        issues = outcome.get("issue", []) if isinstance(outcome, dict) else []
+        text = "; ".join(str(i.get("diagnostics") or i.get("code")) for i in issues[:3])
+        if not text and isinstance(outcome, dict) and outcome.get("resourceType") == "Bundle":
+            for entry in outcome.get("entry", []):
+                response = entry.get("response", {})
+                if not str(response.get("status", "")).startswith("2"):
+                    text = f"{response.get('status')}: " + diagnostics_of(
+                        json.dumps(response.get("outcome", {})).encode(), limit
+                    )
+                    break
+        return (text or body.decode(errors="replace"))[:limit]
+    except (ValueError, AttributeError):
+        return body[:limit].decode(errors="replace")
+
+
+# -- options and reporting ---------------------------------------------------------------------
+
+
+def add_common_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--workers", type=int, default=2, help="coffre serve --workers (default 2)")
+    parser.add_argument(
+        "--modes",
+        default="sealed,plaintext",
+        help="comma-separated subset of sealed,plaintext to run (default both)",
+    )
+    parser.add_argument(
+        "--sqlite-synchronous",
+        choices=("FULL", "NORMAL", "OFF"),
+        default=None,
+        help="set COFFRE_SQLITE_SYNCHRONOUS for the server (default: the server's own, FULL)",
+    )
+    parser.add_argument("--tmpdir", default=None, help="where the temporary vaults go")
+    parser.add_argument("--keep-vault", action="store_true", help="do not delete the vaults")
+    parser.add_argument(
+        "--loop", choices=("uvloop", "asyncio"), default="uvloop", help="generator event loop"
+    )
+    parser.add_argument(
+        "--wait-idle",
+        type=float,
+        default=30.0,
+        help="before each mode, wait up to this many s for the machine to be idle (default 30)",
+    )
+    parser.add_argument("--json", default=None, help="also write the results to this JSON file")
+    parser.add_argument(
+        "--py-spy",
+        default=None,
+        metavar="PREFIX",
+        help="profile the server with py-spy during the measured phase of the first mode;"
+        " writes PREFIX.txt (collapsed stacks; summarise with bench/profile_top.py)",
+    )
+    parser.add_argument("--py-spy-rate", type=int, default=100, help="py-spy samples/s")
+    parser.add_argument(
+        "--py-spy-idle",
+        action="store_true",
+        help="include idle samples (waits: the event loop's, SQLite's lock and fsync waits)",
+    )
+
+
+def parse_modes(text: str) -> list[str]:
+    modes = [m.strip() for m in text.split(",") if m.strip()]
+    for mode in modes:
+        if mode not in MODES:
+            raise SystemExit(f"unknown mode {mode!r}: choose among {', '.join(MODES)}")
+    return modes
+
+
+class Profiler:
+    """py-spy record on the server's process tree, from now until stop() (or max_seconds)."""
+
+    def __init__(
+        self, prefix: str, pid: int, max_seconds: float, rate: int, idle: bool = False
+    ) -> None:
+        self.prefix = prefix
+        self.proc: subprocess.Popen[bytes] | None = None
+        exe = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which(
+            "py-spy"
+        )
+        if exe is None:
+            print(
+                "py-spy is not installed (.venv/bin/pip install py-spy): no profile",
+                file=sys.stderr,
+            )
+            return
+        command = [
+            exe,
+            "record",
+            "--pid",
+            str(pid),
+            "--subprocesses",
+            "--rate",
+            str(rate),
+            "-d",
+            str(max(1, int(max_seconds))),
+            "--format",
+            "raw",
+            "-o",
+            f"{prefix}.txt",
+            "--nonblocking",
+            *(["--idle"] if idle else []),
+        ]
+        with open(f"{prefix}.log", "wb") as log:
+            self.proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
+
+    def stop(self, timeout: float = 30) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)  # py-spy writes what it has and exits
+        try:
+            self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=5)
+        print(
+            f"py-spy profile written to {self.prefix}.txt (collapsed stacks; see bench/profile_top.py)"
+        )
+
+
+@dataclass
+class Row:
+    label: str
+    values: dict[str, float | None]
+    fmt: str = "{:,.0f}"
+    better: str | None = None  # "higher" or "lower": how the sealing cost is computed
+
+
+@dataclass
+class Table:
+    title: str
+    rows: list[Row] = field(default_factory=list)
+
+    def add(
+        self, label: str, values: dict[str, Any], fmt: str = "{:,.0f}", better: str | None = None
+    ) -> None:
+        self.rows.append(Row(label, values, fmt, better))
+
+    def render(self, modes: Sequence[str]) -> str:
+        both = "sealed" in modes and "plaintext" in modes
+        head = ["", *modes] + (["sealing cost"] if both else [])
+        lines = [head]
+        for row in self.rows:
+            cells = [row.label]
+            for mode in modes:
+                value = row.values.get(mode)
+                cells.append("-" if value is None else row.fmt.format(value))
+            if both:
+                cells.append(_cost(row))
+            lines.append(cells)
+        widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+        out = [self.title, "=" * len(self.title)]
+        for n, line in enumerate(lines):
+            out.append(
+                "  ".join(
+                    cell.ljust(widths[i]) if i == 0 else cell.rjust(widths[i])
+                    for i, cell in enumerate(line)
+                )
+            )
+            if n == 0:
+                out.append("  ".join("-" * w for w in widths))
+        return "\n".join(out)
+
+
+def _cost(row: Row) -> str:
+    """Sealing cost in %: throughput lost, or extra latency/CPU; positive = sealing is worse."""
+    sealed, plain = row.values.get("sealed"), row.values.get("plaintext")
+    if row.better is None or sealed is None or plain is None or plain == 0:
+        return ""
+    if row.better == "higher":
+        cost = (plain - sealed) / plain * 100
+    else:
+        cost = (sealed - plain) / plain * 100
+    return f"{cost:+.1f}%"
+
+
+def machine_description() -> dict[str, str]:
+    model = "unknown"
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as file:
+        for line in file:
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    return {
+        "nproc": str(NPROC),
+        "cpu": model,
+        "python": platform.python_version(),
+        "kernel": platform.release(),
+    }
+
+
+def print_header(name: str, args: argparse.Namespace) -> None:
+    machine = machine_description()
+    print(
+        f"{name}: {machine['nproc']} CPUs ({machine['cpu']}), Python {machine['python']},"
+        f" server workers={args.workers}, generator loop={args.loop}"
+    )
+    print("command: " + " ".join([Path(sys.executable).name, *sys.argv]))
+    print(f"coffre sources: sha256 {coffre_fingerprint()} (hash of coffre/**/*.py)")
+
+
+def coffre_fingerprint() -> str:
+    """SHA-256 of the coffre/ sources measured (the tree may change between runs)."""
+    digest = hashlib.sha256()
+    for path in sorted((ROOT / "coffre").rglob("*.py")):
+        digest.update(str(path.relative_to(ROOT)).encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def write_json(path: str | None, payload: dict[str, Any]) -> None:
+    if path:
+        payload = {
+            "machine": machine_description(),
+            "argv": sys.argv,
+            "coffre_sha256": coffre_fingerprint(),
+            **payload,
+        }
+        Path(path).write_text(json.dumps(payload, indent=2, default=str))
+        print(f"results written to {path}")
