@@ -10,7 +10,7 @@ from __future__ import annotations
 import struct
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,6 +26,8 @@ from coffre.fhir.values import whole_number
 from coffre.seal import Envelope, PurposeKeys, random_key
 from coffre.search import Criterion, index_entries, matches, query_keys
 from coffre.storage.base import HistoryQuery, SealedVersion, Storage, StorageReader, StorageTxn
+
+KeySource = Callable[[bytes], bytes | None]
 
 
 def instant(ts: int) -> str:
@@ -110,20 +112,17 @@ class RecordStore:
 
     # -- keys -----------------------------------------------------------------------------
 
-    def _data_key(self, reader: StorageReader, comp: bytes) -> bytes | None:
+    def committed_key(self, comp: bytes) -> bytes | None:
+        """A compartment's data key as committed storage holds it (cached for the process).
+
+        Only committed keys are cached: a key made by a transaction that rolls back must
+        never seal anything.
+        """
         key = self._data_keys.get(comp)
         if key is None:
-            stored = reader.wrapped_key(comp)
+            stored = self.storage.wrapped_key(comp)
             if stored is None:
                 return None
-            key = self._data_keys[comp] = self._custodian.unwrap(WrappedKey(*stored))
-        return key
-
-    def _data_key_for_write(self, txn: StorageTxn, comp: bytes) -> bytes:
-        key = self._data_key(txn, comp)
-        if key is None:
-            wrapped = self._custodian.wrap(random_key())
-            stored = txn.put_wrapped_key(comp, wrapped.kek_id, wrapped.wrapped)
             key = self._data_keys[comp] = self._custodian.unwrap(WrappedKey(*stored))
         return key
 
@@ -135,18 +134,25 @@ class RecordStore:
 
     # -- opening --------------------------------------------------------------------------
 
-    def open(self, resource_type: str, resource_id: str, sealed: SealedVersion) -> Stored:
-        """Open a sealed version; SealError if it was altered, moved or its key is gone."""
-        key = self._data_key(self.storage, sealed.comp)
+    def _open(self, sealed: SealedVersion, key_of: KeySource) -> bytes:
+        """The plaintext of a sealed version; SealError if it was altered, moved or its key is gone."""
+        key = key_of(sealed.comp) or bytes(32)
         associated = _associated(sealed.loc, sealed.version, sealed.comp, sealed.ts, sealed.deleted)
-        body = self._envelope.open(key or b"\0" * 32, sealed.body, associated)
+        return self._envelope.open(key, sealed.body, associated)
+
+    def open(
+        self,
+        resource_type: str,
+        resource_id: str,
+        sealed: SealedVersion,
+        key_of: KeySource | None = None,
+    ) -> Stored:
+        body = self._open(sealed, key_of or self.committed_key)
         return Stored(resource_type, resource_id, sealed.version, sealed.ts, sealed.deleted, body)
 
-    def _open_found(self, sealed: SealedVersion) -> Stored:
+    def _open_found(self, sealed: SealedVersion, key_of: KeySource | None = None) -> Stored:
         """Open a version found by token or history, where only the body says what it is."""
-        key = self._data_key(self.storage, sealed.comp)
-        associated = _associated(sealed.loc, sealed.version, sealed.comp, sealed.ts, sealed.deleted)
-        body = self._envelope.open(key or b"\0" * 32, sealed.body, associated)
+        body = self._open(sealed, key_of or self.committed_key)
         head = json.loads(body)
         return Stored(
             head["resourceType"], head["id"], sealed.version, sealed.ts, sealed.deleted, body
@@ -189,6 +195,7 @@ class RecordStore:
         resource_type: str,
         criteria: tuple[Criterion, ...],
         reader: StorageReader | None = None,
+        key_of: KeySource | None = None,
     ) -> list[Stored]:
         """Current resources of a type matching every criterion (look-up, then exact filter)."""
         reader = reader or self.storage
@@ -212,7 +219,7 @@ class RecordStore:
             sealed = reader.latest(loc)
             if sealed is None or sealed.deleted:
                 continue
-            stored = self._open_found(sealed)
+            stored = self._open_found(sealed, key_of)
             if stored.resource_type == resource_type and matches(stored.resource(), criteria):
                 results.append(stored)
         return results
@@ -228,8 +235,11 @@ class RecordStore:
 
     @contextmanager
     def writer(self) -> Iterator[Writer]:
+        """One storage transaction; the data keys it made are cached once it commits."""
         with self.storage.transaction() as txn:
-            yield Writer(self, txn)
+            writer = Writer(self, txn)
+            yield writer
+        self._data_keys.update(writer.fresh_keys)
 
 
 class Writer:
@@ -238,9 +248,39 @@ class Writer:
     def __init__(self, records: RecordStore, txn: StorageTxn) -> None:
         self.records = records
         self.txn = txn
+        self.fresh_keys: dict[bytes, bytes] = {}
+
+    def key(self, comp: bytes) -> bytes | None:
+        """A data key as this transaction sees it, its own new keys included."""
+        key = self.fresh_keys.get(comp) or self.records.committed_key(comp)
+        if key is None:
+            stored = self.txn.wrapped_key(comp)
+            if stored is not None:
+                key = self.fresh_keys[comp] = self.records._custodian.unwrap(WrappedKey(*stored))
+        return key
+
+    def _key_for_write(self, comp: bytes) -> bytes:
+        key = self.key(comp)
+        if key is None:
+            custodian = self.records._custodian
+            wrapped = custodian.wrap(random_key())
+            stored = self.txn.put_wrapped_key(comp, wrapped.kek_id, wrapped.wrapped)
+            key = self.fresh_keys[comp] = custodian.unwrap(WrappedKey(*stored))
+        return key
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        """Writes that fail together without failing the rest of the transaction."""
+        keys_before = dict(self.fresh_keys)
+        try:
+            with self.txn.savepoint():
+                yield
+        except BaseException:
+            self.fresh_keys = keys_before
+            raise
 
     def find(self, resource_type: str, criteria: tuple[Criterion, ...]) -> list[Stored]:
-        return self.records.find(resource_type, criteria, self.txn)
+        return self.records.find(resource_type, criteria, self.txn, self.key)
 
     def find_one(
         self, resource_type: str, criteria: tuple[Criterion, ...], what: str
@@ -257,7 +297,11 @@ class Writer:
 
     def latest(self, resource_type: str, resource_id: str) -> Stored | None:
         sealed = self.txn.latest(self.records.keys.location(resource_type, resource_id))
-        return None if sealed is None else self.records.open(resource_type, resource_id, sealed)
+        return (
+            None
+            if sealed is None
+            else self.records.open(resource_type, resource_id, sealed, self.key)
+        )
 
     def create(
         self, resource: dict[str, Any], resource_id: str | None = None, *, validated: bool = False
@@ -367,7 +411,7 @@ class Writer:
                 keys.index(resource_type, param, key) for param, key in index_entries(resource)
             ]
         body = json.canonical(resource)
-        data_key = records._data_key_for_write(self.txn, comp)
+        data_key = self._key_for_write(comp)
         sealed_body = records._envelope.close(
             data_key, body, _associated(loc, version, comp, ts, deleted)
         )

@@ -66,6 +66,10 @@ class StorageTxn(StorageReader, Protocol):
         """Store a compartment's wrapped data key unless one exists; return the stored one."""
         ...
 
+    def savepoint(self) -> AbstractContextManager[None]:
+        """A nested transaction: what it wrote is undone if it raises, and only that."""
+        ...
+
 
 class Storage(StorageReader, Protocol):
     def transaction(self) -> AbstractContextManager[StorageTxn]: ...

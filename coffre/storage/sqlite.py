@@ -91,6 +91,24 @@ class _Reader:
 
 
 class _Txn(_Reader):
+    def __init__(self, connection: sqlite3.Connection) -> None:
+        super().__init__(connection)
+        self._depth = 0
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        self._depth += 1
+        name = f"s{self._depth}"
+        self._db.execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self._db.execute(f"ROLLBACK TO {name}")
+            raise
+        finally:
+            self._db.execute(f"RELEASE {name}")
+            self._depth -= 1
+
     def append(self, record: SealedVersion, tokens: Iterable[bytes]) -> int:
         db = self._db
         cursor = db.execute(
@@ -129,30 +147,39 @@ class _Txn(_Reader):
 
 
 class SqliteStorage(_Reader):
-    """Sealed versions, index tokens and wrapped keys in one SQLite file."""
+    """Sealed versions, index tokens and wrapped keys in one SQLite file.
+
+    Two connections: reads see only committed data, while one write transaction at a
+    time (possibly in another thread) works on the other.
+    """
 
     def __init__(
         self, path: Path | str, *, create: bool = False, synchronous: str = "FULL"
     ) -> None:
-        if not create and str(path) != ":memory:" and not Path(path).exists():
+        if not create and not Path(path).exists():
             raise StorageError(f"no storage at {path}")
+        writes = self._connect(path, synchronous, create)
+        super().__init__(self._connect(path, synchronous, False))
+        self._write_db = writes
+        self.path = path
+
+    @staticmethod
+    def _connect(path: Path | str, synchronous: str, create: bool) -> sqlite3.Connection:
         try:
             connection = sqlite3.connect(
                 str(path), isolation_level=None, check_same_thread=False, timeout=30.0
             )
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute(f"PRAGMA synchronous = {synchronous}")
-            connection.execute("PRAGMA foreign_keys = ON")
             if create:
                 connection.executescript(SCHEMA)
         except sqlite3.Error as error:
             raise StorageError(f"cannot open the SQLite storage at {path}: {error}") from None
-        super().__init__(connection)
-        self.path = path
+        return connection
 
     @contextmanager
     def transaction(self) -> Iterator[_Txn]:
-        db = self._db
+        db = self._write_db
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as error:
@@ -211,3 +238,4 @@ class SqliteStorage(_Reader):
 
     def close(self) -> None:
         self._db.close()
+        self._write_db.close()

@@ -111,3 +111,31 @@ def test_an_unchanged_update_writes_no_version(records: RecordStore) -> None:
         )
     assert not outcome.changed and outcome.stored.version == 1
     assert records.storage.last_seq() == before
+
+
+def test_a_data_key_made_by_a_rolled_back_transaction_never_seals_a_record(
+    vault: Vault, records: RecordStore
+) -> None:
+    with pytest.raises(FhirError), records.writer() as writer:
+        writer.update("Patient", "p-rollback", {"resourceType": "Patient", "id": "p-rollback"})
+        raise FhirError(409, "conflict", "a later entry failed")
+    with records.writer() as writer:
+        writer.update(
+            "Patient",
+            "p-rollback",
+            {"resourceType": "Patient", "id": "p-rollback", "gender": "male"},
+        )
+    reopened = vault.open()
+    assert reopened.read("Patient", "p-rollback").resource()["gender"] == "male"
+
+
+def test_a_failed_savepoint_undoes_its_writes_only(records: RecordStore) -> None:
+    with records.writer() as writer:
+        writer.update("Patient", "kept", {"resourceType": "Patient", "id": "kept"})
+        with pytest.raises(FhirError), writer.savepoint():
+            writer.update("Patient", "undone", {"resourceType": "Patient", "id": "undone"})
+            raise FhirError(400, "invalid", "this entry fails")
+    assert records.read("Patient", "kept").version == 1
+    with pytest.raises(FhirError) as caught:
+        records.read("Patient", "undone")
+    assert caught.value.status == 404
