@@ -16,6 +16,7 @@ from coffre.api.negotiation import check_format
 from coffre.api.responses import fhir_response, outcome_response
 from coffre.exceptions import FhirError, SealError, StorageError
 from coffre.service import RecordStore
+from coffre.service.commits import GroupCommitter
 
 BASE_PATH = "/fhir"
 log = logging.getLogger("coffre.api")
@@ -102,6 +103,7 @@ def create_app(records: RecordStore, *, max_body_bytes: int = 64 * 1024 * 1024) 
         },
     )
     app.state.records = records
+    app.state.committer = GroupCommitter(records)
     app.state.base_path = BASE_PATH
     app.state.max_body_bytes = max_body_bytes
     return app

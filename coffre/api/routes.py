@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -17,6 +18,10 @@ from coffre.fhir.validation import validate
 from coffre.search import Criterion, parse_criteria
 from coffre.service import Outcome, RecordStore
 from coffre.service.bundles import BundleProcessor
+from coffre.service.commits import GroupCommitter
+from coffre.service.records import Writer, check_id
+
+T = TypeVar("T")
 
 
 def _records(request: Request) -> RecordStore:
@@ -93,6 +98,12 @@ async def vread(request: Request) -> Response:
     )
 
 
+async def _commit(request: Request, job: Callable[[Writer], T]) -> T:
+    """Run a write in the next group commit; it is durable when this returns."""
+    committer: GroupCommitter = request.app.state.committer
+    return await committer.run(job)
+
+
 async def create(request: Request) -> Response:
     """Create; conditional when If-None-Exist (or, as fhirpy sends it, a query) names criteria."""
     check_format(request)
@@ -100,23 +111,32 @@ async def create(request: Request) -> Response:
     resource = await _validated_body(request, resource_type)
     condition = request.headers.get("if-none-exist") or request.url.query
     criteria = parse_criteria(condition, "If-None-Exist condition") if condition else ()
-    with _records(request).writer() as writer:
+
+    def job(writer: Writer) -> Outcome:
         existing = (
             writer.find_one(resource_type, criteria, "If-None-Exist condition")
             if criteria
             else None
         )
         if existing:
-            return _written(request, Outcome(existing, created=False, changed=False))
-        outcome = writer.create(resource, validated=True)
-    return _written(request, outcome)
+            return Outcome(existing, created=False, changed=False)
+        return writer.create(resource, validated=True)
+
+    return _written(request, await _commit(request, job))
 
 
 async def update(request: Request) -> Response:
     check_format(request)
-    resource = await _body(request)
-    with _records(request).writer() as writer:
-        outcome = writer.update(_type(request), _id(request), resource, if_match(request))
+    resource_type, resource_id = _type(request), _id(request)
+    check_id(resource_type, resource_id)
+    resource = await _validated_body(request, resource_type)
+    expected = if_match(request)
+    outcome = await _commit(
+        request,
+        lambda writer: writer.update(
+            resource_type, resource_id, resource, expected, validated=True
+        ),
+    )
     return _written(request, outcome)
 
 
@@ -127,29 +147,31 @@ async def conditional_update(request: Request) -> Response:
     criteria = _required_criteria(
         request, "conditional update", "an id in the URL or search criteria"
     )
-    with _records(request).writer() as writer:
+    expected = if_match(request)
+
+    def job(writer: Writer) -> Outcome:
         match = writer.find_one(resource_type, criteria, "conditional update")
         body_id = resource.get("id")
-        if match:
-            if body_id not in (None, match.id):
-                message = (
-                    f"the body's id {body_id!r} differs from the matching resource's {match.id!r}"
-                )
-                raise FhirError(400, "invalid", message)
-            resource["id"] = match.id
-            outcome = writer.update(resource_type, match.id, resource, if_match(request))
-        elif body_id:
-            outcome = writer.update(resource_type, body_id, resource, if_match(request))
-        else:
-            outcome = writer.create(resource)
-    return _written(request, outcome)
+        if match is None:
+            if body_id:
+                return writer.update(resource_type, body_id, resource, expected, validated=True)
+            return writer.create(resource, validated=True)
+        if body_id not in (None, match.id):
+            message = f"the body's id {body_id!r} differs from the matching resource's {match.id!r}"
+            raise FhirError(400, "invalid", message)
+        resource["id"] = match.id
+        return writer.update(resource_type, match.id, resource, expected, validated=True)
+
+    return _written(request, await _commit(request, job))
 
 
 async def delete(request: Request) -> Response:
     check_format(request)
     resource_type, resource_id = _type(request), _id(request)
-    with _records(request).writer() as writer:
-        outcome = writer.delete(resource_type, resource_id, if_match(request))
+    expected = if_match(request)
+    outcome = await _commit(
+        request, lambda writer: writer.delete(resource_type, resource_id, expected)
+    )
     if outcome is None:
         return fhir_response(
             information(f"{resource_type}/{resource_id} did not exist or was already deleted"), 200
@@ -163,11 +185,15 @@ async def conditional_delete(request: Request) -> Response:
     criteria = _required_criteria(
         request, "conditional delete", "search criteria (never a whole type)"
     )
-    with _records(request).writer() as writer:
+
+    def job(writer: Writer) -> int:
         matches = writer.find(resource_type, criteria)
         for match in matches:
             writer.delete(resource_type, match.id)
-    return fhir_response(information(f"{len(matches)} {resource_type} deleted"), 200)
+        return len(matches)
+
+    deleted = await _commit(request, job)
+    return fhir_response(information(f"{deleted} {resource_type} deleted"), 200)
 
 
 async def search(request: Request) -> Response:
@@ -197,7 +223,8 @@ async def bundle(request: Request) -> Response:
         base_url(request),
         include_resources=prefer_return(request) == "representation",
     )
-    return fhir_response(processor.run(body))
+    prepared = processor.prepare(body)
+    return fhir_response(await _commit(request, lambda writer: processor.execute(prepared, writer)))
 
 
 async def history_instance(request: Request) -> Response:

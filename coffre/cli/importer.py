@@ -54,7 +54,8 @@ class Importer:
     def _load(self, batch: Batch, *, last_try: bool) -> bool:
         """Run one Bundle; False when it should wait for the others."""
         try:
-            response = self._processor.run(batch.bundle)
+            with self._records.writer() as writer:
+                response = self._processor.run(batch.bundle, writer)
         except FhirError as error:
             if error.status == 404 and not last_try:
                 return False

@@ -124,6 +124,14 @@ def _single_match(writer: Writer, resource_type: str, query: str, what: str) -> 
     )
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A checked Bundle: its type, and its parsed entries (raw ones for a batch)."""
+
+    kind: str
+    entries: list[Any]
+
+
 class BundleProcessor:
     """Runs a batch or transaction Bundle against a record store."""
 
@@ -143,9 +151,9 @@ class BundleProcessor:
         self.include_resources = include_resources
         self.keep_source_ids = keep_source_ids
 
-    def run(self, bundle: dict[str, Any]) -> dict[str, Any]:
-        """Run a Bundle. A transaction is validated whole; a batch's entries one by one,
-        so that an invalid entry fails alone."""
+    def prepare(self, bundle: Any) -> Prepared:
+        """Check a Bundle before any write: a transaction is validated whole, a batch's
+        entries one by one when they run, so that an invalid entry fails alone."""
         kind = bundle.get("type") if isinstance(bundle, dict) else None
         if validate(_without_entry_resources(bundle) if kind == "batch" else bundle) != "Bundle":
             raise FhirError(
@@ -159,36 +167,47 @@ class BundleProcessor:
                 "Bundle.type",
             )
         raw_entries = bundle.get("entry", [])
-        self._batch_targets: dict[str, str] = {}
         if kind == "transaction":
-            entries = [_parse_entry(i, raw) for i, raw in enumerate(raw_entries)]
-            return self._response("transaction-response", self._transaction(entries))
+            return Prepared(kind, [_parse_entry(i, raw) for i, raw in enumerate(raw_entries)])
+        return Prepared(kind, raw_entries)
+
+    def execute(self, prepared: Prepared, writer: Writer) -> dict[str, Any]:
+        """Run a prepared Bundle in ``writer``'s transaction; a failed transaction Bundle
+        leaves nothing behind, a failed batch entry only its own nothing."""
+        if prepared.kind == "transaction":
+            with writer.savepoint():
+                entries = self._transaction(writer, prepared.entries)
+            return self._response("transaction-response", entries)
+        targets: dict[str, str] = {}
         return self._response(
-            "batch-response", [self._batch_entry(i, raw) for i, raw in enumerate(raw_entries)]
+            "batch-response",
+            [self._batch_entry(writer, i, raw, targets) for i, raw in enumerate(prepared.entries)],
         )
+
+    def run(self, bundle: Any, writer: Writer) -> dict[str, Any]:
+        return self.execute(self.prepare(bundle), writer)
 
     def _response(self, kind: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
         return {"resourceType": "Bundle", "type": kind, "entry": entries}
 
     # -- transaction ----------------------------------------------------------------------
 
-    def _transaction(self, entries: list[Entry]) -> list[dict[str, Any]]:
+    def _transaction(self, writer: Writer, entries: list[Entry]) -> list[dict[str, Any]]:
         """Deletes first, as the spec orders; then ids are assigned and references resolved
         against the state the deletes left, then the other entries run."""
         results: dict[int, dict[str, Any]] = {}
         ordered = sorted(entries, key=lambda e: _ORDER[e.method])
         deletes = [entry for entry in ordered if entry.method == "DELETE"]
         others = [entry for entry in ordered if entry.method != "DELETE"]
-        with self.records.writer() as writer:
-            self._run_entries(writer, deletes, {}, results)
-            targets = self._assign_targets(writer, others)
-            for entry in others:
-                try:
-                    if entry.resource is not None:
-                        self._resolve_references(writer, entry.resource, targets)
-                except FhirError as error:
-                    raise _in_entry(entry, error) from None
-            self._run_entries(writer, others, targets, results)
+        self._run_entries(writer, deletes, {}, results)
+        targets = self._assign_targets(writer, others)
+        for entry in others:
+            try:
+                if entry.resource is not None:
+                    self._resolve_references(writer, entry.resource, targets)
+            except FhirError as error:
+                raise _in_entry(entry, error) from None
+        self._run_entries(writer, others, targets, results)
         return [results[entry.index] for entry in entries]
 
     def _run_entries(
@@ -374,15 +393,17 @@ class BundleProcessor:
 
     # -- batch ----------------------------------------------------------------------------
 
-    def _batch_entry(self, index: int, raw: dict[str, Any]) -> dict[str, Any]:
+    def _batch_entry(
+        self, writer: Writer, index: int, raw: Any, targets: dict[str, str]
+    ) -> dict[str, Any]:
         try:
             entry = _parse_entry(index, raw)
             if entry.resource is not None:
                 validate(entry.resource, f"entry[{index}].resource")
-            with self.records.writer() as writer:
+            with writer.savepoint():
                 self._target_of(writer, entry)
                 if entry.resource is not None:
-                    self._resolve_references(writer, entry.resource, self._batch_targets)
+                    self._resolve_references(writer, entry.resource, targets)
                 return self._execute(writer, entry, {})
         except FhirError as error:
             return {"response": {"status": _status_line(error.status), "outcome": error.outcome()}}
