@@ -33,7 +33,7 @@ KEYRING = Setting(
 )
 HOST = Setting("host", "127.0.0.1", "Address `coffre serve` listens on.")
 PORT = Setting("port", "8080", "Port `coffre serve` listens on.")
-WORKERS = Setting("workers", "1", "Server processes; each opens the vault itself.")
+WORKERS = Setting("workers", "2", "Server processes; each opens the vault itself.")
 MAX_BODY_BYTES = Setting(
     "max_body_bytes", str(64 * 1024 * 1024), "Largest request body accepted; larger ones get 413."
 )
