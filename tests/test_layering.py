@@ -17,7 +17,7 @@ ALLOWED = {
     "storage": set(),
     "search": {"fhir"},
     "synth": {"fhir"},
-    "service": {"fhir", "seal", "custody", "storage", "search"},
+    "service": {"fhir", "seal", "custody", "storage", "search", "ledger"},
     "api": {"fhir", "service", "search", "storage"},
     "cli": {"fhir", "service", "api", "synth", "storage"},
 }

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
+from coffre.seal.signing import Ed25519Signer
+
 
 @dataclass(frozen=True, slots=True)
 class WrappedKey:
@@ -25,4 +27,12 @@ class KeyCustodian(Protocol):
 
     def unwrap(self, wrapped: WrappedKey) -> bytes:
         """Unwrap a data key; raises SealError when it does not unwrap."""
+        ...
+
+    def log_signer(self) -> Ed25519Signer:
+        """The key that signs the ledger's checkpoints."""
+        ...
+
+    def log_origin(self) -> str:
+        """The name of this vault's log, the first line of its checkpoints."""
         ...

@@ -13,7 +13,7 @@ import stat
 from pathlib import Path
 from typing import Any
 
-from coffre.custody.memory import MemoryCustodian
+from coffre.custody.memory import MemoryCustodian, new_origin
 from coffre.exceptions import CustodyError, VaultStateError
 from coffre.seal import random_key
 
@@ -33,11 +33,13 @@ class KeyringCustodian(MemoryCustodian):
             keks = {entry["id"]: base64.b64decode(entry["key"]) for entry in content["keks"]}
             root = base64.b64decode(content["root"])
             active = content["active"]
+            log_seed = base64.b64decode(content["log_seed"])
+            origin = str(content["origin"])
         except (KeyError, TypeError, ValueError) as error:
             raise CustodyError(f"the keyring {path} is damaged: {type(error).__name__}") from None
         if active not in keks:
             raise CustodyError(f"the keyring {path} names no active key-encryption key")
-        super().__init__(root=root, kek=keks[active])
+        super().__init__(root=root, kek=keks[active], log_seed=log_seed, origin=origin)
         self._keks = keks
         self._active = active
 
@@ -69,6 +71,8 @@ class KeyringCustodian(MemoryCustodian):
             "root": _b64(random_key()),
             "active": "kek-1",
             "keks": [{"id": "kek-1", "key": _b64(random_key())}],
+            "log_seed": _b64(random_key()),
+            "origin": new_origin(),
         }
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 from coffre.custody import KeyCustodian, WrappedKey
@@ -23,8 +24,10 @@ from coffre.fhir.compartment import patient_of
 from coffre.fhir.references import ID_PATTERN
 from coffre.fhir.validation import validate
 from coffre.fhir.values import whole_number
+from coffre.ledger.leaf import LeafKind
 from coffre.seal import Envelope, PurposeKeys, random_key
 from coffre.search import Criterion, index_entries, matches, query_keys
+from coffre.service.ledger import Ledger
 from coffre.storage.base import HistoryQuery, SealedVersion, Storage, StorageReader, StorageTxn
 
 KeySource = Callable[[bytes], bytes | None]
@@ -103,8 +106,17 @@ def _without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
 class RecordStore:
     """Sealed records over a storage, with keys from a custodian."""
 
-    def __init__(self, storage: Storage, custodian: KeyCustodian, envelope: Envelope) -> None:
+    def __init__(
+        self,
+        storage: Storage,
+        custodian: KeyCustodian,
+        envelope: Envelope,
+        checkpoint_memory: Path | None = None,
+    ) -> None:
+        """``checkpoint_memory``: the sovereign side's file of the last checkpoint signed."""
         self.storage = storage
+        self.ledger = Ledger(custodian, checkpoint_memory)
+        self.ledger.check_not_rolled_back(storage)
         self.keys = PurposeKeys.derive(custodian.root_secret())
         self._custodian = custodian
         self._envelope = envelope
@@ -239,7 +251,10 @@ class RecordStore:
         with self.storage.transaction() as txn:
             writer = Writer(self, txn)
             yield writer
+            checkpoint = self.ledger.integrate(txn)
         self._data_keys.update(writer.fresh_keys)
+        if checkpoint is not None:
+            self.ledger.remember(checkpoint)
 
 
 class Writer:
@@ -419,6 +434,10 @@ class Writer:
             SealedVersion(loc, version, keys.kind(resource_type), comp, ts, deleted, sealed_body),
             tokens,
         )
+        kind = (
+            LeafKind.DELETE if deleted else LeafKind.CREATE if current is None else LeafKind.UPDATE
+        )
+        records.ledger.record_write(self.txn, kind, loc, version, sealed_body, ts)
         stored = Stored(resource_type, resource_id, version, ts, deleted, body)
         return Outcome(stored, created=current is None or current.deleted)
 

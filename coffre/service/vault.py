@@ -36,6 +36,11 @@ class Vault:
     def storage_path(self) -> Path:
         return self.folder / STORAGE_FILE
 
+    @property
+    def checkpoint_memory(self) -> Path:
+        """Beside the keyring, on the sovereign side: the last checkpoint this side signed."""
+        return self.keyring.with_name(self.keyring.stem + ".checkpoint")
+
     def create(self) -> None:
         """Make a new vault; refuses to touch an existing one."""
         if self.storage_path.exists():
@@ -58,4 +63,6 @@ class Vault:
         storage = SqliteStorage(
             self.storage_path, create=True, synchronous=config.SQLITE_SYNCHRONOUS.value()
         )
-        return RecordStore(storage, KeyringCustodian(self.keyring), envelope)
+        return RecordStore(
+            storage, KeyringCustodian(self.keyring), envelope, self.checkpoint_memory
+        )

@@ -54,6 +54,20 @@ class StorageReader(Protocol):
 
     def wrapped_key(self, comp: bytes) -> tuple[str, bytes] | None: ...
 
+    def leaf_count(self) -> int: ...
+
+    def leaves(self, start: int, end: int) -> list[bytes]:
+        """The log's leaves ``[start, end)`` (fewer at the end of the log); StorageError on a gap."""
+        ...
+
+    def node(self, level: int, index: int) -> bytes | None:
+        """The hash of the perfect subtree of 2**level leaves starting at leaf index * 2**level."""
+        ...
+
+    def latest_checkpoint(self) -> str | None: ...
+
+    def checkpoint_at(self, size: int) -> str | None: ...
+
 
 class StorageTxn(StorageReader, Protocol):
     """A write transaction: everything in it lands together or not at all."""
@@ -65,6 +79,12 @@ class StorageTxn(StorageReader, Protocol):
     def put_wrapped_key(self, comp: bytes, kek_id: str, wrapped: bytes) -> tuple[str, bytes]:
         """Store a compartment's wrapped data key unless one exists; return the stored one."""
         ...
+
+    def append_leaf(self, data: bytes) -> int: ...
+
+    def put_nodes(self, nodes: Iterable[tuple[int, int, bytes]]) -> None: ...
+
+    def put_checkpoint(self, size: int, note: str) -> None: ...
 
     def savepoint(self) -> AbstractContextManager[None]:
         """A nested transaction: what it wrote is undone if it raises, and only that."""

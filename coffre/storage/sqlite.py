@@ -45,6 +45,14 @@ CREATE TABLE IF NOT EXISTS tokens (
     PRIMARY KEY (token, loc)
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS tokens_by_loc ON tokens (loc);
+CREATE TABLE IF NOT EXISTS leaves (idx INTEGER PRIMARY KEY, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS tree_nodes (
+    level INTEGER NOT NULL,
+    idx INTEGER NOT NULL,
+    hash BLOB NOT NULL,
+    PRIMARY KEY (level, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS data_keys (
     comp BLOB PRIMARY KEY,
     kek_id TEXT NOT NULL,
@@ -83,6 +91,32 @@ class _Reader:
     def find(self, token: bytes) -> list[bytes]:
         rows = self._db.execute("SELECT loc FROM tokens WHERE token = ?", (token,)).fetchall()
         return [row[0] for row in rows]
+
+    def leaf_count(self) -> int:
+        row = self._db.execute("SELECT max(idx) FROM leaves").fetchone()
+        return 0 if row[0] is None else int(row[0]) + 1
+
+    def leaves(self, start: int, end: int) -> list[bytes]:
+        rows = self._db.execute(
+            "SELECT idx, data FROM leaves WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
+        ).fetchall()
+        if [row[0] for row in rows] != list(range(start, start + len(rows))):
+            raise StorageError(f"the log has a gap between leaves {start} and {end}")
+        return [row[1] for row in rows]
+
+    def node(self, level: int, index: int) -> bytes | None:
+        row = self._db.execute(
+            "SELECT hash FROM tree_nodes WHERE level = ? AND idx = ?", (level, index)
+        ).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def latest_checkpoint(self) -> str | None:
+        row = self._db.execute("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
+        return None if row is None else str(row[0])
+
+    def checkpoint_at(self, size: int) -> str | None:
+        row = self._db.execute("SELECT note FROM checkpoints WHERE size = ?", (size,)).fetchone()
+        return None if row is None else str(row[0])
 
     def wrapped_key(self, comp: bytes) -> tuple[str, bytes] | None:
         row = self._db.execute(
@@ -136,6 +170,22 @@ class _Txn(_Reader):
         )
         seq: int = cursor.lastrowid  # type: ignore[assignment]
         return seq
+
+    def append_leaf(self, data: bytes) -> int:
+        """Add a leaf at the end of the log; the write lock makes the index gapless."""
+        index = self.leaf_count()
+        self._db.execute("INSERT INTO leaves (idx, data) VALUES (?, ?)", (index, data))
+        return index
+
+    def put_nodes(self, nodes: Iterable[tuple[int, int, bytes]]) -> None:
+        self._db.executemany(
+            "INSERT OR REPLACE INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?)", nodes
+        )
+
+    def put_checkpoint(self, size: int, note: str) -> None:
+        self._db.execute(
+            "INSERT OR REPLACE INTO checkpoints (size, note) VALUES (?, ?)", (size, note)
+        )
 
     def put_wrapped_key(self, comp: bytes, kek_id: str, wrapped: bytes) -> tuple[str, bytes]:
         self._db.execute(

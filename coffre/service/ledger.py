@@ -1,0 +1,105 @@
+"""The log on the write path: a leaf per write, integration into the tree, signed
+checkpoints, and the sovereign side's memory of the last checkpoint it signed.
+
+Appending is part of each write's transaction, so a write is acknowledged only once its
+leaf is durable. Integration (hashing new leaves into the tree, storing the new perfect
+subtrees for proofs, signing a checkpoint) runs as a job of its own, like Tessera's
+integrator: appends stay cheap, and one signature covers many writes.
+
+The host could put back an older copy of the whole storage. The sovereign side therefore
+keeps the last checkpoint it signed in a file beside the keyring, and refuses a storage
+whose log is shorter than it, or whose checkpoint at that size differs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from coffre.custody import KeyCustodian
+from coffre.exceptions import VaultStateError
+from coffre.ledger import Checkpoint, Note, VerifierKey, open_checkpoint, sign_checkpoint
+from coffre.ledger.errors import LedgerError
+from coffre.ledger.hashing import leaf_hash, node_hash
+from coffre.ledger.leaf import Leaf, LeafKind
+from coffre.ledger.note import ALG_ED25519
+from coffre.ledger.proofs import subtree_from_nodes
+from coffre.storage.base import StorageReader, StorageTxn
+
+
+class Ledger:
+    def __init__(self, custodian: KeyCustodian, memory: Path | None) -> None:
+        self._signer = custodian.log_signer()
+        self.origin = custodian.log_origin()
+        self.verifier_key = VerifierKey(self.origin, ALG_ED25519, self._signer.public_key)
+        self._memory = memory
+
+    def record_write(
+        self, txn: StorageTxn, kind: LeafKind, loc: bytes, version: int, sealed: bytes, ts: int
+    ) -> int:
+        return txn.append_leaf(Leaf.of_body(kind, loc, version, sealed, ts).encode())
+
+    def latest(self, reader: StorageReader) -> Checkpoint | None:
+        """The newest checkpoint the storage holds, once its signature is checked."""
+        note = reader.latest_checkpoint()
+        return None if note is None else open_checkpoint(note, self.verifier_key)
+
+    def integrate(self, txn: StorageTxn) -> Note | None:
+        """Hash the leaves added since the last checkpoint into the tree and sign a new one."""
+        last = self.latest(txn)
+        start, end = (last.size if last else 0), txn.leaf_count()
+        if end == start:
+            return None
+        fresh: dict[tuple[int, int], bytes] = {}
+
+        def node(level: int, index: int) -> bytes:
+            found = fresh.get((level, index)) or txn.node(level, index)
+            if found is None:
+                raise LedgerError(f"the tree lacks its node ({level}, {index})")
+            return found
+
+        for index, data in enumerate(txn.leaves(start, end), start):
+            _add_leaf(fresh, node, index, leaf_hash(data))
+        txn.put_nodes((level, index, h) for (level, index), h in fresh.items())
+        root = subtree_from_nodes(node)(0, end)
+        note = sign_checkpoint(Checkpoint(self.origin, end, root), self.origin, self._signer)
+        txn.put_checkpoint(end, note.serialize())
+        return note
+
+    def remember(self, note: Note) -> None:
+        """Keep the checkpoint just signed on the sovereign side, replaced atomically.
+
+        No disk sync: after a power cut the file may hold an older checkpoint, which only
+        lets through a rollback to a state newer than that one; it never refuses a
+        storage that is really current.
+        """
+        if self._memory is None:
+            return
+        temporary = self._memory.with_suffix(".tmp")
+        temporary.write_text(note.serialize())
+        temporary.replace(self._memory)
+
+    def check_not_rolled_back(self, reader: StorageReader) -> None:
+        """Refuse a storage older than the last checkpoint this side signed."""
+        if self._memory is None or not self._memory.exists():
+            return
+        remembered = open_checkpoint(self._memory.read_text(), self.verifier_key)
+        held = reader.checkpoint_at(remembered.size)
+        stored = None if held is None else open_checkpoint(held, self.verifier_key)
+        if stored != remembered or reader.leaf_count() < remembered.size:
+            raise VaultStateError(
+                f"the storage does not hold the log this side last signed (size {remembered.size}):"
+                " it was rolled back or replaced; refusing to serve it"
+            )
+
+
+def _add_leaf(
+    fresh: dict[tuple[int, int], bytes], node: Callable[[int, int], bytes], index: int, leaf: bytes
+) -> None:
+    """Store a leaf and every perfect subtree it completes, as (level, index) -> hash."""
+    fresh[(0, index)] = leaf
+    level, position, current = 0, index, leaf
+    while position & 1:
+        current = node_hash(node(level, position - 1), current)
+        level, position = level + 1, position >> 1
+        fresh[(level, position)] = current

@@ -1,0 +1,101 @@
+"""The log on the write path: leaves, checkpoints, proofs, and a storage put back."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+
+import pytest
+
+from coffre.exceptions import VaultStateError
+from coffre.ledger import (
+    SignatureError,
+    inclusion_proof,
+    open_checkpoint,
+    subtree_from_nodes,
+    verify_inclusion,
+)
+from coffre.ledger.hashing import leaf_hash, merkle_root
+from coffre.ledger.leaf import Leaf, LeafKind
+from coffre.service import RecordStore, Vault
+
+
+def _node(records: RecordStore):  # type: ignore[no-untyped-def]
+    def node(level: int, index: int) -> bytes:
+        found = records.storage.node(level, index)
+        assert found is not None
+        return found
+
+    return node
+
+
+def _write_some(records: RecordStore, count: int) -> None:
+    for number in range(count):
+        with records.writer() as writer:
+            writer.update("Patient", f"p{number}", {"resourceType": "Patient", "id": f"p{number}"})
+    with records.writer() as writer:
+        writer.update("Patient", "p0", {"resourceType": "Patient", "id": "p0", "gender": "female"})
+        writer.delete("Patient", "p1")
+
+
+def test_every_write_is_a_leaf_bound_to_its_sealed_bytes(
+    vault: Vault, records: RecordStore
+) -> None:
+    _write_some(records, 3)
+    leaves = [Leaf.decode(data) for data in records.storage.leaves(0, 10)]
+    assert [leaf.kind for leaf in leaves] == [LeafKind.CREATE] * 3 + [
+        LeafKind.UPDATE,
+        LeafKind.DELETE,
+    ]
+    db = sqlite3.connect(vault.storage_path)
+    sealed = db.execute("SELECT body FROM versions ORDER BY seq").fetchall()
+    assert [leaf.body_hash for leaf in leaves] == [
+        Leaf.of_body(LeafKind.CREATE, b"", 0, row[0], 0).body_hash for row in sealed
+    ]
+
+
+def test_the_checkpoint_signs_the_root_of_all_leaves(vault: Vault, records: RecordStore) -> None:
+    _write_some(records, 6)
+    checkpoint = records.ledger.latest(records.storage)
+    assert checkpoint is not None and checkpoint.size == records.storage.leaf_count() == 8
+    expected = merkle_root([leaf_hash(data) for data in records.storage.leaves(0, 8)])
+    assert checkpoint.root == expected
+    remembered = open_checkpoint(vault.checkpoint_memory.read_text(), records.ledger.verifier_key)
+    assert remembered == checkpoint
+
+
+def test_inclusion_proofs_from_the_stored_tree_verify(records: RecordStore) -> None:
+    _write_some(records, 9)
+    checkpoint = records.ledger.latest(records.storage)
+    assert checkpoint is not None
+    subtree = subtree_from_nodes(_node(records))
+    for index, data in enumerate(records.storage.leaves(0, checkpoint.size)):
+        proof = inclusion_proof(index, checkpoint.size, subtree)
+        verify_inclusion(leaf_hash(data), index, checkpoint.size, proof, checkpoint.root)
+
+
+def test_a_storage_put_back_to_an_older_copy_is_refused(vault: Vault, records: RecordStore) -> None:
+    _write_some(records, 2)
+    records.storage.close()
+    older = vault.folder / "older-copy"
+    older.mkdir()
+    for path in vault.folder.glob("storage.sqlite*"):
+        shutil.copy(path, older / path.name)
+    records = vault.open()
+    _write_some(records, 3)
+    records.storage.close()
+    for path in vault.folder.glob("storage.sqlite*"):
+        path.unlink()
+    for path in older.glob("storage.sqlite*"):
+        shutil.copy(path, vault.folder / path.name)
+    with pytest.raises(VaultStateError, match="rolled back"):
+        vault.open()
+
+
+def test_a_forged_checkpoint_in_the_storage_is_refused(vault: Vault, records: RecordStore) -> None:
+    _write_some(records, 2)
+    db = sqlite3.connect(vault.storage_path)
+    db.execute("UPDATE checkpoints SET note = replace(note, substr(note, 1, 5), 'forge')")
+    db.commit()
+    with pytest.raises(SignatureError):
+        vault.open()
