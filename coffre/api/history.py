@@ -89,7 +89,8 @@ def history_bundle(
     records: RecordStore,
     loc: bytes | None = None,
     kind: bytes | None = None,
-) -> dict[str, Any]:
+) -> tuple[dict[str, Any], list[Stored]]:
+    """A page of history, and the versions it hands out (for the access log)."""
     pairs = list(request.query_params.multi_items())
     count = page_count(pairs)
     snapshot = _number(pairs, "_snapshot") or records.storage.last_seq()
@@ -100,13 +101,14 @@ def history_bundle(
     versions = records.history(query)
     total = records.storage.count_history(query)
     page_url = str(request.url).split("?")[0]
-    return {
+    bundle = {
         "resourceType": "Bundle",
         "type": "history",
         "total": total,
         "link": _links(page_url, pairs, snapshot, offset, count, total),
         "entry": [history_entry(base, stored) for stored in versions],
     }
+    return bundle, versions
 
 
 def _links(
@@ -131,12 +133,15 @@ def _links(
     return links
 
 
-def searchset(page_url: str, pairs: Pairs, base: str, matches: list[Stored]) -> dict[str, Any]:
-    """A page of search results; ``pairs`` are the criteria, from the query or a POSTed form."""
+def searchset(
+    page_url: str, pairs: Pairs, base: str, matches: list[Stored]
+) -> tuple[dict[str, Any], list[Stored]]:
+    """A page of search results, and the resources it hands out; ``pairs`` are the
+    criteria, from the query or a POSTed form."""
     count = page_count(pairs)
     offset = _number(pairs, "_offset") or 0
     page = matches[offset : offset + count]
-    return {
+    bundle = {
         "resourceType": "Bundle",
         "type": "searchset",
         "total": len(matches),
@@ -150,3 +155,4 @@ def searchset(page_url: str, pairs: Pairs, base: str, matches: list[Stored]) -> 
             for s in page
         ],
     }
+    return bundle, page

@@ -15,8 +15,9 @@ from coffre.api.responses import fhir_response, information, resource_response
 from coffre.exceptions import FhirError
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir.validation import validate
+from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion, parse_criteria
-from coffre.service import Outcome, RecordStore
+from coffre.service import Outcome, RecordStore, Stored
 from coffre.service.bundles import BundleProcessor
 from coffre.service.commits import GroupCommitter
 from coffre.service.records import Writer, check_id
@@ -83,19 +84,26 @@ async def _validated_body(request: Request, resource_type: str) -> dict[str, Any
     return valid
 
 
+async def _log_access(request: Request, kind: LeafKind, handed_out: list[Stored]) -> None:
+    """Record what is about to leave; the caller answers only once this is durable."""
+    if handed_out:
+        await _commit(request, lambda writer: writer.log_access(kind, handed_out))
+
+
 async def read(request: Request) -> Response:
     check_format(request)
     stored = _records(request).read(_type(request), _id(request))
     if request.headers.get("if-none-match", "").strip() == f'W/"{stored.version}"':
         return fhir_response(None, 304)
+    await _log_access(request, LeafKind.READ, [stored])
     return resource_response(stored)
 
 
 async def vread(request: Request) -> Response:
     check_format(request)
-    return resource_response(
-        _records(request).vread(_type(request), _id(request), request.path_params["vid"])
-    )
+    stored = _records(request).vread(_type(request), _id(request), request.path_params["vid"])
+    await _log_access(request, LeafKind.READ, [stored])
+    return resource_response(stored)
 
 
 async def _commit(request: Request, job: Callable[[Writer], T]) -> T:
@@ -212,7 +220,9 @@ async def search(request: Request) -> Response:
         records.find(resource_type, criteria) if criteria else records.all_of_type(resource_type)
     )
     page_url = f"{base_url(request)}/{resource_type}"
-    return fhir_response(searchset(page_url, pairs, base_url(request), matches))
+    bundle, handed_out = searchset(page_url, pairs, base_url(request), matches)
+    await _log_access(request, LeafKind.SEARCH, handed_out)
+    return fhir_response(bundle)
 
 
 async def bundle(request: Request) -> Response:
@@ -227,6 +237,14 @@ async def bundle(request: Request) -> Response:
     return fhir_response(await _commit(request, lambda writer: processor.execute(prepared, writer)))
 
 
+async def _history_response(
+    request: Request, page: tuple[dict[str, Any], list[Stored]]
+) -> Response:
+    bundle, handed_out = page
+    await _log_access(request, LeafKind.HISTORY, handed_out)
+    return fhir_response(bundle)
+
+
 async def history_instance(request: Request) -> Response:
     check_format(request)
     resource_type, resource_id = _type(request), _id(request)
@@ -234,17 +252,22 @@ async def history_instance(request: Request) -> Response:
     loc = records.keys.location(resource_type, resource_id)
     if records.storage.latest(loc) is None:
         raise FhirError(404, "not-found", f"{resource_type}/{resource_id} does not exist")
-    return fhir_response(history_bundle(request, base_url(request), records, loc=loc))
+    return await _history_response(
+        request, history_bundle(request, base_url(request), records, loc=loc)
+    )
 
 
 async def history_type(request: Request) -> Response:
     check_format(request)
     records = _records(request)
-    return fhir_response(
-        history_bundle(request, base_url(request), records, kind=records.keys.kind(_type(request)))
+    kind = records.keys.kind(_type(request))
+    return await _history_response(
+        request, history_bundle(request, base_url(request), records, kind=kind)
     )
 
 
 async def history_system(request: Request) -> Response:
     check_format(request)
-    return fhir_response(history_bundle(request, base_url(request), _records(request)))
+    return await _history_response(
+        request, history_bundle(request, base_url(request), _records(request))
+    )

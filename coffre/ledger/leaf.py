@@ -8,7 +8,6 @@ Coffre's code and so that two different events never encode alike:
 
 from __future__ import annotations
 
-import hashlib
 import struct
 from dataclasses import dataclass
 from enum import IntEnum
@@ -40,10 +39,6 @@ class Leaf:
     version: int
     body_hash: bytes
     ts: int
-
-    @classmethod
-    def of_body(cls, kind: LeafKind, loc: bytes, version: int, body: bytes, ts: int) -> Leaf:
-        return cls(kind, loc, version, hashlib.sha256(body).digest(), ts)
 
     def encode(self) -> bytes:
         return _LAYOUT.pack(FORMAT, self.kind, self.loc, self.version, self.body_hash, self.ts)

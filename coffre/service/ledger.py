@@ -21,7 +21,7 @@ from coffre.exceptions import VaultStateError
 from coffre.ledger import Checkpoint, Note, VerifierKey, open_checkpoint, sign_checkpoint
 from coffre.ledger.errors import LedgerError
 from coffre.ledger.hashing import leaf_hash, node_hash
-from coffre.ledger.leaf import Leaf, LeafKind
+from coffre.ledger.leaf import Leaf
 from coffre.ledger.note import ALG_ED25519
 from coffre.ledger.proofs import subtree_from_nodes
 from coffre.storage.base import StorageReader, StorageTxn
@@ -34,10 +34,8 @@ class Ledger:
         self.verifier_key = VerifierKey(self.origin, ALG_ED25519, self._signer.public_key)
         self._memory = memory
 
-    def record_write(
-        self, txn: StorageTxn, kind: LeafKind, loc: bytes, version: int, sealed: bytes, ts: int
-    ) -> int:
-        return txn.append_leaf(Leaf.of_body(kind, loc, version, sealed, ts).encode())
+    def record(self, txn: StorageTxn, leaf: Leaf) -> int:
+        return txn.append_leaf(leaf.encode())
 
     def latest(self, reader: StorageReader) -> Checkpoint | None:
         """The newest checkpoint the storage holds, once its signature is checked."""

@@ -7,10 +7,11 @@ can gather many writes into one all-or-nothing commit.
 
 from __future__ import annotations
 
+import hashlib
 import struct
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -24,7 +25,7 @@ from coffre.fhir.compartment import patient_of
 from coffre.fhir.references import ID_PATTERN
 from coffre.fhir.validation import validate
 from coffre.fhir.values import whole_number
-from coffre.ledger.leaf import LeafKind
+from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.seal import Envelope, PurposeKeys, random_key
 from coffre.search import Criterion, index_entries, matches, query_keys
 from coffre.service.ledger import Ledger
@@ -52,6 +53,9 @@ class Stored:
     ts: int
     deleted: bool
     body: bytes = field(repr=False)
+    loc: bytes = field(repr=False, default=b"")
+    sealed_digest: bytes = field(repr=False, default=b"")
+    """SHA-256 of the sealed bytes, as the ledger's leaves commit to them."""
 
     @property
     def last_updated(self) -> str:
@@ -73,6 +77,20 @@ class Outcome:
     stored: Stored
     created: bool
     changed: bool = True
+
+
+def _stored(resource_type: str, resource_id: str, sealed: SealedVersion, body: bytes) -> Stored:
+    digest = hashlib.sha256(sealed.body).digest()
+    return Stored(
+        resource_type,
+        resource_id,
+        sealed.version,
+        sealed.ts,
+        sealed.deleted,
+        body,
+        sealed.loc,
+        digest,
+    )
 
 
 def new_id() -> str:
@@ -160,15 +178,13 @@ class RecordStore:
         key_of: KeySource | None = None,
     ) -> Stored:
         body = self._open(sealed, key_of or self.committed_key)
-        return Stored(resource_type, resource_id, sealed.version, sealed.ts, sealed.deleted, body)
+        return _stored(resource_type, resource_id, sealed, body)
 
     def _open_found(self, sealed: SealedVersion, key_of: KeySource | None = None) -> Stored:
         """Open a version found by token or history, where only the body says what it is."""
         body = self._open(sealed, key_of or self.committed_key)
         head = json.loads(body)
-        return Stored(
-            head["resourceType"], head["id"], sealed.version, sealed.ts, sealed.deleted, body
-        )
+        return _stored(head["resourceType"], head["id"], sealed, body)
 
     # -- reads ----------------------------------------------------------------------------
 
@@ -437,9 +453,17 @@ class Writer:
         kind = (
             LeafKind.DELETE if deleted else LeafKind.CREATE if current is None else LeafKind.UPDATE
         )
-        records.ledger.record_write(self.txn, kind, loc, version, sealed_body, ts)
-        stored = Stored(resource_type, resource_id, version, ts, deleted, body)
+        digest = hashlib.sha256(sealed_body).digest()
+        records.ledger.record(self.txn, Leaf(kind, loc, version, digest, ts))
+        stored = Stored(resource_type, resource_id, version, ts, deleted, body, loc, digest)
         return Outcome(stored, created=current is None or current.deleted)
+
+    def log_access(self, kind: LeafKind, accessed: Iterable[Stored]) -> None:
+        """A leaf for each version a read, search or history hands out."""
+        ts = _now_us()
+        for stored in accessed:
+            leaf = Leaf(kind, stored.loc, stored.version, stored.sealed_digest, ts)
+            self.records.ledger.record(self.txn, leaf)
 
     def _current_comp(self, loc: bytes) -> bytes | None:
         sealed = self.txn.latest(loc)

@@ -29,11 +29,6 @@ def test_different_leaves_never_encode_alike(first: Leaf, second: Leaf) -> None:
     assert (first.encode() == second.encode()) == (first == second)
 
 
-def test_the_body_hash_is_sha256_of_the_sealed_bytes() -> None:
-    leaf = Leaf.of_body(LeafKind.CREATE, bytes(32), 1, b"abc", 7)
-    assert leaf.body_hash.hex().startswith("ba7816bf")
-
-
 @pytest.mark.parametrize("data", [b"", bytes(81), b"\x02" + bytes(81), b"\x01\x63" + bytes(80)])
 def test_a_malformed_leaf_is_refused(data: bytes) -> None:
     with pytest.raises(LedgerError):

@@ -1,0 +1,87 @@
+"""Every read, search and history page is in the log before its answer leaves."""
+
+from __future__ import annotations
+
+import hashlib
+
+from starlette.testclient import TestClient
+
+from coffre.ledger.leaf import Leaf, LeafKind
+from coffre.service import RecordStore
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+def _leaves(records: RecordStore) -> list[Leaf]:
+    return [Leaf.decode(data) for data in records.storage.leaves(0, records.storage.leaf_count())]
+
+
+def _create(client: TestClient, family: str) -> str:
+    response = client.post(
+        "/fhir/Patient",
+        json={
+            "resourceType": "Patient",
+            "name": [{"family": family}],
+            "identifier": [{"system": "urn:t", "value": family}],
+        },
+        headers=FHIR_JSON,
+    )
+    assert response.status_code == 201
+    return str(response.json()["id"])
+
+
+def test_a_read_is_logged_with_what_it_handed_out(client: TestClient, records: RecordStore) -> None:
+    patient_id = _create(client, "Côté")
+    assert client.get(f"/fhir/Patient/{patient_id}").status_code == 200
+    leaf = _leaves(records)[-1]
+    loc = records.keys.location("Patient", patient_id)
+    sealed = records.storage.latest(loc)
+    assert sealed is not None
+    assert leaf == Leaf(LeafKind.READ, loc, 1, hashlib.sha256(sealed.body).digest(), leaf.ts)
+
+
+def test_a_search_logs_each_resource_it_returns(client: TestClient, records: RecordStore) -> None:
+    ids = [_create(client, name) for name in ("Roy", "Roy-Bédard", "Nadeau")]
+    before = records.storage.leaf_count()
+    bundle = client.get("/fhir/Patient?identifier=urn:t|Roy,urn:t|Nadeau").json()
+    assert bundle["total"] == 2
+    logged = _leaves(records)[before:]
+    assert [leaf.kind for leaf in logged] == [LeafKind.SEARCH, LeafKind.SEARCH]
+    expected = {records.keys.location("Patient", pid) for pid in (ids[0], ids[2])}
+    assert {leaf.loc for leaf in logged} == expected
+
+
+def test_a_history_page_logs_its_versions(client: TestClient, records: RecordStore) -> None:
+    patient_id = _create(client, "Gagné")
+    client.put(
+        f"/fhir/Patient/{patient_id}",
+        json={"resourceType": "Patient", "id": patient_id, "gender": "male"},
+        headers=FHIR_JSON,
+    )
+    before = records.storage.leaf_count()
+    assert client.get(f"/fhir/Patient/{patient_id}/_history").json()["total"] == 2
+    logged = _leaves(records)[before:]
+    assert sorted((leaf.kind, leaf.version) for leaf in logged) == [
+        (LeafKind.HISTORY, 1),
+        (LeafKind.HISTORY, 2),
+    ]
+
+
+def test_a_refused_read_logs_nothing_and_a_not_modified_hands_out_nothing(
+    client: TestClient, records: RecordStore
+) -> None:
+    patient_id = _create(client, "Lévesque")
+    before = records.storage.leaf_count()
+    assert client.get("/fhir/Patient/absent").status_code == 404
+    assert (
+        client.get(f"/fhir/Patient/{patient_id}", headers={"If-None-Match": 'W/"1"'}).status_code
+        == 304
+    )
+    assert records.storage.leaf_count() == before
+
+
+def test_the_checkpoint_covers_the_reads(client: TestClient, records: RecordStore) -> None:
+    patient_id = _create(client, "Poirier")
+    client.get(f"/fhir/Patient/{patient_id}")
+    checkpoint = records.ledger.latest(records.storage)
+    assert checkpoint is not None and checkpoint.size == records.storage.leaf_count()
