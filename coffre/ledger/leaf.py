@@ -3,7 +3,12 @@
 The encoding is fixed-width and versioned, so that any auditor can decode a leaf without
 Coffre's code and so that two different events never encode alike:
 
-    format (1) | kind (1) | location (32) | version (8) | SHA-256 of the sealed body (32) | time, µs (8)
+    format (1) | kind (1) | location (32) | version (8) | SHA-256 of the sealed body (32)
+    | time, µs (8) | gateway tag (16)
+
+The tag is a MAC under a key of the sovereign side: the host, which stores the leaves,
+cannot add one that the gateway would then sign into a checkpoint. Auditors treat it as
+opaque bytes of the leaf.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from coffre.ledger.errors import LedgerError
 
 FORMAT = 1
 _LAYOUT = struct.Struct(">BB32sQ32sQ")
-NO_LOCATION = bytes(32)
+TAG_BYTES = 16
+SIZE = _LAYOUT.size + TAG_BYTES
 
 
 class LeafKind(IntEnum):
@@ -41,14 +47,21 @@ class Leaf:
     ts: int
 
     def encode(self) -> bytes:
+        """The leaf's fields, without the tag (the part the tag authenticates)."""
         return _LAYOUT.pack(FORMAT, self.kind, self.loc, self.version, self.body_hash, self.ts)
 
     @classmethod
     def decode(cls, data: bytes) -> Leaf:
-        if len(data) != _LAYOUT.size or data[0] != FORMAT:
-            raise LedgerError(f"a leaf is {_LAYOUT.size} bytes of format {FORMAT}")
-        _, kind, loc, version, body_hash, ts = _LAYOUT.unpack(data)
+        """The fields of a stored leaf (fields and tag)."""
+        if len(data) != SIZE or data[0] != FORMAT:
+            raise LedgerError(f"a leaf is {SIZE} bytes of format {FORMAT}")
+        _, kind, loc, version, body_hash, ts = _LAYOUT.unpack(data[: _LAYOUT.size])
         try:
             return cls(LeafKind(kind), loc, version, body_hash, ts)
         except ValueError:
             raise LedgerError(f"a leaf names an unknown kind {kind}") from None
+
+
+def split_tag(data: bytes) -> tuple[bytes, bytes]:
+    """A stored leaf's fields and its tag."""
+    return data[:-TAG_BYTES], data[-TAG_BYTES:]

@@ -19,6 +19,7 @@ LOCATION_BYTES = 32
 COMPARTMENT_BYTES = 32
 KIND_BYTES = 16
 INDEX_BYTES = 16
+LEAF_TAG_BYTES = 16
 
 
 def random_key() -> bytes:
@@ -46,6 +47,7 @@ class PurposeKeys:
     compartment_key: bytes
     kind_key: bytes
     index_key: bytes
+    leaf_key: bytes
 
     @classmethod
     def derive(cls, root: bytes) -> PurposeKeys:
@@ -56,6 +58,7 @@ class PurposeKeys:
             compartment_key=_derive(root, "compartment"),
             kind_key=_derive(root, "kind"),
             index_key=_derive(root, "index"),
+            leaf_key=_derive(root, "leaf"),
         )
 
     def __repr__(self) -> str:
@@ -75,6 +78,10 @@ class PurposeKeys:
     def kind(self, resource_type: str) -> bytes:
         """A token per resource type, so that type-level history and search stay look-ups."""
         return _mac(self.kind_key, resource_type, KIND_BYTES)
+
+    def leaf_tag(self, fields: bytes) -> bytes:
+        """The gateway's tag on a log leaf: proof that this side wrote it."""
+        return hmac.digest(self.leaf_key, fields, "sha256")[:LEAF_TAG_BYTES]
 
     def index(self, resource_type: str, parameter: str, value: str) -> bytes:
         """A blind search token for a normalised value of a search parameter."""

@@ -13,6 +13,7 @@ whose log is shorter than it, or whose checkpoint at that size differs.
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Callable
 from pathlib import Path
 
@@ -21,21 +22,24 @@ from coffre.exceptions import VaultStateError
 from coffre.ledger import Checkpoint, Note, VerifierKey, open_checkpoint, sign_checkpoint
 from coffre.ledger.errors import LedgerError
 from coffre.ledger.hashing import leaf_hash, node_hash
-from coffre.ledger.leaf import Leaf
+from coffre.ledger.leaf import Leaf, split_tag
 from coffre.ledger.note import ALG_ED25519
 from coffre.ledger.proofs import subtree_from_nodes
+from coffre.seal import PurposeKeys
 from coffre.storage.base import StorageReader, StorageTxn
 
 
 class Ledger:
-    def __init__(self, custodian: KeyCustodian, memory: Path | None) -> None:
+    def __init__(self, custodian: KeyCustodian, keys: PurposeKeys, memory: Path | None) -> None:
+        self._keys = keys
         self._signer = custodian.log_signer()
         self.origin = custodian.log_origin()
         self.verifier_key = VerifierKey(self.origin, ALG_ED25519, self._signer.public_key)
         self._memory = memory
 
     def record(self, txn: StorageTxn, leaf: Leaf) -> int:
-        return txn.append_leaf(leaf.encode())
+        fields = leaf.encode()
+        return txn.append_leaf(fields + self._keys.leaf_tag(fields))
 
     def latest(self, reader: StorageReader) -> Checkpoint | None:
         """The newest checkpoint the storage holds, once its signature is checked."""
@@ -57,6 +61,11 @@ class Ledger:
             return found
 
         for index, data in enumerate(txn.leaves(start, end), start):
+            fields, tag = split_tag(data)
+            if not hmac.compare_digest(tag, self._keys.leaf_tag(fields)):
+                raise LedgerError(
+                    f"leaf {index} was not written by this gateway: refusing to sign it"
+                )
             _add_leaf(fresh, node, index, leaf_hash(data))
         txn.put_nodes((level, index, h) for (level, index), h in fresh.items())
         root = subtree_from_nodes(node)(0, end)

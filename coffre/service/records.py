@@ -133,9 +133,9 @@ class RecordStore:
     ) -> None:
         """``checkpoint_memory``: the sovereign side's file of the last checkpoint signed."""
         self.storage = storage
-        self.ledger = Ledger(custodian, checkpoint_memory)
-        self.ledger.check_not_rolled_back(storage)
         self.keys = PurposeKeys.derive(custodian.root_secret())
+        self.ledger = Ledger(custodian, self.keys, checkpoint_memory)
+        self.ledger.check_not_rolled_back(storage)
         self._custodian = custodian
         self._envelope = envelope
         self._data_keys: dict[bytes, bytes] = {}

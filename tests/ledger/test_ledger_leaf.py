@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coffre.ledger.errors import LedgerError
-from coffre.ledger.leaf import Leaf, LeafKind
+from coffre.ledger.leaf import TAG_BYTES, Leaf, LeafKind, split_tag
 
 leaves = st.builds(
     Leaf,
@@ -19,9 +19,10 @@ leaves = st.builds(
 )
 
 
-@given(leaf=leaves)
-def test_a_leaf_decodes_to_itself(leaf: Leaf) -> None:
-    assert Leaf.decode(leaf.encode()) == leaf
+@given(leaf=leaves, tag=st.binary(min_size=TAG_BYTES, max_size=TAG_BYTES))
+def test_a_stored_leaf_decodes_to_itself_and_splits_off_its_tag(leaf: Leaf, tag: bytes) -> None:
+    assert Leaf.decode(leaf.encode() + tag) == leaf
+    assert split_tag(leaf.encode() + tag) == (leaf.encode(), tag)
 
 
 @given(first=leaves, second=leaves)
@@ -29,7 +30,9 @@ def test_different_leaves_never_encode_alike(first: Leaf, second: Leaf) -> None:
     assert (first.encode() == second.encode()) == (first == second)
 
 
-@pytest.mark.parametrize("data", [b"", bytes(81), b"\x02" + bytes(81), b"\x01\x63" + bytes(80)])
+@pytest.mark.parametrize(
+    "data", [b"", bytes(97), b"\x02" + bytes(97), b"\x01\x63" + bytes(96), b"\x01\x01" + bytes(80)]
+)
 def test_a_malformed_leaf_is_refused(data: bytes) -> None:
     with pytest.raises(LedgerError):
         Leaf.decode(data)

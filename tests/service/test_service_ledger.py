@@ -10,6 +10,7 @@ import pytest
 
 from coffre.exceptions import VaultStateError
 from coffre.ledger import (
+    LedgerError,
     SignatureError,
     inclusion_proof,
     open_checkpoint,
@@ -100,3 +101,21 @@ def test_a_forged_checkpoint_in_the_storage_is_refused(vault: Vault, records: Re
     db.commit()
     with pytest.raises(SignatureError):
         vault.open()
+
+
+def test_a_leaf_the_host_adds_is_never_signed(vault: Vault, records: RecordStore) -> None:
+    _write_some(records, 1)
+    forged = Leaf(LeafKind.UPDATE, records.keys.location("Patient", "p0"), 9, bytes(32), 1).encode()
+    db = sqlite3.connect(vault.storage_path)
+    db.execute(
+        "INSERT INTO leaves (idx, data) VALUES (?, ?)",
+        (records.storage.leaf_count(), forged + bytes(16)),
+    )
+    db.commit()
+    size_before = records.ledger.latest(records.storage).size  # type: ignore[union-attr]
+    with (
+        pytest.raises(LedgerError, match="not written by this gateway"),
+        records.writer() as writer,
+    ):
+        writer.update("Patient", "p9", {"resourceType": "Patient", "id": "p9"})
+    assert records.ledger.latest(records.storage).size == size_before  # type: ignore[union-attr]
