@@ -18,8 +18,8 @@ ALLOWED = {
     "search": {"fhir"},
     "synth": {"fhir"},
     "service": {"fhir", "seal", "custody", "storage", "search", "ledger"},
-    "api": {"fhir", "service", "search", "storage"},
-    "cli": {"fhir", "service", "api", "synth", "storage"},
+    "api": {"fhir", "service", "search", "storage", "ledger"},
+    "cli": {"fhir", "service", "api", "synth", "storage", "ledger"},
 }
 BASE = {"exceptions", "config", ""}
 
