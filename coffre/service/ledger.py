@@ -22,7 +22,7 @@ from coffre.exceptions import VaultStateError
 from coffre.ledger import Checkpoint, Note, VerifierKey, open_checkpoint, sign_checkpoint
 from coffre.ledger.errors import LedgerError
 from coffre.ledger.hashing import leaf_hash, node_hash
-from coffre.ledger.leaf import Leaf, split_tag
+from coffre.ledger.leaf import Leaf, LeafKind, split_tag
 from coffre.ledger.note import ALG_ED25519
 from coffre.ledger.proofs import subtree_from_nodes
 from coffre.seal import PurposeKeys
@@ -110,3 +110,37 @@ def _add_leaf(
         current = node_hash(node(level, position - 1), current)
         level, position = level + 1, position >> 1
         fresh[(level, position)] = current
+
+
+WRITES = frozenset({LeafKind.CREATE, LeafKind.UPDATE, LeafKind.DELETE})
+
+
+class LatestWrites:
+    """The gateway's own knowledge, from its log, of each record's latest write.
+
+    Every read checks the version the storage hands back against it, so that a host that
+    puts back an older version, or drops a record, is caught at the next read. It is
+    rebuilt from the log when a vault opens and follows the log's new leaves after that;
+    only leaves that carry this side's tag are believed.
+    """
+
+    def __init__(self, keys: PurposeKeys) -> None:
+        self._keys = keys
+        self._latest: dict[bytes, tuple[int, bytes]] = {}
+        self._known = 0
+
+    def catch_up(self, reader: StorageReader) -> None:
+        count = reader.leaf_count()
+        if count <= self._known:
+            return
+        for index, data in enumerate(reader.leaves(self._known, count), self._known):
+            fields, tag = split_tag(data)
+            if not hmac.compare_digest(tag, self._keys.leaf_tag(fields)):
+                raise LedgerError(f"leaf {index} was not written by this gateway")
+            leaf = Leaf.decode(data)
+            if leaf.kind in WRITES:
+                self._latest[leaf.loc] = (leaf.version, leaf.body_hash)
+        self._known = count
+
+    def expected(self, loc: bytes) -> tuple[int, bytes] | None:
+        return self._latest.get(loc)

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from coffre.custody import KeyCustodian, WrappedKey
-from coffre.exceptions import FhirError
+from coffre.exceptions import FhirError, SealError
 from coffre.fhir import json
 from coffre.fhir.compartment import patient_of
 from coffre.fhir.references import ID_PATTERN
@@ -28,7 +28,7 @@ from coffre.fhir.values import whole_number
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.seal import Envelope, PurposeKeys, random_key
 from coffre.search import Criterion, index_entries, matches, query_keys
-from coffre.service.ledger import Ledger
+from coffre.service.ledger import LatestWrites, Ledger
 from coffre.storage.base import HistoryQuery, SealedVersion, Storage, StorageReader, StorageTxn
 
 KeySource = Callable[[bytes], bytes | None]
@@ -136,6 +136,8 @@ class RecordStore:
         self.keys = PurposeKeys.derive(custodian.root_secret())
         self.ledger = Ledger(custodian, self.keys, checkpoint_memory)
         self.ledger.check_not_rolled_back(storage)
+        self.latest_writes = LatestWrites(self.keys)
+        self.latest_writes.catch_up(storage)
         self._custodian = custodian
         self._envelope = envelope
         self._data_keys: dict[bytes, bytes] = {}
@@ -188,9 +190,25 @@ class RecordStore:
 
     # -- reads ----------------------------------------------------------------------------
 
+    def checked_latest(self, loc: bytes) -> SealedVersion | None:
+        """The storage's latest version of a record, once the log confirms it is the latest.
+
+        A write committed between the look-up and the check is looked up once more
+        before the record is declared tampered with.
+        """
+        for _ in range(2):
+            sealed = self.storage.latest(loc)
+            self.latest_writes.catch_up(self.storage)
+            found = (
+                None if sealed is None else (sealed.version, hashlib.sha256(sealed.body).digest())
+            )
+            if found == self.latest_writes.expected(loc):
+                return sealed
+        raise SealError()
+
     def read(self, resource_type: str, resource_id: str) -> Stored:
         check_id(resource_type, resource_id)
-        sealed = self.storage.latest(self.keys.location(resource_type, resource_id))
+        sealed = self.checked_latest(self.keys.location(resource_type, resource_id))
         if sealed is None:
             raise FhirError(404, "not-found", f"{resource_type}/{resource_id} does not exist")
         stored = self.open(resource_type, resource_id, sealed)
@@ -244,7 +262,7 @@ class RecordStore:
             )
         results = []
         for loc in sorted(candidates):
-            sealed = reader.latest(loc)
+            sealed = self.checked_latest(loc) if reader is self.storage else reader.latest(loc)
             if sealed is None or sealed.deleted:
                 continue
             stored = self._open_found(sealed, key_of)

@@ -8,7 +8,7 @@ import sqlite3
 
 import pytest
 
-from coffre.exceptions import VaultStateError
+from coffre.exceptions import SealError, VaultStateError
 from coffre.ledger import (
     LedgerError,
     SignatureError,
@@ -19,6 +19,7 @@ from coffre.ledger import (
 )
 from coffre.ledger.hashing import leaf_hash, merkle_root
 from coffre.ledger.leaf import Leaf, LeafKind
+from coffre.search import parse_criteria
 from coffre.service import RecordStore, Vault
 
 
@@ -119,3 +120,71 @@ def test_a_leaf_the_host_adds_is_never_signed(vault: Vault, records: RecordStore
     ):
         writer.update("Patient", "p9", {"resourceType": "Patient", "id": "p9"})
     assert records.ledger.latest(records.storage).size == size_before  # type: ignore[union-attr]
+
+
+def _put_back_version_one(vault: Vault, records: RecordStore, patient_id: str) -> None:
+    loc = records.keys.location("Patient", patient_id)
+    db = sqlite3.connect(vault.storage_path)
+    db.execute("DELETE FROM versions WHERE loc = ? AND version > 1", (loc,))
+    db.execute("UPDATE current SET version = 1 WHERE loc = ?", (loc,))
+    db.commit()
+
+
+def test_an_older_version_put_back_is_caught_by_the_next_read(
+    vault: Vault, records: RecordStore
+) -> None:
+    _write_some(records, 3)  # p0 has two versions
+    _put_back_version_one(vault, records, "p0")
+    with pytest.raises(SealError):
+        records.read("Patient", "p0")
+    assert records.read("Patient", "p2").version == 1  # the others are still served
+
+
+def test_a_record_the_host_drops_is_caught_not_answered_404(
+    vault: Vault, records: RecordStore
+) -> None:
+    _write_some(records, 3)
+    loc = records.keys.location("Patient", "p2")
+    db = sqlite3.connect(vault.storage_path)
+    db.execute("DELETE FROM versions WHERE loc = ?", (loc,))
+    db.commit()
+    with pytest.raises(SealError):
+        records.read("Patient", "p2")
+
+
+def test_a_rollback_is_caught_by_a_gateway_started_afterwards(
+    vault: Vault, records: RecordStore
+) -> None:
+    _write_some(records, 2)
+    records.storage.close()
+    reopened = vault.open()
+    _put_back_version_one(vault, reopened, "p0")
+    with pytest.raises(SealError):
+        vault.open().read("Patient", "p0")
+
+
+def test_a_search_does_not_return_a_version_put_back(vault: Vault, records: RecordStore) -> None:
+    with records.writer() as writer:
+        writer.update(
+            "Patient",
+            "s1",
+            {
+                "resourceType": "Patient",
+                "id": "s1",
+                "identifier": [{"system": "urn:s", "value": "1"}],
+            },
+        )
+    with records.writer() as writer:
+        writer.update(
+            "Patient",
+            "s1",
+            {
+                "resourceType": "Patient",
+                "id": "s1",
+                "identifier": [{"system": "urn:s", "value": "1"}],
+                "gender": "male",
+            },
+        )
+    _put_back_version_one(vault, records, "s1")
+    with pytest.raises(SealError):
+        records.find("Patient", parse_criteria("identifier=urn:s|1"))
