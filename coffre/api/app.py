@@ -12,9 +12,11 @@ from starlette.routing import Mount, Route
 
 from coffre.api import routes
 from coffre.api.capability import capability_statement
+from coffre.api.ledger import ledger_routes
 from coffre.api.negotiation import check_format
 from coffre.api.responses import fhir_response, outcome_response
 from coffre.exceptions import FhirError, SealError, StorageError
+from coffre.ledger import LedgerError
 from coffre.service import RecordStore
 from coffre.service.commits import GroupCommitter
 
@@ -45,7 +47,7 @@ async def _http_error(request: Request, error: Exception) -> Response:
         message = f"{request.method} is not an interaction this URL supports"
         return outcome_response(FhirError(405, "not-supported", message))
     return outcome_response(
-        FhirError(error.status_code, "not-found", f"no FHIR endpoint at {request.url.path}")
+        FhirError(error.status_code, "not-found", f"no endpoint at {request.url.path}")
     )
 
 
@@ -93,11 +95,12 @@ def _fhir_routes() -> list[Route]:
 
 def create_app(records: RecordStore, *, max_body_bytes: int = 64 * 1024 * 1024) -> Starlette:
     app = Starlette(
-        routes=[Mount(BASE_PATH, routes=_fhir_routes())],
+        routes=[Mount(BASE_PATH, routes=_fhir_routes()), Mount("/ledger", routes=ledger_routes())],
         exception_handlers={
             FhirError: _fhir_error,
             HTTPException: _http_error,
             SealError: _seal_error,
+            LedgerError: _seal_error,
             StorageError: _storage_error,
             Exception: _unexpected,
         },

@@ -20,6 +20,7 @@ from rich.progress import (
 )
 
 from coffre import config
+from coffre.cli import audit
 from coffre.cli.importer import Importer
 from coffre.cli.sources import files_under
 from coffre.exceptions import CoffreError
@@ -178,6 +179,10 @@ def import_(
     )
     if report.failures:
         raise typer.Exit(code=1)
+
+
+app.command("audit")(audit.audit)
+app.command("ledger-key")(audit.ledger_key)
 
 
 def main() -> None:

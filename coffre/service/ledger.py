@@ -25,6 +25,7 @@ from coffre.ledger.hashing import leaf_hash, node_hash
 from coffre.ledger.leaf import Leaf, LeafKind, split_tag
 from coffre.ledger.note import ALG_ED25519
 from coffre.ledger.proofs import subtree_from_nodes
+from coffre.ledger.tree import root_of
 from coffre.seal import PurposeKeys
 from coffre.storage.base import StorageReader, StorageTxn
 
@@ -87,13 +88,16 @@ class Ledger:
         temporary.replace(self._memory)
 
     def check_not_rolled_back(self, reader: StorageReader) -> None:
-        """Refuse a storage older than the last checkpoint this side signed."""
+        """Refuse a storage older than the last checkpoint this side signed, or whose leaves
+        up to it no longer hash to its root (altered, reordered, dropped)."""
         if self._memory is None or not self._memory.exists():
             return
         remembered = open_checkpoint(self._memory.read_text(), self.verifier_key)
         held = reader.checkpoint_at(remembered.size)
         stored = None if held is None else open_checkpoint(held, self.verifier_key)
-        if stored != remembered or reader.leaf_count() < remembered.size:
+        leaves = reader.leaves(0, remembered.size)
+        recomputed = root_of([leaf_hash(data) for data in leaves])
+        if stored != remembered or len(leaves) < remembered.size or recomputed != remembered.root:
             raise VaultStateError(
                 f"the storage does not hold the log this side last signed (size {remembered.size}):"
                 " it was rolled back or replaced; refusing to serve it"

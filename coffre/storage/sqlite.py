@@ -102,7 +102,7 @@ class _Reader:
         ).fetchall()
         if [row[0] for row in rows] != list(range(start, start + len(rows))):
             raise StorageError(f"the log has a gap between leaves {start} and {end}")
-        return [row[1] for row in rows]
+        return [bytes(row[1]) for row in rows]
 
     def node(self, level: int, index: int) -> bytes | None:
         row = self._db.execute(

@@ -1,0 +1,154 @@
+"""What an auditor reads of the log, under ``/ledger``: the signed checkpoint, proofs, leaves.
+
+Like Tessera's read API, everything here is either the newest signed statement (the
+checkpoint, ``no-cache``) or follows from one and never changes (full pages of leaves,
+``immutable``). Proofs are computed from the perfect subtrees the integrator stored and
+go no further than the latest checkpoint: a client never gets a proof for a tree size
+the log has not signed.
+
+Errors are OperationOutcomes, like everywhere else in the API: a request Coffre refuses
+gets 400, a log the storage cannot prove from gets 500 (and a log line).
+"""
+
+from __future__ import annotations
+
+import base64
+import logging
+import re
+from collections.abc import Callable
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route
+
+from coffre.exceptions import FhirError
+from coffre.ledger import (
+    Checkpoint,
+    LedgerError,
+    consistency_proof,
+    inclusion_proof,
+    subtree_from_nodes,
+)
+from coffre.ledger.proofs import SubtreeHash
+from coffre.service import RecordStore
+
+MAX_LEAVES = 1000
+"""The most leaves one ``/ledger/leaves`` answer carries."""
+IMMUTABLE = "public, max-age=31536000, immutable"
+_WHOLE = re.compile(r"[0-9]{1,20}", re.ASCII)
+log = logging.getLogger("coffre.api.ledger")
+
+
+def _records(request: Request) -> RecordStore:
+    records: RecordStore = request.app.state.records
+    return records
+
+
+def _whole(request: Request, name: str, default: int | None = None) -> int:
+    """A query parameter that must be a whole number, given once."""
+    values = request.query_params.getlist(name)
+    if not values and default is not None:
+        return default
+    if len(values) != 1:
+        raise FhirError(400, "required", f"give {name} once, as a whole number")
+    if not _WHOLE.fullmatch(values[0]):
+        raise FhirError(400, "value", f"{name} is a whole number, not {values[0][:40]!r}")
+    return int(values[0])
+
+
+def _signed_size(records: RecordStore) -> int:
+    """The size of the latest checkpoint, 0 when the log has none yet."""
+    try:
+        checkpoint: Checkpoint | None = records.ledger.latest(records.storage)
+    except LedgerError as error:
+        raise _unprovable(error) from None
+    return 0 if checkpoint is None else checkpoint.size
+
+
+def _unprovable(error: LedgerError) -> FhirError:
+    log.error("the log in storage cannot serve a proof: %s", error)
+    return FhirError(500, "exception", f"the log in storage is damaged: {error}")
+
+
+def _proof(records: RecordStore, prove: Callable[[SubtreeHash], list[bytes]]) -> list[str]:
+    """A proof computed from the stored perfect subtrees, as base64 hashes."""
+
+    def node(level: int, index: int) -> bytes:
+        found = records.storage.node(level, index)
+        if found is None:
+            raise LedgerError(f"the tree lacks its node ({level}, {index})")
+        return found
+
+    try:
+        hashes = prove(subtree_from_nodes(node))
+    except LedgerError as error:
+        raise _unprovable(error) from None
+    return [_b64(h) for h in hashes]
+
+
+async def checkpoint(request: Request) -> Response:
+    """The latest checkpoint as the storage holds it, signature lines and all."""
+    note = _records(request).storage.latest_checkpoint()
+    if note is None:
+        raise FhirError(404, "not-found", "the log has no checkpoint yet: nothing was written")
+    return PlainTextResponse(note, headers={"Cache-Control": "no-cache"})
+
+
+async def verifier_key(request: Request) -> Response:
+    """The log's verifier key. An auditor takes it from the vault's owner, not from here."""
+    return PlainTextResponse(f"{_records(request).ledger.verifier_key}\n")
+
+
+async def inclusion(request: Request) -> Response:
+    index, size = _whole(request, "index"), _whole(request, "size")
+    records = _records(request)
+    signed = _signed_size(records)
+    if size > signed:
+        raise FhirError(400, "value", f"size {size} is beyond the latest checkpoint ({signed})")
+    if index >= size:
+        raise FhirError(400, "value", f"no leaf {index} in a tree of size {size}")
+    proof = _proof(records, lambda subtree: inclusion_proof(index, size, subtree))
+    return JSONResponse({"index": index, "size": size, "proof": proof})
+
+
+async def consistency(request: Request) -> Response:
+    old, new = _whole(request, "old"), _whole(request, "new")
+    records = _records(request)
+    signed = _signed_size(records)
+    if new > signed:
+        raise FhirError(400, "value", f"new {new} is beyond the latest checkpoint ({signed})")
+    if old > new:
+        raise FhirError(400, "value", f"old {old} is larger than new {new}")
+    proof = _proof(records, lambda subtree: consistency_proof(old, new, subtree))
+    return JSONResponse({"old": old, "new": new, "proof": proof})
+
+
+async def leaves(request: Request) -> Response:
+    """Leaves ``[start, start + count)`` of the signed tree; fewer at its end."""
+    start, count = _whole(request, "start"), _whole(request, "count", MAX_LEAVES)
+    if count == 0:
+        raise FhirError(400, "value", "count is at least 1")
+    count = min(count, MAX_LEAVES)
+    records = _records(request)
+    signed = _signed_size(records)
+    end = min(start + count, signed)
+    data = records.storage.leaves(start, end) if start < end else []
+    complete = len(data) == count
+    return JSONResponse(
+        {"start": start, "leaves": [_b64(leaf) for leaf in data]},
+        headers={"Cache-Control": IMMUTABLE if complete else "no-cache"},
+    )
+
+
+def ledger_routes() -> list[Route]:
+    return [
+        Route("/checkpoint", checkpoint, methods=["GET"]),
+        Route("/key", verifier_key, methods=["GET"]),
+        Route("/proof/inclusion", inclusion, methods=["GET"]),
+        Route("/proof/consistency", consistency, methods=["GET"]),
+        Route("/leaves", leaves, methods=["GET"]),
+    ]
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()

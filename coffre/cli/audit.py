@@ -1,0 +1,328 @@
+"""``coffre audit``: an auditor's check of a running Coffre's log, over HTTP.
+
+The auditor holds two things the host cannot forge: the log's verifier key, given by the
+vault's owner (``coffre ledger-key``), and the last checkpoint it accepted, in its own
+state file. Each run fetches the newest checkpoint and checks, in order:
+
+1. its signature, with the verifier key: otherwise **bad signature**;
+2. that it is not smaller than the accepted one: otherwise **shrunk log**;
+3. a consistency proof from the accepted checkpoint to it (RFC 9162 §2.1.4.2): otherwise
+   **inconsistent** (the log rewrote what it had signed, or shows another history);
+4. with ``--full``, every leaf: their root must be the signed one (**root mismatch**)
+   and each must decode as a leaf (**malformed leaf**).
+
+A violation is backed by something the log signed, so the verdict does not depend on
+trusting the network. Exit status: 0 when every check holds (the new checkpoint is then
+saved to the state file), 1 on a violation, 2 when no verdict could be reached (the
+server is unreachable, answers with an error, or with something that is not a proof).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from coffre import config
+from coffre.exceptions import CoffreError
+from coffre.ledger import (
+    Checkpoint,
+    CompactRange,
+    LedgerError,
+    VerifierKey,
+    leaf_hash,
+    open_checkpoint,
+    verify_consistency,
+)
+from coffre.ledger.leaf import Leaf
+from coffre.service import Vault
+
+if TYPE_CHECKING:
+    import httpx
+
+EXIT_VIOLATION, EXIT_NO_VERDICT = 1, 2
+PAGE = 1000
+"""Leaves asked for at a time: the most ``/ledger/leaves`` answers with."""
+MALFORMED_SHOWN = 10
+TIMEOUT_SECONDS = 30.0
+
+out = Console(soft_wrap=True, highlight=False)
+
+
+class NoVerdict(CoffreError):
+    """No verdict: the server answered with an error, or with something that is no proof."""
+
+
+@dataclass(frozen=True, slots=True)
+class Violation:
+    """Something the log signed or served that contradicts what it signed before."""
+
+    kind: str
+    detail: str
+
+
+@dataclass
+class Report:
+    """What one audit found: the checks that held, the violations, the new checkpoint."""
+
+    note: str | None = None
+    checkpoint: Checkpoint | None = None
+    held: list[str] = field(default_factory=list)
+    violations: list[Violation] = field(default_factory=list)
+
+    @property
+    def consistent(self) -> bool:
+        return self.checkpoint is not None and not self.violations
+
+    def violate(self, kind: str, detail: str) -> None:
+        self.violations.append(Violation(kind, detail))
+
+
+def audit_log(
+    client: httpx.Client, key: VerifierKey, accepted: Checkpoint | None, full: bool = False
+) -> Report:
+    """Audit the log that ``client`` (based at the server's root) serves.
+
+    Raises ``NoVerdict`` when the server gives no usable answer, and lets httpx's
+    transport errors through.
+    """
+    report = Report()
+    note = _get(client, "/ledger/checkpoint").text
+    try:
+        checkpoint = open_checkpoint(note, key)
+    except LedgerError as error:
+        report.violate("bad signature", f"the checkpoint served is not signed by {key}: {error}")
+        return report
+    report.note, report.checkpoint = note, checkpoint
+    report.held.append(
+        f"checkpoint signed by {key.name}: size {checkpoint.size}, root {_b64(checkpoint.root)}"
+    )
+    if accepted is None:
+        report.held.append("no checkpoint accepted before: this one becomes the reference")
+    elif checkpoint.size < accepted.size:
+        report.violate(
+            "shrunk log",
+            f"the log now signs size {checkpoint.size}, below the size {accepted.size}"
+            " it signed before",
+        )
+    else:
+        _check_consistency(client, accepted, checkpoint, report)
+    if full:
+        _check_leaves(client, checkpoint, report)
+    return report
+
+
+def _check_consistency(
+    client: httpx.Client, accepted: Checkpoint, checkpoint: Checkpoint, report: Report
+) -> None:
+    answer = _json(
+        _get(
+            client,
+            "/ledger/proof/consistency",
+            {"old": accepted.size, "new": checkpoint.size},
+        )
+    )
+    proof = _base64_list(answer.get("proof"), "proof", size=32)
+    try:
+        verify_consistency(accepted.size, checkpoint.size, proof, accepted.root, checkpoint.root)
+    except LedgerError as error:
+        report.violate(
+            "inconsistent",
+            f"the checkpoint of size {checkpoint.size} is inconsistent with the checkpoint"
+            f" of size {accepted.size} accepted before: {error}",
+        )
+        return
+    report.held.append(f"consistent with the checkpoint of size {accepted.size} accepted before")
+
+
+def _check_leaves(client: httpx.Client, checkpoint: Checkpoint, report: Report) -> None:
+    """Fetch every leaf the checkpoint covers, fold them into its root, decode each."""
+    tree = CompactRange()
+    malformed: list[str] = []
+    while tree.size < checkpoint.size:
+        start, asked = tree.size, min(PAGE, checkpoint.size - tree.size)
+        answer = _json(_get(client, "/ledger/leaves", {"start": start, "count": asked}))
+        page = _base64_list(answer.get("leaves"), "leaves")
+        if answer.get("start") != start or len(page) > asked:
+            raise NoVerdict(f"/ledger/leaves answered another range than {start}+{asked}")
+        if not page:
+            report.violate(
+                "missing leaves",
+                f"the log serves {start} leaves where its checkpoint covers {checkpoint.size}",
+            )
+            return
+        for index, data in enumerate(page, start):
+            tree.append(leaf_hash(data))
+            try:
+                Leaf.decode(data)
+            except LedgerError as error:
+                malformed.append(f"malformed leaf at index {index}: {error}")
+    root = tree.root()
+    if root != checkpoint.root:
+        report.violate(
+            "root mismatch",
+            f"the {checkpoint.size} leaves served recompute to root {_b64(root)},"
+            f" not the signed {_b64(checkpoint.root)}",
+        )
+    else:
+        report.held.append(f"the {checkpoint.size} leaves recompute to the signed root")
+    for detail in malformed[:MALFORMED_SHOWN]:
+        report.violate("malformed leaf", detail)
+    if len(malformed) > MALFORMED_SHOWN:
+        report.violate("malformed leaf", f"... and {len(malformed) - MALFORMED_SHOWN} more")
+    if not malformed:
+        report.held.append("every leaf decodes")
+
+
+def _get(client: httpx.Client, path: str, params: dict[str, int] | None = None) -> httpx.Response:
+    response = client.get(path, params=params)
+    if response.status_code != 200:
+        raise NoVerdict(f"GET {path} answered HTTP {response.status_code}{_diagnostics(response)}")
+    return response
+
+
+def _diagnostics(response: httpx.Response) -> str:
+    """What an OperationOutcome says, if the error is one."""
+    try:
+        issue = response.json()["issue"][0]["diagnostics"]
+    except (ValueError, LookupError, TypeError):
+        return ""
+    return f": {issue}" if isinstance(issue, str) else ""
+
+
+def _json(response: httpx.Response) -> dict[str, Any]:
+    try:
+        answer = response.json()
+    except ValueError:
+        raise NoVerdict(f"{response.url.path} answered something other than JSON") from None
+    if not isinstance(answer, dict):
+        raise NoVerdict(f"{response.url.path} answered something other than a JSON object")
+    return answer
+
+
+def _base64_list(value: Any, what: str, size: int | None = None) -> list[bytes]:
+    """A JSON list of base64 strings, each of ``size`` bytes when given."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise NoVerdict(f"the answer's {what} is not a list of base64 strings")
+    try:
+        decoded = [base64.b64decode(item, validate=True) for item in value]
+    except (binascii.Error, ValueError):
+        raise NoVerdict(f"the answer's {what} is not a list of base64 strings") from None
+    if size is not None and any(len(item) != size for item in decoded):
+        raise NoVerdict(f"the answer's {what} holds hashes of other than {size} bytes")
+    return decoded
+
+
+def _b64(data: bytes) -> str:
+    return base64.b64encode(data).decode()
+
+
+# -- the commands ------------------------------------------------------------------------
+
+
+def _stop(message: str) -> typer.Exit:
+    out.print(f"[bold yellow]NO VERDICT[/bold yellow]: {escape(message)}; state left unchanged")
+    return typer.Exit(code=EXIT_NO_VERDICT)
+
+
+def _load_state(state: Path, key: VerifierKey) -> Checkpoint | None:
+    if not state.exists():
+        return None
+    try:
+        return open_checkpoint(state.read_text(), key)
+    except (LedgerError, OSError, UnicodeError) as error:
+        raise _stop(f"{state} holds no checkpoint signed by {key.name}: {error}") from None
+
+
+def _save_state(state: Path, note: str) -> None:
+    """Replace the state file atomically, so that a crash leaves the old one or the new."""
+    state.parent.mkdir(parents=True, exist_ok=True)
+    temporary = state.with_name(state.name + ".tmp")
+    temporary.write_text(note)
+    temporary.replace(state)
+
+
+def _print(report: Report) -> None:
+    for line in report.held:
+        out.print(f"[green]✓[/green] {escape(line)}")
+    for violation in report.violations:
+        out.print(f"[red]✗ {escape(violation.kind)}[/red]: {escape(violation.detail)}")
+
+
+def audit(
+    url: Annotated[
+        str, typer.Argument(help="The server's root URL, e.g. http://127.0.0.1:8080 (no /fhir).")
+    ],
+    key: Annotated[
+        str,
+        typer.Option("--key", help="The log's verifier key, from its owner (coffre ledger-key)."),
+    ],
+    state: Annotated[
+        Path,
+        typer.Option(
+            "--state",
+            help="The auditor's file: the last checkpoint it accepted, kept between runs.",
+        ),
+    ],
+    full: Annotated[
+        bool, typer.Option("--full", help="Also fetch every leaf, recompute the root, decode each.")
+    ] = False,
+) -> None:
+    """Check that a running Coffre's log is signed, append-only, and (--full) matches its leaves.
+
+    Exit 0: consistent (--state updated); 1: a violation; 2: no verdict (server unreachable).
+    """
+    import httpx  # only auditors need it
+
+    try:
+        verifier = VerifierKey.parse(key.strip())
+    except LedgerError as error:
+        raise _stop(f"--key is not a verifier key: {error}") from None
+    accepted = _load_state(state, verifier)
+    try:
+        with httpx.Client(base_url=url, timeout=TIMEOUT_SECONDS) as client:
+            report = audit_log(client, verifier, accepted, full)
+    except httpx.HTTPError as error:
+        raise _stop(f"server unreachable at {url}: {error}") from None
+    except NoVerdict as error:
+        raise _stop(f"no verdict for {url}: {error}") from None
+    _print(report)
+    if report.violations or report.note is None or report.checkpoint is None:
+        kinds = sorted({violation.kind for violation in report.violations})
+        out.print(
+            f"[bold red]VIOLATION[/bold red] ({escape(', '.join(kinds))}): the log at"
+            f" {escape(url)} breaks its promises; state left unchanged"
+        )
+        raise typer.Exit(code=EXIT_VIOLATION)
+    _save_state(state, report.note)
+    out.print(
+        f"[bold green]CONSISTENT[/bold green]: the log at {escape(url)} holds at size"
+        f" {report.checkpoint.size}; saved to {escape(str(state))}"
+    )
+
+
+def ledger_key(
+    vault: Annotated[
+        Path, typer.Option("--vault", envvar=config.VAULT.env, help=config.VAULT.help)
+    ] = Path(config.VAULT.default),
+    keyring: Annotated[
+        Path | None,
+        typer.Option("--keyring", envvar=config.KEYRING.env, help=config.KEYRING.help),
+    ] = None,
+) -> None:
+    """Print the verifier key of a vault's log: what its auditors need (coffre audit --key)."""
+    try:
+        records = Vault.at(vault, keyring).open()
+    except CoffreError as error:
+        Console(stderr=True).print(f"[red]error:[/red] {escape(str(error))}")
+        raise typer.Exit(code=1) from None
+    try:
+        typer.echo(str(records.ledger.verifier_key))
+    finally:
+        records.storage.close()

@@ -1,0 +1,295 @@
+"""The auditor: `coffre audit` against a running server, each violation it must name, and
+`coffre ledger-key`.
+
+The in-process tests tamper with the storage under a live app, which reads it on every
+request; the end-to-end ones run `coffre serve` and tamper while it is stopped, in ways
+the gateway's own start check does not catch (or on a copy of the vault)."""
+
+from __future__ import annotations
+
+import shutil
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import RunningServer
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from coffre.cli.audit import NoVerdict, Report, audit_log
+from coffre.cli.main import app
+from coffre.custody import KeyringCustodian
+from coffre.ledger import Checkpoint, VerifierKey, open_checkpoint, sign_checkpoint
+from coffre.service import RecordStore, Vault
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+runner = CliRunner()
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def _write(client: TestClient, count: int) -> None:
+    for _ in range(count):
+        response = client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
+        assert response.status_code == 201, response.text
+
+
+def _post(base_url: str, count: int) -> None:
+    """Writes to a running server, over the network."""
+    with httpx.Client(base_url=base_url) as client:
+        for _ in range(count):
+            response = client.post("/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
+            assert response.status_code == 201, response.text
+
+
+def _alter_leaf(vault: Vault, index: int, alter: Callable[[bytes], bytes]) -> None:
+    with sqlite3.connect(vault.storage_path) as db:
+        (data,) = db.execute("SELECT data FROM leaves WHERE idx = ?", (index,)).fetchone()
+        db.execute("UPDATE leaves SET data = ? WHERE idx = ?", (alter(bytes(data)), index))
+
+
+def _other_body_hash(data: bytes) -> bytes:
+    """The same leaf about other sealed bytes: it still decodes, but the root changes."""
+    return data[:42] + bytes(32) + data[74:]
+
+
+def _kinds(report: Report) -> list[str]:
+    return [violation.kind for violation in report.violations]
+
+
+def _key(vault: Vault) -> str:
+    code, output = _run("ledger-key", "--vault", str(vault.folder))
+    assert code == 0, output
+    return output.strip()
+
+
+def _root(server: RunningServer) -> str:
+    return server.base_url.removesuffix("/fhir")
+
+
+# -- in process: each violation ------------------------------------------------------------
+
+
+def test_a_first_audit_then_a_later_one_hold(client: TestClient, records: RecordStore) -> None:
+    key = records.ledger.verifier_key
+    _write(client, 3)
+    first = audit_log(client, key, None, full=True)
+    assert first.consistent and first.checkpoint is not None and first.checkpoint.size == 3
+    _write(client, 4)
+    second = audit_log(client, key, first.checkpoint, full=True)
+    assert second.consistent and second.checkpoint is not None and second.checkpoint.size == 7
+    assert "consistent with the checkpoint of size 3 accepted before" in second.held
+    assert "the 7 leaves recompute to the signed root" in second.held
+
+
+def test_a_checkpoint_under_another_key_is_a_bad_signature(
+    client: TestClient, tmp_path: Path
+) -> None:
+    _write(client, 2)
+    other = Vault.at(tmp_path / "other")
+    other.create()
+    stranger = other.open()
+    report = audit_log(client, stranger.ledger.verifier_key, None)
+    stranger.storage.close()
+    assert _kinds(report) == ["bad signature"] and report.checkpoint is None
+
+
+def test_a_forged_checkpoint_in_the_storage_is_a_bad_signature(
+    client: TestClient, records: RecordStore, vault: Vault
+) -> None:
+    _write(client, 2)
+    accepted = audit_log(client, records.ledger.verifier_key, None).checkpoint
+    with sqlite3.connect(vault.storage_path) as db:  # the note of size 2, claiming size 3
+        (note,) = db.execute("SELECT note FROM checkpoints WHERE size = 2").fetchone()
+        db.execute("INSERT INTO checkpoints VALUES (3, ?)", (note.replace("\n2\n", "\n3\n", 1),))
+    report = audit_log(client, records.ledger.verifier_key, accepted)
+    assert _kinds(report) == ["bad signature"]
+    assert "invalid signature" in report.violations[0].detail
+
+
+def test_a_log_put_back_to_an_older_checkpoint_has_shrunk(
+    client: TestClient, records: RecordStore, vault: Vault
+) -> None:
+    _write(client, 5)
+    accepted = audit_log(client, records.ledger.verifier_key, None).checkpoint
+    with sqlite3.connect(vault.storage_path) as db:
+        db.execute("DELETE FROM checkpoints WHERE size > 3")
+    report = audit_log(client, records.ledger.verifier_key, accepted)
+    assert _kinds(report) == ["shrunk log"]
+    assert "size 3, below the size 5" in report.violations[0].detail
+
+
+def test_another_history_under_the_same_key_is_inconsistent(
+    client: TestClient, records: RecordStore, vault: Vault
+) -> None:
+    """A split view: the log once showed this auditor a checkpoint of another history."""
+    _write(client, 3)
+    custodian = KeyringCustodian(vault.keyring)
+    origin = custodian.log_origin()
+    for size, root in ((3, bytes(32)), (2, bytes(32)), (4, bytes(32))):
+        forked = sign_checkpoint(Checkpoint(origin, size, root), origin, custodian.log_signer())
+        accepted = open_checkpoint(forked.serialize(), records.ledger.verifier_key)
+        _write(client, 2)
+        report = audit_log(client, records.ledger.verifier_key, accepted)
+        assert _kinds(report) == ["inconsistent"], report.violations
+        assert f"inconsistent with the checkpoint of size {size}" in report.violations[0].detail
+
+
+def test_full_recomputes_the_root_and_decodes_every_leaf(
+    client: TestClient, records: RecordStore, vault: Vault
+) -> None:
+    _write(client, 6)
+    key = records.ledger.verifier_key
+    assert audit_log(client, key, None, full=True).consistent
+    _alter_leaf(vault, 1, _other_body_hash)
+    assert audit_log(client, key, None).consistent, "only --full looks at the leaves"
+    report = audit_log(client, key, None, full=True)
+    assert _kinds(report) == ["root mismatch"]
+    with sqlite3.connect(vault.storage_path) as db:
+        db.execute("UPDATE leaves SET data = X'00' WHERE idx = 4")
+    report = audit_log(client, key, None, full=True)
+    assert _kinds(report) == ["root mismatch", "malformed leaf"]
+    assert report.violations[1].detail.startswith("malformed leaf at index 4")
+    with sqlite3.connect(vault.storage_path) as db:
+        db.execute("DELETE FROM leaves WHERE idx = 5")
+    report = audit_log(client, key, None, full=True)
+    assert "missing leaves" in _kinds(report)
+
+
+def test_an_answer_that_is_no_proof_gives_no_verdict(
+    client: TestClient, records: RecordStore
+) -> None:
+    _write(client, 3)
+    accepted = audit_log(client, records.ledger.verifier_key, None).checkpoint
+    _write(client, 1)
+    checkpoint = client.get("/ledger/checkpoint").text
+
+    def garbled(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/ledger/checkpoint":
+            return httpx.Response(200, text=checkpoint)
+        return httpx.Response(200, json={"old": 3, "new": 4, "proof": ["not base64!"]})
+
+    with (
+        httpx.Client(transport=httpx.MockTransport(garbled), base_url="http://log") as mock,
+        pytest.raises(NoVerdict, match="not a list of base64"),
+    ):
+        audit_log(mock, records.ledger.verifier_key, accepted)
+
+
+# -- end to end: coffre audit against coffre serve ------------------------------------------
+
+
+def test_ledger_key_prints_the_vault_s_verifier_key(vault: Vault, records: RecordStore) -> None:
+    assert VerifierKey.parse(_key(vault)) == records.ledger.verifier_key
+
+
+def test_audits_of_a_running_server_then_of_leaves_swapped_while_it_was_down(
+    vault: Vault, server: RunningServer, tmp_path: Path
+) -> None:
+    key, state = _key(vault), tmp_path / "auditor" / "state"
+    _post(server.base_url, 3)
+    code, output = _run("audit", _root(server), "--key", key, "--state", str(state))
+    assert code == 0, output
+    assert "CONSISTENT" in output and "no checkpoint accepted before" in output
+    assert open_checkpoint(state.read_text(), VerifierKey.parse(key)).size == 3
+
+    _post(server.base_url, 4)
+    code, output = _run("audit", _root(server), "--key", key, "--state", str(state), "--full")
+    assert code == 0, output
+    assert "consistent with the checkpoint of size 3 accepted before" in output
+    assert "the 7 leaves recompute to the signed root" in output
+    saved = state.read_text()
+
+    server.stop()
+    # Each leaf keeps its gateway tag, but the leaves no longer hash to the checkpoint the
+    # sovereign side remembers: the gateway refuses to start on them.
+    with sqlite3.connect(vault.storage_path) as db:
+        second, third = (
+            row[0] for row in db.execute("SELECT data FROM leaves WHERE idx IN (2, 3)")
+        )
+        db.executemany("UPDATE leaves SET data = ? WHERE idx = ?", [(third, 2), (second, 3)])
+    with pytest.raises(RuntimeError, match="rolled back or replaced"):
+        RunningServer(vault)
+    # A sovereign side that lost that memory starts; the auditor still catches the swap.
+    vault.checkpoint_memory.unlink()
+    restarted = RunningServer(vault)
+    try:
+        code, output = _run("audit", _root(restarted), "--key", key, "--state", str(state))
+        assert code == 0, output  # the proofs come from the tree, which was left alone
+        code, output = _run(
+            "audit", _root(restarted), "--key", key, "--state", str(state), "--full"
+        )
+    finally:
+        restarted.stop()
+    assert code == 1, output
+    assert "root mismatch" in output and "the 7 leaves served recompute to root" in output
+    assert "VIOLATION" in output and state.read_text() == saved
+
+
+def test_a_rolled_back_copy_is_a_shrunk_log_and_its_fork_is_inconsistent(
+    vault: Vault, server: RunningServer, tmp_path: Path
+) -> None:
+    """The host serves an older copy of the storage, with a sovereign side that lost its
+    memory of the last checkpoint (otherwise the gateway itself refuses to start)."""
+    key, state = _key(vault), tmp_path / "state"
+    _post(server.base_url, 3)
+    assert _run("audit", _root(server), "--key", key, "--state", str(state))[0] == 0
+    older = tmp_path / "older"
+    older.mkdir()
+    with (
+        sqlite3.connect(vault.storage_path) as live,
+        sqlite3.connect(older / "storage.sqlite") as copy,
+    ):
+        live.backup(copy)
+    shutil.copy2(vault.keyring, older / vault.keyring.name)
+    _post(server.base_url, 3)
+    assert _run("audit", _root(server), "--key", key, "--state", str(state))[0] == 0
+    saved = state.read_text()
+
+    rolled_back = RunningServer(Vault.at(older))
+    try:
+        code, output = _run("audit", _root(rolled_back), "--key", key, "--state", str(state))
+        assert code == 1, output
+        assert "shrunk log" in output and "size 3, below the size 6" in output
+        _post(rolled_back.base_url, 5)  # another history, now longer than the real one
+        code, output = _run("audit", _root(rolled_back), "--key", key, "--state", str(state))
+    finally:
+        rolled_back.stop()
+    assert code == 1, output
+    assert "inconsistent with the checkpoint of size 6" in output
+    assert state.read_text() == saved
+
+
+def test_a_wrong_key_is_a_bad_signature(
+    vault: Vault, server: RunningServer, tmp_path: Path
+) -> None:
+    _post(server.base_url, 1)
+    other = Vault.at(tmp_path / "other")
+    other.create()
+    code, output = _run(
+        "audit", _root(server), "--key", _key(other), "--state", str(tmp_path / "s")
+    )
+    assert code == 1 and "bad signature" in output, output
+    assert not (tmp_path / "s").exists()
+
+
+def test_no_verdict_exits_2(vault: Vault, tmp_path: Path) -> None:
+    key, state = _key(vault), str(tmp_path / "s")
+    code, output = _run("audit", "http://127.0.0.1:1", "--key", key, "--state", state)
+    assert code == 2 and "server unreachable" in output, output
+    code, output = _run("audit", "http://127.0.0.1:1", "--key", "not-a-key", "--state", state)
+    assert code == 2 and "not a verifier key" in output, output
+
+
+def test_an_empty_log_has_nothing_to_audit_yet(
+    vault: Vault, server: RunningServer, tmp_path: Path
+) -> None:
+    code, output = _run(
+        "audit", _root(server), "--key", _key(vault), "--state", str(tmp_path / "s")
+    )
+    assert code == 2 and "no checkpoint yet" in output, output
