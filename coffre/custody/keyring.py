@@ -35,7 +35,12 @@ class KeyringCustodian(MemoryCustodian):
             active = content["active"]
             log_seed = base64.b64decode(content["log_seed"])
             origin = str(content["origin"])
-        except (KeyError, TypeError, ValueError) as error:
+        except KeyError as missing:
+            raise CustodyError(
+                f"the keyring {path} has no {missing}: it is damaged, or was made by an older"
+                " Coffre; make a new vault with 'coffre init'"
+            ) from None
+        except (TypeError, ValueError) as error:
             raise CustodyError(f"the keyring {path} is damaged: {type(error).__name__}") from None
         if active not in keks:
             raise CustodyError(f"the keyring {path} names no active key-encryption key")
