@@ -22,6 +22,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from coffre.exceptions import FhirError
+from coffre.fhir.references import parse_reference
 from coffre.ledger import (
     Checkpoint,
     LedgerError,
@@ -37,6 +38,8 @@ MAX_LEAVES = 1000
 IMMUTABLE = "public, max-age=31536000, immutable"
 _WHOLE = re.compile(r"[0-9]{1,20}", re.ASCII)
 log = logging.getLogger("coffre.api.ledger")
+
+RECORD = re.compile(r"[A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}")
 
 
 def _records(request: Request) -> RecordStore:
@@ -140,6 +143,38 @@ async def leaves(request: Request) -> Response:
     )
 
 
+async def map_proof(request: Request) -> Response:
+    """That a record's latest write is the one the map of a signed checkpoint holds (or
+    that the record was never written), for ``?record=Type/id``."""
+    record = request.query_params.get("record", "")
+    parsed = parse_reference(record) if RECORD.fullmatch(record) else None
+    if parsed is None:
+        raise FhirError(400, "value", "record is Type/id, for instance record=Patient/123")
+    records = _records(request)
+    loc = records.keys.location(*parsed)
+    size, value, proof = records.latest_writes.prove(records.storage, loc)
+    note = records.storage.checkpoint_at(size)
+    if note is None:
+        raise FhirError(404, "not-found", "the log has no checkpoint yet: nothing was written")
+    return JSONResponse(
+        {
+            "record": record,
+            "location": _b64(loc),
+            "checkpoint": note,
+            "value": None if value is None else _b64(value),
+            "proof": {
+                "depth": proof.depth,
+                "bitmap": _b64(proof.bitmap),
+                "siblings": [_b64(h) for h in proof.siblings],
+                "neighbour": None
+                if proof.neighbour is None
+                else [_b64(part) for part in proof.neighbour],
+            },
+        },
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
 def ledger_routes() -> list[Route]:
     return [
         Route("/checkpoint", checkpoint, methods=["GET"]),
@@ -147,6 +182,7 @@ def ledger_routes() -> list[Route]:
         Route("/proof/inclusion", inclusion, methods=["GET"]),
         Route("/proof/consistency", consistency, methods=["GET"]),
         Route("/leaves", leaves, methods=["GET"]),
+        Route("/proof/map", map_proof, methods=["GET"]),
     ]
 
 

@@ -14,17 +14,28 @@ whose log is shorter than it, or whose checkpoint at that size differs.
 from __future__ import annotations
 
 import hmac
+import threading
 from collections.abc import Callable
 from pathlib import Path
 
 from coffre.custody import KeyCustodian
 from coffre.exceptions import VaultStateError
-from coffre.ledger import Checkpoint, Note, VerifierKey, open_checkpoint, sign_checkpoint
+from coffre.ledger import (
+    Checkpoint,
+    MemoryNodeStore,
+    Note,
+    SparseMerkleMap,
+    VerifierKey,
+    map_extension,
+    open_checkpoint,
+    sign_checkpoint,
+)
 from coffre.ledger.errors import LedgerError
 from coffre.ledger.hashing import leaf_hash, node_hash
 from coffre.ledger.leaf import Leaf, LeafKind, split_tag
 from coffre.ledger.note import ALG_ED25519
 from coffre.ledger.proofs import subtree_from_nodes
+from coffre.ledger.smt import MapNode, MapProof
 from coffre.ledger.tree import root_of
 from coffre.seal import PurposeKeys
 from coffre.storage.base import StorageReader, StorageTxn
@@ -47,8 +58,15 @@ class Ledger:
         note = reader.latest_checkpoint()
         return None if note is None else open_checkpoint(note, self.verifier_key)
 
-    def integrate(self, txn: StorageTxn) -> Note | None:
-        """Hash the leaves added since the last checkpoint into the tree and sign a new one."""
+    def integrate(
+        self, txn: StorageTxn, latest_writes: LatestWrites, committed: StorageReader
+    ) -> Note | None:
+        """Hash the leaves added since the last checkpoint into the tree, compute the map
+        root they give, and sign a new checkpoint carrying both.
+
+        ``committed`` reads what is committed: the write lock this transaction holds means
+        it is exactly what the last checkpoint covers.
+        """
         last = self.latest(txn)
         start, end = (last.size if last else 0), txn.leaf_count()
         if end == start:
@@ -61,18 +79,31 @@ class Ledger:
                 raise LedgerError(f"the tree lacks its node ({level}, {index})")
             return found
 
+        latest_writes.catch_up(committed)
+        if latest_writes.known != start:
+            raise LedgerError(f"the log holds {latest_writes.known} leaves, its checkpoint {start}")
+        if last is not None and last.map_root not in (None, latest_writes.map.root):
+            raise LedgerError("the log's leaves do not give the map root its checkpoint signed")
+        new_leaves = []
         for index, data in enumerate(txn.leaves(start, end), start):
-            fields, tag = split_tag(data)
-            if not hmac.compare_digest(tag, self._keys.leaf_tag(fields)):
-                raise LedgerError(
-                    f"leaf {index} was not written by this gateway: refusing to sign it"
-                )
-            _add_leaf(fresh, node, index, leaf_hash(data))
+            hashed = leaf_hash(data)
+            new_leaves.append((authentic_leaf(self._keys, index, data), hashed))
+            _add_leaf(fresh, node, index, hashed)
         txn.put_nodes((level, index, h) for (level, index), h in fresh.items())
         root = subtree_from_nodes(node)(0, end)
-        note = sign_checkpoint(Checkpoint(self.origin, end, root), self.origin, self._signer)
+        map_root = latest_writes.map_root_with(new_leaves)
+        checkpoint = Checkpoint(self.origin, end, root, (map_extension(map_root),))
+        note = sign_checkpoint(checkpoint, self.origin, self._signer)
         txn.put_checkpoint(end, note.serialize())
         return note
+
+    def check_map(self, reader: StorageReader, latest_writes: LatestWrites) -> None:
+        """Refuse a log whose leaves do not give the map root its newest checkpoint signed."""
+        last = self.latest(reader)
+        if last is None or last.size != latest_writes.known or last.map_root is None:
+            return
+        if last.map_root != latest_writes.map.root:
+            raise LedgerError("the log's leaves do not give the map root its checkpoint signed")
 
     def remember(self, note: Note) -> None:
         """Keep the checkpoint just signed on the sovereign side, replaced atomically.
@@ -123,28 +154,71 @@ class LatestWrites:
     """The gateway's own knowledge, from its log, of each record's latest write.
 
     Every read checks the version the storage hands back against it, so that a host that
-    puts back an older version, or drops a record, is caught at the next read. It is
-    rebuilt from the log when a vault opens and follows the log's new leaves after that;
-    only leaves that carry this side's tag are believed.
+    puts back an older version, or drops a record, is caught at the next read. The same
+    knowledge, as a sparse Merkle map from location to the hash of the latest write leaf,
+    gives the map root each checkpoint signs, so that anyone can check freshness too.
+    It is rebuilt from the log when a vault opens and follows the log's new leaves after
+    that (from the event loop and the commit thread alike, hence the lock); only leaves
+    that carry this side's tag are believed.
     """
 
     def __init__(self, keys: PurposeKeys) -> None:
         self._keys = keys
         self._latest: dict[bytes, tuple[int, bytes]] = {}
-        self._known = 0
+        self._nodes = MemoryNodeStore()
+        self.map = SparseMerkleMap(self._nodes)
+        self.known = 0
+        self._lock = threading.Lock()
 
     def catch_up(self, reader: StorageReader) -> None:
-        count = reader.leaf_count()
-        if count <= self._known:
-            return
-        for index, data in enumerate(reader.leaves(self._known, count), self._known):
-            fields, tag = split_tag(data)
-            if not hmac.compare_digest(tag, self._keys.leaf_tag(fields)):
-                raise LedgerError(f"leaf {index} was not written by this gateway")
-            leaf = Leaf.decode(data)
-            if leaf.kind in WRITES:
-                self._latest[leaf.loc] = (leaf.version, leaf.body_hash)
-        self._known = count
+        with self._lock:
+            count = reader.leaf_count()
+            if count <= self.known:
+                return
+            updates = {}
+            for index, data in enumerate(reader.leaves(self.known, count), self.known):
+                leaf = authentic_leaf(self._keys, index, data)
+                if leaf.kind in WRITES:
+                    self._latest[leaf.loc] = (leaf.version, leaf.body_hash)
+                    updates[leaf.loc] = leaf_hash(data)
+            self.map.update(updates)
+            self.known = count
 
     def expected(self, loc: bytes) -> tuple[int, bytes] | None:
         return self._latest.get(loc)
+
+    def prove(self, reader: StorageReader, loc: bytes) -> tuple[int, bytes | None, MapProof]:
+        """The log size the map is at, ``loc``'s value (its latest write leaf's hash, or
+        None) and the proof of it, all of one moment."""
+        self.catch_up(reader)
+        with self._lock:
+            return self.known, self.map.get(loc), self.map.prove(loc)
+
+    def map_root_with(self, leaves: list[tuple[Leaf, bytes]]) -> bytes:
+        """The map root once ``leaves`` (with their hashes) are added, leaving the map as it is."""
+        updates = {leaf.loc: hashed for leaf, hashed in leaves if leaf.kind in WRITES}
+        if not updates:
+            return self.map.root
+        return SparseMerkleMap(_Overlay(self._nodes)).update(updates)
+
+
+class _Overlay:
+    """Map nodes written on top of a store without touching it."""
+
+    def __init__(self, base: MemoryNodeStore) -> None:
+        self._base = base
+        self._written: dict[tuple[int, int], MapNode] = {}
+
+    def get(self, depth: int, prefix: int) -> MapNode | None:
+        return self._written.get((depth, prefix)) or self._base.get(depth, prefix)
+
+    def put(self, depth: int, prefix: int, node: MapNode) -> None:
+        self._written[(depth, prefix)] = node
+
+
+def authentic_leaf(keys: PurposeKeys, index: int, data: bytes) -> Leaf:
+    """A stored leaf, once its tag shows this side wrote it."""
+    fields, tag = split_tag(data)
+    if not hmac.compare_digest(tag, keys.leaf_tag(fields)):
+        raise LedgerError(f"leaf {index} was not written by this gateway")
+    return Leaf.decode(data)

@@ -138,6 +138,7 @@ class RecordStore:
         self.ledger.check_not_rolled_back(storage)
         self.latest_writes = LatestWrites(self.keys)
         self.latest_writes.catch_up(storage)
+        self.ledger.check_map(storage, self.latest_writes)
         self._custodian = custodian
         self._envelope = envelope
         self._data_keys: dict[bytes, bytes] = {}
@@ -285,7 +286,7 @@ class RecordStore:
         with self.storage.transaction() as txn:
             writer = Writer(self, txn)
             yield writer
-            checkpoint = self.ledger.integrate(txn)
+            checkpoint = self.ledger.integrate(txn, self.latest_writes, self.storage)
         self._data_keys.update(writer.fresh_keys)
         if checkpoint is not None:
             self.ledger.remember(checkpoint)
