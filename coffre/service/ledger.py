@@ -14,6 +14,8 @@ whose log is shorter than it, or whose checkpoint at that size differs.
 from __future__ import annotations
 
 import hmac
+import os
+import tempfile
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -50,22 +52,22 @@ class Ledger:
         self._memory = memory
 
     def record(self, txn: StorageTxn, leaf: Leaf) -> int:
-        fields = leaf.encode()
-        return txn.append_leaf(fields + self._keys.leaf_tag(fields))
+        """Append a leaf, tagged with its place in the log so that it cannot be replayed."""
+        index, fields = txn.leaf_count(), leaf.encode()
+        txn.append_leaf(index, fields + self._keys.leaf_tag(_tagged(index, fields)))
+        return index
 
     def latest(self, reader: StorageReader) -> Checkpoint | None:
         """The newest checkpoint the storage holds, once its signature is checked."""
         note = reader.latest_checkpoint()
         return None if note is None else open_checkpoint(note, self.verifier_key)
 
-    def integrate(
-        self, txn: StorageTxn, latest_writes: LatestWrites, committed: StorageReader
-    ) -> Note | None:
+    def integrate(self, txn: StorageTxn, latest_writes: LatestWrites) -> Note | None:
         """Hash the leaves added since the last checkpoint into the tree, compute the map
         root they give, and sign a new checkpoint carrying both.
 
-        ``committed`` reads what is committed: the write lock this transaction holds means
-        it is exactly what the last checkpoint covers.
+        The map follows the transaction's view only up to the last checkpoint: the write
+        lock this transaction holds means that is exactly what is committed.
         """
         last = self.latest(txn)
         start, end = (last.size if last else 0), txn.leaf_count()
@@ -79,7 +81,7 @@ class Ledger:
                 raise LedgerError(f"the tree lacks its node ({level}, {index})")
             return found
 
-        latest_writes.catch_up(committed)
+        latest_writes.catch_up(txn, until=start)
         if latest_writes.known != start:
             raise LedgerError(f"the log holds {latest_writes.known} leaves, its checkpoint {start}")
         if last is not None and last.map_root not in (None, latest_writes.map.root):
@@ -114,9 +116,11 @@ class Ledger:
         """
         if self._memory is None:
             return
-        temporary = self._memory.with_suffix(".tmp")
-        temporary.write_text(note.serialize())
-        temporary.replace(self._memory)
+        # A temporary file of its own: several server processes remember at once.
+        descriptor, name = tempfile.mkstemp(dir=self._memory.parent, suffix=".tmp")
+        with os.fdopen(descriptor, "w") as file:
+            file.write(note.serialize())
+        Path(name).replace(self._memory)
 
     def check_not_rolled_back(self, reader: StorageReader) -> None:
         """Refuse a storage older than the last checkpoint this side signed, or whose leaves
@@ -170,9 +174,11 @@ class LatestWrites:
         self.known = 0
         self._lock = threading.Lock()
 
-    def catch_up(self, reader: StorageReader) -> None:
+    def catch_up(self, reader: StorageReader, until: int | None = None) -> None:
+        """Follow the log up to its end, or up to ``until`` (a transaction's own new
+        leaves are not committed, so the map must not follow them yet)."""
         with self._lock:
-            count = reader.leaf_count()
+            count = reader.leaf_count() if until is None else until
             if count <= self.known:
                 return
             updates = {}
@@ -216,9 +222,13 @@ class _Overlay:
         self._written[(depth, prefix)] = node
 
 
+def _tagged(index: int, fields: bytes) -> bytes:
+    return index.to_bytes(8, "big") + fields
+
+
 def authentic_leaf(keys: PurposeKeys, index: int, data: bytes) -> Leaf:
-    """A stored leaf, once its tag shows this side wrote it."""
+    """A stored leaf, once its tag shows this side wrote it, at this place in the log."""
     fields, tag = split_tag(data)
-    if not hmac.compare_digest(tag, keys.leaf_tag(fields)):
+    if not hmac.compare_digest(tag, keys.leaf_tag(_tagged(index, fields))):
         raise LedgerError(f"leaf {index} was not written by this gateway")
     return Leaf.decode(data)

@@ -200,12 +200,13 @@ class RecordStore:
         for _ in range(2):
             sealed = self.storage.latest(loc)
             self.latest_writes.catch_up(self.storage)
-            found = (
-                None if sealed is None else (sealed.version, hashlib.sha256(sealed.body).digest())
-            )
-            if found == self.latest_writes.expected(loc):
+            if self._is_logged_latest(loc, sealed):
                 return sealed
         raise SealError()
+
+    def _is_logged_latest(self, loc: bytes, sealed: SealedVersion | None) -> bool:
+        found = None if sealed is None else (sealed.version, hashlib.sha256(sealed.body).digest())
+        return found == self.latest_writes.expected(loc)
 
     def read(self, resource_type: str, resource_id: str) -> Stored:
         check_id(resource_type, resource_id)
@@ -220,9 +221,13 @@ class RecordStore:
     def vread(self, resource_type: str, resource_id: str, version: str) -> Stored:
         check_id(resource_type, resource_id)
         number = whole_number(version)
-        sealed = None
-        if number is not None:
-            sealed = self.storage.version(self.keys.location(resource_type, resource_id), number)
+        loc = self.keys.location(resource_type, resource_id)
+        sealed = None if number is None else self.storage.version(loc, number)
+        if number is not None and sealed is None:
+            self.latest_writes.catch_up(self.storage)
+            logged = self.latest_writes.expected(loc)
+            if logged is not None and number <= logged[0]:
+                raise SealError()  # the log has this version; the storage no longer does
         if sealed is None:
             raise FhirError(
                 404, "not-found", f"{resource_type}/{resource_id} has no version {version}"
@@ -273,10 +278,15 @@ class RecordStore:
 
     def all_of_type(self, resource_type: str) -> list[Stored]:
         """Every current resource of a type, oldest write first."""
-        return [
-            self._open_found(sealed)
-            for sealed in self.storage.current_of_kind(self.keys.kind(resource_type))
+        rows = list(self.storage.current_of_kind(self.keys.kind(resource_type)))
+        self.latest_writes.catch_up(self.storage)
+        confirmed = [
+            sealed
+            if self._is_logged_latest(sealed.loc, sealed)
+            else self.checked_latest(sealed.loc)
+            for sealed in rows
         ]
+        return [self._open_found(sealed) for sealed in confirmed if sealed and not sealed.deleted]
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -286,7 +296,7 @@ class RecordStore:
         with self.storage.transaction() as txn:
             writer = Writer(self, txn)
             yield writer
-            checkpoint = self.ledger.integrate(txn, self.latest_writes, self.storage)
+            checkpoint = self.ledger.integrate(txn, self.latest_writes)
         self._data_keys.update(writer.fresh_keys)
         if checkpoint is not None:
             self.ledger.remember(checkpoint)

@@ -171,11 +171,13 @@ class _Txn(_Reader):
         seq: int = cursor.lastrowid  # type: ignore[assignment]
         return seq
 
-    def append_leaf(self, data: bytes) -> int:
-        """Add a leaf at the end of the log; the write lock makes the index gapless."""
-        index = self.leaf_count()
-        self._db.execute("INSERT INTO leaves (idx, data) VALUES (?, ?)", (index, data))
-        return index
+    def append_leaf(self, index: int, data: bytes) -> None:
+        """Add the leaf at ``index``, which must be the end of the log (the caller read
+        ``leaf_count`` under the same write lock); a wrong index fails, never overwrites."""
+        try:
+            self._db.execute("INSERT INTO leaves (idx, data) VALUES (?, ?)", (index, data))
+        except sqlite3.IntegrityError:
+            raise StorageError(f"the log already has a leaf {index}") from None
 
     def put_nodes(self, nodes: Iterable[tuple[int, int, bytes]]) -> None:
         self._db.executemany(
