@@ -309,6 +309,9 @@ class Writer:
         self.records = records
         self.txn = txn
         self.fresh_keys: dict[bytes, bytes] = {}
+        self.written: set[bytes] = set()
+        # Nothing is written yet: the log's end is what is committed, under our lock.
+        records.latest_writes.catch_up(txn)
 
     def key(self, comp: bytes) -> bytes | None:
         """A data key as this transaction sees it, its own new keys included."""
@@ -331,12 +334,12 @@ class Writer:
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         """Writes that fail together without failing the rest of the transaction."""
-        keys_before = dict(self.fresh_keys)
+        keys_before, written_before = dict(self.fresh_keys), set(self.written)
         try:
             with self.txn.savepoint():
                 yield
         except BaseException:
-            self.fresh_keys = keys_before
+            self.fresh_keys, self.written = keys_before, written_before
             raise
 
     def find(self, resource_type: str, criteria: tuple[Criterion, ...]) -> list[Stored]:
@@ -356,7 +359,12 @@ class Writer:
         return matches[0] if matches else None
 
     def latest(self, resource_type: str, resource_id: str) -> Stored | None:
-        sealed = self.txn.latest(self.records.keys.location(resource_type, resource_id))
+        """The current version a write builds on, checked against the log unless this
+        transaction wrote it: a write must never bury a version the host put back."""
+        loc = self.records.keys.location(resource_type, resource_id)
+        sealed = self.txn.latest(loc)
+        if loc not in self.written and not self.records._is_logged_latest(loc, sealed):
+            raise SealError()
         return (
             None
             if sealed is None
@@ -475,6 +483,7 @@ class Writer:
         sealed_body = records._envelope.close(
             data_key, body, _associated(loc, version, comp, ts, deleted)
         )
+        self.written.add(loc)
         self.txn.append(
             SealedVersion(loc, version, keys.kind(resource_type), comp, ts, deleted, sealed_body),
             tokens,

@@ -25,9 +25,9 @@ claims does not hold today (see each reason).
 | flip a ciphertext byte                  | AEAD (open) and latest-writes (read): SealError, 500    |
 | swap two patients' ciphertexts          | AEAD (location, version, compartment) + latest-writes   |
 | swap two records of the same patient    | AEAD (location; same DEK, same version) + latest-writes |
-| put back an older version of one record | latest-writes: read, vread, searches, listings, restart |
-|   ... reached by a bundle GET, its      | NOT caught today (xfail): the version put back is       |
-|   history, an update                    | served, hidden, or silently written over                |
+| put back an older version of one record | latest-writes: read, vread, searches, listings, bundle  |
+|                                         | GET, an update on top of it, a restarted gateway: 500   |
+|   ... reached by its instance history   | NOT caught today (xfail): version 2 is hidden           |
 | delete a record                         | latest-writes: read, vread, search by _id: 500, not 404 |
 | delete a leaf (renumbering the rest)    | start: VaultStateError; auditor --full: missing leaves  |
 | delete a leaf, leaving a gap            | start: StorageError (gap); auditor: no verdict (503)    |
@@ -302,18 +302,9 @@ def _hole(reason: str) -> Any:
 
 
 ROLLBACK_HOLES = {
-    "GET entry of a transaction bundle": _hole(
-        "BundleProcessor._get uses Writer.latest (the transaction's storage read) without"
-        " the log check: the version put back is served in a 200 transaction-response"
-    ),
     "instance history": _hole(
         "RecordStore.history does not consult latest-writes: the instance history lists"
         " version 1 only, hiding the version 2 the log holds"
-    ),
-    "update on top of it": _hole(
-        "Writer._put reads the current version with txn.latest, unchecked: the update"
-        " becomes a new version 2 over the version put back, and the rollback is then"
-        " undetectable (latest-writes follows the new leaf)"
     ),
 }
 
