@@ -250,7 +250,7 @@ async def history_instance(request: Request) -> Response:
     resource_type, resource_id = _type(request), _id(request)
     records = _records(request)
     loc = records.keys.location(resource_type, resource_id)
-    if records.storage.latest(loc) is None:
+    if records.checked_latest(loc) is None:  # also: the log confirms the versions listed
         raise FhirError(404, "not-found", f"{resource_type}/{resource_id} does not exist")
     return await _history_response(
         request, history_bundle(request, base_url(request), records, loc=loc)

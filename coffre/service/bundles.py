@@ -16,6 +16,7 @@ from coffre.exceptions import FhirError
 from coffre.fhir.references import parse_reference, rewrite_references
 from coffre.fhir.validation import validate
 from coffre.fhir.values import whole_number
+from coffre.ledger.leaf import LeafKind
 from coffre.search import parse_criteria
 from coffre.service.records import Outcome, RecordStore, Stored, Writer, new_id
 
@@ -358,6 +359,7 @@ class BundleProcessor:
     def _get(self, writer: Writer, entry: Entry) -> dict[str, Any]:
         if entry.resource_id is None:
             matches = writer.find(entry.resource_type, parse_criteria(entry.query or "", "search"))
+            writer.log_access(LeafKind.SEARCH, matches)
             searchset = {
                 "resourceType": "Bundle",
                 "type": "searchset",
@@ -385,6 +387,7 @@ class BundleProcessor:
                     f"{entry.resource_type}/{entry.resource_id} does not exist",
                 )
             stored = current
+        writer.log_access(LeafKind.READ, [stored])
         return {
             "fullUrl": self._full_url(stored),
             "resource": stored.resource(),

@@ -17,17 +17,13 @@ afterwards), and asserts WHICH mechanism catches it:
 - **auditor**: ``coffre audit`` (``audit_log``, in process, with the live app as its HTTP
   client), which exits 1 when its report holds a violation, named as below.
 
-A test marked xfail(strict) is a hole found here: the protection the threat model
-claims does not hold today (see each reason).
-
 | attack                                  | detector                                                |
 | --------------------------------------- | ------------------------------------------------------- |
 | flip a ciphertext byte                  | AEAD (open) and latest-writes (read): SealError, 500    |
 | swap two patients' ciphertexts          | AEAD (location, version, compartment) + latest-writes   |
 | swap two records of the same patient    | AEAD (location; same DEK, same version) + latest-writes |
 | put back an older version of one record | latest-writes: read, vread, searches, listings, bundle  |
-|                                         | GET, an update on top of it, a restarted gateway: 500   |
-|   ... reached by its instance history   | NOT caught today (xfail): version 2 is hidden           |
+|                                         | GET, history, an update on top, a restarted gateway     |
 | delete a record                         | latest-writes: read, vread, search by _id: 500, not 404 |
 | delete a leaf (renumbering the rest)    | start: VaultStateError; auditor --full: missing leaves  |
 | delete a leaf, leaving a gap            | start: StorageError (gap); auditor: no verdict (503)    |
@@ -43,7 +39,7 @@ claims does not hold today (see each reason).
 |                                         | a wrong record is never returned                        |
 | replace a wrapped data key              | AEAD (or the unwrap), at the next read by a gateway     |
 |                                         | that unwraps it: SealError, 500                         |
-| (gateway) read through a bundle GET     | NOT logged today (xfail): no access leaf                |
+| (gateway) read through a bundle GET     | logged like any read: a READ or SEARCH leaf             |
 """
 
 from __future__ import annotations
@@ -297,21 +293,9 @@ _REACH_ALICE: dict[str, Reach] = {
 }
 
 
-def _hole(reason: str) -> Any:
-    return pytest.mark.xfail(strict=True, reason=reason)
-
-
-ROLLBACK_HOLES = {
-    "instance history": _hole(
-        "RecordStore.history does not consult latest-writes: the instance history lists"
-        " version 1 only, hiding the version 2 the log holds"
-    ),
-}
-
-
 @pytest.mark.parametrize(
     "reach",
-    [pytest.param(name, marks=ROLLBACK_HOLES.get(name, ())) for name in _REACH_ALICE],
+    list(_REACH_ALICE),
 )
 def test_put_back_an_older_version(
     reach: str, written: TestClient, records: RecordStore, vault: Vault
@@ -562,15 +546,9 @@ def test_replace_a_wrapped_data_key(
         reopened.storage.close()
 
 
-# -- a gap in the log found along the way (not a host attack) ------------------------------
+# -- a read path found along the way (not a host attack) ----------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BundleProcessor._get hands resources out without Writer.log_access: a read"
-    " through a batch or transaction Bundle appends no READ leaf, so it is hidden from the"
-    " log, against the threat model's 'every read ... appends a leaf per version handed out'",
-)
 def test_a_read_through_a_bundle_get_is_logged(written: TestClient, records: RecordStore) -> None:
     before = records.storage.leaf_count()
     response = written.post("/fhir", json=_transaction_get("Patient/bob"), headers=FHIR_JSON)
