@@ -257,12 +257,12 @@ class CoffreServer:
             env["COFFRE_SQLITE_SYNCHRONOUS"] = self.synchronous
         return env
 
-    def start(self) -> CoffreServer:
+    def _vault(self) -> Path:
+        """A fresh vault in a new temporary folder (``self.folder``)."""
         self.folder = Path(tempfile.mkdtemp(prefix="coffre-bench-", dir=self.tmp_root))
         vault = self.folder / "vault"
-        coffre = [sys.executable, "-m", "coffre"]
         init = subprocess.run(
-            [*coffre, "init", str(vault)],
+            [sys.executable, "-m", "coffre", "init", str(vault)],
             env=self._env(),
             capture_output=True,
             timeout=60,
@@ -270,11 +270,18 @@ class CoffreServer:
         )
         if init.returncode != 0:
             raise RuntimeError(f"coffre init failed: {init.stderr.decode(errors='replace')}")
+        return vault
+
+    def start(self) -> CoffreServer:
+        vault = self._vault()
+        assert self.folder is not None
         self.port = free_port()
         self._log = open(self.folder / "server.log", "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
             [
-                *coffre,
+                sys.executable,
+                "-m",
+                "coffre",
                 "serve",
                 "--vault",
                 str(vault),

@@ -55,7 +55,6 @@ from _common import (
     client_session,
     cpu_snapshot,
     cpu_usage,
-    free_port,
     latency_summary,
     machine_jiffies,
     network_errors,
@@ -456,47 +455,23 @@ class VaultServer(CoffreServer):
     def root_url(self) -> str:
         return f"http://{HOST}:{self.port}"
 
-    def start(self) -> VaultServer:
+    def _vault(self) -> Path:
         self.folder = self.vault.folder.parent
-        self.port = free_port()
-        self._log = open(self.folder / "server.log", "wb")  # noqa: SIM115 - closed in stop()
+        return self.vault.folder
+
+    def start(self) -> VaultServer:
         started = time.monotonic()
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "coffre",
-                "serve",
-                "--vault",
-                str(self.vault.folder),
-                "--host",
-                HOST,
-                "--port",
-                str(self.port),
-                "--workers",
-                str(self.workers),
-            ],
-            env=self._env(),
-            stdout=self._log,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            start_new_session=True,
-        )
-        try:
-            self._wait_ready()
-            # The first worker answers; the others may still be walking the log. Wait for
-            # the server's processes to go quiet (bounded by the same timeout).
-            deadline = started + self.ready_timeout
-            quiet = 0
-            before = sum(tree_cpu(self.pid).values())
-            while quiet < 2 and time.monotonic() < deadline:
-                time.sleep(0.5)
-                now = sum(tree_cpu(self.pid).values())
-                quiet = quiet + 1 if now - before < 0.05 else 0
-                before = now
-        except BaseException:
-            self.stop()
-            raise
+        super().start()
+        # The first worker answers; the others may still be walking the log. Wait for the
+        # server's processes to go quiet (bounded by the same timeout).
+        deadline = started + self.ready_timeout
+        quiet = 0
+        before = sum(tree_cpu(self.pid).values())
+        while quiet < 2 and time.monotonic() < deadline:
+            time.sleep(0.5)
+            now = sum(tree_cpu(self.pid).values())
+            quiet = quiet + 1 if now - before < 0.05 else 0
+            before = now
         self.ready_seconds = time.monotonic() - started
         return self
 
