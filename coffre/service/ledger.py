@@ -38,7 +38,7 @@ from coffre.ledger.leaf import Leaf, LeafKind, split_tag
 from coffre.ledger.note import ALG_ED25519
 from coffre.ledger.proofs import subtree_from_nodes
 from coffre.ledger.smt import MapNode, MapProof
-from coffre.ledger.tree import root_of
+from coffre.ledger.tree import CompactRange
 from coffre.seal import PurposeKeys
 from coffre.storage.base import StorageReader, StorageTxn
 
@@ -122,17 +122,24 @@ class Ledger:
             file.write(note.serialize())
         Path(name).replace(self._memory)
 
-    def check_not_rolled_back(self, reader: StorageReader) -> None:
+    def check_not_rolled_back(self, reader: StorageReader, latest_writes: LatestWrites) -> None:
         """Refuse a storage older than the last checkpoint this side signed, or whose leaves
-        up to it no longer hash to its root (altered, reordered, dropped)."""
+        up to it no longer hash to its root (altered, reordered, dropped).
+
+        ``latest_writes`` (new, empty) follows the log up to that checkpoint on the way:
+        the leaves are read and hashed once at start.
+        """
         if self._memory is None or not self._memory.exists():
             return
         remembered = open_checkpoint(self._memory.read_text(), self.verifier_key)
         held = reader.checkpoint_at(remembered.size)
         stored = None if held is None else open_checkpoint(held, self.verifier_key)
-        leaves = reader.leaves(0, remembered.size)
-        recomputed = root_of([leaf_hash(data) for data in leaves])
-        if stored != remembered or len(leaves) < remembered.size or recomputed != remembered.root:
+        try:
+            latest_writes.catch_up(reader, until=remembered.size)
+            followed = latest_writes.known == remembered.size
+        except LedgerError:  # a leaf that is not ours where ours was
+            followed = False
+        if stored != remembered or not followed or latest_writes.tree.root() != remembered.root:
             raise VaultStateError(
                 f"the storage does not hold the log this side last signed (size {remembered.size}):"
                 " it was rolled back or replaced; refusing to serve it"
@@ -171,6 +178,7 @@ class LatestWrites:
         self._latest: dict[bytes, tuple[int, bytes]] = {}
         self._nodes = MemoryNodeStore()
         self.map = SparseMerkleMap(self._nodes)
+        self.tree = CompactRange()  # the log's tree as far as it was followed
         self.known = 0
         self._lock = threading.Lock()
 
@@ -182,13 +190,16 @@ class LatestWrites:
             if count <= self.known:
                 return
             updates = {}
-            for index, data in enumerate(reader.leaves(self.known, count), self.known):
+            leaves = reader.leaves(self.known, count)
+            for index, data in enumerate(leaves, self.known):
                 leaf = authentic_leaf(self._keys, index, data)
+                hashed = leaf_hash(data)
+                self.tree.append(hashed)
                 if leaf.kind in WRITES:
                     self._latest[leaf.loc] = (leaf.version, leaf.body_hash)
-                    updates[leaf.loc] = leaf_hash(data)
+                    updates[leaf.loc] = hashed
             self.map.update(updates)
-            self.known = count
+            self.known += len(leaves)
 
     def expected(self, loc: bytes) -> tuple[int, bytes] | None:
         return self._latest.get(loc)
