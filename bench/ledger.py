@@ -128,9 +128,8 @@ class Leaves:
         started = time.perf_counter()
         with records.writer() as writer:
             began = time.perf_counter()
-            txn = writer.txn
-            for i, loc in enumerate(locs, n):
-                record(txn, Leaf(kind, loc, 1, digests[i % POOL], ts))
+            leaves = [Leaf(kind, loc, 1, digests[i % POOL], ts) for i, loc in enumerate(locs, n)]
+            record(writer.txn, leaves)
             appended = time.perf_counter()
         ended = time.perf_counter()
         self.n += batch

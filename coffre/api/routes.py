@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 
+from coffre.api.access import access_of
 from coffre.api.history import history_bundle, searchset
 from coffre.api.negotiation import check_format, if_match, prefer_return, read_json
 from coffre.api.responses import fhir_response, information, resource_response
@@ -106,10 +107,27 @@ async def vread(request: Request) -> Response:
     return resource_response(stored)
 
 
+async def access_history(request: Request) -> Response:
+    """``Patient/{id}/$access-history``: who wrote or opened the patient's records, newest
+    first. Looking at it is itself a read of the patient's record, and logged as one."""
+    check_format(request)
+    records = _records(request)
+    patient = records.read("Patient", _id(request))
+    events = records.access_history(patient.id)
+    await _log_access(request, LeafKind.READ, [patient])
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "total": len(events),
+        "entry": [{"resource": event} for event in events],
+    }
+    return fhir_response(bundle)
+
+
 async def _commit(request: Request, job: Callable[[Writer], T]) -> T:
     """Run a write in the next group commit; it is durable when this returns."""
     committer: GroupCommitter = request.app.state.committer
-    return await committer.run(job)
+    return await committer.run(job, access_of(request))
 
 
 async def create(request: Request) -> Response:

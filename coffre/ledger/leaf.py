@@ -4,7 +4,13 @@ The encoding is fixed-width and versioned, so that any auditor can decode a leaf
 Coffre's code and so that two different events never encode alike:
 
     format (1) | kind (1) | location (32) | version (8) | SHA-256 of the sealed body (32)
-    | time, µs (8) | gateway tag (16)
+    | index digest (32) | SHA-256 of the sealed AuditEvent (32) | time, µs (8) | gateway tag (16)
+
+The index digest commits a write to the blind tokens the host must hold for that version
+(SHA-256 of the sorted tokens; all zeros on an access leaf), so that a token the host
+changes, adds or drops is caught. The AuditEvent says who acted, why and from where; it
+is sealed under the compartment's data key and stored beside the log, one per request
+and compartment, and every leaf of that request and compartment commits to it.
 
 The tag is a MAC under a key of the sovereign side: the host, which stores the leaves,
 cannot add one that the gateway would then sign into a checkpoint. Auditors treat it as
@@ -13,14 +19,17 @@ opaque bytes of the leaf.
 
 from __future__ import annotations
 
+import hashlib
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import IntEnum
 
 from coffre.ledger.errors import LedgerError
 
-FORMAT = 1
-_LAYOUT = struct.Struct(">BB32sQ32sQ")
+FORMAT = 2
+_LAYOUT = struct.Struct(">BB32sQ32s32s32sQ")
+NO_DIGEST = bytes(32)
 TAG_BYTES = 16
 SIZE = _LAYOUT.size + TAG_BYTES
 
@@ -45,19 +54,32 @@ class Leaf:
     version: int
     body_hash: bytes
     ts: int
+    index_digest: bytes = NO_DIGEST
+    event_hash: bytes = NO_DIGEST
 
     def encode(self) -> bytes:
         """The leaf's fields, without the tag (the part the tag authenticates)."""
-        return _LAYOUT.pack(FORMAT, self.kind, self.loc, self.version, self.body_hash, self.ts)
+        return _LAYOUT.pack(
+            FORMAT,
+            self.kind,
+            self.loc,
+            self.version,
+            self.body_hash,
+            self.index_digest,
+            self.event_hash,
+            self.ts,
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> Leaf:
         """The fields of a stored leaf (fields and tag)."""
         if len(data) != SIZE or data[0] != FORMAT:
             raise LedgerError(f"a leaf is {SIZE} bytes of format {FORMAT}")
-        _, kind, loc, version, body_hash, ts = _LAYOUT.unpack(data[: _LAYOUT.size])
+        _, kind, loc, version, body_hash, index_digest, event_hash, ts = _LAYOUT.unpack(
+            data[: _LAYOUT.size]
+        )
         try:
-            return cls(LeafKind(kind), loc, version, body_hash, ts)
+            return cls(LeafKind(kind), loc, version, body_hash, ts, index_digest, event_hash)
         except ValueError:
             raise LedgerError(f"a leaf names an unknown kind {kind}") from None
 
@@ -65,3 +87,9 @@ class Leaf:
 def split_tag(data: bytes) -> tuple[bytes, bytes]:
     """A stored leaf's fields and its tag."""
     return data[:-TAG_BYTES], data[-TAG_BYTES:]
+
+
+def index_digest(tokens: Iterable[bytes]) -> bytes:
+    """What a write's leaf commits to of its blind tokens: SHA-256 of the distinct tokens,
+    sorted, so that it is the same whatever order the host keeps them in."""
+    return hashlib.sha256(b"".join(sorted(set(tokens)))).digest()

@@ -1,6 +1,7 @@
 """Group commit: the writes of concurrent requests share one transaction and one disk sync.
 
-Each write is a job run inside its own savepoint, so one that fails fails alone; the
+Each write is a job run inside its own savepoint, audited as the request's (see
+``Writer.request``), so one that fails fails alone; the
 transaction commits once for the whole batch, and only then is each caller answered, so
 every acknowledged write is durable. The batch runs in a worker thread: the event loop
 keeps serving reads while the disk syncs. A batch gathers whatever arrived while the
@@ -13,6 +14,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from coffre.service.audit import Access
 from coffre.service.records import RecordStore, Writer
 
 T = TypeVar("T")
@@ -24,18 +26,19 @@ class GroupCommitter:
     def __init__(self, records: RecordStore) -> None:
         self._records = records
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: list[tuple[Job, asyncio.Future[Any]]] = []
+        self._pending: list[tuple[Job, Access, asyncio.Future[Any]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
-    async def run(self, job: Callable[[Writer], T]) -> T:
-        """Run ``job`` in the next committed batch and return what it returned (or raise)."""
+    async def run(self, job: Callable[[Writer], T], access: Access) -> T:
+        """Run ``job`` for ``access`` in the next committed batch and return what it
+        returned (or raise)."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new event loop (a restarted server, a test client)
             self._loop, self._pending, self._wake = loop, [], asyncio.Event()
             self._task = None
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append((job, future))
+        self._pending.append((job, access, future))
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._drain())
         self._wake.set()
@@ -52,12 +55,13 @@ class GroupCommitter:
             while self._pending:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 try:
-                    outcomes = await asyncio.to_thread(self._commit, [job for job, _ in batch])
+                    jobs = [(job, access) for job, access, _ in batch]
+                    outcomes = await asyncio.to_thread(self._commit, jobs)
                 except (
                     Exception
                 ) as error:  # the commit itself failed: nothing of the batch is durable
                     outcomes = [(False, error)] * len(batch)
-                for (_, future), (succeeded, value) in zip(batch, outcomes, strict=True):
+                for (_, _, future), (succeeded, value) in zip(batch, outcomes, strict=True):
                     if future.done():
                         continue
                     if succeeded:
@@ -65,12 +69,12 @@ class GroupCommitter:
                     else:
                         future.set_exception(value)
 
-    def _commit(self, jobs: list[Job]) -> list[tuple[bool, Any]]:
+    def _commit(self, jobs: list[tuple[Job, Access]]) -> list[tuple[bool, Any]]:
         outcomes: list[tuple[bool, Any]] = []
         with self._records.writer() as writer:
-            for job in jobs:
+            for job, access in jobs:
                 try:
-                    with writer.savepoint():
+                    with writer.request(access):
                         outcomes.append((True, job(writer)))
                 except Exception as error:
                     outcomes.append((False, error))

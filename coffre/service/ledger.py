@@ -17,8 +17,9 @@ import hmac
 import os
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import NamedTuple
 
 from coffre.custody import KeyCustodian
 from coffre.exceptions import VaultStateError
@@ -51,11 +52,16 @@ class Ledger:
         self.verifier_key = VerifierKey(self.origin, ALG_ED25519, self._signer.public_key)
         self._memory = memory
 
-    def record(self, txn: StorageTxn, leaf: Leaf) -> int:
-        """Append a leaf, tagged with its place in the log so that it cannot be replayed."""
-        index, fields = txn.leaf_count(), leaf.encode()
-        txn.append_leaf(index, fields + self._keys.leaf_tag(_tagged(index, fields)))
-        return index
+    def record(self, txn: StorageTxn, leaves: Sequence[Leaf]) -> int:
+        """Append leaves, each tagged with its place in the log so that it cannot be
+        replayed; return the index of the first."""
+        start = txn.leaf_count()
+        stored = []
+        for index, leaf in enumerate(leaves, start):
+            fields = leaf.encode()
+            stored.append(fields + self._keys.leaf_tag(_tagged(index, fields)))
+        txn.append_leaves(start, stored)
+        return start
 
     def latest(self, reader: StorageReader) -> Checkpoint | None:
         """The newest checkpoint the storage holds, once its signature is checked."""
@@ -161,11 +167,20 @@ def _add_leaf(
 WRITES = frozenset({LeafKind.CREATE, LeafKind.UPDATE, LeafKind.DELETE})
 
 
+class LoggedWrite(NamedTuple):
+    """What the log says of a record's latest write."""
+
+    version: int
+    body_hash: bytes
+    index_digest: bytes
+
+
 class LatestWrites:
     """The gateway's own knowledge, from its log, of each record's latest write.
 
-    Every read checks the version the storage hands back against it, so that a host that
-    puts back an older version, or drops a record, is caught at the next read. The same
+    Every read checks the version the storage hands back, and the index tokens it holds
+    for it, against it, so that a host that puts back an older version, drops a record or
+    changes its tokens is caught at the next read. The same
     knowledge, as a sparse Merkle map from location to the hash of the latest write leaf,
     gives the map root each checkpoint signs, so that anyone can check freshness too.
     It is rebuilt from the log when a vault opens and follows the log's new leaves after
@@ -175,7 +190,7 @@ class LatestWrites:
 
     def __init__(self, keys: PurposeKeys) -> None:
         self._keys = keys
-        self._latest: dict[bytes, tuple[int, bytes]] = {}
+        self._latest: dict[bytes, LoggedWrite] = {}
         self._nodes = MemoryNodeStore()
         self.map = SparseMerkleMap(self._nodes)
         self.tree = CompactRange()  # the log's tree as far as it was followed
@@ -196,12 +211,14 @@ class LatestWrites:
                 hashed = leaf_hash(data)
                 self.tree.append(hashed)
                 if leaf.kind in WRITES:
-                    self._latest[leaf.loc] = (leaf.version, leaf.body_hash)
+                    self._latest[leaf.loc] = LoggedWrite(
+                        leaf.version, leaf.body_hash, leaf.index_digest
+                    )
                     updates[leaf.loc] = hashed
             self.map.update(updates)
             self.known += len(leaves)
 
-    def expected(self, loc: bytes) -> tuple[int, bytes] | None:
+    def expected(self, loc: bytes) -> LoggedWrite | None:
         return self._latest.get(loc)
 
     def prove(self, reader: StorageReader, loc: bytes) -> tuple[int, bytes | None, MapProof]:

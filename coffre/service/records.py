@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -25,11 +25,19 @@ from coffre.fhir.compartment import patient_of
 from coffre.fhir.references import ID_PATTERN
 from coffre.fhir.validation import validate
 from coffre.fhir.values import whole_number
-from coffre.ledger.leaf import Leaf, LeafKind
+from coffre.ledger.leaf import Leaf, LeafKind, index_digest
 from coffre.seal import Envelope, PurposeKeys, random_key
 from coffre.search import Criterion, index_entries, matches, query_keys
-from coffre.service.ledger import LatestWrites, Ledger
-from coffre.storage.base import HistoryQuery, SealedVersion, Storage, StorageReader, StorageTxn
+from coffre.service.audit import OPERATOR, Access, audit_event
+from coffre.service.ledger import LatestWrites, Ledger, authentic_leaf
+from coffre.storage.base import (
+    HistoryQuery,
+    SealedEvent,
+    SealedVersion,
+    Storage,
+    StorageReader,
+    StorageTxn,
+)
 
 KeySource = Callable[[bytes], bytes | None]
 
@@ -56,6 +64,7 @@ class Stored:
     loc: bytes = field(repr=False, default=b"")
     sealed_digest: bytes = field(repr=False, default=b"")
     """SHA-256 of the sealed bytes, as the ledger's leaves commit to them."""
+    comp: bytes = field(repr=False, default=b"")
 
     @property
     def last_updated(self) -> str:
@@ -64,6 +73,10 @@ class Stored:
     @property
     def reference(self) -> str:
         return f"{self.resource_type}/{self.id}"
+
+    @property
+    def version_reference(self) -> str:
+        return f"{self.resource_type}/{self.id}/_history/{self.version}"
 
     def resource(self) -> dict[str, Any]:
         resource: dict[str, Any] = json.loads(self.body)
@@ -90,6 +103,7 @@ def _stored(resource_type: str, resource_id: str, sealed: SealedVersion, body: b
         body,
         sealed.loc,
         digest,
+        sealed.comp,
     )
 
 
@@ -109,6 +123,10 @@ def check_id(resource_type: str, resource_id: str) -> None:
 
 def _associated(loc: bytes, version: int, comp: bytes, ts: int, deleted: bool) -> bytes:
     return loc + struct.pack(">QQ?", version, ts, deleted) + comp
+
+
+def _event_associated(comp: bytes) -> bytes:
+    return b"AuditEvent" + comp
 
 
 def _without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
@@ -200,13 +218,23 @@ class RecordStore:
         for _ in range(2):
             sealed = self.storage.latest(loc)
             self.latest_writes.catch_up(self.storage)
-            if self._is_logged_latest(loc, sealed):
+            if self._is_logged_latest(loc, sealed, self.storage):
                 return sealed
         raise SealError()
 
-    def _is_logged_latest(self, loc: bytes, sealed: SealedVersion | None) -> bool:
-        found = None if sealed is None else (sealed.version, hashlib.sha256(sealed.body).digest())
-        return found == self.latest_writes.expected(loc)
+    def _is_logged_latest(
+        self, loc: bytes, sealed: SealedVersion | None, reader: StorageReader
+    ) -> bool:
+        """Whether ``sealed`` is the record's latest write as the log has it: same version,
+        same sealed bytes, and the very index tokens that write committed to."""
+        logged = self.latest_writes.expected(loc)
+        if sealed is None or logged is None:
+            return sealed is None and logged is None
+        return (
+            logged.version == sealed.version
+            and logged.body_hash == hashlib.sha256(sealed.body).digest()
+            and logged.index_digest == index_digest(reader.tokens_of(loc))
+        )
 
     def read(self, resource_type: str, resource_id: str) -> Stored:
         check_id(resource_type, resource_id)
@@ -226,7 +254,7 @@ class RecordStore:
         if number is not None and sealed is None:
             self.latest_writes.catch_up(self.storage)
             logged = self.latest_writes.expected(loc)
-            if logged is not None and number <= logged[0]:
+            if logged is not None and number <= logged.version:
                 raise SealError()  # the log has this version; the storage no longer does
         if sealed is None:
             raise FhirError(
@@ -282,34 +310,76 @@ class RecordStore:
         self.latest_writes.catch_up(self.storage)
         confirmed = [
             sealed
-            if self._is_logged_latest(sealed.loc, sealed)
+            if self._is_logged_latest(sealed.loc, sealed, self.storage)
             else self.checked_latest(sealed.loc)
             for sealed in rows
         ]
         return [self._open_found(sealed) for sealed in confirmed if sealed and not sealed.deleted]
 
+    def access_history(self, patient_id: str) -> list[dict[str, Any]]:
+        """The AuditEvents of a patient's compartment, newest first, each checked against
+        the log leaf that commits to it (SealError if one was altered or swapped)."""
+        check_id("Patient", patient_id)
+        comp = self.keys.patient_compartment(patient_id)
+        self.latest_writes.catch_up(self.storage)
+        events = []
+        for sealed in self.storage.events_of(comp):
+            self._check_event(sealed)
+            body = self._open_event(sealed, self.committed_key)
+            events.append(json.loads(body))
+        return events
+
+    def _check_event(self, sealed: SealedEvent) -> None:
+        if not 0 <= sealed.leaf < self.latest_writes.known:
+            raise SealError()
+        data = self.storage.leaves(sealed.leaf, sealed.leaf + 1)
+        leaf = authentic_leaf(self.keys, sealed.leaf, data[0]) if data else None
+        if leaf is None or leaf.event_hash != hashlib.sha256(sealed.body).digest():
+            raise SealError()
+
+    def _open_event(self, sealed: SealedEvent, key_of: KeySource) -> bytes:
+        key = key_of(sealed.comp) or bytes(32)
+        return self._envelope.open(key, sealed.body, _event_associated(sealed.comp))
+
     # -- writes ---------------------------------------------------------------------------
 
     @contextmanager
-    def writer(self) -> Iterator[Writer]:
-        """One storage transaction; the data keys it made are cached once it commits."""
+    def writer(self, access: Access = OPERATOR) -> Iterator[Writer]:
+        """One storage transaction on behalf of ``access``; the data keys it made are
+        cached once it commits."""
         with self.storage.transaction() as txn:
-            writer = Writer(self, txn)
+            writer = Writer(self, txn, access)
             yield writer
+            writer.seal_events()
             checkpoint = self.ledger.integrate(txn, self.latest_writes)
         self._data_keys.update(writer.fresh_keys)
         if checkpoint is not None:
             self.ledger.remember(checkpoint)
 
 
-class Writer:
-    """The writes of one storage transaction."""
+@dataclass(frozen=True, slots=True)
+class _Logged:
+    """A leaf waiting for the AuditEvent of its request and compartment."""
 
-    def __init__(self, records: RecordStore, txn: StorageTxn) -> None:
+    leaf: Leaf
+    comp: bytes
+    version_reference: str
+
+
+class Writer:
+    """The writes of one storage transaction.
+
+    Leaves wait in ``_pending`` until the request that made them ends (``seal_events``):
+    only then is its AuditEvent complete, and each leaf can commit to it.
+    """
+
+    def __init__(self, records: RecordStore, txn: StorageTxn, access: Access) -> None:
         self.records = records
         self.txn = txn
+        self.access = access
         self.fresh_keys: dict[bytes, bytes] = {}
         self.written: set[bytes] = set()
+        self._pending: list[_Logged] = []
         # Nothing is written yet: the log's end is what is committed, under our lock.
         records.latest_writes.catch_up(txn)
 
@@ -335,12 +405,47 @@ class Writer:
     def savepoint(self) -> Iterator[None]:
         """Writes that fail together without failing the rest of the transaction."""
         keys_before, written_before = dict(self.fresh_keys), set(self.written)
+        pending_before = len(self._pending)
         try:
             with self.txn.savepoint():
                 yield
         except BaseException:
             self.fresh_keys, self.written = keys_before, written_before
+            del self._pending[pending_before:]
             raise
+
+    @contextmanager
+    def request(self, access: Access) -> Iterator[None]:
+        """The writes and accesses of one request, all or nothing, audited as ``access``'s."""
+        self.seal_events()
+        with self.savepoint():
+            self.access = access
+            yield
+            self.seal_events()
+
+    def seal_events(self) -> None:
+        """Seal an AuditEvent per kind and compartment of the leaves waiting, then append
+        the leaves, in the order of the writes, each committing to its event."""
+        if not self._pending:
+            return
+        pending, self._pending = self._pending, []
+        start = self.txn.leaf_count()
+        groups: dict[tuple[LeafKind, bytes], list[int]] = {}
+        for position, logged in enumerate(pending):
+            groups.setdefault((logged.leaf.kind, logged.comp), []).append(position)
+        recorded = instant(max(logged.leaf.ts for logged in pending))
+        event_of: dict[int, bytes] = {}
+        for (kind, comp), positions in groups.items():
+            versions = [pending[position].version_reference for position in positions]
+            event = audit_event(self.access, kind, versions, recorded)
+            sealed = self.records._envelope.close(
+                self._key_for_write(comp), json.canonical(event), _event_associated(comp)
+            )
+            digest = hashlib.sha256(sealed).digest()
+            self.txn.append_event(SealedEvent(digest, comp, start + positions[0], sealed))
+            event_of.update(dict.fromkeys(positions, digest))
+        leaves = [replace(logged.leaf, event_hash=event_of[i]) for i, logged in enumerate(pending)]
+        self.records.ledger.record(self.txn, leaves)
 
     def find(self, resource_type: str, criteria: tuple[Criterion, ...]) -> list[Stored]:
         return self.records.find(resource_type, criteria, self.txn, self.key)
@@ -363,7 +468,7 @@ class Writer:
         transaction wrote it: a write must never bury a version the host put back."""
         loc = self.records.keys.location(resource_type, resource_id)
         sealed = self.txn.latest(loc)
-        if loc not in self.written and not self.records._is_logged_latest(loc, sealed):
+        if loc not in self.written and not self.records._is_logged_latest(loc, sealed, self.txn):
             raise SealError()
         return (
             None
@@ -492,8 +597,9 @@ class Writer:
             LeafKind.DELETE if deleted else LeafKind.CREATE if current is None else LeafKind.UPDATE
         )
         digest = hashlib.sha256(sealed_body).digest()
-        records.ledger.record(self.txn, Leaf(kind, loc, version, digest, ts))
-        stored = Stored(resource_type, resource_id, version, ts, deleted, body, loc, digest)
+        stored = Stored(resource_type, resource_id, version, ts, deleted, body, loc, digest, comp)
+        leaf = Leaf(kind, loc, version, digest, ts, index_digest(tokens))
+        self._pending.append(_Logged(leaf, comp, stored.version_reference))
         return Outcome(stored, created=current is None or current.deleted)
 
     def log_access(self, kind: LeafKind, accessed: Iterable[Stored]) -> None:
@@ -501,7 +607,7 @@ class Writer:
         ts = _now_us()
         for stored in accessed:
             leaf = Leaf(kind, stored.loc, stored.version, stored.sealed_digest, ts)
-            self.records.ledger.record(self.txn, leaf)
+            self._pending.append(_Logged(leaf, stored.comp, stored.version_reference))
 
     def _current_comp(self, loc: bytes) -> bytes | None:
         sealed = self.txn.latest(loc)

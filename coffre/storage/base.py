@@ -28,6 +28,17 @@ class SealedVersion:
 
 
 @dataclass(frozen=True, slots=True)
+class SealedEvent:
+    """A sealed AuditEvent: ``digest`` (SHA-256 of ``body``) is what the log's leaves
+    commit to, ``leaf`` the index of the first of them, ``comp`` its compartment."""
+
+    digest: bytes
+    comp: bytes
+    leaf: int
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class HistoryQuery:
     """Which versions a history page lists, newest first.
 
@@ -50,6 +61,10 @@ class StorageReader(Protocol):
 
     def find(self, token: bytes) -> list[bytes]:
         """Locations of current, not deleted records that carry an index token."""
+        ...
+
+    def tokens_of(self, loc: bytes) -> list[bytes]:
+        """The index tokens the storage holds for a record."""
         ...
 
     def wrapped_key(self, comp: bytes) -> tuple[str, bytes] | None: ...
@@ -80,7 +95,11 @@ class StorageTxn(StorageReader, Protocol):
         """Store a compartment's wrapped data key unless one exists; return the stored one."""
         ...
 
-    def append_leaf(self, index: int, data: bytes) -> None: ...
+    def append_leaves(self, start: int, leaves: Sequence[bytes]) -> None:
+        """Add leaves at ``start``, ``start + 1``...; ``start`` must be the log's end."""
+        ...
+
+    def append_event(self, event: SealedEvent) -> None: ...
 
     def put_nodes(self, nodes: Iterable[tuple[int, int, bytes]]) -> None: ...
 
@@ -99,6 +118,10 @@ class Storage(StorageReader, Protocol):
     def count_history(self, query: HistoryQuery) -> int: ...
 
     def last_seq(self) -> int: ...
+
+    def events_of(self, comp: bytes) -> Sequence[SealedEvent]:
+        """A compartment's sealed AuditEvents, newest first."""
+        ...
 
     def current_of_kind(self, kind: bytes) -> Iterator[SealedVersion]:
         """Current, not deleted versions of one resource type."""

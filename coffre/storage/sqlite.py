@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from coffre.exceptions import StorageError
-from coffre.storage.base import HistoryQuery, SealedVersion
+from coffre.storage.base import HistoryQuery, SealedEvent, SealedVersion
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS coffre_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -53,6 +53,13 @@ CREATE TABLE IF NOT EXISTS tree_nodes (
     PRIMARY KEY (level, idx)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS audit_events (
+    digest BLOB PRIMARY KEY,
+    comp BLOB NOT NULL,
+    leaf INTEGER NOT NULL,
+    body BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_events_by_comp ON audit_events (comp, leaf);
 CREATE TABLE IF NOT EXISTS data_keys (
     comp BLOB PRIMARY KEY,
     kek_id TEXT NOT NULL,
@@ -91,6 +98,10 @@ class _Reader:
     def find(self, token: bytes) -> list[bytes]:
         rows = self._db.execute("SELECT loc FROM tokens WHERE token = ?", (token,)).fetchall()
         return [row[0] for row in rows]
+
+    def tokens_of(self, loc: bytes) -> list[bytes]:
+        rows = self._db.execute("SELECT token FROM tokens WHERE loc = ?", (loc,)).fetchall()
+        return [bytes(row[0]) for row in rows]
 
     def leaf_count(self) -> int:
         row = self._db.execute("SELECT max(idx) FROM leaves").fetchone()
@@ -171,13 +182,21 @@ class _Txn(_Reader):
         seq: int = cursor.lastrowid  # type: ignore[assignment]
         return seq
 
-    def append_leaf(self, index: int, data: bytes) -> None:
-        """Add the leaf at ``index``, which must be the end of the log (the caller read
+    def append_leaves(self, start: int, leaves: Sequence[bytes]) -> None:
+        """Add leaves from ``start``, which must be the end of the log (the caller read
         ``leaf_count`` under the same write lock); a wrong index fails, never overwrites."""
         try:
-            self._db.execute("INSERT INTO leaves (idx, data) VALUES (?, ?)", (index, data))
+            self._db.executemany(
+                "INSERT INTO leaves (idx, data) VALUES (?, ?)", enumerate(leaves, start)
+            )
         except sqlite3.IntegrityError:
-            raise StorageError(f"the log already has a leaf {index}") from None
+            raise StorageError(f"the log already has a leaf at {start} or after") from None
+
+    def append_event(self, event: SealedEvent) -> None:
+        self._db.execute(
+            "INSERT INTO audit_events (digest, comp, leaf, body) VALUES (?, ?, ?, ?)",
+            (event.digest, event.comp, event.leaf, event.body),
+        )
 
     def put_nodes(self, nodes: Iterable[tuple[int, int, bytes]]) -> None:
         self._db.executemany(
@@ -294,6 +313,13 @@ class SqliteStorage(_Reader):
     def last_seq(self) -> int:
         row = self._db.execute("SELECT max(seq) FROM versions").fetchone()
         return int(row[0] or 0)
+
+    def events_of(self, comp: bytes) -> Sequence[SealedEvent]:
+        rows = self._db.execute(
+            "SELECT digest, comp, leaf, body FROM audit_events WHERE comp = ? ORDER BY leaf DESC",
+            (comp,),
+        ).fetchall()
+        return [SealedEvent(*row) for row in rows]
 
     def current_of_kind(self, kind: bytes) -> Iterator[SealedVersion]:
         cursor = self._db.execute(

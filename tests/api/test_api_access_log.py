@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from dataclasses import replace
 
 from starlette.testclient import TestClient
 
@@ -37,7 +38,9 @@ def test_a_read_is_logged_with_what_it_handed_out(client: TestClient, records: R
     loc = records.keys.location("Patient", patient_id)
     sealed = records.storage.latest(loc)
     assert sealed is not None
-    assert leaf == Leaf(LeafKind.READ, loc, 1, hashlib.sha256(sealed.body).digest(), leaf.ts)
+    expected = Leaf(LeafKind.READ, loc, 1, hashlib.sha256(sealed.body).digest(), leaf.ts)
+    assert leaf == replace(expected, event_hash=leaf.event_hash)
+    assert leaf.event_hash in {event.digest for event in records.storage.events_of(sealed.comp)}
 
 
 def test_a_search_logs_each_resource_it_returns(client: TestClient, records: RecordStore) -> None:
@@ -85,3 +88,22 @@ def test_the_checkpoint_covers_the_reads(client: TestClient, records: RecordStor
     client.get(f"/fhir/Patient/{patient_id}")
     checkpoint = records.ledger.latest(records.storage)
     assert checkpoint is not None and checkpoint.size == records.storage.leaf_count()
+
+
+def test_a_patient_s_access_history_lists_who_did_what_newest_first(client: TestClient) -> None:
+    patient_id = _create(client, "Bouchard")
+    assert client.get(f"/fhir/Patient/{patient_id}").status_code == 200
+    response = client.get(f"/fhir/Patient/{patient_id}/$access-history")
+    assert response.status_code == 200, response.text
+    events = [entry["resource"] for entry in response.json()["entry"]]
+    assert [event["action"] for event in events] == ["R", "C"]
+    assert all(event["agent"][0]["network"]["address"] == "testclient" for event in events)
+    assert events[0]["entity"] == [{"what": {"reference": f"Patient/{patient_id}/_history/1"}}]
+    again = client.get(f"/fhir/Patient/{patient_id}/$access-history").json()
+    assert [entry["resource"]["action"] for entry in again["entry"]] == ["R", "R", "C"]
+
+
+def test_the_access_history_of_an_unknown_patient_is_404(client: TestClient) -> None:
+    response = client.get("/fhir/Patient/nobody/$access-history")
+    assert response.status_code == 404
+    assert response.json()["resourceType"] == "OperationOutcome"

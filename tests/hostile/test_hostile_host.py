@@ -35,8 +35,8 @@ afterwards), and asserts WHICH mechanism catches it:
 |                                         | (LedgerError: not written by this gateway)              |
 | truncate the log, extend it otherwise   | start: VaultStateError; auditor: shrunk log, then       |
 | (a fork)                                | inconsistent once the fork is longer                    |
-| change a blind index token              | NOT detected (not claimed): a search may miss a record; |
-|                                         | a wrong record is never returned                        |
+| change, drop or add a blind index token | latest-writes (the leaf commits to the version's tokens)|
+|                                         | at the next read of the record or a search reaching it  |
 | replace a wrapped data key              | AEAD (or the unwrap), at the next read by a gateway     |
 |                                         | that unwraps it: SealError, 500                         |
 | (gateway) read through a bundle GET     | logged like any read: a READ or SEARCH leaf             |
@@ -493,28 +493,42 @@ def test_truncate_the_log_and_extend_it_differently(
 # -- tokens and keys ----------------------------------------------------------------------
 
 
-def test_change_a_blind_index_token(
-    written: TestClient, records: RecordStore, vault: Vault
-) -> None:
-    """The host swaps Alice's and Bob's index tokens.
+def _swap_tokens(db: sqlite3.Connection, first: bytes, second: bytes) -> None:
+    for source, target in ((first, b"swap"), (second, first), (b"swap", second)):
+        db.execute("UPDATE tokens SET loc = ? WHERE loc = ?", (target, source))
 
-    NOT DETECTED today, and not claimed: the tokens are the host's to keep and nothing
-    authenticates them. The gap: a search by Alice's identifier looks up Bob's location
-    and so MISSES Alice (a conditional create on that identifier would then make a
-    duplicate; a conditional update would create instead of updating). What holds: every
-    candidate is decrypted and matched exactly before it is returned, so a wrong record is
-    never returned.
+
+@pytest.mark.parametrize(
+    "attack",
+    ["swap Alice's and Bob's tokens", "drop Alice's tokens", "give Bob one token more"],
+)
+def test_change_a_blind_index_token(
+    attack: str, written: TestClient, records: RecordStore, vault: Vault
+) -> None:
+    """The host changes the tokens that make Alice findable.
+
+    Each write's leaf commits to the digest of its version's tokens (latest-writes), so
+    the next read of a record whose tokens changed fails its integrity check, and so does
+    a search that reaches it. A search that no longer reaches Alice cannot see her tokens
+    are gone; the next read of her record does, which is where the gateway notices.
     """
     alice, bob = _loc(records, "Patient/alice"), _loc(records, "Patient/bob")
+    tampered = ["Patient/bob"] if attack.startswith("give") else ["Patient/alice"]
     with _host(vault) as db:
-        for source, target in ((alice, b"swap"), (bob, alice), (b"swap", bob)):
-            db.execute("UPDATE tokens SET loc = ? WHERE loc = ?", (target, source))
-    for value, owner, stranger in (("A1", "alice", BOB), ("B1", "bob", ALICE)):
-        response = written.get(f"/fhir/Patient?identifier={SYSTEM}|{value}")
-        assert response.status_code == 200, response.text
-        found = [entry["resource"]["id"] for entry in response.json().get("entry", [])]
-        assert set(found) <= {owner}, f"a search for {value} returned {found}"
-        assert stranger not in response.text
+        if attack.startswith("swap"):
+            _swap_tokens(db, alice, bob)
+            tampered.append("Patient/bob")
+        elif attack.startswith("drop"):
+            db.execute("DELETE FROM tokens WHERE loc = ?", (alice,))
+        else:
+            db.execute("INSERT INTO tokens (token, loc) VALUES (?, ?)", (bytes(32), bob))
+    for reference in tampered:
+        _refused(written.get(f"/fhir/{reference}"), ALICE, BOB)
+    if not attack.startswith("drop"):
+        _refused(written.get(f"/fhir/Patient?identifier={SYSTEM}|B1"), ALICE, BOB)
+    intact = {"Patient/alice", "Patient/bob"} - set(tampered)
+    for reference in intact:
+        assert written.get(f"/fhir/{reference}").status_code == 200
 
 
 @pytest.mark.parametrize("replacement", ["another compartment's wrapped key", "random bytes"])

@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coffre.ledger.errors import LedgerError
-from coffre.ledger.leaf import TAG_BYTES, Leaf, LeafKind, split_tag
+from coffre.ledger.leaf import FORMAT, SIZE, TAG_BYTES, Leaf, LeafKind, split_tag
 
 leaves = st.builds(
     Leaf,
@@ -16,6 +16,8 @@ leaves = st.builds(
     version=st.integers(0, 2**64 - 1),
     body_hash=st.binary(min_size=32, max_size=32),
     ts=st.integers(0, 2**64 - 1),
+    index_digest=st.binary(min_size=32, max_size=32),
+    event_hash=st.binary(min_size=32, max_size=32),
 )
 
 
@@ -31,7 +33,15 @@ def test_different_leaves_never_encode_alike(first: Leaf, second: Leaf) -> None:
 
 
 @pytest.mark.parametrize(
-    "data", [b"", bytes(97), b"\x02" + bytes(97), b"\x01\x63" + bytes(96), b"\x01\x01" + bytes(80)]
+    "data",
+    [
+        b"",
+        bytes(SIZE),  # format 0
+        bytes([FORMAT - 1]) + bytes(SIZE - 1),  # the format before this one
+        bytes([FORMAT, 0x63]) + bytes(SIZE - 2),  # unknown kind
+        bytes([FORMAT, 0x01]) + bytes(SIZE - 3),  # one byte short
+        bytes([FORMAT, 0x01]) + bytes(SIZE - 1),  # one byte too many
+    ],
 )
 def test_a_malformed_leaf_is_refused(data: bytes) -> None:
     with pytest.raises(LedgerError):
