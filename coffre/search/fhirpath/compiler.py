@@ -91,10 +91,18 @@ class CoreCompiler:
     """Compiles expressions evaluated on a resource of ``root_type`` (bound to ``r``):
     terms, paths, operators and types; :mod:`calls` adds the functions."""
 
-    def __init__(self, model: Model, root_type: str, strict: bool = False) -> None:
+    def __init__(
+        self, model: Model, root_type: str, strict: bool = False, lenient: bool = False
+    ) -> None:
+        """``strict`` refuses what only a strict engine refuses (``as`` on several items, a
+        leading type name that cannot match); ``lenient`` accepts the slips found in the
+        official search expressions (``valueQuantity`` for ``value``, elements a type does not
+        have, which then select nothing) and records them in ``slips``."""
         self.model = model
         self.root_type = root_type
         self.strict = strict
+        self.lenient = lenient
+        self.slips: list[str] = []
         self.constants: dict[str, str] = {}
         self.helpers: set[str] = set()
         self.counter = 0
@@ -253,7 +261,7 @@ class CoreCompiler:
                     out.append(Branch(self.call("navd", branch.code, repr(name)), type_name))
             else:
                 out.extend(self._elements(branch, name))
-        if not out and known and frag:
+        if not out and known and frag and not self.lenient:
             raise FhirPathTypeError(
                 f"no element {name!r} in {sorted({b.type or '' for b in frag})}"
             )
@@ -262,6 +270,10 @@ class CoreCompiler:
     def _elements(self, branch: Branch, name: str) -> list[Branch]:
         assert branch.type is not None
         elements = self.model.element(branch.type, name)
+        if elements is None and self.lenient:
+            found = self.model.json_property(branch.type, name)
+            elements = (found,) if found is not None else None
+            self.slips.append(f"{branch.type}.{name}")
         out = []
         for element in elements or ():
             helper = "navp" if element.type in PRIMITIVES else "nav"

@@ -82,11 +82,10 @@ class Model:
     def __init__(self, schema: dict[str, Any]) -> None:
         definitions: dict[str, Any] = schema["definitions"]
         self.resources = frozenset(schema["discriminator"]["mapping"])
-        patterns = {
-            definition.get("pattern"): name
-            for name, definition in definitions.items()
-            if name in PRIMITIVES and "pattern" in definition
-        }
+        patterns: dict[str, list[str]] = defaultdict(list)
+        for name, definition in definitions.items():
+            if name in PRIMITIVES and "pattern" in definition:
+                patterns[definition["pattern"]].append(name)
         self.elements: dict[str, dict[str, tuple[Element, ...]]] = {}
         self.parents = dict(_PARENTS)
         for name, definition in definitions.items():
@@ -106,7 +105,7 @@ class Model:
         }
 
     @staticmethod
-    def _type_of(spec: dict[str, Any], patterns: dict[str, str]) -> str | None:
+    def _type_of(key: str, spec: dict[str, Any], patterns: dict[str, list[str]]) -> str | None:
         if "$ref" in spec:
             name: str = spec["$ref"].rsplit("/", 1)[1]
             return ANY_RESOURCE if name == "ResourceList" else name
@@ -115,31 +114,36 @@ class Model:
         if "const" in spec:
             return None
         found = patterns.get(str(spec.get("pattern")))
-        if found is None:
+        if not found:
             return "boolean" if spec.get("type") == "boolean" else "string"
-        return found
+        # uri and canonical (and others) share a pattern: a choice member's name tells which.
+        return next((name for name in found if key.endswith(_capitalised(name))), found[0])
 
     def _elements(
-        self, properties: dict[str, Any], patterns: dict[str, str]
+        self, properties: dict[str, Any], patterns: dict[str, list[str]]
     ) -> dict[str, tuple[Element, ...]]:
         plain: dict[str, Element] = {}
+        descriptions: dict[str, str] = {}
         for key, spec in properties.items():
             if key.startswith("_"):
                 continue
             many = spec.get("type") == "array"
-            type_name = self._type_of(spec["items"] if many else spec, patterns)
+            type_name = self._type_of(key, spec["items"] if many else spec, patterns)
             if type_name is not None:
                 plain[key] = Element(key, type_name, many)
+                descriptions[key] = spec.get("description", "")
         choices: dict[str, list[Element]] = defaultdict(list)
         for key, element in plain.items():
             suffix = _capitalised(element.type)
-            if key.endswith(suffix) and len(key) > len(suffix):
+            if key.endswith(suffix) and len(key) > len(suffix) and not element.many:
                 prefix = key[: -len(suffix)]
                 if prefix not in plain:
                     choices[prefix].append(element)
         result: dict[str, tuple[Element, ...]] = {key: (e,) for key, e in plain.items()}
         for prefix, members in choices.items():
-            if len(members) > 1:
+            # Members of a choice share one description; that tells them from look-alikes
+            # such as Task.instantiatesCanonical and Task.instantiatesUri.
+            if len(members) > 1 and len({descriptions[m.key] for m in members}) == 1:
                 for member in members:
                     del result[member.key]
                 result[prefix] = tuple(members)
@@ -151,6 +155,15 @@ class Model:
             found = self.elements.get(candidate, {}).get(name)
             if found is not None:
                 return found
+        return None
+
+    def json_property(self, type_name: str, key: str) -> Element | None:
+        """A choice element's member by its JSON name (``valueQuantity``): a few official
+        search expressions use them, which a lenient compilation accepts."""
+        for elements in self.elements.get(type_name, {}).values():
+            for element in elements:
+                if element.key == key:
+                    return element
         return None
 
     def lineage(self, type_name: str) -> list[str]:

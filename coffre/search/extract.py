@@ -1,0 +1,71 @@
+"""What a resource is indexed under: for each search parameter of its type, the typed,
+normalised values (see :mod:`coffre.search.values`).
+
+A parameter appears in the result when its expression selects anything at all, even if
+nothing there normalises to a value (a CodeableConcept without codes): that is what
+``:missing=false`` matches. A parameter absent from the result is missing.
+"""
+
+from __future__ import annotations
+
+import itertools
+from functools import cache
+from typing import Any
+
+from coffre.search.parameters import Component, Extractor, SearchParameter, parameters_for
+from coffre.search.values import BY_TYPE, Composite, Groups, Value
+
+Plan = tuple[tuple[str, str, Extractor, tuple[Component, ...], frozenset[str] | None], ...]
+
+
+@cache
+def _plan(resource_type: str) -> Plan:
+    """The parameters of a type that have an expression, in a form quick to loop over."""
+    params: dict[str, SearchParameter] = parameters_for(resource_type)
+    return tuple(
+        (code, param.type, param.extract, param.components, param.roots)
+        for code, param in params.items()
+        if param.extract is not None
+    )
+
+
+def _unique(values: list[Value]) -> list[Value]:
+    return list(dict.fromkeys(values)) if len(values) > 1 else values
+
+
+def _composite(groups: Groups, components: tuple[Component, ...], base: str | None) -> list[Value]:
+    """Per element the composite selects, every combination of its components' values."""
+    out: list[Value] = []
+    for _, items in groups:
+        for item in items:
+            parts = [
+                BY_TYPE[component.type](component.extract(item), base) for component in components
+            ]
+            out.extend(Composite(combination) for combination in itertools.product(*parts))
+    return out
+
+
+def index_values(resource: dict[str, Any], base: str | None = None) -> dict[str, list[Value]]:
+    """Each search parameter of the resource's type whose element is present, with its values.
+
+    ``base`` is Coffre's own base URL: absolute references to it index as ``Type/id``.
+    """
+    resource_type = resource.get("resourceType")
+    if not isinstance(resource_type, str):
+        return {}
+    found: dict[str, list[Value]] = {}
+    keys = resource.keys()
+    for code, kind, extract, components, roots in _plan(resource_type):
+        if roots is not None and keys.isdisjoint(roots):
+            continue
+        groups = extract(resource)
+        for _, items in groups:
+            if items:
+                break
+        else:
+            continue
+        if kind == "composite":
+            found[code] = _unique(_composite(groups, components, base))
+        else:
+            found[code] = _unique(BY_TYPE[kind](groups, base))
+    return found

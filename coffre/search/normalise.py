@@ -1,0 +1,105 @@
+"""Search values normalised as the R4 search specification compares them.
+
+- strings: case- and accent-insensitive (NFKD, combining marks dropped, case folded);
+- dates: the interval ``[low, high)`` a value stands for at its precision, in microseconds
+  since 1970-01-01T00:00:00Z. A date or a time without a zone is taken as UTC: Coffre keeps
+  no local time zone, so ``2020-03-01`` is the UTC day (a server in UTC+1 would start it an
+  hour earlier; the difference shows only at a day's edges);
+- numbers: the interval of the implicit precision (``100`` stands for ``[99.5, 100.5)``).
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+import unicodedata
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from functools import lru_cache
+
+# Open ends of a Period and of a Range.
+LOWEST = -(2**62)
+HIGHEST = 2**62
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_DATE = re.compile(
+    r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?"
+    r"(Z|[+-]\d{2}:\d{2})?)?)?)?"
+)
+
+
+@lru_cache(maxsize=8192)
+def text(value: str) -> str:
+    """A string as compared by string search: no case, no accents, single spaces."""
+    if value.isascii():
+        return " ".join(value.lower().split())
+    stripped = "".join(
+        c for c in unicodedata.normalize("NFKD", value) if not unicodedata.combining(c)
+    )
+    folded = unicodedata.normalize("NFKD", stripped.casefold())
+    return " ".join("".join(c for c in folded if not unicodedata.combining(c)).split())
+
+
+def _micros(moment: datetime) -> int:
+    delta = moment - _EPOCH
+    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+@lru_cache(maxsize=4096)
+def date_range(value: str) -> tuple[int, int] | None:
+    """``[low, high)`` in microseconds for a FHIR date, dateTime or instant; None if invalid."""
+    match = _DATE.fullmatch(value)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction, zone = match.groups()
+    try:
+        if month is None:
+            low, high = datetime(int(year), 1, 1), datetime(int(year) + 1, 1, 1)
+        elif day is None:
+            y, m = int(year), int(month)
+            low = datetime(y, m, 1)
+            high = low + timedelta(days=calendar.monthrange(y, m)[1])
+        elif hour is None:
+            low = datetime(int(year), int(month), int(day))
+            high = low + timedelta(days=1)
+        else:
+            low = datetime(int(year), int(month), int(day), int(hour), int(minute))
+            step = timedelta(minutes=1)
+            if second is not None:
+                low = low.replace(second=int(second))
+                step = timedelta(seconds=1)
+                if fraction is not None:
+                    digits = min(len(fraction), 6)
+                    low = low.replace(microsecond=int(fraction[:digits].ljust(6, "0")))
+                    step = timedelta(microseconds=10 ** (6 - digits))
+            high = low + step
+    except ValueError:
+        return None
+    offset = _offset(zone)
+    return _micros(low.replace(tzinfo=UTC) - offset), _micros(high.replace(tzinfo=UTC) - offset)
+
+
+def _offset(zone: str | None) -> timedelta:
+    if zone is None or zone == "Z":
+        return timedelta(0)
+    sign = -1 if zone[0] == "-" else 1
+    return sign * timedelta(hours=int(zone[1:3]), minutes=int(zone[4:6]))
+
+
+def number_range(value: Decimal) -> tuple[Decimal, Decimal]:
+    """The values a number stands for at its precision: half a unit of its last digit each way."""
+    exponent = value.as_tuple().exponent
+    half = Decimal(5).scaleb((exponent if isinstance(exponent, int) else 0) - 1)
+    return value - half, value + half
+
+
+def decimal(value: object) -> Decimal | None:
+    """A JSON number as a Decimal (a float from the parser by its shortest repr)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, Decimal):
+        return value
+    if isinstance(value, int):
+        return Decimal(value)
+    if isinstance(value, float):
+        return Decimal(repr(value))
+    return None
