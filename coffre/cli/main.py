@@ -20,7 +20,7 @@ from rich.progress import (
 )
 
 from coffre import config
-from coffre.cli import audit
+from coffre.cli import audit, witness
 from coffre.cli.importer import Importer
 from coffre.cli.sources import files_under
 from coffre.exceptions import CoffreError
@@ -183,6 +183,7 @@ def import_(
 
 app.command("audit")(audit.audit)
 app.command("ledger-key")(audit.ledger_key)
+app.add_typer(witness.app, name="witness")
 
 
 def main() -> None:

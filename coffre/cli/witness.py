@@ -1,0 +1,86 @@
+"""``coffre witness``: run a witness that cosigns the checkpoints of the logs it follows,
+only ever along one history (c2sp.org/tlog-witness). See docs/witness.md."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from coffre.api.witness import WitnessFolder, WitnessServer, witness_app
+from coffre.exceptions import CoffreError
+from coffre.ledger import LedgerError, VerifierKey
+
+app = typer.Typer(
+    help="A witness: cosigns checkpoints of the logs it follows, along one history only.",
+    no_args_is_help=True,
+)
+console = Console(stderr=True)
+
+FolderArgument = Annotated[
+    Path, typer.Argument(help="The witness's folder: its key, its state, its evidence.")
+]
+
+
+def _fail(message: str) -> typer.Exit:
+    console.print(f"[red]error:[/red] {escape(message)}")
+    return typer.Exit(code=1)
+
+
+@app.command()
+def init(
+    folder: FolderArgument,
+    name: Annotated[
+        str, typer.Option("--name", help="The witness's name, e.g. witness.example.org/w1.")
+    ],
+) -> None:
+    """Make a new witness: a fresh key (0600) and an empty state. Prints its verifier key,
+    which the logs it witnesses and their auditors configure."""
+    try:
+        key = WitnessFolder(folder).create(name)
+    except CoffreError as error:
+        raise _fail(str(error)) from None
+    console.print(f"witness {escape(name)} created in {folder}; keep its folder backed up")
+    typer.echo(str(key))
+
+
+@app.command()
+def key(folder: FolderArgument) -> None:
+    """Print the witness's verifier key."""
+    try:
+        typer.echo(str(WitnessFolder(folder).key().verifier_key))
+    except CoffreError as error:
+        raise _fail(str(error)) from None
+
+
+@app.command()
+def serve(
+    folder: FolderArgument,
+    log: Annotated[
+        list[str],
+        typer.Option(
+            "--log", help="The verifier key of a log to witness (coffre ledger-key); repeatable."
+        ),
+    ],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8090,
+) -> None:
+    """Serve POST /add-checkpoint for the logs given, in one process."""
+    import uvicorn
+
+    witness_folder = WitnessFolder(folder)
+    try:
+        logs = [VerifierKey.parse(vkey.strip()) for vkey in log]
+        witness_folder.lock()
+        server = WitnessServer(witness_folder, logs)
+    except LedgerError as error:
+        raise _fail(f"--log is not a log's verifier key: {error}") from None
+    except (CoffreError, ValueError) as error:
+        raise _fail(str(error)) from None
+    console.print(
+        f"witness at http://{host}:{port}/add-checkpoint for {len(logs)} log(s) (folder {folder})"
+    )
+    uvicorn.run(witness_app(server), host=host, port=port, access_log=False, log_level="warning")
