@@ -48,6 +48,18 @@ BENCH_PLAINTEXT = Setting(
     "",
     "Benchmarks only: '1' stores bodies unencrypted, to measure what sealing costs. Never for real data.",
 )
+WITNESSES = Setting(
+    "witnesses",
+    "",
+    "Witnesses that cosign the log's checkpoints: `URL VKEY` pairs separated by spaces"
+    " (docs/witness.md).",
+)
+WITNESS_QUORUM = Setting(
+    "witness_quorum",
+    "",
+    "How many witnesses must cosign a checkpoint before /ledger/checkpoint/cosigned"
+    " serves it; empty: all of them.",
+)
 
 SETTINGS = (
     VAULT,
@@ -58,4 +70,6 @@ SETTINGS = (
     MAX_BODY_BYTES,
     SQLITE_SYNCHRONOUS,
     BENCH_PLAINTEXT,
+    WITNESSES,
+    WITNESS_QUORUM,
 )

@@ -32,6 +32,7 @@ from coffre.ledger import (
 )
 from coffre.ledger.proofs import SubtreeHash
 from coffre.service import RecordStore
+from coffre.service.witnessing import Witnessing
 
 MAX_LEAVES = 1000
 """The most leaves one ``/ledger/leaves`` answer carries."""
@@ -90,11 +91,28 @@ def _proof(records: RecordStore, prove: Callable[[SubtreeHash], list[bytes]]) ->
 
 
 async def checkpoint(request: Request) -> Response:
-    """The latest checkpoint as the storage holds it, signature lines and all."""
+    """The latest checkpoint as the storage holds it, signature lines and all, with the
+    witnesses' cosignatures once they cosigned it."""
     note = _records(request).storage.latest_checkpoint()
     if note is None:
         raise FhirError(404, "not-found", "the log has no checkpoint yet: nothing was written")
+    cosigned = _cosigned(request)
+    if cosigned is not None and cosigned.startswith(note):
+        note = cosigned
     return PlainTextResponse(note, headers={"Cache-Control": "no-cache"})
+
+
+async def cosigned_checkpoint(request: Request) -> Response:
+    """The newest checkpoint a quorum of the witnesses cosigned (docs/witness.md)."""
+    note = _cosigned(request)
+    if note is None:
+        raise FhirError(404, "not-found", "no checkpoint of this log is cosigned yet")
+    return PlainTextResponse(note, headers={"Cache-Control": "no-cache"})
+
+
+def _cosigned(request: Request) -> str | None:
+    witnessing: Witnessing | None = getattr(request.app.state, "witnessing", None)
+    return None if witnessing is None else witnessing.published()
 
 
 async def verifier_key(request: Request) -> Response:
@@ -178,6 +196,7 @@ async def map_proof(request: Request) -> Response:
 def ledger_routes() -> list[Route]:
     return [
         Route("/checkpoint", checkpoint, methods=["GET"]),
+        Route("/checkpoint/cosigned", cosigned_checkpoint, methods=["GET"]),
         Route("/key", verifier_key, methods=["GET"]),
         Route("/proof/inclusion", inclusion, methods=["GET"]),
         Route("/proof/consistency", consistency, methods=["GET"]),

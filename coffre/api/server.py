@@ -2,14 +2,38 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
 from starlette.applications import Starlette
 
 from coffre import config
 from coffre.api.app import create_app
 from coffre.service import Vault
+from coffre.service.witnessing import Witnessing, witnesses_from_settings
 
 
 def app_from_settings() -> Starlette:
-    return create_app(
-        Vault.from_settings().open(), max_body_bytes=int(config.MAX_BODY_BYTES.value())
-    )
+    vault = Vault.from_settings()
+    records = vault.open()
+    app = create_app(records, max_body_bytes=int(config.MAX_BODY_BYTES.value()))
+    witnesses, quorum = witnesses_from_settings()
+    if witnesses:
+        with_witnessing(app, Witnessing(records, witnesses, quorum, vault.folder))
+    return app
+
+
+def with_witnessing(app: Starlette, witnessing: Witnessing) -> Starlette:
+    """Gather the witnesses' cosignatures in the background for as long as ``app`` serves,
+    and publish them under /ledger."""
+    app.state.witnessing = witnessing
+    serve = app.router.lifespan_context
+
+    @asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[Any]:
+        async with witnessing.running(), serve(app) as state:
+            yield state
+
+    app.router.lifespan_context = lifespan
+    return app

@@ -26,6 +26,7 @@ from coffre.cli.sources import files_under
 from coffre.exceptions import CoffreError
 from coffre.fhir.json import dumps
 from coffre.service import Vault
+from coffre.service.witnessing import witnesses_from_settings
 from coffre.synth import generate_bundles, generate_shared_bundle
 
 app = typer.Typer(
@@ -97,6 +98,7 @@ def serve(
         os.environ[config.KEYRING.env] = str(keyring)
     try:
         Vault.from_settings().open().storage.close()
+        witnesses_from_settings()
     except CoffreError as error:
         raise _fail(error) from None
     console.print(f"Coffre serves FHIR R4 at http://{host}:{port}/fhir (vault {vault})")

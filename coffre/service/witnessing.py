@@ -1,0 +1,280 @@
+"""The log's side of witnessing: submit each new checkpoint to the witnesses, publish it
+once enough of them cosigned it.
+
+Every second or so, when the log has signed a checkpoint the witnesses have not yet
+cosigned, it is posted to each (``add-checkpoint``, c2sp.org/tlog-witness) with a
+consistency proof from the size that witness is at: a witness that answers 409 with
+another size gets the proof from that size. Once ``quorum`` witnesses cosigned the
+checkpoint, the note with their cosignatures is written to ``checkpoint.cosigned`` in
+the vault folder, which ``/ledger/checkpoint/cosigned`` serves.
+
+Witnessing never holds up the server: it runs beside the requests, a witness that is
+down or refuses is logged and tried again later (waiting longer each time), and until a
+quorum cosigns a newer checkpoint the older cosigned one stays published. With several
+server processes, the one holding a file lock submits; the others only serve the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import fcntl
+import logging
+import os
+import tempfile
+import time
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import httpx
+
+from coffre import config
+from coffre.exceptions import CoffreError
+from coffre.ledger import (
+    LedgerError,
+    Note,
+    VerifierKey,
+    open_checkpoint,
+    parse_note,
+    verify_note,
+)
+from coffre.ledger.note import NoteSignature
+from coffre.ledger.proofs import consistency_proof, subtree_from_nodes
+from coffre.ledger.witness import (
+    SIZE_CONTENT_TYPE,
+    Submission,
+    check_quorum,
+    parse_witness_key,
+)
+from coffre.service.records import RecordStore
+from coffre.storage.base import StorageReader
+
+COSIGNED_FILE = "checkpoint.cosigned"
+LOCK_FILE = "witnessing.lock"
+INTERVAL_SECONDS = 1.0
+TIMEOUT_SECONDS = 5.0
+MAX_BACKOFF_SECONDS = 60.0
+
+log = logging.getLogger("coffre.witnessing")
+
+
+class WitnessConfigError(CoffreError):
+    """The witnesses or the quorum in the settings cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class WitnessEndpoint:
+    """A witness the log submits to: where, and the key its cosignatures verify with."""
+
+    url: str
+    key: VerifierKey
+
+
+def parse_witnesses(text: str) -> list[WitnessEndpoint]:
+    """``URL VKEY`` pairs separated by white space, as ``COFFRE_WITNESSES`` holds them."""
+    words = text.split()
+    if len(words) % 2:
+        raise WitnessConfigError("witnesses are pairs of a URL and a verifier key")
+    witnesses = []
+    for url, vkey in zip(words[::2], words[1::2], strict=True):
+        if not url.startswith(("http://", "https://")):
+            raise WitnessConfigError(f"a witness URL starts with http:// or https://: {url!r}")
+        try:
+            key = parse_witness_key(vkey)
+        except LedgerError as error:
+            raise WitnessConfigError(f"{vkey!r} is not a witness's key: {error}") from None
+        witnesses.append(WitnessEndpoint(url.rstrip("/"), key))
+    if len({w.key for w in witnesses}) != len(witnesses):
+        raise WitnessConfigError("a witness is given twice")
+    return witnesses
+
+
+def witnesses_from_settings() -> tuple[list[WitnessEndpoint], int]:
+    """The witnesses and the quorum the settings give; raises WitnessConfigError."""
+    witnesses = parse_witnesses(config.WITNESSES.value())
+    quorum = config.WITNESS_QUORUM.value().strip()
+    try:
+        return witnesses, check_quorum(int(quorum) if quorum else None, len(witnesses))
+    except ValueError as error:
+        raise WitnessConfigError(f"{config.WITNESS_QUORUM.env}: {error}") from None
+
+
+@dataclass
+class _Progress:
+    """What the log knows of one witness: the size it is at (as far as the log knows), its
+    cosignature of the latest checkpoint it cosigned, and when to try it again."""
+
+    size: int = 0
+    text: str | None = None
+    signature: NoteSignature | None = None
+    failures: int = 0
+    retry_at: float = 0.0
+
+
+class Witnessing:
+    """Submits the log's checkpoints to ``witnesses`` and publishes them cosigned."""
+
+    def __init__(
+        self,
+        records: RecordStore,
+        witnesses: Sequence[WitnessEndpoint],
+        quorum: int,
+        folder: Path,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if not witnesses or not 1 <= quorum <= len(witnesses):
+            raise WitnessConfigError("witnessing needs witnesses and a quorum of 1 to all")
+        self._records = records
+        self._witnesses = list(witnesses)
+        self._quorum = quorum
+        self._progress = {w: _Progress() for w in witnesses}
+        self.cosigned_file = folder / COSIGNED_FILE
+        self._lock_path = folder / LOCK_FILE
+        self._lock: IO[bytes] | None = None
+        self._transport = transport
+        self._published: str | None = None
+
+    def published(self) -> str | None:
+        """The newest checkpoint a quorum of witnesses cosigned, with their cosignatures."""
+        try:
+            return self.cosigned_file.read_text()
+        except FileNotFoundError:
+            return None
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Witness in the background for as long as the context lasts."""
+        task = asyncio.create_task(self._run())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            if self._lock is not None:
+                self._lock.close()
+                self._lock = None
+
+    async def _run(self) -> None:
+        async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS, transport=self._transport) as client:
+            while True:
+                if self._elected():
+                    try:
+                        await self.round(client)
+                    except (CoffreError, OSError) as error:
+                        log.error("witnessing failed this round: %s", error)
+                await asyncio.sleep(INTERVAL_SECONDS)
+
+    def _elected(self) -> bool:
+        """Whether this process submits: it holds the lock, or takes it now."""
+        if self._lock is None:
+            file = open(self._lock_path, "ab")  # noqa: SIM115 - held while witnessing
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                file.close()
+                return False
+            self._lock = file
+        return True
+
+    async def round(self, client: httpx.AsyncClient) -> None:
+        """Submit the latest checkpoint to the witnesses that lack it, publish it if a
+        quorum cosigned it."""
+        text = self._records.storage.latest_checkpoint()
+        if text is None:
+            return
+        note = parse_note(text)
+        checkpoint = open_checkpoint(note, self._records.ledger.verifier_key)
+        now = time.monotonic()
+        due = [w for w, p in self._progress.items() if p.text != note.text and p.retry_at <= now]
+        await asyncio.gather(*(self._submit(client, w, note, checkpoint.size) for w in due))
+        signatures = [
+            p.signature
+            for p in self._progress.values()
+            if p.text == note.text and p.signature is not None
+        ]
+        if len(signatures) >= self._quorum:
+            self._publish(Note(note.text, (*note.signatures, *signatures)).serialize())
+
+    async def _submit(
+        self, client: httpx.AsyncClient, witness: WitnessEndpoint, note: Note, size: int
+    ) -> None:
+        progress = self._progress[witness]
+        for _ in range(2):  # once more after a 409 that tells the witness's size
+            if progress.size > size:
+                self._failed(witness, f"is at size {progress.size}, beyond this log's {size}")
+                return
+            proof = _proof(self._records.storage, progress.size, size)
+            body = Submission(progress.size, tuple(proof), note).serialize()
+            try:
+                answer = await client.post(f"{witness.url}/add-checkpoint", content=body)
+            except httpx.HTTPError as error:
+                self._failed(witness, f"is unreachable: {error!r}", refused=False)
+                return
+            if answer.status_code == 200:
+                self._cosigned(witness, note, size, answer.text)
+                return
+            told = _told_size(answer)
+            if told is None:
+                self._failed(
+                    witness, f"refused size {size}: HTTP {answer.status_code} {answer.text[:200]!r}"
+                )
+                return
+            progress.size = told
+        self._failed(witness, f"keeps answering 409 (now at size {progress.size})")
+
+    def _cosigned(self, witness: WitnessEndpoint, note: Note, size: int, answer: str) -> None:
+        """Keep the witness's cosignature from its answer, once it verifies."""
+        try:
+            lines = parse_note(note.text + "\n" + answer).signatures
+            ours = [
+                s for s in lines if (s.name, s.key_id) == (witness.key.name, witness.key.key_id)
+            ]
+            verify_note(Note(note.text, tuple(ours)), [witness.key])
+        except LedgerError as error:
+            self._failed(witness, f"answered no valid cosignature: {error}")
+            return
+        progress = self._progress[witness]
+        progress.size, progress.text, progress.signature = size, note.text, ours[0]
+        progress.failures, progress.retry_at = 0, 0.0
+
+    def _failed(self, witness: WitnessEndpoint, why: str, refused: bool = True) -> None:
+        progress = self._progress[witness]
+        progress.failures += 1
+        wait = min(2.0**progress.failures, MAX_BACKOFF_SECONDS)
+        progress.retry_at = time.monotonic() + wait
+        report = log.error if refused else log.warning
+        report("witness %s %s; trying again in %.0f s", witness.key.name, why, wait)
+
+    def _publish(self, note: str) -> None:
+        """Replace the published note atomically (several processes read it)."""
+        if note == self._published:
+            return
+        descriptor, name = tempfile.mkstemp(dir=self.cosigned_file.parent, suffix=".tmp")
+        with os.fdopen(descriptor, "w") as file:
+            file.write(note)
+        Path(name).replace(self.cosigned_file)
+        self._published = note
+
+
+def _proof(reader: StorageReader, old: int, new: int) -> list[bytes]:
+    """The consistency proof from ``old`` to ``new``, from the stored perfect subtrees."""
+
+    def node(level: int, index: int) -> bytes:
+        found = reader.node(level, index)
+        if found is None:
+            raise LedgerError(f"the tree lacks its node ({level}, {index})")
+        return found
+
+    return consistency_proof(old, new, subtree_from_nodes(node))
+
+
+def _told_size(answer: httpx.Response) -> int | None:
+    """The size a 409 ``text/x.tlog.size`` answer carries, if it is one."""
+    media_type = answer.headers.get("content-type", "").split(";")[0].strip()
+    text = answer.text
+    if answer.status_code != 409 or media_type != SIZE_CONTENT_TYPE or not text.endswith("\n"):
+        return None
+    return int(text[:-1]) if text[:-1].isdigit() else None

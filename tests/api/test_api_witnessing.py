@@ -1,0 +1,275 @@
+"""The log's side of witnessing, in process: the settings, a round of submissions to two
+witnesses, what is published when one is down, and the endpoints that serve it."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from starlette.testclient import TestClient
+from starlette.types import ASGIApp
+
+from coffre.api import create_app
+from coffre.api.server import with_witnessing
+from coffre.api.witness import WitnessFolder, WitnessServer, witness_app
+from coffre.ledger import VerifierKey, open_checkpoint
+from coffre.ledger.witness import LogState
+from coffre.service import RecordStore, Vault
+from coffre.service.witnessing import (
+    COSIGNED_FILE,
+    WitnessConfigError,
+    WitnessEndpoint,
+    Witnessing,
+    parse_witnesses,
+    witnesses_from_settings,
+)
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+class Witnesses(httpx.AsyncBaseTransport):
+    """In-process witnesses by host name; any of them can be taken down."""
+
+    def __init__(self, apps: dict[str, ASGIApp]) -> None:
+        self.apps = apps
+        self.down: set[str] = set()
+        self.posts: Counter[str] = Counter()
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        host = request.url.host
+        self.posts[host] += 1
+        if host in self.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        return await httpx.ASGITransport(app=self.apps[host]).handle_async_request(request)
+
+
+@pytest.fixture
+def folders(tmp_path: Path) -> dict[str, WitnessFolder]:
+    made = {}
+    for host in ("w1", "w2"):
+        made[host] = WitnessFolder(tmp_path / host)
+        made[host].create(f"witness.example.org/{host}")
+    return made
+
+
+def _endpoints(folders: dict[str, WitnessFolder]) -> list[WitnessEndpoint]:
+    return [WitnessEndpoint(f"http://{h}", f.key().verifier_key) for h, f in folders.items()]
+
+
+@pytest.fixture
+def transport(folders: dict[str, WitnessFolder], records: RecordStore) -> Witnesses:
+    log_key = records.ledger.verifier_key
+    apps = {h: witness_app(WitnessServer(f, [log_key])) for h, f in folders.items()}
+    return Witnesses(apps)
+
+
+@dataclass
+class WitnessedLog:
+    """A vault's log, written through ``client``, and two in-process witnesses."""
+
+    client: TestClient
+    records: RecordStore
+    vault: Vault
+    folders: dict[str, WitnessFolder]
+    transport: Witnesses
+
+    def witnessing(self, quorum: int = 2) -> Witnessing:
+        return Witnessing(self.records, _endpoints(self.folders), quorum, self.vault.folder)
+
+    def round(self, witnessing: Witnessing) -> None:
+        async def once() -> None:
+            async with httpx.AsyncClient(transport=self.transport) as client:
+                await witnessing.round(client)
+
+        asyncio.run(once())
+
+    def write(self, count: int) -> None:
+        _write(self.client, count)
+
+    def cosigned_size(self, note: str | None, quorum: int = 2) -> int:
+        assert note is not None
+        keys = [f.key().verifier_key for f in self.folders.values()]
+        return open_checkpoint(note, self.records.ledger.verifier_key, keys, quorum).size
+
+
+@pytest.fixture
+def log(
+    client: TestClient,
+    records: RecordStore,
+    vault: Vault,
+    folders: dict[str, WitnessFolder],
+    transport: Witnesses,
+) -> WitnessedLog:
+    return WitnessedLog(client, records, vault, folders, transport)
+
+
+def _write(client: TestClient, count: int) -> None:
+    for _ in range(count):
+        response = client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
+        assert response.status_code == 201, response.text
+
+
+# -- the settings ----------------------------------------------------------------------------
+
+
+def test_witnesses_are_url_and_key_pairs(folders: dict[str, WitnessFolder]) -> None:
+    w1, w2 = (str(f.key().verifier_key) for f in folders.values())
+    parsed = parse_witnesses(f" http://w1:8090/ {w1}\n https://w2 {w2} ")
+    assert [w.url for w in parsed] == ["http://w1:8090", "https://w2"]
+    assert [str(w.key) for w in parsed] == [w1, w2]
+    assert parse_witnesses("") == []
+    log_key = "example.org/log+58c3c9d2+AeUwyqIhsh9sBN9dJ/FBhgT0Xfm2xyXqoQO9O8T2Xtyi"
+    for wrong, why in (
+        (f"http://w1 {w1} http://w2", "pairs"),
+        (f"w1:8090 {w1}", "http:// or https://"),
+        (f"http://w1 {log_key}", "not a witness"),
+        (f"http://w1 {w1} http://w2 {w1}", "twice"),
+    ):
+        with pytest.raises(WitnessConfigError, match=why):
+            parse_witnesses(wrong)
+
+
+def test_the_quorum_defaults_to_every_witness(
+    folders: dict[str, WitnessFolder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    w1, w2 = (str(f.key().verifier_key) for f in folders.values())
+    monkeypatch.setenv("COFFRE_WITNESSES", f"http://w1 {w1} http://w2 {w2}")
+    assert witnesses_from_settings()[1] == 2
+    monkeypatch.setenv("COFFRE_WITNESS_QUORUM", "1")
+    assert witnesses_from_settings()[1] == 1
+    for wrong in ("3", "0", "two"):
+        monkeypatch.setenv("COFFRE_WITNESS_QUORUM", wrong)
+        with pytest.raises(WitnessConfigError, match="COFFRE_WITNESS_QUORUM"):
+            witnesses_from_settings()
+
+
+# -- rounds ----------------------------------------------------------------------------------
+
+
+def test_each_new_checkpoint_is_cosigned_by_both_and_published(log: WitnessedLog) -> None:
+    witnessing = log.witnessing()
+    log.round(witnessing)
+    assert witnessing.published() is None, "nothing to cosign before the first write"
+    log.write(3)
+    log.round(witnessing)
+    assert log.cosigned_size(witnessing.published()) == 3
+    assert (log.vault.folder / COSIGNED_FILE).read_text() == witnessing.published()
+    log.write(4)
+    log.round(witnessing)
+    assert log.cosigned_size(witnessing.published()) == 7
+    origin = log.records.ledger.origin
+    assert [f.load_state().get(origin).size for f in log.folders.values()] == [7, 7]
+    log.round(witnessing)
+    assert log.transport.posts == {"w1": 2, "w2": 2}, "a checkpoint cosigned is not sent again"
+
+
+def test_a_log_that_restarts_learns_each_witness_s_size_from_its_409(log: WitnessedLog) -> None:
+    log.write(5)
+    log.round(log.witnessing())
+    log.write(2)
+    restarted = log.witnessing()
+    log.round(restarted)
+    assert log.cosigned_size(restarted.published()) == 7
+    assert log.transport.posts == {"w1": 3, "w2": 3}, "old 0, a 409 saying 5, then old 5"
+
+
+def test_with_a_witness_down_the_last_quorum_stays_published(log: WitnessedLog) -> None:
+    witnessing = log.witnessing()
+    log.write(2)
+    log.round(witnessing)
+    log.transport.down.add("w2")
+    log.write(2)
+    log.round(witnessing)
+    assert log.cosigned_size(witnessing.published()) == 2
+    log.round(witnessing)
+    assert log.transport.posts["w2"] == 2, "a witness that failed is tried again later"
+    one_will_do = log.witnessing(quorum=1)
+    log.round(one_will_do)
+    assert log.cosigned_size(one_will_do.published(), quorum=1) == 4
+
+
+def test_a_witness_ahead_of_the_log_is_not_followed(
+    log: WitnessedLog, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A witness that cosigned a bigger tree of this log than the storage holds: the
+    storage was put back. The log does not submit an older tree to it."""
+    witnessing = log.witnessing()
+    log.write(4)
+    log.round(witnessing)
+    w1, origin = log.folders["w1"], log.records.ledger.origin
+    w1.save_state(w1.load_state().with_log(origin, LogState(9, bytes(32))))
+    log_key = log.records.ledger.verifier_key
+    log.transport.apps["w1"] = witness_app(WitnessServer(w1, [log_key]))
+    log.write(1)
+    log.round(log.witnessing())
+    assert "is at size 9, beyond this log's 5" in caplog.text
+    assert log.cosigned_size(witnessing.published()) == 4
+
+
+# -- the endpoints and the background task --------------------------------------------------------
+
+
+def test_the_endpoints_serve_what_was_cosigned(log: WitnessedLog, records: RecordStore) -> None:
+    witnessing = log.witnessing()
+    with TestClient(with_witnessing(create_app(records), witnessing)) as client:
+        assert client.get("/ledger/checkpoint/cosigned").status_code == 404
+        _write(client, 2)
+        log.round(witnessing)
+        cosigned = client.get("/ledger/checkpoint/cosigned")
+        assert cosigned.status_code == 200 and cosigned.headers["cache-control"] == "no-cache"
+        assert cosigned.text == witnessing.published()
+        assert client.get("/ledger/checkpoint").text == cosigned.text, "cosigned once idle"
+        _write(client, 1)
+        newest = client.get("/ledger/checkpoint").text
+        assert newest != cosigned.text and newest == records.storage.latest_checkpoint()
+        assert client.get("/ledger/checkpoint/cosigned").text == cosigned.text
+
+
+def test_a_log_without_witnesses_has_no_cosigned_checkpoint(client: TestClient) -> None:
+    _write(client, 1)
+    answer = client.get("/ledger/checkpoint/cosigned")
+    assert answer.status_code == 404 and "no checkpoint" in answer.text
+
+
+@pytest.fixture
+def serving(
+    records: RecordStore, vault: Vault, folders: dict[str, WitnessFolder], transport: Witnesses
+) -> Iterator[TestClient]:
+    witnessing = Witnessing(records, _endpoints(folders), 2, vault.folder, transport)
+    with TestClient(with_witnessing(create_app(records), witnessing)) as client:
+        yield client
+
+
+def _wait_for(client: TestClient, size: int) -> str:
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        answer = client.get("/ledger/checkpoint/cosigned")
+        if answer.status_code == 200 and f"\n{size}\n" in answer.text:
+            return answer.text
+        time.sleep(0.1)
+    raise AssertionError(f"no cosigned checkpoint of size {size} within 10 s")
+
+
+def test_the_server_witnesses_in_the_background(serving: TestClient, log: WitnessedLog) -> None:
+    _write(serving, 3)
+    assert log.cosigned_size(_wait_for(serving, 3)) == 3
+    _write(serving, 2)
+    assert log.cosigned_size(_wait_for(serving, 5)) == 5
+
+
+def test_witnesses_down_never_stop_the_server(
+    serving: TestClient, records: RecordStore, transport: Witnesses
+) -> None:
+    transport.down.update({"w1", "w2"})
+    _write(serving, 3)
+    time.sleep(1.5)
+    assert serving.get("/fhir/Patient").status_code == 200
+    assert serving.get("/ledger/checkpoint/cosigned").status_code == 404
+    assert transport.posts["w1"] >= 1
+    assert VerifierKey.parse(serving.get("/ledger/key").text.strip()) == records.ledger.verifier_key
