@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -41,6 +42,7 @@ from coffre.ledger import (
     verify_consistency,
 )
 from coffre.ledger.leaf import Leaf
+from coffre.ledger.witness import check_quorum, parse_witness_key
 from coffre.service import Vault
 
 if TYPE_CHECKING:
@@ -85,15 +87,21 @@ class Report:
 
 
 def audit_log(
-    client: httpx.Client, key: VerifierKey, accepted: Checkpoint | None, full: bool = False
+    client: httpx.Client,
+    key: VerifierKey,
+    accepted: Checkpoint | None,
+    full: bool = False,
+    witnesses: Sequence[VerifierKey] = (),
+    quorum: int = 0,
 ) -> Report:
-    """Audit the log that ``client`` (based at the server's root) serves.
+    """Audit the log that ``client`` (based at the server's root) serves; with
+    ``witnesses``, its newest checkpoint that ``quorum`` of them cosigned.
 
     Raises ``NoVerdict`` when the server gives no usable answer, and lets httpx's
     transport errors through.
     """
     report = Report()
-    note = _get(client, "/ledger/checkpoint").text
+    note = _get(client, "/ledger/checkpoint/cosigned" if witnesses else "/ledger/checkpoint").text
     try:
         checkpoint = open_checkpoint(note, key)
     except LedgerError as error:
@@ -103,6 +111,8 @@ def audit_log(
     report.held.append(
         f"checkpoint signed by {key.name}: size {checkpoint.size}, root {_b64(checkpoint.root)}"
     )
+    if witnesses and not _check_witnesses(note, key, witnesses, quorum, report):
+        return report
     if accepted is None:
         report.held.append("no checkpoint accepted before: this one becomes the reference")
     elif checkpoint.size < accepted.size:
@@ -116,6 +126,24 @@ def audit_log(
     if full:
         _check_leaves(client, checkpoint, report)
     return report
+
+
+def _check_witnesses(
+    note: str, key: VerifierKey, witnesses: Sequence[VerifierKey], quorum: int, report: Report
+) -> bool:
+    """Whether ``quorum`` of ``witnesses`` cosigned the checkpoint: only then do they vouch
+    that it is the one history they all saw."""
+    try:
+        open_checkpoint(note, key, witnesses, quorum)
+    except LedgerError as error:
+        report.violate(
+            "unwitnessed",
+            f"the checkpoint is not cosigned by {quorum} of the {len(witnesses)} witnesses"
+            f" given, so it may be a history they never saw: {error}",
+        )
+        return False
+    report.held.append(f"cosigned by at least {quorum} of the {len(witnesses)} witnesses given")
+    return True
 
 
 def _check_consistency(
@@ -273,6 +301,18 @@ def audit(
     full: Annotated[
         bool, typer.Option("--full", help="Also fetch every leaf, recompute the root, decode each.")
     ] = False,
+    witness: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--witness",
+            help="A witness's verifier key (repeatable): audit the newest checkpoint the"
+            " witnesses cosigned, accepted only with --quorum of their cosignatures.",
+        ),
+    ] = None,
+    quorum: Annotated[
+        int | None,
+        typer.Option("--quorum", help="How many of the --witness keys must cosign; default: all."),
+    ] = None,
 ) -> None:
     """Check that a running Coffre's log is signed, append-only, and (--full) matches its leaves.
 
@@ -284,10 +324,15 @@ def audit(
         verifier = VerifierKey.parse(key.strip())
     except LedgerError as error:
         raise _stop(f"--key is not a verifier key: {error}") from None
+    try:
+        witnesses = [parse_witness_key(vkey.strip()) for vkey in witness or []]
+        required = check_quorum(quorum, len(witnesses))
+    except (LedgerError, ValueError) as error:
+        raise _stop(f"--witness or --quorum: {error}") from None
     accepted = _load_state(state, verifier)
     try:
         with httpx.Client(base_url=url, timeout=TIMEOUT_SECONDS) as client:
-            report = audit_log(client, verifier, accepted, full)
+            report = audit_log(client, verifier, accepted, full, witnesses, required)
     except httpx.HTTPError as error:
         raise _stop(f"server unreachable at {url}: {error}") from None
     except NoVerdict as error:
