@@ -1,7 +1,7 @@
 """Ledger benchmark: what Coffre's tamper-evident log (RFC 9162) costs, in four parts.
 
 1. Appends: leaves/s through the real storage path. A fresh vault is opened in-process and
-   leaves are appended as the write path appends them (``records.ledger.record`` inside
+   leaves are appended as the write path appends them (``writer.record`` inside
    ``records.writer()``; the writer integrates, signs a checkpoint, commits and remembers
    it at the end of each transaction), for each batch size (--batches, leaves per
    transaction) and each kind of leaf (--kinds: ``read``, the access leaves every read
@@ -117,7 +117,7 @@ class Leaves:
     def append(self, records: RecordStore, batch: int) -> tuple[float, float, float]:
         """One transaction of ``batch`` leaves: (seconds in BEGIN, seconds appending, whole
         transaction, from BEGIN to the remembered checkpoint)."""
-        record, digests, n = records.ledger.record, self.digests, self.n
+        digests, n = self.digests, self.n
         if self.kind == "write":
             kind = LeafKind.CREATE
             locs = [self.rng.randbytes(32) for _ in range(batch)]
@@ -129,7 +129,7 @@ class Leaves:
         with records.writer() as writer:
             began = time.perf_counter()
             leaves = [Leaf(kind, loc, 1, digests[i % POOL], ts) for i, loc in enumerate(locs, n)]
-            record(writer.txn, leaves)
+            writer.record(leaves)
             appended = time.perf_counter()
         ended = time.perf_counter()
         self.n += batch

@@ -21,6 +21,7 @@ from coffre.service import RecordStore, Vault
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("COFFRE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
+READY_SECONDS = 120
 
 
 def shared_data_path(*parts: str) -> Path:
@@ -84,7 +85,9 @@ class RunningServer:
         self._wait_ready()
 
     def _wait_ready(self) -> None:
-        deadline = time.monotonic() + 30
+        # Start-up imports the 5 MB generated schema module: seconds on an idle machine,
+        # much longer when the tests share the cores with other work.
+        deadline = time.monotonic() + READY_SECONDS
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 output = self.process.stdout.read().decode() if self.process.stdout else ""
@@ -94,7 +97,7 @@ class RunningServer:
                     return
             except httpx.HTTPError:
                 time.sleep(0.1)
-        raise RuntimeError("coffre serve did not answer within 30 s")
+        raise RuntimeError(f"coffre serve did not answer within {READY_SECONDS} s")
 
     def stop(self) -> None:
         self.process.terminate()

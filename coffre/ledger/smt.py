@@ -25,7 +25,7 @@ from __future__ import annotations
 from bisect import bisect_left
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from coffre.ledger.errors import ProofShapeError, RootMismatchError
 from coffre.ledger.hashing import HASH_SIZE, leaf_hash, node_hash
@@ -41,9 +41,12 @@ def map_leaf_hash(key: bytes, value: bytes) -> bytes:
     return leaf_hash(key + value)
 
 
-@dataclass(frozen=True, slots=True)
-class MapNode:
-    """A stored node: its hash, and the (key, value) of its subtree's only leaf, if one."""
+class MapNode(NamedTuple):
+    """A stored node: its hash, and the (key, value) of its subtree's only leaf, if one.
+
+    A named tuple rather than a dataclass: an update makes one per level, and a tuple is
+    the cheapest object Python builds.
+    """
 
     hash: bytes
     leaf: tuple[bytes, bytes] | None = None
@@ -68,6 +71,11 @@ class MemoryNodeStore:
 
     def put(self, depth: int, prefix: int, node: MapNode) -> None:
         self._levels[depth][prefix] = node
+
+    def update(self, nodes: Mapping[tuple[int, int], MapNode]) -> None:
+        """Put many nodes, keyed by ``(depth, prefix)``: what another store wrote."""
+        for (depth, prefix), node in nodes.items():
+            self._levels[depth][prefix] = node
 
     def __len__(self) -> int:
         return sum(len(level) for level in self._levels)
@@ -158,7 +166,8 @@ class SparseMerkleMap:
         else:
             left = self._store.get(depth + 1, 2 * prefix)
             right = self._store.get(depth + 1, 2 * prefix + 1)
-        half = bisect_left(items, (2 * prefix + 1) << (DEPTH - 1 - depth), key=_first)
+        # A 1-tuple sorts before any item with the same key: the first item right of the split.
+        half = bisect_left(items, ((2 * prefix + 1) << (DEPTH - 1 - depth),))
         if half:
             left = self._update(depth + 1, 2 * prefix, left, items[:half])
         if half < len(items):
@@ -227,14 +236,10 @@ def _merge_leaf(
 ) -> list[tuple[int, bytes]]:
     """``items`` with the subtree's lone leaf, which moves down beside them unless updated."""
     k = int.from_bytes(leaf[0], "big")
-    at = bisect_left(items, k, key=_first)
+    at = bisect_left(items, (k,))
     if at < len(items) and items[at][0] == k:
         return items
     return [*items[:at], (k, leaf[1]), *items[at:]]
-
-
-def _first(item: tuple[int, bytes]) -> int:
-    return item[0]
 
 
 def _hash(node: MapNode | None) -> bytes:

@@ -18,6 +18,7 @@ import os
 import tempfile
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
 
@@ -52,32 +53,39 @@ class Ledger:
         self.verifier_key = VerifierKey(self.origin, ALG_ED25519, self._signer.public_key)
         self._memory = memory
 
-    def record(self, txn: StorageTxn, leaves: Sequence[Leaf]) -> int:
+    def record(self, txn: StorageTxn, leaves: Sequence[Leaf]) -> list[bytes]:
         """Append leaves, each tagged with its place in the log so that it cannot be
-        replayed; return the index of the first."""
+        replayed; return them as stored."""
         start = txn.leaf_count()
         stored = []
         for index, leaf in enumerate(leaves, start):
             fields = leaf.encode()
             stored.append(fields + self._keys.leaf_tag(_tagged(index, fields)))
         txn.append_leaves(start, stored)
-        return start
+        return stored
 
     def latest(self, reader: StorageReader) -> Checkpoint | None:
         """The newest checkpoint the storage holds, once its signature is checked."""
         note = reader.latest_checkpoint()
         return None if note is None else open_checkpoint(note, self.verifier_key)
 
-    def integrate(self, txn: StorageTxn, latest_writes: LatestWrites) -> Note | None:
-        """Hash the leaves added since the last checkpoint into the tree, compute the map
-        root they give, and sign a new checkpoint carrying both.
+    def integrate(
+        self, txn: StorageTxn, latest_writes: LatestWrites, appended: Sequence[Appended]
+    ) -> Integration | None:
+        """Hash the leaves this transaction appended into the tree, compute the map root
+        they give, and sign a new checkpoint carrying both.
 
-        The map follows the transaction's view only up to the last checkpoint: the write
-        lock this transaction holds means that is exactly what is committed.
+        Every transaction integrates what it appended, so the log ends at the last
+        checkpoint plus ``appended``; anything else is refused. The map follows the
+        transaction's view only up to the last checkpoint: the write lock this
+        transaction holds means that is exactly what is committed.
         """
         last = self.latest(txn)
-        start, end = (last.size if last else 0), txn.leaf_count()
-        if end == start:
+        start = last.size if last else 0
+        end = start + len(appended)
+        if txn.leaf_count() != end:
+            raise LedgerError(f"the log holds other leaves than its checkpoint ({start}) and ours")
+        if not appended:
             return None
         fresh: dict[tuple[int, int], bytes] = {}
 
@@ -92,18 +100,17 @@ class Ledger:
             raise LedgerError(f"the log holds {latest_writes.known} leaves, its checkpoint {start}")
         if last is not None and last.map_root not in (None, latest_writes.map.root):
             raise LedgerError("the log's leaves do not give the map root its checkpoint signed")
-        new_leaves = []
-        for index, data in enumerate(txn.leaves(start, end), start):
-            hashed = leaf_hash(data)
-            new_leaves.append((authentic_leaf(self._keys, index, data), hashed))
+        hashes = [leaf_hash(data) for _, data in appended]
+        for index, hashed in enumerate(hashes, start):
             _add_leaf(fresh, node, index, hashed)
         txn.put_nodes((level, index, h) for (level, index), h in fresh.items())
         root = subtree_from_nodes(node)(0, end)
-        map_root = latest_writes.map_root_with(new_leaves)
+        leaves = [leaf for leaf, _ in appended]
+        map_nodes, map_root = latest_writes.map_with(leaves, hashes)
         checkpoint = Checkpoint(self.origin, end, root, (map_extension(map_root),))
         note = sign_checkpoint(checkpoint, self.origin, self._signer)
         txn.put_checkpoint(end, note.serialize())
-        return note
+        return Integration(note, start, leaves, hashes, map_nodes)
 
     def check_map(self, reader: StorageReader, latest_writes: LatestWrites) -> None:
         """Refuse a log whose leaves do not give the map root its newest checkpoint signed."""
@@ -165,6 +172,20 @@ def _add_leaf(
 
 
 WRITES = frozenset({LeafKind.CREATE, LeafKind.UPDATE, LeafKind.DELETE})
+Appended = tuple[Leaf, bytes]
+"""A leaf a transaction appended, and its bytes as stored."""
+
+
+@dataclass(frozen=True, slots=True)
+class Integration:
+    """What one transaction added to the log, for the latest-writes record to take over
+    once it commits instead of reading it back."""
+
+    note: Note
+    start: int
+    leaves: list[Leaf]
+    hashes: list[bytes]
+    map_nodes: dict[tuple[int, int], MapNode]
 
 
 class LoggedWrite(NamedTuple):
@@ -204,19 +225,31 @@ class LatestWrites:
             count = reader.leaf_count() if until is None else until
             if count <= self.known:
                 return
-            updates = {}
-            leaves = reader.leaves(self.known, count)
-            for index, data in enumerate(leaves, self.known):
-                leaf = authentic_leaf(self._keys, index, data)
-                hashed = leaf_hash(data)
-                self.tree.append(hashed)
-                if leaf.kind in WRITES:
-                    self._latest[leaf.loc] = LoggedWrite(
-                        leaf.version, leaf.body_hash, leaf.index_digest
-                    )
-                    updates[leaf.loc] = hashed
-            self.map.update(updates)
-            self.known += len(leaves)
+            data = reader.leaves(self.known, count)
+            leaves = [authentic_leaf(self._keys, i, d) for i, d in enumerate(data, self.known)]
+            hashes = [leaf_hash(d) for d in data]
+            self.map.update(self._follow(leaves, hashes))
+
+    def adopt(self, integration: Integration) -> None:
+        """Take over what a committed transaction integrated, unless the log was already
+        followed past it (or not yet up to it: ``catch_up`` then reads it back)."""
+        with self._lock:
+            if self.known == integration.start:
+                self._follow(integration.leaves, integration.hashes)
+                self._nodes.update(integration.map_nodes)
+
+    def _follow(self, leaves: list[Leaf], hashes: list[bytes]) -> dict[bytes, bytes]:
+        """Add leaves to the tree and to the latest writes; the map updates they make."""
+        updates = {}
+        for leaf, hashed in zip(leaves, hashes, strict=True):
+            self.tree.append(hashed)
+            if leaf.kind in WRITES:
+                self._latest[leaf.loc] = LoggedWrite(
+                    leaf.version, leaf.body_hash, leaf.index_digest
+                )
+                updates[leaf.loc] = hashed
+        self.known += len(leaves)
+        return updates
 
     def expected(self, loc: bytes) -> LoggedWrite | None:
         return self._latest.get(loc)
@@ -228,12 +261,19 @@ class LatestWrites:
         with self._lock:
             return self.known, self.map.get(loc), self.map.prove(loc)
 
-    def map_root_with(self, leaves: list[tuple[Leaf, bytes]]) -> bytes:
-        """The map root once ``leaves`` (with their hashes) are added, leaving the map as it is."""
-        updates = {leaf.loc: hashed for leaf, hashed in leaves if leaf.kind in WRITES}
-        if not updates:
-            return self.map.root
-        return SparseMerkleMap(_Overlay(self._nodes)).update(updates)
+    def map_with(
+        self, leaves: list[Leaf], hashes: list[bytes]
+    ) -> tuple[dict[tuple[int, int], MapNode], bytes]:
+        """The map nodes ``leaves`` (with their hashes) would write, and the root they
+        give, leaving the map as it is."""
+        updates = {
+            leaf.loc: hashed
+            for leaf, hashed in zip(leaves, hashes, strict=True)
+            if leaf.kind in WRITES
+        }
+        overlay = _Overlay(self._nodes)
+        root = SparseMerkleMap(overlay).update(updates) if updates else self.map.root
+        return overlay.written, root
 
 
 class _Overlay:
@@ -241,13 +281,13 @@ class _Overlay:
 
     def __init__(self, base: MemoryNodeStore) -> None:
         self._base = base
-        self._written: dict[tuple[int, int], MapNode] = {}
+        self.written: dict[tuple[int, int], MapNode] = {}
 
     def get(self, depth: int, prefix: int) -> MapNode | None:
-        return self._written.get((depth, prefix)) or self._base.get(depth, prefix)
+        return self.written.get((depth, prefix)) or self._base.get(depth, prefix)
 
     def put(self, depth: int, prefix: int, node: MapNode) -> None:
-        self._written[(depth, prefix)] = node
+        self.written[(depth, prefix)] = node
 
 
 def _tagged(index: int, fields: bytes) -> bytes:

@@ -29,7 +29,7 @@ from coffre.ledger.leaf import Leaf, LeafKind, index_digest
 from coffre.seal import Envelope, PurposeKeys, random_key
 from coffre.search import Criterion, index_entries, matches, query_keys
 from coffre.service.audit import OPERATOR, Access, audit_event
-from coffre.service.ledger import LatestWrites, Ledger, authentic_leaf
+from coffre.service.ledger import Appended, LatestWrites, Ledger, authentic_leaf
 from coffre.storage.base import (
     HistoryQuery,
     SealedEvent,
@@ -351,10 +351,11 @@ class RecordStore:
             writer = Writer(self, txn, access)
             yield writer
             writer.seal_events()
-            checkpoint = self.ledger.integrate(txn, self.latest_writes)
+            integration = self.ledger.integrate(txn, self.latest_writes, writer.appended)
         self._data_keys.update(writer.fresh_keys)
-        if checkpoint is not None:
-            self.ledger.remember(checkpoint)
+        if integration is not None:
+            self.latest_writes.adopt(integration)
+            self.ledger.remember(integration.note)
 
 
 @dataclass(frozen=True, slots=True)
@@ -379,6 +380,7 @@ class Writer:
         self.access = access
         self.fresh_keys: dict[bytes, bytes] = {}
         self.written: set[bytes] = set()
+        self.appended: list[Appended] = []
         self._pending: list[_Logged] = []
         # Nothing is written yet: the log's end is what is committed, under our lock.
         records.latest_writes.catch_up(txn)
@@ -405,13 +407,14 @@ class Writer:
     def savepoint(self) -> Iterator[None]:
         """Writes that fail together without failing the rest of the transaction."""
         keys_before, written_before = dict(self.fresh_keys), set(self.written)
-        pending_before = len(self._pending)
+        pending_before, appended_before = len(self._pending), len(self.appended)
         try:
             with self.txn.savepoint():
                 yield
         except BaseException:
             self.fresh_keys, self.written = keys_before, written_before
             del self._pending[pending_before:]
+            del self.appended[appended_before:]
             raise
 
     @contextmanager
@@ -444,8 +447,14 @@ class Writer:
             digest = hashlib.sha256(sealed).digest()
             self.txn.append_event(SealedEvent(digest, comp, start + positions[0], sealed))
             event_of.update(dict.fromkeys(positions, digest))
-        leaves = [replace(logged.leaf, event_hash=event_of[i]) for i, logged in enumerate(pending)]
-        self.records.ledger.record(self.txn, leaves)
+        self.record(
+            [replace(logged.leaf, event_hash=event_of[i]) for i, logged in enumerate(pending)]
+        )
+
+    def record(self, leaves: list[Leaf]) -> None:
+        """Append leaves to the log; the transaction integrates them when it ends."""
+        stored = self.records.ledger.record(self.txn, leaves)
+        self.appended.extend(zip(leaves, stored, strict=True))
 
     def find(self, resource_type: str, criteria: tuple[Criterion, ...]) -> list[Stored]:
         return self.records.find(resource_type, criteria, self.txn, self.key)
