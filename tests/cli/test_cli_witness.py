@@ -23,7 +23,6 @@ from coffre.ledger.witness import Submission
 from coffre.seal.signing import Ed25519Signer
 from coffre.service import Vault
 
-
 READY_SECONDS = 120
 """Start-up imports all of Coffre: slow when the tests share the cores with other work."""
 WAIT_SECONDS = 60
