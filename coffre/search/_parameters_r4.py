@@ -5,8 +5,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from coffre.search.fhirpath.operations import is_branches, temporals
-from coffre.search.fhirpath.runtime import and_, at, eq, nav, navp, ne, resolve, test, truth, values
+from coffre.search.fhirpath.operations import temporals
+from coffre.search.fhirpath.runtime import (
+    and_,
+    at,
+    eq,
+    nav,
+    navp,
+    ne,
+    refers_to,
+    test,
+    truth,
+    values,
+)
 from coffre.search.parameters import Component, Extracted, SearchParameter
 
 
@@ -47,16 +58,7 @@ def _x8(r: Any) -> Extracted:
 
 
 def _x9(r: Any) -> Extracted:
-    return (
-        (
-            "Reference",
-            [
-                v1
-                for v1 in nav([r], "subject")
-                if test(is_branches([(resolve([v1], [r]), None)], "FHIR", "Patient"))
-            ],
-        ),
-    )
+    return (("Reference", refers_to(nav([r], "subject"), "Patient", [r])),)
 
 
 def _x10(r: Any) -> Extracted:
@@ -414,16 +416,7 @@ def _x75(r: Any) -> Extracted:
 
 
 def _x76(r: Any) -> Extracted:
-    return (
-        (
-            "Reference",
-            [
-                v1
-                for v1 in nav(nav([r], "participant"), "actor")
-                if test(is_branches([(resolve([v1], [r]), None)], "FHIR", "Location"))
-            ],
-        ),
-    )
+    return (("Reference", refers_to(nav(nav([r], "participant"), "actor"), "Location", [r])),)
 
 
 def _x77(r: Any) -> Extracted:
@@ -431,29 +424,11 @@ def _x77(r: Any) -> Extracted:
 
 
 def _x78(r: Any) -> Extracted:
-    return (
-        (
-            "Reference",
-            [
-                v1
-                for v1 in nav(nav([r], "participant"), "actor")
-                if test(is_branches([(resolve([v1], [r]), None)], "FHIR", "Patient"))
-            ],
-        ),
-    )
+    return (("Reference", refers_to(nav(nav([r], "participant"), "actor"), "Patient", [r])),)
 
 
 def _x79(r: Any) -> Extracted:
-    return (
-        (
-            "Reference",
-            [
-                v1
-                for v1 in nav(nav([r], "participant"), "actor")
-                if test(is_branches([(resolve([v1], [r]), None)], "FHIR", "Practitioner"))
-            ],
-        ),
-    )
+    return (("Reference", refers_to(nav(nav([r], "participant"), "actor"), "Practitioner", [r])),)
 
 
 def _x80(r: Any) -> Extracted:
@@ -493,16 +468,7 @@ def _x88(r: Any) -> Extracted:
 
 
 def _x89(r: Any) -> Extracted:
-    return (
-        (
-            "Reference",
-            [
-                v1
-                for v1 in nav([r], "actor")
-                if test(is_branches([(resolve([v1], [r]), None)], "FHIR", "Location"))
-            ],
-        ),
-    )
+    return (("Reference", refers_to(nav([r], "actor"), "Location", [r])),)
 
 
 def _x90(r: Any) -> Extracted:
@@ -510,29 +476,11 @@ def _x90(r: Any) -> Extracted:
 
 
 def _x91(r: Any) -> Extracted:
-    return (
-        (
-            "Reference",
-            [
-                v1
-                for v1 in nav([r], "actor")
-                if test(is_branches([(resolve([v1], [r]), None)], "FHIR", "Patient"))
-            ],
-        ),
-    )
+    return (("Reference", refers_to(nav([r], "actor"), "Patient", [r])),)
 
 
 def _x92(r: Any) -> Extracted:
-    return (
-        (
-            "Reference",
-            [
-                v1
-                for v1 in nav([r], "actor")
-                if test(is_branches([(resolve([v1], [r]), None)], "FHIR", "Practitioner"))
-            ],
-        ),
-    )
+    return (("Reference", refers_to(nav([r], "actor"), "Practitioner", [r])),)
 
 
 def _x93(r: Any) -> Extracted:
@@ -585,22 +533,8 @@ def _x104(r: Any) -> Extracted:
 
 def _x105(r: Any) -> Extracted:
     return (
-        (
-            "Reference",
-            [
-                v1
-                for v1 in nav(nav([r], "agent"), "who")
-                if test(is_branches([(resolve([v1], [r]), None)], "FHIR", "Patient"))
-            ],
-        ),
-        (
-            "Reference",
-            [
-                v3
-                for v3 in nav(nav([r], "entity"), "what")
-                if test(is_branches([(resolve([v3], [r]), None)], "FHIR", "Patient"))
-            ],
-        ),
+        ("Reference", refers_to(nav(nav([r], "agent"), "who"), "Patient", [r])),
+        ("Reference", refers_to(nav(nav([r], "entity"), "what"), "Patient", [r])),
     )
 
 
@@ -1390,14 +1324,7 @@ def _x291(r: Any) -> Extracted:
 
 def _x292(r: Any) -> Extracted:
     return (
-        (
-            "Reference",
-            [
-                v1
-                for v1 in nav(nav([r], "participant"), "individual")
-                if test(is_branches([(resolve([v1], [r]), None)], "FHIR", "Practitioner"))
-            ],
-        ),
+        ("Reference", refers_to(nav(nav([r], "participant"), "individual"), "Practitioner", [r])),
     )
 
 
@@ -1426,16 +1353,7 @@ def _x298(r: Any) -> Extracted:
 
 
 def _x299(r: Any) -> Extracted:
-    return (
-        (
-            "Reference",
-            [
-                v1
-                for v1 in nav([r], "careManager")
-                if test(is_branches([(resolve([v1], [r]), None)], "FHIR", "Practitioner"))
-            ],
-        ),
-    )
+    return (("Reference", refers_to(nav([r], "careManager"), "Practitioner", [r])),)
 
 
 def _x300(r: Any) -> Extracted:
@@ -2357,42 +2275,15 @@ def _x506(r: Any) -> Extracted:
 
 
 def _x507(r: Any) -> Extracted:
-    return (
-        (
-            "Reference",
-            [
-                v1
-                for v1 in nav(nav([r], "link"), "target")
-                if test(is_branches([(resolve([v1], [r]), None)], "FHIR", "Patient"))
-            ],
-        ),
-    )
+    return (("Reference", refers_to(nav(nav([r], "link"), "target"), "Patient", [r])),)
 
 
 def _x508(r: Any) -> Extracted:
-    return (
-        (
-            "Reference",
-            [
-                v1
-                for v1 in nav(nav([r], "link"), "target")
-                if test(is_branches([(resolve([v1], [r]), None)], "FHIR", "Practitioner"))
-            ],
-        ),
-    )
+    return (("Reference", refers_to(nav(nav([r], "link"), "target"), "Practitioner", [r])),)
 
 
 def _x509(r: Any) -> Extracted:
-    return (
-        (
-            "Reference",
-            [
-                v1
-                for v1 in nav(nav([r], "link"), "target")
-                if test(is_branches([(resolve([v1], [r]), None)], "FHIR", "RelatedPerson"))
-            ],
-        ),
-    )
+    return (("Reference", refers_to(nav(nav([r], "link"), "target"), "RelatedPerson", [r])),)
 
 
 def _x510(r: Any) -> Extracted:
@@ -2415,16 +2306,7 @@ def _x513(r: Any) -> Extracted:
 
 
 def _x514(r: Any) -> Extracted:
-    return (
-        (
-            "Reference",
-            [
-                v1
-                for v1 in nav([r], "target")
-                if test(is_branches([(resolve([v1], [r]), None)], "FHIR", "Patient"))
-            ],
-        ),
-    )
+    return (("Reference", refers_to(nav([r], "target"), "Patient", [r])),)
 
 
 def _x515(r: Any) -> Extracted:
@@ -2671,16 +2553,7 @@ def _x571(r: Any) -> Extracted:
 
 
 def _x572(r: Any) -> Extracted:
-    return (
-        (
-            "Reference",
-            [
-                v1
-                for v1 in nav([r], "for")
-                if test(is_branches([(resolve([v1], [r]), None)], "FHIR", "Patient"))
-            ],
-        ),
-    )
+    return (("Reference", refers_to(nav([r], "for"), "Patient", [r])),)
 
 
 def _x573(r: Any) -> Extracted:

@@ -38,10 +38,14 @@ def _composite(groups: Groups, components: tuple[Component, ...], base: str | No
     out: list[Value] = []
     for _, items in groups:
         for item in items:
-            parts = [
-                BY_TYPE[component.type](component.extract(item), base) for component in components
+            selected = [component.extract(item) for component in components]
+            if not all(any(found for _, found in parts) for parts in selected):
+                continue  # a component selects nothing: no combination
+            values = [
+                BY_TYPE[component.type](parts, base)
+                for component, parts in zip(components, selected, strict=True)
             ]
-            out.extend(Composite(combination) for combination in itertools.product(*parts))
+            out.extend(Composite(combination) for combination in itertools.product(*values))
     return out
 
 

@@ -29,6 +29,15 @@ def _type_name(node: Node) -> str:
     raise FhirPathTypeError("a type name was expected")
 
 
+def _referred_type(node: Node) -> str | None:
+    """``T`` when a criterion is exactly ``resolve() is T``."""
+    if node.kind == "type" and node.value == "is":
+        operand = node.args[0]
+        if operand.kind == "call" and operand.value == "resolve" and len(operand.args) == 1:
+            return str(node.args[1].value) if operand.args[0].kind == "this" else None
+    return None
+
+
 class Compiler(CoreCompiler):
     """The FHIRPath compiler: ``fn_<name>`` methods compile one function each; the other
     functions go through tables."""
@@ -81,6 +90,13 @@ class Compiler(CoreCompiler):
     # ---- filtering and projection --------------------------------------------------------
 
     def fn_where(self, target: Frag, args: tuple[Node, ...], scope: Scope, _: Node) -> Frag:
+        referred = _referred_type(args[0])
+        if referred is not None:  # where(resolve() is T), in most reference parameters
+            self.resolve_type(referred)
+            return tuple(
+                Branch(self.call("refers_to", b.code, repr(referred), "[r]"), b.type)
+                for b in target
+            )
         out = []
         for branch in target:
             item, inner, index = self.lambda_scope(branch, scope, branch.code)

@@ -117,29 +117,25 @@ def div(a: Items, b: Items) -> Items:
     raise FhirPathEvaluationError("cannot divide these")
 
 
-def idiv(a: Items, b: Items) -> Items:
+def _whole(a: Items, b: Items, name: str, operation: Callable[[Any, Any], Any]) -> Items:
+    """``div`` and ``mod``: numbers only, empty on a zero divisor."""
     pair = _arith(a, b)
     if pair is None:
         return []
     x, y = pair
     if not (_number(x) and _number(y)):
-        raise FhirPathEvaluationError("div needs numbers")
-    if y == 0:
-        return []
-    quotient = (Decimal(x) / Decimal(y)).to_integral_value(ROUND_DOWN)
-    return [int(quotient)]
+        raise FhirPathEvaluationError(f"{name} needs numbers")
+    return [] if y == 0 else [operation(x, y)]
+
+
+def idiv(a: Items, b: Items) -> Items:
+    return _whole(
+        a, b, "div", lambda x, y: int((Decimal(x) / Decimal(y)).to_integral_value(ROUND_DOWN))
+    )
 
 
 def mod(a: Items, b: Items) -> Items:
-    pair = _arith(a, b)
-    if pair is None:
-        return []
-    x, y = pair
-    if not (_number(x) and _number(y)):
-        raise FhirPathEvaluationError("mod needs numbers")
-    if y == 0:
-        return []
-    return [x % y]
+    return _whole(a, b, "mod", lambda x, y: x % y)
 
 
 def concat(a: Items, b: Items) -> Items:

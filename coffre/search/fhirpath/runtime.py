@@ -164,22 +164,41 @@ def extension(items: Items, urls: Items) -> Items:
     return [ext for ext in found if type(ext) is dict and ext.get("url") == url]
 
 
+def _target(item: Any, root: Items) -> dict[str, Any] | None:
+    """What a Reference points to, as far as its string tells: the contained resource for
+    ``#id``, else a stand-in ``{"resourceType": T, "id": id}``; None if it cannot tell."""
+    reference = val(item.get("reference") if type(item) is dict else item)
+    if type(reference) is not str:
+        return None
+    if reference.startswith("#"):
+        for resource in nav(root, "contained"):
+            if type(resource) is dict and resource.get("id") == reference[1:]:
+                return resource
+        return None
+    parts = reference.split("/_history/")[0].rsplit("/", 2)
+    if len(parts) >= 2 and parts[-2][:1].isupper():
+        return {"resourceType": parts[-2], "id": parts[-1]}
+    return None
+
+
 def resolve(items: Items, root: Items) -> Items:
-    """A stand-in for each literal reference: ``{"resourceType": T, "id": id}``, or the
-    contained resource for ``#id``. Search only needs the referenced type."""
+    """The targets of references; search only needs their type (see :func:`_target`)."""
+    return [found for item in items if (found := _target(item, root)) is not None]
+
+
+def refers_to(items: Items, resource_type: str, root: Items) -> Items:
+    """``where(resolve() is T)`` without building the stand-ins: the references to a T."""
     out: Items = []
     for item in items:
-        reference = val(item.get("reference") if type(item) is dict else item)
-        if type(reference) is not str:
-            continue
-        if reference.startswith("#"):
-            for resource in nav(root, "contained"):
-                if type(resource) is dict and resource.get("id") == reference[1:]:
-                    out.append(resource)
-            continue
-        parts = reference.split("/_history/")[0].rsplit("/", 2)
-        if len(parts) >= 2 and parts[-2][:1].isupper():
-            out.append({"resourceType": parts[-2], "id": parts[-1]})
+        reference = item.get("reference") if type(item) is dict else None
+        if type(reference) is str and not reference.startswith("#"):
+            parts = reference.split("/_history/")[0].rsplit("/", 2)
+            if len(parts) >= 2 and parts[-2] == resource_type:
+                out.append(item)
+        else:
+            found = _target(item, root)
+            if found is not None and found.get("resourceType") == resource_type:
+                out.append(item)
     return out
 
 
