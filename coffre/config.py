@@ -48,6 +48,12 @@ BENCH_PLAINTEXT = Setting(
     "",
     "Benchmarks only: '1' stores bodies unencrypted, to measure what sealing costs. Never for real data.",
 )
+BENCH_UNVERIFIED_READS = Setting(
+    "bench_unverified_reads",
+    "",
+    "Benchmarks only: '1' serves reads without checking them against the log, to measure"
+    " what the check costs. Never for real data.",
+)
 WITNESSES = Setting(
     "witnesses",
     "",
@@ -70,6 +76,7 @@ SETTINGS = (
     MAX_BODY_BYTES,
     SQLITE_SYNCHRONOUS,
     BENCH_PLAINTEXT,
+    BENCH_UNVERIFIED_READS,
     WITNESSES,
     WITNESS_QUORUM,
 )

@@ -64,5 +64,9 @@ class Vault:
             self.storage_path, create=True, synchronous=config.SQLITE_SYNCHRONOUS.value()
         )
         return RecordStore(
-            storage, KeyringCustodian(self.keyring), envelope, self.checkpoint_memory
+            storage,
+            KeyringCustodian(self.keyring),
+            envelope,
+            self.checkpoint_memory,
+            verify_reads=config.BENCH_UNVERIFIED_READS.value() != "1",
         )

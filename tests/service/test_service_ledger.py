@@ -221,3 +221,20 @@ def test_a_map_that_disagrees_with_the_leaves_is_refused_at_start(
     db.commit()
     with pytest.raises(VaultStateError):
         vault.open()
+
+
+def test_the_benchmark_switch_serves_reads_unchecked_and_nothing_else(
+    vault: Vault, records: RecordStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """COFFRE_BENCH_UNVERIFIED_READS=1 exists to measure the check; with it, a version put
+    back is served (which is why it is for benchmarks only), and writes still check."""
+    _write_some(records, 3)
+    _put_back_version_one(vault, records, "p0")
+    monkeypatch.setenv("COFFRE_BENCH_UNVERIFIED_READS", "1")
+    unchecked = vault.open()
+    try:
+        assert unchecked.read("Patient", "p0").version == 1
+        with pytest.raises(SealError), unchecked.writer() as writer:
+            writer.update("Patient", "p0", {"resourceType": "Patient", "id": "p0"})
+    finally:
+        unchecked.storage.close()
