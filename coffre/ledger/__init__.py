@@ -7,7 +7,9 @@
 - ``tree``: the compact range that grows the tree in O(log n) memory, and a fast root;
 - ``note`` and ``checkpoint``: C2SP signed notes, checkpoints carrying the map root,
   witness cosignatures, verifier keys;
-- ``smt``: the verifiable map from record location to the hash of its latest leaf.
+- ``smt``: the verifiable map from record location to the hash of its latest leaf;
+- ``witness``: a witness's add-checkpoint decision (c2sp.org/tlog-witness), its state
+  and its key.
 
 Signing keys come in through the ``Signer`` protocol; ``coffre.seal.signing`` holds the
 Ed25519 implementation.

@@ -160,11 +160,11 @@ class Witnessing:
     async def _run(self) -> None:
         async with httpx.AsyncClient(timeout=TIMEOUT_SECONDS, transport=self._transport) as client:
             while True:
-                if self._elected():
-                    try:
+                try:
+                    if self._elected():
                         await self.round(client)
-                    except (CoffreError, OSError) as error:
-                        log.error("witnessing failed this round: %s", error)
+                except Exception as error:  # the next round may fare better; never stop
+                    log.error("witnessing failed this round: %s: %s", type(error).__name__, error)
                 await asyncio.sleep(INTERVAL_SECONDS)
 
     def _elected(self) -> bool:

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import httpx
 import pytest
+from starlette.responses import Response
 from starlette.testclient import TestClient
-from starlette.types import ASGIApp
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from coffre.api import create_app
 from coffre.api.server import with_witnessing
@@ -210,6 +211,60 @@ def test_a_witness_ahead_of_the_log_is_not_followed(
     log.round(log.witnessing())
     assert "is at size 9, beyond this log's 5" in caplog.text
     assert log.cosigned_size(witnessing.published()) == 4
+
+
+@pytest.mark.parametrize(
+    ("answer", "logged"),
+    [
+        (httpx.Response(200, text="garbage\n"), "answered no valid cosignature"),
+        (httpx.Response(409, text="size 2 was cosigned with another root\n"), "HTTP 409"),
+        (httpx.Response(422, text="inconsistent\n"), "refused size 2: HTTP 422"),
+        (httpx.Response(409, text="7\n", headers={"Content-Type": "text/x.tlog.size"}), "beyond"),
+    ],
+)
+def test_a_witness_s_refusal_or_nonsense_is_logged_and_never_published(
+    log: WitnessedLog, caplog: pytest.LogCaptureFixture, answer: httpx.Response, logged: str
+) -> None:
+    async def answering(scope: Scope, receive: Receive, send: Send) -> None:
+        await Response(answer.content, answer.status_code, dict(answer.headers))(
+            scope, receive, send
+        )
+
+    log.transport.apps["w1"] = answering
+    witnessing = log.witnessing(quorum=1)
+    log.write(2)
+    log.round(witnessing)
+    assert "witness.example.org/w1" in caplog.text and logged in caplog.text
+    assert log.cosigned_size(witnessing.published(), quorum=1) == 2, "w2 alone is a quorum of 1"
+    assert witnessing.published() is not None
+    assert "witness.example.org/w1" not in witnessing.published()
+
+
+def test_the_background_task_survives_a_failing_round(
+    log: WitnessedLog, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    witnessing = Witnessing(
+        log.records, _endpoints(log.folders), 2, log.vault.folder, log.transport
+    )
+    real, rounds = witnessing.round, []
+
+    async def flaky(client: httpx.AsyncClient) -> None:
+        rounds.append(client)
+        if len(rounds) == 1:
+            raise RuntimeError("the first round fails")
+        await real(client)
+
+    monkeypatch.setattr(witnessing, "round", flaky)
+    log.write(2)
+
+    async def serve_until_published() -> None:
+        async with witnessing.running():
+            while witnessing.published() is None:
+                await asyncio.sleep(0.05)
+
+    asyncio.run(asyncio.wait_for(serve_until_published(), 20))
+    assert "RuntimeError: the first round fails" in caplog.text
+    assert log.cosigned_size(witnessing.published()) == 2
 
 
 # -- the endpoints and the background task --------------------------------------------------------

@@ -127,6 +127,19 @@ def test_a_served_witness_answers_over_http_and_remembers_across_restarts(
         witness.stop()
 
 
+def test_audit_refuses_witness_options_it_cannot_use(tmp_path: Path) -> None:
+    w1, w2 = (_init(tmp_path / name, f"witness.example.org/{name}") for name in ("w1", "w2"))
+    log_key = str(VerifierKey("example.org/log", ALG_ED25519, bytes(32)))
+    base = ["audit", "http://127.0.0.1:1", "--key", log_key, "--state", str(tmp_path / "s")]
+    for options in (
+        ["--witness", log_key],
+        ["--witness", w1, "--witness", w2, "--quorum", "3"],
+        ["--quorum", "1"],
+    ):
+        code, output = _run(*base, *options)
+        assert code == 2 and "--witness or --quorum" in output, output
+
+
 # -- end to end: a witnessed Coffre ----------------------------------------------------------------
 
 
