@@ -33,33 +33,39 @@ def _one(items: Items) -> Any:
     return val(single(items)[0]) if items else None
 
 
-def _arith(a: Items, b: Items) -> tuple[Any, Any] | None:
-    if not a or not b:
-        return None
-    x, y = _one(a), _one(b)
-    if type(x) is dict:
-        x = quantity_of(x)
-    if type(y) is dict:
-        y = quantity_of(y)
-    return x, y
+def _operator(verb: str) -> Callable[[Callable[[Any, Any], Any]], Callable[[Items, Items], Items]]:
+    """An operator on single operands (a FHIR Quantity element taken as a Quantity): empty
+    in, empty out. The operation returns None for an empty result, and NotImplemented
+    for operands it does not take, which is an error."""
+
+    def wrap(operation: Callable[[Any, Any], Any]) -> Callable[[Items, Items], Items]:
+        def apply(a: Items, b: Items) -> Items:
+            if not a or not b:
+                return []
+            x, y = _one(a), _one(b)
+            x = quantity_of(x) if type(x) is dict else x
+            y = quantity_of(y) if type(y) is dict else y
+            result = operation(x, y)
+            if result is NotImplemented:
+                names = f"{type(x).__name__} and {type(y).__name__}"
+                raise FhirPathEvaluationError(f"cannot {verb} {names}")
+            return [] if result is None else [result]
+
+        apply.__doc__ = operation.__doc__
+        return apply
+
+    return wrap
 
 
-def add(a: Items, b: Items) -> Items:
-    pair = _arith(a, b)
-    if pair is None:
-        return []
-    x, y = pair
-    if _number(x) and _number(y):
-        return [x + y]
-    if type(x) is str and type(y) is str:
-        return [x + y]
+@_operator("add")
+def add(x: Any, y: Any) -> Any:
+    if (_number(x) and _number(y)) or (type(x) is str and type(y) is str):
+        return x + y
     if type(x) is Temporal and type(y) is Quantity:
-        return [_move(x, y.value, y.unit)]
-    if type(x) is Quantity and type(y) is Quantity:
-        pair = x.convert(y)
-        if pair is not None and calendar_ucum(x.unit) == calendar_ucum(y.unit):
-            return [Quantity(x.value + y.value, x.unit)]
-    raise FhirPathEvaluationError(f"cannot add {type(x).__name__} and {type(y).__name__}")
+        return _move(x, y.value, y.unit)
+    if type(x) is Quantity and type(y) is Quantity and x.unit == y.unit:
+        return Quantity(x.value + y.value, x.unit)
+    return NotImplemented
 
 
 def _move(moment: Temporal, amount: Decimal, unit: str) -> Temporal:
@@ -71,71 +77,53 @@ def _move(moment: Temporal, amount: Decimal, unit: str) -> Temporal:
         raise FhirPathEvaluationError(str(error)) from None
 
 
-def sub(a: Items, b: Items) -> Items:
-    pair = _arith(a, b)
-    if pair is None:
-        return []
-    x, y = pair
+@_operator("subtract")
+def sub(x: Any, y: Any) -> Any:
     if _number(x) and _number(y):
-        return [x - y]
+        return x - y
     if type(x) is Temporal and type(y) is Quantity:
-        return [_move(x, -y.value, y.unit)]
+        return _move(x, -y.value, y.unit)
     if type(x) is Quantity and type(y) is Quantity and x.unit == y.unit:
-        return [Quantity(x.value - y.value, x.unit)]
-    raise FhirPathEvaluationError(f"cannot subtract {type(y).__name__} from {type(x).__name__}")
+        return Quantity(x.value - y.value, x.unit)
+    return NotImplemented
 
 
-def mul(a: Items, b: Items) -> Items:
-    pair = _arith(a, b)
-    if pair is None:
-        return []
-    x, y = pair
+@_operator("multiply")
+def mul(x: Any, y: Any) -> Any:
     if _number(x) and _number(y):
-        return [x * y]
+        return x * y
     if type(x) is Quantity and type(y) is Quantity:
-        product = multiply(x, y)
-        return [] if product is None else [product]
+        return multiply(x, y)
     if type(x) is Quantity and _number(y):
-        return [Quantity(x.value * y, x.unit)]
+        return Quantity(x.value * y, x.unit)
     if _number(x) and type(y) is Quantity:
-        return [Quantity(x * y.value, y.unit)]
-    raise FhirPathEvaluationError("cannot multiply these")
+        return Quantity(x * y.value, y.unit)
+    return NotImplemented
 
 
-def div(a: Items, b: Items) -> Items:
-    pair = _arith(a, b)
-    if pair is None:
-        return []
-    x, y = pair
+@_operator("divide")
+def div(x: Any, y: Any) -> Any:
     if _number(x) and _number(y):
-        return [] if y == 0 else [Decimal(x) / Decimal(y)]
+        return None if y == 0 else Decimal(x) / Decimal(y)
     if type(x) is Quantity and type(y) is Quantity:
-        quotient = multiply(x, y, divide=True)
-        return [] if quotient is None else [quotient]
+        return multiply(x, y, divide=True)
     if type(x) is Quantity and _number(y):
-        return [] if y == 0 else [Quantity(x.value / y, x.unit)]
-    raise FhirPathEvaluationError("cannot divide these")
+        return None if y == 0 else Quantity(x.value / y, x.unit)
+    return NotImplemented
 
 
-def _whole(a: Items, b: Items, name: str, operation: Callable[[Any, Any], Any]) -> Items:
-    """``div`` and ``mod``: numbers only, empty on a zero divisor."""
-    pair = _arith(a, b)
-    if pair is None:
-        return []
-    x, y = pair
+@_operator("take the integer quotient of")
+def idiv(x: Any, y: Any) -> Any:
     if not (_number(x) and _number(y)):
-        raise FhirPathEvaluationError(f"{name} needs numbers")
-    return [] if y == 0 else [operation(x, y)]
+        return NotImplemented
+    return None if y == 0 else int((Decimal(x) / Decimal(y)).to_integral_value(ROUND_DOWN))
 
 
-def idiv(a: Items, b: Items) -> Items:
-    return _whole(
-        a, b, "div", lambda x, y: int((Decimal(x) / Decimal(y)).to_integral_value(ROUND_DOWN))
-    )
-
-
-def mod(a: Items, b: Items) -> Items:
-    return _whole(a, b, "mod", lambda x, y: x % y)
+@_operator("take the remainder of")
+def mod(x: Any, y: Any) -> Any:
+    if not (_number(x) and _number(y)):
+        return NotImplemented
+    return None if y == 0 else x % y
 
 
 def concat(a: Items, b: Items) -> Items:
