@@ -30,21 +30,28 @@ def _plan(resource_type: str) -> Plan:
 
 
 def _unique(values: list[Value]) -> list[Value]:
-    return list(dict.fromkeys(values)) if len(values) > 1 else values
+    """The values once each, in a list of their own (``values`` may be memoised)."""
+    return list(dict.fromkeys(values))
 
 
-def _composite(groups: Groups, components: tuple[Component, ...], base: str | None) -> list[Value]:
-    """Per element the composite selects, every combination of its components' values."""
+Memo = dict[tuple[Extractor, int, str], list[Value]]
+
+
+def _composite(
+    groups: Groups, components: tuple[Component, ...], base: str | None, memo: Memo
+) -> list[Value]:
+    """Per element the composite selects, every combination of its components' values.
+    Components recur across composites (an Observation's ``code`` is in nine): ``memo``
+    keeps each one's values for an element."""
     out: list[Value] = []
     for _, items in groups:
         for item in items:
-            selected = [component.extract(item) for component in components]
-            if not all(any(found for _, found in parts) for parts in selected):
-                continue  # a component selects nothing: no combination
-            values = [
-                BY_TYPE[component.type](parts, base)
-                for component, parts in zip(components, selected, strict=True)
-            ]
+            values = []
+            for component in components:
+                key = (component.extract, id(item), component.type)
+                if key not in memo:
+                    memo[key] = BY_TYPE[component.type](component.extract(item), base)
+                values.append(memo[key])
             out.extend(Composite(combination) for combination in itertools.product(*values))
     return out
 
@@ -58,6 +65,7 @@ def index_values(resource: dict[str, Any], base: str | None = None) -> dict[str,
     if not isinstance(resource_type, str):
         return {}
     found: dict[str, list[Value]] = {}
+    memo: Memo = {}
     keys = resource.keys()
     for code, kind, extract, components, roots in _plan(resource_type):
         if roots is not None and keys.isdisjoint(roots):
@@ -69,7 +77,9 @@ def index_values(resource: dict[str, Any], base: str | None = None) -> dict[str,
         else:
             continue
         if kind == "composite":
-            found[code] = _unique(_composite(groups, components, base))
+            found[code] = _unique(_composite(groups, components, base, memo))
         else:
-            found[code] = _unique(BY_TYPE[kind](groups, base))
+            values = BY_TYPE[kind](groups, base)
+            memo[(extract, id(resource), kind)] = values
+            found[code] = _unique(values)
     return found
