@@ -256,6 +256,9 @@ def reference_values(groups: Groups, base: str | None) -> list[Value]:
                 if "|" in item:
                     out.append(Ref(item.split("|", 1)[0], None))
             elif isinstance(item, dict):
+                if isinstance(item.get("resourceType"), str) and isinstance(item.get("id"), str):
+                    # a resource itself, as Bundle.entry[0].resource for ``composition``
+                    out.append(Ref(f"{item['resourceType']}/{item['id']}", item["resourceType"]))
                 if isinstance(item.get("reference"), str):
                     found = reference(item["reference"], base)
                     kind = item.get("type")

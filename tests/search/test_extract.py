@@ -144,3 +144,12 @@ def test_present_elements_are_listed_and_missing_ones_are_not() -> None:
     assert "value-quantity" not in found and "subject" not in found
     assert index_values({"resourceType": "NoSuchType"}) == {}
     assert index_values({}) == {}
+
+
+def test_a_bundle_refers_to_its_first_resource() -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "document",
+        "entry": [{"resource": {"resourceType": "Composition", "id": "c1"}}],
+    }
+    assert index_values(bundle)["composition"] == [Ref("Composition/c1", "Composition")]
