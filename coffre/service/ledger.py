@@ -52,6 +52,9 @@ class Ledger:
         self.origin = custodian.log_origin()
         self.verifier_key = VerifierKey(self.origin, ALG_ED25519, self._signer.public_key)
         self._memory = memory
+        # The last checkpoint verified, by its text: every transaction and every ledger
+        # request starts from the storage's latest, which rarely changed in between.
+        self._verified: tuple[str, Checkpoint] | None = None
 
     def record(self, txn: StorageTxn, leaves: Sequence[Leaf]) -> list[bytes]:
         """Append leaves, each tagged with its place in the log so that it cannot be
@@ -67,7 +70,14 @@ class Ledger:
     def latest(self, reader: StorageReader) -> Checkpoint | None:
         """The newest checkpoint the storage holds, once its signature is checked."""
         note = reader.latest_checkpoint()
-        return None if note is None else open_checkpoint(note, self.verifier_key)
+        if note is None:
+            return None
+        verified = self._verified
+        if verified is not None and verified[0] == note:
+            return verified[1]
+        checkpoint = open_checkpoint(note, self.verifier_key)
+        self._verified = (note, checkpoint)
+        return checkpoint
 
     def integrate(
         self, txn: StorageTxn, latest_writes: LatestWrites, appended: Sequence[Appended]
@@ -109,7 +119,9 @@ class Ledger:
         map_nodes, map_root = latest_writes.map_with(leaves, hashes)
         checkpoint = Checkpoint(self.origin, end, root, (map_extension(map_root),))
         note = sign_checkpoint(checkpoint, self.origin, self._signer)
-        txn.put_checkpoint(end, note.serialize())
+        text = note.serialize()
+        txn.put_checkpoint(end, text)
+        self._verified = (text, checkpoint)  # if the transaction rolls back, the text differs
         return Integration(note, start, leaves, hashes, map_nodes)
 
     def check_map(self, reader: StorageReader, latest_writes: LatestWrites) -> None:
