@@ -187,11 +187,7 @@ class Compiler(CoreCompiler):
     # ---- types ---------------------------------------------------------------------------
 
     def fn_ofType(self, target: Frag, args: tuple[Node, ...], scope: Scope, _: Node) -> Frag:
-        strict, self.strict = self.strict, False
-        try:
-            return self.as_type(target, _type_name(args[0]))
-        finally:
-            self.strict = strict
+        return self.as_type(target, _type_name(args[0]), filtering=True)
 
     def fn_as(self, target: Frag, args: tuple[Node, ...], scope: Scope, _: Node) -> Frag:
         return self.as_type(target, _type_name(args[0]))

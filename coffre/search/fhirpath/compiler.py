@@ -94,10 +94,10 @@ class CoreCompiler:
     def __init__(
         self, model: Model, root_type: str, strict: bool = False, lenient: bool = False
     ) -> None:
-        """``strict`` refuses what only a strict engine refuses (``as`` on several items, a
-        leading type name that cannot match); ``lenient`` accepts the slips found in the
-        official search expressions (``valueQuantity`` for ``value``, elements a type does not
-        have, which then select nothing) and records them in ``slips``."""
+        """``strict`` refuses a leading type name that cannot match the context; ``lenient``
+        accepts what the official search expressions do: ``as`` on several items, a choice
+        element's JSON name (``valueQuantity``), elements a type does not have (which select
+        nothing, recorded in ``slips``)."""
         self.model = model
         self.root_type = root_type
         self.strict = strict
@@ -355,7 +355,9 @@ class CoreCompiler:
         code = self.call("is_branches", f"[{pairs}]", repr(namespace), repr(local))
         return (Branch(code, "System.Boolean"),)
 
-    def as_type(self, frag: Frag, name: str) -> Frag:
+    def as_type(self, frag: Frag, name: str, filtering: bool = False) -> Frag:
+        """``as`` (one item at most, unless lenient: R4 search uses it as a filter) and,
+        with ``filtering``, ``ofType``."""
         namespace, local = self.resolve_type(name)
         out = []
         for branch in frag:
@@ -365,8 +367,9 @@ class CoreCompiler:
             elif match is None:
                 code = self.call("of_type", branch.code, repr(namespace), repr(local))
                 out.append(Branch(code, local if namespace == "FHIR" else f"System.{local}"))
-        if self.strict and len(out) == 1:
-            out = [replace(out[0], code=self.call("single", out[0].code))]
+        if not (filtering or self.lenient) and frag:
+            whole = merge_code(frag)
+            out = [replace(b, code=self.call("only_if_single", b.code, whole)) for b in out]
         return tuple(out)
 
 

@@ -211,6 +211,12 @@ def single(items: Items) -> Items:
     return items
 
 
+def only_if_single(items: Items, whole: Items) -> Items:
+    """``items``, once ``whole`` (what ``as`` was applied to) is known to be one item at most."""
+    single(whole)
+    return items
+
+
 def truth(items: Items) -> bool | None:
     """A collection used as a Boolean: None for empty (or a string that is not one)."""
     if not items:
