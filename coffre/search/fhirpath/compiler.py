@@ -95,9 +95,8 @@ class CoreCompiler:
         self, model: Model, root_type: str, strict: bool = False, lenient: bool = False
     ) -> None:
         """``strict`` refuses a leading type name that cannot match the context; ``lenient``
-        accepts what the official search expressions do: ``as`` on several items, a choice
-        element's JSON name (``valueQuantity``), elements a type does not have (which select
-        nothing, recorded in ``slips``)."""
+        accepts what the official search expressions do: ``as`` on several items, and elements
+        a type does not have (which select nothing, recorded in ``slips``)."""
         self.model = model
         self.root_type = root_type
         self.strict = strict
@@ -271,8 +270,6 @@ class CoreCompiler:
         assert branch.type is not None
         elements = self.model.element(branch.type, name)
         if elements is None and self.lenient:
-            found = self.model.json_property(branch.type, name)
-            elements = (found,) if found is not None else None
             self.slips.append(f"{branch.type}.{name}")
         out = []
         for element in elements or ():

@@ -157,15 +157,6 @@ class Model:
                 return found
         return None
 
-    def json_property(self, type_name: str, key: str) -> Element | None:
-        """A choice element's member by its JSON name (``valueQuantity``): a few official
-        search expressions use them, which a lenient compilation accepts."""
-        for elements in self.elements.get(type_name, {}).values():
-            for element in elements:
-                if element.key == key:
-                    return element
-        return None
-
     def lineage(self, type_name: str) -> list[str]:
         """The type and the types it specialises, the most specific first."""
         chain = [type_name]
