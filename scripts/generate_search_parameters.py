@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from coffre.search.fhirpath import Compiler, Model, helper_modules
-from coffre.search.fhirpath.compiler import Compiled
+from coffre.search.fhirpath.compiler import Branch, Compiled
 
 ROOT = Path(__file__).resolve().parent.parent
 OUTPUT = ROOT / "coffre" / "search" / "_parameters_r4.py"
@@ -43,8 +43,13 @@ class Writer:
         self.helpers: set[str] = set()
         self.slips: set[str] = set()
 
-    def extractor(self, expression: str, root_type: str) -> tuple[str, Compiled]:
-        compiler = Compiler(self.model, root_type, lenient=True)
+    def extractor(
+        self, expression: str, root_type: str, resource_type: str | None = None
+    ) -> tuple[str, Compiled]:
+        """The function evaluating ``expression`` on ``r``, of ``root_type``; for a composite's
+        component, ``r`` is an element and ``root`` the resource, of ``resource_type``."""
+        resource = Branch("[root]", resource_type) if resource_type else None
+        compiler = Compiler(self.model, root_type, lenient=True, resource=resource)
         compiler.constants = self.constants
         compiled = compiler.compile(expression, split_union=True)
         self.slips.update(f"{root_type}: {slip}" for slip in compiler.slips)
@@ -66,7 +71,7 @@ class Writer:
         for name, source in self.constants.items():
             lines.append(f"{name} = {source}\n")
         for body, name in self.bodies.items():
-            lines.append(f"\n\ndef {name}(r: Any) -> Extracted:\n    {body}\n")
+            lines.append(f"\n\ndef {name}(r: Any, root: Any = None) -> Extracted:\n    {body}\n")
         lines.append(f"\n\nPARAMETERS: dict[str, dict[str, SearchParameter]] = {table}\n")
         return "".join(lines)
 
@@ -107,7 +112,9 @@ def parameter_source(
         components = []
         for component in param["component"]:
             definition = by_url[component["definition"]]
-            part, _ = writer.extractor(component["expression"], item_type or resource_type)
+            part, _ = writer.extractor(
+                component["expression"], item_type or resource_type, resource_type
+            )
             components.append(
                 f"Component({definition['code']!r}, {definition['type']!r}, "
                 f"{component['expression']!r}, {part})"

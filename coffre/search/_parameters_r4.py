@@ -21,63 +21,63 @@ from coffre.search.fhirpath.runtime import (
 from coffre.search.parameters import Component, Extracted, SearchParameter
 
 
-def _x0(r: Any) -> Extracted:
+def _x0(r: Any, root: Any = None) -> Extracted:
     return (("id", navp([r], "id")),)
 
 
-def _x1(r: Any) -> Extracted:
+def _x1(r: Any, root: Any = None) -> Extracted:
     return (("instant", navp(nav([r], "meta"), "lastUpdated")),)
 
 
-def _x2(r: Any) -> Extracted:
+def _x2(r: Any, root: Any = None) -> Extracted:
     return (("canonical", navp(nav([r], "meta"), "profile")),)
 
 
-def _x3(r: Any) -> Extracted:
+def _x3(r: Any, root: Any = None) -> Extracted:
     return (("Coding", nav(nav([r], "meta"), "security")),)
 
 
-def _x4(r: Any) -> Extracted:
+def _x4(r: Any, root: Any = None) -> Extracted:
     return (("uri", navp(nav([r], "meta"), "source")),)
 
 
-def _x5(r: Any) -> Extracted:
+def _x5(r: Any, root: Any = None) -> Extracted:
     return (("Coding", nav(nav([r], "meta"), "tag")),)
 
 
-def _x6(r: Any) -> Extracted:
+def _x6(r: Any, root: Any = None) -> Extracted:
     return (("Identifier", nav([r], "identifier")),)
 
 
-def _x7(r: Any) -> Extracted:
+def _x7(r: Any, root: Any = None) -> Extracted:
     return (("string", navp([r], "name")),)
 
 
-def _x8(r: Any) -> Extracted:
+def _x8(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "owner")),)
 
 
-def _x9(r: Any) -> Extracted:
+def _x9(r: Any, root: Any = None) -> Extracted:
     return (("Reference", refers_to(nav([r], "subject"), "Patient", [r])),)
 
 
-def _x10(r: Any) -> Extracted:
+def _x10(r: Any, root: Any = None) -> Extracted:
     return (("Period", nav([r], "servicePeriod")),)
 
 
-def _x11(r: Any) -> Extracted:
+def _x11(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "status")),)
 
 
-def _x12(r: Any) -> Extracted:
+def _x12(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "subject")),)
 
 
-def _x13(r: Any) -> Extracted:
+def _x13(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "type")),)
 
 
-def _x14(r: Any) -> Extracted:
+def _x14(r: Any, root: Any = None) -> Extracted:
     return (
         (
             "canonical",
@@ -93,26 +93,26 @@ def _x14(r: Any) -> Extracted:
     )
 
 
-def _x15(r: Any) -> Extracted:
+def _x15(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "useContext"), "valueCodeableConcept")),)
 
 
-def _x16(r: Any) -> Extracted:
+def _x16(r: Any, root: Any = None) -> Extracted:
     return (
         ("Quantity", nav(nav([r], "useContext"), "valueQuantity")),
         ("Range", nav(nav([r], "useContext"), "valueRange")),
     )
 
 
-def _x17(r: Any) -> Extracted:
+def _x17(r: Any, root: Any = None) -> Extracted:
     return (("Coding", nav(nav([r], "useContext"), "code")),)
 
 
-def _x18(r: Any) -> Extracted:
+def _x18(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp([r], "date")),)
 
 
-def _x19(r: Any) -> Extracted:
+def _x19(r: Any, root: Any = None) -> Extracted:
     return (
         (
             "canonical",
@@ -129,7 +129,7 @@ def _x19(r: Any) -> Extracted:
     )
 
 
-def _x20(r: Any) -> Extracted:
+def _x20(r: Any, root: Any = None) -> Extracted:
     return (
         (
             "canonical",
@@ -145,19 +145,19 @@ def _x20(r: Any) -> Extracted:
     )
 
 
-def _x21(r: Any) -> Extracted:
+def _x21(r: Any, root: Any = None) -> Extracted:
     return (("markdown", navp([r], "description")),)
 
 
-def _x22(r: Any) -> Extracted:
+def _x22(r: Any, root: Any = None) -> Extracted:
     return (("Period", nav([r], "effectivePeriod")),)
 
 
-def _x23(r: Any) -> Extracted:
+def _x23(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "jurisdiction")),)
 
 
-def _x24(r: Any) -> Extracted:
+def _x24(r: Any, root: Any = None) -> Extracted:
     return (
         (
             "canonical",
@@ -173,11 +173,11 @@ def _x24(r: Any) -> Extracted:
     )
 
 
-def _x25(r: Any) -> Extracted:
+def _x25(r: Any, root: Any = None) -> Extracted:
     return (("string", navp([r], "publisher")),)
 
 
-def _x26(r: Any) -> Extracted:
+def _x26(r: Any, root: Any = None) -> Extracted:
     return (
         (
             "canonical",
@@ -193,147 +193,147 @@ def _x26(r: Any) -> Extracted:
     )
 
 
-def _x27(r: Any) -> Extracted:
+def _x27(r: Any, root: Any = None) -> Extracted:
     return (("string", navp([r], "title")),)
 
 
-def _x28(r: Any) -> Extracted:
+def _x28(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "topic")),)
 
 
-def _x29(r: Any) -> Extracted:
+def _x29(r: Any, root: Any = None) -> Extracted:
     return (("uri", navp([r], "url")),)
 
 
-def _x30(r: Any) -> Extracted:
+def _x30(r: Any, root: Any = None) -> Extracted:
     return (("string", navp([r], "version")),)
 
 
-def _x31(r: Any) -> Extracted:
+def _x31(r: Any, root: Any = None) -> Extracted:
     return (("UsageContext", nav([r], "useContext")),)
 
 
-def _x32(r: Any) -> Extracted:
+def _x32(r: Any, root: Any = None) -> Extracted:
     return (("Coding", nav([r], "code")),)
 
 
-def _x33(r: Any) -> Extracted:
+def _x33(r: Any, root: Any = None) -> Extracted:
     return (
         ("Quantity", nav([r], "valueQuantity")),
         ("Range", nav([r], "valueRange")),
     )
 
 
-def _x34(r: Any) -> Extracted:
+def _x34(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "valueCodeableConcept")),)
 
 
-def _x35(r: Any) -> Extracted:
+def _x35(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "actuality")),)
 
 
-def _x36(r: Any) -> Extracted:
+def _x36(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "category")),)
 
 
-def _x37(r: Any) -> Extracted:
+def _x37(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "event")),)
 
 
-def _x38(r: Any) -> Extracted:
+def _x38(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "location")),)
 
 
-def _x39(r: Any) -> Extracted:
+def _x39(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "recorder")),)
 
 
-def _x40(r: Any) -> Extracted:
+def _x40(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "resultingCondition")),)
 
 
-def _x41(r: Any) -> Extracted:
+def _x41(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "seriousness")),)
 
 
-def _x42(r: Any) -> Extracted:
+def _x42(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "severity")),)
 
 
-def _x43(r: Any) -> Extracted:
+def _x43(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "study")),)
 
 
-def _x44(r: Any) -> Extracted:
+def _x44(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "suspectEntity"), "instance")),)
 
 
-def _x45(r: Any) -> Extracted:
+def _x45(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "asserter")),)
 
 
-def _x46(r: Any) -> Extracted:
+def _x46(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "category")),)
 
 
-def _x47(r: Any) -> Extracted:
+def _x47(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "clinicalStatus")),)
 
 
-def _x48(r: Any) -> Extracted:
+def _x48(r: Any, root: Any = None) -> Extracted:
     return (
         ("CodeableConcept", nav([r], "code")),
         ("CodeableConcept", nav(nav([r], "reaction"), "substance")),
     )
 
 
-def _x49(r: Any) -> Extracted:
+def _x49(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "code")),)
 
 
-def _x50(r: Any) -> Extracted:
+def _x50(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "codeCodeableConcept")),)
 
 
-def _x51(r: Any) -> Extracted:
+def _x51(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "condition"), "code")),)
 
 
-def _x52(r: Any) -> Extracted:
+def _x52(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "medicationCodeableConcept")),)
 
 
-def _x53(r: Any) -> Extracted:
+def _x53(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "criticality")),)
 
 
-def _x54(r: Any) -> Extracted:
+def _x54(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp([r], "recordedDate")),)
 
 
-def _x55(r: Any) -> Extracted:
+def _x55(r: Any, root: Any = None) -> Extracted:
     return (("Period", nav([r], "period")),)
 
 
-def _x56(r: Any) -> Extracted:
+def _x56(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp([r], "dateTime")),)
 
 
-def _x57(r: Any) -> Extracted:
+def _x57(r: Any, root: Any = None) -> Extracted:
     return (
         ("dateTime", navp([r], "effectiveDateTime")),
         ("Period", nav([r], "effectivePeriod")),
     )
 
 
-def _x58(r: Any) -> Extracted:
+def _x58(r: Any, root: Any = None) -> Extracted:
     return (
         ("dateTime", navp([r], "occurrenceDateTime")),
         ("string", navp([r], "occurrenceString")),
     )
 
 
-def _x59(r: Any) -> Extracted:
+def _x59(r: Any, root: Any = None) -> Extracted:
     return (
         ("dateTime", navp([r], "effectiveDateTime")),
         ("Period", nav([r], "effectivePeriod")),
@@ -342,7 +342,7 @@ def _x59(r: Any) -> Extracted:
     )
 
 
-def _x60(r: Any) -> Extracted:
+def _x60(r: Any, root: Any = None) -> Extracted:
     return (
         ("dateTime", navp([r], "performedDateTime")),
         ("Period", nav([r], "performedPeriod")),
@@ -352,273 +352,273 @@ def _x60(r: Any) -> Extracted:
     )
 
 
-def _x61(r: Any) -> Extracted:
+def _x61(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp([r], "occurrenceDateTime")),)
 
 
-def _x62(r: Any) -> Extracted:
+def _x62(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp([r], "authoredOn")),)
 
 
-def _x63(r: Any) -> Extracted:
+def _x63(r: Any, root: Any = None) -> Extracted:
     return (
         ("Identifier", nav([r], "masterIdentifier")),
         ("Identifier", nav([r], "identifier")),
     )
 
 
-def _x64(r: Any) -> Extracted:
+def _x64(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp([r], "lastOccurrence")),)
 
 
-def _x65(r: Any) -> Extracted:
+def _x65(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "reaction"), "manifestation")),)
 
 
-def _x66(r: Any) -> Extracted:
+def _x66(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp(nav([r], "reaction"), "onset")),)
 
 
-def _x67(r: Any) -> Extracted:
+def _x67(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "patient")),)
 
 
-def _x68(r: Any) -> Extracted:
+def _x68(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "reaction"), "exposureRoute")),)
 
 
-def _x69(r: Any) -> Extracted:
+def _x69(r: Any, root: Any = None) -> Extracted:
     return (("code", navp(nav([r], "reaction"), "severity")),)
 
 
-def _x70(r: Any) -> Extracted:
+def _x70(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "type")),)
 
 
-def _x71(r: Any) -> Extracted:
+def _x71(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "verificationStatus")),)
 
 
-def _x72(r: Any) -> Extracted:
+def _x72(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "participant"), "actor")),)
 
 
-def _x73(r: Any) -> Extracted:
+def _x73(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "appointmentType")),)
 
 
-def _x74(r: Any) -> Extracted:
+def _x74(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "basedOn")),)
 
 
-def _x75(r: Any) -> Extracted:
+def _x75(r: Any, root: Any = None) -> Extracted:
     return (("instant", navp([r], "start")),)
 
 
-def _x76(r: Any) -> Extracted:
+def _x76(r: Any, root: Any = None) -> Extracted:
     return (("Reference", refers_to(nav(nav([r], "participant"), "actor"), "Location", [r])),)
 
 
-def _x77(r: Any) -> Extracted:
+def _x77(r: Any, root: Any = None) -> Extracted:
     return (("code", navp(nav([r], "participant"), "status")),)
 
 
-def _x78(r: Any) -> Extracted:
+def _x78(r: Any, root: Any = None) -> Extracted:
     return (("Reference", refers_to(nav(nav([r], "participant"), "actor"), "Patient", [r])),)
 
 
-def _x79(r: Any) -> Extracted:
+def _x79(r: Any, root: Any = None) -> Extracted:
     return (("Reference", refers_to(nav(nav([r], "participant"), "actor"), "Practitioner", [r])),)
 
 
-def _x80(r: Any) -> Extracted:
+def _x80(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "reasonCode")),)
 
 
-def _x81(r: Any) -> Extracted:
+def _x81(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "reasonReference")),)
 
 
-def _x82(r: Any) -> Extracted:
+def _x82(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "serviceCategory")),)
 
 
-def _x83(r: Any) -> Extracted:
+def _x83(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "serviceType")),)
 
 
-def _x84(r: Any) -> Extracted:
+def _x84(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "slot")),)
 
 
-def _x85(r: Any) -> Extracted:
+def _x85(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "specialty")),)
 
 
-def _x86(r: Any) -> Extracted:
+def _x86(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "supportingInformation")),)
 
 
-def _x87(r: Any) -> Extracted:
+def _x87(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "actor")),)
 
 
-def _x88(r: Any) -> Extracted:
+def _x88(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "appointment")),)
 
 
-def _x89(r: Any) -> Extracted:
+def _x89(r: Any, root: Any = None) -> Extracted:
     return (("Reference", refers_to(nav([r], "actor"), "Location", [r])),)
 
 
-def _x90(r: Any) -> Extracted:
+def _x90(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "participantStatus")),)
 
 
-def _x91(r: Any) -> Extracted:
+def _x91(r: Any, root: Any = None) -> Extracted:
     return (("Reference", refers_to(nav([r], "actor"), "Patient", [r])),)
 
 
-def _x92(r: Any) -> Extracted:
+def _x92(r: Any, root: Any = None) -> Extracted:
     return (("Reference", refers_to(nav([r], "actor"), "Practitioner", [r])),)
 
 
-def _x93(r: Any) -> Extracted:
+def _x93(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "action")),)
 
 
-def _x94(r: Any) -> Extracted:
+def _x94(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav(nav([r], "agent"), "network"), "address")),)
 
 
-def _x95(r: Any) -> Extracted:
+def _x95(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "agent"), "who")),)
 
 
-def _x96(r: Any) -> Extracted:
+def _x96(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "agent"), "name")),)
 
 
-def _x97(r: Any) -> Extracted:
+def _x97(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "agent"), "role")),)
 
 
-def _x98(r: Any) -> Extracted:
+def _x98(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "agent"), "altId")),)
 
 
-def _x99(r: Any) -> Extracted:
+def _x99(r: Any, root: Any = None) -> Extracted:
     return (("instant", navp([r], "recorded")),)
 
 
-def _x100(r: Any) -> Extracted:
+def _x100(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "entity"), "what")),)
 
 
-def _x101(r: Any) -> Extracted:
+def _x101(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "entity"), "name")),)
 
 
-def _x102(r: Any) -> Extracted:
+def _x102(r: Any, root: Any = None) -> Extracted:
     return (("Coding", nav(nav([r], "entity"), "role")),)
 
 
-def _x103(r: Any) -> Extracted:
+def _x103(r: Any, root: Any = None) -> Extracted:
     return (("Coding", nav(nav([r], "entity"), "type")),)
 
 
-def _x104(r: Any) -> Extracted:
+def _x104(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "outcome")),)
 
 
-def _x105(r: Any) -> Extracted:
+def _x105(r: Any, root: Any = None) -> Extracted:
     return (
         ("Reference", refers_to(nav(nav([r], "agent"), "who"), "Patient", [r])),
         ("Reference", refers_to(nav(nav([r], "entity"), "what"), "Patient", [r])),
     )
 
 
-def _x106(r: Any) -> Extracted:
+def _x106(r: Any, root: Any = None) -> Extracted:
     return (("uri", navp(nav([r], "agent"), "policy")),)
 
 
-def _x107(r: Any) -> Extracted:
+def _x107(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "source"), "site")),)
 
 
-def _x108(r: Any) -> Extracted:
+def _x108(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "source"), "observer")),)
 
 
-def _x109(r: Any) -> Extracted:
+def _x109(r: Any, root: Any = None) -> Extracted:
     return (("Coding", nav([r], "subtype")),)
 
 
-def _x110(r: Any) -> Extracted:
+def _x110(r: Any, root: Any = None) -> Extracted:
     return (("Coding", nav([r], "type")),)
 
 
-def _x111(r: Any) -> Extracted:
+def _x111(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "author")),)
 
 
-def _x112(r: Any) -> Extracted:
+def _x112(r: Any, root: Any = None) -> Extracted:
     return (("date", navp([r], "created")),)
 
 
-def _x113(r: Any) -> Extracted:
+def _x113(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "location")),)
 
 
-def _x114(r: Any) -> Extracted:
+def _x114(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "morphology")),)
 
 
-def _x115(r: Any) -> Extracted:
+def _x115(r: Any, root: Any = None) -> Extracted:
     return (("", nav(at(nav([r], "entry"), [0]), "resource")),)
 
 
-def _x116(r: Any) -> Extracted:
+def _x116(r: Any, root: Any = None) -> Extracted:
     return (("instant", navp([r], "timestamp")),)
 
 
-def _x117(r: Any) -> Extracted:
+def _x117(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "format")),)
 
 
-def _x118(r: Any) -> Extracted:
+def _x118(r: Any, root: Any = None) -> Extracted:
     return (("canonical", navp([r], "implementationGuide")),)
 
 
-def _x119(r: Any) -> Extracted:
+def _x119(r: Any, root: Any = None) -> Extracted:
     return (("code", navp(nav([r], "rest"), "mode")),)
 
 
-def _x120(r: Any) -> Extracted:
+def _x120(r: Any, root: Any = None) -> Extracted:
     return (("code", navp(nav(nav([r], "rest"), "resource"), "type")),)
 
 
-def _x121(r: Any) -> Extracted:
+def _x121(r: Any, root: Any = None) -> Extracted:
     return (("canonical", navp(nav(nav([r], "rest"), "resource"), "profile")),)
 
 
-def _x122(r: Any) -> Extracted:
+def _x122(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav(nav([r], "rest"), "security"), "service")),)
 
 
-def _x123(r: Any) -> Extracted:
+def _x123(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "software"), "name")),)
 
 
-def _x124(r: Any) -> Extracted:
+def _x124(r: Any, root: Any = None) -> Extracted:
     return (("canonical", navp(nav(nav([r], "rest"), "resource"), "supportedProfile")),)
 
 
-def _x125(r: Any) -> Extracted:
+def _x125(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav(nav([r], "activity"), "detail"), "code")),)
 
 
-def _x126(r: Any) -> Extracted:
+def _x126(r: Any, root: Any = None) -> Extracted:
     return (
         ("Timing", nav(nav(nav([r], "activity"), "detail"), "scheduledTiming")),
         ("Period", nav(nav(nav([r], "activity"), "detail"), "scheduledPeriod")),
@@ -626,75 +626,75 @@ def _x126(r: Any) -> Extracted:
     )
 
 
-def _x127(r: Any) -> Extracted:
+def _x127(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "activity"), "reference")),)
 
 
-def _x128(r: Any) -> Extracted:
+def _x128(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "careTeam")),)
 
 
-def _x129(r: Any) -> Extracted:
+def _x129(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "addresses")),)
 
 
-def _x130(r: Any) -> Extracted:
+def _x130(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "encounter")),)
 
 
-def _x131(r: Any) -> Extracted:
+def _x131(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "goal")),)
 
 
-def _x132(r: Any) -> Extracted:
+def _x132(r: Any, root: Any = None) -> Extracted:
     return (("canonical", navp([r], "instantiatesCanonical")),)
 
 
-def _x133(r: Any) -> Extracted:
+def _x133(r: Any, root: Any = None) -> Extracted:
     return (("uri", navp([r], "instantiatesUri")),)
 
 
-def _x134(r: Any) -> Extracted:
+def _x134(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "intent")),)
 
 
-def _x135(r: Any) -> Extracted:
+def _x135(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "partOf")),)
 
 
-def _x136(r: Any) -> Extracted:
+def _x136(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav(nav([r], "activity"), "detail"), "performer")),)
 
 
-def _x137(r: Any) -> Extracted:
+def _x137(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "replaces")),)
 
 
-def _x138(r: Any) -> Extracted:
+def _x138(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "participant"), "member")),)
 
 
-def _x139(r: Any) -> Extracted:
+def _x139(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "account")),)
 
 
-def _x140(r: Any) -> Extracted:
+def _x140(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "context")),)
 
 
-def _x141(r: Any) -> Extracted:
+def _x141(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp([r], "enteredDate")),)
 
 
-def _x142(r: Any) -> Extracted:
+def _x142(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "enterer")),)
 
 
-def _x143(r: Any) -> Extracted:
+def _x143(r: Any, root: Any = None) -> Extracted:
     return (("decimal", navp([r], "factorOverride")),)
 
 
-def _x144(r: Any) -> Extracted:
+def _x144(r: Any, root: Any = None) -> Extracted:
     return (
         ("dateTime", navp([r], "occurrenceDateTime")),
         ("Period", nav([r], "occurrencePeriod")),
@@ -702,223 +702,223 @@ def _x144(r: Any) -> Extracted:
     )
 
 
-def _x145(r: Any) -> Extracted:
+def _x145(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "performer"), "actor")),)
 
 
-def _x146(r: Any) -> Extracted:
+def _x146(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "performer"), "function")),)
 
 
-def _x147(r: Any) -> Extracted:
+def _x147(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "performingOrganization")),)
 
 
-def _x148(r: Any) -> Extracted:
+def _x148(r: Any, root: Any = None) -> Extracted:
     return (("Money", nav([r], "priceOverride")),)
 
 
-def _x149(r: Any) -> Extracted:
+def _x149(r: Any, root: Any = None) -> Extracted:
     return (("Quantity", nav([r], "quantity")),)
 
 
-def _x150(r: Any) -> Extracted:
+def _x150(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "requestingOrganization")),)
 
 
-def _x151(r: Any) -> Extracted:
+def _x151(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "service")),)
 
 
-def _x152(r: Any) -> Extracted:
+def _x152(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "careTeam"), "provider")),)
 
 
-def _x153(r: Any) -> Extracted:
+def _x153(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp([r], "created")),)
 
 
-def _x154(r: Any) -> Extracted:
+def _x154(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav(nav([r], "item"), "detail"), "udi")),)
 
 
-def _x155(r: Any) -> Extracted:
+def _x155(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "item"), "encounter")),)
 
 
-def _x156(r: Any) -> Extracted:
+def _x156(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "facility")),)
 
 
-def _x157(r: Any) -> Extracted:
+def _x157(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "insurer")),)
 
 
-def _x158(r: Any) -> Extracted:
+def _x158(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "item"), "udi")),)
 
 
-def _x159(r: Any) -> Extracted:
+def _x159(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "payee"), "party")),)
 
 
-def _x160(r: Any) -> Extracted:
+def _x160(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "priority")),)
 
 
-def _x161(r: Any) -> Extracted:
+def _x161(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "procedure"), "udi")),)
 
 
-def _x162(r: Any) -> Extracted:
+def _x162(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "provider")),)
 
 
-def _x163(r: Any) -> Extracted:
+def _x163(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav(nav(nav([r], "item"), "detail"), "subDetail"), "udi")),)
 
 
-def _x164(r: Any) -> Extracted:
+def _x164(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "use")),)
 
 
-def _x165(r: Any) -> Extracted:
+def _x165(r: Any, root: Any = None) -> Extracted:
     return (("string", navp([r], "disposition")),)
 
 
-def _x166(r: Any) -> Extracted:
+def _x166(r: Any, root: Any = None) -> Extracted:
     return (("date", navp(nav([r], "payment"), "date")),)
 
 
-def _x167(r: Any) -> Extracted:
+def _x167(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "request")),)
 
 
-def _x168(r: Any) -> Extracted:
+def _x168(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "requestor")),)
 
 
-def _x169(r: Any) -> Extracted:
+def _x169(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "assessor")),)
 
 
-def _x170(r: Any) -> Extracted:
+def _x170(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "finding"), "itemCodeableConcept")),)
 
 
-def _x171(r: Any) -> Extracted:
+def _x171(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "finding"), "itemReference")),)
 
 
-def _x172(r: Any) -> Extracted:
+def _x172(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "investigation"), "item")),)
 
 
-def _x173(r: Any) -> Extracted:
+def _x173(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "previous")),)
 
 
-def _x174(r: Any) -> Extracted:
+def _x174(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "problem")),)
 
 
-def _x175(r: Any) -> Extracted:
+def _x175(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "supportingInfo")),)
 
 
-def _x176(r: Any) -> Extracted:
+def _x176(r: Any, root: Any = None) -> Extracted:
     return (("code", navp(nav([r], "concept"), "code")),)
 
 
-def _x177(r: Any) -> Extracted:
+def _x177(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "content")),)
 
 
-def _x178(r: Any) -> Extracted:
+def _x178(r: Any, root: Any = None) -> Extracted:
     return (("code", navp(nav(nav([r], "concept"), "designation"), "language")),)
 
 
-def _x179(r: Any) -> Extracted:
+def _x179(r: Any, root: Any = None) -> Extracted:
     return (("canonical", navp([r], "supplements")),)
 
 
-def _x180(r: Any) -> Extracted:
+def _x180(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "medium")),)
 
 
-def _x181(r: Any) -> Extracted:
+def _x181(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp([r], "received")),)
 
 
-def _x182(r: Any) -> Extracted:
+def _x182(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "recipient")),)
 
 
-def _x183(r: Any) -> Extracted:
+def _x183(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "sender")),)
 
 
-def _x184(r: Any) -> Extracted:
+def _x184(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp([r], "sent")),)
 
 
-def _x185(r: Any) -> Extracted:
+def _x185(r: Any, root: Any = None) -> Extracted:
     return (("Identifier", nav([r], "groupIdentifier")),)
 
 
-def _x186(r: Any) -> Extracted:
+def _x186(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "priority")),)
 
 
-def _x187(r: Any) -> Extracted:
+def _x187(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "requester")),)
 
 
-def _x188(r: Any) -> Extracted:
+def _x188(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "code")),)
 
 
-def _x189(r: Any) -> Extracted:
+def _x189(r: Any, root: Any = None) -> Extracted:
     return (("code", navp(nav([r], "resource"), "code")),)
 
 
-def _x190(r: Any) -> Extracted:
+def _x190(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "attester"), "party")),)
 
 
-def _x191(r: Any) -> Extracted:
+def _x191(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "confidentiality")),)
 
 
-def _x192(r: Any) -> Extracted:
+def _x192(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "event"), "code")),)
 
 
-def _x193(r: Any) -> Extracted:
+def _x193(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "context"), "encounter")),)
 
 
-def _x194(r: Any) -> Extracted:
+def _x194(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "section"), "entry")),)
 
 
-def _x195(r: Any) -> Extracted:
+def _x195(r: Any, root: Any = None) -> Extracted:
     return (("Period", nav(nav([r], "event"), "period")),)
 
 
-def _x196(r: Any) -> Extracted:
+def _x196(r: Any, root: Any = None) -> Extracted:
     return (("Identifier", nav(nav([r], "relatesTo"), "targetIdentifier")),)
 
 
-def _x197(r: Any) -> Extracted:
+def _x197(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "relatesTo"), "targetReference")),)
 
 
-def _x198(r: Any) -> Extracted:
+def _x198(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "section"), "code")),)
 
 
-def _x199(r: Any) -> Extracted:
+def _x199(r: Any, root: Any = None) -> Extracted:
     return (
         (
             "uri",
@@ -927,199 +927,199 @@ def _x199(r: Any) -> Extracted:
     )
 
 
-def _x200(r: Any) -> Extracted:
+def _x200(r: Any, root: Any = None) -> Extracted:
     return (("canonical", navp(nav(nav([r], "group"), "unmapped"), "url")),)
 
 
-def _x201(r: Any) -> Extracted:
+def _x201(r: Any, root: Any = None) -> Extracted:
     return (
         ("uri", navp(nav(nav(nav(nav([r], "group"), "element"), "target"), "product"), "property")),
     )
 
 
-def _x202(r: Any) -> Extracted:
+def _x202(r: Any, root: Any = None) -> Extracted:
     return (("canonical", navp([r], "sourceCanonical")),)
 
 
-def _x203(r: Any) -> Extracted:
+def _x203(r: Any, root: Any = None) -> Extracted:
     return (("code", navp(nav(nav([r], "group"), "element"), "code")),)
 
 
-def _x204(r: Any) -> Extracted:
+def _x204(r: Any, root: Any = None) -> Extracted:
     return (("uri", navp(nav([r], "group"), "source")),)
 
 
-def _x205(r: Any) -> Extracted:
+def _x205(r: Any, root: Any = None) -> Extracted:
     return (("uri", navp([r], "sourceUri")),)
 
 
-def _x206(r: Any) -> Extracted:
+def _x206(r: Any, root: Any = None) -> Extracted:
     return (("canonical", navp([r], "targetCanonical")),)
 
 
-def _x207(r: Any) -> Extracted:
+def _x207(r: Any, root: Any = None) -> Extracted:
     return (("code", navp(nav(nav(nav([r], "group"), "element"), "target"), "code")),)
 
 
-def _x208(r: Any) -> Extracted:
+def _x208(r: Any, root: Any = None) -> Extracted:
     return (("uri", navp(nav([r], "group"), "target")),)
 
 
-def _x209(r: Any) -> Extracted:
+def _x209(r: Any, root: Any = None) -> Extracted:
     return (("uri", navp([r], "targetUri")),)
 
 
-def _x210(r: Any) -> Extracted:
+def _x210(r: Any, root: Any = None) -> Extracted:
     return (
         ("Age", nav([r], "abatementAge")),
         ("Range", nav([r], "abatementRange")),
     )
 
 
-def _x211(r: Any) -> Extracted:
+def _x211(r: Any, root: Any = None) -> Extracted:
     return (
         ("dateTime", navp([r], "abatementDateTime")),
         ("Period", nav([r], "abatementPeriod")),
     )
 
 
-def _x212(r: Any) -> Extracted:
+def _x212(r: Any, root: Any = None) -> Extracted:
     return (("string", navp([r], "abatementString")),)
 
 
-def _x213(r: Any) -> Extracted:
+def _x213(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "bodySite")),)
 
 
-def _x214(r: Any) -> Extracted:
+def _x214(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "evidence"), "code")),)
 
 
-def _x215(r: Any) -> Extracted:
+def _x215(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "evidence"), "detail")),)
 
 
-def _x216(r: Any) -> Extracted:
+def _x216(r: Any, root: Any = None) -> Extracted:
     return (
         ("Age", nav([r], "onsetAge")),
         ("Range", nav([r], "onsetRange")),
     )
 
 
-def _x217(r: Any) -> Extracted:
+def _x217(r: Any, root: Any = None) -> Extracted:
     return (
         ("dateTime", navp([r], "onsetDateTime")),
         ("Period", nav([r], "onsetPeriod")),
     )
 
 
-def _x218(r: Any) -> Extracted:
+def _x218(r: Any, root: Any = None) -> Extracted:
     return (("string", navp([r], "onsetString")),)
 
 
-def _x219(r: Any) -> Extracted:
+def _x219(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "stage"), "summary")),)
 
 
-def _x220(r: Any) -> Extracted:
+def _x220(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "provision"), "action")),)
 
 
-def _x221(r: Any) -> Extracted:
+def _x221(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav(nav([r], "provision"), "actor"), "reference")),)
 
 
-def _x222(r: Any) -> Extracted:
+def _x222(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "performer")),)
 
 
-def _x223(r: Any) -> Extracted:
+def _x223(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav(nav([r], "provision"), "data"), "reference")),)
 
 
-def _x224(r: Any) -> Extracted:
+def _x224(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "organization")),)
 
 
-def _x225(r: Any) -> Extracted:
+def _x225(r: Any, root: Any = None) -> Extracted:
     return (("Period", nav(nav([r], "provision"), "period")),)
 
 
-def _x226(r: Any) -> Extracted:
+def _x226(r: Any, root: Any = None) -> Extracted:
     return (("Coding", nav(nav([r], "provision"), "purpose")),)
 
 
-def _x227(r: Any) -> Extracted:
+def _x227(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "scope")),)
 
 
-def _x228(r: Any) -> Extracted:
+def _x228(r: Any, root: Any = None) -> Extracted:
     return (("Coding", nav(nav([r], "provision"), "securityLabel")),)
 
 
-def _x229(r: Any) -> Extracted:
+def _x229(r: Any, root: Any = None) -> Extracted:
     return (
         ("Attachment", nav([r], "sourceAttachment")),
         ("Reference", nav([r], "sourceReference")),
     )
 
 
-def _x230(r: Any) -> Extracted:
+def _x230(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "authority")),)
 
 
-def _x231(r: Any) -> Extracted:
+def _x231(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "domain")),)
 
 
-def _x232(r: Any) -> Extracted:
+def _x232(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp([r], "issued")),)
 
 
-def _x233(r: Any) -> Extracted:
+def _x233(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "signer"), "party")),)
 
 
-def _x234(r: Any) -> Extracted:
+def _x234(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "beneficiary")),)
 
 
-def _x235(r: Any) -> Extracted:
+def _x235(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "class"), "type")),)
 
 
-def _x236(r: Any) -> Extracted:
+def _x236(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "class"), "value")),)
 
 
-def _x237(r: Any) -> Extracted:
+def _x237(r: Any, root: Any = None) -> Extracted:
     return (("string", navp([r], "dependent")),)
 
 
-def _x238(r: Any) -> Extracted:
+def _x238(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "payor")),)
 
 
-def _x239(r: Any) -> Extracted:
+def _x239(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "policyHolder")),)
 
 
-def _x240(r: Any) -> Extracted:
+def _x240(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "subscriber")),)
 
 
-def _x241(r: Any) -> Extracted:
+def _x241(r: Any, root: Any = None) -> Extracted:
     return (
         ("dateTime", navp([r], "identifiedDateTime")),
         ("Period", nav([r], "identifiedPeriod")),
     )
 
 
-def _x242(r: Any) -> Extracted:
+def _x242(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "implicated")),)
 
 
-def _x243(r: Any) -> Extracted:
+def _x243(r: Any, root: Any = None) -> Extracted:
     return (
         ("string", navp(nav([r], "deviceName"), "name")),
         ("string", navp(nav(nav([r], "type"), "coding"), "display")),
@@ -1127,240 +1127,240 @@ def _x243(r: Any) -> Extracted:
     )
 
 
-def _x244(r: Any) -> Extracted:
+def _x244(r: Any, root: Any = None) -> Extracted:
     return (("string", navp([r], "manufacturer")),)
 
 
-def _x245(r: Any) -> Extracted:
+def _x245(r: Any, root: Any = None) -> Extracted:
     return (("string", navp([r], "modelNumber")),)
 
 
-def _x246(r: Any) -> Extracted:
+def _x246(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "udiCarrier"), "carrierHRF")),)
 
 
-def _x247(r: Any) -> Extracted:
+def _x247(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "udiCarrier"), "deviceIdentifier")),)
 
 
-def _x248(r: Any) -> Extracted:
+def _x248(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "parentDevice")),)
 
 
-def _x249(r: Any) -> Extracted:
+def _x249(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "parent")),)
 
 
-def _x250(r: Any) -> Extracted:
+def _x250(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "source")),)
 
 
-def _x251(r: Any) -> Extracted:
+def _x251(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "codeReference")),)
 
 
-def _x252(r: Any) -> Extracted:
+def _x252(r: Any, root: Any = None) -> Extracted:
     return (
         ("dateTime", navp([r], "occurrenceDateTime")),
         ("Period", nav([r], "occurrencePeriod")),
     )
 
 
-def _x253(r: Any) -> Extracted:
+def _x253(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "insurance")),)
 
 
-def _x254(r: Any) -> Extracted:
+def _x254(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "priorRequest")),)
 
 
-def _x255(r: Any) -> Extracted:
+def _x255(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "device")),)
 
 
-def _x256(r: Any) -> Extracted:
+def _x256(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "conclusionCode")),)
 
 
-def _x257(r: Any) -> Extracted:
+def _x257(r: Any, root: Any = None) -> Extracted:
     return (("instant", navp([r], "issued")),)
 
 
-def _x258(r: Any) -> Extracted:
+def _x258(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "media"), "link")),)
 
 
-def _x259(r: Any) -> Extracted:
+def _x259(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "result")),)
 
 
-def _x260(r: Any) -> Extracted:
+def _x260(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "resultsInterpreter")),)
 
 
-def _x261(r: Any) -> Extracted:
+def _x261(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "specimen")),)
 
 
-def _x262(r: Any) -> Extracted:
+def _x262(r: Any, root: Any = None) -> Extracted:
     return (("string", navp([r], "description")),)
 
 
-def _x263(r: Any) -> Extracted:
+def _x263(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "content")),)
 
 
-def _x264(r: Any) -> Extracted:
+def _x264(r: Any, root: Any = None) -> Extracted:
     return (("Identifier", nav(nav([r], "related"), "identifier")),)
 
 
-def _x265(r: Any) -> Extracted:
+def _x265(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "related"), "ref")),)
 
 
-def _x266(r: Any) -> Extracted:
+def _x266(r: Any, root: Any = None) -> Extracted:
     return (("uri", navp([r], "source")),)
 
 
-def _x267(r: Any) -> Extracted:
+def _x267(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "authenticator")),)
 
 
-def _x268(r: Any) -> Extracted:
+def _x268(r: Any, root: Any = None) -> Extracted:
     return (("code", navp(nav(nav([r], "content"), "attachment"), "contentType")),)
 
 
-def _x269(r: Any) -> Extracted:
+def _x269(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "custodian")),)
 
 
-def _x270(r: Any) -> Extracted:
+def _x270(r: Any, root: Any = None) -> Extracted:
     return (("instant", navp([r], "date")),)
 
 
-def _x271(r: Any) -> Extracted:
+def _x271(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "context"), "event")),)
 
 
-def _x272(r: Any) -> Extracted:
+def _x272(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "context"), "facilityType")),)
 
 
-def _x273(r: Any) -> Extracted:
+def _x273(r: Any, root: Any = None) -> Extracted:
     return (("Coding", nav(nav([r], "content"), "format")),)
 
 
-def _x274(r: Any) -> Extracted:
+def _x274(r: Any, root: Any = None) -> Extracted:
     return (("code", navp(nav(nav([r], "content"), "attachment"), "language")),)
 
 
-def _x275(r: Any) -> Extracted:
+def _x275(r: Any, root: Any = None) -> Extracted:
     return (("url", navp(nav(nav([r], "content"), "attachment"), "url")),)
 
 
-def _x276(r: Any) -> Extracted:
+def _x276(r: Any, root: Any = None) -> Extracted:
     return (("Period", nav(nav([r], "context"), "period")),)
 
 
-def _x277(r: Any) -> Extracted:
+def _x277(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "context"), "related")),)
 
 
-def _x278(r: Any) -> Extracted:
+def _x278(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "relatesTo"), "target")),)
 
 
-def _x279(r: Any) -> Extracted:
+def _x279(r: Any, root: Any = None) -> Extracted:
     return (("code", navp(nav([r], "relatesTo"), "code")),)
 
 
-def _x280(r: Any) -> Extracted:
+def _x280(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "securityLabel")),)
 
 
-def _x281(r: Any) -> Extracted:
+def _x281(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "context"), "practiceSetting")),)
 
 
-def _x282(r: Any) -> Extracted:
+def _x282(r: Any, root: Any = None) -> Extracted:
     return (("DocumentReference_RelatesTo", nav([r], "relatesTo")),)
 
 
-def _x283(r: Any) -> Extracted:
+def _x283(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "target")),)
 
 
-def _x284(r: Any) -> Extracted:
+def _x284(r: Any, root: Any = None) -> Extracted:
     return (("Coding", nav([r], "class")),)
 
 
-def _x285(r: Any) -> Extracted:
+def _x285(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "diagnosis"), "condition")),)
 
 
-def _x286(r: Any) -> Extracted:
+def _x286(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "episodeOfCare")),)
 
 
-def _x287(r: Any) -> Extracted:
+def _x287(r: Any, root: Any = None) -> Extracted:
     return (("Duration", nav([r], "length")),)
 
 
-def _x288(r: Any) -> Extracted:
+def _x288(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "location"), "location")),)
 
 
-def _x289(r: Any) -> Extracted:
+def _x289(r: Any, root: Any = None) -> Extracted:
     return (("Period", nav(nav([r], "location"), "period")),)
 
 
-def _x290(r: Any) -> Extracted:
+def _x290(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "participant"), "individual")),)
 
 
-def _x291(r: Any) -> Extracted:
+def _x291(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "participant"), "type")),)
 
 
-def _x292(r: Any) -> Extracted:
+def _x292(r: Any, root: Any = None) -> Extracted:
     return (
         ("Reference", refers_to(nav(nav([r], "participant"), "individual"), "Practitioner", [r])),
     )
 
 
-def _x293(r: Any) -> Extracted:
+def _x293(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "serviceProvider")),)
 
 
-def _x294(r: Any) -> Extracted:
+def _x294(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "hospitalization"), "specialArrangement")),)
 
 
-def _x295(r: Any) -> Extracted:
+def _x295(r: Any, root: Any = None) -> Extracted:
     return (("Coding", nav([r], "connectionType")),)
 
 
-def _x296(r: Any) -> Extracted:
+def _x296(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "managingOrganization")),)
 
 
-def _x297(r: Any) -> Extracted:
+def _x297(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "payloadType")),)
 
 
-def _x298(r: Any) -> Extracted:
+def _x298(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "candidate")),)
 
 
-def _x299(r: Any) -> Extracted:
+def _x299(r: Any, root: Any = None) -> Extracted:
     return (("Reference", refers_to(nav([r], "careManager"), "Practitioner", [r])),)
 
 
-def _x300(r: Any) -> Extracted:
+def _x300(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "referralRequest")),)
 
 
-def _x301(r: Any) -> Extracted:
+def _x301(r: Any, root: Any = None) -> Extracted:
     return (
         (
             "canonical",
@@ -1376,74 +1376,74 @@ def _x301(r: Any) -> Extracted:
     )
 
 
-def _x302(r: Any) -> Extracted:
+def _x302(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "claim")),)
 
 
-def _x303(r: Any) -> Extracted:
+def _x303(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "insurance"), "coverage")),)
 
 
-def _x304(r: Any) -> Extracted:
+def _x304(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "relationship")),)
 
 
-def _x305(r: Any) -> Extracted:
+def _x305(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "sex")),)
 
 
-def _x306(r: Any) -> Extracted:
+def _x306(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "achievementStatus")),)
 
 
-def _x307(r: Any) -> Extracted:
+def _x307(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "lifecycleStatus")),)
 
 
-def _x308(r: Any) -> Extracted:
+def _x308(r: Any, root: Any = None) -> Extracted:
     return (("date", navp([r], "startDate")),)
 
 
-def _x309(r: Any) -> Extracted:
+def _x309(r: Any, root: Any = None) -> Extracted:
     return (("date", navp(nav([r], "target"), "dueDate")),)
 
 
-def _x310(r: Any) -> Extracted:
+def _x310(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "start")),)
 
 
-def _x311(r: Any) -> Extracted:
+def _x311(r: Any, root: Any = None) -> Extracted:
     return (("boolean", navp([r], "actual")),)
 
 
-def _x312(r: Any) -> Extracted:
+def _x312(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "characteristic"), "code")),)
 
 
-def _x313(r: Any) -> Extracted:
+def _x313(r: Any, root: Any = None) -> Extracted:
     return (("boolean", navp(nav([r], "characteristic"), "exclude")),)
 
 
-def _x314(r: Any) -> Extracted:
+def _x314(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "managingEntity")),)
 
 
-def _x315(r: Any) -> Extracted:
+def _x315(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "member"), "entity")),)
 
 
-def _x316(r: Any) -> Extracted:
+def _x316(r: Any, root: Any = None) -> Extracted:
     return (
         ("CodeableConcept", nav(nav([r], "characteristic"), "valueCodeableConcept")),
         ("boolean", navp(nav([r], "characteristic"), "valueBoolean")),
     )
 
 
-def _x317(r: Any) -> Extracted:
+def _x317(r: Any, root: Any = None) -> Extracted:
     return (("Group_Characteristic", nav([r], "characteristic")),)
 
 
-def _x318(r: Any) -> Extracted:
+def _x318(r: Any, root: Any = None) -> Extracted:
     return (
         ("CodeableConcept", nav([r], "valueCodeableConcept")),
         ("boolean", navp([r], "valueBoolean")),
@@ -1453,606 +1453,610 @@ def _x318(r: Any) -> Extracted:
     )
 
 
-def _x319(r: Any) -> Extracted:
+def _x319(r: Any, root: Any = None) -> Extracted:
     return (("Identifier", nav([r], "requestIdentifier")),)
 
 
-def _x320(r: Any) -> Extracted:
+def _x320(r: Any, root: Any = None) -> Extracted:
     return (("boolean", navp([r], "active")),)
 
 
-def _x321(r: Any) -> Extracted:
+def _x321(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "characteristic")),)
 
 
-def _x322(r: Any) -> Extracted:
+def _x322(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "coverageArea")),)
 
 
-def _x323(r: Any) -> Extracted:
+def _x323(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "endpoint")),)
 
 
-def _x324(r: Any) -> Extracted:
+def _x324(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "providedBy")),)
 
 
-def _x325(r: Any) -> Extracted:
+def _x325(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "program")),)
 
 
-def _x326(r: Any) -> Extracted:
+def _x326(r: Any, root: Any = None) -> Extracted:
     return (("Coding", nav(nav([r], "series"), "bodySite")),)
 
 
-def _x327(r: Any) -> Extracted:
+def _x327(r: Any, root: Any = None) -> Extracted:
     return (("Coding", nav(nav(nav([r], "series"), "instance"), "sopClass")),)
 
 
-def _x328(r: Any) -> Extracted:
+def _x328(r: Any, root: Any = None) -> Extracted:
     return (
         ("Reference", nav([r], "endpoint")),
         ("Reference", nav(nav([r], "series"), "endpoint")),
     )
 
 
-def _x329(r: Any) -> Extracted:
+def _x329(r: Any, root: Any = None) -> Extracted:
     return (("id", navp(nav(nav([r], "series"), "instance"), "uid")),)
 
 
-def _x330(r: Any) -> Extracted:
+def _x330(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "interpreter")),)
 
 
-def _x331(r: Any) -> Extracted:
+def _x331(r: Any, root: Any = None) -> Extracted:
     return (("Coding", nav(nav([r], "series"), "modality")),)
 
 
-def _x332(r: Any) -> Extracted:
+def _x332(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav(nav([r], "series"), "performer"), "actor")),)
 
 
-def _x333(r: Any) -> Extracted:
+def _x333(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "referrer")),)
 
 
-def _x334(r: Any) -> Extracted:
+def _x334(r: Any, root: Any = None) -> Extracted:
     return (("id", navp(nav([r], "series"), "uid")),)
 
 
-def _x335(r: Any) -> Extracted:
+def _x335(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp([r], "started")),)
 
 
-def _x336(r: Any) -> Extracted:
+def _x336(r: Any, root: Any = None) -> Extracted:
     return (("string", navp([r], "lotNumber")),)
 
 
-def _x337(r: Any) -> Extracted:
+def _x337(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "manufacturer")),)
 
 
-def _x338(r: Any) -> Extracted:
+def _x338(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "reaction"), "detail")),)
 
 
-def _x339(r: Any) -> Extracted:
+def _x339(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp(nav([r], "reaction"), "date")),)
 
 
-def _x340(r: Any) -> Extracted:
+def _x340(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "protocolApplied"), "series")),)
 
 
-def _x341(r: Any) -> Extracted:
+def _x341(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "statusReason")),)
 
 
-def _x342(r: Any) -> Extracted:
+def _x342(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "protocolApplied"), "targetDisease")),)
 
 
-def _x343(r: Any) -> Extracted:
+def _x343(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "vaccineCode")),)
 
 
-def _x344(r: Any) -> Extracted:
+def _x344(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "doseStatus")),)
 
 
-def _x345(r: Any) -> Extracted:
+def _x345(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "immunizationEvent")),)
 
 
-def _x346(r: Any) -> Extracted:
+def _x346(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "targetDisease")),)
 
 
-def _x347(r: Any) -> Extracted:
+def _x347(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "recommendation"), "supportingPatientInformation")),)
 
 
-def _x348(r: Any) -> Extracted:
+def _x348(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "recommendation"), "forecastStatus")),)
 
 
-def _x349(r: Any) -> Extracted:
+def _x349(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "recommendation"), "supportingImmunization")),)
 
 
-def _x350(r: Any) -> Extracted:
+def _x350(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "recommendation"), "targetDisease")),)
 
 
-def _x351(r: Any) -> Extracted:
+def _x351(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "recommendation"), "vaccineCode")),)
 
 
-def _x352(r: Any) -> Extracted:
+def _x352(r: Any, root: Any = None) -> Extracted:
     return (("canonical", navp(nav([r], "dependsOn"), "uri")),)
 
 
-def _x353(r: Any) -> Extracted:
+def _x353(r: Any, root: Any = None) -> Extracted:
     return (("boolean", navp([r], "experimental")),)
 
 
-def _x354(r: Any) -> Extracted:
+def _x354(r: Any, root: Any = None) -> Extracted:
     return (("canonical", navp(nav([r], "global"), "profile")),)
 
 
-def _x355(r: Any) -> Extracted:
+def _x355(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav(nav([r], "definition"), "resource"), "reference")),)
 
 
-def _x356(r: Any) -> Extracted:
+def _x356(r: Any, root: Any = None) -> Extracted:
     return (("Address", nav(nav([r], "contact"), "address")),)
 
 
-def _x357(r: Any) -> Extracted:
+def _x357(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav(nav([r], "contact"), "address"), "city")),)
 
 
-def _x358(r: Any) -> Extracted:
+def _x358(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav(nav([r], "contact"), "address"), "country")),)
 
 
-def _x359(r: Any) -> Extracted:
+def _x359(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav(nav([r], "contact"), "address"), "postalCode")),)
 
 
-def _x360(r: Any) -> Extracted:
+def _x360(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav(nav([r], "contact"), "address"), "state")),)
 
 
-def _x361(r: Any) -> Extracted:
+def _x361(r: Any, root: Any = None) -> Extracted:
     return (("code", navp(nav(nav([r], "contact"), "address"), "use")),)
 
 
-def _x362(r: Any) -> Extracted:
+def _x362(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "administeredBy")),)
 
 
-def _x363(r: Any) -> Extracted:
+def _x363(r: Any, root: Any = None) -> Extracted:
     return (
         ("string", navp([r], "name")),
         ("string", navp([r], "alias")),
     )
 
 
-def _x364(r: Any) -> Extracted:
+def _x364(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "ownedBy")),)
 
 
-def _x365(r: Any) -> Extracted:
+def _x365(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "issuer")),)
 
 
-def _x366(r: Any) -> Extracted:
+def _x366(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "participant"), "role")),)
 
 
-def _x367(r: Any) -> Extracted:
+def _x367(r: Any, root: Any = None) -> Extracted:
     return (("Money", nav([r], "totalGross")),)
 
 
-def _x368(r: Any) -> Extracted:
+def _x368(r: Any, root: Any = None) -> Extracted:
     return (("Money", nav([r], "totalNet")),)
 
 
-def _x369(r: Any) -> Extracted:
+def _x369(r: Any, root: Any = None) -> Extracted:
     return (("code", navp(nav([r], "content"), "contentType")),)
 
 
-def _x370(r: Any) -> Extracted:
+def _x370(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "item"), "resource")),)
 
 
-def _x371(r: Any) -> Extracted:
+def _x371(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "emptyReason")),)
 
 
-def _x372(r: Any) -> Extracted:
+def _x372(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "entry"), "item")),)
 
 
-def _x373(r: Any) -> Extracted:
+def _x373(r: Any, root: Any = None) -> Extracted:
     return (("markdown", navp(nav([r], "note"), "text")),)
 
 
-def _x374(r: Any) -> Extracted:
+def _x374(r: Any, root: Any = None) -> Extracted:
     return (("Address", nav([r], "address")),)
 
 
-def _x375(r: Any) -> Extracted:
+def _x375(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "address"), "city")),)
 
 
-def _x376(r: Any) -> Extracted:
+def _x376(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "address"), "country")),)
 
 
-def _x377(r: Any) -> Extracted:
+def _x377(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "address"), "postalCode")),)
 
 
-def _x378(r: Any) -> Extracted:
+def _x378(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "address"), "state")),)
 
 
-def _x379(r: Any) -> Extracted:
+def _x379(r: Any, root: Any = None) -> Extracted:
     return (("code", navp(nav([r], "address"), "use")),)
 
 
-def _x380(r: Any) -> Extracted:
+def _x380(r: Any, root: Any = None) -> Extracted:
     return (("Location_Position", nav([r], "position")),)
 
 
-def _x381(r: Any) -> Extracted:
+def _x381(r: Any, root: Any = None) -> Extracted:
     return (("Coding", nav([r], "operationalStatus")),)
 
 
-def _x382(r: Any) -> Extracted:
+def _x382(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "evaluatedResource")),)
 
 
-def _x383(r: Any) -> Extracted:
+def _x383(r: Any, root: Any = None) -> Extracted:
     return (("canonical", navp([r], "measure")),)
 
 
-def _x384(r: Any) -> Extracted:
+def _x384(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "reporter")),)
 
 
-def _x385(r: Any) -> Extracted:
+def _x385(r: Any, root: Any = None) -> Extracted:
     return (
         ("dateTime", navp([r], "createdDateTime")),
         ("Period", nav([r], "createdPeriod")),
     )
 
 
-def _x386(r: Any) -> Extracted:
+def _x386(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "modality")),)
 
 
-def _x387(r: Any) -> Extracted:
+def _x387(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "operator")),)
 
 
-def _x388(r: Any) -> Extracted:
+def _x388(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "view")),)
 
 
-def _x389(r: Any) -> Extracted:
+def _x389(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp(nav([r], "batch"), "expirationDate")),)
 
 
-def _x390(r: Any) -> Extracted:
+def _x390(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "form")),)
 
 
-def _x391(r: Any) -> Extracted:
+def _x391(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "ingredient"), "itemReference")),)
 
 
-def _x392(r: Any) -> Extracted:
+def _x392(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "ingredient"), "itemCodeableConcept")),)
 
 
-def _x393(r: Any) -> Extracted:
+def _x393(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "batch"), "lotNumber")),)
 
 
-def _x394(r: Any) -> Extracted:
+def _x394(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "medicationReference")),)
 
 
-def _x395(r: Any) -> Extracted:
+def _x395(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "destination")),)
 
 
-def _x396(r: Any) -> Extracted:
+def _x396(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "authorizingPrescription")),)
 
 
-def _x397(r: Any) -> Extracted:
+def _x397(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "receiver")),)
 
 
-def _x398(r: Any) -> Extracted:
+def _x398(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "substitution"), "responsibleParty")),)
 
 
-def _x399(r: Any) -> Extracted:
+def _x399(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp([r], "whenHandedOver")),)
 
 
-def _x400(r: Any) -> Extracted:
+def _x400(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp([r], "whenPrepared")),)
 
 
-def _x401(r: Any) -> Extracted:
+def _x401(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "medicineClassification"), "classification")),)
 
 
-def _x402(r: Any) -> Extracted:
+def _x402(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "medicineClassification"), "type")),)
 
 
-def _x403(r: Any) -> Extracted:
+def _x403(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "doseForm")),)
 
 
-def _x404(r: Any) -> Extracted:
+def _x404(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "monitoringProgram"), "name")),)
 
 
-def _x405(r: Any) -> Extracted:
+def _x405(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "monitoringProgram"), "type")),)
 
 
-def _x406(r: Any) -> Extracted:
+def _x406(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "monograph"), "source")),)
 
 
-def _x407(r: Any) -> Extracted:
+def _x407(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "monograph"), "type")),)
 
 
-def _x408(r: Any) -> Extracted:
+def _x408(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "cost"), "source")),)
 
 
-def _x409(r: Any) -> Extracted:
+def _x409(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp(nav(nav([r], "dosageInstruction"), "timing"), "event")),)
 
 
-def _x410(r: Any) -> Extracted:
+def _x410(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "dispenseRequest"), "performer")),)
 
 
-def _x411(r: Any) -> Extracted:
+def _x411(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "performerType")),)
 
 
-def _x412(r: Any) -> Extracted:
+def _x412(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "informationSource")),)
 
 
-def _x413(r: Any) -> Extracted:
+def _x413(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "name"), "productName")),)
 
 
-def _x414(r: Any) -> Extracted:
+def _x414(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav(nav([r], "name"), "countryLanguage"), "language")),)
 
 
-def _x415(r: Any) -> Extracted:
+def _x415(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "country")),)
 
 
-def _x416(r: Any) -> Extracted:
+def _x416(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "holder")),)
 
 
-def _x417(r: Any) -> Extracted:
+def _x417(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "status")),)
 
 
-def _x418(r: Any) -> Extracted:
+def _x418(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "routeOfAdministration"), "code")),)
 
 
-def _x419(r: Any) -> Extracted:
+def _x419(r: Any, root: Any = None) -> Extracted:
     return (
         ("CodeableConcept", nav(nav(nav([r], "routeOfAdministration"), "targetSpecies"), "code")),
     )
 
 
-def _x420(r: Any) -> Extracted:
+def _x420(r: Any, root: Any = None) -> Extracted:
     return (
         ("Coding", nav([r], "eventCoding")),
         ("uri", navp([r], "eventUri")),
     )
 
 
-def _x421(r: Any) -> Extracted:
+def _x421(r: Any, root: Any = None) -> Extracted:
     return (("code", navp(nav([r], "focus"), "code")),)
 
 
-def _x422(r: Any) -> Extracted:
+def _x422(r: Any, root: Any = None) -> Extracted:
     return (("canonical", navp([r], "parent")),)
 
 
-def _x423(r: Any) -> Extracted:
+def _x423(r: Any, root: Any = None) -> Extracted:
     return (("code", navp(nav([r], "response"), "code")),)
 
 
-def _x424(r: Any) -> Extracted:
+def _x424(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "destination"), "name")),)
 
 
-def _x425(r: Any) -> Extracted:
+def _x425(r: Any, root: Any = None) -> Extracted:
     return (("url", navp(nav([r], "destination"), "endpoint")),)
 
 
-def _x426(r: Any) -> Extracted:
+def _x426(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "focus")),)
 
 
-def _x427(r: Any) -> Extracted:
+def _x427(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "destination"), "receiver")),)
 
 
-def _x428(r: Any) -> Extracted:
+def _x428(r: Any, root: Any = None) -> Extracted:
     return (("id", navp(nav([r], "response"), "identifier")),)
 
 
-def _x429(r: Any) -> Extracted:
+def _x429(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "responsible")),)
 
 
-def _x430(r: Any) -> Extracted:
+def _x430(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "source"), "name")),)
 
 
-def _x431(r: Any) -> Extracted:
+def _x431(r: Any, root: Any = None) -> Extracted:
     return (("url", navp(nav([r], "source"), "endpoint")),)
 
 
-def _x432(r: Any) -> Extracted:
+def _x432(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "destination"), "target")),)
 
 
-def _x433(r: Any) -> Extracted:
+def _x433(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "referenceSeq"), "chromosome")),)
 
 
-def _x434(r: Any) -> Extracted:
+def _x434(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "referenceSeq"), "referenceSeqId")),)
 
 
-def _x435(r: Any) -> Extracted:
+def _x435(r: Any, root: Any = None) -> Extracted:
     return (("integer", navp(nav([r], "variant"), "end")),)
 
 
-def _x436(r: Any) -> Extracted:
+def _x436(r: Any, root: Any = None) -> Extracted:
     return (("integer", navp(nav([r], "variant"), "start")),)
 
 
-def _x437(r: Any) -> Extracted:
+def _x437(r: Any, root: Any = None) -> Extracted:
     return (("integer", navp(nav([r], "referenceSeq"), "windowEnd")),)
 
 
-def _x438(r: Any) -> Extracted:
+def _x438(r: Any, root: Any = None) -> Extracted:
     return (("integer", navp(nav([r], "referenceSeq"), "windowStart")),)
 
 
-def _x439(r: Any) -> Extracted:
+def _x439(r: Any, root: Any = None) -> Extracted:
     return (("MolecularSequence_Variant", nav([r], "variant")),)
 
 
-def _x440(r: Any) -> Extracted:
-    return ()
+def _x440(r: Any, root: Any = None) -> Extracted:
+    return (("CodeableConcept", nav(nav([root], "referenceSeq"), "chromosome")),)
 
 
-def _x441(r: Any) -> Extracted:
+def _x441(r: Any, root: Any = None) -> Extracted:
     return (("integer", navp([r], "start")),)
 
 
-def _x442(r: Any) -> Extracted:
+def _x442(r: Any, root: Any = None) -> Extracted:
     return (("integer", navp([r], "end")),)
 
 
-def _x443(r: Any) -> Extracted:
+def _x443(r: Any, root: Any = None) -> Extracted:
     return (("MolecularSequence_ReferenceSeq", nav([r], "referenceSeq")),)
 
 
-def _x444(r: Any) -> Extracted:
+def _x444(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "chromosome")),)
 
 
-def _x445(r: Any) -> Extracted:
+def _x445(r: Any, root: Any = None) -> Extracted:
     return (("integer", navp([r], "windowStart")),)
 
 
-def _x446(r: Any) -> Extracted:
+def _x446(r: Any, root: Any = None) -> Extracted:
     return (("integer", navp([r], "windowEnd")),)
 
 
-def _x447(r: Any) -> Extracted:
+def _x447(r: Any, root: Any = None) -> Extracted:
+    return (("CodeableConcept", nav(nav([root], "referenceSeq"), "referenceSeqId")),)
+
+
+def _x448(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "referenceSeqId")),)
 
 
-def _x448(r: Any) -> Extracted:
+def _x449(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "contact"), "name")),)
 
 
-def _x449(r: Any) -> Extracted:
+def _x450(r: Any, root: Any = None) -> Extracted:
     return (("code", navp(nav([r], "uniqueId"), "type")),)
 
 
-def _x450(r: Any) -> Extracted:
+def _x451(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "kind")),)
 
 
-def _x451(r: Any) -> Extracted:
+def _x452(r: Any, root: Any = None) -> Extracted:
     return (("Period", nav(nav([r], "uniqueId"), "period")),)
 
 
-def _x452(r: Any) -> Extracted:
+def _x453(r: Any, root: Any = None) -> Extracted:
     return (("string", navp([r], "responsible")),)
 
 
-def _x453(r: Any) -> Extracted:
+def _x454(r: Any, root: Any = None) -> Extracted:
     return (("ContactPoint", nav(nav([r], "contact"), "telecom")),)
 
 
-def _x454(r: Any) -> Extracted:
+def _x455(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "uniqueId"), "value")),)
 
 
-def _x455(r: Any) -> Extracted:
+def _x456(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "enteralFormula"), "additiveType")),)
 
 
-def _x456(r: Any) -> Extracted:
+def _x457(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "enteralFormula"), "baseFormulaType")),)
 
 
-def _x457(r: Any) -> Extracted:
+def _x458(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "oralDiet"), "type")),)
 
 
-def _x458(r: Any) -> Extracted:
+def _x459(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "orderer")),)
 
 
-def _x459(r: Any) -> Extracted:
+def _x460(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "supplement"), "type")),)
 
 
-def _x460(r: Any) -> Extracted:
+def _x461(r: Any, root: Any = None) -> Extracted:
     return (
         ("CodeableConcept", nav([r], "code")),
         ("CodeableConcept", nav(nav([r], "component"), "code")),
     )
 
 
-def _x461(r: Any) -> Extracted:
+def _x462(r: Any, root: Any = None) -> Extracted:
     return (
         ("CodeableConcept", nav([r], "dataAbsentReason")),
         ("CodeableConcept", nav(nav([r], "component"), "dataAbsentReason")),
     )
 
 
-def _x462(r: Any) -> Extracted:
+def _x463(r: Any, root: Any = None) -> Extracted:
     return (
         ("CodeableConcept", nav([r], "valueCodeableConcept")),
         ("CodeableConcept", nav(nav([r], "component"), "valueCodeableConcept")),
     )
 
 
-def _x463(r: Any) -> Extracted:
+def _x464(r: Any, root: Any = None) -> Extracted:
     return (
         ("Quantity", nav([r], "valueQuantity")),
         ("SampledData", nav([r], "valueSampledData")),
@@ -2061,114 +2065,114 @@ def _x463(r: Any) -> Extracted:
     )
 
 
-def _x464(r: Any) -> Extracted:
+def _x465(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "component"), "code")),)
 
 
-def _x465(r: Any) -> Extracted:
+def _x466(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "component"), "dataAbsentReason")),)
 
 
-def _x466(r: Any) -> Extracted:
+def _x467(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "component"), "valueCodeableConcept")),)
 
 
-def _x467(r: Any) -> Extracted:
+def _x468(r: Any, root: Any = None) -> Extracted:
     return (
         ("Quantity", nav(nav([r], "component"), "valueQuantity")),
         ("SampledData", nav(nav([r], "component"), "valueSampledData")),
     )
 
 
-def _x468(r: Any) -> Extracted:
+def _x469(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "dataAbsentReason")),)
 
 
-def _x469(r: Any) -> Extracted:
+def _x470(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "derivedFrom")),)
 
 
-def _x470(r: Any) -> Extracted:
+def _x471(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "hasMember")),)
 
 
-def _x471(r: Any) -> Extracted:
+def _x472(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "method")),)
 
 
-def _x472(r: Any) -> Extracted:
+def _x473(r: Any, root: Any = None) -> Extracted:
     return (
         ("dateTime", navp([r], "valueDateTime")),
         ("Period", nav([r], "valuePeriod")),
     )
 
 
-def _x473(r: Any) -> Extracted:
+def _x474(r: Any, root: Any = None) -> Extracted:
     return (
         ("Quantity", nav([r], "valueQuantity")),
         ("SampledData", nav([r], "valueSampledData")),
     )
 
 
-def _x474(r: Any) -> Extracted:
+def _x475(r: Any, root: Any = None) -> Extracted:
     return (
         ("string", navp([r], "valueString")),
         ("string", navp(nav([r], "valueCodeableConcept"), "text")),
     )
 
 
-def _x475(r: Any) -> Extracted:
+def _x476(r: Any, root: Any = None) -> Extracted:
     return (("Observation", [r]),)
 
 
-def _x476(r: Any) -> Extracted:
+def _x477(r: Any, root: Any = None) -> Extracted:
     return (("Period", nav([r], "valuePeriod")),)
 
 
-def _x477(r: Any) -> Extracted:
+def _x478(r: Any, root: Any = None) -> Extracted:
     return (("Quantity", nav([r], "valueQuantity")),)
 
 
-def _x478(r: Any) -> Extracted:
+def _x479(r: Any, root: Any = None) -> Extracted:
     return (("string", navp([r], "valueString")),)
 
 
-def _x479(r: Any) -> Extracted:
+def _x480(r: Any, root: Any = None) -> Extracted:
     return (
         ("Observation", [r]),
         ("Observation_Component", nav([r], "component")),
     )
 
 
-def _x480(r: Any) -> Extracted:
+def _x481(r: Any, root: Any = None) -> Extracted:
     return (("Observation_Component", nav([r], "component")),)
 
 
-def _x481(r: Any) -> Extracted:
+def _x482(r: Any, root: Any = None) -> Extracted:
     return (("canonical", navp([r], "base")),)
 
 
-def _x482(r: Any) -> Extracted:
+def _x483(r: Any, root: Any = None) -> Extracted:
     return (("canonical", navp([r], "inputProfile")),)
 
 
-def _x483(r: Any) -> Extracted:
+def _x484(r: Any, root: Any = None) -> Extracted:
     return (("boolean", navp([r], "instance")),)
 
 
-def _x484(r: Any) -> Extracted:
+def _x485(r: Any, root: Any = None) -> Extracted:
     return (("canonical", navp([r], "outputProfile")),)
 
 
-def _x485(r: Any) -> Extracted:
+def _x486(r: Any, root: Any = None) -> Extracted:
     return (("boolean", navp([r], "system")),)
 
 
-def _x486(r: Any) -> Extracted:
+def _x487(r: Any, root: Any = None) -> Extracted:
     return (("boolean", navp([r], "type")),)
 
 
-def _x487(r: Any) -> Extracted:
+def _x488(r: Any, root: Any = None) -> Extracted:
     return (
         (
             "ContactPoint",
@@ -2177,15 +2181,15 @@ def _x487(r: Any) -> Extracted:
     )
 
 
-def _x488(r: Any) -> Extracted:
+def _x489(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "network")),)
 
 
-def _x489(r: Any) -> Extracted:
+def _x490(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "participatingOrganization")),)
 
 
-def _x490(r: Any) -> Extracted:
+def _x491(r: Any, root: Any = None) -> Extracted:
     return (
         (
             "ContactPoint",
@@ -2194,23 +2198,23 @@ def _x490(r: Any) -> Extracted:
     )
 
 
-def _x491(r: Any) -> Extracted:
+def _x492(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "healthcareService")),)
 
 
-def _x492(r: Any) -> Extracted:
+def _x493(r: Any, root: Any = None) -> Extracted:
     return (("ContactPoint", nav([r], "telecom")),)
 
 
-def _x493(r: Any) -> Extracted:
+def _x494(r: Any, root: Any = None) -> Extracted:
     return (("date", navp([r], "birthDate")),)
 
 
-def _x494(r: Any) -> Extracted:
+def _x495(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp([r], "deceasedDateTime")),)
 
 
-def _x495(r: Any) -> Extracted:
+def _x496(r: Any, root: Any = None) -> Extracted:
     return (
         (
             "System.Boolean",
@@ -2230,380 +2234,380 @@ def _x495(r: Any) -> Extracted:
     )
 
 
-def _x496(r: Any) -> Extracted:
+def _x497(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "name"), "family")),)
 
 
-def _x497(r: Any) -> Extracted:
+def _x498(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "gender")),)
 
 
-def _x498(r: Any) -> Extracted:
+def _x499(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "generalPractitioner")),)
 
 
-def _x499(r: Any) -> Extracted:
+def _x500(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav([r], "name"), "given")),)
 
 
-def _x500(r: Any) -> Extracted:
+def _x501(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "communication"), "language")),)
 
 
-def _x501(r: Any) -> Extracted:
+def _x502(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "link"), "other")),)
 
 
-def _x502(r: Any) -> Extracted:
+def _x503(r: Any, root: Any = None) -> Extracted:
     return (("HumanName", nav([r], "name")),)
 
 
-def _x503(r: Any) -> Extracted:
+def _x504(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "paymentStatus")),)
 
 
-def _x504(r: Any) -> Extracted:
+def _x505(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "response")),)
 
 
-def _x505(r: Any) -> Extracted:
+def _x506(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "paymentIssuer")),)
 
 
-def _x506(r: Any) -> Extracted:
+def _x507(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "link"), "target")),)
 
 
-def _x507(r: Any) -> Extracted:
+def _x508(r: Any, root: Any = None) -> Extracted:
     return (("Reference", refers_to(nav(nav([r], "link"), "target"), "Patient", [r])),)
 
 
-def _x508(r: Any) -> Extracted:
+def _x509(r: Any, root: Any = None) -> Extracted:
     return (("Reference", refers_to(nav(nav([r], "link"), "target"), "Practitioner", [r])),)
 
 
-def _x509(r: Any) -> Extracted:
+def _x510(r: Any, root: Any = None) -> Extracted:
     return (("Reference", refers_to(nav(nav([r], "link"), "target"), "RelatedPerson", [r])),)
 
 
-def _x510(r: Any) -> Extracted:
+def _x511(r: Any, root: Any = None) -> Extracted:
     return (
         ("canonical", navp(nav([r], "action"), "definitionCanonical")),
         ("uri", navp(nav([r], "action"), "definitionUri")),
     )
 
 
-def _x511(r: Any) -> Extracted:
+def _x512(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "communication")),)
 
 
-def _x512(r: Any) -> Extracted:
+def _x513(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "practitioner")),)
 
 
-def _x513(r: Any) -> Extracted:
+def _x514(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "agent"), "type")),)
 
 
-def _x514(r: Any) -> Extracted:
+def _x515(r: Any, root: Any = None) -> Extracted:
     return (("Reference", refers_to(nav([r], "target"), "Patient", [r])),)
 
 
-def _x515(r: Any) -> Extracted:
+def _x516(r: Any, root: Any = None) -> Extracted:
     return (("Coding", nav(nav([r], "signature"), "type")),)
 
 
-def _x516(r: Any) -> Extracted:
+def _x517(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp([r], "occurredDateTime")),)
 
 
-def _x517(r: Any) -> Extracted:
+def _x518(r: Any, root: Any = None) -> Extracted:
     return (("Coding", nav(nav([r], "item"), "code")),)
 
 
-def _x518(r: Any) -> Extracted:
+def _x519(r: Any, root: Any = None) -> Extracted:
     return (("uri", navp(nav([r], "item"), "definition")),)
 
 
-def _x519(r: Any) -> Extracted:
+def _x520(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "subjectType")),)
 
 
-def _x520(r: Any) -> Extracted:
+def _x521(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp([r], "authored")),)
 
 
-def _x521(r: Any) -> Extracted:
+def _x522(r: Any, root: Any = None) -> Extracted:
     return (("canonical", navp([r], "questionnaire")),)
 
 
-def _x522(r: Any) -> Extracted:
+def _x523(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "action"), "participant")),)
 
 
-def _x523(r: Any) -> Extracted:
+def _x524(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "focus")),)
 
 
-def _x524(r: Any) -> Extracted:
+def _x525(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "keyword")),)
 
 
-def _x525(r: Any) -> Extracted:
+def _x526(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "principalInvestigator")),)
 
 
-def _x526(r: Any) -> Extracted:
+def _x527(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "protocol")),)
 
 
-def _x527(r: Any) -> Extracted:
+def _x528(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "site")),)
 
 
-def _x528(r: Any) -> Extracted:
+def _x529(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "sponsor")),)
 
 
-def _x529(r: Any) -> Extracted:
+def _x530(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "individual")),)
 
 
-def _x530(r: Any) -> Extracted:
+def _x531(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "condition")),)
 
 
-def _x531(r: Any) -> Extracted:
+def _x532(r: Any, root: Any = None) -> Extracted:
     return (
         ("decimal", navp(nav([r], "prediction"), "probabilityDecimal")),
         ("Range", nav(nav([r], "prediction"), "probabilityRange")),
     )
 
 
-def _x532(r: Any) -> Extracted:
+def _x533(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "prediction"), "qualitativeRisk")),)
 
 
-def _x533(r: Any) -> Extracted:
+def _x534(r: Any, root: Any = None) -> Extracted:
     return (("Period", nav([r], "planningHorizon")),)
 
 
-def _x534(r: Any) -> Extracted:
+def _x535(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "base")),)
 
 
-def _x535(r: Any) -> Extracted:
+def _x536(r: Any, root: Any = None) -> Extracted:
     return (("canonical", navp(nav([r], "component"), "definition")),)
 
 
-def _x536(r: Any) -> Extracted:
+def _x537(r: Any, root: Any = None) -> Extracted:
     return (("canonical", navp([r], "derivedFrom")),)
 
 
-def _x537(r: Any) -> Extracted:
+def _x538(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "target")),)
 
 
-def _x538(r: Any) -> Extracted:
+def _x539(r: Any, root: Any = None) -> Extracted:
     return (("Identifier", nav([r], "requisition")),)
 
 
-def _x539(r: Any) -> Extracted:
+def _x540(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "schedule")),)
 
 
-def _x540(r: Any) -> Extracted:
+def _x541(r: Any, root: Any = None) -> Extracted:
     return (("Identifier", nav([r], "accessionIdentifier")),)
 
 
-def _x541(r: Any) -> Extracted:
+def _x542(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "collection"), "bodySite")),)
 
 
-def _x542(r: Any) -> Extracted:
+def _x543(r: Any, root: Any = None) -> Extracted:
     return (
         ("dateTime", navp(nav([r], "collection"), "collectedDateTime")),
         ("Period", nav(nav([r], "collection"), "collectedPeriod")),
     )
 
 
-def _x543(r: Any) -> Extracted:
+def _x544(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "collection"), "collector")),)
 
 
-def _x544(r: Any) -> Extracted:
+def _x545(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "container"), "type")),)
 
 
-def _x545(r: Any) -> Extracted:
+def _x546(r: Any, root: Any = None) -> Extracted:
     return (("Identifier", nav(nav([r], "container"), "identifier")),)
 
 
-def _x546(r: Any) -> Extracted:
+def _x547(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav(nav([r], "typeTested"), "container"), "type")),)
 
 
-def _x547(r: Any) -> Extracted:
+def _x548(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "typeCollected")),)
 
 
-def _x548(r: Any) -> Extracted:
+def _x549(r: Any, root: Any = None) -> Extracted:
     return (("boolean", navp([r], "abstract")),)
 
 
-def _x549(r: Any) -> Extracted:
+def _x550(r: Any, root: Any = None) -> Extracted:
     return (("canonical", navp([r], "baseDefinition")),)
 
 
-def _x550(r: Any) -> Extracted:
+def _x551(r: Any, root: Any = None) -> Extracted:
     return (
         ("string", navp(nav(nav(nav([r], "snapshot"), "element"), "base"), "path")),
         ("string", navp(nav(nav(nav([r], "differential"), "element"), "base"), "path")),
     )
 
 
-def _x551(r: Any) -> Extracted:
+def _x552(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "derivation")),)
 
 
-def _x552(r: Any) -> Extracted:
+def _x553(r: Any, root: Any = None) -> Extracted:
     return (("code", navp(nav([r], "context"), "type")),)
 
 
-def _x553(r: Any) -> Extracted:
+def _x554(r: Any, root: Any = None) -> Extracted:
     return (("Coding", nav([r], "keyword")),)
 
 
-def _x554(r: Any) -> Extracted:
+def _x555(r: Any, root: Any = None) -> Extracted:
     return (
         ("string", navp(nav(nav([r], "snapshot"), "element"), "path")),
         ("string", navp(nav(nav([r], "differential"), "element"), "path")),
     )
 
 
-def _x555(r: Any) -> Extracted:
+def _x556(r: Any, root: Any = None) -> Extracted:
     return (("uri", navp([r], "type")),)
 
 
-def _x556(r: Any) -> Extracted:
+def _x557(r: Any, root: Any = None) -> Extracted:
     return (("canonical", navp(nav(nav(nav([r], "snapshot"), "element"), "binding"), "valueSet")),)
 
 
-def _x557(r: Any) -> Extracted:
+def _x558(r: Any, root: Any = None) -> Extracted:
     return (("ContactPoint", nav([r], "contact")),)
 
 
-def _x558(r: Any) -> Extracted:
+def _x559(r: Any, root: Any = None) -> Extracted:
     return (("string", navp([r], "criteria")),)
 
 
-def _x559(r: Any) -> Extracted:
+def _x560(r: Any, root: Any = None) -> Extracted:
     return (("code", navp(nav([r], "channel"), "payload")),)
 
 
-def _x560(r: Any) -> Extracted:
+def _x561(r: Any, root: Any = None) -> Extracted:
     return (("code", navp(nav([r], "channel"), "type")),)
 
 
-def _x561(r: Any) -> Extracted:
+def _x562(r: Any, root: Any = None) -> Extracted:
     return (("url", navp(nav([r], "channel"), "endpoint")),)
 
 
-def _x562(r: Any) -> Extracted:
+def _x563(r: Any, root: Any = None) -> Extracted:
     return (
         ("CodeableConcept", nav([r], "code")),
         ("CodeableConcept", nav(nav([r], "ingredient"), "substanceCodeableConcept")),
     )
 
 
-def _x563(r: Any) -> Extracted:
+def _x564(r: Any, root: Any = None) -> Extracted:
     return (("Identifier", nav(nav([r], "instance"), "identifier")),)
 
 
-def _x564(r: Any) -> Extracted:
+def _x565(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp(nav([r], "instance"), "expiry")),)
 
 
-def _x565(r: Any) -> Extracted:
+def _x566(r: Any, root: Any = None) -> Extracted:
     return (("Quantity", nav(nav([r], "instance"), "quantity")),)
 
 
-def _x566(r: Any) -> Extracted:
+def _x567(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav(nav([r], "ingredient"), "substanceReference")),)
 
 
-def _x567(r: Any) -> Extracted:
+def _x568(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav(nav([r], "code"), "code")),)
 
 
-def _x568(r: Any) -> Extracted:
+def _x569(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "supplier")),)
 
 
-def _x569(r: Any) -> Extracted:
+def _x570(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "deliverTo")),)
 
 
-def _x570(r: Any) -> Extracted:
+def _x571(r: Any, root: Any = None) -> Extracted:
     return (("CodeableConcept", nav([r], "businessStatus")),)
 
 
-def _x571(r: Any) -> Extracted:
+def _x572(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp([r], "lastModified")),)
 
 
-def _x572(r: Any) -> Extracted:
+def _x573(r: Any, root: Any = None) -> Extracted:
     return (("Reference", refers_to(nav([r], "for"), "Patient", [r])),)
 
 
-def _x573(r: Any) -> Extracted:
+def _x574(r: Any, root: Any = None) -> Extracted:
     return (("Period", nav([r], "executionPeriod")),)
 
 
-def _x574(r: Any) -> Extracted:
+def _x575(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "for")),)
 
 
-def _x575(r: Any) -> Extracted:
+def _x576(r: Any, root: Any = None) -> Extracted:
     return (("uri", navp(nav([r], "participant"), "uri")),)
 
 
-def _x576(r: Any) -> Extracted:
+def _x577(r: Any, root: Any = None) -> Extracted:
     return (("code", navp([r], "result")),)
 
 
-def _x577(r: Any) -> Extracted:
+def _x578(r: Any, root: Any = None) -> Extracted:
     return (("string", navp([r], "tester")),)
 
 
-def _x578(r: Any) -> Extracted:
+def _x579(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "testScript")),)
 
 
-def _x579(r: Any) -> Extracted:
+def _x580(r: Any, root: Any = None) -> Extracted:
     return (("string", navp(nav(nav([r], "metadata"), "capability"), "description")),)
 
 
-def _x580(r: Any) -> Extracted:
+def _x581(r: Any, root: Any = None) -> Extracted:
     return (
         ("code", navp(nav(nav([r], "expansion"), "contains"), "code")),
         ("code", navp(nav(nav(nav([r], "compose"), "include"), "concept"), "code")),
     )
 
 
-def _x581(r: Any) -> Extracted:
+def _x582(r: Any, root: Any = None) -> Extracted:
     return (("uri", navp(nav([r], "expansion"), "identifier")),)
 
 
-def _x582(r: Any) -> Extracted:
+def _x583(r: Any, root: Any = None) -> Extracted:
     return (("uri", navp(nav(nav([r], "compose"), "include"), "system")),)
 
 
-def _x583(r: Any) -> Extracted:
+def _x584(r: Any, root: Any = None) -> Extracted:
     return (("dateTime", navp([r], "dateWritten")),)
 
 
-def _x584(r: Any) -> Extracted:
+def _x585(r: Any, root: Any = None) -> Extracted:
     return (("Reference", nav([r], "prescriber")),)
 
 
@@ -26643,7 +26647,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             roots=frozenset(["variant"]),
             components=(
                 Component(
-                    "referenceseqid", "token", "%resource.referenceSeq.referenceSeqId", _x440
+                    "referenceseqid", "token", "%resource.referenceSeq.referenceSeqId", _x447
                 ),
                 Component("variant-start", "number", "start", _x441),
                 Component("variant-end", "number", "end", _x442),
@@ -26657,7 +26661,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             extract=_x443,
             roots=frozenset(["referenceSeq"]),
             components=(
-                Component("referenceseqid", "token", "referenceSeqId", _x447),
+                Component("referenceseqid", "token", "referenceSeqId", _x448),
                 Component("window-start", "number", "windowStart", _x445),
                 Component("window-end", "number", "windowEnd", _x446),
             ),
@@ -26778,7 +26782,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="string",
             url="http://hl7.org/fhir/SearchParameter/NamingSystem-contact",
             expression="NamingSystem.contact.name",
-            extract=_x448,
+            extract=_x449,
             roots=frozenset(["contact"]),
         ),
         "context": SearchParameter(
@@ -26852,7 +26856,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/NamingSystem-id-type",
             expression="NamingSystem.uniqueId.type",
-            extract=_x449,
+            extract=_x450,
             roots=frozenset(["uniqueId"]),
         ),
         "jurisdiction": SearchParameter(
@@ -26868,7 +26872,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/NamingSystem-kind",
             expression="NamingSystem.kind",
-            extract=_x450,
+            extract=_x451,
             roots=frozenset(["_kind", "kind"]),
         ),
         "name": SearchParameter(
@@ -26884,7 +26888,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="date",
             url="http://hl7.org/fhir/SearchParameter/NamingSystem-period",
             expression="NamingSystem.uniqueId.period",
-            extract=_x451,
+            extract=_x452,
             roots=frozenset(["uniqueId"]),
         ),
         "publisher": SearchParameter(
@@ -26900,7 +26904,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="string",
             url="http://hl7.org/fhir/SearchParameter/NamingSystem-responsible",
             expression="NamingSystem.responsible",
-            extract=_x452,
+            extract=_x453,
             roots=frozenset(["_responsible", "responsible"]),
         ),
         "status": SearchParameter(
@@ -26916,7 +26920,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/NamingSystem-telecom",
             expression="NamingSystem.contact.telecom",
-            extract=_x453,
+            extract=_x454,
             roots=frozenset(["contact"]),
         ),
         "type": SearchParameter(
@@ -26932,7 +26936,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="string",
             url="http://hl7.org/fhir/SearchParameter/NamingSystem-value",
             expression="NamingSystem.uniqueId.value",
-            extract=_x454,
+            extract=_x455,
             roots=frozenset(["uniqueId"]),
         ),
     },
@@ -27011,7 +27015,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/NutritionOrder-additive",
             expression="NutritionOrder.enteralFormula.additiveType",
-            extract=_x455,
+            extract=_x456,
             roots=frozenset(["enteralFormula"]),
         ),
         "datetime": SearchParameter(
@@ -27036,7 +27040,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/NutritionOrder-formula",
             expression="NutritionOrder.enteralFormula.baseFormulaType",
-            extract=_x456,
+            extract=_x457,
             roots=frozenset(["enteralFormula"]),
         ),
         "identifier": SearchParameter(
@@ -27069,7 +27073,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/NutritionOrder-oraldiet",
             expression="NutritionOrder.oralDiet.type",
-            extract=_x457,
+            extract=_x458,
             roots=frozenset(["oralDiet"]),
         ),
         "patient": SearchParameter(
@@ -27086,7 +27090,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/NutritionOrder-provider",
             expression="NutritionOrder.orderer",
-            extract=_x458,
+            extract=_x459,
             roots=frozenset(["orderer"]),
             targets=("Practitioner", "PractitionerRole"),
         ),
@@ -27103,7 +27107,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/NutritionOrder-supplement",
             expression="NutritionOrder.supplement.type",
-            extract=_x459,
+            extract=_x460,
             roots=frozenset(["supplement"]),
         ),
     },
@@ -27214,7 +27218,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="composite",
             url="http://hl7.org/fhir/SearchParameter/Observation-code-value-concept",
             expression="Observation",
-            extract=_x475,
+            extract=_x476,
             components=(
                 Component("code", "token", "code", _x49),
                 Component("value-concept", "token", "value.as(CodeableConcept)", _x34),
@@ -27225,10 +27229,10 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="composite",
             url="http://hl7.org/fhir/SearchParameter/Observation-code-value-date",
             expression="Observation",
-            extract=_x475,
+            extract=_x476,
             components=(
                 Component("code", "token", "code", _x49),
-                Component("value-date", "date", "value.as(DateTime) | value.as(Period)", _x476),
+                Component("value-date", "date", "value.as(DateTime) | value.as(Period)", _x477),
             ),
         ),
         "code-value-quantity": SearchParameter(
@@ -27236,10 +27240,10 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="composite",
             url="http://hl7.org/fhir/SearchParameter/Observation-code-value-quantity",
             expression="Observation",
-            extract=_x475,
+            extract=_x476,
             components=(
                 Component("code", "token", "code", _x49),
-                Component("value-quantity", "quantity", "value.as(Quantity)", _x477),
+                Component("value-quantity", "quantity", "value.as(Quantity)", _x478),
             ),
         ),
         "code-value-string": SearchParameter(
@@ -27247,10 +27251,10 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="composite",
             url="http://hl7.org/fhir/SearchParameter/Observation-code-value-string",
             expression="Observation",
-            extract=_x475,
+            extract=_x476,
             components=(
                 Component("code", "token", "code", _x49),
-                Component("value-string", "string", "value.as(string)", _x478),
+                Component("value-string", "string", "value.as(string)", _x479),
             ),
         ),
         "combo-code": SearchParameter(
@@ -27258,7 +27262,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Observation-combo-code",
             expression="Observation.code | Observation.component.code",
-            extract=_x460,
+            extract=_x461,
             roots=frozenset(["code", "component"]),
         ),
         "combo-code-value-concept": SearchParameter(
@@ -27266,7 +27270,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="composite",
             url="http://hl7.org/fhir/SearchParameter/Observation-combo-code-value-concept",
             expression="Observation | Observation.component",
-            extract=_x479,
+            extract=_x480,
             components=(
                 Component("combo-code", "token", "code", _x49),
                 Component("combo-value-concept", "token", "value.as(CodeableConcept)", _x34),
@@ -27277,10 +27281,10 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="composite",
             url="http://hl7.org/fhir/SearchParameter/Observation-combo-code-value-quantity",
             expression="Observation | Observation.component",
-            extract=_x479,
+            extract=_x480,
             components=(
                 Component("combo-code", "token", "code", _x49),
-                Component("combo-value-quantity", "quantity", "value.as(Quantity)", _x477),
+                Component("combo-value-quantity", "quantity", "value.as(Quantity)", _x478),
             ),
         ),
         "combo-data-absent-reason": SearchParameter(
@@ -27288,7 +27292,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Observation-combo-data-absent-reason",
             expression="Observation.dataAbsentReason | Observation.component.dataAbsentReason",
-            extract=_x461,
+            extract=_x462,
             roots=frozenset(["component", "dataAbsentReason"]),
         ),
         "combo-value-concept": SearchParameter(
@@ -27296,7 +27300,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Observation-combo-value-concept",
             expression="(Observation.value as CodeableConcept) | (Observation.component.value as CodeableConcept)",
-            extract=_x462,
+            extract=_x463,
             roots=frozenset(["component", "valueCodeableConcept"]),
         ),
         "combo-value-quantity": SearchParameter(
@@ -27304,7 +27308,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="quantity",
             url="http://hl7.org/fhir/SearchParameter/Observation-combo-value-quantity",
             expression="(Observation.value as Quantity) | (Observation.value as SampledData) | (Observation.component.value as Quantity) | (Observation.component.value as SampledData)",
-            extract=_x463,
+            extract=_x464,
             roots=frozenset(["component", "valueQuantity", "valueSampledData"]),
         ),
         "component-code": SearchParameter(
@@ -27312,7 +27316,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Observation-component-code",
             expression="Observation.component.code",
-            extract=_x464,
+            extract=_x465,
             roots=frozenset(["component"]),
         ),
         "component-code-value-concept": SearchParameter(
@@ -27320,7 +27324,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="composite",
             url="http://hl7.org/fhir/SearchParameter/Observation-component-code-value-concept",
             expression="Observation.component",
-            extract=_x480,
+            extract=_x481,
             roots=frozenset(["component"]),
             components=(
                 Component("component-code", "token", "code", _x49),
@@ -27332,11 +27336,11 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="composite",
             url="http://hl7.org/fhir/SearchParameter/Observation-component-code-value-quantity",
             expression="Observation.component",
-            extract=_x480,
+            extract=_x481,
             roots=frozenset(["component"]),
             components=(
                 Component("component-code", "token", "code", _x49),
-                Component("component-value-quantity", "quantity", "value.as(Quantity)", _x477),
+                Component("component-value-quantity", "quantity", "value.as(Quantity)", _x478),
             ),
         ),
         "component-data-absent-reason": SearchParameter(
@@ -27344,7 +27348,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Observation-component-data-absent-reason",
             expression="Observation.component.dataAbsentReason",
-            extract=_x465,
+            extract=_x466,
             roots=frozenset(["component"]),
         ),
         "component-value-concept": SearchParameter(
@@ -27352,7 +27356,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Observation-component-value-concept",
             expression="(Observation.component.value as CodeableConcept)",
-            extract=_x466,
+            extract=_x467,
             roots=frozenset(["component"]),
         ),
         "component-value-quantity": SearchParameter(
@@ -27360,7 +27364,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="quantity",
             url="http://hl7.org/fhir/SearchParameter/Observation-component-value-quantity",
             expression="(Observation.component.value as Quantity) | (Observation.component.value as SampledData)",
-            extract=_x467,
+            extract=_x468,
             roots=frozenset(["component"]),
         ),
         "data-absent-reason": SearchParameter(
@@ -27368,7 +27372,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Observation-data-absent-reason",
             expression="Observation.dataAbsentReason",
-            extract=_x468,
+            extract=_x469,
             roots=frozenset(["dataAbsentReason"]),
         ),
         "date": SearchParameter(
@@ -27393,7 +27397,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/Observation-derived-from",
             expression="Observation.derivedFrom",
-            extract=_x469,
+            extract=_x470,
             roots=frozenset(["derivedFrom"]),
             targets=(
                 "DocumentReference",
@@ -27582,7 +27586,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/Observation-has-member",
             expression="Observation.hasMember",
-            extract=_x470,
+            extract=_x471,
             roots=frozenset(["hasMember"]),
             targets=("MolecularSequence", "Observation", "QuestionnaireResponse"),
         ),
@@ -27599,7 +27603,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Observation-method",
             expression="Observation.method",
-            extract=_x471,
+            extract=_x472,
             roots=frozenset(["method"]),
         ),
         "part-of": SearchParameter(
@@ -27681,7 +27685,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="date",
             url="http://hl7.org/fhir/SearchParameter/Observation-value-date",
             expression="(Observation.value as dateTime) | (Observation.value as Period)",
-            extract=_x472,
+            extract=_x473,
             roots=frozenset(["_valueDateTime", "valueDateTime", "valuePeriod"]),
         ),
         "value-quantity": SearchParameter(
@@ -27689,7 +27693,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="quantity",
             url="http://hl7.org/fhir/SearchParameter/Observation-value-quantity",
             expression="(Observation.value as Quantity) | (Observation.value as SampledData)",
-            extract=_x473,
+            extract=_x474,
             roots=frozenset(["valueQuantity", "valueSampledData"]),
         ),
         "value-string": SearchParameter(
@@ -27697,7 +27701,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="string",
             url="http://hl7.org/fhir/SearchParameter/Observation-value-string",
             expression="(Observation.value as string) | (Observation.value as CodeableConcept).text",
-            extract=_x474,
+            extract=_x475,
             roots=frozenset(["_valueString", "valueCodeableConcept", "valueString"]),
         ),
     },
@@ -27847,7 +27851,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/OperationDefinition-base",
             expression="OperationDefinition.base",
-            extract=_x481,
+            extract=_x482,
             roots=frozenset(["_base", "base"]),
             targets=("OperationDefinition",),
         ),
@@ -27930,7 +27934,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/OperationDefinition-input-profile",
             expression="OperationDefinition.inputProfile",
-            extract=_x482,
+            extract=_x483,
             roots=frozenset(["_inputProfile", "inputProfile"]),
             targets=("StructureDefinition",),
         ),
@@ -27939,7 +27943,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/OperationDefinition-instance",
             expression="OperationDefinition.instance",
-            extract=_x483,
+            extract=_x484,
             roots=frozenset(["_instance", "instance"]),
         ),
         "jurisdiction": SearchParameter(
@@ -27955,7 +27959,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/OperationDefinition-kind",
             expression="OperationDefinition.kind",
-            extract=_x450,
+            extract=_x451,
             roots=frozenset(["_kind", "kind"]),
         ),
         "name": SearchParameter(
@@ -27971,7 +27975,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/OperationDefinition-output-profile",
             expression="OperationDefinition.outputProfile",
-            extract=_x484,
+            extract=_x485,
             roots=frozenset(["_outputProfile", "outputProfile"]),
             targets=("StructureDefinition",),
         ),
@@ -27996,7 +28000,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/OperationDefinition-system",
             expression="OperationDefinition.system",
-            extract=_x485,
+            extract=_x486,
             roots=frozenset(["_system", "system"]),
         ),
         "title": SearchParameter(
@@ -28012,7 +28016,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/OperationDefinition-type",
             expression="OperationDefinition.type",
-            extract=_x486,
+            extract=_x487,
             roots=frozenset(["_type", "type"]),
         ),
         "url": SearchParameter(
@@ -28371,7 +28375,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/OrganizationAffiliation-email",
             expression="OrganizationAffiliation.telecom.where(system='email')",
-            extract=_x487,
+            extract=_x488,
             roots=frozenset(["telecom"]),
         ),
         "endpoint": SearchParameter(
@@ -28405,7 +28409,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/OrganizationAffiliation-network",
             expression="OrganizationAffiliation.network",
-            extract=_x488,
+            extract=_x489,
             roots=frozenset(["network"]),
             targets=("Organization",),
         ),
@@ -28414,7 +28418,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/OrganizationAffiliation-participating-organization",
             expression="OrganizationAffiliation.participatingOrganization",
-            extract=_x489,
+            extract=_x490,
             roots=frozenset(["participatingOrganization"]),
             targets=("Organization",),
         ),
@@ -28423,7 +28427,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/OrganizationAffiliation-phone",
             expression="OrganizationAffiliation.telecom.where(system='phone')",
-            extract=_x490,
+            extract=_x491,
             roots=frozenset(["telecom"]),
         ),
         "primary-organization": SearchParameter(
@@ -28448,7 +28452,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/OrganizationAffiliation-service",
             expression="OrganizationAffiliation.healthcareService",
-            extract=_x491,
+            extract=_x492,
             roots=frozenset(["healthcareService"]),
             targets=("HealthcareService",),
         ),
@@ -28465,7 +28469,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/OrganizationAffiliation-telecom",
             expression="OrganizationAffiliation.telecom",
-            extract=_x492,
+            extract=_x493,
             roots=frozenset(["telecom"]),
         ),
     },
@@ -28664,7 +28668,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="date",
             url="http://hl7.org/fhir/SearchParameter/individual-birthdate",
             expression="Patient.birthDate | Person.birthDate | RelatedPerson.birthDate",
-            extract=_x493,
+            extract=_x494,
             roots=frozenset(["_birthDate", "birthDate"]),
         ),
         "death-date": SearchParameter(
@@ -28672,7 +28676,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="date",
             url="http://hl7.org/fhir/SearchParameter/Patient-death-date",
             expression="(Patient.deceased as dateTime)",
-            extract=_x494,
+            extract=_x495,
             roots=frozenset(["_deceasedDateTime", "deceasedDateTime"]),
         ),
         "deceased": SearchParameter(
@@ -28680,7 +28684,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Patient-deceased",
             expression="Patient.deceased.exists() and Patient.deceased != false",
-            extract=_x495,
+            extract=_x496,
             roots=frozenset(
                 ["_deceasedBoolean", "_deceasedDateTime", "deceasedBoolean", "deceasedDateTime"]
             ),
@@ -28690,7 +28694,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/individual-email",
             expression="Patient.telecom.where(system='email') | Person.telecom.where(system='email') | Practitioner.telecom.where(system='email') | PractitionerRole.telecom.where(system='email') | RelatedPerson.telecom.where(system='email')",
-            extract=_x487,
+            extract=_x488,
             roots=frozenset(["telecom"]),
         ),
         "family": SearchParameter(
@@ -28698,7 +28702,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="string",
             url="http://hl7.org/fhir/SearchParameter/individual-family",
             expression="Patient.name.family | Practitioner.name.family",
-            extract=_x496,
+            extract=_x497,
             roots=frozenset(["name"]),
         ),
         "gender": SearchParameter(
@@ -28706,7 +28710,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/individual-gender",
             expression="Patient.gender | Person.gender | Practitioner.gender | RelatedPerson.gender",
-            extract=_x497,
+            extract=_x498,
             roots=frozenset(["_gender", "gender"]),
         ),
         "general-practitioner": SearchParameter(
@@ -28714,7 +28718,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/Patient-general-practitioner",
             expression="Patient.generalPractitioner",
-            extract=_x498,
+            extract=_x499,
             roots=frozenset(["generalPractitioner"]),
             targets=("Organization", "Practitioner", "PractitionerRole"),
         ),
@@ -28723,7 +28727,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="string",
             url="http://hl7.org/fhir/SearchParameter/individual-given",
             expression="Patient.name.given | Practitioner.name.given",
-            extract=_x499,
+            extract=_x500,
             roots=frozenset(["name"]),
         ),
         "identifier": SearchParameter(
@@ -28739,7 +28743,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Patient-language",
             expression="Patient.communication.language",
-            extract=_x500,
+            extract=_x501,
             roots=frozenset(["communication"]),
         ),
         "link": SearchParameter(
@@ -28747,7 +28751,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/Patient-link",
             expression="Patient.link.other",
-            extract=_x501,
+            extract=_x502,
             roots=frozenset(["link"]),
             targets=("Patient", "RelatedPerson"),
         ),
@@ -28756,7 +28760,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="string",
             url="http://hl7.org/fhir/SearchParameter/Patient-name",
             expression="Patient.name",
-            extract=_x502,
+            extract=_x503,
             roots=frozenset(["name"]),
         ),
         "organization": SearchParameter(
@@ -28773,7 +28777,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/individual-phone",
             expression="Patient.telecom.where(system='phone') | Person.telecom.where(system='phone') | Practitioner.telecom.where(system='phone') | PractitionerRole.telecom.where(system='phone') | RelatedPerson.telecom.where(system='phone')",
-            extract=_x490,
+            extract=_x491,
             roots=frozenset(["telecom"]),
         ),
         "phonetic": SearchParameter(
@@ -28781,7 +28785,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="string",
             url="http://hl7.org/fhir/SearchParameter/individual-phonetic",
             expression="Patient.name | Person.name | Practitioner.name | RelatedPerson.name",
-            extract=_x502,
+            extract=_x503,
             roots=frozenset(["name"]),
         ),
         "telecom": SearchParameter(
@@ -28789,7 +28793,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/individual-telecom",
             expression="Patient.telecom | Person.telecom | Practitioner.telecom | PractitionerRole.telecom | RelatedPerson.telecom",
-            extract=_x492,
+            extract=_x493,
             roots=frozenset(["telecom"]),
         ),
     },
@@ -28884,7 +28888,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/PaymentNotice-payment-status",
             expression="PaymentNotice.paymentStatus",
-            extract=_x503,
+            extract=_x504,
             roots=frozenset(["paymentStatus"]),
         ),
         "provider": SearchParameter(
@@ -29056,7 +29060,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/PaymentNotice-response",
             expression="PaymentNotice.response",
-            extract=_x504,
+            extract=_x505,
             roots=frozenset(["response"]),
             targets=(
                 "Account",
@@ -29322,7 +29326,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/PaymentReconciliation-payment-issuer",
             expression="PaymentReconciliation.paymentIssuer",
-            extract=_x505,
+            extract=_x506,
             roots=frozenset(["paymentIssuer"]),
             targets=("Organization",),
         ),
@@ -29476,7 +29480,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="date",
             url="http://hl7.org/fhir/SearchParameter/individual-birthdate",
             expression="Patient.birthDate | Person.birthDate | RelatedPerson.birthDate",
-            extract=_x493,
+            extract=_x494,
             roots=frozenset(["_birthDate", "birthDate"]),
         ),
         "email": SearchParameter(
@@ -29484,7 +29488,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/individual-email",
             expression="Patient.telecom.where(system='email') | Person.telecom.where(system='email') | Practitioner.telecom.where(system='email') | PractitionerRole.telecom.where(system='email') | RelatedPerson.telecom.where(system='email')",
-            extract=_x487,
+            extract=_x488,
             roots=frozenset(["telecom"]),
         ),
         "gender": SearchParameter(
@@ -29492,7 +29496,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/individual-gender",
             expression="Patient.gender | Person.gender | Practitioner.gender | RelatedPerson.gender",
-            extract=_x497,
+            extract=_x498,
             roots=frozenset(["_gender", "gender"]),
         ),
         "identifier": SearchParameter(
@@ -29508,7 +29512,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/Person-link",
             expression="Person.link.target",
-            extract=_x506,
+            extract=_x507,
             roots=frozenset(["link"]),
             targets=("Patient", "Person", "Practitioner", "RelatedPerson"),
         ),
@@ -29517,7 +29521,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="string",
             url="http://hl7.org/fhir/SearchParameter/Person-name",
             expression="Person.name",
-            extract=_x502,
+            extract=_x503,
             roots=frozenset(["name"]),
         ),
         "organization": SearchParameter(
@@ -29534,7 +29538,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/Person-patient",
             expression="Person.link.target.where(resolve() is Patient)",
-            extract=_x507,
+            extract=_x508,
             targets=("Patient",),
         ),
         "phone": SearchParameter(
@@ -29542,7 +29546,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/individual-phone",
             expression="Patient.telecom.where(system='phone') | Person.telecom.where(system='phone') | Practitioner.telecom.where(system='phone') | PractitionerRole.telecom.where(system='phone') | RelatedPerson.telecom.where(system='phone')",
-            extract=_x490,
+            extract=_x491,
             roots=frozenset(["telecom"]),
         ),
         "phonetic": SearchParameter(
@@ -29550,7 +29554,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="string",
             url="http://hl7.org/fhir/SearchParameter/individual-phonetic",
             expression="Patient.name | Person.name | Practitioner.name | RelatedPerson.name",
-            extract=_x502,
+            extract=_x503,
             roots=frozenset(["name"]),
         ),
         "practitioner": SearchParameter(
@@ -29558,7 +29562,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/Person-practitioner",
             expression="Person.link.target.where(resolve() is Practitioner)",
-            extract=_x508,
+            extract=_x509,
             targets=("Practitioner",),
         ),
         "relatedperson": SearchParameter(
@@ -29566,7 +29570,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/Person-relatedperson",
             expression="Person.link.target.where(resolve() is RelatedPerson)",
-            extract=_x509,
+            extract=_x510,
             targets=("RelatedPerson",),
         ),
         "telecom": SearchParameter(
@@ -29574,7 +29578,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/individual-telecom",
             expression="Patient.telecom | Person.telecom | Practitioner.telecom | PractitionerRole.telecom | RelatedPerson.telecom",
-            extract=_x492,
+            extract=_x493,
             roots=frozenset(["telecom"]),
         ),
     },
@@ -29866,7 +29870,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/PlanDefinition-definition",
             expression="PlanDefinition.action.definition",
-            extract=_x510,
+            extract=_x511,
             roots=frozenset(["action"]),
             targets=("ActivityDefinition", "PlanDefinition", "Questionnaire"),
         ),
@@ -30718,7 +30722,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Practitioner-communication",
             expression="Practitioner.communication",
-            extract=_x511,
+            extract=_x512,
             roots=frozenset(["communication"]),
         ),
         "email": SearchParameter(
@@ -30726,7 +30730,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/individual-email",
             expression="Patient.telecom.where(system='email') | Person.telecom.where(system='email') | Practitioner.telecom.where(system='email') | PractitionerRole.telecom.where(system='email') | RelatedPerson.telecom.where(system='email')",
-            extract=_x487,
+            extract=_x488,
             roots=frozenset(["telecom"]),
         ),
         "family": SearchParameter(
@@ -30734,7 +30738,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="string",
             url="http://hl7.org/fhir/SearchParameter/individual-family",
             expression="Patient.name.family | Practitioner.name.family",
-            extract=_x496,
+            extract=_x497,
             roots=frozenset(["name"]),
         ),
         "gender": SearchParameter(
@@ -30742,7 +30746,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/individual-gender",
             expression="Patient.gender | Person.gender | Practitioner.gender | RelatedPerson.gender",
-            extract=_x497,
+            extract=_x498,
             roots=frozenset(["_gender", "gender"]),
         ),
         "given": SearchParameter(
@@ -30750,7 +30754,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="string",
             url="http://hl7.org/fhir/SearchParameter/individual-given",
             expression="Patient.name.given | Practitioner.name.given",
-            extract=_x499,
+            extract=_x500,
             roots=frozenset(["name"]),
         ),
         "identifier": SearchParameter(
@@ -30766,7 +30770,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="string",
             url="http://hl7.org/fhir/SearchParameter/Practitioner-name",
             expression="Practitioner.name",
-            extract=_x502,
+            extract=_x503,
             roots=frozenset(["name"]),
         ),
         "phone": SearchParameter(
@@ -30774,7 +30778,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/individual-phone",
             expression="Patient.telecom.where(system='phone') | Person.telecom.where(system='phone') | Practitioner.telecom.where(system='phone') | PractitionerRole.telecom.where(system='phone') | RelatedPerson.telecom.where(system='phone')",
-            extract=_x490,
+            extract=_x491,
             roots=frozenset(["telecom"]),
         ),
         "phonetic": SearchParameter(
@@ -30782,7 +30786,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="string",
             url="http://hl7.org/fhir/SearchParameter/individual-phonetic",
             expression="Patient.name | Person.name | Practitioner.name | RelatedPerson.name",
-            extract=_x502,
+            extract=_x503,
             roots=frozenset(["name"]),
         ),
         "telecom": SearchParameter(
@@ -30790,7 +30794,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/individual-telecom",
             expression="Patient.telecom | Person.telecom | Practitioner.telecom | PractitionerRole.telecom | RelatedPerson.telecom",
-            extract=_x492,
+            extract=_x493,
             roots=frozenset(["telecom"]),
         ),
     },
@@ -30885,7 +30889,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/individual-email",
             expression="Patient.telecom.where(system='email') | Person.telecom.where(system='email') | Practitioner.telecom.where(system='email') | PractitionerRole.telecom.where(system='email') | RelatedPerson.telecom.where(system='email')",
-            extract=_x487,
+            extract=_x488,
             roots=frozenset(["telecom"]),
         ),
         "endpoint": SearchParameter(
@@ -30928,7 +30932,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/individual-phone",
             expression="Patient.telecom.where(system='phone') | Person.telecom.where(system='phone') | Practitioner.telecom.where(system='phone') | PractitionerRole.telecom.where(system='phone') | RelatedPerson.telecom.where(system='phone')",
-            extract=_x490,
+            extract=_x491,
             roots=frozenset(["telecom"]),
         ),
         "practitioner": SearchParameter(
@@ -30936,7 +30940,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/PractitionerRole-practitioner",
             expression="PractitionerRole.practitioner",
-            extract=_x512,
+            extract=_x513,
             roots=frozenset(["practitioner"]),
             targets=("Practitioner",),
         ),
@@ -30953,7 +30957,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/PractitionerRole-service",
             expression="PractitionerRole.healthcareService",
-            extract=_x491,
+            extract=_x492,
             roots=frozenset(["healthcareService"]),
             targets=("HealthcareService",),
         ),
@@ -30970,7 +30974,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/individual-telecom",
             expression="Patient.telecom | Person.telecom | Practitioner.telecom | PractitionerRole.telecom | RelatedPerson.telecom",
-            extract=_x492,
+            extract=_x493,
             roots=frozenset(["telecom"]),
         ),
     },
@@ -31309,7 +31313,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Provenance-agent-type",
             expression="Provenance.agent.type",
-            extract=_x513,
+            extract=_x514,
             roots=frozenset(["agent"]),
         ),
         "entity": SearchParameter(
@@ -31481,7 +31485,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/Provenance-patient",
             expression="Provenance.target.where(resolve() is Patient)",
-            extract=_x514,
+            extract=_x515,
             targets=("Patient",),
         ),
         "recorded": SearchParameter(
@@ -31497,7 +31501,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Provenance-signature-type",
             expression="Provenance.signature.type",
-            extract=_x515,
+            extract=_x516,
             roots=frozenset(["signature"]),
         ),
         "target": SearchParameter(
@@ -31660,7 +31664,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="date",
             url="http://hl7.org/fhir/SearchParameter/Provenance-when",
             expression="(Provenance.occurred as dateTime)",
-            extract=_x516,
+            extract=_x517,
             roots=frozenset(["_occurredDateTime", "occurredDateTime"]),
         ),
     },
@@ -31739,7 +31743,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Questionnaire-code",
             expression="Questionnaire.item.code",
-            extract=_x517,
+            extract=_x518,
             roots=frozenset(["item"]),
         ),
         "context": SearchParameter(
@@ -31805,7 +31809,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="uri",
             url="http://hl7.org/fhir/SearchParameter/Questionnaire-definition",
             expression="Questionnaire.item.definition",
-            extract=_x518,
+            extract=_x519,
             roots=frozenset(["item"]),
         ),
         "description": SearchParameter(
@@ -31869,7 +31873,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Questionnaire-subject-type",
             expression="Questionnaire.subjectType",
-            extract=_x519,
+            extract=_x520,
             roots=frozenset(["_subjectType", "subjectType"]),
         ),
         "title": SearchParameter(
@@ -31988,7 +31992,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="date",
             url="http://hl7.org/fhir/SearchParameter/QuestionnaireResponse-authored",
             expression="QuestionnaireResponse.authored",
-            extract=_x520,
+            extract=_x521,
             roots=frozenset(["_authored", "authored"]),
         ),
         "based-on": SearchParameter(
@@ -32039,7 +32043,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/QuestionnaireResponse-questionnaire",
             expression="QuestionnaireResponse.questionnaire",
-            extract=_x521,
+            extract=_x522,
             roots=frozenset(["_questionnaire", "questionnaire"]),
             targets=("Questionnaire",),
         ),
@@ -32347,7 +32351,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="date",
             url="http://hl7.org/fhir/SearchParameter/individual-birthdate",
             expression="Patient.birthDate | Person.birthDate | RelatedPerson.birthDate",
-            extract=_x493,
+            extract=_x494,
             roots=frozenset(["_birthDate", "birthDate"]),
         ),
         "email": SearchParameter(
@@ -32355,7 +32359,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/individual-email",
             expression="Patient.telecom.where(system='email') | Person.telecom.where(system='email') | Practitioner.telecom.where(system='email') | PractitionerRole.telecom.where(system='email') | RelatedPerson.telecom.where(system='email')",
-            extract=_x487,
+            extract=_x488,
             roots=frozenset(["telecom"]),
         ),
         "gender": SearchParameter(
@@ -32363,7 +32367,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/individual-gender",
             expression="Patient.gender | Person.gender | Practitioner.gender | RelatedPerson.gender",
-            extract=_x497,
+            extract=_x498,
             roots=frozenset(["_gender", "gender"]),
         ),
         "identifier": SearchParameter(
@@ -32379,7 +32383,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="string",
             url="http://hl7.org/fhir/SearchParameter/RelatedPerson-name",
             expression="RelatedPerson.name",
-            extract=_x502,
+            extract=_x503,
             roots=frozenset(["name"]),
         ),
         "patient": SearchParameter(
@@ -32396,7 +32400,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/individual-phone",
             expression="Patient.telecom.where(system='phone') | Person.telecom.where(system='phone') | Practitioner.telecom.where(system='phone') | PractitionerRole.telecom.where(system='phone') | RelatedPerson.telecom.where(system='phone')",
-            extract=_x490,
+            extract=_x491,
             roots=frozenset(["telecom"]),
         ),
         "phonetic": SearchParameter(
@@ -32404,7 +32408,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="string",
             url="http://hl7.org/fhir/SearchParameter/individual-phonetic",
             expression="Patient.name | Person.name | Practitioner.name | RelatedPerson.name",
-            extract=_x502,
+            extract=_x503,
             roots=frozenset(["name"]),
         ),
         "relationship": SearchParameter(
@@ -32420,7 +32424,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/individual-telecom",
             expression="Patient.telecom | Person.telecom | Practitioner.telecom | PractitionerRole.telecom | RelatedPerson.telecom",
-            extract=_x492,
+            extract=_x493,
             roots=frozenset(["telecom"]),
         ),
     },
@@ -32573,7 +32577,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/RequestGroup-participant",
             expression="RequestGroup.action.participant",
-            extract=_x522,
+            extract=_x523,
             roots=frozenset(["action"]),
             targets=("Device", "Patient", "Practitioner", "PractitionerRole", "RelatedPerson"),
         ),
@@ -34686,7 +34690,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/ResearchStudy-focus",
             expression="ResearchStudy.focus",
-            extract=_x523,
+            extract=_x524,
             roots=frozenset(["focus"]),
         ),
         "identifier": SearchParameter(
@@ -34702,7 +34706,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/ResearchStudy-keyword",
             expression="ResearchStudy.keyword",
-            extract=_x524,
+            extract=_x525,
             roots=frozenset(["keyword"]),
         ),
         "location": SearchParameter(
@@ -34727,7 +34731,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/ResearchStudy-principalinvestigator",
             expression="ResearchStudy.principalInvestigator",
-            extract=_x525,
+            extract=_x526,
             roots=frozenset(["principalInvestigator"]),
             targets=("Practitioner", "PractitionerRole"),
         ),
@@ -34736,7 +34740,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/ResearchStudy-protocol",
             expression="ResearchStudy.protocol",
-            extract=_x526,
+            extract=_x527,
             roots=frozenset(["protocol"]),
             targets=("PlanDefinition",),
         ),
@@ -34745,7 +34749,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/ResearchStudy-site",
             expression="ResearchStudy.site",
-            extract=_x527,
+            extract=_x528,
             roots=frozenset(["site"]),
             targets=("Location",),
         ),
@@ -34754,7 +34758,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/ResearchStudy-sponsor",
             expression="ResearchStudy.sponsor",
-            extract=_x528,
+            extract=_x529,
             roots=frozenset(["sponsor"]),
             targets=("Organization",),
         ),
@@ -34866,7 +34870,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/ResearchSubject-individual",
             expression="ResearchSubject.individual",
-            extract=_x529,
+            extract=_x530,
             roots=frozenset(["individual"]),
             targets=("Patient",),
         ),
@@ -34875,7 +34879,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/ResearchSubject-patient",
             expression="ResearchSubject.individual",
-            extract=_x529,
+            extract=_x530,
             roots=frozenset(["individual"]),
             targets=("Patient",),
         ),
@@ -34972,7 +34976,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/RiskAssessment-condition",
             expression="RiskAssessment.condition",
-            extract=_x530,
+            extract=_x531,
             roots=frozenset(["condition"]),
             targets=("Condition",),
         ),
@@ -35006,7 +35010,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/RiskAssessment-method",
             expression="RiskAssessment.method",
-            extract=_x471,
+            extract=_x472,
             roots=frozenset(["method"]),
         ),
         "patient": SearchParameter(
@@ -35031,7 +35035,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="number",
             url="http://hl7.org/fhir/SearchParameter/RiskAssessment-probability",
             expression="RiskAssessment.prediction.probability",
-            extract=_x531,
+            extract=_x532,
             roots=frozenset(["prediction"]),
         ),
         "risk": SearchParameter(
@@ -35039,7 +35043,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/RiskAssessment-risk",
             expression="RiskAssessment.prediction.qualitativeRisk",
-            extract=_x532,
+            extract=_x533,
             roots=frozenset(["prediction"]),
         ),
         "subject": SearchParameter(
@@ -35361,7 +35365,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="date",
             url="http://hl7.org/fhir/SearchParameter/Schedule-date",
             expression="Schedule.planningHorizon",
-            extract=_x533,
+            extract=_x534,
             roots=frozenset(["planningHorizon"]),
         ),
         "identifier": SearchParameter(
@@ -35472,7 +35476,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/SearchParameter-base",
             expression="SearchParameter.base",
-            extract=_x534,
+            extract=_x535,
             roots=frozenset(["_base", "base"]),
         ),
         "code": SearchParameter(
@@ -35488,7 +35492,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/SearchParameter-component",
             expression="SearchParameter.component.definition",
-            extract=_x535,
+            extract=_x536,
             roots=frozenset(["component"]),
             targets=("SearchParameter",),
         ),
@@ -35555,7 +35559,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/SearchParameter-derived-from",
             expression="SearchParameter.derivedFrom",
-            extract=_x536,
+            extract=_x537,
             roots=frozenset(["_derivedFrom", "derivedFrom"]),
             targets=("SearchParameter",),
         ),
@@ -35604,7 +35608,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/SearchParameter-target",
             expression="SearchParameter.target",
-            extract=_x537,
+            extract=_x538,
             roots=frozenset(["_target", "target"]),
         ),
         "type": SearchParameter(
@@ -35872,7 +35876,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/ServiceRequest-requisition",
             expression="ServiceRequest.requisition",
-            extract=_x538,
+            extract=_x539,
             roots=frozenset(["requisition"]),
         ),
         "specimen": SearchParameter(
@@ -35993,7 +35997,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/Slot-schedule",
             expression="Slot.schedule",
-            extract=_x539,
+            extract=_x540,
             roots=frozenset(["schedule"]),
             targets=("Schedule",),
         ),
@@ -36113,7 +36117,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Specimen-accession",
             expression="Specimen.accessionIdentifier",
-            extract=_x540,
+            extract=_x541,
             roots=frozenset(["accessionIdentifier"]),
         ),
         "bodysite": SearchParameter(
@@ -36121,7 +36125,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Specimen-bodysite",
             expression="Specimen.collection.bodySite",
-            extract=_x541,
+            extract=_x542,
             roots=frozenset(["collection"]),
         ),
         "collected": SearchParameter(
@@ -36129,7 +36133,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="date",
             url="http://hl7.org/fhir/SearchParameter/Specimen-collected",
             expression="Specimen.collection.collected",
-            extract=_x542,
+            extract=_x543,
             roots=frozenset(["collection"]),
         ),
         "collector": SearchParameter(
@@ -36137,7 +36141,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/Specimen-collector",
             expression="Specimen.collection.collector",
-            extract=_x543,
+            extract=_x544,
             roots=frozenset(["collection"]),
             targets=("Practitioner", "PractitionerRole"),
         ),
@@ -36146,7 +36150,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Specimen-container",
             expression="Specimen.container.type",
-            extract=_x544,
+            extract=_x545,
             roots=frozenset(["container"]),
         ),
         "container-id": SearchParameter(
@@ -36154,7 +36158,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Specimen-container-id",
             expression="Specimen.container.identifier",
-            extract=_x545,
+            extract=_x546,
             roots=frozenset(["container"]),
         ),
         "identifier": SearchParameter(
@@ -36283,7 +36287,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/SpecimenDefinition-container",
             expression="SpecimenDefinition.typeTested.container.type",
-            extract=_x546,
+            extract=_x547,
             roots=frozenset(["typeTested"]),
         ),
         "identifier": SearchParameter(
@@ -36299,7 +36303,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/SpecimenDefinition-type",
             expression="SpecimenDefinition.typeCollected",
-            extract=_x547,
+            extract=_x548,
             roots=frozenset(["typeCollected"]),
         ),
     },
@@ -36378,7 +36382,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/StructureDefinition-abstract",
             expression="StructureDefinition.abstract",
-            extract=_x548,
+            extract=_x549,
             roots=frozenset(["_abstract", "abstract"]),
         ),
         "base": SearchParameter(
@@ -36386,7 +36390,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/StructureDefinition-base",
             expression="StructureDefinition.baseDefinition",
-            extract=_x549,
+            extract=_x550,
             roots=frozenset(["_baseDefinition", "baseDefinition"]),
             targets=("StructureDefinition",),
         ),
@@ -36395,7 +36399,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/StructureDefinition-base-path",
             expression="StructureDefinition.snapshot.element.base.path | StructureDefinition.differential.element.base.path",
-            extract=_x550,
+            extract=_x551,
             roots=frozenset(["differential", "snapshot"]),
         ),
         "context": SearchParameter(
@@ -36461,7 +36465,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/StructureDefinition-derivation",
             expression="StructureDefinition.derivation",
-            extract=_x551,
+            extract=_x552,
             roots=frozenset(["_derivation", "derivation"]),
         ),
         "description": SearchParameter(
@@ -36485,7 +36489,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/StructureDefinition-ext-context",
             expression="StructureDefinition.context.type",
-            extract=_x552,
+            extract=_x553,
             roots=frozenset(["context"]),
         ),
         "identifier": SearchParameter(
@@ -36509,7 +36513,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/StructureDefinition-keyword",
             expression="StructureDefinition.keyword",
-            extract=_x553,
+            extract=_x554,
             roots=frozenset(["keyword"]),
         ),
         "kind": SearchParameter(
@@ -36517,7 +36521,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/StructureDefinition-kind",
             expression="StructureDefinition.kind",
-            extract=_x450,
+            extract=_x451,
             roots=frozenset(["_kind", "kind"]),
         ),
         "name": SearchParameter(
@@ -36533,7 +36537,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/StructureDefinition-path",
             expression="StructureDefinition.snapshot.element.path | StructureDefinition.differential.element.path",
-            extract=_x554,
+            extract=_x555,
             roots=frozenset(["differential", "snapshot"]),
         ),
         "publisher": SearchParameter(
@@ -36565,7 +36569,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="uri",
             url="http://hl7.org/fhir/SearchParameter/StructureDefinition-type",
             expression="StructureDefinition.type",
-            extract=_x555,
+            extract=_x556,
             roots=frozenset(["_type", "type"]),
         ),
         "url": SearchParameter(
@@ -36581,7 +36585,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/StructureDefinition-valueset",
             expression="StructureDefinition.snapshot.element.binding.valueSet",
-            extract=_x556,
+            extract=_x557,
             roots=frozenset(["snapshot"]),
             targets=("ValueSet",),
         ),
@@ -36870,7 +36874,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Subscription-contact",
             expression="Subscription.contact",
-            extract=_x557,
+            extract=_x558,
             roots=frozenset(["contact"]),
         ),
         "criteria": SearchParameter(
@@ -36878,7 +36882,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="string",
             url="http://hl7.org/fhir/SearchParameter/Subscription-criteria",
             expression="Subscription.criteria",
-            extract=_x558,
+            extract=_x559,
             roots=frozenset(["_criteria", "criteria"]),
         ),
         "payload": SearchParameter(
@@ -36886,7 +36890,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Subscription-payload",
             expression="Subscription.channel.payload",
-            extract=_x559,
+            extract=_x560,
             roots=frozenset(["channel"]),
         ),
         "status": SearchParameter(
@@ -36902,7 +36906,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Subscription-type",
             expression="Subscription.channel.type",
-            extract=_x560,
+            extract=_x561,
             roots=frozenset(["channel"]),
         ),
         "url": SearchParameter(
@@ -36910,7 +36914,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="uri",
             url="http://hl7.org/fhir/SearchParameter/Subscription-url",
             expression="Subscription.channel.endpoint",
-            extract=_x561,
+            extract=_x562,
             roots=frozenset(["channel"]),
         ),
     },
@@ -36997,7 +37001,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Substance-code",
             expression="Substance.code | (Substance.ingredient.substance as CodeableConcept)",
-            extract=_x562,
+            extract=_x563,
             roots=frozenset(["code", "ingredient"]),
         ),
         "container-identifier": SearchParameter(
@@ -37005,7 +37009,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Substance-container-identifier",
             expression="Substance.instance.identifier",
-            extract=_x563,
+            extract=_x564,
             roots=frozenset(["instance"]),
         ),
         "expiry": SearchParameter(
@@ -37013,7 +37017,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="date",
             url="http://hl7.org/fhir/SearchParameter/Substance-expiry",
             expression="Substance.instance.expiry",
-            extract=_x564,
+            extract=_x565,
             roots=frozenset(["instance"]),
         ),
         "identifier": SearchParameter(
@@ -37029,7 +37033,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="quantity",
             url="http://hl7.org/fhir/SearchParameter/Substance-quantity",
             expression="Substance.instance.quantity",
-            extract=_x565,
+            extract=_x566,
             roots=frozenset(["instance"]),
         ),
         "status": SearchParameter(
@@ -37045,7 +37049,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/Substance-substance-reference",
             expression="(Substance.ingredient.substance as Reference)",
-            extract=_x566,
+            extract=_x567,
             roots=frozenset(["ingredient"]),
             targets=("Substance",),
         ),
@@ -37480,7 +37484,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/SubstanceSpecification-code",
             expression="SubstanceSpecification.code.code",
-            extract=_x567,
+            extract=_x568,
             roots=frozenset(["code"]),
         ),
     },
@@ -37593,7 +37597,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/SupplyDelivery-supplier",
             expression="SupplyDelivery.supplier",
-            extract=_x568,
+            extract=_x569,
             roots=frozenset(["supplier"]),
             targets=("Organization", "Practitioner", "PractitionerRole"),
         ),
@@ -37721,7 +37725,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/SupplyRequest-subject",
             expression="SupplyRequest.deliverTo",
-            extract=_x569,
+            extract=_x570,
             roots=frozenset(["deliverTo"]),
             targets=("Location", "Organization", "Patient"),
         ),
@@ -37730,7 +37734,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/SupplyRequest-supplier",
             expression="SupplyRequest.supplier",
-            extract=_x568,
+            extract=_x569,
             roots=frozenset(["supplier"]),
             targets=("HealthcareService", "Organization"),
         ),
@@ -37973,7 +37977,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/Task-business-status",
             expression="Task.businessStatus",
-            extract=_x570,
+            extract=_x571,
             roots=frozenset(["businessStatus"]),
         ),
         "code": SearchParameter(
@@ -38177,7 +38181,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="date",
             url="http://hl7.org/fhir/SearchParameter/Task-modified",
             expression="Task.lastModified",
-            extract=_x571,
+            extract=_x572,
             roots=frozenset(["_lastModified", "lastModified"]),
         ),
         "owner": SearchParameter(
@@ -38212,7 +38216,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/Task-patient",
             expression="Task.for.where(resolve() is Patient)",
-            extract=_x572,
+            extract=_x573,
             targets=("Patient",),
         ),
         "performer": SearchParameter(
@@ -38228,7 +38232,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="date",
             url="http://hl7.org/fhir/SearchParameter/Task-period",
             expression="Task.executionPeriod",
-            extract=_x573,
+            extract=_x574,
             roots=frozenset(["executionPeriod"]),
         ),
         "priority": SearchParameter(
@@ -38268,7 +38272,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/Task-subject",
             expression="Task.for",
-            extract=_x574,
+            extract=_x575,
             roots=frozenset(["for"]),
             targets=(
                 "Account",
@@ -38703,7 +38707,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="uri",
             url="http://hl7.org/fhir/SearchParameter/TestReport-participant",
             expression="TestReport.participant.uri",
-            extract=_x575,
+            extract=_x576,
             roots=frozenset(["participant"]),
         ),
         "result": SearchParameter(
@@ -38711,7 +38715,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/TestReport-result",
             expression="TestReport.result",
-            extract=_x576,
+            extract=_x577,
             roots=frozenset(["_result", "result"]),
         ),
         "tester": SearchParameter(
@@ -38719,7 +38723,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="string",
             url="http://hl7.org/fhir/SearchParameter/TestReport-tester",
             expression="TestReport.tester",
-            extract=_x577,
+            extract=_x578,
             roots=frozenset(["_tester", "tester"]),
         ),
         "testscript": SearchParameter(
@@ -38727,7 +38731,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/TestReport-testscript",
             expression="TestReport.testScript",
-            extract=_x578,
+            extract=_x579,
             roots=frozenset(["testScript"]),
             targets=("TestScript",),
         ),
@@ -38913,7 +38917,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="string",
             url="http://hl7.org/fhir/SearchParameter/TestScript-testscript-capability",
             expression="TestScript.metadata.capability.description",
-            extract=_x579,
+            extract=_x580,
             roots=frozenset(["metadata"]),
         ),
         "title": SearchParameter(
@@ -39016,7 +39020,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="token",
             url="http://hl7.org/fhir/SearchParameter/ValueSet-code",
             expression="ValueSet.expansion.contains.code | ValueSet.compose.include.concept.code",
-            extract=_x580,
+            extract=_x581,
             roots=frozenset(["compose", "expansion"]),
         ),
         "context": SearchParameter(
@@ -39090,7 +39094,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="uri",
             url="http://hl7.org/fhir/SearchParameter/ValueSet-expansion",
             expression="ValueSet.expansion.identifier",
-            extract=_x581,
+            extract=_x582,
             roots=frozenset(["expansion"]),
         ),
         "identifier": SearchParameter(
@@ -39130,7 +39134,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="uri",
             url="http://hl7.org/fhir/SearchParameter/ValueSet-reference",
             expression="ValueSet.compose.include.system",
-            extract=_x582,
+            extract=_x583,
             roots=frozenset(["compose"]),
         ),
         "status": SearchParameter(
@@ -39467,7 +39471,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="date",
             url="http://hl7.org/fhir/SearchParameter/VisionPrescription-datewritten",
             expression="VisionPrescription.dateWritten",
-            extract=_x583,
+            extract=_x584,
             roots=frozenset(["_dateWritten", "dateWritten"]),
         ),
         "encounter": SearchParameter(
@@ -39501,7 +39505,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             type="reference",
             url="http://hl7.org/fhir/SearchParameter/VisionPrescription-prescriber",
             expression="VisionPrescription.prescriber",
-            extract=_x584,
+            extract=_x585,
             roots=frozenset(["prescriber"]),
             targets=("Practitioner", "PractitionerRole"),
         ),

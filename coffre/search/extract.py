@@ -38,7 +38,11 @@ Memo = dict[tuple[Extractor, int, str], list[Value]]
 
 
 def _composite(
-    groups: Groups, components: tuple[Component, ...], base: str | None, memo: Memo
+    resource: dict[str, Any],
+    groups: Groups,
+    components: tuple[Component, ...],
+    base: str | None,
+    memo: Memo,
 ) -> list[Value]:
     """Per element the composite selects, every combination of its components' values.
     Components recur across composites (an Observation's ``code`` is in nine): ``memo``
@@ -50,7 +54,7 @@ def _composite(
             for component in components:
                 key = (component.extract, id(item), component.type)
                 if key not in memo:
-                    memo[key] = BY_TYPE[component.type](component.extract(item), base)
+                    memo[key] = BY_TYPE[component.type](component.extract(item, resource), base)
                 values.append(memo[key])
             out.extend(Composite(combination) for combination in itertools.product(*values))
     return out
@@ -77,7 +81,7 @@ def index_values(resource: dict[str, Any], base: str | None = None) -> dict[str,
         else:
             continue
         if kind == "composite":
-            found[code] = _unique(_composite(groups, components, base, memo))
+            found[code] = _unique(_composite(resource, groups, components, base, memo))
         else:
             values = BY_TYPE[kind](groups, base)
             memo[(extract, id(resource), kind)] = values

@@ -7,14 +7,19 @@ a plain Python function, so nothing is interpreted when a resource is indexed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 # What an extractor returns: the elements found, grouped by their FHIR type ("" when only
 # the value itself can tell, as after resolve()).
 Extracted = tuple[tuple[str, list[Any]], ...]
-Extractor = Callable[[Any], Extracted]
+
+
+class Extractor(Protocol):
+    """A compiled expression: evaluated on ``r``, the resource, or for a composite's
+    component on one element of it, with ``root`` the resource (``%resource``)."""
+
+    def __call__(self, r: Any, root: Any = None) -> Extracted: ...
 
 
 @dataclass(frozen=True, slots=True)

@@ -153,3 +153,15 @@ def test_a_bundle_refers_to_its_first_resource() -> None:
         "entry": [{"resource": {"resourceType": "Composition", "id": "c1"}}],
     }
     assert index_values(bundle)["composition"] == [Ref("Composition/c1", "Composition")]
+
+
+def test_a_component_reads_the_whole_resource_through_percent_resource() -> None:
+    sequence = {
+        "resourceType": "MolecularSequence",
+        "coordinateSystem": 0,
+        "referenceSeq": {"chromosome": {"coding": [{"system": "chr", "code": "1"}]}},
+        "variant": [{"start": 10, "end": 12}],
+    }
+    found = index_values(sequence)["chromosome-variant-coordinate"]
+    assert [c.parts[0] for c in found] == [Token("chr", "1")]
+    assert found[0].parts[1] == Number(Decimal(10), Decimal("9.5"), Decimal("10.5"))

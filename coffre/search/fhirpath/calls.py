@@ -94,7 +94,7 @@ class Compiler(CoreCompiler):
         if referred is not None:  # where(resolve() is T), in most reference parameters
             self.resolve_type(referred)
             return tuple(
-                Branch(self.call("refers_to", b.code, repr(referred), "[r]"), b.type)
+                Branch(self.call("refers_to", b.code, repr(referred), self.resource.code), b.type)
                 for b in target
             )
         out = []
@@ -242,7 +242,7 @@ class Compiler(CoreCompiler):
         return self._on_merged(self.call("descendants", "{}"), target, None)
 
     def fn_resolve(self, target: Frag, args: tuple[Node, ...], scope: Scope, _: Node) -> Frag:
-        return (Branch(self.call("resolve", self.merge(target).code, "[r]"), None),)
+        return (Branch(self.call("resolve", self.merge(target).code, self.resource.code), None),)
 
     def fn_hasValue(self, target: Frag, args: tuple[Node, ...], scope: Scope, _: Node) -> Frag:
         return self._on_merged(self.call("has_value", "{}"), target, "System.Boolean")

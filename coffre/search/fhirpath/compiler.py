@@ -92,11 +92,19 @@ class CoreCompiler:
     terms, paths, operators and types; :mod:`calls` adds the functions."""
 
     def __init__(
-        self, model: Model, root_type: str, strict: bool = False, lenient: bool = False
+        self,
+        model: Model,
+        root_type: str,
+        strict: bool = False,
+        lenient: bool = False,
+        resource: Branch | None = None,
     ) -> None:
         """``strict`` refuses a leading type name that cannot match the context; ``lenient``
         accepts what the official search expressions do: ``as`` on several items, and elements
-        a type does not have (which select nothing, recorded in ``slips``)."""
+        a type does not have (which select nothing, recorded in ``slips``). ``resource`` is
+        what ``%resource`` stands for when it is not the context ``r``: a composite's
+        component is evaluated on an element, its ``%resource`` is the resource, ``root``."""
+        self.resource = resource or Branch("[r]", root_type)
         self.model = model
         self.root_type = root_type
         self.strict = strict
@@ -212,7 +220,9 @@ class CoreCompiler:
 
     def _env(self, node: Node, scope: Scope) -> Frag:
         name = node.value
-        if name in ("resource", "context", "rootResource"):
+        if name in ("resource", "rootResource"):
+            return (self.resource,)
+        if name == "context":
             return (Branch("[r]", self.root_type),)
         if name in _CONSTANTS:
             return (Branch(f"[{_CONSTANTS[name]!r}]", "System.String"),)
