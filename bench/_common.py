@@ -214,7 +214,8 @@ def free_port() -> int:
 
 
 class CoffreServer:
-    """A fresh vault (``coffre init``) served by ``coffre serve`` on a free loopback port."""
+    """A fresh vault (``coffre init``), or a copy of the vault folder ``source``, served by
+    ``coffre serve`` on a free loopback port; ``env``: more variables for the server."""
 
     def __init__(
         self,
@@ -226,6 +227,8 @@ class CoffreServer:
         keep: bool = False,
         ready_timeout: float = 120.0,
         settle: float = 2.0,
+        source: Path | None = None,
+        env: dict[str, str] | None = None,
     ) -> None:
         self.workers = workers
         self.plaintext = plaintext
@@ -234,6 +237,8 @@ class CoffreServer:
         self.keep = keep
         self.ready_timeout = ready_timeout
         self.settle = settle
+        self.source = source
+        self.extra_env = env or {}
         self.folder: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -255,12 +260,16 @@ class CoffreServer:
             env["COFFRE_BENCH_PLAINTEXT"] = "1"
         if self.synchronous:
             env["COFFRE_SQLITE_SYNCHRONOUS"] = self.synchronous
+        env.update(self.extra_env)
         return env
 
     def _vault(self) -> Path:
-        """A fresh vault in a new temporary folder (``self.folder``)."""
+        """A fresh vault, or a copy of ``source``, in a new temporary folder (``self.folder``)."""
         self.folder = Path(tempfile.mkdtemp(prefix="coffre-bench-", dir=self.tmp_root))
         vault = self.folder / "vault"
+        if self.source is not None:
+            shutil.copytree(self.source, vault)
+            return vault
         init = subprocess.run(
             [sys.executable, "-m", "coffre", "init", str(vault)],
             env=self._env(),
