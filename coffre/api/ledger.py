@@ -2,7 +2,10 @@
 
 Like Tessera's read API, everything here is either the newest signed statement (the
 checkpoint, ``no-cache``) or follows from one and never changes (full pages of leaves,
-``immutable``). Proofs are computed from the perfect subtrees the integrator stored and
+full tiles: ``immutable``). The tree and the leaves are also served in the C2SP
+tlog-tiles layout (``/ledger/tile/<L>/<N>[.p/<W>]``, ``/ledger/tile/entries/<N>[.p/<W>]``),
+which any tlog-tiles client reads, and from which ``coffre audit --full`` recomputes the
+tree. Proofs are computed from the perfect subtrees the integrator stored and
 go no further than the latest checkpoint: a client never gets a proof for a tree size
 the log has not signed.
 
@@ -13,6 +16,7 @@ gets 400, a log the storage cannot prove from gets 500 (and a log line).
 from __future__ import annotations
 
 import base64
+import functools
 import logging
 import re
 from collections.abc import Callable
@@ -26,11 +30,14 @@ from coffre.fhir.references import parse_reference
 from coffre.ledger import (
     Checkpoint,
     LedgerError,
+    VerifierKey,
     consistency_proof,
     inclusion_proof,
+    open_checkpoint,
     subtree_from_nodes,
 )
 from coffre.ledger.proofs import SubtreeHash
+from coffre.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileId, encode_bundle, tile_width
 from coffre.service import RecordStore
 from coffre.service.witnessing import Witnessing
 
@@ -62,11 +69,20 @@ def _whole(request: Request, name: str, default: int | None = None) -> int:
 
 def _signed_size(records: RecordStore) -> int:
     """The size of the latest checkpoint, 0 when the log has none yet."""
+    note = records.storage.latest_checkpoint()
+    if note is None:
+        return 0
     try:
-        checkpoint: Checkpoint | None = records.ledger.latest(records.storage)
+        return _opened(note, records.ledger.verifier_key).size
     except LedgerError as error:
         raise _unprovable(error) from None
-    return 0 if checkpoint is None else checkpoint.size
+
+
+@functools.lru_cache(maxsize=4)
+def _opened(note: str, key: VerifierKey) -> Checkpoint:
+    """A checkpoint once its signature is checked: once per new checkpoint, not per
+    request (an auditor fetches thousands of tiles of one checkpoint)."""
+    return open_checkpoint(note, key)
 
 
 def _unprovable(error: LedgerError) -> FhirError:
@@ -161,6 +177,43 @@ async def leaves(request: Request) -> Response:
     )
 
 
+async def tile(request: Request) -> Response:
+    """A hash tile or an entry bundle (c2sp.org/tlog-tiles) of the latest checkpoint's tree.
+
+    Served only when the latest checkpoint covers it whole; partial tiles of any width it
+    covers (an older checkpoint's too). Leaves the storage lacks are left out of a bundle,
+    for the auditor to see, never made up.
+    """
+    path = request.path_params["path"]
+    wanted = TileId.parse(path)
+    if wanted is None:
+        raise FhirError(404, "not-found", "no such tile: see c2sp.org/tlog-tiles for the paths")
+    records = _records(request)
+    signed = _signed_size(records)
+    if tile_width(signed, wanted.level or 0, wanted.index) < wanted.width:
+        raise FhirError(
+            404, "not-found", f"tile/{path} is beyond the latest checkpoint (size {signed})"
+        )
+    start = wanted.index * TILE_WIDTH
+    if wanted.level is None:
+        entries = records.storage.leaves(start, start + wanted.width)
+        try:
+            body = encode_bundle(entries)
+        except LedgerError as error:
+            raise _unprovable(error) from None
+    else:
+        entries = records.storage.nodes(TILE_HEIGHT * wanted.level, start, start + wanted.width)
+        body = b"".join(entries)
+    complete = len(entries) == wanted.width
+    if wanted.level is not None and not complete:
+        raise _unprovable(LedgerError(f"the tree lacks nodes of tile/{path}"))
+    return Response(
+        body,
+        media_type="application/octet-stream",
+        headers={"Cache-Control": IMMUTABLE if complete and not wanted.partial else "no-cache"},
+    )
+
+
 async def map_proof(request: Request) -> Response:
     """That a record's latest write is the one the map of a signed checkpoint holds (or
     that the record was never written), for ``?record=Type/id``."""
@@ -201,6 +254,7 @@ def ledger_routes() -> list[Route]:
         Route("/proof/inclusion", inclusion, methods=["GET"]),
         Route("/proof/consistency", consistency, methods=["GET"]),
         Route("/leaves", leaves, methods=["GET"]),
+        Route("/tile/{path:path}", tile, methods=["GET"]),
         Route("/proof/map", map_proof, methods=["GET"]),
     ]
 

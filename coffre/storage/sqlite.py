@@ -109,6 +109,12 @@ class _Reader:
 
     def leaves(self, start: int, end: int) -> list[bytes]:
         rows = self._db.execute(
+            "SELECT data FROM leaves WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
+        ).fetchall()
+        if len(rows) == end - start:  # indices are unique integers: no room for a gap
+            return [row[0] for row in rows]
+        # The end of the log, or a gap: the indices tell which (a third faster without them).
+        rows = self._db.execute(
             "SELECT idx, data FROM leaves WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
         ).fetchall()
         if [row[0] for row in rows] != list(range(start, start + len(rows))):
@@ -120,6 +126,15 @@ class _Reader:
             "SELECT hash FROM tree_nodes WHERE level = ? AND idx = ?", (level, index)
         ).fetchone()
         return None if row is None else bytes(row[0])
+
+    def nodes(self, level: int, start: int, end: int) -> list[bytes]:
+        rows = self._db.execute(
+            "SELECT idx, hash FROM tree_nodes WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx",
+            (level, start, end),
+        ).fetchall()
+        if rows and (rows[0][0] != start or rows[-1][0] != start + len(rows) - 1):
+            raise StorageError(f"the tree has a gap at level {level} between {start} and {end}")
+        return [bytes(row[1]) for row in rows]
 
     def latest_checkpoint(self) -> str | None:
         row = self._db.execute("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,24 @@ def test_a_missing_file_is_not_created_by_accident(tmp_path: Path) -> None:
     with pytest.raises(StorageError):
         SqliteStorage(tmp_path / "absent.sqlite")
     assert not (tmp_path / "absent.sqlite").exists()
+
+
+def test_leaves_and_nodes_by_range_refuse_a_gap(storage: SqliteStorage) -> None:
+    with storage.transaction() as txn:
+        txn.append_leaves(0, [b"l0", b"l1", b"l2", b"l3"])
+        txn.put_nodes([(1, i, b"n%d" % i) for i in range(4)])
+    assert storage.leaves(1, 3) == [b"l1", b"l2"]
+    assert storage.leaves(2, 10) == [b"l2", b"l3"]  # fewer at the end
+    assert storage.nodes(1, 1, 3) == [b"n1", b"n2"]
+    assert storage.nodes(1, 3, 10) == [b"n3"]
+    assert storage.nodes(2, 0, 4) == []
+    with closing(sqlite3.connect(storage.path)) as host, host:
+        host.execute("DELETE FROM leaves WHERE idx = 1")
+        host.execute("DELETE FROM tree_nodes WHERE level = 1 AND idx = 2")
+    with pytest.raises(StorageError, match="gap between leaves 0 and 4"):
+        storage.leaves(0, 4)
+    assert storage.leaves(2, 4) == [b"l2", b"l3"]
+    assert storage.leaves(0, 2) == [b"l0"], "within the range, as the end of the log"
+    with pytest.raises(StorageError, match="gap at level 1"):
+        storage.nodes(1, 1, 4)
+    assert storage.nodes(1, 0, 2) == [b"n0", b"n1"]
