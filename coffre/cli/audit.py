@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,17 +32,16 @@ from rich.console import Console
 from rich.markup import escape
 
 from coffre import config
+from coffre.cli.leaves import Unanswered, bundle_checks, diagnostics
 from coffre.exceptions import CoffreError
 from coffre.ledger import (
     Checkpoint,
-    CompactRange,
     LedgerError,
     VerifierKey,
-    leaf_hash,
     open_checkpoint,
     verify_consistency,
 )
-from coffre.ledger.leaf import Leaf
+from coffre.ledger.tiles import TILE_WIDTH, entry_bundles, root_from_bundles
 from coffre.ledger.witness import check_quorum, parse_witness_key
 from coffre.service import Vault
 
@@ -49,8 +49,6 @@ if TYPE_CHECKING:
     import httpx
 
 EXIT_VIOLATION, EXIT_NO_VERDICT = 1, 2
-PAGE = 1000
-"""Leaves asked for at a time: the most ``/ledger/leaves`` answers with."""
 MALFORMED_SHOWN = 10
 TIMEOUT_SECONDS = 30.0
 
@@ -93,10 +91,13 @@ def audit_log(
     full: bool = False,
     witnesses: Sequence[VerifierKey] = (),
     quorum: int = 0,
+    processes: int = 0,
 ) -> Report:
     """Audit the log that ``client`` (based at the server's root) serves; with
     ``witnesses``, its newest checkpoint that ``quorum`` of them cosigned.
 
+    With ``full`` and ``processes`` above 1, a large log's leaves are fetched and checked
+    by that many processes, from ``client``'s base URL (which must then be the server's).
     Raises ``NoVerdict`` when the server gives no usable answer, and lets httpx's
     transport errors through.
     """
@@ -124,7 +125,7 @@ def audit_log(
     else:
         _check_consistency(client, accepted, checkpoint, report)
     if full:
-        _check_leaves(client, checkpoint, report)
+        _check_leaves(client, checkpoint, report, processes)
     return report
 
 
@@ -169,29 +170,36 @@ def _check_consistency(
     report.held.append(f"consistent with the checkpoint of size {accepted.size} accepted before")
 
 
-def _check_leaves(client: httpx.Client, checkpoint: Checkpoint, report: Report) -> None:
-    """Fetch every leaf the checkpoint covers, fold them into its root, decode each."""
-    tree = CompactRange()
-    malformed: list[str] = []
-    while tree.size < checkpoint.size:
-        start, asked = tree.size, min(PAGE, checkpoint.size - tree.size)
-        answer = _json(_get(client, "/ledger/leaves", {"start": start, "count": asked}))
-        page = _base64_list(answer.get("leaves"), "leaves")
-        if answer.get("start") != start or len(page) > asked:
-            raise NoVerdict(f"/ledger/leaves answered another range than {start}+{asked}")
-        if not page:
-            report.violate(
-                "missing leaves",
-                f"the log serves {start} leaves where its checkpoint covers {checkpoint.size}",
-            )
-            return
-        for index, data in enumerate(page, start):
-            tree.append(leaf_hash(data))
-            try:
-                Leaf.decode(data)
-            except LedgerError as error:
-                malformed.append(f"malformed leaf at index {index}: {error}")
-    root = tree.root()
+def _check_leaves(
+    client: httpx.Client, checkpoint: Checkpoint, report: Report, processes: int
+) -> None:
+    """Fetch every entry bundle the checkpoint covers, recompute its root from their
+    leaves, decode each (``coffre.cli.leaves``)."""
+    tiles = entry_bundles(checkpoint.size)
+    roots: list[list[bytes]] = []
+    malformed, shown = 0, list[str]()
+    with bundle_checks(
+        tiles,
+        lambda path: _get(client, f"/ledger/{path}").content,
+        str(client.base_url),
+        processes,
+        TIMEOUT_SECONDS,
+    ) as checks:
+        try:
+            for tile, check in zip(tiles, checks, strict=True):
+                malformed, shown = malformed + check.malformed, shown + check.shown
+                if check.served < tile.width:
+                    served = tile.index * TILE_WIDTH + check.served
+                    report.violate(
+                        "missing leaves",
+                        f"the log serves {served} leaves where its checkpoint covers"
+                        f" {checkpoint.size}",
+                    )
+                    return
+                roots.append(check.roots)
+        except Unanswered as error:
+            raise NoVerdict(str(error)) from None
+    root = root_from_bundles(checkpoint.size, roots)
     if root != checkpoint.root:
         report.violate(
             "root mismatch",
@@ -200,10 +208,10 @@ def _check_leaves(client: httpx.Client, checkpoint: Checkpoint, report: Report) 
         )
     else:
         report.held.append(f"the {checkpoint.size} leaves recompute to the signed root")
-    for detail in malformed[:MALFORMED_SHOWN]:
+    for detail in shown[:MALFORMED_SHOWN]:
         report.violate("malformed leaf", detail)
-    if len(malformed) > MALFORMED_SHOWN:
-        report.violate("malformed leaf", f"... and {len(malformed) - MALFORMED_SHOWN} more")
+    if malformed > MALFORMED_SHOWN:
+        report.violate("malformed leaf", f"... and {malformed - MALFORMED_SHOWN} more")
     if not malformed:
         report.held.append("every leaf decodes")
 
@@ -217,11 +225,7 @@ def _get(client: httpx.Client, path: str, params: dict[str, int] | None = None) 
 
 def _diagnostics(response: httpx.Response) -> str:
     """What an OperationOutcome says, if the error is one."""
-    try:
-        issue = response.json()["issue"][0]["diagnostics"]
-    except (ValueError, LookupError, TypeError):
-        return ""
-    return f": {issue}" if isinstance(issue, str) else ""
+    return diagnostics(response.content)
 
 
 def _json(response: httpx.Response) -> dict[str, Any]:
@@ -332,7 +336,9 @@ def audit(
     accepted = _load_state(state, verifier)
     try:
         with httpx.Client(base_url=url, timeout=TIMEOUT_SECONDS) as client:
-            report = audit_log(client, verifier, accepted, full, witnesses, required)
+            report = audit_log(
+                client, verifier, accepted, full, witnesses, required, os.cpu_count() or 1
+            )
     except httpx.HTTPError as error:
         raise _stop(f"server unreachable at {url}: {error}") from None
     except NoVerdict as error:

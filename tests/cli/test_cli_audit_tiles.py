@@ -1,0 +1,187 @@
+"""`coffre audit --full` over the entry bundles: each bundle's check, and a log large enough
+for the pool of processes, against `coffre serve`, with the host editing the leaves under
+it (the server reads the storage on every request)."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import RunningServer
+from synthetic_log import append_leaves
+from typer.testing import CliRunner
+
+from coffre.cli.audit import NoVerdict, Report, audit_log
+from coffre.cli.leaves import CHUNK, SHOWN, Unanswered, check_bundle
+from coffre.cli.main import app
+from coffre.ledger import VerifierKey
+from coffre.ledger.leaf import SIZE as LEAF_SIZE
+from coffre.ledger.leaf import Leaf, LeafKind
+from coffre.ledger.tiles import TILE_WIDTH, TileId, bundle_roots, encode_bundle
+from coffre.service import Vault
+
+SIZE = 40_000
+"""Three chunks of bundles: the auditor checks them in a pool of processes."""
+assert SIZE > 2 * CHUNK * TILE_WIDTH
+
+
+# -- one bundle ----------------------------------------------------------------------------
+
+
+def _leaf(number: int) -> bytes:
+    fields = Leaf(LeafKind.READ, bytes(32), number, bytes(32), number).encode()
+    return fields + bytes(LEAF_SIZE - len(fields))
+
+
+def test_a_bundle_s_check() -> None:
+    leaves = [_leaf(i) for i in range(5)]
+    check = check_bundle(encode_bundle(leaves), TileId(None, 3, 5))
+    assert check == (5, bundle_roots(leaves), 0, [])
+
+
+def test_a_bundle_short_of_leaves_has_no_roots() -> None:
+    check = check_bundle(encode_bundle([_leaf(0)]), TileId(None, 0, 2))
+    assert check.served == 1 and check.roots == []
+
+
+def test_malformed_leaves_are_counted_and_the_first_described() -> None:
+    leaves = [b"\x00", *(_leaf(i) for i in range(3)), *([b"junk"] * (SHOWN + 5))]
+    check = check_bundle(encode_bundle(leaves), TileId(None, 2, len(leaves)))
+    assert check.malformed == SHOWN + 6
+    assert len(check.shown) == SHOWN
+    assert check.shown[0].startswith(f"malformed leaf at index {2 * TILE_WIDTH}: ")
+    assert check.shown[1].startswith(f"malformed leaf at index {2 * TILE_WIDTH + 4}: ")
+    assert check.roots == bundle_roots(leaves)
+
+
+@pytest.mark.parametrize(
+    ("data", "fragment"),
+    [
+        (encode_bundle([b"a", b"b", b"c"]), "holds 3 leaves, more than asked"),
+        (b"\x00\x05abc", "is not an entry bundle"),
+        (b"<html>", "is not an entry bundle"),
+    ],
+)
+def test_an_answer_that_is_no_bundle_of_what_was_asked(data: bytes, fragment: str) -> None:
+    with pytest.raises(Unanswered, match=fragment):
+        check_bundle(data, TileId(None, 0, 2))
+
+
+# -- a large log, in a pool of processes ----------------------------------------------------
+
+
+@dataclass
+class Large:
+    vault: Vault
+    key: VerifierKey
+    url: str
+
+
+@pytest.fixture(scope="module")
+def large(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Large]:
+    vault = Vault.at(tmp_path_factory.mktemp("audit-tiles") / "vault")
+    vault.create()
+    records = vault.open()
+    append_leaves(records, SIZE, seed=4)
+    key = records.ledger.verifier_key
+    records.storage.close()
+    server = RunningServer(vault, workers=2)
+    yield Large(vault, key, server.base_url.removesuffix("/fhir"))
+    server.stop()
+
+
+def _audit(large: Large) -> Report:
+    with httpx.Client(base_url=large.url, timeout=60) as client:
+        return audit_log(client, large.key, None, full=True, processes=2)
+
+
+@contextmanager
+def _leaves_edited(vault: Vault) -> Iterator[sqlite3.Connection]:
+    """The host's connection to the storage; the leaves are put back afterwards."""
+    with closing(sqlite3.connect(vault.storage_path)) as db:
+        saved = db.execute("SELECT idx, data FROM leaves").fetchall()
+        try:
+            with db:
+                yield db
+        finally:
+            with db:
+                db.execute("DELETE FROM leaves")
+                db.executemany("INSERT INTO leaves (idx, data) VALUES (?, ?)", saved)
+
+
+def _kinds(report: Report) -> list[str]:
+    return [violation.kind for violation in report.violations]
+
+
+def test_a_large_log_recomputes_in_processes(large: Large) -> None:
+    report = _audit(large)
+    assert report.consistent, report.violations
+    assert f"the {SIZE} leaves recompute to the signed root" in report.held
+    assert "every leaf decodes" in report.held
+
+
+def test_an_altered_leaf_in_a_later_chunk(large: Large) -> None:
+    with _leaves_edited(large.vault) as db:
+        (data,) = db.execute("SELECT data FROM leaves WHERE idx = 35000").fetchone()
+        changed = data[:10] + bytes([data[10] ^ 1]) + data[11:]
+        db.execute("UPDATE leaves SET data = ? WHERE idx = 35000", (changed,))
+        db.commit()
+        assert _kinds(_audit(large)) == ["root mismatch"]
+
+
+def test_two_leaves_reordered(large: Large) -> None:
+    with _leaves_edited(large.vault) as db:
+        first, second = (
+            row[0] for row in db.execute("SELECT data FROM leaves WHERE idx IN (20000, 20001)")
+        )
+        db.executemany(
+            "UPDATE leaves SET data = ? WHERE idx = ?", [(second, 20000), (first, 20001)]
+        )
+        db.commit()
+        assert _kinds(_audit(large)) == ["root mismatch"]
+
+
+def test_a_malformed_leaf(large: Large) -> None:
+    with _leaves_edited(large.vault) as db:
+        db.execute("UPDATE leaves SET data = X'00' WHERE idx = 39000")
+        db.commit()
+        report = _audit(large)
+    assert _kinds(report) == ["root mismatch", "malformed leaf"]
+    assert report.violations[1].detail.startswith("malformed leaf at index 39000")
+
+
+def test_missing_leaves(large: Large) -> None:
+    with _leaves_edited(large.vault) as db:
+        db.execute(f"DELETE FROM leaves WHERE idx >= {SIZE - 300}")
+        db.commit()
+        report = _audit(large)
+    assert _kinds(report) == ["missing leaves"]
+    assert f"serves {SIZE - 300} leaves where its checkpoint covers {SIZE}" in (
+        report.violations[0].detail
+    )
+
+
+def test_a_gap_gives_no_verdict(large: Large) -> None:
+    with _leaves_edited(large.vault) as db:
+        db.execute("DELETE FROM leaves WHERE idx = 30000")
+        db.commit()
+        with pytest.raises(NoVerdict, match=r"entries/117 answered HTTP 503"):
+            _audit(large)
+
+
+def test_coffre_audit_full_over_tiles(large: Large, tmp_path: Path) -> None:
+    args = ["audit", large.url, "--key", str(large.key), "--state", str(tmp_path / "s"), "--full"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    assert f"the {SIZE} leaves recompute to the signed root" in result.output
+    with _leaves_edited(large.vault) as db:
+        db.execute("UPDATE leaves SET data = X'00' WHERE idx = 17000")
+        db.commit()
+        result = CliRunner().invoke(app, args)
+    assert result.exit_code == 1, result.output
+    assert "malformed leaf at index 17000" in result.output
