@@ -11,11 +11,12 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from coffre.api import routes
+from coffre.api.access import access_of
 from coffre.api.capability import capability_statement
 from coffre.api.ledger import ledger_routes
 from coffre.api.negotiation import check_format
 from coffre.api.responses import fhir_response, outcome_response
-from coffre.exceptions import FhirError, SealError, StorageError
+from coffre.exceptions import CoffreError, FhirError, SealError, StorageError
 from coffre.ledger import LedgerError
 from coffre.service import RecordStore
 from coffre.service.commits import GroupCommitter
@@ -53,9 +54,32 @@ async def _http_error(request: Request, error: Exception) -> Response:
 
 async def _seal_error(request: Request, error: Exception) -> Response:
     log.error("a sealed record failed its integrity check: %s", _interaction(request))
+    if request.url.path.startswith(BASE_PATH):
+        await _log_integrity_failure(request)
     return outcome_response(
         FhirError(500, "exception", "the record failed its integrity check; it was not served")
     )
+
+
+def _named_record(request: Request) -> str | None:
+    """``Type/id`` or ``Type/id/_history/n``, when the URL names one record."""
+    params = request.path_params
+    if "type" not in params or "id" not in params:
+        return None
+    reference = f"{params['type']}/{params['id']}"
+    return f"{reference}/_history/{params['vid']}" if "vid" in params else reference
+
+
+async def _log_integrity_failure(request: Request) -> None:
+    """Put the refusal in the log too, where auditors and the sovereign side see it; a log
+    that cannot take it (the host may have tampered with the log itself) is only noted."""
+    committer: GroupCommitter = request.app.state.committer
+    try:
+        await committer.run(
+            lambda writer: writer.log_integrity_failure(_named_record(request)), access_of(request)
+        )
+    except CoffreError:
+        log.error("the integrity failure could not be logged: %s", _interaction(request))
 
 
 async def _storage_error(request: Request, error: Exception) -> Response:

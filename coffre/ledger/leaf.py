@@ -45,6 +45,8 @@ class LeafKind(IntEnum):
     EXPORT = 8
     ERASE = 9
     KEY_ROTATION = 10
+    INTEGRITY = 11
+    """A request refused because what the host returned failed its integrity check."""
 
 
 @dataclass(frozen=True, slots=True)

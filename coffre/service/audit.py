@@ -22,7 +22,11 @@ _KINDS: dict[LeafKind, tuple[str, str]] = {
     LeafKind.READ: ("read", "R"),
     LeafKind.SEARCH: ("search", "E"),
     LeafKind.HISTORY: ("history", "R"),
+    LeafKind.INTEGRITY: ("read", "R"),
 }
+# DICOM's outcome codes, as AuditEvent.outcome uses them.
+_SUCCESS, _SERIOUS_FAILURE = "0", "8"
+INTEGRITY_FAILURE = "what the storage returned failed its integrity check; nothing was served"
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,7 +49,8 @@ OPERATOR = Access("the vault's operator, on the sovereign side (coffre command l
 def audit_event(
     access: Access, kind: LeafKind, versions: list[str], recorded: str
 ) -> dict[str, Any]:
-    """The AuditEvent of ``access`` doing ``kind`` to ``versions`` (``Type/id/_history/n``)."""
+    """The AuditEvent of ``access`` doing ``kind`` to ``versions`` (``Type/id/_history/n``);
+    an ``INTEGRITY`` event is a read refused because the storage's answer failed its check."""
     interaction, action = _KINDS[kind]
     agent: dict[str, Any] = {"who": {"display": access.who}, "requestor": True}
     if access.address:
@@ -60,7 +65,7 @@ def audit_event(
         "subtype": [{"system": _INTERACTIONS, "code": interaction}],
         "action": action,
         "recorded": recorded,
-        "outcome": "0",
+        "outcome": _SERIOUS_FAILURE if kind is LeafKind.INTEGRITY else _SUCCESS,
         "agent": [agent],
         "source": {
             "observer": {"display": "Coffre gateway"},
@@ -72,8 +77,11 @@ def audit_event(
                 }
             ],
         },
-        "entity": [{"what": {"reference": version}} for version in versions],
     }
+    if versions:
+        event["entity"] = [{"what": {"reference": version}} for version in versions]
+    if kind is LeafKind.INTEGRITY:
+        event["outcomeDesc"] = INTEGRITY_FAILURE
     if access.purpose:
         purpose = [
             {

@@ -22,10 +22,10 @@ from coffre.custody import KeyCustodian, WrappedKey
 from coffre.exceptions import FhirError, SealError
 from coffre.fhir import json
 from coffre.fhir.compartment import patient_of
-from coffre.fhir.references import ID_PATTERN
+from coffre.fhir.references import ID_PATTERN, parse_reference
 from coffre.fhir.validation import validate
 from coffre.fhir.values import whole_number
-from coffre.ledger.leaf import Leaf, LeafKind, index_digest
+from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind, index_digest
 from coffre.seal import Envelope, PurposeKeys, random_key
 from coffre.search import Criterion, index_entries, matches, query_keys
 from coffre.service.audit import OPERATOR, Access, audit_event
@@ -370,7 +370,7 @@ class _Logged:
 
     leaf: Leaf
     comp: bytes
-    version_reference: str
+    version_reference: str | None
 
 
 class Writer:
@@ -445,7 +445,11 @@ class Writer:
         recorded = instant(max(logged.leaf.ts for logged in pending))
         event_of: dict[int, bytes] = {}
         for (kind, comp), positions in groups.items():
-            versions = [pending[position].version_reference for position in positions]
+            versions = [
+                reference
+                for reference in (pending[position].version_reference for position in positions)
+                if reference
+            ]
             event = audit_event(self.access, kind, versions, recorded)
             sealed = self.records._envelope.close(
                 self._key_for_write(comp), json.canonical(event), _event_associated(comp)
@@ -623,6 +627,17 @@ class Writer:
         for stored in accessed:
             leaf = Leaf(kind, stored.loc, stored.version, stored.sealed_digest, ts)
             self._pending.append(_Logged(leaf, stored.comp, stored.version_reference))
+
+    def log_integrity_failure(self, reference: str | None) -> None:
+        """A leaf saying a request was refused because what the storage returned failed its
+        check, about ``reference`` (``Type/id``...) when the request named one. Its
+        AuditEvent goes to the gateway's own compartment: the record's may be what the
+        host tampered with."""
+        keys = self.records.keys
+        parsed = parse_reference(reference) if reference else None
+        loc = keys.location(*parsed) if parsed else NO_DIGEST
+        leaf = Leaf(LeafKind.INTEGRITY, loc, 0, NO_DIGEST, _now_us())
+        self._pending.append(_Logged(leaf, keys.shared_compartment("AuditEvent"), reference))
 
     def _current_comp(self, loc: bytes) -> bytes | None:
         sealed = self.txn.latest(loc)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from dataclasses import replace
 
 from starlette.testclient import TestClient
@@ -107,3 +108,22 @@ def test_the_access_history_of_an_unknown_patient_is_404(client: TestClient) -> 
     response = client.get("/fhir/Patient/nobody/$access-history")
     assert response.status_code == 404
     assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_a_read_refused_for_integrity_is_itself_in_the_log(
+    client: TestClient, records: RecordStore
+) -> None:
+    """The client gets no data, and the log says a read of that record was refused."""
+    patient_id = _create(client, "Fortin")
+    loc = records.keys.location("Patient", patient_id)
+    with sqlite3.connect(str(records.storage.path)) as db:
+        (body,) = db.execute("SELECT body FROM versions WHERE loc = ?", (loc,)).fetchone()
+        flipped = bytes([body[0] ^ 1]) + body[1:]
+        db.execute("UPDATE versions SET body = ? WHERE loc = ?", (flipped, loc))
+    response = client.get(f"/fhir/Patient/{patient_id}")
+    assert response.status_code == 500
+    assert "Fortin" not in response.text
+    leaf = _leaves(records)[-1]
+    assert (leaf.kind, leaf.loc) == (LeafKind.INTEGRITY, loc)
+    gateway = records.storage.events_of(records.keys.shared_compartment("AuditEvent"))
+    assert [event.digest for event in gateway] == [leaf.event_hash]
