@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO := .demo
 DEMO_PATIENTS ?= 50
 
-.PHONY: demo test lint typecheck unit generate clean
+.PHONY: demo test lint typecheck unit softhsm generate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,7 +30,15 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-unit: $(STAMP)
+# SoftHSM2, the PKCS#11 token the key custody tests run against: installed once, as root.
+softhsm:
+	@command -v softhsm2-util >/dev/null || \
+		if [ "$$(id -u)" = 0 ]; then \
+			export DEBIAN_FRONTEND=noninteractive; \
+			apt-get install -y -q softhsm2 || { apt-get update -q && apt-get install -y -q softhsm2; }; \
+		else echo "softhsm2 is missing: 'sudo apt-get install softhsm2' (its tests skip until then)"; fi
+
+unit: $(STAMP) softhsm
 	$(BIN)/pytest -n 2 --dist loadfile -p no:cacheprovider
 
 test: lint typecheck unit

@@ -31,6 +31,24 @@ VAULT = Setting(
 KEYRING = Setting(
     "keyring", "", "Path of the keyring file; default: keyring.json inside the vault folder."
 )
+CUSTODY = Setting(
+    "custody",
+    "keyring",
+    "Where the vault's keys live: `keyring` (a file, the embedded default) or `pkcs11` (a"
+    " PKCS#11 token: an HSM, or SoftHSM2).",
+)
+PKCS11_MODULE = Setting(
+    "pkcs11_module", "", "With pkcs11 custody: path of the token's PKCS#11 library."
+)
+PKCS11_TOKEN = Setting("pkcs11_token", "coffre", "With pkcs11 custody: label of the token.")
+PKCS11_PIN_FILE = Setting(
+    "pkcs11_pin_file", "", "With pkcs11 custody: a file (mode 0600) holding the user PIN."
+)
+PKCS11_PIN = Setting(
+    "pkcs11_pin",
+    "",
+    "With pkcs11 custody and no PIN file: the user PIN itself. Prefer the file.",
+)
 HOST = Setting("host", "127.0.0.1", "Address `coffre serve` listens on.")
 PORT = Setting("port", "8080", "Port `coffre serve` listens on.")
 WORKERS = Setting("workers", "2", "Server processes; each opens the vault itself.")
@@ -70,6 +88,11 @@ WITNESS_QUORUM = Setting(
 SETTINGS = (
     VAULT,
     KEYRING,
+    CUSTODY,
+    PKCS11_MODULE,
+    PKCS11_TOKEN,
+    PKCS11_PIN_FILE,
+    PKCS11_PIN,
     HOST,
     PORT,
     WORKERS,

@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("COFFRE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 READY_SECONDS = 120
+pytest_plugins = ("softhsm",)  # SoftHSM2 tokens: the pkcs11_token fixture
 
 
 def shared_data_path(*parts: str) -> Path:
@@ -36,7 +37,10 @@ def shared_data_path(*parts: str) -> Path:
 
 
 @pytest.fixture
-def vault(tmp_path: Path) -> Vault:
+def vault(request: pytest.FixtureRequest, tmp_path: Path) -> Vault:
+    """A new vault; ``indirect`` parametrisation with "pkcs11" keeps its keys in a token."""
+    if getattr(request, "param", "keyring") == "pkcs11":
+        request.getfixturevalue("pkcs11_token")
     created = Vault.at(tmp_path / "vault")
     created.create()
     return created

@@ -71,9 +71,12 @@ def init(
         vault.create()
     except CoffreError as error:
         raise _fail(error) from None
-    console.print(
-        f"vault created in {vault.folder}; keyring at {vault.keyring} — keep a copy of it apart from the storage"
+    keys = (
+        f"keys in the PKCS#11 token '{config.PKCS11_TOKEN.value()}'"
+        if config.CUSTODY.value() == "pkcs11"
+        else f"keyring at {vault.keyring} — keep a copy of it apart from the storage"
     )
+    console.print(f"vault created in {vault.folder}; {keys}")
 
 
 @app.command()

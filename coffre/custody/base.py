@@ -5,7 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol
 
-from coffre.seal.signing import Ed25519Signer
+
+class LogSigner(Protocol):
+    """The log's Ed25519 key: in software (``Ed25519Signer``) or in a token."""
+
+    @property
+    def public_key(self) -> bytes: ...
+
+    def sign(self, message: bytes) -> bytes: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +36,7 @@ class KeyCustodian(Protocol):
         """Unwrap a data key; raises SealError when it does not unwrap."""
         ...
 
-    def log_signer(self) -> Ed25519Signer:
+    def log_signer(self) -> LogSigner:
         """The key that signs the ledger's checkpoints."""
         ...
 

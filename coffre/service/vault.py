@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from coffre import config
-from coffre.custody import KeyringCustodian
+from coffre.custody import create_custody, open_custody
 from coffre.exceptions import VaultStateError
 from coffre.seal import AeadEnvelope, Envelope, PlainEnvelope
 from coffre.service.records import RecordStore
@@ -45,11 +45,9 @@ class Vault:
         """Make a new vault; refuses to touch an existing one."""
         if self.storage_path.exists():
             raise VaultStateError(f"a vault already exists at {self.folder}")
-        if self.keyring.exists():
-            raise VaultStateError(f"a keyring already exists at {self.keyring}")
         self.folder.mkdir(parents=True, exist_ok=True)
         self.keyring.parent.mkdir(parents=True, exist_ok=True)
-        KeyringCustodian.create(self.keyring)
+        create_custody(self.keyring)
         SqliteStorage(self.storage_path, create=True).close()
 
     def open(self) -> RecordStore:
@@ -65,7 +63,7 @@ class Vault:
         )
         return RecordStore(
             storage,
-            KeyringCustodian(self.keyring),
+            open_custody(self.keyring),
             envelope,
             self.checkpoint_memory,
             verify_reads=config.BENCH_UNVERIFIED_READS.value() != "1",

@@ -7,6 +7,7 @@ import shutil
 import sqlite3
 
 import pytest
+from softhsm import BOTH_CUSTODIES
 
 from coffre.exceptions import SealError, VaultStateError
 from coffre.ledger import (
@@ -58,6 +59,7 @@ def test_every_write_is_a_leaf_bound_to_its_sealed_bytes(
     ]
 
 
+@BOTH_CUSTODIES
 def test_the_checkpoint_signs_the_root_of_all_leaves(vault: Vault, records: RecordStore) -> None:
     _write_some(records, 6)
     checkpoint = records.ledger.latest(records.storage)
@@ -78,6 +80,7 @@ def test_inclusion_proofs_from_the_stored_tree_verify(records: RecordStore) -> N
         verify_inclusion(leaf_hash(data), index, checkpoint.size, proof, checkpoint.root)
 
 
+@BOTH_CUSTODIES
 def test_a_storage_put_back_to_an_older_copy_is_refused(vault: Vault, records: RecordStore) -> None:
     _write_some(records, 2)
     records.storage.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 
 import pytest
+from softhsm import BOTH_CUSTODIES
 
 from coffre.exceptions import FhirError, SealError
 from coffre.service import RecordStore, Vault
@@ -16,6 +17,7 @@ def _create(records: RecordStore, resource: dict[str, object]) -> str:
     return outcome.stored.id
 
 
+@BOTH_CUSTODIES
 def test_the_storage_holds_no_plaintext(vault: Vault, records: RecordStore) -> None:
     patient_id = _create(
         records,
@@ -78,6 +80,7 @@ def test_resources_of_one_patient_share_a_compartment_and_others_do_not(
     assert comp["first"] == comp["obs"] != comp["second"]
 
 
+@BOTH_CUSTODIES
 def test_a_ciphertext_swapped_between_patients_does_not_open(
     vault: Vault, records: RecordStore
 ) -> None:
@@ -92,6 +95,7 @@ def test_a_ciphertext_swapped_between_patients_does_not_open(
         records.read("Patient", first)
 
 
+@BOTH_CUSTODIES
 def test_a_deleted_resource_answers_gone_and_keeps_its_history(records: RecordStore) -> None:
     patient_id = _create(records, {"resourceType": "Patient"})
     with records.writer() as writer:
@@ -113,6 +117,7 @@ def test_an_unchanged_update_writes_no_version(records: RecordStore) -> None:
     assert records.storage.last_seq() == before
 
 
+@BOTH_CUSTODIES
 def test_a_data_key_made_by_a_rolled_back_transaction_never_seals_a_record(
     vault: Vault, records: RecordStore
 ) -> None:

@@ -1,0 +1,338 @@
+"""Keys in a PKCS#11 token (a hardware security module, or SoftHSM2): made there, never out.
+
+One vault per token. Its objects, all private to the token's user:
+
+| label | object | what it does |
+| --- | --- | --- |
+| ``coffre/kek-N`` | AES-256, sensitive, non-extractable, wrap and unwrap only | wraps data keys |
+| ``coffre/root`` | 256-bit generic secret, sensitive, non-extractable, sign only | gives the root secret |
+| ``coffre/log`` | Ed25519 key pair, private half sensitive and non-extractable | signs checkpoints |
+| ``coffre/origin`` | data object | the name of the vault's log |
+
+Data keys are wrapped and unwrapped by the token with CKM_AES_KEY_WRAP_PAD (RFC 5649, the
+format of the keyring custody too); the unwrapped key goes back to the gateway, which
+caches it by design. The storage names the wrapping key ``pkcs11:kek-N``. The active
+key-encryption key is the highest N, so rotation adds ``kek-N+1`` beside the old ones.
+
+The root secret is HMAC-SHA256 of a fixed label under ``coffre/root``, computed in the
+token when the custodian opens and kept in the gateway's memory: the purpose keys derived
+from it make a token for every location, compartment and search value of every request,
+and a round trip to the token for each would bound Coffre to the token's HMAC rate. No
+file holds it, and a copy of the host and of the configuration gives nothing without the
+token and its PIN. The log's Ed25519 key signs in the token (CKM_EDDSA, RFC 8032).
+"""
+
+from __future__ import annotations
+
+import stat
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pkcs11
+from pkcs11 import Attribute, KeyType, Mechanism, MechanismFlag, ObjectClass
+from pkcs11 import exceptions as p11
+
+from coffre import config
+from coffre.custody.base import WrappedKey
+from coffre.custody.memory import new_origin
+from coffre.exceptions import CustodyError, SealError, VaultStateError
+
+PREFIX = "coffre/"
+KEK_ID_PREFIX = "pkcs11:"
+ROOT_LABEL = PREFIX + "root"
+LOG_LABEL = PREFIX + "log"
+ORIGIN_LABEL = PREFIX + "origin"
+FIRST_KEK = "kek-1"
+ROOT_MESSAGE = b"coffre/v1/root-secret"
+WRAP = Mechanism.AES_KEY_WRAP_PAD
+# DER of the Ed25519 curve's object identifier, 1.3.101.112 (RFC 8410).
+ED25519_PARAMS = bytes.fromhex("06032b6570")
+NEEDED = (Mechanism.AES_KEY_WRAP_PAD, Mechanism.SHA256_HMAC, Mechanism.EDDSA)
+# What a token answers when a wrapped key fails its integrity check (SoftHSM2: GeneralError).
+NOT_UNWRAPPED = (
+    p11.WrappedKeyInvalid,
+    p11.WrappedKeyLenRange,
+    p11.EncryptedDataInvalid,
+    p11.EncryptedDataLenRange,
+    p11.GeneralError,
+    p11.FunctionFailed,
+)
+PRIVATE_KEY = {Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.PRIVATE: True}
+# A data key while the token works on it: a session object, gone when the call returns.
+TRANSIENT_KEY = {Attribute.TOKEN: False, Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True}
+
+
+def _kek_label(kek: str) -> str:
+    return PREFIX + kek
+
+
+def _failure(token: str, action: str, error: p11.PKCS11Error) -> CustodyError:
+    """An actionable error that quotes neither the PIN nor any key."""
+    if isinstance(error, p11.PinIncorrect):
+        return CustodyError(
+            f"the PIN of the PKCS#11 token '{token}' is wrong: check"
+            f" {config.PKCS11_PIN_FILE.env} (the token locks after a few wrong PINs)"
+        )
+    if isinstance(error, p11.PinLocked):
+        return CustodyError(
+            f"the PKCS#11 token '{token}' is locked after wrong PINs: its security officer"
+            " must unlock it"
+        )
+    if isinstance(error, p11.NoSuchToken):
+        return CustodyError(
+            f"no PKCS#11 token labelled '{token}': check {config.PKCS11_TOKEN.env}"
+            " (softhsm2-util --show-slots, or the vendor's tool, lists the tokens)"
+        )
+    if isinstance(error, p11.NoSuchKey):
+        return CustodyError(
+            f"the PKCS#11 token '{token}' holds no Coffre keys: create them with"
+            f" 'coffre init' and {config.CUSTODY.env}=pkcs11"
+        )
+    if isinstance(error, p11.TokenNotPresent | p11.DeviceRemoved):
+        return CustodyError(f"the PKCS#11 token '{token}' is not present: plug it back in")
+    return CustodyError(f"the PKCS#11 token '{token}' failed to {action}: {type(error).__name__}")
+
+
+def _open_session(module: str, token: str, pin: str) -> Any:
+    """A read-write session, logged in as the token's user."""
+    if not Path(module).is_file():
+        raise CustodyError(
+            f"no PKCS#11 module at {module}: set {config.PKCS11_MODULE.env} to the token's"
+            " library (SoftHSM2: /usr/lib/softhsm/libsofthsm2.so)"
+        )
+    try:
+        found = pkcs11.lib(module).get_token(token_label=token)
+    except p11.PKCS11Error as error:
+        raise _failure(token, "open", error) from None
+    missing = set(NEEDED) - found.slot.get_mechanisms()
+    if missing:
+        names = ", ".join(sorted("CKM_" + mechanism.name for mechanism in missing))
+        raise CustodyError(f"the PKCS#11 token '{token}' lacks {names}, which Coffre needs")
+    try:
+        return found.open(rw=True, user_pin=pin)
+    except p11.UserAlreadyLoggedIn:
+        # Login is per process and token: this process has already given the PIN.
+        return found.open(rw=True)
+    except p11.PKCS11Error as error:
+        raise _failure(token, "log in", error) from None
+
+
+class TokenSigner:
+    """The log's Ed25519 key, signing in the token; its private half never leaves it."""
+
+    def __init__(self, key: Any, public_key: bytes, guard: _Guard) -> None:
+        self._key = key
+        self._public_key = public_key
+        self._guard = guard
+
+    @property
+    def public_key(self) -> bytes:
+        return self._public_key
+
+    def sign(self, message: bytes) -> bytes:
+        with self._guard("sign a checkpoint"):
+            signature: bytes = self._key.sign(message, mechanism=Mechanism.EDDSA)
+        return signature
+
+    def __repr__(self) -> str:
+        return f"TokenSigner(public_key={self._public_key.hex()})"
+
+
+class _Guard:
+    """One call at a time on the custodian's session, PKCS#11 errors made CustodyError."""
+
+    def __init__(self, token: str) -> None:
+        self._token = token
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def __call__(self, action: str) -> Iterator[None]:
+        with self._lock:
+            try:
+                yield
+            except p11.PKCS11Error as error:
+                raise _failure(self._token, action, error) from None
+
+
+def _public_key(point: bytes) -> bytes:
+    """The raw 32 bytes of an Ed25519 CKA_EC_POINT, which tokens give DER-wrapped or not."""
+    return point[2:] if len(point) == 34 and point[:2] == b"\x04\x20" else point
+
+
+class Pkcs11Custodian:
+    """The vault's keys in a PKCS#11 token; the PIN is used to log in, then forgotten."""
+
+    def __init__(self, module: str, token: str, pin: str) -> None:
+        self._module = module
+        self._token = token
+        self._guard = _Guard(token)
+        self._session = _open_session(module, token, pin)
+        with self._guard("open the vault's keys"):
+            self._keks = {
+                KEK_ID_PREFIX + str(key.label).removeprefix(PREFIX): key
+                for key in self._session.get_objects(
+                    {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES}
+                )
+                if str(key.label).startswith(_kek_label("kek-"))
+            }
+            root = self._session.get_key(ObjectClass.SECRET_KEY, label=ROOT_LABEL)
+            self._root: bytes = root.sign(ROOT_MESSAGE, mechanism=Mechanism.SHA256_HMAC)
+            public = self._session.get_key(ObjectClass.PUBLIC_KEY, label=LOG_LABEL)
+            self._signer = TokenSigner(
+                self._session.get_key(ObjectClass.PRIVATE_KEY, label=LOG_LABEL),
+                _public_key(public[Attribute.EC_POINT]),
+                self._guard,
+            )
+            origin = self._data(self._session, ORIGIN_LABEL)
+        if not self._keks or origin is None:
+            raise _failure(token, "open", p11.NoSuchKey())
+        self._origin = origin.decode()
+        self._active = max(self._keks, key=lambda kek_id: int(kek_id.rsplit("-", 1)[1]))
+
+    @classmethod
+    def from_settings(cls) -> Pkcs11Custodian:
+        return cls(config.PKCS11_MODULE.value(), config.PKCS11_TOKEN.value(), pin_from_settings())
+
+    @staticmethod
+    def _data(session: Any, label: str) -> bytes | None:
+        for found in session.get_objects(
+            {Attribute.CLASS: ObjectClass.DATA, Attribute.LABEL: label}
+        ):
+            value: bytes = found[Attribute.VALUE]
+            return value
+        return None
+
+    def __repr__(self) -> str:
+        return f"Pkcs11Custodian(module={self._module!r}, token={self._token!r})"
+
+    def root_secret(self) -> bytes:
+        return self._root
+
+    def log_signer(self) -> TokenSigner:
+        return self._signer
+
+    def log_origin(self) -> str:
+        return self._origin
+
+    def wrap(self, data_key: bytes) -> WrappedKey:
+        # SoftHSM2 2.6 pads other lengths against RFC 5649 and unwraps them to a longer key.
+        if len(data_key) % 8 or not 16 <= len(data_key) <= 64:
+            raise CustodyError("the token wraps data keys of 16 to 64 bytes, a multiple of 8")
+        with self._guard("wrap a data key"):
+            key = self._session.create_object(
+                {
+                    Attribute.CLASS: ObjectClass.SECRET_KEY,
+                    Attribute.KEY_TYPE: KeyType.GENERIC_SECRET,
+                    Attribute.VALUE: data_key,
+                    **TRANSIENT_KEY,
+                }
+            )
+            try:
+                wrapped: bytes = self._keks[self._active].wrap_key(key, mechanism=WRAP)
+            finally:
+                key.destroy()
+        return WrappedKey(self._active, wrapped)
+
+    def unwrap(self, wrapped: WrappedKey) -> bytes:
+        kek = self._keks.get(wrapped.kek_id)
+        if kek is None:
+            raise SealError()
+        with self._guard("unwrap a data key"):
+            try:
+                key = kek.unwrap_key(
+                    ObjectClass.SECRET_KEY,
+                    KeyType.GENERIC_SECRET,
+                    wrapped.wrapped,
+                    mechanism=WRAP,
+                    template=TRANSIENT_KEY,
+                )
+            except NOT_UNWRAPPED:
+                raise SealError() from None
+            try:
+                data_key: bytes = key[Attribute.VALUE]
+            finally:
+                key.destroy()
+        return data_key
+
+    @staticmethod
+    def create(module: str, token: str, pin: str) -> None:
+        """Make a vault's keys in the token; refuses a token that already holds some."""
+        session = _open_session(module, token, pin)
+        made: list[Any] = []
+        try:
+            if any(session.get_objects({Attribute.LABEL: ROOT_LABEL})):
+                raise VaultStateError(
+                    f"the PKCS#11 token '{token}' already holds a Coffre vault's keys:"
+                    " use another token"
+                )
+            made.append(
+                session.generate_key(
+                    KeyType.AES,
+                    256,
+                    label=_kek_label(FIRST_KEK),
+                    id=FIRST_KEK.encode(),
+                    store=True,
+                    capabilities=MechanismFlag.WRAP | MechanismFlag.UNWRAP,
+                    template=PRIVATE_KEY,
+                )
+            )
+            made.append(
+                session.generate_key(
+                    KeyType.GENERIC_SECRET,
+                    256,
+                    label=ROOT_LABEL,
+                    store=True,
+                    capabilities=MechanismFlag.SIGN,
+                    template=PRIVATE_KEY,
+                )
+            )
+            made.extend(
+                session.generate_keypair(
+                    KeyType.EC_EDWARDS,
+                    label=LOG_LABEL,
+                    store=True,
+                    public_template={Attribute.EC_PARAMS: ED25519_PARAMS},
+                    private_template=PRIVATE_KEY,
+                )
+            )
+            made.append(
+                session.create_object(
+                    {
+                        Attribute.CLASS: ObjectClass.DATA,
+                        Attribute.LABEL: ORIGIN_LABEL,
+                        Attribute.VALUE: new_origin().encode(),
+                        Attribute.TOKEN: True,
+                    }
+                )
+            )
+        except p11.PKCS11Error as error:
+            for obj in made:
+                obj.destroy()
+            raise _failure(token, "create the vault's keys", error) from None
+        finally:
+            session.close()
+
+
+def pin_from_settings() -> str:
+    """The user PIN: from the PIN file (mode 0600), else from the environment."""
+    path = config.PKCS11_PIN_FILE.value()
+    if path:
+        try:
+            mode = Path(path).stat().st_mode
+            if mode & (stat.S_IRWXG | stat.S_IRWXO):
+                raise CustodyError(f"the PIN file {path} is readable by others: chmod 600 it")
+            return Path(path).read_text().rstrip("\r\n")
+        except OSError as error:
+            raise CustodyError(
+                f"the PIN file {path} cannot be read: {type(error).__name__}"
+            ) from None
+    pin = config.PKCS11_PIN.value()
+    if not pin:
+        raise CustodyError(
+            f"no PIN for the PKCS#11 token: set {config.PKCS11_PIN_FILE.env} to a file"
+            " (mode 0600) that holds it"
+        )
+    return pin

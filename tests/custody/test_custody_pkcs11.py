@@ -1,0 +1,228 @@
+"""Keys in a PKCS#11 token, for real against SoftHSM2: made there, used there, never read out."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pkcs11
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pkcs11 import Attribute, ObjectClass
+from pkcs11 import exceptions as p11
+from softhsm import PIN, SoftHsm
+
+from coffre import config
+from coffre.custody import Pkcs11Custodian, WrappedKey, create_custody, open_custody
+from coffre.exceptions import CustodyError, SealError, VaultStateError
+from coffre.seal import random_key
+from coffre.seal.signing import Ed25519Verifier
+from coffre.service import Vault
+
+
+def _custodian(token: str) -> Pkcs11Custodian:
+    """A custodian of a token whose keys it has just made."""
+    create_custody(Path("unused-keyring.json"))
+    custodian = open_custody(Path("unused-keyring.json"))
+    assert isinstance(custodian, Pkcs11Custodian)
+    return custodian
+
+
+def _raw_session(softhsm: SoftHsm, token: str) -> pkcs11.Session:
+    """A session of the token's user, as anyone holding the PIN could open one."""
+    found = pkcs11.lib(str(softhsm.module)).get_token(token_label=token)
+    try:
+        return found.open(user_pin=PIN)
+    except p11.UserAlreadyLoggedIn:
+        return found.open()
+
+
+def test_a_data_key_round_trips_through_the_token_and_names_its_kek(pkcs11_token: str) -> None:
+    custodian = _custodian(pkcs11_token)
+    data_key = random_key()
+    wrapped = custodian.wrap(data_key)
+    assert wrapped.kek_id == "pkcs11:kek-1"
+    assert len(wrapped.wrapped) == 40 and data_key not in wrapped.wrapped
+    assert custodian.unwrap(wrapped) == data_key
+    assert Pkcs11Custodian.from_settings().unwrap(wrapped) == data_key
+
+
+def test_the_same_token_gives_the_same_root_secret_log_key_and_origin(pkcs11_token: str) -> None:
+    first = _custodian(pkcs11_token)
+    again = Pkcs11Custodian.from_settings()
+    assert len(first.root_secret()) == 32
+    assert again.root_secret() == first.root_secret()
+    assert again.log_signer().public_key == first.log_signer().public_key
+    assert again.log_origin() == first.log_origin()
+    assert first.log_origin().startswith("coffre.vault/")
+
+
+def test_the_log_key_signs_in_the_token_with_plain_ed25519(pkcs11_token: str) -> None:
+    signer = _custodian(pkcs11_token).log_signer()
+    signature = signer.sign(b"coffre.vault/x\n1\nroot\n")
+    verifier = Ed25519Verifier(signer.public_key)
+    assert verifier.verify(b"coffre.vault/x\n1\nroot\n", signature)
+    assert not verifier.verify(b"coffre.vault/x\n2\nroot\n", signature)
+
+
+@pytest.mark.parametrize(
+    ("object_class", "label"),
+    [
+        (ObjectClass.SECRET_KEY, "coffre/kek-1"),
+        (ObjectClass.SECRET_KEY, "coffre/root"),
+        (ObjectClass.PRIVATE_KEY, "coffre/log"),
+    ],
+)
+def test_no_key_of_the_vault_can_be_read_out_of_the_token(
+    softhsm: SoftHsm, pkcs11_token: str, object_class: ObjectClass, label: str
+) -> None:
+    _custodian(pkcs11_token)
+    session = _raw_session(softhsm, pkcs11_token)
+    key = session.get_key(object_class, label=label)
+    assert key[Attribute.SENSITIVE] is True
+    assert key[Attribute.EXTRACTABLE] is False
+    with pytest.raises(p11.AttributeSensitive):
+        key[Attribute.VALUE]
+    # Not even wrapped under a key of the PIN holder's choosing.
+    mine = session.generate_key(pkcs11.KeyType.AES, 256, label="mine")
+    with pytest.raises(p11.KeyUnextractable):
+        mine.wrap_key(key, mechanism=pkcs11.Mechanism.AES_KEY_WRAP_PAD)
+
+
+def test_a_data_key_wrapped_by_one_token_does_not_unwrap_in_another(
+    softhsm: SoftHsm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first, second = softhsm.new_tokens(2)
+    softhsm.use(monkeypatch, first)
+    wrapped = _custodian(first).wrap(random_key())
+    softhsm.use(monkeypatch, second)
+    other = _custodian(second)
+    assert wrapped.kek_id == other.wrap(random_key()).kek_id
+    with pytest.raises(SealError):
+        other.unwrap(wrapped)
+
+
+def test_an_altered_or_unknown_wrapped_key_does_not_unwrap(pkcs11_token: str) -> None:
+    custodian = _custodian(pkcs11_token)
+    wrapped = custodian.wrap(random_key())
+    altered = bytes([wrapped.wrapped[0] ^ 1]) + wrapped.wrapped[1:]
+    with pytest.raises(SealError):
+        custodian.unwrap(WrappedKey(wrapped.kek_id, altered))
+    with pytest.raises(SealError):
+        custodian.unwrap(WrappedKey("pkcs11:kek-2", wrapped.wrapped))
+    with pytest.raises(SealError):
+        custodian.unwrap(WrappedKey("kek-1", wrapped.wrapped))
+
+
+def test_data_keys_round_trip_whatever_their_bytes(pkcs11_token: str) -> None:
+    custodian = _custodian(pkcs11_token)
+    sizes = st.sampled_from([16, 24, 32, 40, 48, 56, 64])
+
+    @settings(max_examples=60, deadline=None)
+    @given(sizes.flatmap(lambda size: st.binary(min_size=size, max_size=size)))
+    def round_trip(data_key: bytes) -> None:
+        assert custodian.unwrap(custodian.wrap(data_key)) == data_key
+
+    round_trip()
+
+
+@pytest.mark.parametrize("size", [0, 8, 17, 31, 72])
+def test_a_data_key_the_token_cannot_wrap_faithfully_is_refused(
+    pkcs11_token: str, size: int
+) -> None:
+    with pytest.raises(CustodyError, match="multiple of 8"):
+        _custodian(pkcs11_token).wrap(bytes(size))
+
+
+def test_a_wrong_pin_is_refused_with_what_to_check(
+    pkcs11_token: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create_custody(Path("unused"))
+    wrong = tmp_path / "wrong-pin"
+    wrong.write_text("0000-not-it\n")
+    wrong.chmod(0o600)
+    monkeypatch.setenv(config.PKCS11_PIN_FILE.env, str(wrong))
+    with pytest.raises(
+        CustodyError, match=r"PIN .* is wrong: check COFFRE_PKCS11_PIN_FILE"
+    ) as caught:
+        Pkcs11Custodian.from_settings()
+    assert "0000-not-it" not in str(caught.value) and PIN not in str(caught.value)
+
+
+def test_the_pin_can_come_from_the_environment(
+    pkcs11_token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    create_custody(Path("unused"))
+    monkeypatch.delenv(config.PKCS11_PIN_FILE.env)
+    monkeypatch.setenv(config.PKCS11_PIN.env, PIN)
+    custodian = Pkcs11Custodian.from_settings()
+    assert PIN not in repr(custodian) and pkcs11_token in repr(custodian)
+
+
+def test_no_pin_at_all_says_where_to_put_it(
+    pkcs11_token: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv(config.PKCS11_PIN_FILE.env)
+    with pytest.raises(CustodyError, match="set COFFRE_PKCS11_PIN_FILE"):
+        Pkcs11Custodian.from_settings()
+
+
+def test_a_pin_file_readable_by_others_is_refused(
+    softhsm: SoftHsm, pkcs11_token: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    exposed = tmp_path / "pin"
+    exposed.write_text(PIN)
+    exposed.chmod(0o644)
+    monkeypatch.setenv(config.PKCS11_PIN_FILE.env, str(exposed))
+    with pytest.raises(CustodyError, match="chmod 600"):
+        Pkcs11Custodian.from_settings()
+
+
+@pytest.mark.parametrize(
+    ("setting", "value", "advice"),
+    [
+        (config.PKCS11_TOKEN, "no-such-token", "check COFFRE_PKCS11_TOKEN"),
+        (config.PKCS11_MODULE, "/nowhere/libpkcs11.so", "set COFFRE_PKCS11_MODULE"),
+        (config.CUSTODY, "vaultwarden", "use keyring or pkcs11"),
+    ],
+)
+def test_a_misconfigured_custody_says_which_setting_to_fix(
+    pkcs11_token: str,
+    monkeypatch: pytest.MonkeyPatch,
+    setting: config.Setting,
+    value: str,
+    advice: str,
+) -> None:
+    monkeypatch.setenv(setting.env, value)
+    with pytest.raises(CustodyError, match=advice):
+        open_custody(Path("unused"))
+
+
+def test_a_token_without_the_vaults_keys_says_to_run_init(pkcs11_token: str) -> None:
+    with pytest.raises(CustodyError, match="coffre init"):
+        Pkcs11Custodian.from_settings()
+
+
+def test_a_token_holding_a_vaults_keys_is_never_given_new_ones(pkcs11_token: str) -> None:
+    custodian = _custodian(pkcs11_token)
+    with pytest.raises(VaultStateError, match="already holds"):
+        create_custody(Path("unused"))
+    assert Pkcs11Custodian.from_settings().root_secret() == custodian.root_secret()
+
+
+def test_a_vault_in_pkcs11_custody_keeps_no_key_beside_its_storage(
+    pkcs11_token: str, tmp_path: Path
+) -> None:
+    vault = Vault.at(tmp_path / "vault")
+    vault.create()
+    records = vault.open()
+    with records.writer() as writer:
+        patient = writer.create({"resourceType": "Patient", "gender": "female"}).stored.id
+    records.storage.close()
+    assert not vault.keyring.exists()
+    reopened = vault.open()
+    assert reopened.read("Patient", patient).resource()["gender"] == "female"
+    reopened.storage.close()
+    kek_ids = sqlite3.connect(vault.storage_path).execute("SELECT kek_id FROM data_keys")
+    assert {row[0] for row in kek_ids} == {"pkcs11:kek-1"}
