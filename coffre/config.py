@@ -61,6 +61,13 @@ SQLITE_SYNCHRONOUS = Setting(
     "SQLite's synchronous pragma. FULL makes every acknowledged write survive a power cut;"
     " NORMAL survives a crash of Coffre but not of the machine.",
 )
+STORAGE_URL = Setting(
+    "storage_url",
+    "",
+    "For `coffre init`: a PostgreSQL URL (postgresql://USER@HOST/DB, never with a password)"
+    " to keep the new vault's storage in; the vault folder records it. Empty: an SQLite file"
+    " in the folder.",
+)
 BENCH_PLAINTEXT = Setting(
     "bench_plaintext",
     "",
@@ -98,6 +105,7 @@ SETTINGS = (
     WORKERS,
     MAX_BODY_BYTES,
     SQLITE_SYNCHRONOUS,
+    STORAGE_URL,
     BENCH_PLAINTEXT,
     BENCH_UNVERIFIED_READS,
     WITNESSES,

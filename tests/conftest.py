@@ -22,7 +22,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SHARED_DATA = Path(os.environ.get("COFFRE_SHARED_DATA", ROOT.parent / "shared" / "data"))
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 READY_SECONDS = 120
-pytest_plugins = ("softhsm",)  # SoftHSM2 tokens: the pkcs11_token fixture
+pytest_plugins = (
+    "softhsm",  # SoftHSM2 tokens: the pkcs11_token fixture
+    "pg",  # the storages every vault test runs on: the backend and storage_url fixtures
+)
 
 
 def shared_data_path(*parts: str) -> Path:

@@ -64,11 +64,15 @@ def _fail(error: CoffreError) -> typer.Exit:
 def init(
     folder: Annotated[Path, typer.Argument(help="Folder of the new vault.")],
     keyring: KeyringOption = None,
+    storage: Annotated[
+        str, typer.Option(envvar=config.STORAGE_URL.env, help=config.STORAGE_URL.help)
+    ] = config.STORAGE_URL.default,
 ) -> None:
-    """Create a new vault: an empty SQLite storage and a keyring file (0600) apart from it."""
+    """Create a new vault: an empty storage (an SQLite file, or a PostgreSQL database) and a
+    keyring file (0600) apart from it."""
     vault = Vault.at(folder, keyring)
     try:
-        vault.create()
+        vault.create(storage)
     except CoffreError as error:
         raise _fail(error) from None
     keys = (

@@ -1,7 +1,12 @@
-"""A vault on disk: where its storage and its keyring are, and opening them together."""
+"""A vault on disk: where its storage and its keyring are, and opening them together.
+
+The storage is an SQLite file in the vault folder, or a PostgreSQL database whose URL
+(never a password) the folder records in ``storage.url``.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -10,9 +15,11 @@ from coffre.custody import create_custody, open_custody
 from coffre.exceptions import VaultStateError
 from coffre.seal import AeadEnvelope, Envelope, PlainEnvelope
 from coffre.service.records import RecordStore
-from coffre.storage import SqliteStorage
+from coffre.storage import SqliteStorage, Storage
+from coffre.storage.postgres import PostgresStorage, check_url
 
 STORAGE_FILE = "storage.sqlite"
+STORAGE_URL_FILE = "storage.url"
 KEYRING_FILE = "keyring.json"
 
 
@@ -37,29 +44,54 @@ class Vault:
         return self.folder / STORAGE_FILE
 
     @property
+    def storage_url(self) -> str | None:
+        """The PostgreSQL URL of the storage, or None: the SQLite file in the folder."""
+        path = self.folder / STORAGE_URL_FILE
+        return path.read_text().strip() if path.exists() else None
+
+    @property
     def checkpoint_memory(self) -> Path:
         """Beside the keyring, on the sovereign side: the last checkpoint this side signed."""
         return self.keyring.with_name(self.keyring.stem + ".checkpoint")
 
-    def create(self) -> None:
-        """Make a new vault; refuses to touch an existing one."""
-        if self.storage_path.exists():
+    def create(self, storage_url: str = "") -> None:
+        """Make a new vault, its storage in ``storage_url`` (PostgreSQL) or else in an
+        SQLite file in the folder; refuses to touch an existing one."""
+        if self.storage_path.exists() or self.storage_url is not None:
             raise VaultStateError(f"a vault already exists at {self.folder}")
+        if storage_url:
+            check_url(storage_url)
+            PostgresStorage(storage_url, create=True).close()
         self.folder.mkdir(parents=True, exist_ok=True)
         self.keyring.parent.mkdir(parents=True, exist_ok=True)
         create_custody(self.keyring)
-        SqliteStorage(self.storage_path, create=True).close()
+        if storage_url:
+            self._record_url(storage_url)
+        else:
+            SqliteStorage(self.storage_path, create=True).close()
 
-    def open(self) -> RecordStore:
+    def _record_url(self, storage_url: str) -> None:
+        # 0600 like the keyring: the URL names the server, the database and the user.
+        path = self.folder / STORAGE_URL_FILE
+        with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as file:
+            file.write(storage_url + "\n")
+
+    def open_storage(self) -> Storage:
+        url = self.storage_url
+        if url is not None:
+            return PostgresStorage(url)
         if not self.storage_path.exists():
             raise VaultStateError(
                 f"no vault at {self.folder}: create one with 'coffre init {self.folder}'"
             )
+        return SqliteStorage(
+            self.storage_path, create=True, synchronous=config.SQLITE_SYNCHRONOUS.value()
+        )
+
+    def open(self) -> RecordStore:
+        storage = self.open_storage()
         envelope: Envelope = (
             PlainEnvelope() if config.BENCH_PLAINTEXT.value() == "1" else AeadEnvelope()
-        )
-        storage = SqliteStorage(
-            self.storage_path, create=True, synchronous=config.SQLITE_SYNCHRONOUS.value()
         )
         return RecordStore(
             storage,

@@ -1,15 +1,17 @@
-"""The SQLite driver: versions, current pointers, tokens, keys, history, atomicity."""
+"""Both drivers, SQLite and PostgreSQL: versions, current pointers, tokens, keys,
+history, atomicity."""
 
 from __future__ import annotations
 
-import sqlite3
-from contextlib import closing
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from pg import HostDatabase
 
 from coffre.exceptions import StorageError
-from coffre.storage import HistoryQuery, SealedVersion, SqliteStorage
+from coffre.storage import HistoryQuery, SealedVersion, SqliteStorage, Storage
+from coffre.storage.postgres import PostgresStorage
 
 
 def version(
@@ -19,11 +21,22 @@ def version(
 
 
 @pytest.fixture
-def storage(tmp_path: Path) -> SqliteStorage:
-    return SqliteStorage(tmp_path / "s.sqlite", create=True)
+def location(tmp_path: Path, storage_url: str) -> str | Path:
+    return storage_url or tmp_path / "s.sqlite"
 
 
-def test_latest_and_each_version_are_kept(storage: SqliteStorage) -> None:
+@pytest.fixture
+def storage(location: str | Path) -> Iterator[Storage]:
+    opened: Storage = (
+        SqliteStorage(location, create=True)
+        if isinstance(location, Path)
+        else PostgresStorage(location, create=True)
+    )
+    yield opened
+    opened.close()
+
+
+def test_latest_and_each_version_are_kept(storage: Storage) -> None:
     with storage.transaction() as txn:
         txn.append(version(b"a", 1), [b"t1"])
         txn.append(version(b"a", 2), [b"t2"])
@@ -34,7 +47,7 @@ def test_latest_and_each_version_are_kept(storage: SqliteStorage) -> None:
     assert storage.latest(b"missing") is None
 
 
-def test_tokens_follow_the_current_version_only(storage: SqliteStorage) -> None:
+def test_tokens_follow_the_current_version_only(storage: Storage) -> None:
     with storage.transaction() as txn:
         txn.append(version(b"a", 1), [b"old"])
         txn.append(version(b"a", 2), [b"new"])
@@ -46,7 +59,7 @@ def test_tokens_follow_the_current_version_only(storage: SqliteStorage) -> None:
     assert list(storage.current_of_kind(b"k")) == []
 
 
-def test_a_failed_transaction_leaves_nothing(storage: SqliteStorage) -> None:
+def test_a_failed_transaction_leaves_nothing(storage: Storage) -> None:
     with pytest.raises(RuntimeError), storage.transaction() as txn:
         txn.append(version(b"a", 1), [b"t"])
         txn.put_wrapped_key(b"c", "kek-1", b"w")
@@ -57,21 +70,21 @@ def test_a_failed_transaction_leaves_nothing(storage: SqliteStorage) -> None:
     assert storage.last_seq() == 0
 
 
-def test_a_version_number_cannot_be_written_twice(storage: SqliteStorage) -> None:
+def test_a_version_number_cannot_be_written_twice(storage: Storage) -> None:
     with storage.transaction() as txn:
         txn.append(version(b"a", 1), [])
-    with pytest.raises(Exception), storage.transaction() as txn:  # noqa: B017 - sqlite3.IntegrityError
+    with pytest.raises(Exception), storage.transaction() as txn:  # noqa: B017 - sqlite3's, or StorageError
         txn.append(version(b"a", 1), [])
     assert storage.last_seq() == 1
 
 
-def test_the_first_wrapped_key_stays(storage: SqliteStorage) -> None:
+def test_the_first_wrapped_key_stays(storage: Storage) -> None:
     with storage.transaction() as txn:
         assert txn.put_wrapped_key(b"c", "kek-1", b"first") == ("kek-1", b"first")
         assert txn.put_wrapped_key(b"c", "kek-1", b"second") == ("kek-1", b"first")
 
 
-def test_history_pages_newest_first_within_a_snapshot(storage: SqliteStorage) -> None:
+def test_history_pages_newest_first_within_a_snapshot(storage: Storage) -> None:
     with storage.transaction() as txn:
         for number in range(1, 6):
             txn.append(version(b"a", number, ts=number * 10), [])
@@ -90,7 +103,7 @@ def test_a_missing_file_is_not_created_by_accident(tmp_path: Path) -> None:
     assert not (tmp_path / "absent.sqlite").exists()
 
 
-def test_leaves_and_nodes_by_range_refuse_a_gap(storage: SqliteStorage) -> None:
+def test_leaves_and_nodes_by_range_refuse_a_gap(storage: Storage, location: str | Path) -> None:
     with storage.transaction() as txn:
         txn.append_leaves(0, [b"l0", b"l1", b"l2", b"l3"])
         txn.put_nodes([(1, i, b"n%d" % i) for i in range(4)])
@@ -99,7 +112,7 @@ def test_leaves_and_nodes_by_range_refuse_a_gap(storage: SqliteStorage) -> None:
     assert storage.nodes(1, 1, 3) == [b"n1", b"n2"]
     assert storage.nodes(1, 3, 10) == [b"n3"]
     assert storage.nodes(2, 0, 4) == []
-    with closing(sqlite3.connect(storage.path)) as host, host:
+    with HostDatabase(location) as host:
         host.execute("DELETE FROM leaves WHERE idx = 1")
         host.execute("DELETE FROM tree_nodes WHERE level = 1 AND idx = 2")
     with pytest.raises(StorageError, match="gap between leaves 0 and 4"):

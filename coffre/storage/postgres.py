@@ -1,0 +1,464 @@
+"""The PostgreSQL storage: several `coffre serve` processes, on several hosts, share one
+database.
+
+Reads take a connection from a pool and see only committed data. Writes use one
+connection of their own; each write transaction starts by taking a transaction-scoped
+advisory lock, the log's one sequencer: writers of every process queue on it, as they
+queue on SQLite's write lock, so that leaf indexes and version numbers never race.
+Under that lock READ COMMITTED is enough: each statement reads a snapshot taken after
+the lock was granted, so it sees everything the previous holder committed. (REPEATABLE
+READ would take its snapshot at the lock's own statement, before the wait, and miss it.)
+
+Commits wait for the WAL flush (``synchronous_commit = on``, whatever the server's
+default): every acknowledged write is durable. psycopg's errors become StorageError here
+and nowhere else, named by class and SQLSTATE only: PostgreSQL's messages can quote the
+values of a row.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any, NoReturn
+
+import psycopg
+from psycopg.conninfo import conninfo_to_dict
+from psycopg_pool import ConnectionPool
+
+from coffre.exceptions import StorageError
+from coffre.storage.base import HistoryQuery, SealedEvent, SealedVersion
+
+URL_SCHEMES = ("postgresql://", "postgres://")
+POOL_SIZE = 8
+"""Read connections per process at most (the write connection is apart)."""
+WRITE_LOCK = 0x636F66667265  # "coffre": the advisory lock every write transaction holds
+SCHEMA_LOCK = WRITE_LOCK + 1  # held while the schema is created or brought up to date
+
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS coffre_meta (key text PRIMARY KEY, value text NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS versions (
+        seq bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+        loc bytea NOT NULL,
+        version integer NOT NULL,
+        kind bytea NOT NULL,
+        comp bytea NOT NULL,
+        ts bigint NOT NULL,
+        deleted boolean NOT NULL,
+        body bytea NOT NULL,
+        UNIQUE (loc, version)
+    )""",
+    "CREATE INDEX IF NOT EXISTS versions_by_kind ON versions (kind, seq)",
+    """CREATE TABLE IF NOT EXISTS current (
+        loc bytea PRIMARY KEY,
+        version integer NOT NULL,
+        kind bytea NOT NULL,
+        comp bytea NOT NULL,
+        deleted boolean NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS current_by_kind ON current (kind) WHERE NOT deleted",
+    """CREATE TABLE IF NOT EXISTS tokens (
+        token bytea NOT NULL,
+        loc bytea NOT NULL,
+        PRIMARY KEY (token, loc)
+    )""",
+    "CREATE INDEX IF NOT EXISTS tokens_by_loc ON tokens (loc)",
+    "CREATE TABLE IF NOT EXISTS leaves (idx bigint PRIMARY KEY, data bytea NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS tree_nodes (
+        level integer NOT NULL,
+        idx bigint NOT NULL,
+        hash bytea NOT NULL,
+        PRIMARY KEY (level, idx)
+    )""",
+    "CREATE TABLE IF NOT EXISTS checkpoints (size bigint PRIMARY KEY, note text NOT NULL)",
+    """CREATE TABLE IF NOT EXISTS audit_events (
+        digest bytea PRIMARY KEY,
+        comp bytea NOT NULL,
+        leaf bigint NOT NULL,
+        body bytea NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS audit_events_by_comp ON audit_events (comp, leaf)",
+    """CREATE TABLE IF NOT EXISTS data_keys (
+        comp bytea PRIMARY KEY,
+        kek_id text NOT NULL,
+        wrapped bytea NOT NULL
+    )""",
+)
+
+_COLUMNS = "loc, version, kind, comp, ts, deleted, body, seq"
+
+
+def is_url(location: str) -> bool:
+    return location.startswith(URL_SCHEMES)
+
+
+def check_url(url: str) -> None:
+    """Refuse a URL that is not PostgreSQL's or that carries a password: the URL is kept
+    in the vault folder, the password belongs in PGPASSFILE, a service file or PGPASSWORD."""
+    if not is_url(url):
+        raise StorageError("a PostgreSQL storage URL starts with postgresql://")
+    try:
+        params = conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        raise StorageError("the PostgreSQL storage URL cannot be parsed") from None
+    if params.get("password"):
+        raise StorageError(
+            "the storage URL must not hold a password: use PGPASSFILE, a service file"
+            " (PGSERVICEFILE) or PGPASSWORD"
+        )
+
+
+def _fail(what: str, error: psycopg.Error) -> NoReturn:
+    raise StorageError(
+        f"PostgreSQL could not {what} ({type(error).__name__}, SQLSTATE {error.sqlstate})"
+    ) from None
+
+
+def _version(row: Sequence[Any]) -> SealedVersion:
+    return SealedVersion(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
+
+
+def _connect(url: str, autocommit: bool = True) -> psycopg.Connection[tuple[Any, ...]]:
+    """A connection whose statements are prepared on first use, committing durably."""
+    try:
+        connection = psycopg.connect(url, autocommit=autocommit, prepare_threshold=0)
+        connection.execute("SET synchronous_commit = on")
+    except psycopg.OperationalError as error:
+        # libpq's connection messages name the server and the user, never a password.
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else ""
+        raise StorageError(f"cannot connect to the PostgreSQL storage: {first_line}") from None
+    except psycopg.Error as error:
+        _fail("open a connection", error)
+    return connection
+
+
+class _Reader:
+    """Every read, over whatever ``_rows`` runs them on."""
+
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        raise NotImplementedError
+
+    def _one(self, sql: str, args: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        rows = self._rows(sql, args)
+        return rows[0] if rows else None
+
+    def latest(self, loc: bytes) -> SealedVersion | None:
+        row = self._one(
+            f"SELECT {_COLUMNS} FROM versions WHERE loc = %s ORDER BY version DESC LIMIT 1",
+            (loc,),
+        )
+        return _version(row) if row else None
+
+    def version(self, loc: bytes, version: int) -> SealedVersion | None:
+        row = self._one(
+            f"SELECT {_COLUMNS} FROM versions WHERE loc = %s AND version = %s", (loc, version)
+        )
+        return _version(row) if row else None
+
+    def find(self, token: bytes) -> list[bytes]:
+        return [row[0] for row in self._rows("SELECT loc FROM tokens WHERE token = %s", (token,))]
+
+    def tokens_of(self, loc: bytes) -> list[bytes]:
+        return [row[0] for row in self._rows("SELECT token FROM tokens WHERE loc = %s", (loc,))]
+
+    def leaf_count(self) -> int:
+        row = self._one("SELECT max(idx) FROM leaves")
+        return 0 if row is None or row[0] is None else int(row[0]) + 1
+
+    def leaves(self, start: int, end: int) -> list[bytes]:
+        rows = self._rows(
+            "SELECT idx, data FROM leaves WHERE idx >= %s AND idx < %s ORDER BY idx", (start, end)
+        )
+        if rows and (rows[0][0] != start or rows[-1][0] != start + len(rows) - 1):
+            raise StorageError(f"the log has a gap between leaves {start} and {end}")
+        return [row[1] for row in rows]
+
+    def node(self, level: int, index: int) -> bytes | None:
+        row = self._one("SELECT hash FROM tree_nodes WHERE level = %s AND idx = %s", (level, index))
+        return None if row is None else bytes(row[0])
+
+    def nodes(self, level: int, start: int, end: int) -> list[bytes]:
+        rows = self._rows(
+            "SELECT idx, hash FROM tree_nodes WHERE level = %s AND idx >= %s AND idx < %s"
+            " ORDER BY idx",
+            (level, start, end),
+        )
+        if rows and (rows[0][0] != start or rows[-1][0] != start + len(rows) - 1):
+            raise StorageError(f"the tree has a gap at level {level} between {start} and {end}")
+        return [row[1] for row in rows]
+
+    def latest_checkpoint(self) -> str | None:
+        row = self._one("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1")
+        return None if row is None else str(row[0])
+
+    def checkpoint_at(self, size: int) -> str | None:
+        row = self._one("SELECT note FROM checkpoints WHERE size = %s", (size,))
+        return None if row is None else str(row[0])
+
+    def wrapped_key(self, comp: bytes) -> tuple[str, bytes] | None:
+        row = self._one("SELECT kek_id, wrapped FROM data_keys WHERE comp = %s", (comp,))
+        return (row[0], row[1]) if row else None
+
+
+class _Txn(_Reader):
+    """One write transaction, on the write connection, under the write lock."""
+
+    def __init__(self, connection: psycopg.Connection[tuple[Any, ...]]) -> None:
+        self._db = connection
+        self._depth = 0
+
+    def _execute(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor[tuple[Any, ...]]:
+        try:
+            return self._db.execute(sql, args, binary=True)
+        except psycopg.Error as error:
+            _fail("write", error)
+
+    def _execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+        try:
+            with self._db.cursor(binary=True) as cursor:
+                cursor.executemany(sql, rows)
+        except psycopg.Error as error:
+            _fail("write", error)
+
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return self._execute(sql, args).fetchall()
+
+    @contextmanager
+    def savepoint(self) -> Iterator[None]:
+        self._depth += 1
+        name = f"s{self._depth}"
+        self._execute(f"SAVEPOINT {name}")
+        try:
+            yield
+        except BaseException:
+            self._execute(f"ROLLBACK TO SAVEPOINT {name}")
+            raise
+        finally:
+            self._execute(f"RELEASE SAVEPOINT {name}")
+            self._depth -= 1
+
+    def append(self, record: SealedVersion, tokens: Iterable[bytes]) -> int:
+        row = self._execute(
+            "INSERT INTO versions (loc, version, kind, comp, ts, deleted, body)"
+            " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING seq",
+            (
+                record.loc,
+                record.version,
+                record.kind,
+                record.comp,
+                record.ts,
+                record.deleted,
+                record.body,
+            ),
+        ).fetchone()
+        self._execute(
+            "INSERT INTO current (loc, version, kind, comp, deleted) VALUES (%s, %s, %s, %s, %s)"
+            " ON CONFLICT (loc) DO UPDATE SET version = excluded.version, kind = excluded.kind,"
+            " comp = excluded.comp, deleted = excluded.deleted",
+            (record.loc, record.version, record.kind, record.comp, record.deleted),
+        )
+        self._execute("DELETE FROM tokens WHERE loc = %s", (record.loc,))
+        self._execute_many(
+            "INSERT INTO tokens (token, loc) VALUES (%s, %s) ON CONFLICT DO NOTHING",
+            [(token, record.loc) for token in tokens],
+        )
+        assert row is not None
+        seq: int = row[0]
+        return seq
+
+    def append_leaves(self, start: int, leaves: Sequence[bytes]) -> None:
+        """Add leaves from ``start``, which must be the end of the log (the caller read
+        ``leaf_count`` under the same write lock); a wrong index fails, never overwrites."""
+        try:
+            with self._db.cursor(binary=True) as cursor:
+                cursor.executemany(
+                    "INSERT INTO leaves (idx, data) VALUES (%s, %s)", list(enumerate(leaves, start))
+                )
+        except psycopg.errors.UniqueViolation:
+            raise StorageError(f"the log already has a leaf at {start} or after") from None
+        except psycopg.Error as error:
+            _fail("write", error)
+
+    def append_event(self, event: SealedEvent) -> None:
+        self._execute(
+            "INSERT INTO audit_events (digest, comp, leaf, body) VALUES (%s, %s, %s, %s)",
+            (event.digest, event.comp, event.leaf, event.body),
+        )
+
+    def put_nodes(self, nodes: Iterable[tuple[int, int, bytes]]) -> None:
+        self._execute_many(
+            "INSERT INTO tree_nodes (level, idx, hash) VALUES (%s, %s, %s)"
+            " ON CONFLICT (level, idx) DO UPDATE SET hash = excluded.hash",
+            list(nodes),
+        )
+
+    def put_checkpoint(self, size: int, note: str) -> None:
+        self._execute(
+            "INSERT INTO checkpoints (size, note) VALUES (%s, %s)"
+            " ON CONFLICT (size) DO UPDATE SET note = excluded.note",
+            (size, note),
+        )
+
+    def put_wrapped_key(self, comp: bytes, kek_id: str, wrapped: bytes) -> tuple[str, bytes]:
+        self._execute(
+            "INSERT INTO data_keys (comp, kek_id, wrapped) VALUES (%s, %s, %s)"
+            " ON CONFLICT (comp) DO NOTHING",
+            (comp, kek_id, wrapped),
+        )
+        stored = self.wrapped_key(comp)
+        assert stored is not None
+        return stored
+
+
+class PostgresStorage(_Reader):
+    """Sealed versions, index tokens, the log and wrapped keys in one PostgreSQL database.
+
+    ``url`` is a libpq URL without a password (see ``check_url``); ``create`` makes the
+    tables in an empty database, otherwise they must exist.
+    """
+
+    def __init__(self, url: str, *, create: bool = False) -> None:
+        check_url(url)
+        self._url = url
+        self._write_db = _connect(url)
+        self._write_mutex = threading.Lock()  # one write transaction per process at a time
+        try:
+            self._prepare_schema(create)
+            self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
+                url,
+                kwargs={"autocommit": True, "prepare_threshold": 0},
+                min_size=1,
+                max_size=POOL_SIZE,
+                num_workers=1,
+                open=True,
+            )
+        except BaseException:
+            self._write_db.close()
+            raise
+
+    def _prepare_schema(self, create: bool) -> None:
+        """Make the tables (``create``, in a database without them) or check they exist,
+        then add any table that a newer Coffre has; under a lock, so that processes
+        starting together do not race."""
+        with self._transaction_on(SCHEMA_LOCK) as txn:
+            row = txn._one("SELECT to_regclass('versions') IS NOT NULL")
+            exists = bool(row and row[0])
+            if create and exists:
+                raise StorageError("the PostgreSQL database already holds a Coffre storage")
+            if not create and not exists:
+                raise StorageError("the PostgreSQL database holds no Coffre storage")
+            for statement in SCHEMA:
+                txn._execute(statement)
+
+    def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        return list(self._stream(sql, args, size=0))
+
+    def _stream(self, sql: str, args: Sequence[Any], size: int) -> Iterator[tuple[Any, ...]]:
+        """The rows of a read, all at once (``size`` 0) or ``size`` at a time. A connection
+        that the server dropped while it idled in the pool is replaced, as long as no row
+        was handed out yet; the pool discards it."""
+        for _ in range(POOL_SIZE + 1):
+            started = False
+            try:
+                with self._pool.connection() as connection:
+                    try:
+                        if size == 0:
+                            yield from connection.execute(sql, args, binary=True).fetchall()
+                            return
+                        for row in connection.cursor().stream(sql, args, binary=True, size=size):
+                            started = True
+                            yield row
+                        return
+                    except psycopg.Error as error:
+                        if started or not connection.broken:
+                            _fail("read", error)
+            except psycopg.Error as error:  # no connection to be had
+                _fail("read", error)
+        raise StorageError("PostgreSQL could not read: every connection was dropped")
+
+    @contextmanager
+    def transaction(self) -> Iterator[_Txn]:
+        with self._transaction_on(WRITE_LOCK) as txn:
+            yield txn
+
+    @contextmanager
+    def _transaction_on(self, lock: int) -> Iterator[_Txn]:
+        with self._write_mutex:
+            if self._write_db.closed:  # a failed rollback closed it: start afresh
+                self._write_db = _connect(self._url)
+            txn = _Txn(self._write_db)
+            txn._execute("BEGIN ISOLATION LEVEL READ COMMITTED")
+            try:
+                txn._execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
+                yield txn
+            except BaseException:
+                self._rollback()
+                raise
+            try:
+                self._write_db.execute("COMMIT")
+            except psycopg.Error as error:
+                self._rollback()
+                _fail("commit", error)
+
+    def _rollback(self) -> None:
+        """Undo the transaction; if that fails too (the server went away), drop the
+        connection so that the next transaction opens a new one, and let the error that
+        caused the rollback be the one reported."""
+        try:
+            self._write_db.execute("ROLLBACK")
+        except psycopg.Error:
+            self._write_db.close()
+
+    @staticmethod
+    def _where(query: HistoryQuery) -> tuple[str, list[Any]]:
+        clauses, args = [], []
+        for clause, value in (
+            ("loc = %s", query.loc),
+            ("kind = %s", query.kind),
+            ("ts >= %s", query.since_ts),
+            ("seq <= %s", query.before_seq),
+        ):
+            if value is not None:
+                clauses.append(clause)
+                args.append(value)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
+
+    def history(self, query: HistoryQuery) -> Sequence[SealedVersion]:
+        where, args = self._where(query)
+        rows = self._rows(
+            f"SELECT {_COLUMNS} FROM versions{where} ORDER BY seq DESC LIMIT %s OFFSET %s",
+            [*args, query.limit, query.offset],
+        )
+        return [_version(row) for row in rows]
+
+    def count_history(self, query: HistoryQuery) -> int:
+        where, args = self._where(query)
+        row = self._one(f"SELECT count(*) FROM versions{where}", args)
+        assert row is not None
+        return int(row[0])
+
+    def last_seq(self) -> int:
+        row = self._one("SELECT max(seq) FROM versions")
+        return int(row[0] or 0) if row else 0
+
+    def events_of(self, comp: bytes) -> Sequence[SealedEvent]:
+        rows = self._rows(
+            "SELECT digest, comp, leaf, body FROM audit_events WHERE comp = %s ORDER BY leaf DESC",
+            (comp,),
+        )
+        return [SealedEvent(*row) for row in rows]
+
+    def current_of_kind(self, kind: bytes) -> Iterator[SealedVersion]:
+        """Streamed: the rows come as the caller asks for them, on a connection of its own."""
+        columns = ", ".join("v." + column for column in _COLUMNS.split(", "))
+        sql = (
+            f"SELECT {columns} FROM current c JOIN versions v"
+            " ON v.loc = c.loc AND v.version = c.version"
+            " WHERE c.kind = %s AND NOT c.deleted ORDER BY v.seq"
+        )
+        for row in self._stream(sql, (kind,), size=256):
+            yield _version(row)
+
+    def close(self) -> None:
+        self._pool.close()
+        self._write_db.close()

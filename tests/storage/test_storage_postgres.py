@@ -1,0 +1,152 @@
+"""The PostgreSQL driver's own promises: one sequencer for every process, URLs without
+passwords, errors that quote nothing, and a connection that comes back."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from pg import Cluster
+
+from coffre.exceptions import StorageError
+from coffre.storage import SealedVersion
+from coffre.storage.postgres import PostgresStorage, check_url
+
+WRITERS = 4
+WRITES_EACH = 25
+
+
+@pytest.fixture
+def url(postgres: Cluster) -> str:
+    return postgres.create_database()
+
+
+@pytest.fixture
+def storage(url: str) -> Iterator[PostgresStorage]:
+    opened = PostgresStorage(url, create=True)
+    yield opened
+    opened.close()
+
+
+def _version(loc: bytes, number: int) -> SealedVersion:
+    return SealedVersion(loc, number, b"k", b"c", number, False, b"body")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://coffre:secret@db/coffre",
+        "postgresql://coffre@db/coffre?password=secret",
+        "sqlite:///vault.sqlite",
+        "postgresql://db/coffre?no_such_parameter=1",
+    ],
+)
+def test_a_url_with_a_password_or_not_postgresql_is_refused(url: str) -> None:
+    with pytest.raises(StorageError) as refused:
+        check_url(url)
+    assert "secret" not in str(refused.value)
+
+
+def test_an_empty_database_is_not_a_storage_and_a_storage_is_not_created_twice(url: str) -> None:
+    with pytest.raises(StorageError, match="holds no Coffre storage"):
+        PostgresStorage(url)
+    PostgresStorage(url, create=True).close()
+    with pytest.raises(StorageError, match="already holds"):
+        PostgresStorage(url, create=True)
+    PostgresStorage(url).close()
+
+
+def test_a_database_that_cannot_be_reached_is_a_storage_error(postgres: Cluster) -> None:
+    with pytest.raises(StorageError, match="cannot connect"):
+        PostgresStorage(postgres.url("no_such_database"))
+
+
+def test_writers_of_several_processes_take_turns_on_the_log(url: str) -> None:
+    """Each writer stands for a server process (a storage of its own): each transaction
+    reads the log's end and the record's version, then appends after them. Without the
+    sequencer two would read the same end and one would fail."""
+    PostgresStorage(url, create=True).close()
+    failures: list[BaseException] = []
+
+    def write(writer: int) -> None:
+        storage = PostgresStorage(url)
+        try:
+            for _ in range(WRITES_EACH):
+                with storage.transaction() as txn:
+                    latest = txn.latest(b"shared")
+                    number = latest.version + 1 if latest else 1
+                    txn.append(_version(b"shared", number), [b"w%d" % writer])
+                    txn.append_leaves(txn.leaf_count(), [b"leaf of %d" % writer])
+        except BaseException as error:
+            failures.append(error)
+        finally:
+            storage.close()
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(WRITERS)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not failures, failures
+    storage = PostgresStorage(url)
+    try:
+        total = WRITERS * WRITES_EACH
+        assert storage.leaf_count() == total and len(storage.leaves(0, total)) == total
+        latest = storage.latest(b"shared")
+        assert latest is not None and latest.version == total
+    finally:
+        storage.close()
+
+
+def test_errors_name_no_value(storage: PostgresStorage) -> None:
+    loc = b"a-telling-location"
+    with storage.transaction() as txn:
+        txn.append(_version(loc, 1), [])
+    with pytest.raises(StorageError) as refused, storage.transaction() as txn:
+        txn.append(_version(loc, 1), [])
+    message = str(refused.value)
+    assert "UniqueViolation" in message
+    assert "telling" not in message and loc.hex() not in message
+    assert storage.last_seq() == 1
+
+
+def test_a_failed_savepoint_undoes_only_itself(storage: PostgresStorage) -> None:
+    with storage.transaction() as txn:
+        txn.append(_version(b"a", 1), [])
+        with pytest.raises(StorageError), txn.savepoint():
+            txn.append(_version(b"b", 1), [])
+            txn.append(_version(b"a", 1), [])  # a duplicate: the transaction would abort
+        txn.append(_version(b"a", 2), [])
+    assert storage.latest(b"b") is None
+    latest = storage.latest(b"a")
+    assert latest is not None and latest.version == 2
+
+
+def test_the_write_connection_comes_back_after_the_server_dropped_it(
+    storage: PostgresStorage, url: str
+) -> None:
+    with storage.transaction() as txn:
+        txn.append(_version(b"a", 1), [])
+    with psycopg.connect(url, autocommit=True) as admin:
+        admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+            " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        )
+    with pytest.raises(StorageError), storage.transaction() as txn:
+        txn.append(_version(b"a", 2), [])
+    with storage.transaction() as txn:
+        txn.append(_version(b"a", 2), [])
+    latest = storage.latest(b"a")  # the pool replaced its connections too
+    assert latest is not None and latest.version == 2
+
+
+def test_a_stream_abandoned_halfway_leaves_the_reads_working(storage: PostgresStorage) -> None:
+    with storage.transaction() as txn:
+        for number in range(1, 600):
+            txn.append(_version(b"r%d" % number, 1), [])
+    reading = storage.current_of_kind(b"k")
+    assert next(reading).loc == b"r1"
+    reading.close()
+    assert len(list(storage.current_of_kind(b"k"))) == 599
