@@ -5,15 +5,19 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import httpx
 import pkcs11
 import pytest
+from conftest import FHIR_JSON, RunningServer
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as p11
 from softhsm import PIN, SoftHsm
+from typer.testing import CliRunner
 
 from coffre import config
+from coffre.cli.main import app
 from coffre.custody import Pkcs11Custodian, WrappedKey, create_custody, open_custody
 from coffre.exceptions import CustodyError, SealError, VaultStateError
 from coffre.seal import random_key
@@ -226,3 +230,37 @@ def test_a_vault_in_pkcs11_custody_keeps_no_key_beside_its_storage(
     reopened.storage.close()
     kek_ids = sqlite3.connect(vault.storage_path).execute("SELECT kek_id FROM data_keys")
     assert {row[0] for row in kek_ids} == {"pkcs11:kek-1"}
+
+
+def test_coffre_init_makes_the_keys_in_the_token_and_writes_no_keyring(
+    pkcs11_token: str, tmp_path: Path
+) -> None:
+    result = CliRunner().invoke(app, ["init", str(tmp_path / "vault")])
+    assert result.exit_code == 0, result.output
+    assert f"keys in the PKCS#11 token '{pkcs11_token}'" in " ".join(result.output.split())
+    assert not (tmp_path / "vault" / "keyring.json").exists()
+    again = CliRunner().invoke(app, ["init", str(tmp_path / "other")])
+    assert again.exit_code == 1 and "already holds" in " ".join(again.output.split())
+
+
+@pytest.mark.slow
+def test_server_processes_each_log_in_to_the_token_and_serve_its_records(
+    pkcs11_token: str, tmp_path: Path
+) -> None:
+    vault = Vault.at(tmp_path / "vault")
+    vault.create()
+    server = RunningServer(vault, workers=2)
+    try:
+        created = httpx.post(
+            f"{server.base_url}/Patient",
+            json={"resourceType": "Patient", "gender": "female"},
+            headers=FHIR_JSON,
+        )
+        assert created.status_code == 201, created.text
+        location = created.headers["Location"].split("/_history")[0]
+        # Several reads, so that both processes unwrap the data key in the token.
+        for _ in range(6):
+            read = httpx.get(location, headers=FHIR_JSON)
+            assert read.status_code == 200 and read.json()["gender"] == "female"
+    finally:
+        server.stop()
