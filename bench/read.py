@@ -16,9 +16,11 @@ check of each read against the tamper-evident log, and with and without sealing.
 
 Printed: reads/s, latency percentiles, server CPU per read, the load generator's CPU, errors,
 what the check costs (sealed against sealed-unverified; issue 4's target: within 20%) and
-what sealing costs (sealed-unverified against plaintext-unverified).
+what sealing costs (sealed-unverified against plaintext-unverified). On a shared machine,
+--rounds R runs the modes R times, every other round in reverse order, and prints medians;
+the comparisons pair the runs of each round.
 
-    .venv/bin/python bench/read.py [--patients 300] [--clients 50] [--duration 30]
+    .venv/bin/python bench/read.py [--patients 300] [--clients 50] [--duration 30] [--rounds 1]
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import argparse
 import asyncio
 import random
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -71,6 +74,7 @@ MODES: dict[str, tuple[bool, dict[str, str]]] = {
     "sealed-unverified": (False, UNVERIFIED),
     "plaintext-unverified": (True, UNVERIFIED),
 }
+Runs = dict[str, list[dict[str, Any]]]  # mode -> its runs, one per round
 
 
 # -- the data --------------------------------------------------------------------------------
@@ -278,39 +282,48 @@ def change(value: float, reference: float) -> float:
     return (value - reference) / reference * 100 if reference else float("nan")
 
 
-def comparison(results: dict[str, dict[str, Any]], mode: str, reference: str) -> dict[str, float]:
-    a, b = results[mode], results[reference]
+COMPARED = {
+    "reads/s": lambda r: r["reads_per_s"],
+    "server CPU per read": lambda r: r["server_cpu_per_read_ms"],
+    "p50": lambda r: r["latency_ms"]["p50"],
+    "p99": lambda r: r["latency_ms"]["p99"],
+}
+
+
+def comparison(results: Runs, mode: str, reference: str) -> dict[str, list[float]]:
+    """Per round (the two runs of a round are close in time), mode against reference in %."""
+    pairs = list(zip(results[mode], results[reference], strict=True))
     return {
-        "reads_per_s": change(a["reads_per_s"], b["reads_per_s"]),
-        "server_cpu_per_read": change(a["server_cpu_per_read_ms"], b["server_cpu_per_read_ms"]),
-        "p50": change(a["latency_ms"]["p50"], b["latency_ms"]["p50"]),
-        "p99": change(a["latency_ms"]["p99"], b["latency_ms"]["p99"]),
+        label: [change(getter(a), getter(b)) for a, b in pairs]
+        for label, getter in COMPARED.items()
     }
 
 
-def describe(costs: dict[str, float]) -> str:
-    return (
-        f"reads/s {costs['reads_per_s']:+.1f}%, server CPU per read"
-        f" {costs['server_cpu_per_read']:+.1f}%, p50 {costs['p50']:+.1f}%,"
-        f" p99 {costs['p99']:+.1f}%"
-    )
+def describe(costs: dict[str, list[float]]) -> str:
+    """The median change of each figure, then each round's when there are several."""
+    parts = []
+    for label, values in costs.items():
+        text = f"{label} {statistics.median(values):+.1f}%"
+        if len(values) > 1:
+            text += " (" + " / ".join(f"{v:+.0f}" for v in values) + ")"
+        parts.append(text)
+    return ", ".join(parts)
 
 
-def report(
-    results: dict[str, dict[str, Any]], modes: list[str], args: argparse.Namespace
-) -> dict[str, dict[str, float]]:
-    def col(getter: Any) -> dict[str, Any]:
-        return {mode: getter(results[mode]) for mode in modes}
+def report(results: Runs, modes: list[str], args: argparse.Namespace) -> dict[str, Any]:
+    def col(getter: Any, combine: Any = statistics.median) -> dict[str, Any]:
+        return {mode: combine([getter(run) for run in results[mode]]) for mode in modes}
 
+    rounds = f", median of {args.rounds} rounds" if args.rounds > 1 else ""
     table = Table(
         f"Reads: {args.clients} clients, GET /Type/id on random ids, {args.duration:.0f} s"
-        f" measured after {args.warmup:.0f} s of warm-up, server --workers {args.workers}"
+        f" measured after {args.warmup:.0f} s of warm-up, server --workers {args.workers}{rounds}"
     )
     table.add("reads/s", col(lambda r: r["reads_per_s"]))
     for p in ("p50", "p90", "p99", "max"):
         table.add(f"latency {p} (ms)", col(lambda r, p=p: r["latency_ms"][p]), "{:,.1f}")
-    table.add("errors (non-200 answers)", col(lambda r: r["errors"]))
-    table.add("  of which network errors", col(lambda r: r["network_errors"]))
+    table.add("errors (non-200 answers), all rounds", col(lambda r: r["errors"], sum))
+    table.add("  of which network errors", col(lambda r: r["network_errors"], sum))
     table.add("server CPU per read (ms)", col(lambda r: r["server_cpu_per_read_ms"]), "{:,.3f}")
     table.add(
         "server share of the machine", col(lambda r: r["cpu"]["server_share"] * 100), "{:.1f}%"
@@ -332,24 +345,26 @@ def report(
     print()
     print(table.render(modes))
     for mode in modes:
-        if results[mode]["failures"]:
+        failures = [line for run in results[mode] for line in run["failures"]]
+        if failures:
             print(f"\nfirst failures ({mode}):")
-            for line in results[mode]["failures"]:
+            for line in failures[:MAX_DIAGNOSTICS]:
                 print("  " + line)
     comparisons = {}
     print()
     if "sealed" in results and "sealed-unverified" in results:
-        costs = comparison(results, "sealed", "sealed-unverified")
-        comparisons["verification"] = costs
-        met = -costs["reads_per_s"] <= TARGET_VERIFICATION_COST
+        costs = comparisons["verification"] = comparison(results, "sealed", "sealed-unverified")
+        throughput = statistics.median(costs["reads/s"])
+        met = -throughput <= TARGET_VERIFICATION_COST
         print(f"Verification (sealed against sealed-unverified): {describe(costs)}")
         print(
-            f"Target (issue 4): verified reads within {TARGET_VERIFICATION_COST:.0f}% of"
-            f" unverified throughput: {'met' if met else 'NOT met'}"
+            f"Target (issue 4): verified reads within {TARGET_VERIFICATION_COST:.0f}% of the"
+            f" unverified throughput: {'met' if met else 'NOT met'} (reads/s {throughput:+.1f}%)"
         )
     if "sealed-unverified" in results and "plaintext-unverified" in results:
-        costs = comparison(results, "sealed-unverified", "plaintext-unverified")
-        comparisons["sealing"] = costs
+        costs = comparisons["sealing"] = comparison(
+            results, "sealed-unverified", "plaintext-unverified"
+        )
         print(f"Sealing (sealed-unverified against plaintext-unverified): {describe(costs)}")
     return comparisons
 
@@ -385,6 +400,12 @@ def main() -> None:
     parser.add_argument(
         "--timeout", type=float, default=60.0, help="per-request timeout in s (default 60)"
     )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the modes this many times, alternating their order; medians (default 1)",
+    )
     add_common_options(parser)
     parser.add_argument(
         "--modes",
@@ -392,8 +413,8 @@ def main() -> None:
         help=f"comma-separated subset of {','.join(MODES)}, run in this order (default all)",
     )
     args = parser.parse_args()
-    if min(args.patients, args.load_clients, args.clients, args.workers) < 1:
-        parser.error("--patients, --load-clients, --clients and --workers must be at least 1")
+    if min(args.patients, args.load_clients, args.clients, args.workers, args.rounds) < 1:
+        parser.error("--patients, --load-clients, --clients, --workers, --rounds: at least 1")
     if args.duration <= 0 or args.warmup < 0:
         parser.error("--duration must be positive and --warmup not negative")
     modes = parse_modes(args.modes)
@@ -414,12 +435,20 @@ def main() -> None:
                 f" storage {loaded.storage_bytes / 1e6:,.1f} MB; "
                 + ", ".join(f"{t} {n:,}" for t, n in types.most_common())
             )
-        results = {}
-        for n, mode in enumerate(modes):
-            print(f"running {mode} ...", flush=True)
-            results[mode] = run_mode(
-                mode, args, vaults[MODES[mode][0]], profile=bool(args.py_spy) and n == 0
-            )
+        results: Runs = {mode: [] for mode in modes}
+        for n in range(args.rounds):
+            # Every other round in the reverse order: drift in the machine's load hits all.
+            for mode in modes if n % 2 == 0 else modes[::-1]:
+                print(f"round {n + 1}: {mode} ...", flush=True)
+                first = not any(results.values())
+                run = run_mode(mode, args, vaults[MODES[mode][0]], bool(args.py_spy) and first)
+                results[mode].append(run)
+                print(
+                    f"  {run['reads_per_s']:,.0f} reads/s, server CPU per read"
+                    f" {run['server_cpu_per_read_ms']:.3f} ms, other processes"
+                    f" {run['cpu']['others_share']:.0%} of the machine",
+                    flush=True,
+                )
         comparisons = report(results, modes, args)
     finally:
         for loaded in vaults.values():
