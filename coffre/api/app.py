@@ -104,6 +104,7 @@ def _fhir_routes() -> list[Route]:
         Route("/", routes.bundle, methods=["POST"]),
         Route("/_history", routes.history_system, methods=["GET"]),
         Route("/Patient/{id}/$access-history", routes.access_history, methods=["GET"]),
+        Route("/Patient/{id}/$everything", routes.everything, methods=["GET"]),
         Route("/{type}", routes.search, methods=["GET"]),
         Route("/{type}", routes.create, methods=["POST"]),
         Route("/{type}", routes.conditional_update, methods=["PUT"]),

@@ -7,7 +7,8 @@ from typing import Any
 
 import coffre
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
-from coffre.search.criteria import SUPPORTED
+from coffre.search.criteria import MODIFIERS
+from coffre.search.parameters import parameters_for
 
 _INTERACTIONS = [
     "read",
@@ -19,12 +20,23 @@ _INTERACTIONS = [
     "create",
     "search-type",
 ]
-_SEARCH_TYPES = {"_id": "token", "identifier": "token"}
+_MODIFIER_NOTE = {
+    kind: "modifiers: " + ", ".join(f":{m}" for m in sorted({*modifiers, "missing"}))
+    for kind, modifiers in MODIFIERS.items()
+}
+_MODIFIER_NOTE["reference"] += ", :[Type], chains (subject:Patient.name) and _has"
+for _kind in ("date", "number", "quantity"):
+    _MODIFIER_NOTE[_kind] += "; prefixes eq ne gt lt ge le sa eb ap"
+_RESULT_PARAMETERS = (
+    "_count, _sort, _total (none|estimate|accurate), _summary (true|count|data|text|false),"
+    " _elements, _include and _revinclude (with :iterate); GET and POST _search;"
+    " unknown parameters are ignored and reported unless Prefer: handling=strict"
+)
 _STARTED = datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _resource(resource_type: str) -> dict[str, Any]:
-    params = [p for p in SUPPORTED if p == "_id" or resource_type != "Parameters"]
+    params = [p for p in parameters_for(resource_type).values() if p.extract is not None]
     return {
         "type": resource_type,
         "interaction": [{"code": code} for code in _INTERACTIONS],
@@ -35,7 +47,17 @@ def _resource(resource_type: str) -> dict[str, Any]:
         "conditionalRead": "not-match",
         "conditionalUpdate": True,
         "conditionalDelete": "multiple",
-        "searchParam": [{"name": name, "type": _SEARCH_TYPES[name]} for name in params],
+        "searchInclude": ["*"],
+        "searchRevInclude": ["*"],
+        "searchParam": [
+            {
+                "name": p.code,
+                "definition": p.url,
+                "type": p.type,
+                "documentation": _MODIFIER_NOTE.get(p.type, ""),
+            }
+            for p in params
+        ],
     }
 
 
@@ -53,7 +75,8 @@ def capability_statement(base_url: str) -> dict[str, Any]:
         "rest": [
             {
                 "mode": "server",
-                "documentation": "Every resource is sealed (AES-256-GCM) before it reaches the storage host.",
+                "documentation": "Every resource is sealed (AES-256-GCM) before it reaches the"
+                " storage host; search runs over blind tokens. Search: " + _RESULT_PARAMETERS,
                 "resource": [_resource(name) for name in sorted(RESOURCE_TYPES)],
                 "interaction": [
                     {"code": "transaction"},

@@ -1,4 +1,4 @@
-"""History and list Bundles with paging links that stay valid while data changes.
+"""History Bundles, and the paging links search shares, that stay valid while data changes.
 
 A first page pins the newest sequence number it saw (``_snapshot``); later pages list
 only versions up to it, so a write between two pages shifts nothing.
@@ -25,22 +25,22 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 Pairs = list[tuple[str, str]]
 
 
-def _number(pairs: Pairs, name: str) -> int | None:
+def number(pairs: Pairs, name: str) -> int | None:
     raw = dict(pairs).get(name)
     if raw is None:
         return None
-    number = whole_number(raw)
-    if number is None:
+    found = whole_number(raw)
+    if found is None:
         raise FhirError(400, "invalid", f"{name}={raw} is not a whole number")
-    return number
+    return found
 
 
 def page_count(pairs: Pairs) -> int:
-    count = _number(pairs, "_count")
+    count = number(pairs, "_count")
     return DEFAULT_COUNT if count is None else min(count, MAX_COUNT)
 
 
-def _since(pairs: Pairs) -> int | None:
+def since(pairs: Pairs) -> int | None:
     raw = dict(pairs).get("_since")
     if raw is None:
         return None
@@ -93,10 +93,10 @@ def history_bundle(
     """A page of history, and the versions it hands out (for the access log)."""
     pairs = list(request.query_params.multi_items())
     count = page_count(pairs)
-    snapshot = _number(pairs, "_snapshot") or records.storage.last_seq()
-    offset = _number(pairs, "_offset") or 0
+    snapshot = number(pairs, "_snapshot") or records.storage.last_seq()
+    offset = number(pairs, "_offset") or 0
     query = HistoryQuery(
-        loc=loc, kind=kind, since_ts=_since(pairs), before_seq=snapshot, limit=count, offset=offset
+        loc=loc, kind=kind, since_ts=since(pairs), before_seq=snapshot, limit=count, offset=offset
     )
     versions = records.history(query)
     total = records.storage.count_history(query)
@@ -105,13 +105,13 @@ def history_bundle(
         "resourceType": "Bundle",
         "type": "history",
         "total": total,
-        "link": _links(page_url, pairs, snapshot, offset, count, total),
+        "link": links(page_url, pairs, snapshot, offset, count, total),
         "entry": [history_entry(base, stored) for stored in versions],
     }
     return bundle, versions
 
 
-def _links(
+def links(
     page_url: str, pairs: Pairs, snapshot: int, offset: int, count: int, total: int
 ) -> list[dict[str, str]]:
     """self, next and previous, keeping every criterion (repeated ones too)."""
@@ -131,28 +131,3 @@ def _links(
     if offset > 0 and count > 0:
         links.append({"relation": "previous", "url": url(max(0, offset - count))})
     return links
-
-
-def searchset(
-    page_url: str, pairs: Pairs, base: str, matches: list[Stored]
-) -> tuple[dict[str, Any], list[Stored]]:
-    """A page of search results, and the resources it hands out; ``pairs`` are the
-    criteria, from the query or a POSTed form."""
-    count = page_count(pairs)
-    offset = _number(pairs, "_offset") or 0
-    page = matches[offset : offset + count]
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": len(matches),
-        "link": _links(page_url, pairs, 0, offset, count, len(matches)),
-        "entry": [
-            {
-                "fullUrl": f"{base}/{s.reference}",
-                "resource": s.resource(),
-                "search": {"mode": "match"},
-            }
-            for s in page
-        ],
-    }
-    return bundle, page

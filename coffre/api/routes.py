@@ -10,14 +10,15 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coffre.api.access import access_of
-from coffre.api.history import history_bundle, searchset
+from coffre.api.history import history_bundle
 from coffre.api.negotiation import check_format, if_match, prefer_return, read_json
 from coffre.api.responses import fhir_response, information, resource_response
+from coffre.api.search import everything_page, search_page
 from coffre.exceptions import FhirError
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir.validation import validate
 from coffre.ledger.leaf import LeafKind
-from coffre.search import Criterion, parse_criteria
+from coffre.search import Criterion, check_criteria, parse_criteria
 from coffre.service import Outcome, RecordStore, Stored
 from coffre.service.bundles import BundleProcessor
 from coffre.service.commits import GroupCommitter
@@ -137,6 +138,7 @@ async def create(request: Request) -> Response:
     resource = await _validated_body(request, resource_type)
     condition = request.headers.get("if-none-exist") or request.url.query
     criteria = parse_criteria(condition, "If-None-Exist condition") if condition else ()
+    check_criteria(resource_type, criteria, what="If-None-Exist condition")
 
     def job(writer: Writer) -> Outcome:
         existing = (
@@ -223,6 +225,7 @@ async def conditional_delete(request: Request) -> Response:
 
 
 async def search(request: Request) -> Response:
+    """GET or POST ``_search``; leniently, unknown parameters are reported in the Bundle."""
     check_format(request)
     resource_type = _type(request)
     pairs = _criteria_query(request)
@@ -232,13 +235,20 @@ async def search(request: Request) -> Response:
         except UnicodeDecodeError:
             raise FhirError(400, "structure", "the search form is not UTF-8 text") from None
         pairs += parse_qsl(form, keep_blank_values=True)
-    criteria = parse_criteria(pairs, "search")
-    records = _records(request)
-    matches = (
-        records.find(resource_type, criteria) if criteria else records.all_of_type(resource_type)
+    prefer = request.headers.get("prefer", "")
+    bundle, handed_out = search_page(
+        _records(request), base_url(request), resource_type, pairs, prefer
     )
-    page_url = f"{base_url(request)}/{resource_type}"
-    bundle, handed_out = searchset(page_url, pairs, base_url(request), matches)
+    await _log_access(request, LeafKind.SEARCH, handed_out)
+    return fhir_response(bundle)
+
+
+async def everything(request: Request) -> Response:
+    """``Patient/{id}/$everything`` (``_since``, ``_type``, ``_count``)."""
+    check_format(request)
+    bundle, handed_out = everything_page(
+        _records(request), base_url(request), _id(request), _criteria_query(request)
+    )
     await _log_access(request, LeafKind.SEARCH, handed_out)
     return fhir_response(bundle)
 

@@ -1,4 +1,9 @@
-"""Search criteria parsed into an immutable value before any look-up is planned."""
+"""Search criteria parsed into immutable values before any look-up is planned.
+
+A query's names carry a modifier (``name:exact``), a chain (``subject:Patient.name``) or a
+reverse chain (``_has:Observation:patient:code``); parsing here is syntax only. Which
+parameters a resource type has is checked by :func:`check_criteria`.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +11,8 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from coffre.exceptions import FhirError
+from coffre.search.parameters import SearchParameter, parameters_for
 
-SUPPORTED = ("_id", "identifier")
 # Result parameters say how to answer, not what to find; ``_snapshot`` and ``_offset`` are
 # Coffre's paging cursor, ``_totalMethod`` what fhirpy's count() adds to ``_count=0``.
 RESULT_PARAMETERS = frozenset(
@@ -21,24 +26,59 @@ RESULT_PARAMETERS = frozenset(
         "_totalMethod",
         "_snapshot",
         "_offset",
+        "_sort",
+        "_include",
+        "_revinclude",
+        "_include:iterate",
+        "_revinclude:iterate",
+        "_contained",
+        "_containedType",
     }
 )
+
+# Modifiers each parameter type accepts (``missing`` goes with every type).
+MODIFIERS: dict[str, frozenset[str]] = {
+    "token": frozenset({"not", "text", "of-type"}),
+    "string": frozenset({"exact", "contains"}),
+    "reference": frozenset({"identifier"}),
+    "uri": frozenset({"below", "above"}),
+    "date": frozenset(),
+    "number": frozenset(),
+    "quantity": frozenset(),
+    "composite": frozenset(),
+}
 
 
 @dataclass(frozen=True, slots=True)
 class Criterion:
-    """One search parameter; a match needs any of ``values`` (a comma is an OR)."""
+    """One search parameter; a match needs any of ``values`` (a comma is an OR).
+
+    ``chain`` is the rest of a chained name (``name`` in ``subject:Patient.name``), a
+    search on the referenced resources; ``has`` is ``(type, reference parameter)`` of a
+    ``_has``, whose ``chain`` is the criterion on those resources.
+    """
 
     parameter: str
     values: tuple[str, ...]
+    modifier: str | None = None
+    chain: str | None = None
+    has: tuple[str, str] | None = None
+
+    @property
+    def name(self) -> str:
+        """The name as the query wrote it, for messages."""
+        name = self.parameter if self.modifier is None else f"{self.parameter}:{self.modifier}"
+        if self.has is not None:
+            name = f"_has:{self.has[0]}:{self.has[1]}"
+        return name if self.chain is None else f"{name}:{self.chain}"
 
 
-def _split_or(raw: str) -> tuple[str, ...]:
-    """Split on commas that are not escaped as ``\\,``."""
+def split_or(raw: str) -> tuple[str, ...]:
+    """Split on commas that are not escaped as ``\\,``; other escapes are kept."""
     parts, current, escaped = [], [], False
     for char in raw:
         if escaped:
-            current.append(char)
+            current.append(char if char == "," else "\\" + char)
             escaped = False
         elif char == "\\":
             escaped = True
@@ -51,23 +91,110 @@ def _split_or(raw: str) -> tuple[str, ...]:
     return tuple(parts)
 
 
+def split_escaped(raw: str, separator: str) -> list[str]:
+    """Split on ``separator`` unless escaped with a backslash; escapes are removed."""
+    parts, current, escaped = [], [], False
+    for char in raw:
+        if escaped:
+            current.append(char)
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == separator:
+            parts.append("".join(current))
+            current = []
+        else:
+            current.append(char)
+    parts.append("".join(current))
+    return parts
+
+
+def criterion(name: str, raw: str) -> Criterion:
+    """One query parameter as a criterion (syntax only)."""
+    if raw == "":
+        raise FhirError(400, "invalid", f"the search parameter {name!r} has no value")
+    values = split_or(raw)
+    if name.startswith("_has:"):
+        parts = name.split(":", 3)
+        if len(parts) != 4 or not all(parts[1:]):
+            raise FhirError(
+                400, "invalid", f"{name!r} is not a _has:Type:reference:parameter criterion"
+            )
+        return Criterion("_has", values, has=(parts[1], parts[2]), chain=parts[3])
+    head, dot, chain = name.partition(".")
+    parameter, colon, modifier = head.partition(":")
+    return Criterion(parameter, values, modifier if colon else None, chain if dot else None)
+
+
 def parse_criteria(
     pairs: str | list[tuple[str, str]], what: str = "search"
 ) -> tuple[Criterion, ...]:
-    """Parse ``identifier=sys|val&_id=a,b`` (or decoded pairs); repeated parameters are ANDed."""
+    """Parse ``identifier=sys|val&_id=a,b`` (or decoded pairs); repeated parameters are ANDed.
+
+    ``what`` names the request in messages (parameters are checked against a type later).
+    """
     items = parse_qsl(pairs, keep_blank_values=True) if isinstance(pairs, str) else pairs
-    criteria = []
-    for name, raw in items:
-        if name in RESULT_PARAMETERS:
+    return tuple(criterion(name, raw) for name, raw in items if name not in RESULT_PARAMETERS)
+
+
+def parameter_of(resource_type: str, name: str) -> SearchParameter | None:
+    """A parameter Coffre can search on (it has an expression), or None."""
+    param = parameters_for(resource_type).get(name)
+    return param if param is not None and param.extract is not None else None
+
+
+def problem(resource_type: str, found: Criterion) -> str | None:
+    """Why Coffre cannot answer a criterion on a type, or None when it can."""
+    if found.has is not None:
+        target, reference = found.has
+        param = parameter_of(target, reference)
+        if param is None or param.type != "reference":
+            return f"{target} has no reference search parameter {reference!r}"
+        return None if found.chain is None else problem(target, criterion(found.chain, "x"))
+    param = parameter_of(resource_type, found.parameter)
+    if param is None:
+        return f"{resource_type} has no search parameter {found.parameter!r} Coffre supports"
+    modifier = found.modifier
+    if found.chain is not None:
+        if param.type != "reference":
+            return f"{found.parameter!r} is not a reference: it cannot be chained"
+        targets = (modifier,) if modifier else param.targets
+        if not any(problem(t, criterion(found.chain, "x")) is None for t in targets):
+            return f"no target of {found.parameter!r} has a search parameter {found.chain!r}"
+        return None
+    if modifier is None or modifier == "missing":
+        return None
+    if param.type == "reference" and modifier[:1].isupper():
+        return None if modifier in param.targets or not param.targets else _bad(found, param)
+    if modifier == "of-type" and param.type == "token":
+        return None
+    return None if modifier in MODIFIERS.get(param.type, ()) else _bad(found, param)
+
+
+def _bad(found: Criterion, param: SearchParameter) -> str:
+    return f"Coffre does not support the modifier :{found.modifier} on the {param.type} parameter {found.parameter!r}"
+
+
+def check_criteria(
+    resource_type: str,
+    criteria: tuple[Criterion, ...],
+    *,
+    strict: bool = True,
+    what: str = "search",
+) -> tuple[tuple[Criterion, ...], list[str]]:
+    """The criteria Coffre answers, and why each other one is ignored.
+
+    An unknown parameter is an error when ``strict`` (and always for a bad modifier on a
+    known one, as the specification demands); leniently it is ignored and reported.
+    """
+    kept, ignored = [], []
+    for found in criteria:
+        reason = problem(resource_type, found)
+        if reason is None:
+            kept.append(found)
             continue
-        if name not in SUPPORTED:
-            raise FhirError(
-                400,
-                "not-supported",
-                f"the {what} uses the search parameter {name!r}, which Coffre does not support"
-                f" here yet; supported: {', '.join(SUPPORTED)}",
-            )
-        if raw == "":
-            raise FhirError(400, "invalid", f"the search parameter {name!r} has no value")
-        criteria.append(Criterion(name, _split_or(raw)))
-    return tuple(criteria)
+        known = parameter_of(resource_type, found.parameter) is not None
+        if strict or (known and found.chain is None and found.has is None):
+            raise FhirError(400, "not-supported", f"the {what} cannot be answered: {reason}")
+        ignored.append(reason)
+    return tuple(kept), ignored

@@ -60,10 +60,13 @@ def _composite(
     return out
 
 
-def index_values(resource: dict[str, Any], base: str | None = None) -> dict[str, list[Value]]:
+def index_values(
+    resource: dict[str, Any], base: str | None = None, only: frozenset[str] | None = None
+) -> dict[str, list[Value]]:
     """Each search parameter of the resource's type whose element is present, with its values.
 
-    ``base`` is Coffre's own base URL: absolute references to it index as ``Type/id``.
+    ``base`` is Coffre's own base URL: absolute references to it index as ``Type/id``;
+    ``only`` limits the work to the parameters a search tests.
     """
     resource_type = resource.get("resourceType")
     if not isinstance(resource_type, str):
@@ -72,7 +75,9 @@ def index_values(resource: dict[str, Any], base: str | None = None) -> dict[str,
     memo: Memo = {}
     keys = resource.keys()
     for code, kind, extract, components, roots in _plan(resource_type):
-        if roots is not None and keys.isdisjoint(roots):
+        if (roots is not None and keys.isdisjoint(roots)) or (
+            only is not None and code not in only
+        ):
             continue
         groups = extract(resource)
         for _, items in groups:

@@ -27,9 +27,10 @@ from coffre.fhir.validation import validate
 from coffre.fhir.values import whole_number
 from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind, index_digest
 from coffre.seal import Envelope, PurposeKeys, random_key
-from coffre.search import Criterion, index_entries, matches, query_keys
+from coffre.search import Criterion, check_criteria
 from coffre.service.audit import OPERATOR, Access, audit_event
 from coffre.service.ledger import Appended, LatestWrites, Ledger, authentic_leaf
+from coffre.service.searching import Scope, Searcher, index_tokens
 from coffre.storage.base import (
     HistoryQuery,
     SealedEvent,
@@ -280,35 +281,16 @@ class RecordStore:
         self,
         resource_type: str,
         criteria: tuple[Criterion, ...],
-        reader: StorageReader | None = None,
-        key_of: KeySource | None = None,
+        scope: Scope | None = None,
     ) -> list[Stored]:
-        """Current resources of a type matching every criterion (look-up, then exact filter)."""
-        reader = reader or self.storage
-        candidates: set[bytes] | None = None
-        for criterion in criteria:
-            if criterion.parameter == "_id":
-                found = {self.keys.location(resource_type, value) for value in criterion.values}
-            else:
-                found = set()
-                for key in query_keys(criterion):
-                    found.update(
-                        reader.find(self.keys.index(resource_type, criterion.parameter, key))
-                    )
-            candidates = found if candidates is None else candidates & found
-        if candidates is None:
+        """Current resources of a type matching every criterion (look-up, then exact filter);
+        a parameter the type does not have is an error."""
+        if not criteria:
             raise FhirError(
                 400, "invalid", f"a search on {resource_type} needs at least one criterion"
             )
-        results = []
-        for loc in sorted(candidates):
-            sealed = self.checked_latest(loc) if reader is self.storage else reader.latest(loc)
-            if sealed is None or sealed.deleted:
-                continue
-            stored = self._open_found(sealed, key_of)
-            if stored.resource_type == resource_type and matches(stored.resource(), criteria):
-                results.append(stored)
-        return results
+        checked, _ = check_criteria(resource_type, criteria)
+        return Searcher(self, scope or Scope(self.storage)).find(resource_type, checked)
 
     def all_of_type(self, resource_type: str) -> list[Stored]:
         """Every current resource of a type, oldest write first."""
@@ -467,7 +449,8 @@ class Writer:
         self.appended.extend(zip(leaves, stored, strict=True))
 
     def find(self, resource_type: str, criteria: tuple[Criterion, ...]) -> list[Stored]:
-        return self.records.find(resource_type, criteria, self.txn, self.key)
+        scope = Scope(self.txn, self.key, frozenset(self.written))
+        return self.records.find(resource_type, criteria, scope)
 
     def find_one(
         self, resource_type: str, criteria: tuple[Criterion, ...], what: str
@@ -599,9 +582,7 @@ class Writer:
             }
             resource["meta"] = {"versionId": str(version), "lastUpdated": instant(ts), **meta}
             comp = records._compartment(resource)
-            tokens = [
-                keys.index(resource_type, param, key) for param, key in index_entries(resource)
-            ]
+            tokens = index_tokens(keys, resource)
         body = json.canonical(resource)
         data_key = self._key_for_write(comp)
         sealed_body = records._envelope.close(

@@ -230,7 +230,7 @@ def test_an_invalid_contained_resource_is_422(client: TestClient) -> None:
             id="too-deep",
         ),
         pytest.param(
-            "GET", "/fhir/Patient?name=Tremblay", 400, "'name'", id="unknown-search-parameter"
+            "GET", "/fhir/Patient?name:sounds=x", 400, ":sounds", id="unsupported-modifier"
         ),
         pytest.param(
             "GET",
@@ -277,16 +277,29 @@ def test_a_bad_request_gets_an_outcome(
     assert_outcome(client.request(method, url), status, fragment)
 
 
-def test_search_names_the_unknown_parameter_and_the_supported_ones(client: TestClient) -> None:
-    issue = assert_outcome(
-        client.get("/fhir/Patient?_id=1&birthdate=2000"), 400, "'birthdate'", "_id", "identifier"
-    )
+STRICT = {"Prefer": "handling=strict"}
 
+
+def test_a_strict_search_names_the_unknown_parameter(client: TestClient) -> None:
+    response = client.get("/fhir/Patient?_id=1&favourite=blue", headers=STRICT)
+
+    issue = assert_outcome(response, 400, "'favourite'", "Patient")
     assert issue["code"] == "not-supported"
 
 
-def test_post_search_with_an_unknown_parameter_is_400(client: TestClient) -> None:
-    assert_outcome(client.post("/fhir/Patient/_search", data={"family": "Roy"}), 400, "'family'")
+def test_a_lenient_search_reports_the_unknown_parameter_in_the_bundle(client: TestClient) -> None:
+    pid = create_patient(client)
+
+    bundle = client.get(f"/fhir/Patient?_id={pid}&favourite=blue").json()
+
+    assert [e["search"]["mode"] for e in bundle["entry"]] == ["match", "outcome"]
+    assert "'favourite'" in bundle["entry"][1]["resource"]["issue"][0]["diagnostics"]
+
+
+def test_post_search_with_an_unknown_parameter_is_400_when_strict(client: TestClient) -> None:
+    response = client.post("/fhir/Patient/_search", data={"favourite": "Roy"}, headers=STRICT)
+
+    assert_outcome(response, 400, "'favourite'")
 
 
 @pytest.mark.parametrize(
@@ -393,10 +406,10 @@ def test_a_conditional_create_with_an_unknown_parameter_is_400(
     response = client.post(
         "/fhir/Patient",
         json={"resourceType": "Patient"},
-        headers={**FHIR_JSON, "If-None-Exist": "name=Roy"},
+        headers={**FHIR_JSON, "If-None-Exist": "favourite=Roy"},
     )
 
-    assert_outcome(response, 400, "'name'", "If-None-Exist")
+    assert_outcome(response, 400, "'favourite'", "If-None-Exist")
     assert records.storage.last_seq() == 0
 
 

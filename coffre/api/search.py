@@ -1,0 +1,247 @@
+"""Search result Bundles: paging pinned to a snapshot, ``_sort``, ``_total``, ``_summary``,
+``_elements``, ``_include`` / ``_revinclude`` and ``Patient/$everything``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from coffre.api.history import Pairs, links, number, page_count, since
+from coffre.exceptions import FhirError
+from coffre.fhir._definitions_r4 import RESOURCE_TYPES
+from coffre.search import Criterion, check_criteria, parse_criteria
+from coffre.search.criteria import parameter_of
+from coffre.search.extract import index_values
+from coffre.search.parameters import parameters_for
+from coffre.search.values import Ref
+from coffre.service import RecordStore, Stored
+from coffre.service.searching import Scope, Searcher, compartment_types, everything, sort_results
+
+SUMMARIES = ("true", "false", "count", "data", "text")
+TOTALS = ("none", "estimate", "accurate")
+# How many rounds ``:iterate`` follows references at most.
+ITERATE_ROUNDS = 4
+_SUBSETTED = {
+    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
+    "code": "SUBSETTED",
+}
+
+
+def _one(pairs: Pairs, name: str, allowed: tuple[str, ...]) -> str | None:
+    raw = dict(pairs).get(name)
+    if raw is not None and raw not in allowed:
+        raise FhirError(400, "invalid", f"{name}={raw} is not one of {', '.join(allowed)}")
+    return raw
+
+
+def _list(pairs: Pairs, name: str) -> list[str]:
+    return [part for key, raw in pairs if key == name for part in raw.split(",") if part]
+
+
+@dataclass(frozen=True, slots=True)
+class Shape:
+    """What of each resource a page shows (``_summary``, ``_elements``)."""
+
+    summary: str | None
+    elements: tuple[str, ...]
+
+    def apply(self, resource: dict[str, Any]) -> dict[str, Any]:
+        if self.summary in (None, "false") and not self.elements:
+            return resource
+        if self.summary == "data":
+            return _subsetted({k: v for k, v in resource.items() if k != "text"})
+        keep = {"resourceType", "id", "meta"}
+        if self.summary == "text":
+            keep.add("text")
+        elif self.summary == "true":
+            keep |= _summary_elements(resource["resourceType"])
+        else:
+            keep |= set(self.elements)
+        return _subsetted({k: v for k, v in resource.items() if k in keep})
+
+
+def _subsetted(resource: dict[str, Any]) -> dict[str, Any]:
+    meta = dict(resource.get("meta", {}))
+    meta["tag"] = [*meta.get("tag", []), _SUBSETTED]
+    return {**resource, "meta": meta}
+
+
+def _summary_elements(resource_type: str) -> set[str]:
+    """Elements a summary keeps: those search parameters read (the R4 definitions mark
+    nearly all of them as summary elements; Coffre does not carry the summary flags)."""
+    found: set[str] = set()
+    for param in parameters_for(resource_type).values():
+        if param.roots is not None and not param.code.startswith("_"):
+            found |= param.roots
+    return found
+
+
+def _references(stored: Stored, names: frozenset[str], target: str | None) -> list[Ref]:
+    """The local references of ``stored`` under ``names``, to ``target`` if given."""
+    return [
+        value
+        for values in index_values(stored.resource(), None, names).values()
+        for value in values
+        if type(value) is Ref
+        and value.type in RESOURCE_TYPES
+        and "://" not in value.value
+        and target in (None, value.type)
+    ]
+
+
+def _reference_names(resource_type: str) -> frozenset[str]:
+    return frozenset(c for c, p in parameters_for(resource_type).items() if p.type == "reference")
+
+
+def _forward(searcher: Searcher, found: list[Stored], parts: list[str]) -> list[Stored]:
+    source, target = parts[0], parts[2] if len(parts) > 2 else None
+    wanted: dict[str, set[str]] = {}
+    for stored in found:
+        if source not in ("*", stored.resource_type):
+            continue
+        wide = source == "*" or parts[1] == "*"
+        names = _reference_names(stored.resource_type) if wide else frozenset({parts[1]})
+        for ref in _references(stored, names, target):
+            assert ref.type is not None
+            wanted.setdefault(ref.type, set()).add(ref.value.split("/", 1)[1])
+    return [
+        stored
+        for resource_type, ids in wanted.items()
+        for stored in searcher.find(resource_type, (Criterion("_id", tuple(sorted(ids))),))
+    ]
+
+
+def _reverse(searcher: Searcher, found: list[Stored], parts: list[str]) -> list[Stored]:
+    source, target = parts[0], parts[2] if len(parts) > 2 else None
+    refs = tuple(s.reference for s in found if target in (None, s.resource_type))
+    if not refs or parameter_of(source, parts[1]) is None:
+        return []
+    return searcher.find(source, (Criterion(parts[1], refs),))
+
+
+def _includes(
+    searcher: Searcher, found: list[Stored], specs: list[str], reverse: bool
+) -> list[Stored]:
+    """Resources ``_include`` (references from ``found``) or ``_revinclude`` (references
+    to ``found``) specs name."""
+    out: dict[str, Stored] = {}
+    for spec in specs:
+        parts = spec.split(":")
+        if (len(parts) < 2 and parts != ["*"]) or parts[0] not in (*RESOURCE_TYPES, "*"):
+            raise FhirError(400, "invalid", f"{spec!r} is not Type:parameter[:target]")
+        parts = parts if len(parts) > 1 else ["*", "*"]
+        for stored in (_reverse if reverse else _forward)(searcher, found, parts):
+            out.setdefault(stored.reference, stored)
+    return list(out.values())
+
+
+def _included(searcher: Searcher, page: list[Stored], pairs: Pairs) -> list[Stored]:
+    """Everything the page's ``_include`` and ``_revinclude`` bring, iterating where asked."""
+    seen = {s.reference for s in page}
+    added: list[Stored] = []
+    current = page
+    for round_ in range(ITERATE_ROUNDS):
+        suffix = ":iterate"
+        new = _includes(searcher, current, _list(pairs, "_include" + suffix), False)
+        new += _includes(searcher, current, _list(pairs, "_revinclude" + suffix), True)
+        if round_ == 0:
+            new += _includes(searcher, current, _list(pairs, "_include"), False)
+            new += _includes(searcher, current, _list(pairs, "_revinclude"), True)
+        current = [s for s in new if s.reference not in seen]
+        seen |= {s.reference for s in current}
+        added += current
+        if not current:
+            break
+    return added
+
+
+def _outcome(ignored: list[str]) -> dict[str, Any]:
+    return {
+        "resource": {
+            "resourceType": "OperationOutcome",
+            "issue": [
+                {"severity": "warning", "code": "not-supported", "diagnostics": f"ignored: {why}"}
+                for why in ignored
+            ],
+        },
+        "search": {"mode": "outcome"},
+    }
+
+
+def _bundle(
+    base: str,
+    pairs: Pairs,
+    page_url: str,
+    matches: list[Stored],
+    searcher: Searcher,
+    ignored: list[str],
+) -> tuple[dict[str, Any], list[Stored]]:
+    summary = _one(pairs, "_summary", SUMMARIES)
+    total_mode = _one(pairs, "_total", TOTALS)
+    shape = Shape(summary, tuple(_list(pairs, "_elements")))
+    count = 0 if summary == "count" else page_count(pairs)
+    offset = number(pairs, "_offset") or 0
+    page = matches[offset : offset + count]
+    included = _included(searcher, page, pairs)
+    snapshot = searcher.scope.as_of or 0
+    entries = [
+        {
+            "fullUrl": f"{base}/{s.reference}",
+            "resource": shape.apply(s.resource()),
+            "search": {"mode": mode},
+        }
+        for mode, group in (("match", page), ("include", included))
+        for s in group
+    ]
+    if ignored:
+        entries.append(_outcome(ignored))
+    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
+    if total_mode != "none":
+        bundle["total"] = len(matches)
+    bundle["link"] = links(page_url, pairs, snapshot, offset, count, len(matches))
+    bundle["entry"] = entries
+    return bundle, page + included
+
+
+def _strict(prefer: str) -> bool:
+    return any(part.strip() == "handling=strict" for part in prefer.split(";"))
+
+
+def search_page(
+    records: RecordStore,
+    base: str,
+    resource_type: str,
+    pairs: Pairs,
+    prefer: str = "",
+) -> tuple[dict[str, Any], list[Stored]]:
+    """A page of a type's search results, and every resource it hands out."""
+    criteria, ignored = check_criteria(
+        resource_type, parse_criteria(pairs, "search"), strict=_strict(prefer)
+    )
+    snapshot = number(pairs, "_snapshot") or records.storage.last_seq()
+    searcher = Searcher(records, Scope(records.storage, base=base, as_of=snapshot))
+    matches = searcher.find(resource_type, criteria)
+    sort = _list(pairs, "_sort")
+    if sort:
+        matches = sort_results(resource_type, matches, sort, base)
+    return _bundle(base, pairs, f"{base}/{resource_type}", matches, searcher, ignored)
+
+
+def everything_page(
+    records: RecordStore, base: str, patient_id: str, pairs: Pairs
+) -> tuple[dict[str, Any], list[Stored]]:
+    """``Patient/{id}/$everything``: the patient's compartment, ``_type`` and ``_since``
+    narrowing it, paged by ``_count``."""
+    records.read("Patient", patient_id)
+    types = _list(pairs, "_type") or list(compartment_types())
+    for name in types:
+        if name not in RESOURCE_TYPES:
+            raise FhirError(400, "invalid", f"_type names {name!r}, not a FHIR R4 resource type")
+    snapshot = number(pairs, "_snapshot") or records.storage.last_seq()
+    searcher = Searcher(records, Scope(records.storage, base=base, as_of=snapshot))
+    found = everything(searcher, patient_id, [t for t in compartment_types() if t in types])
+    after = since(pairs)
+    if after is not None:
+        found = [s for s in found if s.ts >= after]
+    page_url = f"{base}/Patient/{patient_id}/$everything"
+    return _bundle(base, pairs, page_url, found, searcher, [])

@@ -1,0 +1,277 @@
+"""Search over sealed records: blind look-ups on the host, then the exact test after
+decryption, so that a false hit of a truncated token never reaches a client.
+
+A blind token is the parameter's domain (8 bytes: which type and parameter) followed by
+2 bytes of the keyed hash of an index key, so that distinct values of one parameter
+share tokens (see docs/leakage.md).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import TYPE_CHECKING, Any
+
+from coffre.exceptions import FhirError
+from coffre.fhir._definitions_r4 import PATIENT_COMPARTMENT_PATHS
+from coffre.fhir.compartment import patient_of
+from coffre.seal import PurposeKeys
+from coffre.search.criteria import Criterion, criterion, parameter_of
+from coffre.search.extract import index_values
+from coffre.search.matching import criterion_match, sort_key
+from coffre.search.parameters import parameters_for
+from coffre.search.plan import Plan, index_keys, plan
+from coffre.search.values import Ref, Value
+from coffre.storage.base import HistoryQuery, SealedVersion, StorageReader
+
+if TYPE_CHECKING:
+    from coffre.service.records import KeySource, RecordStore, Stored
+
+DOMAIN_BYTES = 8
+VALUE_BYTES = 2
+# Chained and reverse-chained criteria become lists of ids; past this many, they are refused.
+MAX_CHAIN_IDS = 10_000
+
+
+@lru_cache(maxsize=8192)
+def _domain(keys: PurposeKeys, resource_type: str, parameter: str) -> bytes:
+    return keys.index(resource_type, parameter, "\x00domain")[:DOMAIN_BYTES]
+
+
+def blind(keys: PurposeKeys, resource_type: str, parameter: str, key: str) -> bytes:
+    """The token of an index key: the parameter's domain, then 2 bytes of the key's hash."""
+    value = keys.index(resource_type, parameter, key)[:VALUE_BYTES]
+    return _domain(keys, resource_type, parameter) + value
+
+
+def index_tokens(keys: PurposeKeys, resource: dict[str, Any]) -> list[bytes]:
+    """The distinct blind tokens a current resource is stored with."""
+    resource_type = resource["resourceType"]
+    pairs = index_keys(index_values(resource))
+    return sorted({blind(keys, resource_type, param, key) for param, key in pairs})
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Where a search looks: the committed storage, or a write transaction's view of it.
+
+    ``as_of`` pins a storage sequence number: a resource written after it is taken as it
+    was then (paging links stay valid while data changes).
+    """
+
+    reader: StorageReader
+    key_of: KeySource | None = None
+    written: frozenset[bytes] = frozenset()
+    base: str | None = None
+    as_of: int | None = None
+    # ``base`` normalises the query's absolute references only: resources are indexed
+    # without it (the storage must not depend on the URL a gateway is reached at).
+
+
+class Searcher:
+    """Runs criteria on one resource type over a scope."""
+
+    def __init__(self, records: RecordStore, scope: Scope) -> None:
+        self.records = records
+        self.scope = scope
+        self._committed = scope.reader is records.storage
+
+    # -- candidates ---------------------------------------------------------------------
+
+    def _lookup(self, resource_type: str, parameter: str, found: Plan) -> set[bytes]:
+        keys, reader = self.records.keys, self.scope.reader
+        union: set[bytes] = set()
+        for conjunction in found:
+            current: set[bytes] | None = None
+            for key in conjunction:
+                locs = set(reader.find(blind(keys, resource_type, parameter, key)))
+                current = locs if current is None else current & locs
+                if not current:
+                    break
+            union |= current or set()
+        return union
+
+    def _candidates(self, resource_type: str, criteria: tuple[Criterion, ...]) -> set[bytes] | None:
+        """Locations that may match, or None when no criterion can be looked up (scan)."""
+        candidates: set[bytes] | None = None
+        for found in criteria:
+            param = parameter_of(resource_type, found.parameter)
+            assert param is not None
+            if found.parameter == "_id" and found.modifier is None:
+                locs = {self.records.keys.location(resource_type, v) for v in found.values}
+            else:
+                planned = plan(param, found, self.scope.base)
+                if planned is None:
+                    continue
+                locs = self._lookup(resource_type, found.parameter, planned)
+            candidates = locs if candidates is None else candidates & locs
+        return candidates
+
+    def _scan(self, resource_type: str) -> list[SealedVersion]:
+        storage = self.records.storage
+        rows = list(storage.current_of_kind(self.records.keys.kind(resource_type)))
+        if self._committed:
+            return rows
+        locs = {row.loc for row in rows} | set(self.scope.written)
+        return [row for row in map(self.scope.reader.latest, sorted(locs)) if row is not None]
+
+    def _current(self, locs: Iterable[bytes]) -> list[SealedVersion]:
+        """The current versions of locations, confirmed by the log when committed."""
+        reader = self.scope.reader
+        if not self._committed:
+            return [row for row in map(reader.latest, locs) if row is not None]
+        records = self.records
+        records.latest_writes.catch_up(records.storage)
+        found = []
+        for loc in locs:
+            sealed = reader.latest(loc)
+            if records._verify_reads and not records._is_logged_latest(loc, sealed, reader):
+                sealed = records.checked_latest(loc)
+            if sealed is not None:
+                found.append(sealed)
+        return found
+
+    def _as_of(self, sealed: SealedVersion) -> SealedVersion | None:
+        as_of = self.scope.as_of
+        if as_of is None or sealed.seq <= as_of:
+            return sealed
+        older = self.records.storage.history(
+            HistoryQuery(loc=sealed.loc, before_seq=as_of, limit=1)
+        )
+        return older[0] if older else None
+
+    # -- the search -----------------------------------------------------------------------
+
+    def find(self, resource_type: str, criteria: tuple[Criterion, ...]) -> list[Stored]:
+        """Current resources of a type meeting every criterion, oldest write first."""
+        criteria = self._resolve(resource_type, criteria)
+        if any(not c.values for c in criteria):
+            return []
+        candidates = self._candidates(resource_type, criteria)
+        rows = (
+            self._scan(resource_type) if candidates is None else self._current(sorted(candidates))
+        )
+        names = frozenset(c.parameter for c in criteria)
+        results = []
+        for row in rows:
+            sealed = self._as_of(row)
+            if sealed is None or sealed.deleted:
+                continue
+            stored = self.records._open_found(sealed, self.scope.key_of)
+            if stored.resource_type != resource_type:
+                continue
+            values = index_values(stored.resource(), None, names)
+            if all(self._match(resource_type, c, values) for c in criteria):
+                results.append(stored)
+        results.sort(key=lambda s: (s.ts, s.id))
+        return results
+
+    def _match(self, resource_type: str, found: Criterion, values: dict[str, list[Value]]) -> bool:
+        param = parameter_of(resource_type, found.parameter)
+        assert param is not None
+        return criterion_match(param, found, values.get(found.parameter), self.scope.base)
+
+    # -- chains ---------------------------------------------------------------------------
+
+    def _resolve(
+        self, resource_type: str, criteria: tuple[Criterion, ...]
+    ) -> tuple[Criterion, ...]:
+        """Chained and ``_has`` criteria as plain ones on references and ids."""
+        return tuple(self._resolve_one(resource_type, c) for c in criteria)
+
+    def _resolve_one(self, resource_type: str, found: Criterion) -> Criterion:
+        if found.has is not None:
+            target, reference = found.has
+            assert found.chain is not None
+            inner = criterion(found.chain, ",".join(_escape(v) for v in found.values))
+            ids: dict[str, None] = {}
+            for stored in self.find(target, (inner,)):
+                values = index_values(stored.resource(), None, frozenset({reference}))
+                for value in values.get(reference, ()):
+                    if type(value) is Ref and value.type == resource_type:
+                        ids[value.value.split("/", 1)[1]] = None
+            return Criterion("_id", _bounded(ids))
+        if found.chain is None:
+            return found
+        param = parameter_of(resource_type, found.parameter)
+        assert param is not None
+        inner = criterion(found.chain, ",".join(_escape(v) for v in found.values))
+        refs: dict[str, None] = {}
+        for target in (found.modifier,) if found.modifier else param.targets:
+            if parameter_of(target, inner.parameter) is None and inner.has is None:
+                continue
+            refs.update(dict.fromkeys(f"{target}/{s.id}" for s in self.find(target, (inner,))))
+        return Criterion(found.parameter, _bounded(refs))
+
+
+def _escape(value: str) -> str:
+    return value.replace(",", "\\,")
+
+
+def _bounded(found: dict[str, None]) -> tuple[str, ...]:
+    if len(found) > MAX_CHAIN_IDS:
+        raise FhirError(
+            400,
+            "too-costly",
+            f"a chained criterion matches more than {MAX_CHAIN_IDS} resources: narrow it",
+        )
+    return tuple(found)
+
+
+def sort_results(
+    resource_type: str, results: list[Stored], keys: list[str], base: str | None
+) -> list[Stored]:
+    """Results ordered by ``_sort`` keys (``-`` descending); a resource without a value
+    sorts last either way."""
+    ordered = list(results)
+    names = frozenset(k.lstrip("-") for k in keys)
+    for name in names:
+        if parameter_of(resource_type, name) is None:
+            raise FhirError(400, "not-supported", f"{resource_type} cannot be sorted by {name!r}")
+    values = {id(s): index_values(s.resource(), base, names) for s in ordered}
+    for key in reversed(keys):
+        name, descending = key.lstrip("-"), key.startswith("-")
+        pick: Callable[[list[Any]], Any] = max if descending else min
+
+        def order(stored: Stored, name: str = name, pick: Callable[[list[Any]], Any] = pick) -> Any:
+            found = [k for v in values[id(stored)].get(name, ()) if (k := sort_key(v)) is not None]
+            return pick(found) if found else None
+
+        present = [s for s in ordered if order(s) is not None]
+        absent = [s for s in ordered if order(s) is None]
+        present.sort(key=order, reverse=descending)
+        ordered = present + absent
+    return ordered
+
+
+def compartment_types() -> tuple[str, ...]:
+    """The resource types that can be in a patient's compartment, Patient first."""
+    return ("Patient", *sorted(t for t in PATIENT_COMPARTMENT_PATHS if t != "Patient"))
+
+
+def patient_references(resource_type: str) -> tuple[str, ...]:
+    """The reference parameters of a type that may point at a Patient."""
+    return tuple(
+        code
+        for code, param in parameters_for(resource_type).items()
+        if param.type == "reference" and param.extract is not None and "Patient" in param.targets
+    )
+
+
+def everything(searcher: Searcher, patient_id: str, types: Iterable[str]) -> list[Stored]:
+    """The resources of a patient's compartment (``Patient/$everything``), of ``types``."""
+    found: list[Stored] = []
+    for resource_type in types:
+        if resource_type == "Patient":
+            found.extend(searcher.find("Patient", (Criterion("_id", (patient_id,)),)))
+            continue
+        seen: set[str] = set()
+        for code in patient_references(resource_type):
+            for stored in searcher.find(
+                resource_type, (Criterion(code, (f"Patient/{patient_id}",)),)
+            ):
+                if stored.id not in seen and patient_of(stored.resource()) == patient_id:
+                    seen.add(stored.id)
+                    found.append(stored)
+    return found
