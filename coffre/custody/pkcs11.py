@@ -24,6 +24,7 @@ token and its PIN. The log's Ed25519 key signs in the token (CKM_EDDSA, RFC 8032
 
 from __future__ import annotations
 
+import re
 import stat
 import threading
 from collections.abc import Iterator
@@ -46,6 +47,7 @@ ROOT_LABEL = PREFIX + "root"
 LOG_LABEL = PREFIX + "log"
 ORIGIN_LABEL = PREFIX + "origin"
 FIRST_KEK = "kek-1"
+KEK_LABEL = re.compile(re.escape(PREFIX) + r"(kek-([0-9]+))")
 ROOT_MESSAGE = b"coffre/v1/root-secret"
 WRAP = Mechanism.AES_KEY_WRAP_PAD
 # DER of the Ed25519 curve's object identifier, 1.3.101.112 (RFC 8410).
@@ -87,13 +89,17 @@ def _failure(token: str, action: str, error: p11.PKCS11Error) -> CustodyError:
             " (softhsm2-util --show-slots, or the vendor's tool, lists the tokens)"
         )
     if isinstance(error, p11.NoSuchKey):
-        return CustodyError(
-            f"the PKCS#11 token '{token}' holds no Coffre keys: create them with"
-            f" 'coffre init' and {config.CUSTODY.env}=pkcs11"
-        )
+        return _no_keys(token)
     if isinstance(error, p11.TokenNotPresent | p11.DeviceRemoved):
         return CustodyError(f"the PKCS#11 token '{token}' is not present: plug it back in")
     return CustodyError(f"the PKCS#11 token '{token}' failed to {action}: {type(error).__name__}")
+
+
+def _no_keys(token: str) -> CustodyError:
+    return CustodyError(
+        f"the PKCS#11 token '{token}' holds no Coffre keys: create them with"
+        f" 'coffre init' and {config.CUSTODY.env}=pkcs11"
+    )
 
 
 def _open_session(module: str, token: str, pin: str) -> Any:
@@ -171,12 +177,12 @@ class Pkcs11Custodian:
         self._guard = _Guard(token)
         self._session = _open_session(module, token, pin)
         with self._guard("open the vault's keys"):
-            self._keks = {
-                KEK_ID_PREFIX + str(key.label).removeprefix(PREFIX): key
+            keks = {
+                int(named[2]): (KEK_ID_PREFIX + named[1], key)
                 for key in self._session.get_objects(
                     {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES}
                 )
-                if str(key.label).startswith(_kek_label("kek-"))
+                if (named := KEK_LABEL.fullmatch(str(key.label)))
             }
             root = self._session.get_key(ObjectClass.SECRET_KEY, label=ROOT_LABEL)
             self._root: bytes = root.sign(ROOT_MESSAGE, mechanism=Mechanism.SHA256_HMAC)
@@ -187,10 +193,11 @@ class Pkcs11Custodian:
                 self._guard,
             )
             origin = self._data(self._session, ORIGIN_LABEL)
-        if not self._keks or origin is None:
-            raise _failure(token, "open", p11.NoSuchKey())
+        if not keks or origin is None:
+            raise _no_keys(token)
         self._origin = origin.decode()
-        self._active = max(self._keks, key=lambda kek_id: int(kek_id.rsplit("-", 1)[1]))
+        self._keks = dict(keks.values())
+        self._active = keks[max(keks)][0]
 
     @classmethod
     def from_settings(cls) -> Pkcs11Custodian:

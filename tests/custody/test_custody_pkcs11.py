@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from coffre import config
 from coffre.cli.main import app
 from coffre.custody import Pkcs11Custodian, WrappedKey, create_custody, open_custody
+from coffre.custody.pkcs11 import PRIVATE_KEY
 from coffre.exceptions import CustodyError, SealError, VaultStateError
 from coffre.seal import random_key
 from coffre.seal.signing import Ed25519Verifier
@@ -37,9 +38,9 @@ def _raw_session(softhsm: SoftHsm, token: str) -> pkcs11.Session:
     """A session of the token's user, as anyone holding the PIN could open one."""
     found = pkcs11.lib(str(softhsm.module)).get_token(token_label=token)
     try:
-        return found.open(user_pin=PIN)
+        return found.open(rw=True, user_pin=PIN)
     except p11.UserAlreadyLoggedIn:
-        return found.open()
+        return found.open(rw=True)
 
 
 def test_a_data_key_round_trips_through_the_token_and_names_its_kek(pkcs11_token: str) -> None:
@@ -92,6 +93,27 @@ def test_no_key_of_the_vault_can_be_read_out_of_the_token(
     mine = session.generate_key(pkcs11.KeyType.AES, 256, label="mine")
     with pytest.raises(p11.KeyUnextractable):
         mine.wrap_key(key, mechanism=pkcs11.Mechanism.AES_KEY_WRAP_PAD)
+
+
+def test_the_newest_kek_wraps_and_the_older_ones_still_unwrap(
+    softhsm: SoftHsm, pkcs11_token: str
+) -> None:
+    custodian = _custodian(pkcs11_token)
+    data_key = random_key()
+    before = custodian.wrap(data_key)
+    _raw_session(softhsm, pkcs11_token).generate_key(
+        pkcs11.KeyType.AES,
+        256,
+        label="coffre/kek-2",
+        store=True,
+        capabilities=pkcs11.MechanismFlag.WRAP | pkcs11.MechanismFlag.UNWRAP,
+        template=PRIVATE_KEY,
+    )
+    rotated = Pkcs11Custodian.from_settings()
+    after = rotated.wrap(data_key)
+    assert (before.kek_id, after.kek_id) == ("pkcs11:kek-1", "pkcs11:kek-2")
+    assert after.wrapped != before.wrapped
+    assert rotated.unwrap(before) == rotated.unwrap(after) == data_key
 
 
 def test_a_data_key_wrapped_by_one_token_does_not_unwrap_in_another(
