@@ -1,0 +1,187 @@
+"""``coffre clients ...`` and ``coffre users ...``: who may ask the built-in authorisation
+server for a token, kept beside the keyring (never in the storage)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from coffre import config
+from coffre.api.auth.registry import (
+    Registry,
+    RegistryError,
+    access_file,
+    app_client,
+    backend_client,
+    load,
+    new_user,
+    save,
+)
+from coffre.service import Vault
+
+console = Console(stderr=True)
+clients_app = typer.Typer(
+    help="Apps and backend services that may ask for tokens.", no_args_is_help=True
+)
+users_app = typer.Typer(
+    help="People who may sign in: patients, clinicians, researchers, admins.", no_args_is_help=True
+)
+
+VaultOption = Annotated[
+    Path, typer.Option("--vault", envvar=config.VAULT.env, help=config.VAULT.help)
+]
+KeyringOption = Annotated[
+    Path | None, typer.Option("--keyring", envvar=config.KEYRING.env, help=config.KEYRING.help)
+]
+ScopeOption = Annotated[
+    str, typer.Option("--scope", help='The most it may be granted, e.g. "system/*.rs".')
+]
+NameOption = Annotated[str, typer.Option("--name", help="A name people recognise.")]
+
+
+def _path(vault: Path, keyring: Path | None) -> Path:
+    return access_file(Vault.at(vault, keyring).keyring)
+
+
+def _fail(error: RegistryError) -> typer.Exit:
+    console.print(f"[red]error:[/red] {error}")
+    return typer.Exit(code=1)
+
+
+def _load(path: Path) -> Registry:
+    try:
+        return load(path)
+    except RegistryError as error:
+        raise _fail(error) from None
+
+
+@clients_app.command("add-backend")
+def add_backend(
+    client_id: Annotated[str, typer.Argument(help="The client's id (its assertions' iss).")],
+    key: Annotated[
+        Path, typer.Option("--key", help="Its public key: a JWKS, a JWK or a PEM file.")
+    ],
+    scope: ScopeOption = "system/*.rs",
+    name: NameOption = "",
+    vault: VaultOption = Path(config.VAULT.default),
+    keyring: KeyringOption = None,
+) -> None:
+    """Register a backend service (SMART Backend Services, private_key_jwt)."""
+    path = _path(vault, keyring)
+    registry = _load(path)
+    try:
+        if client_id in registry.clients:
+            raise RegistryError(f"{client_id} is registered already: remove it first")
+        client = backend_client(client_id, key.read_text(), scope, name)
+    except RegistryError as error:
+        raise _fail(error) from None
+    save(path, replace(registry, clients={**registry.clients, client_id: client}))
+    console.print(f"backend client {client_id} registered, scopes {client.scopes}")
+
+
+@clients_app.command("add-app")
+def add_app(
+    client_id: Annotated[str, typer.Argument(help="The app's client_id.")],
+    redirect_uri: Annotated[
+        list[str], typer.Option("--redirect-uri", help="Where codes may go; repeat for several.")
+    ],
+    scope: ScopeOption = "launch/patient openid fhirUser patient/*.rs user/*.rs",
+    name: NameOption = "",
+    vault: VaultOption = Path(config.VAULT.default),
+    keyring: KeyringOption = None,
+) -> None:
+    """Register an app: a public client, authorisation code with PKCE (S256)."""
+    path = _path(vault, keyring)
+    registry = _load(path)
+    try:
+        if client_id in registry.clients:
+            raise RegistryError(f"{client_id} is registered already: remove it first")
+        client = app_client(client_id, redirect_uri, scope, name)
+    except RegistryError as error:
+        raise _fail(error) from None
+    save(path, replace(registry, clients={**registry.clients, client_id: client}))
+    console.print(f"app {client_id} registered, scopes {client.scopes}")
+
+
+@clients_app.command("list")
+def list_clients(
+    vault: VaultOption = Path(config.VAULT.default), keyring: KeyringOption = None
+) -> None:
+    """One line per client: id, kind, scopes, redirect URIs."""
+    for client in _load(_path(vault, keyring)).clients.values():
+        uris = " ".join(client.redirect_uris)
+        typer.echo(f"{client.client_id}\t{client.kind}\t{client.scopes}\t{uris}".rstrip())
+
+
+@clients_app.command("remove")
+def remove_client(
+    client_id: str, vault: VaultOption = Path(config.VAULT.default), keyring: KeyringOption = None
+) -> None:
+    """Remove a client: it gets no new token (those it holds expire within minutes)."""
+    path = _path(vault, keyring)
+    registry = _load(path)
+    if client_id not in registry.clients:
+        raise _fail(RegistryError(f"no client {client_id}"))
+    clients = {k: v for k, v in registry.clients.items() if k != client_id}
+    save(path, replace(registry, clients=clients))
+    console.print(f"client {client_id} removed")
+
+
+def _password(password_file: Path | None) -> str:
+    if password_file is not None:
+        return password_file.read_text().rstrip("\n")
+    password: str = typer.prompt("password", hide_input=True, confirmation_prompt=True)
+    return password
+
+
+@users_app.command("add")
+def add_user(
+    username: str,
+    role: Annotated[str, typer.Option("--role", help="patient, clinician, researcher or admin.")],
+    fhir_user: Annotated[
+        str, typer.Option("--fhir-user", help="Their FHIR resource: Patient/123, Practitioner/abc.")
+    ],
+    password_file: Annotated[
+        Path | None,
+        typer.Option("--password-file", help="Read the password from this file; else a prompt."),
+    ] = None,
+    vault: VaultOption = Path(config.VAULT.default),
+    keyring: KeyringOption = None,
+) -> None:
+    """Add a user; the password is kept only as a scrypt hash."""
+    path = _path(vault, keyring)
+    registry = _load(path)
+    try:
+        if username in registry.users:
+            raise RegistryError(f"{username} exists already: remove them first")
+        user = new_user(username, role, fhir_user, _password(password_file))
+    except RegistryError as error:
+        raise _fail(error) from None
+    save(path, replace(registry, users={**registry.users, username: user}))
+    console.print(f"user {username} added ({user.role}, {user.fhir_user})")
+
+
+@users_app.command("list")
+def list_users(
+    vault: VaultOption = Path(config.VAULT.default), keyring: KeyringOption = None
+) -> None:
+    """One line per user: name, role, fhirUser (never anything of the password)."""
+    for user in _load(_path(vault, keyring)).users.values():
+        typer.echo(f"{user.username}\t{user.role}\t{user.fhir_user}")
+
+
+@users_app.command("remove")
+def remove_user(
+    username: str, vault: VaultOption = Path(config.VAULT.default), keyring: KeyringOption = None
+) -> None:
+    """Remove a user: they can no longer sign in."""
+    path = _path(vault, keyring)
+    registry = _load(path)
+    if username not in registry.users:
+        raise _fail(RegistryError(f"no user {username}"))
+    save(path, replace(registry, users={k: v for k, v in registry.users.items() if k != username}))
+    console.print(f"user {username} removed")

@@ -1,0 +1,247 @@
+"""`coffre clients ...` and `coffre users ...`: the registry beside the keyring, what it
+refuses, and what it never writes down (a password, a private key)."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from joserfc.jwk import ECKey, RSAKey
+from typer.testing import CliRunner
+
+from coffre.api.auth.registry import (
+    RegistryError,
+    RegistryFile,
+    access_file,
+    check_password,
+    hash_password,
+    load,
+    public_jwks,
+)
+from coffre.api.auth.scopes import Role
+from coffre.cli.main import app
+
+runner = CliRunner()
+PASSWORD = "correct horse battery"
+PASSWORDS = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40)
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    vault = tmp_path / "vault"
+    vault.mkdir()
+    return vault
+
+
+def _run(folder: Path, *args: str, input: str | None = None) -> tuple[int, str]:
+    result = runner.invoke(app, [*args, "--vault", str(folder)], input=input)
+    return result.exit_code, result.output
+
+
+def _registry_path(folder: Path) -> Path:
+    return access_file(folder / "keyring.json")
+
+
+def test_a_backend_client_is_registered_with_its_public_key_only(
+    folder: Path, tmp_path: Path
+) -> None:
+    key = RSAKey.generate_key(2048)
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps({"keys": [key.as_dict(private=False)]}))
+    code, output = _run(
+        folder,
+        "clients",
+        "add-backend",
+        "lab",
+        "--key",
+        str(jwks),
+        "--scope",
+        "system/Observation.rs",
+    )
+    assert code == 0, output
+    path = _registry_path(folder)
+    assert path.name == "keyring.access.json"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    client = load(path).clients["lab"]
+    assert client.kind == "backend" and client.scopes == "system/Observation.rs"
+    assert client.jwks["keys"][0]["n"] == key.as_dict(private=False)["n"]
+    assert "d" not in client.jwks["keys"][0]
+    assert _run(folder, "clients", "list")[1].strip() == "lab\tbackend\tsystem/Observation.rs"
+    code, output = _run(folder, "clients", "add-backend", "lab", "--key", str(jwks))
+    assert code == 1 and "registered already" in output
+
+
+def test_a_pem_public_key_is_registered_as_a_jwks(folder: Path, tmp_path: Path) -> None:
+    key = ECKey.generate_key("P-384")
+    pem = tmp_path / "key.pem"
+    pem.write_bytes(key.as_pem(private=False))
+    assert _run(folder, "clients", "add-backend", "svc", "--key", str(pem))[0] == 0
+    assert load(_registry_path(folder)).clients["svc"].jwks["keys"][0]["crv"] == "P-384"
+
+
+@pytest.mark.parametrize(
+    ("key_text", "message"),
+    [
+        (json.dumps(ECKey.generate_key("P-256").as_dict(private=True)), "private key"),
+        ("not a key", "not a public key"),
+        (json.dumps({"keys": []}), "No keys"),
+        (json.dumps({"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"}), "private key"),
+    ],
+)
+def test_what_is_not_a_public_key_is_refused(key_text: str, message: str) -> None:
+    with pytest.raises(RegistryError, match=message):
+        public_jwks(key_text)
+
+
+def test_a_scope_coffre_does_not_understand_is_refused(folder: Path, tmp_path: Path) -> None:
+    jwks = tmp_path / "jwks.json"
+    jwks.write_text(json.dumps(ECKey.generate_key("P-384").as_dict(private=False)))
+    code, output = _run(
+        folder, "clients", "add-backend", "x", "--key", str(jwks), "--scope", "system/*.everything"
+    )
+    assert code == 1 and "system/*.everything" in output
+    assert not _registry_path(folder).exists()
+
+
+def test_an_app_is_registered_with_its_redirect_uris(folder: Path) -> None:
+    code, output = _run(
+        folder,
+        "clients",
+        "add-app",
+        "portal",
+        "--redirect-uri",
+        "https://portal.example/callback",
+        "--redirect-uri",
+        "http://127.0.0.1:9000/cb",
+    )
+    assert code == 0, output
+    client = load(_registry_path(folder)).clients["portal"]
+    assert client.redirect_uris == ("https://portal.example/callback", "http://127.0.0.1:9000/cb")
+    assert _run(folder, "clients", "remove", "portal")[0] == 0
+    assert load(_registry_path(folder)).clients == {}
+    assert _run(folder, "clients", "remove", "portal")[0] == 1
+
+
+@pytest.mark.parametrize(
+    "uri", ["http://portal.example/cb", "https://portal.example/cb#x", "portal"]
+)
+def test_a_redirect_uri_that_could_leak_a_code_is_refused(folder: Path, uri: str) -> None:
+    code, output = _run(folder, "clients", "add-app", "portal", "--redirect-uri", uri)
+    assert code == 1, output
+
+
+def test_a_user_is_added_from_a_password_file_and_kept_as_a_hash(
+    folder: Path, tmp_path: Path
+) -> None:
+    secret = tmp_path / "password"
+    secret.write_text(PASSWORD + "\n")
+    code, output = _run(
+        folder,
+        "users",
+        "add",
+        "alice",
+        "--role",
+        "patient",
+        "--fhir-user",
+        "Patient/123",
+        "--password-file",
+        str(secret),
+    )
+    assert code == 0, output
+    text = _registry_path(folder).read_text()
+    assert PASSWORD not in text and "scrypt$" in text
+    registry = load(_registry_path(folder))
+    assert registry.users["alice"].role == Role.PATIENT
+    assert registry.sign_in("alice", PASSWORD) == registry.users["alice"]
+    assert registry.sign_in("alice", PASSWORD + "!") is None
+    assert registry.sign_in("bob", PASSWORD) is None
+    listed = _run(folder, "users", "list")[1]
+    assert listed.strip() == "alice\tpatient\tPatient/123"
+    assert _run(folder, "users", "remove", "alice")[0] == 0
+    assert load(_registry_path(folder)).users == {}
+
+
+def test_a_password_is_asked_twice_without_echo(folder: Path) -> None:
+    code, output = _run(
+        folder,
+        "users",
+        "add",
+        "dr",
+        "--role",
+        "clinician",
+        "--fhir-user",
+        "Practitioner/abc",
+        input=f"{PASSWORD}\n{PASSWORD}\n",
+    )
+    assert code == 0, output
+    assert PASSWORD not in output
+    assert load(_registry_path(folder)).sign_in("dr", PASSWORD) is not None
+
+
+@pytest.mark.parametrize(
+    ("role", "fhir_user", "password", "message"),
+    [
+        ("nurse", "Practitioner/a", PASSWORD, "not a role"),
+        ("system", "Practitioner/a", PASSWORD, "backend clients"),
+        ("patient", "Practitioner/a", PASSWORD, "their Patient resource"),
+        ("clinician", "Observation/1", PASSWORD, "not a reference"),
+        ("clinician", "Practitioner/a", "short", "12 characters"),
+    ],
+)
+def test_a_user_coffre_cannot_place_is_refused(
+    folder: Path, tmp_path: Path, role: str, fhir_user: str, password: str, message: str
+) -> None:
+    secret = tmp_path / "password"
+    secret.write_text(password)
+    code, output = _run(
+        folder,
+        "users",
+        "add",
+        "u",
+        "--role",
+        role,
+        "--fhir-user",
+        fhir_user,
+        "--password-file",
+        str(secret),
+    )
+    assert code == 1 and message in output
+    assert not _registry_path(folder).exists()
+
+
+def test_a_gateway_reads_the_registry_again_when_it_changes(folder: Path, tmp_path: Path) -> None:
+    watched = RegistryFile(_registry_path(folder))
+    assert watched.current().users == {}
+    secret = tmp_path / "password"
+    secret.write_text(PASSWORD)
+    _run(
+        folder,
+        "users",
+        "add",
+        "u",
+        "--role",
+        "admin",
+        "--fhir-user",
+        "Practitioner/a",
+        "--password-file",
+        str(secret),
+    )
+    assert list(watched.current().users) == ["u"]
+
+
+def test_a_damaged_registry_is_named_not_quoted(folder: Path) -> None:
+    _registry_path(folder).write_text('{"users": {"u": {"role": "nurse"}}}')
+    code, output = _run(folder, "users", "list")
+    assert code == 1 and "damaged" in output and "nurse" not in output
+
+
+@settings(max_examples=8, deadline=None)
+@given(PASSWORDS, PASSWORDS)
+def test_a_password_hash_accepts_its_password_only(password: str, other: str) -> None:
+    stored = hash_password(password)
+    assert check_password(password, stored)
+    assert check_password(other, stored) is (other == password)
