@@ -106,22 +106,20 @@ def _open_session(module: str, token: str, pin: str) -> Any:
     """A read-write session, logged in as the token's user."""
     if not Path(module).is_file():
         raise CustodyError(
-            f"no PKCS#11 module at {module}: set {config.PKCS11_MODULE.env} to the token's"
+            f"no PKCS#11 module at '{module}': set {config.PKCS11_MODULE.env} to the token's"
             " library (SoftHSM2: /usr/lib/softhsm/libsofthsm2.so)"
         )
     try:
         found = pkcs11.lib(module).get_token(token_label=token)
-    except p11.PKCS11Error as error:
-        raise _failure(token, "open", error) from None
-    missing = set(NEEDED) - found.slot.get_mechanisms()
-    if missing:
-        names = ", ".join(sorted("CKM_" + mechanism.name for mechanism in missing))
-        raise CustodyError(f"the PKCS#11 token '{token}' lacks {names}, which Coffre needs")
-    try:
-        return found.open(rw=True, user_pin=pin)
-    except p11.UserAlreadyLoggedIn:
-        # Login is per process and token: this process has already given the PIN.
-        return found.open(rw=True)
+        missing = set(NEEDED) - found.slot.get_mechanisms()
+        if missing:
+            names = ", ".join(sorted("CKM_" + mechanism.name for mechanism in missing))
+            raise CustodyError(f"the PKCS#11 token '{token}' lacks {names}, which Coffre needs")
+        try:
+            return found.open(rw=True, user_pin=pin)
+        except p11.UserAlreadyLoggedIn:
+            # Login is per process and token: this process has already given the PIN.
+            return found.open(rw=True)
     except p11.PKCS11Error as error:
         raise _failure(token, "log in", error) from None
 

@@ -19,9 +19,9 @@ from typer.testing import CliRunner
 from coffre import config
 from coffre.cli.main import app
 from coffre.custody import Pkcs11Custodian, WrappedKey, create_custody, open_custody
-from coffre.custody.pkcs11 import PRIVATE_KEY
+from coffre.custody.pkcs11 import PRIVATE_KEY, TRANSIENT_KEY
 from coffre.exceptions import CustodyError, SealError, VaultStateError
-from coffre.seal import random_key
+from coffre.seal import random_key, unwrap_key
 from coffre.seal.signing import Ed25519Verifier
 from coffre.service import Vault
 
@@ -151,6 +151,28 @@ def test_data_keys_round_trip_whatever_their_bytes(pkcs11_token: str) -> None:
         assert custodian.unwrap(custodian.wrap(data_key)) == data_key
 
     round_trip()
+
+
+@pytest.mark.parametrize("size", [16, 32, 64])
+def test_the_tokens_key_wrap_is_rfc_5649_as_in_the_keyring_custody(
+    softhsm: SoftHsm, pkcs11_token: str, size: int
+) -> None:
+    session = _raw_session(softhsm, pkcs11_token)
+    # A throw-away wrapping key that can be read out, to check the token's output with.
+    kek = session.generate_key(
+        pkcs11.KeyType.AES, 256, template={Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True}
+    )
+    data_key = random_key() * 2
+    key = session.create_object(
+        {
+            Attribute.CLASS: ObjectClass.SECRET_KEY,
+            Attribute.KEY_TYPE: pkcs11.KeyType.GENERIC_SECRET,
+            Attribute.VALUE: data_key[:size],
+            **TRANSIENT_KEY,
+        }
+    )
+    wrapped = kek.wrap_key(key, mechanism=pkcs11.Mechanism.AES_KEY_WRAP_PAD)
+    assert unwrap_key(kek[Attribute.VALUE], wrapped) == data_key[:size]
 
 
 @pytest.mark.parametrize("size", [0, 8, 17, 31, 72])
