@@ -23,10 +23,16 @@ def _plan(resource_type: str) -> Plan:
     """The parameters of a type that have an expression, in a form quick to loop over."""
     params: dict[str, SearchParameter] = parameters_for(resource_type)
     return tuple(
-        (code, param.type, param.extract, param.components, param.roots)
+        (code, param.type, param.extract, param.components, _roots(param))
         for code, param in params.items()
         if param.extract is not None
     )
+
+
+def _roots(param: SearchParameter) -> frozenset[str] | None:
+    """The roots to check before running an extractor, unless the expression yields a value
+    without them (``Patient.deceased.exists() and ...`` is ``false`` on any Patient)."""
+    return None if param.expression and "exists()" in param.expression else param.roots
 
 
 def _unique(values: list[Value]) -> list[Value]:

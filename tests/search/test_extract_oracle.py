@@ -1,18 +1,8 @@
 """Every compiled search extractor against fhirpathpy evaluating the same official expression
-on the same resources: the HL7 R4 examples and Synthea patients.
+on the same resources: the HL7 R4 examples and Synthea patients (the rewrites fhirpathpy
+needs are in tests/fhirpath_oracle.py).
 
-fhirpathpy is an independent FHIRPath engine, used here as an oracle only. Two justified
-rewrites of the expressions it is given:
-- fhirpathpy has no ``resolve()``; search only asks what type a reference points to, so
-  ``resolve() is T`` becomes a test on the reference string, which is what Coffre's
-  ``resolve()`` looks at too;
-- fhirpathpy does not take a resource as a ``Resource`` (``Resource.id`` selects nothing
-  on a Patient): the leading ``Resource.`` or ``DomainResource.`` becomes the type's name;
-- fhirpathpy refuses ``as`` on several items, as FHIRPath 2.0 does, where R4 search
-  expressions use it as a filter (``Observation.component.value as Quantity``): ``x as T``
-  and ``x.as(T)`` become ``x.ofType(T)``, which is what R4 meant.
-
-And one difference is expected: a reference to a contained resource (``#id``) resolves in
+One difference is expected: a reference to a contained resource (``#id``) resolves in
 Coffre to that resource, so ``where(resolve() is Patient)`` keeps it when the contained
 resource is a Patient; the rewritten oracle, which reads only the reference string, cannot.
 """
@@ -20,35 +10,19 @@ resource is a Patient; the rewritten oracle, which reads only the reference stri
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from decimal import Decimal
-from functools import cache
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import shared_data_path
-from fhirpathpy import compile as fhirpath_compile
-from fhirpathpy.models import models
+from fhirpath_oracle import oracle
 
 from coffre.search.fhirpath import Prim
 from coffre.search.parameters import parameters_for
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
-_RESOLVE_IS = re.compile(r"resolve\(\) is (\w+)")
-_BASE_TYPE = re.compile(r"\b(?:Resource|DomainResource)\.")
-_AS = re.compile(r"(?: as |\.as\()(\w+)\)?")
-
-
-@cache
-def _oracle(expression: str, resource_type: str) -> Any:
-    rewritten = _BASE_TYPE.sub(f"{resource_type}.", expression)
-    rewritten = _RESOLVE_IS.sub(
-        lambda m: f"reference.matches('^(.*/)?{m.group(1)}/[^/]+(/_history/.*)?$')", rewritten
-    )
-    rewritten = _AS.sub(r".ofType(\1)", rewritten)
-    return fhirpath_compile(rewritten, models["r4"])
 
 
 def _plain(item: Any) -> Any:
@@ -92,8 +66,8 @@ def _compare(resources: list[dict[str, Any]]) -> tuple[int, Counter[str]]:
                 continue
             key = (code, resource["resourceType"])
             ours = {_canonical(item) for _, items in param.extract(resource) for item in items}
-            oracle = _oracle(param.expression, resource["resourceType"])
-            theirs = {_canonical(item) for item in oracle(resource)}
+            evaluate = oracle(param.expression, resource["resourceType"])
+            theirs = {_canonical(item) for item in evaluate(resource)}
             if "resolve()" in param.expression:
                 ours = {item for item in ours if item in theirs or not _contained(item)}
             checked += 1
