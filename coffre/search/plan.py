@@ -306,7 +306,7 @@ def _year_units(low: int, high: int) -> list[str]:
     start, end = _moment(low), _moment(high - 1)
     first = start.year if start else FIRST_YEAR - 1
     last = end.year if end else LAST_YEAR + 1
-    first, last = max(first, FIRST_YEAR - 1), min(last, LAST_YEAR + 1)
+    first, last = (min(max(year, FIRST_YEAR - 1), LAST_YEAR + 1) for year in (first, last))
     return list(dict.fromkeys(_year_label(year) for year in range(first, last + 1)))
 
 

@@ -1,0 +1,198 @@
+"""The planner never misses: whenever the exact test says a value matches a criterion, the
+value's index keys satisfy the criterion's plan (or the plan is a scan). False hits are
+allowed (the exact test removes them); a miss would be a wrong answer."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from coffre.search.criteria import Criterion, check_criteria, criterion, parse_criteria
+from coffre.search.matching import criterion_match
+from coffre.search.normalise import date_range, number_range, text
+from coffre.search.parameters import SearchParameter, parameters_for
+from coffre.search.plan import PREFIXES, index_keys, plan
+from coffre.search.values import DateRange, Number, QuantityValue, Ref, Text, Token, Value
+
+
+def _param(resource_type: str, code: str) -> SearchParameter:
+    return parameters_for(resource_type)[code]
+
+
+def _never_misses(param: SearchParameter, found: Criterion, values: list[Value]) -> None:
+    planned = plan(param, found)
+    if planned is None or not criterion_match(param, found, values):
+        return
+    keys = {key for _, key in index_keys({param.code: values})}
+    assert any(set(conjunction) <= keys for conjunction in planned), (found, values)
+
+
+_PREFIX = st.sampled_from(sorted(PREFIXES))
+_DECIMAL = st.decimals(min_value=-10_000, max_value=10_000, places=3, allow_nan=False)
+
+
+@settings(max_examples=400, deadline=None)
+@given(target=_DECIMAL, query=_DECIMAL, prefix=_PREFIX)
+def test_numbers(target: Decimal, query: Decimal, prefix: str) -> None:
+    param = _param("RiskAssessment", "probability")
+    _never_misses(
+        param,
+        Criterion("probability", (f"{prefix}{query}",)),
+        [Number(target, *number_range(target))],
+    )
+
+
+@settings(max_examples=300, deadline=None)
+@given(target=_DECIMAL, query=_DECIMAL, prefix=_PREFIX, unit=st.sampled_from(["", "|", "|u|mg"]))
+def test_quantities(target: Decimal, query: Decimal, prefix: str, unit: str) -> None:
+    param = _param("Observation", "value-quantity")
+    value = QuantityValue(target, *number_range(target), "u", "mg", "milligram")
+    _never_misses(param, Criterion("value-quantity", (f"{prefix}{query}{unit}",)), [value])
+
+
+_DATE = st.builds(
+    lambda y, m, d, h, precision: f"{y:04d}-{m:02d}-{d:02d}T{h:02d}:30:00Z"[:precision],
+    st.integers(1850, 2150),
+    st.integers(1, 12),
+    st.integers(1, 28),
+    st.integers(0, 23),
+    st.sampled_from([4, 7, 10, 20]),
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(start=_DATE, end=st.one_of(st.none(), _DATE), query=_DATE, prefix=_PREFIX)
+def test_dates_and_periods(start: str, end: str | None, query: str, prefix: str) -> None:
+    low, high = date_range(start) or (0, 0)
+    if end is not None:
+        high = max(high, (date_range(end) or (0, 0))[1])
+    param = _param("Encounter", "date")
+    _never_misses(param, Criterion("date", (f"{prefix}{query}",)), [DateRange(low, high)])
+
+
+def test_an_open_period_is_found_by_any_later_date() -> None:
+    param = _param("Encounter", "date")
+    low, _ = date_range("2001-05-02") or (0, 0)
+    _never_misses(param, Criterion("date", ("gt2120",)), [DateRange(low, 2**62)])
+    _never_misses(param, Criterion("date", ("2019-03-04",)), [DateRange(low, 2**62)])
+
+
+_WORDS = st.text(alphabet="abcéÉ ßXyz-", min_size=0, max_size=20)
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    value=_WORDS,
+    query=_WORDS.filter(bool),
+    modifier=st.sampled_from([None, "exact", "contains"]),
+    cut=st.integers(0, 20),
+)
+def test_strings(value: str, query: str, modifier: str | None, cut: int) -> None:
+    param = _param("Patient", "family")
+    for raw in (query, value[cut:], value[:cut]):
+        if raw:
+            found = Criterion("family", (raw,), modifier)
+            _never_misses(param, found, [Text(text(value), value)])
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    system=st.sampled_from([None, "s1", "http://loinc.org"]),
+    code=st.sampled_from(["a", "8302-2", "b|c"]),
+    query=st.sampled_from(["a", "8302-2", "s1|a", "|a", "s1|", "http://loinc.org|8302-2", "x|a"]),
+    modifier=st.sampled_from([None, "not", "missing"]),
+)
+def test_tokens(system: str | None, code: str, query: str, modifier: str | None) -> None:
+    param = _param("Observation", "code")
+    found = Criterion("code", ("false",) if modifier == "missing" else (query,), modifier)
+    _never_misses(param, found, [Token(system, code)])
+
+
+@pytest.mark.parametrize(
+    ("reference", "query", "modifier"),
+    [
+        ("Patient/1", "Patient/1", None),
+        ("Patient/1", "1", None),
+        ("Patient/1", "1", "Patient"),
+        ("Patient/1", "http://coffre.example/fhir/Patient/1", None),
+        ("Patient/1", "Patient/1/_history/3", None),
+    ],
+)
+def test_references_match_and_are_planned(reference: str, query: str, modifier: str | None) -> None:
+    param = _param("Observation", "subject")
+    found = Criterion("subject", (query,), modifier)
+    values: list[Value] = [Ref(reference, "Patient")]
+    assert criterion_match(param, found, values, "http://coffre.example/fhir")
+    keys = {key for _, key in index_keys({"subject": values})}
+    planned = plan(param, found, "http://coffre.example/fhir")
+    assert planned is not None and any(set(c) <= keys for c in planned)
+
+
+@pytest.mark.parametrize(
+    ("target", "query", "expected"),
+    [
+        ("2020-03-15", "2020-03", True),
+        ("2020-03", "2020-03-15", False),
+        ("2020-03-15", "ne2020-03", False),
+        ("2020-03-15", "gt2020-03-14", True),
+        ("2020-03-15", "ge2020-03-15", True),
+        ("2020-03-15", "lt2020-03-15", False),
+        ("2020-03-15", "le2020-03-15", True),
+        ("2020-03-15", "sa2020-03-14", True),
+        ("2020-03-15", "sa2020-03", False),
+        ("2020-03-15", "eb2020-04", True),
+        ("2020-03-15T10:00:00+02:00", "2020-03-15T08:00:00Z", True),
+    ],
+)
+def test_date_prefixes_follow_the_precision_ranges(target: str, query: str, expected: bool) -> None:
+    param = _param("Patient", "birthdate")
+    values: list[Value] = [DateRange(*(date_range(target) or (0, 0)))]
+    assert criterion_match(param, Criterion("birthdate", (query,)), values) is expected
+
+
+@pytest.mark.parametrize(
+    ("target", "query", "expected"),
+    [
+        ("100", "100", True),
+        ("100.4", "100", True),
+        ("100.6", "100", False),
+        ("100", "100.0", False),
+        ("101", "gt100", True),
+        ("100.2", "gt100", False),
+        ("99", "lt100", True),
+        ("105", "ap100", True),
+        ("115", "ap100", False),
+        ("-3", "lt0", True),
+    ],
+)
+def test_number_prefixes_follow_the_implicit_precision(
+    target: str, query: str, expected: bool
+) -> None:
+    param = _param("RiskAssessment", "probability")
+    value = Decimal(target)
+    found = Criterion("probability", (query,))
+    assert criterion_match(param, found, [Number(value, *number_range(value))]) is expected
+
+
+def test_names_parse_into_modifiers_chains_and_reverse_chains() -> None:
+    assert criterion("name:exact", "Li") == Criterion("name", ("Li",), "exact")
+    assert criterion("subject:Patient.name", "a,b\\,c") == Criterion(
+        "subject", ("a", "b,c"), "Patient", "name"
+    )
+    has = criterion("_has:Observation:patient:code", "1234")
+    assert has == Criterion("_has", ("1234",), has=("Observation", "patient"), chain="code")
+    assert parse_criteria("_count=5&_sort=name&gender=male") == (Criterion("gender", ("male",)),)
+
+
+def test_unknown_parameters_are_refused_when_strict_and_reported_when_lenient() -> None:
+    criteria = parse_criteria("gender=male&favourite=blue")
+    kept, ignored = check_criteria("Patient", criteria, strict=False)
+    assert kept == (Criterion("gender", ("male",)),)
+    assert "'favourite'" in ignored[0]
+    with pytest.raises(Exception, match="favourite"):
+        check_criteria("Patient", criteria)
+    with pytest.raises(Exception, match=":sounds"):
+        check_criteria("Patient", parse_criteria("name:sounds=x"), strict=False)
