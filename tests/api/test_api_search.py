@@ -1,0 +1,172 @@
+"""Search result control over HTTP: paging that stays valid while data changes, _sort,
+_total, _summary, _elements, _include and _revinclude, chains, _has, $everything."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.testclient import TestClient
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+def _put(client: TestClient, resource: dict[str, Any]) -> None:
+    url = f"/fhir/{resource['resourceType']}/{resource['id']}"
+    response = client.put(url, json=resource, headers=FHIR_JSON)
+    assert response.status_code in (200, 201), response.text
+
+
+def _patient(client: TestClient, pid: str, family: str, born: str, **more: Any) -> None:
+    name = {"family": family, "given": [pid.capitalize()]}
+    _put(client, {"resourceType": "Patient", "id": pid, "name": [name], "birthDate": born, **more})
+
+
+def _people(client: TestClient) -> None:
+    _patient(client, "ana", "Bérubé", "1980-02-01", gender="female")
+    _patient(client, "bob", "Berger", "1975-06-30", gender="male")
+    _patient(client, "cyd", "Zola", "1990-11-11", gender="male")
+    _patient(client, "dee", "Berger", "2001-01-01", gender="female")
+    _put(client, {"resourceType": "Organization", "id": "org", "name": "Clinique du Lac"})
+    for i, (who, code, value) in enumerate(
+        [("ana", "8302-2", 160), ("bob", "8302-2", 181), ("bob", "29463-7", 80)]
+    ):
+        _put(
+            client,
+            {
+                "resourceType": "Observation",
+                "id": f"obs-{i}",
+                "status": "final",
+                "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+                "subject": {"reference": f"Patient/{who}"},
+                "encounter": {"reference": f"Encounter/enc-{who}"},
+                "valueQuantity": {"value": value, "system": "http://unitsofmeasure.org"},
+            },
+        )
+    for who in ("ana", "bob"):
+        _put(
+            client,
+            {
+                "resourceType": "Encounter",
+                "id": f"enc-{who}",
+                "status": "finished",
+                "class": {"code": "AMB"},
+                "subject": {"reference": f"Patient/{who}"},
+                "serviceProvider": {"reference": "Organization/org"},
+            },
+        )
+
+
+def _search(client: TestClient, query: str, **headers: str) -> dict[str, Any]:
+    response = client.get(f"/fhir/{query}", headers=headers)
+    assert response.status_code == 200, response.text
+    bundle: dict[str, Any] = response.json()
+    return bundle
+
+
+def _ids(bundle: dict[str, Any], mode: str = "match") -> list[str]:
+    return [e["resource"]["id"] for e in bundle["entry"] if e["search"]["mode"] == mode]
+
+
+def _link(bundle: dict[str, Any], relation: str) -> str | None:
+    return next((k["url"] for k in bundle["link"] if k["relation"] == relation), None)
+
+
+def test_pages_stay_valid_while_data_changes(client: TestClient) -> None:
+    _people(client)
+    first = _search(client, "Patient?name=ber&_count=2")
+    assert first["total"] == 3 and len(_ids(first)) == 2
+    _patient(client, "eve", "Bernard", "1999-01-01")  # created after the first page
+    _patient(client, "dee", "Berger", "2001-01-02", gender="female")  # changed after it
+    following = client.get(_link(first, "next") or "").json()
+    assert following["total"] == 3
+    assert sorted(_ids(first) + _ids(following)) == ["ana", "bob", "dee"]
+    dee = next(e["resource"] for e in following["entry"] if e["resource"]["id"] == "dee")
+    assert dee["birthDate"] == "2001-01-01"  # as it was when the first page was made
+    back = client.get(_link(following, "previous") or "").json()
+    assert _ids(back) == _ids(first)
+    assert len(_ids(_search(client, "Patient?name=ber"))) == 4  # a new search sees eve
+
+
+def test_sort_by_several_keys_either_way(client: TestClient) -> None:
+    _people(client)
+    assert _ids(_search(client, "Patient?_sort=birthdate")) == ["bob", "ana", "cyd", "dee"]
+    assert _ids(_search(client, "Patient?_sort=-birthdate")) == ["dee", "cyd", "ana", "bob"]
+    assert _ids(_search(client, "Patient?_sort=family,-birthdate")) == ["dee", "bob", "ana", "cyd"]
+
+
+def test_total_summary_and_elements(client: TestClient) -> None:
+    _people(client)
+    assert "total" not in _search(client, "Patient?gender=male&_total=none")
+    assert _search(client, "Patient?gender=male&_total=accurate")["total"] == 2
+    count = _search(client, "Patient?gender=male&_summary=count")
+    assert count["total"] == 2 and count["entry"] == []
+    elements = _search(client, "Patient?_id=ana&_elements=gender")["entry"][0]["resource"]
+    assert set(elements) == {"resourceType", "id", "meta", "gender"}
+    assert elements["meta"]["tag"][-1]["code"] == "SUBSETTED"
+    summary = _search(client, "Observation?_id=obs-0&_summary=true")["entry"][0]["resource"]
+    assert {"code", "subject", "status"} <= set(summary)
+    assert client.get("/fhir/Patient?_summary=maybe").status_code == 400
+
+
+def test_include_revinclude_and_iterate(client: TestClient) -> None:
+    _people(client)
+    bundle = _search(client, "Observation?code=8302-2&_include=Observation:subject")
+    assert sorted(_ids(bundle)) == ["obs-0", "obs-1"]
+    assert sorted(_ids(bundle, "include")) == ["ana", "bob"]
+    bundle = _search(client, "Patient?_id=bob&_revinclude=Observation:subject")
+    assert sorted(_ids(bundle, "include")) == ["obs-1", "obs-2"]
+    bundle = _search(
+        client,
+        "Observation?_id=obs-0&_include=Observation:encounter"
+        "&_include:iterate=Encounter:service-provider",
+    )
+    assert sorted(_ids(bundle, "include")) == ["enc-ana", "org"]
+
+
+def test_chains_and_has(client: TestClient) -> None:
+    _people(client)
+    assert sorted(_ids(_search(client, "Observation?subject:Patient.name=berg"))) == [
+        "obs-1",
+        "obs-2",
+    ]
+    assert sorted(_ids(_search(client, "Observation?subject.gender=female"))) == ["obs-0"]
+    has = _search(client, "Patient?_has:Observation:subject:code=29463-7")
+    assert _ids(has) == ["bob"]
+    nested = _search(client, "Encounter?service-provider.name=clinique&patient.family=berube")
+    assert _ids(nested) == ["enc-ana"]
+
+
+def test_everything_with_type_since_and_count(client: TestClient) -> None:
+    _people(client)
+    bundle = _search(client, "Patient/bob/$everything")
+    assert sorted(_ids(bundle)) == ["bob", "enc-bob", "obs-1", "obs-2"]
+    assert sorted(_ids(_search(client, "Patient/bob/$everything?_type=Observation"))) == [
+        "obs-1",
+        "obs-2",
+    ]
+    first = _search(client, "Patient/bob/$everything?_count=3")
+    assert len(_ids(first)) == 3 and _link(first, "next")
+    later = _search(client, "Patient/bob/$everything?_since=2100-01-01T00:00:00Z")
+    assert _ids(later) == []
+    assert client.get("/fhir/Patient/nobody/$everything").status_code == 404
+
+
+def test_post_search_and_conditional_create_use_every_parameter(client: TestClient) -> None:
+    _people(client)
+    response = client.post("/fhir/Patient/_search", data={"family": "berger", "gender": "male"})
+    assert _ids(response.json()) == ["bob"]
+    created = client.post(
+        "/fhir/Patient",
+        json={"resourceType": "Patient"},
+        headers={**FHIR_JSON, "If-None-Exist": "family:exact=Zola&birthdate=1990"},
+    )
+    assert created.status_code == 200 and created.json()["id"] == "cyd"
+
+
+def test_a_search_with_no_match_and_a_bad_value(client: TestClient) -> None:
+    _people(client)
+    assert _ids(_search(client, "Patient?birthdate=1800")) == []
+    assert client.get("/fhir/Patient?birthdate=yesterday").status_code == 400
+    assert client.get("/fhir/Observation?value-quantity=lots").status_code == 400
+    strict = client.get("/fhir/Patient?colour=blue", headers={"Prefer": "handling=strict"})
+    assert strict.status_code == 400
