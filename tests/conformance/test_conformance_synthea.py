@@ -465,3 +465,25 @@ def test_the_storage_schema_names_no_resource_type(synthea: SyntheaVault) -> Non
     for resource_type in RESOURCE_TYPES:
         assert resource_type not in schema, resource_type
         assert resource_type.lower() not in words, resource_type
+
+
+def test_the_index_tables_hold_only_opaque_tokens(
+    synthea: SyntheaVault, expected: Expected
+) -> None:
+    """Search values never reach the host as text: not as written, not normalised as search
+    compares them (lower case), not as the index keys the gateway hashes (``x|Smith``)."""
+    texts = _sensitive_texts(expected)
+    searched = dict(texts)
+    for text, what in texts.items():
+        searched.setdefault(text.lower(), f"{what}, normalised")
+        searched.setdefault(f"x|{text}", f"{what}, as an index key")
+    needles = _needles(searched)
+    connection = sqlite3.connect(f"file:{synthea.vault.storage_path}?mode=ro", uri=True)
+    try:
+        rows = connection.execute("SELECT token, loc FROM tokens").fetchall()
+    finally:
+        connection.close()
+    assert len(rows) > 100_000
+    assert {len(token) for token, _ in rows} == {10}  # a parameter's domain, 2 bytes of value
+    found = NeedleScan(needles).find(b"\0".join(token + loc for token, loc in rows))
+    assert not found, [needles[needle].what for needle in found][:30]
