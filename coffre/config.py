@@ -92,6 +92,36 @@ WITNESS_QUORUM = Setting(
     " serves it; empty: all of them.",
 )
 
+AUTH = Setting(
+    "auth",
+    "off",
+    "`required`: every /fhir request but /metadata and /.well-known needs a valid bearer"
+    " token (401 otherwise); `off`: a request without one passes as an unauthenticated"
+    " client. Scopes are not enforced on routes yet either way (docs/access.md).",
+)
+PUBLIC_URL = Setting(
+    "public_url",
+    "",
+    "The URL clients reach Coffre at (`https://fhir.example.org`), for token issuer and"
+    " audience; empty: taken from each request.",
+)
+ACCESS_TOKEN_SECONDS = Setting(
+    "access_token_seconds", "300", "Lifetime of the access tokens Coffre issues (30 to 3600)."
+)
+OIDC_ISSUER = Setting(
+    "oidc_issuer",
+    "",
+    "An external OpenID Connect issuer whose tokens Coffre accepts beside its own (its `iss`).",
+)
+OIDC_JWKS_URL = Setting(
+    "oidc_jwks_url", "", "With an external issuer: the URL of its JWKS (its signing keys)."
+)
+OIDC_AUDIENCE = Setting(
+    "oidc_audience",
+    "",
+    "With an external issuer: the `aud` its tokens must carry; empty: the FHIR base URL.",
+)
+
 SETTINGS = (
     VAULT,
     KEYRING,
@@ -110,4 +140,10 @@ SETTINGS = (
     BENCH_UNVERIFIED_READS,
     WITNESSES,
     WITNESS_QUORUM,
+    AUTH,
+    PUBLIC_URL,
+    ACCESS_TOKEN_SECONDS,
+    OIDC_ISSUER,
+    OIDC_JWKS_URL,
+    OIDC_AUDIENCE,
 )

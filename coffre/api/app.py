@@ -6,12 +6,15 @@ import logging
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from coffre.api import routes
 from coffre.api.access import access_of
+from coffre.api.auth import Authenticate, Authority, auth_routes, smart_routes
+from coffre.api.auth.capability import smart_security
 from coffre.api.capability import capability_statement
 from coffre.api.ledger import ledger_routes
 from coffre.api.negotiation import check_format
@@ -27,7 +30,13 @@ log = logging.getLogger("coffre.api")
 
 async def metadata(request: Request) -> Response:
     check_format(request)
-    return fhir_response(capability_statement(routes.base_url(request)))
+    statement = capability_statement(routes.base_url(request))
+    authority: Authority = request.app.state.authority
+    if authority.required:
+        statement["rest"][0]["security"] = smart_security(
+            authority.endpoint(request, "authorize"), authority.endpoint(request, "token")
+        )
+    return fhir_response(statement)
 
 
 def _interaction(request: Request) -> str:
@@ -119,9 +128,21 @@ def _fhir_routes() -> list[Route]:
     ]
 
 
-def create_app(records: RecordStore, *, max_body_bytes: int = 64 * 1024 * 1024) -> Starlette:
+def create_app(
+    records: RecordStore,
+    *,
+    max_body_bytes: int = 64 * 1024 * 1024,
+    authority: Authority | None = None,
+) -> Starlette:
+    """``authority``: the authorisation server and token checks; without one, an
+    ephemeral one (a random signing key, no registered clients, tokens optional)."""
     app = Starlette(
-        routes=[Mount(BASE_PATH, routes=_fhir_routes()), Mount("/ledger", routes=ledger_routes())],
+        routes=[
+            Mount(BASE_PATH, routes=[*smart_routes(), *_fhir_routes()]),
+            Mount("/auth", routes=auth_routes()),
+            Mount("/ledger", routes=ledger_routes()),
+        ],
+        middleware=[Middleware(Authenticate)],
         exception_handlers={
             FhirError: _fhir_error,
             HTTPException: _http_error,
@@ -135,4 +156,5 @@ def create_app(records: RecordStore, *, max_body_bytes: int = 64 * 1024 * 1024) 
     app.state.committer = GroupCommitter(records)
     app.state.base_path = BASE_PATH
     app.state.max_body_bytes = max_body_bytes
+    app.state.authority = authority or Authority.ephemeral()
     return app

@@ -10,14 +10,21 @@ from starlette.applications import Starlette
 
 from coffre import config
 from coffre.api.app import create_app
+from coffre.api.auth import Authority, AuthSettings
 from coffre.service import Vault
+from coffre.service.tokenkey import access_token_key
 from coffre.service.witnessing import Witnessing, witnesses_from_settings
 
 
 def app_from_settings() -> Starlette:
     vault = Vault.from_settings()
     records = vault.open()
-    app = create_app(records, max_body_bytes=int(config.MAX_BODY_BYTES.value()))
+    authority = Authority.for_keyring(
+        vault.keyring, access_token_key(vault), AuthSettings.from_settings()
+    )
+    app = create_app(
+        records, max_body_bytes=int(config.MAX_BODY_BYTES.value()), authority=authority
+    )
     witnesses, quorum = witnesses_from_settings()
     if witnesses:
         with_witnessing(app, Witnessing(records, witnesses, quorum, vault.folder))

@@ -3,7 +3,7 @@ server for a token, kept beside the keyring (never in the storage)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated
 
@@ -20,6 +20,10 @@ from coffre.api.auth.registry import (
     load,
     new_user,
     save,
+    with_client,
+    with_user,
+    without_client,
+    without_user,
 )
 from coffre.service import Vault
 
@@ -59,6 +63,19 @@ def _load(path: Path) -> Registry:
         raise _fail(error) from None
 
 
+def _update(
+    vault: Path, keyring: Path | None, change: Callable[[Registry], Registry], done: str
+) -> None:
+    """Read the registry, change it, write it back; a refused change writes nothing."""
+    path = _path(vault, keyring)
+    try:
+        updated = change(_load(path))
+    except RegistryError as error:
+        raise _fail(error) from None
+    save(path, updated)
+    console.print(done)
+
+
 @clients_app.command("add-backend")
 def add_backend(
     client_id: Annotated[str, typer.Argument(help="The client's id (its assertions' iss).")],
@@ -71,16 +88,14 @@ def add_backend(
     keyring: KeyringOption = None,
 ) -> None:
     """Register a backend service (SMART Backend Services, private_key_jwt)."""
-    path = _path(vault, keyring)
-    registry = _load(path)
-    try:
-        if client_id in registry.clients:
-            raise RegistryError(f"{client_id} is registered already: remove it first")
-        client = backend_client(client_id, key.read_text(), scope, name)
-    except RegistryError as error:
-        raise _fail(error) from None
-    save(path, replace(registry, clients={**registry.clients, client_id: client}))
-    console.print(f"backend client {client_id} registered, scopes {client.scopes}")
+    _update(
+        vault,
+        keyring,
+        lambda registry: with_client(
+            registry, backend_client(client_id, key.read_text(), scope, name)
+        ),
+        f"backend client {client_id} registered",
+    )
 
 
 @clients_app.command("add-app")
@@ -95,16 +110,12 @@ def add_app(
     keyring: KeyringOption = None,
 ) -> None:
     """Register an app: a public client, authorisation code with PKCE (S256)."""
-    path = _path(vault, keyring)
-    registry = _load(path)
-    try:
-        if client_id in registry.clients:
-            raise RegistryError(f"{client_id} is registered already: remove it first")
-        client = app_client(client_id, redirect_uri, scope, name)
-    except RegistryError as error:
-        raise _fail(error) from None
-    save(path, replace(registry, clients={**registry.clients, client_id: client}))
-    console.print(f"app {client_id} registered, scopes {client.scopes}")
+    _update(
+        vault,
+        keyring,
+        lambda registry: with_client(registry, app_client(client_id, redirect_uri, scope, name)),
+        f"app {client_id} registered",
+    )
 
 
 @clients_app.command("list")
@@ -122,13 +133,12 @@ def remove_client(
     client_id: str, vault: VaultOption = Path(config.VAULT.default), keyring: KeyringOption = None
 ) -> None:
     """Remove a client: it gets no new token (those it holds expire within minutes)."""
-    path = _path(vault, keyring)
-    registry = _load(path)
-    if client_id not in registry.clients:
-        raise _fail(RegistryError(f"no client {client_id}"))
-    clients = {k: v for k, v in registry.clients.items() if k != client_id}
-    save(path, replace(registry, clients=clients))
-    console.print(f"client {client_id} removed")
+    _update(
+        vault,
+        keyring,
+        lambda registry: without_client(registry, client_id),
+        f"client {client_id} removed",
+    )
 
 
 def _password(password_file: Path | None) -> str:
@@ -153,16 +163,14 @@ def add_user(
     keyring: KeyringOption = None,
 ) -> None:
     """Add a user; the password is kept only as a scrypt hash."""
-    path = _path(vault, keyring)
-    registry = _load(path)
-    try:
-        if username in registry.users:
-            raise RegistryError(f"{username} exists already: remove them first")
-        user = new_user(username, role, fhir_user, _password(password_file))
-    except RegistryError as error:
-        raise _fail(error) from None
-    save(path, replace(registry, users={**registry.users, username: user}))
-    console.print(f"user {username} added ({user.role}, {user.fhir_user})")
+    _update(
+        vault,
+        keyring,
+        lambda registry: with_user(
+            registry, new_user(username, role, fhir_user, _password(password_file))
+        ),
+        f"user {username} added ({role}, {fhir_user})",
+    )
 
 
 @users_app.command("list")
@@ -179,9 +187,9 @@ def remove_user(
     username: str, vault: VaultOption = Path(config.VAULT.default), keyring: KeyringOption = None
 ) -> None:
     """Remove a user: they can no longer sign in."""
-    path = _path(vault, keyring)
-    registry = _load(path)
-    if username not in registry.users:
-        raise _fail(RegistryError(f"no user {username}"))
-    save(path, replace(registry, users={k: v for k, v in registry.users.items() if k != username}))
-    console.print(f"user {username} removed")
+    _update(
+        vault,
+        keyring,
+        lambda registry: without_user(registry, username),
+        f"user {username} removed",
+    )

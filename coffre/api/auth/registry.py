@@ -14,7 +14,7 @@ import json
 import os
 import re
 import secrets
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -172,6 +172,30 @@ class Registry:
             check_password(password, _DECOY)
             return None
         return user if check_password(password, user.password_hash) else None
+
+
+def with_client(registry: Registry, client: Client) -> Registry:
+    if client.client_id in registry.clients:
+        raise RegistryError(f"{client.client_id} is registered already: remove it first")
+    return replace(registry, clients={**registry.clients, client.client_id: client})
+
+
+def without_client(registry: Registry, client_id: str) -> Registry:
+    if client_id not in registry.clients:
+        raise RegistryError(f"no client {client_id}")
+    return replace(registry, clients={k: v for k, v in registry.clients.items() if k != client_id})
+
+
+def with_user(registry: Registry, user: User) -> Registry:
+    if user.username in registry.users:
+        raise RegistryError(f"{user.username} exists already: remove them first")
+    return replace(registry, users={**registry.users, user.username: user})
+
+
+def without_user(registry: Registry, username: str) -> Registry:
+    if username not in registry.users:
+        raise RegistryError(f"no user {username}")
+    return replace(registry, users={k: v for k, v in registry.users.items() if k != username})
 
 
 def backend_client(client_id: str, key_text: str, scopes: str, name: str = "") -> Client:

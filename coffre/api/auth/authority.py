@@ -1,0 +1,153 @@
+"""The gateway's authorisation state: its signing key, the registry, one-time codes, the
+external issuer it trusts, and the settings that join them."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from joserfc.jwk import ECKey
+from starlette.requests import Request
+
+from coffre import config
+from coffre.api.auth.external import ExternalIssuer, IssuerUnavailable, JwksCache
+from coffre.api.auth.onetime import OneTime, sessions_file
+from coffre.api.auth.registry import RegistryFile, access_file
+from coffre.api.auth.scopes import Principal
+from coffre.api.auth.tokens import (
+    ACCESS_TOKEN_ALGORITHM,
+    ASYMMETRIC_ALGORITHMS,
+    InvalidToken,
+    TokenSigner,
+    peek,
+    principal_of,
+    verify,
+)
+from coffre.exceptions import CoffreError
+
+REQUIRED = "required"
+OFF = "off"
+FHIR_BASE_PATH = "/fhir"
+
+
+@dataclass(frozen=True, slots=True)
+class AuthSettings:
+    mode: str = OFF
+    public_url: str = ""
+    token_seconds: int = 300
+    oidc_issuer: str = ""
+    oidc_jwks_url: str = ""
+    oidc_audience: str = ""
+
+    @classmethod
+    def from_settings(cls) -> AuthSettings:
+        mode = config.AUTH.value()
+        if mode not in (REQUIRED, OFF):
+            raise CoffreError(f"{config.AUTH.env} is {mode!r}: use {REQUIRED} or {OFF}")
+        issuer, jwks_url = config.OIDC_ISSUER.value(), config.OIDC_JWKS_URL.value()
+        if bool(issuer) != bool(jwks_url):
+            raise CoffreError(
+                f"set both {config.OIDC_ISSUER.env} and {config.OIDC_JWKS_URL.env}, or neither"
+            )
+        try:
+            seconds = int(config.ACCESS_TOKEN_SECONDS.value())
+        except ValueError:
+            seconds = 0
+        if not 30 <= seconds <= 3600:
+            raise CoffreError(f"{config.ACCESS_TOKEN_SECONDS.env} is 30 to 3600 seconds")
+        return cls(
+            mode=mode,
+            public_url=config.PUBLIC_URL.value().rstrip("/"),
+            token_seconds=seconds,
+            oidc_issuer=issuer,
+            oidc_jwks_url=jwks_url,
+            oidc_audience=config.OIDC_AUDIENCE.value(),
+        )
+
+
+class Authority:
+    def __init__(
+        self,
+        signing_jwk: Mapping[str, Any],
+        registry: RegistryFile,
+        onetime: OneTime,
+        settings: AuthSettings | None = None,
+        external: ExternalIssuer | None = None,
+    ) -> None:
+        self.signer = TokenSigner(signing_jwk)
+        self.registry = registry
+        self.onetime = onetime
+        self.settings = settings or AuthSettings()
+        self.external = external
+
+    @classmethod
+    def for_keyring(
+        cls, keyring: Path, signing_jwk: Mapping[str, Any], settings: AuthSettings
+    ) -> Authority:
+        """The authority of a vault whose keyring is at ``keyring``: its registry and
+        one-time store beside it."""
+        external = None
+        if settings.oidc_issuer:
+            external = ExternalIssuer(
+                settings.oidc_issuer, JwksCache(settings.oidc_jwks_url), settings.oidc_audience
+            )
+        return cls(
+            signing_jwk,
+            RegistryFile(access_file(keyring)),
+            OneTime(sessions_file(keyring)),
+            settings,
+            external,
+        )
+
+    @classmethod
+    def ephemeral(cls) -> Authority:
+        """A random signing key, nobody registered, tokens optional: for an app made
+        without a vault's settings (tests, embedding)."""
+        key = ECKey.generate_key("P-256", private=True).as_dict(private=True)
+        return cls(key, RegistryFile(None), OneTime(":memory:"))
+
+    @property
+    def required(self) -> bool:
+        return self.settings.mode == REQUIRED
+
+    def origin(self, request: Request) -> str:
+        return self.settings.public_url or str(request.base_url).rstrip("/")
+
+    def fhir_base(self, request: Request) -> str:
+        return self.origin(request) + FHIR_BASE_PATH
+
+    def issuer(self, request: Request) -> str:
+        return self.origin(request) + "/auth"
+
+    def endpoint(self, request: Request, name: str) -> str:
+        return f"{self.issuer(request)}/{name}"
+
+    async def authenticate(self, token: str, request: Request) -> Principal:
+        """The principal of a bearer token; raises InvalidToken (401) or IssuerUnavailable."""
+        unverified = peek(token)
+        issuer = unverified.claims.get("iss")
+        own = self.issuer(request)
+        if issuer == own:
+            claims = verify(
+                unverified,
+                self.signer.public,
+                (ACCESS_TOKEN_ALGORITHM,),
+                {"iss": own, "aud": self.fhir_base(request), "sub": None},
+            )
+            return principal_of(claims, own)
+        if self.external is not None and issuer == self.external.issuer:
+            keys = await self.external.keys_for(unverified.header)
+            audience = self.external.audience or self.fhir_base(request)
+            claims = verify(
+                unverified,
+                keys,
+                ASYMMETRIC_ALGORITHMS,
+                {"iss": self.external.issuer, "aud": audience, "sub": None},
+            )
+            return principal_of(claims, self.external.issuer)
+        raise InvalidToken("the token's issuer is not one Coffre trusts")
+
+
+__all__ = ["AuthSettings", "Authority", "IssuerUnavailable"]

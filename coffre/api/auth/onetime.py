@@ -1,0 +1,81 @@
+"""What may be used once only, across every gateway process: authorisation codes, and
+the ``jti`` of client assertions.
+
+A small SQLite file beside the keyring, on the sovereign side (the host never sees it):
+codes are looked up by their SHA-256, so the file holds no usable code, and a grant is
+taken out with the code in one statement, so two processes can never both redeem it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+SESSIONS_SUFFIX = ".auth.sqlite"
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS codes (digest BLOB PRIMARY KEY, grant_json TEXT NOT NULL, expires REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS seen (key BLOB PRIMARY KEY, expires REAL NOT NULL);
+"""
+
+
+def sessions_file(keyring: Path) -> Path:
+    return keyring.with_name(keyring.stem + SESSIONS_SUFFIX)
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.sha256(text.encode()).digest()
+
+
+class OneTime:
+    """Single-use codes and seen identifiers, each until it expires."""
+
+    def __init__(self, path: Path | str) -> None:
+        self._lock = threading.Lock()
+        if str(path) != ":memory:":
+            # 0600 from the start; SQLite gives its journal files the same mode.
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        if str(path) != ":memory:":
+            self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA busy_timeout=5000")
+        self._db.executescript(_SCHEMA)
+
+    def _purge(self, now: float) -> None:
+        self._db.execute("DELETE FROM codes WHERE expires < ?", (now,))
+        self._db.execute("DELETE FROM seen WHERE expires < ?", (now,))
+
+    def put_code(self, code: str, grant: dict[str, Any], expires: float) -> None:
+        with self._lock:
+            self._purge(time.time())
+            self._db.execute(
+                "INSERT INTO codes VALUES (?, ?, ?)", (_digest(code), json.dumps(grant), expires)
+            )
+
+    def take_code(self, code: str) -> dict[str, Any] | None:
+        """The grant of ``code`` if it is live, removing it: a second call gets None."""
+        with self._lock:
+            row = self._db.execute(
+                "DELETE FROM codes WHERE digest = ? RETURNING grant_json, expires", (_digest(code),)
+            ).fetchone()
+        if row is None or row[1] < time.time():
+            return None
+        grant: dict[str, Any] = json.loads(row[0])
+        return grant
+
+    def first_use(self, key: str, expires: float) -> bool:
+        """True the first time ``key`` is seen before ``expires``, False ever after."""
+        with self._lock:
+            self._purge(time.time())
+            cursor = self._db.execute(
+                "INSERT OR IGNORE INTO seen VALUES (?, ?)", (_digest(key), expires)
+            )
+            return cursor.rowcount == 1
+
+    def close(self) -> None:
+        self._db.close()

@@ -1,0 +1,103 @@
+"""The sign-in page of the authorisation endpoint: plain server-rendered HTML, French and
+English, every field labelled, no script, no front-end build."""
+
+from __future__ import annotations
+
+from html import escape
+from urllib.parse import urlencode
+
+from starlette.requests import Request
+from starlette.responses import HTMLResponse
+
+_TEXT = {
+    "en": {
+        "title": "Sign in to Coffre",
+        "intro": "The application {app} asks to open your health record.",
+        "username": "User name",
+        "password": "Password",
+        "submit": "Sign in",
+        "failed": "The user name or the password is wrong.",
+        "error": "This request cannot be served",
+        "other": "Français",
+    },
+    "fr": {
+        "title": "Connexion à Coffre",
+        "intro": "L'application {app} demande à ouvrir votre dossier de santé.",
+        "username": "Nom d'utilisateur",
+        "password": "Mot de passe",
+        "submit": "Se connecter",
+        "failed": "Le nom d'utilisateur ou le mot de passe est erroné.",
+        "error": "Cette demande ne peut pas être servie",
+        "other": "English",
+    },
+}
+# Scripts, frames and any outside origin are refused; the form posts only here.
+HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+    "X-Frame-Options": "DENY",
+    "Cache-Control": "no-store",
+    "Referrer-Policy": "no-referrer",
+}
+_STYLE = (
+    "body{font-family:system-ui,sans-serif;max-width:28rem;margin:3rem auto;padding:0 1rem;"
+    "line-height:1.5}label{display:block;margin-top:1rem;font-weight:600}"
+    "input{width:100%;padding:.5rem;font-size:1rem;box-sizing:border-box}"
+    "button{margin-top:1.5rem;padding:.6rem 1.2rem;font-size:1rem}"
+    "[role=alert]{color:#8b0000;border-left:4px solid #8b0000;padding-left:.6rem}"
+)
+
+
+def language(request: Request, asked: str | None) -> str:
+    """French or English: as asked by ``lang``, else by the browser's Accept-Language."""
+    if asked in _TEXT:
+        return asked
+    accept = request.headers.get("accept-language", "").lower()
+    return "fr" if accept.startswith("fr") else "en"
+
+
+def _page(lang: str, title: str, body: str, status: int) -> HTMLResponse:
+    html = (
+        f'<!doctype html><html lang="{lang}"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        f"<title>{escape(title)}</title><style>{_STYLE}</style></head>"
+        f"<body><main>{body}</main></body></html>"
+    )
+    return HTMLResponse(html, status_code=status, headers=HEADERS)
+
+
+def sign_in_page(
+    lang: str, app_name: str, fields: dict[str, str], *, failed: bool = False
+) -> HTMLResponse:
+    """The form; ``fields`` are the authorisation request's parameters, carried along."""
+    text = _TEXT[lang]
+    hidden = "".join(
+        f'<input type="hidden" name="{escape(name)}" value="{escape(value)}">'
+        for name, value in sorted(fields.items())
+        if name != "lang"
+    )
+    alert = f'<p role="alert" id="failed">{escape(text["failed"])}</p>' if failed else ""
+    described = ' aria-describedby="failed" aria-invalid="true"' if failed else ""
+    other = "en" if lang == "fr" else "fr"
+    body = (
+        f"<h1>{escape(text['title'])}</h1>"
+        f"<p>{escape(text['intro'].format(app=app_name))}</p>{alert}"
+        f'<form method="post" action="authorize">{hidden}'
+        f'<input type="hidden" name="lang" value="{lang}">'
+        f'<label for="username">{escape(text["username"])}</label>'
+        f'<input id="username" name="username" autocomplete="username" required{described}>'
+        f'<label for="password">{escape(text["password"])}</label>'
+        f'<input id="password" name="password" type="password" autocomplete="current-password" required{described}>'
+        f'<button type="submit">{escape(text["submit"])}</button></form>'
+        f'<p><a href="?{escape(_query(fields, other))}" lang="{other}">{text["other"]}</a></p>'
+    )
+    return _page(lang, text["title"], body, 401 if failed else 200)
+
+
+def _query(fields: dict[str, str], lang: str) -> str:
+    return urlencode({**fields, "lang": lang})
+
+
+def error_page(lang: str, message: str) -> HTMLResponse:
+    """A request that cannot be redirected back (unknown client, unregistered redirect)."""
+    title = _TEXT[lang]["error"]
+    return _page(lang, title, f'<h1>{escape(title)}</h1><p role="alert">{escape(message)}</p>', 400)

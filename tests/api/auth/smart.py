@@ -1,0 +1,171 @@
+"""What the authorisation tests share: an app with its authority, registered clients and
+users, client assertions and PKCE pairs made the way a SMART client makes them."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import re
+import secrets
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from joserfc import jwt
+from joserfc.jwk import ECKey, Key, RSAKey
+from starlette.testclient import TestClient
+
+from coffre.api import create_app
+from coffre.api.auth import Authority, AuthSettings
+from coffre.api.auth.onetime import OneTime
+from coffre.api.auth.registry import (
+    RegistryFile,
+    app_client,
+    backend_client,
+    load,
+    new_user,
+    save,
+)
+from coffre.service import RecordStore
+
+ORIGIN = "http://testserver"
+FHIR_BASE = ORIGIN + "/fhir"
+TOKEN_URL = ORIGIN + "/auth/token"
+REDIRECT = "https://portal.example/callback"
+PASSWORD = "un mot de passe assez long"
+JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+
+def authority_at(folder: Path, mode: str = "required", **settings: Any) -> Authority:
+    key = ECKey.generate_key("P-256", private=True).as_dict(private=True)
+    return Authority(
+        key,
+        RegistryFile(folder / "keyring.access.json"),
+        OneTime(folder / "keyring.auth.sqlite"),
+        AuthSettings(mode=mode, **settings),
+    )
+
+
+def client_for(records: RecordStore, authority: Authority) -> TestClient:
+    return TestClient(create_app(records, authority=authority), raise_server_exceptions=False)
+
+
+def register_backend(authority: Authority, client_id: str, key: Key, scopes: str) -> None:
+    path = authority.registry.path
+    assert path is not None
+    registry = load(path)
+    public = {**key.as_dict(private=False), "kid": key.thumbprint()}
+    client = backend_client(client_id, json.dumps({"keys": [public]}), scopes)
+    save(path, replace(registry, clients={**registry.clients, client_id: client}))
+
+
+def register_app(authority: Authority, client_id: str, scopes: str) -> None:
+    path = authority.registry.path
+    assert path is not None
+    registry = load(path)
+    client = app_client(client_id, [REDIRECT], scopes, "Mon portail")
+    save(path, replace(registry, clients={**registry.clients, client_id: client}))
+
+
+def register_user(authority: Authority, username: str, role: str, fhir_user: str) -> None:
+    path = authority.registry.path
+    assert path is not None
+    registry = load(path)
+    user = new_user(username, role, fhir_user, PASSWORD)
+    save(path, replace(registry, users={**registry.users, username: user}))
+
+
+def assertion(key: Key, client_id: str, alg: str, **overrides: Any) -> str:
+    """A SMART Backend Services client assertion, as a client signs it."""
+    now = int(time.time())
+    claims = {
+        "iss": client_id,
+        "sub": client_id,
+        "aud": TOKEN_URL,
+        "exp": now + 240,
+        "jti": secrets.token_hex(16),
+        **overrides,
+    }
+    return jwt.encode(
+        {"alg": alg, "kid": key.thumbprint(), "typ": "JWT"}, claims, key, algorithms=[alg]
+    )
+
+
+def backend_form(signed: str, scope: str = "system/*.rs") -> dict[str, str]:
+    return {
+        "grant_type": "client_credentials",
+        "scope": scope,
+        "client_assertion_type": JWT_BEARER,
+        "client_assertion": signed,
+    }
+
+
+def rsa_key() -> RSAKey:
+    return RSAKey.generate_key(2048, private=True)
+
+
+def pkce() -> tuple[str, str]:
+    verifier = secrets.token_urlsafe(48)
+    digest = hashlib.sha256(verifier.encode()).digest()
+    return verifier, base64.urlsafe_b64encode(digest).rstrip(b"=").decode()
+
+
+def authorize_params(
+    client_id: str, challenge: str, scope: str, **overrides: str
+) -> dict[str, str]:
+    return {
+        "response_type": "code",
+        "client_id": client_id,
+        "redirect_uri": REDIRECT,
+        "scope": scope,
+        "state": "st-" + secrets.token_hex(4),
+        "aud": FHIR_BASE,
+        "code_challenge": challenge,
+        "code_challenge_method": "S256",
+        **overrides,
+    }
+
+
+def hidden_fields(html: str) -> dict[str, str]:
+    """The hidden inputs of the sign-in form, as a browser would post them back."""
+    return dict(re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', html))
+
+
+def redirected(location: str) -> dict[str, str]:
+    parts = urlsplit(location)
+    assert f"{parts.scheme}://{parts.netloc}{parts.path}" == REDIRECT
+    return {name: values[0] for name, values in parse_qs(parts.query).items()}
+
+
+def sign_in(
+    client: TestClient, params: dict[str, str], username: str, password: str = PASSWORD
+) -> Any:
+    page = client.get("/auth/authorize", params=params)
+    assert page.status_code == 200, page.text
+    form = {**hidden_fields(page.text), "username": username, "password": password}
+    return client.post("/auth/authorize", data=form, follow_redirects=False)
+
+
+def user_token(client: TestClient, client_id: str, username: str, scope: str) -> dict[str, Any]:
+    """The authorisation code flow with PKCE, end to end: the token response."""
+    verifier, challenge = pkce()
+    params = authorize_params(client_id, challenge, scope)
+    answer = sign_in(client, params, username)
+    assert answer.status_code == 303, answer.text
+    code = redirected(answer.headers["location"])["code"]
+    response = client.post(
+        "/auth/token",
+        data={
+            "grant_type": "authorization_code",
+            "code": code,
+            "redirect_uri": REDIRECT,
+            "client_id": client_id,
+            "code_verifier": verifier,
+        },
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body

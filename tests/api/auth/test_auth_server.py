@@ -1,0 +1,398 @@
+"""The built-in authorisation server, end to end: SMART discovery, Backend Services with
+real RSA and EC keys, the authorisation code with PKCE through the sign-in form, and
+each way a request for a token is refused."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey, Key
+from smart import (
+    FHIR_BASE,
+    PASSWORD,
+    REDIRECT,
+    TOKEN_URL,
+    assertion,
+    authority_at,
+    authorize_params,
+    backend_form,
+    client_for,
+    hidden_fields,
+    pkce,
+    redirected,
+    register_app,
+    register_backend,
+    register_user,
+    rsa_key,
+    sign_in,
+    user_token,
+)
+from starlette.testclient import TestClient
+
+from coffre.api.auth import Authority
+from coffre.service import RecordStore
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+@pytest.fixture
+def authority(tmp_path: Path) -> Authority:
+    return authority_at(tmp_path)
+
+
+@pytest.fixture
+def client(records: RecordStore, authority: Authority) -> Iterator[TestClient]:
+    with client_for(records, authority) as test_client:
+        yield test_client
+
+
+def _claims(authority: Authority, token: str) -> dict[str, Any]:
+    claims: dict[str, Any] = jwt.decode(token, authority.signer.public, algorithms=["ES256"]).claims
+    return claims
+
+
+# -- discovery ------------------------------------------------------------------------
+
+
+def test_smart_configuration_names_the_endpoints_and_what_they_support(client: TestClient) -> None:
+    config = client.get("/fhir/.well-known/smart-configuration").json()
+    assert config["issuer"] == "http://testserver/auth"
+    assert config["token_endpoint"] == TOKEN_URL
+    assert config["authorization_endpoint"] == "http://testserver/auth/authorize"
+    assert config["jwks_uri"] == "http://testserver/auth/jwks"
+    assert "private_key_jwt" in config["token_endpoint_auth_methods_supported"]
+    assert {"RS384", "ES384"} <= set(config["token_endpoint_auth_signing_alg_values_supported"])
+    assert config["code_challenge_methods_supported"] == ["S256"]
+    assert config["grant_types_supported"] == ["authorization_code", "client_credentials"]
+    assert "permission-v2" in config["capabilities"]
+
+
+def test_the_jwks_publishes_the_public_key_only(client: TestClient, authority: Authority) -> None:
+    keys = client.get("/auth/jwks").json()["keys"]
+    assert [key["kid"] for key in keys] == [authority.signer.kid]
+    assert "d" not in keys[0] and keys[0]["alg"] == "ES256"
+
+
+def test_the_capability_statement_points_fhirclient_at_the_oauth_endpoints(
+    client: TestClient,
+) -> None:
+    security = client.get("/fhir/metadata").json()["rest"][0]["security"]
+    uris = {e["url"]: e["valueUri"] for e in security["extension"][0]["extension"]}
+    assert uris == {"authorize": "http://testserver/auth/authorize", "token": TOKEN_URL}
+    assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+
+
+def test_fhirclient_finds_the_oauth_endpoints(client: TestClient) -> None:
+    from fhirclient.server import FHIRServer
+
+    class Session:
+        def get(self, url: str, **kwargs: Any) -> Any:
+            return client.get(url.replace(FHIR_BASE, "/fhir"), headers=kwargs.get("headers"))
+
+    server = FHIRServer(None, base_uri=FHIR_BASE + "/")
+    server.session = Session()
+    server.get_capability()
+    assert server.auth.auth_type == "oauth2"
+    assert server.auth._authorize_uri == "http://testserver/auth/authorize"
+    assert server.auth._token_uri == TOKEN_URL
+
+
+# -- SMART Backend Services -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("make_key", "alg"),
+    [(rsa_key, "RS384"), (lambda: ECKey.generate_key("P-384", private=True), "ES384")],
+)
+def test_a_backend_service_gets_a_token_and_uses_it(
+    client: TestClient, authority: Authority, make_key: Any, alg: str
+) -> None:
+    key: Key = make_key()
+    register_backend(authority, "lab", key, "system/Patient.rs system/Observation.cruds")
+    response = client.post(
+        "/auth/token", data=backend_form(assertion(key, "lab", alg), "system/*.rs user/*.rs openid")
+    )
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["token_type"] == "Bearer" and body["expires_in"] == 300
+    assert body["scope"] == "system/Observation.rs system/Patient.rs"
+    assert response.headers["cache-control"] == "no-store"
+    claims = _claims(authority, body["access_token"])
+    assert claims["aud"] == FHIR_BASE and claims["iss"] == "http://testserver/auth"
+    assert claims["sub"] == claims["client_id"] == "lab"
+    assert claims["scope"] == body["scope"] and claims["exp"] - claims["iat"] == 300
+    assert claims["jti"]
+    headers = {"Authorization": f"Bearer {body['access_token']}"}
+    assert client.get("/fhir/Patient", headers=headers).status_code == 200
+
+
+def _refused(client: TestClient, form: dict[str, str]) -> tuple[int, str, str]:
+    response = client.post("/auth/token", data=form)
+    body = response.json()
+    return response.status_code, body["error"], body["error_description"]
+
+
+@pytest.fixture
+def lab_key(authority: Authority) -> Key:
+    key = rsa_key()
+    register_backend(authority, "lab", key, "system/*.rs")
+    return key
+
+
+@pytest.mark.parametrize(
+    ("overrides", "described"),
+    [
+        ({"aud": FHIR_BASE}, "aud"),
+        ({"exp": int(time.time()) + 900}, "within 5 minutes"),
+        ({"exp": int(time.time()) - 120}, "expired"),
+        ({"sub": "someone-else"}, "sub"),
+        ({"iss": "nobody"}, "no backend client"),
+        ({"jti": None}, "jti"),
+    ],
+)
+def test_a_client_assertion_that_does_not_hold_is_refused(
+    client: TestClient, lab_key: Key, overrides: dict[str, Any], described: str
+) -> None:
+    signed = assertion(lab_key, "lab", "RS384", **overrides)
+    status, error, description = _refused(client, backend_form(signed))
+    assert (status, error) == (401, "invalid_client")
+    assert described in description
+
+
+def test_a_client_assertion_is_used_once(client: TestClient, lab_key: Key) -> None:
+    form = backend_form(assertion(lab_key, "lab", "RS384"))
+    assert client.post("/auth/token", data=form).status_code == 200
+    assert _refused(client, form)[:2] == (401, "invalid_client")
+
+
+def test_an_assertion_signed_by_another_key_is_refused(client: TestClient, lab_key: Key) -> None:
+    status, error, description = _refused(
+        client, backend_form(assertion(rsa_key(), "lab", "RS384"))
+    )
+    assert (status, error) == (401, "invalid_client")
+    assert "signature" in description
+
+
+def test_an_assertion_with_a_shared_secret_algorithm_is_refused(
+    client: TestClient, lab_key: Key
+) -> None:
+    from joserfc.jwk import OctKey
+
+    secret = OctKey.generate_key(256)
+    claims = {
+        "iss": "lab",
+        "sub": "lab",
+        "aud": TOKEN_URL,
+        "exp": int(time.time()) + 60,
+        "jti": "x",
+    }
+    signed = jwt.encode({"alg": "HS256"}, claims, secret)
+    assert _refused(client, backend_form(signed))[:2] == (401, "invalid_client")
+
+
+@pytest.mark.parametrize(
+    ("change", "status", "error"),
+    [
+        ({"scope": "system/Patient.c"}, 400, "invalid_scope"),
+        ({"scope": "patient/*.rs"}, 400, "invalid_scope"),
+        ({"client_assertion_type": "password"}, 400, "invalid_request"),
+        ({"grant_type": "password"}, 400, "unsupported_grant_type"),
+        ({"client_assertion": "not.a.jwt"}, 401, "invalid_client"),
+    ],
+)
+def test_a_token_request_that_cannot_be_granted_is_refused(
+    client: TestClient, lab_key: Key, change: dict[str, str], status: int, error: str
+) -> None:
+    form = {**backend_form(assertion(lab_key, "lab", "RS384")), **change}
+    assert _refused(client, form)[:2] == (status, error)
+
+
+def test_a_repeated_form_parameter_is_refused(client: TestClient) -> None:
+    response = client.post(
+        "/auth/token",
+        content="grant_type=client_credentials&grant_type=authorization_code",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 400 and response.json()["error"] == "invalid_request"
+
+
+# -- authorisation code with PKCE -----------------------------------------------------
+
+
+@pytest.fixture
+def portal(authority: Authority) -> str:
+    register_app(
+        authority, "portal", "launch/patient openid fhirUser offline_access patient/*.rs user/*.rs"
+    )
+    register_user(authority, "alice", "patient", "Patient/alice")
+    register_user(authority, "dr", "clinician", "Practitioner/dr")
+    return "portal"
+
+
+def test_a_patient_signs_in_and_gets_a_token_in_their_own_context(
+    client: TestClient, authority: Authority, portal: str
+) -> None:
+    body = user_token(
+        client,
+        portal,
+        "alice",
+        "launch/patient openid fhirUser offline_access patient/*.rs system/*.rs",
+    )
+    assert body["patient"] == "alice"
+    assert body["scope"] == "fhirUser launch/patient openid patient/*.rs"
+    claims = _claims(authority, body["access_token"])
+    assert (claims["sub"], claims["fhirUser"], claims["patient"], claims["role"]) == (
+        "alice",
+        "Patient/alice",
+        "alice",
+        "patient",
+    )
+    identity = jwt.decode(body["id_token"], authority.signer.public, algorithms=["ES256"]).claims
+    assert identity["aud"] == portal and identity["fhirUser"] == "Patient/alice"
+
+
+def test_a_clinician_gets_no_patient_context_without_a_picker(
+    client: TestClient, authority: Authority, portal: str
+) -> None:
+    body = user_token(client, portal, "dr", "launch/patient patient/*.rs user/*.rs")
+    assert "patient" not in body
+    assert body["scope"] == "user/*.rs"
+    assert _claims(authority, body["access_token"])["fhirUser"] == "Practitioner/dr"
+
+
+def test_the_sign_in_page_is_labelled_in_english_and_french(
+    client: TestClient, portal: str
+) -> None:
+    params = authorize_params(portal, pkce()[1], "patient/*.rs")
+    english = client.get("/auth/authorize", params=params)
+    assert english.status_code == 200
+    assert '<html lang="en">' in english.text
+    assert '<label for="username">User name</label>' in english.text
+    assert '<label for="password">Password</label>' in english.text
+    assert "Mon portail" in english.text
+    assert "frame-ancestors 'none'" in english.headers["content-security-policy"]
+    french = client.get("/auth/authorize", params=params, headers={"Accept-Language": "fr-CA,fr"})
+    assert '<html lang="fr">' in french.text
+    assert '<label for="password">Mot de passe</label>' in french.text
+    assert "Connexion" in client.get("/auth/authorize", params={**params, "lang": "fr"}).text
+
+
+def test_a_wrong_password_gives_no_code(client: TestClient, portal: str) -> None:
+    params = authorize_params(portal, pkce()[1], "patient/*.rs")
+    answer = sign_in(client, params, "alice", PASSWORD + "?")
+    assert answer.status_code == 401
+    assert 'role="alert"' in answer.text and "location" not in answer.headers
+    assert hidden_fields(answer.text)["state"] == params["state"]
+    assert sign_in(client, params, "nobody").status_code == 401
+
+
+def _code(client: TestClient, portal: str) -> tuple[str, str]:
+    verifier, challenge = pkce()
+    answer = sign_in(
+        client, authorize_params(portal, challenge, "patient/*.rs launch/patient"), "alice"
+    )
+    return redirected(answer.headers["location"])["code"], verifier
+
+
+def _exchange(client: TestClient, **form: str) -> tuple[int, str]:
+    response = client.post("/auth/token", data={"grant_type": "authorization_code", **form})
+    return response.status_code, response.json().get("error", "")
+
+
+def test_a_code_is_redeemed_once(client: TestClient, portal: str) -> None:
+    code, verifier = _code(client, portal)
+    form = {"code": code, "redirect_uri": REDIRECT, "client_id": portal, "code_verifier": verifier}
+    assert _exchange(client, **form) == (200, "")
+    assert _exchange(client, **form) == (400, "invalid_grant")
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"code_verifier": "x" * 64},
+        {"redirect_uri": REDIRECT + "/other"},
+        {"client_id": "another"},
+    ],
+)
+def test_a_code_is_bound_to_its_verifier_client_and_redirect(
+    client: TestClient, portal: str, change: dict[str, str]
+) -> None:
+    code, verifier = _code(client, portal)
+    form = {"code": code, "redirect_uri": REDIRECT, "client_id": portal, "code_verifier": verifier}
+    assert _exchange(client, **{**form, **change}) == (400, "invalid_grant")
+    # a misused code is spent: the rightful exchange fails too
+    assert _exchange(client, **form) == (400, "invalid_grant")
+
+
+def test_a_made_up_code_is_refused(client: TestClient, portal: str) -> None:
+    form = {
+        "code": "made-up",
+        "redirect_uri": REDIRECT,
+        "client_id": portal,
+        "code_verifier": "x" * 64,
+    }
+    assert _exchange(client, **form) == (400, "invalid_grant")
+
+
+def test_a_code_expires(client: TestClient, authority: Authority, portal: str) -> None:
+    code, verifier = _code(client, portal)
+    grant = authority.onetime.take_code(code)
+    assert grant is not None
+    authority.onetime.put_code(code, grant, time.time() - 1)
+    form = {"code": code, "redirect_uri": REDIRECT, "client_id": portal, "code_verifier": verifier}
+    assert _exchange(client, **form) == (400, "invalid_grant")
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        ({"code_challenge_method": "plain"}, "invalid_request"),
+        ({"code_challenge": ""}, "invalid_request"),
+        ({"aud": "https://elsewhere.example/fhir"}, "invalid_request"),
+        ({"response_type": "token"}, "unsupported_response_type"),
+    ],
+)
+def test_an_authorisation_request_without_pkce_or_for_another_server_goes_back_with_an_error(
+    client: TestClient, portal: str, change: dict[str, str], error: str
+) -> None:
+    params = authorize_params(portal, pkce()[1], "patient/*.rs", **change)
+    answer = client.get("/auth/authorize", params=params, follow_redirects=False)
+    assert answer.status_code == 303
+    assert redirected(answer.headers["location"])["error"] == error
+    assert redirected(answer.headers["location"])["state"] == params["state"]
+
+
+@pytest.mark.parametrize(
+    "change", [{"client_id": "unknown"}, {"redirect_uri": "https://attacker.example/cb"}]
+)
+def test_an_unknown_app_or_redirect_is_never_redirected_to(
+    client: TestClient, portal: str, change: dict[str, str]
+) -> None:
+    params = {**authorize_params(portal, pkce()[1], "patient/*.rs"), **change}
+    answer = client.get("/auth/authorize", params=params, follow_redirects=False)
+    assert answer.status_code == 400 and "location" not in answer.headers
+    assert 'role="alert"' in answer.text
+
+
+def test_the_audit_log_names_the_person_behind_the_token(
+    client: TestClient, authority: Authority, portal: str
+) -> None:
+    created = client.post(
+        "/fhir/Patient", json={"resourceType": "Patient", "id": "alice"}, headers=FHIR_JSON
+    )
+    assert created.status_code == 401  # tokens are required here
+    body = user_token(client, portal, "dr", "user/*.rs")
+    headers = {**FHIR_JSON, "Authorization": f"Bearer {body['access_token']}"}
+    created = client.put(
+        "/fhir/Patient/alice", json={"resourceType": "Patient", "id": "alice"}, headers=headers
+    )
+    assert created.status_code == 201, created.text
+    assert client.get("/fhir/Patient/alice", headers=headers).status_code == 200
+    events = client.get("/fhir/Patient/alice/$access-history", headers=headers).json()["entry"]
+    agents = {e["resource"]["agent"][0]["who"]["display"] for e in events}
+    assert agents == {"Practitioner/dr (clinician, via client portal)"}
