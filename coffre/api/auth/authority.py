@@ -3,12 +3,13 @@ external issuer it trusts, and the settings that join them."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from joserfc.jwk import ECKey
+from joserfc.jwk import ECKey, Key, KeySet
 from starlette.requests import Request
 
 from coffre import config
@@ -19,6 +20,7 @@ from coffre.api.auth.scopes import Principal
 from coffre.api.auth.tokens import (
     ACCESS_TOKEN_ALGORITHM,
     ASYMMETRIC_ALGORITHMS,
+    LEEWAY_SECONDS,
     InvalidToken,
     TokenSigner,
     peek,
@@ -27,6 +29,7 @@ from coffre.api.auth.tokens import (
 )
 from coffre.exceptions import CoffreError
 
+VERIFIED_TOKENS_KEPT = 4096
 REQUIRED = "required"
 OFF = "off"
 FHIR_BASE_PATH = "/fhir"
@@ -81,6 +84,7 @@ class Authority:
         self.onetime = onetime
         self.settings = settings or AuthSettings()
         self.external = external
+        self._verified: dict[tuple[str, str], tuple[Principal, float]] = {}
 
     @classmethod
     def for_keyring(
@@ -125,29 +129,44 @@ class Authority:
         return f"{self.issuer(request)}/{name}"
 
     async def authenticate(self, token: str, request: Request) -> Principal:
-        """The principal of a bearer token; raises InvalidToken (401) or IssuerUnavailable."""
+        """The principal of a bearer token; raises InvalidToken (401) or IssuerUnavailable.
+
+        A token verified once is remembered until it expires: a client sends the same
+        token with every request, and checking its signature again would cost more than
+        serving a read."""
+        key = (token, self.origin(request))
+        remembered = self._verified.get(key)
+        if remembered is not None and time.time() < remembered[1]:
+            return remembered[0]
+        principal, expires = await self._verify(token, request)
+        if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+            self._forget_expired()
+        self._verified[key] = (principal, expires)
+        return principal
+
+    def _forget_expired(self) -> None:
+        now = time.time()
+        for key in [k for k, (_, expires) in self._verified.items() if expires <= now]:
+            del self._verified[key]
+        while len(self._verified) >= VERIFIED_TOKENS_KEPT:
+            del self._verified[next(iter(self._verified))]  # the oldest
+
+    async def _verify(self, token: str, request: Request) -> tuple[Principal, float]:
         unverified = peek(token)
         issuer = unverified.claims.get("iss")
         own = self.issuer(request)
         if issuer == own:
-            claims = verify(
-                unverified,
-                self.signer.public,
-                (ACCESS_TOKEN_ALGORITHM,),
-                {"iss": own, "aud": self.fhir_base(request), "sub": None},
-            )
-            return principal_of(claims, own)
-        if self.external is not None and issuer == self.external.issuer:
+            keys: Key | KeySet = self.signer.public
+            algorithms: tuple[str, ...] = (ACCESS_TOKEN_ALGORITHM,)
+            audience = self.fhir_base(request)
+        elif self.external is not None and issuer == self.external.issuer:
             keys = await self.external.keys_for(unverified.header)
+            algorithms = ASYMMETRIC_ALGORITHMS
             audience = self.external.audience or self.fhir_base(request)
-            claims = verify(
-                unverified,
-                keys,
-                ASYMMETRIC_ALGORITHMS,
-                {"iss": self.external.issuer, "aud": audience, "sub": None},
-            )
-            return principal_of(claims, self.external.issuer)
-        raise InvalidToken("the token's issuer is not one Coffre trusts")
+        else:
+            raise InvalidToken("the token's issuer is not one Coffre trusts")
+        claims = verify(unverified, keys, algorithms, {"iss": issuer, "aud": audience, "sub": None})
+        return principal_of(claims, issuer), float(claims["exp"]) + LEEWAY_SECONDS
 
 
 __all__ = ["AuthSettings", "Authority", "IssuerUnavailable"]

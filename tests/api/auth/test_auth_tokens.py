@@ -17,11 +17,13 @@ import pytest
 from joserfc import jws, jwt
 from joserfc.jwk import ECKey, Key, RSAKey
 from smart import FHIR_BASE, authority_at, client_for
+from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from coffre.api.auth import Authority
+from coffre.api.auth import authority as authority_module
 from coffre.api.auth.external import ExternalIssuer, IssuerUnavailable, JwksCache, fetch_json
-from coffre.api.auth.tokens import InvalidToken, peek
+from coffre.api.auth.tokens import LEEWAY_SECONDS, InvalidToken, peek
 from coffre.service import RecordStore
 
 ISSUER = "http://testserver/auth"
@@ -320,3 +322,35 @@ def test_an_issuer_publishing_private_keys_is_not_trusted() -> None:
 def test_fetch_json_reads_the_served_jwks(jwks: Jwks) -> None:
     jwks.keys = [ECKey.generate_key("P-256")]
     assert len(asyncio.run(fetch_json(jwks.url))["keys"]) == 1
+
+
+def _request() -> Request:
+    return Request({"type": "http", "headers": [(b"host", b"testserver")], "scheme": "http"})
+
+
+def test_a_verified_token_is_remembered_until_it_expires(
+    authority: Authority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    token = _token(authority, lifetime=60)
+    principal = asyncio.run(authority.authenticate(token, _request()))
+    assert principal.patient == "alice"
+
+    def never(token: str) -> None:
+        raise AssertionError("a remembered token is not parsed again")
+
+    monkeypatch.setattr(authority_module, "peek", never)
+    assert asyncio.run(authority.authenticate(token, _request())) == principal
+    monkeypatch.undo()
+    later = time.time() + 60 + LEEWAY_SECONDS + 1
+    monkeypatch.setattr(time, "time", lambda: later)
+    with pytest.raises(InvalidToken, match="expired"):
+        asyncio.run(authority.authenticate(token, _request()))
+
+
+def test_remembered_tokens_are_bounded(
+    authority: Authority, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(authority_module, "VERIFIED_TOKENS_KEPT", 3)
+    for _ in range(10):
+        asyncio.run(authority.authenticate(_token(authority), _request()))
+    assert len(authority._verified) < 3 + 1
