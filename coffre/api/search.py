@@ -175,7 +175,9 @@ def _bundle(
     matches: list[Stored],
     searcher: Searcher,
     ignored: list[str],
+    complete: bool = True,
 ) -> tuple[dict[str, Any], list[Stored]]:
+    """``complete``: ``matches`` holds every match, not only enough for this page."""
     summary = _one(pairs, "_summary", SUMMARIES)
     total_mode = _one(pairs, "_total", TOTALS)
     shape = Shape(summary, tuple(_list(pairs, "_elements")))
@@ -196,7 +198,7 @@ def _bundle(
     if ignored:
         entries.append(_outcome(ignored))
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
-    if total_mode != "none":
+    if total_mode != "none" and complete:
         bundle["total"] = len(matches)
     bundle["link"] = links(page_url, pairs, snapshot, offset, count, len(matches))
     bundle["entry"] = entries
@@ -220,11 +222,27 @@ def search_page(
     )
     snapshot = number(pairs, "_snapshot") or records.storage.last_seq()
     searcher = Searcher(records, Scope(records.storage, base=base, as_of=snapshot))
-    matches = searcher.find(resource_type, criteria)
     sort = _list(pairs, "_sort")
+    limit = (
+        None
+        if sort or _needs_total(pairs)
+        else page_count(pairs) + (number(pairs, "_offset") or 0) + 1
+    )
+    matches, complete = searcher.search(resource_type, criteria, limit)
     if sort:
         matches = sort_results(resource_type, matches, sort, base)
-    return _bundle(base, pairs, f"{base}/{resource_type}", matches, searcher, ignored)
+    return _bundle(base, pairs, f"{base}/{resource_type}", matches, searcher, ignored, complete)
+
+
+def _needs_total(pairs: Pairs) -> bool:
+    """Whether every match must be found: an exact total was asked for, or only a count.
+    Otherwise a page reads just enough records to fill itself and say whether more follow,
+    and gives a total only when that reading happened to be complete."""
+    return (
+        _one(pairs, "_total", TOTALS) == "accurate"
+        or _one(pairs, "_summary", SUMMARIES) == "count"
+        or page_count(pairs) == 0
+    )
 
 
 def everything_page(

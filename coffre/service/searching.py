@@ -9,7 +9,7 @@ share tokens (see docs/leakage.md).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -33,6 +33,8 @@ DOMAIN_BYTES = 8
 VALUE_BYTES = 2
 # Chained and reverse-chained criteria become lists of ids; past this many, they are refused.
 MAX_CHAIN_IDS = 10_000
+# Up to this many candidates, a page tests them all and can give an exact total.
+ALWAYS_COMPLETE = 200
 
 
 @lru_cache(maxsize=8192)
@@ -117,29 +119,32 @@ class Searcher:
             candidates = locs if candidates is None else candidates & locs
         return candidates
 
-    def _scan(self, resource_type: str) -> list[SealedVersion]:
-        storage = self.records.storage
-        rows = list(storage.current_of_kind(self.records.keys.kind(resource_type)))
+    def _rows(self, resource_type: str, candidates: set[bytes] | None) -> Iterator[SealedVersion]:
+        """Current versions of the candidates (every record of the type when None), in
+        location order (stable while data changes), each confirmed by the log when the
+        scope is the committed storage. Lazy: a page stops reading once it is full."""
+        reader, records = self.scope.reader, self.records
+        if candidates is None:
+            rows: dict[bytes, SealedVersion | None] = {
+                r.loc: r for r in records.storage.current_of_kind(records.keys.kind(resource_type))
+            }
+            if not self._committed:
+                rows.update(dict.fromkeys(self.scope.written - rows.keys()))
+        else:
+            rows = dict.fromkeys(candidates)
         if self._committed:
-            return rows
-        locs = {row.loc for row in rows} | set(self.scope.written)
-        return [row for row in map(self.scope.reader.latest, sorted(locs)) if row is not None]
-
-    def _current(self, locs: Iterable[bytes]) -> list[SealedVersion]:
-        """The current versions of locations, confirmed by the log when committed."""
-        reader = self.scope.reader
-        if not self._committed:
-            return [row for row in map(reader.latest, locs) if row is not None]
-        records = self.records
-        records.latest_writes.catch_up(records.storage)
-        found = []
-        for loc in locs:
-            sealed = reader.latest(loc)
-            if records._verify_reads and not records._is_logged_latest(loc, sealed, reader):
+            records.latest_writes.catch_up(records.storage)
+        for loc in sorted(rows):
+            sealed = rows[loc] if self._committed else None
+            sealed = sealed or reader.latest(loc)
+            if (
+                self._committed
+                and records._verify_reads
+                and not records._is_logged_latest(loc, sealed, reader)
+            ):
                 sealed = records.checked_latest(loc)
             if sealed is not None:
-                found.append(sealed)
-        return found
+                yield sealed
 
     def _as_of(self, sealed: SealedVersion) -> SealedVersion | None:
         as_of = self.scope.as_of
@@ -153,17 +158,24 @@ class Searcher:
     # -- the search -----------------------------------------------------------------------
 
     def find(self, resource_type: str, criteria: tuple[Criterion, ...]) -> list[Stored]:
-        """Current resources of a type meeting every criterion, oldest write first."""
+        """Every current resource of a type meeting every criterion, in location order."""
+        return self.search(resource_type, criteria)[0]
+
+    def search(
+        self, resource_type: str, criteria: tuple[Criterion, ...], limit: int | None = None
+    ) -> tuple[list[Stored], bool]:
+        """Matches in location order, and whether they are all of them. With ``limit``,
+        reading stops at that many matches (the rest is neither read nor decrypted),
+        unless the look-ups found few enough candidates to test them all."""
         criteria = self._resolve(resource_type, criteria)
         if any(not c.values for c in criteria):
-            return []
+            return [], True
         candidates = self._candidates(resource_type, criteria)
-        rows = (
-            self._scan(resource_type) if candidates is None else self._current(sorted(candidates))
-        )
+        if candidates is not None and len(candidates) <= ALWAYS_COMPLETE:
+            limit = None
         names = frozenset(c.parameter for c in criteria)
-        results = []
-        for row in rows:
+        results: list[Stored] = []
+        for row in self._rows(resource_type, candidates):
             sealed = self._as_of(row)
             if sealed is None or sealed.deleted:
                 continue
@@ -173,8 +185,9 @@ class Searcher:
             values = index_values(stored.resource(), None, names)
             if all(self._match(resource_type, c, values) for c in criteria):
                 results.append(stored)
-        results.sort(key=lambda s: (s.ts, s.id))
-        return results
+                if limit is not None and len(results) >= limit:
+                    return results, False
+        return results, True
 
     def _match(self, resource_type: str, found: Criterion, values: dict[str, list[Value]]) -> bool:
         param = parameter_of(resource_type, found.parameter)

@@ -24,7 +24,7 @@ from starlette.testclient import TestClient
 from coffre.api import create_app
 from coffre.cli.importer import Importer
 from coffre.search.parameters import parameters_for
-from coffre.service import RecordStore, Vault
+from coffre.service import RecordStore, Vault, searching
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 
@@ -430,7 +430,12 @@ def _queries(s: Searchable) -> list[tuple[str, list[tuple[str, str]]]]:
     ]
 
 
-def test_every_query_finds_what_the_oracle_finds(searchable: Searchable) -> None:
+@pytest.mark.parametrize("always_complete", [200, 0], ids=["tested-whole", "read-per-page"])
+def test_every_query_finds_what_the_oracle_finds(
+    searchable: Searchable, always_complete: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pages either test every candidate, or (0) read only as far as each page needs."""
+    monkeypatch.setattr(searching, "ALWAYS_COMPLETE", always_complete)
     checked, nonempty, wrong = 0, 0, []
     for resource_type, query in _queries(searchable):
         expected = _expected(searchable, resource_type, query)
