@@ -163,6 +163,8 @@ def add_user(
     keyring: KeyringOption = None,
 ) -> None:
     """Add a user; the password is kept only as a scrypt hash."""
+    if username in _load(_path(vault, keyring)).users:  # before asking for a password
+        raise _fail(RegistryError(f"{username} exists already: remove them first"))
     _update(
         vault,
         keyring,

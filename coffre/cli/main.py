@@ -20,6 +20,7 @@ from rich.progress import (
 )
 
 from coffre import config
+from coffre.api.auth import AuthSettings
 from coffre.cli import audit, witness
 from coffre.cli.access import clients_app, users_app
 from coffre.cli.importer import Importer
@@ -107,6 +108,7 @@ def serve(
     try:
         Vault.from_settings().open().storage.close()
         witnesses_from_settings()
+        AuthSettings.from_settings()
     except CoffreError as error:
         raise _fail(error) from None
     console.print(f"Coffre serves FHIR R4 at http://{host}:{port}/fhir (vault {vault})")

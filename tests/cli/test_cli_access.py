@@ -24,6 +24,7 @@ from coffre.api.auth.registry import (
 )
 from coffre.api.auth.scopes import Role
 from coffre.cli.main import app
+from coffre.service import Vault
 
 runner = CliRunner()
 PASSWORD = "correct horse battery"
@@ -180,6 +181,9 @@ def test_a_password_is_asked_twice_without_echo(folder: Path) -> None:
     assert code == 0, output
     assert PASSWORD not in output
     assert load(_registry_path(folder)).sign_in("dr", PASSWORD) is not None
+    again = ["users", "add", "dr", "--role", "clinician", "--fhir-user", "Practitioner/abc"]
+    code, output = _run(folder, *again)
+    assert code == 1 and "exists already" in output and "password" not in output
 
 
 @pytest.mark.parametrize(
@@ -245,3 +249,11 @@ def test_a_password_hash_accepts_its_password_only(password: str, other: str) ->
     stored = hash_password(password)
     assert check_password(password, stored)
     assert check_password(other, stored) is (other == password)
+
+
+def test_serve_refuses_to_start_with_a_wrong_auth_setting(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COFFRE_AUTH", "maybe")
+    result = runner.invoke(app, ["serve", "--vault", str(vault.folder)])
+    assert result.exit_code == 1 and "COFFRE_AUTH" in result.output

@@ -218,8 +218,10 @@ class Principal:
     def actor(self) -> str:
         """How the audit log names this principal: the person, their role, the app."""
         who = self.fhir_user or self.subject or self.client_id
-        role = f"{self.role}, " if self.role else ""
-        return f"{who} ({role}via client {self.client_id})"
+        about = [str(self.role)] if self.role else []
+        if self.client_id:
+            about.append(f"via client {self.client_id}")
+        return f"{who} ({', '.join(about)})" if about else who
 
     def own_patient(self, context: Context) -> str | None:
         """The patient a scope of ``context`` is confined to: the one in context for

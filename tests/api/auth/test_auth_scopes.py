@@ -325,3 +325,16 @@ def test_patient_scopes_never_reach_another_patient(principal: Principal, target
         assert principal.patient
         assert target.patient in (None, principal.patient)
         assert target.one_resource or decision.within == principal.patient
+
+
+@pytest.mark.parametrize(
+    ("principal", "actor"),
+    [
+        (CLINICIAN, "Practitioner/dr (clinician, via client ehr)"),
+        (SYSTEM, "lab (system, via client lab)"),
+        (Principal("nurse-17", "", ScopeSet()), "nurse-17"),
+        (Principal("", "app", ScopeSet()), "app (via client app)"),
+    ],
+)
+def test_the_audit_log_names_the_principal(principal: Principal, actor: str) -> None:
+    assert principal.actor == actor
