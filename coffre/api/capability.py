@@ -32,11 +32,15 @@ _RESULT_PARAMETERS = (
     " _elements, _include and _revinclude (with :iterate); GET and POST _search;"
     " unknown parameters are ignored and reported unless Prefer: handling=strict"
 )
+_EVERYTHING = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
 _STARTED = datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _resource(resource_type: str) -> dict[str, Any]:
     params = [p for p in parameters_for(resource_type).values() if p.extract is not None]
+    operations = (
+        [{"name": "everything", "definition": _EVERYTHING}] if resource_type == "Patient" else []
+    )
     return {
         "type": resource_type,
         "interaction": [{"code": code} for code in _INTERACTIONS],
@@ -58,6 +62,7 @@ def _resource(resource_type: str) -> dict[str, Any]:
             }
             for p in params
         ],
+        **({"operation": operations} if operations else {}),
     }
 
 

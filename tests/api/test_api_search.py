@@ -73,15 +73,17 @@ def _link(bundle: dict[str, Any], relation: str) -> str | None:
 
 def test_pages_stay_valid_while_data_changes(client: TestClient) -> None:
     _people(client)
+    born = {"ana": "1980-02-01", "bob": "1975-06-30", "dee": "2001-01-01"}
     first = _search(client, "Patient?name=ber&_count=2")
     assert first["total"] == 3 and len(_ids(first)) == 2
+    (later,) = set(born) - set(_ids(first))
     _patient(client, "eve", "Bernard", "1999-01-01")  # created after the first page
-    _patient(client, "dee", "Berger", "2001-01-02", gender="female")  # changed after it
+    _patient(client, later, "Berger", "2002-02-02")  # changed after it, still matching
     following = client.get(_link(first, "next") or "").json()
     assert following["total"] == 3
     assert sorted(_ids(first) + _ids(following)) == ["ana", "bob", "dee"]
-    dee = next(e["resource"] for e in following["entry"] if e["resource"]["id"] == "dee")
-    assert dee["birthDate"] == "2001-01-01"  # as it was when the first page was made
+    shown = following["entry"][0]["resource"]
+    assert (shown["id"], shown["birthDate"]) == (later, born[later])  # as at the first page
     back = client.get(_link(following, "previous") or "").json()
     assert _ids(back) == _ids(first)
     assert len(_ids(_search(client, "Patient?name=ber"))) == 4  # a new search sees eve
@@ -170,3 +172,48 @@ def test_a_search_with_no_match_and_a_bad_value(client: TestClient) -> None:
     assert client.get("/fhir/Observation?value-quantity=lots").status_code == 400
     strict = client.get("/fhir/Patient?colour=blue", headers={"Prefer": "handling=strict"})
     assert strict.status_code == 400
+
+
+def test_identifier_modifiers_of_type_and_reference_identifier(client: TestClient) -> None:
+    mr = {"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}
+    _patient(
+        client,
+        "ann",
+        "Roy",
+        "1970-01-01",
+        identifier=[{"type": {"coding": [mr], "text": "Medical record"}, "value": "42"}],
+    )
+    _patient(client, "ben", "Roy", "1971-01-01", identifier=[{"value": "42"}])
+    of_type = f"{mr['system']}|MR|42"
+    assert _ids(_search(client, f"Patient?identifier:of-type={of_type}")) == ["ann"]
+    assert _ids(_search(client, "Patient?identifier:text=medical")) == ["ann"]
+    assert sorted(_ids(_search(client, "Patient?identifier=42"))) == ["ann", "ben"]
+    _put(
+        client,
+        {
+            "resourceType": "Observation",
+            "id": "by-badge",
+            "status": "final",
+            "code": {"text": "note"},
+            "performer": [{"identifier": {"system": "urn:badge", "value": "B7"}}],
+        },
+    )
+    assert _ids(_search(client, "Observation?performer:identifier=urn:badge|B7")) == ["by-badge"]
+    assert _ids(_search(client, "Observation?performer:identifier=urn:other|B7")) == []
+
+
+def test_the_capability_statement_lists_every_parameter_coffre_answers(
+    client: TestClient,
+) -> None:
+    statement = client.get("/fhir/metadata").json()
+    resources = {r["type"]: r for r in statement["rest"][0]["resource"]}
+    patient = {p["name"]: p for p in resources["Patient"]["searchParam"]}
+    assert {"_id", "_lastUpdated", "_tag", "_profile", "_security", "name", "birthdate"} <= set(
+        patient
+    )
+    assert "_text" not in patient and "_content" not in patient  # not answered
+    assert patient["birthdate"]["type"] == "date" and "ap" in patient["birthdate"]["documentation"]
+    assert ":contains" in patient["name"]["documentation"]
+    observation = {p["name"]: p["type"] for p in resources["Observation"]["searchParam"]}
+    assert observation["code-value-quantity"] == "composite"
+    assert resources["Patient"]["operation"][0]["name"] == "everything"
