@@ -4,7 +4,9 @@ it (the server reads the storage on every request)."""
 
 from __future__ import annotations
 
+import socket
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import closing, contextmanager
 from dataclasses import dataclass
@@ -17,7 +19,7 @@ from synthetic_log import append_leaves
 from typer.testing import CliRunner
 
 from coffre.cli.audit import NoVerdict, Report, audit_log
-from coffre.cli.leaves import CHUNK, SHOWN, Unanswered, check_bundle
+from coffre.cli.leaves import CHUNK, SHOWN, Connection, Unanswered, check_bundle
 from coffre.cli.main import app
 from coffre.ledger import VerifierKey
 from coffre.ledger.leaf import SIZE as LEAF_SIZE
@@ -185,3 +187,117 @@ def test_coffre_audit_full_over_tiles(large: Large, tmp_path: Path) -> None:
         result = CliRunner().invoke(app, args)
     assert result.exit_code == 1, result.output
     assert "malformed leaf at index 17000" in result.output
+
+
+# -- the pool's HTTP client ------------------------------------------------------------------
+
+
+class FakeServer:
+    """Answers each request on 127.0.0.1 with the next canned answer, closing the
+    connection after the answers marked so; counts connections, keeps request heads."""
+
+    def __init__(self, answers: list[tuple[bytes, bool]]) -> None:
+        self.answers = iter(answers)
+        self.requests: list[bytes] = []
+        self.connections = 0
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                peer, _ = self.listener.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with peer:
+                head = b""
+                while True:
+                    while b"\r\n\r\n" not in head:
+                        data = peer.recv(4096)
+                        if not data:
+                            break
+                        head += data
+                    if b"\r\n\r\n" not in head:
+                        break
+                    request, _, head = head.partition(b"\r\n\r\n")
+                    self.requests.append(request)
+                    answer, close = next(self.answers)
+                    peer.sendall(answer)
+                    if close:
+                        break
+
+    def stop(self) -> None:
+        self.listener.close()
+
+
+def _ok(body: bytes, *headers: str) -> bytes:
+    lines = ["HTTP/1.1 200 OK", f"Content-Length: {len(body)}", *headers]
+    return "\r\n".join(lines).encode() + b"\r\n\r\n" + body
+
+
+@contextmanager
+def _fake(answers: list[tuple[bytes, bool]]) -> Iterator[FakeServer]:
+    server = FakeServer(answers)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_keep_alive_content_length_and_chunked() -> None:
+    chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3;x=y\r\nabc\r\n2\r\nde\r\n0\r\nT: 1\r\n\r\n"
+    with _fake([(_ok(b"first"), False), (chunked, False), (_ok(b""), False)]) as server:
+        connection = Connection(server.url + "/prefix/", 5.0)
+        assert connection.get("/ledger/a") == (200, b"first")
+        assert connection.get("/ledger/b") == (200, b"abcde")
+        assert connection.get("/ledger/c") == (200, b"")
+        connection.close()
+    assert server.connections == 1
+    assert server.requests[0].startswith(b"GET /prefix/ledger/a HTTP/1.1\r\nHost: 127.0.0.1:")
+
+
+def test_a_closed_connection_is_opened_again() -> None:
+    to_the_end = b"HTTP/1.0 404 Not Found\r\n\r\n{}"
+    answers = [(_ok(b"one", "Connection: close"), True), (to_the_end, True), (_ok(b"3"), False)]
+    with _fake(answers) as server:
+        connection = Connection(server.url, 5.0)
+        assert connection.get("/1") == (200, b"one")
+        assert connection.get("/2") == (404, b"{}")
+        assert connection.get("/3") == (200, b"3")
+        connection.close()
+    assert server.connections == 3
+
+
+@pytest.mark.parametrize(
+    ("answer", "fragment"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf", "ended after 4 of 10 bytes"),
+        (b"SSH-2.0-OpenSSH\r\n", "no HTTP/1.x status line"),
+        (b"HTTP/1.1 OK\r\n\r\n", "failed"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: -1\r\n\r\n", "a body of -1 bytes"),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 99999999999\r\n\r\n", "a body of 99999999999"),
+        (b"HTTP/1.1 200 OK\r\n" + b"X: y\r\n" * 200 + b"\r\n", "over 100 header lines"),
+        (b"HTTP/1.1 200 OK\r\nX: " + b"y" * 9000 + b"\r\n\r\n", "line too long"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "failed"),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab", "ended after 2 of 3"),
+        (b"HTTP/1.1 200 OK\r\nContent-Le", "answer ended"),
+    ],
+)
+def test_an_answer_that_is_no_http_answer(answer: bytes, fragment: str) -> None:
+    with _fake([(answer, True), (_ok(b"next"), False)]) as server:
+        connection = Connection(server.url, 5.0)
+        with pytest.raises(Unanswered, match=fragment):
+            connection.get("/x")
+        assert connection.get("/y") == (200, b"next"), "the next request starts afresh"
+        connection.close()
+
+
+def test_no_server_is_unanswered() -> None:
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+    with pytest.raises(Unanswered, match="failed: ConnectionRefusedError"):
+        Connection(f"http://127.0.0.1:{port}", 5.0).get("/x")
+    with pytest.raises(Unanswered, match="no http"):
+        Connection("ftp://127.0.0.1", 5.0)
