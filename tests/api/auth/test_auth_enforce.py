@@ -1,0 +1,91 @@
+"""What routes will call: the target a resource makes, and a refusal answered as the
+client must see it (a hidden record exactly like a missing one)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from starlette.requests import Request
+from starlette.testclient import TestClient
+
+from coffre.api.auth.enforce import NOBODY, UNENFORCED, check, refusal, target_for
+from coffre.api.auth.scopes import (
+    Decision,
+    Interaction,
+    Outcome,
+    Principal,
+    Role,
+    Target,
+    decide,
+    parse_scopes,
+)
+from coffre.exceptions import FhirError
+
+ALICE = Principal(
+    "alice", "portal", parse_scopes("patient/*.rs")[0], Role.PATIENT, "alice", "Patient/alice"
+)
+
+
+@pytest.mark.parametrize(
+    ("resource", "patient", "shared"),
+    [
+        (
+            {"resourceType": "Observation", "subject": {"reference": "Patient/alice"}},
+            "alice",
+            False,
+        ),
+        ({"resourceType": "Patient", "id": "bob"}, "bob", False),
+        ({"resourceType": "Observation", "subject": {"reference": "Group/g"}}, NOBODY, False),
+        ({"resourceType": "Practitioner", "id": "dr"}, None, True),
+    ],
+)
+def test_a_resource_makes_the_target_of_its_compartment(
+    resource: dict[str, Any], patient: str | None, shared: bool
+) -> None:
+    target = target_for(Interaction.READ, resource)
+    assert (target.resource_type, target.patient, target.shared) == (
+        resource["resourceType"],
+        patient,
+        shared,
+    )
+
+
+def test_a_record_of_nobody_is_hidden_from_a_patient() -> None:
+    orphan = target_for(Interaction.READ, {"resourceType": "Observation"})
+    assert decide(ALICE, orphan).outcome is Outcome.HIDE
+
+
+def test_a_hidden_record_is_answered_exactly_as_a_missing_one(client: TestClient) -> None:
+    missing = client.get("/fhir/Observation/ghost")
+    assert missing.status_code == 404
+    hidden = refusal(Decision(Outcome.HIDE, "another patient's"), "Observation", "ghost")
+    assert hidden is not None
+    assert (hidden.status, hidden.outcome()) == (404, missing.json())
+
+
+def test_a_forbidden_interaction_says_why() -> None:
+    error = refusal(Decision(Outcome.FORBID, "no c on Observation"), "Observation", "")
+    assert error is not None
+    assert (error.status, error.code) == (403, "forbidden") and "no c" in error.diagnostics
+    assert refusal(Decision(Outcome.ALLOW, ""), "Observation", "x") is None
+
+
+def _request(principal: Principal | None) -> Request:
+    state = {"principal": principal} if principal else {}
+    return Request({"type": "http", "headers": [], "state": state})
+
+
+def test_check_raises_the_refusal_and_returns_the_confinement() -> None:
+    search = Target(Interaction.SEARCH, "Observation")
+    assert check(_request(ALICE), search).within == "alice"
+    with pytest.raises(FhirError, match="does not exist") as hidden:
+        check(_request(ALICE), Target(Interaction.READ, "Observation", patient="bob"), "o1")
+    assert hidden.value.status == 404
+    with pytest.raises(FhirError, match="does not allow") as forbidden:
+        check(_request(ALICE), Target(Interaction.CREATE, "Observation", patient="alice"))
+    assert forbidden.value.status == 403
+
+
+def test_without_a_token_nothing_is_enforced_yet() -> None:
+    assert check(_request(None), Target(Interaction.DELETE, "Patient", patient="x")) is UNENFORCED
