@@ -166,8 +166,6 @@ def problem(resource_type: str, found: Criterion) -> str | None:
         return None
     if param.type == "reference" and modifier[:1].isupper():
         return None if modifier in param.targets or not param.targets else _bad(found, param)
-    if modifier == "of-type" and param.type == "token":
-        return None
     return None if modifier in MODIFIERS.get(param.type, ()) else _bad(found, param)
 
 

@@ -191,6 +191,21 @@ def check_missing(found: Criterion) -> bool:
     return found.values == ("true",)
 
 
+def check_values(param: SearchParameter, found: Criterion) -> None:
+    """Refuse (400) a value the parameter's type cannot read, before any record is read:
+    a scan over no record would otherwise accept it silently."""
+    if found.modifier == "missing":
+        check_missing(found)
+        return
+    for raw in found.values:
+        if param.type == "date":
+            query_date(split_prefix(raw)[1])
+        elif param.type == "number":
+            query_number(split_prefix(raw)[1])
+        elif param.type == "quantity":
+            quantity_query(raw)
+
+
 def criterion_match(
     param: SearchParameter, found: Criterion, values: list[Value] | None, base: str | None = None
 ) -> bool:

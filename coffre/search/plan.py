@@ -356,9 +356,7 @@ def reference_query(raw: str, modifier: str | None, base: str | None) -> str:
     return value
 
 
-def _reference_plan(
-    param: SearchParameter, raw: str, modifier: str | None, base: str | None
-) -> Plan:
+def _reference_plan(raw: str, modifier: str | None, base: str | None) -> Plan:
     value = reference_query(raw, modifier, base)
     if "/" not in value and ":" not in value:
         return ((f"i|{value}",),)
@@ -406,7 +404,7 @@ def value_plan(
     if kind == "reference":
         if modifier == "identifier":
             return _token_plan(raw, "I")
-        return _reference_plan(param, raw, modifier, base)
+        return _reference_plan(raw, modifier, base)
     if kind == "uri":
         return None if modifier in ("below", "above") else ((f"u|{raw}",),)
     if kind in ("number", "quantity"):

@@ -20,7 +20,7 @@ from coffre.fhir.compartment import patient_of
 from coffre.seal import PurposeKeys
 from coffre.search.criteria import Criterion, criterion, parameter_of
 from coffre.search.extract import index_values
-from coffre.search.matching import criterion_match, sort_key
+from coffre.search.matching import check_values, criterion_match, sort_key
 from coffre.search.parameters import parameters_for
 from coffre.search.plan import Plan, index_keys, plan
 from coffre.search.values import Ref, Value
@@ -167,6 +167,10 @@ class Searcher:
         """Matches in location order, and whether they are all of them. With ``limit``,
         reading stops at that many matches (the rest is neither read nor decrypted),
         unless the look-ups found few enough candidates to test them all."""
+        for found in criteria:
+            param = parameter_of(resource_type, found.parameter)
+            if param is not None and found.chain is None:
+                check_values(param, found)
         criteria = self._resolve(resource_type, criteria)
         if any(not c.values for c in criteria):
             return [], True
@@ -175,19 +179,39 @@ class Searcher:
             limit = None
         names = frozenset(c.parameter for c in criteria)
         results: list[Stored] = []
-        for row in self._rows(resource_type, candidates):
-            sealed = self._as_of(row)
-            if sealed is None or sealed.deleted:
-                continue
-            stored = self.records._open_found(sealed, self.scope.key_of)
-            if stored.resource_type != resource_type:
-                continue
+        for stored in self._opened(resource_type, candidates):
             values = index_values(stored.resource(), None, names)
             if all(self._match(resource_type, c, values) for c in criteria):
                 results.append(stored)
                 if limit is not None and len(results) >= limit:
                     return results, False
         return results, True
+
+    def _opened(self, resource_type: str, candidates: set[bytes] | None) -> Iterator[Stored]:
+        """The candidates of a type opened, as of the scope's snapshot, deletions left out."""
+        for row in self._rows(resource_type, candidates):
+            sealed = self._as_of(row)
+            if sealed is None or sealed.deleted:
+                continue
+            stored = self.records._open_found(sealed, self.scope.key_of)
+            if stored.resource_type == resource_type:
+                yield stored
+
+    def compartment(self, resource_type: str, patient_id: str) -> list[Stored]:
+        """Current resources of a type in a patient's compartment: those any reference
+        parameter that may name a Patient finds, kept when the compartment rule puts them
+        in this patient's compartment."""
+        reference = Criterion("", (f"Patient/{patient_id}",))
+        locs: set[bytes] = set()
+        for code in patient_references(resource_type):
+            param = parameter_of(resource_type, code)
+            planned = None if param is None else plan(param, reference)
+            locs |= self._lookup(resource_type, code, planned or ())
+        return [
+            stored
+            for stored in self._opened(resource_type, locs)
+            if patient_of(stored.resource()) == patient_id
+        ]
 
     def _match(self, resource_type: str, found: Criterion, values: dict[str, list[Value]]) -> bool:
         param = parameter_of(resource_type, found.parameter)
@@ -287,13 +311,6 @@ def everything(searcher: Searcher, patient_id: str, types: Iterable[str]) -> lis
     for resource_type in types:
         if resource_type == "Patient":
             found.extend(searcher.find("Patient", (Criterion("_id", (patient_id,)),)))
-            continue
-        seen: set[str] = set()
-        for code in patient_references(resource_type):
-            for stored in searcher.find(
-                resource_type, (Criterion(code, (f"Patient/{patient_id}",)),)
-            ):
-                if stored.id not in seen and patient_of(stored.resource()) == patient_id:
-                    seen.add(stored.id)
-                    found.append(stored)
+        else:
+            found.extend(searcher.compartment(resource_type, patient_id))
     return found
