@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEMO := .demo
 DEMO_PATIENTS ?= 50
 
-.PHONY: demo test lint typecheck unit softhsm generate clean
+.PHONY: demo test lint typecheck unit packages generate clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,15 +30,19 @@ lint: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
-# SoftHSM2, the PKCS#11 token the key custody tests run against: installed once, as root.
-softhsm:
-	@command -v softhsm2-util >/dev/null || \
-		if [ "$$(id -u)" = 0 ]; then \
+# Debian packages the tests run against, installed once, as root, when missing: SoftHSM2
+# (the PKCS#11 token of the key custody tests) and PostgreSQL (the second storage; the
+# tests start their own server, so no service needs to run).
+packages:
+	@missing=""; \
+		command -v softhsm2-util >/dev/null || missing="$$missing softhsm2"; \
+		ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
+		if [ -z "$$missing" ]; then :; elif [ "$$(id -u)" = 0 ]; then \
 			export DEBIAN_FRONTEND=noninteractive; \
-			apt-get install -y -q softhsm2 || { apt-get update -q && apt-get install -y -q softhsm2; }; \
-		else echo "softhsm2 is missing: 'sudo apt-get install softhsm2' (its tests skip until then)"; fi
+			apt-get install -y -q $$missing || { apt-get update -q && apt-get install -y -q $$missing; }; \
+		else echo "missing:$$missing: 'sudo apt-get install$$missing' (their tests skip until then)"; fi
 
-unit: $(STAMP) softhsm
+unit: $(STAMP) packages
 	$(BIN)/pytest -n 2 --dist loadfile -p no:cacheprovider
 
 test: lint typecheck unit

@@ -40,12 +40,12 @@ def shared_data_path(*parts: str) -> Path:
 
 
 @pytest.fixture
-def vault(request: pytest.FixtureRequest, tmp_path: Path) -> Vault:
+def vault(request: pytest.FixtureRequest, tmp_path: Path, storage_url: str) -> Vault:
     """A new vault; ``indirect`` parametrisation with "pkcs11" keeps its keys in a token."""
     if getattr(request, "param", "keyring") == "pkcs11":
         request.getfixturevalue("pkcs11_token")
     created = Vault.at(tmp_path / "vault")
-    created.create()
+    created.create(storage_url)
     return created
 
 

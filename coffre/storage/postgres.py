@@ -319,7 +319,7 @@ class PostgresStorage(_Reader):
 
     def __init__(self, url: str, *, create: bool = False) -> None:
         check_url(url)
-        self._url = url
+        self.url = url
         self._write_db = _connect(url)
         self._write_mutex = threading.Lock()  # one write transaction per process at a time
         try:
@@ -385,7 +385,7 @@ class PostgresStorage(_Reader):
     def _transaction_on(self, lock: int) -> Iterator[_Txn]:
         with self._write_mutex:
             if self._write_db.closed:  # a failed rollback closed it: start afresh
-                self._write_db = _connect(self._url)
+                self._write_db = _connect(self.url)
             txn = _Txn(self._write_db)
             txn._execute("BEGIN ISOLATION LEVEL READ COMMITTED")
             try:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 from dataclasses import replace
 
+from pg import HostDatabase
 from starlette.testclient import TestClient
 
 from coffre.ledger.leaf import Leaf, LeafKind
@@ -116,7 +116,7 @@ def test_a_read_refused_for_integrity_is_itself_in_the_log(
     """The client gets no data, and the log says a read of that record was refused."""
     patient_id = _create(client, "Fortin")
     loc = records.keys.location("Patient", patient_id)
-    with sqlite3.connect(str(records.storage.path)) as db:
+    with HostDatabase.of(records.storage) as db:
         (body,) = db.execute("SELECT body FROM versions WHERE loc = ?", (loc,)).fetchone()
         flipped = bytes([body[0] ^ 1]) + body[1:]
         db.execute("UPDATE versions SET body = ? WHERE loc = ?", (flipped, loc))

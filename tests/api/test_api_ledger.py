@@ -4,7 +4,6 @@ the signed roots, leaves that recompute them, and a 400 (never a 500) for bad in
 from __future__ import annotations
 
 import base64
-import sqlite3
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -12,6 +11,7 @@ import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pg import HostDatabase
 from starlette.testclient import TestClient
 
 from coffre.ledger import (
@@ -116,7 +116,7 @@ def test_a_tree_missing_a_node_answers_500_not_a_wrong_proof(
     client: TestClient, vault: Vault
 ) -> None:
     write_patients(client, 4)
-    with sqlite3.connect(vault.storage_path) as db:
+    with HostDatabase.of(vault) as db:
         db.execute("DELETE FROM tree_nodes WHERE level = 1 AND idx = 1")
     response = client.get("/ledger/proof/inclusion", params={"index": 0, "size": 4})
     assert_outcome(response, 500, "lacks its node (1, 1)")

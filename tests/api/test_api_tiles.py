@@ -3,12 +3,11 @@ entry bundles as stored, partial tiles, caching, and nothing beyond the latest c
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Iterator
-from contextlib import closing
 
 import httpx
 import pytest
+from pg import HostDatabase
 from pymerkle import InmemoryTree
 from starlette.testclient import TestClient
 from synthetic_log import append_leaves
@@ -145,7 +144,7 @@ def test_leaves_the_host_adds_are_not_served(
     """A leaf beyond the checkpoint is no part of the log until the gateway signs it."""
     _write(client, 3)
     leaves = records.storage.leaves(0, 3)
-    with closing(sqlite3.connect(vault.storage_path)) as db, db:
+    with HostDatabase.of(vault) as db:
         db.execute("INSERT INTO leaves (idx, data) VALUES (3, ?)", (leaves[0],))
     assert records.storage.leaf_count() == 4
     assert split_bundle(_tile(client, "tile/entries/000.p/3", "no-cache")) == leaves
@@ -158,14 +157,14 @@ def test_a_bundle_leaves_out_what_the_storage_lost(
 ) -> None:
     """Served as it is, for the auditor to see: never made up, never cached."""
     _write(client, 3)
-    with closing(sqlite3.connect(vault.storage_path)) as db, db:
+    with HostDatabase.of(vault) as db:
         db.execute("DELETE FROM leaves WHERE idx = 2")
     assert len(split_bundle(_tile(client, "tile/entries/000.p/3", "no-cache"))) == 2
 
 
 def test_a_tree_that_lost_a_node_is_damaged(client: TestClient, vault: Vault) -> None:
     _write(client, 3)
-    with closing(sqlite3.connect(vault.storage_path)) as db, db:
+    with HostDatabase.of(vault) as db:
         db.execute("DELETE FROM tree_nodes WHERE level = 0 AND idx = 2")
     response = client.get("/ledger/tile/0/000.p/3")
     assert response.status_code == 500, response.text

@@ -15,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import RunningServer
+from pg import HostDatabase
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -48,7 +49,7 @@ def _post(base_url: str, count: int) -> None:
 
 
 def _alter_leaf(vault: Vault, index: int, alter: Callable[[bytes], bytes]) -> None:
-    with sqlite3.connect(vault.storage_path) as db:
+    with HostDatabase.of(vault) as db:
         (data,) = db.execute("SELECT data FROM leaves WHERE idx = ?", (index,)).fetchone()
         db.execute("UPDATE leaves SET data = ? WHERE idx = ?", (alter(bytes(data)), index))
 
@@ -104,7 +105,7 @@ def test_a_forged_checkpoint_in_the_storage_is_a_bad_signature(
 ) -> None:
     _write(client, 2)
     accepted = audit_log(client, records.ledger.verifier_key, None).checkpoint
-    with sqlite3.connect(vault.storage_path) as db:  # the note of size 2, claiming size 3
+    with HostDatabase.of(vault) as db:  # the note of size 2, claiming size 3
         (note,) = db.execute("SELECT note FROM checkpoints WHERE size = 2").fetchone()
         db.execute("INSERT INTO checkpoints VALUES (3, ?)", (note.replace("\n2\n", "\n3\n", 1),))
     report = audit_log(client, records.ledger.verifier_key, accepted)
@@ -117,7 +118,7 @@ def test_a_log_put_back_to_an_older_checkpoint_has_shrunk(
 ) -> None:
     _write(client, 5)
     accepted = audit_log(client, records.ledger.verifier_key, None).checkpoint
-    with sqlite3.connect(vault.storage_path) as db:
+    with HostDatabase.of(vault) as db:
         db.execute("DELETE FROM checkpoints WHERE size > 3")
     report = audit_log(client, records.ledger.verifier_key, accepted)
     assert _kinds(report) == ["shrunk log"]
@@ -150,12 +151,12 @@ def test_full_recomputes_the_root_and_decodes_every_leaf(
     assert audit_log(client, key, None).consistent, "only --full looks at the leaves"
     report = audit_log(client, key, None, full=True)
     assert _kinds(report) == ["root mismatch"]
-    with sqlite3.connect(vault.storage_path) as db:
-        db.execute("UPDATE leaves SET data = X'00' WHERE idx = 4")
+    with HostDatabase.of(vault) as db:
+        db.execute("UPDATE leaves SET data = ? WHERE idx = 4", (b"\x00",))
     report = audit_log(client, key, None, full=True)
     assert _kinds(report) == ["root mismatch", "malformed leaf"]
     assert report.violations[1].detail.startswith("malformed leaf at index 4")
-    with sqlite3.connect(vault.storage_path) as db:
+    with HostDatabase.of(vault) as db:
         db.execute("DELETE FROM leaves WHERE idx = 5")
     report = audit_log(client, key, None, full=True)
     assert "missing leaves" in _kinds(report)
@@ -208,7 +209,7 @@ def test_audits_of_a_running_server_then_of_leaves_swapped_while_it_was_down(
     server.stop()
     # The leaves no longer hash to the checkpoint the sovereign side remembers: the
     # gateway refuses to start on them.
-    with sqlite3.connect(vault.storage_path) as db:
+    with HostDatabase.of(vault) as db:
         second, third = (
             row[0] for row in db.execute("SELECT data FROM leaves WHERE idx IN (2, 3)")
         )
@@ -223,6 +224,7 @@ def test_audits_of_a_running_server_then_of_leaves_swapped_while_it_was_down(
     assert state.read_text() == saved
 
 
+@pytest.mark.sqlite_only("rolls the host back to a copy of the SQLite file")
 def test_a_rolled_back_copy_is_a_shrunk_log_and_its_fork_is_inconsistent(
     vault: Vault, server: RunningServer, tmp_path: Path
 ) -> None:

@@ -178,6 +178,7 @@ def witnesses(tmp_path: Path, vault: Vault) -> Iterator[list[tuple[Path, str, Ru
             witness.stop()
 
 
+@pytest.mark.sqlite_only("forks the log from a copy of the SQLite file")
 def test_a_coffre_witnessed_by_two_is_audited_with_a_quorum_and_its_fork_is_refused(
     vault: Vault,
     witnesses: list[tuple[Path, str, RunningWitness]],

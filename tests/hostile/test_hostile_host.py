@@ -1,8 +1,8 @@
 """The hostile host (issue 4): the host edits the storage file behind the gateway's back.
 
-Each test writes a few records through the API, then plays ONE attack with sqlite3 on
-``vault.storage_path`` (the RecordStore's connections still open, or reopened
-afterwards), and asserts WHICH mechanism catches it:
+Each test writes a few records through the API, then plays ONE attack on the storage's
+database, SQLite's file or PostgreSQL's (the RecordStore's connections still open, or
+reopened afterwards), and asserts WHICH mechanism catches it:
 
 - **AEAD**: the body fails to open, because its associated data binds location,
   version, time, deletion flag and compartment (seen alone through
@@ -46,13 +46,14 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
-from collections.abc import Callable, Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from pg import HostDatabase
 from starlette.testclient import TestClient
 
 from coffre.api import create_app
@@ -115,11 +116,9 @@ def written(client: TestClient) -> TestClient:
     return client
 
 
-@contextmanager
-def _host(vault: Vault) -> Iterator[sqlite3.Connection]:
-    """The host's own connection to the storage file: what it edits is committed."""
-    with closing(sqlite3.connect(vault.storage_path)) as db, db:
-        yield db
+def _host(vault: Vault) -> HostDatabase:
+    """The host's own connection to the storage: what it edits is committed."""
+    return HostDatabase.of(vault)
 
 
 def _loc(records: RecordStore, reference: str) -> bytes:
@@ -447,6 +446,7 @@ def test_duplicate_a_leaf_at_the_end_is_not_believed(
         records.read("Patient", "alice")
 
 
+@pytest.mark.sqlite_only("rolls the host back by putting back a copy of the SQLite file")
 def test_truncate_the_log_and_extend_it_differently(
     records: RecordStore, vault: Vault, tmp_path: Path
 ) -> None:
@@ -493,7 +493,7 @@ def test_truncate_the_log_and_extend_it_differently(
 # -- tokens and keys ----------------------------------------------------------------------
 
 
-def _swap_tokens(db: sqlite3.Connection, first: bytes, second: bytes) -> None:
+def _swap_tokens(db: HostDatabase, first: bytes, second: bytes) -> None:
     for source, target in ((first, b"swap"), (second, first), (b"swap", second)):
         db.execute("UPDATE tokens SET loc = ? WHERE loc = ?", (target, source))
 

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
+from pg import HostDatabase
 
 from coffre.exceptions import SealError
 from coffre.fhir.validation import validate
@@ -94,7 +93,7 @@ def test_a_failed_request_leaves_no_event_and_no_leaf(records: RecordStore) -> N
 
 
 def _tamper(records: RecordStore, sql: str, *args: object) -> None:
-    with sqlite3.connect(str(records.storage.path)) as db:
+    with HostDatabase.of(records.storage) as db:
         db.execute(sql, args)
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import shutil
-import sqlite3
 
 import pytest
+from pg import HostDatabase
 from softhsm import BOTH_CUSTODIES
 
 from coffre.exceptions import SealError, VaultStateError
@@ -52,7 +52,7 @@ def test_every_write_is_a_leaf_bound_to_its_sealed_bytes(
         LeafKind.UPDATE,
         LeafKind.DELETE,
     ]
-    db = sqlite3.connect(vault.storage_path)
+    db = HostDatabase.of(vault)
     sealed = db.execute("SELECT body FROM versions ORDER BY seq").fetchall()
     assert [leaf.body_hash for leaf in leaves] == [
         hashlib.sha256(row[0]).digest() for row in sealed
@@ -80,6 +80,7 @@ def test_inclusion_proofs_from_the_stored_tree_verify(records: RecordStore) -> N
         verify_inclusion(leaf_hash(data), index, checkpoint.size, proof, checkpoint.root)
 
 
+@pytest.mark.sqlite_only("puts back a copy of the SQLite file")
 @BOTH_CUSTODIES
 def test_a_storage_put_back_to_an_older_copy_is_refused(vault: Vault, records: RecordStore) -> None:
     _write_some(records, 2)
@@ -101,7 +102,7 @@ def test_a_storage_put_back_to_an_older_copy_is_refused(vault: Vault, records: R
 
 def test_a_forged_checkpoint_in_the_storage_is_refused(vault: Vault, records: RecordStore) -> None:
     _write_some(records, 2)
-    db = sqlite3.connect(vault.storage_path)
+    db = HostDatabase.of(vault)
     db.execute("UPDATE checkpoints SET note = replace(note, substr(note, 1, 5), 'forge')")
     db.commit()
     with pytest.raises(SignatureError):
@@ -111,7 +112,7 @@ def test_a_forged_checkpoint_in_the_storage_is_refused(vault: Vault, records: Re
 def test_a_leaf_the_host_adds_is_never_signed(vault: Vault, records: RecordStore) -> None:
     _write_some(records, 1)
     forged = Leaf(LeafKind.UPDATE, records.keys.location("Patient", "p0"), 9, bytes(32), 1).encode()
-    db = sqlite3.connect(vault.storage_path)
+    db = HostDatabase.of(vault)
     db.execute(
         "INSERT INTO leaves (idx, data) VALUES (?, ?)",
         (records.storage.leaf_count(), forged + bytes(16)),
@@ -128,7 +129,7 @@ def test_a_leaf_the_host_adds_is_never_signed(vault: Vault, records: RecordStore
 
 def _put_back_version_one(vault: Vault, records: RecordStore, patient_id: str) -> None:
     loc = records.keys.location("Patient", patient_id)
-    db = sqlite3.connect(vault.storage_path)
+    db = HostDatabase.of(vault)
     db.execute("DELETE FROM versions WHERE loc = ? AND version > 1", (loc,))
     db.execute("UPDATE current SET version = 1 WHERE loc = ?", (loc,))
     db.commit()
@@ -149,7 +150,7 @@ def test_a_record_the_host_drops_is_caught_not_answered_404(
 ) -> None:
     _write_some(records, 3)
     loc = records.keys.location("Patient", "p2")
-    db = sqlite3.connect(vault.storage_path)
+    db = HostDatabase.of(vault)
     db.execute("DELETE FROM versions WHERE loc = ?", (loc,))
     db.commit()
     with pytest.raises(SealError):
@@ -215,7 +216,7 @@ def test_a_map_that_disagrees_with_the_leaves_is_refused_at_start(
 ) -> None:
     _write_some(records, 2)
     records.storage.close()
-    db = sqlite3.connect(vault.storage_path)
+    db = HostDatabase.of(vault)
     leaves = db.execute("SELECT idx, data FROM leaves ORDER BY idx").fetchall()
     # Re-sign nothing: only drop the map from the gateway's view by reordering two write leaves
     # of different records; the tree root changes too, so the start check names the rollback.

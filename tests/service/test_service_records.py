@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-import sqlite3
-
 import pytest
+from pg import HostDatabase, stored_bytes
 from softhsm import BOTH_CUSTODIES
 
 from coffre.exceptions import FhirError, SealError
@@ -38,10 +37,7 @@ def test_the_storage_holds_no_plaintext(vault: Vault, records: RecordStore) -> N
         },
     )
     records.storage.close()
-    connection = sqlite3.connect(vault.storage_path)
-    connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    connection.close()
-    raw = vault.storage_path.read_bytes()
+    raw = stored_bytes(vault)
     for needle in (
         "Bouchard",
         "Aurélie",
@@ -87,7 +83,7 @@ def test_a_ciphertext_swapped_between_patients_does_not_open(
     first = _create(records, {"resourceType": "Patient", "gender": "female"})
     second = _create(records, {"resourceType": "Patient", "gender": "male"})
     loc_first, loc_second = (records.keys.location("Patient", pid) for pid in (first, second))
-    db = sqlite3.connect(vault.storage_path)
+    db = HostDatabase.of(vault)
     body_second = db.execute("SELECT body FROM versions WHERE loc = ?", (loc_second,)).fetchone()[0]
     db.execute("UPDATE versions SET body = ? WHERE loc = ?", (body_second, loc_first))
     db.commit()

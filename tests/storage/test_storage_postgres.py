@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
-from pg import Cluster
+from pg import ADMIN, Cluster, stored_bytes
 
 from coffre.exceptions import StorageError
+from coffre.service import Vault
 from coffre.storage import SealedVersion
 from coffre.storage.postgres import PostgresStorage, check_url
 
@@ -20,7 +22,7 @@ WRITES_EACH = 25
 
 @pytest.fixture
 def url(postgres: Cluster) -> str:
-    return postgres.create_database()
+    return postgres.new_storage_url()
 
 
 @pytest.fixture
@@ -133,6 +135,8 @@ def test_the_write_connection_comes_back_after_the_server_dropped_it(
         admin.execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+            " AND application_name <> %s",
+            (ADMIN,),
         )
     with pytest.raises(StorageError), storage.transaction() as txn:
         txn.append(_version(b"a", 2), [])
@@ -150,3 +154,21 @@ def test_a_stream_abandoned_halfway_leaves_the_reads_working(storage: PostgresSt
     assert next(reading).loc == b"r1"
     reading.close()
     assert len(list(storage.current_of_kind(b"k"))) == 599
+
+
+def test_the_dump_that_leak_tests_scan_shows_stored_bytes_as_they_are(
+    url: str, tmp_path: Path
+) -> None:
+    """The scan's own check: bytes stored in a bytea column are found in the dump."""
+    vault = Vault.at(tmp_path / "vault")
+    vault.create(url)
+    storage = vault.open_storage()
+    with storage.transaction() as txn:
+        txn.append(
+            SealedVersion(b"\x00Bouchard", 1, b"k", b"c", 1, False, "\xffAurélie".encode()),
+            [b"1984-02-29"],
+        )
+    storage.close()
+    stored = stored_bytes(vault)
+    for needle in (b"\x00Bouchard", "\xffAurélie".encode(), b"1984-02-29"):
+        assert needle in stored, needle
