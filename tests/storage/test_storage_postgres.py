@@ -10,7 +10,9 @@ from pathlib import Path
 import psycopg
 import pytest
 from pg import ADMIN, Cluster, stored_bytes
+from typer.testing import CliRunner
 
+from coffre.cli.main import app
 from coffre.exceptions import StorageError
 from coffre.service import Vault
 from coffre.storage import SealedVersion
@@ -172,3 +174,29 @@ def test_the_dump_that_leak_tests_scan_shows_stored_bytes_as_they_are(
     stored = stored_bytes(vault)
     for needle in (b"\x00Bouchard", "\xffAurélie".encode(), b"1984-02-29"):
         assert needle in stored, needle
+
+
+def test_coffre_init_records_the_url_and_every_command_opens_it(url: str, tmp_path: Path) -> None:
+    folder = tmp_path / "v"
+    result = CliRunner().invoke(app, ["init", str(folder), "--storage", url])
+    assert result.exit_code == 0, result.output
+    assert not (folder / "storage.sqlite").exists()
+    recorded = folder / "storage.url"
+    assert recorded.read_text().strip() == url and recorded.stat().st_mode & 0o077 == 0
+    records = Vault.at(folder).open()
+    try:
+        with records.writer() as writer:
+            writer.update("Patient", "p1", {"resourceType": "Patient", "id": "p1"})
+        assert records.read("Patient", "p1").version == 1
+    finally:
+        records.storage.close()
+    again = CliRunner().invoke(app, ["init", str(folder), "--storage", url])
+    assert again.exit_code == 1 and "already exists" in again.output
+
+
+def test_coffre_init_refuses_a_url_with_a_password(postgres: Cluster, tmp_path: Path) -> None:
+    with_password = postgres.url().replace("postgres@", "postgres:secret@")
+    result = CliRunner().invoke(app, ["init", str(tmp_path / "v"), "--storage", with_password])
+    assert result.exit_code == 1 and "PGPASSFILE" in result.output
+    assert "secret" not in result.output
+    assert not (tmp_path / "v").exists()
