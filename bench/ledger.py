@@ -15,8 +15,11 @@
    latency of /ledger/proof/inclusion and /ledger/proof/consistency for random indices
    and sizes up to the checkpoint's.
 3. Audit: recomputing the root of the whole log in-process (reading, hashing the leaves,
-   the tree), and the real ``coffre audit --full`` over HTTP on the same server, with the
-   split between fetching the pages and hashing them.
+   the tree; then as ``coffre audit --full`` does it, from entry bundles: splitting,
+   hashing a tile at a time, ``Leaf.decode``), and the real ``coffre audit --full`` over
+   HTTP on the same server (--audit-runs times, each after a quiet second, with what the
+   rest of the machine did meanwhile; the CLI with a bytecode cache of its own, as an
+   installed coffre has), then the split between fetching the bundles and checking them.
 4. Reads: ``records.read`` (which checks the storage's latest version against the log)
    against ``storage.latest`` + ``records.open`` on the same records, in-process, in µs
    per read: the difference is the check's cost.
@@ -31,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import collections
 import contextlib
 import os
 import random
@@ -67,6 +71,7 @@ from _common import (
     write_json,
 )
 
+from coffre.cli.leaves import Connection, check_bundle
 from coffre.ledger import (
     CompactRange,
     LedgerError,
@@ -84,13 +89,20 @@ from coffre.ledger import (
 )
 from coffre.ledger.leaf import SIZE as LEAF_SIZE
 from coffre.ledger.leaf import Leaf, LeafKind
+from coffre.ledger.tiles import (
+    TILE_WIDTH,
+    bundle_roots,
+    encode_bundle,
+    entry_bundles,
+    root_from_bundles,
+    split_bundle,
+)
 from coffre.service import RecordStore, Vault
 from coffre.service.ledger import LatestWrites
 
 TARGET_APPENDS_PER_S = 50_000
 TARGET_AUDIT_S = 5.0
 TARGET_AUDIT_LEAVES = 1_000_000
-PAGE = 1000  # leaves per /ledger/leaves answer, as coffre audit asks for them
 POOL = 4096  # distinct locations and body hashes the synthetic leaves cycle through
 NETWORK_ERRORS = network_errors()
 
@@ -321,13 +333,14 @@ def build_log(args: argparse.Namespace, root: Path) -> tuple[Vault, dict[str, An
 
 
 def open_cost(vault: Vault) -> tuple[RecordStore, dict[str, float]]:
-    """What a server process pays to open the vault: Vault.open(), then its two log walks
-    (the rollback check and the map of latest writes) timed apart."""
+    """What a server process pays to open the vault: Vault.open(), then again its one log
+    walk (the rollback check, which follows the log into a fresh record of the latest
+    writes), and a catch-up of the whole log alone, timed apart."""
     started = time.perf_counter()
     records = vault.open()
     whole = time.perf_counter() - started
     started = time.perf_counter()
-    records.ledger.check_not_rolled_back(records.storage)
+    records.ledger.check_not_rolled_back(records.storage, LatestWrites(records.keys))
     rollback = time.perf_counter() - started
     latest = LatestWrites(records.keys)
     started = time.perf_counter()
@@ -593,23 +606,26 @@ def audit_in_process(records: RecordStore) -> dict[str, Any]:
     recompute_cpu = self_cpu() - cpu0
     if root != checkpoint.root:
         raise SystemExit("the recomputed root differs from the signed one: nothing is valid")
-    # What coffre audit --full does with each leaf it fetched: base64, hash, fold, decode.
-    encoded = [base64.b64encode(data).decode() for data in leaves]
+    del hashes
+    # What coffre audit --full does with each entry bundle (coffre.cli.leaves.check_bundle),
+    # step by step, in one process: the server's encoding timed apart.
     started = time.perf_counter()
-    decoded = [base64.b64decode(item, validate=True) for item in encoded]
-    unbase64 = time.perf_counter() - started
-    del encoded
-    compact = CompactRange()
-    started = time.perf_counter()
-    for data in decoded:
-        compact.append(leaf_hash(data))
-    folding = time.perf_counter() - started
-    started = time.perf_counter()
-    for data in decoded:
-        Leaf.decode(data)
-    decoding = time.perf_counter() - started
-    if compact.root() != checkpoint.root:
-        raise SystemExit("the CompactRange root differs from the signed one")
+    bundles = [encode_bundle(leaves[i : i + TILE_WIDTH]) for i in range(0, n, TILE_WIDTH)]
+    encoding = time.perf_counter() - started
+    del leaves
+    splitting = folding = decoding = 0.0
+    roots = []
+    for bundle in bundles:
+        t0 = time.perf_counter()
+        entries = split_bundle(bundle)
+        t1 = time.perf_counter()
+        roots.append(bundle_roots(entries))
+        t2 = time.perf_counter()
+        collections.deque(map(Leaf.decode, entries), maxlen=0)
+        t3 = time.perf_counter()
+        splitting, folding, decoding = splitting + t1 - t0, folding + t2 - t1, decoding + t3 - t2
+    if root_from_bundles(n, roots) != checkpoint.root:
+        raise SystemExit("the root from the entry bundles differs from the signed one")
     return {
         "leaves": n,
         "read_sqlite_s": reading,
@@ -617,104 +633,114 @@ def audit_in_process(records: RecordStore) -> dict[str, Any]:
         "root_of_s": tree,
         "recompute_s": hashing + tree,
         "recompute_cpu_s": recompute_cpu,
-        "auditor_base64_s": unbase64,
+        "bundle_encoding_s": encoding,
+        "auditor_split_s": splitting,
         "auditor_hash_and_fold_s": folding,
         "auditor_decode_s": decoding,
-        "auditor_processing_s": unbase64 + folding + decoding,
+        "auditor_processing_s": splitting + folding + decoding,
     }
+
+
+def cli_environment(root: Path) -> dict[str, str]:
+    """The environment of ``coffre`` runs: none of the caller's COFFRE_* settings, and a
+    bytecode cache of its own (under ``root``), as an installed coffre has one. Without
+    it (PYTHONDONTWRITEBYTECODE), every start compiles the 5 MB generated FHIR schema
+    module again: seconds of CPU that say nothing of the audit."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("COFFRE_")}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    env["PYTHONPYCACHEPREFIX"] = str(root / "pycache")
+    return env
 
 
 def audit_http(
     args: argparse.Namespace, server: VaultServer, key: str, root: Path
 ) -> dict[str, Any]:
-    """The real ``coffre audit --full``, then the same paging in-process, timed apart."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("COFFRE_")}
+    """The real ``coffre audit --full``, --audit-runs times, then the same bundles fetched
+    and checked in this process, one after the other, fetching and checking timed apart."""
+    env = cli_environment(root)
     result: dict[str, Any] = {}
-    started = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "coffre", "--help"],
-        env=env,
-        capture_output=True,
-        timeout=60,
-        cwd=ROOT,
-        check=True,
+    help_command = [sys.executable, "-m", "coffre", "--help"]
+    options: dict[str, Any] = {"capture_output": True, "cwd": ROOT, "timeout": 120, "check": True}
+    # No bytecode cache at all: an empty one, never written to.
+    uncached = {**env, "PYTHONPYCACHEPREFIX": str(root / "empty"), "PYTHONDONTWRITEBYTECODE": "1"}
+    for name, environment in (("cli_start_uncached_s", uncached), ("cli_start_s", env)):
+        subprocess.run(help_command, env=environment, **options)  # fills the bytecode cache
+        started = time.perf_counter()
+        subprocess.run(help_command, env=environment, **options)
+        result[name] = time.perf_counter() - started
+    result["runs"] = []
+    for _ in range(args.audit_runs):
+        wait_for_idle(args.wait_idle)
+        run = audit_cli_run(args, server, key, root, env)
+        result["runs"].append(run)
+        if "cli_timed_out" in run:
+            break
+    # The same bundles, in this process, over the pool's client, one after the other.
+    connection = Connection(server.root_url, 30.0)
+    checkpoint = open_checkpoint(connection.get("/ledger/checkpoint")[1], VerifierKey.parse(key))
+    fetching = checking = 0.0
+    deadline = time.monotonic() + args.audit_timeout
+    tiles = entry_bundles(checkpoint.size)
+    checks = []
+    for tile in tiles:
+        if time.monotonic() > deadline:
+            break
+        t0 = time.perf_counter()
+        _, data = connection.get(f"/ledger/{tile.path()}")
+        t1 = time.perf_counter()
+        checks.append(check_bundle(data, tile))
+        checking += time.perf_counter() - t1
+        fetching += t1 - t0
+    connection.close()
+    if len(checks) == len(tiles):
+        roots = [check.roots for check in checks]
+        assert root_from_bundles(checkpoint.size, roots) == checkpoint.root
+    result.update(
+        {
+            "split_bundles": len(checks),
+            "split_fetch_s": fetching,
+            "split_processing_s": checking,
+            "split_fetch_ms_per_bundle": fetching / max(len(checks), 1) * 1000,
+        }
     )
-    result["cli_start_s"] = time.perf_counter() - started
+    return result
+
+
+def audit_cli_run(
+    args: argparse.Namespace, server: VaultServer, key: str, root: Path, env: dict[str, str]
+) -> dict[str, Any]:
+    """One ``coffre audit --full`` from a fresh state: its wall time, its CPU and the
+    server's, and what the rest of the machine did meanwhile."""
     state = root / "auditor.checkpoint"
     state.unlink(missing_ok=True)
+    command = [sys.executable, "-m", "coffre", "audit", server.root_url, "--key", key]
+    command += ["--state", str(state), "--full"]
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     before = cpu_snapshot(server.pid)
     started = time.perf_counter()
     try:
         run = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "coffre",
-                "audit",
-                server.root_url,
-                "--key",
-                key,
-                "--state",
-                str(state),
-                "--full",
-            ],
-            env=env,
-            capture_output=True,
-            timeout=args.audit_timeout,
-            cwd=ROOT,
+            command, env=env, capture_output=True, timeout=args.audit_timeout, cwd=ROOT
         )
     except subprocess.TimeoutExpired:
-        result["cli_timed_out"] = True
-        result["cli_s"] = float("nan")
-        return result
-    result["cli_s"] = time.perf_counter() - started
+        return {"cli_timed_out": True, "cli_s": float("nan")}
+    wall = time.perf_counter() - started
     cpu = cpu_usage(before, cpu_snapshot(server.pid))
     children1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-    result["cli_cpu_s"] = (children1.ru_utime + children1.ru_stime) - (
-        children0.ru_utime + children0.ru_stime
-    )
-    result["server_cpu_s"] = cpu.server
-    result["cli_exit"] = run.returncode
-    result["cli_output"] = run.stdout.decode(errors="replace").strip().splitlines()[-3:]
+    cli_cpu = (children1.ru_utime + children1.ru_stime) - (children0.ru_utime + children0.ru_stime)
     if run.returncode != 0 or b"CONSISTENT" not in run.stdout:
         print(f"  coffre audit --full failed:\n{run.stdout.decode(errors='replace')}")
         print(run.stderr.decode(errors="replace")[-2000:])
-    # The same pages fetched in this process with the same client: fetching and JSON on one
-    # side, base64 + hashing + folding + decoding on the other.
-    import httpx
-
-    fetching = processing = 0.0
-    pages = 0
-    deadline = time.monotonic() + args.audit_timeout
-    with httpx.Client(base_url=server.root_url, timeout=30.0) as client:
-        note = client.get("/ledger/checkpoint").text
-        size = int(note.splitlines()[1])
-        tree = CompactRange()
-        while tree.size < size and time.monotonic() < deadline:
-            t0 = time.perf_counter()
-            asked = min(PAGE, size - tree.size)
-            answer = client.get(
-                "/ledger/leaves", params={"start": tree.size, "count": asked}
-            ).json()
-            t1 = time.perf_counter()
-            for item in answer["leaves"]:
-                data = base64.b64decode(item, validate=True)
-                tree.append(leaf_hash(data))
-                Leaf.decode(data)
-            processing += time.perf_counter() - t1
-            fetching += t1 - t0
-            pages += 1
-    result.update(
-        {
-            "split_pages": pages,
-            "split_leaves": tree.size,
-            "split_fetch_s": fetching,
-            "split_processing_s": processing,
-            "split_fetch_ms_per_page": fetching / max(pages, 1) * 1000,
-        }
-    )
-    return result
+    return {
+        "cli_s": wall,
+        "cli_cpu_s": cli_cpu,
+        "server_cpu_s": cpu.server,
+        # Busy CPU that was neither the audit nor the server: other sessions' work.
+        "others_share": max(0.0, cpu.others - cli_cpu) / (cpu.wall * NPROC),
+        "machine_busy": cpu.machine_busy,
+        "cli_exit": run.returncode,
+        "cli_output": run.stdout.decode(errors="replace").strip().splitlines()[-3:],
+    }
 
 
 # -- 4. reads --------------------------------------------------------------------------------
@@ -867,35 +893,44 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
             fmt="{:,.2f}",
         )
         row(
-            "audit as coffre audit does it: base64 + hash + fold + decode (s)",
+            "audit: encode the entry bundles, server side (s)",
+            audit["bundle_encoding_s"],
+            fmt="{:,.2f}",
+        )
+        row(
+            "audit as coffre audit does it, one process: split + hash + decode (s)",
             audit["auditor_processing_s"],
             TARGET_AUDIT_S,
             fmt="{:,.2f}",
         )
-        row("  base64 decode, validate=True (s)", audit["auditor_base64_s"], fmt="{:,.2f}")
+        row("  split the bundles (s)", audit["auditor_split_s"], fmt="{:,.2f}")
         row(
-            "  leaf_hash + CompactRange.append (s)", audit["auditor_hash_and_fold_s"], fmt="{:,.2f}"
+            "  hash the leaves, fold the tiles (s)", audit["auditor_hash_and_fold_s"], fmt="{:,.2f}"
         )
         row("  Leaf.decode (s)", audit["auditor_decode_s"], fmt="{:,.2f}")
     ah = results.get("audit_http")
     if ah:
-        row("HTTP coffre audit --full, end to end (s)", ah["cli_s"], TARGET_AUDIT_S, fmt="{:,.1f}")
-        if "cli_cpu_s" in ah:
-            row("  coffre audit CPU (s)", ah["cli_cpu_s"], fmt="{:,.1f}")
-            row("  server CPU during the audit (s)", ah["server_cpu_s"], fmt="{:,.1f}")
-            row("  CLI start-up alone (coffre --help) (s)", ah["cli_start_s"], fmt="{:,.2f}")
+        for number, run in enumerate(ah["runs"], 1):
+            row(
+                f"HTTP coffre audit --full, end to end, run {number} (s)",
+                run["cli_s"],
+                TARGET_AUDIT_S,
+                fmt="{:,.1f}",
+            )
+            if "cli_cpu_s" in run:
+                row("  coffre audit CPU, all its processes (s)", run["cli_cpu_s"], fmt="{:,.1f}")
+                row("  server CPU during the audit (s)", run["server_cpu_s"], fmt="{:,.1f}")
+                row("  other processes, share of the cores", run["others_share"], fmt="{:.0%}")
+        row("  CLI start-up alone (coffre --help) (s)", ah["cli_start_s"], fmt="{:,.2f}")
+        row("  the same without a bytecode cache (s)", ah["cli_start_uncached_s"], fmt="{:,.2f}")
         if "split_fetch_s" in ah:
             row(
-                f"  split: fetch {ah['split_pages']:,} pages + JSON (s)",
+                f"  split: fetch {ah['split_bundles']:,} entry bundles, one by one (s)",
                 ah["split_fetch_s"],
                 fmt="{:,.1f}",
             )
-            row("  split: fetch per page (ms)", ah["split_fetch_ms_per_page"], fmt="{:,.2f}")
-            row(
-                "  split: base64 + hash + fold + decode (s)",
-                ah["split_processing_s"],
-                fmt="{:,.1f}",
-            )
+            row("  split: fetch per bundle (ms)", ah["split_fetch_ms_per_bundle"], fmt="{:,.2f}")
+            row("  split: check them, one process (s)", ah["split_processing_s"], fmt="{:,.1f}")
     reads = results.get("reads")
     if reads:
         row(
@@ -961,10 +996,15 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
             f" {'met' if audit['recompute_s'] < TARGET_AUDIT_S else 'NOT met'}"
             f" ({audit['recompute_s']:.2f} s)"
         )
-    if ah and ah.get("cli_s") == ah.get("cli_s"):  # not nan
+    if ah and all("cli_timed_out" not in run for run in ah["runs"]):
+        runs_s = ", ".join(
+            f"{run['cli_s']:.1f} s with {run['others_share']:.0%} of the cores busy elsewhere"
+            for run in ah["runs"]
+        )
+        met = sum(run["cli_s"] < TARGET_AUDIT_S for run in ah["runs"])
         verdicts.append(
-            f"Target under {TARGET_AUDIT_S:.0f} s for coffre audit --full over HTTP:"
-            f" {'met' if ah['cli_s'] < TARGET_AUDIT_S else 'NOT met'} ({ah['cli_s']:.1f} s)"
+            f"Target under {TARGET_AUDIT_S:.0f} s for coffre audit --full over HTTP: met in"
+            f" {met} of {len(ah['runs'])} runs ({runs_s})"
         )
     elif ah:
         verdicts.append(f"coffre audit --full did not finish within {args.audit_timeout:.0f} s")
@@ -1026,6 +1066,9 @@ def main() -> None:
     )
     parser.add_argument(
         "--audit-timeout", type=float, default=600.0, help="bound on coffre audit (default 600 s)"
+    )
+    parser.add_argument(
+        "--audit-runs", type=int, default=2, help="runs of coffre audit --full (default 2)"
     )
     parser.add_argument("--records", type=int, default=2000, help="records for the read comparison")
     parser.add_argument("--read-rounds", type=int, default=10, help="reads of each record")
