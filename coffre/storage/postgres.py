@@ -207,7 +207,9 @@ class _Txn(_Reader):
         self._db = connection
         self._depth = 0
 
-    def _execute(self, sql: str, args: Sequence[Any] = ()) -> psycopg.Cursor[tuple[Any, ...]]:
+    def _execute(
+        self, sql: str, args: Sequence[Any] | dict[str, Any] = ()
+    ) -> psycopg.Cursor[tuple[Any, ...]]:
         try:
             return self._db.execute(sql, args, binary=True)
         except psycopg.Error as error:
@@ -238,30 +240,35 @@ class _Txn(_Reader):
             self._depth -= 1
 
     def append(self, record: SealedVersion, tokens: Iterable[bytes]) -> int:
+        """One statement, one round trip: the version, its current pointer, and its tokens
+        (those it no longer carries deleted, the new ones added)."""
         row = self._execute(
-            "INSERT INTO versions (loc, version, kind, comp, ts, deleted, body)"
-            " VALUES (%s, %s, %s, %s, %s, %s, %s) RETURNING seq",
-            (
-                record.loc,
-                record.version,
-                record.kind,
-                record.comp,
-                record.ts,
-                record.deleted,
-                record.body,
-            ),
+            "WITH version AS ("
+            "  INSERT INTO versions (loc, version, kind, comp, ts, deleted, body)"
+            "  VALUES (%(loc)s, %(version)s, %(kind)s, %(comp)s, %(ts)s, %(deleted)s, %(body)s)"
+            "  RETURNING seq),"
+            " pointer AS ("
+            "  INSERT INTO current (loc, version, kind, comp, deleted)"
+            "  VALUES (%(loc)s, %(version)s, %(kind)s, %(comp)s, %(deleted)s)"
+            "  ON CONFLICT (loc) DO UPDATE SET version = excluded.version,"
+            "  kind = excluded.kind, comp = excluded.comp, deleted = excluded.deleted),"
+            " dropped AS ("
+            "  DELETE FROM tokens WHERE loc = %(loc)s AND token <> ALL(%(tokens)s::bytea[])),"
+            " added AS ("
+            "  INSERT INTO tokens (token, loc) SELECT DISTINCT token, %(loc)s"
+            "  FROM unnest(%(tokens)s::bytea[]) AS token ON CONFLICT DO NOTHING)"
+            " SELECT seq FROM version",
+            {
+                "loc": record.loc,
+                "version": record.version,
+                "kind": record.kind,
+                "comp": record.comp,
+                "ts": record.ts,
+                "deleted": record.deleted,
+                "body": record.body,
+                "tokens": list(tokens),
+            },
         ).fetchone()
-        self._execute(
-            "INSERT INTO current (loc, version, kind, comp, deleted) VALUES (%s, %s, %s, %s, %s)"
-            " ON CONFLICT (loc) DO UPDATE SET version = excluded.version, kind = excluded.kind,"
-            " comp = excluded.comp, deleted = excluded.deleted",
-            (record.loc, record.version, record.kind, record.comp, record.deleted),
-        )
-        self._execute("DELETE FROM tokens WHERE loc = %s", (record.loc,))
-        self._execute_many(
-            "INSERT INTO tokens (token, loc) VALUES (%s, %s) ON CONFLICT DO NOTHING",
-            [(token, record.loc) for token in tokens],
-        )
         assert row is not None
         seq: int = row[0]
         return seq
