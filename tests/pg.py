@@ -5,8 +5,9 @@ fixtures that run every test built on a vault twice, on SQLite and on PostgreSQL
 ``@pytest.mark.sqlite_only(reason)`` keeps a test that reads the SQLite file itself to
 SQLite. Where PostgreSQL is not installed its half skips, and fails under CI=true.
 
-It runs as the user that installed PostgreSQL's files (``postgres`` on Debian) when the
-tests run as root, since PostgreSQL refuses to run as root. Durability settings are off:
+The server runs as the ``postgres`` user (which Debian's package creates) when the tests
+run as root, since PostgreSQL refuses to run as root. It trusts every local connection:
+it holds test data only, and lives as long as the test run. Durability settings are off:
 the tests kill Coffre, never this server, and ``synchronous_commit`` stays on per session
 (the driver sets it), so the ordering guarantees that Coffre relies on still hold.
 """
@@ -97,7 +98,9 @@ class Cluster:
         command = [str(self._bin / program), *args]
         if self._user is not None:
             command = ["runuser", "-u", self._user, "--", *command]
-        subprocess.run(command, check=True, capture_output=True, cwd=self.root)
+        done = subprocess.run(command, capture_output=True, cwd=self.root, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"{program} failed: {done.stderr.strip() or done.stdout.strip()}")
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
