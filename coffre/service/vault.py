@@ -89,14 +89,20 @@ class Vault:
         )
 
     def open(self) -> RecordStore:
+        """The record store; its start checks refuse a storage the host tampered with, and
+        the storage is closed then (a PostgreSQL one holds connections and threads)."""
         storage = self.open_storage()
         envelope: Envelope = (
             PlainEnvelope() if config.BENCH_PLAINTEXT.value() == "1" else AeadEnvelope()
         )
-        return RecordStore(
-            storage,
-            open_custody(self.keyring),
-            envelope,
-            self.checkpoint_memory,
-            verify_reads=config.BENCH_UNVERIFIED_READS.value() != "1",
-        )
+        try:
+            return RecordStore(
+                storage,
+                open_custody(self.keyring),
+                envelope,
+                self.checkpoint_memory,
+                verify_reads=config.BENCH_UNVERIFIED_READS.value() != "1",
+            )
+        except BaseException:
+            storage.close()
+            raise
