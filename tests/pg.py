@@ -2,8 +2,10 @@
 binaries, a temporary folder, a free loopback port, a schema per test), and the
 fixtures that run every test built on a vault twice, on SQLite and on PostgreSQL.
 
-``@pytest.mark.sqlite_only(reason)`` keeps a test that reads the SQLite file itself to
-SQLite. Where PostgreSQL is not installed its half skips, and fails under CI=true.
+Tests that act as the host go through ``HostDatabase`` (tampering), ``copy_storage``
+(keeping and putting back a copy) and ``stored_bytes`` (scanning for plaintext), which
+work on either storage. Where PostgreSQL is not installed its half skips, and fails
+under CI=true.
 
 The server runs as the ``postgres`` user (which Debian's package creates) when the tests
 run as root, since PostgreSQL refuses to run as root. It trusts every local connection:
@@ -34,13 +36,15 @@ import pytest
 from psycopg.conninfo import conninfo_to_dict
 
 from coffre.service import Vault
+from coffre.service.vault import STORAGE_FILE, STORAGE_URL_FILE
 from coffre.storage import SqliteStorage
-from coffre.storage.postgres import PostgresStorage
+from coffre.storage.postgres import SCHEMA, PostgresStorage
 
 BIN_GLOB = "/usr/lib/postgresql/*/bin"
 SERVER_USER = "postgres"
 ADMIN = "coffre-tests"
 """The application name of the connection that makes each test's schema."""
+TABLES = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", "\n".join(SCHEMA))
 SERVER_SETTINGS = {
     "listen_addresses": "127.0.0.1",
     "fsync": "off",
@@ -123,16 +127,9 @@ class Cluster:
 BACKENDS = ("sqlite", "postgresql")
 
 
-def pytest_configure(config: pytest.Config) -> None:
-    config.addinivalue_line(
-        "markers", "sqlite_only(reason): reads the SQLite file itself; runs on SQLite only"
-    )
-
-
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        sqlite_only = metafunc.definition.get_closest_marker("sqlite_only") is not None
-        metafunc.parametrize("backend", BACKENDS[:1] if sqlite_only else BACKENDS, indirect=True)
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
 
 
 @pytest.fixture
@@ -224,7 +221,7 @@ def stored_bytes(vault: Vault) -> bytes:
         return vault.storage_path.read_bytes()
     bin_dir = binaries()
     assert bin_dir is not None
-    schema = conninfo_to_dict(url)["options"].removeprefix("-csearch_path=")
+    schema = _schema(url)
     dump = subprocess.run(
         [str(bin_dir / "pg_dump"), "--dbname", url, "--schema", schema],
         check=True,
@@ -232,3 +229,47 @@ def stored_bytes(vault: Vault) -> bytes:
     ).stdout
     assert f"COPY {schema}.versions".encode() in dump, "the dump holds no data"
     return re.sub(rb"\\\\x([0-9a-f]*)", lambda hexa: bytes.fromhex(hexa[1].decode()), dump)
+
+
+def copy_storage(source: Vault, folder: Path) -> None:
+    """Put a copy of ``source``'s storage in the vault folder ``folder``, as a host keeping
+    a copy would, or put such a copy back: SQLite's file through the backup API, or for
+    PostgreSQL a schema of the same database, which ``folder/storage.url`` names. Whatever
+    the folder's storage held is replaced."""
+    url = source.storage_url
+    if url is None:
+        with (
+            closing(sqlite3.connect(source.storage_path)) as live,
+            closing(sqlite3.connect(folder / STORAGE_FILE)) as copy,
+        ):
+            live.backup(copy)
+        return
+    target = Vault.at(folder).storage_url
+    if target is None:  # a schema beside the source's, named after it
+        target = f"{url}_copy"
+        (folder / STORAGE_URL_FILE).write_text(target)
+    from_schema, to_schema = _schema(url), _schema(target)
+    with psycopg.connect(url) as db:
+        db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")  # one snapshot
+        db.execute(f"CREATE SCHEMA IF NOT EXISTS {to_schema}")
+        for table in TABLES:
+            db.execute(
+                f"CREATE TABLE IF NOT EXISTS {to_schema}.{table}"
+                f" (LIKE {from_schema}.{table} INCLUDING ALL)"
+            )
+            db.execute(f"TRUNCATE {to_schema}.{table}")
+            db.execute(
+                f"INSERT INTO {to_schema}.{table} OVERRIDING SYSTEM VALUE"
+                f" SELECT * FROM {from_schema}.{table}"
+            )
+        db.execute(  # the copy's next versions are numbered after the ones it holds
+            f"SELECT setval(pg_get_serial_sequence('{to_schema}.versions', 'seq'),"
+            f" greatest((SELECT max(seq) FROM {to_schema}.versions),"
+            f" (SELECT last_value FROM pg_sequences WHERE schemaname = '{to_schema}'"
+            " AND sequencename LIKE 'versions_seq%')))"
+        )
+
+
+def _schema(url: str) -> str:
+    """The schema a test's storage URL puts first in the search path."""
+    return conninfo_to_dict(url)["options"].removeprefix("-csearch_path=")

@@ -8,14 +8,13 @@ the gateway's own start check does not catch (or on a copy of the vault)."""
 from __future__ import annotations
 
 import shutil
-import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
 from conftest import RunningServer
-from pg import HostDatabase
+from pg import HostDatabase, copy_storage
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -224,7 +223,6 @@ def test_audits_of_a_running_server_then_of_leaves_swapped_while_it_was_down(
     assert state.read_text() == saved
 
 
-@pytest.mark.sqlite_only("rolls the host back to a copy of the SQLite file")
 def test_a_rolled_back_copy_is_a_shrunk_log_and_its_fork_is_inconsistent(
     vault: Vault, server: RunningServer, tmp_path: Path
 ) -> None:
@@ -235,11 +233,7 @@ def test_a_rolled_back_copy_is_a_shrunk_log_and_its_fork_is_inconsistent(
     assert _run("audit", _root(server), "--key", key, "--state", str(state))[0] == 0
     older = tmp_path / "older"
     older.mkdir()
-    with (
-        sqlite3.connect(vault.storage_path) as live,
-        sqlite3.connect(older / "storage.sqlite") as copy,
-    ):
-        live.backup(copy)
+    copy_storage(vault, older)
     shutil.copy2(vault.keyring, older / vault.keyring.name)
     _post(server.base_url, 3)
     assert _run("audit", _root(server), "--key", key, "--state", str(state))[0] == 0

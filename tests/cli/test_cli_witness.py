@@ -4,7 +4,6 @@ a Coffre witnessed by two of them, audited with a quorum, whose fork they refuse
 from __future__ import annotations
 
 import shutil
-import sqlite3
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import RunningServer, free_port
+from pg import copy_storage
 from test_cli_audit import _post, _root, _run
 
 from coffre.api.witness import STATE_FILE, WitnessFolder
@@ -178,7 +178,6 @@ def witnesses(tmp_path: Path, vault: Vault) -> Iterator[list[tuple[Path, str, Ru
             witness.stop()
 
 
-@pytest.mark.sqlite_only("forks the log from a copy of the SQLite file")
 def test_a_coffre_witnessed_by_two_is_audited_with_a_quorum_and_its_fork_is_refused(
     vault: Vault,
     witnesses: list[tuple[Path, str, RunningWitness]],
@@ -212,8 +211,7 @@ def test_a_coffre_witnessed_by_two_is_audited_with_a_quorum_and_its_fork_is_refu
         # serves that copy extended with another history, a fork of the log.
         older = tmp_path / "older"
         older.mkdir()
-        with sqlite3.connect(vault.storage_path) as live:
-            live.execute("VACUUM INTO ?", (str(older / "storage.sqlite"),))
+        copy_storage(vault, older)
         shutil.copy2(vault.keyring, older / vault.keyring.name)
         _post(honest.base_url, 3)
         honest_note = _wait_cosigned(honest, 6)

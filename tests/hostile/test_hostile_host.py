@@ -45,15 +45,13 @@ reopened afterwards), and asserts WHICH mechanism catches it:
 from __future__ import annotations
 
 import secrets
-import sqlite3
 from collections.abc import Callable
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from pg import HostDatabase
+from pg import HostDatabase, copy_storage
 from starlette.testclient import TestClient
 
 from coffre.api import create_app
@@ -446,7 +444,6 @@ def test_duplicate_a_leaf_at_the_end_is_not_believed(
         records.read("Patient", "alice")
 
 
-@pytest.mark.sqlite_only("rolls the host back by putting back a copy of the SQLite file")
 def test_truncate_the_log_and_extend_it_differently(
     records: RecordStore, vault: Vault, tmp_path: Path
 ) -> None:
@@ -457,19 +454,13 @@ def test_truncate_the_log_and_extend_it_differently(
     with TestClient(create_app(records), raise_server_exceptions=False) as real:
         for number in range(3):
             _put(real, {"resourceType": "Patient", "id": f"p{number}"})
-        with (
-            closing(sqlite3.connect(tmp_path / "copy.sqlite")) as copy,
-            closing(sqlite3.connect(vault.storage_path)) as live,
-        ):
-            live.backup(copy)
+        copy_storage(vault, tmp_path)
         for number in range(3, 6):
             _put(real, {"resourceType": "Patient", "id": f"p{number}", "gender": "male"})
         accepted = _accepted(real, records)
     assert accepted.size == 6
     records.storage.close()
-    for path in vault.folder.glob("storage.sqlite*"):
-        path.unlink()
-    (tmp_path / "copy.sqlite").replace(vault.storage_path)
+    copy_storage(Vault.at(tmp_path), vault.folder)
 
     _refused_at_start(vault, VaultStateError, "rolled back or replaced")
     forked = _starts_without_memory(vault)

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 
 import pytest
-from pg import HostDatabase
+from pg import HostDatabase, copy_storage
 from softhsm import BOTH_CUSTODIES
 
 from coffre.exceptions import SealError, VaultStateError
@@ -80,22 +79,17 @@ def test_inclusion_proofs_from_the_stored_tree_verify(records: RecordStore) -> N
         verify_inclusion(leaf_hash(data), index, checkpoint.size, proof, checkpoint.root)
 
 
-@pytest.mark.sqlite_only("puts back a copy of the SQLite file")
 @BOTH_CUSTODIES
 def test_a_storage_put_back_to_an_older_copy_is_refused(vault: Vault, records: RecordStore) -> None:
     _write_some(records, 2)
     records.storage.close()
     older = vault.folder / "older-copy"
     older.mkdir()
-    for path in vault.folder.glob("storage.sqlite*"):
-        shutil.copy(path, older / path.name)
+    copy_storage(vault, older)
     records = vault.open()
     _write_some(records, 3)
     records.storage.close()
-    for path in vault.folder.glob("storage.sqlite*"):
-        path.unlink()
-    for path in older.glob("storage.sqlite*"):
-        shutil.copy(path, vault.folder / path.name)
+    copy_storage(Vault.at(older), vault.folder)
     with pytest.raises(VaultStateError, match="rolled back"):
         vault.open()
 
