@@ -31,8 +31,6 @@ RESULT_PARAMETERS = frozenset(
         "_revinclude",
         "_include:iterate",
         "_revinclude:iterate",
-        "_contained",
-        "_containedType",
     }
 )
 

@@ -68,7 +68,9 @@ class Scope:
     """Where a search looks: the committed storage, or a write transaction's view of it.
 
     ``as_of`` pins a storage sequence number: a resource written after it is taken as it
-    was then (paging links stay valid while data changes).
+    was then (paging links stay valid while data changes). ``base`` normalises the query's
+    absolute references only: resources are indexed without it (the storage must not
+    depend on the URL a gateway is reached at). ``written``: what the transaction wrote.
     """
 
     reader: StorageReader
@@ -76,8 +78,6 @@ class Scope:
     written: frozenset[bytes] = frozenset()
     base: str | None = None
     as_of: int | None = None
-    # ``base`` normalises the query's absolute references only: resources are indexed
-    # without it (the storage must not depend on the URL a gateway is reached at).
 
 
 class Searcher:
@@ -235,7 +235,8 @@ class Searcher:
             for stored in self.find(target, (inner,)):
                 values = index_values(stored.resource(), None, frozenset({reference}))
                 for value in values.get(reference, ()):
-                    if type(value) is Ref and value.type == resource_type:
+                    local = type(value) is Ref and "://" not in value.value
+                    if local and value.type == resource_type:
                         ids[value.value.split("/", 1)[1]] = None
             return Criterion("_id", _bounded(ids))
         if found.chain is None:
