@@ -7,9 +7,11 @@ confused with a token of another (a compartment, a search value).
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
@@ -83,6 +85,17 @@ class PurposeKeys:
         """The gateway's tag on a log leaf: proof that this side wrote it."""
         return hmac.digest(self.leaf_key, fields, "sha256")[:LEAF_TAG_BYTES]
 
+    def short_index(self, resource_type: str, parameter: str, value: str, size: int) -> bytes:
+        """A short blind hash of a normalised search value: keyed BLAKE2b, a PRF several
+        times quicker than HMAC for the dozens of short keys a resource has."""
+        message = f"{resource_type}\x1f{parameter}\x1f{value}".encode()
+        return hashlib.blake2b(message, key=_short_index_key(self), digest_size=size).digest()
+
     def index(self, resource_type: str, parameter: str, value: str) -> bytes:
         """A blind search token for a normalised value of a search parameter."""
         return _mac(self.index_key, f"{resource_type}\x1f{parameter}\x1f{value}", INDEX_BYTES)
+
+
+@lru_cache(maxsize=16)
+def _short_index_key(keys: PurposeKeys) -> bytes:
+    return keys.index("", "", "\x00value key")

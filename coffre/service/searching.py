@@ -8,7 +8,6 @@ share tokens (see docs/leakage.md).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -42,17 +41,9 @@ def _domain(keys: PurposeKeys, resource_type: str, parameter: str) -> bytes:
     return keys.index(resource_type, parameter, "\x00domain")[:DOMAIN_BYTES]
 
 
-@lru_cache(maxsize=16)
-def _value_key(keys: PurposeKeys) -> bytes:
-    """The key of the value part: keyed BLAKE2b, a PRF several times quicker than HMAC
-    for the dozens of short keys a resource has."""
-    return keys.index("", "", "\x00value key")
-
-
 def blind(keys: PurposeKeys, resource_type: str, parameter: str, key: str) -> bytes:
     """The token of an index key: the parameter's domain, then 2 bytes of the key's hash."""
-    message = f"{resource_type}\x1f{parameter}\x1f{key}".encode()
-    value = hashlib.blake2b(message, key=_value_key(keys), digest_size=VALUE_BYTES).digest()
+    value = keys.short_index(resource_type, parameter, key, VALUE_BYTES)
     return _domain(keys, resource_type, parameter) + value
 
 
