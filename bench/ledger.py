@@ -16,7 +16,7 @@
    and sizes up to the checkpoint's.
 3. Audit: recomputing the root of the whole log in-process (reading, hashing the leaves,
    the tree; then as ``coffre audit --full`` does it, from entry bundles: splitting,
-   hashing a tile at a time, ``Leaf.decode``), and the real ``coffre audit --full`` over
+   hashing a tile at a time, checking that every leaf decodes), and the real ``coffre audit --full`` over
    HTTP on the same server (--audit-runs times, each after a quiet second, with what the
    rest of the machine did meanwhile; the CLI with a bytecode cache of its own, as an
    installed coffre has), then the split between fetching the bundles and checking them.
@@ -88,7 +88,7 @@ from coffre.ledger import (
     verify_inclusion,
 )
 from coffre.ledger.leaf import SIZE as LEAF_SIZE
-from coffre.ledger.leaf import Leaf, LeafKind
+from coffre.ledger.leaf import Leaf, LeafKind, undecodable
 from coffre.ledger.tiles import (
     TILE_WIDTH,
     bundle_roots,
@@ -613,7 +613,7 @@ def audit_in_process(records: RecordStore) -> dict[str, Any]:
     bundles = [encode_bundle(leaves[i : i + TILE_WIDTH]) for i in range(0, n, TILE_WIDTH)]
     encoding = time.perf_counter() - started
     del leaves
-    splitting = folding = decoding = 0.0
+    splitting = folding = checking = decoding = 0.0
     roots = []
     for bundle in bundles:
         t0 = time.perf_counter()
@@ -621,9 +621,13 @@ def audit_in_process(records: RecordStore) -> dict[str, Any]:
         t1 = time.perf_counter()
         roots.append(bundle_roots(entries))
         t2 = time.perf_counter()
-        collections.deque(map(Leaf.decode, entries), maxlen=0)
+        if undecodable(entries):
+            raise SystemExit("a leaf of the log does not decode")
         t3 = time.perf_counter()
-        splitting, folding, decoding = splitting + t1 - t0, folding + t2 - t1, decoding + t3 - t2
+        collections.deque(map(Leaf.decode, entries), maxlen=0)  # for comparison
+        t4 = time.perf_counter()
+        splitting, folding = splitting + t1 - t0, folding + t2 - t1
+        checking, decoding = checking + t3 - t2, decoding + t4 - t3
     if root_from_bundles(n, roots) != checkpoint.root:
         raise SystemExit("the root from the entry bundles differs from the signed one")
     return {
@@ -636,8 +640,9 @@ def audit_in_process(records: RecordStore) -> dict[str, Any]:
         "bundle_encoding_s": encoding,
         "auditor_split_s": splitting,
         "auditor_hash_and_fold_s": folding,
-        "auditor_decode_s": decoding,
-        "auditor_processing_s": splitting + folding + decoding,
+        "auditor_check_s": checking,
+        "auditor_processing_s": splitting + folding + checking,
+        "leaf_decode_each_s": decoding,
     }
 
 
@@ -898,7 +903,7 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
             fmt="{:,.2f}",
         )
         row(
-            "audit as coffre audit does it, one process: split + hash + decode (s)",
+            "audit as coffre audit does it, one process: split + hash + check (s)",
             audit["auditor_processing_s"],
             TARGET_AUDIT_S,
             fmt="{:,.2f}",
@@ -907,7 +912,16 @@ def report(results: dict[str, Any], args: argparse.Namespace) -> None:
         row(
             "  hash the leaves, fold the tiles (s)", audit["auditor_hash_and_fold_s"], fmt="{:,.2f}"
         )
-        row("  Leaf.decode (s)", audit["auditor_decode_s"], fmt="{:,.2f}")
+        row(
+            "  check that every leaf decodes (undecodable) (s)",
+            audit["auditor_check_s"],
+            fmt="{:,.2f}",
+        )
+        row(
+            "  Leaf.decode of each instead, for comparison (s)",
+            audit["leaf_decode_each_s"],
+            fmt="{:,.2f}",
+        )
     ah = results.get("audit_http")
     if ah:
         for number, run in enumerate(ah["runs"], 1):

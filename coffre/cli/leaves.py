@@ -1,7 +1,8 @@
 """The leaves ``coffre audit --full`` checks: the log's entry bundles (c2sp.org/tlog-tiles).
 
 Each bundle is checked on its own: its leaves must be as many as the checkpoint says,
-each must decode as a leaf (``Leaf.decode``), and they are hashed into the roots of the
+each must decode as a leaf (``coffre.ledger.leaf.undecodable``: what ``Leaf.decode``
+refuses, without building a Leaf of each), and they are hashed into the roots of the
 bundle's perfect subtrees, which the auditor then joins into the tree's root. Nothing
 the server computed is used: no hash tile, no stored node.
 
@@ -21,7 +22,6 @@ import multiprocessing
 import socket
 import ssl
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from coffre.exceptions import CoffreError
 from coffre.ledger import LedgerError
-from coffre.ledger.leaf import Leaf
+from coffre.ledger.leaf import Leaf, undecodable
 from coffre.ledger.tiles import MAX_ENTRY_BYTES, TILE_WIDTH, TileId, bundle_roots, split_bundle
 
 CHUNK = 64
@@ -69,19 +69,21 @@ def check_bundle(data: bytes, tile: TileId) -> BundleCheck:
         raise Unanswered(f"{tile.path()} is not an entry bundle: {error}") from None
     if len(entries) > tile.width:
         raise Unanswered(f"{tile.path()} holds {len(entries)} leaves, more than asked")
-    malformed, shown = 0, list[str]()
-    try:
-        deque(map(Leaf.decode, entries), maxlen=0)  # the usual case, without a loop of ours
-    except LedgerError:
-        for index, entry in enumerate(entries, tile.index * TILE_WIDTH):
-            try:
-                Leaf.decode(entry)
-            except LedgerError as error:
-                malformed += 1
-                if len(shown) < SHOWN:
-                    shown.append(f"malformed leaf at index {index}: {error}")
+    malformed = undecodable(entries)
+    shown = [
+        _why(entries[position], tile.index * TILE_WIDTH + position)
+        for position in malformed[:SHOWN]
+    ]
     roots = bundle_roots(entries) if len(entries) == tile.width else []
-    return BundleCheck(len(entries), roots, malformed, shown)
+    return BundleCheck(len(entries), roots, len(malformed), shown)
+
+
+def _why(entry: bytes, index: int) -> str:
+    try:
+        Leaf.decode(entry)
+    except LedgerError as error:
+        return f"malformed leaf at index {index}: {error}"
+    raise AssertionError(f"leaf {index} decodes after all")
 
 
 @contextmanager

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import struct
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import IntEnum
 
@@ -84,6 +84,33 @@ class Leaf:
             return cls(LeafKind(kind), loc, version, body_hash, ts, index_digest, event_hash)
         except ValueError:
             raise LedgerError(f"a leaf names an unknown kind {kind}") from None
+
+
+_HEAD = struct.Struct(f">BB{SIZE - 2}x")
+"""A stored leaf's format and kind, which lead ``_LAYOUT``; the rest skipped."""
+_DECODABLE_HEADS = frozenset((FORMAT, kind) for kind in LeafKind)
+
+
+def undecodable(entries: Sequence[bytes]) -> list[int]:
+    """The positions of the entries that ``Leaf.decode`` refuses.
+
+    For an auditor that checks millions: when every entry decodes (the usual case), their
+    lengths, formats and kinds are checked in C, without building a Leaf of each, at a
+    tenth of the cost; otherwise each is decoded to find which.
+    """
+    if set(map(len, entries)) <= {SIZE} and (
+        set(_HEAD.iter_unpack(b"".join(entries))) <= _DECODABLE_HEADS
+    ):
+        return []
+    return [position for position, entry in enumerate(entries) if not _decodes(entry)]
+
+
+def _decodes(data: bytes) -> bool:
+    try:
+        Leaf.decode(data)
+    except LedgerError:
+        return False
+    return True
 
 
 def split_tag(data: bytes) -> tuple[bytes, bytes]:

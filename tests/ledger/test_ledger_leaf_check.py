@@ -1,0 +1,53 @@
+"""``undecodable``, the batch check an auditor runs over a million leaves, finds exactly the
+entries ``Leaf.decode`` refuses."""
+
+from __future__ import annotations
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from coffre.ledger import LedgerError
+from coffre.ledger.leaf import FORMAT, SIZE, TAG_BYTES, Leaf, LeafKind, undecodable
+
+
+def _refused(entry: bytes) -> bool:
+    try:
+        Leaf.decode(entry)
+    except LedgerError:
+        return True
+    return False
+
+
+leaves = st.builds(
+    lambda kind, loc, version, body, ts, tag: Leaf(kind, loc, version, body, ts).encode() + tag,
+    st.sampled_from(LeafKind),
+    st.binary(min_size=32, max_size=32),
+    st.integers(0, 2**64 - 1),
+    st.binary(min_size=32, max_size=32),
+    st.integers(0, 2**64 - 1),
+    st.binary(min_size=TAG_BYTES, max_size=TAG_BYTES),
+)
+damaged = st.one_of(
+    st.tuples(leaves, st.integers(0, 255)).map(lambda lf: bytes([lf[1]]) + lf[0][1:]),
+    st.tuples(leaves, st.integers(0, 255)).map(lambda lf: lf[0][:1] + bytes([lf[1]]) + lf[0][2:]),
+    leaves.map(lambda leaf: leaf[:-1]),
+    leaves.map(lambda leaf: leaf + b"\x00"),
+    st.binary(max_size=SIZE + 2),
+)
+
+
+@given(st.lists(st.one_of(leaves, leaves, leaves, damaged), max_size=40))
+def test_it_finds_what_decode_refuses(entries: list[bytes]) -> None:
+    assert undecodable(entries) == [i for i, entry in enumerate(entries) if _refused(entry)]
+
+
+@given(st.lists(leaves, max_size=40))
+def test_leaves_as_written_all_decode(entries: list[bytes]) -> None:
+    assert undecodable(entries) == []
+
+
+def test_a_wrong_format_or_kind_or_size_is_found() -> None:
+    good = Leaf(LeafKind.READ, bytes(32), 1, bytes(32), 2).encode() + bytes(TAG_BYTES)
+    assert good[0] == FORMAT and len(good) == SIZE
+    entries = [good, bytes([FORMAT + 1]) + good[1:], good[:1] + b"\x00" + good[2:], good[:-1]]
+    assert undecodable(entries) == [1, 2, 3]
