@@ -489,12 +489,31 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def parse_modes(text: str) -> list[str]:
+def parse_modes(text: str, known: Iterable[str] = MODES) -> list[str]:
     modes = [m.strip() for m in text.split(",") if m.strip()]
+    known = list(known)
     for mode in modes:
-        if mode not in MODES:
-            raise SystemExit(f"unknown mode {mode!r}: choose among {', '.join(MODES)}")
+        if mode not in known:
+            raise SystemExit(f"unknown mode {mode!r}: choose among {', '.join(known)}")
     return modes
+
+
+async def measured_window(
+    args: argparse.Namespace, server: CoffreServer, end_at: float, profile: bool
+) -> tuple[CpuSnapshot, CpuSnapshot]:
+    """From now (the window's start) to ``end_at``: the server's CPU at both edges, and a
+    py-spy profile of the window when asked for."""
+    profiler = (
+        Profiler(args.py_spy, server.pid, args.duration + 60, args.py_spy_rate, args.py_spy_idle)
+        if profile
+        else None
+    )
+    before = cpu_snapshot(server.pid)
+    await asyncio.sleep(max(0.0, end_at - time.monotonic()))
+    after = cpu_snapshot(server.pid)
+    if profiler:
+        profiler.stop()
+    return before, after
 
 
 class Profiler:

@@ -31,14 +31,13 @@ from _common import (
     FHIR_JSON,
     PUBLISHED_CRUD,
     CoffreServer,
-    Profiler,
     Table,
     add_common_options,
     client_session,
-    cpu_snapshot,
     cpu_usage,
     diagnostics_of,
     latency_summary,
+    measured_window,
     network_errors,
     parse_modes,
     print_header,
@@ -459,18 +458,7 @@ async def load(
         tasks = [asyncio.create_task(client.loop()) for client in clients]
         await asyncio.sleep(max(0.0, window_start_at - time.monotonic()))
         iterations_before = record.iterations
-        profiler = (
-            Profiler(
-                args.py_spy, server.pid, args.duration + 60, args.py_spy_rate, args.py_spy_idle
-            )
-            if profile
-            else None
-        )
-        before = cpu_snapshot(server.pid)
-        await asyncio.sleep(max(0.0, window_end_at - time.monotonic()))
-        after = cpu_snapshot(server.pid)
-        if profiler:
-            profiler.stop()
+        before, after = await measured_window(args, server, window_end_at, profile)
         iterations = record.iterations - iterations_before
         # Requests in flight at the end finish (each bounded by --timeout); none starts.
         await asyncio.wait(tasks, timeout=args.timeout + 5)

@@ -47,14 +47,14 @@ from _common import (
     FHIR_JSON,
     ROOT,
     CoffreServer,
-    Profiler,
     Table,
     add_common_options,
     client_session,
-    cpu_snapshot,
     cpu_usage,
     diagnostics_of,
+    measured_window,
     network_errors,
+    parse_modes,
     percentile,
     print_header,
     run_async,
@@ -219,18 +219,7 @@ async def load(
             for n in range(args.clients)
         ]
         await asyncio.sleep(max(0.0, window_start_at - time.monotonic()))
-        profiler = (
-            Profiler(
-                args.py_spy, server.pid, args.duration + 60, args.py_spy_rate, args.py_spy_idle
-            )
-            if profile
-            else None
-        )
-        before = cpu_snapshot(server.pid)
-        await asyncio.sleep(max(0.0, window_end_at - time.monotonic()))
-        after = cpu_snapshot(server.pid)
-        if profiler:
-            profiler.stop()
+        before, after = await measured_window(args, server, window_end_at, profile)
         # Requests in flight at the end finish (each bounded by --timeout); none starts.
         await asyncio.wait(tasks, timeout=args.timeout + 5)
     return {"record": record, "before": before, "after": after}
@@ -369,14 +358,6 @@ def report(results: Runs, modes: list[str], args: argparse.Namespace) -> dict[st
     return comparisons
 
 
-def parse_modes(text: str) -> list[str]:
-    modes = [m.strip() for m in text.split(",") if m.strip()]
-    for mode in modes:
-        if mode not in MODES:
-            raise SystemExit(f"unknown mode {mode!r}: choose among {', '.join(MODES)}")
-    return modes
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__,
@@ -417,7 +398,7 @@ def main() -> None:
         parser.error("--patients, --load-clients, --clients, --workers, --rounds: at least 1")
     if args.duration <= 0 or args.warmup < 0:
         parser.error("--duration must be positive and --warmup not negative")
-    modes = parse_modes(args.modes)
+    modes = parse_modes(args.modes, MODES)
     print_header("bench/read.py", args)
     folder = Path(tempfile.mkdtemp(prefix="coffre-bench-read-", dir=args.tmpdir))
     vaults: dict[bool, Loaded] = {}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +52,21 @@ class HistoryQuery:
     before_seq: int | None = None
     limit: int = 50
     offset: int = 0
+
+    def where(self, placeholder: str) -> tuple[str, list[Any]]:
+        """The SQL ``WHERE`` clause over the versions table that selects these versions,
+        and its arguments, in the driver's ``placeholder`` style (``?``, ``%s``)."""
+        clauses, args = [], []
+        for column, value in (
+            ("loc =", self.loc),
+            ("kind =", self.kind),
+            ("ts >=", self.since_ts),
+            ("seq <=", self.before_seq),
+        ):
+            if value is not None:
+                clauses.append(f"{column} {placeholder}")
+                args.append(value)
+        return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
 
 
 class StorageReader(Protocol):

@@ -416,22 +416,8 @@ class PostgresStorage(_Reader):
         except psycopg.Error:
             self._write_db.close()
 
-    @staticmethod
-    def _where(query: HistoryQuery) -> tuple[str, list[Any]]:
-        clauses, args = [], []
-        for clause, value in (
-            ("loc = %s", query.loc),
-            ("kind = %s", query.kind),
-            ("ts >= %s", query.since_ts),
-            ("seq <= %s", query.before_seq),
-        ):
-            if value is not None:
-                clauses.append(clause)
-                args.append(value)
-        return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
-
     def history(self, query: HistoryQuery) -> Sequence[SealedVersion]:
-        where, args = self._where(query)
+        where, args = query.where("%s")
         rows = self._rows(
             f"SELECT {_COLUMNS} FROM versions{where} ORDER BY seq DESC LIMIT %s OFFSET %s",
             [*args, query.limit, query.offset],
@@ -439,7 +425,7 @@ class PostgresStorage(_Reader):
         return [_version(row) for row in rows]
 
     def count_history(self, query: HistoryQuery) -> int:
-        where, args = self._where(query)
+        where, args = query.where("%s")
         row = self._one(f"SELECT count(*) FROM versions{where}", args)
         assert row is not None
         return int(row[0])

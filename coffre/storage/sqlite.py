@@ -298,22 +298,8 @@ class SqliteStorage(_Reader):
             db.execute("ROLLBACK")
             raise StorageError(f"SQLite could not commit: {error}") from None
 
-    @staticmethod
-    def _where(query: HistoryQuery) -> tuple[str, list[Any]]:
-        clauses, args = [], []
-        for clause, value in (
-            ("loc = ?", query.loc),
-            ("kind = ?", query.kind),
-            ("ts >= ?", query.since_ts),
-            ("seq <= ?", query.before_seq),
-        ):
-            if value is not None:
-                clauses.append(clause)
-                args.append(value)
-        return (" WHERE " + " AND ".join(clauses) if clauses else ""), args
-
     def history(self, query: HistoryQuery) -> Sequence[SealedVersion]:
-        where, args = self._where(query)
+        where, args = query.where("?")
         rows = self._db.execute(
             f"SELECT {_COLUMNS} FROM versions{where} ORDER BY seq DESC LIMIT ? OFFSET ?",
             [*args, query.limit, query.offset],
@@ -321,7 +307,7 @@ class SqliteStorage(_Reader):
         return [_row(row) for row in rows]
 
     def count_history(self, query: HistoryQuery) -> int:
-        where, args = self._where(query)
+        where, args = query.where("?")
         count: int = self._db.execute(f"SELECT count(*) FROM versions{where}", args).fetchone()[0]
         return count
 
