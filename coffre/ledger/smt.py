@@ -155,6 +155,8 @@ class SparseMerkleMap:
         self, depth: int, prefix: int, node: MapNode | None, items: list[tuple[int, bytes]]
     ) -> MapNode:
         """Write ``items`` (sorted, non-empty, all under this node) and return the new node."""
+        if len(items) == 1:
+            return self._update_one(depth, prefix, node, *items[0])
         leaf = None if node is None else node.leaf
         if node is None or leaf is not None:
             if leaf is not None:
@@ -173,6 +175,50 @@ class SparseMerkleMap:
         if half < len(items):
             right = self._update(depth + 1, 2 * prefix + 1, right, items[half:])
         return self._put(depth, prefix, MapNode(node_hash(_hash(left), _hash(right))))
+
+    def _update_one(
+        self, depth: int, prefix: int, node: MapNode | None, k: int, value: bytes
+    ) -> MapNode:
+        """``_update`` of a single key, in a loop: below the levels a batch shares, each
+        key goes down a path of its own, where recursing and splitting lists cost more
+        than the hashes."""
+        get, put = self._store.get, self._store.put
+        path: list[tuple[int, int, bytes, int]] = []
+        while node is not None and node.leaf is None:
+            bit = k >> (DEPTH - 1 - depth) & 1
+            child = 2 * prefix + bit
+            path.append((depth, prefix, _hash(get(depth + 1, child ^ 1)), bit))
+            node = get(depth + 1, child)
+            depth, prefix = depth + 1, child
+        key = k.to_bytes(KEY_BYTES, "big")
+        top = MapNode(map_leaf_hash(key, value), (key, value))
+        if node is None or node.leaf is None or node.leaf[0] == key:
+            put(depth, prefix, top)
+        else:
+            top = self._split(depth, k, top, node)
+        h = top.hash
+        for d, p, sibling, bit in reversed(path):
+            h = node_hash(sibling, h) if bit else node_hash(h, sibling)
+            top = MapNode(h)
+            put(d, p, top)
+        return top
+
+    def _split(self, depth: int, k: int, mine: MapNode, other: MapNode) -> MapNode:
+        """Put the leaf ``mine`` (key ``k``) and the lone leaf ``other`` it meets at
+        ``depth`` where their keys part, with the nodes above them up to ``depth``."""
+        assert other.leaf is not None
+        put = self._store.put
+        n = int.from_bytes(other.leaf[0], "big")
+        below = DEPTH - (k ^ n).bit_length() + 1  # the depth of the first differing bit, + 1
+        put(below, k >> (DEPTH - below), mine)
+        put(below, n >> (DEPTH - below), other)
+        right = k >> (DEPTH - below) & 1
+        h = node_hash(other.hash, mine.hash) if right else node_hash(mine.hash, other.hash)
+        for d in range(below - 1, depth - 1, -1):
+            if d < below - 1:
+                h = node_hash(EMPTY, h) if k >> (DEPTH - 1 - d) & 1 else node_hash(h, EMPTY)
+            put(d, k >> (DEPTH - d), MapNode(h))
+        return MapNode(h)
 
     def _put(self, depth: int, prefix: int, node: MapNode) -> MapNode:
         self._store.put(depth, prefix, node)
