@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Mount, Route
 
-from coffre.api import routes
+from coffre.api import consent, routes
 from coffre.api.access import access_of
 from coffre.api.auth import Authenticate, Authority, auth_routes, smart_routes
 from coffre.api.auth.capability import smart_security
@@ -114,6 +114,11 @@ def _fhir_routes() -> list[Route]:
         Route("/_history", routes.history_system, methods=["GET"]),
         Route("/Patient/{id}/$access-history", routes.access_history, methods=["GET"]),
         Route("/Patient/{id}/$everything", routes.everything, methods=["GET"]),
+        Route(
+            "/Patient/{id}/$research-consent",
+            consent.research_consent,
+            methods=["GET", "PUT", "POST"],
+        ),
         Route("/{type}", routes.search, methods=["GET"]),
         Route("/{type}", routes.create, methods=["POST"]),
         Route("/{type}", routes.conditional_update, methods=["PUT"]),

@@ -33,14 +33,21 @@ _RESULT_PARAMETERS = (
     " unknown parameters are ignored and reported unless Prefer: handling=strict"
 )
 _EVERYTHING = "http://hl7.org/fhir/OperationDefinition/Patient-everything"
+_PATIENT_OPERATIONS = [
+    {"name": "everything", "definition": _EVERYTHING},
+    {
+        "name": "research-consent",
+        "definition": "urn:coffre:OperationDefinition:Patient-research-consent",
+        "documentation": "GET: the patient's research Consent; PUT or POST a Parameters"
+        " with optOut (boolean) to record or withdraw their refusal of research use",
+    },
+]
 _STARTED = datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def _resource(resource_type: str) -> dict[str, Any]:
     params = [p for p in parameters_for(resource_type).values() if p.extract is not None]
-    operations = (
-        [{"name": "everything", "definition": _EVERYTHING}] if resource_type == "Patient" else []
-    )
+    operations = _PATIENT_OPERATIONS if resource_type == "Patient" else []
     return {
         "type": resource_type,
         "interaction": [{"code": code} for code in _INTERACTIONS],

@@ -1,0 +1,111 @@
+"""A patient's refusal of research use, as a FHIR R4 Consent in their compartment.
+
+Each patient has at most one such Consent, at an id of its own (``research_consent_id``):
+recording the refusal makes it ``active``, withdrawing it ``inactive``, each time a new
+version, so its history is the patient's choices in order. It is a sealed record like
+any other, written through the Writer, so every change is a leaf of the log. The id is a
+keyed hash of the patient id: no client can guess it, and so none can take it first for
+another patient.
+
+The research hub asks ``research_opt_out`` before every extract and aggregate.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from coffre.exceptions import FhirError
+from coffre.fhir.compartment import patient_of
+from coffre.service.records import Outcome, RecordStore, Stored, Writer, instant
+
+CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
+CONSENT_CATEGORY = "http://terminology.hl7.org/CodeSystem/consentcategorycodes"
+LOINC = "http://loinc.org"
+ACT_CODE = "http://terminology.hl7.org/CodeSystem/v3-ActCode"
+ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+RESEARCH_PURPOSE = "HRESCH"
+ACTIVE, INACTIVE = "active", "inactive"
+
+
+def research_consent_id(records: RecordStore, patient_id: str) -> str:
+    """The id of the patient's research Consent: 41 characters, the same in every gateway."""
+    token = records.keys.index("Consent", "$research-consent", patient_id)
+    return "research-" + token.hex()
+
+
+def consent_resource(patient_id: str, opt_out: bool, recorded: str | None) -> dict[str, Any]:
+    """The Consent that says the patient refuses (``opt_out``) research use, or no longer
+    does; ``recorded`` is when they said so (None: they never did, the default)."""
+    patient = {"reference": f"Patient/{patient_id}"}
+    consent: dict[str, Any] = {
+        "resourceType": "Consent",
+        "status": ACTIVE if opt_out else INACTIVE,
+        "scope": {"coding": [{"system": CONSENT_SCOPE, "code": "research", "display": "Research"}]},
+        "category": [
+            {"coding": [{"system": LOINC, "code": "59284-0", "display": "Patient Consent"}]},
+            {"coding": [{"system": CONSENT_CATEGORY, "code": "research"}]},
+        ],
+        "patient": patient,
+        "performer": [patient],
+        "policyRule": {"coding": [{"system": ACT_CODE, "code": "OPTOUT", "display": "opt-out"}]},
+        "provision": {
+            "type": "deny",
+            "purpose": [
+                {"system": ACT_REASON, "code": RESEARCH_PURPOSE, "display": "healthcare research"}
+            ],
+        },
+    }
+    if recorded is not None:
+        consent["dateTime"] = recorded
+    return consent
+
+
+def refuses_research(consent: dict[str, Any], patient_id: str) -> bool:
+    """Whether ``consent`` is an active refusal of research use by this very patient."""
+    purposes = consent.get("provision", {}).get("purpose", [])
+    return (
+        consent.get("resourceType") == "Consent"
+        and consent.get("status") == ACTIVE
+        and patient_of(consent) == patient_id
+        and consent.get("provision", {}).get("type") == "deny"
+        and any(
+            p.get("system") == ACT_REASON and p.get("code") == RESEARCH_PURPOSE for p in purposes
+        )
+    )
+
+
+def current_consent(records: RecordStore, patient_id: str) -> Stored | None:
+    """The patient's research Consent as the log confirms it is now; None if never
+    recorded or deleted."""
+    consent_id = research_consent_id(records, patient_id)
+    sealed = records.checked_latest(records.keys.location("Consent", consent_id))
+    if sealed is None:
+        return None
+    stored = records.open("Consent", consent_id, sealed)
+    return None if stored.deleted else stored
+
+
+def research_opt_out(records: RecordStore, patient_id: str) -> bool:
+    """True when the patient has refused research use: leave them out of every extract
+    and aggregate. A record that fails its integrity check raises SealError, never False."""
+    stored = current_consent(records, patient_id)
+    return stored is not None and refuses_research(stored.resource(), patient_id)
+
+
+def record_research_consent(writer: Writer, patient_id: str, opt_out: bool) -> Outcome:
+    """Record (``opt_out``) or withdraw the patient's refusal, in ``writer``'s
+    transaction; 404 if the patient does not exist. Saying the same twice makes no new
+    version."""
+    patient = writer.latest("Patient", patient_id)
+    if patient is None or patient.deleted:
+        raise FhirError(404, "not-found", f"Patient/{patient_id} does not exist")
+    consent_id = research_consent_id(writer.records, patient_id)
+    current = writer.latest("Consent", consent_id)
+    if current is not None and not current.deleted:
+        was = refuses_research(current.resource(), patient_id)
+        if was == opt_out:
+            return Outcome(current, created=False, changed=False)
+    consent = consent_resource(patient_id, opt_out, instant(time.time_ns() // 1000))
+    consent["id"] = consent_id
+    return writer.update("Consent", consent_id, consent)

@@ -1,0 +1,77 @@
+"""``Patient/{id}/$research-consent``: read, record and withdraw the refusal of research use."""
+
+from __future__ import annotations
+
+from starlette.testclient import TestClient
+
+from coffre.ledger.leaf import Leaf, LeafKind
+from coffre.service import RecordStore
+from coffre.service.consent import research_opt_out
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+def _parameters(opt_out: object) -> dict[str, object]:
+    return {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "optOut", "valueBoolean": opt_out}],
+    }
+
+
+def _patient(client: TestClient) -> str:
+    response = client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
+    assert response.status_code == 201
+    return str(response.json()["id"])
+
+
+def test_the_default_is_no_refusal_and_reading_it_is_logged(
+    client: TestClient, records: RecordStore
+) -> None:
+    patient = _patient(client)
+    before = records.storage.leaf_count()
+    response = client.get(f"/fhir/Patient/{patient}/$research-consent")
+    assert response.status_code == 200
+    consent = response.json()
+    assert consent["resourceType"] == "Consent" and "id" not in consent
+    assert consent["status"] == "inactive"
+    assert consent["patient"] == {"reference": f"Patient/{patient}"}
+    logged = [Leaf.decode(d) for d in records.storage.leaves(before, records.storage.leaf_count())]
+    assert [leaf.kind for leaf in logged] == [LeafKind.READ]
+
+
+def test_put_records_then_withdraws_the_refusal(client: TestClient, records: RecordStore) -> None:
+    patient = _patient(client)
+    url = f"/fhir/Patient/{patient}/$research-consent"
+    created = client.put(url, json=_parameters(True), headers=FHIR_JSON)
+    assert created.status_code == 201
+    assert created.json()["status"] == "active"
+    assert created.headers["etag"] == 'W/"1"'
+    assert research_opt_out(records, patient)
+    assert client.get(url).json() == created.json()
+    withdrawn = client.post(url, json=_parameters(False), headers=FHIR_JSON)
+    assert withdrawn.status_code == 200
+    assert withdrawn.json()["status"] == "inactive"
+    assert withdrawn.json()["id"] == created.json()["id"]
+    assert not research_opt_out(records, patient)
+    history = client.get(f"/fhir/Consent/{created.json()['id']}/_history").json()
+    assert [e["resource"]["status"] for e in history["entry"]] == ["inactive", "active"]
+
+
+def test_a_missing_patient_is_404_both_ways(client: TestClient) -> None:
+    url = "/fhir/Patient/absent/$research-consent"
+    assert client.get(url).status_code == 404
+    assert client.put(url, json=_parameters(True), headers=FHIR_JSON).status_code == 404
+
+
+def test_the_input_is_a_parameters_with_one_boolean(client: TestClient) -> None:
+    url = f"/fhir/Patient/{_patient(client)}/$research-consent"
+    for body in ({"optOut": True}, _parameters("yes"), {"resourceType": "Parameters"}):
+        response = client.put(url, json=body, headers=FHIR_JSON)
+        assert response.status_code == 400, body
+        assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_the_capability_statement_declares_the_operation(client: TestClient) -> None:
+    statement = client.get("/fhir/metadata").json()
+    patient = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")
+    assert {op["name"] for op in patient["operation"]} == {"everything", "research-consent"}
