@@ -43,3 +43,20 @@ class KeyCustodian(Protocol):
     def log_origin(self) -> str:
         """The name of this vault's log, the first line of its checkpoints."""
         ...
+
+    def kek_ids(self) -> list[str]:
+        """The key-encryption keys the custody holds, by id, the active one among them."""
+        ...
+
+    def active_kek(self) -> str:
+        """The id of the key-encryption key that wraps new data keys."""
+        ...
+
+    def add_kek(self) -> str:
+        """Make a new key-encryption key, active from now on in every process that uses
+        this custody (each notices it at its next wrap); return its id."""
+        ...
+
+    def retire_kek(self, kek_id: str) -> None:
+        """Destroy a key-encryption key that is not the active one, for good."""
+        ...

@@ -2,6 +2,9 @@
 
 The file holds the root secret and the key-encryption keys in base64 JSON. It is the
 sovereign side's secret: back it up apart from the storage, never beside it on the host.
+A rotation rewrites it atomically (a new file renamed over it); every process that has it
+open reads it again when it changed, before it wraps a new data key and when it meets a
+key id it does not know, so that the new active key reaches it without a restart.
 """
 
 from __future__ import annotations
@@ -10,10 +13,11 @@ import base64
 import json
 import os
 import stat
+import tempfile
 from pathlib import Path
 from typing import Any
 
-from coffre.custody.memory import MemoryCustodian, new_origin
+from coffre.custody.memory import MemoryCustodian, check_retirable, new_origin, next_kek_id
 from coffre.exceptions import CustodyError, VaultStateError
 from coffre.seal import random_key
 
@@ -28,25 +32,65 @@ class KeyringCustodian(MemoryCustodian):
     """Keys read from a keyring file; the file must be readable by its owner only."""
 
     def __init__(self, path: Path) -> None:
+        self._path = path
+        self._seen = _signature(path)
         content = self._read(path)
+        keks, active = _keks(path, content)
         try:
-            keks = {entry["id"]: base64.b64decode(entry["key"]) for entry in content["keks"]}
             root = base64.b64decode(content["root"])
-            active = content["active"]
             log_seed = base64.b64decode(content["log_seed"])
             origin = str(content["origin"])
         except KeyError as missing:
-            raise CustodyError(
-                f"the keyring {path} has no {missing}: it is damaged, or was made by an older"
-                " Coffre; make a new vault with 'coffre init'"
-            ) from None
+            raise _missing(path, missing) from None
         except (TypeError, ValueError) as error:
-            raise CustodyError(f"the keyring {path} is damaged: {type(error).__name__}") from None
-        if active not in keks:
-            raise CustodyError(f"the keyring {path} names no active key-encryption key")
+            raise _damaged(path, error) from None
         super().__init__(root=root, kek=keks[active], log_seed=log_seed, origin=origin)
         self._keks = keks
         self._active = active
+
+    def _reload(self) -> None:
+        """Take up the key-encryption keys another process added or retired, if the file
+        changed since it was read: a stat per new data key, none per read."""
+        seen = _signature(self._path)
+        if seen == self._seen:
+            return
+        content = self._read(self._path)
+        if content.get("root") != _b64(self._root):
+            raise CustodyError(f"the keyring {self._path} was replaced by another vault's")
+        self._keks, self._active = _keks(self._path, content)
+        self._seen = seen
+
+    def add_kek(self) -> str:
+        content = self._read(self._path)
+        kek_id = next_kek_id(list(_keks(self._path, content)[0]))
+        content["keks"].append({"id": kek_id, "key": _b64(random_key())})
+        content["active"] = kek_id
+        self._replace(content)
+        return kek_id
+
+    def retire_kek(self, kek_id: str) -> None:
+        content = self._read(self._path)
+        check_retirable(kek_id, list(_keks(self._path, content)[0]), content["active"])
+        content["keks"] = [entry for entry in content["keks"] if entry["id"] != kek_id]
+        self._replace(content)
+
+    def _replace(self, content: dict[str, Any]) -> None:
+        """Rewrite the keyring atomically (a new 0600 file renamed over it), then take it up."""
+        descriptor, name = tempfile.mkstemp(
+            dir=self._path.parent, prefix=".keyring-", suffix=".tmp"
+        )
+        try:
+            _write(descriptor, content)
+            os.replace(name, self._path)
+        except BaseException:
+            Path(name).unlink(missing_ok=True)
+            raise
+        folder = os.open(self._path.parent, os.O_RDONLY)
+        try:
+            os.fsync(folder)
+        finally:
+            os.close(folder)
+        self._reload()
 
     @staticmethod
     def _read(path: Path) -> dict[str, Any]:
@@ -83,7 +127,45 @@ class KeyringCustodian(MemoryCustodian):
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             raise VaultStateError(f"a keyring already exists at {path}") from None
-        with os.fdopen(fd, "w") as file:
-            json.dump(content, file, indent=2)
-            file.flush()
-            os.fsync(file.fileno())
+        _write(fd, content)
+
+
+def _write(descriptor: int, content: dict[str, Any]) -> None:
+    with os.fdopen(descriptor, "w") as file:
+        json.dump(content, file, indent=2)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _signature(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the file is rewritten (a rename gives a new inode)."""
+    try:
+        found = path.stat()
+    except FileNotFoundError:
+        return None
+    return found.st_ino, found.st_mtime_ns, found.st_size
+
+
+def _keks(path: Path, content: dict[str, Any]) -> tuple[dict[str, bytes], str]:
+    """The key-encryption keys of a keyring's content, and the id of the active one."""
+    try:
+        keks = {entry["id"]: base64.b64decode(entry["key"]) for entry in content["keks"]}
+        active = str(content["active"])
+    except KeyError as missing:
+        raise _missing(path, missing) from None
+    except (TypeError, ValueError) as error:
+        raise _damaged(path, error) from None
+    if active not in keks:
+        raise CustodyError(f"the keyring {path} names no active key-encryption key")
+    return keks, active
+
+
+def _missing(path: Path, missing: KeyError) -> CustodyError:
+    return CustodyError(
+        f"the keyring {path} has no {missing}: it is damaged, or was made by an older"
+        " Coffre; make a new vault with 'coffre init'"
+    )
+
+
+def _damaged(path: Path, error: Exception) -> CustodyError:
+    return CustodyError(f"the keyring {path} is damaged: {type(error).__name__}")

@@ -5,9 +5,24 @@ from __future__ import annotations
 import uuid
 
 from coffre.custody.base import WrappedKey
-from coffre.exceptions import SealError
+from coffre.exceptions import CustodyError, SealError
 from coffre.seal import random_key, unwrap_key, wrap_key
 from coffre.seal.signing import Ed25519Signer
+
+
+def next_kek_id(existing: list[str]) -> str:
+    """``kek-N`` one past the highest held: an id is never given twice, since the active
+    key, the highest, is never retired."""
+    numbers = [int(kek.rsplit("-", 1)[1]) for kek in existing if kek.rsplit("-", 1)[-1].isdigit()]
+    return f"kek-{max(numbers, default=0) + 1}"
+
+
+def check_retirable(kek_id: str, held: list[str], active: str) -> None:
+    """Refuse to retire the active key-encryption key, or one the custody does not hold."""
+    if kek_id == active:
+        raise CustodyError(f"{kek_id} is the active key-encryption key: rotate first")
+    if kek_id not in held:
+        raise CustodyError(f"the custody holds no key-encryption key {kek_id}")
 
 
 def new_origin() -> str:
@@ -38,11 +53,35 @@ class MemoryCustodian:
     def root_secret(self) -> bytes:
         return self._root
 
+    def _reload(self) -> None:
+        """Take up key-encryption keys another process added or retired (none here)."""
+
     def wrap(self, data_key: bytes) -> WrappedKey:
+        self._reload()
         return WrappedKey(self._active, wrap_key(self._keks[self._active], data_key))
 
     def unwrap(self, wrapped: WrappedKey) -> bytes:
+        if wrapped.kek_id not in self._keks:
+            self._reload()
         kek = self._keks.get(wrapped.kek_id)
         if kek is None:
             raise SealError()
         return unwrap_key(kek, wrapped.wrapped)
+
+    def kek_ids(self) -> list[str]:
+        self._reload()
+        return list(self._keks)
+
+    def active_kek(self) -> str:
+        self._reload()
+        return self._active
+
+    def add_kek(self) -> str:
+        kek_id = next_kek_id(list(self._keks))
+        self._keks[kek_id] = random_key()
+        self._active = kek_id
+        return kek_id
+
+    def retire_kek(self, kek_id: str) -> None:
+        check_retirable(kek_id, list(self._keks), self._active)
+        del self._keks[kek_id]

@@ -12,7 +12,10 @@ One vault per token. Its objects, all private to the token's user:
 Data keys are wrapped and unwrapped by the token with CKM_AES_KEY_WRAP_PAD (RFC 5649, the
 format of the keyring custody too); the unwrapped key goes back to the gateway, which
 caches it by design. The storage names the wrapping key ``pkcs11:kek-N``. The active
-key-encryption key is the highest N, so rotation adds ``kek-N+1`` beside the old ones.
+key-encryption key is the highest N, so rotation adds ``kek-N+1`` beside the old ones and
+retirement destroys an old one; every process looks the keys up again by label before
+it wraps a new data key, and when it meets a key id it does not know, so that a
+rotation done by another process reaches it without a restart.
 
 The root secret is HMAC-SHA256 of a fixed label under ``coffre/root``, computed in the
 token when the custodian opens and kept in the gateway's memory: the purpose keys derived
@@ -38,7 +41,7 @@ from pkcs11 import exceptions as p11
 
 from coffre import config
 from coffre.custody.base import WrappedKey
-from coffre.custody.memory import new_origin
+from coffre.custody.memory import check_retirable, new_origin, next_kek_id
 from coffre.exceptions import CustodyError, SealError, VaultStateError
 
 PREFIX = "coffre/"
@@ -175,13 +178,7 @@ class Pkcs11Custodian:
         self._guard = _Guard(token)
         self._session = _open_session(module, token, pin)
         with self._guard("open the vault's keys"):
-            keks = {
-                int(named[2]): (KEK_ID_PREFIX + named[1], key)
-                for key in self._session.get_objects(
-                    {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES}
-                )
-                if (named := KEK_LABEL.fullmatch(str(key.label)))
-            }
+            keks = self._find_keks()
             root = self._session.get_key(ObjectClass.SECRET_KEY, label=ROOT_LABEL)
             self._root: bytes = root.sign(ROOT_MESSAGE, mechanism=Mechanism.SHA256_HMAC)
             public = self._session.get_key(ObjectClass.PUBLIC_KEY, label=LOG_LABEL)
@@ -194,8 +191,29 @@ class Pkcs11Custodian:
         if not keks or origin is None:
             raise _no_keys(token)
         self._origin = origin.decode()
-        self._keks = dict(keks.values())
-        self._active = keks[max(keks)][0]
+        self._take_up(keks)
+
+    def _find_keks(self) -> dict[int, tuple[str, Any]]:
+        """The token's key-encryption keys, found by label: N -> (``pkcs11:kek-N``, key)."""
+        return {
+            int(named[2]): (KEK_ID_PREFIX + named[1], key)
+            for key in self._session.get_objects(
+                {Attribute.CLASS: ObjectClass.SECRET_KEY, Attribute.KEY_TYPE: KeyType.AES}
+            )
+            if (named := KEK_LABEL.fullmatch(str(key.label)))
+        }
+
+    def _take_up(self, keks: dict[int, tuple[str, Any]]) -> None:
+        self._keks: dict[str, Any] = dict(keks.values())
+        self._active: str = keks[max(keks)][0]
+
+    def _reload(self) -> None:
+        """Take up the key-encryption keys another process added or destroyed (call under
+        the guard): a search of the token per new data key, none per read."""
+        keks = self._find_keks()
+        if not keks:
+            raise _no_keys(self._token)
+        self._take_up(keks)
 
     @classmethod
     def from_settings(cls) -> Pkcs11Custodian:
@@ -227,6 +245,7 @@ class Pkcs11Custodian:
         if len(data_key) % 8 or not 16 <= len(data_key) <= 64:
             raise CustodyError("the token wraps data keys of 16 to 64 bytes, a multiple of 8")
         with self._guard("wrap a data key"):
+            self._reload()
             key = self._session.create_object(
                 {
                     Attribute.CLASS: ObjectClass.SECRET_KEY,
@@ -242,10 +261,12 @@ class Pkcs11Custodian:
         return WrappedKey(self._active, wrapped)
 
     def unwrap(self, wrapped: WrappedKey) -> bytes:
-        kek = self._keks.get(wrapped.kek_id)
-        if kek is None:
-            raise SealError()
         with self._guard("unwrap a data key"):
+            if wrapped.kek_id not in self._keks:
+                self._reload()
+            kek = self._keks.get(wrapped.kek_id)
+            if kek is None:
+                raise SealError()
             try:
                 key = kek.unwrap_key(
                     ObjectClass.SECRET_KEY,
@@ -262,6 +283,30 @@ class Pkcs11Custodian:
                 key.destroy()
         return data_key
 
+    def kek_ids(self) -> list[str]:
+        with self._guard("list the key-encryption keys"):
+            self._reload()
+        return list(self._keks)
+
+    def active_kek(self) -> str:
+        with self._guard("list the key-encryption keys"):
+            self._reload()
+        return self._active
+
+    def add_kek(self) -> str:
+        with self._guard("make a key-encryption key"):
+            self._reload()
+            kek = next_kek_id([kek.removeprefix(KEK_ID_PREFIX) for kek in self._keks])
+            _generate_kek(self._session, kek)
+            self._reload()
+        return KEK_ID_PREFIX + kek
+
+    def retire_kek(self, kek_id: str) -> None:
+        with self._guard("destroy a key-encryption key"):
+            self._reload()
+            check_retirable(kek_id, list(self._keks), self._active)
+            self._keks.pop(kek_id).destroy()
+
     @staticmethod
     def create(module: str, token: str, pin: str) -> None:
         """Make a vault's keys in the token; refuses a token that already holds some."""
@@ -273,17 +318,7 @@ class Pkcs11Custodian:
                     f"the PKCS#11 token '{token}' already holds a Coffre vault's keys:"
                     " use another token"
                 )
-            made.append(
-                session.generate_key(
-                    KeyType.AES,
-                    256,
-                    label=_kek_label(FIRST_KEK),
-                    id=FIRST_KEK.encode(),
-                    store=True,
-                    capabilities=MechanismFlag.WRAP | MechanismFlag.UNWRAP,
-                    template=PRIVATE_KEY,
-                )
-            )
+            made.append(_generate_kek(session, FIRST_KEK))
             made.append(
                 session.generate_key(
                     KeyType.GENERIC_SECRET,
@@ -319,6 +354,19 @@ class Pkcs11Custodian:
             raise _failure(token, "create the vault's keys", error) from None
         finally:
             session.close()
+
+
+def _generate_kek(session: Any, kek: str) -> Any:
+    """A key-encryption key made in the token: sensitive, non-extractable, wrap and unwrap only."""
+    return session.generate_key(
+        KeyType.AES,
+        256,
+        label=_kek_label(kek),
+        id=kek.encode(),
+        store=True,
+        capabilities=MechanismFlag.WRAP | MechanismFlag.UNWRAP,
+        template=PRIVATE_KEY,
+    )
 
 
 def pin_from_settings() -> str:
