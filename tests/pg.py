@@ -1,31 +1,20 @@
-"""Tests on both storages: a throwaway PostgreSQL server for the test run (Debian's
-binaries, a temporary folder, a free loopback port, a schema per test), and the
-fixtures that run every test built on a vault twice, on SQLite and on PostgreSQL.
+"""Tests on both storages: a throwaway PostgreSQL server for the test run (tests/pgserver.py:
+Debian's binaries, a temporary folder, a free loopback port, TLS with verify-full, a
+schema per test), and the fixtures that run every test built on a vault twice, on SQLite
+and on PostgreSQL.
 
 Tests that act as the host go through ``HostDatabase`` (tampering), ``copy_storage``
 (keeping and putting back a copy) and ``stored_bytes`` (scanning for plaintext), which
 work on either storage. Where PostgreSQL is not installed its half skips, and fails
 under CI=true.
-
-The server runs as the ``postgres`` user (which Debian's package creates) when the tests
-run as root, since PostgreSQL refuses to run as root. It trusts every local connection:
-it holds test data only, and lives as long as the test run. Durability settings are off:
-the tests kill Coffre, never this server, and ``synchronous_commit`` stays on per session
-(the driver sets it), so the ordering guarantees that Coffre relies on still hold.
 """
 
 from __future__ import annotations
 
-import glob
-import itertools
 import os
-import pwd
 import re
-import shutil
-import socket
 import sqlite3
 import subprocess
-import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import closing
 from pathlib import Path
@@ -33,6 +22,7 @@ from typing import Any
 
 import psycopg
 import pytest
+from pgserver import Cluster, binaries
 from psycopg.conninfo import conninfo_to_dict
 
 from coffre.service import Vault
@@ -40,88 +30,7 @@ from coffre.service.vault import STORAGE_FILE, STORAGE_URL_FILE
 from coffre.storage import SqliteStorage
 from coffre.storage.postgres import SCHEMA, PostgresStorage
 
-BIN_GLOB = "/usr/lib/postgresql/*/bin"
-SERVER_USER = "postgres"
-ADMIN = "coffre-tests"
-"""The application name of the connection that makes each test's schema."""
 TABLES = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", "\n".join(SCHEMA))
-SERVER_SETTINGS = {
-    "listen_addresses": "127.0.0.1",
-    "fsync": "off",
-    "full_page_writes": "off",
-    "max_connections": "300",
-    "shared_buffers": "64MB",
-    "log_min_messages": "warning",
-}
-
-
-def binaries() -> Path | None:
-    """The newest installed PostgreSQL's bin folder, or None."""
-    found = sorted(glob.glob(BIN_GLOB), key=lambda path: int(Path(path).parent.name))
-    for folder in reversed(found):
-        if (Path(folder) / "initdb").exists() and (Path(folder) / "pg_ctl").exists():
-            return Path(folder)
-    return None
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class Cluster:
-    """``initdb`` and ``pg_ctl start`` in a temporary folder; ``stop`` removes it all."""
-
-    def __init__(self, bin_dir: Path) -> None:
-        self._bin = bin_dir
-        self._user = self._server_user()
-        self.root = Path(tempfile.mkdtemp(prefix="coffre-pg-"))
-        self.data = self.root / "data"
-        self.port = _free_port()
-        self._counter = itertools.count()
-        if self._user is not None:
-            shutil.chown(self.root, self._user, self._user)
-        self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
-        options = " ".join(f"-c {key}={value}" for key, value in SERVER_SETTINGS.items())
-        options += f" -p {self.port} -k {self.root}"
-        log = str(self.root / "server.log")
-        self._run("pg_ctl", "start", "-w", "-D", str(self.data), "-l", log, "-o", options)
-        self._admin = psycopg.connect(self.url(), autocommit=True, application_name=ADMIN)
-
-    @staticmethod
-    def _server_user() -> str | None:
-        """Who runs the server: ourselves, unless we are root."""
-        if os.geteuid() != 0:
-            return None
-        pwd.getpwnam(SERVER_USER)  # KeyError: the package creates this user
-        return SERVER_USER
-
-    def _run(self, program: str, *args: str) -> None:
-        command = [str(self._bin / program), *args]
-        if self._user is not None:
-            command = ["runuser", "-u", self._user, "--", *command]
-        done = subprocess.run(command, capture_output=True, cwd=self.root, text=True)
-        if done.returncode != 0:
-            raise RuntimeError(f"{program} failed: {done.stderr.strip() or done.stdout.strip()}")
-
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
-
-    def new_storage_url(self) -> str:
-        """The URL of a new empty schema: a storage of its own for each test, at a fraction
-        of the cost of a database (which copies a template of several megabytes)."""
-        schema = f"t{next(self._counter)}"
-        self._admin.execute(f"CREATE SCHEMA {schema}")
-        return f"{self.url()}?options=-csearch_path%3D{schema}"
-
-    def stop(self) -> None:
-        self._admin.close()
-        try:
-            self._run("pg_ctl", "stop", "-m", "immediate", "-D", str(self.data))
-        finally:
-            shutil.rmtree(self.root, ignore_errors=True)
 
 
 BACKENDS = ("sqlite", "postgresql")

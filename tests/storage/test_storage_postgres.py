@@ -9,7 +9,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pg import ADMIN, Cluster, stored_bytes
+from pg import stored_bytes
+from pgserver import ADMIN, Cluster
 from typer.testing import CliRunner
 
 from coffre.cli.main import app

@@ -1,0 +1,44 @@
+"""The PostgreSQL storage over TLS: the test server speaks nothing else, and a client that
+asks for verify-full refuses a server whose certificate its authority did not sign or
+that does not name the host it dialled."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+from pgserver import Cluster
+from testca import TestCA
+
+from coffre.exceptions import StorageError
+from coffre.storage.postgres import PostgresStorage
+
+
+def test_the_storage_connection_is_encrypted(postgres: Cluster) -> None:
+    with psycopg.connect(postgres.new_storage_url()) as db:
+        row = db.execute("SELECT ssl, version FROM pg_stat_ssl WHERE pid = pg_backend_pid()")
+        encrypted, version = row.fetchone() or (False, None)
+    assert encrypted and version in ("TLSv1.2", "TLSv1.3")
+
+
+def test_a_plaintext_connection_is_refused(postgres: Cluster) -> None:
+    plain = f"postgresql://postgres@127.0.0.1:{postgres.port}/postgres?sslmode=disable"
+    with pytest.raises(StorageError, match=r"cannot connect.*no encryption"):
+        PostgresStorage(plain)
+
+
+def test_a_server_certificate_from_another_authority_is_refused(
+    postgres: Cluster, tmp_path: Path
+) -> None:
+    stranger = TestCA(tmp_path, name="Another CA")
+    with pytest.raises(StorageError, match=r"cannot connect.*certificate verify failed"):
+        PostgresStorage(postgres.url(sslrootcert=stranger.cert_path))
+
+
+def test_verify_full_refuses_a_certificate_for_another_host(postgres: Cluster) -> None:
+    """The certificate is genuine, but for localhost: dialled as db.example, it is not the
+    server the URL names (verify-ca would have let it through)."""
+    url = postgres.url().replace("@127.0.0.1:", "@db.example:") + "&hostaddr=127.0.0.1"
+    with pytest.raises(StorageError, match=r"cannot connect.*does not match host name"):
+        PostgresStorage(url)
