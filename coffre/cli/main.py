@@ -21,7 +21,7 @@ from rich.progress import (
 
 from coffre import config
 from coffre.api.auth import AuthSettings
-from coffre.cli import audit, witness
+from coffre.cli import audit, migrate, witness
 from coffre.cli.access import clients_app, users_app
 from coffre.cli.importer import Importer
 from coffre.cli.sources import files_under
@@ -195,6 +195,8 @@ def import_(
 
 app.command("audit")(audit.audit)
 app.command("ledger-key")(audit.ledger_key)
+for command in (migrate.migrate, migrate.backup, migrate.restore):
+    app.command()(command)
 app.add_typer(witness.app, name="witness")
 app.add_typer(clients_app, name="clients")
 app.add_typer(users_app, name="users")

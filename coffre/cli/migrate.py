@@ -1,0 +1,246 @@
+"""``coffre migrate``, ``coffre backup`` and ``coffre restore``: a storage copied to another
+backend as the host holds it, never decrypted (coffre.storage.copy does the copying).
+
+Each ends by proving the copy: per table the rows and a digest over them in key order,
+and the log's size and tree root, on both sides; a difference exits with status 1.
+"""
+
+from __future__ import annotations
+
+import base64
+import shutil
+from contextlib import closing
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
+from rich.table import Table as RichTable
+
+from coffre import config
+from coffre.exceptions import CoffreError, VaultStateError
+from coffre.ledger import leaf_hash, parse_note
+from coffre.ledger.tree import CompactRange
+from coffre.service import Vault
+from coffre.service.vault import STORAGE_FILE
+from coffre.storage.copy import DEFAULT_BATCH, TABLES, CopyReport, copy_tables, open_endpoint
+from coffre.storage.postgres import is_url
+
+EXIT_MISMATCH = 1
+PARTIAL_SUFFIX = ".partial"
+
+console = Console(stderr=True)
+out = Console(highlight=False, soft_wrap=True)
+
+BatchOption = Annotated[
+    int, typer.Option("--batch", min=1, help="Rows per read and per destination transaction.")
+]
+VaultOption = Annotated[
+    Path, typer.Option("--vault", envvar=config.VAULT.env, help=config.VAULT.help)
+]
+
+
+class TreeRoot:
+    """The log's RFC 9162 tree root, folded from its leaves in index order."""
+
+    def __init__(self) -> None:
+        self._tree = CompactRange()
+
+    def add(self, data: bytes) -> None:
+        self._tree.append(leaf_hash(data))
+
+    def result(self) -> bytes:
+        return self._tree.root()
+
+
+class CopyProgress:
+    """The rows copied out of the source's total, and the megabytes written per second."""
+
+    def __init__(self, progress: Progress) -> None:
+        self._progress = progress
+        self._task: TaskID | None = None
+        self._bytes = 0
+
+    def start(self, rows: int) -> None:
+        self._task = self._progress.add_task("copy", total=rows, rate="-")
+
+    def advance(self, rows: int, data_bytes: int) -> None:
+        assert self._task is not None
+        self._bytes += data_bytes
+        self._progress.advance(self._task, rows)
+        elapsed = self._progress.tasks[0].elapsed
+        rate = f"{self._bytes / elapsed / 1e6:,.1f}" if elapsed else "-"
+        self._progress.update(self._task, rate=rate)
+
+
+def location(text: str) -> str:
+    """A storage to copy: a PostgreSQL URL, ``sqlite:///path``, an SQLite file, or a vault
+    folder (the storage its ``storage.url`` names, else its ``storage.sqlite``)."""
+    if is_url(text):
+        return text
+    path = Path(text.removeprefix("sqlite://"))
+    if path.is_dir():
+        return Vault.at(path).storage_url or str(path / STORAGE_FILE)
+    return str(path)
+
+
+def run_copy(source: str, destination: str, batch: int) -> CopyReport:
+    """Copy with a progress bar, print the verdict; typer.Exit(1) when the sides differ."""
+    columns = (
+        TextColumn("copying"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("rows  {task.fields[rate]} MB/s"),
+        TimeElapsedColumn(),
+    )
+    try:
+        with (
+            closing(open_endpoint(source)) as reader,
+            closing(open_endpoint(destination, create=True)) as writer,
+            Progress(*columns, console=console) as progress,
+        ):
+            report = copy_tables(
+                reader, writer, batch=batch, progress=CopyProgress(progress), leaf_fold=TreeRoot
+            )
+    except CoffreError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(code=1) from None
+    _print_verdict(report)
+    if report.mismatched:
+        raise typer.Exit(code=EXIT_MISMATCH)
+    return report
+
+
+def _print_verdict(report: CopyReport) -> None:
+    held = sum(report.resumed.values())
+    if held:
+        out.print(f"resumed: the destination already held {held:,} rows of a previous run")
+    table = RichTable("table", "source rows", "copy rows", "digest (SHA-256, key order)", "")
+    for spec in TABLES:
+        source, copy = report.source.tables[spec.name], report.destination.tables[spec.name]
+        same = (source.rows, source.digest) == (copy.rows, copy.digest)
+        digest = source.digest[:16] if same else f"{source.digest[:16]} ≠ {copy.digest[:16]}"
+        table.add_row(
+            spec.name, f"{source.rows:,}", f"{copy.rows:,}", digest, "same" if same else "DIFFERENT"
+        )
+    out.print(table)
+    for name, side in (("source", report.source), ("copy", report.destination)):
+        assert side.leaves is not None
+        root = base64.b64encode(side.leaves.result()).decode()
+        out.print(f"log of the {name}: {side.tables['leaves'].rows:,} leaves, root {root}")
+    if report.mismatched:
+        out.print(f"verdict: the copy DIFFERS from the source ({', '.join(report.mismatched)})")
+    else:
+        out.print("verdict: the copy holds the same content as the source's snapshot")
+
+
+def migrate(
+    source: Annotated[
+        str,
+        typer.Option("--from", help="postgresql://…, sqlite:///path, a file or a vault folder."),
+    ],
+    destination: Annotated[
+        str,
+        typer.Option("--to", help="Where to copy: empty, or a partial copy of the same source."),
+    ],
+    batch: BatchOption = DEFAULT_BATCH,
+) -> None:
+    """Copy a vault's storage to another backend, sealed as it is (no keys needed); run it
+    again after an interruption to carry on. Stop the servers first: writes made during
+    the copy are not in it."""
+    source_location, destination_location = location(source), location(destination)
+    if source_location == destination_location:
+        console.print("[red]error:[/red] the source and the destination are the same storage")
+        raise typer.Exit(code=1)
+    run_copy(source_location, destination_location, batch)
+
+
+def backup(
+    destination: Annotated[
+        str, typer.Argument(help="A new SQLite file (or an empty postgresql:// database).")
+    ],
+    vault: VaultOption = Path(config.VAULT.default),
+    batch: BatchOption = DEFAULT_BATCH,
+) -> None:
+    """A consistent copy of a vault's storage, from one read snapshot, while it serves.
+
+    An SQLite backup is written beside its name (``.partial``) and renamed once proven.
+    """
+    source = location(str(vault))
+    if is_url(destination):
+        run_copy(source, destination, batch)
+        return
+    final = Path(destination.removeprefix("sqlite://"))
+    if final.exists():
+        console.print(f"[red]error:[/red] {final} exists already")
+        raise typer.Exit(code=1)
+    partial = final.with_name(final.name + PARTIAL_SUFFIX)
+    run_copy(source, str(partial), batch)
+    partial.replace(final)
+    out.print(f"backup written to {final}")
+
+
+def restore(
+    backup_location: Annotated[
+        str,
+        typer.Argument(metavar="SOURCE", help="A backup: an SQLite file or a postgresql:// URL."),
+    ],
+    vault: VaultOption = Path(config.VAULT.default),
+    keyring: Annotated[
+        Path | None, typer.Option("--keyring", envvar=config.KEYRING.env, help=config.KEYRING.help)
+    ] = None,
+    accept_rollback_to: Annotated[
+        int | None,
+        typer.Option(
+            "--accept-rollback-to",
+            help="The backup's log size: accept that the vault goes back to it, losing the"
+            " writes signed after it (see docs/operations.md).",
+        ),
+    ] = None,
+    batch: BatchOption = DEFAULT_BATCH,
+) -> None:
+    """Restore a backup into a vault's empty storage, then open the vault to prove it serves."""
+    target = Vault.at(vault, keyring)
+    target.folder.mkdir(parents=True, exist_ok=True)
+    report = run_copy(location(backup_location), location(str(vault)), batch)
+    size = report.destination.tables["leaves"].rows
+    try:
+        target.open().storage.close()
+    except VaultStateError as error:
+        if accept_rollback_to != size:
+            console.print(f"[red]error:[/red] {error}")
+            console.print(
+                f"The backup is restored, but its log ends at size {size}, before the last"
+                f" checkpoint this side signed ({target.checkpoint_memory}). If going back to"
+                f" it is what you mean, run this again with --accept-rollback-to {size}."
+            )
+            raise typer.Exit(code=1) from None
+        _accept_rollback(target)
+    except CoffreError as error:
+        console.print(f"[red]error:[/red] the restored vault does not open: {error}")
+        raise typer.Exit(code=1) from None
+    out.print(f"restored; the vault opens with a log of {size:,} leaves")
+
+
+def _accept_rollback(vault: Vault) -> None:
+    """Set the memory of the last signed checkpoint aside (kept as evidence) and remember
+    the restored log's newest checkpoint instead, once the vault opens with it."""
+    memory = vault.checkpoint_memory
+    aside = memory.with_name(memory.name + ".before-restore")
+    shutil.move(memory, aside)
+    records = vault.open()
+    try:
+        note = records.storage.latest_checkpoint()
+        if note is not None:
+            records.ledger.remember(parse_note(note))
+    finally:
+        records.storage.close()
+    console.print(f"rollback accepted: the previous checkpoint memory is kept at {aside}")

@@ -1,0 +1,533 @@
+"""Copying a storage to another backend as the host holds it: rows of opaque bytes, never
+decrypted, so that no key is needed (``coffre migrate``, ``coffre backup``, ``coffre restore``).
+
+Every table is read in the order of a unique key, in batches, from ONE read snapshot of
+the source (SQLite's read transaction, PostgreSQL's REPEATABLE READ): the copy is the
+source's state at the moment the copy started, whatever is written meanwhile. Each batch
+lands in the destination in a transaction of its own, in key order, so an interrupted
+copy leaves each table holding a prefix of the source's; the next run checks that the
+destination is such a prefix and carries on after its last key.
+
+The proof that the two sides hold the same content: per table, the count of rows and a
+SHA-256 over the rows in key order, computed on the source from the snapshot while it is
+copied and on the destination by reading it back afterwards; the caller can fold the
+log's leaves on both sides into their tree root too (``LeafFold``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import marshal
+import sqlite3
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import AbstractContextManager, closing, contextmanager
+from dataclasses import dataclass, field
+from itertools import repeat
+from pathlib import Path
+from typing import Any, Protocol
+
+import psycopg
+from psycopg import sql
+
+from coffre.exceptions import StorageError
+from coffre.storage import postgres, sqlite
+
+Row = tuple[Any, ...]
+DEFAULT_BATCH = 5000
+MARSHAL_VERSION = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    """A table as both drivers hold it: its columns, and the unique key it is copied in."""
+
+    name: str
+    columns: tuple[str, ...]
+    key: tuple[str, ...]
+
+    def key_of(self, row: Row) -> Row:
+        return tuple(row[self.columns.index(column)] for column in self.key)
+
+
+TABLES = (
+    Table("coffre_meta", ("key", "value"), ("key",)),
+    Table("versions", ("seq", "loc", "version", "kind", "comp", "ts", "deleted", "body"), ("seq",)),
+    Table("current", ("loc", "version", "kind", "comp", "deleted"), ("loc",)),
+    Table("tokens", ("token", "loc"), ("token", "loc")),
+    Table("leaves", ("idx", "data"), ("idx",)),
+    Table("tree_nodes", ("level", "idx", "hash"), ("level", "idx")),
+    Table("checkpoints", ("size", "note"), ("size",)),
+    Table("audit_events", ("digest", "comp", "leaf", "body"), ("digest",)),
+    Table("data_keys", ("comp", "kek_id", "wrapped"), ("comp",)),
+)
+"""Every table, ``versions`` before ``current`` (SQLite's ``current`` takes its ``comp``
+from the version it points to)."""
+
+SQLITE_DERIVED = {
+    (
+        "current",
+        "comp",
+    ): "(SELECT v.comp FROM versions v WHERE v.loc = t.loc AND v.version = t.version)"
+}
+"""Columns PostgreSQL stores that SQLite derives: read through these expressions, never written."""
+
+
+class LeafFold(Protocol):
+    """What the caller computes over the log's leaves, in index order (its tree root)."""
+
+    def add(self, data: bytes) -> None: ...
+
+    def result(self) -> bytes: ...
+
+
+@dataclass
+class Summary:
+    """The count of a table's rows and the SHA-256 of their encoding in key order.
+
+    Both sides encode the same rows the same way: the endpoints read bytes as ``bytes``,
+    integers and booleans as ``int``, texts as ``str``.
+    """
+
+    rows: int = 0
+    _hash: Any = field(default_factory=hashlib.sha256, repr=False)
+
+    def add(self, rows: Sequence[Row]) -> None:
+        self.rows += len(rows)
+        # marshal's format 2 (no back-references, so equal rows encode alike whatever
+        # objects hold them): each value typed and length-prefixed, in C.
+        self._hash.update(b"".join(map(marshal.dumps, rows, repeat(MARSHAL_VERSION))))
+
+    @property
+    def digest(self) -> str:
+        return str(self._hash.hexdigest())
+
+
+def row_bytes(rows: Sequence[Row]) -> int:
+    """The bytes of data that rows carry (their byte strings and texts)."""
+    return sum(len(value) for row in rows for value in row if isinstance(value, bytes | str))
+
+
+@dataclass
+class Side:
+    """What one side of a copy holds: a summary per table, and the fold of its leaves."""
+
+    tables: dict[str, Summary]
+    leaves: LeafFold | None
+
+
+@dataclass(frozen=True, slots=True)
+class CopyReport:
+    source: Side
+    destination: Side
+    resumed: dict[str, int]
+    """Rows the destination already held, per table, when this run started."""
+
+    @property
+    def mismatched(self) -> list[str]:
+        """The tables whose count or digest differ, and "log root" if the folds differ."""
+        wrong = [
+            t.name
+            for t in TABLES
+            if (self.source.tables[t.name].rows, self.source.tables[t.name].digest)
+            != (self.destination.tables[t.name].rows, self.destination.tables[t.name].digest)
+        ]
+        source, destination = self.source.leaves, self.destination.leaves
+        if (
+            source is not None
+            and destination is not None
+            and source.result() != destination.result()
+        ):
+            wrong.append("log root")
+        return wrong
+
+
+class Progress(Protocol):
+    def start(self, rows: int) -> None: ...
+
+    def advance(self, rows: int, data_bytes: int) -> None:
+        """``rows`` of the source went by; ``data_bytes`` of them were written."""
+        ...
+
+
+class Endpoint:
+    """One side of a copy, over SQL that SQLite and PostgreSQL both speak; the drivers'
+    differences (placeholders, snapshots, bulk writes) are in the subclasses."""
+
+    PLACEHOLDER = "?"
+
+    def tables(self) -> dict[str, set[str]]:
+        """The tables this storage holds and their columns."""
+        raise NotImplementedError
+
+    def snapshot(self) -> AbstractContextManager[None]:
+        """Reads inside see one moment of the storage."""
+        raise NotImplementedError
+
+    def _query(self, statement: str, args: Sequence[Any] = ()) -> list[Row]:
+        raise NotImplementedError
+
+    def _stream(self, statement: str, args: Sequence[Any], size: int) -> Iterator[list[Row]]:
+        raise NotImplementedError
+
+    def insert(self, table: Table, rows: Sequence[Row]) -> None:
+        """Add rows in one transaction of their own."""
+        raise NotImplementedError
+
+    def finish(self) -> None:
+        """Whatever the storage needs once every row is in (sequence numbers)."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def _order(self, table: Table, column: str) -> str:
+        """The expression a key column sorts by."""
+        return f"t.{column}"
+
+    def _select(self, table: Table) -> str:
+        return f"SELECT {', '.join(f't.{c}' for c in table.columns)} FROM {table.name} t"
+
+    def _after(self, table: Table, op: str) -> str:
+        keys = ", ".join(self._order(table, column) for column in table.key)
+        marks = ", ".join(self.PLACEHOLDER for _ in table.key)
+        return f"({keys}) {op} ({marks})"
+
+    def _by_key(self, table: Table, descending: bool = False) -> str:
+        direction = " DESC" if descending else ""
+        return " ORDER BY " + ", ".join(self._order(table, c) + direction for c in table.key)
+
+    def check_schema(self) -> None:
+        """Refuse a storage with a table or a column this copy does not know: it would be
+        left behind."""
+        known = {table.name: table for table in TABLES}
+        for name, columns in self.tables().items():
+            if name not in known:
+                raise StorageError(f"the storage has a table that the copy does not know: {name}")
+            unknown = columns - set(known[name].columns)
+            if unknown:
+                raise StorageError(
+                    f"the copy does not know the columns {sorted(unknown)} of {name}"
+                )
+        missing = sorted(set(known) - set(self.tables()))
+        if missing:
+            raise StorageError(f"the storage lacks the tables {missing}")
+
+    def count(self, table: Table) -> int:
+        return int(self._query(f"SELECT count(*) FROM {table.name}")[0][0])
+
+    def count_upto(self, table: Table, key: Row) -> int:
+        where = self._after(table, "<=")
+        return int(self._query(f"SELECT count(*) FROM {table.name} t WHERE {where}", key)[0][0])
+
+    def last_key(self, table: Table) -> Row | None:
+        rows = self._query(self._select(table) + self._by_key(table, descending=True) + " LIMIT 1")
+        return table.key_of(rows[0]) if rows else None
+
+    def row_at(self, table: Table, key: Row) -> Row | None:
+        rows = self._query(f"{self._select(table)} WHERE {self._after(table, '=')}", key)
+        return rows[0] if rows else None
+
+    def batches(self, table: Table, size: int) -> Iterator[list[Row]]:
+        """Every row of a table in key order, ``size`` at a time."""
+        return self._stream(self._select(table) + self._by_key(table), (), size)
+
+
+class SqliteEndpoint(Endpoint):
+    """An SQLite file: created with the schema if absent (as a destination)."""
+
+    def __init__(self, path: Path, *, create: bool = False) -> None:
+        if not path.exists() and not create:
+            raise StorageError(f"no storage at {path}")
+        self.path = path
+        try:
+            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode = WAL")
+            # A copy survives its process being killed at any point; a power cut may lose
+            # its last batches, which the next run copies again.
+            self._db.execute("PRAGMA synchronous = NORMAL")
+            if create:
+                self._db.executescript(sqlite.SCHEMA)
+        except sqlite3.Error as error:
+            raise StorageError(f"cannot open the SQLite storage at {path}: {error}") from None
+
+    def _select(self, table: Table) -> str:
+        columns = (SQLITE_DERIVED.get((table.name, c), f"t.{c}") for c in table.columns)
+        return f"SELECT {', '.join(columns)} FROM {table.name} t"
+
+    def tables(self) -> dict[str, set[str]]:
+        names = self._query(
+            "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+        )
+        found = {
+            name: {row[1] for row in self._query(f"PRAGMA table_info({name})")} for (name,) in names
+        }
+        for table, column in SQLITE_DERIVED:
+            found.get(table, set()).add(column)
+        return found
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        self._db.execute("BEGIN")
+        self._db.execute("SELECT count(*) FROM sqlite_schema").fetchall()  # the snapshot starts
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")
+
+    def _query(self, statement: str, args: Sequence[Any] = ()) -> list[Row]:
+        try:
+            return self._db.execute(statement, args).fetchall()
+        except sqlite3.Error as error:
+            raise StorageError(f"SQLite read failed: {error}") from None
+
+    def _stream(self, statement: str, args: Sequence[Any], size: int) -> Iterator[list[Row]]:
+        try:
+            cursor = self._db.execute(statement, args)
+            while rows := cursor.fetchmany(size):
+                yield rows
+        except sqlite3.Error as error:
+            raise StorageError(f"SQLite read failed: {error}") from None
+
+    def insert(self, table: Table, rows: Sequence[Row]) -> None:
+        stored = [i for i, c in enumerate(table.columns) if (table.name, c) not in SQLITE_DERIVED]
+        columns = ", ".join(table.columns[i] for i in stored)
+        marks = ", ".join("?" for _ in stored)
+        try:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany(
+                    f"INSERT INTO {table.name} ({columns}) VALUES ({marks})",
+                    ([row[i] for i in stored] for row in rows),
+                )
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+        except sqlite3.Error as error:
+            raise StorageError(f"SQLite could not write {table.name}: {error}") from None
+
+    def close(self) -> None:
+        self._db.close()
+
+
+class PostgresEndpoint(Endpoint):
+    """A PostgreSQL database (the schema its URL's search path names): given the schema if
+    it holds none (as a destination). Writes go through COPY, one transaction a batch."""
+
+    PLACEHOLDER = "%s"
+
+    def __init__(self, url: str, *, create: bool = False) -> None:
+        postgres.check_url(url)
+        self._read = postgres._connect(url)
+        self._write = postgres._connect(url)
+        try:
+            if create and not self._query("SELECT to_regclass('versions')")[0][0]:
+                with self._write.transaction():
+                    for statement in postgres.SCHEMA:
+                        self._write.execute(statement)
+            self._types = {
+                (table, column): kind
+                for table, column, kind in self._query(
+                    "SELECT table_name, column_name, udt_name FROM information_schema.columns"
+                    " WHERE table_schema = current_schema()"
+                )
+            }
+        except psycopg.Error as error:
+            self.close()
+            postgres._fail("prepare the copy", error)
+        except BaseException:
+            self.close()
+            raise
+
+    def _select(self, table: Table) -> str:
+        """Booleans read as 0 and 1, as SQLite holds them."""
+        columns = (
+            f"t.{c}::int" if self._types.get((table.name, c)) == "bool" else f"t.{c}"
+            for c in table.columns
+        )
+        return f"SELECT {', '.join(columns)} FROM {table.name} t"
+
+    def _order(self, table: Table, column: str) -> str:
+        """Keys compare byte by byte on both sides: texts in the "C" collation."""
+        collate = ' COLLATE "C"' if self._types.get((table.name, column)) == "text" else ""
+        return f"t.{column}{collate}"
+
+    def tables(self) -> dict[str, set[str]]:
+        found: dict[str, set[str]] = {}
+        for table, column in self._types:
+            found.setdefault(table, set()).add(column)
+        return found
+
+    @contextmanager
+    def snapshot(self) -> Iterator[None]:
+        try:
+            self._read.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        except psycopg.Error as error:
+            postgres._fail("start a read snapshot", error)
+        try:
+            yield
+        finally:
+            self._read.execute("COMMIT")
+
+    def _query(self, statement: str, args: Sequence[Any] = ()) -> list[Row]:
+        try:
+            return self._read.execute(statement, args, binary=True).fetchall()
+        except psycopg.Error as error:
+            postgres._fail("read", error)
+
+    def _stream(self, statement: str, args: Sequence[Any], size: int) -> Iterator[list[Row]]:
+        """Through a server-side cursor: inside ``snapshot``, which is a transaction."""
+        try:
+            with self._read.cursor(name="coffre_copy", binary=True) as cursor:
+                cursor.execute(statement, args)
+                while rows := cursor.fetchmany(size):
+                    yield rows
+        except psycopg.Error as error:
+            postgres._fail("read", error)
+
+    def insert(self, table: Table, rows: Sequence[Row]) -> None:
+        statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
+            sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, table.columns))
+        )
+        try:
+            with (
+                self._write.transaction(),
+                self._write.cursor() as cursor,
+                cursor.copy(statement) as stream,
+            ):
+                stream.set_types([self._types[(table.name, c)] for c in table.columns])
+                for row in rows:
+                    stream.write_row(row)
+        except psycopg.Error as error:
+            postgres._fail(f"write {table.name}", error)
+
+    def finish(self) -> None:
+        """The next versions are numbered after the ones copied."""
+        try:
+            self._write.execute(
+                "SELECT setval(pg_get_serial_sequence('versions', 'seq'), max(seq))"
+                " FROM versions HAVING max(seq) IS NOT NULL"
+            )
+        except psycopg.Error as error:
+            postgres._fail("number the versions", error)
+
+    def close(self) -> None:
+        self._read.close()
+        self._write.close()
+
+
+def open_endpoint(location: str | Path, *, create: bool = False) -> Endpoint:
+    """A PostgreSQL URL, or the path of an SQLite file (``sqlite://`` before it or not)."""
+    text = str(location)
+    if postgres.is_url(text):
+        return PostgresEndpoint(text, create=create)
+    return SqliteEndpoint(Path(text.removeprefix("sqlite://")), create=create)
+
+
+class NotACopy(StorageError):
+    """The destination holds rows that do not make it a partial copy of the source."""
+
+
+@dataclass(frozen=True, slots=True)
+class Resume:
+    """Where a table's copy carries on: after ``key`` (None: from the start), the
+    destination holding ``rows`` of it already."""
+
+    key: Row | None = None
+    rows: int = 0
+
+
+def _resume_points(source: Endpoint, destination: Endpoint) -> dict[str, Resume]:
+    """Where each table's copy carries on: after the destination's last key, once the
+    destination is shown to hold a prefix of the source's rows (same count up to that
+    key, same last row); anything else is refused before a row is written."""
+    points = {}
+    for table in TABLES:
+        last = destination.last_key(table)
+        if last is None:
+            points[table.name] = Resume()
+            continue
+        held = destination.count(table)
+        if (
+            source.row_at(table, last) != destination.row_at(table, last)
+            or source.count_upto(table, last) != held
+        ):
+            raise NotACopy(
+                f"the destination is not empty and its table {table.name} is not a partial copy"
+                " of the source's: give an empty destination"
+            )
+        points[table.name] = Resume(last, held)
+    return points
+
+
+def copy_tables(
+    source: Endpoint,
+    destination: Endpoint,
+    *,
+    batch: int = DEFAULT_BATCH,
+    progress: Progress | None = None,
+    leaf_fold: Callable[[], LeafFold] | None = None,
+) -> CopyReport:
+    """Copy every table of ``source`` into ``destination`` (empty, or a partial copy of
+    this source), from one snapshot of the source, then read the destination back and
+    report what both sides hold."""
+    source.check_schema()
+    destination.check_schema()
+    with source.snapshot():
+        points = _resume_points(source, destination)
+        if progress is not None:
+            progress.start(sum(source.count(table) for table in TABLES))
+        copied = _copy_rows(source, destination, points, batch, progress, leaf_fold)
+    destination.finish()
+    with destination.snapshot():
+        held = summarise(destination, batch, leaf_fold)
+    return CopyReport(copied, held, {name: point.rows for name, point in points.items()})
+
+
+def _copy_rows(
+    source: Endpoint,
+    destination: Endpoint,
+    points: dict[str, Resume],
+    batch: int,
+    progress: Progress | None,
+    leaf_fold: Callable[[], LeafFold] | None,
+) -> Side:
+    side = Side({}, leaf_fold() if leaf_fold else None)
+    for table in TABLES:
+        summary = side.tables[table.name] = Summary()
+        after = points[table.name].key
+        for rows in source.batches(table, batch):
+            summary.add(rows)
+            _fold_leaves(side, table, rows)
+            new = rows if after is None else [r for r in rows if table.key_of(r) > after]
+            if new:
+                destination.insert(table, new)
+            if progress is not None:
+                progress.advance(len(rows), row_bytes(new))
+    return side
+
+
+def summarise(endpoint: Endpoint, batch: int, leaf_fold: Callable[[], LeafFold] | None) -> Side:
+    """What a storage holds: each table's summary, and its leaves folded."""
+    side = Side({}, leaf_fold() if leaf_fold else None)
+    for table in TABLES:
+        summary = side.tables[table.name] = Summary()
+        for rows in endpoint.batches(table, batch):
+            summary.add(rows)
+            _fold_leaves(side, table, rows)
+    return side
+
+
+def _fold_leaves(side: Side, table: Table, rows: Sequence[Row]) -> None:
+    if side.leaves is not None and table.name == "leaves":
+        for row in rows:
+            side.leaves.add(bytes(row[1]))
+
+
+@contextmanager
+def endpoints(source: str | Path, destination: str | Path) -> Iterator[tuple[Endpoint, Endpoint]]:
+    """Both sides opened (the destination given the schema if it has none), then closed."""
+    with (
+        closing(open_endpoint(source)) as reader,
+        closing(open_endpoint(destination, create=True)) as writer,
+    ):
+        yield reader, writer

@@ -1,0 +1,221 @@
+"""Copying a storage to another backend without decrypting it (coffre.storage.copy): to
+the other backend and back, every row the same; a copy interrupted between batches
+carries on; a destination that holds anything else is refused; a table or column the
+copy does not know is refused rather than left behind."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Sequence
+from contextlib import closing
+from pathlib import Path
+
+import pytest
+from pg import Cluster, HostDatabase
+from starlette.testclient import TestClient
+
+from coffre.api import create_app
+from coffre.cli.migrate import TreeRoot
+from coffre.exceptions import StorageError
+from coffre.service import Vault
+from coffre.storage.copy import (
+    TABLES,
+    CopyReport,
+    NotACopy,
+    Summary,
+    copy_tables,
+    open_endpoint,
+    summarise,
+)
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+
+
+def _write(client: TestClient, count: int) -> None:
+    """Creates, updates and a delete: versions, tokens, leaves, audit events and keys."""
+    for number in range(count):
+        patient = {"resourceType": "Patient", "name": [{"family": f"Tremblay{number}"}]}
+        created = client.post("/fhir/Patient", json=patient, headers=FHIR_JSON)
+        assert created.status_code == 201, created.text
+        ident = created.json()["id"]
+        patient |= {"id": ident, "gender": "female"}
+        updated = client.put(f"/fhir/Patient/{ident}", json=patient, headers=FHIR_JSON)
+        assert updated.status_code == 200, updated.text
+        assert client.get(f"/fhir/Patient/{ident}").status_code == 200
+    assert client.delete(f"/fhir/Patient/{ident}").status_code in (200, 204)
+
+
+def _location(vault: Vault) -> str:
+    return vault.storage_url or str(vault.storage_path)
+
+
+def _other(backend: str, tmp_path: Path, request: pytest.FixtureRequest, name: str) -> str:
+    """A new, empty storage on the other backend than ``backend``."""
+    if backend == "sqlite":
+        cluster: Cluster = request.getfixturevalue("postgres")
+        return cluster.new_storage_url()
+    return str(tmp_path / f"{name}.sqlite")
+
+
+def _same(backend: str, tmp_path: Path, request: pytest.FixtureRequest, name: str) -> str:
+    return _other("postgresql" if backend == "sqlite" else "sqlite", tmp_path, request, name)
+
+
+def _copy(source: str, destination: str, batch: int = 7, **options: object) -> CopyReport:
+    with (
+        closing(open_endpoint(source)) as reader,
+        closing(open_endpoint(destination, create=True)) as writer,
+    ):
+        return copy_tables(reader, writer, batch=batch, **options)  # type: ignore[arg-type]
+
+
+def _summaries(location: str) -> dict[str, tuple[int, str]]:
+    with closing(open_endpoint(location)) as endpoint, endpoint.snapshot():
+        side = summarise(endpoint, 100, None)
+    return {name: (summary.rows, summary.digest) for name, summary in side.tables.items()}
+
+
+def _sqlite_rows(path: str) -> dict[str, list[tuple[object, ...]]]:
+    """Every row of every table of an SQLite file, in rowid or key order."""
+    with closing(sqlite3.connect(path)) as db:
+        names = [
+            row[0] for row in db.execute("SELECT name FROM sqlite_schema WHERE type = 'table'")
+        ]
+        return {
+            name: db.execute(f"SELECT * FROM {name} ORDER BY 1, 2").fetchall() for name in names
+        }
+
+
+def test_a_copy_to_the_other_backend_and_back_holds_the_same_rows(
+    client: TestClient, vault: Vault, backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    _write(client, 12)
+    there, back = (
+        _other(backend, tmp_path, request, "there"),
+        _same(backend, tmp_path, request, "back"),
+    )
+    out = _copy(_location(vault), there)
+    home = _copy(there, back)
+    assert out.mismatched == [] and home.mismatched == []
+    assert out.source.tables["versions"].rows == 25  # 12 creates, 12 updates, a delete
+    assert all(out.source.tables[t.name].rows > 0 for t in TABLES if t.name != "coffre_meta")
+    assert _summaries(back) == _summaries(_location(vault))
+    if backend == "sqlite":  # byte for byte, the SQLite tables themselves
+        assert _sqlite_rows(back) == _sqlite_rows(_location(vault))
+
+
+def test_the_copy_serves_as_a_vault_and_numbers_new_versions_after_the_copied_ones(
+    client: TestClient, vault: Vault, backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    _write(client, 3)
+    before = client.get("/fhir/Patient/_history").json()["total"]  # reads are logged too
+    copied = Vault.at(tmp_path / "copied", vault.keyring)
+    copied.folder.mkdir()
+    target = _other(backend, tmp_path, request, "copied/storage")
+    if target.startswith("postgresql://"):
+        (copied.folder / "storage.url").write_text(target)
+    assert _copy(_location(vault), target).mismatched == []
+    records = copied.open()
+    try:
+        with TestClient(create_app(records)) as there:
+            assert there.get("/fhir/Patient/_history").json()["total"] == before
+            created = there.post(
+                "/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON
+            )
+            assert created.status_code == 201, created.text
+            assert there.get(f"/fhir/Patient/{created.json()['id']}").status_code == 200
+            assert there.get("/fhir/Patient/_history").json()["total"] == before + 1
+    finally:
+        records.storage.close()
+
+
+class _Interrupt(Exception):
+    pass
+
+
+class _StopAfter:
+    """A progress that interrupts the copy after some batches, as a kill would."""
+
+    def __init__(self, batches: int) -> None:
+        self.left = batches
+
+    def start(self, rows: int) -> None:
+        pass
+
+    def advance(self, rows: int, data_bytes: int) -> None:
+        self.left -= 1
+        if self.left == 0:
+            raise _Interrupt
+
+
+@pytest.mark.parametrize("batches", [1, 9, 30])
+def test_an_interrupted_copy_carries_on_where_it_stopped(
+    client: TestClient,
+    vault: Vault,
+    backend: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    batches: int,
+) -> None:
+    _write(client, 10)
+    target = _other(backend, tmp_path, request, "copy")
+    with pytest.raises(_Interrupt):
+        _copy(_location(vault), target, batch=3, progress=_StopAfter(batches))
+    report = _copy(_location(vault), target, batch=3)
+    assert report.mismatched == [] and sum(report.resumed.values()) > 0
+    assert _summaries(target) == _summaries(_location(vault))
+    again = _copy(_location(vault), target)  # a finished copy: nothing to add
+    assert again.mismatched == [] and sum(again.resumed.values()) == sum(
+        s.rows for s in again.source.tables.values()
+    )
+
+
+def test_a_destination_holding_something_else_is_refused_untouched(
+    client: TestClient, vault: Vault, backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    _write(client, 2)
+    target = _other(backend, tmp_path, request, "copy")
+    assert _copy(_location(vault), target).mismatched == []
+    _write(client, 1)  # the source moved on: the current pointers and tokens changed
+    before = _summaries(target)
+    with pytest.raises(NotACopy, match="not a partial copy"):
+        _copy(_location(vault), target)
+    assert _summaries(target) == before
+
+
+def test_a_copy_that_differs_is_reported(
+    client: TestClient, vault: Vault, backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """The destination read back, not what was sent to it: a row changed after it landed
+    shows in the digest of its table."""
+    _write(client, 2)
+    target = _other(backend, tmp_path, request, "copy")
+
+    class _Tamper:
+        def start(self, rows: int) -> None:
+            pass
+
+        def advance(self, rows: int, data_bytes: int) -> None:
+            with HostDatabase(target if "://" in target else Path(target)) as db:
+                db.execute("UPDATE leaves SET data = ? WHERE idx = 0", (b"forged",))
+
+    report = _copy(_location(vault), target, batch=1000, progress=_Tamper(), leaf_fold=TreeRoot)
+    assert report.mismatched == ["leaves", "log root"]
+
+
+def test_a_table_the_copy_does_not_know_is_refused(vault: Vault, tmp_path: Path) -> None:
+    with HostDatabase.of(vault) as db:
+        db.execute("CREATE TABLE notes (body text)")
+    with pytest.raises(StorageError, match="does not know: notes"):
+        _copy(_location(vault), str(tmp_path / "copy.sqlite"))
+
+
+def test_summaries_tell_rows_apart_whatever_their_types() -> None:
+    def digest(rows: Sequence[tuple[object, ...]]) -> str:
+        summary = Summary()
+        summary.add(rows)
+        return summary.digest
+
+    assert digest([(b"ab", b"c")]) != digest([(b"a", b"bc")])
+    assert digest([(1,)]) != digest([(b"\x01",)]) != digest([("1",)])
+    assert digest([(1, 2)]) != digest([(1,), (2,)])
