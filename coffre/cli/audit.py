@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import binascii
 import os
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +42,7 @@ from coffre.ledger import (
     open_checkpoint,
     verify_consistency,
 )
+from coffre.ledger.leaf import LeafKind
 from coffre.ledger.tiles import TILE_WIDTH, entry_bundles, root_from_bundles
 from coffre.ledger.witness import check_quorum, parse_witness_key
 from coffre.service import Vault
@@ -75,6 +77,9 @@ class Report:
     checkpoint: Checkpoint | None = None
     held: list[str] = field(default_factory=list)
     violations: list[Violation] = field(default_factory=list)
+    findings: list[str] = field(default_factory=list)
+    """What the log itself records that an auditor must hear of, the log being sound:
+    integrity failures the gateway caught (the host served something it did not write)."""
 
     @property
     def consistent(self) -> bool:
@@ -178,6 +183,8 @@ def _check_leaves(
     tiles = entry_bundles(checkpoint.size)
     roots: list[list[bytes]] = []
     malformed, shown = 0, list[str]()
+    kinds: Counter[int] = Counter()
+    integrity: list[int] = []
     with bundle_checks(
         tiles,
         lambda path: _get(client, f"/ledger/{path}").content,
@@ -188,6 +195,8 @@ def _check_leaves(
         try:
             for tile, check in zip(tiles, checks, strict=True):
                 malformed, shown = malformed + check.malformed, shown + check.shown
+                kinds.update(check.kinds)
+                integrity += check.integrity
                 if check.served < tile.width:
                     served = tile.index * TILE_WIDTH + check.served
                     report.violate(
@@ -214,6 +223,22 @@ def _check_leaves(
         report.violate("malformed leaf", f"... and {malformed - MALFORMED_SHOWN} more")
     if not malformed:
         report.held.append("every leaf decodes")
+    _report_kinds(kinds, integrity, report)
+
+
+def _report_kinds(kinds: Counter[int], integrity: list[int], report: Report) -> None:
+    """What the leaves record, by kind; and, as a finding, the integrity failures."""
+    listed = ", ".join(f"{n:,} {LeafKind(kind).name.lower()}" for kind, n in sorted(kinds.items()))
+    report.held.append(f"leaves by kind: {listed or 'none'}")
+    failures = kinds[LeafKind.INTEGRITY]
+    if failures:
+        shown = integrity[:MALFORMED_SHOWN]
+        where = ", ".join(map(str, shown)) + (", ..." if failures > len(shown) else "")
+        report.findings.append(
+            f"the gateway refused {failures:,} request(s) because what the host served"
+            f" failed its integrity check (leaves {where}): the host altered, dropped or"
+            " rolled back data; the AuditEvents of those leaves say which records"
+        )
 
 
 def _get(client: httpx.Client, path: str, params: dict[str, int] | None = None) -> httpx.Response:
@@ -283,6 +308,8 @@ def _save_state(state: Path, note: str) -> None:
 def _print(report: Report) -> None:
     for line in report.held:
         out.print(f"[green]✓[/green] {escape(line)}")
+    for finding in report.findings:
+        out.print(f"[yellow]! finding[/yellow]: {escape(finding)}")
     for violation in report.violations:
         out.print(f"[red]✗ {escape(violation.kind)}[/red]: {escape(violation.detail)}")
 
@@ -355,6 +382,7 @@ def audit(
     out.print(
         f"[bold green]CONSISTENT[/bold green]: the log at {escape(url)} holds at size"
         f" {report.checkpoint.size}; saved to {escape(str(state))}"
+        + (f"; {len(report.findings)} finding(s) above" if report.findings else "")
     )
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import threading
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
@@ -28,7 +29,7 @@ from urllib.parse import urlsplit
 
 from coffre.exceptions import CoffreError
 from coffre.ledger import LedgerError
-from coffre.ledger.leaf import Leaf, undecodable
+from coffre.ledger.leaf import Leaf, LeafKind, kind_bytes, undecodable
 from coffre.ledger.tiles import MAX_ENTRY_BYTES, TILE_WIDTH, TileId, bundle_roots, split_bundle
 
 CHUNK = 64
@@ -49,12 +50,15 @@ class Unanswered(CoffreError):
 
 class BundleCheck(NamedTuple):
     """What one entry bundle holds: how many leaves, the roots of their perfect subtrees,
-    and how many do not decode as leaves (the first few described)."""
+    how many do not decode as leaves (the first few described), how many of each kind,
+    and where the first few integrity failures the gateway logged are."""
 
     served: int
     roots: list[bytes]
     malformed: int
     shown: list[str]
+    kinds: Counter[int]
+    integrity: list[int]
 
 
 def check_bundle(data: bytes, tile: TileId) -> BundleCheck:
@@ -72,7 +76,18 @@ def check_bundle(data: bytes, tile: TileId) -> BundleCheck:
         for position in malformed[:SHOWN]
     ]
     roots = bundle_roots(entries) if len(entries) == tile.width else []
-    return BundleCheck(len(entries), roots, len(malformed), shown)
+    kinds = kind_bytes(entries)
+    counts: Counter[int] = Counter({kind: n for kind in LeafKind if (n := kinds.count(kind))})
+    first = tile.index * TILE_WIDTH
+    integrity = [first + at for at in _positions(kinds, LeafKind.INTEGRITY)][:SHOWN]
+    return BundleCheck(len(entries), roots, len(malformed), shown, counts, integrity)
+
+
+def _positions(data: bytes, value: int) -> Iterator[int]:
+    at = data.find(value)
+    while at >= 0:
+        yield at
+        at = data.find(value, at + 1)
 
 
 def _why(entry: bytes, index: int) -> str:

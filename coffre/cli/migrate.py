@@ -37,7 +37,7 @@ from coffre.storage.postgres import is_url
 EXIT_MISMATCH = 1
 PARTIAL_SUFFIX = ".partial"
 
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 BatchOption = Annotated[

@@ -105,6 +105,15 @@ def undecodable(entries: Sequence[bytes]) -> list[int]:
     return [position for position, entry in enumerate(entries) if not _decodes(entry)]
 
 
+def kind_bytes(entries: Sequence[bytes]) -> bytes:
+    """Each entry's kind byte, in order (0 for an entry too short to have one): for an
+    auditor counting the kinds of millions of leaves, sliced in C when all are leaf-sized."""
+    joined = b"".join(entries)
+    if len(joined) == SIZE * len(entries):
+        return joined[1::SIZE]
+    return bytes(entry[1] if len(entry) > 1 else 0 for entry in entries)
+
+
 def _decodes(data: bytes) -> bool:
     try:
         Leaf.decode(data)

@@ -87,6 +87,27 @@ def test_a_first_audit_then_a_later_one_hold(client: TestClient, records: Record
     assert "the 7 leaves recompute to the signed root" in second.held
 
 
+def test_full_counts_the_leaves_by_kind_and_reports_integrity_failures(
+    client: TestClient, records: RecordStore, vault: Vault
+) -> None:
+    """A read the gateway refused is logged; the log stays sound, and the auditor says so."""
+    _write(client, 2)
+    key = records.ledger.verifier_key
+    clean = audit_log(client, key, None, full=True)
+    assert "leaves by kind: 2 create" in clean.held and clean.findings == []
+    patient_id = client.get("/fhir/Patient").json()["entry"][0]["resource"]["id"]
+    loc = records.keys.location("Patient", patient_id)
+    with HostDatabase.of(vault) as db:
+        (body,) = db.execute("SELECT body FROM versions WHERE loc = ?", (loc,)).fetchone()
+        db.execute("UPDATE versions SET body = ? WHERE loc = ?", (bytes(body)[::-1], loc))
+    assert client.get(f"/fhir/Patient/{patient_id}").status_code == 500
+    report = audit_log(client, key, None, full=True)
+    assert report.consistent
+    assert "leaves by kind: 2 create, 2 search, 1 integrity" in report.held
+    (finding,) = report.findings
+    assert "refused 1 request(s)" in finding and "(leaves 4)" in finding
+
+
 def test_a_checkpoint_under_another_key_is_a_bad_signature(
     client: TestClient, tmp_path: Path
 ) -> None:

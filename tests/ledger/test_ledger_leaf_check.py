@@ -7,7 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coffre.ledger import LedgerError
-from coffre.ledger.leaf import FORMAT, SIZE, TAG_BYTES, Leaf, LeafKind, undecodable
+from coffre.ledger.leaf import FORMAT, SIZE, TAG_BYTES, Leaf, LeafKind, kind_bytes, undecodable
 
 
 def _refused(entry: bytes) -> bool:
@@ -51,3 +51,12 @@ def test_a_wrong_format_or_kind_or_size_is_found() -> None:
     assert good[0] == FORMAT and len(good) == SIZE
     entries = [good, bytes([FORMAT + 1]) + good[1:], good[:1] + b"\x00" + good[2:], good[:-1]]
     assert undecodable(entries) == [1, 2, 3]
+
+
+@given(st.lists(st.one_of(leaves, leaves, damaged), max_size=40))
+def test_kind_bytes_gives_each_entry_s_kind_byte(entries: list[bytes]) -> None:
+    kinds = kind_bytes(entries)
+    assert list(kinds) == [entry[1] if len(entry) > 1 else 0 for entry in entries]
+    for entry, kind in zip(entries, kinds, strict=True):
+        if not _refused(entry):
+            assert Leaf.decode(entry).kind == kind

@@ -1,0 +1,137 @@
+"""``coffre backup`` while the vault is written to, and ``coffre restore`` of it: the backup
+is one consistent moment, the restore is refused as a rollback until the operator accepts
+going back to the backup's log size, and then the vault opens and its log audits."""
+
+from __future__ import annotations
+
+import shutil
+import threading
+from pathlib import Path
+
+import pytest
+from pg import Cluster
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from coffre.api import create_app
+from coffre.cli.audit import audit_log
+from coffre.cli.main import app
+from coffre.service import RecordStore, Vault
+from coffre.service.vault import KEYRING_FILE, STORAGE_URL_FILE
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+runner = CliRunner()
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+class _Writer(threading.Thread):
+    """Creates patients until told to stop."""
+
+    def __init__(self, client: TestClient) -> None:
+        super().__init__()
+        self._client = client
+        self.stop = threading.Event()
+        self.written = 0
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            response = self._client.post(
+                "/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON
+            )
+            assert response.status_code == 201, response.text
+            self.written += 1
+
+
+def _backup_while_writing(client: TestClient, vault: Vault, backup: Path) -> int:
+    """A backup taken while a writer runs; how many writes happened during it."""
+    writer = _Writer(client)
+    writer.start()
+    try:
+        while writer.written < 5:
+            writer.stop.wait(0.01)
+        before = writer.written
+        code, output = _run("backup", str(backup), "--vault", str(vault.folder), "--batch", "3")
+        during = writer.written - before
+    finally:
+        writer.stop.set()
+        writer.join()
+    assert code == 0, output
+    assert "verdict: the copy holds the same content" in output and backup.exists()
+    return during
+
+
+def _new_vault(vault: Vault, folder: Path, backend: str, request: pytest.FixtureRequest) -> Vault:
+    """A folder with the vault's keyring (and its checkpoint memory) and an empty storage."""
+    folder.mkdir()
+    for path in (vault.keyring, vault.checkpoint_memory):
+        shutil.copy2(path, folder / path.name)
+    if backend == "postgresql":
+        cluster: Cluster = request.getfixturevalue("postgres")
+        (folder / STORAGE_URL_FILE).write_text(cluster.new_storage_url())
+    return Vault.at(folder, folder / KEYRING_FILE)
+
+
+def test_a_backup_taken_while_writing_restores_once_its_rollback_is_accepted(
+    client: TestClient,
+    records: RecordStore,
+    vault: Vault,
+    backend: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    backup = tmp_path / "backup.sqlite"
+    assert _backup_while_writing(client, vault, backup) > 0
+    latest = audit_log(client, records.ledger.verifier_key, None).checkpoint
+    assert latest is not None
+    restored = _new_vault(vault, tmp_path / "restored", backend, request)
+
+    code, output = _run("restore", str(backup), "--vault", str(restored.folder))
+    assert code == 1 and "rolled back" in output, output
+    size = int(output.split("--accept-rollback-to ")[1].split(".")[0])
+    assert 0 < size < latest.size
+    code, output = _run("restore", str(backup), "--vault", str(restored.folder))
+    assert code == 1, "the storage is restored, the rollback still refused"
+    code, output = _run(
+        "restore", str(backup), "--vault", str(restored.folder), "--accept-rollback-to", str(size)
+    )
+    assert code == 0 and "resumed" in output and "rollback accepted" in output, output
+    assert (restored.folder / "keyring.checkpoint.before-restore").exists()
+
+    opened = restored.open()
+    try:
+        with TestClient(create_app(opened), raise_server_exceptions=False) as there:
+            fresh = audit_log(there, opened.ledger.verifier_key, None, full=True)
+            assert fresh.consistent and fresh.checkpoint is not None
+            assert fresh.checkpoint.size >= size
+            # An auditor who saw the log before the rollback sees it shrink: it is told.
+            told = audit_log(there, opened.ledger.verifier_key, latest)
+            assert [v.kind for v in told.violations] == ["shrunk log"]
+            created = there.post(
+                "/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON
+            )
+            assert created.status_code == 201
+    finally:
+        opened.storage.close()
+
+
+def test_a_restore_of_a_backup_at_the_last_signed_checkpoint_opens_as_it_is(
+    client: TestClient,
+    records: RecordStore,
+    vault: Vault,
+    backend: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
+    backup = tmp_path / "backup.sqlite"
+    code, output = _run("backup", str(backup), "--vault", str(vault.folder))
+    assert code == 0, output
+    restored = _new_vault(vault, tmp_path / "restored", backend, request)
+    code, output = _run("restore", str(backup), "--vault", str(restored.folder))
+    assert code == 0 and "restored; the vault opens" in output, output
+    code, output = _run("backup", str(backup), "--vault", str(vault.folder))
+    assert code == 1 and "exists already" in output
