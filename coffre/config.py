@@ -52,6 +52,15 @@ PKCS11_PIN = Setting(
 HOST = Setting("host", "127.0.0.1", "Address `coffre serve` listens on.")
 PORT = Setting("port", "8080", "Port `coffre serve` listens on.")
 WORKERS = Setting("workers", "2", "Server processes; each opens the vault itself.")
+TLS_CERT = Setting(
+    "tls_cert",
+    "",
+    "`coffre serve` speaks HTTPS (TLS 1.2 or later only) with this PEM certificate chain;"
+    " empty: plain HTTP, for a TLS-terminating proxy on the same host.",
+)
+TLS_KEY = Setting(
+    "tls_key", "", "The private key (PEM) of the TLS certificate; empty: it is in that file."
+)
 MAX_BODY_BYTES = Setting(
     "max_body_bytes", str(64 * 1024 * 1024), "Largest request body accepted; larger ones get 413."
 )
@@ -67,6 +76,12 @@ STORAGE_URL = Setting(
     "For `coffre init`: a PostgreSQL URL (postgresql://USER@HOST/DB, never with a password)"
     " to keep the new vault's storage in; the vault folder records it. Empty: an SQLite file"
     " in the folder.",
+)
+STORAGE_REQUIRE_TLS = Setting(
+    "storage_require_tls",
+    "",
+    "'1': refuse a PostgreSQL storage URL that does not ask for `sslmode=verify-full` (TLS,"
+    " the server's certificate checked against `sslrootcert` and its name against the host).",
 )
 BENCH_PLAINTEXT = Setting(
     "bench_plaintext",
@@ -133,9 +148,12 @@ SETTINGS = (
     HOST,
     PORT,
     WORKERS,
+    TLS_CERT,
+    TLS_KEY,
     MAX_BODY_BYTES,
     SQLITE_SYNCHRONOUS,
     STORAGE_URL,
+    STORAGE_REQUIRE_TLS,
     BENCH_PLAINTEXT,
     BENCH_UNVERIFIED_READS,
     WITNESSES,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 import httpx
 import pytest
 from starlette.testclient import TestClient
+from testca import ServerFiles
 
 from coffre.api import create_app
 from coffre.service import RecordStore, Vault
@@ -70,12 +72,20 @@ def free_port() -> int:
 
 
 class RunningServer:
-    """``coffre serve`` in a subprocess, on a free loopback port."""
+    """``coffre serve`` in a subprocess, on a free loopback port; over HTTPS with ``tls``'s
+    certificate and key, checked by ``verify`` (a context trusting its authority)."""
 
-    def __init__(self, vault: Vault, workers: int = 1) -> None:
+    def __init__(
+        self,
+        vault: Vault,
+        workers: int = 1,
+        tls: ServerFiles | None = None,
+        verify: ssl.SSLContext | None = None,
+    ) -> None:
         self.vault = vault
         self.port = free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}/fhir"
+        self.base_url = f"{'https' if tls else 'http'}://127.0.0.1:{self.port}/fhir"
+        self.verify = verify or True
         command = [
             sys.executable,
             "-m",
@@ -87,6 +97,7 @@ class RunningServer:
             str(self.port),
             "--workers",
             str(workers),
+            *(("--tls-cert", str(tls.cert), "--tls-key", str(tls.key)) if tls else ()),
         ]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._wait_ready()
@@ -100,7 +111,8 @@ class RunningServer:
                 output = self.process.stdout.read().decode() if self.process.stdout else ""
                 raise RuntimeError(f"coffre serve exited: {output}")
             try:
-                if httpx.get(f"{self.base_url}/metadata", timeout=1).status_code == 200:
+                response = httpx.get(f"{self.base_url}/metadata", timeout=1, verify=self.verify)
+                if response.status_code == 200:
                     return
             except httpx.HTTPError:
                 time.sleep(0.1)

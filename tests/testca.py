@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -77,6 +78,10 @@ class TestCA:
         )
         self.cert_path = folder / "ca.crt"
         self.cert_path.write_bytes(self.certificate.public_bytes(serialization.Encoding.PEM))
+
+    def client_context(self) -> ssl.SSLContext:
+        """A client's context that trusts this authority alone."""
+        return ssl.create_default_context(cafile=self.cert_path)
 
     @staticmethod
     def _builder(

@@ -20,6 +20,7 @@ from rich.progress import (
 )
 
 from coffre import config
+from coffre.api import tls
 from coffre.api.auth import AuthSettings
 from coffre.cli import audit, migrate, witness
 from coffre.cli.access import clients_app, users_app
@@ -98,8 +99,14 @@ def serve(
     workers: Annotated[
         int, typer.Option(envvar=config.WORKERS.env, help=config.WORKERS.help)
     ] = int(config.WORKERS.default),
+    tls_cert: Annotated[
+        str, typer.Option(envvar=config.TLS_CERT.env, help=config.TLS_CERT.help)
+    ] = config.TLS_CERT.default,
+    tls_key: Annotated[
+        str, typer.Option(envvar=config.TLS_KEY.env, help=config.TLS_KEY.help)
+    ] = config.TLS_KEY.default,
 ) -> None:
-    """Serve the FHIR API of a vault."""
+    """Serve the FHIR API of a vault, over HTTPS when given a certificate."""
     import uvicorn
 
     os.environ[config.VAULT.env] = str(vault)
@@ -109,9 +116,11 @@ def serve(
         Vault.from_settings().open().storage.close()
         witnesses_from_settings()
         AuthSettings.from_settings()
+        https = tls.uvicorn_options(tls_cert, tls_key)
     except CoffreError as error:
         raise _fail(error) from None
-    console.print(f"Coffre serves FHIR R4 at http://{host}:{port}/fhir (vault {vault})")
+    scheme = "https" if https else "http"
+    console.print(f"Coffre serves FHIR R4 at {scheme}://{host}:{port}/fhir (vault {vault})")
     uvicorn.run(
         "coffre.api.server:app_from_settings",
         factory=True,
@@ -122,6 +131,7 @@ def serve(
         log_level="warning",
         loop="uvloop",
         http="httptools",
+        **https,
     )
 
 

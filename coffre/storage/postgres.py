@@ -26,6 +26,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
+from coffre import config
 from coffre.exceptions import StorageError
 from coffre.storage.base import HistoryQuery, SealedEvent, SealedVersion
 
@@ -94,17 +95,29 @@ def is_url(location: str) -> bool:
 
 def check_url(url: str) -> None:
     """Refuse a URL that is not PostgreSQL's or that carries a password: the URL is kept
-    in the vault folder, the password belongs in PGPASSFILE, a service file or PGPASSWORD."""
+    in the vault folder, the password belongs in PGPASSFILE, a service file or PGPASSWORD.
+
+    libpq's TLS parameters pass through as they are: ``sslmode=verify-full`` (encrypt, check
+    the server's certificate against ``sslrootcert`` and its name against the host) and
+    ``sslcert``/``sslkey`` for a client certificate; ``sslpassword`` is a secret too and is
+    refused. With ``COFFRE_STORAGE_REQUIRE_TLS=1`` a URL that does not say
+    ``sslmode=verify-full`` is refused (the environment's PGSSLMODE does not count: the URL
+    alone is what every process of the deployment reads)."""
     if not is_url(url):
         raise StorageError("a PostgreSQL storage URL starts with postgresql://")
     try:
         params = conninfo_to_dict(url)
     except psycopg.ProgrammingError:
         raise StorageError("the PostgreSQL storage URL cannot be parsed") from None
-    if params.get("password"):
+    if params.get("password") or params.get("sslpassword"):
         raise StorageError(
             "the storage URL must not hold a password: use PGPASSFILE, a service file"
             " (PGSERVICEFILE) or PGPASSWORD"
+        )
+    if config.STORAGE_REQUIRE_TLS.value() == "1" and params.get("sslmode") != "verify-full":
+        raise StorageError(
+            f"{config.STORAGE_REQUIRE_TLS.env}=1: the storage URL must ask for"
+            " sslmode=verify-full (with sslrootcert=the authority of the server's certificate)"
         )
 
 

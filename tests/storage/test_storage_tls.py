@@ -11,8 +11,9 @@ import pytest
 from pgserver import Cluster
 from testca import TestCA
 
+from coffre import config
 from coffre.exceptions import StorageError
-from coffre.storage.postgres import PostgresStorage
+from coffre.storage.postgres import PostgresStorage, check_url
 
 
 def test_the_storage_connection_is_encrypted(postgres: Cluster) -> None:
@@ -42,3 +43,21 @@ def test_verify_full_refuses_a_certificate_for_another_host(postgres: Cluster) -
     url = postgres.url().replace("@127.0.0.1:", "@db.example:") + "&hostaddr=127.0.0.1"
     with pytest.raises(StorageError, match=r"cannot connect.*does not match host name"):
         PostgresStorage(url)
+
+
+@pytest.mark.parametrize("mode", ["", "disable", "prefer", "require", "verify-ca"])
+def test_a_url_short_of_verify_full_is_refused_when_tls_is_required(
+    mode: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "postgresql://coffre@db.example/coffre" + (f"?sslmode={mode}" if mode else "")
+    check_url(url)
+    monkeypatch.setenv(config.STORAGE_REQUIRE_TLS.env, "1")
+    with pytest.raises(StorageError, match="sslmode=verify-full"):
+        check_url(url)
+    check_url("postgresql://coffre@db.example/coffre?sslmode=verify-full&sslrootcert=/etc/ca.crt")
+
+
+def test_the_key_password_of_a_client_certificate_is_refused_in_the_url() -> None:
+    with pytest.raises(StorageError, match="password") as refused:
+        check_url("postgresql://coffre@db.example/coffre?sslkey=/k.pem&sslpassword=hunter2")
+    assert "hunter2" not in str(refused.value)
