@@ -1,21 +1,53 @@
-"""Who is behind a request, as the AuditEvents of the log record it."""
+"""Who is behind a request, as the AuditEvents of the log record it, and the hook point
+where a clinician's access to a patient's record is announced."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
+from starlette.applications import Starlette
 from starlette.requests import Request
 
-from coffre.api.auth import Principal
-from coffre.service.audit import Access
+from coffre.api.auth.enforce import Reached, guard_of, principal_of
+from coffre.service.audit import BREAK_GLASS, Access
 
 UNAUTHENTICATED = "unauthenticated client"
+AccessHook = Callable[[Request, list[Reached]], Awaitable[None]]
 
 
 def access_of(request: Request) -> Access:
     """The acting party of ``request``: the principal of its bearer token (the person or
-    system, their role, the app, the purpose the token states), else an unauthenticated
-    client known only by its network address."""
+    system, their role, the app, the purpose the token states, or break-glass and its
+    reason), else an unauthenticated client known only by its network address."""
     address = request.client.host if request.client else None
-    principal: Principal | None = getattr(request.state, "principal", None)
+    principal = principal_of(request)
     if principal is None:
         return Access(UNAUTHENTICATED, address=address)
-    return Access(principal.actor, address=address, purpose=principal.purpose)
+    reason = guard_of(request).break_glass
+    return Access(
+        principal.actor,
+        address=address,
+        purpose=BREAK_GLASS if reason else principal.purpose,
+        reason=reason,
+        fhir_user=principal.fhir_user,
+        role=str(principal.role) if principal.role else None,
+        client_id=principal.client_id or None,
+    )
+
+
+def add_access_hook(app: Starlette, hook: AccessHook) -> None:
+    """Call ``hook`` after each request in which a clinician opened patients' records,
+    once the access is durable in the log: the first-access notice hangs here. It gets
+    the request and each patient reached (with the practitioner, and the break-glass
+    reason if any)."""
+    hooks: list[AccessHook] = getattr(app.state, "access_hooks", [])
+    app.state.access_hooks = [*hooks, hook]
+
+
+async def announce(request: Request) -> None:
+    """Run the access hooks for the patients a clinician reached in ``request``."""
+    hooks: list[AccessHook] = getattr(request.app.state, "access_hooks", [])
+    reached = list(guard_of(request).reached.values())
+    if reached:
+        for hook in hooks:
+            await hook(request, reached)

@@ -6,6 +6,7 @@ only versions up to it, so a write between two pages shifts nothing.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
@@ -89,8 +90,11 @@ def history_bundle(
     records: RecordStore,
     loc: bytes | None = None,
     kind: bytes | None = None,
+    admit: Callable[[Stored], bool] | None = None,
 ) -> tuple[dict[str, Any], list[Stored]]:
-    """A page of history, and the versions it hands out (for the access log)."""
+    """A page of history, and the versions it hands out (for the access log); ``admit``
+    leaves out the versions the request may not see (of one record: in another patient's
+    compartment before it moved)."""
     pairs = list(request.query_params.multi_items())
     count = page_count(pairs)
     snapshot = number(pairs, "_snapshot") or records.storage.last_seq()
@@ -99,6 +103,8 @@ def history_bundle(
         loc=loc, kind=kind, since_ts=since(pairs), before_seq=snapshot, limit=count, offset=offset
     )
     versions = records.history(query)
+    if admit is not None:
+        versions = [stored for stored in versions if admit(stored)]
     total = records.storage.count_history(query)
     page_url = str(request.url).split("?")[0]
     bundle = {

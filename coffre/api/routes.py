@@ -9,7 +9,9 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.responses import Response
 
-from coffre.api.access import access_of
+from coffre.api.access import access_of, announce
+from coffre.api.auth.enforce import GuardGate, guard_of, not_found, refusal, target_for
+from coffre.api.auth.scopes import Decision, Interaction, Outcome, Role, Target
 from coffre.api.history import history_bundle
 from coffre.api.negotiation import check_format, if_match, prefer_return, read_json
 from coffre.api.responses import fhir_response, information, resource_response
@@ -19,8 +21,10 @@ from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir.validation import validate
 from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion, check_criteria, parse_criteria
-from coffre.service import Outcome, RecordStore, Stored
-from coffre.service.bundles import BundleProcessor
+from coffre.service import Outcome as Written
+from coffre.service import RecordStore, Stored
+from coffre.service.audit import is_break_glass
+from coffre.service.bundles import BundleProcessor, one_match
 from coffre.service.commits import GroupCommitter
 from coffre.service.records import Writer, check_id
 
@@ -57,7 +61,7 @@ def _criteria_query(request: Request) -> list[tuple[str, str]]:
     return [(k, v) for k, v in request.query_params.multi_items() if k != "_format"]
 
 
-def _written(request: Request, outcome: Outcome) -> Response:
+def _written(request: Request, outcome: Written) -> Response:
     stored = outcome.stored
     status = 201 if outcome.created else 200
     location = f"{base_url(request)}/{stored.reference}/_history/{stored.version}"
@@ -90,11 +94,53 @@ async def _log_access(request: Request, kind: LeafKind, handed_out: list[Stored]
     """Record what is about to leave; the caller answers only once this is durable."""
     if handed_out:
         await _commit(request, lambda writer: writer.log_access(kind, handed_out))
+        await announce(request)
+
+
+def _opened(
+    request: Request,
+    interaction: Interaction,
+    resource_type: str,
+    open_: Callable[[], Stored],
+    deletion: Callable[[], Stored],
+    missing: FhirError,
+) -> Stored:
+    """A record (or version) opened by ``open_``, once the request may have it: a hidden
+    one answers ``missing``, as a record that does not exist; a deleted one answers 410
+    only to whom may see the record it was (``deletion`` opens the tombstone)."""
+    guard = guard_of(request)
+    guard.check_type(interaction, resource_type)
+    try:
+        stored = open_()
+    except FhirError as error:
+        if error.status == 410 and error.code == "deleted" and guard.enforced:
+            guard.check_stored(interaction, deletion(), missing)
+        raise
+    guard.check_stored(interaction, stored, missing)
+    return stored
+
+
+def _current(request: Request, interaction: Interaction, resource_type: str) -> Stored:
+    records, resource_id = _records(request), _id(request)
+
+    def tombstone() -> Stored:
+        sealed = records.checked_latest(records.keys.location(resource_type, resource_id))
+        assert sealed is not None
+        return records.open(resource_type, resource_id, sealed)
+
+    return _opened(
+        request,
+        interaction,
+        resource_type,
+        lambda: records.read(resource_type, resource_id),
+        tombstone,
+        not_found(resource_type, resource_id),
+    )
 
 
 async def read(request: Request) -> Response:
     check_format(request)
-    stored = _records(request).read(_type(request), _id(request))
+    stored = _current(request, Interaction.READ, _type(request))
     if request.headers.get("if-none-match", "").strip() == f'W/"{stored.version}"':
         return fhir_response(None, 304)
     await _log_access(request, LeafKind.READ, [stored])
@@ -103,18 +149,55 @@ async def read(request: Request) -> Response:
 
 async def vread(request: Request) -> Response:
     check_format(request)
-    stored = _records(request).vread(_type(request), _id(request), request.path_params["vid"])
+    records, resource_type, resource_id = _records(request), _type(request), _id(request)
+    version = request.path_params["vid"]
+
+    def tombstone() -> Stored:
+        loc = records.keys.location(resource_type, resource_id)
+        sealed = records.storage.version(loc, int(version))
+        assert sealed is not None
+        return records.open(resource_type, resource_id, sealed)
+
+    missing = FhirError(404, "not-found", f"{resource_type}/{resource_id} has no version {version}")
+    stored = _opened(
+        request,
+        Interaction.VREAD,
+        resource_type,
+        lambda: records.vread(resource_type, resource_id, version),
+        tombstone,
+        missing,
+    )
     await _log_access(request, LeafKind.READ, [stored])
     return resource_response(stored)
 
 
+def _may_see_access_history(request: Request) -> None:
+    """The access history is the patient's, and auditors': a patient's token sees their
+    own, a system's or an administrator's token any patient's if its scopes read
+    AuditEvent; a clinician or researcher never (403: the token decides)."""
+    guard = guard_of(request)
+    principal = guard.principal
+    if principal is None:
+        return
+    if principal.role in (Role.CLINICIAN, Role.RESEARCHER):
+        raise FhirError(
+            403, "forbidden", "the access history is for the patient and auditors, not care"
+        )
+    guard.check_type(Interaction.READ, "AuditEvent")
+    missing = not_found("Patient", _id(request))
+    guard.check(Target(Interaction.READ, "AuditEvent", patient=_id(request)), missing=missing)
+
+
 async def access_history(request: Request) -> Response:
-    """``Patient/{id}/$access-history``: who wrote or opened the patient's records, newest
-    first. Looking at it is itself a read of the patient's record, and logged as one."""
+    """``Patient/{id}/$access-history``: who wrote or opened the patient's records,
+    break-glass accesses first, then newest first. Looking at it is itself a read of the
+    patient's record, and logged as one."""
     check_format(request)
     records = _records(request)
+    _may_see_access_history(request)
     patient = records.read("Patient", _id(request))
     events = records.access_history(patient.id)
+    events.sort(key=lambda event: not is_break_glass(event))  # stable: newest first within
     await _log_access(request, LeafKind.READ, [patient])
     bundle = {
         "resourceType": "Bundle",
@@ -139,31 +222,68 @@ async def create(request: Request) -> Response:
     condition = request.headers.get("if-none-exist") or request.url.query
     criteria = parse_criteria(condition, "If-None-Exist condition") if condition else ()
     check_criteria(resource_type, criteria, what="If-None-Exist condition")
+    guard = guard_of(request)
+    guard.check(target_for(Interaction.CREATE, resource))
+    gate = GuardGate(guard)
 
-    def job(writer: Writer) -> Outcome:
+    def job(writer: Writer) -> Written:
         existing = (
-            writer.find_one(resource_type, criteria, "If-None-Exist condition")
+            _one_visible(writer, gate, resource_type, criteria, "If-None-Exist condition")
             if criteria
             else None
         )
         if existing:
-            return Outcome(existing, created=False, changed=False)
+            return Written(existing, created=False, changed=False)
         return writer.create(resource, validated=True)
 
     return _written(request, await _commit(request, job))
+
+
+def _one_visible(
+    writer: Writer, gate: GuardGate, resource_type: str, criteria: tuple[Criterion, ...], what: str
+) -> Stored | None:
+    """The one match of a conditional interaction's criteria among what the request may
+    see: a record it may not see must not be matched, updated or confirmed."""
+    found = gate.visible(writer, writer.find(resource_type, criteria))
+    return one_match(found, resource_type, what)
+
+
+def _update(
+    writer: Writer,
+    gate: GuardGate,
+    resource_type: str,
+    resource_id: str,
+    resource: dict[str, Any],
+    expected: int | None,
+) -> Written:
+    """An update, once the request may update the version it replaces (a hidden one is
+    answered as missing)."""
+    current = writer.latest(resource_type, resource_id)
+    if current is not None and not current.deleted:
+        gate.check(writer, Interaction.UPDATE, current, not_found(resource_type, resource_id))
+    return writer.update(resource_type, resource_id, resource, expected, validated=True)
+
+
+async def _writable(
+    request: Request, interaction: Interaction, resource_type: str
+) -> tuple[dict[str, Any], GuardGate]:
+    """The body of a create or update, once the request may write it."""
+    guard = guard_of(request)
+    guard.check_type(interaction, resource_type)
+    resource = await _validated_body(request, resource_type)
+    guard.check(target_for(interaction, resource), resource.get("id", ""))
+    return resource, GuardGate(guard)
 
 
 async def update(request: Request) -> Response:
     check_format(request)
     resource_type, resource_id = _type(request), _id(request)
     check_id(resource_type, resource_id)
-    resource = await _validated_body(request, resource_type)
+    resource, gate = await _writable(request, Interaction.UPDATE, resource_type)
     expected = if_match(request)
     outcome = await _commit(
         request,
-        lambda writer: writer.update(
-            resource_type, resource_id, resource, expected, validated=True
-        ),
+        lambda writer: _update(writer, gate, resource_type, resource_id, resource, expected),
     )
     return _written(request, outcome)
 
@@ -171,24 +291,24 @@ async def update(request: Request) -> Response:
 async def conditional_update(request: Request) -> Response:
     check_format(request)
     resource_type = _type(request)
-    resource = await _validated_body(request, resource_type)
+    resource, gate = await _writable(request, Interaction.UPDATE, resource_type)
     criteria = _required_criteria(
         request, "conditional update", "an id in the URL or search criteria"
     )
     expected = if_match(request)
 
-    def job(writer: Writer) -> Outcome:
-        match = writer.find_one(resource_type, criteria, "conditional update")
+    def job(writer: Writer) -> Written:
+        match = _one_visible(writer, gate, resource_type, criteria, "conditional update")
         body_id = resource.get("id")
         if match is None:
             if body_id:
-                return writer.update(resource_type, body_id, resource, expected, validated=True)
+                return _update(writer, gate, resource_type, body_id, resource, expected)
             return writer.create(resource, validated=True)
         if body_id not in (None, match.id):
             message = f"the body's id {body_id!r} differs from the matching resource's {match.id!r}"
             raise FhirError(400, "invalid", message)
         resource["id"] = match.id
-        return writer.update(resource_type, match.id, resource, expected, validated=True)
+        return _update(writer, gate, resource_type, match.id, resource, expected)
 
     return _written(request, await _commit(request, job))
 
@@ -197,9 +317,17 @@ async def delete(request: Request) -> Response:
     check_format(request)
     resource_type, resource_id = _type(request), _id(request)
     expected = if_match(request)
-    outcome = await _commit(
-        request, lambda writer: writer.delete(resource_type, resource_id, expected)
-    )
+    guard = guard_of(request)
+    guard.check_type(Interaction.DELETE, resource_type)
+    gate = GuardGate(guard)
+
+    def job(writer: Writer) -> Written | None:
+        current = writer.latest(resource_type, resource_id)
+        if current and not current.deleted and not gate.check(writer, "delete", current):
+            return None  # hidden: answered as a record that does not exist
+        return writer.delete(resource_type, resource_id, expected)
+
+    outcome = await _commit(request, job)
     if outcome is None:
         return fhir_response(
             information(f"{resource_type}/{resource_id} did not exist or was already deleted"), 200
@@ -213,9 +341,13 @@ async def conditional_delete(request: Request) -> Response:
     criteria = _required_criteria(
         request, "conditional delete", "search criteria (never a whole type)"
     )
+    guard = guard_of(request)
+    guard.check_type(Interaction.DELETE, resource_type)
+    gate = GuardGate(guard)
 
     def job(writer: Writer) -> int:
-        matches = writer.find(resource_type, criteria)
+        matches = gate.visible(writer, writer.find(resource_type, criteria))
+        matches = [m for m in matches if gate.check(writer, "delete", m)]
         for match in matches:
             writer.delete(resource_type, match.id)
         return len(matches)
@@ -236,8 +368,11 @@ async def search(request: Request) -> Response:
             raise FhirError(400, "structure", "the search form is not UTF-8 text") from None
         pairs += parse_qsl(form, keep_blank_values=True)
     prefer = request.headers.get("prefer", "")
+    guard = guard_of(request)
+    guard.check_type(Interaction.SEARCH, resource_type, tuple(pairs))
+    admit = guard.search_filter(resource_type, tuple(pairs))
     bundle, handed_out = search_page(
-        _records(request), base_url(request), resource_type, pairs, prefer
+        _records(request), base_url(request), resource_type, pairs, prefer, admit
     )
     await _log_access(request, LeafKind.SEARCH, handed_out)
     return fhir_response(bundle)
@@ -246,8 +381,10 @@ async def search(request: Request) -> Response:
 async def everything(request: Request) -> Response:
     """``Patient/{id}/$everything`` (``_since``, ``_type``, ``_count``)."""
     check_format(request)
+    _current(request, Interaction.OPERATION, "Patient")
+    admit = guard_of(request).search_filter("Patient", ())
     bundle, handed_out = everything_page(
-        _records(request), base_url(request), _id(request), _criteria_query(request)
+        _records(request), base_url(request), _id(request), _criteria_query(request), admit
     )
     await _log_access(request, LeafKind.SEARCH, handed_out)
     return fhir_response(bundle)
@@ -256,13 +393,17 @@ async def everything(request: Request) -> Response:
 async def bundle(request: Request) -> Response:
     check_format(request)
     body = await _body(request)
+    guard = guard_of(request)
     processor = BundleProcessor(
         _records(request),
         base_url(request),
         include_resources=prefer_return(request) == "representation",
+        gate=GuardGate(guard) if guard.enforced else None,
     )
     prepared = processor.prepare(body)
-    return fhir_response(await _commit(request, lambda writer: processor.execute(prepared, writer)))
+    answer = await _commit(request, lambda writer: processor.execute(prepared, writer))
+    await announce(request)
+    return fhir_response(answer)
 
 
 async def _history_response(
@@ -276,19 +417,48 @@ async def _history_response(
 async def history_instance(request: Request) -> Response:
     check_format(request)
     resource_type, resource_id = _type(request), _id(request)
-    records = _records(request)
+    records, guard = _records(request), guard_of(request)
+    guard.check_type(Interaction.HISTORY, resource_type)
     loc = records.keys.location(resource_type, resource_id)
-    if records.checked_latest(loc) is None:  # also: the log confirms the versions listed
-        raise FhirError(404, "not-found", f"{resource_type}/{resource_id} does not exist")
+    latest = records.checked_latest(loc)  # also: the log confirms the versions listed
+    missing = not_found(resource_type, resource_id)
+    if latest is None:
+        raise missing
+    if guard.enforced:
+        opened = records.open(resource_type, resource_id, latest)
+        guard.check_stored(Interaction.HISTORY, opened, missing)
+    admit = guard.search_filter(resource_type, ()) if guard.enforced else None
     return await _history_response(
-        request, history_bundle(request, base_url(request), records, loc=loc)
+        request, history_bundle(request, base_url(request), records, loc=loc, admit=admit)
     )
+
+
+def _check_wide_history(request: Request, resource_type: str | None) -> None:
+    """A type's or the system's history lists every record's versions: only a token
+    that reaches every record of the types it covers gets it (403 otherwise: the token
+    decides). A confined one uses instance history, or a search with _lastUpdated."""
+    guard = guard_of(request)
+    if resource_type is None:
+        decision = guard.check(Target(Interaction.HISTORY, None))
+    else:
+        decision = guard.check_type(Interaction.HISTORY, resource_type)
+    if guard.enforced and not guard.unconfined(decision, resource_type):
+        error = refusal(Decision(Outcome.FORBID, _CONFINED_HISTORY), resource_type or "", "")
+        assert error is not None
+        raise error
+
+
+_CONFINED_HISTORY = (
+    "a history across records needs a token that is not confined to a patient or to care"
+    " relationships: use instance history, or a search with _lastUpdated"
+)
 
 
 async def history_type(request: Request) -> Response:
     check_format(request)
-    records = _records(request)
-    kind = records.keys.kind(_type(request))
+    records, resource_type = _records(request), _type(request)
+    _check_wide_history(request, resource_type)
+    kind = records.keys.kind(resource_type)
     return await _history_response(
         request, history_bundle(request, base_url(request), records, kind=kind)
     )
@@ -296,6 +466,7 @@ async def history_type(request: Request) -> Response:
 
 async def history_system(request: Request) -> Response:
     check_format(request)
+    _check_wide_history(request, None)
     return await _history_response(
         request, history_bundle(request, base_url(request), _records(request))
     )

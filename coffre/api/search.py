@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from coffre.search.values import Ref
 from coffre.service import RecordStore, Stored
 from coffre.service.searching import Scope, Searcher, compartment_types, everything, sort_results
 
+Admit = Callable[[Stored], bool]
 SUMMARIES = ("true", "false", "count", "data", "text")
 TOTALS = ("none", "estimate", "accurate")
 # How many rounds ``:iterate`` follows references at most.
@@ -215,13 +217,15 @@ def search_page(
     resource_type: str,
     pairs: Pairs,
     prefer: str = "",
+    admit: Admit | None = None,
 ) -> tuple[dict[str, Any], list[Stored]]:
-    """A page of a type's search results, and every resource it hands out."""
+    """A page of a type's search results, and every resource it hands out; ``admit``
+    keeps out what the request may not see, from matches, includes and chains alike."""
     criteria, ignored = check_criteria(
         resource_type, parse_criteria(pairs, "search"), strict=_strict(prefer)
     )
     snapshot = number(pairs, "_snapshot") or records.storage.last_seq()
-    searcher = Searcher(records, Scope(records.storage, base=base, as_of=snapshot))
+    searcher = Searcher(records, Scope(records.storage, base=base, as_of=snapshot, admit=admit))
     sort = _list(pairs, "_sort")
     limit = (
         None
@@ -246,7 +250,7 @@ def _needs_total(pairs: Pairs) -> bool:
 
 
 def everything_page(
-    records: RecordStore, base: str, patient_id: str, pairs: Pairs
+    records: RecordStore, base: str, patient_id: str, pairs: Pairs, admit: Admit | None = None
 ) -> tuple[dict[str, Any], list[Stored]]:
     """``Patient/{id}/$everything``: the patient's compartment, ``_type`` and ``_since``
     narrowing it, paged by ``_count``."""
@@ -256,7 +260,7 @@ def everything_page(
         if name not in RESOURCE_TYPES:
             raise FhirError(400, "invalid", f"_type names {name!r}, not a FHIR R4 resource type")
     snapshot = number(pairs, "_snapshot") or records.storage.last_seq()
-    searcher = Searcher(records, Scope(records.storage, base=base, as_of=snapshot))
+    searcher = Searcher(records, Scope(records.storage, base=base, as_of=snapshot, admit=admit))
     found = everything(searcher, patient_id, [t for t in compartment_types() if t in types])
     after = since(pairs)
     if after is not None:

@@ -35,15 +35,53 @@ class Access:
 
     ``who`` names the acting person or system; ``purpose`` is a v3 PurposeOfUse code
     (``TREAT``, ``ETREAT`` for break-glass...) when the request states one; ``address``
-    is the client's network address.
+    is the client's network address; ``reason`` is free text (why an operator erased,
+    why a clinician broke the glass). With a token: ``fhir_user`` (``Practitioner/abc``),
+    ``role`` and ``client_id`` name the principal.
     """
 
     who: str
     address: str | None = None
     purpose: str | None = None
+    reason: str | None = None
+    fhir_user: str | None = None
+    role: str | None = None
+    client_id: str | None = None
 
 
 OPERATOR = Access("the vault's operator, on the sovereign side (coffre command line)")
+ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"
+BREAK_GLASS = "BTG"
+_APPLICATION = {"system": "http://dicom.nema.org/resources/ontology/DCM", "code": "110150"}
+
+
+def _agents(access: Access) -> list[dict[str, Any]]:
+    """The requesting person or system, and the app it came through (IHE BALP)."""
+    who: dict[str, Any] = {"display": access.who}
+    if access.fhir_user:
+        who["reference"] = access.fhir_user
+    agent: dict[str, Any] = {"who": who, "requestor": True}
+    if access.role:
+        agent["role"] = [{"text": access.role}]
+    if access.address:
+        agent["network"] = {"address": access.address, "type": "2"}
+    if not access.client_id:
+        return [agent]
+    application = {
+        "type": {"coding": [{**_APPLICATION, "display": "Application"}]},
+        "who": {"identifier": {"value": access.client_id}},
+        "requestor": False,
+    }
+    return [agent, application]
+
+
+def is_break_glass(event: dict[str, Any]) -> bool:
+    """Whether an AuditEvent records a break-glass access."""
+    return any(
+        coding.get("system") == ACT_REASON and coding.get("code") == BREAK_GLASS
+        for purpose in event.get("purposeOfEvent", ())
+        for coding in purpose.get("coding", ())
+    )
 
 
 def audit_event(
@@ -52,9 +90,6 @@ def audit_event(
     """The AuditEvent of ``access`` doing ``kind`` to ``versions`` (``Type/id/_history/n``);
     an ``INTEGRITY`` event is a read refused because the storage's answer failed its check."""
     interaction, action = _KINDS[kind]
-    agent: dict[str, Any] = {"who": {"display": access.who}, "requestor": True}
-    if access.address:
-        agent["network"] = {"address": access.address, "type": "2"}
     event: dict[str, Any] = {
         "resourceType": "AuditEvent",
         "type": {
@@ -66,7 +101,7 @@ def audit_event(
         "action": action,
         "recorded": recorded,
         "outcome": _SERIOUS_FAILURE if kind is LeafKind.INTEGRITY else _SUCCESS,
-        "agent": [agent],
+        "agent": _agents(access),
         "source": {
             "observer": {"display": "Coffre gateway"},
             "type": [
@@ -82,16 +117,11 @@ def audit_event(
         event["entity"] = [{"what": {"reference": version}} for version in versions]
     if kind is LeafKind.INTEGRITY:
         event["outcomeDesc"] = INTEGRITY_FAILURE
+    purpose: dict[str, Any] = {}
     if access.purpose:
-        purpose = [
-            {
-                "coding": [
-                    {
-                        "system": "http://terminology.hl7.org/CodeSystem/v3-ActReason",
-                        "code": access.purpose,
-                    }
-                ]
-            }
-        ]
-        event["purposeOfEvent"] = purpose
+        purpose["coding"] = [{"system": ACT_REASON, "code": access.purpose}]
+    if access.reason:
+        purpose["text"] = access.reason
+    if purpose:
+        event["purposeOfEvent"] = [purpose]
     return event

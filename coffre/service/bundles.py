@@ -9,7 +9,7 @@ A batch runs its entries one by one, each committed or refused on its own.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import unquote
 
 from coffre.exceptions import FhirError
@@ -21,6 +21,7 @@ from coffre.search import parse_criteria
 from coffre.service.records import Outcome, RecordStore, Stored, Writer, new_id
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
+_INTERACTIONS = {"DELETE": "delete", "PUT": "update", "GET": "search", "HEAD": "search"}
 
 
 @dataclass(slots=True)
@@ -113,16 +114,59 @@ def _without_entry_resources(bundle: dict[str, Any]) -> dict[str, Any]:
     return {**bundle, "entry": shells}
 
 
+def _missing(entry: Entry) -> FhirError:
+    return FhirError(404, "not-found", f"{entry.resource_type}/{entry.resource_id} does not exist")
+
+
 def _in_entry(entry: Entry, error: FhirError) -> FhirError:
     return FhirError(
         error.status, error.code, f"{entry.label}: {error.diagnostics}", error.expression
     )
 
 
-def _single_match(writer: Writer, resource_type: str, query: str, what: str) -> Stored | None:
-    return writer.find_one(
-        resource_type, parse_criteria(query, what), f"{what} {resource_type}?{query}"
-    )
+class Gate(Protocol):
+    """The requester's authorisation, which the API checks each entry against."""
+
+    def check(
+        self,
+        writer: Writer,
+        interaction: str,
+        what: Stored | dict[str, Any] | str,
+        missing: FhirError | None = None,
+    ) -> bool:
+        """Raise the refusal of ``interaction`` on ``what`` (a stored version, a resource
+        as sent, or a type): 403, or ``missing`` for a hidden record; without
+        ``missing``, answer False for a hidden record."""
+
+    def visible(self, writer: Writer, found: list[Stored]) -> list[Stored]:
+        """What of ``found`` the requester may see."""
+
+
+class Open:
+    """No authorisation: imports, and the API when no token is enforced."""
+
+    def check(
+        self,
+        writer: Writer,
+        interaction: str,
+        what: Stored | dict[str, Any] | str,
+        missing: FhirError | None = None,
+    ) -> bool:
+        return True
+
+    def visible(self, writer: Writer, found: list[Stored]) -> list[Stored]:
+        return found
+
+
+def one_match(matches: list[Stored], resource_type: str, what: str) -> Stored | None:
+    """The one match of a conditional interaction's criteria; 412 when several match."""
+    if len(matches) > 1:
+        raise FhirError(
+            412,
+            "multiple-matches",
+            f"the {what} matches {len(matches)} {resource_type} resources; it must match one at most",
+        )
+    return matches[0] if matches else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +187,7 @@ class BundleProcessor:
         include_resources: bool,
         *,
         keep_source_ids: bool = False,
+        gate: Gate | None = None,
     ) -> None:
         """``keep_source_ids`` (imports): a POST whose resource has an id creates it at that id,
         unless a resource is already there, which is left as it is: an import never
@@ -151,6 +196,15 @@ class BundleProcessor:
         self.base_url = base_url.rstrip("/")
         self.include_resources = include_resources
         self.keep_source_ids = keep_source_ids
+        self.gate: Gate = gate or Open()
+
+    def _single_match(
+        self, writer: Writer, resource_type: str, query: str, what: str
+    ) -> Stored | None:
+        found = writer.find(resource_type, parse_criteria(query, what))
+        return one_match(
+            self.gate.visible(writer, found), resource_type, f"{what} {resource_type}?{query}"
+        )
 
     def prepare(self, bundle: Any) -> Prepared:
         """Check a Bundle before any write: a transaction is validated whole, a batch's
@@ -246,7 +300,7 @@ class BundleProcessor:
         if entry.method == "POST":
             existing = None
             if entry.if_none_exist:
-                existing = _single_match(
+                existing = self._single_match(
                     writer, entry.resource_type, entry.if_none_exist, "ifNoneExist criteria"
                 )
             source_id = (
@@ -264,7 +318,7 @@ class BundleProcessor:
                     raise FhirError(
                         400, "invalid", "a PUT needs an id or search criteria in its url"
                     )
-                existing = _single_match(
+                existing = self._single_match(
                     writer, entry.resource_type, entry.query, "conditional update"
                 )
                 body_id = entry.resource.get("id") if entry.resource else None
@@ -292,7 +346,7 @@ class BundleProcessor:
                 )
             resource_type, query_mark, query = reference.partition("?")
             if query_mark and parse_reference(resource_type + "/x") is not None:
-                match = _single_match(writer, resource_type, query, "conditional reference")
+                match = self._single_match(writer, resource_type, query, "conditional reference")
                 if match is None:
                     raise FhirError(
                         404,
@@ -311,16 +365,22 @@ class BundleProcessor:
         if entry.method == "POST":
             resource = self._body(entry)
             self._check_type(entry, resource)
+            self.gate.check(writer, "create", resource)
             return self._write_result(writer.create(resource, entry.resource_id, validated=True))
+        read = entry.method in ("GET", "HEAD") and entry.resource_id is not None
+        self.gate.check(
+            writer, "read" if read else _INTERACTIONS[entry.method], entry.resource_type
+        )
         if entry.method == "PUT":
             assert entry.resource_id is not None
+            resource = self._body(entry)
+            self.gate.check(writer, "update", resource)
+            current = writer.latest(entry.resource_type, entry.resource_id)
+            if current is not None and not current.deleted:
+                self.gate.check(writer, "update", current, _missing(entry))
             return self._write_result(
                 writer.update(
-                    entry.resource_type,
-                    entry.resource_id,
-                    self._body(entry),
-                    entry.if_match,
-                    validated=True,
+                    entry.resource_type, entry.resource_id, resource, entry.if_match, validated=True
                 )
             )
         if entry.method == "DELETE":
@@ -344,21 +404,22 @@ class BundleProcessor:
         if entry.resource_id is not None:
             ids = [entry.resource_id]
         elif entry.query:
-            ids = [
-                match.id
-                for match in writer.find(
-                    entry.resource_type, parse_criteria(entry.query, "conditional delete")
-                )
-            ]
+            found = writer.find(
+                entry.resource_type, parse_criteria(entry.query, "conditional delete")
+            )
+            ids = [match.id for match in self.gate.visible(writer, found)]
         else:
             raise FhirError(400, "invalid", "a DELETE needs an id or search criteria in its url")
         for resource_id in ids:
-            writer.delete(entry.resource_type, resource_id, entry.if_match)
+            current = writer.latest(entry.resource_type, resource_id)
+            if current is None or current.deleted or self.gate.check(writer, "delete", current):
+                writer.delete(entry.resource_type, resource_id, entry.if_match)
         return {"response": {"status": "204 No Content"}}
 
     def _get(self, writer: Writer, entry: Entry) -> dict[str, Any]:
         if entry.resource_id is None:
-            matches = writer.find(entry.resource_type, parse_criteria(entry.query or "", "search"))
+            found = writer.find(entry.resource_type, parse_criteria(entry.query or "", "search"))
+            matches = self.gate.visible(writer, found)
             writer.log_access(LeafKind.SEARCH, matches)
             searchset = {
                 "resourceType": "Bundle",
@@ -378,14 +439,14 @@ class BundleProcessor:
             stored = self.records.vread(
                 entry.resource_type, entry.resource_id, entry.history_version
             )
+            self.gate.check(writer, "vread", stored, _missing(entry))
         else:
             current = writer.latest(entry.resource_type, entry.resource_id)
+            if current is not None:
+                self.gate.check(writer, "read", current, _missing(entry))
             if current is None or current.deleted:
-                raise FhirError(
-                    404 if current is None else 410,
-                    "not-found",
-                    f"{entry.resource_type}/{entry.resource_id} does not exist",
-                )
+                missing = _missing(entry)
+                raise FhirError(410, missing.code, missing.diagnostics) if current else missing
             stored = current
         writer.log_access(LeafKind.READ, [stored])
         return {

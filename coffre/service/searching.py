@@ -62,6 +62,8 @@ class Scope:
     was then (paging links stay valid while data changes). ``base`` normalises the query's
     absolute references only: resources are indexed without it (the storage must not
     depend on the URL a gateway is reached at). ``written``: what the transaction wrote.
+    ``admit``: which opened resources the search may use at all (the requester's
+    authorisation), matches, includes, chains and ``_has`` alike.
     """
 
     reader: StorageReader
@@ -69,6 +71,7 @@ class Scope:
     written: frozenset[bytes] = frozenset()
     base: str | None = None
     as_of: int | None = None
+    admit: Callable[[Stored], bool] | None = None
 
 
 class Searcher:
@@ -185,7 +188,8 @@ class Searcher:
             if sealed is None or sealed.deleted:
                 continue
             stored = self.records._open_found(sealed, self.scope.key_of)
-            if stored.resource_type == resource_type:
+            admit = self.scope.admit
+            if stored.resource_type == resource_type and (admit is None or admit(stored)):
                 yield stored
 
     def compartment(self, resource_type: str, patient_id: str) -> list[Stored]:

@@ -1,26 +1,50 @@
-"""What routes will call to enforce scopes: the target a resource makes, and the
-decision turned into the answer the client gets.
+"""Authorisation of each request: the SMART scope decision (``scopes.decide``), a
+clinician's care relationships, break-glass, and the answer a refusal gets.
 
-Not wired into the routes yet (docs/access.md). A hidden record must be answered exactly
-as a missing one, so ``refusal`` builds the very 404 the read path gives for an id that
-does not exist, never a 410 for a deleted one.
+A hidden record is answered exactly as a missing one (``refusal``, or the route's own
+``missing`` error), never with a 410 for a deleted one. docs/access.md states the rules.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
+from urllib.parse import unquote
 
 from starlette.requests import Request
 
-from coffre.api.auth.scopes import Decision, Interaction, Outcome, Principal, Target, decide
+from coffre.api.auth.scopes import (
+    Context,
+    Decision,
+    Interaction,
+    Outcome,
+    Principal,
+    Role,
+    Target,
+    decide,
+)
 from coffre.exceptions import FhirError
 from coffre.fhir._definitions_r4 import PATIENT_COMPARTMENT_PATHS
 from coffre.fhir.compartment import patient_of
+from coffre.search import Criterion
+from coffre.service import RecordStore, Stored
+from coffre.service.records import Writer
 
 # A resource of a compartment type that names no patient: nobody's, so hidden from every
 # principal confined to a patient rather than shared with all of them.
 NOBODY = ""
+# The patient of a record, when the principal's scopes make whose it is irrelevant.
+SOMEONE = "\x00someone"
 UNENFORCED = Decision(Outcome.ALLOW, "no token: COFFRE_AUTH is off and nothing is enforced")
+BREAK_GLASS_HEADER = "x-break-glass"
+MAX_REASON_CHARS = 500
+# Where a clinician's care relationship with a patient is written: (type, the parameter
+# naming the practitioner). Each is looked up with ``patient=Patient/<id>`` too.
+CARE_RECORDS = (("Encounter", "participant"), ("CareTeam", "participant"))
+
+Finder = Callable[[str, tuple[Criterion, ...]], list[Stored]]
 
 
 def target_for(interaction: Interaction, resource: dict[str, Any]) -> Target:
@@ -29,9 +53,23 @@ def target_for(interaction: Interaction, resource: dict[str, Any]) -> Target:
     patient = patient_of(resource)
     if patient is not None:
         return Target(interaction, resource_type, patient=patient)
-    if resource_type == "Patient" or resource_type in PATIENT_COMPARTMENT_PATHS:
+    if _in_compartments(resource_type):
         return Target(interaction, resource_type, patient=NOBODY)
     return Target(interaction, resource_type, shared=True)
+
+
+def _in_compartments(resource_type: str) -> bool:
+    return resource_type == "Patient" or resource_type in PATIENT_COMPARTMENT_PATHS
+
+
+@lru_cache(maxsize=1024)
+def _shared_comp(records: RecordStore, resource_type: str) -> bytes:
+    return records.keys.shared_compartment(resource_type)
+
+
+@lru_cache(maxsize=4096)
+def _patient_comp(records: RecordStore, patient_id: str) -> bytes:
+    return records.keys.patient_compartment(patient_id)
 
 
 def principal_of(request: Request) -> Principal | None:
@@ -40,23 +78,269 @@ def principal_of(request: Request) -> Principal | None:
     return principal
 
 
+def break_glass_reason(request: Request) -> str | None:
+    """The reason a clinician states to break the glass (``X-Break-Glass``, UTF-8
+    percent-encoded when it is not ASCII); None when the request does not break it.
+    Only a clinician's request can: nobody else's access rests on care relationships."""
+    raw = request.headers.get(BREAK_GLASS_HEADER)
+    principal = principal_of(request)
+    if raw is None or principal is None or principal.role != Role.CLINICIAN:
+        return None
+    reason = " ".join(unquote(raw).split())
+    if not reason:
+        raise FhirError(400, "required", f"{BREAK_GLASS_HEADER} needs a reason")
+    if len(reason) > MAX_REASON_CHARS:
+        raise FhirError(
+            400, "too-long", f"a break-glass reason is {MAX_REASON_CHARS} chars at most"
+        )
+    return reason
+
+
+def not_found(resource_type: str, resource_id: str) -> FhirError:
+    """The answer for a record that does not exist, and so for one that is hidden."""
+    return FhirError(404, "not-found", f"{resource_type}/{resource_id} does not exist")
+
+
 def refusal(decision: Decision, resource_type: str, resource_id: str) -> FhirError | None:
     """The error a refused decision answers with, or None when it is allowed."""
     if decision.outcome is Outcome.FORBID:
         return FhirError(403, "forbidden", f"this token does not allow it: {decision.reason}")
     if decision.outcome is Outcome.HIDE:
-        return FhirError(404, "not-found", f"{resource_type}/{resource_id} does not exist")
+        return not_found(resource_type, resource_id)
     return None
 
 
-def check(request: Request, target: Target, resource_id: str = "") -> Decision:
-    """Raise the refusal of ``target`` for the request's principal; else the decision,
-    whose ``within`` a search or history must keep to."""
-    principal = principal_of(request)
-    if principal is None:
-        return UNENFORCED
-    decision = decide(principal, target)
-    error = refusal(decision, target.resource_type or "", resource_id)
-    if error is not None:
-        raise error
-    return decision
+def _care_criteria(practitioner: str, patient: str, parameter: str) -> tuple[Criterion, ...]:
+    return (Criterion("patient", (f"Patient/{patient}",)), Criterion(parameter, (practitioner,)))
+
+
+@dataclass(frozen=True, slots=True)
+class Reached:
+    """A patient's record a clinician opened in a request, and whether by break-glass:
+    what a first-access notice needs (``coffre.api.access.add_access_hook``)."""
+
+    patient: str
+    practitioner: str
+    break_glass: str | None
+
+
+class Guard:
+    """One request's authorisation: who asks, whether they break the glass, and the care
+    relationships already looked up (a search touches many records of few patients)."""
+
+    def __init__(self, records: RecordStore, principal: Principal | None, reason: str | None):
+        self.records = records
+        self.principal = principal
+        self.break_glass = reason
+        self._related: dict[str, bool] = {}
+        self.reached: dict[str, Reached] = {}
+        self._own_comp: bytes | None = None
+        self._own: str | None = None
+        self._whose_matters = False
+        if principal is not None:
+            self._own = principal.own_patient(Context.USER) or principal.patient or None
+            if self._own:
+                self._own_comp = _patient_comp(records, self._own)
+            self._whose_matters = principal.role in (Role.PATIENT, Role.CLINICIAN) or any(
+                scope.context == Context.PATIENT for scope in principal.scopes.resources
+            )
+
+    @property
+    def enforced(self) -> bool:
+        return self.principal is not None
+
+    @property
+    def practitioner(self) -> str | None:
+        """Whose care relationships limit this request: a clinician's fhirUser, unless
+        they break the glass."""
+        if self.principal is None or self.principal.role != Role.CLINICIAN or self.break_glass:
+            return None
+        return self.principal.fhir_user or ""
+
+    # -- decisions --------------------------------------------------------------------------
+
+    def decide(self, target: Target, find: Finder | None = None) -> Decision:
+        """``scopes.decide``, then a clinician's care relationship with the patient."""
+        if self.principal is None:
+            return UNENFORCED
+        decision = decide(self.principal, target)
+        patient = target.patient
+        if not decision.allowed or not patient or patient == SOMEONE:
+            return decision
+        if self.principal.role == Role.CLINICIAN:
+            practitioner = self.principal.fhir_user or ""
+            if self.break_glass is None and not self.related(patient, find):
+                if target.interaction is Interaction.CREATE:
+                    return Decision(Outcome.FORBID, "no care relationship with this patient")
+                return Decision(Outcome.HIDE, "no care relationship with this patient")
+            self.reached.setdefault(patient, Reached(patient, practitioner, self.break_glass))
+        return decision
+
+    def check(
+        self,
+        target: Target,
+        resource_id: str = "",
+        missing: FhirError | None = None,
+        find: Finder | None = None,
+    ) -> Decision:
+        """Raise the refusal of ``target`` (``missing`` for a hidden record when the route
+        answers a missing one otherwise); else the decision."""
+        decision = self.decide(target, find)
+        error = refusal(decision, target.resource_type or "", resource_id)
+        if error is not None:
+            raise missing if missing is not None and decision.outcome is Outcome.HIDE else error
+        return decision
+
+    def check_type(
+        self, interaction: Interaction, resource_type: str, search: tuple[tuple[str, str], ...] = ()
+    ) -> Decision:
+        """What the token alone says of ``interaction`` on a type, before any record is
+        touched, so that a 403 never depends on whether a record exists."""
+        shared = not _in_compartments(resource_type)
+        return self.check(Target(interaction, resource_type, shared=shared, search=search))
+
+    def unconfined(self, decision: Decision, resource_type: str | None) -> bool:
+        """Whether a decision on a type (None: every type) reaches every record its
+        scopes cover, with no compartment or care relationship to keep to."""
+        if decision.within is not None:
+            return False
+        shared = resource_type is not None and not _in_compartments(resource_type)
+        return shared or self.practitioner is None
+
+    def related(self, patient: str, find: Finder | None = None) -> bool:
+        """Whether the clinician has a care relationship with ``patient``: an Encounter
+        with them as participant, or a CareTeam with them as member, found by the blind
+        search (``find``: the committed records, or a write transaction's view)."""
+        known = self._related.get(patient)
+        if known is not None:
+            return known
+        practitioner = self.principal.fhir_user if self.principal else None
+        found = False
+        if practitioner:
+            look = find or self.records.find
+            found = any(
+                look(kind, _care_criteria(practitioner, patient, parameter))
+                for kind, parameter in CARE_RECORDS
+            )
+        self._related[patient] = found
+        return found
+
+    # -- records ----------------------------------------------------------------------------
+
+    def target(self, interaction: Interaction, stored: Stored) -> Target:
+        """The target a stored version makes. Its compartment token says whether it is
+        shared, nobody's or the principal's own patient's, without opening its JSON; a
+        deletion of another patient's record is judged by the version before it."""
+        kind = stored.resource_type
+        if stored.comp == _shared_comp(self.records, kind):
+            if _in_compartments(kind):
+                return Target(interaction, kind, patient=NOBODY)
+            return Target(interaction, kind, shared=True)
+        if self._own_comp is not None and stored.comp == self._own_comp:
+            assert self._own is not None
+            return Target(interaction, kind, patient=self._own)
+        if not self._whose_matters:
+            return Target(interaction, kind, patient=SOMEONE)
+        if stored.deleted:
+            return self._deleted_target(interaction, stored)
+        return target_for(interaction, stored.resource())
+
+    def _deleted_target(self, interaction: Interaction, stored: Stored) -> Target:
+        if stored.version > 1:
+            before = self.records.storage.version(stored.loc, stored.version - 1)
+            if before is not None and not before.deleted:
+                opened = self.records.open(stored.resource_type, stored.id, before)
+                return target_for(interaction, opened.resource())
+        return Target(interaction, stored.resource_type, patient=NOBODY)
+
+    def check_stored(
+        self,
+        interaction: Interaction,
+        stored: Stored,
+        missing: FhirError,
+        find: Finder | None = None,
+    ) -> Decision:
+        if self.principal is None:
+            return UNENFORCED
+        return self.check(self.target(interaction, stored), stored.id, missing, find)
+
+    def admits(
+        self,
+        stored: Stored,
+        interaction: Interaction = Interaction.SEARCH,
+        search: tuple[tuple[str, str], ...] = (),
+        find: Finder | None = None,
+    ) -> bool:
+        """Whether ``stored`` may be handed out. ``search``: the search parameters, which
+        a granular scope is judged by; they count for the searched type only."""
+        if self.principal is None:
+            return True
+        target = self.target(interaction, stored)
+        if search:
+            target = Target(
+                target.interaction, target.resource_type, target.patient, target.shared, search
+            )
+        return self.decide(target, find).allowed
+
+    def admitted(self, found: list[Stored], find: Finder | None = None) -> list[Stored]:
+        return [stored for stored in found if self.admits(stored, find=find)]
+
+    def search_filter(
+        self, resource_type: str, search: tuple[tuple[str, str], ...]
+    ) -> Callable[[Stored], bool] | None:
+        """What a search keeps of what it finds: its matches, includes, chains and
+        ``_has`` alike; None when nothing is enforced."""
+        if self.principal is None:
+            return None
+
+        def admit(stored: Stored) -> bool:
+            mine = search if stored.resource_type == resource_type else ()
+            return self.admits(stored, Interaction.SEARCH, mine)
+
+        return admit
+
+
+def guard_of(request: Request) -> Guard:
+    """The request's guard, made once."""
+    guard: Guard | None = getattr(request.state, "guard", None)
+    if guard is None:
+        records: RecordStore = request.app.state.records
+        guard = Guard(records, principal_of(request), break_glass_reason(request))
+        request.state.guard = guard
+    return guard
+
+
+class GuardGate:
+    """A guard as a Bundle's entries are checked against (``coffre.service.bundles.Gate``):
+    each entry as its own interaction, its care relationships looked up in the
+    transaction's own view of the records."""
+
+    def __init__(self, guard: Guard) -> None:
+        self.guard = guard
+
+    def check(
+        self,
+        writer: Writer,
+        interaction: str,
+        what: Stored | dict[str, Any] | str,
+        missing: FhirError | None = None,
+    ) -> bool:
+        kind, guard = Interaction(interaction), self.guard
+        if isinstance(what, str):
+            guard.check_type(kind, what)
+            return True
+        if isinstance(what, dict):
+            guard.check(target_for(kind, what), find=writer.find)
+            return True
+        decision = guard.decide(guard.target(kind, what), writer.find)
+        if decision.outcome is Outcome.HIDE:
+            if missing is None:
+                return False
+            raise missing
+        error = refusal(decision, what.resource_type, what.id)
+        if error is not None:
+            raise error
+        return True
+
+    def visible(self, writer: Writer, found: list[Stored]) -> list[Stored]:
+        return self.guard.admitted(found, writer.find)

@@ -6,10 +6,9 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from starlette.requests import Request
 from starlette.testclient import TestClient
 
-from coffre.api.auth.enforce import NOBODY, UNENFORCED, check, refusal, target_for
+from coffre.api.auth.enforce import NOBODY, UNENFORCED, Guard, refusal, target_for
 from coffre.api.auth.scopes import (
     Decision,
     Interaction,
@@ -21,6 +20,7 @@ from coffre.api.auth.scopes import (
     parse_scopes,
 )
 from coffre.exceptions import FhirError
+from coffre.service import RecordStore
 
 ALICE = Principal(
     "alice", "portal", parse_scopes("patient/*.rs")[0], Role.PATIENT, "alice", "Patient/alice"
@@ -71,21 +71,18 @@ def test_a_forbidden_interaction_says_why() -> None:
     assert refusal(Decision(Outcome.ALLOW, ""), "Observation", "x") is None
 
 
-def _request(principal: Principal | None) -> Request:
-    state = {"principal": principal} if principal else {}
-    return Request({"type": "http", "headers": [], "state": state})
-
-
-def test_check_raises_the_refusal_and_returns_the_confinement() -> None:
+def test_check_raises_the_refusal_and_returns_the_confinement(records: RecordStore) -> None:
+    guard = Guard(records, ALICE, None)
     search = Target(Interaction.SEARCH, "Observation")
-    assert check(_request(ALICE), search).within == "alice"
+    assert guard.check(search).within == "alice"
     with pytest.raises(FhirError, match="does not exist") as hidden:
-        check(_request(ALICE), Target(Interaction.READ, "Observation", patient="bob"), "o1")
+        guard.check(Target(Interaction.READ, "Observation", patient="bob"), "o1")
     assert hidden.value.status == 404
     with pytest.raises(FhirError, match="does not allow") as forbidden:
-        check(_request(ALICE), Target(Interaction.CREATE, "Observation", patient="alice"))
+        guard.check(Target(Interaction.CREATE, "Observation", patient="alice"))
     assert forbidden.value.status == 403
 
 
-def test_without_a_token_nothing_is_enforced_yet() -> None:
-    assert check(_request(None), Target(Interaction.DELETE, "Patient", patient="x")) is UNENFORCED
+def test_without_a_token_nothing_is_enforced(records: RecordStore) -> None:
+    guard = Guard(records, None, None)
+    assert guard.check(Target(Interaction.DELETE, "Patient", patient="x")) is UNENFORCED

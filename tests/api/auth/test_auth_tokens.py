@@ -276,20 +276,24 @@ def test_the_hospitals_token_names_the_nurse_and_purpose_in_the_audit_log(
 ) -> None:
     key = RSAKey.generate_key(2048, private=True)
     jwks.keys = [key]
+    care = {
+        "resourceType": "Encounter",
+        "id": "e1",
+        "status": "in-progress",
+        "class": {"code": "IMP"},
+        "subject": {"reference": "Patient/p1"},
+        "participant": [{"individual": {"reference": "Practitioner/17"}}],
+    }
+    with records.writer() as writer:
+        writer.update("Patient", "p1", {"resourceType": "Patient", "id": "p1"})
+        writer.update("Encounter", "e1", care)
     with _with_hospital(records, tmp_path, jwks, 60) as client:
-        headers = {
-            "Authorization": f"Bearer {_hospital_token(key)}",
-            "Content-Type": "application/fhir+json",
-        }
-        assert (
-            client.put(
-                "/fhir/Patient/p1", json={"resourceType": "Patient", "id": "p1"}, headers=headers
-            ).status_code
-            == 201
-        )
-        history = client.get("/fhir/Patient/p1/$access-history", headers=headers).json()["entry"]
-        event = history[0]["resource"]
+        headers = {"Authorization": f"Bearer {_hospital_token(key)}"}
+        assert client.get("/fhir/Patient/p1", headers=headers).status_code == 200
+        events = records.access_history("p1")
+        event = next(e for e in events if e["agent"][0]["who"].get("reference"))
         assert event["agent"][0]["who"]["display"] == "Practitioner/17 (clinician, via client ehr)"
+        assert event["agent"][0]["who"]["reference"] == "Practitioner/17"
         assert event["purposeOfEvent"][0]["coding"][0]["code"] == "TREAT"
 
 

@@ -1,0 +1,549 @@
+"""Who may do what, cell by cell: each role against each interaction, on the data of a
+patient it reaches and of one it does not, with the exact status of each answer.
+
+The world: patients alice and bob; Dr Who has a care relationship with alice (an
+Encounter naming him), Dr No with nobody, Dr Team with bob (a CareTeam naming her).
+Tokens are real ES256 JWTs signed by the vault's authority, as its token endpoint signs
+them, and checked by the middleware on every request. One vault per backend and module:
+reads run first, writes touch only resources made for them.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+from joserfc import jwt
+from joserfc.jwk import ECKey
+from pg import BACKENDS, Cluster
+from smart import FHIR_BASE, ORIGIN, authority_at, client_for
+from starlette.testclient import TestClient
+
+from coffre.api.auth import Authority
+from coffre.service import RecordStore, Vault
+from coffre.service.audit import is_break_glass
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+CODE = {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}
+
+
+def _observation(resource_id: str, patient: str, **more: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": resource_id,
+        "status": "final",
+        "code": CODE,
+        "subject": {"reference": f"Patient/{patient}"},
+        **more,
+    }
+
+
+def _condition(patient: str, resource_id: str | None = None) -> dict[str, Any]:
+    condition: dict[str, Any] = {
+        "resourceType": "Condition",
+        "subject": {"reference": f"Patient/{patient}"},
+        "code": {"text": "made by the matrix"},
+    }
+    return {**condition, "id": resource_id} if resource_id else condition
+
+
+WORLD: list[dict[str, Any]] = [
+    {"resourceType": "Patient", "id": "alice", "name": [{"family": "Alice"}]},
+    {"resourceType": "Patient", "id": "bob", "name": [{"family": "Bob"}]},
+    {"resourceType": "Practitioner", "id": "drwho"},
+    {"resourceType": "Practitioner", "id": "drno"},
+    {"resourceType": "Practitioner", "id": "drteam"},
+    # alice's observation points at bob: what _include could leak.
+    _observation("obs-alice", "alice", focus=[{"reference": "Patient/bob"}]),
+    _observation("obs-bob", "bob"),
+    {
+        "resourceType": "Encounter",
+        "id": "enc-alice",
+        "status": "finished",
+        "class": {"code": "AMB"},
+        "subject": {"reference": "Patient/alice"},
+        "participant": [{"individual": {"reference": "Practitioner/drwho"}}],
+    },
+    {
+        "resourceType": "CareTeam",
+        "id": "team-bob",
+        "subject": {"reference": "Patient/bob"},
+        "participant": [{"member": {"reference": "Practitioner/drteam"}}],
+    },
+]
+
+PATIENT = "patient"
+DR_WHO = "clinician with a care relationship (alice)"
+DR_NO = "clinician without one"
+GLASS = "clinician breaking the glass"
+SYSTEM = "system"
+RESEARCHER = "researcher"
+NO_TOKEN = "no token"
+EXPIRED = "expired token"
+STRANGER = "token from an unknown issuer"
+TAMPERED = "tampered signature"
+ROLES = (PATIENT, DR_WHO, DR_NO, GLASS, SYSTEM, RESEARCHER, NO_TOKEN, EXPIRED, STRANGER, TAMPERED)
+UNAUTHENTICATED = (NO_TOKEN, EXPIRED, STRANGER, TAMPERED)
+REASON = "patient unconscious in the emergency room"
+
+
+@dataclass
+class World:
+    client: TestClient
+    records: RecordStore
+    headers: dict[str, dict[str, str]]
+
+    def call(self, role: str, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        headers = {**FHIR_JSON, **self.headers[role], **kwargs.pop("headers", {})}
+        return self.client.request(method, f"/fhir/{path}", headers=headers, **kwargs)
+
+
+def _token(authority: Authority, lifetime: int = 300, **claims: Any) -> str:
+    base = {"iss": f"{ORIGIN}/auth", "aud": FHIR_BASE, "client_id": "matrix-app"}
+    return authority.signer.sign({**base, **claims}, lifetime)
+
+
+def _tampered(token: str) -> str:
+    head, payload, signature = token.split(".")
+    flipped = ("A" if signature[0] != "A" else "B") + signature[1:]
+    return f"{head}.{payload}.{flipped}"
+
+
+def _stranger() -> str:
+    key = ECKey.generate_key("P-256", private=True)
+    claims = {
+        "iss": "https://elsewhere.example/auth",
+        "aud": FHIR_BASE,
+        "sub": "mallory",
+        "scope": "system/*.cruds",
+        "exp": int(time.time()) + 300,
+    }
+    return jwt.encode({"alg": "ES256"}, claims, key, algorithms=["ES256"])
+
+
+def _headers(authority: Authority) -> dict[str, dict[str, str]]:
+    def bearer(token: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token}"}
+
+    def clinician(who: str) -> str:
+        return _token(
+            authority,
+            sub=who,
+            role="clinician",
+            fhirUser=f"Practitioner/{who}",
+            scope="user/*.cruds",
+        )
+
+    patient = _token(
+        authority,
+        sub="alice",
+        role="patient",
+        fhirUser="Patient/alice",
+        patient="alice",
+        scope="launch/patient patient/*.cruds",
+    )
+    system = _token(authority, sub="lab", client_id="lab", role="system", scope="system/*.cruds")
+    researcher = _token(
+        authority,
+        sub="rita",
+        role="researcher",
+        fhirUser="Practitioner/rita",
+        scope="user/*.rs",
+    )
+    return {
+        PATIENT: bearer(patient),
+        DR_WHO: bearer(clinician("drwho")),
+        DR_NO: bearer(clinician("drno")),
+        GLASS: {**bearer(clinician("drno")), "X-Break-Glass": REASON},
+        SYSTEM: bearer(system),
+        RESEARCHER: bearer(researcher),
+        NO_TOKEN: {},
+        EXPIRED: bearer(_token(authority, lifetime=-120, sub="alice", scope="patient/*.rs")),
+        STRANGER: bearer(_stranger()),
+        TAMPERED: bearer(_tampered(patient)),
+        "drteam": bearer(clinician("drteam")),
+    }
+
+
+@pytest.fixture(scope="module", params=BACKENDS)
+def world(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[World]:
+    folder = tmp_path_factory.mktemp("matrix")
+    url = ""
+    if request.param == "postgresql":
+        cluster: Cluster = request.getfixturevalue("postgres")
+        url = cluster.new_storage_url()
+    vault = Vault.at(folder / "vault")
+    vault.create(url)
+    records = vault.open()
+    with records.writer() as writer:
+        for resource in WORLD:
+            writer.update(
+                resource["resourceType"], resource["id"], json.loads(json.dumps(resource))
+            )
+        writer.update("Condition", "cond-alice", _condition("alice", "cond-alice"))
+        writer.update("Condition", "cond-bob", _condition("bob", "cond-bob"))
+    authority = authority_at(folder)
+    with client_for(records, authority) as client:
+        yield World(client, records, _headers(authority))
+    records.storage.close()
+
+
+def _ids(response: httpx.Response) -> list[str]:
+    assert response.status_code == 200, response.text
+    entries = response.json().get("entry", [])
+    return sorted(
+        f"{e['resource']['resourceType']}/{e['resource']['id']}"
+        for e in entries
+        if e["resource"]["resourceType"] != "OperationOutcome"
+    )
+
+
+def _as_missing(world: World, role: str, response: httpx.Response, path: str, real: str) -> None:
+    """A hidden record's answer is, body included, that of a record that does not exist."""
+    missing = world.call(role, "GET", path.replace(real, "ghost"))
+    assert missing.status_code == 404
+    assert response.json() == json.loads(missing.text.replace("ghost", real))
+
+
+# -- reads ------------------------------------------------------------------------------
+
+# role -> (status on alice's record, status on bob's record)
+READS = {
+    PATIENT: (200, 404),
+    DR_WHO: (200, 404),
+    DR_NO: (404, 404),
+    GLASS: (200, 200),
+    SYSTEM: (200, 200),
+    RESEARCHER: (403, 403),
+    **{role: (401, 401) for role in UNAUTHENTICATED},
+}
+READ_PATHS = {
+    "read": "Observation/obs-{p}",
+    "vread": "Observation/obs-{p}/_history/1",
+    "history": "Observation/obs-{p}/_history",
+    "$everything": "Patient/{p}/$everything",
+}
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("interaction", sorted(READ_PATHS))
+@pytest.mark.parametrize("whose", ["alice", "bob"])
+def test_reading_one_record(world: World, role: str, interaction: str, whose: str) -> None:
+    path = READ_PATHS[interaction].format(p=whose)
+    response = world.call(role, "GET", path)
+    expected = READS[role][whose == "bob"]
+    assert response.status_code == expected, response.text
+    if expected == 404:
+        _as_missing(
+            world, role, response, path, whose if interaction == "$everything" else f"obs-{whose}"
+        )
+    if expected == 401:
+        assert response.headers["www-authenticate"].startswith('Bearer realm="coffre"')
+
+
+@pytest.mark.parametrize("whose", ["alice", "bob"])
+def test_everything_stays_within_the_patient(world: World, whose: str) -> None:
+    found = _ids(world.call(GLASS, "GET", f"Patient/{whose}/$everything"))
+    other = "bob" if whose == "alice" else "alice"
+    assert f"Patient/{whose}" in found and f"Observation/obs-{whose}" in found
+    assert not [ref for ref in found if other in ref]
+
+
+# role -> (ids found searching alice's observations, bob's), or a status
+SEARCHES: dict[str, tuple[list[str], list[str]] | int] = {
+    PATIENT: (["Observation/obs-alice"], []),
+    DR_WHO: (["Observation/obs-alice"], []),
+    DR_NO: ([], []),
+    GLASS: (["Observation/obs-alice"], ["Observation/obs-bob"]),
+    SYSTEM: (["Observation/obs-alice"], ["Observation/obs-bob"]),
+    RESEARCHER: 403,
+    **{role: 401 for role in UNAUTHENTICATED},
+}
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("whose", ["alice", "bob"])
+@pytest.mark.parametrize("method", ["GET", "POST"])
+def test_searching(world: World, role: str, whose: str, method: str) -> None:
+    query = f"subject=Patient/{whose}&code=8867-4"
+    if method == "GET":
+        response = world.call(role, "GET", f"Observation?{query}")
+    else:
+        form = {"Content-Type": "application/x-www-form-urlencoded"}
+        response = world.call(role, "POST", "Observation/_search", content=query, headers=form)
+    expected = SEARCHES[role]
+    if isinstance(expected, int):
+        assert response.status_code == expected, response.text
+        return
+    assert _ids(response) == expected[whose == "bob"]
+    assert response.json()["total"] == len(expected[whose == "bob"])
+
+
+EVERY_OBSERVATION = ["Observation/obs-alice", "Observation/obs-bob"]
+# What a search hands out with what it pulls in: nothing outside what the token reaches.
+LEAKS: dict[str, tuple[str, dict[str, list[str]]]] = {
+    "_include": (
+        "Observation?_id=obs-alice&_include=Observation:focus",
+        {
+            PATIENT: ["Observation/obs-alice"],
+            DR_WHO: ["Observation/obs-alice"],
+            DR_NO: [],
+            GLASS: ["Observation/obs-alice", "Patient/bob"],
+            SYSTEM: ["Observation/obs-alice", "Patient/bob"],
+        },
+    ),
+    "_revinclude": (
+        "Patient?_id=alice,bob&_revinclude=Observation:subject",
+        {
+            PATIENT: ["Observation/obs-alice", "Patient/alice"],
+            DR_WHO: ["Observation/obs-alice", "Patient/alice"],
+            DR_NO: [],
+            GLASS: [*EVERY_OBSERVATION, "Patient/alice", "Patient/bob"],
+            SYSTEM: [*EVERY_OBSERVATION, "Patient/alice", "Patient/bob"],
+        },
+    ),
+    "chain": (
+        "Observation?subject:Patient.name=Bob",
+        {
+            PATIENT: [],
+            DR_WHO: [],
+            DR_NO: [],
+            GLASS: ["Observation/obs-bob"],
+            SYSTEM: ["Observation/obs-bob"],
+        },
+    ),
+    "_has": (
+        "Patient?_has:Observation:subject:code=8867-4",
+        {
+            PATIENT: ["Patient/alice"],
+            DR_WHO: ["Patient/alice"],
+            DR_NO: [],
+            GLASS: ["Patient/alice", "Patient/bob"],
+            SYSTEM: ["Patient/alice", "Patient/bob"],
+        },
+    ),
+    "no criteria": (
+        "Observation",
+        {
+            PATIENT: ["Observation/obs-alice"],
+            DR_WHO: ["Observation/obs-alice"],
+            DR_NO: [],
+            GLASS: EVERY_OBSERVATION,
+            SYSTEM: EVERY_OBSERVATION,
+        },
+    ),
+}
+
+
+@pytest.mark.parametrize("role", [PATIENT, DR_WHO, DR_NO, GLASS, SYSTEM])
+@pytest.mark.parametrize("what", sorted(LEAKS))
+def test_what_a_search_pulls_in_is_filtered_too(world: World, role: str, what: str) -> None:
+    query, expected = LEAKS[what]
+    assert _ids(world.call(role, "GET", query)) == expected[role]
+
+
+# role -> status of a type's history, and of the system's
+WIDE_HISTORY = {
+    PATIENT: 403,
+    DR_WHO: 403,
+    DR_NO: 403,
+    GLASS: 200,
+    SYSTEM: 200,
+    RESEARCHER: 403,
+    **{role: 401 for role in UNAUTHENTICATED},
+}
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("path", ["Observation/_history", "_history"])
+def test_history_across_records_needs_an_unconfined_token(
+    world: World, role: str, path: str
+) -> None:
+    assert world.call(role, "GET", path).status_code == WIDE_HISTORY[role]
+
+
+def test_a_care_team_is_a_care_relationship(world: World) -> None:
+    assert world.call("drteam", "GET", "Observation/obs-bob").status_code == 200
+    assert world.call("drteam", "GET", "Observation/obs-alice").status_code == 404
+
+
+# -- the access history -------------------------------------------------------------------
+
+ACCESS_HISTORY = {
+    PATIENT: (200, 404),
+    DR_WHO: (403, 403),
+    DR_NO: (403, 403),
+    GLASS: (403, 403),
+    SYSTEM: (200, 200),
+    RESEARCHER: (403, 403),
+    **{role: (401, 401) for role in UNAUTHENTICATED},
+}
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("whose", ["alice", "bob"])
+def test_the_access_history(world: World, role: str, whose: str) -> None:
+    path = f"Patient/{whose}/$access-history"
+    response = world.call(role, "GET", path)
+    assert response.status_code == ACCESS_HISTORY[role][whose == "bob"], response.text
+    if response.status_code == 404:
+        _as_missing(world, role, response, path, whose)
+
+
+def test_break_glass_is_recorded_with_its_reason_and_listed_first(world: World) -> None:
+    assert world.call(GLASS, "GET", "Observation/obs-bob").status_code == 200
+    assert world.call(SYSTEM, "GET", "Observation/obs-bob").status_code == 200
+    events = [
+        e["resource"]
+        for e in world.call(SYSTEM, "GET", "Patient/bob/$access-history").json()["entry"]
+    ]
+    flags = [is_break_glass(event) for event in events]
+    assert flags[0] and not flags[-1] and flags == sorted(flags, reverse=True)
+    glass = events[0]
+    assert glass["purposeOfEvent"][0]["text"] == REASON
+    person, app = glass["agent"]
+    assert person["who"]["reference"] == "Practitioner/drno"
+    assert person["role"] == [{"text": "clinician"}]
+    assert app["who"]["identifier"]["value"] == "matrix-app"
+    assert any(
+        e["agent"][0]["who"]["display"].startswith("lab") for e in events if not is_break_glass(e)
+    )
+
+
+def test_a_break_glass_needs_a_reason(world: World) -> None:
+    headers = {"X-Break-Glass": "  "}
+    response = world.call(DR_NO, "GET", "Observation/obs-bob", headers=headers)
+    assert response.status_code == 400
+
+
+# -- writes -------------------------------------------------------------------------------
+
+WRITES = {
+    PATIENT: (201, 403),
+    DR_WHO: (201, 403),
+    DR_NO: (403, 403),
+    GLASS: (201, 201),
+    SYSTEM: (201, 201),
+    RESEARCHER: (403, 403),
+    **{role: (401, 401) for role in UNAUTHENTICATED},
+}
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("whose", ["alice", "bob"])
+def test_creating(world: World, role: str, whose: str) -> None:
+    response = world.call(role, "POST", "Condition", json=_condition(whose))
+    assert response.status_code == WRITES[role][whose == "bob"], response.text
+
+
+# role -> status of an update of alice's record, of bob's
+UPDATES = {
+    PATIENT: (200, 404),
+    DR_WHO: (200, 404),
+    DR_NO: (404, 404),
+    GLASS: (200, 200),
+    SYSTEM: (200, 200),
+    RESEARCHER: (403, 403),
+    **{role: (401, 401) for role in UNAUTHENTICATED},
+}
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("whose", ["alice", "bob"])
+def test_updating(world: World, role: str, whose: str) -> None:
+    body = {**_condition(whose, f"cond-{whose}"), "note": [{"text": role}]}
+    response = world.call(role, "PUT", f"Condition/cond-{whose}", json=body)
+    assert response.status_code == UPDATES[role][whose == "bob"], response.text
+    if response.status_code == 404:
+        missing = world.call(role, "GET", "Condition/ghost")
+        assert response.json() == json.loads(missing.text.replace("ghost", f"cond-{whose}"))
+
+
+# role -> status of a delete of alice's record, of bob's; a hidden one answers as missing
+DELETES = {
+    PATIENT: (204, 200),
+    DR_WHO: (204, 200),
+    DR_NO: (200, 200),
+    GLASS: (204, 204),
+    SYSTEM: (204, 204),
+    RESEARCHER: (403, 403),
+    **{role: (401, 401) for role in UNAUTHENTICATED},
+}
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("whose", ["alice", "bob"])
+def test_deleting(world: World, role: str, whose: str) -> None:
+    victim = f"victim-{whose}-{ROLES.index(role)}"
+    with world.records.writer() as writer:
+        writer.update("Condition", victim, _condition(whose, victim))
+    response = world.call(role, "DELETE", f"Condition/{victim}")
+    assert response.status_code == DELETES[role][whose == "bob"], response.text
+    still_there = world.call(SYSTEM, "GET", f"Condition/{victim}").status_code == 200
+    assert still_there == (response.status_code != 204)
+    if response.status_code == 200:
+        missing = world.call(role, "DELETE", "Condition/ghost")
+        assert response.json() == json.loads(missing.text.replace("ghost", victim))
+
+
+def _bundle(kind: str, *entries: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": kind, "entry": list(entries)}
+
+
+def _post(resource: dict[str, Any]) -> dict[str, Any]:
+    return {"resource": resource, "request": {"method": "POST", "url": resource["resourceType"]}}
+
+
+def _get(url: str) -> dict[str, Any]:
+    return {"request": {"method": "GET", "url": url}}
+
+
+def test_a_transaction_with_a_refused_entry_fails_whole(world: World) -> None:
+    marked = {**_condition("alice"), "code": {"text": "transaction marker"}}
+    bundle = _bundle("transaction", _post(marked), _post(_condition("bob")))
+    assert world.call(PATIENT, "POST", "", json=bundle).status_code == 403
+    found = world.call(SYSTEM, "GET", "Condition?code:text=transaction marker")
+    assert _ids(found) == []
+    allowed = _bundle("transaction", _post(marked))
+    assert world.call(PATIENT, "POST", "", json=allowed).status_code == 200
+
+
+def test_a_batch_checks_each_entry_as_its_own_interaction(world: World) -> None:
+    bundle = _bundle(
+        "batch",
+        _get("Observation/obs-alice"),
+        _get("Observation/obs-bob"),
+        _get("Observation?code=8867-4"),
+        _post(_condition("bob")),
+    )
+    response = world.call(PATIENT, "POST", "", json=bundle)
+    assert response.status_code == 200, response.text
+    entries = response.json()["entry"]
+    assert [e["response"]["status"].split()[0] for e in entries] == ["200", "404", "200", "403"]
+    searchset = entries[2]["resource"]
+    assert [e["resource"]["id"] for e in searchset["entry"]] == ["obs-alice"]
+
+
+def test_a_conditional_create_never_matches_a_record_it_cannot_see(world: World) -> None:
+    body = _observation("x", "alice")
+    del body["id"]
+    response = world.call(
+        PATIENT, "POST", "Observation", json=body, headers={"If-None-Exist": "_id=obs-bob"}
+    )
+    assert response.status_code == 201 and response.json()["id"] not in ("obs-bob",)
+
+
+@pytest.mark.parametrize("path", ["metadata", ".well-known/smart-configuration"])
+def test_discovery_is_public(world: World, path: str) -> None:
+    assert world.call(NO_TOKEN, "GET", path).status_code == 200
+
+
+def test_the_ledger_is_public_to_auditors(world: World) -> None:
+    assert world.client.get("/ledger/checkpoint").status_code == 200
