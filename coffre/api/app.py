@@ -16,6 +16,7 @@ from coffre.api.access import access_of
 from coffre.api.auth import Authenticate, Authority, auth_routes, smart_routes
 from coffre.api.auth.capability import smart_security
 from coffre.api.capability import capability_statement
+from coffre.api.export import export_routes
 from coffre.api.ledger import ledger_routes
 from coffre.api.negotiation import check_format
 from coffre.api.responses import fhir_response, outcome_response
@@ -143,7 +144,7 @@ def create_app(
     ephemeral one (a random signing key, no registered clients, tokens optional)."""
     app = Starlette(
         routes=[
-            Mount(BASE_PATH, routes=[*smart_routes(), *_fhir_routes()]),
+            Mount(BASE_PATH, routes=[*smart_routes(), *export_routes(), *_fhir_routes()]),
             Mount("/auth", routes=auth_routes()),
             Mount("/ledger", routes=ledger_routes()),
         ],

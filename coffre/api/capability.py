@@ -43,11 +43,23 @@ _PATIENT_OPERATIONS = [
     },
 ]
 _STARTED = datetime.now(UTC).isoformat(timespec="seconds")
+_BULK = "http://hl7.org/fhir/uv/bulkdata"
+_EXPORTS = {
+    "Patient": [{"name": "export", "definition": f"{_BULK}/OperationDefinition/patient-export"}],
+    "Group": [{"name": "export", "definition": f"{_BULK}/OperationDefinition/group-export"}],
+}
+_SYSTEM_EXPORT = {
+    "name": "export",
+    "definition": f"{_BULK}/OperationDefinition/export",
+    "documentation": "Bulk Data export (IG v2): GET with Prefer: respond-async; _type, _since,"
+    " _outputFormat=application/fhir+ndjson; the NDJSON is made as it is downloaded",
+}
 
 
 def _resource(resource_type: str) -> dict[str, Any]:
     params = [p for p in parameters_for(resource_type).values() if p.extract is not None]
     operations = _PATIENT_OPERATIONS if resource_type == "Patient" else []
+    operations = [*operations, *_EXPORTS.get(resource_type, [])]
     return {
         "type": resource_type,
         "interaction": [{"code": code} for code in _INTERACTIONS],
@@ -82,6 +94,7 @@ def capability_statement(base_url: str) -> dict[str, Any]:
         "kind": "instance",
         "software": {"name": "Coffre", "version": coffre.__version__},
         "implementation": {"description": "Coffre sealed FHIR R4 store", "url": base_url},
+        "instantiates": [f"{_BULK}/CapabilityStatement/bulk-data"],
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json"],
         "rest": [
@@ -95,6 +108,7 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                     {"code": "batch"},
                     {"code": "history-system"},
                 ],
+                "operation": [_SYSTEM_EXPORT],
             }
         ],
     }

@@ -22,6 +22,7 @@ _KINDS: dict[LeafKind, tuple[str, str]] = {
     LeafKind.READ: ("read", "R"),
     LeafKind.SEARCH: ("search", "E"),
     LeafKind.HISTORY: ("history", "R"),
+    LeafKind.EXPORT: ("operation", "E"),
     LeafKind.INTEGRITY: ("read", "R"),
 }
 # DICOM's outcome codes, as AuditEvent.outcome uses them.

@@ -1,0 +1,250 @@
+"""FHIR Bulk Data export (Bulk Data Access IG v2): ``$export`` at system, Patient and
+Group level, its status URL and its NDJSON files (docs/export.md).
+
+The kick-off only pins a snapshot and answers with a status URL that describes the job
+(``coffre/service/export.py``); the status counts each type's resources in the
+background the first time it is asked, then gives the manifest; each file is made as it
+is downloaded, a batch at a time, each batch logged in the ledger before it leaves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import format_datetime
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+from starlette.routing import Route
+
+from coffre.api.access import access_of
+from coffre.api.history import since
+from coffre.api.negotiation import check_format
+from coffre.api.responses import fhir_response, information
+from coffre.api.routes import base_url
+from coffre.exceptions import FhirError
+from coffre.fhir._definitions_r4 import RESOURCE_TYPES
+from coffre.ledger.leaf import LeafKind
+from coffre.service import RecordStore, Stored
+from coffre.service.commits import GroupCommitter
+from coffre.service.export import (
+    Export,
+    ExportJob,
+    is_cancelled,
+    job_stored,
+    start_job,
+)
+from coffre.service.records import instant
+
+NDJSON = "application/fhir+ndjson"
+OUTPUT_FORMATS = (NDJSON, "application/ndjson", "ndjson")
+KNOWN_PARAMETERS = frozenset({"_outputFormat", "_type", "_since", "_format"})
+# Resources opened, logged and sent at a time, and their JSON's size at most (unless one
+# resource is larger): the memory a download holds, whatever the size of the vault.
+BATCH = 200
+BATCH_BYTES = 512 * 1024
+# Exports whose counts a gateway process remembers (each is a few numbers).
+REMEMBERED = 64
+
+
+@dataclass(slots=True)
+class _Counting:
+    """A count running or done in this process: progress, then counts or the error."""
+
+    done: int = 0
+    total: int = 0
+    counts: dict[str, int] | None = None
+    error: BaseException | None = None
+    task: asyncio.Task[None] | None = field(default=None, repr=False)
+
+
+def _records(request: Request) -> RecordStore:
+    records: RecordStore = request.app.state.records
+    return records
+
+
+def _countings(request: Request) -> OrderedDict[str, _Counting]:
+    """This process's counts, by job: another process counts a job again if asked."""
+    state = request.app.state
+    if not hasattr(state, "export_counts"):
+        state.export_counts = OrderedDict()
+    countings: OrderedDict[str, _Counting] = state.export_counts
+    return countings
+
+
+# -- kick-off -------------------------------------------------------------------------------
+
+
+def _kick_off_job(request: Request, level: str, group: str | None = None) -> ExportJob:
+    check_format(request)
+    # AUTHORISATION belongs here (and in export_file): an export hands out every record
+    # of its level, so it needs a system-level read scope (system/*.rs, or system/Type.rs
+    # for each type exported), never a patient- or user-level one. Until the SMART scope
+    # enforcement of coffre/api/auth checks it, an export is open to whoever the /fhir
+    # door lets in (COFFRE_AUTH).
+    prefer = [part.strip() for part in request.headers.get("prefer", "").split(",")]
+    if "respond-async" not in prefer:
+        raise FhirError(400, "invalid", "a bulk export needs the header Prefer: respond-async")
+    params = request.query_params
+    unknown = sorted(set(params) - KNOWN_PARAMETERS)
+    if unknown:
+        raise FhirError(400, "not-supported", f"$export does not support {', '.join(unknown)}")
+    output = params.get("_outputFormat", NDJSON)
+    if output not in OUTPUT_FORMATS:
+        raise FhirError(
+            400, "not-supported", f"_outputFormat={output}: Coffre exports {NDJSON} only"
+        )
+    types = [t for raw in params.getlist("_type") for t in raw.split(",") if t]
+    after = since(list(params.multi_items()))
+    return start_job(_records(request), level, str(request.url), types, after, group)
+
+
+def _accepted(request: Request, job: ExportJob) -> Response:
+    status_url = f"{base_url(request)}/$export-status/{job.token(_records(request).keys)}"
+    message = information("the export is accepted: poll the Content-Location URL")
+    return fhir_response(message, 202, {"Content-Location": status_url})
+
+
+async def export_system(request: Request) -> Response:
+    """``GET [base]/$export``: every resource of the vault."""
+    return _accepted(request, _kick_off_job(request, "system"))
+
+
+async def export_patients(request: Request) -> Response:
+    """``GET [base]/Patient/$export``: every patient's compartment."""
+    return _accepted(request, _kick_off_job(request, "patient"))
+
+
+async def export_group(request: Request) -> Response:
+    """``GET [base]/Group/{id}/$export``: the compartments of the group's Patient members."""
+    group_id: str = request.path_params["id"]
+    _records(request).read("Group", group_id)  # 404 or 410 now rather than at download
+    return _accepted(request, _kick_off_job(request, "group", group_id))
+
+
+# -- status -----------------------------------------------------------------------------------
+
+
+def _job(request: Request) -> tuple[ExportJob, str]:
+    """The job the URL names, once its MAC checks and unless it was cancelled (404)."""
+    records = _records(request)
+    job = ExportJob.from_token(records.keys, request.path_params["job"])
+    job_id = job.job_id(records.keys)
+    if is_cancelled(records, job_id):
+        raise FhirError(404, "not-found", "this export was cancelled")
+    return job, job_id
+
+
+def _start_counting(request: Request, job: ExportJob, job_id: str) -> _Counting:
+    countings = _countings(request)
+    counting = countings.get(job_id)
+    if counting is not None:
+        countings.move_to_end(job_id)
+        return counting
+    counting = countings[job_id] = _Counting()
+    while len(countings) > REMEMBERED:
+        _, dropped = countings.popitem(last=False)
+        if dropped.task is not None:
+            dropped.task.cancel()
+    export = Export(_records(request), job)
+
+    def progress(done: int, total: int) -> None:
+        counting.done, counting.total = done, total
+
+    async def count() -> None:
+        try:
+            counting.counts = await asyncio.to_thread(export.count, progress)
+        except Exception as error:  # reported at the next poll
+            counting.error = error
+
+    counting.task = asyncio.get_running_loop().create_task(count())
+    return counting
+
+
+def _manifest(request: Request, job: ExportJob, counts: dict[str, int]) -> dict[str, Any]:
+    records = _records(request)
+    files = f"{base_url(request)}/$export-file/{job.token(records.keys)}"
+    return {
+        "transactionTime": instant(job.started),
+        "request": job.request,
+        "requiresAccessToken": request.app.state.authority.required,
+        "output": [
+            {"type": name, "url": f"{files}/{name}", "count": count}
+            for name, count in counts.items()
+        ],
+        "error": [],
+    }
+
+
+async def export_status(request: Request) -> Response:
+    """202 with ``X-Progress`` while the counts run, then the manifest."""
+    job, job_id = _job(request)
+    counting = _start_counting(request, job, job_id)
+    if counting.error is not None:
+        raise counting.error
+    if counting.counts is None:
+        progress = f"counting: {counting.done} of {counting.total or '?'} resource types"
+        return fhir_response(None, 202, {"X-Progress": progress, "Retry-After": "1"})
+    expires = format_datetime(datetime.fromtimestamp(job.expires / 1_000_000, UTC), usegmt=True)
+    return fhir_response(_manifest(request, job, counting.counts), 200, {"Expires": expires})
+
+
+async def cancel(request: Request) -> Response:
+    """``DELETE`` on the status URL: the job's URLs answer 404 from now on, in every
+    gateway process; the cancellation is an EXPORT leaf of the log."""
+    _, job_id = _job(request)
+    counting = _countings(request).pop(job_id, None)
+    if counting is not None and counting.task is not None:
+        counting.task.cancel()
+    keys = _records(request).keys
+    await _log(request, [job_stored(keys, job_id)])
+    return fhir_response(information("the export is cancelled"), 202)
+
+
+# -- files ------------------------------------------------------------------------------------
+
+
+async def _log(request: Request, handed_out: list[Stored]) -> None:
+    """Record an EXPORT leaf per version; durable when this returns."""
+    committer: GroupCommitter = request.app.state.committer
+    await committer.run(
+        lambda writer: writer.log_access(LeafKind.EXPORT, handed_out), access_of(request)
+    )
+
+
+async def export_file(request: Request) -> Response:
+    """One type's NDJSON, made as it is sent: each batch opened, logged, then sent."""
+    job, _ = _job(request)
+    # AUTHORISATION belongs here too: the same system-level scope as the kick-off.
+    resource_type: str = request.path_params["type"]
+    if resource_type not in RESOURCE_TYPES or resource_type not in job.resource_types():
+        raise FhirError(404, "not-found", f"this export has no {resource_type} file")
+    export = Export(_records(request), job)
+    batches = export.batches(resource_type, BATCH, BATCH_BYTES)
+    first = await asyncio.to_thread(next, batches, None)  # errors before the 200 is sent
+    return StreamingResponse(_stream(request, first, batches), media_type=NDJSON)
+
+
+async def _stream(
+    request: Request, batch: list[Stored] | None, rest: Iterator[list[Stored]]
+) -> AsyncIterator[bytes]:
+    while batch is not None:
+        await _log(request, batch)
+        yield b"".join(stored.body + b"\n" for stored in batch)
+        batch = await asyncio.to_thread(next, rest, None)
+
+
+def export_routes() -> list[Route]:
+    """Mounted under the FHIR base, before the routes of ``/{type}/{id}``."""
+    return [
+        Route("/$export", export_system, methods=["GET"]),
+        Route("/Patient/$export", export_patients, methods=["GET"]),
+        Route("/Group/{id}/$export", export_group, methods=["GET"]),
+        Route("/$export-status/{job}", export_status, methods=["GET"]),
+        Route("/$export-status/{job}", cancel, methods=["DELETE"]),
+        Route("/$export-file/{job}/{type}", export_file, methods=["GET"]),
+    ]

@@ -1,0 +1,296 @@
+"""Bulk Data export (FHIR Bulk Data Access IG v2): what an export holds, and its NDJSON
+made as it is downloaded, so that no plaintext ever lands on a disk and memory stays flat.
+
+An export is pinned at kick-off to the storage's sequence number (``snapshot``), as
+search pages are: a record created after it is left out, one updated after it is given
+as it was then. A record deleted or erased by the time it is read is left out: a
+deletion wins over an export still running.
+
+Nothing of an export is stored: its description travels in its URLs as a token MAC'ed
+under a key of the sovereign side (``ExportJob.token``), so that every gateway process
+serves it alike, however many there are. The only state is a cancellation, an EXPORT
+leaf of the log whose sealed AuditEvent sits under the job's own compartment token,
+which any process finds with one look-up (``is_cancelled``).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from coffre.exceptions import FhirError
+from coffre.fhir import json
+from coffre.fhir._definitions_r4 import RESOURCE_TYPES
+from coffre.fhir.references import parse_reference
+from coffre.ledger.leaf import NO_DIGEST
+from coffre.seal import PurposeKeys
+from coffre.service.records import RecordStore, Stored
+from coffre.service.searching import compartment_types
+from coffre.storage.base import HistoryQuery, SealedVersion
+
+LEVELS = ("system", "patient", "group")
+# Versions read from the storage per query: each query is short, so no read holds a
+# snapshot of the storage open while a client downloads slowly.
+PAGE = 256
+# How long an export's URLs stay valid.
+LIFETIME_US = 24 * 3600 * 1_000_000
+_FORMAT = 1
+JOB_TYPE = "$export"
+"""The pseudo-type of an export job's location and compartment tokens: never a FHIR type."""
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _job_key(keys: PurposeKeys) -> bytes:
+    """The key export tokens are MAC'ed under, derived from the vault's purpose keys as
+    the short index key is: the host never holds it."""
+    return keys.index("", "", "\x00export job key")
+
+
+@dataclass(frozen=True, slots=True)
+class ExportJob:
+    """What one export is: its level, the types and ``_since`` asked for, its snapshot.
+
+    ``types`` None: every type of the level. ``since`` and the times are microseconds
+    since the epoch; ``request`` is the kick-off URL the manifest repeats.
+    """
+
+    level: str
+    snapshot: int
+    started: int
+    request: str
+    types: tuple[str, ...] | None = None
+    since: int | None = None
+    group: str | None = None
+
+    @property
+    def expires(self) -> int:
+        return self.started + LIFETIME_US
+
+    def token(self, keys: PurposeKeys) -> str:
+        """The job as a URL path segment: its fields, then their MAC."""
+        fields = {"f": _FORMAT, **asdict(self)}
+        payload = json.canonical(fields)
+        return _b64(payload) + "." + _b64(hmac.digest(_job_key(keys), payload, "sha256"))
+
+    @classmethod
+    def from_token(cls, keys: PurposeKeys, token: str) -> ExportJob:
+        """The job a token describes; 404 for a token this side did not make, or expired."""
+        unknown = FhirError(404, "not-found", "no such export: the URL is unknown or expired")
+        payload_text, _, mac_text = token.partition(".")
+        try:
+            payload, mac = _unb64(payload_text), _unb64(mac_text)
+        except ValueError:
+            raise unknown from None
+        if not hmac.compare_digest(mac, hmac.digest(_job_key(keys), payload, "sha256")):
+            raise unknown
+        fields: dict[str, Any] = json.loads(payload)
+        if fields.pop("f") != _FORMAT:
+            raise unknown
+        types = fields.pop("types")
+        job = cls(**fields, types=None if types is None else tuple(types))
+        if _now_us() > job.expires:
+            raise unknown
+        return job
+
+    def job_id(self, keys: PurposeKeys) -> str:
+        """A short name of the job, for AuditEvents and the count registry."""
+        return hashlib.sha256(self.token(keys).encode()).hexdigest()[:32]
+
+    def resource_types(self) -> list[str]:
+        """The types this export covers, in a stable order."""
+        level_types = sorted(RESOURCE_TYPES) if self.level == "system" else compartment_types()
+        return [t for t in level_types if self.types is None or t in self.types]
+
+
+def level_types(level: str) -> frozenset[str]:
+    """The types an export at ``level`` can hold."""
+    return frozenset(RESOURCE_TYPES) if level == "system" else frozenset(compartment_types())
+
+
+def check_types(level: str, types: list[str]) -> None:
+    """Refuse a ``_type`` that names no FHIR R4 type, or one outside the level's types."""
+    for name in types:
+        if name not in RESOURCE_TYPES:
+            raise FhirError(400, "invalid", f"_type names {name!r}, not a FHIR R4 resource type")
+        if name not in level_types(level):
+            raise FhirError(
+                400,
+                "not-supported",
+                f"a {level}-level export holds no {name}: it is in no patient's compartment",
+            )
+
+
+def start_job(
+    records: RecordStore,
+    level: str,
+    request: str,
+    types: list[str],
+    since: int | None,
+    group: str | None = None,
+) -> ExportJob:
+    """A new export of ``level``, pinned to the storage as it is now."""
+    check_types(level, types)
+    return ExportJob(
+        level,
+        snapshot=records.storage.last_seq(),
+        started=_now_us(),
+        request=request,
+        types=tuple(sorted(set(types))) or None,
+        since=since,
+        group=group,
+    )
+
+
+class Export:
+    """One export's resources over a record store, read as of its snapshot."""
+
+    def __init__(self, records: RecordStore, job: ExportJob) -> None:
+        self.records = records
+        self.job = job
+        self._members = self._member_compartments() if job.level == "group" else None
+
+    # -- what belongs ---------------------------------------------------------------------
+
+    def _as_of(self, loc: bytes) -> SealedVersion | None:
+        """A record's version as of the snapshot, checked against the log when it is the
+        latest (SealError if the host put back or dropped a version)."""
+        records, storage = self.records, self.records.storage
+        latest = storage.latest(loc)
+        if not records._is_logged_latest(loc, latest, storage):
+            latest = records.checked_latest(loc)
+        if latest is None or latest.deleted or latest.seq <= self.job.snapshot:
+            return latest  # a deletion wins, even one made after the snapshot
+        older = storage.history(HistoryQuery(loc=loc, before_seq=self.job.snapshot, limit=1))
+        return older[0] if older else None
+
+    def _member_compartments(self) -> frozenset[bytes]:
+        """The compartment tokens of the group's Patient members, as of the snapshot."""
+        assert self.job.group is not None
+        loc = self.records.keys.location("Group", self.job.group)
+        self.records.latest_writes.catch_up(self.records.storage)
+        sealed = self._as_of(loc)
+        if sealed is None or sealed.deleted:
+            raise FhirError(404, "not-found", f"Group/{self.job.group} does not exist")
+        group = self.records.open("Group", self.job.group, sealed).resource()
+        return frozenset(
+            self.records.keys.patient_compartment(patient) for patient in group_members(group)
+        )
+
+    def _belongs(self, resource_type: str, sealed: SealedVersion) -> bool:
+        """Whether a version is in the export, from what the host holds of it: its
+        compartment token (authenticated by the envelope) and whether its key is left."""
+        if self._members is not None and sealed.comp not in self._members:
+            return False
+        if self.job.level == "patient" and sealed.comp == self.records.keys.shared_compartment(
+            resource_type
+        ):
+            return False
+        return self.records.committed_key(sealed.comp) is not None  # no key: erased
+
+    def versions(self, resource_type: str) -> Iterator[SealedVersion]:
+        """The versions of a type the export holds, newest write first, a page of the
+        storage at a time.
+
+        The storage lists every version of the type up to the snapshot (since ``_since``);
+        a version is kept when it is its record's latest as of the snapshot and not a
+        deletion. Nothing is remembered from one page to the next.
+        """
+        records = self.records
+        kind = records.keys.kind(resource_type)
+        before = self.job.snapshot
+        while True:
+            query = HistoryQuery(kind=kind, since_ts=self.job.since, before_seq=before, limit=PAGE)
+            page = records.storage.history(query)
+            records.latest_writes.catch_up(records.storage)
+            for sealed in page:
+                if sealed.deleted or not self._belongs(resource_type, sealed):
+                    continue
+                current = self._as_of(sealed.loc)
+                if current is not None and current.version == sealed.version:
+                    yield current
+            if len(page) < PAGE:
+                return
+            before = page[-1].seq - 1
+
+    # -- counting and reading ---------------------------------------------------------------
+
+    def count(
+        self, progress: Callable[[int, int], None] = lambda done, total: None
+    ) -> dict[str, int]:
+        """How many resources of each type the export holds (types with none left out);
+        ``progress`` hears of each type counted."""
+        types = self.job.resource_types()
+        counts: dict[str, int] = {}
+        for done, resource_type in enumerate(types, start=1):
+            found = sum(1 for _ in self.versions(resource_type))
+            if found:
+                counts[resource_type] = found
+            progress(done, len(types))
+        return counts
+
+    def batches(self, resource_type: str, size: int, max_bytes: int) -> Iterator[list[Stored]]:
+        """The type's resources, opened (each checked by its envelope), ``size`` at a time
+        at most, and fewer when they reach ``max_bytes`` of JSON."""
+        batch: list[Stored] = []
+        held = 0
+        for sealed in self.versions(resource_type):
+            stored = self.records._open_found(sealed)
+            if stored.resource_type != resource_type:
+                continue
+            batch.append(stored)
+            held += len(stored.body)
+            if len(batch) >= size or held >= max_bytes:
+                yield batch
+                batch, held = [], 0
+        if batch:
+            yield batch
+
+
+def group_members(group: dict[str, Any]) -> list[str]:
+    """The ids of the Patients a Group's ``member.entity`` names (local references)."""
+    members = []
+    for member in group.get("member", []):
+        reference = member.get("entity", {}).get("reference")
+        local = isinstance(reference, str) and "://" not in reference
+        parsed = parse_reference(reference) if local else None
+        if parsed is not None and parsed[0] == "Patient":
+            members.append(parsed[1])
+    return members
+
+
+def job_stored(keys: PurposeKeys, job_id: str) -> Stored:
+    """The job as a pseudo-record, so that its cancellation is logged like an access: an
+    EXPORT leaf on the job's location, its AuditEvent under the job's compartment token."""
+    return Stored(
+        JOB_TYPE,
+        job_id,
+        0,
+        _now_us(),
+        False,
+        b"",
+        keys.location(JOB_TYPE, job_id),
+        NO_DIGEST,
+        keys.shared_compartment(f"{JOB_TYPE}/{job_id}"),
+    )
+
+
+def is_cancelled(records: RecordStore, job_id: str) -> bool:
+    """Whether the job was cancelled, by this or any other gateway process."""
+    comp = records.keys.shared_compartment(f"{JOB_TYPE}/{job_id}")
+    return bool(records.storage.events_of(comp))

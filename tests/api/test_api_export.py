@@ -1,0 +1,419 @@
+"""Bulk Data export over HTTP: kick-off, status, manifest and NDJSON files at system,
+Patient and Group level; ``_type``, ``_since``, the snapshot, cancel, refusals; every
+resource handed out is an EXPORT leaf; the files load into an empty vault as they were."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import RunningServer, shared_data_path
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from coffre.api import create_app
+from coffre.cli.audit import audit_log
+from coffre.cli.main import app
+from coffre.fhir import json
+from coffre.ledger.leaf import Leaf, LeafKind
+from coffre.service import RecordStore, Vault
+
+FHIR_JSON = {"Content-Type": "application/fhir+json"}
+ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
+NDJSON = "application/fhir+ndjson"
+runner = CliRunner()
+
+
+# -- helpers, for a TestClient and for a client of a running server alike -------------------
+
+
+def kick_off(client: httpx.Client, path: str) -> str:
+    response = client.get(path, headers=ASYNC)
+    assert response.status_code == 202, response.text
+    status_url: str = response.headers["content-location"]
+    return status_url
+
+
+def manifest(client: httpx.Client, status_url: str) -> dict[str, Any]:
+    """Poll the status URL until the manifest is ready."""
+    for _ in range(600):
+        response = client.get(status_url)
+        if response.status_code == 200:
+            found: dict[str, Any] = response.json()
+            return found
+        assert response.status_code == 202, response.text
+        assert response.headers["x-progress"].startswith("counting")
+        time.sleep(0.05)
+    raise AssertionError("the export never finished")
+
+
+def download(client: httpx.Client, found: dict[str, Any]) -> dict[str, list[dict[str, Any]]]:
+    """Each file of a manifest as its resources, checking the count it announced."""
+    files: dict[str, list[dict[str, Any]]] = {}
+    for output in found["output"]:
+        response = client.get(output["url"])
+        assert response.status_code == 200, response.text
+        assert response.headers["content-type"].startswith(NDJSON)
+        lines = response.content.splitlines()
+        assert len(lines) == output["count"], output["type"]
+        files[output["type"]] = [json.loads(line) for line in lines]
+        assert {r["resourceType"] for r in files[output["type"]]} == {output["type"]}
+    return files
+
+
+def export(client: httpx.Client, path: str) -> dict[str, list[dict[str, Any]]]:
+    return download(client, manifest(client, kick_off(client, path)))
+
+
+def _ids(files: dict[str, list[dict[str, Any]]]) -> dict[str, set[str]]:
+    return {name: {r["id"] for r in resources} for name, resources in files.items()}
+
+
+def _comparable(resource: dict[str, Any]) -> dict[str, Any]:
+    """A resource less what a server sets on each write (versionId, lastUpdated)."""
+    meta = {
+        k: v for k, v in resource.get("meta", {}).items() if k not in ("versionId", "lastUpdated")
+    }
+    trimmed = {k: v for k, v in resource.items() if k != "meta"}
+    return {**trimmed, "meta": meta} if meta else trimmed
+
+
+def _vault_content(records: RecordStore, types: list[str]) -> dict[str, dict[str, Any]]:
+    return {f"{t}/{s.id}": _comparable(s.resource()) for t in types for s in records.all_of_type(t)}
+
+
+def _run(*args: str) -> None:
+    result = runner.invoke(app, list(args))
+    assert result.exit_code == 0, result.output
+    assert "0 failures" in result.output or args[0] != "import", result.output
+
+
+def _put(client: TestClient, resource: dict[str, Any]) -> None:
+    url = f"/fhir/{resource['resourceType']}/{resource['id']}"
+    response = client.put(url, json=resource, headers=FHIR_JSON)
+    assert response.status_code in (200, 201), response.text
+
+
+def _observation(oid: str, patient: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "code": {"text": "weight"},
+        "subject": {"reference": f"Patient/{patient}"},
+    }
+
+
+def _people(client: TestClient) -> None:
+    for pid in ("ana", "bob", "cyd"):
+        _put(client, {"resourceType": "Patient", "id": pid, "gender": "unknown"})
+        _put(client, _observation(f"obs-{pid}", pid))
+    _put(client, {"resourceType": "Organization", "id": "org", "name": "Clinique du Lac"})
+    members = [{"entity": {"reference": f"Patient/{p}"}} for p in ("ana", "cyd")]
+    group = {"resourceType": "Group", "id": "g", "type": "person", "actual": True}
+    _put(client, {**group, "member": members})
+
+
+def _leaves(records: RecordStore, kind: LeafKind) -> list[Leaf]:
+    data = records.storage.leaves(0, records.storage.leaf_count())
+    return [leaf for leaf in map(Leaf.decode, data) if leaf.kind is kind]
+
+
+# -- the flow -------------------------------------------------------------------------------
+
+
+def test_a_system_export_gives_every_current_resource_and_a_complete_manifest(
+    client: TestClient,
+) -> None:
+    _people(client)
+    status_url = kick_off(client, "/fhir/$export")
+    assert "/fhir/$export-status/" in status_url
+    found = manifest(client, status_url)
+    assert found["request"].endswith("/fhir/$export") and found["error"] == []
+    assert found["requiresAccessToken"] is False and found["transactionTime"].startswith("20")
+    assert [o["type"] for o in found["output"]] == [
+        "Group",
+        "Observation",
+        "Organization",
+        "Patient",
+    ]
+    files = download(client, found)
+    assert _ids(files) == {
+        "Group": {"g"},
+        "Observation": {"obs-ana", "obs-bob", "obs-cyd"},
+        "Organization": {"org"},
+        "Patient": {"ana", "bob", "cyd"},
+    }
+    ana = client.get("/fhir/Patient/ana").json()
+    assert next(r for r in files["Patient"] if r["id"] == "ana") == ana
+
+
+def test_patient_and_group_exports_hold_their_compartments(client: TestClient) -> None:
+    _people(client)
+    patients = export(client, "/fhir/Patient/$export")
+    assert _ids(patients) == {  # a Group is in its first member's compartment (R4)
+        "Group": {"g"},
+        "Observation": {"obs-ana", "obs-bob", "obs-cyd"},
+        "Patient": {"ana", "bob", "cyd"},
+    }
+    group = export(client, "/fhir/Group/g/$export")
+    assert _ids(group) == {
+        "Group": {"g"},
+        "Observation": {"obs-ana", "obs-cyd"},
+        "Patient": {"ana", "cyd"},
+    }
+    assert _ids(export(client, "/fhir/Group/g/$export?_type=Patient")) == {
+        "Patient": {"ana", "cyd"}
+    }
+    missing = client.get("/fhir/Group/nope/$export", headers=ASYNC)
+    assert missing.status_code == 404
+
+
+def test_type_and_since_narrow_the_export(client: TestClient) -> None:
+    _people(client)
+    assert _ids(export(client, "/fhir/$export?_type=Patient,Organization")) == {
+        "Organization": {"org"},
+        "Patient": {"ana", "bob", "cyd"},
+    }
+    time.sleep(0.01)
+    cut = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    time.sleep(0.01)
+    _put(client, {"resourceType": "Patient", "id": "bob", "gender": "male"})
+    _put(client, {"resourceType": "Patient", "id": "dee", "gender": "female"})
+    after = export(client, f"/fhir/$export?_since={cut.replace('+00:00', 'Z')}")
+    assert _ids(after) == {"Patient": {"bob", "dee"}}
+    exact = client.get("/fhir/Patient/dee").json()["meta"]["lastUpdated"]
+    at = export(client, f"/fhir/Patient/$export?_since={exact.replace('+', '%2B')}")
+    assert _ids(at) == {"Patient": {"dee"}}  # lastUpdated equal to _since is kept
+
+
+def test_deleted_records_are_left_out_and_the_export_is_pinned_to_its_kick_off(
+    client: TestClient,
+) -> None:
+    _people(client)
+    assert client.delete("/fhir/Observation/obs-bob").status_code == 204
+    status_url = kick_off(client, "/fhir/$export?_type=Patient,Observation")
+    _put(client, {"resourceType": "Patient", "id": "ana", "gender": "female"})  # after
+    _put(client, {"resourceType": "Patient", "id": "eve", "gender": "female"})  # after
+    files = download(client, manifest(client, status_url))
+    assert _ids(files) == {"Observation": {"obs-ana", "obs-cyd"}, "Patient": {"ana", "bob", "cyd"}}
+    ana = next(r for r in files["Patient"] if r["id"] == "ana")
+    assert ana["gender"] == "unknown" and ana["meta"]["versionId"] == "1"  # as at kick-off
+    assert client.delete("/fhir/Patient/cyd").status_code == 204
+    url = manifest(client, status_url)["output"][1]["url"]
+    later = [json.loads(line) for line in client.get(url).content.splitlines()]
+    assert {r["id"] for r in later} == {"ana", "bob"}  # a deletion wins over a running export
+
+
+def test_every_resource_handed_out_is_an_export_leaf_and_the_log_audits(
+    client: TestClient, records: RecordStore
+) -> None:
+    _people(client)
+    files = export(client, "/fhir/$export")
+    leaves = _leaves(records, LeafKind.EXPORT)
+    handed_out = [r for resources in files.values() for r in resources]
+    assert len(leaves) == len(handed_out) == 8
+    by_loc = {leaf.loc: leaf for leaf in leaves}
+    for resource in handed_out:
+        loc = records.keys.location(resource["resourceType"], resource["id"])
+        sealed = records.storage.latest(loc)
+        assert sealed is not None and by_loc[loc].version == sealed.version
+        assert by_loc[loc].body_hash == hashlib.sha256(sealed.body).digest()
+    events = records.access_history("ana")
+    assert any(e["subtype"][0]["code"] == "operation" for e in events)
+    report = audit_log(client, records.ledger.verifier_key, None, full=True)
+    assert report.consistent and not report.violations
+
+
+# -- refusals and cancel ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "headers", "status"),
+    [
+        ("", {"Accept": "application/fhir+json"}, 400),  # no Prefer: respond-async
+        ("", {"Prefer": "return=minimal"}, 400),
+        ("?_type=Patient,Nonsense", ASYNC, 400),
+        ("?_outputFormat=text/csv", ASYNC, 400),
+        ("?_since=yesterday", ASYNC, 400),
+        ("?_typeFilter=Patient%3Fgender%3Dmale", ASYNC, 400),
+        ("?_outputFormat=ndjson", ASYNC, 202),
+        ("?_outputFormat=application/fhir%2Bndjson", ASYNC, 202),
+    ],
+)
+def test_kick_off_refusals(
+    client: TestClient, query: str, headers: dict[str, str], status: int
+) -> None:
+    response = client.get(f"/fhir/$export{query}", headers=headers)
+    assert response.status_code == status, response.text
+    if status == 400:
+        assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_a_patient_export_refuses_a_type_outside_every_compartment(client: TestClient) -> None:
+    response = client.get("/fhir/Patient/$export?_type=Organization", headers=ASYNC)
+    assert response.status_code == 400
+
+
+def test_a_tampered_status_or_file_url_is_refused(client: TestClient) -> None:
+    _people(client)
+    status_url = kick_off(client, "/fhir/$export?_type=Patient")
+    file_url = manifest(client, status_url)["output"][0]["url"]
+    token = status_url.rsplit("/", 1)[1]
+    payload, mac = token.split(".")
+    decoded = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
+    decoded["level"] = "system"
+    decoded["types"] = None
+    forged = base64.urlsafe_b64encode(json.canonical(decoded)).rstrip(b"=").decode()
+    for url in (
+        status_url.replace(token, f"{forged}.{mac}"),
+        status_url.replace(token, f"{payload}.{mac[:-2]}AA"),
+        status_url.replace(token, "nonsense"),
+        file_url.replace(token, f"{forged}.{mac}"),
+    ):
+        assert client.get(url).status_code == 404, url
+    assert client.get(file_url.replace("/Patient", "/Organization")).status_code == 404
+
+
+def test_a_cancelled_export_is_gone_for_every_gateway_process(
+    client: TestClient, records: RecordStore, vault: Vault
+) -> None:
+    _people(client)
+    status_url = kick_off(client, "/fhir/$export")
+    file_url = manifest(client, status_url)["output"][0]["url"]
+    assert client.delete(status_url).status_code == 202
+    assert client.get(status_url).status_code == 404
+    assert client.get(file_url).status_code == 404
+    assert client.delete(status_url).status_code == 404
+    assert len(_leaves(records, LeafKind.EXPORT)) == 1  # the cancellation, nothing handed out
+    other = vault.open()  # another process: nothing shared in memory
+    with TestClient(create_app(other)) as second:
+        assert second.get(status_url).status_code == 404
+    other.storage.close()
+
+
+# -- round trips through coffre import ------------------------------------------------------
+
+
+def _round_trip(client: TestClient, records: RecordStore, tmp_path: Path) -> int:
+    """Export the vault, load the files into an empty vault, and compare: the count."""
+    files = export(client, "/fhir/$export")
+    folder = tmp_path / "ndjson"
+    folder.mkdir()
+    for name, resources in files.items():
+        (folder / f"{name}.ndjson").write_bytes(
+            b"".join(json.canonical(r) + b"\n" for r in resources)
+        )
+    empty = Vault.at(tmp_path / "empty")
+    empty.create()
+    _run("import", "--vault", str(empty.folder), str(folder))
+    loaded = empty.open()
+    types = sorted(files)
+    try:
+        assert _vault_content(loaded, types) == _vault_content(records, types)
+    finally:
+        loaded.storage.close()
+    return sum(len(resources) for resources in files.values())
+
+
+@contextmanager
+def _served(vault: Vault) -> Iterator[tuple[TestClient, RecordStore]]:
+    records = vault.open()
+    try:
+        with TestClient(create_app(records)) as client:
+            yield client, records
+    finally:
+        records.storage.close()
+
+
+def test_generated_patients_round_trip_through_coffre_import(vault: Vault, tmp_path: Path) -> None:
+    _run("synth", "3", "--out", str(tmp_path / "synth"), "--seed", "11")
+    _run("import", "--vault", str(vault.folder), str(tmp_path / "synth"))
+    with _served(vault) as (client, records):
+        assert _round_trip(client, records, tmp_path) > 50
+
+
+@pytest.mark.shared_data
+def test_synthea_bundles_round_trip_through_coffre_import(vault: Vault, tmp_path: Path) -> None:
+    bundles = sorted(shared_data_path("synthea", "smart-2019").glob("*.json"))[:2]
+    _run("import", "--vault", str(vault.folder), *map(str, bundles))
+    with _served(vault) as (client, records):
+        assert _round_trip(client, records, tmp_path) > 100
+
+
+def test_the_capability_statement_declares_the_three_exports(client: TestClient) -> None:
+    statement = client.get("/fhir/metadata").json()
+    bulk = "http://hl7.org/fhir/uv/bulkdata"
+    assert statement["instantiates"] == [f"{bulk}/CapabilityStatement/bulk-data"]
+    rest = statement["rest"][0]
+    assert rest["operation"][0]["definition"] == f"{bulk}/OperationDefinition/export"
+    for name, definition in (("Patient", "patient-export"), ("Group", "group-export")):
+        resource = next(r for r in rest["resource"] if r["type"] == name)
+        operations = {op["name"]: op["definition"] for op in resource["operation"]}
+        assert operations["export"] == f"{bulk}/OperationDefinition/{definition}"
+
+
+# -- memory -----------------------------------------------------------------------------------
+
+PEAK_LIMIT_KB = 300 * 1024
+# What the export may add to the server's peak between the two vault sizes: allocator noise,
+# far below what holding a file in memory would take.
+GROWTH_LIMIT_KB = 5 * 1024
+
+
+def _status_kb(pid: int, field: str) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise AssertionError(f"no {field} for process {pid}")
+
+
+def _export_peak(vault: Vault) -> tuple[int, int, int]:
+    """Serve the vault in a subprocess, export it all and download every file as a stream:
+    the server's resident memory before, the peak the export reached, the lines received."""
+    server = RunningServer(vault)
+    try:
+        pid = server.process.pid
+        Path(f"/proc/{pid}/clear_refs").write_text("5")  # the peak starts again from now
+        before = _status_kb(pid, "VmRSS")
+        lines = 0
+        with httpx.Client(timeout=120) as client:
+            found = manifest(client, kick_off(client, f"{server.base_url}/$export"))
+            for output in found["output"]:
+                with client.stream("GET", output["url"]) as response:
+                    assert response.status_code == 200
+                    lines += sum(1 for _ in response.iter_lines())
+        return before, _status_kb(pid, "VmHWM"), lines
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc")
+def test_the_export_s_peak_memory_does_not_grow_with_the_vault(
+    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The server runs from bytecode, as an installed Coffre does: compiled from source at
+    # each start, the generated schema module alone holds about 250 MB.
+    monkeypatch.delenv("PYTHONDONTWRITEBYTECODE", raising=False)
+    monkeypatch.setenv("PYTHONPYCACHEPREFIX", str(tmp_path / "pycache"))
+    subprocess.run([sys.executable, "-c", "import coffre.api.server"], check=True)
+    sizes = []
+    for seed, patients in ((1, 3), (2, 30)):
+        folder = tmp_path / f"synth-{seed}"
+        _run("synth", str(patients), "--out", str(folder), "--seed", str(seed))
+        _run("import", "--vault", str(vault.folder), str(folder))
+        sizes.append(_export_peak(vault))
+    (small_before, small_peak, small_lines), (large_before, large_peak, large_lines) = sizes
+    assert large_lines > 3 * small_lines
+    assert large_peak < PEAK_LIMIT_KB, sizes
+    assert large_peak - large_before <= small_peak - small_before + GROWTH_LIMIT_KB, sizes
