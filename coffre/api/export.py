@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
@@ -22,6 +22,8 @@ from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from coffre.api.access import access_of
+from coffre.api.auth.enforce import guard_of
+from coffre.api.auth.scopes import Context, Interaction, Target, decide
 from coffre.api.history import since
 from coffre.api.negotiation import check_format
 from coffre.api.responses import fhir_response, information
@@ -81,11 +83,6 @@ def _countings(request: Request) -> OrderedDict[str, _Counting]:
 
 def _kick_off_job(request: Request, level: str, group: str | None = None) -> ExportJob:
     check_format(request)
-    # AUTHORISATION belongs here (and in export_file): an export hands out every record
-    # of its level, so it needs a system-level read scope (system/*.rs, or system/Type.rs
-    # for each type exported), never a patient- or user-level one. Until the SMART scope
-    # enforcement of coffre/api/auth checks it, an export is open to whoever the /fhir
-    # door lets in (COFFRE_AUTH).
     prefer = [part.strip() for part in request.headers.get("prefer", "").split(",")]
     if "respond-async" not in prefer:
         raise FhirError(400, "invalid", "a bulk export needs the header Prefer: respond-async")
@@ -100,7 +97,24 @@ def _kick_off_job(request: Request, level: str, group: str | None = None) -> Exp
         )
     types = [t for raw in params.getlist("_type") for t in raw.split(",") if t]
     after = since(list(params.multi_items()))
-    return start_job(_records(request), level, str(request.url), types, after, group)
+    job = start_job(_records(request), level, str(request.url), types, after, group)
+    _check_access(request, job.resource_types())
+    return job
+
+
+def _check_access(request: Request, types: list[str]) -> None:
+    """An export hands out every record of its types: only the system scopes of a token
+    count (``system/*.rs``, or ``system/Type.rs`` for each type), never patient or user
+    ones, whoever the token speaks for (403 otherwise)."""
+    principal = guard_of(request).principal
+    if principal is None:
+        return  # no token: COFFRE_AUTH is off, as for every other request
+    system = replace(principal, scopes=principal.scopes.in_context(Context.SYSTEM))
+    for resource_type in types:
+        decision = decide(system, Target(Interaction.OPERATION, resource_type))
+        if not decision.allowed or decision.within is not None:
+            message = f"a bulk export of {resource_type} needs a system/{resource_type}.rs scope"
+            raise FhirError(403, "forbidden", message)
 
 
 def _accepted(request: Request, job: ExportJob) -> Response:
@@ -122,8 +136,9 @@ async def export_patients(request: Request) -> Response:
 async def export_group(request: Request) -> Response:
     """``GET [base]/Group/{id}/$export``: the compartments of the group's Patient members."""
     group_id: str = request.path_params["id"]
+    job = _kick_off_job(request, "group", group_id)
     _records(request).read("Group", group_id)  # 404 or 410 now rather than at download
-    return _accepted(request, _kick_off_job(request, "group", group_id))
+    return _accepted(request, job)
 
 
 # -- status -----------------------------------------------------------------------------------
@@ -219,10 +234,10 @@ async def _log(request: Request, handed_out: list[Stored]) -> None:
 async def export_file(request: Request) -> Response:
     """One type's NDJSON, made as it is sent: each batch opened, logged, then sent."""
     job, _ = _job(request)
-    # AUTHORISATION belongs here too: the same system-level scope as the kick-off.
     resource_type: str = request.path_params["type"]
     if resource_type not in RESOURCE_TYPES or resource_type not in job.resource_types():
         raise FhirError(404, "not-found", f"this export has no {resource_type} file")
+    _check_access(request, [resource_type])  # the downloader's token, which may be another
     export = Export(_records(request), job)
     batches = export.batches(resource_type, BATCH, BATCH_BYTES)
     first = await asyncio.to_thread(next, batches, None)  # errors before the 200 is sent

@@ -1,0 +1,96 @@
+"""Who may export: only the system scopes of a token count, at kick-off and at each
+download, and the manifest says that the files need a token."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from smart import FHIR_BASE, ORIGIN, authority_at, client_for
+from starlette.testclient import TestClient
+
+from coffre.api.auth import Authority
+from coffre.service import RecordStore
+
+ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
+
+
+def _bearer(authority: Authority, **claims: Any) -> dict[str, str]:
+    base = {"iss": f"{ORIGIN}/auth", "aud": FHIR_BASE, "client_id": "exporter", "sub": "exporter"}
+    return {"Authorization": f"Bearer {authority.signer.sign({**base, **claims}, 300)}"}
+
+
+@pytest.fixture
+def secured(records: RecordStore, tmp_path: Path) -> Iterator[tuple[TestClient, Authority]]:
+    with records.writer() as writer:
+        writer.update("Patient", "ana", {"resourceType": "Patient", "id": "ana"})
+        org = {"resourceType": "Organization", "id": "org", "name": "Clinique du Lac"}
+        writer.update("Organization", "org", org)
+    authority = authority_at(tmp_path)
+    with client_for(records, authority) as client:
+        yield client, authority
+
+
+def _manifest(client: TestClient, status_url: str, headers: dict[str, str]) -> dict[str, Any]:
+    for _ in range(200):
+        response = client.get(status_url, headers=headers)
+        if response.status_code == 200:
+            found: dict[str, Any] = response.json()
+            return found
+        assert response.status_code == 202, response.text
+    raise AssertionError("the export never finished")
+
+
+def test_a_backend_service_with_system_read_scopes_exports(
+    secured: tuple[TestClient, Authority],
+) -> None:
+    client, authority = secured
+    system = _bearer(authority, role="system", scope="system/*.rs")
+    assert client.get("/fhir/$export", headers=ASYNC).status_code == 401
+    kick_off = client.get("/fhir/$export", headers={**ASYNC, **system})
+    assert kick_off.status_code == 202, kick_off.text
+    status_url = kick_off.headers["content-location"]
+    assert client.get(status_url).status_code == 401
+    found = _manifest(client, status_url, system)
+    assert found["requiresAccessToken"] is True
+    for output in found["output"]:
+        assert client.get(output["url"]).status_code == 401
+        assert client.get(output["url"], headers=system).status_code == 200
+        narrow = _bearer(authority, role="system", scope="system/Organization.rs")
+        expected = 200 if output["type"] == "Organization" else 403
+        assert client.get(output["url"], headers=narrow).status_code == expected
+
+
+@pytest.mark.parametrize(
+    ("path", "claims"),
+    [
+        ("$export", {"role": "system", "scope": "system/Patient.rs"}),  # not every type
+        ("$export?_type=Patient", {"role": "system", "scope": "system/Patient.s"}),  # no read
+        ("$export?_type=Patient", {"role": "admin", "scope": "user/*.rs"}),
+        (
+            "Patient/$export",
+            {"role": "clinician", "fhirUser": "Practitioner/x", "scope": "user/*.rs"},
+        ),
+        ("Patient/$export", {"role": "patient", "patient": "ana", "scope": "patient/*.rs"}),
+        ("Group/nope/$export", {"role": "patient", "patient": "ana", "scope": "patient/*.rs"}),
+    ],
+)
+def test_other_tokens_are_refused_before_anything_is_read(
+    secured: tuple[TestClient, Authority], path: str, claims: dict[str, str]
+) -> None:
+    client, authority = secured
+    response = client.get(f"/fhir/{path}", headers={**ASYNC, **_bearer(authority, **claims)})
+    assert response.status_code == 403, response.text
+
+
+def test_system_scopes_of_some_types_export_those_types(
+    secured: tuple[TestClient, Authority],
+) -> None:
+    client, authority = secured
+    narrow = _bearer(authority, role="system", scope="system/Patient.rs system/Group.rs")
+    kick_off = client.get("/fhir/Patient/$export?_type=Patient", headers={**ASYNC, **narrow})
+    assert kick_off.status_code == 202, kick_off.text
+    found = _manifest(client, kick_off.headers["content-location"], narrow)
+    assert [o["type"] for o in found["output"]] == ["Patient"]
