@@ -94,6 +94,7 @@ async def _log_access(request: Request, kind: LeafKind, handed_out: list[Stored]
     """Record what is about to leave; the caller answers only once this is durable."""
     if handed_out:
         await _commit(request, lambda writer: writer.log_access(kind, handed_out))
+        guard_of(request).note(handed_out)
         await announce(request)
 
 

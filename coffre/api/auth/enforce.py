@@ -7,7 +7,7 @@ A hidden record is answered exactly as a missing one (``refusal``, or the route'
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
@@ -167,14 +167,23 @@ class Guard:
         patient = target.patient
         if not decision.allowed or not patient or patient == SOMEONE:
             return decision
-        if self.principal.role == Role.CLINICIAN:
-            practitioner = self.principal.fhir_user or ""
-            if self.break_glass is None and not self.related(patient, find):
-                if target.interaction is Interaction.CREATE:
-                    return Decision(Outcome.FORBID, "no care relationship with this patient")
-                return Decision(Outcome.HIDE, "no care relationship with this patient")
-            self.reached.setdefault(patient, Reached(patient, practitioner, self.break_glass))
+        if self.practitioner is not None and not self.related(patient, find):
+            if target.interaction is Interaction.CREATE:
+                return Decision(Outcome.FORBID, "no care relationship with this patient")
+            return Decision(Outcome.HIDE, "no care relationship with this patient")
         return decision
+
+    def note(self, handed_out: Iterable[Stored]) -> None:
+        """Remember whose records a clinician is handed, for the access hooks (the
+        first-access notice): only what leaves, never what a search merely looked at."""
+        principal = self.principal
+        if principal is None or principal.role != Role.CLINICIAN:
+            return
+        for stored in handed_out:
+            patient = self.target(Interaction.READ, stored).patient
+            if patient and patient != SOMEONE and patient not in self.reached:
+                practitioner = principal.fhir_user or ""
+                self.reached[patient] = Reached(patient, practitioner, self.break_glass)
 
     def check(
         self,
@@ -340,7 +349,11 @@ class GuardGate:
         error = refusal(decision, what.resource_type, what.id)
         if error is not None:
             raise error
+        if kind in (Interaction.READ, Interaction.VREAD):
+            guard.note([what])
         return True
 
     def visible(self, writer: Writer, found: list[Stored]) -> list[Stored]:
-        return self.guard.admitted(found, writer.find)
+        visible = self.guard.admitted(found, writer.find)
+        self.guard.note(visible)
+        return visible

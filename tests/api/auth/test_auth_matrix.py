@@ -22,9 +22,12 @@ from joserfc import jwt
 from joserfc.jwk import ECKey
 from pg import BACKENDS, Cluster
 from smart import FHIR_BASE, ORIGIN, authority_at, client_for
+from starlette.requests import Request
 from starlette.testclient import TestClient
 
+from coffre.api.access import add_access_hook
 from coffre.api.auth import Authority
+from coffre.api.auth.enforce import Reached
 from coffre.service import RecordStore, Vault
 from coffre.service.audit import is_break_glass
 
@@ -547,3 +550,27 @@ def test_discovery_is_public(world: World, path: str) -> None:
 
 def test_the_ledger_is_public_to_auditors(world: World) -> None:
     assert world.client.get("/ledger/checkpoint").status_code == 200
+
+
+def test_the_access_hooks_hear_of_each_patient_a_clinician_was_handed(world: World) -> None:
+    heard: list[Reached] = []
+
+    async def hook(request: Request, reached: list[Reached]) -> None:
+        heard.extend(reached)
+
+    app = world.client.app
+    before = list(getattr(app.state, "access_hooks", []))
+    add_access_hook(app, hook)
+    try:
+        world.call(DR_WHO, "GET", "Observation/obs-alice")
+        world.call(DR_NO, "GET", "Observation/obs-alice")
+        world.call(DR_WHO, "GET", "Observation?code=8867-4")
+        world.call(GLASS, "GET", "Observation/obs-bob")
+        world.call(SYSTEM, "GET", "Observation/obs-bob")
+    finally:
+        app.state.access_hooks = before
+    assert heard == [
+        Reached("alice", "Practitioner/drwho", None),
+        Reached("alice", "Practitioner/drwho", None),
+        Reached("bob", "Practitioner/drno", REASON),
+    ]
