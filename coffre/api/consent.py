@@ -14,7 +14,9 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from coffre.api.access import access_of
+from coffre.api.access import access_of, announce
+from coffre.api.auth.enforce import guard_of, not_found
+from coffre.api.auth.scopes import Interaction, Target
 from coffre.api.negotiation import check_format, read_json
 from coffre.api.responses import fhir_response, resource_response
 from coffre.exceptions import FhirError
@@ -41,6 +43,15 @@ def opt_out_of(body: Any) -> bool:
     return values[0]
 
 
+def _authorise(request: Request, interaction: Interaction, patient_id: str) -> None:
+    """What the token says of reading or writing the patient's Consent (403), then
+    whether it reaches this patient (else the 404 of a missing patient)."""
+    guard = guard_of(request)
+    guard.check_type(interaction, "Consent")
+    target = Target(interaction, "Consent", patient=patient_id)
+    guard.check(target, patient_id, missing=not_found("Patient", patient_id))
+
+
 def _records(request: Request) -> RecordStore:
     records: RecordStore = request.app.state.records
     return records
@@ -51,6 +62,7 @@ async def research_consent(request: Request) -> Response:
     patient_id: str = request.path_params["id"]
     committer: GroupCommitter = request.app.state.committer
     if request.method == "GET":
+        _authorise(request, Interaction.READ, patient_id)
         records = _records(request)
         patient = records.read("Patient", patient_id)
         stored = current_consent(records, patient_id)
@@ -58,9 +70,11 @@ async def research_consent(request: Request) -> Response:
         await committer.run(
             lambda writer: writer.log_access(LeafKind.READ, opened), access_of(request)
         )
+        await announce(request)
         if stored is None:
             return fhir_response(consent_resource(patient_id, False, None))
         return resource_response(stored)
+    _authorise(request, Interaction.UPDATE, patient_id)
     opt_out = opt_out_of(await read_json(request, request.app.state.max_body_bytes))
     outcome = await committer.run(
         lambda writer: record_research_consent(writer, patient_id, opt_out), access_of(request)

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from minted import bearer
 from starlette.testclient import TestClient
 
+from coffre.api import create_app
+from coffre.api.auth import Authority
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.service import RecordStore
 from coffre.service.consent import research_opt_out
@@ -75,3 +78,42 @@ def test_the_capability_statement_declares_the_operation(client: TestClient) -> 
     statement = client.get("/fhir/metadata").json()
     patient = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")
     assert {"everything", "research-consent"} <= {op["name"] for op in patient["operation"]}
+
+
+def test_a_token_reaches_its_own_patients_consent_only(records: RecordStore) -> None:
+    with records.writer() as writer:
+        for patient in ("p1", "p2"):
+            writer.update("Patient", patient, {"resourceType": "Patient", "id": patient})
+    authority = Authority.ephemeral()
+    app = create_app(records, authority=authority)
+    with TestClient(app, raise_server_exceptions=False) as client:
+        reader = bearer(authority, "patient", "Patient/p1", "user/*.rs")
+        writer = bearer(authority, "patient", "Patient/p1", "user/*.rs user/Consent.u")
+        researcher = bearer(authority, "researcher", "Practitioner/r", "user/*.rs")
+        assert client.get("/fhir/Patient/p1/$research-consent", headers=reader).status_code == 200
+        assert client.get("/fhir/Patient/p2/$research-consent", headers=reader).status_code == 404
+        put = {**writer, **FHIR_JSON}
+        assert (
+            client.put(
+                "/fhir/Patient/p2/$research-consent", json=_parameters(True), headers=put
+            ).status_code
+            == 404
+        )
+        assert (
+            client.put(
+                "/fhir/Patient/p1/$research-consent",
+                json=_parameters(True),
+                headers={**reader, **FHIR_JSON},
+            ).status_code
+            == 403
+        )
+        assert (
+            client.put(
+                "/fhir/Patient/p1/$research-consent", json=_parameters(True), headers=put
+            ).status_code
+            == 201
+        )
+        assert (
+            client.get("/fhir/Patient/p1/$research-consent", headers=researcher).status_code == 403
+        )
+    assert research_opt_out(records, "p1") and not research_opt_out(records, "p2")
