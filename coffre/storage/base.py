@@ -84,6 +84,10 @@ class StorageReader(Protocol):
 
     def wrapped_key(self, comp: bytes) -> tuple[str, bytes] | None: ...
 
+    def records_of(self, comp: bytes) -> list[bytes]:
+        """Locations of the records whose latest version is in a compartment."""
+        ...
+
     def leaf_count(self) -> int: ...
 
     def leaves(self, start: int, end: int) -> list[bytes]:
@@ -125,6 +129,11 @@ class StorageTxn(StorageReader, Protocol):
 
     def put_checkpoint(self, size: int, note: str) -> None: ...
 
+    def erase_compartment(self, comp: bytes, locs: Iterable[bytes]) -> None:
+        """Remove a compartment's wrapped data key, and the index tokens and current
+        pointers of its records ``locs``, overwriting what the driver can overwrite."""
+        ...
+
     def savepoint(self) -> AbstractContextManager[None]:
         """A nested transaction: what it wrote is undone if it raises, and only that."""
         ...
@@ -145,6 +154,11 @@ class Storage(StorageReader, Protocol):
 
     def current_of_kind(self, kind: bytes) -> Iterator[SealedVersion]:
         """Current, not deleted versions of one resource type."""
+        ...
+
+    def purge_erased(self) -> None:
+        """After an erasure committed: make the rows it deleted unrecoverable from the
+        storage's own files (SQLite's WAL, PostgreSQL's dead tuples)."""
         ...
 
     def close(self) -> None: ...

@@ -212,6 +212,9 @@ class _Reader:
         row = self._one("SELECT kek_id, wrapped FROM data_keys WHERE comp = %s", (comp,))
         return (row[0], row[1]) if row else None
 
+    def records_of(self, comp: bytes) -> list[bytes]:
+        return [row[0] for row in self._rows("SELECT loc FROM current WHERE comp = %s", (comp,))]
+
 
 class _Txn(_Reader):
     """One write transaction, on the write connection, under the write lock."""
@@ -328,6 +331,16 @@ class _Txn(_Reader):
         stored = self.wrapped_key(comp)
         assert stored is not None
         return stored
+
+    def erase_compartment(self, comp: bytes, locs: Iterable[bytes]) -> None:
+        """The rows deleted stay in the table's pages as dead tuples until
+        ``purge_erased`` vacuums it."""
+        self._execute(
+            "WITH key AS (DELETE FROM data_keys WHERE comp = %(comp)s),"
+            " dropped AS (DELETE FROM tokens WHERE loc = ANY(%(locs)s::bytea[]))"
+            " DELETE FROM current WHERE loc = ANY(%(locs)s::bytea[])",
+            {"comp": comp, "locs": list(locs)},
+        )
 
 
 class PostgresStorage(_Reader):
@@ -464,6 +477,18 @@ class PostgresStorage(_Reader):
         )
         for row in self._stream(sql, (kind,), size=256):
             yield _version(row)
+
+    def purge_erased(self) -> None:
+        """VACUUM FULL rewrites the data keys' table into a new file without the erased
+        key (a plain VACUUM frees the dead row but need not overwrite its bytes), and
+        VACUUM frees the dead tokens. Neither runs in a transaction: on a pooled
+        connection."""
+        try:
+            with self._pool.connection() as connection:
+                for statement in ("VACUUM FULL data_keys", "VACUUM tokens, current"):
+                    connection.execute(statement, prepare=False)
+        except psycopg.Error as error:
+            _fail("vacuum", error)
 
     def close(self) -> None:
         self._pool.close()

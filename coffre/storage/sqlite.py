@@ -150,6 +150,14 @@ class _Reader:
         ).fetchone()
         return (row[0], row[1]) if row else None
 
+    def records_of(self, comp: bytes) -> list[bytes]:
+        rows = self._db.execute(
+            "SELECT loc FROM versions v WHERE comp = ?"
+            " AND version = (SELECT max(version) FROM versions WHERE loc = v.loc)",
+            (comp,),
+        ).fetchall()
+        return [bytes(row[0]) for row in rows]
+
 
 class _Txn(_Reader):
     def __init__(self, connection: sqlite3.Connection) -> None:
@@ -232,6 +240,14 @@ class _Txn(_Reader):
         assert stored is not None
         return stored
 
+    def erase_compartment(self, comp: bytes, locs: Iterable[bytes]) -> None:
+        """The connection's ``secure_delete`` has SQLite overwrite the deleted rows with
+        zeros, in the pages this transaction writes to the WAL."""
+        rows = [(loc,) for loc in locs]
+        self._db.execute("DELETE FROM data_keys WHERE comp = ?", (comp,))
+        self._db.executemany("DELETE FROM tokens WHERE loc = ?", rows)
+        self._db.executemany("DELETE FROM current WHERE loc = ?", rows)
+
 
 class SqliteStorage(_Reader):
     """Sealed versions, index tokens and wrapped keys in one SQLite file.
@@ -259,6 +275,9 @@ class SqliteStorage(_Reader):
             )
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute(f"PRAGMA synchronous = {synchronous}")
+            # Freed space is zeroed (Debian's default, not every build's): a row deleted,
+            # or a copy of it left behind when a page is split, never lingers in the file.
+            connection.execute("PRAGMA secure_delete = ON")
             if create:
                 connection.executescript(SCHEMA)
         except sqlite3.Error as error:
@@ -331,6 +350,15 @@ class SqliteStorage(_Reader):
         )
         for row in cursor:
             yield _row(row)
+
+    def purge_erased(self) -> None:
+        """Copy the WAL into the file and truncate it: its older frames may still hold
+        the pages as they were before the erasure. Readers of other processes can hold
+        the WAL back; StorageError then, and running it again finishes the job."""
+        with self._write_lock():
+            busy = self._write_db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
+        if busy:
+            raise StorageError("SQLite's WAL is in use by a reader and could not be truncated")
 
     def close(self) -> None:
         self._db.close()
