@@ -136,6 +136,13 @@ OIDC_AUDIENCE = Setting(
     "",
     "With an external issuer: the `aud` its tokens must carry; empty: the FHIR base URL.",
 )
+NOTICE_WEBHOOK = Setting(
+    "notice_webhook",
+    "",
+    "A URL Coffre posts `{\"event\": \"access-notice\", \"notice\": \"Communication/<id>\"}` to when a"
+    " professional first opens a patient's record (an e-mail or SMS gateway); no health data."
+    " Empty: the notice is only in the portal.",
+)
 
 SETTINGS = (
     VAULT,
@@ -164,4 +171,5 @@ SETTINGS = (
     OIDC_ISSUER,
     OIDC_JWKS_URL,
     OIDC_AUDIENCE,
+    NOTICE_WEBHOOK,
 )

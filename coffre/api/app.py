@@ -12,13 +12,14 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 
 from coffre.api import consent, routes
-from coffre.api.access import access_of
+from coffre.api.access import access_of, add_access_hook
 from coffre.api.auth import Authenticate, Authority, auth_routes, smart_routes
 from coffre.api.auth.capability import smart_security
 from coffre.api.capability import capability_statement
 from coffre.api.export import export_routes
 from coffre.api.ledger import ledger_routes
 from coffre.api.negotiation import check_format
+from coffre.api.notices import tell_patients
 from coffre.api.responses import fhir_response, outcome_response
 from coffre.exceptions import CoffreError, FhirError, SealError, StorageError
 from coffre.ledger import LedgerError
@@ -163,4 +164,5 @@ def create_app(
     app.state.base_path = BASE_PATH
     app.state.max_body_bytes = max_body_bytes
     app.state.authority = authority or Authority.ephemeral()
+    add_access_hook(app, tell_patients)
     return app
