@@ -20,6 +20,7 @@ from coffre.api.export import export_routes
 from coffre.api.ledger import ledger_routes
 from coffre.api.negotiation import check_format
 from coffre.api.notices import tell_patients
+from coffre.api.portal import portal_routes
 from coffre.api.responses import fhir_response, outcome_response
 from coffre.exceptions import CoffreError, FhirError, SealError, StorageError
 from coffre.ledger import LedgerError
@@ -148,6 +149,7 @@ def create_app(
             Mount(BASE_PATH, routes=[*smart_routes(), *export_routes(), *_fhir_routes()]),
             Mount("/auth", routes=auth_routes()),
             Mount("/ledger", routes=ledger_routes()),
+            Mount("/portal", routes=portal_routes()),
         ],
         middleware=[Middleware(Authenticate)],
         exception_handlers={

@@ -1,0 +1,138 @@
+"""The portal's session: a short-lived cookie signed with the gateway's token key.
+
+The cookie is a JWT for the portal's own audience, so it is never an access token for
+/fhir and no access token is ever a session. It is HttpOnly, SameSite=Lax and Secure
+whenever the portal is reached over HTTPS; it names the patient and carries the CSRF
+token every form of the session must send back. Signing out clears it; a copy taken
+before stays valid until it expires (``SESSION_SECONDS``), as access tokens do.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from coffre.api.auth import Authority, Principal
+from coffre.api.auth.scopes import Role, parse_scopes
+from coffre.api.auth.tokens import ACCESS_TOKEN_ALGORITHM, InvalidToken, peek, verify
+
+SESSION_COOKIE = "coffre_portal"
+SIGN_IN_COOKIE = "coffre_portal_sign_in"
+SESSION_SECONDS = 30 * 60
+SIGN_IN_SECONDS = 15 * 60
+PORTAL_CLIENT = "portal"
+SESSION_TYPE = "coffre-portal-session"
+PORTAL_SCOPES = "patient/*.rs patient/Consent.u launch/patient"
+
+
+@dataclass(frozen=True, slots=True)
+class Session:
+    """A signed-in patient: their user name, their Patient id, the form token."""
+
+    username: str
+    patient_id: str
+    csrf: str
+
+    @property
+    def principal(self) -> Principal:
+        """The patient as the audit log names them: ``Patient/<id> (patient, via client portal)``."""
+        return Principal(
+            subject=self.username,
+            client_id=PORTAL_CLIENT,
+            scopes=parse_scopes(PORTAL_SCOPES)[0],
+            role=Role.PATIENT,
+            patient=self.patient_id,
+            fhir_user=f"Patient/{self.patient_id}",
+        )
+
+
+def _authority(request: Request) -> Authority:
+    authority: Authority = request.app.state.authority
+    return authority
+
+
+def portal_origin(request: Request) -> str:
+    """Where the portal is reached: the public URL when set, else the request's own
+    scheme and host (not ``base_url``, which under /portal ends with the mount's path)."""
+    public = _authority(request).settings.public_url
+    return public or f"{request.url.scheme}://{request.url.netloc}"
+
+
+def _audience(request: Request) -> str:
+    return portal_origin(request) + "/portal"
+
+
+def _issuer(request: Request) -> str:
+    return portal_origin(request) + "/auth"
+
+
+def secure(request: Request) -> bool:
+    """Whether the portal is reached over TLS: then its cookies are Secure."""
+    return portal_origin(request).startswith("https:")
+
+
+def set_cookie(request: Request, response: Response, name: str, value: str, seconds: int) -> None:
+    response.set_cookie(
+        name,
+        value,
+        max_age=seconds,
+        path="/portal",
+        secure=secure(request),
+        httponly=True,
+        samesite="lax",
+    )
+
+
+def open_session(request: Request, response: Response, username: str, patient_id: str) -> None:
+    """Sign the patient in: a new session cookie, with a new CSRF token."""
+    authority = _authority(request)
+    claims = {
+        "iss": _issuer(request),
+        "aud": _audience(request),
+        "sub": username,
+        "typ": SESSION_TYPE,
+        "patient": patient_id,
+        "csrf": secrets.token_urlsafe(24),
+    }
+    token = authority.signer.sign(claims, SESSION_SECONDS)
+    set_cookie(request, response, SESSION_COOKIE, token, SESSION_SECONDS)
+    response.delete_cookie(SIGN_IN_COOKIE, path="/portal")
+
+
+def session_of(request: Request) -> Session | None:
+    """The session the request's cookie proves, or None (none, expired, forged)."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if not token:
+        return None
+    authority = _authority(request)
+    try:
+        claims = verify(
+            peek(token),
+            authority.signer.public,
+            (ACCESS_TOKEN_ALGORITHM,),
+            {
+                "iss": _issuer(request),
+                "aud": _audience(request),
+                "typ": SESSION_TYPE,
+                "sub": None,
+                "patient": None,
+                "csrf": None,
+            },
+        )
+    except InvalidToken:
+        return None
+    return Session(str(claims["sub"]), str(claims["patient"]), str(claims["csrf"]))
+
+
+def same(expected: str, sent: str | None) -> bool:
+    """A form's token compared with the expected one, in constant time."""
+    return bool(expected) and sent is not None and hmac.compare_digest(expected, sent)
+
+
+def sign_in_token(request: Request) -> str:
+    """The token that ties the sign-in form to this browser (against login CSRF)."""
+    return request.cookies.get(SIGN_IN_COOKIE) or secrets.token_urlsafe(24)

@@ -1,0 +1,125 @@
+"""A readable summary of a patient's compartment: rows of plain text per section."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from coffre.service import Stored
+
+RECENT_RESULTS = 20
+Row = tuple[str, str, str]
+"""(name, date, status or value): what a line of a section shows."""
+
+
+def concept(value: Any) -> str:
+    """A CodeableConcept as a person reads it: its text, else its first display or code."""
+    if not isinstance(value, dict):
+        return ""
+    if value.get("text"):
+        return str(value["text"])
+    for coding in value.get("coding", []):
+        if coding.get("display") or coding.get("code"):
+            return str(coding.get("display") or coding.get("code"))
+    return ""
+
+
+def day(value: Any) -> str:
+    """The date part of a FHIR date or dateTime."""
+    return value[:10] if isinstance(value, str) else ""
+
+
+def _status(resource: dict[str, Any], element: str) -> str:
+    value = resource.get(element)
+    return concept(value) if isinstance(value, dict) else str(value or "")
+
+
+def _quantity(value: dict[str, Any]) -> str:
+    number = value.get("value")
+    unit = value.get("unit") or value.get("code") or ""
+    if isinstance(number, float):
+        number = f"{round(number, 2):g}"  # 101.61138329252928 reads 101.61
+    return f"{number} {unit}".strip() if number is not None else ""
+
+
+def observed_value(resource: dict[str, Any]) -> str:
+    """An Observation's value, or its components' (a blood pressure), as text."""
+    if "valueQuantity" in resource:
+        return _quantity(resource["valueQuantity"])
+    if "valueCodeableConcept" in resource:
+        return concept(resource["valueCodeableConcept"])
+    for name in ("valueString", "valueBoolean", "valueInteger", "valueDateTime"):
+        if name in resource:
+            return str(resource[name])
+    parts = [
+        f"{concept(c.get('code'))}: {observed_value(c)}"
+        for c in resource.get("component", [])
+        if observed_value(c)
+    ]
+    return "; ".join(parts)
+
+
+def _condition(r: dict[str, Any]) -> Row:
+    return (
+        concept(r.get("code")),
+        day(r.get("onsetDateTime") or r.get("recordedDate")),
+        _status(r, "clinicalStatus"),
+    )
+
+
+def _medication(r: dict[str, Any]) -> Row:
+    name = concept(r.get("medicationCodeableConcept")) or r.get("medicationReference", {}).get(
+        "display", ""
+    )
+    return name, day(r.get("authoredOn") or r.get("effectiveDateTime")), _status(r, "status")
+
+
+def _allergy(r: dict[str, Any]) -> Row:
+    return (
+        concept(r.get("code")),
+        day(r.get("recordedDate") or r.get("onsetDateTime")),
+        _status(r, "clinicalStatus"),
+    )
+
+
+def _immunization(r: dict[str, Any]) -> Row:
+    return concept(r.get("vaccineCode")), day(r.get("occurrenceDateTime")), _status(r, "status")
+
+
+def _observation(r: dict[str, Any]) -> Row:
+    return (
+        concept(r.get("code")),
+        day(r.get("effectiveDateTime") or r.get("issued")),
+        observed_value(r),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Section:
+    """A part of the summary: its title's key, the types it shows, how a row reads, and
+    how many rows at most (the most recent first)."""
+
+    title: str
+    types: tuple[str, ...]
+    row: Callable[[dict[str, Any]], Row]
+    third: str
+    limit: int | None = None
+
+
+SECTIONS = (
+    Section("conditions", ("Condition",), _condition, "status"),
+    Section("medications", ("MedicationRequest", "MedicationStatement"), _medication, "status"),
+    Section("allergies", ("AllergyIntolerance",), _allergy, "status"),
+    Section("immunizations", ("Immunization",), _immunization, "status"),
+    Section("observations", ("Observation",), _observation, "value", RECENT_RESULTS),
+)
+SUMMARY_TYPES = tuple(t for section in SECTIONS for t in section.types)
+
+
+def shown(section: Section, found: list[Stored]) -> list[tuple[Stored, Row]]:
+    """What a section shows of the records found: each with its row, newest first, at
+    most ``section.limit`` (only these leave the gateway, and are logged)."""
+    kept = [(s, section.row(s.resource())) for s in found if s.resource_type in section.types]
+    kept.sort(key=lambda pair: pair[1][1], reverse=True)
+    return kept[: section.limit] if section.limit is not None else kept

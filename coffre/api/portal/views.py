@@ -1,0 +1,381 @@
+"""The portal's pages: sign in, my record, who accessed it, notices, research use.
+
+Each page reads the patient's compartment through the same RecordStore as the FHIR API,
+and logs what it shows, on behalf of the patient, like any read.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from html import escape
+from typing import Any, TypeVar
+from urllib.parse import parse_qs
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import RedirectResponse, Response
+from starlette.routing import Route
+
+from coffre.api.auth import Authority
+from coffre.api.auth.scopes import Role
+from coffre.api.auth.signin import language
+from coffre.api.portal.html import page, table
+from coffre.api.portal.session import (
+    SESSION_COOKIE,
+    SIGN_IN_COOKIE,
+    SIGN_IN_SECONDS,
+    Session,
+    open_session,
+    portal_origin,
+    same,
+    session_of,
+    set_cookie,
+    sign_in_token,
+)
+from coffre.api.portal.summary import SECTIONS, SUMMARY_TYPES, concept, day, shown
+from coffre.api.portal.text import LANGUAGES, word
+from coffre.exceptions import FhirError
+from coffre.ledger.leaf import LeafKind
+from coffre.service import RecordStore, Stored
+from coffre.service.audit import Access, is_break_glass
+from coffre.service.commits import GroupCommitter
+from coffre.service.consent import current_consent, record_research_consent, refuses_research
+from coffre.service.notices import FIRST_ACCESS, NOTICE_CATEGORY, payload_text
+from coffre.service.records import Writer
+from coffre.service.searching import Scope, Searcher, everything
+
+LANG_COOKIE = "coffre_lang"
+MAX_FORM_BYTES = 4096
+T = TypeVar("T")
+
+
+# -- plumbing ---------------------------------------------------------------------------
+
+
+def _lang(request: Request) -> str:
+    return language(request, request.query_params.get("lang") or request.cookies.get(LANG_COOKIE))
+
+
+def _remember_lang(request: Request, response: Response) -> Response:
+    """Keep a language chosen with ``?lang=`` for the next pages."""
+    asked = request.query_params.get("lang")
+    if asked in LANGUAGES:
+        set_cookie(request, response, LANG_COOKIE, asked, 365 * 24 * 3600)
+    return response
+
+
+def _records(request: Request) -> RecordStore:
+    records: RecordStore = request.app.state.records
+    return records
+
+
+def _access(request: Request, session: Session) -> Access:
+    address = request.client.host if request.client else None
+    return Access(session.principal.actor, address=address)
+
+
+async def _commit(request: Request, session: Session, job: Callable[[Writer], T]) -> T:
+    committer: GroupCommitter = request.app.state.committer
+    return await committer.run(job, _access(request, session))
+
+
+async def _shown(request: Request, session: Session, kind: LeafKind, handed: list[Stored]) -> None:
+    """Log what a page is about to show; it is sent only once this is durable."""
+    if handed:
+        await _commit(request, session, lambda writer: writer.log_access(kind, handed))
+
+
+async def _form(request: Request) -> dict[str, str]:
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_FORM_BYTES:
+            raise FhirError(413, "too-costly", "the form is too large")
+    try:
+        parsed = parse_qs(body.decode(), keep_blank_values=True)
+    except UnicodeDecodeError:
+        raise FhirError(400, "structure", "the form is not UTF-8") from None
+    return {name: values[0] for name, values in parsed.items()}
+
+
+def _same_origin(request: Request) -> bool:
+    """A form posted from another site is refused (besides the CSRF token)."""
+    origin = request.headers.get("origin")
+    if origin is None or origin == "null":
+        return origin is None
+    return origin.rstrip("/") == portal_origin(request)
+
+
+def _to(path: str) -> RedirectResponse:
+    return RedirectResponse(path, status_code=303)
+
+
+def _signed_in(handler: Callable[[Request, Session, str], Any]) -> Callable[[Request], Any]:
+    """A page for a signed-in patient; others are sent to the sign-in page."""
+
+    async def wrapped(request: Request) -> Response:
+        session = session_of(request)
+        if session is None:
+            return _to("/portal/sign-in")
+        lang = _lang(request)
+        if request.method == "POST" and not _checked_form(request, session):
+            return page(lang, word(lang, "expired"), "", path=request.url.path, status=403)
+        response: Response = await handler(request, session, lang)
+        return _remember_lang(request, response)
+
+    return wrapped
+
+
+def _checked_form(request: Request, session: Session) -> bool:
+    form: dict[str, str] = request.state.form if hasattr(request.state, "form") else {}
+    return _same_origin(request) and same(session.csrf, form.get("csrf"))
+
+
+def _with_form(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
+    """Read a POST's form once, before the session check needs its CSRF token."""
+
+    async def wrapped(request: Request) -> Response:
+        if request.method == "POST":
+            request.state.form = await _form(request)
+        response: Response = await handler(request)
+        return response
+
+    return wrapped
+
+
+# -- sign in and out --------------------------------------------------------------------
+
+
+def _sign_in_page(
+    request: Request, lang: str, token: str, error: str = "", status: int = 200
+) -> Response:
+    alert = f'<p role="alert" id="error">{escape(word(lang, error))}</p>' if error else ""
+    described = ' aria-describedby="error" aria-invalid="true"' if error else ""
+    body = (
+        f'{alert}<form method="post" action="/portal/sign-in">'
+        f'<input type="hidden" name="token" value="{escape(token)}">'
+        f'<label for="username">{escape(word(lang, "username"))}</label>'
+        f'<input type="text" id="username" name="username" autocomplete="username" required{described}>'
+        f'<label for="password">{escape(word(lang, "password"))}</label>'
+        f'<input type="password" id="password" name="password" autocomplete="current-password"'
+        f" required{described}>"
+        f'<button type="submit">{escape(word(lang, "sign_in"))}</button></form>'
+    )
+    response = page(lang, word(lang, "sign_in_title"), body, path="/portal/sign-in", status=status)
+    set_cookie(request, response, SIGN_IN_COOKIE, token, SIGN_IN_SECONDS)
+    return _remember_lang(request, response)
+
+
+async def sign_in(request: Request) -> Response:
+    lang = _lang(request)
+    token = sign_in_token(request)
+    if request.method == "GET":
+        return _sign_in_page(request, lang, token)
+    form = request.state.form
+    if not _same_origin(request) or not same(
+        request.cookies.get(SIGN_IN_COOKIE, ""), form.get("token")
+    ):
+        return _sign_in_page(request, lang, token, "expired", 403)
+    authority: Authority = request.app.state.authority
+    # scrypt takes tens of milliseconds: not on the event loop.
+    user = await run_in_threadpool(
+        authority.registry.current().sign_in, form.get("username", ""), form.get("password", "")
+    )
+    if user is None:
+        return _sign_in_page(request, lang, token, "failed", 401)
+    kind, _, patient_id = user.fhir_user.partition("/")
+    if user.role != Role.PATIENT or kind != "Patient":
+        return _sign_in_page(request, lang, token, "not_patient", 403)
+    response = _to("/portal/")
+    open_session(request, response, user.username, patient_id)
+    return response
+
+
+async def sign_out(request: Request, session: Session, lang: str) -> Response:
+    response = _to("/portal/sign-in")
+    response.delete_cookie(SESSION_COOKIE, path="/portal")
+    return response
+
+
+# -- pages ------------------------------------------------------------------------------
+
+
+def _patient(records: RecordStore, patient_id: str) -> Stored | None:
+    try:
+        return records.read("Patient", patient_id)
+    except FhirError as error:
+        if error.status in (404, 410):
+            return None
+        raise
+
+
+def _name(patient: dict[str, Any]) -> str:
+    for name in patient.get("name", []):
+        if name.get("text"):
+            return str(name["text"])
+        parts = [*name.get("given", []), name.get("family", "")]
+        if any(parts):
+            return " ".join(p for p in parts if p)
+    return ""
+
+
+async def my_record(request: Request, session: Session, lang: str) -> Response:
+    records = _records(request)
+    patient = _patient(records, session.patient_id)
+    found = everything(Searcher(records, Scope(records.storage)), session.patient_id, SUMMARY_TYPES)
+    body, handed = "", [patient] if patient else []
+    if patient is not None:
+        resource = patient.resource()
+        body += f"<p>{escape(_name(resource))} — {escape(day(resource.get('birthDate')))}</p>"
+    for section in SECTIONS:
+        pairs = shown(section, found)
+        handed += [stored for stored, _ in pairs]
+        body += f'<section aria-labelledby="{section.title}"><h2 id="{section.title}">'
+        body += f"{escape(word(lang, section.title))}</h2>"
+        if not pairs:
+            body += f"<p>{escape(word(lang, 'none'))}</p></section>"
+            continue
+        if section.limit is not None:
+            body += f"<p>{escape(word(lang, 'recent_note').format(count=section.limit))}</p>"
+        headings = [word(lang, "name"), word(lang, "date"), word(lang, section.third)]
+        rows = [(name, date, word(lang, third)) for _, (name, date, third) in pairs]
+        body += table(word(lang, section.title), headings, rows) + "</section>"
+    await _shown(request, session, LeafKind.SEARCH, handed)
+    return page(
+        lang, word(lang, "record"), body, path="/portal/", current="record", csrf=session.csrf
+    )
+
+
+def _is_own(event: dict[str, Any], patient_id: str) -> bool:
+    mine = f"Patient/{patient_id}"
+    return any(
+        agent.get("who", {}).get("reference") == mine
+        or agent.get("who", {}).get("display", "").split(" ")[0] == mine
+        for agent in event.get("agent", [])
+        if agent.get("requestor")
+    )
+
+
+def _access_row(lang: str, event: dict[str, Any]) -> tuple[str, str, str, str, str]:
+    agent: dict[str, Any] = next((a for a in event.get("agent", []) if a.get("requestor")), {})
+    who = agent.get("who", {})
+    roles = ", ".join(concept(role) for role in agent.get("role", []))
+    interactions = ", ".join(word(lang, s.get("code", "")) for s in event.get("subtype", []))
+    why = "; ".join(p.get("text") or concept(p) for p in event.get("purposeOfEvent", []) if p)
+    if is_break_glass(event):
+        why = f"{word(lang, 'break_glass')}: {why}" if why else word(lang, "break_glass")
+    when = str(event.get("recorded", ""))[:16].replace("T", " ")
+    return who.get("display") or who.get("reference", ""), roles, when, interactions, why
+
+
+async def accesses(request: Request, session: Session, lang: str) -> Response:
+    records = _records(request)
+    patient = _patient(records, session.patient_id)
+    events = records.access_history(session.patient_id) if patient else []
+    others = [e for e in events if not _is_own(e, session.patient_id)]
+    others.sort(key=lambda event: not is_break_glass(event))  # stable: newest first within
+    body = f"<p>{escape(word(lang, 'access_intro'))}</p>"
+    if others:
+        headings = [word(lang, k) for k in ("who", "role", "when", "action", "why")]
+        classes = ["glass" if is_break_glass(e) else "" for e in others]
+        rows = [_access_row(lang, e) for e in others]
+        body += table(word(lang, "access"), headings, rows, classes)
+    else:
+        body += f"<p>{escape(word(lang, 'no_access'))}</p>"
+    own = len(events) - len(others)
+    if own:
+        body += f"<p>{escape(word(lang, 'own_views').format(count=own))}</p>"
+    if patient is not None:
+        await _shown(request, session, LeafKind.READ, [patient])
+    return page(
+        lang, word(lang, "access"), body, path="/portal/access", current="access", csrf=session.csrf
+    )
+
+
+def _is_notice(resource: dict[str, Any]) -> bool:
+    return any(
+        coding.get("system") == NOTICE_CATEGORY and coding.get("code") == FIRST_ACCESS
+        for category in resource.get("category", [])
+        for coding in category.get("coding", [])
+    )
+
+
+async def notices(request: Request, session: Session, lang: str) -> Response:
+    records = _records(request)
+    found = Searcher(records, Scope(records.storage)).compartment(
+        "Communication", session.patient_id
+    )
+    kept = [s for s in found if _is_notice(s.resource())]
+    kept.sort(key=lambda s: str(s.resource().get("sent", "")), reverse=True)
+    body = f"<p>{escape(word(lang, 'notices_intro'))}</p>"
+    if kept:
+        headings = [word(lang, "date"), word(lang, "from"), word(lang, "message")]
+        rows = [
+            (day(r.get("sent")), r.get("sender", {}).get("reference", ""), payload_text(r, lang))
+            for r in (s.resource() for s in kept)
+        ]
+        body += table(word(lang, "notices"), headings, rows)
+    else:
+        body += f"<p>{escape(word(lang, 'no_notices'))}</p>"
+    await _shown(request, session, LeafKind.SEARCH, kept)
+    return page(
+        lang,
+        word(lang, "notices"),
+        body,
+        path="/portal/notices",
+        current="notices",
+        csrf=session.csrf,
+    )
+
+
+async def research(request: Request, session: Session, lang: str) -> Response:
+    if request.method == "POST":
+        choice = request.state.form.get("optOut")
+        if choice not in ("true", "false"):
+            raise FhirError(400, "invalid", "optOut is true or false")
+        await _commit(
+            request,
+            session,
+            lambda writer: record_research_consent(writer, session.patient_id, choice == "true"),
+        )
+        return _to("/portal/research?saved=1")
+    stored = current_consent(_records(request), session.patient_id)
+    consent = stored.resource() if stored else {}
+    refusing = bool(stored) and refuses_research(consent, session.patient_id)
+    body = ""
+    if request.query_params.get("saved"):
+        body += f'<p role="status">{escape(word(lang, "saved"))}</p>'
+    body += f"<p>{escape(word(lang, 'research_intro'))}</p>"
+    body += f'<p id="research-state"><strong>{escape(word(lang, "refusing" if refusing else "not_refusing"))}</strong>'
+    if consent.get("dateTime"):
+        body += " " + escape(word(lang, "since").format(date=day(consent["dateTime"])))
+    body += "</p>"
+    body += (
+        '<form method="post" action="/portal/research">'
+        f'<input type="hidden" name="csrf" value="{escape(session.csrf)}">'
+        f'<input type="hidden" name="optOut" value="{"false" if refusing else "true"}">'
+        f'<button type="submit" id="switch">{escape(word(lang, "accept" if refusing else "refuse"))}</button>'
+        "</form>"
+    )
+    if stored is not None:
+        await _shown(request, session, LeafKind.READ, [stored])
+    return page(
+        lang,
+        word(lang, "research"),
+        body,
+        path="/portal/research",
+        current="research",
+        csrf=session.csrf,
+    )
+
+
+def portal_routes() -> list[Route]:
+    """Under /portal."""
+    return [
+        Route("/", _signed_in(my_record), methods=["GET"]),
+        Route("/sign-in", _with_form(sign_in), methods=["GET", "POST"]),
+        Route("/sign-out", _with_form(_signed_in(sign_out)), methods=["POST"]),
+        Route("/access", _signed_in(accesses), methods=["GET"]),
+        Route("/notices", _signed_in(notices), methods=["GET"]),
+        Route("/research", _with_form(_signed_in(research)), methods=["GET", "POST"]),
+    ]

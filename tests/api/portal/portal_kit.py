@@ -1,0 +1,88 @@
+"""What the portal tests share: a vault with a patient, their record, a clinician's
+earlier read, a registered patient user, and signing in the way a browser does."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from joserfc.jwk import ECKey
+from starlette.testclient import TestClient
+
+from coffre.api.auth import Authority, AuthSettings
+from coffre.api.auth.onetime import OneTime
+from coffre.api.auth.registry import Registry, RegistryFile, new_user, save, with_user
+from coffre.ledger.leaf import LeafKind
+from coffre.service import RecordStore
+from coffre.service.audit import Access
+
+PASSWORD = "un mot de passe assez long"
+PATIENT = "p-gagnon"
+CLINICIAN = Access("Practitioner/dr-roy (clinician, via client ehr)", address="10.1.2.3")
+
+
+def authority_with_users(folder: Path) -> Authority:
+    """An authority whose registry has a patient (``marie``) and a clinician (``roy``)."""
+    registry = with_user(Registry(), new_user("marie", "patient", f"Patient/{PATIENT}", PASSWORD))
+    registry = with_user(registry, new_user("roy", "clinician", "Practitioner/dr-roy", PASSWORD))
+    save(folder / "keyring.access.json", registry)
+    key = ECKey.generate_key("P-256", private=True).as_dict(private=True)
+    return Authority(
+        key,
+        RegistryFile(folder / "keyring.access.json"),
+        OneTime(":memory:"),
+        AuthSettings(),
+    )
+
+
+def patient_record(records: RecordStore) -> None:
+    """Marie Gagnon, a condition, an observation, and a clinician who read her record."""
+    subject = {"reference": f"Patient/{PATIENT}"}
+    with records.writer() as writer:
+        writer.update(
+            "Patient",
+            PATIENT,
+            {
+                "resourceType": "Patient",
+                "id": PATIENT,
+                "name": [{"given": ["Marie"], "family": "Gagnon"}],
+                "birthDate": "1961-04-12",
+            },
+        )
+        writer.create(
+            {
+                "resourceType": "Condition",
+                "code": {"text": "Diabète de type 2 <b>"},
+                "subject": subject,
+                "onsetDateTime": "2019-03-01",
+                "clinicalStatus": {"coding": [{"code": "active"}]},
+            }
+        )
+        writer.create(
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"coding": [{"display": "Hemoglobin A1c"}]},
+                "subject": subject,
+                "effectiveDateTime": "2026-11-02",
+                "valueQuantity": {"value": 7.1, "unit": "%"},
+            }
+        )
+    with records.writer() as writer, writer.request(CLINICIAN):
+        writer.log_access(LeafKind.READ, [records.read("Patient", PATIENT)])
+
+
+def hidden(html: str, name: str) -> str:
+    match = re.search(rf'name="{name}" value="([^"]*)"', html)
+    assert match, f"no hidden field {name}"
+    return match.group(1)
+
+
+def sign_in(client: TestClient, username: str = "marie", password: str = PASSWORD) -> object:
+    form = client.get("/portal/sign-in")
+    token = hidden(form.text, "token")
+    return client.post(
+        "/portal/sign-in",
+        data={"token": token, "username": username, "password": password},
+        follow_redirects=False,
+    )

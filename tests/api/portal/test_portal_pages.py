@@ -1,0 +1,128 @@
+"""The patient portal, in process: signing in, the pages, the opt-out form and its CSRF
+protection, both languages, and what each page leaves in the log."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from portal_kit import PATIENT, authority_with_users, hidden, patient_record, sign_in
+from starlette.testclient import TestClient
+
+from coffre.api import create_app
+from coffre.ledger.leaf import Leaf, LeafKind
+from coffre.service import RecordStore
+from coffre.service.consent import research_opt_out
+
+
+@pytest.fixture
+def portal(records: RecordStore, tmp_path: Path) -> Iterator[TestClient]:
+    patient_record(records)
+    app = create_app(records, authority=authority_with_users(tmp_path))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+def test_pages_need_a_session(portal: TestClient) -> None:
+    for path in ("/portal/", "/portal/access", "/portal/notices", "/portal/research"):
+        response = portal.get(path, follow_redirects=False)
+        assert response.status_code == 303
+        assert response.headers["location"] == "/portal/sign-in"
+
+
+def test_the_sign_in_form_is_labelled_and_sets_a_protected_session(portal: TestClient) -> None:
+    form = portal.get("/portal/sign-in", headers={"Accept-Language": "fr-CA,fr;q=0.9"})
+    assert '<html lang="fr">' in form.text
+    assert '<label for="username">' in form.text and '<label for="password">' in form.text
+    assert "<script" not in form.text
+    assert "script-src" not in form.headers["content-security-policy"]
+    response = sign_in(portal)
+    assert response.status_code == 303
+    cookie = response.headers["set-cookie"]
+    assert "coffre_portal=" in cookie and "HttpOnly" in cookie and "SameSite=lax" in cookie
+    assert "Secure" not in cookie  # plain HTTP on the loopback; over HTTPS it is set
+
+
+def test_wrong_password_and_professionals_are_refused(portal: TestClient) -> None:
+    assert sign_in(portal, password="pas le bon mot de passe").status_code == 401
+    assert sign_in(portal, username="roy").status_code == 403
+    assert portal.get("/portal/", follow_redirects=False).status_code == 303
+
+
+def test_a_sign_in_without_the_forms_token_is_refused(portal: TestClient) -> None:
+    portal.get("/portal/sign-in")
+    response = portal.post(
+        "/portal/sign-in",
+        data={"token": "forged", "username": "marie", "password": "un mot de passe assez long"},
+        follow_redirects=False,
+    )
+    assert response.status_code == 403
+
+
+def test_my_record_shows_the_summary_escaped_and_logs_what_it_showed(
+    portal: TestClient, records: RecordStore
+) -> None:
+    sign_in(portal)
+    before = records.storage.leaf_count()
+    page = portal.get("/portal/?lang=en")
+    assert page.status_code == 200
+    assert '<html lang="en">' in page.text
+    assert "Diabète de type 2 &lt;b&gt;" in page.text
+    assert "Hemoglobin A1c" in page.text and "7.1 %" in page.text
+    assert "Marie Gagnon" in page.text
+    logged = [Leaf.decode(d) for d in records.storage.leaves(before, records.storage.leaf_count())]
+    assert len(logged) == 3 and {leaf.kind for leaf in logged} == {LeafKind.SEARCH}
+    assert '<html lang="en">' in portal.get("/portal/notices").text  # the choice is kept
+
+
+def test_who_accessed_shows_the_clinician_not_the_patients_own_views(portal: TestClient) -> None:
+    sign_in(portal)
+    portal.get("/portal/")
+    page = portal.get("/portal/access?lang=en").text
+    assert "Practitioner/dr-roy (clinician, via client ehr)" in page
+    assert f"Patient/{PATIENT} (patient" not in page
+    assert "Your own views of your record" in page
+
+
+def test_the_opt_out_switch_records_a_consent(portal: TestClient, records: RecordStore) -> None:
+    sign_in(portal)
+    page = portal.get("/portal/research?lang=en").text
+    assert "You do not refuse" in page
+    switched = portal.post(
+        "/portal/research",
+        data={"csrf": hidden(page, "csrf"), "optOut": hidden(page, "optOut")},
+        headers={"Origin": "http://testserver"},
+        follow_redirects=True,
+    )
+    assert "You refuse the use of your data for research." in switched.text
+    assert 'role="status"' in switched.text
+    assert research_opt_out(records, PATIENT)
+    consent = portal.get(f"/fhir/Patient/{PATIENT}/$research-consent").json()
+    assert consent["status"] == "active"
+
+
+def test_the_opt_out_form_needs_the_sessions_token_and_origin(
+    portal: TestClient, records: RecordStore
+) -> None:
+    sign_in(portal)
+    csrf = hidden(portal.get("/portal/research").text, "csrf")
+    forged = portal.post("/portal/research", data={"csrf": "x", "optOut": "true"})
+    assert forged.status_code == 403
+    elsewhere = portal.post(
+        "/portal/research",
+        data={"csrf": csrf, "optOut": "true"},
+        headers={"Origin": "https://evil.example"},
+    )
+    assert elsewhere.status_code == 403
+    assert not research_opt_out(records, PATIENT)
+
+
+def test_the_session_is_no_access_token_and_signing_out_ends_it(portal: TestClient) -> None:
+    cookie = sign_in(portal).cookies["coffre_portal"]  # type: ignore[attr-defined]
+    bearer = {"Authorization": f"Bearer {cookie}"}
+    assert portal.get(f"/fhir/Patient/{PATIENT}", headers=bearer).status_code == 401
+    csrf = hidden(portal.get("/portal/").text, "csrf")
+    out = portal.post("/portal/sign-out", data={"csrf": csrf}, follow_redirects=False)
+    assert out.status_code == 303
+    assert portal.get("/portal/", follow_redirects=False).status_code == 303
