@@ -21,6 +21,7 @@ demo: $(STAMP)
 		$(BIN)/coffre synth $(DEMO_PATIENTS) --out $(DEMO)/synth && \
 		$(BIN)/coffre import --vault $(DEMO)/vault $(DEMO)/synth; \
 	fi
+	@$(BIN)/python scripts/demo_access.py setup --vault $(DEMO)/vault --url http://127.0.0.1:8080
 	$(BIN)/coffre serve --vault $(DEMO)/vault --port 8080
 
 lint: $(STAMP)
@@ -31,11 +32,13 @@ typecheck: $(STAMP)
 	$(BIN)/mypy
 
 # Debian packages the tests run against, installed once, as root, when missing: SoftHSM2
-# (the PKCS#11 token of the key custody tests) and PostgreSQL (the second storage; the
-# tests start their own server, so no service needs to run).
+# (the PKCS#11 token of the key custody tests), PostgreSQL (the second storage; the
+# tests start their own server, so no service needs to run) and Chromium (the portal's
+# browser test; Playwright drives it, no browser is downloaded).
 packages:
 	@missing=""; \
 		command -v softhsm2-util >/dev/null || missing="$$missing softhsm2"; \
+		[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
 		ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 		if [ -z "$$missing" ]; then :; elif [ "$$(id -u)" = 0 ]; then \
 			export DEBIAN_FRONTEND=noninteractive; \
