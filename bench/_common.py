@@ -23,7 +23,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -229,6 +229,7 @@ class CoffreServer:
         settle: float = 2.0,
         source: Path | None = None,
         env: dict[str, str] | None = None,
+        storage_url: str | None = None,
     ) -> None:
         self.workers = workers
         self.plaintext = plaintext
@@ -239,6 +240,7 @@ class CoffreServer:
         self.settle = settle
         self.source = source
         self.extra_env = env or {}
+        self.storage_url = storage_url
         self.folder: Path | None = None
         self.process: subprocess.Popen[bytes] | None = None
         self.port = 0
@@ -270,8 +272,9 @@ class CoffreServer:
         if self.source is not None:
             shutil.copytree(self.source, vault)
             return vault
+        storage = ["--storage", self.storage_url] if self.storage_url else []
         init = subprocess.run(
-            [sys.executable, "-m", "coffre", "init", str(vault)],
+            [sys.executable, "-m", "coffre", "init", str(vault), *storage],
             env=self._env(),
             capture_output=True,
             timeout=60,
@@ -341,6 +344,8 @@ class CoffreServer:
             time.sleep(self.settle)
 
     def storage_bytes(self) -> int:
+        if self.storage_url:
+            return _schema_bytes(self.storage_url)
         if self.folder is None:
             return 0
         return sum(
@@ -375,6 +380,70 @@ class CoffreServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _schema_bytes(url: str) -> int:
+    """What a PostgreSQL storage's tables take on disk, with their indexes and TOAST."""
+    import psycopg
+
+    with psycopg.connect(url) as db:
+        row = db.execute(
+            "SELECT coalesce(sum(pg_total_relation_size(c.oid)), 0) FROM pg_class c"
+            " JOIN pg_namespace n ON n.oid = c.relnamespace"
+            " WHERE n.nspname = current_schema() AND c.relkind = 'r'"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+@contextlib.contextmanager
+def storages(choice: str) -> Iterator[Callable[[], str | None]]:
+    """A maker of a new, empty storage for each run: None (an SQLite file in the vault
+    folder), or the URL of a schema of its own on a PostgreSQL server: a throwaway one
+    started here over TLS the way the tests start theirs (``postgresql``, durable: every
+    commit flushed), or the server ``choice`` names (each schema dropped at the end)."""
+    if choice == "sqlite":
+        yield lambda: None
+        return
+    sys.path.insert(0, str(ROOT / "tests"))
+    import psycopg
+    from pgserver import Cluster, binaries, with_schema
+
+    if choice == "postgresql":
+        bin_dir = binaries()
+        if bin_dir is None:
+            raise SystemExit("PostgreSQL is not installed: give --storage postgresql://...")
+        cluster = Cluster(bin_dir, durable=True)
+        try:
+            yield cluster.new_storage_url
+        finally:
+            cluster.stop()
+        return
+    if not choice.startswith("postgresql://"):
+        raise SystemExit(f"--storage {choice!r}: sqlite, postgresql or a postgresql:// URL")
+    made: list[str] = []
+    with psycopg.connect(choice, autocommit=True) as admin:
+
+        def new_schema() -> str:
+            schema = f"coffre_bench_{os.getpid()}_{len(made)}"
+            admin.execute(f"CREATE SCHEMA {schema}")
+            made.append(schema)
+            return with_schema(choice, schema)
+
+        try:
+            yield new_schema
+        finally:
+            for schema in made:
+                admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+def add_storage_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--storage",
+        default="sqlite",
+        help="sqlite (default); postgresql: a throwaway local PostgreSQL server over TLS,"
+        " durable, started as the tests start theirs; or postgresql://USER@HOST/DB: a server"
+        " of yours, each run in a new schema dropped afterwards",
+    )
 
 
 def _alive(pid: int) -> bool:
@@ -643,7 +712,8 @@ def print_header(name: str, args: argparse.Namespace) -> None:
     machine = machine_description()
     print(
         f"{name}: {machine['nproc']} CPUs ({machine['cpu']}), Python {machine['python']},"
-        f" server workers={args.workers}, generator loop={args.loop}"
+        f" server workers={args.workers}, generator loop={args.loop},"
+        f" storage={getattr(args, 'storage', 'sqlite').split('?')[0]}"
     )
     print("command: " + " ".join([Path(sys.executable).name, *sys.argv]))
     print(f"coffre sources: sha256 {coffre_fingerprint()} (hash of coffre/**/*.py)")

@@ -9,6 +9,7 @@ It runs twice, on a sealed vault and on a plaintext one (COFFRE_BENCH_PLAINTEXT=
 with a fresh vault and server, and prints both side by side.
 
     .venv/bin/python bench/crud.py [--clients 100] [--duration 30] [--workers 2]
+        [--storage sqlite|postgresql|postgresql://USER@HOST/DB]
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from _common import (
     CoffreServer,
     Table,
     add_common_options,
+    add_storage_option,
     client_session,
     cpu_usage,
     diagnostics_of,
@@ -42,6 +44,7 @@ from _common import (
     parse_modes,
     print_header,
     run_async,
+    storages,
     wait_for_idle,
     write_json,
 )
@@ -466,7 +469,11 @@ async def load(
 
 
 def run_mode(
-    mode: str, args: argparse.Namespace, templates: list[Template], profile: bool
+    mode: str,
+    args: argparse.Namespace,
+    templates: list[Template],
+    profile: bool,
+    storage_url: str | None,
 ) -> dict[str, Any]:
     busy_before = wait_for_idle(args.wait_idle)
     server = CoffreServer(
@@ -475,6 +482,7 @@ def run_mode(
         tmp_root=args.tmpdir,
         synchronous=args.sqlite_synchronous,
         keep=args.keep_vault,
+        storage_url=storage_url,
     )
     with server:
         outcome = run_async(load(args, server, templates, profile), args.loop)
@@ -625,6 +633,7 @@ def main() -> None:
         "--timeout", type=float, default=60.0, help="per-request timeout in s (default 60)"
     )
     add_common_options(parser)
+    add_storage_option(parser)
     args = parser.parse_args()
     if args.clients < 1 or args.workers < 1 or args.duration <= 0 or args.warmup < 0:
         parser.error("--clients and --workers must be at least 1, --duration positive")
@@ -632,9 +641,11 @@ def main() -> None:
     templates = build_templates()
     print_header("bench/crud.py", args)
     results = {}
-    for n, mode in enumerate(modes):
-        print(f"running {mode} ...", flush=True)
-        results[mode] = run_mode(mode, args, templates, profile=bool(args.py_spy) and n == 0)
+    with storages(args.storage) as new_storage:
+        for n, mode in enumerate(modes):
+            print(f"running {mode} ...", flush=True)
+            profile = bool(args.py_spy) and n == 0
+            results[mode] = run_mode(mode, args, templates, profile, new_storage())
     report(results, modes, args)
     write_json(args.json, {"benchmark": "crud", "args": vars(args), "results": results})
 

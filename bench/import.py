@@ -12,6 +12,7 @@ It runs twice, on a sealed vault and on a plaintext one (COFFRE_BENCH_PLAINTEXT=
 with a fresh vault and server, and prints both side by side.
 
     .venv/bin/python bench/import.py [--clients 20] [--repeat 1] [--workers 2]
+        [--storage sqlite|postgresql|postgresql://USER@HOST/DB]
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from _common import (
     Profiler,
     Table,
     add_common_options,
+    add_storage_option,
     client_session,
     cpu_snapshot,
     cpu_usage,
@@ -45,6 +47,7 @@ from _common import (
     parse_modes,
     print_header,
     run_async,
+    storages,
     wait_for_idle,
     write_json,
 )
@@ -208,7 +211,7 @@ async def patient_phase(
 
 
 def run_mode(
-    mode: str, args: argparse.Namespace, dataset: Dataset, profile: bool
+    mode: str, args: argparse.Namespace, dataset: Dataset, profile: bool, storage_url: str | None
 ) -> dict[str, Any]:
     busy_before = wait_for_idle(args.wait_idle)
     server = CoffreServer(
@@ -217,6 +220,7 @@ def run_mode(
         tmp_root=args.tmpdir,
         synchronous=args.sqlite_synchronous,
         keep=args.keep_vault,
+        storage_url=storage_url,
     )
     with server:
         url = server.base_url + "/"
@@ -376,6 +380,7 @@ def main() -> None:
         help="no new bundle is sent after this many seconds of the patient phase (default 600)",
     )
     add_common_options(parser)
+    add_storage_option(parser)
     args = parser.parse_args()
     if args.clients < 1 or args.repeat < 1 or args.workers < 1:
         parser.error("--clients, --repeat and --workers must be at least 1")
@@ -388,9 +393,11 @@ def main() -> None:
         f" ({dataset.patient_entries:,} entries) x {args.repeat}"
     )
     results = {}
-    for n, mode in enumerate(modes):
-        print(f"running {mode} ...", flush=True)
-        results[mode] = run_mode(mode, args, dataset, profile=bool(args.py_spy) and n == 0)
+    with storages(args.storage) as new_storage:
+        for n, mode in enumerate(modes):
+            print(f"running {mode} ...", flush=True)
+            profile = bool(args.py_spy) and n == 0
+            results[mode] = run_mode(mode, args, dataset, profile, new_storage())
     report(results, modes, args)
     write_json(args.json, {"benchmark": "import", "args": vars(args), "results": results})
 

@@ -9,9 +9,9 @@ a production deployment should connect.
 The server runs as the ``postgres`` user (which Debian's package creates) when we run as
 root, since PostgreSQL refuses to run as root. It trusts every local connection that
 comes over TLS: it holds test data only, and lives as long as the test run. Durability
-settings are off: the tests kill Coffre, never this server, and ``synchronous_commit``
-stays on per session (the driver sets it), so the ordering guarantees that Coffre relies
-on still hold.
+settings are off for the tests (the benchmarks keep them on): the tests kill Coffre,
+never this server, and ``synchronous_commit`` stays on per session (the driver sets it),
+so the ordering guarantees that Coffre relies on still hold.
 """
 
 from __future__ import annotations
@@ -35,14 +35,14 @@ ADMIN = "coffre-tests"
 """The application name of the connection that makes each test's schema."""
 SERVER_SETTINGS = {
     "listen_addresses": "127.0.0.1",
-    "fsync": "off",
-    "full_page_writes": "off",
     "max_connections": "300",
     "shared_buffers": "64MB",
     "log_min_messages": "warning",
     "ssl": "on",
     "ssl_min_protocol_version": "TLSv1.2",
 }
+NOT_DURABLE = {"fsync": "off", "full_page_writes": "off"}
+"""What a server that will never be killed can skip."""
 HBA = "local all all trust\nhostssl all all 127.0.0.1/32 trust\n"
 """Unix sockets for pg_ctl, TLS for everything else: a plaintext TCP client is refused."""
 
@@ -70,9 +70,10 @@ def with_schema(url: str, schema: str) -> str:
 
 
 class Cluster:
-    """``initdb`` and ``pg_ctl start`` in a temporary folder; ``stop`` removes it all."""
+    """``initdb`` and ``pg_ctl start`` in a temporary folder; ``stop`` removes it all.
+    ``durable``: every commit flushed to disk, as a production server would."""
 
-    def __init__(self, bin_dir: Path) -> None:
+    def __init__(self, bin_dir: Path, durable: bool = False) -> None:
         self._bin = bin_dir
         self._user = self._server_user()
         self.root = Path(tempfile.mkdtemp(prefix="coffre-pg-"))
@@ -86,7 +87,12 @@ class Cluster:
                 shutil.chown(path, self._user, self._user)
         self._run("initdb", "-D", str(self.data), "-A", "trust", "-U", "postgres", "--no-sync")
         (self.data / "pg_hba.conf").write_text(HBA)
-        settings = {**SERVER_SETTINGS, "ssl_cert_file": server.cert, "ssl_key_file": server.key}
+        settings = {
+            **SERVER_SETTINGS,
+            **({} if durable else NOT_DURABLE),
+            "ssl_cert_file": server.cert,
+            "ssl_key_file": server.key,
+        }
         options = " ".join(f"-c {key}={value}" for key, value in settings.items())
         options += f" -p {self.port} -k {self.root}"
         log = str(self.root / "server.log")
