@@ -12,17 +12,19 @@ import json
 import os
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 from conftest import ROOT, RunningServer, shared_data_path
-from portal_kit import CLINICIAN, PASSWORD
+from portal_kit import PASSWORD
 
 from coffre.api.auth.registry import Registry, access_file, new_user, save, with_user
+from coffre.api.auth.tokens import TokenSigner
 from coffre.cli.importer import Importer
-from coffre.ledger.leaf import LeafKind
 from coffre.service import Vault
+from coffre.service.tokenkey import access_token_key
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 
@@ -38,38 +40,55 @@ def _missing(what: str) -> None:
     pytest.skip(message)
 
 
+@dataclass(frozen=True)
+class Served:
+    server: RunningServer
+    patient: str
+    practitioner: str
+
+
 @pytest.fixture
-def patient_vault(tmp_path: Path) -> tuple[Vault, str]:
-    """A vault with one Synthea patient, their user, and a clinician's earlier read."""
+def served(tmp_path: Path) -> Iterator[Served]:
+    """``coffre serve`` on a vault with one Synthea patient and their user."""
     bundle = shared_data_path(*BUNDLE)
-    patient_id = next(
-        entry["resource"]["id"]
-        for entry in json.loads(bundle.read_text())["entry"]
-        if entry["resource"]["resourceType"] == "Patient"
-    )
+    entries = [entry["resource"] for entry in json.loads(bundle.read_text())["entry"]]
+    patient = next(r["id"] for r in entries if r["resourceType"] == "Patient")
+    practitioner = next(r["id"] for r in entries if r["resourceType"] == "Practitioner")
     vault = Vault.at(tmp_path / "vault")
     vault.create()
     records = vault.open()
     try:
         Importer(records).run([bundle])
-        with records.writer() as writer, writer.request(CLINICIAN):
-            writer.log_access(LeafKind.READ, [records.read("Patient", patient_id)])
     finally:
         records.storage.close()
-    user = new_user("malcolm", "patient", f"Patient/{patient_id}", PASSWORD)
+    user = new_user("malcolm", "patient", f"Patient/{patient}", PASSWORD)
     save(access_file(vault.keyring), with_user(Registry(), user))
-    return vault, patient_id
-
-
-@pytest.fixture
-def served(patient_vault: tuple[Vault, str]) -> Iterator[tuple[RunningServer, str]]:
-    running = RunningServer(patient_vault[0])
-    yield running, patient_vault[1]
+    running = RunningServer(vault)
+    yield Served(running, patient, f"Practitioner/{practitioner}")
     running.stop()
 
 
+def _clinician_reads(served: Served) -> None:
+    """The patient's physician (an Encounter names them) reads the record through the API,
+    with a token as Coffre's authorisation server issues it."""
+    origin = served.server.base_url.removesuffix("/fhir")
+    claims = {
+        "iss": f"{origin}/auth",
+        "aud": served.server.base_url,
+        "sub": "dr-dach",
+        "client_id": "ehr",
+        "role": "clinician",
+        "fhirUser": served.practitioner,
+        "scope": "user/*.rs",
+    }
+    token = TokenSigner(access_token_key(served.server.vault)).sign(claims, 300)
+    url = f"{served.server.base_url}/Patient/{served.patient}"
+    response = httpx.get(url, headers={"Authorization": f"Bearer {token}"})
+    assert response.status_code == 200
+
+
 def test_a_patient_signs_in_sees_their_record_and_who_opened_it_and_opts_out(
-    served: tuple[RunningServer, str],
+    served: Served,
 ) -> None:
     if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
         _missing("Debian's chromium")
@@ -77,8 +96,8 @@ def test_a_patient_signs_in_sees_their_record_and_who_opened_it_and_opts_out(
         from playwright.sync_api import sync_playwright
     except ImportError:
         _missing("Playwright for Python")
-    server, patient_id = served
-    origin = server.base_url.removesuffix("/fhir")
+    _clinician_reads(served)
+    origin = served.server.base_url.removesuffix("/fhir")
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
@@ -95,7 +114,13 @@ def test_a_patient_signs_in_sees_their_record_and_who_opened_it_and_opts_out(
 
             page.get_by_role("link", name="Who accessed my record").click()
             accesses = page.get_by_role("table", name="Who accessed my record")
-            assert "Practitioner/dr-roy (clinician, via client ehr)" in accesses.inner_text()
+            assert f"{served.practitioner} (clinician, via client ehr)" in accesses.inner_text()
+            page.screenshot(path=ARTIFACTS / "portal-access.png", full_page=True)
+
+            page.get_by_role("link", name="Notices").click()
+            notices = page.get_by_role("table", name="Notices").inner_text()
+            assert "opened your record for the first time" in notices
+            assert served.practitioner in notices
 
             page.get_by_role("link", name="Research use").click()
             assert "You do not refuse" in page.locator("#research-state").inner_text()
@@ -107,6 +132,9 @@ def test_a_patient_signs_in_sees_their_record_and_who_opened_it_and_opts_out(
             page.screenshot(path=shot, full_page=True)
         finally:
             browser.close()
-    consent = httpx.get(f"{server.base_url}/Patient/{patient_id}/$research-consent").json()
+    consent_url = f"{served.server.base_url}/Patient/{served.patient}/$research-consent"
+    consent = httpx.get(consent_url).json()
     assert consent["status"] == "active" and consent["provision"]["type"] == "deny"
-    print(f"portal screenshots: {ARTIFACTS / 'portal-record.png'}, {shot}")
+    print(
+        f"portal screenshots: {', '.join(str(p) for p in sorted(ARTIFACTS.glob('portal-*.png')))}"
+    )
