@@ -24,10 +24,15 @@ _KINDS: dict[LeafKind, tuple[str, str]] = {
     LeafKind.HISTORY: ("history", "R"),
     LeafKind.EXPORT: ("operation", "E"),
     LeafKind.INTEGRITY: ("read", "R"),
+    LeafKind.ERASE: ("delete", "D"),
 }
 # DICOM's outcome codes, as AuditEvent.outcome uses them.
 _SUCCESS, _SERIOUS_FAILURE = "0", "8"
 INTEGRITY_FAILURE = "what the storage returned failed its integrity check; nothing was served"
+ERASURE = (
+    "the patient's data key was destroyed: their records and access history can no longer be opened"
+)
+_DESCRIPTIONS = {LeafKind.INTEGRITY: INTEGRITY_FAILURE, LeafKind.ERASE: ERASURE}
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +121,8 @@ def audit_event(
     }
     if versions:
         event["entity"] = [{"what": {"reference": version}} for version in versions]
-    if kind is LeafKind.INTEGRITY:
-        event["outcomeDesc"] = INTEGRITY_FAILURE
+    if kind in _DESCRIPTIONS:
+        event["outcomeDesc"] = _DESCRIPTIONS[kind]
     purpose: dict[str, Any] = {}
     if access.purpose:
         purpose["coding"] = [{"system": ACT_REASON, "code": access.purpose}]

@@ -184,6 +184,15 @@ def _add_leaf(
 
 
 WRITES = frozenset({LeafKind.CREATE, LeafKind.UPDATE, LeafKind.DELETE})
+
+
+def _in_map(leaf: Leaf) -> bool:
+    """Whether a leaf is its record's latest write for the map: a write, or a record's
+    erasure (``ERASE`` of version 0 is the compartment's erasure, whose ``loc`` is the
+    compartment token, not a record)."""
+    return leaf.kind in WRITES or (leaf.kind is LeafKind.ERASE and leaf.version > 0)
+
+
 Appended = tuple[Leaf, bytes]
 """A leaf a transaction appended, and its bytes as stored."""
 
@@ -224,6 +233,7 @@ class LatestWrites:
     def __init__(self, keys: PurposeKeys) -> None:
         self._keys = keys
         self._latest: dict[bytes, LoggedWrite] = {}
+        self._erased: dict[bytes, int] = {}  # compartment -> when Coffre erased it (µs)
         self._nodes = MemoryNodeStore()
         self.map = SparseMerkleMap(self._nodes)
         self.tree = CompactRange()  # the log's tree as far as it was followed
@@ -255,7 +265,9 @@ class LatestWrites:
         updates = {}
         for leaf, hashed in zip(leaves, hashes, strict=True):
             self.tree.append(hashed)
-            if leaf.kind in WRITES:
+            if leaf.kind is LeafKind.ERASE and leaf.version == 0:
+                self._erased.setdefault(leaf.loc, leaf.ts)
+            elif _in_map(leaf):
                 self._latest[leaf.loc] = LoggedWrite(
                     leaf.version, leaf.body_hash, leaf.index_digest
                 )
@@ -265,6 +277,11 @@ class LatestWrites:
 
     def expected(self, loc: bytes) -> LoggedWrite | None:
         return self._latest.get(loc)
+
+    def erased_at(self, comp: bytes) -> int | None:
+        """When Coffre erased a compartment (µs since the epoch), as far as the log was
+        followed; None if it did not."""
+        return self._erased.get(comp)
 
     def prove(self, reader: StorageReader, loc: bytes) -> tuple[int, bytes | None, MapProof]:
         """The log size the map is at, ``loc``'s value (its latest write leaf's hash, or
@@ -279,9 +296,7 @@ class LatestWrites:
         """The map nodes ``leaves`` (with their hashes) would write, and the root they
         give, leaving the map as it is."""
         updates = {
-            leaf.loc: hashed
-            for leaf, hashed in zip(leaves, hashes, strict=True)
-            if leaf.kind in WRITES
+            leaf.loc: hashed for leaf, hashed in zip(leaves, hashes, strict=True) if _in_map(leaf)
         }
         overlay = _Overlay(self._nodes)
         root = SparseMerkleMap(overlay).update(updates) if updates else self.map.root

@@ -52,6 +52,15 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
+def erased(when: int) -> FhirError:
+    """The answer for anything of a compartment that Coffre erased (crypto-shredding)."""
+    return FhirError(
+        410,
+        "deleted",
+        f"this patient's data were erased by Coffre on {instant(when)}: nothing of it remains",
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Stored:
     """A version of a record, opened: its JSON as sealed, and what the headers need."""
@@ -190,8 +199,18 @@ class RecordStore:
 
     # -- opening --------------------------------------------------------------------------
 
+    def check_not_erased(self, comp: bytes) -> None:
+        """410 Gone for a compartment Coffre erased, as far as the log was followed; its
+        data key, if this process still held it, is dropped."""
+        when = self.latest_writes.erased_at(comp)
+        if when is not None:
+            self._data_keys.pop(comp, None)
+            raise erased(when)
+
     def _open(self, sealed: SealedVersion, key_of: KeySource) -> bytes:
-        """The plaintext of a sealed version; SealError if it was altered, moved or its key is gone."""
+        """The plaintext of a sealed version; SealError if it was altered, moved or its key
+        is gone, 410 if Coffre erased its compartment."""
+        self.check_not_erased(sealed.comp)
         key = key_of(sealed.comp) or bytes(32)
         associated = _associated(sealed.loc, sealed.version, sealed.comp, sealed.ts, sealed.deleted)
         return self._envelope.open(key, sealed.body, associated)
@@ -257,9 +276,9 @@ class RecordStore:
         check_id(resource_type, resource_id)
         number = whole_number(version)
         loc = self.keys.location(resource_type, resource_id)
+        self.latest_writes.catch_up(self.storage)  # an erasure since the last request
         sealed = None if number is None else self.storage.version(loc, number)
         if number is not None and sealed is None:
-            self.latest_writes.catch_up(self.storage)
             logged = self.latest_writes.expected(loc)
             if logged is not None and number <= logged.version:
                 raise SealError()  # the log has this version; the storage no longer does
@@ -275,7 +294,16 @@ class RecordStore:
         return stored
 
     def history(self, query: HistoryQuery) -> list[Stored]:
-        return [self._open_found(sealed) for sealed in self.storage.history(query)]
+        """A page of versions; one record's history answers 410 once its patient was
+        erased, a type's or the system's leaves the erased versions out."""
+        self.latest_writes.catch_up(self.storage)
+        versions = self.storage.history(query)
+        if query.loc is None:
+            versions = [s for s in versions if not self.is_erased(s.comp)]
+        return [self._open_found(sealed) for sealed in versions]
+
+    def is_erased(self, comp: bytes) -> bool:
+        return self.latest_writes.erased_at(comp) is not None
 
     def find(
         self,
@@ -302,7 +330,11 @@ class RecordStore:
             else self.checked_latest(sealed.loc)
             for sealed in rows
         ]
-        return [self._open_found(sealed) for sealed in confirmed if sealed and not sealed.deleted]
+        return [
+            self._open_found(sealed)
+            for sealed in confirmed
+            if sealed and not sealed.deleted and not self.is_erased(sealed.comp)
+        ]
 
     def access_history(self, patient_id: str) -> list[dict[str, Any]]:
         """The AuditEvents of a patient's compartment, newest first, each checked against
@@ -310,6 +342,7 @@ class RecordStore:
         check_id("Patient", patient_id)
         comp = self.keys.patient_compartment(patient_id)
         self.latest_writes.catch_up(self.storage)
+        self.check_not_erased(comp)
         events = []
         for sealed in self.storage.events_of(comp):
             self._check_event(sealed)
@@ -383,6 +416,7 @@ class Writer:
         return key
 
     def _key_for_write(self, comp: bytes) -> bytes:
+        self.records.check_not_erased(comp)  # an erased patient takes no new records
         key = self.key(comp)
         if key is None:
             custodian = self.records._custodian
@@ -614,11 +648,16 @@ class Writer:
         check, about ``reference`` (``Type/id``...) when the request named one. Its
         AuditEvent goes to the gateway's own compartment: the record's may be what the
         host tampered with."""
-        keys = self.records.keys
         parsed = parse_reference(reference) if reference else None
-        loc = keys.location(*parsed) if parsed else NO_DIGEST
-        leaf = Leaf(LeafKind.INTEGRITY, loc, 0, NO_DIGEST, _now_us())
-        self._pending.append(_Logged(leaf, keys.shared_compartment("AuditEvent"), reference))
+        loc = self.records.keys.location(*parsed) if parsed else NO_DIGEST
+        self.log_to_gateway([Leaf(LeafKind.INTEGRITY, loc, 0, NO_DIGEST, _now_us())], reference)
+
+    def log_to_gateway(self, leaves: Iterable[Leaf], reference: str | None) -> None:
+        """Leaves whose one AuditEvent, naming ``reference``, goes to the gateway's own
+        compartment, which survives whatever happens to the records concerned."""
+        comp = self.records.keys.shared_compartment("AuditEvent")
+        for position, leaf in enumerate(leaves):
+            self._pending.append(_Logged(leaf, comp, None if position else reference))
 
     def _current_comp(self, loc: bytes) -> bytes | None:
         sealed = self.txn.latest(loc)

@@ -182,10 +182,11 @@ class Searcher:
         return results, True
 
     def _opened(self, resource_type: str, candidates: set[bytes] | None) -> Iterator[Stored]:
-        """The candidates of a type opened, as of the scope's snapshot, deletions left out."""
+        """The candidates of a type opened, as of the scope's snapshot, deletions and
+        erased patients' records left out."""
         for row in self._rows(resource_type, candidates):
             sealed = self._as_of(row)
-            if sealed is None or sealed.deleted:
+            if sealed is None or sealed.deleted or self.records.is_erased(sealed.comp):
                 continue
             stored = self.records._open_found(sealed, self.scope.key_of)
             admit = self.scope.admit

@@ -1,0 +1,86 @@
+"""Erasing a patient (GDPR art. 17, Quebec's Law 25) by crypto-shredding.
+
+Every record of a patient's compartment, and every AuditEvent of their access history,
+is sealed under the compartment's one data key. Erasure removes that key's wrapped copy
+from the storage, the only one there is: what remains (the storage, the key-encryption
+keys, the root secret) can no longer open any of it. The sealed bodies stay where they
+are, as undecryptable bytes that the log's leaves still commit to, so the log verifies
+as before.
+
+The erasure is itself written to the log, in one transaction with the key's removal:
+
+- an ``ERASE`` leaf of version 0 whose location is the compartment token says that
+  Coffre erased the compartment, and when; every gateway that follows the log then
+  answers 410 Gone for anything sealed in it, and drops the data key it may have cached;
+- an ``ERASE`` leaf per record whose latest version is in the compartment becomes that
+  record's latest write in the map: same version and sealed bytes, no index tokens (they
+  are deleted with the key), so the record still checks against the log;
+- one AuditEvent, in the gateway's own compartment (which survives), says who erased
+  whom and why.
+
+A host that deletes a wrapped key on its own writes no such leaf (only the gateway can
+tag one): the records it cuts off still fail their integrity check.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from coffre.exceptions import FhirError, SealError
+from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind, index_digest
+from coffre.service.audit import Access
+from coffre.service.records import RecordStore, Writer, _now_us, check_id, erased, instant
+
+NO_TOKENS = index_digest(())
+
+
+@dataclass(frozen=True, slots=True)
+class Erasure:
+    """What an erasure did: how many records it cut off, and when."""
+
+    patient: str
+    records: int
+    ts: int
+
+    @property
+    def when(self) -> str:
+        return instant(self.ts)
+
+
+def erase_patient(records: RecordStore, patient_id: str, access: Access) -> Erasure:
+    """Destroy a patient's data key and log it as ``access``'s erasure; 404 when the
+    patient never existed, 410 when Coffre already erased them. The caller then runs
+    ``storage.purge_erased()``, which may have to wait for readers."""
+    check_id("Patient", patient_id)
+    comp = records.keys.patient_compartment(patient_id)
+    with records.writer(access) as writer:
+        when = records.latest_writes.erased_at(comp)
+        if when is not None:
+            raise erased(when)
+        if writer.latest("Patient", patient_id) is None:
+            raise FhirError(
+                404, "not-found", f"Patient/{patient_id} does not exist: there is nothing to erase"
+            )
+        ts = _now_us()
+        leaves = _record_leaves(records, writer, comp, ts)
+        writer.txn.erase_compartment(comp, [leaf.loc for leaf in leaves])
+        marker = Leaf(LeafKind.ERASE, comp, 0, NO_DIGEST, ts)
+        writer.log_to_gateway([marker, *leaves], f"Patient/{patient_id}")
+    records._data_keys.pop(comp, None)
+    return Erasure(patient_id, len(leaves), ts)
+
+
+def _record_leaves(records: RecordStore, writer: Writer, comp: bytes, ts: int) -> list[Leaf]:
+    """An ``ERASE`` leaf for each record whose latest version is in the compartment, once
+    the log confirms that version: the host chooses which records it lists, not what they
+    are."""
+    txn = writer.txn
+    leaves = []
+    for loc in sorted(txn.records_of(comp)):
+        sealed = txn.latest(loc)
+        if sealed is None or sealed.comp != comp or not records._is_logged_latest(loc, sealed, txn):
+            raise SealError()
+        body_hash = hashlib.sha256(sealed.body).digest()
+        leaves.append(Leaf(LeafKind.ERASE, loc, sealed.version, body_hash, ts, NO_TOKENS))
+    return leaves
