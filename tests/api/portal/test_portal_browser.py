@@ -88,7 +88,7 @@ def _clinician_reads(served: Served) -> None:
 
 
 def test_a_patient_signs_in_sees_their_record_and_who_opened_it_and_opts_out(
-    served: Served,
+    served: Served, capsys: pytest.CaptureFixture[str]
 ) -> None:
     if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
         _missing("Debian's chromium")
@@ -135,6 +135,6 @@ def test_a_patient_signs_in_sees_their_record_and_who_opened_it_and_opts_out(
     consent_url = f"{served.server.base_url}/Patient/{served.patient}/$research-consent"
     consent = httpx.get(consent_url).json()
     assert consent["status"] == "active" and consent["provision"]["type"] == "deny"
-    print(
-        f"portal screenshots: {', '.join(str(p) for p in sorted(ARTIFACTS.glob('portal-*.png')))}"
-    )
+    with capsys.disabled():  # shown even when pytest captures the output
+        shots = ", ".join(str(path) for path in sorted(ARTIFACTS.glob("portal-*.png")))
+        print(f"\nportal screenshots: {shots}")
