@@ -22,7 +22,7 @@ from rich.progress import (
 from coffre import config
 from coffre.api import tls
 from coffre.api.auth import AuthSettings
-from coffre.cli import audit, migrate, witness
+from coffre.cli import audit, erase, migrate, witness
 from coffre.cli.access import clients_app, users_app
 from coffre.cli.importer import Importer
 from coffre.cli.sources import files_under
@@ -205,6 +205,7 @@ def import_(
 
 app.command("audit")(audit.audit)
 app.command("ledger-key")(audit.ledger_key)
+app.command("erase")(erase.erase)
 for command in (migrate.migrate, migrate.backup, migrate.restore):
     app.command()(command)
 app.add_typer(witness.app, name="witness")

@@ -1,0 +1,101 @@
+"""``coffre erase Patient/ID``: crypto-shredding of a patient, after a confirmation."""
+
+from __future__ import annotations
+
+import getpass
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from coffre import config
+from coffre.cli.access import KeyringOption, VaultOption
+from coffre.exceptions import CoffreError, FhirError
+from coffre.fhir.references import parse_reference
+from coffre.service import RecordStore, Vault
+from coffre.service.audit import Access
+from coffre.service.erasure import erase_patient
+
+console = Console(stderr=True)
+
+
+def _patient_id(reference: str) -> str:
+    parsed = parse_reference(reference)
+    if parsed is None or parsed[0] != "Patient":
+        console.print("[red]error:[/red] name the patient to erase as Patient/ID")
+        raise typer.Exit(code=1)
+    return parsed[1]
+
+
+def _confirmed(patient_id: str) -> bool:
+    console.print(
+        f"Erasing Patient/{escape(patient_id)} destroys their data key: every record of"
+        " theirs and their access history become unreadable for good, and no backup made"
+        " from now on can bring them back."
+    )
+    typed: str = typer.prompt("Type the patient's id to confirm", default="", show_default=False)
+    return typed.strip() == patient_id
+
+
+def erase(
+    patient: Annotated[str, typer.Argument(help="The patient to erase, as Patient/ID.")],
+    reason: Annotated[
+        str,
+        typer.Option(
+            "--reason", help="Why (a request's reference, the law): kept in the erasure's log."
+        ),
+    ],
+    yes: Annotated[
+        bool, typer.Option("--yes", help="Do not ask for confirmation (for scripts).")
+    ] = False,
+    operator: Annotated[
+        str, typer.Option("--operator", help="Who erases, as the log records it.")
+    ] = getpass.getuser(),
+    vault: VaultOption = Path(config.VAULT.default),
+    keyring: KeyringOption = None,
+) -> None:
+    """Erase a patient by crypto-shredding: their data key is destroyed and the erasure
+    logged; their records then answer 410 Gone. Backups made before still hold the key
+    (docs/operations.md, Erasure)."""
+    patient_id = _patient_id(patient)
+    if not yes and not _confirmed(patient_id):
+        console.print("the id typed differs: nothing was erased")
+        raise typer.Exit(code=1)
+    try:
+        records = Vault.at(vault, keyring).open()
+    except CoffreError as error:
+        console.print(f"[red]error:[/red] {escape(str(error))}")
+        raise typer.Exit(code=1) from None
+    try:
+        _erase(records, patient_id, Access(f"{operator} (coffre erase)", reason=reason))
+    finally:
+        records.storage.close()
+
+
+def _erase(records: RecordStore, patient_id: str, access: Access) -> None:
+    """Erase, then purge the storage's files; an erasure done before is purged again
+    (running the command again finishes a purge that failed)."""
+    try:
+        erasure = erase_patient(records, patient_id, access)
+        console.print(
+            f"Patient/{escape(patient_id)} erased on {erasure.when}: {erasure.records} records"
+            " and their access history can no longer be opened"
+        )
+    except FhirError as error:
+        if error.status != 410:
+            console.print(f"[red]error:[/red] {escape(error.diagnostics)}")
+            raise typer.Exit(code=1) from None
+        console.print(f"Patient/{escape(patient_id)}: {escape(error.diagnostics)}")
+    except CoffreError as error:
+        console.print(f"[red]error:[/red] {escape(str(error))}: nothing was erased")
+        raise typer.Exit(code=1) from None
+    try:
+        records.storage.purge_erased()
+    except CoffreError as error:
+        console.print(
+            f"[yellow]warning:[/yellow] the storage could not purge the deleted key yet"
+            f" ({escape(str(error))}): run this command again"
+        )
+        raise typer.Exit(code=1) from None

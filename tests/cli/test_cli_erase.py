@@ -1,0 +1,94 @@
+"""``coffre erase Patient/ID``: the confirmation, the refusals, and what it leaves."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from coffre.cli.main import app
+from coffre.exceptions import FhirError
+from coffre.service import Vault
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def filled(vault: Vault) -> Vault:
+    records = vault.open()
+    try:
+        with records.writer() as writer:
+            for patient_id in ("alice", "bob"):
+                writer.update("Patient", patient_id, {"resourceType": "Patient", "id": patient_id})
+    finally:
+        records.storage.close()
+    return vault
+
+
+def _erase(vault: Vault, *args: str, typed: str | None = None) -> tuple[int, str]:
+    command = ["erase", *args, "--vault", str(vault.folder)]
+    result = runner.invoke(app, command, input=typed)
+    return result.exit_code, result.output
+
+
+def _status(vault: Vault, patient_id: str) -> int:
+    records = vault.open()
+    try:
+        records.read("Patient", patient_id)
+    except FhirError as error:
+        return error.status
+    finally:
+        records.storage.close()
+    return 200
+
+
+def test_erasing_asks_for_the_patient_s_id(filled: Vault) -> None:
+    code, output = _erase(filled, "Patient/alice", "--reason", "request 12", typed="bob\n")
+    assert code == 1 and "nothing was erased" in output
+    assert _status(filled, "alice") == 200
+    code, output = _erase(filled, "Patient/alice", "--reason", "request 12", typed="alice\n")
+    assert code == 0, output
+    assert "Patient/alice erased on" in output and "1 records" in output
+    assert (_status(filled, "alice"), _status(filled, "bob")) == (410, 200)
+
+
+def test_yes_skips_the_prompt_and_an_erasure_runs_again_harmlessly(filled: Vault) -> None:
+    assert _erase(filled, "Patient/alice", "--reason", "r", "--yes")[0] == 0
+    code, output = _erase(filled, "Patient/alice", "--reason", "r", "--yes")
+    assert code == 0 and "erased by Coffre on" in output
+
+
+def test_the_operator_and_the_reason_are_logged(filled: Vault) -> None:
+    arguments = ("--reason", "Loi 25, demande 7", "--operator", "dpo", "--yes")
+    assert _erase(filled, "Patient/alice", *arguments)[0] == 0
+    records = filled.open()
+    try:
+        shared = records.keys.shared_compartment("AuditEvent")
+        sealed = records.storage.events_of(shared)[0]
+        event = json.loads(records._open_event(sealed, records.committed_key))
+    finally:
+        records.storage.close()
+    assert event["agent"][0]["who"]["display"].startswith("dpo")
+    assert event["purposeOfEvent"] == [{"text": "Loi 25, demande 7"}]
+
+
+@pytest.mark.parametrize(
+    ("target", "message"),
+    [("Patient/nobody", "does not exist"), ("Observation/alice", "as Patient/ID")],
+)
+def test_only_an_existing_patient_can_be_erased(filled: Vault, target: str, message: str) -> None:
+    before = filled.open()
+    count = before.storage.leaf_count()
+    before.storage.close()
+    code, output = _erase(filled, target, "--reason", "r", "--yes")
+    assert code == 1 and message in output
+    after = filled.open()
+    assert after.storage.leaf_count() == count
+    after.storage.close()
+
+
+def test_a_reason_is_required(filled: Vault) -> None:
+    code, output = _erase(filled, "Patient/alice", "--yes")
+    assert code == 2 and "--reason" in output
+    assert _status(filled, "alice") == 200
