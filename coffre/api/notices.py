@@ -13,9 +13,10 @@ from coffre import config
 from coffre.api.auth.enforce import Reached
 from coffre.exceptions import CoffreError
 from coffre.fhir.references import parse_reference
+from coffre.service import RecordStore
 from coffre.service.audit import Access
 from coffre.service.commits import GroupCommitter
-from coffre.service.notices import Notice, notice_first_access, post_notice_hook
+from coffre.service.notices import Notice, notice_first_access, noticed, post_notice_hook
 from coffre.service.records import Writer
 
 NOTIFIER = Access("Coffre gateway, telling the patient of a professional's first access")
@@ -27,8 +28,6 @@ _deliveries: set[asyncio.Task[bool]] = set()
 def _write(writer: Writer, reached: list[Reached]) -> list[Notice]:
     notices = []
     for access in reached:
-        if parse_reference(access.practitioner) is None:
-            continue  # a clinician whose token names no FHIR resource: nobody to name
         notice = notice_first_access(
             writer, access.practitioner, access.patient, break_glass=access.break_glass is not None
         )
@@ -39,11 +38,22 @@ def _write(writer: Writer, reached: list[Reached]) -> list[Notice]:
 
 async def tell_patients(request: Request, reached: list[Reached]) -> None:
     """The access hook: a notice for each patient this clinician opens for the first
-    time, then the outbound hook for each, in the background. A notice that cannot be
-    written is logged, and written at the pair's next access instead."""
+    time, then the outbound hook for each, in the background. Pairs that met before
+    (the usual case) cost one look-up and no write; a clinician whose token names no FHIR
+    resource has nobody to name. A notice that cannot be written is logged, and written
+    at the pair's next access instead."""
+    records: RecordStore = request.app.state.records
     committer: GroupCommitter = request.app.state.committer
     try:
-        notices = await committer.run(lambda writer: _write(writer, reached), NOTIFIER)
+        first = [
+            access
+            for access in reached
+            if parse_reference(access.practitioner) is not None
+            and not noticed(records, access.practitioner, access.patient)
+        ]
+        notices = (
+            await committer.run(lambda writer: _write(writer, first), NOTIFIER) if first else []
+        )
     except CoffreError as error:
         log.error("a first-access notice could not be written: %s", type(error).__name__)
         return

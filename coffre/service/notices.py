@@ -53,6 +53,13 @@ def notice_id(records: RecordStore, practitioner_ref: str, patient_id: str) -> s
     return "notice-" + token.hex()
 
 
+def noticed(records: RecordStore, practitioner_ref: str, patient_id: str) -> bool:
+    """Whether the pair met before, as committed: a look-up outside any transaction, so
+    that the usual case (they did) costs no write."""
+    notice = notice_id(records, practitioner_ref, patient_id)
+    return records.checked_latest(records.keys.location("Communication", notice)) is not None
+
+
 def notice_text(lang: str, who: str, break_glass: bool) -> str:
     return _TEXT[lang].format(who=who, why=_BREAK_GLASS[lang] if break_glass else "")
 

@@ -16,6 +16,7 @@ from coffre.service.notices import (
     Notice,
     notice_first_access,
     notice_id,
+    noticed,
     payload_text,
     post_notice_hook,
 )
@@ -36,7 +37,9 @@ def _notice(records: RecordStore, practitioner: str, patient: str, **kw: bool) -
 
 def test_the_first_access_of_a_pair_writes_one_sealed_communication(records: RecordStore) -> None:
     _patients(records, "p1", "p2")
+    assert not noticed(records, DOCTOR, "p1")
     notice = _notice(records, DOCTOR, "p1")
+    assert noticed(records, DOCTOR, "p1") and not noticed(records, DOCTOR, "p2")
     assert notice == Notice(f"Communication/{notice_id(records, DOCTOR, 'p1')}")
     assert _notice(records, DOCTOR, "p1") is None
     assert _notice(records, DOCTOR, "p2") is not None
