@@ -144,10 +144,12 @@ async def export_group(request: Request) -> Response:
 # -- status -----------------------------------------------------------------------------------
 
 
-def _job(request: Request) -> tuple[ExportJob, str]:
-    """The job the URL names, once its MAC checks and unless it was cancelled (404)."""
+def _job(request: Request, types: list[str] | None = None) -> tuple[ExportJob, str]:
+    """The job the URL names, once its MAC checks and unless it was cancelled (404), if
+    the request's token may export ``types`` (default: all the job's types)."""
     records = _records(request)
     job = ExportJob.from_token(records.keys, request.path_params["job"])
+    _check_access(request, job.resource_types() if types is None else types)
     job_id = job.job_id(records.keys)
     if is_cancelled(records, job_id):
         raise FhirError(404, "not-found", "this export was cancelled")
@@ -233,11 +235,10 @@ async def _log(request: Request, handed_out: list[Stored]) -> None:
 
 async def export_file(request: Request) -> Response:
     """One type's NDJSON, made as it is sent: each batch opened, logged, then sent."""
-    job, _ = _job(request)
     resource_type: str = request.path_params["type"]
+    job, _ = _job(request, [resource_type])  # the downloader's token, which may be another
     if resource_type not in RESOURCE_TYPES or resource_type not in job.resource_types():
         raise FhirError(404, "not-found", f"this export has no {resource_type} file")
-    _check_access(request, [resource_type])  # the downloader's token, which may be another
     export = Export(_records(request), job)
     batches = export.batches(resource_type, BATCH, BATCH_BYTES)
     first = await asyncio.to_thread(next, batches, None)  # errors before the 200 is sent

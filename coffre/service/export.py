@@ -114,8 +114,7 @@ class ExportJob:
 
     def resource_types(self) -> list[str]:
         """The types this export covers, in a stable order."""
-        level_types = sorted(RESOURCE_TYPES) if self.level == "system" else compartment_types()
-        return [t for t in level_types if self.types is None or t in self.types]
+        return sorted(t for t in level_types(self.level) if self.types is None or t in self.types)
 
 
 def level_types(level: str) -> frozenset[str]:

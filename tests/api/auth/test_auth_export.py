@@ -53,6 +53,9 @@ def test_a_backend_service_with_system_read_scopes_exports(
     assert kick_off.status_code == 202, kick_off.text
     status_url = kick_off.headers["content-location"]
     assert client.get(status_url).status_code == 401
+    patient = _bearer(authority, role="patient", patient="ana", scope="patient/*.rs")
+    assert client.get(status_url, headers=patient).status_code == 403
+    assert client.delete(status_url, headers=patient).status_code == 403
     found = _manifest(client, status_url, system)
     assert found["requiresAccessToken"] is True
     for output in found["output"]:
