@@ -110,13 +110,14 @@ def _opened(
     one answers ``missing``, as a record that does not exist; a deleted one answers 410
     only to whom may see the record it was (``deletion`` opens the tombstone)."""
     guard = guard_of(request)
-    guard.check_type(interaction, resource_type)
     try:
         stored = open_()
     except FhirError as error:
+        guard.check_type(interaction, resource_type)  # a 403 whether the record exists or not
         if error.status == 410 and error.code == "deleted" and guard.enforced:
             guard.check_stored(interaction, deletion(), missing)
         raise
+    # The record's decision checks its type and interaction too: the same 403 for any id.
     guard.check_stored(interaction, stored, missing)
     return stored
 
