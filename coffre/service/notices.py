@@ -24,6 +24,7 @@ from typing import Any
 
 import httpx
 
+from coffre.fhir.names import human_name
 from coffre.fhir.references import parse_reference
 from coffre.service.records import RecordStore, Writer, instant
 
@@ -65,10 +66,10 @@ def notice_text(lang: str, who: str, break_glass: bool) -> str:
 
 
 def first_access_notice(
-    notice: str, practitioner_ref: str, patient_id: str, sent: str, *, break_glass: bool
+    notice: str, practitioner_ref: str, patient_id: str, sent: str, who: str, *, break_glass: bool
 ) -> dict[str, Any]:
-    """The Communication that tells the patient; the text in French, with its English
-    translation (FHIR's translation extension)."""
+    """The Communication that tells the patient that ``who`` opened their record; the
+    text in French, with its English translation (FHIR's translation extension)."""
     patient = {"reference": f"Patient/{patient_id}"}
     return {
         "resourceType": "Communication",
@@ -83,7 +84,7 @@ def first_access_notice(
         "sent": sent,
         "payload": [
             {
-                "contentString": notice_text("fr", practitioner_ref, break_glass),
+                "contentString": notice_text("fr", who, break_glass),
                 "_contentString": {
                     "extension": [
                         {
@@ -92,7 +93,7 @@ def first_access_notice(
                                 {"url": "lang", "valueCode": "en"},
                                 {
                                     "url": "content",
-                                    "valueString": notice_text("en", practitioner_ref, break_glass),
+                                    "valueString": notice_text("en", who, break_glass),
                                 },
                             ],
                         }
@@ -133,7 +134,8 @@ def notice_first_access(
     """Write the notice of ``practitioner_ref``'s first access to ``patient_id``'s record
     in ``writer``'s transaction; None when the pair met before (or the patient is not in
     the vault). Call it where a professional's access is recorded."""
-    if parse_reference(practitioner_ref) is None:
+    parsed = parse_reference(practitioner_ref)
+    if parsed is None:
         raise ValueError("practitioner_ref is a reference such as Practitioner/abc")
     records = writer.records
     notice = notice_id(records, practitioner_ref, patient_id)
@@ -143,8 +145,11 @@ def notice_first_access(
     if patient is None or patient.deleted:
         return None
     sent = instant(time.time_ns() // 1000)
+    professional = writer.latest(*parsed)
+    name = human_name(professional.resource()) if professional and not professional.deleted else ""
+    who = f"{name}, {practitioner_ref}" if name else practitioner_ref
     resource = first_access_notice(
-        notice, practitioner_ref, patient_id, sent, break_glass=break_glass
+        notice, practitioner_ref, patient_id, sent, who, break_glass=break_glass
     )
     writer.create(resource, notice)
     return Notice(f"Communication/{notice}")

@@ -56,6 +56,21 @@ def test_the_first_access_of_a_pair_writes_one_sealed_communication(records: Rec
     assert DOCTOR in payload_text(communication, "en")
 
 
+def test_the_text_names_the_professional_when_the_vault_knows_them(records: RecordStore) -> None:
+    _patients(records, "p1")
+    with records.writer() as writer:
+        practitioner = {
+            "resourceType": "Practitioner",
+            "id": "dr-tremblay",
+            "name": [{"prefix": ["Dre"], "given": ["Anne"], "family": "Tremblay"}],
+        }
+        writer.update("Practitioner", "dr-tremblay", practitioner)
+    notice = _notice(records, DOCTOR, "p1")
+    assert notice is not None
+    communication = records.read("Communication", notice.reference.split("/")[1]).resource()
+    assert "(Dre Anne Tremblay, Practitioner/dr-tremblay)" in payload_text(communication, "fr")
+
+
 def test_break_glass_says_so(records: RecordStore) -> None:
     _patients(records, "p1")
     notice = _notice(records, DOCTOR, "p1", break_glass=True)

@@ -69,6 +69,10 @@ TEXT: dict[str, dict[str, str]] = {
         "resolved": "resolved",
         "completed": "completed",
         "stopped": "stopped",
+        "clinician": "clinician",
+        "researcher": "researcher",
+        "admin": "administrator",
+        "system": "system",
     },
     "fr": {
         "portal": "Mon dossier de santé Coffre",
@@ -138,6 +142,10 @@ TEXT: dict[str, dict[str, str]] = {
         "resolved": "résolu",
         "completed": "terminé",
         "stopped": "arrêté",
+        "clinician": "clinicien",
+        "researcher": "chercheur",
+        "admin": "administrateur",
+        "system": "système",
     },
 }
 

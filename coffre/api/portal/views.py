@@ -35,6 +35,8 @@ from coffre.api.portal.session import (
 from coffre.api.portal.summary import SECTIONS, SUMMARY_TYPES, concept, day, shown
 from coffre.api.portal.text import LANGUAGES, word
 from coffre.exceptions import FhirError
+from coffre.fhir.names import human_name
+from coffre.fhir.references import parse_reference
 from coffre.ledger.leaf import LeafKind
 from coffre.service import RecordStore, Stored
 from coffre.service.audit import Access, is_break_glass
@@ -79,10 +81,16 @@ async def _commit(request: Request, session: Session, job: Callable[[Writer], T]
     return await committer.run(job, _access(request, session))
 
 
-async def _shown(request: Request, session: Session, kind: LeafKind, handed: list[Stored]) -> None:
-    """Log what a page is about to show; it is sent only once this is durable."""
-    if handed:
-        await _commit(request, session, lambda writer: writer.log_access(kind, handed))
+async def _shown(request: Request, session: Session, *shown: tuple[LeafKind, list[Stored]]) -> None:
+    """Log what a page is about to show (what it searched, what it read); the page is
+    sent only once this is durable."""
+
+    def job(writer: Writer) -> None:
+        for kind, handed in shown:
+            writer.log_access(kind, handed)
+
+    if any(handed for _, handed in shown):
+        await _commit(request, session, job)
 
 
 async def _form(request: Request) -> dict[str, str]:
@@ -200,33 +208,39 @@ async def sign_out(request: Request, session: Session, lang: str) -> Response:
 # -- pages ------------------------------------------------------------------------------
 
 
-def _patient(records: RecordStore, patient_id: str) -> Stored | None:
+def _current(records: RecordStore, resource_type: str, resource_id: str) -> Stored | None:
+    """A record as it is now; None when it does not exist (or no longer does)."""
     try:
-        return records.read("Patient", patient_id)
+        return records.read(resource_type, resource_id)
     except FhirError as error:
-        if error.status in (404, 410):
+        if error.status in (400, 404, 410):
             return None
         raise
 
 
-def _name(patient: dict[str, Any]) -> str:
-    for name in patient.get("name", []):
-        if name.get("text"):
-            return str(name["text"])
-        parts = [*name.get("given", []), name.get("family", "")]
-        if any(parts):
-            return " ".join(p for p in parts if p)
-    return ""
+def _people(records: RecordStore, references: list[str]) -> tuple[dict[str, str], list[Stored]]:
+    """The names of the professionals ``references`` name, and their records, opened to
+    show those names (and logged as reads)."""
+    names: dict[str, str] = {}
+    opened = []
+    for reference in dict.fromkeys(references):
+        parsed = parse_reference(reference)
+        stored = _current(records, *parsed) if parsed and parsed[0] != "Patient" else None
+        name = human_name(stored.resource()) if stored else ""
+        if stored and name:
+            names[reference] = name
+            opened.append(stored)
+    return names, opened
 
 
 async def my_record(request: Request, session: Session, lang: str) -> Response:
     records = _records(request)
-    patient = _patient(records, session.patient_id)
+    patient = _current(records, "Patient", session.patient_id)
     found = everything(Searcher(records, Scope(records.storage)), session.patient_id, SUMMARY_TYPES)
     body, handed = "", [patient] if patient else []
     if patient is not None:
         resource = patient.resource()
-        body += f"<p>{escape(_name(resource))} — {escape(day(resource.get('birthDate')))}</p>"
+        body += f"<p>{escape(human_name(resource))} — {escape(day(resource.get('birthDate')))}</p>"
     for section in SECTIONS:
         pairs = shown(section, found)
         handed += [stored for stored, _ in pairs]
@@ -240,7 +254,7 @@ async def my_record(request: Request, session: Session, lang: str) -> Response:
         headings = [word(lang, "name"), word(lang, "date"), word(lang, section.third)]
         rows = [(name, date, word(lang, third)) for _, (name, date, third) in pairs]
         body += table(word(lang, section.title), headings, rows) + "</section>"
-    await _shown(request, session, LeafKind.SEARCH, handed)
+    await _shown(request, session, (LeafKind.SEARCH, handed))
     return page(
         lang, word(lang, "record"), body, path="/portal/", current="record", csrf=session.csrf
     )
@@ -256,37 +270,49 @@ def _is_own(event: dict[str, Any], patient_id: str) -> bool:
     )
 
 
-def _access_row(lang: str, event: dict[str, Any]) -> tuple[str, str, str, str, str]:
+def _requestor(event: dict[str, Any]) -> dict[str, Any]:
     agent: dict[str, Any] = next((a for a in event.get("agent", []) if a.get("requestor")), {})
+    return agent
+
+
+def _access_row(
+    lang: str, event: dict[str, Any], names: dict[str, str]
+) -> tuple[str, str, str, str, str]:
+    agent = _requestor(event)
     who = agent.get("who", {})
-    roles = ", ".join(concept(role) for role in agent.get("role", []))
+    shown = who.get("display") or who.get("reference", "")
+    if who.get("reference") in names:
+        shown = f"{names[who['reference']]} — {shown}"
+    roles = ", ".join(word(lang, concept(role)) for role in agent.get("role", []))
     interactions = ", ".join(word(lang, s.get("code", "")) for s in event.get("subtype", []))
     why = "; ".join(p.get("text") or concept(p) for p in event.get("purposeOfEvent", []) if p)
     if is_break_glass(event):
         why = f"{word(lang, 'break_glass')}: {why}" if why else word(lang, "break_glass")
     when = str(event.get("recorded", ""))[:16].replace("T", " ")
-    return who.get("display") or who.get("reference", ""), roles, when, interactions, why
+    return shown, roles, when, interactions, why
 
 
 async def accesses(request: Request, session: Session, lang: str) -> Response:
     records = _records(request)
-    patient = _patient(records, session.patient_id)
+    patient = _current(records, "Patient", session.patient_id)
     events = records.access_history(session.patient_id) if patient else []
     others = [e for e in events if not _is_own(e, session.patient_id)]
     others.sort(key=lambda event: not is_break_glass(event))  # stable: newest first within
+    names, people = _people(
+        records, [_requestor(e).get("who", {}).get("reference", "") for e in others]
+    )
     body = f"<p>{escape(word(lang, 'access_intro'))}</p>"
     if others:
         headings = [word(lang, k) for k in ("who", "role", "when", "action", "why")]
         classes = ["glass" if is_break_glass(e) else "" for e in others]
-        rows = [_access_row(lang, e) for e in others]
+        rows = [_access_row(lang, e, names) for e in others]
         body += table(word(lang, "access"), headings, rows, classes)
     else:
         body += f"<p>{escape(word(lang, 'no_access'))}</p>"
     own = len(events) - len(others)
     if own:
         body += f"<p>{escape(word(lang, 'own_views').format(count=own))}</p>"
-    if patient is not None:
-        await _shown(request, session, LeafKind.READ, [patient])
+    await _shown(request, session, (LeafKind.READ, [patient, *people] if patient else []))
     return page(
         lang, word(lang, "access"), body, path="/portal/access", current="access", csrf=session.csrf
     )
@@ -307,17 +333,20 @@ async def notices(request: Request, session: Session, lang: str) -> Response:
     )
     kept = [s for s in found if _is_notice(s.resource())]
     kept.sort(key=lambda s: str(s.resource().get("sent", "")), reverse=True)
+    resources = [s.resource() for s in kept]
+    senders = [r.get("sender", {}).get("reference", "") for r in resources]
+    names, people = _people(records, senders)
     body = f"<p>{escape(word(lang, 'notices_intro'))}</p>"
     if kept:
         headings = [word(lang, "date"), word(lang, "from"), word(lang, "message")]
         rows = [
-            (day(r.get("sent")), r.get("sender", {}).get("reference", ""), payload_text(r, lang))
-            for r in (s.resource() for s in kept)
+            (day(r.get("sent")), names.get(sender, sender), payload_text(r, lang))
+            for r, sender in zip(resources, senders, strict=True)
         ]
         body += table(word(lang, "notices"), headings, rows)
     else:
         body += f"<p>{escape(word(lang, 'no_notices'))}</p>"
-    await _shown(request, session, LeafKind.SEARCH, kept)
+    await _shown(request, session, (LeafKind.SEARCH, kept), (LeafKind.READ, people))
     return page(
         lang,
         word(lang, "notices"),
@@ -358,7 +387,7 @@ async def research(request: Request, session: Session, lang: str) -> Response:
         "</form>"
     )
     if stored is not None:
-        await _shown(request, session, LeafKind.READ, [stored])
+        await _shown(request, session, (LeafKind.READ, [stored]))
     return page(
         lang,
         word(lang, "research"),

@@ -15,10 +15,17 @@ from coffre.api.auth.registry import Registry, RegistryFile, new_user, save, wit
 from coffre.ledger.leaf import LeafKind
 from coffre.service import RecordStore
 from coffre.service.audit import Access
+from coffre.service.notices import notice_first_access
 
 PASSWORD = "un mot de passe assez long"
 PATIENT = "p-gagnon"
-CLINICIAN = Access("Practitioner/dr-roy (clinician, via client ehr)", address="10.1.2.3")
+CLINICIAN = Access(
+    "Practitioner/dr-roy (clinician, via client ehr)",
+    address="10.1.2.3",
+    fhir_user="Practitioner/dr-roy",
+    role="clinician",
+    client_id="ehr",
+)
 
 
 def authority_with_users(folder: Path) -> Authority:
@@ -36,7 +43,8 @@ def authority_with_users(folder: Path) -> Authority:
 
 
 def patient_record(records: RecordStore) -> None:
-    """Marie Gagnon, a condition, an observation, and a clinician who read her record."""
+    """Marie Gagnon, a condition, an observation, and her physician, who read her record
+    (and so sent her a first-access notice)."""
     subject = {"reference": f"Patient/{PATIENT}"}
     with records.writer() as writer:
         writer.update(
@@ -68,8 +76,14 @@ def patient_record(records: RecordStore) -> None:
                 "valueQuantity": {"value": 7.1, "unit": "%"},
             }
         )
+        writer.update(
+            "Practitioner",
+            "dr-roy",
+            {"resourceType": "Practitioner", "id": "dr-roy", "name": [{"text": "Dr Jean Roy"}]},
+        )
     with records.writer() as writer, writer.request(CLINICIAN):
         writer.log_access(LeafKind.READ, [records.read("Patient", PATIENT)])
+        notice_first_access(writer, "Practitioner/dr-roy", PATIENT)
 
 
 def hidden(html: str, name: str) -> str:

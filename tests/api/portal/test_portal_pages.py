@@ -80,7 +80,7 @@ def test_who_accessed_shows_the_clinician_not_the_patients_own_views(portal: Tes
     sign_in(portal)
     portal.get("/portal/")
     page = portal.get("/portal/access?lang=en").text
-    assert "Practitioner/dr-roy (clinician, via client ehr)" in page
+    assert "Dr Jean Roy — Practitioner/dr-roy (clinician, via client ehr)" in page
     assert f"Patient/{PATIENT} (patient" not in page
     assert "Your own views of your record" in page
 
@@ -126,3 +126,16 @@ def test_the_session_is_no_access_token_and_signing_out_ends_it(portal: TestClie
     out = portal.post("/portal/sign-out", data={"csrf": csrf}, follow_redirects=False)
     assert out.status_code == 303
     assert portal.get("/portal/", follow_redirects=False).status_code == 303
+
+
+def test_notices_name_the_professional_in_the_patients_language(
+    portal: TestClient, records: RecordStore
+) -> None:
+    sign_in(portal)
+    before = records.storage.leaf_count()
+    page = portal.get("/portal/notices?lang=fr").text
+    assert "Dr Jean Roy" in page
+    assert "a ouvert votre dossier pour la première fois" in page
+    assert "opened your record" in portal.get("/portal/notices?lang=en").text
+    logged = [Leaf.decode(d) for d in records.storage.leaves(before, records.storage.leaf_count())]
+    assert sorted(leaf.kind for leaf in logged[:2]) == [LeafKind.READ, LeafKind.SEARCH]
