@@ -371,10 +371,10 @@ async def search(request: Request) -> Response:
         pairs += parse_qsl(form, keep_blank_values=True)
     prefer = request.headers.get("prefer", "")
     guard = guard_of(request)
-    guard.check_type(Interaction.SEARCH, resource_type, tuple(pairs))
+    decision = guard.check_type(Interaction.SEARCH, resource_type, tuple(pairs))
     admit = guard.search_filter(resource_type, tuple(pairs))
     bundle, handed_out = search_page(
-        _records(request), base_url(request), resource_type, pairs, prefer, admit
+        _records(request), base_url(request), resource_type, pairs, prefer, admit, decision.within
     )
     await _log_access(request, LeafKind.SEARCH, handed_out)
     return fhir_response(bundle)

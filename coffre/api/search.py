@@ -218,14 +218,17 @@ def search_page(
     pairs: Pairs,
     prefer: str = "",
     admit: Admit | None = None,
+    within: str | None = None,
 ) -> tuple[dict[str, Any], list[Stored]]:
     """A page of a type's search results, and every resource it hands out; ``admit``
-    keeps out what the request may not see, from matches, includes and chains alike."""
+    keeps out what the request may not see, from matches, includes and chains alike, and
+    ``within`` names the one patient whose compartment it can see, if it is confined."""
     criteria, ignored = check_criteria(
         resource_type, parse_criteria(pairs, "search"), strict=_strict(prefer)
     )
     snapshot = number(pairs, "_snapshot") or records.storage.last_seq()
-    searcher = Searcher(records, Scope(records.storage, base=base, as_of=snapshot, admit=admit))
+    scope = Scope(records.storage, base=base, as_of=snapshot, admit=admit, within=within)
+    searcher = Searcher(records, scope)
     sort = _list(pairs, "_sort")
     limit = (
         None

@@ -63,7 +63,9 @@ class Scope:
     absolute references only: resources are indexed without it (the storage must not
     depend on the URL a gateway is reached at). ``written``: what the transaction wrote.
     ``admit``: which opened resources the search may use at all (the requester's
-    authorisation), matches, includes, chains and ``_has`` alike.
+    authorisation), matches, includes, chains and ``_has`` alike. ``within``: a patient
+    whose compartment holds every resource of a compartment type the search may use, so
+    that only its candidates are opened (``admit`` still decides).
     """
 
     reader: StorageReader
@@ -72,6 +74,7 @@ class Scope:
     base: str | None = None
     as_of: int | None = None
     admit: Callable[[Stored], bool] | None = None
+    within: str | None = None
 
 
 class Searcher:
@@ -168,7 +171,7 @@ class Searcher:
         criteria = self._resolve(resource_type, criteria)
         if any(not c.values for c in criteria):
             return [], True
-        candidates = self._candidates(resource_type, criteria)
+        candidates = self._within(resource_type, self._candidates(resource_type, criteria))
         if candidates is not None and len(candidates) <= ALWAYS_COMPLETE:
             limit = None
         names = frozenset(c.parameter for c in criteria)
@@ -197,17 +200,35 @@ class Searcher:
         """Current resources of a type in a patient's compartment: those any reference
         parameter that may name a Patient finds, kept when the compartment rule puts them
         in this patient's compartment."""
+        return [
+            stored
+            for stored in self._opened(
+                resource_type, self._compartment_locs(resource_type, patient_id)
+            )
+            if patient_of(stored.resource()) == patient_id
+        ]
+
+    def _compartment_locs(self, resource_type: str, patient_id: str) -> set[bytes]:
+        """Locations of a type any reference parameter that may name a Patient finds
+        naming this one: a superset of the type's part of the patient's compartment."""
+        if resource_type == "Patient":
+            return {self.records.keys.location("Patient", patient_id)}
         reference = Criterion("", (f"Patient/{patient_id}",))
         locs: set[bytes] = set()
         for code in patient_references(resource_type):
             param = parameter_of(resource_type, code)
             planned = None if param is None else plan(param, reference)
             locs |= self._lookup(resource_type, code, planned or ())
-        return [
-            stored
-            for stored in self._opened(resource_type, locs)
-            if patient_of(stored.resource()) == patient_id
-        ]
+        return locs
+
+    def _within(self, resource_type: str, candidates: set[bytes] | None) -> set[bytes] | None:
+        """The candidates kept to the scope's patient compartment, for a type that can be in
+        one; resources of shared types are not confined."""
+        patient = self.scope.within
+        if patient is None or resource_type not in compartment_types():
+            return candidates
+        locs = self._compartment_locs(resource_type, patient)
+        return locs if candidates is None else candidates & locs
 
     def _match(self, resource_type: str, found: Criterion, values: dict[str, list[Value]]) -> bool:
         param = parameter_of(resource_type, found.parameter)
