@@ -4,7 +4,8 @@ The cookie is a JWT for the portal's own audience, so it is never an access toke
 /fhir and no access token is ever a session. It is HttpOnly, SameSite=Lax and Secure
 whenever the portal is reached over HTTPS; it names the patient and carries the CSRF
 token every form of the session must send back. Signing out clears it; a copy taken
-before stays valid until it expires (``SESSION_SECONDS``), as access tokens do.
+before stays valid until it expires (``SESSION_SECONDS``), as access tokens do, unless
+its user is removed from the registry, which every request checks.
 """
 
 from __future__ import annotations
@@ -104,7 +105,8 @@ def open_session(request: Request, response: Response, username: str, patient_id
 
 
 def session_of(request: Request) -> Session | None:
-    """The session the request's cookie proves, or None (none, expired, forged)."""
+    """The session the request's cookie proves, or None (none, expired, forged, or its
+    user no longer registered as that patient)."""
     token = request.cookies.get(SESSION_COOKIE)
     if not token:
         return None
@@ -125,7 +127,12 @@ def session_of(request: Request) -> Session | None:
         )
     except InvalidToken:
         return None
-    return Session(str(claims["sub"]), str(claims["patient"]), str(claims["csrf"]))
+    session = Session(str(claims["sub"]), str(claims["patient"]), str(claims["csrf"]))
+    # A user removed (or pointed at another patient) since signing in loses the session now.
+    user = authority.registry.current().users.get(session.username)
+    if user is None or user.fhir_user != f"Patient/{session.patient_id}":
+        return None
+    return session
 
 
 def same(expected: str, sent: str | None) -> bool:

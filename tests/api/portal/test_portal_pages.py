@@ -11,6 +11,7 @@ from portal_kit import PATIENT, authority_with_users, hidden, patient_record, si
 from starlette.testclient import TestClient
 
 from coffre.api import create_app
+from coffre.api.auth.registry import load, save, without_user
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.service import RecordStore
 from coffre.service.consent import research_opt_out
@@ -139,3 +140,11 @@ def test_notices_name_the_professional_in_the_patients_language(
     assert "opened your record" in portal.get("/portal/notices?lang=en").text
     logged = [Leaf.decode(d) for d in records.storage.leaves(before, records.storage.leaf_count())]
     assert sorted(leaf.kind for leaf in logged[:2]) == [LeafKind.READ, LeafKind.SEARCH]
+
+
+def test_removing_the_user_ends_their_session(portal: TestClient, tmp_path: Path) -> None:
+    sign_in(portal)
+    assert portal.get("/portal/", follow_redirects=False).status_code == 200
+    path = tmp_path / "keyring.access.json"
+    save(path, without_user(load(path), "marie"))
+    assert portal.get("/portal/", follow_redirects=False).status_code == 303
