@@ -50,7 +50,8 @@ class KeyringCustodian(MemoryCustodian):
 
     def _reload(self) -> None:
         """Take up the key-encryption keys another process added or retired, if the file
-        changed since it was read: a stat per new data key, none per read."""
+        changed since it was read: a stat per new data key, none per read (call it under
+        the lock)."""
         seen = _signature(self._path)
         if seen == self._seen:
             return
@@ -90,7 +91,8 @@ class KeyringCustodian(MemoryCustodian):
             os.fsync(folder)
         finally:
             os.close(folder)
-        self._reload()
+        with self._lock:
+            self._reload()
 
     @staticmethod
     def _read(path: Path) -> dict[str, Any]:

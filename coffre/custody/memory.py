@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import uuid
 
 from coffre.custody.base import WrappedKey
@@ -41,6 +42,8 @@ class MemoryCustodian:
         self._root = root or random_key()
         self._keks = {"kek-1": kek or random_key()}
         self._active = "kek-1"
+        # Server threads wrap and unwrap while one of them may take up a rotation.
+        self._lock = threading.Lock()
         self._log_signer = Ed25519Signer(log_seed or random_key())
         self._origin = origin or new_origin()
 
@@ -57,31 +60,38 @@ class MemoryCustodian:
         """Take up key-encryption keys another process added or retired (none here)."""
 
     def wrap(self, data_key: bytes) -> WrappedKey:
-        self._reload()
-        return WrappedKey(self._active, wrap_key(self._keks[self._active], data_key))
+        with self._lock:
+            self._reload()
+            active, kek = self._active, self._keks[self._active]
+        return WrappedKey(active, wrap_key(kek, data_key))
 
     def unwrap(self, wrapped: WrappedKey) -> bytes:
-        if wrapped.kek_id not in self._keks:
-            self._reload()
-        kek = self._keks.get(wrapped.kek_id)
+        with self._lock:
+            if wrapped.kek_id not in self._keks:
+                self._reload()
+            kek = self._keks.get(wrapped.kek_id)
         if kek is None:
             raise SealError()
         return unwrap_key(kek, wrapped.wrapped)
 
     def kek_ids(self) -> list[str]:
-        self._reload()
-        return list(self._keks)
+        with self._lock:
+            self._reload()
+            return list(self._keks)
 
     def active_kek(self) -> str:
-        self._reload()
-        return self._active
+        with self._lock:
+            self._reload()
+            return self._active
 
     def add_kek(self) -> str:
-        kek_id = next_kek_id(list(self._keks))
-        self._keks[kek_id] = random_key()
-        self._active = kek_id
+        with self._lock:
+            kek_id = next_kek_id(list(self._keks))
+            self._keks = {**self._keks, kek_id: random_key()}
+            self._active = kek_id
         return kek_id
 
     def retire_kek(self, kek_id: str) -> None:
-        check_retirable(kek_id, list(self._keks), self._active)
-        del self._keks[kek_id]
+        with self._lock:
+            check_retirable(kek_id, list(self._keks), self._active)
+            self._keks = {kek: key for kek, key in self._keks.items() if kek != kek_id}
