@@ -23,6 +23,7 @@ _KINDS: dict[LeafKind, tuple[str, str]] = {
     LeafKind.SEARCH: ("search", "E"),
     LeafKind.HISTORY: ("history", "R"),
     LeafKind.EXPORT: ("operation", "E"),
+    LeafKind.KEY_ROTATION: ("update", "U"),  # purposeOfEvent.text says which key
     LeafKind.INTEGRITY: ("read", "R"),
     LeafKind.ERASE: ("delete", "D"),
 }

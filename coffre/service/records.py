@@ -177,6 +177,10 @@ class RecordStore:
 
     # -- keys -----------------------------------------------------------------------------
 
+    @property
+    def custodian(self) -> KeyCustodian:
+        return self._custodian
+
     def committed_key(self, comp: bytes) -> bytes | None:
         """A compartment's data key as committed storage holds it (cached for the process).
 

@@ -84,6 +84,17 @@ class StorageReader(Protocol):
 
     def wrapped_key(self, comp: bytes) -> tuple[str, bytes] | None: ...
 
+    def wrapped_key_counts(self) -> dict[str, int]:
+        """How many wrapped data keys each key-encryption key (by id) wraps."""
+        ...
+
+    def wrapped_keys_besides(
+        self, kek_id: str, after: bytes, limit: int
+    ) -> list[tuple[bytes, str, bytes]]:
+        """Up to ``limit`` wrapped data keys that ``kek_id`` does not wrap, as (compartment,
+        kek id, wrapped), in compartment order from just after ``after``."""
+        ...
+
     def records_of(self, comp: bytes) -> list[bytes]:
         """Locations of the records whose latest version is in a compartment."""
         ...
@@ -128,6 +139,11 @@ class StorageTxn(StorageReader, Protocol):
     def put_nodes(self, nodes: Iterable[tuple[int, int, bytes]]) -> None: ...
 
     def put_checkpoint(self, size: int, note: str) -> None: ...
+
+    def rewrap_key(self, comp: bytes, old: tuple[str, bytes], new: tuple[str, bytes]) -> bool:
+        """Replace a compartment's wrapped data key by ``new`` only if it is still ``old``
+        (compare-and-set); whether it did."""
+        ...
 
     def erase_compartment(self, comp: bytes, locs: Iterable[bytes]) -> None:
         """Remove a compartment's wrapped data key, and the index tokens and current

@@ -212,6 +212,20 @@ class _Reader:
         row = self._one("SELECT kek_id, wrapped FROM data_keys WHERE comp = %s", (comp,))
         return (row[0], row[1]) if row else None
 
+    def wrapped_key_counts(self) -> dict[str, int]:
+        rows = self._rows("SELECT kek_id, count(*) FROM data_keys GROUP BY kek_id")
+        return {str(kek_id): int(count) for kek_id, count in rows}
+
+    def wrapped_keys_besides(
+        self, kek_id: str, after: bytes, limit: int
+    ) -> list[tuple[bytes, str, bytes]]:
+        rows = self._rows(
+            "SELECT comp, kek_id, wrapped FROM data_keys WHERE kek_id <> %s AND comp > %s"
+            " ORDER BY comp LIMIT %s",
+            (kek_id, after, limit),
+        )
+        return [(bytes(comp), str(kek), bytes(wrapped)) for comp, kek, wrapped in rows]
+
     def records_of(self, comp: bytes) -> list[bytes]:
         return [row[0] for row in self._rows("SELECT loc FROM current WHERE comp = %s", (comp,))]
 
@@ -321,6 +335,14 @@ class _Txn(_Reader):
             " ON CONFLICT (size) DO UPDATE SET note = excluded.note",
             (size, note),
         )
+
+    def rewrap_key(self, comp: bytes, old: tuple[str, bytes], new: tuple[str, bytes]) -> bool:
+        cursor = self._execute(
+            "UPDATE data_keys SET kek_id = %s, wrapped = %s WHERE comp = %s AND kek_id = %s"
+            " AND wrapped = %s",
+            (*new, comp, *old),
+        )
+        return cursor.rowcount == 1
 
     def put_wrapped_key(self, comp: bytes, kek_id: str, wrapped: bytes) -> tuple[str, bytes]:
         self._execute(

@@ -150,6 +150,20 @@ class _Reader:
         ).fetchone()
         return (row[0], row[1]) if row else None
 
+    def wrapped_key_counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT kek_id, count(*) FROM data_keys GROUP BY kek_id")
+        return {str(kek_id): int(count) for kek_id, count in rows}
+
+    def wrapped_keys_besides(
+        self, kek_id: str, after: bytes, limit: int
+    ) -> list[tuple[bytes, str, bytes]]:
+        rows = self._db.execute(
+            "SELECT comp, kek_id, wrapped FROM data_keys WHERE kek_id <> ? AND comp > ?"
+            " ORDER BY comp LIMIT ?",
+            (kek_id, after, limit),
+        ).fetchall()
+        return [(bytes(comp), str(kek), bytes(wrapped)) for comp, kek, wrapped in rows]
+
     def records_of(self, comp: bytes) -> list[bytes]:
         rows = self._db.execute(
             "SELECT loc FROM versions v WHERE comp = ?"
@@ -230,6 +244,14 @@ class _Txn(_Reader):
         self._db.execute(
             "INSERT OR REPLACE INTO checkpoints (size, note) VALUES (?, ?)", (size, note)
         )
+
+    def rewrap_key(self, comp: bytes, old: tuple[str, bytes], new: tuple[str, bytes]) -> bool:
+        cursor = self._db.execute(
+            "UPDATE data_keys SET kek_id = ?, wrapped = ? WHERE comp = ? AND kek_id = ?"
+            " AND wrapped = ?",
+            (*new, comp, *old),
+        )
+        return cursor.rowcount == 1
 
     def put_wrapped_key(self, comp: bytes, kek_id: str, wrapped: bytes) -> tuple[str, bytes]:
         self._db.execute(
