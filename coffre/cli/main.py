@@ -25,6 +25,7 @@ from coffre.api.auth import AuthSettings
 from coffre.cli import audit, erase, migrate, witness
 from coffre.cli.access import clients_app, users_app
 from coffre.cli.importer import Importer
+from coffre.cli.keys import app as keys_app
 from coffre.cli.sources import files_under
 from coffre.exceptions import CoffreError
 from coffre.fhir.json import dumps
@@ -211,6 +212,7 @@ for command in (migrate.migrate, migrate.backup, migrate.restore):
 app.add_typer(witness.app, name="witness")
 app.add_typer(clients_app, name="clients")
 app.add_typer(users_app, name="users")
+app.add_typer(keys_app, name="keys")
 
 
 def main() -> None:
