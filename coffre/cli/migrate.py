@@ -86,7 +86,7 @@ def location(text: str) -> str:
     folder (the storage its ``storage.url`` names, else its ``storage.sqlite``)."""
     if is_url(text):
         return text
-    path = Path(text.removeprefix("sqlite://"))
+    path = Path(text.removeprefix("sqlite://")).resolve()
     if path.is_dir():
         return Vault.at(path).storage_url or str(path / STORAGE_FILE)
     return str(path)
@@ -215,7 +215,7 @@ def restore(
     try:
         target.open().storage.close()
     except VaultStateError as error:
-        if accept_rollback_to != size:
+        if accept_rollback_to != size or not target.checkpoint_memory.exists():
             console.print(f"[red]error:[/red] {error}")
             console.print(
                 f"The backup is restored, but its log ends at size {size}, before the last"

@@ -1,0 +1,181 @@
+"""``coffre migrate`` of the whole Synthea vault (../shared/data/synthea): SQLite to
+PostgreSQL and back gives the same SQLite tables, row for row; the vault on PostgreSQL
+answers the same reads and searches. And a migration killed halfway (``kill -9``, either
+way between the backends, on a generated vault) finishes when run again."""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from itertools import zip_longest
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+from conftest import shared_data_path
+from pg import Cluster, HostDatabase
+from starlette.testclient import TestClient
+from typer.testing import CliRunner
+
+from coffre.api import create_app
+from coffre.cli.importer import Importer
+from coffre.cli.main import app
+from coffre.cli.sources import files_under
+from coffre.service import Vault
+from coffre.service.vault import KEYRING_FILE, STORAGE_URL_FILE
+
+FOLDERS = ("fhir-data-pipes-2021", "smart-2019")
+INFORMATION_BUNDLES = ("hospitalInformation", "practitionerInformation")
+KILL_AFTER_ROWS = 2000
+PATIENTS = 6
+KILL_DEADLINE_SECONDS = 600
+runner = CliRunner()
+
+
+@dataclass
+class Synthea:
+    vault: Vault
+    answers: dict[str, Any]
+    """What the vault answered to ``_queries``, before it was migrated."""
+
+
+def _queries(client: TestClient) -> Iterator[str]:
+    """Searches of several kinds, then reads of what they found."""
+    yield "/fhir/Patient?_count=40"
+    yield "/fhir/Patient?gender=female&_count=20"
+    yield "/fhir/Observation?code=http://loinc.org|8302-2&_count=20"
+    yield "/fhir/Organization?_count=10"
+    patients = client.get("/fhir/Patient?_count=5").json()["entry"]
+    for entry in patients:
+        ident = entry["resource"]["id"]
+        yield f"/fhir/Patient/{ident}"
+        yield f"/fhir/Condition?patient=Patient/{ident}"
+        yield f"/fhir/Patient/{ident}/_history"
+
+
+def _answers(vault: Vault) -> dict[str, Any]:
+    """Each query's status and what it found (bundle entries and total, or the resource)."""
+    records = vault.open()
+    try:
+        with TestClient(create_app(records)) as client:
+            found = {}
+            for query in _queries(client):
+                response = client.get(query)
+                body = response.json()
+                if body.get("resourceType") == "Bundle":
+                    body = {"total": body.get("total"), "entry": body.get("entry")}
+                found[query] = (response.status_code, body)
+            return found
+    finally:
+        records.storage.close()
+
+
+@pytest.fixture(scope="module")
+def synthea(tmp_path_factory: pytest.TempPathFactory) -> Synthea:
+    files = files_under([shared_data_path("synthea", name) for name in FOLDERS])
+    information = [path for path in files if path.name.startswith(INFORMATION_BUNDLES)]
+    vault = Vault.at(tmp_path_factory.mktemp("synthea") / "vault")
+    vault.create()
+    records = vault.open()
+    try:
+        report = Importer(records).run(information + [p for p in files if p not in information])
+    finally:
+        records.storage.close()
+    assert report.failures == [], report.failures[:5]
+    return Synthea(vault, _answers(vault))
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def _migrate(source: str, destination: str, *options: str) -> str:
+    code, output = _run("migrate", "--from", source, "--to", destination, *options)
+    assert code == 0, output
+    assert "verdict: the copy holds the same content as the source's snapshot" in output
+    return output
+
+
+def _rows(path: Path, table: str) -> Iterator[tuple[Any, ...]]:
+    with closing(sqlite3.connect(path)) as db:
+        yield from db.execute(f"SELECT * FROM {table} ORDER BY 1, 2")
+
+
+def _assert_same_sqlite_tables(first: Path, second: Path) -> None:
+    with closing(sqlite3.connect(first)) as db:
+        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_schema WHERE type='table'")]
+    for table in tables:
+        for mine, theirs in zip_longest(_rows(first, table), _rows(second, table)):
+            assert mine == theirs, f"{table} differs"
+
+
+def _vault_on(url: str, original: Vault, folder: Path) -> Vault:
+    """A vault folder for the storage at ``url``, with a copy of the original's keyring and
+    checkpoint memory (the same sovereign side)."""
+    folder.mkdir()
+    for path in (original.keyring, original.checkpoint_memory):
+        shutil.copy2(path, folder / path.name)
+    (folder / STORAGE_URL_FILE).write_text(url)
+    return Vault.at(folder, folder / KEYRING_FILE)
+
+
+@pytest.mark.shared_data
+@pytest.mark.slow
+def test_synthea_to_postgresql_and_back_is_the_same_and_serves_the_same(
+    synthea: Synthea, postgres: Cluster, tmp_path: Path
+) -> None:
+    url = postgres.new_storage_url()
+    _migrate(str(synthea.vault.folder), url)
+    back = tmp_path / "back.sqlite"
+    _migrate(url, f"sqlite://{back}")
+    _assert_same_sqlite_tables(synthea.vault.storage_path, back)
+    moved = _vault_on(url, synthea.vault, tmp_path / "moved")
+    assert _answers(moved) == synthea.answers
+
+
+def _count(location: str, table: str) -> int:
+    """The rows of a table of a storage, or 0 while it has no such table yet."""
+    try:
+        with HostDatabase(location if "://" in location else Path(location)) as db:
+            return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
+    except (psycopg.Error, sqlite3.Error):
+        return 0
+
+
+@pytest.mark.slow
+def test_a_migration_killed_halfway_finishes_when_run_again(
+    vault: Vault, backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """To the other backend, in batches of 50 rows, killed once 2,000 tokens are in."""
+    code, output = _run("synth", str(PATIENTS), "--out", str(tmp_path / "synth"))
+    assert code == 0, output
+    code, output = _run("import", str(tmp_path / "synth"), "--vault", str(vault.folder))
+    assert code == 0, output
+    source = vault.storage_url or str(vault.storage_path)
+    if backend == "sqlite":
+        target = request.getfixturevalue("postgres").new_storage_url()
+    else:
+        target = str(tmp_path / "copy.sqlite")
+    command = ["migrate", "--from", str(vault.folder), "--to", target, "--batch", "50"]
+    process = subprocess.Popen([sys.executable, "-m", "coffre", *command])
+    try:
+        deadline = time.monotonic() + KILL_DEADLINE_SECONDS
+        while process.poll() is None and time.monotonic() < deadline:
+            if _count(target, "tokens") >= KILL_AFTER_ROWS:
+                break
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+    finally:
+        assert process.wait() == -signal.SIGKILL, "the migration ended before it was killed"
+    assert 0 < _count(target, "tokens") < _count(source, "tokens")
+    output = _migrate(str(vault.folder), target)  # in batches of another size, too
+    assert "resumed: the destination already held" in output
