@@ -436,13 +436,20 @@ def storages(choice: str) -> Iterator[Callable[[], str | None]]:
                 admin.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
-def add_storage_option(parser: argparse.ArgumentParser) -> None:
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """Options of the benchmarks that start their servers through ``storages``."""
     parser.add_argument(
         "--storage",
         default="sqlite",
         help="sqlite (default); postgresql: a throwaway local PostgreSQL server over TLS,"
         " durable, started as the tests start theirs; or postgresql://USER@HOST/DB: a server"
         " of yours, each run in a new schema dropped afterwards",
+    )
+    parser.add_argument(
+        "--ready-timeout",
+        type=float,
+        default=120.0,
+        help="how long the server may take to answer its first request (default 120 s)",
     )
 
 

@@ -34,7 +34,7 @@ from _common import (
     CoffreServer,
     Table,
     add_common_options,
-    add_storage_option,
+    add_server_options,
     client_session,
     cpu_usage,
     diagnostics_of,
@@ -483,6 +483,7 @@ def run_mode(
         synchronous=args.sqlite_synchronous,
         keep=args.keep_vault,
         storage_url=storage_url,
+        ready_timeout=args.ready_timeout,
     )
     with server:
         outcome = run_async(load(args, server, templates, profile), args.loop)
@@ -633,7 +634,7 @@ def main() -> None:
         "--timeout", type=float, default=60.0, help="per-request timeout in s (default 60)"
     )
     add_common_options(parser)
-    add_storage_option(parser)
+    add_server_options(parser)
     args = parser.parse_args()
     if args.clients < 1 or args.workers < 1 or args.duration <= 0 or args.warmup < 0:
         parser.error("--clients and --workers must be at least 1, --duration positive")

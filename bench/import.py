@@ -37,7 +37,7 @@ from _common import (
     Profiler,
     Table,
     add_common_options,
-    add_storage_option,
+    add_server_options,
     client_session,
     cpu_snapshot,
     cpu_usage,
@@ -221,6 +221,7 @@ def run_mode(
         synchronous=args.sqlite_synchronous,
         keep=args.keep_vault,
         storage_url=storage_url,
+        ready_timeout=args.ready_timeout,
     )
     with server:
         url = server.base_url + "/"
@@ -380,7 +381,7 @@ def main() -> None:
         help="no new bundle is sent after this many seconds of the patient phase (default 600)",
     )
     add_common_options(parser)
-    add_storage_option(parser)
+    add_server_options(parser)
     args = parser.parse_args()
     if args.clients < 1 or args.repeat < 1 or args.workers < 1:
         parser.error("--clients, --repeat and --workers must be at least 1")
