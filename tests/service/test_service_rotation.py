@@ -19,6 +19,8 @@ from coffre.custody import WrappedKey
 from coffre.exceptions import CustodyError, VaultStateError
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.service import RecordStore, Vault
+from coffre.service.audit import OPERATOR
+from coffre.service.erasure import erase_patient
 from coffre.service.rotation import KeyRotation, RewrapReport
 
 PATIENTS = 5
@@ -181,6 +183,34 @@ def test_a_compare_and_set_loses_cleanly_to_a_concurrent_rewrap(
     assert report == RewrapReport(rewrapped=0, lost=3)
     assert _kek_ids(opened) == {opened.custodian.active_kek(): 4}
     _reads_all(vault, made)
+
+
+def test_an_erasure_between_the_read_and_the_write_wins(
+    vault: Vault, opened: RecordStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The rewrap never brings back the data key of a patient erased meanwhile."""
+    made = _patients(opened, 3)
+    erased = next(reference for reference in made if reference.startswith("Patient/"))
+    comp = opened.keys.patient_compartment(erased.removeprefix("Patient/"))
+    rotation = KeyRotation(opened)
+    rotation.rotate()
+    rewrapped = rotation._rewrapped
+
+    def erasing(kek_id: str, wrapped: bytes) -> WrappedKey:
+        if not opened.is_erased(comp):
+            erase_patient(opened, erased.removeprefix("Patient/"), OPERATOR)
+        return rewrapped(kek_id, wrapped)
+
+    monkeypatch.setattr(rotation, "_rewrapped", erasing)
+    assert rotation.rewrap() == RewrapReport(rewrapped=2, lost=1)
+    assert opened.storage.wrapped_key(comp) is None
+    assert _kek_ids(opened) == {opened.custodian.active_kek(): 3}  # 2 patients + the gateway
+    _reads_all(vault, {ref: res for ref, res in made.items() if erased not in (ref, _subject(res))})
+
+
+def _subject(resource: dict[str, Any]) -> str | None:
+    subject: str | None = resource.get("subject", {}).get("reference")
+    return subject
 
 
 def test_a_compare_and_set_replaces_only_the_wrapping_it_read(opened: RecordStore) -> None:
