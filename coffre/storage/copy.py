@@ -321,12 +321,14 @@ class SqliteEndpoint(Endpoint):
         stored = [i for i, c in enumerate(table.columns) if (table.name, c) not in SQLITE_DERIVED]
         columns = ", ".join(table.columns[i] for i in stored)
         marks = ", ".join("?" for _ in stored)
+        values = (
+            rows if len(stored) == len(table.columns) else [[r[i] for i in stored] for r in rows]
+        )
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany(
-                    f"INSERT INTO {table.name} ({columns}) VALUES ({marks})",
-                    ([row[i] for i in stored] for row in rows),
+                    f"INSERT INTO {table.name} ({columns}) VALUES ({marks})", values
                 )
             except BaseException:
                 self._db.execute("ROLLBACK")
