@@ -72,8 +72,16 @@ def _records(request: Request) -> RecordStore:
 
 
 def _access(request: Request, session: Session) -> Access:
+    """The patient, as the AuditEvents of what the portal shows them name them."""
     address = request.client.host if request.client else None
-    return Access(session.principal.actor, address=address)
+    principal = session.principal
+    return Access(
+        principal.actor,
+        address=address,
+        fhir_user=principal.fhir_user,
+        role=str(principal.role),
+        client_id=principal.client_id,
+    )
 
 
 async def _commit(request: Request, session: Session, job: Callable[[Writer], T]) -> T:

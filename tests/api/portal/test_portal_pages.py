@@ -77,13 +77,22 @@ def test_my_record_shows_the_summary_escaped_and_logs_what_it_showed(
     assert '<html lang="en">' in portal.get("/portal/notices").text  # the choice is kept
 
 
-def test_who_accessed_shows_the_clinician_not_the_patients_own_views(portal: TestClient) -> None:
+def test_who_accessed_shows_the_clinician_not_the_patients_own_views(
+    portal: TestClient, records: RecordStore
+) -> None:
     sign_in(portal)
     portal.get("/portal/")
     page = portal.get("/portal/access?lang=en").text
     assert "Dr Jean Roy — Practitioner/dr-roy (clinician, via client ehr)" in page
     assert f"Patient/{PATIENT} (patient" not in page
     assert "Your own views of your record" in page
+    own = [
+        agent
+        for event in records.access_history(PATIENT)
+        for agent in event["agent"]
+        if agent.get("who", {}).get("reference") == f"Patient/{PATIENT}"
+    ]
+    assert own and all(agent["role"] == [{"text": "patient"}] for agent in own)
 
 
 def test_the_opt_out_switch_records_a_consent(portal: TestClient, records: RecordStore) -> None:
