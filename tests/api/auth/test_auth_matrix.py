@@ -574,3 +574,19 @@ def test_the_access_hooks_hear_of_each_patient_a_clinician_was_handed(world: Wor
         Reached("alice", "Practitioner/drwho", None),
         Reached("bob", "Practitioner/drno", REASON),
     ]
+
+
+def test_a_patients_search_opens_only_their_own_compartment(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    opened: list[str] = []
+    original = world.records._open_found
+
+    def spy(sealed: Any, key_of: Any = None) -> Any:
+        stored = original(sealed, key_of)
+        opened.append(stored.reference)
+        return stored
+
+    monkeypatch.setattr(world.records, "_open_found", spy)
+    assert _ids(world.call(PATIENT, "GET", "Observation")) == ["Observation/obs-alice"]
+    assert "Observation/obs-alice" in opened and "Observation/obs-bob" not in opened
