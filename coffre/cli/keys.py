@@ -20,6 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from coffre import config
+from coffre.cli.access import KeyringOption, VaultOption
 from coffre.exceptions import CoffreError
 from coffre.service import Vault
 from coffre.service.rotation import BATCH, KeyRotation
@@ -30,12 +31,6 @@ app = typer.Typer(
 )
 console = Console(stderr=True)
 
-VaultOption = Annotated[
-    Path, typer.Option("--vault", envvar=config.VAULT.env, help=config.VAULT.help)
-]
-KeyringOption = Annotated[
-    Path | None, typer.Option("--keyring", envvar=config.KEYRING.env, help=config.KEYRING.help)
-]
 YesOption = Annotated[
     bool, typer.Option("--yes", help="Do not ask for confirmation (for scripts).")
 ]
