@@ -109,9 +109,10 @@ def migrate(source: str, destination: str, batch: int, server: int | None) -> di
         closing(open_endpoint(destination, create=True)) as writer,
     ):
         report = copy_tables(reader, writer, batch=batch, progress=timer, leaf_fold=TreeRoot)
-    ended = time.perf_counter()
-    cpu = self_cpu() - cpu_before
-    server_after = tree_cpu(server) if server else {}
+        ended = time.perf_counter()
+        # Before the connections close: their server processes end with them.
+        server_after = tree_cpu(server) if server else {}
+        cpu = self_cpu() - cpu_before
     cpu += sum(seconds - server_before.get(pid, 0.0) for pid, seconds in server_after.items())
     if report.mismatched:
         raise SystemExit(f"the copy differs from its source: {report.mismatched}")
