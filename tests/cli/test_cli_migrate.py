@@ -25,6 +25,7 @@ from pg import Cluster, HostDatabase
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
+from coffre import config
 from coffre.api import create_app
 from coffre.cli.importer import Importer
 from coffre.cli.main import app
@@ -84,7 +85,9 @@ def synthea(tmp_path_factory: pytest.TempPathFactory) -> Synthea:
     information = [path for path in files if path.name.startswith(INFORMATION_BUNDLES)]
     vault = Vault.at(tmp_path_factory.mktemp("synthea") / "vault")
     vault.create()
-    records = vault.open()
+    with pytest.MonkeyPatch.context() as patch:  # no disk sync per bundle: a test's vault
+        patch.setenv(config.SQLITE_SYNCHRONOUS.env, "OFF")
+        records = vault.open()
     try:
         report = Importer(records).run(information + [p for p in files if p not in information])
     finally:
