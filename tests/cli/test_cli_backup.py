@@ -51,10 +51,10 @@ def _backup_while_writing(client: TestClient, vault: Vault, backup: Path) -> int
     writer = _Writer(client)
     writer.start()
     try:
-        while writer.written < 5:
+        while writer.written < 20:  # enough rows that the backup takes a while
             writer.stop.wait(0.01)
         before = writer.written
-        code, output = _run("backup", str(backup), "--vault", str(vault.folder), "--batch", "3")
+        code, output = _run("backup", str(backup), "--vault", str(vault.folder), "--batch", "2")
         during = writer.written - before
     finally:
         writer.stop.set()
