@@ -120,7 +120,6 @@ def test_a_backup_taken_while_writing_restores_once_its_rollback_is_accepted(
 
 def test_a_restore_of_a_backup_at_the_last_signed_checkpoint_opens_as_it_is(
     client: TestClient,
-    records: RecordStore,
     vault: Vault,
     backend: str,
     tmp_path: Path,
