@@ -87,6 +87,10 @@ def init(
     console.print(f"vault created in {vault.folder}; {keys}")
 
 
+WORKER_START_SECONDS = 120
+"""How long a worker process may take to start before uvicorn gives up on it."""
+
+
 @app.command()
 def serve(
     vault: VaultOption = Path(config.VAULT.default),
@@ -132,6 +136,10 @@ def serve(
         log_level="warning",
         loop="uvloop",
         http="httptools",
+        # A worker answers the supervisor's pings from a thread, which cannot run while
+        # the generated schema module compiles (no cached bytecode: the GIL is held for
+        # seconds); with uvicorn's 5 s a loaded machine kills and restarts it forever.
+        timeout_worker_healthcheck=WORKER_START_SECONDS,
         **https,
     )
 
