@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 
+import httpx
 import pytest
+from conftest import RunningServer
 from typer.testing import CliRunner
 
 from coffre.cli.main import app
@@ -92,3 +95,25 @@ def test_a_reason_is_required(filled: Vault) -> None:
     code, output = _erase(filled, "Patient/alice", "--yes")
     assert code == 2 and "--reason" in output
     assert _status(filled, "alice") == 200
+
+
+@pytest.fixture
+def two_workers(filled: Vault) -> Iterator[RunningServer]:
+    running = RunningServer(filled, workers=2)
+    yield running
+    running.stop()
+
+
+def test_a_running_server_serves_the_erased_patient_no_more(
+    filled: Vault, two_workers: RunningServer
+) -> None:
+    """Both worker processes have Alice's data key cached; after the erasure, made by
+    another process, neither serves her again."""
+    with httpx.Client(base_url=two_workers.base_url, timeout=30) as client:
+        for _ in range(6):  # connections spread over the two workers
+            assert client.get("/Patient/alice", headers={"Connection": "close"}).status_code == 200
+        assert _erase(filled, "Patient/alice", "--reason", "r", "--yes")[0] == 0
+        for _ in range(6):
+            response = client.get("/Patient/alice", headers={"Connection": "close"})
+            assert response.status_code == 410 and "erased by Coffre" in response.text
+            assert client.get("/Patient/bob", headers={"Connection": "close"}).status_code == 200
