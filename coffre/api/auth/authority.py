@@ -70,6 +70,15 @@ class AuthSettings:
         )
 
 
+def _origin_parts(request: Request) -> tuple[Any, ...]:
+    """What ``origin`` depends on, without building the URL (this runs on every request):
+    a token verified for one origin is not taken as verified for another."""
+    scope = request.scope
+    host = request.headers.get("host", "")
+    server = scope.get("server")
+    return scope.get("scheme"), host, tuple(server) if server else None, scope.get("root_path", "")
+
+
 class Authority:
     def __init__(
         self,
@@ -84,7 +93,7 @@ class Authority:
         self.onetime = onetime
         self.settings = settings or AuthSettings()
         self.external = external
-        self._verified: dict[tuple[str, str], tuple[Principal, float]] = {}
+        self._verified: dict[tuple[Any, ...], tuple[Principal, float]] = {}
 
     @classmethod
     def for_keyring(
@@ -134,7 +143,7 @@ class Authority:
         A token verified once is remembered until it expires: a client sends the same
         token with every request, and checking its signature again would cost more than
         serving a read."""
-        key = (token, self.origin(request))
+        key = (token, *_origin_parts(request))
         remembered = self._verified.get(key)
         if remembered is not None and time.time() < remembered[1]:
             return remembered[0]

@@ -72,6 +72,10 @@ def _patient_comp(records: RecordStore, patient_id: str) -> bytes:
     return records.keys.patient_compartment(patient_id)
 
 
+# The scope decision is pure: a token asks the same questions of request after request.
+_decide = lru_cache(maxsize=1 << 16)(decide)
+
+
 @lru_cache(maxsize=4096)
 def _profile(records: RecordStore, principal: Principal) -> tuple[str | None, bytes | None, bool]:
     """What a guard needs of a principal, worked out once per token: the patient its
@@ -86,7 +90,8 @@ def _profile(records: RecordStore, principal: Principal) -> tuple[str | None, by
 
 def principal_of(request: Request) -> Principal | None:
     """The principal the authentication middleware found, if the request had a token."""
-    principal: Principal | None = getattr(request.state, "principal", None)
+    # The scope's state dict, as ``request.state`` would read it without its exceptions.
+    principal: Principal | None = request.scope.get("state", {}).get("principal")
     return principal
 
 
@@ -145,7 +150,6 @@ class Guard:
         self.principal = principal
         self.break_glass = reason
         self._related: dict[str, bool] = {}
-        self._decisions: dict[Target, Decision] = {}
         self.reached: dict[str, Reached] = {}
         self._own, self._own_comp, self._whose_matters = (
             _profile(records, principal) if principal is not None else (None, None, False)
@@ -169,9 +173,7 @@ class Guard:
         """``scopes.decide``, then a clinician's care relationship with the patient."""
         if self.principal is None:
             return UNENFORCED
-        decision = self._decisions.get(target)
-        if decision is None:
-            decision = self._decisions[target] = decide(self.principal, target)
+        decision = _decide(self.principal, target)
         patient = target.patient
         if not decision.allowed or not patient or patient == SOMEONE:
             return decision
@@ -319,11 +321,11 @@ class Guard:
 
 def guard_of(request: Request) -> Guard:
     """The request's guard, made once."""
-    guard: Guard | None = getattr(request.state, "guard", None)
+    state = request.scope.setdefault("state", {})
+    guard: Guard | None = state.get("guard")
     if guard is None:
         records: RecordStore = request.app.state.records
-        guard = Guard(records, principal_of(request), break_glass_reason(request))
-        request.state.guard = guard
+        guard = state["guard"] = Guard(records, principal_of(request), break_glass_reason(request))
     return guard
 
 
