@@ -9,14 +9,18 @@ check of each read against the tamper-evident log, and with and without sealing.
    - sealed: production (bodies sealed, every read checked against the log);
    - sealed-unverified: COFFRE_BENCH_UNVERIFIED_READS=1 (reads skip the check of version,
      ciphertext hash and index tokens against the log);
-   - plaintext-unverified: both switches.
+   - plaintext-unverified: both switches;
+   - sealed-authorised: sealed, with COFFRE_AUTH=required; a backend client registered
+     for the run gets a system/*.rs token (client_credentials, private_key_jwt) and every
+     read carries it, so each one passes the token check and the scope decision.
    Every read is logged in all modes (a leaf and a sealed AuditEvent, durable before the
    answer). --clients clients each GET random ids for --warmup s, then --duration s are
    measured.
 
 Printed: reads/s, latency percentiles, server CPU per read, the load generator's CPU, errors,
 what the check costs (sealed against sealed-unverified; issue 4's target: within 20%) and
-what sealing costs (sealed-unverified against plaintext-unverified). On a shared machine,
+what sealing costs (sealed-unverified against plaintext-unverified), what authorisation costs
+(sealed-authorised against sealed; issue 5's target: under 10%). On a shared machine,
 --rounds R runs the modes R times, every other round in reverse order, and prints medians;
 the comparisons pair the runs of each round.
 
@@ -63,16 +67,21 @@ from _common import (
 )
 
 TARGET_VERIFICATION_COST = 20.0  # % of the unverified read throughput (issue 4)
+TARGET_AUTHORISATION_COST = 10.0  # % of the read throughput without tokens (issue 5)
+BENCH_CLIENT = "bench-reader"
+READY_SECONDS = 600.0  # a server starting on a machine others keep busy
 MAX_DIAGNOSTICS = 5
 CHECK_READS = 50  # reads checked one by one (type, id) before anything is timed
 NETWORK_ERRORS = network_errors()
 
 UNVERIFIED = {"COFFRE_BENCH_UNVERIFIED_READS": "1"}
+AUTHORISED = {"COFFRE_AUTH": "required"}
 # mode -> (plaintext vault, extra server environment)
 MODES: dict[str, tuple[bool, dict[str, str]]] = {
     "sealed": (False, {}),
     "sealed-unverified": (False, UNVERIFIED),
     "plaintext-unverified": (True, UNVERIFIED),
+    "sealed-authorised": (False, AUTHORISED),
 }
 Runs = dict[str, list[dict[str, Any]]]  # mode -> its runs, one per round
 
@@ -139,6 +148,7 @@ def load_vault(plaintext: bool, bundles: list[Path], args: argparse.Namespace) -
         tmp_root=args.tmpdir,
         synchronous=args.sqlite_synchronous,
         keep=True,  # the loaded vault is the source of the runs; removed by main()
+        ready_timeout=READY_SECONDS,
     )
     with server:
         started = time.monotonic()
@@ -181,6 +191,50 @@ async def get(session: Any, url: str, record: Record) -> bytes:
     return content if status == 200 else b""
 
 
+def register_backend(vault: Path) -> Any:
+    """Register a backend client allowed system/*.rs in the vault's access registry (as
+    `coffre clients add-backend` does); its private key, to sign client assertions."""
+    from joserfc.jwk import ECKey
+
+    from coffre.api.auth.registry import access_file, backend_client, load, save, with_client
+    from coffre.service.vault import KEYRING_FILE
+
+    key = ECKey.generate_key("P-384", private=True)
+    public = orjson.dumps({**key.as_dict(private=False), "kid": key.thumbprint()}).decode()
+    path = access_file(vault / KEYRING_FILE)
+    save(path, with_client(load(path), backend_client(BENCH_CLIENT, public, "system/*.rs")))
+    return key
+
+
+async def system_token(session: Any, origin: str, key: Any) -> str:
+    """A SMART Backend Services token: client_credentials with a signed client assertion."""
+    import secrets
+
+    from joserfc import jwt
+
+    token_url = f"{origin}/auth/token"
+    claims = {
+        "iss": BENCH_CLIENT,
+        "sub": BENCH_CLIENT,
+        "aud": token_url,
+        "exp": int(time.time()) + 240,
+        "jti": secrets.token_hex(16),
+    }
+    header = {"alg": "ES384", "kid": key.thumbprint(), "typ": "JWT"}
+    form = {
+        "grant_type": "client_credentials",
+        "scope": "system/*.rs",
+        "client_assertion_type": "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+        "client_assertion": jwt.encode(header, claims, key, algorithms=["ES384"]),
+    }
+    async with session.post(token_url, data=form) as response:
+        content = await response.read()
+        if response.status != 200:
+            raise SystemExit(f"no token for the benchmark: HTTP {response.status}: {content!r}")
+    token: str = orjson.loads(content)["access_token"]
+    return token
+
+
 async def check(session: Any, base: str, references: list[str], rng: random.Random) -> None:
     """A few reads, one at a time, must answer the resource asked for."""
     record = Record()
@@ -203,12 +257,21 @@ async def reader(
 
 
 async def load(
-    args: argparse.Namespace, server: CoffreServer, references: list[str], profile: bool
+    args: argparse.Namespace,
+    server: CoffreServer,
+    references: list[str],
+    profile: bool,
+    key: Any = None,
 ) -> dict[str, Any]:
+    """``key``: the benchmark's backend client key, when reads must carry a token."""
     record = Record()
     rng = random.Random(args.seed)
     urls = [f"{server.base_url}/{reference}" for reference in references]
     async with client_session(args.clients, args.timeout) as session:
+        if key is not None:
+            origin = server.base_url.removesuffix("/fhir")
+            token = await system_token(session, origin, key)
+            session.headers["Authorization"] = f"Bearer {token}"
         await check(session, server.base_url, references, rng)
         window_start_at = time.monotonic() + args.warmup
         window_end_at = window_start_at + args.duration
@@ -236,9 +299,12 @@ def run_mode(mode: str, args: argparse.Namespace, loaded: Loaded, profile: bool)
         keep=args.keep_vault,
         source=loaded.vault,
         env=env,
+        ready_timeout=READY_SECONDS,
     )
     with server:
-        outcome = run_async(load(args, server, loaded.references, profile), args.loop)
+        assert server.folder is not None
+        key = register_backend(server.folder / "vault") if env is AUTHORISED else None
+        outcome = run_async(load(args, server, loaded.references, profile, key), args.loop)
     record: Record = outcome["record"]
     cpu = cpu_usage(outcome["before"], outcome["after"])
     start, end = outcome["before"].wall, outcome["after"].wall
@@ -355,6 +421,16 @@ def report(results: Runs, modes: list[str], args: argparse.Namespace) -> dict[st
             results, "sealed-unverified", "plaintext-unverified"
         )
         print(f"Sealing (sealed-unverified against plaintext-unverified): {describe(costs)}")
+    if "sealed-authorised" in results and "sealed" in results:
+        costs = comparisons["authorisation"] = comparison(results, "sealed-authorised", "sealed")
+        throughput = statistics.median(costs["reads/s"])
+        met = -throughput <= TARGET_AUTHORISATION_COST
+        print(f"Authorisation (sealed-authorised against sealed): {describe(costs)}")
+        print(
+            f"Target (issue 5): the authorisation check adds under"
+            f" {TARGET_AUTHORISATION_COST:.0f}% to reads: {'met' if met else 'NOT met'}"
+            f" (reads/s {throughput:+.1f}%)"
+        )
     return comparisons
 
 
