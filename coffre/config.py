@@ -61,6 +61,12 @@ TLS_CERT = Setting(
 TLS_KEY = Setting(
     "tls_key", "", "The private key (PEM) of the TLS certificate; empty: it is in that file."
 )
+DATA_KEY_CACHE = Setting(
+    "data_key_cache",
+    "100000",
+    "Data keys each server process keeps unwrapped (least recently used dropped beyond it;"
+    " about 200 bytes each).",
+)
 MAX_BODY_BYTES = Setting(
     "max_body_bytes", str(64 * 1024 * 1024), "Largest request body accepted; larger ones get 413."
 )
@@ -139,7 +145,7 @@ OIDC_AUDIENCE = Setting(
 NOTICE_WEBHOOK = Setting(
     "notice_webhook",
     "",
-    "A URL Coffre posts `{\"event\": \"access-notice\", \"notice\": \"Communication/<id>\"}` to when a"
+    'A URL Coffre posts `{"event": "access-notice", "notice": "Communication/<id>"}` to when a'
     " professional first opens a patient's record (an e-mail or SMS gateway); no health data."
     " Empty: the notice is only in the portal.",
 )

@@ -67,7 +67,7 @@ def erase_patient(records: RecordStore, patient_id: str, access: Access) -> Eras
         writer.txn.erase_compartment(comp, [leaf.loc for leaf in leaves])
         marker = Leaf(LeafKind.ERASE, comp, 0, NO_DIGEST, ts)
         writer.log_to_gateway([marker, *leaves], f"Patient/{patient_id}")
-    records._data_keys.pop(comp, None)
+    records.forget_key(comp)
     return Erasure(patient_id, len(leaves), ts)
 
 

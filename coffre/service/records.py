@@ -29,6 +29,7 @@ from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind, index_digest
 from coffre.seal import Envelope, PurposeKeys, random_key
 from coffre.search import Criterion, check_criteria
 from coffre.service.audit import OPERATOR, Access, audit_event
+from coffre.service.keycache import KeyCache
 from coffre.service.ledger import Appended, LatestWrites, Ledger, authentic_leaf
 from coffre.service.searching import Scope, Searcher, index_tokens
 from coffre.storage.base import (
@@ -149,6 +150,10 @@ def _without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
     return trimmed
 
 
+DEFAULT_KEY_CACHE = 100_000
+"""Data keys a process keeps unwrapped: about 20 MB."""
+
+
 class RecordStore:
     """Sealed records over a storage, with keys from a custodian."""
 
@@ -160,9 +165,11 @@ class RecordStore:
         checkpoint_memory: Path | None = None,
         *,
         verify_reads: bool = True,
+        key_cache_size: int = DEFAULT_KEY_CACHE,
     ) -> None:
         """``checkpoint_memory``: the sovereign side's file of the last checkpoint signed;
-        ``verify_reads`` off is for benchmarks only (what checking reads costs)."""
+        ``verify_reads`` off is for benchmarks only (what checking reads costs);
+        ``key_cache_size``: how many unwrapped data keys the process keeps."""
         self._verify_reads = verify_reads
         self.storage = storage
         self.keys = PurposeKeys.derive(custodian.root_secret())
@@ -173,7 +180,7 @@ class RecordStore:
         self.ledger.check_map(storage, self.latest_writes)
         self._custodian = custodian
         self._envelope = envelope
-        self._data_keys: dict[bytes, bytes] = {}
+        self._data_keys = KeyCache(key_cache_size)
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -192,8 +199,13 @@ class RecordStore:
             stored = self.storage.wrapped_key(comp)
             if stored is None:
                 return None
-            key = self._data_keys[comp] = self._custodian.unwrap(WrappedKey(*stored))
+            key = self._custodian.unwrap(WrappedKey(*stored))
+            self._data_keys.put(comp, key)
         return key
+
+    def forget_key(self, comp: bytes) -> None:
+        """Drop a compartment's data key from this process: it was erased."""
+        self._data_keys.forget(comp)
 
     def _compartment(self, resource: dict[str, Any]) -> bytes:
         patient = patient_of(resource)
@@ -208,7 +220,7 @@ class RecordStore:
         data key, if this process still held it, is dropped."""
         when = self.latest_writes.erased_at(comp)
         if when is not None:
-            self._data_keys.pop(comp, None)
+            self.forget_key(comp)
             raise erased(when)
 
     def _open(self, sealed: SealedVersion, key_of: KeySource) -> bytes:

@@ -102,7 +102,15 @@ class Vault:
                 envelope,
                 self.checkpoint_memory,
                 verify_reads=config.BENCH_UNVERIFIED_READS.value() != "1",
+                key_cache_size=_key_cache_size(),
             )
         except BaseException:
             storage.close()
             raise
+
+
+def _key_cache_size() -> int:
+    text = config.DATA_KEY_CACHE.value()
+    if not text.isdigit() or int(text) < 1:
+        raise VaultStateError(f"{config.DATA_KEY_CACHE.env} must be a whole number above 0")
+    return int(text)
