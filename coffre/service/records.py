@@ -502,19 +502,6 @@ class Writer:
         scope = Scope(self.txn, self.key, frozenset(self.written))
         return self.records.find(resource_type, criteria, scope)
 
-    def find_one(
-        self, resource_type: str, criteria: tuple[Criterion, ...], what: str
-    ) -> Stored | None:
-        """The one match of a conditional interaction's criteria; 412 when several match."""
-        matches = self.find(resource_type, criteria)
-        if len(matches) > 1:
-            raise FhirError(
-                412,
-                "multiple-matches",
-                f"the {what} matches {len(matches)} {resource_type} resources; it must match one at most",
-            )
-        return matches[0] if matches else None
-
     def latest(self, resource_type: str, resource_id: str) -> Stored | None:
         """The current version a write builds on, checked against the log unless this
         transaction wrote it: a write must never bury a version the host put back."""
