@@ -43,7 +43,7 @@ def _leaf(number: int) -> bytes:
 def test_a_bundle_s_check() -> None:
     leaves = [_leaf(i) for i in range(5)]
     check = check_bundle(encode_bundle(leaves), TileId(None, 3, 5))
-    assert check == (5, bundle_roots(leaves), 0, [])
+    assert check == (5, bundle_roots(leaves), 0, [], {LeafKind.READ: 5}, [])
 
 
 def test_a_bundle_short_of_leaves_has_no_roots() -> None:

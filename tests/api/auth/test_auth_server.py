@@ -386,7 +386,9 @@ def test_the_audit_log_names_the_person_behind_the_token(
         "/fhir/Patient", json={"resourceType": "Patient", "id": "alice"}, headers=FHIR_JSON
     )
     assert created.status_code == 401  # tokens are required here
-    body = user_token(client, portal, "dr", "user/*.rs")
+    register_app(authority, "desk", "user/*.cruds")
+    register_user(authority, "ops", "admin", "Practitioner/ops")  # no care relationship needed
+    body = user_token(client, "desk", "ops", "user/*.cruds")
     headers = {**FHIR_JSON, "Authorization": f"Bearer {body['access_token']}"}
     created = client.put(
         "/fhir/Patient/alice", json={"resourceType": "Patient", "id": "alice"}, headers=headers
@@ -395,4 +397,4 @@ def test_the_audit_log_names_the_person_behind_the_token(
     assert client.get("/fhir/Patient/alice", headers=headers).status_code == 200
     events = client.get("/fhir/Patient/alice/$access-history", headers=headers).json()["entry"]
     agents = {e["resource"]["agent"][0]["who"]["display"] for e in events}
-    assert agents == {"Practitioner/dr (clinician, via client portal)"}
+    assert agents == {"Practitioner/ops (admin, via client desk)"}
