@@ -16,7 +16,7 @@ the throwaway PostgreSQL server's processes): on a machine shared with other wor
 CPU second says what an idle one would do better than the wall clock. Target: 50 MB/s.
 
 PostgreSQL: --postgres URL (an empty database, or a schema through ``options=-csearch_path``),
-else a throwaway server of the tests' kind (Debian's binaries) for the run. Only ever
+else a throwaway server of the tests' kind (Debian's binaries), durable (fsync on), for the run. Only ever
 talks to 127.0.0.1 unless given another URL. Not collected by pytest.
 
     .venv/bin/python bench/migrate.py [--patients 100] [--batch 5000] [--json FILE]
@@ -131,17 +131,17 @@ def migrate(source: str, destination: str, batch: int, server: int | None) -> di
 
 @contextlib.contextmanager
 def postgres_url(given: str | None) -> Iterator[tuple[str, int | None]]:
-    """The URL given, or an empty schema on a throwaway server of the tests' kind, and
-    that server's postmaster pid."""
+    """The URL given, or an empty schema on a throwaway durable server of the tests'
+    kind, and that server's postmaster pid."""
     if given:
         yield given, None
         return
-    from pg import Cluster, binaries
+    from pgserver import Cluster, binaries
 
     bin_dir = binaries()
     if bin_dir is None:
         raise SystemExit("PostgreSQL is not installed: give --postgres URL")
-    cluster = Cluster(bin_dir)
+    cluster = Cluster(bin_dir, durable=True)  # as the other benchmarks' server: fsync on
     try:
         pid = int((cluster.data / "postmaster.pid").read_text().split()[0])
         yield cluster.new_storage_url(), pid
