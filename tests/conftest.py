@@ -4,7 +4,6 @@ and the third-party FHIR data in ../shared/data."""
 from __future__ import annotations
 
 import os
-import socket
 import ssl
 import subprocess
 import sys
@@ -14,6 +13,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pgserver import free_port
 from starlette.testclient import TestClient
 from testca import ServerFiles
 
@@ -62,13 +62,6 @@ def records(vault: Vault) -> Iterator[RecordStore]:
 def client(records: RecordStore) -> Iterator[TestClient]:
     with TestClient(create_app(records), raise_server_exceptions=False) as test_client:
         yield test_client
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class RunningServer:

@@ -56,7 +56,8 @@ def binaries() -> Path | None:
     return None
 
 
-def _free_port() -> int:
+def free_port() -> int:
+    """A loopback port nobody listens on now."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
@@ -78,7 +79,7 @@ class Cluster:
         self._user = self._server_user()
         self.root = Path(tempfile.mkdtemp(prefix="coffre-pg-"))
         self.data = self.root / "data"
-        self.port = _free_port()
+        self.port = free_port()
         self._counter = itertools.count()
         self.ca = TestCA(self.root / "tls")
         server = self.ca.issue("server")
