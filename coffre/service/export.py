@@ -193,14 +193,16 @@ class Export:
 
     def _belongs(self, resource_type: str, sealed: SealedVersion) -> bool:
         """Whether a version is in the export, from what the host holds of it: its
-        compartment token (authenticated by the envelope) and whether its key is left."""
+        compartment token (authenticated by the envelope) and whether Coffre erased that
+        compartment, as the log says (a key the host removed is an integrity failure at
+        the read, not a reason to leave records out)."""
         if self._members is not None and sealed.comp not in self._members:
             return False
         if self.job.level == "patient" and sealed.comp == self.records.keys.shared_compartment(
             resource_type
         ):
             return False
-        return self.records.committed_key(sealed.comp) is not None  # no key: erased
+        return not self.records.is_erased(sealed.comp)
 
     def versions(self, resource_type: str) -> Iterator[SealedVersion]:
         """The versions of a type the export holds, newest write first, a page of the

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from conftest import RunningServer, shared_data_path
+from pg import HostDatabase
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -27,6 +28,8 @@ from coffre.cli.main import app
 from coffre.fhir import json
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.service import RecordStore, Vault
+from coffre.service.audit import OPERATOR
+from coffre.service.erasure import erase_patient
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
@@ -177,6 +180,25 @@ def test_patient_and_group_exports_hold_their_compartments(client: TestClient) -
     }
     missing = client.get("/fhir/Group/nope/$export", headers=ASYNC)
     assert missing.status_code == 404
+
+
+def test_an_erased_patient_is_left_out_and_a_key_the_host_removed_is_no_erasure(
+    client: TestClient, records: RecordStore
+) -> None:
+    _people(client)
+    erase_patient(records, "bob", OPERATOR)
+    assert _ids(export(client, "/fhir/Patient/$export?_type=Patient,Observation")) == {
+        "Observation": {"obs-ana", "obs-cyd"},
+        "Patient": {"ana", "cyd"},
+    }
+    cyd = records.keys.patient_compartment("cyd")
+    with HostDatabase.of(records.storage) as db:  # the host drops a key on its own
+        db.execute("DELETE FROM data_keys WHERE comp = ?", (cyd,))
+    records.forget_key(cyd)
+    found = manifest(client, kick_off(client, "/fhir/Patient/$export?_type=Patient"))
+    response = client.get(found["output"][0]["url"])  # refused, never quietly left out
+    assert response.status_code == 500
+    assert "failed its integrity check" in response.text
 
 
 def test_type_and_since_narrow_the_export(client: TestClient) -> None:
