@@ -1,5 +1,5 @@
 """The gateway's authorisation state: its signing key, the registry, one-time codes, the
-external issuer it trusts, and the settings that join them."""
+sign-in throttle, the external issuer it trusts, and the settings that join them."""
 
 from __future__ import annotations
 
@@ -10,13 +10,15 @@ from pathlib import Path
 from typing import Any
 
 from joserfc.jwk import ECKey, Key, KeySet
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
 from coffre import config
 from coffre.api.auth.external import ExternalIssuer, IssuerUnavailable, JwksCache
 from coffre.api.auth.onetime import OneTime, sessions_file
-from coffre.api.auth.registry import RegistryFile, access_file
+from coffre.api.auth.registry import RegistryFile, User, access_file
 from coffre.api.auth.scopes import Principal
+from coffre.api.auth.throttle import Attempt, SignInThrottle
 from coffre.api.auth.tokens import (
     ACCESS_TOKEN_ALGORITHM,
     ASYMMETRIC_ALGORITHMS,
@@ -70,6 +72,14 @@ class AuthSettings:
         )
 
 
+class SignInWait(CoffreError):
+    """Too many failed sign-ins for this name or address: try again in ``seconds``."""
+
+    def __init__(self, seconds: int) -> None:
+        super().__init__(f"too many failed sign-ins: try again in {seconds} s")
+        self.seconds = seconds
+
+
 def _origin_parts(request: Request) -> tuple[Any, ...]:
     """What ``origin`` depends on, without building the URL (this runs on every request):
     a token verified for one origin is not taken as verified for another."""
@@ -87,10 +97,12 @@ class Authority:
         onetime: OneTime,
         settings: AuthSettings | None = None,
         external: ExternalIssuer | None = None,
+        throttle: SignInThrottle | None = None,
     ) -> None:
         self.signer = TokenSigner(signing_jwk)
         self.registry = registry
         self.onetime = onetime
+        self.throttle = throttle or SignInThrottle(":memory:")
         self.settings = settings or AuthSettings()
         self.external = external
         self._verified: dict[tuple[Any, ...], tuple[Principal, float]] = {}
@@ -112,6 +124,7 @@ class Authority:
             OneTime(sessions_file(keyring)),
             settings,
             external,
+            SignInThrottle(sessions_file(keyring)),
         )
 
     @classmethod
@@ -120,6 +133,22 @@ class Authority:
         without a vault's settings (tests, embedding)."""
         key = ECKey.generate_key("P-256", private=True).as_dict(private=True)
         return cls(key, RegistryFile(None), OneTime(":memory:"))
+
+    async def sign_in(self, request: Request, username: str, password: str) -> User | None:
+        """The user whose password this is, or None; :class:`SignInWait`, without checking
+        the password, while the name or the client's address has failed too often."""
+        attempt = Attempt(username, request.client.host if request.client else None)
+        now = time.time()
+        seconds = self.throttle.seconds_to_wait(attempt, now)
+        if seconds:
+            raise SignInWait(seconds)
+        # scrypt takes tens of milliseconds: not on the event loop.
+        user = await run_in_threadpool(self.registry.current().sign_in, username, password)
+        if user is None:
+            self.throttle.failed(attempt, now)
+        else:
+            self.throttle.succeeded(attempt)
+        return user
 
     @property
     def required(self) -> bool:

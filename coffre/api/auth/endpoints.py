@@ -14,12 +14,11 @@ from urllib.parse import parse_qs, urlencode
 
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import JSONResponse, RedirectResponse, Response
 from starlette.routing import Route
 
-from coffre.api.auth.authority import Authority
+from coffre.api.auth.authority import Authority, SignInWait
 from coffre.api.auth.registry import APP, BACKEND, Client, User
 from coffre.api.auth.scopes import (
     FHIR_USER,
@@ -366,12 +365,12 @@ async def authorize(request: Request) -> Response:
     app_name = client.name or client.client_id
     if request.method == "GET":
         return sign_in_page(lang, app_name, fields)
-    # scrypt takes tens of milliseconds: not on the event loop.
-    user = await run_in_threadpool(
-        _authority(request).registry.current().sign_in,
-        source.get("username", ""),
-        source.get("password", ""),
-    )
+    try:
+        user = await _authority(request).sign_in(
+            request, source.get("username", ""), source.get("password", "")
+        )
+    except SignInWait as wait:
+        return sign_in_page(lang, app_name, fields, wait=wait.seconds)
     if user is None:
         return sign_in_page(lang, app_name, fields, failed=True)
     requested, _unknown = parse_scopes(fields.get("scope", ""))

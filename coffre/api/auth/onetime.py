@@ -32,19 +32,26 @@ def _digest(text: str) -> bytes:
     return hashlib.sha256(text.encode()).digest()
 
 
+def open_private(path: Path | str, schema: str) -> sqlite3.Connection:
+    """The sessions file (or ``:memory:``), readable by its owner only, shared by the
+    gateway's processes, with ``schema`` created if missing."""
+    if str(path) != ":memory:":
+        # 0600 from the start; SQLite gives its journal files the same mode.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+    if str(path) != ":memory:":
+        db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA busy_timeout=5000")
+    db.executescript(schema)
+    return db
+
+
 class OneTime:
     """Single-use codes and seen identifiers, each until it expires."""
 
     def __init__(self, path: Path | str) -> None:
         self._lock = threading.Lock()
-        if str(path) != ":memory:":
-            # 0600 from the start; SQLite gives its journal files the same mode.
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
-        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
-        if str(path) != ":memory:":
-            self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db = open_private(path, _SCHEMA)
 
     def _purge(self, now: float) -> None:
         self._db.execute("DELETE FROM codes WHERE expires < ?", (now,))

@@ -17,6 +17,7 @@ _TEXT = {
         "password": "Password",
         "submit": "Sign in",
         "failed": "The user name or the password is wrong.",
+        "wait": "Too many failed sign-ins: please try again in {minutes} min.",
         "error": "This request cannot be served",
         "other": "Français",
     },
@@ -27,6 +28,7 @@ _TEXT = {
         "password": "Mot de passe",
         "submit": "Se connecter",
         "failed": "Le nom d'utilisateur ou le mot de passe est erroné.",
+        "wait": "Trop de tentatives de connexion échouées : réessayez dans {minutes} min.",
         "error": "Cette demande ne peut pas être servie",
         "other": "English",
     },
@@ -65,18 +67,32 @@ def _page(lang: str, title: str, body: str, status: int) -> HTMLResponse:
     return HTMLResponse(html, status_code=status, headers=HEADERS)
 
 
+def wait_minutes(seconds: int) -> int:
+    """A wait as the sign-in pages say it: whole minutes, at least one."""
+    return max(1, -(-seconds // 60))
+
+
 def sign_in_page(
-    lang: str, app_name: str, fields: dict[str, str], *, failed: bool = False
+    lang: str, app_name: str, fields: dict[str, str], *, failed: bool = False, wait: int = 0
 ) -> HTMLResponse:
-    """The form; ``fields`` are the authorisation request's parameters, carried along."""
+    """The form; ``fields`` are the authorisation request's parameters, carried along.
+    ``failed``: the last attempt's password was wrong; ``wait``: seconds before the next
+    attempt may be checked (429)."""
     text = _TEXT[lang]
     hidden = "".join(
         f'<input type="hidden" name="{escape(name)}" value="{escape(value)}">'
         for name, value in sorted(fields.items())
         if name != "lang"
     )
-    alert = f'<p role="alert" id="failed">{escape(text["failed"])}</p>' if failed else ""
-    described = ' aria-describedby="failed" aria-invalid="true"' if failed else ""
+    message = (
+        text["wait"].format(minutes=wait_minutes(wait))
+        if wait
+        else text["failed"]
+        if failed
+        else ""
+    )
+    alert = f'<p role="alert" id="failed">{escape(message)}</p>' if message else ""
+    described = ' aria-describedby="failed" aria-invalid="true"' if message else ""
     other = "en" if lang == "fr" else "fr"
     body = (
         f"<h1>{escape(text['title'])}</h1>"
@@ -90,7 +106,10 @@ def sign_in_page(
         f'<button type="submit">{escape(text["submit"])}</button></form>'
         f'<p><a href="?{escape(_query(fields, other))}" lang="{other}">{text["other"]}</a></p>'
     )
-    return _page(lang, text["title"], body, 401 if failed else 200)
+    response = _page(lang, text["title"], body, 429 if wait else 401 if failed else 200)
+    if wait:
+        response.headers["Retry-After"] = str(wait)
+    return response
 
 
 def _query(fields: dict[str, str], lang: str) -> str:

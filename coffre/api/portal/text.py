@@ -20,6 +20,7 @@ TEXT: dict[str, dict[str, str]] = {
         "username": "User name",
         "password": "Password",
         "failed": "The user name or the password is wrong.",
+        "wait": "Too many failed sign-ins: please try again in {minutes} min.",
         "not_patient": "This portal is for patients. Professionals use their own software.",
         "expired": "The form has expired: please try again.",
         "conditions": "Conditions",
@@ -89,6 +90,7 @@ TEXT: dict[str, dict[str, str]] = {
         "username": "Nom d'utilisateur",
         "password": "Mot de passe",
         "failed": "Le nom d'utilisateur ou le mot de passe est erroné.",
+        "wait": "Trop de tentatives de connexion échouées : réessayez dans {minutes} min.",
         "not_patient": "Ce portail est réservé aux patients. Les professionnels utilisent leur"
         " propre logiciel.",
         "expired": "Le formulaire a expiré : veuillez réessayer.",

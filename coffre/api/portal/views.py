@@ -11,14 +11,14 @@ from html import escape
 from typing import Any, TypeVar
 from urllib.parse import parse_qs
 
-from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
 from coffre.api.auth import Authority
+from coffre.api.auth.authority import SignInWait
 from coffre.api.auth.scopes import Role
-from coffre.api.auth.signin import language
+from coffre.api.auth.signin import language, wait_minutes
 from coffre.api.portal.html import page, table
 from coffre.api.portal.session import (
     SESSION_COOKIE,
@@ -163,9 +163,10 @@ def _with_form(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
 
 
 def _sign_in_page(
-    request: Request, lang: str, token: str, error: str = "", status: int = 200
+    request: Request, lang: str, token: str, error: str = "", status: int = 200, minutes: int = 0
 ) -> Response:
-    alert = f'<p role="alert" id="error">{escape(word(lang, error))}</p>' if error else ""
+    message = word(lang, error).format(minutes=minutes) if error else ""
+    alert = f'<p role="alert" id="error">{escape(message)}</p>' if error else ""
     described = ' aria-describedby="error" aria-invalid="true"' if error else ""
     body = (
         f'{alert}<form method="post" action="/portal/sign-in">'
@@ -193,10 +194,12 @@ async def sign_in(request: Request) -> Response:
     ):
         return _sign_in_page(request, lang, token, "expired", 403)
     authority: Authority = request.app.state.authority
-    # scrypt takes tens of milliseconds: not on the event loop.
-    user = await run_in_threadpool(
-        authority.registry.current().sign_in, form.get("username", ""), form.get("password", "")
-    )
+    try:
+        user = await authority.sign_in(request, form.get("username", ""), form.get("password", ""))
+    except SignInWait as wait:
+        response = _sign_in_page(request, lang, token, "wait", 429, wait_minutes(wait.seconds))
+        response.headers["Retry-After"] = str(wait.seconds)
+        return response
     if user is None:
         return _sign_in_page(request, lang, token, "failed", 401)
     kind, _, patient_id = user.fhir_user.partition("/")

@@ -35,6 +35,7 @@ from smart import (
 from starlette.testclient import TestClient
 
 from coffre.api.auth import Authority
+from coffre.api.auth.throttle import FIRST_WAIT_SECONDS, FREE_FAILURES_PER_NAME
 from coffre.service import RecordStore
 
 FHIR_JSON = {"Content-Type": "application/fhir+json"}
@@ -398,3 +399,18 @@ def test_the_audit_log_names_the_person_behind_the_token(
     events = client.get("/fhir/Patient/alice/$access-history", headers=headers).json()["entry"]
     agents = {e["resource"]["agent"][0]["who"]["display"] for e in events}
     assert agents == {"Practitioner/ops (admin, via client desk)"}
+
+
+def test_guessing_a_password_is_slowed_down_even_for_the_right_one(
+    client: TestClient, portal: str
+) -> None:
+    params = authorize_params(portal, pkce()[1], "patient/*.rs")
+    for _ in range(FREE_FAILURES_PER_NAME):
+        assert sign_in(client, params, "alice", PASSWORD + "?").status_code == 401
+    answer = sign_in(client, params, "alice")
+    assert answer.status_code == 429 and "location" not in answer.headers
+    assert answer.headers["retry-after"] == str(int(FIRST_WAIT_SECONDS))
+    assert "try again in 1 min" in answer.text and 'role="alert"' in answer.text
+    french = sign_in(client, {**params, "lang": "fr"}, "alice")
+    assert french.status_code == 429 and "réessayez dans 1 min" in french.text
+    assert sign_in(client, params, "dr").status_code == 303  # another name from here: free

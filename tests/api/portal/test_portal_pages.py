@@ -12,6 +12,7 @@ from starlette.testclient import TestClient
 
 from coffre.api import create_app
 from coffre.api.auth.registry import load, save, without_user
+from coffre.api.auth.throttle import FREE_FAILURES_PER_NAME
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.service import RecordStore
 from coffre.service.consent import research_opt_out
@@ -48,6 +49,17 @@ def test_the_sign_in_form_is_labelled_and_sets_a_protected_session(portal: TestC
 def test_wrong_password_and_professionals_are_refused(portal: TestClient) -> None:
     assert sign_in(portal, password="pas le bon mot de passe").status_code == 401
     assert sign_in(portal, username="roy").status_code == 403
+    assert portal.get("/portal/", follow_redirects=False).status_code == 303
+
+
+def test_repeated_failures_make_the_next_sign_in_wait(portal: TestClient) -> None:
+    for _ in range(FREE_FAILURES_PER_NAME):
+        assert sign_in(portal, password="pas le bon mot de passe").status_code == 401
+    portal.cookies.set("coffre_lang", "fr")
+    response = sign_in(portal)
+    assert response.status_code == 429  # type: ignore[attr-defined]
+    assert response.headers["retry-after"] == "30"  # type: ignore[attr-defined]
+    assert "réessayez dans 1 min" in response.text  # type: ignore[attr-defined]
     assert portal.get("/portal/", follow_redirects=False).status_code == 303
 
 
