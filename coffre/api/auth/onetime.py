@@ -1,5 +1,5 @@
-"""What may be used once only, across every gateway process: authorisation codes, and
-the ``jti`` of client assertions.
+"""What may be used once only, across every gateway process: authorisation codes, the
+``jti`` of client assertions, and portal sessions signed out.
 
 A small SQLite file beside the keyring, on the sovereign side (the host never sees it):
 codes are looked up by their SHA-256, so the file holds no usable code, and a grant is
@@ -83,6 +83,14 @@ class OneTime:
                 "INSERT OR IGNORE INTO seen VALUES (?, ?)", (_digest(key), expires)
             )
             return cursor.rowcount == 1
+
+    def seen(self, key: str) -> bool:
+        """Whether ``key`` was used and has not expired yet (a revocation, say)."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT expires FROM seen WHERE key = ?", (_digest(key),)
+            ).fetchone()
+        return row is not None and row[0] >= time.time()
 
     def close(self) -> None:
         self._db.close()

@@ -3,15 +3,16 @@
 The cookie is a JWT for the portal's own audience, so it is never an access token for
 /fhir and no access token is ever a session. It is HttpOnly, SameSite=Lax and Secure
 whenever the portal is reached over HTTPS; it names the patient and carries the CSRF
-token every form of the session must send back. Signing out clears it; a copy taken
-before stays valid until it expires (``SESSION_SECONDS``), as access tokens do, unless
-its user is removed from the registry, which every request checks.
+token every form of the session must send back. Signing out clears it and revokes it in
+the one-time store shared by the gateway's processes, so a copy taken before is refused
+too; so is a session whose user was removed from the registry since.
 """
 
 from __future__ import annotations
 
 import hmac
 import secrets
+import time
 from dataclasses import dataclass
 
 from starlette.requests import Request
@@ -128,11 +129,26 @@ def session_of(request: Request) -> Session | None:
     except InvalidToken:
         return None
     session = Session(str(claims["sub"]), str(claims["patient"]), str(claims["csrf"]))
+    if authority.onetime.seen(_revoked(session)):
+        return None
     # A user removed (or pointed at another patient) since signing in loses the session now.
     user = authority.registry.current().users.get(session.username)
     if user is None or user.fhir_user != f"Patient/{session.patient_id}":
         return None
     return session
+
+
+def _revoked(session: Session) -> str:
+    # The CSRF token is random per session: it names the session in the revocations.
+    return f"portal-session\x1f{session.csrf}"
+
+
+def close_session(request: Request, response: Response, session: Session) -> None:
+    """Sign the patient out: the cookie cleared, and the session refused from now on even
+    where a copy of the cookie survives."""
+    expires = time.time() + SESSION_SECONDS  # the longest the signed cookie can live
+    _authority(request).onetime.first_use(_revoked(session), expires)
+    response.delete_cookie(SESSION_COOKIE, path="/portal")
 
 
 def same(expected: str, sent: str | None) -> bool:

@@ -21,10 +21,10 @@ from coffre.api.auth.scopes import Role
 from coffre.api.auth.signin import language, wait_minutes
 from coffre.api.portal.html import page, table
 from coffre.api.portal.session import (
-    SESSION_COOKIE,
     SIGN_IN_COOKIE,
     SIGN_IN_SECONDS,
     Session,
+    close_session,
     open_session,
     portal_origin,
     same,
@@ -212,7 +212,7 @@ async def sign_in(request: Request) -> Response:
 
 async def sign_out(request: Request, session: Session, lang: str) -> Response:
     response = _to("/portal/sign-in")
-    response.delete_cookie(SESSION_COOKIE, path="/portal")
+    close_session(request, response, session)
     return response
 
 

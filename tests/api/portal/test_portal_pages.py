@@ -148,6 +148,11 @@ def test_the_session_is_no_access_token_and_signing_out_ends_it(portal: TestClie
     out = portal.post("/portal/sign-out", data={"csrf": csrf}, follow_redirects=False)
     assert out.status_code == 303
     assert portal.get("/portal/", follow_redirects=False).status_code == 303
+    # A copy of the cookie taken before signing out opens nothing either.
+    portal.cookies.set("coffre_portal", cookie, path="/portal")
+    assert portal.get("/portal/", follow_redirects=False).status_code == 303
+    sign_in(portal)  # a new session is not caught by the old one's revocation
+    assert portal.get("/portal/", follow_redirects=False).status_code == 200
 
 
 def test_notices_name_the_professional_in_the_patients_language(
