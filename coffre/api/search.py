@@ -3,8 +3,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 from coffre.api.history import Pairs, links, number, page_count, since
@@ -230,15 +231,18 @@ def search_page(
     scope = Scope(records.storage, base=base, as_of=snapshot, admit=admit, within=within)
     searcher = Searcher(records, scope)
     sort = _list(pairs, "_sort")
-    limit = (
-        None
-        if sort or _needs_total(pairs)
-        else page_count(pairs) + (number(pairs, "_offset") or 0) + 1
-    )
-    matches, complete = searcher.search(resource_type, criteria, limit)
+    matches, complete = searcher.search(resource_type, criteria, None if sort else _limit(pairs))
     if sort:
         matches = sort_results(resource_type, matches, sort, base)
     return _bundle(base, pairs, f"{base}/{resource_type}", matches, searcher, ignored, complete)
+
+
+def _limit(pairs: Pairs) -> int | None:
+    """How many matches a page must read: its own, those of the pages before it, and one
+    more to know whether a next page exists; None when every match must be found."""
+    if _needs_total(pairs):
+        return None
+    return page_count(pairs) + (number(pairs, "_offset") or 0) + 1
 
 
 def _needs_total(pairs: Pairs) -> bool:
@@ -264,9 +268,20 @@ def everything_page(
             raise FhirError(400, "invalid", f"_type names {name!r}, not a FHIR R4 resource type")
     snapshot = number(pairs, "_snapshot") or records.storage.last_seq()
     searcher = Searcher(records, Scope(records.storage, base=base, as_of=snapshot, admit=admit))
-    found = everything(searcher, patient_id, [t for t in compartment_types() if t in types])
+    limit = _limit(pairs)
+    wanted = [t for t in compartment_types() if t in types]
+    found = everything(searcher, patient_id, wanted, None if limit is None else limit + 1)
     after = since(pairs)
     if after is not None:
-        found = [s for s in found if s.ts >= after]
+        found = (s for s in found if s.ts >= after)
+    matches, complete = _first(found, limit)
     page_url = f"{base}/Patient/{patient_id}/$everything"
-    return _bundle(base, pairs, page_url, found, searcher, [])
+    return _bundle(base, pairs, page_url, matches, searcher, [], complete)
+
+
+def _first(found: Iterator[Stored], limit: int | None) -> tuple[list[Stored], bool]:
+    """The first ``limit`` of ``found`` (all without a limit), and whether that is all."""
+    if limit is None:
+        return list(found), True
+    taken = list(islice(found, limit))
+    return taken, len(taken) < limit or next(found, None) is None

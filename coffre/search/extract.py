@@ -80,10 +80,11 @@ def index_values(
     found: dict[str, list[Value]] = {}
     memo: Memo = {}
     keys = resource.keys()
-    for code, kind, extract, components, roots in _plan(resource_type):
-        if (roots is not None and keys.isdisjoint(roots)) or (
-            only is not None and code not in only
-        ):
+    planned = _plan(resource_type)
+    if only is not None:
+        planned = tuple(entry for entry in planned if entry[0] in only)
+    for code, kind, extract, components, roots in planned:
+        if roots is not None and keys.isdisjoint(roots):
             continue
         groups = extract(resource)
         for _, items in groups:

@@ -265,17 +265,26 @@ class RecordStore:
         raise SealError()
 
     def _is_logged_latest(
-        self, loc: bytes, sealed: SealedVersion | None, reader: StorageReader
+        self,
+        loc: bytes,
+        sealed: SealedVersion | None,
+        reader: StorageReader,
+        joined: bytes | None = None,
     ) -> bool:
         """Whether ``sealed`` is the record's latest write as the log has it: same version,
-        same sealed bytes, and the very index tokens that write committed to."""
+        same sealed bytes, and the very index tokens that write committed to (``joined``:
+        the tokens ``reader.joined_tokens`` gave with the version; otherwise read here)."""
         logged = self.latest_writes.expected(loc)
         if sealed is None or logged is None:
             return sealed is None and logged is None
+        if joined is None:
+            digest = index_digest(reader.tokens_of(loc))
+        else:
+            digest = hashlib.sha256(joined).digest()
         return (
             logged.version == sealed.version
             and logged.body_hash == hashlib.sha256(sealed.body).digest()
-            and logged.index_digest == index_digest(reader.tokens_of(loc))
+            and logged.index_digest == digest
         )
 
     def read(self, resource_type: str, resource_id: str) -> Stored:

@@ -8,7 +8,7 @@ share tokens (see docs/leakage.md).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Collection, Container, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
@@ -23,6 +23,7 @@ from coffre.search.matching import check_values, criterion_match, sort_key
 from coffre.search.parameters import parameters_for
 from coffre.search.plan import Plan, index_keys, plan
 from coffre.search.values import Ref, Value
+from coffre.service.candidates import PAGE_MAX, Batch, Lookup, batches
 from coffre.storage.base import HistoryQuery, SealedVersion, StorageReader
 
 if TYPE_CHECKING:
@@ -32,8 +33,6 @@ DOMAIN_BYTES = 8
 VALUE_BYTES = 2
 # Chained and reverse-chained criteria become lists of ids; past this many, they are refused.
 MAX_CHAIN_IDS = 10_000
-# Up to this many candidates, a page tests them all and can give an exact total.
-ALWAYS_COMPLETE = 200
 
 
 @lru_cache(maxsize=8192)
@@ -45,6 +44,10 @@ def blind(keys: PurposeKeys, resource_type: str, parameter: str, key: str) -> by
     """The token of an index key: the parameter's domain, then 2 bytes of the key's hash."""
     value = keys.short_index(resource_type, parameter, key, VALUE_BYTES)
     return _domain(keys, resource_type, parameter) + value
+
+
+# Queries look up the same keys again and again (an open date range is some 120 of them).
+_query_token = lru_cache(maxsize=65_536)(blind)
 
 
 def index_tokens(keys: PurposeKeys, resource: dict[str, Any]) -> list[bytes]:
@@ -87,61 +90,83 @@ class Searcher:
 
     # -- candidates ---------------------------------------------------------------------
 
-    def _lookup(self, resource_type: str, parameter: str, found: Plan) -> set[bytes]:
-        keys, reader = self.records.keys, self.scope.reader
-        union: set[bytes] = set()
-        for conjunction in found:
-            current: set[bytes] | None = None
-            for key in conjunction:
-                locs = set(reader.find(blind(keys, resource_type, parameter, key)))
-                current = locs if current is None else current & locs
-                if not current:
-                    break
-            union |= current or set()
-        return union
+    def _lookup(self, resource_type: str, parameter: str, found: Plan) -> Lookup:
+        keys = self.records.keys
+        return Lookup(
+            tuple(
+                frozenset(_query_token(keys, resource_type, parameter, key) for key in conjunction)
+                for conjunction in found
+            )
+        )
 
-    def _candidates(self, resource_type: str, criteria: tuple[Criterion, ...]) -> set[bytes] | None:
-        """Locations that may match, or None when no criterion can be looked up (scan)."""
-        candidates: set[bytes] | None = None
+    def _lookups(self, resource_type: str, criteria: tuple[Criterion, ...]) -> list[Lookup]:
+        """What the criteria look up (none when no criterion can be: a scan), and the
+        scope's patient compartment when the search is confined to it."""
+        lookups: list[Lookup] = []
         for found in criteria:
             param = parameter_of(resource_type, found.parameter)
             assert param is not None
             if found.parameter == "_id" and found.modifier is None:
-                locs = {self.records.keys.location(resource_type, v) for v in found.values}
-            else:
-                planned = plan(param, found, self.scope.base)
-                if planned is None:
-                    continue
-                locs = self._lookup(resource_type, found.parameter, planned)
-            candidates = locs if candidates is None else candidates & locs
-        return candidates
+                keys = self.records.keys
+                lookups.append(
+                    Lookup(locs=frozenset(keys.location(resource_type, v) for v in found.values))
+                )
+                continue
+            planned = plan(param, found, self.scope.base)
+            if planned is not None:
+                lookups.append(self._lookup(resource_type, found.parameter, planned))
+        patient = self.scope.within
+        if patient is not None and resource_type in compartment_types():
+            lookups.append(self._compartment_lookup(resource_type, patient))
+        return lookups
 
-    def _rows(self, resource_type: str, candidates: set[bytes] | None) -> Iterator[SealedVersion]:
-        """Current versions of the candidates (every record of the type when None), in
-        location order (stable while data changes), each confirmed by the log when the
-        scope is the committed storage. Lazy: a page stops reading once it is full."""
+    def _batches(
+        self, resource_type: str, lookups: list[Lookup], first_page: int | None
+    ) -> Iterator[tuple[Batch, dict[bytes, SealedVersion] | None]]:
+        """Candidates a batch at a time, with their versions when already read (a scan:
+        every current record of the type, when nothing can be looked up)."""
+        if lookups:
+            for batch in batches(self.scope.reader, lookups, first_page):
+                yield batch, None
+            return
+        records = self.records
+        rows: dict[bytes, SealedVersion | None] = {
+            r.loc: r for r in records.storage.current_of_kind(records.keys.kind(resource_type))
+        }
+        if not self._committed:
+            rows.update(dict.fromkeys(self.scope.written - rows.keys()))
+        ordered = sorted(rows)
+        for start in range(0, len(ordered), PAGE_MAX):
+            locs = ordered[start : start + PAGE_MAX]
+            known = {loc: row for loc in locs if (row := rows[loc]) is not None}
+            yield Batch(locs), known if self._committed else None
+
+    def _rows(
+        self, resource_type: str, lookups: list[Lookup], first_page: int | None = None
+    ) -> Iterator[SealedVersion]:
+        """Current versions of the candidates, in location order (stable while data
+        changes), each confirmed by the log when the scope is the committed storage.
+        Lazy: a page stops reading once it is full (``first_page``: how many candidates
+        it expects to need, if it knows)."""
         reader, records = self.scope.reader, self.records
-        if candidates is None:
-            rows: dict[bytes, SealedVersion | None] = {
-                r.loc: r for r in records.storage.current_of_kind(records.keys.kind(resource_type))
-            }
-            if not self._committed:
-                rows.update(dict.fromkeys(self.scope.written - rows.keys()))
-        else:
-            rows = dict.fromkeys(candidates)
+        verify = self._committed and records._verify_reads
         if self._committed:
             records.latest_writes.catch_up(records.storage)
-        for loc in sorted(rows):
-            sealed = rows[loc] if self._committed else None
-            sealed = sealed or reader.latest(loc)
-            if (
-                self._committed
-                and records._verify_reads
-                and not records._is_logged_latest(loc, sealed, reader)
-            ):
-                sealed = records.checked_latest(loc)
-            if sealed is not None:
-                yield sealed
+        for batch, known in self._batches(resource_type, lookups, first_page):
+            versions = known if known is not None else reader.latest_each(batch.locs)
+            tokens = batch.tokens
+            if verify and tokens is None:
+                tokens = reader.joined_tokens(batch.locs)
+            for loc in batch.locs:
+                sealed = versions.get(loc)
+                if (
+                    verify
+                    and tokens is not None
+                    and not records._is_logged_latest(loc, sealed, reader, tokens.get(loc, b""))
+                ):
+                    sealed = records.checked_latest(loc)
+                if sealed is not None:
+                    yield sealed
 
     def _as_of(self, sealed: SealedVersion) -> SealedVersion | None:
         as_of = self.scope.as_of
@@ -162,8 +187,8 @@ class Searcher:
         self, resource_type: str, criteria: tuple[Criterion, ...], limit: int | None = None
     ) -> tuple[list[Stored], bool]:
         """Matches in location order, and whether they are all of them. With ``limit``,
-        reading stops at that many matches (the rest is neither read nor decrypted),
-        unless the look-ups found few enough candidates to test them all."""
+        reading stops at that many matches (the rest is neither read nor decrypted): they
+        are all of them only if no candidate is left."""
         for found in criteria:
             param = parameter_of(resource_type, found.parameter)
             if param is not None and found.chain is None:
@@ -171,64 +196,62 @@ class Searcher:
         criteria = self._resolve(resource_type, criteria)
         if any(not c.values for c in criteria):
             return [], True
-        candidates = self._within(resource_type, self._candidates(resource_type, criteria))
-        if candidates is not None and len(candidates) <= ALWAYS_COMPLETE:
-            limit = None
+        lookups = self._lookups(resource_type, criteria)
         names = frozenset(c.parameter for c in criteria)
         results: list[Stored] = []
-        for stored in self._opened(resource_type, candidates):
+        # One candidate past the limit tells whether any is left.
+        rows = self._rows(resource_type, lookups, None if limit is None else limit + 1)
+        for stored in self._opened((resource_type,), rows):
             values = index_values(stored.resource(), None, names)
             if all(self._match(resource_type, c, values) for c in criteria):
                 results.append(stored)
                 if limit is not None and len(results) >= limit:
-                    return results, False
+                    return results, next(rows, None) is None
         return results, True
 
-    def _opened(self, resource_type: str, candidates: set[bytes] | None) -> Iterator[Stored]:
-        """The candidates of a type opened, as of the scope's snapshot, deletions and
+    def _opened(
+        self, resource_types: Container[str], rows: Iterator[SealedVersion]
+    ) -> Iterator[Stored]:
+        """The candidates of these types opened, as of the scope's snapshot, deletions and
         erased patients' records left out."""
-        for row in self._rows(resource_type, candidates):
+        for row in rows:
             sealed = self._as_of(row)
             if sealed is None or sealed.deleted or self.records.is_erased(sealed.comp):
                 continue
             stored = self.records._open_found(sealed, self.scope.key_of)
             admit = self.scope.admit
-            if stored.resource_type == resource_type and (admit is None or admit(stored)):
+            if stored.resource_type in resource_types and (admit is None or admit(stored)):
                 yield stored
 
-    def compartment(self, resource_type: str, patient_id: str) -> list[Stored]:
-        """Current resources of a type in a patient's compartment: those any reference
-        parameter that may name a Patient finds, kept when the compartment rule puts them
-        in this patient's compartment."""
-        return [
-            stored
-            for stored in self._opened(
-                resource_type, self._compartment_locs(resource_type, patient_id)
-            )
-            if patient_of(stored.resource()) == patient_id
-        ]
+    def compartment(
+        self, resource_types: Collection[str], patient_id: str, needed: int | None = None
+    ) -> Iterator[Stored]:
+        """Current resources of these types in a patient's compartment, in location order,
+        read as they are asked for (``needed``: how many the caller expects to take, if it
+        knows): those any reference parameter that may name a Patient finds, kept when the
+        compartment rule puts them in this patient's compartment."""
+        conjunctions = tuple(
+            conjunction
+            for resource_type in resource_types
+            for conjunction in self._compartment_lookup(resource_type, patient_id).conjunctions
+        )
+        rows = self._rows("", [Lookup(conjunctions)], needed)
+        for stored in self._opened(resource_types, rows):
+            if patient_of(stored.resource()) == patient_id:
+                yield stored
 
-    def _compartment_locs(self, resource_type: str, patient_id: str) -> set[bytes]:
-        """Locations of a type any reference parameter that may name a Patient finds
+    def _compartment_lookup(self, resource_type: str, patient_id: str) -> Lookup:
+        """The records of a type any reference parameter that may name a Patient finds
         naming this one: a superset of the type's part of the patient's compartment."""
         if resource_type == "Patient":
-            return {self.records.keys.location("Patient", patient_id)}
+            return Lookup(locs=frozenset({self.records.keys.location("Patient", patient_id)}))
         reference = Criterion("", (f"Patient/{patient_id}",))
-        locs: set[bytes] = set()
+        conjunctions: list[frozenset[bytes]] = []
         for code in patient_references(resource_type):
             param = parameter_of(resource_type, code)
             planned = None if param is None else plan(param, reference)
-            locs |= self._lookup(resource_type, code, planned or ())
-        return locs
-
-    def _within(self, resource_type: str, candidates: set[bytes] | None) -> set[bytes] | None:
-        """The candidates kept to the scope's patient compartment, for a type that can be in
-        one; resources of shared types are not confined."""
-        patient = self.scope.within
-        if patient is None or resource_type not in compartment_types():
-            return candidates
-        locs = self._compartment_locs(resource_type, patient)
-        return locs if candidates is None else candidates & locs
+            conjunctions += self._lookup(resource_type, code, planned or ()).conjunctions
+        return Lookup(tuple(conjunctions))
 
     def _match(self, resource_type: str, found: Criterion, values: dict[str, list[Value]]) -> bool:
         param = parameter_of(resource_type, found.parameter)
@@ -314,6 +337,7 @@ def compartment_types() -> tuple[str, ...]:
     return ("Patient", *sorted(t for t in PATIENT_COMPARTMENT_PATHS if t != "Patient"))
 
 
+@lru_cache(maxsize=256)
 def patient_references(resource_type: str) -> tuple[str, ...]:
     """The reference parameters of a type that may point at a Patient."""
     return tuple(
@@ -323,12 +347,13 @@ def patient_references(resource_type: str) -> tuple[str, ...]:
     )
 
 
-def everything(searcher: Searcher, patient_id: str, types: Iterable[str]) -> list[Stored]:
-    """The resources of a patient's compartment (``Patient/$everything``), of ``types``."""
-    found: list[Stored] = []
-    for resource_type in types:
-        if resource_type == "Patient":
-            found.extend(searcher.find("Patient", (Criterion("_id", (patient_id,)),)))
-        else:
-            found.extend(searcher.compartment(resource_type, patient_id))
-    return found
+def everything(
+    searcher: Searcher, patient_id: str, types: Collection[str], needed: int | None = None
+) -> Iterator[Stored]:
+    """The resources of a patient's compartment (``Patient/$everything``) of ``types``,
+    read as they are asked for (``needed``: how many the caller expects to take, if it
+    knows): the Patient first, then the others in location order."""
+    if "Patient" in types:
+        yield from searcher.find("Patient", (Criterion("_id", (patient_id,)),))
+    others = [t for t in types if t != "Patient" and t in PATIENT_COMPARTMENT_PATHS]
+    yield from searcher.compartment(others, patient_id, needed)

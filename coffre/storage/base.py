@@ -74,12 +74,24 @@ class StorageReader(Protocol):
 
     def version(self, loc: bytes, version: int) -> SealedVersion | None: ...
 
-    def find(self, token: bytes) -> list[bytes]:
-        """Locations of current, not deleted records that carry an index token."""
+    def find(
+        self, tokens: Sequence[bytes], after: bytes = b"", limit: int | None = None
+    ) -> list[bytes]:
+        """Locations of current, not deleted records that carry any of the index tokens,
+        each once, in location order: those after ``after``, at most ``limit`` of them."""
+        ...
+
+    def latest_each(self, locs: Sequence[bytes]) -> dict[bytes, SealedVersion]:
+        """``latest`` of each location that has a version, in one read."""
         ...
 
     def tokens_of(self, loc: bytes) -> list[bytes]:
         """The index tokens the storage holds for a record."""
+        ...
+
+    def joined_tokens(self, locs: Sequence[bytes]) -> dict[bytes, bytes]:
+        """For each location that has index tokens, all of them joined in token order (as
+        ``index_digest`` joins them), in one read."""
         ...
 
     def wrapped_key(self, comp: bytes) -> tuple[str, bytes] | None: ...

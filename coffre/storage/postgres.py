@@ -168,11 +168,42 @@ class _Reader:
         )
         return _version(row) if row else None
 
-    def find(self, token: bytes) -> list[bytes]:
-        return [row[0] for row in self._rows("SELECT loc FROM tokens WHERE token = %s", (token,))]
+    def find(
+        self, tokens: Sequence[bytes], after: bytes = b"", limit: int | None = None
+    ) -> list[bytes]:
+        """With a limit, each token's first ``limit`` locations only (the primary key's
+        order within a token), so that a token of many records is not read through."""
+        if limit is None:
+            sql = (
+                "SELECT DISTINCT loc FROM tokens WHERE token = ANY(%s::bytea[]) AND loc > %s"
+                " ORDER BY loc"
+            )
+            return [row[0] for row in self._rows(sql, (list(tokens), after))]
+        sql = (
+            "SELECT DISTINCT found.loc FROM unnest(%s::bytea[]) AS wanted(token),"
+            " LATERAL (SELECT loc FROM tokens WHERE token = wanted.token AND loc > %s"
+            " ORDER BY loc LIMIT %s) AS found ORDER BY found.loc LIMIT %s"
+        )
+        return [row[0] for row in self._rows(sql, (list(tokens), after, limit, limit))]
+
+    def latest_each(self, locs: Sequence[bytes]) -> dict[bytes, SealedVersion]:
+        rows = self._rows(
+            f"SELECT DISTINCT ON (loc) {_COLUMNS} FROM versions WHERE loc = ANY(%s::bytea[])"
+            " ORDER BY loc, version DESC",
+            (list(locs),),
+        )
+        return {row[0]: _version(row) for row in rows}
 
     def tokens_of(self, loc: bytes) -> list[bytes]:
         return [row[0] for row in self._rows("SELECT token FROM tokens WHERE loc = %s", (loc,))]
+
+    def joined_tokens(self, locs: Sequence[bytes]) -> dict[bytes, bytes]:
+        rows = self._rows(
+            "SELECT loc, string_agg(token, ''::bytea ORDER BY token) FROM tokens"
+            " WHERE loc = ANY(%s::bytea[]) GROUP BY loc",
+            (list(locs),),
+        )
+        return {loc: joined for loc, joined in rows}
 
     def leaf_count(self) -> int:
         row = self._one("SELECT max(idx) FROM leaves")

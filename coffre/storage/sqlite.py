@@ -9,6 +9,7 @@ StorageError here and nowhere else.
 from __future__ import annotations
 
 import fcntl
+import heapq
 import sqlite3
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -68,6 +69,15 @@ CREATE TABLE IF NOT EXISTS data_keys (
 """
 
 _COLUMNS = "loc, version, kind, comp, ts, deleted, body, seq"
+# Tokens a compound SELECT of ``find`` looks up at most (SQLite allows 500 branches).
+_BRANCHES = 250
+# Prepared statements a connection keeps: ``find`` and the batched reads have one for
+# each number of tokens or locations.
+_STATEMENT_CACHE = 1024
+
+
+def _marks(count: int) -> str:
+    return ", ".join("?" * count)
 
 
 def _row(row: tuple[Any, ...]) -> SealedVersion:
@@ -95,13 +105,55 @@ class _Reader:
             f"SELECT {_COLUMNS} FROM versions WHERE loc = ? AND version = ?", (loc, version)
         )
 
-    def find(self, token: bytes) -> list[bytes]:
-        rows = self._db.execute("SELECT loc FROM tokens WHERE token = ?", (token,)).fetchall()
-        return [row[0] for row in rows]
+    def find(
+        self, tokens: Sequence[bytes], after: bytes = b"", limit: int | None = None
+    ) -> list[bytes]:
+        parts = [
+            self._find_some(tokens[start : start + _BRANCHES], after, limit)
+            for start in range(0, len(tokens), _BRANCHES)
+        ]
+        if len(parts) == 1:
+            return parts[0]
+        merged = list(dict.fromkeys(heapq.merge(*parts)))
+        return merged if limit is None else merged[:limit]
+
+    def _find_some(self, tokens: Sequence[bytes], after: bytes, limit: int | None) -> list[bytes]:
+        """One SELECT a token, in a compound that SQLite merges in location order (the
+        primary key's order within a token), so that the LIMIT stops it early."""
+        branch = "SELECT loc FROM tokens WHERE token = ? AND loc > ?"
+        sql = " UNION ".join([branch] * len(tokens)) + " ORDER BY loc"
+        args: list[Any] = [value for token in tokens for value in (token, after)]
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [row[0] for row in self._db.execute(sql, args).fetchall()]
+
+    def latest_each(self, locs: Sequence[bytes]) -> dict[bytes, SealedVersion]:
+        if not locs:
+            return {}
+        rows = self._db.execute(
+            f"SELECT {_COLUMNS} FROM versions v WHERE loc IN ({_marks(len(locs))})"
+            " AND version = (SELECT max(version) FROM versions WHERE loc = v.loc)",
+            locs,
+        ).fetchall()
+        return {row[0]: _row(row) for row in rows}
 
     def tokens_of(self, loc: bytes) -> list[bytes]:
         rows = self._db.execute("SELECT token FROM tokens WHERE loc = ?", (loc,)).fetchall()
         return [bytes(row[0]) for row in rows]
+
+    def joined_tokens(self, locs: Sequence[bytes]) -> dict[bytes, bytes]:
+        """Read through ``tokens_by_loc``, whose entries are in (loc, token) order: the
+        tokens come in order (group_concat keeps its input's order, though SQLite does not
+        promise it; a caller that finds them out of order reads them again one by one)."""
+        if not locs:
+            return {}
+        rows = self._db.execute(
+            "SELECT loc, CAST(group_concat(token, '') AS BLOB) FROM tokens INDEXED BY"
+            f" tokens_by_loc WHERE loc IN ({_marks(len(locs))}) GROUP BY loc",
+            locs,
+        )
+        return dict(rows)
 
     def leaf_count(self) -> int:
         row = self._db.execute("SELECT max(idx) FROM leaves").fetchone()
@@ -293,7 +345,11 @@ class SqliteStorage(_Reader):
     def _connect(path: Path | str, synchronous: str, create: bool) -> sqlite3.Connection:
         try:
             connection = sqlite3.connect(
-                str(path), isolation_level=None, check_same_thread=False, timeout=30.0
+                str(path),
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=30.0,
+                cached_statements=_STATEMENT_CACHE,
             )
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute(f"PRAGMA synchronous = {synchronous}")

@@ -24,7 +24,7 @@ from starlette.testclient import TestClient
 from coffre.api import create_app
 from coffre.cli.importer import Importer
 from coffre.search.parameters import parameters_for
-from coffre.service import RecordStore, Vault, searching
+from coffre.service import RecordStore, Vault, candidates
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 
@@ -430,12 +430,13 @@ def _queries(s: Searchable) -> list[tuple[str, list[tuple[str, str]]]]:
     ]
 
 
-@pytest.mark.parametrize("always_complete", [200, 0], ids=["tested-whole", "read-per-page"])
+@pytest.mark.parametrize("first_page", [candidates.FIRST_PAGE, 1], ids=["pages", "one-by-one"])
 def test_every_query_finds_what_the_oracle_finds(
-    searchable: Searchable, always_complete: int, monkeypatch: pytest.MonkeyPatch
+    searchable: Searchable, first_page: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Pages either test every candidate, or (0) read only as far as each page needs."""
-    monkeypatch.setattr(searching, "ALWAYS_COMPLETE", always_complete)
+    """Candidates are read a page at a time; from a page of one, every page boundary of
+    the look-ups falls somewhere in these queries."""
+    monkeypatch.setattr(candidates, "FIRST_PAGE", first_page)
     checked, nonempty, wrong = 0, 0, []
     for resource_type, query in _queries(searchable):
         expected = _expected(searchable, resource_type, query)

@@ -51,12 +51,42 @@ def test_tokens_follow_the_current_version_only(storage: Storage) -> None:
     with storage.transaction() as txn:
         txn.append(version(b"a", 1), [b"old"])
         txn.append(version(b"a", 2), [b"new"])
-    assert storage.find(b"old") == []
-    assert storage.find(b"new") == [b"a"]
+    assert storage.find([b"old"]) == []
+    assert storage.find([b"new"]) == [b"a"]
     with storage.transaction() as txn:
         txn.append(version(b"a", 3, deleted=True), [])
-    assert storage.find(b"new") == []
+    assert storage.find([b"new"]) == []
     assert list(storage.current_of_kind(b"k")) == []
+
+
+def test_find_gives_each_location_once_in_order_a_page_at_a_time(storage: Storage) -> None:
+    # More tokens than one compound SELECT of the SQLite driver looks up.
+    tokens = [b"t%03d" % n for n in range(300)]
+    locs = [bytes([n]) * 4 for n in range(40, 0, -1)]
+    with storage.transaction() as txn:
+        for n, loc in enumerate(locs):
+            txn.append(version(loc, 1), tokens[n::40])
+            assert txn.find([tokens[n]]) == [loc]  # a transaction sees its own writes
+    every = sorted(locs)
+    assert storage.find(tokens) == every
+    assert storage.find(tokens[:1] + tokens[-1:]) == sorted({locs[0], locs[299 % 40]})
+    assert storage.find(tokens, limit=7) == every[:7]
+    assert storage.find(tokens, after=every[6], limit=7) == every[7:14]
+    assert storage.find(tokens, after=every[-1]) == []
+    assert storage.find([]) == [] and storage.find([b"none"], limit=3) == []
+
+
+def test_versions_and_tokens_of_many_records_in_one_read(storage: Storage) -> None:
+    with storage.transaction() as txn:
+        txn.append(version(b"a", 1), [b"z", b"m"])
+        txn.append(version(b"a", 2), [b"z", b"b", b"q"])
+        txn.append(version(b"b", 1), [b"k"])
+    wanted = [b"a", b"b", b"missing"]
+    assert storage.latest_each(wanted) == {b"a": storage.latest(b"a"), b"b": storage.latest(b"b")}
+    assert storage.latest_each([]) == {}
+    # In token order, as index_digest joins them.
+    assert storage.joined_tokens(wanted) == {b"a": b"bqz", b"b": b"k"}
+    assert storage.joined_tokens([]) == {}
 
 
 def test_a_failed_transaction_leaves_nothing(storage: Storage) -> None:
@@ -65,7 +95,7 @@ def test_a_failed_transaction_leaves_nothing(storage: Storage) -> None:
         txn.put_wrapped_key(b"c", "kek-1", b"w")
         raise RuntimeError("interrupted")
     assert storage.latest(b"a") is None
-    assert storage.find(b"t") == []
+    assert storage.find([b"t"]) == []
     assert storage.wrapped_key(b"c") is None
     assert storage.last_seq() == 0
 

@@ -247,7 +247,8 @@ def _people(records: RecordStore, references: list[str]) -> tuple[dict[str, str]
 async def my_record(request: Request, session: Session, lang: str) -> Response:
     records = _records(request)
     patient = _current(records, "Patient", session.patient_id)
-    found = everything(Searcher(records, Scope(records.storage)), session.patient_id, SUMMARY_TYPES)
+    searcher = Searcher(records, Scope(records.storage))
+    found = list(everything(searcher, session.patient_id, SUMMARY_TYPES))
     body, handed = "", [patient] if patient else []
     if patient is not None:
         resource = patient.resource()
@@ -340,7 +341,7 @@ def _is_notice(resource: dict[str, Any]) -> bool:
 async def notices(request: Request, session: Session, lang: str) -> Response:
     records = _records(request)
     found = Searcher(records, Scope(records.storage)).compartment(
-        "Communication", session.patient_id
+        ("Communication",), session.patient_id
     )
     kept = [s for s in found if _is_notice(s.resource())]
     kept.sort(key=lambda s: str(s.resource().get("sent", "")), reverse=True)

@@ -1,0 +1,126 @@
+"""The records a search reads: what its blind look-ups find on the host, in location order,
+a page at a time, so that a page of results reads only as far as it needs.
+
+Each criterion is a :class:`Lookup`. The one expected to find the fewest records drives
+(its locations are read from the storage page by page); every other criterion, and the
+driver's own conjunctions of several tokens, are checked on the index tokens each driven
+location carries, which the log check of a read needs anyway. The storage is never asked
+to intersect, so no look-up reads through a token that many records carry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from coffre.storage.base import StorageReader
+
+# A stream reads this many locations first (unless told how many the reader needs), twice
+# as many each page after, up to PAGE_MAX.
+FIRST_PAGE = 32
+PAGE_MAX = 4096
+# How much of a location the density estimate reads (locations are keyed hashes: uniform).
+_ESTIMATE_BYTES = 8
+
+
+@dataclass(frozen=True, slots=True)
+class Lookup:
+    """What one criterion looks up: the records that carry every token of any one of
+    ``conjunctions``, or for ``_id`` the locations ``locs`` themselves."""
+
+    conjunctions: tuple[frozenset[bytes], ...] = ()
+    locs: frozenset[bytes] | None = None
+
+    def admits(self, loc: bytes, joined: bytes) -> bool:
+        """Whether a record at ``loc`` whose tokens, joined, are ``joined`` may be among
+        what this finds (a token found across two others' boundary lets a record through
+        that the exact test then turns away)."""
+        if self.locs is not None:
+            return loc in self.locs
+        return any(all(token in joined for token in c) for c in self.conjunctions)
+
+    @property
+    def leading(self) -> list[bytes]:
+        """One token of each conjunction: the records carrying any of them are a superset."""
+        return sorted({min(conjunction) for conjunction in self.conjunctions if conjunction})
+
+    @property
+    def exact(self) -> bool:
+        """Whether what the leading tokens find is exactly what this finds."""
+        return self.locs is not None or all(len(c) <= 1 for c in self.conjunctions)
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """Candidate locations in order, and their joined tokens when they were read."""
+
+    locs: list[bytes]
+    tokens: dict[bytes, bytes] | None = None
+
+
+class Stream:
+    """The locations one look-up finds, in order, read a page at a time."""
+
+    def __init__(self, reader: StorageReader, lookup: Lookup, first_page: int | None) -> None:
+        self.lookup = lookup
+        self._reader = reader
+        self._page = min(first_page or FIRST_PAGE, PAGE_MAX)
+        self._tokens = lookup.leading
+        self._after = b""
+        self.buffered: list[bytes] = []
+        self.done = False
+        if lookup.locs is not None:
+            self.buffered, self.done = sorted(lookup.locs), True
+
+    def read(self) -> None:
+        """Buffer the next page (``done`` once the storage has no more)."""
+        page = self._reader.find(self._tokens, self._after, self._page) if self._tokens else []
+        if page:
+            self._after = page[-1]
+        self.buffered += page
+        self.done = len(page) < self._page
+        self._page = min(self._page * 2, PAGE_MAX)
+
+    def estimate(self) -> float:
+        """How many locations it will find in all: exact once ``done``, otherwise from how
+        far into the space of locations its first page reached."""
+        if self.done or not self.buffered:
+            return len(self.buffered)
+        reached = int.from_bytes(self.buffered[-1][:_ESTIMATE_BYTES].ljust(_ESTIMATE_BYTES, b"\0"))
+        space: int = 2 ** (8 * _ESTIMATE_BYTES)
+        return len(self.buffered) * space / max(reached, 1)
+
+    def pages(self) -> Iterator[list[bytes]]:
+        while True:
+            if not self.buffered and not self.done:
+                self.read()
+            if not self.buffered:
+                return
+            page, self.buffered = self.buffered, []
+            yield page
+
+
+def batches(
+    reader: StorageReader, lookups: Sequence[Lookup], first_page: int | None = None
+) -> Iterator[Batch]:
+    """The locations every look-up finds, in location order, a batch at a time;
+    ``first_page``: how many the reader expects to need, if it knows."""
+    streams = [Stream(reader, lookup, first_page) for lookup in lookups]
+    if len(streams) > 1:
+        for stream in streams:
+            if not stream.done:
+                stream.read()
+    driver = min(streams, key=Stream.estimate)
+    checked = [s.lookup for s in streams if s is not driver or not s.lookup.exact]
+    for page in driver.pages():
+        if not checked:
+            yield Batch(page)
+            continue
+        tokens = reader.joined_tokens(page)
+        kept = [
+            loc
+            for loc in page
+            if all(lookup.admits(loc, tokens.get(loc, b"")) for lookup in checked)
+        ]
+        if kept:
+            yield Batch(kept, tokens)

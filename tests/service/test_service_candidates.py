@@ -1,0 +1,119 @@
+"""The candidates of a search: what the look-ups find, read from the storage a page at a
+time in location order, on both drivers, against the same sets computed in Python."""
+
+from __future__ import annotations
+
+import hashlib
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from coffre.service import candidates
+from coffre.service.candidates import Lookup, Stream, batches
+from coffre.storage import SealedVersion, SqliteStorage, Storage
+from coffre.storage.postgres import PostgresStorage
+
+TOKENS = [b"token-%02d" % n for n in range(12)]
+RECORDS = 150
+
+
+def _loc(n: int) -> bytes:
+    """Locations are keyed hashes, spread evenly like these."""
+    return hashlib.sha256(b"%d" % n).digest()
+
+
+@pytest.fixture(scope="module")
+def carried(tmp_path_factory: pytest.TempPathFactory) -> dict[bytes, frozenset[bytes]]:
+    """The tokens each record carries: a few of TOKENS, some common and some rare."""
+    draw = random.Random(7)
+    weights = [2**-n for n in range(len(TOKENS))]
+    return {
+        _loc(n): frozenset(draw.choices(TOKENS, weights, k=draw.randint(0, 5)))
+        for n in range(RECORDS)
+    }
+
+
+@pytest.fixture
+def storage(
+    tmp_path: Path, storage_url: str, carried: dict[bytes, frozenset[bytes]]
+) -> Iterator[Storage]:
+    opened: Storage = (
+        PostgresStorage(storage_url, create=True)
+        if storage_url
+        else SqliteStorage(tmp_path / "s.sqlite", create=True)
+    )
+    with opened.transaction() as txn:
+        for loc, tokens in carried.items():
+            txn.append(SealedVersion(loc, 1, b"k", b"c", 1, False, b"body"), sorted(tokens))
+    yield opened
+    opened.close()
+
+
+def _expected(carried: dict[bytes, frozenset[bytes]], lookups: list[Lookup]) -> list[bytes]:
+    """Named locations are candidates whether a record is there or not (reading the
+    versions tells); others must carry every token of a conjunction."""
+
+    def admitted(loc: bytes, lookup: Lookup) -> bool:
+        if lookup.locs is not None:
+            return loc in lookup.locs
+        tokens = carried.get(loc, frozenset())
+        return any(conjunction <= tokens for conjunction in lookup.conjunctions)
+
+    named = {loc for lookup in lookups for loc in lookup.locs or ()}
+    universe = carried.keys() | named
+    return sorted(loc for loc in universe if all(admitted(loc, lookup) for lookup in lookups))
+
+
+def _found(storage: Storage, lookups: list[Lookup], first_page: int | None) -> list[bytes]:
+    return [loc for batch in batches(storage, lookups, first_page) for loc in batch.locs]
+
+
+conjunctions = st.lists(
+    st.frozensets(st.sampled_from(TOKENS), min_size=1, max_size=3), min_size=1, max_size=3
+)
+lookup = st.one_of(
+    conjunctions.map(lambda found: Lookup(tuple(found))),
+    st.frozensets(st.integers(0, RECORDS + 10), max_size=30).map(
+        lambda ns: Lookup(locs=frozenset(_loc(n) for n in ns))
+    ),
+)
+
+
+@settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(st.lists(lookup, min_size=1, max_size=3), st.sampled_from([None, 1, 3]))
+def test_the_batches_hold_exactly_what_every_lookup_finds_in_order(
+    storage: Storage,
+    carried: dict[bytes, frozenset[bytes]],
+    lookups: list[Lookup],
+    first_page: int | None,
+) -> None:
+    """Whichever look-up drives, and whatever the page size, nothing is missed, nothing
+    repeated, and what another look-up would not find is left out."""
+    assert _found(storage, lookups, first_page) == _expected(carried, lookups)
+
+
+def test_pages_grow_and_a_stream_reads_the_storage_only_as_far_as_asked(
+    storage: Storage, carried: dict[bytes, frozenset[bytes]], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    common = Lookup((frozenset({TOKENS[0]}),))
+    monkeypatch.setattr(candidates, "PAGE_MAX", 8)
+    pages = Stream(storage, common, 2).pages()
+    sizes = [len(next(pages)) for _ in range(5)]
+    assert sizes == [2, 4, 8, 8, 8]
+    everything = [loc for page in Stream(storage, common, 2).pages() for loc in page]
+    assert everything == _expected(carried, [common])
+
+
+def test_the_lookup_expected_to_find_fewest_drives(storage: Storage) -> None:
+    """The estimate from a first page tells the rare token from the common one."""
+    common, rare = (Stream(storage, Lookup((frozenset({t}),)), 4) for t in TOKENS[:5:4])
+    for stream in (common, rare):
+        stream.read()
+    assert rare.estimate() < common.estimate()
+    assert Stream(storage, Lookup(locs=frozenset({b"a", b"b"})), 4).estimate() == 2
