@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -485,6 +485,7 @@ class Writer:
             groups.setdefault((logged.leaf.kind, logged.comp), []).append(position)
         recorded = instant(max(logged.leaf.ts for logged in pending))
         event_of: dict[int, bytes] = {}
+        events: list[SealedEvent] = []
         for (kind, comp), positions in groups.items():
             versions = [
                 reference
@@ -496,11 +497,10 @@ class Writer:
                 self._key_for_write(comp), json.canonical(event), _event_associated(comp)
             )
             digest = hashlib.sha256(sealed).digest()
-            self.txn.append_event(SealedEvent(digest, comp, start + positions[0], sealed))
+            events.append(SealedEvent(digest, comp, start + positions[0], sealed))
             event_of.update(dict.fromkeys(positions, digest))
-        self.record(
-            [replace(logged.leaf, event_hash=event_of[i]) for i, logged in enumerate(pending)]
-        )
+        self.txn.append_events(events)
+        self.record([logged.leaf.with_event(event_of[i]) for i, logged in enumerate(pending)])
 
     def record(self, leaves: list[Leaf]) -> None:
         """Append leaves to the log; the transaction integrates them when it ends."""

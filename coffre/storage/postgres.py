@@ -347,10 +347,10 @@ class _Txn(_Reader):
         except psycopg.Error as error:
             _fail("write", error)
 
-    def append_event(self, event: SealedEvent) -> None:
-        self._execute(
+    def append_events(self, events: Sequence[SealedEvent]) -> None:
+        self._execute_many(
             "INSERT INTO audit_events (digest, comp, leaf, body) VALUES (%s, %s, %s, %s)",
-            (event.digest, event.comp, event.leaf, event.body),
+            [(event.digest, event.comp, event.leaf, event.body) for event in events],
         )
 
     def put_nodes(self, nodes: Iterable[tuple[int, int, bytes]]) -> None:

@@ -281,10 +281,10 @@ class _Txn(_Reader):
         except sqlite3.IntegrityError:
             raise StorageError(f"the log already has a leaf at {start} or after") from None
 
-    def append_event(self, event: SealedEvent) -> None:
-        self._db.execute(
+    def append_events(self, events: Sequence[SealedEvent]) -> None:
+        self._db.executemany(
             "INSERT INTO audit_events (digest, comp, leaf, body) VALUES (?, ?, ?, ?)",
-            (event.digest, event.comp, event.leaf, event.body),
+            [(event.digest, event.comp, event.leaf, event.body) for event in events],
         )
 
     def put_nodes(self, nodes: Iterable[tuple[int, int, bytes]]) -> None:
