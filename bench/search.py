@@ -11,10 +11,16 @@
    observations by patient + code + date range, `_include` and `$everything`.
    --warmup s, then --duration s are measured.
 
-Printed: searches/s, latency percentiles per query kind and overall, errors, and the
-published figures (8 vCPUs per server; this machine may have far fewer).
+Printed: searches/s, latency percentiles per query kind and overall, the server's CPU
+seconds per search (what to compare on a shared machine), errors, and the published
+figures (8 vCPUs per server; this machine may have far fewer).
+
+Loading 1,000 patients takes a quarter of an hour: --keep-vault keeps the loaded vault,
+and --vault serves a copy of one (loaded by an earlier run, or by `coffre synth` and
+`coffre import`, from the bundles in --bundles) instead of loading one.
 
     .venv/bin/python bench/search.py [--patients 1000] [--clients 30] [--duration 30] [--ours]
+        [--vault DIR --bundles DIR]
 """
 
 from __future__ import annotations
@@ -37,9 +43,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import (
     CoffreServer,
+    CpuUsage,
     add_common_options,
     client_session,
+    cpu_usage,
     latency_summary,
+    measured_window,
     network_errors,
     print_header,
     run_async,
@@ -140,10 +149,11 @@ def iteration(rng: random.Random, words: Vocabulary, ours: bool) -> list[tuple[s
 
 @dataclass
 class Record:
-    """Latencies per query kind, errors by description."""
+    """Latencies per query kind, errors by description, the server's CPU over the window."""
 
     latencies: dict[str, list[float]] = field(default_factory=lambda: defaultdict(list))
     errors: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    cpu: CpuUsage | None = None
 
 
 async def client(
@@ -171,19 +181,38 @@ async def client(
                 record.latencies[kind].append(ended - started)
 
 
-async def run(base: str, words: Vocabulary, args: argparse.Namespace) -> Record:
+async def patient_ids(session: Any, base: str) -> list[str]:
+    """The ids of every Patient the server holds, a page at a time."""
+    ids: list[str] = []
+    url: str | None = f"{base}/Patient?_count=500&_elements=id"
+    while url:
+        async with session.get(url) as response:
+            bundle = orjson.loads(await response.read())
+        ids += [entry["resource"]["id"] for entry in bundle.get("entry", [])]
+        url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)
+    return ids
+
+
+async def run(server: CoffreServer, words: Vocabulary, args: argparse.Namespace) -> Record:
     record = Record()
-    start = time.monotonic() + args.warmup
-    window = (start, start + args.duration)
+    base = server.base_url
     async with client_session(args.clients, args.timeout) as session:
-        await asyncio.gather(
-            *(
+        if not words.patients:
+            words.patients = await patient_ids(session, base)
+        start = time.monotonic() + args.warmup
+        window = (start, start + args.duration)
+        tasks = [
+            asyncio.create_task(
                 client(
                     session, base, words, args, random.Random(f"{args.seed}:{n}"), record, window
                 )
-                for n in range(args.clients)
             )
-        )
+            for n in range(args.clients)
+        ]
+        await asyncio.sleep(max(0.0, start - time.monotonic()))
+        before, after = await measured_window(args, server, window[1], bool(args.py_spy))
+        record.cpu = cpu_usage(before, after)
+        await asyncio.gather(*tasks)
     return record
 
 
@@ -197,6 +226,14 @@ def report(record: Record, args: argparse.Namespace) -> dict[str, Any]:
         summary = latency_summary(values)
         print(f"{kind:<34}{len(values):>8}{summary['p50_ms']:>9.1f}{summary['p99_ms']:>9.1f}")
     print(f"{'all':<34}{len(every):>8}{overall['p50_ms']:>9.1f}{overall['p99_ms']:>9.1f}")
+    cpu = record.cpu
+    if cpu is not None:
+        per_search = cpu.server / max(len(every), 1) * 1000
+        print(
+            f"server CPU {per_search:.2f} ms per search ({cpu.share(cpu.server):.0%} of the"
+            f" machine), load generator {cpu.share(cpu.generator):.0%}, other processes"
+            f" {cpu.share(cpu.others):.0%}"
+        )
     for error, count in sorted(record.errors.items()):
         print(f"error: {error} x{count}")
     published = ", ".join(f"{name} {value:,}" for name, value in PUBLISHED_SEARCH.items())
@@ -206,6 +243,10 @@ def report(record: Record, args: argparse.Namespace) -> dict[str, Any]:
         "latency": overall,
         "per_query": {k: latency_summary(v) for k, v in record.latencies.items()},
         "errors": dict(record.errors),
+        "server_cpu_per_search_ms": (
+            record.cpu.server / max(len(every), 1) * 1000 if record.cpu else None
+        ),
+        "cpu": record.cpu.as_dict() if record.cpu else None,
     }
 
 
@@ -220,24 +261,39 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--ours", action="store_true", help="add Coffre's own mix")
+    parser.add_argument("--vault", type=Path, help="serve a copy of this loaded vault")
+    parser.add_argument("--bundles", type=Path, help="with --vault: the bundles it holds")
     args = parser.parse_args()
+    if (args.vault is None) != (args.bundles is None):
+        parser.error("--vault and --bundles go together")
     print_header("search", args)
-    folder = Path(args.tmpdir or "/tmp") / f"coffre-search-synth-{args.patients}-{args.seed}"
+    folder = args.bundles or (
+        Path(args.tmpdir or "/tmp") / f"coffre-search-synth-{args.patients}-{args.seed}"
+    )
     bundles = (
         [folder / "shared.json", *sorted(folder.glob("patient-*.json"))]
         if (folder / "shared.json").exists()
         else synthesise(args.patients, args.seed, folder)
     )
-    loaded = load_vault(False, bundles, args)
-    print(f"loaded {len(loaded.references):,} resources in {loaded.seconds:.0f} s")
-    words = vocabulary(bundles, loaded.references)
+    source, references = args.vault, []
+    if source is None:
+        loaded = load_vault(False, bundles, args)
+        print(f"loaded {len(loaded.references):,} resources in {loaded.seconds:.0f} s")
+        source, references = loaded.vault, loaded.references
+    words = vocabulary(bundles, references)
     server = CoffreServer(
-        workers=args.workers, plaintext=False, tmp_root=args.tmpdir, source=loaded.vault
+        workers=args.workers,
+        plaintext=False,
+        tmp_root=args.tmpdir,
+        synchronous=args.sqlite_synchronous,
+        source=source,
     )
     with server:
-        record = run_async(run(server.base_url, words, args), args.loop)
-    if not args.keep_vault:
-        shutil.rmtree(loaded.vault.parent, ignore_errors=True)
+        record = run_async(run(server, words, args), args.loop)
+    if args.vault is None and not args.keep_vault:
+        shutil.rmtree(source.parent, ignore_errors=True)
+    elif args.vault is None:
+        print(f"the loaded vault stays in {source}")
     write_json(args.json, {"search": report(record, args), "patients": args.patients})
 
 
