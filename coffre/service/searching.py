@@ -46,8 +46,21 @@ def blind(keys: PurposeKeys, resource_type: str, parameter: str, key: str) -> by
     return _domain(keys, resource_type, parameter) + value
 
 
-# Queries look up the same keys again and again (an open date range is some 120 of them).
-_query_token = lru_cache(maxsize=65_536)(blind)
+# Queries look up the same keys again and again (an open date range is some 120 of them):
+# the tokens of a plan this short are kept (a resolved chain's can run to thousands).
+CACHED_PLAN_MAX = 256
+
+
+def _planned_lookup(keys: PurposeKeys, resource_type: str, parameter: str, found: Plan) -> Lookup:
+    return Lookup(
+        tuple(
+            frozenset(blind(keys, resource_type, parameter, key) for key in conjunction)
+            for conjunction in found
+        )
+    )
+
+
+_cached_lookup = lru_cache(maxsize=4096)(_planned_lookup)
 
 
 def index_tokens(keys: PurposeKeys, resource: dict[str, Any]) -> list[bytes]:
@@ -91,13 +104,8 @@ class Searcher:
     # -- candidates ---------------------------------------------------------------------
 
     def _lookup(self, resource_type: str, parameter: str, found: Plan) -> Lookup:
-        keys = self.records.keys
-        return Lookup(
-            tuple(
-                frozenset(_query_token(keys, resource_type, parameter, key) for key in conjunction)
-                for conjunction in found
-            )
-        )
+        lookup = _cached_lookup if len(found) <= CACHED_PLAN_MAX else _planned_lookup
+        return lookup(self.records.keys, resource_type, parameter, found)
 
     def _lookups(self, resource_type: str, criteria: tuple[Criterion, ...]) -> list[Lookup]:
         """What the criteria look up (none when no criterion can be: a scan), and the
