@@ -42,6 +42,8 @@ DEFAULT_BATCH = 50_000
 flush to disk and a COPY or a statement to start, which 5,000-row batches made a quarter
 of PostgreSQL's work; 50,000 rows of index tokens are about 2 MB."""
 MARSHAL_VERSION = 2
+LIST_HEADER = len(marshal.dumps([], MARSHAL_VERSION))
+"""The bytes that start a list in marshal's format: its type and its length."""
 INDEX = re.compile(r"CREATE INDEX IF NOT EXISTS (\w+)")
 CACHE_KIB = 256 * 1024
 """SQLite's page cache while copying: the index of a large table fits."""
@@ -127,8 +129,11 @@ class Summary:
     def add(self, rows: Sequence[Row]) -> None:
         self.rows += len(rows)
         # marshal's format 2 (no back-references, so equal rows encode alike whatever
-        # objects hold them): each value typed and length-prefixed, in C.
-        self._hash.update(b"".join(map(marshal.dumps, rows, repeat(MARSHAL_VERSION))))
+        # objects hold them): each value typed and length-prefixed, in C. The list in one
+        # call, less its header, is the rows' encodings one after the other, so that the
+        # digest does not depend on how the rows are batched.
+        encoded = marshal.dumps(list(rows), MARSHAL_VERSION)
+        self._hash.update(memoryview(encoded)[LIST_HEADER:])
 
     @property
     def digest(self) -> str:
@@ -275,23 +280,31 @@ class Endpoint:
 
 
 class SqliteEndpoint(Endpoint):
-    """An SQLite file: created with the schema if absent (as a destination)."""
+    """An SQLite file: created with the schema if absent (as a destination). Reads and
+    writes go through connections of their own, so that a read snapshot can be taken
+    while the indexes are being built."""
 
     def __init__(self, path: Path, *, create: bool = False) -> None:
         if not path.exists() and not create:
             raise StorageError(f"no storage at {path}")
         self.path = path
-        try:
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-            self._db.execute("PRAGMA journal_mode = WAL")
-            # A copy survives its process being killed at any point; a power cut may lose
-            # its last batches, which the next run copies again.
-            self._db.execute("PRAGMA synchronous = NORMAL")
-            self._db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-        except sqlite3.Error as error:
-            raise StorageError(f"cannot open the SQLite storage at {path}: {error}") from None
+        self._db = self._connect(path)
+        self._reader = self._connect(path)
         if create:
             self._run(self._schema())
+
+    @staticmethod
+    def _connect(path: Path) -> sqlite3.Connection:
+        try:
+            db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            db.execute("PRAGMA journal_mode = WAL")
+            # A copy survives its process being killed at any point; a power cut may lose
+            # its last batches, which the next run copies again.
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
+        except sqlite3.Error as error:
+            raise StorageError(f"cannot open the SQLite storage at {path}: {error}") from None
+        return db
 
     def _select(self, table: Table) -> str:
         columns = (SQLITE_DERIVED.get((table.name, c), f"t.{c}") for c in table.columns)
@@ -310,22 +323,22 @@ class SqliteEndpoint(Endpoint):
 
     @contextmanager
     def snapshot(self) -> Iterator[None]:
-        self._db.execute("BEGIN")
-        self._db.execute("SELECT count(*) FROM sqlite_schema").fetchall()  # the snapshot starts
+        self._reader.execute("BEGIN")
+        self._reader.execute("SELECT count(*) FROM sqlite_schema").fetchall()  # it starts
         try:
             yield
         finally:
-            self._db.execute("COMMIT")
+            self._reader.execute("COMMIT")
 
     def _query(self, statement: str, args: Sequence[Any] = ()) -> list[Row]:
         try:
-            return self._db.execute(statement, args).fetchall()
+            return self._reader.execute(statement, args).fetchall()
         except sqlite3.Error as error:
             raise StorageError(f"SQLite read failed: {error}") from None
 
     def _stream(self, statement: str, args: Sequence[Any], size: int) -> Iterator[list[Row]]:
         try:
-            cursor = self._db.execute(statement, args)
+            cursor = self._reader.execute(statement, args)
             while rows := cursor.fetchmany(size):
                 yield rows
         except sqlite3.Error as error:
@@ -367,6 +380,7 @@ class SqliteEndpoint(Endpoint):
             raise StorageError(f"SQLite could not write {table.name}: {error}") from None
 
     def close(self) -> None:
+        self._reader.close()
         self._db.close()
 
 
@@ -554,9 +568,12 @@ def copy_tables(
         if progress is not None:
             progress.start(sum(source.count(table) for table in TABLES))
         copied = _copy_rows(source, destination, points, batch, progress, leaf_fold)
-    destination.finish()
-    with destination.snapshot():
-        held = summarise(destination, batch, leaf_fold)
+    # The indexes are built while the rows are read back: building them changes no row.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="coffre-index") as thread:
+        finished = thread.submit(destination.finish)
+        with destination.snapshot():
+            held = summarise(destination, batch, leaf_fold)
+        finished.result()
     return CopyReport(copied, held, {name: point.rows for name, point in points.items()})
 
 

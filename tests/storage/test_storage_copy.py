@@ -11,6 +11,8 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pg import Cluster, HostDatabase
 from starlette.testclient import TestClient
 
@@ -219,3 +221,19 @@ def test_summaries_tell_rows_apart_whatever_their_types() -> None:
     assert digest([(b"ab", b"c")]) != digest([(b"a", b"bc")])
     assert digest([(1,)]) != digest([(b"\x01",)]) != digest([("1",)])
     assert digest([(1, 2)]) != digest([(1,), (2,)])
+
+
+VALUES = st.one_of(st.binary(max_size=40), st.integers(), st.text(max_size=10))
+
+
+@given(st.lists(st.tuples(VALUES, VALUES), max_size=20), st.data())
+def test_a_summary_does_not_depend_on_how_the_rows_are_batched(
+    rows: list[tuple[object, ...]], data: st.DataObject
+) -> None:
+    """The source is summarised in the copy's batches, the destination in the reading's."""
+    cut = data.draw(st.integers(0, len(rows)))
+    whole, split = Summary(), Summary()
+    whole.add(rows)
+    split.add(rows[:cut])
+    split.add(rows[cut:])
+    assert whole.rows == split.rows == len(rows) and whole.digest == split.digest
