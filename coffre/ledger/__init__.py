@@ -46,9 +46,9 @@ from coffre.ledger.proofs import (
     subtree_from_nodes,
 )
 from coffre.ledger.smt import (
+    MapChanges,
     MapProof,
     MemoryNodeStore,
-    NodeStore,
     SparseMerkleMap,
     verify_map_proof,
 )
@@ -60,9 +60,9 @@ __all__ = [
     "Checkpoint",
     "CompactRange",
     "LedgerError",
+    "MapChanges",
     "MapProof",
     "MemoryNodeStore",
-    "NodeStore",
     "Note",
     "NoteFormatError",
     "ProofShapeError",

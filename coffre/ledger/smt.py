@@ -13,19 +13,25 @@ Peeters, "Efficient Sparse Merkle Trees", 2016):
 - any other subtree hashes as an RFC 9162 node, SHA-256(0x01 || left || right).
 
 The classic tree, with every leaf at depth 256, costs 256 hashes per update and keeps
-~240 nodes per key; with the shortcut an update costs about log2(n) hashes (~60 µs in a
-map of 100,000 keys) and the store keeps fewer than three nodes per key.
+~240 nodes per key; with the shortcut an update costs about log2(n) hashes and the store
+keeps fewer than three nodes per key.
 
-Nodes are kept by ``(depth, prefix)``, the prefix being the key's first ``depth`` bits,
-behind ``NodeStore`` so that a storage-backed map can follow the in-memory one.
+Nodes are kept in flat dicts keyed by the node's id, ``1 << depth | prefix`` (the prefix
+being the key's first ``depth`` bits; the root is 1, a node's children are ``2 * id`` and
+``2 * id + 1``), with hashes and key-value pairs as plain bytes: a map of a million keys
+is a few million objects the garbage collector need not visit.
+
+A batch of keys is written in two passes (``SparseMerkleMap.changes``): first where each
+key's leaf goes, which follows from the keys' common prefixes with their neighbours in
+the batch and with the stored keys; then the hashes, each key alone up its own path to
+where it meets another key of the batch, and the shared nodes above level by level, so
+each node is hashed once per batch however many keys lie below it.
 """
 
 from __future__ import annotations
 
-from bisect import bisect_left
 from collections.abc import Mapping
-from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from dataclasses import dataclass, field
 
 from coffre.ledger.errors import ProofShapeError, RootMismatchError
 from coffre.ledger.hashing import HASH_SIZE, leaf_hash, node_hash
@@ -34,6 +40,11 @@ KEY_BYTES = 32
 DEPTH = 8 * KEY_BYTES
 EMPTY = bytes(HASH_SIZE)
 """The hash of an empty subtree, and so the root of the empty map."""
+ROOT = 1
+"""The root's node id."""
+_MARK = 1 << DEPTH
+"""Set above a key's bits so that ``(_MARK | key) >> (DEPTH - depth)`` is the id of the
+key's node at ``depth``."""
 
 
 def map_leaf_hash(key: bytes, value: bytes) -> bytes:
@@ -41,44 +52,33 @@ def map_leaf_hash(key: bytes, value: bytes) -> bytes:
     return leaf_hash(key + value)
 
 
-class MapNode(NamedTuple):
-    """A stored node: its hash, and the (key, value) of its subtree's only leaf, if one.
+@dataclass(slots=True)
+class MapChanges:
+    """What a batch writes: node hashes and lone leaves (``key || value``) by node id, the
+    ids of former lone leaves that now have keys below them, and the map's new root."""
 
-    A named tuple rather than a dataclass: an update makes one per level, and a tuple is
-    the cheapest object Python builds.
-    """
-
-    hash: bytes
-    leaf: tuple[bytes, bytes] | None = None
-
-
-class NodeStore(Protocol):
-    """Where the map keeps its nodes."""
-
-    def get(self, depth: int, prefix: int) -> MapNode | None: ...
-
-    def put(self, depth: int, prefix: int, node: MapNode) -> None: ...
+    root: bytes
+    hashes: dict[int, bytes] = field(default_factory=dict)
+    leaves: dict[int, bytes] = field(default_factory=dict)
+    unleafed: set[int] = field(default_factory=set)
 
 
 class MemoryNodeStore:
-    """Nodes in one dict per depth."""
+    """The non-empty nodes: their hashes, and ``key || value`` of those that are a lone
+    leaf, each by node id."""
 
     def __init__(self) -> None:
-        self._levels: list[dict[int, MapNode]] = [{} for _ in range(DEPTH + 1)]
+        self.hashes: dict[int, bytes] = {}
+        self.leaves: dict[int, bytes] = {}
 
-    def get(self, depth: int, prefix: int) -> MapNode | None:
-        return self._levels[depth].get(prefix)
-
-    def put(self, depth: int, prefix: int, node: MapNode) -> None:
-        self._levels[depth][prefix] = node
-
-    def update(self, nodes: Mapping[tuple[int, int], MapNode]) -> None:
-        """Put many nodes, keyed by ``(depth, prefix)``: what another store wrote."""
-        for (depth, prefix), node in nodes.items():
-            self._levels[depth][prefix] = node
+    def apply(self, changes: MapChanges) -> None:
+        self.hashes.update(changes.hashes)
+        for node in changes.unleafed:
+            del self.leaves[node]
+        self.leaves.update(changes.leaves)
 
     def __len__(self) -> int:
-        return sum(len(level) for level in self._levels)
+        return len(self.hashes)
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,132 +97,151 @@ class MapProof:
 
 
 class SparseMerkleMap:
-    """The verifiable map over a ``NodeStore`` (in memory by default)."""
+    """The verifiable map over a ``MemoryNodeStore`` (a new one by default)."""
 
-    def __init__(self, store: NodeStore | None = None) -> None:
-        self._store: NodeStore = MemoryNodeStore() if store is None else store
+    def __init__(self, store: MemoryNodeStore | None = None) -> None:
+        self._store = MemoryNodeStore() if store is None else store
 
     @property
     def root(self) -> bytes:
-        node = self._store.get(0, 0)
-        return EMPTY if node is None else node.hash
+        return self._store.hashes.get(ROOT, EMPTY)
 
     def get(self, key: bytes) -> bytes | None:
         """The value of ``key``, or None."""
-        node, _, _ = self._descend(key)
-        if node is not None and node.leaf is not None and node.leaf[0] == key:
-            return node.leaf[1]
+        _, node = _path_end(self._store, _MARK | _key(key), 0)
+        stored = self._store.leaves.get(node)
+        if stored is not None and stored[:KEY_BYTES] == key:
+            return stored[KEY_BYTES:]
         return None
 
     def prove(self, key: bytes) -> MapProof:
         """A proof of the value of ``key``, or of its absence."""
-        node, depth, path = self._descend(key)
+        marked = _MARK | _key(key)
+        depth, node = _path_end(self._store, marked, 0)
+        hashes = self._store.hashes
         bitmap = 0
         siblings = []
-        for d, sibling in enumerate(path, start=1):
+        for d in range(1, depth + 1):
+            sibling = hashes.get((marked >> (DEPTH - d)) ^ 1)
             if sibling is not None:
                 bitmap |= 1 << (DEPTH - d)
-                siblings.append(sibling.hash)
+                siblings.append(sibling)
         neighbour = None
-        if node is not None and node.leaf is not None and node.leaf[0] != key:
-            neighbour = node.leaf
+        stored = self._store.leaves.get(node)
+        if stored is not None and stored[:KEY_BYTES] != key:
+            neighbour = (stored[:KEY_BYTES], stored[KEY_BYTES:])
         return MapProof(depth, bitmap.to_bytes(KEY_BYTES, "big"), tuple(siblings), neighbour)
 
     def update(self, updates: Mapping[bytes, bytes]) -> bytes:
-        """Set each key to its value in one pass, and return the new root.
+        """Set each key to its value in one pass, and return the new root."""
+        changes = self.changes(updates)
+        self._store.apply(changes)
+        return changes.root
+
+    def apply(self, changes: MapChanges) -> None:
+        """Take over what ``changes`` computed (on this map as it still is)."""
+        self._store.apply(changes)
+
+    def changes(self, updates: Mapping[bytes, bytes]) -> MapChanges:
+        """What setting each key to its value writes, leaving the map as it is.
 
         Every node above the changed leaves is hashed once, however many of them share it.
         """
-        items = sorted((_key(key), _value(value)) for key, value in updates.items())
-        if items:
-            self._update(0, 0, self._store.get(0, 0), items)
-        return self.root
+        if not updates:
+            return MapChanges(self.root)
+        floors, unleafed = self._floors(updates)
+        changes = MapChanges(EMPTY, unleafed=unleafed)
+        changes.root = self._hash_batch(floors, changes)
+        changes.unleafed.difference_update(changes.leaves)
+        return changes
 
-    def _descend(self, key: bytes) -> tuple[MapNode | None, int, list[MapNode | None]]:
-        """The node where ``key``'s path ends, its depth, and the siblings on the way."""
-        k = _key(key)
-        node = self._store.get(0, 0)
-        depth = 0
-        path: list[MapNode | None] = []
-        while node is not None and node.leaf is None:
-            child = k >> (DEPTH - 1 - depth)
-            path.append(self._store.get(depth + 1, child ^ 1))
-            node = self._store.get(depth + 1, child)
+    def _floors(
+        self, updates: Mapping[bytes, bytes]
+    ) -> tuple[dict[int, tuple[bytes, int]], set[int]]:
+        """The leaves a batch writes: each updated key, and each stored lone leaf an
+        updated key pushes down, with its value and the depth its leaf cannot sit above
+        (where its path ends in the stored tree: the other stored keys share less with
+        it); and the ids of those stored leaves."""
+        store = self._store
+        guess = max(len(store.leaves).bit_length() - 1, 0)  # about where paths end
+        floors: dict[int, tuple[bytes, int]] = {}
+        pushed: list[tuple[int, bytes, int]] = []
+        unleafed: set[int] = set()
+        for key, value in updates.items():
+            k = _key(key)
+            depth, node = _path_end(store, _MARK | k, guess)
+            floors[k] = (_value(value), depth)
+            stored = store.leaves.get(node)
+            if stored is not None:
+                unleafed.add(node)
+                if stored[:KEY_BYTES] != key:
+                    other = int.from_bytes(stored[:KEY_BYTES], "big")
+                    pushed.append((other, stored[KEY_BYTES:], depth))
+        for other, value, depth in pushed:
+            floors.setdefault(other, (value, depth))  # unless the batch updates it too
+        return floors, unleafed
+
+    def _hash_batch(self, floors: dict[int, tuple[bytes, int]], changes: MapChanges) -> bytes:
+        """Put the batch's leaves and hash their paths; return the root.
+
+        A leaf sits one below the longest prefix its key shares with another: a stored key
+        (its floor) or one of the batch, the batch's keys sharing most with their
+        neighbours in key order. Leaves are taken in that order; each one's path is hashed
+        up to just below where it meets the next key's, and waits there on a stack for the
+        next leaves' paths, which take it as their left sibling on the way up. Every other
+        sibling on the way holds no key of the batch, and is read from the store.
+        """
+        stored = self._store.hashes
+        written, leaves = changes.hashes, changes.leaves
+        waiting: list[int] = []  # node ids, and below their hashes
+        waiting_hashes: list[bytes] = []
+        order = sorted(floors)
+        last = len(order) - 1
+        before = -1  # the prefix the key shares with the previous one (bits)
+        for i, k in enumerate(order):
+            after = DEPTH - (k ^ order[i + 1]).bit_length() if i < last else -1
+            value, floor = floors[k]
+            depth = max(floor, before + 1, after + 1)
+            node = (_MARK | k) >> (DEPTH - depth)
+            pair = k.to_bytes(KEY_BYTES, "big") + value
+            leaves[node] = pair
+            h = written[node] = leaf_hash(pair)
+            while depth > after + 1:
+                if waiting and waiting[-1] == node ^ 1:
+                    waiting.pop()
+                    h = node_hash(waiting_hashes.pop(), h)
+                else:
+                    sibling = stored.get(node ^ 1, EMPTY)
+                    h = node_hash(sibling, h) if node & 1 else node_hash(h, sibling)
+                node >>= 1
+                depth -= 1
+                written[node] = h
+            waiting.append(node)
+            waiting_hashes.append(h)
+            before = after
+        return waiting_hashes[-1]  # the last path went up to the root
+
+
+def _path_end(store: MemoryNodeStore, marked: int, guess: int) -> tuple[int, int]:
+    """The depth and id of the first node on a key's path (``marked``: ``_MARK | key``)
+    that is absent or a lone leaf, looked for from ``guess`` down or up: a node's
+    ancestors are all present."""
+    hashes, leaves = store.hashes, store.leaves
+    depth = guess
+    node = marked >> (DEPTH - depth)
+    if node in hashes:
+        while node not in leaves:
             depth += 1
-        return node, depth, path
-
-    def _update(
-        self, depth: int, prefix: int, node: MapNode | None, items: list[tuple[int, bytes]]
-    ) -> MapNode:
-        """Write ``items`` (sorted, non-empty, all under this node) and return the new node."""
-        if len(items) == 1:
-            return self._update_one(depth, prefix, node, *items[0])
-        leaf = None if node is None else node.leaf
-        if node is None or leaf is not None:
-            if leaf is not None:
-                items = _merge_leaf(items, leaf)
-            if len(items) == 1:
-                key, value = items[0][0].to_bytes(KEY_BYTES, "big"), items[0][1]
-                return self._put(depth, prefix, MapNode(map_leaf_hash(key, value), (key, value)))
-            left = right = None
-        else:
-            left = self._store.get(depth + 1, 2 * prefix)
-            right = self._store.get(depth + 1, 2 * prefix + 1)
-        # A 1-tuple sorts before any item with the same key: the first item right of the split.
-        half = bisect_left(items, ((2 * prefix + 1) << (DEPTH - 1 - depth),))
-        if half:
-            left = self._update(depth + 1, 2 * prefix, left, items[:half])
-        if half < len(items):
-            right = self._update(depth + 1, 2 * prefix + 1, right, items[half:])
-        return self._put(depth, prefix, MapNode(node_hash(_hash(left), _hash(right))))
-
-    def _update_one(
-        self, depth: int, prefix: int, node: MapNode | None, k: int, value: bytes
-    ) -> MapNode:
-        """``_update`` of a single key, in a loop: below the levels a batch shares, each
-        key goes down a path of its own, where recursing and splitting lists cost more
-        than the hashes."""
-        get, put = self._store.get, self._store.put
-        path: list[tuple[int, int, bytes, int]] = []
-        while node is not None and node.leaf is None:
-            bit = k >> (DEPTH - 1 - depth) & 1
-            child = 2 * prefix + bit
-            path.append((depth, prefix, _hash(get(depth + 1, child ^ 1)), bit))
-            node = get(depth + 1, child)
-            depth, prefix = depth + 1, child
-        key = k.to_bytes(KEY_BYTES, "big")
-        top = MapNode(map_leaf_hash(key, value), (key, value))
-        if node is None or node.leaf is None or node.leaf[0] == key:
-            put(depth, prefix, top)
-        else:
-            top = self._split(depth, k, top, node)
-        h = top.hash
-        for d, p, sibling, bit in reversed(path):
-            h = node_hash(sibling, h) if bit else node_hash(h, sibling)
-            top = MapNode(h)
-            put(d, p, top)
-        return top
-
-    def _split(self, depth: int, k: int, mine: MapNode, other: MapNode) -> MapNode:
-        """Put the leaf ``mine`` (key ``k``) and the lone leaf ``other`` it meets at
-        ``depth`` where their keys part, with the nodes above them up to ``depth``."""
-        assert other.leaf is not None
-        put = self._store.put
-        n = int.from_bytes(other.leaf[0], "big")
-        below = DEPTH - (k ^ n).bit_length() + 1  # the depth of the first differing bit, + 1
-        put(below, k >> (DEPTH - below), mine)
-        put(below, n >> (DEPTH - below), other)
-        right = k >> (DEPTH - below) & 1
-        h = node_hash(other.hash, mine.hash) if right else node_hash(mine.hash, other.hash)
-        for d in range(below - 1, depth - 1, -1):
-            if d < below - 1:
-                h = node_hash(EMPTY, h) if k >> (DEPTH - 1 - d) & 1 else node_hash(h, EMPTY)
-            put(d, k >> (DEPTH - d), MapNode(h))
-        return MapNode(h)
-
-    def _put(self, depth: int, prefix: int, node: MapNode) -> MapNode:
-        self._store.put(depth, prefix, node)
-        return node
+            node = marked >> (DEPTH - depth)
+            if node not in hashes:
+                break
+        return depth, node
+    while depth:
+        parent = node >> 1
+        if parent in hashes:
+            return (depth - 1, parent) if parent in leaves else (depth, node)
+        depth, node = depth - 1, parent
+    return 0, node
 
 
 def verify_map_proof(root: bytes, key: bytes, value: bytes | None, proof: MapProof) -> None:
@@ -275,18 +294,3 @@ def _value(value: bytes) -> bytes:
     if len(value) != HASH_SIZE:
         raise ValueError(f"a map value is {HASH_SIZE} bytes")
     return value
-
-
-def _merge_leaf(
-    items: list[tuple[int, bytes]], leaf: tuple[bytes, bytes]
-) -> list[tuple[int, bytes]]:
-    """``items`` with the subtree's lone leaf, which moves down beside them unless updated."""
-    k = int.from_bytes(leaf[0], "big")
-    at = bisect_left(items, (k,))
-    if at < len(items) and items[at][0] == k:
-        return items
-    return [*items[:at], (k, leaf[1]), *items[at:]]
-
-
-def _hash(node: MapNode | None) -> bytes:
-    return EMPTY if node is None else node.hash

@@ -26,7 +26,6 @@ from coffre.custody import KeyCustodian
 from coffre.exceptions import VaultStateError
 from coffre.ledger import (
     Checkpoint,
-    MemoryNodeStore,
     Note,
     SparseMerkleMap,
     VerifierKey,
@@ -39,7 +38,7 @@ from coffre.ledger.hashing import leaf_hash, node_hash
 from coffre.ledger.leaf import Leaf, LeafKind, split_tag
 from coffre.ledger.note import ALG_ED25519
 from coffre.ledger.proofs import subtree_from_nodes
-from coffre.ledger.smt import MapNode, MapProof
+from coffre.ledger.smt import MapChanges, MapProof
 from coffre.ledger.tree import CompactRange
 from coffre.seal import PurposeKeys
 from coffre.storage.base import StorageReader, StorageTxn
@@ -116,13 +115,13 @@ class Ledger:
         txn.put_nodes((level, index, h) for (level, index), h in fresh.items())
         root = subtree_from_nodes(node)(0, end)
         leaves = [leaf for leaf, _ in appended]
-        map_nodes, map_root = latest_writes.map_with(leaves, hashes)
-        checkpoint = Checkpoint(self.origin, end, root, (map_extension(map_root),))
+        map_changes = latest_writes.map_with(leaves, hashes)
+        checkpoint = Checkpoint(self.origin, end, root, (map_extension(map_changes.root),))
         note = sign_checkpoint(checkpoint, self.origin, self._signer)
         text = note.serialize()
         txn.put_checkpoint(end, text)
         self._verified = (text, checkpoint)  # if the transaction rolls back, the text differs
-        return Integration(note, start, leaves, hashes, map_nodes)
+        return Integration(note, start, leaves, hashes, map_changes)
 
     def check_map(self, reader: StorageReader, latest_writes: LatestWrites) -> None:
         """Refuse a log whose leaves do not give the map root its newest checkpoint signed."""
@@ -206,7 +205,7 @@ class Integration:
     start: int
     leaves: list[Leaf]
     hashes: list[bytes]
-    map_nodes: dict[tuple[int, int], MapNode]
+    map_changes: MapChanges
 
 
 class LoggedWrite(NamedTuple):
@@ -232,10 +231,11 @@ class LatestWrites:
 
     def __init__(self, keys: PurposeKeys) -> None:
         self._keys = keys
-        self._latest: dict[bytes, LoggedWrite] = {}
+        # Plain tuples, which the garbage collector stops visiting once it has seen they
+        # hold only bytes and ints: a named tuple it would visit at every full collection.
+        self._latest: dict[bytes, tuple[int, bytes, bytes]] = {}
         self._erased: dict[bytes, int] = {}  # compartment -> when Coffre erased it (µs)
-        self._nodes = MemoryNodeStore()
-        self.map = SparseMerkleMap(self._nodes)
+        self.map = SparseMerkleMap()
         self.tree = CompactRange()  # the log's tree as far as it was followed
         self.known = 0
         self._lock = threading.Lock()
@@ -258,7 +258,7 @@ class LatestWrites:
         with self._lock:
             if self.known == integration.start:
                 self._follow(integration.leaves, integration.hashes)
-                self._nodes.update(integration.map_nodes)
+                self.map.apply(integration.map_changes)
 
     def _follow(self, leaves: list[Leaf], hashes: list[bytes]) -> dict[bytes, bytes]:
         """Add leaves to the tree and to the latest writes; the map updates they make."""
@@ -268,15 +268,14 @@ class LatestWrites:
             if leaf.kind is LeafKind.ERASE and leaf.version == 0:
                 self._erased.setdefault(leaf.loc, leaf.ts)
             elif _in_map(leaf):
-                self._latest[leaf.loc] = LoggedWrite(
-                    leaf.version, leaf.body_hash, leaf.index_digest
-                )
+                self._latest[leaf.loc] = (leaf.version, leaf.body_hash, leaf.index_digest)
                 updates[leaf.loc] = hashed
         self.known += len(leaves)
         return updates
 
     def expected(self, loc: bytes) -> LoggedWrite | None:
-        return self._latest.get(loc)
+        found = self._latest.get(loc)
+        return None if found is None else LoggedWrite(*found)
 
     def erased_at(self, comp: bytes) -> int | None:
         """When Coffre erased a compartment (µs since the epoch), as far as the log was
@@ -290,31 +289,13 @@ class LatestWrites:
         with self._lock:
             return self.known, self.map.get(loc), self.map.prove(loc)
 
-    def map_with(
-        self, leaves: list[Leaf], hashes: list[bytes]
-    ) -> tuple[dict[tuple[int, int], MapNode], bytes]:
+    def map_with(self, leaves: list[Leaf], hashes: list[bytes]) -> MapChanges:
         """The map nodes ``leaves`` (with their hashes) would write, and the root they
         give, leaving the map as it is."""
         updates = {
             leaf.loc: hashed for leaf, hashed in zip(leaves, hashes, strict=True) if _in_map(leaf)
         }
-        overlay = _Overlay(self._nodes)
-        root = SparseMerkleMap(overlay).update(updates) if updates else self.map.root
-        return overlay.written, root
-
-
-class _Overlay:
-    """Map nodes written on top of a store without touching it."""
-
-    def __init__(self, base: MemoryNodeStore) -> None:
-        self._base = base
-        self.written: dict[tuple[int, int], MapNode] = {}
-
-    def get(self, depth: int, prefix: int) -> MapNode | None:
-        return self.written.get((depth, prefix)) or self._base.get(depth, prefix)
-
-    def put(self, depth: int, prefix: int, node: MapNode) -> None:
-        self.written[(depth, prefix)] = node
+        return self.map.changes(updates)
 
 
 def _tagged(index: int, fields: bytes) -> bytes:

@@ -118,6 +118,46 @@ def test_later_batches_win(first: dict[bytes, bytes], second: dict[bytes, bytes]
     assert smt.root == _reference_root({**first, **second})
 
 
+def _one_by_one(batches: list[dict[bytes, bytes]], store: MemoryNodeStore) -> SparseMerkleMap:
+    smt = SparseMerkleMap(store)
+    for batch in batches:
+        for key, value in batch.items():
+            smt.update({key: value})
+    return smt
+
+
+@given(st.lists(maps, min_size=1, max_size=4), keys)
+def test_a_batch_gives_the_roots_and_proofs_of_one_key_at_a_time(
+    batches: list[dict[bytes, bytes]], absent: bytes
+) -> None:
+    # Later batches update keys of earlier ones and push their leaves down.
+    batched_store, single_store = MemoryNodeStore(), MemoryNodeStore()
+    batched, single = SparseMerkleMap(batched_store), _one_by_one(batches, single_store)
+    for batch in batches:
+        batched.update(batch)
+    assert batched.root == single.root
+    # the same nodes, and no stale ones: a leaf pushed down leaves no leaf behind
+    assert batched_store.hashes == single_store.hashes
+    assert batched_store.leaves == single_store.leaves
+    for key in {*(key for batch in batches for key in batch), absent}:
+        assert batched.prove(key) == single.prove(key)
+        verify_map_proof(batched.root, key, single.get(key), batched.prove(key))
+
+
+@given(maps, maps)
+def test_changes_leave_the_map_as_it_is_until_applied(
+    first: dict[bytes, bytes], second: dict[bytes, bytes]
+) -> None:
+    smt = _map(first)
+    before = smt.root
+    changes = smt.changes(second)
+    assert smt.root == before
+    assert changes.root == _reference_root({**first, **second})
+    smt.apply(changes)
+    assert smt.root == changes.root
+    assert smt.root == _map({**first, **second}).root
+
+
 def test_the_empty_map() -> None:
     smt = SparseMerkleMap()
     assert smt.root == EMPTY
