@@ -30,6 +30,7 @@ each node is hashed once per batch however many keys lie below it.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -42,6 +43,7 @@ EMPTY = bytes(HASH_SIZE)
 """The hash of an empty subtree, and so the root of the empty map."""
 ROOT = 1
 """The root's node id."""
+_LEAF_PREFIX, _NODE_PREFIX = b"\x00", b"\x01"  # RFC 9162's, as in ``hashing``
 _MARK = 1 << DEPTH
 """Set above a key's bits so that ``(_MARK | key) >> (DEPTH - depth)`` is the id of the
 key's node at ``depth``."""
@@ -193,28 +195,33 @@ class SparseMerkleMap:
         """
         stored = self._store.hashes
         written, leaves = changes.hashes, changes.leaves
-        waiting: list[int] = []  # node ids, and below their hashes
-        waiting_hashes: list[bytes] = []
+        sha256 = hashlib.sha256  # the hashes of ``hashing``, inline: a call costs as much
+        waiting = [0]  # node ids (0 is none's), and below their hashes
+        waiting_hashes = [EMPTY]
         order = sorted(floors)
         last = len(order) - 1
         before = -1  # the prefix the key shares with the previous one (bits)
         for i, k in enumerate(order):
             after = DEPTH - (k ^ order[i + 1]).bit_length() if i < last else -1
-            value, floor = floors[k]
-            depth = max(floor, before + 1, after + 1)
+            value, depth = floors[k]  # from its floor, down below its neighbours' prefixes
+            if depth <= before:
+                depth = before + 1
+            if depth <= after:
+                depth = after + 1
             node = (_MARK | k) >> (DEPTH - depth)
             pair = k.to_bytes(KEY_BYTES, "big") + value
             leaves[node] = pair
-            h = written[node] = leaf_hash(pair)
-            while depth > after + 1:
-                if waiting and waiting[-1] == node ^ 1:
+            h = written[node] = sha256(_LEAF_PREFIX + pair).digest()
+            for _ in range(depth - after - 1):
+                sibling = node ^ 1
+                if sibling == waiting[-1]:
                     waiting.pop()
-                    h = node_hash(waiting_hashes.pop(), h)
+                    h = sha256(_NODE_PREFIX + waiting_hashes.pop() + h).digest()
+                elif node & 1:
+                    h = sha256(_NODE_PREFIX + stored.get(sibling, EMPTY) + h).digest()
                 else:
-                    sibling = stored.get(node ^ 1, EMPTY)
-                    h = node_hash(sibling, h) if node & 1 else node_hash(h, sibling)
+                    h = sha256(_NODE_PREFIX + h + stored.get(sibling, EMPTY)).digest()
                 node >>= 1
-                depth -= 1
                 written[node] = h
             waiting.append(node)
             waiting_hashes.append(h)
