@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from coffre.custody import KeyCustodian
-from coffre.exceptions import VaultStateError
+from coffre.exceptions import SealError, VaultStateError
 from coffre.ledger import (
     Checkpoint,
     Note,
@@ -35,13 +35,13 @@ from coffre.ledger import (
 )
 from coffre.ledger.errors import LedgerError
 from coffre.ledger.hashing import leaf_hash, node_hash
-from coffre.ledger.leaf import Leaf, LeafKind, split_tag
+from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind, split_tag
 from coffre.ledger.note import ALG_ED25519
 from coffre.ledger.proofs import subtree_from_nodes
 from coffre.ledger.smt import MapChanges, MapProof
 from coffre.ledger.tree import CompactRange
 from coffre.seal import PurposeKeys
-from coffre.storage.base import StorageReader, StorageTxn
+from coffre.storage.base import Storage, StorageReader, StorageTxn
 
 
 class Ledger:
@@ -238,6 +238,7 @@ class LatestWrites:
         self.map = SparseMerkleMap()
         self.tree = CompactRange()  # the log's tree as far as it was followed
         self.known = 0
+        self._events = 0  # the AuditEvents the leaves followed commit to
         self._lock = threading.Lock()
 
     def catch_up(self, reader: StorageReader, until: int | None = None) -> None:
@@ -261,7 +262,13 @@ class LatestWrites:
                 self.map.apply(integration.map_changes)
 
     def _follow(self, leaves: list[Leaf], hashes: list[bytes]) -> dict[bytes, bytes]:
-        """Add leaves to the tree and to the latest writes; the map updates they make."""
+        """Add leaves to the tree and to the latest writes; the map updates they make.
+
+        Leaves come a whole transaction at a time or more, and the leaves of one
+        AuditEvent are all in its transaction: the distinct event hashes among them are
+        the events they add.
+        """
+        self._events += len({leaf.event_hash for leaf in leaves} - {NO_DIGEST})
         updates = {}
         for leaf, hashed in zip(leaves, hashes, strict=True):
             self.tree.append(hashed)
@@ -272,6 +279,14 @@ class LatestWrites:
                 updates[leaf.loc] = hashed
         self.known += len(leaves)
         return updates
+
+    def check_events(self, storage: Storage) -> None:
+        """Refuse a storage that lost a sealed AuditEvent of the log followed so far: each
+        row is checked against its leaf when read, a missing one only by this count."""
+        with self._lock:
+            known, events = self.known, self._events
+        if storage.event_count(known) != events:
+            raise SealError()
 
     def expected(self, loc: bytes) -> LoggedWrite | None:
         found = self._latest.get(loc)

@@ -363,11 +363,13 @@ class RecordStore:
 
     def access_history(self, patient_id: str) -> list[dict[str, Any]]:
         """The AuditEvents of a patient's compartment, newest first, each checked against
-        the log leaf that commits to it (SealError if one was altered or swapped)."""
+        the log leaf that commits to it (SealError if one was altered or swapped, or if
+        the storage holds fewer events than the log commits to)."""
         check_id("Patient", patient_id)
         comp = self.keys.patient_compartment(patient_id)
         self.latest_writes.catch_up(self.storage)
         self.check_not_erased(comp)
+        self.latest_writes.check_events(self.storage)
         events = []
         for sealed in self.storage.events_of(comp):
             self._check_event(sealed)

@@ -182,6 +182,10 @@ class Storage(StorageReader, Protocol):
         """A compartment's sealed AuditEvents, newest first."""
         ...
 
+    def event_count(self, before: int) -> int:
+        """How many sealed AuditEvents the storage holds for the leaves before ``before``."""
+        ...
+
     def current_of_kind(self, kind: bytes) -> Iterator[SealedVersion]:
         """Current, not deleted versions of one resource type."""
         ...

@@ -513,6 +513,10 @@ class PostgresStorage(_Reader):
         row = self._one("SELECT max(seq) FROM versions")
         return int(row[0] or 0) if row else 0
 
+    def event_count(self, before: int) -> int:
+        row = self._one("SELECT count(*) FROM audit_events WHERE leaf < %s", (before,))
+        return int(row[0]) if row else 0
+
     def events_of(self, comp: bytes) -> Sequence[SealedEvent]:
         rows = self._rows(
             "SELECT digest, comp, leaf, body FROM audit_events WHERE comp = %s ORDER BY leaf DESC",

@@ -412,6 +412,10 @@ class SqliteStorage(_Reader):
         row = self._db.execute("SELECT max(seq) FROM versions").fetchone()
         return int(row[0] or 0)
 
+    def event_count(self, before: int) -> int:
+        row = self._db.execute("SELECT count(*) FROM audit_events WHERE leaf < ?", (before,))
+        return int(row.fetchone()[0])
+
     def events_of(self, comp: bytes) -> Sequence[SealedEvent]:
         rows = self._db.execute(
             "SELECT digest, comp, leaf, body FROM audit_events WHERE comp = ? ORDER BY leaf DESC",

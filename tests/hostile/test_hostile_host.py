@@ -39,6 +39,8 @@ reopened afterwards), and asserts WHICH mechanism catches it:
 |                                         | at the next read of the record or a search reaching it  |
 | replace a wrapped data key              | AEAD (or the unwrap), at the next read by a gateway     |
 |                                         | that unwraps it: SealError, 500                         |
+| delete a sealed AuditEvent (a row of    | access history: the storage holds fewer events than the |
+| the access history)                     | leaves followed commit to: SealError, 500               |
 | (gateway) read through a bundle GET     | logged like any read: a READ or SEARCH leaf             |
 """
 
@@ -552,6 +554,22 @@ def test_replace_a_wrapped_data_key(
 
 
 # -- a read path found along the way (not a host attack) ----------------------------------
+
+
+def test_delete_an_audit_event(written: TestClient, records: RecordStore, vault: Vault) -> None:
+    """The host deletes the sealed AuditEvent of Alice's first write, to hide who made it.
+
+    Every leaf commits to its event's hash, and the gateway counts the events its leaves
+    commit to as it follows the log: the access history finds the storage short of one.
+    """
+    history = "/fhir/Patient/alice/$access-history"
+    before = written.get(history)
+    assert before.status_code == 200, before.text
+    comp = records.keys.patient_compartment("alice")
+    with _host(vault) as db:
+        ((first,),) = db.execute("SELECT min(leaf) FROM audit_events WHERE comp = ?", (comp,))
+        db.execute("DELETE FROM audit_events WHERE comp = ? AND leaf = ?", (comp, first))
+    _refused(written.get(history), ALICE)
 
 
 def test_a_read_through_a_bundle_get_is_logged(written: TestClient, records: RecordStore) -> None:
