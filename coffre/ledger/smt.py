@@ -157,33 +157,31 @@ class SparseMerkleMap:
         changes.unleafed.difference_update(changes.leaves)
         return changes
 
-    def _floors(
-        self, updates: Mapping[bytes, bytes]
-    ) -> tuple[dict[int, tuple[bytes, int]], set[int]]:
+    def _floors(self, updates: Mapping[bytes, bytes]) -> tuple[dict[int, _Floor], set[int]]:
         """The leaves a batch writes: each updated key, and each stored lone leaf an
-        updated key pushes down, with its value and the depth its leaf cannot sit above
-        (where its path ends in the stored tree: the other stored keys share less with
-        it); and the ids of those stored leaves."""
+        updated key pushes down, with the depth its leaf cannot sit above (where its path
+        ends in the stored tree: the other stored keys share less with it); and the ids
+        of those stored leaves."""
         store = self._store
         guess = max(len(store.leaves).bit_length() - 1, 0)  # about where paths end
-        floors: dict[int, tuple[bytes, int]] = {}
-        pushed: list[tuple[int, bytes, int]] = []
+        floors: dict[int, _Floor] = {}
+        pushed: list[tuple[int, _Floor]] = []
         unleafed: set[int] = set()
         for key, value in updates.items():
             k = _key(key)
             depth, node = _path_end(store, _MARK | k, guess)
-            floors[k] = (_value(value), depth)
+            floors[k] = (key + _value(value), depth, None)
             stored = store.leaves.get(node)
             if stored is not None:
                 unleafed.add(node)
                 if stored[:KEY_BYTES] != key:
                     other = int.from_bytes(stored[:KEY_BYTES], "big")
-                    pushed.append((other, stored[KEY_BYTES:], depth))
-        for other, value, depth in pushed:
-            floors.setdefault(other, (value, depth))  # unless the batch updates it too
+                    pushed.append((other, (stored, depth, store.hashes[node])))
+        for other, floor in pushed:
+            floors.setdefault(other, floor)  # unless the batch updates it too
         return floors, unleafed
 
-    def _hash_batch(self, floors: dict[int, tuple[bytes, int]], changes: MapChanges) -> bytes:
+    def _hash_batch(self, floors: dict[int, _Floor], changes: MapChanges) -> bytes:
         """Put the batch's leaves and hash their paths; return the root.
 
         A leaf sits one below the longest prefix its key shares with another: a stored key
@@ -203,15 +201,16 @@ class SparseMerkleMap:
         before = -1  # the prefix the key shares with the previous one (bits)
         for i, k in enumerate(order):
             after = DEPTH - (k ^ order[i + 1]).bit_length() if i < last else -1
-            value, depth = floors[k]  # from its floor, down below its neighbours' prefixes
+            pair, depth, h = floors[k]  # from its floor, down below its neighbours' prefixes
             if depth <= before:
                 depth = before + 1
             if depth <= after:
                 depth = after + 1
             node = (_MARK | k) >> (DEPTH - depth)
-            pair = k.to_bytes(KEY_BYTES, "big") + value
             leaves[node] = pair
-            h = written[node] = sha256(_LEAF_PREFIX + pair).digest()
+            if h is None:
+                h = sha256(_LEAF_PREFIX + pair).digest()
+            written[node] = h
             for _ in range(depth - after - 1):
                 sibling = node ^ 1
                 if sibling == waiting[-1]:
@@ -227,6 +226,10 @@ class SparseMerkleMap:
             waiting_hashes.append(h)
             before = after
         return waiting_hashes[-1]  # the last path went up to the root
+
+
+_Floor = tuple[bytes, int, bytes | None]
+"""A leaf of a batch: ``key || value``, its floor, and its hash if it is a stored one."""
 
 
 def _path_end(store: MemoryNodeStore, marked: int, guess: int) -> tuple[int, int]:
