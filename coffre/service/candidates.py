@@ -59,31 +59,39 @@ class Batch:
 
 
 class Stream:
-    """The locations one look-up finds, in order, read a page at a time."""
+    """The locations one look-up finds, in order, read a page at a time (named locations
+    too: a resolved chain can name thousands, and a page needs a few)."""
 
     def __init__(self, reader: StorageReader, lookup: Lookup, first_page: int | None) -> None:
         self.lookup = lookup
         self._reader = reader
         self._page = min(first_page or FIRST_PAGE, PAGE_MAX)
         self._tokens = lookup.leading
+        self._named = sorted(lookup.locs) if lookup.locs is not None else None
         self._after = b""
         self.buffered: list[bytes] = []
         self.done = False
-        if lookup.locs is not None:
-            self.buffered, self.done = sorted(lookup.locs), True
 
     def read(self) -> None:
-        """Buffer the next page (``done`` once the storage has no more)."""
-        page = self._reader.find(self._tokens, self._after, self._page) if self._tokens else []
+        """Buffer the next page (``done`` once there is no more)."""
+        if self._named is not None:
+            page = self._named[: self._page]
+            del self._named[: self._page]
+        elif self._tokens:
+            page = self._reader.find(self._tokens, self._after, self._page)
+        else:
+            page = []
         if page:
             self._after = page[-1]
         self.buffered += page
-        self.done = len(page) < self._page
+        self.done = len(page) < self._page or self._named == []
         self._page = min(self._page * 2, PAGE_MAX)
 
     def estimate(self) -> float:
-        """How many locations it will find in all: exact once ``done``, otherwise from how
-        far into the space of locations its first page reached."""
+        """How many locations it will find in all: exact for named ones and once ``done``,
+        otherwise from how far into the space of locations its first page reached."""
+        if self.lookup.locs is not None:
+            return len(self.lookup.locs)
         if self.done or not self.buffered:
             return len(self.buffered)
         reached = int.from_bytes(self.buffered[-1][:_ESTIMATE_BYTES].ljust(_ESTIMATE_BYTES, b"\0"))

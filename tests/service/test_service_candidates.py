@@ -108,6 +108,8 @@ def test_pages_grow_and_a_stream_reads_the_storage_only_as_far_as_asked(
     assert sizes == [2, 4, 8, 8, 8]
     everything = [loc for page in Stream(storage, common, 2).pages() for loc in page]
     assert everything == _expected(carried, [common])
+    named = Lookup(locs=frozenset(_loc(n) for n in range(10)))
+    assert [len(page) for page in Stream(storage, named, 2).pages()] == [2, 4, 4]
 
 
 def test_the_lookup_expected_to_find_fewest_drives(storage: Storage) -> None:
