@@ -19,6 +19,9 @@ from coffre.storage.base import StorageReader
 # as many each page after, up to PAGE_MAX.
 FIRST_PAGE = 32
 PAGE_MAX = 4096
+# A look-up of at most this many tokens narrows another's page in the storage; one of more
+# (an open date range) is checked on the tokens of the records read.
+PROBE_TOKENS_MAX = 8
 # How much of a location the density estimate reads (locations are keyed hashes: uniform).
 _ESTIMATE_BYTES = 8
 
@@ -120,11 +123,13 @@ def batches(
                 stream.read()
     driver = min(streams, key=Stream.estimate)
     checked = [s.lookup for s in streams if s is not driver or not s.lookup.exact]
+    narrowing = [s.lookup for s in streams if s is not driver]
     for page in driver.pages():
         if not checked:
             yield Batch(page)
             continue
-        tokens = reader.joined_tokens(page)
+        page = _narrowed(reader, page, narrowing)
+        tokens = reader.joined_tokens(page) if page else {}
         kept = [
             loc
             for loc in page
@@ -132,3 +137,18 @@ def batches(
         ]
         if kept:
             yield Batch(kept, tokens)
+
+
+def _narrowed(reader: StorageReader, page: list[bytes], lookups: list[Lookup]) -> list[bytes]:
+    """The driver's page without the locations another look-up of few tokens cannot find:
+    the storage tells which carry one of its leading tokens, so that the tokens of a
+    patient's hundred observations are not all read to find the five with one code."""
+    for lookup in lookups:
+        if not page:
+            break
+        if lookup.locs is not None:
+            page = [loc for loc in page if loc in lookup.locs]
+        elif len(lookup.leading) <= PROBE_TOKENS_MAX:
+            carrying = reader.carrying(lookup.leading, page)
+            page = [loc for loc in page if loc in carrying]
+    return page

@@ -81,6 +81,10 @@ class StorageReader(Protocol):
         each once, in location order: those after ``after``, at most ``limit`` of them."""
         ...
 
+    def carrying(self, tokens: Sequence[bytes], locs: Sequence[bytes]) -> set[bytes]:
+        """Those of the locations whose records carry any of the index tokens."""
+        ...
+
     def latest_each(self, locs: Sequence[bytes]) -> dict[bytes, SealedVersion]:
         """``latest`` of each location that has a version, in one read."""
         ...

@@ -186,6 +186,13 @@ class _Reader:
         )
         return [row[0] for row in self._rows(sql, (list(tokens), after, limit, limit))]
 
+    def carrying(self, tokens: Sequence[bytes], locs: Sequence[bytes]) -> set[bytes]:
+        rows = self._rows(
+            "SELECT loc FROM tokens WHERE token = ANY(%s::bytea[]) AND loc = ANY(%s::bytea[])",
+            (list(tokens), list(locs)),
+        )
+        return {row[0] for row in rows}
+
     def latest_each(self, locs: Sequence[bytes]) -> dict[bytes, SealedVersion]:
         rows = self._rows(
             f"SELECT DISTINCT ON (loc) {_COLUMNS} FROM versions WHERE loc = ANY(%s::bytea[])"

@@ -128,6 +128,16 @@ class _Reader:
             args.append(limit)
         return [row[0] for row in self._db.execute(sql, args).fetchall()]
 
+    def carrying(self, tokens: Sequence[bytes], locs: Sequence[bytes]) -> set[bytes]:
+        if not tokens or not locs:
+            return set()
+        rows = self._db.execute(
+            f"SELECT loc FROM tokens WHERE token IN ({_marks(len(tokens))})"
+            f" AND loc IN ({_marks(len(locs))})",
+            [*tokens, *locs],
+        )
+        return {row[0] for row in rows}
+
     def latest_each(self, locs: Sequence[bytes]) -> dict[bytes, SealedVersion]:
         if not locs:
             return {}

@@ -87,6 +87,9 @@ def test_versions_and_tokens_of_many_records_in_one_read(storage: Storage) -> No
     # In token order, as index_digest joins them.
     assert storage.joined_tokens(wanted) == {b"a": b"bqz", b"b": b"k"}
     assert storage.joined_tokens([]) == {}
+    assert storage.carrying([b"q", b"k", b"m"], wanted) == {b"a", b"b"}
+    assert storage.carrying([b"m"], wanted) == set()  # a token of a former version
+    assert storage.carrying([b"k"], [b"a"]) == set() and storage.carrying([], wanted) == set()
 
 
 def test_a_failed_transaction_leaves_nothing(storage: Storage) -> None:
