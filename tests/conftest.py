@@ -4,11 +4,13 @@ and the third-party FHIR data in ../shared/data."""
 from __future__ import annotations
 
 import os
+import shutil
 import ssl
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -17,7 +19,9 @@ from pgserver import free_port
 from starlette.testclient import TestClient
 from testca import ServerFiles
 
+from coffre import config
 from coffre.api import create_app
+from coffre.custody.choose import KEYRING
 from coffre.service import RecordStore, Vault
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -42,13 +46,33 @@ def shared_data_path(*parts: str) -> Path:
 
 
 @pytest.fixture
-def vault(request: pytest.FixtureRequest, tmp_path: Path, storage_url: str) -> Vault:
-    """A new vault; ``indirect`` parametrisation with "pkcs11" keeps its keys in a token."""
-    if getattr(request, "param", "keyring") == "pkcs11":
+def vault(
+    request: pytest.FixtureRequest, tmp_path: Path, paired_custody: str, storage_url: str
+) -> Vault:
+    """A new vault with the custody paired with its storage; ``indirect`` parametrisation
+    with "keyring" or "pkcs11" chooses the custody instead."""
+    if getattr(request, "param", paired_custody) == "pkcs11":
         request.getfixturevalue("pkcs11_token")
     created = Vault.at(tmp_path / "vault")
     created.create(storage_url)
     return created
+
+
+@contextmanager
+def keyring_custody() -> Iterator[None]:
+    """Within the block, vaults keep their keys in a keyring file whatever the test's pair:
+    for a second vault beside the test's, as a PKCS#11 token holds one vault's keys only."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(config.CUSTODY.env, KEYRING)
+        yield
+
+
+def share_keys(vault: Vault, folder: Path) -> None:
+    """Let a vault at ``folder`` (a copy of ``vault``'s storage) sign and decrypt with
+    ``vault``'s keys: a copy of its keyring file; under PKCS#11 custody nothing to copy, the
+    settings choose the same token."""
+    if config.CUSTODY.value() == KEYRING:
+        shutil.copy2(vault.keyring, folder / vault.keyring.name)
 
 
 @pytest.fixture

@@ -1,7 +1,8 @@
 """Tests on both storages: a throwaway PostgreSQL server for the test run (tests/pgserver.py:
 Debian's binaries, a temporary folder, a free loopback port, TLS with verify-full, a
-schema per test), and the fixtures that run every test built on a vault twice, on SQLite
-and on PostgreSQL.
+schema per test), and the fixtures that run every test built on a vault twice: on SQLite
+with the keyring file and on PostgreSQL with a PKCS#11 token (ids ``[sqlite-keyring]``
+and ``[postgresql-pkcs11]``).
 
 Tests that act as the host go through ``HostDatabase`` (tampering), ``copy_storage``
 (keeping and putting back a copy) and ``stored_bytes`` (scanning for plaintext), which
@@ -34,11 +35,20 @@ TABLES = re.findall(r"CREATE TABLE IF NOT EXISTS (\w+)", "\n".join(SCHEMA))
 
 
 BACKENDS = ("sqlite", "postgresql")
+# The key custody each storage is paired with when a test does not choose one: the keyring
+# file beside SQLite, a PKCS#11 token (SoftHSM2) beside PostgreSQL as in production, so
+# that every vault test covers both storages and both custodies in two runs, not four.
+PAIRED_CUSTODY = {"sqlite": "keyring", "postgresql": "pkcs11"}
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
-        metafunc.parametrize("backend", BACKENDS, indirect=True)
+        markers = metafunc.definition.iter_markers("parametrize")
+        if any(marker.args[0] == "vault" for marker in markers):  # the test chooses custody
+            metafunc.parametrize("backend", BACKENDS, indirect=True)
+        else:
+            pairs = [pytest.param(name, id=f"{name}-{PAIRED_CUSTODY[name]}") for name in BACKENDS]
+            metafunc.parametrize("backend", pairs, indirect=True)
 
 
 @pytest.fixture
@@ -46,6 +56,12 @@ def backend(request: pytest.FixtureRequest) -> str:
     """Which storage the test's vault uses."""
     name: str = request.param
     return name
+
+
+@pytest.fixture
+def paired_custody(backend: str) -> str:
+    """The key custody of the test's vault unless the test chooses one."""
+    return PAIRED_CUSTODY[backend]
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import RunningServer, shared_data_path
+from conftest import RunningServer, keyring_custody, shared_data_path
 from pg import HostDatabase
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
@@ -337,9 +337,10 @@ def _round_trip(client: TestClient, records: RecordStore, tmp_path: Path) -> int
             b"".join(json.canonical(r) + b"\n" for r in resources)
         )
     empty = Vault.at(tmp_path / "empty")
-    empty.create()
-    _run("import", "--vault", str(empty.folder), str(folder))
-    loaded = empty.open()
+    with keyring_custody():  # the exporting vault's token, if any, holds its keys only
+        empty.create()
+        _run("import", "--vault", str(empty.folder), str(folder))
+        loaded = empty.open()
     types = sorted(files)
     try:
         assert _vault_content(loaded, types) == _vault_content(records, types)

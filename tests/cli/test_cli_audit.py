@@ -7,20 +7,19 @@ the gateway's own start check does not catch (or on a copy of the vault)."""
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import RunningServer
+from conftest import RunningServer, keyring_custody, share_keys
 from pg import HostDatabase, copy_storage
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from coffre.cli.audit import NoVerdict, Report, audit_log
 from coffre.cli.main import app
-from coffre.custody import KeyringCustodian
+from coffre.custody.choose import open_custody
 from coffre.ledger import Checkpoint, VerifierKey, open_checkpoint, sign_checkpoint
 from coffre.service import RecordStore, Vault
 
@@ -113,8 +112,9 @@ def test_a_checkpoint_under_another_key_is_a_bad_signature(
 ) -> None:
     _write(client, 2)
     other = Vault.at(tmp_path / "other")
-    other.create()
-    stranger = other.open()
+    with keyring_custody():
+        other.create()
+        stranger = other.open()
     report = audit_log(client, stranger.ledger.verifier_key, None)
     stranger.storage.close()
     assert _kinds(report) == ["bad signature"] and report.checkpoint is None
@@ -150,7 +150,7 @@ def test_another_history_under_the_same_key_is_inconsistent(
 ) -> None:
     """A split view: the log once showed this auditor a checkpoint of another history."""
     _write(client, 3)
-    custodian = KeyringCustodian(vault.keyring)
+    custodian = open_custody(vault.keyring)
     origin = custodian.log_origin()
     for size, root in ((3, bytes(32)), (2, bytes(32)), (4, bytes(32))):
         forked = sign_checkpoint(Checkpoint(origin, size, root), origin, custodian.log_signer())
@@ -255,7 +255,7 @@ def test_a_rolled_back_copy_is_a_shrunk_log_and_its_fork_is_inconsistent(
     older = tmp_path / "older"
     older.mkdir()
     copy_storage(vault, older)
-    shutil.copy2(vault.keyring, older / vault.keyring.name)
+    share_keys(vault, older)
     _post(server.base_url, 3)
     assert _run("audit", _root(server), "--key", key, "--state", str(state))[0] == 0
     saved = state.read_text()
@@ -279,10 +279,10 @@ def test_a_wrong_key_is_a_bad_signature(
 ) -> None:
     _post(server.base_url, 1)
     other = Vault.at(tmp_path / "other")
-    other.create()
-    code, output = _run(
-        "audit", _root(server), "--key", _key(other), "--state", str(tmp_path / "s")
-    )
+    with keyring_custody():
+        other.create()
+        other_key = _key(other)
+    code, output = _run("audit", _root(server), "--key", other_key, "--state", str(tmp_path / "s"))
     assert code == 1 and "bad signature" in output, output
     assert not (tmp_path / "s").exists()
 

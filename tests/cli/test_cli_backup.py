@@ -9,6 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
+from conftest import share_keys
 from pg import Cluster
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
@@ -65,10 +66,10 @@ def _backup_while_writing(client: TestClient, vault: Vault, backup: Path) -> int
 
 
 def _new_vault(vault: Vault, folder: Path, backend: str, request: pytest.FixtureRequest) -> Vault:
-    """A folder with the vault's keyring (and its checkpoint memory) and an empty storage."""
+    """A folder with the vault's keys (and its checkpoint memory) and an empty storage."""
     folder.mkdir()
-    for path in (vault.keyring, vault.checkpoint_memory):
-        shutil.copy2(path, folder / path.name)
+    share_keys(vault, folder)
+    shutil.copy2(vault.checkpoint_memory, folder / vault.checkpoint_memory.name)
     if backend == "postgresql":
         cluster: Cluster = request.getfixturevalue("postgres")
         (folder / STORAGE_URL_FILE).write_text(cluster.new_storage_url())

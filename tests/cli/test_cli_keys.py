@@ -48,40 +48,52 @@ def _with_patients(vault: Vault, count: int) -> None:
         records.storage.close()
 
 
+def _kek_ids(vault: Vault) -> list[str]:
+    """The custody's key-encryption keys, as it names them (``kek-1``, ``pkcs11:kek-1``)."""
+    records = vault.open()
+    try:
+        return records.custodian.kek_ids()
+    finally:
+        records.storage.close()
+
+
 def test_rotate_then_retire_with_a_confirmation(vault: Vault) -> None:
     _with_patients(vault, 3)
+    [old] = _kek_ids(vault)
     where = ("--vault", str(vault.folder))
     code, output = _run("keys", "rotate", *where, "--batch", "2")
     assert code == 0, output
-    assert "kek-2 is the active key-encryption key (it replaces kek-1)" in output
+    [new] = [kek for kek in _kek_ids(vault) if kek != old]
+    assert f"{new} is the active key-encryption key (it replaces {old})" in output
     assert "3 data keys rewrapped; 0 changed meanwhile" in output
     code, output = _run("keys", "list", *where)
-    assert code == 0 and "kek-1 yes 0" in output and "kek-2 yes yes 4" in output, output
-    code, output = _run("keys", "retire", "kek-1", *where, given="kek-2\n")
+    assert code == 0 and f"{old} yes 0" in output and f"{new} yes yes 4" in output, output
+    code, output = _run("keys", "retire", old, *where, given=f"{new}\n")
     assert code == 1 and "nothing was retired" in output
     assert "backup of the storage taken before the rotation needs it" in output
-    code, output = _run("keys", "retire", "kek-1", *where, given="kek-1\n")
-    assert code == 0 and "kek-1 retired" in output, output
+    code, output = _run("keys", "retire", old, *where, given=f"{old}\n")
+    assert code == 0 and f"{old} retired" in output, output
     code, output = _run("keys", "list", *where)
-    assert "kek-1" not in output and "kek-2 yes yes 4" in output
+    assert old not in output and f"{new} yes yes 4" in output
 
 
 def test_retire_refuses_while_data_keys_need_the_key(vault: Vault) -> None:
     _with_patients(vault, 2)
+    [old] = _kek_ids(vault)
     where = ("--vault", str(vault.folder))
     records = vault.open()
     try:
-        records.custodian.add_kek()  # a rotation interrupted before any rewrap
+        new = records.custodian.add_kek()  # a rotation interrupted before any rewrap
     finally:
         records.storage.close()
-    code, output = _run("keys", "retire", "kek-1", *where, "--yes")
+    code, output = _run("keys", "retire", old, *where, "--yes")
     assert code == 1
-    assert "2 data keys are still wrapped by kek-1" in output and "rotate --resume" in output
+    assert f"2 data keys are still wrapped by {old}" in output and "rotate --resume" in output
     code, output = _run("keys", "rotate", *where)
     assert code == 1 and "a previous rotation is unfinished" in output
     code, output = _run("keys", "rotate", "--resume", "--retire", "--yes", *where)
-    assert code == 0 and "2 data keys rewrapped" in output and "kek-1 retired" in output, output
-    assert _kek_counts(vault) == {"kek-2": 3}  # + the gateway's own compartment
+    assert code == 0 and "2 data keys rewrapped" in output and f"{old} retired" in output, output
+    assert _kek_counts(vault) == {new: 3}  # + the gateway's own compartment
 
 
 @pytest.mark.slow

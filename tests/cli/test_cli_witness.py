@@ -3,7 +3,6 @@ a Coffre witnessed by two of them, audited with a quorum, whose fork they refuse
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import time
@@ -12,7 +11,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import RunningServer, free_port
+from conftest import RunningServer, free_port, share_keys
 from pg import copy_storage
 from test_cli_audit import _post, _root, _run
 
@@ -207,12 +206,12 @@ def test_a_coffre_witnessed_by_two_is_audited_with_a_quorum_and_its_fork_is_refu
         assert code == 0, output
         assert "cosigned by at least 2 of the 2 witnesses given" in output
 
-        # The host keeps a copy of the storage at size 3 (and the keyring): later, it
+        # The host keeps a copy of the storage at size 3 (and the vault's keys): later, it
         # serves that copy extended with another history, a fork of the log.
         older = tmp_path / "older"
         older.mkdir()
         copy_storage(vault, older)
-        shutil.copy2(vault.keyring, older / vault.keyring.name)
+        share_keys(vault, older)
         _post(honest.base_url, 3)
         honest_note = _wait_cosigned(honest, 6)
         code, output = audit(honest)

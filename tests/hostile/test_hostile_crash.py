@@ -352,11 +352,11 @@ def test_two_processes_remembering_a_checkpoint_at_once(
                 writer.update("Patient", "second", _patient("second"))
         return rename(path, target)
 
-    monkeypatch.setattr(Path, "replace", replace)
     try:
-        with first.writer() as writer:
-            writer.update("Patient", "first", _patient("first"))
-        monkeypatch.undo()
+        with monkeypatch.context() as patch:  # not undo(): it would drop the custody's settings
+            patch.setattr(Path, "replace", replace)
+            with first.writer() as writer:
+                writer.update("Patient", "first", _patient("first"))
         assert interleaved, "the race was not replayed"
         assert first.read("Patient", "first").version == 1
         vault.open().storage.close()  # the memory left behind is a checkpoint of this log
