@@ -18,7 +18,7 @@ from coffre.fhir.validation import validate
 from coffre.fhir.values import whole_number
 from coffre.ledger.leaf import LeafKind
 from coffre.search import parse_criteria
-from coffre.service.records import Outcome, RecordStore, Stored, Writer, new_id
+from coffre.service.records import Outcome, RecordStore, Stored, Writer
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _INTERACTIONS = {"DELETE": "delete", "PUT": "update", "GET": "search", "HEAD": "search"}
@@ -310,7 +310,9 @@ class BundleProcessor:
                 existing = writer.latest(entry.resource_type, source_id)
                 existing = None if existing is None or existing.deleted else existing
             entry.existing = existing
-            entry.resource_id = existing.id if existing else (source_id or new_id())
+            entry.resource_id = (
+                existing.id if existing else (source_id or writer.new_id(entry.resource_type))
+            )
             return f"{entry.resource_type}/{entry.resource_id}"
         if entry.method == "PUT":
             if entry.resource_id is None:
@@ -322,7 +324,9 @@ class BundleProcessor:
                     writer, entry.resource_type, entry.query, "conditional update"
                 )
                 body_id = entry.resource.get("id") if entry.resource else None
-                entry.resource_id = existing.id if existing else (body_id or new_id())
+                entry.resource_id = (
+                    existing.id if existing else (body_id or writer.new_id(entry.resource_type))
+                )
                 if entry.resource is not None:
                     entry.resource["id"] = entry.resource_id
             return f"{entry.resource_type}/{entry.resource_id}"

@@ -430,6 +430,9 @@ class Writer:
         self.written: set[bytes] = set()
         self.appended: list[Appended] = []
         self._pending: list[_Logged] = []
+        # What each record's latest version is, as this transaction has checked or written
+        # it (None: nothing there): under the write lock nothing else changes it.
+        self._latest: dict[bytes, Stored | None] = {}
         # Nothing is written yet: the log's end is what is committed, under our lock.
         records.latest_writes.catch_up(txn)
 
@@ -462,6 +465,7 @@ class Writer:
                 yield
         except BaseException:
             self.fresh_keys, self.written = keys_before, written_before
+            self._latest.clear()  # what the rolled-back writes left is not the latest
             del self._pending[pending_before:]
             del self.appended[appended_before:]
             raise
@@ -513,18 +517,30 @@ class Writer:
         scope = Scope(self.txn, self.key, frozenset(self.written))
         return self.records.find(resource_type, criteria, scope)
 
+    def new_id(self, resource_type: str) -> str:
+        """A server-chosen id, known to have nothing stored under it: a random UUID's
+        location is a keyed hash the host cannot have planted a record at (a row there
+        would make the insert fail, never be buried)."""
+        resource_id = new_id()
+        self._latest[self.records.keys.location(resource_type, resource_id)] = None
+        return resource_id
+
     def latest(self, resource_type: str, resource_id: str) -> Stored | None:
         """The current version a write builds on, checked against the log unless this
         transaction wrote it: a write must never bury a version the host put back."""
         loc = self.records.keys.location(resource_type, resource_id)
+        if loc in self._latest:
+            return self._latest[loc]
         sealed = self.txn.latest(loc)
         if loc not in self.written and not self.records._is_logged_latest(loc, sealed, self.txn):
             raise SealError()
-        return (
+        opened = (
             None
             if sealed is None
             else self.records.open(resource_type, resource_id, sealed, self.key)
         )
+        self._latest[loc] = opened
+        return opened
 
     def create(
         self, resource: dict[str, Any], resource_id: str | None = None, *, validated: bool = False
@@ -534,7 +550,7 @@ class Writer:
         ``validated`` skips the schema check for a resource already checked with its Bundle.
         """
         resource_type = resource["resourceType"] if validated else validate(resource)
-        resource["id"] = resource_id or new_id()
+        resource["id"] = resource_id or self.new_id(resource_type)
         return self._put(resource_type, resource["id"], resource, None)
 
     def update(
@@ -620,7 +636,8 @@ class Writer:
         version = 1 if current is None else current.version + 1
         ts = _now_us()
         if deleted:
-            comp = self._current_comp(loc) or keys.shared_compartment(resource_type)
+            assert current is not None  # only what exists is deleted
+            comp = current.comp
             tokens: list[bytes] = []
         else:
             meta = {
@@ -646,6 +663,7 @@ class Writer:
         )
         digest = hashlib.sha256(sealed_body).digest()
         stored = Stored(resource_type, resource_id, version, ts, deleted, body, loc, digest, comp)
+        self._latest[loc] = stored
         leaf = Leaf(kind, loc, version, digest, ts, index_digest(tokens))
         self._pending.append(_Logged(leaf, comp, stored.version_reference))
         return Outcome(stored, created=current is None or current.deleted)
@@ -672,7 +690,3 @@ class Writer:
         comp = self.records.keys.shared_compartment("AuditEvent")
         for position, leaf in enumerate(leaves):
             self._pending.append(_Logged(leaf, comp, None if position else reference))
-
-    def _current_comp(self, loc: bytes) -> bytes | None:
-        sealed = self.txn.latest(loc)
-        return None if sealed is None else sealed.comp

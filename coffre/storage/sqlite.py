@@ -273,13 +273,25 @@ class _Txn(_Reader):
             "INSERT OR REPLACE INTO current (loc, version, kind, deleted) VALUES (?, ?, ?, ?)",
             (record.loc, record.version, record.kind, record.deleted),
         )
-        db.execute("DELETE FROM tokens WHERE loc = ?", (record.loc,))
-        db.executemany(
-            "INSERT OR IGNORE INTO tokens (token, loc) VALUES (?, ?)",
-            [(token, record.loc) for token in tokens],
-        )
+        self._replace_tokens(record.loc, set(tokens))
         seq: int = cursor.lastrowid  # type: ignore[assignment]
         return seq
+
+    def _replace_tokens(self, loc: bytes, tokens: set[bytes]) -> None:
+        """Leave a record with exactly ``tokens``, touching only those that change: an
+        update keeps most of its tokens, and each one rewritten costs a B-tree page."""
+        if not tokens:  # a deletion
+            self._db.execute("DELETE FROM tokens WHERE loc = ?", (loc,))
+            return
+        held = set(self.tokens_of(loc))
+        self._db.executemany(
+            "DELETE FROM tokens WHERE token = ? AND loc = ?",
+            [(token, loc) for token in held - tokens],
+        )
+        self._db.executemany(
+            "INSERT INTO tokens (token, loc) VALUES (?, ?)",
+            [(token, loc) for token in sorted(tokens - held)],
+        )
 
     def append_leaves(self, start: int, leaves: Sequence[bytes]) -> None:
         """Add leaves from ``start``, which must be the end of the log (the caller read

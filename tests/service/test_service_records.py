@@ -140,3 +140,24 @@ def test_a_failed_savepoint_undoes_its_writes_only(records: RecordStore) -> None
     with pytest.raises(FhirError) as caught:
         records.read("Patient", "undone")
     assert caught.value.status == 404
+
+
+def test_a_transaction_builds_on_its_own_writes_and_forgets_those_rolled_back(
+    records: RecordStore,
+) -> None:
+    with records.writer() as writer:
+        writer.update("Patient", "p", {"resourceType": "Patient", "id": "p"})
+        with pytest.raises(FhirError), writer.savepoint():
+            writer.update("Patient", "p", {"resourceType": "Patient", "id": "p", "gender": "male"})
+            latest = writer.latest("Patient", "p")
+            assert latest is not None and latest.version == 2
+            raise FhirError(400, "invalid", "this entry fails")
+        latest = writer.latest("Patient", "p")
+        assert latest is not None and latest.version == 1
+        assert "gender" not in latest.resource()
+        writer.delete("Patient", "p")
+        latest = writer.latest("Patient", "p")
+        assert latest is not None and latest.deleted and latest.version == 2
+    with pytest.raises(FhirError) as caught:
+        records.vread("Patient", "p", "2")
+    assert caught.value.status == 410

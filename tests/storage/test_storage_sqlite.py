@@ -92,6 +92,17 @@ def test_versions_and_tokens_of_many_records_in_one_read(storage: Storage) -> No
     assert storage.carrying([b"k"], [b"a"]) == set() and storage.carrying([], wanted) == set()
 
 
+def test_a_new_version_keeps_the_tokens_it_shares_and_drops_the_others(storage: Storage) -> None:
+    with storage.transaction() as txn:
+        txn.append(version(b"a", 1), [b"kept", b"dropped", b"also kept"])
+        txn.append(version(b"b", 1), [b"dropped"])
+    with storage.transaction() as txn:
+        txn.append(version(b"a", 2), [b"kept", b"added", b"also kept", b"added"])
+    assert sorted(storage.tokens_of(b"a")) == [b"added", b"also kept", b"kept"]
+    assert storage.find([b"dropped"]) == [b"b"]
+    assert storage.find([b"added"]) == [b"a"]
+
+
 def test_a_failed_transaction_leaves_nothing(storage: Storage) -> None:
     with pytest.raises(RuntimeError), storage.transaction() as txn:
         txn.append(version(b"a", 1), [b"t"])
