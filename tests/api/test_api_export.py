@@ -19,6 +19,9 @@ import httpx
 import pytest
 from conformance.test_conformance_synthea import FOLDERS as SYNTHEA_FOLDERS
 from conformance.test_conformance_synthea import _import_order as synthea_import_order
+from conformance.test_conformance_synthea import (
+    _without_server_meta as without_server_meta,
+)
 from conftest import RunningServer, keyring_custody, shared_data_path
 from pg import HostDatabase
 from starlette.testclient import TestClient
@@ -85,17 +88,12 @@ def _ids(files: dict[str, list[dict[str, Any]]]) -> dict[str, set[str]]:
     return {name: {r["id"] for r in resources} for name, resources in files.items()}
 
 
-def _comparable(resource: dict[str, Any]) -> dict[str, Any]:
-    """A resource less what a server sets on each write (versionId, lastUpdated)."""
-    meta = {
-        k: v for k, v in resource.get("meta", {}).items() if k not in ("versionId", "lastUpdated")
-    }
-    trimmed = {k: v for k, v in resource.items() if k != "meta"}
-    return {**trimmed, "meta": meta} if meta else trimmed
-
-
 def _vault_content(records: RecordStore, types: list[str]) -> dict[str, dict[str, Any]]:
-    return {f"{t}/{s.id}": _comparable(s.resource()) for t in types for s in records.all_of_type(t)}
+    return {
+        f"{t}/{s.id}": without_server_meta(s.resource())
+        for t in types
+        for s in records.all_of_type(t)
+    }
 
 
 def _run(*args: str) -> None:
