@@ -45,20 +45,31 @@ class SoftHsm:
         self.pin_file.write_text(PIN + "\n")
         self.pin_file.chmod(0o600)
         self._labels = (f"coffre-test-{n}" for n in itertools.count(1))
+        self._made: list[str] = []
 
     def new_tokens(self, count: int = 1) -> list[str]:
         """Fresh empty tokens; sessions opened before on any token of the process end."""
         labels = [next(self._labels) for _ in range(count)]
         for label in labels:
-            subprocess.run(
-                ["softhsm2-util", "--init-token", "--free", "--label", label, *CREDENTIALS],
-                check=True,
-                capture_output=True,
-                env={**os.environ, "SOFTHSM2_CONF": str(self.conf)},
-            )
+            self._util("--init-token", "--free", "--label", label, *CREDENTIALS)
+        self._made.extend(labels)
         # A loaded module sees tokens made after it only once initialised again.
         pkcs11.lib(str(self.module)).reinitialize()
         return labels
+
+    def delete_tokens(self) -> None:
+        """Delete the tokens made so far: SoftHSM2 reads every token at each start, so
+        those a test leaves behind slow down every later one."""
+        while self._made:
+            self._util("--delete-token", "--token", self._made.pop())
+
+    def _util(self, *arguments: str) -> None:
+        subprocess.run(
+            ["softhsm2-util", *arguments],
+            check=True,
+            capture_output=True,
+            env={**os.environ, "SOFTHSM2_CONF": str(self.conf)},
+        )
 
     def use(self, monkeypatch: pytest.MonkeyPatch, token: str) -> None:
         """Point Coffre's settings at ``token``, with the PIN in a file."""
@@ -96,8 +107,10 @@ def softhsm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SoftHsm]:
 
 
 @pytest.fixture
-def pkcs11_token(softhsm: SoftHsm, monkeypatch: pytest.MonkeyPatch) -> str:
-    """A fresh token, and Coffre's settings choosing it (COFFRE_CUSTODY=pkcs11)."""
+def pkcs11_token(softhsm: SoftHsm, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """A fresh token, and Coffre's settings choosing it (COFFRE_CUSTODY=pkcs11); deleted
+    after the test with any other the test made."""
     [token] = softhsm.new_tokens()
     softhsm.use(monkeypatch, token)
-    return token
+    yield token
+    softhsm.delete_tokens()
