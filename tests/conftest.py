@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -43,6 +44,13 @@ def shared_data_path(*parts: str) -> Path:
             pytest.fail(message)
         pytest.skip(message)
     return path
+
+
+def put_resource(client: TestClient, resource: dict[str, Any]) -> None:
+    """Create or update ``resource`` at its own id, and insist that it was accepted."""
+    url = f"/fhir/{resource['resourceType']}/{resource['id']}"
+    response = client.put(url, json=resource, headers=FHIR_JSON)
+    assert response.status_code in (200, 201), response.text
 
 
 @pytest.fixture

@@ -5,13 +5,12 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 
+from conftest import FHIR_JSON
 from pg import HostDatabase
 from starlette.testclient import TestClient
 
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.service import RecordStore
-
-FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
 def _leaves(records: RecordStore) -> list[Leaf]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from conftest import FHIR_JSON
 from minted import bearer
 from starlette.testclient import TestClient
 
@@ -10,8 +11,6 @@ from coffre.api.auth import Authority
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.service import RecordStore
 from coffre.service.consent import research_opt_out
-
-FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
 def _parameters(opt_out: object) -> dict[str, object]:

@@ -9,11 +9,11 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import FHIR_JSON
 from starlette.testclient import TestClient
 
 from coffre.service import RecordStore
 
-FHIR_JSON = {"Content-Type": "application/fhir+json"}
 BASE = "http://testserver/fhir"
 SYSTEM = "urn:coffre:test:mrn"
 

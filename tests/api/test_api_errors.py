@@ -9,6 +9,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import FHIR_JSON
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
@@ -16,7 +17,6 @@ from starlette.testclient import TestClient
 from coffre.api import create_app
 from coffre.service import RecordStore
 
-FHIR_JSON = {"Content-Type": "application/fhir+json"}
 SYSTEM = "urn:coffre:test:mrn"
 
 

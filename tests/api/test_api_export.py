@@ -22,7 +22,7 @@ from conformance.test_conformance_synthea import _import_order as synthea_import
 from conformance.test_conformance_synthea import (
     _without_server_meta as without_server_meta,
 )
-from conftest import RunningServer, keyring_custody, shared_data_path
+from conftest import RunningServer, keyring_custody, put_resource, shared_data_path
 from pg import HostDatabase
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
@@ -37,7 +37,6 @@ from coffre.service import RecordStore, Vault
 from coffre.service.audit import OPERATOR
 from coffre.service.erasure import erase_patient
 
-FHIR_JSON = {"Content-Type": "application/fhir+json"}
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 NDJSON = "application/fhir+ndjson"
 runner = CliRunner()
@@ -102,12 +101,6 @@ def _run(*args: str) -> None:
     assert "0 failures" in result.output or args[0] != "import", result.output
 
 
-def _put(client: TestClient, resource: dict[str, Any]) -> None:
-    url = f"/fhir/{resource['resourceType']}/{resource['id']}"
-    response = client.put(url, json=resource, headers=FHIR_JSON)
-    assert response.status_code in (200, 201), response.text
-
-
 def _observation(oid: str, patient: str) -> dict[str, Any]:
     return {
         "resourceType": "Observation",
@@ -120,12 +113,12 @@ def _observation(oid: str, patient: str) -> dict[str, Any]:
 
 def _people(client: TestClient) -> None:
     for pid in ("ana", "bob", "cyd"):
-        _put(client, {"resourceType": "Patient", "id": pid, "gender": "unknown"})
-        _put(client, _observation(f"obs-{pid}", pid))
-    _put(client, {"resourceType": "Organization", "id": "org", "name": "Clinique du Lac"})
+        put_resource(client, {"resourceType": "Patient", "id": pid, "gender": "unknown"})
+        put_resource(client, _observation(f"obs-{pid}", pid))
+    put_resource(client, {"resourceType": "Organization", "id": "org", "name": "Clinique du Lac"})
     members = [{"entity": {"reference": f"Patient/{p}"}} for p in ("ana", "cyd")]
     group = {"resourceType": "Group", "id": "g", "type": "person", "actual": True}
-    _put(client, {**group, "member": members})
+    put_resource(client, {**group, "member": members})
 
 
 def _leaves(records: RecordStore, kind: LeafKind) -> list[Leaf]:
@@ -211,8 +204,8 @@ def test_type_and_since_narrow_the_export(client: TestClient) -> None:
     time.sleep(0.01)
     cut = datetime.now(UTC).isoformat().replace("+00:00", "Z")
     time.sleep(0.01)
-    _put(client, {"resourceType": "Patient", "id": "bob", "gender": "male"})
-    _put(client, {"resourceType": "Patient", "id": "dee", "gender": "female"})
+    put_resource(client, {"resourceType": "Patient", "id": "bob", "gender": "male"})
+    put_resource(client, {"resourceType": "Patient", "id": "dee", "gender": "female"})
     after = export(client, f"/fhir/$export?_since={cut.replace('+00:00', 'Z')}")
     assert _ids(after) == {"Patient": {"bob", "dee"}}
     exact = client.get("/fhir/Patient/dee").json()["meta"]["lastUpdated"]
@@ -226,8 +219,8 @@ def test_deleted_records_are_left_out_and_the_export_is_pinned_to_its_kick_off(
     _people(client)
     assert client.delete("/fhir/Observation/obs-bob").status_code == 204
     status_url = kick_off(client, "/fhir/$export?_type=Patient,Observation")
-    _put(client, {"resourceType": "Patient", "id": "ana", "gender": "female"})  # after
-    _put(client, {"resourceType": "Patient", "id": "eve", "gender": "female"})  # after
+    put_resource(client, {"resourceType": "Patient", "id": "ana", "gender": "female"})  # after
+    put_resource(client, {"resourceType": "Patient", "id": "eve", "gender": "female"})  # after
     files = download(client, manifest(client, status_url))
     assert _ids(files) == {"Observation": {"obs-ana", "obs-cyd"}, "Patient": {"ana", "bob", "cyd"}}
     ana = next(r for r in files["Patient"] if r["id"] == "ana")

@@ -9,6 +9,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
+from conftest import FHIR_JSON
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pg import HostDatabase
@@ -24,8 +25,6 @@ from coffre.ledger import (
     verify_inclusion,
 )
 from coffre.service import RecordStore, Vault
-
-FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
 def write_patients(client: TestClient, count: int) -> None:

@@ -6,6 +6,7 @@ import base64
 from typing import Any
 
 import pytest
+from conftest import FHIR_JSON
 from starlette.testclient import TestClient
 
 from coffre.ledger import (
@@ -16,8 +17,6 @@ from coffre.ledger import (
     verify_map_proof,
 )
 from coffre.service import RecordStore
-
-FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
 def _b(text: str) -> bytes:

@@ -5,20 +5,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from conftest import FHIR_JSON, put_resource
 from starlette.testclient import TestClient
-
-FHIR_JSON = {"Content-Type": "application/fhir+json"}
-
-
-def _put(client: TestClient, resource: dict[str, Any]) -> None:
-    url = f"/fhir/{resource['resourceType']}/{resource['id']}"
-    response = client.put(url, json=resource, headers=FHIR_JSON)
-    assert response.status_code in (200, 201), response.text
 
 
 def _patient(client: TestClient, pid: str, family: str, born: str, **more: Any) -> None:
     name = {"family": family, "given": [pid.capitalize()]}
-    _put(client, {"resourceType": "Patient", "id": pid, "name": [name], "birthDate": born, **more})
+    put_resource(
+        client, {"resourceType": "Patient", "id": pid, "name": [name], "birthDate": born, **more}
+    )
 
 
 def _people(client: TestClient) -> None:
@@ -26,11 +21,11 @@ def _people(client: TestClient) -> None:
     _patient(client, "bob", "Berger", "1975-06-30", gender="male")
     _patient(client, "cyd", "Zola", "1990-11-11", gender="male")
     _patient(client, "dee", "Berger", "2001-01-01", gender="female")
-    _put(client, {"resourceType": "Organization", "id": "org", "name": "Clinique du Lac"})
+    put_resource(client, {"resourceType": "Organization", "id": "org", "name": "Clinique du Lac"})
     for i, (who, code, value) in enumerate(
         [("ana", "8302-2", 160), ("bob", "8302-2", 181), ("bob", "29463-7", 80)]
     ):
-        _put(
+        put_resource(
             client,
             {
                 "resourceType": "Observation",
@@ -43,7 +38,7 @@ def _people(client: TestClient) -> None:
             },
         )
     for who in ("ana", "bob"):
-        _put(
+        put_resource(
             client,
             {
                 "resourceType": "Encounter",
@@ -190,7 +185,7 @@ def test_identifier_modifiers_of_type_and_reference_identifier(client: TestClien
     assert _ids(_search(client, f"Patient?identifier:of-type={of_type}")) == ["ann"]
     assert _ids(_search(client, "Patient?identifier:text=medical")) == ["ann"]
     assert sorted(_ids(_search(client, "Patient?identifier=42"))) == ["ann", "ben"]
-    _put(
+    put_resource(
         client,
         {
             "resourceType": "Observation",

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from conftest import FHIR_JSON
 from pg import HostDatabase
 from pymerkle import InmemoryTree
 from starlette.testclient import TestClient
@@ -21,7 +22,6 @@ SIZE = 70_000
 """The spec's example: 273 full level-0 tiles and one of 112, a full level-1 tile and
 one of 17, a level-2 tile of 1."""
 IMMUTABLE = "public, max-age=31536000, immutable"
-FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
 @pytest.fixture(scope="module")

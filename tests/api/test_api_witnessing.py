@@ -12,6 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import FHIR_JSON
 from starlette.responses import Response
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -30,8 +31,6 @@ from coffre.service.witnessing import (
     parse_witnesses,
     witnesses_from_settings,
 )
-
-FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
 class Witnesses(httpx.AsyncBaseTransport):

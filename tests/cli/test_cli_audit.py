@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import RunningServer, keyring_custody, share_keys
+from conftest import FHIR_JSON, RunningServer, keyring_custody, share_keys
 from pg import HostDatabase, copy_storage
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
@@ -23,7 +23,6 @@ from coffre.custody.choose import open_custody
 from coffre.ledger import Checkpoint, VerifierKey, open_checkpoint, sign_checkpoint
 from coffre.service import RecordStore, Vault
 
-FHIR_JSON = {"Content-Type": "application/fhir+json"}
 runner = CliRunner()
 
 

@@ -9,7 +9,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from conftest import share_keys
+from conftest import FHIR_JSON, share_keys
 from pg import Cluster
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
@@ -20,7 +20,6 @@ from coffre.cli.main import app
 from coffre.service import RecordStore, Vault
 from coffre.service.vault import KEYRING_FILE, STORAGE_URL_FILE
 
-FHIR_JSON = {"Content-Type": "application/fhir+json"}
 runner = CliRunner()
 
 

@@ -43,7 +43,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import RunningServer
+from conftest import FHIR_JSON, RunningServer
 
 from coffre.cli.audit import audit_log
 from coffre.ledger import Checkpoint, VerifierKey, leaf_hash, open_checkpoint, root_of
@@ -59,7 +59,6 @@ KILL_AFTER = (0.05, 1.2)
 """Seconds after the load starts: the kill lands anywhere from the first bundles on."""
 SEED = "coffre-hostile-crash"
 BUNDLE_SEED = 4
-FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
 def _workers(round_number: int) -> int:

@@ -53,6 +53,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import FHIR_JSON, put_resource
 from pg import HostDatabase, copy_storage
 from starlette.testclient import TestClient
 
@@ -63,7 +64,6 @@ from coffre.ledger import Checkpoint, LedgerError
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.service import RecordStore, Stored, Vault
 
-FHIR_JSON = {"Content-Type": "application/fhir+json"}
 SYSTEM = "urn:hostile:test"
 ALICE, BOB = "Alice-Secret", "Bob-Secret"
 """Plaintext markers: an answer to a tampered record must never carry them."""
@@ -96,12 +96,6 @@ def _observation(resource_id: str, text: str) -> dict[str, Any]:
 # -- helpers ------------------------------------------------------------------------------
 
 
-def _put(client: TestClient, resource: dict[str, Any]) -> None:
-    url = f"/fhir/{resource['resourceType']}/{resource['id']}"
-    response = client.put(url, json=resource, headers=FHIR_JSON)
-    assert response.status_code in (200, 201), response.text
-
-
 @pytest.fixture
 def written(client: TestClient) -> TestClient:
     """Alice (2 versions) with two observations, and Bob: 5 writes, 5 leaves."""
@@ -112,7 +106,7 @@ def written(client: TestClient) -> TestClient:
         _observation("alice-height", "height"),
         ALICE_V2,
     ):
-        _put(client, resource)
+        put_resource(client, resource)
     return client
 
 
@@ -455,10 +449,10 @@ def test_truncate_the_log_and_extend_it_differently(
     key = records.ledger.verifier_key
     with TestClient(create_app(records), raise_server_exceptions=False) as real:
         for number in range(3):
-            _put(real, {"resourceType": "Patient", "id": f"p{number}"})
+            put_resource(real, {"resourceType": "Patient", "id": f"p{number}"})
         copy_storage(vault, tmp_path)
         for number in range(3, 6):
-            _put(real, {"resourceType": "Patient", "id": f"p{number}", "gender": "male"})
+            put_resource(real, {"resourceType": "Patient", "id": f"p{number}", "gender": "male"})
         accepted = _accepted(real, records)
     assert accepted.size == 6
     records.storage.close()
@@ -471,7 +465,9 @@ def test_truncate_the_log_and_extend_it_differently(
             report = audit_log(fork, key, accepted)
             assert _kinds(report) == ["shrunk log"]
             for number in range(3, 8):  # another history, longer than the real one
-                _put(fork, {"resourceType": "Patient", "id": f"p{number}", "gender": "female"})
+                put_resource(
+                    fork, {"resourceType": "Patient", "id": f"p{number}", "gender": "female"}
+                )
             report = audit_log(fork, key, accepted, full=True)
             assert _kinds(report) == ["inconsistent"], report.violations
             assert "inconsistent with the checkpoint of size 6" in report.violations[0].detail

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import FHIR_JSON, put_resource
 from pg import HostDatabase
 from starlette.testclient import TestClient
 
@@ -22,7 +23,6 @@ from coffre.service import RecordStore, Vault
 from coffre.service.audit import ERASURE, Access
 from coffre.service.erasure import erase_patient
 
-FHIR_JSON = {"Content-Type": "application/fhir+json"}
 DPO = Access("Claire Dubé (coffre erase)", reason="GDPR art. 17 request 2026-114")
 
 
@@ -45,12 +45,6 @@ def _observation(resource_id: str, patient_id: str, text: str) -> dict[str, Any]
     }
 
 
-def _put(client: TestClient, resource: dict[str, Any]) -> None:
-    url = f"/fhir/{resource['resourceType']}/{resource['id']}"
-    response = client.put(url, json=resource, headers=FHIR_JSON)
-    assert response.status_code in (200, 201), response.text
-
-
 @pytest.fixture
 def written(client: TestClient) -> TestClient:
     """Alice (two versions, two observations, one of them deleted) and Bob (one)."""
@@ -62,7 +56,7 @@ def written(client: TestClient) -> TestClient:
         _observation("bob-weight", "bob", "poids"),
         {**_patient("alice", "Tremblay"), "birthDate": "1984-02-29"},
     ):
-        _put(client, resource)
+        put_resource(client, resource)
     assert client.delete("/fhir/Observation/alice-height").status_code == 204
     assert client.get("/fhir/Patient/alice").status_code == 200  # cached keys, read leaves
     return client
@@ -139,7 +133,7 @@ def test_other_patients_are_untouched(written: TestClient, records: RecordStore)
     assert _ids(written.get("/fhir/Patient/bob/$everything")) == ["bob", "bob-weight"]
     assert _ids(written.get("/fhir/Observation?subject=Patient/bob")) == ["bob-weight"]
     assert len(written.get("/fhir/Patient/bob/$access-history").json()["entry"]) > 0
-    _put(written, {**_patient("bob", "Gagnon"), "gender": "male"})
+    put_resource(written, {**_patient("bob", "Gagnon"), "gender": "male"})
     assert written.get("/fhir/Patient/bob/_history").json()["total"] == 2
 
 

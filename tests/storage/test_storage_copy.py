@@ -11,6 +11,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from conftest import FHIR_JSON
 from hypothesis import given
 from hypothesis import strategies as st
 from pg import Cluster, HostDatabase
@@ -29,8 +30,6 @@ from coffre.storage.copy import (
     open_endpoint,
     summarise,
 )
-
-FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
 def _write(client: TestClient, count: int) -> None:

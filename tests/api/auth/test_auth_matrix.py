@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 import pytest
+from conftest import FHIR_JSON
 from joserfc import jwt
 from joserfc.jwk import ECKey
 from pg import BACKENDS, Cluster
@@ -31,7 +32,6 @@ from coffre.api.auth.enforce import Reached
 from coffre.service import RecordStore, Vault
 from coffre.service.audit import is_break_glass
 
-FHIR_JSON = {"Content-Type": "application/fhir+json"}
 CODE = {"coding": [{"system": "http://loinc.org", "code": "8867-4"}]}
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from conftest import FHIR_JSON
 from joserfc import jwt
 from joserfc.jwk import ECKey, Key
 from smart import (
@@ -37,8 +38,6 @@ from starlette.testclient import TestClient
 from coffre.api.auth import Authority
 from coffre.api.auth.throttle import FIRST_WAIT_SECONDS, FREE_FAILURES_PER_NAME
 from coffre.service import RecordStore
-
-FHIR_JSON = {"Content-Type": "application/fhir+json"}
 
 
 @pytest.fixture
