@@ -4,8 +4,8 @@ a page at a time, so that a page of results reads only as far as it needs.
 Each criterion is a :class:`Lookup`. The one expected to find the fewest records drives
 (its locations are read from the storage page by page); every other criterion, and the
 driver's own conjunctions of several tokens, are checked on the index tokens each driven
-location carries, which the log check of a read needs anyway. The storage is never asked
-to intersect, so no look-up reads through a token that many records carry.
+location carries (read in one query a page, and checked against the log too). The storage
+is never asked to intersect, so no look-up reads through a token that many records carry.
 """
 
 from __future__ import annotations

@@ -274,18 +274,33 @@ class RecordStore:
         """Whether ``sealed`` is the record's latest write as the log has it: same version,
         same sealed bytes, and the very index tokens that write committed to (``joined``:
         the tokens ``reader.joined_tokens`` gave with the version; otherwise read here)."""
+        if not self._is_logged_version(loc, sealed):
+            return False
+        if sealed is None:
+            return True
+        digest = (
+            index_digest(reader.tokens_of(loc))
+            if joined is None
+            else hashlib.sha256(joined).digest()
+        )
+        return self._has_logged_tokens(loc, digest)
+
+    def _is_logged_version(self, loc: bytes, sealed: SealedVersion | None) -> bool:
+        """Whether ``sealed`` is the record's latest write as the log has it, its index
+        tokens aside: same version and sealed bytes (or nothing where the log has nothing)."""
         logged = self.latest_writes.expected(loc)
         if sealed is None or logged is None:
             return sealed is None and logged is None
-        if joined is None:
-            digest = index_digest(reader.tokens_of(loc))
-        else:
-            digest = hashlib.sha256(joined).digest()
         return (
             logged.version == sealed.version
             and logged.body_hash == hashlib.sha256(sealed.body).digest()
-            and logged.index_digest == digest
         )
+
+    def _has_logged_tokens(self, loc: bytes, digest: bytes) -> bool:
+        """Whether ``digest`` (``index_digest`` of a record's tokens) is what the record's
+        latest logged write committed to."""
+        logged = self.latest_writes.expected(loc)
+        return logged is not None and logged.index_digest == digest
 
     def read(self, resource_type: str, resource_id: str) -> Stored:
         check_id(resource_type, resource_id)

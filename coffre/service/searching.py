@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from coffre.exceptions import FhirError
 from coffre.fhir._definitions_r4 import PATIENT_COMPARTMENT_PATHS
 from coffre.fhir.compartment import patient_of
+from coffre.ledger.leaf import index_digest
 from coffre.seal import PurposeKeys
 from coffre.search.criteria import Criterion, criterion, parameter_of
 from coffre.search.extract import index_values
@@ -100,6 +101,10 @@ class Searcher:
         self.records = records
         self.scope = scope
         self._committed = scope.reader is records.storage
+        self._verify = self._committed and records._verify_reads
+        # Candidates found by look-up whose index tokens were not read: checked against the
+        # log only if the search turns them away (see _turned_away).
+        self._unchecked: set[bytes] = set()
 
     # -- candidates ---------------------------------------------------------------------
 
@@ -156,25 +161,41 @@ class Searcher:
         changes), each confirmed by the log when the scope is the committed storage.
         Lazy: a page stops reading once it is full (``first_page``: how many candidates
         it expects to need, if it knows)."""
-        reader, records = self.scope.reader, self.records
-        verify = self._committed and records._verify_reads
         if self._committed:
-            records.latest_writes.catch_up(records.storage)
+            self.records.latest_writes.catch_up(self.records.storage)
         for batch, known in self._batches(resource_type, lookups, first_page):
-            versions = known if known is not None else reader.latest_each(batch.locs)
-            tokens = batch.tokens
-            if verify and tokens is None:
-                tokens = reader.joined_tokens(batch.locs)
+            versions = known if known is not None else self.scope.reader.latest_each(batch.locs)
             for loc in batch.locs:
                 sealed = versions.get(loc)
-                if (
-                    verify
-                    and tokens is not None
-                    and not records._is_logged_latest(loc, sealed, reader, tokens.get(loc, b""))
-                ):
-                    sealed = records.checked_latest(loc)
+                if self._verify and not self._confirmed(loc, sealed, batch.tokens):
+                    sealed = self.records.checked_latest(loc)
+                elif self._verify and lookups and batch.tokens is None:
+                    self._unchecked.add(loc)
                 if sealed is not None:
                     yield sealed
+
+    def _confirmed(
+        self, loc: bytes, sealed: SealedVersion | None, tokens: dict[bytes, bytes] | None
+    ) -> bool:
+        """Whether the log confirms a candidate's version, and its index tokens when the
+        look-up read them (``tokens``, joined per location)."""
+        records = self.records
+        if tokens is None or sealed is None:
+            return records._is_logged_version(loc, sealed)
+        return records._is_logged_latest(loc, sealed, self.scope.reader, tokens.get(loc, b""))
+
+    def _turned_away(self, loc: bytes) -> None:
+        """Check against the log the index tokens of a candidate the look-ups found but
+        whose decrypted resource does not match: a token the host added or moved shows as
+        such a false hit, while one it added to a record that matches anyway changes no
+        answer. A record whose tokens fail is read again (a write may just have changed
+        it), which raises SealError if they still do not match the log."""
+        if loc not in self._unchecked:
+            return
+        self._unchecked.discard(loc)
+        digest = index_digest(self.scope.reader.tokens_of(loc))
+        if not self.records._has_logged_tokens(loc, digest):
+            self.records.checked_latest(loc)
 
     def _as_of(self, sealed: SealedVersion) -> SealedVersion | None:
         as_of = self.scope.as_of
@@ -211,10 +232,12 @@ class Searcher:
         rows = self._rows(resource_type, lookups, None if limit is None else limit + 1)
         for stored in self._opened((resource_type,), rows):
             values = index_values(stored.resource(), None, names)
-            if all(self._match(resource_type, c, values) for c in criteria):
-                results.append(stored)
-                if limit is not None and len(results) >= limit:
-                    return results, next(rows, None) is None
+            if not all(self._match(resource_type, c, values) for c in criteria):
+                self._turned_away(stored.loc)
+                continue
+            results.append(stored)
+            if limit is not None and len(results) >= limit:
+                return results, next(rows, None) is None
         return results, True
 
     def _opened(
@@ -222,13 +245,16 @@ class Searcher:
     ) -> Iterator[Stored]:
         """The candidates of these types opened, as of the scope's snapshot, deletions and
         erased patients' records left out."""
+        admit = self.scope.admit
         for row in rows:
             sealed = self._as_of(row)
             if sealed is None or sealed.deleted or self.records.is_erased(sealed.comp):
+                self._turned_away(row.loc)
                 continue
             stored = self.records._open_found(sealed, self.scope.key_of)
-            admit = self.scope.admit
-            if stored.resource_type in resource_types and (admit is None or admit(stored)):
+            if stored.resource_type not in resource_types:
+                self._turned_away(row.loc)
+            elif admit is None or admit(stored):
                 yield stored
 
     def compartment(
@@ -247,6 +273,8 @@ class Searcher:
         for stored in self._opened(resource_types, rows):
             if patient_of(stored.resource()) == patient_id:
                 yield stored
+            else:
+                self._turned_away(stored.loc)
 
     def _compartment_lookup(self, resource_type: str, patient_id: str) -> Lookup:
         """The records of a type any reference parameter that may name a Patient finds

@@ -36,7 +36,8 @@ reopened afterwards), and asserts WHICH mechanism catches it:
 | truncate the log, extend it otherwise   | start: VaultStateError; auditor: shrunk log, then       |
 | (a fork)                                | inconsistent once the fork is longer                    |
 | change, drop or add a blind index token | latest-writes (the leaf commits to the version's tokens)|
-|                                         | at the next read of the record or a search reaching it  |
+|                                         | at the next read of the record, or a search it becomes  |
+|                                         | a false hit of (a search does not check what it returns)|
 | replace a wrapped data key              | AEAD (or the unwrap), at the next read by a gateway     |
 |                                         | that unwraps it: SealError, 500                         |
 | delete a sealed AuditEvent (a row of    | access history: the storage holds fewer events than the |
@@ -487,34 +488,57 @@ def _swap_tokens(db: HostDatabase, first: bytes, second: bytes) -> None:
         db.execute("UPDATE tokens SET loc = ? WHERE loc = ?", (target, source))
 
 
-@pytest.mark.parametrize(
-    "attack",
-    ["swap Alice's and Bob's tokens", "drop Alice's tokens", "give Bob one token more"],
-)
+def _give_tokens(db: HostDatabase, source: bytes, target: bytes) -> None:
+    """Copy to ``target`` the tokens of ``source`` it does not carry yet."""
+    db.execute(
+        "INSERT INTO tokens (token, loc) SELECT token, ? FROM tokens WHERE loc = ?"
+        " AND token NOT IN (SELECT token FROM tokens WHERE loc = ?)",
+        (target, source, target),
+    )
+
+
+# attack -> (records whose read is refused, a search that reaches a tampered record as a
+# false hit and is refused, or None)
+TOKEN_ATTACKS = {
+    "swap Alice's and Bob's tokens": (["Patient/alice", "Patient/bob"], "B1"),
+    "drop Alice's tokens": (["Patient/alice"], None),
+    "give Bob Alice's tokens": (["Patient/bob"], "A1"),
+    "give Bob a token no search asks for": (["Patient/bob"], None),
+}
+
+
+@pytest.mark.parametrize("attack", TOKEN_ATTACKS)
 def test_change_a_blind_index_token(
     attack: str, written: TestClient, records: RecordStore, vault: Vault
 ) -> None:
-    """The host changes the tokens that make Alice findable.
+    """The host changes the tokens that make Alice and Bob findable.
 
     Each write's leaf commits to the digest of its version's tokens (latest-writes), so
-    the next read of a record whose tokens changed fails its integrity check, and so does
-    a search that reaches it. A search that no longer reaches Alice cannot see her tokens
-    are gone; the next read of her record does, which is where the gateway notices.
+    the next read of a record whose tokens changed fails its integrity check. A search
+    checks the tokens of the candidates it turns away after decryption: a token added or
+    moved to a record makes it a false hit of the searches for that token, which are then
+    refused. A search that no longer reaches Alice cannot see her tokens are gone, and one
+    that returns Bob anyway does not check his (what it answers is right): the next read of
+    the record is where the gateway notices.
     """
     alice, bob = _loc(records, "Patient/alice"), _loc(records, "Patient/bob")
-    tampered = ["Patient/bob"] if attack.startswith("give") else ["Patient/alice"]
+    tampered, refused_search = TOKEN_ATTACKS[attack]
     with _host(vault) as db:
         if attack.startswith("swap"):
             _swap_tokens(db, alice, bob)
-            tampered.append("Patient/bob")
         elif attack.startswith("drop"):
             db.execute("DELETE FROM tokens WHERE loc = ?", (alice,))
+        elif attack == "give Bob Alice's tokens":
+            _give_tokens(db, alice, bob)
         else:
             db.execute("INSERT INTO tokens (token, loc) VALUES (?, ?)", (bytes(32), bob))
+    if refused_search is not None:
+        _refused(written.get(f"/fhir/Patient?identifier={SYSTEM}|{refused_search}"), ALICE, BOB)
+    if attack.endswith("no search asks for"):
+        found = written.get(f"/fhir/Patient?identifier={SYSTEM}|B1").json()
+        assert [entry["resource"]["id"] for entry in found["entry"]] == ["bob"]
     for reference in tampered:
         _refused(written.get(f"/fhir/{reference}"), ALICE, BOB)
-    if not attack.startswith("drop"):
-        _refused(written.get(f"/fhir/Patient?identifier={SYSTEM}|B1"), ALICE, BOB)
     intact = {"Patient/alice", "Patient/bob"} - set(tampered)
     for reference in intact:
         assert written.get(f"/fhir/{reference}").status_code == 200
