@@ -10,6 +10,7 @@ from typing import Any
 
 from coffre.api.history import Pairs, links, number, page_count, since
 from coffre.exceptions import FhirError
+from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.search import Criterion, check_criteria, parse_criteria
 from coffre.search.criteria import parameter_of
@@ -48,9 +49,14 @@ class Shape:
     summary: str | None
     elements: tuple[str, ...]
 
-    def apply(self, resource: dict[str, Any]) -> dict[str, Any]:
+    def served(self, stored: Stored) -> Any:
+        """What a page shows of a resource: the whole of it is its JSON as sealed, embedded
+        without being parsed."""
         if self.summary in (None, "false") and not self.elements:
-            return resource
+            return json.embedded(stored.body)
+        return self._subset(stored.resource())
+
+    def _subset(self, resource: dict[str, Any]) -> dict[str, Any]:
         if self.summary == "data":
             return _subsetted({k: v for k, v in resource.items() if k != "text"})
         keep = {"resourceType", "id", "meta"}
@@ -192,7 +198,7 @@ def _bundle(
     entries = [
         {
             "fullUrl": f"{base}/{s.reference}",
-            "resource": shape.apply(s.resource()),
+            "resource": shape.served(s),
             "search": {"mode": mode},
         }
         for mode, group in (("match", page), ("include", included))
@@ -260,8 +266,7 @@ def everything_page(
     records: RecordStore, base: str, patient_id: str, pairs: Pairs, admit: Admit | None = None
 ) -> tuple[dict[str, Any], list[Stored]]:
     """``Patient/{id}/$everything``: the patient's compartment, ``_type`` and ``_since``
-    narrowing it, paged by ``_count``."""
-    records.read("Patient", patient_id)
+    narrowing it, paged by ``_count``; the caller has read the Patient (404, 410)."""
     types = _list(pairs, "_type") or list(compartment_types())
     for name in types:
         if name not in RESOURCE_TYPES:

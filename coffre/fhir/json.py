@@ -20,6 +20,11 @@ def dumps(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
+def embedded(document: bytes) -> orjson.Fragment:
+    """JSON already serialised, which ``dumps`` writes as is inside another document."""
+    return orjson.Fragment(document)
+
+
 def canonical(value: Any) -> bytes:
     """Keys sorted, no spaces: equal resources give equal bytes."""
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
