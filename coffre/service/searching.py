@@ -41,6 +41,11 @@ def _domain(keys: PurposeKeys, resource_type: str, parameter: str) -> bytes:
     return keys.index(resource_type, parameter, "\x00domain")[:DOMAIN_BYTES]
 
 
+@lru_cache(maxsize=1024)
+def _kind(keys: PurposeKeys, resource_type: str) -> bytes:
+    return keys.kind(resource_type)
+
+
 def blind(keys: PurposeKeys, resource_type: str, parameter: str, key: str) -> bytes:
     """The token of an index key: the parameter's domain, then 2 bytes of the key's hash."""
     value = keys.short_index(resource_type, parameter, key, VALUE_BYTES)
@@ -263,10 +268,11 @@ class Searcher:
         """Current resources of these types in a patient's compartment, in location order,
         read as they are asked for (``needed``: how many the caller expects to take, if it
         knows): those any reference parameter that may name a Patient finds, kept when the
-        compartment rule puts them in this patient's compartment."""
+        compartment rule puts them in this patient's compartment. Only the types the
+        storage holds records of are looked up (a vault holds a few of the sixty-odd)."""
         conjunctions = tuple(
             conjunction
-            for resource_type in resource_types
+            for resource_type in self._present(resource_types)
             for conjunction in self._compartment_lookup(resource_type, patient_id).conjunctions
         )
         rows = self._rows("", [Lookup(conjunctions)], needed)
@@ -275,6 +281,12 @@ class Searcher:
                 yield stored
             else:
                 self._turned_away(stored.loc)
+
+    def _present(self, resource_types: Collection[str]) -> list[str]:
+        """Those of the types some current record is of."""
+        kinds = {t: _kind(self.records.keys, t) for t in resource_types}
+        present = self.scope.reader.kinds_present(list(kinds.values()))
+        return [t for t, kind in kinds.items() if kind in present]
 
     def _compartment_lookup(self, resource_type: str, patient_id: str) -> Lookup:
         """The records of a type any reference parameter that may name a Patient finds

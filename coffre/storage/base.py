@@ -89,6 +89,10 @@ class StorageReader(Protocol):
         """``latest`` of each location that has a version, in one read."""
         ...
 
+    def kinds_present(self, kinds: Sequence[bytes]) -> set[bytes]:
+        """Those of the kind tokens that some current, not deleted record has."""
+        ...
+
     def tokens_of(self, loc: bytes) -> list[bytes]:
         """The index tokens the storage holds for a record."""
         ...

@@ -201,6 +201,14 @@ class _Reader:
         )
         return {row[0]: _version(row) for row in rows}
 
+    def kinds_present(self, kinds: Sequence[bytes]) -> set[bytes]:
+        rows = self._rows(
+            "SELECT wanted.kind FROM unnest(%s::bytea[]) AS wanted(kind) WHERE EXISTS"
+            " (SELECT 1 FROM current c WHERE c.kind = wanted.kind AND NOT c.deleted)",
+            (list(kinds),),
+        )
+        return {bytes(row[0]) for row in rows}
+
     def tokens_of(self, loc: bytes) -> list[bytes]:
         return [row[0] for row in self._rows("SELECT token FROM tokens WHERE loc = %s", (loc,))]
 

@@ -148,6 +148,17 @@ class _Reader:
         ).fetchall()
         return {row[0]: _row(row) for row in rows}
 
+    def kinds_present(self, kinds: Sequence[bytes]) -> set[bytes]:
+        if not kinds:
+            return set()
+        rows = self._db.execute(
+            f"WITH wanted(kind) AS (VALUES {', '.join(['(?)'] * len(kinds))})"
+            " SELECT kind FROM wanted WHERE EXISTS"
+            " (SELECT 1 FROM current c WHERE c.kind = wanted.kind AND c.deleted = 0)",
+            kinds,
+        )
+        return {bytes(row[0]) for row in rows}
+
     def tokens_of(self, loc: bytes) -> list[bytes]:
         rows = self._db.execute("SELECT token FROM tokens WHERE loc = ?", (loc,)).fetchall()
         return [bytes(row[0]) for row in rows]

@@ -92,6 +92,20 @@ def test_versions_and_tokens_of_many_records_in_one_read(storage: Storage) -> No
     assert storage.carrying([b"k"], [b"a"]) == set() and storage.carrying([], wanted) == set()
 
 
+def test_the_kinds_present_are_those_of_current_records_not_deleted(storage: Storage) -> None:
+    with storage.transaction() as txn:
+        txn.append(version(b"a", 1, kind=b"obs"), [])
+        txn.append(version(b"b", 1, kind=b"enc"), [])
+        txn.append(version(b"b", 2, kind=b"enc", deleted=True), [])
+        txn.append(version(b"c", 1, kind=b"enc"), [])
+    wanted = [b"obs", b"enc", b"absent"]
+    assert storage.kinds_present(wanted) == {b"obs", b"enc"}
+    with storage.transaction() as txn:
+        txn.append(version(b"c", 2, kind=b"enc", deleted=True), [])
+    assert storage.kinds_present(wanted) == {b"obs"}
+    assert storage.kinds_present([]) == set()
+
+
 def test_a_new_version_keeps_the_tokens_it_shares_and_drops_the_others(storage: Storage) -> None:
     with storage.transaction() as txn:
         txn.append(version(b"a", 1), [b"kept", b"dropped", b"also kept"])
