@@ -39,6 +39,7 @@ from coffre.ledger import (
 from coffre.ledger.proofs import SubtreeHash
 from coffre.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileId, encode_bundle, tile_width
 from coffre.service import RecordStore
+from coffre.service.ledger import stored_node, stored_nodes
 from coffre.service.witnessing import Witnessing
 
 MAX_LEAVES = 1000
@@ -93,14 +94,8 @@ def _unprovable(error: LedgerError) -> FhirError:
 def _proof(records: RecordStore, prove: Callable[[SubtreeHash], list[bytes]]) -> list[str]:
     """A proof computed from the stored perfect subtrees, as base64 hashes."""
 
-    def node(level: int, index: int) -> bytes:
-        found = records.storage.node(level, index)
-        if found is None:
-            raise LedgerError(f"the tree lacks its node ({level}, {index})")
-        return found
-
     try:
-        hashes = prove(subtree_from_nodes(node))
+        hashes = prove(subtree_from_nodes(stored_node(records.storage)))
     except LedgerError as error:
         raise _unprovable(error) from None
     return [_b64(h) for h in hashes]
@@ -202,7 +197,9 @@ async def tile(request: Request) -> Response:
         except LedgerError as error:
             raise _unprovable(error) from None
     else:
-        entries = records.storage.nodes(TILE_HEIGHT * wanted.level, start, start + wanted.width)
+        entries = stored_nodes(
+            records.storage, TILE_HEIGHT * wanted.level, start, start + wanted.width
+        )
         body = b"".join(entries)
     complete = len(entries) == wanted.width
     if wanted.level is not None and not complete:

@@ -13,6 +13,10 @@ from collections.abc import Iterable, Sequence
 
 from coffre.ledger.hashing import EMPTY_ROOT, HASH_SIZE, node_hash
 
+Node = tuple[int, int, bytes]
+"""A perfect subtree: its level (0 for a leaf), its index at that level, and its hash."""
+_NODE_PREFIX = b"\x01"  # RFC 9162's, as in ``hashing``
+
 
 class CompactRange:
     """The frontier of an append-only RFC 9162 tree."""
@@ -51,6 +55,28 @@ class CompactRange:
     def extend(self, leaf_hashes: Iterable[bytes]) -> None:
         for leaf_hash in leaf_hashes:
             self.append(leaf_hash)
+
+    def extend_with_nodes(self, leaf_hashes: Sequence[bytes]) -> list[Node]:
+        """Append leaves, and return the perfect subtrees above the leaves they complete,
+        as ``(level, index, hash)``: what a store keeps to serve proofs and tiles."""
+        if any(len(h) != HASH_SIZE for h in leaf_hashes):
+            raise ValueError(f"leaf hashes are {HASH_SIZE} bytes")
+        sha256 = hashlib.sha256  # node_hash, inline: this loop runs once per leaf
+        hashes, size, nodes = self._hashes, self._size, []
+        for current in leaf_hashes:
+            carry, level = size, 0
+            while carry & 1:
+                current = sha256(_NODE_PREFIX + hashes.pop() + current).digest()
+                carry >>= 1
+                level += 1
+                nodes.append((level, carry, current))
+            hashes.append(current)
+            size += 1
+        self._size = size
+        return nodes
+
+    def copy(self) -> CompactRange:
+        return CompactRange(self._size, self._hashes)
 
     def root(self) -> bytes:
         """MTH of the leaves so far: the subtree roots folded from the right."""

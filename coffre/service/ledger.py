@@ -17,7 +17,7 @@ import hmac
 import os
 import tempfile
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -34,10 +34,10 @@ from coffre.ledger import (
     sign_checkpoint,
 )
 from coffre.ledger.errors import LedgerError
-from coffre.ledger.hashing import leaf_hash, node_hash
+from coffre.ledger.hashing import leaf_hash
 from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind, split_tag
 from coffre.ledger.note import ALG_ED25519
-from coffre.ledger.proofs import subtree_from_nodes
+from coffre.ledger.proofs import NodeHash
 from coffre.ledger.smt import MapChanges, MapProof
 from coffre.ledger.tree import CompactRange
 from coffre.seal import PurposeKeys
@@ -96,24 +96,16 @@ class Ledger:
             raise LedgerError(f"the log holds other leaves than its checkpoint ({start}) and ours")
         if not appended:
             return None
-        fresh: dict[tuple[int, int], bytes] = {}
-
-        def node(level: int, index: int) -> bytes:
-            found = fresh.get((level, index)) or txn.node(level, index)
-            if found is None:
-                raise LedgerError(f"the tree lacks its node ({level}, {index})")
-            return found
-
         latest_writes.catch_up(txn, until=start)
         if latest_writes.known != start:
             raise LedgerError(f"the log holds {latest_writes.known} leaves, its checkpoint {start}")
         if last is not None and last.map_root not in (None, latest_writes.map.root):
             raise LedgerError("the log's leaves do not give the map root its checkpoint signed")
         hashes = [leaf_hash(data) for _, data in appended]
-        for index, hashed in enumerate(hashes, start):
-            _add_leaf(fresh, node, index, hashed)
-        txn.put_nodes((level, index, h) for (level, index), h in fresh.items())
-        root = subtree_from_nodes(node)(0, end)
+        # The tree as followed from the leaves themselves, never from nodes the host stores.
+        tree = latest_writes.tree.copy()
+        txn.put_nodes(tree.extend_with_nodes(hashes))
+        root = tree.root()
         leaves = [leaf for leaf, _ in appended]
         map_changes = latest_writes.map_with(leaves, hashes)
         checkpoint = Checkpoint(self.origin, end, root, (map_extension(map_changes.root),))
@@ -121,7 +113,7 @@ class Ledger:
         text = note.serialize()
         txn.put_checkpoint(end, text)
         self._verified = (text, checkpoint)  # if the transaction rolls back, the text differs
-        return Integration(note, start, leaves, hashes, map_changes)
+        return Integration(note, start, leaves, hashes, tree, map_changes)
 
     def check_map(self, reader: StorageReader, latest_writes: LatestWrites) -> None:
         """Refuse a log whose leaves do not give the map root its newest checkpoint signed."""
@@ -170,18 +162,6 @@ class Ledger:
             )
 
 
-def _add_leaf(
-    fresh: dict[tuple[int, int], bytes], node: Callable[[int, int], bytes], index: int, leaf: bytes
-) -> None:
-    """Store a leaf and every perfect subtree it completes, as (level, index) -> hash."""
-    fresh[(0, index)] = leaf
-    level, position, current = 0, index, leaf
-    while position & 1:
-        current = node_hash(node(level, position - 1), current)
-        level, position = level + 1, position >> 1
-        fresh[(level, position)] = current
-
-
 WRITES = frozenset({LeafKind.CREATE, LeafKind.UPDATE, LeafKind.DELETE})
 
 
@@ -205,6 +185,7 @@ class Integration:
     start: int
     leaves: list[Leaf]
     hashes: list[bytes]
+    tree: CompactRange
     map_changes: MapChanges
 
 
@@ -251,6 +232,7 @@ class LatestWrites:
             data = reader.leaves(self.known, count)
             leaves = [authentic_leaf(self._keys, i, d) for i, d in enumerate(data, self.known)]
             hashes = [leaf_hash(d) for d in data]
+            self.tree.extend(hashes)
             self.map.update(self._follow(leaves, hashes))
 
     def adopt(self, integration: Integration) -> None:
@@ -259,10 +241,11 @@ class LatestWrites:
         with self._lock:
             if self.known == integration.start:
                 self._follow(integration.leaves, integration.hashes)
+                self.tree = integration.tree
                 self.map.apply(integration.map_changes)
 
     def _follow(self, leaves: list[Leaf], hashes: list[bytes]) -> dict[bytes, bytes]:
-        """Add leaves to the tree and to the latest writes; the map updates they make.
+        """Add leaves to the latest writes; the map updates they make.
 
         Leaves come a whole transaction at a time or more, and the leaves of one
         AuditEvent are all in its transaction: the distinct event hashes among them are
@@ -271,7 +254,6 @@ class LatestWrites:
         self._events += len({leaf.event_hash for leaf in leaves} - {NO_DIGEST})
         updates = {}
         for leaf, hashed in zip(leaves, hashes, strict=True):
-            self.tree.append(hashed)
             if leaf.kind is LeafKind.ERASE and leaf.version == 0:
                 self._erased.setdefault(leaf.loc, leaf.ts)
             elif _in_map(leaf):
@@ -311,6 +293,31 @@ class LatestWrites:
             leaf.loc: hashed for leaf, hashed in zip(leaves, hashes, strict=True) if _in_map(leaf)
         }
         return self.map.changes(updates)
+
+
+def stored_nodes(reader: StorageReader, level: int, start: int, end: int) -> list[bytes]:
+    """The perfect subtrees ``[start, end)`` of ``level`` the storage holds, up to the first
+    missing one. Leaf hashes are not stored (vaults written before 2026-12-03 hold them,
+    unused): level 0 hashes the leaves themselves."""
+    if level == 0:
+        return [leaf_hash(data) for data in reader.leaves(start, end)]
+    return reader.nodes(level, start, end)
+
+
+def stored_node(reader: StorageReader) -> NodeHash:
+    """The perfect subtrees a proof asks for, as the storage holds them."""
+
+    def node(level: int, index: int) -> bytes:
+        if level == 0:
+            leaf = reader.leaves(index, index + 1)
+            found = leaf_hash(leaf[0]) if leaf else None
+        else:
+            found = reader.node(level, index)
+        if found is None:
+            raise LedgerError(f"the tree lacks its node ({level}, {index})")
+        return found
+
+    return node
 
 
 def _tagged(index: int, fields: bytes) -> bytes:

@@ -48,6 +48,7 @@ from coffre.ledger.witness import (
     check_quorum,
     parse_witness_key,
 )
+from coffre.service.ledger import stored_node
 from coffre.service.records import RecordStore
 from coffre.storage.base import StorageReader
 
@@ -261,14 +262,7 @@ class Witnessing:
 
 def _proof(reader: StorageReader, old: int, new: int) -> list[bytes]:
     """The consistency proof from ``old`` to ``new``, from the stored perfect subtrees."""
-
-    def node(level: int, index: int) -> bytes:
-        found = reader.node(level, index)
-        if found is None:
-            raise LedgerError(f"the tree lacks its node ({level}, {index})")
-        return found
-
-    return consistency_proof(old, new, subtree_from_nodes(node))
+    return consistency_proof(old, new, subtree_from_nodes(stored_node(reader)))
 
 
 def _told_size(answer: httpx.Response) -> int | None:

@@ -162,10 +162,11 @@ def test_a_bundle_leaves_out_what_the_storage_lost(
     assert len(split_bundle(_tile(client, "tile/entries/000.p/3", "no-cache"))) == 2
 
 
-def test_a_tree_that_lost_a_node_is_damaged(client: TestClient, vault: Vault) -> None:
+def test_a_tree_that_lost_a_leaf_is_damaged(client: TestClient, vault: Vault) -> None:
+    """Level 0 hashes the leaves themselves: a lost leaf leaves its hash tile short."""
     _write(client, 3)
     with HostDatabase.of(vault) as db:
-        db.execute("DELETE FROM tree_nodes WHERE level = 0 AND idx = 2")
+        db.execute("DELETE FROM leaves WHERE idx = 2")
     response = client.get("/ledger/tile/0/000.p/3")
     assert response.status_code == 500, response.text
     assert "lacks nodes of tile/0/000.p/3" in response.json()["issue"][0]["diagnostics"]

@@ -71,6 +71,32 @@ def test_the_compact_range_has_the_root_at_every_size(leaves: list[bytes]) -> No
     assert resumed.root() == compact.root()
 
 
+@given(leaf_lists, st.lists(st.integers(1, 20)))
+def test_a_compact_range_extended_in_batches_gives_every_perfect_subtree_above_the_leaves(
+    leaves: list[bytes], batches: list[int]
+) -> None:
+    """The nodes an integrator stores, a batch at a time: each perfect subtree once, on a
+    copy that leaves the original as it was."""
+    compact, start = CompactRange(), 0
+    stored: dict[tuple[int, int], bytes] = {}
+    for size in [*batches, len(leaves)]:
+        end = min(start + size, len(leaves))
+        before = compact.copy()
+        nodes = compact.extend_with_nodes(leaves[start:end])
+        assert before.size == start and compact.size == end
+        assert all((level, index) not in stored for level, index, _ in nodes)
+        stored.update(((level, index), h) for level, index, h in nodes)
+        assert compact.root() == merkle_root(leaves[:end])
+        start = end
+    expected = {
+        (level, index): h
+        for level, hashes in enumerate(_levels(leaves))
+        if level
+        for index, h in enumerate(hashes)
+    }
+    assert stored == expected
+
+
 @given(leaf_lists)
 def test_every_inclusion_proof_verifies(leaves: list[bytes]) -> None:
     size, root = len(leaves), merkle_root(leaves)

@@ -22,15 +22,7 @@ from coffre.ledger.hashing import leaf_hash, merkle_root
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.search import parse_criteria
 from coffre.service import RecordStore, Vault
-
-
-def _node(records: RecordStore):  # type: ignore[no-untyped-def]
-    def node(level: int, index: int) -> bytes:
-        found = records.storage.node(level, index)
-        assert found is not None
-        return found
-
-    return node
+from coffre.service.ledger import stored_node
 
 
 def _write_some(records: RecordStore, count: int) -> None:
@@ -69,14 +61,39 @@ def test_the_checkpoint_signs_the_root_of_all_leaves(vault: Vault, records: Reco
     assert remembered == checkpoint
 
 
-def test_inclusion_proofs_from_the_stored_tree_verify(records: RecordStore) -> None:
-    _write_some(records, 9)
+def _check_inclusion_proofs(records: RecordStore) -> None:
     checkpoint = records.ledger.latest(records.storage)
     assert checkpoint is not None
-    subtree = subtree_from_nodes(_node(records))
+    subtree = subtree_from_nodes(stored_node(records.storage))
     for index, data in enumerate(records.storage.leaves(0, checkpoint.size)):
         proof = inclusion_proof(index, checkpoint.size, subtree)
         verify_inclusion(leaf_hash(data), index, checkpoint.size, proof, checkpoint.root)
+
+
+def test_inclusion_proofs_from_the_stored_tree_verify(records: RecordStore) -> None:
+    _write_some(records, 9)
+    _check_inclusion_proofs(records)
+
+
+def test_the_tree_keeps_no_leaf_hashes_and_a_vault_that_does_still_proves(
+    vault: Vault, records: RecordStore
+) -> None:
+    """Leaf hashes follow from the leaves; vaults written before 2026-12-03 store them as
+    level 0 of the tree, which nothing reads any more."""
+    _write_some(records, 9)
+    with HostDatabase.of(vault) as db:
+        assert db.execute("SELECT count(*) FROM tree_nodes WHERE level = 0").fetchone()[0] == 0
+        data = db.execute("SELECT idx, data FROM leaves ORDER BY idx").fetchall()
+        for index, leaf in data:
+            db.execute(
+                "INSERT INTO tree_nodes (level, idx, hash) VALUES (0, ?, ?)",
+                (index, leaf_hash(bytes(leaf))),
+            )
+    reopened = vault.open()
+    _check_inclusion_proofs(reopened)
+    with reopened.writer() as writer:
+        writer.update("Patient", "p9", {"resourceType": "Patient", "id": "p9"})
+    _check_inclusion_proofs(reopened)
 
 
 @BOTH_CUSTODIES
