@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import replace
 
 from conftest import FHIR_JSON
 from pg import HostDatabase
@@ -39,7 +38,7 @@ def test_a_read_is_logged_with_what_it_handed_out(client: TestClient, records: R
     sealed = records.storage.latest(loc)
     assert sealed is not None
     expected = Leaf(LeafKind.READ, loc, 1, hashlib.sha256(sealed.body).digest(), leaf.ts)
-    assert leaf == replace(expected, event_hash=leaf.event_hash)
+    assert leaf == expected._replace(event_hash=leaf.event_hash)
     assert leaf.event_hash in {event.digest for event in records.storage.events_of(sealed.comp)}
 
 
