@@ -8,6 +8,8 @@ share tokens (see docs/leakage.md).
 
 from __future__ import annotations
 
+import hashlib
+from bisect import bisect_right
 from collections.abc import Callable, Collection, Container, Iterator
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,7 +18,6 @@ from typing import TYPE_CHECKING, Any
 from coffre.exceptions import FhirError
 from coffre.fhir._definitions_r4 import PATIENT_COMPARTMENT_PATHS
 from coffre.fhir.compartment import patient_of
-from coffre.ledger.leaf import index_digest
 from coffre.seal import PurposeKeys
 from coffre.search.criteria import Criterion, criterion, parameter_of
 from coffre.search.extract import index_values
@@ -32,6 +33,9 @@ if TYPE_CHECKING:
 
 DOMAIN_BYTES = 8
 VALUE_BYTES = 2
+# A candidate turned away has the tokens of this many of its batch read with its own: a
+# truncated token shared with a frequent value can make most of a page false hits.
+READ_AHEAD = 64
 # Chained and reverse-chained criteria become lists of ids; past this many, they are refused.
 MAX_CHAIN_IDS = 10_000
 
@@ -108,8 +112,11 @@ class Searcher:
         self._committed = scope.reader is records.storage
         self._verify = self._committed and records._verify_reads
         # Candidates found by look-up whose index tokens were not read: checked against the
-        # log only if the search turns them away (see _turned_away).
+        # log only if the search turns them away (see _turned_away), with the tokens of the
+        # next few of the batch being read, read ahead.
         self._unchecked: set[bytes] = set()
+        self._batch: list[bytes] = []
+        self._read_ahead: dict[bytes, bytes] = {}
 
     # -- candidates ---------------------------------------------------------------------
 
@@ -170,6 +177,7 @@ class Searcher:
             self.records.latest_writes.catch_up(self.records.storage)
         for batch, known in self._batches(resource_type, lookups, first_page):
             versions = known if known is not None else self.scope.reader.latest_each(batch.locs)
+            self._batch = batch.locs
             for loc in batch.locs:
                 sealed = versions.get(loc)
                 if self._verify and not self._confirmed(loc, sealed, batch.tokens):
@@ -197,8 +205,13 @@ class Searcher:
         it), which raises SealError if they still do not match the log."""
         if loc not in self._unchecked:
             return
+        if loc not in self._read_ahead:
+            start = bisect_right(self._batch, loc)
+            after = self._batch[start : start + READ_AHEAD - 1]
+            ahead = [loc, *(x for x in after if x in self._unchecked)]
+            self._read_ahead = dict.fromkeys(ahead, b"") | self.scope.reader.joined_tokens(ahead)
         self._unchecked.discard(loc)
-        digest = index_digest(self.scope.reader.tokens_of(loc))
+        digest = hashlib.sha256(self._read_ahead.pop(loc)).digest()
         if not self.records._has_logged_tokens(loc, digest):
             self.records.checked_latest(loc)
 
