@@ -258,6 +258,8 @@ class CoffreServer:
     def _env(self) -> dict[str, str]:
         # Nothing of the caller's COFFRE_* settings leaks in: the benchmark sets what it needs.
         env = {k: v for k, v in os.environ.items() if not k.startswith("COFFRE_")}
+        # The code served is this checkout's, whatever coffre the venv was installed from.
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, (str(ROOT), env.get("PYTHONPATH"))))
         if self.plaintext:
             env["COFFRE_BENCH_PLAINTEXT"] = "1"
         if self.synchronous:

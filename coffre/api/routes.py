@@ -26,7 +26,7 @@ from coffre.service import RecordStore, Stored
 from coffre.service.audit import is_break_glass
 from coffre.service.bundles import BundleProcessor, one_match
 from coffre.service.commits import GroupCommitter
-from coffre.service.records import Writer, check_id
+from coffre.service.records import OwnTokens, Writer, check_id
 
 T = TypeVar("T")
 
@@ -227,6 +227,7 @@ async def create(request: Request) -> Response:
     guard = guard_of(request)
     guard.check(target_for(Interaction.CREATE, resource))
     gate = GuardGate(guard)
+    own_tokens = _records(request).own_tokens(resource)
 
     def job(writer: Writer) -> Written:
         existing = (
@@ -236,7 +237,7 @@ async def create(request: Request) -> Response:
         )
         if existing:
             return Written(existing, created=False, changed=False)
-        return writer.create(resource, validated=True)
+        return writer.create(resource, validated=True, own_tokens=own_tokens)
 
     return _written(request, await _commit(request, job))
 
@@ -257,35 +258,41 @@ def _update(
     resource_id: str,
     resource: dict[str, Any],
     expected: int | None,
+    own_tokens: OwnTokens,
 ) -> Written:
     """An update, once the request may update the version it replaces (a hidden one is
     answered as missing)."""
     current = writer.latest(resource_type, resource_id)
     if current is not None and not current.deleted:
         gate.check(writer, Interaction.UPDATE, current, not_found(resource_type, resource_id))
-    return writer.update(resource_type, resource_id, resource, expected, validated=True)
+    return writer.update(
+        resource_type, resource_id, resource, expected, validated=True, own_tokens=own_tokens
+    )
 
 
 async def _writable(
     request: Request, interaction: Interaction, resource_type: str
-) -> tuple[dict[str, Any], GuardGate]:
-    """The body of a create or update, once the request may write it."""
+) -> tuple[dict[str, Any], OwnTokens, GuardGate]:
+    """The body of an update, once the request may write it, and its own index tokens
+    (computed here, before the write lock)."""
     guard = guard_of(request)
     guard.check_type(interaction, resource_type)
     resource = await _validated_body(request, resource_type)
     guard.check(target_for(interaction, resource), resource.get("id", ""))
-    return resource, GuardGate(guard)
+    return resource, _records(request).own_tokens(resource), GuardGate(guard)
 
 
 async def update(request: Request) -> Response:
     check_format(request)
     resource_type, resource_id = _type(request), _id(request)
     check_id(resource_type, resource_id)
-    resource, gate = await _writable(request, Interaction.UPDATE, resource_type)
+    resource, own_tokens, gate = await _writable(request, Interaction.UPDATE, resource_type)
     expected = if_match(request)
     outcome = await _commit(
         request,
-        lambda writer: _update(writer, gate, resource_type, resource_id, resource, expected),
+        lambda writer: _update(
+            writer, gate, resource_type, resource_id, resource, expected, own_tokens
+        ),
     )
     return _written(request, outcome)
 
@@ -293,7 +300,7 @@ async def update(request: Request) -> Response:
 async def conditional_update(request: Request) -> Response:
     check_format(request)
     resource_type = _type(request)
-    resource, gate = await _writable(request, Interaction.UPDATE, resource_type)
+    resource, own_tokens, gate = await _writable(request, Interaction.UPDATE, resource_type)
     criteria = _required_criteria(
         request, "conditional update", "an id in the URL or search criteria"
     )
@@ -304,13 +311,13 @@ async def conditional_update(request: Request) -> Response:
         body_id = resource.get("id")
         if match is None:
             if body_id:
-                return _update(writer, gate, resource_type, body_id, resource, expected)
-            return writer.create(resource, validated=True)
+                return _update(writer, gate, resource_type, body_id, resource, expected, own_tokens)
+            return writer.create(resource, validated=True, own_tokens=own_tokens)
         if body_id not in (None, match.id):
             message = f"the body's id {body_id!r} differs from the matching resource's {match.id!r}"
             raise FhirError(400, "invalid", message)
         resource["id"] = match.id
-        return _update(writer, gate, resource_type, match.id, resource, expected)
+        return _update(writer, gate, resource_type, match.id, resource, expected, own_tokens)
 
     return _written(request, await _commit(request, job))
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from coffre.fhir.values import whole_number
 from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind, index_digest
 from coffre.seal import Envelope, PurposeKeys, random_key
 from coffre.search import Criterion, check_criteria
+from coffre.search.parameters import parameters_for
 from coffre.service.audit import OPERATOR, Access, audit_event
 from coffre.service.keycache import KeyCache
 from coffre.service.ledger import Appended, LatestWrites, Ledger, authentic_leaf
@@ -150,6 +152,28 @@ def _without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
     return trimmed
 
 
+WRITE_SET_PARAMETERS = frozenset({"_id", "_lastUpdated"})
+"""The search parameters whose values a write sets itself: the id (of a create), and
+``meta.lastUpdated``."""
+
+
+@cache
+def _own_parameters(resource_type: str) -> frozenset[str]:
+    return frozenset(parameters_for(resource_type)) - WRITE_SET_PARAMETERS
+
+
+@dataclass(frozen=True, slots=True)
+class OwnTokens:
+    """The blind tokens of a resource's own values, all but the write-set parameters',
+    computed before its write: the write lock then only adds those of its id and time.
+
+    The resource must not change before its write, besides its id and ``meta``'s
+    server fields."""
+
+    resource_type: str
+    tokens: frozenset[bytes]
+
+
 DEFAULT_KEY_CACHE = 100_000
 """Data keys a process keeps unwrapped: about 20 MB."""
 
@@ -206,6 +230,12 @@ class RecordStore:
     def forget_key(self, comp: bytes) -> None:
         """Drop a compartment's data key from this process: it was erased."""
         self._data_keys.forget(comp)
+
+    def own_tokens(self, resource: dict[str, Any]) -> OwnTokens:
+        """The index tokens of a valid resource that its write will not change."""
+        resource_type = resource["resourceType"]
+        only = _own_parameters(resource_type)
+        return OwnTokens(resource_type, frozenset(index_tokens(self.keys, resource, only)))
 
     def _compartment(self, resource: dict[str, Any]) -> bytes:
         patient = patient_of(resource)
@@ -278,12 +308,14 @@ class RecordStore:
             return False
         if sealed is None:
             return True
-        digest = (
-            index_digest(reader.tokens_of(loc))
-            if joined is None
-            else hashlib.sha256(joined).digest()
-        )
-        return self._has_logged_tokens(loc, digest)
+        if joined is not None:
+            return self._has_logged_tokens(loc, hashlib.sha256(joined).digest())
+        # One row joined by SQL, in the index's token order; the tokens one by one, sorted
+        # here, only if that differs (SQL does not promise group_concat's order).
+        joined = reader.joined_tokens([loc]).get(loc, b"")
+        return self._has_logged_tokens(
+            loc, hashlib.sha256(joined).digest()
+        ) or self._has_logged_tokens(loc, index_digest(reader.tokens_of(loc)))
 
     def _is_logged_version(self, loc: bytes, sealed: SealedVersion | None) -> bool:
         """Whether ``sealed`` is the record's latest write as the log has it, its index
@@ -419,6 +451,19 @@ class RecordStore:
         if integration is not None:
             self.latest_writes.adopt(integration)
             self.ledger.remember(integration.note)
+
+
+def _index_tokens(
+    keys: PurposeKeys, resource: dict[str, Any], own_tokens: OwnTokens | None
+) -> list[bytes]:
+    """A resource's index tokens, those of its own values taken from ``own_tokens`` if
+    they were computed ahead."""
+    if own_tokens is None:
+        return index_tokens(keys, resource)
+    if own_tokens.resource_type != resource["resourceType"]:
+        raise ValueError("index tokens computed ahead for another resource type")
+    written = index_tokens(keys, resource, WRITE_SET_PARAMETERS)
+    return sorted(own_tokens.tokens.union(written))
 
 
 @dataclass(frozen=True, slots=True)
@@ -558,15 +603,21 @@ class Writer:
         return opened
 
     def create(
-        self, resource: dict[str, Any], resource_id: str | None = None, *, validated: bool = False
+        self,
+        resource: dict[str, Any],
+        resource_id: str | None = None,
+        *,
+        validated: bool = False,
+        own_tokens: OwnTokens | None = None,
     ) -> Outcome:
         """A new resource, under an id of the server's choosing unless a bundle chose it.
 
-        ``validated`` skips the schema check for a resource already checked with its Bundle.
+        ``validated`` skips the schema check for a resource already checked with its
+        Bundle; ``own_tokens``: its index tokens computed ahead (``RecordStore.own_tokens``).
         """
         resource_type = resource["resourceType"] if validated else validate(resource)
         resource["id"] = resource_id or self.new_id(resource_type)
-        return self._put(resource_type, resource["id"], resource, None)
+        return self._put(resource_type, resource["id"], resource, None, own_tokens)
 
     def update(
         self,
@@ -576,6 +627,7 @@ class Writer:
         if_match: int | None = None,
         *,
         validated: bool = False,
+        own_tokens: OwnTokens | None = None,
     ) -> Outcome:
         """Update, or create at a client's id (update-as-create)."""
         check_id(resource_type, resource_id)
@@ -594,7 +646,7 @@ class Writer:
                 f"the body's id {resource.get('id')!r} differs from the id in the URL {resource_id!r}",
                 f"{resource_type}.id",
             )
-        return self._put(resource_type, resource_id, resource, if_match)
+        return self._put(resource_type, resource_id, resource, if_match, own_tokens)
 
     def delete(
         self, resource_type: str, resource_id: str, if_match: int | None = None
@@ -623,7 +675,12 @@ class Writer:
             )
 
     def _put(
-        self, resource_type: str, resource_id: str, resource: dict[str, Any], if_match: int | None
+        self,
+        resource_type: str,
+        resource_id: str,
+        resource: dict[str, Any],
+        if_match: int | None,
+        own_tokens: OwnTokens | None,
     ) -> Outcome:
         current = self.latest(resource_type, resource_id)
         self._check_version(resource_type, resource_id, current, if_match)
@@ -635,7 +692,9 @@ class Writer:
         if unchanged:
             assert current is not None
             return Outcome(current, created=False, changed=False)
-        return self._write(resource_type, resource_id, resource, current, deleted=False)
+        return self._write(
+            resource_type, resource_id, resource, current, deleted=False, own_tokens=own_tokens
+        )
 
     def _write(
         self,
@@ -645,6 +704,7 @@ class Writer:
         current: Stored | None,
         *,
         deleted: bool,
+        own_tokens: OwnTokens | None = None,
     ) -> Outcome:
         records, keys = self.records, self.records.keys
         loc = keys.location(resource_type, resource_id)
@@ -662,7 +722,7 @@ class Writer:
             }
             resource["meta"] = {"versionId": str(version), "lastUpdated": instant(ts), **meta}
             comp = records._compartment(resource)
-            tokens = index_tokens(keys, resource)
+            tokens = _index_tokens(keys, resource, own_tokens)
         body = json.canonical(resource)
         data_key = self._key_for_write(comp)
         sealed_body = records._envelope.close(

@@ -73,10 +73,13 @@ def _planned_lookup(keys: PurposeKeys, resource_type: str, parameter: str, found
 _cached_lookup = lru_cache(maxsize=4096)(_planned_lookup)
 
 
-def index_tokens(keys: PurposeKeys, resource: dict[str, Any]) -> list[bytes]:
-    """The distinct blind tokens a current resource is stored with."""
+def index_tokens(
+    keys: PurposeKeys, resource: dict[str, Any], only: frozenset[str] | None = None
+) -> list[bytes]:
+    """The distinct blind tokens a current resource is stored with (``only``: those of
+    these parameters)."""
     resource_type = resource["resourceType"]
-    pairs = index_keys(index_values(resource))
+    pairs = index_keys(index_values(resource, only=only))
     return sorted({blind(keys, resource_type, param, key) for param, key in pairs})
 
 

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import pytest
+from conftest import shared_data_path
 from pg import HostDatabase, stored_bytes
 from softhsm import BOTH_CUSTODIES
 
 from coffre.exceptions import FhirError, SealError
+from coffre.fhir import json
+from coffre.fhir.validation import validate
 from coffre.service import RecordStore, Vault
+from coffre.service.searching import index_tokens
 
 
 def _create(records: RecordStore, resource: dict[str, object]) -> str:
@@ -161,3 +165,39 @@ def test_a_transaction_builds_on_its_own_writes_and_forgets_those_rolled_back(
     with pytest.raises(FhirError) as caught:
         records.vread("Patient", "p", "2")
     assert caught.value.status == 410
+
+
+def test_tokens_computed_ahead_of_a_write_are_those_of_the_resource_as_written(
+    records: RecordStore,
+) -> None:
+    """Every HL7 example the server accepts, created and then updated with its own tokens
+    computed before the write (as the API computes them, outside the write lock), is
+    stored with exactly the tokens of the resource as written: its new id and
+    ``meta.lastUpdated`` included, the client's own ``meta`` kept."""
+    examples = []
+    for path in sorted(shared_data_path("fhir-examples").glob("*.json")):
+        resource = json.loads(path.read_bytes())
+        try:
+            validate(resource)
+        except FhirError:
+            continue
+        examples.append(resource)
+    with records.writer() as writer:
+        created = [
+            writer.create(resource, validated=True, own_tokens=records.own_tokens(resource))
+            for resource in examples
+        ]
+        for outcome in created[::2]:
+            updated = {**outcome.stored.resource(), "language": "fr-CA"}
+            writer.update(
+                outcome.stored.resource_type,
+                outcome.stored.id,
+                updated,
+                validated=True,
+                own_tokens=records.own_tokens(updated),
+            )
+    assert len(created) > 500
+    for outcome in created:
+        stored = records.read(outcome.stored.resource_type, outcome.stored.id)
+        expected = index_tokens(records.keys, stored.resource())
+        assert sorted(records.storage.tokens_of(stored.loc)) == expected, stored.reference
