@@ -97,7 +97,7 @@ from coffre.ledger.tiles import (
     split_bundle,
 )
 from coffre.service import RecordStore, Vault
-from coffre.service.ledger import LatestWrites, stored_node
+from coffre.service.ledger import STORED_EVERY, LatestWrites, stored_node
 
 TARGET_APPENDS_PER_S = 50_000
 TARGET_AUDIT_S = 5.0
@@ -446,7 +446,7 @@ def proofs_in_process(records: RecordStore, queries: dict[str, list[tuple[int, i
     index = 12345 % max(records.storage.leaf_count(), 1)
     started = time.perf_counter()
     for _ in range(1000):
-        records.storage.node(1, index // 2)
+        records.storage.nodes(STORED_EVERY, index >> STORED_EVERY, (index >> STORED_EVERY) + 1)
     result["node_select_us"] = (time.perf_counter() - started) / 1000 * 1e6
     return result
 

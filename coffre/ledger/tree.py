@@ -56,9 +56,13 @@ class CompactRange:
         for leaf_hash in leaf_hashes:
             self.append(leaf_hash)
 
-    def extend_with_nodes(self, leaf_hashes: Sequence[bytes]) -> list[Node]:
-        """Append leaves, and return the perfect subtrees above the leaves they complete,
-        as ``(level, index, hash)``: what a store keeps to serve proofs and tiles."""
+    def extend_with_nodes(self, leaf_hashes: Sequence[bytes], stride: int = 1) -> list[Node]:
+        """Append leaves, and return the perfect subtrees above the leaves they complete at
+        every ``stride`` levels (a power of two), as ``(level, index, hash)``: what a store
+        keeps to serve proofs and tiles."""
+        if stride < 1 or stride & (stride - 1):
+            raise ValueError("the stride is a power of two")
+        skipped = stride - 1
         if any(len(h) != HASH_SIZE for h in leaf_hashes):
             raise ValueError(f"leaf hashes are {HASH_SIZE} bytes")
         sha256 = hashlib.sha256  # node_hash, inline: this loop runs once per leaf
@@ -69,7 +73,8 @@ class CompactRange:
                 current = sha256(_NODE_PREFIX + hashes.pop() + current).digest()
                 carry >>= 1
                 level += 1
-                nodes.append((level, carry, current))
+                if not level & skipped:
+                    nodes.append((level, carry, current))
             hashes.append(current)
             size += 1
         self._size = size

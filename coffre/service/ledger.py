@@ -39,7 +39,7 @@ from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind, split_tag
 from coffre.ledger.note import ALG_ED25519
 from coffre.ledger.proofs import NodeHash
 from coffre.ledger.smt import MapChanges, MapProof
-from coffre.ledger.tree import CompactRange
+from coffre.ledger.tree import CompactRange, root_of
 from coffre.seal import PurposeKeys
 from coffre.storage.base import Storage, StorageReader, StorageTxn
 
@@ -104,7 +104,7 @@ class Ledger:
         hashes = [leaf_hash(data) for _, data in appended]
         # The tree as followed from the leaves themselves, never from nodes the host stores.
         tree = latest_writes.tree.copy()
-        txn.put_nodes(tree.extend_with_nodes(hashes))
+        txn.put_nodes(tree.extend_with_nodes(hashes, STORED_EVERY))
         root = tree.root()
         leaves = [leaf for leaf, _ in appended]
         map_changes = latest_writes.map_with(leaves, hashes)
@@ -295,27 +295,32 @@ class LatestWrites:
         return self.map.changes(updates)
 
 
+STORED_EVERY = 4
+"""The tree's perfect subtrees are stored every 4 levels (a tile's height is a multiple
+of it, so hash tiles are read as stored); a node between is folded from the at most 8
+stored below it, or the leaves. About one row every 15 leaves instead of one a leaf: a
+proof costs some 70 hashes more. Vaults written before 2026-12-03 hold every level, and
+the levels between are not read."""
+
+
 def stored_nodes(reader: StorageReader, level: int, start: int, end: int) -> list[bytes]:
-    """The perfect subtrees ``[start, end)`` of ``level`` the storage holds, up to the first
-    missing one. Leaf hashes are not stored (vaults written before 2026-12-03 hold them,
-    unused): level 0 hashes the leaves themselves."""
+    """The perfect subtrees ``[start, end)`` of a stored ``level`` (a multiple of
+    ``STORED_EVERY``), up to the first missing one; those of level 0 hash the leaves."""
     if level == 0:
         return [leaf_hash(data) for data in reader.leaves(start, end)]
     return reader.nodes(level, start, end)
 
 
 def stored_node(reader: StorageReader) -> NodeHash:
-    """The perfect subtrees a proof asks for, as the storage holds them."""
+    """The perfect subtrees a proof asks for, from those the storage holds."""
 
     def node(level: int, index: int) -> bytes:
-        if level == 0:
-            leaf = reader.leaves(index, index + 1)
-            found = leaf_hash(leaf[0]) if leaf else None
-        else:
-            found = reader.node(level, index)
-        if found is None:
+        stored = level - level % STORED_EVERY
+        width = 1 << (level - stored)
+        below = stored_nodes(reader, stored, index * width, (index + 1) * width)
+        if len(below) != width:
             raise LedgerError(f"the tree lacks its node ({level}, {index})")
-        return found
+        return root_of(below)
 
     return node
 

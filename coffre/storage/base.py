@@ -125,13 +125,10 @@ class StorageReader(Protocol):
         """The log's leaves ``[start, end)`` (fewer at the end of the log); StorageError on a gap."""
         ...
 
-    def node(self, level: int, index: int) -> bytes | None:
-        """The hash of the perfect subtree of 2**level leaves starting at leaf index * 2**level."""
-        ...
-
     def nodes(self, level: int, start: int, end: int) -> list[bytes]:
-        """``node(level, index)`` for index in ``[start, end)``, in one read (fewer at the end
-        of the tree); StorageError on a gap."""
+        """The hashes of the perfect subtrees of 2**level leaves starting at leaf index *
+        2**level, for index in ``[start, end)``, in one read (fewer at the end of the tree);
+        StorageError on a gap."""
         ...
 
     def latest_checkpoint(self) -> str | None: ...

@@ -232,10 +232,6 @@ class _Reader:
             raise StorageError(f"the log has a gap between leaves {start} and {end}")
         return [row[1] for row in rows]
 
-    def node(self, level: int, index: int) -> bytes | None:
-        row = self._one("SELECT hash FROM tree_nodes WHERE level = %s AND idx = %s", (level, index))
-        return None if row is None else bytes(row[0])
-
     def nodes(self, level: int, start: int, end: int) -> list[bytes]:
         rows = self._rows(
             "SELECT idx, hash FROM tree_nodes WHERE level = %s AND idx >= %s AND idx < %s"

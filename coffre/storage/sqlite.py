@@ -194,12 +194,6 @@ class _Reader:
             raise StorageError(f"the log has a gap between leaves {start} and {end}")
         return [bytes(row[1]) for row in rows]
 
-    def node(self, level: int, index: int) -> bytes | None:
-        row = self._db.execute(
-            "SELECT hash FROM tree_nodes WHERE level = ? AND idx = ?", (level, index)
-        ).fetchone()
-        return None if row is None else bytes(row[0])
-
     def nodes(self, level: int, start: int, end: int) -> list[bytes]:
         rows = self._db.execute(
             "SELECT idx, hash FROM tree_nodes WHERE level = ? AND idx >= ? AND idx < ? ORDER BY idx",

@@ -116,7 +116,7 @@ def test_a_tree_missing_a_node_answers_500_not_a_wrong_proof(
 ) -> None:
     write_patients(client, 4)
     with HostDatabase.of(vault) as db:
-        db.execute("DELETE FROM tree_nodes WHERE level = 1 AND idx = 1")
+        db.execute("DELETE FROM leaves WHERE idx = 3")
     response = client.get("/ledger/proof/inclusion", params={"index": 0, "size": 4})
     assert_outcome(response, 500, "lacks its node (1, 1)")
 

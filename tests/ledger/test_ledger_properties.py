@@ -71,18 +71,19 @@ def test_the_compact_range_has_the_root_at_every_size(leaves: list[bytes]) -> No
     assert resumed.root() == compact.root()
 
 
-@given(leaf_lists, st.lists(st.integers(1, 20)))
-def test_a_compact_range_extended_in_batches_gives_every_perfect_subtree_above_the_leaves(
-    leaves: list[bytes], batches: list[int]
+@given(leaf_lists, st.lists(st.integers(1, 20)), st.sampled_from([1, 2, 4]))
+def test_a_compact_range_extended_in_batches_gives_the_perfect_subtrees_of_every_stride(
+    leaves: list[bytes], batches: list[int], stride: int
 ) -> None:
-    """The nodes an integrator stores, a batch at a time: each perfect subtree once, on a
-    copy that leaves the original as it was."""
+    """The nodes an integrator stores, a batch at a time: each perfect subtree above the
+    leaves at a multiple of ``stride`` levels, once, on a copy that leaves the original
+    as it was."""
     compact, start = CompactRange(), 0
     stored: dict[tuple[int, int], bytes] = {}
     for size in [*batches, len(leaves)]:
         end = min(start + size, len(leaves))
         before = compact.copy()
-        nodes = compact.extend_with_nodes(leaves[start:end])
+        nodes = compact.extend_with_nodes(leaves[start:end], stride)
         assert before.size == start and compact.size == end
         assert all((level, index) not in stored for level, index, _ in nodes)
         stored.update(((level, index), h) for level, index, h in nodes)
@@ -91,7 +92,7 @@ def test_a_compact_range_extended_in_batches_gives_every_perfect_subtree_above_t
     expected = {
         (level, index): h
         for level, hashes in enumerate(_levels(leaves))
-        if level
+        if level and not level % stride
         for index, h in enumerate(hashes)
     }
     assert stored == expected

@@ -18,7 +18,7 @@ from coffre.ledger import (
     verify_inclusion,
     verify_map_proof,
 )
-from coffre.ledger.hashing import leaf_hash, merkle_root
+from coffre.ledger.hashing import leaf_hash, merkle_root, node_hash
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.search import parse_criteria
 from coffre.service import RecordStore, Vault
@@ -75,24 +75,30 @@ def test_inclusion_proofs_from_the_stored_tree_verify(records: RecordStore) -> N
     _check_inclusion_proofs(records)
 
 
-def test_the_tree_keeps_no_leaf_hashes_and_a_vault_that_does_still_proves(
+def test_the_tree_keeps_every_fourth_level_and_a_vault_that_keeps_all_still_proves(
     vault: Vault, records: RecordStore
 ) -> None:
-    """Leaf hashes follow from the leaves; vaults written before 2026-12-03 store them as
-    level 0 of the tree, which nothing reads any more."""
-    _write_some(records, 9)
+    """Leaf hashes follow from the leaves, and the levels between from those below; vaults
+    written before 2026-12-03 store every level of the tree, which still proves."""
+    _write_some(records, 20)
+    leaves = [leaf_hash(data) for data in records.storage.leaves(0, 22)]
+    levels = [leaves]
+    while len(levels[-1]) > 1:
+        below = levels[-1]
+        levels.append([node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)])
     with HostDatabase.of(vault) as db:
-        assert db.execute("SELECT count(*) FROM tree_nodes WHERE level = 0").fetchone()[0] == 0
-        data = db.execute("SELECT idx, data FROM leaves ORDER BY idx").fetchall()
-        for index, leaf in data:
-            db.execute(
-                "INSERT INTO tree_nodes (level, idx, hash) VALUES (0, ?, ?)",
-                (index, leaf_hash(bytes(leaf))),
-            )
+        held = db.execute("SELECT level, idx, hash FROM tree_nodes ORDER BY level, idx").fetchall()
+        assert [(level, index, bytes(h)) for level, index, h in held] == [(4, 0, levels[4][0])]
+        for level, hashes in enumerate(levels[:4]):
+            for index, hashed in enumerate(hashes):
+                db.execute(
+                    "INSERT INTO tree_nodes (level, idx, hash) VALUES (?, ?, ?)",
+                    (level, index, hashed),
+                )
     reopened = vault.open()
     _check_inclusion_proofs(reopened)
     with reopened.writer() as writer:
-        writer.update("Patient", "p9", {"resourceType": "Patient", "id": "p9"})
+        writer.update("Patient", "p20", {"resourceType": "Patient", "id": "p20"})
     _check_inclusion_proofs(reopened)
 
 
