@@ -36,6 +36,7 @@ import asyncio
 import base64
 import collections
 import contextlib
+import gc
 import os
 import random
 import resource
@@ -176,9 +177,13 @@ class Stopwatch:
 
 
 def fresh_vault(root: Path, name: str) -> tuple[Vault, RecordStore]:
+    """A new vault, opened as ``coffre serve`` opens it: the garbage collector then leaves
+    out of its full collections what the process built so far (``app_from_settings``)."""
     vault = Vault.at(root / name / "vault")
     vault.create()
-    return vault, vault.open()
+    records = vault.open()
+    gc.freeze()
+    return vault, records
 
 
 def own_cpu() -> float:
