@@ -139,8 +139,10 @@ class StorageReader(Protocol):
 class StorageTxn(StorageReader, Protocol):
     """A write transaction: everything in it lands together or not at all."""
 
-    def append(self, record: SealedVersion, tokens: Iterable[bytes]) -> int:
-        """Add a version, make it current with its index tokens; return its sequence number."""
+    def append(self, record: SealedVersion, tokens: Iterable[bytes]) -> None:
+        """Add a version, make it current with its index tokens. A driver may send it
+        without waiting: a failure can surface at a later statement of the transaction,
+        and at the latest when the savepoint or transaction around it ends."""
         ...
 
     def put_wrapped_key(self, comp: bytes, kek_id: str, wrapped: bytes) -> tuple[str, bytes]:

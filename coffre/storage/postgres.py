@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from typing import Any, NoReturn
 
 import psycopg
@@ -125,6 +126,13 @@ def _fail(what: str, error: psycopg.Error) -> NoReturn:
     raise StorageError(
         f"PostgreSQL could not {what} ({type(error).__name__}, SQLSTATE {error.sqlstate})"
     ) from None
+
+
+def _fail_write(error: psycopg.Error) -> NoReturn:
+    """A failed write; queued, it may be told a statement or two later, hence the table."""
+    if isinstance(error, psycopg.errors.UniqueViolation) and error.diag.table_name == "leaves":
+        raise StorageError("the log already has a leaf where this transaction adds one") from None
+    _fail("write", error)
 
 
 def _version(row: Sequence[Any]) -> SealedVersion:
@@ -272,49 +280,141 @@ class _Reader:
         return [row[0] for row in self._rows("SELECT loc FROM current WHERE comp = %s", (comp,))]
 
 
-class _Txn(_Reader):
-    """One write transaction, on the write connection, under the write lock."""
+_LOG_END = (
+    "SELECT coalesce(max(idx) + 1, 0) FROM leaves",
+    "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1",
+    # The right edge of the tree, which the next leaves are hashed onto: for each bit set
+    # in the log's size, the perfect subtree just before the end at that level.
+    "SELECT t.level, t.idx, t.hash FROM (SELECT coalesce(max(idx) + 1, 0) AS size FROM leaves)"
+    " AS log, generate_series(0, 62) AS edge(level)"
+    " JOIN tree_nodes t ON t.level = edge.level"
+    " WHERE (log.size >> edge.level) & 1 = 1 AND t.idx = (log.size >> edge.level) - 1",
+)
 
-    def __init__(self, connection: psycopg.Connection[tuple[Any, ...]]) -> None:
+
+@dataclass(slots=True)
+class _LogEnd:
+    """What a write transaction knows of the log's end."""
+
+    leaf_count: int
+    checkpoint: tuple[int, str] | None
+    nodes: dict[tuple[int, int], bytes]
+
+    def copy(self) -> _LogEnd:
+        return _LogEnd(self.leaf_count, self.checkpoint, dict(self.nodes))
+
+
+class _Txn(_Reader):
+    """One write transaction, on the write connection in pipeline mode, under the write lock.
+
+    A statement whose answer nothing waits for (an insert, a savepoint) is queued and goes
+    out with the next one that is read, so that a request costs a round trip or two rather
+    than one per statement. A queued statement that fails makes the next one raise; a
+    savepoint waits for every answer before it ends, so a failure stays its own.
+    """
+
+    def __init__(
+        self, connection: psycopg.Connection[tuple[Any, ...]], pipeline: psycopg.Pipeline
+    ) -> None:
         self._db = connection
+        self._pipeline = pipeline
         self._depth = 0
+        self._log_end: _LogEnd | None = None  # read once under the lock, then kept up to date
 
     def _execute(
-        self, sql: str, args: Sequence[Any] | dict[str, Any] = ()
+        self, sql: str, args: Sequence[Any] | dict[str, Any] = (), prepare: bool | None = None
     ) -> psycopg.Cursor[tuple[Any, ...]]:
         try:
-            return self._db.execute(sql, args, binary=True)
+            return self._db.execute(sql, args, binary=True, prepare=prepare)
         except psycopg.Error as error:
-            _fail("write", error)
+            _fail_write(error)
 
-    def _execute_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
+    def _send(
+        self, sql: str, args: Sequence[Any] | dict[str, Any] = (), prepare: bool | None = None
+    ) -> None:
+        """Queue a statement whose rows nobody reads."""
+        self._execute(sql, args, prepare)
+
+    def _send_many(self, sql: str, rows: Iterable[Sequence[Any]]) -> None:
         try:
             with self._db.cursor(binary=True) as cursor:
                 cursor.executemany(sql, rows)
         except psycopg.Error as error:
-            _fail("write", error)
+            _fail_write(error)
 
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        return self._execute(sql, args).fetchall()
+        cursor = self._execute(sql, args)
+        try:
+            return cursor.fetchall()
+        except psycopg.Error as error:
+            _fail_write(error)
+
+    def sync(self) -> None:
+        """Wait for the answers of every statement queued: StorageError if one failed."""
+        try:
+            self._pipeline.sync()
+        except psycopg.Error as error:
+            _fail_write(error)
+
+    def drain(self) -> None:
+        """Collect what is queued whatever it answers, so that the transaction can be undone
+        (after a failure the server skips the rest of the queue until a sync)."""
+        with suppress(psycopg.Error):
+            self._pipeline.sync()
+
+    def _end(self) -> _LogEnd:
+        """The log's end: read in one round trip when the transaction first asks for any of
+        it (three statements sent together), then kept as this transaction writes, since
+        under the write lock nobody else adds to the log."""
+        if self._log_end is None:
+            cursors = [self._execute(sql) for sql in _LOG_END]
+            try:
+                (count,), checkpoints, nodes = (cursor.fetchall() for cursor in cursors)
+            except psycopg.Error as error:
+                _fail_write(error)
+            self._log_end = _LogEnd(
+                int(count[0]),
+                (int(checkpoints[0][0]), str(checkpoints[0][1])) if checkpoints else None,
+                {(level, index): bytes(digest) for level, index, digest in nodes},
+            )
+        return self._log_end
+
+    def leaf_count(self) -> int:
+        return self._end().leaf_count
+
+    def latest_checkpoint(self) -> str | None:
+        checkpoint = self._end().checkpoint
+        return None if checkpoint is None else checkpoint[1]
+
+    def node(self, level: int, index: int) -> bytes | None:
+        return self._end().nodes.get((level, index)) or super().node(level, index)
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         self._depth += 1
         name = f"s{self._depth}"
-        self._execute(f"SAVEPOINT {name}")
+        log_end = None if self._log_end is None else self._log_end.copy()
+        self._send(f"SAVEPOINT {name}", prepare=False)
         try:
             yield
+            self.sync()
         except BaseException:
-            self._execute(f"ROLLBACK TO SAVEPOINT {name}")
+            self.drain()
+            self._send(f"ROLLBACK TO SAVEPOINT {name}", prepare=False)
+            # On a ROLLBACK's answer psycopg forgets its prepared statements, and has the
+            # server forget them after the next statement it sends: so the answer is
+            # awaited here, and that next statement (the release) is not a prepared one.
+            self.sync()
+            self._log_end = log_end
             raise
         finally:
-            self._execute(f"RELEASE SAVEPOINT {name}")
+            self._send(f"RELEASE SAVEPOINT {name}", prepare=False)
             self._depth -= 1
 
-    def append(self, record: SealedVersion, tokens: Iterable[bytes]) -> int:
-        """One statement, one round trip: the version, its current pointer, and its tokens
-        (those it no longer carries deleted, the new ones added)."""
-        row = self._execute(
+    def append(self, record: SealedVersion, tokens: Iterable[bytes]) -> None:
+        """One statement, queued: the version, its current pointer, and its tokens (those
+        it no longer carries deleted, the new ones added)."""
+        self._send(
             "WITH version AS ("
             "  INSERT INTO versions (loc, version, kind, comp, ts, deleted, body)"
             "  VALUES (%(loc)s, %(version)s, %(kind)s, %(comp)s, %(ts)s, %(deleted)s, %(body)s)"
@@ -329,7 +429,9 @@ class _Txn(_Reader):
             " added AS ("
             "  INSERT INTO tokens (token, loc) SELECT DISTINCT token, %(loc)s"
             "  FROM unnest(%(tokens)s::bytea[]) AS token ON CONFLICT DO NOTHING)"
-            " SELECT seq FROM version",
+            # A statement whose own target were tokens would lock that table before the
+            # others, and deadlock with a process creating the indexes at its start.
+            " SELECT FROM version",
             {
                 "loc": record.loc,
                 "version": record.version,
@@ -340,66 +442,65 @@ class _Txn(_Reader):
                 "body": record.body,
                 "tokens": list(tokens),
             },
-        ).fetchone()
-        assert row is not None
-        seq: int = row[0]
-        return seq
+        )
 
     def append_leaves(self, start: int, leaves: Sequence[bytes]) -> None:
         """Add leaves from ``start``, which must be the end of the log (the caller read
         ``leaf_count`` under the same write lock); a wrong index fails, never overwrites."""
-        try:
-            with self._db.cursor(binary=True) as cursor:
-                cursor.executemany(
-                    "INSERT INTO leaves (idx, data) VALUES (%s, %s)", list(enumerate(leaves, start))
-                )
-        except psycopg.errors.UniqueViolation:
-            raise StorageError(f"the log already has a leaf at {start} or after") from None
-        except psycopg.Error as error:
-            _fail("write", error)
+        self._send_many("INSERT INTO leaves (idx, data) VALUES (%s, %s)", enumerate(leaves, start))
+        if leaves:
+            self._end().leaf_count = start + len(leaves)
 
     def append_events(self, events: Sequence[SealedEvent]) -> None:
-        self._execute_many(
+        self._send_many(
             "INSERT INTO audit_events (digest, comp, leaf, body) VALUES (%s, %s, %s, %s)",
             [(event.digest, event.comp, event.leaf, event.body) for event in events],
         )
 
     def put_nodes(self, nodes: Iterable[tuple[int, int, bytes]]) -> None:
-        self._execute_many(
+        rows = list(nodes)
+        self._send_many(
             "INSERT INTO tree_nodes (level, idx, hash) VALUES (%s, %s, %s)"
             " ON CONFLICT (level, idx) DO UPDATE SET hash = excluded.hash",
-            list(nodes),
+            rows,
         )
+        self._end().nodes.update(((level, index), digest) for level, index, digest in rows)
 
     def put_checkpoint(self, size: int, note: str) -> None:
-        self._execute(
+        end = self._end()
+        if end.checkpoint is None or size >= end.checkpoint[0]:
+            end.checkpoint = (size, note)
+        self._send(
             "INSERT INTO checkpoints (size, note) VALUES (%s, %s)"
             " ON CONFLICT (size) DO UPDATE SET note = excluded.note",
             (size, note),
         )
 
     def rewrap_key(self, comp: bytes, old: tuple[str, bytes], new: tuple[str, bytes]) -> bool:
-        cursor = self._execute(
+        rows = self._rows(
             "UPDATE data_keys SET kek_id = %s, wrapped = %s WHERE comp = %s AND kek_id = %s"
-            " AND wrapped = %s",
+            " AND wrapped = %s RETURNING comp",
             (*new, comp, *old),
         )
-        return cursor.rowcount == 1
+        return len(rows) == 1
 
     def put_wrapped_key(self, comp: bytes, kek_id: str, wrapped: bytes) -> tuple[str, bytes]:
-        self._execute(
-            "INSERT INTO data_keys (comp, kek_id, wrapped) VALUES (%s, %s, %s)"
-            " ON CONFLICT (comp) DO NOTHING",
-            (comp, kek_id, wrapped),
+        """One round trip: the key inserted, or the one there already (under the write
+        lock nobody inserts in between; the statement's snapshot shows the one before)."""
+        row = self._one(
+            "WITH added AS (INSERT INTO data_keys (comp, kek_id, wrapped) VALUES (%s, %s, %s)"
+            " ON CONFLICT (comp) DO NOTHING RETURNING kek_id, wrapped)"
+            " SELECT kek_id, wrapped FROM added"
+            " UNION ALL SELECT kek_id, wrapped FROM data_keys WHERE comp = %s",
+            (comp, kek_id, wrapped, comp),
         )
-        stored = self.wrapped_key(comp)
-        assert stored is not None
-        return stored
+        assert row is not None
+        return (row[0], row[1])
 
     def erase_compartment(self, comp: bytes, locs: Iterable[bytes]) -> None:
         """The rows deleted stay in the table's pages as dead tuples until
         ``purge_erased`` vacuums it."""
-        self._execute(
+        self._send(
             "WITH key AS (DELETE FROM data_keys WHERE comp = %(comp)s),"
             " dropped AS (DELETE FROM tokens WHERE loc = ANY(%(locs)s::bytea[]))"
             " DELETE FROM current WHERE loc = ANY(%(locs)s::bytea[])",
@@ -480,22 +581,29 @@ class PostgresStorage(_Reader):
 
     @contextmanager
     def _transaction_on(self, lock: int) -> Iterator[_Txn]:
+        """BEGIN, the lock and the transaction's first statements leave together; COMMIT
+        waits for every answer, the commit's flush included, before returning."""
         with self._write_mutex:
             if self._write_db.closed:  # a failed rollback closed it: start afresh
                 self._write_db = _connect(self.url)
-            txn = _Txn(self._write_db)
-            txn._execute("BEGIN ISOLATION LEVEL READ COMMITTED")
             try:
-                txn._execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
-                yield txn
+                with self._write_db.pipeline() as pipeline:
+                    txn = _Txn(self._write_db, pipeline)
+                    txn._send("BEGIN ISOLATION LEVEL READ COMMITTED")
+                    txn._send("SELECT pg_advisory_xact_lock(%s)", (lock,))
+                    try:
+                        yield txn
+                        txn._send("COMMIT")
+                        txn.sync()
+                    except BaseException:
+                        txn.drain()
+                        raise
+            except psycopg.Error as error:  # leaving pipeline mode failed
+                self._rollback()
+                _fail("commit", error)
             except BaseException:
                 self._rollback()
                 raise
-            try:
-                self._write_db.execute("COMMIT")
-            except psycopg.Error as error:
-                self._rollback()
-                _fail("commit", error)
 
     def _rollback(self) -> None:
         """Undo the transaction; if that fails too (the server went away), drop the

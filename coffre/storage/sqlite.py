@@ -259,9 +259,9 @@ class _Txn(_Reader):
             self._db.execute(f"RELEASE {name}")
             self._depth -= 1
 
-    def append(self, record: SealedVersion, tokens: Iterable[bytes]) -> int:
+    def append(self, record: SealedVersion, tokens: Iterable[bytes]) -> None:
         db = self._db
-        cursor = db.execute(
+        db.execute(
             "INSERT INTO versions (loc, version, kind, comp, ts, deleted, body)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
@@ -279,8 +279,6 @@ class _Txn(_Reader):
             (record.loc, record.version, record.kind, record.deleted),
         )
         self._replace_tokens(record.loc, set(tokens))
-        seq: int = cursor.lastrowid  # type: ignore[assignment]
-        return seq
 
     def _replace_tokens(self, loc: bytes, tokens: set[bytes]) -> None:
         """Leave a record with exactly ``tokens``, touching only those that change: an

@@ -129,6 +129,30 @@ def test_a_failed_savepoint_undoes_only_itself(storage: PostgresStorage) -> None
     assert latest is not None and latest.version == 2
 
 
+def test_statements_keep_working_after_a_savepoint_undone_by_the_caller(
+    storage: PostgresStorage,
+) -> None:
+    """A request that fails in Python undoes its savepoint; the statements the transaction
+    sends next, and those of the next transaction, still run (a rollback makes the driver
+    drop its prepared statements, which must not take the next ones with them)."""
+    for round_number in range(1, 4):
+        with storage.transaction() as txn:
+            with txn.savepoint():
+                txn.append(_version(b"kept", 2 * round_number - 1), [b"t"])
+            start = txn.leaf_count()
+            with pytest.raises(ValueError), txn.savepoint():
+                txn.append(_version(b"undone", round_number), [b"t"])
+                txn.append_leaves(start, [b"undone leaf"])
+                raise ValueError("the request failed")
+            assert txn.leaf_count() == start
+            txn.append(_version(b"kept", 2 * round_number), [b"t"])
+            txn.append_leaves(start, [b"kept leaf"])
+            assert txn.latest(b"kept") is not None
+    assert storage.latest(b"undone") is None and storage.leaf_count() == 3
+    latest = storage.latest(b"kept")
+    assert latest is not None and latest.version == 6
+
+
 def test_the_write_connection_comes_back_after_the_server_dropped_it(
     storage: PostgresStorage, url: str
 ) -> None:
