@@ -20,7 +20,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 import psycopg
@@ -283,12 +283,6 @@ class _Reader:
 _LOG_END = (
     "SELECT coalesce(max(idx) + 1, 0) FROM leaves",
     "SELECT size, note FROM checkpoints ORDER BY size DESC LIMIT 1",
-    # The right edge of the tree, which the next leaves are hashed onto: for each bit set
-    # in the log's size, the perfect subtree just before the end at that level.
-    "SELECT t.level, t.idx, t.hash FROM (SELECT coalesce(max(idx) + 1, 0) AS size FROM leaves)"
-    " AS log, generate_series(0, 62) AS edge(level)"
-    " JOIN tree_nodes t ON t.level = edge.level"
-    " WHERE (log.size >> edge.level) & 1 = 1 AND t.idx = (log.size >> edge.level) - 1",
 )
 
 
@@ -298,10 +292,6 @@ class _LogEnd:
 
     leaf_count: int
     checkpoint: tuple[int, str] | None
-    nodes: dict[tuple[int, int], bytes]
-
-    def copy(self) -> _LogEnd:
-        return _LogEnd(self.leaf_count, self.checkpoint, dict(self.nodes))
 
 
 class _Txn(_Reader):
@@ -364,18 +354,17 @@ class _Txn(_Reader):
 
     def _end(self) -> _LogEnd:
         """The log's end: read in one round trip when the transaction first asks for any of
-        it (three statements sent together), then kept as this transaction writes, since
+        it (two statements sent together), then kept as this transaction writes, since
         under the write lock nobody else adds to the log."""
         if self._log_end is None:
             cursors = [self._execute(sql) for sql in _LOG_END]
             try:
-                (count,), checkpoints, nodes = (cursor.fetchall() for cursor in cursors)
+                (count,), checkpoints = (cursor.fetchall() for cursor in cursors)
             except psycopg.Error as error:
                 _fail_write(error)
             self._log_end = _LogEnd(
                 int(count[0]),
                 (int(checkpoints[0][0]), str(checkpoints[0][1])) if checkpoints else None,
-                {(level, index): bytes(digest) for level, index, digest in nodes},
             )
         return self._log_end
 
@@ -386,14 +375,11 @@ class _Txn(_Reader):
         checkpoint = self._end().checkpoint
         return None if checkpoint is None else checkpoint[1]
 
-    def node(self, level: int, index: int) -> bytes | None:
-        return self._end().nodes.get((level, index)) or super().node(level, index)
-
     @contextmanager
     def savepoint(self) -> Iterator[None]:
         self._depth += 1
         name = f"s{self._depth}"
-        log_end = None if self._log_end is None else self._log_end.copy()
+        log_end = None if self._log_end is None else replace(self._log_end)
         self._send(f"SAVEPOINT {name}", prepare=False)
         try:
             yield
@@ -458,13 +444,11 @@ class _Txn(_Reader):
         )
 
     def put_nodes(self, nodes: Iterable[tuple[int, int, bytes]]) -> None:
-        rows = list(nodes)
         self._send_many(
             "INSERT INTO tree_nodes (level, idx, hash) VALUES (%s, %s, %s)"
             " ON CONFLICT (level, idx) DO UPDATE SET hash = excluded.hash",
-            rows,
+            nodes,
         )
-        self._end().nodes.update(((level, index), digest) for level, index, digest in rows)
 
     def put_checkpoint(self, size: int, note: str) -> None:
         end = self._end()
