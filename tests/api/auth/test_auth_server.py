@@ -408,7 +408,8 @@ def test_guessing_a_password_is_slowed_down_even_for_the_right_one(
         assert sign_in(client, params, "alice", PASSWORD + "?").status_code == 401
     answer = sign_in(client, params, "alice")
     assert answer.status_code == 429 and "location" not in answer.headers
-    assert answer.headers["retry-after"] == str(int(FIRST_WAIT_SECONDS))
+    # the wait counts from the last failure: a slow machine may have used a second of it
+    assert 0 < int(answer.headers["retry-after"]) <= FIRST_WAIT_SECONDS
     assert "try again in 1 min" in answer.text and 'role="alert"' in answer.text
     french = sign_in(client, {**params, "lang": "fr"}, "alice")
     assert french.status_code == 429 and "réessayez dans 1 min" in french.text

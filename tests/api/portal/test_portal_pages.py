@@ -58,7 +58,8 @@ def test_repeated_failures_make_the_next_sign_in_wait(portal: TestClient) -> Non
     portal.cookies.set("coffre_lang", "fr")
     response = sign_in(portal)
     assert response.status_code == 429  # type: ignore[attr-defined]
-    assert response.headers["retry-after"] == "30"  # type: ignore[attr-defined]
+    waited = int(response.headers["retry-after"])  # type: ignore[attr-defined]
+    assert 0 < waited <= 30  # from the last failure: a slow machine may have used some of it
     assert "réessayez dans 1 min" in response.text  # type: ignore[attr-defined]
     assert portal.get("/portal/", follow_redirects=False).status_code == 303
 
