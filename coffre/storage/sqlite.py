@@ -74,6 +74,10 @@ _BRANCHES = 250
 # Prepared statements a connection keeps: ``find`` and the batched reads have one for
 # each number of tokens or locations.
 _STATEMENT_CACHE = 1024
+# Pages a connection keeps in memory, in KiB (SQLite's default is 2 MiB): a write inserts
+# each of a record's index tokens at a random place of the token index, and once that
+# index outgrows the cache every insert reads its page back from the file.
+_PAGE_CACHE_KIB = 65536
 
 
 def _marks(count: int) -> str:
@@ -378,6 +382,7 @@ class SqliteStorage(_Reader):
             )
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute(f"PRAGMA synchronous = {synchronous}")
+            connection.execute(f"PRAGMA cache_size = -{_PAGE_CACHE_KIB}")
             # Freed space is zeroed (Debian's default, not every build's): a row deleted,
             # or a copy of it left behind when a page is split, never lingers in the file.
             connection.execute("PRAGMA secure_delete = ON")
