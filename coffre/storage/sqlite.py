@@ -74,10 +74,12 @@ _BRANCHES = 250
 # Prepared statements a connection keeps: ``find`` and the batched reads have one for
 # each number of tokens or locations.
 _STATEMENT_CACHE = 1024
-# Pages a connection keeps in memory, in KiB (SQLite's default is 2 MiB): a write inserts
-# each of a record's index tokens at a random place of the token index, and once that
-# index outgrows the cache every insert reads its page back from the file.
-_PAGE_CACHE_KIB = 65536
+# Pages the write connection keeps in memory, in KiB (SQLite's default, which the read
+# connection keeps, is 2 MiB): a write inserts each of a record's index tokens at a random
+# place of the token index, and once that index outgrows the cache every insert reads its
+# page back from the file. Reads keep the default so that a long export, which reads every
+# page once, does not grow the server by the cache's size.
+_WRITE_CACHE_KIB = 65536
 
 
 def _marks(count: int) -> str:
@@ -365,6 +367,7 @@ class SqliteStorage(_Reader):
         if not create and not Path(path).exists():
             raise StorageError(f"no storage at {path}")
         writes = self._connect(path, synchronous, create)
+        writes.execute(f"PRAGMA cache_size = -{_WRITE_CACHE_KIB}")
         super().__init__(self._connect(path, synchronous, False))
         self._write_db = writes
         self._lock_file = open(f"{path}.lock", "ab")  # noqa: SIM115 - held for the storage's life
@@ -382,7 +385,6 @@ class SqliteStorage(_Reader):
             )
             connection.execute("PRAGMA journal_mode = WAL")
             connection.execute(f"PRAGMA synchronous = {synchronous}")
-            connection.execute(f"PRAGMA cache_size = -{_PAGE_CACHE_KIB}")
             # Freed space is zeroed (Debian's default, not every build's): a row deleted,
             # or a copy of it left behind when a page is split, never lingers in the file.
             connection.execute("PRAGMA secure_delete = ON")
