@@ -270,15 +270,15 @@ def _update(
     )
 
 
-async def _writable(
-    request: Request, interaction: Interaction, resource_type: str
+async def _updatable(
+    request: Request, resource_type: str
 ) -> tuple[dict[str, Any], OwnTokens, GuardGate]:
     """The body of an update, once the request may write it, and its own index tokens
     (computed here, before the write lock)."""
     guard = guard_of(request)
-    guard.check_type(interaction, resource_type)
+    guard.check_type(Interaction.UPDATE, resource_type)
     resource = await _validated_body(request, resource_type)
-    guard.check(target_for(interaction, resource), resource.get("id", ""))
+    guard.check(target_for(Interaction.UPDATE, resource), resource.get("id", ""))
     return resource, _records(request).own_tokens(resource), GuardGate(guard)
 
 
@@ -286,7 +286,7 @@ async def update(request: Request) -> Response:
     check_format(request)
     resource_type, resource_id = _type(request), _id(request)
     check_id(resource_type, resource_id)
-    resource, own_tokens, gate = await _writable(request, Interaction.UPDATE, resource_type)
+    resource, own_tokens, gate = await _updatable(request, resource_type)
     expected = if_match(request)
     outcome = await _commit(
         request,
@@ -300,7 +300,7 @@ async def update(request: Request) -> Response:
 async def conditional_update(request: Request) -> Response:
     check_format(request)
     resource_type = _type(request)
-    resource, own_tokens, gate = await _writable(request, Interaction.UPDATE, resource_type)
+    resource, own_tokens, gate = await _updatable(request, resource_type)
     criteria = _required_criteria(
         request, "conditional update", "an id in the URL or search criteria"
     )

@@ -42,19 +42,10 @@ class CompactRange:
         return tuple(self._hashes)
 
     def append(self, leaf_hash: bytes) -> None:
-        if len(leaf_hash) != HASH_SIZE:
-            raise ValueError(f"leaf hashes are {HASH_SIZE} bytes")
-        # Like a binary counter: each trailing 1 bit of the size is a subtree to merge.
-        carry = self._size
-        while carry & 1:
-            leaf_hash = node_hash(self._hashes.pop(), leaf_hash)
-            carry >>= 1
-        self._hashes.append(leaf_hash)
-        self._size += 1
+        self._add((leaf_hash,), None, 0)
 
     def extend(self, leaf_hashes: Iterable[bytes]) -> None:
-        for leaf_hash in leaf_hashes:
-            self.append(leaf_hash)
+        self._add(list(leaf_hashes), None, 0)
 
     def extend_with_nodes(self, leaf_hashes: Sequence[bytes], stride: int = 1) -> list[Node]:
         """Append leaves, and return the perfect subtrees above the leaves they complete at
@@ -62,23 +53,29 @@ class CompactRange:
         keeps to serve proofs and tiles."""
         if stride < 1 or stride & (stride - 1):
             raise ValueError("the stride is a power of two")
-        skipped = stride - 1
+        nodes: list[Node] = []
+        self._add(leaf_hashes, nodes, stride - 1)
+        return nodes
+
+    def _add(self, leaf_hashes: Sequence[bytes], nodes: list[Node] | None, skipped: int) -> None:
+        """Append leaves like a binary counter: each trailing 1 bit of the size is a subtree
+        to merge. The subtrees merged at levels that are multiples of ``skipped + 1`` go
+        into ``nodes``, if given."""
         if any(len(h) != HASH_SIZE for h in leaf_hashes):
             raise ValueError(f"leaf hashes are {HASH_SIZE} bytes")
         sha256 = hashlib.sha256  # node_hash, inline: this loop runs once per leaf
-        hashes, size, nodes = self._hashes, self._size, []
+        hashes, size = self._hashes, self._size
         for current in leaf_hashes:
             carry, level = size, 0
             while carry & 1:
                 current = sha256(_NODE_PREFIX + hashes.pop() + current).digest()
                 carry >>= 1
                 level += 1
-                if not level & skipped:
+                if nodes is not None and not level & skipped:
                     nodes.append((level, carry, current))
             hashes.append(current)
             size += 1
         self._size = size
-        return nodes
 
     def copy(self) -> CompactRange:
         return CompactRange(self._size, self._hashes)
