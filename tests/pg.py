@@ -107,6 +107,10 @@ class HostDatabase:
             return cls(holder.storage_url or holder.storage_path)
         return cls(holder.url if isinstance(holder, PostgresStorage) else holder.path)
 
+    @property
+    def sqlite(self) -> bool:
+        return isinstance(self._db, sqlite3.Connection)
+
     def execute(self, sql: str, args: Sequence[Any] = ()) -> Any:
         if isinstance(self._db, psycopg.Connection):
             return self._db.execute(sql.replace("?", "%s"), args, binary=True)

@@ -26,13 +26,13 @@ from coffre.search.parameters import parameters_for
 from coffre.search.plan import Plan, index_keys, plan
 from coffre.search.values import Ref, Value
 from coffre.service.candidates import PAGE_MAX, Batch, Lookup, batches
-from coffre.storage.base import HistoryQuery, SealedVersion, StorageReader
+from coffre.storage.base import TOKEN_BYTES, HistoryQuery, SealedVersion, StorageReader
 
 if TYPE_CHECKING:
     from coffre.service.records import KeySource, RecordStore, Stored
 
 DOMAIN_BYTES = 8
-VALUE_BYTES = 2
+VALUE_BYTES = TOKEN_BYTES - DOMAIN_BYTES
 # A candidate turned away has the tokens of this many of its batch read with its own: a
 # truncated token shared with a frequent value can make most of a page false hits.
 READ_AHEAD = 64

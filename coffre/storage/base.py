@@ -7,6 +7,9 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+TOKEN_BYTES = 10
+"""The length of every blind index token a storage holds."""
+
 
 @dataclass(frozen=True, slots=True)
 class SealedVersion:

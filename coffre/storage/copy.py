@@ -35,6 +35,7 @@ from psycopg.adapt import PyFormat
 
 from coffre.exceptions import StorageError
 from coffre.storage import postgres, sqlite
+from coffre.storage.base import TOKEN_BYTES
 
 Row = tuple[Any, ...]
 DEFAULT_BATCH = 50_000
@@ -88,7 +89,7 @@ TABLES = (
         ("loc",),
         frozenset({"version", "deleted"}),
     ),
-    Table("tokens", ("token", "loc"), ("token", "loc")),
+    Table("token_sets", ("loc", "tokens"), ("loc",)),
     Table("leaves", ("idx", "data"), ("idx",), frozenset({"idx"})),
     Table("tree_nodes", ("level", "idx", "hash"), ("level", "idx"), frozenset({"level", "idx"})),
     Table("checkpoints", ("size", "note"), ("size",), frozenset({"size"})),
@@ -96,7 +97,11 @@ TABLES = (
     Table("data_keys", ("comp", "kek_id", "wrapped"), ("comp",)),
 )
 """Every table, ``versions`` before ``current`` (SQLite's ``current`` takes its ``comp``
-from the version it points to)."""
+from the version it points to). ``token_sets`` is each record's index tokens, joined in
+token order: what both drivers keep in layouts of their own (see ``_source``)."""
+
+TOKEN_ROWS = Table("tokens", ("token", "loc"), ("token", "loc"))
+"""PostgreSQL's table of tokens, a row each, which its ``token_sets`` joins."""
 
 SQLITE_DERIVED = {
     (
@@ -231,8 +236,12 @@ class Endpoint:
         """The expression a key column sorts by."""
         return f"t.{column}"
 
+    def _source(self, table: Table) -> str:
+        """What a table's rows are read from: the table, or a query over the driver's own."""
+        return table.name
+
     def _select(self, table: Table) -> str:
-        return f"SELECT {', '.join(f't.{c}' for c in table.columns)} FROM {table.name} t"
+        return f"SELECT {', '.join(f't.{c}' for c in table.columns)} FROM {self._source(table)} t"
 
     def _after(self, table: Table, op: str) -> str:
         keys = ", ".join(self._order(table, column) for column in table.key)
@@ -260,11 +269,12 @@ class Endpoint:
             raise StorageError(f"the storage lacks the tables {missing}")
 
     def count(self, table: Table) -> int:
-        return int(self._query(f"SELECT count(*) FROM {table.name}")[0][0])
+        return int(self._query(f"SELECT count(*) FROM {self._source(table)} t")[0][0])
 
     def count_upto(self, table: Table, key: Row) -> int:
         where = self._after(table, "<=")
-        return int(self._query(f"SELECT count(*) FROM {table.name} t WHERE {where}", key)[0][0])
+        statement = f"SELECT count(*) FROM {self._source(table)} t WHERE {where}"
+        return int(self._query(statement, key)[0][0])
 
     def last_key(self, table: Table) -> Row | None:
         rows = self._query(self._select(table) + self._by_key(table, descending=True) + " LIMIT 1")
@@ -290,8 +300,7 @@ class SqliteEndpoint(Endpoint):
         self.path = path
         self._db = self._connect(path)
         self._reader = self._connect(path)
-        if create:
-            self._run(self._schema())
+        self._run(self._schema() if create else [sqlite.TOKEN_SETS])
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -306,19 +315,34 @@ class SqliteEndpoint(Endpoint):
             raise StorageError(f"cannot open the SQLite storage at {path}: {error}") from None
         return db
 
+    def _source(self, table: Table) -> str:
+        """A record's tokens are in its token set, or in the ``tokens`` table (see
+        coffre.storage.sqlite), joined there in token order."""
+        if table.name != "token_sets":
+            return table.name
+        return (
+            "(SELECT loc, tokens FROM token_sets UNION ALL"
+            " SELECT loc, CAST(group_concat(token, '') AS BLOB) AS tokens"
+            " FROM (SELECT loc, token FROM tokens ORDER BY loc, token) GROUP BY loc)"
+        )
+
     def _select(self, table: Table) -> str:
         columns = (SQLITE_DERIVED.get((table.name, c), f"t.{c}") for c in table.columns)
-        return f"SELECT {', '.join(columns)} FROM {table.name} t"
+        return f"SELECT {', '.join(columns)} FROM {self._source(table)} t"
 
     def tables(self) -> dict[str, set[str]]:
+        """The tables as the copy sees them: ``token_sets`` standing for the three tables
+        (and the FTS5 index's own) that hold the tokens."""
         names = self._query(
             "SELECT name FROM sqlite_schema WHERE type = 'table' AND name NOT LIKE 'sqlite_%'"
+            " AND name <> 'tokens' AND name NOT LIKE 'token_index%'"
         )
         found = {
             name: {row[1] for row in self._query(f"PRAGMA table_info({name})")} for (name,) in names
         }
         for table, column in SQLITE_DERIVED:
             found.get(table, set()).add(column)
+        found.get("token_sets", set()).discard("id")
         return found
 
     @contextmanager
@@ -354,6 +378,9 @@ class SqliteEndpoint(Endpoint):
             raise StorageError(f"SQLite could not change the schema: {error}") from None
 
     def insert(self, table: Table, rows: Sequence[Row]) -> None:
+        if table.name == "token_sets":
+            self._write(table, lambda: sqlite.put_token_sets(self._db, rows))
+            return
         stored = [i for i, c in enumerate(table.columns) if (table.name, c) not in SQLITE_DERIVED]
         values = (
             rows if len(stored) == len(table.columns) else [[r[i] for i in stored] for r in rows]
@@ -364,14 +391,22 @@ class SqliteEndpoint(Endpoint):
         whole = len(values) - len(values) % per
         flat = list(chain.from_iterable(values[:whole]))
         width = per * len(stored)
+
+        def write() -> None:
+            self._db.executemany(
+                insert + ", ".join(repeat(marks, per)),
+                (flat[i : i + width] for i in range(0, len(flat), width)),
+            )
+            self._db.executemany(insert + marks, values[whole:])
+
+        self._write(table, write)
+
+    def _write(self, table: Table, work: Callable[[], None]) -> None:
+        """``work`` in a transaction of its own."""
         try:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.executemany(
-                    insert + ", ".join(repeat(marks, per)),
-                    (flat[i : i + width] for i in range(0, len(flat), width)),
-                )
-                self._db.executemany(insert + marks, values[whole:])
+                work()
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
@@ -416,13 +451,22 @@ class PostgresEndpoint(Endpoint):
             self.close()
             raise
 
+    def _source(self, table: Table) -> str:
+        """A record's tokens are rows of the ``tokens`` table, joined here in token order."""
+        if table.name != "token_sets":
+            return table.name
+        return (
+            "(SELECT loc, string_agg(token, ''::bytea ORDER BY token) AS tokens"
+            " FROM tokens GROUP BY loc)"
+        )
+
     def _select(self, table: Table) -> str:
         """Booleans read as 0 and 1, as SQLite holds them."""
         columns = (
             f"t.{c}::int" if self._types.get((table.name, c)) == "bool" else f"t.{c}"
             for c in table.columns
         )
-        return f"SELECT {', '.join(columns)} FROM {table.name} t"
+        return f"SELECT {', '.join(columns)} FROM {self._source(table)} t"
 
     def _order(self, table: Table, column: str) -> str:
         """Keys compare byte by byte on both sides: texts in the "C" collation."""
@@ -430,9 +474,12 @@ class PostgresEndpoint(Endpoint):
         return f"t.{column}{collate}"
 
     def tables(self) -> dict[str, set[str]]:
+        """The tables as the copy sees them: ``tokens`` as ``token_sets``."""
         found: dict[str, set[str]] = {}
         for table, column in self._types:
             found.setdefault(table, set()).add(column)
+        if "tokens" in found:
+            found["token_sets"] = {"loc", "tokens"} | (found.pop("tokens") - {"token", "loc"})
         return found
 
     @contextmanager
@@ -463,6 +510,15 @@ class PostgresEndpoint(Endpoint):
             postgres._fail("read", error)
 
     def insert(self, table: Table, rows: Sequence[Row]) -> None:
+        if table.name == "token_sets":
+            table, rows = (
+                TOKEN_ROWS,
+                [
+                    (joined[at : at + TOKEN_BYTES], loc)
+                    for loc, joined in rows
+                    for at in range(0, len(joined), TOKEN_BYTES)
+                ],
+            )
         statement = sql.SQL("COPY {} ({}) FROM STDIN (FORMAT BINARY)").format(
             sql.Identifier(table.name), sql.SQL(", ").join(map(sql.Identifier, table.columns))
         )

@@ -17,9 +17,28 @@ from pathlib import Path
 from typing import Any
 
 from coffre.exceptions import StorageError
-from coffre.storage.base import HistoryQuery, SealedEvent, SealedVersion
+from coffre.storage.base import TOKEN_BYTES, HistoryQuery, SealedEvent, SealedVersion
 
-SCHEMA = """
+# Each record's index tokens, joined in token order, under an id that sorts as its location
+# (its first 8 bytes), and those ids' tokens as the terms of an FTS5 index that keeps no
+# copy of them: FTS5 buffers a transaction's postings and writes them as one sorted run,
+# merged with the others later, where a B-tree of (token, location) takes each token to a
+# random page (a page written to the WAL per token, 17 µs a token in a large vault). The
+# ``tokens`` table below holds the records of a vault written before this layout, and any
+# whose id another location already has: both are read alongside (almost always empty).
+TOKEN_SETS = """
+CREATE TABLE IF NOT EXISTS token_sets (
+    id INTEGER PRIMARY KEY,
+    loc BLOB NOT NULL,
+    tokens BLOB NOT NULL
+);
+CREATE VIRTUAL TABLE IF NOT EXISTS token_index USING fts5(
+    terms, content='', detail='none', columnsize=0, tokenize='ascii'
+);
+"""
+SCHEMA = (
+    TOKEN_SETS
+    + """
 CREATE TABLE IF NOT EXISTS coffre_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS versions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -67,6 +86,8 @@ CREATE TABLE IF NOT EXISTS data_keys (
     wrapped BLOB NOT NULL
 ) WITHOUT ROWID;
 """
+)
+
 
 _COLUMNS = "loc, version, kind, comp, ts, deleted, body, seq"
 # Tokens a compound SELECT of ``find`` looks up at most (SQLite allows 500 branches).
@@ -84,6 +105,45 @@ _WRITE_CACHE_KIB = 65536
 
 def _marks(count: int) -> str:
     return ", ".join("?" * count)
+
+
+def _set_id(loc: bytes) -> int:
+    """The id of a location's token set: its first 8 bytes as a signed integer, so that
+    ids sort as locations do (locations are keyed hashes: two sharing 8 bytes are rare)."""
+    return int.from_bytes(loc[:8].ljust(8, b"\0")) - (1 << 63)
+
+
+# A token's bytes as FTS5 terms: each byte a letter of U+0100-U+01FF, which FTS5's ascii
+# tokenizer keeps as they are. Hexadecimal would do, but its digits and letters make
+# strings that plaintext (a code, a date) could take for its own; these no text is made of.
+_TERM_LETTERS = {byte: 0x100 + byte for byte in range(256)}
+
+
+def _term(token: bytes) -> str:
+    return token.decode("latin-1").translate(_TERM_LETTERS)
+
+
+def _terms(joined: bytes) -> str:
+    """Joined tokens as the FTS5 index takes them: a term each, separated by spaces."""
+    letters = _term(joined)
+    return " ".join(letters[at : at + TOKEN_BYTES] for at in range(0, len(letters), TOKEN_BYTES))
+
+
+def _query(tokens: Sequence[bytes]) -> str:
+    """The FTS5 query that matches the rows carrying any of the tokens."""
+    return " OR ".join(map(_term, tokens))
+
+
+def _split(joined: bytes) -> list[bytes]:
+    return [joined[at : at + TOKEN_BYTES] for at in range(0, len(joined), TOKEN_BYTES)]
+
+
+def _holds(joined: bytes, token: bytes) -> bool:
+    """Whether joined tokens hold ``token`` as one of them (not across two)."""
+    at = joined.find(token)
+    while at >= 0 and at % TOKEN_BYTES:
+        at = joined.find(token, at + 1)
+    return at >= 0
 
 
 def _row(row: tuple[Any, ...]) -> SealedVersion:
@@ -118,12 +178,34 @@ class _Reader:
             self._find_some(tokens[start : start + _BRANCHES], after, limit)
             for start in range(0, len(tokens), _BRANCHES)
         ]
+        if self._has_overflow():
+            parts += [
+                self._find_overflow(tokens[start : start + _BRANCHES], after, limit)
+                for start in range(0, len(tokens), _BRANCHES)
+            ]
         if len(parts) == 1:
             return parts[0]
         merged = list(dict.fromkeys(heapq.merge(*parts)))
         return merged if limit is None else merged[:limit]
 
     def _find_some(self, tokens: Sequence[bytes], after: bytes, limit: int | None) -> list[bytes]:
+        """FTS5 reads the tokens' postings merged in id order, which is location order (a
+        location sharing its id's first one with ``after`` is told apart by the join)."""
+        if not tokens:
+            return []
+        sql = (
+            "SELECT s.loc FROM token_index f JOIN token_sets s ON s.id = f.rowid"
+            " WHERE token_index MATCH ? AND f.rowid >= ? AND s.loc > ? ORDER BY f.rowid"
+        )
+        args: list[Any] = [_query(tokens), _set_id(after), after]
+        if limit is not None:
+            sql += " LIMIT ?"
+            args.append(limit)
+        return [row[0] for row in self._db.execute(sql, args).fetchall()]
+
+    def _find_overflow(
+        self, tokens: Sequence[bytes], after: bytes, limit: int | None
+    ) -> list[bytes]:
         """One SELECT a token, in a compound that SQLite merges in location order (the
         primary key's order within a token), so that the LIMIT stops it early."""
         branch = "SELECT loc FROM tokens WHERE token = ? AND loc > ?"
@@ -134,15 +216,15 @@ class _Reader:
             args.append(limit)
         return [row[0] for row in self._db.execute(sql, args).fetchall()]
 
+    def _has_overflow(self) -> bool:
+        """Whether any record keeps its tokens in the ``tokens`` table."""
+        return self._db.execute("SELECT 1 FROM tokens LIMIT 1").fetchone() is not None
+
     def carrying(self, tokens: Sequence[bytes], locs: Sequence[bytes]) -> set[bytes]:
-        if not tokens or not locs:
+        if not tokens:
             return set()
-        rows = self._db.execute(
-            f"SELECT loc FROM tokens WHERE token IN ({_marks(len(tokens))})"
-            f" AND loc IN ({_marks(len(locs))})",
-            [*tokens, *locs],
-        )
-        return {row[0] for row in rows}
+        joined = self.joined_tokens(locs)
+        return {loc for loc, held in joined.items() if any(_holds(held, t) for t in tokens)}
 
     def latest_each(self, locs: Sequence[bytes]) -> dict[bytes, SealedVersion]:
         if not locs:
@@ -166,21 +248,30 @@ class _Reader:
         return {bytes(row[0]) for row in rows}
 
     def tokens_of(self, loc: bytes) -> list[bytes]:
-        rows = self._db.execute("SELECT token FROM tokens WHERE loc = ?", (loc,)).fetchall()
-        return [bytes(row[0]) for row in rows]
+        return _split(self.joined_tokens([loc]).get(loc, b""))
 
     def joined_tokens(self, locs: Sequence[bytes]) -> dict[bytes, bytes]:
-        """Read through ``tokens_by_loc``, whose entries are in (loc, token) order: the
-        tokens come in order (group_concat keeps its input's order, though SQLite does not
-        promise it; a caller that finds them out of order reads them again one by one)."""
         if not locs:
             return {}
+        wanted = set(locs)
         rows = self._db.execute(
-            "SELECT loc, CAST(group_concat(token, '') AS BLOB) FROM tokens INDEXED BY"
-            f" tokens_by_loc WHERE loc IN ({_marks(len(locs))}) GROUP BY loc",
+            f"SELECT loc, tokens FROM token_sets WHERE id IN ({_marks(len(locs))})",
+            [_set_id(loc) for loc in locs],
+        )
+        joined = {loc: tokens for loc, tokens in rows if loc in wanted}
+        if len(joined) < len(wanted) and self._has_overflow():
+            joined |= self._joined_overflow([loc for loc in locs if loc not in joined])
+        return joined
+
+    def _joined_overflow(self, locs: Sequence[bytes]) -> dict[bytes, bytes]:
+        """The tokens of records kept in the ``tokens`` table, sorted here: SQLite does not
+        promise group_concat's order."""
+        rows = self._db.execute(
+            "SELECT loc, CAST(group_concat(token, '') AS BLOB) FROM tokens"
+            f" WHERE loc IN ({_marks(len(locs))}) GROUP BY loc",
             locs,
         )
-        return dict(rows)
+        return {loc: b"".join(sorted(_split(joined))) for loc, joined in rows}
 
     def leaf_count(self) -> int:
         row = self._db.execute("SELECT max(idx) FROM leaves").fetchone()
@@ -284,22 +375,43 @@ class _Txn(_Reader):
             "INSERT OR REPLACE INTO current (loc, version, kind, deleted) VALUES (?, ?, ?, ?)",
             (record.loc, record.version, record.kind, record.deleted),
         )
-        self._replace_tokens(record.loc, set(tokens))
+        self._replace_tokens(record.loc, b"".join(sorted(set(tokens))))
 
-    def _replace_tokens(self, loc: bytes, tokens: set[bytes]) -> None:
-        """Leave a record with exactly ``tokens``, touching only those that change: an
-        update keeps most of its tokens, and each one rewritten costs a B-tree page."""
-        if not tokens:  # a deletion
-            self._db.execute("DELETE FROM tokens WHERE loc = ?", (loc,))
+    def _replace_tokens(self, loc: bytes, joined: bytes) -> None:
+        """Leave a record with exactly the ``joined`` tokens (none: a deletion), in its
+        token set, or in the ``tokens`` table when another location has its set's id."""
+        if len(joined) % TOKEN_BYTES:
+            raise ValueError(f"index tokens are {TOKEN_BYTES} bytes long")
+        db, set_id = self._db, _set_id(loc)
+        held = db.execute("SELECT loc, tokens FROM token_sets WHERE id = ?", (set_id,)).fetchone()
+        if held is not None and held[0] == loc:
+            if held[1] == joined:
+                return
+            self._unindex(set_id, held[1])
+            db.execute("DELETE FROM token_sets WHERE id = ?", (set_id,))
+            held = None
+        elif self._has_overflow():
+            db.execute("DELETE FROM tokens WHERE loc = ?", (loc,))
+        if not joined:
             return
-        held = set(self.tokens_of(loc))
-        self._db.executemany(
-            "DELETE FROM tokens WHERE token = ? AND loc = ?",
-            [(token, loc) for token in held - tokens],
-        )
-        self._db.executemany(
-            "INSERT INTO tokens (token, loc) VALUES (?, ?)",
-            [(token, loc) for token in sorted(tokens - held)],
+        if held is None:
+            db.execute(
+                "INSERT INTO token_sets (id, loc, tokens) VALUES (?, ?, ?)", (set_id, loc, joined)
+            )
+            db.execute(
+                "INSERT INTO token_index (rowid, terms) VALUES (?, ?)", (set_id, _terms(joined))
+            )
+        else:
+            db.executemany(
+                "INSERT INTO tokens (token, loc) VALUES (?, ?)",
+                [(token, loc) for token in _split(joined)],
+            )
+
+    def _unindex(self, set_id: int, joined: bytes) -> None:
+        """Take a token set out of the FTS5 index, which needs the very terms it was given."""
+        self._db.execute(
+            "INSERT INTO token_index (token_index, rowid, terms) VALUES ('delete', ?, ?)",
+            (set_id, _terms(joined)),
         )
 
     def append_leaves(self, start: int, leaves: Sequence[bytes]) -> None:
@@ -347,11 +459,21 @@ class _Txn(_Reader):
 
     def erase_compartment(self, comp: bytes, locs: Iterable[bytes]) -> None:
         """The connection's ``secure_delete`` has SQLite overwrite the deleted rows with
-        zeros, in the pages this transaction writes to the WAL."""
+        zeros, in the pages this transaction writes to the WAL; the FTS5 index only marks
+        the token sets deleted, until ``purge_erased`` rewrites it."""
         rows = [(loc,) for loc in locs]
         self._db.execute("DELETE FROM data_keys WHERE comp = ?", (comp,))
-        self._db.executemany("DELETE FROM tokens WHERE loc = ?", rows)
+        for (loc,) in rows:
+            self._replace_tokens(loc, b"")
         self._db.executemany("DELETE FROM current WHERE loc = ?", rows)
+
+
+def put_token_sets(connection: sqlite3.Connection, rows: Iterable[tuple[bytes, bytes]]) -> None:
+    """Give records their tokens, each as (location, tokens joined in token order), in the
+    transaction under way on ``connection`` (a copy's)."""
+    txn = _Txn(connection)
+    for loc, joined in rows:
+        txn._replace_tokens(loc, joined)
 
 
 class SqliteStorage(_Reader):
@@ -366,15 +488,16 @@ class SqliteStorage(_Reader):
     ) -> None:
         if not create and not Path(path).exists():
             raise StorageError(f"no storage at {path}")
-        writes = self._connect(path, synchronous, create)
+        # A vault written before the token sets gets their (empty) tables.
+        writes = self._connect(path, synchronous, SCHEMA if create else TOKEN_SETS)
         writes.execute(f"PRAGMA cache_size = -{_WRITE_CACHE_KIB}")
-        super().__init__(self._connect(path, synchronous, False))
+        super().__init__(self._connect(path, synchronous, None))
         self._write_db = writes
         self._lock_file = open(f"{path}.lock", "ab")  # noqa: SIM115 - held for the storage's life
         self.path = path
 
     @staticmethod
-    def _connect(path: Path | str, synchronous: str, create: bool) -> sqlite3.Connection:
+    def _connect(path: Path | str, synchronous: str, schema: str | None) -> sqlite3.Connection:
         try:
             connection = sqlite3.connect(
                 str(path),
@@ -388,8 +511,8 @@ class SqliteStorage(_Reader):
             # Freed space is zeroed (Debian's default, not every build's): a row deleted,
             # or a copy of it left behind when a page is split, never lingers in the file.
             connection.execute("PRAGMA secure_delete = ON")
-            if create:
-                connection.executescript(SCHEMA)
+            if schema is not None:
+                connection.executescript(schema)
         except sqlite3.Error as error:
             raise StorageError(f"cannot open the SQLite storage at {path}: {error}") from None
         return connection
@@ -466,10 +589,13 @@ class SqliteStorage(_Reader):
             yield _row(row)
 
     def purge_erased(self) -> None:
-        """Copy the WAL into the file and truncate it: its older frames may still hold
-        the pages as they were before the erasure. Readers of other processes can hold
-        the WAL back; StorageError then, and running it again finishes the job."""
+        """Rewrite the FTS5 index as one run, without the postings of deleted token sets
+        (its older runs keep them, marked deleted, until merged); then copy the WAL into
+        the file and truncate it: its older frames may still hold the pages as they were
+        before the erasure. Readers of other processes can hold the WAL back; StorageError
+        then, and running it again finishes the job."""
         with self._write_lock():
+            self._write_db.execute("INSERT INTO token_index (token_index) VALUES ('optimize')")
             busy = self._write_db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         if busy:
             raise StorageError("SQLite's WAL is in use by a reader and could not be truncated")

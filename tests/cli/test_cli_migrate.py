@@ -35,7 +35,7 @@ from coffre.service.vault import KEYRING_FILE, STORAGE_URL_FILE
 
 FOLDERS = ("fhir-data-pipes-2021", "smart-2019")
 INFORMATION_BUNDLES = ("hospitalInformation", "practitionerInformation")
-KILL_AFTER_ROWS = 2000
+KILL_AFTER_RECORDS = 200
 PATIENTS = 6
 KILL_DEADLINE_SECONDS = 600
 runner = CliRunner()
@@ -114,8 +114,16 @@ def _rows(path: Path, table: str) -> Iterator[tuple[Any, ...]]:
 
 
 def _assert_same_sqlite_tables(first: Path, second: Path) -> None:
+    """Every table the same, row for row, but the FTS5 index's own: built from the token
+    sets, its runs depend on how they were written."""
     with closing(sqlite3.connect(first)) as db:
-        tables = [row[0] for row in db.execute("SELECT name FROM sqlite_schema WHERE type='table'")]
+        tables = [
+            row[0]
+            for row in db.execute(
+                "SELECT name FROM sqlite_schema WHERE type = 'table'"
+                " AND name NOT LIKE 'token_index%'"
+            )
+        ]
     for table in tables:
         for mine, theirs in zip_longest(_rows(first, table), _rows(second, table)):
             assert mine == theirs, f"{table} differs"
@@ -145,10 +153,11 @@ def test_synthea_to_postgresql_and_back_is_the_same_and_serves_the_same(
     assert _answers(moved) == synthea.answers
 
 
-def _count(location: str, table: str) -> int:
-    """The rows of a table of a storage, or 0 while it has no such table yet."""
+def _with_tokens(location: str) -> int:
+    """How many records have their index tokens in a storage (0 while it has no tables)."""
     try:
         with HostDatabase(location if "://" in location else Path(location)) as db:
+            table = "token_sets" if db.sqlite else "(SELECT DISTINCT loc FROM tokens) t"
             return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0])
     except (psycopg.Error, sqlite3.Error):
         return 0
@@ -158,7 +167,8 @@ def _count(location: str, table: str) -> int:
 def test_a_migration_killed_halfway_finishes_when_run_again(
     vault: Vault, backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """To the other backend, in batches of 50 rows, killed once 2,000 tokens are in."""
+    """To the other backend, in batches of 50 rows, killed once the tokens of 200 records
+    are in."""
     code, output = _run("synth", str(PATIENTS), "--out", str(tmp_path / "synth"))
     assert code == 0, output
     code, output = _run("import", str(tmp_path / "synth"), "--vault", str(vault.folder))
@@ -173,12 +183,12 @@ def test_a_migration_killed_halfway_finishes_when_run_again(
     try:
         deadline = time.monotonic() + KILL_DEADLINE_SECONDS
         while process.poll() is None and time.monotonic() < deadline:
-            if _count(target, "tokens") >= KILL_AFTER_ROWS:
+            if _with_tokens(target) >= KILL_AFTER_RECORDS:
                 break
             time.sleep(0.05)
         process.send_signal(signal.SIGKILL)
     finally:
         assert process.wait() == -signal.SIGKILL, "the migration ended before it was killed"
-    assert 0 < _count(target, "tokens") < _count(source, "tokens")
+    assert 0 < _with_tokens(target) < _with_tokens(source)
     output = _migrate(str(vault.folder), target)  # in batches of another size, too
     assert "resumed: the destination already held" in output

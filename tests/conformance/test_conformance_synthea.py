@@ -480,10 +480,14 @@ def test_the_index_tables_hold_only_opaque_tokens(
     needles = _needles(searched)
     connection = sqlite3.connect(f"file:{synthea.vault.storage_path}?mode=ro", uri=True)
     try:
-        rows = connection.execute("SELECT token, loc FROM tokens").fetchall()
+        sets = connection.execute("SELECT tokens, loc FROM token_sets").fetchall()
+        index = connection.execute("SELECT block FROM token_index_data").fetchall()
     finally:
         connection.close()
+    rows = [(joined[at : at + 10], loc) for joined, loc in sets for at in range(0, len(joined), 10)]
     assert len(rows) > 100_000
-    assert {len(token) for token, _ in rows} == {10}  # a parameter's domain, 2 bytes of value
-    found = NeedleScan(needles).find(b"\0".join(token + loc for token, loc in rows))
+    assert {len(joined) % 10 for joined, _ in sets} == {0}  # a domain, 2 bytes of value
+    scan = NeedleScan(needles)
+    found = scan.find(b"\0".join(token + loc for token, loc in rows))
+    found |= scan.find(b"\0".join(block for (block,) in index))
     assert not found, [needles[needle].what for needle in found][:30]

@@ -38,6 +38,9 @@ reopened afterwards), and asserts WHICH mechanism catches it:
 | change, drop or add a blind index token | latest-writes (the leaf commits to the version's tokens)|
 |                                         | at the next read of the record, or a search it becomes  |
 |                                         | a false hit of (a search does not check what it returns)|
+| (SQLite) add or drop postings in the    | not caught: an added posting makes a false hit that the |
+| FTS5 index alone, not the token set     | search turns away; a dropped one hides the record from  |
+|                                         | searches for that token until its next write            |
 | replace a wrapped data key              | AEAD (or the unwrap), at the next read by a gateway     |
 |                                         | that unwraps it: SealError, 500                         |
 | delete a sealed AuditEvent (a row of    | access history: the storage holds fewer events than the |
@@ -64,6 +67,7 @@ from coffre.exceptions import SealError, StorageError, VaultStateError
 from coffre.ledger import Checkpoint, LedgerError
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.service import RecordStore, Stored, Vault
+from coffre.storage.base import TOKEN_BYTES
 
 SYSTEM = "urn:hostile:test"
 ALICE, BOB = "Alice-Secret", "Bob-Secret"
@@ -327,8 +331,9 @@ def test_delete_a_record(
     """
     loc = _loc(records, "Patient/bob")
     with _host(vault) as db:
-        for table in ("versions", "current", "tokens"):
+        for table in ("versions", "current"):
             db.execute(f"DELETE FROM {table} WHERE loc = ?", (loc,))
+        _set_tokens(db, loc, [])
     _refused(_REACH_BOB[reach](written, vault), BOB)
 
 
@@ -483,18 +488,52 @@ def test_truncate_the_log_and_extend_it_differently(
 # -- tokens and keys ----------------------------------------------------------------------
 
 
-def _swap_tokens(db: HostDatabase, first: bytes, second: bytes) -> None:
-    for source, target in ((first, b"swap"), (second, first), (b"swap", second)):
-        db.execute("UPDATE tokens SET loc = ? WHERE loc = ?", (target, source))
+def _tokens(db: HostDatabase, loc: bytes) -> list[bytes]:
+    """A record's index tokens as the host holds them (in its token set, on SQLite)."""
+    if not db.sqlite:
+        rows = db.execute("SELECT token FROM tokens WHERE loc = ?", (loc,))
+        return sorted(bytes(row[0]) for row in rows)
+    row = db.execute("SELECT tokens FROM token_sets WHERE loc = ?", (loc,)).fetchone()
+    joined = row[0] if row else b""
+    return [joined[at : at + TOKEN_BYTES] for at in range(0, len(joined), TOKEN_BYTES)]
 
 
-def _give_tokens(db: HostDatabase, source: bytes, target: bytes) -> None:
-    """Copy to ``target`` the tokens of ``source`` it does not carry yet."""
-    db.execute(
-        "INSERT INTO tokens (token, loc) SELECT token, ? FROM tokens WHERE loc = ?"
-        " AND token NOT IN (SELECT token FROM tokens WHERE loc = ?)",
-        (target, source, target),
-    )
+TERM_LETTERS = {byte: 0x100 + byte for byte in range(256)}
+"""How SQLite's FTS5 index spells a token's bytes (see coffre.storage.sqlite)."""
+
+
+def _index(db: HostDatabase, set_id: int, tokens: list[bytes], command: str = "") -> None:
+    """Add (or with ``command="delete"``, remove) SQLite's FTS5 postings of a token set."""
+    terms = " ".join(token.decode("latin-1").translate(TERM_LETTERS) for token in tokens)
+    if command:
+        db.execute(
+            "INSERT INTO token_index (token_index, rowid, terms) VALUES (?, ?, ?)",
+            (command, set_id, terms),
+        )
+    else:
+        db.execute("INSERT INTO token_index (rowid, terms) VALUES (?, ?)", (set_id, terms))
+
+
+def _set_id(loc: bytes) -> int:
+    return int.from_bytes(loc[:8]) - (1 << 63)
+
+
+def _set_tokens(db: HostDatabase, loc: bytes, tokens: list[bytes]) -> None:
+    """Give a record these index tokens as a careful host would, the index kept in step
+    (a search for one of them reaches the record)."""
+    tokens = sorted(set(tokens))
+    if not db.sqlite:
+        db.execute("DELETE FROM tokens WHERE loc = ?", (loc,))
+        db.executemany("INSERT INTO tokens (token, loc) VALUES (?, ?)", [(t, loc) for t in tokens])
+        return
+    _index(db, _set_id(loc), _tokens(db, loc), "delete")
+    db.execute("DELETE FROM token_sets WHERE loc = ?", (loc,))
+    if tokens:
+        db.execute(
+            "INSERT INTO token_sets (id, loc, tokens) VALUES (?, ?, ?)",
+            (_set_id(loc), loc, b"".join(tokens)),
+        )
+        _index(db, _set_id(loc), tokens)
 
 
 # attack -> (records whose read is refused, a search that reaches a tampered record as a
@@ -524,14 +563,16 @@ def test_change_a_blind_index_token(
     alice, bob = _loc(records, "Patient/alice"), _loc(records, "Patient/bob")
     tampered, refused_search = TOKEN_ATTACKS[attack]
     with _host(vault) as db:
+        alices, bobs = _tokens(db, alice), _tokens(db, bob)
         if attack.startswith("swap"):
-            _swap_tokens(db, alice, bob)
+            _set_tokens(db, alice, bobs)
+            _set_tokens(db, bob, alices)
         elif attack.startswith("drop"):
-            db.execute("DELETE FROM tokens WHERE loc = ?", (alice,))
+            _set_tokens(db, alice, [])
         elif attack == "give Bob Alice's tokens":
-            _give_tokens(db, alice, bob)
+            _set_tokens(db, bob, bobs + alices)
         else:
-            db.execute("INSERT INTO tokens (token, loc) VALUES (?, ?)", (bytes(32), bob))
+            _set_tokens(db, bob, [*bobs, bytes(TOKEN_BYTES)])
     if refused_search is not None:
         _refused(written.get(f"/fhir/Patient?identifier={SYSTEM}|{refused_search}"), ALICE, BOB)
     if attack.endswith("no search asks for"):
@@ -541,6 +582,31 @@ def test_change_a_blind_index_token(
         _refused(written.get(f"/fhir/{reference}"), ALICE, BOB)
     intact = {"Patient/alice", "Patient/bob"} - set(tampered)
     for reference in intact:
+        assert written.get(f"/fhir/{reference}").status_code == 200
+
+
+@pytest.mark.parametrize("change", ["add Alice's postings to Bob", "drop Alice's postings"])
+def test_change_sqlites_token_index_alone(
+    change: str, backend: str, written: TestClient, records: RecordStore, vault: Vault
+) -> None:
+    """On SQLite, searches look tokens up in an FTS5 index built from the token sets, which
+    reads check against the log; the host edits the index alone. Not caught, and no answer
+    is wrong: postings added make Bob a false hit that the search turns away after
+    decryption (his token set, checked, is intact); postings dropped hide Alice from the
+    searches for them (as dropping her tokens does) until her next write re-indexes her."""
+    if backend != "sqlite":
+        pytest.skip("PostgreSQL keeps each token once, in the table its searches read")
+    alice, bob = _loc(records, "Patient/alice"), _loc(records, "Patient/bob")
+    with _host(vault) as db:
+        if change.startswith("add"):
+            _index(db, _set_id(bob), _tokens(db, alice))
+        else:
+            _index(db, _set_id(alice), _tokens(db, alice), "delete")
+    found = written.get(f"/fhir/Patient?identifier={SYSTEM}|A1")
+    assert found.status_code == 200, found.text
+    ids = [entry["resource"]["id"] for entry in found.json().get("entry", [])]
+    assert ids == (["alice"] if change.startswith("add") else [])
+    for reference in ("Patient/alice", "Patient/bob"):
         assert written.get(f"/fhir/{reference}").status_code == 200
 
 

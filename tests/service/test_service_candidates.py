@@ -17,7 +17,7 @@ from coffre.service.candidates import Lookup, Stream, batches
 from coffre.storage import SealedVersion, SqliteStorage, Storage
 from coffre.storage.postgres import PostgresStorage
 
-TOKENS = [b"token-%02d" % n for n in range(12)]
+TOKENS = [b"token-%04d" % n for n in range(12)]
 RECORDS = 150
 
 

@@ -11,7 +11,13 @@ from pg import HostDatabase
 
 from coffre.exceptions import StorageError
 from coffre.storage import HistoryQuery, SealedVersion, SqliteStorage, Storage
+from coffre.storage.base import TOKEN_BYTES
 from coffre.storage.postgres import PostgresStorage
+
+
+def tok(name: bytes) -> bytes:
+    """An index token, as long as every token is."""
+    return name.ljust(TOKEN_BYTES, b".")
 
 
 def version(
@@ -38,8 +44,8 @@ def storage(location: str | Path) -> Iterator[Storage]:
 
 def test_latest_and_each_version_are_kept(storage: Storage) -> None:
     with storage.transaction() as txn:
-        txn.append(version(b"a", 1), [b"t1"])
-        txn.append(version(b"a", 2), [b"t2"])
+        txn.append(version(b"a", 1), [tok(b"t1")])
+        txn.append(version(b"a", 2), [tok(b"t2")])
     latest = storage.latest(b"a")
     assert latest is not None and latest.version == 2 and latest.body == b"body2"
     first = storage.version(b"a", 1)
@@ -49,19 +55,19 @@ def test_latest_and_each_version_are_kept(storage: Storage) -> None:
 
 def test_tokens_follow_the_current_version_only(storage: Storage) -> None:
     with storage.transaction() as txn:
-        txn.append(version(b"a", 1), [b"old"])
-        txn.append(version(b"a", 2), [b"new"])
-    assert storage.find([b"old"]) == []
-    assert storage.find([b"new"]) == [b"a"]
+        txn.append(version(b"a", 1), [tok(b"old")])
+        txn.append(version(b"a", 2), [tok(b"new")])
+    assert storage.find([tok(b"old")]) == []
+    assert storage.find([tok(b"new")]) == [b"a"]
     with storage.transaction() as txn:
         txn.append(version(b"a", 3, deleted=True), [])
-    assert storage.find([b"new"]) == []
+    assert storage.find([tok(b"new")]) == []
     assert list(storage.current_of_kind(b"k")) == []
 
 
 def test_find_gives_each_location_once_in_order_a_page_at_a_time(storage: Storage) -> None:
     # More tokens than one compound SELECT of the SQLite driver looks up.
-    tokens = [b"t%03d" % n for n in range(300)]
+    tokens = [tok(b"t%03d" % n) for n in range(300)]
     locs = [bytes([n]) * 4 for n in range(40, 0, -1)]
     with storage.transaction() as txn:
         for n, loc in enumerate(locs):
@@ -73,23 +79,26 @@ def test_find_gives_each_location_once_in_order_a_page_at_a_time(storage: Storag
     assert storage.find(tokens, limit=7) == every[:7]
     assert storage.find(tokens, after=every[6], limit=7) == every[7:14]
     assert storage.find(tokens, after=every[-1]) == []
-    assert storage.find([]) == [] and storage.find([b"none"], limit=3) == []
+    assert storage.find([]) == [] and storage.find([tok(b"none")], limit=3) == []
 
 
 def test_versions_and_tokens_of_many_records_in_one_read(storage: Storage) -> None:
     with storage.transaction() as txn:
-        txn.append(version(b"a", 1), [b"z", b"m"])
-        txn.append(version(b"a", 2), [b"z", b"b", b"q"])
-        txn.append(version(b"b", 1), [b"k"])
+        txn.append(version(b"a", 1), [tok(b"z"), tok(b"m")])
+        txn.append(version(b"a", 2), [tok(b"z"), tok(b"b"), tok(b"q")])
+        txn.append(version(b"b", 1), [tok(b"k")])
     wanted = [b"a", b"b", b"missing"]
     assert storage.latest_each(wanted) == {b"a": storage.latest(b"a"), b"b": storage.latest(b"b")}
     assert storage.latest_each([]) == {}
     # In token order, as index_digest joins them.
-    assert storage.joined_tokens(wanted) == {b"a": b"bqz", b"b": b"k"}
+    assert storage.joined_tokens(wanted) == {
+        b"a": tok(b"b") + tok(b"q") + tok(b"z"),
+        b"b": tok(b"k"),
+    }
     assert storage.joined_tokens([]) == {}
-    assert storage.carrying([b"q", b"k", b"m"], wanted) == {b"a", b"b"}
-    assert storage.carrying([b"m"], wanted) == set()  # a token of a former version
-    assert storage.carrying([b"k"], [b"a"]) == set() and storage.carrying([], wanted) == set()
+    assert storage.carrying([tok(b"q"), tok(b"k"), tok(b"m")], wanted) == {b"a", b"b"}
+    assert storage.carrying([tok(b"m")], wanted) == set()  # a token of a former version
+    assert storage.carrying([tok(b"k")], [b"a"]) == set() and storage.carrying([], wanted) == set()
 
 
 def test_the_kinds_present_are_those_of_current_records_not_deleted(storage: Storage) -> None:
@@ -108,22 +117,24 @@ def test_the_kinds_present_are_those_of_current_records_not_deleted(storage: Sto
 
 def test_a_new_version_keeps_the_tokens_it_shares_and_drops_the_others(storage: Storage) -> None:
     with storage.transaction() as txn:
-        txn.append(version(b"a", 1), [b"kept", b"dropped", b"also kept"])
-        txn.append(version(b"b", 1), [b"dropped"])
+        txn.append(version(b"a", 1), [tok(b"kept"), tok(b"dropped"), tok(b"also kept")])
+        txn.append(version(b"b", 1), [tok(b"dropped")])
     with storage.transaction() as txn:
-        txn.append(version(b"a", 2), [b"kept", b"added", b"also kept", b"added"])
-    assert sorted(storage.tokens_of(b"a")) == [b"added", b"also kept", b"kept"]
-    assert storage.find([b"dropped"]) == [b"b"]
-    assert storage.find([b"added"]) == [b"a"]
+        txn.append(
+            version(b"a", 2), [tok(b"kept"), tok(b"added"), tok(b"also kept"), tok(b"added")]
+        )
+    assert sorted(storage.tokens_of(b"a")) == [tok(b"added"), tok(b"also kept"), tok(b"kept")]
+    assert storage.find([tok(b"dropped")]) == [b"b"]
+    assert storage.find([tok(b"added")]) == [b"a"]
 
 
 def test_a_failed_transaction_leaves_nothing(storage: Storage) -> None:
     with pytest.raises(RuntimeError), storage.transaction() as txn:
-        txn.append(version(b"a", 1), [b"t"])
+        txn.append(version(b"a", 1), [tok(b"t")])
         txn.put_wrapped_key(b"c", "kek-1", b"w")
         raise RuntimeError("interrupted")
     assert storage.latest(b"a") is None
-    assert storage.find([b"t"]) == []
+    assert storage.find([tok(b"t")]) == []
     assert storage.wrapped_key(b"c") is None
     assert storage.last_seq() == 0
 

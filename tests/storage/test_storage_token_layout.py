@@ -1,0 +1,79 @@
+"""SQLite's token layout (coffre.storage.sqlite): token sets under ids that sort as their
+locations, indexed by FTS5, and the ``tokens`` table beside them for the records of an
+older vault and those whose id another location has."""
+
+from __future__ import annotations
+
+import sqlite3
+from contextlib import closing
+from pathlib import Path
+
+from test_storage_sqlite import tok, version
+
+from coffre.storage import SqliteStorage
+
+PREFIX = b"8 bytes!"
+"""The first 8 bytes of locations whose token sets would share an id."""
+
+
+def test_locations_sharing_their_first_eight_bytes_are_found_in_order(tmp_path: Path) -> None:
+    storage = SqliteStorage(tmp_path / "s.sqlite", create=True)
+    locs = [PREFIX + b"\x02", PREFIX + b"\x01", PREFIX + b"\x03", PREFIX[:7] + b"\x00"]
+    with storage.transaction() as txn:
+        for n, loc in enumerate(locs):
+            txn.append(version(loc, 1), [tok(b"shared"), tok(b"own%d" % n)])
+    with closing(sqlite3.connect(storage.path)) as db:  # the second and third: no id left
+        assert db.execute("SELECT count(DISTINCT loc) FROM tokens").fetchone() == (2,)
+    every = sorted(locs)
+    assert storage.find([tok(b"shared")]) == every
+    for cut in range(len(every)):
+        assert storage.find([tok(b"shared")], after=every[cut], limit=2) == every[cut + 1 :][:2]
+    assert storage.find([tok(b"own1"), tok(b"own2")]) == sorted(locs[1:3])
+    assert storage.joined_tokens(locs[:2]) == {
+        loc: tok(b"own%d" % n) + tok(b"shared") for n, loc in enumerate(locs[:2])
+    }
+    assert storage.carrying([tok(b"own0")], locs) == {locs[0]}
+    with storage.transaction() as txn:  # the first one's set goes; the others stay
+        txn.append(version(locs[0], 2, deleted=True), [])
+        txn.append(version(locs[2], 2), [tok(b"moved")])
+    assert storage.find([tok(b"shared")]) == sorted(set(every) - {locs[0], locs[2]})
+    assert storage.find([tok(b"moved")]) == [locs[2]]
+    assert storage.tokens_of(locs[0]) == [] and storage.tokens_of(locs[2]) == [tok(b"moved")]
+    storage.close()
+
+
+def _to_rows_per_token(path: Path) -> None:
+    """Move every token set into the ``tokens`` table, as a vault written before token
+    sets holds its tokens."""
+    with closing(sqlite3.connect(path)) as db, db:
+        db.execute(
+            "WITH RECURSIVE n(at) AS (SELECT 1 UNION ALL SELECT at + 10 FROM n WHERE at < 990)"
+            " INSERT INTO tokens (token, loc) SELECT substr(s.tokens, n.at, 10), s.loc"
+            " FROM token_sets s JOIN n ON n.at < length(s.tokens)"
+        )
+        db.execute("DELETE FROM token_sets")
+        db.execute("INSERT INTO token_index (token_index) VALUES ('delete-all')")
+
+
+def test_a_vault_written_before_token_sets_is_read_and_moves_on_its_next_writes(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "s.sqlite"
+    storage = SqliteStorage(path, create=True)
+    with storage.transaction() as txn:
+        txn.append(version(b"a", 1), [tok(b"z"), tok(b"m")])
+        txn.append(version(b"b", 1), [tok(b"m")])
+    storage.close()
+    _to_rows_per_token(path)
+    storage = SqliteStorage(path)
+    assert storage.find([tok(b"m")]) == [b"a", b"b"]
+    assert storage.joined_tokens([b"a"]) == {b"a": tok(b"m") + tok(b"z")}
+    with storage.transaction() as txn:
+        txn.append(version(b"a", 2), [tok(b"z"), tok(b"n")])
+    assert storage.find([tok(b"m"), tok(b"n")]) == [b"a", b"b"]
+    assert storage.find([tok(b"m")]) == [b"b"]
+    assert storage.tokens_of(b"a") == [tok(b"n"), tok(b"z")]
+    with closing(sqlite3.connect(path)) as db:
+        assert db.execute("SELECT DISTINCT loc FROM tokens").fetchall() == [(b"b",)]
+        assert db.execute("SELECT loc FROM token_sets").fetchall() == [(b"a",)]
+    storage.close()
