@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
 from urllib.parse import parse_qsl
@@ -409,7 +410,8 @@ async def bundle(request: Request) -> Response:
         include_resources=prefer_return(request) == "representation",
         gate=GuardGate(guard) if guard.enforced else None,
     )
-    prepared = processor.prepare(body)
+    # Validating a large Bundle and computing its tokens ahead take a while: off the loop.
+    prepared = await asyncio.to_thread(processor.prepare, body)
     answer = await _commit(request, lambda writer: processor.execute(prepared, writer))
     await announce(request)
     return fhir_response(answer)

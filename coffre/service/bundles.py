@@ -9,6 +9,7 @@ A batch runs its entries one by one, each committed or refused on its own.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, Protocol
 from urllib.parse import unquote
 
@@ -18,7 +19,8 @@ from coffre.fhir.validation import validate
 from coffre.fhir.values import whole_number
 from coffre.ledger.leaf import LeafKind
 from coffre.search import parse_criteria
-from coffre.service.records import Outcome, RecordStore, Stored, Writer
+from coffre.search.parameters import parameters_for
+from coffre.service.records import Outcome, OwnTokens, RecordStore, Stored, Writer
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _INTERACTIONS = {"DELETE": "delete", "PUT": "update", "GET": "search", "HEAD": "search"}
@@ -39,6 +41,7 @@ class Entry:
     if_none_exist: str | None
     if_match: int | None
     existing: Stored | None = None
+    own_tokens: OwnTokens | None = None
 
     @property
     def label(self) -> str:
@@ -112,6 +115,13 @@ def _without_entry_resources(bundle: dict[str, Any]) -> dict[str, Any]:
         for e in entries
     ]
     return {**bundle, "entry": shells}
+
+
+@cache
+def _reference_parameters(resource_type: str) -> frozenset[str]:
+    """The parameters whose values a transaction may change: its references, resolved."""
+    parameters = parameters_for(resource_type).values()
+    return frozenset(p.code for p in parameters if p.type == "reference")
 
 
 def _missing(entry: Entry) -> FhirError:
@@ -223,8 +233,23 @@ class BundleProcessor:
             )
         raw_entries = bundle.get("entry", [])
         if kind == "transaction":
-            return Prepared(kind, [_parse_entry(i, raw) for i, raw in enumerate(raw_entries)])
+            entries = [_parse_entry(i, raw) for i, raw in enumerate(raw_entries)]
+            for entry in entries:
+                self._tokens_ahead(entry)
+            return Prepared(kind, entries)
         return Prepared(kind, raw_entries)
+
+    def _tokens_ahead(self, entry: Entry) -> None:
+        """Compute, before the write lock, the index tokens of a transaction entry's
+        resource that resolving its references leaves as they are."""
+        resource = entry.resource
+        if (
+            entry.method in ("POST", "PUT")
+            and resource is not None
+            and resource.get("resourceType") == entry.resource_type
+        ):
+            later = _reference_parameters(entry.resource_type)
+            entry.own_tokens = self.records.own_tokens(resource, later)
 
     def execute(self, prepared: Prepared, writer: Writer) -> dict[str, Any]:
         """Run a prepared Bundle in ``writer``'s transaction; a failed transaction Bundle
@@ -370,7 +395,11 @@ class BundleProcessor:
             resource = self._body(entry)
             self._check_type(entry, resource)
             self.gate.check(writer, "create", resource)
-            return self._write_result(writer.create(resource, entry.resource_id, validated=True))
+            return self._write_result(
+                writer.create(
+                    resource, entry.resource_id, validated=True, own_tokens=entry.own_tokens
+                )
+            )
         read = entry.method in ("GET", "HEAD") and entry.resource_id is not None
         self.gate.check(
             writer, "read" if read else _INTERACTIONS[entry.method], entry.resource_type
@@ -384,7 +413,12 @@ class BundleProcessor:
                 self.gate.check(writer, "update", current, _missing(entry))
             return self._write_result(
                 writer.update(
-                    entry.resource_type, entry.resource_id, resource, entry.if_match, validated=True
+                    entry.resource_type,
+                    entry.resource_id,
+                    resource,
+                    entry.if_match,
+                    validated=True,
+                    own_tokens=entry.own_tokens,
                 )
             )
         if entry.method == "DELETE":

@@ -158,20 +158,22 @@ WRITE_SET_PARAMETERS = frozenset({"_id", "_lastUpdated"})
 
 
 @cache
-def _own_parameters(resource_type: str) -> frozenset[str]:
-    return frozenset(parameters_for(resource_type)) - WRITE_SET_PARAMETERS
+def _own_parameters(resource_type: str, later: frozenset[str]) -> frozenset[str]:
+    return frozenset(parameters_for(resource_type)) - later
 
 
 @dataclass(frozen=True, slots=True)
 class OwnTokens:
-    """The blind tokens of a resource's own values, all but the write-set parameters',
-    computed before its write: the write lock then only adds those of its id and time.
+    """The blind tokens of a resource's own values, all but those of the parameters
+    ``later`` (the write-set ones at least), computed before its write: the write lock
+    then only adds those of its id and time, and of any other parameter ``later`` names.
 
-    The resource must not change before its write, besides its id and ``meta``'s
-    server fields."""
+    The resource must not change before its write, besides its id, ``meta``'s server
+    fields and the values of the parameters ``later``."""
 
     resource_type: str
     tokens: frozenset[bytes]
+    later: frozenset[str] = WRITE_SET_PARAMETERS
 
 
 DEFAULT_KEY_CACHE = 100_000
@@ -231,11 +233,16 @@ class RecordStore:
         """Drop a compartment's data key from this process: it was erased."""
         self._data_keys.forget(comp)
 
-    def own_tokens(self, resource: dict[str, Any]) -> OwnTokens:
-        """The index tokens of a valid resource that its write will not change."""
+    def own_tokens(
+        self, resource: dict[str, Any], later: frozenset[str] = WRITE_SET_PARAMETERS
+    ) -> OwnTokens:
+        """The index tokens of a valid resource that its write will not change: all but
+        those of the parameters ``later`` (and of the write-set ones)."""
         resource_type = resource["resourceType"]
-        only = _own_parameters(resource_type)
-        return OwnTokens(resource_type, frozenset(index_tokens(self.keys, resource, only)))
+        later = later | WRITE_SET_PARAMETERS
+        only = _own_parameters(resource_type, later)
+        tokens = frozenset(index_tokens(self.keys, resource, only))
+        return OwnTokens(resource_type, tokens, later)
 
     def _compartment(self, resource: dict[str, Any]) -> bytes:
         patient = patient_of(resource)
@@ -462,7 +469,7 @@ def _index_tokens(
         return index_tokens(keys, resource)
     if own_tokens.resource_type != resource["resourceType"]:
         raise ValueError("index tokens computed ahead for another resource type")
-    written = index_tokens(keys, resource, WRITE_SET_PARAMETERS)
+    written = index_tokens(keys, resource, own_tokens.later)
     return sorted(own_tokens.tokens.union(written))
 
 

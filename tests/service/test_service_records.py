@@ -11,6 +11,7 @@ from coffre.exceptions import FhirError, SealError
 from coffre.fhir import json
 from coffre.fhir.validation import validate
 from coffre.service import RecordStore, Vault
+from coffre.service.bundles import BundleProcessor
 from coffre.service.searching import index_tokens
 
 
@@ -199,5 +200,26 @@ def test_tokens_computed_ahead_of_a_write_are_those_of_the_resource_as_written(
     assert len(created) > 500
     for outcome in created:
         stored = records.read(outcome.stored.resource_type, outcome.stored.id)
+        expected = index_tokens(records.keys, stored.resource())
+        assert sorted(records.storage.tokens_of(stored.loc)) == expected, stored.reference
+
+
+def test_a_transaction_stores_its_resources_with_the_tokens_of_what_it_wrote(
+    records: RecordStore,
+) -> None:
+    """Synthea's transaction Bundles, their entries' tokens computed ahead (outside the
+    write lock, as the API does) but for those of their references, which the transaction
+    resolves: every resource is stored with exactly the tokens of the resource as written."""
+    written = []
+    for path in sorted(shared_data_path("synthea", "smart-2019").glob("*.json"))[:2]:
+        processor = BundleProcessor(records, "http://coffre.test/fhir", include_resources=False)
+        prepared = processor.prepare(json.loads(path.read_bytes()))
+        assert all(entry.own_tokens is not None for entry in prepared.entries)
+        with records.writer() as writer:
+            answer = processor.execute(prepared, writer)
+        written += [entry["response"]["location"].split("/")[:2] for entry in answer["entry"]]
+    assert len(written) > 200
+    for resource_type, resource_id in written:
+        stored = records.read(resource_type, resource_id)
         expected = index_tokens(records.keys, stored.resource())
         assert sorted(records.storage.tokens_of(stored.loc)) == expected, stored.reference
