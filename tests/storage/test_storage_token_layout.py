@@ -4,10 +4,14 @@ older vault and those whose id another location has."""
 
 from __future__ import annotations
 
+import hashlib
 import sqlite3
 from contextlib import closing
 from pathlib import Path
 
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from test_storage_sqlite import tok, version
 
 from coffre.storage import SqliteStorage
@@ -76,4 +80,35 @@ def test_a_vault_written_before_token_sets_is_read_and_moves_on_its_next_writes(
     with closing(sqlite3.connect(path)) as db:
         assert db.execute("SELECT DISTINCT loc FROM tokens").fetchall() == [(b"b",)]
         assert db.execute("SELECT loc FROM token_sets").fetchall() == [(b"a",)]
+    storage.close()
+
+
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    st.lists(
+        st.lists(st.tuples(st.integers(0, 30), st.frozensets(st.integers(0, 9), max_size=4))),
+        min_size=1,
+        max_size=12,
+    )
+)
+def test_what_the_index_finds_follows_every_write_through_its_merges(
+    tmp_path_factory: pytest.TempPathFactory, transactions: list[list[tuple[int, frozenset[int]]]]
+) -> None:
+    """Transactions of writes (a record given a set of tokens, none: deleted), each run
+    of the FTS5 index merged as writes go: every look-up finds what the last writes say."""
+    storage = SqliteStorage(tmp_path_factory.mktemp("merges") / "s.sqlite", create=True)
+    held: dict[bytes, frozenset[int]] = {}
+    versions: dict[bytes, int] = {}
+    for writes in transactions:
+        with storage.transaction() as txn:
+            for record, tokens in writes:
+                loc = hashlib.sha256(b"%d" % record).digest()
+                versions[loc] = versions.get(loc, 0) + 1
+                txn.append(version(loc, versions[loc]), [tok(b"%d" % t) for t in tokens])
+                held[loc] = tokens
+    for token in range(10):
+        expected = sorted(loc for loc, tokens in held.items() if token in tokens)
+        assert storage.find([tok(b"%d" % token)]) == expected
     storage.close()
