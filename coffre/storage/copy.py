@@ -300,7 +300,10 @@ class SqliteEndpoint(Endpoint):
         self.path = path
         self._db = self._connect(path)
         self._reader = self._connect(path)
-        self._run(self._schema() if create else [sqlite.TOKEN_SETS])
+        if create:
+            self._run(self._schema())
+        else:
+            sqlite.add_token_sets(self._db, path)
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:

@@ -486,6 +486,19 @@ class _Txn(_Reader):
         self._db.executemany("DELETE FROM current WHERE loc = ?", rows)
 
 
+def add_token_sets(connection: sqlite3.Connection, path: Path | str) -> None:
+    """Give a vault written before token sets their (empty) tables; nothing to write, and
+    no lock to wait for, in any other."""
+    try:
+        if connection.execute("SELECT 1 FROM sqlite_schema WHERE name = 'token_index'").fetchone():
+            return
+        connection.executescript(TOKEN_SETS)
+    except sqlite3.Error as error:
+        raise StorageError(
+            f"cannot add token sets to the SQLite storage at {path}: {error}"
+        ) from None
+
+
 def put_token_sets(connection: sqlite3.Connection, rows: Iterable[tuple[bytes, bytes]]) -> None:
     """Give records their tokens, each as (location, tokens joined in token order), in the
     transaction under way on ``connection`` (a copy's)."""
@@ -506,8 +519,9 @@ class SqliteStorage(_Reader):
     ) -> None:
         if not create and not Path(path).exists():
             raise StorageError(f"no storage at {path}")
-        # A vault written before the token sets gets their (empty) tables.
-        writes = self._connect(path, synchronous, SCHEMA if create else TOKEN_SETS)
+        writes = self._connect(path, synchronous, SCHEMA if create else None)
+        if not create:
+            add_token_sets(writes, path)
         writes.execute(f"PRAGMA cache_size = -{_WRITE_CACHE_KIB}")
         super().__init__(self._connect(path, synchronous, None))
         self._write_db = writes

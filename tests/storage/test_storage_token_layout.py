@@ -47,16 +47,16 @@ def test_locations_sharing_their_first_eight_bytes_are_found_in_order(tmp_path: 
 
 
 def _to_rows_per_token(path: Path) -> None:
-    """Move every token set into the ``tokens`` table, as a vault written before token
-    sets holds its tokens."""
+    """Move every token set into the ``tokens`` table, and drop the token sets' tables: a
+    vault as Coffre wrote it before token sets."""
     with closing(sqlite3.connect(path)) as db, db:
         db.execute(
             "WITH RECURSIVE n(at) AS (SELECT 1 UNION ALL SELECT at + 10 FROM n WHERE at < 990)"
             " INSERT INTO tokens (token, loc) SELECT substr(s.tokens, n.at, 10), s.loc"
             " FROM token_sets s JOIN n ON n.at < length(s.tokens)"
         )
-        db.execute("DELETE FROM token_sets")
-        db.execute("INSERT INTO token_index (token_index) VALUES ('delete-all')")
+        db.execute("DROP TABLE token_sets")
+        db.execute("DROP TABLE token_index")
 
 
 def test_a_vault_written_before_token_sets_is_read_and_moves_on_its_next_writes(
