@@ -130,19 +130,31 @@ def _term(token: bytes) -> str:
     return token.decode("latin-1").translate(_TERM_LETTERS)
 
 
+def _split(joined: bytes) -> list[bytes]:
+    return [joined[at : at + TOKEN_BYTES] for at in range(0, len(joined), TOKEN_BYTES)]
+
+
+_TERM_UNITS = b"\x01\x00" * TOKEN_BYTES + b"\x00 "
+"""A term and the space after it as big-endian UTF-16 units: U+01XX for each byte XX of
+the token (whose low bytes are filled in), then U+0020."""
+
+
 def _terms(joined: bytes) -> str:
-    """Joined tokens as the FTS5 index takes them: a term each, separated by spaces."""
-    letters = _term(joined)
-    return " ".join(letters[at : at + TOKEN_BYTES] for at in range(0, len(letters), TOKEN_BYTES))
+    """Joined tokens as the FTS5 index takes them: a term each (as ``_term`` spells it),
+    separated by spaces. Spelt as UTF-16 and decoded in one pass, a slice a byte of the
+    token, not looked up letter by letter: six times faster for a record's ~100 tokens."""
+    count, rest = divmod(len(joined), TOKEN_BYTES)
+    if rest:  # never written so by Coffre: a host's edit, spelt token by token
+        return " ".join(map(_term, _split(joined)))
+    units = bytearray(_TERM_UNITS * count)
+    for at in range(TOKEN_BYTES):
+        units[2 * at + 1 :: len(_TERM_UNITS)] = joined[at::TOKEN_BYTES]
+    return units[:-2].decode("utf-16-be")
 
 
 def _query(tokens: Sequence[bytes]) -> str:
     """The FTS5 query that matches the rows carrying any of the tokens."""
     return " OR ".join(map(_term, tokens))
-
-
-def _split(joined: bytes) -> list[bytes]:
-    return [joined[at : at + TOKEN_BYTES] for at in range(0, len(joined), TOKEN_BYTES)]
 
 
 def _holds(joined: bytes, token: bytes) -> bool:

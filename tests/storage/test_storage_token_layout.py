@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from test_storage_sqlite import tok, version
 
 from coffre.storage import SqliteStorage
+from coffre.storage import sqlite as sqlite_layout
 
 PREFIX = b"8 bytes!"
 """The first 8 bytes of locations whose token sets would share an id."""
@@ -112,3 +113,13 @@ def test_what_the_index_finds_follows_every_write_through_its_merges(
         expected = sorted(loc for loc, tokens in held.items() if token in tokens)
         assert storage.find([tok(b"%d" % token)]) == expected
     storage.close()
+
+
+@given(st.binary(max_size=400))
+def test_a_token_sets_terms_are_its_tokens_spelt_one_by_one(joined: bytes) -> None:
+    """The FTS5 terms of a token set, spelt in one pass, are those of its tokens spelt
+    one at a time (a trailing piece shorter than a token, which only a host writes, too),
+    each letter in U+0100-U+01FF."""
+    terms = sqlite_layout._terms(joined)
+    assert terms == " ".join(map(sqlite_layout._term, sqlite_layout._split(joined)))
+    assert all(0x100 <= ord(letter) <= 0x1FF for letter in terms.replace(" ", ""))
