@@ -159,26 +159,26 @@ class SparseMerkleMap:
 
     def _floors(self, updates: Mapping[bytes, bytes]) -> tuple[dict[int, _Floor], set[int]]:
         """The leaves a batch writes: each updated key, and each stored lone leaf an
-        updated key pushes down, with the depth its leaf cannot sit above (where its path
-        ends in the stored tree: the other stored keys share less with it); and the ids
-        of those stored leaves."""
+        updated key pushes down (unless the batch updates its key too), with the depth
+        its leaf cannot sit above (where its path ends in the stored tree: the other
+        stored keys share less with it); and the ids of those stored leaves."""
         store = self._store
         guess = max(len(store.leaves).bit_length() - 1, 0)  # about where paths end
         floors: dict[int, _Floor] = {}
-        pushed: list[tuple[int, _Floor]] = []
         unleafed: set[int] = set()
         for key, value in updates.items():
-            k = _key(key)
+            if len(key) != KEY_BYTES or len(value) != HASH_SIZE:
+                _key(key)  # checked inline above, at no call per key: now raise what is wrong
+                _value(value)
+            k = int.from_bytes(key, "big")
             depth, node = _path_end(store, _MARK | k, guess)
-            floors[k] = (key + _value(value), depth, None)
+            floors[k] = (key + value, depth, None)
             stored = store.leaves.get(node)
             if stored is not None:
                 unleafed.add(node)
-                if stored[:KEY_BYTES] != key:
-                    other = int.from_bytes(stored[:KEY_BYTES], "big")
-                    pushed.append((other, (stored, depth, store.hashes[node])))
-        for other, floor in pushed:
-            floors.setdefault(other, floor)  # unless the batch updates it too
+                other = stored[:KEY_BYTES]
+                if other != key and other not in updates:
+                    floors[int.from_bytes(other, "big")] = (stored, depth, store.hashes[node])
         return floors, unleafed
 
     def _hash_batch(self, floors: dict[int, _Floor], changes: MapChanges) -> bytes:

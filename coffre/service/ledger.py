@@ -172,6 +172,11 @@ def _in_map(leaf: Leaf) -> bool:
     return leaf.kind in WRITES or (leaf.kind is LeafKind.ERASE and leaf.version > 0)
 
 
+def _map_updates(leaves: list[Leaf], hashes: list[bytes]) -> dict[bytes, bytes]:
+    """The map updates leaves (with their hashes) make: each location's latest write."""
+    return {leaf.loc: hashed for leaf, hashed in zip(leaves, hashes, strict=True) if _in_map(leaf)}
+
+
 Appended = tuple[Leaf, bytes]
 """A leaf a transaction appended, and its bytes as stored."""
 
@@ -233,34 +238,32 @@ class LatestWrites:
             leaves = [authentic_leaf(self._keys, i, d) for i, d in enumerate(data, self.known)]
             hashes = [leaf_hash(d) for d in data]
             self.tree.extend(hashes)
-            self.map.update(self._follow(leaves, hashes))
+            self._follow(leaves)
+            self.map.update(_map_updates(leaves, hashes))
 
     def adopt(self, integration: Integration) -> None:
         """Take over what a committed transaction integrated, unless the log was already
         followed past it (or not yet up to it: ``catch_up`` then reads it back)."""
         with self._lock:
             if self.known == integration.start:
-                self._follow(integration.leaves, integration.hashes)
+                self._follow(integration.leaves)
                 self.tree = integration.tree
                 self.map.apply(integration.map_changes)
 
-    def _follow(self, leaves: list[Leaf], hashes: list[bytes]) -> dict[bytes, bytes]:
-        """Add leaves to the latest writes; the map updates they make.
+    def _follow(self, leaves: list[Leaf]) -> None:
+        """Add leaves to the latest writes (the map follows with ``_map_updates``).
 
         Leaves come a whole transaction at a time or more, and the leaves of one
         AuditEvent are all in its transaction: the distinct event hashes among them are
         the events they add.
         """
         self._events += len({leaf.event_hash for leaf in leaves} - {NO_DIGEST})
-        updates = {}
-        for leaf, hashed in zip(leaves, hashes, strict=True):
+        for leaf in leaves:
             if leaf.kind is LeafKind.ERASE and leaf.version == 0:
                 self._erased.setdefault(leaf.loc, leaf.ts)
             elif _in_map(leaf):
                 self._latest[leaf.loc] = (leaf.version, leaf.body_hash, leaf.index_digest)
-                updates[leaf.loc] = hashed
         self.known += len(leaves)
-        return updates
 
     def check_events(self, storage: Storage) -> None:
         """Refuse a storage that lost a sealed AuditEvent of the log followed so far: each
@@ -289,10 +292,7 @@ class LatestWrites:
     def map_with(self, leaves: list[Leaf], hashes: list[bytes]) -> MapChanges:
         """The map nodes ``leaves`` (with their hashes) would write, and the root they
         give, leaving the map as it is."""
-        updates = {
-            leaf.loc: hashed for leaf, hashed in zip(leaves, hashes, strict=True) if _in_map(leaf)
-        }
-        return self.map.changes(updates)
+        return self.map.changes(_map_updates(leaves, hashes))
 
 
 STORED_EVERY = 4

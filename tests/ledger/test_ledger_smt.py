@@ -158,6 +158,20 @@ def test_changes_leave_the_map_as_it_is_until_applied(
     assert smt.root == _map({**first, **second}).root
 
 
+@pytest.mark.parametrize("order", [1, -1])
+def test_a_batch_that_pushes_down_a_leaf_whose_key_it_updates(order: int) -> None:
+    # ``near`` lands on ``stored``'s lone leaf: the leaf is pushed down, with the batch's
+    # new value, not the stored one, whichever of the two keys the batch names first.
+    stored, near = bytes(32), bytes(31) + b"\x01"
+    smt = _map({stored: b"a" * 32, bytes([0x80]) + bytes(31): b"c" * 32})
+    batch = dict(list({stored: b"b" * 32, near: b"d" * 32}.items())[::order])
+    smt.update(batch)
+    expected = {stored: b"b" * 32, near: b"d" * 32, bytes([0x80]) + bytes(31): b"c" * 32}
+    assert smt.root == _reference_root(expected)
+    assert smt.get(stored) == b"b" * 32
+    assert _one_by_one([expected], MemoryNodeStore()).root == smt.root
+
+
 def test_the_empty_map() -> None:
     smt = SparseMerkleMap()
     assert smt.root == EMPTY
