@@ -4,6 +4,11 @@ A transaction is all-or-nothing: its writes share one storage transaction, and a
 failure rolls every one of them back. Entries run in the order the spec gives (DELETE,
 POST, PUT, GET); ``urn:uuid:`` and conditional references are resolved before any write.
 A batch runs its entries one by one, each committed or refused on its own.
+
+A transaction is prepared before the write lock as far as the storage's state cannot
+change it: the new ids of its plain creates are drawn, the references to them rewritten
+and the entries' index tokens computed, but for those of the references that only the
+storage can resolve (conditional ones, and those to conditional creates and updates).
 """
 
 from __future__ import annotations
@@ -14,13 +19,13 @@ from typing import Any, Protocol
 from urllib.parse import unquote
 
 from coffre.exceptions import FhirError
-from coffre.fhir.references import parse_reference, rewrite_references
+from coffre.fhir.references import iter_references, parse_reference, rewrite_references
 from coffre.fhir.validation import validate
 from coffre.fhir.values import whole_number
 from coffre.ledger.leaf import LeafKind
 from coffre.search import parse_criteria
 from coffre.search.parameters import parameters_for
-from coffre.service.records import Outcome, OwnTokens, RecordStore, Stored, Writer
+from coffre.service.records import Outcome, OwnTokens, RecordStore, Stored, Writer, new_id
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _INTERACTIONS = {"DELETE": "delete", "PUT": "update", "GET": "search", "HEAD": "search"}
@@ -42,6 +47,10 @@ class Entry:
     if_match: int | None
     existing: Stored | None = None
     own_tokens: OwnTokens | None = None
+    drawn_id: str | None = None
+    """The id of a plain create, drawn before the write lock."""
+    unresolved: bool = True
+    """Whether the resource holds references that only the write lock can resolve."""
 
     @property
     def label(self) -> str:
@@ -122,6 +131,13 @@ def _reference_parameters(resource_type: str) -> frozenset[str]:
     """The parameters whose values a transaction may change: its references, resolved."""
     parameters = parameters_for(resource_type).values()
     return frozenset(p.code for p in parameters if p.type == "reference")
+
+
+def _unresolved(reference: str, pending: frozenset[str]) -> bool:
+    """Whether resolving the transaction's references under the write lock may change
+    ``reference``: an ``urn:``, a conditional reference, or one of the ``pending``
+    fullUrls."""
+    return reference.startswith("urn:") or "?" in reference or reference in pending
 
 
 def _missing(entry: Entry) -> FhirError:
@@ -234,21 +250,60 @@ class BundleProcessor:
         raw_entries = bundle.get("entry", [])
         if kind == "transaction":
             entries = [_parse_entry(i, raw) for i, raw in enumerate(raw_entries)]
+            fixed, pending = self._fixed_targets(entries)
             for entry in entries:
-                self._tokens_ahead(entry)
+                self._resolve_ahead(entry, fixed, pending)
             return Prepared(kind, entries)
         return Prepared(kind, raw_entries)
 
-    def _tokens_ahead(self, entry: Entry) -> None:
-        """Compute, before the write lock, the index tokens of a transaction entry's
-        resource that resolving its references leaves as they are."""
+    def _fixed_targets(self, entries: list[Entry]) -> tuple[dict[str, str], frozenset[str]]:
+        """The targets that no state of the storage can change, by fullUrl: a create
+        without ``ifNoneExist`` (its id drawn now, or the source id an import keeps) and
+        an update of a given id; and the fullUrls of the other writing entries, which the
+        write lock resolves (a fullUrl named twice among them: the transaction fails)."""
+        fixed: dict[str, str] = {}
+        pending: set[str] = set()
+        for entry in entries:
+            target = self._fixed_target(entry)
+            if not entry.full_url or entry.method not in ("POST", "PUT"):
+                continue
+            if target is None or entry.full_url in fixed or entry.full_url in pending:
+                pending.add(entry.full_url)
+                fixed.pop(entry.full_url, None)
+            else:
+                fixed[entry.full_url] = target
+        return fixed, frozenset(pending)
+
+    def _fixed_target(self, entry: Entry) -> str | None:
+        if entry.method == "POST" and not entry.if_none_exist:
+            source_id = self._source_id(entry)
+            if source_id is None:
+                entry.drawn_id = new_id()
+            return f"{entry.resource_type}/{source_id or entry.drawn_id}"
+        if entry.method == "PUT" and entry.resource_id is not None:
+            return f"{entry.resource_type}/{entry.resource_id}"
+        return None
+
+    def _source_id(self, entry: Entry) -> str | None:
+        """The id an import keeps: the one the created resource has in its source."""
+        source_id = entry.resource.get("id") if self.keep_source_ids and entry.resource else None
+        return source_id or None
+
+    def _resolve_ahead(self, entry: Entry, fixed: dict[str, str], pending: frozenset[str]) -> None:
+        """Rewrite an entry's references to fixed targets, and compute the index tokens of
+        its resource; but for those of its reference parameters if the write lock has some
+        of its references still to resolve (``pending``: fullUrls it resolves). All of
+        them: a parameter may take a reference only once it knows its target's type
+        (``Encounter.participant.individual.where(resolve() is Practitioner)``)."""
         resource = entry.resource
-        if (
-            entry.method in ("POST", "PUT")
-            and resource is not None
-            and resource.get("resourceType") == entry.resource_type
-        ):
-            later = _reference_parameters(entry.resource_type)
+        if resource is None:
+            return
+        rewrite_references(resource, fixed.get)
+        entry.unresolved = any(
+            _unresolved(node["reference"], pending) for node in iter_references(resource)
+        )
+        if entry.method in ("POST", "PUT") and resource.get("resourceType") == entry.resource_type:
+            later = _reference_parameters(entry.resource_type) if entry.unresolved else frozenset()
             entry.own_tokens = self.records.own_tokens(resource, later)
 
     def execute(self, prepared: Prepared, writer: Writer) -> dict[str, Any]:
@@ -283,7 +338,7 @@ class BundleProcessor:
         targets = self._assign_targets(writer, others)
         for entry in others:
             try:
-                if entry.resource is not None:
+                if entry.resource is not None and entry.unresolved:
                     self._resolve_references(writer, entry.resource, targets)
             except FhirError as error:
                 raise _in_entry(entry, error) from None
@@ -328,15 +383,15 @@ class BundleProcessor:
                 existing = self._single_match(
                     writer, entry.resource_type, entry.if_none_exist, "ifNoneExist criteria"
                 )
-            source_id = (
-                entry.resource.get("id") if self.keep_source_ids and entry.resource else None
-            )
+            source_id = self._source_id(entry)
             if existing is None and source_id:
                 existing = writer.latest(entry.resource_type, source_id)
                 existing = None if existing is None or existing.deleted else existing
             entry.existing = existing
             entry.resource_id = (
-                existing.id if existing else (source_id or writer.new_id(entry.resource_type))
+                existing.id
+                if existing
+                else (source_id or writer.new_id(entry.resource_type, entry.drawn_id))
             )
             return f"{entry.resource_type}/{entry.resource_id}"
         if entry.method == "PUT":

@@ -584,11 +584,12 @@ class Writer:
         scope = Scope(self.txn, self.key, frozenset(self.written))
         return self.records.find(resource_type, criteria, scope)
 
-    def new_id(self, resource_type: str) -> str:
+    def new_id(self, resource_type: str, drawn: str | None = None) -> str:
         """A server-chosen id, known to have nothing stored under it: a random UUID's
         location is a keyed hash the host cannot have planted a record at (a row there
-        would make the insert fail, never be buried)."""
-        resource_id = new_id()
+        would make the insert fail, never be buried). ``drawn``: one that ``new_id()``
+        drew before the write lock."""
+        resource_id = drawn or new_id()
         self._latest[self.records.keys.location(resource_type, resource_id)] = None
         return resource_id
 

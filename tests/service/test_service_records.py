@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from conftest import shared_data_path
 from pg import HostDatabase, stored_bytes
@@ -10,7 +12,7 @@ from softhsm import BOTH_CUSTODIES
 from coffre.exceptions import FhirError, SealError
 from coffre.fhir import json
 from coffre.fhir.validation import validate
-from coffre.service import RecordStore, Vault
+from coffre.service import RecordStore, Stored, Vault
 from coffre.service.bundles import BundleProcessor
 from coffre.service.searching import index_tokens
 
@@ -204,22 +206,108 @@ def test_tokens_computed_ahead_of_a_write_are_those_of_the_resource_as_written(
         assert sorted(records.storage.tokens_of(stored.loc)) == expected, stored.reference
 
 
-def test_a_transaction_stores_its_resources_with_the_tokens_of_what_it_wrote(
-    records: RecordStore,
-) -> None:
-    """Synthea's transaction Bundles, their entries' tokens computed ahead (outside the
-    write lock, as the API does) but for those of their references, which the transaction
-    resolves: every resource is stored with exactly the tokens of the resource as written."""
+def _transactions(records: RecordStore, bundles: list[dict[str, Any]]) -> list[Stored]:
+    """Run transaction Bundles as the API does (prepared before the write lock, then
+    executed under it); what they wrote."""
     written = []
-    for path in sorted(shared_data_path("synthea", "smart-2019").glob("*.json"))[:2]:
+    for bundle in bundles:
         processor = BundleProcessor(records, "http://coffre.test/fhir", include_resources=False)
-        prepared = processor.prepare(json.loads(path.read_bytes()))
-        assert all(entry.own_tokens is not None for entry in prepared.entries)
+        prepared = processor.prepare(bundle)
         with records.writer() as writer:
             answer = processor.execute(prepared, writer)
-        written += [entry["response"]["location"].split("/")[:2] for entry in answer["entry"]]
-    assert len(written) > 200
-    for resource_type, resource_id in written:
-        stored = records.read(resource_type, resource_id)
+        for entry in answer["entry"]:
+            resource_type, resource_id = entry["response"]["location"].split("/")[:2]
+            written.append(records.read(resource_type, resource_id))
+    return written
+
+
+def _assert_stored_with_the_tokens_of_what_was_written(
+    records: RecordStore, written: list[Stored]
+) -> None:
+    for stored in written:
         expected = index_tokens(records.keys, stored.resource())
         assert sorted(records.storage.tokens_of(stored.loc)) == expected, stored.reference
+
+
+@pytest.mark.parametrize("folder", ["smart-2019", "fhir-data-pipes-2021"])
+def test_a_transaction_stores_its_resources_with_the_tokens_of_what_it_wrote(
+    records: RecordStore, folder: str
+) -> None:
+    """Synthea's transaction Bundles, prepared ahead of the write lock as the API does:
+    ids drawn, ``urn:uuid:`` references rewritten and tokens computed but for the
+    conditional references (fhir-data-pipes-2021 names its organisations and practitioners
+    so, after its information Bundles): every resource is stored with exactly the tokens
+    of the resource as written."""
+    paths = sorted(shared_data_path("synthea", folder).glob("*.json"))
+    information = [path for path in paths if "Information" in path.name]
+    patients = [path for path in paths if path not in information][:2]
+    bundles = [json.loads(path.read_bytes()) for path in information + patients]
+    written = _transactions(records, bundles)
+    assert len(written) > 200
+    _assert_stored_with_the_tokens_of_what_was_written(records, written)
+
+
+def test_references_to_a_conditional_create_are_resolved_under_the_write_lock(
+    records: RecordStore,
+) -> None:
+    """A conditional create's id depends on what is stored: a resource referring to it
+    keeps its reference parameters' tokens for the write lock, while one referring only
+    to plain creates is settled before it, their ids drawn ahead."""
+    siret = {"system": "https://sirene.fr/siret", "value": "26750045200011"}
+    existing = _create(records, {"resourceType": "Organization", "identifier": [siret]})
+    urn = "urn:uuid:5a0f3c1e-0000-4000-8000-00000000000{}".format
+
+    def entry(n: int, resource: dict[str, Any], **request: str) -> dict[str, Any]:
+        method = {"method": "POST", "url": resource["resourceType"], **request}
+        return {"fullUrl": urn(n), "resource": resource, "request": method}
+
+    organization = {"resourceType": "Organization", "identifier": [siret]}
+    patient = {
+        "resourceType": "Patient",
+        "managingOrganization": {"reference": urn(1)},
+        "generalPractitioner": [{"reference": urn(3)}],
+    }
+    practitioner = {"resourceType": "Practitioner", "name": [{"family": "Tremblay"}]}
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "Poids"},
+        "subject": {"reference": urn(2)},
+        "performer": [{"reference": urn(3)}],
+    }
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            entry(1, organization, ifNoneExist="identifier=https://sirene.fr/siret|26750045200011"),
+            entry(2, patient),
+            entry(3, practitioner),
+            entry(4, observation),
+        ],
+    }
+    processor = BundleProcessor(records, "http://coffre.test/fhir", include_resources=False)
+    prepared = processor.prepare(bundle)
+    _, patient_entry, practitioner_entry, observation_entry = prepared.entries
+    assert patient_entry.drawn_id and practitioner_entry.drawn_id
+    to_practitioner = {"reference": f"Practitioner/{practitioner_entry.drawn_id}"}
+    assert patient["generalPractitioner"] == [to_practitioner]
+    assert patient_entry.unresolved and patient_entry.own_tokens is not None
+    assert {"organization", "general-practitioner"} <= patient_entry.own_tokens.later
+    assert observation["subject"] == {"reference": f"Patient/{patient_entry.drawn_id}"}
+    assert not observation_entry.unresolved and observation_entry.own_tokens is not None
+    assert not {"subject", "patient", "performer"} & observation_entry.own_tokens.later
+    with records.writer() as writer:
+        answer = processor.execute(prepared, writer)
+    locations = [e["response"]["location"].split("/")[:2] for e in answer["entry"]]
+    assert [resource_id for _, resource_id in locations] == [
+        existing,
+        patient_entry.drawn_id,
+        practitioner_entry.drawn_id,
+        observation_entry.drawn_id,
+    ]
+    stored_patient = records.read("Patient", patient_entry.drawn_id)
+    assert stored_patient.resource()["managingOrganization"] == {
+        "reference": f"Organization/{existing}"
+    }
+    written = [records.read(resource_type, resource_id) for resource_type, resource_id in locations]
+    _assert_stored_with_the_tokens_of_what_was_written(records, written)
