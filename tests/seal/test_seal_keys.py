@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import hmac
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from coffre.seal import PurposeKeys, random_key
+from coffre.seal.keys import KeyedSha256
 
 keys = PurposeKeys.derive(random_key())
 ids = st.from_regex(r"[A-Za-z0-9\-.]{1,64}", fullmatch=True)
@@ -51,3 +54,25 @@ def test_a_root_of_the_wrong_size_is_refused() -> None:
 def test_keys_never_show_in_repr() -> None:
     assert "secret" in repr(keys)
     assert keys.location_key.hex() not in repr(keys)
+
+
+@given(key=st.binary(max_size=64), message=st.binary(max_size=300))
+def test_a_keyed_sha256_is_the_hmac_of_the_standard_library(key: bytes, message: bytes) -> None:
+    mac = KeyedSha256(key)
+    assert mac.digest(message) == hmac.digest(key, message, "sha256")
+    assert mac.digest(message) == hmac.digest(
+        key, message, "sha256"
+    )  # its states stay as they were
+
+
+def test_a_keyed_sha256_refuses_a_key_longer_than_a_block() -> None:
+    with pytest.raises(ValueError, match="at most 64 bytes"):
+        KeyedSha256(bytes(65))
+
+
+def test_tokens_are_the_hmacs_of_their_purpose_keys() -> None:
+    """The tokens a vault already holds stay valid: each is HMAC-SHA256 of its purpose key."""
+    assert keys.location("Patient", "p1") == hmac.digest(keys.location_key, b"Patient/p1", "sha256")
+    assert keys.kind("Patient") == hmac.digest(keys.kind_key, b"Patient", "sha256")[:16]
+    fields = b"\x01" * 150
+    assert keys.leaf_tag(fields) == hmac.digest(keys.leaf_key, fields, "sha256")[:16]
