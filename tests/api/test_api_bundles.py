@@ -129,6 +129,29 @@ def test_transaction_rewrites_urn_uuid_references(client: TestClient, records: R
     assert records.storage.last_seq() == 3
 
 
+def test_transaction_references_to_updates_are_found_by_search(client: TestClient) -> None:
+    """References to an update of a given id (settled before the write lock) and to a
+    conditional update (settled under it) are rewritten, and the written resources are
+    found by them."""
+    existing = created_id(client, patient("t-5"))
+    by_id, by_query = PATIENT_URN, "urn:uuid:6a1e1b7e-0000-4000-8000-000000000003"
+    body = bundle(
+        "transaction",
+        entry("POST", "Observation", observation(by_id)),
+        entry("POST", "Observation", observation(by_query, code={"text": "height"})),
+        entry("PUT", f"Patient/{existing}", patient("t-5", id=existing), by_id),
+        entry("PUT", f"Patient?identifier={SYSTEM}|t-6", patient("t-6"), by_query),
+    )
+
+    results = send(client, body).json()["entry"]
+
+    created = id_of(results[3], "Patient")
+    for subject, text in ((existing, "weight"), (created, "height")):
+        found = client.get(f"/fhir/Observation?subject=Patient/{subject}").json()
+        assert [e["resource"]["code"]["text"] for e in found["entry"]] == [text]
+        assert found["entry"][0]["resource"]["subject"] == {"reference": f"Patient/{subject}"}
+
+
 def test_transaction_with_prefer_representation_returns_the_resources(client: TestClient) -> None:
     body = bundle(
         "transaction",
