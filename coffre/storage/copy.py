@@ -93,7 +93,7 @@ TABLES = (
     Table("leaves", ("idx", "data"), ("idx",), frozenset({"idx"})),
     Table("tree_nodes", ("level", "idx", "hash"), ("level", "idx"), frozenset({"level", "idx"})),
     Table("checkpoints", ("size", "note"), ("size",), frozenset({"size"})),
-    Table("audit_events", ("digest", "comp", "leaf", "body"), ("digest",), frozenset({"leaf"})),
+    Table("audit_events", ("digest", "comp", "leaf", "body"), ("leaf",), frozenset({"leaf"})),
     Table("data_keys", ("comp", "kek_id", "wrapped"), ("comp",)),
 )
 """Every table, ``versions`` before ``current`` (SQLite's ``current`` takes its ``comp``

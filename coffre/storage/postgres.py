@@ -74,9 +74,9 @@ SCHEMA = (
     )""",
     "CREATE TABLE IF NOT EXISTS checkpoints (size bigint PRIMARY KEY, note text NOT NULL)",
     """CREATE TABLE IF NOT EXISTS audit_events (
-        digest bytea PRIMARY KEY,
+        leaf bigint PRIMARY KEY,
+        digest bytea NOT NULL,
         comp bytea NOT NULL,
-        leaf bigint NOT NULL,
         body bytea NOT NULL
     )""",
     "CREATE INDEX IF NOT EXISTS audit_events_by_comp ON audit_events (comp, leaf)",

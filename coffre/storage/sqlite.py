@@ -81,9 +81,9 @@ CREATE TABLE IF NOT EXISTS tree_nodes (
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS checkpoints (size INTEGER PRIMARY KEY, note TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS audit_events (
-    digest BLOB PRIMARY KEY,
+    leaf INTEGER PRIMARY KEY,
+    digest BLOB NOT NULL,
     comp BLOB NOT NULL,
-    leaf INTEGER NOT NULL,
     body BLOB NOT NULL
 );
 CREATE INDEX IF NOT EXISTS audit_events_by_comp ON audit_events (comp, leaf);

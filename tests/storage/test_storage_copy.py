@@ -241,3 +241,44 @@ def test_a_summary_does_not_depend_on_how_the_rows_are_batched(
     split.add(rows[:cut])
     split.add(rows[cut:])
     assert whole.rows == split.rows == len(rows) and whole.digest == split.digest
+
+
+OLD_AUDIT_EVENTS = """
+ALTER TABLE audit_events RENAME TO newer_events;
+CREATE TABLE audit_events (
+    digest BLOB PRIMARY KEY, comp BLOB NOT NULL, leaf INTEGER NOT NULL, body BLOB NOT NULL
+);
+INSERT INTO audit_events SELECT digest, comp, leaf, body FROM newer_events;
+DROP TABLE newer_events;
+CREATE INDEX audit_events_by_comp ON audit_events (comp, leaf);
+"""
+"""The layout of the vaults written before 2026-12-04: AuditEvents keyed by their digest,
+which put each new one on a random page of that key's index."""
+
+
+def _audit_events_key(path: str) -> list[str]:
+    with closing(sqlite3.connect(path)) as db:
+        return [row[1] for row in db.execute("PRAGMA table_info(audit_events)") if row[5]]
+
+
+def test_a_vault_whose_audit_events_are_keyed_by_digest_is_served_and_copied(
+    tmp_path: Path,
+) -> None:
+    vault = Vault.at(tmp_path / "vault")
+    vault.create()
+    with closing(sqlite3.connect(vault.storage_path)) as db:
+        db.executescript(OLD_AUDIT_EVENTS)
+    records = vault.open()
+    with TestClient(create_app(records)) as client:
+        _write(client, 3)
+        patient = {"resourceType": "Patient", "name": [{"family": "Gagnon"}]}
+        ident = client.post("/fhir/Patient", json=patient, headers=FHIR_JSON).json()["id"]
+        assert client.get(f"/fhir/Patient/{ident}").status_code == 200
+    history = records.access_history(ident)
+    assert [event["action"] for event in history] == ["R", "C"]
+    records.storage.close()
+    target = str(tmp_path / "copy.sqlite")
+    assert _copy(_location(vault), target).mismatched == []
+    assert _audit_events_key(str(vault.storage_path)) == ["digest"]
+    assert _audit_events_key(target) == ["leaf"]
+    assert _summaries(target) == _summaries(_location(vault))
