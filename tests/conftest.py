@@ -46,6 +46,24 @@ def shared_data_path(*parts: str) -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _close_the_vaults_a_test_opens(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Every record store a test opens is closed once it ends: a PostgreSQL one holds a
+    pool of connections and its threads, which would otherwise wait for the collector."""
+    opened: list[RecordStore] = []
+    open_vault = Vault.open
+
+    def open_and_remember(vault: Vault) -> RecordStore:
+        records = open_vault(vault)
+        opened.append(records)
+        return records
+
+    monkeypatch.setattr(Vault, "open", open_and_remember)
+    yield
+    for records in opened:
+        records.storage.close()
+
+
 def put_resource(client: TestClient, resource: dict[str, Any]) -> None:
     """Create or update ``resource`` at its own id, and insist that it was accepted."""
     url = f"/fhir/{resource['resourceType']}/{resource['id']}"
