@@ -264,7 +264,7 @@ class BundleProcessor:
         fixed: dict[str, str] = {}
         pending: set[str] = set()
         for entry in entries:
-            target = self._fixed_target(entry)
+            target = self._fixed_target(entry)  # draws a plain create's id, fullUrl or not
             if not entry.full_url or entry.method not in ("POST", "PUT"):
                 continue
             if target is None or entry.full_url in fixed or entry.full_url in pending:
@@ -275,6 +275,8 @@ class BundleProcessor:
         return fixed, frozenset(pending)
 
     def _fixed_target(self, entry: Entry) -> str | None:
+        """``Type/id`` of an entry that no state of the storage can change, or None; a
+        plain create's id is drawn here (``entry.drawn_id``), unless an import keeps it."""
         if entry.method == "POST" and not entry.if_none_exist:
             source_id = self._source_id(entry)
             if source_id is None:
