@@ -79,8 +79,14 @@ def index_tokens(
     """The distinct blind tokens a current resource is stored with (``only``: those of
     these parameters)."""
     resource_type = resource["resourceType"]
-    pairs = index_keys(index_values(resource, only=only))
-    return sorted({blind(keys, resource_type, param, key) for param, key in pairs})
+    domains: dict[str, bytes] = {}  # a dict look-up, where _domain's cache hashes the keys
+    tokens = set()
+    for param, key in index_keys(index_values(resource, only=only)):
+        domain = domains.get(param)
+        if domain is None:
+            domain = domains[param] = _domain(keys, resource_type, param)
+        tokens.add(domain + keys.short_index(resource_type, param, key, VALUE_BYTES))
+    return sorted(tokens)
 
 
 @dataclass(frozen=True, slots=True)
