@@ -10,8 +10,10 @@ decryption (:mod:`coffre.search.matching`) decides.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
+from functools import lru_cache
 from typing import Any
 
 from coffre.exceptions import FhirError
@@ -85,12 +87,21 @@ def _year_label(year: int) -> str:
     return "<" if year < FIRST_YEAR else ">" if year > LAST_YEAR else str(year)
 
 
-def _units(low: int, high: int, level: str, limit: int) -> list[str] | None:
-    """The years (``y``), months (``m``) or days (``d``) ``[low, high)`` overlaps, or None
-    when more than ``limit`` (or an end is open)."""
+def _span(low: int, high: int) -> tuple[datetime, datetime] | None:
+    """The first and last moments of ``[low, high)``, or None when it is empty or an end
+    is open."""
     start, end = _moment(low), _moment(high - 1)
     if start is None or end is None or high <= low:
         return None
+    return start, end
+
+
+def _units(span: tuple[datetime, datetime] | None, level: str, limit: int) -> list[str] | None:
+    """The years (``y``), months (``m``) or days (``d``) a span overlaps, or None when
+    more than ``limit`` (or there is no span)."""
+    if span is None:
+        return None
+    start, end = span
     if level == "y":
         count = end.year - start.year + 1
         if count > limit:
@@ -108,12 +119,14 @@ def _units(low: int, high: int, level: str, limit: int) -> list[str] | None:
     return [(start.date() + timedelta(days=i)).isoformat() for i in range(count)]
 
 
-def _date_keys(found: DateRange) -> list[str]:
-    keys: list[str] = []
+@lru_cache(maxsize=4096)
+def _date_keys(low: int, high: int) -> tuple[str, ...]:
+    """Kept: a patient's dates come back in many resources (an encounter's times in each
+    of its observations, reports and claims)."""
+    span, keys = _span(low, high), list[str]()
     for level, limit in (("y", YEARS_MAX), ("m", MONTHS_MAX), ("d", DAYS_MAX)):
-        units = _units(found.low, found.high, level, limit)
-        keys.extend(f"{level}|{unit}" for unit in units or [_WIDE])
-    return keys
+        keys.extend(f"{level}|{unit}" for unit in _units(span, level, limit) or [_WIDE])
+    return tuple(keys)
 
 
 _MIN_EXPONENT = -30
@@ -180,7 +193,7 @@ def _quantity_units(found: QuantityValue) -> list[str]:
     return units
 
 
-def value_keys(value: Value) -> list[str]:
+def value_keys(value: Value) -> Sequence[str]:
     """The keys one index value is findable under."""
     kind = type(value)
     if kind is Token:
@@ -188,7 +201,7 @@ def value_keys(value: Value) -> list[str]:
     if kind is Text:
         return [*_prefixes("p", value.normalised), f"x|{value.exact}", *_ngrams(value.normalised)]
     if kind is DateRange:
-        return _date_keys(value)
+        return _date_keys(value.low, value.high)
     if kind is Ref:
         keys = [f"r|{value.value}"]
         if value.type is not None and "://" not in value.value:
@@ -295,7 +308,7 @@ def _date_plan(raw: str) -> Plan | None:
         return None
     for level, limit in (("d", DAYS_MAX), ("m", MONTHS_MAX), ("y", LAST_YEAR - FIRST_YEAR + 3)):
         low, high = interval
-        units = _units(low, high, level, limit) if level != "y" else _year_units(low, high)
+        units = _units(_span(low, high), level, limit) if level != "y" else _year_units(low, high)
         if units is not None:
             return tuple((f"{level}|{unit}",) for unit in [*units, _WIDE])
     return None
