@@ -7,13 +7,13 @@ another patient's fails to open. Every failure is the same ``SealError``.
 
 from __future__ import annotations
 
-import os
 from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from coffre.exceptions import SealError
+from coffre.seal.entropy import random_bytes
 
 NONCE_BYTES = 12
 
@@ -39,7 +39,7 @@ class AeadEnvelope:
         return cipher
 
     def close(self, key: bytes, plaintext: bytes, associated: bytes) -> bytes:
-        nonce = os.urandom(NONCE_BYTES)
+        nonce = random_bytes(NONCE_BYTES)
         return nonce + self._cipher(key).encrypt(nonce, plaintext, associated)
 
     def open(self, key: bytes, sealed: bytes, associated: bytes) -> bytes:

@@ -8,11 +8,12 @@ confused with a token of another (a compartment, a search value).
 from __future__ import annotations
 
 import hashlib
-import os
 from dataclasses import dataclass, field
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from coffre.seal.entropy import random_bytes
 
 KEY_BYTES = 32
 LOCATION_BYTES = 32
@@ -23,7 +24,7 @@ LEAF_TAG_BYTES = 16
 
 
 def random_key() -> bytes:
-    return os.urandom(KEY_BYTES)
+    return random_bytes(KEY_BYTES)
 
 
 def _derive(root: bytes, purpose: str) -> bytes:

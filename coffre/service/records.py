@@ -28,6 +28,7 @@ from coffre.fhir.validation import validate
 from coffre.fhir.values import whole_number
 from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind, index_digest
 from coffre.seal import Envelope, PurposeKeys, random_key
+from coffre.seal.entropy import random_bytes
 from coffre.search import Criterion, check_criteria
 from coffre.search.parameters import parameters_for
 from coffre.service.audit import OPERATOR, Access, audit_event
@@ -121,7 +122,8 @@ def _stored(resource_type: str, resource_id: str, sealed: SealedVersion, body: b
 
 
 def new_id() -> str:
-    return str(uuid.uuid4())
+    """A random (version 4) UUID, its bytes from the pool nonces come from."""
+    return str(uuid.UUID(bytes=random_bytes(16), version=4))
 
 
 def check_id(resource_type: str, resource_id: str) -> None:
