@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
@@ -14,22 +14,41 @@ _RELATIVE = re.compile(
 )
 
 
-def iter_references(node: Any) -> Iterator[dict[str, Any]]:
-    """Every Reference object (a dict with a string ``reference``) in a resource, nested ones too."""
-    if isinstance(node, dict):
-        if isinstance(node.get("reference"), str):
-            yield node
-        for value in node.values():
-            if isinstance(value, dict | list):
-                yield from iter_references(value)
-    elif isinstance(node, list):
-        for value in node:
-            yield from iter_references(value)
+def references_in(node: Any) -> list[dict[str, Any]]:
+    """Every Reference object (a dict with a string ``reference``) in parsed JSON, nested
+    ones too. Gathered into a list by plain recursion: a generator of generators took
+    twice as long, and every entry of every Bundle is walked."""
+    found: list[dict[str, Any]] = []
+    if type(node) is dict:
+        _in_object(node, found)
+    elif type(node) is list:
+        _in_array(node, found)
+    return found
+
+
+def _in_object(node: dict[str, Any], found: list[dict[str, Any]]) -> None:
+    if type(node.get("reference")) is str:
+        found.append(node)
+    for value in node.values():
+        kind = type(value)
+        if kind is dict:
+            _in_object(value, found)
+        elif kind is list:
+            _in_array(value, found)
+
+
+def _in_array(items: list[Any], found: list[dict[str, Any]]) -> None:
+    for value in items:
+        kind = type(value)
+        if kind is dict:
+            _in_object(value, found)
+        elif kind is list:
+            _in_array(value, found)
 
 
 def rewrite_references(node: Any, replace: Callable[[str], str | None]) -> None:
     """Replace each reference for which ``replace`` returns a new value, in place."""
-    for reference in iter_references(node):
+    for reference in references_in(node):
         new = replace(reference["reference"])
         if new is not None:
             reference["reference"] = new

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote
 
 from coffre.exceptions import FhirError
-from coffre.fhir.references import iter_references, parse_reference, rewrite_references
+from coffre.fhir.references import parse_reference, references_in, rewrite_references
 from coffre.fhir.validation import validate
 from coffre.fhir.values import whole_number
 from coffre.ledger.leaf import LeafKind
@@ -302,7 +302,7 @@ class BundleProcessor:
             return
         rewrite_references(resource, fixed.get)
         entry.unresolved = any(
-            _unresolved(node["reference"], pending) for node in iter_references(resource)
+            _unresolved(node["reference"], pending) for node in references_in(resource)
         )
         if entry.method in ("POST", "PUT") and resource.get("resourceType") == entry.resource_type:
             later = _reference_parameters(entry.resource_type) if entry.unresolved else frozenset()

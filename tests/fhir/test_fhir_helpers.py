@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from coffre.exceptions import FhirError
 from coffre.fhir import json
 from coffre.fhir.compartment import patient_of
-from coffre.fhir.references import iter_references, parse_reference, rewrite_references
+from coffre.fhir.references import parse_reference, references_in, rewrite_references
 from coffre.fhir.validation import validate
 
 
@@ -39,7 +39,7 @@ def test_references_are_found_and_rewritten_at_any_depth() -> None:
             {"resourceType": "Location", "managingOrganization": {"reference": "urn:uuid:1"}}
         ],
     }
-    assert len(list(iter_references(resource))) == 3
+    assert len(references_in(resource)) == 3
     rewrite_references(resource, lambda ref: "Patient/p" if ref == "urn:uuid:1" else None)
     assert resource["subject"]["reference"] == "Patient/p"
     assert resource["contained"][0]["managingOrganization"]["reference"] == "Patient/p"
