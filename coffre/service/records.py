@@ -361,7 +361,7 @@ class RecordStore:
         sealed = None if number is None else self.storage.version(loc, number)
         if number is not None and sealed is None:
             logged = self.latest_writes.expected(loc)
-            if logged is not None and number <= logged.version:
+            if logged is not None and 1 <= number <= logged.version:
                 raise SealError()  # the log has this version; the storage no longer does
         if sealed is None:
             raise FhirError(

@@ -422,6 +422,26 @@ def test_vread_of_a_huge_version_is_404(client: TestClient) -> None:
     assert_outcome(client.get(f"/fhir/Patient/{pid}/_history/99999999999999999999"), 404)
 
 
+def test_vread_of_version_0_is_404_and_logs_no_integrity_failure(
+    client: TestClient, records: RecordStore
+) -> None:
+    pid = create_patient(client)
+    leaves = records.storage.leaf_count()
+
+    assert_outcome(client.get(f"/fhir/Patient/{pid}/_history/0"), 404, "no version 0")
+    in_bundle = client.post(
+        "/fhir",
+        json={
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"request": {"method": "GET", "url": f"Patient/{pid}/_history/0"}}],
+        },
+        headers=FHIR_JSON,
+    )
+    assert_outcome(in_bundle, 404, "no version 0")
+    assert records.storage.leaf_count() == leaves
+
+
 def test_history_with_a_huge_offset_is_not_a_500(client: TestClient) -> None:
     create_patient(client)
 
