@@ -12,6 +12,7 @@ from coffre.api.history import Pairs, links, number, page_count, since
 from coffre.exceptions import FhirError
 from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
+from coffre.fhir.values import LARGEST
 from coffre.search import Criterion, check_criteria, parse_criteria
 from coffre.search.criteria import parameter_of
 from coffre.search.extract import index_values
@@ -245,10 +246,11 @@ def search_page(
 
 def _limit(pairs: Pairs) -> int | None:
     """How many matches a page must read: its own, those of the pages before it, and one
-    more to know whether a next page exists; None when every match must be found."""
+    more to know whether a next page exists (no more than a 64-bit count, which a huge
+    _offset would pass); None when every match must be found."""
     if _needs_total(pairs):
         return None
-    return page_count(pairs) + (number(pairs, "_offset") or 0) + 1
+    return min(page_count(pairs) + (number(pairs, "_offset") or 0) + 1, LARGEST)
 
 
 def _needs_total(pairs: Pairs) -> bool:

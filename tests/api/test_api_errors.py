@@ -442,6 +442,15 @@ def test_vread_of_version_0_is_404_and_logs_no_integrity_failure(
     assert records.storage.leaf_count() == leaves
 
 
+def test_everything_with_a_huge_offset_is_not_a_500(client: TestClient) -> None:
+    pid = create_patient(client)
+
+    response = client.get(f"/fhir/Patient/{pid}/$everything?_offset=9223372036854775807")
+
+    assert response.status_code == 200, response.text
+    assert response.json()["entry"] == []
+
+
 def test_history_with_a_huge_offset_is_not_a_500(client: TestClient) -> None:
     create_patient(client)
 
