@@ -50,7 +50,7 @@ async def read_json(request: Request, max_bytes: int) -> Any:
             raise _too_large(max_bytes)
     if not body:
         raise FhirError(400, "required", "the request has no body; send a FHIR resource as JSON")
-    return json.loads(bytes(body))
+    return json.loads(bytes(body), max_depth=json.MAX_DEPTH)
 
 
 def _too_large(max_bytes: int) -> FhirError:

@@ -156,6 +156,25 @@ def test_a_body_over_the_limit_is_413(records: RecordStore) -> None:
     assert records.storage.last_seq() == 1
 
 
+def _nested_extensions(levels: int) -> dict[str, Any]:
+    extension: dict[str, Any] = {"url": "urn:coffre:test:x", "valueString": "x"}
+    for _ in range(levels - 1):
+        extension = {"url": "urn:coffre:test:x", "extension": [extension]}
+    return {"resourceType": "Patient", "extension": [extension]}
+
+
+def test_a_body_nested_too_deep_is_400_and_one_nested_less_is_served(
+    client: TestClient, records: RecordStore
+) -> None:
+    too_deep = client.post("/fhir/Patient", json=_nested_extensions(150), headers=FHIR_JSON)
+    assert_outcome(too_deep, 400, "more than 128 deep")
+    assert records.storage.last_seq() == 0
+
+    deep = client.post("/fhir/Patient", json=_nested_extensions(63), headers=FHIR_JSON)
+    assert deep.status_code == 201, deep.text
+    assert client.get("/fhir/_history").status_code == 200
+
+
 def test_an_invalid_element_value_is_422_naming_it(
     client: TestClient, records: RecordStore
 ) -> None:
