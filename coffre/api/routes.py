@@ -351,6 +351,7 @@ async def conditional_delete(request: Request) -> Response:
     criteria = _required_criteria(
         request, "conditional delete", "search criteria (never a whole type)"
     )
+    expected = if_match(request)
     guard = guard_of(request)
     guard.check_type(Interaction.DELETE, resource_type)
     gate = GuardGate(guard)
@@ -359,7 +360,7 @@ async def conditional_delete(request: Request) -> Response:
         matches = gate.visible(writer, writer.find(resource_type, criteria))
         matches = [m for m in matches if gate.check(writer, "delete", m)]
         for match in matches:
-            writer.delete(resource_type, match.id)
+            writer.delete(resource_type, match.id, expected)
         return len(matches)
 
     deleted = await _commit(request, job)

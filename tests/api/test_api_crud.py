@@ -499,6 +499,20 @@ def test_conditional_delete_deletes_every_match_only(client: TestClient) -> None
     assert_outcome(again, 200, "0 Patient deleted", severity="information")
 
 
+def test_conditional_delete_honours_if_match(client: TestClient) -> None:
+    """As a transaction's conditional delete does: a stale version refuses the deletion of
+    every match, a bad one is a 400."""
+    pid = created_id(client, patient("cd-4"))
+    url = f"/fhir/Patient?identifier={SYSTEM}|cd-4"
+    assert put(client, f"/fhir/Patient/{pid}", patient("cd-4", id=pid, gender="male")).is_success
+
+    assert_outcome(client.delete(url, headers={"If-Match": 'W/"1"'}), 412, "version 2")
+    assert_outcome(client.delete(url, headers={"If-Match": "bogus"}), 400, "If-Match")
+    assert client.get(f"/fhir/Patient/{pid}").status_code == 200
+    deleted = client.delete(url, headers={"If-Match": 'W/"2"'})
+    assert_outcome(deleted, 200, "1 Patient deleted", severity="information")
+
+
 def test_conditional_delete_without_criteria_is_400(client: TestClient) -> None:
     pid = created_id(client, patient("cd-3"))
 
