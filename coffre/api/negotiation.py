@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
@@ -11,6 +12,7 @@ from coffre.fhir import json
 from coffre.service.bundles import parse_if_match
 
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
+FORM = "application/x-www-form-urlencoded"
 _JSON_FORMATS = {"json", "application/json", "application/fhir+json", "application/json+fhir"}
 
 
@@ -33,13 +35,43 @@ def check_format(request: Request) -> None:
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:
-    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    content_type = _content_type(request)
     if content_type not in JSON_TYPES:
         raise FhirError(
             415,
             "not-supported",
             f"the body's Content-Type is {content_type or 'missing'}; send application/fhir+json",
         )
+    body = await _read_body(request, max_bytes)
+    if not body:
+        raise FhirError(400, "required", "the request has no body; send a FHIR resource as JSON")
+    return json.loads(body, max_depth=json.MAX_DEPTH)
+
+
+async def read_form(request: Request, max_bytes: int) -> list[tuple[str, str]]:
+    """The search parameters a ``POST _search`` carries in its body, if any."""
+    body = await _read_body(request, max_bytes)
+    if not body:
+        return []
+    content_type = _content_type(request)
+    if content_type != FORM:
+        raise FhirError(
+            415,
+            "not-supported",
+            f"the search's body is {content_type or 'of no Content-Type'}; send its parameters"
+            f" as {FORM}",
+        )
+    try:
+        return parse_qsl(body.decode(), keep_blank_values=True)
+    except UnicodeDecodeError:
+        raise FhirError(400, "structure", "the search form is not UTF-8 text") from None
+
+
+def _content_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def _read_body(request: Request, max_bytes: int) -> bytes:
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)
@@ -48,9 +80,7 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         body += chunk
         if len(body) > max_bytes:
             raise _too_large(max_bytes)
-    if not body:
-        raise FhirError(400, "required", "the request has no body; send a FHIR resource as JSON")
-    return json.loads(bytes(body), max_depth=json.MAX_DEPTH)
+    return bytes(body)
 
 
 def _too_large(max_bytes: int) -> FhirError:

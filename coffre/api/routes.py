@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -14,7 +13,7 @@ from coffre.api.access import access_of, announce
 from coffre.api.auth.enforce import GuardGate, guard_of, not_found, refusal, target_for
 from coffre.api.auth.scopes import Decision, Interaction, Outcome, Role, Target
 from coffre.api.history import history_bundle
-from coffre.api.negotiation import check_format, if_match, prefer_return, read_json
+from coffre.api.negotiation import check_format, if_match, prefer_return, read_form, read_json
 from coffre.api.responses import fhir_response, information, resource_response
 from coffre.api.search import everything_page, search_page
 from coffre.exceptions import FhirError
@@ -373,11 +372,7 @@ async def search(request: Request) -> Response:
     resource_type = _type(request)
     pairs = _criteria_query(request)
     if request.method == "POST":
-        try:
-            form = (await request.body()).decode()
-        except UnicodeDecodeError:
-            raise FhirError(400, "structure", "the search form is not UTF-8 text") from None
-        pairs += parse_qsl(form, keep_blank_values=True)
+        pairs += await read_form(request, request.app.state.max_body_bytes)
     prefer = request.headers.get("prefer", "")
     guard = guard_of(request)
     decision = guard.check_type(Interaction.SEARCH, resource_type, tuple(pairs))

@@ -504,6 +504,24 @@ def test_post_search_with_a_body_that_is_not_utf8_is_400(client: TestClient) -> 
     assert_outcome(response, 400)
 
 
+def test_post_search_with_a_body_over_the_limit_is_413(records: RecordStore) -> None:
+    with TestClient(
+        create_app(records, max_body_bytes=1000), raise_server_exceptions=False
+    ) as small:
+        response = small.post("/fhir/Patient/_search", data={"name": "x" * 1200})
+
+    assert_outcome(response, 413, "1000 bytes")
+
+
+def test_post_search_with_a_body_that_is_no_form_is_415(client: TestClient) -> None:
+    """Its parameters would be read as nonsense, and a lenient search would ignore them."""
+    response = client.post(
+        "/fhir/Patient/_search", json={"identifier": f"{SYSTEM}|1"}, headers=FHIR_JSON
+    )
+
+    assert_outcome(response, 415, "application/fhir+json", "application/x-www-form-urlencoded")
+
+
 @pytest.mark.parametrize("meta", [None, "x", [], 3], ids=["null", "string", "array", "number"])
 def test_a_meta_that_is_not_an_object_is_422(
     client: TestClient, records: RecordStore, meta: Any
