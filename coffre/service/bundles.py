@@ -51,6 +51,8 @@ class Entry:
     """The id of a plain create, drawn before the write lock."""
     unresolved: bool = True
     """Whether the resource holds references that only the write lock can resolve."""
+    writes: tuple[str, ...] = ()
+    """The records (``Type/id``) the entry writes, once its targets are known."""
 
     @property
     def label(self) -> str:
@@ -142,6 +144,22 @@ def _unresolved(reference: str, pending: frozenset[str]) -> bool:
 
 def _missing(entry: Entry) -> FhirError:
     return FhirError(404, "not-found", f"{entry.resource_type}/{entry.resource_id} does not exist")
+
+
+def _refuse_overlaps(entries: list[Entry]) -> None:
+    """A transaction writes each record once at most (R4 http.html#trules): two entries
+    writing one record would leave only the last one's write, against what both say."""
+    first_of: dict[str, Entry] = {}
+    for entry in entries:
+        for reference in entry.writes:
+            first = first_of.setdefault(reference, entry)
+            if first is not entry:
+                raise FhirError(
+                    400,
+                    "invalid",
+                    f"{entry.label}: {first.label} writes {reference} too; a transaction may"
+                    " write each resource once",
+                )
 
 
 def _in_entry(entry: Entry, error: FhirError) -> FhirError:
@@ -338,6 +356,7 @@ class BundleProcessor:
         others = [entry for entry in ordered if entry.method != "DELETE"]
         self._run_entries(writer, deletes, {}, results)
         targets = self._assign_targets(writer, others)
+        _refuse_overlaps(ordered)
         for entry in others:
             try:
                 if entry.resource is not None and entry.unresolved:
@@ -368,6 +387,8 @@ class BundleProcessor:
                 target = self._target_of(writer, entry)
             except FhirError as error:
                 raise _in_entry(entry, error) from None
+            if target is not None and entry.existing is None:
+                entry.writes = (target,)
             if target is not None and entry.full_url:
                 if entry.full_url in targets:
                     raise FhirError(
@@ -505,6 +526,7 @@ class BundleProcessor:
             ids = [match.id for match in self.gate.visible(writer, found)]
         else:
             raise FhirError(400, "invalid", "a DELETE needs an id or search criteria in its url")
+        entry.writes = tuple(f"{entry.resource_type}/{resource_id}" for resource_id in ids)
         for resource_id in ids:
             current = writer.latest(entry.resource_type, resource_id)
             if current is None or current.deleted or self.gate.check(writer, "delete", current):

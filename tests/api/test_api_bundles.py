@@ -436,19 +436,49 @@ def test_transaction_failing_late_rolls_back_earlier_writes(
     client: TestClient, records: RecordStore
 ) -> None:
     keep = created_id(client, patient("rb-1", gender="male"))
+    other = created_id(client, patient("rb-3"))
     before = records.storage.last_seq()
     body = bundle(
         "transaction",
-        entry("DELETE", f"Patient/{keep}"),
+        entry("DELETE", f"Patient/{other}"),
         entry("POST", "Patient", patient("rb-2")),
-        entry("PUT", f"Patient/{keep}", patient("rb-1", id=keep, gender="female"), ifMatch='W/"1"'),
+        entry("PUT", f"Patient/{keep}", patient("rb-1", id=keep, gender="female"), ifMatch='W/"9"'),
     )
 
-    # The DELETE ran first, so the PUT's If-Match W/"1" no longer holds: all is undone.
+    # The DELETE and the POST ran before the PUT's If-Match failed: all is undone.
     assert_outcome(send(client, body), 412, "entry[2]")
     assert records.storage.last_seq() == before
     assert client.get(f"/fhir/Patient/{keep}").json()["gender"] == "male"
-    assert total(client, "/fhir/Patient") == 1
+    assert client.get(f"/fhir/Patient/{other}").status_code == 200
+    assert total(client, "/fhir/Patient") == 2
+
+
+@pytest.mark.parametrize(
+    ("method", "url"),
+    [
+        pytest.param("PUT", "Patient/{pid}", id="put-twice"),
+        pytest.param("DELETE", "Patient/{pid}", id="delete-and-put"),
+        pytest.param(
+            "DELETE", f"Patient?identifier={SYSTEM}|ov-1", id="conditional-delete-and-put"
+        ),
+        pytest.param("PUT", f"Patient?identifier={SYSTEM}|ov-1", id="conditional-put-and-put"),
+    ],
+)
+def test_transaction_writing_one_resource_twice_changes_nothing(
+    client: TestClient, records: RecordStore, method: str, url: str
+) -> None:
+    pid = created_id(client, patient("ov-1", gender="male"))
+    before = records.storage.last_seq()
+    first = patient("ov-1", id=pid, gender="female") if method == "PUT" else None
+    body = bundle(
+        "transaction",
+        entry(method, url.format(pid=pid), first),
+        entry("PUT", f"Patient/{pid}", patient("ov-1", id=pid, gender="other")),
+    )
+
+    assert_outcome(send(client, body), 400, f"Patient/{pid}", "entry[0]", "entry[1]")
+    assert records.storage.last_seq() == before
+    assert client.get(f"/fhir/Patient/{pid}").json()["gender"] == "male"
 
 
 def test_transaction_if_none_exist_after_a_conditional_delete(client: TestClient) -> None:
