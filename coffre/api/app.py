@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route
 
 from coffre.api import consent, routes
 from coffre.api.access import access_of, add_access_hook
@@ -54,11 +55,28 @@ async def _fhir_error(request: Request, error: Exception) -> Response:
     return outcome_response(error)
 
 
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
+
+
+def _allowed_methods(routes: Sequence[BaseRoute], path: str) -> set[str]:
+    """The methods the routes take at ``path``: Starlette's 405 names those of the first
+    route whose path matches only, where several share it."""
+    allowed: set[str] = set()
+    for route in routes:
+        if isinstance(route, Mount) and (path + "/").startswith(route.path + "/"):
+            allowed |= _allowed_methods(route.routes, path.removeprefix(route.path) or "/")
+        elif isinstance(route, Route) and route.methods and route.path_regex.match(path):
+            allowed |= route.methods
+    return allowed
+
+
 async def _http_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, HTTPException)
     if error.status_code == 405:
-        message = f"{request.method} is not an interaction this URL supports"
-        return outcome_response(FhirError(405, "not-supported", message))
+        found = _allowed_methods(request.app.routes, request.url.path)
+        allowed = ", ".join(method for method in _METHODS if method in found)
+        message = f"{request.method} is not an interaction this URL supports: it takes {allowed}"
+        return outcome_response(FhirError(405, "not-supported", message), {"Allow": allowed})
     return outcome_response(
         FhirError(error.status_code, "not-found", f"no endpoint at {request.url.path}")
     )

@@ -296,6 +296,14 @@ def test_a_bad_request_gets_an_outcome(
     assert_outcome(client.request(method, url), status, fragment)
 
 
+def test_a_405_names_every_method_the_url_takes(client: TestClient) -> None:
+    response = client.patch("/fhir/Patient/1")
+
+    assert_outcome(response, 405, "GET, HEAD, PUT, DELETE")
+    assert response.headers["allow"] == "GET, HEAD, PUT, DELETE"
+    assert client.post("/fhir/Patient/1/_history/1").headers["allow"] == "GET, HEAD"
+
+
 STRICT = {"Prefer": "handling=strict"}
 
 
