@@ -17,16 +17,17 @@ _JSON_FORMATS = {"json", "application/json", "application/fhir+json", "applicati
 
 
 def check_format(request: Request) -> None:
-    """Coffre speaks FHIR JSON only: a request for XML or Turtle gets a 406."""
+    """Coffre speaks FHIR JSON only: a request for XML or Turtle gets a 406. Media types
+    are case-insensitive, and a ``+`` left unencoded in a URL reaches us as a space."""
     requested = request.query_params.get("_format")
-    if requested is not None and requested not in _JSON_FORMATS:
+    if requested is not None and requested.lower().replace(" ", "+") not in _JSON_FORMATS:
         raise FhirError(
             406,
             "not-supported",
             f"_format={requested} is not supported: Coffre serves FHIR JSON only (_format=json)",
         )
     accept = request.headers.get("accept", "")
-    if accept and not any(t in accept for t in (*JSON_TYPES, "*/*", "application/*")):
+    if accept and not any(t in accept.lower() for t in (*JSON_TYPES, "*/*", "application/*")):
         raise FhirError(
             406,
             "not-supported",

@@ -369,6 +369,18 @@ def test_json_formats_are_accepted(client: TestClient) -> None:
     assert as_json.status_code == 201
 
 
+def test_json_formats_are_accepted_in_any_case_and_with_a_plus_left_unencoded(
+    client: TestClient,
+) -> None:
+    pid = create_patient(client)
+
+    for query in ("_format=application/fhir+json", "_format=JSON", "_format=application/json+fhir"):
+        assert client.get(f"/fhir/Patient/{pid}?{query}").status_code == 200, query
+    for accept in ("APPLICATION/FHIR+JSON", "Application/Json"):
+        response = client.get(f"/fhir/Patient/{pid}", headers={"Accept": accept})
+        assert response.status_code == 200, accept
+
+
 def test_put_with_a_body_id_other_than_the_url_is_400(
     client: TestClient, records: RecordStore
 ) -> None:
