@@ -80,7 +80,7 @@ def _ndjson(path: Path) -> Iterator[Batch]:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
-            chunk.append(json.loads(line, f"line {number}"))
+            chunk.append(json.loads(line, f"line {number}", json.MAX_DEPTH))
             if len(chunk) == NDJSON_CHUNK:
                 yield Batch(f"{path}, lines {first_line}-{number}", _batch_of(chunk))
                 chunk, first_line = [], number + 1
@@ -93,7 +93,7 @@ def batches(path: Path) -> Iterator[Batch]:
     if path.suffix == ".ndjson":
         yield from _ndjson(path)
         return
-    content = json.loads(path.read_bytes(), str(path))
+    content = json.loads(path.read_bytes(), str(path), json.MAX_DEPTH)
     if (
         isinstance(content, dict)
         and content.get("resourceType") == "Bundle"

@@ -53,6 +53,12 @@ def test_a_bad_file_is_named_with_its_entry_and_the_others_load(tmp_path: Path) 
     folder = tmp_path / "in"
     folder.mkdir()
     (folder / "a-broken.json").write_text("{not json")
+    deep = {"resourceType": "Patient", "extension": [{"url": "x", "valueString": "y"}]}
+    node = deep["extension"][0]
+    for _ in range(300):  # deeper than a resource may nest, not than JSON may
+        node["extension"] = [{"url": "x"}]
+        node = node["extension"][0]
+    (folder / "a-deep.ndjson").write_text(json.dumps(deep) + "\n")
     bad_entry = {
         "resourceType": "Bundle",
         "type": "batch",
@@ -74,6 +80,7 @@ def test_a_bad_file_is_named_with_its_entry_and_the_others_load(tmp_path: Path) 
     code, output = _run("import", "--vault", str(tmp_path / "v"), str(folder))
     assert code == 1
     assert "a-broken.json" in output and "not valid JSON" in output
+    assert "a-deep.ndjson" in output and "more than 128 deep" in output
     assert "b-batch.json: entry[1]" in output and "Patient.gender" in output
     records = Vault.at(tmp_path / "v").open()
     assert {records.read("Patient", pid).id for pid in ("ok-1", "ok-2", "ok-3")} == {
