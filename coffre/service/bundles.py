@@ -51,8 +51,9 @@ class Entry:
     """The id of a plain create, drawn before the write lock."""
     unresolved: bool = True
     """Whether the resource holds references that only the write lock can resolve."""
-    writes: tuple[str, ...] = ()
-    """The records (``Type/id``) the entry writes, once its targets are known."""
+    identities: tuple[str, ...] = ()
+    """What the entry writes, once resolved: ``Type/id`` of each resource it creates,
+    updates or deletes, and a conditional update's ``Type?criteria``."""
 
     @property
     def label(self) -> str:
@@ -146,19 +147,19 @@ def _missing(entry: Entry) -> FhirError:
     return FhirError(404, "not-found", f"{entry.resource_type}/{entry.resource_id} does not exist")
 
 
-def _refuse_overlaps(entries: list[Entry]) -> None:
-    """A transaction writes each record once at most (R4 http.html#trules): two entries
-    writing one record would leave only the last one's write, against what both say."""
-    first_of: dict[str, Entry] = {}
+def _check_written_once(entries: list[Entry]) -> None:
+    """Refuse a transaction that writes a resource twice: http.html#trules fails one whose
+    DELETE, POST and PUT entries overlap, in what their conditions resolve to too."""
+    writers: dict[str, Entry] = {}
     for entry in entries:
-        for reference in entry.writes:
-            first = first_of.setdefault(reference, entry)
+        for identity in entry.identities:
+            first = writers.setdefault(identity, entry)
             if first is not entry:
                 raise FhirError(
                     400,
                     "invalid",
-                    f"{entry.label}: {first.label} writes {reference} too; a transaction may"
-                    " write each resource once",
+                    f"{entry.label}: {identity} is written twice, by this entry and by"
+                    f" {first.label}; a transaction writes each resource once at most",
                 )
 
 
@@ -356,7 +357,7 @@ class BundleProcessor:
         others = [entry for entry in ordered if entry.method != "DELETE"]
         self._run_entries(writer, deletes, {}, results)
         targets = self._assign_targets(writer, others)
-        _refuse_overlaps(ordered)
+        _check_written_once(ordered)
         for entry in others:
             try:
                 if entry.resource is not None and entry.unresolved:
@@ -387,8 +388,6 @@ class BundleProcessor:
                 target = self._target_of(writer, entry)
             except FhirError as error:
                 raise _in_entry(entry, error) from None
-            if target is not None and entry.existing is None:
-                entry.writes = (target,)
             if target is not None and entry.full_url:
                 if entry.full_url in targets:
                     raise FhirError(
@@ -416,7 +415,9 @@ class BundleProcessor:
                 if existing
                 else (source_id or writer.new_id(entry.resource_type, entry.drawn_id))
             )
-            return f"{entry.resource_type}/{entry.resource_id}"
+            target = f"{entry.resource_type}/{entry.resource_id}"
+            entry.identities = () if existing else (target,)
+            return target
         if entry.method == "PUT":
             if entry.resource_id is None:
                 if entry.query is None:
@@ -432,7 +433,10 @@ class BundleProcessor:
                 )
                 if entry.resource is not None:
                     entry.resource["id"] = entry.resource_id
-            return f"{entry.resource_type}/{entry.resource_id}"
+            target = f"{entry.resource_type}/{entry.resource_id}"
+            condition = () if entry.query is None else (f"{entry.resource_type}?{entry.query}",)
+            entry.identities = (target, *condition)
+            return target
         return None
 
     def _resolve_references(
@@ -526,7 +530,7 @@ class BundleProcessor:
             ids = [match.id for match in self.gate.visible(writer, found)]
         else:
             raise FhirError(400, "invalid", "a DELETE needs an id or search criteria in its url")
-        entry.writes = tuple(f"{entry.resource_type}/{resource_id}" for resource_id in ids)
+        entry.identities = tuple(f"{entry.resource_type}/{resource_id}" for resource_id in ids)
         for resource_id in ids:
             current = writer.latest(entry.resource_type, resource_id)
             if current is None or current.deleted or self.gate.check(writer, "delete", current):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -436,49 +437,80 @@ def test_transaction_failing_late_rolls_back_earlier_writes(
     client: TestClient, records: RecordStore
 ) -> None:
     keep = created_id(client, patient("rb-1", gender="male"))
-    other = created_id(client, patient("rb-3"))
+    other = created_id(client, patient("rb-3", gender="male"))
     before = records.storage.last_seq()
     body = bundle(
         "transaction",
-        entry("DELETE", f"Patient/{other}"),
+        entry("DELETE", f"Patient/{keep}"),
         entry("POST", "Patient", patient("rb-2")),
-        entry("PUT", f"Patient/{keep}", patient("rb-1", id=keep, gender="female"), ifMatch='W/"9"'),
+        entry(
+            "PUT", f"Patient/{other}", patient("rb-3", id=other, gender="female"), ifMatch='W/"2"'
+        ),
     )
 
-    # The DELETE and the POST ran before the PUT's If-Match failed: all is undone.
+    # The PUT runs last and its If-Match W/"2" does not hold: the DELETE and POST are undone.
     assert_outcome(send(client, body), 412, "entry[2]")
     assert records.storage.last_seq() == before
     assert client.get(f"/fhir/Patient/{keep}").json()["gender"] == "male"
-    assert client.get(f"/fhir/Patient/{other}").status_code == 200
+    assert client.get(f"/fhir/Patient/{other}").json()["gender"] == "male"
     assert total(client, "/fhir/Patient") == 2
 
 
 @pytest.mark.parametrize(
-    ("method", "url"),
+    "writes",
     [
-        pytest.param("PUT", "Patient/{pid}", id="put-twice"),
-        pytest.param("DELETE", "Patient/{pid}", id="delete-and-put"),
         pytest.param(
-            "DELETE", f"Patient?identifier={SYSTEM}|ov-1", id="conditional-delete-and-put"
+            lambda pid: [
+                entry("PUT", f"Patient/{pid}", patient("o-1", id=pid, gender="female")),
+                entry("PUT", f"Patient/{pid}", patient("o-1", id=pid, gender="other")),
+            ],
+            id="two-puts",
         ),
-        pytest.param("PUT", f"Patient?identifier={SYSTEM}|ov-1", id="conditional-put-and-put"),
+        pytest.param(
+            lambda pid: [
+                entry("POST", "Observation", observation(PATIENT_URN)),
+                entry("PUT", f"Patient/{pid}", patient("o-1", id=pid), PATIENT_URN),
+                entry("DELETE", f"Patient/{pid}"),
+            ],
+            id="put-referenced-and-delete",
+        ),
+        pytest.param(
+            lambda pid: [
+                entry("DELETE", f"Patient?identifier={SYSTEM}|o-1"),
+                entry("PUT", f"Patient/{pid}", patient("o-1", id=pid, gender="female")),
+            ],
+            id="conditional-delete-and-put",
+        ),
+        pytest.param(
+            lambda pid: [
+                entry("PUT", f"Patient?identifier={SYSTEM}|o-1", patient("o-1", gender="female")),
+                entry("PUT", f"Patient/{pid}", patient("o-1", id=pid, gender="other")),
+            ],
+            id="conditional-put-and-put",
+        ),
+        pytest.param(
+            lambda pid: [
+                entry("PUT", f"Patient?identifier={SYSTEM}|o-2", patient("o-2")),
+                entry("PUT", f"Patient?identifier={SYSTEM}|o-2", patient("o-2", gender="other")),
+            ],
+            id="two-conditional-puts-creating",
+        ),
     ],
 )
-def test_transaction_writing_one_resource_twice_changes_nothing(
-    client: TestClient, records: RecordStore, method: str, url: str
+def test_transaction_writing_a_resource_twice_is_refused(
+    client: TestClient,
+    records: RecordStore,
+    writes: Callable[[str], list[dict[str, Any]]],
 ) -> None:
-    pid = created_id(client, patient("ov-1", gender="male"))
+    """http.html#trules: the transaction fails if the identities of its DELETE, POST and
+    PUT entries overlap, those a conditional update or delete resolves to included."""
+    pid = created_id(client, patient("o-1", gender="male"))
     before = records.storage.last_seq()
-    first = patient("ov-1", id=pid, gender="female") if method == "PUT" else None
-    body = bundle(
-        "transaction",
-        entry(method, url.format(pid=pid), first),
-        entry("PUT", f"Patient/{pid}", patient("ov-1", id=pid, gender="other")),
-    )
 
-    assert_outcome(send(client, body), 400, f"Patient/{pid}", "entry[0]", "entry[1]")
+    assert_outcome(send(client, bundle("transaction", *writes(pid))), 400, "Patient", "twice")
     assert records.storage.last_seq() == before
     assert client.get(f"/fhir/Patient/{pid}").json()["gender"] == "male"
+    assert total(client, "/fhir/Patient") == 1
 
 
 def test_transaction_if_none_exist_after_a_conditional_delete(client: TestClient) -> None:
