@@ -24,7 +24,7 @@ from coffre.search import Criterion, check_criteria, parse_criteria
 from coffre.service import Outcome as Written
 from coffre.service import RecordStore, Stored
 from coffre.service.audit import is_break_glass
-from coffre.service.bundles import BundleProcessor, one_match
+from coffre.service.bundles import BundleProcessor, matched_id, one_match
 from coffre.service.commits import GroupCommitter
 from coffre.service.records import OwnTokens, Writer, check_id
 
@@ -313,10 +313,7 @@ async def conditional_update(request: Request) -> Response:
             if body_id:
                 return _update(writer, gate, resource_type, body_id, resource, expected, own_tokens)
             return writer.create(resource, validated=True, own_tokens=own_tokens)
-        if body_id not in (None, match.id):
-            message = f"the body's id {body_id!r} differs from the matching resource's {match.id!r}"
-            raise FhirError(400, "invalid", message)
-        resource["id"] = match.id
+        resource["id"] = matched_id(match, body_id)
         return _update(writer, gate, resource_type, match.id, resource, expected, own_tokens)
 
     return _written(request, await _commit(request, job))

@@ -214,6 +214,18 @@ def one_match(matches: list[Stored], resource_type: str, what: str) -> Stored | 
     return matches[0] if matches else None
 
 
+def matched_id(match: Stored, body_id: object) -> str:
+    """The id a conditional update that matched ``match`` writes to; 400 when its body
+    names another (http.html#cond-update)."""
+    if body_id not in (None, match.id):
+        raise FhirError(
+            400,
+            "invalid",
+            f"the body's id {body_id!r} differs from the matching resource's {match.id!r}",
+        )
+    return match.id
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """A checked Bundle: its type, and its parsed entries (raw ones for a batch)."""
@@ -429,7 +441,9 @@ class BundleProcessor:
                 )
                 body_id = entry.resource.get("id") if entry.resource else None
                 entry.resource_id = (
-                    existing.id if existing else (body_id or writer.new_id(entry.resource_type))
+                    matched_id(existing, body_id)
+                    if existing
+                    else (body_id or writer.new_id(entry.resource_type))
                 )
                 if entry.resource is not None:
                     entry.resource["id"] = entry.resource_id

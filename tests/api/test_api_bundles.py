@@ -513,6 +513,31 @@ def test_transaction_writing_a_resource_twice_is_refused(
     assert total(client, "/fhir/Patient") == 1
 
 
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+def test_conditional_update_whose_body_names_another_id_is_400(
+    client: TestClient, records: RecordStore, kind: str
+) -> None:
+    """http.html#cond-update: one match, and a body id that is not the match's: 400."""
+    pid = created_id(client, patient("cu-1", gender="male"))
+    before = records.storage.last_seq()
+    body = bundle(
+        kind,
+        entry(
+            "PUT", f"Patient?identifier={SYSTEM}|cu-1", patient("cu-1", id="other", gender="female")
+        ),
+    )
+
+    response = send(client, body)
+
+    if kind == "transaction":
+        assert_outcome(response, 400, "'other'", pid)
+    else:
+        assert response.json()["entry"][0]["response"]["status"] == "400 Bad Request"
+    assert records.storage.last_seq() == before
+    assert client.get(f"/fhir/Patient/{pid}").json()["gender"] == "male"
+    assert client.get("/fhir/Patient/other").status_code == 404
+
+
 def test_transaction_if_none_exist_after_a_conditional_delete(client: TestClient) -> None:
     created_id(client, patient("t-15"))
     body = bundle(
