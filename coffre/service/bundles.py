@@ -54,10 +54,20 @@ class Entry:
     identities: tuple[str, ...] = ()
     """What the entry writes, once resolved: ``Type/id`` of each resource it creates,
     updates or deletes, and a conditional update's ``Type?criteria``."""
+    same_as: Entry | None = None
+    """An earlier conditional create with the same criteria: this one creates nothing, its
+    resource is what that one created or matched."""
 
     @property
     def label(self) -> str:
         return f"entry[{self.index}] ({self.method} {self.resource_type})"
+
+    @property
+    def create_condition(self) -> str | None:
+        """``Type?criteria`` of a conditional create."""
+        if self.method != "POST" or not self.if_none_exist:
+            return None
+        return f"{self.resource_type}?{self.if_none_exist}"
 
 
 def parse_if_match(value: str | None) -> int | None:
@@ -145,6 +155,12 @@ def _unresolved(reference: str, pending: frozenset[str]) -> bool:
 
 def _missing(entry: Entry) -> FhirError:
     return FhirError(404, "not-found", f"{entry.resource_type}/{entry.resource_id} does not exist")
+
+
+def _same(entry: Entry, first: Entry) -> str:
+    """Make ``entry`` a repeat of the conditional create ``first``; its target."""
+    entry.same_as, entry.existing, entry.resource_id = first, first.existing, first.resource_id
+    return f"{entry.resource_type}/{entry.resource_id}"
 
 
 def _check_written_once(entries: list[Entry]) -> None:
@@ -393,11 +409,15 @@ class BundleProcessor:
                 raise _in_entry(entry, error) from None
 
     def _assign_targets(self, writer: Writer, entries: list[Entry]) -> dict[str, str]:
-        """Decide the id each creating entry writes to, keyed by its fullUrl."""
+        """Decide the id each creating entry writes to, keyed by its fullUrl; a conditional
+        create with the criteria of an earlier one is a repeat of it."""
         targets: dict[str, str] = {}
+        creates: dict[str, Entry] = {}
         for entry in entries:
+            condition = entry.create_condition
+            first = creates.setdefault(condition, entry) if condition else entry
             try:
-                target = self._target_of(writer, entry)
+                target = self._target_of(writer, entry) if first is entry else _same(entry, first)
             except FhirError as error:
                 raise _in_entry(entry, error) from None
             if target is not None and entry.full_url:
@@ -485,6 +505,9 @@ class BundleProcessor:
         rewrite_references(resource, resolve)
 
     def _execute(self, writer: Writer, entry: Entry, targets: dict[str, str]) -> dict[str, Any]:
+        if entry.same_as is not None and entry.existing is None:
+            assert entry.resource_id is not None  # created by the earlier entry, which ran
+            entry.existing = writer.latest(entry.resource_type, entry.resource_id)
         if entry.existing is not None:
             return self._write_result(Outcome(entry.existing, created=False, changed=False))
         if entry.method == "POST":

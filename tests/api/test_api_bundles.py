@@ -538,6 +538,37 @@ def test_conditional_update_whose_body_names_another_id_is_400(
     assert client.get("/fhir/Patient/other").status_code == 404
 
 
+def test_transaction_conditional_creates_with_the_same_criteria_create_one_resource(
+    client: TestClient,
+) -> None:
+    """The second create's criteria match what the first creates: it is not created again,
+    and the references to either entry name the one resource."""
+    second_urn = "urn:uuid:6a1e1b7e-0000-4000-8000-000000000004"
+    criteria = f"identifier={SYSTEM}|cc-1"
+    body = bundle(
+        "transaction",
+        entry("POST", "Patient", patient("cc-1"), PATIENT_URN, ifNoneExist=criteria),
+        entry("POST", "Observation", observation(PATIENT_URN)),
+        entry("POST", "Patient", patient("cc-1", gender="male"), second_urn, ifNoneExist=criteria),
+        entry("POST", "Observation", observation(second_urn, code={"text": "height"})),
+    )
+
+    response = send(client, body)
+
+    assert response.status_code == 200, response.text
+    results = response.json()["entry"]
+    assert [r["response"]["status"] for r in results] == [
+        "201 Created",
+        "201 Created",
+        "200 OK",
+        "201 Created",
+    ]
+    pid = id_of(results[0], "Patient")
+    assert results[2]["response"]["location"] == f"Patient/{pid}/_history/1"
+    assert total(client, f"/fhir/Patient?identifier={SYSTEM}|cc-1") == 1
+    assert total(client, f"/fhir/Observation?subject=Patient/{pid}") == 2
+
+
 def test_transaction_if_none_exist_after_a_conditional_delete(client: TestClient) -> None:
     created_id(client, patient("t-15"))
     body = bundle(
