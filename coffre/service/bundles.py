@@ -409,8 +409,10 @@ class BundleProcessor:
                 raise _in_entry(entry, error) from None
 
     def _assign_targets(self, writer: Writer, entries: list[Entry]) -> dict[str, str]:
-        """Decide the id each creating entry writes to, keyed by its fullUrl; a conditional
-        create with the criteria of an earlier one is a repeat of it."""
+        """Decide the id each creating entry writes to, keyed by its fullUrl, and by its
+        ``Type?criteria`` for a conditional create: a conditional reference with the same
+        criteria names what it creates (http.html#trules resolves them after the creates),
+        and so does a later conditional create with the same criteria."""
         targets: dict[str, str] = {}
         creates: dict[str, Entry] = {}
         for entry in entries:
@@ -428,6 +430,8 @@ class BundleProcessor:
                         f"{entry.label}: fullUrl {entry.full_url} appears twice in the bundle",
                     )
                 targets[entry.full_url] = target
+        for condition, first in creates.items():
+            targets.setdefault(condition, f"{first.resource_type}/{first.resource_id}")
         return targets
 
     def _target_of(self, writer: Writer, entry: Entry) -> str | None:

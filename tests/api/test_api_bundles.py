@@ -569,6 +569,37 @@ def test_transaction_conditional_creates_with_the_same_criteria_create_one_resou
     assert total(client, f"/fhir/Observation?subject=Patient/{pid}") == 2
 
 
+def test_transaction_conditional_reference_names_a_conditional_create_of_the_bundle(
+    client: TestClient,
+) -> None:
+    """http.html#trules resolves conditional references after the creates: one with the
+    criteria of a conditional create of the Bundle names what that entry creates."""
+    criteria = f"identifier={ORG_SYSTEM}|cc-2"
+    organization = {
+        "resourceType": "Organization",
+        "identifier": [{"system": ORG_SYSTEM, "value": "cc-2"}],
+    }
+    body = bundle(
+        "transaction",
+        entry(
+            "POST",
+            "Patient",
+            patient("cc-2", managingOrganization={"reference": f"Organization?{criteria}"}),
+        ),
+        entry("POST", "Organization", organization, ifNoneExist=criteria),
+    )
+
+    response = send(client, body)
+
+    assert response.status_code == 200, response.text
+    results = response.json()["entry"]
+    pid, org = id_of(results[0], "Patient"), id_of(results[1], "Organization")
+    assert client.get(f"/fhir/Patient/{pid}").json()["managingOrganization"] == {
+        "reference": f"Organization/{org}"
+    }
+    assert total(client, f"/fhir/Patient?organization=Organization/{org}") == 1
+
+
 def test_transaction_if_none_exist_after_a_conditional_delete(client: TestClient) -> None:
     created_id(client, patient("t-15"))
     body = bundle(
