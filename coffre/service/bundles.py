@@ -362,10 +362,9 @@ class BundleProcessor:
             with writer.savepoint():
                 entries = self._transaction(writer, prepared.entries)
             return self._response("transaction-response", entries)
-        targets: dict[str, str] = {}
         return self._response(
             "batch-response",
-            [self._batch_entry(writer, i, raw, targets) for i, raw in enumerate(prepared.entries)],
+            [self._batch_entry(writer, i, raw) for i, raw in enumerate(prepared.entries)],
         )
 
     def run(self, bundle: Any, writer: Writer) -> dict[str, Any]:
@@ -619,9 +618,9 @@ class BundleProcessor:
 
     # -- batch ----------------------------------------------------------------------------
 
-    def _batch_entry(
-        self, writer: Writer, index: int, raw: Any, targets: dict[str, str]
-    ) -> dict[str, Any]:
+    def _batch_entry(self, writer: Writer, index: int, raw: Any) -> dict[str, Any]:
+        """One entry, on its own: its conditional references are searched afresh, as an
+        earlier entry may have changed what they match."""
         try:
             entry = _parse_entry(index, raw)
             if entry.resource is not None:
@@ -629,7 +628,7 @@ class BundleProcessor:
             with writer.savepoint():
                 self._target_of(writer, entry)
                 if entry.resource is not None:
-                    self._resolve_references(writer, entry.resource, targets)
+                    self._resolve_references(writer, entry.resource, {})
                 return self._execute(writer, entry, {})
         except FhirError as error:
             return {"response": {"status": _status_line(error.status), "outcome": error.outcome()}}

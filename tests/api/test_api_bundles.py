@@ -676,6 +676,30 @@ def test_batch_entries_cannot_reference_each_other(client: TestClient) -> None:
     assert total(client, "/fhir/Observation/_history") == 0
 
 
+def test_batch_resolves_each_entry_s_conditional_references_afresh(
+    client: TestClient,
+) -> None:
+    """A conditional reference is searched again for each batch entry: an earlier entry may
+    have changed what it matches."""
+    org = created_id(
+        client,
+        {"resourceType": "Organization", "identifier": [{"system": ORG_SYSTEM, "value": "b-5"}]},
+    )
+    conditional = {"reference": f"Organization?identifier={ORG_SYSTEM}|b-5"}
+    body = bundle(
+        "batch",
+        entry("POST", "Patient", patient("b-5", managingOrganization=conditional)),
+        entry("DELETE", f"Organization/{org}"),
+        entry("POST", "Patient", patient("b-6", managingOrganization=conditional)),
+    )
+
+    results = send(client, body).json()["entry"]
+
+    statuses = [r["response"]["status"] for r in results]
+    assert statuses == ["201 Created", "204 No Content", "404 Not Found"]
+    assert total(client, f"/fhir/Patient?identifier={SYSTEM}|b-6") == 0
+
+
 def test_batch_with_prefer_representation(client: TestClient) -> None:
     body = bundle("batch", entry("POST", "Patient", patient("b-4")))
 
