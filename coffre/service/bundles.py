@@ -597,9 +597,7 @@ class BundleProcessor:
             }
             return {"resource": searchset, "response": {"status": "200 OK"}}
         if entry.history_version is not None:
-            stored = self.records.vread(
-                entry.resource_type, entry.resource_id, entry.history_version
-            )
+            stored = writer.vread(entry.resource_type, entry.resource_id, entry.history_version)
             self.gate.check(writer, "vread", stored, _missing(entry))
         else:
             current = writer.latest(entry.resource_type, entry.resource_id)

@@ -353,12 +353,21 @@ class RecordStore:
             raise FhirError(410, "deleted", f"{resource_type}/{resource_id} was deleted")
         return stored
 
-    def vread(self, resource_type: str, resource_id: str, version: str) -> Stored:
+    def vread(
+        self,
+        resource_type: str,
+        resource_id: str,
+        version: str,
+        reader: StorageReader | None = None,
+        key_of: KeySource | None = None,
+    ) -> Stored:
+        """A version of a record, from the committed storage unless ``reader`` (a write
+        transaction, with its own keys ``key_of``) is given."""
         check_id(resource_type, resource_id)
         number = whole_number(version)
         loc = self.keys.location(resource_type, resource_id)
         self.latest_writes.catch_up(self.storage)  # an erasure since the last request
-        sealed = None if number is None else self.storage.version(loc, number)
+        sealed = None if number is None else (reader or self.storage).version(loc, number)
         if number is not None and sealed is None:
             logged = self.latest_writes.expected(loc)
             if logged is not None and 1 <= number <= logged.version:
@@ -367,7 +376,7 @@ class RecordStore:
             raise FhirError(
                 404, "not-found", f"{resource_type}/{resource_id} has no version {version}"
             )
-        stored = self.open(resource_type, resource_id, sealed)
+        stored = self.open(resource_type, resource_id, sealed, key_of)
         if stored.deleted:
             raise FhirError(
                 410, "deleted", f"version {version} of {resource_type}/{resource_id} is a deletion"
@@ -594,6 +603,10 @@ class Writer:
         resource_id = drawn or new_id()
         self._latest[self.records.keys.location(resource_type, resource_id)] = None
         return resource_id
+
+    def vread(self, resource_type: str, resource_id: str, version: str) -> Stored:
+        """A version of a record as this transaction sees it, those it wrote included."""
+        return self.records.vread(resource_type, resource_id, version, self.txn, self.key)
 
     def latest(self, resource_type: str, resource_id: str) -> Stored | None:
         """The current version a write builds on, checked against the log unless this

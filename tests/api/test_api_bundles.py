@@ -237,6 +237,24 @@ def test_transaction_vread_and_history_entries(client: TestClient) -> None:
     assert results[0]["response"]["location"] == f"Patient/{pid}/_history/1"
 
 
+def test_transaction_vread_finds_the_version_the_transaction_writes(client: TestClient) -> None:
+    """GETs run after the writes (http.html#trules): a vread of the version a PUT of the
+    same Bundle makes finds it, as a read does."""
+    pid = created_id(client, patient("t-16", gender="male"))
+    body = bundle(
+        "transaction",
+        entry("GET", f"Patient/{pid}/_history/2"),
+        entry("PUT", f"Patient/{pid}", patient("t-16", id=pid, gender="female")),
+    )
+
+    response = send(client, body)
+
+    assert response.status_code == 200, response.text
+    read = response.json()["entry"][0]
+    assert read["resource"]["gender"] == "female"
+    assert read["response"]["location"] == f"Patient/{pid}/_history/2"
+
+
 def test_transaction_if_none_exist_reuses_the_match(
     client: TestClient, records: RecordStore
 ) -> None:
