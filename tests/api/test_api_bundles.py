@@ -153,6 +153,43 @@ def test_transaction_references_to_updates_are_found_by_search(client: TestClien
         assert found["entry"][0]["resource"]["subject"] == {"reference": f"Patient/{subject}"}
 
 
+def test_transaction_references_of_every_kind_are_found_by_search(client: TestClient) -> None:
+    """Whether a reference is settled before the write lock (to a plain create, to an
+    update of a given id) or under it (to a conditional create or update, a conditional
+    reference), the Observation is found by every parameter that reads it."""
+    by_id = created_id(client, patient("k-2"))
+    matched = created_id(client, patient("k-5"))
+    urns = [f"urn:uuid:6a1e1b7e-0000-4000-8000-00000000001{n}" for n in range(4)]
+    targets = [*urns, f"Patient?identifier={SYSTEM}|k-5"]
+    body = bundle(
+        "transaction",
+        entry("POST", "Patient", patient("k-1"), urns[0]),
+        entry("PUT", f"Patient/{by_id}", patient("k-2", id=by_id), urns[1]),
+        entry("PUT", f"Patient?identifier={SYSTEM}|k-3", patient("k-3"), urns[2]),
+        entry("POST", "Patient", patient("k-4"), urns[3], ifNoneExist=f"identifier={SYSTEM}|k-4"),
+        *(
+            entry("POST", "Observation", observation(t, performer=[{"reference": t}]))
+            for t in targets
+        ),
+    )
+
+    response = send(client, body)
+
+    assert response.status_code == 200, response.text
+    results = response.json()["entry"]
+    patients = [id_of(results[0], "Patient"), by_id, *(id_of(r, "Patient") for r in results[2:4])]
+    for pid, result in zip([*patients, matched], results[4:], strict=True):
+        observation_id = id_of(result, "Observation")
+        for query in (
+            f"subject=Patient/{pid}",
+            f"patient={pid}",
+            f"performer=Patient/{pid}",
+            f"subject={BASE}/Patient/{pid}",
+        ):
+            found = client.get(f"/fhir/Observation?{query}").json()
+            assert [e["resource"]["id"] for e in found.get("entry", [])] == [observation_id], query
+
+
 def test_transaction_with_prefer_representation_returns_the_resources(client: TestClient) -> None:
     body = bundle(
         "transaction",
