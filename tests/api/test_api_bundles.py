@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -672,6 +673,51 @@ def test_transaction_if_none_exist_after_a_conditional_delete(client: TestClient
         assert client.get(f"/fhir/{location.split('/_history')[0]}").status_code == 200
     else:
         assert 400 <= response.status_code < 500
+
+
+def test_concurrent_transactions_on_the_same_conditional_targets_write_each_once(
+    client: TestClient,
+) -> None:
+    """Two clients send, at the same time, transactions that create a Patient if none has
+    its identifier and update an Organization by its identifier: each is written once,
+    and every Observation names them."""
+    org_urn = "urn:uuid:6a1e1b7e-0000-4000-8000-000000000020"
+    rounds = 20
+
+    def transaction(client_name: str, n: int) -> dict[str, Any]:
+        organization = {
+            "resourceType": "Organization",
+            "identifier": [{"system": ORG_SYSTEM, "value": f"cx-{n}"}],
+            "name": client_name,
+        }
+        return bundle(
+            "transaction",
+            entry(
+                "POST",
+                "Patient",
+                patient(f"cx-{n}"),
+                PATIENT_URN,
+                ifNoneExist=f"identifier={SYSTEM}|cx-{n}",
+            ),
+            entry("PUT", f"Organization?identifier={ORG_SYSTEM}|cx-{n}", organization, org_urn),
+            entry(
+                "POST", "Observation", observation(PATIENT_URN, performer=[{"reference": org_urn}])
+            ),
+        )
+
+    def run(client_name: str) -> list[int]:
+        return [send(client, transaction(client_name, n)).status_code for n in range(rounds)]
+
+    with ThreadPoolExecutor(2) as pool:
+        statuses = list(pool.map(run, ["a", "b"]))
+
+    assert statuses == [[200] * rounds] * 2
+    assert total(client, "/fhir/Patient") == total(client, "/fhir/Organization") == rounds
+    for n in range(rounds):
+        pid = client.get(f"/fhir/Patient?identifier={SYSTEM}|cx-{n}").json()["entry"][0]
+        org = client.get(f"/fhir/Organization?identifier={ORG_SYSTEM}|cx-{n}").json()["entry"][0]
+        query = f"patient={pid['resource']['id']}&performer=Organization/{org['resource']['id']}"
+        assert total(client, f"/fhir/Observation?{query}") == 2
 
 
 # -- batch --------------------------------------------------------------------------------
