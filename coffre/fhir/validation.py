@@ -17,10 +17,13 @@ from fastjsonschema import JsonSchemaValueException
 from coffre.exceptions import FhirError
 from coffre.fhir import _schema_r4
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
+from coffre.fhir.primitives import CALENDAR_DATE, is_calendar_date
 
-Validator = Callable[[Any], Any]
+Formats = dict[str, Callable[[str], bool]]
+Validator = Callable[[Any, Formats], Any]
 _FUNCTION_PREFIX = "validate_http___hl7_org_fhir_json_schema_4_0__definitions_"
 _PATH_PREFIX = re.compile(r"^data\.?")
+_FORMATS: Formats = {CALENDAR_DATE: is_calendar_date}
 
 
 @cache
@@ -60,7 +63,7 @@ def validate(resource: Any, where: str = "the body") -> str:
     """
     resource_type = resource_type_of(resource, where)
     try:
-        _validator(resource_type)(resource)
+        _validator(resource_type)(resource, _FORMATS)
     except JsonSchemaValueException as error:
         # The compiled validator names the element at fault first: "data.status must be ...".
         element, _, rule = error.message.partition(" ")

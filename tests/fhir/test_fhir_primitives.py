@@ -1,0 +1,66 @@
+"""What R4 says of its primitives beyond the schema's patterns (coffre.fhir.primitives), as
+validation applies it: dates that exist, integers of 32 bits."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from coffre.exceptions import FhirError
+from coffre.fhir.validation import validate
+
+_MEDICATION_REQUEST = {
+    "resourceType": "MedicationRequest",
+    "status": "active",
+    "intent": "order",
+    "medicationCodeableConcept": {"text": "amoxicilline"},
+    "subject": {"reference": "Patient/p1"},
+}
+
+
+def _repeat_count(count: Any) -> dict[str, Any]:
+    return _MEDICATION_REQUEST | {"dosageInstruction": [{"timing": {"repeat": {"count": count}}}]}
+
+
+def _observation(**value: Any) -> dict[str, Any]:
+    return {"resourceType": "Observation", "status": "final", "code": {"text": "x"}} | value
+
+
+@pytest.mark.parametrize(
+    ("resource", "path", "rule"),
+    [
+        ({"resourceType": "Patient", "birthDate": "2023-02-29"}, "Patient.birthDate", "calendar"),
+        (_observation(effectiveDateTime="2023-04-31T10:00:00Z"), "effectiveDateTime", "calendar"),
+        (_observation(issued="2023-06-31T10:00:00.000Z"), "Observation.issued", "calendar"),
+        ({"resourceType": "Patient", "multipleBirthInteger": 2**31}, "multipleBirth", "2147483647"),
+        ({"resourceType": "Patient", "multipleBirthInteger": 1.5}, "multipleBirth", "integer"),
+        (_observation(valueInteger=-(2**31) - 1), "valueInteger", "-2147483648"),
+        ({"resourceType": "Patient", "photo": [{"size": -1}]}, "photo[0].size", "equal to 0"),
+        (_repeat_count(0), "repeat.count", "equal to 1"),
+    ],
+)
+def test_a_day_that_does_not_exist_or_an_integer_past_32_bits_is_refused(
+    resource: dict[str, Any], path: str, rule: str
+) -> None:
+    with pytest.raises(FhirError) as caught:
+        validate(resource)
+    assert caught.value.status == 422
+    assert path in (caught.value.expression or "") and rule in caught.value.diagnostics
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        {"resourceType": "Patient", "birthDate": "2024-02-29"},
+        {"resourceType": "Patient", "birthDate": "1987"},
+        {"resourceType": "Patient", "birthDate": "1987-02"},
+        _observation(effectiveDateTime="2000-02-29T23:59:60+14:00"),
+        {"resourceType": "Patient", "multipleBirthInteger": 2**31 - 1},
+        _observation(valueInteger=-(2**31)),
+        {"resourceType": "Patient", "photo": [{"size": 0}]},
+        _repeat_count(1),
+    ],
+)
+def test_the_ends_of_each_range_and_partial_dates_are_accepted(resource: dict[str, Any]) -> None:
+    assert validate(resource) == resource["resourceType"]
