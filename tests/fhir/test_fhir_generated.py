@@ -1,0 +1,41 @@
+"""The generated modules (coffre/fhir/_schema_r4.py, _definitions_r4.py) are what
+scripts/generate_fhir_modules.py makes of the official definitions in ../shared/data:
+a change to the script is not left without its regenerated modules."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+from conftest import shared_data_path
+
+from coffre.fhir import _definitions_r4
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _generator() -> ModuleType:
+    spec = importlib.util.spec_from_file_location(
+        "generate_fhir_modules", ROOT / "scripts" / "generate_fhir_modules.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_compiled_schema_is_the_scripts_output() -> None:
+    generator = _generator()
+    schema = json.loads(shared_data_path("schema", "fhir.schema.json").read_text())
+    code, resource_types = generator.compile_schema(schema)
+    committed = (ROOT / "coffre" / "fhir" / "_schema_r4.py").read_text()
+    assert committed == generator.HEADER.format(what="JSON schema") + code
+    assert frozenset(resource_types) == _definitions_r4.RESOURCE_TYPES
+
+
+def test_the_compartment_paths_are_the_scripts_output() -> None:
+    generator = _generator()
+    paths = generator.compartment_paths(shared_data_path())
+    assert {k: tuple(v) for k, v in paths.items()} == _definitions_r4.PATIENT_COMPARTMENT_PATHS
