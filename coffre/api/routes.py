@@ -247,8 +247,7 @@ def _one_visible(
 ) -> Stored | None:
     """The one match of a conditional interaction's criteria among what the request may
     see: a record it may not see must not be matched, updated or confirmed."""
-    found = gate.visible(writer, writer.find(resource_type, criteria))
-    return one_match(found, resource_type, what)
+    return one_match(gate.find(writer, resource_type, criteria), resource_type, what)
 
 
 def _update(
@@ -353,7 +352,7 @@ async def conditional_delete(request: Request) -> Response:
     gate = GuardGate(guard)
 
     def job(writer: Writer) -> int:
-        matches = gate.visible(writer, writer.find(resource_type, criteria))
+        matches = gate.find(writer, resource_type, criteria)
         matches = [m for m in matches if gate.check(writer, "delete", m)]
         for match in matches:
             writer.delete(resource_type, match.id, expected)

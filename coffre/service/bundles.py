@@ -23,7 +23,7 @@ from coffre.fhir.references import parse_reference, references_in, rewrite_refer
 from coffre.fhir.validation import validate
 from coffre.fhir.values import whole_number
 from coffre.ledger.leaf import LeafKind
-from coffre.search import parse_criteria
+from coffre.search import Criterion, parse_criteria
 from coffre.search.parameters import parameters_for
 from coffre.service.records import Outcome, OwnTokens, RecordStore, Stored, Writer, new_id
 
@@ -199,8 +199,11 @@ class Gate(Protocol):
         as sent, or a type): 403, or ``missing`` for a hidden record; without
         ``missing``, answer False for a hidden record."""
 
-    def visible(self, writer: Writer, found: list[Stored]) -> list[Stored]:
-        """What of ``found`` the requester may see."""
+    def find(
+        self, writer: Writer, resource_type: str, criteria: tuple[Criterion, ...]
+    ) -> list[Stored]:
+        """The matches of ``criteria`` the requester may see, its chains and ``_has``
+        resolved among what it may see too: a match must say nothing of the rest."""
 
 
 class Open:
@@ -215,8 +218,10 @@ class Open:
     ) -> bool:
         return True
 
-    def visible(self, writer: Writer, found: list[Stored]) -> list[Stored]:
-        return found
+    def find(
+        self, writer: Writer, resource_type: str, criteria: tuple[Criterion, ...]
+    ) -> list[Stored]:
+        return writer.find(resource_type, criteria)
 
 
 def one_match(matches: list[Stored], resource_type: str, what: str) -> Stored | None:
@@ -274,10 +279,8 @@ class BundleProcessor:
     def _single_match(
         self, writer: Writer, resource_type: str, query: str, what: str
     ) -> Stored | None:
-        found = writer.find(resource_type, parse_criteria(query, what))
-        return one_match(
-            self.gate.visible(writer, found), resource_type, f"{what} {resource_type}?{query}"
-        )
+        found = self.gate.find(writer, resource_type, parse_criteria(query, what))
+        return one_match(found, resource_type, f"{what} {resource_type}?{query}")
 
     def prepare(self, bundle: Any) -> Prepared:
         """Check a Bundle before any write: a transaction is validated whole, a batch's
@@ -564,10 +567,8 @@ class BundleProcessor:
         if entry.resource_id is not None:
             ids = [entry.resource_id]
         elif entry.query:
-            found = writer.find(
-                entry.resource_type, parse_criteria(entry.query, "conditional delete")
-            )
-            ids = [match.id for match in self.gate.visible(writer, found)]
+            criteria = parse_criteria(entry.query, "conditional delete")
+            ids = [match.id for match in self.gate.find(writer, entry.resource_type, criteria)]
         else:
             raise FhirError(400, "invalid", "a DELETE needs an id or search criteria in its url")
         entry.identities = tuple(f"{entry.resource_type}/{resource_id}" for resource_id in ids)
@@ -579,8 +580,8 @@ class BundleProcessor:
 
     def _get(self, writer: Writer, entry: Entry) -> dict[str, Any]:
         if entry.resource_id is None:
-            found = writer.find(entry.resource_type, parse_criteria(entry.query or "", "search"))
-            matches = self.gate.visible(writer, found)
+            criteria = parse_criteria(entry.query or "", "search")
+            matches = self.gate.find(writer, entry.resource_type, criteria)
             writer.log_access(LeafKind.SEARCH, matches)
             searchset = {
                 "resourceType": "Bundle",

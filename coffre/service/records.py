@@ -591,8 +591,15 @@ class Writer:
         stored = self.records.ledger.record(self.txn, leaves)
         self.appended.extend(zip(leaves, stored, strict=True))
 
-    def find(self, resource_type: str, criteria: tuple[Criterion, ...]) -> list[Stored]:
-        scope = Scope(self.txn, self.key, frozenset(self.written))
+    def find(
+        self,
+        resource_type: str,
+        criteria: tuple[Criterion, ...],
+        admit: Callable[[Stored], bool] | None = None,
+    ) -> list[Stored]:
+        """``admit``: what the search may use at all, matches, chains and ``_has`` alike
+        (``Scope.admit``)."""
+        scope = Scope(self.txn, self.key, frozenset(self.written), admit=admit)
         return self.records.find(resource_type, criteria, scope)
 
     def new_id(self, resource_type: str, drawn: str | None = None) -> str:

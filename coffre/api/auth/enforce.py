@@ -301,9 +301,6 @@ class Guard:
             )
         return self.decide(target, find).allowed
 
-    def admitted(self, found: list[Stored], find: Finder | None = None) -> list[Stored]:
-        return [stored for stored in found if self.admits(stored, find=find)]
-
     def search_filter(
         self, resource_type: str, search: tuple[tuple[str, str], ...]
     ) -> Callable[[Stored], bool] | None:
@@ -365,7 +362,14 @@ class GuardGate:
             guard.note([what])
         return True
 
-    def visible(self, writer: Writer, found: list[Stored]) -> list[Stored]:
-        visible = self.guard.admitted(found, writer.find)
-        self.guard.note(visible)
+    def find(
+        self, writer: Writer, resource_type: str, criteria: tuple[Criterion, ...]
+    ) -> list[Stored]:
+        guard = self.guard
+
+        def admit(stored: Stored) -> bool:
+            return guard.admits(stored, find=writer.find)
+
+        visible = writer.find(resource_type, criteria, admit)
+        guard.note(visible)
         return visible

@@ -543,6 +543,44 @@ def test_a_conditional_create_never_matches_a_record_it_cannot_see(world: World)
     assert response.status_code == 201 and response.json()["id"] not in ("obs-bob",)
 
 
+# Criteria whose chain or _has names bob's records, which only their matches can hide:
+# bob's name through alice's observation (its focus), bob's care team through Dr Team.
+HIDDEN_CHAINS = (
+    ("Observation", "focus:Patient.name=Bob", "focus:Patient.name=Nobody"),
+    (
+        "Practitioner",
+        "_id=drteam&_has:CareTeam:participant:patient.name=Bob",
+        "_id=drteam&_has:CareTeam:participant:patient.name=Nobody",
+    ),
+)
+
+
+@pytest.mark.parametrize("role", [PATIENT, DR_WHO, DR_NO])
+@pytest.mark.parametrize(("kind", "hidden", "nothing"), HIDDEN_CHAINS)
+def test_a_bundles_search_resolves_chains_and_has_among_what_it_may_see(
+    world: World, role: str, kind: str, hidden: str, nothing: str
+) -> None:
+    bundle = _bundle("batch", _get(f"{kind}?{hidden}"), _get(f"{kind}?{nothing}"))
+    response = world.call(role, "POST", "", json=bundle)
+    assert response.status_code == 200, response.text
+    found, missing = (entry["resource"] for entry in response.json()["entry"])
+    assert found["total"] == missing["total"] == 0
+
+
+@pytest.mark.parametrize("role", [PATIENT, DR_WHO])
+def test_a_conditional_create_resolves_its_chain_among_what_it_may_see(
+    world: World, role: str
+) -> None:
+    kind, hidden, nothing = HIDDEN_CHAINS[0]
+    body = {**_observation("x", "alice"), "code": {"text": "made by a conditional create"}}
+    del body["id"]
+    statuses = [
+        world.call(role, "POST", kind, json=body, headers={"If-None-Exist": criteria}).status_code
+        for criteria in (hidden, nothing)
+    ]
+    assert statuses == [201, 201]
+
+
 @pytest.mark.parametrize("path", ["metadata", ".well-known/smart-configuration"])
 def test_discovery_is_public(world: World, path: str) -> None:
     assert world.call(NO_TOKEN, "GET", path).status_code == 200
