@@ -372,9 +372,15 @@ async def search(request: Request) -> Response:
     prefer = request.headers.get("prefer", "")
     guard = guard_of(request)
     decision = guard.check_type(Interaction.SEARCH, resource_type, tuple(pairs))
-    admit = guard.search_filter(resource_type, tuple(pairs))
     bundle, handed_out = search_page(
-        _records(request), base_url(request), resource_type, pairs, prefer, admit, decision.within
+        _records(request),
+        base_url(request),
+        resource_type,
+        pairs,
+        prefer,
+        guard.search_filter(),
+        decision.within,
+        guard.search_filter(tuple(pairs)),
     )
     await _log_access(request, LeafKind.SEARCH, handed_out)
     return fhir_response(bundle)
@@ -384,7 +390,7 @@ async def everything(request: Request) -> Response:
     """``Patient/{id}/$everything`` (``_since``, ``_type``, ``_count``)."""
     check_format(request)
     _current(request, Interaction.OPERATION, "Patient")
-    admit = guard_of(request).search_filter("Patient", ())
+    admit = guard_of(request).search_filter()
     bundle, handed_out = everything_page(
         _records(request), base_url(request), _id(request), _criteria_query(request), admit
     )
@@ -430,7 +436,7 @@ async def history_instance(request: Request) -> Response:
     if guard.enforced:
         opened = records.open(resource_type, resource_id, latest)
         guard.check_stored(Interaction.HISTORY, opened, missing)
-    admit = guard.search_filter(resource_type, ()) if guard.enforced else None
+    admit = guard.search_filter()
     return await _history_response(
         request, history_bundle(request, base_url(request), records, loc=loc, admit=admit)
     )

@@ -227,10 +227,13 @@ def search_page(
     prefer: str = "",
     admit: Admit | None = None,
     within: str | None = None,
+    matches: Admit | None = None,
 ) -> tuple[dict[str, Any], list[Stored]]:
     """A page of a type's search results, and every resource it hands out; ``admit``
-    keeps out what the request may not see, from matches, includes and chains alike, and
-    ``within`` names the one patient whose compartment it can see, if it is confined."""
+    keeps out what the request may not see, from matches, includes and chains alike, but
+    for ``matches`` which, when given, decides of the search's own matches instead (they
+    carry its criteria); ``within`` names the one patient whose compartment it can see,
+    if it is confined."""
     criteria, ignored = check_criteria(
         resource_type, parse_criteria(pairs, "search"), strict=_strict(prefer)
     )
@@ -238,10 +241,12 @@ def search_page(
     scope = Scope(records.storage, base=base, as_of=snapshot, admit=admit, within=within)
     searcher = Searcher(records, scope)
     sort = _list(pairs, "_sort")
-    matches, complete = searcher.search(resource_type, criteria, None if sort else _limit(pairs))
+    found, complete = searcher.search(
+        resource_type, criteria, None if sort else _limit(pairs), matches or admit
+    )
     if sort:
-        matches = sort_results(resource_type, matches, sort, base)
-    return _bundle(base, pairs, f"{base}/{resource_type}", matches, searcher, ignored, complete)
+        found = sort_results(resource_type, found, sort, base)
+    return _bundle(base, pairs, f"{base}/{resource_type}", found, searcher, ignored, complete)
 
 
 def _limit(pairs: Pairs) -> int | None:

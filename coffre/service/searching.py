@@ -240,11 +240,16 @@ class Searcher:
         return self.search(resource_type, criteria)[0]
 
     def search(
-        self, resource_type: str, criteria: tuple[Criterion, ...], limit: int | None = None
+        self,
+        resource_type: str,
+        criteria: tuple[Criterion, ...],
+        limit: int | None = None,
+        admit: Callable[[Stored], bool] | None = None,
     ) -> tuple[list[Stored], bool]:
         """Matches in location order, and whether they are all of them. With ``limit``,
         reading stops at that many matches (the rest is neither read nor decrypted): they
-        are all of them only if no candidate is left."""
+        are all of them only if no candidate is left. ``admit``: which matches the search
+        may use, instead of the scope's (which still decides of its chains and ``_has``)."""
         for found in criteria:
             param = parameter_of(resource_type, found.parameter)
             if param is not None and found.chain is None:
@@ -257,7 +262,7 @@ class Searcher:
         results: list[Stored] = []
         # One candidate past the limit tells whether any is left.
         rows = self._rows(resource_type, lookups, None if limit is None else limit + 1)
-        for stored in self._opened((resource_type,), rows):
+        for stored in self._opened((resource_type,), rows, admit or self.scope.admit):
             values = index_values(stored.resource(), None, names)
             if not all(self._match(resource_type, c, values) for c in criteria):
                 self._turned_away(stored.loc)
@@ -268,11 +273,13 @@ class Searcher:
         return results, True
 
     def _opened(
-        self, resource_types: Container[str], rows: Iterator[SealedVersion]
+        self,
+        resource_types: Container[str],
+        rows: Iterator[SealedVersion],
+        admit: Callable[[Stored], bool] | None,
     ) -> Iterator[Stored]:
         """The candidates of these types opened, as of the scope's snapshot, deletions and
-        erased patients' records left out."""
-        admit = self.scope.admit
+        erased patients' records left out, and those ``admit`` refuses."""
         for row in rows:
             sealed = self._as_of(row)
             if sealed is None or sealed.deleted or self.records.is_erased(sealed.comp):
@@ -298,7 +305,7 @@ class Searcher:
             for conjunction in self._compartment_lookup(resource_type, patient_id).conjunctions
         )
         rows = self._rows("", [Lookup(conjunctions)], needed)
-        for stored in self._opened(resource_types, rows):
+        for stored in self._opened(resource_types, rows, self.scope.admit):
             if patient_of(stored.resource()) == patient_id:
                 yield stored
             else:

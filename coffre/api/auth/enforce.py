@@ -302,16 +302,17 @@ class Guard:
         return self.decide(target, find).allowed
 
     def search_filter(
-        self, resource_type: str, search: tuple[tuple[str, str], ...]
+        self, search: tuple[tuple[str, str], ...] = ()
     ) -> Callable[[Stored], bool] | None:
-        """What a search keeps of what it finds: its matches, includes, chains and
-        ``_has`` alike; None when nothing is enforced."""
+        """What a search keeps of the resources it opens; None when nothing is enforced.
+        ``search``: the search's parameters, which a granular scope is judged by: only
+        for the search's own matches, which the criteria hold to the filter, never for
+        what its includes, chains and ``_has`` bring in, even of the same type."""
         if self.principal is None:
             return None
 
         def admit(stored: Stored) -> bool:
-            mine = search if stored.resource_type == resource_type else ()
-            return self.admits(stored, Interaction.SEARCH, mine)
+            return self.admits(stored, Interaction.SEARCH, search)
 
         return admit
 

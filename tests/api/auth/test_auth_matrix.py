@@ -629,3 +629,69 @@ def test_a_patients_search_opens_only_their_own_compartment(
     found = _ids(world.call(PATIENT, "GET", "Observation"))
     assert "Observation/obs-alice" in found and "Observation/obs-bob" not in found
     assert "Observation/obs-alice" in opened and "Observation/obs-bob" not in opened
+
+
+LAB = "http://terminology.hl7.org/CodeSystem/observation-category|laboratory"
+
+
+def _categorised(resource_id: str, category: str, code: str, **more: Any) -> dict[str, Any]:
+    system = LAB.partition("|")[0]
+    return {
+        **_observation(resource_id, "alice", **more),
+        "category": [{"coding": [{"system": system, "code": category}]}],
+        "code": {"coding": [{"system": "http://loinc.org", "code": code}]},
+    }
+
+
+PANEL = ["Observation/panel-alice"]
+
+
+@pytest.mark.parametrize(
+    ("pulled_in", "expected"),
+    [
+        ("_include=Observation:has-member", PANEL),
+        ("_revinclude=Observation:derived-from", PANEL),
+        ("_include:iterate=Observation:has-member", PANEL),
+        ("has-member:Observation.code=8310-5", []),
+        ("_has:Observation:derived-from:code=8310-5", []),
+    ],
+)
+def test_a_granular_scope_holds_for_what_a_search_pulls_in_of_its_own_type(
+    world: World, pulled_in: str, expected: list[str]
+) -> None:
+    """A token for alice's laboratory results only: its search carries the filter, so its
+    matches are laboratory results, but what they reference or what references them is
+    not, even of the same type (a temperature here)."""
+    with world.records.writer() as writer:
+        writer.update(
+            "Observation",
+            "panel-alice",
+            _categorised(
+                "panel-alice",
+                "laboratory",
+                "24323-8",
+                hasMember=[{"reference": "Observation/temperature-alice"}],
+            ),
+        )
+        writer.update(
+            "Observation",
+            "temperature-alice",
+            _categorised(
+                "temperature-alice",
+                "vital-signs",
+                "8310-5",
+                derivedFrom=[{"reference": "Observation/panel-alice"}],
+            ),
+        )
+    token = _token(
+        world.client.app.state.authority,
+        sub="alice",
+        role="patient",
+        fhirUser="Patient/alice",
+        patient="alice",
+        scope=f"launch/patient patient/Observation.rs?category={LAB}",
+    )
+    headers = {"Authorization": f"Bearer {token}"}
+    query = f"Observation?category={LAB}&code=24323-8"
+    assert _ids(world.client.get(f"/fhir/{query}", headers=headers)) == ["Observation/panel-alice"]
+    assert _ids(world.client.get(f"/fhir/{query}&{pulled_in}", headers=headers)) == expected
