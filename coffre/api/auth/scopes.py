@@ -225,11 +225,13 @@ class Principal:
 
     def own_patient(self, context: Context) -> str | None:
         """The patient a scope of ``context`` is confined to: the one in context for
-        patient scopes, the person signed in for a patient's user scopes; "" when it
-        should be confined but there is nobody to confine it to; None: unconfined."""
+        patient scopes, the person signed in for the user scopes of a patient, or of a
+        token that names no role; "" when it should be confined but there is nobody to
+        confine it to; None: unconfined. A user scope reaches beyond one patient only
+        for a role that says so (a clinician, within their care, an administrator...)."""
         if context == Context.PATIENT:
             return self.patient or ""  # "": confined to nobody, never unconfined
-        if context == Context.USER and self.role == Role.PATIENT:
+        if context == Context.USER and self.role in (Role.PATIENT, None):
             kind, _, patient_id = (self.fhir_user or "").partition("/")
             return patient_id if kind == "Patient" and patient_id else ""
         return None
@@ -301,7 +303,9 @@ def _grants(scope: ResourceScope, target: Target) -> bool:
 def _confined(patient: str, target: Target) -> Decision:
     """A scope confined to ``patient``'s compartment, before ``target``."""
     if not patient:
-        return Decision(Outcome.FORBID, "patient scopes need a patient in context")
+        return Decision(
+            Outcome.FORBID, "these scopes are confined to a patient, and the token names none"
+        )
     if target.shared:
         if target.interaction in _WRITES:
             return Decision(Outcome.FORBID, "a patient's scopes do not write shared resources")

@@ -25,6 +25,7 @@ from joserfc.errors import (
 from joserfc.jwk import ECKey, Key, KeySet
 
 from coffre.api.auth.scopes import Principal, Role, parse_scopes
+from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 
 ACCESS_TOKEN_ALGORITHM = "ES256"
 # What Coffre accepts from others: SMART requires RS384 and ES384 of servers.
@@ -110,6 +111,18 @@ class TokenSigner:
         return jwt.encode(header, full, self._key, algorithms=[ACCESS_TOKEN_ALGORITHM])
 
 
+def _fhir_user(claims: dict[str, Any]) -> str | None:
+    """The ``fhirUser`` claim as a reference, ``Type/id``: SMART writes it as a URL, and
+    an issuer may write it absolute (``https://ehr.example/fhir/Practitioner/17``)."""
+    text = _text(claims, "fhirUser")
+    if text is None:
+        return None
+    parts = text.rstrip("/").split("/")
+    if len(parts) > 2 and parts[-2] in RESOURCE_TYPES:
+        return f"{parts[-2]}/{parts[-1]}"
+    return text
+
+
 def _role(claims: dict[str, Any], fhir_user: str | None) -> Role | None:
     named = claims.get("role")
     if isinstance(named, str) and named in Role.__members__.values():
@@ -133,7 +146,7 @@ def principal_of(claims: dict[str, Any], issuer: str) -> Principal:
     raw = claims.get("scope", claims.get("scp", ""))
     text = " ".join(raw) if isinstance(raw, list) else raw if isinstance(raw, str) else ""
     scopes, _unknown = parse_scopes(text)
-    fhir_user = _text(claims, "fhirUser")
+    fhir_user = _fhir_user(claims)
     client_id = _text(claims, "client_id") or _text(claims, "azp") or ""
     return Principal(
         subject=_text(claims, "sub") or "",

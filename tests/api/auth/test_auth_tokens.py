@@ -297,6 +297,42 @@ def test_the_hospitals_token_names_the_nurse_and_purpose_in_the_audit_log(
         assert event["purposeOfEvent"][0]["coding"][0]["code"] == "TREAT"
 
 
+@pytest.mark.parametrize(
+    ("who", "status"),
+    [
+        # SMART writes fhirUser as a URL: the nurse is a clinician all the same, and
+        # reaches the patient she cares for only.
+        ({"fhirUser": f"{HOSPITAL}/fhir/Practitioner/17"}, {"p1": 200, "p2": 404}),
+        # Neither a role nor a fhirUser that says one: user scopes reach no patient.
+        ({"fhirUser": None}, {"p1": 403, "p2": 403}),
+        ({"fhirUser": "RelatedPerson/9"}, {"p1": 403, "p2": 403}),
+    ],
+)
+def test_a_hospital_token_without_a_role_it_names_reaches_no_more_than_a_clinician(
+    records: RecordStore, tmp_path: Path, jwks: Jwks, who: dict[str, Any], status: dict[str, int]
+) -> None:
+    key = RSAKey.generate_key(2048, private=True)
+    jwks.keys = [key]
+    care = {
+        "resourceType": "Encounter",
+        "id": "e1",
+        "status": "in-progress",
+        "class": {"code": "IMP"},
+        "subject": {"reference": "Patient/p1"},
+        "participant": [{"individual": {"reference": "Practitioner/17"}}],
+    }
+    with records.writer() as writer:
+        for patient in status:
+            writer.update("Patient", patient, {"resourceType": "Patient", "id": patient})
+        writer.update("Encounter", "e1", care)
+    token = _hospital_token(key, **who)
+    with _with_hospital(records, tmp_path, jwks, 60) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        for patient, expected in status.items():
+            response = client.get(f"/fhir/Patient/{patient}", headers=headers)
+            assert response.status_code == expected, response.text
+
+
 def test_an_unreachable_issuer_is_a_503_not_a_verdict_on_the_token(
     records: RecordStore, tmp_path: Path
 ) -> None:
