@@ -134,11 +134,11 @@ def _reference_match(value: Value, modifier: str | None, raw: str, base: str | N
         )
     if type(value) is not Ref:
         return False
-    wanted = reference_query(raw, modifier, base)
-    if "/" in wanted or ":" in wanted:
-        return value.value == wanted
+    forms = reference_query(raw, modifier, base)
+    if "/" in forms[0] or ":" in forms[0]:
+        return value.value in forms
     return (
-        value.type is not None and "://" not in value.value and value.value.endswith("/" + wanted)
+        value.type is not None and "://" not in value.value and value.value.endswith("/" + forms[0])
     )
 
 

@@ -357,23 +357,25 @@ def _token_plan(raw: str, family: str = "") -> Plan | None:
     return ((f"{family}s|{system}|{code}",), (f"{family}n|{code}",))
 
 
-def reference_query(raw: str, modifier: str | None, base: str | None) -> str:
-    """A reference as the index holds it: ``Type/id`` where local, else the URL."""
-    value = raw
+def reference_query(raw: str, modifier: str | None, base: str | None) -> tuple[str, ...]:
+    """A reference as the index may hold it: ``Type/id`` where local, else the URL; an
+    absolute URL on Coffre's base is also looked for as written, which is how a resource
+    that wrote it is indexed (resources are indexed without the base)."""
+    value, written = raw, tuple[str, ...]()
     if base and value.startswith(base.rstrip("/") + "/"):
-        value = value[len(base.rstrip("/")) + 1 :]
+        value, written = value[len(base.rstrip("/")) + 1 :], (raw,)
     if "/_history/" in value and "://" not in value:
         value = value.split("/_history/")[0]
     if modifier and modifier[:1].isupper() and "/" not in value:
         value = f"{modifier}/{value}"
-    return value
+    return (value, *written)
 
 
 def _reference_plan(raw: str, modifier: str | None, base: str | None) -> Plan:
-    value = reference_query(raw, modifier, base)
-    if "/" not in value and ":" not in value:
-        return ((f"i|{value}",),)
-    return ((f"r|{value}",),)
+    forms = reference_query(raw, modifier, base)
+    if "/" not in forms[0] and ":" not in forms[0]:
+        return ((f"i|{forms[0]}",),)
+    return tuple((f"r|{form}",) for form in forms)
 
 
 def quantity_query(raw: str) -> tuple[str, Decimal, str | None, str | None]:

@@ -119,6 +119,8 @@ def test_tokens(system: str | None, code: str, query: str, modifier: str | None)
         ("Patient/1", "1", "Patient"),
         ("Patient/1", "http://coffre.example/fhir/Patient/1", None),
         ("Patient/1", "Patient/1/_history/3", None),
+        # a resource that wrote Coffre's own URL is indexed as written, and found by it
+        ("http://coffre.example/fhir/Patient/1", "http://coffre.example/fhir/Patient/1", None),
     ],
 )
 def test_references_match_and_are_planned(reference: str, query: str, modifier: str | None) -> None:
