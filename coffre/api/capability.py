@@ -7,7 +7,7 @@ from typing import Any
 
 import coffre
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
-from coffre.search.criteria import MODIFIERS
+from coffre.search.criteria import MODIFIERS, parameter_of
 from coffre.search.parameters import parameters_for
 
 _INTERACTIONS = [
@@ -57,7 +57,9 @@ _SYSTEM_EXPORT = {
 
 
 def _resource(resource_type: str) -> dict[str, Any]:
-    params = [p for p in parameters_for(resource_type).values() if p.extract is not None]
+    params = [
+        p for code in parameters_for(resource_type) if (p := parameter_of(resource_type, code))
+    ]
     operations = _PATIENT_OPERATIONS if resource_type == "Patient" else []
     operations = [*operations, *_EXPORTS.get(resource_type, [])]
     return {

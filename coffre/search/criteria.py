@@ -136,9 +136,11 @@ def parse_criteria(
 
 
 def parameter_of(resource_type: str, name: str) -> SearchParameter | None:
-    """A parameter Coffre can search on (it has an expression), or None."""
+    """A parameter Coffre can search on, or None: it has an expression, and a type whose
+    values Coffre compares (not ``special``: Location's ``near`` would match nothing)."""
     param = parameters_for(resource_type).get(name)
-    return param if param is not None and param.extract is not None else None
+    searchable = param is not None and param.extract is not None and param.type in MODIFIERS
+    return param if searchable else None
 
 
 def problem(resource_type: str, found: Criterion) -> str | None:

@@ -214,3 +214,19 @@ def test_the_capability_statement_lists_every_parameter_coffre_answers(
     observation = {p["name"]: p["type"] for p in resources["Observation"]["searchParam"]}
     assert observation["code-value-quantity"] == "composite"
     assert resources["Patient"]["operation"][0]["name"] == "everything"
+
+
+def test_a_special_parameter_coffre_cannot_answer_is_neither_claimed_nor_answered_empty(
+    client: TestClient,
+) -> None:
+    position = {"latitude": 45.5, "longitude": -73.6}
+    put_resource(client, {"resourceType": "Location", "id": "here", "position": position})
+    statement = client.get("/fhir/metadata").json()
+    location = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Location")
+    assert "near" not in {p["name"] for p in location["searchParam"]}
+    strict = client.get(
+        "/fhir/Location?near=45.5|-73.6|10|km", headers={"Prefer": "handling=strict"}
+    )
+    assert strict.status_code == 400
+    lenient = _search(client, "Location?near=45.5|-73.6|10|km")  # ignored and reported
+    assert _ids(lenient) == ["here"] and lenient["entry"][-1]["search"]["mode"] == "outcome"
