@@ -7,6 +7,7 @@ parameters a resource type has is checked by :func:`check_criteria`.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
@@ -71,16 +72,17 @@ class Criterion:
         return name if self.chain is None else f"{name}:{self.chain}"
 
 
-def split_or(raw: str) -> tuple[str, ...]:
-    """Split on commas that are not escaped as ``\\,``; other escapes are kept."""
+def split_or(raw: str, separator: str = ",") -> tuple[str, ...]:
+    """Split on commas (or ``separator``) that are not escaped as ``\\,``; other escapes
+    are kept, for each part's type to read."""
     parts, current, escaped = [], [], False
     for char in raw:
         if escaped:
-            current.append(char if char == "," else "\\" + char)
+            current.append(char if char == separator else "\\" + char)
             escaped = False
         elif char == "\\":
             escaped = True
-        elif char == ",":
+        elif char == separator:
             parts.append("".join(current))
             current = []
         else:
@@ -105,6 +107,15 @@ def split_escaped(raw: str, separator: str) -> list[str]:
             current.append(char)
     parts.append("".join(current))
     return parts
+
+
+_ESCAPED = re.compile(r"\\(.)", re.DOTALL)
+
+
+def unescape(raw: str) -> str:
+    """A value once its escapes are removed (``a\\|b`` is ``a|b``), for the types that
+    split nothing out of it: a string, a uri, a reference."""
+    return _ESCAPED.sub(r"\1", raw)
 
 
 def criterion(name: str, raw: str) -> Criterion:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from coffre.exceptions import FhirError
-from coffre.search.criteria import Criterion, split_escaped
+from coffre.search.criteria import Criterion, split_escaped, split_or, unescape
 from coffre.search.normalise import number_range, text
 from coffre.search.parameters import SearchParameter
 from coffre.search.plan import (
@@ -78,7 +78,7 @@ def _token(value: Value, system: str | None, code: str | None) -> bool:
 
 def _token_match(value: Value, modifier: str | None, raw: str) -> bool:
     if modifier == "text":
-        return type(value) is TokenText and value.text.startswith(text(raw))
+        return type(value) is TokenText and value.text.startswith(text(unescape(raw)))
     if modifier == "of-type":
         parts = split_escaped(raw, "|")
         return (
@@ -154,7 +154,7 @@ def value_match(
     if kind == "token":
         return _token_match(value, modifier, raw)
     if kind == "string":
-        return _string_match(value, modifier, raw)
+        return _string_match(value, modifier, unescape(raw))
     if kind == "date":
         return _date_match(value, raw)
     if kind == "reference":
@@ -162,6 +162,7 @@ def value_match(
     if kind == "uri":
         if not isinstance(value, str):
             return False
+        raw = unescape(raw)
         if modifier == "below":
             return value.startswith(raw)
         return raw.startswith(value) if modifier == "above" else value == raw
@@ -175,7 +176,7 @@ def value_match(
 
 
 def _composite_match(param: SearchParameter, value: Value, raw: str, base: str | None) -> bool:
-    parts = split_escaped(raw, "$")
+    parts = split_or(raw, "$")
     if type(value) is not Composite or len(parts) != len(param.components):
         return False
     return all(

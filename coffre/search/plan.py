@@ -17,7 +17,7 @@ from functools import lru_cache
 from typing import Any
 
 from coffre.exceptions import FhirError
-from coffre.search.criteria import Criterion, split_escaped
+from coffre.search.criteria import Criterion, split_escaped, split_or, unescape
 from coffre.search.normalise import date_range, number_range, text
 from coffre.search.parameters import SearchParameter
 from coffre.search.values import (
@@ -361,9 +361,9 @@ def reference_query(raw: str, modifier: str | None, base: str | None) -> tuple[s
     """A reference as the index may hold it: ``Type/id`` where local, else the URL; an
     absolute URL on Coffre's base is also looked for as written, which is how a resource
     that wrote it is indexed (resources are indexed without the base)."""
-    value, written = raw, tuple[str, ...]()
+    value, written = unescape(raw), tuple[str, ...]()
     if base and value.startswith(base.rstrip("/") + "/"):
-        value, written = value[len(base.rstrip("/")) + 1 :], (raw,)
+        value, written = value[len(base.rstrip("/")) + 1 :], (value,)
     if "/_history/" in value and "://" not in value:
         value = value.split("/_history/")[0]
     if modifier and modifier[:1].isupper() and "/" not in value:
@@ -407,13 +407,13 @@ def value_plan(
     """The keys one value of a criterion looks up, or None to scan."""
     if kind == "token":
         if modifier == "text":
-            return _string_plan(None, raw, "t")
+            return _string_plan(None, unescape(raw), "t")
         if modifier == "of-type":
             parts = split_escaped(raw, "|")
             return ((f"o|{'|'.join(parts)}",),) if len(parts) == 3 else None
         return None if modifier == "not" else _token_plan(raw)
     if kind == "string":
-        return _string_plan(modifier, raw)
+        return _string_plan(modifier, unescape(raw))
     if kind == "date":
         return _date_plan(raw)
     if kind == "reference":
@@ -421,11 +421,11 @@ def value_plan(
             return _token_plan(raw, "I")
         return _reference_plan(raw, modifier, base)
     if kind == "uri":
-        return None if modifier in ("below", "above") else ((f"u|{raw}",),)
+        return None if modifier in ("below", "above") else ((f"u|{unescape(raw)}",),)
     if kind in ("number", "quantity"):
         return _numeric_plan(raw, kind == "quantity")
     if kind == "composite":
-        first = split_escaped(raw, "$")[0]
+        first = split_or(raw, "$")[0]
         component = param.components[0]
         plan = value_plan(param, component.type, None, first, base)
         return None if plan is None else tuple(tuple(f"k|{k}" for k in c) for c in plan)

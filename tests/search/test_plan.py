@@ -15,7 +15,16 @@ from coffre.search.matching import criterion_match
 from coffre.search.normalise import date_range, number_range, text
 from coffre.search.parameters import SearchParameter, parameters_for
 from coffre.search.plan import PREFIXES, index_keys, plan
-from coffre.search.values import DateRange, Number, QuantityValue, Ref, Text, Token, Value
+from coffre.search.values import (
+    Composite,
+    DateRange,
+    Number,
+    QuantityValue,
+    Ref,
+    Text,
+    Token,
+    Value,
+)
 
 
 def _param(resource_type: str, code: str) -> SearchParameter:
@@ -109,6 +118,36 @@ def test_tokens(system: str | None, code: str, query: str, modifier: str | None)
     param = _param("Observation", "code")
     found = Criterion("code", ("false",) if modifier == "missing" else (query,), modifier)
     _never_misses(param, found, [Token(system, code)])
+
+
+@pytest.mark.parametrize(
+    ("value", "name", "query"),
+    [
+        ("a|b", "given:exact", "a\\|b"),
+        ("c$d", "given", "c\\$"),
+        ("e\\f", "given:contains", "e\\\\f"),
+    ],
+)
+def test_escaped_characters_in_a_string_query_are_literal(
+    value: str, name: str, query: str
+) -> None:
+    param = _param("Patient", "given")
+    found = criterion(name, query)
+    values: list[Value] = [Text(text(value), value)]
+    assert criterion_match(param, found, values)
+    _never_misses(param, found, values)
+
+
+def test_escaped_characters_in_uris_references_and_composite_strings_are_literal() -> None:
+    url = _param("ValueSet", "url")
+    assert criterion_match(url, criterion("url", "urn:a\\$b"), ["urn:a$b"])
+    canonical = _param("QuestionnaireResponse", "questionnaire")
+    found = criterion("questionnaire", "http://q.example/Q/1\\|2.0")
+    assert criterion_match(canonical, found, [Ref("http://q.example/Q/1|2.0", None)])
+    composite = _param("Observation", "code-value-string")
+    found = criterion("code-value-string", "http://loinc.org|1-8$left\\\\right")
+    value = Composite((Token("http://loinc.org", "1-8"), Text("left\\right", "left\\right")))
+    assert criterion_match(composite, found, [value])
 
 
 @pytest.mark.parametrize(
