@@ -122,11 +122,20 @@ def _forward(searcher: Searcher, found: list[Stored], parts: list[str]) -> list[
 
 
 def _reverse(searcher: Searcher, found: list[Stored], parts: list[str]) -> list[Stored]:
-    source, target = parts[0], parts[2] if len(parts) > 2 else None
-    refs = tuple(s.reference for s in found if target in (None, s.resource_type))
-    if not refs or parameter_of(source, parts[1]) is None:
+    target = parts[2] if len(parts) > 2 else None
+    targets = {s.resource_type for s in found if target in (None, s.resource_type)}
+    refs = tuple(s.reference for s in found if s.resource_type in targets)
+    if not refs:
         return []
-    return searcher.find(source, (Criterion(parts[1], refs),))
+    sources = searcher.present(RESOURCE_TYPES) if parts[0] == "*" else [parts[0]]
+    return [
+        stored
+        for source in sources
+        for name in (_reference_names(source) if parts[1] == "*" else (parts[1],))
+        if (param := parameter_of(source, name)) is not None
+        and (not param.targets or targets.intersection(param.targets))
+        for stored in searcher.find(source, (Criterion(name, refs),))
+    ]
 
 
 def _includes(

@@ -301,7 +301,7 @@ class Searcher:
         storage holds records of are looked up (a vault holds a few of the sixty-odd)."""
         conjunctions = tuple(
             conjunction
-            for resource_type in self._present(resource_types)
+            for resource_type in self.present(resource_types)
             for conjunction in self._compartment_lookup(resource_type, patient_id).conjunctions
         )
         rows = self._rows("", [Lookup(conjunctions)], needed)
@@ -311,7 +311,7 @@ class Searcher:
             else:
                 self._turned_away(stored.loc)
 
-    def _present(self, resource_types: Collection[str]) -> list[str]:
+    def present(self, resource_types: Collection[str]) -> list[str]:
         """Those of the types some current record is of."""
         kinds = {t: _kind(self.records.keys, t) for t in resource_types}
         present = self.scope.reader.kinds_present(list(kinds.values()))

@@ -230,3 +230,13 @@ def test_a_special_parameter_coffre_cannot_answer_is_neither_claimed_nor_answere
     assert strict.status_code == 400
     lenient = _search(client, "Location?near=45.5|-73.6|10|km")  # ignored and reported
     assert _ids(lenient) == ["here"] and lenient["entry"][-1]["search"]["mode"] == "outcome"
+
+
+def test_revinclude_with_a_wildcard_follows_every_reference_parameter(client: TestClient) -> None:
+    _people(client)
+    bundle = _search(client, "Patient?_id=ana&_revinclude=Observation:*")
+    assert _ids(bundle, "include") == ["obs-0"]
+    bundle = _search(client, "Patient?_id=ana&_revinclude=*")
+    assert sorted(_ids(bundle, "include")) == ["enc-ana", "obs-0"]
+    bundle = _search(client, "Organization?_id=org&_revinclude=Encounter:*:Organization")
+    assert sorted(_ids(bundle, "include")) == ["enc-ana", "enc-bob"]
