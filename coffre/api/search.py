@@ -86,15 +86,16 @@ def _summary_elements(resource_type: str) -> set[str]:
     return found
 
 
-def _references(stored: Stored, names: frozenset[str], target: str | None) -> list[Ref]:
-    """The local references of ``stored`` under ``names``, to ``target`` if given."""
+def _references(stored: Stored, names: frozenset[str], target: str | None) -> list[tuple[str, str]]:
+    """The local references of ``stored`` under ``names`` as (type, id), to ``target`` if
+    given."""
     return [
-        value
+        (value.type, local_id)
         for values in index_values(stored.resource(), None, names).values()
         for value in values
         if type(value) is Ref
         and value.type in RESOURCE_TYPES
-        and "://" not in value.value
+        and (local_id := value.local_id) is not None
         and target in (None, value.type)
     ]
 
@@ -111,9 +112,8 @@ def _forward(searcher: Searcher, found: list[Stored], parts: list[str]) -> list[
             continue
         wide = source == "*" or parts[1] == "*"
         names = _reference_names(stored.resource_type) if wide else frozenset({parts[1]})
-        for ref in _references(stored, names, target):
-            assert ref.type is not None
-            wanted.setdefault(ref.type, set()).add(ref.value.split("/", 1)[1])
+        for resource_type, local_id in _references(stored, names, target):
+            wanted.setdefault(resource_type, set()).add(local_id)
     return [
         stored
         for resource_type, ids in wanted.items()

@@ -60,6 +60,14 @@ class Ref(NamedTuple):
     value: str
     type: str | None
 
+    @property
+    def local_id(self) -> str | None:
+        """The id when the reference is ``Type/id``; None for a URL, a canonical, a
+        ``urn:``, a ``#`` or a bare id, even when ``Reference.type`` names a type."""
+        if self.type is None or not self.value.startswith(self.type + "/"):
+            return None
+        return self.value[len(self.type) + 1 :]
+
 
 class RefIdentifier(NamedTuple):
     """A Reference's logical identifier, for ``:identifier``."""

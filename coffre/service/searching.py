@@ -352,9 +352,8 @@ class Searcher:
             for stored in self.find(target, (inner,)):
                 values = index_values(stored.resource(), None, frozenset({reference}))
                 for value in values.get(reference, ()):
-                    local = type(value) is Ref and "://" not in value.value
-                    if local and value.type == resource_type:
-                        ids[value.value.split("/", 1)[1]] = None
+                    if type(value) is Ref and value.type == resource_type and value.local_id:
+                        ids[value.local_id] = None
             return Criterion("_id", _bounded(ids))
         if found.chain is None:
             return found

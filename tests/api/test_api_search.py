@@ -240,3 +240,22 @@ def test_revinclude_with_a_wildcard_follows_every_reference_parameter(client: Te
     assert sorted(_ids(bundle, "include")) == ["enc-ana", "obs-0"]
     bundle = _search(client, "Organization?_id=org&_revinclude=Encounter:*:Organization")
     assert sorted(_ids(bundle, "include")) == ["enc-ana", "enc-bob"]
+
+
+def test_include_and_has_pass_over_typed_references_that_name_no_local_resource(
+    client: TestClient,
+) -> None:
+    _people(client)
+    for i, reference in enumerate(["urn:uuid:0b7e0a0e-1d2c-4f3b-9a8d-5e6f7a8b9c0d", "ana", "#p"]):
+        observation = {
+            "resourceType": "Observation",
+            "id": f"typed-{i}",
+            "status": "final",
+            "code": {"coding": [{"system": "urn:x", "code": "typed"}]},
+            "subject": {"reference": reference, "type": "Patient"},
+        }
+        put_resource(client, observation)
+    bundle = _search(client, "Observation?code=typed&_include=Observation:subject")
+    assert sorted(_ids(bundle)) == ["typed-0", "typed-1", "typed-2"]
+    assert _ids(bundle, "include") == []
+    assert _ids(_search(client, "Patient?_has:Observation:subject:code=typed")) == []
