@@ -193,18 +193,26 @@ def check_missing(found: Criterion) -> bool:
 
 
 def check_values(param: SearchParameter, found: Criterion) -> None:
-    """Refuse (400) a value the parameter's type cannot read, before any record is read:
-    a scan over no record would otherwise accept it silently."""
+    """Refuse (400) a value the parameter's type cannot read (a composite's, each part's),
+    before any record is read: a scan over no record would otherwise accept it silently."""
     if found.modifier == "missing":
         check_missing(found)
         return
     for raw in found.values:
-        if param.type == "date":
-            query_date(split_prefix(raw)[1])
-        elif param.type == "number":
-            query_number(split_prefix(raw)[1])
-        elif param.type == "quantity":
-            quantity_query(raw)
+        if param.type != "composite":
+            _check_value(param.type, raw)
+            continue
+        for component, part in zip(param.components, split_or(raw, "$"), strict=False):
+            _check_value(component.type, part)
+
+
+def _check_value(kind: str, raw: str) -> None:
+    if kind == "date":
+        query_date(split_prefix(raw)[1])
+    elif kind == "number":
+        query_number(split_prefix(raw)[1])
+    elif kind == "quantity":
+        quantity_query(raw)
 
 
 def criterion_match(
