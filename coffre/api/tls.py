@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import ssl
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from coffre import config
@@ -34,10 +35,11 @@ def check_files(cert: str, key: str) -> None:
         raise CoffreError(f"{config.TLS_KEY.env} is set without {config.TLS_CERT.env}")
     if not cert:
         return
+    for what, path in (("certificate", cert), ("key", key)):
+        if path and not Path(path).is_file():
+            raise CoffreError(f"no TLS {what} file at {path}")
     try:
         ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert, key or None)
-    except FileNotFoundError as error:
-        raise CoffreError(f"no TLS certificate or key file at {error.filename}") from None
     except (ssl.SSLError, OSError) as error:
         raise CoffreError(
             f"cannot load the TLS certificate {cert} with its key: {error.strerror or error}"

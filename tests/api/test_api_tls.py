@@ -180,8 +180,10 @@ def test_certificate_and_key_are_checked_before_serving(
     other = authority.issue("other")
     with pytest.raises(CoffreError, match="without"):
         check_files("", str(server_files.key))
-    with pytest.raises(CoffreError, match="no TLS certificate or key file"):
+    with pytest.raises(CoffreError, match=r"no TLS certificate file at .*missing\.crt"):
         check_files(str(tmp_path / "missing.crt"), str(server_files.key))
+    with pytest.raises(CoffreError, match=r"no TLS key file at .*missing\.key"):
+        check_files(str(server_files.cert), str(tmp_path / "missing.key"))
     with pytest.raises(CoffreError, match="cannot load") as mismatched:
         check_files(str(server_files.cert), str(other.key))
     assert "PRIVATE KEY" not in str(mismatched.value)
