@@ -162,12 +162,12 @@ def _start_counting(request: Request, job: ExportJob, job_id: str) -> _Counting:
     if counting is not None:
         countings.move_to_end(job_id)
         return counting
+    export = Export(_records(request), job)  # a Group gone since the kick-off: 404 each time
     counting = countings[job_id] = _Counting()
     while len(countings) > REMEMBERED:
         _, dropped = countings.popitem(last=False)
         if dropped.task is not None:
             dropped.task.cancel()
-    export = Export(_records(request), job)
 
     def progress(done: int, total: int) -> None:
         counting.done, counting.total = done, total
