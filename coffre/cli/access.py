@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -45,6 +45,7 @@ ScopeOption = Annotated[
     str, typer.Option("--scope", help='The most it may be granted, e.g. "system/*.rs".')
 ]
 NameOption = Annotated[str, typer.Option("--name", help="A name people recognise.")]
+READABLE_FILE: dict[str, Any] = {"exists": True, "dir_okay": False, "readable": True}
 
 
 def _path(vault: Path, keyring: Path | None) -> Path:
@@ -72,7 +73,10 @@ def _update(
         updated = change(_load(path))
     except RegistryError as error:
         raise _fail(error) from None
-    save(path, updated)
+    try:
+        save(path, updated)
+    except OSError as error:
+        raise _fail(RegistryError(f"cannot write {path}: {error.strerror}")) from None
     console.print(done)
 
 
@@ -80,7 +84,8 @@ def _update(
 def add_backend(
     client_id: Annotated[str, typer.Argument(help="The client's id (its assertions' iss).")],
     key: Annotated[
-        Path, typer.Option("--key", help="Its public key: a JWKS, a JWK or a PEM file.")
+        Path,
+        typer.Option("--key", help="Its public key: a JWKS, a JWK or a PEM file.", **READABLE_FILE),
     ],
     scope: ScopeOption = "system/*.rs",
     name: NameOption = "",
@@ -157,7 +162,11 @@ def add_user(
     ],
     password_file: Annotated[
         Path | None,
-        typer.Option("--password-file", help="Read the password from this file; else a prompt."),
+        typer.Option(
+            "--password-file",
+            help="Read the password from this file; else a prompt.",
+            **READABLE_FILE,
+        ),
     ] = None,
     vault: VaultOption = Path(config.VAULT.default),
     keyring: KeyringOption = None,

@@ -217,6 +217,30 @@ def test_a_user_coffre_cannot_place_is_refused(
     assert not _registry_path(folder).exists()
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("users", "add", "u", "--password-file", "absent"), "'--password-file'"),
+        (("clients", "add-backend", "lab", "--key", "absent"), "'--key'"),
+    ],
+)
+def test_a_file_that_is_not_there_is_a_usage_error_not_a_traceback(
+    folder: Path, args: tuple[str, ...], message: str
+) -> None:
+    user = ("--role", "admin", "--fhir-user", "Practitioner/a") if args[0] == "users" else ()
+    code, output = _run(folder, *args, *user)
+    assert code == 2 and message in output and "does not exist" in output, output
+    assert not _registry_path(folder).exists()
+
+
+def test_a_vault_folder_that_is_not_there_is_named(tmp_path: Path) -> None:
+    secret = tmp_path / "password"
+    secret.write_text(PASSWORD)
+    add = ("users", "add", "u", "--role", "admin", "--fhir-user", "Practitioner/a")
+    code, output = _run(tmp_path / "absent", *add, "--password-file", str(secret))
+    assert code == 1 and "cannot write" in output and "No such file or directory" in output
+
+
 def test_a_gateway_reads_the_registry_again_when_it_changes(folder: Path, tmp_path: Path) -> None:
     watched = RegistryFile(_registry_path(folder))
     assert watched.current().users == {}
