@@ -6,6 +6,7 @@
     ├── CustodyError       the key custody refused or failed
     └── StorageError       the storage backend failed or holds something unexpected
         └── VaultStateError  the vault folder is missing, or exists when it should not
+            └── RolledBackError  the storage's log ends before the last checkpoint signed
 
 The API turns a FhirError into its OperationOutcome as is; every other error becomes a
 generic 500 outcome whose message never quotes health data or keys.
@@ -74,3 +75,7 @@ class StorageError(CoffreError):
 
 class VaultStateError(StorageError):
     """The vault is not where it should be, or is already there."""
+
+
+class RolledBackError(VaultStateError):
+    """The storage does not hold the log this side last signed: rolled back or replaced."""

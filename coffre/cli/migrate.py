@@ -26,7 +26,7 @@ from rich.progress import (
 from rich.table import Table as RichTable
 
 from coffre import config
-from coffre.exceptions import CoffreError, VaultStateError
+from coffre.exceptions import CoffreError, RolledBackError
 from coffre.ledger import leaf_hash, parse_note
 from coffre.ledger.tree import CompactRange
 from coffre.service import Vault
@@ -214,7 +214,7 @@ def restore(
     size = report.destination.tables["leaves"].rows
     try:
         target.open().storage.close()
-    except VaultStateError as error:
+    except RolledBackError as error:
         if accept_rollback_to != size or not target.checkpoint_memory.exists():
             console.print(f"[red]error:[/red] {error}")
             console.print(

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from coffre.custody import KeyCustodian
-from coffre.exceptions import SealError, VaultStateError
+from coffre.exceptions import RolledBackError, SealError
 from coffre.ledger import (
     Checkpoint,
     Note,
@@ -156,7 +156,7 @@ class Ledger:
         except LedgerError:  # a leaf that is not ours where ours was
             followed = False
         if stored != remembered or not followed or latest_writes.tree.root() != remembered.root:
-            raise VaultStateError(
+            raise RolledBackError(
                 f"the storage does not hold the log this side last signed (size {remembered.size}):"
                 " it was rolled back or replaced; refusing to serve it"
             )

@@ -134,3 +134,18 @@ def test_a_restore_of_a_backup_at_the_last_signed_checkpoint_opens_as_it_is(
     assert code == 0 and "restored; the vault opens" in output, output
     code, output = _run("backup", str(backup), "--vault", str(vault.folder))
     assert code == 1 and "exists already" in output
+
+
+@pytest.mark.parametrize("vault", ["keyring"], indirect=True)  # a token needs no file
+def test_a_restore_into_a_folder_without_its_keyring_says_so_and_offers_no_rollback(
+    client: TestClient, vault: Vault, tmp_path: Path
+) -> None:
+    client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
+    backup = tmp_path / "backup.sqlite"
+    assert _run("backup", str(backup), "--vault", str(vault.folder))[0] == 0
+    keyring = tmp_path / "elsewhere" / KEYRING_FILE
+    code, output = _run(
+        "restore", str(backup), "--vault", str(tmp_path / "new"), "--keyring", str(keyring)
+    )
+    assert code == 1 and "the restored vault does not open" in output, output
+    assert "--accept-rollback-to" not in output and "rolled back" not in output
