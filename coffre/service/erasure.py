@@ -49,8 +49,8 @@ class Erasure:
 
 
 def erase_patient(records: RecordStore, patient_id: str, access: Access) -> Erasure:
-    """Destroy a patient's data key and log it as ``access``'s erasure; 404 when the
-    patient never existed, 410 when Coffre already erased them. The caller then runs
+    """Destroy a patient's data key and log it as ``access``'s erasure; 404 when nothing
+    was ever sealed in their compartment, 410 when Coffre already erased them. The caller then runs
     ``storage.purge_erased()``, which may have to wait for readers."""
     check_id("Patient", patient_id)
     comp = records.keys.patient_compartment(patient_id)
@@ -58,7 +58,7 @@ def erase_patient(records: RecordStore, patient_id: str, access: Access) -> Eras
         when = records.latest_writes.erased_at(comp)
         if when is not None:
             raise erased(when)
-        if writer.latest("Patient", patient_id) is None:
+        if writer.txn.wrapped_key(comp) is None:  # not even records naming them
             raise FhirError(
                 404, "not-found", f"Patient/{patient_id} does not exist: there is nothing to erase"
             )

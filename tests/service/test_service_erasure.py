@@ -189,6 +189,19 @@ def test_a_patient_that_does_not_exist_or_was_erased_is_refused(
     assert again.value.status == 410
 
 
+def test_a_patient_known_only_by_records_of_their_compartment_can_be_erased(
+    written: TestClient, records: RecordStore
+) -> None:
+    """Observations of Patient/carol were loaded, Patient/carol never was: her records
+    are health data of hers all the same."""
+    put_resource(written, _observation("carol-weight", "carol", "poids"))
+    erasure = erase_patient(records, "carol", DPO)
+    assert erasure.records == 1
+    _gone(written.get("/fhir/Observation/carol-weight"))
+    assert _ids(written.get("/fhir/Observation?subject=Patient/carol")) == []
+    assert written.get("/fhir/Observation/bob-weight").status_code == 200
+
+
 @pytest.fixture
 def other_gateway(vault: Vault, records: RecordStore) -> Iterator[RecordStore]:
     """A second gateway process on the same vault, started before the erasure."""
