@@ -60,6 +60,9 @@ def erase(
     logged; their records then answer 410 Gone. Backups made before still hold the key
     (docs/operations.md, Erasure)."""
     patient_id = _patient_id(patient)
+    if not reason.strip():
+        console.print("[red]error:[/red] say why with --reason: nothing was erased")
+        raise typer.Exit(code=1)
     if not yes and not _confirmed(patient_id):
         console.print("the id typed differs: nothing was erased")
         raise typer.Exit(code=1)

@@ -97,6 +97,12 @@ def test_a_reason_is_required(filled: Vault) -> None:
     assert _status(filled, "alice") == 200
 
 
+def test_a_blank_reason_is_refused(filled: Vault) -> None:
+    code, output = _erase(filled, "Patient/alice", "--reason", "  ", "--yes")
+    assert code == 1 and "--reason" in output and "nothing was erased" in output
+    assert _status(filled, "alice") == 200
+
+
 @pytest.fixture
 def two_workers(filled: Vault) -> Iterator[RunningServer]:
     running = RunningServer(filled, workers=2)
