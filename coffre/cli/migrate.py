@@ -183,7 +183,15 @@ def backup(
         console.print(f"[red]error:[/red] {final} exists already")
         raise typer.Exit(code=1)
     partial = final.with_name(final.name + PARTIAL_SUFFIX)
-    run_copy(source, str(partial), batch)
+    try:
+        run_copy(source, str(partial), batch)
+    except typer.Exit:
+        if partial.exists():
+            console.print(
+                f"what this backup copied is in {partial}: run the command again to carry on;"
+                f" if the vault was written to since, delete {partial} and start again"
+            )
+        raise
     partial.replace(final)
     out.print(f"backup written to {final}")
 

@@ -149,3 +149,23 @@ def test_a_restore_into_a_folder_without_its_keyring_says_so_and_offers_no_rollb
     )
     assert code == 1 and "the restored vault does not open" in output, output
     assert "--accept-rollback-to" not in output and "rolled back" not in output
+
+
+def test_a_backup_that_cannot_carry_on_names_the_partial_file_to_delete(
+    client: TestClient, vault: Vault, tmp_path: Path
+) -> None:
+    """An interrupted backup, then writes: its partial file is no copy of the vault any
+    more, and the operator, who never named that file, is told which one to delete."""
+    client.put(
+        "/fhir/Patient/ana", json={"resourceType": "Patient", "id": "ana"}, headers=FHIR_JSON
+    )
+    backup = tmp_path / "backup.sqlite"
+    partial = tmp_path / "backup.sqlite.partial"
+    assert _run("backup", str(partial), "--vault", str(vault.folder))[0] == 0
+    update = {"resourceType": "Patient", "id": "ana", "gender": "female"}
+    client.put("/fhir/Patient/ana", json=update, headers=FHIR_JSON)
+    code, output = _run("backup", str(backup), "--vault", str(vault.folder))
+    assert code == 1 and "not a partial copy" in output
+    assert f"delete {partial}" in " ".join(output.split()), output
+    partial.unlink()
+    assert _run("backup", str(backup), "--vault", str(vault.folder))[0] == 0
