@@ -3,15 +3,18 @@
 Each write is a job run inside its own savepoint, audited as the request's (see
 ``Writer.request``), so one that fails fails alone; the
 transaction commits once for the whole batch, and only then is each caller answered, so
-every acknowledged write is durable. The batch runs in a worker thread: the event loop
-keeps serving reads while the disk syncs. A batch gathers whatever arrived while the
-previous one was committing, so there is no timer and no added latency when idle.
+every acknowledged write is durable. The batch runs in a thread of its own: the event
+loop keeps serving reads while the disk syncs, and no other work handed to threads (a
+Bundle being prepared, an export) can hold a batch in a queue while the write lock is
+free. A batch gathers whatever arrived while the previous one was committing, so there is
+no timer and no added latency when idle.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from coffre.service.audit import Access
@@ -29,6 +32,7 @@ class GroupCommitter:
         self._pending: list[tuple[Job, Access, asyncio.Future[Any]]] = []
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coffre-commit")
 
     async def run(self, job: Callable[[Writer], T], access: Access) -> T:
         """Run ``job`` for ``access`` in the next committed batch and return what it
@@ -56,7 +60,8 @@ class GroupCommitter:
                 batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
                 try:
                     jobs = [(job, access) for job, access, _ in batch]
-                    outcomes = await asyncio.to_thread(self._commit, jobs)
+                    loop = asyncio.get_running_loop()
+                    outcomes = await loop.run_in_executor(self._thread, self._commit, jobs)
                 except (
                     Exception
                 ) as error:  # the commit itself failed: nothing of the batch is durable
