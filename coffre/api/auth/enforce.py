@@ -8,9 +8,9 @@ A hidden record is answered exactly as a missing one (``refusal``, or the route'
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import unquote
 
 from starlette.requests import Request
@@ -29,6 +29,7 @@ from coffre.exceptions import FhirError
 from coffre.fhir._definitions_r4 import PATIENT_COMPARTMENT_PATHS
 from coffre.fhir.compartment import patient_of
 from coffre.search import Criterion
+from coffre.search.naming import named_patients, names_patients
 from coffre.service import RecordStore, Stored
 from coffre.service.records import Writer
 
@@ -48,14 +49,23 @@ Finder = Callable[[str, tuple[Criterion, ...]], list[Stored]]
 
 
 def target_for(interaction: Interaction, resource: dict[str, Any]) -> Target:
-    """The target of ``interaction`` on a resource as stored (or, for a create, as sent)."""
+    """The target of ``interaction`` on a resource as stored (or, for a create, as sent);
+    a shared one carries the patients it names."""
     resource_type: str = resource["resourceType"]
     patient = patient_of(resource)
     if patient is not None:
         return Target(interaction, resource_type, patient=patient)
     if _in_compartments(resource_type):
         return Target(interaction, resource_type, patient=NOBODY)
-    return Target(interaction, resource_type, shared=True)
+    return Target(interaction, resource_type, shared=True, named=named_patients(resource))
+
+
+def _patients(target: Target) -> tuple[str, ...]:
+    """The patients whose records a target is judged as: its compartment's, or those a
+    shared resource names."""
+    if target.patient and target.patient != SOMEONE:
+        return (target.patient,)
+    return target.named
 
 
 def _in_compartments(resource_type: str) -> bool:
@@ -76,16 +86,32 @@ def _patient_comp(records: RecordStore, patient_id: str) -> bytes:
 _decide = lru_cache(maxsize=1 << 16)(decide)
 
 
+class _Profile(NamedTuple):
+    """What a guard needs of a principal: the patient its records are confined to (and
+    their compartment token); whether whose record it is matters to its decisions (not to
+    a system's or an administrator's); whether it may be refused a record for naming a
+    patient (``confinable``: not for its care relationships, which a clinician has)."""
+
+    own: str | None
+    own_comp: bytes | None
+    whose_matters: bool
+    confinable: bool
+
+
 @lru_cache(maxsize=4096)
-def _profile(records: RecordStore, principal: Principal) -> tuple[str | None, bytes | None, bool]:
-    """What a guard needs of a principal, worked out once per token: the patient its
-    records are confined to (and their compartment token), and whether whose record it
-    is matters to its decisions at all (not to a system's or an administrator's)."""
+def _profile(records: RecordStore, principal: Principal) -> _Profile:
+    """A principal's profile, worked out once per token."""
     own = principal.own_patient(Context.USER) or principal.patient or None
     whose_matters = principal.role in (Role.PATIENT, Role.CLINICIAN) or any(
         scope.context == Context.PATIENT for scope in principal.scopes.resources
     )
-    return own, _patient_comp(records, own) if own else None, whose_matters
+    confinable = principal.role in (Role.PATIENT, Role.RESEARCHER) or any(
+        principal.own_patient(scope.context) is not None for scope in principal.scopes.resources
+    )
+    return _Profile(own, _patient_comp(records, own) if own else None, whose_matters, confinable)
+
+
+_UNENFORCED_PROFILE = _Profile(None, None, False, False)
 
 
 def principal_of(request: Request) -> Principal | None:
@@ -151,8 +177,12 @@ class Guard:
         self.break_glass = reason
         self._related: dict[str, bool] = {}
         self.reached: dict[str, Reached] = {}
-        self._own, self._own_comp, self._whose_matters = (
-            _profile(records, principal) if principal is not None else (None, None, False)
+        profile = _profile(records, principal) if principal is not None else _UNENFORCED_PROFILE
+        self._own, self._own_comp, self._whose_matters, self._confinable = profile
+        # Whom a shared resource names matters to a confined principal, and to a clinician
+        # (care relationships, the first-access notice): not to a system or administrator.
+        self._names_matter = self._confinable or (
+            principal is not None and principal.role == Role.CLINICIAN
         )
 
     @property
@@ -170,18 +200,18 @@ class Guard:
     # -- decisions --------------------------------------------------------------------------
 
     def decide(self, target: Target, find: Finder | None = None) -> Decision:
-        """``scopes.decide``, then a clinician's care relationship with the patient."""
+        """``scopes.decide``, then a clinician's care relationship with the patient, or
+        with every patient a shared resource names."""
         if self.principal is None:
             return UNENFORCED
         decision = _decide(self.principal, target)
-        patient = target.patient
-        if not decision.allowed or not patient or patient == SOMEONE:
+        if not decision.allowed or self.practitioner is None:
             return decision
-        if self.practitioner is not None and not self.related(patient, find):
-            if target.interaction is Interaction.CREATE:
-                return Decision(Outcome.FORBID, "no care relationship with this patient")
-            return Decision(Outcome.HIDE, "no care relationship with this patient")
-        return decision
+        if all(self.related(patient, find) for patient in _patients(target)):
+            return decision
+        if target.interaction is Interaction.CREATE:
+            return Decision(Outcome.FORBID, "no care relationship with this patient")
+        return Decision(Outcome.HIDE, "no care relationship with this patient")
 
     def note(self, handed_out: Iterable[Stored]) -> None:
         """Remember whose records a clinician is handed, for the access hooks (the
@@ -190,10 +220,10 @@ class Guard:
         if principal is None or principal.role != Role.CLINICIAN:
             return
         for stored in handed_out:
-            patient = self.target(Interaction.READ, stored).patient
-            if patient and patient != SOMEONE and patient not in self.reached:
-                practitioner = principal.fhir_user or ""
-                self.reached[patient] = Reached(patient, practitioner, self.break_glass)
+            for patient in _patients(self.target(Interaction.READ, stored)):
+                if patient not in self.reached:
+                    practitioner = principal.fhir_user or ""
+                    self.reached[patient] = Reached(patient, practitioner, self.break_glass)
 
     def check(
         self,
@@ -220,11 +250,16 @@ class Guard:
 
     def unconfined(self, decision: Decision, resource_type: str | None) -> bool:
         """Whether a decision on a type (None: every type) reaches every record its
-        scopes cover, with no compartment or care relationship to keep to."""
+        scopes cover, with no compartment or care relationship to keep to; for a shared
+        type whose records can name patients, nor any patient they name."""
         if decision.within is not None:
             return False
-        shared = resource_type is not None and not _in_compartments(resource_type)
-        return shared or self.practitioner is None
+        if resource_type is not None and not _in_compartments(resource_type):
+            if not names_patients(resource_type):
+                return True
+            if self._confinable:
+                return False
+        return self.practitioner is None
 
     def related(self, patient: str, find: Finder | None = None) -> bool:
         """Whether the clinician has a care relationship with ``patient``: an Encounter
@@ -249,16 +284,18 @@ class Guard:
     def target(self, interaction: Interaction, stored: Stored) -> Target:
         """The target a stored version makes. Its compartment token says whether it is
         shared, nobody's or the principal's own patient's, without opening its JSON; a
-        deletion of another patient's record is judged by the version before it."""
+        shared record's JSON is read only for whom it names, when that matters to the
+        principal; a deletion is judged by the version before it."""
         kind = stored.resource_type
         if stored.comp == _shared_comp(self.records, kind):
             if _in_compartments(kind):
                 return Target(interaction, kind, patient=NOBODY)
-            return Target(interaction, kind, shared=True)
-        if self._own_comp is not None and stored.comp == self._own_comp:
+            if not (self._names_matter and names_patients(kind)):
+                return Target(interaction, kind, shared=True)
+        elif self._own_comp is not None and stored.comp == self._own_comp:
             assert self._own is not None
             return Target(interaction, kind, patient=self._own)
-        if not self._whose_matters:
+        elif not self._whose_matters:
             return Target(interaction, kind, patient=SOMEONE)
         if stored.deleted:
             return self._deleted_target(interaction, stored)
@@ -296,9 +333,7 @@ class Guard:
             return True
         target = self.target(interaction, stored)
         if search:
-            target = Target(
-                target.interaction, target.resource_type, target.patient, target.shared, search
-            )
+            target = replace(target, search=search)
         return self.decide(target, find).allowed
 
     def search_filter(

@@ -245,7 +245,8 @@ class Target:
     ``shared`` says that resource is in no patient's compartment (a Practitioner, an
     Organization); neither means the request reaches many resources (a search, a
     type-level history), which a confined principal only gets within its compartment.
-    ``search`` holds the request's search parameters, for granular scopes.
+    ``search`` holds the request's search parameters, for granular scopes. ``named``: the
+    patients a shared resource names (a Task's ``for``), whose record it is judged as.
     """
 
     interaction: Interaction
@@ -253,10 +254,13 @@ class Target:
     patient: str | None = None
     shared: bool = False
     search: tuple[tuple[str, str], ...] = ()
+    named: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.patient is not None and self.shared:
             raise ValueError("a resource is in a patient's compartment or shared, not both")
+        if self.named and not self.shared:
+            raise ValueError("only a shared resource names patients beside its compartment")
 
     @property
     def one_resource(self) -> bool:
@@ -300,6 +304,14 @@ def _grants(scope: ResourceScope, target: Target) -> bool:
     )
 
 
+def _record_refusal(target: Target, reason: str) -> Decision:
+    """A refusal the record decides: hidden (404, as a missing one), but forbidden (403)
+    for a create, whose content the client chose."""
+    if target.interaction is Interaction.CREATE:
+        return Decision(Outcome.FORBID, f"the new resource is {reason}")
+    return Decision(Outcome.HIDE, reason)
+
+
 def _confined(patient: str, target: Target) -> Decision:
     """A scope confined to ``patient``'s compartment, before ``target``."""
     if not patient:
@@ -309,6 +321,8 @@ def _confined(patient: str, target: Target) -> Decision:
     if target.shared:
         if target.interaction in _WRITES:
             return Decision(Outcome.FORBID, "a patient's scopes do not write shared resources")
+        if any(named != patient for named in target.named):
+            return _record_refusal(target, "another patient's record")
         return Decision(Outcome.ALLOW, "a shared resource, readable in patient context")
     if target.patient is None:
         if target.interaction is Interaction.CREATE:
@@ -316,9 +330,7 @@ def _confined(patient: str, target: Target) -> Decision:
         return Decision(Outcome.ALLOW, "confined to the patient in context", within=patient)
     if target.patient == patient:
         return Decision(Outcome.ALLOW, "within the patient in context")
-    if target.interaction is Interaction.CREATE:
-        return Decision(Outcome.FORBID, "the new resource belongs to another patient")
-    return Decision(Outcome.HIDE, "another patient's record")
+    return _record_refusal(target, "another patient's record")
 
 
 _RANK = {Outcome.ALLOW: 2, Outcome.HIDE: 1, Outcome.FORBID: 0}
@@ -338,8 +350,11 @@ def _best(decisions: Iterable[Decision]) -> Decision | None:
 
 def decide(principal: Principal, target: Target) -> Decision:
     """Allow, forbid (403) or hide (404) ``target`` for ``principal``."""
-    if principal.role == Role.RESEARCHER and not target.shared:
-        return Decision(Outcome.FORBID, "researchers get data through the research hub only")
+    if principal.role == Role.RESEARCHER:
+        if not target.shared:
+            return Decision(Outcome.FORBID, "researchers get data through the research hub only")
+        if target.named:
+            return _record_refusal(target, "a patient's record, for the research hub only")
     granting = [s for s in principal.scopes.resources if _grants(s, target)]
     if not granting:
         kind = target.resource_type or "every type"

@@ -20,6 +20,7 @@ from coffre.api.auth.scopes import (
     parse_scopes,
 )
 from coffre.exceptions import FhirError
+from coffre.search.naming import named_patients, names_patients
 from coffre.service import RecordStore
 
 ALICE = Principal(
@@ -49,6 +50,33 @@ def test_a_resource_makes_the_target_of_its_compartment(
         patient,
         shared,
     )
+
+
+@pytest.mark.parametrize(
+    ("resource", "named"),
+    [
+        ({"resourceType": "Task", "for": {"reference": "Patient/bob"}}, ("bob",)),
+        (
+            {
+                "resourceType": "Task",
+                "for": {"reference": "Patient/bob"},
+                "focus": {"reference": "Patient/alice"},
+                "owner": {"reference": "Practitioner/dr"},
+                "requester": {"reference": "Patient/bob/_history/2"},
+            },
+            ("alice", "bob"),
+        ),
+        ({"resourceType": "Device", "patient": {"reference": "Patient/carol"}}, ("carol",)),
+        ({"resourceType": "Task", "owner": {"reference": "Practitioner/dr"}}, ()),
+        ({"resourceType": "Task", "for": {"reference": "#contained"}}, ()),
+        ({"resourceType": "Practitioner", "id": "dr"}, ()),
+    ],
+)
+def test_a_shared_resource_names_the_patients_its_reference_parameters_name(
+    resource: dict[str, Any], named: tuple[str, ...]
+) -> None:
+    target = target_for(Interaction.READ, resource)
+    assert (target.shared, target.patient, target.named) == (True, None, named)
 
 
 def test_a_record_of_nobody_is_hidden_from_a_patient() -> None:
@@ -86,3 +114,29 @@ def test_check_raises_the_refusal_and_returns_the_confinement(records: RecordSto
 def test_without_a_token_nothing_is_enforced(records: RecordStore) -> None:
     guard = Guard(records, None, None)
     assert guard.check(Target(Interaction.DELETE, "Patient", patient="x")) is UNENFORCED
+
+
+def test_without_a_token_nothing_is_worked_out_nor_refused(records: RecordStore) -> None:
+    with records.writer() as writer:
+        writer.update(
+            "Task",
+            "t",
+            {
+                "resourceType": "Task",
+                "id": "t",
+                "status": "requested",
+                "intent": "order",
+                "for": {"reference": "Patient/bob"},
+            },
+        )
+    stored = records.read("Task", "t")
+    assert Guard(records, None, None).admits(stored)
+    assert not Guard(records, ALICE, None).admits(stored)
+
+
+def test_only_types_outside_the_compartment_are_asked_whom_they_name() -> None:
+    assert names_patients("Task") and names_patients("Device")
+    assert not names_patients("Observation") and not names_patients("Patient")
+    assert not names_patients("Practitioner") and not names_patients("Organization")
+    observation = {"resourceType": "Observation", "focus": [{"reference": "Patient/bob"}]}
+    assert named_patients(observation) == ()  # its compartment says whose it is

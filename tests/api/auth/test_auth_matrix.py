@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.testclient import TestClient
 
 from coffre.api.access import add_access_hook
-from coffre.api.auth import Authority
+from coffre.api.auth import Authority, enforce
 from coffre.api.auth.enforce import Reached
 from coffre.service import RecordStore, Vault
 from coffre.service.audit import is_break_glass
@@ -55,6 +55,30 @@ def _condition(patient: str, resource_id: str | None = None) -> dict[str, Any]:
     return {**condition, "id": resource_id} if resource_id else condition
 
 
+def _task(resource_id: str | None, patient: str | None, **more: Any) -> dict[str, Any]:
+    """A Task (outside the patient compartment) owned by Dr Who, for ``patient`` if any."""
+    task: dict[str, Any] = {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "owner": {"reference": "Practitioner/drwho"},
+        **more,
+    }
+    if resource_id is not None:
+        task["id"] = resource_id
+    if patient is not None:
+        task["for"] = {"reference": f"Patient/{patient}"}
+    return task
+
+
+def _written_task(resource_id: str | None, patient: str | None, **more: Any) -> dict[str, Any]:
+    """A Task the write tests make: a draft of Dr No's, which the searches of Dr Who's
+    requested Tasks never find, whatever order the tests run in."""
+    return _task(
+        resource_id, patient, status="draft", owner={"reference": "Practitioner/drno"}, **more
+    )
+
+
 WORLD: list[dict[str, Any]] = [
     {"resourceType": "Patient", "id": "alice", "name": [{"family": "Alice"}]},
     {"resourceType": "Patient", "id": "bob", "name": [{"family": "Bob"}]},
@@ -78,6 +102,12 @@ WORLD: list[dict[str, Any]] = [
         "subject": {"reference": "Patient/bob"},
         "participant": [{"member": {"reference": "Practitioner/drteam"}}],
     },
+    # Types outside the patient compartment, sealed under the shared key, that name patients.
+    _task("task-alice", "alice"),
+    _task("task-bob", "bob"),
+    _task("task-both", "alice", focus={"reference": "Patient/bob"}),
+    _task("task-none", None),
+    {"resourceType": "Device", "id": "device-bob", "patient": {"reference": "Patient/bob"}},
 ]
 
 PATIENT = "patient"
@@ -375,6 +405,228 @@ def test_history_across_records_needs_an_unconfined_token(
 def test_a_care_team_is_a_care_relationship(world: World) -> None:
     assert world.call("drteam", "GET", "Observation/obs-bob").status_code == 200
     assert world.call("drteam", "GET", "Observation/obs-alice").status_code == 404
+
+
+# -- shared resources that name a patient --------------------------------------------------
+# A Task or a Device is outside R4's patient compartment and sealed under the shared key, but
+# one whose reference parameters name a patient is judged as that patient's record: a
+# patient reaches it only if it names nobody else, a clinician only if they care for every
+# patient it names, a researcher never. One that names nobody stays shared.
+
+NAMED = (
+    "Task/task-alice",
+    "Task/task-bob",
+    "Task/task-both",
+    "Task/task-none",
+    "Device/device-bob",
+)
+# role -> status of a read of each of NAMED
+NAMED_READS = {
+    PATIENT: (200, 404, 404, 200, 404),
+    DR_WHO: (200, 404, 404, 200, 404),
+    DR_NO: (404, 404, 404, 200, 404),
+    GLASS: (200, 200, 200, 200, 200),
+    SYSTEM: (200, 200, 200, 200, 200),
+    RESEARCHER: (404, 404, 404, 200, 404),
+    **{role: (401,) * len(NAMED) for role in UNAUTHENTICATED},
+}
+NAMED_PATHS = {"read": "{r}", "vread": "{r}/_history/1", "history": "{r}/_history"}
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("interaction", sorted(NAMED_PATHS))
+@pytest.mark.parametrize("reference", NAMED)
+def test_reading_a_shared_resource_that_names_a_patient(
+    world: World, role: str, interaction: str, reference: str
+) -> None:
+    path = NAMED_PATHS[interaction].format(r=reference)
+    response = world.call(role, "GET", path)
+    expected = NAMED_READS[role][NAMED.index(reference)]
+    assert response.status_code == expected, response.text
+    if expected == 404:
+        _as_missing(world, role, response, path, reference.partition("/")[2])
+
+
+def _visible(role: str, *references: str) -> list[str]:
+    """Which of ``references`` (of NAMED, or not) the role reads."""
+    return sorted(
+        r for r in references if r not in NAMED or NAMED_READS[role][NAMED.index(r)] == 200
+    )
+
+
+TASKS = [r for r in NAMED if r.startswith("Task/")]
+# What a search of these types hands out, pulls in or resolves through them, per query.
+NAMED_SEARCHES = {
+    "reference": ("Task?patient=Patient/bob", ["Task/task-bob"]),
+    "token": ("Task?status=requested", TASKS),
+    "no criteria": ("Device", ["Device/device-bob"]),
+    "_revinclude": (
+        "Practitioner?_id=drwho&_revinclude=Task:owner",
+        ["Practitioner/drwho", *TASKS],
+    ),
+    "_include": (
+        "Task?owner=Practitioner/drwho&_include=Task:patient",
+        [*TASKS, "Patient/alice", "Patient/bob"],
+    ),
+    "chain": ("Task?patient.name=Bob", ["Task/task-bob"]),
+    # what only the named resource links: found by whoever may read it, and nobody else
+    "_has": ("Practitioner?_has:Task:owner:patient=Patient/bob", ["Practitioner/drwho"]),
+    "_has to its patient": ("Patient?_has:Task:patient:_id=task-both", ["Patient/alice"]),
+}
+
+
+@pytest.mark.parametrize("role", [PATIENT, DR_WHO, DR_NO, GLASS, SYSTEM, RESEARCHER])
+@pytest.mark.parametrize("what", sorted(NAMED_SEARCHES))
+def test_a_search_reaches_a_shared_resource_only_if_it_may_read_it(
+    world: World, role: str, what: str
+) -> None:
+    query, every = NAMED_SEARCHES[what]
+    if role == RESEARCHER and "Patient" in query.partition("?")[0]:
+        assert world.call(role, "GET", query).status_code == 403
+        return
+    response = world.call(role, "GET", query)
+    if what.startswith("_has"):
+        expected = [] if role not in (GLASS, SYSTEM) else every
+    else:
+        expected = [r for r in _visible(role, *every) if _reaches_patient(role, r)]
+    assert _ids(response) == expected
+    matches = [e for e in response.json().get("entry", []) if e["search"]["mode"] == "match"]
+    assert response.json()["total"] == len(matches)
+
+
+def _reaches_patient(role: str, reference: str) -> bool:
+    """Whether a role reads a Patient record (anything else: True)."""
+    if not reference.startswith("Patient/"):
+        return True
+    whose = reference.partition("/")[2]
+    return READS[role][whose == "bob"] == 200
+
+
+@pytest.mark.parametrize("role", [PATIENT, DR_WHO, DR_NO, GLASS, SYSTEM, RESEARCHER])
+@pytest.mark.parametrize("query", ["_summary=count", "_total=accurate&_count=1"])
+def test_a_count_counts_only_what_may_be_read(world: World, role: str, query: str) -> None:
+    response = world.call(role, "GET", f"Task?status=requested&{query}")
+    assert response.status_code == 200, response.text
+    assert response.json()["total"] == len(_visible(role, *TASKS))
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_a_types_history_of_resources_that_name_patients_needs_an_unconfined_token(
+    world: World, role: str
+) -> None:
+    """It would list every patient's Tasks, or how many there are."""
+    assert world.call(role, "GET", "Task/_history").status_code == WIDE_HISTORY[role]
+
+
+def test_a_shared_type_that_never_names_a_patient_keeps_its_history_open(world: World) -> None:
+    assert world.call(PATIENT, "GET", "Practitioner/_history").status_code == 200
+
+
+# role -> status of creating a Task for alice, for bob, for nobody
+NAMED_CREATES = {
+    PATIENT: (403, 403, 403),  # a patient's scopes do not write what is sealed under the shared key
+    DR_WHO: (201, 403, 201),
+    DR_NO: (403, 403, 201),
+    GLASS: (201, 201, 201),
+    SYSTEM: (201, 201, 201),
+    RESEARCHER: (403, 403, 403),
+    **{role: (401, 401, 401) for role in UNAUTHENTICATED},
+}
+
+
+@pytest.mark.parametrize("role", ROLES)
+@pytest.mark.parametrize("whose", ["alice", "bob", None])
+def test_creating_a_shared_resource_that_names_a_patient(
+    world: World, role: str, whose: str | None
+) -> None:
+    response = world.call(role, "POST", "Task", json=_written_task(None, whose))
+    expected = NAMED_CREATES[role][["alice", "bob", None].index(whose)]
+    assert response.status_code == expected, response.text
+
+
+@pytest.mark.parametrize("role", [DR_WHO, DR_NO])
+@pytest.mark.parametrize("to", ["alice", "bob"])
+def test_updating_another_patients_shared_resource_answers_as_missing(
+    world: World, role: str, to: str
+) -> None:
+    body = _written_task("task-bob", to, note=[{"text": role}])
+    response = world.call(role, "PUT", "Task/task-bob", json=body)
+    assert response.status_code == 404, response.text
+    missing = world.call(role, "GET", "Task/ghost")
+    assert response.json() == json.loads(missing.text.replace("ghost", "task-bob"))
+    kept = world.call(SYSTEM, "GET", "Task/task-bob").json()
+    assert kept["for"] == {"reference": "Patient/bob"} and "note" not in kept
+
+
+@pytest.mark.parametrize("role", [DR_WHO, DR_NO])
+def test_deleting_another_patients_shared_resource_answers_as_missing(
+    world: World, role: str
+) -> None:
+    victim = f"victim-task-{ROLES.index(role)}"
+    with world.records.writer() as writer:
+        writer.update("Task", victim, _written_task(victim, "bob"))
+    response = world.call(role, "DELETE", f"Task/{victim}")
+    assert response.status_code == 200, response.text
+    missing = world.call(role, "DELETE", "Task/ghost")
+    assert response.json() == json.loads(missing.text.replace("ghost", victim))
+    assert world.call(SYSTEM, "GET", f"Task/{victim}").status_code == 200
+
+
+def test_a_clinician_may_update_a_shared_resource_of_a_patient_they_care_for(
+    world: World,
+) -> None:
+    victim = "updatable-task"
+    with world.records.writer() as writer:
+        writer.update("Task", victim, _written_task(victim, "alice"))
+    body = _written_task(victim, "alice", note=[{"text": "accepted"}])
+    assert world.call(DR_WHO, "PUT", f"Task/{victim}", json=body).status_code == 200
+    assert world.call(DR_NO, "PUT", f"Task/{victim}", json=body).status_code == 404
+
+
+def test_a_batch_reads_a_shared_resource_only_if_it_may(world: World) -> None:
+    bundle = _bundle(
+        "batch", _get("Task/task-alice"), _get("Task/task-bob"), _get("Task?patient=Patient/bob")
+    )
+    response = world.call(PATIENT, "POST", "", json=bundle)
+    assert response.status_code == 200, response.text
+    entries = response.json()["entry"]
+    assert [e["response"]["status"].split()[0] for e in entries] == ["200", "404", "200"]
+    assert entries[2]["resource"]["total"] == 0
+
+
+def test_a_clinician_handed_a_shared_resource_reached_its_patients(world: World) -> None:
+    heard: list[Reached] = []
+
+    async def hook(request: Request, reached: list[Reached]) -> None:
+        heard.extend(reached)
+
+    app = world.client.app
+    before = list(getattr(app.state, "access_hooks", []))
+    add_access_hook(app, hook)
+    try:
+        world.call(DR_WHO, "GET", "Task/task-alice")
+        world.call(GLASS, "GET", "Task/task-both")
+    finally:
+        app.state.access_hooks = before
+    assert heard == [
+        Reached("alice", "Practitioner/drwho", None),
+        Reached("alice", "Practitioner/drno", REASON),
+        Reached("bob", "Practitioner/drno", REASON),
+    ]
+
+
+def test_whom_a_shared_resource_names_is_not_worked_out_when_it_cannot_matter(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A system token reaches every record whoever it names: nothing is opened to know."""
+
+    def never(resource: dict[str, Any]) -> tuple[str, ...]:
+        raise AssertionError("the patients a resource names were worked out")
+
+    monkeypatch.setattr(enforce, "named_patients", never)
+    found = _ids(world.call(SYSTEM, "GET", "Task?status=requested&_revinclude=Task:based-on"))
+    assert found == TASKS
+    assert world.call(SYSTEM, "GET", "Task/task-bob").status_code == 200
 
 
 # -- the access history -------------------------------------------------------------------

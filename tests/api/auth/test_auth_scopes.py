@@ -150,6 +150,12 @@ SHARED_UPDATE = Target(Do.UPDATE, "Practitioner", shared=True)
 SYSTEM_HISTORY = Target(Do.HISTORY, None)
 OWN_DELETE = Target(Do.DELETE, "Observation", patient=ALICE)
 OWN_EVERYTHING = Target(Do.OPERATION, "Patient", patient=ALICE)
+# Shared resources (outside the patient compartment) that name patients: a Task for alice...
+NAMING_OWN = Target(Do.READ, "Task", shared=True, named=(ALICE,))
+NAMING_OTHERS = Target(Do.READ, "Task", shared=True, named=(BOB,))
+NAMING_BOTH = Target(Do.READ, "Group", shared=True, named=(ALICE, BOB))
+NAMING_OWN_UPDATE = Target(Do.UPDATE, "Task", shared=True, named=(ALICE,))
+NAMING_OWN_CREATE = Target(Do.CREATE, "Task", shared=True, named=(ALICE,))
 
 ALLOW, FORBID, HIDE = Outcome.ALLOW, Outcome.FORBID, Outcome.HIDE
 MATRIX = [
@@ -186,6 +192,16 @@ MATRIX = [
     (RESEARCHER, OWN_READ, FORBID, None),
     (RESEARCHER, SEARCH, FORBID, None),
     (RESEARCHER, SHARED_READ, ALLOW, None),
+    (PATIENT_APP, NAMING_OWN, ALLOW, None),
+    (PATIENT_APP, NAMING_OTHERS, HIDE, None),
+    (PATIENT_APP, NAMING_BOTH, HIDE, None),
+    (PATIENT_USER, NAMING_OWN_UPDATE, FORBID, None),  # shared: patients do not write it
+    (PATIENT_USER, NAMING_OWN_CREATE, FORBID, None),
+    (CLINICIAN, NAMING_BOTH, ALLOW, None),  # the guard then checks each care relationship
+    (SYSTEM, NAMING_BOTH, ALLOW, None),
+    (RESEARCHER, NAMING_OWN, HIDE, None),  # the record decides: as a missing one
+    (RESEARCHER, NAMING_OTHERS, HIDE, None),
+    (RESEARCHER, NAMING_OWN_CREATE, FORBID, None),
     (NO_CONTEXT, OWN_READ, FORBID, None),
     (NO_CONTEXT, SEARCH, FORBID, None),
 ]
@@ -215,6 +231,8 @@ def test_a_granular_scope_grants_only_a_search_carrying_its_filter() -> None:
 def test_a_target_is_one_patients_or_shared_not_both() -> None:
     with pytest.raises(ValueError):
         Target(Do.READ, "Observation", patient=ALICE, shared=True)
+    with pytest.raises(ValueError):
+        Target(Do.READ, "Observation", patient=ALICE, named=(ALICE,))
 
 
 def test_hide_and_forbid_are_404_and_403() -> None:
@@ -241,7 +259,13 @@ targets = st.builds(
     st.just(False),
     st.sampled_from([(), (("category", "laboratory"),)]),
 ) | st.builds(
-    Target, st.sampled_from(list(Interaction)), st.sampled_from(TYPES[:3]), st.none(), st.just(True)
+    Target,
+    st.sampled_from(list(Interaction)),
+    st.sampled_from(TYPES[:3]),
+    st.none(),
+    st.just(True),
+    st.just(()),
+    st.sampled_from([(), (ALICE,), (BOB,), (ALICE, BOB)]),
 )
 principals = st.builds(
     Principal,
@@ -302,11 +326,11 @@ def test_hiding_happens_only_for_another_patients_record(
     principal: Principal, target: Target
 ) -> None:
     if decide(principal, target).outcome is HIDE:
-        assert target.patient is not None
-        assert target.patient not in (
-            principal.patient,
-            (principal.fhir_user or "").partition("/")[2],
-        )
+        own = (principal.patient, (principal.fhir_user or "").partition("/")[2])
+        if target.named:  # a shared resource naming someone else, or any patient (research)
+            assert principal.role == Role.RESEARCHER or set(target.named) - set(own)
+        else:
+            assert target.patient is not None and target.patient not in own
 
 
 @given(scope_sets, scope_sets, principals, targets)
@@ -324,6 +348,7 @@ def test_patient_scopes_never_reach_another_patient(principal: Principal, target
     if decision.allowed:
         assert principal.patient
         assert target.patient in (None, principal.patient)
+        assert set(target.named) <= {principal.patient}
         assert target.one_resource or decision.within == principal.patient
 
 

@@ -1,0 +1,45 @@
+"""The patients a resource outside the patient compartment names (a Task's ``for``, a
+Device's ``patient``...), by the official search parameters of its type: those of type
+reference whose targets include Patient.
+
+Such a resource is sealed under its type's shared key, but access decisions treat it as a
+record of the patients it names (docs/access.md). A patient is named by a relative
+reference, ``Patient/<id>``, as the compartment and the search index count them.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+from coffre.fhir._definitions_r4 import PATIENT_COMPARTMENT_PATHS
+from coffre.search.parameters import Extractor, parameters_for
+from coffre.search.values import Ref, reference_values
+
+
+@cache
+def _naming(resource_type: str) -> tuple[Extractor, ...]:
+    if resource_type == "Patient" or resource_type in PATIENT_COMPARTMENT_PATHS:
+        return ()
+    extractors = (
+        param.extract
+        for param in parameters_for(resource_type).values()
+        if param.type == "reference" and "Patient" in param.targets and param.extract is not None
+    )
+    return tuple(dict.fromkeys(extractors))
+
+
+def names_patients(resource_type: str) -> bool:
+    """Whether records of a type outside the compartment can name a patient at all."""
+    return bool(_naming(resource_type))
+
+
+def named_patients(resource: dict[str, Any]) -> tuple[str, ...]:
+    """The ids of the patients the resource names, sorted, once each; () for a resource
+    of the compartment (``patient_of`` says whose it is) or of a type that names none."""
+    found: set[str] = set()
+    for extract in _naming(resource["resourceType"]):
+        for value in reference_values(extract(resource), None):
+            if isinstance(value, Ref) and value.type == "Patient" and value.local_id:
+                found.add(value.local_id)
+    return tuple(sorted(found))
