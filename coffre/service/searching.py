@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
-from coffre.exceptions import FhirError
+from coffre.exceptions import FhirError, SealError
 from coffre.fhir._definitions_r4 import PATIENT_COMPARTMENT_PATHS
 from coffre.fhir.compartment import patient_of
 from coffre.seal import PurposeKeys
@@ -119,7 +119,7 @@ class Searcher:
         self.records = records
         self.scope = scope
         self._committed = scope.reader is records.storage
-        self._verify = self._committed and records._verify_reads
+        self._verify = records._verify_reads
         # Candidates found by look-up whose index tokens were not read: checked against the
         # log only if the search turns them away (see _turned_away), with the tokens of the
         # next few of the batch being read, read ahead.
@@ -179,7 +179,7 @@ class Searcher:
         self, resource_type: str, lookups: list[Lookup], first_page: int | None = None
     ) -> Iterator[SealedVersion]:
         """Current versions of the candidates, in location order (stable while data
-        changes), each confirmed by the log when the scope is the committed storage.
+        changes), each confirmed by the log, but those the scope's write transaction wrote.
         Lazy: a page stops reading once it is full (``first_page``: how many candidates
         it expects to need, if it knows)."""
         if self._committed:
@@ -189,9 +189,10 @@ class Searcher:
             self._batch = batch.locs
             for loc in batch.locs:
                 sealed = versions.get(loc)
-                if self._verify and not self._confirmed(loc, sealed, batch.tokens):
-                    sealed = self.records.checked_latest(loc)
-                elif self._verify and lookups and batch.tokens is None:
+                verify = self._verify and loc not in self.scope.written
+                if verify and not self._confirmed(loc, sealed, batch.tokens):
+                    sealed = self._checked_again(loc)
+                elif verify and lookups and batch.tokens is None:
                     self._unchecked.add(loc)
                 if sealed is not None:
                     yield sealed
@@ -222,7 +223,15 @@ class Searcher:
         self._unchecked.discard(loc)
         digest = hashlib.sha256(self._read_ahead.pop(loc)).digest()
         if not self.records._has_logged_tokens(loc, digest):
-            self.records.checked_latest(loc)
+            self._checked_again(loc)
+
+    def _checked_again(self, loc: bytes) -> SealedVersion | None:
+        """A candidate the log does not confirm, looked up once more in the committed
+        storage (a write may have committed meanwhile); SealError if it still fails. A
+        write transaction holds the write lock, so nothing changed there: SealError."""
+        if not self._committed:
+            raise SealError()
+        return self.records.checked_latest(loc)
 
     def _as_of(self, sealed: SealedVersion) -> SealedVersion | None:
         as_of = self.scope.as_of

@@ -23,7 +23,8 @@ reopened afterwards), and asserts WHICH mechanism catches it:
 | swap two patients' ciphertexts          | AEAD (location, version, compartment) + latest-writes   |
 | swap two records of the same patient    | AEAD (location; same DEK, same version) + latest-writes |
 | put back an older version of one record | latest-writes: read, vread, searches, listings, bundle  |
-|                                         | GET, history, an update on top, a restarted gateway     |
+|                                         | GET, history, an update on top, a restarted gateway,    |
+|                                         | the searches of a write (conditional create, reference) |
 | delete a record                         | latest-writes: read, vread, search by _id: 500, not 404 |
 | delete a leaf (renumbering the rest)    | start: VaultStateError; auditor --full: missing leaves  |
 | delete a leaf, leaving a gap            | start: StorageError (gap); auditor: no verdict (503)    |
@@ -257,11 +258,22 @@ def _after_restart(vault: Vault, request: Callable[[TestClient], httpx.Response]
         reopened.storage.close()
 
 
-def _transaction_get(url: str) -> dict[str, Any]:
+def _transaction_get(url: str, bundle_type: str = "transaction") -> dict[str, Any]:
+    return {
+        "resourceType": "Bundle",
+        "type": bundle_type,
+        "entry": [{"request": {"method": "GET", "url": url}}],
+    }
+
+
+def _transaction_naming(condition: str) -> dict[str, Any]:
+    """A transaction creating an observation whose subject is a conditional reference."""
+    observation = {**_observation("alice-pulse", "pulse"), "subject": {"reference": condition}}
+    del observation["id"]
     return {
         "resourceType": "Bundle",
         "type": "transaction",
-        "entry": [{"request": {"method": "GET", "url": url}}],
+        "entry": [{"resource": observation, "request": {"method": "POST", "url": "Observation"}}],
     }
 
 
@@ -284,6 +296,25 @@ _REACH_ALICE: dict[str, Reach] = {
     "GET entry of a transaction bundle": lambda client, vault: client.post(
         "/fhir", json=_transaction_get("Patient/alice"), headers=FHIR_JSON
     ),
+    # Searches that run inside a write transaction, on what it sees of the storage:
+    "search GET entry of a transaction bundle": lambda client, vault: client.post(
+        "/fhir", json=_transaction_get(f"Patient?identifier={SYSTEM}|A1"), headers=FHIR_JSON
+    ),
+    "search GET entry of a batch bundle": lambda client, vault: client.post(
+        "/fhir", json=_transaction_get("Patient?_id=alice", "batch"), headers=FHIR_JSON
+    ),
+    "conditional create that matches it": lambda client, vault: client.post(
+        "/fhir/Patient",
+        json=ALICE_V1,
+        headers={
+            **FHIR_JSON,
+            "If-None-Exist": f"identifier={SYSTEM}|A1",
+            "Prefer": "return=representation",
+        },
+    ),
+    "conditional reference of a transaction to it": lambda client, vault: client.post(
+        "/fhir", json=_transaction_naming(f"Patient?identifier={SYSTEM}|A1"), headers=FHIR_JSON
+    ),
     "instance history": lambda client, vault: client.get("/fhir/Patient/alice/_history"),
     "update on top of it": lambda client, vault: client.put(
         "/fhir/Patient/alice", json={**ALICE_V1, "gender": "female"}, headers=FHIR_JSON
@@ -299,7 +330,9 @@ def test_put_back_an_older_version(
     reach: str, written: TestClient, records: RecordStore, vault: Vault
 ) -> None:
     """The host drops Alice's version 2 and makes version 1 current again. Version 1 is
-    genuine (AEAD opens it), so only latest-writes can catch it."""
+    genuine (AEAD opens it), so only latest-writes can catch it: in the committed storage,
+    and in a write transaction's view of it, whose searches (conditional creates and
+    references, a Bundle's search entries) check what they find as any search does."""
     loc = _loc(records, "Patient/alice")
     with _host(vault) as db:
         db.execute("DELETE FROM versions WHERE loc = ? AND version = 2", (loc,))
