@@ -13,7 +13,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from functools import cache
 from pathlib import Path
@@ -390,7 +390,23 @@ class RecordStore:
         versions = self.storage.history(query)
         if query.loc is None:
             versions = [s for s in versions if not self.is_erased(s.comp)]
+        else:
+            self._check_record_history(query, [sealed.version for sealed in versions])
         return [self._open_found(sealed) for sealed in versions]
+
+    def _check_record_history(self, query: HistoryQuery, numbers: list[int]) -> None:
+        """Refuse a page of one record's history with a version missing or repeated: its
+        versions are numbered from 1 without a gap, so as many are stored (as of the
+        snapshot) as the highest says, and the page counts down from there, less its
+        offset; with ``_since``, without a gap."""
+        whole = replace(query, since_ts=None, limit=1, offset=0)
+        stored = self.storage.count_history(whole)
+        highest = [sealed.version for sealed in self.storage.history(whole)]
+        if highest != ([stored] if stored else []):
+            raise SealError()
+        first = stored - query.offset if query.since_ts is None else numbers[0] if numbers else 0
+        if numbers != list(range(first, first - len(numbers), -1)):
+            raise SealError()
 
     def is_erased(self, comp: bytes) -> bool:
         return self.latest_writes.erased_at(comp) is not None

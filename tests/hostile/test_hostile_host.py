@@ -26,6 +26,8 @@ reopened afterwards), and asserts WHICH mechanism catches it:
 |                                         | GET, history, an update on top, a restarted gateway,    |
 |                                         | the searches of a write (conditional create, reference) |
 | delete a record                         | latest-writes: read, vread, search by _id: 500, not 404 |
+| drop a version that is not the latest   | vread: latest-writes; instance history: versions count  |
+|                                         | down from 1 without a gap                               |
 | delete a leaf (renumbering the rest)    | start: VaultStateError; auditor --full: missing leaves  |
 | delete a leaf, leaving a gap            | start: StorageError (gap); auditor: no verdict (503)    |
 | alter a leaf                            | start: VaultStateError (LedgerError without memory);    |
@@ -368,6 +370,24 @@ def test_delete_a_record(
             db.execute(f"DELETE FROM {table} WHERE loc = ?", (loc,))
         _set_tokens(db, loc, [])
     _refused(_REACH_BOB[reach](written, vault), BOB)
+
+
+@pytest.mark.parametrize("dropped", [1, 2])
+def test_drop_an_older_version(
+    dropped: int, written: TestClient, records: RecordStore, vault: Vault
+) -> None:
+    """The host drops a version of Alice that is not her latest: her reads are right, and
+    the vread of that version is refused; her history, listing the versions left, would
+    hide a write. Versions are numbered from 1 without a gap, so a page of one record's
+    history that does not count down from the number of versions stored is refused."""
+    put_resource(written, {**ALICE_V2, "gender": "female"})
+    loc = _loc(records, "Patient/alice")
+    with _host(vault) as db:
+        db.execute("DELETE FROM versions WHERE loc = ? AND version = ?", (loc, dropped))
+    assert written.get("/fhir/Patient/alice").status_code == 200
+    _refused(written.get(f"/fhir/Patient/alice/_history/{dropped}"), ALICE)
+    _refused(written.get("/fhir/Patient/alice/_history"), ALICE)
+    _refused(written.get("/fhir/Patient/alice/_history?_count=1&_offset=1"), ALICE)
 
 
 # -- the log ------------------------------------------------------------------------------
