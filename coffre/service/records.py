@@ -392,7 +392,12 @@ class RecordStore:
             versions = [s for s in versions if not self.is_erased(s.comp)]
         else:
             self._check_record_history(query, [sealed.version for sealed in versions])
-        return [self._open_found(sealed) for sealed in versions]
+        opened = [self._open_found(sealed) for sealed in versions]
+        if query.kind is not None:  # the type token is the host's: the body says the type
+            kinds = {self.keys.kind(t) for t in {stored.resource_type for stored in opened}}
+            if kinds - {query.kind}:
+                raise SealError()
+        return opened
 
     def _check_record_history(self, query: HistoryQuery, numbers: list[int]) -> None:
         """Refuse a page of one record's history with a version missing or repeated: its

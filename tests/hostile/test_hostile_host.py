@@ -28,6 +28,7 @@ reopened afterwards), and asserts WHICH mechanism catches it:
 | delete a record                         | latest-writes: read, vread, search by _id: 500, not 404 |
 | drop a version that is not the latest   | vread: latest-writes; instance history: versions count  |
 |                                         | down from 1 without a gap                               |
+| give a version another type's token     | type history: the version opened is of another type     |
 | delete a leaf (renumbering the rest)    | start: VaultStateError; auditor --full: missing leaves  |
 | delete a leaf, leaving a gap            | start: StorageError (gap); auditor: no verdict (503)    |
 | alter a leaf                            | start: VaultStateError (LedgerError without memory);    |
@@ -388,6 +389,25 @@ def test_drop_an_older_version(
     _refused(written.get(f"/fhir/Patient/alice/_history/{dropped}"), ALICE)
     _refused(written.get("/fhir/Patient/alice/_history"), ALICE)
     _refused(written.get("/fhir/Patient/alice/_history?_count=1&_offset=1"), ALICE)
+
+
+def test_relabel_a_record_with_another_type(
+    written: TestClient, records: RecordStore, vault: Vault
+) -> None:
+    """The host gives Alice's versions the type token of Observations (``kind``, which
+    the AEAD does not bind: the location binds the type). An Observation listing opens
+    each candidate and keeps those that are Observations; a type's history, listing the
+    versions of a type token, must refuse a version of another type, not hand a Patient
+    out as an Observation (to a token that may read Observations, not Patients)."""
+    loc = _loc(records, "Patient/alice")
+    with _host(vault) as db:
+        db.execute(
+            "UPDATE versions SET kind = ? WHERE loc = ?", (records.keys.kind("Observation"), loc)
+        )
+    _refused(written.get("/fhir/Observation/_history"), ALICE)
+    found = written.get("/fhir/Observation")
+    assert found.status_code == 200, found.text
+    assert {entry["resource"]["resourceType"] for entry in found.json()["entry"]} == {"Observation"}
 
 
 # -- the log ------------------------------------------------------------------------------
