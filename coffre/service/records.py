@@ -449,27 +449,36 @@ class RecordStore:
 
     def access_history(self, patient_id: str) -> list[dict[str, Any]]:
         """The AuditEvents of a patient's compartment, newest first, each checked against
-        the log leaf that commits to it (SealError if one was altered or swapped, or if
-        the storage holds fewer events than the log commits to)."""
+        the log leaf that commits to it (SealError if one was altered or swapped, if the
+        storage holds fewer events than the log commits to, or one twice: an event with
+        several leaves checks against each of them, so a copy filed under another of its
+        leaves would keep the count while another event is missing)."""
         check_id("Patient", patient_id)
         comp = self.keys.patient_compartment(patient_id)
         self.latest_writes.catch_up(self.storage)
         self.check_not_erased(comp)
         self.latest_writes.check_events(self.storage)
         events = []
+        seen: set[bytes] = set()
         for sealed in self.storage.events_of(comp):
-            self._check_event(sealed)
+            digest = self._check_event(sealed)
+            if digest in seen:
+                raise SealError()
+            seen.add(digest)
             body = self._open_event(sealed, self.committed_key)
             events.append(json.loads(body))
         return events
 
-    def _check_event(self, sealed: SealedEvent) -> None:
+    def _check_event(self, sealed: SealedEvent) -> bytes:
+        """The event's digest, once the leaf it is filed under commits to it."""
         if not 0 <= sealed.leaf < self.latest_writes.known:
             raise SealError()
         data = self.storage.leaves(sealed.leaf, sealed.leaf + 1)
         leaf = authentic_leaf(self.keys, sealed.leaf, data[0]) if data else None
-        if leaf is None or leaf.event_hash != hashlib.sha256(sealed.body).digest():
+        digest = hashlib.sha256(sealed.body).digest()
+        if leaf is None or leaf.event_hash != digest:
             raise SealError()
+        return digest
 
     def _open_event(self, sealed: SealedEvent, key_of: KeySource) -> bytes:
         key = key_of(sealed.comp) or bytes(32)

@@ -49,6 +49,8 @@ reopened afterwards), and asserts WHICH mechanism catches it:
 |                                         | that unwraps it: SealError, 500                         |
 | delete a sealed AuditEvent (a row of    | access history: the storage holds fewer events than the |
 | the access history)                     | leaves followed commit to: SealError, 500               |
+| ... and file a copy of another event of | access history: the same sealed event listed twice      |
+| the patient under another of its leaves |                                                         |
 | (gateway) read through a bundle GET     | logged like any read: a READ or SEARCH leaf             |
 """
 
@@ -729,6 +731,35 @@ def test_delete_an_audit_event(written: TestClient, records: RecordStore, vault:
         ((first,),) = db.execute("SELECT min(leaf) FROM audit_events WHERE comp = ?", (comp,))
         db.execute("DELETE FROM audit_events WHERE comp = ? AND leaf = ?", (comp, first))
     _refused(written.get(history), ALICE)
+
+
+def test_delete_an_audit_event_and_repeat_another_to_keep_the_count(
+    written: TestClient, records: RecordStore, vault: Vault
+) -> None:
+    """The host deletes the AuditEvent of Alice's first write and, to keep the count of
+    events the gateway checks, files a copy of another of her events under its second
+    leaf: a search that handed out both her observations has one event and two leaves,
+    each committing to it, so the copy checks against the leaf it is filed under. Her
+    access history holds the same sealed event twice: refused."""
+    found = written.get("/fhir/Observation?subject=Patient/alice")
+    assert len(found.json()["entry"]) == 2
+    comp = records.keys.patient_compartment("alice")
+    with _host(vault) as db:
+        rows = db.execute(
+            "SELECT leaf, digest, body FROM audit_events WHERE comp = ? ORDER BY leaf", (comp,)
+        ).fetchall()
+        leaves = [Leaf.decode(bytes(row[0])) for row in db.execute("SELECT data FROM leaves")]
+        shared = {
+            bytes(digest): [i for i, leaf in enumerate(leaves) if leaf.event_hash == digest]
+            for _, digest, _ in rows
+        }
+        _, digest, body = next(row for row in rows if len(shared[bytes(row[1])]) > 1)
+        db.execute("DELETE FROM audit_events WHERE comp = ? AND leaf = ?", (comp, rows[0][0]))
+        db.execute(
+            "INSERT INTO audit_events (leaf, digest, comp, body) VALUES (?, ?, ?, ?)",
+            (shared[bytes(digest)][1], digest, comp, body),
+        )
+    _refused(written.get("/fhir/Patient/alice/$access-history"), ALICE)
 
 
 def test_a_read_through_a_bundle_get_is_logged(written: TestClient, records: RecordStore) -> None:
