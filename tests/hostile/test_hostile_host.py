@@ -25,6 +25,7 @@ reopened afterwards), and asserts WHICH mechanism catches it:
 | put back an older version of one record | latest-writes: read, vread, searches, listings, bundle  |
 |                                         | GET, history, an update on top, a restarted gateway,    |
 |                                         | the searches of a write (conditional create, reference) |
+|   ... under `coffre serve`, 2 processes | each process, and the server's log quotes nothing       |
 | delete a record                         | latest-writes: read, vread, search by _id: 500, not 404 |
 | drop a version that is not the latest   | vread: latest-writes; instance history: versions count  |
 |                                         | down from 1 without a gap                               |
@@ -63,7 +64,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import FHIR_JSON, put_resource
+from conftest import FHIR_JSON, RunningServer, put_resource
 from pg import HostDatabase, copy_storage
 from starlette.testclient import TestClient
 
@@ -373,6 +374,34 @@ def test_delete_a_record(
             db.execute(f"DELETE FROM {table} WHERE loc = ?", (loc,))
         _set_tokens(db, loc, [])
     _refused(_REACH_BOB[reach](written, vault), BOB)
+
+
+def test_put_back_an_older_version_while_two_server_processes_run(vault: Vault) -> None:
+    """The same attack on ``coffre serve`` with two worker processes, each following the
+    log on its own: both refuse every way to Alice (they take turns), Bob is still
+    served, and what the server logs quotes nothing of Alice."""
+    running = RunningServer(vault, workers=2)
+    try:
+        with httpx.Client(base_url=running.base_url.removesuffix("/fhir")) as http:
+            for resource in (ALICE_V1, BOB_V1, ALICE_V2):
+                put_resource(http, resource)  # type: ignore[arg-type]
+            assert all(http.get("/fhir/Patient/alice").status_code == 200 for _ in range(4))
+            loc = vault.open().keys.location("Patient", "alice")
+            with _host(vault) as db:
+                db.execute("DELETE FROM versions WHERE loc = ? AND version = 2", (loc,))
+                db.execute("UPDATE current SET version = 1 WHERE loc = ?", (loc,))
+            conditional = {**FHIR_JSON, "If-None-Exist": f"identifier={SYSTEM}|A1"}
+            for _ in range(4):
+                _refused(http.get("/fhir/Patient/alice"), ALICE)
+                _refused(http.get(f"/fhir/Patient?identifier={SYSTEM}|A1"), ALICE)
+                _refused(http.post("/fhir/Patient", json=ALICE_V1, headers=conditional), ALICE)
+            assert http.get("/fhir/Patient/bob").status_code == 200
+    finally:
+        running.stop()
+    assert running.process.stdout is not None
+    logged = running.process.stdout.read().decode()
+    assert "integrity check" in logged
+    assert ALICE not in logged and SYSTEM not in logged
 
 
 @pytest.mark.parametrize("dropped", [1, 2])
