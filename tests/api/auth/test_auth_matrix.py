@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -594,7 +595,9 @@ def test_a_batch_reads_a_shared_resource_only_if_it_may(world: World) -> None:
     assert entries[2]["resource"]["total"] == 0
 
 
-def test_a_clinician_handed_a_shared_resource_reached_its_patients(world: World) -> None:
+@contextmanager
+def _heard(world: World) -> Iterator[list[Reached]]:
+    """What the access hooks hear of the requests made inside."""
     heard: list[Reached] = []
 
     async def hook(request: Request, reached: list[Reached]) -> None:
@@ -604,10 +607,15 @@ def test_a_clinician_handed_a_shared_resource_reached_its_patients(world: World)
     before = list(getattr(app.state, "access_hooks", []))
     add_access_hook(app, hook)
     try:
-        world.call(DR_WHO, "GET", "Task/task-alice")
-        world.call(GLASS, "GET", "Task/task-both")
+        yield heard
     finally:
         app.state.access_hooks = before
+
+
+def test_a_clinician_handed_a_shared_resource_reached_its_patients(world: World) -> None:
+    with _heard(world) as heard:
+        world.call(DR_WHO, "GET", "Task/task-alice")
+        world.call(GLASS, "GET", "Task/task-both")
     assert heard == [
         Reached("alice", "Practitioner/drwho", None),
         Reached("alice", "Practitioner/drno", REASON),
@@ -843,22 +851,12 @@ def test_the_ledger_is_public_to_auditors(world: World) -> None:
 
 
 def test_the_access_hooks_hear_of_each_patient_a_clinician_was_handed(world: World) -> None:
-    heard: list[Reached] = []
-
-    async def hook(request: Request, reached: list[Reached]) -> None:
-        heard.extend(reached)
-
-    app = world.client.app
-    before = list(getattr(app.state, "access_hooks", []))
-    add_access_hook(app, hook)
-    try:
+    with _heard(world) as heard:
         world.call(DR_WHO, "GET", "Observation/obs-alice")
         world.call(DR_NO, "GET", "Observation/obs-alice")
         world.call(DR_WHO, "GET", "Observation?code=8867-4")
         world.call(GLASS, "GET", "Observation/obs-bob")
         world.call(SYSTEM, "GET", "Observation/obs-bob")
-    finally:
-        app.state.access_hooks = before
     assert heard == [
         Reached("alice", "Practitioner/drwho", None),
         Reached("alice", "Practitioner/drwho", None),

@@ -271,9 +271,9 @@ def test_a_rotated_key_is_fetched_but_never_more_than_the_bound_allows(
         assert client.get("/fhir/Patient", headers=rotated).status_code == 200
 
 
-def test_the_hospitals_token_names_the_nurse_and_purpose_in_the_audit_log(
-    records: RecordStore, tmp_path: Path, jwks: Jwks
-) -> None:
+def _nurse_caring_for_p1(records: RecordStore, jwks: Jwks, patients: list[str]) -> RSAKey:
+    """The hospital's signing key, published; ``patients`` written, and an encounter of p1
+    with the hospital's nurse, Practitioner/17."""
     key = RSAKey.generate_key(2048, private=True)
     jwks.keys = [key]
     care = {
@@ -285,8 +285,16 @@ def test_the_hospitals_token_names_the_nurse_and_purpose_in_the_audit_log(
         "participant": [{"individual": {"reference": "Practitioner/17"}}],
     }
     with records.writer() as writer:
-        writer.update("Patient", "p1", {"resourceType": "Patient", "id": "p1"})
+        for patient in patients:
+            writer.update("Patient", patient, {"resourceType": "Patient", "id": patient})
         writer.update("Encounter", "e1", care)
+    return key
+
+
+def test_the_hospitals_token_names_the_nurse_and_purpose_in_the_audit_log(
+    records: RecordStore, tmp_path: Path, jwks: Jwks
+) -> None:
+    key = _nurse_caring_for_p1(records, jwks, ["p1"])
     with _with_hospital(records, tmp_path, jwks, 60) as client:
         headers = {"Authorization": f"Bearer {_hospital_token(key)}"}
         assert client.get("/fhir/Patient/p1", headers=headers).status_code == 200
@@ -311,20 +319,7 @@ def test_the_hospitals_token_names_the_nurse_and_purpose_in_the_audit_log(
 def test_a_hospital_token_without_a_role_it_names_reaches_no_more_than_a_clinician(
     records: RecordStore, tmp_path: Path, jwks: Jwks, who: dict[str, Any], status: dict[str, int]
 ) -> None:
-    key = RSAKey.generate_key(2048, private=True)
-    jwks.keys = [key]
-    care = {
-        "resourceType": "Encounter",
-        "id": "e1",
-        "status": "in-progress",
-        "class": {"code": "IMP"},
-        "subject": {"reference": "Patient/p1"},
-        "participant": [{"individual": {"reference": "Practitioner/17"}}],
-    }
-    with records.writer() as writer:
-        for patient in status:
-            writer.update("Patient", patient, {"resourceType": "Patient", "id": patient})
-        writer.update("Encounter", "e1", care)
+    key = _nurse_caring_for_p1(records, jwks, list(status))
     token = _hospital_token(key, **who)
     with _with_hospital(records, tmp_path, jwks, 60) as client:
         headers = {"Authorization": f"Bearer {token}"}
