@@ -2,9 +2,11 @@
 Device's ``patient``...), by the official search parameters of its type: those of type
 reference whose targets include Patient.
 
-Such a resource is sealed under its type's shared key, but access decisions treat it as a
-record of the patients it names (docs/access.md). A patient is named by a relative
-reference, ``Patient/<id>``, as the compartment and the search index count them.
+Access decisions treat such a resource as a record of the patients it names
+(docs/access.md). One that names a single patient is sealed in that patient's
+compartment, so that erasing them shreds it; one that names several stays under its
+type's shared key. A patient is named by a relative reference, ``Patient/<id>``, as the
+compartment and the search index count them.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from functools import cache
 from typing import Any
 
 from coffre.fhir._definitions_r4 import PATIENT_COMPARTMENT_PATHS
+from coffre.fhir.compartment import patient_of
 from coffre.search.parameters import Extractor, parameters_for
 from coffre.search.values import Ref, reference_values
 
@@ -43,3 +46,13 @@ def named_patients(resource: dict[str, Any]) -> tuple[str, ...]:
             if isinstance(value, Ref) and value.type == "Patient" and value.local_id:
                 found.add(value.local_id)
     return tuple(sorted(found))
+
+
+def sealing_patient(resource: dict[str, Any]) -> str | None:
+    """The patient whose compartment key seals a resource: its compartment's, or the one
+    patient a resource outside the compartment names; None for a shared one."""
+    patient = patient_of(resource)
+    if patient is not None:
+        return patient
+    named = named_patients(resource)
+    return named[0] if len(named) == 1 else None

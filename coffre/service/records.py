@@ -22,7 +22,6 @@ from typing import Any
 from coffre.custody import KeyCustodian, WrappedKey
 from coffre.exceptions import FhirError, SealError
 from coffre.fhir import json
-from coffre.fhir.compartment import patient_of
 from coffre.fhir.references import ID_PATTERN, parse_reference
 from coffre.fhir.validation import validate
 from coffre.fhir.values import whole_number
@@ -30,6 +29,7 @@ from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind, index_digest
 from coffre.seal import Envelope, PurposeKeys, random_key
 from coffre.seal.entropy import random_bytes
 from coffre.search import Criterion, check_criteria
+from coffre.search.naming import sealing_patient
 from coffre.search.parameters import parameters_for
 from coffre.service.audit import OPERATOR, Access, audit_event
 from coffre.service.keycache import KeyCache
@@ -247,7 +247,7 @@ class RecordStore:
         return OwnTokens(resource_type, tokens, later)
 
     def _compartment(self, resource: dict[str, Any]) -> bytes:
-        patient = patient_of(resource)
+        patient = sealing_patient(resource)
         if patient is None:
             return self.keys.shared_compartment(resource["resourceType"])
         return self.keys.patient_compartment(patient)

@@ -102,6 +102,25 @@ def test_a_patient_s_access_history_lists_who_did_what_newest_first(client: Test
     assert [entry["resource"]["action"] for entry in again["entry"]] == ["R", "R", "C"]
 
 
+def test_a_patient_s_access_history_lists_the_task_written_for_them(client: TestClient) -> None:
+    """A Task for the patient alone is sealed in their compartment, and so are the
+    AuditEvents of its writes and reads."""
+    patient_id = _create(client, "Lavoie")
+    task = {
+        "resourceType": "Task",
+        "status": "requested",
+        "intent": "order",
+        "for": {"reference": f"Patient/{patient_id}"},
+    }
+    created = client.post("/fhir/Task", json=task, headers=FHIR_JSON)
+    assert created.status_code == 201, created.text
+    task_id = created.json()["id"]
+    assert client.get(f"/fhir/Task/{task_id}").status_code == 200
+    response = client.get(f"/fhir/Patient/{patient_id}/$access-history").json()
+    entities = [e["resource"]["entity"][0]["what"]["reference"] for e in response["entry"]]
+    assert entities[:2] == [f"Task/{task_id}/_history/1"] * 2
+
+
 def test_the_access_history_of_an_unknown_patient_is_404(client: TestClient) -> None:
     response = client.get("/fhir/Patient/nobody/$access-history")
     assert response.status_code == 404

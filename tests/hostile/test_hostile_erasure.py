@@ -37,15 +37,29 @@ def _observation(patient_id: str, number: int) -> dict[str, Any]:
     }
 
 
+def _task(patient_id: str) -> dict[str, Any]:
+    """A record outside the compartment that names one patient: sealed in theirs."""
+    return {
+        "resourceType": "Task",
+        "id": f"{patient_id}-task",
+        "status": "requested",
+        "intent": "order",
+        "description": "rappel du vaccin",
+        "for": {"reference": f"Patient/{patient_id}"},
+    }
+
+
 @pytest.fixture
 def filled(records: RecordStore) -> RecordStore:
     """Forty patients (enough for the data keys to fill several pages), with three
-    observations each, each write leaving an AuditEvent in its patient's compartment."""
+    observations and a task each, each write leaving an AuditEvent in its patient's
+    compartment."""
     for n in range(40):
         with records.writer() as writer:
             writer.update("Patient", f"p{n}", _patient(f"p{n}"))
             for number in range(3):
                 writer.update("Observation", f"p{n}-{number}", _observation(f"p{n}", number))
+            writer.update("Task", f"p{n}-task", _task(f"p{n}"))
     return records
 
 
@@ -120,7 +134,7 @@ def test_an_erased_patient_cannot_be_recovered_with_every_key_that_remains(
 ) -> None:
     comp = filled.keys.patient_compartment("p7")
     opened, total = _opened(vault, comp)
-    assert opened == total == 5  # four records and their AuditEvent: all open before
+    assert opened == total == 6  # five records and their AuditEvent: all open before
     wrapped = _wrapped_key(vault, comp)
     assert wrapped in _host_files(vault, request)
     erase_patient(filled, "p7", OPERATOR)
@@ -128,7 +142,7 @@ def test_an_erased_patient_cannot_be_recovered_with_every_key_that_remains(
     assert _opened(vault, comp) == (0, total)
     assert wrapped not in _host_files(vault, request)
     other = filled.keys.patient_compartment("p8")
-    assert _opened(vault, other) == (5, 5)
+    assert _opened(vault, other) == (6, 6)
 
 
 def test_postgresql_keeps_the_deleted_key_until_the_purge(

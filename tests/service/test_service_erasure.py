@@ -202,6 +202,48 @@ def test_a_patient_known_only_by_records_of_their_compartment_can_be_erased(
     assert written.get("/fhir/Observation/bob-weight").status_code == 200
 
 
+def _task(resource_id: str, patient_id: str, focus: str | None = None) -> dict[str, Any]:
+    task: dict[str, Any] = {
+        "resourceType": "Task",
+        "id": resource_id,
+        "status": "requested",
+        "intent": "order",
+        "description": "rappel du vaccin",
+        "for": {"reference": f"Patient/{patient_id}"},
+    }
+    if focus is not None:
+        task["focus"] = {"reference": f"Patient/{focus}"}
+    return task
+
+
+def test_records_outside_the_compartment_naming_only_the_patient_are_erased_with_them(
+    written: TestClient, records: RecordStore
+) -> None:
+    """A Task for Alice, a Device of hers: sealed in her compartment, shredded with it;
+    a Task naming Alice and Bob stays under the shared key, for Bob."""
+    device = {
+        "resourceType": "Device",
+        "id": "alice-pump",
+        "patient": {"reference": "Patient/alice"},
+    }
+    for resource in (_task("alice-task", "alice"), device, _task("both-task", "bob", "alice")):
+        put_resource(written, resource)
+    assert _ids(written.get("/fhir/Task?subject=Patient/alice")) == ["alice-task"]
+    erasure = erase_patient(records, "alice", DPO)
+    assert erasure.records == 5
+    for url in (
+        "/fhir/Task/alice-task",
+        "/fhir/Task/alice-task/_history/1",
+        "/fhir/Device/alice-pump",
+    ):
+        _gone(written.get(url))
+    assert _ids(written.get("/fhir/Task?subject=Patient/alice")) == []
+    assert _ids(written.get("/fhir/Device")) == []
+    assert _ids(written.get("/fhir/Task")) == ["both-task"]
+    shared = records.keys.shared_compartment("Task")
+    assert records.storage.latest(records.keys.location("Task", "both-task")).comp == shared
+
+
 @pytest.fixture
 def other_gateway(vault: Vault, records: RecordStore) -> Iterator[RecordStore]:
     """A second gateway process on the same vault, started before the erasure."""

@@ -282,16 +282,17 @@ class Guard:
     # -- records ----------------------------------------------------------------------------
 
     def target(self, interaction: Interaction, stored: Stored) -> Target:
-        """The target a stored version makes. Its compartment token says whether it is
-        shared, nobody's or the principal's own patient's, without opening its JSON; a
-        shared record's JSON is read only for whom it names, when that matters to the
-        principal; a deletion is judged by the version before it."""
+        """The target a stored version makes. For a type of the compartment, its
+        compartment token says whether it is nobody's or the principal's own patient's,
+        without opening its JSON; a record of a shared type (sealed in a patient's
+        compartment when it names only them) is read only for whom it names, when that
+        matters to the principal; a deletion is judged by the version before it."""
         kind = stored.resource_type
-        if stored.comp == _shared_comp(self.records, kind):
-            if _in_compartments(kind):
-                return Target(interaction, kind, patient=NOBODY)
+        if not _in_compartments(kind):
             if not (self._names_matter and names_patients(kind)):
                 return Target(interaction, kind, shared=True)
+        elif stored.comp == _shared_comp(self.records, kind):
+            return Target(interaction, kind, patient=NOBODY)
         elif self._own_comp is not None and stored.comp == self._own_comp:
             assert self._own is not None
             return Target(interaction, kind, patient=self._own)
