@@ -21,19 +21,33 @@ def _values_at(node: Any, path: tuple[str, ...]) -> list[Any]:
     return values
 
 
-def patient_of(resource: dict[str, Any]) -> str | None:
-    """The id of the patient whose compartment holds this resource, if any.
+def compartment_patients(resource: dict[str, Any]) -> tuple[str, ...]:
+    """The patients whose record a resource of the compartment is, sorted, once each.
 
-    A Patient is in its own compartment. Other resources follow the compartment's
-    parameters in their order, and take the first reference that names a Patient.
+    A Patient is its own. Other resources follow the compartment's parameters in their
+    order, and take the patients the first one that names any Patient names: one for an
+    Observation's subject (whoever performed it), several for a Group's members or an
+    Appointment's actors.
     """
     resource_type = resource["resourceType"]
     if resource_type == "Patient":
-        patient_id: str | None = resource.get("id")
-        return patient_id
+        patient_id = resource.get("id")
+        return (patient_id,) if isinstance(patient_id, str) else ()
     for path in PATIENT_COMPARTMENT_PATHS.get(resource_type, ()):
-        for value in _values_at(resource, path):
-            reference = value.get("reference") if isinstance(value, dict) else None
-            if isinstance(reference, str) and reference.startswith("Patient/"):
-                return reference.removeprefix("Patient/").split("/", 1)[0]
-    return None
+        found = {
+            reference.removeprefix("Patient/").split("/", 1)[0]
+            for value in _values_at(resource, path)
+            if isinstance(value, dict)
+            and isinstance(reference := value.get("reference"), str)
+            and reference.startswith("Patient/")
+        }
+        if found:
+            return tuple(sorted(found))
+    return ()
+
+
+def patient_of(resource: dict[str, Any]) -> str | None:
+    """The id of the one patient whose compartment holds this resource; None for a
+    resource of no patient, or of several (``compartment_patients`` names them)."""
+    patients = compartment_patients(resource)
+    return patients[0] if len(patients) == 1 else None

@@ -3,9 +3,10 @@ Device's ``patient``...), by the official search parameters of its type: those o
 reference whose targets include Patient.
 
 Access decisions treat such a resource as a record of the patients it names
-(docs/access.md). One that names a single patient is sealed in that patient's
-compartment, so that erasing them shreds it; one that names several stays under its
-type's shared key. A patient is named by a relative reference, ``Patient/<id>``, as the
+(docs/access.md). A record of one patient alone (of the compartment or not) is sealed in
+that patient's compartment, so that erasing them shreds it; one of several patients
+(a Task for one that focuses on another, a Group's members) is sealed under its type's
+shared key. A patient is named by a relative reference, ``Patient/<id>``, as the
 compartment and the search index count them.
 """
 
@@ -15,7 +16,7 @@ from functools import cache
 from typing import Any
 
 from coffre.fhir._definitions_r4 import PATIENT_COMPARTMENT_PATHS
-from coffre.fhir.compartment import patient_of
+from coffre.fhir.compartment import compartment_patients
 from coffre.search.parameters import Extractor, parameters_for
 from coffre.search.values import Ref, reference_values
 
@@ -48,11 +49,20 @@ def named_patients(resource: dict[str, Any]) -> tuple[str, ...]:
     return tuple(sorted(found))
 
 
+def record_patients(resource: dict[str, Any]) -> tuple[str, ...]:
+    """The patients whose record a resource is judged as, sorted: those of its
+    compartment (``compartment_patients``), or those a resource outside it names."""
+    if (
+        resource["resourceType"] == "Patient"
+        or resource["resourceType"] in PATIENT_COMPARTMENT_PATHS
+    ):
+        return compartment_patients(resource)
+    return named_patients(resource)
+
+
 def sealing_patient(resource: dict[str, Any]) -> str | None:
-    """The patient whose compartment key seals a resource: its compartment's, or the one
-    patient a resource outside the compartment names; None for a shared one."""
-    patient = patient_of(resource)
-    if patient is not None:
-        return patient
-    named = named_patients(resource)
-    return named[0] if len(named) == 1 else None
+    """The patient whose compartment key seals a resource, when it is the record of one
+    patient alone; None for a record of no patient or of several, sealed under its
+    type's shared key."""
+    patients = record_patients(resource)
+    return patients[0] if len(patients) == 1 else None

@@ -26,6 +26,7 @@ from typing import Any
 from coffre.exceptions import FhirError
 from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
+from coffre.fhir.compartment import compartment_patients
 from coffre.fhir.references import parse_reference
 from coffre.ledger.leaf import NO_DIGEST
 from coffre.seal import PurposeKeys
@@ -162,7 +163,11 @@ class Export:
     def __init__(self, records: RecordStore, job: ExportJob) -> None:
         self.records = records
         self.job = job
-        self._members = self._member_compartments() if job.level == "group" else None
+        self._members = self._group_members() if job.level == "group" else None
+        self._member_comps = None
+        if self._members is not None:
+            comp = records.keys.patient_compartment
+            self._member_comps = frozenset(comp(patient) for patient in self._members)
 
     # -- what belongs ---------------------------------------------------------------------
 
@@ -178,8 +183,8 @@ class Export:
         older = storage.history(HistoryQuery(loc=loc, before_seq=self.job.snapshot, limit=1))
         return older[0] if older else None
 
-    def _member_compartments(self) -> frozenset[bytes]:
-        """The compartment tokens of the group's Patient members, as of the snapshot."""
+    def _group_members(self) -> frozenset[str]:
+        """The ids of the group's Patient members, as of the snapshot."""
         assert self.job.group is not None
         loc = self.records.keys.location("Group", self.job.group)
         self.records.latest_writes.catch_up(self.records.storage)
@@ -187,22 +192,24 @@ class Export:
         if sealed is None or sealed.deleted:
             raise FhirError(404, "not-found", f"Group/{self.job.group} does not exist")
         group = self.records.open("Group", self.job.group, sealed).resource()
-        return frozenset(
-            self.records.keys.patient_compartment(patient) for patient in group_members(group)
-        )
+        return frozenset(group_members(group))
 
     def _belongs(self, resource_type: str, sealed: SealedVersion) -> bool:
         """Whether a version is in the export, from what the host holds of it: its
         compartment token (authenticated by the envelope) and whether Coffre erased that
         compartment, as the log says (a key the host removed is an integrity failure at
-        the read, not a reason to leave records out)."""
-        if self._members is not None and sealed.comp not in self._members:
+        the read, not a reason to leave records out). A version under its type's shared
+        key, of no patient or of several, is opened to know whose it is."""
+        if self.records.is_erased(sealed.comp):
             return False
-        if self.job.level == "patient" and sealed.comp == self.records.keys.shared_compartment(
-            resource_type
-        ):
-            return False
-        return not self.records.is_erased(sealed.comp)
+        if sealed.comp != self.records.keys.shared_compartment(resource_type):
+            return self._member_comps is None or sealed.comp in self._member_comps
+        if self.job.level == "system":
+            return True
+        patients = compartment_patients(self.records._open_found(sealed).resource())
+        if self._members is None:
+            return len(patients) > 1
+        return not self._members.isdisjoint(patients)
 
     def versions(self, resource_type: str) -> Iterator[SealedVersion]:
         """The versions of a type the export holds, newest write first, a page of the

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from coffre.exceptions import FhirError, SealError
 from coffre.fhir._definitions_r4 import PATIENT_COMPARTMENT_PATHS
-from coffre.fhir.compartment import patient_of
+from coffre.fhir.compartment import compartment_patients
 from coffre.seal import PurposeKeys
 from coffre.search.criteria import Criterion, criterion, parameter_of
 from coffre.search.extract import index_values
@@ -315,7 +315,7 @@ class Searcher:
         )
         rows = self._rows("", [Lookup(conjunctions)], needed)
         for stored in self._opened(resource_types, rows, self.scope.admit):
-            if patient_of(stored.resource()) == patient_id:
+            if patient_id in compartment_patients(stored.resource()):
                 yield stored
             else:
                 self._turned_away(stored.loc)

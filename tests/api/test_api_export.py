@@ -157,15 +157,20 @@ def test_a_system_export_gives_every_current_resource_and_a_complete_manifest(
 
 def test_patient_and_group_exports_hold_their_compartments(client: TestClient) -> None:
     _people(client)
+    members = [{"entity": {"reference": f"Patient/{p}"}} for p in ("bob", "cyd")]
+    put_resource(
+        client,
+        {"resourceType": "Group", "id": "g2", "type": "person", "actual": True, "member": members},
+    )
     patients = export(client, "/fhir/Patient/$export")
-    assert _ids(patients) == {  # a Group is in its first member's compartment (R4)
-        "Group": {"g"},
+    assert _ids(patients) == {  # a Group is in each of its members' compartments (R4)
+        "Group": {"g", "g2"},
         "Observation": {"obs-ana", "obs-bob", "obs-cyd"},
         "Patient": {"ana", "bob", "cyd"},
     }
     group = export(client, "/fhir/Group/g/$export")
     assert _ids(group) == {
-        "Group": {"g"},
+        "Group": {"g", "g2"},  # g2 names cyd, a member of g
         "Observation": {"obs-ana", "obs-cyd"},
         "Patient": {"ana", "cyd"},
     }

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from coffre.exceptions import FhirError
 from coffre.fhir import json
-from coffre.fhir.compartment import patient_of
+from coffre.fhir.compartment import compartment_patients, patient_of
 from coffre.fhir.references import parse_reference, references_in, rewrite_references
 from coffre.fhir.validation import validate
 
@@ -68,6 +68,46 @@ def test_the_compartment_follows_the_compartment_definition(
     resource: dict[str, Any], patient: str | None
 ) -> None:
     assert patient_of(resource) == patient
+
+
+def _members(*patients: str) -> list[dict[str, Any]]:
+    return [{"entity": {"reference": f"Patient/{p}"}} for p in patients]
+
+
+@pytest.mark.parametrize(
+    ("resource", "patients"),
+    [
+        ({"resourceType": "Group", "member": _members("bob", "alice")}, ("alice", "bob")),
+        ({"resourceType": "Group", "member": _members("alice", "alice")}, ("alice",)),
+        (
+            {
+                "resourceType": "AllergyIntolerance",
+                "patient": {"reference": "Patient/bob"},
+                "asserter": {"reference": "Patient/alice"},
+            },
+            ("bob",),
+        ),
+        (
+            {
+                "resourceType": "Appointment",
+                "participant": [
+                    {"actor": {"reference": "Patient/b"}},
+                    {"actor": {"reference": "Practitioner/x"}},
+                    {"actor": {"reference": "Patient/a"}},
+                ],
+            },
+            ("a", "b"),
+        ),
+        ({"resourceType": "Group", "member": []}, ()),
+    ],
+)
+def test_a_record_of_the_compartment_is_of_the_patients_its_first_naming_parameter_names(
+    resource: dict[str, Any], patients: tuple[str, ...]
+) -> None:
+    """The compartment's first parameter that names a Patient decides (a Group's members,
+    not an allergy's asserter); a record of several patients is no one's alone."""
+    assert compartment_patients(resource) == patients
+    assert patient_of(resource) == (patients[0] if len(patients) == 1 else None)
 
 
 def test_validation_names_the_element_at_fault() -> None:

@@ -244,6 +244,26 @@ def test_records_outside_the_compartment_naming_only_the_patient_are_erased_with
     assert records.storage.latest(records.keys.location("Task", "both-task")).comp == shared
 
 
+def test_a_record_of_several_patients_outlives_the_erasure_of_one(
+    written: TestClient, records: RecordStore
+) -> None:
+    """A Group of Alice and Bob is sealed under the Group type's shared key: Bob's record
+    as much as Alice's, it stays, in Bob's compartment."""
+    members = [{"entity": {"reference": f"Patient/{p}"}} for p in ("alice", "bob")]
+    group = {"resourceType": "Group", "id": "pair", "type": "person", "actual": True}
+    put_resource(written, {**group, "member": members})
+    shared = records.keys.shared_compartment("Group")
+    assert records.storage.latest(records.keys.location("Group", "pair")).comp == shared
+    assert "pair" in _ids(written.get("/fhir/Patient/alice/$everything"))
+    erase_patient(records, "alice", DPO)
+    assert written.get("/fhir/Group/pair").status_code == 200
+    assert sorted(_ids(written.get("/fhir/Patient/bob/$everything"))) == [
+        "bob",
+        "bob-weight",
+        "pair",
+    ]
+
+
 @pytest.fixture
 def other_gateway(vault: Vault, records: RecordStore) -> Iterator[RecordStore]:
     """A second gateway process on the same vault, started before the erasure."""

@@ -16,6 +16,7 @@ from urllib.parse import unquote
 from starlette.requests import Request
 
 from coffre.api.auth.scopes import (
+    SEVERAL,
     Context,
     Decision,
     Interaction,
@@ -27,9 +28,8 @@ from coffre.api.auth.scopes import (
 )
 from coffre.exceptions import FhirError
 from coffre.fhir._definitions_r4 import PATIENT_COMPARTMENT_PATHS
-from coffre.fhir.compartment import patient_of
 from coffre.search import Criterion
-from coffre.search.naming import named_patients, names_patients
+from coffre.search.naming import names_patients, record_patients
 from coffre.service import RecordStore, Stored
 from coffre.service.records import Writer
 
@@ -50,22 +50,23 @@ Finder = Callable[[str, tuple[Criterion, ...]], list[Stored]]
 
 def target_for(interaction: Interaction, resource: dict[str, Any]) -> Target:
     """The target of ``interaction`` on a resource as stored (or, for a create, as sent);
-    a shared one carries the patients it names."""
+    a shared one, or a record of the compartment of several patients, carries the
+    patients it names."""
     resource_type: str = resource["resourceType"]
-    patient = patient_of(resource)
-    if patient is not None:
-        return Target(interaction, resource_type, patient=patient)
-    if _in_compartments(resource_type):
-        return Target(interaction, resource_type, patient=NOBODY)
-    return Target(interaction, resource_type, shared=True, named=named_patients(resource))
+    patients = record_patients(resource)
+    if not _in_compartments(resource_type):
+        return Target(interaction, resource_type, shared=True, named=patients)
+    if len(patients) > 1:
+        return Target(interaction, resource_type, patient=SEVERAL, named=patients)
+    return Target(interaction, resource_type, patient=patients[0] if patients else NOBODY)
 
 
 def _patients(target: Target) -> tuple[str, ...]:
     """The patients whose records a target is judged as: its compartment's, or those a
-    shared resource names."""
-    if target.patient and target.patient != SOMEONE:
-        return (target.patient,)
-    return target.named
+    shared resource or a record of several patients names."""
+    if target.named or target.patient == SOMEONE:
+        return target.named
+    return (target.patient,) if target.patient else ()
 
 
 def _in_compartments(resource_type: str) -> bool:
@@ -282,17 +283,19 @@ class Guard:
     # -- records ----------------------------------------------------------------------------
 
     def target(self, interaction: Interaction, stored: Stored) -> Target:
-        """The target a stored version makes. For a type of the compartment, its
-        compartment token says whether it is nobody's or the principal's own patient's,
-        without opening its JSON; a record of a shared type (sealed in a patient's
-        compartment when it names only them) is read only for whom it names, when that
-        matters to the principal; a deletion is judged by the version before it."""
+        """The target a stored version makes. A patient's compartment token says whether
+        it is the principal's own patient's record, without opening its JSON; a record
+        under its type's shared key (of nobody, or of several patients) or of a shared
+        type (sealed in a patient's compartment when it names only them) is read for whom
+        it names, when that matters to the principal; a deletion is judged by the version
+        before it."""
         kind = stored.resource_type
         if not _in_compartments(kind):
             if not (self._names_matter and names_patients(kind)):
                 return Target(interaction, kind, shared=True)
-        elif stored.comp == _shared_comp(self.records, kind):
-            return Target(interaction, kind, patient=NOBODY)
+        elif stored.comp == _shared_comp(self.records, kind):  # nobody's, or several's
+            if not self._names_matter:
+                return Target(interaction, kind, patient=NOBODY)
         elif self._own_comp is not None and stored.comp == self._own_comp:
             assert self._own is not None
             return Target(interaction, kind, patient=self._own)

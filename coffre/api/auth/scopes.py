@@ -237,6 +237,11 @@ class Principal:
         return None
 
 
+SEVERAL = "\x00several"
+"""The ``patient`` of a record of several patients' compartments (a Group's members), the
+record of no one of them alone: its target's ``named`` lists them."""
+
+
 @dataclass(frozen=True, slots=True)
 class Target:
     """What a request does: an interaction on a type (``None``: every type).
@@ -246,7 +251,8 @@ class Target:
     Organization); neither means the request reaches many resources (a search, a
     type-level history), which a confined principal only gets within its compartment.
     ``search`` holds the request's search parameters, for granular scopes. ``named``: the
-    patients a shared resource names (a Task's ``for``), whose record it is judged as.
+    patients a shared resource names (a Task's ``for``), or those of a record of several
+    patients' compartments (a Group's members), whose record it is judged as.
     """
 
     interaction: Interaction
@@ -259,8 +265,8 @@ class Target:
     def __post_init__(self) -> None:
         if self.patient is not None and self.shared:
             raise ValueError("a resource is in a patient's compartment or shared, not both")
-        if self.named and not self.shared:
-            raise ValueError("only a shared resource names patients beside its compartment")
+        if self.named and not (self.shared or self.patient == SEVERAL):
+            raise ValueError("only a shared resource, or a record of several, names patients")
 
     @property
     def one_resource(self) -> bool:

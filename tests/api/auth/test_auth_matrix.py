@@ -103,12 +103,21 @@ WORLD: list[dict[str, Any]] = [
         "subject": {"reference": "Patient/bob"},
         "participant": [{"member": {"reference": "Practitioner/drteam"}}],
     },
-    # Types outside the patient compartment, sealed under the shared key, that name patients.
+    # Types outside the patient compartment that name patients: sealed in the compartment of
+    # the one they name, or under the shared key (task-both, task-none).
     _task("task-alice", "alice"),
     _task("task-bob", "bob"),
     _task("task-both", "alice", focus={"reference": "Patient/bob"}),
     _task("task-none", None),
     {"resourceType": "Device", "id": "device-bob", "patient": {"reference": "Patient/bob"}},
+    # A record of the compartment of two patients, sealed under the shared key.
+    {
+        "resourceType": "Group",
+        "id": "group-both",
+        "type": "person",
+        "actual": True,
+        "member": [{"entity": {"reference": f"Patient/{p}"}} for p in ("alice", "bob")],
+    },
 ]
 
 PATIENT = "patient"
@@ -631,10 +640,55 @@ def test_whom_a_shared_resource_names_is_not_worked_out_when_it_cannot_matter(
     def never(resource: dict[str, Any]) -> tuple[str, ...]:
         raise AssertionError("the patients a resource names were worked out")
 
-    monkeypatch.setattr(enforce, "named_patients", never)
+    monkeypatch.setattr(enforce, "record_patients", never)
     found = _ids(world.call(SYSTEM, "GET", "Task?status=requested&_revinclude=Task:based-on"))
     assert found == TASKS
     assert world.call(SYSTEM, "GET", "Task/task-bob").status_code == 200
+
+
+# -- records of the compartment of several patients ---------------------------------------
+# A Group's members, an Appointment's actors: the record is in each one's compartment, and
+# judged as each one's record, as a shared resource naming them is.
+
+SEVERAL = "Group/group-both"
+SEVERAL_READS = {
+    PATIENT: 404,
+    DR_WHO: 404,
+    DR_NO: 404,
+    GLASS: 200,
+    SYSTEM: 200,
+    RESEARCHER: 403,
+    **{role: 401 for role in UNAUTHENTICATED},
+}
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_a_record_of_several_patients_is_reached_only_with_each_of_them(
+    world: World, role: str
+) -> None:
+    response = world.call(role, "GET", SEVERAL)
+    assert response.status_code == SEVERAL_READS[role], response.text
+    if SEVERAL_READS[role] == 404:
+        _as_missing(world, role, response, SEVERAL, "group-both")
+
+
+def test_a_record_of_several_patients_is_in_each_one_s_compartment(world: World) -> None:
+    for patient in ("alice", "bob"):
+        assert SEVERAL in _ids(world.call(SYSTEM, "GET", f"Patient/{patient}/$everything"))
+    assert SEVERAL not in _ids(world.call(PATIENT, "GET", "Patient/alice/$everything"))
+    assert SEVERAL not in _ids(world.call(PATIENT, "GET", "Group"))
+
+
+def test_a_patient_does_not_write_a_record_of_another_patient_too(world: World) -> None:
+    group = {
+        "resourceType": "Group",
+        "type": "person",
+        "actual": True,
+        "member": [{"entity": {"reference": f"Patient/{p}"}} for p in ("alice", "bob")],
+    }
+    assert world.call(PATIENT, "POST", "Group", json=group).status_code == 403
+    alone = {**group, "member": group["member"][:1]}
+    assert world.call(PATIENT, "POST", "Group", json=alone).status_code == 201
 
 
 # -- the access history -------------------------------------------------------------------

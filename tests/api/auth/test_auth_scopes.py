@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 
 from coffre.api.auth.scopes import (
     PERMISSIONS,
+    SEVERAL,
     Context,
     Decision,
     Interaction,
@@ -153,7 +154,10 @@ OWN_EVERYTHING = Target(Do.OPERATION, "Patient", patient=ALICE)
 # Shared resources (outside the patient compartment) that name patients: a Task for alice...
 NAMING_OWN = Target(Do.READ, "Task", shared=True, named=(ALICE,))
 NAMING_OTHERS = Target(Do.READ, "Task", shared=True, named=(BOB,))
-NAMING_BOTH = Target(Do.READ, "Group", shared=True, named=(ALICE, BOB))
+NAMING_BOTH = Target(Do.READ, "Task", shared=True, named=(ALICE, BOB))
+# A record of the compartment of several patients: a Group of alice and bob.
+OF_BOTH = Target(Do.READ, "Group", patient=SEVERAL, named=(ALICE, BOB))
+OF_BOTH_CREATE = Target(Do.CREATE, "Group", patient=SEVERAL, named=(ALICE, BOB))
 NAMING_OWN_UPDATE = Target(Do.UPDATE, "Task", shared=True, named=(ALICE,))
 NAMING_OWN_CREATE = Target(Do.CREATE, "Task", shared=True, named=(ALICE,))
 
@@ -202,6 +206,11 @@ MATRIX = [
     (RESEARCHER, NAMING_OWN, HIDE, None),  # the record decides: as a missing one
     (RESEARCHER, NAMING_OTHERS, HIDE, None),
     (RESEARCHER, NAMING_OWN_CREATE, FORBID, None),
+    (PATIENT_APP, OF_BOTH, HIDE, None),
+    (PATIENT_USER, OF_BOTH_CREATE, FORBID, None),
+    (CLINICIAN, OF_BOTH, ALLOW, None),  # the guard then checks each care relationship
+    (SYSTEM, OF_BOTH, ALLOW, None),
+    (RESEARCHER, OF_BOTH, FORBID, None),  # as any record of the compartment
     (NO_CONTEXT, OWN_READ, FORBID, None),
     (NO_CONTEXT, SEARCH, FORBID, None),
 ]
@@ -233,6 +242,8 @@ def test_a_target_is_one_patients_or_shared_not_both() -> None:
         Target(Do.READ, "Observation", patient=ALICE, shared=True)
     with pytest.raises(ValueError):
         Target(Do.READ, "Observation", patient=ALICE, named=(ALICE,))
+    with pytest.raises(ValueError):
+        Target(Do.READ, "Group", patient=SEVERAL, shared=True, named=(ALICE, BOB))
 
 
 def test_hide_and_forbid_are_404_and_403() -> None:
