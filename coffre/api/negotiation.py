@@ -100,5 +100,15 @@ def prefer_return(request: Request) -> str | None:
     return None
 
 
+def not_modified(request: Request, version: int) -> bool:
+    """Whether the client's ``If-None-Match`` names this version (or is ``*``): compared
+    weakly (RFC 9110), so ``"3"`` and ``W/"3"`` both name version 3, in a list or alone."""
+    header = request.headers.get("if-none-match")
+    if header is None:
+        return False
+    tags = {tag.strip().removeprefix("W/") for tag in header.split(",")}
+    return "*" in tags or f'"{version}"' in tags
+
+
 def if_match(request: Request) -> int | None:
     return parse_if_match(request.headers.get("if-match"))

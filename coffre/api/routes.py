@@ -13,8 +13,15 @@ from coffre.api.access import access_of, announce
 from coffre.api.auth.enforce import GuardGate, guard_of, not_found, refusal, target_for
 from coffre.api.auth.scopes import Decision, Interaction, Outcome, Role, Target
 from coffre.api.history import history_bundle
-from coffre.api.negotiation import check_format, if_match, prefer_return, read_form, read_json
-from coffre.api.responses import fhir_response, information, resource_response
+from coffre.api.negotiation import (
+    check_format,
+    if_match,
+    not_modified,
+    prefer_return,
+    read_form,
+    read_json,
+)
+from coffre.api.responses import fhir_response, information, resource_response, version_headers
 from coffre.api.search import everything_page, search_page
 from coffre.exceptions import FhirError
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
@@ -143,8 +150,8 @@ def _current(request: Request, interaction: Interaction, resource_type: str) -> 
 async def read(request: Request) -> Response:
     check_format(request)
     stored = _current(request, Interaction.READ, _type(request))
-    if request.headers.get("if-none-match", "").strip() == f'W/"{stored.version}"':
-        return fhir_response(None, 304)
+    if not_modified(request, stored.version):
+        return fhir_response(None, 304, version_headers(stored))
     await _log_access(request, LeafKind.READ, [stored])
     return resource_response(stored)
 

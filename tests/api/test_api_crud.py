@@ -148,6 +148,22 @@ def test_read_with_matching_if_none_match_answers_304(client: TestClient) -> Non
     assert stale.json()["id"] == pid
 
 
+@pytest.mark.parametrize("if_none_match", ['"1"', 'W/"7", W/"1"', "*"])
+def test_if_none_match_compares_weakly_and_the_304_names_the_version(
+    client: TestClient, if_none_match: str
+) -> None:
+    """RFC 9110: If-None-Match compares weakly, takes a list or ``*``; a 304 carries the
+    ETag the 200 would have (clients keep their cached copy under it)."""
+    pid = created_id(client, patient("r-3"))
+
+    response = client.get(f"/fhir/Patient/{pid}", headers={"If-None-Match": if_none_match})
+
+    assert response.status_code == 304
+    assert response.content == b""
+    assert response.headers["etag"] == 'W/"1"'
+    assert "last-modified" in response.headers
+
+
 def test_read_of_a_missing_resource_is_404(client: TestClient) -> None:
     assert_outcome(client.get("/fhir/Patient/nobody"), 404, "Patient/nobody")
 
