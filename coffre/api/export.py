@@ -25,7 +25,7 @@ from coffre.api.access import access_of
 from coffre.api.auth.enforce import guard_of
 from coffre.api.auth.scopes import Context, Interaction, Target, decide
 from coffre.api.history import since
-from coffre.api.negotiation import check_format
+from coffre.api.negotiation import check_format, preferences
 from coffre.api.responses import fhir_response, information
 from coffre.api.routes import base_url
 from coffre.exceptions import FhirError
@@ -83,8 +83,7 @@ def _countings(request: Request) -> OrderedDict[str, _Counting]:
 
 def _kick_off_job(request: Request, level: str, group: str | None = None) -> ExportJob:
     check_format(request)
-    prefer = [part.strip() for part in request.headers.get("prefer", "").split(",")]
-    if "respond-async" not in prefer:
+    if "respond-async" not in preferences(request):
         raise FhirError(400, "invalid", "a bulk export needs the header Prefer: respond-async")
     params = request.query_params
     unknown = sorted(set(params) - KNOWN_PARAMETERS)

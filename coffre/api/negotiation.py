@@ -92,12 +92,22 @@ def _too_large(max_bytes: int) -> FhirError:
     )
 
 
+def preferences(request: Request) -> dict[str, str]:
+    """The client's ``Prefer`` headers, name to value (``""`` for a bare one such as
+    ``respond-async``): RFC 7240 separates preferences with commas, several headers
+    add up, and semicolons, which some clients use instead, separate them too."""
+    found: dict[str, str] = {}
+    for header in request.headers.getlist("prefer"):
+        for part in header.replace(";", ",").split(","):
+            name, _, value = part.strip().partition("=")
+            if name:
+                found.setdefault(name.strip().lower(), value.strip().strip('"'))
+    return found
+
+
 def prefer_return(request: Request) -> str | None:
-    for part in request.headers.get("prefer", "").split(";"):
-        key, _, value = part.strip().partition("=")
-        if key == "return" and value in ("minimal", "representation", "OperationOutcome"):
-            return value
-    return None
+    value = preferences(request).get("return")
+    return value if value in ("minimal", "representation", "OperationOutcome") else None
 
 
 def not_modified(request: Request, version: int) -> bool:

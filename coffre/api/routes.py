@@ -18,6 +18,7 @@ from coffre.api.negotiation import (
     if_match,
     not_modified,
     prefer_return,
+    preferences,
     read_form,
     read_json,
 )
@@ -376,7 +377,6 @@ async def search(request: Request) -> Response:
     pairs = _criteria_query(request)
     if request.method == "POST":
         pairs += await read_form(request, request.app.state.max_body_bytes)
-    prefer = request.headers.get("prefer", "")
     guard = guard_of(request)
     decision = guard.check_type(Interaction.SEARCH, resource_type, tuple(pairs))
     bundle, handed_out = search_page(
@@ -384,7 +384,7 @@ async def search(request: Request) -> Response:
         base_url(request),
         resource_type,
         pairs,
-        prefer,
+        preferences(request).get("handling") == "strict",
         guard.search_filter(),
         decision.within,
         guard.search_filter(tuple(pairs)),

@@ -224,16 +224,12 @@ def _bundle(
     return bundle, page + included
 
 
-def _strict(prefer: str) -> bool:
-    return any(part.strip() == "handling=strict" for part in prefer.split(";"))
-
-
 def search_page(
     records: RecordStore,
     base: str,
     resource_type: str,
     pairs: Pairs,
-    prefer: str = "",
+    strict: bool = False,
     admit: Admit | None = None,
     within: str | None = None,
     matches: Admit | None = None,
@@ -244,7 +240,7 @@ def search_page(
     carry its criteria); ``within`` names the one patient whose compartment it can see,
     if it is confined."""
     criteria, ignored = check_criteria(
-        resource_type, parse_criteria(pairs, "search"), strict=_strict(prefer)
+        resource_type, parse_criteria(pairs, "search"), strict=strict
     )
     snapshot = number(pairs, "_snapshot") or records.storage.last_seq()
     scope = Scope(records.storage, base=base, as_of=snapshot, admit=admit, within=within)

@@ -369,6 +369,25 @@ def test_prefer_return_minimal_answers_headers_only(client: TestClient) -> None:
     assert updated.headers["etag"] == 'W/"2"'
 
 
+def test_prefer_return_among_other_preferences_is_honoured(client: TestClient) -> None:
+    """RFC 7240 separates preferences with commas, as a client asking for a minimal answer
+    and strict handling sends them; several Prefer headers count as one list."""
+    minimal = post(client, patient("p-4"), Prefer="handling=strict, return=minimal")
+    outcome = client.post(
+        "/fhir/Patient",
+        json=patient("p-5"),
+        headers=[
+            *FHIR_JSON.items(),
+            ("Prefer", "handling=strict"),
+            ("Prefer", "return=OperationOutcome"),
+        ],
+    )
+
+    assert minimal.status_code == 201
+    assert minimal.content == b""
+    assert_outcome(outcome, 201, "created at version 1", severity="information")
+
+
 def test_prefer_return_operation_outcome(client: TestClient) -> None:
     response = post(client, patient("p-2"), Prefer="return=OperationOutcome")
 

@@ -314,6 +314,16 @@ def test_a_strict_search_names_the_unknown_parameter(client: TestClient) -> None
     assert issue["code"] == "not-supported"
 
 
+@pytest.mark.parametrize(
+    "prefer", ["return=representation, handling=strict", "handling=strict; return=minimal"]
+)
+def test_a_strict_search_among_other_preferences_is_strict(client: TestClient, prefer: str) -> None:
+    """RFC 7240 separates preferences with commas; Coffre also takes semicolons."""
+    response = client.get("/fhir/Patient?favourite=blue", headers={"Prefer": prefer})
+
+    assert_outcome(response, 400, "'favourite'")
+
+
 def test_a_lenient_search_reports_the_unknown_parameter_in_the_bundle(client: TestClient) -> None:
     pid = create_patient(client)
 
