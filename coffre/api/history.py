@@ -56,6 +56,18 @@ def since(pairs: Pairs) -> int | None:
     return (moment - EPOCH) // timedelta(microseconds=1)
 
 
+def _refuse_unsupported(pairs: Pairs) -> None:
+    """``_at`` and ``_list`` would narrow a history: ignored, they would list versions the
+    client did not ask for."""
+    for name in ("_at", "_list"):
+        if name in dict(pairs):
+            raise FhirError(
+                400,
+                "not-supported",
+                f"Coffre's history does not support {name}; it takes _since and _count",
+            )
+
+
 def _method(stored: Stored) -> str:
     if stored.deleted:
         return "DELETE"
@@ -96,6 +108,7 @@ def history_bundle(
     leaves out the versions the request may not see (of one record: in another patient's
     compartment before it moved)."""
     pairs = list(request.query_params.multi_items())
+    _refuse_unsupported(pairs)
     count = page_count(pairs)
     snapshot = number(pairs, "_snapshot") or records.storage.last_seq()
     offset = number(pairs, "_offset") or 0

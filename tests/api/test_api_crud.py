@@ -691,6 +691,23 @@ def test_history_with_count_zero_has_no_next_link(client: TestClient) -> None:
     assert [link["relation"] for link in page["link"]] == ["self"]
 
 
+@pytest.mark.parametrize("parameter", ["_at=2020-01-01", "_list=List/1"])
+@pytest.mark.parametrize(
+    "url", ["/fhir/_history", "/fhir/Patient/_history", "/fhir/Patient/{pid}/_history"]
+)
+def test_history_refuses_the_filters_it_cannot_apply(
+    client: TestClient, url: str, parameter: str
+) -> None:
+    """A history with ``_at`` or ``_list`` listed every version, and said in its self link
+    that it had applied them."""
+    pid = created_id(client, patient("h-1"))
+
+    response = client.get(f"{url.format(pid=pid)}?{parameter}")
+
+    issue = assert_outcome(response, 400, parameter.split("=")[0], "_since")
+    assert issue["code"] == "not-supported"
+
+
 # -- search -------------------------------------------------------------------------------
 
 
