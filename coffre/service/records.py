@@ -126,6 +126,12 @@ def new_id() -> str:
     return str(uuid.UUID(bytes=random_bytes(16), version=4))
 
 
+def _id_mismatch(resource: dict[str, Any], resource_id: str) -> str:
+    if "id" not in resource:
+        return f'the body has no id; an update carries the id of its URL: "id": "{resource_id}"'
+    return f"the body's id {resource['id']!r} differs from the id in the URL {resource_id!r}"
+
+
 def check_id(resource_type: str, resource_id: str) -> None:
     if not ID_PATTERN.match(resource_id):
         raise FhirError(
@@ -701,10 +707,7 @@ class Writer:
             )
         if resource.get("id") != resource_id:
             raise FhirError(
-                400,
-                "invalid",
-                f"the body's id {resource.get('id')!r} differs from the id in the URL {resource_id!r}",
-                f"{resource_type}.id",
+                400, "invalid", _id_mismatch(resource, resource_id), f"{resource_type}.id"
             )
         return self._put(resource_type, resource_id, resource, if_match, own_tokens)
 

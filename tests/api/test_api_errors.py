@@ -405,7 +405,7 @@ def test_put_with_a_body_id_other_than_the_url_is_400(
     missing_id = client.put(
         f"/fhir/Patient/{pid}", json={"resourceType": "Patient"}, headers=FHIR_JSON
     )
-    assert_outcome(missing_id, 400, "None")
+    assert_outcome(missing_id, 400, "the body has no id", f'"id": "{pid}"')
     assert records.storage.last_seq() == 1
 
 
