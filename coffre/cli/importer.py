@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coffre.cli.sources import Batch, batches
+from coffre.cli.sources import Batch, Unreadable, batches
 from coffre.exceptions import FhirError
 from coffre.service import RecordStore
 from coffre.service.bundles import BundleProcessor
@@ -42,7 +42,9 @@ class Importer:
         for path in files:
             try:
                 for batch in batches(path):
-                    if not self._load(batch, last_try=False):
+                    if isinstance(batch, Unreadable):
+                        self.report.failures.append(f"{batch.origin}: {batch.diagnostics}")
+                    elif not self._load(batch, last_try=False):
                         deferred.append(batch)
             except FhirError as error:
                 self.report.failures.append(f"{path}: {error.diagnostics}")
@@ -59,7 +61,7 @@ class Importer:
         except FhirError as error:
             if error.status == 404 and not last_try:
                 return False
-            self.report.failures.append(f"{batch.origin}: {error.diagnostics}")
+            self.report.failures.append(f"{batch.label}: {error.diagnostics}")
             self._on_progress(batch.size)
             return True
         for index, entry in enumerate(response["entry"]):
@@ -73,6 +75,6 @@ class Importer:
                     .get("issue", [{}])[0]
                     .get("diagnostics", status)
                 )
-                self.report.failures.append(f"{batch.origin}: entry[{index}]: {diagnostics}")
+                self.report.failures.append(f"{batch.where(index)}: {diagnostics}")
         self._on_progress(batch.size)
         return True

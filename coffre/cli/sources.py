@@ -20,14 +20,38 @@ NDJSON_CHUNK = 500
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """A Bundle to run, and where it came from, for messages."""
+    """A Bundle to run, and where it came from, for messages: the file, and for NDJSON
+    the line of each entry."""
 
     origin: str
     bundle: dict[str, Any]
+    lines: tuple[int, ...] = ()
 
     @property
     def size(self) -> int:
         return len(self.bundle.get("entry", []))
+
+    @property
+    def label(self) -> str:
+        return (
+            f"{self.origin}, lines {self.lines[0]}-{self.lines[-1]}" if self.lines else self.origin
+        )
+
+    def where(self, index: int) -> str:
+        """Where the entry ``index`` of the Bundle is in its file."""
+        return (
+            f"{self.origin}: line {self.lines[index]}"
+            if self.lines
+            else f"{self.origin}: entry[{index}]"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A line of an NDJSON file that is not JSON: reported, and the other lines still load."""
+
+    origin: str
+    diagnostics: str
 
 
 def files_under(paths: list[Path]) -> list[Path]:
@@ -73,23 +97,29 @@ def _batch_of(resources: list[Any]) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "batch", "entry": [_as_entry(r) for r in resources]}
 
 
-def _ndjson(path: Path) -> Iterator[Batch]:
+def _ndjson(path: Path) -> Iterator[Batch | Unreadable]:
     chunk: list[Any] = []
-    first_line = 1
-    with path.open("rb") as lines:
-        for number, line in enumerate(lines, start=1):
+    lines: list[int] = []
+    with path.open("rb") as file:
+        for number, line in enumerate(file, start=1):
             if not line.strip():
                 continue
-            chunk.append(json.loads(line, f"line {number}", json.MAX_DEPTH))
+            try:
+                chunk.append(json.loads(line, f"line {number}", json.MAX_DEPTH))
+            except FhirError as error:
+                yield Unreadable(str(path), error.diagnostics)
+                continue
+            lines.append(number)
             if len(chunk) == NDJSON_CHUNK:
-                yield Batch(f"{path}, lines {first_line}-{number}", _batch_of(chunk))
-                chunk, first_line = [], number + 1
+                yield Batch(str(path), _batch_of(chunk), tuple(lines))
+                chunk, lines = [], []
     if chunk:
-        yield Batch(f"{path}, lines {first_line}-{number}", _batch_of(chunk))
+        yield Batch(str(path), _batch_of(chunk), tuple(lines))
 
 
-def batches(path: Path) -> Iterator[Batch]:
-    """The Bundles one file holds; FhirError when it cannot be read as FHIR JSON."""
+def batches(path: Path) -> Iterator[Batch | Unreadable]:
+    """The Bundles one file holds, and the lines of an NDJSON file that are not JSON;
+    FhirError when a JSON file cannot be read as FHIR JSON."""
     if path.suffix == ".ndjson":
         yield from _ndjson(path)
         return

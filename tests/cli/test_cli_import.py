@@ -1,0 +1,49 @@
+"""``coffre import`` on the files an operator meets: what loads, what is reported, and how."""
+
+from __future__ import annotations
+
+from contextlib import suppress
+from pathlib import Path
+
+from cli.test_cli_commands import _run
+
+from coffre.exceptions import FhirError
+from coffre.service import Vault
+
+
+def _vault(tmp_path: Path) -> Path:
+    folder = tmp_path / "v"
+    assert _run("init", str(folder))[0] == 0
+    return folder
+
+
+def _loaded(folder: Path, *ids: str) -> set[str]:
+    """Which of these Patient ids the vault holds."""
+    records = Vault.at(folder).open()
+    found = set()
+    try:
+        for pid in ids:
+            with suppress(FhirError):
+                found.add(records.read("Patient", pid).id)
+    finally:
+        records.storage.close()
+    return found
+
+
+def test_a_bad_ndjson_line_is_reported_by_line_and_the_others_load(tmp_path: Path) -> None:
+    vault = _vault(tmp_path)
+    lines = [
+        '{"resourceType":"Patient","id":"g1"}',
+        "",
+        "{not json",
+        '{"resourceType":"Patient","id":"g2"}',
+        '{"resourceType":"Patient","id":"g3","gender":"x"}',
+        '{"resourceType":"Patient","id":"g4"}',  # no newline after the last line
+    ]
+    (tmp_path / "mixed.ndjson").write_text("\n".join(lines))
+    code, output = _run("import", "--vault", str(vault), str(tmp_path / "mixed.ndjson"))
+    assert code == 1
+    assert "mixed.ndjson: line 3 is not valid JSON" in output
+    assert "mixed.ndjson: line 5: " in output and "Patient.gender" in output
+    assert "3 resources from 1 files" in output and "2 failures" in output
+    assert _loaded(vault, "g1", "g2", "g3", "g4") == {"g1", "g2", "g4"}
