@@ -16,6 +16,8 @@ from coffre.exceptions import FhirError
 from coffre.fhir import json
 
 NDJSON_CHUNK = 500
+BOM = b"\xef\xbb\xbf"
+"""The UTF-8 byte order mark some editors write at the start of a file: not part of the JSON."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +104,7 @@ def _ndjson(path: Path) -> Iterator[Batch | Unreadable]:
     lines: list[int] = []
     with path.open("rb") as file:
         for number, line in enumerate(file, start=1):
+            line = line.removeprefix(BOM) if number == 1 else line
             if not line.strip():
                 continue
             try:
@@ -123,7 +126,7 @@ def batches(path: Path) -> Iterator[Batch | Unreadable]:
     if path.suffix == ".ndjson":
         yield from _ndjson(path)
         return
-    content = json.loads(path.read_bytes(), str(path), json.MAX_DEPTH)
+    content = json.loads(path.read_bytes().removeprefix(BOM), str(path), json.MAX_DEPTH)
     if (
         isinstance(content, dict)
         and content.get("resourceType") == "Bundle"

@@ -47,3 +47,18 @@ def test_a_bad_ndjson_line_is_reported_by_line_and_the_others_load(tmp_path: Pat
     assert "mixed.ndjson: line 5: " in output and "Patient.gender" in output
     assert "3 resources from 1 files" in output and "2 failures" in output
     assert _loaded(vault, "g1", "g2", "g3", "g4") == {"g1", "g2", "g4"}
+
+
+def test_files_saved_with_a_byte_order_mark_load(tmp_path: Path) -> None:
+    """Windows tools write UTF-8 with a BOM, and CRLF line endings."""
+    vault = _vault(tmp_path)
+    bom = b"\xef\xbb\xbf"
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "one.json").write_bytes(bom + b'{"resourceType":"Patient","id":"b1"}')
+    (folder / "many.ndjson").write_bytes(
+        bom + b'{"resourceType":"Patient","id":"b2"}\r\n{"resourceType":"Patient","id":"b3"}\r\n'
+    )
+    code, output = _run("import", "--vault", str(vault), str(folder))
+    assert code == 0, output
+    assert _loaded(vault, "b1", "b2", "b3") == {"b1", "b2", "b3"}
