@@ -48,6 +48,8 @@ class Importer:
                         deferred.append(batch)
             except FhirError as error:
                 self.report.failures.append(f"{path}: {error.diagnostics}")
+            except OSError as error:
+                self.report.failures.append(f"{path}: cannot be read: {error.strerror or error}")
         for batch in deferred:
             self._load(batch, last_try=True)
         self.report.versions_written = self._records.storage.last_seq() - first_seq

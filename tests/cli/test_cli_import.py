@@ -62,3 +62,14 @@ def test_files_saved_with_a_byte_order_mark_load(tmp_path: Path) -> None:
     code, output = _run("import", "--vault", str(vault), str(folder))
     assert code == 0, output
     assert _loaded(vault, "b1", "b2", "b3") == {"b1", "b2", "b3"}
+
+
+def test_a_path_that_does_not_exist_is_reported_and_the_others_load(tmp_path: Path) -> None:
+    vault = _vault(tmp_path)
+    (tmp_path / "good.json").write_text('{"resourceType":"Patient","id":"m1"}')
+    missing = tmp_path / "typo.ndjson"
+    code, output = _run("import", "--vault", str(vault), str(missing), str(tmp_path / "good.json"))
+    assert code == 1
+    assert "typo.ndjson: cannot be read: No such file or directory" in output
+    assert "1 failures" in output
+    assert _loaded(vault, "m1") == {"m1"}
