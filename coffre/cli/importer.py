@@ -7,11 +7,13 @@ order of the files does not matter.
 
 from __future__ import annotations
 
+import hmac
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from coffre.cli.sources import Batch, Unreadable, batches
+from coffre.cli.sources import Batch, Unreadable, batches, with_source_ids
 from coffre.exceptions import FhirError
 from coffre.service import RecordStore
 from coffre.service.bundles import BundleProcessor
@@ -34,7 +36,14 @@ class Importer:
             records, "urn:coffre:import", include_resources=False, keep_source_ids=True
         )
         self._on_progress = on_progress
+        self._id_key = records.keys.index("", "", "\x00import id key")
         self.report = ImportReport()
+
+    def _derived_id(self, content: bytes, occurrence: int) -> str:
+        """An id for a resource its file gives none: the same for the same content in every
+        run, keyed, so that it tells nothing of the content to whoever sees it."""
+        digest = hmac.digest(self._id_key, b"%d\x00%s" % (occurrence, content), "sha256")
+        return str(uuid.UUID(bytes=digest[:16], version=4))
 
     def run(self, files: list[Path]) -> ImportReport:
         deferred: list[Batch] = []
@@ -44,7 +53,9 @@ class Importer:
                 for batch in batches(path):
                     if isinstance(batch, Unreadable):
                         self.report.failures.append(f"{batch.origin}: {batch.diagnostics}")
-                    elif not self._load(batch, last_try=False):
+                        continue
+                    with_source_ids(batch.bundle, self._derived_id)
+                    if not self._load(batch, last_try=False):
                         deferred.append(batch)
             except FhirError as error:
                 self.report.failures.append(f"{path}: {error.diagnostics}")

@@ -1,19 +1,22 @@
 """What ``coffre import`` reads: bundles, NDJSON files, single resources, folders.
 
-Each source becomes Bundles ready to run. A resource keeps the id its file gives it
-(``resource.id``, or else the ``urn:uuid:`` of its fullUrl), so that importing the same
-files twice changes nothing: the second run finds every resource already there, unchanged.
+Each source becomes Bundles ready to run. A created resource keeps the id its file gives
+it (``resource.id``, or else the one its fullUrl names), or else gets one derived from its
+content (``with_source_ids``), so that importing the same files twice changes nothing: the
+second run finds every resource already there, unchanged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from coffre.exceptions import FhirError
 from coffre.fhir import json
+from coffre.fhir.references import parse_reference
 
 NDJSON_CHUNK = 500
 BOM = b"\xef\xbb\xbf"
@@ -71,22 +74,42 @@ def files_under(paths: list[Path]) -> list[Path]:
     return found
 
 
+DerivedId = Callable[[bytes, int], str]
+"""The id of a created resource its file names in no way: from its canonical JSON, and
+how many resources of its Bundle had the same before it (so that equal ones stay apart)."""
+
+
 def _source_id(entry: dict[str, Any]) -> str | None:
-    resource = entry.get("resource") or {}
+    """The id the file gives: ``resource.id``, the uuid of a ``urn:uuid:`` fullUrl, or the
+    id at the end of an absolute fullUrl (``http://example.org/fhir/Patient/123``)."""
+    resource = entry["resource"]
     if isinstance(resource.get("id"), str):
         return str(resource["id"])
-    full_url = entry.get("fullUrl") or ""
-    return full_url.removeprefix("urn:uuid:") if full_url.startswith("urn:uuid:") else None
+    full_url = entry.get("fullUrl")
+    if not isinstance(full_url, str):
+        return None
+    if full_url.startswith("urn:uuid:"):
+        return full_url.removeprefix("urn:uuid:")
+    named = parse_reference(full_url)
+    return named[1] if named and named[0] == resource.get("resourceType") else None
 
 
-def with_source_ids(bundle: dict[str, Any]) -> dict[str, Any]:
-    """Give each POSTed resource without an id the uuid of its fullUrl."""
-    for entry in bundle.get("entry", []):
-        resource = entry.get("resource")
-        if isinstance(resource, dict) and "id" not in resource:
+def with_source_ids(bundle: dict[str, Any], derived: DerivedId) -> dict[str, Any]:
+    """Give each POSTed resource without an id the one its fullUrl names, or else the one
+    ``derived`` from its content: importing the same files again finds it there."""
+    seen: Counter[bytes] = Counter()
+    entries = bundle.get("entry")
+    for entry in entries if isinstance(entries, list) else []:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        request = entry.get("request") if isinstance(entry, dict) else None
+        posted = isinstance(request, dict) and request.get("method") == "POST"
+        if posted and isinstance(resource, dict) and "id" not in resource:
             source_id = _source_id(entry)
-            if source_id:
-                resource["id"] = source_id
+            if source_id is None:
+                content = json.canonical(resource)
+                seen[content] += 1
+                source_id = derived(content, seen[content])
+            resource["id"] = source_id
     return bundle
 
 
@@ -132,7 +155,7 @@ def batches(path: Path) -> Iterator[Batch | Unreadable]:
         and content.get("resourceType") == "Bundle"
         and content.get("type") in ("transaction", "batch")
     ):
-        yield Batch(str(path), with_source_ids(content))
+        yield Batch(str(path), content)
     elif isinstance(content, dict) and "resourceType" in content:
         yield Batch(str(path), _batch_of([content]))
     else:

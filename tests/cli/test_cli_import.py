@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from contextlib import suppress
 from pathlib import Path
 
@@ -73,3 +74,45 @@ def test_a_path_that_does_not_exist_is_reported_and_the_others_load(tmp_path: Pa
     assert "typo.ndjson: cannot be read: No such file or directory" in output
     assert "1 failures" in output
     assert _loaded(vault, "m1") == {"m1"}
+
+
+def _counts(folder: Path) -> tuple[int, int]:
+    """The storage's versions and the log's leaves."""
+    records = Vault.at(folder).open()
+    try:
+        return records.storage.last_seq(), records.storage.leaf_count()
+    finally:
+        records.storage.close()
+
+
+def test_a_second_import_of_resources_without_ids_changes_nothing(tmp_path: Path) -> None:
+    vault = _vault(tmp_path)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    twin = '{"resourceType":"Observation","status":"final","code":{"text":"pulse"}}'
+    (folder / "no-ids.ndjson").write_text(
+        f'{{"resourceType":"Patient","name":[{{"family":"Sans-Id"}}]}}\n{twin}\n{twin}\n'
+    )
+    (folder / "one.json").write_text('{"resourceType":"Patient","gender":"female"}')
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": "http://example.org/fhir/Patient/abs1",
+                "resource": {"resourceType": "Patient", "gender": "male"},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {"resource": json.loads(twin), "request": {"method": "POST", "url": "Observation"}},
+            {"resource": json.loads(twin), "request": {"method": "POST", "url": "Observation"}},
+        ],
+    }
+    (folder / "bundle.json").write_text(json.dumps(bundle))
+    code, output = _run("import", "--vault", str(vault), str(folder))
+    # the twins of the bundle are those of the NDJSON file: two Observations, not four
+    assert code == 0 and "7 resources from 3 files; 5 new versions written" in output, output
+    assert _loaded(vault, "abs1") == {"abs1"}
+    before = _counts(vault)
+    code, output = _run("import", "--vault", str(vault), str(folder))
+    assert code == 0 and "7 resources from 3 files; 0 new versions written" in output, output
+    assert _counts(vault) == before
