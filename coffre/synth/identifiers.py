@@ -1,8 +1,9 @@
 """The national health identifiers of France (NIR) and Quebec (RAMQ health insurance number).
 
-NIR: sex (1 or 2), year and month of birth, INSEE code of the birthplace (department and
-commune, or 99 and the country for people born abroad), a 3-digit birth order, then the key
-97 - (those 13 characters as a number, Corsica's 2A and 2B read as 19 and 18, mod 97).
+NIR: sex (1 or 2), year and month of birth, INSEE code of the birthplace at the birth
+(department and commune, or 99 and the country for people born abroad; Corsica is 20 before
+1976, then 2A or 2B), a 3-digit birth order, then the key 97 - (those 13 characters as a
+number, Corsica's 2A and 2B read as 19 and 18, mod 97).
 
 RAMQ: the first three letters of the family name (X-padded), the first letter of the first
 given name, then the date of birth as YYMMDD with 50 added to the month for women, and two
@@ -38,8 +39,15 @@ def nir_key(nir13: str) -> int:
     return 97 - int(nir13.replace("2A", "19").replace("2B", "18")) % 97
 
 
+CORSICA_SPLIT = date(1976, 1, 1)
+"""When the department 20 (Corsica) became 2A and 2B: a NIR keeps the code of the birth."""
+
+
 def nir(sex: str, birth: date, birthplace: str, order: int) -> str:
-    """A 15-character NIR; ``birthplace`` is a 5-character INSEE commune or 99+country code."""
+    """A 15-character NIR; ``birthplace`` is a 5-character INSEE commune or 99+country code,
+    as today (a Corsican born before 1976 has the department 20 of then)."""
+    if birthplace.startswith(("2A", "2B")) and birth < CORSICA_SPLIT:
+        birthplace = "20" + birthplace[2:]
     sex_digit = 1 if sex == "male" else 2
     nir13 = f"{sex_digit}{birth.year % 100:02d}{birth.month:02d}{birthplace}{order:03d}"
     return f"{nir13}{nir_key(nir13):02d}"

@@ -51,8 +51,22 @@ def test_nir_key_makes_the_number_divisible_by_97(
     assert (corsica_as_number(value[:13]) + key) % 97 == 0
     assert value[0] == ("1" if sex == "male" else "2")
     assert value[1:5] == birth.strftime("%y%m")
-    assert value[5:10] == birthplace
+    assert value[5:10] == birthplace_at_birth(birthplace, birth)
     assert value[10:13] == f"{order:03d}"
+
+
+def birthplace_at_birth(birthplace: str, birth: date) -> str:
+    """Corsica was one department, 20, until 2A and 2B replaced it on 1 January 1976."""
+    return (
+        "20" + birthplace[2:]
+        if birthplace[:2] in ("2A", "2B") and birth.year < 1976
+        else birthplace
+    )
+
+
+def test_corsicans_born_before_1976_have_the_department_20() -> None:
+    assert nir("male", date(1975, 12, 31), "2A004", 12) == "1751220004012" + "63"
+    assert nir("female", date(1976, 1, 1), "2B033", 1) == "276012B033001" + "50"
 
 
 def test_ramq_number_of_an_example() -> None:
