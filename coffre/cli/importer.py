@@ -1,8 +1,9 @@
 """``coffre import``: load files into a vault, with progress, and a report of what failed.
 
 A transaction that names a resource not yet loaded (say, a patient bundle read before
-the practitioners it refers to) is put aside and tried again once the rest is in, so the
-order of the files does not matter.
+the practitioners it refers to) is put aside and tried again once the rest is in, as many
+rounds as load something (one put aside may wait for another), so the order of the files
+does not matter.
 """
 
 from __future__ import annotations
@@ -61,6 +62,11 @@ class Importer:
                 self.report.failures.append(f"{path}: {error.diagnostics}")
             except OSError as error:
                 self.report.failures.append(f"{path}: cannot be read: {error.strerror or error}")
+        while deferred:  # each round loads what the previous one made resolvable
+            waiting = [batch for batch in deferred if not self._load(batch, last_try=False)]
+            if len(waiting) == len(deferred):
+                break
+            deferred = waiting
         for batch in deferred:
             self._load(batch, last_try=True)
         self.report.versions_written = self._records.storage.last_seq() - first_seq

@@ -116,3 +116,39 @@ def test_a_second_import_of_resources_without_ids_changes_nothing(tmp_path: Path
     code, output = _run("import", "--vault", str(vault), str(folder))
     assert code == 0 and "7 resources from 3 files; 0 new versions written" in output, output
     assert _counts(vault) == before
+
+
+def _transaction(resource: dict[str, object]) -> str:
+    entry = {"resource": resource, "request": {"method": "POST", "url": resource["resourceType"]}}
+    return json.dumps({"resourceType": "Bundle", "type": "transaction", "entry": [entry]})
+
+
+def test_bundles_that_wait_for_each_other_load_whatever_their_order(tmp_path: Path) -> None:
+    """a names b's organisation, b names c's: a and b both wait, and both load."""
+    vault = _vault(tmp_path)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    system = "https://example.org/org"
+
+    def organization(key: str) -> dict[str, object]:
+        return {"resourceType": "Organization", "identifier": [{"system": system, "value": key}]}
+
+    (folder / "a.json").write_text(
+        _transaction(
+            {
+                "resourceType": "Patient",
+                "id": "chained",
+                "managingOrganization": {"reference": f"Organization?identifier={system}|b"},
+            }
+        )
+    )
+    (folder / "b.json").write_text(
+        _transaction(
+            organization("b") | {"partOf": {"reference": f"Organization?identifier={system}|c"}}
+        )
+    )
+    (folder / "c.json").write_text(_transaction(organization("c")))
+    code, output = _run("import", "--vault", str(vault), str(folder))
+    assert code == 0, output
+    assert "3 new versions written" in output
+    assert _loaded(vault, "chained") == {"chained"}
