@@ -59,14 +59,21 @@ class Unreadable:
     diagnostics: str
 
 
+def _hidden(path: Path, folder: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(folder).parts)
+
+
 def files_under(paths: list[Path]) -> list[Path]:
-    """The files named, and those in the folders named, recursively, in a stable order."""
+    """The files named, and those in the folders named, recursively, in a stable order;
+    in a folder, hidden files and folders (``.git``, macOS's ``._name.json``) are skipped."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
             found.extend(
                 sorted(
-                    p for p in path.rglob("*") if p.is_file() and p.suffix in (".json", ".ndjson")
+                    p
+                    for p in path.rglob("*")
+                    if p.is_file() and p.suffix in (".json", ".ndjson") and not _hidden(p, path)
                 )
             )
         else:

@@ -152,3 +152,16 @@ def test_bundles_that_wait_for_each_other_load_whatever_their_order(tmp_path: Pa
     assert code == 0, output
     assert "3 new versions written" in output
     assert _loaded(vault, "chained") == {"chained"}
+
+
+def test_hidden_files_and_folders_of_a_folder_are_left_alone(tmp_path: Path) -> None:
+    """macOS leaves ``._name.json`` files of binary metadata beside copied files."""
+    vault = _vault(tmp_path)
+    folder = tmp_path / "in"
+    (folder / ".git").mkdir(parents=True)
+    (folder / "p.json").write_text('{"resourceType":"Patient","id":"seen"}')
+    (folder / "._p.json").write_bytes(b"\x00\x05\x16\x07\x00\x02\x00\x00Mac OS X")
+    (folder / ".git" / "x.json").write_text('{"resourceType":"Patient","id":"unseen"}')
+    code, output = _run("import", "--vault", str(vault), str(folder))
+    assert code == 0 and "1 resources from 1 files" in output, output
+    assert _loaded(vault, "seen", "unseen") == {"seen"}
