@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
@@ -148,13 +149,24 @@ def serve(
 def synth(
     count: Annotated[int, typer.Argument(min=1, help="How many patients.")],
     out: Annotated[Path, typer.Option(help="Folder to write the Bundles to.")] = Path("synth"),
-    seed: Annotated[int, typer.Option(help="The same seed always gives the same patients.")] = 0,
+    seed: Annotated[
+        int, typer.Option(help="The same seed gives the same patients, with the same --as-of.")
+    ] = 0,
+    as_of: Annotated[
+        datetime | None,
+        typer.Option(
+            "--as-of",
+            formats=["%Y-%m-%d"],
+            help="The day the histories run up to (YYYY-MM-DD); today by default.",
+        ),
+    ] = None,
 ) -> None:
     """Write generated French and Quebec patients as transaction Bundles, for `coffre import`.
 
     ``shared.json`` holds the organisations and physicians the patients' bundles refer to;
     each ``patient-N.json`` one patient and their history.
     """
+    now = None if as_of is None else as_of.replace(hour=12, tzinfo=UTC)
     out.mkdir(parents=True, exist_ok=True)
     (out / "shared.json").write_bytes(
         dumps(generate_shared_bundle(random.Random(f"coffre-synth:{seed}:shared")))
@@ -162,7 +174,7 @@ def synth(
     resources = 0
     with Progress(*_columns("generating", "resources"), console=console) as progress:
         task = progress.add_task("synth", total=count, rate="-")
-        for index, bundle in enumerate(generate_bundles(count, seed), start=1):
+        for index, bundle in enumerate(generate_bundles(count, seed, now=now), start=1):
             (out / f"patient-{index:07d}.json").write_bytes(dumps(bundle))
             resources += len(bundle["entry"])
             _advance(progress, task, 1)

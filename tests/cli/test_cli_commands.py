@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from typer.testing import CliRunner
@@ -46,6 +47,27 @@ def test_synth_then_import_twice_changes_nothing_the_second_time(tmp_path: Path)
     assert code == 0 and "0 failures" in first
     code, second = _run("import", "--vault", str(tmp_path / "v"), str(tmp_path / "s"))
     assert code == 0 and "0 new versions written" in second
+
+
+def test_synth_as_of_a_day_gives_the_same_files_on_any_day(tmp_path: Path) -> None:
+    """A benchmark or a bug report names the patients by seed and day."""
+    for run in ("a", "b"):
+        args = ("synth", "2", "--out", str(tmp_path / run), "--seed", "7", "--as-of", "2025-03-01")
+        assert _run(*args)[0] == 0
+    names = sorted(path.name for path in (tmp_path / "a").iterdir())
+    assert names == ["patient-0000001.json", "patient-0000002.json", "shared.json"]
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert (
+        _run("synth", "2", "--out", str(tmp_path / "d"), "--seed", "7", "--as-of", "2020-03-01")[0]
+        == 0
+    )
+    earlier = (tmp_path / "d" / "patient-0000001.json").read_text()
+    assert earlier != (tmp_path / "a" / "patient-0000001.json").read_text()
+    years = {int(year) for year in re.findall(r'"(\d{4})-\d\d-\d\d', earlier)}
+    assert max(years) <= 2020
+    code, output = _run("synth", "1", "--out", str(tmp_path / "c"), "--as-of", "2025-02-30")
+    assert code == 2 and "--as-of" in output
 
 
 def test_a_bad_file_is_named_with_its_entry_and_the_others_load(tmp_path: Path) -> None:
