@@ -105,7 +105,8 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                 "documentation": "Every resource is sealed (AES-256-GCM) before it reaches the"
                 " storage host; search runs over blind tokens. Search: "
                 + _RESULT_PARAMETERS
-                + ". History: _since and _count; _at and _list are refused (400)",
+                + ". Read and vread: _summary (true|data|text|false) and _elements."
+                " History: _since and _count; _at and _list are refused (400)",
                 "resource": [_resource(name) for name in sorted(RESOURCE_TYPES)],
                 "interaction": [
                     {"code": "transaction"},

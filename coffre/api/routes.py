@@ -23,7 +23,7 @@ from coffre.api.negotiation import (
     read_json,
 )
 from coffre.api.responses import fhir_response, information, resource_response, version_headers
-from coffre.api.search import everything_page, search_page
+from coffre.api.search import Shape, everything_page, read_shape, search_page
 from coffre.exceptions import FhirError
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir.validation import validate
@@ -150,15 +150,24 @@ def _current(request: Request, interaction: Interaction, resource_type: str) -> 
 
 async def read(request: Request) -> Response:
     check_format(request)
+    shape = read_shape(request.query_params.multi_items())
     stored = _current(request, Interaction.READ, _type(request))
     if not_modified(request, stored.version):
         return fhir_response(None, 304, version_headers(stored))
     await _log_access(request, LeafKind.READ, [stored])
-    return resource_response(stored)
+    return _shaped(stored, shape)
+
+
+def _shaped(stored: Stored, shape: Shape | None) -> Response:
+    """A read's answer: the resource, or the part of it ``_summary``/``_elements`` ask."""
+    if shape is None:
+        return resource_response(stored)
+    return fhir_response(shape.served(stored), 200, version_headers(stored))
 
 
 async def vread(request: Request) -> Response:
     check_format(request)
+    shape = read_shape(request.query_params.multi_items())
     records, resource_type, resource_id = _records(request), _type(request), _id(request)
     version = request.path_params["vid"]
 
@@ -178,7 +187,7 @@ async def vread(request: Request) -> Response:
         missing,
     )
     await _log_access(request, LeafKind.READ, [stored])
-    return resource_response(stored)
+    return _shaped(stored, shape)
 
 
 def _may_see_access_history(request: Request) -> None:

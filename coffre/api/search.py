@@ -70,6 +70,14 @@ class Shape:
         return _subsetted({k: v for k, v in resource.items() if k in keep})
 
 
+def read_shape(pairs: Pairs) -> Shape | None:
+    """What a read or vread shows of its resource (``_summary``, ``_elements``), when the
+    client asks for less than the whole of it; ``_summary=count`` is for searches."""
+    summary = _one(pairs, "_summary", tuple(s for s in SUMMARIES if s != "count"))
+    shape = Shape(summary, tuple(_list(pairs, "_elements")))
+    return None if summary in (None, "false") and not shape.elements else shape
+
+
 def _subsetted(resource: dict[str, Any]) -> dict[str, Any]:
     meta = dict(resource.get("meta", {}))
     meta["tag"] = [*meta.get("tag", []), _SUBSETTED]

@@ -834,3 +834,30 @@ def test_post_search_next_link_can_be_followed(client: TestClient) -> None:
     assert second.status_code == 200, second.text
     found = [e["resource"]["id"] for e in first.json()["entry"] + second.json()["entry"]]
     assert sorted(found) == sorted(ids)
+
+
+def test_read_and_vread_show_what_summary_and_elements_ask(client: TestClient) -> None:
+    resource = patient("S-1", name=[{"family": "Roy"}], gender="female", birthDate="1950-01-02")
+    resource["text"] = {
+        "status": "generated",
+        "div": '<div xmlns="http://www.w3.org/1999/xhtml">Roy</div>',
+    }
+    patient_id = created_id(client, resource)
+    for url in (f"/fhir/Patient/{patient_id}", f"/fhir/Patient/{patient_id}/_history/1"):
+        named = client.get(url, params={"_elements": "name"})
+        assert named.status_code == 200 and named.headers["etag"] == 'W/"1"'
+        body = named.json()
+        assert set(body) == {"resourceType", "id", "meta", "name"}
+        assert body["meta"]["tag"][-1]["code"] == "SUBSETTED"
+        data = client.get(url, params={"_summary": "data"}).json()
+        assert "text" not in data and data["birthDate"] == "1950-01-02"
+        assert set(client.get(url, params={"_summary": "text"}).json()) == {
+            "resourceType",
+            "id",
+            "meta",
+            "text",
+        }
+        whole = client.get(url, params={"_summary": "false"})
+        assert whole.content == client.get(url).content
+        for bad in ("count", "maybe"):
+            assert_outcome(client.get(url, params={"_summary": bad}), 400, "_summary")
