@@ -14,6 +14,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 
 from coffre.exceptions import FhirError
+from coffre.fhir import json
 from coffre.fhir.values import whole_number
 from coffre.service import RecordStore, Stored
 from coffre.storage import HistoryQuery
@@ -92,7 +93,7 @@ def history_entry(base: str, stored: Stored) -> dict[str, Any]:
         },
     }
     if not stored.deleted:
-        entry["resource"] = stored.resource()
+        entry["resource"] = json.embedded(stored.body)
     return entry
 
 

@@ -55,7 +55,7 @@ class Shape:
         without being parsed."""
         if self.summary in (None, "false") and not self.elements:
             return json.embedded(stored.body)
-        return self._subset(stored.resource())
+        return self._subset(json.loads(stored.body))
 
     def _subset(self, resource: dict[str, Any]) -> dict[str, Any]:
         if self.summary == "data":

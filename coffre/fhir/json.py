@@ -1,7 +1,15 @@
-"""FHIR JSON in and out: orjson, with a canonical form for what gets sealed."""
+"""FHIR JSON in and out: orjson, with a canonical form for what gets sealed.
+
+FHIR gives a decimal's written precision a meaning (``0.010`` is not ``0.01``, a lab's
+``7.20`` not ``7.2``), which a float loses. A number whose float would be written back
+otherwise than it came is read as a ``PreciseDecimal``: a float for every computation and
+comparison, which remembers its text and is written back as it.
+"""
 
 from __future__ import annotations
 
+import json as _stdlib_json
+import re
 from typing import Any
 
 import orjson
@@ -14,7 +22,56 @@ still be written inside the Bundles that answers put it in."""
 _WRITTEN_DEPTH = 254  # the deepest orjson writes
 
 
-def loads(body: bytes | str, where: str = "the body", max_depth: int | None = None) -> Any:
+class PreciseDecimal(float):
+    """A JSON number as written (``1.50``, ``1e2``): its float's value, and its text."""
+
+    __slots__ = ("text",)
+    text: str
+
+    def __new__(cls, text: str) -> PreciseDecimal:
+        number = super().__new__(cls, text)
+        number.text = text
+        return number
+
+    def __reduce__(self) -> tuple[type[PreciseDecimal], tuple[str]]:
+        return PreciseDecimal, (self.text,)
+
+
+# A member's number, or array of numbers (R4 has three, of decimals): where a decimal can
+# be. Looked for from its key's closing quote, which the regex module finds fast.
+_NUMBERS = re.compile(rb'"\s*:\s*(-?\d[\d.eE+-]*|\[\s*-?\d[^\]]*)')
+
+
+def _number(text: str) -> float:
+    number = float(text)
+    return number if repr(number) == text else PreciseDecimal(text)
+
+
+def _rewritten(body: bytes) -> bool:
+    """Whether a float would write some number of ``body`` otherwise than it is written
+    (1.50, 1e2, 0.1000000000000000055). A string that looks like such a member costs the
+    slower parse, no more."""
+    for found in _NUMBERS.findall(body):
+        for token in found.removeprefix(b"[").split(b","):
+            text = token.strip().decode()
+            if "." in text or "e" in text or "E" in text:
+                try:
+                    if repr(float(text)) != text:
+                        return True
+                except ValueError:
+                    return True
+    return False
+
+
+def loads(
+    body: bytes | str,
+    where: str = "the body",
+    max_depth: int | None = None,
+    *,
+    precise: bool = True,
+) -> Any:
+    """The JSON value of ``body``; ``precise``: with its decimals as written (a value only
+    looked at, never written out again, can go without: it costs a scan of the bytes)."""
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as error:
@@ -23,7 +80,18 @@ def loads(body: bytes | str, where: str = "the body", max_depth: int | None = No
         raise FhirError(
             400, "structure", f"{where} nests arrays and objects more than {max_depth} deep"
         )
-    return value
+    if not precise or not _rewritten(body.encode() if isinstance(body, str) else body):
+        return value
+    try:
+        return _stdlib_json.loads(body, parse_float=_number)  # orjson found it valid JSON
+    except RecursionError:
+        raise FhirError(400, "structure", f"{where} nests arrays and objects too deep") from None
+
+
+def _written(value: Any) -> orjson.Fragment:
+    if isinstance(value, PreciseDecimal):
+        return orjson.Fragment(value.text)
+    raise TypeError(f"{type(value).__name__} is not JSON")
 
 
 def _nests_within(value: Any, depth: int) -> bool:
@@ -32,14 +100,14 @@ def _nests_within(value: Any, depth: int) -> bool:
     for _ in range(_WRITTEN_DEPTH - depth):
         value = [value]
     try:
-        orjson.dumps(value)
+        orjson.dumps(value, default=_written)
     except orjson.JSONEncodeError:
         return False
     return True
 
 
 def dumps(value: Any) -> bytes:
-    return orjson.dumps(value)
+    return orjson.dumps(value, default=_written)
 
 
 def embedded(document: bytes) -> orjson.Fragment:
@@ -49,4 +117,4 @@ def embedded(document: bytes) -> orjson.Fragment:
 
 def canonical(value: Any) -> bytes:
     """Keys sorted, no spaces: equal resources give equal bytes."""
-    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    return orjson.dumps(value, default=_written, option=orjson.OPT_SORT_KEYS)

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 from urllib.parse import unquote
 
 from coffre.exceptions import FhirError
+from coffre.fhir import json
 from coffre.fhir.references import parse_reference, references_in, rewrite_references
 from coffre.fhir.validation import validate
 from coffre.fhir.values import whole_number
@@ -590,7 +591,7 @@ class BundleProcessor:
                 "entry": [
                     {
                         "fullUrl": self._full_url(s),
-                        "resource": s.resource(),
+                        "resource": json.embedded(s.body),
                         "search": {"mode": "match"},
                     }
                     for s in matches
@@ -611,7 +612,7 @@ class BundleProcessor:
         writer.log_access(LeafKind.READ, [stored])
         return {
             "fullUrl": self._full_url(stored),
-            "resource": stored.resource(),
+            "resource": json.embedded(stored.body),
             "response": self._response_of(stored, "200 OK"),
         }
 
@@ -652,7 +653,7 @@ class BundleProcessor:
             "response": self._response_of(stored, "201 Created" if outcome.created else "200 OK"),
         }
         if self.include_resources:
-            result["resource"] = stored.resource()
+            result["resource"] = json.embedded(stored.body)
         return result
 
 

@@ -93,7 +93,9 @@ class Stored:
         return f"{self.resource_type}/{self.id}/_history/{self.version}"
 
     def resource(self) -> dict[str, Any]:
-        resource: dict[str, Any] = json.loads(self.body)
+        """Its JSON, to look at: decimals as floats (``json.loads(body)`` keeps them as
+        written, for a resource to write out again)."""
+        resource: dict[str, Any] = json.loads(self.body, precise=False)
         return resource
 
 
@@ -148,6 +150,14 @@ def _associated(loc: bytes, version: int, comp: bytes, ts: int, deleted: bool) -
 
 def _event_associated(comp: bytes) -> bytes:
     return b"AuditEvent" + comp
+
+
+def _same_content(current: dict[str, Any], resource: dict[str, Any]) -> bool:
+    """Whether a write would store what the current version holds, server meta aside;
+    as written, so that a change of a decimal's precision (7.2 to 7.20) is a change."""
+    return json.canonical(_without_server_meta(current)) == json.canonical(
+        _without_server_meta(resource)
+    )
 
 
 def _without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
@@ -289,7 +299,7 @@ class RecordStore:
     def _open_found(self, sealed: SealedVersion, key_of: KeySource | None = None) -> Stored:
         """Open a version found by token or history, where only the body says what it is."""
         body = self._open(sealed, key_of or self.committed_key)
-        head = json.loads(body)
+        head = json.loads(body, precise=False)
         return _stored(head["resourceType"], head["id"], sealed, body)
 
     # -- reads ----------------------------------------------------------------------------
@@ -472,7 +482,7 @@ class RecordStore:
                 raise SealError()
             seen.add(digest)
             body = self._open_event(sealed, self.committed_key)
-            events.append(json.loads(body))
+            events.append(json.loads(body, precise=False))
         return events
 
     def _check_event(self, sealed: SealedEvent) -> bytes:
@@ -750,7 +760,7 @@ class Writer:
         unchanged = (
             current is not None
             and not current.deleted
-            and _without_server_meta(current.resource()) == _without_server_meta(resource)
+            and _same_content(json.loads(current.body), resource)
         )
         if unchanged:
             assert current is not None

@@ -861,3 +861,28 @@ def test_read_and_vread_show_what_summary_and_elements_ask(client: TestClient) -
         assert whole.content == client.get(url).content
         for bad in ("count", "maybe"):
             assert_outcome(client.get(url, params={"_summary": bad}), 400, "_summary")
+
+
+def test_a_decimal_keeps_its_written_precision(client: TestClient) -> None:
+    """A lab's 7.20 mmol/L is not 7.2 (FHIR: a decimal's precision has a meaning): it is
+    sealed, read back, listed and searched as written."""
+    body = (
+        b'{"resourceType": "Observation", "id": "glucose", "status": "final",'
+        b' "code": {"text": "glucose"}, "subject": {"reference": "Patient/p"},'
+        b' "valueQuantity": {"value": 7.20, "unit": "mmol/L"},'
+        b' "referenceRange": [{"low": {"value": 3.90}, "high": {"value": 6.1E0}}]}'
+    )
+    written = b'"valueQuantity":{"unit":"mmol/L","value":7.20}'
+    response = client.put("/fhir/Observation/glucose", content=body, headers=FHIR_JSON)
+    assert response.status_code == 201, response.text
+    for url in (
+        "/fhir/Observation/glucose",
+        "/fhir/Observation/glucose/_history/1",
+        "/fhir/Observation?value-quantity=7.2",
+        "/fhir/Observation/_history",
+    ):
+        read = client.get(url)
+        assert written in read.content and b'"value":3.90' in read.content, url
+        assert b'"value":6.1E0' in read.content, url
+    unchanged = client.put("/fhir/Observation/glucose", content=body, headers=FHIR_JSON)
+    assert unchanged.json()["meta"]["versionId"] == "1"

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
+from coffre.fhir.json import PreciseDecimal
 from coffre.search.fhirpath.parser import FhirPathError
 from coffre.search.fhirpath.quantity import Quantity
 from coffre.search.fhirpath.temporal import Temporal
@@ -47,7 +48,7 @@ def val(item: Any) -> Any:
     """The plain value of an item: a Prim's value, a JSON float as a Decimal."""
     if type(item) is Prim:
         item = item.value
-    if type(item) is float:
+    if type(item) is float or type(item) is PreciseDecimal:
         return Decimal(repr(item))
     return item
 
@@ -56,7 +57,7 @@ def values(items: Iterable[Any]) -> Items:
     """The plain values of a collection, primitives without a value left out."""
     out = []
     for item in items:
-        if type(item) is Prim or type(item) is float:
+        if type(item) is Prim or type(item) is float or type(item) is PreciseDecimal:
             item = val(item)
             if item is None:
                 continue
