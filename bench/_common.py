@@ -736,6 +736,49 @@ def coffre_fingerprint() -> str:
     return digest.hexdigest()[:16]
 
 
+SYNTHEA_INFO_PREFIXES = ("hospitalInformation", "practitionerInformation")
+SYNTHEA_INFO_FOLDER = "fhir-data-pipes-2021"
+
+
+def synthea_files(synthea: Path) -> tuple[list[Path], list[list[Path]]]:
+    """The Synthea bundles in the order they load: the information bundles (organisations,
+    then practitioners), then each folder's patient bundles, fhir-data-pipes-2021 first:
+    its conditional references must meet one organisation each, and smart-2019's
+    self-contained bundles create organisations again under the same identifiers (21 of
+    them), after which such a reference rightly gets a 412."""
+    if not synthea.is_dir():
+        raise SystemExit(
+            f"no Synthea data at {synthea}: pass --data (the folder holding synthea/),"
+            " by default ../shared/data beside the project"
+        )
+    info_folder = synthea / SYNTHEA_INFO_FOLDER
+    info = [
+        path
+        for prefix in SYNTHEA_INFO_PREFIXES
+        for path in sorted(info_folder.glob(f"{prefix}*.json"))
+    ]
+    folders = sorted(
+        (p for p in synthea.iterdir() if p.is_dir()), key=lambda p: p.name != SYNTHEA_INFO_FOLDER
+    )
+    stages = [
+        stage
+        for folder in folders
+        if (
+            stage := [
+                path
+                for path in sorted(folder.glob("*.json"))
+                if not path.name.startswith(SYNTHEA_INFO_PREFIXES)
+            ]
+        )
+    ]
+    if not info or not stages:
+        raise SystemExit(
+            f"found {len(info)} information bundles and {len(stages)} folders of patient"
+            f" bundles in {synthea}"
+        )
+    return info, stages
+
+
 def write_json(path: str | None, payload: dict[str, Any]) -> None:
     if path:
         payload = {

@@ -48,12 +48,11 @@ from _common import (
     print_header,
     run_async,
     storages,
+    synthea_files,
     wait_for_idle,
     write_json,
 )
 
-INFO_PREFIXES = ("hospitalInformation", "practitionerInformation")
-INFO_FOLDER = "fhir-data-pipes-2021"
 MAX_DIAGNOSTICS = 5
 TARGET_RESOURCES_PER_S = 5000
 TARGET_SEALING_COST = 10.0
@@ -82,37 +81,8 @@ class Dataset:
 
 
 def load(data: Path) -> Dataset:
-    synthea = data / "synthea"
-    if not synthea.is_dir():
-        raise SystemExit(
-            f"no Synthea data at {synthea}: pass --data (the folder holding synthea/),"
-            " by default ../shared/data beside the project"
-        )
-    info_folder = synthea / INFO_FOLDER
-    info = []
-    for prefix in INFO_PREFIXES:  # organisations before the practitioners' roles refer to them
-        for path in sorted(info_folder.glob(f"{prefix}*.json")):
-            info.append(_read(path))
-    stages = []
-    # fhir-data-pipes-2021 first: its conditional references must meet one organisation each,
-    # and smart-2019's self-contained bundles create organisations again under the same
-    # identifiers (21 of them), after which such a reference rightly gets a 412.
-    folders = sorted(
-        (p for p in synthea.iterdir() if p.is_dir()), key=lambda p: p.name != INFO_FOLDER
-    )
-    for folder in folders:
-        stage = [
-            _read(path)
-            for path in sorted(folder.glob("*.json"))
-            if not path.name.startswith(INFO_PREFIXES)
-        ]
-        if stage:
-            stages.append(stage)
-    if not info or not stages:
-        raise SystemExit(
-            f"found {len(info)} information bundles and {len(stages)} folders of patient bundles in {synthea}"
-        )
-    return Dataset(info, stages)
+    info, stages = synthea_files(data / "synthea")
+    return Dataset([_read(p) for p in info], [[_read(p) for p in stage] for stage in stages])
 
 
 def _read(path: Path) -> BundleFile:
