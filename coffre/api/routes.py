@@ -328,6 +328,14 @@ async def conditional_update(request: Request) -> Response:
         if match is None:
             if body_id:
                 return _update(writer, gate, resource_type, body_id, resource, expected, own_tokens)
+            if expected is not None:
+                raise FhirError(
+                    412,
+                    "conflict",
+                    f"no {resource_type} matches the criteria, so none is at version {expected}"
+                    " as If-Match expects: search again, or send the update without If-Match"
+                    " to create it",
+                )
             return writer.create(resource, validated=True, own_tokens=own_tokens)
         resource["id"] = matched_id(match, body_id)
         return _update(writer, gate, resource_type, match.id, resource, expected, own_tokens)

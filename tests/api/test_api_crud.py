@@ -504,6 +504,22 @@ def test_conditional_update_with_another_body_id_is_400(client: TestClient) -> N
     assert_outcome(response, 400, "someone-else", pid)
 
 
+def test_conditional_update_with_if_match_and_no_match_is_412(
+    client: TestClient, records: RecordStore
+) -> None:
+    """If-Match names a version of the matching resource: with none, as a plain update of
+    a missing id, nothing is created."""
+    url = f"/fhir/Patient?identifier={SYSTEM}|cu-4"
+    before = records.storage.last_seq()
+    refused = put(client, url, patient("cu-4"), **{"If-Match": 'W/"1"'})
+    assert_outcome(refused, 412, "If-Match", "without If-Match")
+    assert records.storage.last_seq() == before
+    assert put(client, url, patient("cu-4")).status_code == 201
+    assert (
+        put(client, url, patient("cu-4", gender="male"), **{"If-Match": 'W/"1"'}).status_code == 200
+    )
+
+
 def test_conditional_update_without_criteria_is_400(client: TestClient) -> None:
     assert_outcome(put(client, "/fhir/Patient", patient("cu-3")), 400, "search criteria")
 
