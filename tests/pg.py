@@ -64,9 +64,7 @@ def paired_custody(backend: str) -> str:
     return PAIRED_CUSTODY[backend]
 
 
-@pytest.fixture(scope="session")
-def postgres() -> Iterator[Cluster]:
-    """A PostgreSQL server for this test process, stopped and removed at the end."""
+def _new_cluster() -> Iterator[Cluster]:
     bin_dir = binaries()
     if bin_dir is None:
         message = "PostgreSQL is not installed (`make test` installs Debian's postgresql)"
@@ -76,6 +74,19 @@ def postgres() -> Iterator[Cluster]:
     cluster = Cluster(bin_dir)
     yield cluster
     cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Cluster]:
+    """A PostgreSQL server for this test process, stopped and removed at the end."""
+    yield from _new_cluster()
+
+
+@pytest.fixture
+def own_postgres() -> Iterator[Cluster]:
+    """A PostgreSQL server of the test's own, for a test that stops it or changes its
+    settings (a few seconds to make)."""
+    yield from _new_cluster()
 
 
 @pytest.fixture

@@ -94,10 +94,9 @@ class Cluster:
             "ssl_cert_file": server.cert,
             "ssl_key_file": server.key,
         }
-        options = " ".join(f"-c {key}={value}" for key, value in settings.items())
-        options += f" -p {self.port} -k {self.root}"
-        log = str(self.root / "server.log")
-        self._run("pg_ctl", "start", "-w", "-D", str(self.data), "-l", log, "-o", options)
+        self._options = " ".join(f"-c {key}={value}" for key, value in settings.items())
+        self._options += f" -p {self.port} -k {self.root}"
+        self.start_server()
         self._admin = psycopg.connect(self.url(), autocommit=True, application_name=ADMIN)
 
     @staticmethod
@@ -115,6 +114,15 @@ class Cluster:
         done = subprocess.run(command, capture_output=True, cwd=self.root, text=True)
         if done.returncode != 0:
             raise RuntimeError(f"{program} failed: {done.stderr.strip() or done.stdout.strip()}")
+
+    def start_server(self) -> None:
+        log = str(self.root / "server.log")
+        self._run("pg_ctl", "start", "-w", "-D", str(self.data), "-l", log, "-o", self._options)
+
+    def stop_server(self) -> None:
+        """Stop the server as an operator would for maintenance (``fast``: its sessions
+        are ended, their transactions rolled back); ``start_server`` starts it again."""
+        self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data))
 
     def url(self, database: str = "postgres", sslrootcert: Path | None = None) -> str:
         """A URL that checks the server's certificate against the test authority, or

@@ -17,6 +17,7 @@ values of a row.
 
 from __future__ import annotations
 
+import select
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
@@ -151,6 +152,17 @@ def _connect(url: str, autocommit: bool = True) -> psycopg.Connection[tuple[Any,
     except psycopg.Error as error:
         _fail("open a connection", error)
     return connection
+
+
+def _alive(connection: psycopg.Connection[tuple[Any, ...]]) -> bool:
+    """Whether an idle connection still holds its session. A server that ended it (a
+    restart, ``pg_terminate_backend``, ``idle_session_timeout``) sent its last words and
+    closed the socket, which then reads as ready; a live idle session has nothing to say.
+    One poll, no round trip (something else said on the socket costs a reconnection)."""
+    if connection.closed or connection.broken:
+        return False
+    ready, _, _ = select.select([connection.fileno()], [], [], 0)
+    return not ready
 
 
 class _Reader:
@@ -568,7 +580,8 @@ class PostgresStorage(_Reader):
         """BEGIN, the lock and the transaction's first statements leave together; COMMIT
         waits for every answer, the commit's flush included, before returning."""
         with self._write_mutex:
-            if self._write_db.closed:  # a failed rollback closed it: start afresh
+            if not _alive(self._write_db):  # the server dropped it, or a failed rollback
+                self._write_db.close()
                 self._write_db = _connect(self.url)
             try:
                 with self._write_db.pipeline() as pipeline:
