@@ -118,11 +118,13 @@ class Cluster:
     def start_server(self) -> None:
         log = str(self.root / "server.log")
         self._run("pg_ctl", "start", "-w", "-D", str(self.data), "-l", log, "-o", self._options)
+        self.running = True
 
     def stop_server(self) -> None:
         """Stop the server as an operator would for maintenance (``fast``: its sessions
         are ended, their transactions rolled back); ``start_server`` starts it again."""
         self._run("pg_ctl", "stop", "-w", "-m", "fast", "-D", str(self.data))
+        self.running = False
 
     def url(self, database: str = "postgres", sslrootcert: Path | None = None) -> str:
         """A URL that checks the server's certificate against the test authority, or
@@ -143,6 +145,7 @@ class Cluster:
     def stop(self) -> None:
         self._admin.close()
         try:
-            self._run("pg_ctl", "stop", "-m", "immediate", "-D", str(self.data))
+            if self.running:
+                self._run("pg_ctl", "stop", "-m", "immediate", "-D", str(self.data))
         finally:
             shutil.rmtree(self.root, ignore_errors=True)

@@ -35,6 +35,13 @@ from coffre.storage.base import HistoryQuery, SealedEvent, SealedVersion
 URL_SCHEMES = ("postgresql://", "postgres://")
 POOL_SIZE = 8
 """Read connections per process at most (the write connection is apart)."""
+POOL_WAIT_SECONDS = 5.0
+"""How long a read waits for a pooled connection before it fails (a 503 for the client):
+all are in use, or none can be opened (the database is down). Reads run on the server's
+event loop, so the wait holds up every request of the process. It also bounds the pool's
+attempts to reconnect in the background, whose delays double from one second: past it
+the pool stops, and the next read tries again at once, so that a database back after a
+long outage serves the next request rather than the end of a backoff."""
 WRITE_LOCK = 0x636F66667265  # "coffre": the advisory lock every write transaction holds
 SCHEMA_LOCK = WRITE_LOCK + 1  # held while the schema is created or brought up to date
 
@@ -523,6 +530,8 @@ class PostgresStorage(_Reader):
                 kwargs={"autocommit": True, "prepare_threshold": 0},
                 min_size=1,
                 max_size=POOL_SIZE,
+                timeout=POOL_WAIT_SECONDS,
+                reconnect_timeout=POOL_WAIT_SECONDS,
                 num_workers=1,
                 open=True,
             )

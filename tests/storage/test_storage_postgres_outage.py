@@ -12,7 +12,9 @@ import httpx
 import pytest
 from conftest import FHIR_JSON, RunningServer
 from pgserver import Cluster
+from typer.testing import CliRunner
 
+from coffre.cli.main import app
 from coffre.service import Vault
 
 WAIT_SECONDS = 60
@@ -51,6 +53,16 @@ def _created(server: RunningServer, family: str) -> str:
     return f"Patient/{body['id']}"
 
 
+def _audit_holds(server: RunningServer, vault: Vault, tmp_path: Path) -> None:
+    """`coffre audit --full` accepts the log the server serves (and the server's own
+    follower did, to serve the reads before)."""
+    runner = CliRunner()
+    key = runner.invoke(app, ["ledger-key", "--vault", str(vault.folder)]).output.strip()
+    root, state = server.base_url.removesuffix("/fhir"), tmp_path / "auditor.state"
+    audit = runner.invoke(app, ["audit", root, "--key", key, "--state", str(state), "--full"])
+    assert audit.exit_code == 0 and "CONSISTENT" in audit.output, audit.output
+
+
 def test_after_postgresql_restarts_the_first_requests_are_served(
     own_postgres: Cluster, server: RunningServer
 ) -> None:
@@ -63,3 +75,36 @@ def test_after_postgresql_restarts_the_first_requests_are_served(
     read = _read(server, patient)
     assert read.status_code == 200, read.text
     assert _create(server, "Gagnon").status_code == 201
+
+
+OUTAGE_ANSWER_SECONDS = 15
+"""A request during an outage is answered within this: it gets a 503, it does not hang
+(nor hold up the requests behind it)."""
+
+
+def _unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["Retry-After"].isdigit()
+    outcome = response.json()
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert "unavailable" in outcome["issue"][0]["diagnostics"]
+
+
+def test_during_an_outage_requests_get_a_503_and_afterwards_nothing_acknowledged_is_lost(
+    own_postgres: Cluster, server: RunningServer, vault: Vault, tmp_path: Path
+) -> None:
+    acknowledged = [_created(server, family) for family in ("Tremblay", "Gagnon")]
+    own_postgres.stop_server()
+    with httpx.Client(base_url=server.base_url, timeout=OUTAGE_ANSWER_SECONDS) as client:
+        _unavailable(client.get(acknowledged[0]))
+        patient = {"resourceType": "Patient", "name": [{"family": "Roy"}]}
+        _unavailable(client.post("/Patient", json=patient, headers=FHIR_JSON))
+        _unavailable(client.get("/Patient?name=trem"))
+        assert client.get("/metadata").status_code == 200
+    own_postgres.start_server()
+    for reference in acknowledged:
+        assert _read(server, reference).status_code == 200
+    acknowledged.append(_created(server, "Roy"))
+    search = httpx.get(f"{server.base_url}/Patient", timeout=WAIT_SECONDS).json()
+    assert {f"Patient/{entry['resource']['id']}" for entry in search["entry"]} == set(acknowledged)
+    _audit_holds(server, vault, tmp_path)
