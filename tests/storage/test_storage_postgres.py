@@ -159,8 +159,8 @@ def test_a_write_connection_the_server_dropped_is_replaced_before_it_is_used(
     with storage.transaction() as txn:
         txn.append(_version(b"a", 1), [])
     with psycopg.connect(url, autocommit=True) as admin:
-        admin.execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        admin.execute(  # each waited for until it is gone, its goodbye sent
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
             " WHERE datname = current_database() AND pid <> pg_backend_pid()"
             " AND application_name <> %s",
             (ADMIN,),
