@@ -5,6 +5,7 @@
     ├── SealError          a sealed record failed to open (says nothing about why)
     ├── CustodyError       the key custody refused or failed
     └── StorageError       the storage backend failed or holds something unexpected
+        ├── CommitUnknownError  the connection was lost at COMMIT: committed or not, unknown
         └── VaultStateError  the vault folder is missing, or exists when it should not
             └── RolledBackError  the storage's log ends before the last checkpoint signed
 
@@ -71,6 +72,17 @@ class CustodyError(CoffreError):
 
 class StorageError(CoffreError):
     """The storage backend failed."""
+
+
+class CommitUnknownError(StorageError):
+    """The connection to the database was lost once COMMIT was on its way: the database
+    may have committed the transaction, or not."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the connection to the storage was lost while the transaction was being committed:"
+            " it may have been saved"
+        )
 
 
 class VaultStateError(StorageError):

@@ -23,7 +23,13 @@ from coffre.api.negotiation import check_format
 from coffre.api.notices import tell_patients
 from coffre.api.portal import portal_routes
 from coffre.api.responses import fhir_response, outcome_response
-from coffre.exceptions import CoffreError, FhirError, SealError, StorageError
+from coffre.exceptions import (
+    CoffreError,
+    CommitUnknownError,
+    FhirError,
+    SealError,
+    StorageError,
+)
 from coffre.ledger import LedgerError
 from coffre.service import RecordStore
 from coffre.service.commits import GroupCommitter
@@ -114,10 +120,13 @@ async def _log_integrity_failure(request: Request) -> None:
 
 async def _storage_error(request: Request, error: Exception) -> Response:
     log.error("storage error: %s", error)
-    return outcome_response(
-        FhirError(503, "transient", "the storage is unavailable; try again shortly"),
-        {"Retry-After": "1"},
-    )
+    message = "the storage is unavailable; try again shortly"
+    if isinstance(error, CommitUnknownError):
+        message = (
+            "the storage became unavailable as this request was being committed, so it may"
+            " have been saved: read before repeating it (a create repeated makes a second one)"
+        )
+    return outcome_response(FhirError(503, "transient", message), {"Retry-After": "1"})
 
 
 async def _unexpected(request: Request, error: Exception) -> Response:

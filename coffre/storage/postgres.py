@@ -29,7 +29,7 @@ from psycopg.conninfo import conninfo_to_dict
 from psycopg_pool import ConnectionPool
 
 from coffre import config
-from coffre.exceptions import StorageError
+from coffre.exceptions import CommitUnknownError, StorageError
 from coffre.storage.base import HistoryQuery, SealedEvent, SealedVersion
 
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -600,7 +600,7 @@ class PostgresStorage(_Reader):
                     try:
                         yield txn
                         txn._send("COMMIT")
-                        txn.sync()
+                        self._commit(txn)
                     except BaseException:
                         txn.drain()
                         raise
@@ -610,6 +610,17 @@ class PostgresStorage(_Reader):
             except BaseException:
                 self._rollback()
                 raise
+
+    def _commit(self, txn: _Txn) -> None:
+        """Wait for COMMIT's answer. An error that the server sent means it rolled back;
+        a connection lost instead leaves the outcome unknown (the server may have
+        committed before the answer was lost)."""
+        try:
+            txn.sync()
+        except StorageError:
+            if self._write_db.broken:
+                raise CommitUnknownError() from None
+            raise
 
     def _rollback(self) -> None:
         """Undo the transaction; if that fails too (the server went away), drop the

@@ -4,11 +4,14 @@ a restart, an outage, a connection lost at COMMIT. Each test runs a server of it
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import pytest
 from conftest import FHIR_JSON, RunningServer
 from pgserver import Cluster
@@ -107,4 +110,54 @@ def test_during_an_outage_requests_get_a_503_and_afterwards_nothing_acknowledged
     acknowledged.append(_created(server, "Roy"))
     search = httpx.get(f"{server.base_url}/Patient", timeout=WAIT_SECONDS).json()
     assert {f"Patient/{entry['resource']['id']}" for entry in search["entry"]} == set(acknowledged)
+    _audit_holds(server, vault, tmp_path)
+
+
+def _commits_wait_for_a_standby(own_postgres: Cluster) -> None:
+    """Make every COMMIT wait for a synchronous standby that does not exist, so that a
+    connection can be ended while its COMMIT is in flight. Set across a restart: on a
+    reload the sessions would take it up only once the checkpointer passed it on."""
+    with psycopg.connect(own_postgres.url(), autocommit=True) as admin:
+        admin.execute("ALTER SYSTEM SET synchronous_standby_names = 'nobody'")
+    own_postgres.stop_server()
+    own_postgres.start_server()
+
+
+def _end_the_commit_in_flight(admin: psycopg.Connection[Any]) -> None:
+    """End the session whose COMMIT waits for the standby (committed locally), then let
+    commits go through again (the sessions that waited too are released)."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:
+        ended = admin.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE wait_event = 'SyncRep'"
+        ).fetchall()
+        if ended:
+            break
+        time.sleep(0.05)
+    admin.execute("ALTER SYSTEM RESET synchronous_standby_names")
+    admin.execute("SELECT pg_reload_conf()")
+    assert ended, "no COMMIT waited for the standby"
+
+
+def test_a_connection_lost_at_commit_is_said_to_have_maybe_saved_and_the_log_holds(
+    own_postgres: Cluster, server: RunningServer, vault: Vault, tmp_path: Path
+) -> None:
+    """The ambiguous commit: the database committed, the answer never came. The client is
+    told that the write may have been saved (a create repeated would make a second one),
+    and the vault goes on from what the database holds: reads verify, the log audits."""
+    before = _created(server, "Tremblay")
+    _commits_wait_for_a_standby(own_postgres)
+    with (
+        psycopg.connect(own_postgres.url(), autocommit=True) as admin,
+        ThreadPoolExecutor(max_workers=1) as pool,
+    ):
+        answer = pool.submit(_create, server, "Gagnon")
+        _end_the_commit_in_flight(admin)
+        response = answer.result(timeout=WAIT_SECONDS)
+    _unavailable(response)
+    assert "may have been saved" in response.json()["issue"][0]["diagnostics"]
+    assert _read(server, before).status_code == 200
+    found = httpx.get(f"{server.base_url}/Patient?family=gagnon", timeout=WAIT_SECONDS).json()
+    assert found["total"] == 1  # this time the database had committed it
+    _created(server, "Roy")
     _audit_holds(server, vault, tmp_path)
