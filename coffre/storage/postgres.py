@@ -17,6 +17,7 @@ values of a row.
 
 from __future__ import annotations
 
+import os
 import select
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -25,7 +26,7 @@ from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
 import psycopg
-from psycopg.conninfo import conninfo_to_dict
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from coffre import config
@@ -42,6 +43,10 @@ event loop, so the wait holds up every request of the process. It also bounds th
 attempts to reconnect in the background, whose delays double from one second: past it
 the pool stops, and the next read tries again at once, so that a database back after a
 long outage serves the next request rather than the end of a backoff."""
+CONNECT_TIMEOUT_SECONDS = 10
+"""How long opening a connection may take, unless the URL's ``connect_timeout`` or
+PGCONNECT_TIMEOUT says otherwise: psycopg would wait 130 s for a server that takes the
+connection and never answers (a hung database, a proxy with nothing behind it)."""
 WRITE_LOCK = 0x636F66667265  # "coffre": the advisory lock every write transaction holds
 SCHEMA_LOCK = WRITE_LOCK + 1  # held while the schema is created or brought up to date
 
@@ -147,10 +152,18 @@ def _version(row: Sequence[Any]) -> SealedVersion:
     return SealedVersion(row[0], row[1], row[2], row[3], row[4], row[5], row[6], row[7])
 
 
+def _conninfo(url: str) -> str:
+    """What to connect with: the URL, with Coffre's connect timeout where neither the URL
+    nor the environment sets one."""
+    if "connect_timeout" in conninfo_to_dict(url) or os.environ.get("PGCONNECT_TIMEOUT"):
+        return url
+    return make_conninfo(url, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+
+
 def _connect(url: str, autocommit: bool = True) -> psycopg.Connection[tuple[Any, ...]]:
     """A connection whose statements are prepared on first use, committing durably."""
     try:
-        connection = psycopg.connect(url, autocommit=autocommit, prepare_threshold=0)
+        connection = psycopg.connect(_conninfo(url), autocommit=autocommit, prepare_threshold=0)
         connection.execute("SET synchronous_commit = on")
     except psycopg.OperationalError as error:
         # libpq's connection messages name the server and the user, never a password.
@@ -526,7 +539,7 @@ class PostgresStorage(_Reader):
         try:
             self._prepare_schema(create)
             self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
-                url,
+                _conninfo(url),
                 kwargs={"autocommit": True, "prepare_threshold": 0},
                 min_size=1,
                 max_size=POOL_SIZE,

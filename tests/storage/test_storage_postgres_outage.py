@@ -4,6 +4,9 @@ a restart, an outage, a connection lost at COMMIT. Each test runs a server of it
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -19,6 +22,7 @@ from typer.testing import CliRunner
 
 from coffre.cli.main import app
 from coffre.service import Vault
+from coffre.service.vault import STORAGE_URL_FILE
 
 WAIT_SECONDS = 60
 """The longest any request of these tests waits for an answer."""
@@ -161,3 +165,34 @@ def test_a_connection_lost_at_commit_is_said_to_have_maybe_saved_and_the_log_hol
     assert found["total"] == 1  # this time the database had committed it
     _created(server, "Roy")
     _audit_holds(server, vault, tmp_path)
+
+
+@pytest.fixture
+def mute_server() -> Iterator[int]:
+    """A port where a server takes connections and never says a word (a hung database, a
+    proxy with nothing behind it): what libpq waits on longest."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(16)
+        yield listener.getsockname()[1]
+
+
+def test_serve_gives_up_on_a_database_that_never_answers(
+    own_postgres: Cluster, tmp_path: Path, mute_server: int
+) -> None:
+    """Without a connect timeout of its own, libpq (through psycopg) waits 130 s."""
+    vault = Vault.at(tmp_path / "vault")
+    vault.create(own_postgres.new_storage_url())
+    url = (vault.folder / STORAGE_URL_FILE).read_text()
+    (vault.folder / STORAGE_URL_FILE).write_text(
+        url.replace(f":{own_postgres.port}/", f":{mute_server}/")
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "coffre", "serve", "--vault", str(vault.folder), "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=WAIT_SECONDS,
+    )
+    assert done.returncode == 1
+    assert "cannot connect to the PostgreSQL storage" in done.stderr
+    assert "timeout" in done.stderr and "Traceback" not in done.stderr
