@@ -78,9 +78,13 @@ class GroupCommitter:
         outcomes: list[tuple[bool, Any]] = []
         with self._records.writer() as writer:
             for job, access in jobs:
+                # A request has succeeded once its savepoint ended: on PostgreSQL its
+                # statements may fail only then, after the job returned.
                 try:
                     with writer.request(access):
-                        outcomes.append((True, job(writer)))
+                        value = job(writer)
                 except Exception as error:
                     outcomes.append((False, error))
+                else:
+                    outcomes.append((True, value))
         return outcomes

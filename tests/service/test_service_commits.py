@@ -6,6 +6,7 @@ import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from coffre.exceptions import StorageError
 from coffre.service.audit import OPERATOR
 from coffre.service.commits import GroupCommitter
 from coffre.service.records import RecordStore, Writer
@@ -36,3 +37,32 @@ def test_a_write_commits_while_every_other_thread_of_the_loop_is_busy(
 
     written = asyncio.run(main())
     assert records.read("Patient", written).resource()["gender"] == "female"
+
+
+def _fail_as_the_request_ends(writer: Writer) -> str:
+    """Add a leaf where the log has one: SQLite refuses it at once, PostgreSQL (whose
+    statements are queued) once the request's savepoint ends, after this returned."""
+    writer.txn.append_leaves(0, [b"a leaf where the log has one"])
+    return "told saved"
+
+
+def test_each_request_of_a_batch_gets_its_own_outcome_when_one_fails_as_it_ends(
+    records: RecordStore,
+) -> None:
+    """A request whose statements failed only as its savepoint ended was answered as
+    saved, and the next request of its batch got its error: each must get its own."""
+    committer = GroupCommitter(records)
+
+    async def main() -> list[object]:
+        await committer.run(_create, OPERATOR)  # the log's leaf 0
+        batch = asyncio.gather(
+            committer.run(_fail_as_the_request_ends, OPERATOR),
+            committer.run(_create, OPERATOR),
+            return_exceptions=True,
+        )
+        return await asyncio.wait_for(batch, timeout=30)
+
+    failed, created = asyncio.run(main())
+    assert isinstance(failed, StorageError)
+    assert isinstance(created, str)
+    assert records.read("Patient", created).resource()["gender"] == "female"

@@ -196,3 +196,43 @@ def test_serve_gives_up_on_a_database_that_never_answers(
     assert done.returncode == 1
     assert "cannot connect to the PostgreSQL storage" in done.stderr
     assert "timeout" in done.stderr and "Traceback" not in done.stderr
+
+
+def _set_for_new_sessions(own_postgres: Cluster, setting: str, value: str | None) -> None:
+    """Change a setting for the sessions to come, and end Coffre's (which reconnects):
+    a session takes up a reload only between commands, and not in the one it is in."""
+    with psycopg.connect(own_postgres.url(), autocommit=True) as admin:
+        change = f"SET {setting} = '{value}'" if value else f"RESET {setting}"
+        admin.execute(f"ALTER SYSTEM {change}")
+        admin.execute("SELECT pg_reload_conf()")
+        deadline = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < deadline:
+            with psycopg.connect(own_postgres.url(), autocommit=True) as fresh:
+                shown = fresh.execute(f"SHOW {setting}").fetchone()
+            if shown and shown[0] == (value or "off"):
+                break
+            time.sleep(0.05)
+        admin.execute(
+            "SELECT pg_terminate_backend(pid, 10000) FROM pg_stat_activity"
+            " WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()"
+        )
+
+
+READ_ONLY = "default_transaction_read_only"
+
+
+def test_a_read_only_database_refuses_reads_and_writes_and_loses_nothing(
+    own_postgres: Cluster, server: RunningServer, vault: Vault, tmp_path: Path
+) -> None:
+    """Reads are logged before they are served: on a database that takes no writes (a
+    standby, default_transaction_read_only) a read is refused too, never served unlogged,
+    and an update is never acknowledged unsaved."""
+    patient = _created(server, "Tremblay")
+    _set_for_new_sessions(own_postgres, READ_ONLY, "on")
+    _unavailable(_read(server, patient))
+    update = {"resourceType": "Patient", "id": patient.split("/")[1], "gender": "female"}
+    put = httpx.put(f"{server.base_url}/{patient}", json=update, headers=FHIR_JSON, timeout=30)
+    _unavailable(put)
+    _set_for_new_sessions(own_postgres, READ_ONLY, None)
+    assert _read(server, patient).json()["meta"]["versionId"] == "1"
+    _audit_holds(server, vault, tmp_path)
