@@ -4,6 +4,7 @@ a restart, an outage, a connection lost at COMMIT. Each test runs a server of it
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
@@ -177,25 +178,51 @@ def mute_server() -> Iterator[int]:
         yield listener.getsockname()[1]
 
 
-def test_serve_gives_up_on_a_database_that_never_answers(
-    own_postgres: Cluster, tmp_path: Path, mute_server: int
-) -> None:
-    """Without a connect timeout of its own, libpq (through psycopg) waits 130 s."""
-    vault = Vault.at(tmp_path / "vault")
-    vault.create(own_postgres.new_storage_url())
-    url = (vault.folder / STORAGE_URL_FILE).read_text()
-    (vault.folder / STORAGE_URL_FILE).write_text(
-        url.replace(f":{own_postgres.port}/", f":{mute_server}/")
-    )
+def _serve_start(vault: Vault, url: str, env: dict[str, str] | None = None) -> str:
+    """Start `coffre serve` on ``vault`` with its storage at ``url``: what it printed as it
+    refused to (exit status 1)."""
+    (vault.folder / STORAGE_URL_FILE).write_text(url)
     done = subprocess.run(
         [sys.executable, "-m", "coffre", "serve", "--vault", str(vault.folder), "--port", "1"],
         capture_output=True,
         text=True,
         timeout=WAIT_SECONDS,
+        env={**os.environ, **(env or {})},
     )
-    assert done.returncode == 1
-    assert "cannot connect to the PostgreSQL storage" in done.stderr
-    assert "timeout" in done.stderr and "Traceback" not in done.stderr
+    assert done.returncode == 1, done.stderr
+    return done.stderr
+
+
+def test_serve_gives_up_on_a_database_that_never_answers(
+    own_postgres: Cluster, vault: Vault, mute_server: int
+) -> None:
+    """Without a connect timeout of its own, libpq (through psycopg) waits 130 s."""
+    url = (vault.folder / STORAGE_URL_FILE).read_text()
+    stderr = _serve_start(vault, url.replace(f":{own_postgres.port}/", f":{mute_server}/"))
+    assert "cannot connect to the PostgreSQL storage" in stderr
+    assert "timeout" in stderr and "Traceback" not in stderr
+
+
+def test_a_wrong_password_stops_serve_with_a_message_that_does_not_quote_it(
+    own_postgres: Cluster, vault: Vault
+) -> None:
+    password = "Wr0ng-P4ssw0rd"
+    with psycopg.connect(own_postgres.url(), autocommit=True) as admin:
+        admin.execute("CREATE ROLE coffre LOGIN PASSWORD 'the-right-one'")
+        hba = own_postgres.data / "pg_hba.conf"
+        hba.write_text(f"hostssl all coffre 127.0.0.1/32 scram-sha-256\n{hba.read_text()}")
+        admin.execute("SELECT pg_reload_conf()")
+    url = (vault.folder / STORAGE_URL_FILE).read_text().replace("postgres@", "coffre@")
+    deadline = time.monotonic() + WAIT_SECONDS
+    while time.monotonic() < deadline:  # until the server has read its new pg_hba.conf
+        try:
+            psycopg.connect(url, password=password).close()
+        except psycopg.OperationalError:
+            break
+        time.sleep(0.05)
+    stderr = _serve_start(vault, url, {"PGPASSWORD": password})
+    assert 'password authentication failed for user "coffre"' in " ".join(stderr.split())
+    assert password not in stderr and "Traceback" not in stderr
 
 
 def _set_for_new_sessions(own_postgres: Cluster, setting: str, value: str | None) -> None:
