@@ -18,6 +18,7 @@ from coffre.api.auth import Authenticate, Authority, auth_routes, smart_routes
 from coffre.api.auth.capability import smart_security
 from coffre.api.capability import capability_statement
 from coffre.api.export import export_routes
+from coffre.api.health import health_routes
 from coffre.api.ledger import ledger_routes
 from coffre.api.negotiation import check_format
 from coffre.api.notices import tell_patients
@@ -177,6 +178,7 @@ def create_app(
             Mount("/auth", routes=auth_routes()),
             Mount("/ledger", routes=ledger_routes()),
             Mount("/portal", routes=portal_routes()),
+            Mount("/health", routes=health_routes()),
         ],
         middleware=[Middleware(Authenticate)],
         exception_handlers={

@@ -109,7 +109,11 @@ def test_during_an_outage_requests_get_a_503_and_afterwards_nothing_acknowledged
         _unavailable(client.post("/Patient", json=patient, headers=FHIR_JSON))
         _unavailable(client.get("/Patient?name=trem"))
         assert client.get("/metadata").status_code == 200
+        probes = server.base_url.removesuffix("/fhir") + "/health"
+        assert client.get(f"{probes}/live").status_code == 200
+        _unavailable(client.get(f"{probes}/ready"))
     own_postgres.start_server()
+    assert httpx.get(f"{probes}/ready", timeout=WAIT_SECONDS).status_code == 200
     for reference in acknowledged:
         assert _read(server, reference).status_code == 200
     acknowledged.append(_created(server, "Roy"))
