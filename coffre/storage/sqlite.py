@@ -11,7 +11,8 @@ from __future__ import annotations
 import fcntl
 import heapq
 import sqlite3
-from collections.abc import Iterable, Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,7 @@ _BRANCHES = 250
 # Prepared statements a connection keeps: ``find`` and the batched reads have one for
 # each number of tokens or locations.
 _STATEMENT_CACHE = 1024
-# Pages the write connection keeps in memory, in KiB (SQLite's default, which the read
+# Pages the write connection keeps in memory, in KiB (SQLite's default, which each read
 # connection keeps, is 2 MiB): a write inserts each of a record's index tokens at a random
 # place of the token index, and once that index outgrows the cache every insert reads its
 # page back from the file. Reads keep the default so that a long export, which reads every
@@ -170,8 +171,11 @@ def _row(row: tuple[Any, ...]) -> SealedVersion:
 
 
 class _Reader:
-    def __init__(self, connection: sqlite3.Connection) -> None:
-        self._db = connection
+    """Every read, over whatever connection ``_db`` gives."""
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        raise NotImplementedError
 
     def _one(self, sql: str, args: tuple[Any, ...]) -> SealedVersion | None:
         try:
@@ -358,10 +362,14 @@ class _Reader:
 
 class _Txn(_Reader):
     def __init__(self, connection: sqlite3.Connection) -> None:
-        super().__init__(connection)
+        self._connection = connection
         self._depth = 0
         self.indexed = False
         """Whether the transaction changed the FTS5 index."""
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self._connection
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -519,11 +527,44 @@ def put_token_sets(connection: sqlite3.Connection, rows: Iterable[tuple[bytes, b
         txn._replace_tokens(loc, joined)
 
 
+class _ThreadConnections:
+    """A read connection for each thread that reads. Statements of two threads on one
+    connection would share a read transaction, the one that began first: a read of the
+    requests' thread made while an export's thread runs a query would see the storage as
+    it was when that query began, older than a write the client was just told of."""
+
+    def __init__(self, connect: Callable[[], sqlite3.Connection]) -> None:
+        self._connect = connect
+        self._local = threading.local()
+        self._mutex = threading.Lock()
+        self._of_thread: dict[threading.Thread, sqlite3.Connection] = {}
+        self.get()  # the opening thread's, and any error opening it, at once
+
+    def get(self) -> sqlite3.Connection:
+        connection: sqlite3.Connection | None = getattr(self._local, "connection", None)
+        if connection is None:
+            connection = self._local.connection = self._connect()
+            with self._mutex:
+                self._close_those_of_ended_threads()
+                self._of_thread[threading.current_thread()] = connection
+        return connection
+
+    def _close_those_of_ended_threads(self) -> None:
+        for thread in [thread for thread in self._of_thread if not thread.is_alive()]:
+            self._of_thread.pop(thread).close()
+
+    def close(self) -> None:
+        with self._mutex:
+            for connection in self._of_thread.values():
+                connection.close()
+            self._of_thread.clear()
+
+
 class SqliteStorage(_Reader):
     """Sealed versions, index tokens and wrapped keys in one SQLite file.
 
-    Two connections: reads see only committed data, while one write transaction at a
-    time (possibly in another thread) works on the other.
+    Reads see only committed data, each thread on a connection of its own, while one
+    write transaction at a time (possibly in another thread) works on the write one.
     """
 
     def __init__(
@@ -535,10 +576,14 @@ class SqliteStorage(_Reader):
         if not create:
             add_token_sets(writes, path)
         writes.execute(f"PRAGMA cache_size = -{_WRITE_CACHE_KIB}")
-        super().__init__(self._connect(path, synchronous, None))
+        self._readers = _ThreadConnections(lambda: self._connect(path, synchronous, None))
         self._write_db = writes
         self._lock_file = open(f"{path}.lock", "ab")  # noqa: SIM115 - held for the storage's life
         self.path = path
+
+    @property
+    def _db(self) -> sqlite3.Connection:
+        return self._readers.get()
 
     @staticmethod
     def _connect(path: Path | str, synchronous: str, schema: str | None) -> sqlite3.Connection:
@@ -647,6 +692,6 @@ class SqliteStorage(_Reader):
             raise StorageError("SQLite's WAL is in use by a reader and could not be truncated")
 
     def close(self) -> None:
-        self._db.close()
+        self._readers.close()
         self._write_db.close()
         self._lock_file.close()

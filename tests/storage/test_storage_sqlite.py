@@ -3,6 +3,7 @@ history, atomicity."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -164,6 +165,35 @@ def test_history_pages_newest_first_within_a_snapshot(storage: Storage) -> None:
     assert [v.version for v in page] == [3, 2]
     assert storage.count_history(HistoryQuery(loc=b"a", since_ts=30)) == 4
     assert storage.count_history(HistoryQuery(kind=b"other")) == 0
+
+
+def test_a_read_sees_a_commit_made_while_another_thread_is_reading(storage: Storage) -> None:
+    """A server reads in several threads (requests, exports): a read must see every write
+    committed before it began, even while another thread is in the middle of a read that
+    began earlier."""
+    with storage.transaction() as txn:
+        for loc in (b"a", b"b", b"c"):
+            txn.append(version(loc, 1), [])
+    midway, finish = threading.Event(), threading.Event()
+
+    def read_slowly() -> None:
+        rows = storage.current_of_kind(b"k")
+        next(rows)
+        midway.set()
+        finish.wait(10)
+        list(rows)
+
+    reader = threading.Thread(target=read_slowly)
+    reader.start()
+    try:
+        assert midway.wait(10)
+        with storage.transaction() as txn:
+            txn.append(version(b"a", 2), [])
+        latest = storage.latest(b"a")
+        assert latest is not None and latest.version == 2
+    finally:
+        finish.set()
+        reader.join()
 
 
 def test_a_missing_file_is_not_created_by_accident(tmp_path: Path) -> None:

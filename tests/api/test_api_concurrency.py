@@ -1,0 +1,128 @@
+"""Races a busy hospital runs into: concurrent HTTP clients against `coffre serve` with two
+worker processes on one vault, which share the storage (a file lock on SQLite, an
+advisory lock on PostgreSQL) and, within a process, one group commit.
+
+Each client opens a new connection per request, so that the kernel spreads the requests
+over both processes. What is asserted holds in every interleaving; many rounds make the
+interleavings that used to break it likely.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import httpx
+import pytest
+from conftest import FHIR_JSON, RunningServer
+
+from coffre.service import Vault
+
+ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
+
+
+@pytest.fixture
+def two_workers(vault: Vault) -> Iterator[RunningServer]:
+    running = RunningServer(vault, workers=2)
+    yield running
+    running.stop()
+
+
+@asynccontextmanager
+async def spread_client(server: RunningServer) -> AsyncIterator[httpx.AsyncClient]:
+    """A client whose every request goes over a new connection (to either process)."""
+    limits = httpx.Limits(max_connections=32, max_keepalive_connections=0)
+    async with httpx.AsyncClient(base_url=server.base_url, limits=limits, timeout=60) as client:
+        yield client
+
+
+def _patient(patient_id: str, family: str) -> dict[str, Any]:
+    return {"resourceType": "Patient", "id": patient_id, "name": [{"family": family}]}
+
+
+def _version(response: httpx.Response) -> int:
+    return int(response.headers["ETag"].removeprefix('W/"').removesuffix('"'))
+
+
+def _refused(responses: list[httpx.Response]) -> list[str]:
+    """What went wrong on the server's side: a 5xx is never a fair answer to a race."""
+    return [
+        f"{r.request.method} {r.status_code}: {r.text[:200]}"
+        for r in responses
+        if r.status_code >= 500
+    ]
+
+
+async def _export_forever(
+    client: httpx.AsyncClient, until: float, seen: list[httpx.Response]
+) -> None:
+    """Kick off Patient exports and download them, again and again."""
+    while time.monotonic() < until:
+        kick_off = await client.get("/Patient/$export?_type=Patient", headers=ASYNC)
+        seen.append(kick_off)
+        status = kick_off.headers.get("Content-Location")
+        while status is not None and time.monotonic() < until:
+            polled = await client.get(status)
+            seen.append(polled)
+            if polled.status_code != 202:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            continue
+        if polled.status_code == 200:
+            for output in polled.json()["output"]:
+                seen.append(await client.get(output["url"]))
+
+
+def test_a_read_after_an_acknowledged_write_sees_it_while_exports_run(
+    two_workers: RunningServer,
+) -> None:
+    """A read that follows an acknowledged write, in either process, gives that version
+    or a later one, and never a 500: an export reading the storage in another thread of
+    the same process must not hold the reads of the request thread to an older state."""
+    ids = [uuid.uuid4().hex for _ in range(600)]
+    seen: list[httpx.Response] = []
+    stale: list[str] = []
+
+    async def write_then_read(client: httpx.AsyncClient, patient_id: str, until: float) -> None:
+        round_number = 0
+        while time.monotonic() < until:
+            round_number += 1
+            written = await client.put(
+                f"/Patient/{patient_id}",
+                json=_patient(patient_id, f"v{round_number}"),
+                headers=FHIR_JSON,
+            )
+            read = await client.get(f"/Patient/{patient_id}")
+            seen.extend((written, read))
+            if (
+                written.status_code == 200
+                and read.status_code == 200
+                and _version(read) < _version(written)
+            ):
+                stale.append(
+                    f"acknowledged version {_version(written)}, then read {_version(read)}"
+                )
+
+    async def main() -> None:
+        async with spread_client(two_workers) as client:
+            for start in range(0, len(ids), 30):
+                created = await asyncio.gather(
+                    *(
+                        client.put(f"/Patient/{i}", json=_patient(i, "v0"), headers=FHIR_JSON)
+                        for i in ids[start : start + 30]
+                    )
+                )
+                assert {r.status_code for r in created} == {201}
+            until = time.monotonic() + 8
+            await asyncio.gather(
+                *(write_then_read(client, patient_id, until) for patient_id in ids[:12]),
+                *(_export_forever(client, until, seen) for _ in range(3)),
+            )
+
+    asyncio.run(main())
+    assert _refused(seen) == [] and stale == []
