@@ -194,6 +194,9 @@ class OwnTokens:
     later: frozenset[str] = WRITE_SET_PARAMETERS
 
 
+LOOK_UPS = 8
+"""How many times a read looks a record up while writes of it keep landing meanwhile."""
+
 DEFAULT_KEY_CACHE = 100_000
 """Data keys a process keeps unwrapped: about 20 MB."""
 
@@ -307,16 +310,24 @@ class RecordStore:
     def checked_latest(self, loc: bytes) -> SealedVersion | None:
         """The storage's latest version of a record, once the log confirms it is the latest.
 
-        A write committed between the look-up and the check is looked up once more
-        before the record is declared tampered with.
+        The version, the log and the tokens are read one after the other: a write of the
+        record committed in between explains a mismatch, and moves the record in the log,
+        so the record is looked up again. The record is declared tampered with once a
+        look-up fails while the log shows no new write of it (or after
+        ``LOOK_UPS`` look-ups, each overtaken by a write).
         """
         if not self._verify_reads:
             return self.storage.latest(loc)
-        for _ in range(2):
+        logged = self.latest_writes.expected(loc)
+        for _ in range(LOOK_UPS):
             sealed = self.storage.latest(loc)
             self.latest_writes.catch_up(self.storage)
             if self._is_logged_latest(loc, sealed, self.storage):
                 return sealed
+            self.latest_writes.catch_up(self.storage)
+            if self.latest_writes.expected(loc) == logged:
+                break
+            logged = self.latest_writes.expected(loc)
         raise SealError()
 
     def _is_logged_latest(

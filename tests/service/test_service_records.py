@@ -109,6 +109,32 @@ def test_a_deleted_resource_answers_gone_and_keeps_its_history(records: RecordSt
     assert records.vread("Patient", patient_id, "1").version == 1
 
 
+def test_a_read_overtaken_by_writes_of_another_process_is_no_integrity_failure(
+    vault: Vault, records: RecordStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another server process updates the record each time this one has looked it up and
+    before it follows the log: the log moved, so the record is looked up again, and the
+    read gives the latest version instead of refusing the record as tampered with."""
+    patient_id = _create(records, {"resourceType": "Patient", "gender": "male"})
+    other_process = vault.open()
+    look_up = records.storage.latest
+    overtaken = []
+
+    def look_up_then_a_write_lands(loc: bytes) -> Any:
+        found = look_up(loc)
+        if len(overtaken) < 4:
+            overtaken.append(found)
+            gender = ("male", "female")[len(overtaken) % 2]
+            with other_process.writer() as writer:
+                patient = {"resourceType": "Patient", "id": patient_id, "gender": gender}
+                writer.update("Patient", patient_id, patient)
+        return found
+
+    monkeypatch.setattr(records.storage, "latest", look_up_then_a_write_lands)
+    stored = records.read("Patient", patient_id)
+    assert (stored.version, stored.resource()["gender"]) == (5, "male")
+
+
 def test_an_unchanged_update_writes_no_version(records: RecordStore) -> None:
     patient_id = _create(records, {"resourceType": "Patient", "gender": "other"})
     before = records.storage.last_seq()
