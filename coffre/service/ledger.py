@@ -265,13 +265,15 @@ class LatestWrites:
                 self._latest[leaf.loc] = (leaf.version, leaf.body_hash, leaf.index_digest)
         self.known += len(leaves)
 
-    def check_events(self, storage: Storage) -> None:
+    def check_events(self, storage: Storage) -> int:
         """Refuse a storage that lost a sealed AuditEvent of the log followed so far: each
-        row is checked against its leaf when read, a missing one only by this count."""
+        row is checked against its leaf when read, a missing one only by this count. The
+        size of the log checked: events of later leaves are not vouched for."""
         with self._lock:
             known, events = self.known, self._events
         if storage.event_count(known) != events:
             raise SealError()
+        return known
 
     def expected(self, loc: bytes) -> LoggedWrite | None:
         found = self._latest.get(loc)

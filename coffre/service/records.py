@@ -475,7 +475,8 @@ class RecordStore:
         ]
 
     def access_history(self, patient_id: str) -> list[dict[str, Any]]:
-        """The AuditEvents of a patient's compartment, newest first, each checked against
+        """The AuditEvents of a patient's compartment as far as the log was followed (those
+        written meanwhile are the next call's), newest first, each checked against
         the log leaf that commits to it (SealError if one was altered or swapped, if the
         storage holds fewer events than the log commits to, or one twice: an event with
         several leaves checks against each of them, so a copy filed under another of its
@@ -484,10 +485,12 @@ class RecordStore:
         comp = self.keys.patient_compartment(patient_id)
         self.latest_writes.catch_up(self.storage)
         self.check_not_erased(comp)
-        self.latest_writes.check_events(self.storage)
+        checked = self.latest_writes.check_events(self.storage)
         events = []
         seen: set[bytes] = set()
         for sealed in self.storage.events_of(comp):
+            if sealed.leaf >= checked:  # written since: the next look lists it
+                continue
             digest = self._check_event(sealed)
             if digest in seen:
                 raise SealError()

@@ -57,6 +57,15 @@ def _refused(responses: list[httpx.Response]) -> list[str]:
     ]
 
 
+async def _created(client: httpx.AsyncClient, family: str) -> str:
+    patient_id = uuid.uuid4().hex
+    created = await client.put(
+        f"/Patient/{patient_id}", json=_patient(patient_id, family), headers=FHIR_JSON
+    )
+    assert created.status_code == 201, created.text
+    return patient_id
+
+
 async def _export_forever(
     client: httpx.AsyncClient, until: float, seen: list[httpx.Response]
 ) -> None:
@@ -179,3 +188,35 @@ def test_a_record_written_without_pause_reads_in_both_processes(two_workers: Run
 
     asyncio.run(main())
     assert _refused(seen) == [] and stale == []
+
+
+def test_a_patient_s_access_history_reads_while_their_record_is_being_read(
+    two_workers: RunningServer,
+) -> None:
+    """Each read of a patient's record adds an AuditEvent to their compartment, in either
+    process: their access history, read meanwhile, lists what the log had when it looked
+    and never takes the newest events for tampering."""
+    seen: list[httpx.Response] = []
+
+    async def main() -> None:
+        async with spread_client(two_workers) as client:
+            patient_id = await _created(client, "watched")
+            until = time.monotonic() + 6
+
+            async def read_the_record() -> None:
+                while time.monotonic() < until:
+                    seen.append(await client.get(f"/Patient/{patient_id}"))
+
+            async def read_the_access_history() -> None:
+                while time.monotonic() < until:
+                    answer = await client.get(f"/Patient/{patient_id}/$access-history")
+                    seen.append(answer)
+                    assert answer.status_code == 200, answer.text
+
+            await asyncio.gather(
+                *(read_the_record() for _ in range(6)),
+                *(read_the_access_history() for _ in range(3)),
+            )
+
+    asyncio.run(main())
+    assert _refused(seen) == []

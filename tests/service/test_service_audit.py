@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pytest
 from pg import HostDatabase
 
 from coffre.exceptions import SealError
 from coffre.fhir.validation import validate
 from coffre.ledger.leaf import Leaf, LeafKind
-from coffre.service import RecordStore
+from coffre.service import RecordStore, Vault
 from coffre.service.audit import Access
 from coffre.service.records import Writer
+from coffre.storage.base import SealedEvent
 
 NURSE = Access("Infirmière Ouellet", address="10.0.0.7", purpose="TREAT")
 
@@ -75,6 +78,29 @@ def test_reads_are_audited_newest_first_and_leaves_keep_the_order_of_writes(
     assert [event["action"] for event in history] == ["R", "U", "D", "C"]
     assert history[0]["agent"][0]["who"]["display"] == "Dr Tremblay"
     assert "network" not in history[0]["agent"][0]
+
+
+def test_an_event_written_by_another_process_while_the_access_history_is_read_waits(
+    vault: Vault, records: RecordStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another server process logs a read of the patient after this one checked the
+    events against the log and before it lists them: the access history lists what the
+    log held when it looked, and the next one the newer event, none as tampered with."""
+    with records.writer() as writer, writer.request(NURSE):
+        writer.update("Patient", "p1", _patient("p1"))
+    other_process = vault.open()
+    stored = other_process.read("Patient", "p1")
+    list_events = records.storage.events_of
+
+    def a_read_lands_then_list(comp: bytes) -> Sequence[SealedEvent]:
+        with other_process.writer() as writer, writer.request(Access("Dr Tremblay")):
+            writer.log_access(LeafKind.READ, [stored])
+        return list_events(comp)
+
+    monkeypatch.setattr(records.storage, "events_of", a_read_lands_then_list)
+    assert [event["action"] for event in records.access_history("p1")] == ["C"]
+    monkeypatch.undo()
+    assert [event["action"] for event in records.access_history("p1")] == ["R", "C"]
 
 
 def test_a_failed_request_leaves_no_event_and_no_leaf(records: RecordStore) -> None:
