@@ -10,6 +10,9 @@ interleavings that used to break it likely.
 from __future__ import annotations
 
 import asyncio
+import json
+import socket
+import struct
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -135,6 +138,376 @@ def test_a_read_after_an_acknowledged_write_sees_it_while_exports_run(
 
     asyncio.run(main())
     assert _refused(seen) == [] and stale == []
+
+
+def _identified(system: str, value: str, family: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Patient",
+        "identifier": [{"system": system, "value": value}],
+        "name": [{"family": family}],
+    }
+
+
+async def _history_versions(client: httpx.AsyncClient, reference: str) -> list[int]:
+    history = (await client.get(f"/{reference}/_history")).json()
+    return [
+        int(entry["response"]["etag"].removeprefix('W/"').removesuffix('"'))
+        for entry in history["entry"]
+    ]
+
+
+async def _if_match_race(client: httpx.AsyncClient, seen: list[httpx.Response]) -> None:
+    """Clients update the same version at once: one wins, the others are told 412."""
+    patient_id = await _created(client, "v1")
+    racing = await asyncio.gather(
+        *(
+            client.put(
+                f"/Patient/{patient_id}",
+                json=_patient(patient_id, f"racer{n}"),
+                headers={**FHIR_JSON, "If-Match": 'W/"1"'},
+            )
+            for n in range(5)
+        )
+    )
+    seen.extend(racing)
+    assert sorted(r.status_code for r in racing) == [200, 412, 412, 412, 412]
+    assert await _history_versions(client, f"Patient/{patient_id}") == [2, 1]
+
+
+async def _conditional_create_race(client: httpx.AsyncClient, seen: list[httpx.Response]) -> None:
+    """If-None-Exist raced: one creates, the others are given what it created."""
+    value = uuid.uuid4().hex
+    body = _identified("urn:race", value, "first")
+    racing = await asyncio.gather(
+        *(
+            client.post(
+                "/Patient",
+                json=body,
+                headers={**FHIR_JSON, "If-None-Exist": f"identifier=urn:race|{value}"},
+            )
+            for _ in range(5)
+        )
+    )
+    seen.extend(racing)
+    assert sorted(r.status_code for r in racing) == [200, 200, 200, 200, 201]
+    assert len({r.json()["id"] for r in racing}) == 1
+    found = (await client.get("/Patient", params={"identifier": f"urn:race|{value}"})).json()
+    assert found["total"] == 1
+
+
+async def _conditional_update_race(client: httpx.AsyncClient, seen: list[httpx.Response]) -> None:
+    """Conditional updates of a record nobody has yet: one creates it, the others update
+    it; then conditional updates of the version they all read: one wins."""
+    value = uuid.uuid4().hex
+    url = f"/Patient?identifier=urn:race|{value}"
+    racing = await asyncio.gather(
+        *(
+            client.put(url, json=_identified("urn:race", value, f"racer{n}"), headers=FHIR_JSON)
+            for n in range(4)
+        )
+    )
+    seen.extend(racing)
+    assert sorted(r.status_code for r in racing) == [200, 200, 200, 201]
+    (patient_id,) = {r.json()["id"] for r in racing}
+    versions = await _history_versions(client, f"Patient/{patient_id}")
+    assert versions == list(range(len(versions), 0, -1))
+    latest = f'W/"{versions[0]}"'
+    racing = await asyncio.gather(
+        *(
+            client.put(
+                url,
+                json={**_identified("urn:race", value, f"again{n}"), "id": patient_id},
+                headers={**FHIR_JSON, "If-Match": latest},
+            )
+            for n in range(4)
+        )
+    )
+    seen.extend(racing)
+    assert sorted(r.status_code for r in racing) == [200, 412, 412, 412]
+
+
+async def _conditional_delete_race(client: httpx.AsyncClient, seen: list[httpx.Response]) -> None:
+    """Conditional deletes raced: the record is deleted once."""
+    value = uuid.uuid4().hex
+    created = await client.post(
+        "/Patient", json=_identified("urn:race", value, "doomed"), headers=FHIR_JSON
+    )
+    assert created.status_code == 201
+    racing = await asyncio.gather(
+        *(client.delete("/Patient", params={"identifier": f"urn:race|{value}"}) for _ in range(4))
+    )
+    seen.extend(racing)
+    assert {r.status_code for r in racing} == {200}
+    assert sorted(r.json()["issue"][0]["diagnostics"] for r in racing) == [
+        "0 Patient deleted",
+        "0 Patient deleted",
+        "0 Patient deleted",
+        "1 Patient deleted",
+    ]
+    assert await _history_versions(client, f"Patient/{created.json()['id']}") == [2, 1]
+
+
+async def _delete_update_race(client: httpx.AsyncClient, seen: list[httpx.Response]) -> None:
+    """A delete and an update of the version both read: one of them wins."""
+    patient_id = await _created(client, "v1")
+    stale = {"If-Match": 'W/"1"'}
+    deleted, updated = await asyncio.gather(
+        client.delete(f"/Patient/{patient_id}", headers=stale),
+        client.put(
+            f"/Patient/{patient_id}",
+            json=_patient(patient_id, "v2"),
+            headers={**FHIR_JSON, **stale},
+        ),
+    )
+    seen.extend((deleted, updated))
+    assert sorted((deleted.status_code, updated.status_code)) in ([204, 412], [200, 412])
+    read = await client.get(f"/Patient/{patient_id}")
+    assert read.status_code == (410 if deleted.status_code == 204 else 200)
+    assert await _history_versions(client, f"Patient/{patient_id}") == [2, 1]
+
+
+def test_writes_racing_for_the_same_record_have_one_winner(two_workers: RunningServer) -> None:
+    """Across both processes and within a group commit alike: never two winners, never a
+    500, and the history shows exactly the writes that were acknowledged."""
+    seen: list[httpx.Response] = []
+
+    async def main() -> None:
+        async with spread_client(two_workers) as client:
+            for _ in range(6):
+                await asyncio.gather(
+                    _if_match_race(client, seen),
+                    _conditional_create_race(client, seen),
+                    _conditional_update_race(client, seen),
+                    _conditional_delete_race(client, seen),
+                    _delete_update_race(client, seen),
+                )
+
+    asyncio.run(main())
+    assert _refused(seen) == []
+
+
+def _transaction(*entries: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Bundle", "type": "transaction", "entry": list(entries)}
+
+
+def _put_entry(patient_id: str, family: str, if_match: str | None = None) -> dict[str, Any]:
+    request = {"method": "PUT", "url": f"Patient/{patient_id}"}
+    if if_match is not None:
+        request["ifMatch"] = if_match
+    return {"resource": _patient(patient_id, family), "request": request}
+
+
+def test_transactions_touching_the_same_records_are_all_or_nothing_in_one_order(
+    two_workers: RunningServer,
+) -> None:
+    """Transactions that update the same two records land whole, one after the other: both
+    records show them in the same order. Of those that update the version they read, one
+    lands; the others land nothing."""
+    seen: list[httpx.Response] = []
+
+    async def main() -> None:
+        async with spread_client(two_workers) as client:
+            for round_number in range(5):
+                first, second = await _created(client, "v1"), await _created(client, "v1")
+                tags = [f"t{round_number}x{n}" for n in range(6)]
+                racing = await asyncio.gather(
+                    *(
+                        client.post(
+                            "/",
+                            json=_transaction(_put_entry(first, tag), _put_entry(second, tag)),
+                            headers=FHIR_JSON,
+                        )
+                        for tag in tags
+                    )
+                )
+                seen.extend(racing)
+                assert {r.status_code for r in racing} == {200}
+                orders = []
+                for patient_id in (first, second):
+                    history = (await client.get(f"/Patient/{patient_id}/_history")).json()
+                    orders.append(
+                        [e["resource"]["name"][0]["family"] for e in reversed(history["entry"])]
+                    )
+                assert orders[0] == orders[1] and sorted(orders[0][1:]) == sorted(tags)
+
+                stale = 'W/"1"'
+                third, fourth = await _created(client, "v1"), await _created(client, "v1")
+                racing = await asyncio.gather(
+                    *(
+                        client.post(
+                            "/",
+                            json=_transaction(
+                                _put_entry(third, tag, stale), _put_entry(fourth, tag, stale)
+                            ),
+                            headers=FHIR_JSON,
+                        )
+                        for tag in tags
+                    )
+                )
+                seen.extend(racing)
+                assert sorted(r.status_code for r in racing) == [200] + [412] * 5
+                winner = tags[[r.status_code for r in racing].index(200)]
+                for patient_id in (third, fourth):
+                    read = (await client.get(f"/Patient/{patient_id}")).json()
+                    assert (read["meta"]["versionId"], read["name"][0]["family"]) == ("2", winner)
+
+    asyncio.run(main())
+    assert _refused(seen) == []
+
+
+def test_a_write_failing_in_a_group_commit_fails_alone(two_workers: RunningServer) -> None:
+    """Writes that pass validation but fail under the write lock (a stale If-Match, a
+    transaction's stale entry) get their own 412 and leave nothing, while the writes
+    committed with them in the same batch all land."""
+    seen: list[httpx.Response] = []
+
+    async def main() -> None:
+        async with spread_client(two_workers) as client:
+            for _ in range(6):
+                stale_target = await _created(client, "v1")
+                await client.put(
+                    f"/Patient/{stale_target}", json=_patient(stale_target, "v2"), headers=FHIR_JSON
+                )
+                fresh = [uuid.uuid4().hex for _ in range(8)]
+                absent = [uuid.uuid4().hex for _ in range(3)]
+                stale = {**FHIR_JSON, "If-Match": 'W/"1"'}
+                creates = [
+                    client.put(f"/Patient/{i}", json=_patient(i, "new"), headers=FHIR_JSON)
+                    for i in fresh
+                ]
+                conflicts = [
+                    client.put(
+                        f"/Patient/{stale_target}",
+                        json=_patient(stale_target, "lost"),
+                        headers=stale,
+                    )
+                    for _ in range(3)
+                ]
+                transactions = [
+                    client.post(
+                        "/",
+                        json=_transaction(
+                            _put_entry(patient_id, "never"),
+                            _put_entry(stale_target, "lost", 'W/"1"'),
+                        ),
+                        headers=FHIR_JSON,
+                    )
+                    for patient_id in absent
+                ]
+                answers = await asyncio.gather(*creates, *conflicts, *transactions)
+                seen.extend(answers)
+                assert [r.status_code for r in answers] == [201] * 8 + [412] * 6
+                reads = await asyncio.gather(*(client.get(f"/Patient/{i}") for i in fresh + absent))
+                assert [r.status_code for r in reads] == [200] * 8 + [404] * 3
+                assert await _history_versions(client, f"Patient/{stale_target}") == [2, 1]
+
+    asyncio.run(main())
+    assert _refused(seen) == []
+
+
+def _send_and_hang_up(server: RunningServer, path: str, body: bytes, sent: int) -> None:
+    """Send a PUT whose first ``sent`` bytes of body reach the server, then reset the
+    connection without reading the answer."""
+    head = (
+        f"PUT /fhir{path} HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/fhir+json\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as connection:
+        connection.sendall(head + body[:sent])
+        connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+
+
+def test_a_write_whose_client_hangs_up_lands_whole_or_not_at_all(
+    two_workers: RunningServer,
+) -> None:
+    """A client that resets its connection during its write, its body sent whole or in
+    part: the write lands whole or not at all, and the record takes later writes."""
+    seen: list[httpx.Response] = []
+
+    async def main() -> None:
+        async with spread_client(two_workers) as client:
+            for round_number in range(12):
+                patient_id = await _created(client, "v1")
+                body = json.dumps(_patient(patient_id, "hung-up")).encode()
+                sent = len(body) if round_number % 2 else len(body) // 2
+                await asyncio.to_thread(
+                    _send_and_hang_up, two_workers, f"/Patient/{patient_id}", body, sent
+                )
+                after = await client.put(
+                    f"/Patient/{patient_id}", json=_patient(patient_id, "after"), headers=FHIR_JSON
+                )
+                seen.append(after)
+                history = (await client.get(f"/Patient/{patient_id}/_history")).json()
+                families = [e["resource"]["name"][0]["family"] for e in reversed(history["entry"])]
+                # The hung-up write, if it landed, came before the next one or after it.
+                assert families in (
+                    ["v1", "after"],
+                    ["v1", "hung-up", "after"],
+                    ["v1", "after", "hung-up"],
+                )
+                if sent < len(body):
+                    assert "hung-up" not in families
+
+    asyncio.run(main())
+    assert _refused(seen) == []
+
+
+async def _pages(
+    client: httpx.AsyncClient, url: str, params: dict[str, str]
+) -> tuple[int, list[dict[str, Any]]]:
+    """The total of a search or history's first page, and the entries of every page."""
+    page = (await client.get(url, params=params)).json()
+    total, entries = page["total"], list(page.get("entry", []))
+    while following := [link["url"] for link in page["link"] if link["relation"] == "next"]:
+        page = (await client.get(following[0])).json()
+        entries += page.get("entry", [])
+    return total, entries
+
+
+def test_history_and_search_pages_hold_still_while_writes_land(two_workers: RunningServer) -> None:
+    """Paging through a record's history, or a search, while both processes write: every
+    version of the first page's moment once, every match of it once, nothing else."""
+    seen: list[httpx.Response] = []
+    family = uuid.uuid4().hex
+
+    async def main() -> None:
+        async with spread_client(two_workers) as client:
+            busy = await _created(client, family)
+            for n in range(8):
+                changed = _patient(busy, family) | {"gender": ["male", "female"][n % 2]}
+                await client.put(f"/Patient/{busy}", json=changed, headers=FHIR_JSON)
+                await _created(client, family)
+            until = time.monotonic() + 6
+
+            async def write() -> None:
+                n = 0
+                while time.monotonic() < until:
+                    n += 1
+                    changed = _patient(busy, family) | {"gender": ["male", "female"][n % 2]}
+                    seen.append(
+                        await client.put(f"/Patient/{busy}", json=changed, headers=FHIR_JSON)
+                    )
+                    await _created(client, family)
+
+            async def page() -> None:
+                while time.monotonic() < until:
+                    total, entries = await _pages(
+                        client, f"/Patient/{busy}/_history", {"_count": "3"}
+                    )
+                    versions = [
+                        int(e["response"]["etag"].removeprefix('W/"').removesuffix('"'))
+                        for e in entries
+                    ]
+                    assert versions == list(range(total, 0, -1))
+                    params = {"family": family, "_count": "4", "_total": "accurate"}
+                    total, entries = await _pages(client, "/Patient", params)
+                    ids = [e["resource"]["id"] for e in entries]
+                    assert len(ids) == len(set(ids)) == total
+
+            await asyncio.gather(*(write() for _ in range(3)), *(page() for _ in range(3)))
+
+    asyncio.run(main())
+    assert _refused(seen) == []
 
 
 def test_a_record_written_without_pause_reads_in_both_processes(two_workers: RunningServer) -> None:
