@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
@@ -130,6 +130,14 @@ async def _storage_error(request: Request, error: Exception) -> Response:
     return outcome_response(FhirError(503, "transient", message), {"Retry-After": "1"})
 
 
+async def _client_gone(request: Request, error: Exception) -> Response:
+    """The client hung up before its body arrived whole: nothing was read or written, and
+    nobody hears this answer; no error on Coffre's side to log."""
+    return outcome_response(
+        FhirError(400, "incomplete", "the request's body did not arrive whole: send it again")
+    )
+
+
 async def _unexpected(request: Request, error: Exception) -> Response:
     # The message of an unexpected error may quote a record: only its type is logged.
     log.error("unexpected %s: %s", type(error).__name__, _interaction(request))
@@ -187,6 +195,7 @@ def create_app(
             SealError: _seal_error,
             LedgerError: _seal_error,
             StorageError: _storage_error,
+            ClientDisconnect: _client_gone,
             Exception: _unexpected,
         },
     )

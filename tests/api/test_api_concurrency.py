@@ -593,3 +593,16 @@ def test_a_patient_s_access_history_reads_while_their_record_is_being_read(
 
     asyncio.run(main())
     assert _refused(seen) == []
+
+
+def test_a_client_hanging_up_mid_upload_is_no_server_error(two_workers: RunningServer) -> None:
+    """Flaky networks drop uploads: the server reads no body, writes nothing, and logs
+    no error or traceback for it, which operators would take for a fault of Coffre."""
+    body = json.dumps(_patient("dropped", "hung-up")).encode()
+    for _ in range(4):
+        _send_and_hang_up(two_workers, "/Patient/dropped", body, len(body) // 2)
+    assert httpx.get(f"{two_workers.base_url}/Patient/dropped").status_code == 404
+    two_workers.stop()
+    assert two_workers.process.stdout is not None
+    logged = two_workers.process.stdout.read().decode()
+    assert "Traceback" not in logged and "ClientDisconnect" not in logged, logged
