@@ -75,7 +75,9 @@ def loads(
     try:
         value = orjson.loads(body)
     except orjson.JSONDecodeError as error:
-        raise FhirError(400, "structure", f"{where} is not valid JSON: {error}") from None
+        raise FhirError(
+            400, "structure", f"{where} is not valid JSON: {_why(body, error)}"
+        ) from None
     if max_depth is not None and not _nests_within(value, max_depth):
         raise FhirError(
             400, "structure", f"{where} nests arrays and objects more than {max_depth} deep"
@@ -86,6 +88,22 @@ def loads(
         return _stdlib_json.loads(body, parse_float=_number)  # orjson found it valid JSON
     except RecursionError:
         raise FhirError(400, "structure", f"{where} nests arrays and objects too deep") from None
+
+
+def _why(body: bytes | str, error: orjson.JSONDecodeError) -> str:
+    """orjson's reason, or where the bytes stop being UTF-8 (orjson then points at the
+    document's first character)."""
+    if isinstance(body, bytes):
+        try:
+            body.decode()
+        except UnicodeDecodeError as bad:
+            line = body.count(b"\n", 0, bad.start) + 1
+            column = bad.start - (body.rfind(b"\n", 0, bad.start) + 1) + 1
+            return (
+                f"byte {bad.start} (line {line}, column {column}) is not UTF-8"
+                " (FHIR JSON is UTF-8: a Latin-1 or Windows-1252 text must be converted)"
+            )
+    return str(error)
 
 
 def _written(value: Any) -> orjson.Fragment:

@@ -83,3 +83,15 @@ def test_a_body_too_deep_for_the_slower_parse_is_refused() -> None:
     with pytest.raises(FhirError) as refused:
         json.loads(deep)
     assert refused.value.status == 400
+
+
+def test_a_body_that_is_not_utf8_is_refused_where_it_stops_being_so() -> None:
+    """A file saved as Latin-1 (é as one byte): the message points at the byte, not at
+    the document's first character."""
+    body = '{"resourceType": "Patient",\n "name": [{"family": "Lefèvre"}]}'.encode("latin-1")
+    with pytest.raises(FhirError) as refused:
+        json.loads(body, "patient.json")
+    assert refused.value.status == 400
+    assert "patient.json is not valid JSON: byte 53 (line 2, column 26) is not UTF-8" in (
+        refused.value.diagnostics
+    )
