@@ -748,8 +748,8 @@ def synthea_files(synthea: Path) -> tuple[list[Path], list[list[Path]]]:
     them), after which such a reference rightly gets a 412."""
     if not synthea.is_dir():
         raise SystemExit(
-            f"no Synthea data at {synthea}: pass --data (the folder holding synthea/),"
-            " by default ../shared/data beside the project"
+            f"no Synthea data at {synthea} (the benchmarks read it from ../shared/data"
+            " beside the project unless told another folder)"
         )
     info_folder = synthea / SYNTHEA_INFO_FOLDER
     info = [

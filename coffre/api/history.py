@@ -60,8 +60,9 @@ def since(pairs: Pairs) -> int | None:
 def _refuse_unsupported(pairs: Pairs) -> None:
     """``_at`` and ``_list`` would narrow a history: ignored, they would list versions the
     client did not ask for."""
+    given = {name for name, _ in pairs}
     for name in ("_at", "_list"):
-        if name in dict(pairs):
+        if name in given:
             raise FhirError(
                 400,
                 "not-supported",

@@ -23,6 +23,7 @@ from coffre.service.searching import Scope, Searcher, compartment_types, everyth
 
 Admit = Callable[[Stored], bool]
 SUMMARIES = ("true", "false", "count", "data", "text")
+READ_SUMMARIES = tuple(s for s in SUMMARIES if s != "count")  # a count is a search's
 TOTALS = ("none", "estimate", "accurate")
 # How many rounds ``:iterate`` follows references at most.
 ITERATE_ROUNDS = 4
@@ -73,7 +74,7 @@ class Shape:
 def read_shape(pairs: Pairs) -> Shape | None:
     """What a read or vread shows of its resource (``_summary``, ``_elements``), when the
     client asks for less than the whole of it; ``_summary=count`` is for searches."""
-    summary = _one(pairs, "_summary", tuple(s for s in SUMMARIES if s != "count"))
+    summary = _one(pairs, "_summary", READ_SUMMARIES)
     shape = Shape(summary, tuple(_list(pairs, "_elements")))
     return None if summary in (None, "false") and not shape.elements else shape
 

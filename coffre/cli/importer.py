@@ -37,7 +37,7 @@ class Importer:
             records, "urn:coffre:import", include_resources=False, keep_source_ids=True
         )
         self._on_progress = on_progress
-        self._id_key = records.keys.index("", "", "\x00import id key")
+        self._id_key = records.keys.index_subkey("import id key")
         self.report = ImportReport()
 
     def _derived_id(self, content: bytes, occurrence: int) -> str:

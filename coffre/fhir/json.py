@@ -56,9 +56,9 @@ def _rewritten(body: bytes) -> bool:
             text = token.strip().decode()
             if "." in text or "e" in text or "E" in text:
                 try:
-                    if repr(float(text)) != text:
+                    if type(_number(text)) is PreciseDecimal:
                         return True
-                except ValueError:
+                except ValueError:  # not a number after all: the slower parse decides
                     return True
     return False
 

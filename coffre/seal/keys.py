@@ -133,11 +133,16 @@ class PurposeKeys:
         hashing that block again (1.0 µs a token against 1.4)."""
         keyed = self._short_index.get(size)
         if keyed is None:
-            key = self.index("", "", "\x00value key")
+            key = self.index_subkey("value key")
             keyed = self._short_index[size] = hashlib.blake2b(key=key, digest_size=size)
         hasher = keyed.copy()
         hasher.update(f"{resource_type}\x1f{parameter}\x1f{value}".encode())
         return hasher.digest()
+
+    def index_subkey(self, name: str) -> bytes:
+        """A key of its own for another keyed hash on the index's side: the token of an
+        empty type and parameter, which no search token has, so none equals it."""
+        return self.index("", "", f"\x00{name}")
 
     def index(self, resource_type: str, parameter: str, value: str) -> bytes:
         """A blind search token for a normalised value of a search parameter."""

@@ -51,13 +51,9 @@ def named_patients(resource: dict[str, Any]) -> tuple[str, ...]:
 
 def record_patients(resource: dict[str, Any]) -> tuple[str, ...]:
     """The patients whose record a resource is judged as, sorted: those of its
-    compartment (``compartment_patients``), or those a resource outside it names."""
-    if (
-        resource["resourceType"] == "Patient"
-        or resource["resourceType"] in PATIENT_COMPARTMENT_PATHS
-    ):
-        return compartment_patients(resource)
-    return named_patients(resource)
+    compartment (``compartment_patients``), or those a resource outside it names (each
+    function finds none for a resource of the other kind)."""
+    return compartment_patients(resource) or named_patients(resource)
 
 
 def sealing_patient(resource: dict[str, Any]) -> str | None:

@@ -164,10 +164,11 @@ class Export:
         self.records = records
         self.job = job
         self._members = self._group_members() if job.level == "group" else None
-        self._member_comps = None
-        if self._members is not None:
-            comp = records.keys.patient_compartment
-            self._member_comps = frozenset(comp(patient) for patient in self._members)
+        self._member_comps = (
+            None
+            if self._members is None
+            else frozenset(map(records.keys.patient_compartment, self._members))
+        )
 
     # -- what belongs ---------------------------------------------------------------------
 

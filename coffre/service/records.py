@@ -152,12 +152,16 @@ def _event_associated(comp: bytes) -> bytes:
     return b"AuditEvent" + comp
 
 
-def _same_content(current: dict[str, Any], resource: dict[str, Any]) -> bool:
+def _same_content(current: Stored, resource: dict[str, Any]) -> bool:
     """Whether a write would store what the current version holds, server meta aside;
-    as written, so that a change of a decimal's precision (7.2 to 7.20) is a change."""
-    return json.canonical(_without_server_meta(current)) == json.canonical(
-        _without_server_meta(resource)
-    )
+    as written, so that a change of a decimal's precision (7.2 to 7.20) is a change. Most
+    writes change a value, which the plain comparison tells; the written forms are
+    compared only when the values are equal (a file imported again)."""
+    trimmed = _without_server_meta(resource)
+    if _without_server_meta(current.resource()) != trimmed:
+        return False
+    precise = _without_server_meta(json.loads(current.body))
+    return json.canonical(precise) == json.canonical(trimmed)
 
 
 def _without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
@@ -771,11 +775,7 @@ class Writer:
     ) -> Outcome:
         current = self.latest(resource_type, resource_id)
         self._check_version(resource_type, resource_id, current, if_match)
-        unchanged = (
-            current is not None
-            and not current.deleted
-            and _same_content(json.loads(current.body), resource)
-        )
+        unchanged = current is not None and not current.deleted and _same_content(current, resource)
         if unchanged:
             assert current is not None
             return Outcome(current, created=False, changed=False)

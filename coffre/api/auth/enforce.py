@@ -64,9 +64,11 @@ def target_for(interaction: Interaction, resource: dict[str, Any]) -> Target:
 def _patients(target: Target) -> tuple[str, ...]:
     """The patients whose records a target is judged as: its compartment's, or those a
     shared resource or a record of several patients names."""
-    if target.named or target.patient == SOMEONE:
+    if target.named:
         return target.named
-    return (target.patient,) if target.patient else ()
+    if target.patient in (None, NOBODY, SOMEONE):
+        return ()
+    return (target.patient,)
 
 
 def _in_compartments(resource_type: str) -> bool:
