@@ -549,15 +549,18 @@ class PostgresEndpoint(Endpoint):
             postgres._fail("change the schema", error)
 
     def finish(self) -> None:
-        """The indexes back; the next versions numbered after the ones copied."""
+        """The indexes back; the next versions numbered after the ones copied; and the
+        statistics that the planner chooses its plans from, which a bulk load leaves to
+        autovacuum's next pass (PostgreSQL's advice after one: ANALYZE)."""
         super().finish()
         try:
             self._write.execute(
                 "SELECT setval(pg_get_serial_sequence('versions', 'seq'), max(seq))"
                 " FROM versions HAVING max(seq) IS NOT NULL"
             )
+            self._write.execute("ANALYZE")
         except psycopg.Error as error:
-            postgres._fail("number the versions", error)
+            postgres._fail("number the versions and analyse the tables", error)
 
     def close(self) -> None:
         self._read.close()

@@ -125,6 +125,12 @@ def test_the_copy_serves_as_a_vault_and_numbers_new_versions_after_the_copied_on
     if target.startswith("postgresql://"):
         (copied.folder / "storage.url").write_text(target)
     assert _copy(_location(vault), target).mismatched == []
+    if target.startswith("postgresql://"):  # analysed, for the new server's first plans
+        with HostDatabase(target) as db:
+            analysed = db.execute(
+                "SELECT DISTINCT tablename FROM pg_stats WHERE schemaname = current_schema()"
+            ).fetchall()
+        assert {"tokens", "versions", "current"} <= {row[0] for row in analysed}
     records = copied.open()
     try:
         with TestClient(create_app(records)) as there:
