@@ -175,6 +175,27 @@ def test_a_search_with_no_match_and_a_bad_value(client: TestClient) -> None:
     assert strict.status_code == 400
 
 
+def test_dates_at_the_ends_of_the_calendar_are_stored_and_found(client: TestClient) -> None:
+    _patient(client, "far", "Loin", "9999-12-31")
+    _patient(client, "old", "Ancien", "0001-01-01")
+    put_resource(
+        client,
+        {
+            "resourceType": "Observation",
+            "id": "edge",
+            "status": "final",
+            "code": {"text": "edge"},
+            "effectiveDateTime": "0001-01-01T00:00:00+01:00",
+            "issued": "9999-12-31T23:30:00.000-01:00",
+        },
+    )
+    for query in ("birthdate=9999-12-31", "birthdate=9999", "birthdate=sa9999-12-30"):
+        assert _ids(_search(client, f"Patient?{query}")) == ["far"], query
+    assert _ids(_search(client, "Patient?birthdate=lt0001-01-02")) == ["old"]
+    early = "date=0001-01-01T00:00:00%2B01:00"
+    assert _ids(_search(client, f"Observation?{early}")) == ["edge"]
+
+
 def test_identifier_modifiers_of_type_and_reference_identifier(client: TestClient) -> None:
     mr = {"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "MR"}
     _patient(
