@@ -163,6 +163,7 @@ def test_post_search_and_conditional_create_use_every_parameter(client: TestClie
 def test_a_search_with_no_match_and_a_bad_value(client: TestClient) -> None:
     for query in (
         "Patient?birthdate=ne1980-99",
+        "Patient?birthdate=2020-01-01T10:00:00%2B25:00",
         "Patient?deceased:missing=maybe",
         "Observation?code-value-quantity=8302-2$lots",
     ):

@@ -79,6 +79,9 @@ def test_date_range_examples() -> None:
     )
     assert date_range("2020-02-30") is None
     assert date_range("not a date") is None
+    assert date_range("2020-01-01T10:00:00+14:00") is not None
+    for zone in ("+25:00", "-14:30", "+01:75"):  # beyond the offsets FHIR allows
+        assert date_range(f"2020-01-01T10:00:00{zone}") is None, zone
 
 
 def test_dates_at_the_ends_of_the_calendar_have_a_range() -> None:
