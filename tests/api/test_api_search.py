@@ -166,6 +166,10 @@ def test_a_search_with_no_match_and_a_bad_value(client: TestClient) -> None:
         "Patient?birthdate=2020-01-01T10:00:00%2B25:00",
         "Patient?deceased:missing=maybe",
         "Observation?code-value-quantity=8302-2$lots",
+        "Observation?value-quantity=1e999999999",
+        "Observation?value-quantity=ap9e999999",
+        "Observation?combo-code-value-quantity=8302-2$ap1e-999999999",
+        "RiskAssessment?probability=gt1e999999999",
     ):
         assert client.get(f"/fhir/{query}").status_code == 400  # refused before any record
     _people(client)
