@@ -133,6 +133,23 @@ def test_chains_and_has(client: TestClient) -> None:
     assert _ids(nested) == ["enc-ana"]
 
 
+def test_chains_and_has_follow_four_references_at_most(client: TestClient) -> None:
+    _people(client)
+    four = (
+        "Observation?subject:Patient._has:Observation:subject:encounter.service-provider.name=clin"
+    )
+    assert sorted(_ids(_search(client, four))) == ["obs-0", "obs-1", "obs-2"]
+    for query in (
+        "Task?" + "subject." * 5 + "name=x",  # each link over the 145 types a Task names
+        "Patient?" + "_has:Observation:subject:" * 1000 + "code=x",
+        "Organization?" + "partof." * 1000 + "name=x",
+    ):
+        response = client.get(f"/fhir/{query}")
+        assert response.status_code == 400, response.text
+        issue = response.json()["issue"][0]
+        assert issue["code"] == "too-costly" and "4 at most" in issue["diagnostics"]
+
+
 def test_everything_with_type_since_and_count(client: TestClient) -> None:
     _people(client)
     bundle = _search(client, "Patient/bob/$everything")
