@@ -21,7 +21,7 @@ from urllib.parse import unquote
 from coffre.exceptions import FhirError
 from coffre.fhir import json
 from coffre.fhir.references import parse_reference, references_in, rewrite_references
-from coffre.fhir.validation import validate
+from coffre.fhir.validation import url_type, validate
 from coffre.fhir.values import whole_number
 from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion, parse_criteria
@@ -30,6 +30,13 @@ from coffre.service.records import Outcome, OwnTokens, RecordStore, Stored, Writ
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _INTERACTIONS = {"DELETE": "delete", "PUT": "update", "GET": "search", "HEAD": "search"}
+# What an entry's url takes by its number of parts, as the REST API: a type, a resource,
+# a version (``Patient/1/_history/2``: read only).
+_METHODS_OF_URL = {
+    1: ("GET", "HEAD", "POST", "PUT", "DELETE"),
+    2: ("GET", "HEAD", "PUT", "DELETE"),
+    4: ("GET", "HEAD"),
+}
 
 
 @dataclass(slots=True)
@@ -85,7 +92,18 @@ def _entry_if_match(index: int, value: str | None) -> int | None:
     try:
         return parse_if_match(value)
     except FhirError as error:
-        raise FhirError(error.status, error.code, f"entry[{index}]: {error.diagnostics}") from None
+        raise _at_index(index, error) from None
+
+
+def _entry_type(index: int, name: str) -> str:
+    try:
+        return url_type(name)
+    except FhirError as error:
+        raise _at_index(index, error) from None
+
+
+def _at_index(index: int, error: FhirError) -> FhirError:
+    return FhirError(error.status, error.code, f"entry[{index}]: {error.diagnostics}")
 
 
 def _parse_entry(index: int, entry: dict[str, Any]) -> Entry:
@@ -114,11 +132,19 @@ def _parse_entry(index: int, entry: dict[str, Any]) -> Entry:
             "not-supported",
             f"entry[{index}]: the request url {url!r} is not a supported interaction",
         )
+    allowed = _METHODS_OF_URL[len(parts)]
+    if method not in allowed:
+        raise FhirError(
+            405,
+            "not-supported",
+            f"entry[{index}]: {method} is not an interaction the url {url!r} supports:"
+            f" it takes {', '.join(allowed)}",
+        )
     resource = entry.get("resource")
     return Entry(
         index=index,
         method=method,
-        resource_type=parts[0],
+        resource_type=_entry_type(index, parts[0]),
         resource_id=parts[1] if len(parts) >= 2 else None,
         query=query or None,
         history_version=parts[3] if len(parts) == 4 else None,

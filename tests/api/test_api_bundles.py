@@ -474,6 +474,20 @@ def _valid_first() -> dict[str, Any]:
             "If-Match",
             id="bad-if-match",
         ),
+        pytest.param(entry("DELETE", "Foo/1"), 404, "no resource type 'Foo'", id="delete-unknown"),
+        pytest.param(entry("GET", "Foo?x=1"), 404, "no resource type 'Foo'", id="search-unknown"),
+        pytest.param(
+            entry("DELETE", "Patient/p-x/_history/1"), 405, "DELETE", id="delete-a-version"
+        ),
+        pytest.param(
+            entry("PUT", "Patient/p-x/_history/1", patient("bad-1", id="p-x")),
+            405,
+            "PUT",
+            id="update-a-version",
+        ),
+        pytest.param(
+            entry("POST", "Patient/p-x", patient("bad-1")), 405, "POST", id="create-at-an-id"
+        ),
     ],
 )
 def test_transaction_with_one_bad_entry_changes_nothing(
@@ -856,3 +870,27 @@ def test_an_entry_without_request_is_400(client: TestClient, records: RecordStor
     issue = assert_outcome(send(client, body), 400, "entry[0]")
     assert issue["expression"] == ["Bundle.entry[0].request"]
     assert records.storage.last_seq() == 0
+
+
+def test_a_batch_refuses_entries_whose_url_rest_refuses(
+    client: TestClient, records: RecordStore
+) -> None:
+    """DELETE Patient/x/_history/1 deleted Patient/x, DELETE Foo/1 answered 204, and a
+    POST to Patient/x created another id: REST answers these 405 and 404."""
+    existing = created_id(client, patient("h-0"))
+    written = records.storage.last_seq()
+    body = bundle(
+        "batch",
+        entry("DELETE", f"Patient/{existing}/_history/1"),
+        entry("DELETE", "Foo/1"),
+        entry("POST", f"Patient/{existing}", patient("h-1")),
+    )
+
+    response = send(client, body)
+
+    assert response.status_code == 200, response.text
+    results = [e["response"] for e in response.json()["entry"]]
+    assert [r["status"][:3] for r in results] == ["405", "404", "405"]
+    assert "it takes GET, HEAD" in results[0]["outcome"]["issue"][0]["diagnostics"]
+    assert records.storage.last_seq() == written
+    assert client.get(f"/fhir/Patient/{existing}").status_code == 200
