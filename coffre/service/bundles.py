@@ -13,6 +13,7 @@ storage can resolve (conditional ones, and those to conditional creates and upda
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol
@@ -78,11 +79,15 @@ class Entry:
         return f"{self.resource_type}?{self.if_none_exist}"
 
 
+_VERSION_TAG = re.compile(r'(?:W/)?"([0-9]+)"|([0-9]+)')
+
+
 def parse_if_match(value: str | None) -> int | None:
-    """``W/"3"`` or ``3`` → 3; anything else is a 400."""
+    """``W/"3"``, ``"3"`` or ``3`` → 3; anything else is a 400."""
     if value is None:
         return None
-    number = whole_number(value.strip().removeprefix("W/").strip('"'))
+    tag = _VERSION_TAG.fullmatch(value.strip())
+    number = None if tag is None else whole_number(tag.group(1) or tag.group(2))
     if number is None:
         raise FhirError(400, "invalid", f'If-Match {value!r} is not a version ETag such as W/"3"')
     return number

@@ -436,7 +436,9 @@ def test_put_at_a_bad_id_is_400(client: TestClient, records: RecordStore) -> Non
     assert records.storage.last_seq() == 0
 
 
-@pytest.mark.parametrize("value", ["abc", 'W/"x"', 'W/"1.0"', "W/", ""])
+@pytest.mark.parametrize(
+    "value", ["abc", 'W/"x"', 'W/"1.0"', "W/", "", 'W/"1', '1"', '""1""', "W/1"]
+)
 def test_a_bad_if_match_is_400(client: TestClient, records: RecordStore, value: str) -> None:
     pid = create_patient(client)
     body = {"resourceType": "Patient", "id": pid, "gender": "male"}
