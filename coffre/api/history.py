@@ -57,16 +57,14 @@ def since(pairs: Pairs) -> int | None:
     return (moment - EPOCH) // timedelta(microseconds=1)
 
 
-def _refuse_unsupported(pairs: Pairs) -> None:
-    """``_at`` and ``_list`` would narrow a history: ignored, they would list versions the
-    client did not ask for."""
+def refuse_unsupported(pairs: Pairs, names: tuple[str, ...], what: str, takes: str) -> None:
+    """Parameters that would narrow an answer Coffre cannot narrow by them (a history's
+    ``_at`` and ``_list``): ignored, they would hand out what the client did not ask for."""
     given = {name for name, _ in pairs}
-    for name in ("_at", "_list"):
+    for name in names:
         if name in given:
             raise FhirError(
-                400,
-                "not-supported",
-                f"Coffre's history does not support {name}; it takes _since and _count",
+                400, "not-supported", f"Coffre's {what} does not support {name}; it takes {takes}"
             )
 
 
@@ -110,7 +108,7 @@ def history_bundle(
     leaves out the versions the request may not see (of one record: in another patient's
     compartment before it moved)."""
     pairs = list(request.query_params.multi_items())
-    _refuse_unsupported(pairs)
+    refuse_unsupported(pairs, ("_at", "_list"), "history", "_since and _count")
     count = page_count(pairs)
     snapshot = number(pairs, "_snapshot") or records.storage.last_seq()
     offset = number(pairs, "_offset") or 0

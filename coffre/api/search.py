@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from coffre.api.history import Pairs, links, number, page_count, since
+from coffre.api.history import Pairs, links, number, page_count, refuse_unsupported, since
 from coffre.exceptions import FhirError
 from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
@@ -288,6 +288,7 @@ def everything_page(
 ) -> tuple[dict[str, Any], list[Stored]]:
     """``Patient/{id}/$everything``: the patient's compartment, ``_type`` and ``_since``
     narrowing it, paged by ``_count``; the caller has read the Patient (404, 410)."""
+    refuse_unsupported(pairs, ("start", "end"), "$everything", "_type, _since and _count")
     types = _list(pairs, "_type") or list(compartment_types())
     for name in types:
         if name not in RESOURCE_TYPES:

@@ -502,6 +502,17 @@ def test_everything_with_a_huge_offset_is_not_a_500(client: TestClient) -> None:
     assert response.json()["entry"] == []
 
 
+@pytest.mark.parametrize("query", ["start=2020-01-01", "end=2020-12-31", "start=abc"])
+def test_everything_refuses_the_date_range_it_cannot_apply(client: TestClient, query: str) -> None:
+    """start and end narrow $everything to care dates; ignored, they answered every record
+    of the patient, as if within the range asked for."""
+    pid = create_patient(client)
+
+    response = client.get(f"/fhir/Patient/{pid}/$everything?{query}")
+
+    assert_outcome(response, 400, query.partition("=")[0], "_type, _since and _count")
+
+
 def test_history_with_a_huge_offset_is_not_a_500(client: TestClient) -> None:
     create_patient(client)
 
