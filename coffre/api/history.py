@@ -15,31 +15,12 @@ from starlette.requests import Request
 
 from coffre.exceptions import FhirError
 from coffre.fhir import json
-from coffre.fhir.values import whole_number
+from coffre.search.results import Pairs, number, page_count
 from coffre.service import RecordStore, Stored
 from coffre.storage import HistoryQuery
 
-DEFAULT_COUNT = 50
-MAX_COUNT = 1000
 PAGING = ("_snapshot", "_offset")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-Pairs = list[tuple[str, str]]
-
-
-def number(pairs: Pairs, name: str) -> int | None:
-    raw = dict(pairs).get(name)
-    if raw is None:
-        return None
-    found = whole_number(raw)
-    if found is None:
-        raise FhirError(400, "invalid", f"{name}={raw} is not a whole number")
-    return found
-
-
-def page_count(pairs: Pairs) -> int:
-    count = number(pairs, "_count")
-    return DEFAULT_COUNT if count is None else min(count, MAX_COUNT)
 
 
 def since(pairs: Pairs) -> int | None:

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 from coffre.exceptions import FhirError
 from coffre.fhir import json
@@ -27,6 +27,7 @@ from coffre.fhir.values import whole_number
 from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion, parse_criteria
 from coffre.search.parameters import parameters_for
+from coffre.search.results import page_count
 from coffre.service.records import Outcome, OwnTokens, RecordStore, Stored, Writer, new_id
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
@@ -612,9 +613,10 @@ class BundleProcessor:
 
     def _get(self, writer: Writer, entry: Entry) -> dict[str, Any]:
         if entry.resource_id is None:
-            criteria = parse_criteria(entry.query or "", "search")
-            matches = self.gate.find(writer, entry.resource_type, criteria)
-            writer.log_access(LeafKind.SEARCH, matches)
+            pairs = parse_qsl(entry.query or "", keep_blank_values=True)
+            matches = self.gate.find(writer, entry.resource_type, parse_criteria(pairs))
+            shown = matches[: page_count(pairs)]
+            writer.log_access(LeafKind.SEARCH, shown)
             searchset = {
                 "resourceType": "Bundle",
                 "type": "searchset",
@@ -625,7 +627,7 @@ class BundleProcessor:
                         "resource": json.embedded(s.body),
                         "search": {"mode": "match"},
                     }
-                    for s in matches
+                    for s in shown
                 ],
             }
             return {"resource": searchset, "response": {"status": "200 OK"}}

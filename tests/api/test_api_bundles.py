@@ -894,3 +894,26 @@ def test_a_batch_refuses_entries_whose_url_rest_refuses(
     assert "it takes GET, HEAD" in results[0]["outcome"]["issue"][0]["diagnostics"]
     assert records.storage.last_seq() == written
     assert client.get(f"/fhir/Patient/{existing}").status_code == 200
+
+
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+def test_a_search_entry_answers_a_page_as_rest_does(
+    client: TestClient, records: RecordStore, kind: str
+) -> None:
+    """A search entry handed out every match, whatever its _count: 10,000 patients in one
+    entry's answer, and as many in each entry of a batch."""
+    many = [entry("POST", "Patient", patient(f"pg-{i}", gender="male")) for i in range(51)]
+    assert send(client, bundle("transaction", *many)).status_code == 200
+    leaves = records.storage.leaf_count()
+
+    response = send(
+        client,
+        bundle(
+            kind, entry("GET", "Patient?gender=male&_count=2"), entry("GET", "Patient?gender=male")
+        ),
+    )
+
+    assert response.status_code == 200, response.text
+    pages = [e["resource"] for e in response.json()["entry"]]
+    assert [(page["total"], len(page["entry"])) for page in pages] == [(51, 2), (51, 50)]
+    assert records.storage.leaf_count() - leaves == 52  # a leaf for each match shown
