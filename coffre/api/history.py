@@ -15,31 +15,12 @@ from starlette.requests import Request
 
 from coffre.exceptions import FhirError
 from coffre.fhir import json
-from coffre.fhir.values import whole_number
+from coffre.search.results import Pairs, number, page_count
 from coffre.service import RecordStore, Stored
 from coffre.storage import HistoryQuery
 
-DEFAULT_COUNT = 50
-MAX_COUNT = 1000
 PAGING = ("_snapshot", "_offset")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-Pairs = list[tuple[str, str]]
-
-
-def number(pairs: Pairs, name: str) -> int | None:
-    raw = dict(pairs).get(name)
-    if raw is None:
-        return None
-    found = whole_number(raw)
-    if found is None:
-        raise FhirError(400, "invalid", f"{name}={raw} is not a whole number")
-    return found
-
-
-def page_count(pairs: Pairs) -> int:
-    count = number(pairs, "_count")
-    return DEFAULT_COUNT if count is None else min(count, MAX_COUNT)
 
 
 def since(pairs: Pairs) -> int | None:
@@ -57,16 +38,14 @@ def since(pairs: Pairs) -> int | None:
     return (moment - EPOCH) // timedelta(microseconds=1)
 
 
-def _refuse_unsupported(pairs: Pairs) -> None:
-    """``_at`` and ``_list`` would narrow a history: ignored, they would list versions the
-    client did not ask for."""
+def refuse_unsupported(pairs: Pairs, names: tuple[str, ...], what: str, takes: str) -> None:
+    """Parameters that would narrow an answer Coffre cannot narrow by them (a history's
+    ``_at`` and ``_list``): ignored, they would hand out what the client did not ask for."""
     given = {name for name, _ in pairs}
-    for name in ("_at", "_list"):
+    for name in names:
         if name in given:
             raise FhirError(
-                400,
-                "not-supported",
-                f"Coffre's history does not support {name}; it takes _since and _count",
+                400, "not-supported", f"Coffre's {what} does not support {name}; it takes {takes}"
             )
 
 
@@ -110,7 +89,7 @@ def history_bundle(
     leaves out the versions the request may not see (of one record: in another patient's
     compartment before it moved)."""
     pairs = list(request.query_params.multi_items())
-    _refuse_unsupported(pairs)
+    refuse_unsupported(pairs, ("_at", "_list"), "history", "_since and _count")
     count = page_count(pairs)
     snapshot = number(pairs, "_snapshot") or records.storage.last_seq()
     offset = number(pairs, "_offset") or 0

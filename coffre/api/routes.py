@@ -25,8 +25,7 @@ from coffre.api.negotiation import (
 from coffre.api.responses import fhir_response, information, resource_response, version_headers
 from coffre.api.search import Shape, everything_page, read_shape, search_page
 from coffre.exceptions import FhirError
-from coffre.fhir._definitions_r4 import RESOURCE_TYPES
-from coffre.fhir.validation import validate
+from coffre.fhir.validation import url_type, validate
 from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion, check_criteria, parse_criteria
 from coffre.service import Outcome as Written
@@ -50,14 +49,7 @@ def base_url(request: Request) -> str:
 
 
 def _type(request: Request) -> str:
-    resource_type: str = request.path_params["type"]
-    if resource_type not in RESOURCE_TYPES:
-        raise FhirError(
-            404,
-            "not-found",
-            f"Coffre knows no resource type {resource_type!r} (FHIR R4 names, such as Patient or Observation)",
-        )
-    return resource_type
+    return url_type(request.path_params["type"])
 
 
 def _id(request: Request) -> str:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from itertools import islice
 from typing import Any
 
-from coffre.api.history import Pairs, links, number, page_count, since
+from coffre.api.history import links, refuse_unsupported, since
 from coffre.exceptions import FhirError
 from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
@@ -17,6 +17,7 @@ from coffre.search import Criterion, check_criteria, parse_criteria
 from coffre.search.criteria import parameter_of
 from coffre.search.extract import index_values
 from coffre.search.parameters import parameters_for
+from coffre.search.results import Pairs, number, page_count
 from coffre.search.values import Ref
 from coffre.service import RecordStore, Stored
 from coffre.service.searching import Scope, Searcher, compartment_types, everything, sort_results
@@ -288,6 +289,7 @@ def everything_page(
 ) -> tuple[dict[str, Any], list[Stored]]:
     """``Patient/{id}/$everything``: the patient's compartment, ``_type`` and ``_since``
     narrowing it, paged by ``_count``; the caller has read the Patient (404, 410)."""
+    refuse_unsupported(pairs, ("start", "end"), "$everything", "_type, _since and _count")
     types = _list(pairs, "_type") or list(compartment_types())
     for name in types:
         if name not in RESOURCE_TYPES:

@@ -47,19 +47,30 @@ def _number(text: str) -> float:
     return number if repr(number) == text else PreciseDecimal(text)
 
 
+# The integers orjson reads as ints (and writes): past them it reads a float.
+_INTEGERS = range(-(2**63), 2**64)
+
+
+def _integer(text: str) -> int | float:
+    number = int(text)
+    return number if number in _INTEGERS else PreciseDecimal(text)
+
+
 def _rewritten(body: bytes) -> bool:
     """Whether a float would write some number of ``body`` otherwise than it is written
-    (1.50, 1e2, 0.1000000000000000055). A string that looks like such a member costs the
-    slower parse, no more."""
+    (1.50, 1e2, 0.1000000000000000055, an integer past 64 bits). A string that looks like
+    such a member costs the slower parse, no more."""
     for found in _NUMBERS.findall(body):
         for token in found.removeprefix(b"[").split(b","):
             text = token.strip().decode()
-            if "." in text or "e" in text or "E" in text:
-                try:
-                    if type(_number(text)) is PreciseDecimal:
-                        return True
-                except ValueError:  # not a number after all: the slower parse decides
+            decimal = "." in text or "e" in text or "E" in text
+            if not decimal and len(text) < 19:  # an int of 64 bits
+                continue
+            try:
+                if type((_number if decimal else _integer)(text)) is PreciseDecimal:
                     return True
+            except ValueError:  # not a number after all: the slower parse decides
+                return True
     return False
 
 
@@ -85,7 +96,8 @@ def loads(
     if not precise or not _rewritten(body.encode() if isinstance(body, str) else body):
         return value
     try:
-        return _stdlib_json.loads(body, parse_float=_number)  # orjson found it valid JSON
+        # orjson found it valid JSON
+        return _stdlib_json.loads(body, parse_float=_number, parse_int=_integer)
     except RecursionError:
         raise FhirError(400, "structure", f"{where} nests arrays and objects too deep") from None
 

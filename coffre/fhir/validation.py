@@ -38,6 +38,17 @@ def _fhirpath(resource_type: str, error_path: str) -> str:
     return f"{resource_type}.{rest}" if rest else resource_type
 
 
+def url_type(resource_type: str) -> str:
+    """The resource type a URL names, or a 404 (a URL of no resource Coffre has)."""
+    if resource_type not in RESOURCE_TYPES:
+        raise FhirError(
+            404,
+            "not-found",
+            f"Coffre knows no resource type {resource_type!r} (FHIR R4 names, such as Patient or Observation)",
+        )
+    return resource_type
+
+
 def resource_type_of(resource: Any, where: str = "the body") -> str:
     """The resourceType of a JSON value, or a 400 that says what is wrong with it."""
     if not isinstance(resource, dict):

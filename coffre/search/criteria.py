@@ -118,10 +118,23 @@ def unescape(raw: str) -> str:
     return _ESCAPED.sub(r"\1", raw)
 
 
+# References a chained or _has criterion may follow: each is a search of every type its
+# parameter may name (145 for a Task's subject), and a deep name would nest them.
+MAX_LINKS = 4
+
+
 def criterion(name: str, raw: str) -> Criterion:
     """One query parameter as a criterion (syntax only)."""
     if raw == "":
         raise FhirError(400, "invalid", f"the search parameter {name!r} has no value")
+    links = name.count(".") + name.count("_has:")
+    if links > MAX_LINKS:
+        raise FhirError(
+            400,
+            "too-costly",
+            f"the search parameter {name[:100]!r} follows {links} references;"
+            f" Coffre follows {MAX_LINKS} at most",
+        )
     values = split_or(raw)
     if name.startswith("_has:"):
         parts = name.split(":", 3)

@@ -13,17 +13,17 @@ from __future__ import annotations
 import calendar
 import re
 import unicodedata
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 
 # Open ends of a Period and of a Range.
 LOWEST = -(2**62)
 HIGHEST = 2**62
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH = datetime(1970, 1, 1)
 _DATE = re.compile(
     r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?"
-    r"(Z|[+-]\d{2}:\d{2})?)?)?)?"
+    r"(Z|[+-](?:(?:0\d|1[0-3]):[0-5]\d|14:00))?)?)?)?"
 )
 
 
@@ -39,28 +39,31 @@ def text(value: str) -> str:
     return " ".join("".join(c for c in folded if not unicodedata.combining(c)).split())
 
 
-def _micros(moment: datetime) -> int:
-    delta = moment - _EPOCH
-    return (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+def _micros(moment: timedelta) -> int:
+    return moment // timedelta(microseconds=1)
 
 
 @lru_cache(maxsize=4096)
 def date_range(value: str) -> tuple[int, int] | None:
-    """``[low, high)`` in microseconds for a FHIR date, dateTime or instant; None if invalid."""
+    """``[low, high)`` in microseconds for a FHIR date, dateTime or instant; None if invalid.
+
+    Computed from the value's start and its length, never as a datetime past it: the
+    range of ``9999-12-31`` ends after the last datetime, that of ``0001-01-01T00:00:00+01:00``
+    starts before the first."""
     match = _DATE.fullmatch(value)
     if match is None:
         return None
     year, month, day, hour, minute, second, fraction, zone = match.groups()
     try:
         if month is None:
-            low, high = datetime(int(year), 1, 1), datetime(int(year) + 1, 1, 1)
+            low = datetime(int(year), 1, 1)
+            step = timedelta(days=366 if calendar.isleap(low.year) else 365)
         elif day is None:
-            y, m = int(year), int(month)
-            low = datetime(y, m, 1)
-            high = low + timedelta(days=calendar.monthrange(y, m)[1])
+            low = datetime(int(year), int(month), 1)
+            step = timedelta(days=calendar.monthrange(low.year, low.month)[1])
         elif hour is None:
             low = datetime(int(year), int(month), int(day))
-            high = low + timedelta(days=1)
+            step = timedelta(days=1)
         else:
             low = datetime(int(year), int(month), int(day), int(hour), int(minute))
             step = timedelta(minutes=1)
@@ -71,11 +74,10 @@ def date_range(value: str) -> tuple[int, int] | None:
                     digits = min(len(fraction), 6)
                     low = low.replace(microsecond=int(fraction[:digits].ljust(6, "0")))
                     step = timedelta(microseconds=10 ** (6 - digits))
-            high = low + step
     except ValueError:
         return None
-    offset = _offset(zone)
-    return _micros(low.replace(tzinfo=UTC) - offset), _micros(high.replace(tzinfo=UTC) - offset)
+    start = _micros(low - _EPOCH - _offset(zone))
+    return start, start + _micros(step)
 
 
 def _offset(zone: str | None) -> timedelta:

@@ -252,6 +252,12 @@ def query_date(raw: str) -> tuple[int, int]:
     return found
 
 
+# A stored number was read as a double (at most 1.8e308, at least 5e-324 apart from 0): a
+# query far past them matches nothing, and near the Decimal context's own limits (1e±999999)
+# its precision interval and ``ap``'s margin would overflow.
+_EXPONENT_MAX = 1000
+
+
 def query_number(raw: str) -> Decimal:
     try:
         value = Decimal(raw)
@@ -259,6 +265,12 @@ def query_number(raw: str) -> Decimal:
         value = Decimal("NaN")
     if not value.is_finite():
         raise FhirError(400, "invalid", f"{raw!r} is not a number")
+    if not -_EXPONENT_MAX <= value.adjusted() <= _EXPONENT_MAX:
+        raise FhirError(
+            400,
+            "invalid",
+            f"{raw!r} is beyond the numbers Coffre compares (1e-{_EXPONENT_MAX} to 1e{_EXPONENT_MAX})",
+        )
     return value
 
 

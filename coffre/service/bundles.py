@@ -13,23 +13,32 @@ storage can resolve (conditional ones, and those to conditional creates and upda
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, Protocol
-from urllib.parse import unquote
+from urllib.parse import parse_qsl, unquote
 
 from coffre.exceptions import FhirError
 from coffre.fhir import json
 from coffre.fhir.references import parse_reference, references_in, rewrite_references
-from coffre.fhir.validation import validate
+from coffre.fhir.validation import url_type, validate
 from coffre.fhir.values import whole_number
 from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion, parse_criteria
 from coffre.search.parameters import parameters_for
+from coffre.search.results import page_count
 from coffre.service.records import Outcome, OwnTokens, RecordStore, Stored, Writer, new_id
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _INTERACTIONS = {"DELETE": "delete", "PUT": "update", "GET": "search", "HEAD": "search"}
+# What an entry's url takes by its number of parts, as the REST API: a type, a resource,
+# a version (``Patient/1/_history/2``: read only).
+_METHODS_OF_URL = {
+    1: ("GET", "HEAD", "POST", "PUT", "DELETE"),
+    2: ("GET", "HEAD", "PUT", "DELETE"),
+    4: ("GET", "HEAD"),
+}
 
 
 @dataclass(slots=True)
@@ -71,11 +80,15 @@ class Entry:
         return f"{self.resource_type}?{self.if_none_exist}"
 
 
+_VERSION_TAG = re.compile(r'(?:W/)?"([0-9]+)"|([0-9]+)')
+
+
 def parse_if_match(value: str | None) -> int | None:
-    """``W/"3"`` or ``3`` → 3; anything else is a 400."""
+    """``W/"3"``, ``"3"`` or ``3`` → 3; anything else is a 400."""
     if value is None:
         return None
-    number = whole_number(value.strip().removeprefix("W/").strip('"'))
+    tag = _VERSION_TAG.fullmatch(value.strip())
+    number = None if tag is None else whole_number(tag.group(1) or tag.group(2))
     if number is None:
         raise FhirError(400, "invalid", f'If-Match {value!r} is not a version ETag such as W/"3"')
     return number
@@ -85,7 +98,18 @@ def _entry_if_match(index: int, value: str | None) -> int | None:
     try:
         return parse_if_match(value)
     except FhirError as error:
-        raise FhirError(error.status, error.code, f"entry[{index}]: {error.diagnostics}") from None
+        raise _at_index(index, error) from None
+
+
+def _entry_type(index: int, name: str) -> str:
+    try:
+        return url_type(name)
+    except FhirError as error:
+        raise _at_index(index, error) from None
+
+
+def _at_index(index: int, error: FhirError) -> FhirError:
+    return FhirError(error.status, error.code, f"entry[{index}]: {error.diagnostics}")
 
 
 def _parse_entry(index: int, entry: dict[str, Any]) -> Entry:
@@ -114,11 +138,19 @@ def _parse_entry(index: int, entry: dict[str, Any]) -> Entry:
             "not-supported",
             f"entry[{index}]: the request url {url!r} is not a supported interaction",
         )
+    allowed = _METHODS_OF_URL[len(parts)]
+    if method not in allowed:
+        raise FhirError(
+            405,
+            "not-supported",
+            f"entry[{index}]: {method} is not an interaction the url {url!r} supports:"
+            f" it takes {', '.join(allowed)}",
+        )
     resource = entry.get("resource")
     return Entry(
         index=index,
         method=method,
-        resource_type=parts[0],
+        resource_type=_entry_type(index, parts[0]),
         resource_id=parts[1] if len(parts) >= 2 else None,
         query=query or None,
         history_version=parts[3] if len(parts) == 4 else None,
@@ -581,9 +613,10 @@ class BundleProcessor:
 
     def _get(self, writer: Writer, entry: Entry) -> dict[str, Any]:
         if entry.resource_id is None:
-            criteria = parse_criteria(entry.query or "", "search")
-            matches = self.gate.find(writer, entry.resource_type, criteria)
-            writer.log_access(LeafKind.SEARCH, matches)
+            pairs = parse_qsl(entry.query or "", keep_blank_values=True)
+            matches = self.gate.find(writer, entry.resource_type, parse_criteria(pairs))
+            shown = matches[: page_count(pairs)]
+            writer.log_access(LeafKind.SEARCH, shown)
             searchset = {
                 "resourceType": "Bundle",
                 "type": "searchset",
@@ -594,7 +627,7 @@ class BundleProcessor:
                         "resource": json.embedded(s.body),
                         "search": {"mode": "match"},
                     }
-                    for s in matches
+                    for s in shown
                 ],
             }
             return {"resource": searchset, "response": {"status": "200 OK"}}

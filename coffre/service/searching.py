@@ -126,6 +126,7 @@ class Searcher:
         self._unchecked: set[bytes] = set()
         self._batch: list[bytes] = []
         self._read_ahead: dict[bytes, bytes] = {}
+        self._chains: dict[tuple[str, Criterion], Criterion] = {}
 
     # -- candidates ---------------------------------------------------------------------
 
@@ -349,8 +350,16 @@ class Searcher:
     def _resolve(
         self, resource_type: str, criteria: tuple[Criterion, ...]
     ) -> tuple[Criterion, ...]:
-        """Chained and ``_has`` criteria as plain ones on references and ids."""
-        return tuple(self._resolve_one(resource_type, c) for c in criteria)
+        """Chained and ``_has`` criteria as plain ones on references and ids, each resolved
+        once per type: the links of ``subject.subject.name`` over a Task's 145 target types
+        ask for the same inner searches again and again."""
+        resolved = []
+        for found in criteria:
+            key = (resource_type, found)
+            if key not in self._chains:
+                self._chains[key] = self._resolve_one(resource_type, found)
+            resolved.append(self._chains[key])
+        return tuple(resolved)
 
     def _resolve_one(self, resource_type: str, found: Criterion) -> Criterion:
         if found.has is not None:

@@ -474,6 +474,20 @@ def _valid_first() -> dict[str, Any]:
             "If-Match",
             id="bad-if-match",
         ),
+        pytest.param(entry("DELETE", "Foo/1"), 404, "no resource type 'Foo'", id="delete-unknown"),
+        pytest.param(entry("GET", "Foo?x=1"), 404, "no resource type 'Foo'", id="search-unknown"),
+        pytest.param(
+            entry("DELETE", "Patient/p-x/_history/1"), 405, "DELETE", id="delete-a-version"
+        ),
+        pytest.param(
+            entry("PUT", "Patient/p-x/_history/1", patient("bad-1", id="p-x")),
+            405,
+            "PUT",
+            id="update-a-version",
+        ),
+        pytest.param(
+            entry("POST", "Patient/p-x", patient("bad-1")), 405, "POST", id="create-at-an-id"
+        ),
     ],
 )
 def test_transaction_with_one_bad_entry_changes_nothing(
@@ -856,3 +870,50 @@ def test_an_entry_without_request_is_400(client: TestClient, records: RecordStor
     issue = assert_outcome(send(client, body), 400, "entry[0]")
     assert issue["expression"] == ["Bundle.entry[0].request"]
     assert records.storage.last_seq() == 0
+
+
+def test_a_batch_refuses_entries_whose_url_rest_refuses(
+    client: TestClient, records: RecordStore
+) -> None:
+    """DELETE Patient/x/_history/1 deleted Patient/x, DELETE Foo/1 answered 204, and a
+    POST to Patient/x created another id: REST answers these 405 and 404."""
+    existing = created_id(client, patient("h-0"))
+    written = records.storage.last_seq()
+    body = bundle(
+        "batch",
+        entry("DELETE", f"Patient/{existing}/_history/1"),
+        entry("DELETE", "Foo/1"),
+        entry("POST", f"Patient/{existing}", patient("h-1")),
+    )
+
+    response = send(client, body)
+
+    assert response.status_code == 200, response.text
+    results = [e["response"] for e in response.json()["entry"]]
+    assert [r["status"][:3] for r in results] == ["405", "404", "405"]
+    assert "it takes GET, HEAD" in results[0]["outcome"]["issue"][0]["diagnostics"]
+    assert records.storage.last_seq() == written
+    assert client.get(f"/fhir/Patient/{existing}").status_code == 200
+
+
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+def test_a_search_entry_answers_a_page_as_rest_does(
+    client: TestClient, records: RecordStore, kind: str
+) -> None:
+    """A search entry handed out every match, whatever its _count: 10,000 patients in one
+    entry's answer, and as many in each entry of a batch."""
+    many = [entry("POST", "Patient", patient(f"pg-{i}", gender="male")) for i in range(51)]
+    assert send(client, bundle("transaction", *many)).status_code == 200
+    leaves = records.storage.leaf_count()
+
+    response = send(
+        client,
+        bundle(
+            kind, entry("GET", "Patient?gender=male&_count=2"), entry("GET", "Patient?gender=male")
+        ),
+    )
+
+    assert response.status_code == 200, response.text
+    pages = [e["resource"] for e in response.json()["entry"]]
+    assert [(page["total"], len(page["entry"])) for page in pages] == [(51, 2), (51, 50)]
+    assert records.storage.leaf_count() - leaves == 52  # a leaf for each match shown

@@ -436,7 +436,9 @@ def test_put_at_a_bad_id_is_400(client: TestClient, records: RecordStore) -> Non
     assert records.storage.last_seq() == 0
 
 
-@pytest.mark.parametrize("value", ["abc", 'W/"x"', 'W/"1.0"', "W/", ""])
+@pytest.mark.parametrize(
+    "value", ["abc", 'W/"x"', 'W/"1.0"', "W/", "", 'W/"1', '1"', '""1""', "W/1"]
+)
 def test_a_bad_if_match_is_400(client: TestClient, records: RecordStore, value: str) -> None:
     pid = create_patient(client)
     body = {"resourceType": "Patient", "id": pid, "gender": "male"}
@@ -498,6 +500,17 @@ def test_everything_with_a_huge_offset_is_not_a_500(client: TestClient) -> None:
 
     assert response.status_code == 200, response.text
     assert response.json()["entry"] == []
+
+
+@pytest.mark.parametrize("query", ["start=2020-01-01", "end=2020-12-31", "start=abc"])
+def test_everything_refuses_the_date_range_it_cannot_apply(client: TestClient, query: str) -> None:
+    """start and end narrow $everything to care dates; ignored, they answered every record
+    of the patient, as if within the range asked for."""
+    pid = create_patient(client)
+
+    response = client.get(f"/fhir/Patient/{pid}/$everything?{query}")
+
+    assert_outcome(response, 400, query.partition("=")[0], "_type, _since and _count")
 
 
 def test_history_with_a_huge_offset_is_not_a_500(client: TestClient) -> None:

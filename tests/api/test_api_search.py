@@ -133,6 +133,23 @@ def test_chains_and_has(client: TestClient) -> None:
     assert _ids(nested) == ["enc-ana"]
 
 
+def test_chains_and_has_follow_four_references_at_most(client: TestClient) -> None:
+    _people(client)
+    four = (
+        "Observation?subject:Patient._has:Observation:subject:encounter.service-provider.name=clin"
+    )
+    assert sorted(_ids(_search(client, four))) == ["obs-0", "obs-1", "obs-2"]
+    for query in (
+        "Task?" + "subject." * 5 + "name=x",  # each link over the 145 types a Task names
+        "Patient?" + "_has:Observation:subject:" * 1000 + "code=x",
+        "Organization?" + "partof." * 1000 + "name=x",
+    ):
+        response = client.get(f"/fhir/{query}")
+        assert response.status_code == 400, response.text
+        issue = response.json()["issue"][0]
+        assert issue["code"] == "too-costly" and "4 at most" in issue["diagnostics"]
+
+
 def test_everything_with_type_since_and_count(client: TestClient) -> None:
     _people(client)
     bundle = _search(client, "Patient/bob/$everything")
@@ -163,8 +180,13 @@ def test_post_search_and_conditional_create_use_every_parameter(client: TestClie
 def test_a_search_with_no_match_and_a_bad_value(client: TestClient) -> None:
     for query in (
         "Patient?birthdate=ne1980-99",
+        "Patient?birthdate=2020-01-01T10:00:00%2B25:00",
         "Patient?deceased:missing=maybe",
         "Observation?code-value-quantity=8302-2$lots",
+        "Observation?value-quantity=1e999999999",
+        "Observation?value-quantity=ap9e999999",
+        "Observation?combo-code-value-quantity=8302-2$ap1e-999999999",
+        "RiskAssessment?probability=gt1e999999999",
     ):
         assert client.get(f"/fhir/{query}").status_code == 400  # refused before any record
     _people(client)
@@ -173,6 +195,27 @@ def test_a_search_with_no_match_and_a_bad_value(client: TestClient) -> None:
     assert client.get("/fhir/Observation?value-quantity=lots").status_code == 400
     strict = client.get("/fhir/Patient?colour=blue", headers={"Prefer": "handling=strict"})
     assert strict.status_code == 400
+
+
+def test_dates_at_the_ends_of_the_calendar_are_stored_and_found(client: TestClient) -> None:
+    _patient(client, "far", "Loin", "9999-12-31")
+    _patient(client, "old", "Ancien", "0001-01-01")
+    put_resource(
+        client,
+        {
+            "resourceType": "Observation",
+            "id": "edge",
+            "status": "final",
+            "code": {"text": "edge"},
+            "effectiveDateTime": "0001-01-01T00:00:00+01:00",
+            "issued": "9999-12-31T23:30:00.000-01:00",
+        },
+    )
+    for query in ("birthdate=9999-12-31", "birthdate=9999", "birthdate=sa9999-12-30"):
+        assert _ids(_search(client, f"Patient?{query}")) == ["far"], query
+    assert _ids(_search(client, "Patient?birthdate=lt0001-01-02")) == ["old"]
+    early = "date=0001-01-01T00:00:00%2B01:00"
+    assert _ids(_search(client, f"Observation?{early}")) == ["edge"]
 
 
 def test_identifier_modifiers_of_type_and_reference_identifier(client: TestClient) -> None:

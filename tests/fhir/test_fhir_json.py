@@ -61,6 +61,22 @@ def test_only_a_number_a_float_would_rewrite_keeps_its_text(text: str, precise: 
     assert isinstance(number, PreciseDecimal) is precise
 
 
+@pytest.mark.parametrize(
+    "text", ["18446744073709551616", "-9223372036854775809", "123456789012345678901234567890"]
+)
+def test_an_integer_past_64_bits_is_written_back_as_it_came(text: str) -> None:
+    """orjson reads it as a float: 18446744073709551616 was sealed as 1.8446744073709552e+19."""
+    loaded = json.loads(f'{{"value": {text}, "a": [1, {text}]}}'.encode())
+    assert loaded["value"] == float(text) and loaded["a"][1] == float(text)
+    for written in (json.dumps(loaded), json.canonical(loaded)):
+        assert written.count(text.encode()) == 2, written
+
+
+@pytest.mark.parametrize("text", ["9223372036854775807", "18446744073709551615", "-1"])
+def test_an_integer_of_64_bits_stays_an_int(text: str) -> None:
+    assert json.loads(f'{{"value": {text}}}')["value"] == int(text)
+
+
 def test_a_string_that_looks_like_a_number_stays_a_string() -> None:
     body = b'{"text": "ratio 1:2.50, 3e5", "id": "4e3b", "value": 7.20}'
     loaded = json.loads(body)

@@ -79,6 +79,21 @@ def test_date_range_examples() -> None:
     )
     assert date_range("2020-02-30") is None
     assert date_range("not a date") is None
+    assert date_range("2020-01-01T10:00:00+14:00") is not None
+    for zone in ("+25:00", "-14:30", "+01:75"):  # beyond the offsets FHIR allows
+        assert date_range(f"2020-01-01T10:00:00{zone}") is None, zone
+
+
+def test_dates_at_the_ends_of_the_calendar_have_a_range() -> None:
+    year_9999 = _micros(datetime(9999, 1, 1, tzinfo=UTC))
+    day = 86_400_000_000
+    assert date_range("9999") == (year_9999, year_9999 + 365 * day)
+    assert date_range("9999-12") == (year_9999 + 334 * day, year_9999 + 365 * day)
+    assert date_range("9999-12-31") == (year_9999 + 364 * day, year_9999 + 365 * day)
+    late = year_9999 + 365 * day + 30 * 60_000_000  # 23:30 at UTC-1 is past 9999
+    assert date_range("9999-12-31T23:30:00-01:00") == (late, late + 1_000_000)
+    first = _micros(datetime(1, 1, 1, tzinfo=UTC)) - 3_600_000_000  # before year 1 in UTC
+    assert date_range("0001-01-01T00:00:00+01:00") == (first, first + 1_000_000)
 
 
 @given(

@@ -1,0 +1,27 @@
+"""Result parameters read alike by a search over REST and a Bundle's search entries."""
+
+from __future__ import annotations
+
+from coffre.exceptions import FhirError
+from coffre.fhir.values import whole_number
+
+DEFAULT_COUNT = 50
+MAX_COUNT = 1000
+
+Pairs = list[tuple[str, str]]
+
+
+def number(pairs: Pairs, name: str) -> int | None:
+    raw = dict(pairs).get(name)
+    if raw is None:
+        return None
+    found = whole_number(raw)
+    if found is None:
+        raise FhirError(400, "invalid", f"{name}={raw} is not a whole number")
+    return found
+
+
+def page_count(pairs: Pairs) -> int:
+    """How many matches a page shows: ``_count``, 50 by default, 1,000 at most."""
+    count = number(pairs, "_count")
+    return DEFAULT_COUNT if count is None else min(count, MAX_COUNT)
