@@ -47,6 +47,13 @@ CONNECT_TIMEOUT_SECONDS = 10
 """How long opening a connection may take, unless the URL's ``connect_timeout`` or
 PGCONNECT_TIMEOUT says otherwise: psycopg would wait 130 s for a server that takes the
 connection and never answers (a hung database, a proxy with nothing behind it)."""
+UNREACHABLE_SECONDS = 30
+"""How long a connection waits for the database's host to acknowledge what it sent, and
+how long an idle one goes unheard before it is probed (then every 10 s, three times),
+unless the URL's ``tcp_user_timeout`` or ``keepalives*`` say otherwise. Without them a
+host that vanished (a network partition, a failover that moved its address, a power cut)
+holds a statement until the kernel gives up, about 15 minutes: the write under way, and
+with it every write of the process, waits that long."""
 WRITE_LOCK = 0x636F66667265  # "coffre": the advisory lock every write transaction holds
 SCHEMA_LOCK = WRITE_LOCK + 1  # held while the schema is created or brought up to date
 
@@ -153,11 +160,21 @@ def _version(row: Sequence[Any]) -> SealedVersion:
 
 
 def _conninfo(url: str) -> str:
-    """What to connect with: the URL, with Coffre's connect timeout where neither the URL
-    nor the environment sets one."""
-    if "connect_timeout" in conninfo_to_dict(url) or os.environ.get("PGCONNECT_TIMEOUT"):
-        return url
-    return make_conninfo(url, connect_timeout=CONNECT_TIMEOUT_SECONDS)
+    """What to connect with: the URL, with Coffre's timeouts where it sets none (the
+    connect timeout where PGCONNECT_TIMEOUT does not either)."""
+    given = conninfo_to_dict(url)
+    defaults: dict[str, Any] = {
+        "connect_timeout": CONNECT_TIMEOUT_SECONDS,
+        "tcp_user_timeout": UNREACHABLE_SECONDS * 1000,
+        "keepalives": 1,
+        "keepalives_idle": UNREACHABLE_SECONDS,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+    }
+    if os.environ.get("PGCONNECT_TIMEOUT"):
+        del defaults["connect_timeout"]
+    added = {name: value for name, value in defaults.items() if name not in given}
+    return make_conninfo(url, **added) if added else url
 
 
 def _connect(url: str, autocommit: bool = True) -> psycopg.Connection[tuple[Any, ...]]:

@@ -11,13 +11,14 @@ import psycopg
 import pytest
 from pg import stored_bytes
 from pgserver import ADMIN, Cluster
+from psycopg.conninfo import conninfo_to_dict
 from typer.testing import CliRunner
 
 from coffre.cli.main import app
 from coffre.exceptions import StorageError
 from coffre.service import Vault
 from coffre.storage import SealedVersion
-from coffre.storage.postgres import PostgresStorage, check_url
+from coffre.storage.postgres import PostgresStorage, _conninfo, check_url
 
 WRITERS = 4
 WRITES_EACH = 25
@@ -223,3 +224,29 @@ def test_coffre_init_refuses_a_url_with_a_password(postgres: Cluster, tmp_path: 
     assert result.exit_code == 1 and "PGPASSFILE" in result.output
     assert "secret" not in result.output
     assert not (tmp_path / "v").exists()
+
+
+def test_connections_give_up_on_a_database_host_that_vanished(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Unacknowledged data and silent idle connections fail within the timeouts Coffre
+    adds (a vanished host held a statement, and every write behind it, for about 15
+    minutes); what the URL or PGCONNECT_TIMEOUT says wins."""
+    monkeypatch.delenv("PGCONNECT_TIMEOUT", raising=False)
+    given = conninfo_to_dict(_conninfo("postgresql://coffre@db/coffre?sslmode=verify-full"))
+    assert given == {
+        "user": "coffre",
+        "host": "db",
+        "dbname": "coffre",
+        "sslmode": "verify-full",
+        "connect_timeout": "10",
+        "tcp_user_timeout": "30000",
+        "keepalives": "1",
+        "keepalives_idle": "30",
+        "keepalives_interval": "10",
+        "keepalives_count": "3",
+    }
+    own = conninfo_to_dict(_conninfo("postgresql://db/c?tcp_user_timeout=5000&keepalives=0"))
+    assert own["tcp_user_timeout"] == "5000" and own["keepalives"] == "0"
+    monkeypatch.setenv("PGCONNECT_TIMEOUT", "3")
+    assert "connect_timeout" not in conninfo_to_dict(_conninfo("postgresql://db/c"))
