@@ -117,11 +117,7 @@ def batches(
     """The locations every look-up finds, in location order, a batch at a time;
     ``first_page``: how many the reader expects to need, if it knows."""
     streams = [Stream(reader, lookup, first_page) for lookup in lookups]
-    if len(streams) > 1:
-        for stream in streams:
-            if not stream.done:
-                stream.read()
-    driver = min(streams, key=Stream.estimate)
+    driver = _driver(streams) if len(streams) > 1 else streams[0]
     checked = [s.lookup for s in streams if s is not driver or not s.lookup.exact]
     narrowing = [s.lookup for s in streams if s is not driver]
     for page in driver.pages():
@@ -137,6 +133,25 @@ def batches(
         ]
         if kept:
             yield Batch(kept, tokens)
+
+
+def _driver(streams: list[Stream]) -> Stream:
+    """The stream expected to find the fewest records, from a first page of each: the
+    cheapest to read first (named locations, then by token count), and none further once
+    one holds all it finds in that page. An open date range (a hundred tokens, a
+    millisecond or two to look up) is then not read for a rare code beside it."""
+    read: list[Stream] = []
+    for stream in sorted(streams, key=_probe_cost):
+        if not stream.done:
+            stream.read()
+        read.append(stream)
+        if stream.done:
+            break
+    return min(read, key=Stream.estimate)
+
+
+def _probe_cost(stream: Stream) -> int:
+    return 0 if stream.lookup.locs is not None else len(stream.lookup.leading)
 
 
 def _narrowed(reader: StorageReader, page: list[bytes], lookups: list[Lookup]) -> list[bytes]:

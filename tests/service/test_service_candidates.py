@@ -7,6 +7,7 @@ import hashlib
 import random
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -119,3 +120,38 @@ def test_the_lookup_expected_to_find_fewest_drives(storage: Storage) -> None:
         stream.read()
     assert rare.estimate() < common.estimate()
     assert Stream(storage, Lookup(locs=frozenset({b"a", b"b"})), 4).estimate() == 2
+
+
+class _Counting:
+    """A storage reader that counts the look-ups of each token set."""
+
+    def __init__(self, storage: Storage) -> None:
+        self.storage = storage
+        self.finds: list[int] = []
+
+    def find(self, tokens: list[bytes], after: bytes = b"", limit: int | None = None) -> Any:
+        self.finds.append(len(tokens))
+        return self.storage.find(tokens, after, limit)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.storage, name)
+
+
+def test_a_lookup_of_many_tokens_is_not_read_beside_one_that_found_all_in_a_page(
+    storage: Storage, carried: dict[bytes, frozenset[bytes]]
+) -> None:
+    """A rare code beside an open date range: the code's look-up, cheaper, is read first;
+    it finds all its records in one page, so the range's hundred tokens are never looked
+    up, and what the search finds is the same."""
+    rare = Lookup((frozenset({TOKENS[-1]}),))
+    wide = Lookup(tuple(frozenset({t}) for t in TOKENS[:10]))
+    reader = _Counting(storage)
+    found = [loc for batch in batches(reader, [wide, rare]) for loc in batch.locs]  # type: ignore[arg-type]
+    assert found == _expected(carried, [wide, rare])
+    assert reader.finds == [1]
+    reader.finds.clear()
+    common = Lookup((frozenset({TOKENS[0]}),))  # not all in a page: the range is read too
+    assert [loc for b in batches(reader, [wide, common]) for loc in b.locs] == _expected(  # type: ignore[arg-type]
+        carried, [wide, common]
+    )
+    assert reader.finds[:2] == [1, 10]
