@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from itertools import islice
 from typing import Any
 
@@ -114,7 +115,7 @@ def _reference_names(resource_type: str) -> frozenset[str]:
     return frozenset(c for c, p in parameters_for(resource_type).items() if p.type == "reference")
 
 
-def _forward(searcher: Searcher, found: list[Stored], parts: list[str]) -> list[Stored]:
+def _forward(searcher: Searcher, found: list[Stored], parts: tuple[str, ...]) -> list[Stored]:
     source, target = parts[0], parts[2] if len(parts) > 2 else None
     wanted: dict[str, set[str]] = {}
     for stored in found:
@@ -131,7 +132,7 @@ def _forward(searcher: Searcher, found: list[Stored], parts: list[str]) -> list[
     ]
 
 
-def _reverse(searcher: Searcher, found: list[Stored], parts: list[str]) -> list[Stored]:
+def _reverse(searcher: Searcher, found: list[Stored], parts: tuple[str, ...]) -> list[Stored]:
     target = parts[2] if len(parts) > 2 else None
     targets = {s.resource_type for s in found if target in (None, s.resource_type)}
     refs = tuple(s.reference for s in found if s.resource_type in targets)
@@ -148,34 +149,84 @@ def _reverse(searcher: Searcher, found: list[Stored], parts: list[str]) -> list[
     ]
 
 
-def _includes(
-    searcher: Searcher, found: list[Stored], specs: list[str], reverse: bool
-) -> list[Stored]:
+@dataclass(frozen=True, slots=True)
+class Include:
+    """One ``_include`` or ``_revinclude``: ``Type:parameter[:target]`` split (``*`` for
+    any type or every reference parameter)."""
+
+    parts: tuple[str, ...]
+    reverse: bool
+    iterate: bool
+
+
+INCLUDE_NAMES = ("_include", "_revinclude", "_include:iterate", "_revinclude:iterate")
+
+
+@cache
+def _any_reference_names() -> frozenset[str]:
+    return frozenset(name for t in RESOURCE_TYPES for name in _reference_names(t))
+
+
+def _include_problem(parts: tuple[str, ...]) -> str | None:
+    """Why Coffre cannot follow an include, or None when it can."""
+    source, name = parts[0], parts[1]
+    target = parts[2] if len(parts) > 2 else None
+    if target is not None and target not in RESOURCE_TYPES:
+        return f"{target!r} is not a FHIR R4 resource type"
+    if name == "*":
+        return None
+    if source == "*":
+        known = name in _any_reference_names()
+        return None if known else f"no resource type has a reference search parameter {name!r}"
+    param = parameter_of(source, name)
+    if param is None or param.type != "reference":
+        return f"{source} has no reference search parameter {name!r} Coffre supports"
+    if target is not None and param.targets and target not in param.targets:
+        return f"{source}'s {name!r} does not refer to {target} resources"
+    return None
+
+
+def includes(pairs: Pairs, strict: bool) -> tuple[list[Include], list[str]]:
+    """The ``_include`` and ``_revinclude`` specs Coffre follows, and why each other one
+    is ignored: like an unknown search parameter, one naming a parameter Coffre cannot
+    follow is refused under ``strict`` (400), else ignored and reported."""
+    kept: list[Include] = []
+    ignored: list[str] = []
+    for key in INCLUDE_NAMES:
+        for spec in _list(pairs, key):
+            parts = tuple(spec.split(":"))
+            if (len(parts) < 2 and parts != ("*",)) or parts[0] not in (*RESOURCE_TYPES, "*"):
+                raise FhirError(400, "invalid", f"{spec!r} is not Type:parameter[:target]")
+            parts = parts if len(parts) > 1 else ("*", "*")
+            reason = _include_problem(parts)
+            if reason is None:
+                kept.append(Include(parts, key.startswith("_rev"), key.endswith(":iterate")))
+                continue
+            reason = f"{key}={spec} cannot be followed: {reason}"
+            if strict:
+                raise FhirError(400, "not-supported", f"the search cannot be answered: {reason}")
+            ignored.append(reason)
+    return kept, ignored
+
+
+def _includes(searcher: Searcher, found: list[Stored], specs: list[Include]) -> list[Stored]:
     """Resources ``_include`` (references from ``found``) or ``_revinclude`` (references
     to ``found``) specs name."""
     out: dict[str, Stored] = {}
     for spec in specs:
-        parts = spec.split(":")
-        if (len(parts) < 2 and parts != ["*"]) or parts[0] not in (*RESOURCE_TYPES, "*"):
-            raise FhirError(400, "invalid", f"{spec!r} is not Type:parameter[:target]")
-        parts = parts if len(parts) > 1 else ["*", "*"]
-        for stored in (_reverse if reverse else _forward)(searcher, found, parts):
+        for stored in (_reverse if spec.reverse else _forward)(searcher, found, spec.parts):
             out.setdefault(stored.reference, stored)
     return list(out.values())
 
 
-def _included(searcher: Searcher, page: list[Stored], pairs: Pairs) -> list[Stored]:
+def _included(searcher: Searcher, page: list[Stored], specs: list[Include]) -> list[Stored]:
     """Everything the page's ``_include`` and ``_revinclude`` bring, iterating where asked."""
     seen = {s.reference for s in page}
     added: list[Stored] = []
     current = page
     for round_ in range(ITERATE_ROUNDS):
-        suffix = ":iterate"
-        new = _includes(searcher, current, _list(pairs, "_include" + suffix), False)
-        new += _includes(searcher, current, _list(pairs, "_revinclude" + suffix), True)
-        if round_ == 0:
-            new += _includes(searcher, current, _list(pairs, "_include"), False)
-            new += _includes(searcher, current, _list(pairs, "_revinclude"), True)
+        following = [spec for spec in specs if spec.iterate or round_ == 0]
+        new = _includes(searcher, current, following)
         current = [s for s in new if s.reference not in seen]
         seen |= {s.reference for s in current}
         added += current
@@ -203,17 +254,19 @@ def _bundle(
     page_url: str,
     matches: list[Stored],
     searcher: Searcher,
+    specs: list[Include],
     ignored: list[str],
     complete: bool = True,
 ) -> tuple[dict[str, Any], list[Stored]]:
-    """``complete``: ``matches`` holds every match, not only enough for this page."""
+    """``complete``: ``matches`` holds every match, not only enough for this page;
+    ``specs`` the includes to follow, ``ignored`` why parts of the request were not."""
     summary = _one(pairs, "_summary", SUMMARIES)
     total_mode = _one(pairs, "_total", TOTALS)
     shape = Shape(summary, tuple(_list(pairs, "_elements")))
     count = 0 if summary == "count" else page_count(pairs)
     offset = number(pairs, "_offset") or 0
     page = matches[offset : offset + count]
-    included = _included(searcher, page, pairs)
+    included = _included(searcher, page, specs)
     snapshot = searcher.scope.as_of or 0
     entries = [
         {
@@ -252,6 +305,7 @@ def search_page(
     criteria, ignored = check_criteria(
         resource_type, parse_criteria(pairs, "search"), strict=strict
     )
+    specs, skipped = includes(pairs, strict)
     snapshot = number(pairs, "_snapshot") or records.storage.last_seq()
     scope = Scope(records.storage, base=base, as_of=snapshot, admit=admit, within=within)
     searcher = Searcher(records, scope)
@@ -261,7 +315,8 @@ def search_page(
     )
     if sort:
         found = sort_results(resource_type, found, sort, base)
-    return _bundle(base, pairs, f"{base}/{resource_type}", found, searcher, ignored, complete)
+    page_url = f"{base}/{resource_type}"
+    return _bundle(base, pairs, page_url, found, searcher, specs, ignored + skipped, complete)
 
 
 def _limit(pairs: Pairs) -> int | None:
@@ -294,6 +349,7 @@ def everything_page(
     for name in types:
         if name not in RESOURCE_TYPES:
             raise FhirError(400, "invalid", f"_type names {name!r}, not a FHIR R4 resource type")
+    specs, ignored = includes(pairs, False)
     snapshot = number(pairs, "_snapshot") or records.storage.last_seq()
     searcher = Searcher(records, Scope(records.storage, base=base, as_of=snapshot, admit=admit))
     limit = _limit(pairs)
@@ -304,7 +360,7 @@ def everything_page(
         found = (s for s in found if s.ts >= after)
     matches, complete = _first(found, limit)
     page_url = f"{base}/Patient/{patient_id}/$everything"
-    return _bundle(base, pairs, page_url, matches, searcher, [], complete)
+    return _bundle(base, pairs, page_url, matches, searcher, specs, ignored, complete)
 
 
 def _first(found: Iterator[Stored], limit: int | None) -> tuple[list[Stored], bool]:

@@ -306,3 +306,32 @@ def test_include_and_has_pass_over_typed_references_that_name_no_local_resource(
     assert sorted(_ids(bundle)) == ["typed-0", "typed-1", "typed-2"]
     assert _ids(bundle, "include") == []
     assert _ids(_search(client, "Patient?_has:Observation:subject:code=typed")) == []
+
+
+def test_an_include_coffre_cannot_follow_is_reported_or_refused_like_a_parameter(
+    client: TestClient,
+) -> None:
+    _people(client)
+    for spec in (
+        "_include=Patient:bar",  # no such parameter
+        "_revinclude=Observation:nope",
+        "_include=Patient:family",  # not a reference
+        "_include:iterate=Patient:general-practitioner:Observation",  # not one of its targets
+        "_revinclude=*:nope",  # no type has it
+    ):
+        lenient = _search(client, f"Patient?_id=ana&{spec}")
+        assert _ids(lenient) == ["ana"], spec
+        outcome = lenient["entry"][-1]
+        assert outcome["search"]["mode"] == "outcome", spec
+        (issue,) = outcome["resource"]["issue"]
+        assert issue["diagnostics"].startswith("ignored: ") and spec.split("=")[1] in str(issue)
+        strict = client.get(f"/fhir/Patient?_id=ana&{spec}", headers={"Prefer": "handling=strict"})
+        assert strict.status_code == 400, spec
+        assert spec.split("=")[1] in strict.json()["issue"][0]["diagnostics"]
+    followed = _search(
+        client, "Patient?_id=ana&_revinclude=Observation:subject&_include=Patient:bar"
+    )
+    assert _ids(followed, "include") == ["obs-0"]
+    assert followed["entry"][-1]["search"]["mode"] == "outcome"
+    everything = _search(client, "Patient/ana/$everything?_include=Patient:bar")
+    assert everything["entry"][-1]["search"]["mode"] == "outcome"
