@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -50,6 +50,24 @@ async def metadata(request: Request) -> Response:
     return fhir_response(statement)
 
 
+_NO_SYSTEM_SEARCH = "no-system-search"
+
+
+def _no_system_search(allow: str) -> Callable[[Request], Awaitable[Response]]:
+    """What ``GET /fhir?...`` and ``/fhir/_search`` answer: Coffre searches one resource
+    type at a time; ``allow``: what the URL does take (a Bundle at the base)."""
+
+    async def refuse(request: Request) -> Response:
+        example = f"{routes.base_url(request)}/Patient?name=..."
+        message = (
+            f"Coffre does not support whole-system search: search one resource type,"
+            f" as GET {example} (or POST to Patient/_search)"
+        )
+        return outcome_response(FhirError(405, "not-supported", message), {"Allow": allow})
+
+    return refuse
+
+
 def _interaction(request: Request) -> str:
     """What a log line may say of a request: its method and resource type, never an id,
     a search value or a body."""
@@ -67,12 +85,18 @@ _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 
 def _allowed_methods(routes: Sequence[BaseRoute], path: str) -> set[str]:
     """The methods the routes take at ``path``: Starlette's 405 names those of the first
-    route whose path matches only, where several share it."""
+    route whose path matches only, where several share it; not those that only say whole-system
+    search is not supported."""
     allowed: set[str] = set()
     for route in routes:
         if isinstance(route, Mount) and (path + "/").startswith(route.path + "/"):
             allowed |= _allowed_methods(route.routes, path.removeprefix(route.path) or "/")
-        elif isinstance(route, Route) and route.methods and route.path_regex.match(path):
+        elif (
+            isinstance(route, Route)
+            and route.methods
+            and route.name != _NO_SYSTEM_SEARCH
+            and route.path_regex.match(path)
+        ):
             allowed |= route.methods
     return allowed
 
@@ -150,6 +174,8 @@ def _fhir_routes() -> list[Route]:
     return [
         Route("/metadata", metadata, methods=["GET"]),
         Route("/", routes.bundle, methods=["POST"]),
+        Route("/", _no_system_search("POST"), methods=["GET"], name=_NO_SYSTEM_SEARCH),
+        Route("/_search", _no_system_search(""), methods=["GET", "POST"], name=_NO_SYSTEM_SEARCH),
         Route("/_history", routes.history_system, methods=["GET"]),
         Route("/Patient/{id}/$access-history", routes.access_history, methods=["GET"]),
         Route("/Patient/{id}/$everything", routes.everything, methods=["GET"]),

@@ -335,3 +335,23 @@ def test_an_include_coffre_cannot_follow_is_reported_or_refused_like_a_parameter
     assert followed["entry"][-1]["search"]["mode"] == "outcome"
     everything = _search(client, "Patient/ana/$everything?_include=Patient:bar")
     assert everything["entry"][-1]["search"]["mode"] == "outcome"
+
+
+def test_a_whole_system_search_is_refused_plainly_however_it_is_sent(client: TestClient) -> None:
+    _people(client)
+    for method, url, allow in (
+        ("GET", "/fhir?name=ana", "POST"),
+        ("GET", "/fhir/?name=ana", "POST"),
+        ("POST", "/fhir/_search", ""),
+        ("GET", "/fhir/_search?name=ana", ""),
+    ):
+        response = client.request(method, url, data={"name": "ana"} if method == "POST" else None)
+        assert response.status_code == 405, (method, url, response.text)
+        assert response.headers["allow"] == allow
+        (issue,) = response.json()["issue"]
+        assert issue["code"] == "not-supported", url
+        assert "whole-system search" in issue["diagnostics"], url
+        assert "/fhir/Patient?" in issue["diagnostics"], url
+    statement = client.get("/fhir/metadata").json()
+    assert {"code": "search-system"} not in statement["rest"][0]["interaction"]
+    assert client.patch("/fhir").headers["allow"] == "POST"  # the base takes a Bundle only
