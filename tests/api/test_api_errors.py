@@ -261,6 +261,19 @@ def test_an_invalid_contained_resource_is_422(client: TestClient) -> None:
         pytest.param("GET", "/fhir/Patient?_count=abc", 400, "_count=abc", id="count-abc"),
         pytest.param("GET", "/fhir/Patient?_count=-1", 400, "_count=-1", id="count-negative"),
         pytest.param("GET", "/fhir/Patient?_offset=x", 400, "_offset=x", id="offset-x"),
+        pytest.param(
+            "GET", "/fhir/Patient?_count=" + "9" * 5000, 400, "whole number", id="count-5000-digits"
+        ),
+        pytest.param(
+            "GET", "/fhir/_history?_snapshot=" + "1" * 5000, 400, "whole number", id="snapshot-5000"
+        ),
+        pytest.param(
+            "GET",
+            "/fhir/Patient/1/_history/" + "7" * 5000,
+            404,
+            "no version",
+            id="version-5000-digits",
+        ),
         pytest.param("GET", "/fhir/_history?_count=abc", 400, "_count=abc", id="history-count-abc"),
         pytest.param(
             "GET", "/fhir/_history?_since=yesterday", 400, "_since=yesterday", id="since-yesterday"
