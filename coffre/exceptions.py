@@ -9,13 +9,40 @@
         └── VaultStateError  the vault folder is missing, or exists when it should not
             └── RolledBackError  the storage's log ends before the last checkpoint signed
 
-The API turns a FhirError into its OperationOutcome as is; every other error becomes a
+The API turns a FhirError into its OperationOutcome as is (its message quotes a client's
+long value only in part: ``bounded``); every other error becomes a
 generic 500 outcome whose message never quotes health data or keys.
 """
 
 from __future__ import annotations
 
+import re
 from typing import Any
+
+# A message repeats at most this many characters of a value a client sent (a quoted value,
+# or a long run without spaces), then an ellipsis and the value's length; and is itself cut
+# at MESSAGE_MAX characters: a 100 KB ``_sort`` is not sent back to its sender.
+QUOTED_MAX = 100
+MESSAGE_MAX = 1000
+_LONG = re.compile(
+    rf"""(['"])((?:(?!\1).){{{QUOTED_MAX + 1},}})\1|[^\s'"]{{{QUOTED_MAX + 1},}}""", re.DOTALL
+)
+
+
+def _shortened(found: re.Match[str]) -> str:
+    quote, value = found[1] or "", found[2] or found[0]
+    return f"{quote}{value[: QUOTED_MAX - 1]}…{quote} ({len(value):,} characters)"
+
+
+def bounded(message: str) -> str:
+    """A message with each long value it quotes shortened to its beginning and length,
+    and cut itself past MESSAGE_MAX characters (an unquoted value with spaces). Bounding
+    a bounded message changes nothing."""
+    message = _LONG.sub(_shortened, message)
+    if len(message) <= MESSAGE_MAX:
+        return message
+    cut = f"… (cut from {len(message):,} characters)"
+    return message[: MESSAGE_MAX - len(cut)] + cut
 
 
 class CoffreError(Exception):
@@ -38,6 +65,7 @@ class FhirError(CoffreError):
         expression: str | None = None,
         severity: str = "error",
     ) -> None:
+        diagnostics = bounded(diagnostics)
         super().__init__(diagnostics)
         self.status = status
         self.code = code

@@ -10,7 +10,7 @@ from itertools import islice
 from typing import Any
 
 from coffre.api.history import links, refuse_unsupported, since
-from coffre.exceptions import FhirError
+from coffre.exceptions import FhirError, bounded
 from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir.values import LARGEST
@@ -240,7 +240,11 @@ def _outcome(ignored: list[str]) -> dict[str, Any]:
         "resource": {
             "resourceType": "OperationOutcome",
             "issue": [
-                {"severity": "warning", "code": "not-supported", "diagnostics": f"ignored: {why}"}
+                {
+                    "severity": "warning",
+                    "code": "not-supported",
+                    "diagnostics": bounded(f"ignored: {why}"),
+                }
                 for why in ignored
             ],
         },

@@ -694,3 +694,31 @@ def test_any_bytes_are_refused_cleanly(
     client: TestClient, records: RecordStore, body: bytes
 ) -> None:
     _post_checked(client, records, body)
+
+
+LONG = 20_000
+
+
+@pytest.mark.parametrize(
+    ("method", "url", "form", "status"),
+    [
+        pytest.param("GET", "/fhir/Patient?_sort=" + "x" * LONG, None, 400, id="sort-quoted"),
+        pytest.param("POST", "/fhir/Patient/_search", {"_sort": "x" * LONG}, 400, id="sort-form"),
+        pytest.param("GET", "/fhir/Patient?_count=" + "9" * LONG, None, 400, id="count-bare"),
+        pytest.param("GET", "/fhir/Patient?_summary=" + "a b" * 5000, None, 400, id="spaced"),
+        pytest.param("GET", "/fhir/Patient/" + "a" * LONG, None, 400, id="id"),
+        pytest.param("GET", "/fhir/Patient?" + "y" * LONG + "=1", None, 200, id="ignored"),
+        pytest.param("GET", "/fhir/Patient?_include=Patient:" + "z" * LONG, None, 200, id="inc"),
+    ],
+)
+def test_a_message_quotes_a_long_client_value_only_in_part(
+    client: TestClient, method: str, url: str, form: dict[str, str] | None, status: int
+) -> None:
+    """A value a client sent comes back as its beginning and its length, never whole."""
+    response = client.request(method, url, data=form)
+    assert response.status_code == status, response.text[:500]
+    body = response.json()
+    outcome = body if status != 200 else body["entry"][-1]["resource"]
+    (message,) = [issue["diagnostics"] for issue in outcome["issue"]]
+    assert len(message) < 1100 and "…" in message, message
+    assert "x" * 99 in message or "characters" in message
