@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json as _stdlib_json
 import re
+from decimal import Decimal
 from typing import Any
 
 import orjson
@@ -35,6 +36,12 @@ class PreciseDecimal(float):
 
     def __reduce__(self) -> tuple[type[PreciseDecimal], tuple[str]]:
         return PreciseDecimal, (self.text,)
+
+
+def exact(number: float) -> Decimal:
+    """The decimal a JSON number read as a float stands for: as written for a
+    PreciseDecimal (``1.50``, ``18446744073709551616``), else the float's shortest repr."""
+    return Decimal(number.text if type(number) is PreciseDecimal else repr(number))
 
 
 # A member's number, or array of numbers (R4 has three, of decimals): where a decimal can

@@ -17,6 +17,8 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from functools import lru_cache
 
+from coffre.fhir.json import exact
+
 # Open ends of a Period and of a Range.
 LOWEST = -(2**62)
 HIGHEST = 2**62
@@ -95,7 +97,7 @@ def number_range(value: Decimal) -> tuple[Decimal, Decimal]:
 
 
 def decimal(value: object) -> Decimal | None:
-    """A JSON number as a Decimal (a float from the parser by its shortest repr)."""
+    """A JSON number as a Decimal (a float from the parser as written)."""
     if isinstance(value, bool):
         return None
     if isinstance(value, Decimal):
@@ -103,5 +105,5 @@ def decimal(value: object) -> Decimal | None:
     if isinstance(value, int):
         return Decimal(value)
     if isinstance(value, float):
-        return Decimal(repr(value))
+        return exact(value)
     return None

@@ -92,10 +92,11 @@ class Stored:
     def version_reference(self) -> str:
         return f"{self.resource_type}/{self.id}/_history/{self.version}"
 
-    def resource(self) -> dict[str, Any]:
+    def resource(self, precise: bool = False) -> dict[str, Any]:
         """Its JSON, to look at: decimals as floats (``json.loads(body)`` keeps them as
-        written, for a resource to write out again)."""
-        resource: dict[str, Any] = json.loads(self.body, precise=False)
+        written, for a resource to write out again), or as written when ``precise`` (what
+        a number's search needs: ``1.50`` or ``18446744073709551616`` as indexed)."""
+        resource: dict[str, Any] = json.loads(self.body, precise=precise)
         return resource
 
 

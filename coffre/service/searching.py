@@ -12,7 +12,7 @@ import hashlib
 from bisect import bisect_right
 from collections.abc import Callable, Collection, Container, Iterator
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any
 
 from coffre.exceptions import FhirError, SealError
@@ -269,11 +269,12 @@ class Searcher:
             return [], True
         lookups = self._lookups(resource_type, criteria)
         names = frozenset(c.parameter for c in criteria)
+        precise = reads_numbers(resource_type, names)
         results: list[Stored] = []
         # One candidate past the limit tells whether any is left.
         rows = self._rows(resource_type, lookups, None if limit is None else limit + 1)
         for stored in self._opened((resource_type,), rows, admit or self.scope.admit):
-            values = index_values(stored.resource(), None, names)
+            values = index_values(stored.resource(precise), None, names)
             if not all(self._match(resource_type, c, values) for c in criteria):
                 self._turned_away(stored.loc)
                 continue
@@ -410,7 +411,8 @@ def sort_results(
     for name in names:
         if parameter_of(resource_type, name) is None:
             raise FhirError(400, "not-supported", f"{resource_type} cannot be sorted by {name!r}")
-    values = {id(s): index_values(s.resource(), base, names) for s in ordered}
+    precise = reads_numbers(resource_type, names)
+    values = {id(s): index_values(s.resource(precise), base, names) for s in ordered}
     for key in reversed(keys):
         name, descending = key.lstrip("-"), key.startswith("-")
         pick: Callable[[list[Any]], Any] = max if descending else min
@@ -424,6 +426,16 @@ def sort_results(
         present.sort(key=order, reverse=descending)
         ordered = present + absent
     return ordered
+
+
+def reads_numbers(resource_type: str, names: frozenset[str]) -> bool:
+    """Whether some of these parameters compare numbers, which the resource must then be
+    read with as written (``1.50`` stands for [1.495, 1.505), ``1.5`` for [1.45, 1.55)),
+    as they were indexed; other searches spare the scan for them."""
+    return any(
+        param is not None and param.type in ("number", "quantity", "composite")
+        for param in map(partial(parameter_of, resource_type), names)
+    )
 
 
 def compartment_types() -> tuple[str, ...]:

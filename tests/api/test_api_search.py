@@ -355,3 +355,32 @@ def test_a_whole_system_search_is_refused_plainly_however_it_is_sent(client: Tes
     statement = client.get("/fhir/metadata").json()
     assert {"code": "search-system"} not in statement["rest"][0]["interaction"]
     assert client.patch("/fhir").headers["allow"] == "POST"  # the base takes a Bundle only
+
+
+def test_a_number_past_64_bits_is_found_by_its_exact_value(client: TestClient) -> None:
+    big = 18446744073709551616  # 2**64: stored exactly, and indexed so
+    observation = {
+        "resourceType": "Observation",
+        "id": "big",
+        "status": "final",
+        "code": {"text": "count"},
+        "valueQuantity": {"value": big},
+    }
+    put_resource(client, observation)
+    subject = {"reference": "Patient/ana"}
+    risk = {"resourceType": "RiskAssessment", "id": "big", "status": "final", "subject": subject}
+    put_resource(client, {**risk, "prediction": [{"probabilityDecimal": big}]})
+    for query in (f"Observation?value-quantity={big}", f"RiskAssessment?probability={big}"):
+        assert _ids(_search(client, query)) == ["big"], query
+        assert _ids(_search(client, query.replace(str(big), str(big + 1)))) == [], query
+
+
+def test_a_decimal_is_found_at_the_precision_it_was_written_with(client: TestClient) -> None:
+    """``7.20`` stands for [7.195, 7.205): a search for 7.20 finds it, one for 7.21 not."""
+    body = b'{"resourceType": "Observation", "id": "lab", "status": "final",'
+    body += b' "code": {"text": "k"}, "valueQuantity": {"value": 7.20}}'
+    response = client.put("/fhir/Observation/lab", content=body, headers=FHIR_JSON)
+    assert response.status_code == 201, response.text
+    for value, found in (("7.20", ["lab"]), ("7.2", ["lab"]), ("7.21", []), ("7.19", [])):
+        assert _ids(_search(client, f"Observation?value-quantity={value}")) == found, value
+    assert _ids(_search(client, "Observation?value-quantity=7.20&_sort=value-quantity")) == ["lab"]

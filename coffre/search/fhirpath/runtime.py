@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
-from coffre.fhir.json import PreciseDecimal
+from coffre.fhir.json import PreciseDecimal, exact
 from coffre.search.fhirpath.parser import FhirPathError
 from coffre.search.fhirpath.quantity import Quantity
 from coffre.search.fhirpath.temporal import Temporal
@@ -45,11 +45,11 @@ class Prim:
 
 
 def val(item: Any) -> Any:
-    """The plain value of an item: a Prim's value, a JSON float as a Decimal."""
+    """The plain value of an item: a Prim's value, a JSON float as a Decimal (as written)."""
     if type(item) is Prim:
         item = item.value
     if type(item) is float or type(item) is PreciseDecimal:
-        return Decimal(repr(item))
+        return exact(item)
     return item
 
 
