@@ -313,7 +313,7 @@ def search_page(
     snapshot = number(pairs, "_snapshot") or records.storage.last_seq()
     scope = Scope(records.storage, base=base, as_of=snapshot, admit=admit, within=within)
     searcher = Searcher(records, scope)
-    sort = _list(pairs, "_sort")
+    sort = _sort_keys(pairs)
     found, complete = searcher.search(
         resource_type, criteria, None if sort else _limit(pairs), matches or admit
     )
@@ -321,6 +321,27 @@ def search_page(
         found = sort_results(resource_type, found, sort, base)
     page_url = f"{base}/{resource_type}"
     return _bundle(base, pairs, page_url, found, searcher, specs, ignored + skipped, complete)
+
+
+def _sort_keys(pairs: Pairs) -> list[str]:
+    """The ``_sort`` keys, each a parameter name with ``-`` before it for descending order;
+    400 for an empty key or name (``_sort=``, ``_sort=a,,b``) or a doubled ``-``."""
+    keys = []
+    for key, raw in pairs:
+        if key != "_sort":
+            continue
+        for part in raw.split(","):
+            name = part.removeprefix("-")
+            if not name or name.startswith("-"):
+                raise FhirError(
+                    400,
+                    "invalid",
+                    f"_sort={raw!r} is not a valid _sort: it lists search parameters separated"
+                    " by commas, each with '-' before it for descending order"
+                    " (_sort=-birthdate,family)",
+                )
+            keys.append(part)
+    return keys
 
 
 def _limit(pairs: Pairs) -> int | None:

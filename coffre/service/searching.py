@@ -407,14 +407,14 @@ def sort_results(
     """Results ordered by ``_sort`` keys (``-`` descending); a resource without a value
     sorts last either way."""
     ordered = list(results)
-    names = frozenset(k.lstrip("-") for k in keys)
+    names = frozenset(k.removeprefix("-") for k in keys)
     for name in names:
         if parameter_of(resource_type, name) is None:
             raise FhirError(400, "not-supported", f"{resource_type} cannot be sorted by {name!r}")
     precise = reads_numbers(resource_type, names)
     values = {id(s): index_values(s.resource(precise), base, names) for s in ordered}
     for key in reversed(keys):
-        name, descending = key.lstrip("-"), key.startswith("-")
+        name, descending = key.removeprefix("-"), key.startswith("-")
         pick: Callable[[list[Any]], Any] = max if descending else min
 
         def order(stored: Stored, name: str = name, pick: Callable[[list[Any]], Any] = pick) -> Any:

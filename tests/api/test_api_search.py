@@ -384,3 +384,14 @@ def test_a_decimal_is_found_at_the_precision_it_was_written_with(client: TestCli
     for value, found in (("7.20", ["lab"]), ("7.2", ["lab"]), ("7.21", []), ("7.19", [])):
         assert _ids(_search(client, f"Observation?value-quantity={value}")) == found, value
     assert _ids(_search(client, "Observation?value-quantity=7.20&_sort=value-quantity")) == ["lab"]
+
+
+def test_a_malformed_sort_is_refused_saying_what_a_sort_looks_like(client: TestClient) -> None:
+    _people(client)
+    for sort in ("--birthdate", "", "-", "birthdate,,family", "family,", "-,family"):
+        response = client.get(f"/fhir/Patient?_sort={sort}")
+        assert response.status_code == 400, (sort, response.text)
+        (issue,) = response.json()["issue"]
+        assert issue["code"] == "invalid", sort
+        assert "_sort=-birthdate,family" in issue["diagnostics"], sort
+    assert _ids(_search(client, "Patient?_sort=-birthdate&_count=1")) == ["dee"]
