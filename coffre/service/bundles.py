@@ -14,9 +14,10 @@ storage can resolve (conditional ones, and those to conditional creates and upda
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, unquote
 
 from coffre.exceptions import FhirError
@@ -80,6 +81,8 @@ class Entry:
         return f"{self.resource_type}?{self.if_none_exist}"
 
 
+T = TypeVar("T")
+V = TypeVar("V")
 _VERSION_TAG = re.compile(r'(?:W/)?"([0-9]+)"|([0-9]+)')
 
 
@@ -94,22 +97,12 @@ def parse_if_match(value: str | None) -> int | None:
     return number
 
 
-def _entry_if_match(index: int, value: str | None) -> int | None:
+def _of_entry(index: int, read: Callable[[V], T], value: V) -> T:
+    """``read(value)``, its refusal naming the entry."""
     try:
-        return parse_if_match(value)
+        return read(value)
     except FhirError as error:
-        raise _at_index(index, error) from None
-
-
-def _entry_type(index: int, name: str) -> str:
-    try:
-        return url_type(name)
-    except FhirError as error:
-        raise _at_index(index, error) from None
-
-
-def _at_index(index: int, error: FhirError) -> FhirError:
-    return FhirError(error.status, error.code, f"entry[{index}]: {error.diagnostics}")
+        raise FhirError(error.status, error.code, f"entry[{index}]: {error.diagnostics}") from None
 
 
 def _parse_entry(index: int, entry: dict[str, Any]) -> Entry:
@@ -150,14 +143,14 @@ def _parse_entry(index: int, entry: dict[str, Any]) -> Entry:
     return Entry(
         index=index,
         method=method,
-        resource_type=_entry_type(index, parts[0]),
+        resource_type=_of_entry(index, url_type, parts[0]),
         resource_id=parts[1] if len(parts) >= 2 else None,
         query=query or None,
         history_version=parts[3] if len(parts) == 4 else None,
         resource=resource if isinstance(resource, dict) else None,
         full_url=entry.get("fullUrl"),
         if_none_exist=request.get("ifNoneExist"),
-        if_match=_entry_if_match(index, request.get("ifMatch")),
+        if_match=_of_entry(index, parse_if_match, request.get("ifMatch")),
     )
 
 
