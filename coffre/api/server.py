@@ -18,6 +18,9 @@ from coffre.service.witnessing import Witnessing, witnesses_from_settings
 
 
 def app_from_settings() -> Starlette:
+    # The modules imported so far live as long as the process: the collector leaves them
+    # out of the full collections that following a long log at the vault's opening sets off.
+    gc.freeze()
     vault = Vault.from_settings()
     records = vault.open()
     authority = Authority.for_keyring(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import cast
 
 import pytest
 from pg import HostDatabase, copy_storage
@@ -22,7 +23,9 @@ from coffre.ledger.hashing import leaf_hash, merkle_root, node_hash
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.search import parse_criteria
 from coffre.service import RecordStore, Vault
-from coffre.service.ledger import stored_node
+from coffre.service import ledger as ledger_module
+from coffre.service.ledger import LatestWrites, stored_node
+from coffre.storage.base import StorageReader
 
 
 def _write_some(records: RecordStore, count: int) -> None:
@@ -226,6 +229,61 @@ def test_the_checkpoint_signs_a_map_of_each_records_latest_write(records: Record
         verify_map_proof(checkpoint.map_root, loc, value, records.latest_writes.map.prove(loc))
     absent = records.keys.location("Patient", "never-written")
     verify_map_proof(checkpoint.map_root, absent, None, records.latest_writes.map.prove(absent))
+
+
+def _observation_of(patient_id: str, number: int) -> dict[str, object]:
+    return {
+        "resourceType": "Observation",
+        "id": f"o{number}",
+        "status": "final",
+        "code": {"text": "weight"},
+        "subject": {"reference": f"Patient/{patient_id}"},
+    }
+
+
+class _Spans:
+    """A storage reader that notes the spans of leaves asked of it."""
+
+    def __init__(self, reader: StorageReader) -> None:
+        self._reader = reader
+        self.spans: list[tuple[int, int]] = []
+
+    def leaf_count(self) -> int:
+        return self._reader.leaf_count()
+
+    def leaves(self, start: int, end: int) -> list[bytes]:
+        self.spans.append((start, end))
+        return self._reader.leaves(start, end)
+
+
+def test_the_log_is_followed_a_chunk_at_a_time(
+    vault: Vault, records: RecordStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Opening a vault follows its whole log: never read at once, whatever its length. An
+    AuditEvent whose leaves fall on both sides of a chunk's end counts once."""
+    _write_some(records, 6)
+    with records.writer() as writer:  # leaves 8 to 11, of one event: chunks end at 9 and 12
+        for number in range(4):
+            writer.update("Observation", f"o{number}", _observation_of("p0", number))
+    monkeypatch.setattr(ledger_module, "FOLLOW_CHUNK", 3)
+    spans = _Spans(records.storage)
+    followed = LatestWrites(records.keys)
+    followed.catch_up(cast(StorageReader, spans))
+    assert spans.spans == [(0, 3), (3, 6), (6, 9), (9, 12)]
+    records.latest_writes.catch_up(records.storage)
+    assert followed.known == records.latest_writes.known == 12
+    assert followed.check_events(records.storage) == 12
+    assert followed.tree.root() == records.latest_writes.tree.root()
+    assert followed.map.root == records.latest_writes.map.root
+    assert followed.expected(records.keys.location("Patient", "p0")) == (
+        records.latest_writes.expected(records.keys.location("Patient", "p0"))
+    )
+    reopened = vault.open()  # the rollback check follows the log in chunks too
+    try:
+        assert reopened.read("Patient", "p0").version == 2
+        assert len(reopened.access_history("p0")) == 3  # created, updated, 4 observations
+    finally:
+        reopened.storage.close()
 
 
 def test_a_map_that_disagrees_with_the_leaves_is_refused_at_start(
