@@ -170,11 +170,20 @@ async def _unexpected(request: Request, error: Exception) -> Response:
     )
 
 
+def _base_routes(path: str) -> list[Route]:
+    """What the FHIR base takes: at ``[base]/`` within its mount, and at ``[base]`` itself,
+    which the mount alone would answer with a redirect to ``[base]/`` (that a client
+    without redirects, curl without -L, takes for the answer)."""
+    return [
+        Route(path, routes.bundle, methods=["POST"]),
+        Route(path, _no_system_search("POST"), methods=["GET"], name=_NO_SYSTEM_SEARCH),
+    ]
+
+
 def _fhir_routes() -> list[Route]:
     return [
         Route("/metadata", metadata, methods=["GET"]),
-        Route("/", routes.bundle, methods=["POST"]),
-        Route("/", _no_system_search("POST"), methods=["GET"], name=_NO_SYSTEM_SEARCH),
+        *_base_routes("/"),
         Route("/_search", _no_system_search(""), methods=["GET", "POST"], name=_NO_SYSTEM_SEARCH),
         Route("/_history", routes.history_system, methods=["GET"]),
         Route("/Patient/{id}/$access-history", routes.access_history, methods=["GET"]),
@@ -208,6 +217,7 @@ def create_app(
     ephemeral one (a random signing key, no registered clients, tokens optional)."""
     app = Starlette(
         routes=[
+            *_base_routes(BASE_PATH),
             Mount(BASE_PATH, routes=[*smart_routes(), *export_routes(), *_fhir_routes()]),
             Mount("/auth", routes=auth_routes()),
             Mount("/ledger", routes=ledger_routes()),

@@ -917,3 +917,18 @@ def test_a_search_entry_answers_a_page_as_rest_does(
     pages = [e["resource"] for e in response.json()["entry"]]
     assert [(page["total"], len(page["entry"])) for page in pages] == [(51, 2), (51, 50)]
     assert records.storage.leaf_count() - leaves == 52  # a leaf for each match shown
+
+
+def test_the_base_url_takes_a_bundle_as_written_with_or_without_a_slash(
+    client: TestClient,
+) -> None:
+    """``POST [base]`` is the base itself: a client that does not follow redirects (curl,
+    without -L) must not get a 307 to ``[base]/``."""
+    for url in ("/fhir", "/fhir/"):
+        body = bundle("batch", entry("POST", "Patient", patient(url)))
+        response = client.post(url, json=body, headers=FHIR_JSON, follow_redirects=False)
+        assert response.status_code == 200, (url, response.text)
+        assert response.json()["type"] == "batch-response"
+        refused = client.get(f"{url}?name=ana", follow_redirects=False)
+        assert refused.status_code == 405, url
+        assert refused.headers["allow"] == "POST"
