@@ -28,10 +28,11 @@ from coffre.exceptions import FhirError
 from coffre.fhir.validation import url_type, validate
 from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion, check_criteria, parse_criteria
+from coffre.search.results import Pairs
 from coffre.service import Outcome as Written
 from coffre.service import RecordStore, Stored
 from coffre.service.audit import is_break_glass
-from coffre.service.bundles import BundleProcessor, matched_id, one_match
+from coffre.service.bundles import BundleProcessor, EntrySearch, matched_id, one_match
 from coffre.service.commits import GroupCommitter
 from coffre.service.records import OwnTokens, Writer, check_id
 
@@ -386,20 +387,43 @@ async def search(request: Request) -> Response:
     pairs = _criteria_query(request)
     if request.method == "POST":
         pairs += await read_form(request, request.app.state.max_body_bytes)
+    bundle, handed_out = _search_page(request, resource_type, pairs)
+    await _log_access(request, LeafKind.SEARCH, handed_out)
+    return fhir_response(bundle)
+
+
+def _search_page(
+    request: Request, resource_type: str, pairs: Pairs, writer: Writer | None = None
+) -> tuple[dict[str, Any], list[Stored]]:
+    """A page of a search as the request may see it, and what it hands out; ``writer``:
+    in a write transaction's view (a Bundle's search entry)."""
     guard = guard_of(request)
     decision = guard.check_type(Interaction.SEARCH, resource_type, tuple(pairs))
-    bundle, handed_out = search_page(
+    find = None if writer is None else writer.find
+    return search_page(
         _records(request),
         base_url(request),
         resource_type,
         pairs,
         preferences(request).get("handling") == "strict",
-        guard.search_filter(),
+        guard.search_filter(find=find),
         decision.within,
-        guard.search_filter(tuple(pairs)),
+        guard.search_filter(tuple(pairs), find),
+        writer,
     )
-    await _log_access(request, LeafKind.SEARCH, handed_out)
-    return fhir_response(bundle)
+
+
+def _entry_search(request: Request) -> EntrySearch:
+    """A Bundle's search entries, answered as the same searches over REST."""
+
+    def search(
+        writer: Writer, resource_type: str, pairs: Pairs
+    ) -> tuple[dict[str, Any], list[Stored]]:
+        page = _search_page(request, resource_type, pairs, writer)
+        guard_of(request).note(page[1])
+        return page
+
+    return search
 
 
 async def everything(request: Request) -> Response:
@@ -422,6 +446,7 @@ async def bundle(request: Request) -> Response:
         _records(request),
         base_url(request),
         include_resources=prefer_return(request) == "representation",
+        search=_entry_search(request),
         gate=GuardGate(guard) if guard.enforced else None,
     )
     # Validating a large Bundle and computing its tokens ahead take a while: off the loop.

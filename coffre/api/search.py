@@ -21,6 +21,7 @@ from coffre.search.parameters import parameters_for
 from coffre.search.results import Pairs, number, page_count
 from coffre.search.values import Ref
 from coffre.service import RecordStore, Stored
+from coffre.service.records import Writer
 from coffre.service.searching import Scope, Searcher, compartment_types, everything, sort_results
 
 Admit = Callable[[Stored], bool]
@@ -300,18 +301,24 @@ def search_page(
     admit: Admit | None = None,
     within: str | None = None,
     matches: Admit | None = None,
+    writer: Writer | None = None,
 ) -> tuple[dict[str, Any], list[Stored]]:
     """A page of a type's search results, and every resource it hands out; ``admit``
     keeps out what the request may not see, from matches, includes and chains alike, but
     for ``matches`` which, when given, decides of the search's own matches instead (they
     carry its criteria); ``within`` names the one patient whose compartment it can see,
-    if it is confined."""
+    if it is confined. ``writer``: search a write transaction's view (a Bundle's search
+    entry) instead of the committed records."""
     criteria, ignored = check_criteria(
         resource_type, parse_criteria(pairs, "search"), strict=strict
     )
     specs, skipped = includes(pairs, strict)
-    snapshot = number(pairs, "_snapshot") or records.storage.last_seq()
-    scope = Scope(records.storage, base=base, as_of=snapshot, admit=admit, within=within)
+    reader = records.storage if writer is None else writer.txn
+    snapshot = number(pairs, "_snapshot") or reader.last_seq()
+    if writer is None:
+        scope = Scope(records.storage, base=base, as_of=snapshot, admit=admit, within=within)
+    else:
+        scope = writer.scope(base=base, as_of=snapshot, admit=admit, within=within)
     searcher = Searcher(records, scope)
     sort = _sort_keys(pairs)
     found, complete = searcher.search(

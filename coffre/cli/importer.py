@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from coffre.api.search import search_page
 from coffre.cli.sources import Batch, Unreadable, batches, with_source_ids
 from coffre.exceptions import FhirError
 from coffre.service import RecordStore
@@ -28,13 +29,21 @@ class ImportReport:
 
 
 Progress = Callable[[int], None]
+IMPORT_BASE = "urn:coffre:import"
 
 
 class Importer:
     def __init__(self, records: RecordStore, on_progress: Progress = lambda n: None) -> None:
         self._records = records
         self._processor = BundleProcessor(
-            records, "urn:coffre:import", include_resources=False, keep_source_ids=True
+            records,
+            IMPORT_BASE,
+            include_resources=False,
+            # A search entry of a file is run as the API would, for the operator.
+            search=lambda writer, kind, pairs: search_page(
+                records, IMPORT_BASE, kind, pairs, writer=writer
+            ),
+            keep_source_ids=True,
         )
         self._on_progress = on_progress
         self._id_key = records.keys.index_subkey("import id key")

@@ -28,11 +28,11 @@ from coffre.fhir.values import whole_number
 from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion, parse_criteria
 from coffre.search.parameters import parameters_for
-from coffre.search.results import page_count
+from coffre.search.results import Pairs
 from coffre.service.records import Outcome, OwnTokens, RecordStore, Stored, Writer, new_id
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
-_INTERACTIONS = {"DELETE": "delete", "PUT": "update", "GET": "search", "HEAD": "search"}
+_INTERACTIONS = {"DELETE": "delete", "PUT": "update", "GET": "read", "HEAD": "read"}
 # What an entry's url takes by its number of parts, as the REST API: a type, a resource,
 # a version (``Patient/1/_history/2``: read only).
 _METHODS_OF_URL = {
@@ -273,6 +273,12 @@ def matched_id(match: Stored, body_id: object) -> str:
     return match.id
 
 
+EntrySearch = Callable[[Writer, str, Pairs], tuple[dict[str, Any], list[Stored]]]
+"""A search entry's answer: the searchset Bundle that ``GET [type]?query`` gives in the
+transaction's view of the records (its result parameters, paging and the requester's
+authorisation included), and the resources it hands out."""
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """A checked Bundle: its type, and its parsed entries (raw ones for a batch)."""
@@ -290,15 +296,18 @@ class BundleProcessor:
         base_url: str,
         include_resources: bool,
         *,
+        search: EntrySearch,
         keep_source_ids: bool = False,
         gate: Gate | None = None,
     ) -> None:
-        """``keep_source_ids`` (imports): a POST whose resource has an id creates it at that id,
-        unless a resource is already there, which is left as it is: an import never
+        """``search``: how a search entry is answered, as the API answers the same search.
+        ``keep_source_ids`` (imports): a POST whose resource has an id creates it at that
+        id, unless a resource is already there, which is left as it is: an import never
         overwrites, so running it twice changes nothing."""
         self.records = records
         self.base_url = base_url.rstrip("/")
         self.include_resources = include_resources
+        self.search = search
         self.keep_source_ids = keep_source_ids
         self.gate: Gate = gate or Open()
 
@@ -551,10 +560,9 @@ class BundleProcessor:
                     resource, entry.resource_id, validated=True, own_tokens=entry.own_tokens
                 )
             )
-        read = entry.method in ("GET", "HEAD") and entry.resource_id is not None
-        self.gate.check(
-            writer, "read" if read else _INTERACTIONS[entry.method], entry.resource_type
-        )
+        if entry.method in ("GET", "HEAD") and entry.resource_id is None:
+            return self._search(writer, entry)
+        self.gate.check(writer, _INTERACTIONS[entry.method], entry.resource_type)
         if entry.method == "PUT":
             assert entry.resource_id is not None
             resource = self._body(entry)
@@ -604,26 +612,14 @@ class BundleProcessor:
                 writer.delete(entry.resource_type, resource_id, entry.if_match)
         return {"response": {"status": "204 No Content"}}
 
+    def _search(self, writer: Writer, entry: Entry) -> dict[str, Any]:
+        pairs = parse_qsl(entry.query or "", keep_blank_values=True)
+        searchset, handed_out = self.search(writer, entry.resource_type, pairs)
+        writer.log_access(LeafKind.SEARCH, handed_out)
+        return {"resource": searchset, "response": {"status": "200 OK"}}
+
     def _get(self, writer: Writer, entry: Entry) -> dict[str, Any]:
-        if entry.resource_id is None:
-            pairs = parse_qsl(entry.query or "", keep_blank_values=True)
-            matches = self.gate.find(writer, entry.resource_type, parse_criteria(pairs))
-            shown = matches[: page_count(pairs)]
-            writer.log_access(LeafKind.SEARCH, shown)
-            searchset = {
-                "resourceType": "Bundle",
-                "type": "searchset",
-                "total": len(matches),
-                "entry": [
-                    {
-                        "fullUrl": self._full_url(s),
-                        "resource": json.embedded(s.body),
-                        "search": {"mode": "match"},
-                    }
-                    for s in shown
-                ],
-            }
-            return {"resource": searchset, "response": {"status": "200 OK"}}
+        assert entry.resource_id is not None  # without one, a search
         if entry.history_version is not None:
             stored = writer.vread(entry.resource_type, entry.resource_id, entry.history_version)
             self.gate.check(writer, "vread", stored, _missing(entry))

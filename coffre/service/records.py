@@ -664,8 +664,18 @@ class Writer:
     ) -> list[Stored]:
         """``admit``: what the search may use at all, matches, chains and ``_has`` alike
         (``Scope.admit``)."""
-        scope = Scope(self.txn, self.key, frozenset(self.written), admit=admit)
-        return self.records.find(resource_type, criteria, scope)
+        return self.records.find(resource_type, criteria, self.scope(admit=admit))
+
+    def scope(
+        self,
+        *,
+        base: str | None = None,
+        as_of: int | None = None,
+        admit: Callable[[Stored], bool] | None = None,
+        within: str | None = None,
+    ) -> Scope:
+        """This transaction's view of the records, for a search (the options: ``Scope``'s)."""
+        return Scope(self.txn, self.key, frozenset(self.written), base, as_of, admit, within)
 
     def new_id(self, resource_type: str, drawn: str | None = None) -> str:
         """A server-chosen id, known to have nothing stored under it: a random UUID's

@@ -73,6 +73,10 @@ class HistoryQuery:
 
 
 class StorageReader(Protocol):
+    def last_seq(self) -> int:
+        """The newest version's sequence number (0 for none), as this reader sees it."""
+        ...
+
     def latest(self, loc: bytes) -> SealedVersion | None: ...
 
     def version(self, loc: bytes, version: int) -> SealedVersion | None: ...
@@ -185,8 +189,6 @@ class Storage(StorageReader, Protocol):
     def history(self, query: HistoryQuery) -> Sequence[SealedVersion]: ...
 
     def count_history(self, query: HistoryQuery) -> int: ...
-
-    def last_seq(self) -> int: ...
 
     def events_of(self, comp: bytes) -> Sequence[SealedEvent]:
         """A compartment's sealed AuditEvents, newest first."""

@@ -277,6 +277,10 @@ class _Reader:
         )
         return {loc: joined for loc, joined in rows}
 
+    def last_seq(self) -> int:
+        row = self._one("SELECT max(seq) FROM versions")
+        return int(row[0] or 0) if row else 0
+
     def leaf_count(self) -> int:
         row = self._one("SELECT max(idx) FROM leaves")
         return 0 if row is None or row[0] is None else int(row[0]) + 1
@@ -674,10 +678,6 @@ class PostgresStorage(_Reader):
         row = self._one(f"SELECT count(*) FROM versions{where}", args)
         assert row is not None
         return int(row[0])
-
-    def last_seq(self) -> int:
-        row = self._one("SELECT max(seq) FROM versions")
-        return int(row[0] or 0) if row else 0
 
     def event_count(self, before: int) -> int:
         row = self._one("SELECT count(*) FROM audit_events WHERE leaf < %s", (before,))

@@ -296,6 +296,10 @@ class _Reader:
         )
         return {loc: b"".join(sorted(_split(joined))) for loc, joined in rows}
 
+    def last_seq(self) -> int:
+        row = self._db.execute("SELECT max(seq) FROM versions").fetchone()
+        return int(row[0] or 0)
+
     def leaf_count(self) -> int:
         row = self._db.execute("SELECT max(idx) FROM leaves").fetchone()
         return 0 if row[0] is None else int(row[0]) + 1
@@ -653,10 +657,6 @@ class SqliteStorage(_Reader):
         where, args = query.where("?")
         count: int = self._db.execute(f"SELECT count(*) FROM versions{where}", args).fetchone()[0]
         return count
-
-    def last_seq(self) -> int:
-        row = self._db.execute("SELECT max(seq) FROM versions").fetchone()
-        return int(row[0] or 0)
 
     def event_count(self, before: int) -> int:
         row = self._db.execute("SELECT count(*) FROM audit_events WHERE leaf < ?", (before,))

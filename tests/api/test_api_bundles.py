@@ -451,9 +451,6 @@ def _valid_first() -> dict[str, Any]:
         pytest.param(entry("PATCH", "Patient/p-x"), 400, "PATCH", id="patch"),
         pytest.param(entry("GET", "Patient/missing"), 404, "Patient/missing", id="get-missing"),
         pytest.param(
-            entry("GET", "Patient?favourite=x"), 400, "'favourite'", id="get-unknown-parameter"
-        ),
-        pytest.param(
             entry("DELETE", "Patient"), 400, "a DELETE needs an id", id="delete-whole-type"
         ),
         pytest.param(
@@ -909,14 +906,19 @@ def test_a_search_entry_answers_a_page_as_rest_does(
     response = send(
         client,
         bundle(
-            kind, entry("GET", "Patient?gender=male&_count=2"), entry("GET", "Patient?gender=male")
+            kind,
+            entry("GET", "Patient?gender=male&_count=2&_total=accurate"),
+            entry("GET", "Patient?gender=male"),
         ),
     )
 
     assert response.status_code == 200, response.text
     pages = [e["resource"] for e in response.json()["entry"]]
-    assert [(page["total"], len(page["entry"])) for page in pages] == [(51, 2), (51, 50)]
+    assert [len(page["entry"]) for page in pages] == [2, 50]
+    assert all(any(link["relation"] == "next" for link in page["link"]) for page in pages)
     assert records.storage.leaf_count() - leaves == 52  # a leaf for each match shown
+    assert pages[0]["total"] == 51  # asked for; the other's as over REST
+    assert pages[1].get("total") == client.get("/fhir/Patient?gender=male").json().get("total")
 
 
 def test_the_base_url_takes_a_bundle_as_written_with_or_without_a_slash(
@@ -932,3 +934,57 @@ def test_the_base_url_takes_a_bundle_as_written_with_or_without_a_slash(
         refused = client.get(f"{url}?name=ana", follow_redirects=False)
         assert refused.status_code == 405, url
         assert refused.headers["allow"] == "POST"
+
+
+def _shown(searchset: dict[str, Any]) -> list[tuple[str, str, list[str]]]:
+    return [
+        (e["search"]["mode"], e["fullUrl"], sorted(e["resource"]))
+        for e in searchset.get("entry", [])
+    ]
+
+
+def test_a_search_entry_answers_as_the_same_search_over_rest(client: TestClient) -> None:
+    """Result parameters were ignored in a Bundle (``_sort``, ``_include``, ``_elements``,
+    ``_total``), and a search without criteria refused: each entry is the REST search."""
+    people = [
+        created_id(client, patient(f"s-{n}", birthDate=f"19{70 + n}-01-02")) for n in range(4)
+    ]
+    for person in people:
+        client.post("/fhir/Observation", json=observation(f"Patient/{person}"), headers=FHIR_JSON)
+    queries = (
+        "Patient?_sort=-birthdate&_count=3",
+        "Patient?_sort=birthdate&_count=2&_elements=birthDate",
+        f"Observation?subject=Patient/{people[1]}&_include=Observation:subject",
+        "Patient?_count=2",  # no criteria: every Patient, a page at a time
+        "Patient?birthdate=ge1972&_total=none&_summary=true",
+        "Patient?_summary=count",
+    )
+    body = bundle("batch", *(entry("GET", query) for query in queries))
+    answers = send(client, body).json()["entry"]
+    for query, answer in zip(queries, answers, strict=True):
+        assert answer["response"]["status"] == "200 OK", (query, answer)
+        searchset = answer["resource"]
+        over_rest = client.get(f"/fhir/{query}").json()
+        assert _shown(searchset) == _shown(over_rest), query
+        assert searchset.get("total") == over_rest.get("total"), query
+        relations = {link["relation"]: link["url"] for link in searchset["link"]}
+        rest_relations = {link["relation"]: link["url"] for link in over_rest["link"]}
+        assert relations.keys() == rest_relations.keys(), query
+    next_page = {link["relation"]: link["url"] for link in answers[3]["resource"]["link"]}["next"]
+    assert len(client.get(next_page.removeprefix("http://testserver")).json()["entry"]) == 2
+
+
+def test_a_search_entry_s_unknown_parameter_is_reported_or_refused_as_over_rest(
+    client: TestClient, records: RecordStore
+) -> None:
+    body = bundle("transaction", _valid_first(), entry("GET", "Patient?favourite=x"))
+    refused = send(client, body, Prefer="handling=strict")
+    assert refused.status_code == 400, refused.text
+    assert_outcome(refused, 400, "'favourite'", "entry[1]")
+    assert records.storage.last_seq() == 0
+    answered = send(client, body)
+    assert answered.status_code == 200, answered.text
+    searchset = answered.json()["entry"][1]["resource"]
+    outcome = searchset["entry"][-1]
+    assert outcome["search"]["mode"] == "outcome"
+    assert "'favourite'" in outcome["resource"]["issue"][0]["diagnostics"]

@@ -9,6 +9,7 @@ from conftest import shared_data_path
 from pg import HostDatabase, stored_bytes
 from softhsm import BOTH_CUSTODIES
 
+from coffre.api.search import search_page
 from coffre.exceptions import FhirError, SealError
 from coffre.fhir import json
 from coffre.fhir.validation import validate
@@ -232,12 +233,22 @@ def test_tokens_computed_ahead_of_a_write_are_those_of_the_resource_as_written(
         assert sorted(records.storage.tokens_of(stored.loc)) == expected, stored.reference
 
 
+def _processor(records: RecordStore) -> BundleProcessor:
+    base = "http://coffre.test/fhir"
+    return BundleProcessor(
+        records,
+        base,
+        include_resources=False,
+        search=lambda writer, kind, pairs: search_page(records, base, kind, pairs, writer=writer),
+    )
+
+
 def _transactions(records: RecordStore, bundles: list[dict[str, Any]]) -> list[Stored]:
     """Run transaction Bundles as the API does (prepared before the write lock, then
     executed under it); what they wrote."""
     written = []
     for bundle in bundles:
-        processor = BundleProcessor(records, "http://coffre.test/fhir", include_resources=False)
+        processor = _processor(records)
         prepared = processor.prepare(bundle)
         with records.writer() as writer:
             answer = processor.execute(prepared, writer)
@@ -311,7 +322,7 @@ def test_references_to_a_conditional_create_are_resolved_under_the_write_lock(
             entry(4, observation),
         ],
     }
-    processor = BundleProcessor(records, "http://coffre.test/fhir", include_resources=False)
+    processor = _processor(records)
     prepared = processor.prepare(bundle)
     _, patient_entry, practitioner_entry, observation_entry = prepared.entries
     assert patient_entry.drawn_id and practitioner_entry.drawn_id

@@ -343,17 +343,18 @@ class Guard:
         return self.decide(target, find).allowed
 
     def search_filter(
-        self, search: tuple[tuple[str, str], ...] = ()
+        self, search: tuple[tuple[str, str], ...] = (), find: Finder | None = None
     ) -> Callable[[Stored], bool] | None:
         """What a search keeps of the resources it opens; None when nothing is enforced.
         ``search``: the search's parameters, which a granular scope is judged by: only
         for the search's own matches, which the criteria hold to the filter, never for
-        what its includes, chains and ``_has`` bring in, even of the same type."""
+        what its includes, chains and ``_has`` bring in, even of the same type. ``find``:
+        where care relationships are looked up (``related``)."""
         if self.principal is None:
             return None
 
         def admit(stored: Stored) -> bool:
-            return self.admits(stored, Interaction.SEARCH, search)
+            return self.admits(stored, Interaction.SEARCH, search, find)
 
         return admit
 
