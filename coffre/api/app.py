@@ -6,6 +6,7 @@ import logging
 from collections.abc import Awaitable, Callable, Sequence
 
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
@@ -37,6 +38,23 @@ from coffre.service.commits import GroupCommitter
 
 BASE_PATH = "/fhir"
 log = logging.getLogger("coffre.api")
+
+
+class _NotOperation(Convertor[str]):
+    """A path segment that does not name an operation (``$export``...): the routes of
+    ``/{type}`` and ``/{type}/{id}`` never take an operation's URL, so that a method the
+    operation does not take is a 405 naming those it does."""
+
+    regex = r"[^/$][^/]*"
+
+    def convert(self, value: str) -> str:
+        return value
+
+    def to_string(self, value: str) -> str:
+        return value
+
+
+register_url_convertor("name", _NotOperation())
 
 
 async def metadata(request: Request) -> Response:
@@ -193,17 +211,17 @@ def _fhir_routes() -> list[Route]:
             consent.research_consent,
             methods=["GET", "PUT", "POST"],
         ),
-        Route("/{type}", routes.search, methods=["GET"]),
-        Route("/{type}", routes.create, methods=["POST"]),
-        Route("/{type}", routes.conditional_update, methods=["PUT"]),
-        Route("/{type}", routes.conditional_delete, methods=["DELETE"]),
-        Route("/{type}/_search", routes.search, methods=["POST"]),
-        Route("/{type}/_history", routes.history_type, methods=["GET"]),
-        Route("/{type}/{id}", routes.read, methods=["GET"]),
-        Route("/{type}/{id}", routes.update, methods=["PUT"]),
-        Route("/{type}/{id}", routes.delete, methods=["DELETE"]),
-        Route("/{type}/{id}/_history", routes.history_instance, methods=["GET"]),
-        Route("/{type}/{id}/_history/{vid}", routes.vread, methods=["GET"]),
+        Route("/{type:name}", routes.search, methods=["GET"]),
+        Route("/{type:name}", routes.create, methods=["POST"]),
+        Route("/{type:name}", routes.conditional_update, methods=["PUT"]),
+        Route("/{type:name}", routes.conditional_delete, methods=["DELETE"]),
+        Route("/{type:name}/_search", routes.search, methods=["POST"]),
+        Route("/{type:name}/_history", routes.history_type, methods=["GET"]),
+        Route("/{type:name}/{id:name}", routes.read, methods=["GET"]),
+        Route("/{type:name}/{id:name}", routes.update, methods=["PUT"]),
+        Route("/{type:name}/{id:name}", routes.delete, methods=["DELETE"]),
+        Route("/{type:name}/{id:name}/_history", routes.history_instance, methods=["GET"]),
+        Route("/{type:name}/{id:name}/_history/{vid}", routes.vread, methods=["GET"]),
     ]
 
 

@@ -10,6 +10,7 @@ is downloaded, a batch at a time, each batch logged in the ledger before it leav
 from __future__ import annotations
 
 import asyncio
+import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field, replace
@@ -62,6 +63,13 @@ class _Counting:
     counts: dict[str, int] | None = None
     error: BaseException | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
+    stop: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def drop(self) -> None:
+        """Nobody waits for this count any more: its thread stops at the next resource."""
+        self.stop.set()
+        if self.task is not None:
+            self.task.cancel()
 
 
 def _records(request: Request) -> RecordStore:
@@ -164,16 +172,14 @@ def _start_counting(request: Request, job: ExportJob, job_id: str) -> _Counting:
     export = Export(_records(request), job)  # a Group gone since the kick-off: 404 each time
     counting = countings[job_id] = _Counting()
     while len(countings) > REMEMBERED:
-        _, dropped = countings.popitem(last=False)
-        if dropped.task is not None:
-            dropped.task.cancel()
+        countings.popitem(last=False)[1].drop()
 
     def progress(done: int, total: int) -> None:
         counting.done, counting.total = done, total
 
     async def count() -> None:
         try:
-            counting.counts = await asyncio.to_thread(export.count, progress)
+            counting.counts = await asyncio.to_thread(export.count, progress, counting.stop.is_set)
         except Exception as error:  # reported at the next poll
             counting.error = error
 
@@ -214,8 +220,8 @@ async def cancel(request: Request) -> Response:
     gateway process; the cancellation is an EXPORT leaf of the log."""
     _, job_id = _job(request)
     counting = _countings(request).pop(job_id, None)
-    if counting is not None and counting.task is not None:
-        counting.task.cancel()
+    if counting is not None:
+        counting.drop()
     keys = _records(request).keys
     await _log(request, [job_stored(keys, job_id)])
     return fhir_response(information("the export is cancelled"), 202)

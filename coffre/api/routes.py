@@ -205,6 +205,13 @@ async def access_history(request: Request) -> Response:
     break-glass accesses first, then newest first. Looking at it is itself a read of the
     patient's record, and logged as one."""
     check_format(request)
+    given = sorted({name for name, _ in _criteria_query(request)})
+    if given:
+        message = (
+            f"$access-history does not support {', '.join(given)}: it takes no parameters"
+            " and answers the patient's whole access history"
+        )
+        raise FhirError(400, "not-supported", message)
     records = _records(request)
     _may_see_access_history(request)
     patient = records.read("Patient", _id(request))

@@ -29,6 +29,7 @@ MAP_PREFIX = "map "
 _SIZE = re.compile(r"0|[1-9][0-9]*")
 _CONTROL = re.compile(r"[\x00-\x1f]")
 _MAX_SIZE = (1 << 64) - 1
+_MAX_DIGITS = len(str(_MAX_SIZE))
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,12 @@ class Checkpoint:
             raise NoteFormatError("a checkpoint has an origin, a size and a root hash")
         origin, size, root, *extensions = lines
         if not _SIZE.fullmatch(size):
-            raise NoteFormatError(f"a tree size is a decimal without leading zeros: {size!r}")
+            raise NoteFormatError(f"a tree size is a decimal without leading zeros: {size[:40]!r}")
+        if len(size) > _MAX_DIGITS:  # before int(), which refuses 4,300 digits in its own words
+            message = (
+                f"a tree size is a 64-bit unsigned integer, not {size[:20]}… ({len(size):,} digits)"
+            )
+            raise NoteFormatError(message)
         try:
             return cls(origin, int(size), _root(root, "root hash"), tuple(extensions))
         except ValueError as error:

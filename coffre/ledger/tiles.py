@@ -33,8 +33,9 @@ MAX_LEVEL = 63
 MAX_ENTRY_BYTES = 0xFFFF
 """The longest leaf an entry bundle can carry: its length is a uint16."""
 
+# At most 18 digits in N: a tree of 2**64 leaves has tiles up to 2**56, of 17 digits.
 _PATH = re.compile(
-    r"(?:entries|(?P<level>0|[1-9][0-9]?))/(?P<index>(?:x[0-9]{3}/)*[0-9]{3})"
+    r"(?:entries|(?P<level>0|[1-9][0-9]?))/(?P<index>(?:x[0-9]{3}/){0,5}[0-9]{3})"
     r"(?:\.p/(?P<width>[1-9][0-9]{0,2}))?",
     re.ASCII,
 )

@@ -157,6 +157,15 @@ def start_job(
     )
 
 
+class CountStopped(Exception):
+    """A count stopped before its end: its export was cancelled, or a gateway forgot it."""
+
+
+def _go_on(stopped: Callable[[], bool]) -> None:
+    if stopped():
+        raise CountStopped("nobody waits for this count any more")
+
+
 class Export:
     """One export's resources over a record store, read as of its snapshot."""
 
@@ -240,14 +249,21 @@ class Export:
     # -- counting and reading ---------------------------------------------------------------
 
     def count(
-        self, progress: Callable[[int, int], None] = lambda done, total: None
+        self,
+        progress: Callable[[int, int], None] = lambda done, total: None,
+        stopped: Callable[[], bool] = lambda: False,
     ) -> dict[str, int]:
         """How many resources of each type the export holds (types with none left out);
-        ``progress`` hears of each type counted."""
+        ``progress`` hears of each type counted. Once ``stopped`` says so (nobody waits
+        for the count any more), CountStopped at the next resource or type."""
         types = self.job.resource_types()
         counts: dict[str, int] = {}
         for done, resource_type in enumerate(types, start=1):
-            found = sum(1 for _ in self.versions(resource_type))
+            _go_on(stopped)
+            found = 0
+            for _ in self.versions(resource_type):
+                _go_on(stopped)
+                found += 1
             if found:
                 counts[resource_type] = found
             progress(done, len(types))

@@ -127,6 +127,23 @@ def test_the_access_history_of_an_unknown_patient_is_404(client: TestClient) -> 
     assert response.json()["resourceType"] == "OperationOutcome"
 
 
+def test_the_access_history_refuses_parameters_it_would_ignore(
+    client: TestClient, records: RecordStore
+) -> None:
+    """It answers the whole history: a _count, _since or page asked for would be ignored,
+    handing out more than the client asked for; refused before anything is logged."""
+    patient_id = _create(client, "Gagnon")
+    logged = records.storage.leaf_count()
+    for query in ("_count=1", "_count=abc", "_since=2020-01-01T00:00:00Z", "_offset=5", "x=1"):
+        response = client.get(f"/fhir/Patient/{patient_id}/$access-history?{query}")
+        assert response.status_code == 400, (query, response.text)
+        diagnostics = response.json()["issue"][0]["diagnostics"]
+        assert query.split("=")[0] in diagnostics and "whole" in diagnostics, diagnostics
+    assert records.storage.leaf_count() == logged
+    answer = client.get(f"/fhir/Patient/{patient_id}/$access-history?_format=json")
+    assert answer.status_code == 200, answer.text
+
+
 def test_a_read_refused_for_integrity_is_itself_in_the_log(
     client: TestClient, records: RecordStore
 ) -> None:

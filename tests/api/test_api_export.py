@@ -291,6 +291,26 @@ def test_kick_off_refusals(
         assert response.json()["resourceType"] == "OperationOutcome"
 
 
+def test_a_method_the_export_urls_do_not_take_is_a_405_naming_those_they_do(
+    client: TestClient,
+) -> None:
+    """Not a 404 'no resource type $export' nor a 400 'not a valid FHIR id', as when the
+    request fell to the routes of /{type} and /{type}/{id}."""
+    status_url = kick_off(client, "/fhir/$export")
+    for method, url, allowed in (
+        ("POST", "/fhir/$export", "GET, HEAD"),  # a POST kick-off of the Bulk Data IG
+        ("DELETE", "/fhir/$export", "GET, HEAD"),
+        ("PUT", "/fhir/Patient/$export", "GET, HEAD"),
+        ("DELETE", "/fhir/Patient/$export", "GET, HEAD"),
+        ("PUT", status_url, "GET, HEAD, DELETE"),
+        ("PATCH", status_url, "GET, HEAD, DELETE"),
+    ):
+        response = client.request(method, url, headers=ASYNC)
+        assert response.status_code == 405, (method, url, response.text)
+        assert response.headers["allow"] == allowed, (method, url)
+        assert f"it takes {allowed}" in response.json()["issue"][0]["diagnostics"]
+
+
 def test_a_patient_export_refuses_a_type_outside_every_compartment(client: TestClient) -> None:
     response = client.get("/fhir/Patient/$export?_type=Organization", headers=ASYNC)
     assert response.status_code == 400

@@ -119,7 +119,15 @@ def test_no_tile_beyond_the_latest_checkpoint(
 
 
 @pytest.mark.parametrize(
-    "path", ["tile/0/5", "tile/0/x000/005", "tile/64/000", "tile/0/000.p/256", "tile/entries/"]
+    "path",
+    [
+        "tile/0/5",
+        "tile/0/x000/005",
+        "tile/64/000",
+        "tile/0/000.p/256",
+        "tile/entries/",
+        "tile/entries/" + "x999/" * 1500 + "999",  # 4,503 digits: more than Python's int reads
+    ],
 )
 def test_a_path_that_names_no_tile(big: tuple[TestClient, list[bytes]], path: str) -> None:
     _missing(big[0].get(f"/ledger/{path}"), "no such tile")

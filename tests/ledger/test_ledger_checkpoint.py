@@ -177,6 +177,14 @@ def test_malformed_bodies_are_refused(body: str) -> None:
         Checkpoint.parse(body)
 
 
+def test_a_size_of_thousands_of_digits_is_refused_as_too_large() -> None:
+    """Not with Python's own message about reading ints of over 4,300 digits."""
+    body = "origin\n" + "9" * 5000 + "\n" + base64.b64encode(ROOT).decode() + "\n"
+    with pytest.raises(NoteFormatError, match="64-bit unsigned integer, not 9999") as refused:
+        Checkpoint.parse(body)
+    assert len(str(refused.value)) < 200
+
+
 def test_checkpoints_check_their_fields() -> None:
     for args in (
         ("", 1, ROOT),

@@ -97,6 +97,14 @@ def test_only_the_spec_s_spelling_names_a_tile(path: str) -> None:
     assert TileId.parse(path) is None
 
 
+def test_an_index_no_log_can_reach_names_no_tile() -> None:
+    """Tiles of a tree of at most 2**64 leaves have indexes of 17 digits at most: a path
+    of thousands of digits names none (Python refuses to read an int of over 4,300)."""
+    assert TileId.parse("0/x072/x057/x594/x037/x927/935") == TileId(0, 72057594037927935)
+    for groups in (7, 1500):
+        assert TileId.parse("0/" + "x999/" * groups + "999") is None
+
+
 @given(st.text(alphabet="x0123456789/.pentries", max_size=30))
 def test_any_path_that_parses_is_spelled_as_the_spec_says(path: str) -> None:
     tile = TileId.parse(path)

@@ -12,7 +12,15 @@ from hypothesis import strategies as st
 from coffre.exceptions import FhirError
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.seal import PurposeKeys
-from coffre.service.export import LIFETIME_US, ExportJob, group_members
+from coffre.service import RecordStore
+from coffre.service.export import (
+    LIFETIME_US,
+    CountStopped,
+    Export,
+    ExportJob,
+    group_members,
+    start_job,
+)
 
 KEYS = PurposeKeys.derive(bytes(range(32)))
 OTHER = PurposeKeys.derive(bytes(32))
@@ -73,3 +81,12 @@ def test_group_members_are_local_patient_references() -> None:
         ],
     }
     assert group_members(group) == ["a", "d"]
+
+
+def test_a_count_nobody_waits_for_stops_at_the_next_type(records: RecordStore) -> None:
+    """A cancelled export, or one a gateway forgot, must not go on reading the vault."""
+    export = Export(records, start_job(records, "system", "$export", [], None))
+    counted: list[int] = []
+    with pytest.raises(CountStopped):
+        export.count(lambda done, total: counted.append(done), stopped=lambda: bool(counted))
+    assert counted == [1]
