@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import gc
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from starlette.applications import Starlette
@@ -13,7 +13,9 @@ from coffre import config
 from coffre.api.app import create_app
 from coffre.api.auth import Authority, AuthSettings
 from coffre.service import Vault
+from coffre.service.background import in_background
 from coffre.service.tokenkey import access_token_key
+from coffre.service.upkeep import consolidate_when_quiet
 from coffre.service.witnessing import Witnessing, witnesses_from_settings
 
 
@@ -29,6 +31,7 @@ def app_from_settings() -> Starlette:
     app = create_app(
         records, max_body_bytes=int(config.MAX_BODY_BYTES.value()), authority=authority
     )
+    _while_serving(app, lambda: in_background(consolidate_when_quiet(records.storage)))
     witnesses, quorum = witnesses_from_settings()
     if witnesses:
         with_witnessing(app, Witnessing(records, witnesses, quorum, vault.folder))
@@ -43,12 +46,19 @@ def with_witnessing(app: Starlette, witnessing: Witnessing) -> Starlette:
     """Gather the witnesses' cosignatures in the background for as long as ``app`` serves,
     and publish them under /ledger."""
     app.state.witnessing = witnessing
+    _while_serving(app, witnessing.running)
+    return app
+
+
+def _while_serving(
+    app: Starlette, running: Callable[[], AbstractAsyncContextManager[None]]
+) -> None:
+    """Keep a context of ``running()`` open for as long as ``app`` serves."""
     serve = app.router.lifespan_context
 
     @asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[Any]:
-        async with witnessing.running(), serve(app) as state:
+        async with running(), serve(app) as state:
             yield state
 
     app.router.lifespan_context = lifespan
-    return app

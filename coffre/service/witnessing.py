@@ -48,6 +48,7 @@ from coffre.ledger.witness import (
     check_quorum,
     parse_witness_key,
 )
+from coffre.service.background import in_background
 from coffre.service.ledger import stored_node
 from coffre.service.records import RecordStore
 from coffre.storage.base import StorageReader
@@ -147,13 +148,10 @@ class Witnessing:
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Witness in the background for as long as the context lasts."""
-        task = asyncio.create_task(self._run())
         try:
-            yield
+            async with in_background(self._run()):
+                yield
         finally:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
             if self._lock is not None:
                 self._lock.close()
                 self._lock = None

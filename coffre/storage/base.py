@@ -198,6 +198,11 @@ class Storage(StorageReader, Protocol):
         """How many sealed AuditEvents the storage holds for the leaves before ``before``."""
         ...
 
+    def consolidate_index(self, pages: int) -> bool:
+        """Some of the work that brings the index's look-ups to their cheapest (about
+        ``pages`` pages of it, in one short write transaction); whether there was any."""
+        ...
+
     def current_of_kind(self, kind: bytes) -> Iterator[SealedVersion]:
         """Current, not deleted versions of one resource type."""
         ...

@@ -582,6 +582,7 @@ class SqliteStorage(_Reader):
         writes.execute(f"PRAGMA cache_size = -{_WRITE_CACHE_KIB}")
         self._readers = _ThreadConnections(lambda: self._connect(path, synchronous, None))
         self._write_db = writes
+        self._writing = threading.Lock()
         self._lock_file = open(f"{path}.lock", "ab")  # noqa: SIM115 - held for the storage's life
         self.path = path
 
@@ -615,7 +616,8 @@ class SqliteStorage(_Reader):
         # Writers of several processes queue on a file lock, which wakes the next one as
         # soon as the lock is free, instead of SQLite's busy handler, which sleeps and
         # retries (up to 100 ms a try): same order, much shorter tails.
-        with self._write_lock():
+        # And one at a time in this process: the group commit's thread, the index's upkeep.
+        with self._writing, self._write_lock():
             yield from self._transaction()
 
     @contextmanager
@@ -644,6 +646,19 @@ class SqliteStorage(_Reader):
         except sqlite3.Error as error:
             db.execute("ROLLBACK")
             raise StorageError(f"SQLite could not commit: {error}") from None
+
+    def consolidate_index(self, pages: int) -> bool:
+        """Merge the FTS5 index's runs toward one, ``pages`` pages at most. The merges each
+        write makes keep about one run a level (seven after loading 200 patients), and a
+        look-up reads its tokens in every run: in one, a search costs some 15% less CPU.
+        FTS5's 'merge' with a negative count puts every run on one level and merges them
+        by steps, as 'optimize' does at once; a write between steps joins the merge."""
+        with self.transaction():
+            before = self._write_db.total_changes
+            self._write_db.execute(
+                "INSERT INTO token_index (token_index, rank) VALUES ('merge', ?)", (-pages,)
+            )
+            return self._write_db.total_changes - before >= 2
 
     def history(self, query: HistoryQuery) -> Sequence[SealedVersion]:
         where, args = query.where("?")

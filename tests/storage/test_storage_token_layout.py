@@ -10,6 +10,7 @@ from contextlib import closing
 from pathlib import Path
 
 import pytest
+from fts5 import index_runs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_storage_sqlite import tok, version
@@ -98,20 +99,52 @@ def test_what_the_index_finds_follows_every_write_through_its_merges(
     tmp_path_factory: pytest.TempPathFactory, transactions: list[list[tuple[int, frozenset[int]]]]
 ) -> None:
     """Transactions of writes (a record given a set of tokens, none: deleted), each run
-    of the FTS5 index merged as writes go: every look-up finds what the last writes say."""
+    of the FTS5 index merged as writes go, and consolidated by steps between some of
+    them: every look-up finds what the last writes say, before and after consolidation."""
     storage = SqliteStorage(tmp_path_factory.mktemp("merges") / "s.sqlite", create=True)
     held: dict[bytes, frozenset[int]] = {}
     versions: dict[bytes, int] = {}
-    for writes in transactions:
+
+    def check() -> None:
+        for token in range(10):
+            expected = sorted(loc for loc, tokens in held.items() if token in tokens)
+            assert storage.find([tok(b"%d" % token)]) == expected
+
+    for number, writes in enumerate(transactions):
         with storage.transaction() as txn:
             for record, tokens in writes:
                 loc = hashlib.sha256(b"%d" % record).digest()
                 versions[loc] = versions.get(loc, 0) + 1
                 txn.append(version(loc, versions[loc]), [tok(b"%d" % t) for t in tokens])
                 held[loc] = tokens
-    for token in range(10):
-        expected = sorted(loc for loc, tokens in held.items() if token in tokens)
-        assert storage.find([tok(b"%d" % token)]) == expected
+        if number % 3 == 2:
+            storage.consolidate_index(1)  # a step: writes come between the next ones
+    check()
+    while storage.consolidate_index(1):
+        pass
+    check()
+    storage.close()
+
+
+def test_the_index_is_consolidated_by_steps_until_nothing_is_left_to_merge(
+    tmp_path: Path,
+) -> None:
+    storage = SqliteStorage(tmp_path / "s.sqlite", create=True)
+    locs = [hashlib.sha256(b"%d" % n).digest() for n in range(40)]
+    for n, loc in enumerate(locs):  # a transaction each: runs on two levels (40 = 0b101000)
+        with storage.transaction() as txn:
+            txn.append(version(loc, 1), [tok(b"all"), tok(b"r%d" % (n % 3))])
+    assert index_runs(storage.path) == 2
+    steps = 0
+    while storage.consolidate_index(1):
+        steps += 1
+        assert steps < 1000
+    assert index_runs(storage.path) == 1
+    assert not storage.consolidate_index(1000)  # nothing more to do
+    assert storage.find([tok(b"all")]) == sorted(locs)
+    assert storage.find([tok(b"r1")]) == sorted(locs[1::3])
+    with closing(sqlite3.connect(storage.path)) as db:
+        db.execute("INSERT INTO token_index (token_index) VALUES ('integrity-check')")
     storage.close()
 
 
