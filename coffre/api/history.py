@@ -7,7 +7,6 @@ only versions up to it, so a write between two pages shifts nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
 
@@ -15,27 +14,27 @@ from starlette.requests import Request
 
 from coffre.exceptions import FhirError
 from coffre.fhir import json
+from coffre.search.normalise import instant
 from coffre.search.results import Pairs, number, page_count
 from coffre.service import RecordStore, Stored
 from coffre.storage import HistoryQuery
 
 PAGING = ("_snapshot", "_offset")
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def since(pairs: Pairs) -> int | None:
     raw = dict(pairs).get("_since")
     if raw is None:
         return None
-    try:
-        moment = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
+    moment = instant(raw)
+    if moment is None:
         raise FhirError(
-            400, "invalid", f"_since={raw} is not a FHIR instant such as 2026-01-31T12:00:00Z"
-        ) from None
-    if moment.tzinfo is None:
-        raise FhirError(400, "invalid", f"_since={raw} needs a time zone, such as Z or +01:00")
-    return (moment - EPOCH) // timedelta(microseconds=1)
+            400,
+            "invalid",
+            f"_since={raw} is not a FHIR instant: to the second, with a time zone"
+            " (Z, or ±hh:mm up to 14:00), such as 2026-01-31T12:00:00Z",
+        )
+    return moment
 
 
 def refuse_unsupported(pairs: Pairs, names: tuple[str, ...], what: str, takes: str) -> None:

@@ -45,6 +45,16 @@ def _micros(moment: timedelta) -> int:
     return moment // timedelta(microseconds=1)
 
 
+def instant(value: str) -> int | None:
+    """A FHIR instant (to the second at least, with a time zone) in microseconds since the
+    epoch; None for anything else, however readable."""
+    match = _DATE.fullmatch(value)
+    if match is None or match.group(6) is None or match.group(8) is None:
+        return None
+    moment = date_range(value)
+    return None if moment is None else moment[0]
+
+
 @lru_cache(maxsize=4096)
 def date_range(value: str) -> tuple[int, int] | None:
     """``[low, high)`` in microseconds for a FHIR date, dateTime or instant; None if invalid.

@@ -285,6 +285,16 @@ def test_an_invalid_contained_resource_is_422(client: TestClient) -> None:
             "time zone",
             id="since-no-zone",
         ),
+        *(
+            pytest.param("GET", f"/fhir/_history?_since={value}", 400, "FHIR instant", id=name)
+            for name, value in (
+                ("since-iso-week", "2020-W01-1T00:00:00Z"),
+                ("since-basic-format", "20200101T000000Z"),
+                ("since-no-seconds", "2020-01-01T00:00Z"),
+                ("since-date-only", "2020-01-01"),
+                ("since-zone-15h", "2020-01-01T00:00:00%2B15:00"),
+            )
+        ),
         pytest.param(
             "GET", "/fhir/_history?_snapshot=latest", 400, "_snapshot=latest", id="snapshot-word"
         ),

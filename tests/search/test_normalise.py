@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import itertools
 import unicodedata
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coffre.search.normalise import date_range, number_range, text
+from coffre.search.normalise import date_range, instant, number_range, text
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FORMATS = ("%Y", "%Y-%m", "%Y-%m-%d", "%Y-%m-%dT%H:%MZ", "%Y-%m-%dT%H:%M:%SZ")
@@ -108,3 +108,30 @@ def test_a_number_stands_for_half_a_unit_of_its_last_digit_each_way(value: Decim
     assert isinstance(exponent, int)
     assert high - low == Decimal(1).scaleb(exponent)
     assert number_range(Decimal("100")) == (Decimal("99.5"), Decimal("100.5"))
+
+
+@given(
+    st.datetimes(
+        min_value=datetime(1, 1, 2),
+        max_value=datetime(9999, 12, 30),
+        timezones=st.sampled_from(
+            [UTC, timezone(timedelta(hours=14)), timezone(-timedelta(hours=13, minutes=59))]
+        ),
+    )
+)
+def test_an_instant_is_its_moment_in_microseconds(moment: datetime) -> None:
+    written = moment.isoformat().replace("+00:00", "Z")
+    assert instant(written) == _micros(moment)
+
+
+def test_only_an_instant_is_an_instant() -> None:
+    for value in (
+        "2020-01-01",
+        "2020-01-01T00:00Z",
+        "2020-01-01T00:00:00",
+        "20200101T000000Z",
+        "2020-W01-1T00:00:00Z",
+        "2020-01-01T00:00:00+15:00",
+        "2020-02-30T00:00:00Z",
+    ):
+        assert instant(value) is None, value
