@@ -580,6 +580,10 @@ class SqliteStorage(_Reader):
         if not create:
             add_token_sets(writes, path)
         writes.execute(f"PRAGMA cache_size = -{_WRITE_CACHE_KIB}")
+        # The journal of each savepoint (one a request in a group commit) in memory: by
+        # default SQLite spills it to a temporary file in /var/tmp, made and unlinked a
+        # few times a transaction.
+        writes.execute("PRAGMA temp_store = MEMORY")
         self._readers = _ThreadConnections(lambda: self._connect(path, synchronous, None))
         self._write_db = writes
         self._writing = threading.Lock()

@@ -3,6 +3,9 @@ history, atomicity."""
 
 from __future__ import annotations
 
+import contextlib
+import hashlib
+import os
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -221,3 +224,30 @@ def test_leaves_and_nodes_by_range_refuse_a_gap(storage: Storage, location: str 
     with pytest.raises(StorageError, match="gap at level 1"):
         storage.nodes(1, 1, 4)
     assert storage.nodes(1, 0, 2) == [b"n0", b"n1"]
+
+
+def _temporary_files() -> list[str]:
+    """SQLite's temporary files this process holds open (unlinked, named etilqs_...)."""
+    found = []
+    for descriptor in os.listdir("/proc/self/fd"):
+        with contextlib.suppress(OSError):
+            target = os.readlink(f"/proc/self/fd/{descriptor}")
+            if "etilqs_" in target:
+                found.append(target)
+    return found
+
+
+def test_savepoints_keep_their_journal_in_memory(tmp_path: Path) -> None:
+    """A group commit runs each request in a savepoint: SQLite would write each one's
+    journal to a temporary file in /var/tmp, made and unlinked a few times a transaction."""
+    storage = SqliteStorage(tmp_path / "s.sqlite", create=True)
+    held = []
+    with storage.transaction() as txn:
+        for request in range(5):
+            with txn.savepoint():
+                for n in range(30):
+                    loc = hashlib.sha256(b"%d-%d" % (request, n)).digest()
+                    txn.append(version(loc, 1), [tok(b"t%d" % t) for t in range(50)])
+                held += _temporary_files()
+    assert held == []
+    storage.close()
