@@ -31,6 +31,7 @@ async def consolidate_when_quiet(
     write lock like any write, and find nothing to do once another has done it."""
     consolidated_at: int | None = None
     seen = -1
+    failure = ""  # the last one logged: a storage gone for an hour is one line, not 1,800
     while True:
         await asyncio.sleep(quiet)
         try:
@@ -41,9 +42,11 @@ async def consolidate_when_quiet(
                 and await _consolidate(storage, pages, now)
             ):
                 consolidated_at = now
-            seen = now
+            seen, failure = now, ""
         except StorageError as error:  # the storage's own words, never a record's
-            log.warning("the index was not consolidated: %s", error)
+            if str(error) != failure:
+                failure = str(error)
+                log.warning("the index was not consolidated: %s", failure)
 
 
 def due(seq: int, consolidated_at: int | None) -> bool:

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from fts5 import index_runs
+from pgserver import Cluster
 
 from coffre.service.upkeep import consolidate_when_quiet, due
 from coffre.storage import SqliteStorage
 from coffre.storage.base import TOKEN_BYTES, SealedVersion
+from coffre.storage.postgres import PostgresStorage
 
 WAIT_SECONDS = 30.0
 """How long the test waits for what should take milliseconds (a bound, not a timing)."""
@@ -61,3 +65,27 @@ def test_the_index_is_due_again_once_a_sixteenth_more_was_written() -> None:
     assert due(1_062, 1_000)  # 1,000 // 16 = 62 more
     assert not due(41, 40) and due(42, 40)
     assert due(1, 0) and due(16, 15)  # a small storage: after any write
+
+
+def _upkeep_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records if record.name == "coffre.upkeep"]
+
+
+def test_a_storage_gone_is_one_warning_not_one_every_round(
+    own_postgres: Cluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    storage = PostgresStorage(own_postgres.new_storage_url(), create=True)
+    own_postgres.stop_server()
+
+    async def rounds() -> None:
+        upkeep = asyncio.create_task(consolidate_when_quiet(storage, quiet=0.01))
+        try:
+            await _until(lambda: bool(_upkeep_lines(caplog)), "the outage is logged")
+            await asyncio.sleep(0.3)  # some thirty rounds more, failing alike
+        finally:
+            upkeep.cancel()
+
+    with caplog.at_level(logging.WARNING, logger="coffre.upkeep"):
+        asyncio.run(rounds())
+    assert [line[:32] for line in _upkeep_lines(caplog)] == ["the index was not consolidated: "]
+    storage.close()
