@@ -14,7 +14,7 @@ from fts5 import index_runs
 from pgserver import Cluster
 
 from coffre.service.upkeep import consolidate_when_quiet, due
-from coffre.storage import SqliteStorage
+from coffre.storage import SqliteStorage, postgres
 from coffre.storage.base import TOKEN_BYTES, SealedVersion
 from coffre.storage.postgres import PostgresStorage
 
@@ -72,8 +72,9 @@ def _upkeep_lines(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def test_a_storage_gone_is_one_warning_not_one_every_round(
-    own_postgres: Cluster, caplog: pytest.LogCaptureFixture
+    own_postgres: Cluster, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(postgres, "POOL_WAIT_SECONDS", 0.1)  # a round fails in 0.1 s, not 5
     storage = PostgresStorage(own_postgres.new_storage_url(), create=True)
     own_postgres.stop_server()
 
@@ -81,7 +82,7 @@ def test_a_storage_gone_is_one_warning_not_one_every_round(
         upkeep = asyncio.create_task(consolidate_when_quiet(storage, quiet=0.01))
         try:
             await _until(lambda: bool(_upkeep_lines(caplog)), "the outage is logged")
-            await asyncio.sleep(0.3)  # some thirty rounds more, failing alike
+            await asyncio.sleep(1.0)  # some eight rounds more, failing alike
         finally:
             upkeep.cancel()
 
