@@ -32,6 +32,7 @@ from coffre.api.routes import base_url
 from coffre.exceptions import FhirError
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.ledger.leaf import LeafKind
+from coffre.search.results import single
 from coffre.service import RecordStore, Stored
 from coffre.service.commits import GroupCommitter
 from coffre.service.export import (
@@ -97,13 +98,14 @@ def _kick_off_job(request: Request, level: str, group: str | None = None) -> Exp
     unknown = sorted(set(params) - KNOWN_PARAMETERS)
     if unknown:
         raise FhirError(400, "not-supported", f"$export does not support {', '.join(unknown)}")
-    output = params.get("_outputFormat", NDJSON)
+    pairs = list(params.multi_items())
+    output = single(pairs, "_outputFormat") or NDJSON
     if output not in OUTPUT_FORMATS:
         raise FhirError(
             400, "not-supported", f"_outputFormat={output}: Coffre exports {NDJSON} only"
         )
     types = [t for raw in params.getlist("_type") for t in raw.split(",") if t]
-    after = since(list(params.multi_items()))
+    after = since(pairs)
     job = start_job(_records(request), level, str(request.url), types, after, group)
     _check_access(request, job.resource_types())
     return job

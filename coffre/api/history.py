@@ -15,7 +15,7 @@ from starlette.requests import Request
 from coffre.exceptions import FhirError
 from coffre.fhir import json
 from coffre.search.normalise import instant
-from coffre.search.results import Pairs, number, page_count
+from coffre.search.results import Pairs, number, page_count, single
 from coffre.service import RecordStore, Stored
 from coffre.storage import HistoryQuery
 
@@ -23,7 +23,7 @@ PAGING = ("_snapshot", "_offset")
 
 
 def since(pairs: Pairs) -> int | None:
-    raw = dict(pairs).get("_since")
+    raw = single(pairs, "_since")
     if raw is None:
         return None
     moment = instant(raw)

@@ -38,6 +38,7 @@ from coffre.ledger import (
 )
 from coffre.ledger.proofs import SubtreeHash
 from coffre.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileId, encode_bundle, tile_width
+from coffre.search.results import single
 from coffre.service import RecordStore
 from coffre.service.ledger import stored_node, stored_nodes
 from coffre.service.witnessing import Witnessing
@@ -214,7 +215,7 @@ async def tile(request: Request) -> Response:
 async def map_proof(request: Request) -> Response:
     """That a record's latest write is the one the map of a signed checkpoint holds (or
     that the record was never written), for ``?record=Type/id``."""
-    record = request.query_params.get("record", "")
+    record = single(list(request.query_params.multi_items()), "record") or ""
     parsed = parse_reference(record) if RECORD.fullmatch(record) else None
     if parsed is None:
         raise FhirError(400, "value", "record is Type/id, for instance record=Patient/123")

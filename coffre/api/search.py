@@ -18,7 +18,7 @@ from coffre.search import Criterion, check_criteria, parse_criteria
 from coffre.search.criteria import parameter_of
 from coffre.search.extract import index_values
 from coffre.search.parameters import parameters_for
-from coffre.search.results import Pairs, number, page_count
+from coffre.search.results import Pairs, number, page_count, single
 from coffre.search.values import Ref
 from coffre.service import RecordStore, Stored
 from coffre.service.records import Writer
@@ -37,7 +37,7 @@ _SUBSETTED = {
 
 
 def _one(pairs: Pairs, name: str, allowed: tuple[str, ...]) -> str | None:
-    raw = dict(pairs).get(name)
+    raw = single(pairs, name)
     if raw is not None and raw not in allowed:
         raise FhirError(400, "invalid", f"{name}={raw} is not one of {', '.join(allowed)}")
     return raw

@@ -11,8 +11,19 @@ MAX_COUNT = 1000
 Pairs = list[tuple[str, str]]
 
 
+def single(pairs: Pairs, name: str) -> str | None:
+    """The value of a parameter that takes one (``_count``, ``_since``, ``_summary``...);
+    400 when it is given different ones, between which Coffre could only guess."""
+    values = {value for key, value in pairs if key == name}
+    if len(values) > 1:
+        raise FhirError(
+            400, "invalid", f"give {name} once: the request gives it {len(values)} different values"
+        )
+    return values.pop() if values else None
+
+
 def number(pairs: Pairs, name: str) -> int | None:
-    raw = dict(pairs).get(name)
+    raw = single(pairs, name)
     if raw is None:
         return None
     found = whole_number(raw)

@@ -295,6 +295,19 @@ def test_an_invalid_contained_resource_is_422(client: TestClient) -> None:
                 ("since-zone-15h", "2020-01-01T00:00:00%2B15:00"),
             )
         ),
+        *(
+            pytest.param("GET", url, 400, "once", id=name)
+            for name, url in (
+                ("count-twice", "/fhir/Patient?gender=male&_count=1&_count=2"),
+                (
+                    "since-twice",
+                    "/fhir/_history?_since=2020-01-01T00:00:00Z&_since=2021-01-01T00:00:00Z",
+                ),
+                ("summary-twice", "/fhir/Patient?gender=male&_summary=true&_summary=false"),
+                ("total-twice", "/fhir/Patient?gender=male&_total=none&_total=accurate"),
+                ("offset-twice", "/fhir/Patient/_history?_offset=1&_offset=2"),
+            )
+        ),
         pytest.param(
             "GET", "/fhir/_history?_snapshot=latest", 400, "_snapshot=latest", id="snapshot-word"
         ),

@@ -82,3 +82,10 @@ def test_a_malformed_record_is_a_400(client: TestClient, record: str) -> None:
 
 def test_before_any_write_there_is_no_checkpoint_to_prove_against(client: TestClient) -> None:
     assert client.get("/ledger/proof/map?record=Patient/1").status_code == 404
+
+
+def test_a_record_named_twice_is_a_400_not_the_last_one_s_proof(client: TestClient) -> None:
+    client.put("/fhir/Patient/m4", json={"resourceType": "Patient", "id": "m4"}, headers=FHIR_JSON)
+    response = client.get("/ledger/proof/map?record=Patient/m4&record=Patient/other")
+    assert response.status_code == 400, response.text
+    assert "once" in response.json()["issue"][0]["diagnostics"]
