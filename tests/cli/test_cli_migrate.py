@@ -167,8 +167,8 @@ def _with_tokens(location: str) -> int:
 def test_a_migration_killed_halfway_finishes_when_run_again(
     vault: Vault, backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    """To the other backend, in batches of 50 rows, killed once the tokens of 200 records
-    are in."""
+    """To the other backend, in batches of 5 rows, killed once the tokens of 200 records
+    are in (in batches of 50, SQLite wrote all 696 records' between two looks)."""
     code, output = _run("synth", str(PATIENTS), "--out", str(tmp_path / "synth"))
     assert code == 0, output
     code, output = _run("import", str(tmp_path / "synth"), "--vault", str(vault.folder))
@@ -178,14 +178,14 @@ def test_a_migration_killed_halfway_finishes_when_run_again(
         target = request.getfixturevalue("postgres").new_storage_url()
     else:
         target = str(tmp_path / "copy.sqlite")
-    command = ["migrate", "--from", str(vault.folder), "--to", target, "--batch", "50"]
+    command = ["migrate", "--from", str(vault.folder), "--to", target, "--batch", "5"]
     process = subprocess.Popen([sys.executable, "-m", "coffre", *command])
     try:
         deadline = time.monotonic() + KILL_DEADLINE_SECONDS
         while process.poll() is None and time.monotonic() < deadline:
             if _with_tokens(target) >= KILL_AFTER_RECORDS:
                 break
-            time.sleep(0.05)
+            time.sleep(0.01)
         process.send_signal(signal.SIGKILL)
     finally:
         assert process.wait() == -signal.SIGKILL, "the migration ended before it was killed"
