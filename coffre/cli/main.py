@@ -28,7 +28,7 @@ from coffre.cli.access import clients_app, users_app
 from coffre.cli.importer import Importer
 from coffre.cli.keys import app as keys_app
 from coffre.cli.output import console, fail
-from coffre.cli.sources import files_under
+from coffre.cli.sources import empty_folders, files_under
 from coffre.exceptions import CoffreError
 from coffre.fhir.json import dumps
 from coffre.service import Vault
@@ -211,6 +211,9 @@ def import_(
             )
 
         report = Importer(records, advance).run(files)
+    report.failures[:0] = [
+        f"{folder}: no .json or .ndjson file in it" for folder in empty_folders(paths)
+    ]
     for failure in report.failures[:MAX_FAILURES_SHOWN]:
         typer.echo(f"failed: {failure}", err=True)
     if len(report.failures) > MAX_FAILURES_SHOWN:
