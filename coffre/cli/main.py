@@ -140,9 +140,13 @@ def serve(
     )
 
 
+MAX_SYNTH_PATIENTS = 9_999_999
+"""As many as ``patient-NNNNNNN.json`` numbers in order."""
+
+
 @app.command()
 def synth(
-    count: Annotated[int, typer.Argument(min=1, help="How many patients.")],
+    count: Annotated[int, typer.Argument(min=1, max=MAX_SYNTH_PATIENTS, help="How many patients.")],
     out: Annotated[Path, typer.Option(help="Folder to write the Bundles to.")] = Path("synth"),
     seed: Annotated[
         int, typer.Option(help="The same seed gives the same patients, with the same --as-of.")

@@ -144,3 +144,10 @@ def test_a_folder_that_is_a_file_is_named_not_a_traceback(tmp_path: Path) -> Non
     assert "notes.txt" in _refused("clients", "list", "--vault", str(file))
     assert "notes.txt" in _refused("users", "list", "--vault", str(file))
     assert file.read_text() == "not a folder"
+
+
+def test_synth_refuses_more_patients_than_its_file_names_number(tmp_path: Path) -> None:
+    """A count typed with a few zeros too many is refused, not run until the disk is full."""
+    code, output = _run("synth", "10000000", "--out", str(tmp_path / "s"))
+    assert code == 2 and "9999999" in output
+    assert not (tmp_path / "s").exists()
