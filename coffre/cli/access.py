@@ -52,6 +52,12 @@ def _path(vault: Path, keyring: Path | None) -> Path:
 
 
 def _load(path: Path) -> Registry:
+    """The registry at ``path``; a folder that is not there is a mistyped vault, not a
+    vault without clients or users."""
+    if not path.parent.is_dir():
+        raise fail(
+            f"no folder {path.parent}: name the vault with --vault (or its keyring with --keyring)"
+        )
     try:
         return load(path)
     except RegistryError as error:
