@@ -37,7 +37,10 @@ def opt_out_of(body: Any) -> bool:
             'send a Parameters resource: {"resourceType": "Parameters", "parameter":'
             ' [{"name": "optOut", "valueBoolean": true}]}',
         )
-    values = [p.get("valueBoolean") for p in body.get("parameter", []) if p.get("name") == OPT_OUT]
+    parameters = body.get("parameter", [])
+    if not isinstance(parameters, list) or not all(isinstance(p, dict) for p in parameters):
+        raise FhirError(400, "structure", "Parameters.parameter must be a list of objects")
+    values = [p.get("valueBoolean") for p in parameters if p.get("name") == OPT_OUT]
     if len(values) != 1 or not isinstance(values[0], bool):
         raise FhirError(400, "required", "the Parameters need exactly one optOut, a valueBoolean")
     return values[0]

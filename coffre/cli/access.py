@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 
 from coffre import config
 from coffre.api.auth.registry import (
@@ -25,9 +24,9 @@ from coffre.api.auth.registry import (
     without_client,
     without_user,
 )
+from coffre.cli.output import console, fail
 from coffre.service import Vault
 
-console = Console(stderr=True)
 clients_app = typer.Typer(
     help="Apps and backend services that may ask for tokens.", no_args_is_help=True
 )
@@ -52,16 +51,17 @@ def _path(vault: Path, keyring: Path | None) -> Path:
     return access_file(Vault.at(vault, keyring).keyring)
 
 
-def _fail(error: RegistryError) -> typer.Exit:
-    console.print(f"[red]error:[/red] {error}")
-    return typer.Exit(code=1)
-
-
 def _load(path: Path) -> Registry:
+    """The registry at ``path``; a folder that is not there is a mistyped vault, not a
+    vault without clients or users."""
+    if not path.parent.is_dir():
+        raise fail(
+            f"no folder {path.parent}: name the vault with --vault (or its keyring with --keyring)"
+        )
     try:
         return load(path)
     except RegistryError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
 
 
 def _update(
@@ -72,11 +72,11 @@ def _update(
     try:
         updated = change(_load(path))
     except RegistryError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     try:
         save(path, updated)
     except OSError as error:
-        raise _fail(RegistryError(f"cannot write {path}: {error.strerror}")) from None
+        raise fail(RegistryError(f"cannot write {path}: {error.strerror}")) from None
     console.print(done)
 
 
@@ -173,7 +173,7 @@ def add_user(
 ) -> None:
     """Add a user; the password is kept only as a scrypt hash."""
     if username in _load(_path(vault, keyring)).users:  # before asking for a password
-        raise _fail(RegistryError(f"{username} exists already: remove them first"))
+        raise fail(RegistryError(f"{username} exists already: remove them first"))
     _update(
         vault,
         keyring,

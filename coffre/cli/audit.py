@@ -34,6 +34,7 @@ from rich.markup import escape
 
 from coffre import config
 from coffre.cli.leaves import Unanswered, bundle_checks, diagnostics
+from coffre.cli.output import fail
 from coffre.exceptions import CoffreError
 from coffre.ledger import (
     Checkpoint,
@@ -399,8 +400,7 @@ def ledger_key(
     try:
         records = Vault.at(vault, keyring).open()
     except CoffreError as error:
-        Console(stderr=True).print(f"[red]error:[/red] {escape(str(error))}")
-        raise typer.Exit(code=1) from None
+        raise fail(error) from None
     try:
         typer.echo(str(records.ledger.verifier_key))
     finally:

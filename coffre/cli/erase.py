@@ -7,25 +7,22 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from coffre import config
 from coffre.cli.access import KeyringOption, VaultOption
+from coffre.cli.output import console, fail
 from coffre.exceptions import CoffreError, FhirError
 from coffre.fhir.references import parse_reference
 from coffre.service import RecordStore, Vault
 from coffre.service.audit import Access
 from coffre.service.erasure import erase_patient
 
-console = Console(stderr=True)
-
 
 def _patient_id(reference: str) -> str:
     parsed = parse_reference(reference)
     if parsed is None or parsed[0] != "Patient":
-        console.print("[red]error:[/red] name the patient to erase as Patient/ID")
-        raise typer.Exit(code=1)
+        raise fail("name the patient to erase as Patient/ID")
     return parsed[1]
 
 
@@ -61,16 +58,14 @@ def erase(
     (docs/operations.md, Erasure)."""
     patient_id = _patient_id(patient)
     if not reason.strip():
-        console.print("[red]error:[/red] say why with --reason: nothing was erased")
-        raise typer.Exit(code=1)
+        raise fail("say why with --reason: nothing was erased")
     if not yes and not _confirmed(patient_id):
         console.print("the id typed differs: nothing was erased")
         raise typer.Exit(code=1)
     try:
         records = Vault.at(vault, keyring).open()
     except CoffreError as error:
-        console.print(f"[red]error:[/red] {escape(str(error))}")
-        raise typer.Exit(code=1) from None
+        raise fail(error) from None
     try:
         _erase(records, patient_id, Access(f"{operator} (coffre erase)", reason=reason))
     finally:
@@ -88,12 +83,10 @@ def _erase(records: RecordStore, patient_id: str, access: Access) -> None:
         )
     except FhirError as error:
         if error.status != 410:
-            console.print(f"[red]error:[/red] {escape(error.diagnostics)}")
-            raise typer.Exit(code=1) from None
+            raise fail(error.diagnostics) from None
         console.print(f"Patient/{escape(patient_id)}: {escape(error.diagnostics)}")
     except CoffreError as error:
-        console.print(f"[red]error:[/red] {escape(str(error))}: nothing was erased")
-        raise typer.Exit(code=1) from None
+        raise fail(f"{error}: nothing was erased") from None
     try:
         records.storage.purge_erased()
     except CoffreError as error:

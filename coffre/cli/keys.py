@@ -21,6 +21,7 @@ from rich.table import Table
 
 from coffre import config
 from coffre.cli.access import KeyringOption, VaultOption
+from coffre.cli.output import console, fail
 from coffre.exceptions import CoffreError
 from coffre.service import Vault
 from coffre.service.rotation import BATCH, KeyRotation
@@ -29,7 +30,6 @@ app = typer.Typer(
     help="The vault's key-encryption keys: list, rotate, retire (while it serves).",
     no_args_is_help=True,
 )
-console = Console(stderr=True)
 
 YesOption = Annotated[
     bool, typer.Option("--yes", help="Do not ask for confirmation (for scripts).")
@@ -42,18 +42,13 @@ def _rotation(vault: Path, keyring: Path | None) -> Iterator[KeyRotation]:
     try:
         records = Vault.at(vault, keyring).open()
     except CoffreError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     try:
         yield KeyRotation(records)
     except CoffreError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     finally:
         records.storage.close()
-
-
-def _fail(error: CoffreError) -> typer.Exit:
-    console.print(f"[red]error:[/red] {escape(str(error))}")
-    return typer.Exit(code=1)
 
 
 @app.command("list")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -27,7 +27,8 @@ from coffre.cli import audit, erase, migrate, witness
 from coffre.cli.access import clients_app, users_app
 from coffre.cli.importer import Importer
 from coffre.cli.keys import app as keys_app
-from coffre.cli.sources import files_under
+from coffre.cli.output import console, fail
+from coffre.cli.sources import empty_folders, files_under
 from coffre.exceptions import CoffreError
 from coffre.fhir.json import dumps
 from coffre.service import Vault
@@ -38,7 +39,6 @@ app = typer.Typer(
     help="Coffre: a FHIR R4 health record whose host only ever sees sealed data.",
     no_args_is_help=True,
 )
-console = Console(stderr=True)
 MAX_FAILURES_SHOWN = 20
 
 VaultOption = Annotated[
@@ -60,11 +60,6 @@ def _advance(progress: Progress, task: TaskID, count: int) -> None:
     progress.update(task, rate=f"{done.completed / done.elapsed:,.0f}" if done.elapsed else "-")
 
 
-def _fail(error: CoffreError) -> typer.Exit:
-    console.print(f"[red]error:[/red] {error}")
-    return typer.Exit(code=1)
-
-
 @app.command()
 def init(
     folder: Annotated[Path, typer.Argument(help="Folder of the new vault.")],
@@ -78,14 +73,14 @@ def init(
     vault = Vault.at(folder, keyring)
     try:
         vault.create(storage)
-    except CoffreError as error:
-        raise _fail(error) from None
+    except (CoffreError, OSError) as error:
+        raise fail(error) from None
     keys = (
         f"keys in the PKCS#11 token '{config.PKCS11_TOKEN.value()}'"
         if config.CUSTODY.value() == "pkcs11"
         else f"keyring at {vault.keyring} — keep a copy of it apart from the storage"
     )
-    console.print(f"vault created in {vault.folder}; {keys}")
+    console.print(f"vault created in {escape(str(vault.folder))}; {escape(keys)}")
 
 
 WORKER_START_SECONDS = 120
@@ -124,9 +119,9 @@ def serve(
         AuthSettings.from_settings()
         https = tls.uvicorn_options(tls_cert, tls_key)
     except CoffreError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     scheme = "https" if https else "http"
-    console.print(f"Coffre serves FHIR R4 at {scheme}://{host}:{port}/fhir (vault {vault})")
+    console.print(escape(f"Coffre serves FHIR R4 at {scheme}://{host}:{port}/fhir (vault {vault})"))
     uvicorn.run(
         "coffre.api.server:app_from_settings",
         factory=True,
@@ -145,9 +140,13 @@ def serve(
     )
 
 
+MAX_SYNTH_PATIENTS = 9_999_999
+"""As many as ``patient-NNNNNNN.json`` numbers in order."""
+
+
 @app.command()
 def synth(
-    count: Annotated[int, typer.Argument(min=1, help="How many patients.")],
+    count: Annotated[int, typer.Argument(min=1, max=MAX_SYNTH_PATIENTS, help="How many patients.")],
     out: Annotated[Path, typer.Option(help="Folder to write the Bundles to.")] = Path("synth"),
     seed: Annotated[
         int, typer.Option(help="The same seed gives the same patients, with the same --as-of.")
@@ -167,10 +166,13 @@ def synth(
     each ``patient-N.json`` one patient and their history.
     """
     now = None if as_of is None else as_of.replace(hour=12, tzinfo=UTC)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "shared.json").write_bytes(
-        dumps(generate_shared_bundle(random.Random(f"coffre-synth:{seed}:shared")))
-    )
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "shared.json").write_bytes(
+            dumps(generate_shared_bundle(random.Random(f"coffre-synth:{seed}:shared")))
+        )
+    except OSError as error:
+        raise fail(error) from None
     resources = 0
     with Progress(*_columns("generating", "resources"), console=console) as progress:
         task = progress.add_task("synth", total=count, rate="-")
@@ -178,7 +180,7 @@ def synth(
             (out / f"patient-{index:07d}.json").write_bytes(dumps(bundle))
             resources += len(bundle["entry"])
             _advance(progress, task, 1)
-    console.print(f"{count} patients, {resources} resources written to {out}")
+    console.print(f"{count} patients, {resources} resources written to {escape(str(out))}")
 
 
 @app.command("import")
@@ -194,7 +196,7 @@ def import_(
     try:
         records = Vault.at(vault, keyring).open()
     except CoffreError as error:
-        raise _fail(error) from None
+        raise fail(error) from None
     columns = (
         TextColumn("importing"),
         BarColumn(),
@@ -213,6 +215,9 @@ def import_(
             )
 
         report = Importer(records, advance).run(files)
+    report.failures[:0] = [
+        f"{folder}: no .json or .ndjson file in it" for folder in empty_folders(paths)
+    ]
     for failure in report.failures[:MAX_FAILURES_SHOWN]:
         typer.echo(f"failed: {failure}", err=True)
     if len(report.failures) > MAX_FAILURES_SHOWN:

@@ -15,6 +15,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -26,6 +27,7 @@ from rich.progress import (
 from rich.table import Table as RichTable
 
 from coffre import config
+from coffre.cli.output import console, fail
 from coffre.exceptions import CoffreError, RolledBackError
 from coffre.ledger import leaf_hash, parse_note
 from coffre.ledger.tree import CompactRange
@@ -37,7 +39,6 @@ from coffre.storage.postgres import is_url
 EXIT_MISMATCH = 1
 PARTIAL_SUFFIX = ".partial"
 
-console = Console(stderr=True, soft_wrap=True)
 out = Console(highlight=False, soft_wrap=True)
 
 BatchOption = Annotated[
@@ -111,8 +112,7 @@ def run_copy(source: str, destination: str, batch: int) -> CopyReport:
                 reader, writer, batch=batch, progress=CopyProgress(progress), leaf_fold=TreeRoot
             )
     except CoffreError as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(code=1) from None
+        raise fail(error) from None
     _print_verdict(report)
     if report.mismatched:
         raise typer.Exit(code=EXIT_MISMATCH)
@@ -158,8 +158,7 @@ def migrate(
     the copy are not in it."""
     source_location, destination_location = location(source), location(destination)
     if source_location == destination_location:
-        console.print("[red]error:[/red] the source and the destination are the same storage")
-        raise typer.Exit(code=1)
+        raise fail("the source and the destination are the same storage")
     run_copy(source_location, destination_location, batch)
 
 
@@ -180,20 +179,21 @@ def backup(
         return
     final = Path(destination.removeprefix("sqlite://"))
     if final.exists():
-        console.print(f"[red]error:[/red] {final} exists already")
-        raise typer.Exit(code=1)
+        raise fail(f"{final} exists already")
     partial = final.with_name(final.name + PARTIAL_SUFFIX)
     try:
         run_copy(source, str(partial), batch)
     except typer.Exit:
         if partial.exists():
             console.print(
-                f"what this backup copied is in {partial}: run the command again to carry on;"
-                f" if the vault was written to since, delete {partial} and start again"
+                escape(
+                    f"what this backup copied is in {partial}: run the command again to carry"
+                    f" on; if the vault was written to since, delete {partial} and start again"
+                )
             )
         raise
     partial.replace(final)
-    out.print(f"backup written to {final}")
+    out.print(escape(f"backup written to {final}"))
 
 
 def restore(
@@ -224,17 +224,18 @@ def restore(
         target.open().storage.close()
     except RolledBackError as error:
         if accept_rollback_to != size or not target.checkpoint_memory.exists():
-            console.print(f"[red]error:[/red] {error}")
+            fail(error)
             console.print(
-                f"The backup is restored, but its log ends at size {size}, before the last"
-                f" checkpoint this side signed ({target.checkpoint_memory}). If going back to"
-                f" it is what you mean, run this again with --accept-rollback-to {size}."
+                escape(
+                    f"The backup is restored, but its log ends at size {size}, before the last"
+                    f" checkpoint this side signed ({target.checkpoint_memory}). If going back"
+                    f" to it is what you mean, run this again with --accept-rollback-to {size}."
+                )
             )
             raise typer.Exit(code=1) from None
         _accept_rollback(target)
     except CoffreError as error:
-        console.print(f"[red]error:[/red] the restored vault does not open: {error}")
-        raise typer.Exit(code=1) from None
+        raise fail(f"the restored vault does not open: {error}") from None
     out.print(f"restored; the vault opens with a log of {size:,} leaves")
 
 
@@ -251,4 +252,4 @@ def _accept_rollback(vault: Vault) -> None:
             records.ledger.remember(parse_note(note))
     finally:
         records.storage.close()
-    console.print(f"rollback accepted: the previous checkpoint memory is kept at {aside}")
+    console.print(escape(f"rollback accepted: the previous checkpoint memory is kept at {aside}"))

@@ -81,6 +81,11 @@ def files_under(paths: list[Path]) -> list[Path]:
     return found
 
 
+def empty_folders(paths: list[Path]) -> list[Path]:
+    """The folders named that hold no file ``files_under`` would import."""
+    return [path for path in paths if path.is_dir() and not files_under([path])]
+
+
 DerivedId = Callable[[bytes, int], str]
 """The id of a created resource its file names in no way: from its canonical JSON, and
 how many resources of its Bundle had the same before it (so that equal ones stay apart)."""

@@ -7,10 +7,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 
 from coffre.api.witness import WitnessFolder, WitnessServer, witness_app
+from coffre.cli.output import console, fail
 from coffre.exceptions import CoffreError
 from coffre.ledger import LedgerError, VerifierKey
 
@@ -18,16 +18,10 @@ app = typer.Typer(
     help="A witness: cosigns checkpoints of the logs it follows, along one history only.",
     no_args_is_help=True,
 )
-console = Console(stderr=True)
 
 FolderArgument = Annotated[
     Path, typer.Argument(help="The witness's folder: its key, its state, its evidence.")
 ]
-
-
-def _fail(message: str) -> typer.Exit:
-    console.print(f"[red]error:[/red] {escape(message)}")
-    return typer.Exit(code=1)
 
 
 @app.command()
@@ -42,8 +36,10 @@ def init(
     try:
         key = WitnessFolder(folder).create(name)
     except CoffreError as error:
-        raise _fail(str(error)) from None
-    console.print(f"witness {escape(name)} created in {folder}; keep its folder backed up")
+        raise fail(str(error)) from None
+    console.print(
+        f"witness {escape(name)} created in {escape(str(folder))}; keep its folder backed up"
+    )
     typer.echo(str(key))
 
 
@@ -53,7 +49,7 @@ def key(folder: FolderArgument) -> None:
     try:
         typer.echo(str(WitnessFolder(folder).key().verifier_key))
     except CoffreError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
 
 
 @app.command()
@@ -77,10 +73,12 @@ def serve(
         witness_folder.lock()
         server = WitnessServer(witness_folder, logs)
     except LedgerError as error:
-        raise _fail(f"--log is not a log's verifier key: {error}") from None
+        raise fail(f"--log is not a log's verifier key: {error}") from None
     except (CoffreError, ValueError) as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     console.print(
-        f"witness at http://{host}:{port}/add-checkpoint for {len(logs)} log(s) (folder {folder})"
+        escape(
+            f"witness at http://{host}:{port}/add-checkpoint for {len(logs)} log(s) (folder {folder})"
+        )
     )
     uvicorn.run(witness_app(server), host=host, port=port, access_log=False, log_level="warning")

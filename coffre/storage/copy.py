@@ -289,6 +289,18 @@ class Endpoint:
         return self._stream(self._select(table) + self._by_key(table), (), size)
 
 
+def _refuse_foreign(path: Path) -> None:
+    """A source is read as it is: a file that is no Coffre storage (an empty file, another
+    application's database) is refused before anything, even a journal mode, is written."""
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            meta = db.execute("SELECT 1 FROM sqlite_schema WHERE name = 'coffre_meta'").fetchone()
+    except sqlite3.Error as error:
+        raise StorageError(f"cannot open the SQLite storage at {path}: {error}") from None
+    if meta is None:
+        raise StorageError(f"{path} is not a Coffre storage: it holds no coffre_meta table")
+
+
 class SqliteEndpoint(Endpoint):
     """An SQLite file: created with the schema if absent (as a destination). Reads and
     writes go through connections of their own, so that a read snapshot can be taken
@@ -297,6 +309,8 @@ class SqliteEndpoint(Endpoint):
     def __init__(self, path: Path, *, create: bool = False) -> None:
         if not path.exists() and not create:
             raise StorageError(f"no storage at {path}")
+        if not create:
+            _refuse_foreign(path)
         self.path = path
         self._db = self._connect(path)
         self._reader = self._connect(path)

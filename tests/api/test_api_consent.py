@@ -73,6 +73,15 @@ def test_the_input_is_a_parameters_with_one_boolean(client: TestClient) -> None:
         assert response.json()["resourceType"] == "OperationOutcome"
 
 
+def test_parameters_of_the_wrong_shape_are_a_400_not_a_500(client: TestClient) -> None:
+    url = f"/fhir/Patient/{_patient(client)}/$research-consent"
+    for parameter in ("optOut", [1], {"name": "optOut", "valueBoolean": True}, None):
+        body = {"resourceType": "Parameters", "parameter": parameter}
+        response = client.put(url, json=body, headers=FHIR_JSON)
+        assert response.status_code == 400, body
+        assert "parameter" in response.json()["issue"][0]["diagnostics"]
+
+
 def test_the_capability_statement_declares_the_operation(client: TestClient) -> None:
     statement = client.get("/fhir/metadata").json()
     patient = next(r for r in statement["rest"][0]["resource"] if r["type"] == "Patient")

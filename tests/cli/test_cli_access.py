@@ -238,7 +238,10 @@ def test_a_vault_folder_that_is_not_there_is_named(tmp_path: Path) -> None:
     secret.write_text(PASSWORD)
     add = ("users", "add", "u", "--role", "admin", "--fhir-user", "Practitioner/a")
     code, output = _run(tmp_path / "absent", *add, "--password-file", str(secret))
-    assert code == 1 and "cannot write" in output and "No such file or directory" in output
+    assert code == 1 and f"no folder {tmp_path / 'absent'}" in output
+    for listed in ("clients", "users"):  # not an empty list, as if the vault had nobody
+        code, output = _run(tmp_path / "absent", listed, "list")
+        assert code == 1 and f"no folder {tmp_path / 'absent'}" in output
 
 
 def test_a_gateway_reads_the_registry_again_when_it_changes(folder: Path, tmp_path: Path) -> None:

@@ -115,3 +115,39 @@ def test_a_bad_file_is_named_with_its_entry_and_the_others_load(tmp_path: Path) 
 def test_commands_on_a_missing_vault_say_how_to_make_one(tmp_path: Path) -> None:
     code, output = _run("import", "--vault", str(tmp_path / "none"), str(tmp_path))
     assert code == 1 and "coffre init" in output
+
+
+def _refused(*args: str) -> str:
+    """The output of a command that must end on a message, not a traceback."""
+    result = runner.invoke(app, list(args))
+    assert isinstance(result.exception, SystemExit), result.exception
+    assert result.exit_code == 1, result.output
+    return result.output
+
+
+def test_paths_holding_brackets_are_printed_as_they_are(tmp_path: Path) -> None:
+    folder = tmp_path / "[/x]"
+    code, output = _run("init", str(folder))
+    assert code == 0 and "[/x]" in output
+    code, output = _run("synth", "1", "--out", str(tmp_path / "[/y]"))
+    assert code == 0 and "[/y]" in output
+    output = _refused("init", str(folder))
+    assert "already exists" in output and "[/x]" in output
+
+
+def test_a_folder_that_is_a_file_is_named_not_a_traceback(tmp_path: Path) -> None:
+    file = tmp_path / "notes.txt"
+    file.write_text("not a folder")
+    assert "notes.txt" in _refused("init", str(file))
+    assert "notes.txt" in _refused("init", str(file / "v"))
+    assert "notes.txt" in _refused("synth", "1", "--out", str(file))
+    assert "notes.txt" in _refused("clients", "list", "--vault", str(file))
+    assert "notes.txt" in _refused("users", "list", "--vault", str(file))
+    assert file.read_text() == "not a folder"
+
+
+def test_synth_refuses_more_patients_than_its_file_names_number(tmp_path: Path) -> None:
+    """A count typed with a few zeros too many is refused, not run until the disk is full."""
+    code, output = _run("synth", "10000000", "--out", str(tmp_path / "s"))
+    assert code == 2 and "9999999" in output
+    assert not (tmp_path / "s").exists()

@@ -165,3 +165,24 @@ def test_hidden_files_and_folders_of_a_folder_are_left_alone(tmp_path: Path) -> 
     code, output = _run("import", "--vault", str(vault), str(folder))
     assert code == 0 and "1 resources from 1 files" in output, output
     assert _loaded(vault, "seen", "unseen") == {"seen"}
+
+
+def test_a_folder_with_nothing_to_import_is_reported(tmp_path: Path) -> None:
+    """A wrong folder, or one whose only files are a symlink loop, is no silent success."""
+    vault = _vault(tmp_path)
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    looping = tmp_path / "looping"
+    looping.mkdir()
+    (looping / "a.json").symlink_to("b.json")
+    (looping / "b.json").symlink_to("a.json")
+    (looping / "self").symlink_to(looping)
+    (tmp_path / "good.json").write_text('{"resourceType":"Patient","id":"e1"}')
+    code, output = _run(
+        "import", "--vault", str(vault), str(empty), str(looping), str(tmp_path / "good.json")
+    )
+    assert code == 1, output
+    assert f"{empty}: no .json or .ndjson file in it" in output
+    assert f"{looping}: no .json or .ndjson file in it" in output
+    assert "2 failures" in output
+    assert _loaded(vault, "e1") == {"e1"}

@@ -192,3 +192,25 @@ def test_a_migration_killed_halfway_finishes_when_run_again(
     assert 0 < _with_tokens(target) < _with_tokens(source)
     output = _migrate(str(vault.folder), target)  # in batches of another size, too
     assert "resumed: the destination already held" in output
+
+
+@pytest.mark.parametrize("kind", ["empty file", "another application's database"])
+def test_a_source_that_is_no_coffre_storage_is_refused_and_left_as_it_was(
+    tmp_path: Path, kind: str
+) -> None:
+    source = tmp_path / "source.db"
+    source.touch()
+    if kind != "empty file":
+        with closing(sqlite3.connect(source)) as other:
+            other.execute("CREATE TABLE notes (text)")
+            other.commit()
+    before = source.read_bytes()
+    destination = tmp_path / "copy.sqlite"
+    for args in (
+        ("migrate", "--from", str(source), "--to", str(destination)),
+        ("backup", str(destination), "--vault", str(source)),
+    ):
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 1 and "is not a Coffre storage" in result.output, result.output
+        assert source.read_bytes() == before
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["source.db"]

@@ -153,6 +153,8 @@ async def token(request: Request) -> Response:
             body = _client_credentials(request, form)
         elif grant_type == "authorization_code":
             body = _authorization_code(request, form)
+        elif grant_type is None:
+            raise OAuthError(400, "invalid_request", "grant_type is required")
         else:
             raise OAuthError(
                 400, "unsupported_grant_type", "use client_credentials or authorization_code"
@@ -227,11 +229,14 @@ def _token_body(
 
 def _client_credentials(request: Request, form: dict[str, str]) -> dict[str, Any]:
     client = _assertion_client(request, form)
-    requested, _unknown = parse_scopes(form.get("scope", ""))
+    requested, unknown = parse_scopes(form.get("scope", ""))
     granted = narrow(requested.in_context(Context.SYSTEM), client.allowed)
     granted = ScopeSet(granted.resources)
     if not granted.resources:
-        raise OAuthError(400, "invalid_scope", "none of the scopes asked is allowed this client")
+        unread = f"; not understood: {', '.join(map(repr, unknown))}" if unknown else ""
+        raise OAuthError(
+            400, "invalid_scope", f"none of the scopes asked is allowed this client{unread}"
+        )
     claims = {"sub": client.client_id, "client_id": client.client_id, "role": Role.SYSTEM}
     return _token_body(request, granted, claims, {})
 

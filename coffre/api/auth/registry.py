@@ -272,6 +272,8 @@ def load(path: Path) -> Registry:
         return _decode(data)
     except FileNotFoundError:
         return Registry()
+    except OSError as error:
+        raise RegistryError(f"cannot read the access registry {path}: {error.strerror}") from None
     except (ValueError, KeyError, TypeError, AttributeError) as error:
         raise RegistryError(
             f"the access registry {path} is damaged: {type(error).__name__}"

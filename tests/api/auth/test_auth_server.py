@@ -212,6 +212,22 @@ def test_a_token_request_that_cannot_be_granted_is_refused(
     assert _refused(client, form)[:2] == (status, error)
 
 
+def test_a_request_without_grant_type_is_an_invalid_request(client: TestClient) -> None:
+    """RFC 6749 §5.2: a missing parameter is invalid_request, not an unsupported grant."""
+    status, error, description = _refused(client, {"scope": "system/*.rs"})
+    assert (status, error) == (400, "invalid_request") and "grant_type" in description
+
+
+@pytest.mark.parametrize("scope", ["system/*.", "system/Patient.rwx", "\x00"])
+def test_a_scope_coffre_cannot_read_is_named_in_the_refusal(
+    client: TestClient, lab_key: Key, scope: str
+) -> None:
+    form = {**backend_form(assertion(lab_key, "lab", "RS384")), "scope": scope}
+    status, error, description = _refused(client, form)
+    assert (status, error) == (400, "invalid_scope")
+    assert f"not understood: {scope!r}" in description
+
+
 def test_a_repeated_form_parameter_is_refused(client: TestClient) -> None:
     response = client.post(
         "/auth/token",
