@@ -313,13 +313,7 @@ def search_page(
         resource_type, parse_criteria(pairs, "search"), strict=strict
     )
     specs, skipped = includes(pairs, strict)
-    reader = records.storage if writer is None else writer.txn
-    snapshot = number(pairs, "_snapshot") or reader.last_seq()
-    if writer is None:
-        scope = Scope(records.storage, base=base, as_of=snapshot, admit=admit, within=within)
-    else:
-        scope = writer.scope(base=base, as_of=snapshot, admit=admit, within=within)
-    searcher = Searcher(records, scope)
+    searcher = Searcher(records, _scope(records, pairs, base, admit, within, writer))
     sort = _sort_keys(pairs)
     found, complete = searcher.search(
         resource_type, criteria, None if sort else _limit(pairs), matches or admit
@@ -328,6 +322,23 @@ def search_page(
         found = sort_results(resource_type, found, sort, base)
     page_url = f"{base}/{resource_type}"
     return _bundle(base, pairs, page_url, found, searcher, specs, ignored + skipped, complete)
+
+
+def _scope(
+    records: RecordStore,
+    pairs: Pairs,
+    base: str,
+    admit: Admit | None,
+    within: str | None = None,
+    writer: Writer | None = None,
+) -> Scope:
+    """Where a page searches: the committed records, or ``writer``'s transaction, as of the
+    request's ``_snapshot`` or else the newest version, which its links then pin."""
+    reader = records.storage if writer is None else writer.txn
+    snapshot = number(pairs, "_snapshot") or reader.last_seq()
+    if writer is None:
+        return Scope(records.storage, base=base, as_of=snapshot, admit=admit, within=within)
+    return writer.scope(base=base, as_of=snapshot, admit=admit, within=within)
 
 
 def _sort_keys(pairs: Pairs) -> list[str]:
@@ -382,8 +393,7 @@ def everything_page(
         if name not in RESOURCE_TYPES:
             raise FhirError(400, "invalid", f"_type names {name!r}, not a FHIR R4 resource type")
     specs, ignored = includes(pairs, False)
-    snapshot = number(pairs, "_snapshot") or records.storage.last_seq()
-    searcher = Searcher(records, Scope(records.storage, base=base, as_of=snapshot, admit=admit))
+    searcher = Searcher(records, _scope(records, pairs, base, admit))
     limit = _limit(pairs)
     wanted = [t for t in compartment_types() if t in types]
     found = everything(searcher, patient_id, wanted, None if limit is None else limit + 1)

@@ -675,7 +675,15 @@ class Writer:
         within: str | None = None,
     ) -> Scope:
         """This transaction's view of the records, for a search (the options: ``Scope``'s)."""
-        return Scope(self.txn, self.key, frozenset(self.written), base, as_of, admit, within)
+        return Scope(
+            self.txn,
+            self.key,
+            frozenset(self.written),
+            base=base,
+            as_of=as_of,
+            admit=admit,
+            within=within,
+        )
 
     def new_id(self, resource_type: str, drawn: str | None = None) -> str:
         """A server-chosen id, known to have nothing stored under it: a random UUID's
