@@ -18,9 +18,9 @@ import logging
 import os
 import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
 
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -57,7 +57,6 @@ class WitnessFolder:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock: IO[bytes] | None = None
 
     @property
     def key_file(self) -> Path:
@@ -127,15 +126,16 @@ class WitnessFolder:
         path.write_text(evidence)
         return path
 
-    def lock(self) -> None:
-        """Take the folder for this process, for as long as it lives."""
-        file = open(self.path / LOCK_FILE, "ab")  # noqa: SIM115 - held for the process's life
-        try:
-            fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            file.close()
-            raise WitnessFolderError(f"another witness process serves {self.path}") from None
-        self._lock = file
+    @contextmanager
+    def serving(self) -> Iterator[None]:
+        """Hold the folder for this process while serving; released on leaving, even when
+        the start is refused (a traceback kept alive must not keep the folder taken)."""
+        with open(self.path / LOCK_FILE, "ab") as file:
+            try:
+                fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise WitnessFolderError(f"another witness process serves {self.path}") from None
+            yield
 
 
 class WitnessServer:

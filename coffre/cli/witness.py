@@ -3,6 +3,7 @@ only ever along one history (c2sp.org/tlog-witness). See docs/witness.md."""
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated
 
@@ -70,15 +71,20 @@ def serve(
     witness_folder = WitnessFolder(folder)
     try:
         logs = [VerifierKey.parse(vkey.strip()) for vkey in log]
-        witness_folder.lock()
-        server = WitnessServer(witness_folder, logs)
     except LedgerError as error:
         raise fail(f"--log is not a log's verifier key: {error}") from None
-    except (CoffreError, ValueError) as error:
-        raise fail(str(error)) from None
-    console.print(
-        escape(
-            f"witness at http://{host}:{port}/add-checkpoint for {len(logs)} log(s) (folder {folder})"
+    with ExitStack() as held:
+        try:
+            held.enter_context(witness_folder.serving())
+            server = WitnessServer(witness_folder, logs)
+        except (CoffreError, ValueError) as error:
+            raise fail(str(error)) from None
+        console.print(
+            escape(
+                f"witness at http://{host}:{port}/add-checkpoint for {len(logs)} log(s)"
+                f" (folder {folder})"
+            )
         )
-    )
-    uvicorn.run(witness_app(server), host=host, port=port, access_log=False, log_level="warning")
+        uvicorn.run(
+            witness_app(server), host=host, port=port, access_log=False, log_level="warning"
+        )

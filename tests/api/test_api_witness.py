@@ -90,10 +90,15 @@ def test_a_key_readable_by_others_or_a_lost_state_is_refused(folder: WitnessFold
         WitnessServer(folder, [LOG_KEY])
 
 
-def test_one_process_serves_a_folder(folder: WitnessFolder) -> None:
-    folder.lock()
-    with pytest.raises(WitnessFolderError, match="another witness process"):
-        WitnessFolder(folder.path).lock()
+def test_one_process_serves_a_folder_until_it_stops(folder: WitnessFolder) -> None:
+    other = WitnessFolder(folder.path)
+    with folder.serving(), pytest.raises(WitnessFolderError, match="another witness process"):
+        other.serving().__enter__()
+    with pytest.raises(WitnessFolderError, match="must be retired"), folder.serving():
+        folder.state_file.unlink()
+        WitnessServer(folder, [LOG_KEY])
+    with WitnessFolder(folder.path).serving():
+        pass
 
 
 # -- add-checkpoint over HTTP -------------------------------------------------------------------
