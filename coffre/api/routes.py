@@ -34,7 +34,7 @@ from coffre.service import RecordStore, Stored
 from coffre.service.audit import is_break_glass
 from coffre.service.bundles import BundleProcessor, EntrySearch, matched_id, one_match
 from coffre.service.commits import GroupCommitter
-from coffre.service.records import OwnTokens, Writer, check_id
+from coffre.service.records import OwnTokens, Writer, check_id, no_version
 
 T = TypeVar("T")
 
@@ -163,21 +163,13 @@ async def vread(request: Request) -> Response:
     shape = read_shape(request.query_params.multi_items())
     records, resource_type, resource_id = _records(request), _type(request), _id(request)
     version = request.path_params["vid"]
-
-    def tombstone() -> Stored:
-        loc = records.keys.location(resource_type, resource_id)
-        sealed = records.storage.version(loc, int(version))
-        assert sealed is not None
-        return records.open(resource_type, resource_id, sealed)
-
-    missing = FhirError(404, "not-found", f"{resource_type}/{resource_id} has no version {version}")
     stored = _opened(
         request,
         Interaction.VREAD,
         resource_type,
         lambda: records.vread(resource_type, resource_id, version),
-        tombstone,
-        missing,
+        lambda: records.deletion(resource_type, resource_id, int(version)),
+        no_version(resource_type, resource_id, version),
     )
     await _log_access(request, LeafKind.READ, [stored])
     return _shaped(stored, shape)

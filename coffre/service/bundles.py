@@ -29,7 +29,15 @@ from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion, parse_criteria
 from coffre.search.parameters import parameters_for
 from coffre.search.results import Pairs
-from coffre.service.records import Outcome, OwnTokens, RecordStore, Stored, Writer, new_id
+from coffre.service.records import (
+    Outcome,
+    OwnTokens,
+    RecordStore,
+    Stored,
+    Writer,
+    new_id,
+    no_version,
+)
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _INTERACTIONS = {"DELETE": "delete", "PUT": "update", "GET": "read", "HEAD": "read"}
@@ -621,8 +629,9 @@ class BundleProcessor:
     def _get(self, writer: Writer, entry: Entry) -> dict[str, Any]:
         assert entry.resource_id is not None  # without one, a search
         if entry.history_version is not None:
-            stored = writer.vread(entry.resource_type, entry.resource_id, entry.history_version)
-            self.gate.check(writer, "vread", stored, _missing(entry))
+            stored = self._version(
+                writer, entry.resource_type, entry.resource_id, entry.history_version
+            )
         else:
             current = writer.latest(entry.resource_type, entry.resource_id)
             if current is not None:
@@ -637,6 +646,22 @@ class BundleProcessor:
             "resource": json.embedded(stored.body),
             "response": self._response_of(stored, "200 OK"),
         }
+
+    def _version(
+        self, writer: Writer, resource_type: str, resource_id: str, version: str
+    ) -> Stored:
+        """A version the requester may see; a hidden one, a deletion included, answers
+        exactly as a version that does not exist."""
+        missing = no_version(resource_type, resource_id, version)
+        try:
+            stored = writer.vread(resource_type, resource_id, version)
+        except FhirError as error:
+            if error.status == 410 and error.code == "deleted":
+                deletion = writer.deletion(resource_type, resource_id, int(version))
+                self.gate.check(writer, "vread", deletion, missing)
+            raise
+        self.gate.check(writer, "vread", stored, missing)
+        return stored
 
     # -- batch ----------------------------------------------------------------------------
 

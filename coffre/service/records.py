@@ -206,6 +206,11 @@ DEFAULT_KEY_CACHE = 100_000
 """Data keys a process keeps unwrapped: about 20 MB."""
 
 
+def no_version(resource_type: str, resource_id: str, version: str) -> FhirError:
+    """The answer for a version that does not exist, and so for one that is hidden."""
+    return FhirError(404, "not-found", f"{resource_type}/{resource_id} has no version {version}")
+
+
 class RecordStore:
     """Sealed records over a storage, with keys from a custodian."""
 
@@ -405,15 +410,28 @@ class RecordStore:
             if logged is not None and 1 <= number <= logged.version:
                 raise SealError()  # the log has this version; the storage no longer does
         if sealed is None:
-            raise FhirError(
-                404, "not-found", f"{resource_type}/{resource_id} has no version {version}"
-            )
+            raise no_version(resource_type, resource_id, version)
         stored = self.open(resource_type, resource_id, sealed, key_of)
         if stored.deleted:
             raise FhirError(
                 410, "deleted", f"version {version} of {resource_type}/{resource_id} is a deletion"
             )
         return stored
+
+    def deletion(
+        self,
+        resource_type: str,
+        resource_id: str,
+        version: int,
+        reader: StorageReader | None = None,
+        key_of: KeySource | None = None,
+    ) -> Stored:
+        """The version ``vread`` refused as a deletion (410), opened: whose record it ended
+        is judged by it."""
+        loc = self.keys.location(resource_type, resource_id)
+        sealed = (reader or self.storage).version(loc, version)
+        assert sealed is not None
+        return self.open(resource_type, resource_id, sealed, key_of)
 
     def history(self, query: HistoryQuery) -> list[Stored]:
         """A page of versions; one record's history answers 410 once its patient was
@@ -697,6 +715,10 @@ class Writer:
     def vread(self, resource_type: str, resource_id: str, version: str) -> Stored:
         """A version of a record as this transaction sees it, those it wrote included."""
         return self.records.vread(resource_type, resource_id, version, self.txn, self.key)
+
+    def deletion(self, resource_type: str, resource_id: str, version: int) -> Stored:
+        """The version ``vread`` refused as a deletion, as this transaction sees it."""
+        return self.records.deletion(resource_type, resource_id, version, self.txn, self.key)
 
     def latest(self, resource_type: str, resource_id: str) -> Stored | None:
         """The current version a write builds on, checked against the log unless this

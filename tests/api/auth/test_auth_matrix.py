@@ -848,6 +848,26 @@ def test_a_batch_checks_each_entry_as_its_own_interaction(world: World) -> None:
     assert [e["resource"]["id"] for e in searchset["entry"]] == ["obs-alice"]
 
 
+@pytest.mark.parametrize("role", [PATIENT, DR_WHO, DR_NO])
+def test_a_batch_answers_a_version_of_a_hidden_record_as_a_missing_one(
+    world: World, role: str
+) -> None:
+    victim = f"gone-bob-{ROLES.index(role)}"
+    with world.records.writer() as writer:
+        writer.update("Observation", victim, _observation(victim, "bob"))
+    with world.records.writer() as writer:
+        writer.delete("Observation", victim)
+    urls = [f"Observation/{victim}/_history/2", "Observation/obs-bob/_history/1"]
+    hidden = world.call(role, "POST", "", json=_bundle("batch", *map(_get, urls)))
+    ghosts = [url.replace(victim, "ghost").replace("obs-bob", "ghost") for url in urls]
+    missing = world.call(role, "POST", "", json=_bundle("batch", *map(_get, ghosts)))
+    assert hidden.status_code == missing.status_code == 200, hidden.text
+    answers = zip(hidden.json()["entry"], missing.json()["entry"], urls, ghosts, strict=True)
+    for entry, as_missing, url, ghost in answers:
+        record, nothing = url.split("/_history")[0], ghost.split("/_history")[0]
+        assert entry == json.loads(json.dumps(as_missing).replace(nothing, record))
+
+
 def test_a_conditional_create_never_matches_a_record_it_cannot_see(world: World) -> None:
     body = _observation("x", "alice")
     del body["id"]
