@@ -7,6 +7,7 @@ only versions up to it, so a write between two pages shifts nothing.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import urlencode
 
@@ -85,8 +86,9 @@ def history_bundle(
     admit: Callable[[Stored], bool] | None = None,
 ) -> tuple[dict[str, Any], list[Stored]]:
     """A page of history, and the versions it hands out (for the access log); ``admit``
-    leaves out the versions the request may not see (of one record: in another patient's
-    compartment before it moved)."""
+    leaves out the versions of one record the request may not see (in another patient's
+    compartment before it moved): they are neither listed, nor counted in its total, nor
+    take a place in its pages."""
     pairs = list(request.query_params.multi_items())
     refuse_unsupported(pairs, ("_at", "_list"), "history", "_since and _count")
     count = page_count(pairs)
@@ -95,10 +97,13 @@ def history_bundle(
     query = HistoryQuery(
         loc=loc, kind=kind, since_ts=since(pairs), before_seq=snapshot, limit=count, offset=offset
     )
-    versions = records.history(query)
-    if admit is not None:
-        versions = [stored for stored in versions if admit(stored)]
-    total = records.storage.count_history(query)
+    if admit is None:
+        versions = records.history(query)
+        total = records.storage.count_history(query)
+    else:
+        whole = replace(query, limit=records.storage.count_history(query), offset=0)
+        visible = [stored for stored in records.history(whole) if admit(stored)]
+        versions, total = visible[offset : offset + count], len(visible)
     page_url = str(request.url).split("?")[0]
     bundle = {
         "resourceType": "Bundle",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from functools import partial
 from typing import Any, TypeVar
 
 from starlette.requests import Request
@@ -473,10 +474,11 @@ async def history_instance(request: Request) -> Response:
     missing = not_found(resource_type, resource_id)
     if latest is None:
         raise missing
+    admit = None
     if guard.enforced:
         opened = records.open(resource_type, resource_id, latest)
         guard.check_stored(Interaction.HISTORY, opened, missing)
-    admit = guard.search_filter()
+        admit = partial(guard.admits, interaction=Interaction.HISTORY)
     return await _history_response(
         request, history_bundle(request, base_url(request), records, loc=loc, admit=admit)
     )

@@ -133,6 +133,8 @@ TAMPERED = "tampered signature"
 ROLES = (PATIENT, DR_WHO, DR_NO, GLASS, SYSTEM, RESEARCHER, NO_TOKEN, EXPIRED, STRANGER, TAMPERED)
 UNAUTHENTICATED = (NO_TOKEN, EXPIRED, STRANGER, TAMPERED)
 REASON = "patient unconscious in the emergency room"
+READ_ONLY = "patient reading Observations only"
+READ_ONLY_SCOPE = "launch/patient patient/Observation.r"
 
 
 @dataclass
@@ -210,6 +212,9 @@ def _headers(authority: Authority) -> dict[str, dict[str, str]]:
         STRANGER: bearer(_stranger()),
         TAMPERED: bearer(_tampered(patient)),
         "drteam": bearer(clinician("drteam")),
+        READ_ONLY: bearer(
+            _token(authority, sub="alice", role="patient", patient="alice", scope=READ_ONLY_SCOPE)
+        ),
     }
 
 
@@ -410,6 +415,22 @@ def test_history_across_records_needs_an_unconfined_token(
     world: World, role: str, path: str
 ) -> None:
     assert world.call(role, "GET", path).status_code == WIDE_HISTORY[role]
+
+
+@pytest.mark.parametrize("role", [PATIENT, READ_ONLY])
+def test_a_records_history_lists_and_counts_what_the_token_may_read(
+    world: World, role: str
+) -> None:
+    """Of a record that was bob's before it was alice's, alice's token gets her version
+    only, and a read scope without search is enough for it."""
+    victim = {PATIENT: "moved-1", READ_ONLY: "moved-2"}[role]
+    for patient in ("bob", "alice"):
+        with world.records.writer() as writer:
+            moved = _observation(victim, patient, code={"text": "moved to alice"})
+            writer.update("Observation", victim, moved)
+    history = world.call(role, "GET", f"Observation/{victim}/_history").json()
+    assert [entry["response"]["etag"] for entry in history["entry"]] == ['W/"2"']
+    assert history["total"] == 1
 
 
 def test_a_care_team_is_a_care_relationship(world: World) -> None:
