@@ -107,8 +107,14 @@ def _kick_off_job(request: Request, level: str, group: str | None = None) -> Exp
     types = [t for raw in params.getlist("_type") for t in raw.split(",") if t]
     after = since(pairs)
     job = start_job(_records(request), level, str(request.url), types, after, group)
-    _check_access(request, job.resource_types())
+    _check_access(request, _needed(job, job.resource_types()))
     return job
+
+
+def _needed(job: ExportJob, types: list[str]) -> list[str]:
+    """The types a token must export to get ``types`` of ``job``: a Group's export reads
+    the Group too, whose members it tells by whose records it holds."""
+    return [*types, "Group"] if job.level == "group" else types
 
 
 def _check_access(request: Request, types: list[str]) -> None:
@@ -158,7 +164,7 @@ def _job(request: Request, types: list[str] | None = None) -> tuple[ExportJob, s
     the request's token may export ``types`` (default: all the job's types)."""
     records = _records(request)
     job = ExportJob.from_token(records.keys, request.path_params["job"])
-    _check_access(request, job.resource_types() if types is None else types)
+    _check_access(request, _needed(job, job.resource_types() if types is None else types))
     job_id = job.job_id(records.keys)
     if is_cancelled(records, job_id):
         raise FhirError(404, "not-found", "this export was cancelled")

@@ -88,6 +88,32 @@ def test_other_tokens_are_refused_before_anything_is_read(
     assert response.status_code == 403, response.text
 
 
+def test_a_groups_export_needs_to_read_the_group(
+    secured: tuple[TestClient, Authority], records: RecordStore
+) -> None:
+    """Whose records a Group's export holds says who its members are: a token that may not
+    read Groups learns neither that, nor whether the Group exists."""
+    members = [{"entity": {"reference": "Patient/ana"}}]
+    group = {"resourceType": "Group", "type": "person", "actual": True, "member": members}
+    with records.writer() as writer:
+        writer.update("Group", "cohort", {**group, "id": "cohort"})
+    client, authority = secured
+    patients_only = _bearer(authority, role="system", scope="system/Patient.rs")
+    status = {}
+    for group_id in ("cohort", "nope"):
+        url = f"/fhir/Group/{group_id}/$export?_type=Patient"
+        status[group_id] = client.get(url, headers={**ASYNC, **patients_only}).status_code
+    assert status == {"cohort": 403, "nope": 403}
+    both = _bearer(authority, role="system", scope="system/Patient.rs system/Group.rs")
+    kick_off = client.get("/fhir/Group/cohort/$export?_type=Patient", headers={**ASYNC, **both})
+    assert kick_off.status_code == 202, kick_off.text
+    status_url = kick_off.headers["content-location"]
+    assert client.get(status_url, headers=patients_only).status_code == 403
+    found = _manifest(client, status_url, both)
+    assert client.get(found["output"][0]["url"], headers=patients_only).status_code == 403
+    assert client.get(found["output"][0]["url"], headers=both).status_code == 200
+
+
 def test_system_scopes_of_some_types_export_those_types(
     secured: tuple[TestClient, Authority],
 ) -> None:
