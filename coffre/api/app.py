@@ -221,6 +221,7 @@ def _fhir_routes() -> list[Route]:
         Route("/{type:name}/{id:name}", routes.update, methods=["PUT"]),
         Route("/{type:name}/{id:name}", routes.delete, methods=["DELETE"]),
         Route("/{type:name}/{id:name}/_history", routes.history_instance, methods=["GET"]),
+        Route("/{type:name}/{id:name}/$map-proof", routes.map_proof, methods=["GET"]),
         Route("/{type:name}/{id:name}/_history/{vid}", routes.vread, methods=["GET"]),
     ]
 

@@ -41,7 +41,19 @@ _PATIENT_OPERATIONS = [
         "documentation": "GET: the patient's research Consent; PUT or POST a Parameters"
         " with optOut (boolean) to record or withdraw their refusal of research use",
     },
+    {
+        "name": "access-history",
+        "definition": "urn:coffre:OperationDefinition:Patient-access-history",
+        "documentation": "GET: who wrote or opened the patient's records, as AuditEvents each"
+        " checked against the log; for the patient and auditors",
+    },
 ]
+_MAP_PROOF = {
+    "name": "map-proof",
+    "definition": "urn:coffre:OperationDefinition:Resource-map-proof",
+    "documentation": "GET: the sparse Merkle proof, against the latest signed checkpoint,"
+    " of the record's latest write, and its location (for /ledger/proof/map); a read",
+}
 _STARTED = datetime.now(UTC).isoformat(timespec="seconds")
 _BULK = "http://hl7.org/fhir/uv/bulkdata"
 _EXPORTS = {
@@ -61,7 +73,7 @@ def _resource(resource_type: str) -> dict[str, Any]:
         p for code in parameters_for(resource_type) if (p := parameter_of(resource_type, code))
     ]
     operations = _PATIENT_OPERATIONS if resource_type == "Patient" else []
-    operations = [*operations, *_EXPORTS.get(resource_type, [])]
+    operations = [*operations, *_EXPORTS.get(resource_type, []), _MAP_PROOF]
     return {
         "type": resource_type,
         "interaction": [{"code": code} for code in _INTERACTIONS],
@@ -83,7 +95,7 @@ def _resource(resource_type: str) -> dict[str, Any]:
             }
             for p in params
         ],
-        **({"operation": operations} if operations else {}),
+        "operation": operations,
     }
 
 

@@ -26,7 +26,6 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from coffre.exceptions import FhirError
-from coffre.fhir.references import parse_reference
 from coffre.ledger import (
     Checkpoint,
     LedgerError,
@@ -38,6 +37,7 @@ from coffre.ledger import (
 )
 from coffre.ledger.proofs import SubtreeHash
 from coffre.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileId, encode_bundle, tile_width
+from coffre.seal.keys import LOCATION_BYTES
 from coffre.search.results import single
 from coffre.service import RecordStore
 from coffre.service.ledger import stored_node, stored_nodes
@@ -48,8 +48,6 @@ MAX_LEAVES = 1000
 IMMUTABLE = "public, max-age=31536000, immutable"
 _WHOLE = re.compile(r"[0-9]{1,20}", re.ASCII)
 log = logging.getLogger("coffre.api.ledger")
-
-RECORD = re.compile(r"[A-Z][A-Za-z]{1,63}/[A-Za-z0-9\-.]{1,64}")
 
 
 def _records(request: Request) -> RecordStore:
@@ -213,21 +211,46 @@ async def tile(request: Request) -> Response:
 
 
 async def map_proof(request: Request) -> Response:
-    """That a record's latest write is the one the map of a signed checkpoint holds (or
-    that the record was never written), for ``?record=Type/id``."""
-    record = single(list(request.query_params.multi_items()), "record") or ""
-    parsed = parse_reference(record) if RECORD.fullmatch(record) else None
-    if parsed is None:
-        raise FhirError(400, "value", "record is Type/id, for instance record=Patient/123")
-    records = _records(request)
-    loc = records.keys.location(*parsed)
+    """That the latest write at an opaque ``?location=`` (base64, as the answers give it)
+    is the one the map of a signed checkpoint holds, or that nothing was written there.
+    A record is named only to ``[base]/Type/id/$map-proof``, under the API's
+    authorisation: named here, anyone (the host first) would learn whether it exists,
+    when it changes and which rows are its."""
+    pairs = list(request.query_params.multi_items())
+    if any(name == "record" for name, _ in pairs):
+        raise FhirError(
+            400,
+            "not-supported",
+            "the public map proof takes a location=, never a record's name; a client that may"
+            " read a record asks [base]/Type/id/$map-proof, which gives its location too",
+        )
+    text = single(pairs, "location") or ""
+    loc = _location(text)
+    if loc is None:
+        raise FhirError(
+            400, "value", f"location is the base64 of {LOCATION_BYTES} bytes, as proofs give it"
+        )
+    return map_proof_response(_records(request), loc)
+
+
+def _location(text: str) -> bytes | None:
+    try:
+        loc = base64.b64decode(text, validate=True)
+    except ValueError:
+        return None
+    return loc if len(loc) == LOCATION_BYTES else None
+
+
+def map_proof_response(records: RecordStore, loc: bytes, **named: str) -> Response:
+    """The map proof of ``loc`` against the checkpoint the map is at; ``named``: what the
+    answer adds (the record an authorised reader named)."""
     size, value, proof = records.latest_writes.prove(records.storage, loc)
     note = records.storage.checkpoint_at(size)
     if note is None:
         raise FhirError(404, "not-found", "the log has no checkpoint yet: nothing was written")
     return JSONResponse(
         {
-            "record": record,
+            **named,
             "location": _b64(loc),
             "checkpoint": note,
             "value": None if value is None else _b64(value),

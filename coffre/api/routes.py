@@ -14,6 +14,7 @@ from coffre.api.access import access_of, announce
 from coffre.api.auth.enforce import GuardGate, guard_of, not_found, refusal, target_for
 from coffre.api.auth.scopes import Decision, Interaction, Outcome, Role, Target
 from coffre.api.history import history_bundle
+from coffre.api.ledger import map_proof_response
 from coffre.api.negotiation import (
     check_format,
     if_match,
@@ -61,6 +62,17 @@ def _id(request: Request) -> str:
 
 def _criteria_query(request: Request) -> list[tuple[str, str]]:
     return [(k, v) for k, v in request.query_params.multi_items() if k != "_format"]
+
+
+def _takes_no_parameters(request: Request, operation: str, answer: str) -> None:
+    """Refuse parameters an operation would ignore (a 400, not the whole answer anyway)."""
+    given = sorted({name for name, _ in _criteria_query(request)})
+    if given:
+        raise FhirError(
+            400,
+            "not-supported",
+            f"{operation} does not support {', '.join(given)}: it takes no parameters and {answer}",
+        )
 
 
 def _written(request: Request, outcome: Written) -> Response:
@@ -152,6 +164,18 @@ async def read(request: Request) -> Response:
     return _shaped(stored, shape)
 
 
+async def map_proof(request: Request) -> Response:
+    """``Type/id/$map-proof``: the map proof of a record the request may read, with its
+    location, which ``/ledger/proof/map`` takes from anyone; looking is a read, logged."""
+    check_format(request)
+    _takes_no_parameters(request, "$map-proof", "proves the record's latest write")
+    records = _records(request)
+    stored = _current(request, Interaction.READ, _type(request))
+    await _log_access(request, LeafKind.READ, [stored])
+    loc = records.keys.location(stored.resource_type, stored.id)
+    return map_proof_response(records, loc, record=stored.reference)
+
+
 def _shaped(stored: Stored, shape: Shape | None) -> Response:
     """A read's answer: the resource, or the part of it ``_summary``/``_elements`` ask."""
     if shape is None:
@@ -198,13 +222,7 @@ async def access_history(request: Request) -> Response:
     break-glass accesses first, then newest first. Looking at it is itself a read of the
     patient's record, and logged as one."""
     check_format(request)
-    given = sorted({name for name, _ in _criteria_query(request)})
-    if given:
-        message = (
-            f"$access-history does not support {', '.join(given)}: it takes no parameters"
-            " and answers the patient's whole access history"
-        )
-        raise FhirError(400, "not-supported", message)
+    _takes_no_parameters(request, "$access-history", "answers the patient's whole history")
     records = _records(request)
     _may_see_access_history(request)
     patient = records.read("Patient", _id(request))

@@ -277,6 +277,7 @@ READ_PATHS = {
     "vread": "Observation/obs-{p}/_history/1",
     "history": "Observation/obs-{p}/_history",
     "$everything": "Patient/{p}/$everything",
+    "$map-proof": "Observation/obs-{p}/$map-proof",
 }
 
 
