@@ -32,7 +32,13 @@ from coffre.search.results import Pairs
 from coffre.service import Outcome as Written
 from coffre.service import RecordStore, Stored
 from coffre.service.audit import is_break_glass
-from coffre.service.bundles import BundleProcessor, EntrySearch, matched_id, one_match
+from coffre.service.bundles import (
+    BundleProcessor,
+    EntrySearch,
+    if_none_exist_query,
+    matched_id,
+    one_match,
+)
 from coffre.service.commits import GroupCommitter
 from coffre.service.records import OwnTokens, Writer, check_id
 
@@ -238,7 +244,8 @@ async def create(request: Request) -> Response:
     check_format(request)
     resource_type = _type(request)
     resource = await _validated_body(request, resource_type)
-    condition = request.headers.get("if-none-exist") or request.url.query
+    header = request.headers.get("if-none-exist")
+    condition = if_none_exist_query(resource_type, header) if header else request.url.query
     criteria = parse_criteria(condition, "If-None-Exist condition") if condition else ()
     check_criteria(resource_type, criteria, what="If-None-Exist condition")
     guard = guard_of(request)

@@ -324,6 +324,30 @@ def test_transaction_if_none_exist_reuses_the_match(
     assert records.storage.last_seq() == before + 2
 
 
+def test_transaction_if_none_exist_as_a_search_url_as_hapi_writes_it(
+    client: TestClient, records: RecordStore
+) -> None:
+    existing = created_id(client, patient("t-11"))
+    before = records.storage.last_seq()
+    condition = f"Patient?identifier={SYSTEM}|t-11"
+    body = bundle(
+        "transaction",
+        entry("POST", "Patient", patient("t-11"), PATIENT_URN, ifNoneExist=condition),
+        entry("POST", "Observation", observation(condition)),
+    )
+
+    response = send(client, body)
+
+    assert response.status_code == 200, response.text
+    results = response.json()["entry"]
+    assert results[0]["response"]["location"] == f"Patient/{existing}/_history/1"
+    obs = id_of(results[1], "Observation")
+    assert client.get(f"/fhir/Observation/{obs}").json()["subject"] == {
+        "reference": f"Patient/{existing}"
+    }
+    assert records.storage.last_seq() == before + 1
+
+
 def test_transaction_resolves_conditional_references(client: TestClient) -> None:
     org = created_id(
         client,
