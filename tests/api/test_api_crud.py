@@ -495,6 +495,18 @@ def test_conditional_create_whose_search_url_names_another_type_is_400(
     assert records.storage.last_seq() == before
 
 
+@pytest.mark.parametrize("condition", ["_count=1", "_format=json", "&", "?"])
+def test_an_if_none_exist_without_criteria_is_400_and_creates_nothing(
+    client: TestClient, records: RecordStore, condition: str
+) -> None:
+    before = records.storage.last_seq()
+
+    response = post(client, patient("cc-7"), **{"If-None-Exist": condition})
+
+    assert_outcome(response, 400, "If-None-Exist", "criteria")
+    assert records.storage.last_seq() == before
+
+
 def test_create_with_only_format_in_the_query_is_a_plain_create(client: TestClient) -> None:
     response = post(client, patient("cc-4"), "/fhir/Patient?_format=json")
 
