@@ -29,7 +29,15 @@ from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion, parse_criteria
 from coffre.search.parameters import parameters_for
 from coffre.search.results import Pairs
-from coffre.service.records import Outcome, OwnTokens, RecordStore, Stored, Writer, new_id
+from coffre.service.records import (
+    Outcome,
+    OwnTokens,
+    RecordStore,
+    Stored,
+    Writer,
+    gone,
+    new_id,
+)
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _INTERACTIONS = {"DELETE": "delete", "PUT": "update", "GET": "read", "HEAD": "read"}
@@ -651,9 +659,10 @@ class BundleProcessor:
             current = writer.latest(entry.resource_type, entry.resource_id)
             if current is not None:
                 self.gate.check(writer, "read", current, _missing(entry))
-            if current is None or current.deleted:
-                missing = _missing(entry)
-                raise FhirError(410, missing.code, missing.diagnostics) if current else missing
+            if current is None:
+                raise _missing(entry)
+            if current.deleted:
+                raise gone(entry.resource_type, entry.resource_id)
             stored = current
         writer.log_access(LeafKind.READ, [stored])
         return {

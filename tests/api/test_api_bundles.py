@@ -797,6 +797,18 @@ def test_batch_commits_good_entries_and_reports_bad_ones(
     assert records.storage.last_seq() == 4
 
 
+def test_batch_read_of_a_deleted_resource_is_410_as_over_rest(client: TestClient) -> None:
+    deleted = created_id(client, patient("b-3"))
+    assert client.delete(f"/fhir/Patient/{deleted}").status_code == 204
+    over_rest = client.get(f"/fhir/Patient/{deleted}").json()["issue"][0]
+
+    answer = send(client, bundle("batch", entry("GET", f"Patient/{deleted}"))).json()
+
+    result = answer["entry"][0]["response"]
+    assert result["status"] == "410 Gone"
+    assert result["outcome"]["issue"][0] == over_rest
+
+
 def test_batch_entries_cannot_reference_each_other(client: TestClient) -> None:
     body = bundle(
         "batch",
