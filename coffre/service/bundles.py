@@ -153,7 +153,12 @@ def _parse_entry(index: int, entry: dict[str, Any]) -> Entry:
         raise FhirError(
             400, "invalid", f"entry[{index}]: the request url {url!r} names no resource type"
         )
-    if len(parts) not in (1, 2, 4) or (len(parts) == 4 and parts[2] != "_history"):
+    named = parts[:2]  # a type and an id: never a history, a search or an operation
+    if (
+        len(parts) not in (1, 2, 4)
+        or (len(parts) == 4 and parts[2] != "_history")
+        or any(part.startswith(("_", "$")) for part in named)
+    ):
         raise FhirError(
             400,
             "not-supported",

@@ -929,6 +929,26 @@ def test_a_batch_refuses_entries_whose_url_rest_refuses(
     assert client.get(f"/fhir/Patient/{existing}").status_code == 200
 
 
+def test_a_batch_refuses_history_and_search_urls_as_unsupported_not_as_ids(
+    client: TestClient,
+) -> None:
+    """GET Patient/_history answered 404 'Patient/_history does not exist', and POST
+    Patient/_search a 405 that took _search for an id."""
+    body = bundle(
+        "batch",
+        entry("GET", "Patient/_history"),
+        entry("GET", "_history"),
+        entry("POST", "Patient/_search"),
+        entry("GET", "Patient/$everything"),
+    )
+
+    results = [e["response"] for e in send(client, body).json()["entry"]]
+
+    assert [r["status"] for r in results] == ["400 Bad Request"] * 4
+    for result in results:
+        assert "is not a supported interaction" in result["outcome"]["issue"][0]["diagnostics"]
+
+
 @pytest.mark.parametrize("kind", ["transaction", "batch"])
 def test_a_search_entry_answers_a_page_as_rest_does(
     client: TestClient, records: RecordStore, kind: str
