@@ -40,12 +40,13 @@ BASE_PATH = "/fhir"
 log = logging.getLogger("coffre.api")
 
 
-class _NotOperation(Convertor[str]):
-    """A path segment that does not name an operation (``$export``...): the routes of
-    ``/{type}`` and ``/{type}/{id}`` never take an operation's URL, so that a method the
-    operation does not take is a 405 naming those it does."""
+class _Name(Convertor[str]):
+    """A path segment that names a resource or its type, not an operation (``$export``)
+    nor another fixed part of the API (``_history``, ``_search``: no id or type starts
+    with ``_``): the routes of ``/{type}`` and ``/{type}/{id}`` never take such a URL, so
+    that a method it does not take is a 405 naming those it does."""
 
-    regex = r"[^/$][^/]*"
+    regex = r"[^/$_][^/]*"
 
     def convert(self, value: str) -> str:
         return value
@@ -54,7 +55,14 @@ class _NotOperation(Convertor[str]):
         return value
 
 
-register_url_convertor("name", _NotOperation())
+class _TypeName(_Name):
+    """A resource type's segment, which ``/metadata`` is not (``metadata`` may be an id)."""
+
+    regex = r"(?!metadata(?:/|$))" + _Name.regex
+
+
+register_url_convertor("name", _Name())
+register_url_convertor("type_name", _TypeName())
 
 
 async def metadata(request: Request) -> Response:
@@ -124,7 +132,8 @@ async def _http_error(request: Request, error: Exception) -> Response:
     if error.status_code == 405:
         found = _allowed_methods(request.app.routes, request.url.path)
         allowed = ", ".join(method for method in _METHODS if method in found)
-        message = f"{request.method} is not an interaction this URL supports: it takes {allowed}"
+        takes = f": it takes {allowed}" if allowed else ", nor is any other"
+        message = f"{request.method} is not an interaction this URL supports{takes}"
         return outcome_response(FhirError(405, "not-supported", message), {"Allow": allowed})
     return outcome_response(
         FhirError(error.status_code, "not-found", f"no endpoint at {request.url.path}")
@@ -211,18 +220,18 @@ def _fhir_routes() -> list[Route]:
             consent.research_consent,
             methods=["GET", "PUT", "POST"],
         ),
-        Route("/{type:name}", routes.search, methods=["GET"]),
-        Route("/{type:name}", routes.create, methods=["POST"]),
-        Route("/{type:name}", routes.conditional_update, methods=["PUT"]),
-        Route("/{type:name}", routes.conditional_delete, methods=["DELETE"]),
-        Route("/{type:name}/_search", routes.search, methods=["POST"]),
-        Route("/{type:name}/_history", routes.history_type, methods=["GET"]),
-        Route("/{type:name}/{id:name}", routes.read, methods=["GET"]),
-        Route("/{type:name}/{id:name}", routes.update, methods=["PUT"]),
-        Route("/{type:name}/{id:name}", routes.delete, methods=["DELETE"]),
-        Route("/{type:name}/{id:name}/_history", routes.history_instance, methods=["GET"]),
-        Route("/{type:name}/{id:name}/$map-proof", routes.map_proof, methods=["GET"]),
-        Route("/{type:name}/{id:name}/_history/{vid}", routes.vread, methods=["GET"]),
+        Route("/{type:type_name}", routes.search, methods=["GET"]),
+        Route("/{type:type_name}", routes.create, methods=["POST"]),
+        Route("/{type:type_name}", routes.conditional_update, methods=["PUT"]),
+        Route("/{type:type_name}", routes.conditional_delete, methods=["DELETE"]),
+        Route("/{type:type_name}/_search", routes.search, methods=["POST"]),
+        Route("/{type:type_name}/_history", routes.history_type, methods=["GET"]),
+        Route("/{type:type_name}/{id:name}", routes.read, methods=["GET"]),
+        Route("/{type:type_name}/{id:name}", routes.update, methods=["PUT"]),
+        Route("/{type:type_name}/{id:name}", routes.delete, methods=["DELETE"]),
+        Route("/{type:type_name}/{id:name}/_history", routes.history_instance, methods=["GET"]),
+        Route("/{type:type_name}/{id:name}/$map-proof", routes.map_proof, methods=["GET"]),
+        Route("/{type:type_name}/{id:name}/_history/{vid}", routes.vread, methods=["GET"]),
     ]
 
 

@@ -37,10 +37,9 @@ from coffre.ledger import (
 )
 from coffre.ledger.proofs import SubtreeHash
 from coffre.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileId, encode_bundle, tile_width
-from coffre.seal.keys import LOCATION_BYTES
 from coffre.search.results import single
 from coffre.service import RecordStore
-from coffre.service.ledger import stored_node, stored_nodes
+from coffre.service.ledger import MAP_KEY_BYTES, stored_node, stored_nodes
 from coffre.service.witnessing import Witnessing
 
 MAX_LEAVES = 1000
@@ -228,7 +227,7 @@ async def map_proof(request: Request) -> Response:
     loc = _location(text)
     if loc is None:
         raise FhirError(
-            400, "value", f"location is the base64 of {LOCATION_BYTES} bytes, as proofs give it"
+            400, "value", f"location is the base64 of {MAP_KEY_BYTES} bytes, as proofs give it"
         )
     return map_proof_response(_records(request), loc)
 
@@ -238,7 +237,7 @@ def _location(text: str) -> bytes | None:
         loc = base64.b64decode(text, validate=True)
     except ValueError:
         return None
-    return loc if len(loc) == LOCATION_BYTES else None
+    return loc if len(loc) == MAP_KEY_BYTES else None
 
 
 def map_proof_response(records: RecordStore, loc: bytes, **named: str) -> Response:

@@ -34,7 +34,13 @@ from coffre.search.results import Pairs
 from coffre.service import Outcome as Written
 from coffre.service import RecordStore, Stored
 from coffre.service.audit import is_break_glass
-from coffre.service.bundles import BundleProcessor, EntrySearch, matched_id, one_match
+from coffre.service.bundles import (
+    BundleProcessor,
+    EntrySearch,
+    if_none_exist_query,
+    matched_id,
+    one_match,
+)
 from coffre.service.commits import GroupCommitter
 from coffre.service.records import OwnTokens, Writer, check_id, no_version
 
@@ -244,13 +250,30 @@ async def _commit(request: Request, job: Callable[[Writer], T]) -> T:
     return await committer.run(job, access_of(request))
 
 
+def _create_condition(request: Request, resource_type: str) -> tuple[Criterion, ...]:
+    """A create's If-None-Exist criteria, or those of its query (as fhirpy sends them),
+    where a query of result parameters only (``_format=json``) makes a plain create, but
+    an If-None-Exist header never does."""
+    header = request.headers.get("if-none-exist")
+    if not header:
+        return parse_criteria(request.url.query, "If-None-Exist condition")
+    criteria = parse_criteria(if_none_exist_query(resource_type, header), "If-None-Exist condition")
+    if not criteria:
+        raise FhirError(
+            400,
+            "invalid",
+            f"the If-None-Exist condition {header!r} names no search criteria: give those of a"
+            f" {resource_type} search, such as identifier=system|value",
+        )
+    return criteria
+
+
 async def create(request: Request) -> Response:
     """Create; conditional when If-None-Exist (or, as fhirpy sends it, a query) names criteria."""
     check_format(request)
     resource_type = _type(request)
     resource = await _validated_body(request, resource_type)
-    condition = request.headers.get("if-none-exist") or request.url.query
-    criteria = parse_criteria(condition, "If-None-Exist condition") if condition else ()
+    criteria = _create_condition(request, resource_type)
     check_criteria(resource_type, criteria, what="If-None-Exist condition")
     guard = guard_of(request)
     guard.check(target_for(Interaction.CREATE, resource))

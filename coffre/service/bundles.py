@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, partial
 from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, unquote
 
@@ -35,6 +35,7 @@ from coffre.service.records import (
     RecordStore,
     Stored,
     Writer,
+    gone,
     new_id,
     no_version,
 )
@@ -105,6 +106,26 @@ def parse_if_match(value: str | None) -> int | None:
     return number
 
 
+def if_none_exist_query(resource_type: str, condition: str) -> str:
+    """The search criteria of a conditional create's If-None-Exist (a header, or a Bundle
+    entry's ``ifNoneExist``): the query itself (``identifier=...``) or, as HAPI FHIR's
+    clients write it, a search URL of the created type (``Patient?identifier=...``, after
+    a base or nothing); a search URL of another type is a 400."""
+    path, mark, query = condition.partition("?")
+    if not mark or "=" in path or "&" in path:
+        return condition
+    named = path.rstrip("/").rpartition("/")[2]
+    if named and named != resource_type:
+        raise FhirError(
+            400,
+            "invalid",
+            f"the If-None-Exist condition searches {named}, but the request creates a"
+            f" {resource_type}: give the criteria of a {resource_type} search, such as"
+            " identifier=system|value",
+        )
+    return query
+
+
 def _of_entry(index: int, read: Callable[[V], T], value: V) -> T:
     """``read(value)``, its refusal naming the entry."""
     try:
@@ -133,7 +154,12 @@ def _parse_entry(index: int, entry: dict[str, Any]) -> Entry:
         raise FhirError(
             400, "invalid", f"entry[{index}]: the request url {url!r} names no resource type"
         )
-    if len(parts) not in (1, 2, 4) or (len(parts) == 4 and parts[2] != "_history"):
+    named = parts[:2]  # a type and an id: never a history, a search or an operation
+    if (
+        len(parts) not in (1, 2, 4)
+        or (len(parts) == 4 and parts[2] != "_history")
+        or any(part.startswith(("_", "$")) for part in named)
+    ):
         raise FhirError(
             400,
             "not-supported",
@@ -148,16 +174,20 @@ def _parse_entry(index: int, entry: dict[str, Any]) -> Entry:
             f" it takes {', '.join(allowed)}",
         )
     resource = entry.get("resource")
+    resource_type = _of_entry(index, url_type, parts[0])
+    if_none_exist = request.get("ifNoneExist")
+    if if_none_exist:
+        if_none_exist = _of_entry(index, partial(if_none_exist_query, resource_type), if_none_exist)
     return Entry(
         index=index,
         method=method,
-        resource_type=_of_entry(index, url_type, parts[0]),
+        resource_type=resource_type,
         resource_id=parts[1] if len(parts) >= 2 else None,
         query=query or None,
         history_version=parts[3] if len(parts) == 4 else None,
         resource=resource if isinstance(resource, dict) else None,
         full_url=entry.get("fullUrl"),
-        if_none_exist=request.get("ifNoneExist"),
+        if_none_exist=if_none_exist,
         if_match=_of_entry(index, parse_if_match, request.get("ifMatch")),
     )
 
@@ -634,11 +664,11 @@ class BundleProcessor:
             )
         else:
             current = writer.latest(entry.resource_type, entry.resource_id)
-            if current is not None:
-                self.gate.check(writer, "read", current, _missing(entry))
-            if current is None or current.deleted:
-                missing = _missing(entry)
-                raise FhirError(410, missing.code, missing.diagnostics) if current else missing
+            if current is None:
+                raise _missing(entry)
+            self.gate.check(writer, "read", current, _missing(entry))
+            if current.deleted:
+                raise gone(entry.resource_type, entry.resource_id)
             stored = current
         writer.log_access(LeafKind.READ, [stored])
         return {

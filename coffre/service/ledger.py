@@ -42,6 +42,7 @@ from coffre.ledger.proofs import NodeHash
 from coffre.ledger.smt import MapChanges, MapProof
 from coffre.ledger.tree import CompactRange, root_of
 from coffre.seal import PurposeKeys
+from coffre.seal.keys import LOCATION_BYTES
 from coffre.storage.base import Storage, StorageReader, StorageTxn
 
 
@@ -325,6 +326,9 @@ class LatestWrites:
         give, leaving the map as it is."""
         return self.map.changes(_map_updates(leaves, hashes))
 
+
+MAP_KEY_BYTES = LOCATION_BYTES
+"""The map's keys are records' locations."""
 
 STORED_EVERY = 4
 """The tree's perfect subtrees are stored every 4 levels (a tile's height is a multiple

@@ -65,6 +65,11 @@ def erased(when: int) -> FhirError:
     )
 
 
+def gone(resource_type: str, resource_id: str) -> FhirError:
+    """The answer for a read of a record whose latest version is a deletion."""
+    return FhirError(410, "deleted", f"{resource_type}/{resource_id} was deleted")
+
+
 @dataclass(frozen=True, slots=True)
 class Stored:
     """A version of a record, opened: its JSON as sealed, and what the headers need."""
@@ -387,7 +392,7 @@ class RecordStore:
             raise FhirError(404, "not-found", f"{resource_type}/{resource_id} does not exist")
         stored = self.open(resource_type, resource_id, sealed)
         if stored.deleted:
-            raise FhirError(410, "deleted", f"{resource_type}/{resource_id} was deleted")
+            raise gone(resource_type, resource_id)
         return stored
 
     def vread(

@@ -324,6 +324,30 @@ def test_transaction_if_none_exist_reuses_the_match(
     assert records.storage.last_seq() == before + 2
 
 
+def test_transaction_if_none_exist_as_a_search_url_as_hapi_writes_it(
+    client: TestClient, records: RecordStore
+) -> None:
+    existing = created_id(client, patient("t-11"))
+    before = records.storage.last_seq()
+    condition = f"Patient?identifier={SYSTEM}|t-11"
+    body = bundle(
+        "transaction",
+        entry("POST", "Patient", patient("t-11"), PATIENT_URN, ifNoneExist=condition),
+        entry("POST", "Observation", observation(condition)),
+    )
+
+    response = send(client, body)
+
+    assert response.status_code == 200, response.text
+    results = response.json()["entry"]
+    assert results[0]["response"]["location"] == f"Patient/{existing}/_history/1"
+    obs = id_of(results[1], "Observation")
+    assert client.get(f"/fhir/Observation/{obs}").json()["subject"] == {
+        "reference": f"Patient/{existing}"
+    }
+    assert records.storage.last_seq() == before + 1
+
+
 def test_transaction_resolves_conditional_references(client: TestClient) -> None:
     org = created_id(
         client,
@@ -773,6 +797,18 @@ def test_batch_commits_good_entries_and_reports_bad_ones(
     assert records.storage.last_seq() == 4
 
 
+def test_batch_read_of_a_deleted_resource_is_410_as_over_rest(client: TestClient) -> None:
+    deleted = created_id(client, patient("b-3"))
+    assert client.delete(f"/fhir/Patient/{deleted}").status_code == 204
+    over_rest = client.get(f"/fhir/Patient/{deleted}").json()["issue"][0]
+
+    answer = send(client, bundle("batch", entry("GET", f"Patient/{deleted}"))).json()
+
+    result = answer["entry"][0]["response"]
+    assert result["status"] == "410 Gone"
+    assert result["outcome"]["issue"][0] == over_rest
+
+
 def test_batch_entries_cannot_reference_each_other(client: TestClient) -> None:
     body = bundle(
         "batch",
@@ -891,6 +927,26 @@ def test_a_batch_refuses_entries_whose_url_rest_refuses(
     assert "it takes GET, HEAD" in results[0]["outcome"]["issue"][0]["diagnostics"]
     assert records.storage.last_seq() == written
     assert client.get(f"/fhir/Patient/{existing}").status_code == 200
+
+
+def test_a_batch_refuses_history_and_search_urls_as_unsupported_not_as_ids(
+    client: TestClient,
+) -> None:
+    """GET Patient/_history answered 404 'Patient/_history does not exist', and POST
+    Patient/_search a 405 that took _search for an id."""
+    body = bundle(
+        "batch",
+        entry("GET", "Patient/_history"),
+        entry("GET", "_history"),
+        entry("POST", "Patient/_search"),
+        entry("GET", "Patient/$everything"),
+    )
+
+    results = [e["response"] for e in send(client, body).json()["entry"]]
+
+    assert [r["status"] for r in results] == ["400 Bad Request"] * 4
+    for result in results:
+        assert "is not a supported interaction" in result["outcome"]["issue"][0]["diagnostics"]
 
 
 @pytest.mark.parametrize("kind", ["transaction", "batch"])

@@ -463,6 +463,50 @@ def test_conditional_create_ignores_a_deleted_match(client: TestClient) -> None:
     assert response.json()["id"] != old
 
 
+@pytest.mark.parametrize(
+    "condition",
+    [
+        f"{BASE}/Patient?identifier={SYSTEM}|cc-5",  # HAPI FHIR's client: the search URL
+        f"Patient?identifier={SYSTEM}|cc-5",
+        f"?identifier={SYSTEM}|cc-5",
+    ],
+)
+def test_conditional_create_takes_if_none_exist_as_a_search_url(
+    client: TestClient, records: RecordStore, condition: str
+) -> None:
+    first = created_id(client, patient("cc-5"))
+    before = records.storage.last_seq()
+
+    response = post(client, patient("cc-5", gender="other"), **{"If-None-Exist": condition})
+
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == first
+    assert records.storage.last_seq() == before
+
+
+def test_conditional_create_whose_search_url_names_another_type_is_400(
+    client: TestClient, records: RecordStore
+) -> None:
+    before = records.storage.last_seq()
+
+    response = post(client, patient("cc-6"), **{"If-None-Exist": "Observation?code=1234"})
+
+    assert_outcome(response, 400, "Observation", "Patient")
+    assert records.storage.last_seq() == before
+
+
+@pytest.mark.parametrize("condition", ["_count=1", "_format=json", "&", "?"])
+def test_an_if_none_exist_without_criteria_is_400_and_creates_nothing(
+    client: TestClient, records: RecordStore, condition: str
+) -> None:
+    before = records.storage.last_seq()
+
+    response = post(client, patient("cc-7"), **{"If-None-Exist": condition})
+
+    assert_outcome(response, 400, "If-None-Exist", "criteria")
+    assert records.storage.last_seq() == before
+
+
 def test_create_with_only_format_in_the_query_is_a_plain_create(client: TestClient) -> None:
     response = post(client, patient("cc-4"), "/fhir/Patient?_format=json")
 

@@ -340,6 +340,29 @@ def test_a_405_names_every_method_the_url_takes(client: TestClient) -> None:
     assert client.post("/fhir/Patient/1/_history/1").headers["allow"] == "GET, HEAD"
 
 
+@pytest.mark.parametrize(
+    ("method", "url", "allowed"),
+    [
+        ("POST", "/fhir/metadata", "GET, HEAD"),
+        ("DELETE", "/fhir/metadata", "GET, HEAD"),
+        ("PATCH", "/fhir/metadata", "GET, HEAD"),
+        ("PUT", "/fhir/_history", "GET, HEAD"),
+        ("PUT", "/fhir/Patient/_history", "GET, HEAD"),
+        ("DELETE", "/fhir/Patient/_history", "GET, HEAD"),
+        ("GET", "/fhir/Patient/_search", "POST"),
+        ("DELETE", "/fhir/Patient/_search", "POST"),
+        ("PUT", "/fhir/_search", ""),
+    ],
+)
+def test_a_method_a_fixed_url_does_not_take_is_405_naming_those_it_does(
+    client: TestClient, method: str, url: str, allowed: str
+) -> None:
+    response = client.request(method, url, json={"resourceType": "Patient"}, headers=FHIR_JSON)
+
+    assert_outcome(response, 405, allowed or "nor is any other")
+    assert response.headers["allow"] == allowed
+
+
 STRICT = {"Prefer": "handling=strict"}
 
 
