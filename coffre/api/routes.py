@@ -13,7 +13,7 @@ from starlette.responses import Response
 from coffre.api.access import access_of, announce
 from coffre.api.auth.enforce import GuardGate, guard_of, not_found, refusal, target_for
 from coffre.api.auth.scopes import Decision, Interaction, Outcome, Role, Target
-from coffre.api.history import history_bundle
+from coffre.api.history import PAGING, history_bundle, links
 from coffre.api.ledger import map_proof_response
 from coffre.api.negotiation import (
     check_format,
@@ -30,7 +30,7 @@ from coffre.exceptions import FhirError
 from coffre.fhir.validation import url_type, validate
 from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion, check_criteria, parse_criteria
-from coffre.search.results import Pairs
+from coffre.search.results import Pairs, number, page_count
 from coffre.service import Outcome as Written
 from coffre.service import RecordStore, Stored
 from coffre.service.audit import is_break_glass
@@ -225,21 +225,38 @@ def _may_see_access_history(request: Request) -> None:
 
 async def access_history(request: Request) -> Response:
     """``Patient/{id}/$access-history``: who wrote or opened the patient's records,
-    break-glass accesses first, then newest first. Looking at it is itself a read of the
-    patient's record, and logged as one."""
+    break-glass accesses first, then newest first, a page of ``_count`` at a time; the
+    first page pins the log's length, so that later pages list the same history however
+    many accesses come meanwhile. Looking at it is itself a read of the patient's record,
+    and logged as one."""
     check_format(request)
-    _takes_no_parameters(request, "$access-history", "answers the patient's whole history")
+    pairs = _criteria_query(request)
+    others = sorted({name for name, _ in pairs} - {"_count", *PAGING})
+    if others:
+        raise FhirError(
+            400,
+            "not-supported",
+            f"$access-history does not support {', '.join(others)}: it takes _count, and"
+            " the _offset and _snapshot of its own page links",
+        )
+    count, offset = page_count(pairs), number(pairs, "_offset") or 0
     records = _records(request)
     _may_see_access_history(request)
     patient = records.read("Patient", _id(request))
-    events = records.access_history(patient.id)
+    snapshot = number(pairs, "_snapshot") or records.log_followed()
+    events = records.access_history(patient.id, snapshot)
     events.sort(key=lambda event: not is_break_glass(event))  # stable: newest first within
     await _log_access(request, LeafKind.READ, [patient])
+    page_url = str(request.url).split("?")[0]
     bundle = {
         "resourceType": "Bundle",
-        "type": "collection",
+        "type": "searchset",
         "total": len(events),
-        "entry": [{"resource": event} for event in events],
+        "link": links(page_url, pairs, snapshot, offset, count, len(events)),
+        "entry": [
+            {"resource": event, "search": {"mode": "match"}}
+            for event in events[offset : offset + count]
+        ],
     }
     return fhir_response(bundle)
 

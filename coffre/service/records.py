@@ -502,22 +502,30 @@ class RecordStore:
             if sealed and not sealed.deleted and not self.is_erased(sealed.comp)
         ]
 
-    def access_history(self, patient_id: str) -> list[dict[str, Any]]:
+    def log_followed(self) -> int:
+        """How many leaves of the log this process has followed, caught up now: where a
+        first page of an access history pins it."""
+        self.latest_writes.catch_up(self.storage)
+        return self.latest_writes.known
+
+    def access_history(self, patient_id: str, before: int | None = None) -> list[dict[str, Any]]:
         """The AuditEvents of a patient's compartment as far as the log was followed (those
-        written meanwhile are the next call's), newest first, each checked against
-        the log leaf that commits to it (SealError if one was altered or swapped, if the
-        storage holds fewer events than the log commits to, or one twice: an event with
-        several leaves checks against each of them, so a copy filed under another of its
-        leaves would keep the count while another event is missing)."""
+        written meanwhile are the next call's), and filed under leaves before ``before``
+        if given (a page's snapshot), newest first, each checked against the log leaf that
+        commits to it (SealError if one was altered or swapped, if the storage holds fewer
+        events than the log commits to, or one twice: an event with several leaves checks
+        against each of them, so a copy filed under another of its leaves would keep the
+        count while another event is missing)."""
         check_id("Patient", patient_id)
         comp = self.keys.patient_compartment(patient_id)
         self.latest_writes.catch_up(self.storage)
         self.check_not_erased(comp)
         checked = self.latest_writes.check_events(self.storage)
+        bound = checked if before is None else min(before, checked)
         events = []
         seen: set[bytes] = set()
         for sealed in self.storage.events_of(comp):
-            if sealed.leaf >= checked:  # written since: the next look lists it
+            if sealed.leaf >= bound:  # written since: the next look lists it
                 continue
             digest = self._check_event(sealed)
             if digest in seen:
