@@ -257,7 +257,7 @@ def _diagnostics(response: httpx.Response) -> str:
 def _json(response: httpx.Response) -> dict[str, Any]:
     try:
         answer = response.json()
-    except ValueError:
+    except (ValueError, RecursionError):  # arrays nested past the recursion limit
         raise NoVerdict(f"{response.url.path} answered something other than JSON") from None
     if not isinstance(answer, dict):
         raise NoVerdict(f"{response.url.path} answered something other than a JSON object")

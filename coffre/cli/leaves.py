@@ -195,6 +195,6 @@ def diagnostics(body: bytes) -> str:
     """What an OperationOutcome says, if an error's body is one."""
     try:
         issue = json.loads(body)["issue"][0]["diagnostics"]
-    except (ValueError, LookupError, TypeError):
+    except (ValueError, LookupError, TypeError, RecursionError):
         return ""
     return f": {issue}" if isinstance(issue, str) else ""

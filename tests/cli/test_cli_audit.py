@@ -181,8 +181,18 @@ def test_full_recomputes_the_root_and_decodes_every_leaf(
     assert "missing leaves" in _kinds(report)
 
 
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (httpx.Response(200, json={"old": 3, "new": 4, "proof": ["x!"]}), "not a list of base64"),
+        # Arrays nested 50,000 deep: what Python's json gives up on by recursion.
+        (httpx.Response(200, content=b"[" * 50_000), "consistency answered something other"),
+        (httpx.Response(500, content=b"[" * 50_000), "consistency answered HTTP 500$"),
+    ],
+    ids=["garbled", "nested", "nested error"],
+)
 def test_an_answer_that_is_no_proof_gives_no_verdict(
-    client: TestClient, records: RecordStore
+    client: TestClient, records: RecordStore, answer: httpx.Response, message: str
 ) -> None:
     _write(client, 3)
     accepted = audit_log(client, records.ledger.verifier_key, None).checkpoint
@@ -192,11 +202,11 @@ def test_an_answer_that_is_no_proof_gives_no_verdict(
     def garbled(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/ledger/checkpoint":
             return httpx.Response(200, text=checkpoint)
-        return httpx.Response(200, json={"old": 3, "new": 4, "proof": ["not base64!"]})
+        return answer
 
     with (
         httpx.Client(transport=httpx.MockTransport(garbled), base_url="http://log") as mock,
-        pytest.raises(NoVerdict, match="not a list of base64"),
+        pytest.raises(NoVerdict, match=message),
     ):
         audit_log(mock, records.ledger.verifier_key, accepted)
 
