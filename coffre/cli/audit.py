@@ -156,14 +156,20 @@ def _check_witnesses(
 def _check_consistency(
     client: httpx.Client, accepted: Checkpoint, checkpoint: Checkpoint, report: Report
 ) -> None:
-    answer = _json(
-        _get(
-            client,
-            "/ledger/proof/consistency",
-            {"old": accepted.size, "new": checkpoint.size},
+    if checkpoint.size == accepted.size and checkpoint.root != accepted.root:
+        # Both signed: the fork needs no proof, and the host cannot withhold one.
+        report.violate(
+            "inconsistent",
+            f"the log signed size {checkpoint.size} with another root"
+            f" ({_b64(checkpoint.root)}) than the checkpoint accepted before"
+            f" ({_b64(accepted.root)}): two histories",
         )
-    )
-    proof = _base64_list(answer.get("proof"), "proof", size=32)
+        return
+    proof: list[bytes] = []  # from the empty tree, or to the same one, a proof is empty
+    if accepted.size not in (0, checkpoint.size):
+        params = {"old": accepted.size, "new": checkpoint.size}
+        answer = _json(_get(client, "/ledger/proof/consistency", params))
+        proof = _base64_list(answer.get("proof"), "proof", size=32)
     try:
         verify_consistency(accepted.size, checkpoint.size, proof, accepted.root, checkpoint.root)
     except LedgerError as error:

@@ -160,6 +160,33 @@ def test_another_history_under_the_same_key_is_inconsistent(
         assert f"inconsistent with the checkpoint of size {size}" in report.violations[0].detail
 
 
+def test_a_fork_of_the_same_size_needs_no_proof_from_the_host(
+    client: TestClient, records: RecordStore, vault: Vault
+) -> None:
+    """Two roots the log signed for one size are the whole evidence: a host that refuses
+    the consistency proof (a 500) cannot turn the fork into no verdict."""
+    _write(client, 3)
+    key = records.ledger.verifier_key
+    custodian = open_custody(vault.keyring)
+    origin = custodian.log_origin()
+    forked = sign_checkpoint(Checkpoint(origin, 3, bytes(32)), origin, custodian.log_signer())
+    served = client.get("/ledger/checkpoint").text
+
+    def refusing(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/ledger/checkpoint":
+            return httpx.Response(200, text=served)
+        return httpx.Response(500, json={"resourceType": "OperationOutcome"})
+
+    with httpx.Client(transport=httpx.MockTransport(refusing), base_url="http://log") as mock:
+        report = audit_log(mock, key, open_checkpoint(forked.serialize(), key))
+        assert _kinds(report) == ["inconsistent"], report.violations
+        assert "size 3 with another root" in report.violations[0].detail
+        held = audit_log(mock, key, open_checkpoint(served, key))
+    assert held.consistent and "consistent with the checkpoint of size 3 accepted before" in (
+        held.held
+    )
+
+
 def test_full_recomputes_the_root_and_decodes_every_leaf(
     client: TestClient, records: RecordStore, vault: Vault
 ) -> None:
