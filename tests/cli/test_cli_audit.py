@@ -7,7 +7,12 @@ the gateway's own start check does not catch (or on a copy of the vault)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gzip
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -21,6 +26,8 @@ from coffre.cli.audit import NoVerdict, Report, audit_log
 from coffre.cli.main import app
 from coffre.custody.choose import open_custody
 from coffre.ledger import Checkpoint, VerifierKey, open_checkpoint, sign_checkpoint
+from coffre.ledger.note import ALG_ED25519
+from coffre.seal.signing import Ed25519Signer
 from coffre.service import RecordStore, Vault
 
 runner = CliRunner()
@@ -236,6 +243,73 @@ def test_an_answer_that_is_no_proof_gives_no_verdict(
         pytest.raises(NoVerdict, match=message),
     ):
         audit_log(mock, records.ledger.verifier_key, accepted)
+
+
+@contextmanager
+def _host(head: bytes, body: Iterator[bytes]) -> Iterator[str]:
+    """A host on 127.0.0.1 that answers every request with ``head``, then ``body``'s pieces
+    as they come, and closes; its URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer(peer: socket.socket) -> None:
+        with peer:
+            peer.recv(65536)
+            try:
+                peer.sendall(head)
+                for piece in body:
+                    peer.sendall(piece)
+            except OSError:  # the auditor hung up
+                pass
+
+    def serve() -> None:
+        while True:
+            try:
+                peer, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=answer, args=(peer,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+def _trickle(count: int) -> Iterator[bytes]:
+    for _ in range(count):
+        time.sleep(0.05)
+        yield b"A"
+
+
+_BOMB = gzip.compress(bytes(50 << 20))
+
+
+@pytest.mark.parametrize(
+    ("head", "body", "message"),
+    [
+        (b"Connection: close\r\n", iter([b"A" * 65536] * 300), "more than 65,536 bytes"),
+        (
+            f"Content-Encoding: gzip\r\nContent-Length: {len(_BOMB)}\r\n".encode(),
+            iter([_BOMB]),
+            "more than 65,536 bytes",
+        ),
+        (b"Content-Length: 400\r\n", _trickle(400), "took over 0.5 s"),
+    ],
+    ids=["endless", "gzip bomb", "trickle"],
+)
+def test_an_answer_too_long_or_too_slow_gives_no_verdict(
+    head: bytes, body: Iterator[bytes], message: str
+) -> None:
+    """An answer is whole within the client's read timeout and small (decoded), or no
+    answer: a host cannot hold the auditor forever, nor fill its memory."""
+    key = VerifierKey("log.example/probe", ALG_ED25519, Ed25519Signer.generate().public_key)
+    with (
+        _host(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n", body) as url,
+        httpx.Client(base_url=url, timeout=0.5) as client,
+        pytest.raises(NoVerdict, match=f"GET /ledger/checkpoint .*{message}"),
+    ):
+        audit_log(client, key, None)
 
 
 # -- end to end: coffre audit against coffre serve ------------------------------------------
