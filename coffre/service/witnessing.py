@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -58,6 +59,9 @@ LOCK_FILE = "witnessing.lock"
 INTERVAL_SECONDS = 1.0
 TIMEOUT_SECONDS = 5.0
 MAX_BACKOFF_SECONDS = 60.0
+
+_TOLD_SIZE = re.compile(r"(0|[1-9][0-9]{0,19})\n", re.ASCII)
+"""A 409's size: ASCII digits only (``str.isdigit`` takes "²", which ``int`` refuses)."""
 
 log = logging.getLogger("coffre.witnessing")
 
@@ -266,7 +270,7 @@ def _proof(reader: StorageReader, old: int, new: int) -> list[bytes]:
 def _told_size(answer: httpx.Response) -> int | None:
     """The size a 409 ``text/x.tlog.size`` answer carries, if it is one."""
     media_type = answer.headers.get("content-type", "").split(";")[0].strip()
-    text = answer.text
-    if answer.status_code != 409 or media_type != SIZE_CONTENT_TYPE or not text.endswith("\n"):
+    if answer.status_code != 409 or media_type != SIZE_CONTENT_TYPE:
         return None
-    return int(text[:-1]) if text[:-1].isdigit() else None
+    found = _TOLD_SIZE.fullmatch(answer.text)
+    return int(found[1]) if found else None

@@ -219,6 +219,14 @@ def test_a_witness_ahead_of_the_log_is_not_followed(
         (httpx.Response(409, text="size 2 was cosigned with another root\n"), "HTTP 409"),
         (httpx.Response(422, text="inconsistent\n"), "refused size 2: HTTP 422"),
         (httpx.Response(409, text="7\n", headers={"Content-Type": "text/x.tlog.size"}), "beyond"),
+        # A size that is no number int() reads: a digit of another script, 5,000 digits.
+        (httpx.Response(409, text="²\n", headers={"Content-Type": "text/x.tlog.size"}), "HTTP 409"),
+        (
+            httpx.Response(
+                409, text="9" * 5000 + "\n", headers={"Content-Type": "text/x.tlog.size"}
+            ),
+            "refused size 2: HTTP 409",
+        ),
     ],
 )
 def test_a_witness_s_refusal_or_nonsense_is_logged_and_never_published(
