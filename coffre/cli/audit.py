@@ -205,7 +205,7 @@ def _check_leaves(
         lambda path: _get(client, f"/ledger/{path}", limit=MAX_BODY),
         str(client.base_url),
         processes,
-        TIMEOUT_SECONDS,
+        _seconds(client),
     ) as checks:
         try:
             for tile, check in zip(tiles, checks, strict=True):
@@ -265,7 +265,7 @@ def _get(
     """The body of a 200 answer to ``GET path``. NoVerdict for another status, a body of
     more than ``limit`` bytes once decoded (an endless one, a gzip bomb), or one that is
     not whole within the client's read timeout (a host that trickles it byte by byte)."""
-    seconds = client.timeout.read or TIMEOUT_SECONDS
+    seconds = _seconds(client)
     deadline = time.monotonic() + seconds
     body = bytearray()
     with client.stream("GET", path, params=params) as response:
@@ -279,6 +279,11 @@ def _get(
         why = diagnostics(bytes(body))
         raise NoVerdict(f"GET {path} answered HTTP {response.status_code}{why}")
     return bytes(body)
+
+
+def _seconds(client: httpx.Client) -> float:
+    """How long an answer may take to arrive whole: the client's read timeout."""
+    return client.timeout.read or TIMEOUT_SECONDS
 
 
 def _json(path: str, body: bytes) -> dict[str, Any]:

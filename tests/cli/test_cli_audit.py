@@ -23,10 +23,12 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from coffre.cli.audit import NoVerdict, Report, audit_log
+from coffre.cli.leaves import CHUNK
 from coffre.cli.main import app
 from coffre.custody.choose import open_custody
 from coffre.ledger import Checkpoint, VerifierKey, open_checkpoint, sign_checkpoint
 from coffre.ledger.note import ALG_ED25519
+from coffre.ledger.tiles import TILE_WIDTH
 from coffre.seal.signing import Ed25519Signer
 from coffre.service import RecordStore, Vault
 
@@ -245,15 +247,19 @@ def test_an_answer_that_is_no_proof_gives_no_verdict(
         audit_log(mock, records.ledger.verifier_key, accepted)
 
 
+Answer = Callable[[str], tuple[bytes, Iterator[bytes]]]
+"""A host's answer to a path: the status line and headers, then the body's pieces."""
+
+
 @contextmanager
-def _host(head: bytes, body: Iterator[bytes]) -> Iterator[str]:
-    """A host on 127.0.0.1 that answers every request with ``head``, then ``body``'s pieces
-    as they come, and closes; its URL."""
+def _host(answers: Answer) -> Iterator[str]:
+    """A host on 127.0.0.1 that answers each request with ``answers`` of its path, the body's
+    pieces as they come, and closes; its URL."""
     listener = socket.create_server(("127.0.0.1", 0))
 
     def answer(peer: socket.socket) -> None:
         with peer:
-            peer.recv(65536)
+            head, body = answers(peer.recv(65536).split(b" ")[1].decode())
             try:
                 peer.sendall(head)
                 for piece in body:
@@ -276,10 +282,14 @@ def _host(head: bytes, body: Iterator[bytes]) -> Iterator[str]:
         listener.close()
 
 
-def _trickle(count: int) -> Iterator[bytes]:
+def _trickle(count: int, pause: float = 0.05) -> Iterator[bytes]:
     for _ in range(count):
-        time.sleep(0.05)
+        time.sleep(pause)
         yield b"A"
+
+
+def _ok(length: int) -> bytes:
+    return f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n".encode()
 
 
 _BOMB = gzip.compress(bytes(50 << 20))
@@ -305,11 +315,34 @@ def test_an_answer_too_long_or_too_slow_gives_no_verdict(
     answer: a host cannot hold the auditor forever, nor fill its memory."""
     key = VerifierKey("log.example/probe", ALG_ED25519, Ed25519Signer.generate().public_key)
     with (
-        _host(b"HTTP/1.1 200 OK\r\n" + head + b"\r\n", body) as url,
+        _host(lambda path: (b"HTTP/1.1 200 OK\r\n" + head + b"\r\n", body)) as url,
         httpx.Client(base_url=url, timeout=0.5) as client,
         pytest.raises(NoVerdict, match=f"GET /ledger/checkpoint .*{message}"),
     ):
         audit_log(client, key, None)
+
+
+def test_a_bundle_trickled_to_the_pool_of_processes_gives_no_verdict() -> None:
+    """A log large enough for the pool: its first bundle comes a byte at a time, each
+    within the read timeout; the others are not found."""
+    signer, origin = Ed25519Signer.generate(), "log.example/probe"
+    key = VerifierKey(origin, ALG_ED25519, signer.public_key)
+    size = CHUNK * TILE_WIDTH + 1
+    note = sign_checkpoint(Checkpoint(origin, size, bytes(32)), origin, signer).serialize().encode()
+
+    def answers(path: str) -> tuple[bytes, Iterator[bytes]]:
+        if path == "/ledger/checkpoint":
+            return _ok(len(note)), iter([note])
+        if path == "/ledger/tile/entries/000":
+            return _ok(100), _trickle(100, 0.2)
+        return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", iter([])
+
+    with (
+        _host(answers) as url,
+        httpx.Client(base_url=url, timeout=3) as client,
+        pytest.raises(NoVerdict, match=f"{CHUNK} bundles not answered within 3 s"),
+    ):
+        audit_log(client, key, None, full=True, processes=2)
 
 
 # -- end to end: coffre audit against coffre serve ------------------------------------------
