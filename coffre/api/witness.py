@@ -31,6 +31,7 @@ from coffre.exceptions import CoffreError
 from coffre.ledger import LedgerError, VerifierKey
 from coffre.ledger.witness import (
     SIZE_CONTENT_TYPE,
+    Evidence,
     SizeConflict,
     Witness,
     WitnessKey,
@@ -119,11 +120,13 @@ class WitnessFolder:
         finally:
             os.close(folder)
 
-    def keep_evidence(self, evidence: str, now: float) -> Path:
+    def keep_evidence(self, evidence: Evidence) -> Path:
+        """Keep ``evidence`` under its checkpoint's name, unless it is kept already."""
         folder = self.path / EVIDENCE_FOLDER
         folder.mkdir(exist_ok=True)
-        path = folder / f"{int(now * 1e6)}.txt"
-        path.write_text(evidence)
+        path = folder / f"{evidence.name}.txt"
+        if not path.exists():
+            path.write_text(evidence.text)
         return path
 
     @contextmanager
@@ -167,7 +170,7 @@ class WitnessServer:
                 return Response(f"{conflict.size}\n", 409, headers=headers)
             except WitnessRefusal as refusal:
                 if refusal.evidence is not None:
-                    await self._keep(refusal, now)
+                    await self._keep(refusal, refusal.evidence)
                 return _text(str(refusal), refusal.status)
             try:
                 await asyncio.to_thread(self._folder.save_state, cosigned.state)
@@ -177,10 +180,9 @@ class WitnessServer:
             self._state = cosigned.state
         return PlainTextResponse(cosigned.response())
 
-    async def _keep(self, refusal: WitnessRefusal, now: float) -> None:
-        assert refusal.evidence is not None
+    async def _keep(self, refusal: WitnessRefusal, evidence: Evidence) -> None:
         try:
-            path = await asyncio.to_thread(self._folder.keep_evidence, refusal.evidence, now)
+            path = await asyncio.to_thread(self._folder.keep_evidence, evidence)
         except OSError as error:
             log.error("refused a checkpoint (%s) but could not keep it: %s", refusal, error)
             return

@@ -14,14 +14,17 @@ state file. Each run fetches the newest checkpoint and checks, in order:
 A violation is backed by something the log signed, so the verdict does not depend on
 trusting the network. Exit status: 0 when every check holds (the new checkpoint is then
 saved to the state file), 1 on a violation, 2 when no verdict could be reached (the
-server is unreachable, answers with an error, or with something that is not a proof).
+server is unreachable, answers with an error, with something that is not a proof, or with
+an answer too large or too slow to be one).
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import json
 import os
+import time
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -33,7 +36,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from coffre import config
-from coffre.cli.leaves import Unanswered, bundle_checks, diagnostics
+from coffre.cli.leaves import MAX_BODY, Unanswered, bundle_checks, diagnostics
 from coffre.cli.output import fail
 from coffre.exceptions import CoffreError
 from coffre.ledger import (
@@ -54,6 +57,8 @@ if TYPE_CHECKING:
 EXIT_VIOLATION, EXIT_NO_VERDICT = 1, 2
 MALFORMED_SHOWN = 10
 TIMEOUT_SECONDS = 30.0
+MAX_ANSWER_BYTES = 64 * 1024
+"""The most a checkpoint (with a hundred cosignatures) or a consistency proof can take."""
 
 out = Console(soft_wrap=True, highlight=False)
 
@@ -108,12 +113,13 @@ def audit_log(
     transport errors through.
     """
     report = Report()
-    note = _get(client, "/ledger/checkpoint/cosigned" if witnesses else "/ledger/checkpoint").text
+    body = _get(client, "/ledger/checkpoint/cosigned" if witnesses else "/ledger/checkpoint")
     try:
-        checkpoint = open_checkpoint(note, key)
+        checkpoint = open_checkpoint(body, key)
     except LedgerError as error:
         report.violate("bad signature", f"the checkpoint served is not signed by {key}: {error}")
         return report
+    note = body.decode()  # it opened: UTF-8
     report.note, report.checkpoint = note, checkpoint
     report.held.append(
         f"checkpoint signed by {key.name}: size {checkpoint.size}, root {_b64(checkpoint.root)}"
@@ -156,14 +162,22 @@ def _check_witnesses(
 def _check_consistency(
     client: httpx.Client, accepted: Checkpoint, checkpoint: Checkpoint, report: Report
 ) -> None:
-    answer = _json(
-        _get(
-            client,
-            "/ledger/proof/consistency",
-            {"old": accepted.size, "new": checkpoint.size},
+    if checkpoint.size == accepted.size and checkpoint.root != accepted.root:
+        # Both signed: the fork needs no proof, and the host cannot withhold one.
+        report.violate(
+            "inconsistent",
+            f"the log signed size {checkpoint.size} with another root"
+            f" ({_b64(checkpoint.root)}) than the checkpoint accepted before"
+            f" ({_b64(accepted.root)}): two histories",
         )
-    )
-    proof = _base64_list(answer.get("proof"), "proof", size=32)
+        return
+    proof: list[bytes] = []  # from the empty tree, or to the same one, a proof is empty
+    if accepted.size not in (0, checkpoint.size):
+        params = {"old": accepted.size, "new": checkpoint.size}
+        answer = _json(
+            "/ledger/proof/consistency", _get(client, "/ledger/proof/consistency", params)
+        )
+        proof = _base64_list(answer.get("proof"), "proof", size=32)
     try:
         verify_consistency(accepted.size, checkpoint.size, proof, accepted.root, checkpoint.root)
     except LedgerError as error:
@@ -188,10 +202,10 @@ def _check_leaves(
     integrity: list[int] = []
     with bundle_checks(
         tiles,
-        lambda path: _get(client, f"/ledger/{path}").content,
+        lambda path: _get(client, f"/ledger/{path}", limit=MAX_BODY),
         str(client.base_url),
         processes,
-        TIMEOUT_SECONDS,
+        _seconds(client),
     ) as checks:
         try:
             for tile, check in zip(tiles, checks, strict=True):
@@ -242,25 +256,43 @@ def _report_kinds(kinds: Counter[int], integrity: list[int], report: Report) -> 
         )
 
 
-def _get(client: httpx.Client, path: str, params: dict[str, int] | None = None) -> httpx.Response:
-    response = client.get(path, params=params)
+def _get(
+    client: httpx.Client,
+    path: str,
+    params: dict[str, int] | None = None,
+    limit: int = MAX_ANSWER_BYTES,
+) -> bytes:
+    """The body of a 200 answer to ``GET path``. NoVerdict for another status, a body of
+    more than ``limit`` bytes once decoded (an endless one, a gzip bomb), or one that is
+    not whole within the client's read timeout (a host that trickles it byte by byte)."""
+    seconds = _seconds(client)
+    deadline = time.monotonic() + seconds
+    body = bytearray()
+    with client.stream("GET", path, params=params) as response:
+        for chunk in response.iter_bytes():
+            body += chunk
+            if len(body) > limit:
+                raise NoVerdict(f"GET {path} answered more than {limit:,} bytes")
+            if time.monotonic() > deadline:
+                raise NoVerdict(f"GET {path} took over {seconds:g} s to answer")
     if response.status_code != 200:
-        raise NoVerdict(f"GET {path} answered HTTP {response.status_code}{_diagnostics(response)}")
-    return response
+        why = diagnostics(bytes(body))
+        raise NoVerdict(f"GET {path} answered HTTP {response.status_code}{why}")
+    return bytes(body)
 
 
-def _diagnostics(response: httpx.Response) -> str:
-    """What an OperationOutcome says, if the error is one."""
-    return diagnostics(response.content)
+def _seconds(client: httpx.Client) -> float:
+    """How long an answer may take to arrive whole: the client's read timeout."""
+    return client.timeout.read or TIMEOUT_SECONDS
 
 
-def _json(response: httpx.Response) -> dict[str, Any]:
+def _json(path: str, body: bytes) -> dict[str, Any]:
     try:
-        answer = response.json()
-    except ValueError:
-        raise NoVerdict(f"{response.url.path} answered something other than JSON") from None
+        answer = json.loads(body)
+    except (ValueError, RecursionError):  # arrays nested past the recursion limit
+        raise NoVerdict(f"{path} answered something other than JSON") from None
     if not isinstance(answer, dict):
-        raise NoVerdict(f"{response.url.path} answered something other than a JSON object")
+        raise NoVerdict(f"{path} answered something other than a JSON object")
     return answer
 
 

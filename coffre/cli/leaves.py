@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from http.client import HTTPConnection, HTTPException, HTTPSConnection
+from multiprocessing.pool import IMapIterator
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
@@ -109,8 +110,9 @@ def bundle_checks(
     """The checks of ``tiles``' bundles, in their order: in this process, ``fetch`` getting
     each by its path, unless there are more than ``CHUNK`` of them and ``processes`` is
     above 1; then in that many processes (at most ``MAX_PROCESSES``, one per ``CHUNK``)
-    fetching from ``base_url``. Leaving the block
-    stops the processes, done or not."""
+    fetching from ``base_url``, each chunk checked within ``timeout`` seconds of the one
+    before (a server that trickles a bundle never trips a socket's timeout; Unanswered
+    then). Leaving the block stops the processes, done or not."""
     if processes < 2 or len(tiles) <= CHUNK:
         yield (check_bundle(fetch(tile.path()), tile) for tile in tiles)
         return
@@ -119,7 +121,18 @@ def bundle_checks(
     # spawn: a fresh interpreter, whatever threads the caller runs (fork would copy them).
     context = multiprocessing.get_context("spawn")
     with context.Pool(processes, _start, (base_url, timeout)) as pool:
-        yield (check for checks in pool.imap(_check_chunk, chunks) for check in checks)
+        checked = _in_time(pool.imap(_check_chunk, chunks), len(chunks), timeout)
+        yield (check for checks in checked for check in checks)
+
+
+def _in_time(
+    checked: IMapIterator[list[BundleCheck]], count: int, timeout: float
+) -> Iterator[list[BundleCheck]]:
+    for _ in range(count):
+        try:
+            yield checked.next(timeout)
+        except multiprocessing.TimeoutError:
+            raise Unanswered(f"{CHUNK} bundles not answered within {timeout:g} s") from None
 
 
 class Connection:
@@ -195,6 +208,6 @@ def diagnostics(body: bytes) -> str:
     """What an OperationOutcome says, if an error's body is one."""
     try:
         issue = json.loads(body)["issue"][0]["diagnostics"]
-    except (ValueError, LookupError, TypeError):
+    except (ValueError, LookupError, TypeError, RecursionError):
         return ""
     return f": {issue}" if isinstance(issue, str) else ""

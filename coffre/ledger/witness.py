@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 import re
 import secrets
@@ -58,7 +59,7 @@ class WitnessRefusal(LedgerError):
 
     status = 400
 
-    def __init__(self, message: str, evidence: str | None = None) -> None:
+    def __init__(self, message: str, evidence: Evidence | None = None) -> None:
         super().__init__(message)
         self.evidence = evidence
 
@@ -101,6 +102,19 @@ class InconsistentProof(WitnessRefusal):
     """The consistency proof does not lead from the cosigned tree to the new one."""
 
     status = 422
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """A refused checkpoint the log signed (``refused``, its note) and the text to keep."""
+
+    refused: str
+    text: str
+
+    @property
+    def name(self) -> str:
+        """One name per checkpoint: sent again with other proofs, it is kept once."""
+        return hashlib.sha256(self.refused.encode()).hexdigest()[:32]
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,21 +310,22 @@ class Witness:
             raise SizeConflict(old, cosigned.size)
         if old == new and checkpoint.root != cosigned.root:
             message = f"size {new} was cosigned with another root"
-            raise RootConflict(message, _evidence(body, cosigned))
+            raise RootConflict(message, _evidence(body, note, cosigned))
         try:
             verify_consistency(old, new, submission.proof, cosigned.root, checkpoint.root)
         except LedgerError as error:
             message = f"inconsistent with the size {old} cosigned: {error}"
-            raise InconsistentProof(message, _evidence(body, cosigned)) from None
+            raise InconsistentProof(message, _evidence(body, note, cosigned)) from None
         signature = cosign_note(note.text, self.name, self._signer, timestamp)
         kept = LogState(new, checkpoint.root, note.serialize())
         return Cosigned(state.with_log(checkpoint.origin, kept), signature)
 
 
-def _evidence(body: bytes, cosigned: LogState) -> str:
-    return (
+def _evidence(body: bytes, note: Note, cosigned: LogState) -> Evidence:
+    return Evidence(
+        note.serialize(),
         f"refused submission:\n{body.decode()}\n"
-        f"latest checkpoint cosigned before:\n{cosigned.note or '(none)'}"
+        f"latest checkpoint cosigned before:\n{cosigned.note or '(none)'}",
     )
 
 

@@ -21,6 +21,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import re
 import tempfile
 import time
 from collections.abc import AsyncIterator, Sequence
@@ -58,6 +59,11 @@ LOCK_FILE = "witnessing.lock"
 INTERVAL_SECONDS = 1.0
 TIMEOUT_SECONDS = 5.0
 MAX_BACKOFF_SECONDS = 60.0
+MAX_ANSWER_BYTES = 64 * 1024
+"""Far more than a witness's answer takes: a cosignature line, or a size."""
+
+_TOLD_SIZE = re.compile(r"(0|[1-9][0-9]{0,19})\n", re.ASCII)
+"""A 409's size: ASCII digits only (``str.isdigit`` takes "²", which ``int`` refuses)."""
 
 log = logging.getLogger("coffre.witnessing")
 
@@ -208,17 +214,17 @@ class Witnessing:
             proof = _proof(self._records.storage, progress.size, size)
             body = Submission(progress.size, tuple(proof), note).serialize()
             try:
-                answer = await client.post(f"{witness.url}/add-checkpoint", content=body)
-            except httpx.HTTPError as error:
-                self._failed(witness, f"is unreachable: {error!r}", refused=False)
+                answer = await _post(client, f"{witness.url}/add-checkpoint", body)
+            except _Unanswered as error:
+                self._failed(witness, str(error), refused=False)
                 return
-            if answer.status_code == 200:
+            if answer.status == 200:
                 self._cosigned(witness, note, size, answer.text)
                 return
             told = _told_size(answer)
             if told is None:
                 self._failed(
-                    witness, f"refused size {size}: HTTP {answer.status_code} {answer.text[:200]!r}"
+                    witness, f"refused size {size}: HTTP {answer.status} {answer.text[:200]!r}"
                 )
                 return
             progress.size = told
@@ -263,10 +269,39 @@ def _proof(reader: StorageReader, old: int, new: int) -> list[bytes]:
     return consistency_proof(old, new, subtree_from_nodes(stored_node(reader)))
 
 
-def _told_size(answer: httpx.Response) -> int | None:
-    """The size a 409 ``text/x.tlog.size`` answer carries, if it is one."""
+class _Unanswered(CoffreError):
+    """A witness gave no answer: unreachable, too slow, or too long to be one."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Answer:
+    status: int
+    media_type: str
+    text: str
+
+
+async def _post(client: httpx.AsyncClient, url: str, body: str) -> _Answer:
+    """The witness's answer to ``body``, whole within the client's read timeout (a witness
+    that trickles it never trips that timeout alone) and of at most ``MAX_ANSWER_BYTES``."""
+    seconds = client.timeout.read or TIMEOUT_SECONDS
+    data = bytearray()
+    try:
+        async with asyncio.timeout(seconds), client.stream("POST", url, content=body) as answer:
+            async for chunk in answer.aiter_bytes():
+                data += chunk
+                if len(data) > MAX_ANSWER_BYTES:
+                    raise _Unanswered(f"answered more than {MAX_ANSWER_BYTES:,} bytes")
+    except httpx.HTTPError as error:
+        raise _Unanswered(f"is unreachable: {error!r}") from None
+    except TimeoutError:
+        raise _Unanswered(f"did not answer whole within {seconds:g} s") from None
     media_type = answer.headers.get("content-type", "").split(";")[0].strip()
-    text = answer.text
-    if answer.status_code != 409 or media_type != SIZE_CONTENT_TYPE or not text.endswith("\n"):
+    return _Answer(answer.status_code, media_type, data.decode(errors="replace"))
+
+
+def _told_size(answer: _Answer) -> int | None:
+    """The size a 409 ``text/x.tlog.size`` answer carries, if it is one."""
+    if answer.status != 409 or answer.media_type != SIZE_CONTENT_TYPE:
         return None
-    return int(text[:-1]) if text[:-1].isdigit() else None
+    found = _TOLD_SIZE.fullmatch(answer.text)
+    return int(found[1]) if found else None

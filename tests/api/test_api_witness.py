@@ -132,16 +132,21 @@ def test_the_spec_s_statuses(folder: WitnessFolder) -> None:
     assert folder.load_state().get(ORIGIN).size == 5
 
 
-def test_a_fork_is_refused_and_kept_as_evidence(folder: WitnessFolder) -> None:
+def test_a_fork_is_refused_and_kept_as_evidence_once(folder: WitnessFolder) -> None:
+    """Anyone can send a checkpoint the log signed, with any proof: each is kept once, so
+    that sending it again and again with other proofs fills no disk."""
     fork = LEAVES[:3] + [bytes(32)] * 5
     with _client(folder) as client:
         assert _post(client, _body(0, 5)).status_code == 200
         assert _post(client, _body(5, 5, fork)).status_code == 409
         assert _post(client, _body(5, 8, fork)).status_code == 422
-    kept = sorted((folder.path / "evidence").iterdir())
+        for garbage in range(1, 4):
+            replayed = Submission(5, (bytes([garbage]) * 32,) * 3, _note(8, fork))
+            assert _post(client, replayed.serialize()).status_code == 422
+    kept = [path.read_text() for path in (folder.path / "evidence").iterdir()]
     assert len(kept) == 2
-    assert all(_note(5).serialize() in path.read_text() for path in kept)
-    assert _note(8, fork).serialize() in kept[1].read_text()
+    assert all(_note(5).serialize() in text for text in kept)
+    assert sum(_note(8, fork).serialize() in text for text in kept) == 1
 
 
 def test_a_restarted_witness_remembers_what_it_cosigned(folder: WitnessFolder) -> None:

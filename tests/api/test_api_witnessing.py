@@ -82,12 +82,12 @@ class WitnessedLog:
     def witnessing(self, quorum: int = 2) -> Witnessing:
         return Witnessing(self.records, _endpoints(self.folders), quorum, self.vault.folder)
 
-    def round(self, witnessing: Witnessing) -> None:
+    def round(self, witnessing: Witnessing, timeout: float = 5.0) -> None:
         async def once() -> None:
-            async with httpx.AsyncClient(transport=self.transport) as client:
+            async with httpx.AsyncClient(transport=self.transport, timeout=timeout) as client:
                 await witnessing.round(client)
 
-        asyncio.run(once())
+        asyncio.run(asyncio.wait_for(once(), 60))  # a round that hangs fails the test
 
     def write(self, count: int) -> None:
         _write(self.client, count)
@@ -219,6 +219,14 @@ def test_a_witness_ahead_of_the_log_is_not_followed(
         (httpx.Response(409, text="size 2 was cosigned with another root\n"), "HTTP 409"),
         (httpx.Response(422, text="inconsistent\n"), "refused size 2: HTTP 422"),
         (httpx.Response(409, text="7\n", headers={"Content-Type": "text/x.tlog.size"}), "beyond"),
+        # A size that is no number int() reads: a digit of another script, 5,000 digits.
+        (httpx.Response(409, text="²\n", headers={"Content-Type": "text/x.tlog.size"}), "HTTP 409"),
+        (
+            httpx.Response(
+                409, text="9" * 5000 + "\n", headers={"Content-Type": "text/x.tlog.size"}
+            ),
+            "refused size 2: HTTP 409",
+        ),
     ],
 )
 def test_a_witness_s_refusal_or_nonsense_is_logged_and_never_published(
@@ -237,6 +245,36 @@ def test_a_witness_s_refusal_or_nonsense_is_logged_and_never_published(
     assert log.cosigned_size(witnessing.published(), quorum=1) == 2, "w2 alone is a quorum of 1"
     assert witnessing.published() is not None
     assert "witness.example.org/w1" not in witnessing.published()
+
+
+async def _endless(scope: Scope, receive: Receive, send: Send) -> None:
+    """A witness that starts a cosignature line and never finishes it."""
+    await send({"type": "http.response.start", "status": 200, "headers": []})
+    while True:
+        await send({"type": "http.response.body", "body": b"-", "more_body": True})
+        await asyncio.sleep(0.05)
+
+
+async def _huge(scope: Scope, receive: Receive, send: Send) -> None:
+    await Response(b"\n" * (10 << 20), 200)(scope, receive, send)
+
+
+@pytest.mark.parametrize(
+    ("app", "logged"),
+    [(_endless, "did not answer whole within 0.5 s"), (_huge, "answered more than 65,536 bytes")],
+    ids=["endless", "huge"],
+)
+def test_a_witness_s_endless_or_huge_answer_is_given_up_on(
+    log: WitnessedLog, caplog: pytest.LogCaptureFixture, app: ASGIApp, logged: str
+) -> None:
+    """Its answer is whole within the client's read timeout, and small, or it is no answer:
+    the round goes on with the other witnesses."""
+    log.transport.apps["w1"] = app
+    witnessing = log.witnessing(quorum=1)
+    log.write(2)
+    log.round(witnessing, timeout=0.5)
+    assert f"witness.example.org/w1 {logged}" in caplog.text
+    assert log.cosigned_size(witnessing.published(), quorum=1) == 2
 
 
 def test_the_background_task_survives_a_failing_round(

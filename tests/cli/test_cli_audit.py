@@ -7,7 +7,12 @@ the gateway's own start check does not catch (or on a copy of the vault)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import gzip
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -18,9 +23,13 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from coffre.cli.audit import NoVerdict, Report, audit_log
+from coffre.cli.leaves import CHUNK
 from coffre.cli.main import app
 from coffre.custody.choose import open_custody
 from coffre.ledger import Checkpoint, VerifierKey, open_checkpoint, sign_checkpoint
+from coffre.ledger.note import ALG_ED25519
+from coffre.ledger.tiles import TILE_WIDTH
+from coffre.seal.signing import Ed25519Signer
 from coffre.service import RecordStore, Vault
 
 runner = CliRunner()
@@ -160,6 +169,33 @@ def test_another_history_under_the_same_key_is_inconsistent(
         assert f"inconsistent with the checkpoint of size {size}" in report.violations[0].detail
 
 
+def test_a_fork_of_the_same_size_needs_no_proof_from_the_host(
+    client: TestClient, records: RecordStore, vault: Vault
+) -> None:
+    """Two roots the log signed for one size are the whole evidence: a host that refuses
+    the consistency proof (a 500) cannot turn the fork into no verdict."""
+    _write(client, 3)
+    key = records.ledger.verifier_key
+    custodian = open_custody(vault.keyring)
+    origin = custodian.log_origin()
+    forked = sign_checkpoint(Checkpoint(origin, 3, bytes(32)), origin, custodian.log_signer())
+    served = client.get("/ledger/checkpoint").text
+
+    def refusing(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/ledger/checkpoint":
+            return httpx.Response(200, text=served)
+        return httpx.Response(500, json={"resourceType": "OperationOutcome"})
+
+    with httpx.Client(transport=httpx.MockTransport(refusing), base_url="http://log") as mock:
+        report = audit_log(mock, key, open_checkpoint(forked.serialize(), key))
+        assert _kinds(report) == ["inconsistent"], report.violations
+        assert "size 3 with another root" in report.violations[0].detail
+        held = audit_log(mock, key, open_checkpoint(served, key))
+    assert held.consistent and "consistent with the checkpoint of size 3 accepted before" in (
+        held.held
+    )
+
+
 def test_full_recomputes_the_root_and_decodes_every_leaf(
     client: TestClient, records: RecordStore, vault: Vault
 ) -> None:
@@ -181,8 +217,18 @@ def test_full_recomputes_the_root_and_decodes_every_leaf(
     assert "missing leaves" in _kinds(report)
 
 
+@pytest.mark.parametrize(
+    ("answer", "message"),
+    [
+        (httpx.Response(200, json={"old": 3, "new": 4, "proof": ["x!"]}), "not a list of base64"),
+        # Arrays nested 50,000 deep: what Python's json gives up on by recursion.
+        (httpx.Response(200, content=b"[" * 50_000), "consistency answered something other"),
+        (httpx.Response(500, content=b"[" * 50_000), "consistency answered HTTP 500$"),
+    ],
+    ids=["garbled", "nested", "nested error"],
+)
 def test_an_answer_that_is_no_proof_gives_no_verdict(
-    client: TestClient, records: RecordStore
+    client: TestClient, records: RecordStore, answer: httpx.Response, message: str
 ) -> None:
     _write(client, 3)
     accepted = audit_log(client, records.ledger.verifier_key, None).checkpoint
@@ -192,13 +238,111 @@ def test_an_answer_that_is_no_proof_gives_no_verdict(
     def garbled(request: httpx.Request) -> httpx.Response:
         if request.url.path == "/ledger/checkpoint":
             return httpx.Response(200, text=checkpoint)
-        return httpx.Response(200, json={"old": 3, "new": 4, "proof": ["not base64!"]})
+        return answer
 
     with (
         httpx.Client(transport=httpx.MockTransport(garbled), base_url="http://log") as mock,
-        pytest.raises(NoVerdict, match="not a list of base64"),
+        pytest.raises(NoVerdict, match=message),
     ):
         audit_log(mock, records.ledger.verifier_key, accepted)
+
+
+Answer = Callable[[str], tuple[bytes, Iterator[bytes]]]
+"""A host's answer to a path: the status line and headers, then the body's pieces."""
+
+
+@contextmanager
+def _host(answers: Answer) -> Iterator[str]:
+    """A host on 127.0.0.1 that answers each request with ``answers`` of its path, the body's
+    pieces as they come, and closes; its URL."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def answer(peer: socket.socket) -> None:
+        with peer:
+            head, body = answers(peer.recv(65536).split(b" ")[1].decode())
+            try:
+                peer.sendall(head)
+                for piece in body:
+                    peer.sendall(piece)
+            except OSError:  # the auditor hung up
+                pass
+
+    def serve() -> None:
+        while True:
+            try:
+                peer, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=answer, args=(peer,), daemon=True).start()
+
+    threading.Thread(target=serve, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        listener.close()
+
+
+def _trickle(count: int, pause: float = 0.05) -> Iterator[bytes]:
+    for _ in range(count):
+        time.sleep(pause)
+        yield b"A"
+
+
+def _ok(length: int) -> bytes:
+    return f"HTTP/1.1 200 OK\r\nContent-Length: {length}\r\n\r\n".encode()
+
+
+_BOMB = gzip.compress(bytes(50 << 20))
+
+
+@pytest.mark.parametrize(
+    ("head", "body", "message"),
+    [
+        (b"Connection: close\r\n", iter([b"A" * 65536] * 300), "more than 65,536 bytes"),
+        (
+            f"Content-Encoding: gzip\r\nContent-Length: {len(_BOMB)}\r\n".encode(),
+            iter([_BOMB]),
+            "more than 65,536 bytes",
+        ),
+        (b"Content-Length: 400\r\n", _trickle(400), "took over 0.5 s"),
+    ],
+    ids=["endless", "gzip bomb", "trickle"],
+)
+def test_an_answer_too_long_or_too_slow_gives_no_verdict(
+    head: bytes, body: Iterator[bytes], message: str
+) -> None:
+    """An answer is whole within the client's read timeout and small (decoded), or no
+    answer: a host cannot hold the auditor forever, nor fill its memory."""
+    key = VerifierKey("log.example/probe", ALG_ED25519, Ed25519Signer.generate().public_key)
+    with (
+        _host(lambda path: (b"HTTP/1.1 200 OK\r\n" + head + b"\r\n", body)) as url,
+        httpx.Client(base_url=url, timeout=0.5) as client,
+        pytest.raises(NoVerdict, match=f"GET /ledger/checkpoint .*{message}"),
+    ):
+        audit_log(client, key, None)
+
+
+def test_a_bundle_trickled_to_the_pool_of_processes_gives_no_verdict() -> None:
+    """A log large enough for the pool: its first bundle comes a byte at a time, each
+    within the read timeout; the others are not found."""
+    signer, origin = Ed25519Signer.generate(), "log.example/probe"
+    key = VerifierKey(origin, ALG_ED25519, signer.public_key)
+    size = CHUNK * TILE_WIDTH + 1
+    note = sign_checkpoint(Checkpoint(origin, size, bytes(32)), origin, signer).serialize().encode()
+
+    def answers(path: str) -> tuple[bytes, Iterator[bytes]]:
+        if path == "/ledger/checkpoint":
+            return _ok(len(note)), iter([note])
+        if path == "/ledger/tile/entries/000":
+            return _ok(100), _trickle(100, 0.2)
+        return b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n", iter([])
+
+    with (
+        _host(answers) as url,
+        httpx.Client(base_url=url, timeout=3) as client,
+        pytest.raises(NoVerdict, match=f"{CHUNK} bundles not answered within 3 s"),
+    ):
+        audit_log(client, key, None, full=True, processes=2)
 
 
 # -- end to end: coffre audit against coffre serve ------------------------------------------

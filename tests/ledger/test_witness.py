@@ -183,8 +183,8 @@ def test_the_cosigned_size_with_another_root_is_a_409_fork_kept_as_evidence() ->
     refusal = _refusal(state, _body(fork, 6, 6))
     assert isinstance(refusal, RootConflict) and refusal.status == 409
     assert refusal.evidence is not None
-    assert _note(fork, 6).serialize() in refusal.evidence
-    assert _note(leaves, 6).serialize() in refusal.evidence
+    assert _note(fork, 6).serialize() in refusal.evidence.text
+    assert _note(leaves, 6).serialize() in refusal.evidence.text
 
 
 def test_a_proof_that_does_not_verify_is_422_kept_as_evidence() -> None:
@@ -195,7 +195,7 @@ def test_a_proof_that_does_not_verify_is_422_kept_as_evidence() -> None:
     for proof in (flipped, good.proof[:-1], (*good.proof, bytes(32))):
         refusal = _refusal(state, Submission(5, proof, good.note).serialize().encode())
         assert isinstance(refusal, InconsistentProof) and refusal.status == 422
-        assert refusal.evidence is not None and good.note.serialize() in refusal.evidence
+        assert refusal.evidence is not None and good.note.serialize() in refusal.evidence.text
 
 
 def test_a_proof_from_size_zero_must_be_empty() -> None:
