@@ -210,6 +210,16 @@ def copy_storage(source: Vault, folder: Path) -> None:
         )
 
 
+def tables_in(url: str) -> list[str]:
+    """The tables of the schema a test's storage URL names, sorted."""
+    with psycopg.connect(url) as db:
+        rows = db.execute(
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = current_schema() ORDER BY table_name"
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
 def _schema(url: str) -> str:
     """The schema a test's storage URL puts first in the search path."""
     return conninfo_to_dict(url)["options"].removeprefix("-csearch_path=")

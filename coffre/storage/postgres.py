@@ -21,7 +21,7 @@ import os
 import select
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
@@ -107,6 +107,9 @@ SCHEMA = (
     )""",
 )
 
+HOLDS_STORAGE = "SELECT to_regclass('versions') IS NOT NULL"
+ALREADY_A_STORAGE = "the PostgreSQL database already holds a Coffre storage"
+
 _COLUMNS = "loc, version, kind, comp, ts, deleted, body, seq"
 
 
@@ -140,6 +143,19 @@ def check_url(url: str) -> None:
             f"{config.STORAGE_REQUIRE_TLS.env}=1: the storage URL must ask for"
             " sslmode=verify-full (with sslrootcert=the authority of the server's certificate)"
         )
+
+
+def check_room(url: str) -> None:
+    """Refuse, making nothing, a database that a new storage cannot be made in: one that
+    cannot be reached, or that already holds a Coffre storage."""
+    check_url(url)
+    with closing(_connect(url)) as db:
+        try:
+            row = db.execute(HOLDS_STORAGE).fetchone()
+        except psycopg.Error as error:
+            _fail("read", error)
+    if row and row[0]:
+        raise StorageError(ALREADY_A_STORAGE)
 
 
 def _fail(what: str, error: psycopg.Error) -> NoReturn:
@@ -578,10 +594,10 @@ class PostgresStorage(_Reader):
         then add any table that a newer Coffre has; under a lock, so that processes
         starting together do not race."""
         with self._transaction_on(SCHEMA_LOCK) as txn:
-            row = txn._one("SELECT to_regclass('versions') IS NOT NULL")
+            row = txn._one(HOLDS_STORAGE)
             exists = bool(row and row[0])
             if create and exists:
-                raise StorageError("the PostgreSQL database already holds a Coffre storage")
+                raise StorageError(ALREADY_A_STORAGE)
             if not create and not exists:
                 raise StorageError("the PostgreSQL database holds no Coffre storage")
             for statement in SCHEMA:
