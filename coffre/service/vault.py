@@ -60,11 +60,11 @@ class Vault:
     def create(self, storage_url: str = "") -> None:
         """Make a new vault, its storage in ``storage_url`` (PostgreSQL) or else in an
         SQLite file in the folder; all or nothing. What can be checked is checked before
-        anything is made: no vault in the folder, the database reachable and free, no
-        keyring at its path (or no keys in the token, and the token usable). A failure
-        after that undoes what this call made (folders, keyring file, objects in the
-        token, files in the folder), never what was there before; the PostgreSQL tables
-        come last, all in one transaction."""
+        anything is made: no vault in the folder, the database reachable, free and open
+        to new tables, no keyring at its path (or no keys in the token, and the token
+        usable). A failure after that undoes what this call made (folders, keyring file,
+        objects in the token, files in the folder), never what was there before; the
+        PostgreSQL tables come last, all in one transaction."""
         if self.storage_path.exists() or self.storage_url is not None:
             raise VaultStateError(f"a vault already exists at {self.folder}")
         if storage_url:

@@ -147,15 +147,32 @@ def check_url(url: str) -> None:
 
 def check_room(url: str) -> None:
     """Refuse, making nothing, a database that a new storage cannot be made in: one that
-    cannot be reached, or that already holds a Coffre storage."""
+    cannot be reached, that already holds a Coffre storage, or whose role may not create
+    tables in the schema the URL's search path names (in a database's public schema, since
+    PostgreSQL 15, only its owner may)."""
     check_url(url)
     with closing(_connect(url)) as db:
         try:
-            row = db.execute(HOLDS_STORAGE).fetchone()
+            row = db.execute(
+                f"SELECT ({HOLDS_STORAGE}), current_user, current_schema(),"
+                " has_schema_privilege(current_schema(), 'CREATE')"
+            ).fetchone()
         except psycopg.Error as error:
             _fail("read", error)
-    if row and row[0]:
+    held, role, schema, may_create = row or (False, None, None, None)
+    if held:
         raise StorageError(ALREADY_A_STORAGE)
+    if schema is None:
+        raise StorageError(
+            "the PostgreSQL storage URL's search path names no schema that exists: create"
+            " the schema, or name one that exists"
+        )
+    if not may_create:
+        raise StorageError(
+            f"the PostgreSQL role {role} may not create tables in the schema {schema}: make"
+            f" it the database's owner (createdb -O {role}) or GRANT CREATE ON SCHEMA {schema}"
+            f" TO {role}"
+        )
 
 
 def _fail(what: str, error: psycopg.Error) -> NoReturn:

@@ -9,9 +9,10 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
+import psycopg
 import pytest
-from pg import tables_in
-from pgserver import Cluster, free_port
+from pg import schema_of, tables_in
+from pgserver import Cluster, free_port, with_schema
 from softhsm import SoftHsm
 
 from coffre import config
@@ -151,6 +152,43 @@ def test_a_database_holding_a_storage_is_refused_before_any_key_is_made(
     _made_nothing(vault, request)
     assert tables_in(url) == tables
     PostgresStorage(url).close()
+    vault.create(postgres.new_storage_url())
+    _works(vault)
+
+
+def test_a_role_that_may_not_create_tables_is_told_what_to_grant_before_any_key_is_made(
+    custody: str, request: pytest.FixtureRequest, tmp_path: Path, url: str, postgres: Cluster
+) -> None:
+    """PostgreSQL 15 and later let only the database's owner create tables in its public
+    schema: an operator who made the database as another role meets this first."""
+    schema = schema_of(url)
+    role = f"reader_{schema}"
+    with psycopg.connect(postgres.url(), autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+    as_role = url.replace("postgresql://postgres@", f"postgresql://{role}@")
+    vault = Vault.at(tmp_path / "v1")
+    with pytest.raises(StorageError) as refused:
+        vault.create(as_role)
+    assert str(refused.value) == (
+        f"the PostgreSQL role {role} may not create tables in the schema {schema}: make it"
+        f" the database's owner (createdb -O {role}) or GRANT CREATE ON SCHEMA {schema}"
+        f" TO {role}"
+    )
+    _made_nothing(vault, request)
+    with psycopg.connect(postgres.url(), autocommit=True) as admin:
+        admin.execute(f"GRANT CREATE ON SCHEMA {schema} TO {role}")
+    vault.create(as_role)
+    _works(vault)
+
+
+def test_a_search_path_naming_no_schema_is_refused_before_any_key_is_made(
+    tmp_path: Path, postgres: Cluster
+) -> None:
+    vault = Vault.at(tmp_path / "v1")
+    with pytest.raises(StorageError, match="search path names no schema that exists"):
+        vault.create(with_schema(postgres.url(), "no_such_schema"))
+    assert not vault.folder.exists()
     vault.create(postgres.new_storage_url())
     _works(vault)
 
