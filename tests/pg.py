@@ -161,7 +161,7 @@ def stored_bytes(vault: Vault) -> bytes:
         return vault.storage_path.read_bytes()
     bin_dir = binaries()
     assert bin_dir is not None
-    schema = _schema(url)
+    schema = schema_of(url)
     dump = subprocess.run(
         [str(bin_dir / "pg_dump"), "--dbname", url, "--schema", schema],
         check=True,
@@ -188,7 +188,7 @@ def copy_storage(source: Vault, folder: Path) -> None:
     if target is None:  # a schema beside the source's, named after it
         target = f"{url}_copy"
         (folder / STORAGE_URL_FILE).write_text(target)
-    from_schema, to_schema = _schema(url), _schema(target)
+    from_schema, to_schema = schema_of(url), schema_of(target)
     with psycopg.connect(url) as db:
         db.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")  # one snapshot
         db.execute(f"CREATE SCHEMA IF NOT EXISTS {to_schema}")
@@ -210,6 +210,16 @@ def copy_storage(source: Vault, folder: Path) -> None:
         )
 
 
-def _schema(url: str) -> str:
+def tables_in(url: str) -> list[str]:
+    """The tables of the schema a test's storage URL names, sorted."""
+    with psycopg.connect(url) as db:
+        rows = db.execute(
+            "SELECT table_name FROM information_schema.tables"
+            " WHERE table_schema = current_schema() ORDER BY table_name"
+        ).fetchall()
+    return [row[0] for row in rows]
+
+
+def schema_of(url: str) -> str:
     """The schema a test's storage URL puts first in the search path."""
     return conninfo_to_dict(url)["options"].removeprefix("-csearch_path=")

@@ -71,6 +71,18 @@ class SoftHsm:
             env={**os.environ, "SOFTHSM2_CONF": str(self.conf)},
         )
 
+    def labels(self, token: str) -> list[str]:
+        """The labels of every object in ``token``, as its user sees them (sorted)."""
+        found = pkcs11.lib(str(self.module)).get_token(token_label=token)
+        try:
+            session = found.open(user_pin=PIN)
+        except pkcs11.exceptions.UserAlreadyLoggedIn:  # a session of the test's is open
+            session = found.open()
+        try:
+            return sorted(str(found[pkcs11.Attribute.LABEL]) for found in session.get_objects())
+        finally:
+            session.close()
+
     def use(self, monkeypatch: pytest.MonkeyPatch, token: str) -> None:
         """Point Coffre's settings at ``token``, with the PIN in a file."""
         for setting, value in (

@@ -5,8 +5,8 @@ are derived) and wraps and unwraps data keys; a keyring file is the embedded def
 PKCS#11 token (an HSM) the production one, chosen by ``COFFRE_CUSTODY``.
 """
 
-from coffre.custody.base import KeyCustodian, LogSigner, WrappedKey
-from coffre.custody.choose import create_custody, open_custody
+from coffre.custody.base import KeyCustodian, LogSigner, NewKeys, WrappedKey
+from coffre.custody.choose import create_custody, new_keys, open_custody
 from coffre.custody.keyring import KeyringCustodian
 from coffre.custody.memory import MemoryCustodian
 from coffre.custody.pkcs11 import Pkcs11Custodian
@@ -16,8 +16,10 @@ __all__ = [
     "KeyringCustodian",
     "LogSigner",
     "MemoryCustodian",
+    "NewKeys",
     "Pkcs11Custodian",
     "WrappedKey",
     "create_custody",
+    "new_keys",
     "open_custody",
 ]

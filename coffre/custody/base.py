@@ -60,3 +60,16 @@ class KeyCustodian(Protocol):
     def retire_kek(self, kek_id: str) -> None:
         """Destroy a key-encryption key that is not the active one, for good."""
         ...
+
+
+class NewKeys(Protocol):
+    """A new vault's keys, in two steps so that an init checks everything before it makes
+    anything: getting one checks the custody (refuses where keys are already), ``make``
+    makes the keys, ``destroy`` undoes what ``make`` made (the init failed later on),
+    ``close`` lets the custody go."""
+
+    def make(self) -> None: ...
+
+    def destroy(self) -> None: ...
+
+    def close(self) -> None: ...

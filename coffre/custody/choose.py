@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+from contextlib import closing
 from pathlib import Path
 
 from coffre import config
-from coffre.custody.base import KeyCustodian
-from coffre.custody.keyring import KeyringCustodian
-from coffre.custody.pkcs11 import Pkcs11Custodian, pin_from_settings
+from coffre.custody.base import KeyCustodian, NewKeys
+from coffre.custody.keyring import KeyringCustodian, NewKeyring
+from coffre.custody.pkcs11 import NewTokenKeys, Pkcs11Custodian, pin_from_settings
 from coffre.exceptions import CustodyError
 
 KEYRING = "keyring"
@@ -21,14 +22,20 @@ def _custody() -> str:
     return chosen
 
 
-def create_custody(keyring: Path) -> None:
-    """Make a new vault's keys: a keyring file at ``keyring``, or objects in the token."""
+def new_keys(keyring: Path) -> NewKeys:
+    """A new vault's keys, not made yet: a keyring file at ``keyring``, or objects in the
+    token; refused at once where there are keys already, or the token cannot be used."""
     if _custody() == PKCS11:
-        Pkcs11Custodian.create(
+        return NewTokenKeys(
             config.PKCS11_MODULE.value(), config.PKCS11_TOKEN.value(), pin_from_settings()
         )
-    else:
-        KeyringCustodian.create(keyring)
+    return NewKeyring(keyring)
+
+
+def create_custody(keyring: Path) -> None:
+    """Make a new vault's keys: a keyring file at ``keyring``, or objects in the token."""
+    with closing(new_keys(keyring)) as keys:
+        keys.make()
 
 
 def open_custody(keyring: Path) -> KeyCustodian:

@@ -128,8 +128,34 @@ class KeyringCustodian(MemoryCustodian):
         try:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
-            raise VaultStateError(f"a keyring already exists at {path}") from None
+            raise _exists(path) from None
         _write(fd, content)
+
+
+class NewKeyring:
+    """A new vault's keyring file (``NewKeys``): refused at once where a file already is."""
+
+    def __init__(self, path: Path) -> None:
+        if path.exists():
+            raise _exists(path)
+        self._path = path
+        self._made = False
+
+    def make(self) -> None:
+        KeyringCustodian.create(self._path)
+        self._made = True
+
+    def destroy(self) -> None:
+        if self._made:
+            self._path.unlink(missing_ok=True)
+            self._made = False
+
+    def close(self) -> None:
+        """Nothing held open."""
+
+
+def _exists(path: Path) -> VaultStateError:
+    return VaultStateError(f"a keyring already exists at {path}")
 
 
 def _write(descriptor: int, content: dict[str, Any]) -> None:

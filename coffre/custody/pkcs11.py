@@ -31,7 +31,7 @@ import re
 import stat
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -307,19 +307,34 @@ class Pkcs11Custodian:
             check_retirable(kek_id, list(self._keks), self._active)
             self._keks.pop(kek_id).destroy()
 
-    @staticmethod
-    def create(module: str, token: str, pin: str) -> None:
-        """Make a vault's keys in the token; refuses a token that already holds some."""
-        session = _open_session(module, token, pin)
-        made: list[Any] = []
+
+class NewTokenKeys:
+    """A new vault's keys in the token (``NewKeys``): the library, the token, the PIN and
+    the mechanisms checked at once, and a token that already holds Coffre keys refused."""
+
+    def __init__(self, module: str, token: str, pin: str) -> None:
+        self._token = token
+        self._guard = _Guard(token)
+        self._session = _open_session(module, token, pin)
+        self._made: list[Any] = []
         try:
-            if any(session.get_objects({Attribute.LABEL: ROOT_LABEL})):
-                raise VaultStateError(
-                    f"the PKCS#11 token '{token}' already holds a Coffre vault's keys:"
-                    " use another token"
-                )
-            made.append(_generate_kek(session, FIRST_KEK))
-            made.append(
+            with self._guard("look for a vault's keys"):
+                held = list(self._session.get_objects({Attribute.LABEL: ROOT_LABEL}))
+        except BaseException:
+            self._session.close()
+            raise
+        if held:
+            self._session.close()
+            raise VaultStateError(
+                f"the PKCS#11 token '{token}' already holds a Coffre vault's keys:"
+                " use another token"
+            )
+
+    def make(self) -> None:
+        session = self._session
+        try:
+            self._made.append(_generate_kek(session, FIRST_KEK))
+            self._made.append(
                 session.generate_key(
                     KeyType.GENERIC_SECRET,
                     256,
@@ -329,7 +344,7 @@ class Pkcs11Custodian:
                     template=PRIVATE_KEY,
                 )
             )
-            made.extend(
+            self._made.extend(
                 session.generate_keypair(
                     KeyType.EC_EDWARDS,
                     label=LOG_LABEL,
@@ -338,7 +353,7 @@ class Pkcs11Custodian:
                     private_template=PRIVATE_KEY,
                 )
             )
-            made.append(
+            self._made.append(
                 session.create_object(
                     {
                         Attribute.CLASS: ObjectClass.DATA,
@@ -349,11 +364,19 @@ class Pkcs11Custodian:
                 )
             )
         except p11.PKCS11Error as error:
-            for obj in made:
-                obj.destroy()
-            raise _failure(token, "create the vault's keys", error) from None
-        finally:
-            session.close()
+            with suppress(CustodyError):  # the error to report is the one that stopped it
+                self.destroy()
+            raise _failure(self._token, "create the vault's keys", error) from None
+
+    def destroy(self) -> None:
+        """Destroy the objects ``make`` made, and only those."""
+        with self._guard("destroy the keys it made"):
+            while self._made:
+                self._made[-1].destroy()
+                self._made.pop()
+
+    def close(self) -> None:
+        self._session.close()
 
 
 def _generate_kek(session: Any, kek: str) -> Any:

@@ -7,16 +7,19 @@ The storage is an SQLite file in the vault folder, or a PostgreSQL database whos
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterator
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
+from itertools import takewhile
 from pathlib import Path
 
 from coffre import config
-from coffre.custody import create_custody, open_custody
-from coffre.exceptions import VaultStateError
+from coffre.custody import new_keys, open_custody
+from coffre.exceptions import CoffreError, VaultStateError
 from coffre.seal import AeadEnvelope, Envelope, PlainEnvelope
 from coffre.service.records import RecordStore
 from coffre.storage import SqliteStorage, Storage
-from coffre.storage.postgres import PostgresStorage, check_url
+from coffre.storage.postgres import PostgresStorage, check_room
 
 STORAGE_FILE = "storage.sqlite"
 STORAGE_URL_FILE = "storage.url"
@@ -56,19 +59,29 @@ class Vault:
 
     def create(self, storage_url: str = "") -> None:
         """Make a new vault, its storage in ``storage_url`` (PostgreSQL) or else in an
-        SQLite file in the folder; refuses to touch an existing one."""
+        SQLite file in the folder; all or nothing. What can be checked is checked before
+        anything is made: no vault in the folder, the database reachable, free and open
+        to new tables, no keyring at its path (or no keys in the token, and the token
+        usable). A failure after that undoes what this call made (folders, keyring file,
+        objects in the token, files in the folder), never what was there before; the
+        PostgreSQL tables come last, all in one transaction."""
         if self.storage_path.exists() or self.storage_url is not None:
             raise VaultStateError(f"a vault already exists at {self.folder}")
         if storage_url:
-            check_url(storage_url)
-            PostgresStorage(storage_url, create=True).close()
-        self.folder.mkdir(parents=True, exist_ok=True)
-        self.keyring.parent.mkdir(parents=True, exist_ok=True)
-        create_custody(self.keyring)
-        if storage_url:
-            self._record_url(storage_url)
-        else:
-            SqliteStorage(self.storage_path, create=True).close()
+            check_room(storage_url)
+        with closing(new_keys(self.keyring)) as keys, _undone_on_failure() as undo:
+            for wanted in (self.folder, self.keyring.parent):
+                undo.extend(made.rmdir for made in _missing_folders(wanted))
+                wanted.mkdir(parents=True, exist_ok=True)
+            undo.append(keys.destroy)
+            keys.make()
+            if storage_url:
+                undo.append((self.folder / STORAGE_URL_FILE).unlink)
+                self._record_url(storage_url)
+                PostgresStorage(storage_url, create=True).close()
+            else:
+                undo.extend(path.unlink for path in _sqlite_files(self.storage_path))
+                SqliteStorage(self.storage_path, create=True).close()
 
     def _record_url(self, storage_url: str) -> None:
         # 0600 like the keyring: the URL names the server, the database and the user.
@@ -107,6 +120,33 @@ class Vault:
         except BaseException:
             storage.close()
             raise
+
+
+@contextmanager
+def _undone_on_failure() -> Iterator[list[Callable[[], object]]]:
+    """Steps that undo what the block made, run last first if it fails. One that fails
+    in turn is passed over (a file the block never got to make, a folder that is not
+    empty): the error reported is the one that stopped the block."""
+    undo: list[Callable[[], object]] = []
+    try:
+        yield undo
+    except BaseException:
+        for step in reversed(undo):
+            with suppress(CoffreError, OSError):
+                step()
+        raise
+
+
+def _missing_folders(folder: Path) -> list[Path]:
+    """The folders that making ``folder`` makes, outermost first."""
+    missing = list(takewhile(lambda path: not path.exists(), (folder, *folder.parents)))
+    return missing[::-1]
+
+
+def _sqlite_files(path: Path) -> list[Path]:
+    """The files an SQLite storage at ``path`` is made of that are not there yet."""
+    files = (path.with_name(path.name + suffix) for suffix in ("", "-wal", "-shm", ".lock"))
+    return [file for file in files if not file.exists()]
 
 
 def _key_cache_size() -> int:

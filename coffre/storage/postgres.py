@@ -21,7 +21,7 @@ import os
 import select
 import threading
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass, replace
 from typing import Any, NoReturn
 
@@ -107,6 +107,9 @@ SCHEMA = (
     )""",
 )
 
+HOLDS_STORAGE = "SELECT to_regclass('versions') IS NOT NULL"
+ALREADY_A_STORAGE = "the PostgreSQL database already holds a Coffre storage"
+
 _COLUMNS = "loc, version, kind, comp, ts, deleted, body, seq"
 
 
@@ -139,6 +142,36 @@ def check_url(url: str) -> None:
         raise StorageError(
             f"{config.STORAGE_REQUIRE_TLS.env}=1: the storage URL must ask for"
             " sslmode=verify-full (with sslrootcert=the authority of the server's certificate)"
+        )
+
+
+def check_room(url: str) -> None:
+    """Refuse, making nothing, a database that a new storage cannot be made in: one that
+    cannot be reached, that already holds a Coffre storage, or whose role may not create
+    tables in the schema the URL's search path names (in a database's public schema, since
+    PostgreSQL 15, only its owner may)."""
+    check_url(url)
+    with closing(_connect(url)) as db:
+        try:
+            row = db.execute(
+                f"SELECT ({HOLDS_STORAGE}), current_user, current_schema(),"
+                " has_schema_privilege(current_schema(), 'CREATE')"
+            ).fetchone()
+        except psycopg.Error as error:
+            _fail("read", error)
+    held, role, schema, may_create = row or (False, None, None, None)
+    if held:
+        raise StorageError(ALREADY_A_STORAGE)
+    if schema is None:
+        raise StorageError(
+            "the PostgreSQL storage URL's search path names no schema that exists: create"
+            " the schema, or name one that exists"
+        )
+    if not may_create:
+        raise StorageError(
+            f"the PostgreSQL role {role} may not create tables in the schema {schema}: make"
+            f" it the database's owner (createdb -O {role}) or GRANT CREATE ON SCHEMA {schema}"
+            f" TO {role}"
         )
 
 
@@ -578,10 +611,10 @@ class PostgresStorage(_Reader):
         then add any table that a newer Coffre has; under a lock, so that processes
         starting together do not race."""
         with self._transaction_on(SCHEMA_LOCK) as txn:
-            row = txn._one("SELECT to_regclass('versions') IS NOT NULL")
+            row = txn._one(HOLDS_STORAGE)
             exists = bool(row and row[0])
             if create and exists:
-                raise StorageError("the PostgreSQL database already holds a Coffre storage")
+                raise StorageError(ALREADY_A_STORAGE)
             if not create and not exists:
                 raise StorageError("the PostgreSQL database holds no Coffre storage")
             for statement in SCHEMA:

@@ -6,9 +6,15 @@ import json
 import re
 from pathlib import Path
 
+import pytest
+from pg import tables_in
+from pgserver import Cluster
+from softhsm import SoftHsm
 from typer.testing import CliRunner
 
 from coffre.cli.main import app
+from coffre.custody import create_custody
+from coffre.custody.keyring import KeyringCustodian
 from coffre.service import Vault
 
 runner = CliRunner()
@@ -37,6 +43,60 @@ def test_the_keyring_can_live_apart_from_the_storage(tmp_path: Path) -> None:
     assert not (tmp_path / "v" / "keyring.json").exists()
     records = Vault.at(tmp_path / "v", tmp_path / "sovereign" / "k.json").open()
     assert records.storage.last_seq() == 0
+
+
+def _one_line(output: str) -> str:
+    assert len(output.strip().splitlines()) == 1, output
+    return output
+
+
+def test_a_refused_init_leaves_no_folder_and_the_retry_succeeds(tmp_path: Path) -> None:
+    keyring = tmp_path / "k.json"
+    KeyringCustodian.create(keyring)  # another vault's
+    before = keyring.read_bytes()
+    output = _refused("init", str(tmp_path / "v1"), "--keyring", str(keyring))
+    assert "a keyring already exists" in _one_line(output)
+    assert not (tmp_path / "v1").exists() and keyring.read_bytes() == before
+    keyring.unlink()
+    assert _run("init", str(tmp_path / "v1"), "--keyring", str(keyring))[0] == 0
+
+
+def test_a_keyring_whose_folder_cannot_be_made_leaves_no_vault_folder(tmp_path: Path) -> None:
+    (tmp_path / "sovereign").write_text("a file where the keyring's folder should be")
+    args = ("init", str(tmp_path / "a" / "v1"), "--keyring", str(tmp_path / "sovereign" / "k"))
+    assert "sovereign" in _one_line(_refused(*args))
+    assert sorted(path.name for path in tmp_path.iterdir()) == ["sovereign"]
+    (tmp_path / "sovereign").unlink()
+    assert _run(*args)[0] == 0
+
+
+def test_an_init_refused_in_a_folder_that_existed_leaves_it_as_it_was(tmp_path: Path) -> None:
+    folder = tmp_path / "v1"
+    folder.mkdir()
+    (folder / "notes.txt").write_text("the operator's")
+    KeyringCustodian.create(tmp_path / "k.json")
+    _refused("init", str(folder), "--keyring", str(tmp_path / "k.json"))
+    assert [path.name for path in folder.iterdir()] == ["notes.txt"]
+
+
+def test_init_on_postgresql_refused_by_the_token_leaves_the_database_empty(
+    pkcs11_token: str,
+    softhsm: SoftHsm,
+    postgres: Cluster,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The production pairing: a token that already holds a vault's keys is refused before
+    the tables are made, and the same init on a fresh token then succeeds."""
+    create_custody(Path("unused"))  # another vault's keys
+    url = postgres.new_storage_url()
+    args = ("init", str(tmp_path / "v1"), "--storage", url)
+    assert "already holds a Coffre vault's keys" in _one_line(_refused(*args))
+    assert not (tmp_path / "v1").exists() and tables_in(url) == []
+    [fresh] = softhsm.new_tokens()
+    softhsm.use(monkeypatch, fresh)
+    code, output = _run(*args)
+    assert code == 0, output
 
 
 def test_synth_then_import_twice_changes_nothing_the_second_time(tmp_path: Path) -> None:

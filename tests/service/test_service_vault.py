@@ -1,0 +1,225 @@
+"""Making a vault is all or nothing: an init that is refused, or fails on the way, leaves
+nothing behind (no folder, no keyring, no object in the token, no table in the database),
+touches nothing that was there before, and the retry with the cause removed succeeds.
+
+On a real PostgreSQL server and real SoftHSM2 tokens, each with the keyring file too."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import psycopg
+import pytest
+from pg import schema_of, tables_in
+from pgserver import Cluster, free_port, with_schema
+from softhsm import SoftHsm
+
+from coffre import config
+from coffre.custody import Pkcs11Custodian, create_custody
+from coffre.custody.keyring import KeyringCustodian
+from coffre.exceptions import CustodyError, StorageError, VaultStateError
+from coffre.service import Vault
+from coffre.storage.postgres import PostgresStorage
+
+
+@pytest.fixture
+def url(postgres: Cluster) -> str:
+    """A new empty PostgreSQL database (a schema of the test server) for the vault."""
+    return postgres.new_storage_url()
+
+
+@pytest.fixture(params=["keyring", "pkcs11"])
+def custody(request: pytest.FixtureRequest) -> str:
+    """The keys in a keyring file, or in a fresh token that the settings choose."""
+    if request.param == "pkcs11":
+        request.getfixturevalue("pkcs11_token")
+    name: str = request.param
+    return name
+
+
+def _made_nothing(vault: Vault, request: pytest.FixtureRequest) -> None:
+    """Neither the vault's folder nor its keys: no keyring file, no object in the token."""
+    assert not vault.folder.exists()
+    assert not vault.keyring.exists()
+    if config.CUSTODY.value() == "pkcs11":
+        softhsm: SoftHsm = request.getfixturevalue("softhsm")
+        assert softhsm.labels(config.PKCS11_TOKEN.value()) == []
+
+
+def _works(vault: Vault) -> None:
+    """The vault opens: its storage and its keys are there and belong together."""
+    vault.open().storage.close()
+
+
+def test_an_existing_keyring_is_refused_before_the_database_is_touched(
+    tmp_path: Path, url: str
+) -> None:
+    keyring = tmp_path / "keyring.json"
+    KeyringCustodian.create(keyring)  # another vault's
+    before = keyring.read_bytes()
+    vault = Vault.at(tmp_path / "v1", keyring)
+    with pytest.raises(VaultStateError, match="a keyring already exists"):
+        vault.create(url)
+    assert tables_in(url) == [] and not vault.folder.exists()
+    assert keyring.read_bytes() == before
+    keyring.unlink()
+    vault.create(url)
+    _works(vault)
+
+
+def test_a_token_holding_a_vaults_keys_is_refused_before_the_database_is_touched(
+    pkcs11_token: str,
+    softhsm: SoftHsm,
+    tmp_path: Path,
+    url: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    create_custody(Path("unused"))  # another vault's keys
+    labels = softhsm.labels(pkcs11_token)
+    root = Pkcs11Custodian.from_settings().root_secret()
+    vault = Vault.at(tmp_path / "v1")
+    with pytest.raises(VaultStateError, match="already holds a Coffre vault's keys"):
+        vault.create(url)
+    assert tables_in(url) == [] and not vault.folder.exists()
+    assert softhsm.labels(pkcs11_token) == labels
+    assert Pkcs11Custodian.from_settings().root_secret() == root
+    [fresh] = softhsm.new_tokens()
+    softhsm.use(monkeypatch, fresh)
+    vault.create(url)
+    _works(vault)
+
+
+@pytest.mark.parametrize(
+    ("setting", "advice"),
+    [
+        (config.PKCS11_PIN_FILE, "is wrong"),
+        (config.PKCS11_MODULE, "no PKCS#11 module"),
+        (config.PKCS11_TOKEN, "no PKCS#11 token labelled"),
+    ],
+    ids=["wrong-pin", "no-module", "no-token"],
+)
+def test_a_token_that_cannot_be_used_is_refused_before_the_database_is_touched(
+    pkcs11_token: str,
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    url: str,
+    monkeypatch: pytest.MonkeyPatch,
+    setting: config.Setting,
+    advice: str,
+) -> None:
+    right = setting.value()
+    wrong_pin = tmp_path / "wrong-pin"
+    wrong_pin.write_text("0000-not-it\n")
+    wrong_pin.chmod(0o600)
+    wrong = {
+        config.PKCS11_PIN_FILE: str(wrong_pin),
+        config.PKCS11_MODULE: str(tmp_path / "no-such-module.so"),
+        config.PKCS11_TOKEN: "no-such-token",
+    }
+    monkeypatch.setenv(setting.env, wrong[setting])
+    vault = Vault.at(tmp_path / "v1")
+    with pytest.raises(CustodyError, match=advice):
+        vault.create(url)
+    assert tables_in(url) == []
+    monkeypatch.setenv(setting.env, right)
+    _made_nothing(vault, request)
+    vault.create(url)
+    _works(vault)
+
+
+def test_a_database_that_cannot_be_reached_is_refused_before_any_key_is_made(
+    custody: str, request: pytest.FixtureRequest, tmp_path: Path, url: str, postgres: Cluster
+) -> None:
+    vault = Vault.at(tmp_path / "v1", tmp_path / "sovereign" / "keyring.json")
+    elsewhere = url.replace(f":{postgres.port}/", f":{free_port()}/")
+    with pytest.raises(StorageError, match="cannot connect"):
+        vault.create(elsewhere)
+    _made_nothing(vault, request)
+    assert not (tmp_path / "sovereign").exists()
+    vault.create(url)
+    _works(vault)
+
+
+def test_a_database_holding_a_storage_is_refused_before_any_key_is_made(
+    custody: str, request: pytest.FixtureRequest, tmp_path: Path, url: str, postgres: Cluster
+) -> None:
+    PostgresStorage(url, create=True).close()  # another vault's storage
+    tables = tables_in(url)
+    vault = Vault.at(tmp_path / "v1")
+    with pytest.raises(StorageError, match="already holds a Coffre storage"):
+        vault.create(url)
+    _made_nothing(vault, request)
+    assert tables_in(url) == tables
+    PostgresStorage(url).close()
+    vault.create(postgres.new_storage_url())
+    _works(vault)
+
+
+def test_a_role_that_may_not_create_tables_is_told_what_to_grant_before_any_key_is_made(
+    custody: str, request: pytest.FixtureRequest, tmp_path: Path, url: str, postgres: Cluster
+) -> None:
+    """PostgreSQL 15 and later let only the database's owner create tables in its public
+    schema: an operator who made the database as another role meets this first."""
+    schema = schema_of(url)
+    role = f"reader_{schema}"
+    with psycopg.connect(postgres.url(), autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+    as_role = url.replace("postgresql://postgres@", f"postgresql://{role}@")
+    vault = Vault.at(tmp_path / "v1")
+    with pytest.raises(StorageError) as refused:
+        vault.create(as_role)
+    assert str(refused.value) == (
+        f"the PostgreSQL role {role} may not create tables in the schema {schema}: make it"
+        f" the database's owner (createdb -O {role}) or GRANT CREATE ON SCHEMA {schema}"
+        f" TO {role}"
+    )
+    _made_nothing(vault, request)
+    with psycopg.connect(postgres.url(), autocommit=True) as admin:
+        admin.execute(f"GRANT CREATE ON SCHEMA {schema} TO {role}")
+    vault.create(as_role)
+    _works(vault)
+
+
+def test_a_search_path_naming_no_schema_is_refused_before_any_key_is_made(
+    tmp_path: Path, postgres: Cluster
+) -> None:
+    vault = Vault.at(tmp_path / "v1")
+    with pytest.raises(StorageError, match="search path names no schema that exists"):
+        vault.create(with_schema(postgres.url(), "no_such_schema"))
+    assert not vault.folder.exists()
+    vault.create(postgres.new_storage_url())
+    _works(vault)
+
+
+def test_the_keys_made_for_a_storage_that_cannot_be_made_are_undone(
+    custody: str, request: pytest.FixtureRequest, tmp_path: Path
+) -> None:
+    """/proc/self is a folder in which nobody, not even root, may make a file: the SQLite
+    storage fails once the keys are made."""
+    keyring = tmp_path / "keyring.json"
+    with pytest.raises(StorageError, match="cannot open the SQLite storage"):
+        Vault.at("/proc/self", keyring).create()
+    _made_nothing(Vault.at(tmp_path / "v1", keyring), request)
+    vault = Vault.at(tmp_path / "v1", keyring)
+    vault.create()
+    _works(vault)
+
+
+def test_a_folder_that_existed_keeps_what_it_held_and_loses_what_the_init_made(
+    tmp_path: Path,
+) -> None:
+    """A folder left where SQLite puts its write-ahead log: SQLite makes the storage's
+    file, then fails on it."""
+    folder = tmp_path / "v1"
+    (folder / "storage.sqlite-wal").mkdir(parents=True)
+    (folder / "notes.txt").write_text("the operator's")
+    vault = Vault.at(folder)
+    with pytest.raises(StorageError, match="cannot open the SQLite storage"):
+        vault.create()
+    assert sorted(path.name for path in folder.iterdir()) == ["notes.txt", "storage.sqlite-wal"]
+    assert (folder / "notes.txt").read_text() == "the operator's"
+    shutil.rmtree(folder / "storage.sqlite-wal")
+    vault.create()
+    _works(vault)
