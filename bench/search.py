@@ -167,6 +167,8 @@ async def client(
 ) -> None:
     while time.monotonic() < window[1]:
         for kind, path in iteration(rng, words, args.ours):
+            if args.only and kind not in args.only:
+                continue
             started = time.monotonic()
             try:
                 async with session.get(f"{base}/{path}") as response:
@@ -261,6 +263,13 @@ def main() -> None:
     parser.add_argument("--timeout", type=float, default=120.0)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--ours", action="store_true", help="add Coffre's own mix")
+    parser.add_argument(
+        "--only",
+        action="append",
+        metavar="KIND",
+        help="send only this kind of query (as the table names it, e.g. Patient?name);"
+        " repeatable: what each costs the server",
+    )
     parser.add_argument("--vault", type=Path, help="serve a copy of this loaded vault")
     parser.add_argument("--bundles", type=Path, help="with --vault: the bundles it holds")
     args = parser.parse_args()

@@ -10,10 +10,11 @@ is never asked to intersect, so no look-up reads through a token that many recor
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from coffre.storage.base import StorageReader
+from coffre.storage.base import TOKEN_BYTES, StorageReader
 
 # A stream reads this many locations first (unless told how many the reader needs), twice
 # as many each page after, up to PAGE_MAX.
@@ -22,6 +23,8 @@ PAGE_MAX = 4096
 # A look-up of at most this many tokens narrows another's page in the storage; one of more
 # (an open date range) is checked on the tokens of the records read.
 PROBE_TOKENS_MAX = 8
+_TOKENS = struct.Struct(f"{TOKEN_BYTES}s")
+"""A record's joined tokens, one by one."""
 # How much of a location the density estimate reads (locations are keyed hashes: uniform).
 _ESTIMATE_BYTES = 8
 
@@ -33,13 +36,25 @@ class Lookup:
 
     conjunctions: tuple[frozenset[bytes], ...] = ()
     locs: frozenset[bytes] | None = None
+    _singles: frozenset[bytes] = field(init=False, repr=False, compare=False)
+    _several: tuple[frozenset[bytes], ...] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        singles = frozenset(token for c in self.conjunctions if len(c) == 1 for token in c)
+        object.__setattr__(self, "_singles", singles)
+        object.__setattr__(self, "_several", tuple(c for c in self.conjunctions if len(c) > 1))
 
     def admits(self, loc: bytes, joined: bytes) -> bool:
         """Whether a record at ``loc`` whose tokens, joined, are ``joined`` may be among
         what this finds (a token found across two others' boundary lets a record through
-        that the exact test then turns away)."""
+        that the exact test then turns away). A look-up of many tokens (an open date range:
+        a hundred) checks them against the record's tokens as a set: searching the joined
+        bytes once per token cost some 90 µs a record."""
         if self.locs is not None:
             return loc in self.locs
+        if len(self.conjunctions) > PROBE_TOKENS_MAX and not len(joined) % TOKEN_BYTES:
+            held = {token for (token,) in _TOKENS.iter_unpack(joined)}
+            return not self._singles.isdisjoint(held) or any(c <= held for c in self._several)
         return any(all(token in joined for token in c) for c in self.conjunctions)
 
     @property

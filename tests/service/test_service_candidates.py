@@ -75,6 +75,8 @@ def _found(storage: Storage, lookups: list[Lookup], first_page: int | None) -> l
 
 conjunctions = st.lists(
     st.frozensets(st.sampled_from(TOKENS), min_size=1, max_size=3), min_size=1, max_size=3
+) | st.lists(  # many, as an open date range has: checked on a record's tokens as a set
+    st.frozensets(st.sampled_from(TOKENS), min_size=1, max_size=2), min_size=9, max_size=14
 )
 lookup = st.one_of(
     conjunctions.map(lambda found: Lookup(tuple(found))),
