@@ -157,3 +157,25 @@ def test_a_lookup_of_many_tokens_is_not_read_beside_one_that_found_all_in_a_page
         carried, [wide, common]
     )
     assert reader.finds[:2] == [1, 10]
+
+
+def test_a_lookup_of_many_tokens_is_not_read_beside_one_cheaper_to_drive(
+    storage: Storage, carried: dict[bytes, frozenset[bytes]]
+) -> None:
+    """Observations of one patient in an open date range: the patient's look-up has not
+    found all in its first page, but it expects fewer records than the range has tokens
+    to look up: driving by it costs less than reading the range's tokens would, so they
+    are never looked up (and the range is checked on the candidates' tokens)."""
+    wide = Lookup(tuple(frozenset({t}) for t in TOKENS))
+    narrow = next(
+        lookup
+        for token in reversed(TOKENS)
+        if 2 < len(_expected(carried, [lookup := Lookup((frozenset({token}),))])) <= 6
+    )
+    probe = Stream(storage, narrow, 2)
+    probe.read()
+    assert not probe.done and probe.estimate() <= len(TOKENS)
+    reader = _Counting(storage)
+    found = [loc for b in batches(reader, [wide, narrow], 2) for loc in b.locs]  # type: ignore[arg-type]
+    assert found == _expected(carried, [wide, narrow])
+    assert set(reader.finds) == {1}
