@@ -8,14 +8,19 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
-from coffre.api.media_types import MediaRange, MediaType, parse_accept, preference
+from coffre.api.media_types import (
+    MediaRange,
+    MediaType,
+    parse_accept,
+    parse_media_type,
+    preference,
+)
 from coffre.exceptions import FhirError
 from coffre.fhir import json
 from coffre.service.bundles import parse_if_match
 
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 FORM = "application/x-www-form-urlencoded"
-_JSON_FORMATS = {"json", "application/json", "application/fhir+json", "application/json+fhir"}
 SERVED = "FHIR R4 (fhirVersion=4.0) as application/fhir+json"
 _JSON_MEDIA = [MediaType("application", media.partition("/")[2]) for media in JSON_TYPES]
 _FHIR_JSON = _JSON_MEDIA[0]
@@ -24,20 +29,31 @@ _R4 = re.compile(r"4\.0(?:\.[0-9]+)?")
 
 def check_format(request: Request) -> None:
     """Coffre speaks FHIR R4 JSON only: a request for XML, Turtle or another FHIR version
-    gets a 406. Media types are case-insensitive, and a ``+`` left unencoded in a URL
-    reaches us as a space."""
+    gets a 406. ``_format``, where given, overrides ``Accept`` (http.html#mime-type)."""
     requested = request.query_params.get("_format")
-    if requested is not None and requested.lower().replace(" ", "+") not in _JSON_FORMATS:
-        raise FhirError(
-            406,
-            "not-supported",
-            f"_format={requested} is not supported: Coffre serves FHIR JSON only (_format=json)",
-        )
+    if requested is not None:
+        if not _json_format(requested):
+            raise FhirError(
+                406,
+                "not-supported",
+                f"_format={requested} is not supported: Coffre serves {SERVED} (_format=json)",
+            )
+        return
     accept = request.headers.get("accept", "")
     if accept.strip() and not accepts_json(parse_accept(accept)):
         raise FhirError(
             406, "not-supported", f"Accept: {accept} cannot be met: Coffre serves {SERVED}"
         )
+
+
+def _json_format(value: str) -> bool:
+    """Whether ``_format`` asks for FHIR R4 JSON: ``json``, or a JSON media type whose
+    parameters Coffre takes. A ``+`` left unencoded in a URL reaches us as a space."""
+    if value.strip().lower() == "json":
+        return True
+    name, mark, parameters = value.partition(";")
+    media = parse_media_type(name.strip().replace(" ", "+") + mark + parameters)
+    return media is not None and _json_media(media) and takes_parameters(media)
 
 
 def accepts_json(ranges: list[MediaRange]) -> bool:
@@ -51,6 +67,10 @@ def accepts_json(ranges: list[MediaRange]) -> bool:
         return fhir_json.quality > 0
     said = (preference(ranges, media, takes_parameters) for media in _JSON_MEDIA)
     return any(p is not None and p.quality > 0 for p in said)
+
+
+def _json_media(media: MediaType) -> bool:
+    return any((media.type, media.subtype) == (j.type, j.subtype) for j in _JSON_MEDIA)
 
 
 def takes_parameters(media: MediaType) -> bool:

@@ -74,6 +74,44 @@ def test_an_accept_that_takes_r4_json_is_served(client: TestClient, accept: str)
     assert response.headers["content-type"].startswith("application/fhir+json")
 
 
+# -- _format --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "_format=json",
+        "_format=application/fhir%2Bjson",
+        "_format=application/fhir+json;%20fhirVersion=4.0",
+        "_format=application/json;fhirVersion=4.0.1",
+    ],
+)
+def test_format_overrides_an_accept_coffre_cannot_meet(client: TestClient, query: str) -> None:
+    pid = create_patient(client)
+
+    for accept in ("application/fhir+xml", "application/fhir+json; fhirVersion=3.0"):
+        response = client.get(f"/fhir/Patient/{pid}?{query}", headers={"Accept": accept})
+        assert response.status_code == 200, (accept, response.text)
+
+
+@pytest.mark.parametrize(
+    "format_",
+    ["application/fhir+json;fhirVersion=3.0", "json;fhirVersion=4.0", "xml", "application/*"],
+)
+def test_a_format_of_another_fhir_version_or_format_is_406(
+    client: TestClient, format_: str
+) -> None:
+    pid = create_patient(client)
+
+    response = client.get(
+        f"/fhir/Patient/{pid}",
+        params={"_format": format_},
+        headers={"Accept": "application/fhir+json"},
+    )
+
+    assert_outcome(response, 406, f"_format={format_}", "FHIR R4", "_format=json")
+
+
 # -- the parser, and the decision, as properties ----------------------------------------------
 
 _TOKEN = st.text("abcxyz019+-.", min_size=1, max_size=8)
