@@ -21,7 +21,7 @@ from coffre.service.bundles import parse_if_match
 
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 FORM = "application/x-www-form-urlencoded"
-SERVED = "FHIR R4 (fhirVersion=4.0) as application/fhir+json"
+SERVED = "FHIR R4 (fhirVersion=4.0) as application/fhir+json in UTF-8"
 _JSON_MEDIA = [MediaType("application", media.partition("/")[2]) for media in JSON_TYPES]
 _FHIR_JSON = _JSON_MEDIA[0]
 _R4 = re.compile(r"4\.0(?:\.[0-9]+)?")
@@ -91,6 +91,12 @@ async def read_json(request: Request, max_bytes: int) -> Any:
             415,
             "not-supported",
             f"the body's Content-Type is {content_type or 'missing'}; send application/fhir+json",
+        )
+    declared = request.headers["content-type"]
+    media = parse_media_type(declared)
+    if media is not None and not takes_parameters(media):
+        raise FhirError(
+            415, "not-supported", f"the body's Content-Type is {declared}; send {SERVED}"
         )
     body = await _read_body(request, max_bytes)
     if not body:

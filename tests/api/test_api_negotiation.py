@@ -112,6 +112,44 @@ def test_a_format_of_another_fhir_version_or_format_is_406(
     assert_outcome(response, 406, f"_format={format_}", "FHIR R4", "_format=json")
 
 
+# -- Content-Type -----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    [
+        "application/fhir+json; fhirVersion=3.0",
+        'application/json;FHIRVERSION="5.0"',
+        "application/fhir+json; charset=iso-8859-1",
+    ],
+)
+def test_a_body_of_another_fhir_version_or_charset_is_415(
+    client: TestClient, content_type: str
+) -> None:
+    pid = create_patient(client)
+    patient = {"resourceType": "Patient", "id": pid, "gender": "other"}
+
+    for response in (
+        client.post("/fhir/Patient", json=patient, headers={"Content-Type": content_type}),
+        client.put(f"/fhir/Patient/{pid}", json=patient, headers={"Content-Type": content_type}),
+    ):
+        assert_outcome(response, 415, content_type, "FHIR R4", "fhirVersion=4.0")
+    assert client.get(f"/fhir/Patient/{pid}").json()["meta"]["versionId"] == "1"
+
+
+def test_a_body_that_says_it_is_r4_in_utf_8_is_taken(client: TestClient) -> None:
+    for content_type in (
+        "application/fhir+json; fhirVersion=4.0",
+        "application/fhir+json;fhirVersion=4.0.1; charset=UTF-8",
+    ):
+        response = client.post(
+            "/fhir/Patient",
+            json={"resourceType": "Patient"},
+            headers={"Content-Type": content_type},
+        )
+        assert response.status_code == 201, response.text
+
+
 # -- the parser, and the decision, as properties ----------------------------------------------
 
 _TOKEN = st.text("abcxyz019+-.", min_size=1, max_size=8)
