@@ -2,37 +2,86 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
+from coffre.api.media_types import (
+    MediaRange,
+    MediaType,
+    parse_accept,
+    parse_media_type,
+    preference,
+)
 from coffre.exceptions import FhirError
 from coffre.fhir import json
 from coffre.service.bundles import parse_if_match
 
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 FORM = "application/x-www-form-urlencoded"
-_JSON_FORMATS = {"json", "application/json", "application/fhir+json", "application/json+fhir"}
+SERVED = "FHIR R4 (fhirVersion=4.0) as application/fhir+json in UTF-8"
+_JSON_MEDIA = [MediaType("application", media.partition("/")[2]) for media in JSON_TYPES]
+_FHIR_JSON = _JSON_MEDIA[0]
+_R4 = re.compile(r"4\.0(?:\.[0-9]+)?")
 
 
 def check_format(request: Request) -> None:
-    """Coffre speaks FHIR JSON only: a request for XML or Turtle gets a 406. Media types
-    are case-insensitive, and a ``+`` left unencoded in a URL reaches us as a space."""
+    """Coffre speaks FHIR R4 JSON only: a request for XML, Turtle or another FHIR version
+    gets a 406. ``_format``, where given, overrides ``Accept`` (http.html#mime-type)."""
     requested = request.query_params.get("_format")
-    if requested is not None and requested.lower().replace(" ", "+") not in _JSON_FORMATS:
-        raise FhirError(
-            406,
-            "not-supported",
-            f"_format={requested} is not supported: Coffre serves FHIR JSON only (_format=json)",
-        )
+    if requested is not None:
+        if not _json_format(requested):
+            raise FhirError(
+                406,
+                "not-supported",
+                f"_format={requested} is not supported: Coffre serves {SERVED} (_format=json)",
+            )
+        return
     accept = request.headers.get("accept", "")
-    if accept and not any(t in accept.lower() for t in (*JSON_TYPES, "*/*", "application/*")):
+    if accept.strip() and not accepts_json(parse_accept(accept)):
         raise FhirError(
-            406,
-            "not-supported",
-            f"Accept: {accept} cannot be met: Coffre serves application/fhir+json",
+            406, "not-supported", f"Accept: {accept} cannot be met: Coffre serves {SERVED}"
         )
+
+
+def _json_format(value: str) -> bool:
+    """Whether ``_format`` asks for FHIR R4 JSON: ``json``, or a JSON media type whose
+    parameters Coffre takes. A ``+`` left unencoded in a URL reaches us as a space."""
+    if value.strip().lower() == "json":
+        return True
+    name, mark, parameters = value.partition(";")
+    media = parse_media_type(name.strip().replace(" ", "+") + mark + parameters)
+    return media is not None and _json_media(media) and takes_parameters(media)
+
+
+def accepts_json(ranges: list[MediaRange]) -> bool:
+    """Whether a client that sends these media ranges takes what Coffre answers: FHIR R4
+    JSON, labelled application/fhir+json. The range that names application/fhir+json
+    itself has the last word; failing one, a client that takes application/json or
+    application/json+fhir (the spec's names of the same format) takes it too. A range
+    counts only if its parameters ask for what Coffre sends (``takes_parameters``)."""
+    fhir_json = preference(ranges, _FHIR_JSON, takes_parameters)
+    if fhir_json is not None and fhir_json.exact:
+        return fhir_json.quality > 0
+    said = (preference(ranges, media, takes_parameters) for media in _JSON_MEDIA)
+    return any(p is not None and p.quality > 0 for p in said)
+
+
+def _json_media(media: MediaType) -> bool:
+    return any((media.type, media.subtype) == (j.type, j.subtype) for j in _JSON_MEDIA)
+
+
+def takes_parameters(media: MediaType) -> bool:
+    """Whether Coffre reads or writes this media type's parameters: its FHIR version (R4,
+    ``4.0`` or ``4.0.1``; http.html#version-parameter) and its charset (UTF-8); others
+    change nothing."""
+    version = media.parameter("fhirversion")
+    charset = media.parameter("charset")
+    return (version is None or _R4.fullmatch(version) is not None) and (
+        charset is None or charset.lower() == "utf-8"
+    )
 
 
 async def read_json(request: Request, max_bytes: int) -> Any:
@@ -42,6 +91,12 @@ async def read_json(request: Request, max_bytes: int) -> Any:
             415,
             "not-supported",
             f"the body's Content-Type is {content_type or 'missing'}; send application/fhir+json",
+        )
+    declared = request.headers["content-type"]
+    media = parse_media_type(declared)
+    if media is not None and not takes_parameters(media):
+        raise FhirError(
+            415, "not-supported", f"the body's Content-Type is {declared}; send {SERVED}"
         )
     body = await _read_body(request, max_bytes)
     if not body:

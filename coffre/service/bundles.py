@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any, Protocol, TypeVar
-from urllib.parse import parse_qsl, unquote
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from coffre.exceptions import FhirError
 from coffre.fhir import json
@@ -134,7 +134,29 @@ def _of_entry(index: int, read: Callable[[V], T], value: V) -> T:
         raise FhirError(error.status, error.code, f"entry[{index}]: {error.diagnostics}") from None
 
 
-def _parse_entry(index: int, entry: dict[str, Any]) -> Entry:
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:")
+
+
+def _check_relative(url: str, base_url: str) -> None:
+    """Refuse an entry's url that is not relative to the base (http.html#transaction):
+    an absolute one, or one that starts with the base's path; the refusal says what to
+    write instead (``Patient/1`` for ``http://host/fhir/Patient/1`` or ``/fhir/Patient/1``
+    on this server)."""
+    base_path = urlsplit(base_url).path.strip("/")
+    bases = [f"{base}/" for base in (base_url, base_path) if base]
+    target = url.lstrip("/")
+    rest = next((target.removeprefix(base) for base in bases if target.startswith(base)), None)
+    if rest is None and _SCHEME.match(url.partition("?")[0]) is None:
+        return
+    example = f"as {rest!r}" if rest else "such as 'Patient/123'"
+    raise FhirError(
+        400,
+        "invalid",
+        f"the request url {url!r} must be relative to the base (http.html#transaction), {example}",
+    )
+
+
+def _parse_entry(index: int, entry: dict[str, Any], base_url: str) -> Entry:
     request = entry.get("request")
     if not isinstance(request, dict) or "method" not in request or "url" not in request:
         raise FhirError(
@@ -148,6 +170,7 @@ def _parse_entry(index: int, entry: dict[str, Any]) -> Entry:
         raise FhirError(
             400, "not-supported", f"entry[{index}]: Coffre does not support {method} in bundles"
         )
+    _of_entry(index, partial(_check_relative, base_url=base_url), url)
     path, _, query = url.partition("?")
     parts = [unquote(part) for part in path.strip("/").split("/") if part]
     if not parts:
@@ -372,7 +395,7 @@ class BundleProcessor:
             )
         raw_entries = bundle.get("entry", [])
         if kind == "transaction":
-            entries = [_parse_entry(i, raw) for i, raw in enumerate(raw_entries)]
+            entries = [_parse_entry(i, raw, self.base_url) for i, raw in enumerate(raw_entries)]
             fixed, pending = self._fixed_targets(entries)
             for entry in entries:
                 self._resolve_ahead(entry, fixed, pending)
@@ -699,7 +722,7 @@ class BundleProcessor:
         """One entry, on its own: its conditional references are searched afresh, as an
         earlier entry may have changed what they match."""
         try:
-            entry = _parse_entry(index, raw)
+            entry = _parse_entry(index, raw, self.base_url)
             if entry.resource is not None:
                 validate(entry.resource, f"entry[{index}].resource")
             with writer.savepoint():

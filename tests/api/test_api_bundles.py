@@ -495,6 +495,30 @@ def _valid_first() -> dict[str, Any]:
             "If-Match",
             id="bad-if-match",
         ),
+        pytest.param(
+            entry("GET", "http://testserver/fhir/Patient/p-x"),
+            400,
+            "must be relative to the base (http.html#transaction), as 'Patient/p-x'",
+            id="absolute-url-on-this-base",
+        ),
+        pytest.param(
+            entry("POST", "/fhir/Patient", patient("bad-1")),
+            400,
+            "must be relative to the base (http.html#transaction), as 'Patient'",
+            id="url-under-the-base-path",
+        ),
+        pytest.param(
+            entry("GET", "fhir/Patient?identifier=a|b"),
+            400,
+            "as 'Patient?identifier=a|b'",
+            id="search-url-under-the-base-path",
+        ),
+        pytest.param(
+            entry("DELETE", "https://elsewhere.example/fhir/Patient/p-x"),
+            400,
+            "must be relative to the base (http.html#transaction), such as 'Patient/123'",
+            id="absolute-url-elsewhere",
+        ),
         pytest.param(entry("DELETE", "Foo/1"), 404, "no resource type 'Foo'", id="delete-unknown"),
         pytest.param(entry("GET", "Foo?x=1"), 404, "no resource type 'Foo'", id="search-unknown"),
         pytest.param(
