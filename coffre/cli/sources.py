@@ -8,11 +8,13 @@ second run finds every resource already there, unchanged.
 
 from __future__ import annotations
 
+import os
+import stat
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 from coffre.exceptions import FhirError
 from coffre.fhir import json
@@ -63,19 +65,49 @@ def _hidden(path: Path, folder: Path) -> bool:
     return any(part.startswith(".") for part in path.relative_to(folder).parts)
 
 
+_SPECIAL_FILES = (
+    (stat.S_ISFIFO, "a named pipe"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISDIR, "a folder"),
+)
+
+
+def _open(path: Path) -> BinaryIO:
+    """The file, open for reading; a FhirError if it is no regular file. Opened without
+    blocking, as a named pipe waits for a writer and a device such as /dev/zero never ends."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _SPECIAL_FILES if test(mode)), "a special file")
+            raise FhirError(400, "not-supported", f"not a regular file ({kind}): not imported")
+        os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _importable(path: Path, folder: Path) -> bool:
+    """Whether a folder's entry is for ``coffre import``: a file of FHIR JSON by its name,
+    not hidden; a named pipe or device so named is listed, to be refused by name."""
+    return (
+        path.suffix in (".json", ".ndjson")
+        and path.exists()
+        and not path.is_dir()
+        and not _hidden(path, folder)
+    )
+
+
 def files_under(paths: list[Path]) -> list[Path]:
     """The files named, and those in the folders named, recursively, in a stable order;
     in a folder, hidden files and folders (``.git``, macOS's ``._name.json``) are skipped."""
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found.extend(
-                sorted(
-                    p
-                    for p in path.rglob("*")
-                    if p.is_file() and p.suffix in (".json", ".ndjson") and not _hidden(p, path)
-                )
-            )
+            found.extend(sorted(p for p in path.rglob("*") if _importable(p, path)))
         else:
             found.append(path)
     return found
@@ -137,7 +169,7 @@ def _batch_of(resources: list[Any]) -> dict[str, Any]:
 def _ndjson(path: Path) -> Iterator[Batch | Unreadable]:
     chunk: list[Any] = []
     lines: list[int] = []
-    with path.open("rb") as file:
+    with _open(path) as file:
         for number, line in enumerate(file, start=1):
             line = line.removeprefix(BOM) if number == 1 else line
             if not line.strip():
@@ -161,7 +193,9 @@ def batches(path: Path) -> Iterator[Batch | Unreadable]:
     if path.suffix == ".ndjson":
         yield from _ndjson(path)
         return
-    content = json.loads(path.read_bytes().removeprefix(BOM), str(path), json.MAX_DEPTH)
+    with _open(path) as file:
+        body = file.read()
+    content = json.loads(body.removeprefix(BOM), str(path), json.MAX_DEPTH)
     if (
         isinstance(content, dict)
         and content.get("resourceType") == "Bundle"

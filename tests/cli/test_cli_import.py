@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from contextlib import suppress
 from pathlib import Path
 
 from cli.test_cli_commands import _run
+from conftest import ROOT
 
 from coffre.exceptions import FhirError
 from coffre.service import Vault
@@ -186,3 +190,34 @@ def test_a_folder_with_nothing_to_import_is_reported(tmp_path: Path) -> None:
     assert f"{looping}: no .json or .ndjson file in it" in output
     assert "2 failures" in output
     assert _loaded(vault, "e1") == {"e1"}
+
+
+def _import_in_a_process(vault: Path, *paths: Path) -> tuple[int, str]:
+    """The command in a process of its own, so that a read that blocks fails the test
+    instead of hanging the suite; its exit status and output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "coffre", "import", "--vault", str(vault), *map(str, paths)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    return done.returncode, done.stdout
+
+
+def test_a_fifo_is_refused_by_name_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    """A named pipe has no end: read, it blocks until some process writes to it."""
+    vault = _vault(tmp_path)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    os.mkfifo(folder / "pipe.ndjson")
+    os.mkfifo(tmp_path / "named.json")
+    (folder / "good.json").write_text('{"resourceType":"Patient","id":"f1"}')
+    code, output = _import_in_a_process(vault, tmp_path / "named.json", folder)
+    assert code == 1, output
+    assert f"{tmp_path / 'named.json'}: not a regular file (a named pipe)" in output
+    assert f"{folder / 'pipe.ndjson'}: not a regular file (a named pipe)" in output
+    assert "1 resources from 3 files" in output and "2 failures" in output
+    assert _loaded(vault, "f1") == {"f1"}
