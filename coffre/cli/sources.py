@@ -8,13 +8,17 @@ second run finds every resource already there, unchanged.
 
 from __future__ import annotations
 
+import gzip
+import io
 import os
 import stat
+import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from coffre.exceptions import FhirError
 from coffre.fhir import json
@@ -23,6 +27,9 @@ from coffre.fhir.references import parse_reference
 NDJSON_CHUNK = 500
 BOM = b"\xef\xbb\xbf"
 """The UTF-8 byte order mark some editors write at the start of a file: not part of the JSON."""
+GZIP_MAGIC = b"\x1f\x8b"
+"""How a gzip stream begins (``.ndjson.gz`` of Bulk Data exports): read decompressed."""
+DAMAGED_GZIP = (EOFError, zlib.error, gzip.BadGzipFile)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +81,12 @@ _SPECIAL_FILES = (
 )
 
 
-def _open(path: Path) -> BinaryIO:
+def _format(path: Path) -> str:
+    """``.json`` or ``.ndjson``, by the name, ``.gz`` left aside."""
+    return Path(path.name.removesuffix(".gz")).suffix
+
+
+def _regular(path: Path) -> io.BufferedReader:
     """The file, open for reading; a FhirError if it is no regular file. Opened without
     blocking, as a named pipe waits for a writer and a device such as /dev/zero never ends."""
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
@@ -84,17 +96,34 @@ def _open(path: Path) -> BinaryIO:
             kind = next((name for test, name in _SPECIAL_FILES if test(mode)), "a special file")
             raise FhirError(400, "not-supported", f"not a regular file ({kind}): not imported")
         os.set_blocking(fd, True)
-        return os.fdopen(fd, "rb")
+        return io.BufferedReader(io.FileIO(fd, "rb"))
     except BaseException:
         os.close(fd)
         raise
+
+
+@contextmanager
+def _reading(path: Path) -> Iterator[BinaryIO]:
+    """The file's bytes, decompressed if it is gzip (whatever its name)."""
+    with _regular(path) as file:
+        if file.peek(len(GZIP_MAGIC))[: len(GZIP_MAGIC)] != GZIP_MAGIC:
+            yield file
+            return
+        with gzip.GzipFile(fileobj=file) as unpacked:
+            yield cast(BinaryIO, unpacked)
+
+
+def _damaged(error: Exception) -> str:
+    if isinstance(error, EOFError):
+        return "the compressed data ends before its end (a copy cut short?)"
+    return f"the compressed data is damaged ({error})"
 
 
 def _importable(path: Path, folder: Path) -> bool:
     """Whether a folder's entry is for ``coffre import``: a file of FHIR JSON by its name,
     not hidden; a named pipe or device so named is listed, to be refused by name."""
     return (
-        path.suffix in (".json", ".ndjson")
+        _format(path) in (".json", ".ndjson")
         and path.exists()
         and not path.is_dir()
         and not _hidden(path, folder)
@@ -169,20 +198,23 @@ def _batch_of(resources: list[Any]) -> dict[str, Any]:
 def _ndjson(path: Path) -> Iterator[Batch | Unreadable]:
     chunk: list[Any] = []
     lines: list[int] = []
-    with _open(path) as file:
-        for number, line in enumerate(file, start=1):
-            line = line.removeprefix(BOM) if number == 1 else line
-            if not line.strip():
-                continue
-            try:
-                chunk.append(json.loads(line, f"line {number}", json.MAX_DEPTH))
-            except FhirError as error:
-                yield Unreadable(str(path), error.diagnostics)
-                continue
-            lines.append(number)
-            if len(chunk) == NDJSON_CHUNK:
-                yield Batch(str(path), _batch_of(chunk), tuple(lines))
-                chunk, lines = [], []
+    with _reading(path) as file:
+        try:
+            for number, line in enumerate(file, start=1):
+                line = line.removeprefix(BOM) if number == 1 else line
+                if not line.strip():
+                    continue
+                try:
+                    chunk.append(json.loads(line, f"line {number}", json.MAX_DEPTH))
+                except FhirError as error:
+                    yield Unreadable(str(path), error.diagnostics)
+                    continue
+                lines.append(number)
+                if len(chunk) == NDJSON_CHUNK:
+                    yield Batch(str(path), _batch_of(chunk), tuple(lines))
+                    chunk, lines = [], []
+        except DAMAGED_GZIP as error:  # what came before loads
+            yield Unreadable(str(path), _damaged(error))
     if chunk:
         yield Batch(str(path), _batch_of(chunk), tuple(lines))
 
@@ -190,11 +222,14 @@ def _ndjson(path: Path) -> Iterator[Batch | Unreadable]:
 def batches(path: Path) -> Iterator[Batch | Unreadable]:
     """The Bundles one file holds, and the lines of an NDJSON file that are not JSON;
     FhirError when a JSON file cannot be read as FHIR JSON."""
-    if path.suffix == ".ndjson":
+    if _format(path) == ".ndjson":
         yield from _ndjson(path)
         return
-    with _open(path) as file:
-        body = file.read()
+    with _reading(path) as file:
+        try:
+            body = file.read()
+        except DAMAGED_GZIP as error:
+            raise FhirError(400, "structure", _damaged(error)) from None
     content = json.loads(body.removeprefix(BOM), str(path), json.MAX_DEPTH)
     if (
         isinstance(content, dict)

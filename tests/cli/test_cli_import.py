@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import subprocess
@@ -221,3 +222,30 @@ def test_a_fifo_is_refused_by_name_without_waiting_for_a_writer(tmp_path: Path) 
     assert f"{folder / 'pipe.ndjson'}: not a regular file (a named pipe)" in output
     assert "1 resources from 3 files" in output and "2 failures" in output
     assert _loaded(vault, "f1") == {"f1"}
+
+
+def test_gzip_compressed_files_load(tmp_path: Path) -> None:
+    """Bulk Data exports and many tools write ``.ndjson.gz``."""
+    vault = _vault(tmp_path)
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "Patient.ndjson.gz").write_bytes(
+        gzip.compress(
+            b'{"resourceType":"Patient","id":"z1"}\n{"resourceType":"Patient","id":"z2"}\n'
+        )
+    )
+    (tmp_path / "one.json.gz").write_bytes(gzip.compress(b'{"resourceType":"Patient","id":"z3"}'))
+    lines = "".join(f'{{"resourceType":"Patient","id":"z4-{n}"}}\n' for n in range(2000))
+    (folder / "cut.ndjson.gz").write_bytes(gzip.compress(lines.encode())[:-100])  # a copy cut short
+    code, output = _run("import", "--vault", str(vault), str(folder), str(tmp_path / "one.json.gz"))
+    assert code == 1, output
+    assert f"{folder / 'cut.ndjson.gz'}: the compressed data ends before its end" in output
+    assert "1 failures" in output
+    # what comes before the cut loads
+    assert _loaded(vault, "z1", "z2", "z3", "z4-0", "z4-999") == {
+        "z1",
+        "z2",
+        "z3",
+        "z4-0",
+        "z4-999",
+    }
