@@ -192,9 +192,10 @@ def import_(
     keyring: KeyringOption = None,
 ) -> None:
     """Load FHIR files into a vault; running it again on the same files changes nothing."""
-    files = files_under(paths)
+    place = Vault.at(vault, keyring)
+    files = files_under(paths, leave_out=(place.folder, place.keyring))
     try:
-        records = Vault.at(vault, keyring).open()
+        records = place.open()
     except CoffreError as error:
         raise fail(error) from None
     columns = (
@@ -216,7 +217,8 @@ def import_(
 
         report = Importer(records, advance).run(files)
     report.failures[:0] = [
-        f"{folder}: no .json or .ndjson file in it" for folder in empty_folders(paths)
+        f"{folder}: no .json or .ndjson file in it"
+        for folder in empty_folders(paths, leave_out=(place.folder, place.keyring))
     ]
     for failure in report.failures[:MAX_FAILURES_SHOWN]:
         typer.echo(f"failed: {failure}", err=True)

@@ -14,7 +14,7 @@ import os
 import stat
 import zlib
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,32 +119,36 @@ def _damaged(error: Exception) -> str:
     return f"the compressed data is damaged ({error})"
 
 
-def _importable(path: Path, folder: Path) -> bool:
+def _importable(path: Path, folder: Path, leave_out: frozenset[Path]) -> bool:
     """Whether a folder's entry is for ``coffre import``: a file of FHIR JSON by its name,
-    not hidden; a named pipe or device so named is listed, to be refused by name."""
+    not hidden, not in ``leave_out``; a named pipe or device so named is listed, to be
+    refused by name."""
     return (
         _format(path) in (".json", ".ndjson")
         and path.exists()
         and not path.is_dir()
         and not _hidden(path, folder)
+        and leave_out.isdisjoint((resolved := path.resolve(), *resolved.parents))
     )
 
 
-def files_under(paths: list[Path]) -> list[Path]:
+def files_under(paths: list[Path], leave_out: Collection[Path] = ()) -> list[Path]:
     """The files named, and those in the folders named, recursively, in a stable order;
-    in a folder, hidden files and folders (``.git``, macOS's ``._name.json``) are skipped."""
+    in a folder, hidden files and folders (``.git``, macOS's ``._name.json``) are skipped,
+    and so are ``leave_out`` and what is under it (the vault's folder and keyring)."""
+    left_out = frozenset(path.resolve() for path in leave_out)
     found: list[Path] = []
     for path in paths:
         if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if _importable(p, path)))
+            found.extend(sorted(p for p in path.rglob("*") if _importable(p, path, left_out)))
         else:
             found.append(path)
     return found
 
 
-def empty_folders(paths: list[Path]) -> list[Path]:
+def empty_folders(paths: list[Path], leave_out: Collection[Path] = ()) -> list[Path]:
     """The folders named that hold no file ``files_under`` would import."""
-    return [path for path in paths if path.is_dir() and not files_under([path])]
+    return [path for path in paths if path.is_dir() and not files_under([path], leave_out)]
 
 
 DerivedId = Callable[[bytes, int], str]

@@ -249,3 +249,19 @@ def test_gzip_compressed_files_load(tmp_path: Path) -> None:
         "z4-0",
         "z4-999",
     }
+
+
+def test_a_folder_holding_the_vault_imports_its_files_and_leaves_the_vault_alone(
+    tmp_path: Path,
+) -> None:
+    """``coffre init data/vault`` then ``coffre import data``: the keyring is a .json file
+    of secret keys, never a FHIR file to read."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "p.json").write_text('{"resourceType":"Patient","id":"inside"}')
+    vault = folder / "vault"
+    assert _run("init", str(vault))[0] == 0
+    code, output = _run("import", "--vault", str(vault), str(folder))
+    assert code == 0, output
+    assert "keyring" not in output and "1 resources from 1 files" in output
+    assert _loaded(vault, "inside") == {"inside"}
