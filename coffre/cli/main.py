@@ -186,7 +186,11 @@ def synth(
 @app.command("import")
 def import_(
     paths: Annotated[
-        list[Path], typer.Argument(help="Bundles, NDJSON files, resources, or folders of them.")
+        list[Path],
+        typer.Argument(
+            help="Bundles, NDJSON files, resources, or folders of them.",
+            readable=False,  # one that cannot be read is reported, and the others load
+        ),
     ],
     vault: VaultOption = Path(config.VAULT.default),
     keyring: KeyringOption = None,

@@ -68,10 +68,6 @@ class Unreadable:
     diagnostics: str
 
 
-def _hidden(path: Path, folder: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(folder).parts)
-
-
 _SPECIAL_FILES = (
     (stat.S_ISFIFO, "a named pipe"),
     (stat.S_ISCHR, "a character device"),
@@ -119,30 +115,42 @@ def _damaged(error: Exception) -> str:
     return f"the compressed data is damaged ({error})"
 
 
-def _importable(path: Path, folder: Path, leave_out: frozenset[Path]) -> bool:
+def _importable(path: Path, leave_out: frozenset[Path]) -> bool:
     """Whether a folder's entry is for ``coffre import``: a file of FHIR JSON by its name,
     not hidden, not in ``leave_out``; a named pipe or device so named is listed, to be
     refused by name."""
     return (
         _format(path) in (".json", ".ndjson")
+        and not path.name.startswith(".")
         and path.exists()
         and not path.is_dir()
-        and not _hidden(path, folder)
         and leave_out.isdisjoint((resolved := path.resolve(), *resolved.parents))
     )
 
 
+def _walk(folder: Path, leave_out: frozenset[Path]) -> list[Path]:
+    """The files to import under ``folder``, and its subfolders that cannot be read (the
+    import reports them by name); hidden ones (``.git``, macOS's ``._name.json``) left
+    out; links to folders are not followed."""
+    found: list[Path] = []
+
+    def unreadable(error: OSError) -> None:
+        found.append(Path(error.filename))
+
+    for root, folders, names in os.walk(folder, onerror=unreadable):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        found.extend(p for name in names if _importable(p := Path(root, name), leave_out))
+    return sorted(found)
+
+
 def files_under(paths: list[Path], leave_out: Collection[Path] = ()) -> list[Path]:
     """The files named, and those in the folders named, recursively, in a stable order;
-    in a folder, hidden files and folders (``.git``, macOS's ``._name.json``) are skipped,
-    and so are ``leave_out`` and what is under it (the vault's folder and keyring)."""
+    in a folder, hidden files and folders are skipped, and so are ``leave_out`` and what
+    is under it (the vault's folder and keyring)."""
     left_out = frozenset(path.resolve() for path in leave_out)
     found: list[Path] = []
     for path in paths:
-        if path.is_dir():
-            found.extend(sorted(p for p in path.rglob("*") if _importable(p, path, left_out)))
-        else:
-            found.append(path)
+        found.extend(_walk(path, left_out) if path.is_dir() else [path])
     return found
 
 

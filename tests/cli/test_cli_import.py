@@ -10,6 +10,7 @@ import sys
 from contextlib import suppress
 from pathlib import Path
 
+import pytest
 from cli.test_cli_commands import _run
 from conftest import ROOT
 
@@ -265,3 +266,45 @@ def test_a_folder_holding_the_vault_imports_its_files_and_leaves_the_vault_alone
     assert code == 0, output
     assert "keyring" not in output and "1 resources from 1 files" in output
     assert _loaded(vault, "inside") == {"inside"}
+
+
+def _locked(*paths: Path) -> None:
+    """Takes away every right on these paths, or skips the test where that does not keep
+    this process out (root with CAP_DAC_OVERRIDE reads everything)."""
+    for path in paths:
+        path.chmod(0)
+    try:
+        for path in paths:
+            os.listdir(path) if path.is_dir() else path.read_bytes()
+    except PermissionError:
+        return
+    pytest.skip("this process reads files whatever their mode (root): run without CAP_DAC_OVERRIDE")
+
+
+def test_a_file_or_folder_that_cannot_be_read_is_reported_and_the_others_load(
+    tmp_path: Path,
+) -> None:
+    vault = _vault(tmp_path)
+    folder = tmp_path / "in"
+    (folder / "locked").mkdir(parents=True)
+    (folder / "locked" / "x.json").write_text('{"resourceType":"Patient","id":"hidden"}')
+    (folder / "p.json").write_text('{"resourceType":"Patient","id":"r1"}')
+    (tmp_path / "secret.json").write_text('{"resourceType":"Patient","id":"r2"}')
+    (tmp_path / "good.json").write_text('{"resourceType":"Patient","id":"r3"}')
+    _locked(folder / "locked", tmp_path / "secret.json")
+    try:
+        code, output = _run(
+            "import",
+            "--vault",
+            str(vault),
+            str(tmp_path / "secret.json"),
+            str(folder),
+            str(tmp_path / "good.json"),
+        )
+    finally:
+        (folder / "locked").chmod(0o700)
+    assert code == 1, output
+    assert f"{tmp_path / 'secret.json'}: cannot be read: Permission denied" in output
+    assert f"{folder / 'locked'}: cannot be read: Permission denied" in output
+    assert "2 failures" in output
+    assert _loaded(vault, "r1", "r2", "r3") == {"r1", "r3"}
