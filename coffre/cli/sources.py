@@ -51,13 +51,18 @@ class Batch:
             f"{self.origin}, lines {self.lines[0]}-{self.lines[-1]}" if self.lines else self.origin
         )
 
-    def where(self, index: int) -> str:
-        """Where the entry ``index`` of the Bundle is in its file."""
-        return (
-            f"{self.origin}: line {self.lines[index]}"
-            if self.lines
-            else f"{self.origin}: entry[{index}]"
-        )
+    def failure(self, index: int, diagnostics: str) -> str:
+        """What went wrong with the entry ``index``, where it is in its file: ``entry[3]`` of
+        a Bundle; the line of an NDJSON file, whose Bundle is the importer's own."""
+        entry = f"entry[{index}]"
+        if not self.lines:
+            named = diagnostics.startswith(entry)
+            return f"{self.origin}: {diagnostics if named else f'{entry}: {diagnostics}'}"
+        line = f"line {self.lines[index]}"
+        for prefix in (f"{entry}.resource", entry):
+            if diagnostics.startswith(prefix):
+                return f"{self.origin}: {line}{diagnostics.removeprefix(prefix)}"
+        return f"{self.origin}: {line}: {diagnostics}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +212,18 @@ def _batch_of(resources: list[Any]) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "batch", "entry": [_as_entry(r) for r in resources]}
 
 
+_JSON_KINDS = {list: "a JSON array", str: "a JSON string", bool: "a JSON boolean"}
+
+
+def _not_a_resource(value: Any) -> str | None:
+    """What a JSON value is, if it cannot be a resource: an object with a resourceType."""
+    if isinstance(value, dict):
+        return None if "resourceType" in value else "an object without a resourceType"
+    if value is None:
+        return "null"
+    return _JSON_KINDS.get(type(value), "a JSON number")
+
+
 def _ndjson(path: Path) -> Iterator[Batch | Unreadable]:
     chunk: list[Any] = []
     lines: list[int] = []
@@ -217,10 +234,14 @@ def _ndjson(path: Path) -> Iterator[Batch | Unreadable]:
                 if not line.strip():
                     continue
                 try:
-                    chunk.append(json.loads(line, f"line {number}", json.MAX_DEPTH))
+                    resource = json.loads(line, f"line {number}", json.MAX_DEPTH)
                 except FhirError as error:
                     yield Unreadable(str(path), error.diagnostics)
                     continue
+                if (what := _not_a_resource(resource)) is not None:
+                    yield Unreadable(str(path), f"line {number} is not a FHIR resource ({what})")
+                    continue
+                chunk.append(resource)
                 lines.append(number)
                 if len(chunk) == NDJSON_CHUNK:
                     yield Batch(str(path), _batch_of(chunk), tuple(lines))

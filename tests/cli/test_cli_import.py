@@ -51,7 +51,7 @@ def test_a_bad_ndjson_line_is_reported_by_line_and_the_others_load(tmp_path: Pat
     code, output = _run("import", "--vault", str(vault), str(tmp_path / "mixed.ndjson"))
     assert code == 1
     assert "mixed.ndjson: line 3 is not valid JSON" in output
-    assert "mixed.ndjson: line 5: " in output and "Patient.gender" in output
+    assert "mixed.ndjson: line 5 is not a valid Patient: Patient.gender" in output
     assert "3 resources from 1 files" in output and "2 failures" in output
     assert _loaded(vault, "g1", "g2", "g3", "g4") == {"g1", "g2", "g4"}
 
@@ -308,3 +308,22 @@ def test_a_file_or_folder_that_cannot_be_read_is_reported_and_the_others_load(
     assert f"{folder / 'locked'}: cannot be read: Permission denied" in output
     assert "2 failures" in output
     assert _loaded(vault, "r1", "r2", "r3") == {"r1", "r3"}
+
+
+def test_an_ndjson_line_that_is_no_resource_is_reported_by_its_line_alone(tmp_path: Path) -> None:
+    """The Bundle the lines are loaded in is the importer's own: its entries are no
+    business of whoever wrote the file."""
+    vault = _vault(tmp_path)
+    lines = ["[1]", '"Patient"', "null", "{}", '{"resourceType":5}', '{"resourceType":"Patient"}']
+    lines += ['{"resourceType":"Patient","id":"l7","gender":"x"}']
+    (tmp_path / "odd.ndjson").write_text("\n".join(lines) + "\n")
+    code, output = _run("import", "--vault", str(vault), str(tmp_path / "odd.ndjson"))
+    assert code == 1, output
+    for number, what in enumerate(
+        ("a JSON array", "a JSON string", "null", "an object without a resourceType"), start=1
+    ):
+        assert f"odd.ndjson: line {number} is not a FHIR resource ({what})" in output, output
+    assert "odd.ndjson: line 5: Coffre knows no resource type '5'" in output, output
+    assert "odd.ndjson: line 7 is not a valid Patient: Patient.gender" in output, output
+    assert "entry[" not in output and "request url" not in output, output
+    assert "1 resources from 1 files" in output and "6 failures" in output
