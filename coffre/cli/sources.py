@@ -8,6 +8,7 @@ second run finds every resource already there, unchanged.
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import os
@@ -29,7 +30,10 @@ BOM = b"\xef\xbb\xbf"
 """The UTF-8 byte order mark some editors write at the start of a file: not part of the JSON."""
 GZIP_MAGIC = b"\x1f\x8b"
 """How a gzip stream begins (``.ndjson.gz`` of Bulk Data exports): read decompressed."""
-DAMAGED_GZIP = (EOFError, zlib.error, gzip.BadGzipFile)
+UTF16_BOMS = (codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)
+"""How UTF-16 text begins when its BOM says so (Windows PowerShell 5 writes it): read as
+the UTF-8 it stands for."""
+BROKEN_STREAM = (EOFError, zlib.error, gzip.BadGzipFile, UnicodeDecodeError)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,18 +109,24 @@ def _regular(path: Path) -> io.BufferedReader:
 
 @contextmanager
 def _reading(path: Path) -> Iterator[BinaryIO]:
-    """The file's bytes, decompressed if it is gzip (whatever its name)."""
+    """The file's bytes as UTF-8, decompressed if it is gzip (whatever its name), from
+    UTF-16 if its byte order mark says so."""
     with _regular(path) as file:
-        if file.peek(len(GZIP_MAGIC))[: len(GZIP_MAGIC)] != GZIP_MAGIC:
+        start = file.peek(len(GZIP_MAGIC))[: len(GZIP_MAGIC)]
+        if start == GZIP_MAGIC:
+            with gzip.GzipFile(fileobj=file) as unpacked:
+                yield cast(BinaryIO, unpacked)
+        elif start in UTF16_BOMS:
+            yield cast(BinaryIO, codecs.EncodedFile(file, "utf-8", "utf-16"))
+        else:
             yield file
-            return
-        with gzip.GzipFile(fileobj=file) as unpacked:
-            yield cast(BinaryIO, unpacked)
 
 
-def _damaged(error: Exception) -> str:
+def _broken(error: Exception) -> str:
     if isinstance(error, EOFError):
         return "the compressed data ends before its end (a copy cut short?)"
+    if isinstance(error, UnicodeDecodeError):
+        return f"the text is not valid UTF-16, as its byte order mark says ({error.reason})"
     return f"the compressed data is damaged ({error})"
 
 
@@ -246,8 +256,8 @@ def _ndjson(path: Path) -> Iterator[Batch | Unreadable]:
                 if len(chunk) == NDJSON_CHUNK:
                     yield Batch(str(path), _batch_of(chunk), tuple(lines))
                     chunk, lines = [], []
-        except DAMAGED_GZIP as error:  # what came before loads
-            yield Unreadable(str(path), _damaged(error))
+        except BROKEN_STREAM as error:  # what came before loads
+            yield Unreadable(str(path), _broken(error))
     if chunk:
         yield Batch(str(path), _batch_of(chunk), tuple(lines))
 
@@ -261,8 +271,8 @@ def batches(path: Path) -> Iterator[Batch | Unreadable]:
     with _reading(path) as file:
         try:
             body = file.read()
-        except DAMAGED_GZIP as error:
-            raise FhirError(400, "structure", _damaged(error)) from None
+        except BROKEN_STREAM as error:
+            raise FhirError(400, "structure", _broken(error)) from None
     content = json.loads(body.removeprefix(BOM), str(path), json.MAX_DEPTH)
     if (
         isinstance(content, dict)

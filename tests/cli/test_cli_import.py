@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import json
 import os
@@ -327,3 +328,23 @@ def test_an_ndjson_line_that_is_no_resource_is_reported_by_its_line_alone(tmp_pa
     assert "odd.ndjson: line 7 is not a valid Patient: Patient.gender" in output, output
     assert "entry[" not in output and "request url" not in output, output
     assert "1 resources from 1 files" in output and "6 failures" in output
+
+
+def test_utf16_files_with_a_byte_order_mark_load(tmp_path: Path) -> None:
+    """What Windows PowerShell 5 writes with ``>`` or ``Out-File``: UTF-16 with its BOM."""
+    vault = _vault(tmp_path)
+    one = '{"resourceType":"Patient","id":"w1","name":[{"family":"Hébert"}]}'
+    many = '{"resourceType":"Patient","id":"w2"}\r\n{"resourceType":"Patient","id":"w3"}\r\n'
+    (tmp_path / "one.json").write_bytes(one.encode("utf-16"))  # the machine's order, and BOM
+    (tmp_path / "many.ndjson").write_bytes(codecs.BOM_UTF16_BE + many.encode("utf-16-be"))
+    code, output = _run(
+        "import", "--vault", str(vault), str(tmp_path / "one.json"), str(tmp_path / "many.ndjson")
+    )
+    assert code == 0, output
+    assert "3 resources from 2 files" in output
+    assert _loaded(vault, "w1", "w2", "w3") == {"w1", "w2", "w3"}
+    records = Vault.at(vault).open()
+    try:
+        assert json.loads(records.read("Patient", "w1").body)["name"] == [{"family": "Hébert"}]
+    finally:
+        records.storage.close()
