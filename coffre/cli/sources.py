@@ -23,7 +23,7 @@ from typing import Any, BinaryIO, cast
 
 from coffre.exceptions import FhirError
 from coffre.fhir import json
-from coffre.fhir.references import parse_reference
+from coffre.fhir.references import parse_reference, rewrite_references
 
 NDJSON_CHUNK = 500
 BOM = b"\xef\xbb\xbf"
@@ -44,6 +44,8 @@ class Batch:
     origin: str
     bundle: dict[str, Any]
     lines: tuple[int, ...] = ()
+    entries: tuple[int, ...] = ()
+    """For a Bundle whose resources are loaded (a searchset), where each entry was in it."""
 
     @property
     def size(self) -> int:
@@ -58,15 +60,17 @@ class Batch:
     def failure(self, index: int, diagnostics: str) -> str:
         """What went wrong with the entry ``index``, where it is in its file: ``entry[3]`` of
         a Bundle; the line of an NDJSON file, whose Bundle is the importer's own."""
-        entry = f"entry[{index}]"
-        if not self.lines:
-            named = diagnostics.startswith(entry)
-            return f"{self.origin}: {diagnostics if named else f'{entry}: {diagnostics}'}"
-        line = f"line {self.lines[index]}"
-        for prefix in (f"{entry}.resource", entry):
+        ours = f"entry[{index}]"
+        prefixes: tuple[str, ...]
+        if self.lines:
+            place, prefixes = f"line {self.lines[index]}", (f"{ours}.resource", ours)
+        else:
+            place = f"entry[{self.entries[index] if self.entries else index}]"
+            prefixes = (ours,)
+        for prefix in prefixes:
             if diagnostics.startswith(prefix):
-                return f"{self.origin}: {line}{diagnostics.removeprefix(prefix)}"
-        return f"{self.origin}: {line}: {diagnostics}"
+                return f"{self.origin}: {place}{diagnostics.removeprefix(prefix)}"
+        return f"{self.origin}: {place}: {diagnostics}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,9 +266,53 @@ def _ndjson(path: Path) -> Iterator[Batch | Unreadable]:
         yield Batch(str(path), _batch_of(chunk), tuple(lines))
 
 
+_REFUSED_BUNDLES = {
+    "history": "a history Bundle holds past versions and deletions, not what to load:"
+    " import the current resources (a searchset, NDJSON, a Bulk Data export)",
+    "transaction-response": "a transaction-response Bundle holds the outcome of a"
+    " transaction, not resources to load: import the transaction itself",
+    "batch-response": "a batch-response Bundle holds the outcome of a batch, not resources"
+    " to load: import the batch itself",
+}
+
+
+def _unpacked(path: Path, bundle: dict[str, Any]) -> Batch:
+    """A searchset's or collection's resources, as a batch of creates (a searchset's
+    ``outcome`` entries left out); a reference to another entry's fullUrl names its
+    resource, which keeps its id."""
+    entries = bundle.get("entry")
+    kept = [
+        (index, entry)
+        for index, entry in enumerate(entries if isinstance(entries, list) else [])
+        if not isinstance(entry, dict)
+        or not isinstance(entry.get("search"), dict)
+        or entry["search"].get("mode") != "outcome"
+    ]
+    targets: dict[str, str] = {}
+    for _, entry in kept:
+        resource = entry.get("resource") if isinstance(entry, dict) else None
+        if isinstance(resource, dict) and isinstance(entry.get("fullUrl"), str):
+            source_id = _source_id(entry)
+            if source_id is not None:
+                targets[entry["fullUrl"]] = f"{resource.get('resourceType')}/{source_id}"
+    batch = _batch_of(
+        [entry.get("resource") if isinstance(entry, dict) else None for _, entry in kept]
+    )
+    for (_, entry), created in zip(kept, batch["entry"], strict=True):
+        if isinstance(created["resource"], dict):
+            rewrite_references(created["resource"], targets.get)
+            if isinstance(entry.get("fullUrl"), str):
+                created["fullUrl"] = entry["fullUrl"]
+    return Batch(str(path), batch, entries=tuple(index for index, _ in kept))
+
+
 def batches(path: Path) -> Iterator[Batch | Unreadable]:
     """The Bundles one file holds, and the lines of an NDJSON file that are not JSON;
-    FhirError when a JSON file cannot be read as FHIR JSON."""
+    FhirError when a JSON file cannot be read as FHIR JSON.
+
+    A transaction or batch runs as it is; a searchset's or a collection's resources load
+    one by one; a document or a message is one record, stored whole, as is any other
+    resource; a history or a response Bundle is refused."""
     if _format(path) == ".ndjson":
         yield from _ndjson(path)
         return
@@ -274,17 +322,20 @@ def batches(path: Path) -> Iterator[Batch | Unreadable]:
         except BROKEN_STREAM as error:
             raise FhirError(400, "structure", _broken(error)) from None
     content = json.loads(body.removeprefix(BOM), str(path), json.MAX_DEPTH)
-    if (
-        isinstance(content, dict)
-        and content.get("resourceType") == "Bundle"
-        and content.get("type") in ("transaction", "batch")
-    ):
-        yield Batch(str(path), content)
-    elif isinstance(content, dict) and "resourceType" in content:
-        yield Batch(str(path), _batch_of([content]))
-    else:
+    kind = content.get("type") if isinstance(content, dict) else None
+    if not isinstance(content, dict) or "resourceType" not in content:
         raise FhirError(
             400,
             "structure",
             f"{path} holds neither a FHIR resource nor a transaction or batch Bundle",
         )
+    if content["resourceType"] != "Bundle":
+        yield Batch(str(path), _batch_of([content]))
+    elif kind in ("transaction", "batch"):
+        yield Batch(str(path), content)
+    elif kind in ("searchset", "collection"):
+        yield _unpacked(path, content)
+    elif kind in _REFUSED_BUNDLES:
+        raise FhirError(400, "not-supported", _REFUSED_BUNDLES[kind])
+    else:
+        yield Batch(str(path), _batch_of([content]))

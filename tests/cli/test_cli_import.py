@@ -348,3 +348,95 @@ def test_utf16_files_with_a_byte_order_mark_load(tmp_path: Path) -> None:
         assert json.loads(records.read("Patient", "w1").body)["name"] == [{"family": "Hébert"}]
     finally:
         records.storage.close()
+
+
+def _bundle(kind: str, *entries: dict[str, object]) -> str:
+    return json.dumps({"resourceType": "Bundle", "type": kind, "entry": list(entries)})
+
+
+def test_a_searchset_or_collection_loads_its_resources_and_a_history_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A search saved from another server, or a collection, holds resources to load; a
+    document is one record, kept whole; a history holds past versions and deletions."""
+    vault = _vault(tmp_path)
+    other = "https://other.example/fhir"
+    (tmp_path / "search.json").write_text(
+        _bundle(
+            "searchset",
+            {
+                "fullUrl": f"{other}/Patient/s1",
+                "resource": {"resourceType": "Patient", "id": "s1"},
+                "search": {"mode": "match"},
+            },
+            {
+                "resource": {"resourceType": "OperationOutcome", "issue": []},
+                "search": {"mode": "outcome"},
+            },
+            {
+                "fullUrl": f"{other}/Patient/s2",
+                "resource": {"resourceType": "Patient", "id": "s2", "gender": "x"},
+                "search": {"mode": "match"},
+            },
+        )
+    )
+    uuid = "urn:uuid:8f5e3b1e-2a4c-4d6e-9f00-0a1b2c3d4e5f"
+    (tmp_path / "collection.json").write_text(
+        _bundle(
+            "collection",
+            {"fullUrl": uuid, "resource": {"resourceType": "Patient"}},
+            {
+                "resource": {
+                    "resourceType": "Observation",
+                    "id": "c-obs",
+                    "status": "final",
+                    "code": {"text": "pulse"},
+                    "subject": {"reference": uuid},
+                }
+            },
+        )
+    )
+    (tmp_path / "history.json").write_text(
+        _bundle("history", {"resource": {"resourceType": "Patient", "id": "h1"}})
+    )
+    composition = {
+        "resourceType": "Composition",
+        "status": "final",
+        "type": {"text": "note"},
+        "date": "2024-01-01",
+        "author": [{"display": "Dr X"}],
+        "title": "Note",
+    }
+    (tmp_path / "document.json").write_text(
+        json.dumps(
+            {
+                "resourceType": "Bundle",
+                "id": "doc1",
+                "type": "document",
+                "identifier": {"system": "urn:ietf:rfc:3986", "value": "urn:uuid:0c3151bd"},
+                "entry": [{"fullUrl": "urn:uuid:0c3151bd-1", "resource": composition}],
+            }
+        )
+    )
+    names = ("search.json", "collection.json", "history.json", "document.json")
+    code, output = _run("import", "--vault", str(vault), *(str(tmp_path / n) for n in names))
+    assert code == 1, output
+    assert "search.json: entry[2].resource is not a valid Patient: Patient.gender" in output
+    assert "history.json: a history Bundle holds past versions and deletions" in output
+    assert "4 resources from 4 files" in output and "2 failures" in output, output
+    assert _loaded(vault, "s1", "s2", "8f5e3b1e-2a4c-4d6e-9f00-0a1b2c3d4e5f") == {
+        "s1",
+        "8f5e3b1e-2a4c-4d6e-9f00-0a1b2c3d4e5f",
+    }
+    records = Vault.at(vault).open()
+    try:
+        observation = json.loads(records.read("Observation", "c-obs").body)
+        assert observation["subject"] == {
+            "reference": "Patient/8f5e3b1e-2a4c-4d6e-9f00-0a1b2c3d4e5f"
+        }
+        assert records.read("Bundle", "doc1").id == "doc1"  # a document is kept whole
+        found = records.storage.last_seq()
+    finally:
+        records.storage.close()
+    code, output = _run("import", "--vault", str(vault), *(str(tmp_path / n) for n in names))
+    assert "0 new versions written" in output and _counts(vault)[0] == found
