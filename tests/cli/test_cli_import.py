@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from cli.test_cli_commands import _run
-from conftest import ROOT
+from conftest import ROOT, shared_data_path
 
 from coffre.exceptions import FhirError
 from coffre.service import Vault
@@ -440,3 +440,18 @@ def test_a_searchset_or_collection_loads_its_resources_and_a_history_is_refused(
         records.storage.close()
     code, output = _run("import", "--vault", str(vault), *(str(tmp_path / n) for n in names))
     assert "0 new versions written" in output and _counts(vault)[0] == found
+
+
+def test_a_document_whose_entries_name_each_other_is_stored_whole(tmp_path: Path) -> None:
+    """A FHIR document's Composition names its patient by the fullUrl of another of its
+    entries: a reference inside the document, for whoever reads it, not for the import."""
+    vault = _vault(tmp_path)
+    father = shared_data_path("fhir-examples", "Bundle-father.json")
+    code, output = _run("import", "--vault", str(vault), str(father))
+    assert code == 0, output
+    records = Vault.at(vault).open()
+    try:
+        stored = json.loads(records.read("Bundle", "father").body)
+    finally:
+        records.storage.close()
+    assert stored["entry"] == json.loads(father.read_bytes())["entry"]
