@@ -38,14 +38,14 @@ BROKEN_STREAM = (EOFError, zlib.error, gzip.BadGzipFile, UnicodeDecodeError)
 
 @dataclass(frozen=True, slots=True)
 class Batch:
-    """A Bundle to run, and where it came from, for messages: the file, and for NDJSON
-    the line of each entry."""
+    """A Bundle to run, and where it came from, for messages: the file, and where each
+    entry is in it when the Bundle is the importer's own (``line 42`` of an NDJSON file,
+    ``entry[3]`` of a searchset, nothing for a resource alone in its file)."""
 
     origin: str
     bundle: dict[str, Any]
-    lines: tuple[int, ...] = ()
-    entries: tuple[int, ...] = ()
-    """For a Bundle whose resources are loaded (a searchset), where each entry was in it."""
+    places: tuple[str, ...] | None = None
+    """None: the Bundle is the file's own, its entries named as they are."""
 
     @property
     def size(self) -> int:
@@ -53,24 +53,30 @@ class Batch:
 
     @property
     def label(self) -> str:
-        return (
-            f"{self.origin}, lines {self.lines[0]}-{self.lines[-1]}" if self.lines else self.origin
-        )
+        """Where the whole Bundle is: its file, or its lines there."""
+        if not self.places:
+            return self.origin
+        first, last = self.places[0], self.places[-1]
+        where = first if first == last else f"{first} to {last}"
+        return f"{self.origin}: {where}" if where else self.origin
 
     def failure(self, index: int, diagnostics: str) -> str:
-        """What went wrong with the entry ``index``, where it is in its file: ``entry[3]`` of
-        a Bundle; the line of an NDJSON file, whose Bundle is the importer's own."""
+        """What went wrong with the entry ``index`` (as the BundleProcessor says, which
+        names it ``entry[index]``), and where it is in its file."""
         ours = f"entry[{index}]"
-        prefixes: tuple[str, ...]
-        if self.lines:
-            place, prefixes = f"line {self.lines[index]}", (f"{ours}.resource", ours)
-        else:
-            place = f"entry[{self.entries[index] if self.entries else index}]"
-            prefixes = (ours,)
-        for prefix in prefixes:
-            if diagnostics.startswith(prefix):
-                return f"{self.origin}: {place}{diagnostics.removeprefix(prefix)}"
-        return f"{self.origin}: {place}: {diagnostics}"
+        if self.places is None:
+            named = diagnostics.startswith(ours)
+            return f"{self.origin}: {diagnostics if named else f'{ours}: {diagnostics}'}"
+        rest = next(
+            (
+                diagnostics.removeprefix(prefix)
+                for prefix in (f"{ours}.resource", ours)
+                if diagnostics.startswith(prefix)
+            ),
+            f": {diagnostics}",
+        )
+        place = self.places[index]
+        return f"{self.origin}{f': {place}' if place else ''}{rest}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -240,7 +246,7 @@ def _not_a_resource(value: Any) -> str | None:
 
 def _ndjson(path: Path) -> Iterator[Batch | Unreadable]:
     chunk: list[Any] = []
-    lines: list[int] = []
+    lines: list[str] = []
     with _reading(path) as file:
         try:
             for number, line in enumerate(file, start=1):
@@ -256,7 +262,7 @@ def _ndjson(path: Path) -> Iterator[Batch | Unreadable]:
                     yield Unreadable(str(path), f"line {number} is not a FHIR resource ({what})")
                     continue
                 chunk.append(resource)
-                lines.append(number)
+                lines.append(f"line {number}")
                 if len(chunk) == NDJSON_CHUNK:
                     yield Batch(str(path), _batch_of(chunk), tuple(lines))
                     chunk, lines = [], []
@@ -303,7 +309,7 @@ def _unpacked(path: Path, bundle: dict[str, Any]) -> Batch:
             rewrite_references(created["resource"], targets.get)
             if isinstance(entry.get("fullUrl"), str):
                 created["fullUrl"] = entry["fullUrl"]
-    return Batch(str(path), batch, entries=tuple(index for index, _ in kept))
+    return Batch(str(path), batch, tuple(f"entry[{index}]" for index, _ in kept))
 
 
 def batches(path: Path) -> Iterator[Batch | Unreadable]:
@@ -330,7 +336,7 @@ def batches(path: Path) -> Iterator[Batch | Unreadable]:
             f"{path} holds neither a FHIR resource nor a transaction or batch Bundle",
         )
     if content["resourceType"] != "Bundle":
-        yield Batch(str(path), _batch_of([content]))
+        yield Batch(str(path), _batch_of([content]), ("",))
     elif kind in ("transaction", "batch"):
         yield Batch(str(path), content)
     elif kind in ("searchset", "collection"):
@@ -338,4 +344,4 @@ def batches(path: Path) -> Iterator[Batch | Unreadable]:
     elif kind in _REFUSED_BUNDLES:
         raise FhirError(400, "not-supported", _REFUSED_BUNDLES[kind])
     else:
-        yield Batch(str(path), _batch_of([content]))
+        yield Batch(str(path), _batch_of([content]), ("",))

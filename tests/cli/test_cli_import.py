@@ -421,7 +421,7 @@ def test_a_searchset_or_collection_loads_its_resources_and_a_history_is_refused(
     names = ("search.json", "collection.json", "history.json", "document.json")
     code, output = _run("import", "--vault", str(vault), *(str(tmp_path / n) for n in names))
     assert code == 1, output
-    assert "search.json: entry[2].resource is not a valid Patient: Patient.gender" in output
+    assert "search.json: entry[2] is not a valid Patient: Patient.gender" in output
     assert "history.json: a history Bundle holds past versions and deletions" in output
     assert "4 resources from 4 files" in output and "2 failures" in output, output
     assert _loaded(vault, "s1", "s2", "8f5e3b1e-2a4c-4d6e-9f00-0a1b2c3d4e5f") == {
@@ -455,3 +455,15 @@ def test_a_document_whose_entries_name_each_other_is_stored_whole(tmp_path: Path
     finally:
         records.storage.close()
     assert stored["entry"] == json.loads(father.read_bytes())["entry"]
+
+
+def test_a_single_resource_that_is_not_valid_is_reported_by_its_file_alone(
+    tmp_path: Path,
+) -> None:
+    """It has no entries: the Bundle it is loaded in is the importer's own."""
+    vault = _vault(tmp_path)
+    (tmp_path / "one.json").write_text('{"resourceType":"Patient","id":"v1","gender":"x"}')
+    code, output = _run("import", "--vault", str(vault), str(tmp_path / "one.json"))
+    assert code == 1, output
+    assert f"{tmp_path / 'one.json'} is not a valid Patient: Patient.gender" in output, output
+    assert "entry[" not in output
