@@ -171,12 +171,14 @@ def _walk(folder: Path, leave_out: frozenset[Path]) -> list[Path]:
 def files_under(paths: list[Path], leave_out: Collection[Path] = ()) -> list[Path]:
     """The files named, and those in the folders named, recursively, in a stable order;
     in a folder, hidden files and folders are skipped, and so are ``leave_out`` and what
-    is under it (the vault's folder and keyring)."""
+    is under it (the vault's folder and keyring). A file named twice, or through a link,
+    is listed once, where it first appears."""
     left_out = frozenset(path.resolve() for path in leave_out)
-    found: list[Path] = []
+    found: dict[Path, Path] = {}
     for path in paths:
-        found.extend(_walk(path, left_out) if path.is_dir() else [path])
-    return found
+        for file in _walk(path, left_out) if path.is_dir() else [path]:
+            found.setdefault(Path(os.path.realpath(file)), file)  # a link loop too
+    return list(found.values())
 
 
 def empty_folders(paths: list[Path], leave_out: Collection[Path] = ()) -> list[Path]:

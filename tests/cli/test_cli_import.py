@@ -467,3 +467,27 @@ def test_a_single_resource_that_is_not_valid_is_reported_by_its_file_alone(
     assert code == 1, output
     assert f"{tmp_path / 'one.json'} is not a valid Patient: Patient.gender" in output, output
     assert "entry[" not in output
+
+
+def test_a_file_named_twice_is_read_once(tmp_path: Path) -> None:
+    """``coffre import data/*.json data``, or a file and a link to it: one file."""
+    vault = _vault(tmp_path)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "p.json").write_text('{"resourceType":"Patient","id":"t1","gender":"x"}')
+    (tmp_path / "link.json").symlink_to(folder / "p.json")
+    code, output = _run(
+        "import",
+        "--vault",
+        str(vault),
+        str(folder / "p.json"),
+        str(folder),
+        str(tmp_path / "link.json"),
+        str(folder / ".." / "data" / "p.json"),
+    )
+    assert code == 1, output
+    assert "0 resources from 1 files" in output and "1 failures" in output, output
+    (tmp_path / "a.json").symlink_to("b.json")
+    (tmp_path / "b.json").symlink_to("a.json")
+    code, output = _run("import", "--vault", str(vault), str(tmp_path / "a.json"))
+    assert code == 1 and "a.json: cannot be read: Too many levels of symbolic links" in output
