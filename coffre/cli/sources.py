@@ -329,14 +329,10 @@ def batches(path: Path) -> Iterator[Batch | Unreadable]:
             body = file.read()
         except BROKEN_STREAM as error:
             raise FhirError(400, "structure", _broken(error)) from None
-    content = json.loads(body.removeprefix(BOM), str(path), json.MAX_DEPTH)
-    kind = content.get("type") if isinstance(content, dict) else None
-    if not isinstance(content, dict) or "resourceType" not in content:
-        raise FhirError(
-            400,
-            "structure",
-            f"{path} holds neither a FHIR resource nor a transaction or batch Bundle",
-        )
+    content = json.loads(body.removeprefix(BOM), "the file", json.MAX_DEPTH)
+    if (what := _not_a_resource(content)) is not None:
+        raise FhirError(400, "structure", f"the file is not a FHIR resource ({what})")
+    kind = content.get("type")
     if content["resourceType"] != "Bundle":
         yield Batch(str(path), _batch_of([content]), ("",))
     elif kind in ("transaction", "batch"):

@@ -491,3 +491,24 @@ def test_a_file_named_twice_is_read_once(tmp_path: Path) -> None:
     (tmp_path / "b.json").symlink_to("a.json")
     code, output = _run("import", "--vault", str(vault), str(tmp_path / "a.json"))
     assert code == 1 and "a.json: cannot be read: Too many levels of symbolic links" in output
+
+
+def test_a_file_that_is_no_resource_is_reported_once_by_name_and_says_what_it_is(
+    tmp_path: Path,
+) -> None:
+    vault = _vault(tmp_path)
+    contents = {"empty.json": "", "null.json": "null", "list.json": "[]", "number.json": "42"}
+    contents["object.json"] = '{"id":"x"}'
+    for name, content in contents.items():
+        (tmp_path / name).write_text(content)
+    code, output = _run("import", "--vault", str(vault), *(str(tmp_path / n) for n in contents))
+    assert code == 1, output
+    assert f"{tmp_path / 'empty.json'}: the file is not valid JSON: " in output, output
+    for name, what in (
+        ("null.json", "null"),
+        ("list.json", "a JSON array"),
+        ("number.json", "a JSON number"),
+        ("object.json", "an object without a resourceType"),
+    ):
+        assert f"{tmp_path / name}: the file is not a FHIR resource ({what})" in output, output
+    assert output.count(str(tmp_path)) == len(contents)
