@@ -103,6 +103,6 @@ class Importer:
                     .get("issue", [{}])[0]
                     .get("diagnostics", status)
                 )
-                self.report.failures.append(f"{batch.where(index)}: {diagnostics}")
+                self.report.failures.append(batch.failure(index, diagnostics))
         self._on_progress(batch.size)
         return True

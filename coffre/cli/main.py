@@ -186,15 +186,20 @@ def synth(
 @app.command("import")
 def import_(
     paths: Annotated[
-        list[Path], typer.Argument(help="Bundles, NDJSON files, resources, or folders of them.")
+        list[Path],
+        typer.Argument(
+            help="Bundles, NDJSON files, resources, or folders of them.",
+            readable=False,  # one that cannot be read is reported, and the others load
+        ),
     ],
     vault: VaultOption = Path(config.VAULT.default),
     keyring: KeyringOption = None,
 ) -> None:
     """Load FHIR files into a vault; running it again on the same files changes nothing."""
-    files = files_under(paths)
+    place = Vault.at(vault, keyring)
+    files = files_under(paths, leave_out=(place.folder, place.keyring))
     try:
-        records = Vault.at(vault, keyring).open()
+        records = place.open()
     except CoffreError as error:
         raise fail(error) from None
     columns = (
@@ -216,7 +221,8 @@ def import_(
 
         report = Importer(records, advance).run(files)
     report.failures[:0] = [
-        f"{folder}: no .json or .ndjson file in it" for folder in empty_folders(paths)
+        f"{folder}: no .json or .ndjson file in it"
+        for folder in empty_folders(paths, leave_out=(place.folder, place.keyring))
     ]
     for failure in report.failures[:MAX_FAILURES_SHOWN]:
         typer.echo(f"failed: {failure}", err=True)

@@ -215,6 +215,15 @@ def _parse_entry(index: int, entry: dict[str, Any], base_url: str) -> Entry:
     )
 
 
+def _own_part(resource: dict[str, Any]) -> dict[str, Any]:
+    """What of an entry's resource holds references the Bundle resolves: all of it, but
+    the entries of a Bundle resource (a document, a message), whose references name each
+    other, for whoever reads it. The parts are shared: rewriting them rewrites the resource."""
+    if resource.get("resourceType") != "Bundle":
+        return resource
+    return {key: value for key, value in resource.items() if key != "entry"}
+
+
 def _without_entry_resources(bundle: dict[str, Any]) -> dict[str, Any]:
     entries = bundle.get("entry")
     if not isinstance(entries, list):
@@ -446,9 +455,9 @@ class BundleProcessor:
         resource = entry.resource
         if resource is None:
             return
-        rewrite_references(resource, fixed.get)
+        rewrite_references(_own_part(resource), fixed.get)
         entry.unresolved = any(
-            _unresolved(node["reference"], pending) for node in references_in(resource)
+            _unresolved(node["reference"], pending) for node in references_in(_own_part(resource))
         )
         if entry.method in ("POST", "PUT") and resource.get("resourceType") == entry.resource_type:
             later = _reference_parameters(entry.resource_type) if entry.unresolved else frozenset()
@@ -604,7 +613,7 @@ class BundleProcessor:
                 return match.reference
             return None
 
-        rewrite_references(resource, resolve)
+        rewrite_references(_own_part(resource), resolve)
 
     def _execute(self, writer: Writer, entry: Entry, targets: dict[str, str]) -> dict[str, Any]:
         if entry.same_as is not None and entry.existing is None:

@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import codecs
+import gzip
 import json
+import os
+import subprocess
+import sys
 from contextlib import suppress
 from pathlib import Path
 
+import pytest
 from cli.test_cli_commands import _run
+from conftest import ROOT, shared_data_path
 
 from coffre.exceptions import FhirError
 from coffre.service import Vault
@@ -45,7 +52,7 @@ def test_a_bad_ndjson_line_is_reported_by_line_and_the_others_load(tmp_path: Pat
     code, output = _run("import", "--vault", str(vault), str(tmp_path / "mixed.ndjson"))
     assert code == 1
     assert "mixed.ndjson: line 3 is not valid JSON" in output
-    assert "mixed.ndjson: line 5: " in output and "Patient.gender" in output
+    assert "mixed.ndjson: line 5 is not a valid Patient: Patient.gender" in output
     assert "3 resources from 1 files" in output and "2 failures" in output
     assert _loaded(vault, "g1", "g2", "g3", "g4") == {"g1", "g2", "g4"}
 
@@ -186,3 +193,322 @@ def test_a_folder_with_nothing_to_import_is_reported(tmp_path: Path) -> None:
     assert f"{looping}: no .json or .ndjson file in it" in output
     assert "2 failures" in output
     assert _loaded(vault, "e1") == {"e1"}
+
+
+def _import_in_a_process(vault: Path, *paths: Path) -> tuple[int, str]:
+    """The command in a process of its own, so that a read that blocks fails the test
+    instead of hanging the suite; its exit status and output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "coffre", "import", "--vault", str(vault), *map(str, paths)],
+        cwd=ROOT,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    return done.returncode, done.stdout
+
+
+def test_a_fifo_is_refused_by_name_without_waiting_for_a_writer(tmp_path: Path) -> None:
+    """A named pipe has no end: read, it blocks until some process writes to it."""
+    vault = _vault(tmp_path)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    os.mkfifo(folder / "pipe.ndjson")
+    os.mkfifo(tmp_path / "named.json")
+    (folder / "good.json").write_text('{"resourceType":"Patient","id":"f1"}')
+    code, output = _import_in_a_process(vault, tmp_path / "named.json", folder)
+    assert code == 1, output
+    assert f"{tmp_path / 'named.json'}: not a regular file (a named pipe)" in output
+    assert f"{folder / 'pipe.ndjson'}: not a regular file (a named pipe)" in output
+    assert "1 resources from 3 files" in output and "2 failures" in output
+    assert _loaded(vault, "f1") == {"f1"}
+
+
+def test_gzip_compressed_files_load(tmp_path: Path) -> None:
+    """Bulk Data exports and many tools write ``.ndjson.gz``."""
+    vault = _vault(tmp_path)
+    folder = tmp_path / "export"
+    folder.mkdir()
+    (folder / "Patient.ndjson.gz").write_bytes(
+        gzip.compress(
+            b'{"resourceType":"Patient","id":"z1"}\n{"resourceType":"Patient","id":"z2"}\n'
+        )
+    )
+    (tmp_path / "one.json.gz").write_bytes(gzip.compress(b'{"resourceType":"Patient","id":"z3"}'))
+    lines = "".join(f'{{"resourceType":"Patient","id":"z4-{n}"}}\n' for n in range(2000))
+    (folder / "cut.ndjson.gz").write_bytes(gzip.compress(lines.encode())[:-100])  # a copy cut short
+    code, output = _run("import", "--vault", str(vault), str(folder), str(tmp_path / "one.json.gz"))
+    assert code == 1, output
+    assert f"{folder / 'cut.ndjson.gz'}: the compressed data ends before its end" in output
+    assert "1 failures" in output
+    # what comes before the cut loads
+    assert _loaded(vault, "z1", "z2", "z3", "z4-0", "z4-999") == {
+        "z1",
+        "z2",
+        "z3",
+        "z4-0",
+        "z4-999",
+    }
+
+
+def test_a_folder_holding_the_vault_imports_its_files_and_leaves_the_vault_alone(
+    tmp_path: Path,
+) -> None:
+    """``coffre init data/vault`` then ``coffre import data``: the keyring is a .json file
+    of secret keys, never a FHIR file to read."""
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "p.json").write_text('{"resourceType":"Patient","id":"inside"}')
+    vault = folder / "vault"
+    assert _run("init", str(vault))[0] == 0
+    code, output = _run("import", "--vault", str(vault), str(folder))
+    assert code == 0, output
+    assert "keyring" not in output and "1 resources from 1 files" in output
+    assert _loaded(vault, "inside") == {"inside"}
+
+
+def _locked(*paths: Path) -> None:
+    """Takes away every right on these paths, or skips the test where that does not keep
+    this process out (root with CAP_DAC_OVERRIDE reads everything)."""
+    for path in paths:
+        path.chmod(0)
+    try:
+        for path in paths:
+            os.listdir(path) if path.is_dir() else path.read_bytes()
+    except PermissionError:
+        return
+    pytest.skip("this process reads files whatever their mode (root): run without CAP_DAC_OVERRIDE")
+
+
+def test_a_file_or_folder_that_cannot_be_read_is_reported_and_the_others_load(
+    tmp_path: Path,
+) -> None:
+    vault = _vault(tmp_path)
+    folder = tmp_path / "in"
+    (folder / "locked").mkdir(parents=True)
+    (folder / "locked" / "x.json").write_text('{"resourceType":"Patient","id":"hidden"}')
+    (folder / "p.json").write_text('{"resourceType":"Patient","id":"r1"}')
+    (tmp_path / "secret.json").write_text('{"resourceType":"Patient","id":"r2"}')
+    (tmp_path / "good.json").write_text('{"resourceType":"Patient","id":"r3"}')
+    _locked(folder / "locked", tmp_path / "secret.json")
+    try:
+        code, output = _run(
+            "import",
+            "--vault",
+            str(vault),
+            str(tmp_path / "secret.json"),
+            str(folder),
+            str(tmp_path / "good.json"),
+        )
+    finally:
+        (folder / "locked").chmod(0o700)
+    assert code == 1, output
+    assert f"{tmp_path / 'secret.json'}: cannot be read: Permission denied" in output
+    assert f"{folder / 'locked'}: cannot be read: Permission denied" in output
+    assert "2 failures" in output
+    assert _loaded(vault, "r1", "r2", "r3") == {"r1", "r3"}
+
+
+def test_an_ndjson_line_that_is_no_resource_is_reported_by_its_line_alone(tmp_path: Path) -> None:
+    """The Bundle the lines are loaded in is the importer's own: its entries are no
+    business of whoever wrote the file."""
+    vault = _vault(tmp_path)
+    lines = ["[1]", '"Patient"', "null", "{}", '{"resourceType":5}', '{"resourceType":"Patient"}']
+    lines += ['{"resourceType":"Patient","id":"l7","gender":"x"}']
+    (tmp_path / "odd.ndjson").write_text("\n".join(lines) + "\n")
+    code, output = _run("import", "--vault", str(vault), str(tmp_path / "odd.ndjson"))
+    assert code == 1, output
+    for number, what in enumerate(
+        ("a JSON array", "a JSON string", "null", "an object without a resourceType"), start=1
+    ):
+        assert f"odd.ndjson: line {number} is not a FHIR resource ({what})" in output, output
+    assert "odd.ndjson: line 5: Coffre knows no resource type '5'" in output, output
+    assert "odd.ndjson: line 7 is not a valid Patient: Patient.gender" in output, output
+    assert "entry[" not in output and "request url" not in output, output
+    assert "1 resources from 1 files" in output and "6 failures" in output
+
+
+def test_utf16_files_with_a_byte_order_mark_load(tmp_path: Path) -> None:
+    """What Windows PowerShell 5 writes with ``>`` or ``Out-File``: UTF-16 with its BOM."""
+    vault = _vault(tmp_path)
+    one = '{"resourceType":"Patient","id":"w1","name":[{"family":"Hébert"}]}'
+    many = '{"resourceType":"Patient","id":"w2"}\r\n{"resourceType":"Patient","id":"w3"}\r\n'
+    (tmp_path / "one.json").write_bytes(one.encode("utf-16"))  # the machine's order, and BOM
+    (tmp_path / "many.ndjson").write_bytes(codecs.BOM_UTF16_BE + many.encode("utf-16-be"))
+    code, output = _run(
+        "import", "--vault", str(vault), str(tmp_path / "one.json"), str(tmp_path / "many.ndjson")
+    )
+    assert code == 0, output
+    assert "3 resources from 2 files" in output
+    assert _loaded(vault, "w1", "w2", "w3") == {"w1", "w2", "w3"}
+    records = Vault.at(vault).open()
+    try:
+        assert json.loads(records.read("Patient", "w1").body)["name"] == [{"family": "Hébert"}]
+    finally:
+        records.storage.close()
+
+
+def _bundle(kind: str, *entries: dict[str, object]) -> str:
+    return json.dumps({"resourceType": "Bundle", "type": kind, "entry": list(entries)})
+
+
+def test_a_searchset_or_collection_loads_its_resources_and_a_history_is_refused(
+    tmp_path: Path,
+) -> None:
+    """A search saved from another server, or a collection, holds resources to load; a
+    document is one record, kept whole; a history holds past versions and deletions."""
+    vault = _vault(tmp_path)
+    other = "https://other.example/fhir"
+    (tmp_path / "search.json").write_text(
+        _bundle(
+            "searchset",
+            {
+                "fullUrl": f"{other}/Patient/s1",
+                "resource": {"resourceType": "Patient", "id": "s1"},
+                "search": {"mode": "match"},
+            },
+            {
+                "resource": {"resourceType": "OperationOutcome", "issue": []},
+                "search": {"mode": "outcome"},
+            },
+            {
+                "fullUrl": f"{other}/Patient/s2",
+                "resource": {"resourceType": "Patient", "id": "s2", "gender": "x"},
+                "search": {"mode": "match"},
+            },
+        )
+    )
+    uuid = "urn:uuid:8f5e3b1e-2a4c-4d6e-9f00-0a1b2c3d4e5f"
+    (tmp_path / "collection.json").write_text(
+        _bundle(
+            "collection",
+            {"fullUrl": uuid, "resource": {"resourceType": "Patient"}},
+            {
+                "resource": {
+                    "resourceType": "Observation",
+                    "id": "c-obs",
+                    "status": "final",
+                    "code": {"text": "pulse"},
+                    "subject": {"reference": uuid},
+                }
+            },
+        )
+    )
+    (tmp_path / "history.json").write_text(
+        _bundle("history", {"resource": {"resourceType": "Patient", "id": "h1"}})
+    )
+    composition = {
+        "resourceType": "Composition",
+        "status": "final",
+        "type": {"text": "note"},
+        "date": "2024-01-01",
+        "author": [{"display": "Dr X"}],
+        "title": "Note",
+    }
+    (tmp_path / "document.json").write_text(
+        json.dumps(
+            {
+                "resourceType": "Bundle",
+                "id": "doc1",
+                "type": "document",
+                "identifier": {"system": "urn:ietf:rfc:3986", "value": "urn:uuid:0c3151bd"},
+                "entry": [{"fullUrl": "urn:uuid:0c3151bd-1", "resource": composition}],
+            }
+        )
+    )
+    names = ("search.json", "collection.json", "history.json", "document.json")
+    code, output = _run("import", "--vault", str(vault), *(str(tmp_path / n) for n in names))
+    assert code == 1, output
+    assert "search.json: entry[2] is not a valid Patient: Patient.gender" in output
+    assert "history.json: a history Bundle holds past versions and deletions" in output
+    assert "4 resources from 4 files" in output and "2 failures" in output, output
+    assert _loaded(vault, "s1", "s2", "8f5e3b1e-2a4c-4d6e-9f00-0a1b2c3d4e5f") == {
+        "s1",
+        "8f5e3b1e-2a4c-4d6e-9f00-0a1b2c3d4e5f",
+    }
+    records = Vault.at(vault).open()
+    try:
+        observation = json.loads(records.read("Observation", "c-obs").body)
+        assert observation["subject"] == {
+            "reference": "Patient/8f5e3b1e-2a4c-4d6e-9f00-0a1b2c3d4e5f"
+        }
+        assert records.read("Bundle", "doc1").id == "doc1"  # a document is kept whole
+        found = records.storage.last_seq()
+    finally:
+        records.storage.close()
+    code, output = _run("import", "--vault", str(vault), *(str(tmp_path / n) for n in names))
+    assert "0 new versions written" in output and _counts(vault)[0] == found
+
+
+def test_a_document_whose_entries_name_each_other_is_stored_whole(tmp_path: Path) -> None:
+    """A FHIR document's Composition names its patient by the fullUrl of another of its
+    entries: a reference inside the document, for whoever reads it, not for the import."""
+    vault = _vault(tmp_path)
+    father = shared_data_path("fhir-examples", "Bundle-father.json")
+    code, output = _run("import", "--vault", str(vault), str(father))
+    assert code == 0, output
+    records = Vault.at(vault).open()
+    try:
+        stored = json.loads(records.read("Bundle", "father").body)
+    finally:
+        records.storage.close()
+    assert stored["entry"] == json.loads(father.read_bytes())["entry"]
+
+
+def test_a_single_resource_that_is_not_valid_is_reported_by_its_file_alone(
+    tmp_path: Path,
+) -> None:
+    """It has no entries: the Bundle it is loaded in is the importer's own."""
+    vault = _vault(tmp_path)
+    (tmp_path / "one.json").write_text('{"resourceType":"Patient","id":"v1","gender":"x"}')
+    code, output = _run("import", "--vault", str(vault), str(tmp_path / "one.json"))
+    assert code == 1, output
+    assert f"{tmp_path / 'one.json'} is not a valid Patient: Patient.gender" in output, output
+    assert "entry[" not in output
+
+
+def test_a_file_named_twice_is_read_once(tmp_path: Path) -> None:
+    """``coffre import data/*.json data``, or a file and a link to it: one file."""
+    vault = _vault(tmp_path)
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "p.json").write_text('{"resourceType":"Patient","id":"t1","gender":"x"}')
+    (tmp_path / "link.json").symlink_to(folder / "p.json")
+    code, output = _run(
+        "import",
+        "--vault",
+        str(vault),
+        str(folder / "p.json"),
+        str(folder),
+        str(tmp_path / "link.json"),
+        str(folder / ".." / "data" / "p.json"),
+    )
+    assert code == 1, output
+    assert "0 resources from 1 files" in output and "1 failures" in output, output
+    (tmp_path / "a.json").symlink_to("b.json")
+    (tmp_path / "b.json").symlink_to("a.json")
+    code, output = _run("import", "--vault", str(vault), str(tmp_path / "a.json"))
+    assert code == 1 and "a.json: cannot be read: Too many levels of symbolic links" in output
+
+
+def test_a_file_that_is_no_resource_is_reported_once_by_name_and_says_what_it_is(
+    tmp_path: Path,
+) -> None:
+    vault = _vault(tmp_path)
+    contents = {"empty.json": "", "null.json": "null", "list.json": "[]", "number.json": "42"}
+    contents["object.json"] = '{"id":"x"}'
+    for name, content in contents.items():
+        (tmp_path / name).write_text(content)
+    code, output = _run("import", "--vault", str(vault), *(str(tmp_path / n) for n in contents))
+    assert code == 1, output
+    assert f"{tmp_path / 'empty.json'}: the file is not valid JSON: " in output, output
+    for name, what in (
+        ("null.json", "null"),
+        ("list.json", "a JSON array"),
+        ("number.json", "a JSON number"),
+        ("object.json", "an object without a resourceType"),
+    ):
+        assert f"{tmp_path / name}: the file is not a FHIR resource ({what})" in output, output
+    assert output.count(str(tmp_path)) == len(contents)
