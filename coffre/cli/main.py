@@ -219,7 +219,18 @@ def import_(
                 task, rate=f"{progress.tasks[0].completed / elapsed:,.0f}" if elapsed else "-"
             )
 
-        report = Importer(records, advance).run(files)
+        before = records.storage.last_seq()
+        try:
+            report = Importer(records, advance).run(files)
+        except KeyboardInterrupt:
+            progress.stop()
+            kept = records.storage.last_seq() - before
+            console.print(
+                f"interrupted: {kept} new versions were kept, each"
+                " Bundle whole or not at all; run the same command again to load the rest"
+                " (what is loaded already is not written twice)"
+            )
+            raise typer.Exit(code=130) from None
     report.failures[:0] = [
         f"{folder}: no .json or .ndjson file in it"
         for folder in empty_folders(paths, leave_out=(place.folder, place.keyring))

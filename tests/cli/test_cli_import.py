@@ -6,9 +6,11 @@ import codecs
 import gzip
 import json
 import os
+import signal
+import sqlite3
 import subprocess
 import sys
-from contextlib import suppress
+from contextlib import closing, suppress
 from pathlib import Path
 
 import pytest
@@ -518,3 +520,31 @@ def test_a_file_that_is_no_resource_is_reported_once_by_name_and_says_what_it_is
     ):
         assert f"{tmp_path / name}: the file is not a FHIR resource ({what})" in output, output
     assert output.count(str(tmp_path)) == len(contents)
+
+
+def test_ctrl_c_says_what_was_kept_and_a_rerun_finishes(tmp_path: Path) -> None:
+    """An operator who interrupts a long import is told that whole Bundles were kept and
+    that the same command finishes it, instead of a bare prompt."""
+    vault = _vault(tmp_path)
+    folder = tmp_path / "bundles"
+    assert _run("synth", "40", "--out", str(folder), "--seed", "3")[0] == 0
+    command = [sys.executable, "-m", "coffre", "import", "--vault", str(vault), str(folder)]
+    importing = subprocess.Popen(
+        command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+    )
+    storage = vault / "storage.sqlite"
+    written = 0
+    while importing.poll() is None and written == 0:
+        with suppress(sqlite3.Error), closing(sqlite3.connect(storage)) as db:
+            written = db.execute("SELECT count(*) FROM versions").fetchone()[0]
+    assert importing.poll() is None, "the import ended before it could be interrupted"
+    importing.send_signal(signal.SIGINT)
+    output, _ = importing.communicate(timeout=120)
+    assert importing.returncode == 130, output
+    assert "interrupted" in output and "run the same command again" in output, output
+    kept = int(output.split("interrupted: ")[1].split()[0])
+    assert kept >= written > 0
+    assert "Traceback" not in output
+    code, output = _run("import", "--vault", str(vault), str(folder))
+    assert code == 0, output
+    assert "0 failures" in output
