@@ -70,14 +70,17 @@ def _criteria_query(request: Request) -> list[tuple[str, str]]:
     return [(k, v) for k, v in request.query_params.multi_items() if k != "_format"]
 
 
-def _takes_no_parameters(request: Request, operation: str, answer: str) -> None:
-    """Refuse parameters an operation would ignore (a 400, not the whole answer anyway)."""
-    given = sorted({name for name, _ in _criteria_query(request)})
+def _refuse_parameters(
+    pairs: Pairs, operation: str, takes: str, allowed: frozenset[str] = frozenset()
+) -> None:
+    """Refuse the parameters an operation would ignore (a 400, not the whole answer
+    anyway); ``takes`` says what it does take."""
+    given = sorted({name for name, _ in pairs} - allowed)
     if given:
         raise FhirError(
             400,
             "not-supported",
-            f"{operation} does not support {', '.join(given)}: it takes no parameters and {answer}",
+            f"{operation} does not support {', '.join(given)}: it takes {takes}",
         )
 
 
@@ -174,7 +177,9 @@ async def map_proof(request: Request) -> Response:
     """``Type/id/$map-proof``: the map proof of a record the request may read, with its
     location, which ``/ledger/proof/map`` takes from anyone; looking is a read, logged."""
     check_format(request)
-    _takes_no_parameters(request, "$map-proof", "proves the record's latest write")
+    _refuse_parameters(
+        _criteria_query(request), "$map-proof", "no parameters and proves the record's latest write"
+    )
     records = _records(request)
     stored = _current(request, Interaction.READ, _type(request))
     await _log_access(request, LeafKind.READ, [stored])
@@ -231,14 +236,8 @@ async def access_history(request: Request) -> Response:
     and logged as one."""
     check_format(request)
     pairs = _criteria_query(request)
-    others = sorted({name for name, _ in pairs} - {"_count", *PAGING})
-    if others:
-        raise FhirError(
-            400,
-            "not-supported",
-            f"$access-history does not support {', '.join(others)}: it takes _count, and"
-            " the _offset and _snapshot of its own page links",
-        )
+    takes = "_count, and the _offset and _snapshot of its own page links"
+    _refuse_parameters(pairs, "$access-history", takes, frozenset({"_count", *PAGING}))
     count, offset = page_count(pairs), number(pairs, "_offset") or 0
     records = _records(request)
     _may_see_access_history(request)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import random
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Annotated
 
@@ -202,23 +203,9 @@ def import_(
         records = place.open()
     except CoffreError as error:
         raise fail(error) from None
-    columns = (
-        TextColumn("importing"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]} resources/s"),
-        TimeElapsedColumn(),
-    )
-    with Progress(*columns, console=console) as progress:
+    with Progress(*_columns("importing", "resources"), console=console) as progress:
         task = progress.add_task("import", total=None, rate="-")
-
-        def advance(count: int) -> None:
-            progress.advance(task, count)
-            elapsed = progress.tasks[0].elapsed or 0
-            progress.update(
-                task, rate=f"{progress.tasks[0].completed / elapsed:,.0f}" if elapsed else "-"
-            )
-
+        advance = partial(_advance, progress, task)
         before = records.storage.last_seq()
         try:
             report = Importer(records, advance).run(files)
