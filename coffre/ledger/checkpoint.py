@@ -1,7 +1,7 @@
 """Checkpoints (c2sp.org/tlog-checkpoint): the signed statement of the log's size and root.
 
 The body is the origin, the tree size, the base64 root, then extension lines. Coffre adds
-one: ``map <base64 root>``, the root of the verifiable map (location -> latest leaf), so
+one: ``map16 <base64 root>``, the root of the verifiable map (location -> latest leaf), so
 that one signature covers both and the host cannot roll back either alone. Witnesses add
 c2sp.org/tlog-cosignature lines to the same note.
 """
@@ -25,7 +25,10 @@ from coffre.ledger.note import (
     verify_note,
 )
 
-MAP_PREFIX = "map "
+MAP_PREFIX = "map16 "
+"""The map's extension line. Checkpoints signed before 2026-12-05 carry ``map <root>``, the
+root of a binary map Coffre no longer computes: an extension line like any other now, so
+that such a vault opens and its next write signs the map's root in this line."""
 _SIZE = re.compile(r"0|[1-9][0-9]*")
 _CONTROL = re.compile(r"[\x00-\x1f]")
 _MAX_SIZE = (1 << 64) - 1
@@ -53,7 +56,7 @@ class Checkpoint:
 
     @property
     def map_root(self) -> bytes | None:
-        """The verifiable map's root from the ``map`` extension line, if there is one."""
+        """The verifiable map's root from the ``map16`` extension line, if there is one."""
         return _map_root(self.extensions)
 
     def body(self) -> str:

@@ -2,30 +2,33 @@
 values (the hash of the record's latest log leaf).
 
 Its root, signed in the checkpoint, lets anyone check that a value is the latest for its
-key, or that a key has none, with a proof of at most 256 hashes, usually about log2(n).
+key, or that a key has none.
 
-Shape (the single-leaf shortcut of Diem's Jellyfish tree and of Dahlberg, Pulls and
-Peeters, "Efficient Sparse Merkle Trees", 2016):
+Shape: a tree of branching factor 16, a level per 4 bits of the key (64 levels), with the
+single-leaf shortcut of Diem's Jellyfish tree and of Dahlberg, Pulls and Peeters,
+"Efficient Sparse Merkle Trees", 2016:
 
-- an empty subtree hashes to ``EMPTY``, the default hash, at every depth;
+- an empty subtree hashes to ``EMPTY``, 32 zero bytes, at every level;
 - a subtree holding exactly one key hashes to that key's leaf,
   SHA-256(0x00 || key || value); the key in the hash pins the leaf to its path;
-- any other subtree hashes as an RFC 9162 node, SHA-256(0x01 || left || right).
+- any other subtree is a branch, SHA-256(0x01 || h0 || h1 || ... || h15), its sixteen
+  children's hashes in the order of their 4 bits.
 
-The classic tree, with every leaf at depth 256, costs 256 hashes per update and keeps
-~240 nodes per key; with the shortcut an update costs about log2(n) hashes and the store
-keeps fewer than three nodes per key.
+Sixteen children a node rather than two: a batch of writes hashes about a quarter as many
+nodes (log16 rather than log2 of the map's size per key, each hash of 513 bytes costing
+little more than one of 65, whose cost is mostly the call), which is most of what a write
+costs the log. A proof lists up to 15 siblings a level instead of one: about 65 hashes
+for a million keys instead of 20, still a couple of kilobytes.
 
-Nodes are kept in flat dicts keyed by the node's id, ``1 << depth | prefix`` (the prefix
-being the key's first ``depth`` bits; the root is 1, a node's children are ``2 * id`` and
-``2 * id + 1``), with hashes and key-value pairs as plain bytes: a map of a million keys
-is a few million objects the garbage collector need not visit.
+Branches are kept in a flat dict keyed by the node's id, ``1 << 4 * depth | prefix`` (the
+prefix being the key's first ``depth`` nibbles; the root is 1, a node's children are
+``16 * id + nibble``), each as the 513 bytes it hashes; lone leaves as ``key || value``:
+a map of a million keys is about 1.3 million objects the garbage collector need not visit.
 
 A batch of keys is written in two passes (``SparseMerkleMap.changes``): first where each
 key's leaf goes, which follows from the keys' common prefixes with their neighbours in
-the batch and with the stored keys; then the hashes, each key alone up its own path to
-where it meets another key of the batch, and the shared nodes above level by level, so
-each node is hashed once per batch however many keys lie below it.
+the batch and with the stored keys; then, the keys in order, the branches on each one's
+path, each hashed once, when the next key's path leaves it.
 """
 
 from __future__ import annotations
@@ -33,20 +36,28 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from itertools import pairwise
 
 from coffre.ledger.errors import ProofShapeError, RootMismatchError
-from coffre.ledger.hashing import HASH_SIZE, leaf_hash, node_hash
+from coffre.ledger.hashing import HASH_SIZE, leaf_hash
 
 KEY_BYTES = 32
-DEPTH = 8 * KEY_BYTES
+BITS = 8 * KEY_BYTES
+LEVEL_BITS = 4
+FANOUT = 1 << LEVEL_BITS
+LEVELS = BITS // LEVEL_BITS
 EMPTY = bytes(HASH_SIZE)
 """The hash of an empty subtree, and so the root of the empty map."""
 ROOT = 1
 """The root's node id."""
-_LEAF_PREFIX, _NODE_PREFIX = b"\x00", b"\x01"  # RFC 9162's, as in ``hashing``
-_MARK = 1 << DEPTH
-"""Set above a key's bits so that ``(_MARK | key) >> (DEPTH - depth)`` is the id of the
+BITMAP_BYTES = LEVELS * FANOUT // 8
+"""A proof's bitmap: a bit per child of each level's branch."""
+_BRANCH_PREFIX = b"\x01"  # RFC 9162's node prefix, as in ``hashing``
+_EMPTY_BRANCH = _BRANCH_PREFIX + EMPTY * FANOUT
+_MARK = 1 << BITS
+"""Set above a key's bits so that ``(_MARK | key) >> (BITS - 4 * depth)`` is the id of the
 key's node at ``depth``."""
+_LOW = FANOUT - 1
 
 
 def map_leaf_hash(key: bytes, value: bytes) -> bytes:
@@ -54,42 +65,52 @@ def map_leaf_hash(key: bytes, value: bytes) -> bytes:
     return leaf_hash(key + value)
 
 
+def branch_hash(children: list[bytes]) -> bytes:
+    """SHA-256(0x01 || the 16 children's hashes)."""
+    return hashlib.sha256(_BRANCH_PREFIX + b"".join(children)).digest()
+
+
 @dataclass(slots=True)
 class MapChanges:
-    """What a batch writes: node hashes and lone leaves (``key || value``) by node id, the
-    ids of former lone leaves that now have keys below them, and the map's new root."""
+    """What a batch writes: branches (the bytes each hashes) and lone leaves
+    (``key || value``) by node id, the ids of former lone leaves that now have keys below
+    them, and the map's new root."""
 
     root: bytes
-    hashes: dict[int, bytes] = field(default_factory=dict)
+    branches: dict[int, bytes] = field(default_factory=dict)
     leaves: dict[int, bytes] = field(default_factory=dict)
     unleafed: set[int] = field(default_factory=set)
 
 
 class MemoryNodeStore:
-    """The non-empty nodes: their hashes, and ``key || value`` of those that are a lone
-    leaf, each by node id."""
+    """The non-empty nodes: branches, as the bytes each hashes, and lone leaves, as
+    ``key || value``, each by node id; and the root's hash."""
 
     def __init__(self) -> None:
-        self.hashes: dict[int, bytes] = {}
+        self.root = EMPTY
+        self.branches: dict[int, bytes] = {}
         self.leaves: dict[int, bytes] = {}
 
     def apply(self, changes: MapChanges) -> None:
-        self.hashes.update(changes.hashes)
+        self.root = changes.root
+        self.branches.update(changes.branches)
         for node in changes.unleafed:
             del self.leaves[node]
         self.leaves.update(changes.leaves)
 
     def __len__(self) -> int:
-        return len(self.hashes)
+        return len(self.branches) + len(self.leaves)
 
 
 @dataclass(frozen=True, slots=True)
 class MapProof:
-    """The siblings along a key's path, from depth 1 down to ``depth``.
+    """The siblings along a key's path, from the root's children down to level ``depth``.
 
-    ``bitmap`` has bit ``d - 1`` (most significant first) set when the sibling at depth
-    ``d`` is not ``EMPTY``; only those siblings are listed. ``neighbour`` is the other
-    key's leaf where the path ends, when that shows the key absent.
+    ``bitmap`` has bit ``16 * (d - 1) + c`` (most significant first) set when child ``c``
+    of the branch at level ``d - 1`` on the path is not the path's own and not ``EMPTY``;
+    only those children are listed, level by level from the top, each level's in the order
+    of ``c``. ``neighbour`` is the other key's leaf where the path ends, when that shows
+    the key absent.
     """
 
     depth: int
@@ -106,7 +127,7 @@ class SparseMerkleMap:
 
     @property
     def root(self) -> bytes:
-        return self._store.hashes.get(ROOT, EMPTY)
+        return self._store.root
 
     def get(self, key: bytes) -> bytes | None:
         """The value of ``key``, or None."""
@@ -120,19 +141,22 @@ class SparseMerkleMap:
         """A proof of the value of ``key``, or of its absence."""
         marked = _MARK | _key(key)
         depth, node = _path_end(self._store, marked, 0)
-        hashes = self._store.hashes
+        branches = self._store.branches
         bitmap = 0
         siblings = []
-        for d in range(1, depth + 1):
-            sibling = hashes.get((marked >> (DEPTH - d)) ^ 1)
-            if sibling is not None:
-                bitmap |= 1 << (DEPTH - d)
-                siblings.append(sibling)
+        for d in range(depth):
+            branch = branches[marked >> (BITS - LEVEL_BITS * d)]
+            own = marked >> (BITS - LEVEL_BITS * (d + 1)) & _LOW
+            for child in range(FANOUT):
+                sibling = branch[1 + HASH_SIZE * child : 1 + HASH_SIZE * (child + 1)]
+                if child != own and sibling != EMPTY:
+                    bitmap |= 1 << (LEVELS * FANOUT - 1 - FANOUT * d - child)
+                    siblings.append(sibling)
         neighbour = None
         stored = self._store.leaves.get(node)
         if stored is not None and stored[:KEY_BYTES] != key:
             neighbour = (stored[:KEY_BYTES], stored[KEY_BYTES:])
-        return MapProof(depth, bitmap.to_bytes(KEY_BYTES, "big"), tuple(siblings), neighbour)
+        return MapProof(depth, bitmap.to_bytes(BITMAP_BYTES, "big"), tuple(siblings), neighbour)
 
     def update(self, updates: Mapping[bytes, bytes]) -> bytes:
         """Set each key to its value in one pass, and return the new root."""
@@ -147,7 +171,7 @@ class SparseMerkleMap:
     def changes(self, updates: Mapping[bytes, bytes]) -> MapChanges:
         """What setting each key to its value writes, leaving the map as it is.
 
-        Every node above the changed leaves is hashed once, however many of them share it.
+        Every branch above the changed leaves is hashed once, however many of them share it.
         """
         if not updates:
             return MapChanges(self.root)
@@ -159,11 +183,11 @@ class SparseMerkleMap:
 
     def _floors(self, updates: Mapping[bytes, bytes]) -> tuple[dict[int, _Floor], set[int]]:
         """The leaves a batch writes: each updated key, and each stored lone leaf an
-        updated key pushes down (unless the batch updates its key too), with the depth
+        updated key pushes down (unless the batch updates its key too), with the level
         its leaf cannot sit above (where its path ends in the stored tree: the other
         stored keys share less with it); and the ids of those stored leaves."""
         store = self._store
-        guess = max(len(store.leaves).bit_length() - 1, 0)  # about where paths end
+        guess = max(len(store.leaves).bit_length() - 1, 0) // LEVEL_BITS  # about where paths end
         floors: dict[int, _Floor] = {}
         unleafed: set[int] = set()
         for key, value in updates.items():
@@ -172,86 +196,88 @@ class SparseMerkleMap:
                 _value(value)
             k = int.from_bytes(key, "big")
             depth, node = _path_end(store, _MARK | k, guess)
-            floors[k] = (key + value, depth, None)
+            floors[k] = (key + value, depth)
             stored = store.leaves.get(node)
             if stored is not None:
                 unleafed.add(node)
                 other = stored[:KEY_BYTES]
                 if other != key and other not in updates:
-                    floors[int.from_bytes(other, "big")] = (stored, depth, store.hashes[node])
+                    floors[int.from_bytes(other, "big")] = (stored, depth)
         return floors, unleafed
 
     def _hash_batch(self, floors: dict[int, _Floor], changes: MapChanges) -> bytes:
-        """Put the batch's leaves and hash their paths; return the root.
+        """Put the batch's leaves and hash the branches above them; return the root.
 
-        A leaf sits one below the longest prefix its key shares with another: a stored key
-        (its floor) or one of the batch, the batch's keys sharing most with their
-        neighbours in key order. Leaves are taken in that order; each one's path is hashed
-        up to just below where it meets the next key's, and waits there on a stack for the
-        next leaves' paths, which take it as their left sibling on the way up. Every other
-        sibling on the way holds no key of the batch, and is read from the store.
+        A leaf sits one level below the longest prefix its key shares with another: a
+        stored key (its floor) or one of the batch, the batch's keys sharing most with their
+        neighbours in key order. Leaves are taken in that order; the branches on a key's
+        path stay open, gathering their changed children, until the next key's path
+        leaves them; each is then hashed, from its stored bytes or an empty branch, and
+        its hash handed to its parent, still open. Children the batch does not change
+        keep their stored hashes.
         """
-        stored = self._store.hashes
-        written, leaves = changes.hashes, changes.leaves
-        sha256 = hashlib.sha256  # the hashes of ``hashing``, inline: a call costs as much
-        waiting = [0]  # node ids (0 is none's), and below their hashes
-        waiting_hashes = [EMPTY]
+        stored = self._store.branches
+        written, leaves = changes.branches, changes.leaves
+        sha256 = hashlib.sha256
+        path: list[int] = []  # the open branches' ids, the root's first
+        changed: list[list[tuple[int, bytes]]] = []  # each one's changed children
         order = sorted(floors)
-        last = len(order) - 1
-        before = -1  # the prefix the key shares with the previous one (bits)
-        for i, k in enumerate(order):
-            after = DEPTH - (k ^ order[i + 1]).bit_length() if i < last else -1
-            pair, depth, h = floors[k]  # from its floor, down below its neighbours' prefixes
+        # the levels each key shares with the next one (the last with none)
+        shared = [(BITS - (k ^ n).bit_length()) // LEVEL_BITS for k, n in pairwise(order)]
+        shared.append(-1)
+        before = -1  # the levels the key shares with the previous one
+        root = EMPTY
+        for k, after in zip(order, shared, strict=True):
+            pair, depth = floors[k]  # from its floor, down below its neighbours' prefixes
             if depth <= before:
                 depth = before + 1
             if depth <= after:
                 depth = after + 1
-            node = (_MARK | k) >> (DEPTH - depth)
+            marked = _MARK | k
+            for d in range(len(path), depth):
+                path.append(marked >> (BITS - LEVEL_BITS * d))
+                changed.append([])
+            node = marked >> (BITS - LEVEL_BITS * depth)
             leaves[node] = pair
-            if h is None:
-                h = sha256(_LEAF_PREFIX + pair).digest()
-            written[node] = h
-            for _ in range(depth - after - 1):
-                sibling = node ^ 1
-                if sibling == waiting[-1]:
-                    waiting.pop()
-                    h = sha256(_NODE_PREFIX + waiting_hashes.pop() + h).digest()
-                elif node & 1:
-                    h = sha256(_NODE_PREFIX + stored.get(sibling, EMPTY) + h).digest()
+            h = sha256(b"\x00" + pair).digest()
+            if not depth:
+                return h  # the only key
+            changed[-1].append((node & _LOW, h))
+            while len(path) > after + 1:
+                node = path.pop()
+                branch = stored.get(node, _EMPTY_BRANCH)
+                for child, h in changed.pop():
+                    at = 1 + HASH_SIZE * child
+                    branch = branch[:at] + h + branch[at + HASH_SIZE :]
+                written[node] = branch
+                h = sha256(branch).digest()
+                if path:
+                    changed[-1].append((node & _LOW, h))
                 else:
-                    h = sha256(_NODE_PREFIX + h + stored.get(sibling, EMPTY)).digest()
-                node >>= 1
-                written[node] = h
-            waiting.append(node)
-            waiting_hashes.append(h)
+                    root = h
             before = after
-        return waiting_hashes[-1]  # the last path went up to the root
+        return root
 
 
-_Floor = tuple[bytes, int, bytes | None]
-"""A leaf of a batch: ``key || value``, its floor, and its hash if it is a stored one."""
+_Floor = tuple[bytes, int]
+"""A leaf of a batch: ``key || value``, and its floor."""
 
 
 def _path_end(store: MemoryNodeStore, marked: int, guess: int) -> tuple[int, int]:
-    """The depth and id of the first node on a key's path (``marked``: ``_MARK | key``)
-    that is absent or a lone leaf, looked for from ``guess`` down or up: a node's
-    ancestors are all present."""
-    hashes, leaves = store.hashes, store.leaves
+    """The level and id of the first node on a key's path (``marked``: ``_MARK | key``)
+    that is not a branch (absent, or a lone leaf), looked for from level ``guess`` down or
+    up: a branch's ancestors are all branches."""
+    branches = store.branches
     depth = guess
-    node = marked >> (DEPTH - depth)
-    if node in hashes:
-        while node not in leaves:
+    node = marked >> (BITS - LEVEL_BITS * depth)
+    if node in branches:
+        while node in branches:
             depth += 1
-            node = marked >> (DEPTH - depth)
-            if node not in hashes:
-                break
+            node = marked >> (BITS - LEVEL_BITS * depth)
         return depth, node
-    while depth:
-        parent = node >> 1
-        if parent in hashes:
-            return (depth - 1, parent) if parent in leaves else (depth, node)
-        depth, node = depth - 1, parent
-    return 0, node
+    while depth and node >> LEVEL_BITS not in branches:
+        depth, node = depth - 1, node >> LEVEL_BITS
+    return depth, node
 
 
 def verify_map_proof(root: bytes, key: bytes, value: bytes | None, proof: MapProof) -> None:
@@ -260,7 +286,7 @@ def verify_map_proof(root: bytes, key: bytes, value: bytes | None, proof: MapPro
     Raises ``ProofShapeError`` for a malformed proof, ``RootMismatchError`` otherwise.
     """
     k = _key(key)
-    bits = _check_shape(proof)
+    bits = _check_shape(proof, k)
     if value is not None:
         if proof.neighbour is not None:
             raise ProofShapeError("a proof of a value ends at the key's own leaf")
@@ -268,25 +294,42 @@ def verify_map_proof(root: bytes, key: bytes, value: bytes | None, proof: MapPro
     elif proof.neighbour is not None:
         other, other_value = proof.neighbour
         n = _key(other)
-        if n == k or (n ^ k) >> (DEPTH - proof.depth):
+        if n == k or (n ^ k) >> (BITS - LEVEL_BITS * proof.depth):
             raise ProofShapeError("the neighbour's leaf does not sit on the key's path")
         h = map_leaf_hash(other, _value(other_value))
     else:
         h = EMPTY
     siblings = list(proof.siblings)
-    for d in range(proof.depth, 0, -1):
-        sibling = siblings.pop() if bits >> (DEPTH - d) & 1 else EMPTY
-        h = node_hash(sibling, h) if k >> (DEPTH - d) & 1 else node_hash(h, sibling)
+    for d in range(proof.depth - 1, -1, -1):
+        own = k >> (BITS - LEVEL_BITS * (d + 1)) & _LOW
+        listed = bits >> (BITMAP_BYTES * 8 - FANOUT * (d + 1)) & ((1 << FANOUT) - 1)
+        given = siblings[len(siblings) - listed.bit_count() :]
+        del siblings[len(siblings) - len(given) :]
+        children = []
+        for child in range(FANOUT):
+            if child == own:
+                children.append(h)
+            elif listed >> (FANOUT - 1 - child) & 1:
+                children.append(given.pop(0))
+            else:
+                children.append(EMPTY)
+        h = branch_hash(children)
     if h != root:
         raise RootMismatchError(root, h, "map root")
 
 
-def _check_shape(proof: MapProof) -> int:
-    if not 0 <= proof.depth <= DEPTH or len(proof.bitmap) != KEY_BYTES:
-        raise ProofShapeError("a map proof is at most 256 deep, with a 32-byte bitmap")
+def _check_shape(proof: MapProof, key: int) -> int:
+    if not 0 <= proof.depth <= LEVELS or len(proof.bitmap) != BITMAP_BYTES:
+        raise ProofShapeError(
+            f"a map proof is at most {LEVELS} levels deep, with a {BITMAP_BYTES}-byte bitmap"
+        )
     bits = int.from_bytes(proof.bitmap, "big")
-    if bits & ((1 << (DEPTH - proof.depth)) - 1):
+    if bits & ((1 << (BITMAP_BYTES * 8 - FANOUT * proof.depth)) - 1):
         raise ProofShapeError("the bitmap marks siblings below the proof's depth")
+    for d in range(proof.depth):
+        own = key >> (BITS - LEVEL_BITS * (d + 1)) & _LOW
+        if bits >> (BITMAP_BYTES * 8 - 1 - FANOUT * d - own) & 1:
+            raise ProofShapeError("the bitmap marks the key's own path as a sibling")
     if bits.bit_count() != len(proof.siblings):
         raise ProofShapeError("the bitmap and the siblings do not agree")
     if any(len(s) != HASH_SIZE for s in proof.siblings):

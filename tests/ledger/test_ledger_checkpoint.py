@@ -21,6 +21,7 @@ from coffre.ledger import (
     parse_note,
     sign_checkpoint,
 )
+from coffre.ledger.checkpoint import MAP_PREFIX
 from coffre.ledger.note import ALG_COSIGNATURE_V1, ALG_ED25519, NoteSignature
 from coffre.seal.signing import Ed25519Signer
 
@@ -47,7 +48,7 @@ def _cosigned(count: int) -> str:
 def test_the_body_is_the_c2sp_layout() -> None:
     root = base64.b64encode(ROOT).decode()
     assert CHECKPOINT.body() == (
-        f"{ORIGIN}\n20852163\n{root}\nmap {base64.b64encode(MAP_ROOT).decode()}\n"
+        f"{ORIGIN}\n20852163\n{root}\nmap16 {base64.b64encode(MAP_ROOT).decode()}\n"
     )
     assert CHECKPOINT.map_root == MAP_ROOT
     assert Checkpoint(ORIGIN, 0, ROOT).map_root is None
@@ -73,7 +74,7 @@ def test_round_trip_and_verification() -> None:
 def test_any_checkpoint_round_trips(
     origin: str, size: int, root: bytes, extensions: list[str]
 ) -> None:
-    extensions = [e for e in extensions if not e.startswith("map ")]
+    extensions = [e for e in extensions if not e.startswith(MAP_PREFIX)]
     checkpoint = Checkpoint(origin, size, root, tuple(extensions))
     text = sign_checkpoint(checkpoint, ORIGIN, LOG).serialize()
     assert open_checkpoint(text, LOG_KEY, origin=origin) == checkpoint
@@ -83,7 +84,7 @@ def test_any_checkpoint_round_trips(
     "tamper",
     [
         lambda t: t.replace("20852163", "20852164"),
-        lambda t: t.replace("\nmap ", "\nmap  "),
+        lambda t: t.replace("\nmap16 ", "\nmap16  "),
         lambda t: t.replace(f"\n\n— {ORIGIN} ", "\nextra\n\n— " + ORIGIN + " "),
         lambda t: t.replace(f"{ORIGIN}\n", "coffre.example/other\n", 1),
     ],
@@ -168,7 +169,7 @@ def test_only_checkpoints_are_cosigned() -> None:
         "origin\n1\n" + base64.b64encode(ROOT).decode(),
         "\n1\n" + base64.b64encode(ROOT).decode() + "\n",
         "origin\n1\n" + base64.b64encode(ROOT).decode() + "\n\n",
-        "origin\n1\n" + base64.b64encode(ROOT).decode() + "\nmap nope\n",
+        "origin\n1\n" + base64.b64encode(ROOT).decode() + "\nmap16 nope\n",
         "origin\n1\n" + base64.b64encode(ROOT).decode() + "\n" + map_extension(ROOT) * 2,
     ],
 )
@@ -198,6 +199,6 @@ def test_checkpoints_check_their_fields() -> None:
     with pytest.raises(ValueError):
         Checkpoint("log", 1, ROOT, ("",))
     with pytest.raises(ValueError):
-        Checkpoint("log", 1, ROOT, ("map " + "x" * 44,))
+        Checkpoint("log", 1, ROOT, (MAP_PREFIX + "x" * 44,))
     with pytest.raises(ValueError):
         map_extension(ROOT[:31])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import random
 
 import pytest
@@ -14,10 +15,9 @@ from coffre.ledger import (
     ProofShapeError,
     RootMismatchError,
     SparseMerkleMap,
-    node_hash,
     verify_map_proof,
 )
-from coffre.ledger.smt import DEPTH, EMPTY, map_leaf_hash
+from coffre.ledger.smt import BITMAP_BYTES, EMPTY, LEVELS, map_leaf_hash
 
 hashes = st.binary(min_size=32, max_size=32)
 # Keys near one another share long prefixes, so that leaves sit deep in the tree.
@@ -32,16 +32,19 @@ maps = st.dictionaries(keys, hashes, max_size=40)
 
 
 def _reference_root(items: dict[bytes, bytes], depth: int = 0) -> bytes:
-    """The map's root straight from its definition."""
+    """The map's root straight from its definition: the hash of a subtree of no key is 32
+    zero bytes, of one key its leaf, of more SHA-256(0x01 || its 16 children's, in the order
+    of the key's next 4 bits)."""
     if not items:
         return EMPTY
     if len(items) == 1:
         ((key, value),) = items.items()
         return map_leaf_hash(key, value)
-    halves: tuple[dict[bytes, bytes], dict[bytes, bytes]] = ({}, {})
+    parts: list[dict[bytes, bytes]] = [{} for _ in range(16)]
     for key, value in items.items():
-        halves[int.from_bytes(key, "big") >> (DEPTH - 1 - depth) & 1][key] = value
-    return node_hash(_reference_root(halves[0], depth + 1), _reference_root(halves[1], depth + 1))
+        parts[int(key.hex()[depth], 16)][key] = value
+    children = b"".join(_reference_root(part, depth + 1) for part in parts)
+    return hashlib.sha256(b"\x01" + children).digest()
 
 
 def _map(items: dict[bytes, bytes]) -> SparseMerkleMap:
@@ -137,7 +140,7 @@ def test_a_batch_gives_the_roots_and_proofs_of_one_key_at_a_time(
         batched.update(batch)
     assert batched.root == single.root
     # the same nodes, and no stale ones: a leaf pushed down leaves no leaf behind
-    assert batched_store.hashes == single_store.hashes
+    assert batched_store.branches == single_store.branches
     assert batched_store.leaves == single_store.leaves
     for key in {*(key for batch in batches for key in batch), absent}:
         assert batched.prove(key) == single.prove(key)
@@ -184,18 +187,20 @@ def test_keys_that_differ_in_the_last_bit_sit_at_the_bottom() -> None:
     low, high = bytes(32), bytes(31) + b"\x01"
     smt = _map({low: b"a" * 32, high: b"b" * 32})
     proof = smt.prove(high)
-    assert proof.depth == DEPTH
+    assert proof.depth == LEVELS
     assert len(proof.siblings) == 1
     verify_map_proof(smt.root, high, b"b" * 32, proof)
 
 
-def test_the_store_keeps_a_few_nodes_per_key() -> None:
-    # n leaves, n - 1 branching nodes, and a node for each bit two keys share past a split.
+def test_the_store_keeps_a_leaf_per_key_and_fewer_branches() -> None:
+    # A branch has two children or more: fewer branches than keys, about a third of them
+    # for random keys (a binary tree would keep two or three nodes a key).
     store = MemoryNodeStore()
     smt = SparseMerkleMap(store)
     rng = random.Random(7)
     smt.update({rng.randbytes(32): rng.randbytes(32) for _ in range(1000)})
-    assert 2 * 1000 - 1 <= len(store) < 3 * 1000
+    assert len(store.leaves) == 1000
+    assert 1000 // 16 < len(store.branches) < 1000 // 2
 
 
 def test_misshapen_map_proofs_are_refused() -> None:
@@ -205,10 +210,14 @@ def test_misshapen_map_proofs_are_refused() -> None:
     root, proof = smt.root, smt.prove(key)
     verify_map_proof(root, key, None, proof)
     bits = int.from_bytes(proof.bitmap, "big")
+    # the key's own child of the root listed as a sibling, one hash more to keep the count
+    own_marked = bits | 1 << (BITMAP_BYTES * 8 - 1 - (key[0] >> 4))
+    own_siblings = (bytes(32), *proof.siblings)
     misshapen = [
-        MapProof(DEPTH + 1, proof.bitmap, proof.siblings, proof.neighbour),
-        MapProof(proof.depth, proof.bitmap[:31], proof.siblings, proof.neighbour),
-        MapProof(proof.depth, (bits | 1).to_bytes(32, "big"), proof.siblings, proof.neighbour),
+        MapProof(LEVELS + 1, proof.bitmap, proof.siblings, proof.neighbour),
+        MapProof(proof.depth, proof.bitmap[:-1], proof.siblings, proof.neighbour),
+        MapProof(proof.depth, (bits | 1).to_bytes(BITMAP_BYTES, "big"), proof.siblings, None),
+        MapProof(proof.depth, own_marked.to_bytes(BITMAP_BYTES, "big"), own_siblings, None),
         MapProof(proof.depth, proof.bitmap, proof.siblings[:-1], proof.neighbour),
         MapProof(proof.depth, proof.bitmap, (*proof.siblings[:-1], b"short"), proof.neighbour),
     ]

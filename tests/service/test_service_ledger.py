@@ -19,6 +19,7 @@ from coffre.ledger import (
     verify_inclusion,
     verify_map_proof,
 )
+from coffre.ledger import checkpoint as checkpoint_module
 from coffre.ledger.hashing import leaf_hash, merkle_root, node_hash
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.search import parse_criteria
@@ -229,6 +230,32 @@ def test_the_checkpoint_signs_a_map_of_each_records_latest_write(records: Record
         verify_map_proof(checkpoint.map_root, loc, value, records.latest_writes.map.prove(loc))
     absent = records.keys.location("Patient", "never-written")
     verify_map_proof(checkpoint.map_root, absent, None, records.latest_writes.map.prove(absent))
+
+
+def test_a_vault_signed_with_the_binary_maps_line_opens_and_signs_the_new_one(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Checkpoints signed before the map had 16 children a node carry ``map <root>``: the
+    # vault opens, and its next write signs ``map16 <root>`` of every record written.
+    with monkeypatch.context() as older:
+        older.setattr(checkpoint_module, "MAP_PREFIX", "map ")
+        records = vault.open()
+        _write_some(records, 3)
+        records.storage.close()
+    records = vault.open()
+    last = records.ledger.latest(records.storage)
+    assert last is not None and last.map_root is None
+    assert any(line.startswith("map ") for line in last.extensions)
+    with records.writer() as writer:
+        writer.update("Patient", "p9", {"resourceType": "Patient", "id": "p9"})
+    checkpoint = records.ledger.latest(records.storage)
+    assert checkpoint is not None and checkpoint.map_root is not None
+    for number in (0, 2, 9):
+        loc = records.keys.location("Patient", f"p{number}")
+        value = records.latest_writes.map.get(loc)
+        assert value is not None
+        verify_map_proof(checkpoint.map_root, loc, value, records.latest_writes.map.prove(loc))
+    records.storage.close()
 
 
 def _observation_of(patient_id: str, number: int) -> dict[str, object]:
