@@ -28,6 +28,7 @@ from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
 from coffre.exceptions import CoffreError
+from coffre.files import replace_file
 from coffre.ledger import LedgerError, VerifierKey
 from coffre.ledger.witness import (
     SIZE_CONTENT_TYPE,
@@ -108,17 +109,7 @@ class WitnessFolder:
 
     def save_state(self, state: WitnessState) -> None:
         """Replace the state so that a crash or a power cut leaves the old one or the new."""
-        temporary = self.state_file.with_name(STATE_FILE + ".tmp")
-        with open(temporary, "w") as file:
-            file.write(state.serialize())
-            file.flush()
-            os.fsync(file.fileno())
-        temporary.replace(self.state_file)
-        folder = os.open(self.path, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        replace_file(self.state_file, state.serialize())
 
     def keep_evidence(self, evidence: Evidence) -> Path:
         """Keep ``evidence`` under its checkpoint's name, unless it is kept already."""

@@ -39,6 +39,7 @@ from coffre import config
 from coffre.cli.leaves import MAX_BODY, Unanswered, bundle_checks, diagnostics
 from coffre.cli.output import fail
 from coffre.exceptions import CoffreError
+from coffre.files import replace_file
 from coffre.ledger import (
     Checkpoint,
     LedgerError,
@@ -331,11 +332,10 @@ def _load_state(state: Path, key: VerifierKey) -> Checkpoint | None:
 
 
 def _save_state(state: Path, note: str) -> None:
-    """Replace the state file atomically, so that a crash leaves the old one or the new."""
+    """Replace the state file so that a crash or a power cut leaves the old one or the new:
+    an auditor that lost its state would accept again what it had seen superseded."""
     state.parent.mkdir(parents=True, exist_ok=True)
-    temporary = state.with_name(state.name + ".tmp")
-    temporary.write_text(note)
-    temporary.replace(state)
+    replace_file(state, note)
 
 
 def _print(report: Report) -> None:

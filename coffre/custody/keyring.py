@@ -13,12 +13,12 @@ import base64
 import json
 import os
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any
 
 from coffre.custody.memory import MemoryCustodian, check_retirable, new_origin, next_kek_id
 from coffre.exceptions import CustodyError, VaultStateError
+from coffre.files import replace_file
 from coffre.seal import random_key
 
 FORMAT = "coffre-keyring/1"
@@ -76,21 +76,8 @@ class KeyringCustodian(MemoryCustodian):
         self._replace(content)
 
     def _replace(self, content: dict[str, Any]) -> None:
-        """Rewrite the keyring atomically (a new 0600 file renamed over it), then take it up."""
-        descriptor, name = tempfile.mkstemp(
-            dir=self._path.parent, prefix=".keyring-", suffix=".tmp"
-        )
-        try:
-            _write(descriptor, content)
-            os.replace(name, self._path)
-        except BaseException:
-            Path(name).unlink(missing_ok=True)
-            raise
-        folder = os.open(self._path.parent, os.O_RDONLY)
-        try:
-            os.fsync(folder)
-        finally:
-            os.close(folder)
+        """Rewrite the keyring atomically, then take it up."""
+        replace_file(self._path, json.dumps(content, indent=2))
         with self._lock:
             self._reload()
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import re
 import secrets
 from dataclasses import dataclass, field, replace
@@ -23,6 +22,7 @@ from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 
 from coffre.api.auth.scopes import Role, ScopeSet, parse_scopes
 from coffre.exceptions import CoffreError
+from coffre.files import replace_file
 
 ACCESS_SUFFIX = ".access.json"
 BACKEND = "backend"
@@ -281,18 +281,12 @@ def load(path: Path) -> Registry:
 
 
 def save(path: Path, registry: Registry) -> None:
-    """Replace the file atomically, 0600 from its first byte."""
+    """Replace the file atomically (see ``replace_file``)."""
     data = {
         "clients": {cid: c.as_json() for cid, c in sorted(registry.clients.items())},
         "users": {name: u.as_json() for name, u in sorted(registry.users.items())},
     }
-    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(descriptor, "w") as file:
-        json.dump(data, file, indent=2, sort_keys=True)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temporary, path)
+    replace_file(path, json.dumps(data, indent=2, sort_keys=True))
 
 
 class RegistryFile:

@@ -1,0 +1,28 @@
+"""Small files replaced whole: keyrings, client registries, witness and auditor states."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def replace_file(path: Path, text: str) -> None:
+    """Put ``text`` in ``path`` so that a crash or a power cut leaves the old content or the
+    new one, never a mix or nothing: a new file beside it (0600 from its first byte),
+    synced, renamed over it, and the folder synced so that the rename itself lasts."""
+    descriptor, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(descriptor, "w") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
