@@ -8,8 +8,10 @@ state file. Each run fetches the newest checkpoint and checks, in order:
 2. that it is not smaller than the accepted one: otherwise **shrunk log**;
 3. a consistency proof from the accepted checkpoint to it (RFC 9162 §2.1.4.2): otherwise
    **inconsistent** (the log rewrote what it had signed, or shows another history);
-4. with ``--full``, every leaf: their root must be the signed one (**root mismatch**)
-   and each must decode as a leaf (**malformed leaf**).
+4. with ``--full``, every leaf: their root must be the signed one (**root mismatch**),
+   each must decode as a leaf (**malformed leaf**), and each record's latest write among
+   them must give the map root the checkpoint signs (**map mismatch**: the map would
+   prove as a record's latest a write that is not, or hide one).
 
 A violation is backed by something the log signed, so the verdict does not depend on
 trusting the network. Exit status: 0 when every check holds (the new checkpoint is then
@@ -43,6 +45,7 @@ from coffre.files import replace_file
 from coffre.ledger import (
     Checkpoint,
     LedgerError,
+    SparseMerkleMap,
     VerifierKey,
     open_checkpoint,
     verify_consistency,
@@ -201,6 +204,7 @@ def _check_leaves(
     malformed, shown = 0, list[str]()
     kinds: Counter[int] = Counter()
     integrity: list[int] = []
+    latest_writes: dict[bytes, bytes] = {}
     with bundle_checks(
         tiles,
         lambda path: _get(client, f"/ledger/{path}", limit=MAX_BODY),
@@ -213,6 +217,7 @@ def _check_leaves(
                 malformed, shown = malformed + check.malformed, shown + check.shown
                 kinds.update(check.kinds)
                 integrity += check.integrity
+                latest_writes.update(check.map_updates)
                 if check.served < tile.width:
                     served = tile.index * TILE_WIDTH + check.served
                     report.violate(
@@ -233,6 +238,7 @@ def _check_leaves(
         )
     else:
         report.held.append(f"the {checkpoint.size} leaves recompute to the signed root")
+        _check_map(checkpoint, latest_writes, report)
     for detail in shown[:MALFORMED_SHOWN]:
         report.violate("malformed leaf", detail)
     if malformed > MALFORMED_SHOWN:
@@ -240,6 +246,26 @@ def _check_leaves(
     if not malformed:
         report.held.append("every leaf decodes")
     _report_kinds(kinds, integrity, report)
+
+
+def _check_map(checkpoint: Checkpoint, latest_writes: dict[bytes, bytes], report: Report) -> None:
+    """The map of each record's latest write among the leaves the checkpoint signs must
+    have the root it signs: otherwise a map proof would vouch for a write that is not the
+    record's latest, or for a record's absence."""
+    if checkpoint.map_root is None:
+        report.held.append("the checkpoint signs no map root: none to check")
+        return
+    root = SparseMerkleMap().update(latest_writes)
+    if root != checkpoint.map_root:
+        report.violate(
+            "map mismatch",
+            f"the latest writes of {len(latest_writes):,} records among the leaves give the"
+            f" map root {_b64(root)}, not the signed {_b64(checkpoint.map_root)}",
+        )
+    else:
+        report.held.append(
+            f"the latest writes of {len(latest_writes):,} records give the signed map root"
+        )
 
 
 def _report_kinds(kinds: Counter[int], integrity: list[int], report: Report) -> None:

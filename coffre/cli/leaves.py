@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 
 from coffre.exceptions import CoffreError
 from coffre.ledger import LedgerError
-from coffre.ledger.leaf import Leaf, LeafKind, kind_bytes, undecodable
+from coffre.ledger.leaf import Leaf, LeafKind, kind_bytes, map_updates, undecodable
 from coffre.ledger.tiles import MAX_ENTRY_BYTES, TILE_WIDTH, TileId, bundle_roots, split_bundle
 
 CHUNK = 64
@@ -52,7 +52,8 @@ class Unanswered(CoffreError):
 class BundleCheck(NamedTuple):
     """What one entry bundle holds: how many leaves, the roots of their perfect subtrees,
     how many do not decode as leaves (the first few described), how many of each kind,
-    and where the first few integrity failures the gateway logged are."""
+    where the first few integrity failures the gateway logged are, and what its leaves
+    set in the verifiable map (each record's latest write in the bundle)."""
 
     served: int
     roots: list[bytes]
@@ -60,6 +61,7 @@ class BundleCheck(NamedTuple):
     shown: list[str]
     kinds: Counter[int]
     integrity: list[int]
+    map_updates: dict[bytes, bytes]
 
 
 def check_bundle(data: bytes, tile: TileId) -> BundleCheck:
@@ -81,7 +83,9 @@ def check_bundle(data: bytes, tile: TileId) -> BundleCheck:
     counts: Counter[int] = Counter({kind: n for kind in LeafKind if (n := kinds.count(kind))})
     first = tile.index * TILE_WIDTH
     integrity = [first + at for at in _positions(kinds, LeafKind.INTEGRITY)][:SHOWN]
-    return BundleCheck(len(entries), roots, len(malformed), shown, counts, integrity)
+    return BundleCheck(
+        len(entries), roots, len(malformed), shown, counts, integrity, map_updates(entries)
+    )
 
 
 def _positions(data: bytes, value: int) -> Iterator[int]:

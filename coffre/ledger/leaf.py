@@ -26,6 +26,7 @@ from enum import IntEnum
 from typing import NamedTuple
 
 from coffre.ledger.errors import LedgerError
+from coffre.ledger.hashing import leaf_hash
 
 FORMAT = 2
 _LAYOUT = struct.Struct(">BB32sQ32s32s32sQ")
@@ -126,6 +127,35 @@ def kind_bytes(entries: Sequence[bytes]) -> bytes:
     if set(map(len, entries)) <= {SIZE}:
         return b"".join(entries)[1::SIZE]
     return bytes(entry[1] if len(entry) > 1 else 0 for entry in entries)
+
+
+WRITES = frozenset({LeafKind.CREATE, LeafKind.UPDATE, LeafKind.DELETE})
+
+
+def in_map(kind: LeafKind, version: int) -> bool:
+    """Whether a leaf is its record's latest write for the verifiable map: a write, or a
+    record's erasure (``ERASE`` of version 0 is the compartment's erasure, whose location
+    is the compartment token, not a record)."""
+    return kind in WRITES or (kind is LeafKind.ERASE and version > 0)
+
+
+_MAP_KINDS = frozenset(WRITES | {LeafKind.ERASE})
+_VERSION = struct.Struct(">Q")
+_VERSION_AT = 2 + 32  # after format, kind and location
+
+
+def map_updates(entries: Sequence[bytes]) -> dict[bytes, bytes]:
+    """What stored leaves, in log order, set in the verifiable map: each location's latest
+    write, to its leaf's hash. For an auditor that recomputes the map from millions of
+    leaves, most of them accesses, only those whose kind byte says write or erasure are
+    looked at; entries that are no leaf are ``undecodable``'s to report."""
+    updates: dict[bytes, bytes] = {}
+    for at, kind in enumerate(kind_bytes(entries)):
+        if kind in _MAP_KINDS and len(entry := entries[at]) == SIZE and entry[0] == FORMAT:
+            (version,) = _VERSION.unpack_from(entry, _VERSION_AT)
+            if in_map(LeafKind(kind), version):
+                updates[entry[2:_VERSION_AT]] = leaf_hash(entry)
+    return updates
 
 
 def _decodes(data: bytes) -> bool:

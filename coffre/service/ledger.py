@@ -36,7 +36,7 @@ from coffre.ledger import (
 )
 from coffre.ledger.errors import LedgerError
 from coffre.ledger.hashing import leaf_hash
-from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind, split_tag
+from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind, in_map, split_tag
 from coffre.ledger.note import ALG_ED25519
 from coffre.ledger.proofs import NodeHash
 from coffre.ledger.smt import MapChanges, MapProof
@@ -164,19 +164,13 @@ class Ledger:
             )
 
 
-WRITES = frozenset({LeafKind.CREATE, LeafKind.UPDATE, LeafKind.DELETE})
-
-
-def _in_map(leaf: Leaf) -> bool:
-    """Whether a leaf is its record's latest write for the map: a write, or a record's
-    erasure (``ERASE`` of version 0 is the compartment's erasure, whose ``loc`` is the
-    compartment token, not a record)."""
-    return leaf.kind in WRITES or (leaf.kind is LeafKind.ERASE and leaf.version > 0)
-
-
 def _map_updates(leaves: list[Leaf], hashes: list[bytes]) -> dict[bytes, bytes]:
     """The map updates leaves (with their hashes) make: each location's latest write."""
-    return {leaf.loc: hashed for leaf, hashed in zip(leaves, hashes, strict=True) if _in_map(leaf)}
+    return {
+        leaf.loc: hashed
+        for leaf, hashed in zip(leaves, hashes, strict=True)
+        if in_map(leaf.kind, leaf.version)
+    }
 
 
 def _new_events(event_hashes: set[bytes]) -> int:
@@ -291,7 +285,7 @@ class LatestWrites:
         for leaf in leaves:
             if leaf.kind is LeafKind.ERASE and leaf.version == 0:
                 self._erased.setdefault(leaf.loc, leaf.ts)
-            elif _in_map(leaf):
+            elif in_map(leaf.kind, leaf.version):
                 self._latest[leaf.loc] = pack(leaf.version, leaf.body_hash, leaf.index_digest)
         self.known += len(leaves)
 

@@ -26,7 +26,13 @@ from coffre.cli.audit import NoVerdict, Report, audit_log
 from coffre.cli.leaves import CHUNK
 from coffre.cli.main import app
 from coffre.custody.choose import open_custody
-from coffre.ledger import Checkpoint, VerifierKey, open_checkpoint, sign_checkpoint
+from coffre.ledger import (
+    Checkpoint,
+    VerifierKey,
+    map_extension,
+    open_checkpoint,
+    sign_checkpoint,
+)
 from coffre.ledger.note import ALG_ED25519
 from coffre.ledger.tiles import TILE_WIDTH
 from coffre.seal.signing import Ed25519Signer
@@ -92,6 +98,7 @@ def test_a_first_audit_then_a_later_one_hold(client: TestClient, records: Record
     assert second.consistent and second.checkpoint is not None and second.checkpoint.size == 7
     assert "consistent with the checkpoint of size 3 accepted before" in second.held
     assert "the 7 leaves recompute to the signed root" in second.held
+    assert "the latest writes of 7 records give the signed map root" in second.held
 
 
 def test_full_counts_the_leaves_by_kind_and_reports_integrity_failures(
@@ -215,6 +222,34 @@ def test_full_recomputes_the_root_and_decodes_every_leaf(
         db.execute("DELETE FROM leaves WHERE idx = 5")
     report = audit_log(client, key, None, full=True)
     assert "missing leaves" in _kinds(report)
+
+
+def test_full_recomputes_the_map_of_the_latest_writes(
+    client: TestClient, records: RecordStore, vault: Vault
+) -> None:
+    """A checkpoint whose map root is not that of the leaves it signs (the gateway's key
+    misused, or its code wrong) would let map proofs vouch for stale versions."""
+    _write(client, 3)
+    key = records.ledger.verifier_key
+    custodian = open_custody(vault.keyring)
+    origin = custodian.log_origin()
+    signed = open_checkpoint(client.get("/ledger/checkpoint").text, key)
+    assert signed.map_root is not None
+    for extensions in ((map_extension(bytes(32)),), ()):
+        forged = Checkpoint(origin, signed.size, signed.root, extensions)
+        with HostDatabase.of(vault) as db:
+            db.execute(
+                "UPDATE checkpoints SET note = ? WHERE size = ?",
+                (sign_checkpoint(forged, origin, custodian.log_signer()).serialize(), forged.size),
+            )
+        report = audit_log(client, key, None, full=True)
+        if extensions:
+            assert _kinds(report) == ["map mismatch"]
+            assert "the latest writes of 3 records among the leaves" in report.violations[0].detail
+        else:
+            assert report.consistent and "the checkpoint signs no map root: none to check" in (
+                report.held
+            )
 
 
 @pytest.mark.parametrize(

@@ -47,9 +47,8 @@ from conftest import FHIR_JSON, RunningServer
 
 from coffre.cli.audit import audit_log
 from coffre.ledger import Checkpoint, VerifierKey, leaf_hash, open_checkpoint, root_of
-from coffre.ledger.leaf import Leaf
+from coffre.ledger.leaf import WRITES, Leaf
 from coffre.service import Vault
-from coffre.service.ledger import WRITES
 from coffre.storage import HistoryQuery
 from coffre.synth import generate_bundles, generate_shared_bundle
 

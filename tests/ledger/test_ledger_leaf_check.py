@@ -1,5 +1,6 @@
-"""``undecodable``, the batch check an auditor runs over a million leaves, finds exactly the
-entries ``Leaf.decode`` refuses."""
+"""The batch checks an auditor runs over a million leaves: ``undecodable`` finds exactly the
+entries ``Leaf.decode`` refuses, ``map_updates`` gives each record's latest write as the
+leaves decoded one by one give it."""
 
 from __future__ import annotations
 
@@ -7,7 +8,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from coffre.ledger import LedgerError
-from coffre.ledger.leaf import FORMAT, SIZE, TAG_BYTES, Leaf, LeafKind, kind_bytes, undecodable
+from coffre.ledger.hashing import leaf_hash
+from coffre.ledger.leaf import (
+    FORMAT,
+    SIZE,
+    TAG_BYTES,
+    Leaf,
+    LeafKind,
+    in_map,
+    kind_bytes,
+    map_updates,
+    undecodable,
+)
 
 
 def _refused(entry: bytes) -> bool:
@@ -60,3 +72,23 @@ def test_kind_bytes_gives_each_entry_s_kind_byte(entries: list[bytes]) -> None:
     for entry, kind in zip(entries, kinds, strict=True):
         if not _refused(entry):
             assert Leaf.decode(entry).kind == kind
+
+
+# A few locations and versions 0 and 1, so that records are written several times and a
+# compartment's erasure (ERASE of version 0) turns up.
+record_leaves = st.builds(
+    lambda kind, loc, version, tag: Leaf(kind, loc, version, bytes(32), 1).encode() + tag,
+    st.sampled_from(LeafKind),
+    st.sampled_from([bytes([n]) * 32 for n in range(4)]),
+    st.integers(0, 1),
+    st.binary(min_size=TAG_BYTES, max_size=TAG_BYTES),
+)
+
+
+@given(st.lists(st.one_of(record_leaves, record_leaves, leaves, damaged), max_size=40))
+def test_map_updates_give_each_record_s_latest_write(entries: list[bytes]) -> None:
+    expected: dict[bytes, bytes] = {}
+    for entry in entries:
+        if not _refused(entry) and in_map((leaf := Leaf.decode(entry)).kind, leaf.version):
+            expected[leaf.loc] = leaf_hash(entry)
+    assert map_updates(entries) == expected
