@@ -22,6 +22,7 @@ from coffre.cli.audit import NoVerdict, Report, audit_log
 from coffre.cli.leaves import CHUNK, SHOWN, Connection, Unanswered, check_bundle
 from coffre.cli.main import app
 from coffre.ledger import VerifierKey
+from coffre.ledger.hashing import leaf_hash
 from coffre.ledger.leaf import SIZE as LEAF_SIZE
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.ledger.tiles import TILE_WIDTH, TileId, bundle_roots, encode_bundle
@@ -35,15 +36,18 @@ assert SIZE > 2 * CHUNK * TILE_WIDTH
 # -- one bundle ----------------------------------------------------------------------------
 
 
-def _leaf(number: int) -> bytes:
-    fields = Leaf(LeafKind.READ, bytes(32), number, bytes(32), number).encode()
+def _leaf(number: int, kind: LeafKind = LeafKind.READ) -> bytes:
+    fields = Leaf(kind, bytes(32), number, bytes(32), number).encode()
     return fields + bytes(LEAF_SIZE - len(fields))
 
 
 def test_a_bundle_s_check() -> None:
-    leaves = [_leaf(i) for i in range(5)]
-    check = check_bundle(encode_bundle(leaves), TileId(None, 3, 5))
-    assert check == (5, bundle_roots(leaves), 0, [], {LeafKind.READ: 5}, [])
+    leaves = [_leaf(i) for i in range(4)] + [_leaf(4, LeafKind.UPDATE), _leaf(5)]
+    check = check_bundle(encode_bundle(leaves), TileId(None, 3, 6))
+    counts = {LeafKind.READ: 5, LeafKind.UPDATE: 1}
+    # the update is the record's latest write, whose leaf hash the map takes
+    latest = {bytes(32): leaf_hash(leaves[4])}
+    assert check == (6, bundle_roots(leaves), 0, [], counts, [], latest)
 
 
 def test_a_bundle_short_of_leaves_has_no_roots() -> None:
