@@ -35,6 +35,18 @@ def access_of(request: Request) -> Access:
     )
 
 
+def act_for(request: Request, access: Access) -> None:
+    """Say who ``request`` acts for where no bearer token does: a portal page acts for the
+    signed-in patient, whom a refusal it meets is then logged under too."""
+    request.state.acting_for = access
+
+
+def acting_for(request: Request) -> Access | None:
+    """Who ``act_for`` said ``request`` acts for, if anyone."""
+    access: Access | None = getattr(request.state, "acting_for", None)
+    return access
+
+
 def add_access_hook(app: Starlette, hook: AccessHook) -> None:
     """Call ``hook`` after each request in which a clinician opened patients' records,
     once the access is durable in the log: the first-access notice hangs here. It gets

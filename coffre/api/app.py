@@ -14,7 +14,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 
 from coffre.api import consent, routes
-from coffre.api.access import access_of, add_access_hook
+from coffre.api.access import access_of, acting_for, add_access_hook
 from coffre.api.auth import Authenticate, Authority, auth_routes, smart_routes
 from coffre.api.auth.capability import smart_security
 from coffre.api.capability import capability_statement
@@ -142,7 +142,7 @@ async def _http_error(request: Request, error: Exception) -> Response:
 
 async def _seal_error(request: Request, error: Exception) -> Response:
     log.error("a sealed record failed its integrity check: %s", _interaction(request))
-    if request.url.path.startswith(BASE_PATH):
+    if request.url.path.startswith(BASE_PATH) or acting_for(request) is not None:
         await _log_integrity_failure(request)
     return outcome_response(
         FhirError(500, "exception", "the record failed its integrity check; it was not served")
@@ -164,7 +164,8 @@ async def _log_integrity_failure(request: Request) -> None:
     committer: GroupCommitter = request.app.state.committer
     try:
         await committer.run(
-            lambda writer: writer.log_integrity_failure(_named_record(request)), access_of(request)
+            lambda writer: writer.log_integrity_failure(_named_record(request)),
+            acting_for(request) or access_of(request),
         )
     except CoffreError:
         log.error("the integrity failure could not be logged: %s", _interaction(request))

@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
+from coffre.api.access import act_for
 from coffre.api.auth import Authority
 from coffre.api.auth.authority import SignInWait
 from coffre.api.auth.scopes import Role
@@ -133,6 +134,7 @@ def _signed_in(handler: Callable[[Request, Session, str], Any]) -> Callable[[Req
         session = session_of(request)
         if session is None:
             return _to("/portal/sign-in")
+        act_for(request, _access(request, session))
         lang = _lang(request)
         if request.method == "POST" and not _checked_form(request, session):
             return page(lang, word(lang, "expired"), "", path=request.url.path, status=403)
