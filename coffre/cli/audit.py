@@ -26,9 +26,12 @@ import base64
 import binascii
 import json
 import os
+import signal
+import threading
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -290,22 +293,44 @@ def _get(
     limit: int = MAX_ANSWER_BYTES,
 ) -> bytes:
     """The body of a 200 answer to ``GET path``. NoVerdict for another status, a body of
-    more than ``limit`` bytes once decoded (an endless one, a gzip bomb), or one that is
+    more than ``limit`` bytes once decoded (an endless one, a gzip bomb), or an answer
     not whole within the client's read timeout (a host that trickles it byte by byte)."""
     seconds = _seconds(client)
     deadline = time.monotonic() + seconds
+    late = NoVerdict(f"GET {path} took over {seconds:g} s to answer")
     body = bytearray()
-    with client.stream("GET", path, params=params) as response:
+    with _alarm(seconds, late), client.stream("GET", path, params=params) as response:
         for chunk in response.iter_bytes():
             body += chunk
             if len(body) > limit:
                 raise NoVerdict(f"GET {path} answered more than {limit:,} bytes")
             if time.monotonic() > deadline:
-                raise NoVerdict(f"GET {path} took over {seconds:g} s to answer")
+                raise late
     if response.status_code != 200:
         why = diagnostics(bytes(body))
         raise NoVerdict(f"GET {path} answered HTTP {response.status_code}{why}")
     return bytes(body)
+
+
+@contextmanager
+def _alarm(seconds: float, late: NoVerdict) -> Iterator[None]:
+    """Raise ``late`` after ``seconds`` in the block: the only bound on an answer's headers,
+    which a host can send a byte at a time, each within the socket's timeout. A signal, so
+    in the main thread only (the command's); elsewhere only the body is bounded."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def expire(signum: int, frame: object) -> None:
+        raise late
+
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def _seconds(client: httpx.Client) -> float:

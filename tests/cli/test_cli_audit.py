@@ -340,8 +340,10 @@ _BOMB = gzip.compress(bytes(50 << 20))
             "more than 65,536 bytes",
         ),
         (b"Content-Length: 400\r\n", _trickle(400), "took over 0.5 s"),
+        # a header line that never ends, a byte at a time, each within the read timeout
+        (b"X-Slow: A", _trickle(400), "took over 0.5 s"),
     ],
-    ids=["endless", "gzip bomb", "trickle"],
+    ids=["endless", "gzip bomb", "trickle", "trickled headers"],
 )
 def test_an_answer_too_long_or_too_slow_gives_no_verdict(
     head: bytes, body: Iterator[bytes], message: str
