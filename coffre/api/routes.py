@@ -25,12 +25,13 @@ from coffre.api.negotiation import (
     read_json,
 )
 from coffre.api.responses import fhir_response, information, resource_response, version_headers
-from coffre.api.search import Shape, everything_page, read_shape, search_page
+from coffre.api.search import everything_page, search_page
 from coffre.exceptions import FhirError
 from coffre.fhir.validation import url_type, validate
 from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion, check_criteria, parse_criteria
 from coffre.search.results import Pairs, number, page_count
+from coffre.search.shapes import Shape, read_shape
 from coffre.service import Outcome as Written
 from coffre.service import RecordStore, Stored
 from coffre.service.audit import is_break_glass
@@ -191,7 +192,7 @@ def _shaped(stored: Stored, shape: Shape | None) -> Response:
     """A read's answer: the resource, or the part of it ``_summary``/``_elements`` ask."""
     if shape is None:
         return resource_response(stored)
-    return fhir_response(shape.served(stored), 200, version_headers(stored))
+    return fhir_response(shape.served(stored.body), 200, version_headers(stored))
 
 
 async def vread(request: Request) -> Response:

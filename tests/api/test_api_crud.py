@@ -923,6 +923,39 @@ def test_read_and_vread_show_what_summary_and_elements_ask(client: TestClient) -
             assert_outcome(client.get(url, params={"_summary": bad}), 400, "_summary")
 
 
+def test_a_read_s_elements_keep_the_mandatory_elements(client: TestClient) -> None:
+    """search.html#elements: mandatory elements are returned whether requested or not; a
+    kept element comes whole (a Patient's link with its mandatory other and type), and a
+    primitive with its extensions (``_birthDate``)."""
+    linked = created_id(client, patient("M-0"))
+    resource = patient(
+        "M-1",
+        birthDate="1950-01-02",
+        _birthDate={"extension": [{"url": "urn:t", "valueString": "approx."}]},
+        link=[{"other": {"reference": f"Patient/{linked}"}, "type": "seealso"}],
+    )
+    patient_id = created_id(client, resource)
+    kept = client.get(f"/fhir/Patient/{patient_id}", params={"_elements": "link,birthDate"})
+    assert kept.status_code == 200, kept.text
+    body = kept.json()
+    assert set(body) == {"resourceType", "id", "meta", "link", "birthDate", "_birthDate"}
+    assert body["link"] == resource["link"]
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "weight"},
+        "valueQuantity": {"value": 72},
+    }
+    observation_id = created_id(client, observation)
+    for url in (
+        f"/fhir/Observation/{observation_id}",
+        f"/fhir/Observation/{observation_id}/_history/1",
+    ):
+        body = client.get(url, params={"_elements": "id"}).json()
+        assert set(body) == {"resourceType", "id", "meta", "status", "code"}, url
+        assert body["meta"]["tag"][-1]["code"] == "SUBSETTED"
+
+
 def test_a_decimal_keeps_its_written_precision(client: TestClient) -> None:
     """A lab's 7.20 mmol/L is not 7.2 (FHIR: a decimal's precision has a meaning): it is
     sealed, read back, listed and searched as written."""
