@@ -168,9 +168,13 @@ async def read(request: Request) -> Response:
     check_format(request)
     shape = read_shape(request.query_params.multi_items())
     stored = _current(request, Interaction.READ, _type(request))
-    if not_modified(request, stored.version):
-        return fhir_response(None, 304, version_headers(stored))
+    # A 304 is logged as the read it is: it tells the client that what it holds is the
+    # record as it stands now, which discloses the record as much as sending it would (a
+    # diagnosis still stands, a prescription was not changed), and the patient's access
+    # history must show who checked.
     await _log_access(request, LeafKind.READ, [stored])
+    if not_modified(request, stored):
+        return fhir_response(None, 304, version_headers(stored))
     return _shaped(stored, shape)
 
 

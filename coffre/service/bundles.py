@@ -106,6 +106,22 @@ def parse_if_match(value: str | None) -> int | None:
     return number
 
 
+def none_match(tags: str, version: int) -> bool:
+    """Whether an If-None-Match list names this version, or is ``*``: compared weakly
+    (RFC 9110 §13.1.2), so ``"3"`` and ``W/"3"`` both name version 3."""
+    named = {tag.strip().removeprefix("W/") for tag in tags.split(",")}
+    return "*" in named or f'"{version}"' in named
+
+
+def not_modified(stored: Stored, if_none_match: str | None, modified_since: int | None) -> bool:
+    """Whether a conditional read answers 304 (RFC 9110 §13.2.2): If-None-Match, the exact
+    condition, decides alone when given (§13.1.3); else the record is unchanged when last
+    updated at or before ``modified_since`` (microseconds since the epoch)."""
+    if if_none_match is not None:
+        return none_match(if_none_match, stored.version)
+    return modified_since is not None and stored.ts <= modified_since
+
+
 def if_none_exist_query(resource_type: str, condition: str) -> str:
     """The search criteria of a conditional create's If-None-Exist (a header, or a Bundle
     entry's ``ifNoneExist``): the query itself (``identifier=...``) or, as HAPI FHIR's
