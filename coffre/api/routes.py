@@ -192,9 +192,9 @@ async def map_proof(request: Request) -> Response:
     return map_proof_response(records, loc, record=stored.reference)
 
 
-def _shaped(stored: Stored, shape: Shape | None) -> Response:
+def _shaped(stored: Stored, shape: Shape) -> Response:
     """A read's answer: the resource, or the part of it ``_summary``/``_elements`` ask."""
-    if shape is None:
+    if shape.whole:
         return resource_response(stored)
     return fhir_response(shape.served(stored.body), 200, version_headers(stored))
 

@@ -60,11 +60,10 @@ def search_shape(pairs: Pairs) -> Shape:
     return Shape(one_of(pairs, "_summary", SUMMARIES), tuple(listed(pairs, "_elements")))
 
 
-def read_shape(pairs: Pairs) -> Shape | None:
-    """What a read or vread shows of its resource (``_summary``, ``_elements``), when the
-    client asks for less than the whole of it; ``_summary=count`` is for searches."""
-    shape = Shape(one_of(pairs, "_summary", READ_SUMMARIES), tuple(listed(pairs, "_elements")))
-    return None if shape.whole else shape
+def read_shape(pairs: Pairs) -> Shape:
+    """What a read or vread shows of its resource (``_summary``, ``_elements``);
+    ``_summary=count`` is for searches."""
+    return Shape(one_of(pairs, "_summary", READ_SUMMARIES), tuple(listed(pairs, "_elements")))
 
 
 def _subsetted(resource: dict[str, Any]) -> dict[str, Any]:
