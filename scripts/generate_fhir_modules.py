@@ -10,7 +10,8 @@ It writes, and the project commits, so that Coffre runs without ../shared:
   validation 60x faster than the schema's root ``oneOf``.
 - ``coffre/fhir/_definitions_r4.py``: the resource types, and for each type the element
   paths whose Patient reference puts a resource in a patient's compartment (from
-  CompartmentDefinition-patient and the search parameters' FHIRPath expressions).
+  CompartmentDefinition-patient and the search parameters' FHIRPath expressions), and its
+  mandatory top-level elements (see ``mandatory_elements``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import fastjsonschema
+from fhirclient.models.fhirelementfactory import FHIRElementFactory
 
 from coffre.fhir.primitives import (
     CALENDAR_DATE,
@@ -141,17 +143,48 @@ def compartment_paths(data: Path) -> dict[str, list[tuple[str, ...]]]:
     return table
 
 
+def mandatory_elements(schema: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """Each resource type's top-level elements of minimum cardinality 1, as JSON names (a
+    choice element by the name of each of its types: ``medicationCodeableConcept``,
+    ``medicationReference``).
+
+    The JSON schema's ``required`` lists only the mandatory elements of complex types:
+    a primitive's value may stand in its ``_name`` extension, a choice in one of several
+    names. ../shared/data has no StructureDefinitions; fhirclient's models are generated
+    from those of R4 4.0.1, with each element's minimum (``not_optional``). Every element
+    the schema requires must be among them, or the models are not of the schema's R4.
+    """
+    table: dict[str, tuple[str, ...]] = {}
+    definitions = schema["definitions"]
+    for resource_type in sorted(schema["discriminator"]["mapping"]):
+        model = FHIRElementFactory.instantiate(resource_type, None)
+        source = Path(sys.modules[type(model).__module__].__file__ or "")
+        if "Generated from FHIR 4.0.1" not in source.read_text().partition("\n")[0]:
+            raise SystemExit(f"{source} is not generated from FHIR R4 4.0.1")
+        names = [p[1] for p in model.elementProperties() if p[5]]
+        required = set(definitions[resource_type].get("required", ())) - {"resourceType"}
+        if not required <= set(names):
+            raise SystemExit(f"{resource_type}: fhirclient misses {sorted(required - set(names))}")
+        if names:
+            table[resource_type] = tuple(names)
+    return table
+
+
 def main() -> None:
     data = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "data"
     schema = json.loads((data / "schema" / "fhir.schema.json").read_text())
     code, resource_types = compile_schema(schema)
     (PACKAGE / "_schema_r4.py").write_text(HEADER.format(what="JSON schema") + code)
     definitions = (
-        HEADER.format(what="schema, CompartmentDefinition-patient and search parameters")
+        HEADER.format(
+            what="schema, CompartmentDefinition-patient, search parameters and element minimums"
+        )
         + "\nRESOURCE_TYPES: frozenset[str] = frozenset(\n"
         + pprint.pformat(resource_types, width=96)
         + "\n)\n\nPATIENT_COMPARTMENT_PATHS: dict[str, tuple[tuple[str, ...], ...]] = "
         + pprint.pformat({k: tuple(v) for k, v in compartment_paths(data).items()}, width=96)
+        + "\n\nMANDATORY_ELEMENTS: dict[str, tuple[str, ...]] = "
+        + pprint.pformat(mandatory_elements(schema), width=96)
         + "\n"
     )
     (PACKAGE / "_definitions_r4.py").write_text(definitions)

@@ -81,7 +81,7 @@ def _resource(resource_type: str) -> dict[str, Any]:
         "readHistory": True,
         "updateCreate": True,
         "conditionalCreate": True,
-        "conditionalRead": "not-match",
+        "conditionalRead": "full-support",
         "conditionalUpdate": True,
         "conditionalDelete": "multiple",
         "searchInclude": ["*"],

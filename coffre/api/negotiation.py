@@ -9,6 +9,7 @@ from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 
+from coffre.api.http_dates import http_date
 from coffre.api.media_types import (
     MediaRange,
     MediaType,
@@ -18,6 +19,8 @@ from coffre.api.media_types import (
 )
 from coffre.exceptions import FhirError
 from coffre.fhir import json
+from coffre.service import Stored
+from coffre.service.bundles import not_modified as read_unchanged
 from coffre.service.bundles import parse_if_match
 
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
@@ -173,14 +176,22 @@ def prefer_return(request: Request) -> str | None:
     return value if value in ("minimal", "representation", "OperationOutcome") else None
 
 
-def not_modified(request: Request, version: int) -> bool:
-    """Whether the client's ``If-None-Match`` names this version (or is ``*``): compared
-    weakly (RFC 9110), so ``"3"`` and ``W/"3"`` both name version 3, in a list or alone."""
-    header = request.headers.get("if-none-match")
-    if header is None:
-        return False
-    tags = {tag.strip().removeprefix("W/") for tag in header.split(",")}
-    return "*" in tags or f'"{version}"' in tags
+def not_modified(request: Request, stored: Stored) -> bool:
+    """Whether a read's ``If-None-Match`` or ``If-Modified-Since`` finds ``stored`` as the
+    client holds it (RFC 9110 §13.1.2, §13.1.3)."""
+    return read_unchanged(stored, request.headers.get("if-none-match"), _modified_since(request))
+
+
+def _modified_since(request: Request) -> int | None:
+    """``If-Modified-Since`` as the last microsecond of the second it names, or None where
+    RFC 9110 §13.1.3 has it ignored: no HTTP-date, more than one, a method other than GET
+    or HEAD. Last-Modified is sent in whole seconds: a client that sends back the one it
+    was given holds what was written within that second (If-None-Match is exact)."""
+    values = request.headers.getlist("if-modified-since")
+    if len(values) != 1 or request.method not in ("GET", "HEAD"):
+        return None
+    moment = http_date(values[0])
+    return None if moment is None else int(moment.timestamp()) * 1_000_000 + 999_999
 
 
 def if_match(request: Request) -> int | None:

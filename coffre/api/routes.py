@@ -25,12 +25,13 @@ from coffre.api.negotiation import (
     read_json,
 )
 from coffre.api.responses import fhir_response, information, resource_response, version_headers
-from coffre.api.search import Shape, everything_page, read_shape, search_page
+from coffre.api.search import everything_page, search_page
 from coffre.exceptions import FhirError
 from coffre.fhir.validation import url_type, validate
 from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion, check_criteria, parse_criteria
 from coffre.search.results import Pairs, number, page_count
+from coffre.search.shapes import Shape, read_shape
 from coffre.service import Outcome as Written
 from coffre.service import RecordStore, Stored
 from coffre.service.audit import is_break_glass
@@ -167,9 +168,13 @@ async def read(request: Request) -> Response:
     check_format(request)
     shape = read_shape(request.query_params.multi_items())
     stored = _current(request, Interaction.READ, _type(request))
-    if not_modified(request, stored.version):
-        return fhir_response(None, 304, version_headers(stored))
+    # A 304 is logged as the read it is: it tells the client that what it holds is the
+    # record as it stands now, which discloses the record as much as sending it would (a
+    # diagnosis still stands, a prescription was not changed), and the patient's access
+    # history must show who checked.
     await _log_access(request, LeafKind.READ, [stored])
+    if not_modified(request, stored):
+        return fhir_response(None, 304, version_headers(stored))
     return _shaped(stored, shape)
 
 
@@ -187,11 +192,11 @@ async def map_proof(request: Request) -> Response:
     return map_proof_response(records, loc, record=stored.reference)
 
 
-def _shaped(stored: Stored, shape: Shape | None) -> Response:
+def _shaped(stored: Stored, shape: Shape) -> Response:
     """A read's answer: the resource, or the part of it ``_summary``/``_elements`` ask."""
-    if shape is None:
+    if shape.whole:
         return resource_response(stored)
-    return fhir_response(shape.served(stored), 200, version_headers(stored))
+    return fhir_response(shape.served(stored.body), 200, version_headers(stored))
 
 
 async def vread(request: Request) -> Response:

@@ -11,91 +11,23 @@ from typing import Any
 
 from coffre.api.history import links, refuse_unsupported, since
 from coffre.exceptions import FhirError, bounded
-from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir.values import LARGEST
 from coffre.search import Criterion, check_criteria, parse_criteria
 from coffre.search.criteria import parameter_of
 from coffre.search.extract import index_values
 from coffre.search.parameters import parameters_for
-from coffre.search.results import Pairs, number, page_count, single
+from coffre.search.results import Pairs, listed, number, one_of, page_count
+from coffre.search.shapes import SUMMARIES, search_shape
 from coffre.search.values import Ref
 from coffre.service import RecordStore, Stored
 from coffre.service.records import Writer
 from coffre.service.searching import Scope, Searcher, compartment_types, everything, sort_results
 
 Admit = Callable[[Stored], bool]
-SUMMARIES = ("true", "false", "count", "data", "text")
-READ_SUMMARIES = tuple(s for s in SUMMARIES if s != "count")  # a count is a search's
 TOTALS = ("none", "estimate", "accurate")
 # How many rounds ``:iterate`` follows references at most.
 ITERATE_ROUNDS = 4
-_SUBSETTED = {
-    "system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue",
-    "code": "SUBSETTED",
-}
-
-
-def _one(pairs: Pairs, name: str, allowed: tuple[str, ...]) -> str | None:
-    raw = single(pairs, name)
-    if raw is not None and raw not in allowed:
-        raise FhirError(400, "invalid", f"{name}={raw} is not one of {', '.join(allowed)}")
-    return raw
-
-
-def _list(pairs: Pairs, name: str) -> list[str]:
-    return [part for key, raw in pairs if key == name for part in raw.split(",") if part]
-
-
-@dataclass(frozen=True, slots=True)
-class Shape:
-    """What of each resource a page shows (``_summary``, ``_elements``)."""
-
-    summary: str | None
-    elements: tuple[str, ...]
-
-    def served(self, stored: Stored) -> Any:
-        """What a page shows of a resource: the whole of it is its JSON as sealed, embedded
-        without being parsed."""
-        if self.summary in (None, "false") and not self.elements:
-            return json.embedded(stored.body)
-        return self._subset(json.loads(stored.body))
-
-    def _subset(self, resource: dict[str, Any]) -> dict[str, Any]:
-        if self.summary == "data":
-            return _subsetted({k: v for k, v in resource.items() if k != "text"})
-        keep = {"resourceType", "id", "meta"}
-        if self.summary == "text":
-            keep.add("text")
-        elif self.summary == "true":
-            keep |= _summary_elements(resource["resourceType"])
-        else:
-            keep |= set(self.elements)
-        return _subsetted({k: v for k, v in resource.items() if k in keep})
-
-
-def read_shape(pairs: Pairs) -> Shape | None:
-    """What a read or vread shows of its resource (``_summary``, ``_elements``), when the
-    client asks for less than the whole of it; ``_summary=count`` is for searches."""
-    summary = _one(pairs, "_summary", READ_SUMMARIES)
-    shape = Shape(summary, tuple(_list(pairs, "_elements")))
-    return None if summary in (None, "false") and not shape.elements else shape
-
-
-def _subsetted(resource: dict[str, Any]) -> dict[str, Any]:
-    meta = dict(resource.get("meta", {}))
-    meta["tag"] = [*meta.get("tag", []), _SUBSETTED]
-    return {**resource, "meta": meta}
-
-
-def _summary_elements(resource_type: str) -> set[str]:
-    """Elements a summary keeps: those search parameters read (the R4 definitions mark
-    nearly all of them as summary elements; Coffre does not carry the summary flags)."""
-    found: set[str] = set()
-    for param in parameters_for(resource_type).values():
-        if param.roots is not None and not param.code.startswith("_"):
-            found |= param.roots
-    return found
 
 
 def _references(stored: Stored, names: frozenset[str], target: str | None) -> list[tuple[str, str]]:
@@ -194,7 +126,7 @@ def includes(pairs: Pairs, strict: bool) -> tuple[list[Include], list[str]]:
     kept: list[Include] = []
     ignored: list[str] = []
     for key in INCLUDE_NAMES:
-        for spec in _list(pairs, key):
+        for spec in listed(pairs, key):
             parts = tuple(spec.split(":"))
             if (len(parts) < 2 and parts != ("*",)) or parts[0] not in (*RESOURCE_TYPES, "*"):
                 raise FhirError(400, "invalid", f"{spec!r} is not Type:parameter[:target]")
@@ -265,10 +197,9 @@ def _bundle(
 ) -> tuple[dict[str, Any], list[Stored]]:
     """``complete``: ``matches`` holds every match, not only enough for this page;
     ``specs`` the includes to follow, ``ignored`` why parts of the request were not."""
-    summary = _one(pairs, "_summary", SUMMARIES)
-    total_mode = _one(pairs, "_total", TOTALS)
-    shape = Shape(summary, tuple(_list(pairs, "_elements")))
-    count = 0 if summary == "count" else page_count(pairs)
+    shape = search_shape(pairs)
+    total_mode = one_of(pairs, "_total", TOTALS)
+    count = 0 if shape.summary == "count" else page_count(pairs)
     offset = number(pairs, "_offset") or 0
     page = matches[offset : offset + count]
     included = _included(searcher, page, specs)
@@ -276,7 +207,7 @@ def _bundle(
     entries = [
         {
             "fullUrl": f"{base}/{s.reference}",
-            "resource": shape.served(s),
+            "resource": shape.served(s.body),
             "search": {"mode": mode},
         }
         for mode, group in (("match", page), ("include", included))
@@ -376,8 +307,8 @@ def _needs_total(pairs: Pairs) -> bool:
     Otherwise a page reads just enough records to fill itself and say whether more follow,
     and gives a total only when that reading happened to be complete."""
     return (
-        _one(pairs, "_total", TOTALS) == "accurate"
-        or _one(pairs, "_summary", SUMMARIES) == "count"
+        one_of(pairs, "_total", TOTALS) == "accurate"
+        or one_of(pairs, "_summary", SUMMARIES) == "count"
         or page_count(pairs) == 0
     )
 
@@ -388,7 +319,7 @@ def everything_page(
     """``Patient/{id}/$everything``: the patient's compartment, ``_type`` and ``_since``
     narrowing it, paged by ``_count``; the caller has read the Patient (404, 410)."""
     refuse_unsupported(pairs, ("start", "end"), "$everything", "_type, _since and _count")
-    types = _list(pairs, "_type") or list(compartment_types())
+    types = listed(pairs, "_type") or list(compartment_types())
     for name in types:
         if name not in RESOURCE_TYPES:
             raise FhirError(400, "invalid", f"_type names {name!r}, not a FHIR R4 resource type")

@@ -36,3 +36,16 @@ def page_count(pairs: Pairs) -> int:
     """How many matches a page shows: ``_count``, 50 by default, 1,000 at most."""
     count = number(pairs, "_count")
     return DEFAULT_COUNT if count is None else min(count, MAX_COUNT)
+
+
+def one_of(pairs: Pairs, name: str, allowed: tuple[str, ...]) -> str | None:
+    """The value of a parameter that takes one of ``allowed`` (``_summary``, ``_total``)."""
+    raw = single(pairs, name)
+    if raw is not None and raw not in allowed:
+        raise FhirError(400, "invalid", f"{name}={raw} is not one of {', '.join(allowed)}")
+    return raw
+
+
+def listed(pairs: Pairs, name: str) -> list[str]:
+    """The values of a parameter that takes a list (``_elements=a,b``), however often given."""
+    return [part for key, raw in pairs if key == name for part in raw.split(",") if part]

@@ -27,8 +27,10 @@ from coffre.fhir.validation import url_type, validate
 from coffre.fhir.values import whole_number
 from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion, parse_criteria
+from coffre.search.normalise import instant
 from coffre.search.parameters import parameters_for
 from coffre.search.results import Pairs
+from coffre.search.shapes import read_shape
 from coffre.service.records import (
     Outcome,
     OwnTokens,
@@ -65,6 +67,9 @@ class Entry:
     full_url: str | None
     if_none_exist: str | None
     if_match: int | None
+    if_none_match: str | None = None
+    if_modified_since: int | None = None
+    """``ifModifiedSince``, an instant, in microseconds since the epoch."""
     existing: Stored | None = None
     own_tokens: OwnTokens | None = None
     drawn_id: str | None = None
@@ -104,6 +109,22 @@ def parse_if_match(value: str | None) -> int | None:
     if number is None:
         raise FhirError(400, "invalid", f'If-Match {value!r} is not a version ETag such as W/"3"')
     return number
+
+
+def none_match(tags: str, version: int) -> bool:
+    """Whether an If-None-Match list names this version, or is ``*``: compared weakly
+    (RFC 9110 §13.1.2), so ``"3"`` and ``W/"3"`` both name version 3."""
+    named = {tag.strip().removeprefix("W/") for tag in tags.split(",")}
+    return "*" in named or f'"{version}"' in named
+
+
+def not_modified(stored: Stored, if_none_match: str | None, modified_since: int | None) -> bool:
+    """Whether a conditional read answers 304 (RFC 9110 §13.2.2): If-None-Match, the exact
+    condition, decides alone when given (§13.1.3); else the record is unchanged when last
+    updated at or before ``modified_since`` (microseconds since the epoch)."""
+    if if_none_match is not None:
+        return none_match(if_none_match, stored.version)
+    return modified_since is not None and stored.ts <= modified_since
 
 
 def if_none_exist_query(resource_type: str, condition: str) -> str:
@@ -212,7 +233,31 @@ def _parse_entry(index: int, entry: dict[str, Any], base_url: str) -> Entry:
         full_url=entry.get("fullUrl"),
         if_none_exist=if_none_exist,
         if_match=_of_entry(index, parse_if_match, request.get("ifMatch")),
+        if_none_match=request.get("ifNoneMatch"),
+        if_modified_since=_of_entry(index, _if_modified_since, request.get("ifModifiedSince")),
     )
+
+
+def _if_modified_since(value: str | None) -> int | None:
+    """An entry's ``ifModifiedSince``, a FHIR instant, in microseconds since the epoch; the
+    Bundle's validation has checked its form, but for a leap second, which the schema takes
+    and no moment Coffre records can be."""
+    if value is None:
+        return None
+    moment = instant(value)
+    if moment is None:
+        raise FhirError(
+            400,
+            "invalid",
+            f"ifModifiedSince {value!r} cannot be compared to a record's lastUpdated: give an"
+            " instant whose seconds run from 00 to 59, such as 2026-01-31T12:00:00Z",
+        )
+    return moment
+
+
+def _pairs(entry: Entry) -> Pairs:
+    """The parameters of an entry's url."""
+    return parse_qsl(entry.query or "", keep_blank_values=True)
 
 
 def _own_part(resource: dict[str, Any]) -> dict[str, Any]:
@@ -683,13 +728,15 @@ class BundleProcessor:
         return {"response": {"status": "204 No Content"}}
 
     def _search(self, writer: Writer, entry: Entry) -> dict[str, Any]:
-        pairs = parse_qsl(entry.query or "", keep_blank_values=True)
-        searchset, handed_out = self.search(writer, entry.resource_type, pairs)
+        searchset, handed_out = self.search(writer, entry.resource_type, _pairs(entry))
         writer.log_access(LeafKind.SEARCH, handed_out)
         return {"resource": searchset, "response": {"status": "200 OK"}}
 
     def _get(self, writer: Writer, entry: Entry) -> dict[str, Any]:
+        """A read or vread, as the same GET over REST answers it: its ``_summary`` and
+        ``_elements``, and a read's conditions (``ifNoneMatch``, ``ifModifiedSince``)."""
         assert entry.resource_id is not None  # without one, a search
+        shape = read_shape(_pairs(entry))
         if entry.history_version is not None:
             stored = self._version(
                 writer, entry.resource_type, entry.resource_id, entry.history_version
@@ -702,10 +749,17 @@ class BundleProcessor:
             if current.deleted:
                 raise gone(entry.resource_type, entry.resource_id)
             stored = current
-        writer.log_access(LeafKind.READ, [stored])
+        writer.log_access(LeafKind.READ, [stored])  # a 304 too: see routes.read
+        if entry.history_version is None and not_modified(
+            stored, entry.if_none_match, entry.if_modified_since
+        ):
+            return {
+                "fullUrl": self._full_url(stored),
+                "response": self._response_of(stored, "304 Not Modified"),
+            }
         return {
             "fullUrl": self._full_url(stored),
-            "resource": json.embedded(stored.body),
+            "resource": shape.served(stored.body),
             "response": self._response_of(stored, "200 OK"),
         }
 

@@ -71,17 +71,26 @@ def test_a_history_page_logs_its_versions(client: TestClient, records: RecordSto
     ]
 
 
-def test_a_refused_read_logs_nothing_and_a_not_modified_hands_out_nothing(
-    client: TestClient, records: RecordStore
-) -> None:
-    patient_id = _create(client, "Lévesque")
+def test_a_refused_read_logs_nothing(client: TestClient, records: RecordStore) -> None:
     before = records.storage.leaf_count()
     assert client.get("/fhir/Patient/absent").status_code == 404
-    assert (
-        client.get(f"/fhir/Patient/{patient_id}", headers={"If-None-Match": 'W/"1"'}).status_code
-        == 304
-    )
     assert records.storage.leaf_count() == before
+
+
+def test_a_not_modified_read_is_logged_as_a_read(client: TestClient, records: RecordStore) -> None:
+    """A 304 tells the client that what it holds is the record as it stands: an access
+    to it, which the patient's access history must show as any other read."""
+    patient_id = _create(client, "Lévesque")
+    loc = records.keys.location("Patient", patient_id)
+    url = f"/fhir/Patient/{patient_id}"
+    last_modified = client.get(url).headers["last-modified"]
+    for header in ({"If-None-Match": 'W/"1"'}, {"If-Modified-Since": last_modified}):
+        before = records.storage.leaf_count()
+        assert client.get(url, headers=header).status_code == 304
+        logged = _leaves(records)[before:]
+        assert [(leaf.kind, leaf.loc, leaf.version) for leaf in logged] == [
+            (LeafKind.READ, loc, 1)
+        ], header
 
 
 def test_the_checkpoint_covers_the_reads(client: TestClient, records: RecordStore) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -831,6 +832,76 @@ def test_batch_read_of_a_deleted_resource_is_410_as_over_rest(client: TestClient
     result = answer["entry"][0]["response"]
     assert result["status"] == "410 Gone"
     assert result["outcome"]["issue"][0] == over_rest
+
+
+@pytest.mark.parametrize("kind", ["batch", "transaction"])
+def test_a_read_entry_shows_what_summary_and_elements_ask_as_over_rest(
+    client: TestClient, kind: str
+) -> None:
+    """A read or vread entry's ``_summary`` and ``_elements`` were ignored: each entry is
+    answered as the same GET over REST, search entries (``_summary=count``) included."""
+    pid = created_id(client, patient("b-6", name=[{"family": "Roy"}], birthDate="1950-01-02"))
+    oid = created_id(client, observation(f"Patient/{pid}", valueQuantity={"value": 72}))
+    urls = (
+        f"Patient/{pid}?_elements=name",
+        f"Patient/{pid}?_summary=true",
+        f"Patient/{pid}?_summary=text",
+        f"Patient/{pid}/_history/1?_elements=birthDate",
+        f"Observation/{oid}?_elements=id",
+        f"Observation?patient={pid}&_summary=count",
+        f"Observation?patient={pid}&_elements=valueQuantity",
+    )
+    answers = send(client, bundle(kind, *(entry("GET", url) for url in urls))).json()["entry"]
+    for url, answer in zip(urls, answers, strict=True):
+        assert answer["response"]["status"] == "200 OK", (url, answer)
+        over_rest = client.get(f"/fhir/{url}").json()
+        if over_rest["resourceType"] == "Bundle":
+            assert answer["resource"]["total"] == over_rest["total"], url
+            assert _shown(answer["resource"]) == _shown(over_rest), url
+        else:
+            assert answer["resource"] == over_rest, url
+    assert set(answers[4]["resource"]) == {"resourceType", "id", "meta", "status", "code"}
+
+
+def test_a_read_entry_s_unknown_summary_is_400_as_over_rest(client: TestClient) -> None:
+    pid = created_id(client, patient("b-7"))
+    answer = send(client, bundle("batch", entry("GET", f"Patient/{pid}?_summary=count")))
+    result = answer.json()["entry"][0]["response"]
+    assert result["status"] == "400 Bad Request"
+    assert "_summary=count" in result["outcome"]["issue"][0]["diagnostics"]
+
+
+def test_a_read_entry_s_if_none_match_and_if_modified_since_answer_304(
+    client: TestClient, records: RecordStore
+) -> None:
+    """Bundle.entry.request.ifNoneMatch and ifModifiedSince (an instant) make a read entry
+    conditional as the headers make a read: 304 Not Modified without the resource, each
+    logged as a read."""
+    pid = created_id(client, patient("b-8"))
+    last_updated = client.get(f"/fhir/Patient/{pid}").json()["meta"]["lastUpdated"]
+    moment = datetime.fromisoformat(last_updated)
+    before = (moment - timedelta(microseconds=1)).isoformat()
+    url = f"Patient/{pid}"
+    conditions: list[tuple[dict[str, str], str]] = [
+        ({"ifNoneMatch": 'W/"1"'}, "304 Not Modified"),
+        ({"ifNoneMatch": '"7", W/"1"'}, "304 Not Modified"),
+        ({"ifNoneMatch": 'W/"0"'}, "200 OK"),
+        ({"ifModifiedSince": last_updated}, "304 Not Modified"),
+        ({"ifModifiedSince": before}, "200 OK"),
+        ({"ifNoneMatch": 'W/"0"', "ifModifiedSince": last_updated}, "200 OK"),
+    ]
+    logged = records.storage.leaf_count()
+    body = bundle("batch", *(entry("GET", url, **request) for request, _ in conditions))
+    answers = send(client, body).json()["entry"]
+    for (request, status), answer in zip(conditions, answers, strict=True):
+        assert answer["response"]["status"] == status, request
+        assert answer["response"]["etag"] == 'W/"1"', request
+        assert ("resource" in answer) == (status == "200 OK"), request
+    assert records.storage.leaf_count() == logged + len(conditions)
+    leap = entry("GET", url, ifModifiedSince="2016-12-31T23:59:60Z")  # the schema takes it
+    result = send(client, bundle("batch", leap)).json()["entry"][0]["response"]
+    assert result["status"] == "400 Bad Request"
+    assert "ifModifiedSince '2016-12-31T23:59:60Z'" in result["outcome"]["issue"][0]["diagnostics"]
 
 
 def test_batch_entries_cannot_reference_each_other(client: TestClient) -> None:

@@ -3,8 +3,8 @@ delete, their conditional forms, history with paging, and type-level search."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime, parsedate_to_datetime
 from typing import Any
 
 import httpx
@@ -162,6 +162,56 @@ def test_if_none_match_compares_weakly_and_the_304_names_the_version(
     assert response.content == b""
     assert response.headers["etag"] == 'W/"1"'
     assert "last-modified" in response.headers
+
+
+def _http_date(moment: datetime) -> str:
+    return format_datetime(moment.astimezone(UTC), usegmt=True)
+
+
+def test_read_if_modified_since_answers_304_unless_modified_after(client: TestClient) -> None:
+    """RFC 9110 §13.1.3: not modified when last modified at or before the date, which
+    counts in whole seconds as Last-Modified does; the 304 carries the ETag."""
+    pid = created_id(client, patient("r-4"))
+    url = f"/fhir/Patient/{pid}"
+    last_modified = client.get(url).headers["last-modified"]
+    moment = parsedate_to_datetime(last_modified)
+
+    for since in (last_modified, _http_date(moment + timedelta(days=1))):
+        response = client.get(url, headers={"If-Modified-Since": since})
+        assert response.status_code == 304, since
+        assert response.content == b""
+        assert response.headers["etag"] == 'W/"1"'
+    earlier = client.get(
+        url, headers={"If-Modified-Since": _http_date(moment - timedelta(seconds=1))}
+    )
+    assert earlier.status_code == 200 and earlier.json()["id"] == pid
+    statement = client.get("/fhir/metadata").json()
+    reads = {r["type"]: r["conditionalRead"] for r in statement["rest"][0]["resource"]}
+    assert reads["Patient"] == "full-support"  # If-Modified-Since and If-None-Match
+
+
+def test_a_malformed_if_modified_since_is_ignored(client: TestClient) -> None:
+    """RFC 9110 §13.1.3: a value that is not an HTTP-date is ignored, however readable
+    (here a day a century ahead, which would make a 304 of any read; the dates themselves
+    are tested in test_api_http_dates)."""
+    pid = created_id(client, patient("r-5"))
+    ahead = format_datetime(datetime.now(UTC) + timedelta(days=36500), usegmt=True)
+    for header in (ahead.replace("GMT", "+0000"), ahead.lower(), ahead.removesuffix(" GMT")):
+        response = client.get(f"/fhir/Patient/{pid}", headers={"If-Modified-Since": header})
+        assert response.status_code == 200, header
+        assert response.json()["id"] == pid
+
+
+def test_if_modified_since_is_ignored_beside_if_none_match_or_twice(client: TestClient) -> None:
+    """RFC 9110 §13.1.3: If-None-Match, the more accurate, decides alone; a field of more
+    than one member is ignored."""
+    pid = created_id(client, patient("r-6"))
+    url = f"/fhir/Patient/{pid}"
+    ahead = _http_date(datetime.now(UTC) + timedelta(days=1))
+    stale = client.get(url, headers={"If-None-Match": 'W/"0"', "If-Modified-Since": ahead})
+    assert stale.status_code == 200
+    twice = client.get(url, headers=[("If-Modified-Since", ahead), ("If-Modified-Since", ahead)])
+    assert twice.status_code == 200
 
 
 def test_read_of_a_missing_resource_is_404(client: TestClient) -> None:
@@ -921,6 +971,39 @@ def test_read_and_vread_show_what_summary_and_elements_ask(client: TestClient) -
         assert whole.content == client.get(url).content
         for bad in ("count", "maybe"):
             assert_outcome(client.get(url, params={"_summary": bad}), 400, "_summary")
+
+
+def test_a_read_s_elements_keep_the_mandatory_elements(client: TestClient) -> None:
+    """search.html#elements: mandatory elements are returned whether requested or not; a
+    kept element comes whole (a Patient's link with its mandatory other and type), and a
+    primitive with its extensions (``_birthDate``)."""
+    linked = created_id(client, patient("M-0"))
+    resource = patient(
+        "M-1",
+        birthDate="1950-01-02",
+        _birthDate={"extension": [{"url": "urn:t", "valueString": "approx."}]},
+        link=[{"other": {"reference": f"Patient/{linked}"}, "type": "seealso"}],
+    )
+    patient_id = created_id(client, resource)
+    kept = client.get(f"/fhir/Patient/{patient_id}", params={"_elements": "link,birthDate"})
+    assert kept.status_code == 200, kept.text
+    body = kept.json()
+    assert set(body) == {"resourceType", "id", "meta", "link", "birthDate", "_birthDate"}
+    assert body["link"] == resource["link"]
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "weight"},
+        "valueQuantity": {"value": 72},
+    }
+    observation_id = created_id(client, observation)
+    for url in (
+        f"/fhir/Observation/{observation_id}",
+        f"/fhir/Observation/{observation_id}/_history/1",
+    ):
+        body = client.get(url, params={"_elements": "id"}).json()
+        assert set(body) == {"resourceType", "id", "meta", "status", "code"}, url
+        assert body["meta"]["tag"][-1]["code"] == "SUBSETTED"
 
 
 def test_a_decimal_keeps_its_written_precision(client: TestClient) -> None:

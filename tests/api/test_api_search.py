@@ -105,6 +105,20 @@ def test_total_summary_and_elements(client: TestClient) -> None:
     assert client.get("/fhir/Patient?_summary=maybe").status_code == 400
 
 
+def test_elements_keep_the_mandatory_elements(client: TestClient) -> None:
+    """search.html#elements: "Servers SHOULD always return mandatory elements whether they
+    are requested or not": an Observation's status and code (1..1), an Encounter's status
+    and class; ``_summary=text`` keeps the top-level mandatory elements too."""
+    _people(client)
+    observation = _search(client, "Observation?_id=obs-0&_elements=id")["entry"][0]["resource"]
+    assert set(observation) == {"resourceType", "id", "meta", "status", "code"}
+    assert observation["meta"]["tag"][-1]["code"] == "SUBSETTED"
+    encounter = _search(client, "Encounter?_id=enc-ana&_elements=subject")["entry"][0]["resource"]
+    assert set(encounter) == {"resourceType", "id", "meta", "status", "class", "subject"}
+    text = _search(client, "Observation?_id=obs-0&_summary=text")["entry"][0]["resource"]
+    assert set(text) == {"resourceType", "id", "meta", "status", "code"}
+
+
 def test_include_revinclude_and_iterate(client: TestClient) -> None:
     _people(client)
     bundle = _search(client, "Observation?code=8302-2&_include=Observation:subject")

@@ -39,3 +39,16 @@ def test_the_compartment_paths_are_the_scripts_output() -> None:
     generator = _generator()
     paths = generator.compartment_paths(shared_data_path())
     assert {k: tuple(v) for k, v in paths.items()} == _definitions_r4.PATIENT_COMPARTMENT_PATHS
+
+
+def test_the_mandatory_elements_are_the_scripts_output() -> None:
+    """Those of the schema's ``required`` and the primitives and choices it leaves out
+    (an Observation's status, a MedicationRequest's medication[x])."""
+    generator = _generator()
+    schema = json.loads(shared_data_path("schema", "fhir.schema.json").read_text())
+    assert generator.mandatory_elements(schema) == _definitions_r4.MANDATORY_ELEMENTS
+    assert _definitions_r4.MANDATORY_ELEMENTS["Observation"] == ("code", "status")
+    assert {"medicationCodeableConcept", "medicationReference", "status"} <= set(
+        _definitions_r4.MANDATORY_ELEMENTS["MedicationRequest"]
+    )
+    assert "Patient" not in _definitions_r4.MANDATORY_ELEMENTS
