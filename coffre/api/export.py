@@ -99,7 +99,7 @@ def _kick_off_job(request: Request, level: str, group: str | None = None) -> Exp
     if unknown:
         raise FhirError(400, "not-supported", f"$export does not support {', '.join(unknown)}")
     pairs = list(params.multi_items())
-    output = single(pairs, "_outputFormat") or NDJSON
+    output = _output_format(single(pairs, "_outputFormat") or NDJSON)
     if output not in OUTPUT_FORMATS:
         raise FhirError(
             400, "not-supported", f"_outputFormat={output}: Coffre exports {NDJSON} only"
@@ -109,6 +109,13 @@ def _kick_off_job(request: Request, level: str, group: str | None = None) -> Exp
     job = start_job(_records(request), level, str(request.url), types, after, group)
     _check_access(request, _needed(job, job.resource_types()))
     return job
+
+
+def _output_format(value: str) -> str:
+    """``_outputFormat`` as the client meant it: a ``+`` it left unencoded in the query
+    (``application/fhir+ndjson``, as the IG writes it) arrives as a space, which no media
+    type holds."""
+    return value.replace(" ", "+")
 
 
 def _needed(job: ExportJob, types: list[str]) -> list[str]:

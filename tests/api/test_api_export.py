@@ -280,6 +280,8 @@ def test_every_resource_handed_out_is_an_export_leaf_and_the_log_audits(
         ("?_typeFilter=Patient%3Fgender%3Dmale", ASYNC, 400),
         ("?_outputFormat=ndjson", ASYNC, 202),
         ("?_outputFormat=application/fhir%2Bndjson", ASYNC, 202),
+        ("?_outputFormat=application/fhir+ndjson", ASYNC, 202),  # its + left unencoded
+        ("?_outputFormat=application/ndjson", ASYNC, 202),
         ("?_outputFormat=ndjson&_outputFormat=text/csv", ASYNC, 400),
         ("?_since=2020-01-01T00:00:00Z&_since=2021-01-01T00:00:00Z", ASYNC, 400),
     ],
