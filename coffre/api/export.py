@@ -30,6 +30,7 @@ from coffre.api.negotiation import check_format, preferences
 from coffre.api.responses import fhir_response, information
 from coffre.api.routes import base_url
 from coffre.exceptions import FhirError
+from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.ledger.leaf import LeafKind
 from coffre.search.results import single
@@ -227,7 +228,9 @@ async def export_status(request: Request) -> Response:
         progress = f"counting: {counting.done} of {counting.total or '?'} resource types"
         return fhir_response(None, 202, {"X-Progress": progress, "Retry-After": "1"})
     expires = format_datetime(datetime.fromtimestamp(job.expires / 1_000_000, UTC), usegmt=True)
-    return fhir_response(_manifest(request, job, counting.counts), 200, {"Expires": expires})
+    body = json.dumps(_manifest(request, job, counting.counts))
+    # The manifest is no FHIR resource: the IG serves it as application/json.
+    return Response(body, 200, {"Expires": expires}, media_type="application/json")
 
 
 async def cancel(request: Request) -> Response:

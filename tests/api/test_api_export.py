@@ -295,6 +295,19 @@ def test_kick_off_refusals(
         assert response.json()["resourceType"] == "OperationOutcome"
 
 
+def test_the_manifest_is_served_as_application_json(client: TestClient) -> None:
+    """The IG's complete status is ``Content-Type: application/json`` (the manifest is not
+    a FHIR resource); its errors stay OperationOutcomes in application/fhir+json."""
+    _people(client)
+    status_url = kick_off(client, "/fhir/$export?_type=Patient")
+    manifest(client, status_url)
+    response = client.get(status_url)
+    assert response.status_code == 200
+    assert response.headers["content-type"].split(";")[0] == "application/json"
+    missing = client.get(status_url.replace("/$export-status/", "/$export-status/x"))
+    assert missing.headers["content-type"].startswith("application/fhir+json")
+
+
 def test_a_method_the_export_urls_do_not_take_is_a_405_naming_those_they_do(
     client: TestClient,
 ) -> None:
