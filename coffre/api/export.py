@@ -222,7 +222,8 @@ async def export_status(request: Request) -> Response:
     """202 with ``X-Progress`` while the counts run, then the manifest."""
     job, job_id = _job(request)
     counting = _start_counting(request, job, job_id)
-    if counting.error is not None:
+    if counting.error is not None:  # reported once: the next poll counts again
+        _countings(request).pop(job_id, None)
         raise counting.error
     if counting.counts is None:
         progress = f"counting: {counting.done} of {counting.total or '?'} resource types"

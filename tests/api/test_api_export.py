@@ -31,11 +31,13 @@ from coffre.api import create_app
 from coffre.cli.audit import audit_log
 from coffre.cli.importer import Importer
 from coffre.cli.main import app
+from coffre.exceptions import StorageError
 from coffre.fhir import json
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.service import RecordStore, Vault
 from coffre.service.audit import OPERATOR
 from coffre.service.erasure import erase_patient
+from coffre.service.export import Export
 
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 NDJSON = "application/fhir+ndjson"
@@ -368,6 +370,40 @@ def test_a_cancelled_export_is_gone_for_every_gateway_process(
     with TestClient(create_app(other)) as second:
         assert second.get(status_url).status_code == 404
     other.storage.close()
+
+
+def _poll(client: TestClient, status_url: str) -> httpx.Response:
+    """The status once it is no longer 202 (the count ran to its end, or failed)."""
+    for _ in range(600):
+        response = client.get(status_url)
+        if response.status_code != 202:
+            return response
+        time.sleep(0.05)
+    raise AssertionError("the count never ended")
+
+
+def test_a_count_that_failed_is_reported_then_run_again(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A storage that failed once during a count made every later poll a 503 "try again
+    shortly" that no retry could end, for as long as the process remembered the count."""
+    _people(client)
+    count = Export.count
+    failures = [StorageError("the storage went away")]
+
+    def failing_once(export: Export, *args: Any) -> dict[str, int]:
+        if failures:
+            raise failures.pop()
+        return count(export, *args)
+
+    monkeypatch.setattr(Export, "count", failing_once)
+    status_url = kick_off(client, "/fhir/$export?_type=Patient")
+    failed = _poll(client, status_url)
+    assert failed.status_code == 503, failed.text
+    assert failed.json()["issue"][0]["code"] == "transient"
+    done = _poll(client, status_url)
+    assert done.status_code == 200, done.text
+    assert [o["type"] for o in done.json()["output"]] == ["Patient"]
 
 
 # -- round trips through coffre import ------------------------------------------------------
