@@ -13,11 +13,13 @@ import asyncio
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -79,13 +81,31 @@ def _records(request: Request) -> RecordStore:
     return records
 
 
-def _countings(request: Request) -> OrderedDict[str, _Counting]:
+def _countings_of(app: Starlette) -> OrderedDict[str, _Counting]:
     """This process's counts, by job: another process counts a job again if asked."""
-    state = request.app.state
+    state = app.state
     if not hasattr(state, "export_counts"):
         state.export_counts = OrderedDict()
     countings: OrderedDict[str, _Counting] = state.export_counts
     return countings
+
+
+def _countings(request: Request) -> OrderedDict[str, _Counting]:
+    return _countings_of(request.app)
+
+
+@asynccontextmanager
+async def counts_stop_with_the_process(app: Starlette) -> AsyncIterator[None]:
+    """The app's lifespan: the counts still running when it stops are told to stop, since
+    the process exits only once their threads end (asyncio waits for them), and a count
+    of a large vault would hold a restart for as long as it reads. The next process
+    counts again when asked."""
+    try:
+        yield
+    finally:
+        countings = _countings_of(app)
+        while countings:
+            countings.popitem()[1].drop()
 
 
 # -- kick-off -------------------------------------------------------------------------------

@@ -8,8 +8,9 @@ import base64
 import hashlib
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,7 +38,7 @@ from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.service import RecordStore, Vault
 from coffre.service.audit import OPERATOR
 from coffre.service.erasure import erase_patient
-from coffre.service.export import Export
+from coffre.service.export import CountStopped, Export
 
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 NDJSON = "application/fhir+ndjson"
@@ -404,6 +405,40 @@ def test_a_count_that_failed_is_reported_then_run_again(
     done = _poll(client, status_url)
     assert done.status_code == 200, done.text
     assert [o["type"] for o in done.json()["output"]] == ["Patient"]
+
+
+def test_a_count_running_when_the_process_stops_stops_and_the_next_process_counts_again(
+    records: RecordStore, vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A count in a worker thread held the process's exit until it had read every type
+    (asyncio waits for its threads): a restart during a large export hung that long."""
+    with records.writer() as writer:
+        writer.update("Patient", "ana", {"resourceType": "Patient", "id": "ana"})
+    count = Export.count
+    running, told_to_stop = threading.Event(), threading.Event()
+
+    def endless(export: Export, progress: Any, stopped: Callable[[], bool]) -> dict[str, int]:
+        running.set()
+        for _ in range(3000):  # a minute at most: the test fails rather than hang
+            if stopped():
+                told_to_stop.set()
+                raise CountStopped("stopped")
+            time.sleep(0.02)
+        return {}
+
+    monkeypatch.setattr(Export, "count", endless)
+    with TestClient(create_app(records)) as first:
+        status_url = kick_off(first, "/fhir/$export?_type=Patient")
+        assert first.get(status_url).status_code == 202
+        assert running.wait(60)
+    assert told_to_stop.is_set()
+    monkeypatch.setattr(Export, "count", count)
+    other = vault.open()  # the process that took over: it counts the export again
+    try:
+        with TestClient(create_app(other)) as second:
+            assert [o["count"] for o in manifest(second, status_url)["output"]] == [1]
+    finally:
+        other.storage.close()
 
 
 # -- round trips through coffre import ------------------------------------------------------
