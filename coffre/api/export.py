@@ -41,6 +41,7 @@ from coffre.service.commits import GroupCommitter
 from coffre.service.export import (
     Export,
     ExportJob,
+    ignored_outcome,
     is_cancelled,
     job_stored,
     start_job,
@@ -117,8 +118,12 @@ def _kick_off_job(request: Request, level: str, group: str | None = None) -> Exp
         raise FhirError(400, "invalid", "a bulk export needs the header Prefer: respond-async")
     params = request.query_params
     unknown = sorted(set(params) - KNOWN_PARAMETERS)
-    if unknown:
-        raise FhirError(400, "not-supported", f"$export does not support {', '.join(unknown)}")
+    if unknown and preferences(request).get("handling") != "lenient":
+        message = (
+            f"$export does not support {', '.join(unknown)}: leave them out, or send"
+            " Prefer: handling=lenient to have them ignored (the manifest then warns of each)"
+        )
+        raise FhirError(400, "not-supported", message)
     pairs = list(params.multi_items())
     output = _output_format(single(pairs, "_outputFormat") or NDJSON)
     if output not in OUTPUT_FORMATS:
@@ -127,7 +132,7 @@ def _kick_off_job(request: Request, level: str, group: str | None = None) -> Exp
         )
     types = [t for raw in params.getlist("_type") for t in raw.split(",") if t]
     after = since(pairs)
-    job = start_job(_records(request), level, str(request.url), types, after, group)
+    job = start_job(_records(request), level, str(request.url), types, after, group, unknown)
     _check_access(request, _needed(job, job.resource_types()))
     return job
 
@@ -224,8 +229,9 @@ def _start_counting(request: Request, job: ExportJob, job_id: str) -> _Counting:
 
 
 def _manifest(request: Request, job: ExportJob, counts: dict[str, int]) -> dict[str, Any]:
-    records = _records(request)
-    files = f"{base_url(request)}/$export-file/{job.token(records.keys)}"
+    token = job.token(_records(request).keys)
+    files = f"{base_url(request)}/$export-file/{token}"
+    warnings = f"{base_url(request)}/$export-warnings/{token}"
     return {
         "transactionTime": instant(job.started),
         "request": job.request,
@@ -234,7 +240,7 @@ def _manifest(request: Request, job: ExportJob, counts: dict[str, int]) -> dict[
             {"type": name, "url": f"{files}/{name}", "count": count}
             for name, count in counts.items()
         ],
-        "error": [],
+        "error": [{"type": "OperationOutcome", "url": warnings}] if job.ignored else [],
     }
 
 
@@ -289,6 +295,15 @@ async def export_file(request: Request) -> Response:
     return StreamingResponse(_stream(request, first, batches), media_type=NDJSON)
 
 
+async def export_warnings(request: Request) -> Response:
+    """The manifest's error file: a warning for each parameter the export went without."""
+    job, _ = _job(request)
+    body = b"".join(json.dumps(ignored_outcome(name)) + b"\n" for name in job.ignored)
+    if not body:
+        raise FhirError(404, "not-found", "this export has no warnings")
+    return Response(body, media_type=NDJSON)
+
+
 async def _stream(
     request: Request, batch: list[Stored] | None, rest: Iterator[list[Stored]]
 ) -> AsyncIterator[bytes]:
@@ -307,4 +322,5 @@ def export_routes() -> list[Route]:
         Route("/$export-status/{job}", export_status, methods=["GET"]),
         Route("/$export-status/{job}", cancel, methods=["DELETE"]),
         Route("/$export-file/{job}/{type}", export_file, methods=["GET"]),
+        Route("/$export-warnings/{job}", export_warnings, methods=["GET"]),
     ]

@@ -48,8 +48,8 @@ runner = CliRunner()
 # -- helpers, for a TestClient and for a client of a running server alike -------------------
 
 
-def kick_off(client: httpx.Client, path: str) -> str:
-    response = client.get(path, headers=ASYNC)
+def kick_off(client: httpx.Client, path: str, headers: dict[str, str] = ASYNC) -> str:
+    response = client.get(path, headers=headers)
     assert response.status_code == 202, response.text
     status_url: str = response.headers["content-location"]
     return status_url
@@ -309,6 +309,36 @@ def test_the_manifest_is_served_as_application_json(client: TestClient) -> None:
     assert response.headers["content-type"].split(";")[0] == "application/json"
     missing = client.get(status_url.replace("/$export-status/", "/$export-status/x"))
     assert missing.headers["content-type"].startswith("application/fhir+json")
+
+
+LENIENT = {**ASYNC, "Prefer": "respond-async, handling=lenient"}
+
+
+def test_unsupported_parameters_are_ignored_with_a_warning_when_the_client_is_lenient(
+    client: TestClient,
+) -> None:
+    """The IG lets a server go on without the parameters it does not support when the
+    client sends Prefer: handling=lenient, an OperationOutcome for each in the manifest's
+    error files; without it they stay a 400 that says how to have them ignored."""
+    _people(client)
+    query = "?_type=Patient&_typeFilter=Patient%3Fgender%3Dmale&_elements=id"
+    for headers in (ASYNC, {**ASYNC, "Prefer": "respond-async, handling=strict"}):
+        refused = client.get(f"/fhir/$export{query}", headers=headers)
+        assert refused.status_code == 400
+        assert "handling=lenient" in refused.json()["issue"][0]["diagnostics"]
+    found = manifest(client, kick_off(client, f"/fhir/$export{query}", LENIENT))
+    assert _ids(download(client, found)) == {"Patient": {"ana", "bob", "cyd"}}  # unfiltered
+    assert [e["type"] for e in found["error"]] == ["OperationOutcome"]
+    response = client.get(found["error"][0]["url"])
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith(NDJSON)
+    outcomes = [json.loads(line) for line in response.content.splitlines()]
+    issues = [o["issue"][0] for o in outcomes]
+    assert [i["severity"] for i in issues] == ["warning", "warning"]
+    assert "_elements" in issues[0]["diagnostics"] and "_typeFilter" in issues[1]["diagnostics"]
+    assert "gender" not in response.text  # names only, never what the client filtered on
+    plain = manifest(client, kick_off(client, "/fhir/$export?_type=Patient", LENIENT))
+    assert plain["error"] == []
 
 
 def test_a_method_the_export_urls_do_not_take_is_a_405_naming_those_they_do(
