@@ -18,7 +18,7 @@ from coffre.api.access import access_of, acting_for, add_access_hook
 from coffre.api.auth import Authenticate, Authority, auth_routes, smart_routes
 from coffre.api.auth.capability import smart_security
 from coffre.api.capability import capability_statement
-from coffre.api.export import export_routes
+from coffre.api.export import counts_stop_with_the_process, export_routes
 from coffre.api.health import health_routes
 from coffre.api.ledger import ledger_routes
 from coffre.api.negotiation import check_format
@@ -254,6 +254,7 @@ def create_app(
             Mount("/health", routes=health_routes()),
         ],
         middleware=[Middleware(Authenticate)],
+        lifespan=counts_stop_with_the_process,
         exception_handlers={
             FhirError: _fhir_error,
             HTTPException: _http_error,

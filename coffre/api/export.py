@@ -13,11 +13,13 @@ import asyncio
 import threading
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from email.utils import format_datetime
 from typing import Any
 
+from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
@@ -30,6 +32,7 @@ from coffre.api.negotiation import check_format, preferences
 from coffre.api.responses import fhir_response, information
 from coffre.api.routes import base_url
 from coffre.exceptions import FhirError
+from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.ledger.leaf import LeafKind
 from coffre.search.results import single
@@ -38,6 +41,7 @@ from coffre.service.commits import GroupCommitter
 from coffre.service.export import (
     Export,
     ExportJob,
+    ignored_outcome,
     is_cancelled,
     job_stored,
     start_job,
@@ -78,13 +82,31 @@ def _records(request: Request) -> RecordStore:
     return records
 
 
-def _countings(request: Request) -> OrderedDict[str, _Counting]:
+def _countings_of(app: Starlette) -> OrderedDict[str, _Counting]:
     """This process's counts, by job: another process counts a job again if asked."""
-    state = request.app.state
+    state = app.state
     if not hasattr(state, "export_counts"):
         state.export_counts = OrderedDict()
     countings: OrderedDict[str, _Counting] = state.export_counts
     return countings
+
+
+def _countings(request: Request) -> OrderedDict[str, _Counting]:
+    return _countings_of(request.app)
+
+
+@asynccontextmanager
+async def counts_stop_with_the_process(app: Starlette) -> AsyncIterator[None]:
+    """The app's lifespan: the counts still running when it stops are told to stop, since
+    the process exits only once their threads end (asyncio waits for them), and a count
+    of a large vault would hold a restart for as long as it reads. The next process
+    counts again when asked."""
+    try:
+        yield
+    finally:
+        countings = _countings_of(app)
+        while countings:
+            countings.popitem()[1].drop()
 
 
 # -- kick-off -------------------------------------------------------------------------------
@@ -96,19 +118,30 @@ def _kick_off_job(request: Request, level: str, group: str | None = None) -> Exp
         raise FhirError(400, "invalid", "a bulk export needs the header Prefer: respond-async")
     params = request.query_params
     unknown = sorted(set(params) - KNOWN_PARAMETERS)
-    if unknown:
-        raise FhirError(400, "not-supported", f"$export does not support {', '.join(unknown)}")
+    if unknown and preferences(request).get("handling") != "lenient":
+        message = (
+            f"$export does not support {', '.join(unknown)}: leave them out, or send"
+            " Prefer: handling=lenient to have them ignored (the manifest then warns of each)"
+        )
+        raise FhirError(400, "not-supported", message)
     pairs = list(params.multi_items())
-    output = single(pairs, "_outputFormat") or NDJSON
+    output = _output_format(single(pairs, "_outputFormat") or NDJSON)
     if output not in OUTPUT_FORMATS:
         raise FhirError(
             400, "not-supported", f"_outputFormat={output}: Coffre exports {NDJSON} only"
         )
     types = [t for raw in params.getlist("_type") for t in raw.split(",") if t]
     after = since(pairs)
-    job = start_job(_records(request), level, str(request.url), types, after, group)
+    job = start_job(_records(request), level, str(request.url), types, after, group, unknown)
     _check_access(request, _needed(job, job.resource_types()))
     return job
+
+
+def _output_format(value: str) -> str:
+    """``_outputFormat`` as the client meant it: a ``+`` it left unencoded in the query
+    (``application/fhir+ndjson``, as the IG writes it) arrives as a space, which no media
+    type holds."""
+    return value.replace(" ", "+")
 
 
 def _needed(job: ExportJob, types: list[str]) -> list[str]:
@@ -196,8 +229,9 @@ def _start_counting(request: Request, job: ExportJob, job_id: str) -> _Counting:
 
 
 def _manifest(request: Request, job: ExportJob, counts: dict[str, int]) -> dict[str, Any]:
-    records = _records(request)
-    files = f"{base_url(request)}/$export-file/{job.token(records.keys)}"
+    token = job.token(_records(request).keys)
+    files = f"{base_url(request)}/$export-file/{token}"
+    warnings = f"{base_url(request)}/$export-warnings/{token}"
     return {
         "transactionTime": instant(job.started),
         "request": job.request,
@@ -206,7 +240,7 @@ def _manifest(request: Request, job: ExportJob, counts: dict[str, int]) -> dict[
             {"type": name, "url": f"{files}/{name}", "count": count}
             for name, count in counts.items()
         ],
-        "error": [],
+        "error": [{"type": "OperationOutcome", "url": warnings}] if job.ignored else [],
     }
 
 
@@ -214,13 +248,16 @@ async def export_status(request: Request) -> Response:
     """202 with ``X-Progress`` while the counts run, then the manifest."""
     job, job_id = _job(request)
     counting = _start_counting(request, job, job_id)
-    if counting.error is not None:
+    if counting.error is not None:  # reported once: the next poll counts again
+        _countings(request).pop(job_id, None)
         raise counting.error
     if counting.counts is None:
         progress = f"counting: {counting.done} of {counting.total or '?'} resource types"
         return fhir_response(None, 202, {"X-Progress": progress, "Retry-After": "1"})
     expires = format_datetime(datetime.fromtimestamp(job.expires / 1_000_000, UTC), usegmt=True)
-    return fhir_response(_manifest(request, job, counting.counts), 200, {"Expires": expires})
+    body = json.dumps(_manifest(request, job, counting.counts))
+    # The manifest is no FHIR resource: the IG serves it as application/json.
+    return Response(body, 200, {"Expires": expires}, media_type="application/json")
 
 
 async def cancel(request: Request) -> Response:
@@ -258,6 +295,15 @@ async def export_file(request: Request) -> Response:
     return StreamingResponse(_stream(request, first, batches), media_type=NDJSON)
 
 
+async def export_warnings(request: Request) -> Response:
+    """The manifest's error file: a warning for each parameter the export went without."""
+    job, _ = _job(request)
+    body = b"".join(json.dumps(ignored_outcome(name)) + b"\n" for name in job.ignored)
+    if not body:
+        raise FhirError(404, "not-found", "this export has no warnings")
+    return Response(body, media_type=NDJSON)
+
+
 async def _stream(
     request: Request, batch: list[Stored] | None, rest: Iterator[list[Stored]]
 ) -> AsyncIterator[bytes]:
@@ -276,4 +322,5 @@ def export_routes() -> list[Route]:
         Route("/$export-status/{job}", export_status, methods=["GET"]),
         Route("/$export-status/{job}", cancel, methods=["DELETE"]),
         Route("/$export-file/{job}/{type}", export_file, methods=["GET"]),
+        Route("/$export-warnings/{job}", export_warnings, methods=["GET"]),
     ]

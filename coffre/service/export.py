@@ -78,6 +78,8 @@ class ExportJob:
     types: tuple[str, ...] | None = None
     since: int | None = None
     group: str | None = None
+    ignored: tuple[str, ...] = ()
+    """The names of the kick-off's parameters Coffre went on without (``handling=lenient``)."""
 
     @property
     def expires(self) -> int:
@@ -104,7 +106,8 @@ class ExportJob:
         if fields.pop("f") != _FORMAT:
             raise unknown
         types = fields.pop("types")
-        job = cls(**fields, types=None if types is None else tuple(types))
+        ignored = tuple(fields.pop("ignored", ()))  # absent from the tokens made before it
+        job = cls(**fields, types=None if types is None else tuple(types), ignored=ignored)
         if _now_us() > job.expires:
             raise unknown
         return job
@@ -143,6 +146,7 @@ def start_job(
     types: list[str],
     since: int | None,
     group: str | None = None,
+    ignored: list[str] | None = None,
 ) -> ExportJob:
     """A new export of ``level``, pinned to the storage as it is now."""
     check_types(level, types)
@@ -154,6 +158,7 @@ def start_job(
         types=tuple(sorted(set(types))) or None,
         since=since,
         group=group,
+        ignored=tuple(sorted(set(ignored or ()))),
     )
 
 
@@ -297,6 +302,17 @@ def group_members(group: dict[str, Any]) -> list[str]:
         if parsed is not None and parsed[0] == "Patient":
             members.append(parsed[1])
     return members
+
+
+def ignored_outcome(parameter: str) -> dict[str, Any]:
+    """The warning of the manifest's error file for a parameter the export went without:
+    its name only, never its value (a filter may name a patient)."""
+    message = (
+        f"{parameter} is not supported by Coffre's $export and was ignored"
+        " (Prefer: handling=lenient): the files are not narrowed by it"
+    )
+    issue = {"severity": "warning", "code": "not-supported", "diagnostics": message}
+    return {"resourceType": "OperationOutcome", "issue": [issue]}
 
 
 def job_stored(keys: PurposeKeys, job_id: str) -> Stored:

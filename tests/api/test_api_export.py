@@ -8,8 +8,9 @@ import base64
 import hashlib
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -31,11 +32,13 @@ from coffre.api import create_app
 from coffre.cli.audit import audit_log
 from coffre.cli.importer import Importer
 from coffre.cli.main import app
+from coffre.exceptions import StorageError
 from coffre.fhir import json
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.service import RecordStore, Vault
 from coffre.service.audit import OPERATOR
 from coffre.service.erasure import erase_patient
+from coffre.service.export import CountStopped, Export
 
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 NDJSON = "application/fhir+ndjson"
@@ -45,8 +48,8 @@ runner = CliRunner()
 # -- helpers, for a TestClient and for a client of a running server alike -------------------
 
 
-def kick_off(client: httpx.Client, path: str) -> str:
-    response = client.get(path, headers=ASYNC)
+def kick_off(client: httpx.Client, path: str, headers: dict[str, str] = ASYNC) -> str:
+    response = client.get(path, headers=headers)
     assert response.status_code == 202, response.text
     status_url: str = response.headers["content-location"]
     return status_url
@@ -280,6 +283,8 @@ def test_every_resource_handed_out_is_an_export_leaf_and_the_log_audits(
         ("?_typeFilter=Patient%3Fgender%3Dmale", ASYNC, 400),
         ("?_outputFormat=ndjson", ASYNC, 202),
         ("?_outputFormat=application/fhir%2Bndjson", ASYNC, 202),
+        ("?_outputFormat=application/fhir+ndjson", ASYNC, 202),  # its + left unencoded
+        ("?_outputFormat=application/ndjson", ASYNC, 202),
         ("?_outputFormat=ndjson&_outputFormat=text/csv", ASYNC, 400),
         ("?_since=2020-01-01T00:00:00Z&_since=2021-01-01T00:00:00Z", ASYNC, 400),
     ],
@@ -291,6 +296,49 @@ def test_kick_off_refusals(
     assert response.status_code == status, response.text
     if status == 400:
         assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_the_manifest_is_served_as_application_json(client: TestClient) -> None:
+    """The IG's complete status is ``Content-Type: application/json`` (the manifest is not
+    a FHIR resource); its errors stay OperationOutcomes in application/fhir+json."""
+    _people(client)
+    status_url = kick_off(client, "/fhir/$export?_type=Patient")
+    manifest(client, status_url)
+    response = client.get(status_url)
+    assert response.status_code == 200
+    assert response.headers["content-type"].split(";")[0] == "application/json"
+    missing = client.get(status_url.replace("/$export-status/", "/$export-status/x"))
+    assert missing.headers["content-type"].startswith("application/fhir+json")
+
+
+LENIENT = {**ASYNC, "Prefer": "respond-async, handling=lenient"}
+
+
+def test_unsupported_parameters_are_ignored_with_a_warning_when_the_client_is_lenient(
+    client: TestClient,
+) -> None:
+    """The IG lets a server go on without the parameters it does not support when the
+    client sends Prefer: handling=lenient, an OperationOutcome for each in the manifest's
+    error files; without it they stay a 400 that says how to have them ignored."""
+    _people(client)
+    query = "?_type=Patient&_typeFilter=Patient%3Fgender%3Dmale&_elements=id"
+    for headers in (ASYNC, {**ASYNC, "Prefer": "respond-async, handling=strict"}):
+        refused = client.get(f"/fhir/$export{query}", headers=headers)
+        assert refused.status_code == 400
+        assert "handling=lenient" in refused.json()["issue"][0]["diagnostics"]
+    found = manifest(client, kick_off(client, f"/fhir/$export{query}", LENIENT))
+    assert _ids(download(client, found)) == {"Patient": {"ana", "bob", "cyd"}}  # unfiltered
+    assert [e["type"] for e in found["error"]] == ["OperationOutcome"]
+    response = client.get(found["error"][0]["url"])
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith(NDJSON)
+    outcomes = [json.loads(line) for line in response.content.splitlines()]
+    issues = [o["issue"][0] for o in outcomes]
+    assert [i["severity"] for i in issues] == ["warning", "warning"]
+    assert "_elements" in issues[0]["diagnostics"] and "_typeFilter" in issues[1]["diagnostics"]
+    assert "gender" not in response.text  # names only, never what the client filtered on
+    plain = manifest(client, kick_off(client, "/fhir/$export?_type=Patient", LENIENT))
+    assert plain["error"] == []
 
 
 def test_a_method_the_export_urls_do_not_take_is_a_405_naming_those_they_do(
@@ -353,6 +401,74 @@ def test_a_cancelled_export_is_gone_for_every_gateway_process(
     with TestClient(create_app(other)) as second:
         assert second.get(status_url).status_code == 404
     other.storage.close()
+
+
+def _poll(client: TestClient, status_url: str) -> httpx.Response:
+    """The status once it is no longer 202 (the count ran to its end, or failed)."""
+    for _ in range(600):
+        response = client.get(status_url)
+        if response.status_code != 202:
+            return response
+        time.sleep(0.05)
+    raise AssertionError("the count never ended")
+
+
+def test_a_count_that_failed_is_reported_then_run_again(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A storage that failed once during a count made every later poll a 503 "try again
+    shortly" that no retry could end, for as long as the process remembered the count."""
+    _people(client)
+    count = Export.count
+    failures = [StorageError("the storage went away")]
+
+    def failing_once(export: Export, *args: Any) -> dict[str, int]:
+        if failures:
+            raise failures.pop()
+        return count(export, *args)
+
+    monkeypatch.setattr(Export, "count", failing_once)
+    status_url = kick_off(client, "/fhir/$export?_type=Patient")
+    failed = _poll(client, status_url)
+    assert failed.status_code == 503, failed.text
+    assert failed.json()["issue"][0]["code"] == "transient"
+    done = _poll(client, status_url)
+    assert done.status_code == 200, done.text
+    assert [o["type"] for o in done.json()["output"]] == ["Patient"]
+
+
+def test_a_count_running_when_the_process_stops_stops_and_the_next_process_counts_again(
+    records: RecordStore, vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A count in a worker thread held the process's exit until it had read every type
+    (asyncio waits for its threads): a restart during a large export hung that long."""
+    with records.writer() as writer:
+        writer.update("Patient", "ana", {"resourceType": "Patient", "id": "ana"})
+    count = Export.count
+    running, told_to_stop = threading.Event(), threading.Event()
+
+    def endless(export: Export, progress: Any, stopped: Callable[[], bool]) -> dict[str, int]:
+        running.set()
+        for _ in range(3000):  # a minute at most: the test fails rather than hang
+            if stopped():
+                told_to_stop.set()
+                raise CountStopped("stopped")
+            time.sleep(0.02)
+        return {}
+
+    monkeypatch.setattr(Export, "count", endless)
+    with TestClient(create_app(records)) as first:
+        status_url = kick_off(first, "/fhir/$export?_type=Patient")
+        assert first.get(status_url).status_code == 202
+        assert running.wait(60)
+    assert told_to_stop.is_set()
+    monkeypatch.setattr(Export, "count", count)
+    other = vault.open()  # the process that took over: it counts the export again
+    try:
+        with TestClient(create_app(other)) as second:
+            assert [o["count"] for o in manifest(second, status_url)["output"]] == [1]
+    finally:
+        other.storage.close()
 
 
 # -- round trips through coffre import ------------------------------------------------------

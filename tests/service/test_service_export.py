@@ -34,6 +34,9 @@ jobs = st.builds(
     types=st.none() | st.lists(st.sampled_from(sorted(RESOURCE_TYPES)), max_size=4).map(tuple),
     since=st.none() | st.integers(0, 2**62),
     group=st.none() | st.from_regex(r"[A-Za-z0-9\-.]{1,64}", fullmatch=True),
+    ignored=st.lists(st.sampled_from(("_typeFilter", "_elements", "patient")), unique=True).map(
+        tuple
+    ),
 )
 
 
