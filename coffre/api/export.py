@@ -91,10 +91,6 @@ def _countings_of(app: Starlette) -> OrderedDict[str, _Counting]:
     return countings
 
 
-def _countings(request: Request) -> OrderedDict[str, _Counting]:
-    return _countings_of(request.app)
-
-
 @asynccontextmanager
 async def counts_stop_with_the_process(app: Starlette) -> AsyncIterator[None]:
     """The app's lifespan: the counts still running when it stops are told to stop, since
@@ -205,7 +201,7 @@ def _job(request: Request, types: list[str] | None = None) -> tuple[ExportJob, s
 
 
 def _start_counting(request: Request, job: ExportJob, job_id: str) -> _Counting:
-    countings = _countings(request)
+    countings = _countings_of(request.app)
     counting = countings.get(job_id)
     if counting is not None:
         countings.move_to_end(job_id)
@@ -249,7 +245,7 @@ async def export_status(request: Request) -> Response:
     job, job_id = _job(request)
     counting = _start_counting(request, job, job_id)
     if counting.error is not None:  # reported once: the next poll counts again
-        _countings(request).pop(job_id, None)
+        _countings_of(request.app).pop(job_id, None)
         raise counting.error
     if counting.counts is None:
         progress = f"counting: {counting.done} of {counting.total or '?'} resource types"
@@ -264,7 +260,7 @@ async def cancel(request: Request) -> Response:
     """``DELETE`` on the status URL: the job's URLs answer 404 from now on, in every
     gateway process; the cancellation is an EXPORT leaf of the log."""
     _, job_id = _job(request)
-    counting = _countings(request).pop(job_id, None)
+    counting = _countings_of(request.app).pop(job_id, None)
     if counting is not None:
         counting.drop()
     keys = _records(request).keys

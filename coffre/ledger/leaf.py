@@ -140,21 +140,23 @@ def in_map(kind: LeafKind, version: int) -> bool:
 
 
 _MAP_KINDS = frozenset(WRITES | {LeafKind.ERASE})
-_VERSION = struct.Struct(">Q")
-_VERSION_AT = 2 + 32  # after format, kind and location
 
 
 def map_updates(entries: Sequence[bytes]) -> dict[bytes, bytes]:
     """What stored leaves, in log order, set in the verifiable map: each location's latest
     write, to its leaf's hash. For an auditor that recomputes the map from millions of
     leaves, most of them accesses, only those whose kind byte says write or erasure are
-    looked at; entries that are no leaf are ``undecodable``'s to report."""
+    decoded; entries that are no leaf are ``undecodable``'s to report."""
     updates: dict[bytes, bytes] = {}
     for at, kind in enumerate(kind_bytes(entries)):
-        if kind in _MAP_KINDS and len(entry := entries[at]) == SIZE and entry[0] == FORMAT:
-            (version,) = _VERSION.unpack_from(entry, _VERSION_AT)
-            if in_map(LeafKind(kind), version):
-                updates[entry[2:_VERSION_AT]] = leaf_hash(entry)
+        if kind not in _MAP_KINDS:
+            continue
+        try:
+            leaf = Leaf.decode(entries[at])
+        except LedgerError:
+            continue
+        if in_map(leaf.kind, leaf.version):
+            updates[leaf.loc] = leaf_hash(entries[at])
     return updates
 
 

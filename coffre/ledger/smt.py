@@ -15,10 +15,10 @@ single-leaf shortcut of Diem's Jellyfish tree and of Dahlberg, Pulls and Peeters
   children's hashes in the order of their 4 bits.
 
 Sixteen children a node rather than two: a batch of writes hashes about a quarter as many
-nodes (log16 rather than log2 of the map's size per key, each hash of 513 bytes costing
-little more than one of 65, whose cost is mostly the call), which is most of what a write
-costs the log. A proof lists up to 15 siblings a level instead of one: about 65 hashes
-for a million keys instead of 20, still a couple of kilobytes.
+inner nodes (log16 rather than log2 of the map's size per key, each hash of 513 bytes costing
+under twice one of 65, whose cost is mostly the call), which is most of what a write
+costs the log. A proof lists up to 15 siblings a level instead of one: about 70 hashes
+for a million keys instead of about 20, some 2.2 kilobytes.
 
 Branches are kept in a flat dict keyed by the node's id, ``1 << 4 * depth | prefix`` (the
 prefix being the key's first ``depth`` nibbles; the root is 1, a node's children are
@@ -50,9 +50,10 @@ EMPTY = bytes(HASH_SIZE)
 """The hash of an empty subtree, and so the root of the empty map."""
 ROOT = 1
 """The root's node id."""
-BITMAP_BYTES = LEVELS * FANOUT // 8
+_BITMAP_BITS = LEVELS * FANOUT
+BITMAP_BYTES = _BITMAP_BITS // 8
 """A proof's bitmap: a bit per child of each level's branch."""
-_BRANCH_PREFIX = b"\x01"  # RFC 9162's node prefix, as in ``hashing``
+_LEAF_PREFIX, _BRANCH_PREFIX = b"\x00", b"\x01"  # RFC 9162's, as in ``hashing``
 _EMPTY_BRANCH = _BRANCH_PREFIX + EMPTY * FANOUT
 _MARK = 1 << BITS
 """Set above a key's bits so that ``(_MARK | key) >> (BITS - 4 * depth)`` is the id of the
@@ -146,11 +147,11 @@ class SparseMerkleMap:
         siblings = []
         for d in range(depth):
             branch = branches[marked >> (BITS - LEVEL_BITS * d)]
-            own = marked >> (BITS - LEVEL_BITS * (d + 1)) & _LOW
+            own = _child(marked, d)
             for child in range(FANOUT):
                 sibling = branch[1 + HASH_SIZE * child : 1 + HASH_SIZE * (child + 1)]
                 if child != own and sibling != EMPTY:
-                    bitmap |= 1 << (LEVELS * FANOUT - 1 - FANOUT * d - child)
+                    bitmap |= _bit(d, child)
                     siblings.append(sibling)
         neighbour = None
         stored = self._store.leaves.get(node)
@@ -239,7 +240,7 @@ class SparseMerkleMap:
                 changed.append([])
             node = marked >> (BITS - LEVEL_BITS * depth)
             leaves[node] = pair
-            h = sha256(b"\x00" + pair).digest()
+            h = sha256(_LEAF_PREFIX + pair).digest()
             if not depth:
                 return h  # the only key
             changed[-1].append((node & _LOW, h))
@@ -301,18 +302,15 @@ def verify_map_proof(root: bytes, key: bytes, value: bytes | None, proof: MapPro
         h = EMPTY
     siblings = list(proof.siblings)
     for d in range(proof.depth - 1, -1, -1):
-        own = k >> (BITS - LEVEL_BITS * (d + 1)) & _LOW
-        listed = bits >> (BITMAP_BYTES * 8 - FANOUT * (d + 1)) & ((1 << FANOUT) - 1)
-        given = siblings[len(siblings) - listed.bit_count() :]
-        del siblings[len(siblings) - len(given) :]
-        children = []
-        for child in range(FANOUT):
-            if child == own:
-                children.append(h)
-            elif listed >> (FANOUT - 1 - child) & 1:
-                children.append(given.pop(0))
-            else:
-                children.append(EMPTY)
+        own = _child(k, d)
+        listed = bits >> (_BITMAP_BITS - FANOUT * (d + 1)) & ((1 << FANOUT) - 1)
+        start = len(siblings) - listed.bit_count()  # the level's siblings end the list
+        given = iter(siblings[start:])
+        del siblings[start:]
+        children = [
+            h if child == own else next(given) if listed >> (FANOUT - 1 - child) & 1 else EMPTY
+            for child in range(FANOUT)
+        ]
         h = branch_hash(children)
     if h != root:
         raise RootMismatchError(root, h, "map root")
@@ -324,17 +322,27 @@ def _check_shape(proof: MapProof, key: int) -> int:
             f"a map proof is at most {LEVELS} levels deep, with a {BITMAP_BYTES}-byte bitmap"
         )
     bits = int.from_bytes(proof.bitmap, "big")
-    if bits & ((1 << (BITMAP_BYTES * 8 - FANOUT * proof.depth)) - 1):
+    if bits & ((1 << (_BITMAP_BITS - FANOUT * proof.depth)) - 1):
         raise ProofShapeError("the bitmap marks siblings below the proof's depth")
     for d in range(proof.depth):
-        own = key >> (BITS - LEVEL_BITS * (d + 1)) & _LOW
-        if bits >> (BITMAP_BYTES * 8 - 1 - FANOUT * d - own) & 1:
+        if bits & _bit(d, _child(key, d)):
             raise ProofShapeError("the bitmap marks the key's own path as a sibling")
     if bits.bit_count() != len(proof.siblings):
         raise ProofShapeError("the bitmap and the siblings do not agree")
     if any(len(s) != HASH_SIZE for s in proof.siblings):
         raise ProofShapeError(f"a sibling hash is {HASH_SIZE} bytes")
     return bits
+
+
+def _child(key: int, depth: int) -> int:
+    """Which child of its branch at ``depth`` a key's path takes: its next 4 bits (``key``
+    marked or not)."""
+    return key >> (BITS - LEVEL_BITS * (depth + 1)) & _LOW
+
+
+def _bit(depth: int, child: int) -> int:
+    """A proof's bitmap bit for ``child`` of the branch at ``depth``."""
+    return 1 << (_BITMAP_BITS - 1 - FANOUT * depth - child)
 
 
 def _key(key: bytes) -> int:
