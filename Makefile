@@ -59,6 +59,7 @@ test: lint typecheck unit
 # Regenerate coffre/fhir/_schema_r4.py and _definitions_r4.py from ../shared/data.
 generate: $(STAMP)
 	$(BIN)/python scripts/generate_fhir_modules.py
+	$(BIN)/ruff format coffre/fhir/_definitions_r4.py
 	$(BIN)/python scripts/generate_search_parameters.py
 
 clean:

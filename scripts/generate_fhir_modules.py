@@ -11,7 +11,8 @@ It writes, and the project commits, so that Coffre runs without ../shared:
 - ``coffre/fhir/_definitions_r4.py``: the resource types, and for each type the element
   paths whose Patient reference puts a resource in a patient's compartment (from
   CompartmentDefinition-patient and the search parameters' FHIRPath expressions), and its
-  mandatory top-level elements (see ``mandatory_elements``).
+  mandatory top-level elements (see ``mandatory_elements``), and the JSON names of its
+  top-level choice elements (see ``choice_elements``).
 """
 
 from __future__ import annotations
@@ -170,6 +171,20 @@ def mandatory_elements(schema: dict[str, Any]) -> dict[str, tuple[str, ...]]:
     return table
 
 
+def choice_elements(resource_types: list[str]) -> dict[str, dict[str, str]]:
+    """Each resource type's top-level choice elements: JSON name -> the element's name
+    (``valueQuantity`` -> ``value``), from fhirclient's R4 4.0.1 models. ``_elements=value``
+    asks for whichever ``value[x]`` a resource holds; a prefix alone cannot tell a choice
+    from a look-alike (a MedicationRequest's ``status`` and ``statusReason``)."""
+    table: dict[str, dict[str, str]] = {}
+    for resource_type in resource_types:
+        model = FHIRElementFactory.instantiate(resource_type, None)
+        names = {p[1]: p[4] for p in model.elementProperties() if p[4]}
+        if names:
+            table[resource_type] = names
+    return table
+
+
 def main() -> None:
     data = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "data"
     schema = json.loads((data / "schema" / "fhir.schema.json").read_text())
@@ -177,7 +192,7 @@ def main() -> None:
     (PACKAGE / "_schema_r4.py").write_text(HEADER.format(what="JSON schema") + code)
     definitions = (
         HEADER.format(
-            what="schema, CompartmentDefinition-patient, search parameters and element minimums"
+            what="schema, CompartmentDefinition-patient, search parameters, element minimums and choices"
         )
         + "\nRESOURCE_TYPES: frozenset[str] = frozenset(\n"
         + pprint.pformat(resource_types, width=96)
@@ -185,6 +200,8 @@ def main() -> None:
         + pprint.pformat({k: tuple(v) for k, v in compartment_paths(data).items()}, width=96)
         + "\n\nMANDATORY_ELEMENTS: dict[str, tuple[str, ...]] = "
         + pprint.pformat(mandatory_elements(schema), width=96)
+        + "\n\nCHOICE_ELEMENTS: dict[str, dict[str, str]] = "
+        + pprint.pformat(choice_elements(resource_types), width=96)
         + "\n"
     )
     (PACKAGE / "_definitions_r4.py").write_text(definitions)

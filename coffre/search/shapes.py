@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coffre.fhir import json
-from coffre.fhir._definitions_r4 import MANDATORY_ELEMENTS
+from coffre.fhir._definitions_r4 import CHOICE_ELEMENTS, MANDATORY_ELEMENTS
 from coffre.search.parameters import parameters_for
 from coffre.search.results import Pairs, listed, one_of
 
@@ -44,15 +44,24 @@ class Shape:
         # "Servers SHOULD always return mandatory elements whether they are requested or
         # not" (search.html#elements); _summary=text keeps them too, and R4 marks them all
         # as summary elements.
-        keep = {"resourceType", "id", "meta", *MANDATORY_ELEMENTS.get(resource["resourceType"], ())}
+        resource_type = resource["resourceType"]
+        keep = {"resourceType", "id", "meta", *MANDATORY_ELEMENTS.get(resource_type, ())}
         if self.summary == "text":
             keep.add("text")
         elif self.summary == "true":
-            keep |= _summary_elements(resource["resourceType"])
+            keep |= _summary_elements(resource_type)
         else:
             keep |= set(self.elements)
-        # A primitive comes with its extensions (``_birthDate`` with ``birthDate``).
-        return _subsetted({k: v for k, v in resource.items() if k.removeprefix("_") in keep})
+        # A primitive comes with its extensions (``_birthDate`` with ``birthDate``), a
+        # choice element by its own name (``value`` keeps ``valueQuantity``).
+        choices = CHOICE_ELEMENTS.get(resource_type, {})
+        return _subsetted(
+            {
+                k: v
+                for k, v in resource.items()
+                if (name := k.removeprefix("_")) in keep or choices.get(name) in keep
+            }
+        )
 
 
 def search_shape(pairs: Pairs) -> Shape:

@@ -119,6 +119,35 @@ def test_elements_keep_the_mandatory_elements(client: TestClient) -> None:
     assert set(text) == {"resourceType", "id", "meta", "status", "code"}
 
 
+def test_elements_name_a_choice_element_without_its_type(client: TestClient) -> None:
+    """``_elements=value`` keeps an Observation's ``valueQuantity`` (``value[x]``), and a
+    look-alike is not a choice: a MedicationRequest's ``status`` leaves its ``statusReason``."""
+    _people(client)
+    observation = _search(client, "Observation?_id=obs-0&_elements=value")["entry"][0]["resource"]
+    assert "valueQuantity" in observation
+    assert "subject" not in observation
+    request = {
+        "resourceType": "MedicationRequest",
+        "id": "mr-1",
+        "status": "stopped",
+        "statusReason": {"text": "allergy"},
+        "intent": "order",
+        "medicationCodeableConcept": {"text": "amoxicillin"},
+        "subject": {"reference": "Patient/ana"},
+    }
+    assert client.put("/fhir/MedicationRequest/mr-1", json=request).status_code == 201
+    shown = _search(client, "MedicationRequest?_id=mr-1&_elements=status")["entry"][0]["resource"]
+    assert set(shown) == {
+        "resourceType",
+        "id",
+        "meta",
+        "status",
+        "intent",
+        "medicationCodeableConcept",
+        "subject",
+    }
+
+
 def test_include_revinclude_and_iterate(client: TestClient) -> None:
     _people(client)
     bundle = _search(client, "Observation?code=8302-2&_include=Observation:subject")

@@ -52,3 +52,13 @@ def test_the_mandatory_elements_are_the_scripts_output() -> None:
         _definitions_r4.MANDATORY_ELEMENTS["MedicationRequest"]
     )
     assert "Patient" not in _definitions_r4.MANDATORY_ELEMENTS
+
+
+def test_the_choice_elements_are_the_scripts_output() -> None:
+    """A choice's JSON names lead to its element; look-alikes that are not choices do not."""
+    generator = _generator()
+    schema = json.loads(shared_data_path("schema", "fhir.schema.json").read_text())
+    types = sorted(schema["discriminator"]["mapping"])
+    assert generator.choice_elements(types) == _definitions_r4.CHOICE_ELEMENTS
+    assert _definitions_r4.CHOICE_ELEMENTS["Observation"]["valueQuantity"] == "value"
+    assert "statusReason" not in _definitions_r4.CHOICE_ELEMENTS["MedicationRequest"]
