@@ -128,9 +128,17 @@ def _kick_off_job(request: Request, level: str, group: str | None = None) -> Exp
         )
     types = [t for raw in params.getlist("_type") for t in raw.split(",") if t]
     after = since(pairs)
-    job = start_job(_records(request), level, str(request.url), types, after, group, unknown)
+    records = _records(request)
+    client = _client_of(request)
+    job = start_job(records, level, str(request.url), types, after, group, unknown, client)
     _check_access(request, _needed(job, job.resource_types()))
     return job
+
+
+def _client_of(request: Request) -> str | None:
+    """The client a request's token was issued to, by its issuer and client id."""
+    principal = guard_of(request).principal
+    return None if principal is None else f"{principal.issuer} {principal.client_id}"
 
 
 def _output_format(value: str) -> str:
@@ -190,9 +198,18 @@ async def export_group(request: Request) -> Response:
 
 def _job(request: Request, types: list[str] | None = None) -> tuple[ExportJob, str]:
     """The job the URL names, once its MAC checks and unless it was cancelled (404), if
-    the request's token may export ``types`` (default: all the job's types)."""
+    the request's token may export ``types`` (default: all the job's types).
+
+    Only the client that started the job reaches it: another one, even with the same
+    scopes, could otherwise cancel it or fetch its files from a URL it overheard.
+    """
     records = _records(request)
     job = ExportJob.from_token(records.keys, request.path_params["job"])
+    if job.client is not None and job.client != _client_of(request):
+        message = (
+            "no such export for this client: an export is reached by the client that started it"
+        )
+        raise FhirError(404, "not-found", message)
     _check_access(request, _needed(job, job.resource_types() if types is None else types))
     job_id = job.job_id(records.keys)
     if is_cancelled(records, job_id):

@@ -80,6 +80,9 @@ class ExportJob:
     group: str | None = None
     ignored: tuple[str, ...] = ()
     """The names of the kick-off's parameters Coffre went on without (``handling=lenient``)."""
+    client: str | None = None
+    """The client that started it (its token's issuer and client id), the only one that may
+    poll, download or cancel it; None when the server takes no tokens."""
 
     @property
     def expires(self) -> int:
@@ -147,6 +150,7 @@ def start_job(
     since: int | None,
     group: str | None = None,
     ignored: list[str] | None = None,
+    client: str | None = None,
 ) -> ExportJob:
     """A new export of ``level``, pinned to the storage as it is now."""
     check_types(level, types)
@@ -159,6 +163,7 @@ def start_job(
         since=since,
         group=group,
         ignored=tuple(sorted(set(ignored or ()))),
+        client=client,
     )
 
 

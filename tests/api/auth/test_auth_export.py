@@ -66,6 +66,26 @@ def test_a_backend_service_with_system_read_scopes_exports(
         assert client.get(output["url"], headers=narrow).status_code == expected
 
 
+def test_only_the_client_that_started_an_export_reaches_it(
+    secured: tuple[TestClient, Authority],
+) -> None:
+    """Another client, with the same system scopes, neither polls, cancels nor downloads
+    an export it did not start: to it the URLs name no export."""
+    client, authority = secured
+    system = _bearer(authority, role="system", scope="system/*.rs")
+    other = _bearer(authority, role="system", scope="system/*.rs", client_id="other")
+    kick_off = client.get("/fhir/$export?_type=Patient", headers={**ASYNC, **system})
+    status_url = kick_off.headers["content-location"]
+    refused = client.get(status_url, headers=other)
+    assert refused.status_code == 404
+    assert "client that started it" in refused.json()["issue"][0]["diagnostics"]
+    assert client.delete(status_url, headers=other).status_code == 404
+    found = _manifest(client, status_url, system)
+    assert client.get(found["output"][0]["url"], headers=other).status_code == 404
+    assert client.get(found["output"][0]["url"], headers=system).status_code == 200
+    assert client.delete(status_url, headers=system).status_code == 202
+
+
 @pytest.mark.parametrize(
     ("path", "claims"),
     [
