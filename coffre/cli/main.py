@@ -111,6 +111,8 @@ def serve(
     """Serve the FHIR API of a vault, over HTTPS when given a certificate."""
     import uvicorn
 
+    from coffre.api.http_protocol import FhirHttpToolsProtocol
+
     os.environ[config.VAULT.env] = str(vault)
     if keyring:
         os.environ[config.KEYRING.env] = str(keyring)
@@ -132,7 +134,7 @@ def serve(
         access_log=False,
         log_level="warning",
         loop="uvloop",
-        http="httptools",
+        http=FhirHttpToolsProtocol,
         # A worker answers the supervisor's pings from a thread, which cannot run while
         # the generated schema module compiles (no cached bytecode: the GIL is held for
         # seconds); with uvicorn's 5 s a loaded machine kills and restarts it forever.
