@@ -40,11 +40,13 @@ typecheck: $(STAMP)
 # Debian packages the tests run against, installed once, as root, when missing: SoftHSM2
 # (the PKCS#11 token paired with PostgreSQL in the tests), PostgreSQL (the second storage; the
 # tests start their own server, so no service needs to run) and Chromium (the portal's
-# browser test; Playwright drives it, no browser is downloaded).
+# browser test; Playwright drives it, no browser is downloaded) and curl (the README's tour,
+# run as written).
 packages:
 	@missing=""; \
 		command -v softhsm2-util >/dev/null || missing="$$missing softhsm2"; \
 		[ -x /usr/bin/chromium ] || missing="$$missing chromium"; \
+		command -v curl >/dev/null || missing="$$missing curl"; \
 		ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing="$$missing postgresql"; \
 		if [ -z "$$missing" ]; then :; elif [ "$$(id -u)" = 0 ]; then \
 			export DEBIAN_FRONTEND=noninteractive; \

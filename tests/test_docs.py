@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import re
+import subprocess
 from pathlib import Path
+from urllib.parse import urlsplit
+
+from conftest import RunningServer
 
 from coffre.config import SETTINGS
 
@@ -30,3 +35,52 @@ def test_docs_linked_from_the_readme_exist() -> None:
     for name in ("architecture", "threat-model", "leakage", "performance", "operations"):
         assert f"docs/{name}.md" in readme
         assert (ROOT / "docs" / f"{name}.md").exists(), name
+
+
+def _tour_commands() -> list[str]:
+    """The shell commands of the README's short tour, one per logical line (a command
+    runs on over lines ending in a backslash and over a quoted body's line breaks)."""
+    readme = (ROOT / "README.md").read_text()
+    block = readme.split("## A short tour", 1)[1].split("```sh\n", 1)[1].split("```", 1)[0]
+    commands: list[str] = []
+    pending = ""
+    for line in block.splitlines():
+        pending += line + "\n"
+        if pending.rstrip().endswith("\\") or pending.count("'") % 2:
+            continue
+        command = pending.strip()
+        pending = ""
+        if command and not command.startswith("#"):
+            commands.append(command)
+    return commands
+
+
+def test_the_readme_tour_runs_as_written(server: RunningServer) -> None:
+    """Each command of the tour succeeds against a fresh server (curl fails on an HTTP
+    error), with the id the tour's create gives in place of ``<id>``, and its searches
+    of patients find her. The token lines
+    need the demo's registered client and are for `make demo` alone."""
+    port = urlsplit(server.base_url).port
+    patient_id = None
+    ran = 0
+    for command in _tour_commands():
+        if "demo_access.py" in command or "$TOKEN" in command:
+            continue
+        # ``| head`` shortens what a reader sees, and breaks its pipe when it has enough.
+        command = re.sub(r"\s*\|\s*head -\d+$", "", command)
+        command = command.replace("127.0.0.1:8080", f"127.0.0.1:{port}")
+        if "<id>" in command:
+            assert patient_id, f"the tour uses <id> before it creates a patient: {command}"
+            command = command.replace("<id>", patient_id)
+        wrapped = 'curl() { command curl --fail-with-body "$@"; }; ' + command
+        done = subprocess.run(
+            ["bash", "-o", "pipefail", "-c", wrapped], capture_output=True, text=True, timeout=60
+        )
+        assert done.returncode == 0, f"{command}\n{done.stdout[-2000:]}{done.stderr[-2000:]}"
+        created = re.search(r"^location: \S+/Patient/([^/\s]+)/", done.stdout, re.I | re.M)
+        if "-X POST" in command and created:
+            patient_id = created.group(1)
+        if "/fhir/Patient?" in command:  # each search of the tour finds her
+            assert patient_id and patient_id in done.stdout, command
+        ran += 1
+    assert patient_id is not None and ran >= 12
