@@ -213,6 +213,10 @@ async def vread(request: Request) -> Response:
         no_version(resource_type, resource_id, version),
     )
     await _log_access(request, LeafKind.READ, [stored])
+    # A version never changes: a client that holds it (its ETag) or got it before it
+    # was written over (If-Modified-Since) gets a 304, as a read's would be.
+    if not_modified(request, stored):
+        return fhir_response(None, 304, version_headers(stored))
     return _shaped(stored, shape)
 
 

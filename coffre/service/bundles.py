@@ -734,7 +734,7 @@ class BundleProcessor:
 
     def _get(self, writer: Writer, entry: Entry) -> dict[str, Any]:
         """A read or vread, as the same GET over REST answers it: its ``_summary`` and
-        ``_elements``, and a read's conditions (``ifNoneMatch``, ``ifModifiedSince``)."""
+        ``_elements``, and its conditions (``ifNoneMatch``, ``ifModifiedSince``)."""
         assert entry.resource_id is not None  # without one, a search
         shape = read_shape(_pairs(entry))
         if entry.history_version is not None:
@@ -750,9 +750,7 @@ class BundleProcessor:
                 raise gone(entry.resource_type, entry.resource_id)
             stored = current
         writer.log_access(LeafKind.READ, [stored])  # a 304 too: see routes.read
-        if entry.history_version is None and not_modified(
-            stored, entry.if_none_match, entry.if_modified_since
-        ):
+        if not_modified(stored, entry.if_none_match, entry.if_modified_since):
             return {
                 "fullUrl": self._full_url(stored),
                 "response": self._response_of(stored, "304 Not Modified"),

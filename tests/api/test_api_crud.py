@@ -164,6 +164,36 @@ def test_if_none_match_compares_weakly_and_the_304_names_the_version(
     assert "last-modified" in response.headers
 
 
+def test_vread_answers_304_to_the_version_the_client_holds(client: TestClient) -> None:
+    """A vread is a GET like a read: If-None-Match naming its version, or If-Modified-Since
+    at or after it was written, is a 304 with its ETag; the same in a batch."""
+    pid = created_id(client, patient("r-7"))
+    changed = {**patient("r-7"), "id": pid, "gender": "female"}
+    assert client.put(f"/fhir/Patient/{pid}", json=changed).status_code == 200
+    url = f"/fhir/Patient/{pid}/_history/1"
+    held = client.get(url, headers={"If-None-Match": 'W/"1"'})
+    assert (held.status_code, held.content, held.headers["etag"]) == (304, b"", 'W/"1"')
+    assert client.get(url, headers={"If-None-Match": 'W/"2"'}).status_code == 200
+    since = client.get(url).headers["last-modified"]
+    assert client.get(url, headers={"If-Modified-Since": since}).status_code == 304
+    batch = {
+        "resourceType": "Bundle",
+        "type": "batch",
+        "entry": [
+            {
+                "request": {
+                    "method": "GET",
+                    "url": f"Patient/{pid}/_history/1",
+                    "ifNoneMatch": 'W/"1"',
+                }
+            }
+        ],
+    }
+    answered = client.post("/fhir", json=batch).json()["entry"][0]
+    assert answered["response"]["status"] == "304 Not Modified"
+    assert "resource" not in answered
+
+
 def _http_date(moment: datetime) -> str:
     return format_datetime(moment.astimezone(UTC), usegmt=True)
 
