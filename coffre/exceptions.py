@@ -45,6 +45,19 @@ def bounded(message: str) -> str:
     return message[: MESSAGE_MAX - len(cut)] + cut
 
 
+def operation_outcome(
+    severity: str, code: str, *diagnostics: str, expression: str | None = None
+) -> dict[str, Any]:
+    """An OperationOutcome of one issue per message, each of ``severity`` and ``code``."""
+    issues: list[dict[str, Any]] = []
+    for message in diagnostics:
+        issue: dict[str, Any] = {"severity": severity, "code": code, "diagnostics": message}
+        if expression:
+            issue["expression"] = [expression]
+        issues.append(issue)
+    return {"resourceType": "OperationOutcome", "issue": issues}
+
+
 class CoffreError(Exception):
     """Base of every error Coffre raises on purpose."""
 
@@ -73,18 +86,10 @@ class FhirError(CoffreError):
         self.expression = expression
         self.severity = severity
 
-    def issue(self) -> dict[str, Any]:
-        issue: dict[str, Any] = {
-            "severity": self.severity,
-            "code": self.code,
-            "diagnostics": self.diagnostics,
-        }
-        if self.expression:
-            issue["expression"] = [self.expression]
-        return issue
-
     def outcome(self) -> dict[str, Any]:
-        return {"resourceType": "OperationOutcome", "issue": [self.issue()]}
+        return operation_outcome(
+            self.severity, self.code, self.diagnostics, expression=self.expression
+        )
 
 
 class SealError(CoffreError):

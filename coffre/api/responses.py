@@ -8,7 +8,7 @@ from typing import Any
 
 from starlette.responses import Response
 
-from coffre.exceptions import FhirError
+from coffre.exceptions import FhirError, operation_outcome
 from coffre.fhir import json
 from coffre.service import Stored
 
@@ -34,10 +34,7 @@ def outcome_response(error: FhirError, headers: dict[str, str] | None = None) ->
 
 
 def information(message: str) -> dict[str, Any]:
-    return {
-        "resourceType": "OperationOutcome",
-        "issue": [{"severity": "information", "code": "informational", "diagnostics": message}],
-    }
+    return operation_outcome("information", "informational", message)
 
 
 def version_headers(stored: Stored) -> dict[str, str]:

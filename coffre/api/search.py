@@ -10,7 +10,7 @@ from itertools import islice
 from typing import Any
 
 from coffre.api.history import links, refuse_unsupported, since
-from coffre.exceptions import FhirError, bounded
+from coffre.exceptions import FhirError, bounded, operation_outcome
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir.values import LARGEST
 from coffre.search import Criterion, check_criteria, parse_criteria
@@ -170,17 +170,9 @@ def _included(searcher: Searcher, page: list[Stored], specs: list[Include]) -> l
 
 def _outcome(ignored: list[str]) -> dict[str, Any]:
     return {
-        "resource": {
-            "resourceType": "OperationOutcome",
-            "issue": [
-                {
-                    "severity": "warning",
-                    "code": "not-supported",
-                    "diagnostics": bounded(f"ignored: {why}"),
-                }
-                for why in ignored
-            ],
-        },
+        "resource": operation_outcome(
+            "warning", "not-supported", *(bounded(f"ignored: {why}") for why in ignored)
+        ),
         "search": {"mode": "outcome"},
     }
 

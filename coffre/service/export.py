@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from coffre.exceptions import FhirError
+from coffre.exceptions import FhirError, operation_outcome
 from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir.compartment import compartment_patients
@@ -316,8 +316,7 @@ def ignored_outcome(parameter: str) -> dict[str, Any]:
         f"{parameter} is not supported by Coffre's $export and was ignored"
         " (Prefer: handling=lenient): the files are not narrowed by it"
     )
-    issue = {"severity": "warning", "code": "not-supported", "diagnostics": message}
-    return {"resourceType": "OperationOutcome", "issue": [issue]}
+    return operation_outcome("warning", "not-supported", message)
 
 
 def job_stored(keys: PurposeKeys, job_id: str) -> Stored:
