@@ -20,8 +20,8 @@ from coffre.api.media_types import (
 from coffre.exceptions import FhirError
 from coffre.fhir import json
 from coffre.service import Stored
-from coffre.service.bundles import not_modified as read_unchanged
-from coffre.service.bundles import parse_if_match
+from coffre.service.conditions import not_modified as read_unchanged
+from coffre.service.conditions import parse_if_match
 
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 FORM = "application/x-www-form-urlencoded"

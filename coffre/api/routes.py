@@ -35,14 +35,9 @@ from coffre.search.shapes import Shape, read_shape
 from coffre.service import Outcome as Written
 from coffre.service import RecordStore, Stored
 from coffre.service.audit import is_break_glass
-from coffre.service.bundles import (
-    BundleProcessor,
-    EntrySearch,
-    if_none_exist_query,
-    matched_id,
-    one_match,
-)
+from coffre.service.bundles import BundleProcessor, EntrySearch, matched_id, one_match
 from coffre.service.commits import GroupCommitter
+from coffre.service.conditions import if_none_exist_query
 from coffre.service.records import OwnTokens, Writer, check_id, no_version
 
 T = TypeVar("T")

@@ -1,0 +1,61 @@
+"""Conditional interactions (FHIR R4 http.html#concurrency, #cread, #ccreate; RFC 9110
+§13): the version ETags of If-Match and If-None-Match, a read's 304, and the search a
+conditional create's If-None-Exist names. Over REST they come as headers, in a Bundle as
+an entry's ``request`` fields: both read them here."""
+
+from __future__ import annotations
+
+import re
+
+from coffre.exceptions import FhirError
+from coffre.fhir.values import whole_number
+from coffre.service.records import Stored
+
+_VERSION_TAG = re.compile(r'(?:W/)?"([0-9]+)"|([0-9]+)')
+
+
+def parse_if_match(value: str | None) -> int | None:
+    """``W/"3"``, ``"3"`` or ``3`` → 3; anything else is a 400."""
+    if value is None:
+        return None
+    tag = _VERSION_TAG.fullmatch(value.strip())
+    number = None if tag is None else whole_number(tag.group(1) or tag.group(2))
+    if number is None:
+        raise FhirError(400, "invalid", f'If-Match {value!r} is not a version ETag such as W/"3"')
+    return number
+
+
+def none_match(tags: str, version: int) -> bool:
+    """Whether an If-None-Match list names this version, or is ``*``: compared weakly
+    (RFC 9110 §13.1.2), so ``"3"`` and ``W/"3"`` both name version 3."""
+    named = {tag.strip().removeprefix("W/") for tag in tags.split(",")}
+    return "*" in named or f'"{version}"' in named
+
+
+def not_modified(stored: Stored, if_none_match: str | None, modified_since: int | None) -> bool:
+    """Whether a conditional read answers 304 (RFC 9110 §13.2.2): If-None-Match, the exact
+    condition, decides alone when given (§13.1.3); else the record is unchanged when last
+    updated at or before ``modified_since`` (microseconds since the epoch)."""
+    if if_none_match is not None:
+        return none_match(if_none_match, stored.version)
+    return modified_since is not None and stored.ts <= modified_since
+
+
+def if_none_exist_query(resource_type: str, condition: str) -> str:
+    """The search criteria of a conditional create's If-None-Exist (a header, or a Bundle
+    entry's ``ifNoneExist``): the query itself (``identifier=...``) or, as HAPI FHIR's
+    clients write it, a search URL of the created type (``Patient?identifier=...``, after
+    a base or nothing); a search URL of another type is a 400."""
+    path, mark, query = condition.partition("?")
+    if not mark or "=" in path or "&" in path:
+        return condition
+    named = path.rstrip("/").rpartition("/")[2]
+    if named and named != resource_type:
+        raise FhirError(
+            400,
+            "invalid",
+            f"the If-None-Exist condition searches {named}, but the request creates a"
+            f" {resource_type}: give the criteria of a {resource_type} search, such as"
+            " identifier=system|value",
+        )
+    return query
