@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
 from coffre.exceptions import FhirError
+from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.search.parameters import SearchParameter, parameters_for
 
 # Result parameters say how to answer, not what to find; ``_snapshot`` and ``_offset`` are
@@ -69,7 +70,9 @@ class Criterion:
         name = self.parameter if self.modifier is None else f"{self.parameter}:{self.modifier}"
         if self.has is not None:
             name = f"_has:{self.has[0]}:{self.has[1]}"
-        return name if self.chain is None else f"{name}:{self.chain}"
+        if self.chain is None:
+            return name
+        return f"{name}{':' if self.has is not None else '.'}{self.chain}"
 
 
 def split_or(raw: str, separator: str = ",") -> tuple[str, ...]:
@@ -136,6 +139,13 @@ def criterion(name: str, raw: str) -> Criterion:
             f" Coffre follows {MAX_LINKS} at most",
         )
     values = split_or(raw)
+    if any(not value.strip() for value in values):
+        raise FhirError(
+            400,
+            "invalid",
+            f"the search parameter {name!r} has an empty value in {raw!r}: give a value"
+            " between each two commas, or leave the parameter out",
+        )
     if name.startswith("_has:"):
         parts = name.split(":", 3)
         if len(parts) != 4 or not all(parts[1:]):
@@ -197,6 +207,46 @@ def _bad(found: Criterion, param: SearchParameter) -> str:
     return f"Coffre does not support the modifier :{found.modifier} on the {param.type} parameter {found.parameter!r}"
 
 
+def _type_named(found: Criterion) -> str | None:
+    """The resource type a ``_has`` or a chain's ``:Type`` names: one that does not exist
+    is the client's typo, refused even where unknown parameters are ignored."""
+    if found.has is not None:
+        return found.has[0]
+    modifier = found.modifier
+    return modifier if found.chain is not None and modifier and modifier[:1].isupper() else None
+
+
+def _check_values(resource_type: str, found: Criterion) -> None:
+    """Refuse a value whose parts a parameter of its type cannot read: it would match
+    nothing, or more than the client meant, without saying why."""
+    param = parameter_of(resource_type, found.parameter)
+    if param is None or found.chain is not None or found.modifier == "missing":
+        return
+    for raw in found.values:
+        reason = _value_problem(param, param.type, found.modifier, raw)
+        if reason is not None:
+            raise FhirError(400, "invalid", f"{found.name}={raw}: {reason}")
+
+
+def _value_problem(param: SearchParameter, kind: str, modifier: str | None, raw: str) -> str | None:
+    if kind == "composite":
+        parts = split_or(raw, "$")
+        types = "$".join(component.type for component in param.components)
+        if len(parts) != len(param.components):
+            return f"{param.code} takes {len(param.components)} values joined by $ ({types})"
+        for component, part in zip(param.components, parts, strict=True):
+            reason = _value_problem(param, component.type, None, part)
+            if reason is not None:
+                return reason
+        return None
+    pipes = len(split_escaped(raw, "|"))
+    if kind == "quantity" and pipes not in (1, 3):
+        return "a quantity is number, number|system|code, or number||code (any system)"
+    if kind == "token" and modifier == "of-type" and pipes != 3:
+        return ":of-type takes system|code|value (the identifier type's system and code, then its value)"
+    return None
+
+
 def check_criteria(
     resource_type: str,
     criteria: tuple[Criterion, ...],
@@ -211,8 +261,11 @@ def check_criteria(
     """
     kept, ignored = [], []
     for found in criteria:
+        if (named := _type_named(found)) is not None and named not in RESOURCE_TYPES:
+            raise FhirError(400, "invalid", f"{found.name}: {named} is not an R4 resource type")
         reason = problem(resource_type, found)
         if reason is None:
+            _check_values(resource_type, found)
             kept.append(found)
             continue
         known = parameter_of(resource_type, found.parameter) is not None

@@ -11,7 +11,7 @@ from typing import Any
 
 from coffre.exceptions import FhirError
 from coffre.search.criteria import Criterion, split_escaped, split_or, unescape
-from coffre.search.normalise import number_range, text
+from coffre.search.normalise import exact_text, number_range, text
 from coffre.search.parameters import SearchParameter
 from coffre.search.plan import (
     approximate,
@@ -93,7 +93,7 @@ def _string_match(value: Value, modifier: str | None, raw: str) -> bool:
     if type(value) is not Text:
         return False
     if modifier == "exact":
-        return value.exact == raw
+        return value.exact == exact_text(raw)
     if modifier == "contains":
         return text(raw) in value.normalised
     return value.normalised.startswith(text(raw))

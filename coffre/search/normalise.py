@@ -1,6 +1,7 @@
 """Search values normalised as the R4 search specification compares them.
 
-- strings: case- and accent-insensitive (NFKD, combining marks dropped, case folded);
+- strings: case- and accent-insensitive (NFKD, combining marks dropped, case folded); for
+  ``:exact``, as written but canonically composed (NFC);
 - dates: the interval ``[low, high)`` a value stands for at its precision, in microseconds
   since 1970-01-01T00:00:00Z. A date or a time without a zone is taken as UTC: Coffre keeps
   no local time zone, so ``2020-03-01`` is the UTC day (a server in UTC+1 would start it an
@@ -39,6 +40,13 @@ def text(value: str) -> str:
     )
     folded = unicodedata.normalize("NFKD", stripped.casefold())
     return " ".join("".join(c for c in folded if not unicodedata.combining(c)).split())
+
+
+def exact_text(value: str) -> str:
+    """A string as ``:exact`` compares it: case, accents and spaces kept, but canonically
+    composed (NFC), so that an é typed as one character or as an e and its accent, which
+    no one can tell apart on screen, is the same letter."""
+    return value if value.isascii() else unicodedata.normalize("NFC", value)
 
 
 def _micros(moment: timedelta) -> int:

@@ -18,7 +18,7 @@ from typing import Any
 
 from coffre.exceptions import FhirError
 from coffre.search.criteria import Criterion, split_escaped, split_or, unescape
-from coffre.search.normalise import date_range, number_range, text
+from coffre.search.normalise import date_range, exact_text, number_range, text
 from coffre.search.parameters import SearchParameter
 from coffre.search.values import (
     Composite,
@@ -248,7 +248,10 @@ def split_prefix(raw: str) -> tuple[str, str]:
 def query_date(raw: str) -> tuple[int, int]:
     found = date_range(raw)
     if found is None:
-        raise FhirError(400, "invalid", f"{raw!r} is not a FHIR date, dateTime or instant")
+        message = f"{raw!r} is not a FHIR date, dateTime or instant"
+        if " " in raw:  # a + of a time zone, sent unencoded, arrives as a space
+            message += ": a '+' in a URL reads as a space, so send a time zone as %2B01:00"
+        raise FhirError(400, "invalid", message)
     return found
 
 
@@ -337,7 +340,7 @@ def _year_units(low: int, high: int) -> list[str]:
 
 def _string_plan(modifier: str | None, raw: str, family: str = "p") -> Plan | None:
     if modifier == "exact":
-        return ((f"x|{raw}",),)
+        return ((f"x|{exact_text(raw)}",),)
     normalised = text(raw)
     if modifier == "contains":
         if len(normalised) < NGRAM:

@@ -12,7 +12,15 @@ from decimal import Decimal
 from typing import Any, NamedTuple
 
 from coffre.search.fhirpath.runtime import Prim
-from coffre.search.normalise import HIGHEST, LOWEST, date_range, decimal, number_range, text
+from coffre.search.normalise import (
+    HIGHEST,
+    LOWEST,
+    date_range,
+    decimal,
+    exact_text,
+    number_range,
+    text,
+)
 
 _INFINITY = Decimal("Infinity")
 _CURRENCY_SYSTEM = "urn:iso:std:iso:4217"
@@ -174,7 +182,7 @@ _ADDRESS_PARTS = ("line", "city", "district", "state", "postalCode", "country", 
 def _text_of(value: Any, out: list[Value]) -> None:
     value = _plain(value)
     if isinstance(value, str):
-        out.append(Text(text(value), value))
+        out.append(Text(text(value), exact_text(value)))
     elif isinstance(value, list):
         for part in value:
             _text_of(part, out)

@@ -148,6 +148,22 @@ def test_elements_name_a_choice_element_without_its_type(client: TestClient) -> 
     }
 
 
+def test_exact_takes_an_accent_typed_either_way(client: TestClient) -> None:
+    """``:exact`` keeps case and accents, but an é typed as one character (NFC) or as an e
+    and a combining accent (NFD) is the same letter, stored or searched."""
+    decomposed = {"resourceType": "Patient", "id": "zoe", "name": [{"given": ["Zoe\u0301"]}]}
+    assert client.put("/fhir/Patient/zoe", json=decomposed).status_code == 201
+    for given in ("Zo%C3%A9", "Zoe%CC%81"):
+        assert _ids(_search(client, f"Patient?given:exact={given}")) == ["zoe"], given
+    assert _ids(_search(client, "Patient?given:exact=zo%C3%A9")) == []
+
+
+def test_a_time_zone_sent_with_an_unencoded_plus_says_to_encode_it(client: TestClient) -> None:
+    refused = client.get("/fhir/Observation?date=ge2020-01-01T10:00:00+01:00")
+    assert refused.status_code == 400
+    assert "%2B01:00" in refused.json()["issue"][0]["diagnostics"]
+
+
 def test_include_revinclude_and_iterate(client: TestClient) -> None:
     _people(client)
     bundle = _search(client, "Observation?code=8302-2&_include=Observation:subject")

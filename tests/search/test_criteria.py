@@ -1,0 +1,90 @@
+"""Criteria Coffre refuses before any look-up: a value none of whose readings is what the
+client meant would otherwise match nothing, or everything, without a word."""
+
+from __future__ import annotations
+
+import pytest
+
+from coffre.exceptions import FhirError
+from coffre.search import check_criteria, parse_criteria
+
+
+def _refusal(resource_type: str, query: str, strict: bool = False) -> str:
+    with pytest.raises(FhirError) as refused:
+        check_criteria(resource_type, parse_criteria(query), strict=strict)
+    assert refused.value.status == 400
+    return refused.value.diagnostics
+
+
+@pytest.mark.parametrize(
+    "query", ["name=a,,b", "name=,", "name=%20", "name=a,%20", "subject:Patient.name=,"]
+)
+def test_an_empty_value_in_a_list_is_refused_not_matched_as_a_prefix_of_everything(
+    query: str,
+) -> None:
+    resource_type = "Observation" if query.startswith("subject") else "Patient"
+    assert "empty value" in _refusal(resource_type, query)
+
+
+def test_an_escaped_comma_is_a_value_not_an_empty_one() -> None:
+    kept, _ = check_criteria("Patient", parse_criteria(r"name=a\,b"))
+    assert kept[0].values == ("a,b",)
+
+
+@pytest.mark.parametrize(
+    ("query", "expected"),
+    [
+        ("code-value-quantity=8302-2", "takes 2 values joined by $ (token$quantity)"),
+        ("code-value-quantity=8302-2$180$cm", "takes 2 values joined by $"),
+        ("code-value-quantity=8302-2$180|cm", "number||code"),
+        ("value-quantity=180|cm", "number||code"),
+        ("value-quantity=180|http://unitsofmeasure.org|cm|x", "number|system|code"),
+    ],
+)
+def test_a_composite_or_quantity_of_the_wrong_parts_says_what_it_takes(
+    query: str, expected: str
+) -> None:
+    assert expected in _refusal("Observation", query)
+
+
+@pytest.mark.parametrize(
+    "query",
+    [
+        "code-value-quantity=8302-2$180",
+        "value-quantity=180||cm",
+        "value-quantity=le180",
+        r"value-quantity=180|a\|b|cm",
+    ],
+)
+def test_well_formed_composites_and_quantities_are_kept(query: str) -> None:
+    kept, ignored = check_criteria("Observation", parse_criteria(query))
+    assert len(kept) == 1 and not ignored
+
+
+@pytest.mark.parametrize("value", ["http://terminology.hl7.org/CodeSystem/v2-0203|MR", "a|b|c|d"])
+def test_of_type_takes_exactly_system_code_and_value(value: str) -> None:
+    assert "system|code|value" in _refusal("Patient", f"identifier:of-type={value}")
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "query"),
+    [
+        ("Observation", "subject:Foo.name=x"),
+        ("Patient", "_has:Foo:patient:name=x"),
+        ("Patient", "_has:foo:patient:name=x"),
+    ],
+)
+def test_a_chain_or_has_naming_no_resource_type_is_refused_even_leniently(
+    resource_type: str, query: str
+) -> None:
+    name = query.partition("=")[0]
+    assert (
+        _refusal(resource_type, query)
+        == f"{name}: {name.split(':')[1].split('.')[0]} is not an R4 resource type"
+    )
+
+
+def test_an_unknown_parameter_behind_a_known_type_is_still_ignored_leniently() -> None:
+    query = parse_criteria("subject:Patient.foo=x")
+    kept, ignored = check_criteria("Observation", query, strict=False)
+    assert not kept and ignored == ["no target of 'subject' has a search parameter 'foo'"]
