@@ -8,6 +8,7 @@ and the log's size and tree root, on both sides; a difference exits with status 
 from __future__ import annotations
 
 import base64
+import re
 import shutil
 from contextlib import closing
 from pathlib import Path
@@ -37,6 +38,7 @@ from coffre.storage.copy import DEFAULT_BATCH, TABLES, CopyReport, copy_tables, 
 from coffre.storage.postgres import is_url
 
 EXIT_MISMATCH = 1
+EXIT_INTERRUPTED = 130  # as a shell reports a command stopped by Ctrl-C
 PARTIAL_SUFFIX = ".partial"
 
 out = Console(highlight=False, soft_wrap=True)
@@ -82,11 +84,21 @@ class CopyProgress:
         self._progress.update(self._task, rate=rate)
 
 
+_SCHEME = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*):")
+STORAGE_FORMS = (
+    "postgresql://USER@HOST/DATABASE, sqlite:///ABSOLUTE/PATH, the path of an SQLite file,"
+    " or a vault folder"
+)
+
+
 def location(text: str) -> str:
     """A storage to copy: a PostgreSQL URL, ``sqlite:///path``, an SQLite file, or a vault
     folder (the storage its ``storage.url`` names, else its ``storage.sqlite``)."""
     if is_url(text):
         return text
+    scheme = _SCHEME.match(text)
+    if scheme and not text.startswith("sqlite://"):
+        raise fail(f"{text!r} is no storage Coffre knows ({scheme[1]}:): give {STORAGE_FORMS}")
     path = Path(text.removeprefix("sqlite://")).resolve()
     if path.is_dir():
         return Vault.at(path).storage_url or str(path / STORAGE_FILE)
@@ -113,6 +125,15 @@ def run_copy(source: str, destination: str, batch: int) -> CopyReport:
             )
     except CoffreError as error:
         raise fail(error) from None
+    except KeyboardInterrupt:
+        console.print(
+            escape(
+                f"interrupted: {destination} holds part of the copy. Run the same command"
+                " again to carry on from where it stopped (if the source was written to"
+                " since, it says so: then empty the destination and start again)."
+            )
+        )
+        raise typer.Exit(code=EXIT_INTERRUPTED) from None
     _print_verdict(report)
     if report.mismatched:
         raise typer.Exit(code=EXIT_MISMATCH)
@@ -217,8 +238,19 @@ def restore(
 ) -> None:
     """Restore a backup into a vault's empty storage, then open the vault to prove it serves."""
     target = Vault.at(vault, keyring)
+    source = location(backup_location)
+    if not is_url(source) and not Path(source).is_file():
+        raise fail(f"no backup at {source}: nothing was restored")
+    try:  # before any copying: the copy is of no use to a vault without its keys
+        target.check_keys()
+    except CoffreError as error:
+        raise fail(
+            f"cannot restore: {error}. A restore needs the keys of the vault the backup was"
+            f" taken from: a copy of its keyring at {target.keyring}, or named with"
+            " --keyring. Nothing was restored."
+        ) from None
     target.folder.mkdir(parents=True, exist_ok=True)
-    report = run_copy(location(backup_location), location(str(vault)), batch)
+    report = run_copy(source, location(str(vault)), batch)
     size = report.destination.tables["leaves"].rows
     try:
         target.open().storage.close()

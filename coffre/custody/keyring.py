@@ -87,7 +87,8 @@ class KeyringCustodian(MemoryCustodian):
             mode = path.stat().st_mode
         except FileNotFoundError:
             raise VaultStateError(
-                f"no keyring at {path}: create a vault with 'coffre init'"
+                f"no keyring at {path} (a new vault gets its own from 'coffre init';"
+                " an existing one's is where it was kept, apart from its storage)"
             ) from None
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise CustodyError(f"the keyring {path} is readable by others: chmod 600 it")

@@ -101,6 +101,11 @@ class Vault:
             self.storage_path, create=True, synchronous=config.SQLITE_SYNCHRONOUS.value()
         )
 
+    def check_keys(self) -> None:
+        """Refuse a vault whose keys are not there: no keyring at its path (or one that
+        cannot be read), or no keys in the token."""
+        open_custody(self.keyring).root_secret()
+
     def open(self) -> RecordStore:
         """The record store; its start checks refuse a storage the host tampered with, and
         the storage is closed then (a PostgreSQL one holds connections and threads)."""

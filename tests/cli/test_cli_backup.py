@@ -147,8 +147,16 @@ def test_a_restore_into_a_folder_without_its_keyring_says_so_and_offers_no_rollb
     code, output = _run(
         "restore", str(backup), "--vault", str(tmp_path / "new"), "--keyring", str(keyring)
     )
-    assert code == 1 and "the restored vault does not open" in output, output
+    said = " ".join(output.split())
+    assert code == 1 and f"cannot restore: no keyring at {keyring}" in said, output
+    assert "Nothing was restored" in said and not (tmp_path / "new").exists()
     assert "--accept-rollback-to" not in output and "rolled back" not in output
+
+
+def test_a_restore_of_no_backup_makes_nothing(tmp_path: Path) -> None:
+    code, output = _run("restore", str(tmp_path / "nope.sqlite"), "--vault", str(tmp_path / "new"))
+    assert code == 1 and "no backup at" in output and "nothing was restored" in output
+    assert not (tmp_path / "new").exists()
 
 
 def test_a_backup_that_cannot_carry_on_names_the_partial_file_to_delete(

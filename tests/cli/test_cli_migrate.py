@@ -29,6 +29,7 @@ from coffre import config
 from coffre.api import create_app
 from coffre.cli.importer import Importer
 from coffre.cli.main import app
+from coffre.cli.migrate import CopyProgress
 from coffre.cli.sources import files_under
 from coffre.service import Vault
 from coffre.service.vault import KEYRING_FILE, STORAGE_URL_FILE
@@ -214,3 +215,51 @@ def test_a_source_that_is_no_coffre_storage_is_refused_and_left_as_it_was(
         assert result.exit_code == 1 and "is not a Coffre storage" in result.output, result.output
         assert source.read_bytes() == before
         assert sorted(path.name for path in tmp_path.iterdir()) == ["source.db"]
+
+
+@pytest.mark.parametrize(
+    "storage", ["mysql://host/db", "postgresq://coffre@host/db", "sqlite:relative.db"]
+)
+def test_a_storage_coffre_does_not_know_is_refused_with_the_forms_it_takes(
+    tmp_path: Path, storage: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A typo of a scheme was taken for a file name (``postgresq:/host/db``), and
+    ``sqlite:relative.db`` became a file of that name."""
+    monkeypatch.chdir(tmp_path)
+    for args in (
+        ("migrate", "--from", storage, "--to", "copy.sqlite"),
+        ("migrate", "--from", "x", "--to", storage),
+    ):
+        result = runner.invoke(app, list(args))
+        assert result.exit_code == 1, result.output
+        assert "postgresql://USER@HOST/DATABASE, sqlite:///ABSOLUTE/PATH" in result.output
+        assert not list(tmp_path.iterdir())
+
+
+def test_a_migration_stopped_by_ctrl_c_says_how_to_carry_on_then_carries_on(
+    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Ctrl-C ended the command without a word on what the destination held."""
+    client = TestClient(create_app(vault.open()))
+    for n in range(30):
+        client.put(f"/fhir/Patient/p{n}", json={"resourceType": "Patient", "id": f"p{n}"})
+    target = str(tmp_path / "copy.sqlite")
+    advance = CopyProgress.advance
+    calls = 0
+
+    def interrupted(self: CopyProgress, rows: int, data_bytes: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 3:
+            raise KeyboardInterrupt
+        advance(self, rows, data_bytes)
+
+    monkeypatch.setattr(CopyProgress, "advance", interrupted)
+    stopped = runner.invoke(
+        app, ["migrate", "--from", str(vault.folder), "--to", target, "--batch", "5"]
+    )
+    assert stopped.exit_code == 130, stopped.output
+    said = " ".join(stopped.output.split())
+    assert f"interrupted: {target} holds part of the copy" in said and "Traceback" not in said
+    monkeypatch.setattr(CopyProgress, "advance", advance)
+    assert "resumed: the destination already held" in _migrate(str(vault.folder), target)
