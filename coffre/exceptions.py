@@ -58,6 +58,11 @@ def operation_outcome(
     return {"resourceType": "OperationOutcome", "issue": issues}
 
 
+def information(message: str) -> dict[str, Any]:
+    """An OperationOutcome that says what was done."""
+    return operation_outcome("information", "informational", message)
+
+
 class CoffreError(Exception):
     """Base of every error Coffre raises on purpose."""
 

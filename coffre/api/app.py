@@ -20,6 +20,7 @@ from coffre.api.auth.capability import smart_security
 from coffre.api.capability import capability_statement
 from coffre.api.export import counts_stop_with_the_process, export_routes
 from coffre.api.health import health_routes
+from coffre.api.labelling import LabelAsAsked
 from coffre.api.ledger import ledger_routes
 from coffre.api.negotiation import check_format
 from coffre.api.notices import tell_patients
@@ -253,7 +254,7 @@ def create_app(
             Mount("/portal", routes=portal_routes()),
             Mount("/health", routes=health_routes()),
         ],
-        middleware=[Middleware(Authenticate)],
+        middleware=[Middleware(LabelAsAsked), Middleware(Authenticate)],
         lifespan=counts_stop_with_the_process,
         exception_handlers={
             FhirError: _fhir_error,

@@ -29,9 +29,9 @@ from coffre.api.auth.enforce import guard_of
 from coffre.api.auth.scopes import Context, Interaction, Target, decide
 from coffre.api.history import since
 from coffre.api.negotiation import check_format, preferences
-from coffre.api.responses import fhir_response, information
+from coffre.api.responses import fhir_response
 from coffre.api.routes import base_url
-from coffre.exceptions import FhirError
+from coffre.exceptions import FhirError, information
 from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.ledger.leaf import LeafKind

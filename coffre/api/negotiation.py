@@ -69,15 +69,26 @@ def _json_format(value: str) -> bool:
 
 def accepts_json(ranges: list[MediaRange]) -> bool:
     """Whether a client that sends these media ranges takes what Coffre answers: FHIR R4
-    JSON, labelled application/fhir+json. The range that names application/fhir+json
-    itself has the last word; failing one, a client that takes application/json or
-    application/json+fhir (the spec's names of the same format) takes it too. A range
-    counts only if its parameters ask for what Coffre sends (``takes_parameters``)."""
-    fhir_json = preference(ranges, _FHIR_JSON, takes_parameters)
-    if fhir_json is not None and fhir_json.exact:
-        return fhir_json.quality > 0
+    JSON under one of its names, application/fhir+json, application/json (the answer is
+    then labelled so: ``answers_plain_json``) or application/json+fhir. A range counts
+    only if its parameters ask for what Coffre sends (``takes_parameters``)."""
     said = (preference(ranges, media, takes_parameters) for media in _JSON_MEDIA)
     return any(p is not None and p.quality > 0 for p in said)
+
+
+@lru_cache(maxsize=256)
+def answers_plain_json(accept: str, requested_format: str | None) -> bool:
+    """Whether an answer is labelled application/json rather than application/fhir+json:
+    ``_format`` names it, or else ``Accept`` weighs it above application/fhir+json (as
+    the most specific range naming each says; ``*/*``, or no ``Accept``, takes the FHIR
+    name)."""
+    if requested_format is not None:
+        media = parse_media_type(requested_format.strip().replace(" ", "+").split(";")[0])
+        return media is not None and (media.type, media.subtype) == ("application", "json")
+    ranges = parse_accept(accept)
+    plain = preference(ranges, _JSON_MEDIA[1], takes_parameters)
+    fhir = preference(ranges, _FHIR_JSON, takes_parameters)
+    return plain is not None and plain.quality > (fhir.quality if fhir else 0)
 
 
 def _json_media(media: MediaType) -> bool:

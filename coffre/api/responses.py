@@ -8,9 +8,10 @@ from typing import Any
 
 from starlette.responses import Response
 
-from coffre.exceptions import FhirError, operation_outcome
+from coffre.exceptions import FhirError
 from coffre.fhir import json
 from coffre.service import Stored
+from coffre.service.records import written_outcome
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 
@@ -33,10 +34,6 @@ def outcome_response(error: FhirError, headers: dict[str, str] | None = None) ->
     return fhir_response(error.outcome(), error.status, headers)
 
 
-def information(message: str) -> dict[str, Any]:
-    return operation_outcome("information", "informational", message)
-
-
 def version_headers(stored: Stored) -> dict[str, str]:
     modified = datetime.fromtimestamp(stored.ts / 1_000_000, UTC)
     return {
@@ -55,8 +52,5 @@ def resource_response(
     if prefer == "minimal":
         return fhir_response(None, status, headers)
     if prefer == "OperationOutcome":
-        verb = "created" if status == 201 else "stored"
-        return fhir_response(
-            information(f"{stored.reference} {verb} at version {stored.version}"), status, headers
-        )
+        return fhir_response(written_outcome(stored, created=status == 201), status, headers)
     return fhir_response(stored.body, status, headers)

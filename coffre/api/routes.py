@@ -24,9 +24,9 @@ from coffre.api.negotiation import (
     read_form,
     read_json,
 )
-from coffre.api.responses import fhir_response, information, resource_response, version_headers
+from coffre.api.responses import fhir_response, resource_response, version_headers
 from coffre.api.search import everything_page, search_page
-from coffre.exceptions import FhirError
+from coffre.exceptions import FhirError, information
 from coffre.fhir.validation import url_type, validate
 from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion, check_criteria, parse_criteria
@@ -506,7 +506,7 @@ async def bundle(request: Request) -> Response:
     processor = BundleProcessor(
         _records(request),
         base_url(request),
-        include_resources=prefer_return(request) == "representation",
+        returning=prefer_return(request),
         search=_entry_search(request),
         gate=GuardGate(guard) if guard.enforced else None,
     )

@@ -38,7 +38,7 @@ class Importer:
         self._processor = BundleProcessor(
             records,
             IMPORT_BASE,
-            include_resources=False,
+            returning=None,
             # A search entry of a file is run as the API would, for the operator.
             search=lambda writer, kind, pairs: search_page(
                 records, IMPORT_BASE, kind, pairs, writer=writer

@@ -20,7 +20,7 @@ from functools import cache, partial
 from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-from coffre.exceptions import FhirError
+from coffre.exceptions import FhirError, information
 from coffre.fhir import json
 from coffre.fhir.references import parse_reference, references_in, rewrite_references
 from coffre.fhir.validation import url_type, validate
@@ -40,6 +40,7 @@ from coffre.service.records import (
     gone,
     new_id,
     no_version,
+    written_outcome,
 )
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
@@ -361,19 +362,22 @@ class BundleProcessor:
         self,
         records: RecordStore,
         base_url: str,
-        include_resources: bool,
+        returning: str | None,
         *,
         search: EntrySearch,
         keep_source_ids: bool = False,
         gate: Gate | None = None,
     ) -> None:
-        """``search``: how a search entry is answered, as the API answers the same search.
+        """``returning``: what a write entry gives besides its status, as the client's
+        ``Prefer: return=`` asks: ``representation`` the resource, ``OperationOutcome``
+        an outcome that says what was done, anything else nothing more.
+        ``search``: how a search entry is answered, as the API answers the same search.
         ``keep_source_ids`` (imports): a POST whose resource has an id creates it at that
         id, unless a resource is already there, which is left as it is: an import never
         overwrites, so running it twice changes nothing."""
         self.records = records
         self.base_url = base_url.rstrip("/")
-        self.include_resources = include_resources
+        self.returning = returning
         self.search = search
         self.keep_source_ids = keep_source_ids
         self.gate: Gate = gate or Open()
@@ -677,7 +681,11 @@ class BundleProcessor:
             current = writer.latest(entry.resource_type, resource_id)
             if current is None or current.deleted or self.gate.check(writer, "delete", current):
                 writer.delete(entry.resource_type, resource_id, entry.if_match)
-        return {"response": {"status": "204 No Content"}}
+        response: dict[str, Any] = {"status": "204 No Content"}
+        if self.returning == "OperationOutcome":
+            deleted = ", ".join(entry.identities) or f"no {entry.resource_type} matched"
+            response["outcome"] = information(f"deleted: {deleted}")
+        return {"response": response}
 
     def _search(self, writer: Writer, entry: Entry) -> dict[str, Any]:
         searchset, handed_out = self.search(writer, entry.resource_type, _pairs(entry))
@@ -765,8 +773,10 @@ class BundleProcessor:
             "fullUrl": self._full_url(stored),
             "response": self._response_of(stored, "201 Created" if outcome.created else "200 OK"),
         }
-        if self.include_resources:
+        if self.returning == "representation":
             result["resource"] = json.embedded(stored.body)
+        elif self.returning == "OperationOutcome":
+            result["response"]["outcome"] = written_outcome(stored, outcome.created)
         return result
 
 

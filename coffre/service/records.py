@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from coffre.custody import KeyCustodian, WrappedKey
-from coffre.exceptions import FhirError, SealError
+from coffre.exceptions import FhirError, SealError, information
 from coffre.fhir import json
 from coffre.fhir.references import ID_PATTERN, parse_reference
 from coffre.fhir.validation import validate
@@ -112,6 +112,12 @@ class Outcome:
     stored: Stored
     created: bool
     changed: bool = True
+
+
+def written_outcome(stored: Stored, created: bool) -> dict[str, Any]:
+    """What a write did, as ``Prefer: return=OperationOutcome`` asks to be told."""
+    verb = "created" if created else "stored"
+    return information(f"{stored.reference} {verb} at version {stored.version}")
 
 
 def _stored(resource_type: str, resource_id: str, sealed: SealedVersion, body: bytes) -> Stored:

@@ -954,6 +954,30 @@ def test_batch_with_prefer_representation(client: TestClient) -> None:
     assert full["resource"]["id"] == id_of(full, "Patient")
 
 
+@pytest.mark.parametrize("kind", ["batch", "transaction"])
+def test_prefer_operation_outcome_tells_what_each_write_did(client: TestClient, kind: str) -> None:
+    """http.html#transaction-response: ``response.outcome`` carries an entry's
+    OperationOutcome; with ``Prefer: return=OperationOutcome`` each write says what it
+    did, and no entry carries its resource."""
+    existing = created_id(client, patient(f"oo-{kind}"))
+    body = bundle(
+        kind,
+        entry("POST", "Patient", patient(f"oo-new-{kind}")),
+        entry("DELETE", f"Patient/{existing}"),
+    )
+
+    results = send(client, body, Prefer="return=OperationOutcome").json()["entry"]
+
+    created, deleted = sorted(results, key=lambda r: r["response"]["status"])
+    pid = id_of(created, "Patient")
+    issue = created["response"]["outcome"]["issue"][0]
+    assert (issue["severity"], issue["code"]) == ("information", "informational")
+    assert issue["diagnostics"] == f"Patient/{pid} created at version 1"
+    said = deleted["response"]["outcome"]["issue"][0]["diagnostics"]
+    assert said == f"deleted: Patient/{existing}"
+    assert all("resource" not in r for r in results)
+
+
 # -- what the base refuses ----------------------------------------------------------------
 
 

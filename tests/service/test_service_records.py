@@ -238,7 +238,7 @@ def _processor(records: RecordStore) -> BundleProcessor:
     return BundleProcessor(
         records,
         base,
-        include_resources=False,
+        returning=None,
         search=lambda writer, kind, pairs: search_page(records, base, kind, pairs, writer=writer),
     )
 
