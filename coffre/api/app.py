@@ -24,7 +24,7 @@ from coffre.api.labelling import LabelAsAsked
 from coffre.api.ledger import ledger_routes
 from coffre.api.negotiation import check_format
 from coffre.api.notices import tell_patients
-from coffre.api.portal import portal_routes
+from coffre.api.portal import error_page, portal_routes
 from coffre.api.responses import fhir_response, outcome_response
 from coffre.exceptions import (
     CoffreError,
@@ -102,9 +102,19 @@ def _interaction(request: Request) -> str:
     return f"{request.method} {resource_type or '(base)'}"
 
 
+PORTAL_PATH = "/portal"
+
+
+def _refusal(request: Request, error: FhirError, headers: dict[str, str] | None = None) -> Response:
+    """An error as its asker reads it: an OperationOutcome, or a page of the portal."""
+    if request.url.path == PORTAL_PATH or request.url.path.startswith(PORTAL_PATH + "/"):
+        return error_page(request, error.status)
+    return outcome_response(error, headers)
+
+
 async def _fhir_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, FhirError)
-    return outcome_response(error)
+    return _refusal(request, error)
 
 
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
@@ -135,9 +145,9 @@ async def _http_error(request: Request, error: Exception) -> Response:
         allowed = ", ".join(method for method in _METHODS if method in found)
         takes = f": it takes {allowed}" if allowed else ", nor is any other"
         message = f"{request.method} is not an interaction this URL supports{takes}"
-        return outcome_response(FhirError(405, "not-supported", message), {"Allow": allowed})
-    return outcome_response(
-        FhirError(error.status_code, "not-found", f"no endpoint at {request.url.path}")
+        return _refusal(request, FhirError(405, "not-supported", message), {"Allow": allowed})
+    return _refusal(
+        request, FhirError(error.status_code, "not-found", f"no endpoint at {request.url.path}")
     )
 
 
@@ -145,8 +155,9 @@ async def _seal_error(request: Request, error: Exception) -> Response:
     log.error("a sealed record failed its integrity check: %s", _interaction(request))
     if request.url.path.startswith(BASE_PATH) or acting_for(request) is not None:
         await _log_integrity_failure(request)
-    return outcome_response(
-        FhirError(500, "exception", "the record failed its integrity check; it was not served")
+    return _refusal(
+        request,
+        FhirError(500, "exception", "the record failed its integrity check; it was not served"),
     )
 
 
@@ -180,22 +191,24 @@ async def _storage_error(request: Request, error: Exception) -> Response:
             "the storage became unavailable as this request was being committed, so it may"
             " have been saved: read before repeating it (a create repeated makes a second one)"
         )
-    return outcome_response(FhirError(503, "transient", message), {"Retry-After": "1"})
+    return _refusal(request, FhirError(503, "transient", message), {"Retry-After": "1"})
 
 
 async def _client_gone(request: Request, error: Exception) -> Response:
     """The client hung up before its body arrived whole: nothing was read or written, and
     nobody hears this answer; no error on Coffre's side to log."""
-    return outcome_response(
-        FhirError(400, "incomplete", "the request's body did not arrive whole: send it again")
+    return _refusal(
+        request,
+        FhirError(400, "incomplete", "the request's body did not arrive whole: send it again"),
     )
 
 
 async def _unexpected(request: Request, error: Exception) -> Response:
     # The message of an unexpected error may quote a record: only its type is logged.
     log.error("unexpected %s: %s", type(error).__name__, _interaction(request))
-    return outcome_response(
-        FhirError(500, "exception", "Coffre failed to answer this request; it changed nothing")
+    return _refusal(
+        request,
+        FhirError(500, "exception", "Coffre failed to answer this request; it changed nothing"),
     )
 
 
@@ -251,7 +264,7 @@ def create_app(
             Mount(BASE_PATH, routes=[*smart_routes(), *export_routes(), *_fhir_routes()]),
             Mount("/auth", routes=auth_routes()),
             Mount("/ledger", routes=ledger_routes()),
-            Mount("/portal", routes=portal_routes()),
+            Mount(PORTAL_PATH, routes=portal_routes()),
             Mount("/health", routes=health_routes()),
         ],
         middleware=[Middleware(LabelAsAsked), Middleware(Authenticate)],

@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from html import escape
 from typing import Any, TypeVar
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, quote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -34,7 +34,7 @@ from coffre.api.portal.session import (
     sign_in_token,
 )
 from coffre.api.portal.summary import SECTIONS, SUMMARY_TYPES, concept, day, shown
-from coffre.api.portal.text import LANGUAGES, word
+from coffre.api.portal.text import LANGUAGES, TEXT, word
 from coffre.exceptions import FhirError
 from coffre.fhir.names import human_name
 from coffre.fhir.references import parse_reference
@@ -48,6 +48,8 @@ from coffre.service.records import Writer
 from coffre.service.searching import Scope, Searcher, everything
 
 LANG_COOKIE = "coffre_lang"
+HOME = "/portal/"
+SIGN_IN = "/portal/sign-in"
 MAX_FORM_BYTES = 4096
 T = TypeVar("T")
 
@@ -123,6 +125,18 @@ def _same_origin(request: Request) -> bool:
     return origin.rstrip("/") == portal_origin(request)
 
 
+def error_page(request: Request, status: int) -> Response:
+    """A refusal or failure inside the portal, as a page in the patient's language: what
+    an API client reads in an OperationOutcome would mean nothing to them."""
+    lang = _lang(request)
+    key = f"error_{status}" if f"error_{status}" in TEXT[lang] else f"error_{status // 100}00"
+    body = (
+        f'<p role="alert">{escape(word(lang, key))}</p>'
+        f'<p><a href="/portal/">{escape(word(lang, "back"))}</a></p>'
+    )
+    return page(lang, word(lang, "error_title"), body, path="/portal/", status=status)
+
+
 def _to(path: str) -> RedirectResponse:
     return RedirectResponse(path, status_code=303)
 
@@ -133,7 +147,7 @@ def _signed_in(handler: Callable[[Request, Session, str], Any]) -> Callable[[Req
     async def wrapped(request: Request) -> Response:
         session = session_of(request)
         if session is None:
-            return _to("/portal/sign-in")
+            return _to(_sign_in_then(request))
         act_for(request, _access(request, session))
         lang = _lang(request)
         if request.method == "POST" and not _checked_form(request, session):
@@ -142,6 +156,25 @@ def _signed_in(handler: Callable[[Request, Session, str], Any]) -> Callable[[Req
         return _remember_lang(request, response)
 
     return wrapped
+
+
+def _sign_in_then(request: Request) -> str:
+    """The sign-in page, asked to come back to the page asked for (a GET's)."""
+    wanted = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if request.method != "GET" or _next_page(wanted) == HOME:
+        return SIGN_IN
+    return f"{SIGN_IN}?next={quote(wanted, safe='')}"
+
+
+def _next_page(asked: str | None) -> str:
+    """Where to go once signed in: ``asked`` if it is a page of this portal (a path on
+    this site, never another site's address: no open redirect), else the record."""
+    if not asked or any(c in asked for c in "\\\r\n") or asked.startswith("//"):
+        return HOME
+    parts = urlsplit(asked)
+    if parts.scheme or parts.netloc or not parts.path.startswith(HOME):
+        return HOME
+    return HOME if parts.path in (SIGN_IN, "/portal/sign-out") else asked
 
 
 def _checked_form(request: Request, session: Session) -> bool:
@@ -167,12 +200,17 @@ def _with_form(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
 def _sign_in_page(
     request: Request, lang: str, token: str, error: str = "", status: int = 200, minutes: int = 0
 ) -> Response:
+    asked = request.state.form.get("next") if request.method == "POST" else None
+    next_page = _next_page(asked or request.query_params.get("next"))
     message = word(lang, error).format(minutes=minutes) if error else ""
     alert = f'<p role="alert" id="error">{escape(message)}</p>' if error else ""
+    if not error and request.query_params.get("signed_out"):
+        alert = f'<p role="status">{escape(word(lang, "signed_out"))}</p>'
     described = ' aria-describedby="error" aria-invalid="true"' if error else ""
     body = (
         f'{alert}<form method="post" action="/portal/sign-in">'
         f'<input type="hidden" name="token" value="{escape(token)}">'
+        f'<input type="hidden" name="next" value="{escape(next_page)}">'
         f'<label for="username">{escape(word(lang, "username"))}</label>'
         f'<input type="text" id="username" name="username" autocomplete="username" required{described}>'
         f'<label for="password">{escape(word(lang, "password"))}</label>'
@@ -207,13 +245,13 @@ async def sign_in(request: Request) -> Response:
     kind, _, patient_id = user.fhir_user.partition("/")
     if user.role != Role.PATIENT or kind != "Patient":
         return _sign_in_page(request, lang, token, "not_patient", 403)
-    response = _to("/portal/")
+    response = _to(_next_page(form.get("next")))
     open_session(request, response, user.username, patient_id)
     return response
 
 
 async def sign_out(request: Request, session: Session, lang: str) -> Response:
-    response = _to("/portal/sign-in")
+    response = _to("/portal/sign-in?signed_out=1")
     close_session(request, response, session)
     return response
 

@@ -92,11 +92,14 @@ def hidden(html: str, name: str) -> str:
     return match.group(1)
 
 
-def sign_in(client: TestClient, username: str = "marie", password: str = PASSWORD) -> object:
-    form = client.get("/portal/sign-in")
-    token = hidden(form.text, "token")
+def sign_in(
+    client: TestClient,
+    username: str = "marie",
+    password: str = PASSWORD,
+    next_page: str | None = None,
+) -> object:
+    form = client.get("/portal/sign-in", params={"next": next_page} if next_page else None)
+    data = {"token": hidden(form.text, "token"), "username": username, "password": password}
     return client.post(
-        "/portal/sign-in",
-        data={"token": token, "username": username, "password": password},
-        follow_redirects=False,
+        "/portal/sign-in", data={**data, "next": hidden(form.text, "next")}, follow_redirects=False
     )

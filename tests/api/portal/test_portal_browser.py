@@ -103,11 +103,13 @@ def test_a_patient_signs_in_sees_their_record_and_who_opened_it_and_opts_out(
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
         try:
             page = browser.new_page(java_script_enabled=False)
-            page.goto(f"{origin}/portal/?lang=en")
-            assert page.url.endswith("/portal/sign-in")
+            page.goto(f"{origin}/portal/access?lang=en")
+            assert page.url.endswith("/portal/sign-in?next=%2Fportal%2Faccess%3Flang%3Den")
             page.get_by_label("User name").fill("malcolm")
             page.get_by_label("Password").fill(PASSWORD)
             page.get_by_role("button", name="Sign in").click()
+            assert page.url.endswith("/portal/access?lang=en")  # the page asked for
+            page.get_by_role("link", name="My record", exact=True).click()
             conditions = page.get_by_role("table", name="Conditions")
             assert "Acute viral pharyngitis" in conditions.inner_text()
             page.screenshot(path=ARTIFACTS / "portal-record.png", full_page=True)

@@ -4,7 +4,9 @@ protection, both languages, and what each page leaves in the log."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from html import unescape
 from pathlib import Path
+from urllib.parse import quote
 
 import pytest
 from portal_kit import PATIENT, authority_with_users, hidden, patient_record, sign_in
@@ -26,11 +28,73 @@ def portal(records: RecordStore, tmp_path: Path) -> Iterator[TestClient]:
         yield client
 
 
-def test_pages_need_a_session(portal: TestClient) -> None:
-    for path in ("/portal/", "/portal/access", "/portal/notices", "/portal/research"):
+def test_pages_need_a_session_and_signing_in_leads_back_to_the_page_asked_for(
+    portal: TestClient,
+) -> None:
+    for path in ("/portal/access", "/portal/notices", "/portal/research?lang=fr"):
         response = portal.get(path, follow_redirects=False)
         assert response.status_code == 303
-        assert response.headers["location"] == "/portal/sign-in"
+        assert response.headers["location"] == f"/portal/sign-in?next={quote(path, safe='')}"
+    assert portal.get("/portal/", follow_redirects=False).headers["location"] == "/portal/sign-in"
+    back = sign_in(portal, next_page="/portal/notices")
+    assert back.headers["location"] == "/portal/notices"  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "elsewhere",
+    [
+        "https://evil.example/portal/",
+        "//evil.example/portal/",
+        "/\\evil.example",
+        "/fhir/Patient",
+        "/portal/sign-out",
+        "javascript:alert(1)",
+    ],
+)
+def test_signing_in_never_leads_off_the_portal(portal: TestClient, elsewhere: str) -> None:
+    response = sign_in(portal, next_page=elsewhere)
+    assert response.headers["location"] == "/portal/"  # type: ignore[attr-defined]
+
+
+def test_signing_out_says_so_in_the_patients_language(portal: TestClient) -> None:
+    sign_in(portal)
+    csrf = hidden(portal.get("/portal/?lang=fr").text, "csrf")
+    out = portal.post("/portal/sign-out", data={"csrf": csrf}, follow_redirects=True)
+    assert '<p role="status">Vous êtes déconnecté.</p>' in out.text
+
+
+@pytest.mark.parametrize(
+    ("method", "path", "data", "status", "said"),
+    [
+        ("get", "/portal/nowhere", None, 404, "Cette page n'existe pas dans le portail."),
+        (
+            "post",
+            "/portal/research",
+            {"optOut": "maybe"},
+            400,
+            "La demande n'a pas pu être comprise.",
+        ),
+        (
+            "post",
+            "/portal/research",
+            {"optOut": "x" * 5000},
+            413,
+            "Le formulaire envoyé est trop volumineux.",
+        ),
+        ("delete", "/portal/access", None, 405, "Cette page ne s'utilise pas ainsi."),
+    ],
+)
+def test_an_error_in_the_portal_is_a_page_in_the_patients_language(
+    portal: TestClient, method: str, path: str, data: dict[str, str] | None, status: int, said: str
+) -> None:
+    sign_in(portal)
+    csrf = hidden(portal.get("/portal/?lang=fr").text, "csrf")
+    form = None if data is None else {"csrf": csrf, **data}
+    response = portal.request(method, path, data=form, headers={"Origin": "http://testserver"})
+    assert response.status_code == status
+    assert response.headers["content-type"].startswith("text/html")
+    assert '<html lang="fr">' in response.text and said in unescape(response.text)
+    assert 'href="/portal/"' in response.text
 
 
 def test_the_sign_in_form_is_labelled_and_sets_a_protected_session(portal: TestClient) -> None:
