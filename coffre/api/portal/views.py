@@ -39,6 +39,7 @@ from coffre.exceptions import FhirError
 from coffre.fhir.names import human_name
 from coffre.fhir.references import parse_reference
 from coffre.ledger.leaf import LeafKind
+from coffre.search.results import number
 from coffre.service import RecordStore, Stored
 from coffre.service.audit import Access, is_break_glass
 from coffre.service.commits import GroupCommitter
@@ -49,6 +50,8 @@ from coffre.service.searching import Scope, Searcher, everything
 
 LANG_COOKIE = "coffre_lang"
 HOME = "/portal/"
+ACCESS_PAGE = 50
+"""Accesses listed a page."""
 SIGN_IN = "/portal/sign-in"
 MAX_FORM_BYTES = 4096
 T = TypeVar("T")
@@ -344,21 +347,46 @@ def _access_row(
     return shown, roles, when, interactions, why
 
 
+def _pages(lang: str, snapshot: int, offset: int, total: int) -> str:
+    """Where the shown accesses stand among all, and links to the newer and older ones;
+    the links keep the first page's ``_snapshot``, so that accesses made meanwhile shift
+    nothing."""
+    last = min(offset + ACCESS_PAGE, total)
+    said = word(lang, "page_of").format(first=offset + 1, last=last, total=total)
+    links = [
+        f'<a href="/portal/access?_snapshot={snapshot}&amp;_offset={to}" rel="{rel}">'
+        f"{escape(word(lang, key))}</a>"
+        for key, rel, to, shown in (
+            ("newer", "prev", max(0, offset - ACCESS_PAGE), offset > 0),
+            ("older", "next", last, last < total),
+        )
+        if shown
+    ]
+    return f'<p>{escape(said)}</p><nav aria-label="{escape(word(lang, "pages"))}">{" ".join(links)}</nav>'
+
+
 async def accesses(request: Request, session: Session, lang: str) -> Response:
     records = _records(request)
+    pairs = list(request.query_params.multi_items())
+    snapshot = number(pairs, "_snapshot") or records.log_followed()
+    offset = number(pairs, "_offset") or 0
     patient = _current(records, "Patient", session.patient_id)
-    events = records.access_history(session.patient_id) if patient else []
+    events = records.access_history(session.patient_id, snapshot) if patient else []
     others = [e for e in events if not _is_own(e, session.patient_id)]
     others.sort(key=lambda event: not is_break_glass(event))  # stable: newest first within
+    listed = others[offset : offset + ACCESS_PAGE]
     names, people = _people(
-        records, [_requestor(e).get("who", {}).get("reference", "") for e in others]
+        records, [_requestor(e).get("who", {}).get("reference", "") for e in listed]
     )
     body = f"<p>{escape(word(lang, 'access_intro'))}</p>"
-    if others:
+    if listed:
         headings = [word(lang, k) for k in ("who", "role", "when", "action", "why")]
-        classes = ["glass" if is_break_glass(e) else "" for e in others]
-        rows = [_access_row(lang, e, names) for e in others]
+        classes = ["glass" if is_break_glass(e) else "" for e in listed]
+        rows = [_access_row(lang, e, names) for e in listed]
         body += table(word(lang, "access"), headings, rows, classes)
+        body += _pages(lang, snapshot, offset, len(others))
+    elif others:  # past the last page
+        body += _pages(lang, snapshot, max(0, len(others) - ACCESS_PAGE), len(others))
     else:
         body += f"<p>{escape(word(lang, 'no_access'))}</p>"
     own = len(events) - len(others)

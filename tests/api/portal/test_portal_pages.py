@@ -3,13 +3,14 @@ protection, both languages, and what each page leaves in the log."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from html import unescape
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from portal_kit import PATIENT, authority_with_users, hidden, patient_record, sign_in
+from portal_kit import CLINICIAN, PATIENT, authority_with_users, hidden, patient_record, sign_in
 from starlette.testclient import TestClient
 
 from coffre.api import create_app
@@ -239,3 +240,33 @@ def test_removing_the_user_ends_their_session(portal: TestClient, tmp_path: Path
     path = tmp_path / "keyring.access.json"
     save(path, without_user(load(path), "marie"))
     assert portal.get("/portal/", follow_redirects=False).status_code == 303
+
+
+def _clinician_reads(records: RecordStore, times: int) -> None:
+    for _ in range(times):
+        with records.writer() as writer, writer.request(CLINICIAN):
+            writer.log_access(LeafKind.READ, [records.read("Patient", PATIENT)])
+
+
+def _rows(page: str) -> int:
+    return page.count("<tr>") + page.count('<tr class="') - 1  # less the headings' row
+
+
+def test_the_access_list_is_paged_and_its_pages_hold_still(
+    portal: TestClient, records: RecordStore
+) -> None:
+    """A patient in hospital is read hundreds of times: 50 accesses a page, the links
+    pinned to the first page's snapshot, so that accesses made meanwhile shift nothing."""
+    _clinician_reads(records, 70)
+    sign_in(portal)
+    first = portal.get("/portal/access?lang=en").text
+    total = int(re.findall(r"Accesses 1 to 50 of (\d+)\.", first)[0])
+    assert _rows(first) == 50 and total > 70 and 'rel="prev"' not in first
+    older = unescape(re.findall(r'href="([^"]+)" rel="next"', first)[0])
+    _clinician_reads(records, 5)
+    second = portal.get(older).text
+    assert f"Accesses 51 to {total} of {total}." in second and _rows(second) == total - 50
+    assert 'rel="next"' not in second and 'rel="prev"' in second
+    assert f"Accesses 1 to 50 of {total + 5}." in portal.get("/portal/access?lang=en").text
+    wrong = portal.get("/portal/access?_offset=many")
+    assert wrong.status_code == 400 and wrong.headers["content-type"].startswith("text/html")
