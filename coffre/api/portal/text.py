@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+from coffre.api.access import UNAUTHENTICATED
+from coffre.api.notices import NOTIFIER
+from coffre.service.audit import OPERATOR
+
 LANGUAGES = ("fr", "en")
 
 TEXT: dict[str, dict[str, str]] = {
@@ -24,6 +28,7 @@ TEXT: dict[str, dict[str, str]] = {
         "not_patient": "This portal is for patients. Professionals use their own software.",
         "expired": "The form has expired: please try again.",
         "signed_out": "You are signed out.",
+        "via": "through the application {app}",
         "page_of": "Accesses {first} to {last} of {total}.",
         "newer": "Newer accesses",
         "older": "Older accesses",
@@ -107,6 +112,7 @@ TEXT: dict[str, dict[str, str]] = {
         " propre logiciel.",
         "expired": "Le formulaire a expiré : veuillez réessayer.",
         "signed_out": "Vous êtes déconnecté.",
+        "via": "par l'application {app}",
         "page_of": "Accès {first} à {last} sur {total}.",
         "newer": "Accès plus récents",
         "older": "Accès plus anciens",
@@ -172,6 +178,10 @@ TEXT: dict[str, dict[str, str]] = {
         "researcher": "chercheur",
         "admin": "administrateur",
         "system": "système",
+        # Those Coffre writes down as the actor of an access that names no one's record.
+        OPERATOR.who: "l'opérateur du coffre, du côté souverain (ligne de commande coffre)",
+        NOTIFIER.who: "la passerelle Coffre, qui vous avise du premier accès d'un professionnel",
+        UNAUTHENTICATED: "un client non authentifié",
     },
 }
 

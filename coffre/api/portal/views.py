@@ -325,6 +325,23 @@ def _is_own(event: dict[str, Any], patient_id: str) -> bool:
     )
 
 
+def _who(lang: str, event: dict[str, Any], who: dict[str, Any], names: dict[str, str]) -> str:
+    """Who accessed, in the patient's language: the person's name and record, and the
+    application they used; the log's own text (in English: ``(clinician, via client
+    ehr)``) only for one whose record the event does not name."""
+    reference = who.get("reference")
+    if not reference:  # Coffre itself, its operator: their names are translated
+        return word(lang, str(who.get("display", "")))
+    shown = f"{names[reference]} ({reference})" if reference in names else reference
+    apps = [
+        agent.get("who", {}).get("identifier", {}).get("value")
+        for agent in event.get("agent", [])
+        if not agent.get("requestor")
+    ]
+    app = next((name for name in apps if name), None)
+    return f"{shown} — {word(lang, 'via').format(app=app)}" if app else shown
+
+
 def _requestor(event: dict[str, Any]) -> dict[str, Any]:
     agent: dict[str, Any] = next((a for a in event.get("agent", []) if a.get("requestor")), {})
     return agent
@@ -334,10 +351,7 @@ def _access_row(
     lang: str, event: dict[str, Any], names: dict[str, str]
 ) -> tuple[str, str, str, str, str]:
     agent = _requestor(event)
-    who = agent.get("who", {})
-    shown = who.get("display") or who.get("reference", "")
-    if who.get("reference") in names:
-        shown = f"{names[who['reference']]} — {shown}"
+    shown = _who(lang, event, agent.get("who", {}), names)
     roles = ", ".join(word(lang, concept(role)) for role in agent.get("role", []))
     interactions = ", ".join(word(lang, s.get("code", "")) for s in event.get("subtype", []))
     why = "; ".join(p.get("text") or concept(p) for p in event.get("purposeOfEvent", []) if p)

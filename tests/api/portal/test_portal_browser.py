@@ -116,7 +116,7 @@ def test_a_patient_signs_in_sees_their_record_and_who_opened_it_and_opts_out(
 
             page.get_by_role("link", name="Who accessed my record").click()
             accesses = page.get_by_role("table", name="Who accessed my record")
-            assert f"{served.practitioner} (clinician, via client ehr)" in accesses.inner_text()
+            assert f"({served.practitioner}) — through the application ehr" in accesses.inner_text()
             page.screenshot(path=ARTIFACTS / "portal-access.png", full_page=True)
 
             page.get_by_role("link", name="Notices").click()

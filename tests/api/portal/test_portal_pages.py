@@ -161,7 +161,11 @@ def test_who_accessed_shows_the_clinician_not_the_patients_own_views(
     sign_in(portal)
     portal.get("/portal/")
     page = portal.get("/portal/access?lang=en").text
-    assert "Dr Jean Roy — Practitioner/dr-roy (clinician, via client ehr)" in page
+    assert "Dr Jean Roy (Practitioner/dr-roy) — through the application ehr" in page
+    french = unescape(portal.get("/portal/access?lang=fr").text)
+    assert "Dr Jean Roy (Practitioner/dr-roy) — par l'application ehr" in french
+    assert "via client" not in french and "<td>clinicien</td>" in french
+    assert "l'opérateur du coffre, du côté souverain" in french  # patient_record's writes
     assert f"Patient/{PATIENT} (patient" not in page
     assert "Your own views of your record" in page
     own = [
