@@ -53,6 +53,7 @@ HOME = "/portal/"
 ACCESS_PAGE = 50
 """Accesses listed a page."""
 SIGN_IN = "/portal/sign-in"
+SIGN_OUT = "/portal/sign-out"
 MAX_FORM_BYTES = 4096
 T = TypeVar("T")
 
@@ -135,9 +136,9 @@ def error_page(request: Request, status: int) -> Response:
     key = f"error_{status}" if f"error_{status}" in TEXT[lang] else f"error_{status // 100}00"
     body = (
         f'<p role="alert">{escape(word(lang, key))}</p>'
-        f'<p><a href="/portal/">{escape(word(lang, "back"))}</a></p>'
+        f'<p><a href="{HOME}">{escape(word(lang, "back"))}</a></p>'
     )
-    return page(lang, word(lang, "error_title"), body, path="/portal/", status=status)
+    return page(lang, word(lang, "error_title"), body, path=HOME, status=status)
 
 
 def _to(path: str) -> RedirectResponse:
@@ -177,7 +178,7 @@ def _next_page(asked: str | None) -> str:
     parts = urlsplit(asked)
     if parts.scheme or parts.netloc or not parts.path.startswith(HOME):
         return HOME
-    return HOME if parts.path in (SIGN_IN, "/portal/sign-out") else asked
+    return HOME if parts.path in (SIGN_IN, SIGN_OUT) else asked
 
 
 def _checked_form(request: Request, session: Session) -> bool:
@@ -254,7 +255,7 @@ async def sign_in(request: Request) -> Response:
 
 
 async def sign_out(request: Request, session: Session, lang: str) -> Response:
-    response = _to("/portal/sign-in?signed_out=1")
+    response = _to(f"{SIGN_IN}?signed_out=1")
     close_session(request, response, session)
     return response
 
@@ -326,9 +327,10 @@ def _is_own(event: dict[str, Any], patient_id: str) -> bool:
 
 
 def _who(lang: str, event: dict[str, Any], who: dict[str, Any], names: dict[str, str]) -> str:
-    """Who accessed, in the patient's language: the person's name and record, and the
-    application they used; the log's own text (in English: ``(clinician, via client
-    ehr)``) only for one whose record the event does not name."""
+    """Who accessed, in the patient's language, from the event's parts: the person's name
+    and record, and the application they used, rather than the log's English text
+    (``(clinician, via client ehr)``); Coffre's own actors, which name no record, by
+    their translated name."""
     reference = who.get("reference")
     if not reference:  # Coffre itself, its operator: their names are translated
         return word(lang, str(who.get("display", "")))
@@ -388,6 +390,8 @@ async def accesses(request: Request, session: Session, lang: str) -> Response:
     events = records.access_history(session.patient_id, snapshot) if patient else []
     others = [e for e in events if not _is_own(e, session.patient_id)]
     others.sort(key=lambda event: not is_break_glass(event))  # stable: newest first within
+    if others and offset >= len(others):  # past the end (a link kept too long): the last page
+        offset = (len(others) - 1) // ACCESS_PAGE * ACCESS_PAGE
     listed = others[offset : offset + ACCESS_PAGE]
     names, people = _people(
         records, [_requestor(e).get("who", {}).get("reference", "") for e in listed]
@@ -399,8 +403,6 @@ async def accesses(request: Request, session: Session, lang: str) -> Response:
         rows = [_access_row(lang, e, names) for e in listed]
         body += table(word(lang, "access"), headings, rows, classes)
         body += _pages(lang, snapshot, offset, len(others))
-    elif others:  # past the last page
-        body += _pages(lang, snapshot, max(0, len(others) - ACCESS_PAGE), len(others))
     else:
         body += f"<p>{escape(word(lang, 'no_access'))}</p>"
     own = len(events) - len(others)

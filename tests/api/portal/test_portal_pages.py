@@ -272,5 +272,7 @@ def test_the_access_list_is_paged_and_its_pages_hold_still(
     assert f"Accesses 51 to {total} of {total}." in second and _rows(second) == total - 50
     assert 'rel="next"' not in second and 'rel="prev"' in second
     assert f"Accesses 1 to 50 of {total + 5}." in portal.get("/portal/access?lang=en").text
+    past = portal.get(f"/portal/access?lang=en&_offset={total + 100}").text
+    assert f"Accesses 51 to {total + 5} of {total + 5}." in past
     wrong = portal.get("/portal/access?_offset=many")
     assert wrong.status_code == 400 and wrong.headers["content-type"].startswith("text/html")
