@@ -33,7 +33,7 @@ from coffre.exceptions import CoffreError, RolledBackError
 from coffre.ledger import leaf_hash, parse_note
 from coffre.ledger.tree import CompactRange
 from coffre.service import Vault
-from coffre.service.vault import STORAGE_FILE
+from coffre.service.vault import KEYRING_FILE, STORAGE_FILE
 from coffre.storage.copy import DEFAULT_BATCH, TABLES, CopyReport, copy_tables, open_endpoint
 from coffre.storage.postgres import is_url
 
@@ -177,10 +177,27 @@ def migrate(
     """Copy a vault's storage to another backend, sealed as it is (no keys needed); run it
     again after an interruption to carry on. Stop the servers first: writes made during
     the copy are not in it."""
+    _refuse_foreign_keys(Path(source), Path(destination))
     source_location, destination_location = location(source), location(destination)
     if source_location == destination_location:
         raise fail("the source and the destination are the same storage")
     run_copy(source_location, destination_location, batch)
+
+
+def _refuse_foreign_keys(source: Path, destination: Path) -> None:
+    """Refuse to copy into a vault folder whose keyring is not the source's: the records
+    would not open with its keys, and the folder would hold a vault that serves nothing."""
+    theirs = destination / KEYRING_FILE
+    if not destination.is_dir() or not theirs.exists():
+        return
+    ours = source / KEYRING_FILE
+    if source.is_dir() and ours.exists() and ours.read_bytes() == theirs.read_bytes():
+        return
+    raise fail(
+        f"{destination} is a vault folder with keys of its own ({theirs}): the source's records"
+        " would not open with them. Copy to a new SQLite file or PostgreSQL database, then"
+        " name it in the folder that holds the source's keyring."
+    )
 
 
 def backup(

@@ -263,3 +263,21 @@ def test_a_migration_stopped_by_ctrl_c_says_how_to_carry_on_then_carries_on(
     assert f"interrupted: {target} holds part of the copy" in said and "Traceback" not in said
     monkeypatch.setattr(CopyProgress, "advance", advance)
     assert "resumed: the destination already held" in _migrate(str(vault.folder), target)
+
+
+def test_a_copy_into_another_vaults_folder_is_refused_and_into_one_with_its_keys_is_not(
+    tmp_path: Path,
+) -> None:
+    """Another vault's folder has keys of its own, with which the copy would not open."""
+    assert _run("init", str(tmp_path / "source"))[0] == 0
+    assert _run("init", str(tmp_path / "other"))[0] == 0
+    before = (tmp_path / "other" / "storage.sqlite").read_bytes()
+    code, output = _run(
+        "migrate", "--from", str(tmp_path / "source"), "--to", str(tmp_path / "other")
+    )
+    assert code == 1 and "is a vault folder with keys of its own" in " ".join(output.split())
+    assert (tmp_path / "other" / "storage.sqlite").read_bytes() == before
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    shutil.copy2(tmp_path / "source" / KEYRING_FILE, shared / KEYRING_FILE)
+    _migrate(str(tmp_path / "source"), str(shared))
