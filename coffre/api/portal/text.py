@@ -74,6 +74,8 @@ TEXT: dict[str, dict[str, str]] = {
         "refuse": "I refuse research use of my data",
         "accept": "I withdraw my refusal",
         "saved": "Your choice is recorded.",
+        "stale": "Your choice changed meanwhile (in another window?), so this form was not"
+        " recorded. Please review your choice below and send it again if you still wish.",
         "choice": "Your choice",
         "read": "read",
         "search": "search",
@@ -161,6 +163,9 @@ TEXT: dict[str, dict[str, str]] = {
         "refuse": "Je refuse l'usage de mes données pour la recherche",
         "accept": "Je retire mon refus",
         "saved": "Votre choix est enregistré.",
+        "stale": "Votre choix a changé entre-temps (dans une autre fenêtre ?) : ce formulaire"
+        " n'a pas été enregistré. Vérifiez votre choix ci-dessous et renvoyez-le si vous le"
+        " souhaitez toujours.",
         "choice": "Votre choix",
         "read": "lecture",
         "search": "recherche",

@@ -43,7 +43,12 @@ from coffre.search.results import number
 from coffre.service import RecordStore, Stored
 from coffre.service.audit import Access, is_break_glass
 from coffre.service.commits import GroupCommitter
-from coffre.service.consent import current_consent, record_research_consent, refuses_research
+from coffre.service.consent import (
+    current_consent,
+    record_research_consent,
+    refuses_research,
+    research_consent_id,
+)
 from coffre.service.notices import FIRST_ACCESS, NOTICE_CATEGORY, payload_text
 from coffre.service.records import Writer
 from coffre.service.searching import Scope, Searcher, everything
@@ -453,23 +458,45 @@ async def notices(request: Request, session: Session, lang: str) -> Response:
     )
 
 
+def _version(stored: Stored | None) -> str:
+    """The research choice's version as the form carries it: "0" before any choice."""
+    return str(stored.version) if stored is not None and not stored.deleted else "0"
+
+
 async def research(request: Request, session: Session, lang: str) -> Response:
-    if request.method == "POST":
-        choice = request.state.form.get("optOut")
-        if choice not in ("true", "false"):
-            raise FhirError(400, "invalid", "optOut is true or false")
-        await _commit(
-            request,
-            session,
-            lambda writer: record_research_consent(writer, session.patient_id, choice == "true"),
-        )
+    if request.method == "GET":
+        saved = bool(request.query_params.get("saved"))
+        return await _research_page(request, session, lang, "saved" if saved else "")
+    form = request.state.form
+    choice = form.get("optOut")
+    if choice not in ("true", "false"):
+        raise FhirError(400, "invalid", "optOut is true or false")
+
+    def job(writer: Writer) -> bool:
+        """Record the choice unless it changed since the form was shown (in another tab)."""
+        consent_id = research_consent_id(writer.records, session.patient_id)
+        if _version(writer.latest("Consent", consent_id)) != form.get("version"):
+            return False
+        record_research_consent(writer, session.patient_id, choice == "true")
+        return True
+
+    if await _commit(request, session, job):
         return _to("/portal/research?saved=1")
+    return await _research_page(request, session, lang, "stale", 409)
+
+
+async def _research_page(
+    request: Request, session: Session, lang: str, said: str = "", status: int = 200
+) -> Response:
+    """The patient's research choice and the form to change it; ``said``: the outcome
+    of the form just sent, if any."""
     stored = current_consent(_records(request), session.patient_id)
     consent = stored.resource() if stored else {}
     refusing = bool(stored) and refuses_research(consent, session.patient_id)
     body = ""
-    if request.query_params.get("saved"):
-        body += f'<p role="status">{escape(word(lang, "saved"))}</p>'
+    if said:
+        role = "alert" if status >= 400 else "status"
+        body += f'<p role="{role}">{escape(word(lang, said))}</p>'
     body += f"<p>{escape(word(lang, 'research_intro'))}</p>"
     body += f'<p id="research-state"><strong>{escape(word(lang, "refusing" if refusing else "not_refusing"))}</strong>'
     if consent.get("dateTime"):
@@ -478,6 +505,7 @@ async def research(request: Request, session: Session, lang: str) -> Response:
     body += (
         '<form method="post" action="/portal/research">'
         f'<input type="hidden" name="csrf" value="{escape(session.csrf)}">'
+        f'<input type="hidden" name="version" value="{_version(stored)}">'
         f'<input type="hidden" name="optOut" value="{"false" if refusing else "true"}">'
         f'<button type="submit" id="switch">{escape(word(lang, "accept" if refusing else "refuse"))}</button>'
         "</form>"
@@ -491,6 +519,7 @@ async def research(request: Request, session: Session, lang: str) -> Response:
         path="/portal/research",
         current="research",
         csrf=session.csrf,
+        status=status,
     )
 
 

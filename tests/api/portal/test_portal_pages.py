@@ -183,7 +183,7 @@ def test_the_opt_out_switch_records_a_consent(portal: TestClient, records: Recor
     assert "You do not refuse" in page
     switched = portal.post(
         "/portal/research",
-        data={"csrf": hidden(page, "csrf"), "optOut": hidden(page, "optOut")},
+        data={f: hidden(page, f) for f in ("csrf", "optOut", "version")},
         headers={"Origin": "http://testserver"},
         follow_redirects=True,
     )
@@ -192,6 +192,33 @@ def test_the_opt_out_switch_records_a_consent(portal: TestClient, records: Recor
     assert research_opt_out(records, PATIENT)
     consent = portal.get(f"/fhir/Patient/{PATIENT}/$research-consent").json()
     assert consent["status"] == "active"
+
+
+def test_a_stale_opt_out_form_does_not_overwrite_a_choice_made_meanwhile(
+    portal: TestClient, records: RecordStore
+) -> None:
+    """Two tabs: the patient refuses then withdraws in one; the other, still showing
+    "refuse", must not silently record a refusal they no longer see."""
+    sign_in(portal)
+    stale = portal.get("/portal/research?lang=fr").text
+    for _ in range(2):  # refuse, then withdraw, in the other tab
+        fresh = portal.get("/portal/research").text
+        portal.post(
+            "/portal/research",
+            data={f: hidden(fresh, f) for f in ("csrf", "optOut", "version")},
+            headers={"Origin": "http://testserver"},
+        )
+    refused = portal.post(
+        "/portal/research",
+        data={f: hidden(stale, f) for f in ("csrf", "optOut", "version")},
+        headers={"Origin": "http://testserver"},
+        follow_redirects=False,
+    )
+    assert refused.status_code == 409 and refused.headers["content-type"].startswith("text/html")
+    assert "Votre choix a changé entre-temps" in unescape(refused.text)
+    assert 'role="alert"' in refused.text and "Vous ne refusez pas" in unescape(refused.text)
+    assert hidden(refused.text, "version") != hidden(stale, "version")  # a form to review again
+    assert not research_opt_out(records, PATIENT)
 
 
 def test_the_opt_out_form_needs_the_sessions_token_and_origin(
