@@ -22,6 +22,7 @@ from coffre.api.auth.scopes import Role
 from coffre.api.auth.signin import language, wait_minutes
 from coffre.api.portal.html import page, table
 from coffre.api.portal.session import (
+    SESSION_COOKIE,
     SIGN_IN_COOKIE,
     SIGN_IN_SECONDS,
     Session,
@@ -168,11 +169,14 @@ def _signed_in(handler: Callable[[Request, Session, str], Any]) -> Callable[[Req
 
 
 def _sign_in_then(request: Request) -> str:
-    """The sign-in page, asked to come back to the page asked for (a GET's)."""
-    wanted = request.url.path + (f"?{request.url.query}" if request.url.query else "")
-    if request.method != "GET" or _next_page(wanted) == HOME:
-        return SIGN_IN
-    return f"{SIGN_IN}?next={quote(wanted, safe='')}"
+    """The sign-in page, asked to come back to the page asked for (for a form, the page
+    it is on), and to say so when the session that sent this has ended."""
+    query = f"?{request.url.query}" if request.url.query and request.method == "GET" else ""
+    wanted = _next_page(request.url.path + query)
+    asks = [f"next={quote(wanted, safe='')}"] if wanted != HOME else []
+    if SESSION_COOKIE in request.cookies:
+        asks.append("ended=1")
+    return f"{SIGN_IN}?{'&'.join(asks)}" if asks else SIGN_IN
 
 
 def _next_page(asked: str | None) -> str:
@@ -215,6 +219,8 @@ def _sign_in_page(
     alert = f'<p role="alert" id="error">{escape(message)}</p>' if error else ""
     if not error and request.query_params.get("signed_out"):
         alert = f'<p role="status">{escape(word(lang, "signed_out"))}</p>'
+    elif not error and request.query_params.get("ended"):
+        alert = f'<p role="alert">{escape(word(lang, "session_ended"))}</p>'
     described = ' aria-describedby="error" aria-invalid="true"' if error else ""
     body = (
         f'{alert}<form method="post" action="/portal/sign-in">'

@@ -252,6 +252,30 @@ def test_the_session_is_no_access_token_and_signing_out_ends_it(portal: TestClie
     assert portal.get("/portal/", follow_redirects=False).status_code == 200
 
 
+def test_a_session_that_ended_says_so_and_leads_back_to_the_page(portal: TestClient) -> None:
+    """A patient whose session ended (signed out elsewhere, user removed) while a form was
+    open is told so, in their language, and that what they sent was not recorded."""
+    cookie = sign_in(portal).cookies["coffre_portal"]  # type: ignore[attr-defined]
+    page = portal.get("/portal/research?lang=fr").text
+    portal.post("/portal/sign-out", data={"csrf": hidden(page, "csrf")})
+    portal.cookies.set("coffre_portal", cookie, path="/portal")
+    sent = portal.post(
+        "/portal/research",
+        data={f: hidden(page, f) for f in ("csrf", "optOut", "version")},
+        follow_redirects=False,
+    )
+    assert sent.status_code == 303
+    location = sent.headers["location"]
+    assert location == f"/portal/sign-in?next={quote('/portal/research', safe='')}&ended=1"
+    shown = unescape(portal.get(location).text)
+    assert '<p role="alert">Votre session a pris fin' in shown
+    assert "n'a pas été enregistré" in shown and 'name="next" value="/portal/research"' in shown
+    portal.cookies.set("coffre_portal", cookie, path="/portal")
+    asked = portal.get("/portal/notices", follow_redirects=False).headers["location"]
+    assert asked == f"/portal/sign-in?next={quote('/portal/notices', safe='')}&ended=1"
+    assert "Votre session a pris fin" not in portal.get("/portal/sign-in").text
+
+
 def test_notices_name_the_professional_in_the_patients_language(
     portal: TestClient, records: RecordStore
 ) -> None:
