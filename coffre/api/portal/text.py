@@ -37,6 +37,8 @@ TEXT: dict[str, dict[str, str]] = {
         "pages": "Pages of accesses",
         "error_title": "This page cannot be shown",
         "error_400": "The request could not be understood. Go back and try again.",
+        "error_403": "This form has expired or did not come from the portal, so nothing was"
+        " recorded. Go back to the page and send it again.",
         "error_404": "There is no such page in the portal.",
         "error_405": "This page cannot be used that way. Go back and try again.",
         "error_413": "The form sent is too large.",
@@ -125,6 +127,8 @@ TEXT: dict[str, dict[str, str]] = {
         "pages": "Pages d'accès",
         "error_title": "Cette page ne peut pas être affichée",
         "error_400": "La demande n'a pas pu être comprise. Revenez en arrière et réessayez.",
+        "error_403": "Ce formulaire a expiré ou ne vient pas du portail : rien n'a été"
+        " enregistré. Revenez à la page et renvoyez-le.",
         "error_404": "Cette page n'existe pas dans le portail.",
         "error_405": "Cette page ne s'utilise pas ainsi. Revenez en arrière et réessayez.",
         "error_413": "Le formulaire envoyé est trop volumineux.",

@@ -161,7 +161,7 @@ def _signed_in(handler: Callable[[Request, Session, str], Any]) -> Callable[[Req
         act_for(request, _access(request, session))
         lang = _lang(request)
         if request.method == "POST" and not _checked_form(request, session):
-            return page(lang, word(lang, "expired"), "", path=request.url.path, status=403)
+            return error_page(request, 403)
         response: Response = await handler(request, session, lang)
         return _remember_lang(request, response)
 

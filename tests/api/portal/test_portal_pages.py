@@ -228,6 +228,8 @@ def test_the_opt_out_form_needs_the_sessions_token_and_origin(
     csrf = hidden(portal.get("/portal/research").text, "csrf")
     forged = portal.post("/portal/research", data={"csrf": "x", "optOut": "true"})
     assert forged.status_code == 403
+    assert '<p role="alert">This form has expired' in forged.text  # not just a heading
+    assert "nothing was recorded" in forged.text and 'href="/portal/"' in forged.text
     elsewhere = portal.post(
         "/portal/research",
         data={"csrf": csrf, "optOut": "true"},
