@@ -395,7 +395,8 @@ def _pages(lang: str, snapshot: int, offset: int, total: int) -> str:
 async def accesses(request: Request, session: Session, lang: str) -> Response:
     records = _records(request)
     pairs = list(request.query_params.multi_items())
-    snapshot = number(pairs, "_snapshot") or records.log_followed()
+    now = records.log_followed()
+    snapshot = min(number(pairs, "_snapshot") or now, now)  # never past the log's end
     offset = number(pairs, "_offset") or 0
     patient = _current(records, "Patient", session.patient_id)
     events = records.access_history(session.patient_id, snapshot) if patient else []

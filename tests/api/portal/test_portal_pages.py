@@ -327,5 +327,7 @@ def test_the_access_list_is_paged_and_its_pages_hold_still(
     assert f"Accesses 1 to 50 of {total + 5}." in portal.get("/portal/access?lang=en").text
     past = portal.get(f"/portal/access?lang=en&_offset={total + 100}").text
     assert f"Accesses 51 to {total + 5} of {total + 5}." in past
+    ahead = portal.get(f"/portal/access?lang=en&_snapshot={10**9}").text  # past the log's end
+    assert f"_snapshot={10**9}" not in ahead and f"Accesses 1 to 50 of {total + 5}." in ahead
     wrong = portal.get("/portal/access?_offset=many")
     assert wrong.status_code == 400 and wrong.headers["content-type"].startswith("text/html")
