@@ -68,9 +68,9 @@ def served(tmp_path: Path) -> Iterator[Served]:
     running.stop()
 
 
-def _clinician_reads(served: Served) -> None:
-    """The patient's physician (an Encounter names them) reads the record through the API,
-    with a token as Coffre's authorisation server issues it."""
+def _clinician_reads(served: Served, times: int) -> None:
+    """The patient's physician (an Encounter names them) reads the record ``times`` through
+    the API, with a token as Coffre's authorisation server issues it."""
     origin = served.server.base_url.removesuffix("/fhir")
     claims = {
         "iss": f"{origin}/auth",
@@ -83,8 +83,9 @@ def _clinician_reads(served: Served) -> None:
     }
     token = TokenSigner(access_token_key(served.server.vault)).sign(claims, 300)
     url = f"{served.server.base_url}/Patient/{served.patient}"
-    response = httpx.get(url, headers={"Authorization": f"Bearer {token}"})
-    assert response.status_code == 200
+    for _ in range(times):
+        response = httpx.get(url, headers={"Authorization": f"Bearer {token}"})
+        assert response.status_code == 200
 
 
 def test_a_patient_signs_in_sees_their_record_and_who_opened_it_and_opts_out(
@@ -96,7 +97,7 @@ def test_a_patient_signs_in_sees_their_record_and_who_opened_it_and_opts_out(
         from playwright.sync_api import sync_playwright
     except ImportError:
         _missing("Playwright for Python")
-    _clinician_reads(served)
+    _clinician_reads(served, 55)  # more than a page of the access list
     origin = served.server.base_url.removesuffix("/fhir")
     ARTIFACTS.mkdir(exist_ok=True)
     with sync_playwright() as playwright:
@@ -118,6 +119,11 @@ def test_a_patient_signs_in_sees_their_record_and_who_opened_it_and_opts_out(
             accesses = page.get_by_role("table", name="Who accessed my record")
             assert f"({served.practitioner}) — through the application ehr" in accesses.inner_text()
             page.screenshot(path=ARTIFACTS / "portal-access.png", full_page=True)
+            assert page.get_by_text("Accesses 1 to 50 of").is_visible()
+            page.get_by_role("link", name="Older accesses").click()
+            assert page.get_by_text("Accesses 51 to").is_visible()
+            page.get_by_role("link", name="Newer accesses").click()
+            assert page.get_by_text("Accesses 1 to 50 of").is_visible()
 
             page.get_by_role("link", name="Notices").click()
             notices = page.get_by_role("table", name="Notices").inner_text()
