@@ -88,3 +88,16 @@ def test_an_unknown_parameter_behind_a_known_type_is_still_ignored_leniently() -
     query = parse_criteria("subject:Patient.foo=x")
     kept, ignored = check_criteria("Observation", query, strict=False)
     assert not kept and ignored == ["no target of 'subject' has a search parameter 'foo'"]
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "query"),
+    [
+        ("Patient", "_has:Observation:patient:_has:Foo:subject:code=x"),
+        ("Observation", "subject:Patient._has:Foo:patient:name=x"),
+        ("Observation", "subject:Patient.organization:Foo.name=x"),
+    ],
+)
+def test_a_type_named_deeper_in_a_chain_is_checked_too(resource_type: str, query: str) -> None:
+    name = query.partition("=")[0]
+    assert _refusal(resource_type, query) == f"{name}: Foo is not an R4 resource type"
