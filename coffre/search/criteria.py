@@ -242,12 +242,20 @@ def _value_problem(param: SearchParameter, kind: str, modifier: str | None, raw:
             if reason is not None:
                 return reason
         return None
-    pipes = len(split_escaped(raw, "|"))
-    if kind == "quantity" and pipes not in (1, 3):
+    fields = split_escaped(raw, "|")
+    if kind == "quantity" and (len(fields) not in (1, 3) or _system_without_code(fields)):
         return "a quantity is number, number|system|code, or number||code (any system)"
-    if kind == "token" and modifier == "of-type" and pipes != 3:
-        return ":of-type takes system|code|value (the identifier type's system and code, then its value)"
+    if kind == "token" and modifier == "of-type" and (len(fields) != 3 or not all(fields[1:])):
+        return (
+            ":of-type takes system|code|value (the identifier type's system and code, then"
+            " its value; only the system may be empty)"
+        )
     return None
+
+
+def _system_without_code(fields: list[str]) -> bool:
+    """``number|system|``: the system alone would be ignored and any unit match."""
+    return len(fields) == 3 and bool(fields[1]) and not fields[2]
 
 
 def check_criteria(

@@ -39,6 +39,7 @@ def test_an_escaped_comma_is_a_value_not_an_empty_one() -> None:
         ("code-value-quantity=8302-2$180|cm", "number||code"),
         ("value-quantity=180|cm", "number||code"),
         ("value-quantity=180|http://unitsofmeasure.org|cm|x", "number|system|code"),
+        ("value-quantity=180|http://unitsofmeasure.org|", "number|system|code"),
     ],
 )
 def test_a_composite_or_quantity_of_the_wrong_parts_says_what_it_takes(
@@ -61,7 +62,10 @@ def test_well_formed_composites_and_quantities_are_kept(query: str) -> None:
     assert len(kept) == 1 and not ignored
 
 
-@pytest.mark.parametrize("value", ["http://terminology.hl7.org/CodeSystem/v2-0203|MR", "a|b|c|d"])
+@pytest.mark.parametrize(
+    "value",
+    ["http://terminology.hl7.org/CodeSystem/v2-0203|MR", "a|b|c|d", "a||123", "a|MR|", "||"],
+)
 def test_of_type_takes_exactly_system_code_and_value(value: str) -> None:
     assert "system|code|value" in _refusal("Patient", f"identifier:of-type={value}")
 
