@@ -207,13 +207,16 @@ def _bad(found: Criterion, param: SearchParameter) -> str:
     return f"Coffre does not support the modifier :{found.modifier} on the {param.type} parameter {found.parameter!r}"
 
 
-def _type_named(found: Criterion) -> str | None:
-    """The resource type a ``_has`` or a chain's ``:Type`` names: one that does not exist
-    is the client's typo, refused even where unknown parameters are ignored."""
-    if found.has is not None:
-        return found.has[0]
+def _unknown_type(found: Criterion) -> str | None:
+    """A resource type a ``_has`` or a chain's ``:Type`` names, at any depth, that does not
+    exist: the client's typo, refused even where unknown parameters are ignored."""
+    named = found.has[0] if found.has is not None else None
     modifier = found.modifier
-    return modifier if found.chain is not None and modifier and modifier[:1].isupper() else None
+    if found.chain is not None and modifier and modifier[:1].isupper():
+        named = modifier
+    if named is not None and named not in RESOURCE_TYPES:
+        return named
+    return None if found.chain is None else _unknown_type(criterion(found.chain, "x"))
 
 
 def _check_values(resource_type: str, found: Criterion) -> None:
@@ -239,12 +242,20 @@ def _value_problem(param: SearchParameter, kind: str, modifier: str | None, raw:
             if reason is not None:
                 return reason
         return None
-    pipes = len(split_escaped(raw, "|"))
-    if kind == "quantity" and pipes not in (1, 3):
+    fields = split_escaped(raw, "|")
+    if kind == "quantity" and (len(fields) not in (1, 3) or _system_without_code(fields)):
         return "a quantity is number, number|system|code, or number||code (any system)"
-    if kind == "token" and modifier == "of-type" and pipes != 3:
-        return ":of-type takes system|code|value (the identifier type's system and code, then its value)"
+    if kind == "token" and modifier == "of-type" and (len(fields) != 3 or not all(fields[1:])):
+        return (
+            ":of-type takes system|code|value (the identifier type's system and code, then"
+            " its value; only the system may be empty)"
+        )
     return None
+
+
+def _system_without_code(fields: list[str]) -> bool:
+    """``number|system|``: the system alone would be ignored and any unit match."""
+    return len(fields) == 3 and bool(fields[1]) and not fields[2]
 
 
 def check_criteria(
@@ -261,7 +272,7 @@ def check_criteria(
     """
     kept, ignored = [], []
     for found in criteria:
-        if (named := _type_named(found)) is not None and named not in RESOURCE_TYPES:
+        if (named := _unknown_type(found)) is not None:
             raise FhirError(400, "invalid", f"{found.name}: {named} is not an R4 resource type")
         reason = problem(resource_type, found)
         if reason is None:

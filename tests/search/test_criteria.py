@@ -39,6 +39,7 @@ def test_an_escaped_comma_is_a_value_not_an_empty_one() -> None:
         ("code-value-quantity=8302-2$180|cm", "number||code"),
         ("value-quantity=180|cm", "number||code"),
         ("value-quantity=180|http://unitsofmeasure.org|cm|x", "number|system|code"),
+        ("value-quantity=180|http://unitsofmeasure.org|", "number|system|code"),
     ],
 )
 def test_a_composite_or_quantity_of_the_wrong_parts_says_what_it_takes(
@@ -61,7 +62,10 @@ def test_well_formed_composites_and_quantities_are_kept(query: str) -> None:
     assert len(kept) == 1 and not ignored
 
 
-@pytest.mark.parametrize("value", ["http://terminology.hl7.org/CodeSystem/v2-0203|MR", "a|b|c|d"])
+@pytest.mark.parametrize(
+    "value",
+    ["http://terminology.hl7.org/CodeSystem/v2-0203|MR", "a|b|c|d", "a||123", "a|MR|", "||"],
+)
 def test_of_type_takes_exactly_system_code_and_value(value: str) -> None:
     assert "system|code|value" in _refusal("Patient", f"identifier:of-type={value}")
 
@@ -88,3 +92,16 @@ def test_an_unknown_parameter_behind_a_known_type_is_still_ignored_leniently() -
     query = parse_criteria("subject:Patient.foo=x")
     kept, ignored = check_criteria("Observation", query, strict=False)
     assert not kept and ignored == ["no target of 'subject' has a search parameter 'foo'"]
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "query"),
+    [
+        ("Patient", "_has:Observation:patient:_has:Foo:subject:code=x"),
+        ("Observation", "subject:Patient._has:Foo:patient:name=x"),
+        ("Observation", "subject:Patient.organization:Foo.name=x"),
+    ],
+)
+def test_a_type_named_deeper_in_a_chain_is_checked_too(resource_type: str, query: str) -> None:
+    name = query.partition("=")[0]
+    assert _refusal(resource_type, query) == f"{name}: Foo is not an R4 resource type"
