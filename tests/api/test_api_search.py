@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from conftest import FHIR_JSON, put_resource
 from starlette.testclient import TestClient
 
@@ -160,10 +161,18 @@ def test_exact_takes_an_accent_typed_either_way(client: TestClient) -> None:
     assert _ids(_search(client, "Patient?given:exact=zo%C3%A9")) == []
 
 
-def test_a_time_zone_sent_with_an_unencoded_plus_says_to_encode_it(client: TestClient) -> None:
-    refused = client.get("/fhir/Observation?date=ge2020-01-01T10:00:00+01:00")
+@pytest.mark.parametrize(
+    "query",
+    [
+        "Observation?date=ge2020-01-01T10:00:00+01:00",
+        "Observation?value-quantity=1e+5",
+        "RiskAssessment?probability=gt1e+5",
+    ],
+)
+def test_a_plus_sent_unencoded_says_to_encode_it(client: TestClient, query: str) -> None:
+    refused = client.get(f"/fhir/{query}")
     assert refused.status_code == 400
-    assert "%2B01:00" in refused.json()["issue"][0]["diagnostics"]
+    assert "%2B" in refused.json()["issue"][0]["diagnostics"]
 
 
 def test_include_revinclude_and_iterate(client: TestClient) -> None:
