@@ -222,13 +222,27 @@ def _unknown_type(found: Criterion) -> str | None:
 def _check_values(resource_type: str, found: Criterion) -> None:
     """Refuse a value whose parts a parameter of its type cannot read: it would match
     nothing, or more than the client meant, without saying why."""
-    param = parameter_of(resource_type, found.parameter)
-    if param is None or found.chain is not None or found.modifier == "missing":
-        return
     for raw in found.values:
-        reason = _value_problem(param, param.type, found.modifier, raw)
+        reason = _reading_problem(resource_type, found, raw)
         if reason is not None:
             raise FhirError(400, "invalid", f"{found.name}={raw}: {reason}")
+
+
+def _reading_problem(resource_type: str, found: Criterion, raw: str) -> str | None:
+    """Why ``raw`` cannot be read by the parameter a criterion ends at, past its chains
+    and ``_has`` (on the first target type that has it), or None."""
+    if found.has is not None or found.chain is not None:
+        inner = criterion(found.chain or "", "x")
+        if found.has is not None:
+            return _reading_problem(found.has[0], inner, raw)
+        param = parameter_of(resource_type, found.parameter)
+        targets = (found.modifier,) if found.modifier else param.targets if param else ()
+        readable = (t for t in targets if problem(t, inner) is None)
+        return next((r for t in readable if (r := _reading_problem(t, inner, raw))), None)
+    param = parameter_of(resource_type, found.parameter)
+    if param is None or found.modifier == "missing":
+        return None
+    return _value_problem(param, param.type, found.modifier, raw)
 
 
 def _value_problem(param: SearchParameter, kind: str, modifier: str | None, raw: str) -> str | None:

@@ -105,3 +105,23 @@ def test_an_unknown_parameter_behind_a_known_type_is_still_ignored_leniently() -
 def test_a_type_named_deeper_in_a_chain_is_checked_too(resource_type: str, query: str) -> None:
     name = query.partition("=")[0]
     assert _refusal(resource_type, query) == f"{name}: Foo is not an R4 resource type"
+
+
+@pytest.mark.parametrize(
+    ("resource_type", "query", "expected"),
+    [
+        ("Observation", "subject:Patient.identifier:of-type=a|b", "system|code|value"),
+        ("Observation", "subject.identifier:of-type=a|b", "system|code|value"),
+        ("Encounter", "_has:Observation:encounter:value-quantity=100|mg", "number|system|code"),
+        ("Encounter", "_has:Observation:encounter:code-value-quantity=a", "joined by $"),
+        (
+            "Patient",
+            "_has:Encounter:patient:_has:Observation:encounter:value-quantity=1|mg",
+            "number||code",
+        ),
+    ],
+)
+def test_the_value_of_a_chain_or_has_is_checked_on_the_type_it_searches(
+    resource_type: str, query: str, expected: str
+) -> None:
+    assert expected in _refusal(resource_type, query)
