@@ -24,7 +24,12 @@ from coffre.api.negotiation import (
     read_form,
     read_json,
 )
-from coffre.api.responses import fhir_response, resource_response, version_headers
+from coffre.api.responses import (
+    fhir_response,
+    resource_response,
+    version_headers,
+    written_response,
+)
 from coffre.api.search import everything_page, search_page
 from coffre.exceptions import FhirError, information
 from coffre.fhir.validation import url_type, validate
@@ -82,9 +87,8 @@ def _refuse_parameters(
 
 def _written(request: Request, outcome: Written) -> Response:
     stored = outcome.stored
-    status = 201 if outcome.created else 200
     location = f"{base_url(request)}/{stored.reference}/_history/{stored.version}"
-    return resource_response(stored, status, prefer_return(request), location)
+    return written_response(outcome, prefer_return(request), location)
 
 
 async def _body(request: Request) -> Any:

@@ -776,7 +776,7 @@ class BundleProcessor:
         if self.returning == "representation":
             result["resource"] = json.embedded(stored.body)
         elif self.returning == "OperationOutcome":
-            result["response"]["outcome"] = written_outcome(stored, outcome.created)
+            result["response"]["outcome"] = written_outcome(outcome)
         return result
 
 
