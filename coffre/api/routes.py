@@ -43,7 +43,7 @@ from coffre.service.audit import is_break_glass
 from coffre.service.bundles import BundleProcessor, EntrySearch, matched_id, one_match
 from coffre.service.commits import GroupCommitter
 from coffre.service.conditions import if_none_exist_query
-from coffre.service.records import OwnTokens, Writer, check_id, no_version
+from coffre.service.records import OwnTokens, Writer, check_id, no_version, nothing_deleted
 
 T = TypeVar("T")
 
@@ -417,9 +417,7 @@ async def delete(request: Request) -> Response:
 
     outcome = await _commit(request, job)
     if outcome is None:
-        return fhir_response(
-            information(f"{resource_type}/{resource_id} did not exist or was already deleted"), 200
-        )
+        return fhir_response(nothing_deleted(f"{resource_type}/{resource_id}"), 200)
     return fhir_response(None, 204, {"ETag": f'W/"{outcome.stored.version}"'})
 
 

@@ -128,6 +128,11 @@ def written_outcome(outcome: Outcome) -> dict[str, Any]:
     return information(f"{stored.reference} {done} version {stored.version}")
 
 
+def nothing_deleted(reference: str) -> dict[str, Any]:
+    """What a DELETE of a record that is not there did: nothing, and that is no error."""
+    return information(f"{reference} did not exist or was already deleted")
+
+
 def _stored(resource_type: str, resource_id: str, sealed: SealedVersion, body: bytes) -> Stored:
     digest = hashlib.sha256(sealed.body).digest()
     return Stored(

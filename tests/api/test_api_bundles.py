@@ -1001,6 +1001,22 @@ def test_prefer_operation_outcome_tells_what_each_update_did(client: TestClient,
     assert said == f"Patient/{pid} left as it was at version 2"
 
 
+def test_prefer_operation_outcome_does_not_call_a_missing_record_deleted(
+    client: TestClient,
+) -> None:
+    """As a DELETE over REST says: a record that is not there was not deleted."""
+    body = bundle(
+        "batch",
+        entry("DELETE", "Patient/nobody"),
+        entry("DELETE", f"Patient?identifier={SYSTEM}|nobody"),
+    )
+
+    results = send(client, body, Prefer="return=OperationOutcome").json()["entry"]
+
+    said = [r["response"]["outcome"]["issue"][0]["diagnostics"] for r in results]
+    assert said == ["Patient/nobody did not exist or was already deleted", "no Patient matched"]
+
+
 def test_prefer_minimal_gives_write_entries_nothing_but_their_status(
     client: TestClient,
 ) -> None:
