@@ -10,7 +10,7 @@ from starlette.responses import Response
 
 from coffre.exceptions import FhirError
 from coffre.fhir import json
-from coffre.service import Stored
+from coffre.service import Outcome, Stored
 from coffre.service.records import written_outcome
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
@@ -42,15 +42,17 @@ def version_headers(stored: Stored) -> dict[str, str]:
     }
 
 
-def resource_response(
-    stored: Stored, status: int = 200, prefer: str | None = None, location: str | None = None
-) -> Response:
-    """A resource as the client's ``Prefer: return=`` asks: itself, nothing, or an outcome."""
-    headers = version_headers(stored)
-    if location:
-        headers["Location"] = location
+def resource_response(stored: Stored, status: int = 200) -> Response:
+    return fhir_response(stored.body, status, version_headers(stored))
+
+
+def written_response(outcome: Outcome, prefer: str | None, location: str) -> Response:
+    """A write's answer as the client's ``Prefer: return=`` asks: the resource, nothing,
+    or an outcome that says what was done."""
+    status = 201 if outcome.created else 200
+    headers = {**version_headers(outcome.stored), "Location": location}
     if prefer == "minimal":
         return fhir_response(None, status, headers)
     if prefer == "OperationOutcome":
-        return fhir_response(written_outcome(stored, created=status == 201), status, headers)
-    return fhir_response(stored.body, status, headers)
+        return fhir_response(written_outcome(outcome), status, headers)
+    return fhir_response(outcome.stored.body, status, headers)

@@ -24,7 +24,12 @@ from coffre.api.negotiation import (
     read_form,
     read_json,
 )
-from coffre.api.responses import fhir_response, resource_response, version_headers
+from coffre.api.responses import (
+    fhir_response,
+    resource_response,
+    version_headers,
+    written_response,
+)
 from coffre.api.search import everything_page, search_page
 from coffre.exceptions import FhirError, information
 from coffre.fhir.validation import url_type, validate
@@ -38,7 +43,7 @@ from coffre.service.audit import is_break_glass
 from coffre.service.bundles import BundleProcessor, EntrySearch, matched_id, one_match
 from coffre.service.commits import GroupCommitter
 from coffre.service.conditions import if_none_exist_query
-from coffre.service.records import OwnTokens, Writer, check_id, no_version
+from coffre.service.records import OwnTokens, Writer, check_id, no_version, nothing_deleted
 
 T = TypeVar("T")
 
@@ -82,9 +87,8 @@ def _refuse_parameters(
 
 def _written(request: Request, outcome: Written) -> Response:
     stored = outcome.stored
-    status = 201 if outcome.created else 200
     location = f"{base_url(request)}/{stored.reference}/_history/{stored.version}"
-    return resource_response(stored, status, prefer_return(request), location)
+    return written_response(outcome, prefer_return(request), location)
 
 
 async def _body(request: Request) -> Any:
@@ -413,9 +417,7 @@ async def delete(request: Request) -> Response:
 
     outcome = await _commit(request, job)
     if outcome is None:
-        return fhir_response(
-            information(f"{resource_type}/{resource_id} did not exist or was already deleted"), 200
-        )
+        return fhir_response(nothing_deleted(f"{resource_type}/{resource_id}"), 200)
     return fhir_response(None, 204, {"ETag": f'W/"{outcome.stored.version}"'})
 
 

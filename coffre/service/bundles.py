@@ -40,6 +40,7 @@ from coffre.service.records import (
     gone,
     new_id,
     no_version,
+    nothing_deleted,
     written_outcome,
 )
 
@@ -677,15 +678,31 @@ class BundleProcessor:
         else:
             raise FhirError(400, "invalid", "a DELETE needs an id or search criteria in its url")
         entry.identities = tuple(f"{entry.resource_type}/{resource_id}" for resource_id in ids)
-        for resource_id in ids:
-            current = writer.latest(entry.resource_type, resource_id)
-            if current is None or current.deleted or self.gate.check(writer, "delete", current):
-                writer.delete(entry.resource_type, resource_id, entry.if_match)
+        deleted = [
+            identity
+            for resource_id, identity in zip(ids, entry.identities, strict=True)
+            if self._delete_one(writer, entry, resource_id)
+        ]
         response: dict[str, Any] = {"status": "204 No Content"}
         if self.returning == "OperationOutcome":
-            deleted = ", ".join(entry.identities) or f"no {entry.resource_type} matched"
-            response["outcome"] = information(f"deleted: {deleted}")
+            response["outcome"] = self._deleted_outcome(entry, deleted)
         return {"response": response}
+
+    def _delete_one(self, writer: Writer, entry: Entry, resource_id: str) -> bool:
+        """Delete one record; False if there was none to delete (or none the requester
+        may see, answered alike)."""
+        current = writer.latest(entry.resource_type, resource_id)
+        if current is None or current.deleted or self.gate.check(writer, "delete", current):
+            return writer.delete(entry.resource_type, resource_id, entry.if_match) is not None
+        return False
+
+    @staticmethod
+    def _deleted_outcome(entry: Entry, deleted: list[str]) -> dict[str, Any]:
+        if deleted:
+            return information(f"deleted: {', '.join(deleted)}")
+        if entry.resource_id is not None:
+            return nothing_deleted(entry.identities[0])
+        return information(f"no {entry.resource_type} matched")
 
     def _search(self, writer: Writer, entry: Entry) -> dict[str, Any]:
         searchset, handed_out = self.search(writer, entry.resource_type, _pairs(entry))
@@ -776,7 +793,7 @@ class BundleProcessor:
         if self.returning == "representation":
             result["resource"] = json.embedded(stored.body)
         elif self.returning == "OperationOutcome":
-            result["response"]["outcome"] = written_outcome(stored, outcome.created)
+            result["response"]["outcome"] = written_outcome(outcome)
         return result
 
 

@@ -114,10 +114,23 @@ class Outcome:
     changed: bool = True
 
 
-def written_outcome(stored: Stored, created: bool) -> dict[str, Any]:
-    """What a write did, as ``Prefer: return=OperationOutcome`` asks to be told."""
-    verb = "created" if created else "stored"
-    return information(f"{stored.reference} {verb} at version {stored.version}")
+def written_outcome(outcome: Outcome) -> dict[str, Any]:
+    """What a write did, as ``Prefer: return=OperationOutcome`` asks to be told: a
+    conditional create that found its match, or an update that changed nothing, wrote
+    no version."""
+    stored = outcome.stored
+    if outcome.created:
+        done = "created at"
+    elif outcome.changed:
+        done = "updated to"
+    else:
+        done = "left as it was at"
+    return information(f"{stored.reference} {done} version {stored.version}")
+
+
+def nothing_deleted(reference: str) -> dict[str, Any]:
+    """What a DELETE of a record that is not there did: nothing, and that is no error."""
+    return information(f"{reference} did not exist or was already deleted")
 
 
 def _stored(resource_type: str, resource_id: str, sealed: SealedVersion, body: bytes) -> Stored:

@@ -978,6 +978,62 @@ def test_prefer_operation_outcome_tells_what_each_write_did(client: TestClient, 
     assert all("resource" not in r for r in results)
 
 
+@pytest.mark.parametrize("kind", ["batch", "transaction"])
+def test_prefer_operation_outcome_tells_what_each_update_did(client: TestClient, kind: str) -> None:
+    """An update says the version it made; one that changes nothing, or a conditional
+    create that finds its match, says that nothing was written."""
+    pid = created_id(client, patient(f"oo-up-{kind}"))
+    same = {**patient(f"oo-up-{kind}"), "id": pid}
+    body = bundle(
+        kind,
+        entry("PUT", f"Patient/{pid}", {**same, "active": True}),
+        entry("POST", "Patient", patient(f"oo-new-{kind}")),
+    )
+    condition = f"identifier={SYSTEM}|oo-up-{kind}"
+    unchanged = bundle("batch", entry("POST", "Patient", same, ifNoneExist=condition))
+
+    updated = send(client, body, Prefer="return=OperationOutcome").json()["entry"][0]
+    matched = send(client, unchanged, Prefer="return=OperationOutcome").json()["entry"][0]
+
+    said = updated["response"]["outcome"]["issue"][0]["diagnostics"]
+    assert said == f"Patient/{pid} updated to version 2"
+    said = matched["response"]["outcome"]["issue"][0]["diagnostics"]
+    assert said == f"Patient/{pid} left as it was at version 2"
+
+
+def test_prefer_operation_outcome_does_not_call_a_missing_record_deleted(
+    client: TestClient,
+) -> None:
+    """As a DELETE over REST says: a record that is not there was not deleted."""
+    body = bundle(
+        "batch",
+        entry("DELETE", "Patient/nobody"),
+        entry("DELETE", f"Patient?identifier={SYSTEM}|nobody"),
+    )
+
+    results = send(client, body, Prefer="return=OperationOutcome").json()["entry"]
+
+    said = [r["response"]["outcome"]["issue"][0]["diagnostics"] for r in results]
+    assert said == ["Patient/nobody did not exist or was already deleted", "no Patient matched"]
+
+
+def test_prefer_minimal_gives_write_entries_nothing_but_their_status(
+    client: TestClient,
+) -> None:
+    pid = created_id(client, patient("min"))
+    body = bundle(
+        "batch",
+        entry("POST", "Patient", patient("min-new")),
+        entry("PUT", f"Patient/{pid}", {**patient("min"), "id": pid, "active": True}),
+        entry("DELETE", f"Patient/{pid}"),
+    )
+
+    results = send(client, body, Prefer="return=minimal").json()["entry"]
+
+    assert [r["response"]["status"] for r in results] == ["201 Created", "200 OK", "204 No Content"]
+    assert all("resource" not in r and "outcome" not in r["response"] for r in results)
+
+
 # -- what the base refuses ----------------------------------------------------------------
 
 

@@ -476,6 +476,28 @@ def test_prefer_return_operation_outcome(client: TestClient) -> None:
     assert response.headers["location"].endswith("/_history/1")
 
 
+def test_prefer_return_operation_outcome_says_when_nothing_was_written(
+    client: TestClient,
+) -> None:
+    """A conditional create that finds its match, or an update that changes nothing,
+    writes no version: its outcome says so rather than that a version was stored."""
+    first = post(client, patient("p-same"))
+    pid = first.json()["id"]
+    condition = {"If-None-Exist": f"identifier={SYSTEM}|p-same"}
+
+    matched = post(client, patient("p-same"), Prefer="return=OperationOutcome", **condition)
+    same = client.put(
+        f"/fhir/Patient/{pid}",
+        json=first.json(),
+        headers={**FHIR_JSON, "Prefer": "return=OperationOutcome"},
+    )
+
+    assert_outcome(
+        matched, 200, f"Patient/{pid} left as it was at version 1", severity="information"
+    )
+    assert_outcome(same, 200, f"Patient/{pid} left as it was at version 1", severity="information")
+
+
 def test_prefer_return_representation_is_the_resource(client: TestClient) -> None:
     response = post(client, patient("p-3"), Prefer="return=representation")
 
