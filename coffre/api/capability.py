@@ -110,7 +110,7 @@ def capability_statement(base_url: str) -> dict[str, Any]:
         "implementation": {"description": "Coffre sealed FHIR R4 store", "url": base_url},
         "instantiates": [f"{_BULK}/CapabilityStatement/bulk-data"],
         "fhirVersion": "4.0.1",
-        "format": ["application/fhir+json", "json"],
+        "format": ["application/fhir+json", "json", "application/json"],
         "rest": [
             {
                 "mode": "server",

@@ -44,3 +44,17 @@ def test_a_write_answers_in_the_type_asked_for_and_html_is_left_alone(client: Te
     assert created.headers["content-type"] == "application/json; charset=utf-8"
     page = client.get("/portal/", headers={"Accept": "application/json"})
     assert page.headers["content-type"].startswith("text/html")
+
+
+def test_the_capability_statement_lists_the_formats_answered(client: TestClient) -> None:
+    """Every format the CapabilityStatement names is one a client gets by asking for it,
+    and every label Coffre answers with is named there."""
+    formats = client.get("/fhir/metadata").json()["format"]
+
+    labels = {
+        client.get("/fhir/metadata", params={"_format": name}).headers["content-type"]
+        for name in formats
+    }
+
+    assert labels == {"application/fhir+json; charset=utf-8", "application/json; charset=utf-8"}
+    assert {label.split(";")[0] for label in labels} <= set(formats)
