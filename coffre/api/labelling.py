@@ -8,15 +8,14 @@ around the whole application, covers every answer alike: resources, Bundles, err
 
 from __future__ import annotations
 
-from urllib.parse import parse_qsl
-
+from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from coffre.api.negotiation import answers_plain_json
+from coffre.api.negotiation import JSON_TYPES, answers_plain_json
 
-FHIR_JSON = b"application/fhir+json"
-PLAIN_JSON = b"application/json; charset=utf-8"
-_FHIR_LABELLED = frozenset({b"", b"*/*", FHIR_JSON})
+FHIR_JSON = JSON_TYPES[0].encode()
+PLAIN_JSON = f"{JSON_TYPES[1]}; charset=utf-8".encode()
+_FHIR_LABELLED = frozenset({"", "*/*", JSON_TYPES[0]})
 
 
 class LabelAsAsked:
@@ -38,14 +37,11 @@ class LabelAsAsked:
 
 def _asks_plain_json(scope: Scope) -> bool:
     query: bytes = scope.get("query_string", b"")
-    requested = None
-    if b"_format" in query:
-        formats = [v for k, v in parse_qsl(query.decode("latin-1")) if k == "_format"]
-        requested = formats[0] if formats else None
-    accept = next((v for k, v in scope["headers"] if k == b"accept"), b"")
+    requested = QueryParams(query).get("_format") if b"_format" in query else None
+    accept = Headers(scope=scope).get("accept", "")
     if requested is None and accept in _FHIR_LABELLED:
         return False  # the common case, without parsing anything
-    return answers_plain_json(accept.decode("latin-1"), requested)
+    return answers_plain_json(accept, requested)
 
 
 def _label(header: tuple[bytes, bytes]) -> tuple[bytes, bytes]:

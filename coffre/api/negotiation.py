@@ -62,9 +62,14 @@ def _json_format(value: str) -> bool:
     parameters Coffre takes. A ``+`` left unencoded in a URL reaches us as a space."""
     if value.strip().lower() == "json":
         return True
-    name, mark, parameters = value.partition(";")
-    media = parse_media_type(name.strip().replace(" ", "+") + mark + parameters)
+    media = _format_media(value)
     return media is not None and _json_media(media) and takes_parameters(media)
+
+
+def _format_media(value: str) -> MediaType | None:
+    """The media type a ``_format`` names, a ``+`` it left unencoded (a space) put back."""
+    name, mark, parameters = value.partition(";")
+    return parse_media_type(name.strip().replace(" ", "+") + mark + parameters)
 
 
 def accepts_json(ranges: list[MediaRange]) -> bool:
@@ -83,7 +88,7 @@ def answers_plain_json(accept: str, requested_format: str | None) -> bool:
     the most specific range naming each says; ``*/*``, or no ``Accept``, takes the FHIR
     name)."""
     if requested_format is not None:
-        media = parse_media_type(requested_format.strip().replace(" ", "+").split(";")[0])
+        media = _format_media(requested_format)
         return media is not None and (media.type, media.subtype) == ("application", "json")
     ranges = parse_accept(accept)
     plain = preference(ranges, _JSON_MEDIA[1], takes_parameters)

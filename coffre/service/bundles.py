@@ -678,11 +678,10 @@ class BundleProcessor:
         else:
             raise FhirError(400, "invalid", "a DELETE needs an id or search criteria in its url")
         entry.identities = tuple(f"{entry.resource_type}/{resource_id}" for resource_id in ids)
-        deleted = [
-            identity
-            for resource_id, identity in zip(ids, entry.identities, strict=True)
-            if self._delete_one(writer, entry, resource_id)
-        ]
+        deleted = []
+        for resource_id, identity in zip(ids, entry.identities, strict=True):
+            if self._delete_one(writer, entry, resource_id):
+                deleted.append(identity)
         response: dict[str, Any] = {"status": "204 No Content"}
         if self.returning == "OperationOutcome":
             response["outcome"] = self._deleted_outcome(entry, deleted)
