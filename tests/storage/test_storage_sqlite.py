@@ -143,6 +143,24 @@ def test_a_failed_transaction_leaves_nothing(storage: Storage) -> None:
     assert storage.last_seq() == 0
 
 
+def test_an_undone_savepoint_keeps_the_index_changes_made_before_it(storage: Storage) -> None:
+    """A search inside a savepoint writes out the index changes made so far, those from
+    before the savepoint included; undoing the savepoint must not lose them."""
+    with storage.transaction() as txn:
+        txn.append(version(b"a", 1), [tok(b"before")])
+        with pytest.raises(ValueError), txn.savepoint():
+            txn.append(version(b"b", 1), [tok(b"inside")])
+            assert txn.find([tok(b"before"), tok(b"inside")]) == [b"a", b"b"]
+            raise ValueError("the request fails")
+        assert txn.find([tok(b"before")]) == [b"a"]
+        txn.append(version(b"a", 2), [tok(b"after")])
+        with txn.savepoint():
+            txn.append(version(b"c", 1), [tok(b"kept")])
+    assert storage.find([tok(b"before")]) == []
+    assert storage.find([tok(b"inside")]) == []
+    assert storage.find([tok(b"after"), tok(b"kept")]) == [b"a", b"c"]
+
+
 def test_a_version_number_cannot_be_written_twice(storage: Storage) -> None:
     with storage.transaction() as txn:
         txn.append(version(b"a", 1), [])
