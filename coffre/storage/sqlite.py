@@ -377,6 +377,9 @@ class _Txn(_Reader):
         # written.
         self._index_changes: list[tuple[int, str, bool]] = []
         self._index_written = 0
+        # The log's length, read once under the write lock, then followed as leaves are
+        # appended: a request asks for it twice (its events, its leaves).
+        self._leaf_count: int | None = None
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -387,6 +390,7 @@ class _Txn(_Reader):
         self._depth += 1
         name = f"s{self._depth}"
         changes, written = len(self._index_changes), self._index_written
+        leaf_count = self._leaf_count
         self._db.execute(f"SAVEPOINT {name}")
         try:
             yield
@@ -395,6 +399,7 @@ class _Txn(_Reader):
             # What was written since is undone, changes made before the savepoint included.
             del self._index_changes[changes:]
             self._index_written = written
+            self._leaf_count = leaf_count
             raise
         finally:
             self._db.execute(f"RELEASE {name}")
@@ -493,6 +498,13 @@ class _Txn(_Reader):
             )
         except sqlite3.IntegrityError:
             raise StorageError(f"the log already has a leaf at {start} or after") from None
+        if leaves:
+            self._leaf_count = start + len(leaves)
+
+    def leaf_count(self) -> int:
+        if self._leaf_count is None:
+            self._leaf_count = super().leaf_count()
+        return self._leaf_count
 
     def append_events(self, events: Sequence[SealedEvent]) -> None:
         self._db.executemany(

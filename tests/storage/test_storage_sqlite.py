@@ -161,6 +161,21 @@ def test_an_undone_savepoint_keeps_the_index_changes_made_before_it(storage: Sto
     assert storage.find([tok(b"after"), tok(b"kept")]) == [b"a", b"c"]
 
 
+def test_the_log_length_follows_appends_and_undone_savepoints(storage: Storage) -> None:
+    with storage.transaction() as txn:
+        txn.append_leaves(0, [b"l0", b"l1"])
+        assert txn.leaf_count() == 2
+        with pytest.raises(ValueError), txn.savepoint():
+            txn.append_leaves(2, [b"undone"])
+            assert txn.leaf_count() == 3
+            raise ValueError("the request fails")
+        assert txn.leaf_count() == 2
+        txn.append_leaves(2, [b"l2"])
+    assert storage.leaf_count() == 3
+    with storage.transaction() as txn:
+        assert txn.leaf_count() == 3
+
+
 def test_a_version_number_cannot_be_written_twice(storage: Storage) -> None:
     with storage.transaction() as txn:
         txn.append(version(b"a", 1), [])
