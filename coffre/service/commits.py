@@ -6,13 +6,15 @@ transaction commits once for the whole batch, and only then is each caller answe
 every acknowledged write is durable. The batch runs in a thread of its own: the event
 loop keeps serving reads while the disk syncs, and no other work handed to threads (a
 Bundle being prepared, an export) can hold a batch in a queue while the write lock is
-free. A batch gathers whatever arrived while the previous one was committing, so there is
-no timer and no added latency when idle.
+free. A batch takes whatever has arrived by the time it holds the write lock: the
+requests that came while another process (or the previous batch) held it go with it, so
+there is no timer and no added latency when idle.
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -22,6 +24,8 @@ from coffre.service.records import RecordStore, Writer
 
 T = TypeVar("T")
 Job = Callable[[Writer], Any]
+Queued = tuple[Job, Access, "asyncio.Future[Any]"]
+Outcome = tuple["asyncio.Future[Any]", bool, Any]
 MAX_BATCH = 512
 
 
@@ -29,7 +33,8 @@ class GroupCommitter:
     def __init__(self, records: RecordStore) -> None:
         self._records = records
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._pending: list[tuple[Job, Access, asyncio.Future[Any]]] = []
+        # Appended to by the event loop, taken from by the commit thread.
+        self._queue: deque[Queued] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="coffre-commit")
@@ -39,10 +44,10 @@ class GroupCommitter:
         returned (or raise)."""
         loop = asyncio.get_running_loop()
         if loop is not self._loop:  # a new event loop (a restarted server, a test client)
-            self._loop, self._pending, self._wake = loop, [], asyncio.Event()
+            self._loop, self._queue, self._wake = loop, deque(), asyncio.Event()
             self._task = None
         future: asyncio.Future[T] = loop.create_future()
-        self._pending.append((job, access, future))
+        self._queue.append((job, access, future))
         if self._task is None or self._task.done():
             self._task = loop.create_task(self._drain())
         self._wake.set()
@@ -53,20 +58,13 @@ class GroupCommitter:
             self._task.cancel()
 
     async def _drain(self) -> None:
+        loop = asyncio.get_running_loop()
         while True:
             await self._wake.wait()
             self._wake.clear()
-            while self._pending:
-                batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
-                try:
-                    jobs = [(job, access) for job, access, _ in batch]
-                    loop = asyncio.get_running_loop()
-                    outcomes = await loop.run_in_executor(self._thread, self._commit, jobs)
-                except (
-                    Exception
-                ) as error:  # the commit itself failed: nothing of the batch is durable
-                    outcomes = [(False, error)] * len(batch)
-                for (_, _, future), (succeeded, value) in zip(batch, outcomes, strict=True):
+            while self._queue:
+                outcomes = await loop.run_in_executor(self._thread, self._commit, self._queue)
+                for future, succeeded, value in outcomes:
                     if future.done():
                         continue
                     if succeeded:
@@ -74,17 +72,28 @@ class GroupCommitter:
                     else:
                         future.set_exception(value)
 
-    def _commit(self, jobs: list[tuple[Job, Access]]) -> list[tuple[bool, Any]]:
-        outcomes: list[tuple[bool, Any]] = []
-        with self._records.writer() as writer:
-            for job, access in jobs:
-                # A request has succeeded once its savepoint ended: on PostgreSQL its
-                # statements may fail only then, after the job returned.
-                try:
-                    with writer.request(access):
-                        value = job(writer)
-                except Exception as error:
-                    outcomes.append((False, error))
-                else:
-                    outcomes.append((True, value))
+    def _commit(self, queue: deque[Queued]) -> list[Outcome]:
+        """Commit a batch of the jobs ``queue`` holds once the write lock is taken; a
+        commit that fails fails them all (nothing of the batch is durable)."""
+        taken: list[Queued] = []
+        outcomes: list[Outcome] = []
+        try:
+            with self._records.writer() as writer:
+                taken = _take(queue)
+                for job, access, future in taken:
+                    # A request has succeeded once its savepoint ended: on PostgreSQL its
+                    # statements may fail only then, after the job returned.
+                    try:
+                        with writer.request(access):
+                            value = job(writer)
+                    except Exception as error:
+                        outcomes.append((future, False, error))
+                    else:
+                        outcomes.append((future, True, value))
+        except Exception as error:
+            return [(future, False, error) for _, _, future in taken or _take(queue)]
         return outcomes
+
+
+def _take(queue: deque[Queued]) -> list[Queued]:
+    return [queue.popleft() for _ in range(min(len(queue), MAX_BATCH))]

@@ -66,3 +66,40 @@ def test_each_request_of_a_batch_gets_its_own_outcome_when_one_fails_as_it_ends(
     assert isinstance(failed, StorageError)
     assert isinstance(created, str)
     assert records.read("Patient", created).resource()["gender"] == "female"
+
+
+def test_what_arrives_while_the_write_lock_is_held_elsewhere_joins_the_next_batch(
+    records: RecordStore,
+) -> None:
+    """The batch is taken once the lock is held: a write that came while the commit thread
+    waited for the lock goes with the one it waited for, under one checkpoint."""
+    committer = GroupCommitter(records)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_write_lock() -> None:
+        with records.storage.transaction():
+            holding.set()
+            release.wait()
+
+    async def main() -> list[str]:
+        loop = asyncio.get_running_loop()
+        holder = loop.run_in_executor(None, hold_the_write_lock)
+        await loop.run_in_executor(None, holding.wait)
+        writes = [asyncio.ensure_future(committer.run(_create, OPERATOR))]
+        await asyncio.sleep(0.2)  # the commit thread waits for the lock with the first
+        writes += [asyncio.ensure_future(committer.run(_create, OPERATOR)) for _ in range(2)]
+        await asyncio.sleep(0.2)
+        release.set()
+        await holder
+        return await asyncio.wait_for(asyncio.gather(*writes), timeout=30)
+
+    before = records.storage.leaf_count()
+    written = asyncio.run(main())
+    assert len(set(written)) == 3
+    after = records.storage.leaf_count()
+    assert after - before == 3  # a leaf each, their AuditEvents included
+    assert records.storage.checkpoint_at(after) is not None
+    assert [records.storage.checkpoint_at(size) for size in range(before + 1, after)] == [
+        None,
+        None,
+    ]
