@@ -108,7 +108,9 @@ PORTAL_PATH = "/portal"
 def _refusal(request: Request, error: FhirError, headers: dict[str, str] | None = None) -> Response:
     """An error as its asker reads it: an OperationOutcome, or a page of the portal."""
     if request.url.path == PORTAL_PATH or request.url.path.startswith(PORTAL_PATH + "/"):
-        return error_page(request, error.status)
+        page = error_page(request, error.status)
+        page.headers.update(headers or {})  # a 405's Allow, a 503's Retry-After
+        return page
     return outcome_response(error, headers)
 
 
