@@ -119,6 +119,19 @@ def _units(span: tuple[datetime, datetime] | None, level: str, limit: int) -> li
     return [(start.date() + timedelta(days=i)).isoformat() for i in range(count)]
 
 
+_DAY_MICROS = 86_400_000_000
+
+
+def _whole_day(low: int, high: int) -> tuple[int, int]:
+    """A span within one UTC day has the keys of that whole day, which one entry of the
+    cache then holds: an instant (a write's ``_lastUpdated``) would otherwise be an entry
+    of its own, computed each time."""
+    day = low // _DAY_MICROS
+    if high > low and (high - 1) // _DAY_MICROS == day:
+        return day * _DAY_MICROS, (day + 1) * _DAY_MICROS
+    return low, high
+
+
 @lru_cache(maxsize=4096)
 def _date_keys(low: int, high: int) -> tuple[str, ...]:
     """Kept: a patient's dates come back in many resources (an encounter's times in each
@@ -201,7 +214,7 @@ def value_keys(value: Value) -> Sequence[str]:
     if kind is Text:
         return [*_prefixes("p", value.normalised), f"x|{value.exact}", *_ngrams(value.normalised)]
     if kind is DateRange:
-        return _date_keys(value.low, value.high)
+        return _date_keys(*_whole_day(value.low, value.high))
     if kind is Ref:
         keys = [f"r|{value.value}"]
         if value.type is not None and "://" not in value.value:

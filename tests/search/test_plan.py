@@ -14,7 +14,7 @@ from coffre.search.criteria import Criterion, check_criteria, criterion, parse_c
 from coffre.search.matching import criterion_match
 from coffre.search.normalise import date_range, number_range, text
 from coffre.search.parameters import SearchParameter, parameters_for
-from coffre.search.plan import PREFIXES, index_keys, plan
+from coffre.search.plan import PREFIXES, PRESENT, _date_keys, index_keys, plan
 from coffre.search.values import (
     Composite,
     DateRange,
@@ -80,6 +80,22 @@ def test_dates_and_periods(start: str, end: str | None, query: str, prefix: str)
         high = max(high, (date_range(end) or (0, 0))[1])
     param = _param("Encounter", "date")
     _never_misses(param, Criterion("date", (f"{prefix}{query}",)), [DateRange(low, high)])
+
+
+_MICROS_2026 = 1_767_225_600_000_000  # 2026-01-01T00:00:00Z
+
+
+@given(
+    start=st.integers(-(10**17), 10**17).map(lambda offset: _MICROS_2026 + offset),
+    length=st.one_of(st.just(1), st.integers(1, 90_000_000_000)),
+)
+def test_a_span_has_the_keys_of_its_own_moments_whatever_the_cache_keeps(
+    start: int, length: int
+) -> None:
+    """Spans within one day share the cached keys of the whole day: they must be those
+    the span itself has (an instant written to the microsecond, a span across midnight)."""
+    found = {key for _, key in index_keys({"d": [DateRange(start, start + length)]})}
+    assert found == {PRESENT, *_date_keys.__wrapped__(start, start + length)}
 
 
 def test_an_open_period_is_found_by_any_later_date() -> None:
