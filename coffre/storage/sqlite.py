@@ -44,6 +44,8 @@ INSERT INTO token_index (token_index, rank) VALUES ('usermerge', 2);
 # a look-up three times what it costs in one run). Merged two at a time, and each write
 # that indexes tokens merging up to this many pages more, the index stays in a few runs.
 _MERGE_PAGES = 128
+_INDEX = "INSERT INTO token_index (rowid, terms) VALUES (?, ?)"
+_UNINDEX = "INSERT INTO token_index (token_index, rowid, terms) VALUES ('delete', ?, ?)"
 SCHEMA = (
     TOKEN_SETS
     + """
@@ -368,13 +370,11 @@ class _Txn(_Reader):
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
         self._depth = 0
-        self.indexed = False
-        """Whether the transaction changed the FTS5 index."""
         # Changes to the FTS5 index, (token set id, its terms, whether a deletion), held
         # back until the transaction ends or searches: FTS5 writes out what it holds
-        # pending at every savepoint, a segment for each request of a group commit, each
-        # a quarter of a write's time under the lock. Those before ``_index_written`` are
-        # written.
+        # pending at every savepoint, a segment for each request of a group commit (a
+        # fifth of the requests' time under the lock). Those before ``_index_written``
+        # are written.
         self._index_changes: list[tuple[int, str, bool]] = []
         self._index_written = 0
         # The log's length, read once under the write lock, then followed as leaves are
@@ -448,7 +448,6 @@ class _Txn(_Reader):
                 "INSERT INTO token_sets (id, loc, tokens) VALUES (?, ?, ?)", (set_id, loc, joined)
             )
             self._index_changes.append((set_id, _terms(joined), False))
-            self.indexed = True
         else:
             db.executemany(
                 "INSERT INTO tokens (token, loc) VALUES (?, ?)",
@@ -458,20 +457,11 @@ class _Txn(_Reader):
     def _unindex(self, set_id: int, joined: bytes) -> None:
         """Take a token set out of the FTS5 index, which needs the very terms it was given."""
         self._index_changes.append((set_id, _terms(joined), True))
-        self.indexed = True
 
     def write_index(self) -> None:
         """Write the changes to the FTS5 index held back, in the order they were made."""
         for set_id, terms, deletion in self._index_changes[self._index_written :]:
-            if deletion:
-                self._db.execute(
-                    "INSERT INTO token_index (token_index, rowid, terms) VALUES ('delete', ?, ?)",
-                    (set_id, terms),
-                )
-            else:
-                self._db.execute(
-                    "INSERT INTO token_index (rowid, terms) VALUES (?, ?)", (set_id, terms)
-                )
+            self._db.execute(_UNINDEX if deletion else _INDEX, (set_id, terms))
         self._index_written = len(self._index_changes)
 
     def find(
@@ -484,7 +474,7 @@ class _Txn(_Reader):
         """Write the index's changes, then some of its merging, if this transaction
         changed it."""
         self.write_index()
-        if self.indexed:
+        if self._index_changes:
             self._db.execute(
                 "INSERT INTO token_index (token_index, rank) VALUES ('merge', ?)", (_MERGE_PAGES,)
             )
