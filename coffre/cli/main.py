@@ -86,6 +86,7 @@ def init(
 
 WORKER_START_SECONDS = 120
 """How long a worker process may take to start before uvicorn gives up on it."""
+APPLICATION = "coffre.api.server:app_from_settings"
 
 
 @app.command()
@@ -110,8 +111,10 @@ def serve(
 ) -> None:
     """Serve the FHIR API of a vault, over HTTPS when given a certificate."""
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from coffre.api.http_protocol import FhirHttpToolsProtocol
+    from coffre.api.listening import PortPerProcess
 
     os.environ[config.VAULT.env] = str(vault)
     if keyring:
@@ -121,12 +124,12 @@ def serve(
         witnesses_from_settings()
         AuthSettings.from_settings()
         https = tls.uvicorn_options(tls_cert, tls_key)
+        listening = PortPerProcess.bind_to(host, port) if workers > 1 else None
     except CoffreError as error:
         raise fail(error) from None
     scheme = "https" if https else "http"
     console.print(escape(f"Coffre serves FHIR R4 at {scheme}://{host}:{port}/fhir (vault {vault})"))
-    uvicorn.run(
-        "coffre.api.server:app_from_settings",
+    options = dict(
         factory=True,
         host=host,
         port=port,
@@ -141,6 +144,10 @@ def serve(
         timeout_worker_healthcheck=WORKER_START_SECONDS,
         **https,
     )
+    if listening is None:
+        uvicorn.run(APPLICATION, **options)
+    else:
+        Multiprocess(uvicorn.Config(APPLICATION, **options), sockets=[listening]).run()
 
 
 MAX_SYNTH_PATIENTS = 9_999_999

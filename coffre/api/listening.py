@@ -1,0 +1,59 @@
+"""A listening socket of its own for each server process, so that connections are shared.
+
+uvicorn's worker processes all listen on the one socket their supervisor bound, and the
+process that wakes first when connections arrive accepts every one waiting. A client that
+opens its pool at once (30 connections in a burst, as an integration engine or a proxy
+does) had 26 of them on one process and 4 on the other, or 29 and 1: one core did nearly
+all the work for as long as the connections lived, while the other idled. Bound with
+``SO_REUSEPORT``, each process's own socket is handed its share of the new connections by
+the kernel, by a hash of their addresses.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any, TypeVar
+
+from coffre.exceptions import CoffreError
+
+S = TypeVar("S", bound=socket.socket)
+
+
+class PortPerProcess(socket.socket):
+    """The port, bound but not listening, in the supervisor, which keeps it for the workers.
+    Each worker process it is sent to (uvicorn pickles it to them) receives instead a
+    socket of its own, bound to the same address with ``SO_REUSEPORT``, which uvicorn
+    listens on there."""
+
+    @classmethod
+    def bind_to(cls, host: str, port: int) -> PortPerProcess:
+        """The port, once no other program listens on it: ``SO_REUSEPORT`` would let a
+        second server of the same user share it without a word."""
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                probe.bind((host, port))
+                port = probe.getsockname()[1]  # the one the system chose, for port 0
+            return _bound(cls(family, socket.SOCK_STREAM, socket.IPPROTO_TCP), host, port)
+        except OSError as error:
+            raise CoffreError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        host, port = self.getsockname()[:2]
+        return (_own_socket, (self.family, host, port))
+
+
+def _own_socket(family: int, host: str, port: int) -> socket.socket:
+    return _bound(socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP), host, port)
+
+
+def _bound(sock: S, host: str, port: int) -> S:
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
