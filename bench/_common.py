@@ -73,6 +73,23 @@ def process_tree(root: int) -> list[int]:
     return tree
 
 
+def listening_processes(root: int, port: int) -> int:
+    """How many processes of the tree listen on a TCP socket of their own on ``port``."""
+    listening = set()
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:  # LISTEN
+            listening.add(f"socket:[{fields[9]}]")
+    count = 0
+    for pid in process_tree(root):
+        try:
+            held = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
+        except OSError:  # gone, or a descriptor closed while listed
+            continue
+        count += bool(held & listening)
+    return count
+
+
 def tree_cpu(root: int) -> dict[int, float]:
     """CPU seconds (user+system) used so far by each process of the tree."""
     result = {}
@@ -226,7 +243,6 @@ class CoffreServer:
         synchronous: str | None = None,
         keep: bool = False,
         ready_timeout: float = 120.0,
-        settle: float = 2.0,
         source: Path | None = None,
         env: dict[str, str] | None = None,
         storage_url: str | None = None,
@@ -237,7 +253,6 @@ class CoffreServer:
         self.synchronous = synchronous
         self.keep = keep
         self.ready_timeout = ready_timeout
-        self.settle = settle
         self.source = source
         self.extra_env = env or {}
         self.storage_url = storage_url
@@ -341,9 +356,15 @@ class CoffreServer:
             time.sleep(0.1)
         else:
             raise RuntimeError(f"coffre serve did not answer within {self.ready_timeout:.0f} s")
-        # The first worker answered; give the others (started at the same time) a moment.
-        if self.workers > 1:
-            time.sleep(self.settle)
+        # The first worker answered; the clients connect once every worker listens (each
+        # on a socket of its own: one not listening yet gets none of the connections).
+        while listening_processes(self.pid, self.port) < self.workers:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(
+                    f"only {listening_processes(self.pid, self.port)} of {self.workers}"
+                    f" worker processes listen after {self.ready_timeout:.0f} s"
+                )
+            time.sleep(0.1)
 
     def storage_bytes(self) -> int:
         if self.storage_url:
