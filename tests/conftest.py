@@ -114,6 +114,28 @@ def client(records: RecordStore) -> Iterator[TestClient]:
         yield test_client
 
 
+TCP_LISTEN, TCP_ESTABLISHED = "0A", "01"  # the states /proc/net/tcp writes
+
+
+def tcp_sockets(pid: int, port: int) -> dict[str, set[int]]:
+    """The inodes of the TCP sockets process ``pid`` holds on local ``port``, by state."""
+    held = set()
+    for fd in Path(f"/proc/{pid}/fd").iterdir():
+        try:
+            target = fd.readlink().name
+        except OSError:  # closed since listed
+            continue
+        if target.startswith("socket:["):
+            held.add(int(target[8:-1]))
+    found: dict[str, set[int]] = {}
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        local_port, state, inode = int(fields[1].split(":")[1], 16), fields[3], int(fields[9])
+        if local_port == port and inode in held:
+            found.setdefault(state, set()).add(inode)
+    return found
+
+
 class RunningServer:
     """``coffre serve`` in a subprocess, on a free loopback port; over HTTPS with ``tls``'s
     certificate and key, checked by ``verify`` (a context trusting its authority)."""
@@ -144,6 +166,7 @@ class RunningServer:
         ]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         self._wait_ready()
+        self._wait_listening(workers)
 
     def _wait_ready(self) -> None:
         # Start-up imports the 5 MB generated schema module: seconds on an idle machine,
@@ -160,6 +183,30 @@ class RunningServer:
             except httpx.HTTPError:
                 time.sleep(0.1)
         raise RuntimeError(f"coffre serve did not answer within {READY_SECONDS} s")
+
+    def _wait_listening(self, workers: int) -> None:
+        """Until every worker process listens: the server answers once the first one does,
+        and a process not listening yet gets none of the new connections."""
+        deadline = time.monotonic() + READY_SECONDS
+        while workers > 1 and len([pid for pid in self.workers() if self.listening(pid)]) < workers:
+            if time.monotonic() >= deadline:
+                raise RuntimeError(f"not all of the {workers} worker processes listen")
+            time.sleep(0.1)
+
+    def workers(self) -> list[int]:
+        """The worker processes of a server of several (multiprocessing's resource tracker
+        left out)."""
+        parent = self.process.pid
+        children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
+        return [
+            int(child)
+            for child in children
+            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
+        ]
+
+    def listening(self, pid: int) -> set[int]:
+        """The sockets process ``pid`` listens on at the server's port."""
+        return tcp_sockets(pid, self.port).get(TCP_LISTEN, set())
 
     def stop(self) -> None:
         self.process.terminate()

@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import pickle
 import socket
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
-from conftest import RunningServer
+from conftest import TCP_ESTABLISHED, RunningServer, tcp_sockets
 from typer.testing import CliRunner
 
 from coffre.api.listening import PortPerProcess
@@ -19,66 +17,22 @@ from coffre.cli.main import app
 from coffre.exceptions import CoffreError
 from coffre.service import Vault
 
-LISTEN, ESTABLISHED = "0A", "01"  # the states /proc/net/tcp writes
-
-
-def _sockets(pid: int, port: int) -> dict[str, set[int]]:
-    """The inodes of the TCP sockets process ``pid`` holds on local ``port``, by state."""
-    held = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        try:
-            target = fd.readlink().name
-        except OSError:  # closed since listed
-            continue
-        if target.startswith("socket:["):
-            held.add(int(target[8:-1]))
-    found: dict[str, set[int]] = {}
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local_port, state, inode = int(fields[1].split(":")[1], 16), fields[3], int(fields[9])
-        if local_port == port and inode in held:
-            found.setdefault(state, set()).add(inode)
-    return found
-
-
-def _workers(parent: int) -> list[int]:
-    """The server's worker processes (multiprocessing's resource tracker left out)."""
-    children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-    return [
-        int(child)
-        for child in children
-        if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
-    ]
-
 
 @pytest.fixture
 def two_workers(vault: Vault) -> Iterator[RunningServer]:
-    """Once both processes listen: the server answers as soon as the first one does."""
-    running = RunningServer(vault, workers=2)
-    deadline = time.monotonic() + 60
-    while not _all_listen(_workers(running.process.pid), running.port):
-        assert time.monotonic() < deadline, "a worker process never listened"
-        time.sleep(0.1)
+    running = RunningServer(vault, workers=2)  # returns once both processes listen
     yield running
     running.stop()
 
 
-def _all_listen(workers: list[int], port: int) -> bool:
-    return len(workers) == 2 and all(_listening(pid, port) for pid in workers)
-
-
-def _listening(pid: int, port: int) -> set[int]:
-    return _sockets(pid, port).get(LISTEN, set())
-
-
 def test_each_worker_process_listens_on_a_socket_of_its_own(two_workers: RunningServer) -> None:
-    workers = _workers(two_workers.process.pid)
+    workers = two_workers.workers()
     assert len(workers) == 2
-    listening = [_listening(pid, two_workers.port) for pid in workers]
+    listening = [two_workers.listening(pid) for pid in workers]
     assert all(len(inodes) == 1 for inodes in listening), listening
     assert listening[0] != listening[1]
     # The supervisor keeps the port bound, and listens on nothing.
-    assert not _listening(two_workers.process.pid, two_workers.port)
+    assert not two_workers.listening(two_workers.process.pid)
 
 
 def test_a_pool_opened_at_once_is_shared_by_the_workers(two_workers: RunningServer) -> None:
@@ -91,8 +45,8 @@ def test_a_pool_opened_at_once_is_shared_by_the_workers(two_workers: RunningServ
             answers = await asyncio.gather(*(client.get("/metadata") for _ in range(30)))
             assert all(answer.status_code == 200 for answer in answers)
             counts = [
-                len(_sockets(pid, two_workers.port).get(ESTABLISHED, set()))
-                for pid in _workers(two_workers.process.pid)
+                len(tcp_sockets(pid, two_workers.port).get(TCP_ESTABLISHED, set()))
+                for pid in two_workers.workers()
             ]
             # Shared by a hash of the addresses: 4 or fewer of 30 on one side happens once
             # in about 100,000 bursts.
