@@ -117,10 +117,22 @@ def client(records: RecordStore) -> Iterator[TestClient]:
 TCP_LISTEN, TCP_ESTABLISHED = "0A", "01"  # the states /proc/net/tcp writes
 
 
+def _cmdline(pid: int) -> bytes:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:  # exited since listed
+        return b""
+
+
 def tcp_sockets(pid: int, port: int) -> dict[str, set[int]]:
-    """The inodes of the TCP sockets process ``pid`` holds on local ``port``, by state."""
+    """The inodes of the TCP sockets process ``pid`` holds on local ``port``, by state
+    (none once it has exited)."""
     held = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
+    try:
+        descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return {}
+    for fd in descriptors:
         try:
             target = fd.readlink().name
         except OSError:  # closed since listed
@@ -189,6 +201,9 @@ class RunningServer:
         and a process not listening yet gets none of the new connections."""
         deadline = time.monotonic() + READY_SECONDS
         while workers > 1 and len([pid for pid in self.workers() if self.listening(pid)]) < workers:
+            if self.process.poll() is not None:
+                output = self.process.stdout.read().decode() if self.process.stdout else ""
+                raise RuntimeError(f"coffre serve exited: {output}")
             if time.monotonic() >= deadline:
                 raise RuntimeError(f"not all of the {workers} worker processes listen")
             time.sleep(0.1)
@@ -198,11 +213,7 @@ class RunningServer:
         left out)."""
         parent = self.process.pid
         children = Path(f"/proc/{parent}/task/{parent}/children").read_text().split()
-        return [
-            int(child)
-            for child in children
-            if b"spawn_main" in Path(f"/proc/{child}/cmdline").read_bytes()
-        ]
+        return [int(child) for child in children if b"spawn_main" in _cmdline(int(child))]
 
     def listening(self, pid: int) -> set[int]:
         """The sockets process ``pid`` listens on at the server's port."""

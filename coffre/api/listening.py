@@ -12,7 +12,10 @@ the kernel, by a hash of their addresses.
 from __future__ import annotations
 
 import socket
+import sys
 from typing import Any, TypeVar
+
+from uvicorn.config import STARTUP_FAILURE
 
 from coffre.exceptions import CoffreError
 
@@ -34,25 +37,34 @@ class PortPerProcess(socket.socket):
             with socket.socket(family, socket.SOCK_STREAM) as probe:
                 probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
                 probe.bind((host, port))
-                port = probe.getsockname()[1]  # the one the system chose, for port 0
-            return _bound(cls(family, socket.SOCK_STREAM, socket.IPPROTO_TCP), host, port)
+                # The whole address: the port the system chose for 0, an IPv6 scope.
+                address = probe.getsockname()
+            return _bound(cls(family, socket.SOCK_STREAM, socket.IPPROTO_TCP), address)
         except OSError as error:
             raise CoffreError(f"cannot listen on {host}:{port}: {error.strerror}") from None
 
     def __reduce__(self) -> tuple[Any, ...]:
-        host, port = self.getsockname()[:2]
-        return (_own_socket, (self.family, host, port))
+        return (_own_socket, (self.family, self.getsockname()))
 
 
-def _own_socket(family: int, host: str, port: int) -> socket.socket:
-    return _bound(socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP), host, port)
+def _own_socket(family: int, address: tuple[Any, ...]) -> socket.socket:
+    """A worker's socket. A worker that cannot have one exits as uvicorn's workers do when
+    they cannot start, and the supervisor stops; any other exit, and it would start the
+    worker again and again while nothing listens."""
+    try:
+        return _bound(socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP), address)
+    except OSError as error:
+        print(
+            f"error: a server process cannot listen on {address}: {error.strerror}", file=sys.stderr
+        )
+        raise SystemExit(STARTUP_FAILURE) from None
 
 
-def _bound(sock: S, host: str, port: int) -> S:
+def _bound(sock: S, address: tuple[Any, ...]) -> S:
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.bind((host, port))
+        sock.bind(address)
     except OSError:
         sock.close()
         raise
