@@ -358,11 +358,11 @@ class CoffreServer:
             raise RuntimeError(f"coffre serve did not answer within {self.ready_timeout:.0f} s")
         # The first worker answered; the clients connect once every worker listens (each
         # on a socket of its own: one not listening yet gets none of the connections).
-        while listening_processes(self.pid, self.port) < self.workers:
+        while (listening := listening_processes(self.pid, self.port)) < self.workers:
             if time.monotonic() >= deadline:
                 raise RuntimeError(
-                    f"only {listening_processes(self.pid, self.port)} of {self.workers}"
-                    f" worker processes listen after {self.ready_timeout:.0f} s"
+                    f"only {listening} of {self.workers} worker processes listen"
+                    f" after {self.ready_timeout:.0f} s"
                 )
             time.sleep(0.1)
 

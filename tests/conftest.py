@@ -177,36 +177,30 @@ class RunningServer:
             *(("--tls-cert", str(tls.cert), "--tls-key", str(tls.key)) if tls else ()),
         ]
         self.process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        self._wait_ready()
-        self._wait_listening(workers)
+        self._wait_ready(workers)
 
-    def _wait_ready(self) -> None:
-        # Start-up imports the 5 MB generated schema module: seconds on an idle machine,
-        # much longer when the tests share the cores with other work.
+    def _wait_ready(self, workers: int) -> None:
+        """Until the server answers and every one of its ``workers`` processes listens: it
+        answers once the first one does, and one not listening yet gets none of the new
+        connections. Start-up imports the 5 MB generated schema module: seconds on an idle
+        machine, much longer when the tests share the cores with other work."""
         deadline = time.monotonic() + READY_SECONDS
+        answered = False
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 output = self.process.stdout.read().decode() if self.process.stdout else ""
                 raise RuntimeError(f"coffre serve exited: {output}")
             try:
-                response = httpx.get(f"{self.base_url}/metadata", timeout=1, verify=self.verify)
-                if response.status_code == 200:
-                    return
+                url = f"{self.base_url}/metadata"
+                answered = answered or httpx.get(url, timeout=1, verify=self.verify).is_success
             except httpx.HTTPError:
-                time.sleep(0.1)
-        raise RuntimeError(f"coffre serve did not answer within {READY_SECONDS} s")
-
-    def _wait_listening(self, workers: int) -> None:
-        """Until every worker process listens: the server answers once the first one does,
-        and a process not listening yet gets none of the new connections."""
-        deadline = time.monotonic() + READY_SECONDS
-        while workers > 1 and len([pid for pid in self.workers() if self.listening(pid)]) < workers:
-            if self.process.poll() is not None:
-                output = self.process.stdout.read().decode() if self.process.stdout else ""
-                raise RuntimeError(f"coffre serve exited: {output}")
-            if time.monotonic() >= deadline:
-                raise RuntimeError(f"not all of the {workers} worker processes listen")
+                pass
+            if answered and (
+                workers == 1 or len(list(filter(self.listening, self.workers()))) == workers
+            ):
+                return
             time.sleep(0.1)
+        raise RuntimeError(f"coffre serve was not ready within {READY_SECONDS} s")
 
     def workers(self) -> list[int]:
         """The worker processes of a server of several (multiprocessing's resource tracker

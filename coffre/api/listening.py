@@ -13,13 +13,11 @@ from __future__ import annotations
 
 import socket
 import sys
-from typing import Any, TypeVar
+from typing import Any
 
 from uvicorn.config import STARTUP_FAILURE
 
 from coffre.exceptions import CoffreError
-
-S = TypeVar("S", bound=socket.socket)
 
 
 class PortPerProcess(socket.socket):
@@ -39,7 +37,9 @@ class PortPerProcess(socket.socket):
                 probe.bind((host, port))
                 # The whole address: the port the system chose for 0, an IPv6 scope.
                 address = probe.getsockname()
-            return _bound(cls(family, socket.SOCK_STREAM, socket.IPPROTO_TCP), address)
+            kept = cls(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+            _bind(kept, address)
+            return kept
         except OSError as error:
             raise CoffreError(f"cannot listen on {host}:{port}: {error.strerror}") from None
 
@@ -51,16 +51,19 @@ def _own_socket(family: int, address: tuple[Any, ...]) -> socket.socket:
     """A worker's socket. A worker that cannot have one exits as uvicorn's workers do when
     they cannot start, and the supervisor stops; any other exit, and it would start the
     worker again and again while nothing listens."""
+    own = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     try:
-        return _bound(socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP), address)
+        _bind(own, address)
     except OSError as error:
         print(
             f"error: a server process cannot listen on {address}: {error.strerror}", file=sys.stderr
         )
         raise SystemExit(STARTUP_FAILURE) from None
+    return own
 
 
-def _bound(sock: S, address: tuple[Any, ...]) -> S:
+def _bind(sock: socket.socket, address: tuple[Any, ...]) -> None:
+    """Bind ``sock`` with ``SO_REUSEPORT``; closed if it cannot be."""
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
@@ -68,4 +71,3 @@ def _bound(sock: S, address: tuple[Any, ...]) -> S:
     except OSError:
         sock.close()
         raise
-    return sock
