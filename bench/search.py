@@ -1,8 +1,11 @@
-"""Search benchmark: the Health Samurai search mix (June 2026) against a sealed vault.
+"""Search benchmark: the Health Samurai search mix (June 2026), sealed and plaintext.
 
 1. `coffre synth --patients` generates patients; their transaction bundles are POSTed to a
-   fresh sealed vault (as bench/read.py loads it).
-2. A fresh server serves a copy; --clients clients (30, as published) each loop over one
+   fresh sealed vault, and to a fresh plaintext one (COFFRE_BENCH_PLAINTEXT=1: the same
+   blind index, the bodies unsealed) if the plaintext mode runs (as bench/read.py loads
+   them).
+2. For each mode, a fresh server serves a copy of its vault; --clients clients (30, as
+   published) each loop over one
    iteration of the mix, every search with `_count=20`:
    `Patient?name=` and `Patient?address=` (plain or `:contains`, first names and towns,
    some matching nothing), `Organization?name=` (plain or `:contains`),
@@ -11,16 +14,17 @@
    observations by patient + code + date range, `_include` and `$everything`.
    --warmup s, then --duration s are measured.
 
-Printed: searches/s, latency percentiles per query kind and overall, the server's CPU
-seconds per search (what to compare on a shared machine), errors, and the published
-figures (8 vCPUs per server; this machine may have far fewer).
+Printed, per mode: searches/s, latency percentiles per query kind and overall, the
+server's CPU seconds per search (what to compare on a shared machine) and errors; then
+the modes side by side with what sealing costs, and the published figures (8 vCPUs per
+server; this machine may have far fewer).
 
-Loading 1,000 patients takes a quarter of an hour: --keep-vault keeps the loaded vault,
-and --vault serves a copy of one (loaded by an earlier run, or by `coffre synth` and
-`coffre import`, from the bundles in --bundles) instead of loading one.
+Loading 1,000 patients takes a minute or two a mode: --keep-vault keeps the loaded vaults,
+and --vault (sealed) and --plaintext-vault serve a copy of ones loaded by an earlier run
+from the bundles in --bundles instead of loading them.
 
     .venv/bin/python bench/search.py [--patients 1000] [--clients 30] [--duration 30] [--ours]
-        [--vault DIR --bundles DIR]
+        [--modes sealed,plaintext] [--vault DIR] [--plaintext-vault DIR] [--bundles DIR]
 """
 
 from __future__ import annotations
@@ -44,14 +48,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
     CoffreServer,
     CpuUsage,
+    Table,
     add_common_options,
     client_session,
     cpu_usage,
     latency_summary,
     measured_window,
     network_errors,
+    parse_modes,
     print_header,
     run_async,
+    wait_for_idle,
     write_json,
 )
 from read import load_vault, synthesise
@@ -77,7 +84,10 @@ class Vocabulary:
 
 def vocabulary(bundles: list[Path], references: list[str]) -> Vocabulary:
     words = Vocabulary()
-    given, towns, organisations, codes = set(), set(), set(), set()
+    given: set[str] = set()
+    towns: set[str] = set()
+    organisations: set[str] = set()
+    codes: set[str] = set()
     for path in bundles:
         for entry in orjson.loads(path.read_bytes()).get("entry", []):
             resource = entry.get("resource", {})
@@ -195,7 +205,9 @@ async def patient_ids(session: Any, base: str) -> list[str]:
     return ids
 
 
-async def run(server: CoffreServer, words: Vocabulary, args: argparse.Namespace) -> Record:
+async def run(
+    server: CoffreServer, words: Vocabulary, args: argparse.Namespace, profile: bool
+) -> Record:
     record = Record()
     base = server.base_url
     async with client_session(args.clients, args.timeout) as session:
@@ -212,17 +224,17 @@ async def run(server: CoffreServer, words: Vocabulary, args: argparse.Namespace)
             for n in range(args.clients)
         ]
         await asyncio.sleep(max(0.0, start - time.monotonic()))
-        before, after = await measured_window(args, server, window[1], bool(args.py_spy))
+        before, after = await measured_window(args, server, window[1], profile)
         record.cpu = cpu_usage(before, after)
         await asyncio.gather(*tasks)
     return record
 
 
-def report(record: Record, args: argparse.Namespace) -> dict[str, Any]:
+def report(mode: str, record: Record, args: argparse.Namespace) -> dict[str, Any]:
     every = [x for values in record.latencies.values() for x in values]
     overall = latency_summary(every)
     rate = len(every) / args.duration
-    print(f"\n{rate:,.0f} searches/s over {args.duration:.0f} s, {args.clients} clients")
+    print(f"\n[{mode}] {rate:,.0f} searches/s over {args.duration:.0f} s, {args.clients} clients")
     print(f"{'query':<34}{'count':>8}{'p50 ms':>9}{'p99 ms':>9}")
     for kind, values in sorted(record.latencies.items()):
         summary = latency_summary(values)
@@ -238,8 +250,6 @@ def report(record: Record, args: argparse.Namespace) -> dict[str, Any]:
         )
     for error, count in sorted(record.errors.items()):
         print(f"error: {error} x{count}")
-    published = ", ".join(f"{name} {value:,}" for name, value in PUBLISHED_SEARCH.items())
-    print(f"published (8 vCPUs per server): {published} searches/s; target here {TARGET:,}")
     return {
         "searches_per_s": rate,
         "latency": overall,
@@ -270,11 +280,17 @@ def main() -> None:
         help="send only this kind of query (as the table names it, e.g. Patient?name);"
         " repeatable: what each costs the server",
     )
-    parser.add_argument("--vault", type=Path, help="serve a copy of this loaded vault")
-    parser.add_argument("--bundles", type=Path, help="with --vault: the bundles it holds")
+    parser.add_argument("--vault", type=Path, help="serve a copy of this loaded sealed vault")
+    parser.add_argument(
+        "--plaintext-vault", type=Path, help="serve a copy of this loaded plaintext vault"
+    )
+    parser.add_argument(
+        "--bundles", type=Path, help="with --vault or --plaintext-vault: the bundles it holds"
+    )
     args = parser.parse_args()
-    if (args.vault is None) != (args.bundles is None):
-        parser.error("--vault and --bundles go together")
+    if (args.vault is None and args.plaintext_vault is None) != (args.bundles is None):
+        parser.error("--vault or --plaintext-vault, and --bundles, go together")
+    modes = parse_modes(args.modes)
     print_header("search", args)
     folder = args.bundles or (
         Path(args.tmpdir or "/tmp") / f"coffre-search-synth-{args.patients}-{args.seed}"
@@ -284,26 +300,77 @@ def main() -> None:
         if (folder / "shared.json").exists()
         else synthesise(args.patients, args.seed, folder)
     )
-    source, references = args.vault, []
+    given = {"sealed": args.vault, "plaintext": args.plaintext_vault}
+    results = {}
+    for mode in modes:
+        results[mode] = measure(mode, given[mode], bundles, args, profile=mode == modes[0])
+    print()
+    print(side_by_side(results, modes, args))
+    published = ", ".join(f"{name} {value:,}" for name, value in PUBLISHED_SEARCH.items())
+    print(f"published (8 vCPUs per server): {published} searches/s; target here {TARGET:,}")
+    write_json(args.json, {"search": results, "patients": args.patients})
+
+
+def measure(
+    mode: str, source: Path | None, bundles: list[Path], args: argparse.Namespace, profile: bool
+) -> dict[str, Any]:
+    """One mode: its vault (``source``, or loaded now from the bundles), served by a fresh
+    server, under the mix."""
+    references: list[str] = []
+    loaded_here = source is None
     if source is None:
-        loaded = load_vault(False, bundles, args)
-        print(f"loaded {len(loaded.references):,} resources in {loaded.seconds:.0f} s")
+        loaded = load_vault(mode == "plaintext", bundles, args)
+        print(f"[{mode}] loaded {len(loaded.references):,} resources in {loaded.seconds:.0f} s")
         source, references = loaded.vault, loaded.references
     words = vocabulary(bundles, references)
+    busy_before = wait_for_idle(args.wait_idle)
     server = CoffreServer(
         workers=args.workers,
-        plaintext=False,
+        plaintext=mode == "plaintext",
         tmp_root=args.tmpdir,
         synchronous=args.sqlite_synchronous,
         source=source,
     )
     with server:
-        record = run_async(run(server, words, args), args.loop)
-    if args.vault is None and not args.keep_vault:
+        record = run_async(run(server, words, args, profile and bool(args.py_spy)), args.loop)
+    if loaded_here and args.keep_vault:
+        print(f"[{mode}] the loaded vault stays in {source}")
+    elif loaded_here:
         shutil.rmtree(source.parent, ignore_errors=True)
-    elif args.vault is None:
-        print(f"the loaded vault stays in {source}")
-    write_json(args.json, {"search": report(record, args), "patients": args.patients})
+    return report(mode, record, args) | {"machine_busy_before": busy_before}
+
+
+def side_by_side(
+    results: dict[str, dict[str, Any]], modes: list[str], args: argparse.Namespace
+) -> str:
+    table = Table(
+        f"Search: {args.clients} clients, {args.duration:.0f} s measured, server --workers {args.workers}"
+    )
+
+    def each(getter: Any) -> dict[str, Any]:
+        return {mode: getter(results[mode]) for mode in modes}
+
+    table.add("searches/s", each(lambda r: r["searches_per_s"]), better="higher")
+    for key in ("p50_ms", "p99_ms"):
+        label = f"latency {key.split('_')[0]} (ms)"
+        table.add(label, each(lambda r, k=key: r["latency"][k]), "{:.1f}", better="lower")
+    table.add(
+        "server CPU per search (ms)",
+        each(lambda r: r["server_cpu_per_search_ms"]),
+        "{:.2f}",
+        better="lower",
+    )
+    table.add(
+        "server share of the machine",
+        each(lambda r: r["cpu"]["server_share"] * 100 if r["cpu"] else None),
+        "{:.1f}%",
+    )
+    table.add(
+        "other processes' share",
+        each(lambda r: r["cpu"]["others_share"] * 100 if r["cpu"] else None),
+        "{:.1f}%",
+    )
+    return table.render(modes)
 
 
 if __name__ == "__main__":
