@@ -17,6 +17,7 @@ import resource
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -206,6 +207,38 @@ def percentile(ordered: Sequence[float], p: float) -> float:
     low = int(rank)
     high = min(low + 1, len(ordered) - 1)
     return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
+
+
+Runs = dict[str, list[dict[str, Any]]]
+"""Each mode's runs, one a round (a benchmark's --rounds), every other round in reverse order."""
+
+
+def change(value: float, reference: float) -> float:
+    """value against reference, in % of reference."""
+    return (value - reference) / reference * 100 if reference else float("nan")
+
+
+def paired_changes(
+    results: Runs, mode: str, reference: str, compared: dict[str, Callable[[Any], float]]
+) -> dict[str, list[float]]:
+    """Per round (the two runs of a round are close in time), mode against reference in %,
+    for each figure ``compared`` reads from a run."""
+    pairs = list(zip(results[mode], results[reference], strict=True))
+    return {
+        label: [change(getter(a), getter(b)) for a, b in pairs]
+        for label, getter in compared.items()
+    }
+
+
+def describe_changes(costs: dict[str, list[float]]) -> str:
+    """The median change of each figure, then each round's when there are several."""
+    parts = []
+    for label, values in costs.items():
+        text = f"{label} {statistics.median(values):+.1f}%"
+        if len(values) > 1:
+            text += " (" + " / ".join(f"{v:+.0f}" for v in values) + ")"
+        parts.append(text)
+    return ", ".join(parts)
 
 
 def latency_summary(latencies: Iterable[float]) -> dict[str, float]:

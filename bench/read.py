@@ -51,13 +51,16 @@ from _common import (
     FHIR_JSON,
     ROOT,
     CoffreServer,
+    Runs,
     Table,
     add_common_options,
     client_session,
     cpu_usage,
+    describe_changes,
     diagnostics_of,
     measured_window,
     network_errors,
+    paired_changes,
     parse_modes,
     percentile,
     print_header,
@@ -83,7 +86,6 @@ MODES: dict[str, tuple[bool, dict[str, str]]] = {
     "plaintext-unverified": (True, UNVERIFIED),
     "sealed-authorised": (False, AUTHORISED),
 }
-Runs = dict[str, list[dict[str, Any]]]  # mode -> its runs, one per round
 
 
 # -- the data --------------------------------------------------------------------------------
@@ -332,37 +334,12 @@ def run_mode(mode: str, args: argparse.Namespace, loaded: Loaded, profile: bool)
 # -- the report ------------------------------------------------------------------------------
 
 
-def change(value: float, reference: float) -> float:
-    """value against reference, in % of reference."""
-    return (value - reference) / reference * 100 if reference else float("nan")
-
-
 COMPARED = {
     "reads/s": lambda r: r["reads_per_s"],
     "server CPU per read": lambda r: r["server_cpu_per_read_ms"],
     "p50": lambda r: r["latency_ms"]["p50"],
     "p99": lambda r: r["latency_ms"]["p99"],
 }
-
-
-def comparison(results: Runs, mode: str, reference: str) -> dict[str, list[float]]:
-    """Per round (the two runs of a round are close in time), mode against reference in %."""
-    pairs = list(zip(results[mode], results[reference], strict=True))
-    return {
-        label: [change(getter(a), getter(b)) for a, b in pairs]
-        for label, getter in COMPARED.items()
-    }
-
-
-def describe(costs: dict[str, list[float]]) -> str:
-    """The median change of each figure, then each round's when there are several."""
-    parts = []
-    for label, values in costs.items():
-        text = f"{label} {statistics.median(values):+.1f}%"
-        if len(values) > 1:
-            text += " (" + " / ".join(f"{v:+.0f}" for v in values) + ")"
-        parts.append(text)
-    return ", ".join(parts)
 
 
 def report(results: Runs, modes: list[str], args: argparse.Namespace) -> dict[str, Any]:
@@ -408,24 +385,30 @@ def report(results: Runs, modes: list[str], args: argparse.Namespace) -> dict[st
     comparisons = {}
     print()
     if "sealed" in results and "sealed-unverified" in results:
-        costs = comparisons["verification"] = comparison(results, "sealed", "sealed-unverified")
+        costs = comparisons["verification"] = paired_changes(
+            results, "sealed", "sealed-unverified", COMPARED
+        )
         throughput = statistics.median(costs["reads/s"])
         met = -throughput <= TARGET_VERIFICATION_COST
-        print(f"Verification (sealed against sealed-unverified): {describe(costs)}")
+        print(f"Verification (sealed against sealed-unverified): {describe_changes(costs)}")
         print(
             f"Target (issue 4): verified reads within {TARGET_VERIFICATION_COST:.0f}% of the"
             f" unverified throughput: {'met' if met else 'NOT met'} (reads/s {throughput:+.1f}%)"
         )
     if "sealed-unverified" in results and "plaintext-unverified" in results:
-        costs = comparisons["sealing"] = comparison(
-            results, "sealed-unverified", "plaintext-unverified"
+        costs = comparisons["sealing"] = paired_changes(
+            results, "sealed-unverified", "plaintext-unverified", COMPARED
         )
-        print(f"Sealing (sealed-unverified against plaintext-unverified): {describe(costs)}")
+        print(
+            f"Sealing (sealed-unverified against plaintext-unverified): {describe_changes(costs)}"
+        )
     if "sealed-authorised" in results and "sealed" in results:
-        costs = comparisons["authorisation"] = comparison(results, "sealed-authorised", "sealed")
+        costs = comparisons["authorisation"] = paired_changes(
+            results, "sealed-authorised", "sealed", COMPARED
+        )
         throughput = statistics.median(costs["reads/s"])
         met = -throughput <= TARGET_AUTHORISATION_COST
-        print(f"Authorisation (sealed-authorised against sealed): {describe(costs)}")
+        print(f"Authorisation (sealed-authorised against sealed): {describe_changes(costs)}")
         print(
             f"Target (issue 5): the authorisation check adds under"
             f" {TARGET_AUTHORISATION_COST:.0f}% to reads: {'met' if met else 'NOT met'}"
