@@ -30,6 +30,12 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# The tests' helpers the benchmarks share (the throwaway PostgreSQL, /proc's sockets), after
+# every other path, so that none of tests/ takes the place of a module of the benchmarks'.
+sys.path.append(str(ROOT / "tests"))
+
+from tcpsockets import TCP_LISTEN, socket_inodes, states_on_port  # noqa: E402
+
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NPROC = os.cpu_count() or 1
@@ -76,19 +82,9 @@ def process_tree(root: int) -> list[int]:
 
 def listening_processes(root: int, port: int) -> int:
     """How many processes of the tree listen on a TCP socket of their own on ``port``."""
-    listening = set()
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        if fields[3] == "0A" and int(fields[1].split(":")[1], 16) == port:  # LISTEN
-            listening.add(f"socket:[{fields[9]}]")
-    count = 0
-    for pid in process_tree(root):
-        try:
-            held = {os.readlink(f"/proc/{pid}/fd/{fd}") for fd in os.listdir(f"/proc/{pid}/fd")}
-        except OSError:  # gone, or a descriptor closed while listed
-            continue
-        count += bool(held & listening)
-    return count
+    states = states_on_port(port)
+    listening = {inode for inode, state in states.items() if state == TCP_LISTEN}
+    return sum(bool(socket_inodes(pid) & listening) for pid in process_tree(root))
 
 
 def tree_cpu(root: int) -> dict[int, float]:
@@ -460,7 +456,6 @@ def storages(choice: str) -> Iterator[Callable[[], str | None]]:
     if choice == "sqlite":
         yield lambda: None
         return
-    sys.path.insert(0, str(ROOT / "tests"))
     import psycopg
     from pgserver import Cluster, binaries, with_schema
 

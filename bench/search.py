@@ -36,7 +36,7 @@ import shutil
 import sys
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -82,7 +82,8 @@ class Vocabulary:
     codes: list[str] = field(default_factory=list)
 
 
-def vocabulary(bundles: list[Path], references: list[str]) -> Vocabulary:
+def vocabulary(bundles: list[Path]) -> Vocabulary:
+    """The values of the bundles; the patients' ids are a vault's (``patient_ids``)."""
     words = Vocabulary()
     given: set[str] = set()
     towns: set[str] = set()
@@ -101,7 +102,6 @@ def vocabulary(bundles: list[Path], references: list[str]) -> Vocabulary:
                 codes.update(c["code"] for c in resource.get("code", {}).get("coding", []))
     words.given, words.towns = sorted(given), sorted(towns)
     words.organisations, words.codes = sorted(organisations), sorted(codes)
-    words.patients = [r.split("/")[1] for r in references if r.startswith("Patient/")]
     return words
 
 
@@ -301,9 +301,10 @@ def main() -> None:
         else synthesise(args.patients, args.seed, folder)
     )
     given = {"sealed": args.vault, "plaintext": args.plaintext_vault}
+    words = vocabulary(bundles)
     results = {}
     for mode in modes:
-        results[mode] = measure(mode, given[mode], bundles, args, profile=mode == modes[0])
+        results[mode] = measure(mode, given[mode], bundles, words, args, profile=mode == modes[0])
     print()
     print(side_by_side(results, modes, args))
     published = ", ".join(f"{name} {value:,}" for name, value in PUBLISHED_SEARCH.items())
@@ -312,17 +313,23 @@ def main() -> None:
 
 
 def measure(
-    mode: str, source: Path | None, bundles: list[Path], args: argparse.Namespace, profile: bool
+    mode: str,
+    source: Path | None,
+    bundles: list[Path],
+    words: Vocabulary,
+    args: argparse.Namespace,
+    profile: bool,
 ) -> dict[str, Any]:
     """One mode: its vault (``source``, or loaded now from the bundles), served by a fresh
-    server, under the mix."""
-    references: list[str] = []
+    server, under the mix. Its patients' ids are the load's, or else asked of the server."""
     loaded_here = source is None
+    patients: list[str] = []
     if source is None:
         loaded = load_vault(mode == "plaintext", bundles, args)
         print(f"[{mode}] loaded {len(loaded.references):,} resources in {loaded.seconds:.0f} s")
-        source, references = loaded.vault, loaded.references
-    words = vocabulary(bundles, references)
+        source = loaded.vault
+        patients = [r.split("/")[1] for r in loaded.references if r.startswith("Patient/")]
+    words = replace(words, patients=patients)
     busy_before = wait_for_idle(args.wait_idle)
     server = CoffreServer(
         workers=args.workers,

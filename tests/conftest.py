@@ -18,6 +18,7 @@ import httpx
 import pytest
 from pgserver import free_port
 from starlette.testclient import TestClient
+from tcpsockets import TCP_LISTEN, tcp_sockets
 from testca import ServerFiles
 
 from coffre import config
@@ -114,38 +115,11 @@ def client(records: RecordStore) -> Iterator[TestClient]:
         yield test_client
 
 
-TCP_LISTEN, TCP_ESTABLISHED = "0A", "01"  # the states /proc/net/tcp writes
-
-
 def _cmdline(pid: int) -> bytes:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:  # exited since listed
         return b""
-
-
-def tcp_sockets(pid: int, port: int) -> dict[str, set[int]]:
-    """The inodes of the TCP sockets process ``pid`` holds on local ``port``, by state
-    (none once it has exited)."""
-    held = set()
-    try:
-        descriptors = list(Path(f"/proc/{pid}/fd").iterdir())
-    except OSError:
-        return {}
-    for fd in descriptors:
-        try:
-            target = fd.readlink().name
-        except OSError:  # closed since listed
-            continue
-        if target.startswith("socket:["):
-            held.add(int(target[8:-1]))
-    found: dict[str, set[int]] = {}
-    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
-        fields = line.split()
-        local_port, state, inode = int(fields[1].split(":")[1], 16), fields[3], int(fields[9])
-        if local_port == port and inode in held:
-            found.setdefault(state, set()).add(inode)
-    return found
 
 
 class RunningServer:

@@ -9,7 +9,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import TCP_ESTABLISHED, RunningServer, tcp_sockets
+from conftest import RunningServer
+from tcpsockets import TCP_ESTABLISHED, tcp_sockets
 from typer.testing import CliRunner
 from uvicorn.config import STARTUP_FAILURE
 
