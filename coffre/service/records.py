@@ -299,6 +299,15 @@ class RecordStore:
         tokens = frozenset(index_tokens(self.keys, resource, only))
         return OwnTokens(resource_type, tokens, later)
 
+    def completed_tokens(
+        self, resource: dict[str, Any], own: OwnTokens, parameters: frozenset[str]
+    ) -> OwnTokens:
+        """``own`` with the tokens of ``parameters``, some of those it left for later, as
+        ``resource`` now has them (never the write-set ones: only the write has them)."""
+        parameters = parameters - WRITE_SET_PARAMETERS
+        tokens = own.tokens.union(index_tokens(self.keys, resource, parameters))
+        return OwnTokens(own.resource_type, tokens, own.later - parameters)
+
     def _compartment(self, resource: dict[str, Any]) -> bytes:
         patient = sealing_patient(resource)
         if patient is None:

@@ -14,7 +14,10 @@ from coffre.exceptions import FhirError, SealError
 from coffre.fhir import json
 from coffre.fhir.validation import validate
 from coffre.service import RecordStore, Stored, Vault
+from coffre.service.audit import OPERATOR
 from coffre.service.bundles import BundleProcessor
+from coffre.service.erasure import erase_patient
+from coffre.service.records import WRITE_SET_PARAMETERS
 from coffre.service.searching import index_tokens
 
 
@@ -348,3 +351,172 @@ def test_references_to_a_conditional_create_are_resolved_under_the_write_lock(
     }
     written = [records.read(resource_type, resource_id) for resource_type, resource_id in locations]
     _assert_stored_with_the_tokens_of_what_was_written(records, written)
+
+
+_NPI = "http://hl7.org/fhir/sid/us-npi"
+_BY_NPI = f"Practitioner?identifier={_NPI}|9999958369"
+
+
+def _practitioner(records: RecordStore, **more: Any) -> str:
+    return _create(
+        records,
+        {"resourceType": "Practitioner", "identifier": [{"system": _NPI, "value": "9999958369"}]}
+        | more,
+    )
+
+
+def _encounter_bundle(practitioner: str, *more: dict[str, Any]) -> dict[str, Any]:
+    """A patient and their encounter with a practitioner named by ``practitioner``, as
+    Synthea's Bundles name theirs (by NPI)."""
+    patient_url = "urn:uuid:6b1f0e4a-0000-4000-8000-000000000001"
+    encounter = {
+        "resourceType": "Encounter",
+        "status": "finished",
+        "class": {"system": "http://terminology.hl7.org/CodeSystem/v3-ActCode", "code": "AMB"},
+        "subject": {"reference": patient_url},
+        "participant": [{"individual": {"reference": practitioner}}],
+    }
+    return {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": patient_url,
+                "resource": {"resourceType": "Patient", "name": [{"family": "Gagnon"}]},
+                "request": {"method": "POST", "url": "Patient"},
+            },
+            {"resource": encounter, "request": {"method": "POST", "url": "Encounter"}},
+            *more,
+        ],
+    }
+
+
+def _execute(records: RecordStore, processor: BundleProcessor, prepared: Any) -> list[Stored]:
+    with records.writer() as writer:
+        answer = processor.execute(prepared, writer)
+    locations = [entry["response"]["location"].split("/")[:2] for entry in answer["entry"]]
+    return [records.read(resource_type, resource_id) for resource_type, resource_id in locations]
+
+
+def test_a_conditional_reference_settled_before_the_write_lock_is_written_as_resolved(
+    records: RecordStore,
+) -> None:
+    """A conditional reference to a practitioner already stored is resolved before the
+    write lock, with every index token of the entry that names it; the write lock only
+    confirms it."""
+    practitioner_id = _practitioner(records)
+    processor = _processor(records)
+    prepared = processor.prepare(_encounter_bundle(_BY_NPI))
+    encounter_entry = prepared.entries[1]
+    assert prepared.settled is not None and _BY_NPI in prepared.settled.matches
+    assert not encounter_entry.unresolved and encounter_entry.own_tokens is not None
+    assert encounter_entry.own_tokens.later == WRITE_SET_PARAMETERS
+    written = _execute(records, processor, prepared)
+    participant = written[1].resource()["participant"]
+    assert participant == [{"individual": {"reference": f"Practitioner/{practitioner_id}"}}]
+    _assert_stored_with_the_tokens_of_what_was_written(records, written)
+
+
+def _another_match(records: RecordStore, practitioner_id: str) -> None:
+    _practitioner(records, name=[{"family": "Roy"}])
+
+
+def _deleted(records: RecordStore, practitioner_id: str) -> None:
+    with records.writer() as writer:
+        writer.delete("Practitioner", practitioner_id, None)
+
+
+def _no_longer_matching(records: RecordStore, practitioner_id: str) -> None:
+    _update_practitioner(records, practitioner_id, [{"system": _NPI, "value": "1111111111"}])
+
+
+def _still_matching(records: RecordStore, practitioner_id: str) -> None:
+    _update_practitioner(records, practitioner_id, [{"system": _NPI, "value": "9999958369"}])
+
+
+def _update_practitioner(
+    records: RecordStore, practitioner_id: str, identifier: list[dict[str, str]]
+) -> None:
+    resource = {"resourceType": "Practitioner", "id": practitioner_id, "identifier": identifier}
+    with records.writer() as writer:
+        writer.update("Practitioner", practitioner_id, resource, None)
+
+
+@pytest.mark.parametrize(
+    ("change", "refusal"),
+    [
+        (_another_match, (412, "matches 2 Practitioner")),
+        (_deleted, (404, "matches no resource")),
+        (_no_longer_matching, (404, "matches no resource")),
+        (_still_matching, None),
+    ],
+)
+def test_a_settled_reference_that_a_write_since_unsettled_is_resolved_under_the_lock(
+    records: RecordStore, change: Any, refusal: tuple[int, str] | None
+) -> None:
+    """Between the preparation and the write lock, another request writes a practitioner:
+    the reference is resolved again under the lock, against the records as they are then,
+    with the tokens of what the entry finally names."""
+    practitioner_id = _practitioner(records)
+    processor = _processor(records)
+    prepared = processor.prepare(_encounter_bundle(_BY_NPI))
+    assert prepared.settled is not None and _BY_NPI in prepared.settled.matches
+    change(records, practitioner_id)
+    if refusal is None:
+        written = _execute(records, processor, prepared)
+        participant = written[1].resource()["participant"]
+        assert participant == [{"individual": {"reference": f"Practitioner/{practitioner_id}"}}]
+        _assert_stored_with_the_tokens_of_what_was_written(records, written)
+        return
+    before = records.storage.last_seq()
+    with pytest.raises(FhirError) as refused:
+        _execute(records, processor, prepared)
+    status, message = refusal
+    assert refused.value.status == status
+    assert "entry[1]" in refused.value.diagnostics and message in refused.value.diagnostics
+    assert records.storage.last_seq() == before
+
+
+def test_a_reference_settled_to_a_patient_erased_since_is_resolved_under_the_lock(
+    records: RecordStore,
+) -> None:
+    """An erasure writes no version of the type: the write lock still finds the settled
+    match gone, and answers as the search under it would (no match, not 410)."""
+    ramq = "https://www.ramq.gouv.qc.ca/nam"
+    patient_id = _create(
+        records,
+        {"resourceType": "Patient", "identifier": [{"system": ramq, "value": "GAGL85010112"}]},
+    )
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "Poids"},
+        "subject": {"reference": f"Patient?identifier={ramq}|GAGL85010112"},
+    }
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": observation, "request": {"method": "POST", "url": "Observation"}}],
+    }
+    processor = _processor(records)
+    prepared = processor.prepare(bundle)
+    assert prepared.settled is not None and prepared.settled.found()
+    erase_patient(records, patient_id, OPERATOR)
+    with pytest.raises(FhirError) as refused:
+        _execute(records, processor, prepared)
+    assert refused.value.status == 404 and "matches no resource" in refused.value.diagnostics
+
+
+def test_a_transaction_that_deletes_resolves_its_conditional_references_under_the_lock(
+    records: RecordStore,
+) -> None:
+    """Its deletes run first, and its references are resolved against what they leave:
+    none is settled before the write lock."""
+    practitioner_id = _practitioner(records)
+    deletion = {"request": {"method": "DELETE", "url": f"Practitioner/{practitioner_id}"}}
+    processor = _processor(records)
+    prepared = processor.prepare(_encounter_bundle(_BY_NPI, deletion))
+    assert prepared.settled is None and prepared.entries[1].unresolved
+    with pytest.raises(FhirError) as refused:
+        _execute(records, processor, prepared)
+    assert refused.value.status == 404 and "matches no resource" in refused.value.diagnostics
