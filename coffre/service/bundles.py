@@ -435,9 +435,12 @@ class BundleProcessor:
         """Check a Bundle before any write: a transaction is validated whole, a batch's
         entries one by one when they run, so that an invalid entry fails alone.
         ``settle``: resolve its conditional references ahead, as ``Settled`` says (not
-        worth it for a Bundle prepared under the write lock)."""
+        worth it for a Bundle prepared under the write lock). Entry by entry, it gives way
+        to this process's writes (``coffre.service.giveway``)."""
         kind = bundle.get("type") if isinstance(bundle, dict) else None
-        if validate(_without_entry_resources(bundle) if kind == "batch" else bundle) != "Bundle":
+        wait = self.records.give_way.patience()
+        checked = _without_entry_resources(bundle) if kind == "batch" else bundle
+        if validate(checked, between=wait) != "Bundle":
             raise FhirError(
                 400, "invalid", "only a batch or transaction Bundle can be POSTed to the base"
             )
@@ -454,6 +457,7 @@ class BundleProcessor:
             fixed, pending = self._fixed_targets(entries)
             settled = self._settling(entries) if settle else None
             for entry in entries:
+                wait()
                 self._resolve_ahead(entry, fixed, pending, settled)
             return Prepared(kind, entries, settled)
         return Prepared(kind, raw_entries)

@@ -32,6 +32,7 @@ from coffre.search import Criterion, check_criteria
 from coffre.search.naming import sealing_patient
 from coffre.search.parameters import parameters_for
 from coffre.service.audit import OPERATOR, Access, audit_event
+from coffre.service.giveway import GiveWay
 from coffre.service.keycache import KeyCache
 from coffre.service.ledger import Appended, LatestWrites, Ledger, authentic_leaf
 from coffre.service.searching import Scope, Searcher, index_tokens
@@ -262,6 +263,7 @@ class RecordStore:
         self._custodian = custodian
         self._envelope = envelope
         self._data_keys = KeyCache(key_cache_size)
+        self.give_way = GiveWay()
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -584,7 +586,7 @@ class RecordStore:
     def writer(self, access: Access = OPERATOR) -> Iterator[Writer]:
         """One storage transaction on behalf of ``access``; the data keys it made are
         cached once it commits."""
-        with self.storage.transaction() as txn:
+        with self.storage.transaction() as txn, self.give_way.writing():
             writer = Writer(self, txn, access)
             yield writer
             writer.seal_events()
