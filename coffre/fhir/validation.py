@@ -66,14 +66,11 @@ def resource_type_of(resource: Any, where: str = "the body") -> str:
     return resource_type
 
 
-def validate(
-    resource: Any, where: str = "the body", between: Callable[[], None] | None = None
-) -> str:
+def validate(resource: Any, where: str = "the body") -> str:
     """Check a resource and every resource nested in it; return its type.
 
     Raises FhirError 400 for a value that is no resource at all and 422 for a resource
-    that breaks a rule of the R4 schema, naming the element at fault. ``between`` is
-    called before each nested resource is checked (a long Bundle's checks may pause).
+    that breaks a rule of the R4 schema, naming the element at fault.
     """
     resource_type = resource_type_of(resource, where)
     try:
@@ -87,9 +84,7 @@ def validate(
             422, "structure", f"{where} is not a valid {resource_type}: {message}", path
         ) from None
     for nested_where, nested in _nested_resources(resource, resource_type):
-        if between is not None:
-            between()
-        validate(nested, f"{where}, {nested_where}", between)
+        validate(nested, f"{where}, {nested_where}")
     return resource_type
 
 

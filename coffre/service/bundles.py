@@ -9,15 +9,13 @@ A transaction is prepared before the write lock as far as the storage's state ca
 change it: the new ids of its plain creates are drawn, the references to them rewritten
 and the entries' index tokens computed, but for those of the references that only the
 storage can resolve (conditional ones, and those to conditional creates and updates).
-Its conditional references are also resolved then, against the committed records, where
-the write lock can confirm them for the price of a look-up (see ``Settled``).
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -45,7 +43,6 @@ from coffre.service.records import (
     nothing_deleted,
     written_outcome,
 )
-from coffre.service.searching import Scope
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _INTERACTIONS = {"DELETE": "delete", "PUT": "update", "GET": "read", "HEAD": "read"}
@@ -87,11 +84,6 @@ class Entry:
     same_as: Entry | None = None
     """An earlier conditional create with the same criteria: this one creates nothing, its
     resource is what that one created or matched."""
-    provisional: list[tuple[dict[str, Any], str]] = field(default_factory=list)
-    """The reference nodes rewritten to a match settled before the write lock, each with
-    the conditional reference it held: put back if the write lock finds it unsettled."""
-    unsettled_tokens: OwnTokens | None = None
-    """``own_tokens`` but for the reference parameters, for that case."""
 
     @property
     def label(self) -> str:
@@ -282,16 +274,6 @@ def _check_written_once(entries: list[Entry]) -> None:
                 )
 
 
-def _unsettle(entry: Entry) -> None:
-    """Put back the conditional references an entry had before they were settled, and
-    leave the tokens of its reference parameters to the write lock again."""
-    for node, reference in entry.provisional:
-        node["reference"] = reference
-    if entry.provisional:
-        entry.provisional, entry.unresolved = [], True
-        entry.own_tokens = entry.unsettled_tokens
-
-
 def _in_entry(entry: Entry, error: FhirError) -> FhirError:
     return FhirError(
         error.status, error.code, f"{entry.label}: {error.diagnostics}", error.expression
@@ -366,36 +348,12 @@ transaction's view of the records (its result parameters, paging and the request
 authorisation included), and the resources it hands out."""
 
 
-@dataclass(slots=True)
-class Settled:
-    """A transaction's conditional references resolved before the write lock, each to its
-    one match among the committed records as of storage sequence number ``as_of`` (None:
-    none or several, or criteria that test other types, left to the write lock). Those
-    naming a conditional create of the transaction (``conditions``) name what it creates.
-
-    Under the write lock they still hold if no version of their types came since and each
-    match is still the log's latest version of its record: the search they need would
-    give the same. Resolving them there instead cost some 13% of the CPU a Synthea
-    Bundle takes under the lock: the look-ups (each first writes the index changes held
-    back) and the tokens of every reference parameter of the entries that name them,
-    which could only be computed then."""
-
-    as_of: int
-    conditions: frozenset[str]
-    matches: dict[str, Stored | None] = field(default_factory=dict)
-
-    def found(self) -> list[Stored]:
-        return [match for match in self.matches.values() if match is not None]
-
-
 @dataclass(frozen=True, slots=True)
 class Prepared:
-    """A checked Bundle: its type, and its parsed entries (raw ones for a batch); for a
-    transaction, the conditional references it could settle ahead."""
+    """A checked Bundle: its type, and its parsed entries (raw ones for a batch)."""
 
     kind: str
     entries: list[Any]
-    settled: Settled | None = None
 
 
 class BundleProcessor:
@@ -431,16 +389,11 @@ class BundleProcessor:
         found = self.gate.find(writer, resource_type, parse_criteria(query, what))
         return one_match(found, resource_type, f"{what} {resource_type}?{query}")
 
-    def prepare(self, bundle: Any, settle: bool = True) -> Prepared:
+    def prepare(self, bundle: Any) -> Prepared:
         """Check a Bundle before any write: a transaction is validated whole, a batch's
-        entries one by one when they run, so that an invalid entry fails alone.
-        ``settle``: resolve its conditional references ahead, as ``Settled`` says (not
-        worth it for a Bundle prepared under the write lock). Entry by entry, it gives way
-        to this process's writes (``coffre.service.giveway``)."""
+        entries one by one when they run, so that an invalid entry fails alone."""
         kind = bundle.get("type") if isinstance(bundle, dict) else None
-        wait = self.records.give_way.patience()
-        checked = _without_entry_resources(bundle) if kind == "batch" else bundle
-        if validate(checked, between=wait) != "Bundle":
+        if validate(_without_entry_resources(bundle) if kind == "batch" else bundle) != "Bundle":
             raise FhirError(
                 400, "invalid", "only a batch or transaction Bundle can be POSTed to the base"
             )
@@ -455,11 +408,9 @@ class BundleProcessor:
         if kind == "transaction":
             entries = [_parse_entry(i, raw, self.base_url) for i, raw in enumerate(raw_entries)]
             fixed, pending = self._fixed_targets(entries)
-            settled = self._settling(entries) if settle else None
             for entry in entries:
-                wait()
-                self._resolve_ahead(entry, fixed, pending, settled)
-            return Prepared(kind, entries, settled)
+                self._resolve_ahead(entry, fixed, pending)
+            return Prepared(kind, entries)
         return Prepared(kind, raw_entries)
 
     def _fixed_targets(self, entries: list[Entry]) -> tuple[dict[str, str], frozenset[str]]:
@@ -497,119 +448,29 @@ class BundleProcessor:
         source_id = entry.resource.get("id") if self.keep_source_ids and entry.resource else None
         return source_id or None
 
-    def _settling(self, entries: list[Entry]) -> Settled | None:
-        """Where the transaction's conditional references are to be settled ahead, unless
-        the write lock could not confirm them by a look-up: when the requester may not see
-        every record (what a guard admits depends on other records), or when the
-        transaction deletes (its deletes run before its references are resolved)."""
-        if not isinstance(self.gate, Open) or any(e.method == "DELETE" for e in entries):
-            return None
-        conditions = frozenset(e.create_condition for e in entries if e.create_condition)
-        return Settled(self.records.storage.last_seq(), conditions)
-
-    def _settle_entry(
-        self, entry: Entry, unresolved: list[dict[str, Any]], settled: Settled
-    ) -> bool:
-        """Rewrite the ``unresolved`` reference nodes of an entry to their settled matches
-        if every one has one (its resource then holds nothing left to resolve); whether
-        it did."""
-        if not unresolved:
-            return False
-        targets = []
-        for node in unresolved:
-            match = self._settled_match(node["reference"], settled)
-            if match is None:
-                return False
-            targets.append(match.reference)
-        entry.provisional = [(node, node["reference"]) for node in unresolved]
-        for node, target in zip(unresolved, targets, strict=True):
-            node["reference"] = target
-        entry.unresolved = False
-        return True
-
-    def _settled_match(self, reference: str, settled: Settled) -> Stored | None:
-        """A conditional reference's match as of ``settled.as_of``, looked up once."""
-        if reference not in settled.matches:
-            found = None
-            if reference not in settled.conditions:
-                found = self._match_ahead(reference, settled.as_of)
-            settled.matches[reference] = found
-        return settled.matches[reference]
-
-    def _match_ahead(self, reference: str, as_of: int) -> Stored | None:
-        """The one record a conditional reference matches as of ``as_of``, if its criteria
-        test that type's own values only (a chain or ``_has`` tests other types too);
-        anything else is left to the write lock, which also gives any refusal."""
-        resource_type, query_mark, query = reference.partition("?")
-        if not query_mark or parse_reference(resource_type + "/x") is None:
-            return None
-        try:
-            criteria = parse_criteria(query, "conditional reference")
-            if any(criterion.chain is not None for criterion in criteria):
-                return None
-            scope = Scope(self.records.storage, as_of=as_of)
-            found = self.records.find(resource_type, criteria, scope)
-        except FhirError:
-            return None
-        return found[0] if len(found) == 1 else None
-
-    def _resolve_ahead(
-        self, entry: Entry, fixed: dict[str, str], pending: frozenset[str], settled: Settled | None
-    ) -> None:
-        """Rewrite an entry's references to fixed targets and settled matches, and compute
-        the index tokens of its resource; but for those of its reference parameters if the
-        write lock has some of its references still to resolve (``pending``: fullUrls it
-        resolves). All of them: a parameter may take a reference only once it knows its
-        target's type (``Encounter.participant.individual.where(resolve() is
-        Practitioner)``)."""
+    def _resolve_ahead(self, entry: Entry, fixed: dict[str, str], pending: frozenset[str]) -> None:
+        """Rewrite an entry's references to fixed targets, and compute the index tokens of
+        its resource; but for those of its reference parameters if the write lock has some
+        of its references still to resolve (``pending``: fullUrls it resolves). All of
+        them: a parameter may take a reference only once it knows its target's type
+        (``Encounter.participant.individual.where(resolve() is Practitioner)``)."""
         resource = entry.resource
         if resource is None:
             return
         rewrite_references(_own_part(resource), fixed.get)
-        unresolved = [
-            node
-            for node in references_in(_own_part(resource))
-            if _unresolved(node["reference"], pending)
-        ]
-        entry.unresolved = bool(unresolved)
-        if (
-            entry.method not in ("POST", "PUT")
-            or resource.get("resourceType") != entry.resource_type
-        ):
-            return
-        references = _reference_parameters(entry.resource_type)
-        if settled is not None and self._settle_entry(entry, unresolved, settled):
-            entry.unsettled_tokens = self.records.own_tokens(resource, references)
-            entry.own_tokens = self.records.completed_tokens(
-                resource, entry.unsettled_tokens, references
-            )
-        else:
-            later = references if entry.unresolved else frozenset()
+        entry.unresolved = any(
+            _unresolved(node["reference"], pending) for node in references_in(_own_part(resource))
+        )
+        if entry.method in ("POST", "PUT") and resource.get("resourceType") == entry.resource_type:
+            later = _reference_parameters(entry.resource_type) if entry.unresolved else frozenset()
             entry.own_tokens = self.records.own_tokens(resource, later)
-
-    def _still_settled(self, writer: Writer, settled: Settled) -> bool:
-        """Whether the matches settled before the write lock are still what the
-        conditional references match: no version of their types came since (the look-up
-        trusts the host no more than a search does, which may leave out a match), and each
-        is still, by the log, its record's latest version, in a compartment not erased."""
-        matches = settled.found()
-        kinds = sorted({self.records.keys.kind(match.resource_type) for match in matches})
-        if writer.txn.written_since(kinds, settled.as_of):
-            return False
-        for match in matches:
-            if self.records.is_erased(match.comp):
-                return False
-            current = writer.latest(match.resource_type, match.id)
-            if current is None or current.deleted or current.version != match.version:
-                return False
-        return True
 
     def execute(self, prepared: Prepared, writer: Writer) -> dict[str, Any]:
         """Run a prepared Bundle in ``writer``'s transaction; a failed transaction Bundle
         leaves nothing behind, a failed batch entry only its own nothing."""
         if prepared.kind == "transaction":
             with writer.savepoint():
-                entries = self._transaction(writer, prepared.entries, prepared.settled)
+                entries = self._transaction(writer, prepared.entries)
             return self._response("transaction-response", entries)
         return self._response(
             "batch-response",
@@ -617,16 +478,14 @@ class BundleProcessor:
         )
 
     def run(self, bundle: Any, writer: Writer) -> dict[str, Any]:
-        return self.execute(self.prepare(bundle, settle=False), writer)
+        return self.execute(self.prepare(bundle), writer)
 
     def _response(self, kind: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
         return {"resourceType": "Bundle", "type": kind, "entry": entries}
 
     # -- transaction ----------------------------------------------------------------------
 
-    def _transaction(
-        self, writer: Writer, entries: list[Entry], settled: Settled | None
-    ) -> list[dict[str, Any]]:
+    def _transaction(self, writer: Writer, entries: list[Entry]) -> list[dict[str, Any]]:
         """Deletes first, as the spec orders; then ids are assigned and references resolved
         against the state the deletes left, then the other entries run."""
         results: dict[int, dict[str, Any]] = {}
@@ -634,9 +493,6 @@ class BundleProcessor:
         deletes = [entry for entry in ordered if entry.method == "DELETE"]
         others = [entry for entry in ordered if entry.method != "DELETE"]
         self._run_entries(writer, deletes, {}, results)
-        if settled is not None and settled.found() and not self._still_settled(writer, settled):
-            for entry in others:
-                _unsettle(entry)
         targets = self._assign_targets(writer, others)
         _check_written_once(ordered)
         for entry in others:

@@ -32,7 +32,6 @@ from coffre.search import Criterion, check_criteria
 from coffre.search.naming import sealing_patient
 from coffre.search.parameters import parameters_for
 from coffre.service.audit import OPERATOR, Access, audit_event
-from coffre.service.giveway import GiveWay
 from coffre.service.keycache import KeyCache
 from coffre.service.ledger import Appended, LatestWrites, Ledger, authentic_leaf
 from coffre.service.searching import Scope, Searcher, index_tokens
@@ -263,7 +262,6 @@ class RecordStore:
         self._custodian = custodian
         self._envelope = envelope
         self._data_keys = KeyCache(key_cache_size)
-        self.give_way = GiveWay()
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -300,15 +298,6 @@ class RecordStore:
         only = _own_parameters(resource_type, later)
         tokens = frozenset(index_tokens(self.keys, resource, only))
         return OwnTokens(resource_type, tokens, later)
-
-    def completed_tokens(
-        self, resource: dict[str, Any], own: OwnTokens, parameters: frozenset[str]
-    ) -> OwnTokens:
-        """``own`` with the tokens of ``parameters``, some of those it left for later, as
-        ``resource`` now has them (never the write-set ones: only the write has them)."""
-        parameters = parameters - WRITE_SET_PARAMETERS
-        tokens = own.tokens.union(index_tokens(self.keys, resource, parameters))
-        return OwnTokens(own.resource_type, tokens, own.later - parameters)
 
     def _compartment(self, resource: dict[str, Any]) -> bytes:
         patient = sealing_patient(resource)
@@ -586,7 +575,7 @@ class RecordStore:
     def writer(self, access: Access = OPERATOR) -> Iterator[Writer]:
         """One storage transaction on behalf of ``access``; the data keys it made are
         cached once it commits."""
-        with self.storage.transaction() as txn, self.give_way.writing():
+        with self.storage.transaction() as txn:
             writer = Writer(self, txn, access)
             yield writer
             writer.seal_events()

@@ -100,10 +100,6 @@ class StorageReader(Protocol):
         """Those of the kind tokens that some current, not deleted record has."""
         ...
 
-    def written_since(self, kinds: Sequence[bytes], seq: int) -> bool:
-        """Whether a version of any of these kinds came after sequence number ``seq``."""
-        ...
-
     def tokens_of(self, loc: bytes) -> list[bytes]:
         """The index tokens the storage holds for a record."""
         ...

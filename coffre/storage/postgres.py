@@ -299,14 +299,6 @@ class _Reader:
         )
         return {bytes(row[0]) for row in rows}
 
-    def written_since(self, kinds: Sequence[bytes], seq: int) -> bool:
-        return bool(
-            self._rows(
-                "SELECT 1 FROM versions WHERE kind = ANY(%s::bytea[]) AND seq > %s LIMIT 1",
-                (list(kinds), seq),
-            )
-        )
-
     def tokens_of(self, loc: bytes) -> list[bytes]:
         return [row[0] for row in self._rows("SELECT token FROM tokens WHERE loc = %s", (loc,))]
 

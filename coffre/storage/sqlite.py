@@ -272,16 +272,6 @@ class _Reader:
         )
         return {bytes(row[0]) for row in rows}
 
-    def written_since(self, kinds: Sequence[bytes], seq: int) -> bool:
-        if not kinds:
-            return False
-        row = self._db.execute(
-            f"SELECT 1 FROM versions WHERE kind IN ({', '.join(['?'] * len(kinds))})"
-            " AND seq > ? LIMIT 1",
-            [*kinds, seq],
-        ).fetchone()
-        return row is not None
-
     def tokens_of(self, loc: bytes) -> list[bytes]:
         return _split(self.joined_tokens([loc]).get(loc, b""))
 

@@ -124,19 +124,6 @@ def test_validation_names_the_element_at_fault() -> None:
     assert caught.value.expression == "Observation.valueQuantity.value"
 
 
-def test_validation_pauses_before_each_nested_resource_at_any_depth() -> None:
-    contained = {"resourceType": "Organization", "id": "o", "name": "CLSC"}
-    patient = {"resourceType": "Patient", "contained": [contained]}
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "transaction",
-        "entry": [{"resource": patient}, {"resource": {"resourceType": "Practitioner"}}],
-    }
-    pauses: list[None] = []
-    validate(bundle, between=lambda: pauses.append(None))
-    assert len(pauses) == 3
-
-
 def test_validation_checks_nested_resources_by_their_own_type() -> None:
     bundle = {
         "resourceType": "Bundle",
