@@ -30,6 +30,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+# What a benchmark measures in its own process is this checkout's coffre, whichever the venv
+# was installed from (a worktree's, for an A/B), as the servers it starts are told.
+sys.path.insert(0, str(ROOT))
 # The tests' helpers the benchmarks share (the throwaway PostgreSQL, /proc's sockets), after
 # every other path, so that none of tests/ takes the place of a module of the benchmarks'.
 sys.path.append(str(ROOT / "tests"))

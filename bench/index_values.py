@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+import _common  # noqa: F401 - this checkout's coffre, not the venv's
 import orjson
 
 from coffre.search.extract import index_values
