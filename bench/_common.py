@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 # every other path, so that none of tests/ takes the place of a module of the benchmarks'.
 sys.path.append(str(ROOT / "tests"))
 
-from tcpsockets import TCP_LISTEN, socket_inodes, states_on_port  # noqa: E402
+from tcpsockets import listening_count  # noqa: E402
 
 HOST = "127.0.0.1"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -81,13 +81,6 @@ def process_tree(root: int) -> list[int]:
         tree.append(pid)
         todo.extend(children.get(pid, ()))
     return tree
-
-
-def listening_processes(root: int, port: int) -> int:
-    """How many processes of the tree listen on a TCP socket of their own on ``port``."""
-    states = states_on_port(port)
-    listening = {inode for inode, state in states.items() if state == TCP_LISTEN}
-    return sum(bool(socket_inodes(pid) & listening) for pid in process_tree(root))
 
 
 def tree_cpu(root: int) -> dict[int, float]:
@@ -390,7 +383,7 @@ class CoffreServer:
             raise RuntimeError(f"coffre serve did not answer within {self.ready_timeout:.0f} s")
         # The first worker answered; the clients connect once every worker listens (each
         # on a socket of its own: one not listening yet gets none of the connections).
-        while (listening := listening_processes(self.pid, self.port)) < self.workers:
+        while (listening := listening_count(process_tree(self.pid), self.port)) < self.workers:
             if time.monotonic() >= deadline:
                 raise RuntimeError(
                     f"only {listening} of {self.workers} worker processes listen"
@@ -577,6 +570,28 @@ def diagnostics_of(body: bytes, limit: int = 300) -> str:
 
 
 # -- options and reporting ---------------------------------------------------------------------
+
+
+def add_rounds_option(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="run the modes this many times, alternating their order; medians (default 1)",
+    )
+
+
+def alternated(modes: list[str], rounds: int) -> Iterator[tuple[int, str]]:
+    """(round, mode) in the order to run them: every other round in reverse order, so
+    that a drift in the machine's pace hits every mode alike."""
+    for n in range(1, rounds + 1):
+        for mode in modes if n % 2 else modes[::-1]:
+            yield n, mode
+
+
+def rounds_note(rounds: int) -> str:
+    """What a table's title says of its rounds."""
+    return f", median of {rounds} rounds" if rounds > 1 else ""
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:

@@ -5,7 +5,8 @@ turn (docs/performance.md), and it swings by ±10% from run to run on this machi
 much to see a change of a few percent in what runs under the lock. This runs Synthea's
 patient Bundles as the API does, in one thread, with no server and no contention:
 ``BundleProcessor.prepare`` (checks, ids drawn, tokens computed ahead), then
-``execute`` in a storage transaction of ``--per-commit`` Bundles (a group commit), and
+``execute`` in a storage transaction of ``--per-commit`` Bundles, each a request of its
+own (as the group commit runs them), and
 prints the CPU time of each part per resource (``time.thread_time``; PostgreSQL's own
 CPU is not counted). The same tree gives the same figures within about 2%.
 
@@ -28,7 +29,9 @@ import orjson
 from _common import ROOT, storages, synthea_files
 
 from coffre.api.search import search_page
+from coffre.cli.importer import Importer
 from coffre.service import RecordStore, Vault
+from coffre.service.audit import OPERATOR
 from coffre.service.bundles import BundleProcessor
 
 BASE = "urn:coffre:bench"
@@ -43,27 +46,22 @@ def _processor(records: RecordStore) -> BundleProcessor:
     )
 
 
-def _load(records: RecordStore, bundle: dict[str, Any]) -> None:
-    processor = _processor(records)
-    prepared = processor.prepare(bundle)
-    with records.writer() as writer:
-        processor.execute(prepared, writer)
-
-
 def _round(
     new_storage: Callable[[], str | None],
-    information: list[dict[str, Any]],
+    information: list[Path],
     patients: list[dict[str, Any]],
     per_commit: int,
 ) -> tuple[float, float, int]:
-    """Seconds of CPU preparing and under the lock, and the resources, on a new vault."""
+    """Seconds of CPU preparing and under the lock, and the resources, on a new vault
+    holding the information Bundles (imported as ``coffre import`` does)."""
     with tempfile.TemporaryDirectory(prefix="coffre-bundle-cost-") as folder:
         vault = Vault.at(Path(folder) / "vault")
         vault.create(new_storage() or "")
         records = vault.open()
         try:
-            for bundle in information:
-                _load(records, copy.deepcopy(bundle))
+            failures = Importer(records).run(information).failures
+            if failures:
+                raise SystemExit(f"the information Bundles did not load: {failures[:3]}")
             preparing = locked = 0.0
             for start in range(0, len(patients), per_commit):
                 group = copy.deepcopy(patients[start : start + per_commit])
@@ -75,7 +73,8 @@ def _round(
                 ready = time.thread_time()
                 with records.writer() as writer:
                     for processor, checked in prepared:
-                        processor.execute(checked, writer)
+                        with writer.request(OPERATOR):  # as the group commit runs each
+                            processor.execute(checked, writer)
                 preparing += ready - began
                 locked += time.thread_time() - ready
         finally:
@@ -93,8 +92,7 @@ def main() -> None:
     parser.add_argument("--storage", default="sqlite")
     parser.add_argument("--synthea", type=Path, default=ROOT.parent / "shared/data/synthea")
     args = parser.parse_args()
-    info_paths, stages = synthea_files(args.synthea)
-    information = [orjson.loads(path.read_bytes()) for path in info_paths]
+    information, stages = synthea_files(args.synthea)
     patients = [orjson.loads(path.read_bytes()) for path in stages[0][: args.bundles]]
     prepare_costs, locked_costs = [], []
     with storages(args.storage) as new_storage:

@@ -41,7 +41,9 @@ from _common import (
     Runs,
     Table,
     add_common_options,
+    add_rounds_option,
     add_server_options,
+    alternated,
     client_session,
     cpu_snapshot,
     cpu_usage,
@@ -52,6 +54,7 @@ from _common import (
     paired_changes,
     parse_modes,
     print_header,
+    rounds_note,
     run_async,
     storages,
     synthea_files,
@@ -268,10 +271,9 @@ def report(results: Runs, modes: list[str], args: argparse.Namespace) -> dict[st
     def col(getter: Any) -> dict[str, Any]:
         return {mode: statistics.median(getter(run) for run in results[mode]) for mode in modes}
 
-    rounds = f", median of {args.rounds} rounds" if args.rounds > 1 else ""
     table = Table(
         f"Import of the Synthea patient bundles x {args.repeat}"
-        f" ({args.clients} clients, server --workers {args.workers}{rounds})"
+        f" ({args.clients} clients, server --workers {args.workers}{rounds_note(args.rounds)})"
     )
     table.add("resources/s", col(lambda r: r["resources_per_s"]), better="higher")
     table.add("bundles/s", col(lambda r: r["bundles_per_s"]), "{:,.1f}", better="higher")
@@ -369,12 +371,7 @@ def main() -> None:
         default=600.0,
         help="no new bundle is sent after this many seconds of the patient phase (default 600)",
     )
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=1,
-        help="run the modes this many times, alternating their order; medians (default 1)",
-    )
+    add_rounds_option(parser)
     add_common_options(parser)
     add_server_options(parser)
     args = parser.parse_args()
@@ -390,18 +387,16 @@ def main() -> None:
     )
     results: Runs = {mode: [] for mode in modes}
     with storages(args.storage) as new_storage:
-        for n in range(args.rounds):
-            # Every other round in the reverse order: drift in the machine's pace hits both.
-            for mode in modes if n % 2 == 0 else modes[::-1]:
-                print(f"round {n + 1}: {mode} ...", flush=True)
-                profile = bool(args.py_spy) and not any(results.values())
-                run = run_mode(mode, args, dataset, profile, new_storage())
-                results[mode].append(run)
-                print(
-                    f"  {run['resources_per_s']:,.0f} resources/s, server CPU per 1000"
-                    f" {run['server_cpu_per_1000_s']:.3f} s",
-                    flush=True,
-                )
+        for n, mode in alternated(modes, args.rounds):
+            print(f"round {n}: {mode} ...", flush=True)
+            profile = bool(args.py_spy) and not any(results.values())
+            run = run_mode(mode, args, dataset, profile, new_storage())
+            results[mode].append(run)
+            print(
+                f"  {run['resources_per_s']:,.0f} resources/s, server CPU per 1000"
+                f" {run['server_cpu_per_1000_s']:.3f} s",
+                flush=True,
+            )
     comparisons = report(results, modes, args)
     write_json(
         args.json,

@@ -54,6 +54,8 @@ from _common import (
     Runs,
     Table,
     add_common_options,
+    add_rounds_option,
+    alternated,
     client_session,
     cpu_usage,
     describe_changes,
@@ -64,6 +66,7 @@ from _common import (
     parse_modes,
     percentile,
     print_header,
+    rounds_note,
     run_async,
     wait_for_idle,
     write_json,
@@ -346,10 +349,10 @@ def report(results: Runs, modes: list[str], args: argparse.Namespace) -> dict[st
     def col(getter: Any, combine: Any = statistics.median) -> dict[str, Any]:
         return {mode: combine([getter(run) for run in results[mode]]) for mode in modes}
 
-    rounds = f", median of {args.rounds} rounds" if args.rounds > 1 else ""
     table = Table(
         f"Reads: {args.clients} clients, GET /Type/id on random ids, {args.duration:.0f} s"
-        f" measured after {args.warmup:.0f} s of warm-up, server --workers {args.workers}{rounds}"
+        f" measured after {args.warmup:.0f} s of warm-up, server --workers {args.workers}"
+        + rounds_note(args.rounds)
     )
     table.add("reads/s", col(lambda r: r["reads_per_s"]))
     for p in ("p50", "p90", "p99", "max"):
@@ -440,12 +443,7 @@ def main() -> None:
     parser.add_argument(
         "--timeout", type=float, default=60.0, help="per-request timeout in s (default 60)"
     )
-    parser.add_argument(
-        "--rounds",
-        type=int,
-        default=1,
-        help="run the modes this many times, alternating their order; medians (default 1)",
-    )
+    add_rounds_option(parser)
     add_common_options(parser)
     parser.add_argument(
         "--modes",
@@ -476,19 +474,17 @@ def main() -> None:
                 + ", ".join(f"{t} {n:,}" for t, n in types.most_common())
             )
         results: Runs = {mode: [] for mode in modes}
-        for n in range(args.rounds):
-            # Every other round in the reverse order: drift in the machine's load hits all.
-            for mode in modes if n % 2 == 0 else modes[::-1]:
-                print(f"round {n + 1}: {mode} ...", flush=True)
-                first = not any(results.values())
-                run = run_mode(mode, args, vaults[MODES[mode][0]], bool(args.py_spy) and first)
-                results[mode].append(run)
-                print(
-                    f"  {run['reads_per_s']:,.0f} reads/s, server CPU per read"
-                    f" {run['server_cpu_per_read_ms']:.3f} ms, other processes"
-                    f" {run['cpu']['others_share']:.0%} of the machine",
-                    flush=True,
-                )
+        for n, mode in alternated(modes, args.rounds):
+            print(f"round {n}: {mode} ...", flush=True)
+            first = not any(results.values())
+            run = run_mode(mode, args, vaults[MODES[mode][0]], bool(args.py_spy) and first)
+            results[mode].append(run)
+            print(
+                f"  {run['reads_per_s']:,.0f} reads/s, server CPU per read"
+                f" {run['server_cpu_per_read_ms']:.3f} ms, other processes"
+                f" {run['cpu']['others_share']:.0%} of the machine",
+                flush=True,
+            )
         comparisons = report(results, modes, args)
     finally:
         for loaded in vaults.values():

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from pgserver import free_port
 from starlette.testclient import TestClient
-from tcpsockets import TCP_LISTEN, tcp_sockets
+from tcpsockets import TCP_LISTEN, listening_count, tcp_sockets
 from testca import ServerFiles
 
 from coffre import config
@@ -169,9 +169,7 @@ class RunningServer:
                 answered = answered or httpx.get(url, timeout=1, verify=self.verify).is_success
             except httpx.HTTPError:
                 pass
-            if answered and (
-                workers == 1 or len(list(filter(self.listening, self.workers()))) == workers
-            ):
+            if answered and (workers == 1 or listening_count(self.workers(), self.port) == workers):
                 return
             time.sleep(0.1)
         raise RuntimeError(f"coffre serve was not ready within {READY_SECONDS} s")

@@ -4,6 +4,7 @@ server process listens on a socket of its own."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
 
 TCP_LISTEN, TCP_ESTABLISHED = "0A", "01"  # the states /proc/net/tcp writes
@@ -44,3 +45,11 @@ def tcp_sockets(pid: int, port: int) -> dict[str, set[int]]:
         if inode in held:
             found.setdefault(state, set()).add(inode)
     return found
+
+
+def listening_count(pids: Iterable[int], port: int) -> int:
+    """How many of the processes ``pids`` listen on a TCP socket of their own on ``port``
+    (/proc/net/tcp read once)."""
+    states = states_on_port(port)
+    listening = {inode for inode, state in states.items() if state == TCP_LISTEN}
+    return sum(bool(socket_inodes(pid) & listening) for pid in pids)
