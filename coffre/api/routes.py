@@ -40,7 +40,13 @@ from coffre.search.shapes import Shape, read_shape
 from coffre.service import Outcome as Written
 from coffre.service import RecordStore, Stored
 from coffre.service.audit import is_break_glass
-from coffre.service.bundles import BundleProcessor, EntrySearch, matched_id, one_match
+from coffre.service.bundles import (
+    BundleProcessor,
+    EntrySearch,
+    matched_id,
+    one_match,
+    unmatched_id,
+)
 from coffre.service.commits import GroupCommitter
 from coffre.service.conditions import if_none_exist_query
 from coffre.service.records import OwnTokens, Writer, check_id, no_version, nothing_deleted
@@ -385,7 +391,10 @@ async def conditional_update(request: Request) -> Response:
         body_id = resource.get("id")
         if match is None:
             if body_id:
-                return _update(writer, gate, resource_type, body_id, resource, expected, own_tokens)
+                resource_id = unmatched_id(writer, gate, resource_type, body_id)
+                return _update(
+                    writer, gate, resource_type, resource_id, resource, expected, own_tokens
+                )
             if expected is not None:
                 raise FhirError(
                     412,

@@ -342,6 +342,25 @@ def matched_id(match: Stored, body_id: object) -> str:
     return match.id
 
 
+def unmatched_id(writer: Writer, gate: Gate, resource_type: str, body_id: str) -> str:
+    """The id a conditional update that matched nothing writes to: its body's, unless a
+    record lives there already, which the criteria did not select and the update would
+    replace (409, as R5's http.html#cond-update says; a record the requester may not
+    see is answered as missing, as a plain update would be)."""
+    current = writer.latest(resource_type, body_id)
+    if current is None or current.deleted:
+        return body_id
+    missing = FhirError(404, "not-found", f"{resource_type}/{body_id} does not exist")
+    gate.check(writer, "update", current, missing)
+    raise FhirError(
+        409,
+        "conflict",
+        f"no {resource_type} matches the criteria, but {resource_type}/{body_id}, the body's"
+        " id, exists without matching them: the update would replace it. Update it by its id"
+        f" (PUT {resource_type}/{body_id}), or correct the criteria",
+    )
+
+
 EntrySearch = Callable[[Writer, str, Pairs], tuple[dict[str, Any], list[Stored]]]
 """A search entry's answer: the searchset Bundle that ``GET [type]?query`` gives in the
 transaction's view of the records (its result parameters, paging and the requester's
@@ -573,11 +592,14 @@ class BundleProcessor:
                     writer, entry.resource_type, entry.query, "conditional update"
                 )
                 body_id = entry.resource.get("id") if entry.resource else None
-                entry.resource_id = (
-                    matched_id(existing, body_id)
-                    if existing
-                    else (body_id or writer.new_id(entry.resource_type))
-                )
+                if existing:
+                    entry.resource_id = matched_id(existing, body_id)
+                elif body_id:
+                    entry.resource_id = unmatched_id(
+                        writer, self.gate, entry.resource_type, body_id
+                    )
+                else:
+                    entry.resource_id = writer.new_id(entry.resource_type)
                 if entry.resource is not None:
                     entry.resource["id"] = entry.resource_id
             target = f"{entry.resource_type}/{entry.resource_id}"

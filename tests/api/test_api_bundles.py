@@ -654,6 +654,28 @@ def test_conditional_update_whose_body_names_another_id_is_400(
     assert client.get("/fhir/Patient/other").status_code == 404
 
 
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
+def test_conditional_update_matching_nothing_never_replaces_the_body_ids_record(
+    client: TestClient, records: RecordStore, kind: str
+) -> None:
+    """No match, and the body's id names a record the criteria did not select: 409."""
+    pid = created_id(client, patient("cu-6", gender="male"))
+    before = records.storage.last_seq()
+    body = bundle(
+        kind,
+        entry("PUT", f"Patient?identifier={SYSTEM}|nobody", patient("x", id=pid, gender="female")),
+    )
+
+    response = send(client, body)
+
+    if kind == "transaction":
+        assert_outcome(response, 409, f"Patient/{pid}", "correct the criteria")
+    else:
+        assert response.json()["entry"][0]["response"]["status"] == "409 Conflict"
+    assert records.storage.last_seq() == before
+    assert client.get(f"/fhir/Patient/{pid}").json()["gender"] == "male"
+
+
 def test_transaction_conditional_creates_with_the_same_criteria_create_one_resource(
     client: TestClient,
 ) -> None:

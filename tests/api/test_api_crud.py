@@ -650,6 +650,30 @@ def test_conditional_update_with_another_body_id_is_400(client: TestClient) -> N
     assert_outcome(response, 400, "someone-else", pid)
 
 
+def test_conditional_update_matching_nothing_never_replaces_the_body_ids_record(
+    client: TestClient, records: RecordStore
+) -> None:
+    """No match and a body id: update-as-create at that id, unless a record lives there,
+    which the criteria did not select (409, R5 http.html#cond-update); a deleted one may
+    be written again, as a plain update would."""
+    pid = created_id(client, patient("cu-5", gender="male"))
+    url = f"/fhir/Patient?identifier={SYSTEM}|cu-nobody"
+    before = records.storage.last_seq()
+
+    refused = put(client, url, patient("cu-nobody", id=pid, gender="other"))
+
+    assert_outcome(refused, 409, f"Patient/{pid}", "exists", "correct the criteria")
+    assert records.storage.last_seq() == before
+    assert client.get(f"/fhir/Patient/{pid}").json()["gender"] == "male"
+    assert put(client, url, patient("cu-nobody", id="cu-new")).status_code == 201
+    assert client.delete(f"/fhir/Patient/{pid}").status_code == 204
+    assert put(client, url.replace("cu-nobody", "cu-5b"), patient("cu-5b", id=pid)).status_code in (
+        200,
+        201,
+    )
+    assert client.get(f"/fhir/Patient/{pid}").json()["identifier"][0]["value"] == "cu-5b"
+
+
 def test_conditional_update_with_if_match_and_no_match_is_412(
     client: TestClient, records: RecordStore
 ) -> None:
