@@ -48,7 +48,7 @@ from coffre.service.bundles import (
     unmatched_id,
 )
 from coffre.service.commits import GroupCommitter
-from coffre.service.conditions import if_none_exist_query
+from coffre.service.conditions import check_none_match, if_none_exist_query
 from coffre.service.records import OwnTokens, Writer, check_id, no_version, nothing_deleted
 
 T = TypeVar("T")
@@ -339,12 +339,14 @@ def _update(
     resource: dict[str, Any],
     expected: int | None,
     own_tokens: OwnTokens,
+    none_match: str | None,
 ) -> Written:
     """An update, once the request may update the version it replaces (a hidden one is
-    answered as missing)."""
+    answered as missing) and its If-None-Match holds."""
     current = writer.latest(resource_type, resource_id)
     if current is not None and not current.deleted:
         gate.check(writer, Interaction.UPDATE, current, not_found(resource_type, resource_id))
+    check_none_match(current, none_match)
     return writer.update(
         resource_type, resource_id, resource, expected, validated=True, own_tokens=own_tokens
     )
@@ -367,11 +369,11 @@ async def update(request: Request) -> Response:
     resource_type, resource_id = _type(request), _id(request)
     check_id(resource_type, resource_id)
     resource, own_tokens, gate = await _updatable(request, resource_type)
-    expected = if_match(request)
+    expected, none_match = if_match(request), request.headers.get("if-none-match")
     outcome = await _commit(
         request,
         lambda writer: _update(
-            writer, gate, resource_type, resource_id, resource, expected, own_tokens
+            writer, gate, resource_type, resource_id, resource, expected, own_tokens, none_match
         ),
     )
     return _written(request, outcome)
@@ -384,7 +386,7 @@ async def conditional_update(request: Request) -> Response:
     criteria = _required_criteria(
         request, "conditional update", "an id in the URL or search criteria"
     )
-    expected = if_match(request)
+    expected, none_match = if_match(request), request.headers.get("if-none-match")
 
     def job(writer: Writer) -> Written:
         match = _one_visible(writer, gate, resource_type, criteria, "conditional update")
@@ -393,7 +395,14 @@ async def conditional_update(request: Request) -> Response:
             if body_id:
                 resource_id = unmatched_id(writer, gate, resource_type, body_id)
                 return _update(
-                    writer, gate, resource_type, resource_id, resource, expected, own_tokens
+                    writer,
+                    gate,
+                    resource_type,
+                    resource_id,
+                    resource,
+                    expected,
+                    own_tokens,
+                    none_match,
                 )
             if expected is not None:
                 raise FhirError(
@@ -405,7 +414,9 @@ async def conditional_update(request: Request) -> Response:
                 )
             return writer.create(resource, validated=True, own_tokens=own_tokens)
         resource["id"] = matched_id(match, body_id)
-        return _update(writer, gate, resource_type, match.id, resource, expected, own_tokens)
+        return _update(
+            writer, gate, resource_type, match.id, resource, expected, own_tokens, none_match
+        )
 
     return _written(request, await _commit(request, job))
 
@@ -413,7 +424,7 @@ async def conditional_update(request: Request) -> Response:
 async def delete(request: Request) -> Response:
     check_format(request)
     resource_type, resource_id = _type(request), _id(request)
-    expected = if_match(request)
+    expected, none_match = if_match(request), request.headers.get("if-none-match")
     guard = guard_of(request)
     guard.check_type(Interaction.DELETE, resource_type)
     gate = GuardGate(guard)
@@ -422,6 +433,7 @@ async def delete(request: Request) -> Response:
         current = writer.latest(resource_type, resource_id)
         if current and not current.deleted and not gate.check(writer, "delete", current):
             return None  # hidden: answered as a record that does not exist
+        check_none_match(current, none_match)
         return writer.delete(resource_type, resource_id, expected)
 
     outcome = await _commit(request, job)
@@ -436,7 +448,7 @@ async def conditional_delete(request: Request) -> Response:
     criteria = _required_criteria(
         request, "conditional delete", "search criteria (never a whole type)"
     )
-    expected = if_match(request)
+    expected, none_match = if_match(request), request.headers.get("if-none-match")
     guard = guard_of(request)
     guard.check_type(Interaction.DELETE, resource_type)
     gate = GuardGate(guard)
@@ -445,6 +457,7 @@ async def conditional_delete(request: Request) -> Response:
         matches = gate.find(writer, resource_type, criteria)
         matches = [m for m in matches if gate.check(writer, "delete", m)]
         for match in matches:
+            check_none_match(match, none_match)
             writer.delete(resource_type, match.id, expected)
         return len(matches)
 

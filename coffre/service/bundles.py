@@ -30,7 +30,12 @@ from coffre.search.normalise import instant
 from coffre.search.parameters import parameters_for
 from coffre.search.results import Pairs
 from coffre.search.shapes import read_shape
-from coffre.service.conditions import if_none_exist_query, not_modified, parse_if_match
+from coffre.service.conditions import (
+    check_none_match,
+    if_none_exist_query,
+    not_modified,
+    parse_if_match,
+)
 from coffre.service.records import (
     Outcome,
     OwnTokens,
@@ -664,6 +669,7 @@ class BundleProcessor:
             current = writer.latest(entry.resource_type, entry.resource_id)
             if current is not None and not current.deleted:
                 self.gate.check(writer, "update", current, _missing(entry))
+            check_none_match(current, entry.if_none_match)
             return self._write_result(
                 writer.update(
                     entry.resource_type,
@@ -714,6 +720,7 @@ class BundleProcessor:
         may see, answered alike)."""
         current = writer.latest(entry.resource_type, resource_id)
         if current is None or current.deleted or self.gate.check(writer, "delete", current):
+            check_none_match(current, entry.if_none_match)
             return writer.delete(entry.resource_type, resource_id, entry.if_match) is not None
         return False
 

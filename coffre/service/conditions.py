@@ -32,6 +32,23 @@ def none_match(tags: str, version: int) -> bool:
     return "*" in named or f'"{version}"' in named
 
 
+def check_none_match(current: Stored | None, tags: str | None) -> None:
+    """A write's If-None-Match (RFC 9110 §13.1.2): refused (412) when the record exists
+    and the list names its version, or is ``*``, "only if there is none"."""
+    if tags is None or current is None or current.deleted or not none_match(tags, current.version):
+        return
+    if "*" in {tag.strip() for tag in tags.split(",")}:
+        advice = "it exists already (If-None-Match: * writes only a new record)"
+    else:
+        advice = f"If-None-Match {tags!r} names its version"
+    raise FhirError(
+        412,
+        "conflict",
+        f"{current.reference} is at version {current.version} and {advice}: nothing was"
+        " written; read it, then update it with If-Match, or drop If-None-Match",
+    )
+
+
 def not_modified(stored: Stored, if_none_match: str | None, modified_since: int | None) -> bool:
     """Whether a conditional read answers 304 (RFC 9110 §13.2.2): If-None-Match, the exact
     condition, decides alone when given (§13.1.3); else the record is unchanged when last

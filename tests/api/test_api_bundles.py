@@ -676,6 +676,22 @@ def test_conditional_update_matching_nothing_never_replaces_the_body_ids_record(
     assert client.get(f"/fhir/Patient/{pid}").json()["gender"] == "male"
 
 
+@pytest.mark.parametrize("method", ["PUT", "DELETE"])
+def test_a_transaction_entry_whose_if_none_match_names_the_record_changes_nothing(
+    client: TestClient, records: RecordStore, method: str
+) -> None:
+    pid = created_id(client, patient("inm-3", gender="male"))
+    before = records.storage.last_seq()
+    changed = patient("inm-3", id=pid, gender="female") if method == "PUT" else None
+    write = entry(method, f"Patient/{pid}", changed, ifNoneMatch="*")
+
+    response = send(client, bundle("transaction", write))
+
+    assert_outcome(response, 412, f"Patient/{pid}", "If-None-Match")
+    assert records.storage.last_seq() == before
+    assert client.get(f"/fhir/Patient/{pid}").json()["gender"] == "male"
+
+
 def test_transaction_conditional_creates_with_the_same_criteria_create_one_resource(
     client: TestClient,
 ) -> None:

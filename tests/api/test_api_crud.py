@@ -674,6 +674,40 @@ def test_conditional_update_matching_nothing_never_replaces_the_body_ids_record(
     assert client.get(f"/fhir/Patient/{pid}").json()["identifier"][0]["value"] == "cu-5b"
 
 
+@pytest.mark.parametrize("tags", ["*", 'W/"1"', '"7", W/"1"'])
+def test_a_write_with_if_none_match_naming_the_record_is_412(
+    client: TestClient, records: RecordStore, tags: str
+) -> None:
+    """RFC 9110 §13.1.2: If-None-Match on an update or delete fails (412, nothing
+    written) when the record exists at a version it names, or it is ``*``."""
+    pid = created_id(client, patient("inm-1", gender="male"))
+    before = records.storage.last_seq()
+    changed = patient("inm-1", id=pid, gender="female")
+    conditional = f"/fhir/Patient?identifier={SYSTEM}|inm-1"
+
+    for refused in (
+        put(client, f"/fhir/Patient/{pid}", changed, **{"If-None-Match": tags}),
+        put(client, conditional, changed, **{"If-None-Match": tags}),
+        client.delete(f"/fhir/Patient/{pid}", headers={"If-None-Match": tags}),
+        client.delete(conditional, headers={"If-None-Match": tags}),
+    ):
+        assert_outcome(refused, 412, f"Patient/{pid}", "version 1", "nothing was written")
+    assert records.storage.last_seq() == before
+    assert (
+        put(client, f"/fhir/Patient/{pid}", changed, **{"If-None-Match": 'W/"2"'}).status_code
+        == 200
+    )
+    assert (
+        put(
+            client,
+            "/fhir/Patient/inm-new",
+            patient("inm-2", id="inm-new"),
+            **{"If-None-Match": "*"},
+        ).status_code
+        == 201
+    )
+
+
 def test_conditional_update_with_if_match_and_no_match_is_412(
     client: TestClient, records: RecordStore
 ) -> None:
