@@ -101,6 +101,13 @@ def compile_schema(schema: dict[str, Any]) -> tuple[str, list[str]]:
     # The generator builds each element's path with str.format(**locals()) on every call,
     # error or not; an f-string gives the same text at a fraction of the cost.
     code = re.sub(r'"([^"{}]*\{\w+\}[^"{}]*)"\.format\(\*\*locals\(\)\)', r'f"\1"', code)
+    # Without detailed exceptions the generator drops the names a "required" error should
+    # give ("data must contain "): name the missing elements.
+    code = re.sub(
+        r'(if (\w+)__missing_keys:\n\s+raise JsonSchemaValueException\(.*" must contain )"\)',
+        r'\1" + ", ".join(sorted(\2__missing_keys)))',
+        code,
+    )
     return code, resource_types
 
 

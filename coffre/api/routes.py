@@ -32,7 +32,7 @@ from coffre.api.responses import (
 )
 from coffre.api.search import everything_page, search_page
 from coffre.exceptions import FhirError, information
-from coffre.fhir.validation import url_type, validate
+from coffre.fhir.validation import resource_type_of, url_type, validate
 from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion, check_criteria, parse_criteria
 from coffre.search.results import Pairs, number, page_count
@@ -111,10 +111,11 @@ def _required_criteria(request: Request, what: str, needs: str) -> tuple[Criteri
 async def _validated_body(request: Request, resource_type: str) -> dict[str, Any]:
     """The body as a valid resource of the type the URL names."""
     resource = await _body(request)
-    body_type = validate(resource)
+    body_type = resource_type_of(resource)  # the type first: a 422 would tell the wrong fault
     if body_type != resource_type:
-        message = f"the body is a {body_type}, but the URL names {resource_type}"
+        message = f"the body's resourceType is {body_type}, but the URL names {resource_type}"
         raise FhirError(400, "invalid", message, "resourceType")
+    validate(resource)
     valid: dict[str, Any] = resource
     return valid
 

@@ -187,6 +187,20 @@ def test_an_invalid_element_value_is_422_naming_it(
     assert records.storage.last_seq() == 0
 
 
+def test_missing_required_elements_are_422_naming_them(
+    client: TestClient, records: RecordStore
+) -> None:
+    response = client.post(
+        "/fhir/Observation", json={"resourceType": "Observation"}, headers=FHIR_JSON
+    )
+
+    assert_outcome(response, 422, "Observation must contain code")
+    nested = {"resourceType": "Patient", "link": [{"type": "seealso"}]}
+    response = client.post("/fhir/Patient", json=nested, headers=FHIR_JSON)
+    assert_outcome(response, 422, "Patient.link[0] must contain other")
+    assert records.storage.last_seq() == 0
+
+
 def test_an_unknown_element_is_422(client: TestClient, records: RecordStore) -> None:
     response = client.post(
         "/fhir/Patient",
@@ -468,15 +482,23 @@ def test_put_with_a_body_id_other_than_the_url_is_400(
     assert records.storage.last_seq() == 1
 
 
-def test_put_with_a_body_of_another_type_is_400(client: TestClient, records: RecordStore) -> None:
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"resourceType": "Organization"},
+        {"resourceType": "Observation"},  # an invalid one: the type is the fault to name
+    ],
+)
+def test_put_with_a_body_of_another_type_is_400(
+    client: TestClient, records: RecordStore, body: dict[str, Any]
+) -> None:
     pid = create_patient(client)
-    body = {"resourceType": "Organization", "id": pid}
 
     assert_outcome(
-        client.put(f"/fhir/Patient/{pid}", json=body, headers=FHIR_JSON),
+        client.put(f"/fhir/Patient/{pid}", json={**body, "id": pid}, headers=FHIR_JSON),
         400,
-        "Organization",
-        "Patient",
+        f"resourceType is {body['resourceType']}",
+        "the URL names Patient",
     )
     assert records.storage.last_seq() == 1
 
