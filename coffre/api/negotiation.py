@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, unquote_to_bytes
 
 from starlette.requests import Request
 
@@ -33,7 +33,9 @@ _R4 = re.compile(r"4\.0(?:\.[0-9]+)?")
 
 def check_format(request: Request) -> None:
     """Coffre speaks FHIR R4 JSON only: a request for XML, Turtle or another FHIR version
-    gets a 406. ``_format``, where given, overrides ``Accept`` (http.html#mime-type)."""
+    gets a 406. ``_format``, where given, overrides ``Accept`` (http.html#mime-type).
+    A query whose escapes are not UTF-8 is a 400."""
+    _check_query_text(request.scope["query_string"])
     requested = request.query_params.get("_format")
     if requested is not None:
         if not _json_format(requested):
@@ -48,6 +50,22 @@ def check_format(request: Request) -> None:
         raise FhirError(
             406, "not-supported", f"Accept: {accept} cannot be met: Coffre serves {SERVED}"
         )
+
+
+def _check_query_text(query: bytes) -> None:
+    """A query's ``%XX`` escapes must spell UTF-8 text: decoded leniently, ``name=%E9``
+    would search for a replacement character and find nothing, with no error."""
+    if b"%" not in query:
+        return
+    try:
+        unquote_to_bytes(query).decode()
+    except UnicodeDecodeError:
+        raise FhirError(
+            400,
+            "structure",
+            "the URL's query has %-escapes that are not UTF-8: escape each character's UTF-8"
+            " bytes (é is %C3%A9, not %E9)",
+        ) from None
 
 
 @lru_cache(maxsize=256)
@@ -144,8 +162,12 @@ async def read_form(request: Request, max_bytes: int) -> list[tuple[str, str]]:
             f"the search's body is {content_type or 'of no Content-Type'}; send its parameters"
             f" as {FORM}",
         )
+    media = parse_media_type(request.headers["content-type"])
+    charset = None if media is None else media.parameter("charset")
+    if charset is not None and charset.lower() != "utf-8":
+        raise FhirError(415, "not-supported", f"the search form is in {charset}; send it in UTF-8")
     try:
-        return parse_qsl(body.decode(), keep_blank_values=True)
+        return parse_qsl(body.decode(), keep_blank_values=True, errors="strict")
     except UnicodeDecodeError:
         raise FhirError(400, "structure", "the search form is not UTF-8 text") from None
 
@@ -155,6 +177,14 @@ def _content_type(request: Request) -> str:
 
 
 async def _read_body(request: Request, max_bytes: int) -> bytes:
+    coding = request.headers.get("content-encoding", "").strip().lower()
+    if coding not in ("", "identity"):
+        raise FhirError(
+            415,
+            "not-supported",
+            f"the body's Content-Encoding is {coding}, which Coffre does not decode: send it"
+            " as it is, without Content-Encoding",
+        )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes:
         raise _too_large(max_bytes)

@@ -618,14 +618,61 @@ def test_a_non_ascii_digit_is_not_a_500(client: TestClient, url: str) -> None:
     assert response.status_code in (400, 404), response.text
 
 
-def test_post_search_with_a_body_that_is_not_utf8_is_400(client: TestClient) -> None:
+@pytest.mark.parametrize("form", [b"identifier=\xff\xfe", b"name=L%E9v"])
+def test_post_search_with_a_body_that_is_not_utf8_is_400(client: TestClient, form: bytes) -> None:
     response = client.post(
         "/fhir/Patient/_search",
-        content=b"identifier=\xff\xfe",
+        content=form,
         headers={"Content-Type": "application/x-www-form-urlencoded"},
     )
 
-    assert_outcome(response, 400)
+    assert_outcome(response, 400, "UTF-8")
+
+
+def test_post_search_with_a_form_in_another_charset_is_415(client: TestClient) -> None:
+    """Read as UTF-8, ``L%E9v`` would search for a replacement character and find none."""
+    response = client.post(
+        "/fhir/Patient/_search",
+        content=b"name=L%E9v",
+        headers={"Content-Type": "application/x-www-form-urlencoded; charset=ISO-8859-1"},
+    )
+
+    assert_outcome(response, 415, "ISO-8859-1", "UTF-8")
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "/fhir/Patient?name=%ff%fe",
+        "/fhir/Patient?name=L%E9v",
+        "/fhir/Patient/x/_history?_since=%C3",
+    ],
+)
+def test_a_query_whose_escapes_are_not_utf8_is_400(client: TestClient, url: str) -> None:
+    """Decoded leniently, it would search for replacement characters: nothing, no error."""
+    assert_outcome(client.get(url), 400, "not UTF-8", "%C3%A9")
+
+
+def test_a_query_of_escaped_utf8_is_taken(client: TestClient) -> None:
+    response = client.get("/fhir/Patient?name=L%C3%A9v%C3%AAque")
+
+    assert response.status_code == 200, response.text
+
+
+@pytest.mark.parametrize("coding", ["gzip", "br", "deflate"])
+def test_a_body_with_a_content_encoding_is_415(
+    client: TestClient, records: RecordStore, coding: str
+) -> None:
+    """Coffre decodes no content coding: read as it is, a compressed body is nonsense, and
+    a body labelled compressed that is not would be taken for what it is not."""
+    response = client.post(
+        "/fhir/Patient",
+        content=b'{"resourceType": "Patient"}',
+        headers={**FHIR_JSON, "Content-Encoding": coding},
+    )
+
+    assert_outcome(response, 415, f"Content-Encoding is {coding}", "without Content-Encoding")
+    assert records.storage.last_seq() == 0
 
 
 def test_post_search_with_a_body_over_the_limit_is_413(records: RecordStore) -> None:
