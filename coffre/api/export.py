@@ -35,7 +35,7 @@ from coffre.exceptions import FhirError, information
 from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.ledger.leaf import LeafKind
-from coffre.search.results import single
+from coffre.search.results import listed, single
 from coffre.service import RecordStore, Stored
 from coffre.service.commits import GroupCommitter
 from coffre.service.export import (
@@ -121,12 +121,13 @@ def _kick_off_job(request: Request, level: str, group: str | None = None) -> Exp
         )
         raise FhirError(400, "not-supported", message)
     pairs = list(params.multi_items())
-    output = _output_format(single(pairs, "_outputFormat") or NDJSON)
+    given = single(pairs, "_outputFormat")
+    output = NDJSON if given is None else _output_format(given)
     if output not in OUTPUT_FORMATS:
         raise FhirError(
             400, "not-supported", f"_outputFormat={output}: Coffre exports {NDJSON} only"
         )
-    types = [t for raw in params.getlist("_type") for t in raw.split(",") if t]
+    types = listed(pairs, "_type")
     after = since(pairs)
     records = _records(request)
     client = _client_of(request)

@@ -104,8 +104,6 @@ def _include_problem(parts: tuple[str, ...]) -> str | None:
     """Why Coffre cannot follow an include, or None when it can."""
     source, name = parts[0], parts[1]
     target = parts[2] if len(parts) > 2 else None
-    if target is not None and target not in RESOURCE_TYPES:
-        return f"{target!r} is not a FHIR R4 resource type"
     if name == "*":
         return None
     if source == "*":
@@ -130,6 +128,10 @@ def includes(pairs: Pairs, strict: bool) -> tuple[list[Include], list[str]]:
             parts = tuple(spec.split(":"))
             if (len(parts) < 2 and parts != ("*",)) or parts[0] not in (*RESOURCE_TYPES, "*"):
                 raise FhirError(400, "invalid", f"{spec!r} is not Type:parameter[:target]")
+            if len(parts) > 2 and parts[2] not in RESOURCE_TYPES:  # a typo, not a choice
+                raise FhirError(
+                    400, "invalid", f"{key}={spec}: {parts[2]!r} is not a FHIR R4 resource type"
+                )
             parts = parts if len(parts) > 1 else ("*", "*")
             reason = _include_problem(parts)
             if reason is None:

@@ -138,6 +138,13 @@ def criterion(name: str, raw: str) -> Criterion:
             f"the search parameter {name[:100]!r} follows {links} references;"
             f" Coffre follows {MAX_LINKS} at most",
         )
+    if name == "_has" or not all(name.split(".")):  # leniently ignored, it would match all
+        raise FhirError(
+            400,
+            "invalid",
+            f"{name!r} is not the name of a search parameter: a chain joins names with single"
+            " dots (general-practitioner.name), a reverse chain is _has:Type:reference:parameter",
+        )
     values = split_or(raw)
     if any(not value.strip() for value in values):
         raise FhirError(

@@ -47,5 +47,11 @@ def one_of(pairs: Pairs, name: str, allowed: tuple[str, ...]) -> str | None:
 
 
 def listed(pairs: Pairs, name: str) -> list[str]:
-    """The values of a parameter that takes a list (``_elements=a,b``), however often given."""
-    return [part for key, raw in pairs if key == name for part in raw.split(",") if part]
+    """The values of a parameter that takes a list (``_elements=a,b``), however often given;
+    400 for an empty one (``_type=``, ``a,,b``), which would otherwise narrow nothing."""
+    parts = [part.strip() for key, raw in pairs if key == name for part in raw.split(",")]
+    if "" in parts:
+        raise FhirError(
+            400, "invalid", f"{name} has an empty value: give names separated by commas (a,b)"
+        )
+    return parts

@@ -278,6 +278,9 @@ def test_every_resource_handed_out_is_an_export_leaf_and_the_log_audits(
         ("", {"Accept": "application/fhir+json"}, 400),  # no Prefer: respond-async
         ("", {"Prefer": "return=minimal"}, 400),
         ("?_type=Patient,Nonsense", ASYNC, 400),
+        ("?_type=", ASYNC, 400),  # would export every type
+        ("?_type=Patient,,Observation", ASYNC, 400),
+        ("?_outputFormat=", ASYNC, 400),
         ("?_outputFormat=text/csv", ASYNC, 400),
         ("?_since=yesterday", ASYNC, 400),
         ("?_typeFilter=Patient%3Fgender%3Dmale", ASYNC, 400),

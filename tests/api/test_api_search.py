@@ -456,6 +456,28 @@ def test_a_decimal_is_found_at_the_precision_it_was_written_with(client: TestCli
     assert _ids(_search(client, "Observation?value-quantity=7.20&_sort=value-quantity")) == ["lab"]
 
 
+@pytest.mark.parametrize(
+    "query",
+    [
+        "Patient?_elements=",
+        "Patient?_elements=gender,,name",
+        "Patient/ana/$everything?_type=",
+        "Patient/ana/$everything?_type=Observation,,Encounter",
+        "Patient?_include=",
+        "Patient?_include=Patient:organization:Foo",  # a typo, even leniently
+    ],
+)
+def test_an_empty_or_misspelt_name_in_a_list_is_400(client: TestClient, query: str) -> None:
+    """Left out, it would narrow nothing: every element, every type, or no include."""
+    _people(client)
+
+    response = client.get(f"/fhir/{query}", headers={"Prefer": "handling=lenient"})
+
+    assert response.status_code == 400, response.text
+    (issue,) = response.json()["issue"]
+    assert "empty value" in issue["diagnostics"] or "'Foo'" in issue["diagnostics"]
+
+
 def test_a_malformed_sort_is_refused_saying_what_a_sort_looks_like(client: TestClient) -> None:
     _people(client)
     for sort in ("--birthdate", "", "-", "birthdate,,family", "family,", "-,family"):

@@ -88,6 +88,15 @@ def test_a_chain_or_has_naming_no_resource_type_is_refused_even_leniently(
     )
 
 
+@pytest.mark.parametrize(
+    "query",
+    [".name=x", "general-practitioner.=x", "general-practitioner..name=x", "_has=x", "=x"],
+)
+def test_a_malformed_chain_or_has_is_refused_even_leniently(query: str) -> None:
+    """Ignored as an unknown parameter, it would answer with every Patient."""
+    assert "is not the name of a search parameter" in _refusal("Patient", query)
+
+
 def test_an_unknown_parameter_behind_a_known_type_is_still_ignored_leniently() -> None:
     query = parse_criteria("subject:Patient.foo=x")
     kept, ignored = check_criteria("Observation", query, strict=False)
