@@ -645,6 +645,12 @@ class BundleProcessor:
         rewrite_references(_own_part(resource), resolve)
 
     def _execute(self, writer: Writer, entry: Entry, targets: dict[str, str]) -> dict[str, Any]:
+        answer = self._answer(writer, entry, targets)
+        if entry.method == "HEAD":  # a GET's answer without its body, as over REST
+            answer.pop("resource", None)
+        return answer
+
+    def _answer(self, writer: Writer, entry: Entry, targets: dict[str, str]) -> dict[str, Any]:
         if entry.same_as is not None and entry.existing is None:
             assert entry.resource_id is not None  # created by the earlier entry, which ran
             entry.existing = writer.latest(entry.resource_type, entry.resource_id)

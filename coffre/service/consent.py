@@ -17,7 +17,7 @@ from typing import Any
 
 from coffre.exceptions import FhirError
 from coffre.fhir.compartment import patient_of
-from coffre.service.records import Outcome, RecordStore, Stored, Writer, instant
+from coffre.service.records import Outcome, RecordStore, Stored, Writer, gone, instant
 
 CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
 CONSENT_CATEGORY = "http://terminology.hl7.org/CodeSystem/consentcategorycodes"
@@ -95,11 +95,13 @@ def research_opt_out(records: RecordStore, patient_id: str) -> bool:
 
 def record_research_consent(writer: Writer, patient_id: str, opt_out: bool) -> Outcome:
     """Record (``opt_out``) or withdraw the patient's refusal, in ``writer``'s
-    transaction; 404 if the patient does not exist. Saying the same twice makes no new
-    version."""
+    transaction; 404 if the patient does not exist, 410 if deleted (as a read of it).
+    Saying the same twice makes no new version."""
     patient = writer.latest("Patient", patient_id)
-    if patient is None or patient.deleted:
+    if patient is None:
         raise FhirError(404, "not-found", f"Patient/{patient_id} does not exist")
+    if patient.deleted:
+        raise gone("Patient", patient_id)
     consent_id = research_consent_id(writer.records, patient_id)
     current = writer.latest("Consent", consent_id)
     if current is not None and not current.deleted:

@@ -167,6 +167,14 @@ def check_id(resource_type: str, resource_id: str) -> None:
             f"{resource_id!r} is not a valid FHIR id (1-64 of A-Z a-z 0-9 - .)",
             f"{resource_type}.id",
         )
+    if resource_id in (".", ".."):  # FHIR's pattern allows them; URLs do not keep them
+        raise FhirError(
+            400,
+            "invalid",
+            f"{resource_id!r} cannot be an id: clients and proxies read it in a URL as a path"
+            f" step ({resource_type}/{resource_id} would become another address); choose another",
+            f"{resource_type}.id",
+        )
 
 
 def _associated(loc: bytes, version: int, comp: bytes, ts: int, deleted: bool) -> bytes:

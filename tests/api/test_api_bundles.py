@@ -692,6 +692,39 @@ def test_a_transaction_entry_whose_if_none_match_names_the_record_changes_nothin
     assert client.get(f"/fhir/Patient/{pid}").json()["gender"] == "male"
 
 
+@pytest.mark.parametrize("resource_id", [".", ".."])
+def test_an_id_that_urls_read_as_a_path_step_is_refused(
+    client: TestClient, records: RecordStore, resource_id: str
+) -> None:
+    """FHIR's id pattern allows ``.`` and ``..``; Patient/.. would be read as /fhir."""
+    write = entry("PUT", f"Patient/{resource_id}", {"resourceType": "Patient", "id": resource_id})
+
+    response = send(client, bundle("transaction", write))
+
+    assert_outcome(response, 400, f"{resource_id!r} cannot be an id", "path")
+    assert records.storage.last_seq() == 0
+
+
+def test_head_entries_answer_without_a_body(client: TestClient) -> None:
+    pid = created_id(client, patient("head-1"))
+
+    response = send(
+        client,
+        bundle(
+            "batch",
+            entry("HEAD", f"Patient/{pid}"),
+            entry("HEAD", f"Patient?identifier={SYSTEM}|head-1"),
+            entry("GET", f"Patient/{pid}"),
+        ),
+    )
+
+    head, head_search, get = response.json()["entry"]
+    assert head["response"]["status"] == "200 OK" and "resource" not in head
+    assert head["response"]["etag"] == 'W/"1"'
+    assert head_search["response"]["status"] == "200 OK" and "resource" not in head_search
+    assert get["resource"]["id"] == pid
+
+
 def test_transaction_conditional_creates_with_the_same_criteria_create_one_resource(
     client: TestClient,
 ) -> None:

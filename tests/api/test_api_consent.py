@@ -65,6 +65,14 @@ def test_a_missing_patient_is_404_both_ways(client: TestClient) -> None:
     assert client.put(url, json=_parameters(True), headers=FHIR_JSON).status_code == 404
 
 
+def test_a_deleted_patient_is_410_both_ways(client: TestClient) -> None:
+    patient = _patient(client)
+    assert client.delete(f"/fhir/Patient/{patient}").status_code == 204
+    url = f"/fhir/Patient/{patient}/$research-consent"
+    assert client.get(url).status_code == 410
+    assert client.put(url, json=_parameters(True), headers=FHIR_JSON).status_code == 410
+
+
 def test_the_input_is_a_parameters_with_one_boolean(client: TestClient) -> None:
     url = f"/fhir/Patient/{_patient(client)}/$research-consent"
     for body in ({"optOut": True}, _parameters("yes"), {"resourceType": "Parameters"}):
