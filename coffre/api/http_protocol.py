@@ -3,6 +3,7 @@
 uvicorn answers such a request itself, before the application sees it, with a plain-text
 400. A FHIR client gets JSON it can show instead, and a URL too long to parse (llhttp
 keeps a URL's offsets in 16 bits) is a 414 that names the way out: a search by POST.
+Headers past a bound are a 431, answered as soon as the bound is passed.
 """
 
 from __future__ import annotations
@@ -14,11 +15,44 @@ from coffre.exceptions import FhirError
 from coffre.fhir import json
 
 MAX_URL_BYTES = 0xFFFF
+MAX_HEAD_BYTES = 256 * 1024
+"""The request line and headers together (nginx's default is 32 KB): the parser keeps a
+header whole before handing it on, so without a bound a client could send one of any
+size and have it held in memory."""
+
+
+LINGER_SECONDS = 5.0
+"""How long a refused connection's further input is read and dropped before it closes:
+closed at once with the client still sending, the kernel would reset it, and the
+client could lose the answer."""
 
 
 class FhirHttpToolsProtocol(HttpToolsProtocol):
+    _in_head = True
+    _head_bytes = 0
+    _refused = False
+
+    def data_received(self, data: bytes) -> None:
+        if self._refused:
+            return
+        if self._in_head:
+            self._head_bytes += len(data)
+        super().data_received(data)
+        if self._in_head and self._head_bytes > MAX_HEAD_BYTES and not self.transport.is_closing():
+            self._refuse(_head_too_large(self._head_bytes))
+
+    def on_headers_complete(self) -> None:
+        self._in_head, self._head_bytes = False, 0
+        super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_head = True
+        super().on_message_complete()
+
     def send_400_response(self, msg: str) -> None:
-        error = _unreadable(len(self.url))
+        self._refuse(_unreadable(len(self.url)))
+
+    def _refuse(self, error: FhirError) -> None:
         body = json.dumps(error.outcome())
         head = [STATUS_LINE[error.status]]
         for name, value in self.server_state.default_headers:
@@ -29,7 +63,21 @@ class FhirHttpToolsProtocol(HttpToolsProtocol):
             b"connection: close\r\n\r\n",
         ]
         self.transport.write(b"".join(head) + body)
-        self.transport.close()
+        self._refused = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+            self.loop.call_later(LINGER_SECONDS, self.transport.close)
+        else:
+            self.transport.close()
+
+
+def _head_too_large(received: int) -> FhirError:
+    message = (
+        f"the request's headers take more than {MAX_HEAD_BYTES // 1024} KB ({received:,} bytes"
+        " received before their end): send less, or a long search as POST"
+        " [base]/[type]/_search with its parameters in the body"
+    )
+    return FhirError(431, "too-long", message)
 
 
 def _unreadable(url_bytes: int) -> FhirError:

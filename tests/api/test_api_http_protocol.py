@@ -45,3 +45,33 @@ def test_a_malformed_request_is_a_400_operation_outcome(
     status, _, outcome = _exchange(server, request_bytes)
     assert status.startswith("HTTP/1.1 400")
     assert outcome["issue"][0]["code"] == "structure"
+
+
+def test_headers_past_the_bound_are_a_431_answered_before_their_end(
+    server: RunningServer,
+) -> None:
+    """The server answers once the bound is passed, without waiting for the rest (which
+    it then reads and drops, so that the answer is not lost to a reset connection)."""
+    address = urlsplit(server.base_url)
+    head = b"GET /fhir/metadata HTTP/1.1\r\nHost: localhost\r\nX-Padding: "
+    with socket.create_connection((address.hostname, address.port), timeout=30) as connection:
+        connection.sendall(head + b"a" * 300_000)
+        first = connection.recv(65536)  # the headers never end: an answer is early
+        for _ in range(100):  # 6.5 MB more, read and dropped
+            connection.sendall(b"a" * 65536)
+        received = first
+        while chunk := connection.recv(65536):
+            received += chunk
+    status, _, rest = received.partition(b"\r\n")
+    assert status == b"HTTP/1.1 431 Request Header Fields Too Large"
+    outcome = orjson.loads(rest.partition(b"\r\n\r\n")[2])
+    assert outcome["resourceType"] == "OperationOutcome"
+    assert "256 KB" in outcome["issue"][0]["diagnostics"]
+
+
+def test_headers_under_the_bound_are_served(server: RunningServer) -> None:
+    padding = "a" * 100_000
+    request = f"GET /fhir/metadata HTTP/1.1\r\nHost: localhost\r\nX-Padding: {padding}\r\nConnection: close\r\n\r\n"
+    status, _, outcome = _exchange(server, request.encode())
+    assert status.startswith("HTTP/1.1 200")
+    assert outcome["resourceType"] == "CapabilityStatement"
