@@ -62,7 +62,9 @@ def _whole(request: Request, name: str, default: int | None = None) -> int:
     if len(values) != 1:
         raise FhirError(400, "required", f"give {name} once, as a whole number")
     if not _WHOLE.fullmatch(values[0]):
-        raise FhirError(400, "value", f"{name} is a whole number, not {values[0][:40]!r}")
+        raise FhirError(
+            400, "value", f"{name} is a whole number of at most 20 digits, not {values[0][:40]!r}"
+        )
     return int(values[0])
 
 

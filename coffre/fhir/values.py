@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from coffre.exceptions import FhirError
+
 # SQLite and PostgreSQL integers are signed 64-bit.
 LARGEST = 2**63 - 1
 
@@ -13,3 +15,18 @@ def whole_number(text: str) -> int | None:
         return None  # before int(), which refuses a text of over 4,300 digits
     number = int(text)
     return number if number <= LARGEST else None
+
+
+def given_whole_number(name: str, text: str) -> int:
+    """The value ``text`` of parameter ``name`` as a whole number, or a 400 saying why it
+    is not one: not digits, or more than the storage's integers hold."""
+    number = whole_number(text)
+    if number is None:
+        digits = text.isascii() and text.isdigit()
+        why = (
+            f"is a whole number larger than {LARGEST:,}, the largest Coffre takes"
+            if digits
+            else "is not a whole number"
+        )
+        raise FhirError(400, "invalid", f"{name}={text} {why}")
+    return number

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from coffre.exceptions import FhirError
-from coffre.fhir.values import whole_number
+from coffre.fhir.values import given_whole_number
 
 DEFAULT_COUNT = 50
 MAX_COUNT = 1000
@@ -26,10 +26,7 @@ def number(pairs: Pairs, name: str) -> int | None:
     raw = single(pairs, name)
     if raw is None:
         return None
-    found = whole_number(raw)
-    if found is None:
-        raise FhirError(400, "invalid", f"{name}={raw} is not a whole number")
-    return found
+    return given_whole_number(name, raw)
 
 
 def page_count(pairs: Pairs) -> int:

@@ -276,7 +276,10 @@ def test_an_invalid_contained_resource_is_422(client: TestClient) -> None:
         pytest.param("GET", "/fhir/Patient?_count=-1", 400, "_count=-1", id="count-negative"),
         pytest.param("GET", "/fhir/Patient?_offset=x", 400, "_offset=x", id="offset-x"),
         pytest.param(
-            "GET", "/fhir/Patient?_count=" + "9" * 5000, 400, "whole number", id="count-5000-digits"
+            "GET", "/fhir/Patient?_count=" + "9" * 5000, 400, "larger than", id="count-5000-digits"
+        ),
+        pytest.param(
+            "GET", "/fhir/Patient?_offset=9223372036854775808", 400, "larger than", id="offset-2^63"
         ),
         pytest.param(
             "GET", "/fhir/_history?_snapshot=" + "1" * 5000, 400, "whole number", id="snapshot-5000"
