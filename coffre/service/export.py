@@ -6,7 +6,7 @@ search pages are: a record created after it is left out, one updated after it is
 as it was then. A record deleted or erased by the time it is read is left out: a
 deletion wins over an export still running.
 
-Nothing of an export is stored: its description travels in its URLs as a token MAC'ed
+Nothing of an export is stored: its description travels in its URLs as a token sealed
 under a key of the sovereign side (``ExportJob.token``), so that every gateway process
 serves it alike, however many there are. The only state is a cancellation, an EXPORT
 leaf of the log whose sealed AuditEvent sits under the job's own compartment token,
@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESSIV
 
 from coffre.exceptions import FhirError, operation_outcome
 from coffre.fhir import json
@@ -40,7 +42,8 @@ LEVELS = ("system", "patient", "group")
 PAGE = 256
 # How long an export's URLs stay valid.
 LIFETIME_US = 24 * 3600 * 1_000_000
-_FORMAT = 1
+_FORMAT = 2
+_TOKEN_DATA = b"coffre export job"
 JOB_TYPE = "$export"
 """The pseudo-type of an export job's location and compartment tokens: never a FHIR type."""
 
@@ -57,10 +60,11 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _job_key(keys: PurposeKeys) -> bytes:
-    """The key export tokens are MAC'ed under, derived from the vault's purpose keys as
-    the short index key is: the host never holds it."""
-    return keys.index("", "", "\x00export job key")
+def _job_cipher(keys: PurposeKeys) -> AESSIV:
+    """What export tokens are sealed with: AES-SIV, deterministic (a job always has the
+    same token, whose hash names it), under a key derived from the vault's purpose keys
+    as the short index key is: the host never holds it."""
+    return AESSIV(b"".join(keys.index_subkey(f"export job key {part}") for part in range(4)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,27 +93,24 @@ class ExportJob:
         return self.started + LIFETIME_US
 
     def token(self, keys: PurposeKeys) -> str:
-        """The job as a URL path segment: its fields, then their MAC."""
-        fields = {"f": _FORMAT, **asdict(self)}
-        payload = json.canonical(fields)
-        return _b64(payload) + "." + _b64(hmac.digest(_job_key(keys), payload, "sha256"))
+        """The job as a URL path segment: its fields sealed, so that nothing of the
+        kick-off (a Group's id, its URL's values) can be read from the URLs."""
+        payload = json.canonical({"f": _FORMAT, **asdict(self)})
+        return _b64(_job_cipher(keys).encrypt(payload, [_TOKEN_DATA]))
 
     @classmethod
     def from_token(cls, keys: PurposeKeys, token: str) -> ExportJob:
         """The job a token describes; 404 for a token this side did not make, or expired."""
         unknown = FhirError(404, "not-found", "no such export: the URL is unknown or expired")
-        payload_text, _, mac_text = token.partition(".")
         try:
-            payload, mac = _unb64(payload_text), _unb64(mac_text)
-        except ValueError:
+            payload = _job_cipher(keys).decrypt(_unb64(token), [_TOKEN_DATA])
+        except (ValueError, InvalidTag):
             raise unknown from None
-        if not hmac.compare_digest(mac, hmac.digest(_job_key(keys), payload, "sha256")):
-            raise unknown
         fields: dict[str, Any] = json.loads(payload)
         if fields.pop("f") != _FORMAT:
             raise unknown
         types = fields.pop("types")
-        ignored = tuple(fields.pop("ignored", ()))  # absent from the tokens made before it
+        ignored = tuple(fields.pop("ignored"))
         job = cls(**fields, types=None if types is None else tuple(types), ignored=ignored)
         if _now_us() > job.expires:
             raise unknown

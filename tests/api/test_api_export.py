@@ -371,21 +371,22 @@ def test_a_patient_export_refuses_a_type_outside_every_compartment(client: TestC
 
 def test_a_tampered_status_or_file_url_is_refused(client: TestClient) -> None:
     _people(client)
-    status_url = kick_off(client, "/fhir/$export?_type=Patient")
+    status_url = kick_off(client, "/fhir/$export?_type=Patient&_since=2020-01-01T00:00:00Z")
     file_url = manifest(client, status_url)["output"][0]["url"]
     token = status_url.rsplit("/", 1)[1]
-    payload, mac = token.split(".")
-    decoded = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
-    decoded["level"] = "system"
-    decoded["types"] = None
-    forged = base64.urlsafe_b64encode(json.canonical(decoded)).rstrip(b"=").decode()
-    for url in (
-        status_url.replace(token, f"{forged}.{mac}"),
-        status_url.replace(token, f"{payload}.{mac[:-2]}AA"),
-        status_url.replace(token, "nonsense"),
-        file_url.replace(token, f"{forged}.{mac}"),
+    sealed = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
+    assert not any(text in sealed for text in (b"Patient", b"2020", b"system", b"_type"))
+    flipped = bytearray(sealed)
+    flipped[len(flipped) // 2] ^= 1
+    unsealed = {"f": 2, "level": "system", "types": None, "request": status_url}
+    for forged in (
+        base64.urlsafe_b64encode(bytes(flipped)).rstrip(b"=").decode(),
+        base64.urlsafe_b64encode(json.canonical(unsealed)).rstrip(b"=").decode(),
+        token[:-4],
+        "nonsense",
     ):
-        assert client.get(url).status_code == 404, url
+        assert client.get(status_url.replace(token, forged)).status_code == 404, forged
+        assert client.get(file_url.replace(token, forged)).status_code == 404, forged
     assert client.get(file_url.replace("/Patient", "/Organization")).status_code == 404
 
 
