@@ -266,6 +266,11 @@ def _value_problem(param: SearchParameter, kind: str, modifier: str | None, raw:
     fields = split_escaped(raw, "|")
     if kind == "quantity" and (len(fields) not in (1, 3) or _system_without_code(fields)):
         return "a quantity is number, number|system|code, or number||code (any system)"
+    if kind == "token" and modifier not in ("of-type", "text") and len(fields) > 2:
+        return (
+            "a token is code, system|code, |code or system| (a | within a system or code is"
+            " escaped as \\|)"
+        )
     if kind == "token" and modifier == "of-type" and (len(fields) != 3 or not all(fields[1:])):
         return (
             ":of-type takes system|code|value (the identifier type's system and code, then"

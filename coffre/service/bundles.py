@@ -22,6 +22,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 
 from coffre.exceptions import FhirError, information
 from coffre.fhir import json
+from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir.references import parse_reference, references_in, rewrite_references
 from coffre.fhir.validation import url_type, validate
 from coffre.ledger.leaf import LeafKind
@@ -179,6 +180,15 @@ def _parse_entry(index: int, entry: dict[str, Any], base_url: str) -> Entry:
     resource = entry.get("resource")
     resource_type = _of_entry(index, url_type, parts[0])
     if_none_exist = request.get("ifNoneExist")
+    if method == "POST" and query:  # a conditional create's criteria, as over REST
+        if if_none_exist:
+            raise FhirError(
+                400,
+                "invalid",
+                f"entry[{index}]: a conditional create gives its criteria once, in"
+                " request.ifNoneExist or in the url's query, not both",
+            )
+        if_none_exist, query = query, ""
     if if_none_exist:
         if_none_exist = _of_entry(index, partial(if_none_exist_query, resource_type), if_none_exist)
     return Entry(
@@ -630,6 +640,13 @@ class BundleProcessor:
                     400, "not-found", f"the reference {reference} names no entry of this bundle"
                 )
             resource_type, query_mark, query = reference.partition("?")
+            if query_mark and resource_type.isalpha() and resource_type not in RESOURCE_TYPES:
+                raise FhirError(
+                    400,
+                    "invalid",
+                    f"the conditional reference {reference} names {resource_type!r}, not an R4"
+                    " resource type",
+                )
             if query_mark and parse_reference(resource_type + "/x") is not None:
                 match = self._single_match(writer, resource_type, query, "conditional reference")
                 if match is None:

@@ -402,6 +402,33 @@ def test_transaction_with_an_unresolvable_conditional_reference_writes_nothing(
     assert total(client, "/fhir/Patient") == 0
 
 
+def test_a_conditional_reference_to_no_resource_type_is_400(
+    client: TestClient, records: RecordStore
+) -> None:
+    """A typo: stored as written, it would be a reference to nothing."""
+    organisation = {"reference": "Organisation?identifier=x"}
+    body = bundle(
+        "transaction", entry("POST", "Patient", patient("t-14", managingOrganization=organisation))
+    )
+
+    assert_outcome(send(client, body), 400, "'Organisation'", "not an R4 resource type")
+    assert records.storage.last_seq() == 0
+
+
+def test_a_post_entry_s_query_is_its_condition(client: TestClient, records: RecordStore) -> None:
+    """As over REST (fhirpy sends a conditional create so): not ignored."""
+    pid = created_id(client, patient("t-15"))
+    query = f"Patient?identifier={SYSTEM}|t-15"
+
+    response = send(client, bundle("transaction", entry("POST", query, patient("t-15"))))
+
+    assert response.status_code == 200, response.text
+    assert response.json()["entry"][0]["response"]["location"].startswith(f"Patient/{pid}/")
+    assert total(client, "/fhir/Patient") == 1
+    both = entry("POST", query, patient("t-15"), ifNoneExist=f"identifier={SYSTEM}|t-15")
+    assert_outcome(send(client, bundle("transaction", both)), 400, "not both")
+
+
 def test_transaction_with_an_ambiguous_conditional_reference_is_412(
     client: TestClient, records: RecordStore
 ) -> None:

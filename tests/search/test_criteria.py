@@ -88,6 +88,16 @@ def test_a_chain_or_has_naming_no_resource_type_is_refused_even_leniently(
     )
 
 
+@pytest.mark.parametrize("query", ["identifier=|||", "identifier=a|b|c", "gender:not=a|b|c"])
+def test_a_token_of_more_than_two_parts_is_refused(query: str) -> None:
+    assert "a token is code, system|code" in _refusal("Patient", query)
+
+
+def test_an_escaped_bar_keeps_a_token_in_two_parts() -> None:
+    kept, _ = check_criteria("Patient", parse_criteria(r"identifier=urn:x|a\|b"))
+    assert len(kept) == 1
+
+
 @pytest.mark.parametrize(
     "query",
     [".name=x", "general-practitioner.=x", "general-practitioner..name=x", "_has=x", "=x"],
