@@ -38,6 +38,10 @@ def since(pairs: Pairs) -> int | None:
     return moment
 
 
+UNSUPPORTED = ("_at", "_list", "_sort", "_summary", "_elements", "_include", "_revinclude")
+"""What a search takes and a history does not (R4 gives it _count, _since, _at, _list)."""
+
+
 def refuse_unsupported(pairs: Pairs, names: tuple[str, ...], what: str, takes: str) -> None:
     """Parameters that would narrow an answer Coffre cannot narrow by them (a history's
     ``_at`` and ``_list``): ignored, they would hand out what the client did not ask for."""
@@ -90,7 +94,7 @@ def history_bundle(
     compartment before it moved): they are neither listed, nor counted in its total, nor
     take a place in its pages."""
     pairs = list(request.query_params.multi_items())
-    refuse_unsupported(pairs, ("_at", "_list"), "history", "_since and _count")
+    refuse_unsupported(pairs, UNSUPPORTED, "history", "_since and _count")
     count = page_count(pairs)
     snapshot = number(pairs, "_snapshot") or records.storage.last_seq()
     offset = number(pairs, "_offset") or 0

@@ -911,7 +911,9 @@ def test_history_with_count_zero_has_no_next_link(client: TestClient) -> None:
     assert [link["relation"] for link in page["link"]] == ["self"]
 
 
-@pytest.mark.parametrize("parameter", ["_at=2020-01-01", "_list=List/1"])
+@pytest.mark.parametrize(
+    "parameter", ["_at=2020-01-01", "_list=List/1", "_sort=-_lastUpdated", "_summary=count"]
+)
 @pytest.mark.parametrize(
     "url", ["/fhir/_history", "/fhir/Patient/_history", "/fhir/Patient/{pid}/_history"]
 )
@@ -919,7 +921,7 @@ def test_history_refuses_the_filters_it_cannot_apply(
     client: TestClient, url: str, parameter: str
 ) -> None:
     """A history with ``_at`` or ``_list`` listed every version, and said in its self link
-    that it had applied them."""
+    that it had applied them; ``_sort`` or ``_summary`` would be as silently ignored."""
     pid = created_id(client, patient("h-1"))
 
     response = client.get(f"{url.format(pid=pid)}?{parameter}")
