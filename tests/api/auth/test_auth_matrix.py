@@ -899,6 +899,18 @@ def test_a_conditional_create_never_matches_a_record_it_cannot_see(world: World)
     assert response.status_code == 201 and response.json()["id"] not in ("obs-bob",)
 
 
+def test_a_conditional_update_matching_nothing_says_nothing_of_a_hidden_record(
+    world: World,
+) -> None:
+    """Its body's id names bob's observation, hidden from alice: answered as missing, as
+    a plain update of it is, not with the 409 that would say it exists."""
+    body = _observation("obs-bob", "alice", code={"text": "overwritten"})
+    plain = world.call(PATIENT, "PUT", "Observation/obs-bob", json=body)
+    conditional = world.call(PATIENT, "PUT", "Observation?_id=nothing-here", json=body)
+    assert plain.status_code == conditional.status_code == 404, conditional.text
+    assert world.records.read("Observation", "obs-bob").resource()["code"] == CODE
+
+
 # Criteria whose chain or _has names bob's records, which only their matches can hide:
 # bob's name through alice's observation (its focus), bob's care team through Dr Team.
 HIDDEN_CHAINS = (
