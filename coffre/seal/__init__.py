@@ -1,4 +1,5 @@
-"""The only user of ``cryptography.hazmat``: purpose keys, blind tokens, the record envelope.
+"""The only user of ``cryptography.hazmat``: purpose keys, blind tokens, the record envelope,
+the deterministic seal of what travels in URLs.
 
 Everything here is a pure function of keys and bytes: no storage, no FHIR semantics.
 """

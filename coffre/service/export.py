@@ -22,16 +22,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESSIV
-
-from coffre.exceptions import FhirError, operation_outcome
+from coffre.exceptions import FhirError, SealError, operation_outcome
 from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir.compartment import compartment_patients
 from coffre.fhir.references import parse_reference
 from coffre.ledger.leaf import NO_DIGEST
 from coffre.seal import PurposeKeys
+from coffre.seal.siv import DeterministicSeal
 from coffre.service.records import RecordStore, Stored
 from coffre.service.searching import compartment_types
 from coffre.storage.base import HistoryQuery, SealedVersion
@@ -60,11 +58,12 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
-def _job_cipher(keys: PurposeKeys) -> AESSIV:
-    """What export tokens are sealed with: AES-SIV, deterministic (a job always has the
-    same token, whose hash names it), under a key derived from the vault's purpose keys
-    as the short index key is: the host never holds it."""
-    return AESSIV(b"".join(keys.index_subkey(f"export job key {part}") for part in range(4)))
+def _job_seal(keys: PurposeKeys) -> DeterministicSeal:
+    """What export tokens are sealed with: deterministic (a job always has the same
+    token, whose hash names it), under a key derived from the vault's purpose keys as the
+    short index key is: the host never holds it."""
+    key = b"".join(keys.index_subkey(f"export job key {part}") for part in range(4))
+    return DeterministicSeal(key, _TOKEN_DATA)
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,15 +95,15 @@ class ExportJob:
         """The job as a URL path segment: its fields sealed, so that nothing of the
         kick-off (a Group's id, its URL's values) can be read from the URLs."""
         payload = json.canonical({"f": _FORMAT, **asdict(self)})
-        return _b64(_job_cipher(keys).encrypt(payload, [_TOKEN_DATA]))
+        return _b64(_job_seal(keys).close(payload))
 
     @classmethod
     def from_token(cls, keys: PurposeKeys, token: str) -> ExportJob:
         """The job a token describes; 404 for a token this side did not make, or expired."""
         unknown = FhirError(404, "not-found", "no such export: the URL is unknown or expired")
         try:
-            payload = _job_cipher(keys).decrypt(_unb64(token), [_TOKEN_DATA])
-        except (ValueError, InvalidTag):
+            payload = _job_seal(keys).open(_unb64(token))
+        except (ValueError, SealError):
             raise unknown from None
         fields: dict[str, Any] = json.loads(payload)
         if fields.pop("f") != _FORMAT:
