@@ -201,6 +201,27 @@ def test_missing_required_elements_are_422_naming_them(
     assert records.storage.last_seq() == 0
 
 
+@pytest.mark.parametrize(
+    ("body", "element", "fault"),
+    [
+        ({"name": [{}]}, "Patient.name[0]", "is empty"),
+        ({"name": []}, "Patient.name", "empty array"),
+        ({"name": [{"family": "Roy", "period": {}}]}, "Patient.name[0].period", "is empty"),
+        ({"contained": [{"resourceType": "Organization", "type": []}]}, "type", "empty array"),
+    ],
+)
+def test_an_empty_element_or_array_is_422_naming_it(
+    client: TestClient, records: RecordStore, body: dict[str, Any], element: str, fault: str
+) -> None:
+    """ele-1: an element has a value or children; and FHIR JSON has no empty arrays."""
+    response = client.post(
+        "/fhir/Patient", json={"resourceType": "Patient", **body}, headers=FHIR_JSON
+    )
+
+    assert_outcome(response, 422, element, fault)
+    assert records.storage.last_seq() == 0
+
+
 def test_an_unknown_element_is_422(client: TestClient, records: RecordStore) -> None:
     response = client.post(
         "/fhir/Patient",
