@@ -95,9 +95,6 @@ def compile_schema(schema: dict[str, Any]) -> tuple[str, list[str]]:
         if "properties" in definition:
             definition.setdefault("type", "object")
             definition["minProperties"] = 1  # ele-1: an element has a value or children
-    for node in _objects(schema):  # nor is an array empty (json.html)
-        if node.get("type") == "array":
-            node["minItems"] = 1
     # One property per resource type makes the generator emit a function per definition.
     schema["properties"] = {name: {"$ref": f"#/definitions/{name}"} for name in resource_types}
     code = fastjsonschema.compile_to_code(
@@ -110,7 +107,7 @@ def compile_schema(schema: dict[str, Any]) -> tuple[str, list[str]]:
     # give ("data must contain "): name the missing elements.
     code = code.replace(
         " must contain at least 1 properties", " is empty: an element has a value or children"
-    ).replace(" must contain at least 1 items", " is an empty array: leave the element out")
+    )
     code = re.sub(
         r'(if (\w+)__missing_keys:\n\s+raise JsonSchemaValueException\(.*" must contain )"\)',
         r'\1" + ", ".join(sorted(\2__missing_keys)))',
