@@ -139,14 +139,12 @@ class Authority:
         the password, while the name or the client's address has failed too often."""
         attempt = Attempt(username, request.client.host if request.client else None)
         now = time.time()
-        seconds = self.throttle.seconds_to_wait(attempt, now)
+        seconds = self.throttle.admit(attempt, now)  # counted as failed until it is not
         if seconds:
             raise SignInWait(seconds)
         # scrypt takes tens of milliseconds: not on the event loop.
         user = await run_in_threadpool(self.registry.current().sign_in, username, password)
-        if user is None:
-            self.throttle.failed(attempt, now)
-        else:
+        if user is not None:
             self.throttle.succeeded(attempt)
         return user
 

@@ -4,7 +4,9 @@ Each failed sign-in counts against the user name tried and against the address i
 from. Past a few free failures, the name (or address) waits before its next attempt, twice
 as long after each further failure, up to a cap; a successful sign-in clears the name's
 count. A waiting attempt is refused without checking its password, so guessing costs the
-attacker time, not the gateway scrypt work. The counts live in the sovereign side's
+attacker time, not the gateway scrypt work; an attempt let through counts as a failure
+from then until its password proves right, so that a burst sent at once gets no more
+checks than the free ones. The counts live in the sovereign side's
 sessions file beside the keyring (never on the host), keyed by SHA-256, so the file names
 nobody.
 
@@ -71,41 +73,67 @@ class SignInThrottle:
         self._lock = threading.Lock()
         self._db = open_private(path, _SCHEMA)
 
-    def seconds_to_wait(self, attempt: Attempt, now: float) -> int:
-        """Whole seconds before ``attempt`` may be checked; 0 when it may be now."""
-        digests = [key for key, _free in attempt.counted()]
-        marks = ",".join("?" * len(digests))
-        with self._lock:
-            row = self._db.execute(
-                f"SELECT max(locked_until) FROM sign_in_failures WHERE key IN ({marks})", digests
-            ).fetchone()
-        locked_until = row[0] if row and row[0] is not None else 0.0
-        return max(0, math.ceil(locked_until - now))
-
-    def failed(self, attempt: Attempt, now: float) -> None:
-        """Count a failure against the name and the address; a long-quiet count restarts."""
+    def admit(self, attempt: Attempt, now: float) -> int:
+        """0 when ``attempt`` may have its password checked now, and is then counted as a
+        failure until :meth:`succeeded` says otherwise; else whole seconds to wait. The
+        check and the count are one transaction: attempts made at once count against each
+        other (counted only once their password failed, a burst all got through)."""
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
-                self._db.execute(
-                    "DELETE FROM sign_in_failures WHERE last_failure < ?",
-                    (now - FORGOTTEN_AFTER_SECONDS,),
-                )
-                for key, free in attempt.counted():
-                    row = self._db.execute(
-                        "SELECT failures FROM sign_in_failures WHERE key = ?", (key,)
-                    ).fetchone()
-                    failures = (row[0] if row else 0) + 1
+                wait = self._wait(attempt, now)
+                if not wait:
+                    self._count_failure(attempt, now)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+        return wait
+
+    def seconds_to_wait(self, attempt: Attempt, now: float) -> int:
+        """Whole seconds before ``attempt`` may be checked; 0 when it may be now."""
+        with self._lock:
+            return self._wait(attempt, now)
+
+    def succeeded(self, attempt: Attempt) -> None:
+        """The name's count starts again; the address's loses the failure counted ahead."""
+        (name_key, _free), *others = attempt.counted()
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.execute("DELETE FROM sign_in_failures WHERE key = ?", (name_key,))
+                for key, free in others:
                     self._db.execute(
-                        "INSERT OR REPLACE INTO sign_in_failures VALUES (?, ?, ?, ?)",
-                        (key, failures, now + wait_after(failures, free), now),
+                        "UPDATE sign_in_failures SET failures = failures - 1, locked_until ="
+                        " CASE WHEN failures - 1 < ? THEN 0 ELSE locked_until END"
+                        " WHERE key = ? AND failures > 0",
+                        (free, key),
                     )
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
                 raise
 
-    def succeeded(self, attempt: Attempt) -> None:
-        """The name's count starts again; the address keeps its own."""
-        with self._lock:
-            self._db.execute("DELETE FROM sign_in_failures WHERE key = ?", (attempt.name_key(),))
+    def _wait(self, attempt: Attempt, now: float) -> int:
+        digests = [key for key, _free in attempt.counted()]
+        marks = ",".join("?" * len(digests))
+        row = self._db.execute(
+            f"SELECT max(locked_until) FROM sign_in_failures WHERE key IN ({marks})", digests
+        ).fetchone()
+        locked_until = row[0] if row and row[0] is not None else 0.0
+        return max(0, math.ceil(locked_until - now))
+
+    def _count_failure(self, attempt: Attempt, now: float) -> None:
+        """A failure against the name and the address; a long-quiet count restarts."""
+        self._db.execute(
+            "DELETE FROM sign_in_failures WHERE last_failure < ?", (now - FORGOTTEN_AFTER_SECONDS,)
+        )
+        for key, free in attempt.counted():
+            row = self._db.execute(
+                "SELECT failures FROM sign_in_failures WHERE key = ?", (key,)
+            ).fetchone()
+            failures = (row[0] if row else 0) + 1
+            self._db.execute(
+                "INSERT OR REPLACE INTO sign_in_failures VALUES (?, ?, ?, ?)",
+                (key, failures, now + wait_after(failures, free), now),
+            )
