@@ -323,7 +323,8 @@ def _check_request(request: Request, fields: dict[str, str]) -> None:
 
 def _redirect(uri: str, params: dict[str, str]) -> RedirectResponse:
     separator = "&" if "?" in uri else "?"
-    return RedirectResponse(uri + separator + urlencode(params), status_code=303)
+    location = uri + separator + urlencode(params)  # a code: kept by no cache
+    return RedirectResponse(location, status_code=303, headers={"Cache-Control": "no-store"})
 
 
 def granted_to_user(requested: ScopeSet, client: Client, user: User) -> tuple[ScopeSet, str]:
@@ -369,15 +370,15 @@ async def authorize(request: Request) -> Response:
         return _redirect(redirect_uri, {**params, "state": state} if state else params)
     app_name = client.name or client.client_id
     if request.method == "GET":
-        return sign_in_page(lang, app_name, fields)
+        return sign_in_page(lang, app_name, fields, redirect_uri)
     try:
         user = await _authority(request).sign_in(
             request, source.get("username", ""), source.get("password", "")
         )
     except SignInWait as wait:
-        return sign_in_page(lang, app_name, fields, wait=wait.seconds)
+        return sign_in_page(lang, app_name, fields, redirect_uri, wait=wait.seconds)
     if user is None:
-        return sign_in_page(lang, app_name, fields, failed=True)
+        return sign_in_page(lang, app_name, fields, redirect_uri, failed=True)
     requested, _unknown = parse_scopes(fields.get("scope", ""))
     scopes, patient = granted_to_user(requested, client, user)
     if not scopes.resources and not scopes.others:

@@ -3,8 +3,9 @@ English, every field labelled, no script, no front-end build."""
 
 from __future__ import annotations
 
+import re
 from html import escape
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import HTMLResponse
@@ -33,9 +34,28 @@ _TEXT = {
         "other": "English",
     },
 }
-# Scripts, frames and any outside origin are refused; the form posts only here.
+# Scripts, frames and any outside origin are refused; the form posts only here (and, for
+# the sign-in form, on to the app it then redirects to).
+_SOURCE = re.compile(r"[a-z][a-z0-9+.-]*:(//[A-Za-z0-9.\-\[\]:]+)?")
+
+
+def _policy(form_targets: str = "") -> str:
+    return (
+        "default-src 'none'; style-src 'unsafe-inline'; "
+        f"form-action 'self'{form_targets}; frame-ancestors 'none'"
+    )
+
+
+def _origin_source(uri: str) -> str:
+    """The origin of a redirect URI as a CSP source (``https://app.example:8443``, or a
+    native app's scheme, ``com.example.app:``); nothing for one it cannot write safely."""
+    parts = urlsplit(uri)
+    source = f"{parts.scheme.lower()}://{parts.netloc}" if parts.netloc else f"{parts.scheme}:"
+    return f" {source}" if _SOURCE.fullmatch(source) and "@" not in parts.netloc else ""
+
+
 HEADERS = {
-    "Content-Security-Policy": "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+    "Content-Security-Policy": _policy(),
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
     "Referrer-Policy": "no-referrer",
@@ -73,11 +93,19 @@ def wait_minutes(seconds: int) -> int:
 
 
 def sign_in_page(
-    lang: str, app_name: str, fields: dict[str, str], *, failed: bool = False, wait: int = 0
+    lang: str,
+    app_name: str,
+    fields: dict[str, str],
+    redirect_uri: str,
+    *,
+    failed: bool = False,
+    wait: int = 0,
 ) -> HTMLResponse:
     """The form; ``fields`` are the authorisation request's parameters, carried along.
     ``failed``: the last attempt's password was wrong; ``wait``: seconds before the next
-    attempt may be checked (429)."""
+    attempt may be checked (429). The form's answer sends the browser on to the app's
+    ``redirect_uri``, whose origin the page's ``form-action`` must therefore allow:
+    browsers hold a form's redirects to it too."""
     text = _TEXT[lang]
     hidden = "".join(
         f'<input type="hidden" name="{escape(name)}" value="{escape(value)}">'
@@ -107,6 +135,7 @@ def sign_in_page(
         f'<p><a href="?{escape(_query(fields, other))}" lang="{other}">{text["other"]}</a></p>'
     )
     response = _page(lang, text["title"], body, 429 if wait else 401 if failed else 200)
+    response.headers["Content-Security-Policy"] = _policy(_origin_source(redirect_uri))
     if wait:
         response.headers["Retry-After"] = str(wait)
     return response

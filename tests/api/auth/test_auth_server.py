@@ -36,6 +36,7 @@ from smart import (
 from starlette.testclient import TestClient
 
 from coffre.api.auth import Authority
+from coffre.api.auth.signin import sign_in_page
 from coffre.api.auth.throttle import FIRST_WAIT_SECONDS, FREE_FAILURES_PER_NAME
 from coffre.service import RecordStore
 
@@ -430,3 +431,22 @@ def test_guessing_a_password_is_slowed_down_even_for_the_right_one(
     french = sign_in(client, {**params, "lang": "fr"}, "alice")
     assert french.status_code == 429 and "réessayez dans 1 min" in french.text
     assert sign_in(client, params, "dr").status_code == 303  # another name from here: free
+
+
+@pytest.mark.parametrize(
+    ("uri", "allowed"),
+    [
+        ("https://portal.example/callback", " https://portal.example"),
+        ("http://127.0.0.1:8765/cb?x=1", " http://127.0.0.1:8765"),
+        ("com.example.app:/callback", " com.example.app:"),
+        ("https://a.example;script-src *", ""),  # nothing a policy would read as more
+        ("https://user@a.example/cb", ""),
+    ],
+)
+def test_the_sign_in_form_may_send_the_browser_on_to_the_app_only(uri: str, allowed: str) -> None:
+    """``form-action`` holds the redirect that answers the form: the app's origin, no other."""
+    page = sign_in_page("en", "Mon app", {}, uri)
+
+    policy = page.headers["content-security-policy"]
+    assert f"form-action 'self'{allowed};" in policy
+    assert page.headers["x-frame-options"] == "DENY"

@@ -8,19 +8,32 @@ the folder). Without Chromium or Playwright the test skips, and fails under CI=t
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import http.server
 import json
 import os
 import shutil
+import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
 from conftest import ROOT, RunningServer, shared_data_path
 from portal_kit import PASSWORD
 
-from coffre.api.auth.registry import Registry, access_file, new_user, save, with_user
+from coffre.api.auth.registry import (
+    Registry,
+    access_file,
+    app_client,
+    load,
+    new_user,
+    save,
+    with_user,
+)
 from coffre.api.auth.tokens import TokenSigner
 from coffre.cli.importer import Importer
 from coffre.service import Vault
@@ -146,3 +159,69 @@ def test_a_patient_signs_in_sees_their_record_and_who_opened_it_and_opts_out(
     with capsys.disabled():  # shown even when pytest captures the output
         shots = ", ".join(str(path) for path in sorted(ARTIFACTS.glob("portal-*.png")))
         print(f"\nportal screenshots: {shots}")
+
+
+class _Callback(http.server.BaseHTTPRequestHandler):
+    """An app's redirect URI, on an origin of its own: says it was reached."""
+
+    def do_GET(self) -> None:
+        body = b"<!doctype html><title>app</title><p>signed in"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_an_apps_sign_in_brings_the_browser_back_to_the_app(served: Served) -> None:
+    """The authorisation endpoint's form posts to Coffre, whose answer redirects to the
+    app on another origin: the page's Content-Security-Policy must let the browser follow
+    (``form-action`` holds a form's redirects too; with only 'self' Chromium stopped)."""
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+        _missing("Debian's chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("Playwright for Python")
+    app = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Callback)
+    threading.Thread(target=app.serve_forever, daemon=True).start()
+    redirect = f"http://127.0.0.1:{app.server_address[1]}/callback"
+    path = access_file(served.server.vault.keyring)
+    registry = load(path)
+    client = app_client("app-elsewhere", [redirect], "patient/*.rs launch/patient", "Mon app")
+    save(path, replace(registry, clients={**registry.clients, "app-elsewhere": client}))
+    origin = served.server.base_url.removesuffix("/fhir")
+    challenge = base64.urlsafe_b64encode(hashlib.sha256(b"v" * 50).digest()).rstrip(b"=")
+    query = urlencode(
+        {
+            "response_type": "code",
+            "client_id": "app-elsewhere",
+            "redirect_uri": redirect,
+            "scope": "patient/*.rs launch/patient",
+            "state": "st-browser",
+            "aud": served.server.base_url,
+            "code_challenge": challenge.decode(),
+            "code_challenge_method": "S256",
+            "lang": "en",
+        }
+    )
+    try:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+            try:
+                page = browser.new_page(java_script_enabled=False)
+                page.goto(f"{origin}/auth/authorize?{query}")
+                page.get_by_label("User name").fill("malcolm")
+                page.get_by_label("Password").fill(PASSWORD)
+                page.get_by_role("button", name="Sign in").click()
+                page.wait_for_url(f"{redirect}?**", timeout=20_000)
+                assert page.get_by_text("signed in").is_visible()
+                reached = parse_qs(urlsplit(page.url).query)
+                assert reached["state"] == ["st-browser"] and reached["code"][0]
+            finally:
+                browser.close()
+    finally:
+        app.shutdown()
