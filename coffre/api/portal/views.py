@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from html import escape
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, quote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -185,7 +185,8 @@ def _next_page(asked: str | None) -> str:
     if not asked or any(c in asked for c in "\\\r\n") or asked.startswith("//"):
         return HOME
     parts = urlsplit(asked)
-    if parts.scheme or parts.netloc or not parts.path.startswith(HOME):
+    steps = unquote(parts.path).split("/")  # a browser resolves /portal/../x to /x
+    if parts.scheme or parts.netloc or not parts.path.startswith(HOME) or ".." in steps:
         return HOME
     return HOME if parts.path in (SIGN_IN, SIGN_OUT) else asked
 

@@ -50,6 +50,9 @@ def test_pages_need_a_session_and_signing_in_leads_back_to_the_page_asked_for(
         "/fhir/Patient",
         "/portal/sign-out",
         "javascript:alert(1)",
+        "/portal/../fhir/metadata",  # a browser resolves the dots: off the portal
+        "/portal/%2e%2e/auth/authorize",
+        "/portal/../..//evil.example/",
     ],
 )
 def test_signing_in_never_leads_off_the_portal(portal: TestClient, elsewhere: str) -> None:
