@@ -58,7 +58,9 @@ HEADERS = {
     "Content-Security-Policy": _policy(),
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
-    "Referrer-Policy": "no-referrer",
+    # Not "no-referrer": a browser then sends "Origin: null" with the form, which the
+    # authorisation endpoint refuses as it would a form from another site.
+    "Referrer-Policy": "same-origin",
 }
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:28rem;margin:3rem auto;padding:0 1rem;"

@@ -273,6 +273,28 @@ def test_a_patient_signs_in_and_gets_a_token_in_their_own_context(
     assert identity["aud"] == portal and identity["fhirUser"] == "Patient/alice"
 
 
+@pytest.mark.parametrize(
+    ("origin", "signed_in"),
+    [(None, True), ("http://testserver", True), ("https://evil.example", False), ("null", False)],
+)
+def test_the_sign_in_form_is_taken_from_this_server_only(
+    client: TestClient, portal: str, origin: str | None, signed_in: bool
+) -> None:
+    """Posted from another site, it would sign the browser in as that site chose (the
+    attacker's account) and send it on to the app with a code."""
+    _verifier, challenge = pkce()
+    params = authorize_params(portal, challenge, "launch/patient patient/*.rs")
+    page = client.get("/auth/authorize", params=params)
+    form = {**hidden_fields(page.text), "username": "alice", "password": PASSWORD}
+    headers = {} if origin is None else {"Origin": origin}
+
+    answer = client.post("/auth/authorize", data=form, headers=headers, follow_redirects=False)
+
+    assert (answer.status_code == 303) is signed_in, answer.text
+    if not signed_in:
+        assert "another site" in answer.text and "location" not in answer.headers
+
+
 def test_a_clinician_gets_no_patient_context_without_a_picker(
     client: TestClient, authority: Authority, portal: str
 ) -> None:
