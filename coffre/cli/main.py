@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import random
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from rich.progress import (
 from coffre import config
 from coffre.api import tls
 from coffre.api.auth import AuthSettings
+from coffre.api.auth.authority import REQUIRED
 from coffre.cli import audit, erase, migrate, witness
 from coffre.cli.access import clients_app, users_app
 from coffre.cli.importer import Importer
@@ -89,6 +91,27 @@ WORKER_START_SECONDS = 120
 APPLICATION = "coffre.api.server:app_from_settings"
 
 
+def public_url_warning(auth: AuthSettings, host: str) -> str | None:
+    """What to tell an operator who requires tokens on an address others reach, without
+    saying at which URL: the tokens' issuer and audience then follow each request's Host
+    header, which a client chooses (an assertion made for another deployment would pass)."""
+    if auth.mode != REQUIRED or auth.public_url or _loopback(host):
+        return None
+    return (
+        f"{config.PUBLIC_URL.env} is not set: the tokens' issuer and audience follow each"
+        " request's Host header, which a client chooses; set it to the URL clients reach"
+        " Coffre at"
+    )
+
+
+def _loopback(host: str) -> bool:
+    """Whether only this machine reaches ``host``."""
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
 @app.command()
 def serve(
     vault: VaultOption = Path(config.VAULT.default),
@@ -122,13 +145,16 @@ def serve(
     try:
         Vault.from_settings().open().storage.close()
         witnesses_from_settings()
-        AuthSettings.from_settings()
+        auth = AuthSettings.from_settings()
         https = tls.uvicorn_options(tls_cert, tls_key)
         listening = PortPerProcess.bind_to(host, port) if workers > 1 else None
     except CoffreError as error:
         raise fail(error) from None
     scheme = "https" if https else "http"
     console.print(escape(f"Coffre serves FHIR R4 at {scheme}://{host}:{port}/fhir (vault {vault})"))
+    warning = public_url_warning(auth, host)
+    if warning:
+        console.print(f"[yellow]{escape(warning)}[/yellow]")
     options = dict(
         factory=True,
         host=host,

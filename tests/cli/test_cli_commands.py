@@ -12,7 +12,8 @@ from pgserver import Cluster
 from softhsm import SoftHsm
 from typer.testing import CliRunner
 
-from coffre.cli.main import app
+from coffre.api.auth import AuthSettings
+from coffre.cli.main import app, public_url_warning
 from coffre.custody import create_custody
 from coffre.custody.keyring import KeyringCustodian
 from coffre.service import Vault
@@ -211,3 +212,23 @@ def test_synth_refuses_more_patients_than_its_file_names_number(tmp_path: Path) 
     code, output = _run("synth", "10000000", "--out", str(tmp_path / "s"))
     assert code == 2 and "9999999" in output
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    ("mode", "public_url", "host", "warned"),
+    [
+        ("required", "", "0.0.0.0", True),
+        ("required", "", "fhir.example.org", True),
+        ("required", "https://fhir.example.org", "0.0.0.0", False),
+        ("required", "", "127.0.0.1", False),  # only this machine reaches it
+        ("required", "", "::1", False),
+        ("required", "", "localhost", False),
+        ("off", "", "0.0.0.0", False),  # no tokens to bind
+    ],
+)
+def test_serve_warns_when_tokens_would_follow_the_host_header(
+    mode: str, public_url: str, host: str, warned: bool
+) -> None:
+    warning = public_url_warning(AuthSettings(mode=mode, public_url=public_url), host)
+    assert (warning is not None) is warned
+    assert warning is None or "COFFRE_PUBLIC_URL is not set" in warning
