@@ -6,6 +6,7 @@ import socket
 from typing import Any
 from urllib.parse import urlsplit
 
+import httpx
 import orjson
 import pytest
 from conftest import RunningServer
@@ -75,3 +76,10 @@ def test_headers_under_the_bound_are_served(server: RunningServer) -> None:
     status, _, outcome = _exchange(server, request.encode())
     assert status.startswith("HTTP/1.1 200")
     assert outcome["resourceType"] == "CapabilityStatement"
+
+
+@pytest.mark.parametrize("path", ["/fhir/metadata", "/fhir/Patient/nobody", "/portal/"])
+def test_every_answer_forbids_reading_it_as_another_type(server: RunningServer, path: str) -> None:
+    origin = server.base_url.removesuffix("/fhir")
+    response = httpx.get(origin + path)
+    assert response.headers["x-content-type-options"] == "nosniff"
