@@ -240,5 +240,6 @@ def _modified_since(request: Request) -> int | None:
     return None if moment is None else int(moment.timestamp()) * 1_000_000 + 999_999
 
 
-def if_match(request: Request) -> int | None:
-    return parse_if_match(request.headers.get("if-match"))
+def write_conditions(request: Request) -> tuple[int | None, str | None]:
+    """A write's preconditions: the version If-Match names, and If-None-Match as sent."""
+    return parse_if_match(request.headers.get("if-match")), request.headers.get("if-none-match")

@@ -17,12 +17,12 @@ from coffre.api.history import PAGING, history_bundle, links
 from coffre.api.ledger import map_proof_response
 from coffre.api.negotiation import (
     check_format,
-    if_match,
     not_modified,
     prefer_return,
     preferences,
     read_form,
     read_json,
+    write_conditions,
 )
 from coffre.api.responses import (
     fhir_response,
@@ -370,7 +370,7 @@ async def update(request: Request) -> Response:
     resource_type, resource_id = _type(request), _id(request)
     check_id(resource_type, resource_id)
     resource, own_tokens, gate = await _updatable(request, resource_type)
-    expected, none_match = if_match(request), request.headers.get("if-none-match")
+    expected, none_match = write_conditions(request)
     outcome = await _commit(
         request,
         lambda writer: _update(
@@ -387,7 +387,7 @@ async def conditional_update(request: Request) -> Response:
     criteria = _required_criteria(
         request, "conditional update", "an id in the URL or search criteria"
     )
-    expected, none_match = if_match(request), request.headers.get("if-none-match")
+    expected, none_match = write_conditions(request)
 
     def job(writer: Writer) -> Written:
         match = _one_visible(writer, gate, resource_type, criteria, "conditional update")
@@ -425,7 +425,7 @@ async def conditional_update(request: Request) -> Response:
 async def delete(request: Request) -> Response:
     check_format(request)
     resource_type, resource_id = _type(request), _id(request)
-    expected, none_match = if_match(request), request.headers.get("if-none-match")
+    expected, none_match = write_conditions(request)
     guard = guard_of(request)
     guard.check_type(Interaction.DELETE, resource_type)
     gate = GuardGate(guard)
@@ -449,7 +449,7 @@ async def conditional_delete(request: Request) -> Response:
     criteria = _required_criteria(
         request, "conditional delete", "search criteria (never a whole type)"
     )
-    expected, none_match = if_match(request), request.headers.get("if-none-match")
+    expected, none_match = write_conditions(request)
     guard = guard_of(request)
     guard.check_type(Interaction.DELETE, resource_type)
     gate = GuardGate(guard)

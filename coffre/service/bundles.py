@@ -264,7 +264,11 @@ def _unresolved(reference: str, pending: frozenset[str]) -> bool:
 
 
 def _missing(entry: Entry) -> FhirError:
-    return FhirError(404, "not-found", f"{entry.resource_type}/{entry.resource_id} does not exist")
+    return _absent(entry.resource_type, entry.resource_id)
+
+
+def _absent(resource_type: str, resource_id: str | None) -> FhirError:
+    return FhirError(404, "not-found", f"{resource_type}/{resource_id} does not exist")
 
 
 def _same(entry: Entry, first: Entry) -> str:
@@ -365,8 +369,7 @@ def unmatched_id(writer: Writer, gate: Gate, resource_type: str, body_id: str) -
     current = writer.latest(resource_type, body_id)
     if current is None or current.deleted:
         return body_id
-    missing = FhirError(404, "not-found", f"{resource_type}/{body_id} does not exist")
-    gate.check(writer, "update", current, missing)
+    gate.check(writer, "update", current, _absent(resource_type, body_id))
     raise FhirError(
         409,
         "conflict",

@@ -25,22 +25,30 @@ def parse_if_match(value: str | None) -> int | None:
     return number
 
 
+def _named(tags: str) -> set[str]:
+    """The entity tags of an If-None-Match list, compared weakly (RFC 9110 §13.1.2):
+    ``"3"`` and ``W/"3"`` both name version 3."""
+    return {tag.strip().removeprefix("W/") for tag in tags.split(",")}
+
+
 def none_match(tags: str, version: int) -> bool:
-    """Whether an If-None-Match list names this version, or is ``*``: compared weakly
-    (RFC 9110 §13.1.2), so ``"3"`` and ``W/"3"`` both name version 3."""
-    named = {tag.strip().removeprefix("W/") for tag in tags.split(",")}
+    """Whether an If-None-Match list names this version, or is ``*``."""
+    named = _named(tags)
     return "*" in named or f'"{version}"' in named
 
 
 def check_none_match(current: Stored | None, tags: str | None) -> None:
     """A write's If-None-Match (RFC 9110 §13.1.2): refused (412) when the record exists
     and the list names its version, or is ``*``, "only if there is none"."""
-    if tags is None or current is None or current.deleted or not none_match(tags, current.version):
+    if tags is None or current is None or current.deleted:
         return
-    if "*" in {tag.strip() for tag in tags.split(",")}:
+    named = _named(tags)
+    if "*" in named:
         advice = "it exists already (If-None-Match: * writes only a new record)"
-    else:
+    elif f'"{current.version}"' in named:
         advice = f"If-None-Match {tags!r} names its version"
+    else:
+        return
     raise FhirError(
         412,
         "conflict",

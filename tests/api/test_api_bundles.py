@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
+from http import HTTPStatus
 from typing import Any
 
 import httpx
@@ -662,23 +663,36 @@ def test_conditional_update_whose_body_names_another_id_is_400(
 ) -> None:
     """http.html#cond-update: one match, and a body id that is not the match's: 400."""
     pid = created_id(client, patient("cu-1", gender="male"))
-    before = records.storage.last_seq()
-    body = bundle(
-        kind,
-        entry(
-            "PUT", f"Patient?identifier={SYSTEM}|cu-1", patient("cu-1", id="other", gender="female")
-        ),
+    put = entry(
+        "PUT", f"Patient?identifier={SYSTEM}|cu-1", patient("cu-1", id="other", gender="female")
     )
 
-    response = send(client, body)
+    _refused_alone(client, records, kind, put, pid, 400, "'other'", pid)
+    assert client.get("/fhir/Patient/other").status_code == 404
+
+
+def _refused_alone(
+    client: TestClient,
+    records: RecordStore,
+    kind: str,
+    write: dict[str, Any],
+    pid: str,
+    status: int,
+    *said: str,
+) -> None:
+    """``write`` alone in a Bundle of ``kind`` is refused with ``status`` (the
+    transaction's, or the batch entry's), writes nothing, and Patient/``pid`` stays male."""
+    before = records.storage.last_seq()
+
+    response = send(client, bundle(kind, write))
 
     if kind == "transaction":
-        assert_outcome(response, 400, "'other'", pid)
+        assert_outcome(response, status, *said)
     else:
-        assert response.json()["entry"][0]["response"]["status"] == "400 Bad Request"
+        expected = f"{status} {HTTPStatus(status).phrase}"
+        assert response.json()["entry"][0]["response"]["status"] == expected
     assert records.storage.last_seq() == before
     assert client.get(f"/fhir/Patient/{pid}").json()["gender"] == "male"
-    assert client.get("/fhir/Patient/other").status_code == 404
 
 
 @pytest.mark.parametrize("kind", ["transaction", "batch"])
@@ -687,20 +701,9 @@ def test_conditional_update_matching_nothing_never_replaces_the_body_ids_record(
 ) -> None:
     """No match, and the body's id names a record the criteria did not select: 409."""
     pid = created_id(client, patient("cu-6", gender="male"))
-    before = records.storage.last_seq()
-    body = bundle(
-        kind,
-        entry("PUT", f"Patient?identifier={SYSTEM}|nobody", patient("x", id=pid, gender="female")),
-    )
+    put = entry("PUT", f"Patient?identifier={SYSTEM}|nobody", patient("x", id=pid, gender="female"))
 
-    response = send(client, body)
-
-    if kind == "transaction":
-        assert_outcome(response, 409, f"Patient/{pid}", "correct the criteria")
-    else:
-        assert response.json()["entry"][0]["response"]["status"] == "409 Conflict"
-    assert records.storage.last_seq() == before
-    assert client.get(f"/fhir/Patient/{pid}").json()["gender"] == "male"
+    _refused_alone(client, records, kind, put, pid, 409, f"Patient/{pid}", "correct the criteria")
 
 
 @pytest.mark.parametrize("method", ["PUT", "DELETE"])

@@ -155,6 +155,18 @@ class Authority:
     def origin(self, request: Request) -> str:
         return self.settings.public_url or str(request.base_url).rstrip("/")
 
+    def site(self, request: Request) -> str:
+        """Where clients reach this server: the public URL when set, else the request's
+        own scheme and host (not ``base_url``, which under a mount ends with its path)."""
+        return self.settings.public_url or f"{request.url.scheme}://{request.url.netloc}"
+
+    def posted_here(self, request: Request) -> bool:
+        """Whether a form came from a page of this server, as its ``Origin`` says: a
+        browser sends one with every POST (``null`` where it hides it); a client without
+        one is no browser another site drives."""
+        origin = request.headers.get("origin")
+        return origin is None or origin.rstrip("/") == self.site(request)
+
     def fhir_base(self, request: Request) -> str:
         return self.origin(request) + FHIR_BASE_PATH
 

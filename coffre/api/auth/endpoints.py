@@ -321,14 +321,6 @@ def _check_request(request: Request, fields: dict[str, str]) -> None:
         raise _Refusal("invalid_request", "aud must be this server's FHIR base URL")
 
 
-def _posted_here(request: Request) -> bool:
-    """Whether a form came from a page of this server, as its ``Origin`` says (browsers
-    send it with every POST; a client without one is no browser another site drives)."""
-    origin = request.headers.get("origin")
-    here = _authority(request).settings.public_url or f"{request.url.scheme}://{request.url.netloc}"
-    return origin is None or origin.rstrip("/") == here
-
-
 def _redirect(uri: str, params: dict[str, str]) -> RedirectResponse:
     separator = "&" if "?" in uri else "?"
     location = uri + separator + urlencode(params)  # a code: kept by no cache
@@ -379,7 +371,7 @@ async def authorize(request: Request) -> Response:
     app_name = client.name or client.client_id
     if request.method == "GET":
         return sign_in_page(lang, app_name, fields, redirect_uri)
-    if not _posted_here(request):  # another site signing the browser in as someone else
+    if not _authority(request).posted_here(request):  # another site signing a browser in
         return error_page(lang, "this sign-in form was sent from another site: sign in here")
     try:
         user = await _authority(request).sign_in(

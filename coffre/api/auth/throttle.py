@@ -51,9 +51,6 @@ class Attempt:
             keys.append((_digest("address", self.address), FREE_FAILURES_PER_ADDRESS))
         return keys
 
-    def name_key(self) -> bytes:
-        return self.counted()[0][0]
-
 
 def _digest(kind: str, value: str) -> bytes:
     return hashlib.sha256(f"{kind}:{value}".encode()).digest()

@@ -58,10 +58,13 @@ def _authority(request: Request) -> Authority:
 
 
 def portal_origin(request: Request) -> str:
-    """Where the portal is reached: the public URL when set, else the request's own
-    scheme and host (not ``base_url``, which under /portal ends with the mount's path)."""
-    public = _authority(request).settings.public_url
-    return public or f"{request.url.scheme}://{request.url.netloc}"
+    """Where the portal is reached."""
+    return _authority(request).site(request)
+
+
+def posted_here(request: Request) -> bool:
+    """A form posted from another site is refused (besides the CSRF token)."""
+    return _authority(request).posted_here(request)
 
 
 def _audience(request: Request) -> str:

@@ -28,7 +28,7 @@ from coffre.api.portal.session import (
     Session,
     close_session,
     open_session,
-    portal_origin,
+    posted_here,
     same,
     session_of,
     set_cookie,
@@ -127,14 +127,6 @@ async def _form(request: Request) -> dict[str, str]:
     return {name: values[0] for name, values in parsed.items()}
 
 
-def _same_origin(request: Request) -> bool:
-    """A form posted from another site is refused (besides the CSRF token)."""
-    origin = request.headers.get("origin")
-    if origin is None or origin == "null":
-        return origin is None
-    return origin.rstrip("/") == portal_origin(request)
-
-
 def error_page(request: Request, status: int) -> Response:
     """A refusal or failure inside the portal, as a page in the patient's language: what
     an API client reads in an OperationOutcome would mean nothing to them."""
@@ -193,7 +185,7 @@ def _next_page(asked: str | None) -> str:
 
 def _checked_form(request: Request, session: Session) -> bool:
     form: dict[str, str] = request.state.form if hasattr(request.state, "form") else {}
-    return _same_origin(request) and same(session.csrf, form.get("csrf"))
+    return posted_here(request) and same(session.csrf, form.get("csrf"))
 
 
 def _with_form(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
@@ -245,7 +237,7 @@ async def sign_in(request: Request) -> Response:
     if request.method == "GET":
         return _sign_in_page(request, lang, token)
     form = request.state.form
-    if not _same_origin(request) or not same(
+    if not posted_here(request) or not same(
         request.cookies.get(SIGN_IN_COOKIE, ""), form.get("token")
     ):
         return _sign_in_page(request, lang, token, "expired", 403)
