@@ -20,6 +20,11 @@ from coffre.exceptions import CoffreError
 
 MINIMUM_VERSION = ssl.TLSVersion.TLSv1_2
 
+STRICT_TRANSPORT = ("Strict-Transport-Security", "max-age=31536000")
+"""Sent over HTTPS: a browser that has reached Coffre once goes on using HTTPS for a year,
+so that neither the portal's session cookie nor a token is ever sent in clear to whoever
+answers for the host on plain HTTP."""
+
 
 def server_context(_config: Any, default: Callable[[], ssl.SSLContext]) -> ssl.SSLContext:
     """uvicorn's context (the certificate chain and key loaded), TLS 1.2 at least."""

@@ -166,7 +166,7 @@ def serve(
         http=FhirHttpToolsProtocol,
         # No browser may read an answer as another type than it says (a FHIR string
         # holding markup, served as JSON, never runs as a page).
-        headers=[("X-Content-Type-Options", "nosniff")],
+        headers=[("X-Content-Type-Options", "nosniff")] + ([tls.STRICT_TRANSPORT] if https else []),
         # A worker answers the supervisor's pings from a thread, which cannot run while
         # the generated schema module compiles (no cached bytecode: the GIL is held for
         # seconds); with uvicorn's 5 s a loaded machine kills and restarts it forever.

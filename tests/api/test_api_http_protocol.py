@@ -83,3 +83,4 @@ def test_every_answer_forbids_reading_it_as_another_type(server: RunningServer, 
     origin = server.base_url.removesuffix("/fhir")
     response = httpx.get(origin + path)
     assert response.headers["x-content-type-options"] == "nosniff"
+    assert "strict-transport-security" not in response.headers  # only over HTTPS

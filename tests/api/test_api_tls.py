@@ -106,14 +106,16 @@ def test_crud_and_search_over_https_with_https_urls(https_server: RunningServer)
         assert client.get(f"/Patient/{pid}").status_code == 410
 
 
-def test_old_protocols_plain_http_and_unknown_authorities_are_refused(
+def test_old_protocols_plain_http_and_unknown_authorities_are_refused_and_https_is_kept(
     sqlite_https_server: RunningServer, authority: TestCA
 ) -> None:
     metadata = f"{sqlite_https_server.base_url}/metadata"
     for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
         context = authority.client_context()
         context.minimum_version = context.maximum_version = version
-        assert httpx.get(metadata, verify=context, timeout=30).status_code == 200
+        answer = httpx.get(metadata, verify=context, timeout=30)
+        assert answer.status_code == 200
+        assert answer.headers["strict-transport-security"] == "max-age=31536000"
     with pytest.raises(httpx.ConnectError):
         httpx.get(metadata, verify=_old_client(authority, ssl.TLSVersion.TLSv1_1), timeout=30)
     with pytest.raises(httpx.TransportError):
