@@ -29,7 +29,7 @@ from coffre.api.auth.enforce import guard_of
 from coffre.api.auth.scopes import Context, Interaction, Target, decide
 from coffre.api.history import since
 from coffre.api.negotiation import check_format, preferences
-from coffre.api.responses import fhir_response
+from coffre.api.responses import NO_STORE, fhir_response
 from coffre.api.routes import base_url
 from coffre.exceptions import FhirError, information
 from coffre.fhir import json
@@ -271,7 +271,7 @@ async def export_status(request: Request) -> Response:
     expires = format_datetime(datetime.fromtimestamp(job.expires / 1_000_000, UTC), usegmt=True)
     body = json.dumps(_manifest(request, job, counting.counts))
     # The manifest is no FHIR resource: the IG serves it as application/json.
-    return Response(body, 200, {"Expires": expires}, media_type="application/json")
+    return Response(body, 200, {**NO_STORE, "Expires": expires}, media_type="application/json")
 
 
 async def cancel(request: Request) -> Response:
@@ -306,7 +306,7 @@ async def export_file(request: Request) -> Response:
     export = Export(_records(request), job)
     batches = export.batches(resource_type, BATCH, BATCH_BYTES)
     first = await asyncio.to_thread(next, batches, None)  # errors before the 200 is sent
-    return StreamingResponse(_stream(request, first, batches), media_type=NDJSON)
+    return StreamingResponse(_stream(request, first, batches), headers=NO_STORE, media_type=NDJSON)
 
 
 async def export_warnings(request: Request) -> Response:
@@ -315,7 +315,7 @@ async def export_warnings(request: Request) -> Response:
     body = b"".join(json.dumps(ignored_outcome(name)) + b"\n" for name in job.ignored)
     if not body:
         raise FhirError(404, "not-found", "this export has no warnings")
-    return Response(body, media_type=NDJSON)
+    return Response(body, headers=NO_STORE, media_type=NDJSON)
 
 
 async def _stream(

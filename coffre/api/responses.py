@@ -15,6 +15,11 @@ from coffre.service.records import written_outcome
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 
+NO_STORE = {"Cache-Control": "no-store"}
+"""No cache, a browser's or a proxy's, keeps a copy of a FHIR answer: health data never lies
+in one, and every read reaches Coffre, which logs it (a client that keeps its own copy
+revalidates it with If-None-Match, and the 304 is logged as a read)."""
+
 
 def fhir_response(
     content: dict[str, Any] | bytes | None, status: int = 200, headers: dict[str, str] | None = None
@@ -25,7 +30,7 @@ def fhir_response(
     return Response(
         body,
         status_code=status,
-        headers=headers,
+        headers={**NO_STORE, **headers} if headers else NO_STORE,
         media_type=FHIR_JSON if content is not None else None,
     )
 

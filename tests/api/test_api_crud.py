@@ -131,6 +131,7 @@ def test_read_returns_the_current_version_with_its_etag(client: TestClient) -> N
     assert response.status_code == 200
     assert response.json() == created
     assert response.headers["etag"] == 'W/"1"'
+    assert response.headers["cache-control"] == "no-store"  # every read reaches the log
     assert parsedate_to_datetime(response.headers["last-modified"]) == datetime.fromisoformat(
         created["meta"]["lastUpdated"]
     ).replace(microsecond=0)

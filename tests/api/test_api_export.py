@@ -59,6 +59,7 @@ def manifest(client: httpx.Client, status_url: str) -> dict[str, Any]:
     """Poll the status URL until the manifest is ready."""
     for _ in range(600):
         response = client.get(status_url)
+        assert response.headers["cache-control"] == "no-store"
         if response.status_code == 200:
             found: dict[str, Any] = response.json()
             return found
@@ -75,6 +76,7 @@ def download(client: httpx.Client, found: dict[str, Any]) -> dict[str, list[dict
         response = client.get(output["url"])
         assert response.status_code == 200, response.text
         assert response.headers["content-type"].startswith(NDJSON)
+        assert response.headers["cache-control"] == "no-store"  # health data, in no cache
         lines = response.content.splitlines()
         assert len(lines) == output["count"], output["type"]
         files[output["type"]] = [json.loads(line) for line in lines]
