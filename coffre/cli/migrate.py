@@ -29,6 +29,7 @@ from rich.table import Table as RichTable
 
 from coffre import config
 from coffre.cli.output import console, fail
+from coffre.custody import open_custody
 from coffre.exceptions import CoffreError, RolledBackError
 from coffre.ledger import leaf_hash, parse_note
 from coffre.ledger.tree import CompactRange
@@ -260,12 +261,21 @@ def restore(
         raise fail(f"no backup at {source}: nothing was restored")
     try:  # before any copying: the copy is of no use to a vault without its keys
         target.check_keys()
+        held = set(open_custody(target.keyring).kek_ids())
     except CoffreError as error:
         raise fail(
             f"cannot restore: {error}. A restore needs the keys of the vault the backup was"
             f" taken from: a copy of its keyring at {target.keyring}, or named with"
             " --keyring. Nothing was restored."
         ) from None
+    missing = _keys_missing(source, held)
+    if missing:
+        raise fail(
+            f"cannot restore: the backup's data keys are wrapped by {', '.join(missing)}, which"
+            f" the keyring at {target.keyring} does not hold (retired by a key rotation since"
+            " the backup was taken?). Restore with the keyring kept with this backup"
+            " (--keyring). Nothing was restored."
+        )
     target.folder.mkdir(parents=True, exist_ok=True)
     report = run_copy(source, location(str(vault)), batch)
     size = report.destination.tables["leaves"].rows
@@ -286,6 +296,15 @@ def restore(
     except CoffreError as error:
         raise fail(f"the restored vault does not open: {error}") from None
     out.print(f"restored; the vault opens with a log of {size:,} leaves")
+
+
+def _keys_missing(source: str, held: set[str]) -> list[str]:
+    """The key-encryption keys the backup's data keys need besides those ``held``."""
+    try:
+        with closing(open_endpoint(source)) as backup:
+            return sorted(backup.kek_ids() - held)
+    except CoffreError as error:
+        raise fail(f"cannot restore: {error}. Nothing was restored.") from None
 
 
 def _accept_rollback(vault: Vault) -> None:

@@ -268,6 +268,11 @@ class Endpoint:
         if missing:
             raise StorageError(f"the storage lacks the tables {missing}")
 
+    def kek_ids(self) -> set[str]:
+        """The key-encryption keys this storage's data keys are wrapped by."""
+        self.check_schema()
+        return {str(kek_id) for (kek_id,) in self._query("SELECT DISTINCT kek_id FROM data_keys")}
+
     def count(self, table: Table) -> int:
         return int(self._query(f"SELECT count(*) FROM {self._source(table)} t")[0][0])
 

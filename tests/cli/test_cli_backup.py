@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from coffre.api import create_app
 from coffre.cli.audit import audit_log
 from coffre.cli.main import app
+from coffre.exceptions import CoffreError
 from coffre.service import RecordStore, Vault
 from coffre.service.vault import KEYRING_FILE, STORAGE_URL_FILE
 
@@ -151,6 +152,31 @@ def test_a_restore_into_a_folder_without_its_keyring_says_so_and_offers_no_rollb
     assert code == 1 and f"cannot restore: no keyring at {keyring}" in said, output
     assert "Nothing was restored" in said and not (tmp_path / "new").exists()
     assert "--accept-rollback-to" not in output and "rolled back" not in output
+
+
+def test_a_restore_needing_a_retired_key_names_it_and_restores_nothing(
+    client: TestClient,
+    vault: Vault,
+    backend: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """Rotating and retiring the key-encryption key leaves older backups to the keyring
+    kept with them: a restore with today's keyring would give a vault whose every read
+    fails its integrity check, as if the host had tampered with it."""
+    client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
+    backup = tmp_path / "backup.sqlite"
+    assert _run("backup", str(backup), "--vault", str(vault.folder))[0] == 0
+    where = ("--vault", str(vault.folder))
+    code, output = _run("keys", "rotate", "--retire", "--yes", *where)
+    assert code == 0, output
+    restored = _new_vault(vault, tmp_path / "restored", backend, request)
+    code, output = _run("restore", str(backup), "--vault", str(restored.folder))
+    said = " ".join(output.split())
+    assert code == 1 and "the backup's data keys are wrapped by" in said, output
+    assert "kek-1" in said and "Nothing was restored" in said
+    with pytest.raises(CoffreError, match=r"no vault at|holds no Coffre storage"):
+        restored.open_storage()  # nothing was made
 
 
 def test_a_restore_of_no_backup_makes_nothing(tmp_path: Path) -> None:
