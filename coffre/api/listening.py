@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
 from typing import Any
 
 from uvicorn.config import STARTUP_FAILURE
@@ -71,3 +72,21 @@ def _bind(sock: socket.socket, address: tuple[Any, ...]) -> None:
     except OSError:
         sock.close()
         raise
+
+
+WILDCARDS = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}
+
+
+def wait_until_listening(host: str, port: int, seconds: float) -> bool:
+    """Whether a process of the server accepts a connection on ``host``:``port`` (loopback
+    for a wildcard address) within ``seconds``: the workers listen only once they have
+    started, seconds after the command."""
+    address = WILDCARDS.get(host, host)
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with socket.create_connection((address, port), timeout=1):
+                return True
+        except OSError:
+            time.sleep(0.1)
+    return False

@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import random
+import threading
 from datetime import UTC, datetime
 from functools import partial
 from pathlib import Path
@@ -151,7 +152,9 @@ def serve(
     except CoffreError as error:
         raise fail(error) from None
     scheme = "https" if https else "http"
-    console.print(escape(f"Coffre serves FHIR R4 at {scheme}://{host}:{port}/fhir (vault {vault})"))
+    console.print(escape(f"Coffre is starting on vault {vault}…"))
+    serving = f"Coffre serves FHIR R4 at {scheme}://{host}:{port}/fhir"
+    threading.Thread(target=_say_when_listening, args=(host, port, serving), daemon=True).start()
     warning = public_url_warning(auth, host)
     if warning:
         console.print(f"[yellow]{escape(warning)}[/yellow]")
@@ -177,6 +180,14 @@ def serve(
         uvicorn.run(APPLICATION, **options)
     else:
         Multiprocess(uvicorn.Config(APPLICATION, **options), sockets=[listening]).run()
+
+
+def _say_when_listening(host: str, port: int, serving: str) -> None:
+    """Say that the server serves once it does, so that the first request is not refused."""
+    from coffre.api.listening import wait_until_listening
+
+    if wait_until_listening(host, port, WORKER_START_SECONDS):
+        console.print(escape(serving))
 
 
 MAX_SYNTH_PATIENTS = 9_999_999

@@ -4,12 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import pickle
+import select
 import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import RunningServer
+from conftest import READY_SECONDS, RunningServer
+from pgserver import free_port
 from tcpsockets import TCP_ESTABLISHED, tcp_sockets
 from typer.testing import CliRunner
 from uvicorn.config import STARTUP_FAILURE
@@ -26,6 +31,38 @@ def two_workers(vault: Vault) -> Iterator[RunningServer]:
     running = RunningServer(vault, workers=2)  # returns once both processes listen
     yield running
     running.stop()
+
+
+def _line_with(process: subprocess.Popen[bytes], text: str) -> str:
+    """The first line of the process's output holding ``text``, within READY_SECONDS."""
+    assert process.stdout is not None
+    deadline = time.monotonic() + READY_SECONDS
+    while (left := deadline - time.monotonic()) > 0:
+        if select.select([process.stdout], [], [], left)[0]:
+            line = process.stdout.readline().decode()
+            assert line, "coffre serve exited"
+            if text in line:
+                return line
+    raise AssertionError(f"coffre serve never said {text!r}")
+
+
+def test_the_command_says_it_serves_once_it_does(vault: Vault) -> None:
+    """Said at the start, the line sent a newcomer's first request to a port that no
+    process listened on yet: the workers start seconds later."""
+    port = free_port()
+    command = [sys.executable, "-m", "coffre", "serve", "--vault", str(vault.folder)]
+    process = subprocess.Popen(
+        [*command, "--port", str(port), "--workers", "2"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        line = _line_with(process, "Coffre serves FHIR R4 at")
+        assert f"http://127.0.0.1:{port}/fhir" in line
+        assert httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=10).status_code == 200
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
 
 
 def test_each_worker_process_listens_on_a_socket_of_its_own(two_workers: RunningServer) -> None:
