@@ -109,6 +109,7 @@ async def counts_stop_with_the_process(app: Starlette) -> AsyncIterator[None]:
 
 
 def _kick_off_job(request: Request, level: str, group: str | None = None) -> ExportJob:
+    """The job a kick-off asks for, or its refusal; in a thread: it waits for the write lock."""
     check_format(request)
     if "respond-async" not in preferences(request):
         raise FhirError(400, "invalid", "a bulk export needs the header Prefer: respond-async")
@@ -178,18 +179,18 @@ def _accepted(request: Request, job: ExportJob) -> Response:
 
 async def export_system(request: Request) -> Response:
     """``GET [base]/$export``: every resource of the vault."""
-    return _accepted(request, _kick_off_job(request, "system"))
+    return _accepted(request, await asyncio.to_thread(_kick_off_job, request, "system"))
 
 
 async def export_patients(request: Request) -> Response:
     """``GET [base]/Patient/$export``: every patient's compartment."""
-    return _accepted(request, _kick_off_job(request, "patient"))
+    return _accepted(request, await asyncio.to_thread(_kick_off_job, request, "patient"))
 
 
 async def export_group(request: Request) -> Response:
     """``GET [base]/Group/{id}/$export``: the compartments of the group's Patient members."""
     group_id: str = request.path_params["id"]
-    job = _kick_off_job(request, "group", group_id)
+    job = await asyncio.to_thread(_kick_off_job, request, "group", group_id)
     _records(request).read("Group", group_id)  # 404 or 410 now rather than at download
     return _accepted(request, job)
 

@@ -152,12 +152,20 @@ def start_job(
     ignored: list[str] | None = None,
     client: str | None = None,
 ) -> ExportJob:
-    """A new export of ``level``, pinned to the storage as it is now."""
+    """A new export of ``level``, pinned to the storage as it is now.
+
+    Its snapshot and its time (the manifest's ``transactionTime``, the next export's
+    ``_since``) are read under the write lock, which no write then holds: a write stamped
+    before that time but committed after the snapshot would be in neither this export nor
+    the next. Every later write is stamped under the lock too, at or after that time (one
+    clock: the gateways of a vault on several machines keep theirs in step)."""
     check_types(level, types)
+    with records.storage.transaction():
+        snapshot, started = records.storage.last_seq(), _now_us()
     return ExportJob(
         level,
-        snapshot=records.storage.last_seq(),
-        started=_now_us(),
+        snapshot=snapshot,
+        started=started,
         request=request,
         types=tuple(sorted(set(types))) or None,
         since=since,

@@ -3,6 +3,7 @@ any way, made under another vault's keys, or expired, is refused."""
 
 from __future__ import annotations
 
+import threading
 import time
 
 import pytest
@@ -12,7 +13,7 @@ from hypothesis import strategies as st
 from coffre.exceptions import FhirError
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.seal import PurposeKeys
-from coffre.service import RecordStore
+from coffre.service import RecordStore, Stored
 from coffre.service.export import (
     LIFETIME_US,
     CountStopped,
@@ -21,6 +22,7 @@ from coffre.service.export import (
     group_members,
     start_job,
 )
+from coffre.storage.base import HistoryQuery
 
 KEYS = PurposeKeys.derive(bytes(range(32)))
 OTHER = PurposeKeys.derive(bytes(32))
@@ -93,3 +95,34 @@ def test_a_count_nobody_waits_for_stops_at_the_next_type(records: RecordStore) -
     with pytest.raises(CountStopped):
         export.count(lambda done, total: counted.append(done), stopped=lambda: bool(counted))
     assert counted == [1]
+
+
+def test_a_write_under_way_at_the_kick_off_is_in_this_export_or_after_its_time(
+    records: RecordStore,
+) -> None:
+    """A write stamped before the kick-off and committed after it was in neither this
+    export (not in its snapshot) nor the next (``_since`` its time, which is later)."""
+    stamped, release = threading.Event(), threading.Event()
+    written: list[Stored] = []
+
+    def write() -> None:
+        with records.writer() as writer:
+            written.append(writer.create({"resourceType": "Patient"}).stored)
+            stamped.set()
+            release.wait(10)
+
+    writing = threading.Thread(target=write)
+    writing.start()
+    assert stamped.wait(10)
+    kicked: list[ExportJob] = []
+    kick_off = threading.Thread(
+        target=lambda: kicked.append(start_job(records, "system", "$export", [], None))
+    )
+    kick_off.start()
+    time.sleep(0.2)  # the kick-off waits for the write to commit
+    release.set()
+    writing.join(10)
+    kick_off.join(10)
+    [job], [version] = kicked, written
+    in_snapshot = records.storage.history(HistoryQuery(loc=version.loc, before_seq=job.snapshot))
+    assert in_snapshot or version.ts >= job.started
