@@ -55,8 +55,13 @@ KNOWN_PARAMETERS = frozenset({"_outputFormat", "_type", "_since", "_format"})
 # resource is larger): the memory a download holds, whatever the size of the vault.
 BATCH = 200
 BATCH_BYTES = 512 * 1024
-# Exports whose counts a gateway process remembers (each is a few numbers).
-REMEMBERED = 64
+# Counts a gateway process runs at once, each in a thread of the pool that downloads and
+# sign-ins use too; a poll for another export waits its turn (202, waiting).
+COUNTING_AT_ONCE = 2
+# Exports whose counts a gateway process remembers (each is a few numbers), the finished
+# ones forgotten least recently asked for first: far more than clients poll at once, or a
+# count would be forgotten before its client came back for it, counted again, and so on.
+REMEMBERED = 4096
 
 
 @dataclass(slots=True)
@@ -69,6 +74,10 @@ class _Counting:
     error: BaseException | None = None
     task: asyncio.Task[None] | None = field(default=None, repr=False)
     stop: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    @property
+    def finished(self) -> bool:
+        return self.counts is not None or self.error is not None
 
     def drop(self) -> None:
         """Nobody waits for this count any more: its thread stops at the next resource."""
@@ -219,16 +228,19 @@ def _job(request: Request, types: list[str] | None = None) -> tuple[ExportJob, s
     return job, job_id
 
 
-def _start_counting(request: Request, job: ExportJob, job_id: str) -> _Counting:
+def _start_counting(request: Request, job: ExportJob, job_id: str) -> _Counting | None:
+    """The job's count, started if this process has none; None while others run."""
     countings = _countings_of(request.app)
     counting = countings.get(job_id)
     if counting is not None:
         countings.move_to_end(job_id)
         return counting
+    if sum(not c.finished for c in countings.values()) >= COUNTING_AT_ONCE:
+        return None
     export = Export(_records(request), job)  # a Group gone since the kick-off: 404 each time
     counting = countings[job_id] = _Counting()
     while len(countings) > REMEMBERED:
-        countings.popitem(last=False)[1].drop()
+        del countings[next(name for name, c in countings.items() if c.finished)]
 
     def progress(done: int, total: int) -> None:
         counting.done, counting.total = done, total
@@ -263,6 +275,9 @@ async def export_status(request: Request) -> Response:
     """202 with ``X-Progress`` while the counts run, then the manifest."""
     job, job_id = _job(request)
     counting = _start_counting(request, job, job_id)
+    if counting is None:
+        progress = f"waiting: {COUNTING_AT_ONCE} other exports are being counted"
+        return fhir_response(None, 202, {"X-Progress": progress, "Retry-After": "2"})
     if counting.error is not None:  # reported once: the next poll counts again
         _countings_of(request.app).pop(job_id, None)
         raise counting.error

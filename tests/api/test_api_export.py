@@ -64,7 +64,7 @@ def manifest(client: httpx.Client, status_url: str) -> dict[str, Any]:
             found: dict[str, Any] = response.json()
             return found
         assert response.status_code == 202, response.text
-        assert response.headers["x-progress"].startswith("counting")
+        assert response.headers["x-progress"].startswith(("counting", "waiting"))
         time.sleep(0.05)
     raise AssertionError("the export never finished")
 
@@ -441,6 +441,30 @@ def test_a_count_that_failed_is_reported_then_run_again(
     done = _poll(client, status_url)
     assert done.status_code == 200, done.text
     assert [o["type"] for o in done.json()["output"]] == ["Patient"]
+
+
+def test_more_exports_than_counts_at_once_wait_their_turn_and_all_finish(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Past the counts a process remembered, each poll started its export's count again
+    and forgot another's: with more exports polled at once, none ever finished."""
+    _people(client)
+    count, gate = Export.count, threading.Event()
+
+    def held(export: Export, *args: Any) -> dict[str, int]:
+        gate.wait(30)
+        return count(export, *args)
+
+    monkeypatch.setattr(Export, "count", held)
+    types = ["Patient", "Observation", "Organization", "Group", "Patient,Group"]
+    status_urls = [kick_off(client, f"/fhir/$export?_type={t}") for t in types]
+    progress = [client.get(url).headers["x-progress"] for url in status_urls]
+    assert [p.split(":")[0] for p in progress] == ["counting"] * 2 + ["waiting"] * 3, progress
+    gate.set()
+    manifests = [manifest(client, url) for url in status_urls]
+    assert [sorted(o["type"] for o in m["output"]) for m in manifests] == [
+        sorted(t.split(",")) for t in types
+    ]
 
 
 def test_a_count_running_when_the_process_stops_stops_and_the_next_process_counts_again(
