@@ -319,6 +319,8 @@ async def export_file(request: Request) -> Response:
     job, _ = _job(request, [resource_type])  # the downloader's token, which may be another
     if resource_type not in RESOURCE_TYPES or resource_type not in job.resource_types():
         raise FhirError(404, "not-found", f"this export has no {resource_type} file")
+    if request.method == "HEAD":  # nothing is opened, sent or logged as exported
+        return Response(headers=NO_STORE, media_type=NDJSON)
     export = Export(_records(request), job)
     batches = export.batches(resource_type, BATCH, BATCH_BYTES)
     first = await asyncio.to_thread(next, batches, None)  # errors before the 200 is sent

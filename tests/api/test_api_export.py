@@ -255,7 +255,13 @@ def test_every_resource_handed_out_is_an_export_leaf_and_the_log_audits(
     client: TestClient, records: RecordStore
 ) -> None:
     _people(client)
-    files = export(client, "/fhir/$export")
+    found = manifest(client, kick_off(client, "/fhir/$export"))
+    for output in found["output"]:  # a HEAD hands nothing out
+        head = client.head(output["url"])
+        assert head.status_code == 200 and head.content == b"", head.text
+        assert head.headers["content-type"].startswith(NDJSON)
+    assert _leaves(records, LeafKind.EXPORT) == []
+    files = download(client, found)
     leaves = _leaves(records, LeafKind.EXPORT)
     handed_out = [r for resources in files.values() for r in resources]
     assert len(leaves) == len(handed_out) == 8
