@@ -28,6 +28,7 @@ from coffre.api.access import access_of
 from coffre.api.auth.enforce import guard_of
 from coffre.api.auth.scopes import Context, Interaction, Target, decide
 from coffre.api.history import since
+from coffre.api.http_protocol import MAX_URL_BYTES
 from coffre.api.negotiation import check_format, preferences
 from coffre.api.responses import NO_STORE, fhir_response
 from coffre.api.routes import base_url
@@ -181,7 +182,18 @@ def _check_access(request: Request, types: list[str]) -> None:
 
 
 def _accepted(request: Request, job: ExportJob) -> Response:
-    status_url = f"{base_url(request)}/$export-status/{job.token(_records(request).keys)}"
+    token = job.token(_records(request).keys)  # it holds the kick-off URL, sealed
+    status_url = f"{base_url(request)}/$export-status/{token}"
+    longest = len(f"{base_url(request)}/$export-file/{token}/") + max(
+        map(len, job.resource_types())
+    )
+    if longest > MAX_URL_BYTES:
+        too_long = (
+            f"this kick-off URL is {len(str(request.url)):,} bytes: its export's URLs, which"
+            f" carry it sealed, would be {longest:,}, more than the {MAX_URL_BYTES:,} a"
+            " request may hold; ask for fewer types at a time, or leave out what is ignored"
+        )
+        raise FhirError(414, "too-long", too_long)
     message = information("the export is accepted: poll the Content-Location URL")
     return fhir_response(message, 202, {"Content-Location": status_url})
 

@@ -352,6 +352,17 @@ def test_unsupported_parameters_are_ignored_with_a_warning_when_the_client_is_le
     assert plain["error"] == []
 
 
+def test_a_kick_off_whose_export_urls_would_be_too_long_is_refused(client: TestClient) -> None:
+    """The export's URLs carry the kick-off URL sealed, a third longer: one of 50 KB was
+    accepted, and its status URL then answered 414 at every poll."""
+    ignored = "a" * 50_000
+    refused = client.get(f"/fhir/$export?_type=Patient&_x={ignored}", headers=LENIENT)
+    assert refused.status_code == 414, refused.text
+    diagnostics = refused.json()["issue"][0]["diagnostics"]
+    assert "ask for fewer types" in diagnostics and "65,535" in diagnostics
+    assert kick_off(client, f"/fhir/$export?_type=Patient&_x={ignored[:20_000]}", LENIENT)
+
+
 def test_a_method_the_export_urls_do_not_take_is_a_405_naming_those_they_do(
     client: TestClient,
 ) -> None:
