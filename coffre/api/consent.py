@@ -17,19 +17,33 @@ from starlette.responses import Response
 from coffre.api.access import access_of, announce
 from coffre.api.auth.enforce import guard_of, not_found
 from coffre.api.auth.scopes import Interaction, Target
-from coffre.api.negotiation import check_format, read_json
+from coffre.api.negotiation import (
+    check_format,
+    query_pairs,
+    read_json,
+    refuse_parameters,
+    write_conditions,
+)
 from coffre.api.responses import fhir_response, resource_response
 from coffre.exceptions import FhirError
+from coffre.fhir.validation import validate
 from coffre.ledger.leaf import LeafKind
 from coffre.service import RecordStore
 from coffre.service.commits import GroupCommitter
 from coffre.service.consent import consent_resource, current_consent, record_research_consent
 
 OPT_OUT = "optOut"
+_OPT_OUT_ELEMENTS = frozenset({"id", "extension", "name"})
+"""What the optOut parameter may carry besides its valueBoolean."""
+_NOT_UNDERSTOOD = (
+    "Coffre does not know these rules, which may change what was meant: send the choice"
+    " without them"
+)
 
 
 def opt_out_of(body: Any) -> bool:
-    """The ``optOut`` boolean of the operation's Parameters; 400 for anything else."""
+    """The ``optOut`` boolean of the operation's Parameters; 400 or 422 for anything
+    else, rather than a choice read from a part of what was sent."""
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         raise FhirError(
             400,
@@ -37,13 +51,22 @@ def opt_out_of(body: Any) -> bool:
             'send a Parameters resource: {"resourceType": "Parameters", "parameter":'
             ' [{"name": "optOut", "valueBoolean": true}]}',
         )
+    validate(body)  # the R4 schema: unknown elements, wrong types, each named
+    if "implicitRules" in body:
+        raise FhirError(400, "not-supported", _NOT_UNDERSTOOD, "Parameters.implicitRules")
     parameters = body.get("parameter", [])
-    if not isinstance(parameters, list) or not all(isinstance(p, dict) for p in parameters):
-        raise FhirError(400, "structure", "Parameters.parameter must be a list of objects")
-    values = [p.get("valueBoolean") for p in parameters if p.get("name") == OPT_OUT]
-    if len(values) != 1 or not isinstance(values[0], bool):
-        raise FhirError(400, "required", "the Parameters need exactly one optOut, a valueBoolean")
-    return values[0]
+    others = sorted({p["name"] for p in parameters} - {OPT_OUT})
+    if others:
+        message = f"$research-consent takes one parameter, optOut, not {', '.join(others)}"
+        raise FhirError(400, "not-supported", message)
+    if len(parameters) != 1 or set(parameters[0]) - _OPT_OUT_ELEMENTS != {"valueBoolean"}:
+        raise FhirError(
+            400,
+            "required",
+            "the Parameters need exactly one optOut, a valueBoolean and no other value",
+        )
+    value: bool = parameters[0]["valueBoolean"]
+    return value
 
 
 def _authorise(request: Request, interaction: Interaction, patient_id: str) -> None:
@@ -64,7 +87,8 @@ async def research_consent(request: Request) -> Response:
     check_format(request)
     patient_id: str = request.path_params["id"]
     committer: GroupCommitter = request.app.state.committer
-    if request.method == "GET":
+    refuse_parameters(query_pairs(request), "$research-consent", "no parameter in its URL")
+    if request.method in ("GET", "HEAD"):
         _authorise(request, Interaction.READ, patient_id)
         records = _records(request)
         patient = records.read("Patient", patient_id)
@@ -78,8 +102,12 @@ async def research_consent(request: Request) -> Response:
             return fhir_response(consent_resource(patient_id, False, None))
         return resource_response(stored)
     _authorise(request, Interaction.UPDATE, patient_id)
+    if_match, if_none_match = write_conditions(request)
     opt_out = opt_out_of(await read_json(request, request.app.state.max_body_bytes))
     outcome = await committer.run(
-        lambda writer: record_research_consent(writer, patient_id, opt_out), access_of(request)
+        lambda writer: record_research_consent(
+            writer, patient_id, opt_out, if_match, if_none_match
+        ),
+        access_of(request),
     )
     return resource_response(outcome.stored, 201 if outcome.created else 200)

@@ -243,3 +243,22 @@ def _modified_since(request: Request) -> int | None:
 def write_conditions(request: Request) -> tuple[int | None, str | None]:
     """A write's preconditions: the version If-Match names, and If-None-Match as sent."""
     return parse_if_match(request.headers.get("if-match")), request.headers.get("if-none-match")
+
+
+def query_pairs(request: Request) -> list[tuple[str, str]]:
+    """The query's parameters, in order, ``_format`` left out (``check_format`` took it)."""
+    return [(k, v) for k, v in request.query_params.multi_items() if k != "_format"]
+
+
+def refuse_parameters(
+    pairs: list[tuple[str, str]], operation: str, takes: str, allowed: frozenset[str] = frozenset()
+) -> None:
+    """Refuse the parameters an operation would ignore (a 400, not the whole answer
+    anyway); ``takes`` says what it does take."""
+    given = sorted({name for name, _ in pairs} - allowed)
+    if given:
+        raise FhirError(
+            400,
+            "not-supported",
+            f"{operation} does not support {', '.join(given)}: it takes {takes}",
+        )

@@ -20,8 +20,10 @@ from coffre.api.negotiation import (
     not_modified,
     prefer_return,
     preferences,
+    query_pairs,
     read_form,
     read_json,
+    refuse_parameters,
     write_conditions,
 )
 from coffre.api.responses import (
@@ -73,24 +75,6 @@ def _id(request: Request) -> str:
     return resource_id
 
 
-def _criteria_query(request: Request) -> list[tuple[str, str]]:
-    return [(k, v) for k, v in request.query_params.multi_items() if k != "_format"]
-
-
-def _refuse_parameters(
-    pairs: Pairs, operation: str, takes: str, allowed: frozenset[str] = frozenset()
-) -> None:
-    """Refuse the parameters an operation would ignore (a 400, not the whole answer
-    anyway); ``takes`` says what it does take."""
-    given = sorted({name for name, _ in pairs} - allowed)
-    if given:
-        raise FhirError(
-            400,
-            "not-supported",
-            f"{operation} does not support {', '.join(given)}: it takes {takes}",
-        )
-
-
 def _written(request: Request, outcome: Written) -> Response:
     stored = outcome.stored
     location = f"{base_url(request)}/{stored.reference}/_history/{stored.version}"
@@ -102,7 +86,7 @@ async def _body(request: Request) -> Any:
 
 
 def _required_criteria(request: Request, what: str, needs: str) -> tuple[Criterion, ...]:
-    criteria = parse_criteria(_criteria_query(request), what)
+    criteria = parse_criteria(query_pairs(request), what)
     if not criteria:
         raise FhirError(400, "invalid", f"{request.method} {_type(request)} needs {needs}")
     return criteria
@@ -188,8 +172,8 @@ async def map_proof(request: Request) -> Response:
     """``Type/id/$map-proof``: the map proof of a record the request may read, with its
     location, which ``/ledger/proof/map`` takes from anyone; looking is a read, logged."""
     check_format(request)
-    _refuse_parameters(
-        _criteria_query(request), "$map-proof", "no parameters and proves the record's latest write"
+    refuse_parameters(
+        query_pairs(request), "$map-proof", "no parameters and proves the record's latest write"
     )
     records = _records(request)
     stored = _current(request, Interaction.READ, _type(request))
@@ -250,9 +234,9 @@ async def access_history(request: Request) -> Response:
     many accesses come meanwhile. Looking at it is itself a read of the patient's record,
     and logged as one."""
     check_format(request)
-    pairs = _criteria_query(request)
+    pairs = query_pairs(request)
     takes = "_count, and the _offset and _snapshot of its own page links"
-    _refuse_parameters(pairs, "$access-history", takes, frozenset({"_count", *PAGING}))
+    refuse_parameters(pairs, "$access-history", takes, frozenset({"_count", *PAGING}))
     count, offset = page_count(pairs), number(pairs, "_offset") or 0
     records = _records(request)
     _may_see_access_history(request)
@@ -470,7 +454,7 @@ async def search(request: Request) -> Response:
     """GET or POST ``_search``; leniently, unknown parameters are reported in the Bundle."""
     check_format(request)
     resource_type = _type(request)
-    pairs = _criteria_query(request)
+    pairs = query_pairs(request)
     if request.method == "POST":
         pairs += await read_form(request, request.app.state.max_body_bytes)
     bundle, handed_out = _search_page(request, resource_type, pairs)
@@ -518,7 +502,7 @@ async def everything(request: Request) -> Response:
     _current(request, Interaction.OPERATION, "Patient")
     admit = guard_of(request).search_filter()
     bundle, handed_out = everything_page(
-        _records(request), base_url(request), _id(request), _criteria_query(request), admit
+        _records(request), base_url(request), _id(request), query_pairs(request), admit
     )
     await _log_access(request, LeafKind.SEARCH, handed_out)
     return fhir_response(bundle)

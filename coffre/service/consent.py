@@ -17,6 +17,7 @@ from typing import Any
 
 from coffre.exceptions import FhirError
 from coffre.fhir.compartment import patient_of
+from coffre.service.conditions import check_none_match
 from coffre.service.records import Outcome, RecordStore, Stored, Writer, gone, instant
 
 CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
@@ -93,10 +94,17 @@ def research_opt_out(records: RecordStore, patient_id: str) -> bool:
     return stored is not None and refuses_research(stored.resource(), patient_id)
 
 
-def record_research_consent(writer: Writer, patient_id: str, opt_out: bool) -> Outcome:
+def record_research_consent(
+    writer: Writer,
+    patient_id: str,
+    opt_out: bool,
+    if_match: int | None = None,
+    if_none_match: str | None = None,
+) -> Outcome:
     """Record (``opt_out``) or withdraw the patient's refusal, in ``writer``'s
-    transaction; 404 if the patient does not exist, 410 if deleted (as a read of it).
-    Saying the same twice makes no new version."""
+    transaction, if the Consent is at the version ``if_match`` names and not one that
+    ``if_none_match`` does (412); 404 if the patient does not exist, 410 if deleted (as
+    a read of it). Saying the same twice makes no new version."""
     patient = writer.latest("Patient", patient_id)
     if patient is None:
         raise FhirError(404, "not-found", f"Patient/{patient_id} does not exist")
@@ -104,6 +112,8 @@ def record_research_consent(writer: Writer, patient_id: str, opt_out: bool) -> O
         raise gone("Patient", patient_id)
     consent_id = research_consent_id(writer.records, patient_id)
     current = writer.latest("Consent", consent_id)
+    writer.check_version("Consent", consent_id, current, if_match)
+    check_none_match(current, if_none_match)
     if current is not None and not current.deleted:
         was = refuses_research(current.resource(), patient_id)
         if was == opt_out:

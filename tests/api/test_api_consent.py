@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+import pytest
 from conftest import FHIR_JSON
 from minted import bearer
 from starlette.testclient import TestClient
@@ -18,6 +21,9 @@ def _parameters(opt_out: object) -> dict[str, object]:
         "resourceType": "Parameters",
         "parameter": [{"name": "optOut", "valueBoolean": opt_out}],
     }
+
+
+_MODIFIER = {"url": "https://example.org/fhir/only-if", "valueBoolean": False}
 
 
 def _patient(client: TestClient) -> str:
@@ -77,17 +83,77 @@ def test_the_input_is_a_parameters_with_one_boolean(client: TestClient) -> None:
     url = f"/fhir/Patient/{_patient(client)}/$research-consent"
     for body in ({"optOut": True}, _parameters("yes"), {"resourceType": "Parameters"}):
         response = client.put(url, json=body, headers=FHIR_JSON)
-        assert response.status_code == 400, body
+        assert response.status_code in (400, 422), body
         assert response.json()["resourceType"] == "OperationOutcome"
 
 
-def test_parameters_of_the_wrong_shape_are_a_400_not_a_500(client: TestClient) -> None:
+def test_parameters_of_the_wrong_shape_are_a_422_not_a_500(client: TestClient) -> None:
     url = f"/fhir/Patient/{_patient(client)}/$research-consent"
     for parameter in ("optOut", [1], {"name": "optOut", "valueBoolean": True}, None):
         body = {"resourceType": "Parameters", "parameter": parameter}
         response = client.put(url, json=body, headers=FHIR_JSON)
-        assert response.status_code == 400, body
-        assert "parameter" in response.json()["issue"][0]["diagnostics"]
+        assert response.status_code == 422, body
+        assert "Parameters.parameter" in response.json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize(
+    ("parameters", "extra", "status"),
+    [
+        ([{"name": "optOut", "valueBoolean": True, "valueString": "no"}], {}, 400),
+        ([{"name": "optOut", "valueBoolean": True}] * 2, {}, 400),
+        ([{"name": "optOut", "valueBoolean": True}, {"name": "why", "valueString": "x"}], {}, 400),
+        ([{"name": "optOut", "valueBoolean": True, "modifierExtension": [_MODIFIER]}], {}, 400),
+        ([{"name": "optOut", "valueBoolean": True}], {"implicitRules": "http://x.org/r"}, 400),
+        ([{"name": "optOut", "valueBoolean": True}], {"optIn": True}, 422),
+    ],
+)
+def test_a_choice_read_from_part_of_what_was_sent_is_refused(
+    client: TestClient,
+    records: RecordStore,
+    parameters: list[dict[str, Any]],
+    extra: dict[str, Any],
+    status: int,
+) -> None:
+    """Each was taken as an opt-out, whatever else it said: two values, a second
+    optOut, a parameter Coffre ignores, a modifier or rules it does not know, an unknown
+    element."""
+    patient = _patient(client)
+    body = {"resourceType": "Parameters", "parameter": parameters, **extra}
+    url = f"/fhir/Patient/{patient}/$research-consent"
+    response = client.put(url, json=body, headers=FHIR_JSON)
+    assert response.status_code == status, response.text
+    assert not research_opt_out(records, patient)
+
+
+def test_the_operation_takes_no_parameter_in_its_url(client: TestClient) -> None:
+    url = f"/fhir/Patient/{_patient(client)}/$research-consent?optOut=true"
+    for response in (client.get(url), client.put(url, json=_parameters(True), headers=FHIR_JSON)):
+        assert response.status_code == 400, response.text
+        assert "does not support optOut" in response.json()["issue"][0]["diagnostics"]
+
+
+def test_a_change_made_by_someone_else_since_is_a_412_with_if_match(client: TestClient) -> None:
+    """The GET gives the Consent's ETag; a PUT with If-Match used to overwrite a newer
+    choice whatever it named."""
+    url = f"/fhir/Patient/{_patient(client)}/$research-consent"
+    read = client.get(url)
+    assert "etag" not in read.headers  # none recorded yet: the default, unsaved
+    refused = client.put(url, json=_parameters(True), headers={**FHIR_JSON, "If-Match": 'W/"1"'})
+    assert refused.status_code == 412, refused.text
+    first = client.put(url, json=_parameters(True), headers={**FHIR_JSON, "If-None-Match": "*"})
+    assert first.status_code == 201 and first.headers["etag"] == 'W/"1"'
+    again = client.put(url, json=_parameters(False), headers={**FHIR_JSON, "If-None-Match": "*"})
+    assert again.status_code == 412, again.text
+    withdrawn = client.put(url, json=_parameters(False), headers={**FHIR_JSON, "If-Match": 'W/"1"'})
+    assert withdrawn.status_code == 200 and withdrawn.headers["etag"] == 'W/"2"'
+    stale = client.put(url, json=_parameters(True), headers={**FHIR_JSON, "If-Match": 'W/"1"'})
+    assert stale.status_code == 412 and "version 2" in stale.json()["issue"][0]["diagnostics"]
+
+
+def test_head_answers_as_get_without_a_body(client: TestClient) -> None:
+    url = f"/fhir/Patient/{_patient(client)}/$research-consent"
+    response = client.head(url)
+    assert response.status_code == 200 and response.content == b""
 
 
 def test_the_capability_statement_declares_the_operation(client: TestClient) -> None:
