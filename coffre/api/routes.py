@@ -502,7 +502,12 @@ async def everything(request: Request) -> Response:
     _current(request, Interaction.OPERATION, "Patient")
     admit = guard_of(request).search_filter()
     bundle, handed_out = everything_page(
-        _records(request), base_url(request), _id(request), query_pairs(request), admit
+        _records(request),
+        base_url(request),
+        _id(request),
+        query_pairs(request),
+        admit,
+        preferences(request).get("handling") == "strict",
     )
     await _log_access(request, LeafKind.SEARCH, handed_out)
     return fhir_response(bundle)

@@ -9,7 +9,7 @@ from functools import cache
 from itertools import islice
 from typing import Any
 
-from coffre.api.history import links, refuse_unsupported, since
+from coffre.api.history import PAGING, links, refuse_unsupported, since
 from coffre.exceptions import FhirError, bounded, operation_outcome
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir.values import LARGEST
@@ -307,17 +307,37 @@ def _needs_total(pairs: Pairs) -> bool:
     )
 
 
+EVERYTHING_TAKES = frozenset(
+    {"_type", "_since", "_count", "_include", "_revinclude", "_summary", "_elements", "_total"}
+).union(PAGING)
+"""What ``$everything`` answers by, modifiers aside (``_include:iterate``)."""
+
+
 def everything_page(
-    records: RecordStore, base: str, patient_id: str, pairs: Pairs, admit: Admit | None = None
+    records: RecordStore,
+    base: str,
+    patient_id: str,
+    pairs: Pairs,
+    admit: Admit | None = None,
+    strict: bool = False,
 ) -> tuple[dict[str, Any], list[Stored]]:
     """``Patient/{id}/$everything``: the patient's compartment, ``_type`` and ``_since``
-    narrowing it, paged by ``_count``; the caller has read the Patient (404, 410)."""
-    refuse_unsupported(pairs, ("start", "end"), "$everything", "_type, _since and _count")
+    narrowing it, paged by ``_count``; the caller has read the Patient (404, 410). Other
+    parameters are refused when ``strict``, else left out of the page's links and
+    reported in it."""
+    takes = "_type, _since and _count"
+    refuse_unsupported(pairs, ("start", "end"), "$everything", takes)
+    unknown = sorted({k for k, _ in pairs if k.partition(":")[0] not in EVERYTHING_TAKES})
+    if unknown and strict:
+        message = f"$everything does not support {', '.join(unknown)}: it takes {takes}"
+        raise FhirError(400, "not-supported", message)
+    pairs = [(k, v) for k, v in pairs if k not in unknown]
     types = listed(pairs, "_type") or list(compartment_types())
     for name in types:
         if name not in RESOURCE_TYPES:
             raise FhirError(400, "invalid", f"_type names {name!r}, not a FHIR R4 resource type")
-    specs, ignored = includes(pairs, False)
+    specs, ignored = includes(pairs, strict)
+    ignored += [f"{name} is no parameter of $everything" for name in unknown]
     searcher = Searcher(records, _scope(records, pairs, base, admit))
     limit = _limit(pairs)
     wanted = [t for t in compartment_types() if t in types]

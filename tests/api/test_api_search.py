@@ -235,6 +235,26 @@ def test_everything_with_type_since_and_count(client: TestClient) -> None:
     assert client.get("/fhir/Patient/nobody/$everything").status_code == 404
 
 
+def test_everything_refuses_what_it_does_not_take_when_strict_and_says_so_when_lenient(
+    client: TestClient,
+) -> None:
+    """An unknown parameter was ignored even under handling=strict, and its page links
+    repeated it as if it had been applied."""
+    _people(client)
+    url = "/fhir/Patient/bob/$everything?_count=2&code=1234-5&_sort=date"
+    strict = client.get(url, headers={"Prefer": "handling=strict"})
+    assert strict.status_code == 400, strict.text
+    assert "does not support _sort, code" in strict.json()["issue"][0]["diagnostics"]
+    lenient = _search(client, url.removeprefix("/fhir/"))
+    assert len(_ids(lenient)) == 2
+    outcome = lenient["entry"][-1]
+    assert outcome["search"]["mode"] == "outcome"
+    said = " ".join(i["diagnostics"] for i in outcome["resource"]["issue"])
+    assert "code is no parameter of $everything" in said and "_sort" in said
+    for link in lenient["link"]:
+        assert "code=" not in link["url"] and "_sort" not in link["url"], link
+
+
 def test_post_search_and_conditional_create_use_every_parameter(client: TestClient) -> None:
     _people(client)
     response = client.post("/fhir/Patient/_search", data={"family": "berger", "gender": "male"})
