@@ -174,11 +174,27 @@ def _check_access(request: Request, types: list[str]) -> None:
     if principal is None:
         return  # no token: COFFRE_AUTH is off, as for every other request
     system = replace(principal, scopes=principal.scopes.in_context(Context.SYSTEM))
-    for resource_type in types:
-        decision = decide(system, Target(Interaction.OPERATION, resource_type))
-        if not decision.allowed or decision.within is not None:
-            message = f"a bulk export of {resource_type} needs a system/{resource_type}.rs scope"
-            raise FhirError(403, "forbidden", message)
+    refused = [
+        name
+        for name in types
+        if not (decision := decide(system, Target(Interaction.OPERATION, name))).allowed
+        or decision.within is not None
+    ]
+    if len(refused) == len(types):
+        message = (
+            "this token may export none of these types: a bulk export needs a system scope"
+            " (system/*.rs, or system/Type.rs for each type), whoever the token speaks for"
+        )
+        raise FhirError(403, "forbidden", message)
+    if refused:
+        named = ", ".join(refused[:5]) + (
+            f" and {len(refused) - 5} more" if len(refused) > 5 else ""
+        )
+        message = (
+            f"this token may not export {named}: ask for the other types with _type, or for"
+            " a token with a system/Type.rs scope for each (system/*.rs for all)"
+        )
+        raise FhirError(403, "forbidden", message)
 
 
 def _accepted(request: Request, job: ExportJob) -> Response:
