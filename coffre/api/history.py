@@ -16,6 +16,7 @@ from starlette.requests import Request
 from coffre.exceptions import FhirError
 from coffre.fhir import json
 from coffre.search.normalise import instant
+from coffre.search.plan import unreadable
 from coffre.search.results import Pairs, number, page_count, single
 from coffre.service import RecordStore, Stored
 from coffre.storage import HistoryQuery
@@ -29,12 +30,11 @@ def since(pairs: Pairs) -> int | None:
         return None
     moment = instant(raw)
     if moment is None:
-        raise FhirError(
-            400,
-            "invalid",
-            f"_since={raw} is not a FHIR instant: to the second, with a time zone"
-            " (Z, or ±hh:mm up to 14:00), such as 2026-01-31T12:00:00Z",
+        what = (
+            "a FHIR instant: to the second, with a time zone (Z, or ±hh:mm up to 14:00),"
+            " such as 2026-01-31T12:00:00Z"
         )
+        raise unreadable(f"_since={raw}", what, "_since=2026-01-31T12:00:00%2B01:00")
     return moment
 
 

@@ -258,19 +258,19 @@ def split_prefix(raw: str) -> tuple[str, str]:
     return "eq", raw
 
 
-def _unreadable(raw: str, what: str, example: str) -> FhirError:
+def unreadable(raw: str, what: str, example: str) -> FhirError:
     """The 400 for a value that is not ``what``; a space in it is most likely a ``+`` the
     client did not encode (a time zone's, an exponent's), which a URL reads as a space."""
     message = f"{raw!r} is not {what}"
     if " " in raw:
-        message += f": a '+' in a URL reads as a space, so send it as %2B ({example})"
+        message += f": a + in a URL reads as a space, so send it as %2B ({example})"
     return FhirError(400, "invalid", message)
 
 
 def query_date(raw: str) -> tuple[int, int]:
     found = date_range(raw)
     if found is None:
-        raise _unreadable(raw, "a FHIR date, dateTime or instant", "%2B01:00")
+        raise unreadable(raw, "a FHIR date, dateTime or instant", "%2B01:00")
     return found
 
 
@@ -286,7 +286,7 @@ def query_number(raw: str) -> Decimal:
     except InvalidOperation:
         value = Decimal("NaN")
     if not value.is_finite():
-        raise _unreadable(raw, "a number", "1e%2B5")
+        raise unreadable(raw, "a number", "1e%2B5")
     if not -_EXPONENT_MAX <= value.adjusted() <= _EXPONENT_MAX:
         raise FhirError(
             400,

@@ -322,6 +322,13 @@ def test_an_invalid_contained_resource_is_422(client: TestClient) -> None:
             "time zone",
             id="since-no-zone",
         ),
+        pytest.param(
+            "GET",
+            "/fhir/Patient/_history?_since=2024-01-01T00:00:00+01:00",
+            400,
+            "a + in a URL reads as a space, so send it as %2B",
+            id="since-plus-unencoded",
+        ),
         *(
             pytest.param("GET", f"/fhir/_history?_since={value}", 400, "FHIR instant", id=name)
             for name, value in (
