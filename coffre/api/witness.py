@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import PlainTextResponse, Response
 from starlette.routing import Route
 
@@ -181,7 +181,16 @@ class WitnessServer:
 
 
 def witness_app(server: WitnessServer) -> Starlette:
-    return Starlette(routes=[Route("/add-checkpoint", server.add_checkpoint, methods=["POST"])])
+    return Starlette(
+        routes=[Route("/add-checkpoint", server.add_checkpoint, methods=["POST"])],
+        exception_handlers={ClientDisconnect: _client_gone},
+    )
+
+
+async def _client_gone(request: Request, error: Exception) -> Response:
+    """A client that hung up mid-body: nothing was decided, nobody hears the answer, and
+    it is no fault of the witness to log (anyone may do it, as often as they like)."""
+    return _text("the request's body did not arrive whole: send it again", 400)
 
 
 async def _body(request: Request) -> bytes | None:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import stat
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -197,3 +199,37 @@ def test_concurrent_requests_are_decided_one_at_a_time(
     assert len(winners) == 1
     won = folder.load_state().get(ORIGIN).size
     assert sorted(a.text for a in answers if a.status_code == 409) == [f"{won}\n"] * 3
+
+
+def test_a_client_gone_mid_body_is_answered_without_an_error_logged(
+    folder: WitnessFolder, caplog: pytest.LogCaptureFixture
+) -> None:
+    """It logged a 43-line traceback for each such client, and anyone may be one."""
+    app = witness_app(WitnessServer(folder, [LOG_KEY]))
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": "/add-checkpoint",
+        "raw_path": b"/add-checkpoint",
+        "root_path": "",
+        "query_string": b"",
+        "headers": [(b"content-length", b"1000")],
+        "client": ("127.0.0.1", 40000),
+        "server": ("witness.example.org", 80),
+    }
+    with caplog.at_level(logging.DEBUG):
+        asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 400
+    assert not [record for record in caplog.records if record.exc_info]
+    assert folder.load_state().get(ORIGIN).size == 0  # nothing was cosigned
