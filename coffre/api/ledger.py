@@ -115,6 +115,12 @@ async def checkpoint(request: Request) -> Response:
 
 async def cosigned_checkpoint(request: Request) -> Response:
     """The newest checkpoint a quorum of the witnesses cosigned (docs/witness.md)."""
+    if getattr(request.app.state, "witnessing", None) is None:
+        message = (
+            "this server gathers no cosignatures: it was started without COFFRE_WITNESSES"
+            " (docs/witness.md)"
+        )
+        raise FhirError(404, "not-found", message)
     note = _cosigned(request)
     if note is None:
         raise FhirError(404, "not-found", "no checkpoint of this log is cosigned yet")

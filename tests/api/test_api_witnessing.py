@@ -326,7 +326,9 @@ def test_the_endpoints_serve_what_was_cosigned(log: WitnessedLog, records: Recor
 def test_a_log_without_witnesses_has_no_cosigned_checkpoint(client: TestClient) -> None:
     _write(client, 1)
     answer = client.get("/ledger/checkpoint/cosigned")
-    assert answer.status_code == 404 and "no checkpoint" in answer.text
+    assert answer.status_code == 404, answer.text
+    # Not "no checkpoint is cosigned yet": another server of the vault may gather them.
+    assert "started without COFFRE_WITNESSES" in answer.text
 
 
 @pytest.fixture
