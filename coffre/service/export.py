@@ -101,6 +101,8 @@ class ExportJob:
     def from_token(cls, keys: PurposeKeys, token: str) -> ExportJob:
         """The job a token describes; 404 for a token this side did not make, or expired."""
         unknown = FhirError(404, "not-found", "no such export: the URL is unknown or expired")
+        if "=" in token:  # a token is written unpadded: one with padding was altered
+            raise unknown
         try:
             payload = _job_seal(keys).open(_unb64(token))
         except (ValueError, SealError):
