@@ -5,6 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO := .demo
 DEMO_PATIENTS ?= 50
+DEMO_PORT ?= 8080
 
 .PHONY: demo test lint typecheck unit packages generate clean bytecode
 
@@ -20,15 +21,15 @@ $(STAMP): pyproject.toml
 bytecode: $(STAMP)
 	$(BIN)/python -m compileall -q coffre
 
-# A vault with generated patients, served on http://127.0.0.1:8080/fhir.
+# A vault with generated patients, served on http://127.0.0.1:$(DEMO_PORT)/fhir.
 demo: bytecode
 	@if [ ! -f $(DEMO)/vault/storage.sqlite ]; then \
 		$(BIN)/coffre init $(DEMO)/vault && \
 		$(BIN)/coffre synth $(DEMO_PATIENTS) --out $(DEMO)/synth && \
 		$(BIN)/coffre import --vault $(DEMO)/vault $(DEMO)/synth; \
 	fi
-	@$(BIN)/python scripts/demo_access.py setup --vault $(DEMO)/vault --url http://127.0.0.1:8080
-	$(BIN)/coffre serve --vault $(DEMO)/vault --port 8080
+	@$(BIN)/python scripts/demo_access.py setup --vault $(DEMO)/vault --url http://127.0.0.1:$(DEMO_PORT)
+	$(BIN)/coffre serve --vault $(DEMO)/vault --port $(DEMO_PORT)
 
 lint: $(STAMP)
 	$(BIN)/ruff check coffre tests bench scripts

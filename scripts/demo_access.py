@@ -38,6 +38,7 @@ from coffre.service import Vault
 DEMO = Path(".demo")
 USERNAME = "demo-patient"
 CLIENT_ID = "demo-backend"
+DEFAULT_URL = "http://127.0.0.1:8080"
 ALGORITHM = "ES384"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
@@ -93,9 +94,14 @@ def setup(vault: Vault, url: str) -> None:
         f"\nPatient portal: {url}/portal/  (user {USERNAME}, password"
         f" {password_file.read_text()}, {patient})\n"
         "API token (SMART backend services, client_credentials with private_key_jwt):\n"
-        "  TOKEN=$(.venv/bin/python scripts/demo_access.py token)\n"
+        f"  TOKEN=$(.venv/bin/python scripts/demo_access.py token{_url_option(url)})\n"
         f'  curl -H "Authorization: Bearer $TOKEN" "{url}/fhir/Patient?_count=1"\n'
     )
+
+
+def _url_option(url: str) -> str:
+    """The token command's ``--url``, when the demo serves elsewhere than by default."""
+    return "" if url == DEFAULT_URL else f" --url {url}"
 
 
 def token(vault: Vault, url: str) -> str:
@@ -126,7 +132,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("action", choices=("setup", "token"))
     parser.add_argument("--vault", type=Path, default=DEMO / "vault")
-    parser.add_argument("--url", default="http://127.0.0.1:8080")
+    parser.add_argument("--url", default=DEFAULT_URL)
     args = parser.parse_args()
     if args.action == "setup":
         setup(Vault.at(args.vault), args.url)

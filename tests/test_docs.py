@@ -69,9 +69,10 @@ def test_the_readme_tour_runs_as_written(server: RunningServer) -> None:
         # ``| head`` shortens what a reader sees, and breaks its pipe when it has enough.
         command = re.sub(r"\s*\|\s*head -\d+$", "", command)
         command = command.replace("127.0.0.1:8080", f"127.0.0.1:{port}")
-        if "<id>" in command:
+        if "<id>" in command or "<pid>" in command:
             assert patient_id, f"the tour uses <id> before it creates a patient: {command}"
-            command = command.replace("<id>", patient_id)
+            # <pid>, a generated patient with a history, is her too on a fresh server.
+            command = command.replace("<id>", patient_id).replace("<pid>", patient_id)
         wrapped = 'curl() { command curl --fail-with-body "$@"; }; ' + command
         done = subprocess.run(
             ["bash", "-o", "pipefail", "-c", wrapped], capture_output=True, text=True, timeout=60

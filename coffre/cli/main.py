@@ -216,11 +216,10 @@ def synth(
     each ``patient-N.json`` one patient and their history.
     """
     now = None if as_of is None else as_of.replace(hour=12, tzinfo=UTC)
+    shared = generate_shared_bundle(random.Random(f"coffre-synth:{seed}:shared"))
     try:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "shared.json").write_bytes(
-            dumps(generate_shared_bundle(random.Random(f"coffre-synth:{seed}:shared")))
-        )
+        (out / "shared.json").write_bytes(dumps(shared))
     except OSError as error:
         raise fail(error) from None
     resources = 0
@@ -230,7 +229,11 @@ def synth(
             (out / f"patient-{index:07d}.json").write_bytes(dumps(bundle))
             resources += len(bundle["entry"])
             _advance(progress, task, 1)
-    console.print(f"{count} patients, {resources} resources written to {escape(str(out))}")
+    shared_count = len(shared["entry"])
+    console.print(
+        f"{count} patients, {resources} resources, and {shared_count} shared ones"
+        f" (organisations, practitioners and their roles), written to {escape(str(out))}"
+    )
 
 
 @app.command("import")
