@@ -219,6 +219,8 @@ def backup(
     final = Path(destination.removeprefix("sqlite://"))
     if final.exists():
         raise fail(f"{final} exists already")
+    if not final.parent.is_dir():
+        raise fail(f"there is no folder {final.parent} to write the backup in: create it first")
     partial = final.with_name(final.name + PARTIAL_SUFFIX)
     try:
         run_copy(source, str(partial), batch)
@@ -284,6 +286,10 @@ def restore(
     except RolledBackError as error:
         if accept_rollback_to != size or not target.checkpoint_memory.exists():
             fail(error)
+            if accept_rollback_to is not None:
+                console.print(
+                    escape(f"--accept-rollback-to {accept_rollback_to} is not that size.")
+                )
             console.print(
                 escape(
                     f"The backup is restored, but its log ends at size {size}, before the last"

@@ -94,8 +94,11 @@ def test_a_backup_taken_while_writing_restores_once_its_rollback_is_accepted(
     assert code == 1 and "rolled back" in output, output
     size = int(output.split("--accept-rollback-to ")[1].split(".")[0])
     assert 0 < size < latest.size
-    code, output = _run("restore", str(backup), "--vault", str(restored.folder))
+    code, output = _run(
+        "restore", str(backup), "--vault", str(restored.folder), "--accept-rollback-to", "1"
+    )
     assert code == 1, "the storage is restored, the rollback still refused"
+    assert "--accept-rollback-to 1 is not that size" in output, output
     code, output = _run(
         "restore", str(backup), "--vault", str(restored.folder), "--accept-rollback-to", str(size)
     )
@@ -177,6 +180,11 @@ def test_a_restore_needing_a_retired_key_names_it_and_restores_nothing(
     assert "kek-1" in said and "Nothing was restored" in said
     with pytest.raises(CoffreError, match=r"no vault at|holds no Coffre storage"):
         restored.open_storage()  # nothing was made
+
+
+def test_a_backup_into_a_folder_that_does_not_exist_says_so(vault: Vault, tmp_path: Path) -> None:
+    code, output = _run("backup", str(tmp_path / "no" / "b.sqlite"), "--vault", str(vault.folder))
+    assert code == 1 and f"there is no folder {tmp_path / 'no'}" in " ".join(output.split())
 
 
 def test_a_restore_of_no_backup_makes_nothing(tmp_path: Path) -> None:
