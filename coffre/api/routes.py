@@ -240,7 +240,9 @@ async def access_history(request: Request) -> Response:
     count, offset = page_count(pairs), number(pairs, "_offset") or 0
     records = _records(request)
     _may_see_access_history(request)
-    patient = records.read("Patient", _id(request))
+    # A deleted Patient's compartment keeps its records and who opened them (an erased
+    # one's are gone: 410).
+    patient = records.latest_version("Patient", _id(request))
     snapshot = number(pairs, "_snapshot") or records.log_followed()
     events = records.access_history(patient.id, snapshot)
     events.sort(key=lambda event: not is_break_glass(event))  # stable: newest first within

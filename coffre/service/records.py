@@ -413,14 +413,18 @@ class RecordStore:
         return logged is not None and logged.index_digest == digest
 
     def read(self, resource_type: str, resource_id: str) -> Stored:
+        stored = self.latest_version(resource_type, resource_id)
+        if stored.deleted:
+            raise gone(resource_type, resource_id)
+        return stored
+
+    def latest_version(self, resource_type: str, resource_id: str) -> Stored:
+        """A record's latest version, a deletion's too; 404 if it never existed."""
         check_id(resource_type, resource_id)
         sealed = self.checked_latest(self.keys.location(resource_type, resource_id))
         if sealed is None:
             raise FhirError(404, "not-found", f"{resource_type}/{resource_id} does not exist")
-        stored = self.open(resource_type, resource_id, sealed)
-        if stored.deleted:
-            raise gone(resource_type, resource_id)
-        return stored
+        return self.open(resource_type, resource_id, sealed)
 
     def vread(
         self,

@@ -132,6 +132,27 @@ def test_a_patient_s_access_history_lists_the_task_written_for_them(client: Test
     assert entities[:2] == [f"Task/{task_id}/_history/1"] * 2
 
 
+def test_a_deleted_patient_s_access_history_still_lists_who_opened_their_records(
+    client: TestClient,
+) -> None:
+    """Deleting the Patient (not erasing it) keeps their other records readable: it
+    used to make their access history a 410, so who then read those was listed nowhere."""
+    patient_id = _create(client, "Pelletier")
+    observation = {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "poids"},
+        "subject": {"reference": f"Patient/{patient_id}"},
+    }
+    created = client.post("/fhir/Observation", json=observation, headers=FHIR_JSON)
+    assert client.delete(f"/fhir/Patient/{patient_id}").status_code in (200, 204)
+    assert client.get(f"/fhir/Observation/{created.json()['id']}").status_code == 200
+    response = client.get(f"/fhir/Patient/{patient_id}/$access-history")
+    assert response.status_code == 200, response.text
+    events = [entry["resource"] for entry in response.json()["entry"]]
+    assert [event["action"] for event in events[:3]] == ["R", "D", "C"]
+
+
 def test_the_access_history_of_an_unknown_patient_is_404(client: TestClient) -> None:
     response = client.get("/fhir/Patient/nobody/$access-history")
     assert response.status_code == 404
