@@ -92,13 +92,14 @@ STORAGE_REQUIRE_TLS = Setting(
 BENCH_PLAINTEXT = Setting(
     "bench_plaintext",
     "",
-    "Benchmarks only: '1' stores bodies unencrypted, to measure what sealing costs. Never for real data.",
+    "Benchmarks only: '1' stores bodies unencrypted, to measure what sealing costs; only in a"
+    " vault `coffre init` made with it set, which opens with nothing else.",
 )
 BENCH_UNVERIFIED_READS = Setting(
     "bench_unverified_reads",
     "",
     "Benchmarks only: '1' serves reads without checking them against the log, to measure"
-    " what the check costs. Never for real data.",
+    " what the check costs; only in a vault made for a benchmark.",
 )
 WITNESSES = Setting(
     "witnesses",

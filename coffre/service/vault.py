@@ -24,6 +24,11 @@ from coffre.storage.postgres import PostgresStorage, check_room
 STORAGE_FILE = "storage.sqlite"
 STORAGE_URL_FILE = "storage.url"
 KEYRING_FILE = "keyring.json"
+BENCHMARK_FILE = "benchmark-only"
+"""In a vault made for a benchmark, what it was made for: ``plaintext`` (its bodies are
+not encrypted: ``coffre init`` with COFFRE_BENCH_PLAINTEXT=1) or ``sealed``. The
+benchmarks' switches open no other vault, and such a vault opens for nothing else."""
+PLAINTEXT = "plaintext"
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,6 +80,9 @@ class Vault:
                 wanted.mkdir(parents=True, exist_ok=True)
             undo.append(keys.destroy)
             keys.make()
+            if config.BENCH_PLAINTEXT.value() == "1":
+                undo.append((self.folder / BENCHMARK_FILE).unlink)
+                (self.folder / BENCHMARK_FILE).write_text(PLAINTEXT + "\n")
             if storage_url:
                 undo.append((self.folder / STORAGE_URL_FILE).unlink)
                 self._record_url(storage_url)
@@ -106,13 +114,40 @@ class Vault:
         cannot be read), or no keys in the token."""
         open_custody(self.keyring).root_secret()
 
+    def benchmark_mode(self) -> str | None:
+        """What the vault was made for if it was made for a benchmark (BENCHMARK_FILE)."""
+        with suppress(FileNotFoundError):
+            return (self.folder / BENCHMARK_FILE).read_text().strip()
+        return None
+
+    def _check_benchmark_switches(self) -> bool:
+        """Whether bodies are stored unencrypted: only in a vault made so for a benchmark,
+        which opens for nothing else; unchecked reads only in a benchmark's vault."""
+        plaintext = config.BENCH_PLAINTEXT.value() == "1"
+        made = self.benchmark_mode()
+        if plaintext and made != PLAINTEXT:
+            raise VaultStateError(
+                f"{config.BENCH_PLAINTEXT.env}=1 stores health data unencrypted: it opens only"
+                f" a vault made with it for a benchmark, not {self.folder}; unset it"
+            )
+        if made == PLAINTEXT and not plaintext:
+            raise VaultStateError(
+                f"{self.folder} was made for a benchmark and holds its data unencrypted: it"
+                f" opens with {config.BENCH_PLAINTEXT.env}=1 only, and is no vault for real data"
+            )
+        if config.BENCH_UNVERIFIED_READS.value() == "1" and made is None:
+            raise VaultStateError(
+                f"{config.BENCH_UNVERIFIED_READS.env}=1 serves reads without checking them:"
+                f" it opens only a vault made for a benchmark, not {self.folder}; unset it"
+            )
+        return plaintext
+
     def open(self) -> RecordStore:
         """The record store; its start checks refuse a storage the host tampered with, and
         the storage is closed then (a PostgreSQL one holds connections and threads)."""
+        plaintext = self._check_benchmark_switches()
         storage = self.open_storage()
-        envelope: Envelope = (
-            PlainEnvelope() if config.BENCH_PLAINTEXT.value() == "1" else AeadEnvelope()
-        )
+        envelope: Envelope = PlainEnvelope() if plaintext else AeadEnvelope()
         try:
             return RecordStore(
                 storage,

@@ -26,6 +26,7 @@ from coffre.search import parse_criteria
 from coffre.service import RecordStore, Vault
 from coffre.service import ledger as ledger_module
 from coffre.service.ledger import LatestWrites, stored_node
+from coffre.service.vault import BENCHMARK_FILE
 from coffre.storage.base import StorageReader
 
 
@@ -337,6 +338,7 @@ def test_the_benchmark_switch_serves_reads_unchecked_and_nothing_else(
     _write_some(records, 3)
     _put_back_version_one(vault, records, "p0")
     monkeypatch.setenv("COFFRE_BENCH_UNVERIFIED_READS", "1")
+    (vault.folder / BENCHMARK_FILE).write_text("sealed\n")  # made for a benchmark
     unchecked = vault.open()
     try:
         assert unchecked.read("Patient", "p0").version == 1

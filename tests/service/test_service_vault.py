@@ -223,3 +223,26 @@ def test_a_folder_that_existed_keeps_what_it_held_and_loses_what_the_init_made(
     shutil.rmtree(folder / "storage.sqlite-wal")
     vault.create()
     _works(vault)
+
+
+def test_the_benchmark_switches_open_only_a_vault_made_for_a_benchmark(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """COFFRE_BENCH_PLAINTEXT=1 left set stored a real vault's health data unencrypted,
+    and the vault then failed, with a traceback, to open without it."""
+    real = Vault.at(tmp_path / "real")
+    real.create()
+    for switch in ("COFFRE_BENCH_PLAINTEXT", "COFFRE_BENCH_UNVERIFIED_READS"):
+        with monkeypatch.context() as patched:
+            patched.setenv(switch, "1")
+            with pytest.raises(VaultStateError, match=f"{switch}=1 .*: it opens only"):
+                real.open()
+    monkeypatch.setenv("COFFRE_BENCH_PLAINTEXT", "1")
+    bench = Vault.at(tmp_path / "bench")
+    bench.create()
+    assert bench.benchmark_mode() == "plaintext"
+    bench.open().storage.close()
+    monkeypatch.delenv("COFFRE_BENCH_PLAINTEXT")
+    with pytest.raises(VaultStateError, match="no vault for real data"):
+        bench.open()
+    real.open().storage.close()
