@@ -8,19 +8,31 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from coffre.exceptions import CoffreError
+
 
 @dataclass(frozen=True, slots=True)
 class Setting:
     name: str
     default: str
     help: str
+    choices: tuple[str, ...] = ()
+    """The values it takes (any case), if only some: a typo is refused, never read as one."""
+    whole: bool = False
+    """It takes a whole number (or nothing, where nothing is its default)."""
 
     @property
     def env(self) -> str:
         return "COFFRE_" + self.name.upper()
 
     def value(self) -> str:
-        return os.environ.get(self.env, self.default)
+        raw = os.environ.get(self.env, self.default)
+        if self.choices and raw.upper() not in self.choices:
+            shown = " or ".join(repr(choice) for choice in self.choices)
+            raise CoffreError(f"{self.env}={raw!r}: it takes {shown}")
+        if self.whole and not (raw.isascii() and raw.isdigit()) and (raw or self.default):
+            raise CoffreError(f"{self.env}={raw!r}: it takes a whole number")
+        return raw
 
 
 VAULT = Setting(
@@ -50,8 +62,8 @@ PKCS11_PIN = Setting(
     "With pkcs11 custody and no PIN file: the user PIN itself. Prefer the file.",
 )
 HOST = Setting("host", "127.0.0.1", "Address `coffre serve` listens on.")
-PORT = Setting("port", "8080", "Port `coffre serve` listens on.")
-WORKERS = Setting("workers", "2", "Server processes; each opens the vault itself.")
+PORT = Setting("port", "8080", "Port `coffre serve` listens on.", whole=True)
+WORKERS = Setting("workers", "2", "Server processes; each opens the vault itself.", whole=True)
 TLS_CERT = Setting(
     "tls_cert",
     "",
@@ -66,15 +78,20 @@ DATA_KEY_CACHE = Setting(
     "100000",
     "Data keys each server process keeps unwrapped (least recently used dropped beyond it;"
     " about 200 bytes each).",
+    whole=True,
 )
 MAX_BODY_BYTES = Setting(
-    "max_body_bytes", str(64 * 1024 * 1024), "Largest request body accepted; larger ones get 413."
+    "max_body_bytes",
+    str(64 * 1024 * 1024),
+    "Largest request body accepted; larger ones get 413.",
+    whole=True,
 )
 SQLITE_SYNCHRONOUS = Setting(
     "sqlite_synchronous",
     "FULL",
     "SQLite's synchronous pragma. FULL makes every acknowledged write survive a power cut;"
     " NORMAL survives a crash of Coffre but not of the machine.",
+    choices=("OFF", "NORMAL", "FULL", "EXTRA"),
 )
 STORAGE_URL = Setting(
     "storage_url",
@@ -88,18 +105,21 @@ STORAGE_REQUIRE_TLS = Setting(
     "",
     "'1': refuse a PostgreSQL storage URL that does not ask for `sslmode=verify-full` (TLS,"
     " the server's certificate checked against `sslrootcert` and its name against the host).",
+    choices=("", "1"),
 )
 BENCH_PLAINTEXT = Setting(
     "bench_plaintext",
     "",
     "Benchmarks only: '1' stores bodies unencrypted, to measure what sealing costs; only in a"
     " vault `coffre init` made with it set, which opens with nothing else.",
+    choices=("", "1"),
 )
 BENCH_UNVERIFIED_READS = Setting(
     "bench_unverified_reads",
     "",
     "Benchmarks only: '1' serves reads without checking them against the log, to measure"
     " what the check costs; only in a vault made for a benchmark.",
+    choices=("", "1"),
 )
 WITNESSES = Setting(
     "witnesses",
@@ -112,6 +132,7 @@ WITNESS_QUORUM = Setting(
     "",
     "How many witnesses must cosign a checkpoint before /ledger/checkpoint/cosigned"
     " serves it; empty: all of them.",
+    whole=True,
 )
 
 AUTH = Setting(
@@ -128,7 +149,10 @@ PUBLIC_URL = Setting(
     " audience; empty: taken from each request.",
 )
 ACCESS_TOKEN_SECONDS = Setting(
-    "access_token_seconds", "300", "Lifetime of the access tokens Coffre issues (30 to 3600)."
+    "access_token_seconds",
+    "300",
+    "Lifetime of the access tokens Coffre issues (30 to 3600).",
+    whole=True,
 )
 OIDC_ISSUER = Setting(
     "oidc_issuer",
@@ -180,3 +204,9 @@ SETTINGS = (
     OIDC_AUDIENCE,
     NOTICE_WEBHOOK,
 )
+
+
+def check_all() -> None:
+    """Refuse, before anything starts, a setting whose value it does not take."""
+    for setting in SETTINGS:
+        setting.value()

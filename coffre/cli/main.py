@@ -45,6 +45,17 @@ app = typer.Typer(
 )
 MAX_FAILURES_SHOWN = 20
 
+
+@app.callback()
+def _check_settings() -> None:
+    # Before any command: a mistyped setting (COFFRE_SQLITE_SYNCHRONOUS=FULLL, which
+    # SQLite reads as NORMAL) is refused, not taken for another value or left to crash
+    # the server's workers one after the other.
+    try:
+        config.check_all()
+    except CoffreError as error:
+        raise fail(error) from None
+
 VaultOption = Annotated[
     Path, typer.Option("--vault", envvar=config.VAULT.env, help=config.VAULT.help)
 ]

@@ -232,3 +232,33 @@ def test_serve_warns_when_tokens_would_follow_the_host_header(
     warning = public_url_warning(AuthSettings(mode=mode, public_url=public_url), host)
     assert (warning is not None) is warned
     assert warning is None or "COFFRE_PUBLIC_URL is not set" in warning
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "said"),
+    [
+        ("COFFRE_SQLITE_SYNCHRONOUS", "FULLL", "it takes 'OFF' or 'NORMAL' or 'FULL' or 'EXTRA'"),
+        ("COFFRE_STORAGE_REQUIRE_TLS", "yes", "it takes '' or '1'"),
+        ("COFFRE_BENCH_PLAINTEXT", "true", "it takes '' or '1'"),
+        ("COFFRE_MAX_BODY_BYTES", "abc", "it takes a whole number"),
+        ("COFFRE_WITNESS_QUORUM", "-1", "it takes a whole number"),
+    ],
+)
+def test_a_mistyped_setting_is_refused_before_any_command_runs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, variable: str, value: str, said: str
+) -> None:
+    """SQLite read FULLL as NORMAL (durability lowered without a word), 'yes' asked for no
+    TLS at all, and a body size of 'abc' crashed the server's workers again and again."""
+    monkeypatch.setenv(variable, value)
+    code, output = _run("init", str(tmp_path / "vault"))
+    assert code == 1 and f"{variable}={value!r}: {said}" in output, output
+    assert not (tmp_path / "vault").exists()
+
+
+def test_a_setting_s_case_and_an_empty_default_are_taken(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("COFFRE_SQLITE_SYNCHRONOUS", "normal")
+    monkeypatch.setenv("COFFRE_WITNESS_QUORUM", "")
+    code, output = _run("init", str(tmp_path / "vault"))
+    assert code == 0, output
