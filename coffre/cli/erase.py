@@ -20,9 +20,11 @@ from coffre.service.erasure import erase_patient
 
 
 def _patient_id(reference: str) -> str:
+    """The id of ``Patient/ID`` exactly: another server's URL or a version names no
+    patient of this vault to erase, though it ends as one would."""
     parsed = parse_reference(reference)
-    if parsed is None or parsed[0] != "Patient":
-        raise fail("name the patient to erase as Patient/ID")
+    if parsed is None or parsed[0] != "Patient" or reference != f"Patient/{parsed[1]}":
+        raise fail(f"name the patient to erase as Patient/ID, not {reference!r}")
     return parsed[1]
 
 

@@ -56,6 +56,7 @@ def _check_settings() -> None:
     except CoffreError as error:
         raise fail(error) from None
 
+
 VaultOption = Annotated[
     Path, typer.Option("--vault", envvar=config.VAULT.env, help=config.VAULT.help)
 ]

@@ -78,7 +78,13 @@ def test_the_operator_and_the_reason_are_logged(filled: Vault) -> None:
 
 @pytest.mark.parametrize(
     ("target", "message"),
-    [("Patient/nobody", "does not exist"), ("Observation/alice", "as Patient/ID")],
+    [
+        ("Patient/nobody", "does not exist"),
+        ("Observation/alice", "as Patient/ID"),
+        # Another server's patient, or a version: it erased this vault's alice.
+        ("https://other-hospital.example/fhir/Patient/alice", "as Patient/ID"),
+        ("Patient/alice/_history/1", "as Patient/ID"),
+    ],
 )
 def test_only_an_existing_patient_can_be_erased(filled: Vault, target: str, message: str) -> None:
     before = filled.open()
