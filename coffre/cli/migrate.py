@@ -31,9 +31,11 @@ from coffre import config
 from coffre.cli.output import console, fail
 from coffre.custody import open_custody
 from coffre.exceptions import CoffreError, RolledBackError
-from coffre.ledger import leaf_hash, parse_note
+from coffre.ledger import VerifierKey, leaf_hash, open_checkpoint, parse_note
+from coffre.ledger.errors import LedgerError
 from coffre.ledger.tree import CompactRange
 from coffre.service import Vault
+from coffre.service.ledger import verifier_key_of
 from coffre.service.vault import KEYRING_FILE, STORAGE_FILE
 from coffre.storage.copy import DEFAULT_BATCH, TABLES, CopyReport, copy_tables, open_endpoint
 from coffre.storage.postgres import is_url
@@ -188,14 +190,15 @@ def migrate(
 def _refuse_foreign_keys(source: Path, destination: Path) -> None:
     """Refuse to copy into a vault folder whose keyring is not the source's: the records
     would not open with its keys, and the folder would hold a vault that serves nothing."""
-    theirs = destination / KEYRING_FILE
-    if not destination.is_dir() or not theirs.exists():
+    folder = destination if destination.is_dir() else destination.parent  # or its storage file
+    theirs = folder / KEYRING_FILE
+    if not theirs.exists():
         return
-    ours = source / KEYRING_FILE
-    if source.is_dir() and ours.exists() and ours.read_bytes() == theirs.read_bytes():
+    ours = (source if source.is_dir() else source.parent) / KEYRING_FILE
+    if ours.exists() and ours.read_bytes() == theirs.read_bytes():
         return
     raise fail(
-        f"{destination} is a vault folder with keys of its own ({theirs}): the source's records"
+        f"{folder} is a vault folder with keys of its own ({theirs}): the source's records"
         " would not open with them. Copy to a new SQLite file or PostgreSQL database, then"
         " name it in the folder that holds the source's keyring."
     )
@@ -263,20 +266,19 @@ def restore(
         raise fail(f"no backup at {source}: nothing was restored")
     try:  # before any copying: the copy is of no use to a vault without its keys
         target.check_keys()
-        held = set(open_custody(target.keyring).kek_ids())
+        custody = open_custody(target.keyring)
+        held, log_key = set(custody.kek_ids()), verifier_key_of(custody)
     except CoffreError as error:
         raise fail(
             f"cannot restore: {error}. A restore needs the keys of the vault the backup was"
             f" taken from: a copy of its keyring at {target.keyring}, or named with"
             " --keyring. Nothing was restored."
         ) from None
-    missing = _keys_missing(source, held)
-    if missing:
+    problem = _not_for_these_keys(source, held, log_key)
+    if problem:
         raise fail(
-            f"cannot restore: the backup's data keys are wrapped by {', '.join(missing)}, which"
-            f" the keyring at {target.keyring} does not hold (retired by a key rotation since"
-            " the backup was taken?). Restore with the keyring kept with this backup"
-            " (--keyring). Nothing was restored."
+            f"cannot restore: {problem}, at {target.keyring}. Restore with the keyring kept with"
+            " this backup (--keyring). Nothing was restored."
         )
     target.folder.mkdir(parents=True, exist_ok=True)
     report = run_copy(source, location(str(vault)), batch)
@@ -304,13 +306,26 @@ def restore(
     out.print(f"restored; the vault opens with a log of {size:,} leaves")
 
 
-def _keys_missing(source: str, held: set[str]) -> list[str]:
-    """The key-encryption keys the backup's data keys need besides those ``held``."""
+def _not_for_these_keys(source: str, held: set[str], log_key: VerifierKey) -> str | None:
+    """Why the backup would not open with a keyring that holds the key-encryption keys
+    ``held`` and signs the log with ``log_key``: another vault's, or one whose KEK of the
+    backup's time was retired since; None when it would."""
     try:
         with closing(open_endpoint(source)) as backup:
-            return sorted(backup.kek_ids() - held)
+            missing, note = sorted(backup.kek_ids() - held), backup.latest_checkpoint()
     except CoffreError as error:
         raise fail(f"cannot restore: {error}. Nothing was restored.") from None
+    if note is not None:
+        try:
+            open_checkpoint(note, log_key)
+        except LedgerError:
+            return "the backup's log is signed by another vault's key than the keyring's"
+    if missing:
+        return (
+            f"the backup's data keys are wrapped by {', '.join(missing)}, which the keyring"
+            " does not hold (retired by a key rotation since the backup was taken?)"
+        )
+    return None
 
 
 def _accept_rollback(vault: Vault) -> None:

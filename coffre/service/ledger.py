@@ -46,12 +46,17 @@ from coffre.seal.keys import LOCATION_BYTES
 from coffre.storage.base import Storage, StorageReader, StorageTxn
 
 
+def verifier_key_of(custodian: KeyCustodian) -> VerifierKey:
+    """The key the log's checkpoints verify with, its origin and the custody's signer's."""
+    return VerifierKey(custodian.log_origin(), ALG_ED25519, custodian.log_signer().public_key)
+
+
 class Ledger:
     def __init__(self, custodian: KeyCustodian, keys: PurposeKeys, memory: Path | None) -> None:
         self._keys = keys
         self._signer = custodian.log_signer()
         self.origin = custodian.log_origin()
-        self.verifier_key = VerifierKey(self.origin, ALG_ED25519, self._signer.public_key)
+        self.verifier_key = verifier_key_of(custodian)
         self._memory = memory
         # The last checkpoint verified, by its text: every transaction and every ledger
         # request starts from the storage's latest, which rarely changed in between.

@@ -273,6 +273,12 @@ class Endpoint:
         self.check_schema()
         return {str(kek_id) for (kek_id,) in self._query("SELECT DISTINCT kek_id FROM data_keys")}
 
+    def latest_checkpoint(self) -> str | None:
+        """The newest checkpoint note this storage holds, unchecked."""
+        self.check_schema()
+        rows = self._query("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1")
+        return str(rows[0][0]) if rows else None
+
     def count(self, table: Table) -> int:
         return int(self._query(f"SELECT count(*) FROM {self._source(table)} t")[0][0])
 

@@ -187,6 +187,26 @@ def test_a_backup_into_a_folder_that_does_not_exist_says_so(vault: Vault, tmp_pa
     assert code == 1 and f"there is no folder {tmp_path / 'no'}" in " ".join(output.split())
 
 
+@pytest.mark.parametrize("vault", ["keyring"], indirect=True)  # another vault's keyring file
+def test_a_restore_with_another_vault_s_keyring_is_refused_before_copying(
+    client: TestClient, vault: Vault, tmp_path: Path
+) -> None:
+    """Every vault's first key-encryption key is kek-1: the backup was copied whole, then
+    refused as a log 'not written by this gateway', the folder left full and unusable."""
+    client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
+    backup = tmp_path / "backup.sqlite"
+    assert _run("backup", str(backup), "--vault", str(vault.folder))[0] == 0
+    other = Vault.at(tmp_path / "other")
+    other.create()
+    target = tmp_path / "restored"
+    code, output = _run(
+        "restore", str(backup), "--vault", str(target), "--keyring", str(other.keyring)
+    )
+    said = " ".join(output.split())
+    assert code == 1 and "signed by another vault's key than the keyring's" in said, output
+    assert "Nothing was restored" in said and not target.exists()
+
+
 def test_a_restore_of_no_backup_makes_nothing(tmp_path: Path) -> None:
     code, output = _run("restore", str(tmp_path / "nope.sqlite"), "--vault", str(tmp_path / "new"))
     assert code == 1 and "no backup at" in output and "nothing was restored" in output

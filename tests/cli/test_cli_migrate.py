@@ -272,11 +272,13 @@ def test_a_copy_into_another_vaults_folder_is_refused_and_into_one_with_its_keys
     assert _run("init", str(tmp_path / "source"))[0] == 0
     assert _run("init", str(tmp_path / "other"))[0] == 0
     before = (tmp_path / "other" / "storage.sqlite").read_bytes()
-    code, output = _run(
-        "migrate", "--from", str(tmp_path / "source"), "--to", str(tmp_path / "other")
-    )
-    assert code == 1 and "is a vault folder with keys of its own" in " ".join(output.split())
+    for into in ("other", "other/storage.sqlite", "other/copy.sqlite"):  # its folder, or in it
+        code, output = _run(
+            "migrate", "--from", str(tmp_path / "source"), "--to", str(tmp_path / into)
+        )
+        assert code == 1 and "is a vault folder with keys of its own" in " ".join(output.split())
     assert (tmp_path / "other" / "storage.sqlite").read_bytes() == before
+    assert not (tmp_path / "other" / "copy.sqlite").exists()
     shared = tmp_path / "shared"
     shared.mkdir()
     shutil.copy2(tmp_path / "source" / KEYRING_FILE, shared / KEYRING_FILE)
