@@ -29,13 +29,11 @@ from rich.table import Table as RichTable
 
 from coffre import config
 from coffre.cli.output import console, fail
-from coffre.custody import open_custody
 from coffre.exceptions import CoffreError, RolledBackError
 from coffre.ledger import VerifierKey, leaf_hash, open_checkpoint, parse_note
 from coffre.ledger.errors import LedgerError
 from coffre.ledger.tree import CompactRange
 from coffre.service import Vault
-from coffre.service.ledger import verifier_key_of
 from coffre.service.vault import KEYRING_FILE, STORAGE_FILE
 from coffre.storage.copy import DEFAULT_BATCH, TABLES, CopyReport, copy_tables, open_endpoint
 from coffre.storage.postgres import is_url
@@ -266,8 +264,7 @@ def restore(
         raise fail(f"no backup at {source}: nothing was restored")
     try:  # before any copying: the copy is of no use to a vault without its keys
         target.check_keys()
-        custody = open_custody(target.keyring)
-        held, log_key = set(custody.kek_ids()), verifier_key_of(custody)
+        held, log_key = target.held_keys()
     except CoffreError as error:
         raise fail(
             f"cannot restore: {error}. A restore needs the keys of the vault the backup was"

@@ -16,7 +16,9 @@ from pathlib import Path
 from coffre import config
 from coffre.custody import new_keys, open_custody
 from coffre.exceptions import CoffreError, VaultStateError
+from coffre.ledger import VerifierKey
 from coffre.seal import AeadEnvelope, Envelope, PlainEnvelope
+from coffre.service.ledger import verifier_key_of
 from coffre.service.records import RecordStore
 from coffre.storage import SqliteStorage, Storage
 from coffre.storage.postgres import PostgresStorage, check_room
@@ -113,6 +115,12 @@ class Vault:
         """Refuse a vault whose keys are not there: no keyring at its path (or one that
         cannot be read), or no keys in the token."""
         open_custody(self.keyring).root_secret()
+
+    def held_keys(self) -> tuple[set[str], VerifierKey]:
+        """The key-encryption keys the vault's custody holds, and the key its log's
+        checkpoints verify with: what a storage brought in must have been made with."""
+        custody = open_custody(self.keyring)
+        return set(custody.kek_ids()), verifier_key_of(custody)
 
     def benchmark_mode(self) -> str | None:
         """What the vault was made for if it was made for a benchmark (BENCHMARK_FILE)."""
