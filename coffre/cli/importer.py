@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import hmac
 import uuid
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -59,18 +60,11 @@ class Importer:
         deferred: list[Batch] = []
         first_seq = self._records.storage.last_seq()
         for path in files:
-            try:
-                for batch in batches(path):
-                    if isinstance(batch, Unreadable):
-                        self.report.failures.append(f"{batch.origin}: {batch.diagnostics}")
-                        continue
-                    with_source_ids(batch.bundle, self._derived_id)
-                    if not self._load(batch, last_try=False):
-                        deferred.append(batch)
-            except FhirError as error:
-                self.report.failures.append(f"{path}: {error.diagnostics}")
-            except OSError as error:
-                self.report.failures.append(f"{path}: cannot be read: {error.strerror or error}")
+            seen: Counter[bytes] = Counter()  # equal resources of a file stay apart
+            for batch in self._readable(path):
+                with_source_ids(batch.bundle, self._derived_id, seen)
+                if not self._load(batch, last_try=False):
+                    deferred.append(batch)
         while deferred:  # each round loads what the previous one made resolvable
             waiting = [batch for batch in deferred if not self._load(batch, last_try=False)]
             if len(waiting) == len(deferred):
@@ -80,6 +74,20 @@ class Importer:
             self._load(batch, last_try=True)
         self.report.versions_written = self._records.storage.last_seq() - first_seq
         return self.report
+
+    def _readable(self, path: Path) -> Iterator[Batch]:
+        """The Bundles of a file, what cannot be read of it reported; a failure of the
+        vault while one loads is not the file's, and stops the import."""
+        try:
+            for batch in batches(path):
+                if isinstance(batch, Unreadable):
+                    self.report.failures.append(f"{batch.origin}: {batch.diagnostics}")
+                else:
+                    yield batch
+        except FhirError as error:
+            self.report.failures.append(f"{path}: {error.diagnostics}")
+        except OSError as error:
+            self.report.failures.append(f"{path}: cannot be read: {error.strerror or error}")
 
     def _load(self, batch: Batch, *, last_try: bool) -> bool:
         """Run one Bundle; False when it should wait for the others."""
@@ -94,7 +102,7 @@ class Importer:
             return True
         for index, entry in enumerate(response["entry"]):
             status = entry["response"]["status"]
-            if status.startswith(("200", "201")):
+            if status.startswith("2"):  # a DELETE's is 204
                 self.report.resources += 1
             else:
                 diagnostics = (

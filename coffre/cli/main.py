@@ -202,6 +202,11 @@ def _say_when_listening(host: str, port: int, serving: str) -> None:
         console.print(escape(serving))
 
 
+_CARRY_ON = (
+    "each Bundle whole or not at all; run the same command again to load the rest (what"
+    " is loaded already is not written twice)"
+)
+
 MAX_SYNTH_PATIENTS = 9_999_999
 """As many as ``patient-NNNNNNN.json`` numbers in order."""
 
@@ -276,12 +281,11 @@ def import_(
         except KeyboardInterrupt:
             progress.stop()
             kept = records.storage.last_seq() - before
-            console.print(
-                f"interrupted: {kept} new versions were kept, each"
-                " Bundle whole or not at all; run the same command again to load the rest"
-                " (what is loaded already is not written twice)"
-            )
+            console.print(f"interrupted: {kept} new versions were kept, {_CARRY_ON}")
             raise typer.Exit(code=130) from None
+        except (CoffreError, OSError) as error:  # the vault's, not a file's
+            progress.stop()
+            raise fail(f"the vault failed, and the import stopped: {error}; {_CARRY_ON}") from None
     report.failures[:0] = [
         f"{folder}: no .json or .ndjson file in it"
         for folder in empty_folders(paths, leave_out=(place.folder, place.keyring))

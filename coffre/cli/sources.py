@@ -188,7 +188,7 @@ def empty_folders(paths: list[Path], leave_out: Collection[Path] = ()) -> list[P
 
 DerivedId = Callable[[bytes, int], str]
 """The id of a created resource its file names in no way: from its canonical JSON, and
-how many resources of its Bundle had the same before it (so that equal ones stay apart)."""
+how many resources of its file had the same before it (so that equal ones stay apart)."""
 
 
 def _source_id(entry: dict[str, Any]) -> str | None:
@@ -206,10 +206,14 @@ def _source_id(entry: dict[str, Any]) -> str | None:
     return named[1] if named and named[0] == resource.get("resourceType") else None
 
 
-def with_source_ids(bundle: dict[str, Any], derived: DerivedId) -> dict[str, Any]:
+def with_source_ids(
+    bundle: dict[str, Any], derived: DerivedId, seen: Counter[bytes] | None = None
+) -> dict[str, Any]:
     """Give each POSTed resource without an id the one its fullUrl names, or else the one
-    ``derived`` from its content: importing the same files again finds it there."""
-    seen: Counter[bytes] = Counter()
+    ``derived`` from its content: importing the same files again finds it there. ``seen``
+    counts the equal ones met before, in the same file's earlier Bundles too (an NDJSON
+    file's chunks), so that each stays apart."""
+    seen = Counter() if seen is None else seen
     entries = bundle.get("entry")
     for entry in entries if isinstance(entries, list) else []:
         resource = entry.get("resource") if isinstance(entry, dict) else None

@@ -19,6 +19,7 @@ from conftest import ROOT, shared_data_path
 
 from coffre.exceptions import FhirError
 from coffre.service import Vault
+from coffre.service.ledger import Ledger
 
 
 def _vault(tmp_path: Path) -> Path:
@@ -548,3 +549,48 @@ def test_ctrl_c_says_what_was_kept_and_a_rerun_finishes(tmp_path: Path) -> None:
     code, output = _run("import", "--vault", str(vault), str(folder))
     assert code == 0, output
     assert "0 failures" in output
+
+
+def test_equal_resources_of_one_ndjson_file_stay_apart_across_its_chunks(tmp_path: Path) -> None:
+    """A file is read 500 lines a Bundle, and equal resources were kept apart only within
+    one: 1,000 equal readings without ids were stored as 500."""
+    vault = _vault(tmp_path)
+    twin = '{"resourceType":"Observation","status":"final","code":{"text":"pouls"}}'
+    (tmp_path / "twins.ndjson").write_text(f"{twin}\n" * 1001)
+    code, output = _run("import", "--vault", str(vault), str(tmp_path / "twins.ndjson"))
+    assert code == 0 and "1001 resources from 1 files; 1001 new versions written" in output
+    code, output = _run("import", "--vault", str(vault), str(tmp_path / "twins.ndjson"))
+    assert code == 0 and "0 new versions written" in output, output
+
+
+def test_a_bundle_s_deletes_are_successes(tmp_path: Path) -> None:
+    """A DELETE's 204 was reported as a failure, and the import exited 1."""
+    vault = _vault(tmp_path)
+    (tmp_path / "p.json").write_text('{"resourceType":"Patient","id":"nd1"}')
+    assert _run("import", "--vault", str(vault), str(tmp_path / "p.json"))[0] == 0
+    entries = [
+        {"request": {"method": "DELETE", "url": "Patient/nd1"}},
+        {"request": {"method": "DELETE", "url": "Patient?identifier=none|x"}},
+    ]
+    bundle = {"resourceType": "Bundle", "type": "batch", "entry": entries}
+    (tmp_path / "delete.json").write_text(json.dumps(bundle))
+    code, output = _run("import", "--vault", str(vault), str(tmp_path / "delete.json"))
+    assert code == 0 and "1 new versions written; 0 failures" in output, output
+
+
+def test_a_vault_that_fails_stops_the_import_without_blaming_the_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The checkpoint memory, beside the keyring, could not be written: the import said
+    the file it was loading could not be read, and went on with the next."""
+    vault = _vault(tmp_path)
+    (tmp_path / "p.json").write_text('{"resourceType":"Patient","id":"p1"}')
+
+    def unwritable(self: Ledger, note: object) -> None:
+        raise PermissionError(13, "Permission denied", str(tmp_path / "keyring.checkpoint"))
+
+    monkeypatch.setattr(Ledger, "remember", unwritable)
+    code, output = _run("import", "--vault", str(vault), str(tmp_path / "p.json"))
+    said = " ".join(output.split())
+    assert code == 1 and "the vault failed, and the import stopped" in said, output
+    assert "Permission denied" in said and "cannot be read" not in said
