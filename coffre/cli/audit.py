@@ -384,9 +384,14 @@ def _load_state(state: Path, key: VerifierKey) -> Checkpoint | None:
 
 def _save_state(state: Path, note: str) -> None:
     """Replace the state file so that a crash or a power cut leaves the old one or the new:
-    an auditor that lost its state would accept again what it had seen superseded."""
-    state.parent.mkdir(parents=True, exist_ok=True)
-    replace_file(state, note)
+    an auditor that lost its state would accept again what it had seen superseded. One
+    that cannot save it reaches no verdict (2), never a violation (1): a script would
+    take that for tampering."""
+    try:
+        state.parent.mkdir(parents=True, exist_ok=True)
+        replace_file(state, note)
+    except OSError as error:
+        raise _stop(f"the state cannot be saved to {state}: {error}") from None
 
 
 def _print(report: Report) -> None:

@@ -44,6 +44,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 MAX_FAILURES_SHOWN = 20
+MAX_PORT = 65535
 
 
 @app.callback()
@@ -132,11 +133,11 @@ def serve(
     host: Annotated[
         str, typer.Option(envvar=config.HOST.env, help=config.HOST.help)
     ] = config.HOST.default,
-    port: Annotated[int, typer.Option(envvar=config.PORT.env, help=config.PORT.help)] = int(
-        config.PORT.default
-    ),
+    port: Annotated[
+        int, typer.Option(envvar=config.PORT.env, help=config.PORT.help, min=0, max=MAX_PORT)
+    ] = int(config.PORT.default),
     workers: Annotated[
-        int, typer.Option(envvar=config.WORKERS.env, help=config.WORKERS.help)
+        int, typer.Option(envvar=config.WORKERS.env, help=config.WORKERS.help, min=1)
     ] = int(config.WORKERS.default),
     tls_cert: Annotated[
         str, typer.Option(envvar=config.TLS_CERT.env, help=config.TLS_CERT.help)

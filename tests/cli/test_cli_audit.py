@@ -398,6 +398,11 @@ def test_audits_of_a_running_server_then_of_leaves_swapped_while_it_was_down(
     assert code == 0, output
     assert "CONSISTENT" in output and "no checkpoint accepted before" in output
     assert open_checkpoint(state.read_text(), VerifierKey.parse(key)).size == 3
+    # A state the auditor cannot save is no verdict (2), never a violation (1).
+    (tmp_path / "a-file").write_text("")
+    unsaved = str(tmp_path / "a-file" / "state")
+    code, output = _run("audit", _root(server), "--key", key, "--state", unsaved)
+    assert code == 2 and "the state cannot be saved" in " ".join(output.split()), output
 
     _post(server.base_url, 4)
     code, output = _run("audit", _root(server), "--key", key, "--state", str(state), "--full")
