@@ -8,6 +8,7 @@ and the log's size and tree root, on both sides; a difference exits with status 
 from __future__ import annotations
 
 import base64
+import itertools
 import re
 import shutil
 from contextlib import closing
@@ -297,7 +298,7 @@ def restore(
                 )
             )
             raise typer.Exit(code=1) from None
-        _accept_rollback(target)
+        accept_rollback(target)
     except CoffreError as error:
         raise fail(f"the restored vault does not open: {error}") from None
     out.print(f"restored; the vault opens with a log of {size:,} leaves")
@@ -325,11 +326,15 @@ def _not_for_these_keys(source: str, held: set[str], log_key: VerifierKey) -> st
     return None
 
 
-def _accept_rollback(vault: Vault) -> None:
+def accept_rollback(vault: Vault) -> None:
     """Set the memory of the last signed checkpoint aside (kept as evidence) and remember
     the restored log's newest checkpoint instead, once the vault opens with it."""
     memory = vault.checkpoint_memory
     aside = memory.with_name(memory.name + ".before-restore")
+    for number in itertools.count(2):  # an earlier restore's evidence is kept too
+        if not aside.exists():
+            break
+        aside = memory.with_name(f"{memory.name}.before-restore.{number}")
     shutil.move(memory, aside)
     records = vault.open()
     try:

@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from coffre.api import create_app
 from coffre.cli.audit import audit_log
 from coffre.cli.main import app
+from coffre.cli.migrate import accept_rollback
 from coffre.exceptions import CoffreError
 from coffre.service import RecordStore, Vault
 from coffre.service.vault import KEYRING_FILE, STORAGE_URL_FILE
@@ -231,3 +232,17 @@ def test_a_backup_that_cannot_carry_on_names_the_partial_file_to_delete(
     assert f"delete {partial}" in " ".join(output.split()), output
     partial.unlink()
     assert _run("backup", str(backup), "--vault", str(vault.folder))[0] == 0
+
+
+def test_each_accepted_rollback_keeps_its_evidence(
+    client: TestClient, vault: Vault, records: RecordStore
+) -> None:
+    """A second accepted rollback put its memory where the first one's was kept."""
+    client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
+    memory = vault.checkpoint_memory
+    first = memory.with_name(memory.name + ".before-restore")
+    first.write_text("the first restore's evidence")
+    remembered = memory.read_text()
+    accept_rollback(vault)
+    assert first.read_text() == "the first restore's evidence"
+    assert memory.with_name(memory.name + ".before-restore.2").read_text() == remembered
