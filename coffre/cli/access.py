@@ -97,7 +97,7 @@ def add_backend(
         vault,
         keyring,
         lambda registry: with_client(
-            registry, backend_client(client_id, key.read_text(), scope, name)
+            registry, backend_client(client_id, _text_of(key, "key"), scope, name)
         ),
         f"backend client {client_id} registered",
     )
@@ -146,9 +146,20 @@ def remove_client(
     )
 
 
+def _text_of(path: Path, what: str) -> str:
+    """A file given on the command line, as UTF-8 text; one line naming it otherwise
+    (never a byte of what it holds: it may be a password)."""
+    try:
+        return path.read_bytes().decode()
+    except OSError as error:
+        raise fail(f"cannot read the {what} file {path}: {error.strerror}") from None
+    except UnicodeError:
+        raise fail(f"the {what} file {path} is not UTF-8 text") from None
+
+
 def _password(password_file: Path | None) -> str:
     if password_file is not None:
-        return password_file.read_text().rstrip("\n")
+        return _text_of(password_file, "password").rstrip("\n")
     password: str = typer.prompt("password", hide_input=True, confirmation_prompt=True)
     return password
 

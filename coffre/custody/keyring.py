@@ -90,6 +90,8 @@ class KeyringCustodian(MemoryCustodian):
                 f"no keyring at {path} (a new vault gets its own from 'coffre init';"
                 " an existing one's is where it was kept, apart from its storage)"
             ) from None
+        if not stat.S_ISREG(mode):
+            raise CustodyError(f"the keyring {path} is no file: name the keyring file itself")
         if mode & (stat.S_IRWXG | stat.S_IRWXO):
             raise CustodyError(f"the keyring {path} is readable by others: chmod 600 it")
         try:

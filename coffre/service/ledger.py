@@ -34,7 +34,7 @@ from coffre.ledger import (
     open_checkpoint,
     sign_checkpoint,
 )
-from coffre.ledger.errors import LedgerError
+from coffre.ledger.errors import LedgerError, SignatureError
 from coffre.ledger.hashing import leaf_hash
 from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind, in_map, split_tag
 from coffre.ledger.note import ALG_ED25519
@@ -145,6 +145,20 @@ class Ledger:
             file.write(note.serialize())
         Path(name).replace(self._memory)
 
+    def check_signed_here(self, reader: StorageReader) -> None:
+        """Refuse, before any other check, a storage whose newest checkpoint another key
+        signed: the keyring and the storage are not one vault's, which the later checks
+        would report as leaves not written here, or as a rollback."""
+        note = reader.latest_checkpoint()
+        try:
+            if note is not None:
+                open_checkpoint(note, self.verifier_key)
+        except LedgerError as error:
+            raise SignatureError(
+                f"the storage's newest checkpoint does not verify with this keyring's key"
+                f" ({error}): the keyring is another vault's, or the storage was altered"
+            ) from None
+
     def check_not_rolled_back(self, reader: StorageReader, latest_writes: LatestWrites) -> None:
         """Refuse a storage older than the last checkpoint this side signed, or whose leaves
         up to it no longer hash to its root (altered, reordered, dropped).
@@ -154,7 +168,13 @@ class Ledger:
         """
         if self._memory is None or not self._memory.exists():
             return
-        remembered = open_checkpoint(self._memory.read_text(), self.verifier_key)
+        try:
+            remembered = open_checkpoint(self._memory.read_bytes(), self.verifier_key)
+        except LedgerError as error:
+            raise LedgerError(
+                f"the checkpoint memory {self._memory} holds no checkpoint of this vault's"
+                f" log ({error}): is it this vault's keyring?"
+            ) from None
         held = reader.checkpoint_at(remembered.size)
         stored = None if held is None else open_checkpoint(held, self.verifier_key)
         try:

@@ -264,6 +264,7 @@ class RecordStore:
         self.keys = PurposeKeys.derive(custodian.root_secret())
         self.ledger = Ledger(custodian, self.keys, checkpoint_memory)
         self.latest_writes = LatestWrites(self.keys)
+        self.ledger.check_signed_here(storage)
         self.ledger.check_not_rolled_back(storage, self.latest_writes)
         self.latest_writes.catch_up(storage)
         self.ledger.check_map(storage, self.latest_writes)

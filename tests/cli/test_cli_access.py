@@ -233,6 +233,24 @@ def test_a_file_that_is_not_there_is_a_usage_error_not_a_traceback(
     assert not _registry_path(folder).exists()
 
 
+def test_a_file_that_is_not_utf8_is_named_and_none_of_it_shown(
+    folder: Path, tmp_path: Path
+) -> None:
+    """Each was a UnicodeDecodeError traceback, which quoted a byte of the password file."""
+    binary = tmp_path / "binary"
+    binary.write_bytes(b"\xff\xfepassword\x80")
+    user = ("users", "add", "u", "--role", "admin", "--fhir-user", "Practitioner/a")
+    for args, what in (
+        (("clients", "add-backend", "b1", "--key", str(binary)), "key"),
+        ((*user, "--password-file", str(binary)), "password"),
+    ):
+        code, output = _run(folder, *args)
+        said = " ".join(output.split())
+        assert code == 1 and f"the {what} file {binary} is not UTF-8 text" in said, output
+        assert "Traceback" not in output and "0xff" not in output
+    assert not _registry_path(folder).exists()
+
+
 def test_a_vault_folder_that_is_not_there_is_named(tmp_path: Path) -> None:
     secret = tmp_path / "password"
     secret.write_text(PASSWORD)

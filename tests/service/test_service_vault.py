@@ -19,6 +19,7 @@ from coffre import config
 from coffre.custody import Pkcs11Custodian, create_custody
 from coffre.custody.keyring import KeyringCustodian
 from coffre.exceptions import CustodyError, StorageError, VaultStateError
+from coffre.ledger.errors import LedgerError
 from coffre.service import Vault
 from coffre.storage.postgres import PostgresStorage
 
@@ -246,3 +247,30 @@ def test_the_benchmark_switches_open_only_a_vault_made_for_a_benchmark(
     with pytest.raises(VaultStateError, match="no vault for real data"):
         bench.open()
     real.open().storage.close()
+
+
+def _written(vault: Vault) -> None:
+    records = vault.open()
+    try:
+        with records.writer() as writer:
+            writer.create({"resourceType": "Patient"})
+    finally:
+        records.storage.close()
+
+
+def test_a_keyring_mix_up_is_named_as_one(tmp_path: Path) -> None:
+    """Another vault's keyring was reported as leaves 'not written by this gateway' or as a
+    rollback, pointing at tampering; a folder given as the keyring got 'chmod 600 it'."""
+    ours, theirs = Vault.at(tmp_path / "ours"), Vault.at(tmp_path / "theirs")
+    for vault in (ours, theirs):
+        vault.create()
+        _written(vault)
+    with pytest.raises(CustodyError, match="is no file: name the keyring file itself"):
+        Vault.at(ours.folder, tmp_path).open()
+    with pytest.raises(
+        LedgerError, match=r"does not verify with this keyring.s key.*another vault"
+    ):
+        Vault.at(ours.folder, theirs.keyring).open()
+    ours.checkpoint_memory.write_bytes(b"\xff\xfe not a checkpoint")
+    with pytest.raises(LedgerError, match=r"checkpoint memory .* holds no checkpoint of this"):
+        ours.open()
