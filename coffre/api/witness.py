@@ -76,6 +76,8 @@ class WitnessFolder:
             raise WitnessFolderError(f"not a witness name: {error}") from None
         if self.state_file.exists():
             raise WitnessFolderError(f"a witness state already exists at {self.state_file}")
+        if self.path.exists() and not self.path.is_dir():
+            raise WitnessFolderError(f"{self.path} is a file, not a folder for the witness")
         self.path.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -124,6 +126,10 @@ class WitnessFolder:
     def serving(self) -> Iterator[None]:
         """Hold the folder for this process while serving; released on leaving, even when
         the start is refused (a traceback kept alive must not keep the folder taken)."""
+        if not self.path.is_dir():
+            raise WitnessFolderError(
+                f"no witness folder at {self.path}: make one with 'coffre witness init'"
+            )
         with open(self.path / LOCK_FILE, "ab") as file:
             try:
                 fcntl.flock(file, fcntl.LOCK_EX | fcntl.LOCK_NB)

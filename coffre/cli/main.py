@@ -209,6 +209,8 @@ _CARRY_ON = (
 )
 
 MAX_SYNTH_PATIENTS = 9_999_999
+SYNTH_YEARS = (1900, 2999)
+"""The years a generated history may run up to: a century of it fits in Python's dates."""
 """As many as ``patient-NNNNNNN.json`` numbers in order."""
 
 
@@ -233,6 +235,9 @@ def synth(
     ``shared.json`` holds the organisations and physicians the patients' bundles refer to;
     each ``patient-N.json`` one patient and their history.
     """
+    if as_of is not None and not SYNTH_YEARS[0] <= as_of.year <= SYNTH_YEARS[1]:
+        first, last = SYNTH_YEARS
+        raise fail(f"--as-of is a day from {first} to {last}: histories span a century before it")
     now = None if as_of is None else as_of.replace(hour=12, tzinfo=UTC)
     shared = generate_shared_bundle(random.Random(f"coffre-synth:{seed}:shared"))
     try:

@@ -262,3 +262,11 @@ def test_a_setting_s_case_and_an_empty_default_are_taken(
     monkeypatch.setenv("COFFRE_WITNESS_QUORUM", "")
     code, output = _run("init", str(tmp_path / "vault"))
     assert code == 0, output
+
+
+def test_synth_refuses_a_day_its_histories_cannot_run_up_to(tmp_path: Path) -> None:
+    """9999-12-31 was an OverflowError traceback, after some files were written."""
+    for day in ("9999-12-31", "0001-06-01"):
+        code, output = _run("synth", "2", "--out", str(tmp_path / "out"), "--as-of", day)
+        assert code == 1 and "--as-of is a day from 1900 to 2999" in output, output
+    assert not (tmp_path / "out").exists()

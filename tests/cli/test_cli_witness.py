@@ -80,6 +80,9 @@ def test_init_prints_the_key_that_key_prints_and_never_overwrites(tmp_path: Path
     assert _run("witness", "key", str(folder))[1] == vkey + "\n"
     code, output = _run("witness", "key", str(tmp_path / "nothing"))
     assert code == 1 and "no witness key" in output
+    (tmp_path / "a-file").write_text("")  # a traceback (FileExistsError) before
+    code, output = _run("witness", "init", str(tmp_path / "a-file"), "--name", "w.example/w3")
+    assert code == 1 and "is a file, not a folder" in " ".join(output.split()), output
 
 
 def test_serve_refuses_what_it_cannot_use(tmp_path: Path) -> None:
@@ -87,10 +90,12 @@ def test_serve_refuses_what_it_cannot_use(tmp_path: Path) -> None:
     witness_key = _init(folder, "witness.example.org/w1")
     code, output = _run("witness", "serve", str(folder), "--log", "nonsense")
     assert code == 1 and "not a log's verifier key" in output
+    log_key = VerifierKey("example.org/log", ALG_ED25519, bytes(32))
+    code, output = _run("witness", "serve", str(tmp_path / "none"), "--log", str(log_key))
+    assert code == 1 and "no witness folder at" in " ".join(output.split()), output
     code, output = _run("witness", "serve", str(folder), "--log", witness_key)
     assert code == 1 and "not an Ed25519 log key" in output
     (folder / STATE_FILE).unlink()
-    log_key = VerifierKey("example.org/log", ALG_ED25519, bytes(32))
     code, output = _run("witness", "serve", str(folder), "--log", str(log_key))
     assert code == 1 and "must be retired" in output
 
