@@ -13,7 +13,7 @@ import heapq
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -366,6 +366,14 @@ class _Reader:
         return [bytes(row[0]) for row in rows]
 
 
+def _roll_back(db: sqlite3.Connection) -> None:
+    """End a write that failed; SQLite may have rolled it back itself already (a full
+    disk), and a second failure must not hide the first."""
+    with suppress(sqlite3.Error):
+        if db.in_transaction:
+            db.execute("ROLLBACK")
+
+
 class _Txn(_Reader):
     def __init__(self, connection: sqlite3.Connection) -> None:
         self._connection = connection
@@ -672,14 +680,17 @@ class SqliteStorage(_Reader):
         txn = _Txn(db)
         try:
             yield txn
+        except sqlite3.Error as error:  # the disk full, the file gone read-only...
+            _roll_back(db)
+            raise StorageError(f"SQLite could not write: {error}") from None
         except BaseException:
-            db.execute("ROLLBACK")
+            _roll_back(db)
             raise
         try:
             txn.merge_index()
             db.execute("COMMIT")
         except sqlite3.Error as error:
-            db.execute("ROLLBACK")
+            _roll_back(db)
             raise StorageError(f"SQLite could not commit: {error}") from None
 
     def consolidate_index(self, pages: int) -> bool:

@@ -284,3 +284,22 @@ def test_savepoints_keep_their_journal_in_memory(tmp_path: Path) -> None:
                 held += _temporary_files()
     assert held == []
     storage.close()
+
+
+def test_a_full_disk_is_a_storage_error_and_the_write_is_undone(tmp_path: Path) -> None:
+    """SQLite's 'database or disk is full' came out as itself, then 'cannot rollback - no
+    transaction is active' on top: two tracebacks instead of one StorageError."""
+    storage = SqliteStorage(tmp_path / "s.sqlite", create=True)
+    try:
+        pages = storage._write_db.execute("PRAGMA page_count").fetchone()[0]
+        storage._write_db.execute(f"PRAGMA max_page_count = {pages}")  # a full disk
+        big = SealedVersion(b"l" * 32, 1, b"k", b"c" * 32, 1, False, os.urandom(200_000))
+        full = "SQLite could not write: database or disk is full"
+        with pytest.raises(StorageError, match=full), storage.transaction() as txn:
+            txn.append(big, [])
+        storage._write_db.execute("PRAGMA max_page_count = 1073741823")
+        with storage.transaction() as txn:
+            txn.append(big, [])
+        assert storage.latest(b"l" * 32) is not None
+    finally:
+        storage.close()
