@@ -76,8 +76,11 @@ class KeyringCustodian(MemoryCustodian):
         self._replace(content)
 
     def _replace(self, content: dict[str, Any]) -> None:
-        """Rewrite the keyring atomically, then take it up."""
-        replace_file(self._path, json.dumps(content, indent=2))
+        """Rewrite the keyring atomically, then take it up; nothing changes if it cannot be."""
+        try:
+            replace_file(self._path, json.dumps(content, indent=2))
+        except OSError as error:
+            raise CustodyError(f"cannot write the keyring {self._path}: {error.strerror}") from None
         with self._lock:
             self._reload()
 

@@ -74,3 +74,20 @@ def test_a_damaged_keyring_is_refused_without_quoting_it(tmp_path: Path, content
 def test_a_missing_keyring_says_how_to_make_one(tmp_path: Path) -> None:
     with pytest.raises(VaultStateError, match="coffre init"):
         KeyringCustodian(tmp_path / "absent.json")
+
+
+def test_a_keyring_that_cannot_be_rewritten_is_named_and_left_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A rotation on a keyring it could not write was a PermissionError traceback."""
+    path = tmp_path / "keyring.json"
+    KeyringCustodian.create(path)
+    before = path.read_bytes()
+
+    def refused(target: Path, text: str) -> None:
+        raise PermissionError(13, "Permission denied", str(target))
+
+    monkeypatch.setattr("coffre.custody.keyring.replace_file", refused)
+    with pytest.raises(CustodyError, match=f"cannot write the keyring {path}: Permission denied"):
+        KeyringCustodian(path).add_kek()
+    assert path.read_bytes() == before
