@@ -102,6 +102,8 @@ def location(text: str) -> str:
     if scheme and not text.startswith("sqlite://"):
         raise fail(f"{text!r} is no storage Coffre knows ({scheme[1]}:): give {STORAGE_FORMS}")
     path = Path(text.removeprefix("sqlite://")).resolve()
+    if text.endswith("/") and not path.is_dir():  # a folder meant, which resolve() hides
+        raise fail(f"there is no folder {path}: create it, or name a file")
     if path.is_dir():
         return Vault.at(path).storage_url or str(path / STORAGE_FILE)
     return str(path)
@@ -219,6 +221,8 @@ def backup(
         run_copy(source, destination, batch)
         return
     final = Path(destination.removeprefix("sqlite://"))
+    if destination.endswith("/") or final.is_dir():
+        raise fail(f"{destination} is a folder: name the backup's file in it")
     if final.exists():
         raise fail(f"{final} exists already")
     if not final.parent.is_dir():

@@ -186,6 +186,10 @@ def test_a_restore_needing_a_retired_key_names_it_and_restores_nothing(
 def test_a_backup_into_a_folder_that_does_not_exist_says_so(vault: Vault, tmp_path: Path) -> None:
     code, output = _run("backup", str(tmp_path / "no" / "b.sqlite"), "--vault", str(vault.folder))
     assert code == 1 and f"there is no folder {tmp_path / 'no'}" in " ".join(output.split())
+    for folder in (f"{tmp_path}/bk/", str(tmp_path)):  # a file named bk was made
+        code, output = _run("backup", folder, "--vault", str(vault.folder))
+        assert code == 1 and "is a folder: name the backup's file in it" in output, output
+    assert not (tmp_path / "bk").exists()
 
 
 @pytest.mark.parametrize("vault", ["keyring"], indirect=True)  # another vault's keyring file

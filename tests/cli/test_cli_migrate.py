@@ -283,3 +283,13 @@ def test_a_copy_into_another_vaults_folder_is_refused_and_into_one_with_its_keys
     shared.mkdir()
     shutil.copy2(tmp_path / "source" / KEYRING_FILE, shared / KEYRING_FILE)
     _migrate(str(tmp_path / "source"), str(shared))
+
+
+def test_a_folder_meant_that_does_not_exist_is_no_file_made(tmp_path: Path) -> None:
+    """--to newvault/ made a file named newvault: the slash said a folder was meant."""
+    assert _run("init", str(tmp_path / "source"))[0] == 0
+    code, output = _run(
+        "migrate", "--from", str(tmp_path / "source"), "--to", f"{tmp_path}/newvault/"
+    )
+    assert code == 1 and "there is no folder" in " ".join(output.split()), output
+    assert not (tmp_path / "newvault").exists()
