@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import stat
+import warnings
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,14 @@ from coffre.cli.main import app
 from coffre.service import Vault
 
 runner = CliRunner()
+
+
+def _weak_rsa() -> dict[str, object]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return RSAKey.generate_key(1024).as_dict(private=False)
+
+
 PASSWORD = "correct horse battery"
 PASSWORDS = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=40)
 
@@ -91,6 +100,7 @@ def test_a_pem_public_key_is_registered_as_a_jwks(folder: Path, tmp_path: Path) 
         ("not a key", "not a public key"),
         (json.dumps({"keys": []}), "No keys"),
         (json.dumps({"kty": "oct", "k": "c2VjcmV0LXNlY3JldC1zZWNyZXQtc2VjcmV0"}), "private key"),
+        (json.dumps(_weak_rsa()), "fewer than 2048 bits is too weak"),  # was registered
     ],
 )
 def test_what_is_not_a_public_key_is_refused(key_text: str, message: str) -> None:

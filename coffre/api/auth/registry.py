@@ -14,11 +14,12 @@ import hmac
 import json
 import re
 import secrets
+import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from joserfc.errors import JoseError
+from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
 
 from coffre.api.auth.scopes import Role, ScopeSet, parse_scopes
@@ -96,6 +97,9 @@ def _check_scopes(text: str) -> str:
     return str(scopes)
 
 
+MIN_RSA_BITS = 2048
+
+
 def _pem_key(pem: bytes) -> RSAKey | ECKey | OKPKey:
     """A PEM key of an asymmetric type: never guessed into a shared secret."""
     if not pem.lstrip().startswith(b"-----BEGIN "):
@@ -114,15 +118,22 @@ def public_jwks(text: str) -> dict[str, Any]:
     A private key is refused rather than stripped: whoever handed it over should know
     it has left the client."""
     try:
-        if text.lstrip().startswith("{"):
-            value = json.loads(text)
-            keys = KeySet.import_key_set(value if "keys" in value else {"keys": [value]})
-        else:
-            keys = KeySet([_pem_key(text.encode())])
+        with warnings.catch_warnings():  # a weak key is refused below, in a sentence
+            warnings.simplefilter("ignore", SecurityWarning)
+            if text.lstrip().startswith("{"):
+                value = json.loads(text)
+                keys = KeySet.import_key_set(value if "keys" in value else {"keys": [value]})
+            else:
+                keys = KeySet([_pem_key(text.encode())])
     except (JoseError, ValueError, TypeError) as error:
         raise RegistryError(f"not a public key, JWK or JWKS: {error}") from None
     if any(key.is_private for key in keys):
         raise RegistryError("that is a private key: register the client's public key only")
+    if any(isinstance(key, RSAKey) and key.raw_value.key_size < MIN_RSA_BITS for key in keys):
+        raise RegistryError(
+            f"an RSA key of fewer than {MIN_RSA_BITS} bits is too weak to sign the client's"
+            " assertions: make it 2048 bits or more, or an EC key (P-384)"
+        )
     return {"keys": [key.as_dict(private=False) for key in keys]}
 
 
