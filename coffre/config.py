@@ -132,7 +132,6 @@ WITNESS_QUORUM = Setting(
     "",
     "How many witnesses must cosign a checkpoint before /ledger/checkpoint/cosigned"
     " serves it; empty: all of them.",
-    whole=True,
 )
 
 AUTH = Setting(
@@ -152,7 +151,6 @@ ACCESS_TOKEN_SECONDS = Setting(
     "access_token_seconds",
     "300",
     "Lifetime of the access tokens Coffre issues (30 to 3600).",
-    whole=True,
 )
 OIDC_ISSUER = Setting(
     "oidc_issuer",
@@ -188,6 +186,7 @@ SETTINGS = (
     WORKERS,
     TLS_CERT,
     TLS_KEY,
+    DATA_KEY_CACHE,
     MAX_BODY_BYTES,
     SQLITE_SYNCHRONOUS,
     STORAGE_URL,

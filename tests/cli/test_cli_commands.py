@@ -241,7 +241,7 @@ def test_serve_warns_when_tokens_would_follow_the_host_header(
         ("COFFRE_STORAGE_REQUIRE_TLS", "yes", "it takes '' or '1'"),
         ("COFFRE_BENCH_PLAINTEXT", "true", "it takes '' or '1'"),
         ("COFFRE_MAX_BODY_BYTES", "abc", "it takes a whole number"),
-        ("COFFRE_WITNESS_QUORUM", "-1", "it takes a whole number"),
+        ("COFFRE_DATA_KEY_CACHE", "-1", "it takes a whole number"),
     ],
 )
 def test_a_mistyped_setting_is_refused_before_any_command_runs(
