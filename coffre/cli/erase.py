@@ -61,17 +61,27 @@ def erase(
     patient_id = _patient_id(patient)
     if not reason.strip():
         raise fail("say why with --reason: nothing was erased")
-    if not yes and not _confirmed(patient_id):
-        console.print("the id typed differs: nothing was erased")
-        raise typer.Exit(code=1)
     try:
         records = Vault.at(vault, keyring).open()
     except CoffreError as error:
         raise fail(error) from None
     try:
+        _check_exists(records, patient_id)  # before asking: no confirming of a typo
+        if not yes and not _confirmed(patient_id):
+            console.print("the id typed differs: nothing was erased")
+            raise typer.Exit(code=1)
         _erase(records, patient_id, Access(f"{operator} (coffre erase)", reason=reason))
     finally:
         records.storage.close()
+
+
+def _check_exists(records: RecordStore, patient_id: str) -> None:
+    """Refuse a patient the vault never held; one erased already goes on (harmlessly)."""
+    try:
+        records.latest_version("Patient", patient_id)
+    except FhirError as error:
+        if error.status == 404:
+            raise fail(f"{error.diagnostics}: nothing was erased") from None
 
 
 def _erase(records: RecordStore, patient_id: str, access: Access) -> None:

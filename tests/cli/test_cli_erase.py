@@ -56,6 +56,15 @@ def test_erasing_asks_for_the_patient_s_id(filled: Vault) -> None:
     assert (_status(filled, "alice"), _status(filled, "bob")) == (410, 200)
 
 
+def test_a_patient_the_vault_never_held_is_refused_before_the_confirmation(
+    filled: Vault,
+) -> None:
+    """The operator was asked to confirm a typo, which then failed."""
+    code, output = _erase(filled, "Patient/alcie", "--reason", "r", typed="alcie\n")
+    assert code == 1 and "does not exist: nothing was erased" in output, output
+    assert "Type the patient's id" not in output
+
+
 def test_yes_skips_the_prompt_and_an_erasure_runs_again_harmlessly(filled: Vault) -> None:
     assert _erase(filled, "Patient/alice", "--reason", "r", "--yes")[0] == 0
     code, output = _erase(filled, "Patient/alice", "--reason", "r", "--yes")
