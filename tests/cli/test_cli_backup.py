@@ -66,6 +66,14 @@ def _backup_while_writing(client: TestClient, vault: Vault, backup: Path) -> int
     return during
 
 
+def _backed_up(client: TestClient, vault: Vault, tmp_path: Path) -> Path:
+    """A backup of the vault holding one patient."""
+    client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
+    backup = tmp_path / "backup.sqlite"
+    assert _run("backup", str(backup), "--vault", str(vault.folder))[0] == 0
+    return backup
+
+
 def _new_vault(vault: Vault, folder: Path, backend: str, request: pytest.FixtureRequest) -> Vault:
     """A folder with the vault's keys (and its checkpoint memory) and an empty storage."""
     folder.mkdir()
@@ -145,9 +153,7 @@ def test_a_restore_of_a_backup_at_the_last_signed_checkpoint_opens_as_it_is(
 def test_a_restore_into_a_folder_without_its_keyring_says_so_and_offers_no_rollback(
     client: TestClient, vault: Vault, tmp_path: Path
 ) -> None:
-    client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
-    backup = tmp_path / "backup.sqlite"
-    assert _run("backup", str(backup), "--vault", str(vault.folder))[0] == 0
+    backup = _backed_up(client, vault, tmp_path)
     keyring = tmp_path / "elsewhere" / KEYRING_FILE
     code, output = _run(
         "restore", str(backup), "--vault", str(tmp_path / "new"), "--keyring", str(keyring)
@@ -168,9 +174,7 @@ def test_a_restore_needing_a_retired_key_names_it_and_restores_nothing(
     """Rotating and retiring the key-encryption key leaves older backups to the keyring
     kept with them: a restore with today's keyring would give a vault whose every read
     fails its integrity check, as if the host had tampered with it."""
-    client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
-    backup = tmp_path / "backup.sqlite"
-    assert _run("backup", str(backup), "--vault", str(vault.folder))[0] == 0
+    backup = _backed_up(client, vault, tmp_path)
     where = ("--vault", str(vault.folder))
     code, output = _run("keys", "rotate", "--retire", "--yes", *where)
     assert code == 0, output
@@ -198,9 +202,7 @@ def test_a_restore_with_another_vault_s_keyring_is_refused_before_copying(
 ) -> None:
     """Every vault's first key-encryption key is kek-1: the backup was copied whole, then
     refused as a log 'not written by this gateway', the folder left full and unusable."""
-    client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
-    backup = tmp_path / "backup.sqlite"
-    assert _run("backup", str(backup), "--vault", str(vault.folder))[0] == 0
+    backup = _backed_up(client, vault, tmp_path)
     other = Vault.at(tmp_path / "other")
     other.create()
     target = tmp_path / "restored"
