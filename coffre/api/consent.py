@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coffre.api.access import access_of, announce
-from coffre.api.auth.enforce import guard_of, not_found
+from coffre.api.auth.enforce import guard_of
 from coffre.api.auth.scopes import Interaction, Target
 from coffre.api.negotiation import (
     check_format,
@@ -31,6 +31,7 @@ from coffre.ledger.leaf import LeafKind
 from coffre.service import RecordStore
 from coffre.service.commits import GroupCommitter
 from coffre.service.consent import consent_resource, current_consent, record_research_consent
+from coffre.service.records import not_found
 
 OPT_OUT = "optOut"
 _OPT_OUT_ELEMENTS = frozenset({"id", "extension", "name"})

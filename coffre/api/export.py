@@ -199,10 +199,9 @@ def _check_access(request: Request, types: list[str]) -> None:
 
 def _accepted(request: Request, job: ExportJob) -> Response:
     token = job.token(_records(request).keys)  # it holds the kick-off URL, sealed
-    status_url = f"{base_url(request)}/$export-status/{token}"
-    longest = len(f"{base_url(request)}/$export-file/{token}/") + max(
-        map(len, job.resource_types())
-    )
+    base = base_url(request)
+    status_url = f"{base}/$export-status/{token}"
+    longest = len(f"{base}/$export-file/{token}/") + max(map(len, job.resource_types()))
     if longest > MAX_URL_BYTES:
         too_long = (
             f"this kick-off URL is {len(str(request.url)):,} bytes: its export's URLs, which"

@@ -115,20 +115,26 @@ async def checkpoint(request: Request) -> Response:
 
 async def cosigned_checkpoint(request: Request) -> Response:
     """The newest checkpoint a quorum of the witnesses cosigned (docs/witness.md)."""
-    if getattr(request.app.state, "witnessing", None) is None:
+    witnessing = _witnessing(request)
+    if witnessing is None:
         message = (
             "this server gathers no cosignatures: it was started without COFFRE_WITNESSES"
             " (docs/witness.md)"
         )
         raise FhirError(404, "not-found", message)
-    note = _cosigned(request)
+    note = witnessing.published()
     if note is None:
         raise FhirError(404, "not-found", "no checkpoint of this log is cosigned yet")
     return PlainTextResponse(note, headers={"Cache-Control": "no-cache"})
 
 
-def _cosigned(request: Request) -> str | None:
+def _witnessing(request: Request) -> Witnessing | None:
     witnessing: Witnessing | None = getattr(request.app.state, "witnessing", None)
+    return witnessing
+
+
+def _cosigned(request: Request) -> str | None:
+    witnessing = _witnessing(request)
     return None if witnessing is None else witnessing.published()
 
 

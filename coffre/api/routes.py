@@ -11,7 +11,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coffre.api.access import access_of, announce
-from coffre.api.auth.enforce import GuardGate, guard_of, not_found, refusal, target_for
+from coffre.api.auth.enforce import GuardGate, guard_of, refusal, target_for
 from coffre.api.auth.scopes import Decision, Interaction, Outcome, Role, Target
 from coffre.api.history import PAGING, history_bundle, links
 from coffre.api.ledger import map_proof_response
@@ -51,7 +51,14 @@ from coffre.service.bundles import (
 )
 from coffre.service.commits import GroupCommitter
 from coffre.service.conditions import check_none_match, if_none_exist_query
-from coffre.service.records import OwnTokens, Writer, check_id, no_version, nothing_deleted
+from coffre.service.records import (
+    OwnTokens,
+    Writer,
+    check_id,
+    no_version,
+    not_found,
+    nothing_deleted,
+)
 
 T = TypeVar("T")
 

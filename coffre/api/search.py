@@ -10,6 +10,7 @@ from itertools import islice
 from typing import Any
 
 from coffre.api.history import PAGING, links, refuse_unsupported, since
+from coffre.api.negotiation import refuse_parameters
 from coffre.exceptions import FhirError, bounded, operation_outcome
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir.values import LARGEST
@@ -328,9 +329,8 @@ def everything_page(
     takes = "_type, _since and _count"
     refuse_unsupported(pairs, ("start", "end"), "$everything", takes)
     unknown = sorted({k for k, _ in pairs if k.partition(":")[0] not in EVERYTHING_TAKES})
-    if unknown and strict:
-        message = f"$everything does not support {', '.join(unknown)}: it takes {takes}"
-        raise FhirError(400, "not-supported", message)
+    if strict:
+        refuse_parameters([(k, v) for k, v in pairs if k in unknown], "$everything", takes)
     pairs = [(k, v) for k, v in pairs if k not in unknown]
     types = listed(pairs, "_type") or list(compartment_types())
     for name in types:

@@ -209,9 +209,9 @@ _CARRY_ON = (
 )
 
 MAX_SYNTH_PATIENTS = 9_999_999
+"""As many as ``patient-NNNNNNN.json`` numbers in order."""
 SYNTH_YEARS = (1900, 2999)
 """The years a generated history may run up to: a century of it fits in Python's dates."""
-"""As many as ``patient-NNNNNNN.json`` numbers in order."""
 
 
 @app.command()

@@ -207,13 +207,12 @@ def _source_id(entry: dict[str, Any]) -> str | None:
 
 
 def with_source_ids(
-    bundle: dict[str, Any], derived: DerivedId, seen: Counter[bytes] | None = None
+    bundle: dict[str, Any], derived: DerivedId, seen: Counter[bytes]
 ) -> dict[str, Any]:
     """Give each POSTed resource without an id the one its fullUrl names, or else the one
     ``derived`` from its content: importing the same files again finds it there. ``seen``
     counts the equal ones met before, in the same file's earlier Bundles too (an NDJSON
     file's chunks), so that each stays apart."""
-    seen = Counter() if seen is None else seen
     entries = bundle.get("entry")
     for entry in entries if isinstance(entries, list) else []:
         resource = entry.get("resource") if isinstance(entry, dict) else None

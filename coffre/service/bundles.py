@@ -46,6 +46,7 @@ from coffre.service.records import (
     gone,
     new_id,
     no_version,
+    not_found,
     nothing_deleted,
     written_outcome,
 )
@@ -264,11 +265,7 @@ def _unresolved(reference: str, pending: frozenset[str]) -> bool:
 
 
 def _missing(entry: Entry) -> FhirError:
-    return _absent(entry.resource_type, entry.resource_id)
-
-
-def _absent(resource_type: str, resource_id: str | None) -> FhirError:
-    return FhirError(404, "not-found", f"{resource_type}/{resource_id} does not exist")
+    return not_found(entry.resource_type, entry.resource_id)
 
 
 def _same(entry: Entry, first: Entry) -> str:
@@ -369,7 +366,7 @@ def unmatched_id(writer: Writer, gate: Gate, resource_type: str, body_id: str) -
     current = writer.latest(resource_type, body_id)
     if current is None or current.deleted:
         return body_id
-    gate.check(writer, "update", current, _absent(resource_type, body_id))
+    gate.check(writer, "update", current, not_found(resource_type, body_id))
     raise FhirError(
         409,
         "conflict",

@@ -15,10 +15,17 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from coffre.exceptions import FhirError
 from coffre.fhir.compartment import patient_of
 from coffre.service.conditions import check_none_match
-from coffre.service.records import Outcome, RecordStore, Stored, Writer, gone, instant
+from coffre.service.records import (
+    Outcome,
+    RecordStore,
+    Stored,
+    Writer,
+    gone,
+    instant,
+    not_found,
+)
 
 CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
 CONSENT_CATEGORY = "http://terminology.hl7.org/CodeSystem/consentcategorycodes"
@@ -107,7 +114,7 @@ def record_research_consent(
     a read of it). Saying the same twice makes no new version."""
     patient = writer.latest("Patient", patient_id)
     if patient is None:
-        raise FhirError(404, "not-found", f"Patient/{patient_id} does not exist")
+        raise not_found("Patient", patient_id)
     if patient.deleted:
         raise gone("Patient", patient_id)
     consent_id = research_consent_id(writer.records, patient_id)

@@ -30,7 +30,7 @@ from coffre.fhir.references import parse_reference
 from coffre.ledger.leaf import NO_DIGEST
 from coffre.seal import PurposeKeys
 from coffre.seal.siv import DeterministicSeal
-from coffre.service.records import RecordStore, Stored
+from coffre.service.records import RecordStore, Stored, not_found
 from coffre.service.searching import compartment_types
 from coffre.storage.base import HistoryQuery, SealedVersion
 
@@ -220,7 +220,7 @@ class Export:
         self.records.latest_writes.catch_up(self.records.storage)
         sealed = self._as_of(loc)
         if sealed is None or sealed.deleted:
-            raise FhirError(404, "not-found", f"Group/{self.job.group} does not exist")
+            raise not_found("Group", self.job.group)
         group = self.records.open("Group", self.job.group, sealed).resource()
         return frozenset(group_members(group))
 

@@ -151,8 +151,8 @@ class Ledger:
         would report as leaves not written here, or as a rollback."""
         note = reader.latest_checkpoint()
         try:
-            if note is not None:
-                open_checkpoint(note, self.verifier_key)
+            if note is not None:  # kept as verified: the next ``latest`` reads the same
+                self._verified = (note, open_checkpoint(note, self.verifier_key))
         except LedgerError as error:
             raise SignatureError(
                 f"the storage's newest checkpoint does not verify with this keyring's key"

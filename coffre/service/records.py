@@ -65,6 +65,11 @@ def erased(when: int) -> FhirError:
     )
 
 
+def not_found(resource_type: str, resource_id: str | None) -> FhirError:
+    """The answer for a record that does not exist, and so for one that is hidden."""
+    return FhirError(404, "not-found", f"{resource_type}/{resource_id} does not exist")
+
+
 def gone(resource_type: str, resource_id: str) -> FhirError:
     """The answer for a read of a record whose latest version is a deletion."""
     return FhirError(410, "deleted", f"{resource_type}/{resource_id} was deleted")
@@ -424,7 +429,7 @@ class RecordStore:
         check_id(resource_type, resource_id)
         sealed = self.checked_latest(self.keys.location(resource_type, resource_id))
         if sealed is None:
-            raise FhirError(404, "not-found", f"{resource_type}/{resource_id} does not exist")
+            raise not_found(resource_type, resource_id)
         return self.open(resource_type, resource_id, sealed)
 
     def vread(

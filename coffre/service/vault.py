@@ -111,15 +111,13 @@ class Vault:
             self.storage_path, create=True, synchronous=config.SQLITE_SYNCHRONOUS.value()
         )
 
-    def check_keys(self) -> None:
-        """Refuse a vault whose keys are not there: no keyring at its path (or one that
-        cannot be read), or no keys in the token."""
-        open_custody(self.keyring).root_secret()
-
     def held_keys(self) -> tuple[set[str], VerifierKey]:
         """The key-encryption keys the vault's custody holds, and the key its log's
-        checkpoints verify with: what a storage brought in must have been made with."""
+        checkpoints verify with: what a storage brought in must have been made with.
+        Refuses a vault whose keys are not there: no keyring at its path (or one that
+        cannot be read), or no keys in the token."""
         custody = open_custody(self.keyring)
+        custody.root_secret()
         return set(custody.kek_ids()), verifier_key_of(custody)
 
     def benchmark_mode(self) -> str | None:

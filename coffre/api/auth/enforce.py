@@ -31,7 +31,7 @@ from coffre.fhir._definitions_r4 import PATIENT_COMPARTMENT_PATHS
 from coffre.search import Criterion
 from coffre.search.naming import names_patients, record_patients
 from coffre.service import RecordStore, Stored
-from coffre.service.records import Writer
+from coffre.service.records import Writer, not_found
 
 # A resource of a compartment type that names no patient: nobody's, so hidden from every
 # principal confined to a patient rather than shared with all of them.
@@ -140,11 +140,6 @@ def break_glass_reason(request: Request) -> str | None:
             400, "too-long", f"a break-glass reason is {MAX_REASON_CHARS} chars at most"
         )
     return reason
-
-
-def not_found(resource_type: str, resource_id: str) -> FhirError:
-    """The answer for a record that does not exist, and so for one that is hidden."""
-    return FhirError(404, "not-found", f"{resource_type}/{resource_id} does not exist")
 
 
 def refusal(decision: Decision, resource_type: str, resource_id: str) -> FhirError | None:
