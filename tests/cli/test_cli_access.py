@@ -202,6 +202,7 @@ def test_a_password_is_asked_twice_without_echo(folder: Path) -> None:
         ("nurse", "Practitioner/a", PASSWORD, "not a role"),
         ("system", "Practitioner/a", PASSWORD, "backend clients"),
         ("patient", "Practitioner/a", PASSWORD, "their Patient resource"),
+        ("clinician", "Patient/a", PASSWORD, "only a patient's is one"),
         ("clinician", "Observation/1", PASSWORD, "not a reference"),
         ("clinician", "Practitioner/a", "short", "12 characters"),
     ],

@@ -257,8 +257,10 @@ def new_user(username: str, role: str, fhir_user: str, password: str) -> User:
         raise RegistryError(
             f"{fhir_user!r} is not a reference such as Patient/123 or Practitioner/abc"
         )
-    if chosen == Role.PATIENT and not fhir_user.startswith("Patient/"):
-        raise RegistryError("a patient's fhirUser is their Patient resource")
+    if (chosen == Role.PATIENT) != fhir_user.startswith("Patient/"):
+        raise RegistryError(
+            "a patient's fhirUser is their Patient resource, and only a patient's is one"
+        )
     if len(password) < 12:
         raise RegistryError("a password has at least 12 characters")
     return User(_check_name("user name", username), chosen, fhir_user, hash_password(password))

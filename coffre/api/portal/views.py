@@ -321,10 +321,12 @@ async def my_record(request: Request, session: Session, lang: str) -> Response:
 
 
 def _is_own(event: dict[str, Any], patient_id: str) -> bool:
+    """Whether the patient themself made this access: the requestor is their record,
+    acting as a patient. Any other party is listed, whatever its name or display says."""
     mine = f"Patient/{patient_id}"
     return any(
         agent.get("who", {}).get("reference") == mine
-        or agent.get("who", {}).get("display", "").split(" ")[0] == mine
+        and agent.get("role") == [{"text": str(Role.PATIENT)}]
         for agent in event.get("agent", [])
         if agent.get("requestor")
     )

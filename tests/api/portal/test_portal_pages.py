@@ -18,6 +18,7 @@ from coffre.api.auth.registry import load, save, without_user
 from coffre.api.auth.throttle import FREE_FAILURES_PER_NAME
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.service import RecordStore
+from coffre.service.audit import Access
 from coffre.service.consent import research_opt_out
 
 
@@ -180,6 +181,24 @@ def test_who_accessed_shows_the_clinician_not_the_patients_own_views(
         if agent.get("who", {}).get("reference") == f"Patient/{PATIENT}"
     ]
     assert own and all(agent["role"] == [{"text": "patient"}] for agent in own)
+
+
+def test_an_access_in_another_role_naming_the_patients_record_is_listed(
+    portal: TestClient, records: RecordStore
+) -> None:
+    """Only the patient's own views are left out of the list: a party that is not acting
+    as the patient is shown, even where its record or display names the patient's."""
+    posing = Access(
+        f"Patient/{PATIENT} (clinician, via client ehr)",
+        fhir_user=f"Patient/{PATIENT}",
+        role="clinician",
+        client_id="ehr",
+    )
+    with records.writer() as writer, writer.request(posing):
+        writer.log_access(LeafKind.READ, [records.read("Patient", PATIENT)])
+    sign_in(portal)
+    page = unescape(portal.get("/portal/access?lang=en").text)
+    assert f"Patient/{PATIENT} — through the application ehr" in page
 
 
 def test_the_opt_out_switch_records_a_consent(portal: TestClient, records: RecordStore) -> None:
