@@ -85,7 +85,61 @@ def validate(resource: Any, where: str = "the body") -> str:
         ) from None
     for nested_where, nested in _nested_resources(resource, resource_type):
         validate(nested, f"{where}, {nested_where}")
+    if resource.get("contained"):
+        _check_contained(resource, resource_type, where)
     return resource_type
+
+
+def _check_contained(resource: dict[str, Any], resource_type: str, where: str) -> None:
+    """The rules R4 sets on contained resources, which the JSON schema leaves out
+    (DomainResource invariants dom-2 to dom-5): none holds resources of its own, none
+    carries a version, a time or security labels of its own (the container's apply), and
+    each is referred to from elsewhere in the container (``#id``) or refers to it (``#``).
+    References are recognised as any string of that form, canonical and uri ones too."""
+    contained: list[dict[str, Any]] = resource["contained"]
+    pointers = [_pointers(item) for item in contained]
+    outside = _pointers({key: value for key, value in resource.items() if key != "contained"})
+    for i, item in enumerate(contained):
+        path = f"{resource_type}.contained[{i}]"
+        meta = item.get("meta", {})
+        if "contained" in item:
+            broken = "holds contained resources of its own (dom-2: they belong to the container)"
+        elif "versionId" in meta or "lastUpdated" in meta:
+            broken = "has a meta.versionId or meta.lastUpdated (dom-4: it has the container's)"
+        elif "security" in meta:
+            broken = "has meta.security labels (dom-5: the container's labels apply to it)"
+        elif _part_of_container(i, pointers, outside, item.get("id")):
+            continue
+        else:
+            referred = (
+                f"is referred to nowhere in the {resource_type} as '#{item['id']}'"
+                if "id" in item
+                else "has no id, so nothing can refer to it,"
+            )
+            broken = (
+                f"{referred} and does not refer to its container as '#' "
+                "(dom-3: a contained resource is part of its container)"
+            )
+        raise FhirError(
+            422, "invariant", f"{where} is not a valid {resource_type}: {path} {broken}", path
+        )
+
+
+def _part_of_container(i: int, pointers: list[set[str]], outside: set[str], item_id: Any) -> bool:
+    """Whether the i-th contained resource refers to its container (``#``), or is referred
+    to by it (``outside``: the container's local references) or by another contained one."""
+    if "#" in pointers[i]:
+        return True
+    others = (outside, *pointers[:i], *pointers[i + 1 :])
+    return item_id is not None and any(f"#{item_id}" in found for found in others)
+
+
+def _pointers(value: Any) -> set[str]:
+    """The local references (``#...``) anywhere in a JSON value."""
+    if isinstance(value, str):
+        return {value} if value.startswith("#") else set()
+    parts = value.values() if isinstance(value, dict) else value if isinstance(value, list) else ()
+    return set().union(*map(_pointers, parts))
 
 
 def _nested_resources(resource: dict[str, Any], resource_type: str) -> list[tuple[str, Any]]:

@@ -249,6 +249,28 @@ def test_an_invalid_contained_resource_is_422(client: TestClient) -> None:
     assert_outcome(client.post("/fhir/Patient", json=body, headers=FHIR_JSON), 422, "Organization")
 
 
+def test_a_contained_resource_holding_its_own_is_422_naming_the_invariant(
+    client: TestClient, records: RecordStore
+) -> None:
+    organisation = {
+        "resourceType": "Organization",
+        "id": "o",
+        "contained": [{"resourceType": "Organization", "id": "parent"}],
+        "partOf": {"reference": "#parent"},
+    }
+    body = {
+        "resourceType": "Patient",
+        "contained": [organisation],
+        "managingOrganization": {"reference": "#o"},
+    }
+
+    response = client.post("/fhir/Patient", json=body, headers=FHIR_JSON)
+
+    issue = assert_outcome(response, 422, "dom-2")
+    assert issue["expression"] == ["Patient.contained[0]"]
+    assert records.storage.last_seq() == 0
+
+
 # -- URLs and headers ---------------------------------------------------------------------
 
 

@@ -136,6 +136,86 @@ def test_validation_checks_nested_resources_by_their_own_type() -> None:
     assert caught.value.expression == "Patient.birthDate"
 
 
+_SUBJECT = {"resourceType": "Patient", "id": "p"}
+
+
+def _observation(*contained: dict[str, Any], **elements: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"text": "poids"},
+        "contained": list(contained),
+        **elements,
+    }
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        _observation(_SUBJECT, subject={"reference": "#p"}),
+        _observation(
+            {"resourceType": "Organization", "id": "o"},
+            {**_SUBJECT, "managingOrganization": {"reference": "#o"}},
+            subject={"reference": "#p"},
+        ),
+        _observation(
+            {"resourceType": "Patient", "link": [{"other": {"reference": "#"}, "type": "seealso"}]}
+        ),
+    ],
+    ids=["referred-to", "referred-to-by-another-contained", "refers-to-its-container"],
+)
+def test_contained_resources_that_are_part_of_their_container_are_taken(
+    resource: dict[str, Any],
+) -> None:
+    assert validate(resource) == "Observation"
+
+
+@pytest.mark.parametrize(
+    ("resource", "rule"),
+    [
+        (
+            _observation(
+                {
+                    **_SUBJECT,
+                    "contained": [{"resourceType": "Organization", "id": "o"}],
+                    "managingOrganization": {"reference": "#o"},
+                },
+                subject={"reference": "#p"},
+            ),
+            "dom-2",
+        ),
+        (
+            _observation({**_SUBJECT, "meta": {"versionId": "2"}}, subject={"reference": "#p"}),
+            "dom-4",
+        ),
+        (
+            _observation(
+                {**_SUBJECT, "meta": {"lastUpdated": "2026-12-06T05:00:00Z"}},
+                subject={"reference": "#p"},
+            ),
+            "dom-4",
+        ),
+        (
+            _observation(
+                {**_SUBJECT, "meta": {"security": [{"code": "R"}]}}, subject={"reference": "#p"}
+            ),
+            "dom-5",
+        ),
+        (_observation(_SUBJECT), "dom-3"),
+        (_observation(_SUBJECT, subject={"reference": "#q"}), "dom-3"),
+        (_observation({"resourceType": "Patient"}, subject={"reference": "#None"}), "has no id"),
+    ],
+    ids=["nested", "version", "time", "security", "unreferred", "other-id", "no-id"],
+)
+def test_contained_resources_breaking_an_r4_invariant_are_refused_by_name(
+    resource: dict[str, Any], rule: str
+) -> None:
+    with pytest.raises(FhirError) as caught:
+        validate(resource)
+    assert caught.value.status == 422 and rule in caught.value.diagnostics
+    assert caught.value.expression == "Observation.contained[0]"
+
+
 @pytest.mark.parametrize(
     "value", [[], "Patient", 3, None, {"resourceType": 7}, {"resourceType": "Nope"}]
 )
