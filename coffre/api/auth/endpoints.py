@@ -9,8 +9,9 @@ import hmac
 import re
 import secrets
 import time
+from collections import Counter
 from typing import Any
-from urllib.parse import parse_qs, urlencode
+from urllib.parse import parse_qsl, urlencode
 
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
@@ -86,13 +87,20 @@ async def _form(request: Request) -> dict[str, str]:
         if len(body) > MAX_FORM_BYTES:
             raise OAuthError(400, "invalid_request", "the form is too large")
     try:
-        parsed = parse_qs(body.decode(), keep_blank_values=False, strict_parsing=False)
+        return _once_each(parse_qsl(body.decode(), keep_blank_values=False))
     except UnicodeDecodeError:
         raise OAuthError(400, "invalid_request", "the form is not UTF-8") from None
-    repeated = sorted(name for name, values in parsed.items() if len(values) > 1)
-    if repeated:
+
+
+def _once_each(pairs: list[tuple[str, str]]) -> dict[str, str]:
+    """Parameters by name, or a refusal where one is repeated (RFC 6749 §3.1: a request's
+    parameters MUST NOT be included more than once; which one would be meant?)."""
+    named = dict(pairs)
+    if len(named) < len(pairs):
+        counts = Counter(name for name, _ in pairs)
+        repeated = sorted(name for name, count in counts.items() if count > 1)
         raise OAuthError(400, "invalid_request", f"parameters given more than once: {repeated}")
-    return {name: values[0] for name, values in parsed.items()}
+    return named
 
 
 def supported_scopes() -> list[str]:
@@ -353,7 +361,10 @@ def _fields(source: dict[str, str]) -> dict[str, str]:
 
 async def authorize(request: Request) -> Response:
     try:
-        source = dict(request.query_params) if request.method == "GET" else await _form(request)
+        if request.method == "GET":
+            source = _once_each(request.query_params.multi_items())
+        else:
+            source = await _form(request)
     except OAuthError as error:
         return error_page(language(request, None), error.description)
     fields = _fields(source)

@@ -418,6 +418,19 @@ def test_an_unknown_app_or_redirect_is_never_redirected_to(
     assert 'role="alert"' in answer.text
 
 
+@pytest.mark.parametrize("repeated", ["redirect_uri", "scope", "state"])
+def test_an_authorisation_request_repeating_a_parameter_is_refused_without_a_redirect(
+    client: TestClient, portal: str, repeated: str
+) -> None:
+    """RFC 6749 §3.1: no parameter twice; which redirect or scope would be meant?"""
+    params = authorize_params(portal, pkce()[1], "patient/*.rs")
+    other = {"redirect_uri": "https://attacker.example/cb", "scope": "user/*.cruds"}
+    pairs = [*params.items(), (repeated, other.get(repeated, "again"))]
+    answer = client.get("/auth/authorize", params=pairs, follow_redirects=False)
+    assert answer.status_code == 400 and "location" not in answer.headers
+    assert "more than once" in answer.text and repeated in answer.text
+
+
 def test_the_audit_log_names_the_person_behind_the_token(
     client: TestClient, authority: Authority, portal: str
 ) -> None:
