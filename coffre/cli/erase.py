@@ -55,9 +55,10 @@ def erase(
     vault: VaultOption = Path(config.VAULT.default),
     keyring: KeyringOption = None,
 ) -> None:
-    """Erase a patient by crypto-shredding: their data key is destroyed and the erasure
-    logged; their records then answer 410 Gone. Backups made before still hold the key
-    (docs/operations.md, Erasure)."""
+    """Erase a patient by crypto-shredding: their data key is destroyed.
+
+    The erasure is logged; their records then answer 410 Gone.
+    Backups made before still hold the key (docs/operations.md, Erasure)."""
     patient_id = _patient_id(patient)
     if not reason.strip():
         raise fail("say why with --reason: nothing was erased")

@@ -80,8 +80,9 @@ def rotate(
     batch: Annotated[int, typer.Option(min=1, help="Data keys rewrapped per transaction.")] = BATCH,
     yes: YesOption = False,
 ) -> None:
-    """Make a new key-encryption key active, then rewrap every data key under it; records
-    are untouched and the vault keeps serving."""
+    """Make a new key-encryption key active, then rewrap every data key under it.
+
+    Records are untouched and the vault keeps serving."""
     with _rotation(vault, keyring) as rotation:
         if not resume:
             old, new = rotation.rotate()

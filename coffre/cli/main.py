@@ -85,8 +85,10 @@ def init(
         str, typer.Option(envvar=config.STORAGE_URL.env, help=config.STORAGE_URL.help)
     ] = config.STORAGE_URL.default,
 ) -> None:
-    """Create a new vault: an empty storage (an SQLite file, or a PostgreSQL database) and a
-    keyring file (0600) apart from it."""
+    """Create a new vault: an empty storage and a keyring file apart from it.
+
+    The storage: an SQLite file in the folder, or a PostgreSQL database (--storage).
+    The keyring file is readable by its owner only (0600)."""
     vault = Vault.at(folder, keyring)
     try:
         vault.create(storage)
@@ -232,8 +234,8 @@ def synth(
 ) -> None:
     """Write generated French and Quebec patients as transaction Bundles, for `coffre import`.
 
-    ``shared.json`` holds the organisations and physicians the patients' bundles refer to;
-    each ``patient-N.json`` one patient and their history.
+    `shared.json` holds the organisations and physicians the patients' bundles refer to.
+    Each `patient-N.json` holds one patient and their history.
     """
     if as_of is not None and not SYNTH_YEARS[0] <= as_of.year <= SYNTH_YEARS[1]:
         first, last = SYNTH_YEARS

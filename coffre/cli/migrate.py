@@ -178,9 +178,10 @@ def migrate(
     ],
     batch: BatchOption = DEFAULT_BATCH,
 ) -> None:
-    """Copy a vault's storage to another backend, sealed as it is (no keys needed); run it
-    again after an interruption to carry on. Stop the servers first: writes made during
-    the copy are not in it."""
+    """Copy a vault's storage to another backend, sealed as it is (no keys needed).
+
+    Run it again after an interruption to carry on.
+    Stop the servers first: writes made during the copy are not in it."""
     _refuse_foreign_keys(Path(source), Path(destination))
     source_location, destination_location = location(source), location(destination)
     if source_location == destination_location:

@@ -32,8 +32,9 @@ def init(
         str, typer.Option("--name", help="The witness's name, e.g. witness.example.org/w1.")
     ],
 ) -> None:
-    """Make a new witness: a fresh key (0600) and an empty state. Prints its verifier key,
-    which the logs it witnesses and their auditors configure."""
+    """Make a new witness: a fresh key (0600) and an empty state.
+
+    Prints its verifier key, which the logs it witnesses and their auditors configure."""
     try:
         key = WitnessFolder(folder).create(name)
     except CoffreError as error:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import re
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import typer
 from pg import tables_in
 from pgserver import Cluster
 from softhsm import SoftHsm
@@ -270,3 +273,19 @@ def test_synth_refuses_a_day_its_histories_cannot_run_up_to(tmp_path: Path) -> N
         code, output = _run("synth", "2", "--out", str(tmp_path / "out"), "--as-of", day)
         assert code == 1 and "--as-of is a day from 1900 to 2999" in output, output
     assert not (tmp_path / "out").exists()
+
+
+def _commands(typer_app: typer.Typer) -> Iterator[tuple[str, str]]:
+    for command in typer_app.registered_commands:
+        yield command.callback.__name__, command.help or inspect.getdoc(command.callback) or ""
+    for group in typer_app.registered_groups:
+        yield from _commands(group.typer_instance)
+
+
+@pytest.mark.parametrize(("name", "text"), list(_commands(app)), ids=lambda v: str(v)[:20])
+def test_every_commands_help_reads_without_a_break_in_mid_sentence(name: str, text: str) -> None:
+    """Typer shows a command's first paragraph in the list of commands and keeps the line
+    breaks of the others: the first is one line, each of the others' lines a sentence."""
+    first, *others = text.split("\n\n")
+    assert first and "\n" not in first
+    assert all(line.endswith((".", ":", ")")) for other in others for line in other.splitlines())
