@@ -12,6 +12,7 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coffre.api import consent, routes
 from coffre.api.access import access_of, acting_for, add_access_hook
@@ -205,13 +206,34 @@ async def _client_gone(request: Request, error: Exception) -> Response:
     )
 
 
-async def _unexpected(request: Request, error: Exception) -> Response:
-    # The message of an unexpected error may quote a record: only its type is logged.
-    log.error("unexpected %s: %s", type(error).__name__, _interaction(request))
-    return _refusal(
-        request,
-        FhirError(500, "exception", "Coffre failed to answer this request; it changed nothing"),
-    )
+class _ContainUnexpected:
+    """The outermost layer: an unexpected error gets a 500 OperationOutcome (or the
+    portal's page), and the log a line that names its type and the interaction only; the
+    error's message and traceback may quote a record. Starlette's own last resort would
+    re-raise the error after answering, for the server to log whole."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def noting_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, noting_start)
+        except Exception as error:
+            request = Request(scope)
+            log.error("unexpected %s: %s", type(error).__name__, _interaction(request))
+            if not started:  # else the client sees its answer cut short
+                failed = "Coffre failed to answer this request; it changed nothing"
+                await _refusal(request, FhirError(500, "exception", failed))(scope, receive, send)
 
 
 def _base_routes(path: str) -> list[Route]:
@@ -269,7 +291,11 @@ def create_app(
             Mount(PORTAL_PATH, routes=portal_routes()),
             Mount("/health", routes=health_routes()),
         ],
-        middleware=[Middleware(LabelAsAsked), Middleware(Authenticate)],
+        middleware=[
+            Middleware(_ContainUnexpected),
+            Middleware(LabelAsAsked),
+            Middleware(Authenticate),
+        ],
         lifespan=counts_stop_with_the_process,
         exception_handlers={
             FhirError: _fhir_error,
@@ -278,7 +304,6 @@ def create_app(
             LedgerError: _seal_error,
             StorageError: _storage_error,
             ClientDisconnect: _client_gone,
-            Exception: _unexpected,
         },
     )
     app.state.records = records

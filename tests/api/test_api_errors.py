@@ -12,6 +12,9 @@ import pytest
 from conftest import FHIR_JSON
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from starlette.testclient import TestClient
 
 from coffre.api import create_app
@@ -595,6 +598,34 @@ def test_a_conditional_create_with_an_unknown_parameter_is_400(
 
     assert_outcome(response, 400, "'favourite'", "If-None-Exist")
     assert records.storage.last_seq() == 0
+
+
+# -- the last resort ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "media"),
+    [("/fhir/Patient/boom", "application/fhir+json"), ("/portal/boom", "text/html")],
+)
+def test_an_unexpected_error_is_a_500_whose_message_reaches_no_log(
+    records: RecordStore, caplog: pytest.LogCaptureFixture, path: str, media: str
+) -> None:
+    """The error is answered and logged by its type, and not raised on to the server (which
+    would log its message and traceback, where a record's content may be quoted)."""
+    app = create_app(records)
+
+    async def failing(request: Request) -> Response:
+        raise ValueError("Marie Tremblay, née le 1957-03-02")
+
+    app.router.routes.insert(0, Route(path, failing))
+    with TestClient(app, raise_server_exceptions=True) as client:  # a re-raised error fails
+        response = client.get(path)
+
+    assert response.status_code == 500 and response.headers["content-type"].startswith(media)
+    if media != "text/html":
+        assert_outcome(response, 500, "changed nothing")
+    assert "unexpected ValueError: GET" in caplog.text
+    assert "Tremblay" not in caplog.text and "Tremblay" not in response.text
 
 
 # -- bugs: 500s for input that is merely unusual ------------------------------------------
