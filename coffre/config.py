@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 from coffre.exceptions import CoffreError
 
@@ -20,6 +21,9 @@ class Setting:
     """The values it takes (any case), if only some: a typo is refused, never read as one."""
     whole: bool = False
     """It takes a whole number (or nothing, where nothing is its default)."""
+    url: str = ""
+    """``"url"``: it takes an http(s) URL, ``"origin"``: one of a scheme and host only
+    (or nothing, for both)."""
 
     @property
     def env(self) -> str:
@@ -32,7 +36,30 @@ class Setting:
             raise CoffreError(f"{self.env}={raw!r}: it takes {shown}")
         if self.whole and not (raw.isascii() and raw.isdigit()) and (raw or self.default):
             raise CoffreError(f"{self.env}={raw!r}: it takes a whole number")
+        if self.url and raw:
+            _check_url(self.env, raw, origin=self.url == "origin")
         return raw
+
+
+def _check_url(env: str, raw: str, *, origin: bool) -> None:
+    example = "https://fhir.example.org" if origin else "https://gateway.example.org/notices"
+    try:
+        parts = urlsplit(raw)
+        parts.port  # noqa: B018 (a port that is no number raises here)
+    except ValueError:
+        parts = None
+    if (
+        parts is None
+        or parts.scheme not in ("http", "https")
+        or not parts.hostname
+        or any(c.isspace() for c in raw)
+    ):
+        raise CoffreError(f"{env}={raw!r}: it takes an http or https URL such as {example}")
+    if origin and (parts.path.strip("/") or parts.query or parts.fragment or parts.username):
+        raise CoffreError(
+            f"{env}={raw!r}: it takes a scheme and a host (and a port) only, such as {example}:"
+            " Coffre serves /fhir and /auth at its root"
+        )
 
 
 VAULT = Setting(
@@ -139,13 +166,16 @@ AUTH = Setting(
     "off",
     "`required`: every /fhir request but /metadata and /.well-known needs a valid bearer"
     " token (401 otherwise); `off`: a request without one passes as an unauthenticated"
-    " client. Scopes are not enforced on routes yet either way (docs/access.md).",
+    " client. A token's scopes, compartment and care relationships are enforced either"
+    " way; under `off`, a request without one is held to nothing: loopback or behind an"
+    " authenticating proxy only (docs/access.md).",
 )
 PUBLIC_URL = Setting(
     "public_url",
     "",
     "The URL clients reach Coffre at (`https://fhir.example.org`), for token issuer and"
     " audience; empty: taken from each request.",
+    url="origin",
 )
 ACCESS_TOKEN_SECONDS = Setting(
     "access_token_seconds",
@@ -158,7 +188,10 @@ OIDC_ISSUER = Setting(
     "An external OpenID Connect issuer whose tokens Coffre accepts beside its own (its `iss`).",
 )
 OIDC_JWKS_URL = Setting(
-    "oidc_jwks_url", "", "With an external issuer: the URL of its JWKS (its signing keys)."
+    "oidc_jwks_url",
+    "",
+    "With an external issuer: the URL of its JWKS (its signing keys).",
+    url="url",
 )
 OIDC_AUDIENCE = Setting(
     "oidc_audience",
@@ -171,6 +204,7 @@ NOTICE_WEBHOOK = Setting(
     'A URL Coffre posts `{"event": "access-notice", "notice": "Communication/<id>"}` to when a'
     " professional first opens a patient's record (an e-mail or SMS gateway); no health data."
     " Empty: the notice is only in the portal.",
+    url="url",
 )
 
 SETTINGS = (

@@ -178,7 +178,7 @@ async def post_notice_hook(
                 await asyncio.sleep(backoff_seconds * 2 ** (attempt - 1))
             try:
                 response = await client.post(url, json=hook_body(notice))
-            except httpx.HTTPError as error:
+            except (httpx.HTTPError, httpx.InvalidURL) as error:
                 failure = type(error).__name__
                 continue
             if response.is_success:

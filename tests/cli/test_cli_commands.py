@@ -245,6 +245,10 @@ def test_serve_warns_when_tokens_would_follow_the_host_header(
         ("COFFRE_BENCH_PLAINTEXT", "true", "it takes '' or '1'"),
         ("COFFRE_MAX_BODY_BYTES", "abc", "it takes a whole number"),
         ("COFFRE_DATA_KEY_CACHE", "-1", "it takes a whole number"),
+        ("COFFRE_NOTICE_WEBHOOK", "http://[::1", "it takes an http or https URL"),
+        ("COFFRE_OIDC_JWKS_URL", "idp.example.org/jwks", "it takes an http or https URL"),
+        ("COFFRE_PUBLIC_URL", "https://fhir.example.org:84x3", "it takes an http or https URL"),
+        ("COFFRE_PUBLIC_URL", "https://fhir.example.org/fhir", "it takes a scheme and a host"),
     ],
 )
 def test_a_mistyped_setting_is_refused_before_any_command_runs(
@@ -263,6 +267,8 @@ def test_a_setting_s_case_and_an_empty_default_are_taken(
 ) -> None:
     monkeypatch.setenv("COFFRE_SQLITE_SYNCHRONOUS", "normal")
     monkeypatch.setenv("COFFRE_WITNESS_QUORUM", "")
+    monkeypatch.setenv("COFFRE_PUBLIC_URL", "https://fhir.example.org:8443/")
+    monkeypatch.setenv("COFFRE_NOTICE_WEBHOOK", "http://[::1]:9000/notices?to=sms")
     code, output = _run("init", str(tmp_path / "vault"))
     assert code == 0, output
 
