@@ -26,7 +26,7 @@ def app_from_settings() -> Starlette:
     vault = Vault.from_settings()
     records = vault.open()
     authority = Authority.for_keyring(
-        vault.keyring, access_token_key(vault), AuthSettings.from_settings()
+        vault.keyring, access_token_key(records), AuthSettings.from_settings()
     )
     app = create_app(
         records, max_body_bytes=int(config.MAX_BODY_BYTES.value()), authority=authority

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from coffre.custody import open_custody
 from coffre.seal.tokenkey import access_token_jwk
-from coffre.service.vault import Vault
+from coffre.service.records import RecordStore
 
 
-def access_token_key(vault: Vault) -> dict[str, str]:
+def access_token_key(records: RecordStore) -> dict[str, str]:
     """The private JWK (ES256) the gateway signs access tokens with; every gateway process
-    of the vault derives the same one from the root secret in the key custody."""
-    return access_token_jwk(open_custody(vault.keyring).root_secret())
+    of the vault derives the same one from the root secret in the key custody, through
+    the custodian its records already hold (a token's session is not opened twice)."""
+    return access_token_jwk(records.custodian.root_secret())

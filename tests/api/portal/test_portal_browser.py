@@ -36,8 +36,9 @@ from coffre.api.auth.registry import (
 )
 from coffre.api.auth.tokens import TokenSigner
 from coffre.cli.importer import Importer
+from coffre.custody import open_custody
+from coffre.seal.tokenkey import access_token_jwk
 from coffre.service import Vault
-from coffre.service.tokenkey import access_token_key
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 
@@ -94,7 +95,8 @@ def _clinician_reads(served: Served, times: int) -> None:
         "fhirUser": served.practitioner,
         "scope": "user/*.rs",
     }
-    token = TokenSigner(access_token_key(served.server.vault)).sign(claims, 300)
+    key = access_token_jwk(open_custody(served.server.vault.keyring).root_secret())
+    token = TokenSigner(key).sign(claims, 300)
     url = f"{served.server.base_url}/Patient/{served.patient}"
     for _ in range(times):
         response = httpx.get(url, headers={"Authorization": f"Bearer {token}"})
