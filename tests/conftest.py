@@ -54,8 +54,8 @@ def _close_the_vaults_a_test_opens(monkeypatch: pytest.MonkeyPatch) -> Iterator[
     opened: list[RecordStore] = []
     open_vault = Vault.open
 
-    def open_and_remember(vault: Vault) -> RecordStore:
-        records = open_vault(vault)
+    def open_and_remember(vault: Vault, **options: bool) -> RecordStore:
+        records = open_vault(vault, **options)
         opened.append(records)
         return records
 

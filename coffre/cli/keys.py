@@ -37,10 +37,14 @@ YesOption = Annotated[
 
 
 @contextmanager
-def _rotation(vault: Path, keyring: Path | None) -> Iterator[KeyRotation]:
-    """The vault's keys, opened; any refusal of Coffre's ends the command with its message."""
+def _rotation(
+    vault: Path, keyring: Path | None, *, every_kek_held: bool = True
+) -> Iterator[KeyRotation]:
+    """The vault's keys, opened; any refusal of Coffre's ends the command with its message.
+    ``every_kek_held=False``: open it even where the custody lacks a key-encryption key
+    the storage names (to list what is missing)."""
     try:
-        records = Vault.at(vault, keyring).open()
+        records = Vault.at(vault, keyring).open(every_kek_held=every_kek_held)
     except CoffreError as error:
         raise fail(error) from None
     try:
@@ -54,7 +58,7 @@ def _rotation(vault: Path, keyring: Path | None) -> Iterator[KeyRotation]:
 @app.command("list")
 def list_(vault: VaultOption = Path(config.VAULT.default), keyring: KeyringOption = None) -> None:
     """The key-encryption keys: which is active, and how many data keys each wraps."""
-    with _rotation(vault, keyring) as rotation:
+    with _rotation(vault, keyring, every_kek_held=False) as rotation:
         table = Table("key-encryption key", "active", "in the custody", "data keys")
         for use in rotation.keks():
             table.add_row(

@@ -190,20 +190,32 @@ def migrate(
 
 
 def _refuse_foreign_keys(source: Path, destination: Path) -> None:
-    """Refuse to copy into a vault folder whose keyring is not the source's: the records
+    """Refuse to copy into a vault folder whose keys are not the source's: the records
     would not open with its keys, and the folder would hold a vault that serves nothing."""
     folder = destination if destination.is_dir() else destination.parent  # or its storage file
-    theirs = folder / KEYRING_FILE
-    if not theirs.exists():
-        return
-    ours = (source if source.is_dir() else source.parent) / KEYRING_FILE
-    if ours.exists() and ours.read_bytes() == theirs.read_bytes():
+    if _same_keys(source if source.is_dir() else source.parent, folder):
         return
     raise fail(
-        f"{folder} is a vault folder with keys of its own ({theirs}): the source's records"
-        " would not open with them. Copy to a new SQLite file or PostgreSQL database, then"
-        " name it in the folder that holds the source's keyring."
+        f"{folder} is a vault folder with keys of its own (a keyring or a token of its own):"
+        " the source's records would not open with them. Copy to a new SQLite file or"
+        " PostgreSQL database, then name it in the folder that holds the source's keys."
     )
+
+
+def _same_keys(ours: Path, folder: Path) -> bool:
+    """Whether ``folder`` holds no vault's keys, or the same as the folder ``ours``: by
+    their records of custody and log, else (folders made before that record, or one
+    given a copy of the keyring) by their keyring files."""
+    theirs_recorded, ours_recorded = (
+        Vault.at(folder).recorded_custody(),
+        Vault.at(ours).recorded_custody(),
+    )
+    if theirs_recorded is not None and ours_recorded is not None:
+        return theirs_recorded == ours_recorded
+    theirs, keyring = folder / KEYRING_FILE, ours / KEYRING_FILE
+    if theirs.exists():
+        return keyring.exists() and keyring.read_bytes() == theirs.read_bytes()
+    return theirs_recorded is None
 
 
 def backup(

@@ -44,6 +44,11 @@ class KeyCustodian(Protocol):
         """The name of this vault's log, the first line of its checkpoints."""
         ...
 
+    def holder(self) -> str:
+        """What holds the keys, as a message names it (the keyring at PATH, the PKCS#11
+        token 'LABEL')."""
+        ...
+
     def kek_ids(self) -> list[str]:
         """The key-encryption keys the custody holds, by id, the active one among them."""
         ...
@@ -68,7 +73,9 @@ class NewKeys(Protocol):
     makes the keys, ``destroy`` undoes what ``make`` made (the init failed later on),
     ``close`` lets the custody go."""
 
-    def make(self) -> None: ...
+    def make(self) -> str:
+        """Make the keys; the name of the new vault's log (its origin)."""
+        ...
 
     def destroy(self) -> None: ...
 

@@ -15,7 +15,8 @@ KEYRING = "keyring"
 PKCS11 = "pkcs11"
 
 
-def _custody() -> str:
+def chosen_custody() -> str:
+    """``keyring`` or ``pkcs11``, as the setting names it."""
     chosen = config.CUSTODY.value()
     if chosen not in (KEYRING, PKCS11):
         raise CustodyError(f"{config.CUSTODY.env} is '{chosen}': use {KEYRING} or {PKCS11}")
@@ -25,7 +26,7 @@ def _custody() -> str:
 def new_keys(keyring: Path) -> NewKeys:
     """A new vault's keys, not made yet: a keyring file at ``keyring``, or objects in the
     token; refused at once where there are keys already, or the token cannot be used."""
-    if _custody() == PKCS11:
+    if chosen_custody() == PKCS11:
         return NewTokenKeys(
             config.PKCS11_MODULE.value(), config.PKCS11_TOKEN.value(), pin_from_settings()
         )
@@ -40,6 +41,6 @@ def create_custody(keyring: Path) -> None:
 
 def open_custody(keyring: Path) -> KeyCustodian:
     """The custodian of an existing vault's keys."""
-    if _custody() == PKCS11:
+    if chosen_custody() == PKCS11:
         return Pkcs11Custodian.from_settings()
     return KeyringCustodian(keyring)

@@ -48,6 +48,9 @@ class KeyringCustodian(MemoryCustodian):
         self._keks = keks
         self._active = active
 
+    def holder(self) -> str:
+        return f"the keyring {self._path}"
+
     def _reload(self) -> None:
         """Take up the key-encryption keys another process added or retired, if the file
         changed since it was read: a stat per new data key, none per read (call it under
@@ -108,8 +111,8 @@ class KeyringCustodian(MemoryCustodian):
         return content
 
     @staticmethod
-    def create(path: Path) -> None:
-        """Write a new keyring; refuses to overwrite one."""
+    def create(path: Path) -> str:
+        """Write a new keyring; refuses to overwrite one. Returns its log's origin."""
         content = {
             "format": FORMAT,
             "root": _b64(random_key()),
@@ -123,6 +126,7 @@ class KeyringCustodian(MemoryCustodian):
         except FileExistsError:
             raise _exists(path) from None
         _write(fd, content)
+        return str(content["origin"])
 
 
 class NewKeyring:
@@ -134,9 +138,10 @@ class NewKeyring:
         self._path = path
         self._made = False
 
-    def make(self) -> None:
-        KeyringCustodian.create(self._path)
+    def make(self) -> str:
+        origin = KeyringCustodian.create(self._path)
         self._made = True
+        return origin
 
     def destroy(self) -> None:
         if self._made:

@@ -53,6 +53,9 @@ class MemoryCustodian:
     def log_origin(self) -> str:
         return self._origin
 
+    def holder(self) -> str:
+        return "the keys in memory"
+
     def root_secret(self) -> bytes:
         return self._root
 

@@ -240,6 +240,9 @@ class Pkcs11Custodian:
     def log_origin(self) -> str:
         return self._origin
 
+    def holder(self) -> str:
+        return f"the PKCS#11 token '{self._token}'"
+
     def wrap(self, data_key: bytes) -> WrappedKey:
         # SoftHSM2 2.6 pads other lengths against RFC 5649 and unwraps them to a longer key.
         if len(data_key) % 8 or not 16 <= len(data_key) <= 64:
@@ -330,8 +333,9 @@ class NewTokenKeys:
                 " use another token"
             )
 
-    def make(self) -> None:
+    def make(self) -> str:
         session = self._session
+        origin = new_origin()
         try:
             self._made.append(_generate_kek(session, FIRST_KEK))
             self._made.append(
@@ -358,7 +362,7 @@ class NewTokenKeys:
                     {
                         Attribute.CLASS: ObjectClass.DATA,
                         Attribute.LABEL: ORIGIN_LABEL,
-                        Attribute.VALUE: new_origin().encode(),
+                        Attribute.VALUE: origin.encode(),
                         Attribute.TOKEN: True,
                     }
                 )
@@ -367,6 +371,7 @@ class NewTokenKeys:
             with suppress(CustodyError):  # the error to report is the one that stopped it
                 self.destroy()
             raise _failure(self._token, "create the vault's keys", error) from None
+        return origin
 
     def destroy(self) -> None:
         """Destroy the objects ``make`` made, and only those."""

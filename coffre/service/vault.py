@@ -14,8 +14,8 @@ from itertools import takewhile
 from pathlib import Path
 
 from coffre import config
-from coffre.custody import new_keys, open_custody
-from coffre.exceptions import CoffreError, VaultStateError
+from coffre.custody import KeyCustodian, chosen_custody, new_keys, open_custody
+from coffre.exceptions import CoffreError, CustodyError, VaultStateError
 from coffre.ledger import VerifierKey
 from coffre.seal import AeadEnvelope, Envelope, PlainEnvelope
 from coffre.service.ledger import verifier_key_of
@@ -31,6 +31,10 @@ BENCHMARK_FILE = "benchmark-only"
 not encrypted: ``coffre init`` with COFFRE_BENCH_PLAINTEXT=1) or ``sealed``. The
 benchmarks' switches open no other vault, and such a vault opens for nothing else."""
 PLAINTEXT = "plaintext"
+CUSTODY_FILE = "custody"
+"""What holds the vault's keys and the name of its log, as ``coffre init`` made them
+(``pkcs11 coffre.vault/…``): a vault opens with that custody and those keys only, never
+with another vault's token or keyring that a setting left over would name."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +85,9 @@ class Vault:
                 undo.extend(made.rmdir for made in _missing_folders(wanted))
                 wanted.mkdir(parents=True, exist_ok=True)
             undo.append(keys.destroy)
-            keys.make()
+            origin = keys.make()
+            undo.append((self.folder / CUSTODY_FILE).unlink)
+            self._record_custody(chosen_custody(), origin)
             if config.BENCH_PLAINTEXT.value() == "1":
                 undo.append((self.folder / BENCHMARK_FILE).unlink)
                 (self.folder / BENCHMARK_FILE).write_text(PLAINTEXT + "\n")
@@ -92,6 +98,42 @@ class Vault:
             else:
                 undo.extend(path.unlink for path in _sqlite_files(self.storage_path))
                 SqliteStorage(self.storage_path, create=True).close()
+
+    def recorded_custody(self) -> tuple[str, str] | None:
+        """What holds this vault's keys and its log's name, as recorded (CUSTODY_FILE);
+        None for a vault made before Coffre recorded them, until it first opens."""
+        with suppress(FileNotFoundError):
+            kind, _, origin = (self.folder / CUSTODY_FILE).read_text().strip().partition(" ")
+            return kind, origin
+        return None
+
+    def _record_custody(self, kind: str, origin: str) -> None:
+        path = self.folder / CUSTODY_FILE
+        try:
+            path.write_text(f"{kind} {origin}\n")
+        except OSError as error:
+            raise VaultStateError(f"cannot write {path}: {error.strerror}") from None
+
+    def _open_own_custody(self) -> KeyCustodian:
+        """The vault's custodian; refused where the keys are not this vault's: another
+        custody than its own, or another vault's keyring or token (whose keys would wrap
+        and sign as if they were)."""
+        recorded = self.recorded_custody()
+        if recorded is not None and recorded[0] != chosen_custody():
+            kind = recorded[0]
+            raise VaultStateError(
+                f"{self.folder} keeps its keys in {_CUSTODIES.get(kind, kind)} (since 'coffre"
+                f" init'), but {config.CUSTODY.env}={chosen_custody()}: set"
+                f" {config.CUSTODY.env}={kind}"
+            )
+        custodian = open_custody(self.keyring)
+        if recorded is not None and custodian.log_origin() != (origin := recorded[1]):
+            raise VaultStateError(
+                f"{custodian.holder()} holds the keys of another vault (log"
+                f" {custodian.log_origin()}), not those of {self.folder} (log {origin}): name"
+                " this vault's own"
+            )
+        return custodian
 
     def _record_url(self, storage_url: str) -> None:
         # 0600 like the keyring: the URL names the server, the database and the user.
@@ -116,7 +158,7 @@ class Vault:
         checkpoints verify with: what a storage brought in must have been made with.
         Refuses a vault whose keys are not there: no keyring at its path (or one that
         cannot be read), or no keys in the token."""
-        custody = open_custody(self.keyring)
+        custody = self._open_own_custody()
         custody.root_secret()
         return set(custody.kek_ids()), verifier_key_of(custody)
 
@@ -148,16 +190,21 @@ class Vault:
             )
         return plaintext
 
-    def open(self) -> RecordStore:
+    def open(self, *, every_kek_held: bool = True) -> RecordStore:
         """The record store; its start checks refuse a storage the host tampered with, and
-        the storage is closed then (a PostgreSQL one holds connections and threads)."""
+        the storage is closed then (a PostgreSQL one holds connections and threads).
+        ``every_kek_held``: refuse a storage whose data keys need a key-encryption key the
+        custody does not hold (``coffre keys list`` opens it all the same, to say which)."""
         plaintext = self._check_benchmark_switches()
         storage = self.open_storage()
         envelope: Envelope = PlainEnvelope() if plaintext else AeadEnvelope()
         try:
-            return RecordStore(
+            custodian = self._open_own_custody()
+            if every_kek_held:
+                _check_keks_held(storage, custodian)
+            records = RecordStore(
                 storage,
-                open_custody(self.keyring),
+                custodian,
                 envelope,
                 self.checkpoint_memory,
                 verify_reads=config.BENCH_UNVERIFIED_READS.value() != "1",
@@ -166,6 +213,10 @@ class Vault:
         except BaseException:
             storage.close()
             raise
+        if self.recorded_custody() is None and storage.latest_checkpoint() is not None:
+            # An older vault's: its log's signature has just proven these keys its own.
+            self._record_custody(chosen_custody(), custodian.log_origin())
+        return records
 
 
 @contextmanager
@@ -193,6 +244,23 @@ def _sqlite_files(path: Path) -> list[Path]:
     """The files an SQLite storage at ``path`` is made of that are not there yet."""
     files = (path.with_name(path.name + suffix) for suffix in ("", "-wal", "-shm", ".lock"))
     return [file for file in files if not file.exists()]
+
+
+_CUSTODIES = {"keyring": "a keyring file", "pkcs11": "a PKCS#11 token"}
+
+
+def _check_keks_held(storage: Storage, custodian: KeyCustodian) -> None:
+    """Refuse a storage whose data keys are wrapped by a key-encryption key the custody
+    does not hold: its records could not be opened, and each refusal would be logged as
+    the host's tampering, when the cause is the custody (a token restored from a backup
+    older than a rotation, a key deleted from it)."""
+    missing = sorted(set(storage.wrapped_key_counts()) - set(custodian.kek_ids()))
+    if missing:
+        raise CustodyError(
+            f"the storage's data keys are wrapped by {', '.join(missing)}, which"
+            f" {custodian.holder()} does not hold: restore it from a backup made after that"
+            " key was (the key-encryption keys are listed by 'coffre keys list')"
+        )
 
 
 def _key_cache_size() -> int:

@@ -22,6 +22,7 @@ import psycopg
 import pytest
 from conftest import shared_data_path
 from pg import Cluster, HostDatabase
+from softhsm import SoftHsm
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
@@ -283,6 +284,21 @@ def test_a_copy_into_another_vaults_folder_is_refused_and_into_one_with_its_keys
     shared.mkdir()
     shutil.copy2(tmp_path / "source" / KEYRING_FILE, shared / KEYRING_FILE)
     _migrate(str(tmp_path / "source"), str(shared))
+
+
+def test_a_copy_into_the_folder_of_a_vault_on_another_token_is_refused(
+    softhsm: SoftHsm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With tokens, a vault folder holds no keyring to tell it by: its record does."""
+    for name, token in zip(("source", "other"), softhsm.new_tokens(2), strict=True):
+        softhsm.use(monkeypatch, token)
+        assert _run("init", str(tmp_path / name))[0] == 0
+    code, output = _run(
+        "migrate", "--from", str(tmp_path / "source"), "--to", str(tmp_path / "other" / "c.sqlite")
+    )
+    assert code == 1 and "is a vault folder with keys of its own" in " ".join(output.split())
+    assert not (tmp_path / "other" / "c.sqlite").exists()
+    softhsm.delete_tokens()
 
 
 def test_a_folder_meant_that_does_not_exist_is_no_file_made(tmp_path: Path) -> None:

@@ -2,10 +2,14 @@
 nothing behind (no folder, no keyring, no object in the token, no table in the database),
 touches nothing that was there before, and the retry with the cause removed succeeds.
 
+A vault then opens with its own keys only (the custody it was made with, its own keyring
+or token, every key-encryption key its storage needs).
+
 On a real PostgreSQL server and real SoftHSM2 tokens, each with the keyring file too."""
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -21,6 +25,8 @@ from coffre.custody.keyring import KeyringCustodian
 from coffre.exceptions import CustodyError, StorageError, VaultStateError
 from coffre.ledger.errors import LedgerError
 from coffre.service import Vault
+from coffre.service.rotation import KeyRotation
+from coffre.service.vault import CUSTODY_FILE
 from coffre.storage.postgres import PostgresStorage
 
 
@@ -197,10 +203,10 @@ def test_a_search_path_naming_no_schema_is_refused_before_any_key_is_made(
 def test_the_keys_made_for_a_storage_that_cannot_be_made_are_undone(
     custody: str, request: pytest.FixtureRequest, tmp_path: Path
 ) -> None:
-    """/proc/self is a folder in which nobody, not even root, may make a file: the SQLite
-    storage fails once the keys are made."""
+    """/proc/self is a folder in which nobody, not even root, may make a file: the vault's
+    record of its custody fails once the keys are made."""
     keyring = tmp_path / "keyring.json"
-    with pytest.raises(StorageError, match="cannot open the SQLite storage"):
+    with pytest.raises(VaultStateError, match="cannot write /proc/self/custody"):
         Vault.at("/proc/self", keyring).create()
     _made_nothing(Vault.at(tmp_path / "v1", keyring), request)
     vault = Vault.at(tmp_path / "v1", keyring)
@@ -267,6 +273,9 @@ def test_a_keyring_mix_up_is_named_as_one(tmp_path: Path) -> None:
         _written(vault)
     with pytest.raises(CustodyError, match="is no file: name the keyring file itself"):
         Vault.at(ours.folder, tmp_path).open()
+    with pytest.raises(VaultStateError, match=r"theirs/keyring.json holds the keys of another"):
+        Vault.at(ours.folder, theirs.keyring).open()
+    (ours.folder / CUSTODY_FILE).unlink()  # a vault made before the record: its log tells
     with pytest.raises(
         LedgerError, match=r"does not verify with this keyring.s key.*another vault"
     ):
@@ -274,3 +283,99 @@ def test_a_keyring_mix_up_is_named_as_one(tmp_path: Path) -> None:
     ours.checkpoint_memory.write_bytes(b"\xff\xfe not a checkpoint")
     with pytest.raises(LedgerError, match=r"checkpoint memory .* holds no checkpoint of this"):
         ours.open()
+
+
+# -- a vault opens with its own keys only ---------------------------------------------------
+# A setting left over (COFFRE_CUSTODY=pkcs11 in a shell that serves another vault) used to
+# open a keyring vault with another vault's token: its writes were wrapped and signed with
+# that vault's keys, and a rotation there then destroyed them for good.
+
+
+def _leaf_count(vault: Vault) -> int:
+    storage = vault.open_storage()
+    try:
+        return storage.leaf_count()
+    finally:
+        storage.close()
+
+
+def test_a_vault_opens_with_the_custody_it_was_made_with_only(
+    softhsm: SoftHsm, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    in_keyring = Vault.at(tmp_path / "keyring-vault")
+    in_keyring.create()
+    [token] = softhsm.new_tokens()
+    softhsm.use(monkeypatch, token)
+    in_token = Vault.at(tmp_path / "token-vault")
+    in_token.create()
+    _written(in_token)
+    assert in_keyring.recorded_custody() == ("keyring", in_keyring.recorded_custody()[1])
+    assert in_token.recorded_custody()[0] == "pkcs11"  # type: ignore[index]
+
+    with pytest.raises(VaultStateError, match="keeps its keys in a keyring file") as refused:
+        in_keyring.open()  # with the other vault's token, which the settings name
+    assert f"set {config.CUSTODY.env}=keyring" in str(refused.value)
+    assert _leaf_count(in_keyring) == 0
+
+    monkeypatch.setenv(config.CUSTODY.env, "keyring")
+    with pytest.raises(VaultStateError, match="keeps its keys in a PKCS#11 token"):
+        in_token.open()
+    softhsm.delete_tokens()
+
+
+def test_another_vaults_keys_are_refused_even_before_its_storage_holds_a_checkpoint(
+    tmp_path: Path,
+) -> None:
+    """An empty storage has no signed checkpoint to tell the keys apart by: the record of
+    the log's name does."""
+    ours, theirs = Vault.at(tmp_path / "ours"), Vault.at(tmp_path / "theirs")
+    ours.create()
+    theirs.create()
+    with pytest.raises(VaultStateError, match="holds the keys of another vault") as refused:
+        Vault.at(ours.folder, theirs.keyring).open()
+    assert str(theirs.keyring) in str(refused.value)
+    assert _leaf_count(ours) == 0
+
+
+def test_a_vault_made_before_the_record_gets_it_once_its_log_proves_its_keys(
+    tmp_path: Path,
+) -> None:
+    vault = Vault.at(tmp_path / "v")
+    vault.create()
+    recorded = vault.recorded_custody()
+    (vault.folder / CUSTODY_FILE).unlink()
+    vault.open().storage.close()  # no checkpoint yet: nothing proves the keys
+    assert vault.recorded_custody() is None
+    _written(vault)
+    vault.open().storage.close()
+    assert vault.recorded_custody() == recorded
+
+
+def test_a_storage_needing_a_key_the_custody_lacks_is_refused_naming_it(
+    tmp_path: Path,
+) -> None:
+    """A keyring or a token restored from a backup older than a rotation: every read of
+    the records under the missing key would fail, and be logged as the host's tampering."""
+    vault = Vault.at(tmp_path / "v")
+    vault.create()
+    _written(vault)
+    records = vault.open()
+    try:
+        KeyRotation(records).rotate()  # kek-2 active; the data keys still under kek-1
+    finally:
+        records.storage.close()
+    content = json.loads(vault.keyring.read_text())
+    content["keks"] = [kek for kek in content["keks"] if kek["id"] != "kek-1"]
+    vault.keyring.write_text(json.dumps(content))
+    leaves = _leaf_count(vault)
+
+    with pytest.raises(CustodyError, match="wrapped by kek-1, which the keyring") as refused:
+        vault.open()
+    assert "keys list" in str(refused.value)
+    assert _leaf_count(vault) == leaves  # no integrity failure logged
+    listing = vault.open(every_kek_held=False)
+    try:
+        uses = {use.kek_id: (use.held, use.data_keys) for use in KeyRotation(listing).keks()}
+    finally:
+        listing.storage.close()
+    assert uses["kek-1"][0] is False and uses["kek-1"][1] > 0
