@@ -212,4 +212,9 @@ class Storage(StorageReader, Protocol):
         storage's own files (SQLite's WAL, PostgreSQL's dead tuples)."""
         ...
 
+    def check_writable(self) -> None:
+        """StorageError where the storage takes no writes (a read-only database or file):
+        every request of Coffre's writes, reads included, which log their access."""
+        ...
+
     def close(self) -> None: ...

@@ -34,6 +34,10 @@ from coffre.exceptions import CommitUnknownError, StorageError
 from coffre.storage.base import HistoryQuery, SealedEvent, SealedVersion
 
 URL_SCHEMES = ("postgresql://", "postgres://")
+READ_ONLY = (
+    "the storage takes no writes (a read-only database, or a standby): nothing can be"
+    " served, since every read is logged"
+)
 POOL_SIZE = 8
 """Read connections per process at most (the write connection is apart)."""
 POOL_WAIT_SECONDS = 5.0
@@ -43,6 +47,11 @@ event loop, so the wait holds up every request of the process. It also bounds th
 attempts to reconnect in the background, whose delays double from one second: past it
 the pool stops, and the next read tries again at once, so that a database back after a
 long outage serves the next request rather than the end of a backoff."""
+POOL_WAIT_WHILE_AWAY_SECONDS = 0.1
+"""How long a read waits for a pooled connection when the previous one found none (the
+database away): its 503 comes at once, instead of holding up the process's other
+requests (its liveness probe among them) for POOL_WAIT_SECONDS each; the pool reconnects
+in the background, and once a read has a connection again, the next wait the full time."""
 CONNECT_TIMEOUT_SECONDS = 10
 """How long opening a connection may take, unless the URL's ``connect_timeout`` or
 PGCONNECT_TIMEOUT says otherwise: psycopg would wait 130 s for a server that takes the
@@ -432,6 +441,20 @@ class _Txn(_Reader):
         except psycopg.Error as error:
             _fail_write(error)
 
+    def sync_commit(self) -> None:
+        """Wait for the answers up to COMMIT's. CommitUnknownError where the server may
+        have committed: the connection lost, or ended by the server (SQLSTATE class 08, or
+        57P..: an administrator's command, a shutdown, a failover), which can come as the
+        answer to a COMMIT it carried out; StorageError where it said it rolled back (a
+        cancelled statement, 57014, among them)."""
+        try:
+            self._pipeline.sync()
+        except psycopg.Error as error:
+            state = error.sqlstate or ""
+            if self._db.broken or not state or state.startswith(("08", "57P")):
+                raise CommitUnknownError() from None
+            _fail_write(error)
+
     def drain(self) -> None:
         """Collect what is queued whatever it answers, so that the transaction can be undone
         (after a failure the server skips the rest of the queue until a sync)."""
@@ -471,13 +494,16 @@ class _Txn(_Reader):
             yield
             self.sync()
         except BaseException:
+            # The log's end as it was first: should the connection be gone, the rollback
+            # fails too, and the group commit's other requests must still count right (a
+            # count that kept this one's leaves was taken for a log altered by the host).
+            self._log_end = log_end
             self.drain()
             self._send(f"ROLLBACK TO SAVEPOINT {name}", prepare=False)
             # On a ROLLBACK's answer psycopg forgets its prepared statements, and has the
             # server forget them after the next statement it sends: so the answer is
             # awaited here, and that next statement (the release) is not a prepared one.
             self.sync()
-            self._log_end = log_end
             raise
         finally:
             self._send(f"RELEASE SAVEPOINT {name}", prepare=False)
@@ -590,6 +616,7 @@ class PostgresStorage(_Reader):
         self.url = url
         self._write_db = _connect(url)
         self._write_mutex = threading.Lock()  # one write transaction per process at a time
+        self._reachable = True  # whether the last read found a connection
         try:
             self._prepare_schema(create)
             self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
@@ -629,8 +656,10 @@ class PostgresStorage(_Reader):
         was handed out yet; the pool discards it."""
         for _ in range(POOL_SIZE + 1):
             started = False
+            wait = POOL_WAIT_SECONDS if self._reachable else POOL_WAIT_WHILE_AWAY_SECONDS
             try:
-                with self._pool.connection() as connection:
+                with self._pool.connection(timeout=wait) as connection:
+                    self._reachable = True
                     try:
                         if size == 0:
                             yield from connection.execute(sql, args, binary=True).fetchall()
@@ -643,8 +672,16 @@ class PostgresStorage(_Reader):
                         if started or not connection.broken:
                             _fail("read", error)
             except psycopg.Error as error:  # no connection to be had
+                self._reachable = False
                 _fail("read", error)
         raise StorageError("PostgreSQL could not read: every connection was dropped")
+
+    def check_writable(self) -> None:
+        row = self._one(
+            "SELECT current_setting('default_transaction_read_only') = 'on' OR pg_is_in_recovery()"
+        )
+        if row is None or row[0]:
+            raise StorageError(READ_ONLY)
 
     @contextmanager
     def transaction(self) -> Iterator[_Txn]:
@@ -659,6 +696,7 @@ class PostgresStorage(_Reader):
             if not _alive(self._write_db):  # the server dropped it, or a failed rollback
                 self._write_db.close()
                 self._write_db = _connect(self.url)
+            committed = False
             try:
                 with self._write_db.pipeline() as pipeline:
                     txn = _Txn(self._write_db, pipeline)
@@ -667,27 +705,18 @@ class PostgresStorage(_Reader):
                     try:
                         yield txn
                         txn._send("COMMIT")
-                        self._commit(txn)
+                        txn.sync_commit()
+                        committed = True
                     except BaseException:
                         txn.drain()
                         raise
             except psycopg.Error as error:  # leaving pipeline mode failed
                 self._rollback()
-                _fail("commit", error)
+                if not committed:  # once COMMIT answered, the transaction is saved
+                    _fail("commit", error)
             except BaseException:
                 self._rollback()
                 raise
-
-    def _commit(self, txn: _Txn) -> None:
-        """Wait for COMMIT's answer. An error that the server sent means it rolled back;
-        a connection lost instead leaves the outcome unknown (the server may have
-        committed before the answer was lost)."""
-        try:
-            txn.sync()
-        except StorageError:
-            if self._write_db.broken:
-                raise CommitUnknownError() from None
-            raise
 
     def _rollback(self) -> None:
         """Undo the transaction; if that fails too (the server went away), drop the

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import fcntl
 import heapq
+import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -403,11 +404,12 @@ class _Txn(_Reader):
         try:
             yield
         except BaseException:
-            self._db.execute(f"ROLLBACK TO {name}")
-            # What was written since is undone, changes made before the savepoint included.
+            # What was written since is undone, changes made before the savepoint included;
+            # the counts first, so that they are right even if the rollback fails too.
             del self._index_changes[changes:]
             self._index_written = written
             self._leaf_count = leaf_count
+            self._db.execute(f"ROLLBACK TO {name}")
             raise
         finally:
             self._db.execute(f"RELEASE {name}")
@@ -751,6 +753,14 @@ class SqliteStorage(_Reader):
             busy = self._write_db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()[0]
         if busy:
             raise StorageError("SQLite's WAL is in use by a reader and could not be truncated")
+
+    def check_writable(self) -> None:
+        for path in (Path(self.path), Path(self.path).parent):  # the folder: WAL, journal
+            if not os.access(path, os.W_OK):
+                raise StorageError(
+                    f"the SQLite storage takes no writes ({path} is read-only): nothing can"
+                    " be served, since every read is logged"
+                )
 
     def close(self) -> None:
         self._readers.close()

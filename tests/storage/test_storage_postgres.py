@@ -154,6 +154,29 @@ def test_statements_keep_working_after_a_savepoint_undone_by_the_caller(
     assert latest is not None and latest.version == 6
 
 
+def test_a_savepoint_whose_connection_died_leaves_the_log_count_as_it_was(
+    storage: PostgresStorage, url: str
+) -> None:
+    """The rollback of a failed request's savepoint fails too when the server has ended the
+    connection: the transaction's count of the log must still leave that request's leaves
+    out, or the group commit's other requests took the log for one the host altered (a
+    500, and an integrity failure logged for good), where the storage was only away."""
+    with pytest.raises(StorageError), storage.transaction() as txn:
+        start = txn.leaf_count()
+        txn.append_leaves(start, [b"an earlier request's leaf"])
+        with pytest.raises(StorageError), txn.savepoint():
+            txn.append_leaves(start + 1, [b"this request's leaf"])
+            txn.sync()
+            with psycopg.connect(url, autocommit=True) as admin:
+                admin.execute("SELECT pg_terminate_backend(%s, 10000)", (txn._db.info.backend_pid,))
+            raise ValueError("the request failed")
+        assert txn.leaf_count() == start + 1
+    assert storage.leaf_count() == 0  # nothing was committed, and the storage goes on
+    with storage.transaction() as txn:
+        txn.append_leaves(0, [b"the next transaction's leaf"])
+    assert storage.leaf_count() == 1
+
+
 def test_a_write_connection_the_server_dropped_is_replaced_before_it_is_used(
     storage: PostgresStorage, url: str
 ) -> None:

@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +23,14 @@ from pgserver import Cluster
 from typer.testing import CliRunner
 
 from coffre.cli.main import app
+from coffre.exceptions import StorageError
 from coffre.service import Vault
 from coffre.service.vault import STORAGE_URL_FILE
+from coffre.storage.postgres import (
+    POOL_WAIT_SECONDS,
+    POOL_WAIT_WHILE_AWAY_SECONDS,
+    PostgresStorage,
+)
 
 WAIT_SECONDS = 60
 """The longest any request of these tests waits for an answer."""
@@ -113,13 +120,22 @@ def test_during_an_outage_requests_get_a_503_and_afterwards_nothing_acknowledged
         assert client.get(f"{probes}/live").status_code == 200
         _unavailable(client.get(f"{probes}/ready"))
     own_postgres.start_server()
-    assert httpx.get(f"{probes}/ready", timeout=WAIT_SECONDS).status_code == 200
+    _ready_again(probes)
     for reference in acknowledged:
         assert _read(server, reference).status_code == 200
     acknowledged.append(_created(server, "Roy"))
     search = httpx.get(f"{server.base_url}/Patient", timeout=WAIT_SECONDS).json()
     assert {f"Patient/{entry['resource']['id']}" for entry in search["entry"]} == set(acknowledged)
     _audit_holds(server, vault, tmp_path)
+
+
+def _ready_again(probes: str) -> None:
+    """Poll readiness as an orchestrator does, until the process serves again (the pool
+    reconnects in the background, within about a second of the database's return)."""
+    deadline = time.monotonic() + WAIT_SECONDS
+    while httpx.get(f"{probes}/ready", timeout=WAIT_SECONDS).status_code != 200:
+        assert time.monotonic() < deadline, "the server did not serve again"
+        time.sleep(0.2)
 
 
 def _commits_wait_for_a_standby(own_postgres: Cluster) -> None:
@@ -261,9 +277,51 @@ def test_a_read_only_database_refuses_reads_and_writes_and_loses_nothing(
     patient = _created(server, "Tremblay")
     _set_for_new_sessions(own_postgres, READ_ONLY, "on")
     _unavailable(_read(server, patient))
+    probes = server.base_url.removesuffix("/fhir") + "/health"
+    _unavailable(httpx.get(f"{probes}/ready", timeout=WAIT_SECONDS))  # off the balancer
     update = {"resourceType": "Patient", "id": patient.split("/")[1], "gender": "female"}
     put = httpx.put(f"{server.base_url}/{patient}", json=update, headers=FHIR_JSON, timeout=30)
     _unavailable(put)
     _set_for_new_sessions(own_postgres, READ_ONLY, None)
     assert _read(server, patient).json()["meta"]["versionId"] == "1"
+    assert httpx.get(f"{probes}/ready", timeout=WAIT_SECONDS).status_code == 200
     _audit_holds(server, vault, tmp_path)
+
+
+def test_reads_while_the_database_is_away_wait_for_a_connection_once(
+    own_postgres: Cluster, vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Reads run on the event loop: each waiting the pool's full time for a database that
+    is away held up the process's every other request, its liveness probe among them.
+    Once a read found no connection, the next ones fail at once, until one finds one."""
+    storage = vault.open_storage()
+    assert isinstance(storage, PostgresStorage)
+    waits: list[float] = []
+    connection = storage._pool.connection
+
+    def noting_the_wait(timeout: float) -> Any:
+        waits.append(timeout)
+        return connection(timeout=timeout)
+
+    monkeypatch.setattr(storage._pool, "connection", noting_the_wait)
+    try:
+        own_postgres.stop_server()
+        with pytest.raises(StorageError):
+            storage.leaf_count()  # the full wait (after its pooled connection proved dead)
+        assert waits[-1] == POOL_WAIT_SECONDS
+        waits.clear()
+        for _ in range(2):
+            with pytest.raises(StorageError):
+                storage.leaf_count()
+        assert waits == 2 * [POOL_WAIT_WHILE_AWAY_SECONDS]
+        own_postgres.start_server()
+        deadline = time.monotonic() + WAIT_SECONDS
+        while time.monotonic() < deadline:  # the pool reconnects in the background
+            with suppress(StorageError):
+                storage.leaf_count()
+                break
+            time.sleep(0.1)
+        storage.leaf_count()
+    finally:
+        storage.close()
+    assert waits[-1] == POOL_WAIT_SECONDS  # a connection found again: the full wait again
