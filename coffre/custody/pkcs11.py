@@ -78,8 +78,9 @@ def _failure(token: str, action: str, error: p11.PKCS11Error) -> CustodyError:
     """An actionable error that quotes neither the PIN nor any key."""
     if isinstance(error, p11.PinIncorrect):
         return CustodyError(
-            f"the PIN of the PKCS#11 token '{token}' is wrong: check"
-            f" {config.PKCS11_PIN_FILE.env} (the token locks after a few wrong PINs)"
+            f"the PIN of the PKCS#11 token '{token}' is wrong: check the file"
+            f" {config.PKCS11_PIN_FILE.env} names, or {config.PKCS11_PIN.env} (the token"
+            " locks after a few wrong PINs)"
         )
     if isinstance(error, p11.PinLocked):
         return CustodyError(
@@ -93,6 +94,11 @@ def _failure(token: str, action: str, error: p11.PKCS11Error) -> CustodyError:
         )
     if isinstance(error, p11.NoSuchKey):
         return _no_keys(token)
+    if isinstance(error, p11.MultipleTokensReturned):
+        return CustodyError(
+            f"several PKCS#11 tokens are labelled '{token}': give each its own label, and"
+            f" {config.PKCS11_TOKEN.env} the one of this vault's"
+        )
     if isinstance(error, p11.TokenNotPresent | p11.DeviceRemoved):
         return CustodyError(f"the PKCS#11 token '{token}' is not present: plug it back in")
     return CustodyError(f"the PKCS#11 token '{token}' failed to {action}: {type(error).__name__}")
@@ -100,8 +106,10 @@ def _failure(token: str, action: str, error: p11.PKCS11Error) -> CustodyError:
 
 def _no_keys(token: str) -> CustodyError:
     return CustodyError(
-        f"the PKCS#11 token '{token}' holds no Coffre keys: create them with"
-        f" 'coffre init' and {config.CUSTODY.env}=pkcs11"
+        f"the PKCS#11 token '{token}' does not hold a Coffre vault's keys, or not all of"
+        f" them ({ROOT_LABEL}, {LOG_LABEL}, {ORIGIN_LABEL}, a {PREFIX}kek-N): if it held this"
+        " vault's, restore the token from its backup; a new vault gets them from"
+        f" 'coffre init' with {config.CUSTODY.env}=pkcs11"
     )
 
 
@@ -113,7 +121,14 @@ def _open_session(module: str, token: str, pin: str) -> Any:
             " library (SoftHSM2: /usr/lib/softhsm/libsofthsm2.so)"
         )
     try:
-        found = pkcs11.lib(module).get_token(token_label=token)
+        library = pkcs11.lib(module)
+    except (p11.PKCS11Error, RuntimeError, OSError):
+        raise CustodyError(
+            f"'{module}' is no PKCS#11 library: set {config.PKCS11_MODULE.env} to the token's"
+            " (SoftHSM2: /usr/lib/softhsm/libsofthsm2.so)"
+        ) from None
+    try:
+        found = library.get_token(token_label=token)
         missing = set(NEEDED) - found.slot.get_mechanisms()
         if missing:
             names = ", ".join(sorted("CKM_" + mechanism.name for mechanism in missing))
@@ -397,19 +412,33 @@ def _generate_kek(session: Any, kek: str) -> Any:
     )
 
 
+def _pin_in(path: Path) -> str:
+    """The PIN a file holds; each refusal says what is wrong with the file, never a byte
+    of it. Not a pipe: each server process reads the file again, and would wait forever
+    for a writer that fed the first one."""
+    try:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise CustodyError(f"the PIN file {path} is no regular file: name a file")
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise CustodyError(f"the PIN file {path} is readable by others: chmod 600 it")
+        pin = path.read_bytes().decode().rstrip("\r\n")
+    except OSError as error:
+        raise CustodyError(f"the PIN file {path} cannot be read: {type(error).__name__}") from None
+    except UnicodeDecodeError:
+        raise CustodyError(f"the PIN file {path} is not UTF-8 text") from None
+    if not pin:
+        raise CustodyError(
+            f"the PIN file {path} is empty: a wrong PIN would count towards the token's lock"
+        )
+    return pin
+
+
 def pin_from_settings() -> str:
     """The user PIN: from the PIN file (mode 0600), else from the environment."""
     path = config.PKCS11_PIN_FILE.value()
     if path:
-        try:
-            mode = Path(path).stat().st_mode
-            if mode & (stat.S_IRWXG | stat.S_IRWXO):
-                raise CustodyError(f"the PIN file {path} is readable by others: chmod 600 it")
-            return Path(path).read_text().rstrip("\r\n")
-        except OSError as error:
-            raise CustodyError(
-                f"the PIN file {path} cannot be read: {type(error).__name__}"
-            ) from None
+        return _pin_in(Path(path))
     pin = config.PKCS11_PIN.value()
     if not pin:
         raise CustodyError(

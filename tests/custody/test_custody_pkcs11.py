@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as p11
-from softhsm import PIN, SoftHsm
+from softhsm import CREDENTIALS, PIN, SoftHsm
 from typer.testing import CliRunner
 
 from coffre import config
@@ -192,7 +193,7 @@ def test_a_wrong_pin_is_refused_with_what_to_check(
     wrong.chmod(0o600)
     monkeypatch.setenv(config.PKCS11_PIN_FILE.env, str(wrong))
     with pytest.raises(
-        CustodyError, match=r"PIN .* is wrong: check COFFRE_PKCS11_PIN_FILE"
+        CustodyError, match=r"PIN .* is wrong: check the file COFFRE_PKCS11_PIN_FILE names"
     ) as caught:
         Pkcs11Custodian.from_settings()
     assert "0000-not-it" not in str(caught.value) and PIN not in str(caught.value)
@@ -232,6 +233,7 @@ def test_a_pin_file_readable_by_others_is_refused(
     [
         (config.PKCS11_TOKEN, "no-such-token", "check COFFRE_PKCS11_TOKEN"),
         (config.PKCS11_MODULE, "/nowhere/libpkcs11.so", "set COFFRE_PKCS11_MODULE"),
+        (config.PKCS11_MODULE, "/etc/passwd", "is no PKCS#11 library: set COFFRE_PKCS11_MODULE"),
         (config.CUSTODY, "vaultwarden", "use keyring or pkcs11"),
     ],
 )
@@ -250,6 +252,59 @@ def test_a_misconfigured_custody_says_which_setting_to_fix(
 def test_a_token_without_the_vaults_keys_says_to_run_init(pkcs11_token: str) -> None:
     with pytest.raises(CustodyError, match="coffre init"):
         Pkcs11Custodian.from_settings()
+
+
+def test_a_token_that_lost_one_of_the_vaults_keys_says_to_restore_it(pkcs11_token: str) -> None:
+    """Not 'run coffre init', which then refuses the token as holding a vault's keys."""
+    create_custody(Path("unused"))
+    session = (
+        pkcs11.lib(config.PKCS11_MODULE.value())
+        .get_token(token_label=pkcs11_token)
+        .open(rw=True, user_pin=PIN)
+    )
+    try:
+        session.get_key(ObjectClass.PRIVATE_KEY, label="coffre/log").destroy()
+    finally:
+        session.close()
+    with pytest.raises(CustodyError, match=r"or not all of them .* restore the token"):
+        Pkcs11Custodian.from_settings()
+
+
+def test_two_tokens_of_one_label_are_named_as_such(softhsm: SoftHsm, pkcs11_token: str) -> None:
+    softhsm._util("--init-token", "--free", "--label", pkcs11_token, *CREDENTIALS)
+    pkcs11.lib(str(softhsm.module)).reinitialize()
+    with pytest.raises(CustodyError, match=f"several PKCS#11 tokens are labelled '{pkcs11_token}'"):
+        Pkcs11Custodian.from_settings()
+    twin = next(pkcs11.lib(str(softhsm.module)).get_tokens(token_label=pkcs11_token))
+    softhsm._util("--delete-token", "--serial", twin.serial.decode().strip())
+
+
+@pytest.mark.parametrize(
+    ("content", "said"),
+    [
+        (b"", "is empty"),
+        (b"\n", "is empty"),
+        ("Pässwörd\n".encode("latin-1"), "is not UTF-8 text"),
+        (None, "is no regular file"),  # a named pipe, which each server process would wait on
+    ],
+)
+def test_a_pin_file_that_cannot_hold_the_pin_says_what_is_wrong_with_it(
+    pkcs11_token: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    content: bytes | None,
+    said: str,
+) -> None:
+    path = tmp_path / "pin"
+    if content is None:
+        os.mkfifo(path, 0o600)
+    else:
+        path.write_bytes(content)
+        path.chmod(0o600)
+    monkeypatch.setenv(config.PKCS11_PIN_FILE.env, str(path))
+    with pytest.raises(CustodyError, match=f"the PIN file {path} {said}") as caught:
+        Pkcs11Custodian.from_settings()
+    assert "Pässwörd" not in str(caught.value)
 
 
 def test_a_token_holding_a_vaults_keys_is_never_given_new_ones(pkcs11_token: str) -> None:
