@@ -30,6 +30,7 @@ from coffre.api.responses import fhir_response, outcome_response
 from coffre.exceptions import (
     CoffreError,
     CommitUnknownError,
+    CustodyError,
     FhirError,
     SealError,
     StorageError,
@@ -197,6 +198,14 @@ async def _storage_error(request: Request, error: Exception) -> Response:
     return _refusal(request, FhirError(503, "transient", message), {"Retry-After": "1"})
 
 
+async def _custody_error(request: Request, error: Exception) -> Response:
+    """The key custody failed (a token removed or reset): its message names the token and
+    what failed, never a key or a PIN; the client is told to come back."""
+    log.error("custody error: %s", error)
+    message = "the vault's key custody is unavailable; try again shortly"
+    return _refusal(request, FhirError(503, "transient", message), {"Retry-After": "1"})
+
+
 async def _client_gone(request: Request, error: Exception) -> Response:
     """The client hung up before its body arrived whole: nothing was read or written, and
     nobody hears this answer; no error on Coffre's side to log."""
@@ -303,6 +312,7 @@ def create_app(
             SealError: _seal_error,
             LedgerError: _seal_error,
             StorageError: _storage_error,
+            CustodyError: _custody_error,
             ClientDisconnect: _client_gone,
         },
     )

@@ -1,7 +1,8 @@
 """Health checks for load balancers and orchestrators, outside /fhir and open, as probes
 are: ``/health/live`` (the process answers) and ``/health/ready`` (it can serve: the
 storage answers, its newest checkpoint carries this gateway's signature, the log's
-leaves give the map root it signed, and it takes writes, which every request makes). They hand out no record, count nothing, and log no
+leaves give the map root it signed, it takes writes, which every request makes, and the
+key custody answers). They hand out no record, count nothing, and log no
 access; a failed check answers as any request would (503 while the storage is away,
 500 when what it holds fails a check), and the server's log says why."""
 
@@ -30,6 +31,7 @@ async def ready(request: Request) -> Response:
     records.latest_writes.catch_up(records.storage)
     records.ledger.check_map(records.storage, records.latest_writes)
     records.storage.check_writable()
+    records.custodian.check()
     return _passing()
 
 

@@ -44,6 +44,11 @@ class KeyCustodian(Protocol):
         """The name of this vault's log, the first line of its checkpoints."""
         ...
 
+    def check(self) -> None:
+        """CustodyError where the custody cannot serve now: a token gone, a keyring that
+        can no longer be read. A readiness probe's question."""
+        ...
+
     def holder(self) -> str:
         """What holds the keys, as a message names it (the keyring at PATH, the PKCS#11
         token 'LABEL')."""

@@ -48,6 +48,9 @@ class KeyringCustodian(MemoryCustodian):
         self._keks = keks
         self._active = active
 
+    def check(self) -> None:
+        self._read(self._path)
+
     def holder(self) -> str:
         return f"the keyring {self._path}"
 

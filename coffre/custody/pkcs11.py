@@ -30,7 +30,7 @@ from __future__ import annotations
 import re
 import stat
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
@@ -64,6 +64,18 @@ NOT_UNWRAPPED = (
     p11.EncryptedDataLenRange,
     p11.GeneralError,
     p11.FunctionFailed,
+)
+# What a token answers once the session it opened is of no more use.
+SESSION_LOST = (
+    p11.SessionHandleInvalid,
+    p11.SessionClosed,
+    p11.DeviceRemoved,
+    p11.DeviceError,
+    p11.TokenNotPresent,
+    p11.TokenNotRecognised,
+    p11.UserNotLoggedIn,
+    p11.ObjectHandleInvalid,
+    p11.KeyHandleInvalid,
 )
 PRIVATE_KEY = {Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.PRIVATE: True}
 # A data key while the token works on it: a session object, gone when the call returns.
@@ -154,6 +166,10 @@ class TokenSigner:
     def public_key(self) -> bytes:
         return self._public_key
 
+    def take_up(self, key: Any) -> None:
+        """The same key, as a new session of the token gives it."""
+        self._key = key
+
     def sign(self, message: bytes) -> bytes:
         with self._guard("sign a checkpoint"):
             signature: bytes = self._key.sign(message, mechanism=Mechanism.EDDSA)
@@ -164,18 +180,29 @@ class TokenSigner:
 
 
 class _Guard:
-    """One call at a time on the custodian's session, PKCS#11 errors made CustodyError."""
+    """One call at a time on the custodian's session, PKCS#11 errors made CustodyError.
 
-    def __init__(self, token: str) -> None:
+    An error that says the session is gone (the token removed or reset, the HSM restarted)
+    marks it lost: the call fails (a 503 for its request), and the next one first opens a
+    new session with ``reopen``, as often as it takes, so that the process serves again
+    once the token does, without a restart."""
+
+    def __init__(self, token: str, reopen: Callable[[], None] | None = None) -> None:
         self._token = token
         self._lock = threading.Lock()
+        self._reopen = reopen
+        self._lost = False
 
     @contextmanager
     def __call__(self, action: str) -> Iterator[None]:
         with self._lock:
             try:
+                if self._lost and self._reopen is not None:
+                    self._reopen()
+                    self._lost = False
                 yield
             except p11.PKCS11Error as error:
+                self._lost = self._lost or isinstance(error, SESSION_LOST)
                 raise _failure(self._token, action, error) from None
 
 
@@ -190,7 +217,7 @@ class Pkcs11Custodian:
     def __init__(self, module: str, token: str, pin: str) -> None:
         self._module = module
         self._token = token
-        self._guard = _Guard(token)
+        self._guard = _Guard(token, self._reopen)
         self._session = _open_session(module, token, pin)
         with self._guard("open the vault's keys"):
             keks = self._find_keks()
@@ -207,6 +234,27 @@ class Pkcs11Custodian:
             raise _no_keys(token)
         self._origin = origin.decode()
         self._take_up(keks)
+
+    def _reopen(self) -> None:
+        """A new session in place of a lost one (under the guard), with the PIN read from
+        the settings again; the same vault's keys, or nothing."""
+        with suppress(p11.PKCS11Error):
+            self._session.close()
+        self._session = _open_session(self._module, self._token, pin_from_settings())
+        if self._data(self._session, ORIGIN_LABEL) != self._origin.encode():
+            raise CustodyError(
+                f"the PKCS#11 token '{self._token}' holds another vault's keys now, or none:"
+                " put this vault's token back"
+            )
+        keks = self._find_keks()
+        if not keks:
+            raise _no_keys(self._token)
+        self._take_up(keks)
+        self._signer.take_up(self._session.get_key(ObjectClass.PRIVATE_KEY, label=LOG_LABEL))
+
+    def check(self) -> None:
+        with self._guard("answer"):
+            self._reload()
 
     def _find_keks(self) -> dict[int, tuple[str, Any]]:
         """The token's key-encryption keys, found by label: N -> (``pkcs11:kek-N``, key)."""

@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from pkcs11 import Attribute, ObjectClass
 from pkcs11 import exceptions as p11
 from softhsm import CREDENTIALS, PIN, SoftHsm
+from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from coffre import config
@@ -22,9 +23,10 @@ from coffre.cli.main import app
 from coffre.custody import Pkcs11Custodian, WrappedKey, create_custody, open_custody
 from coffre.custody.pkcs11 import PRIVATE_KEY, TRANSIENT_KEY
 from coffre.exceptions import CustodyError, SealError, VaultStateError
+from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.seal import random_key, unwrap_key
 from coffre.seal.signing import Ed25519Verifier
-from coffre.service import Vault
+from coffre.service import RecordStore, Vault
 
 
 def _custodian(token: str) -> Pkcs11Custodian:
@@ -363,3 +365,33 @@ def test_server_processes_each_log_in_to_the_token_and_serve_its_records(
             assert read.status_code == 200 and read.json()["gender"] == "female"
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("vault", ["pkcs11"], indirect=True)
+def test_a_session_the_token_lost_is_a_503_and_the_next_request_opens_a_new_one(
+    client: TestClient, records: RecordStore
+) -> None:
+    """A token reset or removed ends the process's session: its requests are told to come
+    back (not a 500, nor an integrity failure), readiness fails, and once the token answers
+    the process serves again without a restart."""
+    patient = {"resourceType": "Patient", "name": [{"family": "Tremblay"}]}
+    assert client.post("/fhir/Patient", json=patient, headers=FHIR_JSON).status_code == 201
+    leaves = records.storage.leaf_count()
+    custodian = records.custodian
+    assert isinstance(custodian, Pkcs11Custodian)
+
+    custodian._session.close()  # what a token reset does to it
+    lost = client.get("/health/ready")
+    assert lost.status_code == 503 and "key custody is unavailable" in lost.text
+    assert client.get("/health/ready").status_code == 200
+
+    custodian._session.close()
+    refused = client.post("/fhir/Patient", json=patient, headers=FHIR_JSON)
+    assert refused.status_code == 503 and refused.headers["retry-after"] == "1"
+    assert "key custody is unavailable" in refused.json()["issue"][0]["diagnostics"]
+    assert client.post("/fhir/Patient", json=patient, headers=FHIR_JSON).status_code == 201
+    kinds = {
+        Leaf.decode(data).kind
+        for data in records.storage.leaves(leaves, records.storage.leaf_count())
+    }
+    assert LeafKind.INTEGRITY not in kinds
