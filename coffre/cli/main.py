@@ -120,6 +120,18 @@ def public_url_warning(auth: AuthSettings, host: str) -> str | None:
     )
 
 
+def sovereign_files_warning(vault: Vault) -> str | None:
+    """What to tell an operator whose token vault keeps its rollback memory and its access
+    registry beside its SQLite storage, where whoever writes the storage can put both back."""
+    if not vault.sovereign_files_beside_storage():
+        return None
+    return (
+        f"the last checkpoint signed and the access registry are kept in {vault.folder},"
+        f" beside the storage: set {config.KEYRING.env} to a path on the sovereign side"
+        " (docs/operations.md, A vault)"
+    )
+
+
 def _loopback(host: str) -> bool:
     """Whether only this machine reaches ``host``."""
     try:
@@ -170,9 +182,9 @@ def serve(
     console.print(escape(f"Coffre is starting on vault {vault}…"))
     serving = f"Coffre serves FHIR R4 at {scheme}://{host}:{port}/fhir"
     threading.Thread(target=_say_when_listening, args=(host, port, serving), daemon=True).start()
-    warning = public_url_warning(auth, host)
-    if warning:
-        console.print(f"[yellow]{escape(warning)}[/yellow]")
+    for warning in (public_url_warning(auth, host), sovereign_files_warning(Vault.from_settings())):
+        if warning:
+            console.print(f"[yellow]{escape(warning)}[/yellow]")
     options = dict(
         factory=True,
         host=host,

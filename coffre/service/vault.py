@@ -99,6 +99,16 @@ class Vault:
                 undo.extend(path.unlink for path in _sqlite_files(self.storage_path))
                 SqliteStorage(self.storage_path, create=True).close()
 
+    def sovereign_files_beside_storage(self) -> bool:
+        """Whether the sovereign side's files (the checkpoint memory, the access registry)
+        lie in the folder of an SQLite storage without a keyring to say they must be kept
+        apart: a token's vault whose COFFRE_KEYRING names no path of its own."""
+        return (
+            chosen_custody() != "keyring"
+            and self.storage_url is None
+            and self.keyring.parent.resolve() == self.folder.resolve()
+        )
+
     def recorded_custody(self) -> tuple[str, str] | None:
         """What holds this vault's keys and its log's name, as recorded (CUSTODY_FILE);
         None for a vault made before Coffre recorded them, until it first opens."""

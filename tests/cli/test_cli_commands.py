@@ -16,7 +16,7 @@ from softhsm import SoftHsm
 from typer.testing import CliRunner
 
 from coffre.api.auth import AuthSettings
-from coffre.cli.main import app, public_url_warning
+from coffre.cli.main import app, public_url_warning, sovereign_files_warning
 from coffre.custody import create_custody
 from coffre.custody.keyring import KeyringCustodian
 from coffre.service import Vault
@@ -215,6 +215,16 @@ def test_synth_refuses_more_patients_than_its_file_names_number(tmp_path: Path) 
     code, output = _run("synth", "10000000", "--out", str(tmp_path / "s"))
     assert code == 2 and "9999999" in output
     assert not (tmp_path / "s").exists()
+
+
+def test_serve_warns_when_a_token_vault_keeps_its_sovereign_files_beside_its_storage(
+    pkcs11_token: str, tmp_path: Path
+) -> None:
+    vault = Vault.at(tmp_path / "v")
+    vault.create()
+    warning = sovereign_files_warning(vault)
+    assert warning is not None and "set COFFRE_KEYRING to a path on the sovereign side" in warning
+    assert sovereign_files_warning(Vault.at(vault.folder, tmp_path / "secure" / "k.json")) is None
 
 
 @pytest.mark.parametrize(
