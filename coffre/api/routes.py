@@ -92,8 +92,8 @@ async def _body(request: Request) -> Any:
     return await read_json(request, request.app.state.max_body_bytes)
 
 
-def _required_criteria(request: Request, what: str, needs: str) -> tuple[Criterion, ...]:
-    criteria = parse_criteria(query_pairs(request), what)
+def _required_criteria(request: Request, needs: str) -> tuple[Criterion, ...]:
+    criteria = parse_criteria(query_pairs(request))
     if not criteria:
         raise FhirError(400, "invalid", f"{request.method} {_type(request)} needs {needs}")
     return criteria
@@ -280,8 +280,8 @@ def _create_condition(request: Request, resource_type: str) -> tuple[Criterion, 
     an If-None-Exist header never does."""
     header = request.headers.get("if-none-exist")
     if not header:
-        return parse_criteria(request.url.query, "If-None-Exist condition")
-    criteria = parse_criteria(if_none_exist_query(resource_type, header), "If-None-Exist condition")
+        return parse_criteria(request.url.query)
+    criteria = parse_criteria(if_none_exist_query(resource_type, header))
     if not criteria:
         raise FhirError(
             400,
@@ -377,9 +377,7 @@ async def conditional_update(request: Request) -> Response:
     check_format(request)
     resource_type = _type(request)
     resource, own_tokens, gate = await _updatable(request, resource_type)
-    criteria = _required_criteria(
-        request, "conditional update", "an id in the URL or search criteria"
-    )
+    criteria = _required_criteria(request, "an id in the URL or search criteria")
     expected, none_match = write_conditions(request)
 
     def job(writer: Writer) -> Written:
@@ -439,9 +437,7 @@ async def delete(request: Request) -> Response:
 async def conditional_delete(request: Request) -> Response:
     check_format(request)
     resource_type = _type(request)
-    criteria = _required_criteria(
-        request, "conditional delete", "search criteria (never a whole type)"
-    )
+    criteria = _required_criteria(request, "search criteria (never a whole type)")
     expected, none_match = write_conditions(request)
     guard = guard_of(request)
     guard.check_type(Interaction.DELETE, resource_type)

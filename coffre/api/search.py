@@ -235,9 +235,7 @@ def search_page(
     carry its criteria); ``within`` names the one patient whose compartment it can see,
     if it is confined. ``writer``: search a write transaction's view (a Bundle's search
     entry) instead of the committed records."""
-    criteria, ignored = check_criteria(
-        resource_type, parse_criteria(pairs, "search"), strict=strict
-    )
+    criteria, ignored = check_criteria(resource_type, parse_criteria(pairs), strict=strict)
     specs, skipped = includes(pairs, strict)
     searcher = Searcher(records, _scope(records, pairs, base, admit, within, writer))
     sort = _sort_keys(pairs)

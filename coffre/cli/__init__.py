@@ -1,1 +1,1 @@
-"""The ``coffre`` command: init, serve, synth, import."""
+"""The ``coffre`` command line: its commands and their messages (the README lists them)."""

@@ -438,7 +438,7 @@ def audit(
 
     Exit 0: consistent (--state updated); 1: a violation; 2: no verdict (server unreachable).
     """
-    import httpx  # only auditors need it
+    import httpx
 
     try:
         verifier = VerifierKey.parse(key.strip())

@@ -48,8 +48,6 @@ FANOUT = 1 << LEVEL_BITS
 LEVELS = BITS // LEVEL_BITS
 EMPTY = bytes(HASH_SIZE)
 """The hash of an empty subtree, and so the root of the empty map."""
-ROOT = 1
-"""The root's node id."""
 _BITMAP_BITS = LEVELS * FANOUT
 BITMAP_BYTES = _BITMAP_BITS // 8
 """A proof's bitmap: a bit per child of each level's branch."""

@@ -21,14 +21,15 @@ def _b64(number: int) -> str:
     return base64.urlsafe_b64encode(number.to_bytes(32, "big")).rstrip(b"=").decode()
 
 
-def access_token_jwk(root: bytes, generation: int = 1) -> dict[str, str]:
-    """The private JWK (EC P-256) that signs access tokens; ``generation`` names a
-    rotation, so that a new key never equals an old one."""
+def access_token_jwk(root: bytes) -> dict[str, str]:
+    """The private JWK (EC P-256) that signs access tokens. (The label's ``/1`` would
+    number a rotation of this key alone; none is offered: a rotation of the root changes
+    it.)"""
     seed = HKDF(
         algorithm=hashes.SHA256(),
         length=_SEED_BYTES,
         salt=None,
-        info=f"coffre/v1/access-token/{generation}".encode(),
+        info=b"coffre/v1/access-token/1",
     ).derive(root)
     scalar = int.from_bytes(seed, "big") % (_P256_ORDER - 1) + 1
     numbers = ec.derive_private_key(scalar, ec.SECP256R1()).public_key().public_numbers()

@@ -165,13 +165,9 @@ def criterion(name: str, raw: str) -> Criterion:
     return Criterion(parameter, values, modifier if colon else None, chain if dot else None)
 
 
-def parse_criteria(
-    pairs: str | list[tuple[str, str]], what: str = "search"
-) -> tuple[Criterion, ...]:
+def parse_criteria(pairs: str | list[tuple[str, str]]) -> tuple[Criterion, ...]:
     """Parse ``identifier=sys|val&_id=a,b`` (or decoded pairs); repeated parameters are ANDed.
-
-    ``what`` names the request in messages (parameters are checked against a type later).
-    """
+    The parameters are checked against a type later (``check_criteria``)."""
     items = parse_qsl(pairs, keep_blank_values=True) if isinstance(pairs, str) else pairs
     return tuple(criterion(name, raw) for name, raw in items if name not in RESULT_PARAMETERS)
 

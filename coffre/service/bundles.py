@@ -420,7 +420,7 @@ class BundleProcessor:
     def _single_match(
         self, writer: Writer, resource_type: str, query: str, what: str
     ) -> Stored | None:
-        found = self.gate.find(writer, resource_type, parse_criteria(query, what))
+        found = self.gate.find(writer, resource_type, parse_criteria(query))
         return one_match(found, resource_type, f"{what} {resource_type}?{query}")
 
     def prepare(self, bundle: Any) -> Prepared:
@@ -526,7 +526,7 @@ class BundleProcessor:
         ordered = sorted(entries, key=lambda e: _ORDER[e.method])
         deletes = [entry for entry in ordered if entry.method == "DELETE"]
         others = [entry for entry in ordered if entry.method != "DELETE"]
-        self._run_entries(writer, deletes, {}, results)
+        self._run_entries(writer, deletes, results)
         targets = self._assign_targets(writer, others)
         _check_written_once(ordered)
         for entry in others:
@@ -535,19 +535,18 @@ class BundleProcessor:
                     self._resolve_references(writer, entry.resource, targets)
             except FhirError as error:
                 raise _in_entry(entry, error) from None
-        self._run_entries(writer, others, targets, results)
+        self._run_entries(writer, others, results)
         return [results[entry.index] for entry in entries]
 
     def _run_entries(
         self,
         writer: Writer,
         entries: list[Entry],
-        targets: dict[str, str],
         results: dict[int, dict[str, Any]],
     ) -> None:
         for entry in entries:
             try:
-                results[entry.index] = self._execute(writer, entry, targets)
+                results[entry.index] = self._execute(writer, entry)
             except FhirError as error:
                 raise _in_entry(entry, error) from None
 
@@ -661,13 +660,13 @@ class BundleProcessor:
 
         rewrite_references(_own_part(resource), resolve)
 
-    def _execute(self, writer: Writer, entry: Entry, targets: dict[str, str]) -> dict[str, Any]:
-        answer = self._answer(writer, entry, targets)
+    def _execute(self, writer: Writer, entry: Entry) -> dict[str, Any]:
+        answer = self._answer(writer, entry)
         if entry.method == "HEAD":  # a GET's answer without its body, as over REST
             answer.pop("resource", None)
         return answer
 
-    def _answer(self, writer: Writer, entry: Entry, targets: dict[str, str]) -> dict[str, Any]:
+    def _answer(self, writer: Writer, entry: Entry) -> dict[str, Any]:
         if entry.same_as is not None and entry.existing is None:
             assert entry.resource_id is not None  # created by the earlier entry, which ran
             entry.existing = writer.latest(entry.resource_type, entry.resource_id)
@@ -724,7 +723,7 @@ class BundleProcessor:
         if entry.resource_id is not None:
             ids = [entry.resource_id]
         elif entry.query:
-            criteria = parse_criteria(entry.query, "conditional delete")
+            criteria = parse_criteria(entry.query)
             ids = [match.id for match in self.gate.find(writer, entry.resource_type, criteria)]
         else:
             raise FhirError(400, "invalid", "a DELETE needs an id or search criteria in its url")
@@ -818,7 +817,7 @@ class BundleProcessor:
                 self._target_of(writer, entry)
                 if entry.resource is not None:
                     self._resolve_references(writer, entry.resource, {})
-                return self._execute(writer, entry, {})
+                return self._execute(writer, entry)
         except FhirError as error:
             return {"response": {"status": _status_line(error.status), "outcome": error.outcome()}}
 

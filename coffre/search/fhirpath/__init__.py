@@ -1,8 +1,10 @@
 """FHIRPath compiled to plain Python: the engine behind search parameter extraction.
 
-``Compiler`` turns an expression into Python source over JSON; ``source_of`` writes the
-function and its imports, so that generated modules run with no FHIRPath work at import;
-``evaluate`` compiles and runs one expression (tests, tools), never on the write path.
+``Compiler`` turns an expression into Python source over JSON, which
+``scripts/generate_search_parameters.py`` writes into the generated module (with the
+helper modules it names, ``helper_modules``), so that it runs with no FHIRPath work at
+import; ``evaluate`` compiles and runs one expression (tests, tools), never on the write
+path.
 """
 
 from __future__ import annotations

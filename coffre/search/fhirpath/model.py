@@ -168,6 +168,3 @@ class Model:
 
     def is_type(self, name: str) -> bool:
         return name in self.elements or name in PRIMITIVES or name in self.parents
-
-    def is_primitive(self, type_name: str) -> bool:
-        return type_name in PRIMITIVES

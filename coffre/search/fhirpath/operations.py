@@ -176,10 +176,6 @@ def is_item(item: Any, namespace: str, name: str) -> bool:
     return False
 
 
-def is_dyn(items: Items, namespace: str, name: str) -> Items:
-    return [is_item(single(items)[0], namespace, name)] if items else []
-
-
 def of_type(items: Items, namespace: str, name: str) -> Items:
     return [item for item in items if is_item(item, namespace, name)]
 
