@@ -27,6 +27,7 @@ from coffre.api.negotiation import check_format
 from coffre.api.notices import tell_patients
 from coffre.api.portal import error_page, portal_routes
 from coffre.api.responses import fhir_response, outcome_response
+from coffre.api.state import committer_of
 from coffre.exceptions import (
     CoffreError,
     CommitUnknownError,
@@ -177,7 +178,7 @@ def _named_record(request: Request) -> str | None:
 async def _log_integrity_failure(request: Request) -> None:
     """Put the refusal in the log too, where auditors and the sovereign side see it; a log
     that cannot take it (the host may have tampered with the log itself) is only noted."""
-    committer: GroupCommitter = request.app.state.committer
+    committer = committer_of(request)
     try:
         await committer.run(
             lambda writer: writer.log_integrity_failure(_named_record(request)),

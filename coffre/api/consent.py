@@ -25,11 +25,10 @@ from coffre.api.negotiation import (
     write_conditions,
 )
 from coffre.api.responses import fhir_response, resource_response
+from coffre.api.state import committer_of, records_of
 from coffre.exceptions import FhirError
 from coffre.fhir.validation import validate
 from coffre.ledger.leaf import LeafKind
-from coffre.service import RecordStore
-from coffre.service.commits import GroupCommitter
 from coffre.service.consent import consent_resource, current_consent, record_research_consent
 from coffre.service.records import not_found
 
@@ -79,19 +78,14 @@ def _authorise(request: Request, interaction: Interaction, patient_id: str) -> N
     guard.check(target, patient_id, missing=not_found("Patient", patient_id))
 
 
-def _records(request: Request) -> RecordStore:
-    records: RecordStore = request.app.state.records
-    return records
-
-
 async def research_consent(request: Request) -> Response:
     check_format(request)
     patient_id: str = request.path_params["id"]
-    committer: GroupCommitter = request.app.state.committer
+    committer = committer_of(request)
     refuse_parameters(query_pairs(request), "$research-consent", "no parameter in its URL")
     if request.method in ("GET", "HEAD"):
         _authorise(request, Interaction.READ, patient_id)
-        records = _records(request)
+        records = records_of(request)
         patient = records.read("Patient", patient_id)
         stored = current_consent(records, patient_id)
         opened = [patient] if stored is None else [patient, stored]

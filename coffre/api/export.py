@@ -32,13 +32,13 @@ from coffre.api.http_protocol import MAX_URL_BYTES
 from coffre.api.negotiation import check_format, preferences
 from coffre.api.responses import NO_STORE, fhir_response
 from coffre.api.routes import base_url
+from coffre.api.state import committer_of, records_of
 from coffre.exceptions import FhirError, information
 from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.ledger.leaf import LeafKind
 from coffre.search.results import listed, single
-from coffre.service import RecordStore, Stored
-from coffre.service.commits import GroupCommitter
+from coffre.service import Stored
 from coffre.service.export import (
     Export,
     ExportJob,
@@ -85,11 +85,6 @@ class _Counting:
         self.stop.set()
         if self.task is not None:
             self.task.cancel()
-
-
-def _records(request: Request) -> RecordStore:
-    records: RecordStore = request.app.state.records
-    return records
 
 
 def _countings_of(app: Starlette) -> OrderedDict[str, _Counting]:
@@ -140,7 +135,7 @@ def _kick_off_job(request: Request, level: str, group: str | None = None) -> Exp
         )
     types = listed(pairs, "_type")
     after = since(pairs)
-    records = _records(request)
+    records = records_of(request)
     client = _client_of(request)
     job = start_job(records, level, str(request.url), types, after, group, unknown, client)
     _check_access(request, _needed(job, job.resource_types()))
@@ -198,7 +193,7 @@ def _check_access(request: Request, types: list[str]) -> None:
 
 
 def _accepted(request: Request, job: ExportJob) -> Response:
-    token = job.token(_records(request).keys)  # it holds the kick-off URL, sealed
+    token = job.token(records_of(request).keys)  # it holds the kick-off URL, sealed
     base = base_url(request)
     status_url = f"{base}/$export-status/{token}"
     longest = len(f"{base}/$export-file/{token}/") + max(map(len, job.resource_types()))
@@ -227,7 +222,7 @@ async def export_group(request: Request) -> Response:
     """``GET [base]/Group/{id}/$export``: the compartments of the group's Patient members."""
     group_id: str = request.path_params["id"]
     job = await asyncio.to_thread(_kick_off_job, request, "group", group_id)
-    _records(request).read("Group", group_id)  # 404 or 410 now rather than at download
+    records_of(request).read("Group", group_id)  # 404 or 410 now rather than at download
     return _accepted(request, job)
 
 
@@ -241,7 +236,7 @@ def _job(request: Request, types: list[str] | None = None) -> tuple[ExportJob, s
     Only the client that started the job reaches it: another one, even with the same
     scopes, could otherwise cancel it or fetch its files from a URL it overheard.
     """
-    records = _records(request)
+    records = records_of(request)
     job = ExportJob.from_token(records.keys, request.path_params["job"])
     if job.client is not None and job.client != _client_of(request):
         message = (
@@ -264,7 +259,7 @@ def _start_counting(request: Request, job: ExportJob, job_id: str) -> _Counting 
         return counting
     if sum(not c.finished for c in countings.values()) >= COUNTING_AT_ONCE:
         return None
-    export = Export(_records(request), job)  # a Group gone since the kick-off: 404 each time
+    export = Export(records_of(request), job)  # a Group gone since the kick-off: 404 each time
     counting = countings[job_id] = _Counting()
     while len(countings) > REMEMBERED:
         del countings[next(name for name, c in countings.items() if c.finished)]
@@ -283,7 +278,7 @@ def _start_counting(request: Request, job: ExportJob, job_id: str) -> _Counting 
 
 
 def _manifest(request: Request, job: ExportJob, counts: dict[str, int]) -> dict[str, Any]:
-    token = job.token(_records(request).keys)
+    token = job.token(records_of(request).keys)
     files = f"{base_url(request)}/$export-file/{token}"
     warnings = f"{base_url(request)}/$export-warnings/{token}"
     return {
@@ -324,7 +319,7 @@ async def cancel(request: Request) -> Response:
     counting = _countings_of(request.app).pop(job_id, None)
     if counting is not None:
         counting.drop()
-    keys = _records(request).keys
+    keys = records_of(request).keys
     await _log(request, [job_stored(keys, job_id)])
     return fhir_response(information("the export is cancelled"), 202)
 
@@ -334,7 +329,7 @@ async def cancel(request: Request) -> Response:
 
 async def _log(request: Request, handed_out: list[Stored]) -> None:
     """Record an EXPORT leaf per version; durable when this returns."""
-    committer: GroupCommitter = request.app.state.committer
+    committer = committer_of(request)
     await committer.run(
         lambda writer: writer.log_access(LeafKind.EXPORT, handed_out), access_of(request)
     )
@@ -348,7 +343,7 @@ async def export_file(request: Request) -> Response:
         raise FhirError(404, "not-found", f"this export has no {resource_type} file")
     if request.method == "HEAD":  # nothing is opened, sent or logged as exported
         return Response(headers=NO_STORE, media_type=NDJSON)
-    export = Export(_records(request), job)
+    export = Export(records_of(request), job)
     batches = export.batches(resource_type, BATCH, BATCH_BYTES)
     first = await asyncio.to_thread(next, batches, None)  # errors before the 200 is sent
     return StreamingResponse(_stream(request, first, batches), headers=NO_STORE, media_type=NDJSON)

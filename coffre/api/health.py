@@ -12,8 +12,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from coffre.api.state import records_of
 from coffre.fhir import json
-from coffre.service import RecordStore
 
 HEALTH_JSON = "application/health+json"
 
@@ -27,7 +27,7 @@ async def live(request: Request) -> Response:
 
 
 async def ready(request: Request) -> Response:
-    records: RecordStore = request.app.state.records
+    records = records_of(request)
     records.latest_writes.catch_up(records.storage)
     records.ledger.check_map(records.storage, records.latest_writes)
     records.storage.check_writable()

@@ -25,6 +25,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from coffre.api.state import records_of
 from coffre.exceptions import FhirError
 from coffre.ledger import (
     Checkpoint,
@@ -47,11 +48,6 @@ MAX_LEAVES = 1000
 IMMUTABLE = "public, max-age=31536000, immutable"
 _WHOLE = re.compile(r"[0-9]{1,20}", re.ASCII)
 log = logging.getLogger("coffre.api.ledger")
-
-
-def _records(request: Request) -> RecordStore:
-    records: RecordStore = request.app.state.records
-    return records
 
 
 def _whole(request: Request, name: str, default: int | None = None) -> int:
@@ -104,7 +100,7 @@ def _proof(records: RecordStore, prove: Callable[[SubtreeHash], list[bytes]]) ->
 async def checkpoint(request: Request) -> Response:
     """The latest checkpoint as the storage holds it, signature lines and all, with the
     witnesses' cosignatures once they cosigned it."""
-    note = _records(request).storage.latest_checkpoint()
+    note = records_of(request).storage.latest_checkpoint()
     if note is None:
         raise FhirError(404, "not-found", "the log has no checkpoint yet: nothing was written")
     cosigned = _cosigned(request)
@@ -140,12 +136,12 @@ def _cosigned(request: Request) -> str | None:
 
 async def verifier_key(request: Request) -> Response:
     """The log's verifier key. An auditor takes it from the vault's owner, not from here."""
-    return PlainTextResponse(f"{_records(request).ledger.verifier_key}\n")
+    return PlainTextResponse(f"{records_of(request).ledger.verifier_key}\n")
 
 
 async def inclusion(request: Request) -> Response:
     index, size = _whole(request, "index"), _whole(request, "size")
-    records = _records(request)
+    records = records_of(request)
     signed = _signed_size(records)
     if size > signed:
         raise FhirError(400, "value", f"size {size} is beyond the latest checkpoint ({signed})")
@@ -157,7 +153,7 @@ async def inclusion(request: Request) -> Response:
 
 async def consistency(request: Request) -> Response:
     old, new = _whole(request, "old"), _whole(request, "new")
-    records = _records(request)
+    records = records_of(request)
     signed = _signed_size(records)
     if new > signed:
         raise FhirError(400, "value", f"new {new} is beyond the latest checkpoint ({signed})")
@@ -173,7 +169,7 @@ async def leaves(request: Request) -> Response:
     if count == 0:
         raise FhirError(400, "value", "count is at least 1")
     count = min(count, MAX_LEAVES)
-    records = _records(request)
+    records = records_of(request)
     signed = _signed_size(records)
     end = min(start + count, signed)
     data = records.storage.leaves(start, end) if start < end else []
@@ -195,7 +191,7 @@ async def tile(request: Request) -> Response:
     wanted = TileId.parse(path)
     if wanted is None:
         raise FhirError(404, "not-found", "no such tile: see c2sp.org/tlog-tiles for the paths")
-    records = _records(request)
+    records = records_of(request)
     signed = _signed_size(records)
     if tile_width(signed, wanted.level or 0, wanted.index) < wanted.width:
         raise FhirError(
@@ -243,7 +239,7 @@ async def map_proof(request: Request) -> Response:
         raise FhirError(
             400, "value", f"location is the base64 of {MAP_KEY_BYTES} bytes, as proofs give it"
         )
-    return map_proof_response(_records(request), loc)
+    return map_proof_response(records_of(request), loc)
 
 
 def _location(text: str) -> bytes | None:

@@ -11,11 +11,10 @@ from starlette.requests import Request
 
 from coffre import config
 from coffre.api.auth.enforce import Reached
+from coffre.api.state import committer_of, records_of
 from coffre.exceptions import CoffreError
 from coffre.fhir.references import parse_reference
-from coffre.service import RecordStore
 from coffre.service.audit import Access
-from coffre.service.commits import GroupCommitter
 from coffre.service.notices import Notice, notice_first_access, noticed, post_notice_hook
 from coffre.service.records import Writer
 
@@ -42,8 +41,8 @@ async def tell_patients(request: Request, reached: list[Reached]) -> None:
     (the usual case) cost one look-up and no write; a clinician whose token names no FHIR
     resource has nobody to name. A notice that cannot be written is logged, and written
     at the pair's next access instead."""
-    records: RecordStore = request.app.state.records
-    committer: GroupCommitter = request.app.state.committer
+    records = records_of(request)
+    committer = committer_of(request)
     try:
         first = [
             access

@@ -33,6 +33,7 @@ from coffre.api.responses import (
     written_response,
 )
 from coffre.api.search import everything_page, search_page
+from coffre.api.state import committer_of, records_of
 from coffre.exceptions import FhirError, information
 from coffre.fhir.validation import resource_type_of, url_type, validate
 from coffre.ledger.leaf import LeafKind
@@ -40,7 +41,7 @@ from coffre.search import Criterion, check_criteria, parse_criteria
 from coffre.search.results import Pairs, number, page_count
 from coffre.search.shapes import Shape, read_shape
 from coffre.service import Outcome as Written
-from coffre.service import RecordStore, Stored
+from coffre.service import Stored
 from coffre.service.audit import is_break_glass
 from coffre.service.bundles import (
     BundleProcessor,
@@ -49,7 +50,6 @@ from coffre.service.bundles import (
     one_match,
     unmatched_id,
 )
-from coffre.service.commits import GroupCommitter
 from coffre.service.conditions import check_none_match, if_none_exist_query
 from coffre.service.records import (
     OwnTokens,
@@ -61,11 +61,6 @@ from coffre.service.records import (
 )
 
 T = TypeVar("T")
-
-
-def _records(request: Request) -> RecordStore:
-    records: RecordStore = request.app.state.records
-    return records
 
 
 def base_url(request: Request) -> str:
@@ -144,7 +139,7 @@ def _opened(
 
 
 def _current(request: Request, interaction: Interaction, resource_type: str) -> Stored:
-    records, resource_id = _records(request), _id(request)
+    records, resource_id = records_of(request), _id(request)
 
     def tombstone() -> Stored:
         sealed = records.checked_latest(records.keys.location(resource_type, resource_id))
@@ -182,7 +177,7 @@ async def map_proof(request: Request) -> Response:
     refuse_parameters(
         query_pairs(request), "$map-proof", "no parameters and proves the record's latest write"
     )
-    records = _records(request)
+    records = records_of(request)
     stored = _current(request, Interaction.READ, _type(request))
     await _log_access(request, LeafKind.READ, [stored])
     loc = records.keys.location(stored.resource_type, stored.id)
@@ -199,7 +194,7 @@ def _shaped(stored: Stored, shape: Shape) -> Response:
 async def vread(request: Request) -> Response:
     check_format(request)
     shape = read_shape(request.query_params.multi_items())
-    records, resource_type, resource_id = _records(request), _type(request), _id(request)
+    records, resource_type, resource_id = records_of(request), _type(request), _id(request)
     version = request.path_params["vid"]
     stored = _opened(
         request,
@@ -245,7 +240,7 @@ async def access_history(request: Request) -> Response:
     takes = "_count, and the _offset and _snapshot of its own page links"
     refuse_parameters(pairs, "$access-history", takes, frozenset({"_count", *PAGING}))
     count, offset = page_count(pairs), number(pairs, "_offset") or 0
-    records = _records(request)
+    records = records_of(request)
     _may_see_access_history(request)
     # A deleted Patient's compartment keeps its records and who opened them (an erased
     # one's are gone: 410).
@@ -270,7 +265,7 @@ async def access_history(request: Request) -> Response:
 
 async def _commit(request: Request, job: Callable[[Writer], T]) -> T:
     """Run a write in the next group commit; it is durable when this returns."""
-    committer: GroupCommitter = request.app.state.committer
+    committer = committer_of(request)
     return await committer.run(job, access_of(request))
 
 
@@ -302,7 +297,7 @@ async def create(request: Request) -> Response:
     guard = guard_of(request)
     guard.check(target_for(Interaction.CREATE, resource))
     gate = GuardGate(guard)
-    own_tokens = _records(request).own_tokens(resource)
+    own_tokens = records_of(request).own_tokens(resource)
 
     def job(writer: Writer) -> Written:
         existing = (
@@ -355,7 +350,7 @@ async def _updatable(
     guard.check_type(Interaction.UPDATE, resource_type)
     resource = await _validated_body(request, resource_type)
     guard.check(target_for(Interaction.UPDATE, resource), resource.get("id", ""))
-    return resource, _records(request).own_tokens(resource), GuardGate(guard)
+    return resource, records_of(request).own_tokens(resource), GuardGate(guard)
 
 
 async def update(request: Request) -> Response:
@@ -476,7 +471,7 @@ def _search_page(
     decision = guard.check_type(Interaction.SEARCH, resource_type, tuple(pairs))
     find = None if writer is None else writer.find
     return search_page(
-        _records(request),
+        records_of(request),
         base_url(request),
         resource_type,
         pairs,
@@ -507,7 +502,7 @@ async def everything(request: Request) -> Response:
     _current(request, Interaction.OPERATION, "Patient")
     admit = guard_of(request).search_filter()
     bundle, handed_out = everything_page(
-        _records(request),
+        records_of(request),
         base_url(request),
         _id(request),
         query_pairs(request),
@@ -523,7 +518,7 @@ async def bundle(request: Request) -> Response:
     body = await _body(request)
     guard = guard_of(request)
     processor = BundleProcessor(
-        _records(request),
+        records_of(request),
         base_url(request),
         returning=prefer_return(request),
         search=_entry_search(request),
@@ -547,7 +542,7 @@ async def _history_response(
 async def history_instance(request: Request) -> Response:
     check_format(request)
     resource_type, resource_id = _type(request), _id(request)
-    records, guard = _records(request), guard_of(request)
+    records, guard = records_of(request), guard_of(request)
     guard.check_type(Interaction.HISTORY, resource_type)
     loc = records.keys.location(resource_type, resource_id)
     latest = records.checked_latest(loc)  # also: the log confirms the versions listed
@@ -587,7 +582,7 @@ _CONFINED_HISTORY = (
 
 async def history_type(request: Request) -> Response:
     check_format(request)
-    records, resource_type = _records(request), _type(request)
+    records, resource_type = records_of(request), _type(request)
     _check_wide_history(request, resource_type)
     kind = records.keys.kind(resource_type)
     return await _history_response(
@@ -599,5 +594,5 @@ async def history_system(request: Request) -> Response:
     check_format(request)
     _check_wide_history(request, None)
     return await _history_response(
-        request, history_bundle(request, base_url(request), _records(request))
+        request, history_bundle(request, base_url(request), records_of(request))
     )

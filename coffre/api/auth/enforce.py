@@ -26,6 +26,7 @@ from coffre.api.auth.scopes import (
     Target,
     decide,
 )
+from coffre.api.state import records_of
 from coffre.exceptions import FhirError
 from coffre.fhir._definitions_r4 import PATIENT_COMPARTMENT_PATHS
 from coffre.search import Criterion
@@ -359,7 +360,7 @@ def guard_of(request: Request) -> Guard:
     state = request.scope.setdefault("state", {})
     guard: Guard | None = state.get("guard")
     if guard is None:
-        records: RecordStore = request.app.state.records
+        records = records_of(request)
         guard = state["guard"] = Guard(records, principal_of(request), break_glass_reason(request))
     return guard
 

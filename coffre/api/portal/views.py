@@ -36,6 +36,7 @@ from coffre.api.portal.session import (
 )
 from coffre.api.portal.summary import SECTIONS, SUMMARY_TYPES, concept, day, shown
 from coffre.api.portal.text import LANGUAGES, TEXT, word
+from coffre.api.state import committer_of, records_of
 from coffre.exceptions import FhirError
 from coffre.fhir.names import human_name
 from coffre.fhir.references import parse_reference
@@ -43,7 +44,6 @@ from coffre.ledger.leaf import LeafKind
 from coffre.search.results import number
 from coffre.service import RecordStore, Stored
 from coffre.service.audit import Access, is_break_glass
-from coffre.service.commits import GroupCommitter
 from coffre.service.consent import (
     current_consent,
     record_research_consent,
@@ -79,11 +79,6 @@ def _remember_lang(request: Request, response: Response) -> Response:
     return response
 
 
-def _records(request: Request) -> RecordStore:
-    records: RecordStore = request.app.state.records
-    return records
-
-
 def _access(request: Request, session: Session) -> Access:
     """The patient, as the AuditEvents of what the portal shows them name them."""
     address = request.client.host if request.client else None
@@ -98,7 +93,7 @@ def _access(request: Request, session: Session) -> Access:
 
 
 async def _commit(request: Request, session: Session, job: Callable[[Writer], T]) -> T:
-    committer: GroupCommitter = request.app.state.committer
+    committer = committer_of(request)
     return await committer.run(job, _access(request, session))
 
 
@@ -293,7 +288,7 @@ def _people(records: RecordStore, references: list[str]) -> tuple[dict[str, str]
 
 
 async def my_record(request: Request, session: Session, lang: str) -> Response:
-    records = _records(request)
+    records = records_of(request)
     patient = _current(records, "Patient", session.patient_id)
     searcher = Searcher(records, Scope(records.storage))
     found = list(everything(searcher, session.patient_id, SUMMARY_TYPES))
@@ -388,7 +383,7 @@ def _pages(lang: str, snapshot: int, offset: int, total: int) -> str:
 
 
 async def accesses(request: Request, session: Session, lang: str) -> Response:
-    records = _records(request)
+    records = records_of(request)
     pairs = list(request.query_params.multi_items())
     now = records.log_followed()
     snapshot = min(number(pairs, "_snapshot") or now, now)  # never past the log's end
@@ -430,7 +425,7 @@ def _is_notice(resource: dict[str, Any]) -> bool:
 
 
 async def notices(request: Request, session: Session, lang: str) -> Response:
-    records = _records(request)
+    records = records_of(request)
     found = Searcher(records, Scope(records.storage)).compartment(
         ("Communication",), session.patient_id
     )
@@ -492,7 +487,7 @@ async def _research_page(
 ) -> Response:
     """The patient's research choice and the form to change it; ``said``: the outcome
     of the form just sent, if any."""
-    stored = current_consent(_records(request), session.patient_id)
+    stored = current_consent(records_of(request), session.patient_id)
     consent = stored.resource() if stored else {}
     refusing = bool(stored) and refuses_research(consent, session.patient_id)
     body = ""

@@ -1,0 +1,19 @@
+"""What the application holds for its requests, typed: the vault's records and the group
+commit that every request's writes (its access log included) go through."""
+
+from __future__ import annotations
+
+from starlette.requests import Request
+
+from coffre.service import RecordStore
+from coffre.service.commits import GroupCommitter
+
+
+def records_of(request: Request) -> RecordStore:
+    records: RecordStore = request.app.state.records
+    return records
+
+
+def committer_of(request: Request) -> GroupCommitter:
+    committer: GroupCommitter = request.app.state.committer
+    return committer
