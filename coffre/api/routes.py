@@ -47,6 +47,7 @@ from coffre.service.bundles import (
     BundleProcessor,
     EntrySearch,
     matched_id,
+    new_id_unless_expected,
     one_match,
     unmatched_id,
 )
@@ -391,15 +392,8 @@ async def conditional_update(request: Request) -> Response:
                     own_tokens,
                     none_match,
                 )
-            if expected is not None:
-                raise FhirError(
-                    412,
-                    "conflict",
-                    f"no {resource_type} matches the criteria, so none is at version {expected}"
-                    " as If-Match expects: search again, or send the update without If-Match"
-                    " to create it",
-                )
-            return writer.create(resource, validated=True, own_tokens=own_tokens)
+            new_id = new_id_unless_expected(writer, resource_type, expected)
+            return writer.create(resource, new_id, validated=True, own_tokens=own_tokens)
         resource["id"] = matched_id(match, body_id)
         return _update(
             writer, gate, resource_type, match.id, resource, expected, own_tokens, none_match

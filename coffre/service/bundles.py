@@ -358,6 +358,20 @@ def matched_id(match: Stored, body_id: object) -> str:
     return match.id
 
 
+def new_id_unless_expected(writer: Writer, resource_type: str, expected: int | None) -> str:
+    """The id a conditional update that matched nothing and names none creates; 412 when
+    its If-Match expects a version of a resource that is not there."""
+    if expected is not None:
+        raise FhirError(
+            412,
+            "conflict",
+            f"no {resource_type} matches the criteria, so none is at version {expected}"
+            " as If-Match expects: search again, or send the update without If-Match"
+            " to create it",
+        )
+    return writer.new_id(resource_type)
+
+
 def unmatched_id(writer: Writer, gate: Gate, resource_type: str, body_id: str) -> str:
     """The id a conditional update that matched nothing writes to: its body's, unless a
     record lives there already, which the criteria did not select and the update would
@@ -613,7 +627,9 @@ class BundleProcessor:
                         writer, self.gate, entry.resource_type, body_id
                     )
                 else:
-                    entry.resource_id = writer.new_id(entry.resource_type)
+                    entry.resource_id = new_id_unless_expected(
+                        writer, entry.resource_type, entry.if_match
+                    )
                 if entry.resource is not None:
                     entry.resource["id"] = entry.resource_id
             target = f"{entry.resource_type}/{entry.resource_id}"

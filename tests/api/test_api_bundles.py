@@ -696,6 +696,20 @@ def _refused_alone(
 
 
 @pytest.mark.parametrize("kind", ["transaction", "batch"])
+def test_conditional_update_with_if_match_and_no_match_is_412_as_over_rest(
+    client: TestClient, records: RecordStore, kind: str
+) -> None:
+    """A Bundle's entry answers as the REST interaction does: If-Match names a version of
+    the matching resource, and with none nothing is created, with the same advice (the
+    entry used to be told that a new id "is at version none")."""
+    pid = created_id(client, patient("cu-5", gender="male"))
+    put = entry("PUT", f"Patient?identifier={SYSTEM}|cu-6", patient("cu-6"), ifMatch='W/"1"')
+
+    _refused_alone(client, records, kind, put, pid, 412, "If-Match", "without If-Match")
+    assert total(client, "/fhir/Patient") == 1
+
+
+@pytest.mark.parametrize("kind", ["transaction", "batch"])
 def test_conditional_update_matching_nothing_never_replaces_the_body_ids_record(
     client: TestClient, records: RecordStore, kind: str
 ) -> None:
