@@ -72,7 +72,7 @@ def history_entry(base: str, stored: Stored) -> dict[str, Any]:
             "status": "204 No Content"
             if stored.deleted
             else ("201 Created" if stored.version == 1 else "200 OK"),
-            "etag": f'W/"{stored.version}"',
+            "etag": stored.etag,
             "lastModified": stored.last_updated,
         },
     }

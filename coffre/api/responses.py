@@ -42,7 +42,7 @@ def outcome_response(error: FhirError, headers: dict[str, str] | None = None) ->
 def version_headers(stored: Stored) -> dict[str, str]:
     modified = datetime.fromtimestamp(stored.ts / 1_000_000, UTC)
     return {
-        "ETag": f'W/"{stored.version}"',
+        "ETag": stored.etag,
         "Last-Modified": format_datetime(modified, usegmt=True),
     }
 

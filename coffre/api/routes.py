@@ -420,7 +420,7 @@ async def delete(request: Request) -> Response:
     outcome = await _commit(request, job)
     if outcome is None:
         return fhir_response(nothing_deleted(f"{resource_type}/{resource_id}"), 200)
-    return fhir_response(None, 204, {"ETag": f'W/"{outcome.stored.version}"'})
+    return fhir_response(None, 204, {"ETag": outcome.stored.etag})
 
 
 async def conditional_delete(request: Request) -> Response:

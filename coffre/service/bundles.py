@@ -846,7 +846,7 @@ class BundleProcessor:
         return {
             "status": status,
             "location": f"{stored.reference}/_history/{stored.version}",
-            "etag": f'W/"{stored.version}"',
+            "etag": stored.etag,
             "lastModified": stored.last_updated,
         }
 

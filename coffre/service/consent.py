@@ -12,7 +12,6 @@ The research hub asks ``research_opt_out`` before every extract and aggregate.
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from coffre.fhir.compartment import patient_of
@@ -25,6 +24,7 @@ from coffre.service.records import (
     gone,
     instant,
     not_found,
+    now_us,
 )
 
 CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
@@ -125,6 +125,6 @@ def record_research_consent(
         was = refuses_research(current.resource(), patient_id)
         if was == opt_out:
             return Outcome(current, created=False, changed=False)
-    consent = consent_resource(patient_id, opt_out, instant(time.time_ns() // 1000))
+    consent = consent_resource(patient_id, opt_out, instant(now_us()))
     consent["id"] = consent_id
     return writer.update("Consent", consent_id, consent)

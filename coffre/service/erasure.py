@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from coffre.exceptions import FhirError, SealError
 from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind, index_digest
 from coffre.service.audit import Access
-from coffre.service.records import RecordStore, Writer, _now_us, check_id, erased, instant
+from coffre.service.records import RecordStore, Writer, check_id, erased, instant, now_us
 
 NO_TOKENS = index_digest(())
 
@@ -62,7 +62,7 @@ def erase_patient(records: RecordStore, patient_id: str, access: Access) -> Eras
             raise FhirError(
                 404, "not-found", f"Patient/{patient_id} does not exist: there is nothing to erase"
             )
-        ts = _now_us()
+        ts = now_us()
         leaves = _record_leaves(records, writer, comp, ts)
         writer.txn.erase_compartment(comp, [leaf.loc for leaf in leaves])
         marker = Leaf(LeafKind.ERASE, comp, 0, NO_DIGEST, ts)

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,7 +29,7 @@ from coffre.fhir.references import parse_reference
 from coffre.ledger.leaf import NO_DIGEST
 from coffre.seal import PurposeKeys
 from coffre.seal.siv import DeterministicSeal
-from coffre.service.records import RecordStore, Stored, not_found
+from coffre.service.records import RecordStore, Stored, not_found, now_us
 from coffre.service.searching import compartment_types
 from coffre.storage.base import HistoryQuery, SealedVersion
 
@@ -44,10 +43,6 @@ _FORMAT = 2
 _TOKEN_DATA = b"coffre export job"
 JOB_TYPE = "$export"
 """The pseudo-type of an export job's location and compartment tokens: never a FHIR type."""
-
-
-def _now_us() -> int:
-    return time.time_ns() // 1000
 
 
 def _b64(data: bytes) -> str:
@@ -113,7 +108,7 @@ class ExportJob:
         types = fields.pop("types")
         ignored = tuple(fields.pop("ignored"))
         job = cls(**fields, types=None if types is None else tuple(types), ignored=ignored)
-        if _now_us() > job.expires:
+        if now_us() > job.expires:
             raise unknown
         return job
 
@@ -163,7 +158,7 @@ def start_job(
     clock: the gateways of a vault on several machines keep theirs in step)."""
     check_types(level, types)
     with records.storage.transaction():
-        snapshot, started = records.storage.last_seq(), _now_us()
+        snapshot, started = records.storage.last_seq(), now_us()
     return ExportJob(
         level,
         snapshot=snapshot,
@@ -336,7 +331,7 @@ def job_stored(keys: PurposeKeys, job_id: str) -> Stored:
         JOB_TYPE,
         job_id,
         0,
-        _now_us(),
+        now_us(),
         False,
         b"",
         keys.location(JOB_TYPE, job_id),

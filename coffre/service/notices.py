@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,7 +25,7 @@ import httpx
 
 from coffre.fhir.names import human_name
 from coffre.fhir.references import parse_reference
-from coffre.service.records import RecordStore, Writer, instant
+from coffre.service.records import RecordStore, Writer, instant, now_us
 
 NOTICE_CATEGORY = "urn:coffre:CodeSystem:notice"
 FIRST_ACCESS = "first-access"
@@ -144,7 +143,7 @@ def notice_first_access(
     patient = writer.latest("Patient", patient_id)
     if patient is None or patient.deleted:
         return None
-    sent = instant(time.time_ns() // 1000)
+    sent = instant(now_us())
     professional = writer.latest(*parsed)
     name = human_name(professional.resource()) if professional and not professional.deleted else ""
     who = f"{name}, {practitioner_ref}" if name else practitioner_ref

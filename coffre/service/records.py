@@ -52,7 +52,8 @@ def instant(ts: int) -> str:
     return datetime.fromtimestamp(ts / 1_000_000, UTC).isoformat(timespec="microseconds")
 
 
-def _now_us() -> int:
+def now_us() -> int:
+    """Now, in microseconds since the epoch: the clock of versions, leaves and events."""
     return time.time_ns() // 1000
 
 
@@ -97,6 +98,11 @@ class Stored:
     @property
     def reference(self) -> str:
         return f"{self.resource_type}/{self.id}"
+
+    @property
+    def etag(self) -> str:
+        """The version as HTTP's weak entity tag, as FHIR writes it (``W/"3"``)."""
+        return f'W/"{self.version}"'
 
     @property
     def version_reference(self) -> str:
@@ -888,7 +894,7 @@ class Writer:
         records, keys = self.records, self.records.keys
         loc = keys.location(resource_type, resource_id)
         version = 1 if current is None else current.version + 1
-        ts = _now_us()
+        ts = now_us()
         if deleted:
             assert current is not None  # only what exists is deleted
             comp = current.comp
@@ -924,7 +930,7 @@ class Writer:
 
     def log_access(self, kind: LeafKind, accessed: Iterable[Stored]) -> None:
         """A leaf for each version a read, search or history hands out."""
-        ts = _now_us()
+        ts = now_us()
         for stored in accessed:
             leaf = Leaf(kind, stored.loc, stored.version, stored.sealed_digest, ts)
             self._pending.append(_Logged(leaf, stored.comp, stored.version_reference))
@@ -936,7 +942,7 @@ class Writer:
         host tampered with."""
         parsed = parse_reference(reference) if reference else None
         loc = self.records.keys.location(*parsed) if parsed else NO_DIGEST
-        self.log_to_gateway([Leaf(LeafKind.INTEGRITY, loc, 0, NO_DIGEST, _now_us())], reference)
+        self.log_to_gateway([Leaf(LeafKind.INTEGRITY, loc, 0, NO_DIGEST, now_us())], reference)
 
     def log_to_gateway(self, leaves: Iterable[Leaf], reference: str | None) -> None:
         """Leaves whose one AuditEvent, naming ``reference``, goes to the gateway's own

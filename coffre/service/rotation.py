@@ -17,7 +17,6 @@ lock and wraps under the active KEK, which every process looks up before it wrap
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,7 +25,7 @@ from coffre.custody.memory import check_retirable
 from coffre.exceptions import CustodyError, VaultStateError
 from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind
 from coffre.service.audit import OPERATOR, Access
-from coffre.service.records import RecordStore
+from coffre.service.records import RecordStore, now_us
 
 BATCH = 500
 """Data keys rewrapped per transaction: the write lock is held for one batch only."""
@@ -153,7 +152,7 @@ def _operator(reason: str) -> Access:
 
 
 def _leaf() -> Leaf:
-    return Leaf(LeafKind.KEY_ROTATION, NO_DIGEST, 0, NO_DIGEST, time.time_ns() // 1000)
+    return Leaf(LeafKind.KEY_ROTATION, NO_DIGEST, 0, NO_DIGEST, now_us())
 
 
 def _kek_order(kek_id: str) -> tuple[str, int]:
