@@ -79,7 +79,12 @@ def rotate(
         typer.Option("--resume", help="Finish an interrupted rewrap, without making another key."),
     ] = False,
     retire_old: Annotated[
-        bool, typer.Option("--retire", help="Then retire the keys no data key needs any more.")
+        bool,
+        typer.Option(
+            "--retire",
+            help="Then retire the keys this rewrap left without data keys (not those that"
+            " already had none, kept for older backups).",
+        ),
     ] = False,
     batch: Annotated[int, typer.Option(min=1, help="Data keys rewrapped per transaction.")] = BATCH,
     yes: YesOption = False,
@@ -98,16 +103,30 @@ def rotate(
             TextColumn("data keys"),
             TimeElapsedColumn(),
         )
-        with Progress(*columns, console=console) as progress:
-            task = progress.add_task("rewrap", total=rotation.pending())
-            report = rotation.rewrap(lambda count: progress.advance(task, count), batch)
+        in_use = {use.kek_id for use in rotation.keks() if use.data_keys}
+        try:
+            with Progress(*columns, console=console) as progress:
+                task = progress.add_task("rewrap", total=rotation.pending())
+                report = rotation.rewrap(lambda count: progress.advance(task, count), batch)
+        except KeyboardInterrupt:
+            console.print(
+                "interrupted: every data key is wrapped by the old key or the new one; finish"
+                " with 'coffre keys rotate --resume'"
+            )
+            raise typer.Exit(code=130) from None
         console.print(
             f"{report.rewrapped} data keys rewrapped; {report.lost} changed meanwhile"
             " (erased or rewrapped by another process) and were left as they were"
         )
         if retire_old:
             for kek_id in rotation.retirable():
-                _retire(rotation, kek_id, yes)
+                if kek_id in in_use:
+                    _retire(rotation, kek_id, yes)
+                else:
+                    console.print(
+                        f"{escape(kek_id)} is kept: it wrapped no data key before this rotation"
+                        " either (for an older backup?); 'coffre keys retire' destroys it"
+                    )
 
 
 @app.command()

@@ -96,6 +96,33 @@ def test_retire_refuses_while_data_keys_need_the_key(vault: Vault) -> None:
     assert _kek_counts(vault) == {new: 3}  # + the gateway's own compartment
 
 
+def test_rotate_retire_destroys_only_the_keys_its_rewrap_emptied(vault: Vault) -> None:
+    """A key left idle on purpose, for backups taken before an earlier rotation, is kept:
+    a --retire in a scheduled job used to destroy every idle key, and those backups too."""
+    _with_patients(vault, 2)
+    where = ("--vault", str(vault.folder))
+    [first] = _kek_ids(vault)
+    assert _run("keys", "rotate", *where)[0] == 0  # first is kept for the older backups
+    [second] = [kek for kek in _kek_ids(vault) if kek != first]
+    code, output = _run("keys", "rotate", "--retire", "--yes", *where)
+    assert code == 0, output
+    assert f"{second} retired" in output and f"{first} is kept" in output
+    assert first in _kek_ids(vault) and second not in _kek_ids(vault)
+
+
+def test_an_interrupted_rotation_says_how_to_finish_it(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _with_patients(vault, 2)
+
+    def interrupted(*args: object, **options: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr("coffre.service.rotation.KeyRotation.rewrap", interrupted)
+    code, output = _run("keys", "rotate", "--vault", str(vault.folder))
+    assert code == 130 and "finish with 'coffre keys rotate --resume'" in output, output
+
+
 @pytest.mark.slow
 @BOTH_CUSTODIES
 def test_a_server_serves_through_a_rotation_and_wraps_new_patients_under_the_new_key(
