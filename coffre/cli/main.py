@@ -37,6 +37,7 @@ from coffre.exceptions import CoffreError
 from coffre.fhir.json import dumps
 from coffre.service import Vault
 from coffre.service.witnessing import witnesses_from_settings
+from coffre.storage.postgres import reached_in_clear
 from coffre.synth import generate_bundles, generate_shared_bundle
 
 app = typer.Typer(
@@ -120,6 +121,23 @@ def public_url_warning(auth: AuthSettings, host: str) -> str | None:
     )
 
 
+def _vault_warnings(vault: Vault) -> tuple[str | None, ...]:
+    return sovereign_files_warning(vault), storage_in_clear_warning(vault)
+
+
+def storage_in_clear_warning(vault: Vault) -> str | None:
+    """What to tell an operator whose PostgreSQL is reached over a network without TLS that
+    checks the server (COFFRE_STORAGE_REQUIRE_TLS refuses such a URL; this only warns)."""
+    url = vault.storage_url
+    if url is None or not reached_in_clear(url):
+        return None
+    return (
+        "the PostgreSQL storage is reached over the network without sslmode=verify-full:"
+        " its tokens, locations and log cross it unprotected, and a machine on the path"
+        " could pose as the database (docs/operations.md, PostgreSQL over TLS)"
+    )
+
+
 def sovereign_files_warning(vault: Vault) -> str | None:
     """What to tell an operator whose token vault keeps its rollback memory and its access
     registry beside its SQLite storage, where whoever writes the storage can put both back."""
@@ -182,7 +200,9 @@ def serve(
     console.print(escape(f"Coffre is starting on vault {vault}…"))
     serving = f"Coffre serves FHIR R4 at {scheme}://{host}:{port}/fhir"
     threading.Thread(target=_say_when_listening, args=(host, port, serving), daemon=True).start()
-    for warning in (public_url_warning(auth, host), sovereign_files_warning(Vault.from_settings())):
+    served = Vault.from_settings()
+    warnings = (public_url_warning(auth, host), *_vault_warnings(served))
+    for warning in warnings:
         if warning:
             console.print(f"[yellow]{escape(warning)}[/yellow]")
     options = dict(

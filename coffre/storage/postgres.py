@@ -18,6 +18,7 @@ values of a row.
 from __future__ import annotations
 
 import os
+import re
 import select
 import threading
 from collections.abc import Iterable, Iterator, Sequence
@@ -34,6 +35,7 @@ from coffre.exceptions import CommitUnknownError, StorageError
 from coffre.storage.base import HistoryQuery, SealedEvent, SealedVersion
 
 URL_SCHEMES = ("postgresql://", "postgres://")
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
 READ_ONLY = (
     "the storage takes no writes (a read-only database, or a standby): nothing can be"
     " served, since every read is logged"
@@ -140,8 +142,12 @@ def check_url(url: str) -> None:
         raise StorageError("a PostgreSQL storage URL starts with postgresql://")
     try:
         params = conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        raise StorageError("the PostgreSQL storage URL cannot be parsed") from None
+    except psycopg.ProgrammingError as error:
+        unknown = re.search(r'invalid URI query parameter: "([A-Za-z_]+)"', str(error))
+        raise StorageError(
+            "the PostgreSQL storage URL cannot be parsed"
+            + (f": libpq takes no parameter '{unknown[1]}' (sslmode?)" if unknown else "")
+        ) from None
     if params.get("password") or params.get("sslpassword"):
         raise StorageError(
             "the storage URL must not hold a password: use PGPASSFILE, a service file"
@@ -152,6 +158,16 @@ def check_url(url: str) -> None:
             f"{config.STORAGE_REQUIRE_TLS.env}=1: the storage URL must ask for"
             " sslmode=verify-full (with sslrootcert=the authority of the server's certificate)"
         )
+
+
+def reached_in_clear(url: str) -> bool:
+    """Whether the storage is reached over a network without TLS that checks the server
+    (no ``sslmode=verify-full``, a host other than this machine): tokens, locations and the
+    log, sealed or not, cross it readable and alterable by whoever sits on the path."""
+    params = conninfo_to_dict(url)
+    hosts = [host for host in str(params.get("host") or "").split(",") if host]
+    local = all(host.startswith("/") or host in LOOPBACK for host in hosts)
+    return params.get("sslmode") != "verify-full" and not local
 
 
 def check_room(url: str) -> None:

@@ -16,10 +16,16 @@ from softhsm import SoftHsm
 from typer.testing import CliRunner
 
 from coffre.api.auth import AuthSettings
-from coffre.cli.main import app, public_url_warning, sovereign_files_warning
+from coffre.cli.main import (
+    app,
+    public_url_warning,
+    sovereign_files_warning,
+    storage_in_clear_warning,
+)
 from coffre.custody import create_custody
 from coffre.custody.keyring import KeyringCustodian
 from coffre.service import Vault
+from coffre.service.vault import STORAGE_URL_FILE
 
 runner = CliRunner()
 
@@ -215,6 +221,32 @@ def test_synth_refuses_more_patients_than_its_file_names_number(tmp_path: Path) 
     code, output = _run("synth", "10000000", "--out", str(tmp_path / "s"))
     assert code == 2 and "9999999" in output
     assert not (tmp_path / "s").exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "warned"),
+    [
+        ("postgresql://coffre@db.example.org/coffre", True),
+        ("postgresql://coffre@db.example.org/coffre?sslmode=require", True),
+        ("postgresql://coffre@db.example.org/coffre?sslmode=verify-full&sslrootcert=ca.crt", False),
+        ("postgresql://coffre@localhost:5432/coffre", False),
+        ("postgresql://coffre@/coffre?host=/run/postgresql", False),
+    ],
+)
+def test_serve_warns_when_the_storage_is_reached_in_clear(
+    tmp_path: Path, url: str, warned: bool
+) -> None:
+    (tmp_path / STORAGE_URL_FILE).write_text(url)
+    warning = storage_in_clear_warning(Vault.at(tmp_path))
+    assert (warning is not None) is warned
+    assert warning is None or "without sslmode=verify-full" in warning
+
+
+def test_a_storage_url_with_an_unknown_parameter_names_it(tmp_path: Path) -> None:
+    code, output = _run(
+        "init", str(tmp_path / "v"), "--storage", "postgresql://coffre@db/coffre?sslmod=verify-full"
+    )
+    assert code == 1 and "libpq takes no parameter 'sslmod'" in output, output
 
 
 def test_serve_warns_when_a_token_vault_keeps_its_sovereign_files_beside_its_storage(
