@@ -9,6 +9,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 
 from coffre.api.auth.enforce import Reached, guard_of, principal_of
+from coffre.api.auth.scopes import Principal
 from coffre.service.audit import BREAK_GLASS, Access
 
 UNAUTHENTICATED = "unauthenticated client"
@@ -24,10 +25,22 @@ def access_of(request: Request) -> Access:
     if principal is None:
         return Access(UNAUTHENTICATED, address=address)
     reason = guard_of(request).break_glass
+    purpose = BREAK_GLASS if reason else principal.purpose
+    return principal_access(principal, address, purpose, reason)
+
+
+def principal_access(
+    principal: Principal,
+    address: str | None,
+    purpose: str | None = None,
+    reason: str | None = None,
+) -> Access:
+    """The acting party the audit log names for ``principal``: the person, their role,
+    the app, from ``address``; ``purpose`` and ``reason`` as the request states them."""
     return Access(
         principal.actor,
         address=address,
-        purpose=BREAK_GLASS if reason else principal.purpose,
+        purpose=purpose,
         reason=reason,
         fhir_user=principal.fhir_user,
         role=str(principal.role) if principal.role else None,

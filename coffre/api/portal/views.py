@@ -15,7 +15,7 @@ from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
 from starlette.routing import Route
 
-from coffre.api.access import act_for
+from coffre.api.access import act_for, principal_access
 from coffre.api.auth import Authority
 from coffre.api.auth.authority import SignInWait
 from coffre.api.auth.scopes import Role
@@ -82,14 +82,7 @@ def _remember_lang(request: Request, response: Response) -> Response:
 def _access(request: Request, session: Session) -> Access:
     """The patient, as the AuditEvents of what the portal shows them name them."""
     address = request.client.host if request.client else None
-    principal = session.principal
-    return Access(
-        principal.actor,
-        address=address,
-        fhir_user=principal.fhir_user,
-        role=str(principal.role),
-        client_id=principal.client_id,
-    )
+    return principal_access(session.principal, address)
 
 
 async def _commit(request: Request, session: Session, job: Callable[[Writer], T]) -> T:
