@@ -14,6 +14,7 @@ from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from coffre import config
 from coffre.api import consent, routes
 from coffre.api.access import access_of, acting_for, add_access_hook
 from coffre.api.auth import Authenticate, Authority, auth_routes, smart_routes
@@ -287,7 +288,7 @@ def _fhir_routes() -> list[Route]:
 def create_app(
     records: RecordStore,
     *,
-    max_body_bytes: int = 64 * 1024 * 1024,
+    max_body_bytes: int = int(config.MAX_BODY_BYTES.default),
     authority: Authority | None = None,
 ) -> Starlette:
     """``authority``: the authorisation server and token checks; without one, an

@@ -19,6 +19,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from coffre import config
 from coffre.custody import KeyCustodian, WrappedKey
 from coffre.exceptions import FhirError, SealError, information
 from coffre.fhir import json
@@ -245,9 +246,6 @@ class OwnTokens:
 LOOK_UPS = 8
 """How many times a read looks a record up while writes of it keep landing meanwhile."""
 
-DEFAULT_KEY_CACHE = 100_000
-"""Data keys a process keeps unwrapped: about 20 MB."""
-
 
 def no_version(resource_type: str, resource_id: str, version: str) -> FhirError:
     """The answer for a version that does not exist, and so for one that is hidden."""
@@ -265,7 +263,7 @@ class RecordStore:
         checkpoint_memory: Path | None = None,
         *,
         verify_reads: bool = True,
-        key_cache_size: int = DEFAULT_KEY_CACHE,
+        key_cache_size: int = int(config.DATA_KEY_CACHE.default),
     ) -> None:
         """``checkpoint_memory``: the sovereign side's file of the last checkpoint signed;
         ``verify_reads`` off is for benchmarks only (what checking reads costs);
