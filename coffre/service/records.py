@@ -33,9 +33,10 @@ from coffre.search import Criterion, check_criteria
 from coffre.search.naming import sealing_patient
 from coffre.search.parameters import parameters_for
 from coffre.service.audit import OPERATOR, Access, audit_event
+from coffre.service.indexing import index_tokens
 from coffre.service.keycache import KeyCache
 from coffre.service.ledger import Appended, LatestWrites, Ledger, authentic_leaf
-from coffre.service.searching import Scope, Searcher, index_tokens
+from coffre.service.searching import Scope, Searcher
 from coffre.storage.base import (
     HistoryQuery,
     SealedEvent,

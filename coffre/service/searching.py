@@ -1,10 +1,6 @@
-"""Search over sealed records: blind look-ups on the host, then the exact test after
-decryption, so that a false hit of a truncated token never reaches a client.
-
-A blind token is the parameter's domain (8 bytes: which type and parameter) followed by
-2 bytes of the keyed hash of an index key, so that distinct values of one parameter
-share tokens (see docs/leakage.md).
-"""
+"""Search over sealed records: blind look-ups on the host (``indexing``'s tokens), then
+the exact test after decryption, so that a false hit of a truncated token never reaches a
+client."""
 
 from __future__ import annotations
 
@@ -23,16 +19,15 @@ from coffre.search.criteria import Criterion, criterion, parameter_of
 from coffre.search.extract import index_values
 from coffre.search.matching import check_values, criterion_match, sort_key
 from coffre.search.parameters import parameters_for
-from coffre.search.plan import Plan, index_keys, plan
+from coffre.search.plan import Plan, plan
 from coffre.search.values import Ref, Value
 from coffre.service.candidates import PAGE_MAX, Batch, Lookup, batches
-from coffre.storage.base import TOKEN_BYTES, HistoryQuery, SealedVersion, StorageReader
+from coffre.service.indexing import blind
+from coffre.storage.base import HistoryQuery, SealedVersion, StorageReader
 
 if TYPE_CHECKING:
     from coffre.service.records import KeySource, RecordStore, Stored
 
-DOMAIN_BYTES = 8
-VALUE_BYTES = TOKEN_BYTES - DOMAIN_BYTES
 # A candidate turned away has the tokens of this many of its batch read with its own: a
 # truncated token shared with a frequent value can make most of a page false hits.
 READ_AHEAD = 64
@@ -40,20 +35,9 @@ READ_AHEAD = 64
 MAX_CHAIN_IDS = 10_000
 
 
-@lru_cache(maxsize=8192)
-def _domain(keys: PurposeKeys, resource_type: str, parameter: str) -> bytes:
-    return keys.index(resource_type, parameter, "\x00domain")[:DOMAIN_BYTES]
-
-
 @lru_cache(maxsize=1024)
 def _kind(keys: PurposeKeys, resource_type: str) -> bytes:
     return keys.kind(resource_type)
-
-
-def blind(keys: PurposeKeys, resource_type: str, parameter: str, key: str) -> bytes:
-    """The token of an index key: the parameter's domain, then 2 bytes of the key's hash."""
-    value = keys.short_index(resource_type, parameter, key, VALUE_BYTES)
-    return _domain(keys, resource_type, parameter) + value
 
 
 # Queries look up the same keys again and again (an open date range is some 120 of them):
@@ -71,22 +55,6 @@ def _planned_lookup(keys: PurposeKeys, resource_type: str, parameter: str, found
 
 
 _cached_lookup = lru_cache(maxsize=4096)(_planned_lookup)
-
-
-def index_tokens(
-    keys: PurposeKeys, resource: dict[str, Any], only: frozenset[str] | None = None
-) -> list[bytes]:
-    """The distinct blind tokens a current resource is stored with (``only``: those of
-    these parameters)."""
-    resource_type = resource["resourceType"]
-    domains: dict[str, bytes] = {}  # a dict look-up, where _domain's cache hashes the keys
-    tokens = set()
-    for param, key in index_keys(index_values(resource, only=only)):
-        domain = domains.get(param)
-        if domain is None:
-            domain = domains[param] = _domain(keys, resource_type, param)
-        tokens.add(domain + keys.short_index(resource_type, param, key, VALUE_BYTES))
-    return sorted(tokens)
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,7 @@ from coffre.fhir import json
 from coffre.fhir.validation import validate
 from coffre.service import RecordStore, Stored, Vault
 from coffre.service.bundles import BundleProcessor
-from coffre.service.searching import index_tokens
+from coffre.service.indexing import index_tokens
 
 
 def _create(records: RecordStore, resource: dict[str, object]) -> str:
