@@ -18,7 +18,7 @@ from coffre import config
 from coffre.api import consent, routes
 from coffre.api.access import access_of, acting_for, add_access_hook
 from coffre.api.auth import Authenticate, Authority, auth_routes, smart_routes
-from coffre.api.auth.capability import smart_security
+from coffre.api.auth.security import smart_security
 from coffre.api.capability import capability_statement
 from coffre.api.export import counts_stop_with_the_process, export_routes
 from coffre.api.health import health_routes
