@@ -79,7 +79,7 @@ def _record_leaves(records: RecordStore, writer: Writer, comp: bytes, ts: int) -
     leaves = []
     for loc in sorted(txn.records_of(comp)):
         sealed = txn.latest(loc)
-        if sealed is None or sealed.comp != comp or not records._is_logged_latest(loc, sealed, txn):
+        if sealed is None or sealed.comp != comp or not records.is_logged_latest(loc, sealed, txn):
             raise SealError()
         body_hash = hashlib.sha256(sealed.body).digest()
         leaves.append(Leaf(LeafKind.ERASE, loc, sealed.version, body_hash, ts, NO_TOKENS))

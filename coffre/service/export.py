@@ -201,7 +201,7 @@ class Export:
         latest (SealError if the host put back or dropped a version)."""
         records, storage = self.records, self.records.storage
         latest = storage.latest(loc)
-        if not records._is_logged_latest(loc, latest, storage):
+        if not records.is_logged_latest(loc, latest, storage):
             latest = records.checked_latest(loc)
         if latest is None or latest.deleted or latest.seq <= self.job.snapshot:
             return latest  # a deletion wins, even one made after the snapshot
@@ -231,7 +231,7 @@ class Export:
             return self._member_comps is None or sealed.comp in self._member_comps
         if self.job.level == "system":
             return True
-        patients = compartment_patients(self.records._open_found(sealed).resource())
+        patients = compartment_patients(self.records.open_found(sealed).resource())
         if self._members is None:
             return len(patients) > 1
         return not self._members.isdisjoint(patients)
@@ -290,7 +290,7 @@ class Export:
         batch: list[Stored] = []
         held = 0
         for sealed in self.versions(resource_type):
-            stored = self.records._open_found(sealed)
+            stored = self.records.open_found(sealed)
             if stored.resource_type != resource_type:
                 continue
             batch.append(stored)

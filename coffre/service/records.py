@@ -269,7 +269,7 @@ class RecordStore:
         """``checkpoint_memory``: the sovereign side's file of the last checkpoint signed;
         ``verify_reads`` off is for benchmarks only (what checking reads costs);
         ``key_cache_size``: how many unwrapped data keys the process keeps."""
-        self._verify_reads = verify_reads
+        self.verify_reads = verify_reads
         self.storage = storage
         self.keys = PurposeKeys.derive(custodian.root_secret())
         self.ledger = Ledger(custodian, self.keys, checkpoint_memory)
@@ -279,7 +279,7 @@ class RecordStore:
         self.latest_writes.catch_up(storage)
         self.ledger.check_map(storage, self.latest_writes)
         self._custodian = custodian
-        self._envelope = envelope
+        self.envelope = envelope
         self._data_keys = KeyCache(key_cache_size)
 
     # -- keys -----------------------------------------------------------------------------
@@ -318,7 +318,8 @@ class RecordStore:
         tokens = frozenset(index_tokens(self.keys, resource, only))
         return OwnTokens(resource_type, tokens, later)
 
-    def _compartment(self, resource: dict[str, Any]) -> bytes:
+    def compartment(self, resource: dict[str, Any]) -> bytes:
+        """The compartment a resource is sealed in: its patient's, else its type's shared one."""
         patient = sealing_patient(resource)
         if patient is None:
             return self.keys.shared_compartment(resource["resourceType"])
@@ -340,7 +341,7 @@ class RecordStore:
         self.check_not_erased(sealed.comp)
         key = key_of(sealed.comp) or bytes(32)
         associated = _associated(sealed.loc, sealed.version, sealed.comp, sealed.ts, sealed.deleted)
-        return self._envelope.open(key, sealed.body, associated)
+        return self.envelope.open(key, sealed.body, associated)
 
     def open(
         self,
@@ -352,7 +353,7 @@ class RecordStore:
         body = self._open(sealed, key_of or self.committed_key)
         return _stored(resource_type, resource_id, sealed, body)
 
-    def _open_found(self, sealed: SealedVersion, key_of: KeySource | None = None) -> Stored:
+    def open_found(self, sealed: SealedVersion, key_of: KeySource | None = None) -> Stored:
         """Open a version found by token or history, where only the body says what it is."""
         body = self._open(sealed, key_of or self.committed_key)
         head = json.loads(body, precise=False)
@@ -369,13 +370,13 @@ class RecordStore:
         look-up fails while the log shows no new write of it (or after
         ``LOOK_UPS`` look-ups, each overtaken by a write).
         """
-        if not self._verify_reads:
+        if not self.verify_reads:
             return self.storage.latest(loc)
         logged = self.latest_writes.expected(loc)
         for _ in range(LOOK_UPS):
             sealed = self.storage.latest(loc)
             self.latest_writes.catch_up(self.storage)
-            if self._is_logged_latest(loc, sealed, self.storage):
+            if self.is_logged_latest(loc, sealed, self.storage):
                 return sealed
             self.latest_writes.catch_up(self.storage)
             if self.latest_writes.expected(loc) == logged:
@@ -383,7 +384,7 @@ class RecordStore:
             logged = self.latest_writes.expected(loc)
         raise SealError()
 
-    def _is_logged_latest(
+    def is_logged_latest(
         self,
         loc: bytes,
         sealed: SealedVersion | None,
@@ -393,20 +394,20 @@ class RecordStore:
         """Whether ``sealed`` is the record's latest write as the log has it: same version,
         same sealed bytes, and the very index tokens that write committed to (``joined``:
         the tokens ``reader.joined_tokens`` gave with the version; otherwise read here)."""
-        if not self._is_logged_version(loc, sealed):
+        if not self.is_logged_version(loc, sealed):
             return False
         if sealed is None:
             return True
         if joined is not None:
-            return self._has_logged_tokens(loc, hashlib.sha256(joined).digest())
+            return self.has_logged_tokens(loc, hashlib.sha256(joined).digest())
         # One row joined by SQL, in the index's token order; the tokens one by one, sorted
         # here, only if that differs (SQL does not promise group_concat's order).
         joined = reader.joined_tokens([loc]).get(loc, b"")
-        return self._has_logged_tokens(
+        return self.has_logged_tokens(
             loc, hashlib.sha256(joined).digest()
-        ) or self._has_logged_tokens(loc, index_digest(reader.tokens_of(loc)))
+        ) or self.has_logged_tokens(loc, index_digest(reader.tokens_of(loc)))
 
-    def _is_logged_version(self, loc: bytes, sealed: SealedVersion | None) -> bool:
+    def is_logged_version(self, loc: bytes, sealed: SealedVersion | None) -> bool:
         """Whether ``sealed`` is the record's latest write as the log has it, its index
         tokens aside: same version and sealed bytes (or nothing where the log has nothing)."""
         logged = self.latest_writes.expected(loc)
@@ -417,7 +418,7 @@ class RecordStore:
             and logged.body_hash == hashlib.sha256(sealed.body).digest()
         )
 
-    def _has_logged_tokens(self, loc: bytes, digest: bytes) -> bool:
+    def has_logged_tokens(self, loc: bytes, digest: bytes) -> bool:
         """Whether ``digest`` (``index_digest`` of a record's tokens) is what the record's
         latest logged write committed to."""
         logged = self.latest_writes.expected(loc)
@@ -489,7 +490,7 @@ class RecordStore:
             versions = [s for s in versions if not self.is_erased(s.comp)]
         else:
             self._check_record_history(query, [sealed.version for sealed in versions])
-        opened = [self._open_found(sealed) for sealed in versions]
+        opened = [self.open_found(sealed) for sealed in versions]
         if query.kind is not None:  # the type token is the host's: the body says the type
             kinds = {self.keys.kind(t) for t in {stored.resource_type for stored in opened}}
             if kinds - {query.kind}:
@@ -534,12 +535,12 @@ class RecordStore:
         self.latest_writes.catch_up(self.storage)
         confirmed = [
             sealed
-            if not self._verify_reads or self._is_logged_latest(sealed.loc, sealed, self.storage)
+            if not self.verify_reads or self.is_logged_latest(sealed.loc, sealed, self.storage)
             else self.checked_latest(sealed.loc)
             for sealed in rows
         ]
         return [
-            self._open_found(sealed)
+            self.open_found(sealed)
             for sealed in confirmed
             if sealed and not sealed.deleted and not self.is_erased(sealed.comp)
         ]
@@ -590,7 +591,7 @@ class RecordStore:
 
     def _open_event(self, sealed: SealedEvent, key_of: KeySource) -> bytes:
         key = key_of(sealed.comp) or bytes(32)
-        return self._envelope.open(key, sealed.body, _event_associated(sealed.comp))
+        return self.envelope.open(key, sealed.body, _event_associated(sealed.comp))
 
     # -- writes ---------------------------------------------------------------------------
 
@@ -658,14 +659,14 @@ class Writer:
         if key is None:
             stored = self.txn.wrapped_key(comp)
             if stored is not None:
-                key = self.fresh_keys[comp] = self.records._custodian.unwrap(WrappedKey(*stored))
+                key = self.fresh_keys[comp] = self.records.custodian.unwrap(WrappedKey(*stored))
         return key
 
     def _key_for_write(self, comp: bytes) -> bytes:
         self.records.check_not_erased(comp)  # an erased patient takes no new records
         key = self.key(comp)
         if key is None:
-            custodian = self.records._custodian
+            custodian = self.records.custodian
             wrapped = custodian.wrap(random_key())
             stored = self.txn.put_wrapped_key(comp, wrapped.kek_id, wrapped.wrapped)
             key = self.fresh_keys[comp] = custodian.unwrap(WrappedKey(*stored))
@@ -715,7 +716,7 @@ class Writer:
                 if reference
             ]
             event = audit_event(self.access, kind, versions, recorded)
-            sealed = self.records._envelope.close(
+            sealed = self.records.envelope.close(
                 self._key_for_write(comp), json.canonical(event), _event_associated(comp)
             )
             digest = hashlib.sha256(sealed).digest()
@@ -782,7 +783,7 @@ class Writer:
         if loc in self._latest:
             return self._latest[loc]
         sealed = self.txn.latest(loc)
-        if loc not in self.written and not self.records._is_logged_latest(loc, sealed, self.txn):
+        if loc not in self.written and not self.records.is_logged_latest(loc, sealed, self.txn):
             raise SealError()
         opened = (
             None
@@ -905,11 +906,11 @@ class Writer:
                 if k not in ("versionId", "lastUpdated")
             }
             resource["meta"] = {"versionId": str(version), "lastUpdated": instant(ts), **meta}
-            comp = records._compartment(resource)
+            comp = records.compartment(resource)
             tokens = _index_tokens(keys, resource, own_tokens)
         body = json.canonical(resource)
         data_key = self._key_for_write(comp)
-        sealed_body = records._envelope.close(
+        sealed_body = records.envelope.close(
             data_key, body, _associated(loc, version, comp, ts, deleted)
         )
         self.written.add(loc)

@@ -87,7 +87,7 @@ class Searcher:
         self.records = records
         self.scope = scope
         self._committed = scope.reader is records.storage
-        self._verify = records._verify_reads
+        self._verify = records.verify_reads
         # Candidates found by look-up whose index tokens were not read: checked against the
         # log only if the search turns them away (see _turned_away), with the tokens of the
         # next few of the batch being read, read ahead.
@@ -173,8 +173,8 @@ class Searcher:
         look-up read them (``tokens``, joined per location)."""
         records = self.records
         if tokens is None or sealed is None:
-            return records._is_logged_version(loc, sealed)
-        return records._is_logged_latest(loc, sealed, self.scope.reader, tokens.get(loc, b""))
+            return records.is_logged_version(loc, sealed)
+        return records.is_logged_latest(loc, sealed, self.scope.reader, tokens.get(loc, b""))
 
     def _turned_away(self, loc: bytes) -> None:
         """Check against the log the index tokens of a candidate the look-ups found but
@@ -191,7 +191,7 @@ class Searcher:
             self._read_ahead = dict.fromkeys(ahead, b"") | self.scope.reader.joined_tokens(ahead)
         self._unchecked.discard(loc)
         digest = hashlib.sha256(self._read_ahead.pop(loc)).digest()
-        if not self.records._has_logged_tokens(loc, digest):
+        if not self.records.has_logged_tokens(loc, digest):
             self._checked_again(loc)
 
     def _checked_again(self, loc: bytes) -> SealedVersion | None:
@@ -264,7 +264,7 @@ class Searcher:
             if sealed is None or sealed.deleted or self.records.is_erased(sealed.comp):
                 self._turned_away(row.loc)
                 continue
-            stored = self.records._open_found(sealed, self.scope.key_of)
+            stored = self.records.open_found(sealed, self.scope.key_of)
             if stored.resource_type not in resource_types:
                 self._turned_away(row.loc)
             elif admit is None or admit(stored):

@@ -976,14 +976,14 @@ def test_a_patients_search_opens_only_their_own_compartment(
     world: World, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     opened: list[str] = []
-    original = world.records._open_found
+    original = world.records.open_found
 
     def spy(sealed: Any, key_of: Any = None) -> Any:
         stored = original(sealed, key_of)
         opened.append(stored.reference)
         return stored
 
-    monkeypatch.setattr(world.records, "_open_found", spy)
+    monkeypatch.setattr(world.records, "open_found", spy)
     found = _ids(world.call(PATIENT, "GET", "Observation"))
     assert "Observation/obs-alice" in found and "Observation/obs-bob" not in found
     assert "Observation/obs-alice" in opened and "Observation/obs-bob" not in opened
