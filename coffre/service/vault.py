@@ -94,10 +94,10 @@ class Vault:
             if storage_url:
                 undo.append((self.folder / STORAGE_URL_FILE).unlink)
                 self._record_url(storage_url)
-                PostgresStorage(storage_url, create=True).close()
+                PostgresStorage(storage_url, create=True, origin=origin).close()
             else:
                 undo.extend(path.unlink for path in _sqlite_files(self.storage_path))
-                SqliteStorage(self.storage_path, create=True).close()
+                SqliteStorage(self.storage_path, create=True, origin=origin).close()
 
     def sovereign_files_beside_storage(self) -> bool:
         """Whether the sovereign side's files (the checkpoint memory, the access registry)
@@ -144,6 +144,18 @@ class Vault:
                 " this vault's own"
             )
         return custodian
+
+    def _check_storage_is_ours(self, storage: Storage, custodian: KeyCustodian) -> None:
+        """Refuse a storage that another vault's init made: a folder put together by hand
+        (a keyring copied, a storage URL written) could open another vault's database
+        while it is still empty, and write into it with the wrong keys."""
+        theirs = storage.vault_origin()
+        if theirs is not None and theirs != custodian.log_origin():
+            raise VaultStateError(
+                f"the storage of {self.folder} is another vault's (its log is {theirs}), not"
+                f" that of {custodian.holder()} ({custodian.log_origin()}): name this vault's"
+                " storage, or its keys"
+            )
 
     def _record_url(self, storage_url: str) -> None:
         # 0600 like the keyring: the URL names the server, the database and the user.
@@ -210,6 +222,7 @@ class Vault:
         envelope: Envelope = PlainEnvelope() if plaintext else AeadEnvelope()
         try:
             custodian = self._open_own_custody()
+            self._check_storage_is_ours(storage, custodian)
             if every_kek_held:
                 _check_keks_held(storage, custodian)
             records = RecordStore(

@@ -8,6 +8,8 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 TOKEN_BYTES = 10
+ORIGIN = "origin"
+"""The key under which coffre_meta records the name of its vault's log."""
 """The length of every blind index token a storage holds."""
 
 
@@ -139,6 +141,12 @@ class StorageReader(Protocol):
         ...
 
     def latest_checkpoint(self) -> str | None: ...
+
+    def vault_origin(self) -> str | None:
+        """The name of the log of the vault whose ``coffre init`` made this storage (None
+        for one made before Coffre recorded it): another vault's keys are refused at once,
+        where its checkpoints' signatures only could tell, once there are any."""
+        ...
 
     def checkpoint_at(self, size: int) -> str | None: ...
 

@@ -32,7 +32,7 @@ from psycopg_pool import ConnectionPool
 
 from coffre import config
 from coffre.exceptions import CommitUnknownError, StorageError
-from coffre.storage.base import HistoryQuery, SealedEvent, SealedVersion
+from coffre.storage.base import ORIGIN, HistoryQuery, SealedEvent, SealedVersion
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
@@ -365,6 +365,10 @@ class _Reader:
         row = self._one("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1")
         return None if row is None else str(row[0])
 
+    def vault_origin(self) -> str | None:
+        row = self._one("SELECT value FROM coffre_meta WHERE key = %s", (ORIGIN,))
+        return None if row is None else str(row[0])
+
     def checkpoint_at(self, size: int) -> str | None:
         row = self._one("SELECT note FROM checkpoints WHERE size = %s", (size,))
         return None if row is None else str(row[0])
@@ -627,14 +631,16 @@ class PostgresStorage(_Reader):
     tables in an empty database, otherwise they must exist.
     """
 
-    def __init__(self, url: str, *, create: bool = False) -> None:
+    def __init__(self, url: str, *, create: bool = False, origin: str | None = None) -> None:
+        """``create``: make the tables in a database without them, recording ``origin``,
+        the vault's log's name, where given."""
         check_url(url)
         self.url = url
         self._write_db = _connect(url)
         self._write_mutex = threading.Lock()  # one write transaction per process at a time
         self._reachable = True  # whether the last read found a connection
         try:
-            self._prepare_schema(create)
+            self._prepare_schema(create, origin)
             self._pool: ConnectionPool[psycopg.Connection[tuple[Any, ...]]] = ConnectionPool(
                 _conninfo(url),
                 kwargs={"autocommit": True, "prepare_threshold": 0},
@@ -649,7 +655,7 @@ class PostgresStorage(_Reader):
             self._write_db.close()
             raise
 
-    def _prepare_schema(self, create: bool) -> None:
+    def _prepare_schema(self, create: bool, origin: str | None) -> None:
         """Make the tables (``create``, in a database without them) or check they exist,
         then add any table that a newer Coffre has; under a lock, so that processes
         starting together do not race."""
@@ -662,6 +668,10 @@ class PostgresStorage(_Reader):
                 raise StorageError("the PostgreSQL database holds no Coffre storage")
             for statement in SCHEMA:
                 txn._execute(statement)
+            if create and origin is not None:
+                txn._execute(
+                    "INSERT INTO coffre_meta (key, value) VALUES (%s, %s)", (ORIGIN, origin)
+                )
 
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return list(self._stream(sql, args, size=0))

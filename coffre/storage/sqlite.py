@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from coffre.exceptions import StorageError
-from coffre.storage.base import TOKEN_BYTES, HistoryQuery, SealedEvent, SealedVersion
+from coffre.storage.base import ORIGIN, TOKEN_BYTES, HistoryQuery, SealedEvent, SealedVersion
 
 # Each record's index tokens, joined in token order, under an id that sorts as its location
 # (its first 8 bytes), and those ids' tokens as the terms of an FTS5 index that keeps no
@@ -334,6 +334,10 @@ class _Reader:
         row = self._db.execute("SELECT note FROM checkpoints ORDER BY size DESC LIMIT 1").fetchone()
         return None if row is None else str(row[0])
 
+    def vault_origin(self) -> str | None:
+        row = self._db.execute(f"SELECT value FROM coffre_meta WHERE key = '{ORIGIN}'").fetchone()
+        return None if row is None else str(row[0])
+
     def checkpoint_at(self, size: int) -> str | None:
         row = self._db.execute("SELECT note FROM checkpoints WHERE size = ?", (size,)).fetchone()
         return None if row is None else str(row[0])
@@ -605,6 +609,14 @@ class _ThreadConnections:
             self._of_thread.clear()
 
 
+def _recorded_origin(origin: str | None) -> str:
+    """The statement that records a new storage's vault, in the schema's script."""
+    if origin is None:
+        return ""
+    quoted = origin.replace("'", "''")
+    return f"INSERT INTO coffre_meta (key, value) VALUES ('{ORIGIN}', '{quoted}');"
+
+
 class SqliteStorage(_Reader):
     """Sealed versions, index tokens and wrapped keys in one SQLite file.
 
@@ -613,11 +625,19 @@ class SqliteStorage(_Reader):
     """
 
     def __init__(
-        self, path: Path | str, *, create: bool = False, synchronous: str = "FULL"
+        self,
+        path: Path | str,
+        *,
+        create: bool = False,
+        synchronous: str = "FULL",
+        origin: str | None = None,
     ) -> None:
+        """``create``: make the tables where missing; ``origin``: with it, the vault's log's
+        name, recorded in a new storage."""
         if not create and not Path(path).exists():
             raise StorageError(f"no storage at {path}")
-        writes = self._connect(path, synchronous, SCHEMA if create else None)
+        schema = SCHEMA + _recorded_origin(origin) if create else None
+        writes = self._connect(path, synchronous, schema)
         if not create:
             add_token_sets(writes, path)
         writes.execute(f"PRAGMA cache_size = -{_WRITE_CACHE_KIB}")

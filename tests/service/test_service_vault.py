@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
+from contextlib import closing
 from pathlib import Path
 
 import psycopg
@@ -26,7 +28,7 @@ from coffre.exceptions import CustodyError, StorageError, VaultStateError
 from coffre.ledger.errors import LedgerError
 from coffre.service import Vault
 from coffre.service.rotation import KeyRotation
-from coffre.service.vault import CUSTODY_FILE
+from coffre.service.vault import CUSTODY_FILE, KEYRING_FILE, STORAGE_URL_FILE
 from coffre.storage.postgres import PostgresStorage
 
 
@@ -275,7 +277,9 @@ def test_a_keyring_mix_up_is_named_as_one(tmp_path: Path) -> None:
         Vault.at(ours.folder, tmp_path).open()
     with pytest.raises(VaultStateError, match=r"theirs/keyring.json holds the keys of another"):
         Vault.at(ours.folder, theirs.keyring).open()
-    (ours.folder / CUSTODY_FILE).unlink()  # a vault made before the record: its log tells
+    (ours.folder / CUSTODY_FILE).unlink()  # a vault made before the records: its log tells
+    with closing(sqlite3.connect(ours.storage_path)) as db, db:
+        db.execute("DELETE FROM coffre_meta")
     with pytest.raises(
         LedgerError, match=r"does not verify with this keyring.s key.*another vault"
     ):
@@ -379,3 +383,33 @@ def test_a_storage_needing_a_key_the_custody_lacks_is_refused_naming_it(
     finally:
         listing.storage.close()
     assert uses["kek-1"][0] is False and uses["kek-1"][1] > 0
+
+
+@pytest.mark.parametrize("kept_in", ["sqlite", "postgresql"])
+def test_a_folder_put_together_by_hand_refuses_another_vaults_empty_storage(
+    tmp_path: Path, request: pytest.FixtureRequest, kept_in: str
+) -> None:
+    """A keyring copied to a new folder, beside another vault's storage (its file, or its
+    database's URL): the storage names the vault whose init made it, even while empty."""
+    theirs = Vault.at(tmp_path / "theirs")
+    ours = Vault.at(tmp_path / "ours")
+    ours.create()
+    if kept_in == "postgresql":
+        theirs.create(request.getfixturevalue("url"))
+    else:
+        theirs.create()
+    storage = theirs.open_storage()
+    try:
+        assert storage.vault_origin() == theirs.recorded_custody()[1]  # type: ignore[index]
+    finally:
+        storage.close()
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy2(ours.keyring, mixed / KEYRING_FILE)
+    if kept_in == "postgresql":
+        shutil.copy2(theirs.folder / STORAGE_URL_FILE, mixed / STORAGE_URL_FILE)
+    else:
+        shutil.copy2(theirs.storage_path, mixed / "storage.sqlite")
+    with pytest.raises(VaultStateError, match="is another vault's"):
+        Vault.at(mixed).open()
+    _written(theirs)  # which stays its own vault's
