@@ -154,9 +154,12 @@ def check_url(url: str) -> None:
             " (PGSERVICEFILE) or PGPASSWORD"
         )
     if config.STORAGE_REQUIRE_TLS.value() == "1" and params.get("sslmode") != "verify-full":
+        read_as = params.get("sslmode") or "prefer, the default"
+        overridden = "; a requiressl parameter overrides sslmode" if "requiressl" in url else ""
         raise StorageError(
             f"{config.STORAGE_REQUIRE_TLS.env}=1: the storage URL must ask for"
-            " sslmode=verify-full (with sslrootcert=the authority of the server's certificate)"
+            " sslmode=verify-full (with sslrootcert=the authority of the server's certificate);"
+            f" libpq reads it as sslmode={read_as}{overridden}"
         )
 
 

@@ -57,6 +57,14 @@ def test_a_url_short_of_verify_full_is_refused_when_tls_is_required(
     check_url("postgresql://coffre@db.example/coffre?sslmode=verify-full&sslrootcert=/etc/ca.crt")
 
 
+def test_a_requiressl_that_overrides_verify_full_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    """libpq reads requiressl=0 after sslmode: the URL asked for verify-full and got prefer."""
+    monkeypatch.setenv(config.STORAGE_REQUIRE_TLS.env, "1")
+    url = "postgresql://coffre@db.example/coffre?sslmode=verify-full&sslrootcert=ca&requiressl=0"
+    with pytest.raises(StorageError, match="reads it as sslmode=prefer; a requiressl parameter"):
+        check_url(url)
+
+
 def test_the_key_password_of_a_client_certificate_is_refused_in_the_url() -> None:
     with pytest.raises(StorageError, match="password") as refused:
         check_url("postgresql://coffre@db.example/coffre?sslkey=/k.pem&sslpassword=hunter2")
