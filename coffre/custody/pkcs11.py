@@ -30,6 +30,7 @@ from __future__ import annotations
 import re
 import stat
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -77,6 +78,8 @@ SESSION_LOST = (
     p11.ObjectHandleInvalid,
     p11.KeyHandleInvalid,
 )
+TOKEN_LOOKUPS = 3
+TOKEN_LOOKUP_PAUSE_SECONDS = 0.2
 PRIVATE_KEY = {Attribute.SENSITIVE: True, Attribute.EXTRACTABLE: False, Attribute.PRIVATE: True}
 # A data key while the token works on it: a session object, gone when the call returns.
 TRANSIENT_KEY = {Attribute.TOKEN: False, Attribute.SENSITIVE: False, Attribute.EXTRACTABLE: True}
@@ -140,7 +143,7 @@ def _open_session(module: str, token: str, pin: str) -> Any:
             " (SoftHSM2: /usr/lib/softhsm/libsofthsm2.so)"
         ) from None
     try:
-        found = library.get_token(token_label=token)
+        found = _token_of(library, token)
         missing = set(NEEDED) - found.slot.get_mechanisms()
         if missing:
             names = ", ".join(sorted("CKM_" + mechanism.name for mechanism in missing))
@@ -152,6 +155,21 @@ def _open_session(module: str, token: str, pin: str) -> Any:
             return found.open(rw=True)
     except p11.PKCS11Error as error:
         raise _failure(token, "log in", error) from None
+
+
+def _token_of(library: Any, token: str) -> Any:
+    """The token labelled ``token``, looked for again twice when it is not found at first:
+    SoftHSM2 leaves out of its slots a token whose files another process is writing as it
+    reads them (its own issue #757), which server processes starting together met. The
+    library is initialised again between tries, which ends any other session this process
+    has with a token: it has none with one it cannot see."""
+    for _ in range(TOKEN_LOOKUPS - 1):
+        try:
+            return library.get_token(token_label=token)
+        except p11.NoSuchToken:
+            time.sleep(TOKEN_LOOKUP_PAUSE_SECONDS)
+            library.reinitialize()
+    return library.get_token(token_label=token)
 
 
 class TokenSigner:

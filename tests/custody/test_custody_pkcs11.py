@@ -21,7 +21,7 @@ from typer.testing import CliRunner
 from coffre import config
 from coffre.cli.main import app
 from coffre.custody import Pkcs11Custodian, WrappedKey, create_custody, open_custody
-from coffre.custody.pkcs11 import PRIVATE_KEY, TRANSIENT_KEY
+from coffre.custody.pkcs11 import PRIVATE_KEY, TRANSIENT_KEY, _token_of
 from coffre.exceptions import CustodyError, SealError, VaultStateError
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.seal import random_key, unwrap_key
@@ -398,3 +398,32 @@ def test_a_session_the_token_lost_is_a_503_and_the_next_request_opens_a_new_one(
         for data in records.storage.leaves(leaves, records.storage.leaf_count())
     }
     assert LeafKind.INTEGRITY not in kinds
+
+
+def test_a_token_missing_at_first_is_looked_for_again_after_initialising_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """SoftHSM2 leaves out a token whose files another process is writing as it starts
+    (server processes starting together): found at the next try, not refused."""
+    token = object()
+
+    class Library:
+        def __init__(self) -> None:
+            self.answers: list[object] = [p11.NoSuchToken(), token]
+            self.reinitialised = 0
+
+        def get_token(self, token_label: str) -> object:
+            answer = self.answers.pop(0)
+            if isinstance(answer, Exception):
+                raise answer
+            return answer
+
+        def reinitialize(self) -> None:
+            self.reinitialised += 1
+
+    monkeypatch.setattr("coffre.custody.pkcs11.TOKEN_LOOKUP_PAUSE_SECONDS", 0)
+    library = Library()
+    assert _token_of(library, "coffre") is token and library.reinitialised == 1
+    library.answers = [p11.NoSuchToken()] * 3
+    with pytest.raises(p11.NoSuchToken):
+        _token_of(library, "coffre")
