@@ -197,14 +197,18 @@ async def _storage_error(request: Request, error: Exception) -> Response:
             "the storage became unavailable as this request was being committed, so it may"
             " have been saved: read before repeating it (a create repeated makes a second one)"
         )
-    return _refusal(request, FhirError(503, "transient", message), {"Retry-After": "1"})
+    return _come_back(request, message)
 
 
 async def _custody_error(request: Request, error: Exception) -> Response:
     """The key custody failed (a token removed or reset): its message names the token and
     what failed, never a key or a PIN; the client is told to come back."""
     log.error("custody error: %s", error)
-    message = "the vault's key custody is unavailable; try again shortly"
+    return _come_back(request, "the vault's key custody is unavailable; try again shortly")
+
+
+def _come_back(request: Request, message: str) -> Response:
+    """A 503 that tells the client to try again in a second."""
     return _refusal(request, FhirError(503, "transient", message), {"Retry-After": "1"})
 
 

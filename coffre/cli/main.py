@@ -121,10 +121,6 @@ def public_url_warning(auth: AuthSettings, host: str) -> str | None:
     )
 
 
-def _vault_warnings(vault: Vault) -> tuple[str | None, ...]:
-    return sovereign_files_warning(vault), storage_in_clear_warning(vault)
-
-
 def storage_in_clear_warning(vault: Vault) -> str | None:
     """What to tell an operator whose PostgreSQL is reached over a network without TLS that
     checks the server (COFFRE_STORAGE_REQUIRE_TLS refuses such a URL; this only warns)."""
@@ -188,8 +184,9 @@ def serve(
     os.environ[config.VAULT.env] = str(vault)
     if keyring:
         os.environ[config.KEYRING.env] = str(keyring)
+    served = Vault.from_settings()
     try:
-        Vault.from_settings().open().storage.close()
+        served.open().storage.close()
         witnesses_from_settings()
         auth = AuthSettings.from_settings()
         https = tls.uvicorn_options(tls_cert, tls_key)
@@ -200,8 +197,11 @@ def serve(
     console.print(escape(f"Coffre is starting on vault {vault}…"))
     serving = f"Coffre serves FHIR R4 at {scheme}://{host}:{port}/fhir"
     threading.Thread(target=_say_when_listening, args=(host, port, serving), daemon=True).start()
-    served = Vault.from_settings()
-    warnings = (public_url_warning(auth, host), *_vault_warnings(served))
+    warnings = (
+        public_url_warning(auth, host),
+        sovereign_files_warning(served),
+        storage_in_clear_warning(served),
+    )
     for warning in warnings:
         if warning:
             console.print(f"[yellow]{escape(warning)}[/yellow]")

@@ -6,12 +6,21 @@ PKCS#11 token (an HSM) the production one, chosen by ``COFFRE_CUSTODY``.
 """
 
 from coffre.custody.base import KeyCustodian, LogSigner, NewKeys, WrappedKey
-from coffre.custody.choose import chosen_custody, create_custody, new_keys, open_custody
+from coffre.custody.choose import (
+    KEYRING,
+    PKCS11,
+    chosen_custody,
+    create_custody,
+    new_keys,
+    open_custody,
+)
 from coffre.custody.keyring import KeyringCustodian
 from coffre.custody.memory import MemoryCustodian
 from coffre.custody.pkcs11 import Pkcs11Custodian
 
 __all__ = [
+    "KEYRING",
+    "PKCS11",
     "KeyCustodian",
     "KeyringCustodian",
     "LogSigner",

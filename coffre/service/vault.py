@@ -14,7 +14,7 @@ from itertools import takewhile
 from pathlib import Path
 
 from coffre import config
-from coffre.custody import KeyCustodian, chosen_custody, new_keys, open_custody
+from coffre.custody import KEYRING, PKCS11, KeyCustodian, chosen_custody, new_keys, open_custody
 from coffre.exceptions import CoffreError, CustodyError, VaultStateError
 from coffre.ledger import VerifierKey
 from coffre.seal import AeadEnvelope, Envelope, PlainEnvelope
@@ -104,7 +104,7 @@ class Vault:
         lie in the folder of an SQLite storage without a keyring to say they must be kept
         apart: a token's vault whose COFFRE_KEYRING names no path of its own."""
         return (
-            chosen_custody() != "keyring"
+            chosen_custody() != KEYRING
             and self.storage_url is None
             and self.keyring.parent.resolve() == self.folder.resolve()
         )
@@ -124,11 +124,10 @@ class Vault:
         except OSError as error:
             raise VaultStateError(f"cannot write {path}: {error.strerror}") from None
 
-    def _open_own_custody(self) -> KeyCustodian:
-        """The vault's custodian; refused where the keys are not this vault's: another
-        custody than its own, or another vault's keyring or token (whose keys would wrap
-        and sign as if they were)."""
-        recorded = self.recorded_custody()
+    def _open_own_custody(self, recorded: tuple[str, str] | None) -> KeyCustodian:
+        """The vault's custodian; refused where the keys are not those ``recorded`` (its
+        ``recorded_custody``): another custody than its own, or another vault's keyring or
+        token (whose keys would wrap and sign as if they were)."""
         if recorded is not None and recorded[0] != chosen_custody():
             kind = recorded[0]
             raise VaultStateError(
@@ -180,7 +179,7 @@ class Vault:
         checkpoints verify with: what a storage brought in must have been made with.
         Refuses a vault whose keys are not there: no keyring at its path (or one that
         cannot be read), or no keys in the token."""
-        custody = self._open_own_custody()
+        custody = self._open_own_custody(self.recorded_custody())
         custody.root_secret()
         return set(custody.kek_ids()), verifier_key_of(custody)
 
@@ -220,8 +219,9 @@ class Vault:
         plaintext = self._check_benchmark_switches()
         storage = self.open_storage()
         envelope: Envelope = PlainEnvelope() if plaintext else AeadEnvelope()
+        recorded = self.recorded_custody()
         try:
-            custodian = self._open_own_custody()
+            custodian = self._open_own_custody(recorded)
             self._check_storage_is_ours(storage, custodian)
             if every_kek_held:
                 _check_keks_held(storage, custodian)
@@ -236,7 +236,7 @@ class Vault:
         except BaseException:
             storage.close()
             raise
-        if self.recorded_custody() is None and storage.latest_checkpoint() is not None:
+        if recorded is None and storage.latest_checkpoint() is not None:
             # An older vault's: its log's signature has just proven these keys its own.
             self._record_custody(chosen_custody(), custodian.log_origin())
         return records
@@ -269,7 +269,7 @@ def _sqlite_files(path: Path) -> list[Path]:
     return [file for file in files if not file.exists()]
 
 
-_CUSTODIES = {"keyring": "a keyring file", "pkcs11": "a PKCS#11 token"}
+_CUSTODIES = {KEYRING: "a keyring file", PKCS11: "a PKCS#11 token"}
 
 
 def _check_keks_held(storage: Storage, custodian: KeyCustodian) -> None:

@@ -8,9 +8,9 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 TOKEN_BYTES = 10
+"""The length of every blind index token a storage holds."""
 ORIGIN = "origin"
 """The key under which coffre_meta records the name of its vault's log."""
-"""The length of every blind index token a storage holds."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -335,7 +335,7 @@ class _Reader:
         return None if row is None else str(row[0])
 
     def vault_origin(self) -> str | None:
-        row = self._db.execute(f"SELECT value FROM coffre_meta WHERE key = '{ORIGIN}'").fetchone()
+        row = self._db.execute("SELECT value FROM coffre_meta WHERE key = ?", (ORIGIN,)).fetchone()
         return None if row is None else str(row[0])
 
     def checkpoint_at(self, size: int) -> str | None:
@@ -609,14 +609,6 @@ class _ThreadConnections:
             self._of_thread.clear()
 
 
-def _recorded_origin(origin: str | None) -> str:
-    """The statement that records a new storage's vault, in the schema's script."""
-    if origin is None:
-        return ""
-    quoted = origin.replace("'", "''")
-    return f"INSERT INTO coffre_meta (key, value) VALUES ('{ORIGIN}', '{quoted}');"
-
-
 class SqliteStorage(_Reader):
     """Sealed versions, index tokens and wrapped keys in one SQLite file.
 
@@ -636,8 +628,9 @@ class SqliteStorage(_Reader):
         name, recorded in a new storage."""
         if not create and not Path(path).exists():
             raise StorageError(f"no storage at {path}")
-        schema = SCHEMA + _recorded_origin(origin) if create else None
-        writes = self._connect(path, synchronous, schema)
+        writes = self._connect(path, synchronous, SCHEMA if create else None)
+        if create and origin is not None:
+            writes.execute("INSERT INTO coffre_meta (key, value) VALUES (?, ?)", (ORIGIN, origin))
         if not create:
             add_token_sets(writes, path)
         writes.execute(f"PRAGMA cache_size = -{_WRITE_CACHE_KIB}")
