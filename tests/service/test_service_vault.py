@@ -295,12 +295,15 @@ def test_a_keyring_mix_up_is_named_as_one(tmp_path: Path) -> None:
 # that vault's keys, and a rotation there then destroyed them for good.
 
 
+def _origin_of(vault: Vault) -> str | None:
+    """The log's name that ``init`` recorded in the vault's storage."""
+    with closing(vault.open_storage()) as storage:
+        return storage.vault_origin()
+
+
 def _leaf_count(vault: Vault) -> int:
-    storage = vault.open_storage()
-    try:
+    with closing(vault.open_storage()) as storage:
         return storage.leaf_count()
-    finally:
-        storage.close()
 
 
 def test_a_vault_opens_with_the_custody_it_was_made_with_only(
@@ -313,8 +316,9 @@ def test_a_vault_opens_with_the_custody_it_was_made_with_only(
     in_token = Vault.at(tmp_path / "token-vault")
     in_token.create()
     _written(in_token)
-    assert in_keyring.recorded_custody() == ("keyring", in_keyring.recorded_custody()[1])
-    assert in_token.recorded_custody()[0] == "pkcs11"  # type: ignore[index]
+    assert in_keyring.recorded_custody() == ("keyring", _origin_of(in_keyring))
+    assert in_token.recorded_custody() == ("pkcs11", _origin_of(in_token))
+    assert _origin_of(in_keyring) != _origin_of(in_token)
 
     with pytest.raises(VaultStateError, match="keeps its keys in a keyring file") as refused:
         in_keyring.open()  # with the other vault's token, which the settings name
