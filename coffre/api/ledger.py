@@ -36,6 +36,7 @@ from coffre.ledger import (
     open_checkpoint,
     subtree_from_nodes,
 )
+from coffre.ledger.note import b64
 from coffre.ledger.proofs import SubtreeHash
 from coffre.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileId, encode_bundle, tile_width
 from coffre.search.results import single
@@ -94,7 +95,7 @@ def _proof(records: RecordStore, prove: Callable[[SubtreeHash], list[bytes]]) ->
         hashes = prove(subtree_from_nodes(stored_node(records.storage)))
     except LedgerError as error:
         raise _unprovable(error) from None
-    return [_b64(h) for h in hashes]
+    return [b64(h) for h in hashes]
 
 
 async def checkpoint(request: Request) -> Response:
@@ -175,7 +176,7 @@ async def leaves(request: Request) -> Response:
     data = records.storage.leaves(start, end) if start < end else []
     complete = len(data) == count
     return JSONResponse(
-        {"start": start, "leaves": [_b64(leaf) for leaf in data]},
+        {"start": start, "leaves": [b64(leaf) for leaf in data]},
         headers={"Cache-Control": IMMUTABLE if complete else "no-cache"},
     )
 
@@ -260,16 +261,16 @@ def map_proof_response(records: RecordStore, loc: bytes, **named: str) -> Respon
     return JSONResponse(
         {
             **named,
-            "location": _b64(loc),
+            "location": b64(loc),
             "checkpoint": note,
-            "value": None if value is None else _b64(value),
+            "value": None if value is None else b64(value),
             "proof": {
                 "depth": proof.depth,
-                "bitmap": _b64(proof.bitmap),
-                "siblings": [_b64(h) for h in proof.siblings],
+                "bitmap": b64(proof.bitmap),
+                "siblings": [b64(h) for h in proof.siblings],
                 "neighbour": None
                 if proof.neighbour is None
-                else [_b64(part) for part in proof.neighbour],
+                else [b64(part) for part in proof.neighbour],
             },
         },
         headers={"Cache-Control": "no-cache"},
@@ -287,7 +288,3 @@ def ledger_routes() -> list[Route]:
         Route("/tile/{path:path}", tile, methods=["GET"]),
         Route("/proof/map", map_proof, methods=["GET"]),
     ]
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()

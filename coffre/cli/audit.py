@@ -54,6 +54,7 @@ from coffre.ledger import (
     verify_consistency,
 )
 from coffre.ledger.leaf import LeafKind
+from coffre.ledger.note import b64
 from coffre.ledger.tiles import TILE_WIDTH, entry_bundles, root_from_bundles
 from coffre.ledger.witness import check_quorum, parse_witness_key
 from coffre.service import Vault
@@ -129,7 +130,7 @@ def audit_log(
     note = body.decode()  # it opened: UTF-8
     report.note, report.checkpoint = note, checkpoint
     report.held.append(
-        f"checkpoint signed by {key.name}: size {checkpoint.size}, root {_b64(checkpoint.root)}"
+        f"checkpoint signed by {key.name}: size {checkpoint.size}, root {b64(checkpoint.root)}"
     )
     if witnesses and not _check_witnesses(note, key, witnesses, quorum, report):
         return report
@@ -174,8 +175,8 @@ def _check_consistency(
         report.violate(
             "inconsistent",
             f"the log signed size {checkpoint.size} with another root"
-            f" ({_b64(checkpoint.root)}) than the checkpoint accepted before"
-            f" ({_b64(accepted.root)}): two histories",
+            f" ({b64(checkpoint.root)}) than the checkpoint accepted before"
+            f" ({b64(accepted.root)}): two histories",
         )
         return
     proof: list[bytes] = []  # from the empty tree, or to the same one, a proof is empty
@@ -236,8 +237,8 @@ def _check_leaves(
     if root != checkpoint.root:
         report.violate(
             "root mismatch",
-            f"the {checkpoint.size} leaves served recompute to root {_b64(root)},"
-            f" not the signed {_b64(checkpoint.root)}",
+            f"the {checkpoint.size} leaves served recompute to root {b64(root)},"
+            f" not the signed {b64(checkpoint.root)}",
         )
     else:
         report.held.append(f"the {checkpoint.size} leaves recompute to the signed root")
@@ -263,7 +264,7 @@ def _check_map(checkpoint: Checkpoint, latest_writes: dict[bytes, bytes], report
         report.violate(
             "map mismatch",
             f"the latest writes of {len(latest_writes):,} records among the leaves give the"
-            f" map root {_b64(root)}, not the signed {_b64(checkpoint.map_root)}",
+            f" map root {b64(root)}, not the signed {b64(checkpoint.map_root)}",
         )
     else:
         report.held.append(
@@ -359,10 +360,6 @@ def _base64_list(value: Any, what: str, size: int | None = None) -> list[bytes]:
     if size is not None and any(len(item) != size for item in decoded):
         raise NoVerdict(f"the answer's {what} holds hashes of other than {size} bytes")
     return decoded
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
 
 
 # -- the commands ------------------------------------------------------------------------

@@ -7,7 +7,6 @@ and the log's size and tree root, on both sides; a difference exits with status 
 
 from __future__ import annotations
 
-import base64
 import itertools
 import re
 import shutil
@@ -33,6 +32,7 @@ from coffre.cli.output import console, fail
 from coffre.exceptions import CoffreError, RolledBackError
 from coffre.ledger import VerifierKey, leaf_hash, open_checkpoint, parse_note
 from coffre.ledger.errors import LedgerError
+from coffre.ledger.note import b64
 from coffre.ledger.tree import CompactRange
 from coffre.service import Vault
 from coffre.service.vault import KEYRING_FILE, STORAGE_FILE
@@ -159,7 +159,7 @@ def _print_verdict(report: CopyReport) -> None:
     out.print(table)
     for name, side in (("source", report.source), ("copy", report.destination)):
         assert side.leaves is not None
-        root = base64.b64encode(side.leaves.result()).decode()
+        root = b64(side.leaves.result())
         out.print(f"log of the {name}: {side.tables['leaves'].rows:,} leaves, root {root}")
     if report.mismatched:
         out.print(f"verdict: the copy DIFFERS from the source ({', '.join(report.mismatched)})")

@@ -8,7 +8,6 @@ c2sp.org/tlog-cosignature lines to the same note.
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -19,9 +18,11 @@ from coffre.ledger.note import (
     Note,
     Signer,
     VerifierKey,
+    b64,
     cosign_note,
     parse_note,
     sign_note,
+    unb64,
     verify_note,
 )
 
@@ -61,7 +62,7 @@ class Checkpoint:
 
     def body(self) -> str:
         """The note text: every line ends with a newline."""
-        lines = (self.origin, str(self.size), _b64(self.root), *self.extensions)
+        lines = (self.origin, str(self.size), b64(self.root), *self.extensions)
         return "".join(line + "\n" for line in lines)
 
     @classmethod
@@ -90,7 +91,7 @@ def map_extension(map_root: bytes) -> str:
     """The extension line that carries the verifiable map's root."""
     if len(map_root) != HASH_SIZE:
         raise ValueError(f"a map root is {HASH_SIZE} bytes")
-    return MAP_PREFIX + _b64(map_root)
+    return MAP_PREFIX + b64(map_root)
 
 
 def sign_checkpoint(checkpoint: Checkpoint, name: str, signer: Signer) -> Note:
@@ -135,10 +136,6 @@ def open_checkpoint(
     return checkpoint
 
 
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
 def _map_root(extensions: tuple[str, ...]) -> bytes | None:
     lines = [e[len(MAP_PREFIX) :] for e in extensions if e.startswith(MAP_PREFIX)]
     if len(lines) > 1:
@@ -149,9 +146,9 @@ def _map_root(extensions: tuple[str, ...]) -> bytes | None:
 def _root(text: str, what: str) -> bytes:
     """A hash in canonical base64; any other spelling would make two bodies for one root."""
     try:
-        root = base64.b64decode(text, validate=True)
-    except ValueError:
-        raise ValueError(f"the {what} is not base64") from None
-    if len(root) != HASH_SIZE or _b64(root) != text:
-        raise ValueError(f"the {what} is not {HASH_SIZE} bytes in canonical base64")
+        root = unb64(text)
+    except ValueError as error:
+        raise ValueError(f"the {what} is {error}") from None
+    if len(root) != HASH_SIZE:
+        raise ValueError(f"the {what} is not {HASH_SIZE} bytes")
     return root

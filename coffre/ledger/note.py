@@ -70,7 +70,7 @@ class NoteSignature:
             raise ValueError("a note signature is a 4-byte key ID and a signature")
 
     def line(self) -> str:
-        return f"{_DASH}{self.name} {_b64(self.key_id + self.signature)}\n"
+        return f"{_DASH}{self.name} {b64(self.key_id + self.signature)}\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,7 +132,7 @@ class VerifierKey:
         return Ed25519Verifier(self.public_key)
 
     def __str__(self) -> str:
-        return f"{self.name}+{self.key_id.hex()}+{_b64(bytes([self.alg]) + self.public_key)}"
+        return f"{self.name}+{self.key_id.hex()}+{b64(bytes([self.alg]) + self.public_key)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -241,16 +241,25 @@ def _check_text(text: str) -> None:
         raise ValueError("a note is UTF-8 text: it holds no lone surrogates")
 
 
-def _b64(data: bytes) -> str:
+def b64(data: bytes) -> str:
+    """Standard base64, the spelling of every hash, key and signature of the log."""
     return base64.b64encode(data).decode()
 
 
-def _unb64(text: str, what: str) -> bytes:
-    """Standard base64, refusing any other spelling of the same bytes."""
+def unb64(text: str) -> bytes:
+    """Standard base64 in its one canonical spelling: another spelling of the same bytes
+    would give one hash, key or signature two texts. ValueError says which fault."""
     try:
         data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError):
-        raise NoteFormatError(f"the {what} is not base64") from None
-    if _b64(data) != text:
-        raise NoteFormatError(f"the {what} is not in canonical base64")
+    except (binascii.Error, ValueError, TypeError):
+        raise ValueError("not base64") from None
+    if b64(data) != text:
+        raise ValueError("not in canonical base64")
     return data
+
+
+def _unb64(text: str, what: str) -> bytes:
+    try:
+        return unb64(text)
+    except ValueError as error:
+        raise NoteFormatError(f"the {what} is {error}") from None

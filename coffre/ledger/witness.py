@@ -15,8 +15,6 @@ answers, and serialises requests, so that the check and the update are one step.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import hashlib
 import json
 import re
@@ -34,8 +32,10 @@ from coffre.ledger.note import (
     Note,
     NoteSignature,
     VerifierKey,
+    b64,
     cosign_note,
     parse_note,
+    unb64,
     verify_note,
 )
 from coffre.ledger.verify import verify_consistency
@@ -144,7 +144,7 @@ class WitnessState:
 
     def serialize(self) -> str:
         logs = {
-            origin: {"size": s.size, "root": _b64(s.root), "note": s.note}
+            origin: {"size": s.size, "root": b64(s.root), "note": s.note}
             for origin, s in sorted(self.logs.items())
         }
         return json.dumps({"logs": logs}, indent=2) + "\n"
@@ -160,7 +160,7 @@ class WitnessState:
 
 
 def _log_state(entry: dict[str, Any]) -> LogState:
-    size, root, note = entry["size"], _unb64(entry["root"]), entry["note"]
+    size, root, note = entry["size"], unb64(entry["root"]), entry["note"]
     if not isinstance(size, int) or not 0 <= size <= _MAX_SIZE or len(root) != HASH_SIZE:
         raise ValueError("a size is a 64-bit whole number, a root 32 bytes")
     if note is not None:
@@ -179,7 +179,7 @@ class Submission:
     note: Note
 
     def serialize(self) -> str:
-        lines = [f"old {self.old}", *(_b64(h) for h in self.proof)]
+        lines = [f"old {self.old}", *(b64(h) for h in self.proof)]
         return "".join(line + "\n" for line in lines) + "\n" + self.note.serialize()
 
     @classmethod
@@ -196,7 +196,7 @@ class Submission:
         if len(lines) - 1 > MAX_PROOF_LINES:
             raise MalformedRequest(f"a proof has at most {MAX_PROOF_LINES} lines")
         try:
-            proof = tuple(_unb64(line) for line in lines[1:])
+            proof = tuple(unb64(line) for line in lines[1:])
             note = parse_note(rest)
         except (ValueError, NoteFormatError) as error:
             raise MalformedRequest(f"malformed request: {error}") from None
@@ -241,13 +241,13 @@ class WitnessKey:
         return VerifierKey(self.name, ALG_COSIGNATURE_V1, self.signer().public_key)
 
     def serialize(self) -> str:
-        return json.dumps({"name": self.name, "ed25519_seed": _b64(self.seed)}) + "\n"
+        return json.dumps({"name": self.name, "ed25519_seed": b64(self.seed)}) + "\n"
 
     @classmethod
     def parse(cls, text: str) -> WitnessKey:
         try:
             fields = json.loads(text)
-            return cls(fields["name"], _unb64(fields["ed25519_seed"]))
+            return cls(fields["name"], unb64(fields["ed25519_seed"]))
         except (ValueError, LookupError, TypeError) as error:
             raise NoteFormatError(f"not a witness key file: {error}") from None
 
@@ -327,18 +327,3 @@ def _evidence(body: bytes, note: Note, cosigned: LogState) -> Evidence:
         f"refused submission:\n{body.decode()}\n"
         f"latest checkpoint cosigned before:\n{cosigned.note or '(none)'}",
     )
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode()
-
-
-def _unb64(text: str) -> bytes:
-    """Standard base64, in its one canonical spelling."""
-    try:
-        data = base64.b64decode(text, validate=True)
-    except (binascii.Error, ValueError, TypeError):
-        raise ValueError("not base64") from None
-    if _b64(data) != text:
-        raise ValueError("not in canonical base64")
-    return data
