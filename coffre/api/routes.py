@@ -35,7 +35,7 @@ from coffre.api.responses import (
 from coffre.api.search import everything_page, search_page
 from coffre.api.state import committer_of, records_of
 from coffre.exceptions import FhirError, information
-from coffre.fhir.validation import resource_type_of, url_type, validate
+from coffre.fhir.validation import check_url_type, resource_type_of, url_type, validate
 from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion, check_criteria, parse_criteria
 from coffre.search.results import Pairs, number, page_count
@@ -43,15 +43,14 @@ from coffre.search.shapes import Shape, read_shape
 from coffre.service import Outcome as Written
 from coffre.service import Stored
 from coffre.service.audit import is_break_glass
-from coffre.service.bundles import (
-    BundleProcessor,
-    EntrySearch,
-    matched_id,
-    new_id_unless_expected,
-    one_match,
-    unmatched_id,
+from coffre.service.bundles import BundleProcessor, EntrySearch
+from coffre.service.conditions import if_none_exist_query
+from coffre.service.interactions import (
+    conditional_update_id,
+    delete_visible,
+    update_visible,
+    visible_match,
 )
-from coffre.service.conditions import check_none_match, if_none_exist_query
 from coffre.service.records import (
     OwnTokens,
     Writer,
@@ -98,10 +97,8 @@ def _required_criteria(request: Request, needs: str) -> tuple[Criterion, ...]:
 async def _validated_body(request: Request, resource_type: str) -> dict[str, Any]:
     """The body as a valid resource of the type the URL names."""
     resource = await _body(request)
-    body_type = resource_type_of(resource)  # the type first: a 422 would tell the wrong fault
-    if body_type != resource_type:
-        message = f"the body's resourceType is {body_type}, but the URL names {resource_type}"
-        raise FhirError(400, "invalid", message, "resourceType")
+    # The type first: a 422 would tell the wrong fault.
+    check_url_type(resource_type_of(resource), resource_type)
     validate(resource)
     valid: dict[str, Any] = resource
     return valid
@@ -302,7 +299,7 @@ async def create(request: Request) -> Response:
 
     def job(writer: Writer) -> Written:
         existing = (
-            _one_visible(writer, gate, resource_type, criteria, "If-None-Exist condition")
+            visible_match(writer, gate, resource_type, criteria, "If-None-Exist condition")
             if criteria
             else None
         )
@@ -311,35 +308,6 @@ async def create(request: Request) -> Response:
         return writer.create(resource, validated=True, own_tokens=own_tokens)
 
     return _written(request, await _commit(request, job))
-
-
-def _one_visible(
-    writer: Writer, gate: GuardGate, resource_type: str, criteria: tuple[Criterion, ...], what: str
-) -> Stored | None:
-    """The one match of a conditional interaction's criteria among what the request may
-    see: a record it may not see must not be matched, updated or confirmed."""
-    return one_match(gate.find(writer, resource_type, criteria), resource_type, what)
-
-
-def _update(
-    writer: Writer,
-    gate: GuardGate,
-    resource_type: str,
-    resource_id: str,
-    resource: dict[str, Any],
-    expected: int | None,
-    own_tokens: OwnTokens,
-    none_match: str | None,
-) -> Written:
-    """An update, once the request may update the version it replaces (a hidden one is
-    answered as missing) and its If-None-Match holds."""
-    current = writer.latest(resource_type, resource_id)
-    if current is not None and not current.deleted:
-        gate.check(writer, Interaction.UPDATE, current, not_found(resource_type, resource_id))
-    check_none_match(current, none_match)
-    return writer.update(
-        resource_type, resource_id, resource, expected, validated=True, own_tokens=own_tokens
-    )
 
 
 async def _updatable(
@@ -362,8 +330,8 @@ async def update(request: Request) -> Response:
     expected, none_match = write_conditions(request)
     outcome = await _commit(
         request,
-        lambda writer: _update(
-            writer, gate, resource_type, resource_id, resource, expected, own_tokens, none_match
+        lambda writer: update_visible(
+            writer, gate, resource_type, resource_id, resource, expected, none_match, own_tokens
         ),
     )
     return _written(request, outcome)
@@ -377,26 +345,13 @@ async def conditional_update(request: Request) -> Response:
     expected, none_match = write_conditions(request)
 
     def job(writer: Writer) -> Written:
-        match = _one_visible(writer, gate, resource_type, criteria, "conditional update")
-        body_id = resource.get("id")
-        if match is None:
-            if body_id:
-                resource_id = unmatched_id(writer, gate, resource_type, body_id)
-                return _update(
-                    writer,
-                    gate,
-                    resource_type,
-                    resource_id,
-                    resource,
-                    expected,
-                    own_tokens,
-                    none_match,
-                )
-            new_id = new_id_unless_expected(writer, resource_type, expected)
-            return writer.create(resource, new_id, validated=True, own_tokens=own_tokens)
-        resource["id"] = matched_id(match, body_id)
-        return _update(
-            writer, gate, resource_type, match.id, resource, expected, own_tokens, none_match
+        match = visible_match(writer, gate, resource_type, criteria, "conditional update")
+        resource_id = conditional_update_id(
+            writer, gate, resource_type, match, resource.get("id"), expected
+        )
+        resource["id"] = resource_id
+        return update_visible(
+            writer, gate, resource_type, resource_id, resource, expected, none_match, own_tokens
         )
 
     return _written(request, await _commit(request, job))
@@ -410,14 +365,12 @@ async def delete(request: Request) -> Response:
     guard.check_type(Interaction.DELETE, resource_type)
     gate = GuardGate(guard)
 
-    def job(writer: Writer) -> Written | None:
-        current = writer.latest(resource_type, resource_id)
-        if current and not current.deleted and not gate.check(writer, "delete", current):
-            return None  # hidden: answered as a record that does not exist
-        check_none_match(current, none_match)
-        return writer.delete(resource_type, resource_id, expected)
-
-    outcome = await _commit(request, job)
+    outcome = await _commit(
+        request,
+        lambda writer: delete_visible(
+            writer, gate, resource_type, resource_id, expected, none_match
+        ),
+    )
     if outcome is None:
         return fhir_response(nothing_deleted(f"{resource_type}/{resource_id}"), 200)
     return fhir_response(None, 204, {"ETag": outcome.stored.etag})
@@ -434,11 +387,11 @@ async def conditional_delete(request: Request) -> Response:
 
     def job(writer: Writer) -> int:
         matches = gate.find(writer, resource_type, criteria)
-        matches = [m for m in matches if gate.check(writer, "delete", m)]
-        for match in matches:
-            check_none_match(match, none_match)
-            writer.delete(resource_type, match.id, expected)
-        return len(matches)
+        deleted = [
+            delete_visible(writer, gate, resource_type, match.id, expected, none_match)
+            for match in matches
+        ]
+        return sum(outcome is not None for outcome in deleted)
 
     deleted = await _commit(request, job)
     return fhir_response(information(f"{deleted} {resource_type} deleted"), 200)

@@ -49,6 +49,14 @@ def url_type(resource_type: str) -> str:
     return resource_type
 
 
+def check_url_type(body_type: str, resource_type: str) -> None:
+    """A 400 unless a body of ``body_type`` goes where a URL naming ``resource_type`` puts it
+    (a create, an update, a Bundle entry's ``request.url``)."""
+    if body_type != resource_type:
+        message = f"the body's resourceType is {body_type}, but the URL names {resource_type}"
+        raise FhirError(400, "invalid", message, "resourceType")
+
+
 def resource_type_of(resource: Any, where: str = "the body") -> str:
     """The resourceType of a JSON value, or a 400 that says what is wrong with it."""
     if not isinstance(resource, dict):

@@ -17,25 +17,32 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from coffre.exceptions import FhirError, information
 from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir.references import parse_reference, references_in, rewrite_references
-from coffre.fhir.validation import url_type, validate
+from coffre.fhir.validation import check_url_type, url_type, validate
 from coffre.ledger.leaf import LeafKind
-from coffre.search import Criterion, parse_criteria
+from coffre.search import parse_criteria
 from coffre.search.normalise import instant
 from coffre.search.parameters import parameters_for
 from coffre.search.results import Pairs
 from coffre.search.shapes import read_shape
 from coffre.service.conditions import (
-    check_none_match,
     if_none_exist_query,
     not_modified,
     parse_if_match,
+)
+from coffre.service.interactions import (
+    Gate,
+    Open,
+    conditional_update_id,
+    delete_visible,
+    update_visible,
+    visible_match,
 )
 from coffre.service.records import (
     Outcome,
@@ -296,100 +303,6 @@ def _in_entry(entry: Entry, error: FhirError) -> FhirError:
     )
 
 
-class Gate(Protocol):
-    """The requester's authorisation, which the API checks each entry against."""
-
-    def check(
-        self,
-        writer: Writer,
-        interaction: str,
-        what: Stored | dict[str, Any] | str,
-        missing: FhirError | None = None,
-    ) -> bool:
-        """Raise the refusal of ``interaction`` on ``what`` (a stored version, a resource
-        as sent, or a type): 403, or ``missing`` for a hidden record; without
-        ``missing``, answer False for a hidden record."""
-
-    def find(
-        self, writer: Writer, resource_type: str, criteria: tuple[Criterion, ...]
-    ) -> list[Stored]:
-        """The matches of ``criteria`` the requester may see, its chains and ``_has``
-        resolved among what it may see too: a match must say nothing of the rest."""
-
-
-class Open:
-    """No authorisation: imports, and the API when no token is enforced."""
-
-    def check(
-        self,
-        writer: Writer,
-        interaction: str,
-        what: Stored | dict[str, Any] | str,
-        missing: FhirError | None = None,
-    ) -> bool:
-        return True
-
-    def find(
-        self, writer: Writer, resource_type: str, criteria: tuple[Criterion, ...]
-    ) -> list[Stored]:
-        return writer.find(resource_type, criteria)
-
-
-def one_match(matches: list[Stored], resource_type: str, what: str) -> Stored | None:
-    """The one match of a conditional interaction's criteria; 412 when several match."""
-    if len(matches) > 1:
-        raise FhirError(
-            412,
-            "multiple-matches",
-            f"the {what} matches {len(matches)} {resource_type} resources; it must match one at most",
-        )
-    return matches[0] if matches else None
-
-
-def matched_id(match: Stored, body_id: object) -> str:
-    """The id a conditional update that matched ``match`` writes to; 400 when its body
-    names another (http.html#cond-update)."""
-    if body_id not in (None, match.id):
-        raise FhirError(
-            400,
-            "invalid",
-            f"the body's id {body_id!r} differs from the matching resource's {match.id!r}",
-        )
-    return match.id
-
-
-def new_id_unless_expected(writer: Writer, resource_type: str, expected: int | None) -> str:
-    """The id a conditional update that matched nothing and names none creates; 412 when
-    its If-Match expects a version of a resource that is not there."""
-    if expected is not None:
-        raise FhirError(
-            412,
-            "conflict",
-            f"no {resource_type} matches the criteria, so none is at version {expected}"
-            " as If-Match expects: search again, or send the update without If-Match"
-            " to create it",
-        )
-    return writer.new_id(resource_type)
-
-
-def unmatched_id(writer: Writer, gate: Gate, resource_type: str, body_id: str) -> str:
-    """The id a conditional update that matched nothing writes to: its body's, unless a
-    record lives there already, which the criteria did not select and the update would
-    replace (409, as R5's http.html#cond-update says; a record the requester may not
-    see is answered as missing, as a plain update would be)."""
-    current = writer.latest(resource_type, body_id)
-    if current is None or current.deleted:
-        return body_id
-    gate.check(writer, "update", current, not_found(resource_type, body_id))
-    raise FhirError(
-        409,
-        "conflict",
-        f"no {resource_type} matches the criteria, but {resource_type}/{body_id}, the body's"
-        " id, exists without matching them: the update would replace it. Update it by its id"
-        f" (PUT {resource_type}/{body_id}), or correct the criteria",
-    )
-
-
 EntrySearch = Callable[[Writer, str, Pairs], tuple[dict[str, Any], list[Stored]]]
 """A search entry's answer: the searchset Bundle that ``GET [type]?query`` gives in the
 transaction's view of the records (its result parameters, paging and the requester's
@@ -434,8 +347,10 @@ class BundleProcessor:
     def _single_match(
         self, writer: Writer, resource_type: str, query: str, what: str
     ) -> Stored | None:
-        found = self.gate.find(writer, resource_type, parse_criteria(query))
-        return one_match(found, resource_type, f"{what} {resource_type}?{query}")
+        criteria = parse_criteria(query)
+        return visible_match(
+            writer, self.gate, resource_type, criteria, f"{what} {resource_type}?{query}"
+        )
 
     def prepare(self, bundle: Any) -> Prepared:
         """Check a Bundle before any write: a transaction is validated whole, a batch's
@@ -620,16 +535,9 @@ class BundleProcessor:
                     writer, entry.resource_type, entry.query, "conditional update"
                 )
                 body_id = entry.resource.get("id") if entry.resource else None
-                if existing:
-                    entry.resource_id = matched_id(existing, body_id)
-                elif body_id:
-                    entry.resource_id = unmatched_id(
-                        writer, self.gate, entry.resource_type, body_id
-                    )
-                else:
-                    entry.resource_id = new_id_unless_expected(
-                        writer, entry.resource_type, entry.if_match
-                    )
+                entry.resource_id = conditional_update_id(
+                    writer, self.gate, entry.resource_type, existing, body_id, entry.if_match
+                )
                 if entry.resource is not None:
                     entry.resource["id"] = entry.resource_id
             target = f"{entry.resource_type}/{entry.resource_id}"
@@ -690,7 +598,7 @@ class BundleProcessor:
             return self._write_result(Outcome(entry.existing, created=False, changed=False))
         if entry.method == "POST":
             resource = self._body(entry)
-            self._check_type(entry, resource)
+            check_url_type(resource["resourceType"], entry.resource_type)
             self.gate.check(writer, "create", resource)
             return self._write_result(
                 writer.create(
@@ -704,18 +612,16 @@ class BundleProcessor:
             assert entry.resource_id is not None
             resource = self._body(entry)
             self.gate.check(writer, "update", resource)
-            current = writer.latest(entry.resource_type, entry.resource_id)
-            if current is not None and not current.deleted:
-                self.gate.check(writer, "update", current, _missing(entry))
-            check_none_match(current, entry.if_none_match)
             return self._write_result(
-                writer.update(
+                update_visible(
+                    writer,
+                    self.gate,
                     entry.resource_type,
                     entry.resource_id,
                     resource,
                     entry.if_match,
-                    validated=True,
-                    own_tokens=entry.own_tokens,
+                    entry.if_none_match,
+                    entry.own_tokens,
                 )
             )
         if entry.method == "DELETE":
@@ -727,14 +633,6 @@ class BundleProcessor:
             raise FhirError(400, "required", f"a {entry.method} entry needs a resource")
         return entry.resource
 
-    def _check_type(self, entry: Entry, resource: dict[str, Any]) -> None:
-        if resource.get("resourceType") != entry.resource_type:
-            raise FhirError(
-                400,
-                "invalid",
-                f"the resource is a {resource.get('resourceType')}, but the url names a {entry.resource_type}",
-            )
-
     def _delete(self, writer: Writer, entry: Entry) -> dict[str, Any]:
         if entry.resource_id is not None:
             ids = [entry.resource_id]
@@ -744,23 +642,22 @@ class BundleProcessor:
         else:
             raise FhirError(400, "invalid", "a DELETE needs an id or search criteria in its url")
         entry.identities = tuple(f"{entry.resource_type}/{resource_id}" for resource_id in ids)
-        deleted = []
-        for resource_id, identity in zip(ids, entry.identities, strict=True):
-            if self._delete_one(writer, entry, resource_id):
-                deleted.append(identity)
+        deleted = [
+            identity
+            for resource_id, identity in zip(ids, entry.identities, strict=True)
+            if delete_visible(
+                writer,
+                self.gate,
+                entry.resource_type,
+                resource_id,
+                entry.if_match,
+                entry.if_none_match,
+            )
+        ]
         response: dict[str, Any] = {"status": "204 No Content"}
         if self.returning == "OperationOutcome":
             response["outcome"] = self._deleted_outcome(entry, deleted)
         return {"response": response}
-
-    def _delete_one(self, writer: Writer, entry: Entry, resource_id: str) -> bool:
-        """Delete one record; False if there was none to delete (or none the requester
-        may see, answered alike)."""
-        current = writer.latest(entry.resource_type, resource_id)
-        if current is None or current.deleted or self.gate.check(writer, "delete", current):
-            check_none_match(current, entry.if_none_match)
-            return writer.delete(entry.resource_type, resource_id, entry.if_match) is not None
-        return False
 
     @staticmethod
     def _deleted_outcome(entry: Entry, deleted: list[str]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from coffre.custody import KeyCustodian, WrappedKey
 from coffre.exceptions import FhirError, SealError, information
 from coffre.fhir import json
 from coffre.fhir.references import ID_PATTERN, parse_reference
-from coffre.fhir.validation import validate
+from coffre.fhir.validation import check_url_type, validate
 from coffre.fhir.values import whole_number
 from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind, index_digest
 from coffre.seal import Envelope, PurposeKeys, random_key
@@ -822,14 +822,7 @@ class Writer:
     ) -> Outcome:
         """Update, or create at a client's id (update-as-create)."""
         check_id(resource_type, resource_id)
-        body_type = resource["resourceType"] if validated else validate(resource)
-        if body_type != resource_type:
-            raise FhirError(
-                400,
-                "invalid",
-                f"the body is a {body_type}, but the URL names a {resource_type}",
-                "resourceType",
-            )
+        check_url_type(resource["resourceType"] if validated else validate(resource), resource_type)
         if resource.get("id") != resource_id:
             raise FhirError(
                 400, "invalid", _id_mismatch(resource, resource_id), f"{resource_type}.id"

@@ -366,8 +366,8 @@ def guard_of(request: Request) -> Guard:
 
 
 class GuardGate:
-    """A guard as a Bundle's entries are checked against (``coffre.service.bundles.Gate``):
-    each entry as its own interaction, its care relationships looked up in the
+    """A guard as the shared rules of writes check it (``coffre.service.interactions.Gate``):
+    each REST write or Bundle entry as its own interaction, its care relationships looked up in the
     transaction's own view of the records."""
 
     def __init__(self, guard: Guard) -> None:
