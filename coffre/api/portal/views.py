@@ -18,7 +18,8 @@ from starlette.routing import Route
 from coffre.api.access import act_for, principal_access
 from coffre.api.auth import Authority
 from coffre.api.auth.authority import SignInWait
-from coffre.api.auth.scopes import Role
+from coffre.api.auth.enforce import Guard
+from coffre.api.auth.scopes import Interaction, Role
 from coffre.api.auth.signin import language, wait_minutes
 from coffre.api.portal.html import page, table
 from coffre.api.portal.session import (
@@ -265,14 +266,32 @@ def _current(records: RecordStore, resource_type: str, resource_id: str) -> Stor
         raise
 
 
-def _people(records: RecordStore, references: list[str]) -> tuple[dict[str, str], list[Stored]]:
+def _guard(records: RecordStore, session: Session) -> Guard:
+    """The patient's authorisation, as the API holds their own token to it: a page shows
+    only what that token could read (a record that names other patients too is not theirs
+    alone, and stays hidden)."""
+    return Guard(records, session.principal, None)
+
+
+def _searcher(records: RecordStore, session: Session) -> Searcher:
+    """Searches of the patient's compartment, keeping what their token may see."""
+    admit = _guard(records, session).search_filter()
+    return Searcher(records, Scope(records.storage, admit=admit, within=session.patient_id))
+
+
+def _people(
+    records: RecordStore, session: Session, references: list[str]
+) -> tuple[dict[str, str], list[Stored]]:
     """The names of the professionals ``references`` name, and their records, opened to
-    show those names (and logged as reads)."""
+    show those names (and logged as reads); a record the patient may not read shows none."""
+    guard = _guard(records, session)
     names: dict[str, str] = {}
     opened = []
     for reference in dict.fromkeys(references):
         parsed = parse_reference(reference)
         stored = _current(records, *parsed) if parsed and parsed[0] != "Patient" else None
+        if stored is not None and not guard.admits(stored, Interaction.READ):
+            stored = None
         name = human_name(stored.resource()) if stored else ""
         if stored and name:
             names[reference] = name
@@ -283,8 +302,7 @@ def _people(records: RecordStore, references: list[str]) -> tuple[dict[str, str]
 async def my_record(request: Request, session: Session, lang: str) -> Response:
     records = records_of(request)
     patient = _current(records, "Patient", session.patient_id)
-    searcher = Searcher(records, Scope(records.storage))
-    found = list(everything(searcher, session.patient_id, SUMMARY_TYPES))
+    found = list(everything(_searcher(records, session), session.patient_id, SUMMARY_TYPES))
     body, handed = "", [patient] if patient else []
     if patient is not None:
         resource = patient.resource()
@@ -389,7 +407,7 @@ async def accesses(request: Request, session: Session, lang: str) -> Response:
         offset = (len(others) - 1) // ACCESS_PAGE * ACCESS_PAGE
     listed = others[offset : offset + ACCESS_PAGE]
     names, people = _people(
-        records, [_requestor(e).get("who", {}).get("reference", "") for e in listed]
+        records, session, [_requestor(e).get("who", {}).get("reference", "") for e in listed]
     )
     body = f"<p>{escape(word(lang, 'access_intro'))}</p>"
     if listed:
@@ -419,14 +437,12 @@ def _is_notice(resource: dict[str, Any]) -> bool:
 
 async def notices(request: Request, session: Session, lang: str) -> Response:
     records = records_of(request)
-    found = Searcher(records, Scope(records.storage)).compartment(
-        ("Communication",), session.patient_id
-    )
+    found = _searcher(records, session).compartment(("Communication",), session.patient_id)
     kept = [s for s in found if _is_notice(s.resource())]
     kept.sort(key=lambda s: str(s.resource().get("sent", "")), reverse=True)
     resources = [s.resource() for s in kept]
     senders = [r.get("sender", {}).get("reference", "") for r in resources]
-    names, people = _people(records, senders)
+    names, people = _people(records, session, senders)
     body = f"<p>{escape(word(lang, 'notices_intro'))}</p>"
     if kept:
         headings = [word(lang, "date"), word(lang, "from"), word(lang, "message")]

@@ -20,6 +20,7 @@ from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.service import RecordStore
 from coffre.service.audit import Access
 from coffre.service.consent import research_opt_out
+from coffre.service.notices import FIRST_ACCESS, NOTICE_CATEGORY
 
 
 @pytest.fixture
@@ -159,6 +160,66 @@ def test_my_record_shows_the_summary_escaped_and_logs_what_it_showed(
     logged = [Leaf.decode(d) for d in records.storage.leaves(before, records.storage.leaf_count())]
     assert len(logged) == 3 and {leaf.kind for leaf in logged} == {LeafKind.SEARCH}
     assert '<html lang="en">' in portal.get("/portal/notices").text  # the choice is kept
+
+
+def test_a_record_that_names_another_patient_too_is_shown_to_neither(
+    portal: TestClient, records: RecordStore
+) -> None:
+    """The API hides a record of several patients from each one's own token; the portal,
+    which acts with that token's rights, must not show it either (nor a notice from a
+    person in another patient's record)."""
+    both = [{"reference": f"Patient/{PATIENT}"}, {"reference": "Patient/p-other"}]
+    with records.writer() as writer:
+        writer.update("Patient", "p-other", {"resourceType": "Patient", "id": "p-other"})
+        writer.update(
+            "RelatedPerson",
+            "rp-other",
+            {
+                "resourceType": "RelatedPerson",
+                "id": "rp-other",
+                "patient": {"reference": "Patient/p-other"},
+                "name": [{"text": "Proche Inconnu"}],
+            },
+        )
+        writer.create(
+            {
+                "resourceType": "Observation",
+                "status": "final",
+                "code": {"coding": [{"display": "Shared secret result"}]},
+                "subject": {"reference": "Group/household"},
+                "performer": both,
+                "effectiveDateTime": "2026-11-03",
+                "valueString": "valeur de l'autre patient",
+            }
+        )
+        writer.create(
+            {
+                "resourceType": "Communication",
+                "status": "completed",
+                "category": [{"coding": [{"system": NOTICE_CATEGORY, "code": FIRST_ACCESS}]}],
+                "recipient": both,
+                "sent": "2026-11-04T10:00:00Z",
+                "payload": [{"contentString": "avis commun"}],
+            }
+        )
+        writer.create(
+            {
+                "resourceType": "Communication",
+                "status": "completed",
+                "category": [{"coding": [{"system": NOTICE_CATEGORY, "code": FIRST_ACCESS}]}],
+                "recipient": [{"reference": f"Patient/{PATIENT}"}],
+                "sender": {"reference": "RelatedPerson/rp-other"},
+                "sent": "2026-11-05T10:00:00Z",
+                "payload": [{"contentString": "avis du proche"}],
+            }
+        )
+    sign_in(portal)
+    record = portal.get("/portal/?lang=en").text
+    assert "Hemoglobin A1c" in record  # her own results are still there
+    assert "Shared secret result" not in record and "autre patient" not in record
+    notices = portal.get("/portal/notices?lang=fr").text
+    assert "Dr Jean Roy" in notices and "avis du proche" in notices
+    assert "avis commun" not in notices and "Proche Inconnu" not in notices
 
 
 def test_who_accessed_shows_the_clinician_not_the_patients_own_views(
