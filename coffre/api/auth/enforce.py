@@ -16,6 +16,7 @@ from urllib.parse import unquote
 from starlette.requests import Request
 
 from coffre.api.auth.scopes import (
+    CARE_RECORDS,
     SEVERAL,
     Context,
     Decision,
@@ -42,10 +43,6 @@ SOMEONE = "\x00someone"
 UNENFORCED = Decision(Outcome.ALLOW, "no token: COFFRE_AUTH is off and nothing is enforced")
 BREAK_GLASS_HEADER = "x-break-glass"
 MAX_REASON_CHARS = 500
-# Where a clinician's care relationship with a patient is written: (type, the parameter
-# naming the practitioner). Each is looked up with ``patient=Patient/<id>`` too.
-CARE_RECORDS = (("Encounter", "participant"), ("CareTeam", "participant"))
-
 Finder = Callable[[str, tuple[Criterion, ...]], list[Stored]]
 
 

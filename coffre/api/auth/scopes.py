@@ -66,6 +66,11 @@ _NEEDS: dict[Interaction, frozenset[str]] = {
     Interaction.OPERATION: frozenset("rs"),
 }
 _WRITES = frozenset({Interaction.CREATE, Interaction.UPDATE, Interaction.DELETE})
+CARE_RECORDS = (("Encounter", "participant"), ("CareTeam", "participant"))
+"""The records that make a care relationship (docs/access.md, "Care relationships"): the
+type, and the search parameter naming its practitioners; each is looked up with
+``patient=Patient/<id>`` too."""
+_CARE_TYPES = frozenset(kind for kind, _ in CARE_RECORDS)
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
 _SCOPE = re.compile(r"(patient|user|system)/([A-Za-z]+|\*)\.([a-z*]+)(?:\?(.+))?")
 _PERMISSIONS = re.compile(r"c?r?u?d?s?")
@@ -362,6 +367,18 @@ def decide(principal: Principal, target: Target) -> Decision:
         if target.named:
             return _record_refusal(target, "a patient's record, for the research hub only")
     granting = [s for s in principal.scopes.resources if _grants(s, target)]
+    if target.interaction in _WRITES and target.resource_type in _CARE_TYPES:
+        # A care relationship opens a patient's whole record to a practitioner: a patient's
+        # own scopes never make, move or end one (nor does their app).
+        granting = [s for s in granting if principal.own_patient(s.context) is None]
+        if not granting:
+            return Decision(
+                Outcome.FORBID,
+                f"a patient's own scopes do not {target.interaction} {target.resource_type}"
+                " records:"
+                " care relationships are recorded by the admission or scheduling system, an"
+                " administrator or a clinician",
+            )
     if not granting:
         kind = target.resource_type or "every type"
         return Decision(

@@ -439,6 +439,34 @@ def test_a_care_team_is_a_care_relationship(world: World) -> None:
     assert world.call("drteam", "GET", "Observation/obs-alice").status_code == 404
 
 
+def test_a_patients_token_neither_makes_nor_ends_a_care_relationship(world: World) -> None:
+    """A care relationship opens the patient's whole record to a practitioner: the patient's
+    app may read Encounters and CareTeams, never write one (docs/access.md)."""
+    team = {
+        "resourceType": "CareTeam",
+        "subject": {"reference": "Patient/alice"},
+        "participant": [{"member": {"reference": "Practitioner/drno"}}],
+    }
+    made = world.call(PATIENT, "POST", "CareTeam", json=team)
+    assert made.status_code == 403, made.text
+    assert "care relationships are recorded by" in made.json()["issue"][0]["diagnostics"]
+    in_bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": team, "request": {"method": "POST", "url": "CareTeam"}}],
+    }
+    assert world.call(PATIENT, "POST", "", json=in_bundle).status_code == 403
+    assert world.call(DR_NO, "GET", "Observation/obs-alice").status_code == 404
+
+    encounter = world.call(PATIENT, "GET", "Encounter/enc-alice")
+    assert encounter.status_code == 200  # she still reads it
+    body = {**encounter.json(), "participant": []}
+    body.pop("meta")
+    assert world.call(PATIENT, "PUT", "Encounter/enc-alice", json=body).status_code == 403
+    assert world.call(PATIENT, "DELETE", "Encounter/enc-alice").status_code == 403
+    assert world.call(DR_WHO, "GET", "Observation/obs-alice").status_code == 200
+
+
 # -- shared resources that name a patient --------------------------------------------------
 # A Task or a Device is outside R4's patient compartment and sealed under the shared key, but
 # one whose reference parameters name a patient is judged as that patient's record: a
