@@ -14,9 +14,8 @@ whose log is shorter than it, or whose checkpoint at that size differs.
 from __future__ import annotations
 
 import hmac
-import os
+import logging
 import struct
-import tempfile
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import NamedTuple
 
 from coffre.custody import KeyCustodian
 from coffre.exceptions import RolledBackError, SealError
+from coffre.files import replace_file
 from coffre.ledger import (
     Checkpoint,
     Note,
@@ -45,6 +45,8 @@ from coffre.seal import PurposeKeys
 from coffre.seal.keys import LOCATION_BYTES
 from coffre.storage.base import Storage, StorageReader, StorageTxn
 
+log = logging.getLogger("coffre.ledger")
+
 
 def verifier_key_of(custodian: KeyCustodian) -> VerifierKey:
     """The key the log's checkpoints verify with, its origin and the custody's signer's."""
@@ -58,6 +60,7 @@ class Ledger:
         self.origin = custodian.log_origin()
         self.verifier_key = verifier_key_of(custodian)
         self._memory = memory
+        self._memory_failing = False  # said once in the server log, until it works again
         # The last checkpoint verified, by its text: every transaction and every ledger
         # request starts from the storage's latest, which rarely changed in between.
         self._verified: tuple[str, Checkpoint] | None = None
@@ -139,11 +142,25 @@ class Ledger:
         """
         if self._memory is None:
             return
-        # A temporary file of its own: several server processes remember at once.
-        descriptor, name = tempfile.mkstemp(dir=self._memory.parent, suffix=".tmp")
-        with os.fdopen(descriptor, "w") as file:
-            file.write(note.serialize())
-        Path(name).replace(self._memory)
+        try:
+            replace_file(self._memory, note.serialize(), sync=False)
+        except OSError as error:
+            # The write it follows is committed: failing it now would answer "nothing
+            # changed" to a saved write, which a client would repeat.
+            if not self._memory_failing:
+                log.warning(
+                    "the checkpoint just signed could not be kept in %s (%s): the writes are"
+                    " saved, but until it can, a rollback of the storage to a state after the"
+                    " checkpoint kept there would not be noticed at start; free the space or"
+                    " fix the folder's permissions",
+                    self._memory,
+                    error.strerror or type(error).__name__,
+                )
+            self._memory_failing = True
+            return
+        if self._memory_failing:
+            log.warning("the checkpoint memory %s is kept up to date again", self._memory)
+        self._memory_failing = False
 
     def check_signed_here(self, reader: StorageReader) -> None:
         """Refuse, before any other check, a storage whose newest checkpoint another key

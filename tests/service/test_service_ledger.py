@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import logging
 from typing import cast
 
 import pytest
@@ -120,6 +121,31 @@ def test_a_storage_put_back_to_an_older_copy_is_refused(vault: Vault, records: R
     copy_storage(Vault.at(older), vault.folder)
     with pytest.raises(VaultStateError, match="rolled back"):
         vault.open()
+
+
+def test_a_saved_write_stands_when_the_checkpoint_memory_cannot_be_kept(
+    vault: Vault, records: RecordStore, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The memory is written after the commit: a full disk or a read-only folder there must
+    not answer a saved write as failed (a client would repeat it), nor leave files."""
+    _write_some(records, 1)
+    memory = vault.checkpoint_memory
+    memory.unlink()
+    memory.mkdir()  # the file cannot be replaced, as on a full disk
+    with caplog.at_level(logging.WARNING, logger="coffre.ledger"):
+        for number in range(2):
+            with records.writer() as writer:
+                writer.update(
+                    "Patient", f"q{number}", {"resourceType": "Patient", "id": f"q{number}"}
+                )
+        assert records.read("Patient", "q1").version == 1
+        said = [record.getMessage() for record in caplog.records if record.name == "coffre.ledger"]
+        assert len(said) == 1 and "could not be kept" in said[0], said
+        assert not [path for path in memory.parent.iterdir() if path.suffix == ".tmp"]
+        memory.rmdir()
+        _write_some(records, 1)
+        assert "kept up to date again" in caplog.records[-1].getMessage()
+    assert memory.read_text() == records.storage.latest_checkpoint()
 
 
 def test_a_forged_checkpoint_in_the_storage_is_refused(vault: Vault, records: RecordStore) -> None:
