@@ -36,6 +36,7 @@ from coffre.cli.sources import empty_folders, files_under
 from coffre.exceptions import CoffreError
 from coffre.fhir.json import dumps
 from coffre.service import Vault
+from coffre.service.records import now_us
 from coffre.service.witnessing import witnesses_from_settings
 from coffre.storage.postgres import reached_in_clear
 from coffre.synth import generate_bundles, generate_shared_bundle
@@ -146,6 +147,19 @@ def sovereign_files_warning(vault: Vault) -> str | None:
     )
 
 
+def clock_behind_warning(newest_write_us: int, now: int) -> str | None:
+    """What to tell an operator whose clock reads earlier than the vault's newest write
+    (both in µs since the epoch): writes are then dated after that write, not by the clock."""
+    behind = (newest_write_us - now) / 1_000_000
+    if behind < 1:
+        return None
+    return (
+        f"this machine's clock reads {behind:,.0f} s earlier than the vault's newest write:"
+        " new writes are dated just after that write until the clock catches up, so that"
+        " no client misses a change; set the clock right (NTP)"
+    )
+
+
 def _loopback(host: str) -> bool:
     """Whether only this machine reaches ``host``."""
     try:
@@ -186,7 +200,8 @@ def serve(
         os.environ[config.KEYRING.env] = str(keyring)
     served = Vault.from_settings()
     try:
-        served.open().storage.close()
+        records = served.open()
+        records.storage.close()
         witnesses_from_settings()
         auth = AuthSettings.from_settings()
         https = tls.uvicorn_options(tls_cert, tls_key)
@@ -201,6 +216,7 @@ def serve(
         public_url_warning(auth, host),
         sovereign_files_warning(served),
         storage_in_clear_warning(served),
+        clock_behind_warning(records.latest_writes.newest_write, now_us()),
     )
     for warning in warnings:
         if warning:

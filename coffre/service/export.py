@@ -157,8 +157,10 @@ def start_job(
     the next. Every later write is stamped under the lock too, at or after that time (one
     clock: the gateways of a vault on several machines keep theirs in step)."""
     check_types(level, types)
-    with records.storage.transaction():
-        snapshot, started = records.storage.last_seq(), now_us()
+    with records.storage.transaction() as txn:
+        records.latest_writes.catch_up(txn)  # a clock behind it: never before the newest write
+        snapshot = records.storage.last_seq()
+        started = max(now_us(), records.latest_writes.newest_write)
     return ExportJob(
         level,
         snapshot=snapshot,

@@ -280,6 +280,7 @@ class LatestWrites:
         self.map = SparseMerkleMap()
         self.tree = CompactRange()  # the log's tree as far as it was followed
         self.known = 0
+        self.newest_write = 0  # the time of the newest write followed (µs since the epoch)
         self._events = 0  # the AuditEvents the leaves followed commit to
         self._lock = threading.Lock()
 
@@ -329,6 +330,7 @@ class LatestWrites:
                 self._erased.setdefault(leaf.loc, leaf.ts)
             elif in_map(leaf.kind, leaf.version):
                 self._latest[leaf.loc] = pack(leaf.version, leaf.body_hash, leaf.index_digest)
+                self.newest_write = max(self.newest_write, leaf.ts)
         self.known += len(leaves)
 
     def check_events(self, storage: Storage) -> int:

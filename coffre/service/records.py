@@ -650,6 +650,7 @@ class Writer:
         # What each record's latest version is, as this transaction has checked or written
         # it (None: nothing there): under the write lock nothing else changes it.
         self._latest: dict[bytes, Stored | None] = {}
+        self._newest = 0  # the time of this transaction's newest write
         # Nothing is written yet: the log's end is what is committed, under our lock.
         records.latest_writes.catch_up(txn)
 
@@ -887,7 +888,7 @@ class Writer:
         records, keys = self.records, self.records.keys
         loc = keys.location(resource_type, resource_id)
         version = 1 if current is None else current.version + 1
-        ts = now_us()
+        ts = self._stamp(current)
         if deleted:
             assert current is not None  # only what exists is deleted
             comp = current.comp
@@ -920,6 +921,17 @@ class Writer:
         leaf = Leaf(kind, loc, version, digest, ts, index_digest(tokens))
         self._pending.append(_Logged(leaf, comp, stored.version_reference))
         return Outcome(stored, created=current is None or current.deleted)
+
+    def _stamp(self, current: Stored | None) -> int:
+        """A write's time: now, but never before the vault's newest write, nor at or before
+        the record's own latest version. A clock stepped back (NTP, a virtual machine
+        restored) must not date a change before what a client already holds: ``_since``,
+        If-Modified-Since and the next export would miss it."""
+        floor = max(self.records.latest_writes.newest_write, self._newest)
+        if current is not None:
+            floor = max(floor, current.ts + 1)
+        self._newest = max(now_us(), floor)
+        return self._newest
 
     def log_access(self, kind: LeafKind, accessed: Iterable[Stored]) -> None:
         """A leaf for each version a read, search or history hands out."""

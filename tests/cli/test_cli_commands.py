@@ -18,6 +18,7 @@ from typer.testing import CliRunner
 from coffre.api.auth import AuthSettings
 from coffre.cli.main import (
     app,
+    clock_behind_warning,
     public_url_warning,
     sovereign_files_warning,
     storage_in_clear_warning,
@@ -247,6 +248,14 @@ def test_a_storage_url_with_an_unknown_parameter_names_it(tmp_path: Path) -> Non
         "init", str(tmp_path / "v"), "--storage", "postgresql://coffre@db/coffre?sslmod=verify-full"
     )
     assert code == 1 and "libpq takes no parameter 'sslmod'" in output, output
+
+
+def test_serve_warns_when_the_clock_reads_earlier_than_the_newest_write() -> None:
+    now = 1_800_000_000_000_000
+    warning = clock_behind_warning(now + 3_600_000_000, now)
+    assert warning is not None and "3,600 s earlier than the vault's newest write" in warning
+    assert clock_behind_warning(now + 500_000, now) is None  # two processes' writes
+    assert clock_behind_warning(now - 1, now) is None
 
 
 def test_serve_warns_when_a_token_vault_keeps_its_sovereign_files_beside_its_storage(

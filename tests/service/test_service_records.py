@@ -14,8 +14,11 @@ from coffre.exceptions import FhirError, SealError
 from coffre.fhir import json
 from coffre.fhir.validation import validate
 from coffre.service import RecordStore, Stored, Vault
+from coffre.service import records as records_module
 from coffre.service.bundles import BundleProcessor
+from coffre.service.export import start_job
 from coffre.service.indexing import index_tokens
+from coffre.storage.base import HistoryQuery
 
 
 def _create(records: RecordStore, resource: dict[str, object]) -> str:
@@ -348,3 +351,27 @@ def test_references_to_a_conditional_create_are_resolved_under_the_write_lock(
     }
     written = [records.read(resource_type, resource_id) for resource_type, resource_id in locations]
     _assert_stored_with_the_tokens_of_what_was_written(records, written)
+
+
+def test_a_clock_stepped_back_never_dates_a_write_before_what_was_written(
+    records: RecordStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An NTP step or a restored virtual machine: the versions, the vault's newest write
+    and a later export's time keep going forward, and a record's history since a time
+    stays whole (its check read non-monotonic times as versions the host dropped)."""
+    for version in range(2):
+        with records.writer() as writer:
+            writer.update(
+                "Patient", "p", {"resourceType": "Patient", "id": "p", "active": bool(version)}
+            )
+    before = records.read("Patient", "p")
+    three_days_ago = before.ts - 3 * 86_400 * 1_000_000
+    monkeypatch.setattr(records_module, "now_us", lambda: three_days_ago)
+    with records.writer() as writer:
+        writer.update("Patient", "p", {"resourceType": "Patient", "id": "p", "gender": "other"})
+        writer.update("Patient", "q", {"resourceType": "Patient", "id": "q"})
+    after, other = records.read("Patient", "p"), records.read("Patient", "q")
+    assert after.ts > before.ts and other.ts >= before.ts
+    since = records.history(HistoryQuery(loc=after.loc, since_ts=before.ts))
+    assert [stored.version for stored in since] == [3, 2]
+    assert start_job(records, "system", "$export", [], None).started >= after.ts
