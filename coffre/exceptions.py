@@ -112,6 +112,16 @@ class StorageError(CoffreError):
     """The storage backend failed."""
 
 
+class StorageFullError(StorageError):
+    """The storage's disk (or PostgreSQL's) is full: the write was undone, and none will
+    succeed until the operator frees space."""
+
+
+class TransactionUndoneError(StorageError):
+    """The database undid a whole transaction of its own accord: every request that shared
+    it failed with it."""
+
+
 class CommitUnknownError(StorageError):
     """The connection to the database was lost once COMMIT was on its way: the database
     may have committed the transaction, or not."""

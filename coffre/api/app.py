@@ -36,12 +36,15 @@ from coffre.exceptions import (
     FhirError,
     SealError,
     StorageError,
+    StorageFullError,
 )
 from coffre.ledger import LedgerError
 from coffre.service import RecordStore
 from coffre.service.commits import GroupCommitter
 
 BASE_PATH = "/fhir"
+FULL_RETRY_SECONDS = 60
+"""When a client is asked to come back after a full disk: freeing space takes a person."""
 log = logging.getLogger("coffre.api")
 
 
@@ -191,13 +194,19 @@ async def _log_integrity_failure(request: Request) -> None:
 
 async def _storage_error(request: Request, error: Exception) -> Response:
     log.error("storage error: %s", error)
-    message = "the storage is unavailable; try again shortly"
+    message, seconds = "the storage is unavailable; try again shortly", 1
     if isinstance(error, CommitUnknownError):
         message = (
             "the storage became unavailable as this request was being committed, so it may"
             " have been saved: read before repeating it (a create repeated makes a second one)"
         )
-    return _come_back(request, message)
+    elif isinstance(error, StorageFullError):
+        message = (
+            "the storage's disk is full, so this request changed nothing: try again once the"
+            " operator has freed space"
+        )
+        seconds = FULL_RETRY_SECONDS
+    return _come_back(request, message, seconds)
 
 
 async def _custody_error(request: Request, error: Exception) -> Response:
@@ -207,9 +216,9 @@ async def _custody_error(request: Request, error: Exception) -> Response:
     return _come_back(request, "the vault's key custody is unavailable; try again shortly")
 
 
-def _come_back(request: Request, message: str) -> Response:
-    """A 503 that tells the client to try again in a second."""
-    return _refusal(request, FhirError(503, "transient", message), {"Retry-After": "1"})
+def _come_back(request: Request, message: str, seconds: int = 1) -> Response:
+    """A 503 that tells the client to try again in ``seconds``."""
+    return _refusal(request, FhirError(503, "transient", message), {"Retry-After": str(seconds)})
 
 
 async def _client_gone(request: Request, error: Exception) -> Response:

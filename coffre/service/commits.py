@@ -19,6 +19,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
+from coffre.exceptions import StorageFullError, TransactionUndoneError
 from coffre.service.audit import Access
 from coffre.service.records import RecordStore, Writer
 
@@ -86,6 +87,8 @@ class GroupCommitter:
                     try:
                         with writer.request(access):
                             value = job(writer)
+                    except (StorageFullError, TransactionUndoneError):
+                        raise  # the transaction itself is lost: nothing of the batch stands
                     except Exception as error:
                         outcomes.append((future, False, error))
                     else:

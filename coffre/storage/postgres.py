@@ -31,11 +31,12 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from coffre import config
-from coffre.exceptions import CommitUnknownError, StorageError
+from coffre.exceptions import CommitUnknownError, StorageError, StorageFullError
 from coffre.storage.base import ORIGIN, HistoryQuery, SealedEvent, SealedVersion
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
+DISK_FULL = "53100"
 READ_ONLY = (
     "the storage takes no writes (a read-only database, or a standby): nothing can be"
     " served, since every read is logged"
@@ -204,7 +205,8 @@ def check_room(url: str) -> None:
 
 
 def _fail(what: str, error: psycopg.Error) -> NoReturn:
-    raise StorageError(
+    kind = StorageFullError if error.sqlstate == DISK_FULL else StorageError
+    raise kind(
         f"PostgreSQL could not {what} ({type(error).__name__}, SQLSTATE {error.sqlstate})"
     ) from None
 

@@ -18,7 +18,7 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from coffre.exceptions import StorageError
+from coffre.exceptions import StorageError, StorageFullError, TransactionUndoneError
 from coffre.storage.base import ORIGIN, TOKEN_BYTES, HistoryQuery, SealedEvent, SealedVersion
 
 # Each record's index tokens, joined in token order, under an id that sorts as its location
@@ -112,6 +112,8 @@ _STATEMENT_CACHE = 1024
 # page back from the file. Reads keep the default so that a long export, which reads every
 # page once, does not grow the server by the cache's size.
 _WRITE_CACHE_KIB = 65536
+MIN_FREE_BYTES = 1 << 20
+"""Free space below which the storage's disk counts as full (a server is then not ready)."""
 
 
 def _marks(count: int) -> str:
@@ -407,16 +409,23 @@ class _Txn(_Reader):
         self._db.execute(f"SAVEPOINT {name}")
         try:
             yield
-        except BaseException:
+        except BaseException as error:
             # What was written since is undone, changes made before the savepoint included;
             # the counts first, so that they are right even if the rollback fails too.
             del self._index_changes[changes:]
             self._index_written = written
             self._leaf_count = leaf_count
+            if not self._db.in_transaction:
+                # SQLite undid the whole transaction itself (a full disk): the savepoints of
+                # the requests before this one are gone too, and a next one would begin a
+                # transaction of its own, committed at its release, outside the lock's.
+                raise _undone(error) from None
             self._db.execute(f"ROLLBACK TO {name}")
-            raise
-        finally:
             self._db.execute(f"RELEASE {name}")
+            raise
+        else:
+            self._db.execute(f"RELEASE {name}")
+        finally:
             self._depth -= 1
 
     def append(self, record: SealedVersion, tokens: Iterable[bytes]) -> None:
@@ -643,6 +652,7 @@ class SqliteStorage(_Reader):
         self._writing = threading.Lock()
         self._lock_file = open(f"{path}.lock", "ab")  # noqa: SIM115 - held for the storage's life
         self.path = path
+        self._files = _identities(path)
 
     @property
     def _db(self) -> sqlite3.Connection:
@@ -688,6 +698,7 @@ class SqliteStorage(_Reader):
 
     def _transaction(self) -> Iterator[_Txn]:
         db = self._write_db
+        self._check_files()
         try:
             db.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as error:
@@ -697,7 +708,7 @@ class SqliteStorage(_Reader):
             yield txn
         except sqlite3.Error as error:  # the disk full, the file gone read-only...
             _roll_back(db)
-            raise StorageError(f"SQLite could not write: {error}") from None
+            raise _failure("SQLite could not write", error) from None
         except BaseException:
             _roll_back(db)
             raise
@@ -706,7 +717,7 @@ class SqliteStorage(_Reader):
             db.execute("COMMIT")
         except sqlite3.Error as error:
             _roll_back(db)
-            raise StorageError(f"SQLite could not commit: {error}") from None
+            raise _failure("SQLite could not commit", error) from None
 
     def consolidate_index(self, pages: int) -> bool:
         """Merge the FTS5 index's runs toward one, ``pages`` pages at most. The merges each
@@ -767,7 +778,27 @@ class SqliteStorage(_Reader):
         if busy:
             raise StorageError("SQLite's WAL is in use by a reader and could not be truncated")
 
+    def _check_files(self) -> None:
+        """Refuse to write once the storage file or its WAL is no longer the one opened
+        (deleted, moved or replaced while serving): SQLite would go on writing to the old
+        files, and what it acknowledged would be lost with them."""
+        if _identities(self.path) != self._files:
+            raise StorageError(
+                f"the SQLite storage {self.path} or its -wal file was deleted, moved or"
+                " replaced while this server had it open: it takes no more writes. Stop"
+                " every server of this vault with a signal they can finish on (never kill"
+                " -9): the last to close writes what its open WAL holds back into the file"
+                " it opened; put that file back in place before starting again"
+            )
+
     def check_writable(self) -> None:
+        self._check_files()
+        disk = os.statvfs(Path(self.path).parent)
+        if disk.f_bavail * disk.f_frsize < MIN_FREE_BYTES:
+            raise StorageFullError(
+                f"the disk holding {self.path} is full: nothing can be served, since every"
+                " read is logged; free some space"
+            )
         for path in (Path(self.path), Path(self.path).parent):  # the folder: WAL, journal
             if not os.access(path, os.W_OK):
                 raise StorageError(
@@ -779,3 +810,34 @@ class SqliteStorage(_Reader):
         self._readers.close()
         self._write_db.close()
         self._lock_file.close()
+
+
+def _identities(path: Path | str) -> tuple[tuple[int, int] | None, ...]:
+    """The storage file's and its WAL's identity (device, inode; None: missing)."""
+    found: list[tuple[int, int] | None] = []
+    for name in (str(path), f"{path}-wal"):
+        try:
+            status = os.stat(name)
+        except FileNotFoundError:
+            found.append(None)
+        else:
+            found.append((status.st_dev, status.st_ino))
+    return tuple(found)
+
+
+def _is_full(error: BaseException) -> bool:
+    return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
+def _failure(what: str, error: sqlite3.Error) -> StorageError:
+    """A failed write as Coffre tells it: a full disk apart, for the client's advice."""
+    return (StorageFullError if _is_full(error) else StorageError)(f"{what}: {error}")
+
+
+def _undone(error: BaseException) -> StorageError:
+    """The failure that made SQLite undo a whole transaction, for every request of it (its
+    own message only: another error's may quote a record)."""
+    if _is_full(error):
+        return StorageFullError(f"SQLite undid the whole transaction: {error}")
+    cause = error if isinstance(error, sqlite3.Error) else type(error).__name__
+    return TransactionUndoneError(f"SQLite undid the whole transaction after {cause}")

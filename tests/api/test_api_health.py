@@ -5,12 +5,15 @@ holds. (A storage that is away: tests/storage/test_storage_postgres_outage.py.)"
 from __future__ import annotations
 
 import base64
+import os
 
+import pytest
 from conftest import FHIR_JSON
 from pg import HostDatabase
 from starlette.testclient import TestClient
 
 from coffre.service import RecordStore
+from coffre.storage import SqliteStorage
 
 PROBES = ("/health/live", "/health/ready")
 
@@ -51,4 +54,30 @@ def test_readiness_fails_on_a_checkpoint_this_gateway_did_not_sign(
     with HostDatabase.of(records.storage) as host:
         host.execute("UPDATE checkpoints SET note = ? WHERE note = ?", (forged, note))
     assert client.get("/health/ready").status_code == 500
+    _passes(client, "/health/live")
+
+
+def test_a_full_disk_is_told_as_such_and_the_server_is_not_ready(
+    client: TestClient, records: RecordStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    storage = records.storage
+    if not isinstance(storage, SqliteStorage):
+        pytest.skip("SQLite's page limit stands in for a full disk; PostgreSQL has none")
+    pages = storage._write_db.execute("PRAGMA page_count").fetchone()[0]
+    storage._write_db.execute(f"PRAGMA max_page_count = {pages}")
+    big = {"resourceType": "Patient", "name": [{"text": "Côté " * 40_000}]}
+    refused = client.post("/fhir/Patient", json=big, headers=FHIR_JSON)
+    assert refused.status_code == 503, refused.text
+    assert refused.headers["Retry-After"] == "60"
+    assert "disk is full, so this request changed nothing" in refused.text
+    storage._write_db.execute("PRAGMA max_page_count = 1073741823")
+    assert client.post("/fhir/Patient", json=big, headers=FHIR_JSON).status_code == 201
+    _passes(client, "/health/ready")
+
+    def no_space_left(path: str) -> os.statvfs_result:
+        return os.statvfs_result((4096, 4096, 1000, 0, 0, 100, 0, 0, 0, 255))
+
+    monkeypatch.setattr(os, "statvfs", no_space_left)
+    not_ready = client.get("/health/ready")
+    assert not_ready.status_code != 200 and "is full" in not_ready.text
     _passes(client, "/health/live")

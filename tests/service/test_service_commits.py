@@ -6,10 +6,13 @@ import asyncio
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from coffre.exceptions import StorageError
+import pytest
+
+from coffre.exceptions import StorageError, StorageFullError
 from coffre.service.audit import OPERATOR
 from coffre.service.commits import GroupCommitter
 from coffre.service.records import RecordStore, Writer
+from coffre.storage import SqliteStorage
 
 
 def _create(writer: Writer) -> str:
@@ -103,3 +106,55 @@ def test_what_arrives_while_the_write_lock_is_held_elsewhere_joins_the_next_batc
         None,
         None,
     ]
+
+
+def test_a_full_disk_in_one_request_fails_its_whole_batch_and_writes_nothing(
+    records: RecordStore,
+) -> None:
+    """SQLite undoes the whole transaction on a full disk: the next request of the batch,
+    its savepoint then beginning a transaction of its own, was committed alone at its
+    release, its version stored without its leaf, and answered as failed."""
+    storage = records.storage
+    if not isinstance(storage, SqliteStorage):
+        pytest.skip("SQLite's page limit stands in for a full disk; PostgreSQL has none")
+    committer = GroupCommitter(records)
+    holding, release = threading.Event(), threading.Event()
+
+    def hold_the_write_lock() -> None:
+        with storage.transaction():
+            holding.set()
+            release.wait()
+
+    def too_big(writer: Writer) -> None:
+        writer.update(
+            "Patient",
+            "a",
+            {"resourceType": "Patient", "id": "a", "name": [{"text": "Côté " * 40_000}]},
+        )
+
+    def small(writer: Writer) -> None:
+        writer.update("Patient", "b", {"resourceType": "Patient", "id": "b"})
+
+    async def main() -> list[object]:
+        loop = asyncio.get_running_loop()
+        holder = loop.run_in_executor(None, hold_the_write_lock)
+        await loop.run_in_executor(None, holding.wait)
+        writes = [asyncio.ensure_future(committer.run(job, OPERATOR)) for job in (too_big, small)]
+        await asyncio.sleep(0.2)
+        release.set()
+        await holder
+        return await asyncio.wait_for(asyncio.gather(*writes, return_exceptions=True), 30)
+
+    before = storage.leaf_count()
+    pages = storage._write_db.execute("PRAGMA page_count").fetchone()[0]
+    storage._write_db.execute(f"PRAGMA max_page_count = {pages}")
+    try:
+        outcomes = asyncio.run(main())
+    finally:
+        storage._write_db.execute("PRAGMA max_page_count = 1073741823")
+    assert [type(outcome) for outcome in outcomes] == [StorageFullError, StorageFullError]
+    assert storage.leaf_count() == before
+    assert storage.latest(records.keys.location("Patient", "b")) is None
+    with records.writer() as writer:  # the vault goes on, its log whole
+        writer.update("Patient", "b", {"resourceType": "Patient", "id": "b"})
+    assert records.read("Patient", "b").version == 1

@@ -303,3 +303,30 @@ def test_a_full_disk_is_a_storage_error_and_the_write_is_undone(tmp_path: Path) 
         assert storage.latest(b"l" * 32) is not None
     finally:
         storage.close()
+
+
+@pytest.mark.parametrize("mishap", ["wal deleted", "file replaced", "file moved"])
+def test_a_storage_file_or_wal_gone_from_under_the_server_takes_no_write(
+    tmp_path: Path, mishap: str
+) -> None:
+    """SQLite goes on writing to the files it opened: the writes it would acknowledge
+    then are lost with them at the next start."""
+    path = tmp_path / "s.sqlite"
+    storage = SqliteStorage(path, create=True)
+    with storage.transaction() as txn:
+        txn.append(version(b"a" * 32, 1), [tok(b"t")])
+    storage.check_writable()
+    if mishap == "wal deleted":
+        Path(f"{path}-wal").unlink()
+    elif mishap == "file replaced":
+        other = SqliteStorage(tmp_path / "other.sqlite", create=True)
+        other.close()
+        (tmp_path / "other.sqlite").replace(path)
+    else:
+        path.rename(tmp_path / "elsewhere.sqlite")
+    refused = "deleted, moved or replaced while this server had it open"
+    with pytest.raises(StorageError, match=refused), storage.transaction() as txn:
+        txn.append(version(b"b" * 32, 1), [tok(b"t")])
+    with pytest.raises(StorageError, match=refused):
+        storage.check_writable()
+    storage.close()
