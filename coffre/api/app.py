@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import errno
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from functools import cache
 
 from starlette.applications import Starlette
 from starlette.convertors import Convertor, register_url_convertor
@@ -103,10 +105,19 @@ def _no_system_search(allow: str) -> Callable[[Request], Awaitable[Response]]:
 
 
 def _interaction(request: Request) -> str:
-    """What a log line may say of a request: its method and resource type, never an id,
-    a search value or a body."""
+    """What a log line may say of a request: its method, resource type and operation
+    (``$export-file``), never an id, a search value or a body."""
     resource_type = request.path_params.get("type", "")
-    return f"{request.method} {resource_type or '(base)'}"
+    operations = [part for part in request.url.path.split("/") if part in _operations()]
+    return " ".join([request.method, resource_type or "(base)", *operations[:1]])
+
+
+@cache
+def _operations() -> frozenset[str]:
+    """The operations the FHIR routes name (``$everything``...): what a client puts in a
+    path after ``$`` is its own text otherwise, which no log line repeats."""
+    routes = [*export_routes(), *_fhir_routes()]
+    return frozenset(part for route in routes for part in route.path.split("/") if part[:1] == "$")
 
 
 PORTAL_PATH = "/portal"
@@ -253,11 +264,28 @@ class _ContainUnexpected:
         try:
             await self.app(scope, receive, noting_start)
         except Exception as error:
-            request = Request(scope)
-            log.error("unexpected %s: %s", type(error).__name__, _interaction(request))
+            answer = _unexpected(Request(scope), error)
             if not started:  # else the client sees its answer cut short
-                failed = "Coffre failed to answer this request; it changed nothing"
-                await _refusal(request, FhirError(500, "exception", failed))(scope, receive, send)
+                await answer(scope, receive, send)
+
+
+_SHORTAGES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ENOSPC, errno.EDQUOT})
+"""What the operating system runs out of for a while: a 503, not a fault of Coffre's."""
+
+
+def _unexpected(request: Request, error: Exception) -> Response:
+    """The answer to an error no handler took, and its one log line. A write may have been
+    committed before it: only a read can be said to have changed nothing."""
+    read = request.method in ("GET", "HEAD")
+    after = "" if read else "; it may have been saved: read before repeating it"
+    if isinstance(error, OSError) and error.errno in _SHORTAGES:
+        log.error(
+            "the server is short of a resource (%s): %s", error.strerror, _interaction(request)
+        )
+        return _come_back(request, f"the server is short of a resource ({error.strerror}){after}")
+    log.error("unexpected %s: %s", type(error).__name__, _interaction(request))
+    failed = "Coffre failed to answer this request" + ("; it changed nothing" if read else after)
+    return _refusal(request, FhirError(500, "exception", failed))
 
 
 def _base_routes(path: str) -> list[Route]:

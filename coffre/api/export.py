@@ -345,7 +345,11 @@ async def export_file(request: Request) -> Response:
         return Response(headers=NO_STORE, media_type=NDJSON)
     export = Export(records_of(request), job)
     batches = export.batches(resource_type, BATCH, BATCH_BYTES)
-    first = await asyncio.to_thread(next, batches, None)  # errors before the 200 is sent
+    # The first batch is read and logged before the 200 is sent: a failure there (the
+    # storage away, its disk full) is an answer of its own, not a 200 cut short.
+    first = await asyncio.to_thread(next, batches, None)
+    if first is not None:
+        await _log(request, first)
     return StreamingResponse(_stream(request, first, batches), headers=NO_STORE, media_type=NDJSON)
 
 
@@ -359,12 +363,15 @@ async def export_warnings(request: Request) -> Response:
 
 
 async def _stream(
-    request: Request, batch: list[Stored] | None, rest: Iterator[list[Stored]]
+    request: Request, logged: list[Stored] | None, rest: Iterator[list[Stored]]
 ) -> AsyncIterator[bytes]:
+    """The NDJSON of ``logged``, then of each batch of ``rest`` once it is logged."""
+    batch = logged
     while batch is not None:
-        await _log(request, batch)
         yield b"".join(stored.body + b"\n" for stored in batch)
         batch = await asyncio.to_thread(next, rest, None)
+        if batch is not None:
+            await _log(request, batch)
 
 
 def export_routes() -> list[Route]:

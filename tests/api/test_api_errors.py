@@ -3,6 +3,7 @@ and never leaves a partial write behind."""
 
 from __future__ import annotations
 
+import errno
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -626,6 +627,37 @@ def test_an_unexpected_error_is_a_500_whose_message_reaches_no_log(
         assert_outcome(response, 500, "changed nothing")
     assert "unexpected ValueError: GET" in caplog.text
     assert "Tremblay" not in caplog.text and "Tremblay" not in response.text
+
+
+@pytest.mark.parametrize(
+    ("error", "status", "said"),
+    [
+        (ValueError("Marie Tremblay"), 500, "it may have been saved: read before repeating it"),
+        (OSError(errno.EMFILE, "Too many open files"), 503, "short of a resource (Too many"),
+    ],
+)
+def test_an_unexpected_error_of_a_write_never_says_it_changed_nothing(
+    records: RecordStore,
+    caplog: pytest.LogCaptureFixture,
+    error: Exception,
+    status: int,
+    said: str,
+) -> None:
+    """A write may have committed before the error: telling the client it changed nothing
+    would have it repeat a saved create. Running out of file descriptors is a shortage to
+    wait out (503), not a fault."""
+    app = create_app(records)
+
+    async def failing(request: Request) -> Response:
+        raise error
+
+    app.router.routes.insert(0, Route("/fhir/Patient/$everything", failing, methods=["POST"]))
+    with TestClient(app, raise_server_exceptions=True) as client:
+        response = client.post("/fhir/Patient/$everything", json={})
+
+    assert_outcome(response, status, said)
+    assert "changed nothing" not in response.text
+    assert "POST (base) $everything" in caplog.text and "Tremblay" not in caplog.text
 
 
 # -- bugs: 500s for input that is merely unusual ------------------------------------------

@@ -39,6 +39,7 @@ from coffre.service import RecordStore, Vault
 from coffre.service.audit import OPERATOR
 from coffre.service.erasure import erase_patient
 from coffre.service.export import CountStopped, Export
+from coffre.storage import SqliteStorage
 
 ASYNC = {"Prefer": "respond-async", "Accept": "application/fhir+json"}
 NDJSON = "application/fhir+ndjson"
@@ -278,6 +279,27 @@ def test_every_resource_handed_out_is_an_export_leaf_and_the_log_audits(
 
 
 # -- refusals and cancel ------------------------------------------------------------------
+
+
+def test_a_file_that_cannot_be_logged_is_refused_before_it_is_begun(
+    client: TestClient, records: RecordStore
+) -> None:
+    """Each batch is logged before it is sent: the first one's failure (a full disk, here
+    the storage file moved away for a moment) was met after the 200, and the client got an
+    empty file, cut short."""
+    storage = records.storage
+    if not isinstance(storage, SqliteStorage):
+        pytest.skip("moves SQLite's storage file")
+    _people(client)
+    found = manifest(client, kick_off(client, "/fhir/$export?_type=Patient"))
+    path = Path(storage.path)
+    path.rename(path.with_name("moved.sqlite"))
+    try:
+        refused = client.get(found["output"][0]["url"])
+    finally:
+        path.with_name("moved.sqlite").rename(path)
+    assert refused.status_code == 503, refused.text
+    assert len(download(client, found)["Patient"]) == 3
 
 
 @pytest.mark.parametrize(
