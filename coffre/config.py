@@ -113,6 +113,13 @@ MAX_BODY_BYTES = Setting(
     "Largest request body accepted; larger ones get 413.",
     whole=True,
 )
+REQUEST_STALL_SECONDS = Setting(
+    "request_stall_seconds",
+    "30",
+    "How long a connection may take to send a request's headers whole, and its body may"
+    " pause, before it is closed (slow clients holding connections open); 0: never.",
+    whole=True,
+)
 SQLITE_SYNCHRONOUS = Setting(
     "sqlite_synchronous",
     "FULL",
@@ -222,6 +229,7 @@ SETTINGS = (
     TLS_KEY,
     DATA_KEY_CACHE,
     MAX_BODY_BYTES,
+    REQUEST_STALL_SECONDS,
     SQLITE_SYNCHRONOUS,
     STORAGE_URL,
     STORAGE_REQUIRE_TLS,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import time
+from collections.abc import Iterator
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -10,6 +12,9 @@ import httpx
 import orjson
 import pytest
 from conftest import RunningServer
+
+from coffre import config
+from coffre.service import Vault
 
 
 def _exchange(server: RunningServer, request: bytes) -> tuple[str, dict[str, str], Any]:
@@ -84,3 +89,51 @@ def test_every_answer_forbids_reading_it_as_another_type(server: RunningServer, 
     response = httpx.get(origin + path)
     assert response.headers["x-content-type-options"] == "nosniff"
     assert "strict-transport-security" not in response.headers  # only over HTTPS
+
+
+@pytest.fixture
+def impatient(vault: Vault, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningServer]:
+    """A server whose requests stall out after a second."""
+    monkeypatch.setenv(config.REQUEST_STALL_SECONDS.env, "1")
+    running = RunningServer(vault)
+    yield running
+    running.stop()
+
+
+def _connected(server: RunningServer) -> socket.socket:
+    address = urlsplit(server.base_url)
+    return socket.create_connection((address.hostname, address.port), timeout=30)
+
+
+def _all_of(connection: socket.socket) -> bytes:
+    received = b""
+    while chunk := connection.recv(65536):
+        received += chunk
+    return received
+
+
+def test_requests_that_stall_half_sent_do_not_hold_their_connections(
+    impatient: RunningServer,
+) -> None:
+    """Slow clients (a slowloris) would otherwise hold every connection a process can open."""
+    with _connected(impatient) as silent:
+        assert _all_of(silent) == b""  # closed, without a word
+    with _connected(impatient) as slow_head:
+        slow_head.sendall(b"GET /fhir/metadata HTTP/1.1\r\nHost: localhost\r\n")
+        time.sleep(0.5)
+        slow_head.sendall(b"X-Slow: 1\r\n")  # still within the headers' one second
+        status, _, rest = _all_of(slow_head).partition(b"\r\n")
+    assert status == b"HTTP/1.1 408 Request Timeout"
+    assert b"did not arrive whole within 1 s" in rest
+    with _connected(impatient) as slow_body:
+        head = b"POST /fhir/Patient HTTP/1.1\r\nHost: localhost\r\n"
+        head += b"Content-Type: application/fhir+json\r\nContent-Length: 100\r\n\r\n"
+        slow_body.sendall(head + b'{"resourceType"')
+        received = _all_of(slow_body)  # closed once the body paused a second
+    assert b"201" not in received
+    with _connected(impatient) as prompt:  # a request sent whole is served as ever
+        prompt.sendall(
+            b"GET /fhir/metadata HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+        )
+        time.sleep(1.5)
+        assert _all_of(prompt).startswith(b"HTTP/1.1 200")
