@@ -22,6 +22,9 @@ from coffre.service import RecordStore, Stored
 from coffre.storage import HistoryQuery
 
 PAGING = ("_snapshot", "_offset")
+AFTER = "_after"
+"""A search's next page starts after the record of this id, in location order: an offset
+alone shifts when a record before it is deleted or stops matching."""
 
 
 def since(pairs: Pairs) -> int | None:
@@ -120,22 +123,32 @@ def history_bundle(
 
 
 def links(
-    page_url: str, pairs: Pairs, snapshot: int, offset: int, count: int, total: int
+    page_url: str,
+    pairs: Pairs,
+    snapshot: int,
+    offset: int,
+    count: int,
+    total: int,
+    last: str | None = None,
 ) -> list[dict[str, str]]:
-    """self, next and previous, keeping every criterion (repeated ones too)."""
-    kept = [(k, v) for k, v in pairs if k not in (*PAGING, "_count")]
+    """self, next and previous, keeping every criterion (repeated ones too); ``last``: the
+    id of the page's last match, after which the next page starts (``_after``)."""
+    kept = [(k, v) for k, v in pairs if k not in (*PAGING, AFTER, "_count")]
+    asked = [(k, v) for k, v in pairs if k == AFTER][:1]
 
-    def url(page_offset: int) -> str:
+    def url(page_offset: int, after: list[tuple[str, str]]) -> str:
         paging = [
             ("_count", str(count)),
             ("_snapshot", str(snapshot)),
             ("_offset", str(page_offset)),
+            *after,
         ]
         return f"{page_url}?{urlencode(kept + paging)}"
 
-    links = [{"relation": "self", "url": url(offset)}]
+    links = [{"relation": "self", "url": url(offset, asked)}]
     if count > 0 and offset + count < total:
-        links.append({"relation": "next", "url": url(offset + count)})
+        after = [(AFTER, last)] if last is not None else []
+        links.append({"relation": "next", "url": url(offset + count, after)})
     if offset > 0 and count > 0:
-        links.append({"relation": "previous", "url": url(max(0, offset - count))})
+        links.append({"relation": "previous", "url": url(max(0, offset - count), [])})
     return links

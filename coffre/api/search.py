@@ -3,11 +3,12 @@
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any
 
-from coffre.api.history import PAGING, links, refuse_unsupported, since
+from coffre.api.history import AFTER, PAGING, links, refuse_unsupported, since
 from coffre.api.negotiation import refuse_parameters
 from coffre.exceptions import FhirError, bounded, operation_outcome
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
@@ -17,7 +18,7 @@ from coffre.search.results import Pairs, listed, number, one_of, page_count
 from coffre.search.shapes import SUMMARIES, search_shape
 from coffre.service import RecordStore, Stored
 from coffre.service.includes import Include, included_by, includes
-from coffre.service.records import Writer
+from coffre.service.records import Writer, check_id
 from coffre.service.searching import Scope, Searcher, compartment_types, everything, sort_results
 
 Admit = Callable[[Stored], bool]
@@ -42,14 +43,19 @@ def _bundle(
     specs: list[Include],
     ignored: list[str],
     complete: bool = True,
+    anchored: bool = False,
+    after: bytes | None = None,
 ) -> tuple[dict[str, Any], list[Stored]]:
     """``complete``: ``matches`` holds every match, not only enough for this page;
-    ``specs`` the includes to follow, ``ignored`` why parts of the request were not."""
+    ``specs`` the includes to follow, ``ignored`` why parts of the request were not;
+    ``anchored``: ``matches`` are in location order, so that the next page can start
+    after this one's last (``_after``), and this one after ``after`` if given."""
     shape = search_shape(pairs)
     total_mode = one_of(pairs, "_total", TOTALS)
     count = 0 if shape.summary == "count" else page_count(pairs)
     offset = number(pairs, "_offset") or 0
-    page = matches[offset : offset + count]
+    start = offset if after is None else bisect_right([m.loc for m in matches], after)
+    page = matches[start : start + count]
     included = included_by(searcher, page, specs)
     snapshot = searcher.scope.as_of or 0
     entries = [
@@ -66,7 +72,9 @@ def _bundle(
     bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
     if total_mode != "none" and complete:
         bundle["total"] = len(matches)
-    bundle["link"] = links(page_url, pairs, snapshot, offset, count, len(matches))
+    last = page[-1].id if anchored and page else None
+    left = offset - start + len(matches)  # the matches from the offset on, as ``links`` counts
+    bundle["link"] = links(page_url, pairs, snapshot, offset, count, left, last)
     bundle["entry"] = entries
     return bundle, page + included
 
@@ -98,7 +106,21 @@ def search_page(
     if sort:
         found = sort_results(resource_type, found, sort, base)
     page_url = f"{base}/{resource_type}"
-    return _bundle(base, pairs, page_url, found, searcher, specs, ignored + skipped, complete)
+    after = None if sort else _after(records, resource_type, pairs)
+    return _bundle(
+        base, pairs, page_url, found, searcher, specs, ignored + skipped, complete, not sort, after
+    )
+
+
+def _after(records: RecordStore, resource_type: str, pairs: Pairs) -> bytes | None:
+    """Where a page of matches in location order starts: after the record ``_after`` names
+    (the last of the page before), so that a record deleted or changed since does not
+    shift it; None: at ``_offset``."""
+    named = [value for key, value in pairs if key == AFTER]
+    if not named:
+        return None
+    check_id(resource_type, named[0])
+    return records.keys.location(resource_type, named[0])
 
 
 def _scope(

@@ -28,6 +28,7 @@ RESULT_PARAMETERS = frozenset(
         "_totalMethod",
         "_snapshot",
         "_offset",
+        "_after",
         "_sort",
         "_include",
         "_revinclude",

@@ -85,6 +85,39 @@ def test_pages_stay_valid_while_data_changes(client: TestClient) -> None:
     assert len(_ids(_search(client, "Patient?name=ber"))) == 4  # a new search sees eve
 
 
+def test_a_record_deleted_or_changed_between_pages_shifts_no_other(client: TestClient) -> None:
+    """A next page starts after the last record of the page before (``_after``): counted
+    by an offset, each deletion or change that stopped a record matching shifted the later
+    pages by one, and an untouched record was never handed out."""
+    code = {"coding": [{"system": "urn:example:probe", "code": "paged"}]}
+    for number in range(12):
+        put_resource(
+            client,
+            {"resourceType": "Observation", "id": f"o{number}", "status": "final", "code": code},
+        )
+    page = _search(client, "Observation?code=paged&_count=3")
+    seen: list[str] = []
+    while True:
+        seen += _ids(page)
+        if len(seen) == 3:  # between the pages: one gone, one no longer matching
+            client.delete(f"/fhir/Observation/{seen[0]}")
+            put_resource(
+                client,
+                {
+                    "resourceType": "Observation",
+                    "id": seen[1],
+                    "status": "final",
+                    "code": {"text": "x"},
+                },
+            )
+        following = _link(page, "next")
+        if following is None:
+            break
+        assert "_after=" in following
+        page = client.get(following).json()
+    assert len(seen) == len(set(seen)) == 12
+
+
 def test_sort_by_several_keys_either_way(client: TestClient) -> None:
     _people(client)
     assert _ids(_search(client, "Patient?_sort=birthdate")) == ["bob", "ana", "cyd", "dee"]
