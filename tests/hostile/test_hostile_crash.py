@@ -340,19 +340,19 @@ def test_two_processes_remembering_a_checkpoint_at_once(
     """The interleaving, replayed: the first process has written its temporary file when
     the second commits, writes the same file and renames it; then the first renames."""
     first, second = vault.open(), vault.open()
-    rename = Path.replace
+    rename = os.replace
     interleaved = []
 
-    def replace(path: Path, target: Any) -> Path:
-        if not interleaved:
-            interleaved.append(path)
+    def replace(source: str, target: Any) -> None:
+        if not interleaved and target == vault.checkpoint_memory:
+            interleaved.append(source)
             with second.writer() as writer:
                 writer.update("Patient", "second", _patient("second"))
-        return rename(path, target)
+        rename(source, target)
 
     try:
         with monkeypatch.context() as patch:  # not undo(): it would drop the custody's settings
-            patch.setattr(Path, "replace", replace)
+            patch.setattr(os, "replace", replace)
             with first.writer() as writer:
                 writer.update("Patient", "first", _patient("first"))
         assert interleaved, "the race was not replayed"
