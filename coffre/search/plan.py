@@ -16,7 +16,7 @@ from decimal import Decimal, InvalidOperation
 from functools import lru_cache
 from typing import Any
 
-from coffre.exceptions import FhirError
+from coffre.exceptions import FhirError, bounded
 from coffre.search.criteria import Criterion, split_escaped, split_or, unescape
 from coffre.search.normalise import date_range, exact_text, number_range, text
 from coffre.search.parameters import SearchParameter
@@ -400,8 +400,17 @@ def reference_query(raw: str, modifier: str | None, base: str | None) -> tuple[s
         value, written = value[len(base.rstrip("/")) + 1 :], (value,)
     if "/_history/" in value and "://" not in value:
         value = value.split("/_history/")[0]
-    if modifier and modifier[:1].isupper() and "/" not in value:
-        value = f"{modifier}/{value}"
+    if modifier and modifier[:1].isupper():
+        if "/" not in value:
+            value = f"{modifier}/{value}"
+        elif (named := value.split("/_history/")[0].split("/")[-2]) != modifier:
+            raise FhirError(
+                400,
+                "invalid",
+                f"the reference {bounded(raw)} is to a {bounded(named)} record, where the"
+                f" modifier :{modifier} asks for a {modifier}: send the id alone, or drop the"
+                " modifier",
+            )
     return (value, *written)
 
 

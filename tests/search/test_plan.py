@@ -10,6 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from coffre.exceptions import FhirError
 from coffre.search.criteria import Criterion, check_criteria, criterion, parse_criteria
 from coffre.search.matching import criterion_match
 from coffre.search.normalise import date_range, number_range, text
@@ -172,6 +173,7 @@ def test_escaped_characters_in_uris_references_and_composite_strings_are_literal
         ("Patient/1", "Patient/1", None),
         ("Patient/1", "1", None),
         ("Patient/1", "1", "Patient"),
+        ("Patient/1", "Patient/1", "Patient"),
         ("Patient/1", "http://coffre.example/fhir/Patient/1", None),
         ("Patient/1", "Patient/1/_history/3", None),
         # a resource that wrote Coffre's own URL is indexed as written, and found by it
@@ -186,6 +188,15 @@ def test_references_match_and_are_planned(reference: str, query: str, modifier: 
     keys = {key for _, key in index_keys({"subject": values})}
     planned = plan(param, found, "http://coffre.example/fhir")
     assert planned is not None and any(set(c) <= keys for c in planned)
+
+
+@pytest.mark.parametrize("query", ["Group/1", "http://coffre.example/fhir/Group/1/_history/2"])
+def test_a_type_modifier_that_contradicts_the_reference_is_a_400(query: str) -> None:
+    """``subject:Patient=Group/1`` asks for a Patient that is a Group: it matched any
+    Group/1, the modifier ignored."""
+    found = Criterion("subject", (query,), "Patient")
+    with pytest.raises(FhirError, match="is to a Group record, where the modifier :Patient"):
+        plan(_param("Observation", "subject"), found, "http://coffre.example/fhir")
 
 
 @pytest.mark.parametrize(
