@@ -35,6 +35,7 @@ from coffre.api.responses import (
 from coffre.api.search import everything_page, search_page
 from coffre.api.state import committer_of, records_of
 from coffre.exceptions import FhirError, information
+from coffre.fhir.references import localise_references
 from coffre.fhir.validation import check_url_type, resource_type_of, url_type, validate
 from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion, check_criteria, parse_criteria
@@ -100,6 +101,7 @@ async def _validated_body(request: Request, resource_type: str) -> dict[str, Any
     # The type first: a 422 would tell the wrong fault.
     check_url_type(resource_type_of(resource), resource_type)
     validate(resource)
+    localise_references(resource, base_url(request))
     valid: dict[str, Any] = resource
     return valid
 

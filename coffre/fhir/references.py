@@ -6,6 +6,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+from coffre.exceptions import FhirError, bounded
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -52,6 +53,48 @@ def rewrite_references(node: Any, replace: Callable[[str], str | None]) -> None:
         new = replace(reference["reference"])
         if new is not None:
             reference["reference"] = new
+
+
+_LOCAL = re.compile(r"([A-Z][A-Za-z]+)/[A-Za-z0-9\-.]{1,64}(?:/_history/[A-Za-z0-9\-.]{1,64})?")
+
+
+def local_reference(reference: str, base: str) -> str | None:
+    """``Type/id`` (or ``Type/id/_history/n``) for a reference to it on this server's own
+    ``base``, reached over http or https alike: the same reference as the relative one
+    (references.html), which the compartments, the search index and the access decisions
+    know a record by; None for any other reference. A reference that looks relative but
+    is no literal reference (`` Patient/1``, ``/Patient/1``, ``Patient//1``) is a 422:
+    stored as it is, it would name the patient to a reader and to no compartment."""
+    if _looks_relative(reference) and _LOCAL.fullmatch(reference) is None:
+        raise FhirError(
+            422,
+            "value",
+            f"the reference '{bounded(reference)}' is no literal reference: a relative one is"
+            " Type/id (Patient/123), without spaces or a leading or doubled slash",
+        )
+    own, theirs = _past_scheme(base.rstrip("/")), _past_scheme(reference)
+    if not own or theirs is None or not theirs.startswith(own + "/"):
+        return None
+    local = theirs[len(own) + 1 :]
+    found = _LOCAL.fullmatch(local)
+    return local if found is not None and found.group(1) in RESOURCE_TYPES else None
+
+
+def localise_references(node: Any, base: str) -> None:
+    """Rewrite, in place, every reference to this server's own ``base`` as a relative one."""
+    rewrite_references(node, lambda reference: local_reference(reference, base))
+
+
+def _looks_relative(reference: str) -> bool:
+    """Neither absolute, contained, conditional nor a URN, and with a path or spaces."""
+    if reference.startswith(("urn:", "#")) or "?" in reference or "://" in reference:
+        return False
+    return "/" in reference or reference != reference.strip()
+
+
+def _past_scheme(url: str) -> str | None:
+    scheme, separator, rest = url.partition("://")
+    return rest if separator and scheme.lower() in ("http", "https") else None
 
 
 def parse_reference(reference: str) -> tuple[str, str] | None:

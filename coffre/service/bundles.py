@@ -23,7 +23,12 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from coffre.exceptions import FhirError, information
 from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
-from coffre.fhir.references import parse_reference, references_in, rewrite_references
+from coffre.fhir.references import (
+    local_reference,
+    parse_reference,
+    references_in,
+    rewrite_references,
+)
 from coffre.fhir.validation import check_url_type, url_type, validate
 from coffre.ledger.leaf import LeafKind
 from coffre.search import parse_criteria
@@ -420,7 +425,13 @@ class BundleProcessor:
         resource = entry.resource
         if resource is None:
             return
-        rewrite_references(_own_part(resource), fixed.get)
+
+        def ahead(reference: str) -> str | None:
+            if reference in fixed:
+                return fixed[reference]
+            return None if reference in pending else local_reference(reference, self.base_url)
+
+        rewrite_references(_own_part(resource), ahead)
         entry.unresolved = any(
             _unresolved(node["reference"], pending) for node in references_in(_own_part(resource))
         )
@@ -580,7 +591,7 @@ class BundleProcessor:
                     )
                 targets[reference] = match.reference
                 return match.reference
-            return None
+            return local_reference(reference, self.base_url)
 
         rewrite_references(_own_part(resource), resolve)
 

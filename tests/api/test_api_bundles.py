@@ -1334,3 +1334,48 @@ def test_a_search_entry_s_unknown_parameter_is_reported_or_refused_as_over_rest(
     outcome = searchset["entry"][-1]
     assert outcome["search"]["mode"] == "outcome"
     assert "'favourite'" in outcome["resource"]["issue"][0]["diagnostics"]
+
+
+def test_references_on_coffres_own_base_are_stored_relative(client: TestClient) -> None:
+    """An absolute URL on this server's base is the relative reference (references.html):
+    kept as written, it put the record in no compartment, so that a search by
+    ``Patient/<id>``, ``$everything`` and the patient's own token missed it, erasure left it,
+    and a clinician without a care relationship could write it."""
+    pid = created_id(client, patient("own-base"))
+    by_url = created_id(client, observation(f"{BASE}/Patient/{pid}"))
+    sent = send(
+        client,
+        bundle(
+            "transaction",
+            entry("POST", "Patient", patient("new-one"), full_url=f"{BASE}/Patient/temporary"),
+            entry("POST", "Observation", observation(f"{BASE}/Patient/temporary")),
+            entry("POST", "Observation", observation(f"https://testserver/fhir/Patient/{pid}")),
+        ),
+    )
+    assert sent.status_code == 200, sent.text
+    created, first, second = sent.json()["entry"]
+    new_pid = id_of(created, "Patient")
+    read = [
+        client.get(f"/fhir/Observation/{oid}").json()
+        for oid in (by_url, id_of(second, "Observation"))
+    ]
+    assert [o["subject"]["reference"] for o in read] == [f"Patient/{pid}"] * 2
+    after_fullurl = client.get(f"/fhir/Observation/{id_of(first, 'Observation')}").json()
+    assert after_fullurl["subject"]["reference"] == f"Patient/{new_pid}"  # the fullUrl first
+    found = client.get(f"/fhir/Observation?subject=Patient/{pid}").json()
+    assert {e["resource"]["id"] for e in found["entry"]} == {by_url, id_of(second, "Observation")}
+
+
+@pytest.mark.parametrize("reference", [" Patient/p", "/Patient/p", "Patient//p", "patient/p"])
+def test_a_reference_that_only_looks_relative_is_refused(
+    client: TestClient, reference: str
+) -> None:
+    assert_outcome(
+        client.post("/fhir/Observation", json=observation(reference), headers=FHIR_JSON),
+        422,
+        "is no literal reference",
+    )
+    refused = send(
+        client, bundle("transaction", entry("POST", "Observation", observation(reference)))
+    )
+    assert_outcome(refused, 422, "is no literal reference")

@@ -439,6 +439,23 @@ def test_a_care_team_is_a_care_relationship(world: World) -> None:
     assert world.call("drteam", "GET", "Observation/obs-alice").status_code == 404
 
 
+@pytest.mark.parametrize(
+    "subject", [f"{FHIR_BASE}/Patient/bob", "https://testserver/fhir/Patient/bob"]
+)
+def test_a_reference_on_coffres_own_base_names_the_patient_it_names(
+    world: World, subject: str
+) -> None:
+    """Written as an absolute URL on this server's base, a reference to bob named nobody:
+    Dr No, who does not care for bob, created records about him that every clinician
+    could read and bob could not."""
+    observation = {"resourceType": "Observation", "status": "final", "code": CODE}
+    refused = world.call(
+        DR_NO, "POST", "Observation", json={**observation, "subject": {"reference": subject}}
+    )
+    assert refused.status_code == 403, refused.text
+    assert "no care relationship" in refused.text
+
+
 def test_a_patients_token_neither_makes_nor_ends_a_care_relationship(world: World) -> None:
     """A care relationship opens the patient's whole record to a practitioner: the patient's
     app may read Encounters and CareTeams, never write one (docs/access.md)."""
