@@ -295,7 +295,7 @@ async def create(request: Request) -> Response:
     criteria = _create_condition(request, resource_type)
     check_criteria(resource_type, criteria, what="If-None-Exist condition")
     guard = guard_of(request)
-    guard.check(target_for(Interaction.CREATE, resource))
+    guard.check(target_for(Interaction.CREATE, resource, sent=True))
     gate = GuardGate(guard)
     own_tokens = records_of(request).own_tokens(resource)
 
@@ -320,7 +320,7 @@ async def _updatable(
     guard = guard_of(request)
     guard.check_type(Interaction.UPDATE, resource_type)
     resource = await _validated_body(request, resource_type)
-    guard.check(target_for(Interaction.UPDATE, resource), resource.get("id", ""))
+    guard.check(target_for(Interaction.UPDATE, resource, sent=True), resource.get("id", ""))
     return resource, records_of(request).own_tokens(resource), GuardGate(guard)
 
 

@@ -46,17 +46,18 @@ MAX_REASON_CHARS = 500
 Finder = Callable[[str, tuple[Criterion, ...]], list[Stored]]
 
 
-def target_for(interaction: Interaction, resource: dict[str, Any]) -> Target:
-    """The target of ``interaction`` on a resource as stored (or, for a create, as sent);
-    a shared one, or a record of the compartment of several patients, carries the
+def target_for(interaction: Interaction, resource: dict[str, Any], sent: bool = False) -> Target:
+    """The target of ``interaction`` on a resource as stored, or as the client ``sent``
+    it; a shared one, or a record of the compartment of several patients, carries the
     patients it names."""
     resource_type: str = resource["resourceType"]
     patients = record_patients(resource)
     if not _in_compartments(resource_type):
-        return Target(interaction, resource_type, shared=True, named=patients)
+        return Target(interaction, resource_type, shared=True, named=patients, sent=sent)
     if len(patients) > 1:
-        return Target(interaction, resource_type, patient=SEVERAL, named=patients)
-    return Target(interaction, resource_type, patient=patients[0] if patients else NOBODY)
+        return Target(interaction, resource_type, patient=SEVERAL, named=patients, sent=sent)
+    patient = patients[0] if patients else NOBODY
+    return Target(interaction, resource_type, patient=patient, sent=sent)
 
 
 def _patients(target: Target) -> tuple[str, ...]:
@@ -205,7 +206,7 @@ class Guard:
             return decision
         if all(self.related(patient, find) for patient in _patients(target)):
             return decision
-        if target.interaction is Interaction.CREATE:
+        if target.chosen:
             return Decision(Outcome.FORBID, "no care relationship with this patient")
         return Decision(Outcome.HIDE, "no care relationship with this patient")
 
@@ -384,7 +385,7 @@ class GuardGate:
             guard.check_type(kind, what)
             return True
         if isinstance(what, dict):
-            guard.check(target_for(kind, what), find=writer.find)
+            guard.check(target_for(kind, what, sent=True), what.get("id", ""), find=writer.find)
             return True
         decision = guard.decide(guard.target(kind, what), writer.find)
         if decision.outcome is Outcome.HIDE:

@@ -257,7 +257,8 @@ class Target:
     type-level history), which a confined principal only gets within its compartment.
     ``search`` holds the request's search parameters, for granular scopes. ``named``: the
     patients a shared resource names (a Task's ``for``), or those of a record of several
-    patients' compartments (a Group's members), whose record it is judged as.
+    patients' compartments (a Group's members), whose record it is judged as. ``sent``:
+    the resource as the client sent it (a create, an update's new content), not as stored.
     """
 
     interaction: Interaction
@@ -266,6 +267,13 @@ class Target:
     shared: bool = False
     search: tuple[tuple[str, str], ...] = ()
     named: tuple[str, ...] = ()
+    sent: bool = False
+
+    @property
+    def chosen(self) -> bool:
+        """Whether the client chose what the target holds: a refusal then tells it nothing
+        of the records (403), where one of a stored record must look like its absence."""
+        return self.sent or self.interaction is Interaction.CREATE
 
     def __post_init__(self) -> None:
         if self.patient is not None and self.shared:
@@ -317,9 +325,9 @@ def _grants(scope: ResourceScope, target: Target) -> bool:
 
 def _record_refusal(target: Target, reason: str) -> Decision:
     """A refusal the record decides: hidden (404, as a missing one), but forbidden (403)
-    for a create, whose content the client chose."""
-    if target.interaction is Interaction.CREATE:
-        return Decision(Outcome.FORBID, f"the new resource is {reason}")
+    for content the client chose (a create, an update's new content)."""
+    if target.chosen:
+        return Decision(Outcome.FORBID, f"the resource sent is {reason}")
     return Decision(Outcome.HIDE, reason)
 
 

@@ -622,11 +622,11 @@ def test_creating_a_shared_resource_that_names_a_patient(
 
 
 @pytest.mark.parametrize("role", [DR_WHO, DR_NO])
-@pytest.mark.parametrize("to", ["alice", "bob"])
 def test_updating_another_patients_shared_resource_answers_as_missing(
-    world: World, role: str, to: str
+    world: World, role: str
 ) -> None:
-    body = _written_task("task-bob", to, note=[{"text": role}])
+    """The content sent names nobody: the record it would replace decides, hidden."""
+    body = _written_task("task-bob", None, note=[{"text": role}])
     response = world.call(role, "PUT", "Task/task-bob", json=body)
     assert response.status_code == 404, response.text
     missing = world.call(role, "GET", "Task/ghost")
@@ -657,7 +657,9 @@ def test_a_clinician_may_update_a_shared_resource_of_a_patient_they_care_for(
         writer.update("Task", victim, _written_task(victim, "alice"))
     body = _written_task(victim, "alice", note=[{"text": "accepted"}])
     assert world.call(DR_WHO, "PUT", f"Task/{victim}", json=body).status_code == 200
-    assert world.call(DR_NO, "PUT", f"Task/{victim}", json=body).status_code == 404
+    assert world.call(DR_NO, "PUT", f"Task/{victim}", json=body).status_code == 403  # as sent
+    for_nobody = _written_task(victim, None, note=[{"text": "moved"}])
+    assert world.call(DR_NO, "PUT", f"Task/{victim}", json=for_nobody).status_code == 404
 
 
 def test_a_batch_reads_a_shared_resource_only_if_it_may(world: World) -> None:
@@ -827,11 +829,12 @@ def test_creating(world: World, role: str, whose: str) -> None:
     assert response.status_code == WRITES[role][whose == "bob"], response.text
 
 
-# role -> status of an update of alice's record, of bob's
+# role -> status of an update of alice's record, of bob's, each with its own patient named:
+# content naming a patient the token may not write is refused as a create's (403)
 UPDATES = {
-    PATIENT: (200, 404),
-    DR_WHO: (200, 404),
-    DR_NO: (404, 404),
+    PATIENT: (200, 403),
+    DR_WHO: (200, 403),
+    DR_NO: (403, 403),
     GLASS: (200, 200),
     SYSTEM: (200, 200),
     RESEARCHER: (403, 403),
@@ -845,9 +848,9 @@ def test_updating(world: World, role: str, whose: str) -> None:
     body = {**_condition(whose, f"cond-{whose}"), "note": [{"text": role}]}
     response = world.call(role, "PUT", f"Condition/cond-{whose}", json=body)
     assert response.status_code == UPDATES[role][whose == "bob"], response.text
-    if response.status_code == 404:
-        missing = world.call(role, "GET", "Condition/ghost")
-        assert response.json() == json.loads(missing.text.replace("ghost", f"cond-{whose}"))
+    if response.status_code == 403 and role not in (RESEARCHER, *UNAUTHENTICATED):
+        ghost = {**body, "id": "ghost"}  # the same answer where no record is
+        assert world.call(role, "PUT", "Condition/ghost", json=ghost).json() == response.json()
 
 
 # role -> status of a delete of alice's record, of bob's; a hidden one answers as missing
@@ -1098,3 +1101,23 @@ def test_a_granular_scope_holds_for_what_a_search_pulls_in_of_its_own_type(
     query = f"Observation?category={LAB}&code=24323-8"
     assert _ids(world.client.get(f"/fhir/{query}", headers=headers)) == ["Observation/panel-alice"]
     assert _ids(world.client.get(f"/fhir/{query}&{pulled_in}", headers=headers)) == expected
+
+
+def test_moving_a_readable_record_to_another_patient_is_forbidden_not_missing(
+    world: World,
+) -> None:
+    """Alice reads her observation: an update that would make it bob's is refused for its
+    content (403), not answered as if the record did not exist; in a batch too (it said
+    "Observation/ does not exist", the id left out)."""
+    moved = {**_observation("obs-alice", "bob"), "note": [{"text": "moved"}]}
+    refused = world.call(PATIENT, "PUT", "Observation/obs-alice", json=moved)
+    assert refused.status_code == 403, refused.text
+    assert "does not exist" not in refused.text
+    entry = {"resource": moved, "request": {"method": "PUT", "url": "Observation/obs-alice"}}
+    answered = world.call(PATIENT, "POST", "", json=_bundle("batch", entry)).json()
+    response = answered["entry"][0]["response"]
+    assert response["status"].startswith("403")
+    assert "another patient's record" in response["outcome"]["issue"][0]["diagnostics"]
+    assert world.call(SYSTEM, "GET", "Observation/obs-alice").json()["subject"] == {
+        "reference": "Patient/alice"
+    }
