@@ -26,7 +26,8 @@ HIGHEST = 2**62
 _EPOCH = datetime(1970, 1, 1)
 _DATE = re.compile(
     r"(\d{4})(?:-(\d{2})(?:-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d+))?)?"
-    r"(Z|[+-](?:(?:0\d|1[0-3]):[0-5]\d|14:00))?)?)?)?"
+    r"(Z|[+-](?:(?:0\d|1[0-3]):[0-5]\d|14:00))?)?)?)?",
+    re.ASCII,  # a digit is 0-9: Python's \d takes any script's (a full-width nine)
 )
 
 

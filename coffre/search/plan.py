@@ -10,6 +10,7 @@ decryption (:mod:`coffre.search.matching`) decides.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -280,9 +281,14 @@ def query_date(raw: str) -> tuple[int, int]:
 _EXPONENT_MAX = 1000
 
 
+_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
+"""A number as FHIR writes one (a JSON number): Python's Decimal also reads '1_000', '+5',
+'.5' and other scripts' digits, which no FHIR client means."""
+
+
 def query_number(raw: str) -> Decimal:
     try:
-        value = Decimal(raw)
+        value = Decimal(raw) if _NUMBER.fullmatch(raw) else Decimal("NaN")
     except InvalidOperation:
         value = Decimal("NaN")
     if not value.is_finite():

@@ -264,3 +264,16 @@ def test_unknown_parameters_are_refused_when_strict_and_reported_when_lenient() 
         check_criteria("Patient", criteria)
     with pytest.raises(Exception, match=":sounds"):
         check_criteria("Patient", parse_criteria("name:sounds=x"), strict=False)
+
+
+@pytest.mark.parametrize("raw", ["1_000", "\u0661\u0660\u0660", "+5", ".5", "5.", "1e", "0x10"])
+def test_a_number_fhir_does_not_write_is_a_400(raw: str) -> None:
+    """Python's Decimal reads all of these; no FHIR client means any of them."""
+    found = Criterion("value-quantity", (raw,), None)
+    with pytest.raises(FhirError, match="is not a number"):
+        plan(_param("Observation", "value-quantity"), found, None)
+
+
+def test_a_date_of_another_scripts_digits_is_no_date() -> None:
+    assert date_range("\uff19\uff19\uff19\uff19") is None  # full-width 9999
+    assert date_range("2024") is not None
