@@ -13,7 +13,8 @@ from coffre.api.negotiation import refuse_parameters
 from coffre.exceptions import FhirError, bounded, operation_outcome
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir.values import LARGEST
-from coffre.search import check_criteria, parse_criteria
+from coffre.search import Criterion, check_criteria, parse_criteria
+from coffre.search.criteria import RESULT_PARAMETERS, criterion
 from coffre.search.results import Pairs, listed, number, one_of, page_count
 from coffre.search.shapes import SUMMARIES, search_shape
 from coffre.service import RecordStore, Stored
@@ -97,6 +98,7 @@ def search_page(
     if it is confined. ``writer``: search a write transaction's view (a Bundle's search
     entry) instead of the committed records."""
     criteria, ignored = check_criteria(resource_type, parse_criteria(pairs), strict=strict)
+    pairs = _answered(pairs, criteria)
     specs, skipped = includes(pairs, strict)
     searcher = Searcher(records, _scope(records, pairs, base, admit, within, writer))
     sort = _sort_keys(pairs)
@@ -110,6 +112,13 @@ def search_page(
     return _bundle(
         base, pairs, page_url, found, searcher, specs, ignored + skipped, complete, not sort, after
     )
+
+
+def _answered(pairs: Pairs, kept: tuple[Criterion, ...]) -> Pairs:
+    """The request's parameters but the criteria it ignored (reported in the Bundle):
+    its links repeat them, and ``self`` must say what the search used (search.html)."""
+    used = set(kept)
+    return [(k, v) for k, v in pairs if k in RESULT_PARAMETERS or criterion(k, v) in used]
 
 
 def _after(records: RecordStore, resource_type: str, pairs: Pairs) -> bytes | None:

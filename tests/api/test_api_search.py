@@ -540,3 +540,14 @@ def test_a_malformed_sort_is_refused_saying_what_a_sort_looks_like(client: TestC
         assert issue["code"] == "invalid", sort
         assert "_sort=-birthdate,family" in issue["diagnostics"], sort
     assert _ids(_search(client, "Patient?_sort=-birthdate&_count=1")) == ["dee"]
+
+
+def test_the_links_leave_out_the_parameters_the_search_ignored(client: TestClient) -> None:
+    """search.html: the self link says what the search used, so that a client can check."""
+    _people(client)
+    bundle = _search(client, "Patient?_text=x&_filter=a&gender=male&favourite=tea&_count=1")
+    assert bundle["entry"][-1]["search"]["mode"] == "outcome"  # what it ignored, said there
+    for relation in ("self", "next"):
+        url = _link(bundle, relation) or ""
+        assert "gender=male" in url and "_count=1" in url
+        assert "_text" not in url and "_filter" not in url and "favourite" not in url
