@@ -57,7 +57,11 @@ class Authenticate:
             return
         request = Request(scope)
         authority: Authority = scope["app"].state.authority
-        header = request.headers.get("authorization")
+        headers = request.headers.getlist("authorization")
+        if len(headers) > 1:  # RFC 6750 §2: one token, one way; a proxy's may come first
+            await self._refuse(scope, receive, send, "send one Authorization header, not several")
+            return
+        header = headers[0] if headers else None
         if header is None:
             if authority.required:
                 await self._refuse(scope, receive, send, None)

@@ -119,6 +119,18 @@ def test_an_authorization_header_that_is_not_a_bearer_token_is_a_401(
     assert 'error="invalid_token"' in response.headers["www-authenticate"]
 
 
+def test_two_authorization_headers_are_a_401_whichever_comes_first(
+    client: TestClient, authority: Authority
+) -> None:
+    """The first was taken: a proxy that adds its own before the client's would have
+    had the client's request run with the proxy's rights (RFC 6750 §2: one method)."""
+    token = f"Bearer {_token(authority)}"
+    headers = [("Authorization", token), ("Authorization", token)]
+    response = client.get("/fhir/Patient", headers=headers)
+    assert response.status_code == 401
+    assert "one Authorization header" in response.json()["issue"][0]["diagnostics"]
+
+
 def test_a_valid_token_passes(client: TestClient, authority: Authority) -> None:
     response = client.get("/fhir/Patient", headers={"Authorization": f"Bearer {_token(authority)}"})
     assert response.status_code == 200
