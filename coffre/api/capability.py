@@ -8,6 +8,7 @@ from typing import Any
 import coffre
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.search.criteria import MODIFIERS, parameter_of
+from coffre.search.normalise import PHONETIC
 from coffre.search.parameters import parameters_for
 
 _INTERACTIONS = [
@@ -27,6 +28,10 @@ _MODIFIER_NOTE = {
 _MODIFIER_NOTE["reference"] += ", :[Type], chains (subject:Patient.name) and _has"
 for _kind in ("date", "number", "quantity"):
     _MODIFIER_NOTE[_kind] += "; prefixes eq ne gt lt ge le sa eb ap"
+_PHONETIC = (
+    "the American Soundex code of each word of the name (Tremblay and Tramblay, Müller and"
+    " Mueller alike); modifiers: :missing"
+)
 _RESULT_PARAMETERS = (
     "_count, _sort, _total (none|estimate|accurate), _summary (true|count|data|text|false),"
     " _elements, _include and _revinclude (with :iterate); GET and POST _search;"
@@ -91,7 +96,9 @@ def _resource(resource_type: str) -> dict[str, Any]:
                 "name": p.code,
                 "definition": p.url,
                 "type": p.type,
-                "documentation": _MODIFIER_NOTE.get(p.type, ""),
+                "documentation": _PHONETIC
+                if p.code == PHONETIC
+                else _MODIFIER_NOTE.get(p.type, ""),
             }
             for p in params
         ],

@@ -13,6 +13,7 @@ from urllib.parse import parse_qsl
 
 from coffre.exceptions import FhirError
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
+from coffre.search.normalise import PHONETIC, phonetic
 from coffre.search.parameters import SearchParameter, parameters_for
 
 # Result parameters say how to answer, not what to find; ``_snapshot`` and ``_offset`` are
@@ -163,6 +164,8 @@ def criterion(name: str, raw: str) -> Criterion:
         return Criterion("_has", values, has=(parts[1], parts[2]), chain=parts[3])
     head, dot, chain = name.partition(".")
     parameter, colon, modifier = head.partition(":")
+    if parameter == PHONETIC and not dot:  # a name as it sounds: its words' codes
+        values = tuple(phonetic(value) or value for value in values)
     return Criterion(parameter, values, modifier if colon else None, chain if dot else None)
 
 
@@ -202,6 +205,8 @@ def problem(resource_type: str, found: Criterion) -> str | None:
         return None
     if modifier is None or modifier == "missing":
         return None
+    if found.parameter == PHONETIC:
+        return f"Coffre does not support the modifier :{modifier} on {PHONETIC!r}, a code"
     if param.type == "reference" and modifier[:1].isupper():
         return None if modifier in param.targets or not param.targets else _bad(found, param)
     return None if modifier in MODIFIERS.get(param.type, ()) else _bad(found, param)

@@ -12,8 +12,9 @@ import itertools
 from functools import cache
 from typing import Any
 
+from coffre.search.normalise import PHONETIC, phonetic
 from coffre.search.parameters import Component, Extractor, SearchParameter, parameters_for
-from coffre.search.values import BY_TYPE, Composite, Groups, Value
+from coffre.search.values import BY_TYPE, Composite, Groups, Text, Value
 
 Plan = tuple[tuple[str, str, Extractor, tuple[Component, ...], frozenset[str] | None], ...]
 
@@ -97,5 +98,15 @@ def index_values(
         else:
             values = BY_TYPE[kind](groups, base)
             memo[(extract, id(resource), kind)] = values
-            found[code] = _unique(values)
+            found[code] = _unique(_sounds(values) if code == PHONETIC else values)
+    return found
+
+
+def _sounds(names: list[Value]) -> list[Value]:
+    """What ``phonetic`` indexes of a name's parts: the codes of each part's words, and
+    each word's alone (a search for one word of a part finds it)."""
+    found: list[Value] = []
+    for name in names:
+        if isinstance(name, Text) and (codes := phonetic(name.normalised)):
+            found += [Text(code, code) for code in dict.fromkeys([codes, *codes.split()])]
     return found

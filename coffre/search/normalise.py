@@ -43,6 +43,31 @@ def text(value: str) -> str:
     return " ".join("".join(c for c in folded if not unicodedata.combining(c)).split())
 
 
+PHONETIC = "phonetic"
+"""The parameter R4 gives Patient, Person, Practitioner and RelatedPerson to find a name
+by how it sounds: Coffre indexes and searches the Soundex code of each word."""
+_SOUNDEX = str.maketrans("bfpvcgjkqsxzdtlmnr", "111122222222334556")
+_WORDS = re.compile(r"[a-z]+")
+
+
+def soundex(word: str) -> str:
+    """American Soundex of a word of ASCII letters (``text`` folds accents first):
+    Tremblay and Tramblay, Müller and Mueller are ``t651`` and ``m460``."""
+    codes = word.translate(_SOUNDEX)
+    kept, previous = [], codes[0]
+    for letter, code in zip(word[1:], codes[1:], strict=True):
+        if code.isdigit() and code != previous:
+            kept.append(code)
+        if letter not in "hw":  # h and w do not part two letters of one code; vowels do
+            previous = code
+    return (word[0] + "".join(kept) + "000")[:4]
+
+
+def phonetic(value: str) -> str:
+    """The Soundex codes of a string's words, as string search compares them."""
+    return " ".join(soundex(word) for word in _WORDS.findall(text(value)))
+
+
 def exact_text(value: str) -> str:
     """A string as ``:exact`` compares it: case, accents and spaces kept, but canonically
     composed (NFC), so that an é typed as one character or as an e and its accent, which

@@ -551,3 +551,28 @@ def test_the_links_leave_out_the_parameters_the_search_ignored(client: TestClien
         url = _link(bundle, relation) or ""
         assert "gender=male" in url and "_count=1" in url
         assert "_text" not in url and "_filter" not in url and "favourite" not in url
+
+
+def test_phonetic_finds_a_name_by_how_it_sounds(client: TestClient) -> None:
+    """R4's phonetic matches "using some kind of phonetic matching algorithm": it was the
+    name's prefix search under another name (Mueller did not find Müller)."""
+    _patient(client, "mul", "Müller", "1970-01-01")
+    _patient(client, "tre", "Gagnon-Tremblay", "1971-01-01")
+    for query, found in [
+        ("mueller", ["mul"]),
+        ("Muller", ["mul"]),
+        ("tramblay", ["tre"]),
+        ("gagnon", ["tre"]),
+        ("smith", []),
+    ]:
+        assert _ids(_search(client, f"Patient?phonetic={query}")) == found, query
+    assert (
+        client.get(
+            "/fhir/Patient?phonetic:exact=Muller", headers={"Prefer": "handling=strict"}
+        ).status_code
+        == 400
+    )
+    metadata = client.get("/fhir/metadata").json()
+    patient = next(r for r in metadata["rest"][0]["resource"] if r["type"] == "Patient")
+    described = next(p for p in patient["searchParam"] if p["name"] == "phonetic")
+    assert "Soundex" in described["documentation"]

@@ -7,10 +7,11 @@ import unicodedata
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coffre.search.normalise import date_range, instant, number_range, text
+from coffre.search.normalise import date_range, instant, number_range, phonetic, soundex, text
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FORMATS = ("%Y", "%Y-%m", "%Y-%m-%d", "%Y-%m-%dT%H:%MZ", "%Y-%m-%dT%H:%M:%SZ")
@@ -135,3 +136,26 @@ def test_only_an_instant_is_an_instant() -> None:
         "2020-02-30T00:00:00Z",
     ):
         assert instant(value) is None, value
+
+
+@pytest.mark.parametrize(
+    ("word", "code"),
+    [
+        ("robert", "r163"),
+        ("rupert", "r163"),
+        ("ashcraft", "a261"),  # h parts nothing: s and c are one code
+        ("tymczak", "t522"),
+        ("pfister", "p236"),  # f repeats the first letter's code
+        ("honeyman", "h555"),
+        ("lee", "l000"),
+    ],
+)
+def test_soundex_gives_the_reference_codes(word: str, code: str) -> None:
+    assert soundex(word) == code
+
+
+@given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz", min_size=1, max_size=30))
+def test_a_soundex_code_is_the_first_letter_and_three_digits(word: str) -> None:
+    code = soundex(word)
+    assert len(code) == 4 and code[0] == word[0] and code[1:].isdigit()
+    assert phonetic(word.upper()) == code
