@@ -218,10 +218,11 @@ def _check_value(kind: str, raw: str) -> None:
 def criterion_match(
     param: SearchParameter, found: Criterion, values: list[Value] | None, base: str | None = None
 ) -> bool:
-    """Whether a resource whose index values for ``param`` are ``values`` (None: the
-    parameter is missing) meets the criterion."""
+    """Whether a resource whose index values for ``param`` are ``values`` (None or none:
+    the parameter is missing; an element may be there with no value, as a birthDate
+    whose data-absent-reason extension says why) meets the criterion."""
     if found.modifier == "missing":
-        return check_missing(found) == (values is None)
+        return check_missing(found) == (not values)
     hit = any(
         value_match(param, param.type, value, found.modifier, raw, base)
         for raw in found.values

@@ -9,6 +9,8 @@ import pytest
 from conftest import FHIR_JSON, put_resource
 from starlette.testclient import TestClient
 
+DATA_ABSENT = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
+
 
 def _patient(client: TestClient, pid: str, family: str, born: str, **more: Any) -> None:
     name = {"family": family, "given": [pid.capitalize()]}
@@ -576,3 +578,16 @@ def test_phonetic_finds_a_name_by_how_it_sounds(client: TestClient) -> None:
     patient = next(r for r in metadata["rest"][0]["resource"] if r["type"] == "Patient")
     described = next(p for p in patient["searchParam"] if p["name"] == "phonetic")
     assert "Soundex" in described["documentation"]
+
+
+def test_an_element_with_only_a_data_absent_reason_is_missing(client: TestClient) -> None:
+    """search.html: :missing=true finds the resources with no value for the parameter; a
+    birthDate replaced by a data-absent-reason extension has none, and was found present."""
+    absent = {"extension": [{"url": DATA_ABSENT, "valueCode": "unknown"}]}
+    put_resource(
+        client, {"resourceType": "Patient", "id": "why", "_birthDate": absent, "_gender": absent}
+    )
+    _patient(client, "has", "Roy", "1960-05-05", gender="female")
+    for name in ("birthdate", "gender"):
+        assert _ids(_search(client, f"Patient?{name}:missing=true")) == ["why"], name
+        assert _ids(_search(client, f"Patient?{name}:missing=false")) == ["has"], name
