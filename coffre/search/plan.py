@@ -19,7 +19,7 @@ from typing import Any
 
 from coffre.exceptions import FhirError, bounded
 from coffre.search.criteria import Criterion, split_escaped, split_or, unescape
-from coffre.search.normalise import date_range, exact_text, number_range, text
+from coffre.search.normalise import date_range, exact_text, legacy_text, number_range, text
 from coffre.search.parameters import SearchParameter
 from coffre.search.values import (
     Composite,
@@ -367,7 +367,14 @@ def _year_units(low: int, high: int) -> list[str]:
 def _string_plan(modifier: str | None, raw: str, family: str = "p") -> Plan | None:
     if modifier == "exact":
         return ((f"x|{exact_text(raw)}",),)
-    normalised = text(raw)
+    plans = [_folded_plan(modifier, folded, family) for folded in {text(raw), legacy_text(raw)}]
+    if any(p is None for p in plans):
+        return None  # one form cannot be looked up: every candidate is read
+    return tuple(conjunction for p in plans if p is not None for conjunction in p)
+
+
+def _folded_plan(modifier: str | None, normalised: str, family: str) -> Plan | None:
+    """The look-up of a string query folded one way (``text`` or ``legacy_text``)."""
     if modifier == "contains":
         if len(normalised) < NGRAM:
             return None

@@ -9,6 +9,9 @@ import pytest
 from conftest import FHIR_JSON, put_resource
 from starlette.testclient import TestClient
 
+from coffre.search import values as values_module
+from coffre.search.normalise import legacy_text
+
 DATA_ABSENT = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 
 
@@ -591,3 +594,21 @@ def test_an_element_with_only_a_data_absent_reason_is_missing(client: TestClient
     for name in ("birthdate", "gender"):
         assert _ids(_search(client, f"Patient?{name}:missing=true")) == ["why"], name
         assert _ids(_search(client, f"Patient?{name}:missing=false")) == ["has"], name
+
+
+def test_letters_no_decomposition_takes_apart_are_folded_and_old_records_still_found(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """soren found nothing for Søren (NFKD leaves ø, ł, đ, æ, œ whole); a record indexed
+    before they were folded is still found by the letters it was written with."""
+    with monkeypatch.context() as before:  # a record indexed as Coffre did until 2026-12-06
+        before.setattr(values_module, "text", legacy_text)
+        _patient(client, "old", "Søren", "1950-01-01")
+    _patient(client, "new", "Sørensen", "1951-01-01")
+    _patient(client, "pol", "Łukasz", "1952-01-01")
+    _patient(client, "fra", "Œuvray", "1953-01-01")
+    assert _ids(_search(client, "Patient?family=søren&_sort=birthdate")) == ["old", "new"]
+    assert _ids(_search(client, "Patient?family=soren")) == ["new"]
+    assert _ids(_search(client, "Patient?family=lukasz")) == ["pol"]
+    assert _ids(_search(client, "Patient?family:contains=euvr")) == ["fra"]
+    assert _ids(_search(client, "Patient?family=oeuvray")) == ["fra"]
