@@ -51,7 +51,7 @@ from coffre.service.consent import (
     refuses_research,
     research_consent_id,
 )
-from coffre.service.notices import FIRST_ACCESS, NOTICE_CATEGORY, payload_text
+from coffre.service.notices import FIRST_ACCESS, NOTICE_CATEGORY, notice_id, payload_text
 from coffre.service.records import Writer
 from coffre.service.searching import Scope, Searcher, everything
 
@@ -427,8 +427,13 @@ async def accesses(request: Request, session: Session, lang: str) -> Response:
     )
 
 
-def _is_notice(resource: dict[str, Any]) -> bool:
-    return any(
+def _is_notice(records: RecordStore, stored: Stored, patient_id: str) -> bool:
+    """A first-access notice Coffre wrote: its category, and the id Coffre keys on the
+    pair it tells of, which no app can make up (a patient's app could otherwise put a
+    notice from anyone on the page)."""
+    resource = stored.resource()
+    sender = resource.get("sender", {}).get("reference", "")
+    return stored.id == notice_id(records, sender, patient_id) and any(
         coding.get("system") == NOTICE_CATEGORY and coding.get("code") == FIRST_ACCESS
         for category in resource.get("category", [])
         for coding in category.get("coding", [])
@@ -438,7 +443,7 @@ def _is_notice(resource: dict[str, Any]) -> bool:
 async def notices(request: Request, session: Session, lang: str) -> Response:
     records = records_of(request)
     found = _searcher(records, session).compartment(("Communication",), session.patient_id)
-    kept = [s for s in found if _is_notice(s.resource())]
+    kept = [s for s in found if _is_notice(records, s, session.patient_id)]
     kept.sort(key=lambda s: str(s.resource().get("sent", "")), reverse=True)
     resources = [s.resource() for s in kept]
     senders = [r.get("sender", {}).get("reference", "") for r in resources]

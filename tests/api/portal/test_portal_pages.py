@@ -166,8 +166,8 @@ def test_a_record_that_names_another_patient_too_is_shown_to_neither(
     portal: TestClient, records: RecordStore
 ) -> None:
     """The API hides a record of several patients from each one's own token; the portal,
-    which acts with that token's rights, must not show it either (nor a notice from a
-    person in another patient's record)."""
+    which acts with that token's rights, must not show it either; nor a notice an app
+    made up, from a person in another patient's record or anyone."""
     both = [{"reference": f"Patient/{PATIENT}"}, {"reference": "Patient/p-other"}]
     with records.writer() as writer:
         writer.update("Patient", "p-other", {"resourceType": "Patient", "id": "p-other"})
@@ -218,8 +218,9 @@ def test_a_record_that_names_another_patient_too_is_shown_to_neither(
     assert "Hemoglobin A1c" in record  # her own results are still there
     assert "Shared secret result" not in record and "autre patient" not in record
     notices = portal.get("/portal/notices?lang=fr").text
-    assert "Dr Jean Roy" in notices and "avis du proche" in notices
+    assert "Dr Jean Roy" in notices  # the notice Coffre wrote
     assert "avis commun" not in notices and "Proche Inconnu" not in notices
+    assert "avis du proche" not in notices  # an app made it up: not Coffre's notice
 
 
 def test_who_accessed_shows_the_clinician_not_the_patients_own_views(
