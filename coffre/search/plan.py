@@ -160,11 +160,14 @@ def _bucket(value: Decimal) -> tuple[int, int, int]:
 
 
 def _lower(bucket: tuple[int, int, int]) -> Decimal:
-    """A bound every value of the bucket is at or above (strictly above when negative)."""
+    """A bound every value of the bucket is at or above (strictly above when negative);
+    the smallest positive bucket holds every magnitude under 10**-30 too: from 0."""
     sign, exponent, digit = bucket
     if sign < 0:
         return -Decimal(digit + 1).scaleb(exponent)
-    return Decimal(digit).scaleb(exponent) if sign else Decimal(0)
+    if sign == 0 or (exponent, digit) == (_MIN_EXPONENT, 1):
+        return Decimal(0)
+    return Decimal(digit).scaleb(exponent)
 
 
 def _next_up(bucket: tuple[int, int, int]) -> tuple[int, int, int]:

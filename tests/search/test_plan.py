@@ -55,6 +55,20 @@ def test_numbers(target: Decimal, query: Decimal, prefix: str) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("target", "query"), [("0e-30", "ap5e-31"), ("0e-30", "5e-31"), ("-1e-31", "ap1e-31")]
+)
+def test_numbers_near_zero_are_never_missed(target: str, query: str) -> None:
+    """The smallest positive bucket also holds every magnitude under 1e-30: its lower
+    bound was 1e-30, so a range from zero into it was indexed without it."""
+    value = Decimal(target)
+    _never_misses(
+        _param("RiskAssessment", "probability"),
+        Criterion("probability", (query,)),
+        [Number(value, *number_range(value))],
+    )
+
+
 @settings(max_examples=300, deadline=None)
 @given(target=_DECIMAL, query=_DECIMAL, prefix=_PREFIX, unit=st.sampled_from(["", "|", "|u|mg"]))
 def test_quantities(target: Decimal, query: Decimal, prefix: str, unit: str) -> None:
