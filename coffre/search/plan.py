@@ -415,8 +415,8 @@ def reference_query(raw: str, modifier: str | None, base: str | None) -> tuple[s
     value, written = unescape(raw), tuple[str, ...]()
     if base and value.startswith(base.rstrip("/") + "/"):
         value, written = value[len(base.rstrip("/")) + 1 :], (value,)
-    if "/_history/" in value and "://" not in value:
-        value = value.split("/_history/")[0]
+    if "/_history/" in value:  # a version names its record, relative or absolute
+        value, written = value.split("/_history/")[0], (*written, value)
     if modifier and modifier[:1].isupper():
         if "/" not in value:
             value = f"{modifier}/{value}"

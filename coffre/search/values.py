@@ -257,9 +257,10 @@ def reference(value: str, base: str | None) -> Ref:
         if len(parts) >= 2 and parts[0][:1].isupper():
             return Ref(f"{parts[0]}/{parts[1]}", parts[0])
         return Ref(value, None)
-    parts = value.split("/_history/")[0].split("/")
+    unversioned = value.split("/_history/")[0]  # an absolute one names its record too
+    parts = unversioned.split("/")
     kind = parts[-2] if len(parts) >= 2 and parts[-2][:1].isupper() else None
-    return Ref(value, kind)
+    return Ref(unversioned if kind else value, kind)
 
 
 def reference_values(groups: Groups, base: str | None) -> list[Value]:

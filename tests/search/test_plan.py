@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from coffre.exceptions import FhirError
 from coffre.search.criteria import Criterion, check_criteria, criterion, parse_criteria
+from coffre.search.extract import index_values
 from coffre.search.matching import criterion_match
 from coffre.search.normalise import date_range, number_range, text
 from coffre.search.parameters import SearchParameter, parameters_for
@@ -201,6 +202,27 @@ def test_references_match_and_are_planned(reference: str, query: str, modifier: 
     assert criterion_match(param, found, values, "http://coffre.example/fhir")
     keys = {key for _, key in index_keys({"subject": values})}
     planned = plan(param, found, "http://coffre.example/fhir")
+    assert planned is not None and any(set(c) <= keys for c in planned)
+
+
+@pytest.mark.parametrize(
+    ("written", "query"),
+    [
+        ("http://ex.org/fhir/Patient/77/_history/2", "http://ex.org/fhir/Patient/77"),
+        ("http://ex.org/fhir/Patient/77/_history/2", "http://ex.org/fhir/Patient/77/_history/2"),
+        ("http://ex.org/fhir/Patient/77", "http://ex.org/fhir/Patient/77/_history/5"),
+    ],
+)
+def test_a_versioned_absolute_reference_names_its_record(written: str, query: str) -> None:
+    """As a relative one does (Patient/1/_history/3 is found by Patient/1): the absolute
+    one was kept with its version, and found by that exact URL only."""
+    param = _param("Observation", "subject")
+    observation = {"resourceType": "Observation", "subject": {"reference": written}}
+    values = index_values(observation)["subject"]
+    found = Criterion("subject", (query,))
+    assert criterion_match(param, found, values)
+    keys = {key for _, key in index_keys({"subject": values})}
+    planned = plan(param, found)
     assert planned is not None and any(set(c) <= keys for c in planned)
 
 
