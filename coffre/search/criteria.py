@@ -261,6 +261,8 @@ def _value_problem(param: SearchParameter, kind: str, modifier: str | None, raw:
         if len(parts) != len(param.components):
             return f"{param.code} takes {len(param.components)} values joined by $ ({types})"
         for component, part in zip(param.components, parts, strict=True):
+            if not part:
+                return f"{param.code} has an empty part in {raw!r}: give each of {types}"
             reason = _value_problem(param, component.type, None, part)
             if reason is not None:
                 return reason

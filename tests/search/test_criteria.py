@@ -36,6 +36,8 @@ def test_an_escaped_comma_is_a_value_not_an_empty_one() -> None:
     [
         ("code-value-quantity=8302-2", "takes 2 values joined by $ (token$quantity)"),
         ("code-value-quantity=8302-2$180$cm", "takes 2 values joined by $"),
+        ("code-value-quantity=$5", "has an empty part in '$5': give each of token$quantity"),
+        ("code-value-quantity=8302-2$", "has an empty part"),
         ("code-value-quantity=8302-2$180|cm", "number||code"),
         ("value-quantity=180|cm", "number||code"),
         ("value-quantity=180|http://unitsofmeasure.org|cm|x", "number|system|code"),
