@@ -370,10 +370,13 @@ def _year_units(low: int, high: int) -> list[str]:
 def _string_plan(modifier: str | None, raw: str, family: str = "p") -> Plan | None:
     if modifier == "exact":
         return ((f"x|{exact_text(raw)}",),)
-    plans = [_folded_plan(modifier, folded, family) for folded in {text(raw), legacy_text(raw)}]
-    if any(p is None for p in plans):
-        return None  # one form cannot be looked up: every candidate is read
-    return tuple(conjunction for p in plans if p is not None for conjunction in p)
+    conjunctions: list[tuple[str, ...]] = []
+    for folded in dict.fromkeys((text(raw), legacy_text(raw))):  # one form, mostly
+        planned = _folded_plan(modifier, folded, family)
+        if planned is None:
+            return None  # a form that cannot be looked up: every candidate is read
+        conjunctions.extend(planned)
+    return tuple(conjunctions)
 
 
 def _folded_plan(modifier: str | None, normalised: str, family: str) -> Plan | None:
@@ -420,7 +423,7 @@ def reference_query(raw: str, modifier: str | None, base: str | None) -> tuple[s
     if modifier and modifier[:1].isupper():
         if "/" not in value:
             value = f"{modifier}/{value}"
-        elif (named := value.split("/_history/")[0].split("/")[-2]) != modifier:
+        elif (named := value.split("/")[-2]) != modifier:
             raise FhirError(
                 400,
                 "invalid",

@@ -402,11 +402,7 @@ def test_a_folder_put_together_by_hand_refuses_another_vaults_empty_storage(
         theirs.create(request.getfixturevalue("url"))
     else:
         theirs.create()
-    storage = theirs.open_storage()
-    try:
-        assert storage.vault_origin() == theirs.recorded_custody()[1]  # type: ignore[index]
-    finally:
-        storage.close()
+    assert _origin_of(theirs) == theirs.recorded_custody()[1]  # type: ignore[index]
     mixed = tmp_path / "mixed"
     mixed.mkdir()
     shutil.copy2(ours.keyring, mixed / KEYRING_FILE)

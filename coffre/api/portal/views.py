@@ -273,18 +273,17 @@ def _guard(records: RecordStore, session: Session) -> Guard:
     return Guard(records, session.principal, None)
 
 
-def _searcher(records: RecordStore, session: Session) -> Searcher:
+def _searcher(records: RecordStore, session: Session, guard: Guard) -> Searcher:
     """Searches of the patient's compartment, keeping what their token may see."""
-    admit = _guard(records, session).search_filter()
+    admit = guard.search_filter()
     return Searcher(records, Scope(records.storage, admit=admit, within=session.patient_id))
 
 
 def _people(
-    records: RecordStore, session: Session, references: list[str]
+    records: RecordStore, guard: Guard, references: list[str]
 ) -> tuple[dict[str, str], list[Stored]]:
     """The names of the professionals ``references`` name, and their records, opened to
     show those names (and logged as reads); a record the patient may not read shows none."""
-    guard = _guard(records, session)
     names: dict[str, str] = {}
     opened = []
     for reference in dict.fromkeys(references):
@@ -302,7 +301,8 @@ def _people(
 async def my_record(request: Request, session: Session, lang: str) -> Response:
     records = records_of(request)
     patient = _current(records, "Patient", session.patient_id)
-    found = list(everything(_searcher(records, session), session.patient_id, SUMMARY_TYPES))
+    searcher = _searcher(records, session, _guard(records, session))
+    found = list(everything(searcher, session.patient_id, SUMMARY_TYPES))
     body, handed = "", [patient] if patient else []
     if patient is not None:
         resource = patient.resource()
@@ -407,7 +407,9 @@ async def accesses(request: Request, session: Session, lang: str) -> Response:
         offset = (len(others) - 1) // ACCESS_PAGE * ACCESS_PAGE
     listed = others[offset : offset + ACCESS_PAGE]
     names, people = _people(
-        records, session, [_requestor(e).get("who", {}).get("reference", "") for e in listed]
+        records,
+        _guard(records, session),
+        [_requestor(e).get("who", {}).get("reference", "") for e in listed],
     )
     body = f"<p>{escape(word(lang, 'access_intro'))}</p>"
     if listed:
@@ -442,12 +444,13 @@ def _is_notice(records: RecordStore, stored: Stored, patient_id: str) -> bool:
 
 async def notices(request: Request, session: Session, lang: str) -> Response:
     records = records_of(request)
-    found = _searcher(records, session).compartment(("Communication",), session.patient_id)
+    guard = _guard(records, session)
+    found = _searcher(records, session, guard).compartment(("Communication",), session.patient_id)
     kept = [s for s in found if _is_notice(records, s, session.patient_id)]
     kept.sort(key=lambda s: str(s.resource().get("sent", "")), reverse=True)
     resources = [s.resource() for s in kept]
     senders = [r.get("sender", {}).get("reference", "") for r in resources]
-    names, people = _people(records, session, senders)
+    names, people = _people(records, guard, senders)
     body = f"<p>{escape(word(lang, 'notices_intro'))}</p>"
     if kept:
         headings = [word(lang, "date"), word(lang, "from"), word(lang, "message")]
