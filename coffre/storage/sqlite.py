@@ -422,6 +422,8 @@ class _Txn(_Reader):
                 raise _undone(error) from None
             self._db.execute(f"ROLLBACK TO {name}")
             self._db.execute(f"RELEASE {name}")
+            if isinstance(error, sqlite3.Error):  # SQLite undid the statement only
+                raise _failure("SQLite could not write", error) from None
             raise
         else:
             self._db.execute(f"RELEASE {name}")

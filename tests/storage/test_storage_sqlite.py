@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+import sqlite3
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,7 +14,7 @@ from pathlib import Path
 import pytest
 from pg import HostDatabase
 
-from coffre.exceptions import StorageError
+from coffre.exceptions import StorageError, StorageFullError
 from coffre.storage import HistoryQuery, SealedVersion, SqliteStorage, Storage
 from coffre.storage.base import TOKEN_BYTES
 from coffre.storage.postgres import PostgresStorage
@@ -303,6 +304,23 @@ def test_a_full_disk_is_a_storage_error_and_the_write_is_undone(tmp_path: Path) 
         assert storage.latest(b"l" * 32) is not None
     finally:
         storage.close()
+
+
+def test_a_full_disk_that_undoes_one_statement_is_still_a_full_disk(tmp_path: Path) -> None:
+    """SQLite may roll back only the statement that found the disk full, the transaction
+    alive: the request must still hear of a full disk (a 503 to retry later), not a raw
+    sqlite3.Error (a 500), and what the transaction wrote before it stands."""
+    storage = SqliteStorage(tmp_path / "s.sqlite", create=True)
+    full = sqlite3.OperationalError("database or disk is full")
+    full.sqlite_errorcode = sqlite3.SQLITE_FULL  # type: ignore[attr-defined]
+    with storage.transaction() as txn:
+        txn.append(version(b"a" * 32, 1), [tok(b"t")])
+        with pytest.raises(StorageFullError, match="disk is full"), txn.savepoint():
+            txn.append(version(b"b" * 32, 1), [tok(b"t")])
+            raise full
+    assert storage.latest(b"a" * 32) is not None
+    assert storage.latest(b"b" * 32) is None
+    storage.close()
 
 
 @pytest.mark.parametrize("mishap", ["wal deleted", "file replaced", "file moved"])
