@@ -29,7 +29,7 @@ from rich.table import Table as RichTable
 
 from coffre import config
 from coffre.cli.output import console, fail
-from coffre.exceptions import CoffreError, RolledBackError
+from coffre.exceptions import CoffreError, RolledBackError, StorageFullError
 from coffre.ledger import VerifierKey, leaf_hash, open_checkpoint, parse_note
 from coffre.ledger.errors import LedgerError
 from coffre.ledger.note import b64
@@ -127,21 +127,25 @@ def run_copy(source: str, destination: str, batch: int) -> CopyReport:
             report = copy_tables(
                 reader, writer, batch=batch, progress=CopyProgress(progress), leaf_fold=TreeRoot
             )
+    except StorageFullError as error:
+        raise fail(f"{error}. Free some space, then: {_carry_on(destination)}") from None
     except CoffreError as error:
         raise fail(error) from None
     except KeyboardInterrupt:
-        console.print(
-            escape(
-                f"interrupted: {destination} holds part of the copy. Run the same command"
-                " again to carry on from where it stopped (if the source was written to"
-                " since, it says so: then empty the destination and start again)."
-            )
-        )
+        console.print(escape(f"interrupted: {_carry_on(destination)}"))
         raise typer.Exit(code=EXIT_INTERRUPTED) from None
     _print_verdict(report)
     if report.mismatched:
         raise typer.Exit(code=EXIT_MISMATCH)
     return report
+
+
+def _carry_on(destination: str) -> str:
+    return (
+        f"{destination} holds part of the copy. Run the same command again to carry on from"
+        " where it stopped (if the source was written to since, it says so: then empty the"
+        " destination and start again)."
+    )
 
 
 def _print_verdict(report: CopyReport) -> None:

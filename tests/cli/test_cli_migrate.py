@@ -32,6 +32,7 @@ from coffre.cli.importer import Importer
 from coffre.cli.main import app
 from coffre.cli.migrate import CopyProgress
 from coffre.cli.sources import files_under
+from coffre.exceptions import StorageFullError
 from coffre.service import Vault
 from coffre.service.vault import KEYRING_FILE, STORAGE_URL_FILE
 
@@ -237,10 +238,23 @@ def test_a_storage_coffre_does_not_know_is_refused_with_the_forms_it_takes(
         assert not list(tmp_path.iterdir())
 
 
-def test_a_migration_stopped_by_ctrl_c_says_how_to_carry_on_then_carries_on(
-    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize(
+    ("mishap", "status", "told"),
+    [
+        (KeyboardInterrupt(), 130, "interrupted: "),
+        (StorageFullError("the disk is full"), 1, "the disk is full. Free some space, then: "),
+    ],
+)
+def test_a_migration_stopped_halfway_says_how_to_carry_on_then_carries_on(
+    vault: Vault,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    mishap: BaseException,
+    status: int,
+    told: str,
 ) -> None:
-    """Ctrl-C ended the command without a word on what the destination held."""
+    """Ctrl-C, or a destination's full disk, ended the command without a word on what the
+    destination held and that the copy carries on from there."""
     client = TestClient(create_app(vault.open()))
     for n in range(30):
         client.put(f"/fhir/Patient/p{n}", json={"resourceType": "Patient", "id": f"p{n}"})
@@ -252,16 +266,16 @@ def test_a_migration_stopped_by_ctrl_c_says_how_to_carry_on_then_carries_on(
         nonlocal calls
         calls += 1
         if calls == 3:
-            raise KeyboardInterrupt
+            raise mishap
         advance(self, rows, data_bytes)
 
     monkeypatch.setattr(CopyProgress, "advance", interrupted)
     stopped = runner.invoke(
         app, ["migrate", "--from", str(vault.folder), "--to", target, "--batch", "5"]
     )
-    assert stopped.exit_code == 130, stopped.output
+    assert stopped.exit_code == status, stopped.output
     said = " ".join(stopped.output.split())
-    assert f"interrupted: {target} holds part of the copy" in said and "Traceback" not in said
+    assert f"{told}{target} holds part of the copy" in said and "Traceback" not in said
     monkeypatch.setattr(CopyProgress, "advance", advance)
     assert "resumed: the destination already held" in _migrate(str(vault.folder), target)
 
