@@ -30,7 +30,7 @@ from coffre.exceptions import FhirError
 from coffre.fhir.validation import validate
 from coffre.ledger.leaf import LeafKind
 from coffre.service.consent import consent_resource, current_consent, record_research_consent
-from coffre.service.records import not_found
+from coffre.service.stored import not_found
 
 OPT_OUT = "optOut"
 _OPT_OUT_ELEMENTS = frozenset({"id", "extension", "name"})

@@ -47,7 +47,7 @@ from coffre.service.export import (
     job_stored,
     start_job,
 )
-from coffre.service.records import instant
+from coffre.service.stored import instant
 
 NDJSON = "application/fhir+ndjson"
 OUTPUT_FORMATS = (NDJSON, "application/ndjson", "ndjson")

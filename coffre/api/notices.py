@@ -16,7 +16,7 @@ from coffre.exceptions import CoffreError
 from coffre.fhir.references import parse_reference
 from coffre.service.audit import Access
 from coffre.service.notices import Notice, notice_first_access, noticed, post_notice_hook
-from coffre.service.records import Writer
+from coffre.service.writer import Writer
 
 NOTIFIER = Access("Coffre gateway, telling the patient of a professional's first access")
 log = logging.getLogger("coffre.notices")

@@ -11,7 +11,7 @@ from starlette.responses import Response
 from coffre.exceptions import FhirError
 from coffre.fhir import json
 from coffre.service import Outcome, Stored
-from coffre.service.records import written_outcome
+from coffre.service.stored import written_outcome
 
 FHIR_JSON = "application/fhir+json; charset=utf-8"
 

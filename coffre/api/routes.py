@@ -46,20 +46,15 @@ from coffre.service import Stored
 from coffre.service.audit import is_break_glass
 from coffre.service.bundles import BundleProcessor, EntrySearch
 from coffre.service.conditions import if_none_exist_query
+from coffre.service.indexing import OwnTokens, own_tokens
 from coffre.service.interactions import (
     conditional_update_id,
     delete_visible,
     update_visible,
     visible_match,
 )
-from coffre.service.records import (
-    OwnTokens,
-    Writer,
-    check_id,
-    no_version,
-    not_found,
-    nothing_deleted,
-)
+from coffre.service.stored import check_id, no_version, not_found, nothing_deleted
+from coffre.service.writer import Writer
 
 T = TypeVar("T")
 
@@ -297,7 +292,7 @@ async def create(request: Request) -> Response:
     guard = guard_of(request)
     guard.check(target_for(Interaction.CREATE, resource, sent=True))
     gate = GuardGate(guard)
-    own_tokens = records_of(request).own_tokens(resource)
+    tokens = own_tokens(records_of(request).keys, resource)
 
     def job(writer: Writer) -> Written:
         existing = (
@@ -307,7 +302,7 @@ async def create(request: Request) -> Response:
         )
         if existing:
             return Written(existing, created=False, changed=False)
-        return writer.create(resource, validated=True, own_tokens=own_tokens)
+        return writer.create(resource, validated=True, own_tokens=tokens)
 
     return _written(request, await _commit(request, job))
 
@@ -321,7 +316,7 @@ async def _updatable(
     guard.check_type(Interaction.UPDATE, resource_type)
     resource = await _validated_body(request, resource_type)
     guard.check(target_for(Interaction.UPDATE, resource, sent=True), resource.get("id", ""))
-    return resource, records_of(request).own_tokens(resource), GuardGate(guard)
+    return resource, own_tokens(records_of(request).keys, resource), GuardGate(guard)
 
 
 async def update(request: Request) -> Response:

@@ -19,8 +19,9 @@ from coffre.search.results import Pairs, listed, number, one_of, page_count
 from coffre.search.shapes import SUMMARIES, search_shape
 from coffre.service import RecordStore, Stored
 from coffre.service.includes import Include, included_by, includes
-from coffre.service.records import Writer, check_id
 from coffre.service.searching import Scope, Searcher, compartment_types, everything, sort_results
+from coffre.service.stored import check_id
+from coffre.service.writer import Writer
 
 Admit = Callable[[Stored], bool]
 TOTALS = ("none", "estimate", "accurate")

@@ -36,7 +36,7 @@ from coffre.cli.sources import empty_folders, files_under
 from coffre.exceptions import CoffreError
 from coffre.fhir.json import dumps
 from coffre.service import Vault
-from coffre.service.records import now_us
+from coffre.service.stored import now_us
 from coffre.service.witnessing import witnesses_from_settings
 from coffre.storage.postgres import reached_in_clear
 from coffre.synth import generate_bundles, generate_shared_bundle

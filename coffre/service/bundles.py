@@ -41,6 +41,7 @@ from coffre.service.conditions import (
     not_modified,
     parse_if_match,
 )
+from coffre.service.indexing import OwnTokens, own_tokens
 from coffre.service.interactions import (
     Gate,
     Open,
@@ -49,12 +50,10 @@ from coffre.service.interactions import (
     update_visible,
     visible_match,
 )
-from coffre.service.records import (
+from coffre.service.records import RecordStore
+from coffre.service.stored import (
     Outcome,
-    OwnTokens,
-    RecordStore,
     Stored,
-    Writer,
     gone,
     new_id,
     no_version,
@@ -62,6 +61,7 @@ from coffre.service.records import (
     nothing_deleted,
     written_outcome,
 )
+from coffre.service.writer import Writer
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _INTERACTIONS = {"DELETE": "delete", "PUT": "update", "GET": "read", "HEAD": "read"}
@@ -437,7 +437,7 @@ class BundleProcessor:
         )
         if entry.method in ("POST", "PUT") and resource.get("resourceType") == entry.resource_type:
             later = _reference_parameters(entry.resource_type) if entry.unresolved else frozenset()
-            entry.own_tokens = self.records.own_tokens(resource, later)
+            entry.own_tokens = own_tokens(self.records.keys, resource, later)
 
     def execute(self, prepared: Prepared, writer: Writer) -> dict[str, Any]:
         """Run a prepared Bundle in ``writer``'s transaction; a failed transaction Bundle

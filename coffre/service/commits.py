@@ -21,7 +21,8 @@ from typing import Any, TypeVar
 
 from coffre.exceptions import StorageFullError, TransactionUndoneError
 from coffre.service.audit import Access
-from coffre.service.records import RecordStore, Writer
+from coffre.service.records import RecordStore
+from coffre.service.writer import Writer
 
 T = TypeVar("T")
 Job = Callable[[Writer], Any]

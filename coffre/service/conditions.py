@@ -9,7 +9,7 @@ import re
 
 from coffre.exceptions import FhirError
 from coffre.fhir.values import whole_number
-from coffre.service.records import Stored
+from coffre.service.stored import Stored
 
 _VERSION_TAG = re.compile(r'(?:W/)?"([0-9]+)"|([0-9]+)')
 

@@ -16,16 +16,9 @@ from typing import Any
 
 from coffre.fhir.compartment import patient_of
 from coffre.service.conditions import check_none_match
-from coffre.service.records import (
-    Outcome,
-    RecordStore,
-    Stored,
-    Writer,
-    gone,
-    instant,
-    not_found,
-    now_us,
-)
+from coffre.service.records import RecordStore
+from coffre.service.stored import Outcome, Stored, gone, instant, not_found, now_us
+from coffre.service.writer import Writer
 
 CONSENT_SCOPE = "http://terminology.hl7.org/CodeSystem/consentscope"
 CONSENT_CATEGORY = "http://terminology.hl7.org/CodeSystem/consentcategorycodes"

@@ -30,7 +30,9 @@ from dataclasses import dataclass
 from coffre.exceptions import FhirError, SealError
 from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind, index_digest
 from coffre.service.audit import Access
-from coffre.service.records import RecordStore, Writer, check_id, erased, instant, now_us
+from coffre.service.records import RecordStore
+from coffre.service.stored import check_id, erased, instant, now_us
+from coffre.service.writer import Writer
 
 NO_TOKENS = index_digest(())
 

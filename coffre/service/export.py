@@ -29,8 +29,9 @@ from coffre.fhir.references import parse_reference
 from coffre.ledger.leaf import NO_DIGEST
 from coffre.seal import PurposeKeys
 from coffre.seal.siv import DeterministicSeal
-from coffre.service.records import RecordStore, Stored, not_found, now_us
+from coffre.service.records import RecordStore
 from coffre.service.searching import compartment_types
+from coffre.service.stored import Stored, not_found, now_us
 from coffre.storage.base import HistoryQuery, SealedVersion
 
 LEVELS = ("system", "patient", "group")

@@ -15,8 +15,8 @@ from coffre.search.extract import index_values
 from coffre.search.parameters import parameters_for
 from coffre.search.results import Pairs, listed
 from coffre.search.values import Ref
-from coffre.service.records import Stored
 from coffre.service.searching import Searcher
+from coffre.service.stored import Stored
 
 ITERATE_ROUNDS = 4
 """How many rounds ``:iterate`` follows references at most."""

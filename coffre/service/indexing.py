@@ -7,11 +7,13 @@ share tokens (see docs/leakage.md).
 
 from __future__ import annotations
 
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import cache, lru_cache
 from typing import Any
 
 from coffre.seal import PurposeKeys
 from coffre.search.extract import index_values
+from coffre.search.parameters import parameters_for
 from coffre.search.plan import index_keys
 from coffre.storage.base import TOKEN_BYTES
 
@@ -44,3 +46,51 @@ def index_tokens(
             domain = domains[param] = _domain(keys, resource_type, param)
         tokens.add(domain + keys.short_index(resource_type, param, key, VALUE_BYTES))
     return sorted(tokens)
+
+
+WRITE_SET_PARAMETERS = frozenset({"_id", "_lastUpdated"})
+"""The search parameters whose values a write sets itself: the id (of a create), and
+``meta.lastUpdated``."""
+
+
+@cache
+def _own_parameters(resource_type: str, later: frozenset[str]) -> frozenset[str]:
+    return frozenset(parameters_for(resource_type)) - later
+
+
+@dataclass(frozen=True, slots=True)
+class OwnTokens:
+    """The blind tokens of a resource's own values, all but those of the parameters
+    ``later`` (the write-set ones at least), computed before its write: the write lock
+    then only adds those of its id and time, and of any other parameter ``later`` names.
+
+    The resource must not change before its write, besides its id, ``meta``'s server
+    fields and the values of the parameters ``later``."""
+
+    resource_type: str
+    tokens: frozenset[bytes]
+    later: frozenset[str] = WRITE_SET_PARAMETERS
+
+
+def write_tokens(
+    keys: PurposeKeys, resource: dict[str, Any], own_tokens: OwnTokens | None
+) -> list[bytes]:
+    """A resource's index tokens, those of its own values taken from ``own_tokens`` if
+    they were computed ahead."""
+    if own_tokens is None:
+        return index_tokens(keys, resource)
+    if own_tokens.resource_type != resource["resourceType"]:
+        raise ValueError("index tokens computed ahead for another resource type")
+    written = index_tokens(keys, resource, own_tokens.later)
+    return sorted(own_tokens.tokens.union(written))
+
+
+def own_tokens(
+    keys: PurposeKeys, resource: dict[str, Any], later: frozenset[str] = WRITE_SET_PARAMETERS
+) -> OwnTokens:
+    """The index tokens of a valid resource that its write will not change: all but
+    those of the parameters ``later`` (and of the write-set ones)."""
+    resource_type = resource["resourceType"]
+    later = later | WRITE_SET_PARAMETERS
+    only = _own_parameters(resource_type, later)
+    return OwnTokens(resource_type, frozenset(index_tokens(keys, resource, only)), later)

@@ -15,7 +15,9 @@ from typing import Any, Protocol
 from coffre.exceptions import FhirError
 from coffre.search import Criterion
 from coffre.service.conditions import check_none_match
-from coffre.service.records import Outcome, OwnTokens, Stored, Writer, not_found
+from coffre.service.indexing import OwnTokens
+from coffre.service.stored import Outcome, Stored, not_found
+from coffre.service.writer import Writer
 
 
 class Gate(Protocol):

@@ -25,7 +25,9 @@ import httpx
 
 from coffre.fhir.names import human_name
 from coffre.fhir.references import parse_reference
-from coffre.service.records import RecordStore, Writer, instant, now_us
+from coffre.service.records import RecordStore
+from coffre.service.stored import instant, now_us
+from coffre.service.writer import Writer
 
 NOTICE_CATEGORY = "urn:coffre:CodeSystem:notice"
 FIRST_ACCESS = "first-access"

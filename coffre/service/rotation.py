@@ -25,7 +25,8 @@ from coffre.custody.memory import check_retirable
 from coffre.exceptions import CustodyError, VaultStateError
 from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind
 from coffre.service.audit import OPERATOR, Access
-from coffre.service.records import RecordStore, now_us
+from coffre.service.records import RecordStore
+from coffre.service.stored import now_us
 
 BATCH = 500
 """Data keys rewrapped per transaction: the write lock is held for one batch only."""

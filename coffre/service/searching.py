@@ -26,7 +26,8 @@ from coffre.service.indexing import blind
 from coffre.storage.base import HistoryQuery, SealedVersion, StorageReader
 
 if TYPE_CHECKING:
-    from coffre.service.records import KeySource, RecordStore, Stored
+    from coffre.service.records import RecordStore
+    from coffre.service.stored import KeySource, Stored
 
 # A candidate turned away has the tokens of this many of its batch read with its own: a
 # truncated token shared with a frequent value can make most of a page false hits.

@@ -861,7 +861,7 @@ def test_history_since_lists_only_later_versions(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = iter(range(1_900_000_000_000_000, 2_000_000_000_000_000, 10_000_000))  # 10 s apart
-    monkeypatch.setattr("coffre.service.records.now_us", lambda: next(clock))
+    monkeypatch.setattr("coffre.service.writer.now_us", lambda: next(clock))
     pid = created_id(client, patient("s-1"))  # 2030-03-17T17:46:40Z
     for gender in ("male", "female"):  # +10 s, +20 s
         assert (
@@ -892,7 +892,7 @@ def test_history_since_includes_a_version_at_that_very_instant(
     client: TestClient, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     clock = iter(range(1_900_000_000_000_000, 2_000_000_000_000_000, 10_000_000))
-    monkeypatch.setattr("coffre.service.records.now_us", lambda: next(clock))
+    monkeypatch.setattr("coffre.service.writer.now_us", lambda: next(clock))
     pid = created_id(client, patient("s-3"))
     updated = put(client, f"/fhir/Patient/{pid}", patient("s-3", id=pid, gender="male")).json()
 

@@ -17,7 +17,7 @@ from coffre.seal import AeadEnvelope, random_key
 from coffre.service import RecordStore, Vault
 from coffre.service.audit import Access
 from coffre.service.erasure import erase_patient
-from coffre.service.records import _associated, _event_associated
+from coffre.service.stored import event_associated, version_associated
 from coffre.service.vault import STORAGE_FILE
 
 OPERATOR = Access("test operator", reason="GDPR art. 17")
@@ -90,11 +90,11 @@ def _opened(vault: Vault, comp: bytes) -> tuple[int, int]:
             "SELECT loc, version, comp, ts, deleted, body FROM versions WHERE comp = ?", (comp,)
         ).fetchall()
         sealed = [
-            (bytes(body), _associated(bytes(loc), version, bytes(c), ts, bool(deleted)))
+            (bytes(body), version_associated(bytes(loc), version, bytes(c), ts, bool(deleted)))
             for loc, version, c, ts, deleted, body in versions
         ]
         events = host.execute("SELECT body FROM audit_events WHERE comp = ?", (comp,))
-        sealed += [(bytes(row[0]), _event_associated(comp)) for row in events.fetchall()]
+        sealed += [(bytes(row[0]), event_associated(comp)) for row in events.fetchall()]
         keys = _candidate_keys(vault, host)
     opened = 0
     for body, associated in sealed:

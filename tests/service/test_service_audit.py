@@ -12,7 +12,7 @@ from coffre.fhir.validation import validate
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.service import RecordStore, Vault
 from coffre.service.audit import Access
-from coffre.service.records import Writer
+from coffre.service.writer import Writer
 from coffre.storage.base import SealedEvent
 
 NURSE = Access("Infirmière Ouellet", address="10.0.0.7", purpose="TREAT")

@@ -11,7 +11,8 @@ import pytest
 from coffre.exceptions import StorageError, StorageFullError
 from coffre.service.audit import OPERATOR
 from coffre.service.commits import GroupCommitter
-from coffre.service.records import RecordStore, Writer
+from coffre.service.records import RecordStore
+from coffre.service.writer import Writer
 from coffre.storage import SqliteStorage
 
 

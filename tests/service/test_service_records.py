@@ -14,10 +14,10 @@ from coffre.exceptions import FhirError, SealError
 from coffre.fhir import json
 from coffre.fhir.validation import validate
 from coffre.service import RecordStore, Stored, Vault
-from coffre.service import records as records_module
+from coffre.service import writer as writer_module
 from coffre.service.bundles import BundleProcessor
 from coffre.service.export import start_job
-from coffre.service.indexing import index_tokens
+from coffre.service.indexing import index_tokens, own_tokens
 from coffre.storage.base import HistoryQuery
 
 
@@ -217,7 +217,7 @@ def test_tokens_computed_ahead_of_a_write_are_those_of_the_resource_as_written(
         examples.append(resource)
     with records.writer() as writer:
         created = [
-            writer.create(resource, validated=True, own_tokens=records.own_tokens(resource))
+            writer.create(resource, validated=True, own_tokens=own_tokens(records.keys, resource))
             for resource in examples
         ]
         for outcome in created[::2]:
@@ -227,7 +227,7 @@ def test_tokens_computed_ahead_of_a_write_are_those_of_the_resource_as_written(
                 outcome.stored.id,
                 updated,
                 validated=True,
-                own_tokens=records.own_tokens(updated),
+                own_tokens=own_tokens(records.keys, updated),
             )
     assert len(created) > 500
     for outcome in created:
@@ -366,7 +366,7 @@ def test_a_clock_stepped_back_never_dates_a_write_before_what_was_written(
             )
     before = records.read("Patient", "p")
     three_days_ago = before.ts - 3 * 86_400 * 1_000_000
-    monkeypatch.setattr(records_module, "now_us", lambda: three_days_ago)
+    monkeypatch.setattr(writer_module, "now_us", lambda: three_days_ago)
     with records.writer() as writer:
         writer.update("Patient", "p", {"resourceType": "Patient", "id": "p", "gender": "other"})
         writer.update("Patient", "q", {"resourceType": "Patient", "id": "q"})

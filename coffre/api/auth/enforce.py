@@ -33,7 +33,8 @@ from coffre.fhir._definitions_r4 import PATIENT_COMPARTMENT_PATHS
 from coffre.search import Criterion
 from coffre.search.naming import names_patients, record_patients
 from coffre.service import RecordStore, Stored
-from coffre.service.records import Writer, not_found
+from coffre.service.stored import not_found
+from coffre.service.writer import Writer
 
 # A resource of a compartment type that names no patient: nobody's, so hidden from every
 # principal confined to a patient rather than shared with all of them.

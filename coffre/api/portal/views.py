@@ -52,8 +52,8 @@ from coffre.service.consent import (
     research_consent_id,
 )
 from coffre.service.notices import FIRST_ACCESS, NOTICE_CATEGORY, notice_id, payload_text
-from coffre.service.records import Writer
 from coffre.service.searching import Scope, Searcher, everything
+from coffre.service.writer import Writer
 
 LANG_COOKIE = "coffre_lang"
 HOME = "/portal/"
