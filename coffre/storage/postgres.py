@@ -663,8 +663,11 @@ class PostgresStorage(_Reader):
     def _prepare_schema(self, create: bool, origin: str | None) -> None:
         """Make the tables (``create``, in a database without them) or check they exist,
         then add any table that a newer Coffre has; under a lock, so that processes
-        starting together do not race."""
+        starting together do not race, and under the write lock."""
         with self._transaction_on(SCHEMA_LOCK) as txn:
+            # CREATE ... IF NOT EXISTS locks its table even when it exists: with the write
+            # lock too, no write holds one of them meanwhile (it would deadlock with us).
+            txn._execute("SELECT pg_advisory_xact_lock(%s)", (WRITE_LOCK,))
             row = txn._one(HOLDS_STORAGE)
             exists = bool(row and row[0])
             if create and exists:

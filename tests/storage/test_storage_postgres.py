@@ -4,6 +4,7 @@ passwords, errors that quote nothing, and a connection that comes back."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,6 +19,7 @@ from coffre.cli.main import app
 from coffre.exceptions import StorageError
 from coffre.service import Vault
 from coffre.storage import SealedVersion
+from coffre.storage.base import SealedEvent
 from coffre.storage.postgres import PostgresStorage, _conninfo, check_url
 
 WRITERS = 4
@@ -38,6 +40,39 @@ def storage(url: str) -> Iterator[PostgresStorage]:
 
 def _version(loc: bytes, number: int) -> SealedVersion:
     return SealedVersion(loc, number, b"k", b"c", number, False, b"body")
+
+
+def test_opening_a_storage_waits_for_the_write_under_way(
+    storage: PostgresStorage, url: str
+) -> None:
+    """Every opening runs the schema's CREATE ... IF NOT EXISTS, which lock a table even
+    when it exists: an opening (a worker starting, `coffre keys list`) that had locked
+    `versions` waited for a write holding `audit_events`, which then waited for
+    `versions`: PostgreSQL broke the deadlock by failing one of them (40P01), a command
+    or a client's write (a lifecycle probe's finding)."""
+    holding, failures = threading.Event(), []
+
+    def write() -> None:
+        try:
+            with storage.transaction() as txn:
+                txn.append_events([SealedEvent(b"d" * 32, b"c" * 16, 0, b"event")])
+                txn.leaf_count()  # a round trip: the insert has reached the server
+                holding.set()
+                time.sleep(1)  # the opening meanwhile locks all it can
+                txn.append(_version(b"l" * 32, 1), [])
+        except Exception as error:
+            failures.append(error)
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    assert holding.wait(10)
+    try:
+        PostgresStorage(url).close()
+    except StorageError as error:
+        failures.append(error)
+    writer.join()
+    assert failures == []
+    assert storage.latest(b"l" * 32) is not None
 
 
 @pytest.mark.parametrize(
