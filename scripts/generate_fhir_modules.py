@@ -10,9 +10,10 @@ It writes, and the project commits, so that Coffre runs without ../shared:
   validation 60x faster than the schema's root ``oneOf``.
 - ``coffre/fhir/_definitions_r4.py``: the resource types, and for each type the element
   paths whose Patient reference puts a resource in a patient's compartment (from
-  CompartmentDefinition-patient and the search parameters' FHIRPath expressions), and its
-  mandatory top-level elements (see ``mandatory_elements``), and the JSON names of its
-  top-level choice elements (see ``choice_elements``).
+  CompartmentDefinition-patient and the search parameters' FHIRPath expressions).
+- ``coffre/fhir/_elements_r4.py``: what the schema cannot say of each type's elements:
+  which are mandatory, which are choices, and the types to descend into
+  (see ``element_rules``), from fhirclient's models of R4's StructureDefinitions.
 """
 
 from __future__ import annotations
@@ -28,7 +29,10 @@ from pathlib import Path
 from typing import Any
 
 import fastjsonschema
+from fhirclient.models.element import Element
+from fhirclient.models.fhirdate import FHIRDate
 from fhirclient.models.fhirelementfactory import FHIRElementFactory
+from fhirclient.models.resource import Resource
 
 from coffre.fhir.primitives import (
     CALENDAR_DATE,
@@ -82,6 +86,20 @@ def _add_what_patterns_miss(schema: dict[str, Any]) -> None:
             node |= rules[node["pattern"]]
 
 
+EMPTY = "is empty: an element has a value or children, else it is left out"
+
+
+def _refuse_empty_values(schema: dict[str, Any]) -> None:
+    """No empty array, and no empty string (FHIR's JSON leaves an element out instead):
+    the schema's patterns of uri, url and canonical allow "", and xhtml has none at all."""
+    schema["definitions"]["xhtml"] |= {"type": "string"}
+    for node in _objects(schema):
+        if node.get("type") == "array":
+            node["minItems"] = 1
+        elif node.get("type") == "string":
+            node["minLength"] = 1
+
+
 def compile_schema(schema: dict[str, Any]) -> tuple[str, list[str]]:
     resource_types = sorted(schema["discriminator"]["mapping"])
     schema = copy.deepcopy(schema)
@@ -95,6 +113,7 @@ def compile_schema(schema: dict[str, Any]) -> tuple[str, list[str]]:
         if "properties" in definition:
             definition.setdefault("type", "object")
             definition["minProperties"] = 1  # ele-1: an element has a value or children
+    _refuse_empty_values(schema)
     # One property per resource type makes the generator emit a function per definition.
     schema["properties"] = {name: {"$ref": f"#/definitions/{name}"} for name in resource_types}
     code = fastjsonschema.compile_to_code(
@@ -105,9 +124,9 @@ def compile_schema(schema: dict[str, Any]) -> tuple[str, list[str]]:
     code = re.sub(r'"([^"{}]*\{\w+\}[^"{}]*)"\.format\(\*\*locals\(\)\)', r'f"\1"', code)
     # Without detailed exceptions the generator drops the names a "required" error should
     # give ("data must contain "): name the missing elements.
-    code = code.replace(
-        " must contain at least 1 properties", " is empty: an element has a value or children"
-    )
+    for rule in ("must contain at least 1 properties", "must contain at least 1 items"):
+        code = code.replace(f" {rule}", f" {EMPTY}")
+    code = code.replace(" must be longer than or equal to 1 characters", f" {EMPTY}")
     code = re.sub(
         r'(if (\w+)__missing_keys:\n\s+raise JsonSchemaValueException\(.*" must contain )"\)',
         r'\1" + ", ".join(sorted(\2__missing_keys)))',
@@ -156,45 +175,67 @@ def compartment_paths(data: Path) -> dict[str, list[tuple[str, ...]]]:
     return table
 
 
-def mandatory_elements(schema: dict[str, Any]) -> dict[str, tuple[str, ...]]:
-    """Each resource type's top-level elements of minimum cardinality 1, as JSON names (a
-    choice element by the name of each of its types: ``medicationCodeableConcept``,
-    ``medicationReference``).
-
-    The JSON schema's ``required`` lists only the mandatory elements of complex types:
-    a primitive's value may stand in its ``_name`` extension, a choice in one of several
-    names. ../shared/data has no StructureDefinitions; fhirclient's models are generated
-    from those of R4 4.0.1, with each element's minimum (``not_optional``). Every element
-    the schema requires must be among them, or the models are not of the schema's R4.
-    """
-    table: dict[str, tuple[str, ...]] = {}
-    definitions = schema["definitions"]
-    for resource_type in sorted(schema["discriminator"]["mapping"]):
-        model = FHIRElementFactory.instantiate(resource_type, None)
-        source = Path(sys.modules[type(model).__module__].__file__ or "")
-        if "Generated from FHIR 4.0.1" not in source.read_text().partition("\n")[0]:
-            raise SystemExit(f"{source} is not generated from FHIR R4 4.0.1")
-        names = [p[1] for p in model.elementProperties() if p[5]]
-        required = set(definitions[resource_type].get("required", ())) - {"resourceType"}
-        if not required <= set(names):
-            raise SystemExit(f"{resource_type}: fhirclient misses {sorted(required - set(names))}")
-        if names:
-            table[resource_type] = tuple(names)
-    return table
+_PRIMITIVES = (str, int, float, bool, FHIRDate)
 
 
-def choice_elements(resource_types: list[str]) -> dict[str, dict[str, str]]:
-    """Each resource type's top-level choice elements: JSON name -> the element's name
-    (``valueQuantity`` -> ``value``), from fhirclient's R4 4.0.1 models. ``_elements=value``
-    asks for whichever ``value[x]`` a resource holds; a prefix alone cannot tell a choice
-    from a look-alike (a MedicationRequest's ``status`` and ``statusReason``)."""
-    table: dict[str, dict[str, str]] = {}
-    for resource_type in resource_types:
-        model = FHIRElementFactory.instantiate(resource_type, None)
-        names = {p[1]: p[4] for p in model.elementProperties() if p[4]}
-        if names:
-            table[resource_type] = names
-    return table
+def _model_type(cls: type) -> str | None:
+    """The name an element's type has in the element rules: None for a primitive or a
+    nested resource (validated on its own, against its own type's rules)."""
+    if issubclass(cls, _PRIMITIVES) or cls is Resource:
+        return None
+    return cls.__name__
+
+
+def _resource_model(schema: dict[str, Any], resource_type: str) -> type:
+    """fhirclient's model of a resource type, generated from the StructureDefinitions of
+    R4 4.0.1 (../shared/data has none), with each element's minimum (``not_optional``).
+    Every element the schema requires must be mandatory in it, or it is not the schema's R4."""
+    model = FHIRElementFactory.instantiate(resource_type, None)
+    source = Path(sys.modules[type(model).__module__].__file__ or "")
+    if "Generated from FHIR 4.0.1" not in source.read_text().partition("\n")[0]:
+        raise SystemExit(f"{source} is not generated from FHIR R4 4.0.1")
+    names = {p[1] for p in model.elementProperties() if p[5]}
+    required = set(schema["definitions"][resource_type].get("required", ())) - {"resourceType"}
+    if not required <= names:
+        raise SystemExit(f"{resource_type}: fhirclient misses {sorted(required - names)}")
+    return type(model)
+
+
+def element_rules(schema: dict[str, Any], resource_types: list[str]) -> dict[str, Any]:
+    """What the JSON schema cannot say of each type reachable from a resource (its
+    backbone elements and data types, named as fhirclient's R4 4.0.1 models name them):
+    its mandatory elements, each with the JSON names that stand for it (a choice
+    element's, one per type), and for each JSON name that needs a look the type to
+    descend into (None: a primitive, or a nested resource, checked on its own) and the
+    choice element it is a type of (None: no choice). A primitive's ``_name`` holds its
+    id and extensions: an ``Element``."""
+    rules: dict[str, Any] = {}
+    seen: dict[str, type] = {}
+    queue: list[type] = [_resource_model(schema, t) for t in resource_types]
+    queue.append(Element)
+    while queue:
+        cls = queue.pop()
+        if cls.__name__ in seen:
+            if seen[cls.__name__] is not cls:
+                raise SystemExit(f"two fhirclient models are named {cls.__name__}")
+            continue
+        seen[cls.__name__] = cls
+        required: dict[str, list[str]] = {}
+        looks: dict[str, tuple[str | None, str | None]] = {}
+        for _, name, kind, _, of_many, not_optional in cls(None, strict=False).elementProperties():
+            element = f"{of_many}[x]" if of_many else name
+            if not_optional:
+                required.setdefault(element, []).append(name)
+            child = _model_type(kind)
+            choice = element if of_many else None
+            if child is not None:
+                queue.append(kind)
+            if child is not None or choice is not None:
+                looks[name] = (child, choice)
+            if child is None and kind is not Resource:  # a primitive: its _name too
+                looks[f"_{name}"] = (Element.__name__, choice)
+        rules[cls.__name__] = (tuple((k, tuple(v)) for k, v in sorted(required.items())), looks)
+    return rules
 
 
 def main() -> None:
@@ -203,24 +244,30 @@ def main() -> None:
     code, resource_types = compile_schema(schema)
     (PACKAGE / "_schema_r4.py").write_text(HEADER.format(what="JSON schema") + code)
     definitions = (
-        HEADER.format(
-            what="schema, CompartmentDefinition-patient, search parameters, element minimums and choices"
-        )
+        HEADER.format(what="schema, CompartmentDefinition-patient and search parameters")
         + "\nRESOURCE_TYPES: frozenset[str] = frozenset(\n"
         + pprint.pformat(resource_types, width=96)
         + "\n)\n\nPATIENT_COMPARTMENT_PATHS: dict[str, tuple[tuple[str, ...], ...]] = "
         + pprint.pformat({k: tuple(v) for k, v in compartment_paths(data).items()}, width=96)
-        + "\n\nMANDATORY_ELEMENTS: dict[str, tuple[str, ...]] = "
-        + pprint.pformat(mandatory_elements(schema), width=96)
-        + "\n\nCHOICE_ELEMENTS: dict[str, dict[str, str]] = "
-        + pprint.pformat(choice_elements(resource_types), width=96)
         + "\n"
     )
     (PACKAGE / "_definitions_r4.py").write_text(definitions)
+    elements = (
+        HEADER.format(what="element definitions (fhirclient's models of them)")
+        + "\n# A type's mandatory elements (each with its JSON names), and for a JSON name the type\n"
+        + "# to descend into and the choice element it is a type of.\n"
+        + "Looks = dict[str, tuple[str | None, str | None]]\n"
+        + "Rules = tuple[tuple[tuple[str, tuple[str, ...]], ...], Looks]\n\n"
+        + "ELEMENT_RULES: dict[str, Rules] = "
+        + pprint.pformat(element_rules(schema, resource_types), width=96)
+        + "\n"
+    )
+    (PACKAGE / "_elements_r4.py").write_text(elements)
     # Formatted as the rest of the package (``make lint`` checks it); the schema module,
     # 72,000 lines that nobody reads, is left as compiled and out of ruff's way.
     subprocess.run(
-        [sys.executable, "-m", "ruff", "format", "-q", str(PACKAGE / "_definitions_r4.py")],
+        [sys.executable, "-m", "ruff", "format", "-q"]
+        + [str(PACKAGE / name) for name in ("_definitions_r4.py", "_elements_r4.py")],
         check=True,
     )
     print(f"wrote {len(resource_types)} resource types to {PACKAGE}")

@@ -15,6 +15,7 @@ from starlette.requests import Request
 
 from coffre.exceptions import FhirError
 from coffre.fhir import json
+from coffre.fhir.bundles import fhir_bundle
 from coffre.search.normalise import instant
 from coffre.search.plan import unreadable
 from coffre.search.results import Pairs, number, page_count, single
@@ -112,14 +113,9 @@ def history_bundle(
         visible = [stored for stored in records.history(whole) if admit(stored)]
         versions, total = visible[offset : offset + count], len(visible)
     page_url = str(request.url).split("?")[0]
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "history",
-        "total": total,
-        "link": links(page_url, pairs, snapshot, offset, count, total),
-        "entry": [history_entry(base, stored) for stored in versions],
-    }
-    return bundle, versions
+    entries = [history_entry(base, stored) for stored in versions]
+    link = links(page_url, pairs, snapshot, offset, count, total)
+    return fhir_bundle("history", entries, total=total, link=link), versions
 
 
 def links(

@@ -35,6 +35,7 @@ from coffre.api.responses import (
 from coffre.api.search import everything_page, search_page
 from coffre.api.state import committer_of, records_of
 from coffre.exceptions import FhirError, information
+from coffre.fhir.bundles import fhir_bundle
 from coffre.fhir.references import localise_references
 from coffre.fhir.validation import check_url_type, resource_type_of, url_type, validate
 from coffre.ledger.leaf import LeafKind
@@ -245,17 +246,11 @@ async def access_history(request: Request) -> Response:
     events.sort(key=lambda event: not is_break_glass(event))  # stable: newest first within
     await _log_access(request, LeafKind.READ, [patient])
     page_url = str(request.url).split("?")[0]
-    bundle = {
-        "resourceType": "Bundle",
-        "type": "searchset",
-        "total": len(events),
-        "link": links(page_url, pairs, snapshot, offset, count, len(events)),
-        "entry": [
-            {"resource": event, "search": {"mode": "match"}}
-            for event in events[offset : offset + count]
-        ],
-    }
-    return fhir_response(bundle)
+    entries = [
+        {"resource": event, "search": {"mode": "match"}} for event in events[offset:][:count]
+    ]
+    link = links(page_url, pairs, snapshot, offset, count, len(events))
+    return fhir_response(fhir_bundle("searchset", entries, total=len(events), link=link))
 
 
 async def _commit(request: Request, job: Callable[[Writer], T]) -> T:

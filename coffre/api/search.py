@@ -12,6 +12,7 @@ from coffre.api.history import AFTER, PAGING, links, refuse_unsupported, since
 from coffre.api.negotiation import refuse_parameters
 from coffre.exceptions import FhirError, bounded, operation_outcome
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
+from coffre.fhir.bundles import fhir_bundle
 from coffre.fhir.values import LARGEST
 from coffre.search import Criterion, check_criteria, parse_criteria
 from coffre.search.criteria import RESULT_PARAMETERS, criterion
@@ -71,14 +72,11 @@ def _bundle(
     ]
     if ignored:
         entries.append(_outcome(ignored))
-    bundle: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset"}
-    if total_mode != "none" and complete:
-        bundle["total"] = len(matches)
+    total = {"total": len(matches)} if total_mode != "none" and complete else {}
     last = page[-1].id if anchored and page else None
     left = offset - start + len(matches)  # the matches from the offset on, as ``links`` counts
-    bundle["link"] = links(page_url, pairs, snapshot, offset, count, left, last)
-    bundle["entry"] = entries
-    return bundle, page + included
+    link = links(page_url, pairs, snapshot, offset, count, left, last)
+    return fhir_bundle("searchset", entries, **total, link=link), page + included
 
 
 def search_page(

@@ -100,7 +100,7 @@ class Importer:
             self.report.failures.append(f"{batch.label}: {error.diagnostics}")
             self._on_progress(batch.size)
             return True
-        for index, entry in enumerate(response["entry"]):
+        for index, entry in enumerate(response.get("entry", [])):
             status = entry["response"]["status"]
             if status.startswith("2"):  # a DELETE's is 204
                 self.report.resources += 1

@@ -17,6 +17,7 @@ from fastjsonschema import JsonSchemaValueException
 from coffre.exceptions import FhirError
 from coffre.fhir import _schema_r4
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
+from coffre.fhir.elements import ElementError, check_elements
 from coffre.fhir.primitives import CALENDAR_DATE, is_calendar_date
 
 Formats = dict[str, Callable[[str], bool]]
@@ -24,6 +25,7 @@ Validator = Callable[[Any, Formats], Any]
 _FUNCTION_PREFIX = "validate_http___hl7_org_fhir_json_schema_4_0__definitions_"
 _PATH_PREFIX = re.compile(r"^data\.?")
 _FORMATS: Formats = {CALENDAR_DATE: is_calendar_date}
+_MISSING = re.compile(r"must contain (\w+)(, .*)?")
 
 
 @cache
@@ -87,10 +89,20 @@ def validate(resource: Any, where: str = "the body") -> str:
         # The compiled validator names the element at fault first: "data.status must be ...".
         element, _, rule = error.message.partition(" ")
         path = _fhirpath(resource_type, element)
+        missing = _MISSING.fullmatch(rule)
+        if missing:  # the schema's "required" names the object: name the element
+            path = f"{path}.{missing[1]}"
+            also = f"; so are {missing[2].removeprefix(', ')}" if missing[2] else ""
+            rule = f"is missing: the element is mandatory (cardinality 1..){also}"
         message = f"{path} {rule}"
         raise FhirError(
             422, "structure", f"{where} is not a valid {resource_type}: {message}", path
         ) from None
+    try:
+        check_elements(resource, resource_type)
+    except ElementError as error:
+        message = f"{where} is not a valid {resource_type}: {error}"
+        raise FhirError(422, error.code, message, error.path) from None
     for nested_where, nested in _nested_resources(resource, resource_type):
         validate(nested, f"{where}, {nested_where}")
     if resource.get("contained"):

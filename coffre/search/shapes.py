@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from coffre.fhir import json
-from coffre.fhir._definitions_r4 import CHOICE_ELEMENTS, MANDATORY_ELEMENTS
+from coffre.fhir.elements import choice_names, mandatory_names
 from coffre.search.parameters import parameters_for
 from coffre.search.results import Pairs, listed, one_of
 
@@ -45,7 +45,7 @@ class Shape:
         # not" (search.html#elements); _summary=text keeps them too, and R4 marks them all
         # as summary elements.
         resource_type = resource["resourceType"]
-        keep = {"resourceType", "id", "meta", *MANDATORY_ELEMENTS.get(resource_type, ())}
+        keep = {"resourceType", "id", "meta", *mandatory_names(resource_type)}
         if self.summary == "text":
             keep.add("text")
         elif self.summary == "true":
@@ -54,7 +54,7 @@ class Shape:
             keep |= set(self.elements)
         # A primitive comes with its extensions (``_birthDate`` with ``birthDate``), a
         # choice element by its own name (``value`` keeps ``valueQuantity``).
-        choices = CHOICE_ELEMENTS.get(resource_type, {})
+        choices = choice_names(resource_type)
         return _subsetted(
             {
                 k: v

@@ -23,6 +23,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 from coffre.exceptions import FhirError, information
 from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
+from coffre.fhir.bundles import fhir_bundle
 from coffre.fhir.references import (
     local_reference,
     parse_reference,
@@ -455,7 +456,7 @@ class BundleProcessor:
         return self.execute(self.prepare(bundle), writer)
 
     def _response(self, kind: str, entries: list[dict[str, Any]]) -> dict[str, Any]:
-        return {"resourceType": "Bundle", "type": kind, "entry": entries}
+        return fhir_bundle(kind, entries)
 
     # -- transaction ----------------------------------------------------------------------
 

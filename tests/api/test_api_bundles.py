@@ -52,7 +52,7 @@ def entry(
 
 
 def bundle(kind: str, *entries: dict[str, Any]) -> dict[str, Any]:
-    return {"resourceType": "Bundle", "type": kind, "entry": list(entries)}
+    return {"resourceType": "Bundle", "type": kind, **({"entry": list(entries)} if entries else {})}
 
 
 def send(client: TestClient, body: dict[str, Any], **headers: str) -> httpx.Response:
@@ -1176,11 +1176,7 @@ def test_an_empty_transaction_answers_an_empty_response(client: TestClient) -> N
     response = send(client, bundle("transaction"))
 
     assert response.status_code == 200
-    assert response.json() == {
-        "resourceType": "Bundle",
-        "type": "transaction-response",
-        "entry": [],
-    }
+    assert response.json() == {"resourceType": "Bundle", "type": "transaction-response"}
 
 
 def test_an_entry_without_request_is_400(client: TestClient, records: RecordStore) -> None:

@@ -99,7 +99,7 @@ def test_parameters_of_the_wrong_shape_are_a_422_not_a_500(client: TestClient) -
 @pytest.mark.parametrize(
     ("parameters", "extra", "status"),
     [
-        ([{"name": "optOut", "valueBoolean": True, "valueString": "no"}], {}, 400),
+        ([{"name": "optOut", "valueBoolean": True, "valueString": "no"}], {}, 422),
         ([{"name": "optOut", "valueBoolean": True}] * 2, {}, 400),
         ([{"name": "optOut", "valueBoolean": True}, {"name": "why", "valueString": "x"}], {}, 400),
         ([{"name": "optOut", "valueBoolean": True, "modifierExtension": [_MODIFIER]}], {}, 400),

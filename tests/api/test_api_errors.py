@@ -198,10 +198,10 @@ def test_missing_required_elements_are_422_naming_them(
         "/fhir/Observation", json={"resourceType": "Observation"}, headers=FHIR_JSON
     )
 
-    assert_outcome(response, 422, "Observation must contain code")
+    assert_outcome(response, 422, "Observation.code is missing: the element is mandatory")
     nested = {"resourceType": "Patient", "link": [{"type": "seealso"}]}
     response = client.post("/fhir/Patient", json=nested, headers=FHIR_JSON)
-    assert_outcome(response, 422, "Patient.link[0] must contain other")
+    assert_outcome(response, 422, "Patient.link[0].other is missing")
     assert records.storage.last_seq() == 0
 
 
@@ -458,7 +458,7 @@ def test_a_lenient_search_reports_the_unknown_parameter_in_the_bundle(client: Te
 
     bundle = client.get(f"/fhir/Patient?_id={pid}&favourite=blue").json()
 
-    assert [e["search"]["mode"] for e in bundle["entry"]] == ["match", "outcome"]
+    assert [e["search"]["mode"] for e in bundle.get("entry", [])] == ["match", "outcome"]
     assert "'favourite'" in bundle["entry"][1]["resource"]["issue"][0]["diagnostics"]
 
 
@@ -695,7 +695,7 @@ def test_everything_with_a_huge_offset_is_not_a_500(client: TestClient) -> None:
     response = client.get(f"/fhir/Patient/{pid}/$everything?_offset=9223372036854775807")
 
     assert response.status_code == 200, response.text
-    assert response.json()["entry"] == []
+    assert "entry" not in response.json()
 
 
 @pytest.mark.parametrize("query", ["start=2020-01-01", "end=2020-12-31", "start=abc"])

@@ -318,7 +318,9 @@ def _found(searchable: Searchable, resource_type: str, query: list[tuple[str, st
         response = searchable.client.get(url)
         assert response.status_code == 200, response.text
         bundle = response.json()
-        found += [e["resource"]["id"] for e in bundle["entry"] if e["search"]["mode"] == "match"]
+        found += [
+            e["resource"]["id"] for e in bundle.get("entry", []) if e["search"]["mode"] == "match"
+        ]
         assert bundle.get("total") is None or bundle["total"] >= len(found)
         url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)
     assert len(found) == len(set(found)), "a resource appeared on two pages"

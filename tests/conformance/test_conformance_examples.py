@@ -34,6 +34,11 @@ EXPECTED_REFUSALS = {
         " (U+00A0): the schema's string pattern ^[ \\r\\n\\t\\S]+$ allows no whitespace but"
         " space, CR, LF and tab, and U+00A0 is whitespace to both ECMAScript and Python"
     ),
+    "Questionnaire-qs1.json": (
+        "32 of its nested items (item[0].item[0] first) have no linkId, which R4's"
+        " Questionnaire.item.linkId makes mandatory (1..1): the schema's required lists only"
+        " complex elements, and Coffre checks the mandatory primitives too"
+    ),
     "StructureDefinition-example-composition.json": (
         "differential.element[2].type[0] has '_profile' (an extension on the canonical"
         " type.profile): in the R4 schema ElementDefinition_Type has no '_profile' property"
@@ -46,6 +51,10 @@ REFUSAL_RULES = {
     "DiagnosticReport-gingival-mass.json": (
         "DiagnosticReport.resultsInterpreter[0].display",
         "must match pattern ^[ \\r\\n\\t\\S]+$",
+    ),
+    "Questionnaire-qs1.json": (
+        "Questionnaire.item[0].item[0].linkId",
+        "is missing: the element is mandatory",
     ),
     "StructureDefinition-example-composition.json": (
         "StructureDefinition.differential.element[2].type[0]",

@@ -1,4 +1,4 @@
-"""The generated modules (coffre/fhir/_schema_r4.py, _definitions_r4.py) are what
+"""The generated modules (coffre/fhir/_schema_r4.py, _definitions_r4.py, _elements_r4.py) are what
 scripts/generate_fhir_modules.py makes of the official definitions in ../shared/data:
 a change to the script is not left without its regenerated modules."""
 
@@ -11,7 +11,8 @@ from types import ModuleType
 
 from conftest import shared_data_path
 
-from coffre.fhir import _definitions_r4
+from coffre.fhir import _definitions_r4, _elements_r4
+from coffre.fhir.elements import choice_names, mandatory_names
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -41,24 +42,19 @@ def test_the_compartment_paths_are_the_scripts_output() -> None:
     assert {k: tuple(v) for k, v in paths.items()} == _definitions_r4.PATIENT_COMPARTMENT_PATHS
 
 
-def test_the_mandatory_elements_are_the_scripts_output() -> None:
-    """Those of the schema's ``required`` and the primitives and choices it leaves out
-    (an Observation's status, a MedicationRequest's medication[x])."""
-    generator = _generator()
-    schema = json.loads(shared_data_path("schema", "fhir.schema.json").read_text())
-    assert generator.mandatory_elements(schema) == _definitions_r4.MANDATORY_ELEMENTS
-    assert _definitions_r4.MANDATORY_ELEMENTS["Observation"] == ("code", "status")
-    assert {"medicationCodeableConcept", "medicationReference", "status"} <= set(
-        _definitions_r4.MANDATORY_ELEMENTS["MedicationRequest"]
-    )
-    assert "Patient" not in _definitions_r4.MANDATORY_ELEMENTS
-
-
-def test_the_choice_elements_are_the_scripts_output() -> None:
-    """A choice's JSON names lead to its element; look-alikes that are not choices do not."""
+def test_the_element_rules_are_the_scripts_output() -> None:
+    """The mandatory elements the schema's ``required`` lists, and the primitives and
+    choices it leaves out (an Observation's status, a MedicationRequest's medication[x]);
+    a choice's JSON names lead to its element, look-alikes that are not choices do not."""
     generator = _generator()
     schema = json.loads(shared_data_path("schema", "fhir.schema.json").read_text())
     types = sorted(schema["discriminator"]["mapping"])
-    assert generator.choice_elements(types) == _definitions_r4.CHOICE_ELEMENTS
-    assert _definitions_r4.CHOICE_ELEMENTS["Observation"]["valueQuantity"] == "value"
-    assert "statusReason" not in _definitions_r4.CHOICE_ELEMENTS["MedicationRequest"]
+    assert generator.element_rules(schema, types) == _elements_r4.ELEMENT_RULES
+    assert mandatory_names("Observation") == {"code", "status"}
+    assert {"medicationCodeableConcept", "medicationReference", "status"} <= mandatory_names(
+        "MedicationRequest"
+    )
+    assert mandatory_names("Patient") == set()
+    assert _elements_r4.ELEMENT_RULES["Extension"][0] == (("url", ("url",)),)
+    assert choice_names("Observation")["valueQuantity"] == "value"
+    assert "statusReason" not in choice_names("MedicationRequest")
