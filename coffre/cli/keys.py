@@ -118,6 +118,12 @@ def rotate(
             f"{report.rewrapped} data keys rewrapped; {report.lost} changed meanwhile"
             " (erased or rewrapped by another process) and were left as they were"
         )
+        if report.dropped:
+            console.print(
+                f"[bold red]{report.dropped} data keys of erased patients were in the storage"
+                " again, put back by its host (from a backup?): they were deleted, not"
+                " rewrapped. Look into how the host's storage got them back.[/]"
+            )
         if retire_old:
             for kek_id in rotation.retirable():
                 if kek_id in in_use:

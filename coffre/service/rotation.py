@@ -51,6 +51,9 @@ class RewrapReport:
     lost: int = 0
     """Rows that changed between the read and the compare-and-set (erased, or rewrapped
     by another process), left as the other writer made them."""
+    dropped: int = 0
+    """Rows of compartments the log says Coffre erased: the host put them back (from a
+    backup, say), and a rewrap would have made the erased data open under the new KEK."""
 
 
 class KeyRotation:
@@ -112,6 +115,10 @@ class KeyRotation:
         while rows := self._storage.wrapped_keys_besides(active, after, batch):
             found += len(rows)
             after = rows[-1][0]
+            erased = self._erased([comp for comp, _, _ in rows])
+            if erased:
+                self._drop(erased, report)
+                rows = [row for row in rows if row[0] not in erased]
             unknown = {kek for _, kek, _ in rows} - held
             if unknown:
                 raise CustodyError(
@@ -128,6 +135,18 @@ class KeyRotation:
                         report.lost += 1
             on_progress(len(rows))
         return found
+
+    def _erased(self, comps: list[bytes]) -> set[bytes]:
+        """Those of ``comps`` that the log, followed to its end, says Coffre erased."""
+        latest = self._records.latest_writes
+        latest.catch_up(self._storage)
+        return {comp for comp in comps if latest.erased_at(comp) is not None}
+
+    def _drop(self, erased: set[bytes], report: RewrapReport) -> None:
+        with self._storage.transaction() as txn:
+            for comp in sorted(erased):
+                txn.erase_compartment(comp, ())
+        report.dropped += len(erased)
 
     def _rewrapped(self, kek_id: str, wrapped: bytes) -> WrappedKey:
         return self._custodian.wrap(self._custodian.unwrap(WrappedKey(kek_id, wrapped)))

@@ -208,6 +208,29 @@ def test_an_erasure_between_the_read_and_the_write_wins(
     _reads_all(vault, {ref: res for ref, res in made.items() if erased not in (ref, _subject(res))})
 
 
+@BOTH_CUSTODIES
+def test_an_erased_patients_data_key_put_back_by_the_host_is_deleted_not_rewrapped(
+    vault: Vault, opened: RecordStore
+) -> None:
+    """The host kept the row from a backup taken before the erasure and put it back: a
+    rewrap under the new KEK, then the old KEK's retirement, made the erased records open
+    again with the keys that remain (a hostile-host probe's finding)."""
+    made = _patients(opened, 2)
+    erased = next(reference for reference in made if reference.startswith("Patient/"))
+    comp = opened.keys.patient_compartment(erased.removeprefix("Patient/"))
+    kept = opened.storage.wrapped_key(comp)
+    assert kept is not None
+    erase_patient(opened, erased.removeprefix("Patient/"), OPERATOR)
+    with opened.storage.transaction() as host:
+        host.put_wrapped_key(comp, *kept)
+    rotation = KeyRotation(opened)
+    old, _ = rotation.rotate()
+    assert rotation.rewrap() == RewrapReport(rewrapped=2, dropped=1)  # 1 patient + the gateway
+    assert opened.storage.wrapped_key(comp) is None
+    assert old in rotation.retirable()
+    _reads_all(vault, {ref: res for ref, res in made.items() if erased not in (ref, _subject(res))})
+
+
 def _subject(resource: dict[str, Any]) -> str | None:
     subject: str | None = resource.get("subject", {}).get("reference")
     return subject
