@@ -108,3 +108,5 @@ def _erase(records: RecordStore, patient_id: str, access: Access) -> None:
             f" ({escape(str(error))}): run this command again"
         )
         raise typer.Exit(code=1) from None
+    # Last: a command stopped before this line (killed while it purged) did not finish.
+    console.print("the storage's files were purged of the deleted key: the erasure is complete")

@@ -53,6 +53,8 @@ def test_erasing_asks_for_the_patient_s_id(filled: Vault) -> None:
     code, output = _erase(filled, "Patient/alice", "--reason", "request 12", typed="alice\n")
     assert code == 0, output
     assert "Patient/alice erased on" in output and "1 records" in output
+    # The last line: an operator whose command was killed while it purged sees it missing.
+    assert output.strip().splitlines()[-1].endswith("the erasure is complete")
     assert (_status(filled, "alice"), _status(filled, "bob")) == (410, 200)
 
 
