@@ -65,6 +65,18 @@ def _close_the_vaults_a_test_opens(monkeypatch: pytest.MonkeyPatch) -> Iterator[
         records.storage.close()
 
 
+ORGANIZATION = {"resourceType": "Organization", "name": "CLSC de Limoilou"}
+
+
+def write_organizations(client: TestClient | httpx.Client, count: int, path: str = "/fhir") -> None:
+    """``count`` creates, one commit (one leaf, one checkpoint) each: organisations, in
+    their type's shared compartment (a patient's first record adds a leaf for their data
+    key). ``path``: the FHIR base's path on the client's base URL."""
+    for _ in range(count):
+        response = client.post(f"{path}/Organization", json=ORGANIZATION, headers=FHIR_JSON)
+        assert response.status_code == 201, response.text
+
+
 def put_resource(client: TestClient, resource: dict[str, Any]) -> None:
     """Create or update ``resource`` at its own id, and insist that it was accepted."""
     url = f"/fhir/{resource['resourceType']}/{resource['id']}"

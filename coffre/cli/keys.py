@@ -118,6 +118,12 @@ def rotate(
             f"{report.rewrapped} data keys rewrapped; {report.lost} changed meanwhile"
             " (erased or rewrapped by another process) and were left as they were"
         )
+        if report.foreign:
+            console.print(
+                f"[bold red]{report.foreign} data keys in the storage were not the keys the log"
+                " recorded for their compartments: put there by its host (a patient's key"
+                " copied or moved), they were deleted, not rewrapped. Look into the host.[/]"
+            )
         if report.dropped:
             console.print(
                 f"[bold red]{report.dropped} data keys of erased patients were in the storage"

@@ -48,6 +48,10 @@ class LeafKind(IntEnum):
     KEY_ROTATION = 10
     INTEGRITY = 11
     """A request refused because what the host returned failed its integrity check."""
+    DATA_KEY = 12
+    """A patient's data key made: the location is their compartment token, the digest
+    the key's binding to it as the body hash (``PurposeKeys.data_key_binding``), so that a wrapped key the
+    host moves to another compartment, copies or plants is refused."""
 
 
 class Leaf(NamedTuple):

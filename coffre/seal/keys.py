@@ -79,15 +79,17 @@ class PurposeKeys:
     kind_key: bytes
     index_key: bytes
     leaf_key: bytes
+    binding_key: bytes
     _location: KeyedSha256 = field(init=False, compare=False)
     _compartment: KeyedSha256 = field(init=False, compare=False)
     _kind: KeyedSha256 = field(init=False, compare=False)
     _index: KeyedSha256 = field(init=False, compare=False)
     _leaf: KeyedSha256 = field(init=False, compare=False)
+    _binding: KeyedSha256 = field(init=False, compare=False)
     _short_index: dict[int, hashlib.blake2b] = field(init=False, compare=False)
 
     def __post_init__(self) -> None:
-        for purpose in ("location", "compartment", "kind", "index", "leaf"):
+        for purpose in ("location", "compartment", "kind", "index", "leaf", "binding"):
             key = KeyedSha256(getattr(self, f"{purpose}_key"))
             object.__setattr__(self, f"_{purpose}", key)
         object.__setattr__(self, "_short_index", {})
@@ -102,6 +104,7 @@ class PurposeKeys:
             kind_key=_derive(root, "kind"),
             index_key=_derive(root, "index"),
             leaf_key=_derive(root, "leaf"),
+            binding_key=_derive(root, "data key binding"),
         )
 
     def __repr__(self) -> str:
@@ -125,6 +128,11 @@ class PurposeKeys:
     def leaf_tag(self, fields: bytes) -> bytes:
         """The gateway's tag on a log leaf: proof that this side wrote it."""
         return self._leaf.digest(fields)[:LEAF_TAG_BYTES]
+
+    def data_key_binding(self, comp: bytes, data_key: bytes) -> bytes:
+        """What ties a data key to its compartment, as the log records it when the key is
+        made: a keyed hash of both, which the host can neither compute nor move."""
+        return self._binding.digest(comp + data_key)
 
     def short_index(self, resource_type: str, parameter: str, value: str, size: int) -> bytes:
         """A short blind hash of a normalised search value: keyed BLAKE2b, a PRF several

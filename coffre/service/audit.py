@@ -26,6 +26,7 @@ _KINDS: dict[LeafKind, tuple[str, str]] = {
     LeafKind.KEY_ROTATION: ("update", "U"),  # purposeOfEvent.text says which key
     LeafKind.INTEGRITY: ("read", "R"),
     LeafKind.ERASE: ("delete", "D"),
+    LeafKind.DATA_KEY: ("create", "C"),
 }
 # DICOM's outcome codes, as AuditEvent.outcome uses them.
 _SUCCESS, _SERIOUS_FAILURE = "0", "8"
@@ -33,7 +34,12 @@ INTEGRITY_FAILURE = "what the storage returned failed its integrity check; nothi
 ERASURE = (
     "the patient's data key was destroyed: their records and access history can no longer be opened"
 )
-_DESCRIPTIONS = {LeafKind.INTEGRITY: INTEGRITY_FAILURE, LeafKind.ERASE: ERASURE}
+DATA_KEY_MADE = "a data key was made for a compartment, its first record's or AuditEvent's"
+_DESCRIPTIONS = {
+    LeafKind.INTEGRITY: INTEGRITY_FAILURE,
+    LeafKind.ERASE: ERASURE,
+    LeafKind.DATA_KEY: DATA_KEY_MADE,
+}
 
 
 @dataclass(frozen=True, slots=True)

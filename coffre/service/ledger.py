@@ -277,6 +277,7 @@ class LatestWrites:
         # million records took 26 full collections of 70 ms to open with tuples).
         self._latest: dict[bytes, bytes] = {}
         self._erased: dict[bytes, int] = {}  # compartment -> when Coffre erased it (µs)
+        self._bindings: dict[bytes, bytes] = {}  # compartment -> its data key's binding
         self.map = SparseMerkleMap()
         self.tree = CompactRange()  # the log's tree as far as it was followed
         self.known = 0
@@ -328,6 +329,8 @@ class LatestWrites:
         for leaf in leaves:
             if leaf.kind is LeafKind.ERASE and leaf.version == 0:
                 self._erased.setdefault(leaf.loc, leaf.ts)
+            elif leaf.kind is LeafKind.DATA_KEY:
+                self._bindings.setdefault(leaf.loc, leaf.body_hash)
             elif in_map(leaf.kind, leaf.version):
                 self._latest[leaf.loc] = pack(leaf.version, leaf.body_hash, leaf.index_digest)
                 self.newest_write = max(self.newest_write, leaf.ts)
@@ -351,6 +354,17 @@ class LatestWrites:
         """When Coffre erased a compartment (µs since the epoch), as far as the log was
         followed; None if it did not."""
         return self._erased.get(comp)
+
+    def key_binding(self, comp: bytes) -> bytes | None:
+        """The binding of a compartment's data key, as the log recorded it when the key was
+        made, as far as the log was followed; None if it has none (yet)."""
+        return self._bindings.get(comp)
+
+    @property
+    def keys_logged(self) -> bool:
+        """Whether the log records data keys: then a key it does not record is the host's.
+        Vaults keyed before it did log the keys they hold at their next opening."""
+        return bool(self._bindings)
 
     def prove(self, reader: StorageReader, loc: bytes) -> tuple[int, bytes | None, MapProof]:
         """The log size the map is at, ``loc``'s value (its latest write leaf's hash, or

@@ -7,6 +7,7 @@ deletes, so that a transaction Bundle can gather many writes into one all-or-not
 from __future__ import annotations
 
 import hashlib
+import hmac
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
@@ -17,6 +18,7 @@ from coffre import config
 from coffre.custody import KeyCustodian, WrappedKey
 from coffre.exceptions import FhirError, SealError
 from coffre.fhir import json
+from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir.values import whole_number
 from coffre.ledger.leaf import index_digest
 from coffre.seal import Envelope, PurposeKeys
@@ -46,6 +48,9 @@ from coffre.storage.base import (
     Storage,
     StorageReader,
 )
+
+KEYS_LOGGED_AT_ONCE = 500
+"""Data keys read at a time when a vault keyed before the log recorded them logs them."""
 
 LOOK_UPS = 8
 """How many times a read looks a record up while writes of it keep landing meanwhile."""
@@ -79,6 +84,9 @@ class RecordStore:
         self._custodian = custodian
         self.envelope = envelope
         self._data_keys = KeyCache(key_cache_size)
+        self._shared = frozenset(map(self.keys.shared_compartment, RESOURCE_TYPES))
+        if not self.latest_writes.keys_logged and storage.wrapped_key_counts():
+            self._log_keys_made_before()
 
     # -- keys -----------------------------------------------------------------------------
 
@@ -94,12 +102,64 @@ class RecordStore:
         """
         key = self._data_keys.get(comp)
         if key is None:
-            stored = self.storage.wrapped_key(comp)
-            if stored is None:
-                return None
-            key = self._custodian.unwrap(WrappedKey(*stored))
-            self._data_keys.put(comp, key)
+            key = self.opened_key(comp, self.storage.wrapped_key(comp))
+            if key is not None:
+                self._data_keys.put(comp, key)
         return key
+
+    def is_shared(self, comp: bytes) -> bool:
+        """Whether a compartment is a resource type's shared one, not a patient's."""
+        return comp in self._shared
+
+    def cached_key(self, comp: bytes) -> bytes | None:
+        """A compartment's data key if this process holds it already."""
+        return self._data_keys.get(comp)
+
+    def opened_key(
+        self, comp: bytes, stored: tuple[str, bytes] | None, *, followed: bool = False
+    ) -> bytes | None:
+        """A compartment's data key from its wrapping as the storage holds it (None: none),
+        checked against the binding the log recorded when the key was made. SealError for
+        a key that is not the compartment's own (moved from another, copied, planted: it
+        would seal a patient's records under a key that outlives their erasure), or for a
+        key the storage lost. ``followed``: the log was followed to its end already (a
+        write transaction's, under the write lock). The shared compartments' keys, which
+        no erasure shreds, are taken as they are."""
+        if self.is_shared(comp):
+            return None if stored is None else self._custodian.unwrap(WrappedKey(*stored))
+        binding = self.latest_writes.key_binding(comp)
+        if binding is None and not followed:  # another process may have made it since
+            self.latest_writes.catch_up(self.storage)
+            binding = self.latest_writes.key_binding(comp)
+        if stored is None:
+            if binding is not None:
+                self.check_not_erased(comp)
+                raise SealError()  # the storage lost the data key the log says was made
+            return None
+        key = self._custodian.unwrap(WrappedKey(*stored))
+        if binding is None and self.latest_writes.keys_logged:
+            raise SealError()  # a data key the log does not record: the host's
+        if binding is not None and not hmac.compare_digest(
+            binding, self.keys.data_key_binding(comp, key)
+        ):
+            raise SealError()  # not the key the log recorded: moved, copied or replaced
+        return key
+
+    def _log_keys_made_before(self) -> None:
+        """A vault keyed before the log recorded data keys: log each one it holds now, as
+        the storage holds it at this opening; from then on a key the log does not record
+        is refused (docs/threat-model.md)."""
+        reason = "data keys made before the log recorded them, recorded as the storage holds them"
+        with self.writer(Access(OPERATOR.who, reason=reason)) as writer:
+            if self.latest_writes.keys_logged:  # another process did, under the lock first
+                return
+            after = b""
+            while rows := writer.txn.wrapped_keys_besides("", after, KEYS_LOGGED_AT_ONCE):
+                for comp, kek_id, wrapped in rows:
+                    if not self.is_shared(comp) and self.latest_writes.erased_at(comp) is None:
+                        key = self._custodian.unwrap(WrappedKey(kek_id, wrapped))
+                        writer.log_data_key(comp, key)
+                after = rows[-1][0]
 
     def forget_key(self, comp: bytes) -> None:
         """Drop a compartment's data key from this process: it was erased."""

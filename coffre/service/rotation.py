@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from coffre.custody import KeyCustodian, WrappedKey
 from coffre.custody.memory import check_retirable
-from coffre.exceptions import CustodyError, VaultStateError
+from coffre.exceptions import CustodyError, SealError, VaultStateError
 from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind
 from coffre.service.audit import OPERATOR, Access
 from coffre.service.records import RecordStore
@@ -54,6 +54,10 @@ class RewrapReport:
     dropped: int = 0
     """Rows of compartments the log says Coffre erased: the host put them back (from a
     backup, say), and a rewrap would have made the erased data open under the new KEK."""
+    foreign: int = 0
+    """Rows whose key is not the one the log recorded for their compartment (moved from
+    another, copied under a made-up compartment): deleted, never rewrapped, so that no
+    copy of a patient's key outlives their erasure."""
 
 
 class KeyRotation:
@@ -116,9 +120,7 @@ class KeyRotation:
             found += len(rows)
             after = rows[-1][0]
             erased = self._erased([comp for comp, _, _ in rows])
-            if erased:
-                self._drop(erased, report)
-                rows = [row for row in rows if row[0] not in erased]
+            rows = [row for row in rows if row[0] not in erased]
             unknown = {kek for _, kek, _ in rows} - held
             if unknown:
                 raise CustodyError(
@@ -126,14 +128,21 @@ class KeyRotation:
                     " the custody does not hold (retired, or another vault's): they cannot be"
                     " rewrapped"
                 )
-            fresh = [(comp, self._rewrapped(kek, wrapped)) for comp, kek, wrapped in rows]
+            fresh = [(row, self._rewrapped(*row)) for row in rows]
+            foreign = {comp for (comp, _, _), new in fresh if new is None}
             with self._storage.transaction() as txn:
-                for (comp, kek, wrapped), (_, new) in zip(rows, fresh, strict=True):
+                for comp in sorted(erased | foreign):
+                    txn.erase_compartment(comp, ())
+                for (comp, kek, wrapped), new in fresh:
+                    if new is None:
+                        continue
                     if txn.rewrap_key(comp, (kek, wrapped), (new.kek_id, new.wrapped)):
                         report.rewrapped += 1
                     else:
                         report.lost += 1
-            on_progress(len(rows))
+            report.dropped += len(erased)
+            report.foreign += len(foreign)
+            on_progress(len(rows) + len(erased))
         return found
 
     def _erased(self, comps: list[bytes]) -> set[bytes]:
@@ -142,14 +151,15 @@ class KeyRotation:
         latest.catch_up(self._storage)
         return {comp for comp in comps if latest.erased_at(comp) is not None}
 
-    def _drop(self, erased: set[bytes], report: RewrapReport) -> None:
-        with self._storage.transaction() as txn:
-            for comp in sorted(erased):
-                txn.erase_compartment(comp, ())
-        report.dropped += len(erased)
-
-    def _rewrapped(self, kek_id: str, wrapped: bytes) -> WrappedKey:
-        return self._custodian.wrap(self._custodian.unwrap(WrappedKey(kek_id, wrapped)))
+    def _rewrapped(self, comp: bytes, kek_id: str, wrapped: bytes) -> WrappedKey | None:
+        """The data key wrapped by the active KEK; None for a key that is not the
+        compartment's own as the log recorded it (moved, copied or planted by the host)."""
+        try:
+            key = self._records.opened_key(comp, (kek_id, wrapped))
+        except SealError:
+            return None
+        assert key is not None
+        return self._custodian.wrap(key)
 
     def retire(self, kek_id: str) -> None:
         """Destroy an old KEK in the custody, and log it; refused while a data key in the

@@ -10,7 +10,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from coffre.custody import WrappedKey
 from coffre.exceptions import FhirError, SealError
 from coffre.fhir import json
 from coffre.fhir.references import parse_reference
@@ -103,22 +102,33 @@ class Writer:
 
     def key(self, comp: bytes) -> bytes | None:
         """A data key as this transaction sees it, its own new keys included."""
-        key = self.fresh_keys.get(comp) or self.records.committed_key(comp)
+        key = self.fresh_keys.get(comp) or self.records.cached_key(comp)
         if key is None:
-            stored = self.txn.wrapped_key(comp)
-            if stored is not None:
-                key = self.fresh_keys[comp] = self.records.custodian.unwrap(WrappedKey(*stored))
+            key = self.records.opened_key(comp, self.txn.wrapped_key(comp), followed=True)
+            if key is not None:
+                self.fresh_keys[comp] = key
         return key
 
     def _key_for_write(self, comp: bytes) -> bytes:
         self.records.check_not_erased(comp)  # an erased patient takes no new records
         key = self.key(comp)
         if key is None:
-            custodian = self.records.custodian
-            wrapped = custodian.wrap(random_key())
-            stored = self.txn.put_wrapped_key(comp, wrapped.kek_id, wrapped.wrapped)
-            key = self.fresh_keys[comp] = custodian.unwrap(WrappedKey(*stored))
+            key = random_key()
+            wrapped = self.records.custodian.wrap(key)
+            made = (wrapped.kek_id, wrapped.wrapped)
+            if self.txn.put_wrapped_key(comp, *made) != made:  # we hold the write lock
+                raise SealError()  # the storage gave another key than the one just made
+            self.fresh_keys[comp] = key
+            if not self.records.is_shared(comp):
+                self.log_data_key(comp, key)
         return key
+
+    def log_data_key(self, comp: bytes, key: bytes) -> None:
+        """A leaf recording a patient's data key by its binding to their compartment, so
+        that no other key passes for it; its AuditEvent goes to the gateway's compartment."""
+        binding = self.records.keys.data_key_binding(comp, key)
+        made = self._newest or now_us()  # the time of the write it was made for
+        self.log_to_gateway([Leaf(LeafKind.DATA_KEY, comp, 0, binding, made)], None)
 
     @contextmanager
     def savepoint(self) -> Iterator[None]:
@@ -147,8 +157,10 @@ class Writer:
     def seal_events(self) -> None:
         """Seal an AuditEvent per kind and compartment of the leaves waiting, then append
         the leaves, in the order of the writes, each committing to its event."""
-        if not self._pending:
-            return
+        while self._pending:  # sealing an event may make the gateway's key, and its leaf
+            self._seal_pending()
+
+    def _seal_pending(self) -> None:
         pending, self._pending = self._pending, []
         start = self.txn.leaf_count()
         groups: dict[tuple[LeafKind, bytes], list[int]] = {}

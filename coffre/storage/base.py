@@ -120,8 +120,9 @@ class StorageReader(Protocol):
     def wrapped_keys_besides(
         self, kek_id: str, after: bytes, limit: int
     ) -> list[tuple[bytes, str, bytes]]:
-        """Up to ``limit`` wrapped data keys that ``kek_id`` does not wrap, as (compartment,
-        kek id, wrapped), in compartment order from just after ``after``."""
+        """Up to ``limit`` wrapped data keys that ``kek_id`` does not wrap (``""``: any of
+        them), as (compartment, kek id, wrapped), in compartment order from just after
+        ``after``."""
         ...
 
     def records_of(self, comp: bytes) -> list[bytes]:

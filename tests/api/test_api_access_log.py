@@ -226,4 +226,4 @@ def test_a_read_refused_for_integrity_is_itself_in_the_log(
     leaf = _leaves(records)[-1]
     assert (leaf.kind, leaf.loc) == (LeafKind.INTEGRITY, loc)
     gateway = records.storage.events_of(records.keys.shared_compartment("AuditEvent"))
-    assert [event.digest for event in gateway] == [leaf.event_hash]
+    assert leaf.event_hash in [event.digest for event in gateway]  # beside the data keys' events

@@ -9,7 +9,7 @@ from urllib.parse import quote, urlencode
 
 import httpx
 import pytest
-from conftest import FHIR_JSON
+from conftest import ORGANIZATION, write_organizations
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from pg import HostDatabase
@@ -25,13 +25,6 @@ from coffre.ledger import (
     verify_inclusion,
 )
 from coffre.service import RecordStore, Vault
-
-
-def write_patients(client: TestClient, count: int) -> None:
-    """``count`` creates, one commit (one leaf, one checkpoint) each."""
-    for _ in range(count):
-        response = client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
-        assert response.status_code == 201, response.text
 
 
 def signed(records: RecordStore, size: int) -> Checkpoint:
@@ -60,7 +53,7 @@ def test_an_empty_log_has_no_checkpoint_yet(client: TestClient) -> None:
 
 
 def test_the_checkpoint_is_the_latest_signed_note(client: TestClient, records: RecordStore) -> None:
-    write_patients(client, 3)
+    write_organizations(client, 3)
     response = client.get("/ledger/checkpoint")
     assert response.status_code == 200
     assert response.headers["content-type"] == "text/plain; charset=utf-8"
@@ -85,7 +78,7 @@ def test_the_key_endpoint_gives_the_vault_s_verifier_key(
 def test_inclusion_proofs_verify_against_every_signed_root(
     client: TestClient, records: RecordStore
 ) -> None:
-    write_patients(client, 9)
+    write_organizations(client, 9)
     leaves = records.storage.leaves(0, 9)
     for size in range(1, 10):
         root = signed(records, size).root
@@ -100,7 +93,7 @@ def test_inclusion_proofs_verify_against_every_signed_root(
 def test_consistency_proofs_verify_between_every_pair_of_signed_roots(
     client: TestClient, records: RecordStore
 ) -> None:
-    write_patients(client, 9)
+    write_organizations(client, 9)
     for new in range(1, 10):
         for old in range(new + 1):
             response = client.get("/ledger/proof/consistency", params={"old": old, "new": new})
@@ -114,7 +107,7 @@ def test_consistency_proofs_verify_between_every_pair_of_signed_roots(
 def test_a_tree_missing_a_node_answers_500_not_a_wrong_proof(
     client: TestClient, vault: Vault
 ) -> None:
-    write_patients(client, 4)
+    write_organizations(client, 4)
     with HostDatabase.of(vault) as db:
         db.execute("DELETE FROM leaves WHERE idx = 3")
     response = client.get("/ledger/proof/inclusion", params={"index": 0, "size": 4})
@@ -125,7 +118,7 @@ def test_a_tree_missing_a_node_answers_500_not_a_wrong_proof(
 
 
 def test_leaves_recompute_the_signed_root(client: TestClient, records: RecordStore) -> None:
-    write_patients(client, 10)
+    write_organizations(client, 10)
     fetched: list[bytes] = []
     caching = []
     while len(fetched) < 10:
@@ -141,7 +134,7 @@ def test_leaves_recompute_the_signed_root(client: TestClient, records: RecordSto
 
 
 def test_leaves_beyond_the_checkpoint_are_an_empty_page(client: TestClient) -> None:
-    write_patients(client, 2)
+    write_organizations(client, 2)
     for start in (2, 3, 10**19):
         response = client.get("/ledger/leaves", params={"start": start, "count": 5})
         assert response.status_code == 200
@@ -151,8 +144,8 @@ def test_leaves_beyond_the_checkpoint_are_an_empty_page(client: TestClient) -> N
 
 def test_a_page_of_leaves_holds_at_most_1000(client: TestClient, records: RecordStore) -> None:
     with records.writer() as writer:
-        for number in range(1001):
-            writer.update("Patient", f"p{number}", {"resourceType": "Patient", "id": f"p{number}"})
+        for number in range(1001):  # organisations: a leaf each, none for a patient's key
+            writer.update("Organization", f"o{number}", {**ORGANIZATION, "id": f"o{number}"})
     response = client.get("/ledger/leaves", params={"start": 0, "count": 5000})
     assert len(response.json()["leaves"]) == 1000
     assert "immutable" in response.headers["cache-control"]
@@ -194,7 +187,7 @@ BAD_QUERIES = [
 def test_bad_input_is_a_400_outcome(
     client: TestClient, path: str, query: str, fragment: str
 ) -> None:
-    write_patients(client, 3)
+    write_organizations(client, 3)
     assert_outcome(client.get(f"{path}?{query}"), 400, fragment)
 
 
@@ -223,7 +216,7 @@ def test_no_query_string_gets_a_500(
     client: TestClient, path: str, pairs: list[tuple[str, str]], raw: str
 ) -> None:
     if client.get("/ledger/checkpoint").status_code == 404:
-        write_patients(client, 5)
+        write_organizations(client, 5)
     for query in (urlencode(pairs), quote(raw, safe="=&+%")):
         response = client.get(f"/ledger/{path}?{query}")
         assert response.status_code in (200, 400), (query, response.text)

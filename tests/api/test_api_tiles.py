@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import FHIR_JSON
+from conftest import write_organizations
 from pg import HostDatabase
 from pymerkle import InmemoryTree
 from starlette.testclient import TestClient
@@ -136,12 +136,6 @@ def test_a_path_that_names_no_tile(big: tuple[TestClient, list[bytes]], path: st
 # -- a small log, written through the API ----------------------------------------------------
 
 
-def _write(client: TestClient, count: int) -> None:
-    for _ in range(count):
-        response = client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
-        assert response.status_code == 201, response.text
-
-
 def test_an_empty_log_has_no_tiles(client: TestClient) -> None:
     _missing(client.get("/ledger/tile/entries/000.p/1"), "latest checkpoint (size 0)")
 
@@ -150,7 +144,7 @@ def test_leaves_the_host_adds_are_not_served(
     client: TestClient, records: RecordStore, vault: Vault
 ) -> None:
     """A leaf beyond the checkpoint is no part of the log until the gateway signs it."""
-    _write(client, 3)
+    write_organizations(client, 3)
     leaves = records.storage.leaves(0, 3)
     with HostDatabase.of(vault) as db:
         db.execute("INSERT INTO leaves (idx, data) VALUES (3, ?)", (leaves[0],))
@@ -164,7 +158,7 @@ def test_a_bundle_leaves_out_what_the_storage_lost(
     client: TestClient, records: RecordStore, vault: Vault
 ) -> None:
     """Served as it is, for the auditor to see: never made up, never cached."""
-    _write(client, 3)
+    write_organizations(client, 3)
     with HostDatabase.of(vault) as db:
         db.execute("DELETE FROM leaves WHERE idx = 2")
     assert len(split_bundle(_tile(client, "tile/entries/000.p/3", "no-cache"))) == 2
@@ -172,7 +166,7 @@ def test_a_bundle_leaves_out_what_the_storage_lost(
 
 def test_a_tree_that_lost_a_leaf_is_damaged(client: TestClient, vault: Vault) -> None:
     """Level 0 hashes the leaves themselves: a lost leaf leaves its hash tile short."""
-    _write(client, 3)
+    write_organizations(client, 3)
     with HostDatabase.of(vault) as db:
         db.execute("DELETE FROM leaves WHERE idx = 2")
     response = client.get("/ledger/tile/0/000.p/3")

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import FHIR_JSON
+from conftest import write_organizations
 from starlette.responses import Response
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -90,7 +90,7 @@ class WitnessedLog:
         asyncio.run(asyncio.wait_for(once(), 60))  # a round that hangs fails the test
 
     def write(self, count: int) -> None:
-        _write(self.client, count)
+        write_organizations(self.client, count)
 
     def cosigned_size(self, note: str | None, quorum: int = 2) -> int:
         assert note is not None
@@ -107,12 +107,6 @@ def log(
     transport: Witnesses,
 ) -> WitnessedLog:
     return WitnessedLog(client, records, vault, folders, transport)
-
-
-def _write(client: TestClient, count: int) -> None:
-    for _ in range(count):
-        response = client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
-        assert response.status_code == 201, response.text
 
 
 # -- the settings ----------------------------------------------------------------------------
@@ -311,20 +305,20 @@ def test_the_endpoints_serve_what_was_cosigned(log: WitnessedLog, records: Recor
     witnessing = log.witnessing()
     with TestClient(with_witnessing(create_app(records), witnessing)) as client:
         assert client.get("/ledger/checkpoint/cosigned").status_code == 404
-        _write(client, 2)
+        write_organizations(client, 2)
         log.round(witnessing)
         cosigned = client.get("/ledger/checkpoint/cosigned")
         assert cosigned.status_code == 200 and cosigned.headers["cache-control"] == "no-cache"
         assert cosigned.text == witnessing.published()
         assert client.get("/ledger/checkpoint").text == cosigned.text, "cosigned once idle"
-        _write(client, 1)
+        write_organizations(client, 1)
         newest = client.get("/ledger/checkpoint").text
         assert newest != cosigned.text and newest == records.storage.latest_checkpoint()
         assert client.get("/ledger/checkpoint/cosigned").text == cosigned.text
 
 
 def test_a_log_without_witnesses_has_no_cosigned_checkpoint(client: TestClient) -> None:
-    _write(client, 1)
+    write_organizations(client, 1)
     answer = client.get("/ledger/checkpoint/cosigned")
     assert answer.status_code == 404, answer.text
     # Not "no checkpoint is cosigned yet": another server of the vault may gather them.
@@ -351,9 +345,9 @@ def _wait_for(client: TestClient, size: int) -> str:
 
 
 def test_the_server_witnesses_in_the_background(serving: TestClient, log: WitnessedLog) -> None:
-    _write(serving, 3)
+    write_organizations(serving, 3)
     assert log.cosigned_size(_wait_for(serving, 3)) == 3
-    _write(serving, 2)
+    write_organizations(serving, 2)
     assert log.cosigned_size(_wait_for(serving, 5)) == 5
 
 
@@ -361,7 +355,7 @@ def test_witnesses_down_never_stop_the_server(
     serving: TestClient, records: RecordStore, transport: Witnesses
 ) -> None:
     transport.down.update({"w1", "w2"})
-    _write(serving, 3)
+    write_organizations(serving, 3)
     time.sleep(1.5)
     assert serving.get("/fhir/Patient").status_code == 200
     assert serving.get("/ledger/checkpoint/cosigned").status_code == 404

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import FHIR_JSON, RunningServer, keyring_custody, share_keys
+from conftest import FHIR_JSON, RunningServer, keyring_custody, share_keys, write_organizations
 from pg import HostDatabase, copy_storage
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
@@ -46,18 +46,10 @@ def _run(*args: str) -> tuple[int, str]:
     return result.exit_code, result.output
 
 
-def _write(client: TestClient, count: int) -> None:
-    for _ in range(count):
-        response = client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
-        assert response.status_code == 201, response.text
-
-
 def _post(base_url: str, count: int) -> None:
     """Writes to a running server, over the network."""
     with httpx.Client(base_url=base_url) as client:
-        for _ in range(count):
-            response = client.post("/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
-            assert response.status_code == 201, response.text
+        write_organizations(client, count, path="")
 
 
 def _alter_leaf(vault: Vault, index: int, alter: Callable[[bytes], bytes]) -> None:
@@ -90,10 +82,10 @@ def _root(server: RunningServer) -> str:
 
 def test_a_first_audit_then_a_later_one_hold(client: TestClient, records: RecordStore) -> None:
     key = records.ledger.verifier_key
-    _write(client, 3)
+    write_organizations(client, 3)
     first = audit_log(client, key, None, full=True)
     assert first.consistent and first.checkpoint is not None and first.checkpoint.size == 3
-    _write(client, 4)
+    write_organizations(client, 4)
     second = audit_log(client, key, first.checkpoint, full=True)
     assert second.consistent and second.checkpoint is not None and second.checkpoint.size == 7
     assert "consistent with the checkpoint of size 3 accepted before" in second.held
@@ -105,10 +97,12 @@ def test_full_counts_the_leaves_by_kind_and_reports_integrity_failures(
     client: TestClient, records: RecordStore, vault: Vault
 ) -> None:
     """A read the gateway refused is logged; the log stays sound, and the auditor says so."""
-    _write(client, 2)
+    for _ in range(2):
+        response = client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
+        assert response.status_code == 201, response.text
     key = records.ledger.verifier_key
     clean = audit_log(client, key, None, full=True)
-    assert "leaves by kind: 2 create" in clean.held and clean.findings == []
+    assert "leaves by kind: 2 create, 2 data_key" in clean.held and clean.findings == []
     patient_id = client.get("/fhir/Patient").json()["entry"][0]["resource"]["id"]
     loc = records.keys.location("Patient", patient_id)
     with HostDatabase.of(vault) as db:
@@ -117,15 +111,15 @@ def test_full_counts_the_leaves_by_kind_and_reports_integrity_failures(
     assert client.get(f"/fhir/Patient/{patient_id}").status_code == 500
     report = audit_log(client, key, None, full=True)
     assert report.consistent
-    assert "leaves by kind: 2 create, 2 search, 1 integrity" in report.held
+    assert "leaves by kind: 2 create, 2 search, 1 integrity, 2 data_key" in report.held
     (finding,) = report.findings
-    assert "refused 1 request(s)" in finding and "(leaves 4)" in finding
+    assert "refused 1 request(s)" in finding and "(leaves 6)" in finding
 
 
 def test_a_checkpoint_under_another_key_is_a_bad_signature(
     client: TestClient, tmp_path: Path
 ) -> None:
-    _write(client, 2)
+    write_organizations(client, 2)
     other = Vault.at(tmp_path / "other")
     with keyring_custody():
         other.create()
@@ -138,7 +132,7 @@ def test_a_checkpoint_under_another_key_is_a_bad_signature(
 def test_a_forged_checkpoint_in_the_storage_is_a_bad_signature(
     client: TestClient, records: RecordStore, vault: Vault
 ) -> None:
-    _write(client, 2)
+    write_organizations(client, 2)
     accepted = audit_log(client, records.ledger.verifier_key, None).checkpoint
     with HostDatabase.of(vault) as db:  # the note of size 2, claiming size 3
         (note,) = db.execute("SELECT note FROM checkpoints WHERE size = 2").fetchone()
@@ -151,7 +145,7 @@ def test_a_forged_checkpoint_in_the_storage_is_a_bad_signature(
 def test_a_log_put_back_to_an_older_checkpoint_has_shrunk(
     client: TestClient, records: RecordStore, vault: Vault
 ) -> None:
-    _write(client, 5)
+    write_organizations(client, 5)
     accepted = audit_log(client, records.ledger.verifier_key, None).checkpoint
     with HostDatabase.of(vault) as db:
         db.execute("DELETE FROM checkpoints WHERE size > 3")
@@ -164,13 +158,13 @@ def test_another_history_under_the_same_key_is_inconsistent(
     client: TestClient, records: RecordStore, vault: Vault
 ) -> None:
     """A split view: the log once showed this auditor a checkpoint of another history."""
-    _write(client, 3)
+    write_organizations(client, 3)
     custodian = open_custody(vault.keyring)
     origin = custodian.log_origin()
     for size, root in ((3, bytes(32)), (2, bytes(32)), (4, bytes(32))):
         forked = sign_checkpoint(Checkpoint(origin, size, root), origin, custodian.log_signer())
         accepted = open_checkpoint(forked.serialize(), records.ledger.verifier_key)
-        _write(client, 2)
+        write_organizations(client, 2)
         report = audit_log(client, records.ledger.verifier_key, accepted)
         assert _kinds(report) == ["inconsistent"], report.violations
         assert f"inconsistent with the checkpoint of size {size}" in report.violations[0].detail
@@ -181,7 +175,7 @@ def test_a_fork_of_the_same_size_needs_no_proof_from_the_host(
 ) -> None:
     """Two roots the log signed for one size are the whole evidence: a host that refuses
     the consistency proof (a 500) cannot turn the fork into no verdict."""
-    _write(client, 3)
+    write_organizations(client, 3)
     key = records.ledger.verifier_key
     custodian = open_custody(vault.keyring)
     origin = custodian.log_origin()
@@ -206,7 +200,7 @@ def test_a_fork_of_the_same_size_needs_no_proof_from_the_host(
 def test_full_recomputes_the_root_and_decodes_every_leaf(
     client: TestClient, records: RecordStore, vault: Vault
 ) -> None:
-    _write(client, 6)
+    write_organizations(client, 6)
     key = records.ledger.verifier_key
     assert audit_log(client, key, None, full=True).consistent
     _alter_leaf(vault, 1, _other_body_hash)
@@ -229,7 +223,7 @@ def test_full_recomputes_the_map_of_the_latest_writes(
 ) -> None:
     """A checkpoint whose map root is not that of the leaves it signs (the gateway's key
     misused, or its code wrong) would let map proofs vouch for stale versions."""
-    _write(client, 3)
+    write_organizations(client, 3)
     key = records.ledger.verifier_key
     custodian = open_custody(vault.keyring)
     origin = custodian.log_origin()
@@ -265,9 +259,9 @@ def test_full_recomputes_the_map_of_the_latest_writes(
 def test_an_answer_that_is_no_proof_gives_no_verdict(
     client: TestClient, records: RecordStore, answer: httpx.Response, message: str
 ) -> None:
-    _write(client, 3)
+    write_organizations(client, 3)
     accepted = audit_log(client, records.ledger.verifier_key, None).checkpoint
-    _write(client, 1)
+    write_organizations(client, 1)
     checkpoint = client.get("/ledger/checkpoint").text
 
     def garbled(request: httpx.Request) -> httpx.Response:

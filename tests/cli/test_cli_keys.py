@@ -65,7 +65,7 @@ def test_rotate_then_retire_with_a_confirmation(vault: Vault) -> None:
     assert code == 0, output
     [new] = [kek for kek in _kek_ids(vault) if kek != old]
     assert f"{new} is the active key-encryption key (it replaces {old})" in output
-    assert "3 data keys rewrapped; 0 changed meanwhile" in output
+    assert "4 data keys rewrapped; 0 changed meanwhile" in output  # 3 patients', the gateway's
     code, output = _run("keys", "list", *where)
     assert code == 0 and f"{old} yes 0" in output and f"{new} yes yes 4" in output, output
     code, output = _run("keys", "retire", old, *where, given=f"{new}\n")
@@ -88,11 +88,12 @@ def test_retire_refuses_while_data_keys_need_the_key(vault: Vault) -> None:
         records.storage.close()
     code, output = _run("keys", "retire", old, *where, "--yes")
     assert code == 1
-    assert f"2 data keys are still wrapped by {old}" in output and "rotate --resume" in output
+    # The 2 patients' data keys, and the gateway's, made for the AuditEvents of their leaves.
+    assert f"3 data keys are still wrapped by {old}" in output and "rotate --resume" in output
     code, output = _run("keys", "rotate", *where)
     assert code == 1 and "a previous rotation is unfinished" in output
     code, output = _run("keys", "rotate", "--resume", "--retire", "--yes", *where)
-    assert code == 0 and "2 data keys rewrapped" in output and f"{old} retired" in output, output
+    assert code == 0 and "3 data keys rewrapped" in output and f"{old} retired" in output, output
     assert _kek_counts(vault) == {new: 3}  # + the gateway's own compartment
 
 

@@ -110,7 +110,8 @@ def _observation(resource_id: str, text: str) -> dict[str, Any]:
 
 @pytest.fixture
 def written(client: TestClient) -> TestClient:
-    """Alice (2 versions) with two observations, and Bob: 5 writes, 5 leaves."""
+    """Alice (2 versions) with two observations, and Bob: 5 writes, 5 leaves; and 2 for
+    their data keys."""
     for resource in (
         ALICE_V1,
         BOB_V1,
@@ -475,15 +476,15 @@ def test_alter_a_leaf(written: TestClient, records: RecordStore, vault: Vault) -
     accepted = _accepted(written, records)
 
     def alter(leaves: list[bytes]) -> list[bytes]:
-        leaf = leaves[4]
+        leaf = leaves[-1]
         assert Leaf.decode(leaf).version == 2
-        return [*leaves[:4], leaf[:42] + bytes(32) + leaf[74:], *leaves[5:]]
+        return [*leaves[:-1], leaf[:42] + bytes(32) + leaf[74:]]
 
     _rewrite_leaves(vault, alter)
     report = audit_log(written, records.ledger.verifier_key, accepted, full=True)
     assert _kinds(report) == ["root mismatch"]
     _refused_at_start(vault, VaultStateError, "rolled back or replaced")
-    with pytest.raises(LedgerError, match="leaf 4 was not written by this gateway"):
+    with pytest.raises(LedgerError, match="leaf 6 was not written by this gateway"):
         _starts_without_memory(vault)
 
 
@@ -564,7 +565,7 @@ def test_truncate_the_log_and_extend_it_differently(
         for number in range(3, 6):
             put_resource(real, {"resourceType": "Patient", "id": f"p{number}", "gender": "male"})
         accepted = _accepted(real, records)
-    assert accepted.size == 6
+    assert accepted.size == 6 + 6  # and a leaf for each of the 6 patients' data keys
     records.storage.close()
     copy_storage(Vault.at(tmp_path), vault.folder)
 
@@ -580,8 +581,8 @@ def test_truncate_the_log_and_extend_it_differently(
                 )
             report = audit_log(fork, key, accepted, full=True)
             assert _kinds(report) == ["inconsistent"], report.violations
-            assert "inconsistent with the checkpoint of size 6" in report.violations[0].detail
-            assert "the 8 leaves recompute to the signed root" in report.held, (
+            assert "inconsistent with the checkpoint of size 12" in report.violations[0].detail
+            assert "the 16 leaves recompute to the signed root" in report.held, (
                 "the fork is a well-formed log: only consistency with what was accepted"
                 " gives it away"
             )

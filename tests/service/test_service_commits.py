@@ -101,12 +101,10 @@ def test_what_arrives_while_the_write_lock_is_held_elsewhere_joins_the_next_batc
     written = asyncio.run(main())
     assert len(set(written)) == 3
     after = records.storage.leaf_count()
-    assert after - before == 3  # a leaf each, their AuditEvents included
+    # A leaf each, their AuditEvents included; and one for each of their patients' keys.
+    assert after - before == 3 + 3
     assert records.storage.checkpoint_at(after) is not None
-    assert [records.storage.checkpoint_at(size) for size in range(before + 1, after)] == [
-        None,
-        None,
-    ]
+    assert [records.storage.checkpoint_at(size) for size in range(before + 1, after)] == [None] * 5
 
 
 def test_a_full_disk_in_one_request_fails_its_whole_batch_and_writes_nothing(

@@ -44,7 +44,8 @@ def test_every_write_is_a_leaf_bound_to_its_sealed_bytes(
     vault: Vault, records: RecordStore
 ) -> None:
     _write_some(records, 3)
-    leaves = [Leaf.decode(data) for data in records.storage.leaves(0, 10)]
+    logged = map(Leaf.decode, records.storage.leaves(0, records.storage.leaf_count()))
+    leaves = [leaf for leaf in logged if leaf.kind is not LeafKind.DATA_KEY]
     assert [leaf.kind for leaf in leaves] == [LeafKind.CREATE] * 3 + [
         LeafKind.UPDATE,
         LeafKind.DELETE,
@@ -60,8 +61,9 @@ def test_every_write_is_a_leaf_bound_to_its_sealed_bytes(
 def test_the_checkpoint_signs_the_root_of_all_leaves(vault: Vault, records: RecordStore) -> None:
     _write_some(records, 6)
     checkpoint = records.ledger.latest(records.storage)
-    assert checkpoint is not None and checkpoint.size == records.storage.leaf_count() == 8
-    expected = merkle_root([leaf_hash(data) for data in records.storage.leaves(0, 8)])
+    size = 8 + 6  # the writes, and a leaf for each of the 6 patients' data keys
+    assert checkpoint is not None and checkpoint.size == records.storage.leaf_count() == size
+    expected = merkle_root([leaf_hash(data) for data in records.storage.leaves(0, size)])
     assert checkpoint.root == expected
     remembered = open_checkpoint(vault.checkpoint_memory.read_text(), records.ledger.verifier_key)
     assert remembered == checkpoint
@@ -87,14 +89,15 @@ def test_the_tree_keeps_every_fourth_level_and_a_vault_that_keeps_all_still_prov
     """Leaf hashes follow from the leaves, and the levels between from those below; vaults
     written before 2026-12-03 store every level of the tree, which still proves."""
     _write_some(records, 20)
-    leaves = [leaf_hash(data) for data in records.storage.leaves(0, 22)]
+    leaves = [leaf_hash(data) for data in records.storage.leaves(0, records.storage.leaf_count())]
     levels = [leaves]
     while len(levels[-1]) > 1:
         below = levels[-1]
         levels.append([node_hash(below[i], below[i + 1]) for i in range(0, len(below) - 1, 2)])
     with HostDatabase.of(vault) as db:
         held = db.execute("SELECT level, idx, hash FROM tree_nodes ORDER BY level, idx").fetchall()
-        assert [(level, index, bytes(h)) for level, index, h in held] == [(4, 0, levels[4][0])]
+        kept = [(4, index, hashed) for index, hashed in enumerate(levels[4])]
+        assert [(level, index, bytes(h)) for level, index, h in held] == kept
         for level, hashes in enumerate(levels[:4]):
             for index, hashed in enumerate(hashes):
                 db.execute(
@@ -315,18 +318,18 @@ def test_the_log_is_followed_a_chunk_at_a_time(
 ) -> None:
     """Opening a vault follows its whole log: never read at once, whatever its length. An
     AuditEvent whose leaves fall on both sides of a chunk's end counts once."""
-    _write_some(records, 6)
-    with records.writer() as writer:  # leaves 8 to 11, of one event: chunks end at 9 and 12
+    _write_some(records, 6)  # 8 writes, and 6 patients' data keys: leaves 0 to 13
+    with records.writer() as writer:  # leaves 14 to 17, of one event: a chunk ends at 15
         for number in range(4):
             writer.update("Observation", f"o{number}", _observation_of("p0", number))
     monkeypatch.setattr(ledger_module, "FOLLOW_CHUNK", 3)
     spans = _Spans(records.storage)
     followed = LatestWrites(records.keys)
     followed.catch_up(cast(StorageReader, spans))
-    assert spans.spans == [(0, 3), (3, 6), (6, 9), (9, 12)]
+    assert spans.spans == [(start, start + 3) for start in range(0, 18, 3)]
     records.latest_writes.catch_up(records.storage)
-    assert followed.known == records.latest_writes.known == 12
-    assert followed.check_events(records.storage) == 12
+    assert followed.known == records.latest_writes.known == 18
+    assert followed.check_events(records.storage) == 18
     assert followed.tree.root() == records.latest_writes.tree.root()
     assert followed.map.root == records.latest_writes.map.root
     assert followed.expected(records.keys.location("Patient", "p0")) == (

@@ -71,11 +71,11 @@ def test_a_rotated_vault_no_longer_needs_the_old_key(vault: Vault, opened: Recor
     made = _patients(opened)
     rotation = KeyRotation(opened)
     old, new = rotation.rotate()
-    # The rotation's own AuditEvent went to the gateway's compartment, under the new key.
-    assert _kek_ids(opened) == {old: PATIENTS, new: 1} and rotation.pending() == PATIENTS
+    # The patients' data keys, and the gateway's, made for the AuditEvents of their leaves.
+    assert _kek_ids(opened) == {old: PATIENTS + 1} and rotation.pending() == PATIENTS + 1
     bodies = _sealed_bodies(vault)
     report = rotation.rewrap(batch=2)
-    assert report == RewrapReport(rewrapped=PATIENTS, lost=0)
+    assert report == RewrapReport(rewrapped=PATIENTS + 1, lost=0)
     assert _kek_ids(opened) == {new: PATIENTS + 1} and rotation.pending() == 0
     assert rotation.retirable() == [old]
     rotation.retire(old)
@@ -120,7 +120,7 @@ def test_retiring_refuses_while_a_data_key_still_needs_the_old_key(
     made = _patients(opened, 2)
     rotation = KeyRotation(opened)
     old, _ = rotation.rotate()
-    with pytest.raises(VaultStateError, match=f"2 data keys are still wrapped by {old}"):
+    with pytest.raises(VaultStateError, match=f"3 data keys are still wrapped by {old}"):
         rotation.retire(old)
     assert old in opened.custodian.kek_ids() and rotation.retirable() == []
     _reads_all(vault, made)
@@ -144,12 +144,12 @@ def test_an_interrupted_rewrap_resumes_without_another_key(
 
     with pytest.raises(KeyboardInterrupt):
         rotation.rewrap(interrupt, batch=3)
-    assert _kek_ids(opened) == {new: 1 + 3, old: PATIENTS - 3}
+    assert _kek_ids(opened) == {new: 3, old: PATIENTS + 1 - 3}
     with pytest.raises(VaultStateError, match=r"unfinished.*rotate --resume"):
         rotation.rotate()
     resumed = KeyRotation(vault_records := vault.open())  # another run of the command
     try:
-        assert resumed.rewrap() == RewrapReport(rewrapped=PATIENTS - 3, lost=0)
+        assert resumed.rewrap() == RewrapReport(rewrapped=PATIENTS + 1 - 3, lost=0)
         resumed.retire(old)
         assert vault_records.custodian.kek_ids() == [new]
     finally:
@@ -169,18 +169,18 @@ def test_a_compare_and_set_loses_cleanly_to_a_concurrent_rewrap(
     rewrapped = rotation._rewrapped
     interfered = []
 
-    def concurrently(kek_id: str, wrapped: bytes) -> WrappedKey:
+    def concurrently(comp: bytes, kek_id: str, wrapped: bytes) -> WrappedKey | None:
         if not interfered:
             interfered.append(KeyRotation(other).rewrap())
-        return rewrapped(kek_id, wrapped)
+        return rewrapped(comp, kek_id, wrapped)
 
     monkeypatch.setattr(rotation, "_rewrapped", concurrently)
     try:
         report = rotation.rewrap()
     finally:
         other.storage.close()
-    assert interfered == [RewrapReport(rewrapped=3, lost=0)]
-    assert report == RewrapReport(rewrapped=0, lost=3)
+    assert interfered == [RewrapReport(rewrapped=4, lost=0)]  # 3 patients' keys, the gateway's
+    assert report == RewrapReport(rewrapped=0, lost=4)
     assert _kek_ids(opened) == {opened.custodian.active_kek(): 4}
     _reads_all(vault, made)
 
@@ -196,13 +196,13 @@ def test_an_erasure_between_the_read_and_the_write_wins(
     rotation.rotate()
     rewrapped = rotation._rewrapped
 
-    def erasing(kek_id: str, wrapped: bytes) -> WrappedKey:
+    def erasing(comp_read: bytes, kek_id: str, wrapped: bytes) -> WrappedKey | None:
         if not opened.is_erased(comp):
             erase_patient(opened, erased.removeprefix("Patient/"), OPERATOR)
-        return rewrapped(kek_id, wrapped)
+        return rewrapped(comp_read, kek_id, wrapped)
 
     monkeypatch.setattr(rotation, "_rewrapped", erasing)
-    assert rotation.rewrap() == RewrapReport(rewrapped=2, lost=1)
+    assert rotation.rewrap() == RewrapReport(rewrapped=3, lost=1)
     assert opened.storage.wrapped_key(comp) is None
     assert _kek_ids(opened) == {opened.custodian.active_kek(): 3}  # 2 patients + the gateway
     _reads_all(vault, {ref: res for ref, res in made.items() if erased not in (ref, _subject(res))})
@@ -254,7 +254,7 @@ def test_the_listing_counts_each_keys_data_keys(opened: RecordStore) -> None:
     rotation.rotate()
     new = opened.custodian.active_kek()
     uses = {(use.kek_id, use.active, use.held, use.data_keys) for use in rotation.keks()}
-    assert uses == {(old, False, True, 2), (new, True, True, 1)}
+    assert uses == {(old, False, True, 3), (new, True, True, 0)}  # 2 patients, the gateway
 
 
 def test_a_data_key_under_a_kek_the_custody_lacks_is_named_not_rewrapped(

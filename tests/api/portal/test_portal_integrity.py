@@ -32,4 +32,4 @@ def test_a_tampered_record_is_not_shown_and_its_refusal_is_logged(
     logged = [Leaf.decode(d) for d in records.storage.leaves(before, records.storage.leaf_count())]
     assert [leaf.kind for leaf in logged] == [LeafKind.INTEGRITY]
     gateway = records.storage.events_of(records.keys.shared_compartment("AuditEvent"))
-    assert [event.digest for event in gateway] == [logged[0].event_hash]
+    assert logged[0].event_hash in [event.digest for event in gateway]  # beside data keys' events
