@@ -136,8 +136,9 @@ def rotate(
                     _retire(rotation, kek_id, yes)
                 else:
                     console.print(
-                        f"{escape(kek_id)} is kept: it wrapped no data key before this rotation"
-                        " either (for an older backup?); 'coffre keys retire' destroys it"
+                        f"{escape(kek_id)} is kept: it wrapped no data key when this command"
+                        " started (a key kept for older backups, or one that an interrupted"
+                        " rewrap had emptied already); 'coffre keys retire' destroys it"
                     )
 
 

@@ -23,7 +23,10 @@ def check_retirable(kek_id: str, held: list[str], active: str) -> None:
     if kek_id == active:
         raise CustodyError(f"{kek_id} is the active key-encryption key: rotate first")
     if kek_id not in held:
-        raise CustodyError(f"the custody holds no key-encryption key {kek_id}")
+        raise CustodyError(
+            f"the custody holds no key-encryption key {kek_id}; it holds {', '.join(held)}"
+            " (as 'coffre keys list' names them)"
+        )
 
 
 def new_origin() -> str:

@@ -72,7 +72,8 @@ def test_the_active_kek_or_an_unknown_one_cannot_be_retired(opener: Opener) -> N
     active = custodian.active_kek()
     with pytest.raises(CustodyError, match="is the active key-encryption key"):
         custodian.retire_kek(active)
-    with pytest.raises(CustodyError, match="holds no key-encryption key"):
+    # Named as the listing names them: a token's are pkcs11:kek-N, which kek-N missed.
+    with pytest.raises(CustodyError, match=f"holds no key-encryption key .*; it holds {active}"):
         custodian.retire_kek(active + "0")
     assert custodian.kek_ids() == [active]
 
