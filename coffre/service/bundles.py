@@ -377,8 +377,9 @@ class BundleProcessor:
         if kind == "transaction":
             entries = [_parse_entry(i, raw, self.base_url) for i, raw in enumerate(raw_entries)]
             fixed, pending = self._fixed_targets(entries)
-            for entry in entries:
-                self._resolve_ahead(entry, fixed, pending)
+            resolve = partial(self._resolve_ahead, fixed=fixed, pending=pending)
+            for index, entry in enumerate(entries):
+                _of_entry(index, resolve, entry)
             return Prepared(kind, entries)
         return Prepared(kind, raw_entries)
 
