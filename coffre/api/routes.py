@@ -246,9 +246,8 @@ async def access_history(request: Request) -> Response:
     events.sort(key=lambda event: not is_break_glass(event))  # stable: newest first within
     await _log_access(request, LeafKind.READ, [patient])
     page_url = str(request.url).split("?")[0]
-    entries = [
-        {"resource": event, "search": {"mode": "match"}} for event in events[offset:][:count]
-    ]
+    page = events[offset : offset + count]
+    entries = [{"resource": event, "search": {"mode": "match"}} for event in page]
     link = links(page_url, pairs, snapshot, offset, count, len(events))
     return fhir_response(fhir_bundle("searchset", entries, total=len(events), link=link))
 

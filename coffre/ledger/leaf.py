@@ -49,8 +49,8 @@ class LeafKind(IntEnum):
     INTEGRITY = 11
     """A request refused because what the host returned failed its integrity check."""
     DATA_KEY = 12
-    """A patient's data key made: the location is their compartment token, the digest
-    the key's binding to it as the body hash (``PurposeKeys.data_key_binding``), so that a wrapped key the
+    """A patient's data key made: the location is their compartment token, the body hash
+    the key's binding to it (``PurposeKeys.data_key_binding``), so that a wrapped key the
     host moves to another compartment, copies or plants is refused."""
 
 
