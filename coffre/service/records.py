@@ -350,15 +350,31 @@ class RecordStore:
         """Refuse a page of one record's history with a version missing or repeated: its
         versions are numbered from 1 without a gap, so as many are stored (as of the
         snapshot) as the highest says, and the page counts down from there, less its
-        offset; with ``_since``, without a gap."""
+        offset. With ``_since`` too, since a record's versions are stamped in increasing
+        time: the host could change the time of the version just outside the page, so
+        that version is opened (its time is bound to its body) and must be older."""
         whole = replace(query, since_ts=None, limit=1, offset=0)
         stored = self.storage.count_history(whole)
         highest = [sealed.version for sealed in self.storage.history(whole)]
         if highest != ([stored] if stored else []):
             raise SealError()
-        first = stored - query.offset if query.since_ts is None else numbers[0] if numbers else 0
+        first = stored - query.offset
         if numbers != list(range(first, first - len(numbers), -1)):
             raise SealError()
+        if query.since_ts is None or len(numbers) == query.limit:
+            return
+        outside = first - len(numbers)  # the newest version the page leaves out
+        if outside >= 1 and self._version_time(query, outside) >= query.since_ts:
+            raise SealError()
+
+    def _version_time(self, query: HistoryQuery, version: int) -> int:
+        """When a version of the record ``query`` lists was written, as its seal says."""
+        assert query.loc is not None
+        sealed = self.storage.version(query.loc, version)
+        if sealed is None:
+            raise SealError()
+        self._open(sealed, self.committed_key)
+        return sealed.ts
 
     def is_erased(self, comp: bytes) -> bool:
         return self.latest_writes.erased_at(comp) is not None

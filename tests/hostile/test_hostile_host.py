@@ -29,6 +29,8 @@ reopened afterwards), and asserts WHICH mechanism catches it:
 | delete a record                         | latest-writes: read, vread, search by _id: 500, not 404 |
 | drop a version that is not the latest   | vread: latest-writes; instance history: versions count  |
 |                                         | down from 1 without a gap                               |
+| give a version an old time, out of a    | instance history: the page counts down from the latest; |
+| history ``_since``                      | the version below a short page is opened (AEAD)         |
 | give a version another type's token     | type history: the version opened is of another type     |
 | delete a leaf (renumbering the rest)    | start: VaultStateError; auditor --full: missing leaves  |
 | delete a leaf, leaving a gap            | start: StorageError (gap); auditor: no verdict (503)    |
@@ -61,6 +63,7 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -421,6 +424,29 @@ def test_drop_an_older_version(
     _refused(written.get(f"/fhir/Patient/alice/_history/{dropped}"), ALICE)
     _refused(written.get("/fhir/Patient/alice/_history"), ALICE)
     _refused(written.get("/fhir/Patient/alice/_history?_count=1&_offset=1"), ALICE)
+
+
+@pytest.mark.parametrize("moved", [3, 2])
+def test_move_a_version_out_of_a_since_page(
+    moved: int, written: TestClient, records: RecordStore, vault: Vault
+) -> None:
+    """The host gives a version of Alice an old time, so that a history ``_since`` the
+    time of her version 2 leaves it out: her latest (the page would start at 2), or the
+    page's oldest (it would end at 3). The page counts down from her latest version, and
+    the version just below a short page is opened, its time bound to its body."""
+    put_resource(written, {**ALICE_V2, "gender": "female"})
+    since = written.get("/fhir/Patient/alice/_history/2").json()["meta"]["lastUpdated"]
+    page = f"/fhir/Patient/alice/_history?_since={quote(since)}"
+    versions = [e["resource"]["meta"]["versionId"] for e in written.get(page).json()["entry"]]
+    assert versions == ["3", "2"]
+    offset = written.get(f"{page}&_count=1&_offset=1").json()["entry"]
+    assert [e["resource"]["meta"]["versionId"] for e in offset] == ["2"]
+    with _host(vault) as db:
+        db.execute(
+            "UPDATE versions SET ts = 946684800000000 WHERE loc = ? AND version = ?",
+            (_loc(records, "Patient/alice"), moved),
+        )
+    _refused(written.get(page), ALICE)
 
 
 def test_relabel_a_record_with_another_type(
