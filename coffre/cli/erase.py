@@ -12,7 +12,7 @@ from rich.markup import escape
 from coffre import config
 from coffre.cli.access import KeyringOption, VaultOption
 from coffre.cli.output import console, fail
-from coffre.exceptions import CoffreError, FhirError
+from coffre.exceptions import CoffreError, FhirError, SealError
 from coffre.fhir.references import parse_reference
 from coffre.service import RecordStore, Vault
 from coffre.service.audit import Access
@@ -77,12 +77,19 @@ def erase(
 
 
 def _check_exists(records: RecordStore, patient_id: str) -> None:
-    """Refuse a patient the vault never held; one erased already goes on (harmlessly)."""
+    """Refuse a patient the vault never held; one erased already goes on (harmlessly), and
+    so does one whose record or key the storage altered: the erasure cuts it off all the
+    same."""
     try:
         records.latest_version("Patient", patient_id)
     except FhirError as error:
         if error.status == 404:
             raise fail(f"{error.diagnostics}: nothing was erased") from None
+    except SealError as error:
+        console.print(
+            f"[yellow]warning:[/yellow] Patient/{escape(patient_id)}: {error}; the storage was"
+            " altered, and the erasure goes on regardless"
+        )
 
 
 def _erase(records: RecordStore, patient_id: str, access: Access) -> None:
@@ -94,6 +101,12 @@ def _erase(records: RecordStore, patient_id: str, access: Access) -> None:
             f"Patient/{escape(patient_id)} erased on {erasure.when}: {erasure.records} records"
             " and their access history can no longer be opened"
         )
+        if erasure.tampered:
+            console.print(
+                f"[yellow]warning:[/yellow] {erasure.tampered} more records of theirs failed"
+                " their integrity check (the storage altered them): their key is destroyed"
+                " too, and they answer 410 Gone once the storage holds them as the log does"
+            )
     except FhirError as error:
         if error.status != 410:
             raise fail(error.diagnostics) from None

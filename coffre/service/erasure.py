@@ -27,7 +27,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 
-from coffre.exceptions import FhirError, SealError
+from coffre.exceptions import FhirError
 from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind, index_digest
 from coffre.service.audit import Access
 from coffre.service.records import RecordStore
@@ -39,11 +39,13 @@ NO_TOKENS = index_digest(())
 
 @dataclass(frozen=True, slots=True)
 class Erasure:
-    """What an erasure did: how many records it cut off, and when."""
+    """What an erasure did: how many records it cut off, when, and how many of the
+    patient's records the storage altered (left as they are: see ``erase_patient``)."""
 
     patient: str
     records: int
     ts: int
+    tampered: int = 0
 
     @property
     def when(self) -> str:
@@ -52,37 +54,45 @@ class Erasure:
 
 def erase_patient(records: RecordStore, patient_id: str, access: Access) -> Erasure:
     """Destroy a patient's data key and log it as ``access``'s erasure; 404 when nothing
-    was ever sealed in their compartment, 410 when Coffre already erased them. The caller then runs
-    ``storage.purge_erased()``, which may have to wait for readers."""
+    was ever sealed in their compartment, 410 when Coffre already erased them. The caller
+    then runs ``storage.purge_erased()``, which may have to wait for readers.
+
+    A host cannot block an erasure by hiding the key or altering a record: the log's
+    record of the key says the patient exists, and a record whose latest version the log
+    does not confirm gets no ``ERASE`` leaf and keeps its tokens (it fails its integrity
+    check until the host puts it back, and then answers 410 like the others)."""
     check_id("Patient", patient_id)
     comp = records.keys.patient_compartment(patient_id)
     with records.writer(access) as writer:
         when = records.latest_writes.erased_at(comp)
         if when is not None:
             raise erased(when)
-        if writer.txn.wrapped_key(comp) is None:  # not even records naming them
-            raise FhirError(
+        if writer.txn.wrapped_key(comp) is None and not records.latest_writes.key_binding(comp):
+            raise FhirError(  # not even records naming them
                 404, "not-found", f"Patient/{patient_id} does not exist: there is nothing to erase"
             )
         ts = now_us()
-        leaves = _record_leaves(records, writer, comp, ts)
+        leaves, tampered = _record_leaves(records, writer, comp, ts)
         writer.txn.erase_compartment(comp, [leaf.loc for leaf in leaves])
         marker = Leaf(LeafKind.ERASE, comp, 0, NO_DIGEST, ts)
         writer.log_to_gateway([marker, *leaves], f"Patient/{patient_id}")
     records.forget_key(comp)
-    return Erasure(patient_id, len(leaves), ts)
+    return Erasure(patient_id, len(leaves), ts, tampered)
 
 
-def _record_leaves(records: RecordStore, writer: Writer, comp: bytes, ts: int) -> list[Leaf]:
+def _record_leaves(
+    records: RecordStore, writer: Writer, comp: bytes, ts: int
+) -> tuple[list[Leaf], int]:
     """An ``ERASE`` leaf for each record whose latest version is in the compartment, once
-    the log confirms that version: the host chooses which records it lists, not what they
-    are."""
+    the log confirms that version (the host chooses which records it lists, not what they
+    are), and how many records listed the log did not confirm."""
     txn = writer.txn
-    leaves = []
+    leaves, tampered = [], 0
     for loc in sorted(txn.records_of(comp)):
         sealed = txn.latest(loc)
         if sealed is None or sealed.comp != comp or not records.is_logged_latest(loc, sealed, txn):
-            raise SealError()
+            tampered += 1
+            continue
         body_hash = hashlib.sha256(sealed.body).digest()
         leaves.append(Leaf(LeafKind.ERASE, loc, sealed.version, body_hash, ts, NO_TOKENS))
-    return leaves
+    return leaves, tampered

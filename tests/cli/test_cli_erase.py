@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from conftest import RunningServer
+from pg import HostDatabase
 from typer.testing import CliRunner
 
 from coffre.cli.main import app
@@ -118,6 +119,24 @@ def test_a_blank_reason_is_refused(filled: Vault) -> None:
     code, output = _erase(filled, "Patient/alice", "--reason", "  ", "--yes")
     assert code == 1 and "--reason" in output and "nothing was erased" in output
     assert _status(filled, "alice") == 200
+
+
+def test_a_key_the_host_hides_does_not_block_the_erasure(filled: Vault) -> None:
+    """The patient's record no longer opens (its key is gone): the command says the
+    storage was altered and erases them all the same, with no traceback."""
+    records = filled.open()
+    comp = records.keys.patient_compartment("alice")
+    records.storage.close()
+    with HostDatabase.of(filled) as db:
+        row = db.execute("SELECT kek_id, wrapped FROM data_keys WHERE comp = ?", (comp,)).fetchone()
+        db.execute("DELETE FROM data_keys WHERE comp = ?", (comp,))
+    code, output = _erase(filled, "Patient/alice", "--reason", "r", "--yes")
+    assert code == 0, output
+    assert "integrity check" in output and "erasure goes on" in output
+    assert "Traceback" not in output and "Patient/alice erased on" in output
+    with HostDatabase.of(filled) as db:
+        db.execute("INSERT INTO data_keys (comp, kek_id, wrapped) VALUES (?, ?, ?)", (comp, *row))
+    assert (_status(filled, "alice"), _status(filled, "bob")) == (410, 200)
 
 
 @pytest.fixture

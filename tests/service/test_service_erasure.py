@@ -304,3 +304,36 @@ def test_a_key_the_host_deletes_is_an_integrity_failure_not_an_erasure(
             assert response.status_code == 500 and "integrity" in response.text
     finally:
         reopened.storage.close()
+
+
+def test_a_host_that_hides_the_key_or_alters_a_record_does_not_block_the_erasure(
+    written: TestClient, records: RecordStore, vault: Vault
+) -> None:
+    """The log's record of Alice's key says she exists, so hiding the key's row does not
+    make her unknown; a record whose bytes the host altered gets no ERASE leaf and is
+    counted. Once the host puts both back, they answer 410 like the others."""
+    comp = records.keys.patient_compartment("alice")
+    weight = records.keys.location("Observation", "alice-weight")
+    with HostDatabase.of(vault) as db:
+        (kek, wrapped) = db.execute(
+            "SELECT kek_id, wrapped FROM data_keys WHERE comp = ?", (comp,)
+        ).fetchone()
+        (body,) = db.execute(
+            "SELECT body FROM versions WHERE loc = ? AND version = 1", (weight,)
+        ).fetchone()
+        db.execute("DELETE FROM data_keys WHERE comp = ?", (comp,))
+        db.execute(
+            "UPDATE versions SET body = ? WHERE loc = ? AND version = 1",
+            (bytes(body)[:-1] + bytes([bytes(body)[-1] ^ 1]), weight),
+        )
+    erasure = erase_patient(records, "alice", DPO)
+    assert (erasure.records, erasure.tampered) == (2, 1)  # her Patient and deleted height
+    _gone(written.get("/fhir/Patient/alice"))
+    with HostDatabase.of(vault) as db:
+        db.execute(
+            "INSERT INTO data_keys (comp, kek_id, wrapped) VALUES (?, ?, ?)", (comp, kek, wrapped)
+        )
+        db.execute("UPDATE versions SET body = ? WHERE loc = ? AND version = 1", (body, weight))
+    _gone(written.get("/fhir/Observation/alice-weight"))
+    _gone(written.get("/fhir/Patient/alice"))
+    assert audit_log(written, records.ledger.verifier_key, None, full=True).consistent
