@@ -36,6 +36,7 @@ from coffre.exceptions import (
     CommitUnknownError,
     CustodyError,
     FhirError,
+    RolledBackError,
     SealError,
     StorageError,
     StorageFullError,
@@ -45,8 +46,9 @@ from coffre.service import RecordStore
 from coffre.service.commits import GroupCommitter
 
 BASE_PATH = "/fhir"
-FULL_RETRY_SECONDS = 60
-"""When a client is asked to come back after a full disk: freeing space takes a person."""
+PERSON_RETRY_SECONDS = 60
+"""When a client is asked to come back after what only a person mends: a full disk, a
+storage rolled back."""
 log = logging.getLogger("coffre.api")
 
 
@@ -211,12 +213,18 @@ async def _storage_error(request: Request, error: Exception) -> Response:
             "the storage became unavailable as this request was being committed, so it may"
             " have been saved: read before repeating it (a create repeated makes a second one)"
         )
+    elif isinstance(error, RolledBackError):
+        message = (
+            "the storage holds an older state of the log than this server followed: it was"
+            " rolled back or replaced, and is not served until the operator restores it"
+        )
+        seconds = PERSON_RETRY_SECONDS
     elif isinstance(error, StorageFullError):
         message = (
             "the storage's disk is full, so this request changed nothing: try again once the"
             " operator has freed space"
         )
-        seconds = FULL_RETRY_SECONDS
+        seconds = PERSON_RETRY_SECONDS
     return _come_back(request, message, seconds)
 
 

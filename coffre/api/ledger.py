@@ -41,7 +41,7 @@ from coffre.ledger.proofs import SubtreeHash
 from coffre.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileId, encode_bundle, tile_width
 from coffre.search.results import single
 from coffre.service import RecordStore
-from coffre.service.ledger import MAP_KEY_BYTES, stored_node, stored_nodes
+from coffre.service.ledger import MAP_KEY_BYTES, shorter_than_followed, stored_node, stored_nodes
 from coffre.service.witnessing import Witnessing
 
 MAX_LEAVES = 1000
@@ -100,14 +100,28 @@ def _proof(records: RecordStore, prove: Callable[[SubtreeHash], list[bytes]]) ->
 
 async def checkpoint(request: Request) -> Response:
     """The latest checkpoint as the storage holds it, signature lines and all, with the
-    witnesses' cosignatures once they cosigned it."""
-    note = records_of(request).storage.latest_checkpoint()
+    witnesses' cosignatures once they cosigned it. One older than the log this server
+    followed is the storage rolled back under it (503): a new auditor would accept it."""
+    records = records_of(request)
+    note = records.storage.latest_checkpoint()
     if note is None:
         raise FhirError(404, "not-found", "the log has no checkpoint yet: nothing was written")
+    _check_not_older(records, note)
     cosigned = _cosigned(request)
     if cosigned is not None and cosigned.startswith(note):
         note = cosigned
     return PlainTextResponse(note, headers={"Cache-Control": "no-cache"})
+
+
+def _check_not_older(records: RecordStore, note: str) -> None:
+    """Refuse a checkpoint of fewer leaves than this server followed; one that does not
+    verify is served as it is, for auditors to report."""
+    try:
+        size = _opened(note, records.ledger.verifier_key).size
+    except LedgerError:
+        return
+    if size < records.latest_writes.known:
+        raise shorter_than_followed(size, records.latest_writes.known)
 
 
 async def cosigned_checkpoint(request: Request) -> Response:

@@ -245,6 +245,15 @@ whole log, tens of millions of leaves after a year of reads: read at once, its b
 decoded leaves alone would take gigabytes, on top of what the gateway keeps."""
 
 
+def shorter_than_followed(size: int, followed: int) -> RolledBackError:
+    """The storage's log, or its newest checkpoint, is ``size`` leaves long, and this
+    process followed ``followed``: the host put an older copy in place while it served."""
+    return RolledBackError(
+        f"the storage's log holds {size} leaves, fewer than the {followed} this gateway"
+        " followed: it was rolled back or replaced; refusing to serve it"
+    )
+
+
 class LoggedWrite(NamedTuple):
     """What the log says of a record's latest write."""
 
@@ -287,9 +296,13 @@ class LatestWrites:
 
     def catch_up(self, reader: StorageReader, until: int | None = None) -> None:
         """Follow the log up to its end, or up to ``until`` (a transaction's own new
-        leaves are not committed, so the map must not follow them yet)."""
+        leaves are not committed, so the map must not follow them yet). A log shorter than
+        the part followed is refused (RolledBackError): the host put an older copy of the
+        storage in place while the gateway served."""
         with self._lock:
             count = reader.leaf_count() if until is None else until
+            if count < self.known:
+                raise shorter_than_followed(count, self.known)
             updates: dict[bytes, bytes] = {}
             events: set[bytes] = set()
             try:

@@ -42,6 +42,8 @@ reopened afterwards), and asserts WHICH mechanism catches it:
 |                                         | (LedgerError: not written by this gateway)              |
 | truncate the log, extend it otherwise   | start: VaultStateError; auditor: shrunk log, then       |
 | (a fork)                                | inconsistent once the fork is longer                    |
+| put an older copy back under a running  | each request that follows the log: its log is shorter   |
+| gateway                                 | than the part followed (RolledBackError): 503           |
 | change, drop or add a blind index token | latest-writes (the leaf commits to the version's tokens)|
 |                                         | at the next read of the record, or a search it becomes  |
 |                                         | a false hit of (a search does not check what it returns)|
@@ -614,6 +616,24 @@ def test_truncate_the_log_and_extend_it_differently(
             )
     finally:
         forked.storage.close()
+
+
+def test_put_an_older_copy_back_while_the_gateway_serves(
+    records: RecordStore, vault: Vault, tmp_path: Path
+) -> None:
+    """The host puts back a copy of the storage made before the last writes, under a
+    running gateway: its log is shorter than the part the gateway followed. Every request
+    that reads the log says so (503), a search that would find nothing and the checkpoint
+    alike: the older checkpoint is not published."""
+    with TestClient(create_app(records), raise_server_exceptions=False) as live:
+        put_resource(live, {"resourceType": "Patient", "id": "p0"})
+        copy_storage(vault, tmp_path)
+        put_resource(live, {"resourceType": "Patient", "id": "p1", "gender": "male"})
+        copy_storage(Vault.at(tmp_path), vault.folder)
+        for path in ("/fhir/Patient?gender=female", "/fhir/Patient/p0", "/ledger/checkpoint"):
+            response = live.get(path)
+            assert response.status_code == 503, (path, response.text)
+            assert "rolled back" in response.text
 
 
 # -- tokens and keys ----------------------------------------------------------------------
