@@ -7,14 +7,17 @@ tlog-tiles layout (``/ledger/tile/<L>/<N>[.p/<W>]``, ``/ledger/tile/entries/<N>[
 which any tlog-tiles client reads, and from which ``coffre audit --full`` recomputes the
 tree. Proofs are computed from the perfect subtrees the integrator stored and
 go no further than the latest checkpoint: a client never gets a proof for a tree size
-the log has not signed.
+the log has not signed, nor one that does not lead to its signed root
+(``coffre.service.proving``: the stored tree is repaired from the leaves first).
 
 Errors are OperationOutcomes, like everywhere else in the API: a request Coffre refuses
-gets 400, a log the storage cannot prove from gets 500 (and a log line).
+gets 400, a log the storage cannot prove from gets 500 (and a log line); a proof that
+neither the stored tree nor the leaves can give so that it verifies, 503.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import functools
 import logging
@@ -28,20 +31,19 @@ from starlette.routing import Route
 from coffre.api.state import records_of
 from coffre.exceptions import FhirError
 from coffre.ledger import (
+    EMPTY_ROOT,
     Checkpoint,
     LedgerError,
+    SignedTree,
     VerifierKey,
-    consistency_proof,
-    inclusion_proof,
     open_checkpoint,
-    subtree_from_nodes,
 )
 from coffre.ledger.note import b64
-from coffre.ledger.proofs import SubtreeHash
 from coffre.ledger.tiles import TILE_HEIGHT, TILE_WIDTH, TileId, encode_bundle, tile_width
 from coffre.search.results import single
 from coffre.service import RecordStore
-from coffre.service.ledger import MAP_KEY_BYTES, shorter_than_followed, stored_node, stored_nodes
+from coffre.service.ledger import MAP_KEY_BYTES, shorter_than_followed, stored_nodes
+from coffre.service.proving import TreeProofs, UnprovableError
 from coffre.service.witnessing import Witnessing
 
 MAX_LEAVES = 1000
@@ -67,13 +69,19 @@ def _whole(request: Request, name: str, default: int | None = None) -> int:
 
 def _signed_size(records: RecordStore) -> int:
     """The size of the latest checkpoint, 0 when the log has none yet."""
+    return _signed(records).size
+
+
+def _signed(records: RecordStore) -> SignedTree:
+    """The size and root of the latest checkpoint; the empty tree's when there is none."""
     note = records.storage.latest_checkpoint()
     if note is None:
-        return 0
+        return SignedTree(0, EMPTY_ROOT)
     try:
-        return _opened(note, records.ledger.verifier_key).size
+        checkpoint = _opened(note, records.ledger.verifier_key)
     except LedgerError as error:
         raise _unprovable(error) from None
+    return SignedTree(checkpoint.size, checkpoint.root)
 
 
 @functools.lru_cache(maxsize=4)
@@ -88,11 +96,15 @@ def _unprovable(error: LedgerError) -> FhirError:
     return FhirError(500, "exception", f"the log in storage is damaged: {error}")
 
 
-def _proof(records: RecordStore, prove: Callable[[SubtreeHash], list[bytes]]) -> list[str]:
-    """A proof computed from the stored perfect subtrees, as base64 hashes."""
-
+async def _proof(records: RecordStore, prove: Callable[[TreeProofs], list[bytes]]) -> list[str]:
+    """A proof, verified against the signed root, as base64 hashes. In a thread: a stored
+    tree the host altered is rebuilt from the leaves first, the whole log's."""
     try:
-        hashes = prove(subtree_from_nodes(stored_node(records.storage)))
+        hashes = await asyncio.to_thread(prove, records.proofs)
+    except UnprovableError as error:
+        raise FhirError(
+            503, "exception", f"the log in storage is damaged, no proof can be given: {error}"
+        ) from None
     except LedgerError as error:
         raise _unprovable(error) from None
     return [b64(h) for h in hashes]
@@ -157,24 +169,26 @@ async def verifier_key(request: Request) -> Response:
 async def inclusion(request: Request) -> Response:
     index, size = _whole(request, "index"), _whole(request, "size")
     records = records_of(request)
-    signed = _signed_size(records)
-    if size > signed:
-        raise FhirError(400, "value", f"size {size} is beyond the latest checkpoint ({signed})")
+    signed = _signed(records)
+    if size > signed.size:
+        raise FhirError(
+            400, "value", f"size {size} is beyond the latest checkpoint ({signed.size})"
+        )
     if index >= size:
         raise FhirError(400, "value", f"no leaf {index} in a tree of size {size}")
-    proof = _proof(records, lambda subtree: inclusion_proof(index, size, subtree))
+    proof = await _proof(records, lambda proofs: proofs.inclusion(signed, index, size))
     return JSONResponse({"index": index, "size": size, "proof": proof})
 
 
 async def consistency(request: Request) -> Response:
     old, new = _whole(request, "old"), _whole(request, "new")
     records = records_of(request)
-    signed = _signed_size(records)
-    if new > signed:
-        raise FhirError(400, "value", f"new {new} is beyond the latest checkpoint ({signed})")
+    signed = _signed(records)
+    if new > signed.size:
+        raise FhirError(400, "value", f"new {new} is beyond the latest checkpoint ({signed.size})")
     if old > new:
         raise FhirError(400, "value", f"old {old} is larger than new {new}")
-    proof = _proof(records, lambda subtree: consistency_proof(old, new, subtree))
+    proof = await _proof(records, lambda proofs: proofs.consistency(signed, old, new))
     return JSONResponse({"old": old, "new": new, "proof": proof})
 
 

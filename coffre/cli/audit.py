@@ -11,7 +11,11 @@ state file. Each run fetches the newest checkpoint and checks, in order:
 4. with ``--full``, every leaf: their root must be the signed one (**root mismatch**),
    each must decode as a leaf (**malformed leaf**), and each record's latest write among
    them must give the map root the checkpoint signs (**map mismatch**: the map would
-   prove as a record's latest a write that is not, or hide one).
+   prove as a record's latest a write that is not, or hide one). Consistency is then
+   checked on the leaves themselves, not on the server's proof: their first ``M`` must
+   give the accepted checkpoint's root (**inconsistent** otherwise). A proof the server
+   serves that does not verify is only a finding: the server's stored tree is damaged,
+   the history it signed is not.
 
 A violation is backed by something the log signed, so the verdict does not depend on
 trusting the network. Exit status: 0 when every check holds (the new checkpoint is then
@@ -55,7 +59,14 @@ from coffre.ledger import (
 )
 from coffre.ledger.leaf import LeafKind
 from coffre.ledger.note import b64
-from coffre.ledger.tiles import TILE_WIDTH, entry_bundles, root_from_bundles
+from coffre.ledger.tiles import (
+    TILE_WIDTH,
+    TileId,
+    bundle_roots,
+    entry_bundles,
+    root_from_bundles,
+    split_bundle,
+)
 from coffre.ledger.witness import check_quorum, parse_witness_key
 from coffre.service import Vault
 
@@ -142,10 +153,12 @@ def audit_log(
             f"the log now signs size {checkpoint.size}, below the size {accepted.size}"
             " it signed before",
         )
-    else:
+        accepted = None  # nothing more to check it against
+    roots = _check_leaves(client, checkpoint, report, processes) if full else None
+    if accepted is not None and roots is not None:  # every leaf, as signed: no proof needed
+        _check_consistency_on_leaves(client, accepted, checkpoint, roots, report)
+    elif accepted is not None:
         _check_consistency(client, accepted, checkpoint, report)
-    if full:
-        _check_leaves(client, checkpoint, report, processes)
     return report
 
 
@@ -179,6 +192,22 @@ def _check_consistency(
             f" ({b64(accepted.root)}): two histories",
         )
         return
+    error = _proof_fails(client, accepted, checkpoint)
+    if error is not None:
+        report.violate(
+            "inconsistent",
+            f"the checkpoint of size {checkpoint.size} is inconsistent with the checkpoint"
+            f" of size {accepted.size} accepted before: {error}",
+        )
+        return
+    report.held.append(f"consistent with the checkpoint of size {accepted.size} accepted before")
+
+
+def _proof_fails(
+    client: httpx.Client, accepted: Checkpoint, checkpoint: Checkpoint
+) -> LedgerError | None:
+    """Why the server's consistency proof from ``accepted`` to ``checkpoint`` does not
+    verify, or None when it does."""
     proof: list[bytes] = []  # from the empty tree, or to the same one, a proof is empty
     if accepted.size not in (0, checkpoint.size):
         params = {"old": accepted.size, "new": checkpoint.size}
@@ -189,20 +218,73 @@ def _check_consistency(
     try:
         verify_consistency(accepted.size, checkpoint.size, proof, accepted.root, checkpoint.root)
     except LedgerError as error:
+        return error
+    return None
+
+
+def _check_consistency_on_leaves(
+    client: httpx.Client,
+    accepted: Checkpoint,
+    checkpoint: Checkpoint,
+    roots: Sequence[Sequence[bytes]],
+    report: Report,
+) -> None:
+    """Whether the first ``accepted.size`` of the leaves fetched, which gave the signed
+    root (their bundles' ``roots``), give the accepted root: then the log extends the
+    checkpoint accepted before, whatever proof the server serves. Its proof is still
+    checked: one that fails is reported as a finding, a damaged stored tree, not a fork."""
+    old_root = _root_of_first(client, accepted.size, entry_bundles(checkpoint.size), roots)
+    if old_root != accepted.root:
         report.violate(
             "inconsistent",
             f"the checkpoint of size {checkpoint.size} is inconsistent with the checkpoint"
-            f" of size {accepted.size} accepted before: {error}",
+            f" of size {accepted.size} accepted before: the first {accepted.size} of the"
+            f" leaves that give its root give {b64(old_root)}, not {b64(accepted.root)}:"
+            " two histories",
         )
         return
-    report.held.append(f"consistent with the checkpoint of size {accepted.size} accepted before")
+    report.held.append(
+        f"consistent with the checkpoint of size {accepted.size} accepted before: its root"
+        " recomputed from the leaves"
+    )
+    try:
+        error: Exception | None = _proof_fails(client, accepted, checkpoint)
+    except NoVerdict as unanswered:
+        error = unanswered
+    if error is not None:
+        report.findings.append(
+            f"the server's consistency proof from size {accepted.size} to {checkpoint.size}"
+            f" does not hold ({error}), though its leaves show the log consistent: its stored"
+            " tree is damaged (the host altered it), and auditors without --full and"
+            " witnesses may take the log for a fork"
+        )
+
+
+def _root_of_first(
+    client: httpx.Client, size: int, tiles: Sequence[TileId], roots: Sequence[Sequence[bytes]]
+) -> bytes:
+    """The root of the first ``size`` leaves, from the roots of the bundles (``tiles``)
+    before them and the leaves of the one they end in, fetched again: that bundle must
+    give the same roots as when first fetched, so they are the same leaves."""
+    full, rest = divmod(size, TILE_WIDTH)
+    if not rest:
+        return root_from_bundles(size, roots[:full])
+    tile = tiles[full]
+    try:
+        entries = split_bundle(_get(client, f"/ledger/{tile.path()}", limit=MAX_BODY))
+    except LedgerError as error:
+        raise NoVerdict(f"{tile.path()} is not an entry bundle: {error}") from None
+    if bundle_roots(entries) != roots[full]:
+        raise NoVerdict(f"{tile.path()} was served with other leaves the second time")
+    return root_from_bundles(size, [*roots[:full], bundle_roots(entries[:rest])])
 
 
 def _check_leaves(
     client: httpx.Client, checkpoint: Checkpoint, report: Report, processes: int
-) -> None:
+) -> list[list[bytes]] | None:
     """Fetch every entry bundle the checkpoint covers, recompute its root from their
-    leaves, decode each (``coffre.cli.leaves``)."""
+    leaves, decode each (``coffre.cli.leaves``). The roots of the bundles' perfect
+    subtrees, when their leaves give the signed root."""
     tiles = entry_bundles(checkpoint.size)
     roots: list[list[bytes]] = []
     malformed, shown = 0, list[str]()
@@ -229,7 +311,7 @@ def _check_leaves(
                         f"the log serves {served} leaves where its checkpoint covers"
                         f" {checkpoint.size}",
                     )
-                    return
+                    return None
                 roots.append(check.roots)
         except Unanswered as error:
             raise NoVerdict(str(error)) from None
@@ -250,6 +332,7 @@ def _check_leaves(
     if not malformed:
         report.held.append("every leaf decodes")
     _report_kinds(kinds, integrity, report)
+    return roots if root == checkpoint.root else None
 
 
 def _check_map(checkpoint: Checkpoint, latest_writes: dict[bytes, bytes], report: Report) -> None:

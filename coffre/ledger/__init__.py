@@ -2,7 +2,8 @@
 
 - ``hashing``: RFC 9162 leaf and node hashes, and the tree root as RFC 9162 defines it;
 - ``proofs``: which subtrees an inclusion or consistency proof needs, and the proofs,
-  from any source of subtree hashes (memory or storage);
+  from any source of subtree hashes (memory or storage), checked against a signed root
+  before they are handed out;
 - ``verify``: checking those proofs, RFC 9162 §2.1.3.2 and §2.1.4.2;
 - ``tree``: the compact range that grows the tree in O(log n) memory, and a fast root;
 - ``note`` and ``checkpoint``: C2SP signed notes, checkpoints carrying the map root,
@@ -39,11 +40,14 @@ from coffre.ledger.note import (
     verify_note,
 )
 from coffre.ledger.proofs import (
+    SignedTree,
     consistency_proof,
     consistency_ranges,
     inclusion_proof,
     inclusion_ranges,
     subtree_from_nodes,
+    verified_consistency_proof,
+    verified_inclusion_proof,
 )
 from coffre.ledger.smt import (
     MapChanges,
@@ -68,6 +72,7 @@ __all__ = [
     "ProofShapeError",
     "RootMismatchError",
     "SignatureError",
+    "SignedTree",
     "Signer",
     "SparseMerkleMap",
     "Verifier",
@@ -86,6 +91,8 @@ __all__ = [
     "root_of",
     "sign_checkpoint",
     "subtree_from_nodes",
+    "verified_consistency_proof",
+    "verified_inclusion_proof",
     "verify_consistency",
     "verify_inclusion",
     "verify_map_proof",

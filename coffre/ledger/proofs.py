@@ -7,13 +7,19 @@ returns those subtree hashes, from memory or from storage.
 
 Ranges and proofs are ordered as RFC 9162 §2.1.3.1 and §2.1.4.1 emit them: from the leaf
 (or the old tree) up to the root.
+
+A log whose subtrees another party stores (the host's ``tree_nodes``) hands out a proof
+only once it leads to a root the log signed: ``verified_inclusion_proof`` and
+``verified_consistency_proof``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
-from coffre.ledger.hashing import node_hash, split_point
+from coffre.ledger.hashing import EMPTY_ROOT, node_hash, split_point
+from coffre.ledger.verify import verify_consistency, verify_inclusion
 
 Range = tuple[int, int]
 SubtreeHash = Callable[[int, int], bytes]
@@ -109,3 +115,48 @@ def subtree_from_nodes(node: NodeHash) -> SubtreeHash:
         return root
 
     return subtree
+
+
+class SignedTree(NamedTuple):
+    """A tree size and the root the log signed for it: where a proof handed out must lead."""
+
+    size: int
+    root: bytes
+
+
+def verified_root(size: int, subtree: SubtreeHash, signed: SignedTree) -> bytes:
+    """MTH(D[size]) as ``subtree`` gives it, once the consistency proof from it to the
+    signed tree, cut from the same subtrees, leads to the signed root: every hash that
+    proof folds, the old root among them, then is the true one. LedgerError if not."""
+    if size == signed.size:
+        return signed.root
+    claimed = EMPTY_ROOT if size == 0 else subtree(0, size)
+    proof = consistency_proof(size, signed.size, subtree)
+    verify_consistency(size, signed.size, proof, claimed, signed.root)
+    return claimed
+
+
+def verified_inclusion_proof(
+    index: int, size: int, subtree: SubtreeHash, signed: SignedTree
+) -> list[bytes]:
+    """``inclusion_proof``, once it leads from the leaf to the root of ``size`` leaves
+    that the signed tree vouches for; LedgerError if not."""
+    proof = inclusion_proof(index, size, subtree)
+    root = verified_root(size, subtree, signed)
+    verify_inclusion(subtree(index, index + 1), index, size, proof, root)
+    return proof
+
+
+def verified_consistency_proof(
+    size1: int, size2: int, subtree: SubtreeHash, signed: SignedTree
+) -> list[bytes]:
+    """``consistency_proof``, once it leads to the root of ``size2`` leaves that the
+    signed tree vouches for (the old root it also leads to is then the true one, whatever
+    ``subtree`` claims for it); LedgerError if not."""
+    proof = consistency_proof(size1, size2, subtree)
+    if size1 in (0, size2):
+        return proof  # empty: nothing to prove, no subtree to trust
+    root2 = verified_root(size2, subtree, signed)
+    root1 = subtree(0, size1)
+    verify_consistency(size1, size2, proof, root1, root2)
+    return proof

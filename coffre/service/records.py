@@ -27,6 +27,7 @@ from coffre.search.naming import sealing_patient
 from coffre.service.audit import OPERATOR, Access
 from coffre.service.keycache import KeyCache
 from coffre.service.ledger import LatestWrites, Ledger, authentic_leaf
+from coffre.service.proving import TreeProofs
 from coffre.service.searching import Scope, Searcher
 from coffre.service.stored import (
     KeySource,
@@ -77,6 +78,7 @@ class RecordStore:
         self.keys = PurposeKeys.derive(custodian.root_secret())
         self.ledger = Ledger(custodian, self.keys, checkpoint_memory)
         self.latest_writes = LatestWrites(self.keys)
+        self.proofs = TreeProofs(storage)
         self.ledger.check_signed_here(storage)
         self.ledger.check_not_rolled_back(storage, self.latest_writes)
         self.latest_writes.catch_up(storage)

@@ -4,7 +4,9 @@ once enough of them cosigned it.
 Every second or so, when the log has signed a checkpoint the witnesses have not yet
 cosigned, it is posted to each (``add-checkpoint``, c2sp.org/tlog-witness) with a
 consistency proof from the size that witness is at: a witness that answers 409 with
-another size gets the proof from that size. Once ``quorum`` witnesses cosigned the
+another size gets the proof from that size. The proof is verified against the checkpoint
+before it is sent (``coffre.service.proving``): a stored tree the host altered would
+otherwise have every witness take the log for a fork. Once ``quorum`` witnesses cosigned the
 checkpoint, the note with their cosignatures is written to ``checkpoint.cosigned`` in
 the vault folder, which ``/ledger/checkpoint/cosigned`` serves.
 
@@ -34,15 +36,16 @@ import httpx
 from coffre import config
 from coffre.exceptions import CoffreError
 from coffre.ledger import (
+    Checkpoint,
     LedgerError,
     Note,
+    SignedTree,
     VerifierKey,
     open_checkpoint,
     parse_note,
     verify_note,
 )
 from coffre.ledger.note import NoteSignature
-from coffre.ledger.proofs import consistency_proof, subtree_from_nodes
 from coffre.ledger.witness import (
     SIZE_CONTENT_TYPE,
     Submission,
@@ -50,9 +53,7 @@ from coffre.ledger.witness import (
     parse_witness_key,
 )
 from coffre.service.background import in_background
-from coffre.service.ledger import stored_node
 from coffre.service.records import RecordStore
-from coffre.storage.base import StorageReader
 
 COSIGNED_FILE = "checkpoint.cosigned"
 LOCK_FILE = "witnessing.lock"
@@ -196,7 +197,7 @@ class Witnessing:
         checkpoint = open_checkpoint(note, self._records.ledger.verifier_key)
         now = time.monotonic()
         due = [w for w, p in self._progress.items() if p.text != note.text and p.retry_at <= now]
-        await asyncio.gather(*(self._submit(client, w, note, checkpoint.size) for w in due))
+        await asyncio.gather(*(self._submit(client, w, note, checkpoint) for w in due))
         signatures = [
             p.signature
             for p in self._progress.values()
@@ -206,14 +207,23 @@ class Witnessing:
             self._publish(Note(note.text, (*note.signatures, *signatures)).serialize())
 
     async def _submit(
-        self, client: httpx.AsyncClient, witness: WitnessEndpoint, note: Note, size: int
+        self, client: httpx.AsyncClient, witness: WitnessEndpoint, note: Note, signed: Checkpoint
     ) -> None:
-        progress = self._progress[witness]
+        progress, size = self._progress[witness], signed.size
         for _ in range(2):  # once more after a 409 that tells the witness's size
             if progress.size > size:
                 self._failed(witness, f"is at size {progress.size}, beyond this log's {size}")
                 return
-            proof = _proof(self._records.storage, progress.size, size)
+            try:
+                proof = await asyncio.to_thread(
+                    self._records.proofs.consistency,
+                    SignedTree(size, signed.root),
+                    progress.size,
+                    size,
+                )
+            except LedgerError as error:
+                self._failed(witness, f"gets no proof from size {progress.size}: {error}")
+                return
             body = Submission(progress.size, tuple(proof), note).serialize()
             try:
                 answer = await _post(client, f"{witness.url}/add-checkpoint", body)
@@ -264,11 +274,6 @@ class Witnessing:
             file.write(note)
         Path(name).replace(self.cosigned_file)
         self._published = note
-
-
-def _proof(reader: StorageReader, old: int, new: int) -> list[bytes]:
-    """The consistency proof from ``old`` to ``new``, from the stored perfect subtrees."""
-    return consistency_proof(old, new, subtree_from_nodes(stored_node(reader)))
 
 
 class _Unanswered(CoffreError):

@@ -104,14 +104,16 @@ def test_consistency_proofs_verify_between_every_pair_of_signed_roots(
             verify_consistency(old, new, hashes(body["proof"]), old_root, signed(records, new).root)
 
 
-def test_a_tree_missing_a_node_answers_500_not_a_wrong_proof(
+def test_a_log_missing_a_leaf_answers_503_not_a_wrong_proof(
     client: TestClient, vault: Vault
 ) -> None:
+    """The tree lacks a node, and its leaves cannot give it again: no proof can be given
+    that leads to the signed root."""
     write_organizations(client, 4)
     with HostDatabase.of(vault) as db:
         db.execute("DELETE FROM leaves WHERE idx = 3")
     response = client.get("/ledger/proof/inclusion", params={"index": 0, "size": 4})
-    assert_outcome(response, 500, "lacks its node (1, 1)")
+    assert_outcome(response, 503, "no proof can be given: the log's leaves do not give the root")
 
 
 # -- leaves -------------------------------------------------------------------------------

@@ -29,11 +29,12 @@ from coffre.custody.choose import open_custody
 from coffre.ledger import (
     Checkpoint,
     VerifierKey,
+    consistency_ranges,
     map_extension,
     open_checkpoint,
     sign_checkpoint,
 )
-from coffre.ledger.note import ALG_ED25519
+from coffre.ledger.note import ALG_ED25519, b64
 from coffre.ledger.tiles import TILE_WIDTH
 from coffre.seal.signing import Ed25519Signer
 from coffre.service import RecordStore, Vault
@@ -88,7 +89,10 @@ def test_a_first_audit_then_a_later_one_hold(client: TestClient, records: Record
     write_organizations(client, 4)
     second = audit_log(client, key, first.checkpoint, full=True)
     assert second.consistent and second.checkpoint is not None and second.checkpoint.size == 7
-    assert "consistent with the checkpoint of size 3 accepted before" in second.held
+    assert (
+        "consistent with the checkpoint of size 3 accepted before: its root recomputed from"
+        " the leaves" in second.held
+    ), "with every leaf, the auditor needs no proof from the server"
     assert "the 7 leaves recompute to the signed root" in second.held
     assert "the latest writes of 7 records give the signed map root" in second.held
 
@@ -247,6 +251,84 @@ def test_full_recomputes_the_map_of_the_latest_writes(
             assert report.consistent and "the checkpoint signs no map root: none to check" in (
                 report.held
             )
+
+
+def _relayed(
+    client: TestClient, alter: Callable[[str, httpx.Response], httpx.Response]
+) -> httpx.Client:
+    """A client of the live app through a host that alters its answers: ``alter(path, answer)``."""
+
+    def relay(request: httpx.Request) -> httpx.Response:
+        answer = client.get(request.url.path, params=request.url.params)
+        return alter(request.url.path, httpx.Response(answer.status_code, content=answer.content))
+
+    return httpx.Client(transport=httpx.MockTransport(relay), base_url="http://log")
+
+
+@pytest.mark.parametrize(
+    ("proof", "said"),
+    [
+        (
+            httpx.Response(
+                200,
+                json={
+                    "old": 3,
+                    "new": 7,
+                    "proof": [b64(bytes(32))] * len(consistency_ranges(3, 7)),
+                },
+            ),
+            "is not the expected",
+        ),
+        (httpx.Response(503, json={"resourceType": "OperationOutcome"}), "HTTP 503"),
+    ],
+    ids=["wrong proof", "no proof"],
+)
+def test_full_checks_consistency_on_the_leaves_not_on_the_proof(
+    client: TestClient, records: RecordStore, proof: httpx.Response, said: str
+) -> None:
+    """The server's proof does not hold, but the leaves that give the signed root give the
+    accepted root too: the log is consistent, its stored tree damaged (a finding)."""
+    key = records.ledger.verifier_key
+    write_organizations(client, 3)
+    accepted = audit_log(client, key, None).checkpoint
+    write_organizations(client, 4)
+
+    def bad_proof(path: str, answer: httpx.Response) -> httpx.Response:
+        return proof if path == "/ledger/proof/consistency" else answer
+
+    with _relayed(client, bad_proof) as host:
+        report = audit_log(host, key, accepted, full=True)
+    assert report.consistent, report.violations
+    assert (
+        "consistent with the checkpoint of size 3 accepted before: its root recomputed from"
+        " the leaves" in report.held
+    )
+    (finding,) = report.findings
+    assert "stored tree is damaged" in finding and said in finding
+
+
+def test_full_refuses_a_bundle_served_with_other_leaves_the_second_time(
+    client: TestClient, records: RecordStore
+) -> None:
+    """The accepted size ends inside a bundle, fetched again to recompute the old root: it
+    must hold the leaves that gave the signed root, or the old root says nothing of them."""
+    key = records.ledger.verifier_key
+    write_organizations(client, 3)
+    accepted = audit_log(client, key, None).checkpoint
+    write_organizations(client, 4)
+    served: list[str] = []
+
+    def second_time_altered(path: str, answer: httpx.Response) -> httpx.Response:
+        served.append(path)
+        if path.startswith("/ledger/tile/entries/") and served.count(path) == 2:
+            return httpx.Response(200, content=answer.content[:-1] + b"\x00")
+        return answer
+
+    with (
+        _relayed(client, second_time_altered) as host,
+        pytest.raises(NoVerdict, match="served with other leaves the second time"),
+    ):
+        audit_log(host, key, accepted, full=True)
 
 
 @pytest.mark.parametrize(

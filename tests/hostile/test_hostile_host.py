@@ -44,6 +44,11 @@ reopened afterwards), and asserts WHICH mechanism catches it:
 | (a fork)                                | inconsistent once the fork is longer                    |
 | put an older copy back under a running  | each request that follows the log: its log is shorter   |
 | gateway                                 | than the part followed (RolledBackError): 503           |
+| give every stored node of the tree a    | each proof is checked against the signed root before it |
+| random hash (``tree_nodes``)            | leaves: the tree is rebuilt from the leaves, its nodes  |
+|                                         | rewritten (a warning); auditor and witness: consistent; |
+|                                         | auditor --full: consistency on the leaves it fetched    |
+| ... and alter a leaf                    | no proof: 503 OperationOutcome, nodes left alone        |
 | change, drop or add a blind index token | latest-writes (the leaf commits to the version's tokens)|
 |                                         | at the next read of the record, or a search it becomes  |
 |                                         | a false hit of (a search does not check what it returns)|
@@ -61,24 +66,37 @@ reopened afterwards), and asserts WHICH mechanism catches it:
 
 from __future__ import annotations
 
+import asyncio
+import base64
+import logging
 import secrets
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 import pytest
-from conftest import FHIR_JSON, RunningServer, put_resource
+from conftest import FHIR_JSON, RunningServer, put_resource, write_organizations
 from pg import HostDatabase, copy_storage
 from starlette.testclient import TestClient
 
 from coffre.api import create_app
+from coffre.api.witness import WitnessFolder, WitnessServer, witness_app
 from coffre.cli.audit import NoVerdict, Report, audit_log
 from coffre.exceptions import SealError, StorageError, VaultStateError
-from coffre.ledger import Checkpoint, LedgerError
+from coffre.ledger import (
+    Checkpoint,
+    LedgerError,
+    leaf_hash,
+    merkle_root,
+    open_checkpoint,
+    verify_inclusion,
+)
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.service import RecordStore, Stored, Vault
+from coffre.service.witnessing import WitnessEndpoint, Witnessing
 from coffre.storage.base import TOKEN_BYTES
 
 SYSTEM = "urn:hostile:test"
@@ -634,6 +652,142 @@ def test_put_an_older_copy_back_while_the_gateway_serves(
             response = live.get(path)
             assert response.status_code == 503, (path, response.text)
             assert "rolled back" in response.text
+
+
+# -- the stored tree ----------------------------------------------------------------------
+
+GROWN = 40
+"""Writes after the auditor's checkpoint: the tree then has stored nodes (every fourth
+level, from 16 leaves up) that a proof from that checkpoint folds."""
+
+
+@dataclass
+class Scrambled:
+    """The log after the host gave every stored node of its tree a random hash."""
+
+    client: TestClient
+    accepted: Checkpoint
+    """What an auditor accepted before the attack (7 leaves)."""
+    rows: dict[tuple[int, int], bytes]
+    """The stored nodes as the gateway wrote them."""
+
+
+def _tree_rows(vault: Vault) -> dict[tuple[int, int], bytes]:
+    with _host(vault) as db:
+        rows = db.execute("SELECT level, idx, hash FROM tree_nodes").fetchall()
+    return {(level, idx): bytes(hashed) for level, idx, hashed in rows}
+
+
+def _scramble_the_tree(vault: Vault) -> dict[tuple[int, int], bytes]:
+    """``UPDATE tree_nodes SET hash = randomblob(32)``, on either backend; the rows before."""
+    rows = _tree_rows(vault)
+    assert rows, "the log is long enough to have stored nodes"
+    with _host(vault) as db:
+        db.executemany(
+            "UPDATE tree_nodes SET hash = ? WHERE level = ? AND idx = ?",
+            [(secrets.token_bytes(32), level, idx) for level, idx in rows],
+        )
+    return rows
+
+
+@pytest.fixture
+def scrambled(written: TestClient, records: RecordStore, vault: Vault) -> Scrambled:
+    accepted = _accepted(written, records)
+    write_organizations(written, GROWN)
+    return Scrambled(written, accepted, _scramble_the_tree(vault))
+
+
+def test_scramble_the_stored_tree(
+    scrambled: Scrambled, records: RecordStore, vault: Vault, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The proof is checked against the signed root before it leaves, the tree rebuilt from
+    the leaves and its nodes rewritten: the auditor that accepted the old checkpoint finds
+    the log consistent, as it is."""
+    with caplog.at_level(logging.WARNING, "coffre.ledger"):
+        report = audit_log(scrambled.client, records.ledger.verifier_key, scrambled.accepted)
+    assert report.consistent, report.violations
+    assert "consistent with the checkpoint of size 7 accepted before" in report.held
+    assert _tree_rows(vault) == scrambled.rows, "the nodes the host altered are repaired"
+    (warning,) = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert f"{len(scrambled.rows)} of its nodes" in warning and "rewritten" in warning
+
+
+def test_scramble_the_stored_tree_before_a_full_audit(
+    scrambled: Scrambled, records: RecordStore
+) -> None:
+    """A full audit checks consistency on the leaves it fetched, whatever the proof."""
+    report = audit_log(scrambled.client, records.ledger.verifier_key, scrambled.accepted, True)
+    assert report.consistent, report.violations
+    assert report.findings == [], "the server repaired its tree before serving the proof"
+    assert (
+        "consistent with the checkpoint of size 7 accepted before: its root recomputed from"
+        " the leaves" in report.held
+    )
+
+
+def test_scramble_the_stored_tree_before_inclusion_proofs(
+    scrambled: Scrambled, records: RecordStore
+) -> None:
+    signed = open_checkpoint(
+        scrambled.client.get("/ledger/checkpoint").content, records.ledger.verifier_key
+    )
+    for index, size in ((3, signed.size), (20, signed.size), (5, 7), (30, 33)):
+        answer = scrambled.client.get(
+            "/ledger/proof/inclusion", params={"index": index, "size": size}
+        )
+        assert answer.status_code == 200, answer.text
+        proof = [base64.b64decode(h) for h in answer.json()["proof"]]
+        leaves = [leaf_hash(data) for data in records.storage.leaves(0, size)]
+        verify_inclusion(leaves[index], index, size, proof, merkle_root(leaves))
+
+
+def test_scramble_the_stored_tree_before_a_witness_round(
+    written: TestClient, records: RecordStore, vault: Vault, tmp_path: Path
+) -> None:
+    """A witness that cosigned the log before the attack cosigns its next checkpoint: the
+    proof sent to it is checked first, never one of a fork that is not there."""
+    folder = WitnessFolder(tmp_path / "witness")
+    folder.create("witness.example.org/w")
+    app = witness_app(WitnessServer(folder, [records.ledger.verifier_key]))
+    witnessing = Witnessing(
+        records, [WitnessEndpoint("http://w", folder.key().verifier_key)], 1, vault.folder
+    )
+
+    def cosigned_size() -> int:
+        async def round_() -> None:
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as client:
+                await witnessing.round(client)
+
+        asyncio.run(asyncio.wait_for(round_(), 60))
+        state = folder.load_state().get(records.ledger.origin)
+        return 0 if state is None else state.size
+
+    assert cosigned_size() == 7
+    write_organizations(written, GROWN)
+    _scramble_the_tree(vault)
+    write_organizations(written, 1)
+    assert cosigned_size() == 7 + GROWN + 1
+
+
+def test_scramble_the_stored_tree_and_alter_a_leaf(
+    scrambled: Scrambled, records: RecordStore, vault: Vault
+) -> None:
+    """Leaves that no longer give the signed root cannot rebuild the tree: no proof, a
+    503 OperationOutcome, rather than one that would mislead; the nodes are left alone."""
+    with _host(vault) as db:
+        ((data,),) = db.execute("SELECT data FROM leaves WHERE idx = 20")
+        db.execute("UPDATE leaves SET data = ? WHERE idx = 20", (bytes(data)[:-1] + b"\x00",))
+    before = _tree_rows(vault)
+    for path, params in (
+        ("/ledger/proof/consistency", {"old": 7, "new": 7 + GROWN}),
+        ("/ledger/proof/inclusion", {"index": 3, "size": 7 + GROWN}),
+    ):
+        answer = scrambled.client.get(path, params=params)
+        assert answer.status_code == 503, answer.text
+        outcome = answer.json()
+        assert outcome["resourceType"] == "OperationOutcome"
+        assert "no proof can be given" in outcome["issue"][0]["diagnostics"]
+    assert _tree_rows(vault) == before
 
 
 # -- tokens and keys ----------------------------------------------------------------------

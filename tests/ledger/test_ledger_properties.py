@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -10,6 +13,7 @@ from pymerkle import InmemoryTree
 from coffre.ledger import (
     CompactRange,
     LedgerError,
+    SignedTree,
     consistency_proof,
     consistency_ranges,
     inclusion_proof,
@@ -19,6 +23,8 @@ from coffre.ledger import (
     node_hash,
     root_of,
     subtree_from_nodes,
+    verified_consistency_proof,
+    verified_inclusion_proof,
     verify_consistency,
     verify_inclusion,
 )
@@ -169,6 +175,43 @@ def test_subtrees_from_perfect_nodes(leaves: list[bytes], data: st.DataObject) -
     for begin, end in [*inclusion_ranges(index, size2), *consistency_ranges(size1, size2)]:
         assert subtree(begin, end) == merkle_root(leaves[begin:end])
         assert sum(e - b for b, e in perfect_ranges(begin, end)) == end - begin
+
+
+@given(leaf_lists, st.data())
+def test_a_verified_proof_is_the_true_one_whatever_node_is_altered(
+    leaves: list[bytes], data: st.DataObject
+) -> None:
+    """A store that alters one perfect subtree (a host's ``tree_nodes`` row, or a leaf's
+    hash) makes the verified proofs fail, or leaves them as they are: it never gets a
+    wrong one handed out."""
+    levels = _levels(leaves)
+    level = data.draw(st.integers(0, len(levels) - 1), label="level")
+    altered = (level, data.draw(st.integers(0, len(levels[level]) - 1), label="node"))
+    wrong = subtree_from_nodes(
+        lambda level, index: (
+            _flip([levels[level][index]], 0, 7)[0]
+            if (level, index) == altered
+            else levels[level][index]
+        )
+    )
+    size2 = data.draw(st.integers(1, len(leaves)), label="size2")
+    size1 = data.draw(st.integers(0, size2), label="size1")
+    index = data.draw(st.integers(0, size2 - 1), label="index")
+    signed, true = SignedTree(len(leaves), merkle_root(leaves)), _subtree(leaves)
+    proofs: list[tuple[Callable[[SubtreeHash], list[bytes]], list[bytes]]] = [
+        (
+            lambda subtree: verified_inclusion_proof(index, size2, subtree, signed),
+            inclusion_proof(index, size2, true),
+        ),
+        (
+            lambda subtree: verified_consistency_proof(size1, size2, subtree, signed),
+            consistency_proof(size1, size2, true),
+        ),
+    ]
+    for prove, expected in proofs:
+        assert prove(true) == expected
+        with contextlib.suppress(LedgerError):  # refused: that is fine too
+            assert prove(wrong) == expected
 
 
 def test_ranges_refuse_what_no_tree_has() -> None:
