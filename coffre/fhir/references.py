@@ -8,43 +8,61 @@ from typing import Any
 
 from coffre.exceptions import FhirError, bounded
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
+from coffre.fhir._elements_r4 import ELEMENT_RULES
 
+REFERENCE_TYPE = "FHIRReference"
+"""Reference's name in the element definitions' table (fhirclient's model's)."""
 ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _RELATIVE = re.compile(
     r"^(?:.*/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/([A-Za-z0-9\-.]{1,64}))?$"
 )
 
 
-def references_in(node: Any) -> list[dict[str, Any]]:
-    """Every Reference object (a dict with a string ``reference``) in parsed JSON, nested
-    ones too. Gathered into a list by plain recursion: a generator of generators took
-    twice as long, and every entry of every Bundle is walked."""
+def references_in(resource: Any) -> list[dict[str, Any]]:
+    """Every Reference in a resource, nested ones (contained resources, a Bundle's entries)
+    too, found by the types R4's element definitions give its elements: three elements
+    named ``reference`` are uris, not References (``DetectedIssue.reference``,
+    ``Immunization.education.reference``, ``Expression.reference``). Gathered into a list
+    by plain recursion: a generator of generators took twice as long, and every entry of
+    every Bundle is walked."""
     found: list[dict[str, Any]] = []
-    if type(node) is dict:
-        _in_object(node, found)
-    elif type(node) is list:
-        _in_array(node, found)
+    if type(resource) is dict:
+        _in_resource(resource, found)
     return found
 
 
-def _in_object(node: dict[str, Any], found: list[dict[str, Any]]) -> None:
-    if type(node.get("reference")) is str:
+def _in_resource(resource: dict[str, Any], found: list[dict[str, Any]]) -> None:
+    resource_type = resource.get("resourceType")
+    if type(resource_type) is str and resource_type in RESOURCE_TYPES:
+        _in_element(resource, resource_type, found)
+
+
+def _in_element(node: dict[str, Any], type_name: str, found: list[dict[str, Any]]) -> None:
+    if type_name == REFERENCE_TYPE and type(node.get("reference")) is str:
         found.append(node)
-    for value in node.values():
+    looks = ELEMENT_RULES[type_name][1]
+    for key, value in node.items():
         kind = type(value)
         if kind is dict:
-            _in_object(value, found)
+            _in_value(value, looks.get(key, _NESTED)[0], found)
         elif kind is list:
-            _in_array(value, found)
+            child = looks.get(key, _NESTED)[0]
+            for item in value:
+                if type(item) is dict:
+                    _in_value(item, child, found)
 
 
-def _in_array(items: list[Any], found: list[dict[str, Any]]) -> None:
-    for value in items:
-        kind = type(value)
-        if kind is dict:
-            _in_object(value, found)
-        elif kind is list:
-            _in_array(value, found)
+_NESTED = (None, None)
+"""The look of a name the definitions give no type to descend into."""
+
+
+def _in_value(node: dict[str, Any], child: str | None, found: list[dict[str, Any]]) -> None:
+    """An element's value: of the type ``child``, or else a nested resource (an element
+    whose definitions give no type to descend into holds a primitive or a resource)."""
+    if child is not None:
+        _in_element(node, child, found)
+    else:
+        _in_resource(node, found)
 
 
 def rewrite_references(node: Any, replace: Callable[[str], str | None]) -> None:

@@ -341,8 +341,9 @@ class BundleProcessor:
         an outcome that says what was done, anything else nothing more.
         ``search``: how a search entry is answered, as the API answers the same search.
         ``keep_source_ids`` (imports): a POST whose resource has an id creates it at that
-        id, unless a resource is already there, which is left as it is: an import never
-        overwrites, so running it twice changes nothing."""
+        id, unless a resource is already there, which is left as it is, a deletion too: an
+        import never overwrites, so running it twice changes nothing, and a record deleted
+        between the two runs (at the patient's request, say) is not brought back."""
         self.records = records
         self.base_url = base_url.rstrip("/")
         self.returning = returning
@@ -526,9 +527,8 @@ class BundleProcessor:
                     writer, entry.resource_type, entry.if_none_exist, "ifNoneExist criteria"
                 )
             source_id = self._source_id(entry)
-            if existing is None and source_id:
+            if existing is None and source_id:  # deleted since, it stays deleted
                 existing = writer.latest(entry.resource_type, source_id)
-                existing = None if existing is None or existing.deleted else existing
             entry.existing = existing
             entry.resource_id = (
                 existing.id

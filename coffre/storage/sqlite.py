@@ -565,6 +565,14 @@ class _Txn(_Reader):
         self._db.executemany("DELETE FROM current WHERE loc = ?", rows)
 
 
+def create_private(path: Path | str) -> None:
+    """Create the storage's file readable by its owner alone, unless it exists: SQLite
+    would create it as the umask allows (often readable by all), and its WAL and shared
+    memory files take the database file's permissions. Ciphertext, but the host's accounts
+    have no business reading it."""
+    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+
+
 def add_token_sets(connection: sqlite3.Connection, path: Path | str) -> None:
     """Give a vault written before token sets their (empty) tables; nothing to write, and
     no lock to wait for, in any other."""
@@ -663,6 +671,7 @@ class SqliteStorage(_Reader):
     @staticmethod
     def _connect(path: Path | str, synchronous: str, schema: str | None) -> sqlite3.Connection:
         try:
+            create_private(path)
             connection = sqlite3.connect(
                 str(path),
                 isolation_level=None,
@@ -677,7 +686,7 @@ class SqliteStorage(_Reader):
             connection.execute("PRAGMA secure_delete = ON")
             if schema is not None:
                 connection.executescript(schema)
-        except sqlite3.Error as error:
+        except (sqlite3.Error, OSError) as error:
             raise StorageError(f"cannot open the SQLite storage at {path}: {error}") from None
         return connection
 

@@ -108,6 +108,27 @@ def test_create_answers_201_with_location_etag_and_a_server_id(client: TestClien
     assert client.get("/fhir/Patient/client-chosen").status_code == 404
 
 
+@pytest.mark.parametrize(
+    "reference",
+    ["guidelines/ddi.html", "http://testserver/fhir/Patient/b1", "urn:uuid:not-an-entry"],
+)
+def test_a_uri_element_named_reference_is_stored_as_sent(
+    client: TestClient, reference: str
+) -> None:
+    """``DetectedIssue.reference`` is a uri, not a Reference: neither refused as a
+    malformed reference, nor rewritten as one to this server."""
+    issue = {"resourceType": "DetectedIssue", "status": "final", "reference": reference}
+    issue_id = created_id(client, issue)
+    assert client.get(f"/fhir/DetectedIssue/{issue_id}").json()["reference"] == reference
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [{"resource": issue, "request": {"method": "POST", "url": "DetectedIssue"}}],
+    }
+    response = post(client, bundle, url="/fhir")
+    assert response.status_code == 200, response.text
+
+
 def test_create_keeps_client_meta_but_sets_version_and_time(client: TestClient) -> None:
     resource = patient(
         meta={"versionId": "7", "lastUpdated": "2001-01-01T00:00:00Z", "tag": [{"code": "t"}]}

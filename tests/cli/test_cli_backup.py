@@ -196,6 +196,21 @@ def test_a_backup_into_a_folder_that_does_not_exist_says_so(vault: Vault, tmp_pa
     assert not (tmp_path / "bk").exists()
 
 
+def test_the_storage_and_its_backups_are_readable_by_their_owner_alone(
+    vault: Vault, tmp_path: Path
+) -> None:
+    """Ciphertext, but not for the host's other accounts: 0600 whatever the umask, as
+    the keyring is (SQLite gives their WAL files the same)."""
+    if vault.storage_url is not None:
+        pytest.skip("PostgreSQL's files are its server's; SQLite's, the vault's")
+    backup = tmp_path / "b.sqlite"
+    assert _run("backup", str(backup), "--vault", str(vault.folder))[0] == 0
+    copied = tmp_path / "m.sqlite"
+    assert _run("migrate", "--from", str(vault.folder), "--to", f"sqlite:///{copied}")[0] == 0
+    for path in (vault.storage_path, backup, copied):
+        assert path.stat().st_mode & 0o777 == 0o600, path
+
+
 @pytest.mark.parametrize("vault", ["keyring"], indirect=True)  # another vault's keyring file
 def test_a_restore_with_another_vault_s_keyring_is_refused_before_copying(
     client: TestClient, vault: Vault, tmp_path: Path

@@ -18,6 +18,7 @@ from cli.test_cli_commands import _run
 from conftest import ROOT, shared_data_path
 
 from coffre.exceptions import FhirError
+from coffre.search.criteria import parse_criteria
 from coffre.service import Vault
 from coffre.service.ledger import Ledger
 
@@ -126,6 +127,28 @@ def test_a_second_import_of_resources_without_ids_changes_nothing(tmp_path: Path
     code, output = _run("import", "--vault", str(vault), str(folder))
     assert code == 0 and "7 resources from 3 files; 0 new versions written" in output, output
     assert _counts(vault) == before
+
+
+def test_a_record_deleted_since_the_first_import_stays_deleted(tmp_path: Path) -> None:
+    """A re-run (after an interruption, say) leaves deleted what was deleted in between,
+    whether the file names its id or the import derived one."""
+    vault = _vault(tmp_path)
+    source = tmp_path / "in.ndjson"
+    source.write_text(
+        '{"resourceType":"Patient","id":"ri-1"}\n{"resourceType":"Patient","gender":"other"}\n'
+    )
+    assert _run("import", "--vault", str(vault), str(source))[0] == 0
+    records = Vault.at(vault).open()
+    try:
+        derived = records.find("Patient", parse_criteria("gender=other"))[0].id
+        with records.writer() as writer:
+            for patient_id in ("ri-1", derived):
+                writer.delete("Patient", patient_id)
+    finally:
+        records.storage.close()
+    code, output = _run("import", "--vault", str(vault), str(source))
+    assert code == 0 and "2 resources from 1 files; 0 new versions written" in output, output
+    assert _loaded(vault, "ri-1", derived) == set()
 
 
 def _transaction(resource: dict[str, object]) -> str:

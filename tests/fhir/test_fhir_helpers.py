@@ -47,6 +47,81 @@ def test_references_are_found_and_rewritten_at_any_depth() -> None:
 
 
 @pytest.mark.parametrize(
+    "resource",
+    [
+        {"resourceType": "DetectedIssue", "status": "final", "reference": "guidelines/ddi.html"},
+        {
+            "resourceType": "Immunization",
+            "education": [{"reference": "leaflets/flu", "documentType": "leaflet"}],
+        },
+        {
+            "resourceType": "PlanDefinition",
+            "action": [
+                {
+                    "condition": [
+                        {
+                            "kind": "applicability",
+                            "expression": {"language": "text/cql", "reference": "Library/abc/x"},
+                        }
+                    ]
+                }
+            ],
+        },
+    ],
+)
+def test_uri_elements_named_reference_are_no_references(resource: dict[str, Any]) -> None:
+    """Three R4 elements named ``reference`` are uris: they are left as they are."""
+    assert references_in(resource) == []
+
+
+def test_references_are_found_by_their_element_types_wherever_they_nest() -> None:
+    """In an identifier's assigner, an extension's value, a primitive's extension, a
+    contained resource, a Bundle's entry, a Parameters' resource."""
+    subject = {"reference": "Patient/1"}
+    assigner = {"reference": "Organization/1"}
+    valued = {"reference": "Practitioner/1"}
+    primitive = {"reference": "Device/1"}
+    contained = {"reference": "Location/1"}
+    entry = {"reference": "Group/1"}
+    resource: dict[str, Any] = {
+        "resourceType": "Parameters",
+        "parameter": [
+            {
+                "name": "a",
+                "resource": {
+                    "resourceType": "Bundle",
+                    "type": "collection",
+                    "entry": [
+                        {
+                            "resource": {
+                                "resourceType": "Observation",
+                                "subject": subject,
+                                "identifier": [{"value": "1", "assigner": assigner}],
+                                "extension": [{"url": "urn:x", "valueReference": valued}],
+                                "_status": {
+                                    "extension": [{"url": "urn:y", "valueReference": primitive}]
+                                },
+                                "contained": [
+                                    {
+                                        "resourceType": "Encounter",
+                                        "location": [{"location": contained}],
+                                    }
+                                ],
+                                "focus": [entry],
+                            }
+                        }
+                    ],
+                },
+            }
+        ],
+    }
+    found = references_in(resource)
+    assert sorted(map(id, found)) == sorted(
+        map(id, [subject, assigner, valued, primitive, contained, entry])
+    )
+
+
+@pytest.mark.parametrize(
     ("resource", "patient"),
     [
         ({"resourceType": "Patient", "id": "p1"}, "p1"),

@@ -65,6 +65,8 @@ TEXT: dict[str, dict[str, str]] = {
         "break_glass": "Emergency access (break-glass)",
         "own_views": "Your own views of your record, not listed: {count}.",
         "no_access": "Nobody else has opened your record.",
+        "erased": "Your record was erased by Coffre on {date}: what it held about you, and the"
+        " list of who opened it, can no longer be read by anyone, Coffre included.",
         "notices_intro": "Coffre tells you the first time a health professional opens your record.",
         "no_notices": "No notices.",
         "from": "From",
@@ -156,6 +158,9 @@ TEXT: dict[str, dict[str, str]] = {
         "break_glass": "Accès d'urgence (bris de glace)",
         "own_views": "Vos propres consultations de votre dossier, non listées : {count}.",
         "no_access": "Personne d'autre n'a ouvert votre dossier.",
+        "erased": "Votre dossier a été effacé par Coffre le {date} : ce qu'il contenait sur"
+        " vous, et la liste des personnes qui l'ont ouvert, ne peuvent plus être lus par"
+        " personne, Coffre compris.",
         "notices_intro": "Coffre vous avise la première fois qu'un professionnel de santé ouvre"
         " votre dossier.",
         "no_notices": "Aucun avis.",

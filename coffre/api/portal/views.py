@@ -53,6 +53,7 @@ from coffre.service.consent import (
 )
 from coffre.service.notices import FIRST_ACCESS, NOTICE_CATEGORY, notice_id, payload_text
 from coffre.service.searching import Scope, Searcher, everything
+from coffre.service.stored import instant
 from coffre.service.writer import Writer
 
 LANG_COOKIE = "coffre_lang"
@@ -132,8 +133,12 @@ def _to(path: str) -> RedirectResponse:
     return RedirectResponse(path, status_code=303)
 
 
-def _signed_in(handler: Callable[[Request, Session, str], Any]) -> Callable[[Request], Any]:
-    """A page for a signed-in patient; others are sent to the sign-in page."""
+def _signed_in(
+    handler: Callable[[Request, Session, str], Any], *, shows_record: bool = True
+) -> Callable[[Request], Any]:
+    """A page for a signed-in patient; others are sent to the sign-in page. A page that
+    ``shows_record`` says, once Coffre erased the patient, that it did and when, and
+    nothing else (an empty record would say that nothing was recorded, nobody looked)."""
 
     async def wrapped(request: Request) -> Response:
         session = session_of(request)
@@ -143,10 +148,34 @@ def _signed_in(handler: Callable[[Request, Session, str], Any]) -> Callable[[Req
         lang = _lang(request)
         if request.method == "POST" and not _checked_form(request, session):
             return error_page(request, 403)
+        erased = _erased_at(records_of(request), session.patient_id) if shows_record else None
+        if erased is not None:
+            return _remember_lang(request, _erased_page(request, session, lang, erased))
         response: Response = await handler(request, session, lang)
         return _remember_lang(request, response)
 
     return wrapped
+
+
+def _erased_at(records: RecordStore, patient_id: str) -> int | None:
+    """When Coffre erased the patient (µs since the epoch), or None."""
+    records.log_followed()
+    return records.latest_writes.erased_at(records.keys.patient_compartment(patient_id))
+
+
+def _erased_page(request: Request, session: Session, lang: str, when: int) -> Response:
+    """410: the record is gone for good, and since when."""
+    said = word(lang, "erased").format(date=day(instant(when)))
+    body = f'<p role="alert">{escape(said)}</p>'
+    return page(
+        lang,
+        word(lang, "record"),
+        body,
+        path=request.url.path,
+        current="record",
+        csrf=session.csrf,
+        status=410,
+    )
 
 
 def _sign_in_then(request: Request) -> str:
@@ -542,7 +571,7 @@ def portal_routes() -> list[Route]:
     return [
         Route("/", _signed_in(my_record), methods=["GET"]),
         Route("/sign-in", _with_form(sign_in), methods=["GET", "POST"]),
-        Route("/sign-out", _with_form(_signed_in(sign_out)), methods=["POST"]),
+        Route("/sign-out", _with_form(_signed_in(sign_out, shows_record=False)), methods=["POST"]),
         Route("/access", _signed_in(accesses), methods=["GET"]),
         Route("/notices", _signed_in(notices), methods=["GET"]),
         Route("/research", _with_form(_signed_in(research)), methods=["GET", "POST"]),

@@ -18,8 +18,9 @@ from coffre.api.auth.registry import load, save, without_user
 from coffre.api.auth.throttle import FREE_FAILURES_PER_NAME
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.service import RecordStore
-from coffre.service.audit import Access
+from coffre.service.audit import OPERATOR, Access
 from coffre.service.consent import research_opt_out
+from coffre.service.erasure import erase_patient
 from coffre.service.notices import FIRST_ACCESS, NOTICE_CATEGORY
 
 
@@ -417,3 +418,26 @@ def test_the_access_list_is_paged_and_its_pages_hold_still(
     assert f"_snapshot={10**9}" not in ahead and f"Accesses 1 to 50 of {total + 5}." in ahead
     wrong = portal.get("/portal/access?_offset=many")
     assert wrong.status_code == 400 and wrong.headers["content-type"].startswith("text/html")
+
+
+def test_an_erased_patient_is_told_so_on_every_page_and_can_sign_out(
+    portal: TestClient, records: RecordStore
+) -> None:
+    """Not an empty record, "nobody opened it", or a research choice: the API's 410, in
+    the patient's words and language; the opt-out form writes nothing."""
+    sign_in(portal)
+    csrf = hidden(portal.get("/portal/").text, "csrf")
+    erasure = erase_patient(records, PATIENT, OPERATOR)
+    leaves = records.storage.leaf_count()
+    for path in ("/portal/", "/portal/access", "/portal/notices", "/portal/research"):
+        response = portal.get(path)
+        assert response.status_code == 410, path
+        assert f"Your record was erased by Coffre on {erasure.when[:10]}" in response.text
+        assert "Nothing recorded" not in response.text and "Nobody" not in response.text
+    french = portal.get("/portal/access?lang=fr")
+    assert f"Votre dossier a été effacé par Coffre le {erasure.when[:10]}" in french.text
+    refused = portal.post("/portal/research", data={"csrf": csrf, "optOut": "true", "version": "0"})
+    assert refused.status_code == 410 and "effacé" in refused.text
+    assert records.storage.leaf_count() == leaves  # nothing was shown, nothing written
+    out = portal.post("/portal/sign-out", data={"csrf": csrf}, follow_redirects=True)
+    assert out.status_code == 200 and "Vous êtes déconnecté." in out.text
