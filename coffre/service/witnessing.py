@@ -145,14 +145,38 @@ class Witnessing:
         self._lock_path = folder / LOCK_FILE
         self._lock: IO[bytes] | None = None
         self._transport = transport
-        self._published: str | None = None
+        self._published: str | None = None  # the newest cosigned note this process knows
+        self._published_size = -1
+        self._read: str | None = None  # the file's text as last read
 
     def published(self) -> str | None:
-        """The newest checkpoint a quorum of witnesses cosigned, with their cosignatures."""
+        """The newest checkpoint a quorum of witnesses cosigned, with their cosignatures:
+        the file's, which the submitting process writes, unless this process knows a
+        newer one. The file is the host's: an older copy it puts back, a note that does
+        not verify or a deleted file never take a witnessed auditor back (it would report
+        a shrunk log)."""
         try:
-            return self.cosigned_file.read_text()
+            text = self.cosigned_file.read_text()
         except FileNotFoundError:
-            return None
+            text = None
+        if text is not None and text != self._read:
+            self._read = text
+            self._adopt(text, self._size_of(text))
+        return self._published
+
+    def _size_of(self, text: str) -> int:
+        """The size of the checkpoint a cosigned note signs; -1 for a note this log did
+        not sign."""
+        try:
+            return open_checkpoint(parse_note(text), self._records.ledger.verifier_key).size
+        except LedgerError:
+            log.error("the storage folder's %s is no checkpoint of this log", COSIGNED_FILE)
+            return -1
+
+    def _adopt(self, note: str, size: int) -> None:
+        """Serve ``note`` from now on if it is of a newer checkpoint than the one served."""
+        if size > self._published_size:
+            self._published, self._published_size = note, size
 
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
@@ -204,7 +228,9 @@ class Witnessing:
             if p.text == note.text and p.signature is not None
         ]
         if len(signatures) >= self._quorum:
-            self._publish(Note(note.text, (*note.signatures, *signatures)).serialize())
+            self._publish(
+                Note(note.text, (*note.signatures, *signatures)).serialize(), checkpoint.size
+            )
 
     async def _submit(
         self, client: httpx.AsyncClient, witness: WitnessEndpoint, note: Note, signed: Checkpoint
@@ -265,7 +291,7 @@ class Witnessing:
         report = log.error if refused else log.warning
         report("witness %s %s; trying again in %.0f s", witness.key.name, why, wait)
 
-    def _publish(self, note: str) -> None:
+    def _publish(self, note: str, size: int) -> None:
         """Replace the published note atomically (several processes read it)."""
         if note == self._published:
             return
@@ -273,7 +299,7 @@ class Witnessing:
         with os.fdopen(descriptor, "w") as file:
             file.write(note)
         Path(name).replace(self.cosigned_file)
-        self._published = note
+        self._published, self._published_size, self._read = note, size, note
 
 
 class _Unanswered(CoffreError):

@@ -317,6 +317,33 @@ def test_the_endpoints_serve_what_was_cosigned(log: WitnessedLog, records: Recor
         assert client.get("/ledger/checkpoint/cosigned").text == cosigned.text
 
 
+def test_an_older_cosigned_file_put_back_or_a_deleted_one_is_not_served(
+    log: WitnessedLog, records: RecordStore
+) -> None:
+    """``checkpoint.cosigned`` is the host's: a witnessed auditor that had accepted the
+    newer one would report a shrunk log, or find none. A server that starts reads it."""
+    witnessing = log.witnessing()
+    log.write(2)
+    log.round(witnessing)
+    older = (log.vault.folder / COSIGNED_FILE).read_text()
+    log.write(2)
+    log.round(witnessing)
+    newer = witnessing.published()
+    reader = log.witnessing()  # another process of the server, which only reads the file
+    with TestClient(with_witnessing(create_app(records), reader)) as client:
+        assert client.get("/ledger/checkpoint/cosigned").text == newer
+        for change in ("put back", "garbled", "deleted"):
+            if change == "deleted":
+                (log.vault.folder / COSIGNED_FILE).unlink()
+            else:
+                (log.vault.folder / COSIGNED_FILE).write_text(
+                    older if change == "put back" else "x"
+                )
+            assert client.get("/ledger/checkpoint/cosigned").text == newer, change
+            assert witnessing.published() == newer, change
+    assert log.cosigned_size(newer) == 4
+
+
 def test_a_log_without_witnesses_has_no_cosigned_checkpoint(client: TestClient) -> None:
     write_organizations(client, 1)
     answer = client.get("/ledger/checkpoint/cosigned")
