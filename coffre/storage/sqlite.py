@@ -569,8 +569,10 @@ def create_private(path: Path | str) -> None:
     """Create the storage's file readable by its owner alone, unless it exists: SQLite
     would create it as the umask allows (often readable by all), and its WAL and shared
     memory files take the database file's permissions. Ciphertext, but the host's accounts
-    have no business reading it."""
-    os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+    have no business reading it. Never opened when it exists: closing a descriptor of a
+    file drops every POSIX lock the process holds on it, its SQLite connections' too."""
+    with suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 def add_token_sets(connection: sqlite3.Connection, path: Path | str) -> None:
