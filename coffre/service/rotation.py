@@ -27,6 +27,7 @@ from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind
 from coffre.service.audit import OPERATOR, Access
 from coffre.service.records import RecordStore
 from coffre.service.stored import now_us
+from coffre.storage.base import StorageTxn
 
 BATCH = 500
 """Data keys rewrapped per transaction: the write lock is held for one batch only."""
@@ -162,19 +163,26 @@ class KeyRotation:
         return self._custodian.wrap(key)
 
     def retire(self, kek_id: str) -> None:
-        """Destroy an old KEK in the custody, and log it; refused while a data key in the
-        storage is wrapped by it."""
+        """Log, then destroy, an old KEK in the custody; refused while a data key in the
+        storage is wrapped by it. The log first: a retirement that stops in between (a
+        crash, a storage gone) leaves a logged retirement and a key that running it again
+        destroys, never a key destroyed that the log does not know of."""
         check_retirable(kek_id, self._custodian.kek_ids(), self._custodian.active_kek())
         with self._records.writer(_operator(f"key retirement: {kek_id} destroyed")) as writer:
-            left = writer.txn.wrapped_key_counts().get(kek_id, 0)
-            if left:
-                raise VaultStateError(
-                    f"{left} data keys are still wrapped by {kek_id}: it cannot be retired"
-                    " before 'coffre keys rotate --resume' rewraps them"
-                )
+            _check_unused(writer.txn, kek_id)
             writer.log_to_gateway([_leaf()], None)
-            # Under the write lock: no data key can be wrapped by it in between.
+        with self._storage.transaction() as txn:
+            _check_unused(txn, kek_id)  # under the write lock: no data key wrapped by it since
             self._custodian.retire_kek(kek_id)
+
+
+def _check_unused(txn: StorageTxn, kek_id: str) -> None:
+    left = txn.wrapped_key_counts().get(kek_id, 0)
+    if left:
+        raise VaultStateError(
+            f"{left} data keys are still wrapped by {kek_id}: it cannot be retired"
+            " before 'coffre keys rotate --resume' rewraps them"
+        )
 
 
 def _operator(reason: str) -> Access:

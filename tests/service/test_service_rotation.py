@@ -114,6 +114,37 @@ def test_the_rotation_and_retirement_are_audit_events_of_the_operator(
     assert all("coffre command line" in text for text in texts)
 
 
+def test_a_key_is_destroyed_only_once_its_retirement_is_logged(
+    vault: Vault, opened: RecordStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A retirement stopped between the two (the custody failing here, a crash alike)
+    leaves a logged retirement and the key, which running it again destroys: never a key
+    gone that the log does not know of (the retirement completes erasures for backups)."""
+    _patients(opened, 1)
+    rotation = KeyRotation(opened)
+    old, new = rotation.rotate()
+    rotation.rewrap()
+
+    def logged_retirements() -> int:
+        fresh = vault.open()
+        try:
+            kinds = [Leaf.decode(data).kind for data in fresh.storage.leaves(0, 10**6)]
+        finally:
+            fresh.storage.close()
+        return kinds.count(LeafKind.KEY_ROTATION) - 1  # the rotation's
+
+    def failing(kek_id: str) -> None:
+        raise CustodyError(f"the token failed while destroying {kek_id}")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(opened.custodian, "retire_kek", failing)
+        with pytest.raises(CustodyError):
+            rotation.retire(old)
+    assert logged_retirements() == 1 and old in opened.custodian.kek_ids()
+    rotation.retire(old)
+    assert logged_retirements() == 2 and opened.custodian.kek_ids() == [new]
+
+
 def test_retiring_refuses_while_a_data_key_still_needs_the_old_key(
     vault: Vault, opened: RecordStore
 ) -> None:
