@@ -35,6 +35,10 @@ def _observation(**value: Any) -> dict[str, Any]:
         (_observation(issued="2023-06-31T10:00:00.000Z"), "Observation.issued", "calendar"),
         ({"resourceType": "Patient", "multipleBirthInteger": 2**31}, "multipleBirth", "2147483647"),
         ({"resourceType": "Patient", "multipleBirthInteger": 1.5}, "multipleBirth", "integer"),
+        # A whole number written as a decimal: FHIR's integer has no point nor exponent.
+        ({"resourceType": "Patient", "multipleBirthInteger": 2.0}, "multipleBirth", "integer"),
+        (_observation(valueInteger=1e2), "valueInteger", "integer"),
+        (_repeat_count(3.0), "repeat.count", "integer"),
         (_observation(valueInteger=-(2**31) - 1), "valueInteger", "-2147483648"),
         ({"resourceType": "Patient", "photo": [{"size": -1}]}, "photo[0].size", "equal to 0"),
         (_repeat_count(0), "repeat.count", "equal to 1"),
