@@ -87,6 +87,31 @@ def _add_what_patterns_miss(schema: dict[str, Any]) -> None:
 
 
 EMPTY = "is empty: an element has a value or children, else it is left out"
+PRIMITIVE_WORDS = {
+    "boolean": "true or false",
+    "code": "a code: not empty, without leading, trailing or repeated spaces",
+    "date": "a date: YYYY, YYYY-MM or YYYY-MM-DD (2026-01-31)",
+    "dateTime": "a dateTime: YYYY, YYYY-MM, YYYY-MM-DD, or a date and a time to the second"
+    " with its time zone (2026-01-31T14:30:00+01:00)",
+    "decimal": "a decimal number",
+    "id": "an id: 1 to 64 letters, digits, '-' or '.'",
+    "instant": "an instant: a date and a time to the second with its time zone"
+    " (2026-01-31T14:30:00Z)",
+    "integer": "a whole number",
+    "oid": "an OID: urn:oid: and numbers between dots (urn:oid:1.2.250.1.213)",
+    "positiveInt": "a whole number from 1",
+    "string": "text that is not empty, with no whitespace but spaces, tabs and line breaks",
+    "time": "a time of day: hh:mm:ss (14:30:00)",
+    "unsignedInt": "a whole number from 0",
+    "uri": "a uri: not empty, without spaces",
+    "uuid": "a UUID: urn:uuid: and a UUID in lowercase",
+}
+"""What a value of each primitive type looks like, in a refusal's words: the schema's
+regular expression would mean nothing to the person who sent it. (markdown is worded as
+string, url and canonical as uri: their expressions are the same.)"""
+BASE64_PATTERN = r"^(\s*([0-9a-zA-Z\+/=]){4}\s*)+$"
+BASE64_WORDS = "base64: groups of 4 letters, digits, '+', '/' or '='"
+"""base64Binary's expression, which the schema repeats in each element of the type."""
 
 
 def _refuse_empty_values(schema: dict[str, Any]) -> None:
@@ -132,6 +157,10 @@ def compile_schema(schema: dict[str, Any]) -> tuple[str, list[str]]:
         r'\1" + ", ".join(sorted(\2__missing_keys)))',
         code,
     )
+    worded = {schema["definitions"][name]["pattern"]: w for name, w in PRIMITIVE_WORDS.items()}
+    for pattern, words in (worded | {BASE64_PATTERN: BASE64_WORDS}).items():
+        literal = pattern.replace("\\", "\\\\").replace('"', '\\"')
+        code = code.replace(f' must match pattern {literal}")', f' must be {words}")')
     # JSON Schema's integer takes 2.0 and 1e2 (a whole float): FHIR's integer is
     # -?([0]|([1-9][0-9]*)), and a strictly typed client fails on the read-back.
     code = re.sub(r" and not \(isinstance\((\w+), float\) and \1\.is_integer\(\)\)", "", code)

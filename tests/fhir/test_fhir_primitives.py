@@ -68,3 +68,25 @@ def test_a_day_that_does_not_exist_or_an_integer_past_32_bits_is_refused(
 )
 def test_the_ends_of_each_range_and_partial_dates_are_accepted(resource: dict[str, Any]) -> None:
     assert validate(resource) == resource["resourceType"]
+
+
+@pytest.mark.parametrize(
+    ("resource", "said"),
+    [
+        ({"resourceType": "Patient", "birthDate": "31/01/1961"}, "must be a date: YYYY, YYYY-MM"),
+        (_observation(issued="2026-01-31"), "must be an instant: a date and a time"),
+        ({"resourceType": "Patient", "id": "a_b"}, "must be an id: 1 to 64 letters"),
+        ({"resourceType": "Patient", "language": "fr  CA"}, "must be a code: not empty, without"),
+        (_observation(valueTime="2pm"), "must be a time of day: hh:mm:ss"),
+        (
+            {"resourceType": "Patient", "extension": [{"url": "urn:x", "valueBase64Binary": "a"}]},
+            "must be base64: groups of 4",
+        ),
+    ],
+)
+def test_a_malformed_primitive_is_refused_in_words_not_by_its_regular_expression(
+    resource: dict[str, Any], said: str
+) -> None:
+    with pytest.raises(FhirError) as caught:
+        validate(resource)
+    assert said in caught.value.diagnostics and "pattern" not in caught.value.diagnostics
