@@ -6,6 +6,7 @@
     ├── CustodyError       the key custody refused or failed
     └── StorageError       the storage backend failed or holds something unexpected
         ├── CommitUnknownError  the connection was lost at COMMIT: committed or not, unknown
+        ├── IndexDamagedError  the index searches read does not find what it must
         └── VaultStateError  the vault folder is missing, or exists when it should not
             └── RolledBackError  the storage's log ends before the last checkpoint signed
 
@@ -131,6 +132,19 @@ class CommitUnknownError(StorageError):
             "the connection to the storage was lost while the transaction was being committed:"
             " it may have been saved"
         )
+
+
+class IndexDamagedError(StorageError):
+    """The index searches read candidates from (SQLite's FTS5 index, PostgreSQL's B-tree
+    of tokens) does not find what the index tokens, which reads check against the log,
+    say it must: the host damaged it. ``coffre repair-index`` rebuilds it from them."""
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(
+            f"the storage's search index failed its integrity check ({detail}): what needs"
+            " it is refused until the operator rebuilds it with 'coffre repair-index'"
+        )
+        self.detail = detail
 
 
 class VaultStateError(StorageError):

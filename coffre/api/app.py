@@ -36,6 +36,7 @@ from coffre.exceptions import (
     CommitUnknownError,
     CustodyError,
     FhirError,
+    IndexDamagedError,
     RolledBackError,
     SealError,
     StorageError,
@@ -175,12 +176,22 @@ async def _http_error(request: Request, error: Exception) -> Response:
 
 async def _seal_error(request: Request, error: Exception) -> Response:
     log.error("a sealed record failed its integrity check: %s", _interaction(request))
+    return await _integrity_failure(
+        request, "the record failed its integrity check; it was not served"
+    )
+
+
+async def _index_damaged(request: Request, error: Exception) -> Response:
+    """The index searches read failed its check: a 500 that says so, never an empty
+    answer; its message names no record."""
+    log.error("%s: %s", error, _interaction(request))
+    return await _integrity_failure(request, str(error))
+
+
+async def _integrity_failure(request: Request, message: str) -> Response:
     if request.url.path.startswith(BASE_PATH) or acting_for(request) is not None:
         await _log_integrity_failure(request)
-    return _refusal(
-        request,
-        FhirError(500, "exception", "the record failed its integrity check; it was not served"),
-    )
+    return _refusal(request, FhirError(500, "exception", message))
 
 
 def _named_record(request: Request) -> str | None:
@@ -362,6 +373,7 @@ def create_app(
             HTTPException: _http_error,
             SealError: _seal_error,
             LedgerError: _seal_error,
+            IndexDamagedError: _index_damaged,
             StorageError: _storage_error,
             CustodyError: _custody_error,
             ClientDisconnect: _client_gone,

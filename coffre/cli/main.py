@@ -27,7 +27,7 @@ from coffre import config
 from coffre.api import tls
 from coffre.api.auth import AuthSettings
 from coffre.api.auth.authority import REQUIRED
-from coffre.cli import audit, erase, migrate, witness
+from coffre.cli import audit, erase, migrate, repair, witness
 from coffre.cli.access import clients_app, users_app
 from coffre.cli.importer import Importer
 from coffre.cli.keys import app as keys_app
@@ -360,6 +360,7 @@ def import_(
 app.command("audit")(audit.audit)
 app.command("ledger-key")(audit.ledger_key)
 app.command("erase")(erase.erase)
+app.command("repair-index")(repair.repair_index)
 for command in (migrate.migrate, migrate.backup, migrate.restore):
     app.command()(command)
 app.add_typer(witness.app, name="witness")

@@ -181,3 +181,7 @@ def index_digest(tokens: Iterable[bytes]) -> bytes:
     """What a write's leaf commits to of its blind tokens: SHA-256 of the distinct tokens,
     sorted, so that it is the same whatever order the host keeps them in."""
     return hashlib.sha256(b"".join(sorted(set(tokens)))).digest()
+
+
+NO_TOKENS = index_digest(())
+"""The index digest of a write that leaves its record no tokens (a deletion, an erasure)."""

@@ -28,13 +28,11 @@ import hashlib
 from dataclasses import dataclass
 
 from coffre.exceptions import FhirError
-from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind, index_digest
+from coffre.ledger.leaf import NO_DIGEST, NO_TOKENS, Leaf, LeafKind
 from coffre.service.audit import Access
 from coffre.service.records import RecordStore
 from coffre.service.stored import check_id, erased, instant, now_us
 from coffre.service.writer import Writer
-
-NO_TOKENS = index_digest(())
 
 
 @dataclass(frozen=True, slots=True)

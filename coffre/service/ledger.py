@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import secrets
 import struct
 import threading
 from collections.abc import Sequence
@@ -36,7 +37,7 @@ from coffre.ledger import (
 )
 from coffre.ledger.errors import LedgerError, SignatureError
 from coffre.ledger.hashing import leaf_hash
-from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind, in_map, split_tag
+from coffre.ledger.leaf import NO_DIGEST, NO_TOKENS, Leaf, LeafKind, in_map, split_tag
 from coffre.ledger.note import ALG_ED25519
 from coffre.ledger.proofs import NodeHash
 from coffre.ledger.smt import MapChanges, MapProof
@@ -264,6 +265,8 @@ class LoggedWrite(NamedTuple):
 
 _LOGGED = struct.Struct(">Q32s32s")
 """A ``LoggedWrite`` as the latest-writes record keeps it."""
+PICK_TRIES = 4
+"""Records drawn for each one ``carrying_tokens`` picks, at most."""
 
 
 class LatestWrites:
@@ -285,6 +288,8 @@ class LatestWrites:
         # fields, and a dict of bytes the garbage collector never visits (a vault of a
         # million records took 26 full collections of 70 ms to open with tuples).
         self._latest: dict[bytes, bytes] = {}
+        # Its keys in a list too, to pick records at random from (8 bytes a record).
+        self._located: list[bytes] = []
         self._erased: dict[bytes, int] = {}  # compartment -> when Coffre erased it (µs)
         self._bindings: dict[bytes, bytes] = {}  # compartment -> its data key's binding
         self.map = SparseMerkleMap()
@@ -338,14 +343,16 @@ class LatestWrites:
     def _follow(self, leaves: list[Leaf]) -> None:
         """Add leaves to the latest writes (the map follows with ``_map_updates``, the
         count of events with ``_new_events``)."""
-        pack = _LOGGED.pack
+        pack, latest = _LOGGED.pack, self._latest
         for leaf in leaves:
             if leaf.kind is LeafKind.ERASE and leaf.version == 0:
                 self._erased.setdefault(leaf.loc, leaf.ts)
             elif leaf.kind is LeafKind.DATA_KEY:
                 self._bindings.setdefault(leaf.loc, leaf.body_hash)
             elif in_map(leaf.kind, leaf.version):
-                self._latest[leaf.loc] = pack(leaf.version, leaf.body_hash, leaf.index_digest)
+                if leaf.loc not in latest:
+                    self._located.append(leaf.loc)
+                latest[leaf.loc] = pack(leaf.version, leaf.body_hash, leaf.index_digest)
                 self.newest_write = max(self.newest_write, leaf.ts)
         self.known += len(leaves)
 
@@ -362,6 +369,21 @@ class LatestWrites:
     def expected(self, loc: bytes) -> LoggedWrite | None:
         found = self._latest.get(loc)
         return None if found is None else LoggedWrite._make(_LOGGED.unpack(found))
+
+    def carrying_tokens(self, count: int) -> list[bytes]:
+        """Up to ``count`` records picked at random (a host cannot guess which) among those
+        whose latest write gave them index tokens: deletions and erasures give none, and
+        are passed over, a few tries a pick."""
+        picked: set[bytes] = set()
+        with self._lock:
+            located = self._located
+            for _ in range(count * PICK_TRIES if located else 0):
+                loc = located[secrets.randbelow(len(located))]
+                if self._latest[loc][-len(NO_TOKENS) :] != NO_TOKENS:
+                    picked.add(loc)
+                    if len(picked) == count:
+                        break
+        return sorted(picked)
 
     def erased_at(self, comp: bytes) -> int | None:
         """When Coffre erased a compartment (µs since the epoch), as far as the log was

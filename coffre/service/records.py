@@ -25,6 +25,7 @@ from coffre.seal import Envelope, PurposeKeys
 from coffre.search import Criterion, check_criteria
 from coffre.search.naming import sealing_patient
 from coffre.service.audit import OPERATOR, Access
+from coffre.service.indexcheck import IndexCheck
 from coffre.service.keycache import KeyCache
 from coffre.service.ledger import LatestWrites, Ledger, authentic_leaf
 from coffre.service.proving import TreeProofs
@@ -89,6 +90,9 @@ class RecordStore:
         self._shared = frozenset(map(self.keys.shared_compartment, RESOURCE_TYPES))
         if not self.latest_writes.keys_logged and storage.wrapped_key_counts():
             self._log_keys_made_before()
+        self.index_check = IndexCheck(self)
+        if verify_reads:
+            self.index_check.check_at_opening()
 
     # -- keys -----------------------------------------------------------------------------
 

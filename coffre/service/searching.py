@@ -151,10 +151,16 @@ class Searcher:
         """Current versions of the candidates, in location order (stable while data
         changes), each confirmed by the log, but those the scope's write transaction wrote.
         Lazy: a page stops reading once it is full (``first_page``: how many candidates
-        it expects to need, if it knows)."""
+        it expects to need, if it knows). A look-up of the index that finds nothing is
+        answered once the index is known to find what it holds (``IndexCheck``)."""
         if self._committed:
             self.records.latest_writes.catch_up(self.records.storage)
+        indexed = self._verify and any(lookup.locs is None for lookup in lookups)
+        if indexed:
+            self.records.index_check.vouch(found_nothing=False)
+        found = False
         for batch, known in self._batches(resource_type, lookups, first_page):
+            found = True
             versions = known if known is not None else self.scope.reader.latest_each(batch.locs)
             self._batch = batch.locs
             for loc in batch.locs:
@@ -166,6 +172,8 @@ class Searcher:
                     self._unchecked.add(loc)
                 if sealed is not None:
                     yield sealed
+        if indexed and not found:
+            self.records.index_check.vouch(found_nothing=True)
 
     def _confirmed(
         self, loc: bytes, sealed: SealedVersion | None, tokens: dict[bytes, bytes] | None

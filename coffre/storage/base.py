@@ -212,6 +212,12 @@ class Storage(StorageReader, Protocol):
         ``pages`` pages of it, in one short write transaction); whether there was any."""
         ...
 
+    def rebuild_index(self) -> None:
+        """Make the index searches read anew from the index tokens that reads check (one
+        write transaction on SQLite, which the others wait for): what repairs it once the
+        host damaged it."""
+        ...
+
     def current_of_kind(self, kind: bytes) -> Iterator[SealedVersion]:
         """Current, not deleted versions of one resource type."""
         ...

@@ -779,6 +779,16 @@ class PostgresStorage(_Reader):
         """Nothing to do: the tokens' B-tree is kept in one piece as it is written."""
         return False
 
+    def rebuild_index(self) -> None:
+        """REINDEX the tokens table: its B-trees rebuilt from its rows, which searches and
+        reads both read (a damaged index file is what there is to repair). Writes of
+        tokens wait meanwhile, and searches that read the index."""
+        try:
+            with self._pool.connection() as connection:
+                connection.execute("REINDEX TABLE tokens", prepare=False)
+        except psycopg.Error as error:
+            _fail("reindex", error)
+
     def event_count(self, before: int) -> int:
         row = self._one("SELECT count(*) FROM audit_events WHERE leaf < %s", (before,))
         return int(row[0]) if row else 0

@@ -18,7 +18,12 @@ from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
-from coffre.exceptions import StorageError, StorageFullError, TransactionUndoneError
+from coffre.exceptions import (
+    IndexDamagedError,
+    StorageError,
+    StorageFullError,
+    TransactionUndoneError,
+)
 from coffre.storage.base import ORIGIN, TOKEN_BYTES, HistoryQuery, SealedEvent, SealedVersion
 
 # Each record's index tokens, joined in token order, under an id that sorts as its location
@@ -28,18 +33,24 @@ from coffre.storage.base import ORIGIN, TOKEN_BYTES, HistoryQuery, SealedEvent, 
 # random page (a page written to the WAL per token, 17 µs a token in a large vault). The
 # ``tokens`` table below holds the records of a vault written before this layout, and any
 # whose id another location already has: both are read alongside (almost always empty).
-TOKEN_SETS = """
+_TOKEN_INDEX = (
+    """CREATE VIRTUAL TABLE IF NOT EXISTS token_index USING fts5(
+    terms, content='', detail='none', columnsize=0, tokenize='ascii'
+)""",
+    "INSERT INTO token_index (token_index, rank) VALUES ('automerge', 2)",
+    "INSERT INTO token_index (token_index, rank) VALUES ('usermerge', 2)",
+)
+TOKEN_SETS = (
+    """
 CREATE TABLE IF NOT EXISTS token_sets (
     id INTEGER PRIMARY KEY,
     loc BLOB NOT NULL,
     tokens BLOB NOT NULL
 );
-CREATE VIRTUAL TABLE IF NOT EXISTS token_index USING fts5(
-    terms, content='', detail='none', columnsize=0, tokenize='ascii'
-);
-INSERT INTO token_index (token_index, rank) VALUES ('automerge', 2);
-INSERT INTO token_index (token_index, rank) VALUES ('usermerge', 2);
 """
+    + ";\n".join(_TOKEN_INDEX)
+    + ";\n"
+)
 # A look-up reads each of its tokens in every run of the FTS5 index: FTS5's default merges
 # runs four at a time and leaves up to three a level (14 runs after loading 300 patients,
 # a look-up three times what it costs in one run). Merged two at a time, and each write
@@ -47,9 +58,7 @@ INSERT INTO token_index (token_index, rank) VALUES ('usermerge', 2);
 _MERGE_PAGES = 128
 _INDEX = "INSERT INTO token_index (rowid, terms) VALUES (?, ?)"
 _UNINDEX = "INSERT INTO token_index (token_index, rowid, terms) VALUES ('delete', ?, ?)"
-SCHEMA = (
-    TOKEN_SETS
-    + """
+_TABLES = """
 CREATE TABLE IF NOT EXISTS coffre_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS versions (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -97,7 +106,7 @@ CREATE TABLE IF NOT EXISTS data_keys (
     wrapped BLOB NOT NULL
 ) WITHOUT ROWID;
 """
-)
+SCHEMA = TOKEN_SETS + _TABLES
 
 
 _COLUMNS = "loc, version, kind, comp, ts, deleted, body, seq"
@@ -229,7 +238,8 @@ class _Reader:
         if limit is not None:
             sql += " LIMIT ?"
             args.append(limit)
-        return [row[0] for row in self._db.execute(sql, args).fetchall()]
+        with _index_statements():
+            return [row[0] for row in self._db.execute(sql, args).fetchall()]
 
     def _find_overflow(
         self, tokens: Sequence[bytes], after: bytes, limit: int | None
@@ -492,14 +502,19 @@ class _Txn(_Reader):
     def find(
         self, tokens: Sequence[bytes], after: bytes = b"", limit: int | None = None
     ) -> list[bytes]:
-        self.write_index()  # a search sees the transaction's own writes
+        with _index_statements():
+            self.write_index()  # a search sees the transaction's own writes
         return super().find(tokens, after, limit)
+
+    @property
+    def changes_index(self) -> bool:
+        return bool(self._index_changes)
 
     def merge_index(self) -> None:
         """Write the index's changes, then some of its merging, if this transaction
         changed it."""
         self.write_index()
-        if self._index_changes:
+        if self.changes_index:
             self._db.execute(
                 "INSERT INTO token_index (token_index, rank) VALUES ('merge', ?)", (_MERGE_PAGES,)
             )
@@ -576,8 +591,8 @@ def create_private(path: Path | str) -> None:
 
 
 def add_token_sets(connection: sqlite3.Connection, path: Path | str) -> None:
-    """Give a vault written before token sets their (empty) tables; nothing to write, and
-    no lock to wait for, in any other."""
+    """Give a new storage, or a vault written before token sets, their (empty) tables;
+    nothing to write, and no lock to wait for, in any other."""
     try:
         if connection.execute("SELECT 1 FROM sqlite_schema WHERE name = 'token_index'").fetchone():
             return
@@ -649,11 +664,12 @@ class SqliteStorage(_Reader):
         name, recorded in a new storage."""
         if not create and not Path(path).exists():
             raise StorageError(f"no storage at {path}")
-        writes = self._connect(path, synchronous, SCHEMA if create else None)
+        # The token index is left alone where it exists: a statement on it would fail to
+        # open a storage whose index the host damaged, which ``rebuild_index`` repairs.
+        writes = self._connect(path, synchronous, _TABLES if create else None)
+        add_token_sets(writes, path)
         if create and origin is not None:
             writes.execute("INSERT INTO coffre_meta (key, value) VALUES (?, ?)", (ORIGIN, origin))
-        if not create:
-            add_token_sets(writes, path)
         writes.execute(f"PRAGMA cache_size = -{_WRITE_CACHE_KIB}")
         # The journal of each savepoint (one a request in a group commit) in memory: by
         # default SQLite spills it to a temporary file in /var/tmp, made and unlinked a
@@ -730,6 +746,8 @@ class SqliteStorage(_Reader):
             db.execute("COMMIT")
         except sqlite3.Error as error:
             _roll_back(db)
+            if txn.changes_index and _is_index_damage(error):  # FTS5 writes at the commit
+                raise _damaged(error) from None
             raise _failure("SQLite could not commit", error) from None
 
     def consolidate_index(self, pages: int) -> bool:
@@ -738,12 +756,25 @@ class SqliteStorage(_Reader):
         look-up reads its tokens in every run: in one, a search costs some 15% less CPU.
         FTS5's 'merge' with a negative count puts every run on one level and merges them
         by steps, as 'optimize' does at once; a write between steps joins the merge."""
-        with self.transaction():
+        with self.transaction(), _index_statements():
             before = self._write_db.total_changes
             self._write_db.execute(
                 "INSERT INTO token_index (token_index, rank) VALUES ('merge', ?)", (-pages,)
             )
             return self._write_db.total_changes - before >= 2
+
+    def rebuild_index(self) -> None:
+        """The FTS5 index made anew from the token sets, in one write transaction. FTS5
+        can neither rebuild a contentless index nor drop one whose structure it cannot
+        read: its tables are first given the rows of a new, empty index."""
+        with self.transaction():
+            db = self._write_db
+            _reset_index_tables(db)
+            db.execute("DROP TABLE token_index")
+            for statement in _TOKEN_INDEX:
+                db.execute(statement)
+            rows = db.execute("SELECT id, tokens FROM token_sets")
+            db.executemany(_INDEX, ((set_id, _terms(joined)) for set_id, joined in rows))
 
     def history(self, query: HistoryQuery) -> Sequence[SealedVersion]:
         where, args = query.where("?")
@@ -840,6 +871,56 @@ def _identities(path: Path | str) -> tuple[tuple[int, int] | None, ...]:
 
 def _is_full(error: BaseException) -> bool:
     return getattr(error, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+
+
+def _is_index_damage(error: sqlite3.Error) -> bool:
+    """Whether an error of a statement on the FTS5 index (or of the commit that writes its
+    changes) says that its tables are not as FTS5 left them: its structure record zeroed
+    ('constraint failed': a segment written where one is), garbled or deleted ('vtable
+    constructor failed'), its configuration or the table gone (SQLITE_ERROR). No other
+    table Coffre writes has a constraint checked at the commit."""
+    code = getattr(error, "sqlite_errorcode", sqlite3.SQLITE_OK)
+    primary = code & 0xFF
+    return code == sqlite3.SQLITE_CORRUPT_VTAB or primary in _INDEX_DAMAGE
+
+
+_INDEX_DAMAGE = frozenset({sqlite3.SQLITE_CONSTRAINT, sqlite3.SQLITE_ERROR})
+
+
+def _damaged(error: sqlite3.Error) -> IndexDamagedError:
+    return IndexDamagedError(f"SQLite's FTS5 index: {error}")
+
+
+@contextmanager
+def _index_statements() -> Iterator[None]:
+    """Statements on the FTS5 index: an error that only a damaged index explains raised
+    as IndexDamagedError, others as they are."""
+    try:
+        yield
+    except sqlite3.Error as error:
+        if _is_index_damage(error):
+            raise _damaged(error) from None
+        raise
+
+
+def _reset_index_tables(db: sqlite3.Connection) -> None:
+    """Give the FTS5 index's own tables (those missing made again) the rows of a new,
+    empty index, made in memory with the same statements, whatever the host did to them."""
+    new = sqlite3.connect(":memory:")
+    try:
+        for statement in _TOKEN_INDEX:
+            new.execute(statement)
+        tables = new.execute(
+            "SELECT name, sql FROM sqlite_schema WHERE type = 'table' AND name GLOB 'token_index_*'"
+        ).fetchall()
+        for name, sql in tables:
+            db.execute(f"DROP TABLE IF EXISTS {name}")
+            db.execute(sql)
+            rows = new.execute(f"SELECT * FROM {name}").fetchall()
+            if rows:
+                db.executemany(f"INSERT INTO {name} VALUES ({_marks(len(rows[0]))})", rows)
+    finally:
+        new.close()
 
 
 def _failure(what: str, error: sqlite3.Error) -> StorageError:

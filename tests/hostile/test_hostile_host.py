@@ -15,7 +15,11 @@ reopened afterwards), and asserts WHICH mechanism catches it:
   sovereign memory of the last checkpoint it signed (``VaultStateError``), the gateway tag
   of each leaf (``LedgerError``), a gap in the leaves (``StorageError``);
 - **auditor**: ``coffre audit`` (``audit_log``, in process, with the live app as its HTTP
-  client), which exits 1 when its report holds a violation, named as below.
+  client), which exits 1 when its report holds a violation, named as below;
+- **index check**: at opening, and before a search that found nothing is answered (at
+  most once a second), records the log says carry tokens, picked at random, must hold
+  those tokens and be found by them (``IndexCheck``); otherwise the search answers 500
+  "integrity", and ``coffre repair-index`` rebuilds the index.
 
 | attack                                  | detector                                                |
 | --------------------------------------- | ------------------------------------------------------- |
@@ -55,6 +59,12 @@ reopened afterwards), and asserts WHICH mechanism catches it:
 | (SQLite) add or drop postings in the    | not caught: an added posting makes a false hit that the |
 | FTS5 index alone, not the token set     | search turns away; a dropped one hides the record from  |
 |                                         | searches for that token until its next write            |
+| (SQLite) zero, garble or empty the FTS5 | index check: searches, $everything 500; writes of tokens|
+| index whole (every search finds nothing)| 500 as the index's damage, not 503; reads go on;        |
+|                                         | ``coffre repair-index`` rebuilds it from the token sets |
+| delete every index token (and SQLite's  | index check: searches 500 (the records probed lost their|
+| FTS5 postings with them)                | tokens), reads 500; ``coffre repair-index`` says to     |
+|                                         | restore a backup                                        |
 | replace a wrapped data key              | AEAD (or the unwrap), at the next read by a gateway     |
 |                                         | that unwraps it: SealError, 500                         |
 | delete a sealed AuditEvent (a row of    | access history: the storage holds fewer events than the |
@@ -78,13 +88,16 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+from click.testing import Result
 from conftest import FHIR_JSON, RunningServer, put_resource, write_organizations
 from pg import HostDatabase, copy_storage
 from starlette.testclient import TestClient
+from typer.testing import CliRunner
 
 from coffre.api import create_app
 from coffre.api.witness import WitnessFolder, WitnessServer, witness_app
 from coffre.cli.audit import NoVerdict, Report, audit_log
+from coffre.cli.main import app as cli
 from coffre.exceptions import SealError, StorageError, VaultStateError
 from coffre.ledger import (
     Checkpoint,
@@ -95,7 +108,7 @@ from coffre.ledger import (
     verify_inclusion,
 )
 from coffre.ledger.leaf import Leaf, LeafKind
-from coffre.service import RecordStore, Stored, Vault
+from coffre.service import RecordStore, Stored, Vault, indexcheck
 from coffre.service.witnessing import WitnessEndpoint, Witnessing
 from coffre.storage.base import TOKEN_BYTES
 
@@ -913,6 +926,88 @@ def test_change_sqlites_token_index_alone(
     assert ids == (["alice"] if change.startswith("add") else [])
     for reference in ("Patient/alice", "Patient/bob"):
         assert written.get(f"/fhir/{reference}").status_code == 200
+
+
+@pytest.fixture
+def checked_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A search that finds nothing checks the index whenever it runs: the attacks below
+    land within the second that the check made at opening vouches for."""
+    monkeypatch.setattr(indexcheck, "RECHECK_SECONDS", 0.0)
+
+
+def _repair_index(vault: Vault) -> Result:
+    return CliRunner().invoke(cli, ["repair-index", "--vault", str(vault.folder)])
+
+
+def _found(client: TestClient, query: str) -> list[str]:
+    found = client.get(f"/fhir/{query}")
+    assert found.status_code == 200, found.text
+    return sorted(entry["resource"]["id"] for entry in found.json().get("entry", []))
+
+
+ALICES_OBSERVATIONS = "Observation?subject=Patient/alice"
+WHOLE_INDEX_DAMAGE = {
+    "zero its structure record": [
+        "UPDATE token_index_data SET block = zeroblob(length(block)) WHERE id = 10"
+    ],
+    "garble its structure record": [
+        "UPDATE token_index_data SET block = randomblob(length(block)) WHERE id = 10"
+    ],
+    "empty its tables": ["DELETE FROM token_index_data", "DELETE FROM token_index_idx"],
+}
+
+
+@pytest.mark.parametrize("damage", WHOLE_INDEX_DAMAGE)
+def test_damage_sqlites_token_index_whole(
+    damage: str, backend: str, written: TestClient, vault: Vault, checked_at_once: None
+) -> None:
+    """On SQLite, the host damages the FTS5 index of every record at once (zeroing its
+    structure record is one 30-byte write): every search would find nothing, a patient's
+    chart would look empty. A search that finds nothing first checks that records the log
+    says carry tokens, picked at random, are found by them: it is refused (500,
+    integrity), ``$everything`` too; reads still answer. A write is refused as the index's
+    damage, not as a storage to try again shortly. ``coffre repair-index`` rebuilds the
+    index from the token sets, and the running gateway answers again."""
+    if backend != "sqlite":
+        pytest.skip("PostgreSQL keeps each token once, in the table its searches read")
+    with _host(vault) as db:
+        for statement in WHOLE_INDEX_DAMAGE[damage]:
+            db.execute(statement)
+    for query in (f"Patient?identifier={SYSTEM}|A1", ALICES_OBSERVATIONS):
+        _refused(written.get(f"/fhir/{query}"), ALICE, BOB)
+    _refused(written.get("/fhir/Patient/alice/$everything"), ALICE, BOB)
+    assert written.get("/fhir/Patient/alice").status_code == 200
+    pulse = _observation("alice-pulse", "pulse")
+    refused = written.put("/fhir/Observation/alice-pulse", json=pulse, headers=FHIR_JSON)
+    _refused(refused, ALICE, BOB)
+    assert "repair-index" in refused.json()["issue"][0]["diagnostics"]
+    repaired = _repair_index(vault)
+    assert repaired.exit_code == 0, repaired.output
+    assert "rebuilt" in repaired.output
+    assert _found(written, ALICES_OBSERVATIONS) == ["alice-height", "alice-weight"]
+    put_resource(written, pulse)
+    assert _found(written, ALICES_OBSERVATIONS) == ["alice-height", "alice-pulse", "alice-weight"]
+
+
+def test_delete_every_index_token(
+    backend: str, written: TestClient, vault: Vault, checked_at_once: None
+) -> None:
+    """The host deletes every record's index tokens (on SQLite the FTS5 postings with
+    them, in step): every search would find nothing. Records the log says carry tokens,
+    picked at random, no longer hold them: a search that finds nothing is refused (500,
+    integrity), as a read of those records is. The index cannot be rebuilt from tokens
+    that are gone: ``coffre repair-index`` says so."""
+    with _host(vault) as db:
+        if db.sqlite:
+            db.execute("DELETE FROM token_sets")
+            db.execute("INSERT INTO token_index (token_index) VALUES ('delete-all')")
+        else:
+            db.execute("DELETE FROM tokens")
+    _refused(written.get(f"/fhir/{ALICES_OBSERVATIONS}"), ALICE, BOB)
+    _refused(written.get("/fhir/Patient/alice"), ALICE, BOB)
+    repaired = _repair_index(vault)
+    assert repaired.exit_code == 1
+    assert "restore the storage from a backup" in repaired.output
 
 
 @pytest.mark.parametrize("replacement", ["another compartment's wrapped key", "random bytes"])

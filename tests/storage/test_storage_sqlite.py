@@ -162,6 +162,18 @@ def test_an_undone_savepoint_keeps_the_index_changes_made_before_it(storage: Sto
     assert storage.find([tok(b"after"), tok(b"kept")]) == [b"a", b"c"]
 
 
+def test_the_index_rebuilt_finds_what_it_found_and_takes_writes(storage: Storage) -> None:
+    with storage.transaction() as txn:
+        txn.append(version(b"a", 1), [tok(b"shared"), tok(b"a")])
+        txn.append(version(b"b", 1), [tok(b"shared"), tok(b"b")])
+    storage.rebuild_index()
+    assert storage.find([tok(b"shared")]) == [b"a", b"b"]
+    assert storage.find([tok(b"b")]) == [b"b"]
+    with storage.transaction() as txn:
+        txn.append(version(b"c", 1), [tok(b"shared")])
+    assert storage.find([tok(b"shared")]) == [b"a", b"b", b"c"]
+
+
 def test_the_log_length_follows_appends_and_undone_savepoints(storage: Storage) -> None:
     with storage.transaction() as txn:
         txn.append_leaves(0, [b"l0", b"l1"])

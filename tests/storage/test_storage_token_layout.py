@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from contextlib import closing
+from contextlib import closing, suppress
 from pathlib import Path
 
 import pytest
 from fts5 import index_runs
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from pg import HostDatabase
 from test_storage_sqlite import tok, version
 
+from coffre.exceptions import IndexDamagedError
 from coffre.storage import SqliteStorage
 from coffre.storage import sqlite as sqlite_layout
 
@@ -156,3 +158,52 @@ def test_a_token_sets_terms_are_its_tokens_spelt_one_by_one(joined: bytes) -> No
     terms = sqlite_layout._terms(joined)
     assert terms == " ".join(map(sqlite_layout._term, sqlite_layout._split(joined)))
     assert all(0x100 <= ord(letter) <= 0x1FF for letter in terms.replace(" ", ""))
+
+
+def _write(storage: SqliteStorage, records: dict[bytes, list[bytes]]) -> None:
+    with storage.transaction() as txn:
+        for loc, tokens in records.items():
+            txn.append(version(loc, 1), tokens)
+
+
+INDEX_DAMAGE = {
+    "zero its structure record": [
+        "UPDATE token_index_data SET block = zeroblob(length(block)) WHERE id = 10"
+    ],
+    "garble its structure record": [
+        "UPDATE token_index_data SET block = randomblob(length(block)) WHERE id = 10"
+    ],
+    "delete its structure record": ["DELETE FROM token_index_data WHERE id = 10"],
+    "delete its configuration": ["DELETE FROM token_index_config"],
+    "drop one of its tables": ["DROP TABLE token_index_idx"],
+}
+
+
+@pytest.mark.parametrize("damage", INDEX_DAMAGE)
+def test_a_damaged_index_opens_refuses_writes_as_damaged_and_is_rebuilt(
+    tmp_path: Path, damage: str
+) -> None:
+    """Whatever the host did to the FTS5 index's tables, the storage still opens (reads do
+    not need the index); a look-up finds nothing or fails as the index's damage, and so
+    does a write that indexes tokens (not as a storage to try again shortly), which
+    leaves nothing; ``rebuild_index`` makes the index whole from the token sets."""
+    path = tmp_path / "s.sqlite"
+    storage = SqliteStorage(path, create=True)
+    _write(storage, {b"a": [tok(b"shared"), tok(b"a")], b"b": [tok(b"shared")]})
+    storage.close()
+    with HostDatabase(path) as db:
+        for statement in INDEX_DAMAGE[damage]:
+            db.execute(statement)
+    storage = SqliteStorage(path, create=True)  # as a vault opens it
+    try:
+        with suppress(IndexDamagedError):
+            assert storage.find([tok(b"shared")]) == []
+        with pytest.raises(IndexDamagedError, match="coffre repair-index"):
+            _write(storage, {b"c": [tok(b"shared")]})
+        assert storage.latest(b"c") is None
+        storage.rebuild_index()
+        assert storage.find([tok(b"shared")]) == [b"a", b"b"]
+        _write(storage, {b"c": [tok(b"shared")]})
+        assert storage.find([tok(b"shared")]) == [b"a", b"b", b"c"]
+    finally:
+        storage.close()
