@@ -305,6 +305,8 @@ class RecordStore:
         transaction, with its own keys ``key_of``) is given."""
         check_id(resource_type, resource_id)
         number = whole_number(version)
+        if str(number) != version:  # a version id is an id: "01" is not version 1
+            number = None
         loc = self.keys.location(resource_type, resource_id)
         self.latest_writes.catch_up(self.storage)  # an erasure since the last request
         sealed = None if number is None else (reader or self.storage).version(loc, number)

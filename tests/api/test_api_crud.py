@@ -289,6 +289,8 @@ def test_vread_returns_each_version(client: TestClient) -> None:
     assert second.headers["etag"] == 'W/"2"'
     assert_outcome(client.get(f"/fhir/Patient/{pid}/_history/3"), 404, "no version 3")
     assert_outcome(client.get(f"/fhir/Patient/{pid}/_history/abc"), 404)
+    # A version id is an id: 01 is not version 1 (it was served as version 1).
+    assert_outcome(client.get(f"/fhir/Patient/{pid}/_history/01"), 404, "no version 01")
 
 
 # -- update -------------------------------------------------------------------------------
