@@ -111,7 +111,8 @@ regular expression would mean nothing to the person who sent it. (markdown is wo
 string, url and canonical as uri: their expressions are the same.)"""
 BASE64_PATTERN = r"^(\s*([0-9a-zA-Z\+/=]){4}\s*)+$"
 BASE64_WORDS = "base64: groups of 4 letters, digits, '+', '/' or '='"
-"""base64Binary's expression, which the schema repeats in each element of the type."""
+"""The expression the schema gives the choice elements of type base64Binary
+(``valueBase64Binary``); base64Binary's own definition has none."""
 
 
 def _refuse_empty_values(schema: dict[str, Any]) -> None:

@@ -379,7 +379,7 @@ class LatestWrites:
             located = self._located
             for _ in range(count * PICK_TRIES if located else 0):
                 loc = located[secrets.randbelow(len(located))]
-                if self._latest[loc][-len(NO_TOKENS) :] != NO_TOKENS:
+                if LoggedWrite._make(_LOGGED.unpack(self._latest[loc])).index_digest != NO_TOKENS:
                     picked.add(loc)
                     if len(picked) == count:
                         break

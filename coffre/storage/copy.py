@@ -323,6 +323,8 @@ class SqliteEndpoint(Endpoint):
         if not create:
             _refuse_foreign(path)
         self.path = path
+        if create:
+            sqlite.create_private(path)
         self._db = self._connect(path)
         self._reader = self._connect(path)
         if create:
@@ -333,14 +335,13 @@ class SqliteEndpoint(Endpoint):
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
         try:
-            sqlite.create_private(path)
             db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
             db.execute("PRAGMA journal_mode = WAL")
             # A copy survives its process being killed at any point; a power cut may lose
             # its last batches, which the next run copies again.
             db.execute("PRAGMA synchronous = NORMAL")
             db.execute(f"PRAGMA cache_size = -{CACHE_KIB}")
-        except (sqlite3.Error, OSError) as error:
+        except sqlite3.Error as error:
             raise StorageError(f"cannot open the SQLite storage at {path}: {error}") from None
         return db
 

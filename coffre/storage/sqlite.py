@@ -586,8 +586,11 @@ def create_private(path: Path | str) -> None:
     memory files take the database file's permissions. Ciphertext, but the host's accounts
     have no business reading it. Never opened when it exists: closing a descriptor of a
     file drops every POSIX lock the process holds on it, its SQLite connections' too."""
-    with suppress(FileExistsError):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    try:
+        with suppress(FileExistsError):
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except OSError as error:
+        raise StorageError(f"cannot open the SQLite storage at {path}: {error}") from None
 
 
 def add_token_sets(connection: sqlite3.Connection, path: Path | str) -> None:
@@ -662,7 +665,9 @@ class SqliteStorage(_Reader):
     ) -> None:
         """``create``: make the tables where missing; ``origin``: with it, the vault's log's
         name, recorded in a new storage."""
-        if not create and not Path(path).exists():
+        if create:
+            create_private(path)
+        elif not Path(path).exists():
             raise StorageError(f"no storage at {path}")
         # The token index is left alone where it exists: a statement on it would fail to
         # open a storage whose index the host damaged, which ``rebuild_index`` repairs.
@@ -689,7 +694,6 @@ class SqliteStorage(_Reader):
     @staticmethod
     def _connect(path: Path | str, synchronous: str, schema: str | None) -> sqlite3.Connection:
         try:
-            create_private(path)
             connection = sqlite3.connect(
                 str(path),
                 isolation_level=None,
@@ -704,7 +708,7 @@ class SqliteStorage(_Reader):
             connection.execute("PRAGMA secure_delete = ON")
             if schema is not None:
                 connection.executescript(schema)
-        except (sqlite3.Error, OSError) as error:
+        except sqlite3.Error as error:
             raise StorageError(f"cannot open the SQLite storage at {path}: {error}") from None
         return connection
 
