@@ -37,8 +37,10 @@ def _roots(param: SearchParameter) -> frozenset[str] | None:
 
 
 def _unique(values: list[Value]) -> list[Value]:
-    """The values once each, in a list of their own (``values`` may be memoised)."""
-    return list(dict.fromkeys(values))
+    """The values once each, in a list of their own (``values`` may be memoised). Values
+    of two kinds may be equal tuples: a reference ``Patient/1`` beside an identifier of
+    system ``Patient/1`` and value ``Patient``."""
+    return list({(type(value), value): value for value in values}.values())
 
 
 Memo = dict[tuple[Extractor, int, str], list[Value]]

@@ -121,6 +121,14 @@ def test_references_are_local_when_on_our_base() -> None:
     assert reference("urn:uuid:abc", None) == Ref("urn:uuid:abc", None)
 
 
+def test_a_reference_and_an_identifier_written_alike_are_both_kept() -> None:
+    """``Ref('Patient/1', 'Patient')`` and ``RefIdentifier('Patient/1', 'Patient')`` are
+    equal tuples: the identifier was dropped as a repeat of the reference."""
+    subject = {"reference": "Patient/1", "identifier": {"system": "Patient/1", "value": "Patient"}}
+    found = index_values({"resourceType": "Observation", "subject": subject})["subject"]
+    assert found == [Ref("Patient/1", "Patient"), RefIdentifier("Patient/1", "Patient")]
+
+
 def test_quantities_numbers_and_composites() -> None:
     found = index_values(OBSERVATION)
     weight = QuantityValue(
