@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import coffre
-from coffre.fhir._definitions_r4 import RESOURCE_TYPES
+from coffre.fhir.validation import REST_TYPES
 from coffre.search.criteria import MODIFIERS, parameter_of
 from coffre.search.normalise import PHONETIC
 from coffre.search.parameters import parameters_for
@@ -126,7 +126,7 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                 + _RESULT_PARAMETERS
                 + ". Read and vread: _summary (true|data|text|false) and _elements."
                 " History: _since and _count; _at and _list are refused (400)",
-                "resource": [_resource(name) for name in sorted(RESOURCE_TYPES)],
+                "resource": [_resource(name) for name in sorted(REST_TYPES)],
                 "interaction": [
                     {"code": "transaction"},
                     {"code": "batch"},

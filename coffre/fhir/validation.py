@@ -40,8 +40,21 @@ def _fhirpath(resource_type: str, error_path: str) -> str:
     return f"{resource_type}.{rest}" if rest else resource_type
 
 
+NO_ENDPOINT = frozenset({"Parameters"})
+"""What R4 gives no RESTful endpoint: a Parameters resource carries an operation's input
+and output, and is not stored (parameters.html)."""
+REST_TYPES = RESOURCE_TYPES - NO_ENDPOINT
+
+
 def url_type(resource_type: str) -> str:
     """The resource type a URL names, or a 404 (a URL of no resource Coffre has)."""
+    if resource_type in NO_ENDPOINT:
+        raise FhirError(
+            404,
+            "not-found",
+            f"{resource_type} has no RESTful endpoint in FHIR R4: it carries an operation's"
+            " input and output, and is not stored",
+        )
     if resource_type not in RESOURCE_TYPES:
         raise FhirError(
             404,

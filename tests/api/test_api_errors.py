@@ -284,6 +284,15 @@ def test_a_contained_resource_holding_its_own_is_422_naming_the_invariant(
         pytest.param("POST", "/fhir/Patientx", 404, "Patientx", id="unknown-type-create"),
         pytest.param("GET", "/fhir/Patientx/1", 404, "Patientx", id="unknown-type-read"),
         pytest.param("GET", "/fhir/patient", 404, "patient", id="lower-case-type"),
+        *(
+            pytest.param(method, url, 404, "Parameters has no RESTful endpoint", id=name)
+            for name, method, url in (
+                ("parameters-create", "POST", "/fhir/Parameters"),
+                ("parameters-read", "GET", "/fhir/Parameters/1"),
+                ("parameters-search", "GET", "/fhir/Parameters?_id=1"),
+                ("parameters-update", "PUT", "/fhir/Parameters/1"),
+            )
+        ),
         pytest.param("GET", "/fhir/Patientx?_id=1", 404, "Patientx", id="unknown-type-search"),
         pytest.param("GET", "/fhir/Patientx/_history", 404, "Patientx", id="unknown-type-history"),
         pytest.param(
@@ -400,6 +409,21 @@ def test_a_bad_request_gets_an_outcome(
     client: TestClient, method: str, url: str, status: int, fragment: str
 ) -> None:
     assert_outcome(client.request(method, url), status, fragment)
+
+
+def test_a_parameters_resource_is_stored_nowhere(client: TestClient) -> None:
+    """R4 gives Parameters no RESTful endpoint (an operation's input and output): neither
+    a create nor a transaction's entry stores one, and the CapabilityStatement says so."""
+    parameters = {"resourceType": "Parameters", "parameter": [{"name": "a", "valueString": "b"}]}
+    created = client.post("/fhir/Parameters", json=parameters, headers=FHIR_JSON)
+    assert_outcome(created, 404, "Parameters has no RESTful endpoint")
+    entry = {"resource": parameters, "request": {"method": "POST", "url": "Parameters"}}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
+    assert_outcome(client.post("/fhir", json=bundle, headers=FHIR_JSON), 404, "Parameters")
+    assert client.get("/fhir/_history").json()["total"] == 0
+    rest = client.get("/fhir/metadata").json()["rest"][0]
+    listed = {resource["type"] for resource in rest["resource"]}
+    assert "Parameters" not in listed and {"Patient", "OperationOutcome", "Bundle"} <= listed
 
 
 def test_a_405_names_every_method_the_url_takes(client: TestClient) -> None:
