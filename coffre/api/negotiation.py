@@ -19,6 +19,7 @@ from coffre.api.media_types import (
 )
 from coffre.exceptions import FhirError
 from coffre.fhir import json
+from coffre.search.criteria import NOT_UTF8
 from coffre.service import Stored
 from coffre.service.conditions import not_modified as read_unchanged
 from coffre.service.conditions import parse_if_match
@@ -60,12 +61,7 @@ def _check_query_text(query: bytes) -> None:
     try:
         unquote_to_bytes(query).decode()
     except UnicodeDecodeError:
-        raise FhirError(
-            400,
-            "structure",
-            "the URL's query has %-escapes that are not UTF-8: escape each character's UTF-8"
-            " bytes (é is %C3%A9, not %E9)",
-        ) from None
+        raise FhirError(400, "structure", f"the URL's query {NOT_UTF8}") from None
 
 
 @lru_cache(maxsize=256)

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlencode
 
-from coffre.exceptions import FhirError
+from coffre.exceptions import FhirError, bounded
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.search.normalise import PHONETIC, phonetic
 from coffre.search.parameters import SearchParameter, parameters_for
@@ -169,10 +169,32 @@ def criterion(name: str, raw: str) -> Criterion:
     return Criterion(parameter, values, modifier if colon else None, chain if dot else None)
 
 
+NOT_UTF8 = (
+    "has %-escapes that are not UTF-8: escape each character's UTF-8 bytes (é is %C3%A9, not %E9)"
+)
+
+
+def query_pairs(query: str) -> list[tuple[str, str]]:
+    """The decoded parameters of a query string (``identifier=sys%7Cval&_id=a``): a 400 when
+    its %-escapes are not UTF-8, which decoded leniently would search for a replacement
+    character, match nothing, and let a conditional create create a duplicate."""
+    try:
+        return parse_qsl(query, keep_blank_values=True, errors="strict")
+    except UnicodeDecodeError:
+        raise FhirError(400, "structure", f"the query '{bounded(query)}' {NOT_UTF8}") from None
+
+
+def same_criteria(query: str) -> str:
+    """A query's criteria written one way (decoded, sorted, escaped again): two
+    conditional creates of one transaction whose criteria differ only in how they are
+    escaped or ordered (``identifier=urn:a|1``, ``identifier=urn:a%7C1``) are the same."""
+    return urlencode(sorted(query_pairs(query)))
+
+
 def parse_criteria(pairs: str | list[tuple[str, str]]) -> tuple[Criterion, ...]:
     """Parse ``identifier=sys|val&_id=a,b`` (or decoded pairs); repeated parameters are ANDed.
     The parameters are checked against a type later (``check_criteria``)."""
-    items = parse_qsl(pairs, keep_blank_values=True) if isinstance(pairs, str) else pairs
+    items = query_pairs(pairs) if isinstance(pairs, str) else pairs
     return tuple(criterion(name, raw) for name, raw in items if name not in RESULT_PARAMETERS)
 
 

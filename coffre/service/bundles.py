@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from coffre.exceptions import FhirError, information
 from coffre.fhir import json
@@ -33,6 +33,7 @@ from coffre.fhir.references import (
 from coffre.fhir.validation import check_url_type, url_type, validate
 from coffre.ledger.leaf import LeafKind
 from coffre.search import parse_criteria
+from coffre.search.criteria import query_pairs, same_criteria
 from coffre.search.normalise import instant
 from coffre.search.parameters import parameters_for
 from coffre.search.results import Pairs
@@ -55,6 +56,7 @@ from coffre.service.records import RecordStore
 from coffre.service.stored import (
     Outcome,
     Stored,
+    check_id,
     gone,
     new_id,
     no_version,
@@ -114,7 +116,7 @@ class Entry:
         """``Type?criteria`` of a conditional create."""
         if self.method != "POST" or not self.if_none_exist:
             return None
-        return f"{self.resource_type}?{self.if_none_exist}"
+        return f"{self.resource_type}?{same_criteria(self.if_none_exist)}"
 
 
 T = TypeVar("T")
@@ -167,8 +169,12 @@ def _parse_entry(index: int, entry: dict[str, Any], base_url: str) -> Entry:
         )
     _of_entry(index, partial(_check_relative, base_url=base_url), url)
     path, _, query = url.partition("?")
-    parts = [unquote(part) for part in path.strip("/").split("/") if part]
-    if not parts:
+    parts = [unquote(part) for part in path.strip("/").split("/")]
+    if "" in parts[1:]:
+        raise FhirError(
+            400, "invalid", f"entry[{index}]: the request url {url!r} has an empty segment"
+        )
+    if parts == [""]:
         raise FhirError(
             400, "invalid", f"entry[{index}]: the request url {url!r} names no resource type"
         )
@@ -193,6 +199,8 @@ def _parse_entry(index: int, entry: dict[str, Any], base_url: str) -> Entry:
         )
     resource = entry.get("resource")
     resource_type = _of_entry(index, url_type, parts[0])
+    if len(parts) >= 2:
+        _of_entry(index, partial(check_id, resource_type), parts[1])
     if_none_exist = request.get("ifNoneExist")
     if method == "POST" and query:  # a conditional create's criteria, as over REST
         if if_none_exist:
@@ -205,6 +213,9 @@ def _parse_entry(index: int, entry: dict[str, Any], base_url: str) -> Entry:
         if_none_exist, query = query, ""
     if if_none_exist:
         if_none_exist = _of_entry(index, partial(if_none_exist_query, resource_type), if_none_exist)
+    for criteria in (if_none_exist, query):
+        if criteria:  # refused here, naming the entry, if its %-escapes are not UTF-8
+            _of_entry(index, query_pairs, criteria)
     return Entry(
         index=index,
         method=method,
@@ -240,7 +251,7 @@ def _if_modified_since(value: str | None) -> int | None:
 
 def _pairs(entry: Entry) -> Pairs:
     """The parameters of an entry's url."""
-    return parse_qsl(entry.query or "", keep_blank_values=True)
+    return query_pairs(entry.query or "")
 
 
 def _own_part(resource: dict[str, Any]) -> dict[str, Any]:
@@ -576,6 +587,8 @@ class BundleProcessor:
                     400, "not-found", f"the reference {reference} names no entry of this bundle"
                 )
             resource_type, query_mark, query = reference.partition("?")
+            if query_mark and (condition := f"{resource_type}?{same_criteria(query)}") in targets:
+                return targets[condition]  # a conditional create's, however escaped
             if query_mark and resource_type.isalpha() and resource_type not in RESOURCE_TYPES:
                 raise FhirError(
                     400,

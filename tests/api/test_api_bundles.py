@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta
 from http import HTTPStatus
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 import pytest
@@ -1381,3 +1382,76 @@ def test_a_reference_that_only_looks_relative_is_refused(
     )
     # The entry named: a Synthea transaction has hundreds (a conformance probe's finding).
     assert_outcome(refused, 422, "entry[1]: ", "is no literal reference")
+
+
+# -- criteria and URLs read as REST reads them ---------------------------------------------
+
+
+def test_criteria_whose_escapes_are_not_utf8_are_refused_everywhere(client: TestClient) -> None:
+    """Decoded leniently, identifier=%E9 searched for a replacement character: a conditional
+    create matched nothing and created a duplicate, a conditional delete deleted nothing."""
+    created_id(client, patient("é"))
+    header = client.post(
+        "/fhir/Patient", json=patient("é"), headers={**FHIR_JSON, "If-None-Exist": "identifier=%E9"}
+    )
+    assert_outcome(header, 400, "not UTF-8", "%C3%A9")
+    conditional = entry("POST", "Patient", patient("é"), ifNoneExist="identifier=%E9")
+    assert_outcome(send(client, bundle("transaction", conditional)), 400, "entry[0]", "not UTF-8")
+    answer = send(
+        client,
+        bundle(
+            "batch", entry("GET", "Patient?identifier=%E9"), entry("DELETE", "Patient?name=%E9")
+        ),
+    )
+    assert [e["response"]["status"][:3] for e in answer.json()["entry"]] == ["400", "400"]
+    assert total(client, "/fhir/Patient") == 1
+
+
+def test_conditional_creates_escaped_differently_create_one_record(client: TestClient) -> None:
+    """The same criteria, escaped or ordered otherwise, in two conditional creates and a
+    conditional reference of one transaction: one patient, whom the reference names."""
+    value = "tw-V"
+    escaped = f"active=true&identifier={quote(SYSTEM, safe='')}%7C{value}"
+    result = send(
+        client,
+        bundle(
+            "transaction",
+            entry(
+                "POST",
+                "Patient",
+                patient(value, active=True),
+                PATIENT_URN,
+                ifNoneExist=f"identifier={SYSTEM}|{value}&active=true",
+            ),
+            entry("POST", "Patient", patient(value, active=True), ifNoneExist=escaped),
+            entry("POST", "Observation", observation(f"Patient?{escaped}")),
+        ),
+    )
+    assert result.status_code == 200, result.text
+    locations = [e["response"]["location"] for e in result.json()["entry"]]
+    assert locations[0] == locations[1]
+    assert total(client, "/fhir/Patient") == 1
+    observation_id = locations[2].split("/")[1]
+    subject = client.get(f"/fhir/Observation/{observation_id}").json()["subject"]
+    assert subject == {"reference": "/".join(locations[0].split("/")[:2])}
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("Patient/a_b", "not a valid FHIR id"),
+        ("Patient/b1#frag", "not a valid FHIR id"),
+        ("Patient/%ZZ", "not a valid FHIR id"),
+        ("Patient//b1", "empty segment"),
+        ("Patient/b1//_history/1", "empty segment"),
+    ],
+)
+def test_an_entry_url_is_read_as_a_rest_url_is(client: TestClient, url: str, fragment: str) -> None:
+    """A malformed id is a 400 as over REST (it was a 404 'does not exist'), and an empty
+    segment is no segment dropped (Patient//b1 read Patient/b1)."""
+    created = send(client, bundle("transaction", entry("PUT", "Patient/b1", patient("b", id="b1"))))
+    assert created.status_code == 200, created.text
+    answer = send(client, bundle("batch", entry("GET", url)))
+    outcome = answer.json()["entry"][0]["response"]
+    assert outcome["status"].startswith("400"), outcome
+    assert fragment in outcome["outcome"]["issue"][0]["diagnostics"]
