@@ -15,13 +15,21 @@ _VERSION_TAG = re.compile(r'(?:W/)?"([0-9]+)"|([0-9]+)')
 
 
 def parse_if_match(value: str | None) -> int | None:
-    """``W/"3"``, ``"3"`` or ``3`` → 3; anything else is a 400."""
+    """``W/"3"``, ``"3"`` or ``3`` → 3; anything else is a 400. An ETag is compared as
+    written (RFC 9110 §8.8.3.2): ``W/"03"`` names no version, a 412 whatever the record."""
     if value is None:
         return None
     tag = _VERSION_TAG.fullmatch(value.strip())
-    number = None if tag is None else whole_number(tag.group(1) or tag.group(2))
+    digits = None if tag is None else tag.group(1) or tag.group(2)
+    number = None if digits is None else whole_number(digits)
     if number is None:
         raise FhirError(400, "invalid", f'If-Match {value!r} is not a version ETag such as W/"3"')
+    if digits != str(number):
+        raise FhirError(
+            412,
+            "conflict",
+            f'If-Match {value!r} names no version: version ids have no leading zero (W/"{number}")',
+        )
     return number
 
 

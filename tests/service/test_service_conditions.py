@@ -25,6 +25,16 @@ def test_an_if_match_that_names_no_version_is_a_400(text: str) -> None:
     assert refused.value.status == 400
 
 
+@given(version=versions, zeros=st.integers(min_value=1, max_value=3), weak=st.booleans())
+def test_an_if_match_with_leading_zeros_names_no_version(
+    version: int, zeros: int, weak: bool
+) -> None:
+    """``W/"01"`` is not version 1's ETag, as ``_history/01`` is not its URL: a 412."""
+    with pytest.raises(FhirError) as refused:
+        parse_if_match(f'{"W/" if weak else ""}"{"0" * zeros}{version}"')
+    assert refused.value.status == 412
+
+
 @given(version=versions, others=st.lists(versions, max_size=4), weak=st.booleans())
 def test_if_none_match_names_a_version_anywhere_in_its_list(
     version: int, others: list[int], weak: bool
