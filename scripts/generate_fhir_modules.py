@@ -13,7 +13,8 @@ It writes, and the project commits, so that Coffre runs without ../shared:
   CompartmentDefinition-patient and the search parameters' FHIRPath expressions).
 - ``coffre/fhir/_elements_r4.py``: what the schema cannot say of each type's elements:
   which are mandatory, which are choices, and the types to descend into
-  (see ``element_rules``), from fhirclient's models of R4's StructureDefinitions.
+  (see ``element_rules``), from fhirclient's models of R4's StructureDefinitions, and
+  which elements are of a uri type (``uri_elements``), from the schema.
 """
 
 from __future__ import annotations
@@ -271,6 +272,58 @@ def element_rules(schema: dict[str, Any], resource_types: list[str]) -> dict[str
     return rules
 
 
+URI_TYPES = frozenset(("uri", "url", "canonical", "oid", "uuid"))
+"""uri and its specialisations: what a transaction rewrites an entry's fullUrl in
+(http.html#trules)."""
+
+
+def _definition_of(element: dict[str, Any]) -> str | None:
+    """The schema definition an element's value (or each of its values) is of."""
+    reference = element.get("$ref") or element.get("items", {}).get("$ref")
+    return reference.rpartition("/")[2] if reference else None
+
+
+def _type_of(key: str, element: dict[str, Any], looks: dict[str, Any]) -> str | None:
+    """The type of the element ``key``: a choice's (``valueUri``) is in its name, as its
+    schema repeats the type's pattern instead of referring to it."""
+    choice = looks.get(key, (None, None))[1]
+    if choice is None:
+        return _definition_of(element)
+    kind = key[len(choice) - len("[x]") :]
+    return kind[:1].lower() + kind[1:]
+
+
+def uri_elements(
+    schema: dict[str, Any], rules: dict[str, Any], resource_types: list[str]
+) -> dict[str, tuple[str, ...]]:
+    """For each type of the element rules that has some, the JSON names of its elements
+    of a uri type (a choice element's among them: ``valueUri``, ``valueCanonical``).
+    fhirclient's models give them as strings: their types are the schema's, whose
+    definition of each type is found by following the elements from the resources."""
+    definitions = schema["definitions"]
+    found: dict[str, tuple[str, ...]] = {}
+    definition_of: dict[str, str] = {}
+    queue = [(resource_type, resource_type) for resource_type in resource_types]
+    while queue:
+        name, definition = queue.pop()
+        if definition_of.setdefault(name, definition) != definition:
+            raise SystemExit(f"{name} is both {definition_of[name]} and {definition}")
+        if name in found:
+            continue
+        properties, looks = definitions[definition].get("properties", {}), rules[name][1]
+        found[name] = tuple(
+            sorted(
+                key
+                for key, element in properties.items()
+                if _type_of(key, element, looks) in URI_TYPES
+            )
+        )
+        for key, (child, _) in looks.items():
+            if child is not None and not key.startswith("_"):
+                queue.append((child, _definition_of(properties[key]) or ""))
+    return {name: names for name, names in sorted(found.items()) if names}
+
+
 def main() -> None:
     data = Path(sys.argv[1]) if len(sys.argv) > 1 else ROOT.parent / "shared" / "data"
     schema = json.loads((data / "schema" / "fhir.schema.json").read_text())
@@ -285,6 +338,7 @@ def main() -> None:
         + "\n"
     )
     (PACKAGE / "_definitions_r4.py").write_text(definitions)
+    rules = element_rules(schema, resource_types)
     elements = (
         HEADER.format(what="element definitions (fhirclient's models of them)")
         + "\n# A type's mandatory elements (each with its JSON names), and for a JSON name the type\n"
@@ -292,7 +346,11 @@ def main() -> None:
         + "Looks = dict[str, tuple[str | None, str | None]]\n"
         + "Rules = tuple[tuple[tuple[str, tuple[str, ...]], ...], Looks]\n\n"
         + "ELEMENT_RULES: dict[str, Rules] = "
-        + pprint.pformat(element_rules(schema, resource_types), width=96)
+        + pprint.pformat(rules, width=96)
+        + "\n\n# For a type, the JSON names of its elements of a uri type (uri, url, canonical, oid,\n"
+        + "# uuid), from the schema.\n"
+        + "URI_ELEMENTS: dict[str, tuple[str, ...]] = "
+        + pprint.pformat(uri_elements(schema, rules, resource_types), width=96)
         + "\n"
     )
     (PACKAGE / "_elements_r4.py").write_text(elements)

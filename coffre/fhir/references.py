@@ -1,14 +1,17 @@
-"""References inside resources: finding them, parsing them, rewriting them."""
+"""References inside resources: finding them, parsing them, rewriting them; and, in the
+same walk, the URNs in elements of a uri type and in the narrative, other links a
+transaction rewrites (``coffre.fhir.links``)."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 from coffre.exceptions import FhirError, bounded
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
-from coffre.fhir._elements_r4 import ELEMENT_RULES
+from coffre.fhir._elements_r4 import ELEMENT_RULES, URI_ELEMENTS
 
 REFERENCE_TYPE = "FHIRReference"
 """Reference's name in the element definitions' table (fhirclient's model's)."""
@@ -18,28 +21,59 @@ _RELATIVE = re.compile(
 )
 
 
+NARRATIVE_TYPE = "Narrative"
+
+
+@dataclass(slots=True)
+class Links:
+    """What a walk of a resource found: its References; and its URNs in elements of a uri
+    type (uri, url, canonical, oid, uuid), each as the object or list that holds it and
+    its key or index there, and the Narratives whose ``div`` holds one."""
+
+    references: list[dict[str, Any]] = field(default_factory=list)
+    urns: list[tuple[Any, Any]] = field(default_factory=list)
+    narratives: list[dict[str, Any]] = field(default_factory=list)
+
+    def urn_values(self) -> list[str]:
+        """The values of the URNs in elements of a uri type."""
+        return [holder[key] for holder, key in self.urns]
+
+
 def references_in(resource: Any) -> list[dict[str, Any]]:
     """Every Reference in a resource, nested ones (contained resources, a Bundle's entries)
     too, found by the types R4's element definitions give its elements: three elements
     named ``reference`` are uris, not References (``DetectedIssue.reference``,
-    ``Immunization.education.reference``, ``Expression.reference``). Gathered into a list
+    ``Immunization.education.reference``, ``Expression.reference``)."""
+    return links_in(resource).references
+
+
+def links_in(resource: Any) -> Links:
+    """A resource's References and URN links (see ``Links``), nested resources' too, found
+    by the types R4's element definitions give its elements, not by their names. Gathered
     by plain recursion: a generator of generators took twice as long, and every entry of
     every Bundle is walked."""
-    found: list[dict[str, Any]] = []
+    found = Links()
     if type(resource) is dict:
         _in_resource(resource, found)
     return found
 
 
-def _in_resource(resource: dict[str, Any], found: list[dict[str, Any]]) -> None:
+def _in_resource(resource: dict[str, Any], found: Links) -> None:
     resource_type = resource.get("resourceType")
     if type(resource_type) is str and resource_type in RESOURCE_TYPES:
         _in_element(resource, resource_type, found)
 
 
-def _in_element(node: dict[str, Any], type_name: str, found: list[dict[str, Any]]) -> None:
+def _in_element(node: dict[str, Any], type_name: str, found: Links) -> None:
     if type_name == REFERENCE_TYPE and type(node.get("reference")) is str:
-        found.append(node)
+        found.references.append(node)
+    elif type_name == NARRATIVE_TYPE:
+        div = node.get("div")
+        if type(div) is str and "urn:" in div:
+            found.narratives.append(node)
+    uris = URI_ELEMENTS.get(type_name)
+    if uris is not None:
+        _urns_in(node, uris, found)
     looks = ELEMENT_RULES[type_name][1]
     for key, value in node.items():
         kind = type(value)
@@ -52,11 +86,26 @@ def _in_element(node: dict[str, Any], type_name: str, found: list[dict[str, Any]
                     _in_value(item, child, found)
 
 
+def _urns_in(node: dict[str, Any], uris: tuple[str, ...], found: Links) -> None:
+    """The URNs among the values of ``node``'s elements ``uris`` (a repeating one's too)."""
+    for key in uris:
+        value = node.get(key)
+        if type(value) is str:
+            if value.startswith("urn:"):
+                found.urns.append((node, key))
+        elif type(value) is list:
+            found.urns.extend(
+                (value, index)
+                for index, item in enumerate(value)
+                if type(item) is str and item.startswith("urn:")
+            )
+
+
 _NESTED = (None, None)
 """The look of a name the definitions give no type to descend into."""
 
 
-def _in_value(node: dict[str, Any], child: str | None, found: list[dict[str, Any]]) -> None:
+def _in_value(node: dict[str, Any], child: str | None, found: Links) -> None:
     """An element's value: of the type ``child``, or else a nested resource (an element
     whose definitions give no type to descend into holds a primitive or a resource)."""
     if child is not None:
@@ -67,7 +116,14 @@ def _in_value(node: dict[str, Any], child: str | None, found: list[dict[str, Any
 
 def rewrite_references(node: Any, replace: Callable[[str], str | None]) -> None:
     """Replace each reference for which ``replace`` returns a new value, in place."""
-    for reference in references_in(node):
+    rewrite_reference_nodes(references_in(node), replace)
+
+
+def rewrite_reference_nodes(
+    references: list[dict[str, Any]], replace: Callable[[str], str | None]
+) -> None:
+    """Replace each of ``references`` for which ``replace`` returns a new value, in place."""
+    for reference in references:
         new = replace(reference["reference"])
         if new is not None:
             reference["reference"] = new

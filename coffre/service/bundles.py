@@ -7,8 +7,9 @@ A batch runs its entries one by one, each committed or refused on its own.
 
 A transaction is prepared before the write lock as far as the storage's state cannot
 change it: the new ids of its plain creates are drawn, the references to them rewritten
-and the entries' index tokens computed, but for those of the references that only the
-storage can resolve (conditional ones, and those to conditional creates and updates).
+(and their fullUrls in uri elements and the narrative) and the entries' index tokens
+computed, but for those of the references that only the storage can resolve (conditional
+ones, and those to conditional creates and updates).
 """
 
 from __future__ import annotations
@@ -24,11 +25,13 @@ from coffre.exceptions import FhirError, information
 from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir.bundles import fhir_bundle
+from coffre.fhir.links import narrative_urns, rewrite_urns
 from coffre.fhir.references import (
+    Links,
+    links_in,
     local_reference,
     parse_reference,
-    references_in,
-    rewrite_references,
+    rewrite_reference_nodes,
 )
 from coffre.fhir.validation import check_url_type, url_type, validate
 from coffre.ledger.leaf import LeafKind
@@ -288,6 +291,14 @@ def _unresolved(reference: str, pending: frozenset[str]) -> bool:
     return reference.startswith("urn:") or "?" in reference or reference in pending
 
 
+def _names_pending(links: Links, pending: frozenset[str]) -> bool:
+    """Whether a uri element or the narrative of ``links`` holds one of the ``pending``
+    fullUrls, which the write lock resolves."""
+    if not pending or not (links.urns or links.narratives):
+        return False
+    return any(value in pending for value in (*links.urn_values(), *narrative_urns(links)))
+
+
 def _missing(entry: Entry) -> FhirError:
     return not_found(entry.resource_type, entry.resource_id)
 
@@ -431,11 +442,14 @@ class BundleProcessor:
         return source_id or None
 
     def _resolve_ahead(self, entry: Entry, fixed: dict[str, str], pending: frozenset[str]) -> None:
-        """Rewrite an entry's references to fixed targets, and compute the index tokens of
-        its resource; but for those of its reference parameters if the write lock has some
-        of its references still to resolve (``pending``: fullUrls it resolves). All of
-        them: a parameter may take a reference only once it knows its target's type
-        (``Encounter.participant.individual.where(resolve() is Practitioner)``)."""
+        """Rewrite an entry's references to fixed targets, and the URNs of its uri elements
+        and narrative that are their fullUrls, and compute the index tokens of its
+        resource; but for those of its reference parameters if the write lock has some of
+        its references still to resolve (``pending``: fullUrls it resolves). All of them:
+        a parameter may take a reference only once it knows its target's type
+        (``Encounter.participant.individual.where(resolve() is Practitioner)``). None if a
+        uri element or the narrative holds a pending fullUrl: uri, token (a system) and
+        string parameters may index those (rare: Synthea's Bundles have none)."""
         resource = entry.resource
         if resource is None:
             return
@@ -445,10 +459,15 @@ class BundleProcessor:
                 return fixed[reference]
             return None if reference in pending else local_reference(reference, self.base_url)
 
-        rewrite_references(_own_part(resource), ahead)
-        entry.unresolved = any(
-            _unresolved(node["reference"], pending) for node in references_in(_own_part(resource))
+        links = links_in(_own_part(resource))
+        rewrite_reference_nodes(links.references, ahead)
+        rewrite_urns(links, fixed)
+        pending_urns = _names_pending(links, pending)
+        entry.unresolved = pending_urns or any(
+            _unresolved(node["reference"], pending) for node in links.references
         )
+        if pending_urns:  # what a uri or the narrative holds may be indexed by any parameter
+            return
         if entry.method in ("POST", "PUT") and resource.get("resourceType") == entry.resource_type:
             later = _reference_parameters(entry.resource_type) if entry.unresolved else frozenset()
             entry.own_tokens = own_tokens(self.records.keys, resource, later)
@@ -573,7 +592,8 @@ class BundleProcessor:
     def _resolve_references(
         self, writer: Writer, resource: dict[str, Any], targets: dict[str, str]
     ) -> None:
-        """Rewrite ``urn:uuid:`` references to their targets, and resolve conditional ones.
+        """Rewrite ``urn:uuid:`` references to their targets, and resolve conditional ones;
+        rewrite the URNs of uri elements and of the narrative that are fullUrls of entries.
 
         A conditional reference resolved once is added to ``targets``: a bundle names the
         same practitioner or organisation in hundreds of entries.
@@ -608,7 +628,9 @@ class BundleProcessor:
                 return match.reference
             return local_reference(reference, self.base_url)
 
-        rewrite_references(_own_part(resource), resolve)
+        links = links_in(_own_part(resource))
+        rewrite_reference_nodes(links.references, resolve)
+        rewrite_urns(links, targets)
 
     def _execute(self, writer: Writer, entry: Entry) -> dict[str, Any]:
         answer = self._answer(writer, entry)

@@ -134,6 +134,138 @@ def test_transaction_rewrites_urn_uuid_references(client: TestClient, records: R
     assert records.storage.last_seq() == 3
 
 
+BINARY_URN = "urn:uuid:6a1e1b7e-0000-4000-8000-000000000003"
+
+
+def _conditional_organization(value: str) -> dict[str, Any]:
+    """An entry that creates an organisation unless one has the identifier ``value``."""
+    identifier = {"system": ORG_SYSTEM, "value": value}
+    resource = {"resourceType": "Organization", "identifier": [identifier]}
+    criteria = f"identifier={ORG_SYSTEM}|{value}"
+    return entry("POST", "Organization", resource, ORG_URN, ifNoneExist=criteria)
+
+
+def _linking(target: str, urn: str | None = None) -> dict[str, str]:
+    """Narrative links to ``target``, in both quote styles, and one to ``urn`` (``target``
+    by default) followed by a path, which only starts with it."""
+    div = (
+        f'<div xmlns="http://www.w3.org/1999/xhtml"><a href="{target}">a</a>'
+        f"<img alt='b' src='{target}'/><a href=\"{urn or target}/x\">c</a></div>"
+    )
+    return {"status": "generated", "div": div}
+
+
+def test_transaction_rewrites_fullurls_in_uri_elements_and_the_narrative(
+    client: TestClient,
+) -> None:
+    """http.html#trules: a plain create's and a conditional create's fullUrl are replaced
+    in elements of a uri type (url, canonical, uri) and the narrative's href and src, as
+    whole values only; a string or a markdown that holds one is no link, left alone."""
+    document = {
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "description": BINARY_URN,
+        "content": [
+            {"attachment": {"url": BINARY_URN}},
+            {"attachment": {"url": BINARY_URN + "/x"}},
+        ],
+        "text": _linking(BINARY_URN),
+        "extension": [
+            {"url": "http://coffre.test/canonical", "valueCanonical": BINARY_URN},
+            {"url": "http://coffre.test/uri", "valueUri": ORG_URN},
+            {"url": "http://coffre.test/string", "valueString": BINARY_URN},
+            {"url": "http://coffre.test/markdown", "valueMarkdown": ORG_URN},
+        ],
+    }
+    body = bundle(
+        "transaction",
+        entry(
+            "POST", "Binary", {"resourceType": "Binary", "contentType": "text/plain"}, BINARY_URN
+        ),
+        _conditional_organization("o"),
+        entry("POST", "DocumentReference", document),
+        entry("POST", "Observation", observation(PATIENT_URN, text=_linking(ORG_URN))),
+        entry("POST", "Patient", patient("l-1"), PATIENT_URN),
+    )
+
+    response = send(client, body)
+
+    assert response.status_code == 200, response.text
+    results = response.json()["entry"]
+    binary, org = id_of(results[0], "Binary"), id_of(results[1], "Organization")
+    stored = client.get(f"/fhir/DocumentReference/{id_of(results[2], 'DocumentReference')}").json()
+    assert [c["attachment"]["url"] for c in stored["content"]] == [
+        f"Binary/{binary}",
+        BINARY_URN + "/x",
+    ]
+    values = [next(v for k, v in e.items() if k.startswith("value")) for e in stored["extension"]]
+    assert values == [f"Binary/{binary}", f"Organization/{org}", BINARY_URN, ORG_URN]
+    assert stored["description"] == BINARY_URN
+    assert stored["text"] == _linking(f"Binary/{binary}", BINARY_URN)
+    obs = client.get(f"/fhir/Observation/{id_of(results[3], 'Observation')}").json()
+    assert obs["text"] == _linking(f"Organization/{org}", ORG_URN)
+
+
+def test_a_batch_leaves_fullurls_in_uri_elements_alone(client: TestClient) -> None:
+    """A batch's entries do not name each other (http.html#brules): no link is rewritten."""
+    document = {
+        "resourceType": "DocumentReference",
+        "status": "current",
+        "content": [{"attachment": {"url": BINARY_URN}}],
+        "text": _linking(BINARY_URN),
+    }
+    body = bundle(
+        "batch",
+        entry(
+            "POST", "Binary", {"resourceType": "Binary", "contentType": "text/plain"}, BINARY_URN
+        ),
+        entry("POST", "DocumentReference", document),
+    )
+
+    response = send(client, body)
+
+    assert response.status_code == 200, response.text
+    stored = client.get(
+        f"/fhir/DocumentReference/{id_of(response.json()['entry'][1], 'DocumentReference')}"
+    ).json()
+    assert stored["content"][0]["attachment"]["url"] == BINARY_URN
+    assert stored["text"]["div"] == _linking(BINARY_URN)["div"]
+
+
+def test_a_uri_parameter_finds_what_a_transaction_rewrote(client: TestClient) -> None:
+    """The index holds the rewritten value: a ValueSet whose url was a conditional
+    create's fullUrl is found by the url it was written with (tokens computed under the
+    write lock), a Library whose url was a plain create's too (computed before it)."""
+    body = bundle(
+        "transaction",
+        _conditional_organization("u"),
+        entry(
+            "POST", "Binary", {"resourceType": "Binary", "contentType": "text/plain"}, BINARY_URN
+        ),
+        entry("POST", "ValueSet", {"resourceType": "ValueSet", "status": "active", "url": ORG_URN}),
+        entry(
+            "POST",
+            "Library",
+            {
+                "resourceType": "Library",
+                "status": "active",
+                "url": BINARY_URN,
+                "type": {"text": "asset"},
+            },
+        ),
+    )
+
+    response = send(client, body)
+
+    assert response.status_code == 200, response.text
+    results = response.json()["entry"]
+    org, binary = id_of(results[0], "Organization"), id_of(results[1], "Binary")
+    assert total(client, f"/fhir/ValueSet?url=Organization/{org}") == 1
+    assert total(client, f"/fhir/ValueSet?url={ORG_URN}") == 0
+    assert total(client, f"/fhir/Library?url=Binary/{binary}") == 1
+    assert total(client, f"/fhir/Library?url={BINARY_URN}") == 0
+
+
 def test_transaction_references_to_updates_are_found_by_search(client: TestClient) -> None:
     """References to an update of a given id (settled before the write lock) and to a
     conditional update (settled under it) are rewritten, and the written resources are

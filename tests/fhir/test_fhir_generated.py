@@ -58,3 +58,18 @@ def test_the_element_rules_are_the_scripts_output() -> None:
     assert _elements_r4.ELEMENT_RULES["Extension"][0] == (("url", ("url",)),)
     assert choice_names("Observation")["valueQuantity"] == "value"
     assert "statusReason" not in choice_names("MedicationRequest")
+
+
+def test_the_uri_elements_are_the_scripts_output() -> None:
+    """The elements of a uri type, choices' among them (an extension's ``valueUri``), in
+    data types (an attachment's ``url``) and backbone elements alike; a string is none."""
+    generator = _generator()
+    schema = json.loads(shared_data_path("schema", "fhir.schema.json").read_text())
+    types = sorted(schema["discriminator"]["mapping"])
+    rules = generator.element_rules(schema, types)
+    assert generator.uri_elements(schema, rules, types) == _elements_r4.URI_ELEMENTS
+    uris = _elements_r4.URI_ELEMENTS
+    assert {"url", "valueUri", "valueCanonical", "valueOid", "valueUuid"} <= set(uris["Extension"])
+    assert "valueString" not in uris["Extension"]
+    assert uris["Attachment"] == ("url",)
+    assert "url" in uris["ValueSet"] and "title" not in uris["ValueSet"]

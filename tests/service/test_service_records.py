@@ -375,3 +375,70 @@ def test_a_clock_stepped_back_never_dates_a_write_before_what_was_written(
     since = records.history(HistoryQuery(loc=after.loc, since_ts=before.ts))
     assert [stored.version for stored in since] == [3, 2]
     assert start_job(records, "system", "$export", [], None).started >= after.ts
+
+
+def test_fullurls_in_uri_elements_and_the_narrative_are_rewritten_in_either_phase(
+    records: RecordStore,
+) -> None:
+    """http.html#trules: an entry's fullUrl is replaced in elements of a uri type and in
+    the narrative's links as in references. A plain create's is before the write lock,
+    the tokens computed after; a conditional create's under it, with all the tokens of an
+    entry that holds it so (a ValueSet's ``url``, a coding's ``system`` are indexed)."""
+    siret = {"system": "https://sirene.fr/siret", "value": "26750045200011"}
+    urn = "urn:uuid:7b1f3c1e-0000-4000-8000-00000000000{}".format
+    organization = {"resourceType": "Organization", "identifier": [siret]}
+    binary = {"resourceType": "Binary", "contentType": "text/plain"}
+    library_type = {"coding": [{"system": "http://hl7.org/fhir/library-type", "code": "asset"}]}
+    ahead = {"resourceType": "Library", "status": "active", "type": library_type, "url": urn(2)}
+    narrative = f'<div xmlns="http://www.w3.org/1999/xhtml"><a href="{urn(1)}">o</a></div>'
+    later = {
+        "resourceType": "ValueSet",
+        "status": "active",
+        "url": urn(1),
+        "useContext": [
+            {"code": {"system": urn(1), "code": "x"}, "valueReference": {"reference": urn(2)}}
+        ],
+        "text": {"status": "generated", "div": narrative},
+    }
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "fullUrl": urn(1),
+                "resource": organization,
+                "request": {
+                    "method": "POST",
+                    "url": "Organization",
+                    "ifNoneExist": "identifier=https://sirene.fr/siret|26750045200011",
+                },
+            },
+            {"fullUrl": urn(2), "resource": binary, "request": {"method": "POST", "url": "Binary"}},
+            {"fullUrl": urn(3), "resource": ahead, "request": {"method": "POST", "url": "Library"}},
+            {
+                "fullUrl": urn(4),
+                "resource": later,
+                "request": {"method": "POST", "url": "ValueSet"},
+            },
+        ],
+    }
+    processor = _processor(records)
+    prepared = processor.prepare(bundle)
+    _, binary_entry, library_entry, value_set_entry = prepared.entries
+    assert ahead["url"] == f"Binary/{binary_entry.drawn_id}"
+    assert not library_entry.unresolved and library_entry.own_tokens is not None
+    assert later["url"] == urn(1) and later["useContext"][0]["code"]["system"] == urn(1)
+    assert value_set_entry.unresolved and value_set_entry.own_tokens is None
+    with records.writer() as writer:
+        answer = processor.execute(prepared, writer)
+    locations = [e["response"]["location"].split("/")[:2] for e in answer["entry"]]
+    organization_id = locations[0][1]
+    stored = records.read("ValueSet", locations[3][1]).resource()
+    assert stored["url"] == f"Organization/{organization_id}"
+    assert stored["useContext"][0]["code"]["system"] == f"Organization/{organization_id}"
+    assert f'<a href="Organization/{organization_id}">' in stored["text"]["div"]
+    assert stored["useContext"][0]["valueReference"] == {
+        "reference": f"Binary/{binary_entry.drawn_id}"
+    }
+    written = [records.read(resource_type, resource_id) for resource_type, resource_id in locations]
+    _assert_stored_with_the_tokens_of_what_was_written(records, written)
