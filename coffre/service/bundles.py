@@ -299,6 +299,12 @@ def _names_pending(links: Links, pending: frozenset[str]) -> bool:
     return any(value in pending for value in (*links.urn_values(), *narrative_urns(links)))
 
 
+_BATCH_URN = (
+    "names no stored resource: the entries of a batch do not name each other, so refer to"
+    " a stored resource as Type/id, or send the entries as a transaction"
+)
+
+
 def _missing(entry: Entry) -> FhirError:
     return not_found(entry.resource_type, entry.resource_id)
 
@@ -590,22 +596,22 @@ class BundleProcessor:
         return None
 
     def _resolve_references(
-        self, writer: Writer, resource: dict[str, Any], targets: dict[str, str]
+        self, writer: Writer, resource: dict[str, Any], targets: dict[str, str], batch: bool = False
     ) -> None:
         """Rewrite ``urn:uuid:`` references to their targets, and resolve conditional ones;
         rewrite the URNs of uri elements and of the narrative that are fullUrls of entries.
+        A ``batch``'s entry has no ``targets``: a batch's entries do not name each other.
 
         A conditional reference resolved once is added to ``targets``: a bundle names the
         same practitioner or organisation in hundreds of entries.
         """
+        unnamed = _BATCH_URN if batch else "names no entry of this bundle"
 
         def resolve(reference: str) -> str | None:
             if reference in targets:
                 return targets[reference]
             if reference.startswith("urn:uuid:") or reference.startswith("urn:oid:"):
-                raise FhirError(
-                    400, "not-found", f"the reference {reference} names no entry of this bundle"
-                )
+                raise FhirError(400, "not-found", f"the reference {reference} {unnamed}")
             resource_type, query_mark, query = reference.partition("?")
             if query_mark and (condition := f"{resource_type}?{same_criteria(query)}") in targets:
                 return targets[condition]  # a conditional create's, however escaped
@@ -777,7 +783,7 @@ class BundleProcessor:
             with writer.savepoint():
                 self._target_of(writer, entry)
                 if entry.resource is not None:
-                    self._resolve_references(writer, entry.resource, {})
+                    self._resolve_references(writer, entry.resource, {}, batch=True)
                 return self._execute(writer, entry)
         except FhirError as error:
             return {"response": {"status": _status_line(error.status), "outcome": error.outcome()}}

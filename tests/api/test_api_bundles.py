@@ -1163,8 +1163,12 @@ def test_batch_entries_cannot_reference_each_other(client: TestClient) -> None:
 
     assert results[0]["response"]["status"] == "201 Created"
     assert results[1]["response"]["status"] == "400 Bad Request"
-    assert PATIENT_URN in results[1]["response"]["outcome"]["issue"][0]["diagnostics"]
+    said = results[1]["response"]["outcome"]["issue"][0]["diagnostics"]
+    assert PATIENT_URN in said and "entries of a batch do not name each other" in said
+    assert "names no entry of this bundle" not in said  # it does name one
     assert total(client, "/fhir/Observation/_history") == 0
+    transaction = bundle("transaction", entry("POST", "Observation", observation(ORG_URN)))
+    assert_outcome(send(client, transaction), 400, f"{ORG_URN} names no entry of this bundle")
 
 
 def test_batch_resolves_each_entry_s_conditional_references_afresh(
