@@ -3,14 +3,18 @@ txt-2): what a viewer renders as HTML cannot run a script or submit a form."""
 
 from __future__ import annotations
 
+from typing import Any
 from xml.sax.saxutils import escape, quoteattr
 
 import pytest
+from conftest import COMPOSITION
 from hypothesis import given
 from hypothesis import strategies as st
 
+from coffre.exceptions import FhirError
 from coffre.fhir.narrative import ATTRIBUTES, ELEMENT_ATTRIBUTES, ELEMENTS, NarrativeError
 from coffre.fhir.narrative import check_narrative as check
+from coffre.fhir.validation import validate
 
 XMLNS = 'xmlns="http://www.w3.org/1999/xhtml"'
 
@@ -154,3 +158,62 @@ def test_the_allow_lists_name_no_element_or_attribute_that_runs_anything() -> No
     assert not {"script", "style", "form", "input", "iframe", "object", "embed"} & ELEMENTS
     assert not [name for name in attributes if name.startswith("on")]
     assert set(ELEMENT_ATTRIBUTES) <= ELEMENTS
+
+
+def invalid(resource: dict[str, Any]) -> FhirError:
+    with pytest.raises(FhirError) as raised:
+        validate(resource)
+    return raised.value
+
+
+def patient(narrative: str, **more: Any) -> dict[str, Any]:
+    return {"resourceType": "Patient", "text": {"status": "generated", "div": narrative}, **more}
+
+
+@pytest.mark.parametrize(
+    ("resource", "path"),
+    [
+        (patient("<div>x</div>"), "Patient.text.div"),
+        (
+            {"resourceType": "Patient", "contained": [patient(div("<script/>x"), id="p")]},
+            "Patient.text.div",
+        ),
+        (
+            {
+                **COMPOSITION,
+                "section": [
+                    {
+                        "section": [
+                            {"text": {"status": "generated", "div": div('<b onclick="x">a</b>')}}
+                        ]
+                    }
+                ],
+            },
+            "Composition.section[0].section[0].text.div",
+        ),
+        (
+            {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [{"resource": patient(div(""))}],
+            },
+            "Patient.text.div",
+        ),
+    ],
+)
+def test_validation_refuses_every_narrative_a_resource_carries(
+    resource: dict[str, Any], path: str
+) -> None:
+    error = invalid(resource)
+
+    assert (error.status, error.expression) == (422, path)
+    assert f"{path} " in error.diagnostics
+
+
+def test_a_refusal_quotes_a_long_element_name_only_in_part() -> None:
+    name = "x" * 5000
+
+    diagnostics = invalid(patient(div(f"<{name}>a</{name}>"))).diagnostics
+
+    assert len(diagnostics) < 1000
+    assert "5,000 characters" in diagnostics
