@@ -66,6 +66,15 @@ def _close_the_vaults_a_test_opens(monkeypatch: pytest.MonkeyPatch) -> Iterator[
 
 
 ORGANIZATION = {"resourceType": "Organization", "name": "CLSC de Limoilou"}
+# A Composition with its mandatory elements only (a document Bundle's first entry).
+COMPOSITION = {
+    "resourceType": "Composition",
+    "status": "final",
+    "type": {"text": "note"},
+    "date": "2024-01-01",
+    "author": [{"display": "Dr X"}],
+    "title": "Note",
+}
 
 
 def write_organizations(client: TestClient | httpx.Client, count: int, path: str = "/fhir") -> None:

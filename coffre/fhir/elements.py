@@ -5,6 +5,8 @@ value may stand in its ``_name`` sibling, a choice in one of several names), and
 says that a choice element holds one type. So an Observation without its ``status``, or
 with both ``valueBoolean`` and ``valueString``, passed it. The rules come from R4's
 element definitions (``_elements_r4``, generated); empty values are the schema's to refuse.
+A narrative's div, which the schema takes as any string, is checked on the way
+(``narrative``: R4's txt-1 and txt-2).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from functools import cache
 from typing import Any
 
 from coffre.fhir._elements_r4 import ELEMENT_RULES
+from coffre.fhir.narrative import NarrativeError, check_narrative
 
 
 class ElementError(ValueError):
@@ -26,8 +29,9 @@ class ElementError(ValueError):
 
 def check_elements(resource: dict[str, Any], resource_type: str) -> None:
     """Raise ElementError for the first element of ``resource`` (valid against the schema)
-    that is missing though mandatory, or holds several types of one choice. Nested
-    resources (contained, Bundle entries) are left to their own check."""
+    that is missing though mandatory, or holds several types of one choice, or for a
+    narrative whose div breaks R4's rules. Nested resources (contained, Bundle entries)
+    are left to their own check."""
     _check(resource, resource_type, resource_type)
 
 
@@ -36,6 +40,8 @@ def _check(node: dict[str, Any], type_name: str, path: str) -> None:
     for element, names in required:
         if not any(name in node or f"_{name}" in node for name in names):
             raise ElementError(f"{path}.{element}", _missing(names), "required")
+    if type_name == "Narrative":
+        _check_narrative(node, path)
     chosen: dict[str, str] | None = None
     for key, value in node.items():
         look = looks.get(key)
@@ -52,6 +58,14 @@ def _check(node: dict[str, Any], type_name: str, path: str) -> None:
             for i, item in enumerate(value):
                 if type(item) is dict:
                     _check(item, child, f"{path}.{key}[{i}]")
+
+
+def _check_narrative(narrative: dict[str, Any], path: str) -> None:
+    div = narrative["div"]  # mandatory, and a string, by the schema (which has no _div)
+    try:
+        check_narrative(div)
+    except NarrativeError as error:
+        raise ElementError(f"{path}.div", error.problem, error.code) from None
 
 
 def _one_type(chosen: dict[str, str], choice: str, name: str, path: str) -> dict[str, str]:

@@ -253,6 +253,42 @@ def test_an_invalid_contained_resource_is_422(client: TestClient) -> None:
     assert_outcome(client.post("/fhir/Patient", json=body, headers=FHIR_JSON), 422, "Organization")
 
 
+XHTML = 'xmlns="http://www.w3.org/1999/xhtml"'
+
+
+@pytest.mark.parametrize(
+    ("div", "fault"),
+    [
+        ("not xml", "is not well-formed XML: syntax error, line 1, column 1"),
+        ("<div>no ns</div>", "must be XHTML: a div element in the namespace"),
+        (
+            f"<div {XHTML}><script>alert(1)</script></div>",
+            "may not contain a script element (txt-1",
+        ),
+        (
+            f'<div {XHTML}><p onclick="x()">a</p></div>',
+            "has a p element with an attribute onclick (event handlers are not allowed, txt-1)",
+        ),
+    ],
+)
+def test_a_narrative_that_is_not_safe_xhtml_is_422_naming_it(
+    client: TestClient, records: RecordStore, div: str, fault: str
+) -> None:
+    """R4 txt-1: whoever renders a narrative gets no script, form or event handler."""
+    patient = {"resourceType": "Patient", "text": {"status": "generated", "div": div}}
+    contained = {"resourceType": "Patient", "id": "p", "contained": [{**patient, "id": "o"}]}
+    contained["link"] = [{"other": {"reference": "#o"}, "type": "seealso"}]
+
+    issue = assert_outcome(client.post("/fhir/Patient", json=patient, headers=FHIR_JSON), 422)
+    assert issue["diagnostics"].startswith(
+        f"the body is not a valid Patient: Patient.text.div {fault}"
+    )
+    assert issue["expression"] == ["Patient.text.div"]
+    response = client.put("/fhir/Patient/p", json=contained, headers=FHIR_JSON)
+    assert_outcome(response, 422, "contained[0] is not a valid Patient: Patient.text.div", fault)
+    assert records.storage.last_seq() == 0
+
+
 def test_a_contained_resource_holding_its_own_is_422_naming_the_invariant(
     client: TestClient, records: RecordStore
 ) -> None:

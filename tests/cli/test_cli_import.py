@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from cli.test_cli_commands import _run
-from conftest import ROOT, shared_data_path
+from conftest import COMPOSITION, ROOT, shared_data_path
 
 from coffre.exceptions import FhirError
 from coffre.search.criteria import parse_criteria
@@ -431,14 +431,6 @@ def test_a_searchset_or_collection_loads_its_resources_and_a_history_is_refused(
     (tmp_path / "history.json").write_text(
         _bundle("history", {"resource": {"resourceType": "Patient", "id": "h1"}})
     )
-    composition = {
-        "resourceType": "Composition",
-        "status": "final",
-        "type": {"text": "note"},
-        "date": "2024-01-01",
-        "author": [{"display": "Dr X"}],
-        "title": "Note",
-    }
     (tmp_path / "document.json").write_text(
         json.dumps(
             {
@@ -446,7 +438,7 @@ def test_a_searchset_or_collection_loads_its_resources_and_a_history_is_refused(
                 "id": "doc1",
                 "type": "document",
                 "identifier": {"system": "urn:ietf:rfc:3986", "value": "urn:uuid:0c3151bd"},
-                "entry": [{"fullUrl": "urn:uuid:0c3151bd-1", "resource": composition}],
+                "entry": [{"fullUrl": "urn:uuid:0c3151bd-1", "resource": COMPOSITION}],
             }
         )
     )

@@ -27,17 +27,31 @@ pytestmark = pytest.mark.shared_data
 
 EXAMPLES = "fhir-examples"
 
-# file → why the official schema refuses it (HL7 published these examples unvalidated).
+# file → why the official schema or R4's rules refuse it (HL7 published these examples
+# unvalidated).
+EMPTY_NARRATIVE = (
+    "text.div is '<div xmlns=\"http://www.w3.org/1999/xhtml\">\\n    </div>', whitespace alone"
+    " (with status 'generated'): R4's txt-2, 'The narrative SHALL have some non-whitespace"
+    " content', where an empty narrative's status is 'empty' and its div says so"
+)
 EXPECTED_REFUSALS = {
+    "ActivityDefinition-blood-tubes-supply.json": EMPTY_NARRATIVE,
+    "ActivityDefinition-heart-valve-replacement.json": EMPTY_NARRATIVE,
     "DiagnosticReport-gingival-mass.json": (
         "resultsInterpreter[0].display 'Sean Stover, BS,\\u00a0DVM, ...' holds a NO-BREAK SPACE"
         " (U+00A0): the schema's string pattern ^[ \\r\\n\\t\\S]+$ allows no whitespace but"
         " space, CR, LF and tab, and U+00A0 is whitespace to both ECMAScript and Python"
     ),
+    "EventDefinition-example.json": EMPTY_NARRATIVE,
     "Questionnaire-qs1.json": (
         "32 of its nested items (item[0].item[0] first) have no linkId, which R4's"
         " Questionnaire.item.linkId makes mandatory (1..1): the schema's required lists only"
         " complex elements, and Coffre checks the mandatory primitives too"
+    ),
+    "Questionnaire-zika-virus-exposure-assessment.json": (
+        "text.div holds an empty pre element and whitespace ('<div xmlns=...>\\n      <pre>\\n"
+        "      </pre>\\n    </div>'): R4's txt-2, 'The narrative SHALL have some non-whitespace"
+        " content', where an empty narrative's status is 'empty' and its div says so"
     ),
     "StructureDefinition-example-composition.json": (
         "differential.element[2].type[0] has '_profile' (an extension on the canonical"
@@ -48,13 +62,26 @@ EXPECTED_REFUSALS = {
 
 # file → (the element the OperationOutcome must name, words of the rule its diagnostics must give)
 REFUSAL_RULES = {
+    "ActivityDefinition-blood-tubes-supply.json": (
+        "ActivityDefinition.text.div",
+        "has no text (txt-2",
+    ),
+    "ActivityDefinition-heart-valve-replacement.json": (
+        "ActivityDefinition.text.div",
+        "has no text (txt-2",
+    ),
     "DiagnosticReport-gingival-mass.json": (
         "DiagnosticReport.resultsInterpreter[0].display",
         "must be text that is not empty",
     ),
+    "EventDefinition-example.json": ("EventDefinition.text.div", "has no text (txt-2"),
     "Questionnaire-qs1.json": (
         "Questionnaire.item[0].item[0].linkId",
         "is missing: the element is mandatory",
+    ),
+    "Questionnaire-zika-virus-exposure-assessment.json": (
+        "Questionnaire.text.div",
+        "has no text (txt-2",
     ),
     "StructureDefinition-example-composition.json": (
         "StructureDefinition.differential.element[2].type[0]",
