@@ -410,29 +410,31 @@ _BOMB = gzip.compress(bytes(50 << 20))
 
 
 @pytest.mark.parametrize(
-    ("head", "body", "message"),
+    ("head", "body", "timeout", "message"),
     [
-        (b"Connection: close\r\n", iter([b"A" * 65536] * 300), "more than 65,536 bytes"),
+        # the sizes' timeout leaves a loaded machine time to send and decode 64 KiB
+        (b"Connection: close\r\n", iter([b"A" * 65536] * 300), 30, "more than 65,536 bytes"),
         (
             f"Content-Encoding: gzip\r\nContent-Length: {len(_BOMB)}\r\n".encode(),
             iter([_BOMB]),
+            30,
             "more than 65,536 bytes",
         ),
-        (b"Content-Length: 400\r\n", _trickle(400), "took over 0.5 s"),
+        (b"Content-Length: 400\r\n", _trickle(400), 0.5, "took over 0.5 s"),
         # a header line that never ends, a byte at a time, each within the read timeout
-        (b"X-Slow: A", _trickle(400), "took over 0.5 s"),
+        (b"X-Slow: A", _trickle(400), 0.5, "took over 0.5 s"),
     ],
     ids=["endless", "gzip bomb", "trickle", "trickled headers"],
 )
 def test_an_answer_too_long_or_too_slow_gives_no_verdict(
-    head: bytes, body: Iterator[bytes], message: str
+    head: bytes, body: Iterator[bytes], timeout: float, message: str
 ) -> None:
     """An answer is whole within the client's read timeout and small (decoded), or no
     answer: a host cannot hold the auditor forever, nor fill its memory."""
     key = VerifierKey("log.example/probe", ALG_ED25519, Ed25519Signer.generate().public_key)
     with (
         _host(lambda path: (b"HTTP/1.1 200 OK\r\n" + head + b"\r\n", body)) as url,
-        httpx.Client(base_url=url, timeout=0.5) as client,
+        httpx.Client(base_url=url, timeout=timeout) as client,
         pytest.raises(NoVerdict, match=f"GET /ledger/checkpoint .*{message}"),
     ):
         audit_log(client, key, None)
