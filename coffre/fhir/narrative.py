@@ -65,6 +65,13 @@ _SCRIPT_URL = re.compile(
     r"\s*(?:{})\s*:".format("|".join(r"\s*".join(s) for s in ("javascript", "vbscript"))),
     re.IGNORECASE,
 )
+# What makes a style run code in some browser: IE's expression() and behavior, Firefox's
+# -moz-binding, a script URL in url(); R4 allows style attributes, not scripts in them.
+_SCRIPT_STYLE = re.compile(
+    r"expression\s*\(|behavior\s*:|-moz-binding|(?:java|vb)script\s*:", re.IGNORECASE
+)
+_DATA_URL = re.compile(r"\s*data\s*:", re.IGNORECASE)
+_LINKS = frozenset(("a", "area"))
 _LINES = re.compile(r"\r\n|\r|\n")  # where expat starts a new line
 _ENTITY = re.compile(r"&([^\s;&<]{1,32});")
 _TXT_1 = "txt-1: a narrative holds only HTML's basic formatting elements, links and images"
@@ -147,6 +154,16 @@ def _check_attributes(element: str, attributes: dict[str, str]) -> None:
             raise NarrativeError(
                 f"has {_an(element)} element whose {attribute} is a script URL"
                 " (javascript: or vbscript:, txt-1)"
+            )
+        if attribute == "style" and _SCRIPT_STYLE.search(value):
+            raise NarrativeError(
+                f"has {_an(element)} element whose style runs a script (expression(),"
+                " behavior, -moz-binding or a script URL, txt-1)"
+            )
+        if attribute == "href" and element in _LINKS and _DATA_URL.match(value):
+            raise NarrativeError(
+                f"has {_an(element)} element whose href is a data: URL, a document of its"
+                " own that may hold a script (link to a stored resource instead, txt-1)"
             )
 
 

@@ -41,6 +41,8 @@ def refusal(text: str) -> NarrativeError:
         "\n  " + div("<pre>a\n  b</pre>") + "\n",
         div('<a href="https://javascript.info/">a site about the language</a>'),
         div("<p xmlns='http://www.w3.org/1999/xhtml'>declared again</p>"),
+        div('<p style="color: red; background: url(bg.png)">styled</p>'),
+        div('<img src="data:image/png;base64,iVBORw0KGgo="/>'),  # an image's data: URL
     ],
 )
 def test_a_narrative_of_basic_formatting_passes(text: str) -> None:
@@ -86,6 +88,10 @@ def test_a_narrative_of_basic_formatting_passes(text: str) -> None:
         (div('<a href=" \tJaVa\nScRiPt:alert(1)">a</a>'), "script URL", "invariant"),
         (div('<a href="&#9;java&#10;script&#13;:x">a</a>'), "script URL", "invariant"),
         (div('<img src="vbscript:x"/>'), "whose src is a script URL", "invariant"),
+        (div('<p style="width: expression(alert(1))">a</p>'), "style runs a script", "invariant"),
+        (div("<p style=\"background: url('JavaScript:x')\">a</p>"), "style runs", "invariant"),
+        (div('<span style="-moz-binding: url(x.xml#x)">a</span>'), "style runs", "invariant"),
+        (div('<a href=" DATA:text/html,&lt;script&gt;">a</a>'), "href is a data: URL", "invariant"),
         (div(""), "has no text (txt-2", "invariant"),
         (div(" \n <p>\t</p> &#160;"), "has no text (txt-2", "invariant"),
         (f'<!DOCTYPE d [<!ENTITY x "y">]>{div("&x;")}', "may not hold a DOCTYPE", "structure"),
