@@ -21,7 +21,7 @@ from functools import cache, partial
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from coffre.exceptions import FhirError, information
+from coffre.exceptions import FhirError, bounded, information
 from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir.bundles import fhir_bundle
@@ -156,6 +156,53 @@ def _check_relative(url: str, base_url: str) -> None:
     )
 
 
+_UUID_URN = re.compile(r"urn:uuid:[0-9a-fA-F]{8}(?:-[0-9a-fA-F]{4}){3}-[0-9a-fA-F]{12}")
+_OID_URN = re.compile(r"urn:oid:[0-2](?:\.(?:0|[1-9][0-9]*))+")
+
+
+def _check_full_url(full_url: Any, resource: Any) -> None:
+    """An entry's fullUrl as R4 defines it (Bundle.entry.fullUrl): a ``urn:uuid:`` holds a
+    UUID and a ``urn:oid:`` an OID; a URL names no version (bdl-8) and "SHALL NOT disagree
+    with the id in the resource", which references to it would otherwise re-point."""
+    if not isinstance(full_url, str):
+        return
+    for urn, pattern, example in (
+        ("urn:uuid:", _UUID_URN, "urn:uuid:6a1e1b7e-0d2c-4f6a-9c1e-3b5d7f9a1c2e"),
+        ("urn:oid:", _OID_URN, "urn:oid:1.2.250.1.213.1.4.8"),
+    ):
+        if full_url.startswith(urn):
+            if pattern.fullmatch(full_url) is None:
+                raise FhirError(
+                    400, "invalid", f"the fullUrl {bounded(full_url)!r} is no {urn} (as {example})"
+                )
+            return
+    if "/_history/" in full_url:
+        raise FhirError(
+            400,
+            "invalid",
+            f"the fullUrl {bounded(full_url)!r} names a version (bdl-8): give the resource's"
+            " URL without /_history/",
+        )
+    named = _resource_id(resource)
+    if named is not None and full_url != named and not full_url.endswith(f"/{named}"):
+        raise FhirError(
+            400,
+            "invalid",
+            f"the fullUrl {bounded(full_url)!r} disagrees with the resource's id: a fullUrl"
+            f" that is a URL ends with {named}",
+        )
+
+
+def _resource_id(resource: Any) -> str | None:
+    """``Type/id`` of an entry's resource that has an id."""
+    if not isinstance(resource, dict):
+        return None
+    resource_type, resource_id = resource.get("resourceType"), resource.get("id")
+    if isinstance(resource_type, str) and isinstance(resource_id, str):
+        return f"{resource_type}/{resource_id}"
+    return None
+
+
 def _parse_entry(index: int, entry: dict[str, Any], base_url: str) -> Entry:
     request = entry.get("request")
     if not isinstance(request, dict) or "method" not in request or "url" not in request:
@@ -171,6 +218,7 @@ def _parse_entry(index: int, entry: dict[str, Any], base_url: str) -> Entry:
             400, "not-supported", f"entry[{index}]: Coffre does not support {method} in bundles"
         )
     _of_entry(index, partial(_check_relative, base_url=base_url), url)
+    _of_entry(index, partial(_check_full_url, resource=entry.get("resource")), entry.get("fullUrl"))
     path, _, query = url.partition("?")
     parts = [unquote(part) for part in path.strip("/").split("/")]
     if "" in parts[1:]:

@@ -1591,3 +1591,30 @@ def test_an_entry_url_is_read_as_a_rest_url_is(client: TestClient, url: str, fra
     outcome = answer.json()["entry"][0]["response"]
     assert outcome["status"].startswith("400"), outcome
     assert fragment in outcome["outcome"]["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize(
+    ("full_url", "told"),
+    [
+        ("urn:uuid:notauuid", "is no urn:uuid:"),
+        ("urn:oid:1.2.x", "is no urn:oid:"),
+        (f"{BASE}/Patient/fu-1/_history/1", "names a version (bdl-8)"),
+        (f"{BASE}/Patient/fu-2", "disagrees with the resource's id"),
+        ("Patient/fu-2", "disagrees with the resource's id"),
+    ],
+)
+def test_an_entry_s_full_url_is_what_r4_says(client: TestClient, full_url: str, told: str) -> None:
+    """A fullUrl "SHALL NOT disagree with the id in the resource": one naming
+    Patient/fu-2 beside a resource Patient/fu-1 re-pointed every reference to it."""
+    body = bundle(
+        "transaction",
+        entry("PUT", "Patient/fu-1", patient("fu", id="fu-1"), full_url),
+        entry("POST", "Observation", observation(full_url)),
+    )
+    assert_outcome(send(client, body), 400, "entry[0]", told)
+    assert total(client, "/fhir/Patient/_history") == 0
+    agreeing = bundle(
+        "transaction",
+        entry("PUT", "Patient/fu-1", patient("fu", id="fu-1"), f"{BASE}/Patient/fu-1"),
+    )
+    assert send(client, agreeing).status_code == 200
