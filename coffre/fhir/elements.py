@@ -6,7 +6,8 @@ says that a choice element holds one type. So an Observation without its ``statu
 with both ``valueBoolean`` and ``valueString``, passed it. The rules come from R4's
 element definitions (``_elements_r4``, generated); empty values are the schema's to refuse.
 A narrative's div, which the schema takes as any string, is checked on the way
-(``narrative``: R4's txt-1 and txt-2).
+(``narrative``: R4's txt-1 and txt-2), and so is ext-1: an extension has a value or
+extensions, never both nor neither.
 """
 
 from __future__ import annotations
@@ -58,6 +59,16 @@ def _check(node: dict[str, Any], type_name: str, path: str) -> None:
             for i, item in enumerate(value):
                 if type(item) is dict:
                     _check(item, child, f"{path}.{key}[{i}]")
+    if type_name == "Extension" and (chosen is not None and "value[x]" in chosen) == (
+        "extension" in node
+    ):
+        raise ElementError(path, _EXT_1, "invariant")
+
+
+_EXT_1 = (
+    "must have either a value or extensions of its own, not both nor neither (ext-1):"
+    " a complex extension holds its parts as extensions"
+)
 
 
 def _check_narrative(narrative: dict[str, Any], path: str) -> None:

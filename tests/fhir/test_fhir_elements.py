@@ -17,6 +17,7 @@ ABSENT = {
     "url": "http://hl7.org/fhir/StructureDefinition/data-absent-reason",
     "valueCode": "unknown",
 }
+ABSENT_ONLY = {"extension": [ABSENT]}
 CODE = {"text": "tension artérielle"}
 
 
@@ -101,6 +102,26 @@ CODE = {"text": "tension artérielle"}
             "Patient.extension[0].value[x]",
             "has several types",
         ),
+        (
+            {"resourceType": "Patient", "extension": [{"url": "http://x"}]},
+            "Patient.extension[0]",
+            "must have either a value or extensions of its own, not both nor neither (ext-1)",
+        ),
+        (
+            {
+                "resourceType": "Patient",
+                "extension": [
+                    {"url": "http://x", "valueString": "a", "extension": [{"url": "y", **ABSENT}]}
+                ],
+            },
+            "Patient.extension[0]",
+            "must have either a value",
+        ),
+        (
+            {"resourceType": "Patient", "_birthDate": {"extension": [{"url": "http://x"}]}},
+            "Patient._birthDate.extension[0]",
+            "must have either a value",
+        ),
         ({"resourceType": "Patient", "name": []}, "Patient.name", "is empty"),
         (
             {"resourceType": "Patient", "identifier": [{"system": "", "value": "1"}]},
@@ -137,6 +158,12 @@ def test_an_element_that_breaks_its_definition_is_refused_by_its_path(
             "_valueString": {"id": "v"},
         },
         {"resourceType": "Patient", "name": [{"given": ["Élise", "Marie"]}]},
+        # A complex extension holds its parts as extensions; a value may be extensions only.
+        {
+            "resourceType": "Patient",
+            "extension": [{"url": "http://x", "extension": [{"url": "part", "valueString": "a"}]}],
+        },
+        {"resourceType": "Patient", "extension": [{"url": "http://x", "_valueCode": ABSENT_ONLY}]},
     ],
 )
 def test_what_the_definitions_allow_passes(resource: dict[str, Any]) -> None:
