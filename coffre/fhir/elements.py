@@ -16,7 +16,7 @@ from functools import cache
 from typing import Any
 
 from coffre.fhir._elements_r4 import ELEMENT_RULES
-from coffre.fhir.narrative import NarrativeError, check_narrative
+from coffre.fhir.narrative import NARRATIVE_TYPE, NarrativeError, check_narrative
 
 
 class ElementError(ValueError):
@@ -41,7 +41,7 @@ def _check(node: dict[str, Any], type_name: str, path: str) -> None:
     for element, names in required:
         if not any(name in node or f"_{name}" in node for name in names):
             raise ElementError(f"{path}.{element}", _missing(names), "required")
-    if type_name == "Narrative":
+    if type_name == NARRATIVE_TYPE:
         _check_narrative(node, path)
     chosen: dict[str, str] | None = None
     for key, value in node.items():

@@ -20,6 +20,8 @@ from html.entities import name2codepoint
 from typing import NoReturn
 from xml.parsers import expat
 
+NARRATIVE_TYPE = "Narrative"
+"""The element type whose ``div`` this module checks."""
 XHTML = "http://www.w3.org/1999/xhtml"
 _ROOT = f"{XHTML} div"
 _XML_LANG = "http://www.w3.org/XML/1998/namespace lang"  # xml:lang, as expat names it

@@ -12,6 +12,7 @@ from typing import Any
 from coffre.exceptions import FhirError, bounded
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir._elements_r4 import ELEMENT_RULES, URI_ELEMENTS
+from coffre.fhir.narrative import NARRATIVE_TYPE
 
 REFERENCE_TYPE = "FHIRReference"
 """Reference's name in the element definitions' table (fhirclient's model's)."""
@@ -19,9 +20,6 @@ ID_PATTERN = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
 _RELATIVE = re.compile(
     r"^(?:.*/)?([A-Z][A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/([A-Za-z0-9\-.]{1,64}))?$"
 )
-
-
-NARRATIVE_TYPE = "Narrative"
 
 
 @dataclass(slots=True)

@@ -241,18 +241,6 @@ def value_keys(value: Value) -> Sequence[str]:
     return []
 
 
-def index_keys(values: dict[str, list[Value]]) -> list[tuple[str, str]]:
-    """``(parameter, key)`` pairs a resource with these index values is findable under."""
-    found: dict[tuple[str, str], None] = {}
-    for code, items in values.items():
-        if items:  # an element without a value (only its extensions) is no value
-            found[(code, PRESENT)] = None
-        for value in items:
-            for key in value_keys(value):
-                found[(code, key)] = None
-    return list(found)
-
-
 # ---- query side --------------------------------------------------------------------------
 
 

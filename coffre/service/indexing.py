@@ -41,7 +41,8 @@ def index_tokens(
     keys: PurposeKeys, resource: dict[str, Any], only: frozenset[str] | None = None
 ) -> list[bytes]:
     """The distinct blind tokens a current resource is stored with (``only``: those of
-    these parameters): each of its parameters' index keys (``plan.index_keys``) blinded."""
+    these parameters): a parameter with a value is present, and each value has the keys
+    ``plan.value_keys`` gives, each blinded."""
     resource_type = resource["resourceType"]
     tokens = set()
     for param, items in index_values(resource, only=only).items():

@@ -9,6 +9,7 @@ from decimal import Decimal
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from index_keys import index_keys
 
 from coffre.exceptions import FhirError
 from coffre.search.criteria import Criterion, check_criteria, criterion, parse_criteria
@@ -16,7 +17,7 @@ from coffre.search.extract import index_values
 from coffre.search.matching import criterion_match
 from coffre.search.normalise import date_range, number_range, text
 from coffre.search.parameters import SearchParameter, parameters_for
-from coffre.search.plan import PREFIXES, PRESENT, _date_keys, index_keys, plan
+from coffre.search.plan import PREFIXES, PRESENT, _date_keys, plan
 from coffre.search.values import (
     Composite,
     DateRange,

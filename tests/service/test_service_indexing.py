@@ -1,5 +1,5 @@
 """The blind tokens a record is stored with (coffre.service.indexing): each index key of
-the search plan (``plan.index_keys``) blinded, whatever the tokens kept of earlier values."""
+the search plan (``tests/index_keys.py``) blinded, whatever the tokens kept of earlier values."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from typing import Any
 
 import pytest
 from conftest import shared_data_path
+from index_keys import index_keys
 
 from coffre.seal import PurposeKeys
 from coffre.search.extract import index_values
-from coffre.search.plan import index_keys
 from coffre.service import indexing
 from coffre.service.indexing import blind, index_tokens
 
