@@ -111,9 +111,25 @@ PRIMITIVE_WORDS = {
 regular expression would mean nothing to the person who sent it. (markdown is worded as
 string, url and canonical as uri: their expressions are the same.)"""
 BASE64_PATTERN = r"^(\s*([0-9a-zA-Z\+/=]){4}\s*)+$"
-BASE64_WORDS = "base64: groups of 4 letters, digits, '+', '/' or '='"
 """The expression the schema gives the choice elements of type base64Binary
 (``valueBase64Binary``); base64Binary's own definition has none."""
+BASE64_LINEAR = r"^\s*+(?:(?:[0-9a-zA-Z\+/=]{4})++\s*+)++$"
+"""The same strings, matched in one pass: groups of four, with or without whitespace
+between them. The schema's expression can split a run of whitespace between two groups
+in several ways, and tries them all before it gives up: ``'AAAA  ' * 15 + '!'`` took it
+2.4 seconds, each further group three times longer. Possessive quantifiers never give
+back what they took, and nothing here needs them to."""
+BASE64_WORDS = "base64: groups of 4 letters, digits, '+', '/' or '='"
+
+
+def _check_base64(schema: dict[str, Any]) -> None:
+    """Every base64Binary value as base64, in one pass: R4 gives the type this expression,
+    which the schema leaves out of the type's own definition (an attachment's ``data``),
+    and the choice elements that repeat it get it in a form that cannot backtrack."""
+    schema["definitions"]["base64Binary"]["pattern"] = BASE64_LINEAR
+    for node in _objects(schema):
+        if node.get("pattern") == BASE64_PATTERN:
+            node["pattern"] = BASE64_LINEAR
 
 
 def _refuse_empty_values(schema: dict[str, Any]) -> None:
@@ -134,6 +150,7 @@ def compile_schema(schema: dict[str, Any]) -> tuple[str, list[str]]:
     schema["definitions"]["ResourceList"] = {"type": "object"}
     _consts_to_enums(schema)
     _add_what_patterns_miss(schema)
+    _check_base64(schema)
     # The official schema gives complex types properties but no "type": without one, a
     # string or a number would pass where a CodeableConcept or a Meta is expected.
     for definition in schema["definitions"].values():
@@ -160,7 +177,7 @@ def compile_schema(schema: dict[str, Any]) -> tuple[str, list[str]]:
         code,
     )
     worded = {schema["definitions"][name]["pattern"]: w for name, w in PRIMITIVE_WORDS.items()}
-    for pattern, words in (worded | {BASE64_PATTERN: BASE64_WORDS}).items():
+    for pattern, words in (worded | {BASE64_LINEAR: BASE64_WORDS}).items():
         literal = pattern.replace("\\", "\\\\").replace('"', '\\"')
         code = code.replace(f' must match pattern {literal}")', f' must be {words}")')
     # JSON Schema's integer takes 2.0 and 1e2 (a whole float): FHIR's integer is

@@ -6,10 +6,14 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
+from functools import cache
 from pathlib import Path
 from types import ModuleType
 
 from conftest import shared_data_path
+from hypothesis import example, given
+from hypothesis import strategies as st
 
 from coffre.fhir import _definitions_r4, _elements_r4
 from coffre.fhir.elements import choice_names, mandatory_names
@@ -17,6 +21,7 @@ from coffre.fhir.elements import choice_names, mandatory_names
 ROOT = Path(__file__).resolve().parents[2]
 
 
+@cache
 def _generator() -> ModuleType:
     spec = importlib.util.spec_from_file_location(
         "generate_fhir_modules", ROOT / "scripts" / "generate_fhir_modules.py"
@@ -73,3 +78,15 @@ def test_the_uri_elements_are_the_scripts_output() -> None:
     assert "valueString" not in uris["Extension"]
     assert uris["Attachment"] == ("url",)
     assert "url" in uris["ValueSet"] and "title" not in uris["ValueSet"]
+
+
+@given(st.text(alphabet="aZ9+/=!é \n\t\u2003", max_size=14))
+@example("QUFB")
+@example(" QUFB\n QUFBQUFB  ")
+@example("QUFB Q")
+@example("QU FB")
+def test_base64_is_checked_in_one_pass_on_the_schemas_terms(value: str) -> None:
+    """The expression that replaces the schema's accepts exactly the same strings."""
+    generator = _generator()
+    schemas = re.compile(generator.BASE64_PATTERN).search(value) is not None
+    assert (re.compile(generator.BASE64_LINEAR).search(value) is not None) == schemas

@@ -3,6 +3,7 @@ validation applies it: dates that exist, integers of 32 bits."""
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 import pytest
@@ -90,3 +91,46 @@ def test_a_malformed_primitive_is_refused_in_words_not_by_its_regular_expression
     with pytest.raises(FhirError) as caught:
         validate(resource)
     assert said in caught.value.diagnostics and "pattern" not in caught.value.diagnostics
+
+
+@pytest.mark.parametrize(
+    ("resource", "path"),
+    [
+        ({"resourceType": "Binary", "contentType": "text/plain", "data": "pas du base64!"}, "data"),
+        ({"resourceType": "Patient", "photo": [{"data": "QUFB="}]}, "photo[0].data"),
+    ],
+)
+def test_an_attachment_whose_data_is_not_base64_is_refused(
+    resource: dict[str, Any], path: str
+) -> None:
+    """The schema gives base64Binary no pattern; R4's datatypes page gives it one."""
+    with pytest.raises(FhirError) as caught:
+        validate(resource)
+    assert path in (caught.value.expression or "")
+    assert "must be base64: groups of 4" in caught.value.diagnostics
+
+
+def test_base64_split_over_lines_is_accepted() -> None:
+    photo = {"contentType": "image/png", "data": "iVBORw0K\nGgoAAAAN\r\n SUhEUg=="}
+    assert validate({"resourceType": "Patient", "photo": [photo]}) == "Patient"
+
+
+def _interrupt(_signal: int, _frame: Any) -> None:
+    raise TimeoutError("still matching after 10 seconds")
+
+
+def test_base64_with_runs_of_whitespace_is_judged_in_one_pass() -> None:
+    """The schema's expression tried every way of splitting each run of spaces between
+    two groups: 15 groups took seconds, each more three times as long. A 250-byte value
+    must not hold a server's process."""
+    value = "AAAA  " * 40 + "!"
+    extension = {"url": "urn:x", "valueBase64Binary": value}
+    previous = signal.signal(signal.SIGALRM, _interrupt)
+    signal.setitimer(signal.ITIMER_REAL, 10)
+    try:
+        with pytest.raises(FhirError) as caught:
+            validate({"resourceType": "Patient", "extension": [extension]})
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    assert "must be base64" in caught.value.diagnostics
