@@ -32,6 +32,7 @@ from coffre.api.auth.tokens import (
 from coffre.exceptions import CoffreError
 
 VERIFIED_TOKENS_KEPT = 4096
+_Verified = tuple[Principal, float, str | None]
 REQUIRED = "required"
 OFF = "off"
 FHIR_BASE_PATH = "/fhir"
@@ -105,7 +106,7 @@ class Authority:
         self.throttle = throttle or SignInThrottle(":memory:")
         self.settings = settings or AuthSettings()
         self.external = external
-        self._verified: dict[tuple[Any, ...], tuple[Principal, float]] = {}
+        self._verified: dict[tuple[Any, ...], _Verified] = {}
 
     @classmethod
     def for_keyring(
@@ -181,25 +182,29 @@ class Authority:
 
         A token verified once is remembered until it expires: a client sends the same
         token with every request, and checking its signature again would cost more than
-        serving a read."""
+        serving a read. Whether one of Coffre's own was revoked since is asked each time
+        (any gateway process may have revoked it)."""
         key = (token, *_origin_parts(request))
         remembered = self._verified.get(key)
-        if remembered is not None and time.time() < remembered[1]:
-            return remembered[0]
-        principal, expires = await self._verify(token, request)
-        if len(self._verified) >= VERIFIED_TOKENS_KEPT:
-            self._forget_expired()
-        self._verified[key] = (principal, expires)
+        if remembered is None or time.time() >= remembered[1]:
+            remembered = await self._verify(token, request)
+            if len(self._verified) >= VERIFIED_TOKENS_KEPT:
+                self._forget_expired()
+            self._verified[key] = remembered
+        principal, _expires, token_id = remembered
+        if token_id is not None and self.onetime.revoked(token_id):
+            raise InvalidToken("the token was revoked: the code it came from was used again")
         return principal
 
     def _forget_expired(self) -> None:
         now = time.time()
-        for key in [k for k, (_, expires) in self._verified.items() if expires <= now]:
+        for key in [k for k, (_, expires, _) in self._verified.items() if expires <= now]:
             del self._verified[key]
         while len(self._verified) >= VERIFIED_TOKENS_KEPT:
             del self._verified[next(iter(self._verified))]  # the oldest
 
-    async def _verify(self, token: str, request: Request) -> tuple[Principal, float]:
+    async def _verify(self, token: str, request: Request) -> _Verified:
+        """The token's principal, until when it holds, and its id if Coffre issued it."""
         unverified = peek(token)
         issuer = unverified.claims.get("iss")
         own = self.issuer(request)
@@ -214,7 +219,12 @@ class Authority:
         else:
             raise InvalidToken("the token's issuer is not one Coffre trusts")
         claims = verify(unverified, keys, algorithms, {"iss": issuer, "aud": audience, "sub": None})
-        return principal_of(claims, issuer), float(claims["exp"]) + LEEWAY_SECONDS
+        token_id = claims.get("jti") if issuer == own else None
+        return (
+            principal_of(claims, issuer),
+            float(claims["exp"]) + LEEWAY_SECONDS,
+            token_id if isinstance(token_id, str) else None,
+        )
 
 
 __all__ = ["AuthSettings", "Authority", "IssuerUnavailable"]

@@ -33,7 +33,14 @@ from coffre.api.auth.scopes import (
     parse_scopes,
 )
 from coffre.api.auth.signin import error_page, language, sign_in_page
-from coffre.api.auth.tokens import ASYMMETRIC_ALGORITHMS, InvalidToken, peek, verify
+from coffre.api.auth.tokens import (
+    ASYMMETRIC_ALGORITHMS,
+    LEEWAY_SECONDS,
+    InvalidToken,
+    new_token_id,
+    peek,
+    verify,
+)
 
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_MAX_SECONDS = 300
@@ -256,8 +263,16 @@ def _s256(verifier: str) -> str:
 
 def _authorization_code(request: Request, form: dict[str, str]) -> dict[str, Any]:
     authority = _authority(request)
-    grant = authority.onetime.take_code(form.get("code", ""))
+    code, token_id = form.get("code", ""), new_token_id()
+    token_expires = time.time() + authority.settings.token_seconds + LEEWAY_SECONDS
+    grant = authority.onetime.take_code(code, token_id, token_expires)
     if grant is None:
+        if authority.onetime.revoke_spent(code):
+            raise OAuthError(
+                400,
+                "invalid_grant",
+                "the code was used already: the access token it gave is revoked",
+            )
         raise OAuthError(400, "invalid_grant", "the code is unknown, used or expired")
     client = authority.registry.current().client(form.get("client_id", ""), APP)
     if client is None or client.client_id != grant["client_id"]:
@@ -273,6 +288,7 @@ def _authorization_code(request: Request, form: dict[str, str]) -> dict[str, Any
         raise OAuthError(400, "invalid_grant", "the code_verifier does not match the challenge")
     scopes, _unknown = parse_scopes(grant["scope"])
     claims = {
+        "jti": token_id,
         "sub": grant["username"],
         "client_id": client.client_id,
         "role": grant["role"],

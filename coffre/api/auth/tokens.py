@@ -90,6 +90,10 @@ def verify(
     return token.claims
 
 
+def new_token_id() -> str:
+    return secrets.token_urlsafe(16)
+
+
 class TokenSigner:
     """The gateway's ES256 key: signs access and ID tokens, publishes its public half."""
 
@@ -104,9 +108,9 @@ class TokenSigner:
         return {"keys": [{**public, "kid": self.kid, "use": "sig", "alg": ACCESS_TOKEN_ALGORITHM}]}
 
     def sign(self, claims: dict[str, Any], lifetime: int) -> str:
-        """``claims`` with iat, exp and a fresh jti, signed."""
+        """``claims`` with iat, exp and a jti (a fresh one unless ``claims`` has it), signed."""
         now = int(time.time())
-        full = {**claims, "iat": now, "exp": now + lifetime, "jti": secrets.token_urlsafe(16)}
+        full = {"jti": new_token_id(), **claims, "iat": now, "exp": now + lifetime}
         header = {"alg": ACCESS_TOKEN_ALGORITHM, "kid": self.kid, "typ": "JWT"}
         return jwt.encode(header, full, self._key, algorithms=[ACCESS_TOKEN_ALGORITHM])
 

@@ -39,8 +39,12 @@ PASSWORD = "un mot de passe assez long"
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 
 
-def authority_at(folder: Path, mode: str = "required", **settings: Any) -> Authority:
-    key = ECKey.generate_key("P-256", private=True).as_dict(private=True)
+def authority_at(
+    folder: Path, mode: str = "required", signing_jwk: dict[str, Any] | None = None, **settings: Any
+) -> Authority:
+    """A gateway's authority over the files in ``folder``; those of one vault's processes
+    share ``signing_jwk`` (derived from the vault's root), else a new key is made."""
+    key = signing_jwk or ECKey.generate_key("P-256", private=True).as_dict(private=True)
     return Authority(
         key,
         RegistryFile(folder / "keyring.access.json"),

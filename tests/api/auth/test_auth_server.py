@@ -350,6 +350,50 @@ def test_a_code_is_redeemed_once(client: TestClient, portal: str) -> None:
     assert _exchange(client, **form) == (400, "invalid_grant")
 
 
+def test_a_code_presented_again_revokes_the_token_it_gave_in_every_process(
+    records: RecordStore, tmp_path: Path, portal: str
+) -> None:
+    """RFC 6749 §4.1.2: a code used twice was stolen or replayed, and the token it gave
+    may be in the wrong hands. Another gateway process (a second authority over the same
+    files and key) hears of it too, though it had verified the token before."""
+    key = ECKey.generate_key("P-256", private=True).as_dict(private=True)
+    first, second = (authority_at(tmp_path, signing_jwk=key) for _ in range(2))
+    with client_for(records, first) as client, client_for(records, second) as other:
+        code, verifier = _code(client, portal)
+        form = {"code": code, "redirect_uri": REDIRECT, "client_id": portal}
+        form["code_verifier"] = verifier
+        token = client.post("/auth/token", data={"grant_type": "authorization_code", **form})
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        assert client.get("/fhir/Patient/alice", headers=headers).status_code == 404
+        assert other.get("/fhir/Patient/alice", headers=headers).status_code == 404
+
+        again = client.post("/auth/token", data={"grant_type": "authorization_code", **form})
+
+        assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
+        assert "revoked" in again.json()["error_description"]
+        for gateway in (client, other):
+            refused = gateway.get("/fhir/Patient/alice", headers=headers)
+            assert refused.status_code == 401
+            assert 'error="invalid_token"' in refused.headers["www-authenticate"]
+            assert "revoked" in refused.headers["www-authenticate"]
+
+
+def test_a_token_stays_good_while_its_code_is_not_presented_again(
+    client: TestClient, portal: str
+) -> None:
+    """Neither a made-up code nor another code's second use revokes this token."""
+    code, verifier = _code(client, portal)
+    form = {"code": code, "redirect_uri": REDIRECT, "client_id": portal, "code_verifier": verifier}
+    token = client.post("/auth/token", data={"grant_type": "authorization_code", **form})
+    headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+    other_code, other_verifier = _code(client, portal)
+    other = {**form, "code": other_code, "code_verifier": other_verifier}
+    assert _exchange(client, **other) == (200, "")
+    assert _exchange(client, **other) == (400, "invalid_grant")
+    assert _exchange(client, **{**form, "code": "made-up"}) == (400, "invalid_grant")
+    assert client.get("/fhir/Patient/alice", headers=headers).status_code == 404
+
+
 @pytest.mark.parametrize(
     "change",
     [
@@ -380,7 +424,7 @@ def test_a_made_up_code_is_refused(client: TestClient, portal: str) -> None:
 
 def test_a_code_expires(client: TestClient, authority: Authority, portal: str) -> None:
     code, verifier = _code(client, portal)
-    grant = authority.onetime.take_code(code)
+    grant = authority.onetime.take_code(code, "unused", time.time() + 60)
     assert grant is not None
     authority.onetime.put_code(code, grant, time.time() - 1)
     form = {"code": code, "redirect_uri": REDIRECT, "client_id": portal, "code_verifier": verifier}
