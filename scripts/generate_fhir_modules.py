@@ -40,6 +40,8 @@ from coffre.fhir.primitives import (
     DATED_TYPES,
     INTEGER_RANGES,
     LARGEST_INTEGER,
+    LONGEST_STRING,
+    STRING_TYPES,
     is_calendar_date,
 )
 
@@ -68,10 +70,10 @@ def _consts_to_enums(schema: dict[str, Any]) -> None:
 
 
 def _add_what_patterns_miss(schema: dict[str, Any]) -> None:
-    """Integers of 32 bits, whole, and dates that exist: the specification's words, which
-    the schema's patterns (for strings only) do not check. A choice element (``valueInteger``,
-    ``effectiveDateTime``) repeats its type's pattern instead of referring to the type:
-    every element with one of these patterns takes the rules."""
+    """Integers of 32 bits, whole, dates that exist and strings of at most 1 MB: the
+    specification's words, which the schema's patterns do not check. A choice element
+    (``valueInteger``, ``effectiveDateTime``) repeats its type's pattern instead of
+    referring to the type: every element with one of these patterns takes the rules."""
     definitions = schema["definitions"]
     rules = {
         definitions[name]["pattern"]: {
@@ -82,6 +84,7 @@ def _add_what_patterns_miss(schema: dict[str, Any]) -> None:
         for name, smallest in INTEGER_RANGES.items()
     }
     rules |= {definitions[name]["pattern"]: {"format": CALENDAR_DATE} for name in DATED_TYPES}
+    rules |= {definitions[name]["pattern"]: {"maxLength": LONGEST_STRING} for name in STRING_TYPES}
     for node in _objects(schema):
         if node.get("pattern") in rules:
             node |= rules[node["pattern"]]
@@ -171,6 +174,10 @@ def compile_schema(schema: dict[str, Any]) -> tuple[str, list[str]]:
     for rule in ("must contain at least 1 properties", "must contain at least 1 items"):
         code = code.replace(f" {rule}", f" {EMPTY}")
     code = code.replace(" must be longer than or equal to 1 characters", f" {EMPTY}")
+    code = code.replace(
+        f" must be shorter than or equal to {LONGEST_STRING} characters",
+        f" is longer than a string may be: {LONGEST_STRING:,} characters (1 MB)",
+    )
     code = re.sub(
         r'(if (\w+)__missing_keys:\n\s+raise JsonSchemaValueException\(.*" must contain )"\)',
         r'\1" + ", ".join(sorted(\2__missing_keys)))',

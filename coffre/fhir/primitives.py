@@ -11,6 +11,9 @@ from datetime import date
 INTEGER_RANGES = {"integer": -(2**31), "positiveInt": 1, "unsignedInt": 0}
 """The smallest value of each integer type; all of them end at 2**31 - 1 (32 bits)."""
 LARGEST_INTEGER = 2**31 - 1
+LONGEST_STRING = 1024 * 1024
+"""R4: "strings SHALL NOT exceed 1MB (1024*1024 characters) in size" (markdown is one)."""
+STRING_TYPES = ("string", "markdown")
 
 CALENDAR_DATE = "a date of the calendar"
 """The format the schema's date, dateTime and instant are given ("Dates SHALL be valid

@@ -1,5 +1,5 @@
 """What R4 says of its primitives beyond the schema's patterns (coffre.fhir.primitives), as
-validation applies it: dates that exist, integers of 32 bits."""
+validation applies it: dates that exist, integers of 32 bits, strings of at most 1 MB."""
 
 from __future__ import annotations
 
@@ -43,9 +43,15 @@ def _observation(**value: Any) -> dict[str, Any]:
         (_observation(valueInteger=-(2**31) - 1), "valueInteger", "-2147483648"),
         ({"resourceType": "Patient", "photo": [{"size": -1}]}, "photo[0].size", "equal to 0"),
         (_repeat_count(0), "repeat.count", "equal to 1"),
+        (_observation(valueString="a" * (2**20 + 1)), "valueString", "1,048,576 characters"),
+        (
+            {"resourceType": "Patient", "name": [{"text": "é" * (2**20 + 1)}]},
+            "name[0].text",
+            "1 MB",
+        ),
     ],
 )
-def test_a_day_that_does_not_exist_or_an_integer_past_32_bits_is_refused(
+def test_a_day_that_does_not_exist_an_integer_past_32_bits_or_a_long_string_is_refused(
     resource: dict[str, Any], path: str, rule: str
 ) -> None:
     with pytest.raises(FhirError) as caught:
@@ -65,6 +71,8 @@ def test_a_day_that_does_not_exist_or_an_integer_past_32_bits_is_refused(
         _observation(valueInteger=-(2**31)),
         {"resourceType": "Patient", "photo": [{"size": 0}]},
         _repeat_count(1),
+        # 1 MB is counted in characters: two megabytes of UTF-8
+        {"resourceType": "Patient", "name": [{"text": "é" * 2**20}]},
     ],
 )
 def test_the_ends_of_each_range_and_partial_dates_are_accepted(resource: dict[str, Any]) -> None:
