@@ -20,6 +20,7 @@ from coffre import config
 from coffre.api import consent, routes
 from coffre.api.access import access_of, acting_for, add_access_hook
 from coffre.api.auth import Authenticate, Authority, auth_routes, smart_routes
+from coffre.api.auth.cors import RegisteredAppOrigins
 from coffre.api.auth.security import smart_security
 from coffre.api.capability import capability_statement
 from coffre.api.export import counts_stop_with_the_process, export_routes
@@ -353,6 +354,7 @@ def create_app(
 ) -> Starlette:
     """``authority``: the authorisation server and token checks; without one, an
     ephemeral one (a random signing key, no registered clients, tokens optional)."""
+    authority = authority or Authority.ephemeral()
     app = Starlette(
         routes=[
             *_base_routes(BASE_PATH),
@@ -365,6 +367,7 @@ def create_app(
         middleware=[
             Middleware(_ContainUnexpected),
             Middleware(LabelAsAsked),
+            Middleware(RegisteredAppOrigins, authority=authority),
             Middleware(Authenticate),
         ],
         lifespan=counts_stop_with_the_process,
@@ -383,6 +386,6 @@ def create_app(
     app.state.committer = GroupCommitter(records)
     app.state.base_path = BASE_PATH
     app.state.max_body_bytes = max_body_bytes
-    app.state.authority = authority or Authority.ephemeral()
+    app.state.authority = authority
     add_access_hook(app, tell_patients)
     return app

@@ -11,8 +11,10 @@ SERVICES = "http://terminology.hl7.org/CodeSystem/restful-security-service"
 
 
 def smart_security(authorize: str, token: str) -> dict[str, Any]:
-    """``rest.security``: the oauth-uris extension and the SMART-on-FHIR service."""
+    """``rest.security``: the oauth-uris extension, the SMART-on-FHIR service, and CORS
+    for the registered apps' origins (``coffre.api.auth.cors``)."""
     return {
+        "cors": True,
         "extension": [
             {
                 "url": OAUTH_URIS,

@@ -86,6 +86,7 @@ def test_the_capability_statement_points_fhirclient_at_the_oauth_endpoints(
     uris = {e["url"]: e["valueUri"] for e in security["extension"][0]["extension"]}
     assert uris == {"authorize": "http://testserver/auth/authorize", "token": TOKEN_URL}
     assert security["service"][0]["coding"][0]["code"] == "SMART-on-FHIR"
+    assert security["cors"] is True
 
 
 def test_fhirclient_finds_the_oauth_endpoints(client: TestClient) -> None:

@@ -178,10 +178,27 @@ class _Callback(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_an_apps_sign_in_brings_the_browser_back_to_the_app(served: Served) -> None:
+_APP_SCRIPT = """async ([tokenUrl, recordUrl, code, redirectUri, verifier]) => {
+    const form = new URLSearchParams({grant_type: "authorization_code", code,
+        redirect_uri: redirectUri, client_id: "app-elsewhere", code_verifier: verifier});
+    const token = await (await fetch(tokenUrl, {method: "POST", body: form})).json();
+    const read = await fetch(recordUrl, {headers: {
+        Authorization: "Bearer " + token.access_token, Accept: "application/fhir+json"}});
+    return {patient: token.patient, status: read.status, etag: read.headers.get("ETag"),
+        id: (await read.json()).id};
+}"""
+"""What a SMART app's page does with its code: exchange it at the token endpoint and read
+the patient's record, both from its own origin (cross-origin requests, CORS)."""
+
+
+def test_an_apps_sign_in_brings_the_browser_back_to_the_app_which_reads_the_record(
+    served: Served,
+) -> None:
     """The authorisation endpoint's form posts to Coffre, whose answer redirects to the
     app on another origin: the page's Content-Security-Policy must let the browser follow
-    (``form-action`` holds a form's redirects too; with only 'self' Chromium stopped)."""
+    (``form-action`` holds a form's redirects too; with only 'self' Chromium stopped).
+    The app's page then gets its token and reads the record from its own origin, which
+    the browser allows only because Coffre names that origin (the app's redirect URI's)."""
     if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
         _missing("Debian's chromium")
     try:
@@ -223,6 +240,17 @@ def test_an_apps_sign_in_brings_the_browser_back_to_the_app(served: Served) -> N
                 assert page.get_by_text("signed in").is_visible()
                 reached = parse_qs(urlsplit(page.url).query)
                 assert reached["state"] == ["st-browser"] and reached["code"][0]
+                app_page = browser.new_page()  # the app's own page runs its script
+                app_page.goto(page.url)
+                record_url = f"{served.server.base_url}/Patient/{served.patient}"
+                arguments = [f"{origin}/auth/token", record_url, reached["code"][0]]
+                read = app_page.evaluate(_APP_SCRIPT, [*arguments, redirect, "v" * 50])
+                assert read == {
+                    "patient": served.patient,
+                    "status": 200,
+                    "etag": 'W/"1"',
+                    "id": served.patient,
+                }
             finally:
                 browser.close()
     finally:
