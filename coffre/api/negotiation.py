@@ -36,7 +36,7 @@ def check_format(request: Request) -> None:
     """Coffre speaks FHIR R4 JSON only: a request for XML, Turtle or another FHIR version
     gets a 406. ``_format``, where given, overrides ``Accept`` (http.html#mime-type).
     A query whose escapes are not UTF-8 is a 400."""
-    _check_query_text(request.scope["query_string"])
+    check_query_text(request.scope["query_string"])
     requested = request.query_params.get("_format")
     if requested is not None:
         if not _json_format(requested):
@@ -53,7 +53,7 @@ def check_format(request: Request) -> None:
         )
 
 
-def _check_query_text(query: bytes) -> None:
+def check_query_text(query: bytes) -> None:
     """A query's ``%XX`` escapes must spell UTF-8 text: decoded leniently, ``name=%E9``
     would search for a replacement character and find nothing, with no error."""
     if b"%" not in query:
@@ -139,7 +139,7 @@ async def read_json(request: Request, max_bytes: int) -> Any:
         raise FhirError(
             415, "not-supported", f"the body's Content-Type is {declared}; send {SERVED}"
         )
-    body = await _read_body(request, max_bytes)
+    body = await read_body(request, max_bytes)
     if not body:
         raise FhirError(400, "required", "the request has no body; send a FHIR resource as JSON")
     return json.loads(body, max_depth=json.MAX_DEPTH)
@@ -147,7 +147,7 @@ async def read_json(request: Request, max_bytes: int) -> Any:
 
 async def read_form(request: Request, max_bytes: int) -> list[tuple[str, str]]:
     """The search parameters a ``POST _search`` carries in its body, if any."""
-    body = await _read_body(request, max_bytes)
+    body = await read_body(request, max_bytes)
     if not body:
         return []
     content_type = _content_type(request)
@@ -172,7 +172,7 @@ def _content_type(request: Request) -> str:
     return request.headers.get("content-type", "").split(";")[0].strip().lower()
 
 
-async def _read_body(request: Request, max_bytes: int) -> bytes:
+async def read_body(request: Request, max_bytes: int) -> bytes:
     coding = request.headers.get("content-encoding", "").strip().lower()
     if coding not in ("", "identity"):
         raise FhirError(

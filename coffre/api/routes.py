@@ -13,10 +13,12 @@ from starlette.responses import Response
 from coffre.api.access import access_of, announce
 from coffre.api.auth.enforce import GuardGate, guard_of, refusal, target_for
 from coffre.api.auth.scopes import Decision, Interaction, Outcome, Role, Target
+from coffre.api.binary import asks_native, native_body, native_response
 from coffre.api.history import PAGING, history_bundle, links
 from coffre.api.ledger import map_proof_response
 from coffre.api.negotiation import (
     check_format,
+    check_query_text,
     not_modified,
     prefer_return,
     preferences,
@@ -92,8 +94,9 @@ def _required_criteria(request: Request, needs: str) -> tuple[Criterion, ...]:
 
 
 async def _validated_body(request: Request, resource_type: str) -> dict[str, Any]:
-    """The body as a valid resource of the type the URL names."""
-    resource = await _body(request)
+    """The body as a valid resource of the type the URL names (a Binary may come as its
+    bytes)."""
+    resource = await native_body(request, resource_type) or await _body(request)
     # The type first: a 422 would tell the wrong fault.
     check_url_type(resource_type_of(resource), resource_type)
     validate(resource)
@@ -152,10 +155,21 @@ def _current(request: Request, interaction: Interaction, resource_type: str) -> 
     )
 
 
-async def read(request: Request) -> Response:
+def _check_read_format(request: Request, resource_type: str) -> bool:
+    """Whether the read is answered in the record's own content type (a Binary's);
+    otherwise the request must take FHIR JSON."""
+    if asks_native(request, resource_type):
+        check_query_text(request.scope["query_string"])
+        return True
     check_format(request)
+    return False
+
+
+async def read(request: Request) -> Response:
+    native = _check_read_format(request, _type(request))
     shape = read_shape(request.query_params.multi_items())
     stored = _current(request, Interaction.READ, _type(request))
+    answer = native_response(request, stored) if native else _shaped(stored, shape)
     # A 304 is logged as the read it is: it tells the client that what it holds is the
     # record as it stands now, which discloses the record as much as sending it would (a
     # diagnosis still stands, a prescription was not changed), and the patient's access
@@ -163,7 +177,7 @@ async def read(request: Request) -> Response:
     await _log_access(request, LeafKind.READ, [stored])
     if not_modified(request, stored):
         return fhir_response(None, 304, version_headers(stored))
-    return _shaped(stored, shape)
+    return answer
 
 
 async def map_proof(request: Request) -> Response:
@@ -188,9 +202,9 @@ def _shaped(stored: Stored, shape: Shape) -> Response:
 
 
 async def vread(request: Request) -> Response:
-    check_format(request)
-    shape = read_shape(request.query_params.multi_items())
     records, resource_type, resource_id = records_of(request), _type(request), _id(request)
+    native = _check_read_format(request, resource_type)
+    shape = read_shape(request.query_params.multi_items())
     version = request.path_params["vid"]
     stored = _opened(
         request,
@@ -200,12 +214,13 @@ async def vread(request: Request) -> Response:
         lambda: records.deletion(resource_type, resource_id, int(version)),
         no_version(resource_type, resource_id, version),
     )
+    answer = native_response(request, stored) if native else _shaped(stored, shape)
     await _log_access(request, LeafKind.READ, [stored])
     # A version never changes: a client that holds it (its ETag) or got it before it
     # was written over (If-Modified-Since) gets a 304, as a read's would be.
     if not_modified(request, stored):
         return fhir_response(None, 304, version_headers(stored))
-    return _shaped(stored, shape)
+    return answer
 
 
 def _may_see_access_history(request: Request) -> None:

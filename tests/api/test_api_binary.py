@@ -1,0 +1,150 @@
+"""A Binary in its own content type (coffre/api/binary.py, R4 binary.html): sent as its
+bytes, read back as them unless the request names FHIR JSON, and served so that a
+browser runs nothing in them."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+from conftest import FHIR_JSON
+from starlette.testclient import TestClient
+
+from coffre.ledger.leaf import Leaf, LeafKind
+from coffre.service import RecordStore
+
+PDF = b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj << /Type /Catalog >> endobj\n%%EOF\n"
+
+
+def _send_pdf(client: TestClient) -> str:
+    created = client.post("/fhir/Binary", content=PDF, headers={"Content-Type": "application/pdf"})
+    assert created.status_code == 201, created.text
+    assert created.json()["contentType"] == "application/pdf"
+    resource_id: str = created.json()["id"]
+    return resource_id
+
+
+def test_a_pdf_sent_as_it_is_is_read_back_as_it_is(client: TestClient) -> None:
+    resource_id = _send_pdf(client)
+
+    read = client.get(f"/fhir/Binary/{resource_id}", headers={"Accept": "*/*"})
+
+    assert read.status_code == 200
+    assert read.content == PDF
+    assert read.headers["content-type"] == "application/pdf"
+    assert read.headers["etag"] == 'W/"1"' and "last-modified" in read.headers
+    assert read.headers["x-content-type-options"] == "nosniff"
+    assert read.headers["content-security-policy"].startswith("sandbox")
+    again = client.get(f"/fhir/Binary/{resource_id}", headers={"If-None-Match": 'W/"1"'})
+    assert again.status_code == 304
+
+
+def test_bytes_handed_out_are_logged_as_a_read_and_a_refusal_is_not(
+    client: TestClient, records: RecordStore
+) -> None:
+    resource_id = _send_pdf(client)
+    before = records.storage.leaf_count()
+    assert (
+        client.get(f"/fhir/Binary/{resource_id}", headers={"Accept": "image/png"}).status_code
+        == 406
+    )
+    assert records.storage.leaf_count() == before
+
+    assert client.get(f"/fhir/Binary/{resource_id}").content == PDF
+
+    (leaf,) = (Leaf.decode(d) for d in records.storage.leaves(before, records.storage.leaf_count()))
+    assert leaf.kind == LeafKind.READ
+    assert leaf.loc == records.keys.location("Binary", resource_id)
+
+
+@pytest.mark.parametrize(
+    ("query", "accept"),
+    [
+        ("", "application/fhir+json"),
+        ("", "application/json"),
+        ("", "application/pdf;q=0.5, application/fhir+json"),
+        ("?_format=json", "*/*"),
+        ("?_summary=false", "*/*"),
+    ],
+)
+def test_a_read_that_names_fhir_json_gets_the_resource(
+    client: TestClient, query: str, accept: str
+) -> None:
+    resource_id = _send_pdf(client)
+
+    read = client.get(f"/fhir/Binary/{resource_id}{query}", headers={"Accept": accept})
+
+    assert read.status_code == 200
+    assert read.json()["resourceType"] == "Binary"
+    assert base64.b64decode(read.json()["data"]) == PDF
+
+
+def test_a_read_that_refuses_the_content_type_gets_a_406_that_names_it(
+    client: TestClient,
+) -> None:
+    resource_id = _send_pdf(client)
+
+    read = client.get(f"/fhir/Binary/{resource_id}", headers={"Accept": "image/png"})
+
+    assert read.status_code == 406
+    diagnostics = read.json()["issue"][0]["diagnostics"]
+    assert f"Binary/{resource_id} is application/pdf" in diagnostics
+
+
+def test_bytes_put_as_they_are_make_versions_read_back_by_vread(client: TestClient) -> None:
+    text = {"Content-Type": "text/plain; charset=utf-8"}
+    first = client.put("/fhir/Binary/note-1", content="Allergie à la pénicilline", headers=text)
+    second = client.put("/fhir/Binary/note-1", content="Aucune allergie connue", headers=text)
+    assert (first.status_code, second.status_code) == (201, 200)
+
+    version_1 = client.get("/fhir/Binary/note-1/_history/1")
+
+    assert version_1.text == "Allergie à la pénicilline"
+    assert version_1.headers["content-type"] == "text/plain; charset=utf-8"
+    assert client.get("/fhir/Binary/note-1").text == "Aucune allergie connue"
+
+
+def test_a_binary_sent_as_fhir_json_is_read_back_as_its_bytes(client: TestClient) -> None:
+    resource = {"resourceType": "Binary", "contentType": "image/png", "data": "iVBORw0KGgo="}
+    created = client.post("/fhir/Binary", json=resource, headers=FHIR_JSON)
+    assert created.status_code == 201
+
+    read = client.get(f"/fhir/Binary/{created.json()['id']}")
+
+    assert read.content == base64.b64decode("iVBORw0KGgo=")
+    assert read.headers["content-type"] == "image/png"
+
+
+def test_an_html_document_is_served_where_it_cannot_run_script(client: TestClient) -> None:
+    page = b"<html><body><script>alert(document.cookie)</script></body></html>"
+    created = client.post("/fhir/Binary", content=page, headers={"Content-Type": "text/html"})
+
+    read = client.get(f"/fhir/Binary/{created.json()['id']}", headers={"Accept": "text/html"})
+
+    assert read.content == page
+    policy = read.headers["content-security-policy"]
+    assert "sandbox" in policy and "default-src 'none'" in policy
+
+
+@pytest.mark.parametrize(
+    ("content_type", "status"),
+    [("application/pdf; x", 415), ("not a type", 415)],
+)
+def test_a_malformed_content_type_is_refused(
+    client: TestClient, content_type: str, status: int
+) -> None:
+    answer = client.post("/fhir/Binary", content=PDF, headers={"Content-Type": content_type})
+    assert answer.status_code == status
+    assert "Content-Type" in answer.json()["issue"][0]["diagnostics"]
+
+
+def test_only_a_binary_is_taken_as_bytes(client: TestClient) -> None:
+    answer = client.post("/fhir/Patient", content=PDF, headers={"Content-Type": "application/pdf"})
+    assert answer.status_code == 415
+
+
+def test_an_empty_upload_is_a_binary_without_data(client: TestClient) -> None:
+    created = client.post("/fhir/Binary", content=b"", headers={"Content-Type": "text/plain"})
+    assert created.status_code == 201 and "data" not in created.json()
+    read = client.get(f"/fhir/Binary/{created.json()['id']}")
+    assert read.status_code == 200 and read.content == b""
