@@ -21,8 +21,8 @@ from coffre.exceptions import FhirError
 from coffre.fhir import json
 from coffre.search.criteria import NOT_UTF8
 from coffre.service import Stored
+from coffre.service.conditions import check_if_match, parse_if_match
 from coffre.service.conditions import not_modified as read_unchanged
-from coffre.service.conditions import parse_if_match
 
 JSON_TYPES = ("application/fhir+json", "application/json", "application/json+fhir")
 FORM = "application/x-www-form-urlencoded"
@@ -216,6 +216,12 @@ def preferences(request: Request) -> dict[str, str]:
 def prefer_return(request: Request) -> str | None:
     value = preferences(request).get("return")
     return value if value in ("minimal", "representation", "OperationOutcome") else None
+
+
+def check_read_match(request: Request, stored: Stored) -> None:
+    """A read's ``If-Match``: a 412, with nothing handed out, unless it names ``stored``'s
+    version (RFC 9110 §13.1.1 holds it for every method)."""
+    check_if_match(stored.reference, stored, parse_if_match(request.headers.get("if-match")))
 
 
 def not_modified(request: Request, stored: Stored) -> bool:

@@ -19,6 +19,7 @@ from coffre.api.ledger import map_proof_response
 from coffre.api.negotiation import (
     check_format,
     check_query_text,
+    check_read_match,
     not_modified,
     prefer_return,
     preferences,
@@ -169,6 +170,7 @@ async def read(request: Request) -> Response:
     native = _check_read_format(request, _type(request))
     shape = read_shape(request.query_params.multi_items())
     stored = _current(request, Interaction.READ, _type(request))
+    check_read_match(request, stored)
     answer = native_response(request, stored) if native else _shaped(stored, shape)
     # A 304 is logged as the read it is: it tells the client that what it holds is the
     # record as it stands now, which discloses the record as much as sending it would (a
@@ -214,6 +216,7 @@ async def vread(request: Request) -> Response:
         lambda: records.deletion(resource_type, resource_id, int(version)),
         no_version(resource_type, resource_id, version),
     )
+    check_read_match(request, stored)
     answer = native_response(request, stored) if native else _shaped(stored, shape)
     await _log_access(request, LeafKind.READ, [stored])
     # A version never changes: a client that holds it (its ETag) or got it before it

@@ -33,6 +33,21 @@ def parse_if_match(value: str | None) -> int | None:
     return number
 
 
+def check_if_match(reference: str, current: Stored | None, if_match: int | None) -> None:
+    """If-Match's precondition (RFC 9110 §13.1.1), for any method, reads too: a 412
+    unless ``current`` is at version ``if_match``."""
+    if if_match is None:
+        return
+    have = None if current is None else current.version
+    if have != if_match:
+        raise FhirError(
+            412,
+            "conflict",
+            f"{reference} is at version {have if have is not None else 'none'},"
+            f" not {if_match} as If-Match expects: read it again and retry",
+        )
+
+
 def _named(tags: str) -> set[str]:
     """The entity tags of an If-None-Match list, compared weakly (RFC 9110 §13.1.2):
     ``"3"`` and ``W/"3"`` both name version 3."""

@@ -18,6 +18,7 @@ from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind, index_digest
 from coffre.seal import random_key
 from coffre.search import Criterion
 from coffre.service.audit import Access, audit_event
+from coffre.service.conditions import check_if_match
 from coffre.service.indexing import OwnTokens, write_tokens
 from coffre.service.ledger import Appended
 from coffre.service.searching import Scope
@@ -305,16 +306,7 @@ class Writer:
         self, resource_type: str, resource_id: str, current: Stored | None, if_match: int | None
     ) -> None:
         """If-Match's precondition: 412 unless ``current`` is at version ``if_match``."""
-        if if_match is None:
-            return
-        have = None if current is None else current.version
-        if have != if_match:
-            raise FhirError(
-                412,
-                "conflict",
-                f"{resource_type}/{resource_id} is at version {have if have is not None else 'none'},"
-                f" not {if_match} as If-Match expects: read it again and retry",
-            )
+        check_if_match(f"{resource_type}/{resource_id}", current, if_match)
 
     def _put(
         self,

@@ -449,6 +449,26 @@ def test_delete_with_stale_if_match_is_412(client: TestClient) -> None:
     assert client.get(f"/fhir/Patient/{pid}").status_code == 200
 
 
+def test_a_read_whose_if_match_names_another_version_is_412_and_hands_nothing_out(
+    client: TestClient, records: RecordStore
+) -> None:
+    """RFC 9110 §13.1.1 holds If-Match for every method: a client that means to read
+    version 1 only is told the record moved on, rather than given version 2."""
+    pid = created_id(client, patient("r-if-1"))
+    put(client, f"/fhir/Patient/{pid}", patient("r-if-1", id=pid, gender="female"))
+    leaves = records.storage.leaf_count()
+
+    stale = client.get(f"/fhir/Patient/{pid}", headers={"If-Match": 'W/"1"'})
+    old_version = client.get(f"/fhir/Patient/{pid}/_history/1", headers={"If-Match": 'W/"2"'})
+
+    assert_outcome(stale, 412, "at version 2, not 1")
+    assert_outcome(old_version, 412, "at version 1, not 2")
+    assert records.storage.leaf_count() == leaves
+    current = client.get(f"/fhir/Patient/{pid}", headers={"If-Match": 'W/"2"'})
+    assert current.status_code == 200 and current.json()["gender"] == "female"
+    assert_outcome(client.get(f"/fhir/Patient/{pid}", headers={"If-Match": "bogus"}), 400)
+
+
 # -- Prefer ---------------------------------------------------------------------------------
 
 
