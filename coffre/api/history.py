@@ -13,6 +13,7 @@ from urllib.parse import urlencode
 
 from starlette.requests import Request
 
+from coffre.api.negotiation import preferences
 from coffre.exceptions import FhirError
 from coffre.fhir import json
 from coffre.fhir.bundles import fhir_bundle
@@ -44,6 +45,7 @@ def since(pairs: Pairs) -> int | None:
 
 UNSUPPORTED = ("_at", "_list", "_sort", "_summary", "_elements", "_include", "_revinclude")
 """What a search takes and a history does not (R4 gives it _count, _since, _at, _list)."""
+TAKEN = frozenset({"_count", "_since", "_format", *PAGING})
 
 
 def refuse_unsupported(pairs: Pairs, names: tuple[str, ...], what: str, takes: str) -> None:
@@ -99,8 +101,19 @@ def history_bundle(
     take a place in its pages."""
     pairs = list(request.query_params.multi_items())
     refuse_unsupported(pairs, UNSUPPORTED, "history", "_since and _count")
+    if preferences(request).get("handling") == "strict":
+        # Unknown ones are otherwise ignored, as a lenient search ignores them; a history
+        # Bundle has no place for the outcome that would say so (its entries are versions).
+        unknown = sorted({name for name, _ in pairs} - TAKEN)
+        if unknown:
+            raise FhirError(
+                400,
+                "not-supported",
+                f"a history takes _since and _count, not {', '.join(unknown)}"
+                " (Prefer: handling=strict)",
+            )
     count = page_count(pairs)
-    snapshot = number(pairs, "_snapshot") or records.storage.last_seq()
+    snapshot = pinned_snapshot(pairs, records.storage.last_seq())
     offset = number(pairs, "_offset") or 0
     query = HistoryQuery(
         loc=loc, kind=kind, since_ts=since(pairs), before_seq=snapshot, limit=count, offset=offset
@@ -116,6 +129,23 @@ def history_bundle(
     entries = [history_entry(base, stored) for stored in versions]
     link = links(page_url, pairs, snapshot, offset, count, total)
     return fhir_bundle("history", entries, total=total, link=link), versions
+
+
+def pinned_snapshot(pairs: Pairs, last: int) -> int:
+    """The newest write a page of history or search lists: the one its first page saw
+    (``_snapshot``), else ``last``, the newest there is. One past the end would let later
+    writes into later pages, shifting them."""
+    pinned = number(pairs, "_snapshot")
+    if pinned is None:
+        return last
+    if pinned > last:
+        raise FhirError(
+            400,
+            "invalid",
+            f"_snapshot={pinned} is past the newest write ({last}): follow the page"
+            " links as they were given, or start again without _snapshot",
+        )
+    return pinned
 
 
 def links(

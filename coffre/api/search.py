@@ -8,7 +8,14 @@ from collections.abc import Callable, Iterator
 from itertools import islice
 from typing import Any
 
-from coffre.api.history import AFTER, PAGING, links, refuse_unsupported, since
+from coffre.api.history import (
+    AFTER,
+    PAGING,
+    links,
+    pinned_snapshot,
+    refuse_unsupported,
+    since,
+)
 from coffre.api.negotiation import refuse_parameters
 from coffre.exceptions import FhirError, bounded, operation_outcome
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
@@ -142,7 +149,7 @@ def _scope(
     """Where a page searches: the committed records, or ``writer``'s transaction, as of the
     request's ``_snapshot`` or else the newest version, which its links then pin."""
     reader = records.storage if writer is None else writer.txn
-    snapshot = number(pairs, "_snapshot") or reader.last_seq()
+    snapshot = pinned_snapshot(pairs, reader.last_seq())
     if writer is None:
         return Scope(records.storage, base=base, as_of=snapshot, admit=admit, within=within)
     return writer.scope(base=base, as_of=snapshot, admit=admit, within=within)

@@ -974,6 +974,33 @@ def test_history_refuses_the_filters_it_cannot_apply(
     assert issue["code"] == "not-supported"
 
 
+def test_a_strict_history_refuses_what_it_does_not_know_and_a_lenient_one_ignores_it(
+    client: TestClient,
+) -> None:
+    """``since=`` for ``_since`` would list every version: under ``Prefer: handling=strict``
+    the client learns of its mistake, as a strict search's would."""
+    pid = created_id(client, patient("h-strict"))
+    url = f"/fhir/Patient/{pid}/_history?since=2026-01-01&_count=5&_format=json"
+
+    strict = client.get(url, headers={"Prefer": "handling=strict"})
+    lenient = client.get(url)
+
+    assert_outcome(strict, 400, "not since", "_since and _count")
+    assert lenient.status_code == 200 and lenient.json()["total"] == 1
+    first = client.get(f"/fhir/Patient/{pid}/_history?_count=1")
+    paging = next(ln["url"] for ln in first.json()["link"] if ln["relation"] == "self")
+    assert client.get(paging, headers={"Prefer": "handling=strict"}).status_code == 200
+
+
+@pytest.mark.parametrize("path", ["Patient/{pid}/_history", "_history", "Patient"])
+def test_a_snapshot_past_the_newest_write_is_refused(client: TestClient, path: str) -> None:
+    """Pinned past the end, a history's or a search's later pages would take in the
+    writes made meanwhile."""
+    pid = created_id(client, patient("h-snap"))
+    url = f"/fhir/{path.format(pid=pid)}?_count=1&_snapshot=999999999"
+    assert_outcome(client.get(url), 400, "_snapshot=999999999 is past the newest write")
+
+
 # -- search -------------------------------------------------------------------------------
 
 
