@@ -12,6 +12,7 @@ a refusal not listed fails, and so does a listed example that is accepted.
 
 from __future__ import annotations
 
+import base64
 import json
 from collections.abc import Iterator
 from typing import Any
@@ -155,9 +156,14 @@ def test_an_example_is_stored_as_it_is_or_refused_for_its_rule(
 
     assert response.status_code in (200, 201), f"{name} was refused: {answer}"
     resource_id = answer["id"]
-    read = examples_client.get(f"/fhir/{resource_type}/{resource_id}")
+    url = f"/fhir/{resource_type}/{resource_id}"
+    read = examples_client.get(url, headers={"Accept": "application/fhir+json"})
     assert read.status_code == 200, read.text
     stored = read.json()
     assert stored["meta"]["versionId"] == "1"
     assert _without_server_meta(stored) == _without_server_meta(example)
     assert _without_server_meta(answer) == _without_server_meta(example)
+    if resource_type == "Binary":  # read without a FHIR format: the bytes themselves
+        native = examples_client.get(url)
+        assert native.content == base64.b64decode(example.get("data", ""))
+        assert native.headers["content-type"].startswith(example["contentType"])
