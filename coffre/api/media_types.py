@@ -20,7 +20,9 @@ _QUOTED = r'"(?:[^"\\]|\\.)*+"'
 _PARAMETERS = re.compile(rf";\s*+(?:({_TOKEN})\s*+=\s*+({_TOKEN}|{_QUOTED})\s*+)?")
 _ANY_PARAMETERS = rf"(?:;\s*+(?:{_TOKEN}\s*+=\s*+(?:{_TOKEN}|{_QUOTED})\s*+)?)*+"
 _MEDIA_TYPE = re.compile(rf"\s*+({_TOKEN})/({_TOKEN})\s*+({_ANY_PARAMETERS})")
-_ELEMENTS = re.compile(rf'(?:[^,"]++|{_QUOTED})++')
+# An element of a header; or, where none starts, a quote left open and what it holds.
+_ELEMENT_OR_OPEN = re.compile(rf'((?:[^,"]++|{_QUOTED})++)|"(?:[^"\\]|\\.)*+')
+_RUN = re.compile(r'[^,"]++')
 _WEIGHT = re.compile(r"[01](?:\.[0-9]*)?|\.[0-9]+")
 
 
@@ -99,7 +101,7 @@ def parse_accept(header: str) -> list[MediaRange]:
 
 
 def _ranges(header: str) -> Iterator[MediaRange]:
-    for element in _ELEMENTS.findall(header):
+    for element in _elements(header):
         media = parse_media_type(element)
         if media is None:
             continue
@@ -108,6 +110,28 @@ def _ranges(header: str) -> Iterator[MediaRange]:
         if weight is not None:
             kept = tuple((n, v) for n, v in media.parameters if n != "q")
             yield MediaRange(MediaType(media.type, media.subtype, kept), weight)
+
+
+def _elements(header: str) -> Iterator[str]:
+    """The elements of a header (what lies between commas, quoted strings whole), in one
+    pass. A quote left open, never closed, is read once to where it stops: the quotes
+    it holds are escaped, so none of them opens a string either, and up to there an
+    element is a run between commas and quotes. Trying each of them in turn read on to
+    that point each time: ``"\\"`` repeated in 100 KB of ``Accept`` took a minute."""
+    position = 0
+    while position < len(header):
+        for found in _ELEMENT_OR_OPEN.finditer(header, position):
+            if found[1] is None:
+                break
+            yield found[1]
+        else:
+            return
+        position = found.end()
+        for run in _RUN.finditer(header, found.start() + 1, position):
+            if run.end() == position:  # it may go on past where the quote's reading stopped
+                position = run.start()
+                break
+            yield run[0]
 
 
 def _weight(text: str) -> float | None:

@@ -4,18 +4,20 @@ which serves and takes FHIR R4 JSON only (http.html#mime-type, #version-paramete
 
 from __future__ import annotations
 
+import re
 from random import Random
 
 import httpx
 import pytest
 import requests
+from deadline import within
 from fhirclient import server as fhirclient_server
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
 from test_api_errors import assert_outcome, create_patient
 
-from coffre.api.media_types import MediaRange, MediaType, parse_accept
+from coffre.api.media_types import MediaRange, MediaType, _elements, parse_accept
 from coffre.api.negotiation import accepts_json
 
 # -- Accept over HTTP -----------------------------------------------------------------------
@@ -232,6 +234,28 @@ def test_a_header_the_parser_fails_on_is_left_out_without_backtracking(header: s
     assert parse_accept(f"{header}, application/json") == [
         MediaRange(MediaType("application", "json"))
     ]
+
+
+_OLD_ELEMENTS = re.compile(r'(?:[^,"]++|"(?:[^"\\]|\\.)*+")++')
+"""The expression the elements of a header were once found with, by ``findall``."""
+
+
+@given(st.text(alphabet='"\\,; =a/\n', max_size=24) | st.text(max_size=24))
+@example('a"\\"b,c"d')
+@example('"\\\n"a"')
+@example('x"\\')
+def test_a_header_is_split_into_the_elements_findall_found(header: str) -> None:
+    """Read in one pass, any text gives the elements it gave before, in their order."""
+    assert list(_elements(header)) == _OLD_ELEMENTS.findall(header)
+
+
+def test_a_quote_left_open_is_read_once() -> None:
+    """Each of its escaped quotes was tried as the start of a string, and read on to the
+    end: this header took minutes (200 KB, under the 256 KB a request's head may hold)."""
+    header = '"' + '\\"' * 100_000 + ", application/json"
+    with within(10):
+        ranges = parse_accept(header)
+    assert ranges == [MediaRange(MediaType("application", "json"))]
 
 
 def _names_fhir_json(ranges: list[MediaRange]) -> bool:
