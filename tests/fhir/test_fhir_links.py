@@ -2,29 +2,53 @@
 
 from __future__ import annotations
 
-import re
-
 from deadline import within
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from coffre.fhir.links import _link_tags, narrative_urns, rewrite_urns
+from coffre.fhir.links import _LINK_TAG, narrative_urns, rewrite_urns
 from coffre.fhir.narrative import check_narrative
 from coffre.fhir.references import links_in
 
 URN = "urn:uuid:6a1e1b7e-0000-4000-8000-000000000001"
-_OLD_LINK_TAG = re.compile(r"""<(a|img)(\s(?:[^>"']|"[^"]*"|'[^']*')*)>""")
-"""The expression the tags were once found with, by ``finditer`` and ``sub``."""
-_PIECES = ["<a ", "<img ", "<a", '"', "'", ">", "x", "\t"]
+_COMMENTED = ["<a ", "<img ", '"', "'", "x", " "]
+"""What a comment may hold here: tag starts and quotes, no ">" that would end a tag."""
 
 
-@given(st.lists(st.sampled_from(_PIECES), max_size=20).map("".join))
-@example("<a x='<a b' '>")  # a tag start inside the quotes of one with no end has one
-@example("""<a '<a ' <a '<a ' "<img "'>""")
-def test_the_tags_are_those_finditer_found(div: str) -> None:
-    """Read in one pass, any text gives the tags it gave before, where it gave them."""
-    found = [(tag.span(), tag.groups()) for tag in _link_tags(div)]
-    assert found == [(tag.span(), tag.groups()) for tag in _OLD_LINK_TAG.finditer(div)]
+@st.composite
+def _narratives(draw: st.DrawFn) -> tuple[str, list[str]]:
+    """A valid div of links, images, comments and text, and the tags of its links."""
+    parts, tags = [], []
+    for kind in draw(st.lists(st.sampled_from(["a", "img", "comment", "text"]), max_size=8)):
+        quote = draw(st.sampled_from(['"', "'"]))
+        value = draw(st.sampled_from([URN, "https://x.example/?a=1&amp;b=2", "#top"]))
+        if kind == "a":
+            tags.append(f"<a href={quote}{value}{quote}>")
+            parts.append(f"{tags[-1]}lien</a>")
+        elif kind == "img":
+            tags.append(f"<img src={quote}{value}{quote} alt='x'/>")
+            parts.append(tags[-1])
+        elif kind == "comment":
+            # ended by a "<": the comment's own "-->" would end a tag its text starts
+            parts.append(f"<!--{''.join(draw(st.lists(st.sampled_from(_COMMENTED))))}<-->")
+        else:
+            parts.append("du texte &lt;a ")
+    return f'<div xmlns="http://www.w3.org/1999/xhtml">Note {"".join(parts)}</div>', tags
+
+
+@given(_narratives())
+@example(
+    (
+        "<div xmlns='http://www.w3.org/1999/xhtml'><!--<a '--><a href='#'>x</a></div>",
+        ["<a href='#'>"],
+    )
+)
+def test_the_tags_found_are_the_links_of_the_narrative(narrative: tuple[str, list[str]]) -> None:
+    """Read without crossing a "<", as no attribute value holds one, the tags are the
+    links and images, and what a comment holds is none."""
+    div, tags = narrative
+    check_narrative(div)
+    assert [tag.group(0) for tag in _LINK_TAG.finditer(div)] == tags
 
 
 def test_tag_starts_with_no_end_are_read_once() -> None:
