@@ -4,8 +4,9 @@ the PDF it is, for a viewer or an ``<img>``), and a create or update may send th
 as they are, with their own ``Content-Type``.
 
 The bytes come from the sealed record and are logged as any read. They are served so that
-a browser runs nothing in them: ``nosniff`` keeps the label the record gives, and a
-sandbox policy keeps an HTML or SVG document from running script with Coffre's origin.
+a browser runs nothing in them: a sandbox policy keeps an HTML or SVG document from
+running script with Coffre's origin, and ``nosniff``, which ``coffre serve`` puts on every
+answer, keeps the label the record gives.
 """
 
 from __future__ import annotations
@@ -24,10 +25,7 @@ from coffre.fhir import json
 from coffre.service import Stored
 
 BINARY = "Binary"
-SERVED_AS_IS = {
-    "X-Content-Type-Options": "nosniff",
-    "Content-Security-Policy": "sandbox; default-src 'none'",
-}
+SANDBOX = {"Content-Security-Policy": "sandbox; default-src 'none'"}
 _FHIR_PARAMETERS = ("_format", "_summary", "_elements")
 _UNLABELLED = "application/octet-stream"
 
@@ -60,7 +58,7 @@ def native_response(request: Request, stored: Stored) -> Response:
                 f"{stored.reference} is {label}; ask for it, or for {SERVED}",
             )
     data = base64.b64decode(resource.get("data", ""))
-    headers = {**NO_STORE, **version_headers(stored), **SERVED_AS_IS}
+    headers = {**NO_STORE, **version_headers(stored), **SANDBOX}
     return Response(data, 200, headers=headers, media_type=label)
 
 
