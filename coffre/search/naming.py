@@ -8,6 +8,10 @@ that patient's compartment, so that erasing them shreds it; one of several patie
 (a Task for one that focuses on another, a Group's members) is sealed under its type's
 shared key. A patient is named by a relative reference, ``Patient/<id>``, as the
 compartment and the search index count them.
+
+A Binary has no such parameter, but its ``securityContext`` is the resource whose access
+rules it takes (R4 binary.html): one that is a patient makes the Binary (a scanned
+letter, a photo) that patient's record, read as theirs and erased with them.
 """
 
 from __future__ import annotations
@@ -17,8 +21,17 @@ from typing import Any
 
 from coffre.fhir._definitions_r4 import PATIENT_COMPARTMENT_PATHS
 from coffre.fhir.compartment import compartment_patients
-from coffre.search.parameters import Extractor, parameters_for
+from coffre.search.parameters import Extracted, Extractor, parameters_for
 from coffre.search.values import Ref, reference_values
+
+
+def _security_context(r: Any, root: Any = None) -> Extracted:
+    context = r.get("securityContext")
+    return (("securityContext", [context]),) if context is not None else ()
+
+
+_PROXIES: dict[str, tuple[Extractor, ...]] = {"Binary": (_security_context,)}
+"""Elements that are no search parameter and name whose record a resource is."""
 
 
 @cache
@@ -30,7 +43,7 @@ def _naming(resource_type: str) -> tuple[Extractor, ...]:
         for param in parameters_for(resource_type).values()
         if param.type == "reference" and "Patient" in param.targets and param.extract is not None
     )
-    return tuple(dict.fromkeys(extractors))
+    return tuple(dict.fromkeys(extractors)) + _PROXIES.get(resource_type, ())
 
 
 def names_patients(resource_type: str) -> bool:

@@ -244,6 +244,30 @@ def test_records_outside_the_compartment_naming_only_the_patient_are_erased_with
     assert records.storage.latest(records.keys.location("Task", "both-task")).comp == shared
 
 
+def test_a_binary_whose_security_context_is_the_patient_is_erased_with_them(
+    written: TestClient, records: RecordStore
+) -> None:
+    """A scanned letter about Alice takes her access rules (binary.html): sealed in her
+    compartment, shredded with it; a Binary of nobody's stays."""
+    letter = {
+        "resourceType": "Binary",
+        "id": "alice-letter",
+        "contentType": "application/pdf",
+        "securityContext": {"reference": "Patient/alice"},
+        "data": "JVBERi0xLjQK",
+    }
+    leaflet = {"resourceType": "Binary", "id": "leaflet", "contentType": "text/plain"}
+    for resource in (letter, leaflet):
+        put_resource(written, resource)
+    alice = records.keys.patient_compartment("alice")
+    assert records.storage.latest(records.keys.location("Binary", "alice-letter")).comp == alice
+
+    erase_patient(records, "alice", DPO)
+
+    _gone(written.get("/fhir/Binary/alice-letter", headers={"Accept": "application/fhir+json"}))
+    assert written.get("/fhir/Binary/leaflet").status_code == 200
+
+
 def test_a_record_of_several_patients_outlives_the_erasure_of_one(
     written: TestClient, records: RecordStore
 ) -> None:

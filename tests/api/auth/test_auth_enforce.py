@@ -67,6 +67,9 @@ def test_a_resource_makes_the_target_of_its_compartment(
             ("alice", "bob"),
         ),
         ({"resourceType": "Device", "patient": {"reference": "Patient/carol"}}, ("carol",)),
+        # a Binary takes the access rules of its securityContext (binary.html)
+        ({"resourceType": "Binary", "securityContext": {"reference": "Patient/dan"}}, ("dan",)),
+        ({"resourceType": "Binary", "securityContext": {"reference": "DocumentReference/d"}}, ()),
         ({"resourceType": "Task", "owner": {"reference": "Practitioner/dr"}}, ()),
         ({"resourceType": "Task", "for": {"reference": "#contained"}}, ()),
         ({"resourceType": "Practitioner", "id": "dr"}, ()),
@@ -135,7 +138,7 @@ def test_without_a_token_nothing_is_worked_out_nor_refused(records: RecordStore)
 
 
 def test_only_types_outside_the_compartment_are_asked_whom_they_name() -> None:
-    assert names_patients("Task") and names_patients("Device")
+    assert names_patients("Task") and names_patients("Device") and names_patients("Binary")
     assert not names_patients("Observation") and not names_patients("Patient")
     assert not names_patients("Practitioner") and not names_patients("Organization")
     observation = {"resourceType": "Observation", "focus": [{"reference": "Patient/bob"}]}
