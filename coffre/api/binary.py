@@ -1,7 +1,9 @@
 """A Binary in its own content type (R4 binary.html): a read that names no FHIR format gets
 the bytes themselves, labelled with the record's ``contentType`` (a scanned referral as
 the PDF it is, for a viewer or an ``<img>``), and a create or update may send the bytes
-as they are, with their own ``Content-Type``.
+as they are, with their own ``Content-Type``. ``X-Security-Context`` carries the
+Binary's ``securityContext`` both ways (a reference: ``Patient/123`` makes the bytes that
+patient's record, ``coffre.search.naming``).
 
 The bytes come from the sealed record and are logged as any read. They are served so that
 a browser runs nothing in them: a sandbox policy keeps an HTML or SVG document from
@@ -25,6 +27,7 @@ from coffre.fhir import json
 from coffre.service import Stored
 
 BINARY = "Binary"
+SECURITY_CONTEXT = "X-Security-Context"
 SANDBOX = {"Content-Security-Policy": "sandbox; default-src 'none'"}
 _FHIR_PARAMETERS = ("_format", "_summary", "_elements")
 _UNLABELLED = "application/octet-stream"
@@ -59,6 +62,9 @@ def native_response(request: Request, stored: Stored) -> Response:
             )
     data = base64.b64decode(resource.get("data", ""))
     headers = {**NO_STORE, **version_headers(stored), **SANDBOX}
+    context = resource.get("securityContext", {}).get("reference")
+    if isinstance(context, str) and context.isascii() and context.isprintable():
+        headers[SECURITY_CONTEXT] = context  # a header holds no line break
     return Response(data, 200, headers=headers, media_type=label)
 
 
@@ -73,6 +79,9 @@ async def native_body(request: Request, resource_type: str) -> dict[str, Any] | 
     resource: dict[str, Any] = {"resourceType": BINARY, "contentType": label}
     if "id" in request.path_params:
         resource["id"] = request.path_params["id"]
+    context = request.headers.get(SECURITY_CONTEXT, "").strip()
+    if context:
+        resource["securityContext"] = {"reference": context}
     data = await read_body(request, request.app.state.max_body_bytes)
     if data:
         resource["data"] = base64.b64encode(data).decode("ascii")

@@ -147,3 +147,20 @@ def test_an_empty_upload_is_a_binary_without_data(client: TestClient) -> None:
     assert created.status_code == 201 and "data" not in created.json()
     read = client.get(f"/fhir/Binary/{created.json()['id']}")
     assert read.status_code == 200 and read.content == b""
+
+
+def test_the_security_context_travels_in_its_header_both_ways(
+    client: TestClient, records: RecordStore
+) -> None:
+    """A scanned letter sent for a patient is that patient's record (sealed in their
+    compartment), and says so when it is read back as its bytes."""
+    headers = {"Content-Type": "application/pdf", "X-Security-Context": "Patient/ana"}
+    created = client.put("/fhir/Binary/letter-ana", content=PDF, headers=headers)
+    assert created.status_code == 201
+    assert created.json()["securityContext"] == {"reference": "Patient/ana"}
+    stored = records.storage.latest(records.keys.location("Binary", "letter-ana"))
+    assert stored is not None and stored.comp == records.keys.patient_compartment("ana")
+
+    read = client.get("/fhir/Binary/letter-ana")
+
+    assert read.content == PDF and read.headers["x-security-context"] == "Patient/ana"

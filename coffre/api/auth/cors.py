@@ -28,6 +28,7 @@ _REQUEST_HEADERS = (
     "If-None-Exist",
     "If-None-Match",
     "Prefer",
+    "X-Security-Context",
 )
 _ANSWER_HEADERS = (
     "Content-Location",
@@ -37,6 +38,7 @@ _ANSWER_HEADERS = (
     "Retry-After",
     "WWW-Authenticate",
     "X-Progress",
+    "X-Security-Context",
 )
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 
