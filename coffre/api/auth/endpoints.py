@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import logging
 import re
 import secrets
 import time
@@ -42,6 +43,7 @@ from coffre.api.auth.tokens import (
     verify,
 )
 
+log = logging.getLogger("coffre.auth")
 JWT_BEARER = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
 ASSERTION_MAX_SECONDS = 300
 CODE_SECONDS = 60
@@ -268,6 +270,12 @@ def _authorization_code(request: Request, form: dict[str, str]) -> dict[str, Any
     grant = authority.onetime.take_code(code, token_id, token_expires)
     if grant is None:
         if authority.onetime.revoke_spent(code):
+            log.warning(
+                "an authorisation code was presented again (client_id %r, from %s):"
+                " the access token it gave is revoked",
+                form.get("client_id", "")[:128],
+                request.client.host if request.client else "an unknown address",
+            )
             raise OAuthError(
                 400,
                 "invalid_grant",

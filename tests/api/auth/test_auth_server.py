@@ -352,7 +352,7 @@ def test_a_code_is_redeemed_once(client: TestClient, portal: str) -> None:
 
 
 def test_a_code_presented_again_revokes_the_token_it_gave_in_every_process(
-    records: RecordStore, tmp_path: Path, portal: str
+    records: RecordStore, tmp_path: Path, portal: str, caplog: pytest.LogCaptureFixture
 ) -> None:
     """RFC 6749 §4.1.2: a code used twice was stolen or replayed, and the token it gave
     may be in the wrong hands. Another gateway process (a second authority over the same
@@ -372,6 +372,7 @@ def test_a_code_presented_again_revokes_the_token_it_gave_in_every_process(
 
         assert again.status_code == 400 and again.json()["error"] == "invalid_grant"
         assert "revoked" in again.json()["error_description"]
+        assert "code was presented again (client_id 'portal'" in caplog.text
         for gateway in (client, other):
             refused = gateway.get("/fhir/Patient/alice", headers=headers)
             assert refused.status_code == 401
