@@ -50,7 +50,9 @@ def native_response(request: Request, stored: Stored) -> Response:
     (made before the read is logged: a refusal hands nothing out)."""
     resource = json.loads(stored.body)
     label = resource.get("contentType", _UNLABELLED)
-    media = parse_media_type(label) or MediaType("application", "octet-stream")
+    media = parse_media_type(label)
+    if media is None:  # no media type a header can carry as it is
+        label, media = _UNLABELLED, MediaType("application", "octet-stream")
     accept = request.headers.get("accept", "")
     if accept.strip():
         said = preference(parse_accept(accept), media, lambda _: True)
@@ -61,11 +63,12 @@ def native_response(request: Request, stored: Stored) -> Response:
                 f"{stored.reference} is {label}; ask for it, or for {SERVED}",
             )
     data = base64.b64decode(resource.get("data", ""))
-    headers = {**NO_STORE, **version_headers(stored), **SANDBOX}
+    # The label as stored: Starlette's media_type would add a UTF-8 charset to any text.
+    headers = {**NO_STORE, **version_headers(stored), **SANDBOX, "Content-Type": label}
     context = resource.get("securityContext", {}).get("reference")
     if isinstance(context, str) and context.isascii() and context.isprintable():
         headers[SECURITY_CONTEXT] = context  # a header holds no line break
-    return Response(data, 200, headers=headers, media_type=label)
+    return Response(data, 200, headers=headers)
 
 
 async def native_body(request: Request, resource_type: str) -> dict[str, Any] | None:

@@ -164,3 +164,26 @@ def test_the_security_context_travels_in_its_header_both_ways(
     read = client.get("/fhir/Binary/letter-ana")
 
     assert read.content == PDF and read.headers["x-security-context"] == "Patient/ana"
+
+
+@pytest.mark.parametrize(
+    ("content_type", "served"),
+    [
+        ("text/plain; charset=iso-8859-1", "text/plain; charset=iso-8859-1"),
+        ("text/csv", "text/csv"),
+        ("текст/простой", "application/octet-stream"),
+    ],
+)
+def test_the_bytes_are_labelled_as_stored_or_as_bytes_when_no_header_can_carry_it(
+    client: TestClient, content_type: str, served: str
+) -> None:
+    """A charset is not made up for text, and a contentType that is no media type (the
+    schema takes any code) is no 500."""
+    resource = {"resourceType": "Binary", "contentType": content_type, "data": "QUJD"}
+    created = client.post("/fhir/Binary", json=resource, headers=FHIR_JSON)
+    assert created.status_code == 201
+
+    read = client.get(f"/fhir/Binary/{created.json()['id']}")
+
+    assert read.status_code == 200 and read.content == b"ABC"
+    assert read.headers["content-type"] == served
