@@ -53,9 +53,9 @@ def native_response(request: Request, stored: Stored) -> Response:
     media = parse_media_type(label)
     if media is None:  # no media type a header can carry as it is
         label, media = _UNLABELLED, MediaType("application", "octet-stream")
-    accept = request.headers.get("accept", "")
-    if accept.strip():
-        said = preference(parse_accept(accept), media, lambda _: True)
+    ranges = parse_accept(request.headers.get("accept", ""))
+    if ranges:  # none, or none that is a media range (``,,``): as if not sent
+        said = preference(ranges, media, lambda _: True)
         if said is None or said.quality == 0:
             raise FhirError(
                 406,

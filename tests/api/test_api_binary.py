@@ -78,6 +78,18 @@ def test_a_read_that_names_fhir_json_gets_the_resource(
     assert base64.b64decode(read.json()["data"]) == PDF
 
 
+@pytest.mark.parametrize("accept", ["", ",,", "text/*", "image/png, */*;q=0.1", "json"])
+def test_an_accept_that_takes_the_content_type_or_names_nothing_gets_the_bytes(
+    client: TestClient, accept: str
+) -> None:
+    """Elements that are no media range are left out, as if not sent (as for JSON)."""
+    created = client.post("/fhir/Binary", content=b"note", headers={"Content-Type": "text/plain"})
+
+    read = client.get(f"/fhir/Binary/{created.json()['id']}", headers={"Accept": accept})
+
+    assert read.status_code == 200 and read.content == b"note"
+
+
 def test_a_read_that_refuses_the_content_type_gets_a_406_that_names_it(
     client: TestClient,
 ) -> None:
