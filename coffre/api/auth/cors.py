@@ -48,6 +48,8 @@ def origin_of(uri: str) -> str:
     the port unless it is the scheme's own."""
     parts = urlsplit(uri)
     host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address, bracketed as in the URL
+        host = f"[{host}]"
     port = parts.port
     shown = "" if port is None or port == _DEFAULT_PORTS.get(parts.scheme) else f":{port}"
     return f"{parts.scheme}://{host}{shown}"

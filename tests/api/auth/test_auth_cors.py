@@ -141,6 +141,7 @@ def test_an_app_registered_while_serving_is_allowed_at_once(
         ("https://portal.example:8443/cb", "https://portal.example:8443"),
         ("http://127.0.0.1:5173/cb", "http://127.0.0.1:5173"),
         ("http://localhost/cb", "http://localhost"),
+        ("https://[2001:DB8::1]:8443/cb", "https://[2001:db8::1]:8443"),
     ],
 )
 def test_the_origin_of_a_redirect_uri_is_the_one_a_browser_sends(uri: str, origin: str) -> None:
