@@ -45,7 +45,8 @@ def since(pairs: Pairs) -> int | None:
 
 UNSUPPORTED = ("_at", "_list", "_sort", "_summary", "_elements", "_include", "_revinclude")
 """What a search takes and a history does not (R4 gives it _count, _since, _at, _list)."""
-TAKEN = frozenset({"_count", "_since", "_format", *PAGING})
+TAKEN = frozenset({"_count", "_since", "_format", "_pretty", *PAGING})
+"""What a history reads (``_pretty``, a general parameter, changes nothing here)."""
 
 
 def refuse_unsupported(pairs: Pairs, names: tuple[str, ...], what: str, takes: str) -> None:

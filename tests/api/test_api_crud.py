@@ -980,7 +980,7 @@ def test_a_strict_history_refuses_what_it_does_not_know_and_a_lenient_one_ignore
     """``since=`` for ``_since`` would list every version: under ``Prefer: handling=strict``
     the client learns of its mistake, as a strict search's would."""
     pid = created_id(client, patient("h-strict"))
-    url = f"/fhir/Patient/{pid}/_history?since=2026-01-01&_count=5&_format=json"
+    url = f"/fhir/Patient/{pid}/_history?since=2026-01-01&_count=5&_format=json&_pretty=true"
 
     strict = client.get(url, headers={"Prefer": "handling=strict"})
     lenient = client.get(url)
