@@ -138,7 +138,13 @@ def test_an_app_is_registered_with_its_redirect_uris(folder: Path) -> None:
 
 
 @pytest.mark.parametrize(
-    "uri", ["http://portal.example/cb", "https://portal.example/cb#x", "portal"]
+    "uri",
+    [
+        "http://portal.example/cb",
+        "https://portal.example/cb#x",
+        "portal",
+        "https://portal.example:99999/cb",
+    ],
 )
 def test_a_redirect_uri_that_could_leak_a_code_is_refused(folder: Path, uri: str) -> None:
     code, output = _run(folder, "clients", "add-app", "portal", "--redirect-uri", uri)

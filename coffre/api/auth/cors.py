@@ -11,13 +11,11 @@ sent or honoured cross-origin (a bearer token is the credential), and requests w
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from coffre.api.auth.authority import FHIR_BASE_PATH, Authority
-from coffre.api.auth.registry import APP
+from coffre.api.auth.registry import APP, origin_of
 
 CROSS_ORIGIN_PATHS = (FHIR_BASE_PATH + "/", "/auth/token", "/auth/jwks")
 _METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
@@ -40,19 +38,6 @@ _ANSWER_HEADERS = (
     "X-Progress",
     "X-Security-Context",
 )
-_DEFAULT_PORTS = {"https": 443, "http": 80}
-
-
-def origin_of(uri: str) -> str:
-    """The origin a browser sends for pages at ``uri``: scheme, host in lowercase, and
-    the port unless it is the scheme's own."""
-    parts = urlsplit(uri)
-    host = parts.hostname or ""
-    if ":" in host:  # an IPv6 address, bracketed as in the URL
-        host = f"[{host}]"
-    port = parts.port
-    shown = "" if port is None or port == _DEFAULT_PORTS.get(parts.scheme) else f":{port}"
-    return f"{parts.scheme}://{host}{shown}"
 
 
 class RegisteredAppOrigins(CORSMiddleware):

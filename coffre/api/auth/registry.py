@@ -18,6 +18,7 @@ import warnings
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from joserfc.errors import JoseError, SecurityWarning
 from joserfc.jwk import ECKey, KeySet, OKPKey, RSAKey
@@ -227,6 +228,25 @@ def backend_client(client_id: str, key_text: str, scopes: str, name: str = "") -
     )
 
 
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def origin_of(uri: str) -> str:
+    """The origin a browser sends for pages at ``uri``: scheme, host in lowercase, and
+    the port unless it is the scheme's own; "" for a URI no browser could be at (its
+    port no number from 0 to 65535)."""
+    parts = urlsplit(uri)
+    host = parts.hostname or ""
+    if ":" in host:  # an IPv6 address, bracketed as in the URL
+        host = f"[{host}]"
+    try:
+        port = parts.port
+    except ValueError:
+        return ""
+    shown = "" if port is None or port == _DEFAULT_PORTS.get(parts.scheme) else f":{port}"
+    return f"{parts.scheme}://{host}{shown}"
+
+
 def app_client(client_id: str, redirect_uris: list[str], scopes: str, name: str = "") -> Client:
     if not redirect_uris:
         raise RegistryError("an app needs at least one redirect URI")
@@ -235,6 +255,8 @@ def app_client(client_id: str, redirect_uris: list[str], scopes: str, name: str 
             raise RegistryError(f"{uri!r}: redirect URIs are https, or http on the loopback")
         if "#" in uri:
             raise RegistryError(f"{uri!r}: a redirect URI has no fragment")
+        if not origin_of(uri):
+            raise RegistryError(f"{uri!r}: its port is no number from 0 to 65535")
     return Client(
         _check_name("client id", client_id),
         APP,

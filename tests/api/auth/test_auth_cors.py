@@ -12,7 +12,7 @@ from smart import authority_at, client_for, register_app
 from starlette.testclient import TestClient
 
 from coffre.api.auth import Authority
-from coffre.api.auth.cors import origin_of
+from coffre.api.auth.registry import origin_of
 from coffre.service import RecordStore
 
 APP_ORIGIN = "https://portal.example"  # smart.REDIRECT's
@@ -142,6 +142,7 @@ def test_an_app_registered_while_serving_is_allowed_at_once(
         ("http://127.0.0.1:5173/cb", "http://127.0.0.1:5173"),
         ("http://localhost/cb", "http://localhost"),
         ("https://[2001:DB8::1]:8443/cb", "https://[2001:db8::1]:8443"),
+        ("https://portal.example:99999/cb", ""),
     ],
 )
 def test_the_origin_of_a_redirect_uri_is_the_one_a_browser_sends(uri: str, origin: str) -> None:
