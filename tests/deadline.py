@@ -4,24 +4,12 @@ tells the two apart on any machine without timing anything closely."""
 
 from __future__ import annotations
 
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
+from contextlib import AbstractContextManager
+
+from coffre.cli.audit import alarm
 
 
-@contextmanager
-def within(seconds: float) -> Iterator[None]:
+def within(seconds: float) -> AbstractContextManager[None]:
     """Raise TimeoutError in the block once it has run ``seconds`` (the regular expression
     engine checks for signals as it goes, so a long match is cut short too)."""
-
-    def interrupt(_signal: int, _frame: FrameType | None) -> None:
-        raise TimeoutError(f"still running after {seconds} seconds")
-
-    previous = signal.signal(signal.SIGALRM, interrupt)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    return alarm(seconds, TimeoutError(f"still running after {seconds} seconds"))

@@ -170,16 +170,24 @@ async def read(request: Request) -> Response:
     native = _check_read_format(request, _type(request))
     shape = read_shape(request.query_params.multi_items())
     stored = _current(request, Interaction.READ, _type(request))
+    return await _answer_read(request, stored, native, shape)
+
+
+async def _answer_read(request: Request, stored: Stored, native: bool, shape: Shape) -> Response:
+    """A read's or vread's answer, once its If-Match holds and ``stored`` is logged.
+
+    A 304 is logged as the read it is: it tells the client that what it holds is the
+    record as it stands now (for a vread, the version, which never changes), which
+    discloses the record as much as sending it would (a diagnosis still stands, a
+    prescription was not changed), and the patient's access history must show who
+    checked. A Binary's bytes are made first: an Accept that refuses them is a 406 that
+    hands nothing out."""
     check_read_match(request, stored)
-    answer = native_response(request, stored) if native else _shaped(stored, shape)
-    # A 304 is logged as the read it is: it tells the client that what it holds is the
-    # record as it stands now, which discloses the record as much as sending it would (a
-    # diagnosis still stands, a prescription was not changed), and the patient's access
-    # history must show who checked.
+    bytes_as_they_are = native_response(request, stored) if native else None
     await _log_access(request, LeafKind.READ, [stored])
     if not_modified(request, stored):
         return fhir_response(None, 304, version_headers(stored))
-    return answer
+    return _shaped(stored, shape) if bytes_as_they_are is None else bytes_as_they_are
 
 
 async def map_proof(request: Request) -> Response:
@@ -216,14 +224,7 @@ async def vread(request: Request) -> Response:
         lambda: records.deletion(resource_type, resource_id, int(version)),
         no_version(resource_type, resource_id, version),
     )
-    check_read_match(request, stored)
-    answer = native_response(request, stored) if native else _shaped(stored, shape)
-    await _log_access(request, LeafKind.READ, [stored])
-    # A version never changes: a client that holds it (its ETag) or got it before it
-    # was written over (If-Modified-Since) gets a 304, as a read's would be.
-    if not_modified(request, stored):
-        return fhir_response(None, 304, version_headers(stored))
-    return answer
+    return await _answer_read(request, stored, native, shape)
 
 
 def _may_see_access_history(request: Request) -> None:

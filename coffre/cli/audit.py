@@ -383,7 +383,7 @@ def _get(
     deadline = time.monotonic() + seconds
     late = NoVerdict(f"GET {path} took over {seconds:g} s to answer")
     body = bytearray()
-    with _alarm(seconds, late), client.stream("GET", path, params=params) as response:
+    with alarm(seconds, late), client.stream("GET", path, params=params) as response:
         for chunk in response.iter_bytes():
             body += chunk
             if len(body) > limit:
@@ -397,7 +397,7 @@ def _get(
 
 
 @contextmanager
-def _alarm(seconds: float, late: NoVerdict) -> Iterator[None]:
+def alarm(seconds: float, late: Exception) -> Iterator[None]:
     """Raise ``late`` after ``seconds`` in the block: the only bound on an answer's headers,
     which a host can send a byte at a time, each within the socket's timeout. A signal, so
     in the main thread only (the command's); elsewhere only the body is bounded."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from coffre.fhir.compartment import patient_of
-from coffre.service.conditions import check_none_match
+from coffre.service.conditions import check_if_match, check_none_match
 from coffre.service.records import RecordStore
 from coffre.service.stored import Outcome, Stored, gone, instant, not_found, now_us
 from coffre.service.writer import Writer
@@ -112,7 +112,7 @@ def record_research_consent(
         raise gone("Patient", patient_id)
     consent_id = research_consent_id(writer.records, patient_id)
     current = writer.latest("Consent", consent_id)
-    writer.check_version("Consent", consent_id, current, if_match)
+    check_if_match(f"Consent/{consent_id}", current, if_match)
     check_none_match(current, if_none_match)
     if current is not None and not current.deleted:
         was = refuses_research(current.resource(), patient_id)

@@ -296,17 +296,11 @@ class Writer:
         """Delete (history kept); None when there was nothing to delete."""
         check_id(resource_type, resource_id)
         current = self.latest(resource_type, resource_id)
-        self.check_version(resource_type, resource_id, current, if_match)
+        check_if_match(f"{resource_type}/{resource_id}", current, if_match)
         if current is None or current.deleted:
             return None
         tombstone = {"resourceType": resource_type, "id": resource_id}
         return self._write(resource_type, resource_id, tombstone, current, deleted=True)
-
-    def check_version(
-        self, resource_type: str, resource_id: str, current: Stored | None, if_match: int | None
-    ) -> None:
-        """If-Match's precondition: 412 unless ``current`` is at version ``if_match``."""
-        check_if_match(f"{resource_type}/{resource_id}", current, if_match)
 
     def _put(
         self,
@@ -317,7 +311,7 @@ class Writer:
         own_tokens: OwnTokens | None,
     ) -> Outcome:
         current = self.latest(resource_type, resource_id)
-        self.check_version(resource_type, resource_id, current, if_match)
+        check_if_match(f"{resource_type}/{resource_id}", current, if_match)
         unchanged = current is not None and not current.deleted and _same_content(current, resource)
         if unchanged:
             assert current is not None

@@ -17,7 +17,7 @@ from coffre import config
 from coffre.api.auth.external import ExternalIssuer, IssuerUnavailable, JwksCache
 from coffre.api.auth.onetime import OneTime, sessions_file
 from coffre.api.auth.registry import RegistryFile, User, access_file
-from coffre.api.auth.scopes import Principal
+from coffre.api.auth.scopes import Principal, Role
 from coffre.api.auth.throttle import Attempt, SignInThrottle
 from coffre.api.auth.tokens import (
     ACCESS_TOKEN_ALGORITHM,
@@ -182,8 +182,8 @@ class Authority:
 
         A token verified once is remembered until it expires: a client sends the same
         token with every request, and checking its signature again would cost more than
-        serving a read. Whether one of Coffre's own was revoked since is asked each time
-        (any gateway process may have revoked it)."""
+        serving a read. Whether one of Coffre's own that came from an authorisation code
+        was revoked since is asked each time (any gateway process may have revoked it)."""
         key = (token, *_origin_parts(request))
         remembered = self._verified.get(key)
         if remembered is None or time.time() >= remembered[1]:
@@ -204,7 +204,9 @@ class Authority:
             del self._verified[next(iter(self._verified))]  # the oldest
 
     async def _verify(self, token: str, request: Request) -> _Verified:
-        """The token's principal, until when it holds, and its id if Coffre issued it."""
+        """The token's principal, until when it holds, and its id if it is one Coffre
+        issued for an authorisation code, the only kind a replay revokes (a backend
+        service's, the only one with the system role, is never asked about)."""
         unverified = peek(token)
         issuer = unverified.claims.get("iss")
         own = self.issuer(request)
@@ -219,9 +221,11 @@ class Authority:
         else:
             raise InvalidToken("the token's issuer is not one Coffre trusts")
         claims = verify(unverified, keys, algorithms, {"iss": issuer, "aud": audience, "sub": None})
-        token_id = claims.get("jti") if issuer == own else None
+        principal = principal_of(claims, issuer)
+        revocable = issuer == own and principal.role is not Role.SYSTEM
+        token_id = claims.get("jti") if revocable else None
         return (
-            principal_of(claims, issuer),
+            principal,
             float(claims["exp"]) + LEEWAY_SECONDS,
             token_id if isinstance(token_id, str) else None,
         )
