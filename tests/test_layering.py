@@ -17,8 +17,9 @@ ALLOWED = {
     "storage": set(),
     "search": {"fhir"},
     "synth": {"fhir"},
-    "service": {"fhir", "seal", "custody", "storage", "search", "ledger"},
-    "api": {"fhir", "service", "search", "storage", "ledger"},
+    "booking": {"fhir", "search"},
+    "service": {"fhir", "seal", "custody", "storage", "search", "ledger", "booking"},
+    "api": {"fhir", "service", "search", "storage", "ledger", "booking"},
     "cli": {"fhir", "service", "api", "synth", "storage", "ledger"},
 }
 BASE = {"exceptions", "config", "files", ""}

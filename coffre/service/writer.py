@@ -22,6 +22,7 @@ from coffre.service.conditions import check_if_match
 from coffre.service.indexing import OwnTokens, write_tokens
 from coffre.service.ledger import Appended
 from coffre.service.searching import Scope
+from coffre.service.slots import KEPT_TYPES, keep_slots
 from coffre.service.stored import (
     Outcome,
     Stored,
@@ -299,6 +300,8 @@ class Writer:
         check_if_match(f"{resource_type}/{resource_id}", current, if_match)
         if current is None or current.deleted:
             return None
+        if resource_type in KEPT_TYPES:
+            keep_slots(self, resource_type, resource_id, current, None)
         tombstone = {"resourceType": resource_type, "id": resource_id}
         return self._write(resource_type, resource_id, tombstone, current, deleted=True)
 
@@ -316,9 +319,19 @@ class Writer:
         if unchanged:
             assert current is not None
             return Outcome(current, created=False, changed=False)
+        if resource_type in KEPT_TYPES:
+            keep_slots(self, resource_type, resource_id, current, resource)
         return self._write(
             resource_type, resource_id, resource, current, deleted=False, own_tokens=own_tokens
         )
+
+    def write_consequence(
+        self, resource_type: str, resource_id: str, resource: dict[str, Any]
+    ) -> Outcome:
+        """A write Coffre makes as the consequence of a client's (a Slot an appointment
+        takes or releases): the rules on clients' writes do not run on it again."""
+        current = self.latest(resource_type, resource_id)
+        return self._write(resource_type, resource_id, resource, current, deleted=False)
 
     def _write(
         self,

@@ -1,0 +1,107 @@
+"""What holds a slot, and when a slot may be held: no slot is ever booked twice.
+
+A Slot is one place at one time (one vaccinator's five minutes). An Appointment holds the
+Slots it names while its status is a holding one; at most one Appointment holds a Slot.
+Coffre keeps each Slot's status in step with its holder: ``busy`` while held, ``free``
+again once released (cancelled, deleted, moved to another slot). A Slot that is
+``busy-unavailable``, ``busy-tentative`` or ``entered-in-error`` is not for booking.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from coffre.exceptions import FhirError
+from coffre.fhir.references import parse_reference
+from coffre.search import Criterion, parse_criteria
+
+HOLDING = ("pending", "booked", "arrived", "checked-in", "fulfilled")
+"""The Appointment statuses that hold their slots; ``proposed`` and ``waitlist`` do not
+yet, ``cancelled``, ``noshow`` and ``entered-in-error`` no longer do."""
+
+FREE, BUSY = "free", "busy"
+
+
+def slot_id(slot: dict[str, Any]) -> str | None:
+    """The id of the Slot of this server an Appointment's ``slot`` element names; None for
+    another server's (an absolute reference: the API makes those to its own base
+    relative) or for no Slot."""
+    reference = slot.get("reference", "")
+    parsed = None if "://" in reference else parse_reference(reference)
+    return parsed[1] if parsed is not None and parsed[0] == "Slot" else None
+
+
+def held_slots(appointment: dict[str, Any]) -> tuple[str, ...]:
+    """The ids of this server's Slots an Appointment holds, in its order: those it names
+    while its status is a holding one."""
+    if appointment.get("status") not in HOLDING:
+        return ()
+    ids = (slot_id(slot) for slot in appointment.get("slot", ()))
+    return tuple(dict.fromkeys(found for found in ids if found is not None))
+
+
+def check_holdable(slot_id: str, slot: dict[str, Any] | None) -> None:
+    """Refuse to hold a Slot that does not exist here (422) or is not free (409)."""
+    if slot is None:
+        raise missing_slot(slot_id)
+    status = slot.get("status")
+    if status == BUSY:
+        raise FhirError(
+            409,
+            "conflict",
+            f"Slot/{slot_id} is already booked: choose another one (Appointment/$find lists"
+            " the free slots)",
+            "Appointment.slot",
+        )
+    if status != FREE:
+        raise FhirError(
+            409,
+            "conflict",
+            f"Slot/{slot_id} is {status}, not open for booking: choose a free slot"
+            " (Appointment/$find lists them)",
+            "Appointment.slot",
+        )
+
+
+def missing_slot(slot_id: str) -> FhirError:
+    return FhirError(
+        422,
+        "not-found",
+        f"Slot/{slot_id} does not exist on this server: an appointment that is"
+        f" {'/'.join(HOLDING)} holds only slots of this server",
+        "Appointment.slot",
+    )
+
+
+def taken(slot: dict[str, Any]) -> dict[str, Any]:
+    """A free Slot as its holder makes it."""
+    return {**slot, "status": BUSY}
+
+
+def released(slot: dict[str, Any]) -> dict[str, Any] | None:
+    """A Slot its holder let go, free again; None when it is not ``busy`` (someone has
+    since closed it: it stays as they left it)."""
+    return {**slot, "status": FREE} if slot.get("status") == BUSY else None
+
+
+def frees(before: dict[str, Any], after: dict[str, Any] | None) -> bool:
+    """Whether a client's write (``after``; None: a deletion) opens a Slot that was not
+    free, or deletes it: only then may it take a slot from under its holder."""
+    return before.get("status") != FREE and (after is None or after.get("status") == FREE)
+
+
+def holders(slot_id: str) -> tuple[Criterion, ...]:
+    """The criteria of the Appointments that hold a Slot."""
+    return parse_criteria([("slot", f"Slot/{slot_id}"), ("status", ",".join(HOLDING))])
+
+
+def still_held(slot_id: str, deleted: bool) -> FhirError:
+    """The refusal of a client's write that would free a Slot an Appointment holds."""
+    what = "deleted" if deleted else "freed"
+    return FhirError(
+        409,
+        "conflict",
+        f"Slot/{slot_id} is held by an appointment: it is {what} only once that appointment"
+        " is cancelled",
+        "Slot.status",
+    )

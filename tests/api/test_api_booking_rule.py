@@ -1,0 +1,158 @@
+"""No slot is booked twice, whatever a client writes: the rule the write path keeps for
+every Appointment and Slot (coffre.booking.slots), over REST and in Bundles."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conftest import FHIR_JSON, put_resource
+from starlette.testclient import TestClient
+
+
+def _slot(slot_id: str, status: str = "free") -> dict[str, Any]:
+    return {
+        "resourceType": "Slot",
+        "id": slot_id,
+        "schedule": {"reference": "Schedule/centre-laval"},
+        "status": status,
+        "start": "2031-03-01T09:00:00Z",
+        "end": "2031-03-01T09:05:00Z",
+    }
+
+
+def _appointment(*slots: str, status: str = "booked", patient: str = "anne") -> dict[str, Any]:
+    return {
+        "resourceType": "Appointment",
+        "status": status,
+        "slot": [{"reference": f"Slot/{s}"} for s in slots],
+        "participant": [{"actor": {"reference": f"Patient/{patient}"}, "status": "accepted"}],
+    }
+
+
+def _status(client: TestClient, slot_id: str) -> str:
+    status: str = client.get(f"/fhir/Slot/{slot_id}").json()["status"]
+    return status
+
+
+def _book(client: TestClient, *slots: str, **options: Any) -> Any:
+    return client.post("/fhir/Appointment", json=_appointment(*slots, **options), headers=FHIR_JSON)
+
+
+def _count(client: TestClient, query: str) -> int:
+    total: int = client.get(f"/fhir/{query}&_total=accurate").json()["total"]
+    return total
+
+
+def test_an_appointment_takes_its_slot_and_a_second_one_is_a_409(client: TestClient) -> None:
+    put_resource(client, _slot("s1"))
+    assert _book(client, "s1").status_code == 201
+    assert _status(client, "s1") == "busy"
+    second = _book(client, "s1", patient="bruno")
+    assert second.status_code == 409, second.text
+    issue = second.json()["issue"][0]
+    assert "Slot/s1 is already booked" in issue["diagnostics"]
+    assert issue["expression"] == ["Appointment.slot"]
+    assert _count(client, "Appointment?slot=Slot/s1") == 1  # nothing of the second written
+
+
+def test_a_cancelled_or_deleted_appointment_frees_its_slot(client: TestClient) -> None:
+    put_resource(client, _slot("s1"))
+    put_resource(client, _slot("s2"))
+    first = _book(client, "s1").json()
+    client.put(
+        f"/fhir/Appointment/{first['id']}",
+        json={**first, "status": "cancelled"},
+        headers=FHIR_JSON,
+    ).raise_for_status()
+    assert _status(client, "s1") == "free"
+    assert _book(client, "s1", patient="bruno").status_code == 201
+
+    second = _book(client, "s2").json()
+    assert client.delete(f"/fhir/Appointment/{second['id']}").status_code in (200, 204)
+    assert _status(client, "s2") == "free"
+
+
+def test_an_appointment_moved_to_another_slot_lets_the_first_go(client: TestClient) -> None:
+    put_resource(client, _slot("s1"))
+    put_resource(client, _slot("s2"))
+    booked = _book(client, "s1").json()
+    moved = {**booked, "slot": [{"reference": "Slot/s2"}]}
+    response = client.put(f"/fhir/Appointment/{booked['id']}", json=moved, headers=FHIR_JSON)
+    assert response.status_code == 200, response.text
+    assert (_status(client, "s1"), _status(client, "s2")) == ("free", "busy")
+
+
+def test_a_proposed_appointment_holds_nothing_until_booked(client: TestClient) -> None:
+    put_resource(client, _slot("s1"))
+    proposed = _book(client, "s1", status="proposed").json()
+    assert _status(client, "s1") == "free"
+    assert _book(client, "s1", patient="bruno").status_code == 201
+    booked = {**proposed, "status": "booked"}
+    response = client.put(f"/fhir/Appointment/{proposed['id']}", json=booked, headers=FHIR_JSON)
+    assert response.status_code == 409, response.text
+
+
+def test_a_slot_that_is_missing_or_closed_is_not_booked(client: TestClient) -> None:
+    missing = _book(client, "nowhere")
+    assert missing.status_code == 422, missing.text
+    assert "Slot/nowhere does not exist" in missing.json()["issue"][0]["diagnostics"]
+    put_resource(client, _slot("closed", "busy-unavailable"))
+    closed = _book(client, "closed")
+    assert closed.status_code == 409, closed.text
+    assert "busy-unavailable, not open for booking" in closed.json()["issue"][0]["diagnostics"]
+
+
+def test_an_appointment_of_two_slots_takes_both_or_neither(client: TestClient) -> None:
+    put_resource(client, _slot("s1"))
+    put_resource(client, _slot("s2", "busy"))
+    assert _book(client, "s1", "s2").status_code == 409
+    assert _status(client, "s1") == "free"
+
+
+def test_a_held_slot_is_neither_freed_nor_deleted_by_hand(client: TestClient) -> None:
+    put_resource(client, _slot("s1"))
+    _book(client, "s1").raise_for_status()
+    freed = client.put("/fhir/Slot/s1", json=_slot("s1"), headers=FHIR_JSON)
+    assert freed.status_code == 409, freed.text
+    assert "held by an appointment" in freed.json()["issue"][0]["diagnostics"]
+    closed = client.put("/fhir/Slot/s1", json=_slot("s1", "busy-unavailable"), headers=FHIR_JSON)
+    assert closed.status_code == 200, closed.text  # closing it keeps the appointment
+    assert client.put("/fhir/Slot/s1", json=_slot("s1"), headers=FHIR_JSON).status_code == 409
+    assert client.delete("/fhir/Slot/s1").status_code == 409
+    assert _status(client, "s1") == "busy-unavailable"
+
+
+def test_a_slot_closed_by_hand_opens_again_when_nobody_holds_it(client: TestClient) -> None:
+    put_resource(client, _slot("s1", "busy"))
+    assert client.put("/fhir/Slot/s1", json=_slot("s1"), headers=FHIR_JSON).status_code in (
+        200,
+        204,
+    )
+    assert client.delete("/fhir/Slot/s1").status_code in (200, 204)
+
+
+def _two_bookings(kind: str) -> dict[str, Any]:
+    """A Bundle of two patients' appointments on Slot/s1."""
+    entries = [
+        {
+            "resource": _appointment("s1", patient=p),
+            "request": {"method": "POST", "url": "Appointment"},
+        }
+        for p in ("anne", "bruno")
+    ]
+    return {"resourceType": "Bundle", "type": kind, "entry": entries}
+
+
+def test_a_transaction_booking_one_slot_twice_changes_nothing(client: TestClient) -> None:
+    put_resource(client, _slot("s1"))
+    response = client.post("/fhir", json=_two_bookings("transaction"), headers=FHIR_JSON)
+    assert response.status_code == 409, response.text
+    assert _status(client, "s1") == "free"
+    assert _count(client, "Appointment?slot=Slot/s1") == 0
+
+
+def test_a_batch_books_the_slot_once(client: TestClient) -> None:
+    put_resource(client, _slot("s1"))
+    answered = client.post("/fhir", json=_two_bookings("batch"), headers=FHIR_JSON).json()
+    statuses = [entry["response"]["status"] for entry in answered["entry"]]
+    assert statuses[0].startswith("201") and statuses[1].startswith("409"), statuses
