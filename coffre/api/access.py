@@ -4,15 +4,21 @@ where a clinician's access to a patient's record is announced."""
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from starlette.applications import Starlette
 from starlette.requests import Request
 
 from coffre.api.auth.enforce import Reached, guard_of, principal_of
 from coffre.api.auth.scopes import Principal
+from coffre.api.state import committer_of
+from coffre.ledger.leaf import LeafKind
 from coffre.service.audit import BREAK_GLASS, Access
+from coffre.service.stored import Stored
+from coffre.service.writer import Writer
 
 UNAUTHENTICATED = "unauthenticated client"
+T = TypeVar("T")
 AccessHook = Callable[[Request, list[Reached]], Awaitable[None]]
 
 
@@ -76,3 +82,17 @@ async def announce(request: Request) -> None:
     if reached:
         for hook in hooks:
             await hook(request, reached)
+
+
+async def commit(request: Request, job: Callable[[Writer], T]) -> T:
+    """Run a write in the next group commit; it is durable when this returns."""
+    committer = committer_of(request)
+    return await committer.run(job, access_of(request))
+
+
+async def log_access(request: Request, kind: LeafKind, handed_out: list[Stored]) -> None:
+    """Record what is about to leave; the caller answers only once this is durable."""
+    if handed_out:
+        await commit(request, lambda writer: writer.log_access(kind, handed_out))
+        guard_of(request).note(handed_out)
+        await announce(request)

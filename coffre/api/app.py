@@ -17,7 +17,7 @@ from starlette.routing import BaseRoute, Mount, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from coffre import config
-from coffre.api import consent, routes
+from coffre.api import booking, consent, routes
 from coffre.api.access import access_of, acting_for, add_access_hook
 from coffre.api.auth import Authenticate, Authority, auth_routes, smart_routes
 from coffre.api.auth.cors import RegisteredAppOrigins
@@ -326,6 +326,8 @@ def _fhir_routes() -> list[Route]:
         Route("/_history", routes.history_system, methods=["GET"]),
         Route("/Patient/{id}/$access-history", routes.access_history, methods=["GET"]),
         Route("/Patient/{id}/$everything", routes.everything, methods=["GET"]),
+        Route("/Appointment/$find", booking.find, methods=["GET"]),
+        Route("/Appointment/$book", booking.book, methods=["POST"]),
         Route(
             "/Patient/{id}/$research-consent",
             consent.research_consent,

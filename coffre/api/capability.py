@@ -65,6 +65,21 @@ _EXPORTS = {
     "Patient": [{"name": "export", "definition": f"{_BULK}/OperationDefinition/patient-export"}],
     "Group": [{"name": "export", "definition": f"{_BULK}/OperationDefinition/group-export"}],
 }
+_BOOKING = [
+    {
+        "name": "find",
+        "definition": "urn:coffre:OperationDefinition:Appointment-find",
+        "documentation": "GET: the next free times (start, end, location, practitioner,"
+        " schedule, service-type, patient, _count), each once, as proposed Appointments",
+    },
+    {
+        "name": "book",
+        "definition": "urn:coffre:OperationDefinition:Appointment-book",
+        "documentation": "POST Parameters with appointment-resource (or the Appointment): booked"
+        " on its slot, or on another free seat of the same place and time; 409 when none is"
+        " left. No slot is ever held by two appointments, whatever writes them",
+    },
+]
 _SYSTEM_EXPORT = {
     "name": "export",
     "definition": f"{_BULK}/OperationDefinition/export",
@@ -78,6 +93,8 @@ def _resource(resource_type: str) -> dict[str, Any]:
         p for code in parameters_for(resource_type) if (p := parameter_of(resource_type, code))
     ]
     operations = _PATIENT_OPERATIONS if resource_type == "Patient" else []
+    if resource_type == "Appointment":
+        operations = _BOOKING
     operations = [*operations, *_EXPORTS.get(resource_type, []), _MAP_PROOF]
     return {
         "type": resource_type,

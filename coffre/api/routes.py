@@ -5,12 +5,12 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from coffre.api.access import access_of, announce
+from coffre.api.access import announce, commit, log_access
 from coffre.api.auth.enforce import GuardGate, guard_of, refusal, target_for
 from coffre.api.auth.scopes import Decision, Interaction, Outcome, Role, Target
 from coffre.api.binary import asks_native, native_body, native_response
@@ -36,7 +36,7 @@ from coffre.api.responses import (
     written_response,
 )
 from coffre.api.search import everything_page, search_page
-from coffre.api.state import committer_of, records_of
+from coffre.api.state import records_of
 from coffre.exceptions import FhirError, information
 from coffre.fhir.bundles import fhir_bundle
 from coffre.fhir.references import localise_references
@@ -59,8 +59,6 @@ from coffre.service.interactions import (
 )
 from coffre.service.stored import check_id, no_version, not_found, nothing_deleted
 from coffre.service.writer import Writer
-
-T = TypeVar("T")
 
 
 def base_url(request: Request) -> str:
@@ -104,14 +102,6 @@ async def _validated_body(request: Request, resource_type: str) -> dict[str, Any
     localise_references(resource, base_url(request))
     valid: dict[str, Any] = resource
     return valid
-
-
-async def _log_access(request: Request, kind: LeafKind, handed_out: list[Stored]) -> None:
-    """Record what is about to leave; the caller answers only once this is durable."""
-    if handed_out:
-        await _commit(request, lambda writer: writer.log_access(kind, handed_out))
-        guard_of(request).note(handed_out)
-        await announce(request)
 
 
 def _opened(
@@ -184,7 +174,7 @@ async def _answer_read(request: Request, stored: Stored, native: bool, shape: Sh
     hands nothing out."""
     check_read_match(request, stored)
     bytes_as_they_are = native_response(request, stored) if native else None
-    await _log_access(request, LeafKind.READ, [stored])
+    await log_access(request, LeafKind.READ, [stored])
     if not_modified(request, stored):
         return fhir_response(None, 304, version_headers(stored))
     return _shaped(stored, shape) if bytes_as_they_are is None else bytes_as_they_are
@@ -199,7 +189,7 @@ async def map_proof(request: Request) -> Response:
     )
     records = records_of(request)
     stored = _current(request, Interaction.READ, _type(request))
-    await _log_access(request, LeafKind.READ, [stored])
+    await log_access(request, LeafKind.READ, [stored])
     loc = records.keys.location(stored.resource_type, stored.id)
     return map_proof_response(records, loc, record=stored.reference)
 
@@ -263,18 +253,12 @@ async def access_history(request: Request) -> Response:
     snapshot = number(pairs, "_snapshot") or records.log_followed()
     events = records.access_history(patient.id, snapshot)
     events.sort(key=lambda event: not is_break_glass(event))  # stable: newest first within
-    await _log_access(request, LeafKind.READ, [patient])
+    await log_access(request, LeafKind.READ, [patient])
     page_url = str(request.url).split("?")[0]
     page = events[offset : offset + count]
     entries = [{"resource": event, "search": {"mode": "match"}} for event in page]
     link = links(page_url, pairs, snapshot, offset, count, len(events))
     return fhir_response(fhir_bundle("searchset", entries, total=len(events), link=link))
-
-
-async def _commit(request: Request, job: Callable[[Writer], T]) -> T:
-    """Run a write in the next group commit; it is durable when this returns."""
-    committer = committer_of(request)
-    return await committer.run(job, access_of(request))
 
 
 def _create_condition(request: Request, resource_type: str) -> tuple[Criterion, ...]:
@@ -317,7 +301,7 @@ async def create(request: Request) -> Response:
             return Written(existing, created=False, changed=False)
         return writer.create(resource, validated=True, own_tokens=tokens)
 
-    return _written(request, await _commit(request, job))
+    return _written(request, await commit(request, job))
 
 
 async def _updatable(
@@ -338,7 +322,7 @@ async def update(request: Request) -> Response:
     check_id(resource_type, resource_id)
     resource, own_tokens, gate = await _updatable(request, resource_type)
     expected, none_match = write_conditions(request)
-    outcome = await _commit(
+    outcome = await commit(
         request,
         lambda writer: update_visible(
             writer, gate, resource_type, resource_id, resource, expected, none_match, own_tokens
@@ -364,7 +348,7 @@ async def conditional_update(request: Request) -> Response:
             writer, gate, resource_type, resource_id, resource, expected, none_match, own_tokens
         )
 
-    return _written(request, await _commit(request, job))
+    return _written(request, await commit(request, job))
 
 
 async def delete(request: Request) -> Response:
@@ -375,7 +359,7 @@ async def delete(request: Request) -> Response:
     guard.check_type(Interaction.DELETE, resource_type)
     gate = GuardGate(guard)
 
-    outcome = await _commit(
+    outcome = await commit(
         request,
         lambda writer: delete_visible(
             writer, gate, resource_type, resource_id, expected, none_match
@@ -403,7 +387,7 @@ async def conditional_delete(request: Request) -> Response:
         ]
         return sum(outcome is not None for outcome in deleted)
 
-    deleted = await _commit(request, job)
+    deleted = await commit(request, job)
     return fhir_response(information(f"{deleted} {resource_type} deleted"), 200)
 
 
@@ -415,7 +399,7 @@ async def search(request: Request) -> Response:
     if request.method == "POST":
         pairs += await read_form(request, request.app.state.max_body_bytes)
     bundle, handed_out = _search_page(request, resource_type, pairs)
-    await _log_access(request, LeafKind.SEARCH, handed_out)
+    await log_access(request, LeafKind.SEARCH, handed_out)
     return fhir_response(bundle)
 
 
@@ -466,7 +450,7 @@ async def everything(request: Request) -> Response:
         admit,
         preferences(request).get("handling") == "strict",
     )
-    await _log_access(request, LeafKind.SEARCH, handed_out)
+    await log_access(request, LeafKind.SEARCH, handed_out)
     return fhir_response(bundle)
 
 
@@ -483,7 +467,7 @@ async def bundle(request: Request) -> Response:
     )
     # Validating a large Bundle and computing its tokens ahead take a while: off the loop.
     prepared = await asyncio.to_thread(processor.prepare, body)
-    answer = await _commit(request, lambda writer: processor.execute(prepared, writer))
+    answer = await commit(request, lambda writer: processor.execute(prepared, writer))
     await announce(request)
     return fhir_response(answer)
 
@@ -492,7 +476,7 @@ async def _history_response(
     request: Request, page: tuple[dict[str, Any], list[Stored]]
 ) -> Response:
     bundle, handed_out = page
-    await _log_access(request, LeafKind.HISTORY, handed_out)
+    await log_access(request, LeafKind.HISTORY, handed_out)
     return fhir_response(bundle)
 
 

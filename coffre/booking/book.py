@@ -1,0 +1,111 @@
+"""``Appointment/$book``: what a booking request must say, and the seat it may take
+instead of the one it names when a crowd took that one first."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from coffre.booking.find import place_and_time
+from coffre.booking.slots import FREE, held_slots, slot_id
+from coffre.exceptions import FhirError
+from coffre.fhir.compartment import patient_of
+from coffre.search import Criterion, parse_criteria
+from coffre.search.plan import query_date
+
+BOOKABLE = ("proposed", "pending", "booked")
+"""The statuses of an Appointment sent to $book: it is booked whatever it said."""
+
+
+_RESOURCE_NAMES = frozenset({"appointment-resource", "appt-resource"})
+
+
+def appointment_of(body: Any) -> Any:
+    """The Appointment of a $book request: the Parameters' ``appointment-resource`` (as
+    IHE ITI Scheduling names it; ``appt-resource`` in the Argonaut Scheduling IG before
+    it), or the Appointment itself."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        return body
+    given = [p for p in body.get("parameter", ()) if isinstance(p, dict)]
+    names = sorted({str(p.get("name")) for p in given} - _RESOURCE_NAMES)
+    resources = [p.get("resource") for p in given if p.get("name") in _RESOURCE_NAMES]
+    if names or len(resources) != 1:
+        raise FhirError(
+            400,
+            "invalid",
+            "$book takes Parameters with one appointment-resource, the Appointment to book (or the"
+            " Appointment itself)" + (f"; not {', '.join(names)}" if names else ""),
+        )
+    return resources[0]
+
+
+def to_book(appointment: dict[str, Any]) -> dict[str, Any]:
+    """A valid Appointment as $book books it: status ``booked``; 422 unless it names a
+    slot of this server and its patient."""
+    status = appointment.get("status")
+    if status not in BOOKABLE:
+        raise FhirError(
+            422,
+            "business-rule",
+            f"$book books an appointment that is {', '.join(BOOKABLE)}, not {status}",
+            "Appointment.status",
+        )
+    booked = {**appointment, "status": "booked"}
+    if not held_slots(booked):
+        raise FhirError(
+            422,
+            "required",
+            "$book needs the Slot to book: Appointment.slot naming Slot/<id> of this server, as"
+            " Appointment/$find proposes it",
+            "Appointment.slot",
+        )
+    if patient_of(booked) is None:
+        raise FhirError(
+            422,
+            "required",
+            "$book needs the patient who books: a participant whose actor is Patient/<id>",
+            "Appointment.participant",
+        )
+    return booked
+
+
+def check_to_come(slot_id: str, slot: dict[str, Any], now_us: int) -> None:
+    """A 409 for a Slot whose time has begun."""
+    if query_date(slot["start"])[0] <= now_us:
+        raise FhirError(
+            409,
+            "conflict",
+            f"Slot/{slot_id} began at {slot['start']}: book a time to come (Appointment/$find)",
+            "Appointment.slot",
+        )
+
+
+def other_seats(slot: dict[str, Any]) -> tuple[Criterion, ...]:
+    """The criteria of the free Slots of a Slot's schedule that begin when it does."""
+    schedule = slot.get("schedule", {}).get("reference", "")
+    return parse_criteria(
+        [("schedule", schedule), ("start", f"eq{slot['start']}"), ("status", FREE)]
+    )
+
+
+def same_seat_kind(slot: dict[str, Any], other: dict[str, Any]) -> bool:
+    return place_and_time(slot) == place_and_time(other)
+
+
+def with_seats(
+    appointment: dict[str, Any], seats: dict[str, tuple[str, dict[str, Any]]]
+) -> dict[str, Any]:
+    """The Appointment naming, for each Slot it named, the seat it takes (``seats``: the id
+    asked for to the id and Slot taken), and their start and end when it gave none."""
+    booked = {**appointment}
+    booked["slot"] = [
+        {**slot, "reference": f"Slot/{seats[asked][0]}"}
+        if (asked := slot_id(slot)) is not None and asked in seats
+        else slot
+        for slot in appointment["slot"]
+    ]
+    taken = [slot for _, slot in seats.values()]
+    if taken and "start" not in booked:
+        booked["start"] = min(taken, key=lambda slot: query_date(slot["start"])[0])["start"]
+    if taken and "end" not in booked:
+        booked["end"] = max(taken, key=lambda slot: query_date(slot["end"])[0])["end"]
+    return booked

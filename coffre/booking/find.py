@@ -1,0 +1,141 @@
+"""``Appointment/$find``: the times still free, as proposed Appointments that a client
+completes with its patient and books with ``Appointment/$book`` (the operations of IHE
+ITI Scheduling, with parameters of Coffre's own).
+
+A campaign opens each time as several Slots, one per seat (a vaccinator each): $find
+offers each place and time once, through one of its free seats chosen at random, so that
+a crowd booking the same time spreads over its seats.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from coffre.booking.slots import FREE
+from coffre.exceptions import FhirError
+from coffre.fhir.references import parse_reference
+from coffre.search.plan import query_date
+from coffre.search.results import number, single
+
+Pairs = list[tuple[str, str]]
+
+DEFAULT_COUNT, MOST = 20, 100
+DAY_US = 86_400_000_000
+LONGEST_WINDOW_DAYS = 31
+_ACTORS = {"location": "Location", "practitioner": "Practitioner"}
+PARAMETERS = ("start", "end", *_ACTORS, "schedule", "service-type", "patient", "_count")
+_SLOT_DETAILS = ("serviceCategory", "serviceType", "specialty", "appointmentType")
+
+
+@dataclass(frozen=True, slots=True)
+class FindQuery:
+    """What $find was asked: the Slot search that finds the free seats (``slot_pairs``),
+    the patient to propose the appointments for, and how many times to offer."""
+
+    slot_pairs: Pairs
+    patient: str | None
+    count: int
+
+
+def _instant(us: int) -> str:
+    return datetime.fromtimestamp(us / 1_000_000, UTC).isoformat()
+
+
+def _reference(name: str, raw: str, resource_type: str) -> str:
+    """``Type/id`` from ``id`` or ``Type/id``; a 400 for a reference to another type."""
+    parsed = parse_reference(raw if "/" in raw else f"{resource_type}/{raw}")
+    if parsed is None or parsed[0] != resource_type:
+        raise FhirError(
+            400, "invalid", f"{name}={raw} names no {resource_type}: give {resource_type}/<id>"
+        )
+    return f"{resource_type}/{parsed[1]}"
+
+
+def _window(pairs: Pairs, now_us: int) -> tuple[int, int]:
+    """From ``start`` (now at the earliest: a time gone is not offered) to ``end``, a day
+    later by default, a month at most."""
+    raw_start, raw_end = single(pairs, "start"), single(pairs, "end")
+    start = max(now_us, query_date(raw_start)[0] if raw_start else now_us)
+    end = query_date(raw_end)[0] if raw_end else start + DAY_US
+    if end <= start:
+        raise FhirError(400, "invalid", f"end={raw_end} is not after the window's start")
+    if end - start > LONGEST_WINDOW_DAYS * DAY_US:
+        raise FhirError(
+            400,
+            "too-costly",
+            f"$find looks at {LONGEST_WINDOW_DAYS} days at most: narrow start and end",
+        )
+    return start, end
+
+
+def parse_find(pairs: Pairs, now_us: int) -> FindQuery:
+    """The parameters of $find (``PARAMETERS``), each given once; a 400 names what is
+    wrong."""
+    start, end = _window(pairs, now_us)
+    slot_pairs = [
+        ("status", FREE),
+        ("start", f"ge{_instant(start)}"),
+        ("start", f"lt{_instant(end)}"),
+    ]
+    for name, resource_type in _ACTORS.items():
+        raw = single(pairs, name)
+        if raw is not None:
+            slot_pairs.append(("schedule.actor", _reference(name, raw, resource_type)))
+    schedule = single(pairs, "schedule")
+    if schedule is not None:
+        slot_pairs.append(("schedule", _reference("schedule", schedule, "Schedule")))
+    service_type = single(pairs, "service-type")
+    if service_type is not None:
+        slot_pairs.append(("service-type", service_type))
+    patient = single(pairs, "patient")
+    count = number(pairs, "_count")
+    return FindQuery(
+        slot_pairs,
+        None if patient is None else _reference("patient", patient, "Patient"),
+        DEFAULT_COUNT if count is None else max(1, min(count, MOST)),
+    )
+
+
+def place_and_time(slot: dict[str, Any]) -> tuple[Any, ...]:
+    """What makes two Slots seats of one place and time, the same to whoever books."""
+    return (
+        slot.get("schedule", {}).get("reference"),
+        slot.get("start"),
+        slot.get("end"),
+        *(repr(slot.get(name)) for name in _SLOT_DETAILS),
+    )
+
+
+def offered(
+    slots: Iterable[tuple[str, dict[str, Any]]], count: int, choose: random.Random
+) -> list[tuple[str, dict[str, Any]]]:
+    """The first ``count`` places and times, each through one of its seats at random."""
+    seats: dict[tuple[Any, ...], list[tuple[str, dict[str, Any]]]] = {}
+    for slot_id, slot in slots:
+        seats.setdefault(place_and_time(slot), []).append((slot_id, slot))
+    earliest = sorted(seats.values(), key=lambda group: _order(group[0][1]))
+    return [choose.choice(group) for group in earliest[:count]]
+
+
+def _order(slot: dict[str, Any]) -> tuple[int, str]:
+    start = query_date(slot["start"])[0]
+    return start, str(slot.get("schedule", {}).get("reference"))
+
+
+def proposal(
+    slot_id: str, slot: dict[str, Any], actors: list[dict[str, Any]], patient: str | None
+) -> dict[str, Any]:
+    """A proposed Appointment for one seat: its time and service, the schedule's actors
+    (the place, the practitioner) and the patient, if one was named."""
+    appointment: dict[str, Any] = {"resourceType": "Appointment", "status": "proposed"}
+    appointment.update({name: slot[name] for name in _SLOT_DETAILS if name in slot})
+    appointment.update(start=slot["start"], end=slot["end"])
+    appointment["slot"] = [{"reference": f"Slot/{slot_id}"}]
+    people = [*actors, *([{"reference": patient}] if patient else [])]
+    if people:
+        appointment["participant"] = [{"actor": a, "status": "needs-action"} for a in people]
+    return appointment

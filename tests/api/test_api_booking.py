@@ -1,0 +1,245 @@
+"""``Appointment/$find`` and ``Appointment/$book``: a vaccination campaign's seats
+offered once per time, booked by a crowd, never twice."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import httpx
+import pytest
+from conftest import FHIR_JSON, RunningServer, put_resource
+from starlette.testclient import TestClient
+
+from coffre.service import Vault
+
+FUTURE, PAST = "2031-03-01", "2020-03-01"
+VACCINATION = {"coding": [{"system": "http://snomed.info/sct", "code": "33879002"}]}
+
+
+def _schedule(schedule_id: str, location: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Schedule",
+        "id": schedule_id,
+        "actor": [{"reference": f"Location/{location}"}],
+    }
+
+
+def _seat(slot_id: str, schedule: str, day: str, time: str, status: str = "free") -> dict[str, Any]:
+    return {
+        "resourceType": "Slot",
+        "id": slot_id,
+        "schedule": {"reference": f"Schedule/{schedule}"},
+        "serviceType": [VACCINATION],
+        "status": status,
+        "start": f"{day}T{time}:00Z",
+        "end": f"{day}T{time[:3]}{int(time[3:]) + 5:02d}:00Z",
+    }
+
+
+def _campaign(client: TestClient) -> None:
+    """Laval: three seats at 9:00, two at 9:05, one busy at 9:10, one gone by; Gatineau:
+    one seat at 9:00."""
+    for schedule, location in (("laval", "centre-laval"), ("gatineau", "centre-gatineau")):
+        put_resource(client, _schedule(schedule, location))
+    seats = [
+        _seat("l900a", "laval", FUTURE, "09:00"),
+        _seat("l900b", "laval", FUTURE, "09:00"),
+        _seat("l900c", "laval", FUTURE, "09:00"),
+        _seat("l905a", "laval", FUTURE, "09:05"),
+        _seat("l905b", "laval", FUTURE, "09:05"),
+        _seat("l910a", "laval", FUTURE, "09:10", "busy"),
+        _seat("lpast", "laval", PAST, "09:00"),
+        _seat("g900a", "gatineau", FUTURE, "09:00"),
+    ]
+    for seat in seats:
+        put_resource(client, seat)
+
+
+def _find(client: TestClient, query: str) -> list[dict[str, Any]]:
+    response = client.get(f"/fhir/Appointment/$find?{query}")
+    assert response.status_code == 200, response.text
+    bundle = response.json()
+    assert bundle["type"] == "searchset"
+    return [entry["resource"] for entry in bundle.get("entry", [])]
+
+
+def _book(client: TestClient | httpx.Client, appointment: dict[str, Any]) -> Any:
+    parameters = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "appointment-resource", "resource": appointment}],
+    }
+    return client.post("/fhir/Appointment/$book", json=parameters, headers=FHIR_JSON)
+
+
+def _slot_of(appointment: dict[str, Any]) -> str:
+    reference: str = appointment["slot"][0]["reference"]
+    return reference.removeprefix("Slot/")
+
+
+def test_find_offers_each_free_time_once_for_the_patient(client: TestClient) -> None:
+    _campaign(client)
+    offers = _find(client, f"location=Location/centre-laval&start={FUTURE}&patient=Patient/anne")
+    assert [offer["start"] for offer in offers] == ["2031-03-01T09:00:00Z", "2031-03-01T09:05:00Z"]
+    first = offers[0]
+    assert first["status"] == "proposed"
+    assert _slot_of(first) in {"l900a", "l900b", "l900c"}
+    assert first["serviceType"] == [VACCINATION]
+    actors = [p["actor"]["reference"] for p in first["participant"]]
+    assert actors == ["Location/centre-laval", "Patient/anne"]
+
+
+def test_find_keeps_to_its_window_place_and_count(client: TestClient) -> None:
+    _campaign(client)
+    everywhere = _find(client, f"start={FUTURE}T08:00:00Z")
+    assert sorted(_slot_of(o)[:1] for o in everywhere) == ["g", "l", "l"]
+    assert (
+        _find(client, f"start={FUTURE}&end={FUTURE}T09:01:00Z&location=centre-laval")[0]["start"]
+        == "2031-03-01T09:00:00Z"
+    )
+    assert len(_find(client, f"start={FUTURE}&location=centre-laval&_count=1")) == 1
+    assert _find(client, f"start={FUTURE}&location=nowhere") == []
+
+
+@pytest.mark.parametrize(
+    ("query", "says"),
+    [
+        ("start=2031-03-01&end=2031-02-01", "is not after the window's start"),
+        ("start=2031-03-01&end=2031-06-01", "31 days at most"),
+        ("location=Patient/anne", "names no Location"),
+        ("date=2031-03-01", "does not support date"),
+        ("start=soon", "'soon' is not a FHIR date"),
+    ],
+)
+def test_find_refuses_what_it_cannot_answer(client: TestClient, query: str, says: str) -> None:
+    response = client.get(f"/fhir/Appointment/$find?{query}")
+    assert response.status_code == 400, response.text
+    assert says in response.json()["issue"][0]["diagnostics"]
+
+
+def test_a_crowd_on_one_offer_fills_its_seats_then_gets_a_409(client: TestClient) -> None:
+    _campaign(client)
+    offer = _find(client, f"location=centre-laval&start={FUTURE}&patient=Patient/anne")[0]
+    taken = []
+    for _ in range(3):
+        response = _book(client, offer)
+        assert response.status_code == 201, response.text
+        assert response.headers["Location"].startswith("http://testserver/fhir/Appointment/")
+        booked = response.json()
+        assert booked["status"] == "booked"
+        assert booked["start"] == offer["start"]
+        taken.append(_slot_of(booked))
+    assert sorted(taken) == ["l900a", "l900b", "l900c"]
+    full = _book(client, offer)
+    assert full.status_code == 409, full.text
+    assert "already booked" in full.json()["issue"][0]["diagnostics"]
+    for slot_id in taken:
+        assert client.get(f"/fhir/Slot/{slot_id}").json()["status"] == "busy"
+    held = client.get("/fhir/Appointment?slot=Slot/l900a,Slot/l900b,Slot/l900c&_total=accurate")
+    assert held.json()["total"] == 3
+    assert [o["start"] for o in _find(client, f"location=centre-laval&start={FUTURE}")] == [
+        "2031-03-01T09:05:00Z"
+    ]
+
+
+def _for_anne(slot: str, **fields: Any) -> dict[str, Any]:
+    return {
+        "resourceType": "Appointment",
+        "status": "proposed",
+        "slot": [{"reference": f"Slot/{slot}"}],
+        "participant": [{"actor": {"reference": "Patient/anne"}, "status": "accepted"}],
+        **fields,
+    }
+
+
+@pytest.mark.parametrize(
+    ("appointment", "status", "says"),
+    [
+        (_for_anne("lpast"), 409, "Slot/lpast began at 2020-03-01T09:00:00Z"),
+        (_for_anne("l910a"), 409, "Slot/l910a is already booked"),
+        (_for_anne("nowhere"), 422, "Slot/nowhere does not exist"),
+        (_for_anne("l900a", status="cancelled"), 422, "not cancelled"),
+        ({**_for_anne("l900a"), "slot": [{"display": "9:00"}]}, 422, "needs the Slot"),
+        (
+            {
+                **_for_anne("l900a"),
+                "participant": [{"actor": {"reference": "Location/x"}, "status": "accepted"}],
+            },
+            422,
+            "needs the patient",
+        ),
+        (_for_anne("l900a", id="mine"), 400, "without an id"),
+        ({"resourceType": "Patient"}, 400, "Appointment"),
+    ],
+)
+def test_book_refuses_with_a_reason(
+    client: TestClient, appointment: dict[str, Any], status: int, says: str
+) -> None:
+    _campaign(client)
+    response = _book(client, appointment)
+    assert response.status_code == status, response.text
+    assert says in response.json()["issue"][0]["diagnostics"]
+    assert client.get("/fhir/Appointment?_total=accurate").json()["total"] == 0
+
+
+def test_book_takes_the_appointment_itself_or_the_argonaut_name(client: TestClient) -> None:
+    _campaign(client)
+    itself = client.post("/fhir/Appointment/$book", json=_for_anne("l905a"), headers=FHIR_JSON)
+    assert itself.status_code == 201, itself.text
+    argonaut = {
+        "resourceType": "Parameters",
+        "parameter": [{"name": "appt-resource", "resource": _for_anne("l905b")}],
+    }
+    named = client.post("/fhir/Appointment/$book", json=argonaut, headers=FHIR_JSON)
+    assert named.status_code == 201, named.text
+    extra = {**argonaut, "parameter": [*argonaut["parameter"], {"name": "x", "valueString": "y"}]}
+    refused = client.post("/fhir/Appointment/$book", json=extra, headers=FHIR_JSON)
+    assert refused.status_code == 400
+    assert "not x" in refused.json()["issue"][0]["diagnostics"]
+
+
+@pytest.fixture
+def two_workers(vault: Vault) -> Any:
+    running = RunningServer(vault, workers=2)
+    yield running
+    running.stop()
+
+
+def test_a_burst_on_two_processes_books_each_seat_once(two_workers: RunningServer) -> None:
+    """Forty patients at once on ten seats of one time, over new connections spread on
+    both server processes: ten bookings, thirty 409s, each seat held by one."""
+    with httpx.Client(base_url=two_workers.base_url, timeout=60) as client:
+        client.put(
+            "/Schedule/laval", json=_schedule("laval", "centre-laval"), headers=FHIR_JSON
+        ).raise_for_status()
+        for n in range(10):
+            seat = _seat(f"s{n}", "laval", FUTURE, "09:00")
+            client.put(f"/Slot/s{n}", json=seat, headers=FHIR_JSON).raise_for_status()
+
+    async def crowd() -> list[httpx.Response]:
+        limits = httpx.Limits(max_connections=40, max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=two_workers.base_url, limits=limits, timeout=60) as c:
+            offer = _for_anne("s0")
+            books = [
+                _book_async(
+                    c,
+                    {
+                        **offer,
+                        "participant": [
+                            {"actor": {"reference": f"Patient/p{n}"}, "status": "accepted"}
+                        ],
+                    },
+                )
+                for n in range(40)
+            ]
+            return await asyncio.gather(*books)
+
+    answers = asyncio.run(crowd())
+    statuses = sorted(r.status_code for r in answers)
+    assert statuses == [201] * 10 + [409] * 30, [r.text for r in answers if r.status_code >= 500]
+    seats = [_slot_of(r.json()) for r in answers if r.status_code == 201]
+    assert sorted(seats) == sorted(f"s{n}" for n in range(10))
+
+
+async def _book_async(client: httpx.AsyncClient, appointment: dict[str, Any]) -> httpx.Response:
+    return await client.post("/Appointment/$book", json=appointment, headers=FHIR_JSON)
