@@ -113,6 +113,20 @@ MAX_BODY_BYTES = Setting(
     "Largest request body accepted; larger ones get 413.",
     whole=True,
 )
+BOOKING_SERVING = Setting(
+    "booking_serving",
+    "16",
+    "Booking requests ($find, $book) each server process works on at once (0 is taken as 1);"
+    " more wait their turn in order of arrival.",
+    whole=True,
+)
+BOOKING_WAITING = Setting(
+    "booking_waiting",
+    "2000",
+    "Booking requests each server process keeps waiting their turn; the next gets a 503"
+    " with Retry-After, the wait the queue's pace gives.",
+    whole=True,
+)
 REQUEST_STALL_SECONDS = Setting(
     "request_stall_seconds",
     "30",
@@ -229,6 +243,8 @@ SETTINGS = (
     TLS_KEY,
     DATA_KEY_CACHE,
     MAX_BODY_BYTES,
+    BOOKING_SERVING,
+    BOOKING_WAITING,
     REQUEST_STALL_SECONDS,
     SQLITE_SYNCHRONOUS,
     STORAGE_URL,

@@ -19,6 +19,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from coffre import config
 from coffre.api import booking, consent, routes
 from coffre.api.access import access_of, acting_for, add_access_hook
+from coffre.api.admission import ComeBack, WaitingRoom
 from coffre.api.auth import Authenticate, Authority, auth_routes, smart_routes
 from coffre.api.auth.cors import RegisteredAppOrigins
 from coffre.api.auth.security import smart_security
@@ -138,6 +139,8 @@ def _refusal(request: Request, error: FhirError, headers: dict[str, str] | None 
 
 async def _fhir_error(request: Request, error: Exception) -> Response:
     assert isinstance(error, FhirError)
+    if isinstance(error, ComeBack):
+        return _refusal(request, error, {"Retry-After": str(error.seconds)})
     return _refusal(request, error)
 
 
@@ -353,6 +356,7 @@ def create_app(
     *,
     max_body_bytes: int = int(config.MAX_BODY_BYTES.default),
     authority: Authority | None = None,
+    waiting_room: WaitingRoom | None = None,
 ) -> Starlette:
     """``authority``: the authorisation server and token checks; without one, an
     ephemeral one (a random signing key, no registered clients, tokens optional)."""
@@ -389,5 +393,8 @@ def create_app(
     app.state.base_path = BASE_PATH
     app.state.max_body_bytes = max_body_bytes
     app.state.authority = authority
+    app.state.waiting_room = waiting_room or WaitingRoom(
+        int(config.BOOKING_SERVING.default), int(config.BOOKING_WAITING.default)
+    )
     add_access_hook(app, tell_patients)
     return app

@@ -20,9 +20,9 @@ from coffre.api.negotiation import (
 )
 from coffre.api.responses import fhir_response, written_response
 from coffre.api.routes import base_url
-from coffre.api.state import records_of
+from coffre.api.state import records_of, waiting_room_of
 from coffre.booking.book import appointment_of, to_book
-from coffre.booking.find import PARAMETERS, parse_find, proposal
+from coffre.booking.find import PARAMETERS, FindQuery, parse_find, proposal
 from coffre.exceptions import FhirError
 from coffre.fhir.bundles import fhir_bundle
 from coffre.fhir.references import localise_references
@@ -30,7 +30,7 @@ from coffre.fhir.validation import check_url_type, resource_type_of, validate
 from coffre.ledger.leaf import LeafKind
 from coffre.service.booking import book as book_seats
 from coffre.service.booking import free_seats
-from coffre.service.stored import now_us
+from coffre.service.stored import Stored, now_us
 
 _GENERAL = frozenset({"_format", "_pretty"})
 
@@ -46,7 +46,8 @@ async def find(request: Request) -> Response:
     for resource_type in ("Slot", "Schedule"):
         guard.check_type(Interaction.SEARCH, resource_type)
     query = parse_find([(n, v) for n, v in pairs if n not in _GENERAL], now_us())
-    slots, schedules = free_seats(records_of(request), query, guard.search_filter())
+    async with waiting_room_of(request).turn():
+        slots, schedules = await _found(request, query)
     actors = {f"Schedule/{s.id}": s.resource().get("actor", []) for s in schedules}
     entries = []
     for slot in slots:
@@ -54,8 +55,14 @@ async def find(request: Request) -> Response:
         schedule = resource.get("schedule", {}).get("reference")
         offer = proposal(slot.id, resource, actors.get(schedule, []), query.patient)
         entries.append({"resource": offer, "search": {"mode": "match"}})
-    await log_access(request, LeafKind.SEARCH, [*slots, *schedules])
     return fhir_response(fhir_bundle("searchset", entries))
+
+
+async def _found(request: Request, query: FindQuery) -> tuple[list[Stored], list[Stored]]:
+    """The seats and Schedules $find hands out, logged."""
+    found = free_seats(records_of(request), query, guard_of(request).search_filter())
+    await log_access(request, LeafKind.SEARCH, [*found[0], *found[1]])
+    return found
 
 
 async def book(request: Request) -> Response:
@@ -72,7 +79,8 @@ async def book(request: Request) -> Response:
             400, "invalid", "$book makes a new Appointment: send it without an id", "Appointment.id"
         )
     guard_of(request).check(target_for(Interaction.CREATE, appointment, sent=True))
-    outcome = await commit(request, lambda writer: book_seats(writer, appointment, now_us()))
+    async with waiting_room_of(request).turn():
+        outcome = await commit(request, lambda writer: book_seats(writer, appointment, now_us()))
     stored = outcome.stored
     location = f"{base_url(request)}/{stored.reference}/_history/{stored.version}"
     return written_response(outcome, prefer_return(request), location)

@@ -10,6 +10,7 @@ from typing import Any
 from starlette.applications import Starlette
 
 from coffre import config
+from coffre.api.admission import WaitingRoom
 from coffre.api.app import create_app
 from coffre.api.auth import Authority, AuthSettings
 from coffre.service import Vault
@@ -28,8 +29,13 @@ def app_from_settings() -> Starlette:
     authority = Authority.for_keyring(
         vault.keyring, access_token_key(records), AuthSettings.from_settings()
     )
+    serving = max(1, int(config.BOOKING_SERVING.value()))
+    room = WaitingRoom(serving, int(config.BOOKING_WAITING.value()))
     app = create_app(
-        records, max_body_bytes=int(config.MAX_BODY_BYTES.value()), authority=authority
+        records,
+        max_body_bytes=int(config.MAX_BODY_BYTES.value()),
+        authority=authority,
+        waiting_room=room,
     )
     _while_serving(app, lambda: in_background(consolidate_when_quiet(records.storage)))
     witnesses, quorum = witnesses_from_settings()

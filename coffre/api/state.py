@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from starlette.requests import Request
 
+from coffre.api.admission import WaitingRoom
 from coffre.service import RecordStore
 from coffre.service.commits import GroupCommitter
 
@@ -17,3 +18,8 @@ def records_of(request: Request) -> RecordStore:
 def committer_of(request: Request) -> GroupCommitter:
     committer: GroupCommitter = request.app.state.committer
     return committer
+
+
+def waiting_room_of(request: Request) -> WaitingRoom:
+    room: WaitingRoom = request.app.state.waiting_room
+    return room
