@@ -3,8 +3,9 @@
 A Slot is one place at one time (one vaccinator's five minutes). An Appointment holds the
 Slots it names while its status is a holding one; at most one Appointment holds a Slot.
 Coffre keeps each Slot's status in step with its holder: ``busy`` while held, ``free``
-again once released (cancelled, deleted, moved to another slot). A Slot that is
-``busy-unavailable``, ``busy-tentative`` or ``entered-in-error`` is not for booking.
+again once released (cancelled, deleted, moved to another slot). ``$book`` takes only a
+free Slot: one that is ``busy-unavailable``, ``busy-tentative`` or ``entered-in-error`` is
+not for booking.
 """
 
 from __future__ import annotations
@@ -40,35 +41,34 @@ def held_slots(appointment: dict[str, Any]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(found for found in ids if found is not None))
 
 
-def check_holdable(slot_id: str, slot: dict[str, Any] | None) -> None:
-    """Refuse to hold a Slot that does not exist here (422) or is not free (409)."""
-    if slot is None:
-        raise missing_slot(slot_id)
-    status = slot.get("status")
-    if status == BUSY:
-        raise FhirError(
-            409,
-            "conflict",
-            f"Slot/{slot_id} is already booked: choose another one (Appointment/$find lists"
-            " the free slots)",
-            "Appointment.slot",
-        )
-    if status != FREE:
-        raise FhirError(
-            409,
-            "conflict",
-            f"Slot/{slot_id} is {status}, not open for booking: choose a free slot"
-            " (Appointment/$find lists them)",
-            "Appointment.slot",
-        )
-
-
-def missing_slot(slot_id: str) -> FhirError:
+def unknown_slot(slot_id: str) -> FhirError:
     return FhirError(
         422,
         "not-found",
-        f"Slot/{slot_id} does not exist on this server: an appointment that is"
-        f" {'/'.join(HOLDING)} holds only slots of this server",
+        f"Slot/{slot_id} does not exist on this server: book a slot Appointment/$find proposes",
+        "Appointment.slot",
+    )
+
+
+def not_bookable(slot_id: str, status: str) -> FhirError:
+    """The refusal to book a Slot that is not free: taken (busy), or closed."""
+    if status == BUSY:
+        return booked_elsewhere(slot_id)
+    return FhirError(
+        409,
+        "conflict",
+        f"Slot/{slot_id} is {status}, not open for booking: choose a free slot"
+        " (Appointment/$find lists them)",
+        "Appointment.slot",
+    )
+
+
+def booked_elsewhere(slot_id: str) -> FhirError:
+    return FhirError(
+        409,
+        "conflict",
+        f"Slot/{slot_id} is already booked: choose another one (Appointment/$find lists the"
+        " free slots)",
         "Appointment.slot",
     )
 

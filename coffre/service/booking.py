@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from coffre.booking.book import check_to_come, other_seats, same_seat_kind, with_seats
 from coffre.booking.find import FindQuery, offered
-from coffre.booking.slots import FREE, held_slots, missing_slot
+from coffre.booking.slots import FREE, held_slots, not_bookable, unknown_slot
 from coffre.search import parse_criteria
 from coffre.service.searching import Scope
 from coffre.service.stored import Outcome, Stored
@@ -48,11 +48,10 @@ def _seat(
     writer: Writer, slot_id: str, now_us: int, chosen: set[str]
 ) -> tuple[str, dict[str, Any]]:
     """The seat to take for ``slot_id``: itself while free, else a free seat of the same
-    place and time not ``chosen`` already, else itself (which the booking rule then
-    refuses: a 409)."""
+    place and time not ``chosen`` already; a 409 when there is none."""
     stored = writer.latest("Slot", slot_id)
     if stored is None or stored.deleted:
-        raise missing_slot(slot_id)
+        raise unknown_slot(slot_id)
     slot = stored.resource()
     check_to_come(slot_id, slot, now_us)
     if slot.get("status") == FREE:
@@ -62,7 +61,9 @@ def _seat(
         for other in writer.find("Slot", other_seats(slot))
         if other.id not in chosen and same_seat_kind(slot, other.resource())
     ]
-    return _seats.choice(others) if others else (slot_id, slot)
+    if not others:
+        raise not_bookable(slot_id, str(slot.get("status")))
+    return _seats.choice(others)
 
 
 def book(writer: Writer, appointment: dict[str, Any], now_us: int) -> Outcome:

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from coffre.booking.slots import (
-    check_holdable,
+    BUSY,
+    FREE,
+    booked_elsewhere,
     frees,
     held_slots,
     holders,
@@ -34,17 +36,38 @@ def keep_slots(
 ) -> None:
     """Before a client's write of ``resource`` (None: a deletion) over ``current``."""
     if resource_type == "Appointment":
-        _follow_appointment(writer, current, resource)
-    elif resource_type == "Slot" and _frees_a_held_slot(writer, resource_id, current, resource):
-        raise still_held(resource_id, deleted=resource is None)
+        _follow_appointment(writer, resource_id, current, resource)
+    elif resource_type == "Slot":
+        _check_slot_write(writer, resource_id, current, resource)
 
 
-def _frees_a_held_slot(
+def _holders(writer: Writer, slot_id: str, other_than: str = "") -> list[Stored]:
+    """The Appointments holding a Slot, but ``other_than``."""
+    found = writer.find("Appointment", holders(slot_id))
+    return [appointment for appointment in found if appointment.id != other_than]
+
+
+def _check_slot_write(
     writer: Writer, slot_id: str, current: Stored | None, resource: dict[str, Any] | None
+) -> None:
+    """A held Slot is neither freed nor deleted; one written anew for an Appointment
+    already holding it (a transaction runs its POSTs before its PUTs, an import its files
+    in any order) is written ``busy``."""
+    if current is None or current.deleted:
+        if resource is not None and resource.get("status") == FREE and _holders(writer, slot_id):
+            resource["status"] = BUSY
+    elif frees(current.resource(), resource) and _holders(writer, slot_id):
+        raise still_held(slot_id, deleted=resource is None)
+
+
+def _held_by_another(
+    writer: Writer, slot_id: str, slot: dict[str, Any] | None, appointment_id: str
 ) -> bool:
-    if current is None or current.deleted or not frees(current.resource(), resource):
+    """Whether another Appointment holds the Slot: never a free one; one not free may be
+    so for want of a holder (busy as an import wrote it, before its Appointment)."""
+    if slot is None or slot.get("status") == FREE:
         return False
-    return bool(writer.find("Appointment", holders(slot_id)))
+    return bool(_holders(writer, slot_id, other_than=appointment_id))
 
 
 def _current_slot(writer: Writer, slot_id: str) -> dict[str, Any] | None:
@@ -53,16 +76,22 @@ def _current_slot(writer: Writer, slot_id: str) -> dict[str, Any] | None:
 
 
 def _follow_appointment(
-    writer: Writer, current: Stored | None, resource: dict[str, Any] | None
+    writer: Writer,
+    appointment_id: str,
+    current: Stored | None,
+    resource: dict[str, Any] | None,
 ) -> None:
+    """Take the Slots the Appointment comes to hold, refusing one another holds; let go
+    of those it no longer holds. A Slot not (yet) here is held once it is written."""
     before = held_slots(current.resource()) if current is not None and not current.deleted else ()
     after = held_slots(resource) if resource is not None else ()
     taking = {slot_id: _current_slot(writer, slot_id) for slot_id in after if slot_id not in before}
     for slot_id, slot in taking.items():  # every one checked before any is written
-        check_holdable(slot_id, slot)
+        if _held_by_another(writer, slot_id, slot, appointment_id):
+            raise booked_elsewhere(slot_id)
     for slot_id, slot in taking.items():
-        assert slot is not None
-        writer.write_consequence("Slot", slot_id, taken(slot))
+        if slot is not None and slot.get("status") == FREE:
+            writer.write_consequence("Slot", slot_id, taken(slot))
     for slot_id in before:
         slot = None if slot_id in after else _current_slot(writer, slot_id)
         freed = None if slot is None else released(slot)

@@ -92,21 +92,33 @@ def test_a_proposed_appointment_holds_nothing_until_booked(client: TestClient) -
     assert response.status_code == 409, response.text
 
 
-def test_a_slot_that_is_missing_or_closed_is_not_booked(client: TestClient) -> None:
-    missing = _book(client, "nowhere")
-    assert missing.status_code == 422, missing.text
-    assert "Slot/nowhere does not exist" in missing.json()["issue"][0]["diagnostics"]
+def test_an_appointment_holds_its_slot_once_the_slot_is_written(client: TestClient) -> None:
+    """A transaction runs its POSTs before its PUTs, an import its files in any order: the
+    Slot written after its Appointment is written busy, and held."""
+    assert _book(client, "later").status_code == 201
+    put_resource(client, _slot("later"))
+    assert _status(client, "later") == "busy"
+    assert _book(client, "later", patient="bruno").status_code == 409
+    entries = [
+        {"resource": _slot("s1"), "request": {"method": "PUT", "url": "Slot/s1"}},
+        {"resource": _appointment("s1"), "request": {"method": "POST", "url": "Appointment"}},
+    ]
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+    assert client.post("/fhir", json=bundle, headers=FHIR_JSON).status_code == 200
+    assert _status(client, "s1") == "busy"
+
+
+def test_a_slot_busy_before_its_appointment_is_held_by_it_alone(client: TestClient) -> None:
+    """As an export lists them: the Slot busy, then the Appointment that holds it."""
+    put_resource(client, _slot("s1", "busy"))
     put_resource(client, _slot("closed", "busy-unavailable"))
-    closed = _book(client, "closed")
-    assert closed.status_code == 409, closed.text
-    assert "busy-unavailable, not open for booking" in closed.json()["issue"][0]["diagnostics"]
-
-
-def test_an_appointment_of_two_slots_takes_both_or_neither(client: TestClient) -> None:
-    put_resource(client, _slot("s1"))
-    put_resource(client, _slot("s2", "busy"))
-    assert _book(client, "s1", "s2").status_code == 409
-    assert _status(client, "s1") == "free"
+    assert _book(client, "s1").status_code == 201
+    assert _book(client, "closed").status_code == 201
+    assert (_status(client, "s1"), _status(client, "closed")) == ("busy", "busy-unavailable")
+    for slot in ("s1", "closed"):
+        second = _book(client, slot, patient="bruno")
+        assert second.status_code == 409, second.text
+        assert f"Slot/{slot} is already booked" in second.json()["issue"][0]["diagnostics"]
 
 
 def test_a_held_slot_is_neither_freed_nor_deleted_by_hand(client: TestClient) -> None:
