@@ -14,7 +14,7 @@ from coffre.booking.slots import (
     booked_elsewhere,
     frees,
     held_slots,
-    holders,
+    naming,
     released,
     still_held,
     taken,
@@ -43,8 +43,12 @@ def keep_slots(
 
 def _holders(writer: Writer, slot_id: str, other_than: str = "") -> list[Stored]:
     """The Appointments holding a Slot, but ``other_than``."""
-    found = writer.find("Appointment", holders(slot_id))
-    return [appointment for appointment in found if appointment.id != other_than]
+    found = writer.find("Appointment", naming(slot_id))
+    return [
+        appointment
+        for appointment in found
+        if appointment.id != other_than and slot_id in held_slots(appointment.resource())
+    ]
 
 
 def _check_slot_write(
