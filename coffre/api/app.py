@@ -46,6 +46,7 @@ from coffre.exceptions import (
 )
 from coffre.ledger import LedgerError
 from coffre.service import RecordStore
+from coffre.service.booking import FreeSeats
 from coffre.service.commits import GroupCommitter
 
 BASE_PATH = "/fhir"
@@ -393,6 +394,7 @@ def create_app(
     app.state.base_path = BASE_PATH
     app.state.max_body_bytes = max_body_bytes
     app.state.authority = authority
+    app.state.free_seats = FreeSeats(records)
     app.state.waiting_room = waiting_room or WaitingRoom(
         int(config.BOOKING_SERVING.default), int(config.BOOKING_WAITING.default)
     )

@@ -20,7 +20,7 @@ from coffre.api.negotiation import (
 )
 from coffre.api.responses import fhir_response, written_response
 from coffre.api.routes import base_url
-from coffre.api.state import records_of, waiting_room_of
+from coffre.api.state import free_seats_of, waiting_room_of
 from coffre.booking.book import appointment_of, to_book
 from coffre.booking.find import PARAMETERS, FindQuery, parse_find, proposal
 from coffre.exceptions import FhirError
@@ -29,7 +29,6 @@ from coffre.fhir.references import localise_references
 from coffre.fhir.validation import check_url_type, resource_type_of, validate
 from coffre.ledger.leaf import LeafKind
 from coffre.service.booking import book as book_seats
-from coffre.service.booking import free_seats
 from coffre.service.stored import Stored, now_us
 
 _GENERAL = frozenset({"_format", "_pretty"})
@@ -60,7 +59,7 @@ async def find(request: Request) -> Response:
 
 async def _found(request: Request, query: FindQuery) -> tuple[list[Stored], list[Stored]]:
     """The seats and Schedules $find hands out, logged."""
-    found = free_seats(records_of(request), query, guard_of(request).search_filter())
+    found = free_seats_of(request).find(query, guard_of(request).search_filter())
     await log_access(request, LeafKind.SEARCH, [*found[0], *found[1]])
     return found
 

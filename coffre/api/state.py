@@ -7,6 +7,7 @@ from starlette.requests import Request
 
 from coffre.api.admission import WaitingRoom
 from coffre.service import RecordStore
+from coffre.service.booking import FreeSeats
 from coffre.service.commits import GroupCommitter
 
 
@@ -23,3 +24,8 @@ def committer_of(request: Request) -> GroupCommitter:
 def waiting_room_of(request: Request) -> WaitingRoom:
     room: WaitingRoom = request.app.state.waiting_room
     return room
+
+
+def free_seats_of(request: Request) -> FreeSeats:
+    seats: FreeSeats = request.app.state.free_seats
+    return seats

@@ -5,14 +5,16 @@ ITI Scheduling, with parameters of Coffre's own).
 A campaign opens each time as several Slots, one per seat (a vaccinator each): $find
 offers each place and time once, through one of its free seats chosen at random, so that
 a crowd booking the same time spreads over its seats.
+
+The index knows a Slot's start to the day: a day's seats are one look-up (``on``), and
+the window's bounds are applied to the seats found (``in_window``).
 """
 
 from __future__ import annotations
 
-import random
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from coffre.booking.slots import FREE
@@ -33,16 +35,24 @@ _SLOT_DETAILS = ("serviceCategory", "serviceType", "specialty", "appointmentType
 
 @dataclass(frozen=True, slots=True)
 class FindQuery:
-    """What $find was asked: the Slot search that finds the free seats (``slot_pairs``),
-    the patient to propose the appointments for, and how many times to offer."""
+    """What $find was asked: the Slot search of the free seats (``slot_pairs``), its window
+    (``[start_us, end_us)``) and the UTC days it covers, in order, the patient to propose
+    the appointments for, and how many times to offer."""
 
     slot_pairs: Pairs
+    start_us: int
+    end_us: int
+    days: tuple[str, ...]
     patient: str | None
     count: int
 
+    def in_window(self, slot: dict[str, Any]) -> bool:
+        return self.start_us <= query_date(slot["start"])[0] < self.end_us
 
-def _instant(us: int) -> str:
-    return datetime.fromtimestamp(us / 1_000_000, UTC).isoformat()
+    def on(self, day: str) -> Pairs:
+        """The search of one day's seats: a look-up of that day's index tokens, where an
+        open range (``ge``) would take every day of the site's schedule."""
+        return [*self.slot_pairs, ("start", f"eq{day}")]
 
 
 def _reference(name: str, raw: str, resource_type: str) -> str:
@@ -72,15 +82,18 @@ def _window(pairs: Pairs, now_us: int) -> tuple[int, int]:
     return start, end
 
 
+def _days(start_us: int, end_us: int) -> tuple[str, ...]:
+    """The UTC days of ``[start, end)``."""
+    first = datetime.fromtimestamp(start_us / 1_000_000, UTC).date()
+    last = datetime.fromtimestamp((end_us - 1) / 1_000_000, UTC).date()
+    return tuple((first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1))
+
+
 def parse_find(pairs: Pairs, now_us: int) -> FindQuery:
     """The parameters of $find (``PARAMETERS``), each given once; a 400 names what is
     wrong."""
     start, end = _window(pairs, now_us)
-    slot_pairs = [
-        ("status", FREE),
-        ("start", f"ge{_instant(start)}"),
-        ("start", f"lt{_instant(end)}"),
-    ]
+    slot_pairs = [("status", FREE)]
     for name, resource_type in _ACTORS.items():
         raw = single(pairs, name)
         if raw is not None:
@@ -95,6 +108,9 @@ def parse_find(pairs: Pairs, now_us: int) -> FindQuery:
     count = number(pairs, "_count")
     return FindQuery(
         slot_pairs,
+        start,
+        end,
+        _days(start, end),
         None if patient is None else _reference("patient", patient, "Patient"),
         DEFAULT_COUNT if count is None else max(1, min(count, MOST)),
     )
@@ -110,15 +126,14 @@ def place_and_time(slot: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
-def offered(
-    slots: Iterable[tuple[str, dict[str, Any]]], count: int, choose: random.Random
-) -> list[tuple[str, dict[str, Any]]]:
-    """The first ``count`` places and times, each through one of its seats at random."""
-    seats: dict[tuple[Any, ...], list[tuple[str, dict[str, Any]]]] = {}
-    for slot_id, slot in slots:
-        seats.setdefault(place_and_time(slot), []).append((slot_id, slot))
-    earliest = sorted(seats.values(), key=lambda group: _order(group[0][1]))
-    return [choose.choice(group) for group in earliest[:count]]
+def by_time(
+    seats: Iterable[tuple[str, dict[str, Any]]],
+) -> list[list[tuple[str, dict[str, Any]]]]:
+    """The seats grouped by place and time, the earliest time first."""
+    groups: dict[tuple[Any, ...], list[tuple[str, dict[str, Any]]]] = {}
+    for slot_id, slot in seats:
+        groups.setdefault(place_and_time(slot), []).append((slot_id, slot))
+    return sorted(groups.values(), key=lambda group: _order(group[0][1]))
 
 
 def _order(slot: dict[str, Any]) -> tuple[int, str]:

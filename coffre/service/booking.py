@@ -4,12 +4,15 @@ and ``Appointment/$book``'s write, under the write lock."""
 from __future__ import annotations
 
 import random
+import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from coffre.booking.book import check_to_come, other_seats, same_seat_kind, with_seats
-from coffre.booking.find import FindQuery, offered
+from coffre.booking.find import FindQuery, by_time
 from coffre.booking.slots import FREE, held_slots, not_bookable, unknown_slot
+from coffre.exceptions import FhirError
 from coffre.search import parse_criteria
 from coffre.service.searching import Scope
 from coffre.service.stored import Outcome, Stored
@@ -19,29 +22,77 @@ if TYPE_CHECKING:
     from coffre.service.writer import Writer
 
 _seats = random.SystemRandom()
+SEATS_SECONDS = 5.0
+CACHED_SEARCHES = 256
+Seat = tuple[str, dict[str, Any]]
 
 
-def free_seats(
-    records: RecordStore, query: FindQuery, admit: Callable[[Stored], bool] | None
-) -> tuple[list[Stored], list[Stored]]:
-    """The seats $find offers, earliest first, and the Schedules they belong to, as
-    ``admit`` lets the requester see them."""
-    scope = Scope(records.storage, admit=admit)
-    found = records.find("Slot", parse_criteria(query.slot_pairs), scope)
-    by_id = {stored.id: stored for stored in found}
-    chosen = offered(((stored.id, stored.resource()) for stored in found), query.count, _seats)
-    slots = [by_id[slot_id] for slot_id, _ in chosen]
-    schedule_ids = {
-        reference.removeprefix("Schedule/")
-        for _, slot in chosen
-        if (reference := slot.get("schedule", {}).get("reference", "")).startswith("Schedule/")
-    }
-    schedules = (
-        records.find("Schedule", parse_criteria([("_id", ",".join(sorted(schedule_ids)))]), scope)
-        if schedule_ids
-        else []
-    )
-    return slots, schedules
+class FreeSeats:
+    """The free seats $find offers. A day's seats at a place are one search, which opens
+    every one of them (hundreds at a vaccination centre): its result is kept for
+    ``SEATS_SECONDS``, shared by the crowd asking for that place and day, and each seat
+    is read again, fresh and checked, before it is offered. A seat freed or opened since
+    is offered within those seconds; one taken since is never offered."""
+
+    def __init__(self, records: RecordStore) -> None:
+        self.records = records
+        self._found: OrderedDict[tuple[tuple[str, str], ...], tuple[float, list[Seat]]] = (
+            OrderedDict()
+        )
+
+    def _day(self, pairs: list[tuple[str, str]]) -> list[Seat]:
+        key, now = tuple(pairs), time.monotonic()
+        kept = self._found.get(key)
+        if kept is not None and now - kept[0] < SEATS_SECONDS:
+            return kept[1]
+        seats = [(s.id, s.resource()) for s in self.records.find("Slot", parse_criteria(pairs))]
+        self._found[key] = (now, seats)
+        self._found.move_to_end(key)
+        while len(self._found) > CACHED_SEARCHES:
+            self._found.popitem(last=False)
+        return seats
+
+    def _still_free(
+        self, group: list[Seat], day: list[Seat], admit: Callable[[Stored], bool] | None
+    ) -> Stored | None:
+        """A seat of the group still free, at random; those found taken leave ``day``."""
+        for seat in _seats.sample(group, len(group)):
+            try:
+                stored = self.records.read("Slot", seat[0])
+            except FhirError:  # deleted since
+                stored = None
+            if stored is not None and stored.resource().get("status") == FREE:
+                if admit is None or admit(stored):
+                    return stored
+                continue
+            day.remove(seat)
+        return None
+
+    def find(
+        self, query: FindQuery, admit: Callable[[Stored], bool] | None
+    ) -> tuple[list[Stored], list[Stored]]:
+        """The seats to offer, earliest first, one a place and time, and the Schedules they
+        belong to, as ``admit`` lets the requester see them."""
+        offered: list[Stored] = []
+        for day in query.days:
+            seats = self._day(query.on(day))
+            for group in by_time(seat for seat in seats if query.in_window(seat[1])):
+                seat = self._still_free(group, seats, admit)
+                if seat is not None:
+                    offered.append(seat)
+                if len(offered) == query.count:
+                    return offered, self._schedules(offered, admit)
+        return offered, self._schedules(offered, admit)
+
+    def _schedules(
+        self, slots: list[Stored], admit: Callable[[Stored], bool] | None
+    ) -> list[Stored]:
+        references = {str(slot.resource().get("schedule", {}).get("reference")) for slot in slots}
+        ids = sorted(r.removeprefix("Schedule/") for r in references if r.startswith("Schedule/"))
+        if not ids:
+            return []
+        criteria = parse_criteria([("_id", ",".join(ids))])
+        return self.records.find("Schedule", criteria, Scope(self.records.storage, admit=admit))
 
 
 def _seat(

@@ -11,7 +11,7 @@ import pytest
 from conftest import FHIR_JSON, RunningServer, put_resource
 from starlette.testclient import TestClient
 
-from coffre.service import Vault
+from coffre.service import Vault, booking
 
 FUTURE, PAST = "2031-03-01", "2020-03-01"
 VACCINATION = {"coding": [{"system": "http://snomed.info/sct", "code": "33879002"}]}
@@ -243,3 +243,17 @@ def test_a_burst_on_two_processes_books_each_seat_once(two_workers: RunningServe
 
 async def _book_async(client: httpx.AsyncClient, appointment: dict[str, Any]) -> httpx.Response:
     return await client.post("/Appointment/$book", json=appointment, headers=FHIR_JSON)
+
+
+def test_a_seat_opened_since_is_offered_once_the_seats_are_read_again(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """$find keeps a day's seats a few seconds, and reads each offer again: one taken since
+    is never offered, one opened since is once they are read again."""
+    _campaign(client)
+    query = f"location=centre-laval&start={FUTURE}"
+    assert _find(client, query)[0]["start"] == "2031-03-01T09:00:00Z"
+    put_resource(client, _seat("l850a", "laval", FUTURE, "08:50"))
+    assert _find(client, query)[0]["start"] == "2031-03-01T09:00:00Z"  # the seats kept
+    monkeypatch.setattr(booking, "SEATS_SECONDS", 0.0)
+    assert _find(client, query)[0]["start"] == "2031-03-01T08:50:00Z"

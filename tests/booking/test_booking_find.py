@@ -1,15 +1,15 @@
-"""What $find offers of a campaign's free seats: each place and time once, earliest
-first, through one of its seats."""
+"""What $find makes of a campaign's free seats: each place and time once, earliest first;
+the days its window covers, and the seats within it."""
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
 
-from coffre.booking.find import offered, place_and_time
+from coffre.booking.find import by_time, parse_find, place_and_time
+from coffre.search.normalise import date_range
 
 
 def _seat(schedule: str, minute: int) -> dict[str, Any]:
@@ -28,25 +28,30 @@ seats = st.lists(
 )
 
 
-@given(seats=seats, count=st.integers(min_value=1, max_value=10), seed=st.integers())
-def test_each_place_and_time_is_offered_once_earliest_first(
-    seats: list[tuple[str, int]], count: int, seed: int
-) -> None:
+@given(seats=seats)
+def test_each_place_and_time_is_one_group_earliest_first(seats: list[tuple[str, int]]) -> None:
     slots = [(f"s{n}", _seat(schedule, minute)) for n, (schedule, minute) in enumerate(seats)]
-    chosen = offered(slots, count, random.Random(seed))
-    kinds = [place_and_time(slot) for _, slot in chosen]
-    assert len(set(kinds)) == len(kinds)
-    assert len(chosen) == min(count, len({place_and_time(slot) for _, slot in slots}))
-    starts = [slot["start"] for _, slot in chosen]
-    assert starts == sorted(starts)
-    every = {(schedule, minute) for schedule, minute in seats}
-    earliest = sorted(every, key=lambda pair: (pair[1], f"Schedule/{pair[0]}"))[:count]
-    assert [(s["schedule"]["reference"][9:], int(s["start"][14:16])) for _, s in chosen] == earliest
-    assert all(dict(slots)[slot_id] is slot for slot_id, slot in chosen)
+    groups = by_time(slots)
+    assert sorted(seat for group in groups for seat in group) == sorted(slots)
+    for group in groups:
+        assert len({place_and_time(slot) for _, slot in group}) == 1
+    every = sorted(set(seats), key=lambda pair: (pair[1], f"Schedule/{pair[0]}"))
+    firsts = [(g[0][1]["schedule"]["reference"][9:], int(g[0][1]["start"][14:16])) for g in groups]
+    assert firsts == every
 
 
-def test_a_crowd_is_spread_over_the_seats_of_one_time() -> None:
-    slots = [(f"s{n}", _seat("laval", 0)) for n in range(5)]
-    choose = random.Random(7)
-    picked = {offered(slots, 1, choose)[0][0] for _ in range(200)}
-    assert picked == {f"s{n}" for n in range(5)}
+def _micros(instant: str) -> int:
+    found = date_range(instant)
+    assert found is not None
+    return found[0]
+
+
+def test_the_window_starts_now_at_the_earliest_and_covers_its_days() -> None:
+    now = _micros("2031-03-01T22:30:00Z")
+    query = parse_find([("start", "2031-02-01")], now)
+    assert query.days == ("2031-03-01", "2031-03-02")  # a day from now
+    assert not query.in_window(_seat("laval", 0))  # 9:00 that morning is gone
+    assert query.in_window({"start": "2031-03-02T09:00:00Z"})
+    assert not query.in_window({"start": "2031-03-02T22:30:00Z"})
+    week = parse_find([("start", "2031-03-03T10:00:00+02:00"), ("end", "2031-03-10")], now)
+    assert week.days[0] == "2031-03-03" and week.days[-1] == "2031-03-09"
