@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from bisect import bisect_right
 from collections.abc import Callable, Collection, Container, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any
@@ -74,7 +75,7 @@ class Scope:
 
     reader: StorageReader
     key_of: KeySource | None = None
-    written: frozenset[bytes] = frozenset()
+    written: AbstractSet[bytes] = frozenset()
     base: str | None = None
     as_of: int | None = None
     admit: Callable[[Stored], bool] | None = None

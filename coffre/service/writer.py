@@ -214,7 +214,7 @@ class Writer:
         return Scope(
             self.txn,
             self.key,
-            frozenset(self.written),
+            self.written,  # read during the search only, not copied for it
             base=base,
             as_of=as_of,
             admit=admit,
