@@ -18,6 +18,9 @@ The erasure is itself written to the log, in one transaction with the key's remo
 - one AuditEvent, in the gateway's own compartment (which survives), says who erased
   whom and why.
 
+The Slots the patient's Appointments held are freed first, in the same transaction: once
+those Appointments are unreadable, nothing would ever let their seats go.
+
 A host that deletes a wrapped key on its own writes no such leaf (only the gateway can
 tag one): the records it cuts off still fail their integrity check.
 """
@@ -31,6 +34,7 @@ from coffre.exceptions import FhirError
 from coffre.ledger.leaf import NO_DIGEST, NO_TOKENS, Leaf, LeafKind
 from coffre.service.audit import Access
 from coffre.service.records import RecordStore
+from coffre.service.slots import release_held_by
 from coffre.service.stored import check_id, erased, instant, now_us
 from coffre.service.writer import Writer
 
@@ -69,6 +73,7 @@ def erase_patient(records: RecordStore, patient_id: str, access: Access) -> Eras
             raise FhirError(  # not even records naming them
                 404, "not-found", f"Patient/{patient_id} does not exist: there is nothing to erase"
             )
+        release_held_by(writer, patient_id)
         ts = now_us()
         leaves, tampered = _record_leaves(records, writer, comp, ts)
         writer.txn.erase_compartment(comp, [leaf.loc for leaf in leaves])

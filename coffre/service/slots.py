@@ -19,6 +19,7 @@ from coffre.booking.slots import (
     still_held,
     taken,
 )
+from coffre.search import parse_criteria
 from coffre.service.stored import Stored
 
 if TYPE_CHECKING:
@@ -101,3 +102,15 @@ def _follow_appointment(
         freed = None if slot is None else released(slot)
         if freed is not None:
             writer.write_consequence("Slot", slot_id, freed)
+
+
+def release_held_by(writer: Writer, patient_id: str) -> None:
+    """Free the Slots a patient's Appointments hold, before their erasure leaves those
+    Appointments unreadable (and out of every search) and their seats taken for good."""
+    criteria = parse_criteria([("patient", f"Patient/{patient_id}")])
+    for appointment in writer.find("Appointment", criteria):
+        for slot_id in held_slots(appointment.resource()):
+            slot = _current_slot(writer, slot_id)
+            freed = None if slot is None else released(slot)
+            if freed is not None:
+                writer.write_consequence("Slot", slot_id, freed)

@@ -8,6 +8,10 @@ from typing import Any
 from conftest import FHIR_JSON, put_resource
 from starlette.testclient import TestClient
 
+from coffre.service import RecordStore
+from coffre.service.audit import Access
+from coffre.service.erasure import erase_patient
+
 
 def _slot(slot_id: str, status: str = "free") -> dict[str, Any]:
     return {
@@ -168,3 +172,12 @@ def test_a_batch_books_the_slot_once(client: TestClient) -> None:
     answered = client.post("/fhir", json=_two_bookings("batch"), headers=FHIR_JSON).json()
     statuses = [entry["response"]["status"] for entry in answered["entry"]]
     assert statuses[0].startswith("201") and statuses[1].startswith("409"), statuses
+
+
+def test_an_erased_patient_lets_go_of_her_slots(client: TestClient, records: RecordStore) -> None:
+    put_resource(client, _slot("s1"))
+    put_resource(client, {"resourceType": "Patient", "id": "anne"})
+    assert _book(client, "s1").status_code == 201
+    erase_patient(records, "anne", Access("Claire Dubé (coffre erase)", reason="Law 25"))
+    assert _status(client, "s1") == "free"
+    assert _book(client, "s1", patient="bruno").status_code == 201
