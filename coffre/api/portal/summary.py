@@ -95,6 +95,20 @@ def _observation(r: dict[str, Any]) -> Row:
     )
 
 
+def moment(value: Any) -> str:
+    """A FHIR instant as a person reads it, to the minute, with its time zone as recorded
+    (``2031-03-01 09:00 UTC``, ``2031-03-01 09:00 -05:00``)."""
+    if not isinstance(value, str) or len(value) < 16:
+        return day(value)
+    zone = value[19:].lstrip(".0123456789")
+    return f"{value[:10]} {value[11:16]} {'UTC' if zone in ('Z', '+00:00') else zone}".strip()
+
+
+def _appointment(r: dict[str, Any]) -> Row:
+    what = next((concept(c) for c in r.get("serviceType", ()) if concept(c)), "")
+    return what or str(r.get("description", "")), moment(r.get("start")), _status(r, "status")
+
+
 @dataclass(frozen=True, slots=True)
 class Section:
     """A part of the summary: its title's key, the types it shows, how a row reads, and
@@ -113,6 +127,7 @@ SECTIONS = (
     Section("allergies", ("AllergyIntolerance",), _allergy, "status"),
     Section("immunizations", ("Immunization",), _immunization, "status"),
     Section("observations", ("Observation",), _observation, "value", RECENT_RESULTS),
+    Section("appointments", ("Appointment",), _appointment, "status"),
 )
 SUMMARY_TYPES = tuple(t for section in SECTIONS for t in section.types)
 

@@ -441,3 +441,26 @@ def test_an_erased_patient_is_told_so_on_every_page_and_can_sign_out(
     assert records.storage.leaf_count() == leaves  # nothing was shown, nothing written
     out = portal.post("/portal/sign-out", data={"csrf": csrf}, follow_redirects=True)
     assert out.status_code == 200 and "Vous êtes déconnecté." in out.text
+
+
+def test_my_record_shows_her_appointments_with_their_time_zone(
+    portal: TestClient, records: RecordStore
+) -> None:
+    with records.writer() as writer:
+        writer.create(
+            {
+                "resourceType": "Appointment",
+                "status": "booked",
+                "serviceType": [{"text": "Vaccination grippe"}],
+                "start": "2031-03-01T09:00:00-05:00",
+                "end": "2031-03-01T09:05:00-05:00",
+                "participant": [
+                    {"actor": {"reference": f"Patient/{PATIENT}"}, "status": "accepted"}
+                ],
+            }
+        )
+    sign_in(portal)
+    page = portal.get("/portal/?lang=fr").text
+    assert '<h2 id="appointments">Rendez-vous</h2>' in page
+    assert "Vaccination grippe" in page and "2031-03-01 09:00 -05:00" in page
+    assert "réservé" in page
