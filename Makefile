@@ -21,12 +21,14 @@ $(STAMP): pyproject.toml
 bytecode: $(STAMP)
 	$(BIN)/python -m compileall -q coffre
 
-# A vault with generated patients, served on http://127.0.0.1:$(DEMO_PORT)/fhir.
+# A vault with generated patients and a vaccination campaign (three centres, two days from
+# tomorrow, three seats), served on http://127.0.0.1:$(DEMO_PORT)/fhir.
 demo: bytecode
 	@if [ ! -f $(DEMO)/vault/storage.sqlite ]; then \
 		$(BIN)/coffre init $(DEMO)/vault && \
 		$(BIN)/coffre synth $(DEMO_PATIENTS) --out $(DEMO)/synth && \
-		$(BIN)/coffre import --vault $(DEMO)/vault $(DEMO)/synth; \
+		$(BIN)/coffre synth-campaign --sites 3 --days 2 --seats 3 --out $(DEMO)/campaign && \
+		$(BIN)/coffre import --vault $(DEMO)/vault $(DEMO)/synth $(DEMO)/campaign; \
 	fi
 	@$(BIN)/python scripts/demo_access.py setup --vault $(DEMO)/vault --url http://127.0.0.1:$(DEMO_PORT)
 	$(BIN)/coffre serve --vault $(DEMO)/vault --port $(DEMO_PORT)

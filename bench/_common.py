@@ -434,6 +434,20 @@ class CoffreServer:
         self.stop()
 
 
+def mode_server(args: argparse.Namespace, mode: str, storage_url: str | None) -> CoffreServer:
+    """The server of a run of ``mode`` (sealed or plaintext) on a fresh vault, as the
+    common options and the server options (``add_server_options``) ask."""
+    return CoffreServer(
+        workers=args.workers,
+        plaintext=mode == "plaintext",
+        tmp_root=args.tmpdir,
+        synchronous=args.sqlite_synchronous,
+        keep=args.keep_vault,
+        storage_url=storage_url,
+        ready_timeout=args.ready_timeout,
+    )
+
+
 def _schema_bytes(url: str) -> int:
     """What a PostgreSQL storage's tables take on disk, with their indexes and TOAST."""
     import psycopg
@@ -759,6 +773,19 @@ class Table:
             if n == 0:
                 out.append("  ".join("-" * w for w in widths))
         return "\n".join(out)
+
+
+def add_machine_rows(table: Table, col: Callable[[Callable[[Any], float]], dict[str, Any]]) -> None:
+    """Who used the machine in the measured window, from a run's ``cpu`` (``CpuUsage.as_dict``):
+    the load generator, the server, every other process, and the hypervisor."""
+    for label, key in (
+        ("generator share of the machine", "generator_share"),
+        ("server share of the machine", "server_share"),
+        ("other processes' share", "others_share"),
+        ("machine busy (all processes)", "machine_busy"),
+        ("stolen by the hypervisor", "steal"),
+    ):
+        table.add(label, col(lambda r, key=key: r["cpu"][key] * 100), "{:.1f}%")
 
 
 def _cost(row: Row) -> str:

@@ -34,12 +34,14 @@ from _common import (
     CoffreServer,
     Table,
     add_common_options,
+    add_machine_rows,
     add_server_options,
     client_session,
     cpu_usage,
     diagnostics_of,
     latency_summary,
     measured_window,
+    mode_server,
     network_errors,
     parse_modes,
     print_header,
@@ -476,15 +478,7 @@ def run_mode(
     storage_url: str | None,
 ) -> dict[str, Any]:
     busy_before = wait_for_idle(args.wait_idle)
-    server = CoffreServer(
-        workers=args.workers,
-        plaintext=mode == "plaintext",
-        tmp_root=args.tmpdir,
-        synchronous=args.sqlite_synchronous,
-        keep=args.keep_vault,
-        storage_url=storage_url,
-        ready_timeout=args.ready_timeout,
-    )
+    server = mode_server(args, mode, storage_url)
     with server:
         outcome = run_async(load(args, server, templates, profile), args.loop)
     record: Record = outcome["record"]
@@ -580,19 +574,7 @@ def report(results: dict[str, dict[str, Any]], modes: list[str], args: argparse.
         col(lambda r: r["cpu"]["generator_cpu_s"] / max(r["requests"], 1) * 1000),
         "{:,.3f}",
     )
-    table.add(
-        "generator share of the machine",
-        col(lambda r: r["cpu"]["generator_share"] * 100),
-        "{:.1f}%",
-    )
-    table.add(
-        "server share of the machine", col(lambda r: r["cpu"]["server_share"] * 100), "{:.1f}%"
-    )
-    table.add("other processes' share", col(lambda r: r["cpu"]["others_share"] * 100), "{:.1f}%")
-    table.add(
-        "machine busy (all processes)", col(lambda r: r["cpu"]["machine_busy"] * 100), "{:.1f}%"
-    )
-    table.add("stolen by the hypervisor", col(lambda r: r["cpu"]["steal"] * 100), "{:.1f}%")
+    add_machine_rows(table, col)
     print()
     print(table.render(modes))
     for mode in modes:

@@ -36,7 +36,6 @@ from _common import (
     FHIR_JSON,
     PUBLISHED_IMPORT,
     ROOT,
-    CoffreServer,
     Profiler,
     Runs,
     Table,
@@ -50,6 +49,7 @@ from _common import (
     describe_changes,
     diagnostics_of,
     latency_summary,
+    mode_server,
     network_errors,
     paired_changes,
     parse_modes,
@@ -197,15 +197,7 @@ def run_mode(
     mode: str, args: argparse.Namespace, dataset: Dataset, profile: bool, storage_url: str | None
 ) -> dict[str, Any]:
     busy_before = wait_for_idle(args.wait_idle)
-    server = CoffreServer(
-        workers=args.workers,
-        plaintext=mode == "plaintext",
-        tmp_root=args.tmpdir,
-        synchronous=args.sqlite_synchronous,
-        keep=args.keep_vault,
-        storage_url=storage_url,
-        ready_timeout=args.ready_timeout,
-    )
+    server = mode_server(args, mode, storage_url)
     with server:
         url = server.base_url + "/"
         stages = [stage * args.repeat for stage in dataset.stages]

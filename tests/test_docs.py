@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import re
 import subprocess
+import sys
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from conftest import RunningServer
+import httpx
+from conftest import FHIR_JSON, RunningServer
 
 from coffre import config
 from coffre.config import SETTINGS
@@ -46,21 +48,35 @@ def _tour_commands() -> list[str]:
     commands: list[str] = []
     pending = ""
     for line in block.splitlines():
+        if not pending and line.startswith("#"):
+            continue  # a comment, whose apostrophes open no quoted body
         pending += line + "\n"
         if pending.rstrip().endswith("\\") or pending.count("'") % 2:
             continue
         command = pending.strip()
         pending = ""
-        if command and not command.startswith("#"):
+        if command:
             commands.append(command)
     return commands
 
 
-def test_the_readme_tour_runs_as_written(server: RunningServer) -> None:
-    """Each command of the tour succeeds against a fresh server (curl fails on an HTTP
-    error), with the id the tour's create gives in place of ``<id>``, and its searches
-    of patients find her. The token lines
+def _load_the_demo_campaign(server: RunningServer, folder: Path) -> None:
+    """The campaign `make demo` loads, generated as the Makefile says, sent to the server."""
+    options = re.search(r"coffre synth-campaign (.*) --out", (ROOT / "Makefile").read_text())
+    assert options, "make demo loads no campaign"
+    command = [sys.executable, "-m", "coffre", "synth-campaign", *options.group(1).split()]
+    subprocess.run([*command, "--out", str(folder)], check=True, capture_output=True, cwd=ROOT)
+    for path in sorted(folder.iterdir()):
+        response = httpx.post(server.base_url, content=path.read_bytes(), headers=FHIR_JSON)
+        assert response.status_code == 200, response.text
+
+
+def test_the_readme_tour_runs_as_written(server: RunningServer, tmp_path: Path) -> None:
+    """Each command of the tour succeeds against a fresh server with the demo's campaign
+    (curl fails on an HTTP error), with the id the tour's create gives in place of
+    ``<id>``, and its searches of patients find her. The token lines
     need the demo's registered client and are for `make demo` alone."""
+    _load_the_demo_campaign(server, tmp_path / "campaign")
     port = urlsplit(server.base_url).port
     patient_id = None
     ran = 0

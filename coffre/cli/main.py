@@ -6,7 +6,7 @@ import ipaddress
 import os
 import random
 import threading
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime, timedelta
 from functools import partial
 from pathlib import Path
 from typing import Annotated
@@ -40,6 +40,7 @@ from coffre.service.stored import now_us
 from coffre.service.witnessing import witnesses_from_settings
 from coffre.storage.postgres import reached_in_clear
 from coffre.synth import generate_bundles, generate_shared_bundle
+from coffre.synth.campaign import TURNS_A_DAY, VENUES, campaign_bundles
 
 app = typer.Typer(
     help="Coffre: a FHIR R4 health record whose host only ever sees sealed data.",
@@ -261,7 +262,8 @@ _CARRY_ON = (
 MAX_SYNTH_PATIENTS = 9_999_999
 """As many as ``patient-NNNNNNN.json`` numbers in order."""
 SYNTH_YEARS = (1900, 2999)
-"""The years a generated history may run up to: a century of it fits in Python's dates."""
+"""The years a generated history may run up to (a century of it fits in Python's dates),
+and a generated campaign open in."""
 
 
 @app.command()
@@ -306,6 +308,57 @@ def synth(
     console.print(
         f"{count} patients, {resources} resources, and {shared_count} shared ones"
         f" (organisations, practitioners and their roles), written to {escape(str(out))}"
+    )
+
+
+MAX_CAMPAIGN_DAYS, MAX_CAMPAIGN_SEATS = 366, 999
+"""A year of days at most; a centre's day of seats is one Bundle, held in memory."""
+
+
+@app.command("synth-campaign")
+def synth_campaign(
+    sites: Annotated[
+        int,
+        typer.Option(
+            min=1, max=len(VENUES), help="How many vaccination centres, Quebec's and France's."
+        ),
+    ] = 3,
+    days: Annotated[int, typer.Option(min=1, max=MAX_CAMPAIGN_DAYS, help="Days in a row.")] = 2,
+    seats: Annotated[
+        int,
+        typer.Option(
+            min=1, max=MAX_CAMPAIGN_SEATS, help="Vaccinators a centre: a Slot each a turn."
+        ),
+    ] = 3,
+    opens: Annotated[
+        datetime | None,
+        typer.Option(formats=["%Y-%m-%d"], help="The first day (YYYY-MM-DD); tomorrow by default."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Folder to write the Bundles to.")] = Path("campaign"),
+) -> None:
+    """Write a vaccination campaign as transaction Bundles, for `coffre import`.
+
+    Each centre is a Location with a Schedule, its seats free Slots of 5 minutes (8:00-20:00).
+    Each `campaign-SITE-DAY.json` holds a centre's day; importing it twice writes nothing new.
+    """
+    first = date.today() + timedelta(days=1) if opens is None else opens.date()
+    if not SYNTH_YEARS[0] <= first.year <= SYNTH_YEARS[1]:
+        raise fail(f"--opens is a day from {SYNTH_YEARS[0]} to {SYNTH_YEARS[1]}")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        with Progress(*_columns("generating", "bundles"), console=console) as progress:
+            task = progress.add_task("campaign", total=sites * days, rate="-")
+            for name, bundle in campaign_bundles(sites, days, seats, first):
+                (out / f"{name}.json").write_bytes(dumps(bundle))
+                _advance(progress, task, 1)
+    except OSError as error:
+        raise fail(error) from None
+    last = first + timedelta(days=days - 1)
+    slots = sites * days * seats * TURNS_A_DAY
+    console.print(
+        f"a campaign from {first} to {last}: {sites} centres, {seats} seats a centre,"
+        f" {TURNS_A_DAY} turns a day: {slots:,} free Slots in {sites * days} Bundles, written to"
+        f" {escape(str(out))}"
     )
 
 

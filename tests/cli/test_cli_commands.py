@@ -6,6 +6,7 @@ import inspect
 import json
 import re
 from collections.abc import Iterator
+from datetime import date, timedelta
 from pathlib import Path
 
 import pytest
@@ -118,6 +119,25 @@ def test_synth_then_import_twice_changes_nothing_the_second_time(tmp_path: Path)
     assert code == 0 and "0 failures" in first
     code, second = _run("import", "--vault", str(tmp_path / "v"), str(tmp_path / "s"))
     assert code == 0 and "0 new versions written" in second
+
+
+def test_synth_campaign_opens_tomorrow_and_writes_a_bundle_a_centre_and_day(
+    tmp_path: Path,
+) -> None:
+    tomorrow = date.today() + timedelta(days=1)
+    args = ("--sites", "2", "--days", "2", "--seats", "3", "--out", str(tmp_path / "c"))
+    code, output = _run("synth-campaign", *args)
+    assert code == 0, output
+    assert "2 centres, 3 seats a centre, 144 turns a day: 1,728 free Slots in 4 Bundles" in output
+    opened = date.fromisoformat(output.split("a campaign from ", 1)[1][:10])
+    assert opened in {tomorrow, date.today() + timedelta(days=1)}  # the test ran at midnight
+    assert sorted(path.name for path in (tmp_path / "c").iterdir()) == sorted(
+        f"campaign-{site}-{opened + timedelta(days=n)}.json"
+        for site in ("qc-stade-olympique", "fr-paris-expo")
+        for n in range(2)
+    )
+    code, output = _run("synth-campaign", "--opens", "3000-01-01", "--out", str(tmp_path / "d"))
+    assert code == 1 and "--opens is a day from 1900 to 2999" in output
 
 
 def test_synth_as_of_a_day_gives_the_same_files_on_any_day(tmp_path: Path) -> None:
