@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from coffre.booking.find import place_and_time
-from coffre.booking.slots import FREE, held_slots, slot_id
+from coffre.booking.slots import BUSY, FREE, held_slots, not_bookable, slot_id
 from coffre.exceptions import FhirError
 from coffre.fhir.compartment import patient_of
 from coffre.search import Criterion, parse_criteria
@@ -50,6 +50,8 @@ def to_book(appointment: dict[str, Any]) -> dict[str, Any]:
             "Appointment.status",
         )
     booked = {**appointment, "status": "booked"}
+    if "participant" in booked:  # the patient books, the schedule's free seat takes her
+        booked["participant"] = [_accepted(p) for p in booked["participant"]]
     if not held_slots(booked):
         raise FhirError(
             422,
@@ -66,6 +68,25 @@ def to_book(appointment: dict[str, Any]) -> dict[str, Any]:
             "Appointment.participant",
         )
     return booked
+
+
+def _accepted(participant: dict[str, Any]) -> dict[str, Any]:
+    if participant.get("status") in ("needs-action", "tentative"):
+        return {**participant, "status": "accepted"}
+    return participant
+
+
+def no_seat_left(slot_id: str, status: str) -> FhirError:
+    """The refusal of a Slot not free when no other seat of its time is."""
+    if status != BUSY:
+        return not_bookable(slot_id, status)
+    return FhirError(
+        409,
+        "conflict",
+        f"Slot/{slot_id} is already booked, and so is every other seat at that time: choose"
+        " another time (Appointment/$find lists the free ones)",
+        "Appointment.slot",
+    )
 
 
 def check_to_come(slot_id: str, slot: dict[str, Any], now_us: int) -> None:

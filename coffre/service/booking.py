@@ -9,9 +9,9 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from coffre.booking.book import check_to_come, other_seats, same_seat_kind, with_seats
+from coffre.booking.book import check_to_come, no_seat_left, other_seats, same_seat_kind, with_seats
 from coffre.booking.find import FindQuery, by_time
-from coffre.booking.slots import FREE, held_slots, not_bookable, unknown_slot
+from coffre.booking.slots import FREE, held_slots, unknown_slot
 from coffre.exceptions import FhirError
 from coffre.search import parse_criteria
 from coffre.service.searching import Scope
@@ -113,7 +113,7 @@ def _seat(
         if other.id not in chosen and same_seat_kind(slot, other.resource())
     ]
     if not others:
-        raise not_bookable(slot_id, str(slot.get("status")))
+        raise no_seat_left(slot_id, str(slot.get("status")))
     return _seats.choice(others)
 
 

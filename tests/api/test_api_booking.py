@@ -127,12 +127,13 @@ def test_a_crowd_on_one_offer_fills_its_seats_then_gets_a_409(client: TestClient
         assert response.headers["Location"].startswith("http://testserver/fhir/Appointment/")
         booked = response.json()
         assert booked["status"] == "booked"
+        assert {p["status"] for p in booked["participant"]} == {"accepted"}
         assert booked["start"] == offer["start"]
         taken.append(_slot_of(booked))
     assert sorted(taken) == ["l900a", "l900b", "l900c"]
     full = _book(client, offer)
     assert full.status_code == 409, full.text
-    assert "already booked" in full.json()["issue"][0]["diagnostics"]
+    assert "so is every other seat at that time" in full.json()["issue"][0]["diagnostics"]
     for slot_id in taken:
         assert client.get(f"/fhir/Slot/{slot_id}").json()["status"] == "busy"
     held = client.get("/fhir/Appointment?slot=Slot/l900a,Slot/l900b,Slot/l900c&_total=accurate")
