@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -17,17 +18,19 @@ from coffre.api.auth.scopes import Role
 from coffre.cli.access import KeyringOption, VaultOption
 from coffre.cli.output import console, fail
 from coffre.exceptions import CoffreError
+from coffre.research.extract import extract as make_extract
 from coffre.research.projects import (
     Project,
     ProjectError,
     ended,
+    find,
     load,
     projects_file,
     save,
     with_project,
 )
 from coffre.research.tables import TABLE_OF
-from coffre.service import Vault
+from coffre.service import RecordStore, Vault
 
 app = typer.Typer(
     help="Research projects: their pseudonymised extracts and safe counts.", no_args_is_help=True
@@ -52,6 +55,13 @@ def _file(vault: Path, keyring: Path | None) -> Path:
 def _projects(vault: Path, keyring: Path | None) -> dict[str, Project]:
     try:
         return load(_file(vault, keyring))
+    except ProjectError as error:
+        raise fail(error) from None
+
+
+def _project(vault: Path, keyring: Path | None, project_id: str) -> Project:
+    try:
+        return find(_projects(vault, keyring), project_id)
     except ProjectError as error:
         raise fail(error) from None
 
@@ -177,4 +187,45 @@ def end(
         keyring,
         lambda projects: ended(projects, project_id, _today()),
         f"project {project_id} ended",
+    )
+
+
+def _open(vault: Path, keyring: Path | None) -> RecordStore:
+    try:
+        return Vault.at(vault, keyring).open()
+    except CoffreError as error:
+        raise fail(error) from None
+
+
+@app.command("extract")
+def extract(
+    project_id: str,
+    out: Annotated[Path, typer.Option("--out", help="A new or empty folder for the files.")],
+    operator: Annotated[
+        str, typer.Option("--operator", help="Who acts, as the log records it.")
+    ] = getpass.getuser(),
+    vault: VaultOption = Path(config.VAULT.default),
+    keyring: KeyringOption = None,
+) -> None:
+    """Write the project's pseudonymised extract: Parquet tables and their manifest.
+
+    Only patients who did not refuse research use; every version handed out is logged."""
+    project = _project(vault, keyring, project_id)
+    records = _open(vault, keyring)
+    try:
+        made = make_extract(
+            records, project, out, f"{operator} (coffre research extract)", _today()
+        )
+    except (CoffreError, OSError) as error:
+        raise fail(error) from None
+    finally:
+        records.storage.close()
+    manifest = made.manifest
+    console.print(
+        escape(
+            f"extract {manifest['extract']} of project {project_id}: {manifest['persons']}"
+            f" persons, {sum(f['rows'] for f in manifest['files'].values())} rows in"
+            f" {len(manifest['files'])} tables, written to {out}; its manifest is leaf"
+            f" {made.leaf} of the log"
+        )
     )

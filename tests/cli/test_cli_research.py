@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow.parquet as pq
 from typer.testing import CliRunner
 
 from coffre.cli.main import app
+from coffre.service import Vault
 
 runner = CliRunner()
 PROJECT = [
@@ -92,3 +94,23 @@ def test_a_project_that_is_not_whole_is_refused(tmp_path: Path) -> None:
     code, output = _run(folder, *wrong)
     assert code == 1 and "not AuditEvent" in output
     assert not (folder / "keyring.research.json").exists()
+
+
+def test_an_extract_from_the_command_line(vault: Vault, tmp_path: Path) -> None:
+    records = vault.open()
+    with records.writer() as writer:
+        writer.update(
+            "Patient", "ana", {"resourceType": "Patient", "id": "ana", "gender": "female"}
+        )
+    records.storage.close()
+    _researcher(vault.folder, tmp_path, "alice")
+    assert _run(vault.folder, *PROJECT)[0] == 0
+    out = tmp_path / "extract"
+    code, output = _run(vault.folder, "research", "extract", "diabete-2026", "--out", str(out))
+    assert code == 0, output
+    assert "1 persons, 1 rows in 2 tables" in output and "leaf" in output
+    assert pq.read_table(out / "person.parquet").column("gender").to_pylist() == ["female"]
+    code, output = _run(vault.folder, "research", "extract", "diabete-2026", "--out", str(out))
+    assert code == 1 and "is not empty" in output
+    code, output = _run(vault.folder, "research", "extract", "other", "--out", str(out))
+    assert code == 1 and "no project 'other'" in output
