@@ -18,6 +18,8 @@ from coffre.api.auth.scopes import Role
 from coffre.cli.access import KeyringOption, VaultOption
 from coffre.cli.output import console, fail
 from coffre.exceptions import CoffreError
+from coffre.research.aggregate import SMALL_CELL, Query
+from coffre.research.aggregate import count as make_count
 from coffre.research.extract import extract as make_extract
 from coffre.research.projects import (
     Project,
@@ -36,6 +38,7 @@ app = typer.Typer(
     help="Research projects: their pseudonymised extracts and safe counts.", no_args_is_help=True
 )
 DAY = ["%Y-%m-%d"]
+OPERATOR = getpass.getuser()
 OperatorOption = Annotated[str, typer.Option("--operator", help="Who acts, as the log records it.")]
 
 
@@ -201,9 +204,7 @@ def _open(vault: Path, keyring: Path | None) -> RecordStore:
 def extract(
     project_id: str,
     out: Annotated[Path, typer.Option("--out", help="A new or empty folder for the files.")],
-    operator: Annotated[
-        str, typer.Option("--operator", help="Who acts, as the log records it.")
-    ] = getpass.getuser(),
+    operator: OperatorOption = OPERATOR,
     vault: VaultOption = Path(config.VAULT.default),
     keyring: KeyringOption = None,
 ) -> None:
@@ -229,3 +230,49 @@ def extract(
             f" {made.leaf} of the log"
         )
     )
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals:
+        raise fail(f"--where takes COLUMN=VALUE, not {text!r}")
+    return name, value
+
+
+@app.command("count")
+def count(
+    project_id: str,
+    table: Annotated[str, typer.Argument(help="The table: person, measurement...")],
+    extract: Annotated[
+        Path, typer.Option("--extract", help="The folder of one of the project's extracts.")
+    ],
+    by: Annotated[
+        list[str] | None, typer.Option("--by", help="A column to count by; twice at most.")
+    ] = None,
+    where: Annotated[
+        list[str] | None, typer.Option("--where", help="COLUMN=VALUE, compared as text; repeat.")
+    ] = None,
+    operator: OperatorOption = OPERATOR,
+    vault: VaultOption = Path(config.VAULT.default),
+    keyring: KeyringOption = None,
+) -> None:
+    """Count distinct persons of an extract's table, by columns; cells under 10 suppressed.
+
+    A column of the person table may be used with any table. The count is logged."""
+    project = _project(vault, keyring, project_id)
+    query = Query(table, tuple(by or ()), tuple(_pair(text) for text in where or ()))
+    records = _open(vault, keyring)
+    try:
+        made = make_count(
+            records, project, extract, query, f"{operator} (coffre research count)", _today()
+        )
+    except (CoffreError, OSError) as error:
+        raise fail(error) from None
+    finally:
+        records.storage.close()
+    hidden = f"<{SMALL_CELL}"
+    typer.echo("\t".join([*query.by, "persons"]))
+    for key, persons in made.cells:
+        values = ["" if value is None else str(value) for value in key]
+        typer.echo("\t".join([*values, hidden if persons is None else str(persons)]))
+    typer.echo(f"total\t{hidden if made.total is None else made.total}")

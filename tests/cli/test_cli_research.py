@@ -114,3 +114,11 @@ def test_an_extract_from_the_command_line(vault: Vault, tmp_path: Path) -> None:
     assert code == 1 and "is not empty" in output
     code, output = _run(vault.folder, "research", "extract", "other", "--out", str(out))
     assert code == 1 and "no project 'other'" in output
+    args = ("research", "count", "diabete-2026", "person", "--extract", str(out))
+    code, output = _run(vault.folder, *args, "--by", "gender", "--where", "gender=female")
+    assert code == 0, output
+    assert output == "gender\tpersons\nfemale\t<10\ntotal\t<10\n"
+    code, output = _run(vault.folder, *args, "--by", "gender", "--where", "gender")
+    assert code == 1 and "--where takes COLUMN=VALUE" in output
+    code, output = _run(vault.folder, *args, "--by", "person_id")
+    assert code == 1 and "person has no column 'person_id'" in output
