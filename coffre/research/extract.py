@@ -29,6 +29,7 @@ from coffre.research.tables import TABLE_OF, Row, Table, rows_of
 from coffre.seal.keys import Pseudonyms
 from coffre.service.audit import Access
 from coffre.service.consent import RESEARCH_PURPOSE, research_opt_out
+from coffre.service.export import Export, ExportJob
 from coffre.service.records import RecordStore
 from coffre.service.stored import Stored, instant, now_us
 from coffre.storage.base import SealedVersion
@@ -125,16 +126,15 @@ class Extract:
 
 
 def confirmed_patients(records: RecordStore) -> Iterator[Stored]:
-    """The vault's current Patients, each its latest version as the log has it, erased
-    ones left out; streamed."""
-    storage = records.storage
-    for sealed in storage.current_of_kind(records.keys.kind("Patient")):
-        records.latest_writes.catch_up(storage)
-        checked = _confirmed(records, sealed)
-        if checked is not None and not records.is_erased(checked.comp):
-            stored = records.open_found(checked)
-            if stored.resource_type == "Patient":
-                yield stored
+    """The vault's Patients as they are now, each as the log has it, deleted and erased ones
+    left out. Read a page of the storage at a time, as an export reads it: a cursor held
+    open across the extract's own commits would keep SQLite's reading connection on its
+    first snapshot, and the log would look shorter than the gateway followed."""
+    job = ExportJob("patient", records.storage.last_seq(), now_us(), "", types=("Patient",))
+    for sealed in Export(records, job).versions("Patient"):
+        stored = records.open_found(sealed)
+        if stored.resource_type == "Patient":
+            yield stored
 
 
 def _confirmed(records: RecordStore, sealed: SealedVersion) -> SealedVersion | None:

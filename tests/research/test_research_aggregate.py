@@ -10,7 +10,9 @@ from pathlib import Path
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from starlette.testclient import TestClient
 
+from coffre.cli.audit import audit_log
 from coffre.fhir import json
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.research.aggregate import SMALL_CELL, Key, Query, count, suppress
@@ -198,3 +200,15 @@ def test_a_count_needs_the_projects_own_unaltered_extract(
         file.write(b"\0")
     with pytest.raises(ProjectError, match="is not the file"):
         count(records, PROJECT, tmp_path / "x", Query("person", ()), "alice", TODAY)
+
+
+def test_the_auditor_holds_the_log_after_extracts_and_counts(
+    client: TestClient, records: RecordStore, tmp_path: Path
+) -> None:
+    _vault(records)
+    extract(records, PROJECT, tmp_path / "x", "operator", TODAY)
+    _count(records, tmp_path / "x", "gender")
+    report = audit_log(client, records.ledger.verifier_key, None, full=True)
+    assert report.consistent and report.violations == [] and report.findings == []
+    # 28 patients: each one's Patient and Observation handed out, and the manifest's leaf
+    assert "leaves by kind: 56 create, 1 search, 57 export, 28 data_key" in report.held

@@ -320,3 +320,27 @@ def test_synthea_patients_are_extracted_without_what_names_them(
         needles += [line for a in patient["address"] for line in a["line"]]
         for needle in needles:
             assert needle not in values, needle
+
+
+def test_an_extract_goes_out_a_batch_at_a_time(
+    records: RecordStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What keeps memory flat: a batch of patients' rows waits for its leaves, a row group
+    of each table for its file; the tables are those of one batch."""
+    _vault(records)
+    with records.writer() as writer:
+        for patient_id in ("eve", "fay"):
+            writer.update("Patient", patient_id, _patient(patient_id))
+            for resource in _history(patient_id):
+                writer.create(resource)
+    whole = _tables(tmp_path / "whole") if _extract(records, tmp_path / "whole") else {}
+    monkeypatch.setattr("coffre.research.extract.PATIENTS_AT_ONCE", 1)
+    monkeypatch.setattr("coffre.research.extract.ROWS_PER_GROUP", 1)
+    transactions = []
+    writer = records.writer
+    monkeypatch.setattr(records, "writer", lambda *a: transactions.append(a) or writer(*a))
+    _extract(records, tmp_path / "batched")
+    assert _tables(tmp_path / "batched") == whole
+    assert len(transactions) == 3 + 1  # one a patient, and the manifest's
+    measurements = pq.ParquetFile(tmp_path / "batched" / "measurement.parquet")
+    assert measurements.metadata.num_row_groups == len(whole["measurement"]) == 3
