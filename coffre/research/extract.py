@@ -78,6 +78,12 @@ def file_digest(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _own_file(path: Path) -> Path:
+    """``path``, made empty and readable by its owner only (0600), whatever the folder's mode."""
+    path.touch(mode=0o600)
+    return path
+
+
 class _TableFiles:
     """A Parquet file per table, each written a row group at a time."""
 
@@ -87,7 +93,8 @@ class _TableFiles:
         self._schemas = {table.name: schema_of(table) for table in tables}
         self._waiting: dict[str, list[Row]] = {name: [] for name in self.paths}
         self._writers = {
-            name: pq.ParquetWriter(self.paths[name], self._schemas[name]) for name in self.paths
+            name: pq.ParquetWriter(_own_file(self.paths[name]), self._schemas[name])
+            for name in self.paths
         }
 
     def add(self, table: Table, row: Row) -> None:
@@ -228,7 +235,7 @@ def extract(records: RecordStore, project: Project, out: Path, who: str, today: 
         },
     }
     body = json.canonical(manifest)
-    (out / MANIFEST).write_bytes(body)
+    _own_file(out / MANIFEST).write_bytes(body)
     return Extract(manifest, _log_extract(records, access, extract_id, body))
 
 

@@ -187,6 +187,8 @@ def test_the_extract_holds_the_research_patients_minimised(
     }
     for name, rows in tables.items():
         assert manifest["files"][f"{name}.parquet"]["rows"] == len(rows)
+    for path in (tmp_path / "x").iterdir():
+        assert path.stat().st_mode & 0o077 == 0, path
 
 
 def test_no_identifier_reaches_the_files(records: RecordStore, tmp_path: Path) -> None:
