@@ -2,11 +2,11 @@
 
 A count is of distinct persons, by one or two columns of a table (or of ``person``, joined
 on the pseudonym), with equality filters, computed by DuckDB over the extract's Parquet
-files once each file is checked against the manifest. A cell of fewer than 10 persons is
-suppressed, and so is the total under 10; then, along each line of the table (the cells
-that differ in one column only), a line with exactly one suppressed cell has its
-smallest other cell suppressed too, so that no line's sum or the total gives a
-suppressed cell back. Patients who refused research use since the extract was made are
+files once the log's leaf vouches for the manifest and the manifest for each file. A cell
+of fewer than 10 persons is suppressed, and so is the total under 10; then, along each
+line of the table (the cells that differ in one column only), a line with exactly one
+suppressed cell has its smallest other cell suppressed too, so that no line's sum or the
+total gives a suppressed cell back. Patients who refused research use since the extract was made are
 left out of every count. Each count answered is a ``SEARCH`` leaf of the log whose body
 hash is the SHA-256 of the query and its published answer. docs/research.md.
 """
@@ -26,9 +26,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from coffre.fhir import json
+from coffre.ledger.errors import LedgerError
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.research.extract import (
     EXTRACT_TYPE,
+    LEAF,
     MANIFEST,
     file_digest,
     research_access,
@@ -37,6 +39,7 @@ from coffre.research.extract import (
 from coffre.research.projects import Project, ProjectError
 from coffre.research.tables import PERSON, PERSON_ID, TABLE_OF
 from coffre.seal.keys import Pseudonyms
+from coffre.service.ledger import authentic_leaf
 from coffre.service.records import RecordStore
 from coffre.service.stored import now_us
 
@@ -81,13 +84,25 @@ def _text(value: Any) -> Any:
     return value.isoformat() if isinstance(value, date) else value
 
 
-def checked_manifest(folder: Path, project: Project) -> dict[str, Any]:
-    """The extract's manifest, once it is the project's and every file is as it says."""
+def checked_manifest(records: RecordStore, folder: Path, project: Project) -> dict[str, Any]:
+    """The extract's manifest, once the log's leaf commits to it (``LEAF`` names the
+    leaf), it is the project's, and every file is as it says."""
     try:
-        manifest: dict[str, Any] = json.loads((folder / MANIFEST).read_bytes())
-    except (OSError, ValueError):
-        raise ProjectError(f"{folder} holds no extract's manifest") from None
-    if manifest.get("project", {}).get("project_id") != project.project_id:
+        body = (folder / MANIFEST).read_bytes()
+        index = int((folder / LEAF).read_text())
+        manifest: dict[str, Any] = json.loads(body)
+        data = records.storage.leaves(index, index + 1) if index >= 0 else []
+        leaf = authentic_leaf(records.keys, index, data[0]) if data else None
+    except (OSError, ValueError, LedgerError):
+        leaf = None
+    if (
+        leaf is None
+        or leaf.kind is not LeafKind.EXPORT
+        or leaf.body_hash != hashlib.sha256(body).digest()
+        or leaf.loc != records.keys.location(EXTRACT_TYPE, manifest["extract"])
+    ):
+        raise ProjectError(f"{folder} holds no extract that the log records")
+    if manifest["project"]["project_id"] != project.project_id:
         raise ProjectError(f"{folder} holds no extract of project {project.project_id}")
     for name, described in manifest["files"].items():
         path = folder / name
@@ -185,7 +200,7 @@ def count(
         raise ProjectError(
             f"a count is of one of {', '.join(sorted(_TABLES))}, by {MAX_BY} columns at most"
         )
-    manifest = checked_manifest(folder, project)
+    manifest = checked_manifest(records, folder, project)
     pseudonyms = Pseudonyms(records.custodian.root_secret(), project.project_id)
     refused = [pseudonyms.of(patient.id) for patient in research_patients(records, refusing=True)]
     cells, total = _Extract(folder, manifest, refused).count(query)

@@ -37,6 +37,8 @@ from coffre.storage.base import SealedVersion
 EXTRACT_TYPE = "$research-extract"
 """The pseudo-type of an extract's location in the log: never a FHIR type."""
 MANIFEST = "manifest.json"
+LEAF = "manifest.leaf"
+"""Where an extract says which leaf of the log commits to its manifest."""
 PATIENTS_AT_ONCE = 100
 """Patients whose rows wait together for their leaves to commit."""
 ROWS_PER_GROUP = 50_000
@@ -236,7 +238,9 @@ def extract(records: RecordStore, project: Project, out: Path, who: str, today: 
     }
     body = json.canonical(manifest)
     _own_file(out / MANIFEST).write_bytes(body)
-    return Extract(manifest, _log_extract(records, access, extract_id, body))
+    leaf = _log_extract(records, access, extract_id, body)
+    _own_file(out / LEAF).write_text(f"{leaf}\n")
+    return Extract(manifest, leaf)
 
 
 def _write_tables(

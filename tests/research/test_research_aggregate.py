@@ -200,6 +200,18 @@ def test_a_count_needs_the_projects_own_unaltered_extract(
         file.write(b"\0")
     with pytest.raises(ProjectError, match="is not the file"):
         count(records, PROJECT, tmp_path / "x", Query("person", ()), "alice", TODAY)
+    manifest = (tmp_path / "x" / "manifest.json").read_bytes()
+    (tmp_path / "x" / "manifest.json").write_bytes(
+        manifest.replace(b'"persons":28', b'"persons":29')
+    )
+    with pytest.raises(ProjectError, match="holds no extract that the log records"):
+        count(records, PROJECT, tmp_path / "x", Query("person", ()), "alice", TODAY)
+    (tmp_path / "x" / "manifest.json").write_bytes(manifest)
+    leaf = int((tmp_path / "x" / "manifest.leaf").read_text())
+    for pointer in (str(leaf - 1), "-1", "many", str(leaf + 100)):
+        (tmp_path / "x" / "manifest.leaf").write_text(pointer)
+        with pytest.raises(ProjectError, match="holds no extract that the log records"):
+            count(records, PROJECT, tmp_path / "x", Query("person", ()), "alice", TODAY)
 
 
 def test_the_auditor_holds_the_log_after_extracts_and_counts(

@@ -237,6 +237,7 @@ def test_the_log_holds_every_version_handed_out_and_the_manifest(
     assert len(leaves) == 1 + 5  # Ana's Patient, one Observation in the period, 3 events
     last = leaves[-1]
     assert made.leaf == records.storage.leaf_count() - 1
+    assert (tmp_path / "x" / "manifest.leaf").read_text() == f"{made.leaf}\n"
     assert last.loc == records.keys.location(EXTRACT_TYPE, made.manifest["extract"])
     assert last.body_hash == hashlib.sha256((tmp_path / "x" / MANIFEST).read_bytes()).digest()
     for name, described in made.manifest["files"].items():
