@@ -44,6 +44,7 @@ PATIENTS_AT_ONCE = 100
 ROWS_PER_GROUP = 50_000
 """Rows a table holds in memory before they go to its file as a Parquet row group."""
 LOCS_AT_ONCE = 500
+"""Records looked up in one query (SQLite bounds the values a statement takes)."""
 _ARROW_TYPES = {
     "string": pa.string(),
     "int": pa.int32(),
@@ -208,7 +209,7 @@ def _commit(records: RecordStore, access: Access, batch: _Batch, files: _TableFi
 def extract(records: RecordStore, project: Project, out: Path, who: str, today: date) -> Extract:
     """Write the project's extract into ``out`` (a new or empty folder), its manifest last,
     and log it as ``who``'s; ProjectError for a project ended or expired. A failure leaves
-    no table behind."""
+    no file behind."""
     project.check_open(today)
     out.mkdir(mode=0o700, parents=True, exist_ok=True)
     if any(out.iterdir()):
@@ -218,14 +219,23 @@ def extract(records: RecordStore, project: Project, out: Path, who: str, today: 
     files = _TableFiles(out, tables_of(project))
     try:
         persons = _write_tables(records, project, pseudonyms, access, files)
+        manifest = _manifest(project, persons, files)
+        body = json.canonical(manifest)
+        _own_file(out / MANIFEST).write_bytes(body)
+        leaf = _log_extract(records, access, manifest["extract"], body)
+        _own_file(out / LEAF).write_text(f"{leaf}\n")
     except BaseException:
         files.close()
-        for path in files.paths.values():
+        for path in [*files.paths.values(), out / MANIFEST, out / LEAF]:
             path.unlink(missing_ok=True)
         raise
-    extract_id = uuid.uuid4().hex
-    manifest = {
-        "extract": extract_id,
+    return Extract(manifest, leaf)
+
+
+def _manifest(project: Project, persons: int, files: _TableFiles) -> dict[str, Any]:
+    """What the extract is: its id, the project as it stands, its files and their rows."""
+    return {
+        "extract": uuid.uuid4().hex,
         "created": instant(now_us()),
         "project": project.as_json(),
         "persons": persons,
@@ -236,11 +246,6 @@ def extract(records: RecordStore, project: Project, out: Path, who: str, today: 
             for name, path in files.paths.items()
         },
     }
-    body = json.canonical(manifest)
-    _own_file(out / MANIFEST).write_bytes(body)
-    leaf = _log_extract(records, access, extract_id, body)
-    _own_file(out / LEAF).write_text(f"{leaf}\n")
-    return Extract(manifest, leaf)
 
 
 def _write_tables(

@@ -264,7 +264,7 @@ def test_an_extract_needs_an_open_project_and_a_new_folder(
     assert not list((tmp_path / "x").glob("*.parquet"))
 
 
-def test_a_failed_extract_leaves_no_table(
+def test_a_failed_extract_leaves_no_file(
     records: RecordStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _vault(records)
@@ -272,10 +272,12 @@ def test_a_failed_extract_leaves_no_table(
     def failing(*_: object) -> None:
         raise FhirError(500, "exception", "the storage went away")
 
-    monkeypatch.setattr("coffre.research.extract._commit", failing)
-    with pytest.raises(FhirError):
-        _extract(records, tmp_path / "x")
-    assert list((tmp_path / "x").iterdir()) == []
+    for step in ("_commit", "_log_extract"):
+        with monkeypatch.context() as patch:
+            patch.setattr(f"coffre.research.extract.{step}", failing)
+            with pytest.raises(FhirError):
+                _extract(records, tmp_path / step)
+        assert list((tmp_path / step).iterdir()) == [], step
 
 
 @pytest.mark.shared_data
