@@ -141,10 +141,11 @@ def _tables(folder: Path) -> dict[str, list[dict[str, Any]]]:
 
 
 def _values(folder: Path) -> str:
-    """Every value the files hold, decoded, and the manifest: what a researcher reads."""
+    """Every value the files hold, decoded (compressed pages hide a plaintext from a scan
+    of their bytes), and every file's bytes as they are (footers, statistics, manifest)."""
     decoded = repr(_tables(folder))
-    metadata = [repr(pq.read_metadata(path).metadata) for path in folder.glob("*.parquet")]
-    return decoded + "".join(metadata) + (folder / MANIFEST).read_text()
+    raw = [path.read_bytes().decode("utf-8", "replace") for path in sorted(folder.iterdir())]
+    return decoded + "".join(raw)
 
 
 def _extract(records: RecordStore, folder: Path, project: Project = PROJECT) -> dict[str, Any]:
