@@ -19,8 +19,9 @@ ALLOWED = {
     "synth": {"fhir"},
     "booking": {"fhir", "search"},
     "service": {"fhir", "seal", "custody", "storage", "search", "ledger", "booking"},
+    "research": {"fhir", "search", "service", "seal", "ledger", "storage"},
     "api": {"fhir", "service", "search", "storage", "ledger", "booking"},
-    "cli": {"fhir", "service", "api", "synth", "storage", "ledger"},
+    "cli": {"fhir", "service", "api", "synth", "storage", "ledger", "research"},
 }
 BASE = {"exceptions", "config", "files", ""}
 

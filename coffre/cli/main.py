@@ -27,7 +27,7 @@ from coffre import config
 from coffre.api import tls
 from coffre.api.auth import AuthSettings
 from coffre.api.auth.authority import REQUIRED
-from coffre.cli import audit, erase, migrate, repair, witness
+from coffre.cli import audit, erase, migrate, repair, research, witness
 from coffre.cli.access import clients_app, users_app
 from coffre.cli.importer import Importer
 from coffre.cli.keys import app as keys_app
@@ -420,6 +420,7 @@ app.add_typer(witness.app, name="witness")
 app.add_typer(clients_app, name="clients")
 app.add_typer(users_app, name="users")
 app.add_typer(keys_app, name="keys")
+app.add_typer(research.app, name="research")
 
 
 def main() -> None:

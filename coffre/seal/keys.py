@@ -155,3 +155,27 @@ class PurposeKeys:
     def index(self, resource_type: str, parameter: str, value: str) -> bytes:
         """A blind search token for a normalised value of a search parameter."""
         return _mac(self._index, f"{resource_type}\x1f{parameter}\x1f{value}", INDEX_BYTES)
+
+
+PSEUDONYM_BYTES = 16
+
+
+class Pseudonyms:
+    """A research project's pseudonyms: HMAC-SHA256 of a patient id, cut to 128 bits,
+    under a key derived from the root for that project alone. The same patient has the
+    same pseudonym in every extract of one project, and unrelated ones in two projects:
+    without the root, no one can link them, nor go back to the id."""
+
+    __slots__ = ("_key",)
+
+    def __init__(self, root: bytes, project_id: str) -> None:
+        if len(root) != KEY_BYTES:
+            raise ValueError("the root secret must be 32 bytes")
+        self._key = KeyedSha256(_derive(root, f"research project/{project_id}"))
+
+    def __repr__(self) -> str:
+        return "Pseudonyms(<secret>)"
+
+    def of(self, patient_id: str) -> str:
+        """The patient's pseudonym in this project, as 32 hexadecimal digits."""
+        return self._key.digest(patient_id.encode())[:PSEUDONYM_BYTES].hex()

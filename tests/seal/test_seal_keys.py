@@ -6,11 +6,13 @@ import hashlib
 import hmac
 
 import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from hypothesis import given
 from hypothesis import strategies as st
 
 from coffre.seal import PurposeKeys, random_key
-from coffre.seal.keys import KeyedSha256
+from coffre.seal.keys import KeyedSha256, Pseudonyms
 
 keys = PurposeKeys.derive(random_key())
 ids = st.from_regex(r"[A-Za-z0-9\-.]{1,64}", fullmatch=True)
@@ -91,3 +93,25 @@ def test_a_short_index_is_keyed_blake2b_of_its_value(value: str, size: int) -> N
     expected = hashlib.blake2b(message, key=key, digest_size=size).digest()
     assert keys.short_index("Observation", "code", value, size) == expected
     assert keys.short_index("Observation", "code", value, size) == expected
+
+
+def test_a_projects_pseudonyms_are_stable_and_its_own() -> None:
+    root = random_key()
+    first, again, second = (
+        Pseudonyms(root, "p1"),
+        Pseudonyms(root, "p1"),
+        Pseudonyms(root, "p2"),
+    )
+    assert first.of("ana") == again.of("ana") != first.of("bob")
+    assert first.of("ana") != second.of("ana")
+    assert first.of("ana") != Pseudonyms(random_key(), "p1").of("ana")
+    assert len(first.of("ana")) == 32 and "ana" not in first.of("ana")
+    derived = hmac.digest(
+        HKDF(
+            algorithm=hashes.SHA256(), length=32, salt=None, info=b"coffre/v1/research project/p1"
+        ).derive(root),
+        b"ana",
+        "sha256",
+    )
+    assert first.of("ana") == derived[:16].hex()
+    assert repr(first) == "Pseudonyms(<secret>)"

@@ -1,0 +1,278 @@
+"""``coffre research ...``: authorised projects, their extracts and their counts."""
+
+from __future__ import annotations
+
+import getpass
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.markup import escape
+
+from coffre import config
+from coffre.api.auth.registry import access_file
+from coffre.api.auth.registry import load as load_registry
+from coffre.api.auth.scopes import Role
+from coffre.cli.access import KeyringOption, VaultOption
+from coffre.cli.output import console, fail
+from coffre.exceptions import CoffreError
+from coffre.research.aggregate import SMALL_CELL, Query
+from coffre.research.aggregate import count as make_count
+from coffre.research.extract import extract as make_extract
+from coffre.research.projects import (
+    Project,
+    ProjectError,
+    ended,
+    find,
+    load,
+    projects_file,
+    save,
+    with_project,
+)
+from coffre.research.tables import TABLE_OF
+from coffre.service import RecordStore, Vault
+
+app = typer.Typer(
+    help="Research projects: their pseudonymised extracts and safe counts.", no_args_is_help=True
+)
+DAY = ["%Y-%m-%d"]
+OPERATOR = getpass.getuser()
+OperatorOption = Annotated[str, typer.Option("--operator", help="Who acts, as the log records it.")]
+
+
+def _today() -> date:
+    return datetime.now(UTC).date()
+
+
+def _file(vault: Path, keyring: Path | None) -> Path:
+    path = projects_file(Vault.at(vault, keyring).keyring)
+    if not path.parent.is_dir():
+        raise fail(
+            f"no folder {path.parent}: name the vault with --vault (or its keyring with --keyring)"
+        )
+    return path
+
+
+def _projects(vault: Path, keyring: Path | None) -> dict[str, Project]:
+    try:
+        return load(_file(vault, keyring))
+    except ProjectError as error:
+        raise fail(error) from None
+
+
+def _project(vault: Path, keyring: Path | None, project_id: str) -> Project:
+    try:
+        return find(_projects(vault, keyring), project_id)
+    except ProjectError as error:
+        raise fail(error) from None
+
+
+def _update(
+    vault: Path,
+    keyring: Path | None,
+    change: Callable[[dict[str, Project]], dict[str, Project]],
+    done: str,
+) -> None:
+    """Read the projects, change them, write them back; a refused change writes nothing."""
+    path = _file(vault, keyring)
+    try:
+        save(path, change(load(path)))
+    except ProjectError as error:
+        raise fail(error) from None
+    except OSError as error:
+        raise fail(f"cannot write {path}: {error.strerror}") from None
+    console.print(escape(done))
+
+
+def _check_members(vault: Path, keyring: Path | None, members: list[str]) -> None:
+    """Every member is a user with the researcher role."""
+    try:
+        users = load_registry(access_file(Vault.at(vault, keyring).keyring)).users
+    except CoffreError as error:
+        raise fail(error) from None
+    for member in members:
+        user = users.get(member)
+        if user is None or user.role != Role.RESEARCHER:
+            raise fail(
+                f"{member} is no researcher: add them first with"
+                " `coffre users add NAME --role researcher --fhir-user Practitioner/ID`"
+            )
+
+
+@app.command("add")
+def add(
+    project_id: Annotated[str, typer.Argument(help="A short id: letters, digits, '.', '_', '-'.")],
+    authorisation: Annotated[
+        str,
+        typer.Option("--authorisation", help="The authorisation's reference (a CNIL decision)."),
+    ],
+    purpose: Annotated[str, typer.Option("--purpose", help="What the research is for.")],
+    types: Annotated[
+        list[str],
+        typer.Option("--type", help=f"A type it receives; repeat. One of {', '.join(TABLE_OF)}."),
+    ],
+    data_from: Annotated[
+        datetime, typer.Option("--from", formats=DAY, help="The period of data: its first day.")
+    ],
+    data_to: Annotated[
+        datetime, typer.Option("--to", formats=DAY, help="The period of data: its last day.")
+    ],
+    members: Annotated[
+        list[str], typer.Option("--member", help="A researcher's username; repeat.")
+    ],
+    expires: Annotated[
+        datetime, typer.Option("--expires", formats=DAY, help="Its authorisation's last day.")
+    ],
+    vault: VaultOption = Path(config.VAULT.default),
+    keyring: KeyringOption = None,
+) -> None:
+    """Add an authorised project."""
+    try:
+        project = Project(
+            project_id,
+            authorisation,
+            purpose,
+            tuple(sorted(set(types))),
+            data_from.date(),
+            data_to.date(),
+            tuple(sorted(set(members))),
+            expires.date(),
+        )
+    except ProjectError as error:
+        raise fail(error) from None
+    _check_members(vault, keyring, list(project.members))
+    _update(
+        vault,
+        keyring,
+        lambda projects: with_project(projects, project),
+        f"project {project_id} added, open until {project.expires}",
+    )
+
+
+@app.command("list")
+def list_projects(
+    vault: VaultOption = Path(config.VAULT.default), keyring: KeyringOption = None
+) -> None:
+    """One line per project: id, state, authorisation, types, period, expiry, members."""
+    today = _today()
+    for project in _projects(vault, keyring).values():
+        state = (
+            f"ended {project.ended}"
+            if project.ended
+            else "expired"
+            if today > project.expires
+            else "open"
+        )
+        typer.echo(
+            "\t".join(
+                (
+                    project.project_id,
+                    state,
+                    project.authorisation,
+                    ",".join(project.types),
+                    f"{project.data_from}..{project.data_to}",
+                    f"expires {project.expires}",
+                    ",".join(project.members),
+                )
+            )
+        )
+
+
+@app.command("end")
+def end(
+    project_id: str, vault: VaultOption = Path(config.VAULT.default), keyring: KeyringOption = None
+) -> None:
+    """End a project: it receives no extract or count from now on (its id stays taken)."""
+    _update(
+        vault,
+        keyring,
+        lambda projects: ended(projects, project_id, _today()),
+        f"project {project_id} ended",
+    )
+
+
+def _open(vault: Path, keyring: Path | None) -> RecordStore:
+    try:
+        return Vault.at(vault, keyring).open()
+    except CoffreError as error:
+        raise fail(error) from None
+
+
+@app.command("extract")
+def extract(
+    project_id: str,
+    out: Annotated[Path, typer.Option("--out", help="A new or empty folder for the files.")],
+    operator: OperatorOption = OPERATOR,
+    vault: VaultOption = Path(config.VAULT.default),
+    keyring: KeyringOption = None,
+) -> None:
+    """Write the project's pseudonymised extract: Parquet tables and their manifest.
+
+    Only patients who did not refuse research use; every version handed out is logged."""
+    project = _project(vault, keyring, project_id)
+    records = _open(vault, keyring)
+    try:
+        made = make_extract(
+            records, project, out, f"{operator} (coffre research extract)", _today()
+        )
+    except (CoffreError, OSError) as error:
+        raise fail(error) from None
+    finally:
+        records.storage.close()
+    manifest = made.manifest
+    console.print(
+        escape(
+            f"extract {manifest['extract']} of project {project_id}: {manifest['persons']}"
+            f" persons, {sum(f['rows'] for f in manifest['files'].values())} rows in"
+            f" {len(manifest['files'])} tables, written to {out}; its manifest is leaf"
+            f" {made.leaf} of the log"
+        )
+    )
+
+
+def _pair(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals:
+        raise fail(f"--where takes COLUMN=VALUE, not {text!r}")
+    return name, value
+
+
+@app.command("count")
+def count(
+    project_id: str,
+    table: Annotated[str, typer.Argument(help="The table: person, measurement...")],
+    extract: Annotated[
+        Path, typer.Option("--extract", help="The folder of one of the project's extracts.")
+    ],
+    by: Annotated[
+        list[str] | None, typer.Option("--by", help="A column to count by; twice at most.")
+    ] = None,
+    where: Annotated[
+        list[str] | None, typer.Option("--where", help="COLUMN=VALUE, compared as text; repeat.")
+    ] = None,
+    operator: OperatorOption = OPERATOR,
+    vault: VaultOption = Path(config.VAULT.default),
+    keyring: KeyringOption = None,
+) -> None:
+    """Count distinct persons of an extract's table, by columns; cells under 10 suppressed.
+
+    A column of the person table may be used with any table. The count is logged."""
+    project = _project(vault, keyring, project_id)
+    query = Query(table, tuple(by or ()), tuple(_pair(text) for text in where or ()))
+    records = _open(vault, keyring)
+    try:
+        made = make_count(
+            records, project, extract, query, f"{operator} (coffre research count)", _today()
+        )
+    except (CoffreError, OSError) as error:
+        raise fail(error) from None
+    finally:
+        records.storage.close()
+    hidden = f"<{SMALL_CELL}"
+    typer.echo("\t".join([*query.by, "persons"]))
+    for key, persons in made.cells:
+        values = ["" if value is None else str(value) for value in key]
+        typer.echo("\t".join([*values, hidden if persons is None else str(persons)]))
+    typer.echo(f"total\t{hidden if made.total is None else made.total}")

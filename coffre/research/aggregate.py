@@ -1,0 +1,223 @@
+"""Counts over a project's extract that disclose no small cell (the SNDS rule).
+
+A count is of distinct persons, by one or two columns of a table (or of ``person``, joined
+on the pseudonym), with equality filters, computed by DuckDB over the extract's Parquet
+files once the log's leaf vouches for the manifest and the manifest for each file. A cell
+of fewer than 10 persons is suppressed, and so is the total under 10; then, along each
+line of the table (the cells that differ in one column only), a line with exactly one
+suppressed cell has its smallest other cell suppressed too, so that no line's sum or the
+total gives a suppressed cell back. Patients who refused research use since the extract was made are
+left out of every count. Each count answered is a ``SEARCH`` leaf of the log whose body
+hash is the SHA-256 of the query and its published answer. docs/research.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from coffre.fhir import json
+from coffre.ledger.errors import LedgerError
+from coffre.ledger.leaf import Leaf, LeafKind
+from coffre.research.extract import (
+    EXTRACT_TYPE,
+    LEAF,
+    MANIFEST,
+    file_digest,
+    research_access,
+    research_patients,
+)
+from coffre.research.projects import Project, ProjectError
+from coffre.research.tables import PERSON, PERSON_ID, TABLE_OF
+from coffre.seal.keys import Pseudonyms
+from coffre.service.ledger import authentic_leaf
+from coffre.service.records import RecordStore
+from coffre.service.stored import now_us
+
+SMALL_CELL = 10
+"""The smallest number of persons a published cell may count."""
+MAX_BY = 2
+Key = tuple[Any, ...]
+_TABLES = frozenset(table.name for table, _ in TABLE_OF.values())
+
+
+@dataclass(frozen=True, slots=True)
+class Query:
+    table: str
+    by: tuple[str, ...]
+    where: tuple[tuple[str, str], ...] = ()
+    """Column and value pairs, each compared as text (``year_of_birth=1984``)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Count:
+    """A published count: each cell's persons, None where suppressed."""
+
+    query: Query
+    cells: list[tuple[Key, int | None]]
+    total: int | None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "table": self.query.table,
+            "by": list(self.query.by),
+            "where": [list(pair) for pair in self.query.where],
+            "cells": [
+                {"values": [_text(value) for value in key], "persons": persons}
+                for key, persons in self.cells
+            ],
+            "total": self.total,
+            "suppressed_below": SMALL_CELL,
+        }
+
+
+def _text(value: Any) -> Any:
+    return value.isoformat() if isinstance(value, date) else value
+
+
+def checked_manifest(records: RecordStore, folder: Path, project: Project) -> dict[str, Any]:
+    """The extract's manifest, once the log's leaf commits to it (``LEAF`` names the
+    leaf), it is the project's, and every file is as it says."""
+    try:
+        body = (folder / MANIFEST).read_bytes()
+        index = int((folder / LEAF).read_text())
+        manifest: dict[str, Any] = json.loads(body)
+        data = records.storage.leaves(index, index + 1) if index >= 0 else []
+        leaf = authentic_leaf(records.keys, index, data[0]) if data else None
+    except (OSError, ValueError, LedgerError):
+        leaf = None
+    if (
+        leaf is None
+        or leaf.kind is not LeafKind.EXPORT
+        or leaf.body_hash != hashlib.sha256(body).digest()
+        or leaf.loc != records.keys.location(EXTRACT_TYPE, manifest["extract"])
+    ):
+        raise ProjectError(f"{folder} holds no extract that the log records")
+    if manifest["project"]["project_id"] != project.project_id:
+        raise ProjectError(f"{folder} holds no extract of project {project.project_id}")
+    for name, described in manifest["files"].items():
+        path = folder / name
+        if not path.is_file() or file_digest(path) != described["sha256"]:
+            raise ProjectError(f"{path} is not the file the extract's manifest describes")
+    return manifest
+
+
+def suppress(cells: dict[Key, int], total: int) -> tuple[dict[Key, int | None], int | None]:
+    """The cells and total as they may be published: under ``SMALL_CELL`` suppressed,
+    then complementary cells until no line holds exactly one suppressed cell."""
+    if total < SMALL_CELL:
+        return dict.fromkeys(cells), None
+    hidden = {key for key, persons in cells.items() if persons < SMALL_CELL}
+    width = len(next(iter(cells), ()))
+    changed = True
+    while changed:
+        changed = False
+        for column in range(width):
+            for line in _lines(cells, column):
+                suppressed = [key for key in line if key in hidden]
+                shown = [key for key in line if key not in hidden]
+                if len(suppressed) == 1 and shown:
+                    hidden.add(min(shown, key=lambda key: (cells[key], _order(key))))
+                    changed = True
+    return {key: None if key in hidden else persons for key, persons in cells.items()}, total
+
+
+def _lines(cells: Iterable[Key], column: int) -> list[list[Key]]:
+    """The cells grouped by every value but that of ``column``."""
+    lines: dict[Key, list[Key]] = defaultdict(list)
+    for key in cells:
+        lines[key[:column] + key[column + 1 :]].append(key)
+    return list(lines.values())
+
+
+def _order(key: Key) -> tuple[tuple[bool, str], ...]:
+    """A total order of keys that may hold None."""
+    return tuple((value is None, str(value)) for value in key)
+
+
+class _Extract:
+    """An extract's files as DuckDB views, and the persons who refused since it was made."""
+
+    def __init__(self, folder: Path, manifest: dict[str, Any], refused: list[str]) -> None:
+        self.connection = duckdb.connect()
+        self.columns: dict[str, list[str]] = {}
+        for name in manifest["files"]:
+            table = Path(name).stem
+            path = str(folder / name).replace("'", "''")
+            self.connection.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{path}')")
+            self.columns[table] = pq.read_schema(folder / name).names
+        self.connection.register("refused", pa.table({"person_id": pa.array(refused, pa.string())}))
+
+    def _column(self, query: Query, name: str) -> str:
+        """A column as SQL: the table's, else the person's; ProjectError for any other."""
+        if name != PERSON_ID.name and name in self.columns[query.table]:
+            return f't."{name}"'
+        if name != PERSON_ID.name and name in self.columns.get(PERSON.name, ()):
+            return f'p."{name}"'
+        raise ProjectError(f"{query.table} has no column {name!r} to count by")
+
+    def count(self, query: Query) -> tuple[dict[Key, int], int]:
+        """Distinct persons of each cell, and in all."""
+        if query.table not in self.columns:
+            raise ProjectError(f"the extract has no table {query.table!r}")
+        by = [self._column(query, name) for name in query.by]
+        conditions = ["t.person_id NOT IN (SELECT person_id FROM refused)"]
+        conditions += [
+            f"CAST({self._column(query, name)} AS VARCHAR) = ?" for name, _ in query.where
+        ]
+        values = [value for _, value in query.where]
+        join = " LEFT JOIN person p USING (person_id)" if PERSON.name in self.columns else ""
+        source = f"FROM {query.table} t{join} WHERE {' AND '.join(conditions)}"
+        persons = "count(DISTINCT t.person_id)"
+        total_row = self.connection.execute(f"SELECT {persons} {source}", values).fetchone()
+        total = int(total_row[0]) if total_row else 0
+        if not by:
+            return {(): total}, total
+        grouped = ", ".join(by)
+        rows = self.connection.execute(
+            f"SELECT {grouped}, {persons} {source} GROUP BY {grouped}", values
+        ).fetchall()
+        return {tuple(row[:-1]): int(row[-1]) for row in rows}, total
+
+
+def count(
+    records: RecordStore, project: Project, folder: Path, query: Query, who: str, today: date
+) -> Count:
+    """The published count of ``query`` over the project's extract in ``folder``, logged
+    as ``who``'s; ProjectError for a project closed, an extract not its own or altered,
+    or a query that names what the extract does not hold."""
+    project.check_open(today)
+    if query.table not in _TABLES or len(query.by) > MAX_BY:
+        raise ProjectError(
+            f"a count is of one of {', '.join(sorted(_TABLES))}, by {MAX_BY} columns at most"
+        )
+    manifest = checked_manifest(records, folder, project)
+    pseudonyms = Pseudonyms(records.custodian.root_secret(), project.project_id)
+    refused = [pseudonyms.of(patient.id) for patient in research_patients(records, refusing=True)]
+    cells, total = _Extract(folder, manifest, refused).count(query)
+    published, shown_total = suppress(cells, total)
+    result = Count(query, sorted(published.items(), key=lambda cell: _order(cell[0])), shown_total)
+    _log_count(records, project, who, manifest["extract"], result)
+    return result
+
+
+def _log_count(
+    records: RecordStore, project: Project, who: str, extract_id: str, result: Count
+) -> None:
+    """The count's leaf: the extract's location, the hash of what was published."""
+    answer = json.canonical({"extract": extract_id, **result.as_json()})
+    loc = records.keys.location(EXTRACT_TYPE, extract_id)
+    leaf = Leaf(LeafKind.SEARCH, loc, 0, hashlib.sha256(answer).digest(), now_us())
+    query = result.query
+    what = f"research count of {query.table} by {', '.join(query.by) or 'nothing'}"
+    with records.writer(research_access(who, project, what)) as writer:
+        writer.log_to_gateway([leaf], f"{EXTRACT_TYPE}/{extract_id}")

@@ -1,0 +1,124 @@
+"""`coffre research ...`: projects added, listed and ended; an extract made from the CLI."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow.parquet as pq
+from typer.testing import CliRunner
+
+from coffre.cli.main import app
+from coffre.service import Vault
+
+runner = CliRunner()
+PROJECT = [
+    "research",
+    "add",
+    "diabete-2026",
+    "--authorisation",
+    "CNIL DR-2026-042",
+    "--purpose",
+    "Complications of type 2 diabetes",
+    "--type",
+    "Patient",
+    "--type",
+    "Observation",
+    "--from",
+    "2015-01-01",
+    "--to",
+    "2025-12-31",
+    "--member",
+    "alice",
+    "--expires",
+    "2099-06-30",
+]
+
+
+def _run(folder: Path, *args: str) -> tuple[int, str]:
+    result = runner.invoke(app, [*args, "--vault", str(folder)])
+    return result.exit_code, result.output
+
+
+def _researcher(folder: Path, tmp_path: Path, name: str, role: str = "researcher") -> None:
+    password = tmp_path / "password"
+    password.write_text("correct horse battery")
+    code, output = _run(
+        folder,
+        "users",
+        "add",
+        name,
+        "--role",
+        role,
+        "--fhir-user",
+        "Practitioner/p-" + name,
+        "--password-file",
+        str(password),
+    )
+    assert code == 0, output
+
+
+def test_a_project_is_added_listed_and_ended(tmp_path: Path) -> None:
+    folder = tmp_path / "vault"
+    folder.mkdir()
+    code, output = _run(folder, *PROJECT)
+    assert code == 1 and "alice is no researcher" in output
+    _researcher(folder, tmp_path, "alice", role="clinician")
+    assert _run(folder, *PROJECT)[0] == 1
+    _researcher(folder, tmp_path, "bruno")
+    members = [a if a != "alice" else "bruno" for a in PROJECT]
+    code, output = _run(folder, *members)
+    assert code == 0 and "project diabete-2026 added, open until 2099-06-30" in output
+    code, output = _run(folder, "research", "list")
+    assert output.split("\t") == [
+        "diabete-2026",
+        "open",
+        "CNIL DR-2026-042",
+        "Observation,Patient",
+        "2015-01-01..2025-12-31",
+        "expires 2099-06-30",
+        "bruno\n",
+    ]
+    assert _run(folder, *members)[1].count("exists already") == 1
+    assert _run(folder, "research", "end", "diabete-2026")[0] == 0
+    assert "\tended 20" in _run(folder, "research", "list")[1]
+    code, output = _run(folder, "research", "end", "diabete-2026")
+    assert code == 1 and "ended already" in output
+    code, output = _run(folder, "research", "end", "nothing")
+    assert code == 1 and "no project 'nothing'" in output
+
+
+def test_a_project_that_is_not_whole_is_refused(tmp_path: Path) -> None:
+    folder = tmp_path / "vault"
+    folder.mkdir()
+    wrong = [a if a != "Observation" else "AuditEvent" for a in PROJECT]
+    code, output = _run(folder, *wrong)
+    assert code == 1 and "not AuditEvent" in output
+    assert not (folder / "keyring.research.json").exists()
+
+
+def test_an_extract_from_the_command_line(vault: Vault, tmp_path: Path) -> None:
+    records = vault.open()
+    with records.writer() as writer:
+        writer.update(
+            "Patient", "ana", {"resourceType": "Patient", "id": "ana", "gender": "female"}
+        )
+    records.storage.close()
+    _researcher(vault.folder, tmp_path, "alice")
+    assert _run(vault.folder, *PROJECT)[0] == 0
+    out = tmp_path / "extract"
+    code, output = _run(vault.folder, "research", "extract", "diabete-2026", "--out", str(out))
+    assert code == 0, output
+    assert "1 persons, 1 rows in 2 tables" in output and "leaf" in output
+    assert pq.read_table(out / "person.parquet").column("gender").to_pylist() == ["female"]
+    code, output = _run(vault.folder, "research", "extract", "diabete-2026", "--out", str(out))
+    assert code == 1 and "is not empty" in output
+    code, output = _run(vault.folder, "research", "extract", "other", "--out", str(out))
+    assert code == 1 and "no project 'other'" in output
+    args = ("research", "count", "diabete-2026", "person", "--extract", str(out))
+    code, output = _run(vault.folder, *args, "--by", "gender", "--where", "gender=female")
+    assert code == 0, output
+    assert output == "gender\tpersons\nfemale\t<10\ntotal\t<10\n"
+    code, output = _run(vault.folder, *args, "--by", "gender", "--where", "gender")
+    assert code == 1 and "--where takes COLUMN=VALUE" in output
+    code, output = _run(vault.folder, *args, "--by", "person_id")
+    assert code == 1 and "person has no column 'person_id'" in output

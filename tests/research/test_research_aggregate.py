@@ -1,0 +1,226 @@
+"""Counts over an extract: no cell under 10 ever comes out, and each count is logged."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from datetime import date
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from starlette.testclient import TestClient
+
+from coffre.cli.audit import audit_log
+from coffre.fhir import json
+from coffre.ledger.leaf import Leaf, LeafKind
+from coffre.research.aggregate import SMALL_CELL, Key, Query, count, suppress
+from coffre.research.extract import EXTRACT_TYPE, extract
+from coffre.research.projects import Project, ProjectError
+from coffre.service import RecordStore
+from coffre.service.consent import record_research_consent
+
+TODAY = date(2026, 12, 6)
+PROJECT = Project(
+    "diabete-2026",
+    "CNIL DR-2026-042",
+    "Complications of type 2 diabetes",
+    ("Observation", "Patient"),
+    date(2015, 1, 1),
+    date(2025, 12, 31),
+    ("alice",),
+    date(2027, 6, 30),
+)
+GENDERS = {"female": 14, "male": 11, "other": 3}
+
+
+def _lines_hide_none_or_several(published: dict[Key, int | None]) -> None:
+    width = len(next(iter(published)))
+    for column in range(width):
+        lines: dict[Key, list[int | None]] = {}
+        for key, persons in published.items():
+            lines.setdefault(key[:column] + key[column + 1 :], []).append(persons)
+        for line in lines.values():
+            assert line.count(None) != 1 or len(line) == 1, line
+
+
+def test_a_small_cell_hides_the_next_smallest_of_its_line_too() -> None:
+    assert suppress({("a",): 50, ("b",): 5, ("c",): 30}, 85) == (
+        {("a",): 50, ("b",): None, ("c",): None},
+        85,
+    )
+    assert suppress({("a",): 50, ("b",): 12}, 62) == ({("a",): 50, ("b",): 12}, 62)
+    assert suppress({("a",): 5, ("b",): 4}, 9) == ({("a",): None, ("b",): None}, None)
+
+
+def test_in_two_columns_a_small_cell_hides_a_rectangle() -> None:
+    cells = {
+        ("f", 1980): 20,
+        ("f", 1990): 3,
+        ("m", 1980): 15,
+        ("m", 1990): 40,
+    }
+    published, total = suppress(cells, 78)
+    assert published == dict.fromkeys(cells)
+    assert total == 78
+    wider = {**cells, ("f", 2000): 30, ("m", 2000): 50}
+    published, _ = suppress(wider, 158)
+    assert published == {**dict.fromkeys(cells), ("f", 2000): 30, ("m", 2000): 50}
+    _lines_hide_none_or_several(published)
+
+
+@given(
+    st.dictionaries(
+        st.tuples(st.sampled_from("abcd"), st.sampled_from([1, 2, 3, None])),
+        st.integers(min_value=1, max_value=40),
+        min_size=1,
+    )
+)
+def test_no_cell_under_ten_is_published_nor_given_back_by_its_line(
+    cells: dict[Key, int],
+) -> None:
+    total = sum(cells.values())
+    published, shown = suppress(cells, total)
+    assert all(persons is None or persons >= SMALL_CELL for persons in published.values())
+    assert (shown is None) == (total < SMALL_CELL)
+    assert all(published[key] in (None, persons) for key, persons in cells.items())
+    _lines_hide_none_or_several(published)
+
+
+def _vault(records: RecordStore) -> None:
+    with records.writer() as writer:
+        number = 0
+        for gender, how_many in GENDERS.items():
+            for _ in range(how_many):
+                number += 1
+                patient_id = f"p{number}"
+                patient = {
+                    "resourceType": "Patient",
+                    "id": patient_id,
+                    "gender": gender,
+                    "birthDate": f"{1950 + number}-05-01",
+                }
+                writer.update("Patient", patient_id, patient)
+                writer.create(
+                    {
+                        "resourceType": "Observation",
+                        "status": "final",
+                        "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+                        "subject": {"reference": f"Patient/{patient_id}"},
+                        "effectiveDateTime": "2020-03-17",
+                        "valueQuantity": {"value": 7.2},
+                    }
+                )
+
+
+def _count(
+    records: RecordStore, folder: Path, *by: str, table: str = "person"
+) -> dict[str, object]:
+    made = count(records, PROJECT, folder, Query(table, by), "alice", TODAY)
+    return made.as_json()
+
+
+def test_counts_by_gender_suppress_the_small_cell_and_its_complement(
+    records: RecordStore, tmp_path: Path
+) -> None:
+    _vault(records)
+    extract(records, PROJECT, tmp_path / "x", "operator", TODAY)
+    answer = _count(records, tmp_path / "x", "gender")
+    assert answer["cells"] == [
+        {"values": ["female"], "persons": 14},
+        {"values": ["male"], "persons": None},
+        {"values": ["other"], "persons": None},
+    ]
+    assert answer["total"] == 28
+    by_year = _count(records, tmp_path / "x", "year_of_birth")
+    assert {cell["persons"] for cell in by_year["cells"]} == {None}  # one person a year
+    joined = _count(records, tmp_path / "x", "code", "gender", table="measurement")
+    assert joined["cells"][0] == {"values": ["4548-4", "female"], "persons": 14}
+
+
+def test_a_refusal_after_the_extract_leaves_the_counts(
+    records: RecordStore, tmp_path: Path
+) -> None:
+    _vault(records)
+    extract(records, PROJECT, tmp_path / "x", "operator", TODAY)
+    with records.writer() as writer:
+        record_research_consent(writer, "p1", True)  # a woman
+    answer = _count(records, tmp_path / "x", "gender")
+    assert answer["cells"][0] == {"values": ["female"], "persons": 13}
+    assert answer["total"] == 27
+
+
+def test_each_count_is_a_leaf_committing_to_its_answer(
+    records: RecordStore, tmp_path: Path
+) -> None:
+    _vault(records)
+    manifest = extract(records, PROJECT, tmp_path / "x", "operator", TODAY).manifest
+    before = records.storage.leaf_count()
+    answer = _count(records, tmp_path / "x", "gender")
+    leaves = [Leaf.decode(d) for d in records.storage.leaves(before, records.storage.leaf_count())]
+    assert [leaf.kind for leaf in leaves] == [LeafKind.SEARCH]
+    assert leaves[0].loc == records.keys.location(EXTRACT_TYPE, manifest["extract"])
+    published = json.canonical({"extract": manifest["extract"], **answer})
+    assert leaves[0].body_hash == hashlib.sha256(published).digest()
+
+
+@pytest.mark.parametrize(
+    ("query", "message"),
+    [
+        (Query("person", ("person_id",)), "no column 'person_id'"),
+        (Query("measurement", ("name",)), "no column 'name'"),
+        (Query("drug_exposure", ()), "no table 'drug_exposure'"),
+        (Query("visits", ()), "a count is of one of"),
+        (Query("person", ("gender", "region", "year_of_birth")), "by 2 columns at most"),
+    ],
+)
+def test_a_count_names_only_what_the_extract_holds(
+    records: RecordStore, tmp_path: Path, query: Query, message: str
+) -> None:
+    _vault(records)
+    extract(records, PROJECT, tmp_path / "x", "operator", TODAY)
+    before = records.storage.leaf_count()
+    with pytest.raises(ProjectError, match=message):
+        count(records, PROJECT, tmp_path / "x", query, "alice", TODAY)
+    assert records.storage.leaf_count() == before
+
+
+def test_a_count_needs_the_projects_own_unaltered_extract(
+    records: RecordStore, tmp_path: Path
+) -> None:
+    _vault(records)
+    extract(records, PROJECT, tmp_path / "x", "operator", TODAY)
+    other = replace(PROJECT, project_id="other")
+    with pytest.raises(ProjectError, match="no extract of project other"):
+        count(records, other, tmp_path / "x", Query("person", ()), "alice", TODAY)
+    with pytest.raises(ProjectError, match="expired"):
+        count(records, PROJECT, tmp_path / "x", Query("person", ()), "alice", date(2028, 1, 1))
+    with (tmp_path / "x" / "person.parquet").open("ab") as file:
+        file.write(b"\0")
+    with pytest.raises(ProjectError, match="is not the file"):
+        count(records, PROJECT, tmp_path / "x", Query("person", ()), "alice", TODAY)
+    manifest = (tmp_path / "x" / "manifest.json").read_bytes()
+    (tmp_path / "x" / "manifest.json").write_bytes(
+        manifest.replace(b'"persons":28', b'"persons":29')
+    )
+    with pytest.raises(ProjectError, match="holds no extract that the log records"):
+        count(records, PROJECT, tmp_path / "x", Query("person", ()), "alice", TODAY)
+    (tmp_path / "x" / "manifest.json").write_bytes(manifest)
+    leaf = int((tmp_path / "x" / "manifest.leaf").read_text())
+    for pointer in (str(leaf - 1), "-1", "many", str(leaf + 100)):
+        (tmp_path / "x" / "manifest.leaf").write_text(pointer)
+        with pytest.raises(ProjectError, match="holds no extract that the log records"):
+            count(records, PROJECT, tmp_path / "x", Query("person", ()), "alice", TODAY)
+
+
+def test_the_auditor_holds_the_log_after_extracts_and_counts(
+    client: TestClient, records: RecordStore, tmp_path: Path
+) -> None:
+    _vault(records)
+    extract(records, PROJECT, tmp_path / "x", "operator", TODAY)
+    _count(records, tmp_path / "x", "gender")
+    report = audit_log(client, records.ledger.verifier_key, None, full=True)
+    assert report.consistent and report.violations == [] and report.findings == []
+    # 28 patients: each one's Patient and Observation handed out, and the manifest's leaf
+    assert "leaves by kind: 56 create, 1 search, 57 export, 28 data_key" in report.held
