@@ -4,9 +4,10 @@ A count is of distinct persons, by one or two columns of a table (or of ``person
 on the pseudonym), with equality filters, computed by DuckDB over the extract's Parquet
 files once the log's leaf vouches for the manifest and the manifest for each file. A cell
 of fewer than 10 persons is suppressed, and so is the total under 10; then, along each
-line of the table (the cells that differ in one column only), a line with exactly one
-suppressed cell has its smallest other cell suppressed too, so that no line's sum or the
-total gives a suppressed cell back. Patients who refused research use since the extract was made are
+line of the table (the cells that differ in one column only, and all the cells together,
+whose sum the total publishes), a line with exactly one suppressed cell has its smallest
+other cell suppressed too, so that no line's sum or the total gives a suppressed cell
+back. Patients who refused research use since the extract was made are
 left out of every count. Each count answered is a ``SEARCH`` leaf of the log whose body
 hash is the SHA-256 of the query and its published answer. docs/research.md.
 """
@@ -118,16 +119,17 @@ def suppress(cells: dict[Key, int], total: int) -> tuple[dict[Key, int | None], 
         return dict.fromkeys(cells), None
     hidden = {key for key, persons in cells.items() if persons < SMALL_CELL}
     width = len(next(iter(cells), ()))
+    # The total is published: every cell together is a line too.
+    lines = [line for column in range(width) for line in _lines(cells, column)] + [list(cells)]
     changed = True
     while changed:
         changed = False
-        for column in range(width):
-            for line in _lines(cells, column):
-                suppressed = [key for key in line if key in hidden]
-                shown = [key for key in line if key not in hidden]
-                if len(suppressed) == 1 and shown:
-                    hidden.add(min(shown, key=lambda key: (cells[key], _order(key))))
-                    changed = True
+        for line in lines:
+            suppressed = [key for key in line if key in hidden]
+            shown = [key for key in line if key not in hidden]
+            if len(suppressed) == 1 and shown:
+                hidden.add(min(shown, key=lambda key: (cells[key], _order(key))))
+                changed = True
     return {key: None if key in hidden else persons for key, persons in cells.items()}, total
 
 

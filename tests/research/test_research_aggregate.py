@@ -86,6 +86,15 @@ def test_no_cell_under_ten_is_published_nor_given_back_by_its_line(
     assert (shown is None) == (total < SMALL_CELL)
     assert all(published[key] in (None, persons) for key, persons in cells.items())
     _lines_hide_none_or_several(published)
+    if shown is not None:  # the total is a line of every cell: it gives back a lone one
+        assert list(published.values()).count(None) != 1 or len(published) == 1
+
+
+def test_a_lone_small_cell_is_not_given_back_by_the_total() -> None:
+    """Alone in its row and its column, but the total minus the cells shown is itself."""
+    published, total = suppress({("a", 1): 5, ("b", 2): 20, ("c", 3): 30}, 55)
+    assert total == 55
+    assert published == {("a", 1): None, ("b", 2): None, ("c", 3): 30}
 
 
 def _vault(records: RecordStore) -> None:
