@@ -10,8 +10,10 @@ from the bookings. --warmup s, then --duration s are measured.
 
 The campaign is meant not to run out: the figures are those of a crowd that finds free
 times. A $find that offers nothing is counted, and warned of as a campaign too small for
-the run (more --seats or --days). Each $find opens every free Slot of its centre in its
-window, whatever it offers: more seats or days make each one dearer.
+the run (more --seats or --days). A server process searches a centre's day of seats once
+every few seconds (each search opens every free Slot of that day) and reads again each seat
+it offers: more seats make the searches dearer, not the $find between them
+(docs/booking.md).
 
 At the end every Appointment and every busy Slot is read back: no Slot may be held by two
 Appointments, each Appointment holds one busy Slot, and there is one for each booking
