@@ -1,4 +1,9 @@
-"""``coffre research ...``: authorised projects, their extracts and their counts."""
+"""``coffre research ...``: authorised projects, their extracts and their counts.
+
+The extract and the counts are imported by their own commands only: pyarrow and DuckDB
+weigh some 77 MB in every process that loads the command line, each server process
+included (402 MB resident after importing it with them, 326 MB without).
+"""
 
 from __future__ import annotations
 
@@ -18,9 +23,6 @@ from coffre.api.auth.scopes import Role
 from coffre.cli.access import KeyringOption, VaultOption
 from coffre.cli.output import console, fail
 from coffre.exceptions import CoffreError
-from coffre.research.aggregate import SMALL_CELL, Query
-from coffre.research.aggregate import count as make_count
-from coffre.research.extract import extract as make_extract
 from coffre.research.projects import (
     Project,
     ProjectError,
@@ -38,6 +40,7 @@ app = typer.Typer(
     help="Research projects: their pseudonymised extracts and safe counts.", no_args_is_help=True
 )
 DAY = ["%Y-%m-%d"]
+
 OPERATOR = getpass.getuser()
 OperatorOption = Annotated[str, typer.Option("--operator", help="Who acts, as the log records it.")]
 
@@ -211,6 +214,8 @@ def extract(
     """Write the project's pseudonymised extract: Parquet tables and their manifest.
 
     Only patients who did not refuse research use; every version handed out is logged."""
+    from coffre.research.extract import extract as make_extract  # see the module docstring
+
     project = _project(vault, keyring, project_id)
     records = _open(vault, keyring)
     try:
@@ -259,6 +264,9 @@ def count(
     """Count distinct persons of an extract's table, by columns; cells under 10 suppressed.
 
     A column of the person table may be used with any table. The count is logged."""
+    from coffre.research.aggregate import SMALL_CELL, Query  # see the module docstring
+    from coffre.research.aggregate import count as make_count
+
     project = _project(vault, keyring, project_id)
     query = Query(table, tuple(by or ()), tuple(_pair(text) for text in where or ()))
     records = _open(vault, keyring)

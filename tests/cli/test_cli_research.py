@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -122,3 +124,10 @@ def test_an_extract_from_the_command_line(vault: Vault, tmp_path: Path) -> None:
     assert code == 1 and "--where takes COLUMN=VALUE" in output
     code, output = _run(vault.folder, *args, "--by", "person_id")
     assert code == 1 and "person has no column 'person_id'" in output
+
+
+def test_the_command_line_loads_neither_duckdb_nor_pyarrow() -> None:
+    """Every server process loads it: they would weigh some 77 MB more each."""
+    script = "import sys, coffre.cli.main; print(sorted({'duckdb', 'pyarrow'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
+    assert loaded.stdout.strip() == "[]", loaded.stderr
