@@ -79,7 +79,10 @@ async def book(request: Request) -> Response:
         )
     guard_of(request).check(target_for(Interaction.CREATE, appointment, sent=True))
     async with waiting_room_of(request).turn():
-        outcome = await commit(request, lambda writer: book_seats(writer, appointment, now_us()))
+        like = free_seats_of(request).like
+        outcome = await commit(
+            request, lambda writer: book_seats(writer, appointment, now_us(), like)
+        )
     stored = outcome.stored
     location = f"{base_url(request)}/{stored.reference}/_history/{stored.version}"
     return written_response(outcome, prefer_return(request), location)

@@ -4,13 +4,14 @@ and ``Appointment/$book``'s write, under the write lock."""
 from __future__ import annotations
 
 import random
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from coffre.booking.book import check_to_come, no_seat_left, other_seats, same_seat_kind, with_seats
-from coffre.booking.find import FindQuery, by_time
+from coffre.booking.find import FindQuery, by_time, place_and_time
 from coffre.booking.slots import FREE, held_slots, unknown_slot
 from coffre.exceptions import FhirError
 from coffre.search import parse_criteria
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 _seats = random.SystemRandom()
 SEATS_SECONDS = 5.0
 CACHED_SEARCHES = 256
+REMEMBERED_TIMES = 200_000
 Seat = tuple[str, dict[str, Any]]
 
 
@@ -32,30 +34,55 @@ class FreeSeats:
     every one of them (hundreds at a vaccination centre): its result is kept for
     ``SEATS_SECONDS``, shared by the crowd asking for that place and day, and each seat
     is read again, fresh and checked, before it is offered. A seat freed or opened since
-    is offered within those seconds; one taken since is never offered."""
+    is offered within those seconds; one taken since is never offered.
+
+    It also remembers the seats of each place and time its searches found (``like``), for
+    $book to try another seat of a time taken meanwhile without a search under the write
+    lock, where one search of a centre's day held it some 100 ms."""
 
     def __init__(self, records: RecordStore) -> None:
         self.records = records
-        self._found: OrderedDict[tuple[tuple[str, str], ...], tuple[float, list[Seat]]] = (
+        self._found: OrderedDict[tuple[tuple[str, str], ...], tuple[float, list[list[Seat]]]] = (
             OrderedDict()
         )
+        self._seats_of: dict[tuple[Any, ...], set[str]] = {}
+        self._lock = threading.Lock()  # $book reads it from the group commit's thread
 
-    def _day(self, pairs: list[tuple[str, str]]) -> list[Seat]:
+    def like(self, slot: dict[str, Any]) -> frozenset[str] | None:
+        """The ids of the seats of a Slot's place and time found by this process's
+        searches; None when none found that place and time."""
+        with self._lock:
+            found = self._seats_of.get(place_and_time(slot))
+            return None if found is None else frozenset(found)
+
+    def _remember(self, groups: list[list[Seat]]) -> None:
+        with self._lock:
+            if len(self._seats_of) > REMEMBERED_TIMES:
+                self._seats_of.clear()
+            for group in groups:
+                known = self._seats_of.setdefault(place_and_time(group[0][1]), set())
+                known.update(slot_id for slot_id, _ in group)
+
+    def _day(self, pairs: list[tuple[str, str]]) -> list[list[Seat]]:
+        """A day's free seats grouped by place and time, earliest first, as searched at
+        most ``SEATS_SECONDS`` ago."""
         key, now = tuple(pairs), time.monotonic()
         kept = self._found.get(key)
         if kept is not None and now - kept[0] < SEATS_SECONDS:
             return kept[1]
-        seats = [(s.id, s.resource()) for s in self.records.find("Slot", parse_criteria(pairs))]
-        self._found[key] = (now, seats)
+        found = self.records.find("Slot", parse_criteria(pairs))
+        groups = by_time((stored.id, stored.resource()) for stored in found)
+        self._remember(groups)
+        self._found[key] = (now, groups)
         self._found.move_to_end(key)
         while len(self._found) > CACHED_SEARCHES:
             self._found.popitem(last=False)
-        return seats
+        return groups
 
     def _still_free(
-        self, group: list[Seat], day: list[Seat], admit: Callable[[Stored], bool] | None
+        self, group: list[Seat], admit: Callable[[Stored], bool] | None
     ) -> Stored | None:
-        """A seat of the group still free, at random; those found taken leave ``day``."""
+        """A seat of the group still free, at random; those found taken leave it."""
         for seat in _seats.sample(group, len(group)):
             try:
                 stored = self.records.read("Slot", seat[0])
@@ -65,7 +92,7 @@ class FreeSeats:
                 if admit is None or admit(stored):
                     return stored
                 continue
-            day.remove(seat)
+            group.remove(seat)
         return None
 
     def find(
@@ -75,9 +102,10 @@ class FreeSeats:
         belong to, as ``admit`` lets the requester see them."""
         offered: list[Stored] = []
         for day in query.days:
-            seats = self._day(query.on(day))
-            for group in by_time(seat for seat in seats if query.in_window(seat[1])):
-                seat = self._still_free(group, seats, admit)
+            for group in self._day(query.on(day)):
+                if not group or not query.in_window(group[0][1]):
+                    continue
+                seat = self._still_free(group, admit)
                 if seat is not None:
                     offered.append(seat)
                 if len(offered) == query.count:
@@ -95,11 +123,15 @@ class FreeSeats:
         return self.records.find("Schedule", criteria, Scope(self.records.storage, admit=admit))
 
 
+SeatsLike = Callable[[dict[str, Any]], frozenset[str] | None]
+
+
 def _seat(
-    writer: Writer, slot_id: str, now_us: int, chosen: set[str]
+    writer: Writer, slot_id: str, now_us: int, chosen: set[str], like: SeatsLike
 ) -> tuple[str, dict[str, Any]]:
     """The seat to take for ``slot_id``: itself while free, else a free seat of the same
-    place and time not ``chosen`` already; a 409 when there is none."""
+    place and time not ``chosen`` already, among those ``like`` knows (searched for
+    only when it knows none); a 409 when there is none."""
     stored = writer.latest("Slot", slot_id)
     if stored is None or stored.deleted:
         raise unknown_slot(slot_id)
@@ -107,20 +139,26 @@ def _seat(
     check_to_come(slot_id, slot, now_us)
     if slot.get("status") == FREE:
         return slot_id, slot
-    others = [
-        (other.id, other.resource())
-        for other in writer.find("Slot", other_seats(slot))
-        if other.id not in chosen and same_seat_kind(slot, other.resource())
-    ]
-    if not others:
-        raise no_seat_left(slot_id, str(slot.get("status")))
-    return _seats.choice(others)
+    known = like(slot)
+    if known is None:
+        known = frozenset(other.id for other in writer.find("Slot", other_seats(slot)))
+    others = sorted(known - chosen - {slot_id})
+    for other_id in _seats.sample(others, len(others)):
+        other = writer.latest("Slot", other_id)
+        if other is None or other.deleted:
+            continue
+        found = other.resource()
+        if found.get("status") == FREE and same_seat_kind(slot, found):
+            return other_id, found
+    raise no_seat_left(slot_id, str(slot.get("status")))
 
 
-def book(writer: Writer, appointment: dict[str, Any], now_us: int) -> Outcome:
+def book(writer: Writer, appointment: dict[str, Any], now_us: int, like: SeatsLike) -> Outcome:
     """Book a valid Appointment (``booking.book.to_book``) on its slots or, for a slot
-    taken meanwhile, on another seat of the same place and time."""
+    taken meanwhile, on another seat of the same place and time (``like``: the seats a
+    place and time is known to have)."""
     seats: dict[str, tuple[str, dict[str, Any]]] = {}
     for slot_id in held_slots(appointment):
-        seats[slot_id] = _seat(writer, slot_id, now_us, {taken for taken, _ in seats.values()})
+        taken = {seat for seat, _ in seats.values()}
+        seats[slot_id] = _seat(writer, slot_id, now_us, taken, like)
     return writer.create(with_seats(appointment, seats), validated=True)
