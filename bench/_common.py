@@ -887,3 +887,19 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
         }
         Path(path).write_text(json.dumps(payload, indent=2, default=str))
         print(f"results written to {path}")
+
+
+async def search_all(session: Any, url: str) -> list[dict[str, Any]]:
+    """Every resource a search finds, following its pages (an aiohttp session)."""
+    resources: list[dict[str, Any]] = []
+    next_url: str | None = url
+    while next_url is not None:
+        async with session.get(next_url) as response:
+            content = await response.read()
+            if response.status != 200:
+                raise SystemExit(f"reading {url}: HTTP {response.status}: {content!r}")
+        bundle = json.loads(content)
+        resources.extend(entry["resource"] for entry in bundle.get("entry", []))
+        links = {link["relation"]: link["url"] for link in bundle.get("link", [])}
+        next_url = links.get("next")
+    return resources

@@ -63,6 +63,7 @@ from _common import (
     parse_modes,
     print_header,
     run_async,
+    search_all,
     storages,
     wait_for_idle,
     write_json,
@@ -187,22 +188,6 @@ async def client(
         await booking(session, base, campaign, rng, record, count)
 
 
-async def read_all(session: Any, url: str) -> list[dict[str, Any]]:
-    """Every resource a search finds, page after page."""
-    resources: list[dict[str, Any]] = []
-    next_url: str | None = url
-    while next_url is not None:
-        async with session.get(next_url) as response:
-            content = await response.read()
-            if response.status != 200:
-                raise SystemExit(f"reading back {url}: HTTP {response.status}: {content!r}")
-        bundle = orjson.loads(content)
-        resources.extend(entry["resource"] for entry in bundle.get("entry", []))
-        links = {link["relation"]: link["url"] for link in bundle.get("link", [])}
-        next_url = links.get("next")
-    return resources
-
-
 def seat_problems(
     appointments: list[dict[str, Any]], busy: list[dict[str, Any]], booked: int, unanswered: int
 ) -> list[str]:
@@ -231,8 +216,8 @@ def seat_problems(
 
 
 async def check(session: Any, base: str, record: Record) -> dict[str, Any]:
-    appointments = await read_all(session, f"{base}/Appointment?_count={PAGE}")
-    busy = await read_all(session, f"{base}/Slot?status=busy&_count={PAGE}")
+    appointments = await search_all(session, f"{base}/Appointment?_count={PAGE}")
+    busy = await search_all(session, f"{base}/Slot?status=busy&_count={PAGE}")
     booked = record.count(BOOK, 201)
     problems = seat_problems(appointments, busy, booked, record.network_errors[BOOK])
     return {"appointments": len(appointments), "busy_slots": len(busy), "problems": problems}

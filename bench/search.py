@@ -58,6 +58,7 @@ from _common import (
     parse_modes,
     print_header,
     run_async,
+    search_all,
     wait_for_idle,
     write_json,
 )
@@ -195,14 +196,8 @@ async def client(
 
 async def patient_ids(session: Any, base: str) -> list[str]:
     """The ids of every Patient the server holds, a page at a time."""
-    ids: list[str] = []
-    url: str | None = f"{base}/Patient?_count=500&_elements=id"
-    while url:
-        async with session.get(url) as response:
-            bundle = orjson.loads(await response.read())
-        ids += [entry["resource"]["id"] for entry in bundle.get("entry", [])]
-        url = next((link["url"] for link in bundle["link"] if link["relation"] == "next"), None)
-    return ids
+    patients = await search_all(session, f"{base}/Patient?_count=500&_elements=id")
+    return [patient["id"] for patient in patients]
 
 
 async def run(

@@ -69,10 +69,11 @@ class WaitingRoom:
             self._busy += 1
             return
         if len(self._queue) >= self.waiting:
+            seconds = self.advice()
             raise ComeBack(
                 "bookings are served in order of arrival and the waiting room is full:"
-                f" try again in {self.advice()} s",
-                self.advice(),
+                f" try again in {seconds} s",
+                seconds,
             )
         called: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(called)

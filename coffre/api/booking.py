@@ -71,7 +71,8 @@ async def book(request: Request) -> Response:
     body = appointment_of(await read_json(request, request.app.state.max_body_bytes))
     check_url_type(resource_type_of(body), "Appointment")
     validate(body)
-    localise_references(body, base_url(request))
+    base = base_url(request)
+    localise_references(body, base)
     appointment: dict[str, Any] = to_book(body)
     if "id" in appointment:
         raise FhirError(
@@ -84,5 +85,5 @@ async def book(request: Request) -> Response:
             request, lambda writer: book_seats(writer, appointment, now_us(), like)
         )
     stored = outcome.stored
-    location = f"{base_url(request)}/{stored.reference}/_history/{stored.version}"
+    location = f"{base}/{stored.reference}/_history/{stored.version}"
     return written_response(outcome, prefer_return(request), location)

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from coffre.booking.find import place_and_time
-from coffre.booking.slots import BUSY, FREE, held_slots, not_bookable, slot_id
+from coffre.booking.slots import BUSY, FREE, held_slots, slot_id
 from coffre.exceptions import FhirError
 from coffre.fhir.compartment import patient_of
 from coffre.search import Criterion, parse_criteria
@@ -77,14 +77,21 @@ def _accepted(participant: dict[str, Any]) -> dict[str, Any]:
 
 
 def no_seat_left(slot_id: str, status: str) -> FhirError:
-    """The refusal of a Slot not free when no other seat of its time is."""
-    if status != BUSY:
-        return not_bookable(slot_id, status)
+    """The refusal of a Slot not free when no other seat of its time is: taken (busy),
+    or closed."""
+    if status == BUSY:
+        said = f"Slot/{slot_id} is already booked, and so is every other seat at that time"
+        return FhirError(
+            409,
+            "conflict",
+            f"{said}: choose another time (Appointment/$find lists the free ones)",
+            "Appointment.slot",
+        )
     return FhirError(
         409,
         "conflict",
-        f"Slot/{slot_id} is already booked, and so is every other seat at that time: choose"
-        " another time (Appointment/$find lists the free ones)",
+        f"Slot/{slot_id} is {status}, not open for booking: choose a free slot"
+        " (Appointment/$find lists them)",
         "Appointment.slot",
     )
 

@@ -50,19 +50,6 @@ def unknown_slot(slot_id: str) -> FhirError:
     )
 
 
-def not_bookable(slot_id: str, status: str) -> FhirError:
-    """The refusal to book a Slot that is not free: taken (busy), or closed."""
-    if status == BUSY:
-        return booked_elsewhere(slot_id)
-    return FhirError(
-        409,
-        "conflict",
-        f"Slot/{slot_id} is {status}, not open for booking: choose a free slot"
-        " (Appointment/$find lists them)",
-        "Appointment.slot",
-    )
-
-
 def booked_elsewhere(slot_id: str) -> FhirError:
     return FhirError(
         409,

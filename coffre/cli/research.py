@@ -11,7 +11,7 @@ import getpass
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 from rich.markup import escape
@@ -40,6 +40,7 @@ app = typer.Typer(
     help="Research projects: their pseudonymised extracts and safe counts.", no_args_is_help=True
 )
 DAY = ["%Y-%m-%d"]
+T = TypeVar("T")
 
 OPERATOR = getpass.getuser()
 OperatorOption = Annotated[str, typer.Option("--operator", help="Who acts, as the log records it.")]
@@ -196,11 +197,18 @@ def end(
     )
 
 
-def _open(vault: Path, keyring: Path | None) -> RecordStore:
+def _on_vault(vault: Path, keyring: Path | None, job: Callable[[RecordStore], T]) -> T:
+    """``job`` on the vault opened, closed after; a failure is the command's one line."""
     try:
-        return Vault.at(vault, keyring).open()
+        records = Vault.at(vault, keyring).open()
     except CoffreError as error:
         raise fail(error) from None
+    try:
+        return job(records)
+    except (CoffreError, OSError) as error:
+        raise fail(error) from None
+    finally:
+        records.storage.close()
 
 
 @app.command("extract")
@@ -217,15 +225,8 @@ def extract(
     from coffre.research.extract import extract as make_extract  # see the module docstring
 
     project = _project(vault, keyring, project_id)
-    records = _open(vault, keyring)
-    try:
-        made = make_extract(
-            records, project, out, f"{operator} (coffre research extract)", _today()
-        )
-    except (CoffreError, OSError) as error:
-        raise fail(error) from None
-    finally:
-        records.storage.close()
+    who = f"{operator} (coffre research extract)"
+    made = _on_vault(vault, keyring, lambda r: make_extract(r, project, out, who, _today()))
     manifest = made.manifest
     console.print(
         escape(
@@ -269,15 +270,10 @@ def count(
 
     project = _project(vault, keyring, project_id)
     query = Query(table, tuple(by or ()), tuple(_pair(text) for text in where or ()))
-    records = _open(vault, keyring)
-    try:
-        made = make_count(
-            records, project, extract, query, f"{operator} (coffre research count)", _today()
-        )
-    except (CoffreError, OSError) as error:
-        raise fail(error) from None
-    finally:
-        records.storage.close()
+    who = f"{operator} (coffre research count)"
+    made = _on_vault(
+        vault, keyring, lambda r: make_count(r, project, extract, query, who, _today())
+    )
     hidden = f"<{SMALL_CELL}"
     typer.echo("\t".join([*query.by, "persons"]))
     for key, persons in made.cells:

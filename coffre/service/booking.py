@@ -16,6 +16,7 @@ from coffre.booking.slots import FREE, held_slots, unknown_slot
 from coffre.exceptions import FhirError
 from coffre.search import parse_criteria
 from coffre.service.searching import Scope
+from coffre.service.slots import current_slot
 from coffre.service.stored import Outcome, Stored
 
 if TYPE_CHECKING:
@@ -132,10 +133,9 @@ def _seat(
     """The seat to take for ``slot_id``: itself while free, else a free seat of the same
     place and time not ``chosen`` already, among those ``like`` knows (searched for
     only when it knows none); a 409 when there is none."""
-    stored = writer.latest("Slot", slot_id)
-    if stored is None or stored.deleted:
+    slot = current_slot(writer, slot_id)
+    if slot is None:
         raise unknown_slot(slot_id)
-    slot = stored.resource()
     check_to_come(slot_id, slot, now_us)
     if slot.get("status") == FREE:
         return slot_id, slot
@@ -144,11 +144,8 @@ def _seat(
         known = frozenset(other.id for other in writer.find("Slot", other_seats(slot)))
     others = sorted(known - chosen - {slot_id})
     for other_id in _seats.sample(others, len(others)):
-        other = writer.latest("Slot", other_id)
-        if other is None or other.deleted:
-            continue
-        found = other.resource()
-        if found.get("status") == FREE and same_seat_kind(slot, found):
+        found = current_slot(writer, other_id)
+        if found is not None and found.get("status") == FREE and same_seat_kind(slot, found):
             return other_id, found
     raise no_seat_left(slot_id, str(slot.get("status")))
 

@@ -25,8 +25,6 @@ from coffre.service.stored import Stored
 if TYPE_CHECKING:
     from coffre.service.writer import Writer
 
-KEPT_TYPES = frozenset({"Appointment", "Slot"})
-
 
 def keep_slots(
     writer: Writer,
@@ -35,7 +33,8 @@ def keep_slots(
     current: Stored | None,
     resource: dict[str, Any] | None,
 ) -> None:
-    """Before a client's write of ``resource`` (None: a deletion) over ``current``."""
+    """Before a client's write of ``resource`` (None: a deletion) over ``current``; of a
+    type other than Appointment and Slot, nothing."""
     if resource_type == "Appointment":
         _follow_appointment(writer, resource_id, current, resource)
     elif resource_type == "Slot":
@@ -75,9 +74,17 @@ def _held_by_another(
     return bool(_holders(writer, slot_id, other_than=appointment_id))
 
 
-def _current_slot(writer: Writer, slot_id: str) -> dict[str, Any] | None:
+def current_slot(writer: Writer, slot_id: str) -> dict[str, Any] | None:
+    """A Slot as the transaction sees it; None when it does not exist (or no longer)."""
     stored = writer.latest("Slot", slot_id)
     return None if stored is None or stored.deleted else stored.resource()
+
+
+def _release(writer: Writer, slot_id: str) -> None:
+    slot = current_slot(writer, slot_id)
+    freed = None if slot is None else released(slot)
+    if freed is not None:
+        writer.write_consequence("Slot", slot_id, freed)
 
 
 def _follow_appointment(
@@ -90,7 +97,7 @@ def _follow_appointment(
     of those it no longer holds. A Slot not (yet) here is held once it is written."""
     before = held_slots(current.resource()) if current is not None and not current.deleted else ()
     after = held_slots(resource) if resource is not None else ()
-    taking = {slot_id: _current_slot(writer, slot_id) for slot_id in after if slot_id not in before}
+    taking = {slot_id: current_slot(writer, slot_id) for slot_id in after if slot_id not in before}
     for slot_id, slot in taking.items():  # every one checked before any is written
         if _held_by_another(writer, slot_id, slot, appointment_id):
             raise booked_elsewhere(slot_id)
@@ -98,10 +105,8 @@ def _follow_appointment(
         if slot is not None and slot.get("status") == FREE:
             writer.write_consequence("Slot", slot_id, taken(slot))
     for slot_id in before:
-        slot = None if slot_id in after else _current_slot(writer, slot_id)
-        freed = None if slot is None else released(slot)
-        if freed is not None:
-            writer.write_consequence("Slot", slot_id, freed)
+        if slot_id not in after:
+            _release(writer, slot_id)
 
 
 def release_held_by(writer: Writer, patient_id: str) -> None:
@@ -110,7 +115,4 @@ def release_held_by(writer: Writer, patient_id: str) -> None:
     criteria = parse_criteria([("patient", f"Patient/{patient_id}")])
     for appointment in writer.find("Appointment", criteria):
         for slot_id in held_slots(appointment.resource()):
-            slot = _current_slot(writer, slot_id)
-            freed = None if slot is None else released(slot)
-            if freed is not None:
-                writer.write_consequence("Slot", slot_id, freed)
+            _release(writer, slot_id)

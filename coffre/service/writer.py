@@ -22,7 +22,7 @@ from coffre.service.conditions import check_if_match
 from coffre.service.indexing import OwnTokens, write_tokens
 from coffre.service.ledger import Appended
 from coffre.service.searching import Scope
-from coffre.service.slots import KEPT_TYPES, keep_slots
+from coffre.service.slots import keep_slots
 from coffre.service.stored import (
     Outcome,
     Stored,
@@ -300,8 +300,7 @@ class Writer:
         check_if_match(f"{resource_type}/{resource_id}", current, if_match)
         if current is None or current.deleted:
             return None
-        if resource_type in KEPT_TYPES:
-            keep_slots(self, resource_type, resource_id, current, None)
+        keep_slots(self, resource_type, resource_id, current, None)
         tombstone = {"resourceType": resource_type, "id": resource_id}
         return self._write(resource_type, resource_id, tombstone, current, deleted=True)
 
@@ -319,8 +318,7 @@ class Writer:
         if unchanged:
             assert current is not None
             return Outcome(current, created=False, changed=False)
-        if resource_type in KEPT_TYPES:
-            keep_slots(self, resource_type, resource_id, current, resource)
+        keep_slots(self, resource_type, resource_id, current, resource)
         return self._write(
             resource_type, resource_id, resource, current, deleted=False, own_tokens=own_tokens
         )
