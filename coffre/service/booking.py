@@ -39,7 +39,7 @@ class FreeSeats:
 
     It also remembers the seats of each place and time its searches found (``like``), for
     $book to try another seat of a time taken meanwhile without a search under the write
-    lock, where one search of a centre's day held it some 100 ms."""
+    lock, where one search of a centre's day (720 seats) holds it 85 ms or more."""
 
     def __init__(self, records: RecordStore) -> None:
         self.records = records
