@@ -11,6 +11,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +25,7 @@ from testca import ServerFiles
 from coffre import config
 from coffre.api import create_app
 from coffre.custody.choose import KEYRING
+from coffre.research.projects import Project
 from coffre.service import RecordStore, Vault
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -91,6 +93,49 @@ def put_resource(client: TestClient, resource: dict[str, Any]) -> None:
     url = f"/fhir/{resource['resourceType']}/{resource['id']}"
     response = client.put(url, json=resource, headers=FHIR_JSON)
     assert response.status_code in (200, 201), response.text
+
+
+RESEARCH_PROJECT = Project(
+    "diabete-2026",
+    "CNIL DR-2026-042",
+    "Complications of type 2 diabetes",
+    ("Observation", "Patient"),
+    date(2015, 1, 1),
+    date(2025, 12, 31),
+    ("alice",),
+    date(2027, 6, 30),
+)
+"""A project of the research population's data: its patients and their HbA1c."""
+RESEARCH_GENDERS = {"female": 14, "male": 11, "other": 3}
+"""The research population: a cell under 10 (other) and one just over (male)."""
+
+
+def research_population(records: RecordStore) -> None:
+    """28 patients p1 to p28 of ``RESEARCH_GENDERS``, born a year apart from 1951, each
+    with an HbA1c of March 2020: what research counts are tested on."""
+    with records.writer() as writer:
+        number = 0
+        for gender, how_many in RESEARCH_GENDERS.items():
+            for _ in range(how_many):
+                number += 1
+                patient_id = f"p{number}"
+                patient = {
+                    "resourceType": "Patient",
+                    "id": patient_id,
+                    "gender": gender,
+                    "birthDate": f"{1950 + number}-05-01",
+                }
+                writer.update("Patient", patient_id, patient)
+                writer.create(
+                    {
+                        "resourceType": "Observation",
+                        "status": "final",
+                        "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
+                        "subject": {"reference": f"Patient/{patient_id}"},
+                        "effectiveDateTime": "2020-03-17",
+                        "valueQuantity": {"value": 7.2},
+                    }
+                )
 
 
 @pytest.fixture

@@ -20,7 +20,7 @@ ALLOWED = {
     "booking": {"fhir", "search"},
     "service": {"fhir", "seal", "custody", "storage", "search", "ledger", "booking"},
     "research": {"fhir", "search", "service", "seal", "ledger", "storage"},
-    "api": {"fhir", "service", "search", "storage", "ledger", "booking"},
+    "api": {"fhir", "service", "search", "storage", "ledger", "booking", "research"},
     "cli": {"fhir", "service", "api", "synth", "storage", "ledger", "research"},
 }
 BASE = {"exceptions", "config", "files", ""}

@@ -22,6 +22,7 @@ from coffre.api.access import access_of, acting_for, add_access_hook
 from coffre.api.admission import ComeBack, WaitingRoom
 from coffre.api.auth import Authenticate, Authority, auth_routes, smart_routes
 from coffre.api.auth.cors import RegisteredAppOrigins
+from coffre.api.auth.middleware import RESEARCH_PATH
 from coffre.api.auth.security import smart_security
 from coffre.api.capability import capability_statement
 from coffre.api.export import counts_stop_with_the_process, export_routes
@@ -31,6 +32,7 @@ from coffre.api.ledger import ledger_routes
 from coffre.api.negotiation import check_format
 from coffre.api.notices import tell_patients
 from coffre.api.portal import error_page, portal_routes
+from coffre.api.research import research_routes
 from coffre.api.responses import fhir_response, outcome_response
 from coffre.api.state import committer_of
 from coffre.exceptions import (
@@ -45,6 +47,7 @@ from coffre.exceptions import (
     StorageFullError,
 )
 from coffre.ledger import LedgerError
+from coffre.research.folder import ResearchFolder
 from coffre.service import RecordStore
 from coffre.service.booking import FreeSeats
 from coffre.service.commits import GroupCommitter
@@ -358,9 +361,11 @@ def create_app(
     max_body_bytes: int = int(config.MAX_BODY_BYTES.default),
     authority: Authority | None = None,
     waiting_room: WaitingRoom | None = None,
+    research: ResearchFolder | None = None,
 ) -> Starlette:
     """``authority``: the authorisation server and token checks; without one, an
-    ephemeral one (a random signing key, no registered clients, tokens optional)."""
+    ephemeral one (a random signing key, no registered clients, tokens optional).
+    ``research``: the research projects and extracts the hub's endpoints serve."""
     authority = authority or Authority.ephemeral()
     app = Starlette(
         routes=[
@@ -369,6 +374,7 @@ def create_app(
             Mount("/auth", routes=auth_routes()),
             Mount("/ledger", routes=ledger_routes()),
             Mount(PORTAL_PATH, routes=portal_routes()),
+            Mount(RESEARCH_PATH, routes=research_routes()),
             Mount("/health", routes=health_routes()),
         ],
         middleware=[
@@ -395,6 +401,7 @@ def create_app(
     app.state.max_body_bytes = max_body_bytes
     app.state.authority = authority
     app.state.free_seats = FreeSeats(records)
+    app.state.research = research
     app.state.waiting_room = waiting_room or WaitingRoom(
         int(config.BOOKING_SERVING.default), int(config.BOOKING_WAITING.default)
     )

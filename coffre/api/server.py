@@ -13,6 +13,7 @@ from coffre import config
 from coffre.api.admission import WaitingRoom
 from coffre.api.app import create_app
 from coffre.api.auth import Authority, AuthSettings
+from coffre.research.folder import ResearchFolder
 from coffre.service import Vault
 from coffre.service.background import in_background
 from coffre.service.tokenkey import access_token_key
@@ -36,6 +37,7 @@ def app_from_settings() -> Starlette:
         max_body_bytes=int(config.MAX_BODY_BYTES.value()),
         authority=authority,
         waiting_room=room,
+        research=ResearchFolder(vault.keyring),
     )
     _while_serving(app, lambda: in_background(consolidate_when_quiet(records.storage)))
     witnesses, quorum = witnesses_from_settings()

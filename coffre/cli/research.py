@@ -23,6 +23,7 @@ from coffre.api.auth.scopes import Role
 from coffre.cli.access import KeyringOption, VaultOption
 from coffre.cli.output import console, fail
 from coffre.exceptions import CoffreError
+from coffre.research.folder import ResearchFolder
 from coffre.research.projects import (
     Project,
     ProjectError,
@@ -214,7 +215,14 @@ def _on_vault(vault: Path, keyring: Path | None, job: Callable[[RecordStore], T]
 @app.command("extract")
 def extract(
     project_id: str,
-    out: Annotated[Path, typer.Option("--out", help="A new or empty folder for the files.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="A new or empty folder for the files; by default one of its own in the"
+            " research folder beside the keyring, where researchers' counts find it.",
+        ),
+    ] = None,
     operator: OperatorOption = OPERATOR,
     vault: VaultOption = Path(config.VAULT.default),
     keyring: KeyringOption = None,
@@ -226,23 +234,26 @@ def extract(
 
     project = _project(vault, keyring, project_id)
     who = f"{operator} (coffre research extract)"
-    made = _on_vault(vault, keyring, lambda r: make_extract(r, project, out, who, _today()))
+    folder = out or ResearchFolder(Vault.at(vault, keyring).keyring).new_extract(
+        project_id, datetime.now(UTC)
+    )
+    made = _on_vault(vault, keyring, lambda r: make_extract(r, project, folder, who, _today()))
     manifest = made.manifest
     console.print(
         escape(
             f"extract {manifest['extract']} of project {project_id}: {manifest['persons']}"
             f" persons, {sum(f['rows'] for f in manifest['files'].values())} rows in"
-            f" {len(manifest['files'])} tables, written to {out}; its manifest is leaf"
+            f" {len(manifest['files'])} tables, written to {folder}; its manifest is leaf"
             f" {made.leaf} of the log"
         )
     )
 
 
-def _pair(text: str) -> tuple[str, str]:
-    name, equals, value = text.partition("=")
-    if not equals:
-        raise fail(f"--where takes COLUMN=VALUE, not {text!r}")
-    return name, value
+def _latest_kept(vault: Path, keyring: Path | None, project_id: str) -> Path:
+    try:
+        return ResearchFolder(Vault.at(vault, keyring).keyring).find(project_id, None).folder
+    except ProjectError as error:
+        raise fail(error) from None
 
 
 @app.command("count")
@@ -250,8 +261,13 @@ def count(
     project_id: str,
     table: Annotated[str, typer.Argument(help="The table: person, measurement...")],
     extract: Annotated[
-        Path, typer.Option("--extract", help="The folder of one of the project's extracts.")
-    ],
+        Path | None,
+        typer.Option(
+            "--extract",
+            help="The folder of one of the project's extracts; by default its latest kept"
+            " in the research folder.",
+        ),
+    ] = None,
     by: Annotated[
         list[str] | None, typer.Option("--by", help="A column to count by; twice at most.")
     ] = None,
@@ -269,11 +285,13 @@ def count(
     from coffre.research.aggregate import count as make_count
 
     project = _project(vault, keyring, project_id)
-    query = Query(table, tuple(by or ()), tuple(_pair(text) for text in where or ()))
+    try:
+        query = Query.of(table, by or (), where or ())
+    except ProjectError as error:
+        raise fail(error) from None
     who = f"{operator} (coffre research count)"
-    made = _on_vault(
-        vault, keyring, lambda r: make_count(r, project, extract, query, who, _today())
-    )
+    folder = extract or _latest_kept(vault, keyring, project_id)
+    made = _on_vault(vault, keyring, lambda r: make_count(r, project, folder, query, who, _today()))
     hidden = f"<{SMALL_CELL}"
     typer.echo("\t".join([*query.by, "persons"]))
     for key, persons in made.cells:

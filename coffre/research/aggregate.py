@@ -32,17 +32,19 @@ from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.research.extract import (
     EXTRACT_TYPE,
     LEAF,
-    MANIFEST,
     file_digest,
     research_access,
     research_patients,
 )
+from coffre.research.folder import MANIFEST
 from coffre.research.projects import Project, ProjectError
 from coffre.research.tables import PERSON, PERSON_ID, TABLE_OF
 from coffre.seal.keys import Pseudonyms
+from coffre.service.audit import Access
 from coffre.service.ledger import authentic_leaf
 from coffre.service.records import RecordStore
 from coffre.service.stored import now_us
+from coffre.service.writer import Writer
 
 SMALL_CELL = 10
 """The smallest number of persons a published cell may count."""
@@ -51,12 +53,28 @@ Key = tuple[Any, ...]
 _TABLES = frozenset(table.name for table, _ in TABLE_OF.values())
 
 
+class ExtractAltered(ProjectError):
+    """An extract the log does not vouch for: not recorded, another project's, or a file
+    changed since it was made."""
+
+
 @dataclass(frozen=True, slots=True)
 class Query:
     table: str
     by: tuple[str, ...]
     where: tuple[tuple[str, str], ...] = ()
     """Column and value pairs, each compared as text (``year_of_birth=1984``)."""
+
+    @classmethod
+    def of(cls, table: str, by: Iterable[str], where: Iterable[str]) -> Query:
+        """A query from its words: each of ``where`` is ``COLUMN=VALUE``."""
+        pairs = []
+        for text in where:
+            name, equals, value = text.partition("=")
+            if not equals:
+                raise ProjectError(f"a filter is COLUMN=VALUE, not {text!r}")
+            pairs.append((name, value))
+        return cls(table, tuple(by), tuple(pairs))
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,13 +120,13 @@ def checked_manifest(records: RecordStore, folder: Path, project: Project) -> di
         or leaf.body_hash != hashlib.sha256(body).digest()
         or leaf.loc != records.keys.location(EXTRACT_TYPE, manifest["extract"])
     ):
-        raise ProjectError(f"{folder} holds no extract that the log records")
+        raise ExtractAltered(f"{folder} holds no extract that the log records")
     if manifest["project"]["project_id"] != project.project_id:
-        raise ProjectError(f"{folder} holds no extract of project {project.project_id}")
+        raise ExtractAltered(f"{folder} holds no extract of project {project.project_id}")
     for name, described in manifest["files"].items():
         path = folder / name
         if not path.is_file() or file_digest(path) != described["sha256"]:
-            raise ProjectError(f"{path} is not the file the extract's manifest describes")
+            raise ExtractAltered(f"{path} is not the file the extract's manifest describes")
     return manifest
 
 
@@ -191,12 +209,13 @@ class _Extract:
         return {tuple(row[:-1]): int(row[-1]) for row in rows}, total
 
 
-def count(
-    records: RecordStore, project: Project, folder: Path, query: Query, who: str, today: date
-) -> Count:
-    """The published count of ``query`` over the project's extract in ``folder``, logged
-    as ``who``'s; ProjectError for a project closed, an extract not its own or altered,
-    or a query that names what the extract does not hold."""
+def answer(
+    records: RecordStore, project: Project, folder: Path, query: Query, today: date
+) -> tuple[Count, str]:
+    """The published count of ``query`` over the project's extract in ``folder``, and the
+    extract's id; ProjectError for a project closed, an extract not its own or altered, or
+    a query that names what the extract does not hold. Nothing is logged: the caller
+    logs the answer (``log_count``) before it shows it."""
     project.check_open(today)
     if query.table not in _TABLES or len(query.by) > MAX_BY:
         raise ProjectError(
@@ -208,18 +227,29 @@ def count(
     cells, total = _Extract(folder, manifest, refused).count(query)
     published, shown_total = suppress(cells, total)
     result = Count(query, sorted(published.items(), key=lambda cell: _order(cell[0])), shown_total)
-    _log_count(records, project, who, manifest["extract"], result)
+    return result, manifest["extract"]
+
+
+def count(
+    records: RecordStore, project: Project, folder: Path, query: Query, who: str, today: date
+) -> Count:
+    """The published count of ``query`` over the project's extract in ``folder``, logged
+    as ``who``'s (``answer`` says what it refuses)."""
+    result, extract_id = answer(records, project, folder, query, today)
+    with records.writer(count_access(who, project, query)) as writer:
+        log_count(writer, extract_id, result)
     return result
 
 
-def _log_count(
-    records: RecordStore, project: Project, who: str, extract_id: str, result: Count
-) -> None:
+def count_access(who: str, project: Project, query: Query) -> Access:
+    """Who asks a count, for its AuditEvent: the project, the table and its columns."""
+    what = f"research count of {query.table} by {', '.join(query.by) or 'nothing'}"
+    return research_access(who, project, what)
+
+
+def log_count(writer: Writer, extract_id: str, result: Count) -> None:
     """The count's leaf: the extract's location, the hash of what was published."""
     answer = json.canonical({"extract": extract_id, **result.as_json()})
-    loc = records.keys.location(EXTRACT_TYPE, extract_id)
+    loc = writer.records.keys.location(EXTRACT_TYPE, extract_id)
     leaf = Leaf(LeafKind.SEARCH, loc, 0, hashlib.sha256(answer).digest(), now_us())
-    query = result.query
-    what = f"research count of {query.table} by {', '.join(query.by) or 'nothing'}"
-    with records.writer(research_access(who, project, what)) as writer:
-        writer.log_to_gateway([leaf], f"{EXTRACT_TYPE}/{extract_id}")
+    writer.log_to_gateway([leaf], f"{EXTRACT_TYPE}/{extract_id}")

@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from coffre.fhir import json
 from coffre.ledger.leaf import Leaf, LeafKind
+from coffre.research.folder import MANIFEST
 from coffre.research.projects import Project
 from coffre.research.tables import TABLE_OF, Row, Table, rows_of
 from coffre.seal.keys import Pseudonyms
@@ -36,7 +37,6 @@ from coffre.storage.base import SealedVersion
 
 EXTRACT_TYPE = "$research-extract"
 """The pseudo-type of an extract's location in the log: never a FHIR type."""
-MANIFEST = "manifest.json"
 LEAF = "manifest.leaf"
 """Where an extract says which leaf of the log commits to its manifest."""
 PATIENTS_AT_ONCE = 100

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import stat
 import subprocess
 import sys
 from pathlib import Path
 
 import pyarrow.parquet as pq
+from conftest import research_population
 from typer.testing import CliRunner
 
 from coffre.cli.main import app
+from coffre.ledger.leaf import Leaf
+from coffre.research.extract import EXTRACT_TYPE
+from coffre.research.folder import ResearchFolder
 from coffre.service import Vault
 
 runner = CliRunner()
@@ -121,7 +126,7 @@ def test_an_extract_from_the_command_line(vault: Vault, tmp_path: Path) -> None:
     assert code == 0, output
     assert output == "gender\tpersons\nfemale\t<10\ntotal\t<10\n"
     code, output = _run(vault.folder, *args, "--by", "gender", "--where", "gender")
-    assert code == 1 and "--where takes COLUMN=VALUE" in output
+    assert code == 1 and "a filter is COLUMN=VALUE" in output
     code, output = _run(vault.folder, *args, "--by", "person_id")
     assert code == 1 and "person has no column 'person_id'" in output
 
@@ -131,3 +136,33 @@ def test_the_command_line_loads_neither_duckdb_nor_pyarrow() -> None:
     script = "import sys, coffre.cli.main; print(sorted({'duckdb', 'pyarrow'} & set(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert loaded.stdout.strip() == "[]", loaded.stderr
+
+
+def test_an_extract_is_kept_in_the_research_folder_and_counted_from_there(
+    vault: Vault, tmp_path: Path
+) -> None:
+    records = vault.open()
+    research_population(records)
+    records.storage.close()
+    _researcher(vault.folder, tmp_path, "alice")
+    assert _run(vault.folder, *PROJECT)[0] == 0
+    args = ("research", "count", "diabete-2026", "person", "--by", "gender")
+    code, output = _run(vault.folder, *args)
+    assert code == 1 and "no extract of project diabete-2026 is kept" in output
+    for _ in range(2):
+        code, output = _run(vault.folder, "research", "extract", "diabete-2026")
+        assert code == 0, output
+    folder = ResearchFolder(vault.keyring)
+    first, latest = folder.kept("diabete-2026")
+    assert f"written to {latest.folder}" in output.replace("\n", "")
+    assert stat.S_IMODE(folder.extracts.stat().st_mode) == 0o700
+    assert stat.S_IMODE(latest.folder.stat().st_mode) == 0o700
+    code, output = _run(vault.folder, *args)
+    assert code == 0, output
+    assert output == "gender\tpersons\nfemale\t14\nmale\t<10\nother\t<10\ntotal\t28\n"
+    assert first.extract_id != latest.extract_id
+    records = vault.open()
+    size = records.storage.leaf_count()
+    last = Leaf.decode(records.storage.leaves(size - 1, size)[0])
+    records.storage.close()
+    assert last.loc == records.keys.location(EXTRACT_TYPE, latest.extract_id)

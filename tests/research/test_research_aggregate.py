@@ -8,6 +8,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
+from conftest import RESEARCH_PROJECT, research_population
 from hypothesis import given
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
@@ -17,22 +18,12 @@ from coffre.fhir import json
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.research.aggregate import SMALL_CELL, Key, Query, count, suppress
 from coffre.research.extract import EXTRACT_TYPE, extract
-from coffre.research.projects import Project, ProjectError
+from coffre.research.projects import ProjectError
 from coffre.service import RecordStore
 from coffre.service.consent import record_research_consent
 
 TODAY = date(2026, 12, 6)
-PROJECT = Project(
-    "diabete-2026",
-    "CNIL DR-2026-042",
-    "Complications of type 2 diabetes",
-    ("Observation", "Patient"),
-    date(2015, 1, 1),
-    date(2025, 12, 31),
-    ("alice",),
-    date(2027, 6, 30),
-)
-GENDERS = {"female": 14, "male": 11, "other": 3}
+PROJECT = RESEARCH_PROJECT
 
 
 def _lines_hide_none_or_several(published: dict[Key, int | None]) -> None:
@@ -97,32 +88,6 @@ def test_a_lone_small_cell_is_not_given_back_by_the_total() -> None:
     assert published == {("a", 1): None, ("b", 2): None, ("c", 3): 30}
 
 
-def _vault(records: RecordStore) -> None:
-    with records.writer() as writer:
-        number = 0
-        for gender, how_many in GENDERS.items():
-            for _ in range(how_many):
-                number += 1
-                patient_id = f"p{number}"
-                patient = {
-                    "resourceType": "Patient",
-                    "id": patient_id,
-                    "gender": gender,
-                    "birthDate": f"{1950 + number}-05-01",
-                }
-                writer.update("Patient", patient_id, patient)
-                writer.create(
-                    {
-                        "resourceType": "Observation",
-                        "status": "final",
-                        "code": {"coding": [{"system": "http://loinc.org", "code": "4548-4"}]},
-                        "subject": {"reference": f"Patient/{patient_id}"},
-                        "effectiveDateTime": "2020-03-17",
-                        "valueQuantity": {"value": 7.2},
-                    }
-                )
-
-
 def _count(
     records: RecordStore, folder: Path, *by: str, table: str = "person"
 ) -> dict[str, object]:
@@ -133,7 +98,7 @@ def _count(
 def test_counts_by_gender_suppress_the_small_cell_and_its_complement(
     records: RecordStore, tmp_path: Path
 ) -> None:
-    _vault(records)
+    research_population(records)
     extract(records, PROJECT, tmp_path / "x", "operator", TODAY)
     answer = _count(records, tmp_path / "x", "gender")
     assert answer["cells"] == [
@@ -151,7 +116,7 @@ def test_counts_by_gender_suppress_the_small_cell_and_its_complement(
 def test_a_refusal_after_the_extract_leaves_the_counts(
     records: RecordStore, tmp_path: Path
 ) -> None:
-    _vault(records)
+    research_population(records)
     extract(records, PROJECT, tmp_path / "x", "operator", TODAY)
     with records.writer() as writer:
         record_research_consent(writer, "p1", True)  # a woman
@@ -163,7 +128,7 @@ def test_a_refusal_after_the_extract_leaves_the_counts(
 def test_each_count_is_a_leaf_committing_to_its_answer(
     records: RecordStore, tmp_path: Path
 ) -> None:
-    _vault(records)
+    research_population(records)
     manifest = extract(records, PROJECT, tmp_path / "x", "operator", TODAY).manifest
     before = records.storage.leaf_count()
     answer = _count(records, tmp_path / "x", "gender")
@@ -187,7 +152,7 @@ def test_each_count_is_a_leaf_committing_to_its_answer(
 def test_a_count_names_only_what_the_extract_holds(
     records: RecordStore, tmp_path: Path, query: Query, message: str
 ) -> None:
-    _vault(records)
+    research_population(records)
     extract(records, PROJECT, tmp_path / "x", "operator", TODAY)
     before = records.storage.leaf_count()
     with pytest.raises(ProjectError, match=message):
@@ -198,7 +163,7 @@ def test_a_count_names_only_what_the_extract_holds(
 def test_a_count_needs_the_projects_own_unaltered_extract(
     records: RecordStore, tmp_path: Path
 ) -> None:
-    _vault(records)
+    research_population(records)
     extract(records, PROJECT, tmp_path / "x", "operator", TODAY)
     other = replace(PROJECT, project_id="other")
     with pytest.raises(ProjectError, match="no extract of project other"):
@@ -226,7 +191,7 @@ def test_a_count_needs_the_projects_own_unaltered_extract(
 def test_the_auditor_holds_the_log_after_extracts_and_counts(
     client: TestClient, records: RecordStore, tmp_path: Path
 ) -> None:
-    _vault(records)
+    research_population(records)
     extract(records, PROJECT, tmp_path / "x", "operator", TODAY)
     _count(records, tmp_path / "x", "gender")
     report = audit_log(client, records.ledger.verifier_key, None, full=True)

@@ -16,7 +16,8 @@ from coffre.cli.importer import Importer
 from coffre.exceptions import FhirError
 from coffre.fhir import json
 from coffre.ledger.leaf import Leaf, LeafKind
-from coffre.research.extract import EXTRACT_TYPE, MANIFEST, extract
+from coffre.research.extract import EXTRACT_TYPE, extract
+from coffre.research.folder import MANIFEST
 from coffre.research.projects import Project, ProjectError
 from coffre.seal.keys import Pseudonyms
 from coffre.service import RecordStore

@@ -4,6 +4,7 @@ With ``COFFRE_AUTH=required`` a request without a valid token gets 401; with ``o
 request without a token passes as an unauthenticated client, and one with a token still
 has it checked (a client that sends a bad token must learn it). /metadata and
 /.well-known stay open, as SMART discovery needs; /ledger and /auth are outside /fhir.
+/research needs a token in every mode.
 """
 
 from __future__ import annotations
@@ -20,12 +21,21 @@ from coffre.api.responses import outcome_response
 from coffre.exceptions import FhirError
 
 REALM = "coffre"
+RESEARCH_PATH = "/research"
+"""The research hub's endpoints: a token always, whatever the mode (they answer a
+researcher only, and the log names who asked)."""
 _OPEN = (FHIR_BASE_PATH + "/metadata", FHIR_BASE_PATH + "/.well-known/")
 _UNQUOTABLE = re.compile(r'["\\\x00-\x1f\x7f]')
 
 
+def _under(path: str, base: str) -> bool:
+    return path == base or path.startswith(base + "/")
+
+
 def _guarded(path: str) -> bool:
-    if path != FHIR_BASE_PATH and not path.startswith(FHIR_BASE_PATH + "/"):
+    if _under(path, RESEARCH_PATH):
+        return True
+    if not _under(path, FHIR_BASE_PATH):
         return False
     return not (path == _OPEN[0] or path.startswith(_OPEN[1]))
 
@@ -63,7 +73,7 @@ class Authenticate:
             return
         header = headers[0] if headers else None
         if header is None:
-            if authority.required:
+            if authority.required or _under(scope["path"], RESEARCH_PATH):
                 await self._refuse(scope, receive, send, None)
                 return
             await self.app(scope, receive, send)
