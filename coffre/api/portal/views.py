@@ -6,24 +6,33 @@ and logs what it shows, on behalf of the patient, like any read.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from html import escape
-from typing import Any, TypeVar
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import RedirectResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 
-from coffre.api.access import act_for, principal_access
 from coffre.api.auth import Authority
 from coffre.api.auth.authority import SignInWait
 from coffre.api.auth.enforce import Guard
 from coffre.api.auth.scopes import Interaction, Role
-from coffre.api.auth.signin import language, wait_minutes
+from coffre.api.auth.signin import wait_minutes
+from coffre.api.portal.frame import (
+    SIGN_IN,
+    commit_for,
+    current_record,
+    guard_for,
+    lang_of,
+    log_shown,
+    next_page,
+    redirect_to,
+    remember_lang,
+    signed_in,
+    with_form,
+)
 from coffre.api.portal.html import page, table
 from coffre.api.portal.session import (
-    SESSION_COOKIE,
     SIGN_IN_COOKIE,
     SIGN_IN_SECONDS,
     Session,
@@ -31,20 +40,19 @@ from coffre.api.portal.session import (
     open_session,
     posted_here,
     same,
-    session_of,
     set_cookie,
     sign_in_token,
 )
 from coffre.api.portal.summary import SECTIONS, SUMMARY_TYPES, concept, day, shown
-from coffre.api.portal.text import LANGUAGES, TEXT, word
-from coffre.api.state import committer_of, records_of
+from coffre.api.portal.text import word
+from coffre.api.state import records_of
 from coffre.exceptions import FhirError
 from coffre.fhir.names import human_name
 from coffre.fhir.references import parse_reference
 from coffre.ledger.leaf import LeafKind
 from coffre.search.results import number
 from coffre.service import RecordStore, Stored
-from coffre.service.audit import Access, is_break_glass
+from coffre.service.audit import is_break_glass
 from coffre.service.consent import (
     current_consent,
     record_research_consent,
@@ -53,169 +61,10 @@ from coffre.service.consent import (
 )
 from coffre.service.notices import FIRST_ACCESS, NOTICE_CATEGORY, notice_id, payload_text
 from coffre.service.searching import Scope, Searcher, everything
-from coffre.service.stored import instant
 from coffre.service.writer import Writer
 
-LANG_COOKIE = "coffre_lang"
-HOME = "/portal/"
 ACCESS_PAGE = 50
 """Accesses listed a page."""
-SIGN_IN = "/portal/sign-in"
-SIGN_OUT = "/portal/sign-out"
-MAX_FORM_BYTES = 4096
-T = TypeVar("T")
-
-
-# -- plumbing ---------------------------------------------------------------------------
-
-
-def _lang(request: Request) -> str:
-    return language(request, request.query_params.get("lang") or request.cookies.get(LANG_COOKIE))
-
-
-def _remember_lang(request: Request, response: Response) -> Response:
-    """Keep a language chosen with ``?lang=`` for the next pages."""
-    asked = request.query_params.get("lang")
-    if asked in LANGUAGES:
-        set_cookie(request, response, LANG_COOKIE, asked, 365 * 24 * 3600)
-    return response
-
-
-def _access(request: Request, session: Session) -> Access:
-    """The patient, as the AuditEvents of what the portal shows them name them."""
-    address = request.client.host if request.client else None
-    return principal_access(session.principal, address)
-
-
-async def _commit(request: Request, session: Session, job: Callable[[Writer], T]) -> T:
-    committer = committer_of(request)
-    return await committer.run(job, _access(request, session))
-
-
-async def _shown(request: Request, session: Session, *shown: tuple[LeafKind, list[Stored]]) -> None:
-    """Log what a page is about to show (what it searched, what it read); the page is
-    sent only once this is durable."""
-
-    def job(writer: Writer) -> None:
-        for kind, handed in shown:
-            writer.log_access(kind, handed)
-
-    if any(handed for _, handed in shown):
-        await _commit(request, session, job)
-
-
-async def _form(request: Request) -> dict[str, str]:
-    body = b""
-    async for chunk in request.stream():
-        body += chunk
-        if len(body) > MAX_FORM_BYTES:
-            raise FhirError(413, "too-costly", "the form is too large")
-    try:
-        parsed = parse_qs(body.decode(), keep_blank_values=True)
-    except UnicodeDecodeError:
-        raise FhirError(400, "structure", "the form is not UTF-8") from None
-    return {name: values[0] for name, values in parsed.items()}
-
-
-def error_page(request: Request, status: int) -> Response:
-    """A refusal or failure inside the portal, as a page in the patient's language: what
-    an API client reads in an OperationOutcome would mean nothing to them."""
-    lang = _lang(request)
-    key = f"error_{status}" if f"error_{status}" in TEXT[lang] else f"error_{status // 100}00"
-    body = (
-        f'<p role="alert">{escape(word(lang, key))}</p>'
-        f'<p><a href="{HOME}">{escape(word(lang, "back"))}</a></p>'
-    )
-    return page(lang, word(lang, "error_title"), body, path=HOME, status=status)
-
-
-def _to(path: str) -> RedirectResponse:
-    return RedirectResponse(path, status_code=303)
-
-
-def _signed_in(
-    handler: Callable[[Request, Session, str], Any], *, shows_record: bool = True
-) -> Callable[[Request], Any]:
-    """A page for a signed-in patient; others are sent to the sign-in page. A page that
-    ``shows_record`` says, once Coffre erased the patient, that it did and when, and
-    nothing else (an empty record would say that nothing was recorded, nobody looked)."""
-
-    async def wrapped(request: Request) -> Response:
-        session = session_of(request)
-        if session is None:
-            return _to(_sign_in_then(request))
-        act_for(request, _access(request, session))
-        lang = _lang(request)
-        if request.method == "POST" and not _checked_form(request, session):
-            return error_page(request, 403)
-        erased = _erased_at(records_of(request), session.patient_id) if shows_record else None
-        if erased is not None:
-            return _remember_lang(request, _erased_page(request, session, lang, erased))
-        response: Response = await handler(request, session, lang)
-        return _remember_lang(request, response)
-
-    return wrapped
-
-
-def _erased_at(records: RecordStore, patient_id: str) -> int | None:
-    """When Coffre erased the patient (µs since the epoch), or None."""
-    records.log_followed()
-    return records.latest_writes.erased_at(records.keys.patient_compartment(patient_id))
-
-
-def _erased_page(request: Request, session: Session, lang: str, when: int) -> Response:
-    """410: the record is gone for good, and since when."""
-    said = word(lang, "erased").format(date=day(instant(when)))
-    body = f'<p role="alert">{escape(said)}</p>'
-    return page(
-        lang,
-        word(lang, "record"),
-        body,
-        path=request.url.path,
-        current="record",
-        csrf=session.csrf,
-        status=410,
-    )
-
-
-def _sign_in_then(request: Request) -> str:
-    """The sign-in page, asked to come back to the page asked for (for a form, the page
-    it is on), and to say so when the session that sent this has ended."""
-    query = f"?{request.url.query}" if request.url.query and request.method == "GET" else ""
-    wanted = _next_page(request.url.path + query)
-    asks = [f"next={quote(wanted, safe='')}"] if wanted != HOME else []
-    if SESSION_COOKIE in request.cookies:
-        asks.append("ended=1")
-    return f"{SIGN_IN}?{'&'.join(asks)}" if asks else SIGN_IN
-
-
-def _next_page(asked: str | None) -> str:
-    """Where to go once signed in: ``asked`` if it is a page of this portal (a path on
-    this site, never another site's address: no open redirect), else the record."""
-    if not asked or any(c in asked for c in "\\\r\n") or asked.startswith("//"):
-        return HOME
-    parts = urlsplit(asked)
-    steps = unquote(parts.path).split("/")  # a browser resolves /portal/../x to /x
-    if parts.scheme or parts.netloc or not parts.path.startswith(HOME) or ".." in steps:
-        return HOME
-    return HOME if parts.path in (SIGN_IN, SIGN_OUT) else asked
-
-
-def _checked_form(request: Request, session: Session) -> bool:
-    form: dict[str, str] = request.state.form if hasattr(request.state, "form") else {}
-    return posted_here(request) and same(session.csrf, form.get("csrf"))
-
-
-def _with_form(handler: Callable[[Request], Any]) -> Callable[[Request], Any]:
-    """Read a POST's form once, before the session check needs its CSRF token."""
-
-    async def wrapped(request: Request) -> Response:
-        if request.method == "POST":
-            request.state.form = await _form(request)
-        response: Response = await handler(request)
-        return response
-
-    return wrapped
 
 
 # -- sign in and out --------------------------------------------------------------------
@@ -225,7 +74,7 @@ def _sign_in_page(
     request: Request, lang: str, token: str, error: str = "", status: int = 200, minutes: int = 0
 ) -> Response:
     asked = request.state.form.get("next") if request.method == "POST" else None
-    next_page = _next_page(asked or request.query_params.get("next"))
+    then = next_page(asked or request.query_params.get("next"))
     message = word(lang, error).format(minutes=minutes) if error else ""
     alert = f'<p role="alert" id="error">{escape(message)}</p>' if error else ""
     if not error and request.query_params.get("signed_out"):
@@ -236,7 +85,7 @@ def _sign_in_page(
     body = (
         f'{alert}<form method="post" action="/portal/sign-in">'
         f'<input type="hidden" name="token" value="{escape(token)}">'
-        f'<input type="hidden" name="next" value="{escape(next_page)}">'
+        f'<input type="hidden" name="next" value="{escape(then)}">'
         f'<label for="username">{escape(word(lang, "username"))}</label>'
         f'<input type="text" id="username" name="username" autocomplete="username" required{described}>'
         f'<label for="password">{escape(word(lang, "password"))}</label>'
@@ -246,11 +95,11 @@ def _sign_in_page(
     )
     response = page(lang, word(lang, "sign_in_title"), body, path="/portal/sign-in", status=status)
     set_cookie(request, response, SIGN_IN_COOKIE, token, SIGN_IN_SECONDS)
-    return _remember_lang(request, response)
+    return remember_lang(request, response)
 
 
 async def sign_in(request: Request) -> Response:
-    lang = _lang(request)
+    lang = lang_of(request)
     token = sign_in_token(request)
     if request.method == "GET":
         return _sign_in_page(request, lang, token)
@@ -271,35 +120,18 @@ async def sign_in(request: Request) -> Response:
     kind, _, patient_id = user.fhir_user.partition("/")
     if user.role != Role.PATIENT or kind != "Patient":
         return _sign_in_page(request, lang, token, "not_patient", 403)
-    response = _to(_next_page(form.get("next")))
+    response = redirect_to(next_page(form.get("next")))
     open_session(request, response, user.username, patient_id)
     return response
 
 
 async def sign_out(request: Request, session: Session, lang: str) -> Response:
-    response = _to(f"{SIGN_IN}?signed_out=1")
+    response = redirect_to(f"{SIGN_IN}?signed_out=1")
     close_session(request, response, session)
     return response
 
 
 # -- pages ------------------------------------------------------------------------------
-
-
-def _current(records: RecordStore, resource_type: str, resource_id: str) -> Stored | None:
-    """A record as it is now; None when it does not exist (or no longer does)."""
-    try:
-        return records.read(resource_type, resource_id)
-    except FhirError as error:
-        if error.status in (400, 404, 410):
-            return None
-        raise
-
-
-def _guard(records: RecordStore, session: Session) -> Guard:
-    """The patient's authorisation, as the API holds their own token to it: a page shows
-    only what that token could read (a record that names other patients too is not theirs
-    alone, and stays hidden)."""
-    return Guard(records, session.principal, None)
 
 
 def _searcher(records: RecordStore, session: Session, guard: Guard) -> Searcher:
@@ -317,7 +149,7 @@ def _people(
     opened = []
     for reference in dict.fromkeys(references):
         parsed = parse_reference(reference)
-        stored = _current(records, *parsed) if parsed and parsed[0] != "Patient" else None
+        stored = current_record(records, *parsed) if parsed and parsed[0] != "Patient" else None
         if stored is not None and not guard.admits(stored, Interaction.READ):
             stored = None
         name = human_name(stored.resource()) if stored else ""
@@ -329,8 +161,8 @@ def _people(
 
 async def my_record(request: Request, session: Session, lang: str) -> Response:
     records = records_of(request)
-    patient = _current(records, "Patient", session.patient_id)
-    searcher = _searcher(records, session, _guard(records, session))
+    patient = current_record(records, "Patient", session.patient_id)
+    searcher = _searcher(records, session, guard_for(records, session))
     found = list(everything(searcher, session.patient_id, SUMMARY_TYPES))
     body, handed = "", [patient] if patient else []
     if patient is not None:
@@ -349,7 +181,7 @@ async def my_record(request: Request, session: Session, lang: str) -> Response:
         headings = [word(lang, "name"), word(lang, "date"), word(lang, section.third)]
         rows = [(name, date, word(lang, third)) for _, (name, date, third) in pairs]
         body += table(word(lang, section.title), headings, rows) + "</section>"
-    await _shown(request, session, (LeafKind.SEARCH, handed))
+    await log_shown(request, session, (LeafKind.SEARCH, handed))
     return page(
         lang, word(lang, "record"), body, path="/portal/", current="record", csrf=session.csrf
     )
@@ -428,7 +260,7 @@ async def accesses(request: Request, session: Session, lang: str) -> Response:
     now = records.log_followed()
     snapshot = min(number(pairs, "_snapshot") or now, now)  # never past the log's end
     offset = number(pairs, "_offset") or 0
-    patient = _current(records, "Patient", session.patient_id)
+    patient = current_record(records, "Patient", session.patient_id)
     events = records.access_history(session.patient_id, snapshot) if patient else []
     others = [e for e in events if not _is_own(e, session.patient_id)]
     others.sort(key=lambda event: not is_break_glass(event))  # stable: newest first within
@@ -437,7 +269,7 @@ async def accesses(request: Request, session: Session, lang: str) -> Response:
     listed = others[offset : offset + ACCESS_PAGE]
     names, people = _people(
         records,
-        _guard(records, session),
+        guard_for(records, session),
         [_requestor(e).get("who", {}).get("reference", "") for e in listed],
     )
     body = f"<p>{escape(word(lang, 'access_intro'))}</p>"
@@ -452,7 +284,7 @@ async def accesses(request: Request, session: Session, lang: str) -> Response:
     own = len(events) - len(others)
     if own:
         body += f"<p>{escape(word(lang, 'own_views').format(count=own))}</p>"
-    await _shown(request, session, (LeafKind.READ, [patient, *people] if patient else []))
+    await log_shown(request, session, (LeafKind.READ, [patient, *people] if patient else []))
     return page(
         lang, word(lang, "access"), body, path="/portal/access", current="access", csrf=session.csrf
     )
@@ -473,7 +305,7 @@ def _is_notice(records: RecordStore, stored: Stored, patient_id: str) -> bool:
 
 async def notices(request: Request, session: Session, lang: str) -> Response:
     records = records_of(request)
-    guard = _guard(records, session)
+    guard = guard_for(records, session)
     found = _searcher(records, session, guard).compartment(("Communication",), session.patient_id)
     kept = [s for s in found if _is_notice(records, s, session.patient_id)]
     kept.sort(key=lambda s: str(s.resource().get("sent", "")), reverse=True)
@@ -490,7 +322,7 @@ async def notices(request: Request, session: Session, lang: str) -> Response:
         body += table(word(lang, "notices"), headings, rows)
     else:
         body += f"<p>{escape(word(lang, 'no_notices'))}</p>"
-    await _shown(request, session, (LeafKind.SEARCH, kept), (LeafKind.READ, people))
+    await log_shown(request, session, (LeafKind.SEARCH, kept), (LeafKind.READ, people))
     return page(
         lang,
         word(lang, "notices"),
@@ -523,8 +355,8 @@ async def research(request: Request, session: Session, lang: str) -> Response:
         record_research_consent(writer, session.patient_id, choice == "true")
         return True
 
-    if await _commit(request, session, job):
-        return _to("/portal/research?saved=1")
+    if await commit_for(request, session, job):
+        return redirect_to("/portal/research?saved=1")
     return await _research_page(request, session, lang, "stale", 409)
 
 
@@ -554,7 +386,7 @@ async def _research_page(
         "</form>"
     )
     if stored is not None:
-        await _shown(request, session, (LeafKind.READ, [stored]))
+        await log_shown(request, session, (LeafKind.READ, [stored]))
     return page(
         lang,
         word(lang, "research"),
@@ -569,10 +401,10 @@ async def _research_page(
 def portal_routes() -> list[Route]:
     """Under /portal."""
     return [
-        Route("/", _signed_in(my_record), methods=["GET"]),
-        Route("/sign-in", _with_form(sign_in), methods=["GET", "POST"]),
-        Route("/sign-out", _with_form(_signed_in(sign_out, shows_record=False)), methods=["POST"]),
-        Route("/access", _signed_in(accesses), methods=["GET"]),
-        Route("/notices", _signed_in(notices), methods=["GET"]),
-        Route("/research", _with_form(_signed_in(research)), methods=["GET", "POST"]),
+        Route("/", signed_in(my_record), methods=["GET"]),
+        Route("/sign-in", with_form(sign_in), methods=["GET", "POST"]),
+        Route("/sign-out", with_form(signed_in(sign_out, shows_record=False)), methods=["POST"]),
+        Route("/access", signed_in(accesses), methods=["GET"]),
+        Route("/notices", signed_in(notices), methods=["GET"]),
+        Route("/research", with_form(signed_in(research)), methods=["GET", "POST"]),
     ]
