@@ -20,6 +20,7 @@ from typing import Any
 from coffre.booking.slots import FREE
 from coffre.exceptions import FhirError
 from coffre.fhir.references import parse_reference
+from coffre.search.naming import record_patients
 from coffre.search.plan import query_date
 from coffre.search.results import number, single
 
@@ -82,7 +83,7 @@ def _window(pairs: Pairs, now_us: int) -> tuple[int, int]:
     return start, end
 
 
-def _days(start_us: int, end_us: int) -> tuple[str, ...]:
+def utc_days(start_us: int, end_us: int) -> tuple[str, ...]:
     """The UTC days of ``[start, end)``."""
     first = datetime.fromtimestamp(start_us / 1_000_000, UTC).date()
     last = datetime.fromtimestamp((end_us - 1) / 1_000_000, UTC).date()
@@ -110,10 +111,18 @@ def parse_find(pairs: Pairs, now_us: int) -> FindQuery:
         slot_pairs,
         start,
         end,
-        _days(start, end),
+        utc_days(start, end),
         None if patient is None else _reference("patient", patient, "Patient"),
         DEFAULT_COUNT if count is None else max(1, min(count, MOST)),
     )
+
+
+def open_to_all(schedule: dict[str, Any]) -> bool:
+    """Whether a Schedule names no patient (a centre's, a practitioner's): then whoever
+    may find times sees it, as the place and people of the times it offers. R4 puts
+    Schedule in the patient compartment (by its actor), so a patient's token would
+    otherwise see none of a centre's: each is a record of nobody."""
+    return not record_patients(schedule)
 
 
 def place_and_time(slot: dict[str, Any]) -> tuple[Any, ...]:

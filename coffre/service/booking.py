@@ -11,11 +11,10 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from coffre.booking.book import check_to_come, no_seat_left, other_seats, same_seat_kind, with_seats
-from coffre.booking.find import FindQuery, by_time, place_and_time
+from coffre.booking.find import FindQuery, by_time, open_to_all, place_and_time
 from coffre.booking.slots import FREE, held_slots, unknown_slot
 from coffre.exceptions import FhirError
 from coffre.search import parse_criteria
-from coffre.service.searching import Scope
 from coffre.service.slots import current_slot
 from coffre.service.stored import Outcome, Stored
 
@@ -120,8 +119,8 @@ class FreeSeats:
         ids = sorted(r.removeprefix("Schedule/") for r in references if r.startswith("Schedule/"))
         if not ids:
             return []
-        criteria = parse_criteria([("_id", ",".join(ids))])
-        return self.records.find("Schedule", criteria, Scope(self.records.storage, admit=admit))
+        found = self.records.find("Schedule", parse_criteria([("_id", ",".join(ids))]))
+        return [s for s in found if open_to_all(s.resource()) or admit is None or admit(s)]
 
 
 SeatsLike = Callable[[dict[str, Any]], frozenset[str] | None]

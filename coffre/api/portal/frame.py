@@ -31,6 +31,7 @@ from coffre.exceptions import FhirError
 from coffre.ledger.leaf import LeafKind
 from coffre.service import RecordStore, Stored
 from coffre.service.audit import Access
+from coffre.service.searching import Scope, Searcher
 from coffre.service.stored import instant
 from coffre.service.writer import Writer
 
@@ -208,3 +209,9 @@ def guard_for(records: RecordStore, session: Session) -> Guard:
     only what that token could read (a record that names other patients too is not theirs
     alone, and stays hidden)."""
     return Guard(records, session.principal, None)
+
+
+def searcher_for(records: RecordStore, session: Session, guard: Guard) -> Searcher:
+    """Searches of the patient's compartment, keeping what their token may see."""
+    admit = guard.search_filter()
+    return Searcher(records, Scope(records.storage, admit=admit, within=session.patient_id))

@@ -28,7 +28,7 @@ SESSION_SECONDS = 30 * 60
 SIGN_IN_SECONDS = 15 * 60
 PORTAL_CLIENT = "portal"
 SESSION_TYPE = "coffre-portal-session"
-PORTAL_SCOPES = "patient/*.rs patient/Consent.u launch/patient"
+PORTAL_SCOPES = "patient/*.rs patient/Consent.u patient/Appointment.cu launch/patient"
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,5 @@
-"""The portal's pages: sign in, my record, who accessed it, notices, research use.
+"""The portal's pages: sign in, my record, who accessed it, notices, research use; its
+routes (the booking page is booking.py's).
 
 Each page reads the patient's compartment through the same RecordStore as the FHIR API,
 and logs what it shows, on behalf of the patient, like any read.
@@ -18,6 +19,7 @@ from coffre.api.auth.authority import SignInWait
 from coffre.api.auth.enforce import Guard
 from coffre.api.auth.scopes import Interaction, Role
 from coffre.api.auth.signin import wait_minutes
+from coffre.api.portal.booking import booking, cancel
 from coffre.api.portal.frame import (
     SIGN_IN,
     commit_for,
@@ -28,6 +30,7 @@ from coffre.api.portal.frame import (
     next_page,
     redirect_to,
     remember_lang,
+    searcher_for,
     signed_in,
     with_form,
 )
@@ -60,7 +63,7 @@ from coffre.service.consent import (
     research_consent_id,
 )
 from coffre.service.notices import FIRST_ACCESS, NOTICE_CATEGORY, notice_id, payload_text
-from coffre.service.searching import Scope, Searcher, everything
+from coffre.service.searching import everything
 from coffre.service.writer import Writer
 
 ACCESS_PAGE = 50
@@ -134,12 +137,6 @@ async def sign_out(request: Request, session: Session, lang: str) -> Response:
 # -- pages ------------------------------------------------------------------------------
 
 
-def _searcher(records: RecordStore, session: Session, guard: Guard) -> Searcher:
-    """Searches of the patient's compartment, keeping what their token may see."""
-    admit = guard.search_filter()
-    return Searcher(records, Scope(records.storage, admit=admit, within=session.patient_id))
-
-
 def _people(
     records: RecordStore, guard: Guard, references: list[str]
 ) -> tuple[dict[str, str], list[Stored]]:
@@ -162,7 +159,7 @@ def _people(
 async def my_record(request: Request, session: Session, lang: str) -> Response:
     records = records_of(request)
     patient = current_record(records, "Patient", session.patient_id)
-    searcher = _searcher(records, session, guard_for(records, session))
+    searcher = searcher_for(records, session, guard_for(records, session))
     found = list(everything(searcher, session.patient_id, SUMMARY_TYPES))
     body, handed = "", [patient] if patient else []
     if patient is not None:
@@ -306,7 +303,9 @@ def _is_notice(records: RecordStore, stored: Stored, patient_id: str) -> bool:
 async def notices(request: Request, session: Session, lang: str) -> Response:
     records = records_of(request)
     guard = guard_for(records, session)
-    found = _searcher(records, session, guard).compartment(("Communication",), session.patient_id)
+    found = searcher_for(records, session, guard).compartment(
+        ("Communication",), session.patient_id
+    )
     kept = [s for s in found if _is_notice(records, s, session.patient_id)]
     kept.sort(key=lambda s: str(s.resource().get("sent", "")), reverse=True)
     resources = [s.resource() for s in kept]
@@ -407,4 +406,6 @@ def portal_routes() -> list[Route]:
         Route("/access", signed_in(accesses), methods=["GET"]),
         Route("/notices", signed_in(notices), methods=["GET"]),
         Route("/research", with_form(signed_in(research)), methods=["GET", "POST"]),
+        Route("/booking", with_form(signed_in(booking)), methods=["GET", "POST"]),
+        Route("/booking/cancel", with_form(signed_in(cancel)), methods=["POST"]),
     ]

@@ -65,7 +65,10 @@ def test_a_patient_finds_and_books_for_herself(
     client, headers = patient_app
     found = client.get("/fhir/Appointment/$find?start=2031-03-01", headers=headers)
     assert found.status_code == 200, found.text
-    assert len(found.json()["entry"]) == 1
+    (entry,) = found.json()["entry"]
+    # The centre's Schedule names no patient: her token sees it, and the place it offers.
+    actors = [p["actor"]["reference"] for p in entry["resource"]["participant"]]
+    assert actors == ["Location/centre-laval"]
     booked = client.post("/fhir/Appointment/$book", json=_for("anne"), headers=headers)
     assert booked.status_code == 201, booked.text
     again = client.post("/fhir/Appointment/$book", json=_for("anne"), headers=headers)

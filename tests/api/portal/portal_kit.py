@@ -4,7 +4,9 @@ earlier read, a registered patient user, and signing in the way a browser does."
 from __future__ import annotations
 
 import re
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from joserfc.jwk import ECKey
 from starlette.testclient import TestClient
@@ -103,3 +105,42 @@ def sign_in(
     return client.post(
         "/portal/sign-in", data={**data, "next": hidden(form.text, "next")}, follow_redirects=False
     )
+
+
+MONTREAL = "-05:00"
+CENTRE = "Centre de vaccination du Stade olympique"
+
+
+def tomorrow() -> date:
+    return datetime.now(UTC).date() + timedelta(days=1)
+
+
+def _slot(slot_id: str, day: date, hour_minute: str) -> dict[str, Any]:
+    start = datetime.fromisoformat(f"{day.isoformat()}T{hour_minute}:00{MONTREAL}")
+    return {
+        "resourceType": "Slot",
+        "id": slot_id,
+        "schedule": {"reference": "Schedule/stade"},
+        "status": "free",
+        "start": start.isoformat(),
+        "end": (start + timedelta(minutes=5)).isoformat(),
+    }
+
+
+def centre_opening() -> list[dict[str, Any]]:
+    """The Stade olympique's schedule (Montreal time), two seats at 09:00 and at 19:30
+    tomorrow (19:30 there is the day after in UTC), one at 00:30 the day after."""
+    day = tomorrow()
+    schedule = {
+        "resourceType": "Schedule",
+        "id": "stade",
+        "active": True,
+        "actor": [{"reference": "Location/stade", "display": CENTRE}],
+        "planningHorizon": {"start": f"{day.isoformat()}T08:00:00{MONTREAL}"},
+    }
+    seats = [
+        _slot(f"{name}-{seat}", day, hour_minute)
+        for name, hour_minute in (("nine", "09:00"), ("evening", "19:30"))
+        for seat in ("a", "b")
+    ]
+    return [schedule, *seats, _slot("after", day + timedelta(days=1), "00:30")]

@@ -18,12 +18,13 @@ import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import parse_qs, urlencode, urlsplit
 
 import httpx
 import pytest
-from conftest import ROOT, RunningServer, shared_data_path
-from portal_kit import PASSWORD
+from conftest import FHIR_JSON, ROOT, RunningServer, shared_data_path
+from portal_kit import CENTRE, PASSWORD, centre_opening, tomorrow
 
 from coffre.api.auth.registry import (
     Registry,
@@ -52,6 +53,23 @@ def _missing(what: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
+
+
+@pytest.fixture
+def browser() -> Iterator[Any]:
+    """Debian's Chromium, headless, driven by Playwright; closed after the test."""
+    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
+        _missing("Debian's chromium")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        _missing("Playwright for Python")
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+        try:
+            yield launched
+        finally:
+            launched.close()
 
 
 @dataclass(frozen=True)
@@ -104,57 +122,46 @@ def _clinician_reads(served: Served, times: int) -> None:
 
 
 def test_a_patient_signs_in_sees_their_record_and_who_opened_it_and_opts_out(
-    served: Served, capsys: pytest.CaptureFixture[str]
+    served: Served, browser: Any, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        _missing("Debian's chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("Playwright for Python")
     _clinician_reads(served, 55)  # more than a page of the access list
     origin = served.server.base_url.removesuffix("/fhir")
     ARTIFACTS.mkdir(exist_ok=True)
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-        try:
-            page = browser.new_page(java_script_enabled=False)
-            page.goto(f"{origin}/portal/access?lang=en")
-            assert page.url.endswith("/portal/sign-in?next=%2Fportal%2Faccess%3Flang%3Den")
-            page.get_by_label("User name").fill("malcolm")
-            page.get_by_label("Password").fill(PASSWORD)
-            page.get_by_role("button", name="Sign in").click()
-            assert page.url.endswith("/portal/access?lang=en")  # the page asked for
-            page.get_by_role("link", name="My record", exact=True).click()
-            conditions = page.get_by_role("table", name="Conditions")
-            assert "Acute viral pharyngitis" in conditions.inner_text()
-            page.screenshot(path=ARTIFACTS / "portal-record.png", full_page=True)
+    page = browser.new_page(java_script_enabled=False)
+    page.goto(f"{origin}/portal/access?lang=en")
+    assert page.url.endswith("/portal/sign-in?next=%2Fportal%2Faccess%3Flang%3Den")
+    page.get_by_label("User name").fill("malcolm")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    assert page.url.endswith("/portal/access?lang=en")  # the page asked for
+    page.get_by_role("link", name="My record", exact=True).click()
+    conditions = page.get_by_role("table", name="Conditions")
+    assert "Acute viral pharyngitis" in conditions.inner_text()
+    page.screenshot(path=ARTIFACTS / "portal-record.png", full_page=True)
 
-            page.get_by_role("link", name="Who accessed my record").click()
-            accesses = page.get_by_role("table", name="Who accessed my record")
-            assert f"({served.practitioner}) — through the application ehr" in accesses.inner_text()
-            page.screenshot(path=ARTIFACTS / "portal-access.png", full_page=True)
-            assert page.get_by_text("Accesses 1 to 50 of").is_visible()
-            page.get_by_role("link", name="Older accesses").click()
-            assert page.get_by_text("Accesses 51 to").is_visible()
-            page.get_by_role("link", name="Newer accesses").click()
-            assert page.get_by_text("Accesses 1 to 50 of").is_visible()
+    page.get_by_role("link", name="Who accessed my record").click()
+    accesses = page.get_by_role("table", name="Who accessed my record")
+    assert f"({served.practitioner}) — through the application ehr" in accesses.inner_text()
+    page.screenshot(path=ARTIFACTS / "portal-access.png", full_page=True)
+    assert page.get_by_text("Accesses 1 to 50 of").is_visible()
+    page.get_by_role("link", name="Older accesses").click()
+    assert page.get_by_text("Accesses 51 to").is_visible()
+    page.get_by_role("link", name="Newer accesses").click()
+    assert page.get_by_text("Accesses 1 to 50 of").is_visible()
 
-            page.get_by_role("link", name="Notices").click()
-            notices = page.get_by_role("table", name="Notices").inner_text()
-            assert "opened your record for the first time" in notices
-            assert served.practitioner in notices
+    page.get_by_role("link", name="Notices").click()
+    notices = page.get_by_role("table", name="Notices").inner_text()
+    assert "opened your record for the first time" in notices
+    assert served.practitioner in notices
 
-            page.get_by_role("link", name="Research use").click()
-            assert "You do not refuse" in page.locator("#research-state").inner_text()
-            page.get_by_role("button", name="I refuse research use of my data").click()
-            assert "You refuse" in page.locator("#research-state").inner_text()
-            page.get_by_role("link", name="Français").click()
-            assert page.locator("html").get_attribute("lang") == "fr"
-            shot = ARTIFACTS / "portal-research.png"
-            page.screenshot(path=shot, full_page=True)
-        finally:
-            browser.close()
+    page.get_by_role("link", name="Research use").click()
+    assert "You do not refuse" in page.locator("#research-state").inner_text()
+    page.get_by_role("button", name="I refuse research use of my data").click()
+    assert "You refuse" in page.locator("#research-state").inner_text()
+    page.get_by_role("link", name="Français").click()
+    assert page.locator("html").get_attribute("lang") == "fr"
+    shot = ARTIFACTS / "portal-research.png"
+    page.screenshot(path=shot, full_page=True)
     consent_url = f"{served.server.base_url}/Patient/{served.patient}/$research-consent"
     consent = httpx.get(consent_url).json()
     assert consent["status"] == "active" and consent["provision"]["type"] == "deny"
@@ -192,19 +199,13 @@ the patient's record, both from its own origin (cross-origin requests, CORS)."""
 
 
 def test_an_apps_sign_in_brings_the_browser_back_to_the_app_which_reads_the_record(
-    served: Served,
+    served: Served, browser: Any
 ) -> None:
     """The authorisation endpoint's form posts to Coffre, whose answer redirects to the
     app on another origin: the page's Content-Security-Policy must let the browser follow
     (``form-action`` holds a form's redirects too; with only 'self' Chromium stopped).
     The app's page then gets its token and reads the record from its own origin, which
     the browser allows only because Coffre names that origin (the app's redirect URI's)."""
-    if not Path(CHROMIUM).exists() or shutil.which("chromium") is None:
-        _missing("Debian's chromium")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _missing("Playwright for Python")
     app = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Callback)
     threading.Thread(target=app.serve_forever, daemon=True).start()
     redirect = f"http://127.0.0.1:{app.server_address[1]}/callback"
@@ -228,30 +229,54 @@ def test_an_apps_sign_in_brings_the_browser_back_to_the_app_which_reads_the_reco
         }
     )
     try:
-        with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
-            try:
-                page = browser.new_page(java_script_enabled=False)
-                page.goto(f"{origin}/auth/authorize?{query}")
-                page.get_by_label("User name").fill("malcolm")
-                page.get_by_label("Password").fill(PASSWORD)
-                page.get_by_role("button", name="Sign in").click()
-                page.wait_for_url(f"{redirect}?**", timeout=20_000)
-                assert page.get_by_text("signed in").is_visible()
-                reached = parse_qs(urlsplit(page.url).query)
-                assert reached["state"] == ["st-browser"] and reached["code"][0]
-                app_page = browser.new_page()  # the app's own page runs its script
-                app_page.goto(page.url)
-                record_url = f"{served.server.base_url}/Patient/{served.patient}"
-                arguments = [f"{origin}/auth/token", record_url, reached["code"][0]]
-                read = app_page.evaluate(_APP_SCRIPT, [*arguments, redirect, "v" * 50])
-                assert read == {
-                    "patient": served.patient,
-                    "status": 200,
-                    "etag": 'W/"1"',
-                    "id": served.patient,
-                }
-            finally:
-                browser.close()
+        page = browser.new_page(java_script_enabled=False)
+        page.goto(f"{origin}/auth/authorize?{query}")
+        page.get_by_label("User name").fill("malcolm")
+        page.get_by_label("Password").fill(PASSWORD)
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url(f"{redirect}?**", timeout=20_000)
+        assert page.get_by_text("signed in").is_visible()
+        reached = parse_qs(urlsplit(page.url).query)
+        assert reached["state"] == ["st-browser"] and reached["code"][0]
+        app_page = browser.new_page()  # the app's own page runs its script
+        app_page.goto(page.url)
+        record_url = f"{served.server.base_url}/Patient/{served.patient}"
+        arguments = [f"{origin}/auth/token", record_url, reached["code"][0]]
+        read = app_page.evaluate(_APP_SCRIPT, [*arguments, redirect, "v" * 50])
+        assert read == {
+            "patient": served.patient,
+            "status": 200,
+            "etag": 'W/"1"',
+            "id": served.patient,
+        }
     finally:
         app.shutdown()
+
+
+def test_a_patient_books_a_vaccination_and_cancels_it(served: Served, browser: Any) -> None:
+    base = served.server.base_url
+    for resource in centre_opening():
+        url = f"{base}/{resource['resourceType']}/{resource['id']}"
+        assert httpx.put(url, json=resource, headers=FHIR_JSON).status_code in (200, 201)
+    origin = base.removesuffix("/fhir")
+    page = browser.new_page(java_script_enabled=False)
+    page.goto(f"{origin}/portal/booking?lang=en")
+    page.get_by_label("User name").fill("malcolm")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    assert page.get_by_text("No appointment to come.").is_visible()
+    page.get_by_label("Vaccination centre").select_option(label=CENTRE)
+    page.get_by_label("Day").fill(tomorrow().isoformat())
+    page.get_by_role("button", name="Show the free times").click()
+    times = page.get_by_role("form", name=f"Free times on {tomorrow()} at {CENTRE}")
+    assert times.get_by_role("button").all_inner_texts() == ["09:00", "19:30"]
+    times.get_by_role("button", name="19:30").click()
+    assert page.get_by_role("status").inner_text() == "Your appointment is booked."
+    to_come = page.get_by_role("list", name="My appointments to come").inner_text()
+    assert f"{tomorrow()} 19:30 -05:00" in to_come and CENTRE in to_come
+    page.screenshot(path=ARTIFACTS / "portal-booking.png", full_page=True)
+    page.get_by_role("button", name=f"Cancel the appointment of {tomorrow()} 19:30").click()
+    assert "is cancelled" in page.get_by_role("status").inner_text()
+    assert page.get_by_text("No appointment to come.").is_visible()
+    evening = httpx.get(f"{base}/Slot?schedule=Schedule/stade&status=free").json()
+    assert evening["total"] == 5  # every seat free again

@@ -1,0 +1,305 @@
+"""The portal's booking page: the patient picks a vaccination centre and a day, sees the
+free times, books one, sees their appointments to come and cancels one
+(docs/booking.md, "In the portal").
+
+It books as ``Appointment/$find`` and ``$book`` do (the same seats, the same rule under
+the write lock, the same waiting room), under the patient's own authorisation, and logs
+what it shows, as every page does. A centre's day is its local day, in the time zone its
+Schedule's planning horizon is written in.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from html import escape
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from coffre.api.auth.enforce import target_for
+from coffre.api.auth.scopes import Interaction
+from coffre.api.portal.frame import (
+    commit_for,
+    current_record,
+    guard_for,
+    log_shown,
+    redirect_to,
+    searcher_for,
+)
+from coffre.api.portal.html import page
+from coffre.api.portal.session import Session
+from coffre.api.portal.summary import moment
+from coffre.api.portal.text import word
+from coffre.api.state import free_seats_of, records_of, waiting_room_of
+from coffre.booking.book import to_book
+from coffre.booking.find import FindQuery, open_to_all, proposal, utc_days
+from coffre.booking.slots import FREE, HOLDING
+from coffre.exceptions import FhirError
+from coffre.fhir.validation import validate
+from coffre.ledger.leaf import LeafKind
+from coffre.search import parse_criteria
+from coffre.search.plan import query_date
+from coffre.service import RecordStore, Stored
+from coffre.service.booking import book as book_seats
+from coffre.service.searching import Searcher
+from coffre.service.stored import now_us
+from coffre.service.writer import Writer
+
+BOOKING = "/portal/booking"
+TIMES_A_DAY = 1_000
+"""The most times a day's list shows (a campaign's day: 144, every 5 minutes)."""
+DAYS_AHEAD = 60
+
+
+def _centres(records: RecordStore) -> list[Stored]:
+    """The active Schedules of places (a Location among their actors, no patient named),
+    by name."""
+    found = records.find("Schedule", parse_criteria([("active", "true")]))
+    places = [s for s in found if _place(s.resource()) and open_to_all(s.resource())]
+    return sorted(places, key=lambda schedule: (_name(schedule), schedule.id))
+
+
+def _place(schedule: dict[str, Any]) -> dict[str, Any] | None:
+    actors = schedule.get("actor", [])
+    return next((a for a in actors if str(a.get("reference", "")).startswith("Location/")), None)
+
+
+def _name(schedule: Stored) -> str:
+    place = _place(schedule.resource()) or {}
+    return str(place.get("display") or place.get("reference") or schedule.id)
+
+
+def _zone(schedule: dict[str, Any]) -> tzinfo:
+    """The centre's time zone, as its planning horizon is written; UTC without one."""
+    start = schedule.get("planningHorizon", {}).get("start")
+    try:
+        written = datetime.fromisoformat(start).tzinfo if isinstance(start, str) else None
+    except ValueError:
+        written = None
+    return written or UTC
+
+
+def _day_query(schedule: Stored, day: date, now: int) -> FindQuery:
+    """The free seats of the centre's local ``day``, from now on."""
+    zone = _zone(schedule.resource())
+    start = int(datetime.combine(day, time(0), zone).timestamp() * 1_000_000)
+    end = start + 86_400_000_000
+    pairs = [("status", FREE), ("schedule", f"Schedule/{schedule.id}")]
+    window_start = max(start, now)
+    days = utc_days(window_start, end) if window_start < end else ()
+    return FindQuery(pairs, window_start, end, days, None, TIMES_A_DAY)
+
+
+def _asked_day(raw: str | None, today: date) -> date:
+    """The day asked for, today when none; a 400 for one that is not a day to come."""
+    if not raw:
+        return today
+    try:
+        asked = date.fromisoformat(raw)
+    except ValueError:
+        raise FhirError(400, "invalid", "day is YYYY-MM-DD") from None
+    if not today <= asked <= today + timedelta(days=DAYS_AHEAD):
+        raise FhirError(400, "invalid", f"day is within {DAYS_AHEAD} days from today")
+    return asked
+
+
+def _to_come(searcher: Searcher, patient_id: str, now: int) -> list[Stored]:
+    """The patient's appointments that hold their time and have not begun, soonest first."""
+    found = searcher.compartment(("Appointment",), patient_id)
+    kept = [
+        stored
+        for stored in found
+        if stored.resource().get("status") in HOLDING
+        and isinstance(stored.resource().get("start"), str)
+        and query_date(stored.resource()["start"])[0] > now
+    ]
+    return sorted(kept, key=lambda stored: query_date(stored.resource()["start"])[0])
+
+
+def _where(appointment: dict[str, Any]) -> str:
+    for participant in appointment.get("participant", []):
+        actor = participant.get("actor", {})
+        if str(actor.get("reference", "")).startswith("Location/"):
+            return str(actor.get("display") or actor["reference"])
+    return ""
+
+
+def _cancel_form(lang: str, csrf: str, stored: Stored) -> str:
+    when = moment(stored.resource().get("start"))
+    label = word(lang, "cancel_at").format(when=when)
+    return (
+        f'<form class="inline" method="post" action="{BOOKING}/cancel">'
+        f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
+        f'<input type="hidden" name="appointment" value="{escape(stored.id)}">'
+        f'<input type="hidden" name="version" value="{stored.version}">'
+        f'<button type="submit" aria-label="{escape(label)}">{escape(word(lang, "cancel"))}'
+        "</button></form>"
+    )
+
+
+def _appointments_section(lang: str, csrf: str, to_come: list[Stored]) -> str:
+    """The appointments to come, each with its time, its place and its cancel button."""
+    body = f'<h2 id="to-come">{escape(word(lang, "to_come"))}</h2>'
+    if not to_come:
+        return body + f"<p>{escape(word(lang, 'none_to_come'))}</p>"
+    items = "".join(
+        f"<li><strong>{escape(moment(s.resource().get('start')))}</strong> — "
+        f"{escape(_where(s.resource()))} {_cancel_form(lang, csrf, s)}</li>"
+        for s in to_come
+    )
+    return body + f'<ul aria-labelledby="to-come">{items}</ul>'
+
+
+def _choice_form(lang: str, centres: list[Stored], chosen: str, day: date, today: date) -> str:
+    options = "".join(
+        f'<option value="{escape(c.id)}"{" selected" if c.id == chosen else ""}>'
+        f"{escape(_name(c))}</option>"
+        for c in centres
+    )
+    last = today + timedelta(days=DAYS_AHEAD)
+    return (
+        f'<h2 id="find">{escape(word(lang, "find_time"))}</h2>'
+        f'<form method="get" action="{BOOKING}">'
+        f'<label for="centre">{escape(word(lang, "centre"))}</label>'
+        f'<select id="centre" name="centre" required>{options}</select>'
+        f'<label for="day">{escape(word(lang, "day"))}</label>'
+        f'<input type="date" id="day" name="day" value="{day.isoformat()}"'
+        f' min="{today.isoformat()}" max="{last.isoformat()}" required>'
+        f'<button type="submit">{escape(word(lang, "show_times"))}</button></form>'
+    )
+
+
+def _times_section(lang: str, csrf: str, centre: Stored, day: date, seats: list[Stored]) -> str:
+    said = word(lang, "free_times").format(day=day.isoformat(), centre=_name(centre))
+    body = f'<h2 id="times">{escape(said)}</h2>'
+    if not seats:
+        return body + f"<p>{escape(word(lang, 'no_free_time'))}</p>"
+    buttons = "".join(
+        f'<button type="submit" name="slot" value="{escape(seat.id)}">'
+        f"{escape(str(seat.resource()['start'])[11:16])}</button> "
+        for seat in seats
+    )
+    return body + (
+        f'<form method="post" action="{BOOKING}" aria-labelledby="times">'
+        f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
+        f'<input type="hidden" name="centre" value="{escape(centre.id)}">'
+        f'<input type="hidden" name="day" value="{day.isoformat()}">{buttons}</form>'
+    )
+
+
+async def booking(request: Request, session: Session, lang: str) -> Response:
+    """GET: the appointments to come and the form to find a time (with the free times of
+    the centre and day asked); POST: book the time chosen."""
+    if request.method == "POST":
+        return await _book(request, session, lang)
+    params = request.query_params
+    said = next((f"{key}_done" for key in ("booked", "cancelled") if params.get(key)), "")
+    return await _booking_page(
+        request, session, lang, params.get("centre"), params.get("day"), said
+    )
+
+
+async def _booking_page(
+    request: Request,
+    session: Session,
+    lang: str,
+    centre_id: str | None,
+    raw_day: str | None,
+    said: str = "",
+    status: int = 200,
+) -> Response:
+    records = records_of(request)
+    guard = guard_for(records, session)
+    now = now_us()
+    today = datetime.now(UTC).date()
+    day = _asked_day(raw_day, today)
+    to_come = _to_come(searcher_for(records, session, guard), session.patient_id, now)
+    centres = _centres(records)
+    chosen = next((c for c in centres if c.id == centre_id), None)
+    body = ""
+    if said:
+        role = "alert" if status >= 400 else "status"
+        body += f'<p role="{role}">{escape(word(lang, said))}</p>'
+    body += _appointments_section(lang, session.csrf, to_come)
+    body += _choice_form(lang, centres, chosen.id if chosen else "", day, today)
+    seats: list[Stored] = []
+    if chosen is not None:
+        async with waiting_room_of(request).turn():
+            seats, _ = free_seats_of(request).find(
+                _day_query(chosen, day, now), guard.search_filter()
+            )
+        body += _times_section(lang, session.csrf, chosen, day, seats)
+    await log_shown(request, session, (LeafKind.SEARCH, [*to_come, *centres, *seats]))
+    return page(
+        lang,
+        word(lang, "booking"),
+        body,
+        path=BOOKING,
+        current="booking",
+        csrf=session.csrf,
+        status=status,
+    )
+
+
+def _appointment_for(records: RecordStore, slot_id: str, patient_id: str) -> dict[str, Any]:
+    """The Appointment $find would propose for the seat, for the patient, to book."""
+    slot = current_record(records, "Slot", slot_id)
+    if slot is None:  # deleted since the page showed it: as good as taken
+        raise FhirError(409, "conflict", f"Slot/{slot_id} is no longer offered")
+    reference = str(slot.resource().get("schedule", {}).get("reference", ""))
+    kind, _, schedule_id = reference.partition("/")
+    schedule = current_record(records, "Schedule", schedule_id) if kind == "Schedule" else None
+    actors = schedule.resource().get("actor", []) if schedule else []
+    offer = proposal(slot_id, slot.resource(), actors, f"Patient/{patient_id}")
+    validate(offer)
+    return to_book(offer)
+
+
+async def _book(request: Request, session: Session, lang: str) -> Response:
+    form = request.state.form
+    records = records_of(request)
+    slot_id = form.get("slot", "")
+    try:
+        appointment = _appointment_for(records, slot_id, session.patient_id)
+        guard_for(records, session).check(target_for(Interaction.CREATE, appointment, sent=True))
+        async with waiting_room_of(request).turn():
+            like = free_seats_of(request).like
+            await commit_for(
+                request, session, lambda writer: book_seats(writer, appointment, now_us(), like)
+            )
+    except FhirError as error:
+        if error.status != 409:
+            raise
+        return await _booking_page(
+            request, session, lang, form.get("centre"), form.get("day"), "seat_taken", 409
+        )
+    return redirect_to(f"{BOOKING}?booked=1")
+
+
+async def cancel(request: Request, session: Session, lang: str) -> Response:
+    """Cancel one of the patient's appointments to come, as it was shown (its version):
+    its seat is free again."""
+    form = request.state.form
+    records = records_of(request)
+    stored = current_record(records, "Appointment", form.get("appointment", ""))
+    guard = guard_for(records, session)
+    if stored is None or not guard.admits(stored, Interaction.UPDATE):
+        raise FhirError(404, "not-found", "no such appointment")
+    version = form.get("version", "")
+    if stored.resource().get("status") not in HOLDING:  # cancelled already, in another tab
+        return await _booking_page(request, session, lang, None, None, "appointment_changed", 409)
+    cancelled = {**stored.resource(), "status": "cancelled"}
+
+    def job(writer: Writer) -> None:
+        writer.update(
+            "Appointment", stored.id, cancelled, int(version) if version.isdigit() else -1
+        )
+
+    try:
+        await commit_for(request, session, job)
+    except FhirError as error:
+        if error.status != 412:
+            raise
+        return await _booking_page(request, session, lang, None, None, "appointment_changed", 409)
+    return redirect_to(f"{BOOKING}?cancelled=1")

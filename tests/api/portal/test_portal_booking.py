@@ -1,0 +1,166 @@
+"""The portal's booking page, in process: a patient finds the free times of a centre's
+local day, books one, sees it to come, cancels it; a time taken meanwhile, a form sent
+twice, another patient's appointment."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from html import unescape
+from pathlib import Path
+
+import pytest
+from portal_kit import (
+    CENTRE,
+    PATIENT,
+    authority_with_users,
+    centre_opening,
+    hidden,
+    patient_record,
+    sign_in,
+    tomorrow,
+)
+from starlette.testclient import TestClient
+
+from coffre.api import create_app
+from coffre.ledger.leaf import Leaf, LeafKind
+from coffre.service import RecordStore
+
+
+def open_centre(records: RecordStore) -> None:
+    with records.writer() as writer:
+        for resource in centre_opening():
+            writer.update(resource["resourceType"], resource["id"], resource)
+
+
+@pytest.fixture
+def portal(records: RecordStore, tmp_path: Path) -> Iterator[TestClient]:
+    patient_record(records)
+    open_centre(records)
+    app = create_app(records, authority=authority_with_users(tmp_path))
+    with TestClient(app, raise_server_exceptions=False) as client:
+        sign_in(client)
+        yield client
+
+
+def _times(portal: TestClient) -> tuple[str, list[str]]:
+    """The day's page for the centre, and the seats its time buttons book."""
+    page = portal.get("/portal/booking", params={"centre": "stade", "day": tomorrow()})
+    assert page.status_code == 200, page.text
+    return page.text, re.findall(r'name="slot" value="([^"]+)"', page.text)
+
+
+def _book(portal: TestClient, page: str, slot: str) -> object:
+    form = {"csrf": hidden(page, "csrf"), "slot": slot, "centre": "stade", "day": tomorrow()}
+    return portal.post("/portal/booking", data=form, follow_redirects=False)
+
+
+def _status(records: RecordStore, slot: str) -> object:
+    return records.read("Slot", slot).resource()["status"]
+
+
+def test_a_patient_books_a_time_of_the_centres_local_day_and_sees_it_to_come(
+    portal: TestClient, records: RecordStore
+) -> None:
+    page, seats = _times(portal)
+    assert CENTRE in unescape(page)
+    assert len(seats) == 2  # 09:00 and 19:30, each once; 00:30 is the next local day
+    assert [re.search(rf'value="{s}">(\d\d:\d\d)<', page).group(1) for s in seats] == [  # type: ignore[union-attr]
+        "09:00",
+        "19:30",
+    ]
+    before = records.storage.leaf_count()
+    booked = _book(portal, page, seats[0])
+    assert booked.status_code == 303  # type: ignore[attr-defined]
+    assert booked.headers["location"] == "/portal/booking?booked=1"  # type: ignore[attr-defined]
+    leaves = [Leaf.decode(d) for d in records.storage.leaves(before, records.storage.leaf_count())]
+    assert LeafKind.CREATE in [leaf.kind for leaf in leaves]
+    assert _status(records, seats[0]) == "busy"
+    (appointment,) = records.all_of_type("Appointment")
+    resource = appointment.resource()
+    assert resource["status"] == "booked"
+    assert {p["actor"]["reference"]: p["status"] for p in resource["participant"]} == {
+        "Location/stade": "accepted",
+        f"Patient/{PATIENT}": "accepted",
+    }
+    after = portal.get("/portal/booking?booked=1").text
+    assert "Your appointment is booked." in after
+    to_come = after[after.index('id="to-come"') : after.index('id="find"')]
+    assert CENTRE in unescape(to_come) and "09:00 -05:00" in to_come
+
+
+def test_a_time_taken_meanwhile_books_another_seat_then_says_none_is_left(
+    portal: TestClient, records: RecordStore
+) -> None:
+    page, seats = _times(portal)
+    nine = next(seat for seat in seats if seat.startswith("nine-"))
+    other = "nine-b" if nine == "nine-a" else "nine-a"
+    with records.writer() as writer:  # someone else takes that seat first
+        taken = {"reference": f"Slot/{nine}"}
+        writer.create(
+            {
+                "resourceType": "Appointment",
+                "status": "booked",
+                "slot": [taken],
+                "participant": [{"actor": {"reference": "Patient/autre"}, "status": "accepted"}],
+            }
+        )
+    assert _book(portal, page, nine).status_code == 303  # type: ignore[attr-defined]
+    assert _status(records, other) == "busy"
+    refused = _book(portal, page, nine)
+    assert refused.status_code == 409  # type: ignore[attr-defined]
+    assert "Someone booked that time just before you" in refused.text  # type: ignore[attr-defined]
+
+
+def test_a_patient_cancels_their_appointment_once_and_its_seat_is_free_again(
+    portal: TestClient, records: RecordStore
+) -> None:
+    page, seats = _times(portal)
+    _book(portal, page, seats[1])
+    listed = portal.get("/portal/booking").text
+    form = {
+        "csrf": hidden(listed, "csrf"),
+        "appointment": hidden(listed, "appointment"),
+        "version": hidden(listed, "version"),
+    }
+    stale = portal.post("/portal/booking/cancel", data={**form, "version": "7"})
+    assert stale.status_code == 409 and "nothing was cancelled" in stale.text
+    cancelled = portal.post("/portal/booking/cancel", data=form, follow_redirects=False)
+    assert cancelled.headers["location"] == "/portal/booking?cancelled=1"
+    assert _status(records, seats[1]) == "free"
+    again = portal.post("/portal/booking/cancel", data=form)
+    assert again.status_code == 409
+    assert "No appointment to come." in portal.get("/portal/booking").text
+    without_csrf = portal.post("/portal/booking/cancel", data={**form, "csrf": "x"})
+    assert without_csrf.status_code == 403
+
+
+def test_another_patients_appointment_is_not_hers_to_cancel(
+    portal: TestClient, records: RecordStore
+) -> None:
+    with records.writer() as writer:
+        theirs = writer.create(
+            {
+                "resourceType": "Appointment",
+                "status": "booked",
+                "slot": [{"reference": "Slot/evening-a"}],
+                "participant": [{"actor": {"reference": "Patient/autre"}, "status": "accepted"}],
+            }
+        ).stored
+    page = portal.get("/portal/booking").text
+    form = {"csrf": hidden(page, "csrf"), "appointment": theirs.id, "version": "1"}
+    refused = portal.post("/portal/booking/cancel", data=form)
+    assert refused.status_code == 404
+    assert records.read("Appointment", theirs.id).resource()["status"] == "booked"
+
+
+@pytest.mark.parametrize("day", ["hier", "2001-01-01", "2999-01-01"])
+def test_a_day_that_is_not_to_come_is_refused(portal: TestClient, day: str) -> None:
+    response = portal.get("/portal/booking", params={"centre": "stade", "day": day})
+    assert response.status_code == 400
+    assert "could not be understood" in response.text
+
+
+def test_the_page_is_in_french_too(portal: TestClient) -> None:
+    page = portal.get("/portal/booking", params={"centre": "stade", "lang": "fr"}).text
+    assert "Mes rendez-vous à venir" in unescape(page) and "Centre de vaccination" in page
