@@ -195,6 +195,25 @@ def test_a_count_names_only_what_the_extract_holds(
     assert records.storage.leaf_count() == before
 
 
+def test_a_count_uses_only_the_columns_the_project_receives(
+    records: RecordStore, tmp_path: Path
+) -> None:
+    """Gender is not received: no count by it, nor by it joined, nor filtered on it."""
+    _vault(records)
+    project = replace(PROJECT, columns=("measurement.code", "person.year_of_birth"))
+    extract(records, project, tmp_path / "x", "operator", TODAY)
+    for query in (
+        Query("person", ("gender",)),
+        Query("measurement", ("code", "gender")),
+        Query("measurement", ("code",), (("gender", "female"),)),
+        Query("measurement", ("unit",)),
+    ):
+        with pytest.raises(ProjectError, match="no column"):
+            count(records, project, tmp_path / "x", query, "alice", TODAY)
+    by_code = count(records, project, tmp_path / "x", Query("measurement", ("code",)), "a", TODAY)
+    assert by_code.cells == [(("4548-4",), sum(GENDERS.values()))]
+
+
 def test_a_count_needs_the_projects_own_unaltered_extract(
     records: RecordStore, tmp_path: Path
 ) -> None:
