@@ -32,8 +32,7 @@ class Cohort:
 
     def __post_init__(self) -> None:
         for text in self.codes:
-            system, separator, code = text.partition(_SEPARATOR)
-            if not (system and separator and code):
+            if not isinstance(text, str) or not all(text.partition(_SEPARATOR)):
                 raise ProjectError(f"a cohort's code is SYSTEM|CODE, not {text!r}")
         first, last = self.born_from, self.born_to
         if first is not None and last is not None and first > last:

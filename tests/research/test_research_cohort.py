@@ -60,6 +60,7 @@ def test_a_cohort_says_itself_in_a_few_words() -> None:
         ({"codes": ("44054006",)}, "SYSTEM|CODE, not '44054006'"),
         ({"codes": (f"{SNOMED}|",)}, "SYSTEM|CODE"),
         ({"codes": ("|44054006",)}, "SYSTEM|CODE"),
+        ({"codes": (44054006,)}, "SYSTEM|CODE"),  # a damaged projects file
         ({"born_from": 1971, "born_to": 1970}, "end before they start"),
     ],
 )
