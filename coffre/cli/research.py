@@ -23,6 +23,7 @@ from coffre.api.auth.scopes import Role
 from coffre.cli.access import KeyringOption, VaultOption
 from coffre.cli.output import console, fail
 from coffre.exceptions import CoffreError
+from coffre.research.cohort import Cohort
 from coffre.research.folder import ResearchFolder
 from coffre.research.projects import (
     Project,
@@ -130,6 +131,27 @@ def add(
     expires: Annotated[
         datetime, typer.Option("--expires", formats=DAY, help="Its authorisation's last day.")
     ],
+    columns: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--column",
+            help="TABLE.COLUMN it receives; repeat, a column of each of its tables at least"
+            " (person_id always goes). None: every column.",
+        ),
+    ] = None,
+    codes: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--cohort-code",
+            help="SYSTEM|CODE: only patients with a record of the period carrying one; repeat.",
+        ),
+    ] = None,
+    born_from: Annotated[
+        int | None, typer.Option("--born-from", help="Only patients born this year or later.")
+    ] = None,
+    born_to: Annotated[
+        int | None, typer.Option("--born-to", help="Only patients born this year or earlier.")
+    ] = None,
     vault: VaultOption = Path(config.VAULT.default),
     keyring: KeyringOption = None,
 ) -> None:
@@ -144,6 +166,8 @@ def add(
             data_to.date(),
             tuple(sorted(set(members))),
             expires.date(),
+            columns=tuple(sorted(set(columns or ()))),
+            cohort=Cohort(tuple(sorted(set(codes or ()))), born_from, born_to),
         )
     except ProjectError as error:
         raise fail(error) from None
@@ -160,7 +184,8 @@ def add(
 def list_projects(
     vault: VaultOption = Path(config.VAULT.default), keyring: KeyringOption = None
 ) -> None:
-    """One line per project: id, state, authorisation, types, period, expiry, members."""
+    """One line per project: id, state, authorisation, types, period, expiry, members,
+    columns, cohort."""
     today = _today()
     for project in _projects(vault, keyring).values():
         state = (
@@ -180,6 +205,8 @@ def list_projects(
                     f"{project.data_from}..{project.data_to}",
                     f"expires {project.expires}",
                     ",".join(project.members),
+                    f"columns {','.join(project.columns) or 'all'}",
+                    f"cohort {project.cohort.summary()}",
                 )
             )
         )

@@ -1,5 +1,5 @@
-"""A project's pseudonymised extract: OMOP-like Parquet tables of the patients who did not
-refuse research use, only of the project's types and period.
+"""A project's pseudonymised extract: OMOP-like Parquet tables of the patients of its cohort
+who did not refuse research use, only of the project's types, columns and period.
 
 Made on the sovereign side, with the vault's keys, a batch of patients at a time, so that
 memory stays flat however large the vault. Each version handed out is an ``EXPORT`` leaf
@@ -26,7 +26,7 @@ from coffre.fhir import json
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.research.folder import MANIFEST
 from coffre.research.projects import Project
-from coffre.research.tables import TABLE_OF, Row, Table, rows_of
+from coffre.research.tables import Column, Row, Table, rows_of, tables_of, year_of
 from coffre.seal.keys import Pseudonyms
 from coffre.service.audit import Access
 from coffre.service.consent import RESEARCH_PURPOSE, research_opt_out
@@ -64,13 +64,8 @@ def research_access(who: str, project: Project, what: str) -> Access:
     return Access(who, purpose=RESEARCH_PURPOSE, reason=reason)
 
 
-def schema_of(table: Table) -> pa.Schema:
-    return pa.schema([(column.name, _ARROW_TYPES[column.kind]) for column in table.columns])
-
-
-def tables_of(project: Project) -> list[Table]:
-    """The tables a project's extract holds, in a stable order."""
-    return sorted({TABLE_OF[t][0] for t in project.types}, key=lambda table: table.name)
+def schema_of(columns: tuple[Column, ...]) -> pa.Schema:
+    return pa.schema([(column.name, _ARROW_TYPES[column.kind]) for column in columns])
 
 
 def file_digest(path: Path) -> str:
@@ -88,12 +83,15 @@ def _own_file(path: Path) -> Path:
 
 
 class _TableFiles:
-    """A Parquet file per table, each written a row group at a time."""
+    """A Parquet file per table of a project, each of the columns it receives, written a
+    row group at a time."""
 
-    def __init__(self, folder: Path, tables: list[Table]) -> None:
+    def __init__(self, folder: Path, project: Project) -> None:
+        tables = tables_of(project.types)
         self.paths = {table.name: folder / f"{table.name}.parquet" for table in tables}
         self.rows = dict.fromkeys(self.paths, 0)
-        self._schemas = {table.name: schema_of(table) for table in tables}
+        self.columns = {table.name: project.columns_of(table) for table in tables}
+        self._schemas = {name: schema_of(columns) for name, columns in self.columns.items()}
         self._waiting: dict[str, list[Row]] = {name: [] for name in self.paths}
         self._writers = {
             name: pq.ParquetWriter(_own_file(self.paths[name]), self._schemas[name])
@@ -102,7 +100,7 @@ class _TableFiles:
 
     def add(self, table: Table, row: Row) -> None:
         waiting = self._waiting[table.name]
-        waiting.append(row)
+        waiting.append({column.name: row[column.name] for column in self.columns[table.name]})
         self.rows[table.name] += 1
         if len(waiting) >= ROWS_PER_GROUP:
             self._flush(table.name)
@@ -122,8 +120,10 @@ class _TableFiles:
 
 @dataclass(slots=True)
 class _Batch:
-    """The versions a batch of patients hands out, and the rows they give."""
+    """The versions a batch of patients hands out, the rows they give, and how many
+    patients of the cohort it holds."""
 
+    persons: int = 0
     handed_out: list[Stored] = field(default_factory=list)
     rows: list[tuple[Table, Row]] = field(default_factory=list)
 
@@ -186,15 +186,31 @@ def _compartment(records: RecordStore, patient: Stored, types: frozenset[str]) -
 def _patient_rows(
     records: RecordStore, project: Project, patient: Stored, person_id: str, batch: _Batch
 ) -> None:
-    """Add to ``batch`` what one patient hands out: each version that gives rows."""
-    types = frozenset(project.types)
-    others = _compartment(records, patient, types - {"Patient"})
-    candidates = [patient, *others] if "Patient" in types else others
+    """Add to ``batch`` what one patient hands out, if the project's cohort holds them: each
+    version that gives rows of its types, and those that put the patient in its cohort (their
+    being in the extract discloses them). Every compartment is listed alike, in the cohort
+    or not (docs/research.md, what the host learns)."""
+    types, cohort = frozenset(project.types), project.cohort
+    born_in = cohort.born_in(year_of(patient.resource().get("birthDate")))
+    read = (types | cohort.types) - {"Patient"} if born_in else frozenset()
+    candidates = [patient, *_compartment(records, patient, read)]
+    if not born_in:
+        return
+    handed_out, rows, coded = [], [], not cohort.codes
     for stored in candidates:
-        rows = list(rows_of(stored.resource(), person_id, project.period))
-        if rows:
-            batch.handed_out.append(stored)
-            batch.rows.extend(rows)
+        given = list(rows_of(stored.resource(), person_id, project.period))
+        decides = any(cohort.holds(row) for _, row in given)
+        coded = coded or decides
+        received = given if stored.resource_type in types else []
+        if received or decides or (stored is patient and cohort.by_birth):
+            handed_out.append(stored)
+            rows.extend(received)
+    if not coded:
+        return
+    batch.persons += 1
+    if rows:
+        batch.handed_out.extend(handed_out)
+        batch.rows.extend(rows)
 
 
 def _commit(records: RecordStore, access: Access, batch: _Batch, files: _TableFiles) -> None:
@@ -216,7 +232,7 @@ def extract(records: RecordStore, project: Project, out: Path, who: str, today: 
         raise FileExistsError(f"{out} is not empty: an extract goes to a new folder")
     access = research_access(who, project, "research extract")
     pseudonyms = Pseudonyms(records.custodian.root_secret(), project.project_id)
-    files = _TableFiles(out, tables_of(project))
+    files = _TableFiles(out, project)
     try:
         persons = _write_tables(records, project, pseudonyms, access, files)
         manifest = _manifest(project, persons, files)
@@ -242,7 +258,11 @@ def _manifest(project: Project, persons: int, files: _TableFiles) -> dict[str, A
         "pseudonyms": PSEUDONYMS,
         "dates": DATES,
         "files": {
-            path.name: {"sha256": file_digest(path), "rows": files.rows[name]}
+            path.name: {
+                "sha256": file_digest(path),
+                "rows": files.rows[name],
+                "columns": [column.name for column in files.columns[name]],
+            }
             for name, path in files.paths.items()
         },
     }
@@ -255,15 +275,17 @@ def _write_tables(
     access: Access,
     files: _TableFiles,
 ) -> int:
-    """Every research patient's rows, a batch of patients at a time; how many there were."""
+    """The rows of every research patient of the cohort, a batch of them at a time; how many
+    there were."""
     persons = 0
     batch = _Batch()
     for patient in research_patients(records):
         _patient_rows(records, project, patient, pseudonyms.of(patient.id), batch)
-        persons += 1
-        if persons % PATIENTS_AT_ONCE == 0:
+        if batch.persons == PATIENTS_AT_ONCE:
+            persons += batch.persons
             _commit(records, access, batch, files)
             batch = _Batch()
+    persons += batch.persons
     _commit(records, access, batch, files)
     files.close()
     return persons

@@ -1,8 +1,9 @@
 """Authorised research projects, in a file on the sovereign side beside the keyring.
 
 A project names the authorisation it holds (a CNIL decision's number, say), its purpose,
-the resource types it may receive, the period of data, its members (users with the
-researcher role) and when its authorisation expires. ``coffre research add``, ``list``
+the resource types it may receive and the columns of their tables, the period of data,
+its cohort, its members (users with the researcher role) and when its authorisation
+expires. ``coffre research add``, ``list``
 and ``end`` edit the file (``keyring.research.json``, 0600); a project ended stays in it,
 so that its id, which its pseudonyms' key is derived from, is never given to another.
 docs/research.md says why a file and not a record of the vault.
@@ -17,17 +18,13 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
-from coffre.exceptions import CoffreError
 from coffre.files import replace_file
-from coffre.research.tables import TABLE_OF
+from coffre.research.cohort import EVERYONE, Cohort
+from coffre.research.errors import ProjectError as ProjectError  # where it was first
+from coffre.research.tables import PERSON_ID, TABLE_OF, Column, Table, tables_of
 
 RESEARCH_SUFFIX = ".research.json"
 _PROJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
-class ProjectError(CoffreError):
-    """A project Coffre refuses, one it does not know or that may no longer receive data,
-    or a projects file it cannot read."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +40,9 @@ class Project:
     expires: date
     """The last day the project may receive data."""
     ended: date | None = None
+    columns: tuple[str, ...] = ()
+    """``TABLE.COLUMN``s it receives, ``person_id`` always; none: every column of its tables."""
+    cohort: Cohort = EVERYONE
 
     def __post_init__(self) -> None:
         if not _PROJECT_ID.fullmatch(self.project_id):
@@ -60,6 +60,7 @@ class Project:
             raise ProjectError("the period of data ends before it starts")
         if not self.members:
             raise ProjectError("a project needs at least one member")
+        _check_columns(self.types, self.columns)
 
     def check_open(self, today: date) -> None:
         """Refuse a project that may no longer receive data: ended, or expired."""
@@ -72,11 +73,23 @@ class Project:
     def period(self) -> tuple[date, date]:
         return self.data_from, self.data_to
 
+    def columns_of(self, table: Table) -> tuple[Column, ...]:
+        """The columns of one of its tables that the project receives."""
+        if not self.columns:
+            return table.columns
+        named = set(self.columns)
+        return tuple(
+            column
+            for column in table.columns
+            if column == PERSON_ID or f"{table.name}.{column.name}" in named
+        )
+
     def as_json(self) -> dict[str, Any]:
         fields = asdict(self)
         for name in ("data_from", "data_to", "expires", "ended"):
             fields[name] = None if fields[name] is None else fields[name].isoformat()
         fields["types"], fields["members"] = list(self.types), list(self.members)
+        fields["columns"], fields["cohort"] = list(self.columns), self.cohort.as_json()
         return fields
 
     @classmethod
@@ -91,7 +104,31 @@ class Project:
                 **dates,
                 "types": tuple(fields["types"]),
                 "members": tuple(fields["members"]),
+                # A project added before columns and cohorts receives all of both.
+                "columns": tuple(fields.get("columns", ())),
+                "cohort": Cohort.from_json(fields["cohort"]) if "cohort" in fields else EVERYONE,
             }
+        )
+
+
+def _check_columns(types: tuple[str, ...], columns: tuple[str, ...]) -> None:
+    """Columns named are of the project's tables, and each table has one (its
+    ``person_id`` alone, if need be): no table receives every column by omission."""
+    if not columns:
+        return
+    tables = tables_of(types)
+    valid = [f"{table.name}.{column.name}" for table in tables for column in table.columns]
+    unknown = sorted(set(columns) - set(valid))
+    if unknown:
+        raise ProjectError(
+            f"the project's tables have no column {', '.join(unknown)}; theirs are"
+            f" {', '.join(valid)}"
+        )
+    unnamed = [t.name for t in tables if not any(c.startswith(f"{t.name}.") for c in columns)]
+    if unnamed:
+        raise ProjectError(
+            f"name the columns of {', '.join(unnamed)} too ({unnamed[0]}.{PERSON_ID.name}"
+            " for its pseudonyms alone), or leave its type out"
         )
 
 

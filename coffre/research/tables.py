@@ -9,7 +9,7 @@ docs/research.md says why.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -237,6 +237,11 @@ TABLE_OF: dict[str, tuple[Table, Callable[[dict[str, Any]], Iterator[Row]]]] = {
     "Immunization": (IMMUNIZATION, _immunization),
 }
 """The resource types a project may receive, each with its table and its rows."""
+
+
+def tables_of(types: Iterable[str]) -> list[Table]:
+    """The tables of some of ``TABLE_OF``'s types, in a stable order."""
+    return sorted({TABLE_OF[name][0] for name in types}, key=lambda table: table.name)
 
 
 def rows_of(

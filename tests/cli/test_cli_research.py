@@ -83,7 +83,9 @@ def test_a_project_is_added_listed_and_ended(tmp_path: Path) -> None:
         "Observation,Patient",
         "2015-01-01..2025-12-31",
         "expires 2099-06-30",
-        "bruno\n",
+        "bruno",
+        "columns all",
+        "cohort everyone\n",
     ]
     assert _run(folder, *members)[1].count("exists already") == 1
     assert _run(folder, "research", "end", "diabete-2026")[0] == 0
@@ -101,6 +103,28 @@ def test_a_project_that_is_not_whole_is_refused(tmp_path: Path) -> None:
     code, output = _run(folder, *wrong)
     assert code == 1 and "not AuditEvent" in output
     assert not (folder / "keyring.research.json").exists()
+
+
+def test_a_project_names_its_columns_and_cohort(tmp_path: Path) -> None:
+    folder = tmp_path / "vault"
+    folder.mkdir()
+    _researcher(folder, tmp_path, "alice")
+    columns = ["--column", "person.year_of_birth", "--column", "measurement.code"]
+    code, output = _run(folder, *PROJECT, *columns[:2])
+    assert code == 1 and "name the columns of measurement too" in output
+    code, output = _run(folder, *PROJECT, *columns, "--column", "person.name")
+    assert code == 1 and "no column person.name; theirs are measurement.person_id" in output
+    code, output = _run(folder, *PROJECT, "--cohort-code", "44054006")
+    assert code == 1 and "SYSTEM|CODE" in output
+    assert not (folder / "keyring.research.json").exists()
+    cohort = ["--cohort-code", "http://snomed.info/sct|44054006", "--born-from", "1950"]
+    code, output = _run(folder, *PROJECT, *columns, *cohort, "--born-to", "1970")
+    assert code == 0, output
+    listed = _run(folder, "research", "list")[1].rstrip("\n").split("\t")
+    assert listed[-2:] == [
+        "columns measurement.code,person.year_of_birth",
+        "cohort codes http://snomed.info/sct|44054006; born 1950..1970",
+    ]
 
 
 def test_an_extract_from_the_command_line(vault: Vault, tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from datetime import date
 from pathlib import Path
 
 import pytest
-from conftest import RESEARCH_PROJECT, research_population
+from conftest import RESEARCH_GENDERS, RESEARCH_PROJECT, research_population
 from hypothesis import given
 from hypothesis import strategies as st
 from starlette.testclient import TestClient
@@ -158,6 +158,25 @@ def test_a_count_names_only_what_the_extract_holds(
     with pytest.raises(ProjectError, match=message):
         count(records, PROJECT, tmp_path / "x", query, "alice", TODAY)
     assert records.storage.leaf_count() == before
+
+
+def test_a_count_uses_only_the_columns_the_project_receives(
+    records: RecordStore, tmp_path: Path
+) -> None:
+    """Gender is not received: no count by it, nor by it joined, nor filtered on it."""
+    research_population(records)
+    project = replace(PROJECT, columns=("measurement.code", "person.year_of_birth"))
+    extract(records, project, tmp_path / "x", "operator", TODAY)
+    for query in (
+        Query("person", ("gender",)),
+        Query("measurement", ("code", "gender")),
+        Query("measurement", ("code",), (("gender", "female"),)),
+        Query("measurement", ("unit",)),
+    ):
+        with pytest.raises(ProjectError, match="no column"):
+            count(records, project, tmp_path / "x", query, "alice", TODAY)
+    by_code = count(records, project, tmp_path / "x", Query("measurement", ("code",)), "a", TODAY)
+    assert by_code.cells == [(("4548-4",), sum(RESEARCH_GENDERS.values()))]
 
 
 def test_a_count_needs_the_projects_own_unaltered_extract(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
@@ -14,8 +15,8 @@ from conftest import shared_data_path
 
 from coffre.cli.importer import Importer
 from coffre.exceptions import FhirError
-from coffre.fhir import json
 from coffre.ledger.leaf import Leaf, LeafKind
+from coffre.research.cohort import Cohort
 from coffre.research.extract import EXTRACT_TYPE, extract
 from coffre.research.folder import MANIFEST
 from coffre.research.projects import Project, ProjectError
@@ -351,3 +352,202 @@ def test_an_extract_goes_out_a_batch_at_a_time(
     assert len(transactions) == 3 + 1  # one a patient, and the manifest's
     measurements = pq.ParquetFile(tmp_path / "batched" / "measurement.parquet")
     assert measurements.metadata.num_row_groups == len(whole["measurement"]) == 3
+
+
+def _with_eve_and_fay(records: RecordStore) -> None:
+    """Beside ``_vault``'s: Eve, born in 1950, her HbA1c before the period; Fay, no birth
+    date, Ana's history."""
+    _vault(records)
+    with records.writer() as writer:
+        writer.update("Patient", "eve", _patient("eve", birthDate="1950-06-01"))
+        writer.create(_observation("eve", "2012-05-02"))
+        writer.update("Patient", "fay", _patient("fay"))
+        for resource in _history("fay"):
+            writer.create(resource)
+
+
+def _persons(records: RecordStore, folder: Path) -> dict[str, set[str]]:
+    """The patients (their ids) each table of an extract holds."""
+    pseudonyms = Pseudonyms(records.custodian.root_secret(), PROJECT.project_id)
+    patients = {pseudonyms.of(p): p for p in ("ana", "bob", "carl", "dora", "eve", "fay")}
+    return {
+        name: {patients[row["person_id"]] for row in rows} for name, rows in _tables(folder).items()
+    }
+
+
+def _research_events(records: RecordStore, patient_id: str) -> list[dict[str, Any]]:
+    """The AuditEvents of a patient's compartment that name a research project."""
+    return [
+        event
+        for event in records.access_history(patient_id)
+        if "research project" in event.get("purposeOfEvent", [{}])[0].get("text", "")
+    ]
+
+
+def _entities(event: dict[str, Any]) -> list[str]:
+    """The types of the records an AuditEvent says went out."""
+    return sorted(entity["what"]["reference"].split("/")[0] for entity in event["entity"])
+
+
+def test_a_cohort_by_code_holds_who_carries_it_in_the_period(
+    records: RecordStore, tmp_path: Path
+) -> None:
+    """HbA1c in the period: Ana and Fay; Eve's is before it. Observation is not a type the
+    project receives: the record that puts a patient in goes out in the log, not the files."""
+    _with_eve_and_fay(records)
+    project = replace(
+        PROJECT, types=("Immunization", "Patient"), cohort=Cohort((f"{LOINC}|4548-4",))
+    )
+    before = records.storage.leaf_count()
+    manifest = _extract(records, tmp_path / "x", project)
+    assert manifest["persons"] == 2
+    assert manifest["project"]["cohort"] == {
+        "codes": [f"{LOINC}|4548-4"],
+        "born_from": None,
+        "born_to": None,
+    }
+    assert _persons(records, tmp_path / "x") == {
+        "person": {"ana", "fay"},
+        "immunization": {"ana", "fay"},
+    }
+    leaves = records.storage.leaf_count() - before
+    assert leaves == 2 * 3 + 1  # Patient, Immunization, the Observation of 2020 each; manifest
+    for patient_id in ("ana", "fay"):
+        (event,) = _research_events(records, patient_id)
+        assert _entities(event) == ["Immunization", "Observation", "Patient"]
+    assert _research_events(records, "eve") == []
+
+
+def test_a_cohort_by_years_of_birth_holds_who_was_born_in_them(
+    records: RecordStore, tmp_path: Path
+) -> None:
+    """Ana 1984, Eve 1950, Fay without a birth date (in no range)."""
+    _with_eve_and_fay(records)
+    for number, (born_from, born_to, expected) in enumerate(
+        [(1980, 1990, {"ana"}), (1950, 1984, {"ana", "eve"}), (None, 1950, {"eve"})]
+    ):
+        cohort = Cohort(born_from=born_from, born_to=born_to)
+        project = replace(PROJECT, types=("Patient",), cohort=cohort)
+        manifest = _extract(records, tmp_path / str(number), project)
+        assert manifest["persons"] == len(expected)
+        assert _persons(records, tmp_path / str(number)) == {"person": expected}
+        assert manifest["project"]["cohort"]["born_to"] == born_to
+    assert _research_events(records, "fay") == []
+    # Without the person table, Ana's being in the extract still tells her decade of birth.
+    project = replace(PROJECT, types=("Immunization",), cohort=Cohort(born_from=1980))
+    _extract(records, tmp_path / "immunization", project)
+    assert ["Immunization", "Patient"] in map(_entities, _research_events(records, "ana"))
+
+
+def test_a_cohort_of_nobody_gives_empty_tables_and_no_leaf_but_the_manifests(
+    records: RecordStore, tmp_path: Path
+) -> None:
+    _with_eve_and_fay(records)
+    project = replace(PROJECT, cohort=Cohort((f"{SNOMED}|0",)))
+    before = records.storage.leaf_count()
+    manifest = _extract(records, tmp_path / "x", project)
+    assert manifest["persons"] == 0
+    assert records.storage.leaf_count() == before + 1
+    files = sorted((tmp_path / "x").glob("*.parquet"))
+    assert len(files) == len(manifest["files"]) == 5
+    for path in files:
+        assert pq.read_table(path).num_rows == manifest["files"][path.name]["rows"] == 0
+    for patient_id in ("ana", "eve", "fay"):
+        assert _research_events(records, patient_id) == []
+
+
+def test_an_extract_holds_only_the_columns_its_project_receives(
+    records: RecordStore, tmp_path: Path
+) -> None:
+    _vault(records)
+    columns = ("measurement.code", "measurement.value_as_number", "person.year_of_birth")
+    project = replace(PROJECT, types=("Observation", "Patient"), columns=columns)
+    manifest = _extract(records, tmp_path / "x", project)
+    received = {
+        path.stem: pq.read_schema(path).names for path in (tmp_path / "x").glob("*.parquet")
+    }
+    assert received == {
+        "measurement": ["person_id", "code", "value_as_number"],
+        "person": ["person_id", "year_of_birth"],
+    }
+    assert {name: f["columns"] for name, f in manifest["files"].items()} == {
+        f"{name}.parquet": names for name, names in received.items()
+    }
+    assert manifest["project"]["columns"] == list(columns)
+    assert _tables(tmp_path / "x")["measurement"][0]["value_as_number"] == 7.2
+    values = _values(tmp_path / "x")
+    for dropped in ("female", "QC", LOINC, "datetime.date", "value_vocabulary", "region"):
+        assert dropped not in values, dropped
+
+
+# Where a Synthea record carries the code its table reads (the first coding with a code).
+CODED_ELEMENTS = {
+    "Condition": "code",
+    "Observation": "code",
+    "MedicationRequest": "medicationCodeableConcept",
+    "Procedure": "code",
+    "Immunization": "vaccineCode",
+}
+SINUSITIS = "444814009"
+
+
+def _first_code(concept: dict[str, Any] | None) -> tuple[str, str] | None:
+    codings = [c for c in (concept or {}).get("coding", []) if "code" in c]
+    return (codings[0].get("system"), codings[0]["code"]) if codings else None
+
+
+def _codes_of(resource: dict[str, Any]) -> set[tuple[str, str] | None]:
+    """The codes a resource carries where the extract's tables read them."""
+    kind = resource["resourceType"]
+    if kind == "Encounter":
+        return {_first_code(next(iter(resource.get("type", [])), None))}
+    concepts = [resource.get(CODED_ELEMENTS.get(kind, ""))]
+    concepts += [component.get("code") for component in resource.get("component", [])]
+    return {_first_code(concept) for concept in concepts}
+
+
+def _synthea_patients(bundles: list[Path]) -> dict[str, tuple[int, set[tuple[str, str] | None]]]:
+    """Each patient of the bundles (one a bundle), read with plain json: their year of
+    birth and every code their records carry."""
+    patients = {}
+    for path in bundles:
+        resources = [entry["resource"] for entry in json.loads(path.read_bytes())["entry"]]
+        (patient,) = [r for r in resources if r["resourceType"] == "Patient"]
+        codes = set().union(*(_codes_of(resource) for resource in resources))
+        patients[patient["id"]] = (int(patient["birthDate"][:4]), codes)
+    return patients
+
+
+@pytest.mark.shared_data
+def test_a_cohort_holds_the_synthea_patients_with_its_code_and_years(
+    records: RecordStore, tmp_path: Path
+) -> None:
+    """Checked against the bundles themselves: who has had a viral sinusitis (a Condition,
+    not a type the project receives), who was born in 1940 to 1970, who both."""
+    bundles = sorted(shared_data_path("synthea", "smart-2019").glob("*.json"))[:6]
+    assert Importer(records).run(bundles).failures == []
+    patients = _synthea_patients(bundles)
+    sinusitis = {p for p, (_, codes) in patients.items() if (SNOMED, SINUSITIS) in codes}
+    born = {p for p, (year, _) in patients.items() if 1940 <= year <= 1970}
+    assert 0 < len(sinusitis & born) < len(sinusitis) < len(patients)
+    assert len(sinusitis & born) < len(born) < len(patients)
+    pseudonyms = Pseudonyms(records.custodian.root_secret(), PROJECT.project_id)
+    code = (f"{SNOMED}|{SINUSITIS}",)
+    for cohort, expected in (
+        (Cohort(code), sinusitis),
+        (Cohort(born_from=1940, born_to=1970), born),
+        (Cohort(code, 1940, 1970), sinusitis & born),
+    ):
+        folder = tmp_path / cohort.summary()
+        project = replace(
+            PROJECT, types=("Observation", "Patient"), data_from=date(1900, 1, 1), cohort=cohort
+        )
+        manifest = _extract(records, folder, project)
+        assert manifest["persons"] == len(expected), cohort
+        for rows in _tables(folder).values():
+            assert {row["person_id"] for row in rows} == {pseudonyms.of(p) for p in expected}
+    for patient_id in patients:
+        events = _research_events(records, patient_id)
+        assert len(events) == (patient_id in sinusitis) + (patient_id in born) + (
+            patient_id in sinusitis & born
+        )

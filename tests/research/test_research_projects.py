@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
+from coffre.research.cohort import Cohort
 from coffre.research.projects import (
     Project,
     ProjectError,
@@ -18,6 +22,7 @@ from coffre.research.projects import (
     save,
     with_project,
 )
+from coffre.research.tables import CONDITION, PERSON, TABLE_OF, tables_of
 
 PROJECT = Project(
     "diabete-2026",
@@ -82,3 +87,93 @@ def test_a_damaged_file_is_named_without_its_content(tmp_path: Path) -> None:
     with pytest.raises(ProjectError, match="is damaged: KeyError") as raised:
         load(path)
     assert "secret" not in str(raised.value)
+
+
+# A file as the projects of a vault were saved before projects had columns and cohorts.
+BEFORE_COLUMNS = """{
+  "projects": {
+    "diabete-2026": {
+      "authorisation": "CNIL DR-2026-042",
+      "data_from": "2015-01-01",
+      "data_to": "2025-12-31",
+      "ended": null,
+      "expires": "2027-06-30",
+      "members": ["alice"],
+      "project_id": "diabete-2026",
+      "purpose": "Complications of type 2 diabetes",
+      "types": ["Condition", "Observation", "Patient"]
+    }
+  }
+}"""
+
+
+def test_a_file_from_before_columns_and_cohorts_loads_as_all_of_both(tmp_path: Path) -> None:
+    path = tmp_path / "keyring.research.json"
+    path.write_text(BEFORE_COLUMNS)
+    project = load(path)["diabete-2026"]
+    assert project == PROJECT
+    assert project.columns == () and project.cohort == Cohort()
+    assert project.columns_of(CONDITION) == CONDITION.columns
+
+
+def test_a_project_receives_person_id_and_the_columns_it_names() -> None:
+    named = replace(
+        PROJECT,
+        types=("Condition", "Patient"),
+        columns=("condition_occurrence.code", "person.person_id"),
+    )
+    assert [c.name for c in named.columns_of(CONDITION)] == ["person_id", "code"]
+    assert [c.name for c in named.columns_of(PERSON)] == ["person_id"]
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        (("person.name", "condition_occurrence.code"), "no column person.name; theirs are"),
+        (("measurement.code", "person.gender"), "no column measurement.code;"),
+        (("person.gender",), r"of condition_occurrence too \(condition_occurrence.person_id for"),
+    ],
+)
+def test_a_column_outside_the_projects_tables_is_refused(
+    columns: tuple[str, ...], message: str
+) -> None:
+    """Every valid column is listed; a table the project names no column of is refused."""
+    with pytest.raises(ProjectError, match=message) as raised:
+        replace(PROJECT, types=("Condition", "Patient"), columns=columns)
+    if "theirs are" in message:
+        tables = tables_of(("Condition", "Patient"))
+        valid = ", ".join(f"{t.name}.{c.name}" for t in tables for c in t.columns)
+        assert str(raised.value).endswith(f"theirs are {valid}")
+
+
+def _columns(types: list[str]) -> st.SearchStrategy[tuple[str, ...]]:
+    """Nothing (every column), or some columns of each table of ``types``."""
+    some_of_each = st.tuples(
+        *(
+            st.lists(st.sampled_from([f"{t.name}.{c.name}" for c in t.columns]), min_size=1)
+            for t in tables_of(types)
+        )
+    ).map(lambda lists: tuple(sorted({name for names in lists for name in names})))
+    return st.just(()) | some_of_each
+
+
+_YEAR = st.none() | st.integers(min_value=1800, max_value=2100)
+_CODES = st.lists(
+    st.tuples(st.text(min_size=1), st.text(min_size=1)).map("|".join), max_size=4
+).map(tuple)
+_YEARS = st.tuples(_YEAR, _YEAR).map(lambda y: y if None in y else (min(y), max(y)))  # type: ignore[type-var]
+_COHORTS = st.builds(lambda codes, years: Cohort(codes, *years), _CODES, _YEARS)
+
+
+@given(
+    st.lists(st.sampled_from(list(TABLE_OF)), min_size=1, unique=True).flatmap(
+        lambda types: st.tuples(st.just(tuple(types)), _columns(types))
+    ),
+    _COHORTS,
+)
+def test_columns_and_cohort_survive_the_file(
+    types_and_columns: tuple[tuple[str, ...], tuple[str, ...]], cohort: Cohort
+) -> None:
+    types, columns = types_and_columns
+    project = replace(PROJECT, types=types, columns=columns, cohort=cohort)
+    assert Project.from_json(json.loads(json.dumps(project.as_json()))) == project
