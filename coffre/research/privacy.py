@@ -13,6 +13,7 @@ public key, gets discrete Laplace noise of the same scale. The two losses add up
 
 from __future__ import annotations
 
+import math
 import secrets
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
@@ -155,12 +156,19 @@ class Noise:
         )
 
 
+def _at_most(value: Decimal) -> float:
+    """The largest float not above ``value``: the loss is never more than the one spent
+    (``float(Decimal("0.1"))`` is a little more than 0.1)."""
+    near = float(value)
+    return math.nextafter(near, -math.inf) if Decimal(near) > value else near
+
+
 def calibrated(privacy: Privacy, delta: Decimal, max_cells: int | None) -> Noise:
     """The noise of a count of privacy loss ``privacy.epsilon``, and ``delta`` where the
     count is by columns, in ``max_cells`` of which a person is at most (None: the total
     alone): the smallest scale whose ε, by OpenDP's maps, is within the one asked, then
     the smallest threshold whose δ is. ProjectError where there is none."""
-    epsilon = float(privacy.epsilon)
+    epsilon = _at_most(privacy.epsilon)
     by_cells = max_cells is not None
     cells, delta = (max_cells, delta) if max_cells is not None else (1, Decimal(0))
 
@@ -174,7 +182,7 @@ def calibrated(privacy: Privacy, delta: Decimal, max_cells: int | None) -> Noise
         scale = _boundary(lambda s: noise(s, widest).loss()[0] <= epsilon, None, float)
         threshold = (
             _boundary(
-                lambda t: t > 1 and noise(scale, t).loss()[1] <= float(delta),
+                lambda t: t > 1 and noise(scale, t).loss()[1] <= _at_most(delta),
                 (1, _LARGEST_COUNT),
                 int,
             )

@@ -26,7 +26,7 @@ def test_the_loss_by_opendps_maps_is_the_one_claimed_for_k_cells_a_person(
 ) -> None:
     noise = calibrated(Privacy(Decimal(epsilon)), Decimal(delta), most)
     spent, chance = noise.loss()
-    assert spent <= float(epsilon) and chance <= float(delta)
+    assert Decimal(spent) <= Decimal(epsilon) and Decimal(chance) <= Decimal(delta)
     assert spent > float(epsilon) * (1 - 1e-9)  # no more noise than it takes
     # The total and each of K cells get the same scale: ε = (K + 1) / scale.
     assert noise.scale == pytest.approx((most + 1) / float(epsilon))
