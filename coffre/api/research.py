@@ -139,6 +139,6 @@ async def count(request: Request) -> Response:
         ) from None
     except ProjectError as error:
         raise FhirError(400, "invalid", str(error)) from None
-    access = aggregate.count_access(researcher.actor, project, query)
+    access = aggregate.count_access(researcher.actor, project, result)
     await committer_of(request).run(lambda w: aggregate.log_count(w, extract, result), access)
     return JSONResponse({"extract": extract, **result.as_json()}, headers=NO_STORE)

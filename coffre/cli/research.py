@@ -2,7 +2,8 @@
 
 The extract and the counts are imported by their own commands only: pyarrow and DuckDB
 weigh some 77 MB in every process that loads the command line, each server process
-included (402 MB resident after importing it with them, 326 MB without).
+included (402 MB resident after importing it with them, 326 MB without), and OpenDP
+some 31 MB more.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import getpass
 from collections.abc import Callable
 from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Annotated, TypeVar
 
@@ -26,13 +28,16 @@ from coffre.exceptions import CoffreError
 from coffre.research.cohort import Cohort
 from coffre.research.folder import ResearchFolder
 from coffre.research.projects import (
+    DELTA_BUDGET,
+    Budget,
     Project,
     ProjectError,
     ended,
     find,
     load,
     projects_file,
-    save,
+    update,
+    with_budget,
     with_project,
 )
 from coffre.research.tables import TABLE_OF
@@ -46,6 +51,17 @@ T = TypeVar("T")
 
 OPERATOR = getpass.getuser()
 OperatorOption = Annotated[str, typer.Option("--operator", help="Who acts, as the log records it.")]
+
+
+def _decimal(text: str) -> Decimal:
+    """A privacy parameter, kept as written: ten counts of 0.1 spend 1 exactly."""
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        raise typer.BadParameter(f"{text!r} is no number") from None
+    if not value.is_finite():
+        raise typer.BadParameter(f"{text!r} is no finite number")
+    return value
 
 
 def _today() -> date:
@@ -84,7 +100,7 @@ def _update(
     """Read the projects, change them, write them back; a refused change writes nothing."""
     path = _file(vault, keyring)
     try:
-        save(path, change(load(path)))
+        update(path, change)
     except ProjectError as error:
         raise fail(error) from None
     except OSError as error:
@@ -152,6 +168,18 @@ def add(
     born_to: Annotated[
         int | None, typer.Option("--born-to", help="Only patients born this year or earlier.")
     ] = None,
+    budget: Annotated[
+        Decimal | None,
+        typer.Option(
+            "--budget",
+            parser=_decimal,
+            help="The ε its differentially private counts may spend in all (none: refused).",
+        ),
+    ] = None,
+    budget_delta: Annotated[
+        Decimal,
+        typer.Option("--budget-delta", parser=_decimal, help="The δ they may spend in all."),
+    ] = DELTA_BUDGET,
     vault: VaultOption = Path(config.VAULT.default),
     keyring: KeyringOption = None,
 ) -> None:
@@ -168,6 +196,7 @@ def add(
             expires.date(),
             columns=tuple(sorted(set(columns or ()))),
             cohort=Cohort(tuple(sorted(set(codes or ()))), born_from, born_to),
+            budget=None if budget is None else Budget(budget, budget_delta),
         )
     except ProjectError as error:
         raise fail(error) from None
@@ -180,12 +209,34 @@ def add(
     )
 
 
+@app.command("budget")
+def budget(
+    project_id: str,
+    epsilon: Annotated[
+        Decimal, typer.Argument(parser=_decimal, help="The ε its counts may spend in all.")
+    ],
+    delta: Annotated[
+        Decimal, typer.Option("--delta", parser=_decimal, help="The δ they may spend in all.")
+    ] = DELTA_BUDGET,
+    vault: VaultOption = Path(config.VAULT.default),
+    keyring: KeyringOption = None,
+) -> None:
+    """Set the privacy budget of a project's differentially private counts (what they
+    spent already stays spent)."""
+    _update(
+        vault,
+        keyring,
+        lambda projects: with_budget(projects, project_id, epsilon, delta),
+        f"project {project_id} may spend ε {epsilon} and δ {delta} in all",
+    )
+
+
 @app.command("list")
 def list_projects(
     vault: VaultOption = Path(config.VAULT.default), keyring: KeyringOption = None
 ) -> None:
     """One line per project: id, state, authorisation, types, period, expiry, members,
-    columns, cohort."""
+    columns, cohort and privacy budget."""
     today = _today()
     for project in _projects(vault, keyring).values():
         state = (
@@ -207,6 +258,7 @@ def list_projects(
                     ",".join(project.members),
                     f"columns {','.join(project.columns) or 'all'}",
                     f"cohort {project.cohort.summary()}",
+                    "no privacy budget" if project.budget is None else project.budget.spent(),
                 )
             )
         )
@@ -301,27 +353,69 @@ def count(
     where: Annotated[
         list[str] | None, typer.Option("--where", help="COLUMN=VALUE, compared as text; repeat.")
     ] = None,
+    epsilon: Annotated[
+        Decimal | None,
+        typer.Option(
+            "--epsilon",
+            parser=_decimal,
+            help="Differentially private, of this privacy loss, spent of the project's budget.",
+        ),
+    ] = None,
+    delta: Annotated[
+        Decimal | None,
+        typer.Option(
+            "--delta",
+            parser=_decimal,
+            help="With --by: the chance a cell of few persons shows (default: 1/persons²,"
+            " at most a hundredth of the project's δ).",
+        ),
+    ] = None,
+    max_cells: Annotated[
+        int | None,
+        typer.Option(
+            "--max-cells",
+            min=1,
+            help="With --by: in how many cells a person counts at most (chosen at random).",
+        ),
+    ] = None,
     operator: OperatorOption = OPERATOR,
     vault: VaultOption = Path(config.VAULT.default),
     keyring: KeyringOption = None,
 ) -> None:
     """Count distinct persons of an extract's table, by columns; cells under 10 suppressed.
 
-    A column of the person table may be used with any table. The count is logged."""
-    from coffre.research.aggregate import SMALL_CELL, Query  # see the module docstring
-    from coffre.research.aggregate import count as make_count
+    A column of the person table may be used with any table. With --epsilon the counts
+    are differentially private. The count is logged."""
+    from coffre.research import aggregate  # see the module docstring
+    from coffre.research.privacy import Privacy
 
+    if epsilon is None and (delta is not None or max_cells is not None):
+        raise fail("--delta and --max-cells go with --epsilon")
     project = _project(vault, keyring, project_id)
     try:
-        query = Query.of(table, by or (), where or ())
+        query = aggregate.Query.of(table, by or (), where or ())
     except ProjectError as error:
         raise fail(error) from None
     who = f"{operator} (coffre research count)"
     folder = extract or _latest_kept(vault, keyring, project_id)
-    made = _on_vault(vault, keyring, lambda r: make_count(r, project, folder, query, who, _today()))
-    hidden = f"<{SMALL_CELL}"
+
+    def answer(records: RecordStore) -> aggregate.Count:
+        if epsilon is None:
+            return aggregate.count(records, project, folder, query, who, _today())
+        privacy = Privacy(epsilon, delta, max_cells)
+        path = _file(vault, keyring)
+        return aggregate.private_count(
+            records, project, folder, query, who, _today(), privacy, path
+        )
+
+    made = _on_vault(vault, keyring, answer)
+    hidden = f"<{aggregate.SMALL_CELL}"
     typer.echo("\t".join([*query.by, "persons"]))
     for key, persons in made.cells:
         values = ["" if value is None else str(value) for value in key]
         typer.echo("\t".join([*values, hidden if persons is None else str(persons)]))
     typer.echo(f"total\t{hidden if made.total is None else made.total}")
+    if made.noise is not None and made.budget is not None:
+        console.print(
+            escape(f"{made.noise.describe()}. Project {project_id}: {made.budget.spent()}")
+        )

@@ -8,17 +8,21 @@ line of the table (the cells that differ in one column only, and all the cells t
 whose sum the total publishes), a line with exactly one suppressed cell has its smallest
 other cell suppressed too, so that no line's sum or the total gives a suppressed cell
 back. Patients who refused research use since the extract was made are
-left out of every count. Each count answered is a ``SEARCH`` leaf of the log whose body
-hash is the SHA-256 of the query and its published answer. docs/research.md.
+left out of every count. ``private_count`` makes the counts differentially private
+(``privacy``), each person's cells bounded, its ε and δ spent of the project's budget
+before the noise is drawn; suppression then applies to the noisy counts. Each count
+answered is a ``SEARCH`` leaf of the log whose body hash is the SHA-256 of the query and
+its published answer (with its ε, δ and K). docs/research.md.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +41,8 @@ from coffre.research.extract import (
     research_patients,
 )
 from coffre.research.folder import MANIFEST
-from coffre.research.projects import Project, ProjectError
+from coffre.research.privacy import Key, Noise, Privacy, bounded, calibrated
+from coffre.research.projects import Budget, Project, ProjectError, budget_of, spend
 from coffre.research.tables import PERSON, PERSON_ID, TABLE_OF
 from coffre.seal.keys import Pseudonyms
 from coffre.service.audit import Access
@@ -49,7 +54,9 @@ from coffre.service.writer import Writer
 SMALL_CELL = 10
 """The smallest number of persons a published cell may count."""
 MAX_BY = 2
-Key = tuple[Any, ...]
+_PERSONS_AT_ONCE = 10_000
+DELTA_SHARE = 100
+"""A count's δ is at most the project's δ in all over this, where it is not asked."""
 _TABLES = frozenset(table.name for table, _ in TABLE_OF.values())
 
 
@@ -84,9 +91,13 @@ class Count:
     query: Query
     cells: list[tuple[Key, int | None]]
     total: int | None
+    noise: Noise | None = None
+    """How the answer was made differentially private; None where it is exact."""
+    budget: Budget | None = None
+    """The project's privacy budget once this count was spent of it."""
 
     def as_json(self) -> dict[str, Any]:
-        return {
+        answer: dict[str, Any] = {
             "table": self.query.table,
             "by": list(self.query.by),
             "where": [list(pair) for pair in self.query.where],
@@ -97,6 +108,9 @@ class Count:
             "total": self.total,
             "suppressed_below": SMALL_CELL,
         }
+        if self.noise is not None:
+            answer["privacy"] = self.noise.as_json()
+        return answer
 
 
 def _text(value: Any) -> Any:
@@ -185,8 +199,8 @@ class _Extract:
             return f'p."{name}"'
         raise ProjectError(f"{query.table} has no column {name!r} to count by")
 
-    def count(self, query: Query) -> tuple[dict[Key, int], int]:
-        """Distinct persons of each cell, and in all."""
+    def _source(self, query: Query) -> tuple[list[str], str, list[str]]:
+        """The query's columns to count by, its FROM and WHERE clauses, and their values."""
         if query.table not in self.columns:
             raise ProjectError(f"the extract has no table {query.table!r}")
         by = [self._column(query, name) for name in query.by]
@@ -196,7 +210,11 @@ class _Extract:
         ]
         values = [value for _, value in query.where]
         join = " LEFT JOIN person p USING (person_id)" if PERSON.name in self.columns else ""
-        source = f"FROM {query.table} t{join} WHERE {' AND '.join(conditions)}"
+        return by, f"FROM {query.table} t{join} WHERE {' AND '.join(conditions)}", values
+
+    def count(self, query: Query) -> tuple[dict[Key, int], int]:
+        """Distinct persons of each cell, and in all."""
+        by, source, values = self._source(query)
         persons = "count(DISTINCT t.person_id)"
         total_row = self.connection.execute(f"SELECT {persons} {source}", values).fetchone()
         total = int(total_row[0]) if total_row else 0
@@ -208,14 +226,29 @@ class _Extract:
         ).fetchall()
         return {tuple(row[:-1]): int(row[-1]) for row in rows}, total
 
+    def cells_of_persons(self, query: Query) -> Iterator[list[Key]]:
+        """Each person's distinct cells, a person at a time (the query is by columns)."""
+        by, source, values = self._source(query)
+        result = self.connection.execute(
+            f"SELECT list(DISTINCT row({', '.join(by)})) {source} GROUP BY t.person_id", values
+        )
+        while rows := result.fetchmany(_PERSONS_AT_ONCE):
+            for (cells,) in rows:
+                yield [tuple(cell) for cell in cells]
 
-def answer(
+    def one_cell_each(self, query: Query) -> bool:
+        """Whether a person is in one cell at most: every column is of ``person``, one
+        row a person."""
+        return all(self._column(query, name).startswith("p.") for name in query.by) or (
+            query.table == PERSON.name
+        )
+
+
+def _opened(
     records: RecordStore, project: Project, folder: Path, query: Query, today: date
-) -> tuple[Count, str]:
-    """The published count of ``query`` over the project's extract in ``folder``, and the
-    extract's id; ProjectError for a project closed, an extract not its own or altered, or
-    a query that names what the extract does not hold. Nothing is logged: the caller
-    logs the answer (``log_count``) before it shows it."""
+) -> tuple[dict[str, Any], _Extract]:
+    """The extract's manifest and files, once the project may count and the query is of
+    a table counts are of."""
     project.check_open(today)
     if query.table not in _TABLES or len(query.by) > MAX_BY:
         raise ProjectError(
@@ -224,31 +257,109 @@ def answer(
     manifest = checked_manifest(records, folder, project)
     pseudonyms = Pseudonyms(records.custodian.root_secret(), project.project_id)
     refused = [pseudonyms.of(patient.id) for patient in research_patients(records, refusing=True)]
-    cells, total = _Extract(folder, manifest, refused).count(query)
+    return manifest, _Extract(folder, manifest, refused)
+
+
+def answer(
+    records: RecordStore, project: Project, folder: Path, query: Query, today: date
+) -> tuple[Count, str]:
+    """The published count of ``query`` over the project's extract in ``folder``, and the
+    extract's id; ProjectError for a project closed, an extract not its own or altered, or
+    a query that names what the extract does not hold. Nothing is logged: the caller logs
+    the answer (``log_count``) before it shows it."""
+    manifest, extract = _opened(records, project, folder, query, today)
+    cells, total = extract.count(query)
+    return _suppressed(Count(query, [], None), cells, total), manifest["extract"]
+
+
+def private_answer(
+    records: RecordStore,
+    project: Project,
+    folder: Path,
+    query: Query,
+    today: date,
+    privacy: Privacy,
+    projects: Path,
+) -> tuple[Count, str]:
+    """``answer``, differentially private: its ε and δ spent of the project's budget in
+    the ``projects`` file before the noise is drawn. ProjectError, with nothing spent,
+    for a count the budget does not cover, or one by columns a person may be in several
+    cells of whose ``privacy`` says no K."""
+    manifest, extract = _opened(records, project, folder, query, today)
+    persons = max(int(manifest["persons"]), 1)
+    delta = privacy.delta
+    if delta is None:
+        delta = min(Decimal(1) / persons**2, budget_of(project).delta / DELTA_SHARE)
+    if not query.by:
+        noise = calibrated(privacy, delta, None)
+        cells, total = extract.count(query)
+    else:
+        if privacy.max_cells is None and not extract.one_cell_each(query):
+            raise ProjectError(
+                f"a person may be in several cells of {query.table} by {', '.join(query.by)}:"
+                " say in how many at most they count, with --max-cells (docs/research.md)"
+            )
+        noise = calibrated(privacy, delta, privacy.max_cells or 1)
+        cells, total = bounded(extract.cells_of_persons(query), noise.max_cells)
+    budget = spend(projects, project.project_id, noise.epsilon, noise.delta)
+    noisy, noisy_total = noise.release(cells, total)
+    if not query.by:
+        noisy = {(): noisy_total}
+    asked = Count(query, [], None, noise, budget)
+    return _suppressed(asked, noisy, noisy_total), manifest["extract"]
+
+
+def _suppressed(asked: Count, cells: dict[Key, int], total: int) -> Count:
+    """``asked`` with the cells and total as they may be published."""
     published, shown_total = suppress(cells, total)
-    result = Count(query, sorted(published.items(), key=lambda cell: _order(cell[0])), shown_total)
-    return result, manifest["extract"]
+    ordered = sorted(published.items(), key=lambda cell: _order(cell[0]))
+    return replace(asked, cells=ordered, total=shown_total)
 
 
 def count(
     records: RecordStore, project: Project, folder: Path, query: Query, who: str, today: date
 ) -> Count:
-    """The published count of ``query`` over the project's extract in ``folder``, logged
-    as ``who``'s (``answer`` says what it refuses)."""
-    result, extract_id = answer(records, project, folder, query, today)
-    with records.writer(count_access(who, project, query)) as writer:
-        log_count(writer, extract_id, result)
+    """``answer``, logged as ``who``'s."""
+    return _logged(records, project, who, *answer(records, project, folder, query, today))
+
+
+def private_count(
+    records: RecordStore,
+    project: Project,
+    folder: Path,
+    query: Query,
+    who: str,
+    today: date,
+    privacy: Privacy,
+    projects: Path,
+) -> Count:
+    """``private_answer``, logged as ``who``'s."""
+    answered = private_answer(records, project, folder, query, today, privacy, projects)
+    return _logged(records, project, who, *answered)
+
+
+def _logged(records: RecordStore, project: Project, who: str, result: Count, extract: str) -> Count:
+    with records.writer(count_access(who, project, result)) as writer:
+        log_count(writer, extract, result)
     return result
 
 
-def count_access(who: str, project: Project, query: Query) -> Access:
-    """Who asks a count, for its AuditEvent: the project, the table and its columns."""
+def count_access(who: str, project: Project, result: Count) -> Access:
+    """Who asks a count, for its AuditEvent: the project, the table and its columns, and
+    a private count's ε, δ and K."""
+    query = result.query
     what = f"research count of {query.table} by {', '.join(query.by) or 'nothing'}"
+    if result.noise is not None:
+        noise = result.noise
+        what += (
+            f", differentially private (ε {noise.epsilon}, δ {noise.delta}, K {noise.max_cells})"
+        )
     return research_access(who, project, what)
 
 
 def log_count(writer: Writer, extract_id: str, result: Count) -> None:
-    """The count's leaf: the extract's location, the hash of what was published."""
+    """The count's leaf: the extract's location, the hash of what was published (with a
+    private count's ε, δ and K)."""
     answer = json.canonical({"extract": extract_id, **result.as_json()})
     loc = writer.records.keys.location(EXTRACT_TYPE, extract_id)
     leaf = Leaf(LeafKind.SEARCH, loc, 0, hashlib.sha256(answer).digest(), now_us())

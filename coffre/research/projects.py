@@ -11,10 +11,15 @@ docs/research.md says why a file and not a record of the vault.
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
 import re
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from datetime import date
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +30,57 @@ from coffre.research.tables import PERSON_ID, TABLE_OF, Column, Table, tables_of
 
 RESEARCH_SUFFIX = ".research.json"
 _PROJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+DELTA_BUDGET = Decimal("1e-6")
+"""A project's δ in all, where the operator sets no other."""
+
+
+@dataclass(frozen=True, slots=True)
+class Budget:
+    """The privacy loss a project's differentially private counts may spend in all, and
+    what they spent. Decimal, so that ten counts of ε 0.1 spend 1 exactly."""
+
+    epsilon: Decimal
+    delta: Decimal = DELTA_BUDGET
+    spent_epsilon: Decimal = Decimal(0)
+    spent_delta: Decimal = Decimal(0)
+
+    def __post_init__(self) -> None:
+        finite = self.epsilon.is_finite() and self.delta.is_finite()
+        if not (finite and self.epsilon > 0 and 0 <= self.delta < 1):
+            raise ProjectError("a privacy budget is an ε above 0 and a δ from 0 to under 1")
+        if self.spent_epsilon > self.epsilon or self.spent_delta > self.delta:
+            raise ProjectError(
+                f"the project spent ε {self.spent_epsilon} and δ {self.spent_delta} already:"
+                " its budget may not be less"
+            )
+
+    def spending(self, epsilon: Decimal, delta: Decimal) -> Budget:
+        """The budget once a count of ``epsilon`` and ``delta`` is answered; ProjectError
+        where what remains is less."""
+        if not (epsilon > 0 and delta >= 0):
+            raise ProjectError(f"a count spends an ε above 0 and a δ of 0 or more, not {epsilon}")
+        spent_epsilon, spent_delta = self.spent_epsilon + epsilon, self.spent_delta + delta
+        if spent_epsilon > self.epsilon or spent_delta > self.delta:
+            raise ProjectError(
+                f"a count of ε {epsilon} and δ {delta} exceeds the project's privacy budget:"
+                f" {self.spent()}"
+            )
+        return replace(self, spent_epsilon=spent_epsilon, spent_delta=spent_delta)
+
+    def spent(self) -> str:
+        return (
+            f"ε {self.spent_epsilon} spent of {self.epsilon}, {self.epsilon - self.spent_epsilon}"
+            f" left; δ {self.spent_delta} of {self.delta}"
+        )
+
+    def as_json(self) -> dict[str, str]:
+        return {name: str(value) for name, value in asdict(self).items()}
+
+    @classmethod
+    def from_json(cls, fields: dict[str, str]) -> Budget:
+        return cls(**{name: Decimal(value) for name, value in fields.items()})
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +99,8 @@ class Project:
     columns: tuple[str, ...] = ()
     """``TABLE.COLUMN``s it receives, ``person_id`` always; none: every column of its tables."""
     cohort: Cohort = EVERYONE
+    budget: Budget | None = None
+    """What its differentially private counts may spend; without one, they are refused."""
 
     def __post_init__(self) -> None:
         if not _PROJECT_ID.fullmatch(self.project_id):
@@ -90,6 +148,7 @@ class Project:
             fields[name] = None if fields[name] is None else fields[name].isoformat()
         fields["types"], fields["members"] = list(self.types), list(self.members)
         fields["columns"], fields["cohort"] = list(self.columns), self.cohort.as_json()
+        fields["budget"] = None if self.budget is None else self.budget.as_json()
         return fields
 
     @classmethod
@@ -107,6 +166,7 @@ class Project:
                 # A project added before columns and cohorts receives all of both.
                 "columns": tuple(fields.get("columns", ())),
                 "cohort": Cohort.from_json(fields["cohort"]) if "cohort" in fields else EVERYONE,
+                "budget": _budget(fields.get("budget")),
             }
         )
 
@@ -132,6 +192,11 @@ def _check_columns(types: tuple[str, ...], columns: tuple[str, ...]) -> None:
         )
 
 
+def _budget(fields: dict[str, str] | None) -> Budget | None:
+    """A project's budget as its file holds it: none in a file from before budgets."""
+    return None if fields is None else Budget.from_json(fields)
+
+
 def projects_file(keyring: Path) -> Path:
     """Where a vault's projects are kept: beside its keyring."""
     return keyring.with_name(keyring.stem + RESEARCH_SUFFIX)
@@ -146,7 +211,7 @@ def load(path: Path) -> dict[str, Project]:
         return {}
     except OSError as error:
         raise ProjectError(f"cannot read the projects file {path}: {error.strerror}") from None
-    except (ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, InvalidOperation) as error:
         raise ProjectError(f"the projects file {path} is damaged: {type(error).__name__}") from None
 
 
@@ -177,3 +242,64 @@ def ended(projects: dict[str, Project], project_id: str, today: date) -> dict[st
     if project.ended is not None:
         raise ProjectError(f"project {project_id} ended already, on {project.ended}")
     return {**projects, project_id: replace(project, ended=today)}
+
+
+def with_budget(
+    projects: dict[str, Project], project_id: str, epsilon: Decimal, delta: Decimal
+) -> dict[str, Project]:
+    """The projects with this one's budget set, what it spent kept."""
+    project = find(projects, project_id)
+    before = project.budget
+    budget = (
+        Budget(epsilon, delta) if before is None else replace(before, epsilon=epsilon, delta=delta)
+    )
+    return {**projects, project_id: replace(project, budget=budget)}
+
+
+def spending(
+    projects: dict[str, Project], project_id: str, epsilon: Decimal, delta: Decimal
+) -> dict[str, Project]:
+    """The projects once this one answered a count of ``epsilon`` and ``delta``."""
+    project = find(projects, project_id)
+    budget = budget_of(project).spending(epsilon, delta)
+    return {**projects, project_id: replace(project, budget=budget)}
+
+
+def budget_of(project: Project) -> Budget:
+    """The project's privacy budget; ProjectError where it has none."""
+    if project.budget is None:
+        raise ProjectError(
+            f"project {project.project_id} has no privacy budget: the operator sets one with"
+            f" `coffre research budget {project.project_id} EPSILON`"
+        )
+    return project.budget
+
+
+@contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock of the projects file, held on a file beside it."""
+    descriptor = os.open(path.with_name(path.name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(descriptor)
+
+
+def update(
+    path: Path, change: Callable[[dict[str, Project]], dict[str, Project]]
+) -> dict[str, Project]:
+    """Read the projects, change them and write them back, under the file's lock: two
+    commands at once do not lose one's change, or spend a budget twice. A change refused
+    (ProjectError) writes nothing."""
+    with _locked(path):
+        projects = change(load(path))
+        save(path, projects)
+    return projects
+
+
+def spend(path: Path, project_id: str, epsilon: Decimal, delta: Decimal) -> Budget:
+    """Spend a count's ε and δ of the project's budget in its file, durably; the budget
+    as it is after. ProjectError, with nothing spent, where what remains is less."""
+    projects = update(path, lambda projects: spending(projects, project_id, epsilon, delta))
+    return budget_of(projects[project_id])

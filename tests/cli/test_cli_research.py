@@ -85,7 +85,8 @@ def test_a_project_is_added_listed_and_ended(tmp_path: Path) -> None:
         "expires 2099-06-30",
         "bruno",
         "columns all",
-        "cohort everyone\n",
+        "cohort everyone",
+        "no privacy budget\n",
     ]
     assert _run(folder, *members)[1].count("exists already") == 1
     assert _run(folder, "research", "end", "diabete-2026")[0] == 0
@@ -121,9 +122,10 @@ def test_a_project_names_its_columns_and_cohort(tmp_path: Path) -> None:
     code, output = _run(folder, *PROJECT, *columns, *cohort, "--born-to", "1970")
     assert code == 0, output
     listed = _run(folder, "research", "list")[1].rstrip("\n").split("\t")
-    assert listed[-2:] == [
+    assert listed[-3:] == [
         "columns measurement.code,person.year_of_birth",
         "cohort codes http://snomed.info/sct|44054006; born 1950..1970",
+        "no privacy budget",
     ]
 
 
@@ -155,9 +157,41 @@ def test_an_extract_from_the_command_line(vault: Vault, tmp_path: Path) -> None:
     assert code == 1 and "person has no column 'person_id'" in output
 
 
-def test_the_command_line_loads_neither_duckdb_nor_pyarrow() -> None:
-    """Every server process loads it: they would weigh some 77 MB more each."""
-    script = "import sys, coffre.cli.main; print(sorted({'duckdb', 'pyarrow'} & set(sys.modules)))"
+def test_private_counts_spend_the_budget_the_operator_sets(vault: Vault, tmp_path: Path) -> None:
+    records = vault.open()
+    with records.writer() as writer:
+        for number in range(12):
+            patient = {"resourceType": "Patient", "id": f"p{number}", "gender": "female"}
+            writer.update("Patient", f"p{number}", patient)
+    records.storage.close()
+    _researcher(vault.folder, tmp_path, "alice")
+    assert _run(vault.folder, *PROJECT, "--budget", "1.5")[0] == 0
+    out = tmp_path / "extract"
+    assert _run(vault.folder, "research", "extract", "diabete-2026", "--out", str(out))[0] == 0
+    args = ("research", "count", "diabete-2026", "person", "--extract", str(out))
+    code, output = _run(vault.folder, *args, "--max-cells", "2")
+    assert code == 1 and "--delta and --max-cells go with --epsilon" in output
+    code, output = _run(vault.folder, *args, "--epsilon", "1", "--by", "gender")
+    assert code == 0, output
+    assert output.startswith("gender\tpersons\n")  # 12 persons: under the threshold
+    assert "differentially private counts: ε 1, δ 1E-8" in output
+    assert "ε 1 spent of 1.5, 0.5 left" in output
+    code, output = _run(vault.folder, *args, "--epsilon", "0.6")
+    assert code == 1 and "exceeds the project's privacy budget" in output
+    assert "ε 1 spent of 1.5" in _run(vault.folder, "research", "list")[1]
+    code, output = _run(vault.folder, "research", "budget", "diabete-2026", "0.5")
+    assert code == 1 and "its budget may not be less" in output
+    code, output = _run(vault.folder, "research", "budget", "diabete-2026", "2", "--delta", "1e-5")
+    assert code == 0 and "may spend ε 2 and δ 0.00001 in all" in output
+    assert "ε 1 spent of 2, 1 left; δ 1E-8 of 0.00001" in _run(vault.folder, "research", "list")[1]
+    code, output = _run(vault.folder, *args, "--epsilon", "many")
+    assert code == 2 and "'many' is no number" in output
+
+
+def test_the_command_line_loads_neither_duckdb_nor_pyarrow_nor_opendp() -> None:
+    """Every server process loads it: they would weigh some 108 MB more each."""
+    modules = "{'duckdb', 'pyarrow', 'opendp'}"
+    script = f"import sys, coffre.cli.main; print(sorted({modules} & set(sys.modules)))"
     loaded = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True)
     assert loaded.stdout.strip() == "[]", loaded.stderr
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,10 @@ from starlette.testclient import TestClient
 from coffre.cli.audit import audit_log
 from coffre.fhir import json
 from coffre.ledger.leaf import Leaf, LeafKind
-from coffre.research.aggregate import SMALL_CELL, Key, Query, count, suppress
+from coffre.research.aggregate import SMALL_CELL, Count, Key, Query, count, private_count, suppress
 from coffre.research.extract import EXTRACT_TYPE, extract
-from coffre.research.projects import ProjectError
+from coffre.research.privacy import Privacy, calibrated
+from coffre.research.projects import Budget, Project, ProjectError, load, projects_file, save
 from coffre.service import RecordStore
 from coffre.service.consent import record_research_consent
 
@@ -217,3 +219,88 @@ def test_the_auditor_holds_the_log_after_extracts_and_counts(
     assert report.consistent and report.violations == [] and report.findings == []
     # 28 patients: each one's Patient and Observation handed out, and the manifest's leaf
     assert "leaves by kind: 56 create, 1 search, 57 export, 28 data_key" in report.held
+
+
+def _budgeted(tmp_path: Path, epsilon: str) -> tuple[Project, Path]:
+    project = replace(PROJECT, budget=Budget(Decimal(epsilon), Decimal("0.5")))
+    path = projects_file(tmp_path / "keyring.json")
+    save(path, {project.project_id: project})
+    return project, path
+
+
+def _private(
+    records: RecordStore, project: Project, path: Path, query: Query, privacy: Privacy
+) -> Count:
+    return private_count(records, project, path.parent / "x", query, "alice", TODAY, privacy, path)
+
+
+def test_a_private_count_spends_its_budget_and_small_cells_stay_hidden(
+    records: RecordStore, tmp_path: Path
+) -> None:
+    """Noise of scale 0.02 (ε 100) moves no count but with a chance of 1e-21: the noisy
+    cells are the exact ones, and the small one and its complement are suppressed."""
+    research_population(records)
+    extract(records, PROJECT, tmp_path / "x", "operator", TODAY)
+    project, path = _budgeted(tmp_path, "250")
+    privacy = Privacy(Decimal(100), Decimal("0.01"))
+    made = _private(records, project, path, Query("person", ("gender",)), privacy)
+    answer = made.as_json()
+    assert answer["cells"] == [
+        {"values": ["female"], "persons": 14},
+        {"values": ["male"], "persons": None},
+        {"values": ["other"], "persons": None},
+    ]
+    assert answer["total"] == 28
+    assert answer["privacy"]["epsilon"] == "100" and answer["privacy"]["max_cells"] == 1
+    assert load(path)[project.project_id].budget == made.budget
+    assert made.budget is not None and made.budget.spent_epsilon == 100
+    assert made.budget.spent_delta == Decimal("0.01")
+    _private(records, project, path, Query("person", ()), Privacy(Decimal(100)))
+    before, spent = records.storage.leaf_count(), path.read_bytes()
+    with pytest.raises(ProjectError, match="exceeds the project's privacy budget"):
+        _private(records, project, path, Query("person", ()), privacy)
+    assert (records.storage.leaf_count(), path.read_bytes()) == (before, spent)
+
+
+def test_a_private_count_is_a_leaf_committing_to_its_epsilon(
+    records: RecordStore, tmp_path: Path
+) -> None:
+    research_population(records)
+    manifest = extract(records, PROJECT, tmp_path / "x", "operator", TODAY).manifest
+    project, path = _budgeted(tmp_path, "10")
+    before = records.storage.leaf_count()
+    privacy = Privacy(Decimal("1.5"), max_cells=2)
+    answer = _private(records, project, path, Query("measurement", ("code",)), privacy).as_json()
+    assert answer["privacy"] == {
+        "epsilon": "1.5",
+        "delta": str(Decimal(1) / 28**2),  # 1/persons², under a hundredth of 0.5
+        "max_cells": 2,
+        "scale": pytest.approx(2.0),
+        "threshold": answer["privacy"]["threshold"],
+    }
+    leaves = [Leaf.decode(d) for d in records.storage.leaves(before, records.storage.leaf_count())]
+    assert [leaf.kind for leaf in leaves] == [LeafKind.SEARCH]
+    published = json.canonical({"extract": manifest["extract"], **answer})
+    assert leaves[0].body_hash == hashlib.sha256(published).digest()
+
+
+def test_a_private_count_needs_a_budget_and_a_bound_where_a_person_is_in_several_cells(
+    records: RecordStore, tmp_path: Path
+) -> None:
+    research_population(records)
+    extract(records, PROJECT, tmp_path / "x", "operator", TODAY)
+    project, path = _budgeted(tmp_path, "10")
+    spent = path.read_bytes()
+    by_code = Query("measurement", ("code",))
+    with pytest.raises(ProjectError, match="with --max-cells"):
+        _private(records, project, path, by_code, Privacy(Decimal(1)))
+    with pytest.raises(ProjectError, match="no column 'name'"):
+        _private(records, project, path, Query("person", ("name",)), Privacy(Decimal(1)))
+    with pytest.raises(ProjectError, match="no privacy budget"):
+        _private(records, PROJECT, path, Query("person", ()), Privacy(Decimal(1)))
+    assert path.read_bytes() == spent
+    # By a column of the person: one cell a person, K is 1.
+    by_gender = Query("measurement", ("gender",))
+    assert _private(records, project, path, by_gender, Privacy(Decimal(1))).noise == calibrated(
+        Privacy(Decimal(1)), Decimal(1) / 28**2, 1
+    )

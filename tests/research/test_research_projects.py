@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import date
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -13,13 +16,17 @@ from hypothesis import strategies as st
 
 from coffre.research.cohort import Cohort
 from coffre.research.projects import (
+    Budget,
     Project,
     ProjectError,
+    budget_of,
     ended,
     find,
     load,
     projects_file,
     save,
+    spend,
+    with_budget,
     with_project,
 )
 from coffre.research.tables import CONDITION, PERSON, TABLE_OF, tables_of
@@ -159,7 +166,10 @@ def _columns(types: list[str]) -> st.SearchStrategy[tuple[str, ...]]:
 
 _YEAR = st.none() | st.integers(min_value=1800, max_value=2100)
 _CODES = st.lists(
-    st.tuples(st.text(min_size=1), st.text(min_size=1)).map("|".join), max_size=4
+    st.tuples(st.text(min_size=1).filter(lambda t: "|" not in t), st.text(min_size=1)).map(
+        "|".join
+    ),
+    max_size=4,
 ).map(tuple)
 _YEARS = st.tuples(_YEAR, _YEAR).map(lambda y: y if None in y else (min(y), max(y)))  # type: ignore[type-var]
 _COHORTS = st.builds(lambda codes, years: Cohort(codes, *years), _CODES, _YEARS)
@@ -177,3 +187,78 @@ def test_columns_and_cohort_survive_the_file(
     types, columns = types_and_columns
     project = replace(PROJECT, types=types, columns=columns, cohort=cohort)
     assert Project.from_json(json.loads(json.dumps(project.as_json()))) == project
+
+
+def _budgeted(tmp_path: Path, epsilon: str, delta: str = "1e-6") -> Path:
+    path = projects_file(tmp_path / "keyring.json")
+    budget = Budget(Decimal(epsilon), Decimal(delta))
+    save(path, with_project({}, replace(PROJECT, budget=budget)))
+    return path
+
+
+def test_a_file_from_before_budgets_loads_without_one(tmp_path: Path) -> None:
+    path = tmp_path / "keyring.research.json"
+    fields = {key: value for key, value in PROJECT.as_json().items() if key != "budget"}
+    path.write_text(json.dumps({"projects": {PROJECT.project_id: fields}}))
+    assert load(path) == {PROJECT.project_id: PROJECT}
+    assert PROJECT.budget is None
+
+
+def test_each_spend_is_written_and_ten_tenths_spend_one_exactly(tmp_path: Path) -> None:
+    path = _budgeted(tmp_path, "1", "1e-6")
+    for _ in range(10):
+        after = spend(path, PROJECT.project_id, Decimal("0.1"), Decimal("1e-8"))
+    assert after == Budget(Decimal(1), Decimal("1e-6"), Decimal("1.0"), Decimal("1.0e-7"))
+    assert load(path)[PROJECT.project_id].budget == after
+    assert after.spent() == "ε 1.0 spent of 1, 0.0 left; δ 1.0E-7 of 0.000001"
+
+
+def test_a_spend_beyond_the_budget_is_refused_and_spends_nothing(tmp_path: Path) -> None:
+    path = _budgeted(tmp_path, "1", "1e-7")
+    spend(path, PROJECT.project_id, Decimal("0.75"), Decimal(0))
+    before = path.read_bytes()
+    for epsilon, delta in (("0.5", "0"), ("0.1", "2e-7")):
+        with pytest.raises(ProjectError, match="exceeds the project's privacy budget"):
+            spend(path, PROJECT.project_id, Decimal(epsilon), Decimal(delta))
+        assert path.read_bytes() == before
+    with pytest.raises(ProjectError, match="no privacy budget"):
+        budget_of(PROJECT)
+    with pytest.raises(ProjectError, match="above 0"):
+        spend(path, PROJECT.project_id, Decimal(-1), Decimal(0))
+
+
+def test_spends_at_once_never_overspend(tmp_path: Path) -> None:
+    """Eight threads spend 1 each of a budget of 4: the file's lock lets four through,
+    and none of their spends is lost."""
+    path = _budgeted(tmp_path, "4")
+    barrier = threading.Barrier(8)
+
+    def one() -> bool:
+        barrier.wait()
+        try:
+            spend(path, PROJECT.project_id, Decimal(1), Decimal(0))
+        except ProjectError:
+            return False
+        return True
+
+    with ThreadPoolExecutor(8) as pool:
+        answered = list(pool.map(lambda _: one(), range(8)))
+    assert answered.count(True) == 4
+    budget = load(path)[PROJECT.project_id].budget
+    assert budget is not None and budget.spent_epsilon == 4
+
+
+def test_a_budget_is_set_again_keeping_what_was_spent(tmp_path: Path) -> None:
+    path = _budgeted(tmp_path, "1")
+    spend(path, PROJECT.project_id, Decimal("0.75"), Decimal("1e-8"))
+    projects = with_budget(load(path), PROJECT.project_id, Decimal(2), Decimal("1e-5"))
+    assert projects[PROJECT.project_id].budget == Budget(
+        Decimal(2), Decimal("1e-5"), Decimal("0.75"), Decimal("1e-8")
+    )
+    with pytest.raises(ProjectError, match="its budget may not be less"):
+        with_budget(projects, PROJECT.project_id, Decimal("0.5"), Decimal("1e-5"))
+    added = with_budget({PROJECT.project_id: PROJECT}, PROJECT.project_id, Decimal(1), Decimal(0))
+    assert added[PROJECT.project_id].budget == Budget(Decimal(1), Decimal(0))
+    for epsilon, delta in (("0", "0"), ("1", "1"), ("NaN", "0"), ("1", "-1e-9")):
+        with pytest.raises(ProjectError, match="a privacy budget is"):
+            Budget(Decimal(epsilon), Decimal(delta))
