@@ -13,6 +13,9 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import UTC, date, datetime
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -25,9 +28,15 @@ from coffre.api.responses import NO_STORE
 from coffre.api.state import committer_of, records_of
 from coffre.exceptions import FhirError
 from coffre.research.folder import NoExtract, ResearchFolder
-from coffre.research.projects import Project, ProjectError
+from coffre.research.projects import OverBudget, Project, ProjectError
+from coffre.service import RecordStore
 
-COUNT_PARAMETERS = frozenset({"table", "by", "where", "extract"})
+if TYPE_CHECKING:
+    from coffre.research.aggregate import Count, Query
+    from coffre.research.privacy import Privacy
+
+PRIVACY_PARAMETERS = ("epsilon", "delta", "max-cells")
+COUNT_PARAMETERS = frozenset({"table", "by", "where", "extract", *PRIVACY_PARAMETERS})
 log = logging.getLogger("coffre.api")
 
 
@@ -103,9 +112,60 @@ def _count_query(request: Request) -> tuple[str, list[str], list[str], str | Non
     return table, params.getlist("by"), params.getlist("where"), params.get("extract")
 
 
+def _privacy(request: Request, project: Project) -> Privacy | None:
+    """The differential privacy a count asks (``epsilon``, ``delta``, ``max-cells``); a
+    project with a privacy budget answers researchers no exact count."""
+    from coffre.research.privacy import Privacy  # OpenDP: only where counts are asked
+
+    params = request.query_params
+    epsilon = params.get("epsilon")
+    if epsilon is None:
+        if project.budget is not None:
+            raise FhirError(
+                400,
+                "required",
+                f"project {project.project_id}'s counts are differentially private: give"
+                " epsilon (and max-cells where a person may be in several cells)",
+            )
+        if any(name in params for name in PRIVACY_PARAMETERS):
+            raise FhirError(400, "invalid", "delta and max-cells go with epsilon")
+        return None
+    delta, max_cells = params.get("delta"), params.get("max-cells")
+    try:
+        return Privacy(
+            Decimal(epsilon),
+            None if delta is None else Decimal(delta),
+            None if max_cells is None else int(max_cells),
+        )
+    except (InvalidOperation, ValueError):
+        raise FhirError(
+            400, "invalid", "epsilon and delta are decimals, max-cells a whole number"
+        ) from None
+    except ProjectError as error:
+        raise FhirError(400, "invalid", str(error)) from None
+
+
+def _answer(
+    records: RecordStore,
+    project: Project,
+    extract: Path,
+    query: Query,
+    today: date,
+    privacy: Privacy | None,
+    projects: Path,
+) -> tuple[Count, str]:
+    """The count as published, exact or differentially private, and its extract's id."""
+    from coffre.research import aggregate
+
+    if privacy is None:
+        return aggregate.answer(records, project, extract, query, today)
+    return aggregate.private_answer(records, project, extract, query, today, privacy, projects)
+
+
 async def count(request: Request) -> Response:
     """Distinct persons of a table of one of the project's kept extracts (the latest by
-    default), by columns, with filters; cells under 10 suppressed. Logged before sent."""
+    default), by columns, with filters; cells under 10 suppressed, and differentially
+    private where asked or where the project has a privacy budget. Logged before sent."""
     from coffre.research import aggregate  # DuckDB and pyarrow: only where counts are asked
 
     folder = _folder(request)
@@ -120,6 +180,7 @@ async def count(request: Request) -> Response:
     except ProjectError as error:
         raise FhirError(403, "forbidden", str(error)) from None
     table, by, where, extract_id = _count_query(request)
+    privacy = _privacy(request, project)
     try:
         query = aggregate.Query.of(table, by, where)
         kept = folder.find(project_id, extract_id)
@@ -130,13 +191,15 @@ async def count(request: Request) -> Response:
     records = records_of(request)
     try:
         result, extract = await asyncio.to_thread(
-            aggregate.answer, records, project, kept.folder, query, today
+            _answer, records, project, kept.folder, query, today, privacy, folder.projects_file
         )
     except aggregate.ExtractAltered:
         log.error("a kept research extract failed its check against the log")
         raise FhirError(
             500, "exception", "the extract failed its check against the log: it was not used"
         ) from None
+    except OverBudget as error:
+        raise FhirError(403, "forbidden", str(error)) from None
     except ProjectError as error:
         raise FhirError(400, "invalid", str(error)) from None
     access = aggregate.count_access(researcher.actor, project, result)

@@ -32,6 +32,11 @@ RESEARCH_SUFFIX = ".research.json"
 _PROJECT_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
+class OverBudget(ProjectError):
+    """A differentially private count the project's privacy budget does not cover: it has
+    none, or too little is left."""
+
+
 DELTA_BUDGET = Decimal("1e-6")
 """A project's δ in all, where the operator sets no other."""
 
@@ -63,7 +68,7 @@ class Budget:
             raise ProjectError(f"a count spends an ε above 0 and a δ of 0 or more, not {epsilon}")
         spent_epsilon, spent_delta = self.spent_epsilon + epsilon, self.spent_delta + delta
         if spent_epsilon > self.epsilon or spent_delta > self.delta:
-            raise ProjectError(
+            raise OverBudget(
                 f"a count of ε {epsilon} and δ {delta} exceeds the project's privacy budget:"
                 f" {self.spent()}"
             )
@@ -268,7 +273,7 @@ def spending(
 def budget_of(project: Project) -> Budget:
     """The project's privacy budget; ProjectError where it has none."""
     if project.budget is None:
-        raise ProjectError(
+        raise OverBudget(
             f"project {project.project_id} has no privacy budget: the operator sets one with"
             f" `coffre research budget {project.project_id} EPSILON`"
         )

@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 from datetime import UTC, date, datetime
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,7 @@ from coffre.fhir import json
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.research.extract import EXTRACT_TYPE, extract
 from coffre.research.folder import ResearchFolder
-from coffre.research.projects import Project, save
+from coffre.research.projects import Budget, Project, budget_of, load, save
 from coffre.service import RecordStore
 
 TODAY = date(2026, 12, 7)
@@ -119,6 +120,11 @@ def test_a_count_is_suppressed_logged_and_then_sent(
         ({"table": "drug_exposure"}, 400, "no table 'drug_exposure'"),
         ({"table": "person", "group": "gender"}, 400, "not group"),
         ({"table": "person", "extract": "0" * 32}, 404, "no extract 0000"),
+        ({"table": "person", "epsilon": "un"}, 400, "epsilon and delta are decimals"),
+        ({"table": "person", "epsilon": "0"}, 400, "a count's ε is above 0"),
+        ({"table": "person", "epsilon": "1", "max-cells": "0"}, 400, "one cell at least"),
+        ({"table": "person", "delta": "0.1"}, 400, "delta and max-cells go with epsilon"),
+        ({"table": "person", "epsilon": "1"}, 403, "has no privacy budget"),
     ],
 )
 def test_a_count_that_names_what_is_not_there_is_refused_unlogged(
@@ -208,3 +214,29 @@ def test_a_gateway_without_a_research_folder_says_so(
     answer = client.get("/research/projects", headers=_headers(client, "alice"))
     assert answer.status_code == 404
     assert "holds no research projects" in answer.json()["issue"][0]["diagnostics"]
+
+
+def test_a_project_with_a_privacy_budget_answers_differentially_private_counts_only(
+    hub: tuple[TestClient, ResearchFolder, Authority], records: RecordStore
+) -> None:
+    client, folder, _ = hub
+    budgeted = replace(DIABETE, budget=Budget(Decimal("1.5")))
+    save(folder.projects_file, {"diabete-2026": budgeted})
+    headers = _headers(client, "alice")
+    exact = client.get(COUNT, params={"table": "person", "by": "gender"}, headers=headers)
+    assert exact.status_code == 400
+    assert "counts are differentially private: give epsilon" in exact.text
+    before = records.storage.leaf_count()
+    params = {"table": "person", "by": "gender", "epsilon": "1"}
+    private = client.get(COUNT, params=params, headers=headers)
+    assert private.status_code == 200, private.text
+    body = private.json()
+    assert body["privacy"]["epsilon"] == "1" and body["privacy"]["max_cells"] == 1
+    assert all(cell["persons"] is None or cell["persons"] >= 10 for cell in body["cells"])
+    (leaf,) = [Leaf.decode(d) for d in records.storage.leaves(before, before + 1)]
+    assert leaf.body_hash == hashlib.sha256(json.canonical(body)).digest()
+    assert budget_of(load(folder.projects_file)["diabete-2026"]).spent_epsilon == 1
+    over = client.get(COUNT, params=params, headers=headers)
+    assert over.status_code == 403 and "exceeds the project's privacy budget" in over.text
+    assert budget_of(load(folder.projects_file)["diabete-2026"]).spent_epsilon == 1
+    assert records.storage.leaf_count() == before + 1
