@@ -1,12 +1,12 @@
 """Cross-origin requests from the browser apps registered here.
 
 A SMART app that runs in a page (a public client, PKCE) calls the token endpoint and the
-FHIR API from its own origin: the browser lets its script read an answer only when the
+FHIR API (or, for a researcher's, the research hub) from its own origin: the browser lets its script read an answer only when the
 answer names that origin (CORS). Coffre names the origins of the registered apps'
 redirect URIs, read from the registry as it changes, and no other: ``coffre clients
 add-app`` is the one place where a hospital decides which apps may run. No cookie is
 sent or honoured cross-origin (a bearer token is the credential), and requests without
-``Origin``, or outside the API and the token endpoint, pass as before.
+``Origin``, or outside the APIs and the token endpoint, pass as before.
 """
 
 from __future__ import annotations
@@ -15,9 +15,10 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from coffre.api.auth.authority import FHIR_BASE_PATH, Authority
+from coffre.api.auth.middleware import RESEARCH_PATH
 from coffre.api.auth.registry import APP, origin_of
 
-CROSS_ORIGIN_PATHS = (FHIR_BASE_PATH + "/", "/auth/token", "/auth/jwks")
+CROSS_ORIGIN_PATHS = (FHIR_BASE_PATH + "/", RESEARCH_PATH + "/", "/auth/token", "/auth/jwks")
 _METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
 _REQUEST_HEADERS = (
     "Authorization",

@@ -41,7 +41,7 @@ def _preflight(client: TestClient, path: str, origin: str, method: str, headers:
     )
 
 
-@pytest.mark.parametrize("path", ["/fhir/Patient/p1", "/auth/token"])
+@pytest.mark.parametrize("path", ["/fhir/Patient/p1", "/research/projects", "/auth/token"])
 def test_a_registered_apps_origin_may_send_what_a_fhir_client_sends(
     client: TestClient, path: str
 ) -> None:
