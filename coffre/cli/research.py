@@ -221,8 +221,9 @@ def budget(
     vault: VaultOption = Path(config.VAULT.default),
     keyring: KeyringOption = None,
 ) -> None:
-    """Set the privacy budget of a project's differentially private counts (what they
-    spent already stays spent)."""
+    """Set the privacy budget of a project's differentially private counts.
+
+    What they spent already stays spent."""
     _update(
         vault,
         keyring,
@@ -235,8 +236,9 @@ def budget(
 def list_projects(
     vault: VaultOption = Path(config.VAULT.default), keyring: KeyringOption = None
 ) -> None:
-    """One line per project: id, state, authorisation, types, period, expiry, members,
-    columns, cohort and privacy budget."""
+    """One line per project, its fields tab-separated.
+
+    Id, state, authorisation, types, period, expiry, members, columns, cohort, budget."""
     today = _today()
     for project in _projects(vault, keyring).values():
         state = (
@@ -384,8 +386,9 @@ def count(
 ) -> None:
     """Count distinct persons of an extract's table, by columns; cells under 10 suppressed.
 
-    A column of the person table may be used with any table. With --epsilon the counts
-    are differentially private. The count is logged."""
+    A column of the person table may be used with any table.
+    With --epsilon the counts are differentially private, spent of the project's budget.
+    The count is logged."""
     from coffre.research import aggregate  # see the module docstring
     from coffre.research.privacy import Privacy
 
