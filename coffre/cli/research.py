@@ -162,6 +162,15 @@ def add(
             help="SYSTEM|CODE: only patients with a record of the period carrying one; repeat.",
         ),
     ] = None,
+    codes_from: Annotated[
+        datetime | None,
+        typer.Option(
+            "--cohort-codes-from",
+            formats=DAY,
+            help="A cohort code counts in records from this day on (by default the period's"
+            " first): a diagnosis made before the data's period.",
+        ),
+    ] = None,
     born_from: Annotated[
         int | None, typer.Option("--born-from", help="Only patients born this year or later.")
     ] = None,
@@ -195,7 +204,12 @@ def add(
             tuple(sorted(set(members))),
             expires.date(),
             columns=tuple(sorted(set(columns or ()))),
-            cohort=Cohort(tuple(sorted(set(codes or ()))), born_from, born_to),
+            cohort=Cohort(
+                tuple(sorted(set(codes or ()))),
+                born_from,
+                born_to,
+                None if codes_from is None else codes_from.date(),
+            ),
             budget=None if budget is None else Budget(budget, budget_delta),
         )
     except ProjectError as error:

@@ -1,7 +1,8 @@
 """Who is in a project's study: its cohort, as its authorisation names the population.
 
 A cohort is a set of codes, of which a patient holds at least one in a record of the
-project's period, in the element the extract's tables read as ``vocabulary`` and ``code``,
+project's period (or from an earlier day, ``codes_from``: a diagnosis made before the
+data's period), in the element the extract's tables read as ``vocabulary`` and ``code``,
 and a range of years of birth; each part left out admits everyone. The extract checks it
 patient by patient (``coffre/research/extract.py``). docs/research.md says why a code may
 name a type the project does not receive, and what the host learns.
@@ -10,6 +11,7 @@ name a type the project does not receive, and what the host learns.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from coffre.research.errors import ProjectError
@@ -29,11 +31,15 @@ class Cohort:
     born_from: int | None = None
     born_to: int | None = None
     """Years of birth, inclusive; None: no bound."""
+    codes_from: date | None = None
+    """The first day a record carrying a code counts from; None: the period's first."""
 
     def __post_init__(self) -> None:
         for text in self.codes:
             if not isinstance(text, str) or not all(text.partition(_SEPARATOR)):
                 raise ProjectError(f"a cohort's code is SYSTEM|CODE, not {text!r}")
+        if self.codes_from is not None and not self.codes:
+            raise ProjectError("a cohort's codes_from goes with its codes")
         first, last = self.born_from, self.born_to
         if first is not None and last is not None and first > last:
             raise ProjectError("the cohort's years of birth end before they start")
@@ -46,6 +52,10 @@ class Cohort:
     def types(self) -> frozenset[str]:
         """The types read to find a cohort's codes, whatever the project receives."""
         return CODED if self.codes else frozenset()
+
+    def period(self, data: tuple[date, date]) -> tuple[date, date]:
+        """Where its codes are looked for, given the project's period of ``data``."""
+        return (self.codes_from or data[0]), data[1]
 
     def born_in(self, year: int | None) -> bool:
         """Whether a year of birth (None: unknown) is within the cohort's range."""
@@ -66,17 +76,30 @@ class Cohort:
 
     def summary(self) -> str:
         """The cohort in a few words, for ``coffre research list``."""
-        parts = [f"codes {','.join(self.codes)}"] if self.codes else []
+        since = f" since {self.codes_from}" if self.codes_from else ""
+        parts = [f"codes {','.join(self.codes)}{since}"] if self.codes else []
         if self.by_birth:
             parts.append(f"born {self.born_from or ''}..{self.born_to or ''}")
         return "; ".join(parts) or "everyone"
 
     def as_json(self) -> dict[str, Any]:
-        return {"codes": list(self.codes), "born_from": self.born_from, "born_to": self.born_to}
+        since = None if self.codes_from is None else self.codes_from.isoformat()
+        return {
+            "codes": list(self.codes),
+            "born_from": self.born_from,
+            "born_to": self.born_to,
+            "codes_from": since,
+        }
 
     @classmethod
     def from_json(cls, fields: dict[str, Any]) -> Cohort:
-        return cls(tuple(fields["codes"]), fields["born_from"], fields["born_to"])
+        since = fields.get("codes_from")  # absent from a file of before it
+        return cls(
+            tuple(fields["codes"]),
+            fields["born_from"],
+            fields["born_to"],
+            None if since is None else date.fromisoformat(since),
+        )
 
 
 EVERYONE = Cohort()

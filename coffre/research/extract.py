@@ -197,9 +197,14 @@ def _patient_rows(
     if not born_in:
         return
     handed_out, rows, coded = [], [], not cohort.codes
+    looked_in = cohort.period(project.period)
     for stored in candidates:
         given = list(rows_of(stored.resource(), person_id, project.period))
-        decides = any(cohort.holds(row) for _, row in given)
+        if looked_in != project.period:  # a code may count from before the data's period
+            looked = list(rows_of(stored.resource(), person_id, looked_in))
+        else:
+            looked = given
+        decides = any(cohort.holds(row) for _, row in looked)
         coded = coded or decides
         received = given if stored.resource_type in types else []
         if received or decides or (stored is patient and cohort.by_birth):

@@ -124,6 +124,8 @@ class Project:
         if not self.members:
             raise ProjectError("a project needs at least one member")
         _check_columns(self.types, self.columns)
+        if self.cohort.codes_from is not None and self.cohort.codes_from > self.data_to:
+            raise ProjectError("the cohort's codes are looked for from after the period ends")
 
     def check_open(self, today: date) -> None:
         """Refuse a project that may no longer receive data: ended, or expired."""

@@ -119,12 +119,13 @@ def test_a_project_names_its_columns_and_cohort(tmp_path: Path) -> None:
     assert code == 1 and "SYSTEM|CODE" in output
     assert not (folder / "keyring.research.json").exists()
     cohort = ["--cohort-code", "http://snomed.info/sct|44054006", "--born-from", "1950"]
-    code, output = _run(folder, *PROJECT, *columns, *cohort, "--born-to", "1970")
+    since = ["--cohort-codes-from", "2000-01-01"]
+    code, output = _run(folder, *PROJECT, *columns, *cohort, *since, "--born-to", "1970")
     assert code == 0, output
     listed = _run(folder, "research", "list")[1].rstrip("\n").split("\t")
     assert listed[-3:] == [
         "columns measurement.code,person.year_of_birth",
-        "cohort codes http://snomed.info/sct|44054006; born 1950..1970",
+        "cohort codes http://snomed.info/sct|44054006 since 2000-01-01; born 1950..1970",
         "no privacy budget",
     ]
 

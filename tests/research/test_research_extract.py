@@ -405,6 +405,7 @@ def test_a_cohort_by_code_holds_who_carries_it_in_the_period(
         "codes": [f"{LOINC}|4548-4"],
         "born_from": None,
         "born_to": None,
+        "codes_from": None,
     }
     assert _persons(records, tmp_path / "x") == {
         "person": {"ana", "fay"},
@@ -416,6 +417,29 @@ def test_a_cohort_by_code_holds_who_carries_it_in_the_period(
         (event,) = _research_events(records, patient_id)
         assert _entities(event) == ["Immunization", "Observation", "Patient"]
     assert _research_events(records, "eve") == []
+
+
+def test_a_cohort_code_may_count_from_before_the_period_whose_data_goes_out(
+    records: RecordStore, tmp_path: Path
+) -> None:
+    """From 2010, Eve's HbA1c of 2012 puts her in; it goes out in the log, not in the files
+    (the data's period starts in 2015), and so do Ana's and Fay's of 2012."""
+    _with_eve_and_fay(records)
+    since = Cohort((f"{LOINC}|4548-4",), codes_from=date(2010, 1, 1))
+    project = replace(PROJECT, types=("Observation", "Patient"), cohort=since)
+    manifest = _extract(records, tmp_path / "x", project)
+    assert manifest["persons"] == 3
+    assert manifest["project"]["cohort"]["codes_from"] == "2010-01-01"
+    assert _persons(records, tmp_path / "x") == {
+        "person": {"ana", "eve", "fay"},
+        "measurement": {"ana", "fay"},
+    }
+    months = {row["month"] for row in _tables(tmp_path / "x")["measurement"]}
+    assert months == {date(2020, 3, 1)}
+    (event,) = _research_events(records, "eve")
+    assert _entities(event) == ["Observation", "Patient"]
+    (event,) = _research_events(records, "ana")
+    assert _entities(event) == ["Observation", "Observation", "Patient"]
 
 
 def test_a_cohort_by_years_of_birth_holds_who_was_born_in_them(

@@ -172,7 +172,21 @@ _CODES = st.lists(
     max_size=4,
 ).map(tuple)
 _YEARS = st.tuples(_YEAR, _YEAR).map(lambda y: y if None in y else (min(y), max(y)))  # type: ignore[type-var]
-_COHORTS = st.builds(lambda codes, years: Cohort(codes, *years), _CODES, _YEARS)
+_SINCE = st.none() | st.dates(max_value=PROJECT.data_to)
+_COHORTS = st.builds(
+    lambda codes, years, since: Cohort(codes, *years, since if codes else None),
+    _CODES,
+    _YEARS,
+    _SINCE,
+)
+
+
+def test_a_cohorts_codes_are_looked_for_from_no_later_than_the_period_ends() -> None:
+    late = Cohort(("http://snomed.info/sct|44054006",), codes_from=date(2026, 1, 1))
+    with pytest.raises(ProjectError, match="from after the period ends"):
+        replace(PROJECT, cohort=late)
+    with pytest.raises(ProjectError, match="codes_from goes with its codes"):
+        Cohort(codes_from=date(2010, 1, 1))
 
 
 @given(
