@@ -38,7 +38,6 @@ from coffre.research.extract import (
     LEAF,
     file_digest,
     research_access,
-    research_patients,
 )
 from coffre.research.folder import MANIFEST
 from coffre.research.privacy import Key, Noise, Privacy, bounded, calibrated
@@ -46,6 +45,7 @@ from coffre.research.projects import Budget, Project, ProjectError, budget_of, s
 from coffre.research.tables import PERSON, PERSON_ID, TABLE_OF
 from coffre.seal.keys import Pseudonyms
 from coffre.service.audit import Access
+from coffre.service.consent import research_refusals
 from coffre.service.ledger import authentic_leaf
 from coffre.service.records import RecordStore
 from coffre.service.stored import now_us
@@ -256,7 +256,7 @@ def _opened(
         )
     manifest = checked_manifest(records, folder, project)
     pseudonyms = Pseudonyms(records.custodian.root_secret(), project.project_id)
-    refused = [pseudonyms.of(patient.id) for patient in research_patients(records, refusing=True)]
+    refused = [pseudonyms.of(patient_id) for patient_id in research_refusals(records)]
     return manifest, _Extract(folder, manifest, refused)
 
 

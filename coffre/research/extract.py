@@ -157,12 +157,11 @@ def _confirmed(records: RecordStore, sealed: SealedVersion) -> SealedVersion | N
     return None if latest is None or latest.deleted else latest
 
 
-def research_patients(records: RecordStore, *, refusing: bool = False) -> Iterator[Stored]:
-    """The current Patients who did not refuse research use (``refusing``: those who did),
-    each asked of the log-checked Consent (``research_opt_out``): a host cannot hide a
-    refusal."""
+def research_patients(records: RecordStore) -> Iterator[Stored]:
+    """The current Patients who did not refuse research use, each asked of the log-checked
+    Consent (``research_opt_out``): a host cannot hide a refusal."""
     for patient in confirmed_patients(records):
-        if research_opt_out(records, patient.id) == refusing:
+        if not research_opt_out(records, patient.id):
             yield patient
 
 

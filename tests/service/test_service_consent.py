@@ -15,6 +15,7 @@ from coffre.service.consent import (
     refuses_research,
     research_consent_id,
     research_opt_out,
+    research_refusals,
 )
 
 
@@ -106,3 +107,21 @@ def test_a_deleted_consent_is_no_refusal(records: RecordStore) -> None:
     assert research_opt_out(records, "p1") is False
     assert _say(records, "p1", True)
     assert research_opt_out(records, "p1") is True
+
+
+def test_the_refusals_searched_are_those_each_patient_would_be_asked_for(
+    records: RecordStore,
+) -> None:
+    """Refused, withdrawn, deleted, refused at an id a client chose: only the first two
+    patients' own active refusals count, as research_opt_out says of each."""
+    ids = ("p1", "p2", "p3", "p4", "p5")
+    _patients(records, *ids)
+    for patient_id in ("p1", "p2", "p3", "p4"):
+        _say(records, patient_id, True)
+    _say(records, "p3", False)
+    with records.writer() as writer:
+        writer.delete("Consent", research_consent_id(records, "p4"))
+        elsewhere = {**consent_resource("p5", True, None), "id": "chosen-by-an-app"}
+        writer.update("Consent", "chosen-by-an-app", elsewhere)
+    assert sorted(research_refusals(records)) == ["p1", "p2"]
+    assert [p for p in ids if research_opt_out(records, p)] == ["p1", "p2"]
