@@ -364,7 +364,11 @@ def count(
         ),
     ] = None,
     by: Annotated[
-        list[str] | None, typer.Option("--by", help="A column to count by; twice at most.")
+        list[str] | None,
+        typer.Option(
+            "--by",
+            help="A column to count by, or COLUMN/WIDTH for a number's bins; twice at most.",
+        ),
     ] = None,
     where: Annotated[
         list[str] | None, typer.Option("--where", help="COLUMN=VALUE, compared as text; repeat.")

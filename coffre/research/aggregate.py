@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -184,11 +184,20 @@ class _Extract:
     def __init__(self, folder: Path, manifest: dict[str, Any], refused: list[str]) -> None:
         self.connection = duckdb.connect()
         self.columns: dict[str, list[str]] = {}
+        self.numbers: dict[str, bool] = {}
+        """``table.column`` of the columns that hold numbers (bins can be made of them), and
+        whether they are whole numbers."""
         for name in manifest["files"]:
             table = Path(name).stem
             path = str(folder / name).replace("'", "''")
             self.connection.execute(f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{path}')")
-            self.columns[table] = pq.read_schema(folder / name).names
+            schema = pq.read_schema(folder / name)
+            self.columns[table] = schema.names
+            self.numbers |= {
+                f"{table}.{field.name}": pa.types.is_integer(field.type)
+                for field in schema
+                if pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
+            }
         self.connection.register("refused", pa.table({"person_id": pa.array(refused, pa.string())}))
 
     def _column(self, query: Query, name: str) -> str:
@@ -199,11 +208,29 @@ class _Extract:
             return f'p."{name}"'
         raise ProjectError(f"{query.table} has no column {name!r} to count by")
 
+    def _by(self, query: Query, text: str) -> str:
+        """A column to count by as SQL: ``COLUMN``, or ``COLUMN/WIDTH``, a number's bins of
+        that width, each cell named by its lower bound (``value_as_number/0.5``: 7.0 holds
+        the values from 7.0 to under 7.5)."""
+        name, slash, raw_width = text.partition("/")
+        column = self._column(query, name)
+        if not slash:
+            return column
+        table = query.table if column.startswith("t.") else PERSON.name
+        whole = self.numbers.get(f"{table}.{name}")
+        if whole is None:
+            raise ProjectError(f"{name} holds no numbers to make bins of")
+        width = _bin_width(raw_width)
+        binned = f"floor({column} / {width:f}) * {width:f}"
+        if whole and width == width.to_integral_value():  # whole numbers' bins stay whole
+            return f"CAST({binned} AS BIGINT)"
+        return binned
+
     def _source(self, query: Query) -> tuple[list[str], str, list[str]]:
         """The query's columns to count by, its FROM and WHERE clauses, and their values."""
         if query.table not in self.columns:
             raise ProjectError(f"the extract has no table {query.table!r}")
-        by = [self._column(query, name) for name in query.by]
+        by = [self._by(query, text) for text in query.by]
         conditions = ["t.person_id NOT IN (SELECT person_id FROM refused)"]
         conditions += [
             f"CAST({self._column(query, name)} AS VARCHAR) = ?" for name, _ in query.where
@@ -239,9 +266,24 @@ class _Extract:
     def one_cell_each(self, query: Query) -> bool:
         """Whether a person is in one cell at most: every column is of ``person``, one
         row a person."""
-        return all(self._column(query, name).startswith("p.") for name in query.by) or (
+        names = [text.partition("/")[0] for text in query.by]
+        return all(self._column(query, name).startswith("p.") for name in names) or (
             query.table == PERSON.name
         )
+
+
+MOST_BIN_WIDTH = Decimal(10) ** 9
+
+
+def _bin_width(text: str) -> Decimal:
+    """The width of a number's bins, as written after ``/``; ProjectError for another."""
+    try:
+        width = Decimal(text)
+    except InvalidOperation:
+        width = Decimal(0)
+    if not (width.is_finite() and 0 < width <= MOST_BIN_WIDTH):
+        raise ProjectError(f"a bin's width is a number above 0, not {text!r}")
+    return width
 
 
 def _opened(

@@ -141,6 +141,24 @@ def test_each_count_is_a_leaf_committing_to_its_answer(
     assert leaves[0].body_hash == hashlib.sha256(published).digest()
 
 
+def test_a_distribution_counts_persons_by_bins_of_a_number(
+    records: RecordStore, tmp_path: Path
+) -> None:
+    """Births from 1951 to 1978, a year apart: 9, 10 and 9 persons a decade; every HbA1c
+    is 7.2, in the bin from 7.0 to under 7.5."""
+    research_population(records)
+    extract(records, PROJECT, tmp_path / "x", "operator", TODAY)
+    decades = _count(records, tmp_path / "x", "year_of_birth/10")
+    assert decades["cells"] == [
+        {"values": [1950], "persons": None},
+        {"values": [1960], "persons": 10},
+        {"values": [1970], "persons": None},
+    ]
+    assert decades["total"] == 28
+    values = _count(records, tmp_path / "x", "value_as_number/0.5", table="measurement")
+    assert values["cells"] == [{"values": [7.0], "persons": 28}]
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [
@@ -149,6 +167,9 @@ def test_each_count_is_a_leaf_committing_to_its_answer(
         (Query("drug_exposure", ()), "no table 'drug_exposure'"),
         (Query("visits", ()), "a count is of one of"),
         (Query("person", ("gender", "region", "year_of_birth")), "by 2 columns at most"),
+        (Query("person", ("gender/5",)), "gender holds no numbers to make bins of"),
+        (Query("person", ("year_of_birth/0",)), "a bin's width is a number above 0, not '0'"),
+        (Query("person", ("year_of_birth/dix",)), "not 'dix'"),
     ],
 )
 def test_a_count_names_only_what_the_extract_holds(
