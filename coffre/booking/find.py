@@ -32,6 +32,9 @@ LONGEST_WINDOW_DAYS = 31
 _ACTORS = {"location": "Location", "practitioner": "Practitioner"}
 PARAMETERS = ("start", "end", *_ACTORS, "schedule", "service-type", "patient", "_count")
 _SLOT_DETAILS = ("serviceCategory", "serviceType", "specialty", "appointmentType")
+VACCINATION = "http://snomed.info/sct|33879002"
+"""A vaccination campaign's service, as a token: Administration of vaccine to produce
+active immunity (SNOMED CT)."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,7 +33,7 @@ from coffre.api.portal.summary import moment
 from coffre.api.portal.text import word
 from coffre.api.state import free_seats_of, records_of, waiting_room_of
 from coffre.booking.book import to_book
-from coffre.booking.find import FindQuery, open_to_all, proposal, utc_days
+from coffre.booking.find import VACCINATION, FindQuery, open_to_all, proposal, utc_days
 from coffre.booking.slots import FREE, HOLDING
 from coffre.exceptions import FhirError
 from coffre.fhir.validation import validate
@@ -53,9 +53,10 @@ DAYS_AHEAD = 60
 
 
 def _centres(records: RecordStore) -> list[Stored]:
-    """The active Schedules of places (a Location among their actors, no patient named),
-    by name."""
-    found = records.find("Schedule", parse_criteria([("active", "true")]))
+    """The active vaccination Schedules of places (a Location among their actors, no
+    patient named), by name."""
+    criteria = parse_criteria([("active", "true"), ("service-type", VACCINATION)])
+    found = records.find("Schedule", criteria)
     places = [s for s in found if _place(s.resource()) and open_to_all(s.resource())]
     return sorted(places, key=lambda schedule: (_name(schedule), schedule.id))
 

@@ -135,6 +135,7 @@ def centre_opening() -> list[dict[str, Any]]:
         "resourceType": "Schedule",
         "id": "stade",
         "active": True,
+        "serviceType": [{"coding": [{"system": "http://snomed.info/sct", "code": "33879002"}]}],
         "actor": [{"reference": "Location/stade", "display": CENTRE}],
         "planningHorizon": {"start": f"{day.isoformat()}T08:00:00{MONTREAL}"},
     }

@@ -164,3 +164,24 @@ def test_a_day_that_is_not_to_come_is_refused(portal: TestClient, day: str) -> N
 def test_the_page_is_in_french_too(portal: TestClient) -> None:
     page = portal.get("/portal/booking", params={"centre": "stade", "lang": "fr"}).text
     assert "Mes rendez-vous à venir" in unescape(page) and "Centre de vaccination" in page
+
+
+def test_only_the_vaccination_centres_are_offered(portal: TestClient, records: RecordStore) -> None:
+    """A hospital's other schedules of places (an MRI room) are no vaccination centre."""
+    with records.writer() as writer:
+        writer.update(
+            "Schedule",
+            "irm",
+            {
+                "resourceType": "Schedule",
+                "id": "irm",
+                "active": True,
+                "serviceType": [
+                    {"coding": [{"system": "http://snomed.info/sct", "code": "113091000"}]}
+                ],
+                "actor": [{"reference": "Location/irm", "display": "IRM, CHUM"}],
+            },
+        )
+    page = unescape(portal.get("/portal/booking").text)
+    assert re.findall(r'<option value="([^"]+)"', page) == ["stade"]
+    assert "IRM" not in page
