@@ -12,9 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from starlette.requests import Request
@@ -29,10 +28,8 @@ from coffre.api.state import committer_of, records_of
 from coffre.exceptions import FhirError
 from coffre.research.folder import NoExtract, ResearchFolder
 from coffre.research.projects import OverBudget, Project, ProjectError
-from coffre.service import RecordStore
 
 if TYPE_CHECKING:
-    from coffre.research.aggregate import Count, Query
     from coffre.research.privacy import Privacy
 
 PRIVACY_PARAMETERS = ("epsilon", "delta", "max-cells")
@@ -74,12 +71,6 @@ def _own_projects(folder: ResearchFolder, researcher: Principal) -> dict[str, Pr
     return {key: p for key, p in projects.items() if researcher.subject in p.members}
 
 
-def _state(project: Project, today: date) -> str:
-    if project.ended is not None:
-        return "ended"
-    return "expired" if today > project.expires else "open"
-
-
 async def projects(request: Request) -> Response:
     """The researcher's projects, each with the extracts kept for it."""
     folder = _folder(request)
@@ -88,7 +79,7 @@ async def projects(request: Request) -> Response:
     listed = [
         {
             **project.as_json(),
-            "state": _state(project, today),
+            "state": project.state(today),
             "extracts": [kept.as_json() for kept in folder.kept(project.project_id)],
         }
         for project in _own_projects(folder, researcher).values()
@@ -145,23 +136,6 @@ def _privacy(request: Request, project: Project) -> Privacy | None:
         raise FhirError(400, "invalid", str(error)) from None
 
 
-def _answer(
-    records: RecordStore,
-    project: Project,
-    extract: Path,
-    query: Query,
-    today: date,
-    privacy: Privacy | None,
-    projects: Path,
-) -> tuple[Count, str]:
-    """The count as published, exact or differentially private, and its extract's id."""
-    from coffre.research import aggregate
-
-    if privacy is None:
-        return aggregate.answer(records, project, extract, query, today)
-    return aggregate.private_answer(records, project, extract, query, today, privacy, projects)
-
-
 async def count(request: Request) -> Response:
     """Distinct persons of a table of one of the project's kept extracts (the latest by
     default), by columns, with filters; cells under 10 suppressed, and differentially
@@ -190,8 +164,9 @@ async def count(request: Request) -> Response:
         raise FhirError(400, "invalid", str(error)) from None
     records = records_of(request)
     try:
+        privately = None if privacy is None else (privacy, folder.projects_file)
         result, extract = await asyncio.to_thread(
-            _answer, records, project, kept.folder, query, today, privacy, folder.projects_file
+            aggregate.answer, records, project, kept.folder, query, today, privately
         )
     except aggregate.ExtractAltered:
         log.error("a kept research extract failed its check against the log")

@@ -255,13 +255,9 @@ def list_projects(
     Id, state, authorisation, types, period, expiry, members, columns, cohort, budget."""
     today = _today()
     for project in _projects(vault, keyring).values():
-        state = (
-            f"ended {project.ended}"
-            if project.ended
-            else "expired"
-            if today > project.expires
-            else "open"
-        )
+        state = project.state(today)
+        if project.ended is not None:
+            state = f"ended {project.ended}"
         typer.echo(
             "\t".join(
                 (
@@ -415,21 +411,17 @@ def count(
     project = _project(vault, keyring, project_id)
     try:
         query = aggregate.Query.of(table, by or (), where or ())
+        privacy = None if epsilon is None else Privacy(epsilon, delta, max_cells)
     except ProjectError as error:
         raise fail(error) from None
     who = f"{operator} (coffre research count)"
     folder = extract or _latest_kept(vault, keyring, project_id)
-
-    def answer(records: RecordStore) -> aggregate.Count:
-        if epsilon is None:
-            return aggregate.count(records, project, folder, query, who, _today())
-        privacy = Privacy(epsilon, delta, max_cells)
-        path = _file(vault, keyring)
-        return aggregate.private_count(
-            records, project, folder, query, who, _today(), privacy, path
-        )
-
-    made = _on_vault(vault, keyring, answer)
+    privately = None if privacy is None else (privacy, _file(vault, keyring))
+    made = _on_vault(
+        vault,
+        keyring,
+        lambda r: aggregate.count(r, project, folder, query, who, _today(), privately),
+    )
     hidden = f"<{aggregate.SMALL_CELL}"
     typer.echo("\t".join([*query.by, "persons"]))
     for key, persons in made.cells:

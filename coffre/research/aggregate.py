@@ -302,32 +302,41 @@ def _opened(
     return manifest, _Extract(folder, manifest, refused)
 
 
+Privately = tuple[Privacy, Path]
+"""A differentially private count as asked, and the projects file its budget is spent in."""
+
+
 def answer(
-    records: RecordStore, project: Project, folder: Path, query: Query, today: date
-) -> tuple[Count, str]:
-    """The published count of ``query`` over the project's extract in ``folder``, and the
-    extract's id; ProjectError for a project closed, an extract not its own or altered, or
-    a query that names what the extract does not hold. Nothing is logged: the caller logs
-    the answer (``log_count``) before it shows it."""
-    manifest, extract = _opened(records, project, folder, query, today)
-    cells, total = extract.count(query)
-    return _suppressed(Count(query, [], None), cells, total), manifest["extract"]
-
-
-def private_answer(
     records: RecordStore,
     project: Project,
     folder: Path,
     query: Query,
     today: date,
+    privately: Privately | None = None,
+) -> tuple[Count, str]:
+    """The published count of ``query`` over the project's extract in ``folder``, exact or
+    ``privately``, and the extract's id; ProjectError for a project closed, an extract not
+    its own or altered, or a query that names what the extract does not hold. Nothing is
+    logged: the caller logs the answer (``log_count``) before it shows it."""
+    manifest, extract = _opened(records, project, folder, query, today)
+    if privately is None:
+        cells, total = extract.count(query)
+        return _suppressed(Count(query, [], None), cells, total), manifest["extract"]
+    return _private(project, manifest, extract, query, *privately), manifest["extract"]
+
+
+def _private(
+    project: Project,
+    manifest: dict[str, Any],
+    extract: _Extract,
+    query: Query,
     privacy: Privacy,
     projects: Path,
-) -> tuple[Count, str]:
-    """``answer``, differentially private: its ε and δ spent of the project's budget in
+) -> Count:
+    """The count, differentially private: its ε and δ spent of the project's budget in
     the ``projects`` file before the noise is drawn. ProjectError, with nothing spent,
     for a count the budget does not cover, or one by columns a person may be in several
     cells of whose ``privacy`` says no K."""
-    manifest, extract = _opened(records, project, folder, query, today)
     persons = max(int(manifest["persons"]), 1)
     delta = privacy.delta
     if delta is None:
@@ -347,8 +356,7 @@ def private_answer(
     noisy, noisy_total = noise.release(cells, total)
     if not query.by:
         noisy = {(): noisy_total}
-    asked = Count(query, [], None, noise, budget)
-    return _suppressed(asked, noisy, noisy_total), manifest["extract"]
+    return _suppressed(Count(query, [], None, noise, budget), noisy, noisy_total)
 
 
 def _suppressed(asked: Count, cells: dict[Key, int], total: int) -> Count:
@@ -359,28 +367,16 @@ def _suppressed(asked: Count, cells: dict[Key, int], total: int) -> Count:
 
 
 def count(
-    records: RecordStore, project: Project, folder: Path, query: Query, who: str, today: date
-) -> Count:
-    """``answer``, logged as ``who``'s."""
-    return _logged(records, project, who, *answer(records, project, folder, query, today))
-
-
-def private_count(
     records: RecordStore,
     project: Project,
     folder: Path,
     query: Query,
     who: str,
     today: date,
-    privacy: Privacy,
-    projects: Path,
+    privately: Privately | None = None,
 ) -> Count:
-    """``private_answer``, logged as ``who``'s."""
-    answered = private_answer(records, project, folder, query, today, privacy, projects)
-    return _logged(records, project, who, *answered)
-
-
-def _logged(records: RecordStore, project: Project, who: str, result: Count, extract: str) -> Count:
+    """``answer``, logged as ``who``'s."""
+    result, extract = answer(records, project, folder, query, today, privately)
     with records.writer(count_access(who, project, result)) as writer:
         log_count(writer, extract, result)
     return result

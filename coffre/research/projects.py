@@ -127,12 +127,18 @@ class Project:
         if self.cohort.codes_from is not None and self.cohort.codes_from > self.data_to:
             raise ProjectError("the cohort's codes are looked for from after the period ends")
 
+    def state(self, today: date) -> str:
+        """``open``, ``ended`` for good, or ``expired`` (its authorisation's last day past)."""
+        if self.ended is not None:
+            return "ended"
+        return "expired" if today > self.expires else "open"
+
     def check_open(self, today: date) -> None:
         """Refuse a project that may no longer receive data: ended, or expired."""
-        if self.ended is not None:
-            raise ProjectError(f"project {self.project_id} ended on {self.ended}")
-        if today > self.expires:
-            raise ProjectError(f"project {self.project_id} expired on {self.expires}")
+        state = self.state(today)
+        if state != "open":
+            when = self.ended if state == "ended" else self.expires
+            raise ProjectError(f"project {self.project_id} {state} on {when}")
 
     @property
     def period(self) -> tuple[date, date]:

@@ -17,7 +17,7 @@ from starlette.testclient import TestClient
 from coffre.cli.audit import audit_log
 from coffre.fhir import json
 from coffre.ledger.leaf import Leaf, LeafKind
-from coffre.research.aggregate import SMALL_CELL, Count, Key, Query, count, private_count, suppress
+from coffre.research.aggregate import SMALL_CELL, Count, Key, Query, count, suppress
 from coffre.research.extract import EXTRACT_TYPE, extract
 from coffre.research.privacy import Privacy, calibrated
 from coffre.research.projects import Budget, Project, ProjectError, load, projects_file, save
@@ -252,7 +252,7 @@ def _budgeted(tmp_path: Path, epsilon: str) -> tuple[Project, Path]:
 def _private(
     records: RecordStore, project: Project, path: Path, query: Query, privacy: Privacy
 ) -> Count:
-    return private_count(records, project, path.parent / "x", query, "alice", TODAY, privacy, path)
+    return count(records, project, path.parent / "x", query, "alice", TODAY, (privacy, path))
 
 
 def test_a_private_count_spends_its_budget_and_small_cells_stay_hidden(

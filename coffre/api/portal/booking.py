@@ -107,15 +107,16 @@ def _asked_day(raw: str | None, today: date) -> date:
 
 def _to_come(searcher: Searcher, patient_id: str, now: int) -> list[Stored]:
     """The patient's appointments that hold their time and have not begun, soonest first."""
-    found = searcher.compartment(("Appointment",), patient_id)
-    kept = [
-        stored
-        for stored in found
-        if stored.resource().get("status") in HOLDING
-        and isinstance(stored.resource().get("start"), str)
-        and query_date(stored.resource()["start"])[0] > now
-    ]
-    return sorted(kept, key=lambda stored: query_date(stored.resource()["start"])[0])
+    starting: list[tuple[int, Stored]] = []
+    for stored in searcher.compartment(("Appointment",), patient_id):
+        resource = stored.resource()
+        start = resource.get("start")
+        if resource.get("status") in HOLDING and isinstance(start, str):
+            begins = query_date(start)[0]
+            if begins > now:
+                starting.append((begins, stored))
+    starting.sort(key=lambda pair: pair[0])
+    return [stored for _, stored in starting]
 
 
 def _where(appointment: dict[str, Any]) -> str:
