@@ -3,9 +3,10 @@
 Each mode serves a fresh vault, sealed or plaintext (COFFRE_BENCH_PLAINTEXT=1), into which
 a campaign of `coffre synth-campaign` is POSTed: --sites centres, open --days days from
 tomorrow, --seats vaccinators each, a free Slot a seat every five minutes from 8:00 to 20:00.
-Then --clients clients each loop: `GET Appointment/$find` at a random centre, from now to
-the campaign's end, for a new patient id, then `POST Appointment/$book` of the first time
-offered. A 409 (every seat of that time taken meanwhile) is the crowd's lot, counted apart
+With it, --patients patients, each with a record (as $book asks of whoever books). Then
+--clients clients each loop: `GET Appointment/$find` at a random centre, from now to the
+campaign's end, for the crowd's next patient (in turn: one books again once every one has
+had their turn), then `POST Appointment/$book` of the first time offered. A 409 (every seat of that time taken meanwhile) is the crowd's lot, counted apart
 from the bookings. --warmup s, then --duration s are measured.
 
 The campaign is meant not to run out: the figures are those of a crowd that finds free
@@ -20,7 +21,7 @@ Appointments, each Appointment holds one busy Slot, and there is one for each bo
 answered 201. The check is printed, and its failure fails the benchmark (exit status 1).
 
     .venv/bin/python bench/booking.py [--clients 50] [--duration 30] [--workers 2]
-        [--sites 11] [--days 1] [--seats 5] [--offers 20]
+        [--sites 11] [--days 1] [--seats 5] [--offers 20] [--patients 5000]
         [--storage sqlite|postgresql|postgresql://USER@HOST/DB]
 """
 
@@ -28,14 +29,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import random
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from collections import Counter
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from pathlib import Path
@@ -77,6 +79,7 @@ MAX_WINDOW_DAYS = 29
 """$find looks 31 days ahead at most: from now (the day before the campaign opens) to the
 end of the day after its last."""
 PAGE = 1000  # the most a search page holds
+CROWD_BUNDLE = 500  # patients a batch Bundle of the crowd
 NETWORK_ERRORS = network_errors()
 FIND, BOOK = "$find", "$book"
 EXPECTED = {FIND: (200,), BOOK: (201, 409)}
@@ -91,10 +94,30 @@ class Campaign:
     sites: list[str]  # the centres' Location ids
     end: str  # where each $find's window ends: its last evening in Quebec is UTC's next day
     slots: int
+    patients: int
+
+
+def crowd_bundles(patients: int, folder: Path) -> list[Path]:
+    """The crowd's patients, as batch Bundles of PUTs at ``Patient/crowd-N``."""
+    files = []
+    for first in range(0, patients, CROWD_BUNDLE):
+        entries = [
+            {
+                "resource": {"resourceType": "Patient", "id": f"crowd-{n}", "gender": "unknown"},
+                "request": {"method": "PUT", "url": f"Patient/crowd-{n}"},
+            }
+            for n in range(first, min(first + CROWD_BUNDLE, patients))
+        ]
+        path = folder / f"crowd-{first:07d}.json"
+        path.write_bytes(
+            orjson.dumps({"resourceType": "Bundle", "type": "batch", "entry": entries})
+        )
+        files.append(path)
+    return files
 
 
 def synthesise(args: argparse.Namespace, folder: Path) -> Campaign:
-    """`coffre synth-campaign`, opening tomorrow."""
+    """`coffre synth-campaign`, opening tomorrow, and the crowd's patients."""
     opens = date.today() + timedelta(days=1)
     shape = ("--sites", str(args.sites), "--days", str(args.days), "--seats", str(args.seats))
     command = [sys.executable, "-m", "coffre", "synth-campaign", *shape, "--opens", str(opens)]
@@ -106,10 +129,11 @@ def synthesise(args: argparse.Namespace, folder: Path) -> Campaign:
         cwd=ROOT,
     )
     return Campaign(
-        sorted(folder.glob("*.json")),
+        [*sorted(folder.glob("*.json")), *crowd_bundles(args.patients, folder)],
         [venue.key for venue in VENUES[: args.sites]],
         str(opens + timedelta(days=args.days + 1)),
         args.sites * args.days * args.seats * TURNS_A_DAY,
+        args.patients,
     )
 
 
@@ -124,6 +148,7 @@ class Record:
     failures: list[str] = field(default_factory=list)
     network_errors: Counter[str] = field(default_factory=Counter)
     empty_finds: int = 0
+    turns: Iterator[int] = field(default_factory=itertools.count)
 
     def fail(self, text: str) -> None:
         if len(self.failures) < MAX_DIAGNOSTICS:
@@ -159,9 +184,9 @@ async def call(
 async def booking(
     session: Any, base: str, campaign: Campaign, rng: random.Random, record: Record, count: int
 ) -> bool:
-    """A new patient's $find at a random centre, then $book of the first time offered;
+    """The next patient's $find at a random centre, then $book of the first time offered;
     whether it booked."""
-    patient = f"Patient/{uuid.uuid4()}"
+    patient = f"Patient/crowd-{next(record.turns) % campaign.patients}"
     site = rng.choice(campaign.sites)
     query = f"location=Location/{site}&end={campaign.end}&patient={patient}&_count={count}"
     found = await call(session, record, FIND, f"{base}/Appointment/$find?{query}")
@@ -382,14 +407,21 @@ def main() -> None:
         "--offers", type=int, default=20, help="the _count of each $find (default 20)"
     )
     parser.add_argument(
+        "--patients", type=int, default=5000, help="patients of the crowd (default 5000)"
+    )
+    parser.add_argument(
         "--load-clients", type=int, default=4, help="clients POSTing the campaign (default 4)"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the centres chosen")
     add_common_options(parser)
     add_server_options(parser)
     args = parser.parse_args()
-    if min(args.clients, args.workers, args.days, args.seats, args.offers, args.load_clients) < 1:
-        parser.error("--clients, --workers, --days, --seats, --offers, --load-clients: at least 1")
+    counts = (args.clients, args.workers, args.days, args.seats, args.offers, args.patients)
+    if min(*counts, args.load_clients) < 1:
+        parser.error(
+            "--clients, --workers, --days, --seats, --offers, --patients, --load-clients:"
+            " at least 1"
+        )
     if not 1 <= args.sites <= len(VENUES) or args.days > MAX_WINDOW_DAYS:
         parser.error(f"--sites from 1 to {len(VENUES)}, --days {MAX_WINDOW_DAYS} at most")
     if args.duration <= 0 or args.warmup < 0:
@@ -399,7 +431,11 @@ def main() -> None:
     folder = Path(tempfile.mkdtemp(prefix="coffre-bench-booking-", dir=args.tmpdir))
     try:
         campaign = synthesise(args, folder)
-        print(f"campaign: {campaign.slots:,} Slots in {len(campaign.files)} Bundles", flush=True)
+        print(
+            f"campaign: {campaign.slots:,} Slots and {campaign.patients:,} patients"
+            f" in {len(campaign.files)} Bundles",
+            flush=True,
+        )
         results = {}
         with storages(args.storage) as new_storage:
             for n, mode in enumerate(modes):

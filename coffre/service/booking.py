@@ -14,6 +14,7 @@ from coffre.booking.book import check_to_come, no_seat_left, other_seats, same_s
 from coffre.booking.find import FindQuery, by_time, open_to_all, place_and_time
 from coffre.booking.slots import FREE, held_slots, unknown_slot
 from coffre.exceptions import FhirError
+from coffre.fhir.compartment import patient_of
 from coffre.search import parse_criteria
 from coffre.service.slots import current_slot
 from coffre.service.stored import Outcome, Stored
@@ -153,8 +154,24 @@ def book(writer: Writer, appointment: dict[str, Any], now_us: int, like: SeatsLi
     """Book a valid Appointment (``booking.book.to_book``) on its slots or, for a slot
     taken meanwhile, on another seat of the same place and time (``like``: the seats a
     place and time is known to have)."""
+    _check_patient(writer, patient_of(appointment))
     seats: dict[str, tuple[str, dict[str, Any]]] = {}
     for slot_id in held_slots(appointment):
         taken = {seat for seat, _ in seats.values()}
         seats[slot_id] = _seat(writer, slot_id, now_us, taken, like)
     return writer.create(with_seats(appointment, seats), validated=True)
+
+
+def _check_patient(writer: Writer, patient_id: str | None) -> None:
+    """A 422 unless the patient who books has a record here: a seat taken for nobody is a
+    seat lost to the campaign. (An erased patient's compartment takes no new record: 410.)"""
+    patient = None if patient_id is None else writer.latest("Patient", patient_id)
+    if patient is None or patient.deleted:
+        said = "does not exist" if patient is None else "was deleted"
+        raise FhirError(
+            422,
+            "not-found",
+            f"Patient/{patient_id} {said} on this server: $book books for a patient whose"
+            " record is here (create it first)",
+            "Appointment.participant",
+        )

@@ -11,7 +11,9 @@ import pytest
 from conftest import FHIR_JSON, RunningServer, put_resource
 from starlette.testclient import TestClient
 
-from coffre.service import Vault, booking
+from coffre.service import RecordStore, Vault, booking
+from coffre.service.audit import Access
+from coffre.service.erasure import erase_patient
 
 FUTURE, PAST = "2031-03-01", "2020-03-01"
 VACCINATION = {"coding": [{"system": "http://snomed.info/sct", "code": "33879002"}]}
@@ -37,9 +39,16 @@ def _seat(slot_id: str, schedule: str, day: str, time: str, status: str = "free"
     }
 
 
+def _patient(patient_id: str) -> dict[str, Any]:
+    return {"resourceType": "Patient", "id": patient_id, "name": [{"family": "Tremblay"}]}
+
+
 def _campaign(client: TestClient) -> None:
     """Laval: three seats at 9:00, two at 9:05, one busy at 9:10, one gone by; Gatineau:
-    one seat at 9:00."""
+    one seat at 9:00. Anne has a record; Bruno had one, deleted."""
+    put_resource(client, _patient("anne"))
+    put_resource(client, _patient("bruno"))
+    assert client.delete("/fhir/Patient/bruno").status_code == 204
     for schedule, location in (("laval", "centre-laval"), ("gatineau", "centre-gatineau")):
         put_resource(client, _schedule(schedule, location))
     seats = [
@@ -143,14 +152,18 @@ def test_a_crowd_on_one_offer_fills_its_seats_then_gets_a_409(client: TestClient
     ]
 
 
-def _for_anne(slot: str, **fields: Any) -> dict[str, Any]:
+def _for(patient: str, slot: str, **fields: Any) -> dict[str, Any]:
     return {
         "resourceType": "Appointment",
         "status": "proposed",
         "slot": [{"reference": f"Slot/{slot}"}],
-        "participant": [{"actor": {"reference": "Patient/anne"}, "status": "accepted"}],
+        "participant": [{"actor": {"reference": f"Patient/{patient}"}, "status": "accepted"}],
         **fields,
     }
+
+
+def _for_anne(slot: str, **fields: Any) -> dict[str, Any]:
+    return _for("anne", slot, **fields)
 
 
 @pytest.mark.parametrize(
@@ -170,6 +183,8 @@ def _for_anne(slot: str, **fields: Any) -> dict[str, Any]:
             "needs the patient",
         ),
         (_for_anne("l900a", id="mine"), 400, "without an id"),
+        (_for("nobody", "l900a"), 422, "Patient/nobody does not exist on this server"),
+        (_for("bruno", "l900a"), 422, "Patient/bruno was deleted on this server"),
         ({"resourceType": "Patient"}, 400, "Appointment"),
     ],
 )
@@ -216,23 +231,14 @@ def test_a_burst_on_two_processes_books_each_seat_once(two_workers: RunningServe
         for n in range(10):
             seat = _seat(f"s{n}", "laval", FUTURE, "09:00")
             client.put(f"/Slot/s{n}", json=seat, headers=FHIR_JSON).raise_for_status()
+        for n in range(40):
+            patient = _patient(f"p{n}")
+            client.put(f"/Patient/p{n}", json=patient, headers=FHIR_JSON).raise_for_status()
 
     async def crowd() -> list[httpx.Response]:
         limits = httpx.Limits(max_connections=40, max_keepalive_connections=0)
         async with httpx.AsyncClient(base_url=two_workers.base_url, limits=limits, timeout=60) as c:
-            offer = _for_anne("s0")
-            books = [
-                _book_async(
-                    c,
-                    {
-                        **offer,
-                        "participant": [
-                            {"actor": {"reference": f"Patient/p{n}"}, "status": "accepted"}
-                        ],
-                    },
-                )
-                for n in range(40)
-            ]
+            books = [_book_async(c, _for(f"p{n}", "s0")) for n in range(40)]
             return await asyncio.gather(*books)
 
     answers = asyncio.run(crowd())
@@ -258,3 +264,13 @@ def test_a_seat_opened_since_is_offered_once_the_seats_are_read_again(
     assert _find(client, query)[0]["start"] == "2031-03-01T09:00:00Z"  # the seats kept
     monkeypatch.setattr(booking, "SEATS_SECONDS", 0.0)
     assert _find(client, query)[0]["start"] == "2031-03-01T08:50:00Z"
+
+
+def test_book_for_an_erased_patient_is_410_and_takes_no_seat(
+    client: TestClient, records: RecordStore
+) -> None:
+    _campaign(client)
+    erase_patient(records, "anne", Access("Claire Dubé (coffre erase)", reason="Law 25"))
+    response = _book(client, _for_anne("l900a"))
+    assert response.status_code == 410, response.text
+    assert client.get("/fhir/Slot/l900a").json()["status"] == "free"

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-from conftest import FHIR_JSON
+from conftest import FHIR_JSON, put_resource
 from starlette.testclient import TestClient
 
 from coffre.cli.importer import Importer
@@ -19,6 +19,7 @@ from coffre.synth.campaign import TURNS_A_DAY, VENUES, campaign_bundles
 
 WINTER, SUMMER = date(2031, 3, 3), date(2031, 7, 14)
 VACCINATION = "http://snomed.info/sct|33879002"
+ANNE = {"resourceType": "Patient", "id": "anne"}  # who books
 Bundle = dict[str, Any]
 
 
@@ -113,6 +114,7 @@ def test_find_offers_the_campaigns_times_and_book_takes_one(
     client: TestClient, records: RecordStore, tmp_path: Path
 ) -> None:
     assert Importer(records).run(_files(tmp_path, 2, 1, 2)).failures == []
+    put_resource(client, ANNE)
     site = VENUES[0].key
     query = f"location=Location/{site}&start={WINTER}&service-type={VACCINATION}&_count=3"
     found = client.get(f"/fhir/Appointment/$find?{query}&patient=Patient/anne")
@@ -140,6 +142,7 @@ def test_importing_again_frees_no_booked_seat(
     and the others import (unchanged) as before."""
     files = _files(tmp_path, 1, 2, 1)
     assert Importer(records).run(files).failures == []
+    put_resource(client, ANNE)
     seat = f"{VENUES[0].key}-20310303-0800-1"
     appointment = {
         "resourceType": "Appointment",

@@ -16,7 +16,9 @@ BOOKING_APP = "launch/patient patient/Slot.rs patient/Schedule.rs patient/Appoin
 
 
 def _open_campaign(records: RecordStore) -> None:
+    """A centre's two seats at one time, and Anne's record."""
     with records.writer() as writer:
+        writer.update("Patient", "anne", {"resourceType": "Patient", "id": "anne"})
         writer.update(
             "Schedule",
             "laval",
