@@ -19,6 +19,8 @@ CALENDAR_DATE = "a date of the calendar"
 """The format the schema's date, dateTime and instant are given ("Dates SHALL be valid
 dates"): a validator's message reads "Patient.birthDate must be a date of the calendar"."""
 DATED_TYPES = ("date", "dateTime", "instant")
+TZ_CODE = "http://hl7.org/fhir/StructureDefinition/tz-code"
+"""R4's extension on a date, dateTime or instant naming the IANA time zone of its offset."""
 
 
 def is_calendar_date(value: str) -> bool:

@@ -18,12 +18,15 @@ from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from typing import Any, NamedTuple
 
+from coffre.fhir.primitives import TZ_CODE
 from coffre.synth.builders import Code, Region, Resource, address, concept, reference
 from coffre.synth.catalog import snomed
 from coffre.synth.clock import stamp
 
 VACCINATION = snomed("33879002", "Administration of vaccine to produce active immunity (procedure)")
 OPENING, CLOSING = time(8), time(20)
+ZONES: dict[Region, str] = {"FR": "Europe/Paris", "QC": "America/Montreal"}
+"""The IANA zone of each region, which a centre's Schedule names (its local day)."""
 TURN = timedelta(minutes=5)
 TURNS_A_DAY = (datetime.combine(date.min, CLOSING) - datetime.combine(date.min, OPENING)) // TURN
 _BUILDING = Code("http://terminology.hl7.org/CodeSystem/location-physical-type", "bu", "Building")
@@ -166,6 +169,7 @@ def _schedule(venue: Venue, first: date, last: date) -> Resource:
         "actor": [{**reference(f"Location/{venue.key}"), "display": venue.name}],
         "planningHorizon": {
             "start": stamp(venue.region, datetime.combine(first, OPENING)),
+            "_start": {"extension": [{"url": TZ_CODE, "valueCode": ZONES[venue.region]}]},
             "end": stamp(venue.region, datetime.combine(last, CLOSING)),
         },
     }

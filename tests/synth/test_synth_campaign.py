@@ -4,9 +4,10 @@ imported once however often, and its times offered by $find and booked by $book.
 from __future__ import annotations
 
 from collections import Counter
-from datetime import date
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import orjson
 from conftest import FHIR_JSON, put_resource
@@ -89,6 +90,18 @@ def test_every_seat_has_a_slot_each_five_minutes_from_8_to_20_local_time() -> No
 def test_summer_times_carry_the_summer_offsets() -> None:
     offsets = {start[-6:] for start, _ in _times(SUMMER, 2, 1)}
     assert offsets == {"-04:00", "+02:00"}
+
+
+def test_each_schedule_names_the_zone_its_horizon_is_written_in() -> None:
+    """The tz-code the portal takes a centre's local day from agrees, in winter and in
+    summer, with the offsets the campaign writes (by its own rules, not the tz database)."""
+    for day in (WINTER, SUMMER):
+        for schedule in _resources(list(campaign_bundles(len(VENUES), 1, 1, day)), "Schedule"):
+            start = datetime.fromisoformat(schedule["planningHorizon"]["start"])
+            [extension] = schedule["planningHorizon"]["_start"]["extension"]
+            assert extension["url"] == "http://hl7.org/fhir/StructureDefinition/tz-code"
+            zone = ZoneInfo(extension["valueCode"])
+            assert start.utcoffset() == start.replace(tzinfo=zone).utcoffset(), schedule["id"]
 
 
 def _files(tmp_path: Path, sites: int, days: int, seats: int) -> list[Path]:

@@ -5,12 +5,12 @@ free times, books one, sees their appointments to come and cancels one
 It books as ``Appointment/$find`` and ``$book`` do (the same seats, the same rule under
 the write lock, the same waiting room), under the patient's own authorisation, and logs
 what it shows, as every page does. A centre's day is its local day, in the time zone its
-Schedule's planning horizon is written in.
+Schedule's planning horizon names or is written in (``booking.local_day``).
 """
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta
 from html import escape
 from typing import Any
 
@@ -34,6 +34,7 @@ from coffre.api.portal.text import word
 from coffre.api.state import free_seats_of, records_of, waiting_room_of
 from coffre.booking.book import to_book
 from coffre.booking.find import VACCINATION, FindQuery, open_to_all, proposal, utc_days
+from coffre.booking.local_day import day_bounds
 from coffre.booking.slots import FREE, HOLDING
 from coffre.exceptions import FhirError
 from coffre.fhir.validation import validate
@@ -71,21 +72,9 @@ def _name(schedule: Stored) -> str:
     return str(place.get("display") or place.get("reference") or schedule.id)
 
 
-def _zone(schedule: dict[str, Any]) -> tzinfo:
-    """The centre's time zone, as its planning horizon is written; UTC without one."""
-    start = schedule.get("planningHorizon", {}).get("start")
-    try:
-        written = datetime.fromisoformat(start).tzinfo if isinstance(start, str) else None
-    except ValueError:
-        written = None
-    return written or UTC
-
-
 def _day_query(schedule: Stored, day: date, now: int) -> FindQuery:
     """The free seats of the centre's local ``day``, from now on."""
-    zone = _zone(schedule.resource())
-    start = int(datetime.combine(day, time(0), zone).timestamp() * 1_000_000)
-    end = start + 86_400_000_000
+    start, end = day_bounds(schedule.resource(), day)
     pairs = [("status", FREE), ("schedule", f"Schedule/{schedule.id}")]
     window_start = max(start, now)
     days = utc_days(window_start, end) if window_start < end else ()
