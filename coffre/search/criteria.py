@@ -117,6 +117,15 @@ def split_escaped(raw: str, separator: str) -> list[str]:
 _ESCAPED = re.compile(r"\\(.)", re.DOTALL)
 
 
+_TO_ESCAPE = re.compile(r"([\\,$|])")
+
+
+def escape_value(value: str) -> str:
+    """A value as a search parameter carries it, whatever it holds: its backslashes,
+    commas, dollar signs and bars escaped (``unescape`` gives it back)."""
+    return _TO_ESCAPE.sub(r"\\\1", value)
+
+
 def unescape(raw: str) -> str:
     """A value once its escapes are removed (``a\\|b`` is ``a|b``), for the types that
     split nothing out of it: a string, a uri, a reference."""

@@ -392,15 +392,17 @@ class RecordStore:
         resource_type: str,
         criteria: tuple[Criterion, ...],
         scope: Scope | None = None,
+        limit: int | None = None,
     ) -> list[Stored]:
-        """Current resources of a type matching every criterion (look-up, then exact filter);
-        a parameter the type does not have is an error."""
+        """Current resources of a type matching every criterion (look-up, then exact filter),
+        ``limit`` at most; a parameter the type does not have is an error."""
         if not criteria:
             raise FhirError(
                 400, "invalid", f"a search on {resource_type} needs at least one criterion"
             )
         checked, _ = check_criteria(resource_type, criteria)
-        return Searcher(self, scope or Scope(self.storage)).find(resource_type, checked)
+        searcher = Searcher(self, scope or Scope(self.storage))
+        return searcher.search(resource_type, checked, limit)[0]
 
     def all_of_type(self, resource_type: str) -> list[Stored]:
         """Every current resource of a type, oldest write first."""

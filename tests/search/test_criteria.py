@@ -4,9 +4,12 @@ client meant would otherwise match nothing, or everything, without a word."""
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from coffre.exceptions import FhirError
 from coffre.search import check_criteria, parse_criteria
+from coffre.search.criteria import escape_value, split_or, unescape
 
 
 def _refusal(resource_type: str, query: str, strict: bool = False) -> str:
@@ -146,3 +149,11 @@ def test_the_value_of_a_chain_or_has_is_checked_on_the_type_it_searches(
     resource_type: str, query: str, expected: str
 ) -> None:
     assert expected in _refusal(resource_type, query)
+
+
+@given(st.text(min_size=1))
+def test_an_escaped_value_is_one_value_that_reads_back_as_given(value: str) -> None:
+    """Whatever a person typed (commas, bars, dollar signs, backslashes), escaped it is one
+    value of a string parameter, which reads back as typed."""
+    (only,) = split_or(escape_value(value))
+    assert unescape(only) == value

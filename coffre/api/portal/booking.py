@@ -10,6 +10,8 @@ Schedule's planning horizon names or is written in (``booking.local_day``).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from html import escape
 from typing import Any
@@ -37,9 +39,11 @@ from coffre.booking.find import VACCINATION, FindQuery, open_to_all, proposal, u
 from coffre.booking.local_day import day_bounds
 from coffre.booking.slots import FREE, HOLDING
 from coffre.exceptions import FhirError
+from coffre.fhir.references import ID_PATTERN
 from coffre.fhir.validation import validate
 from coffre.ledger.leaf import LeafKind
 from coffre.search import parse_criteria
+from coffre.search.criteria import escape_value
 from coffre.search.plan import query_date
 from coffre.service import RecordStore, Stored
 from coffre.service.booking import book as book_seats
@@ -51,15 +55,40 @@ BOOKING = "/portal/booking"
 TIMES_A_DAY = 1_000
 """The most times a day's list shows (a campaign's day: 144, every 5 minutes)."""
 DAYS_AHEAD = 60
+MOST_CENTRES = 50
+"""The most centres the list offers: past that, the patient names a town, a postal code or
+the centre (a campaign may open hundreds)."""
+LONGEST_NEAR = 100
+_PLACE = ("address-city", "address-postalcode", "name")
 
 
-def _centres(records: RecordStore) -> list[Stored]:
+def _centres(records: RecordStore, near: str) -> tuple[list[Stored], bool]:
+    """The centres whose place's town, postal code or name begins with ``near`` (every one
+    without it), by name, ``MOST_CENTRES`` at most; and whether more match."""
+    if len(near) > LONGEST_NEAR:
+        raise FhirError(400, "invalid", f"a town, postal code or name of {LONGEST_NEAR} at most")
+    narrowings = (
+        [[(f"actor:Location.{name}", escape_value(near))] for name in _PLACE] if near else [[]]
+    )
+    found = {c.id: c for narrowing in narrowings for c in _found_centres(records, narrowing)}
+    centres = sorted(found.values(), key=lambda schedule: (_name(schedule), schedule.id))
+    return centres[:MOST_CENTRES], len(centres) > MOST_CENTRES
+
+
+def _centre(records: RecordStore, centre_id: str | None) -> Stored | None:
+    """The centre of that Schedule id, if it is one."""
+    if not centre_id or not ID_PATTERN.match(centre_id):
+        return None
+    return next(iter(_found_centres(records, [("_id", centre_id)])), None)
+
+
+def _found_centres(records: RecordStore, narrowing: list[tuple[str, str]]) -> list[Stored]:
     """The active vaccination Schedules of places (a Location among their actors, no
-    patient named), by name."""
-    criteria = parse_criteria([("active", "true"), ("service-type", VACCINATION)])
-    found = records.find("Schedule", criteria)
-    places = [s for s in found if _place(s.resource()) and open_to_all(s.resource())]
-    return sorted(places, key=lambda schedule: (_name(schedule), schedule.id))
+    patient named) that the narrowing criteria find, one more than ``MOST_CENTRES`` at
+    most."""
+    criteria = parse_criteria([("active", "true"), ("service-type", VACCINATION), *narrowing])
+    found = records.find("Schedule", criteria, limit=MOST_CENTRES + 1)
+    return [s for s in found if _place(s.resource()) and open_to_all(s.resource())]
 
 
 def _place(schedule: dict[str, Any]) -> dict[str, Any] | None:
@@ -142,16 +171,35 @@ def _appointments_section(lang: str, csrf: str, to_come: list[Stored]) -> str:
     return body + f'<ul aria-labelledby="to-come">{items}</ul>'
 
 
-def _choice_form(lang: str, centres: list[Stored], chosen: str, day: date, today: date) -> str:
+def _near_form(lang: str, near: str, day: date) -> str:
+    """The search of a centre by its town, postal code or name."""
+    return (
+        f'<h2 id="find">{escape(word(lang, "find_time"))}</h2>'
+        f'<form method="get" action="{BOOKING}" role="search">'
+        f'<label for="near">{escape(word(lang, "near"))}</label>'
+        f'<input type="search" id="near" name="near" value="{escape(near)}"'
+        f' maxlength="{LONGEST_NEAR}">'
+        f'<input type="hidden" name="day" value="{day.isoformat()}">'
+        f'<button type="submit">{escape(word(lang, "find_centre"))}</button></form>'
+    )
+
+
+def _choice_form(lang: str, choice: Choice, day: date, today: date) -> str:
+    """The centres found and the day."""
+    chosen, centres = choice.chosen, choice.centres
+    if not centres:
+        return f"<p>{escape(word(lang, 'no_centre'))}</p>"
+    more = word(lang, "more_centres").format(most=MOST_CENTRES) if choice.more else ""
     options = "".join(
-        f'<option value="{escape(c.id)}"{" selected" if c.id == chosen else ""}>'
+        f'<option value="{escape(c.id)}"{" selected" if chosen and c.id == chosen.id else ""}>'
         f"{escape(_name(c))}</option>"
         for c in centres
     )
     last = today + timedelta(days=DAYS_AHEAD)
     return (
-        f'<h2 id="find">{escape(word(lang, "find_time"))}</h2>'
-        f'<form method="get" action="{BOOKING}">'
+        (f'<p role="note">{escape(more)}</p>' if more else "")
+        + f'<form method="get" action="{BOOKING}">'
+        f'<input type="hidden" name="near" value="{escape(choice.near)}">'
         f'<label for="centre">{escape(word(lang, "centre"))}</label>'
         f'<select id="centre" name="centre" required>{options}</select>'
         f'<label for="day">{escape(word(lang, "day"))}</label>'
@@ -161,7 +209,9 @@ def _choice_form(lang: str, centres: list[Stored], chosen: str, day: date, today
     )
 
 
-def _times_section(lang: str, csrf: str, centre: Stored, day: date, seats: list[Stored]) -> str:
+def _times_section(
+    lang: str, csrf: str, near: str, centre: Stored, day: date, seats: list[Stored]
+) -> str:
     said = word(lang, "free_times").format(day=day.isoformat(), centre=_name(centre))
     body = f'<h2 id="times">{escape(said)}</h2>'
     if not seats:
@@ -174,54 +224,73 @@ def _times_section(lang: str, csrf: str, centre: Stored, day: date, seats: list[
     return body + (
         f'<form method="post" action="{BOOKING}" aria-labelledby="times">'
         f'<input type="hidden" name="csrf" value="{escape(csrf)}">'
+        f'<input type="hidden" name="near" value="{escape(near)}">'
         f'<input type="hidden" name="centre" value="{escape(centre.id)}">'
         f'<input type="hidden" name="day" value="{day.isoformat()}">{buttons}</form>'
     )
 
 
 async def booking(request: Request, session: Session, lang: str) -> Response:
-    """GET: the appointments to come and the form to find a time (with the free times of
-    the centre and day asked); POST: book the time chosen."""
+    """GET: the appointments to come and the form to find a time (with the centres found
+    and the free times of the centre and day asked); POST: book the time chosen."""
     if request.method == "POST":
         return await _book(request, session, lang)
     params = request.query_params
     said = next((f"{key}_done" for key in ("booked", "cancelled") if params.get(key)), "")
-    return await _booking_page(
-        request, session, lang, params.get("centre"), params.get("day"), said
-    )
+    return await _booking_page(request, session, lang, params, said)
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """What the patient looked for (``near``), the centres found (the one chosen first if
+    it is not among them), whether more match than are listed, and the centre chosen."""
+
+    near: str
+    centres: list[Stored]
+    more: bool
+    chosen: Stored | None
+
+    @classmethod
+    def asked(cls, records: RecordStore, fields: Mapping[str, str]) -> Choice:
+        near = fields.get("near", "").strip()
+        centres, more = _centres(records, near)
+        chosen = _centre(records, fields.get("centre"))
+        if chosen is not None and chosen.id not in {c.id for c in centres}:
+            centres = [chosen, *centres]
+        return cls(near, centres, more, chosen)
 
 
 async def _booking_page(
     request: Request,
     session: Session,
     lang: str,
-    centre_id: str | None,
-    raw_day: str | None,
+    fields: Mapping[str, str],
     said: str = "",
     status: int = 200,
 ) -> Response:
+    """The page, for the centre, day and search its ``fields`` (a query or a form) give."""
     records = records_of(request)
     guard = guard_for(records, session)
     now = now_us()
     today = datetime.now(UTC).date()
-    day = _asked_day(raw_day, today)
+    day = _asked_day(fields.get("day"), today)
     to_come = _to_come(searcher_for(records, session, guard), session.patient_id, now)
-    centres = _centres(records)
-    chosen = next((c for c in centres if c.id == centre_id), None)
+    choice = Choice.asked(records, fields)
+    chosen = choice.chosen
     body = ""
     if said:
         role = "alert" if status >= 400 else "status"
         body += f'<p role="{role}">{escape(word(lang, said))}</p>'
     body += _appointments_section(lang, session.csrf, to_come)
-    body += _choice_form(lang, centres, chosen.id if chosen else "", day, today)
+    body += _near_form(lang, choice.near, day) + _choice_form(lang, choice, day, today)
     seats: list[Stored] = []
     if chosen is not None:
         async with waiting_room_of(request).turn():
             seats, _ = free_seats_of(request).find(
                 _day_query(chosen, day, now), guard.search_filter()
             )
-        body += _times_section(lang, session.csrf, chosen, day, seats)
-    await log_shown(request, session, (LeafKind.SEARCH, [*to_come, *centres, *seats]))
+        body += _times_section(lang, session.csrf, choice.near, chosen, day, seats)
+    await log_shown(request, session, (LeafKind.SEARCH, [*to_come, *choice.centres, *seats]))
     return page(
         lang,
         word(lang, "booking"),
@@ -262,9 +331,7 @@ async def _book(request: Request, session: Session, lang: str) -> Response:
     except FhirError as error:
         if error.status != 409:
             raise
-        return await _booking_page(
-            request, session, lang, form.get("centre"), form.get("day"), "seat_taken", 409
-        )
+        return await _booking_page(request, session, lang, form, "seat_taken", 409)
     return redirect_to(f"{BOOKING}?booked=1")
 
 
@@ -279,7 +346,7 @@ async def cancel(request: Request, session: Session, lang: str) -> Response:
         raise FhirError(404, "not-found", "no such appointment")
     version = form.get("version", "")
     if stored.resource().get("status") not in HOLDING:  # cancelled already, in another tab
-        return await _booking_page(request, session, lang, None, None, "appointment_changed", 409)
+        return await _booking_page(request, session, lang, {}, "appointment_changed", 409)
     cancelled = {**stored.resource(), "status": "cancelled"}
 
     def job(writer: Writer) -> None:
@@ -292,5 +359,5 @@ async def cancel(request: Request, session: Session, lang: str) -> Response:
     except FhirError as error:
         if error.status != 412:
             raise
-        return await _booking_page(request, session, lang, None, None, "appointment_changed", 409)
+        return await _booking_page(request, session, lang, {}, "appointment_changed", 409)
     return redirect_to(f"{BOOKING}?cancelled=1")

@@ -20,7 +20,7 @@ _STYLE = (
     "caption{position:absolute;width:1px;height:1px;overflow:hidden;clip:rect(0 0 0 0)}"
     "td:nth-child(2){white-space:nowrap}"
     "label{display:block;margin-top:1rem;font-weight:600}"
-    "input[type=text],input[type=password],input[type=date],select{width:100%;max-width:24rem;padding:.5rem;font-size:1rem}"
+    "input[type=text],input[type=password],input[type=date],input[type=search],select{width:100%;max-width:24rem;padding:.5rem;font-size:1rem}"
     "button{margin-top:1rem;padding:.6rem 1.2rem;font-size:1rem}"
     "[role=alert]{color:#8b0000;border-left:4px solid #8b0000;padding-left:.6rem}"
     "[role=status]{border-left:4px solid #1b6e20;padding-left:.6rem}"

@@ -49,6 +49,11 @@ TEXT: dict[str, dict[str, str]] = {
         "cancel": "Cancel",
         "cancel_at": "Cancel the appointment of {when}",
         "find_time": "Find a time",
+        "near": "Town, postal code or name of the centre",
+        "find_centre": "Find the centres",
+        "no_centre": "No vaccination centre matches that: try a town or a postal code.",
+        "more_centres": "Only the first {most} centres are listed: give a town, a postal code or"
+        " the centre's name.",
         "centre": "Vaccination centre",
         "day": "Day",
         "show_times": "Show the free times",
@@ -161,6 +166,12 @@ TEXT: dict[str, dict[str, str]] = {
         "cancel": "Annuler",
         "cancel_at": "Annuler le rendez-vous du {when}",
         "find_time": "Trouver une heure",
+        "near": "Ville, code postal ou nom du centre",
+        "find_centre": "Trouver les centres",
+        "no_centre": "Aucun centre de vaccination ne correspond : essayez une ville ou un code"
+        " postal.",
+        "more_centres": "Seuls les {most} premiers centres sont listés : précisez une ville, un"
+        " code postal ou le nom du centre.",
         "centre": "Centre de vaccination",
         "day": "Jour",
         "show_times": "Voir les heures libres",

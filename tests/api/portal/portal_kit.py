@@ -128,8 +128,9 @@ def _slot(slot_id: str, day: date, hour_minute: str) -> dict[str, Any]:
 
 
 def centre_opening() -> list[dict[str, Any]]:
-    """The Stade olympique's schedule (Montreal time), two seats at 09:00 and at 19:30
-    tomorrow (19:30 there is the day after in UTC), one at 00:30 the day after."""
+    """The Stade olympique (its place, in Montréal) and its schedule (Montreal time), two
+    seats at 09:00 and at 19:30 tomorrow (19:30 there is the day after in UTC), one at 00:30
+    the day after."""
     day = tomorrow()
     schedule = {
         "resourceType": "Schedule",
@@ -144,4 +145,10 @@ def centre_opening() -> list[dict[str, Any]]:
         for name, hour_minute in (("nine", "09:00"), ("evening", "19:30"))
         for seat in ("a", "b")
     ]
-    return [schedule, *seats, _slot("after", day + timedelta(days=1), "00:30")]
+    place = {
+        "resourceType": "Location",
+        "id": "stade",
+        "name": CENTRE,
+        "address": {"city": "Montréal", "postalCode": "H1V 3N7"},
+    }
+    return [place, schedule, *seats, _slot("after", day + timedelta(days=1), "00:30")]

@@ -23,6 +23,7 @@ from portal_kit import (
 from starlette.testclient import TestClient
 
 from coffre.api import create_app
+from coffre.api.portal import booking as portal_booking
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.service import RecordStore
 
@@ -185,3 +186,85 @@ def test_only_the_vaccination_centres_are_offered(portal: TestClient, records: R
     page = unescape(portal.get("/portal/booking").text)
     assert re.findall(r'<option value="([^"]+)"', page) == ["stade"]
     assert "IRM" not in page
+
+
+def _centre_in(records: RecordStore, centre_id: str, name: str, city: str, postal: str) -> None:
+    """Another vaccination centre, with its place."""
+    place = {
+        "resourceType": "Location",
+        "id": centre_id,
+        "name": name,
+        "address": {"city": city, "postalCode": postal},
+    }
+    schedule = {**centre_opening()[1], "id": centre_id}
+    schedule["actor"] = [{"reference": f"Location/{centre_id}", "display": name}]
+    with records.writer() as writer:
+        writer.update("Location", centre_id, place)
+        writer.update("Schedule", centre_id, schedule)
+
+
+def _offered(portal: TestClient, **params: str) -> list[str]:
+    response = portal.get("/portal/booking", params=params)
+    assert response.status_code == 200, response.text
+    return re.findall(r'<option value="([^"]+)"', response.text)
+
+
+@pytest.mark.parametrize(
+    ("near", "found"),
+    [
+        ("", ["laval", "stade"]),
+        ("montreal", ["stade"]),  # a town, whatever its accents and case
+        ("LAV", ["laval"]),  # the beginning of a town
+        ("H1V", ["stade"]),  # a postal code's
+        ("Centre de vaccination du Stade", ["stade"]),  # the centre's name
+        ("Gatineau", []),
+        ("Laval, Québec", []),  # a comma is a character of the town, not an "or"
+        ("Laval|x", []),
+        ("\\", []),
+    ],
+)
+def test_a_patient_finds_the_centres_of_a_town_a_postal_code_or_a_name(
+    portal: TestClient, records: RecordStore, near: str, found: list[str]
+) -> None:
+    _centre_in(records, "laval", "Centre Laval", "Laval", "H7N 5H9")
+    assert _offered(portal, near=near) == found
+
+
+def test_no_centre_found_says_what_to_try(portal: TestClient) -> None:
+    page = portal.get("/portal/booking", params={"near": "Gatineau"}).text
+    assert "No vaccination centre matches that" in page
+    assert 'id="centre"' not in page
+
+
+def test_a_long_list_says_it_is_cut_and_how_to_narrow_it(
+    portal: TestClient, records: RecordStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _centre_in(records, "laval", "Centre Laval", "Laval", "H7N 5H9")
+    monkeypatch.setattr(portal_booking, "MOST_CENTRES", 1)
+    page = portal.get("/portal/booking").text
+    assert len(re.findall(r"<option ", page)) == 1
+    assert "Only the first 1 centres are listed" in page
+    assert "Only the first" not in portal.get("/portal/booking", params={"near": "Laval"}).text
+
+
+def test_the_centre_chosen_stays_offered_whatever_was_looked_for(
+    portal: TestClient, records: RecordStore
+) -> None:
+    _centre_in(records, "laval", "Centre Laval", "Laval", "H7N 5H9")
+    page = portal.get(
+        "/portal/booking", params={"near": "Laval", "centre": "stade", "day": tomorrow()}
+    ).text
+    assert re.findall(r'<option value="([^"]+)"', page) == ["stade", "laval"]
+    assert '<option value="stade" selected>' in page
+    assert len(re.findall(r'name="slot"', page)) == 2  # its times
+
+
+@pytest.mark.parametrize("centre", ["../stade", "stade,laval", "x" * 65, "irm"])
+def test_a_centre_id_that_names_no_centre_chooses_none(portal: TestClient, centre: str) -> None:
+    page = portal.get("/portal/booking", params={"centre": centre, "day": tomorrow()}).text
+    assert 'name="slot"' not in page and " selected>" not in page
+
+
+def test_a_search_too_long_is_refused(portal: TestClient) -> None:
+    response = portal.get("/portal/booking", params={"near": "x" * 101})
+    assert response.status_code == 400

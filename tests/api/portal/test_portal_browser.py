@@ -255,7 +255,11 @@ def test_an_apps_sign_in_brings_the_browser_back_to_the_app_which_reads_the_reco
 
 def test_a_patient_books_a_vaccination_and_cancels_it(served: Served, browser: Any) -> None:
     base = served.server.base_url
-    for resource in centre_opening():
+    place, schedule, *seats = centre_opening()
+    laval = {**place, "id": "laval", "name": "Centre Laval", "address": {"city": "Laval"}}
+    actor = {"reference": "Location/laval", "display": "Centre Laval"}
+    elsewhere = {**schedule, "id": "laval", "actor": [actor]}
+    for resource in (place, schedule, *seats, laval, elsewhere):
         url = f"{base}/{resource['resourceType']}/{resource['id']}"
         assert httpx.put(url, json=resource, headers=FHIR_JSON).status_code in (200, 201)
     origin = base.removesuffix("/fhir")
@@ -265,7 +269,12 @@ def test_a_patient_books_a_vaccination_and_cancels_it(served: Served, browser: A
     page.get_by_label("Password").fill(PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     assert page.get_by_text("No appointment to come.").is_visible()
-    page.get_by_label("Vaccination centre").select_option(label=CENTRE)
+    centres = page.get_by_label("Vaccination centre")
+    assert centres.locator("option").all_inner_texts() == ["Centre Laval", CENTRE]
+    page.get_by_label("Town, postal code or name of the centre").fill("montréal")
+    page.get_by_role("button", name="Find the centres").click()
+    assert centres.locator("option").all_inner_texts() == [CENTRE]
+    centres.select_option(label=CENTRE)
     page.get_by_label("Day").fill(tomorrow().isoformat())
     page.get_by_role("button", name="Show the free times").click()
     times = page.get_by_role("form", name=f"Free times on {tomorrow()} at {CENTRE}")
