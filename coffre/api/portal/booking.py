@@ -36,7 +36,7 @@ from coffre.api.portal.text import word
 from coffre.api.state import free_seats_of, records_of, waiting_room_of
 from coffre.booking.book import to_book
 from coffre.booking.find import VACCINATION, FindQuery, open_to_all, proposal, utc_days
-from coffre.booking.local_day import day_bounds
+from coffre.booking.local_day import day_bounds, time_zone
 from coffre.booking.slots import FREE, HOLDING
 from coffre.exceptions import FhirError
 from coffre.fhir.references import ID_PATTERN
@@ -59,6 +59,7 @@ MOST_CENTRES = 50
 """The most centres the list offers: past that, the patient names a town, a postal code or
 the centre (a campaign may open hundreds)."""
 LONGEST_NEAR = 100
+_DAY = timedelta(days=1)
 _PLACE = ("address-city", "address-postalcode", "name")
 
 
@@ -110,15 +111,22 @@ def _day_query(schedule: Stored, day: date, now: int) -> FindQuery:
     return FindQuery(pairs, window_start, end, days, None, TIMES_A_DAY)
 
 
+def _today(centre: Stored | None) -> date:
+    """Today where the centre is (in UTC until one is chosen): in Montreal, at 21:00,
+    UTC is already tomorrow."""
+    return datetime.now(UTC if centre is None else time_zone(centre.resource())).date()
+
+
 def _asked_day(raw: str | None, today: date) -> date:
-    """The day asked for, today when none; a 400 for one that is not a day to come."""
+    """The day asked for, today when none; a 400 for one that is not a day to come (a
+    day's slack either side: the form's bounds were those of UTC, or of another centre)."""
     if not raw:
         return today
     try:
         asked = date.fromisoformat(raw)
     except ValueError:
         raise FhirError(400, "invalid", "day is YYYY-MM-DD") from None
-    if not today <= asked <= today + timedelta(days=DAYS_AHEAD):
+    if not today - _DAY <= asked <= today + timedelta(days=DAYS_AHEAD) + _DAY:
         raise FhirError(400, "invalid", f"day is within {DAYS_AHEAD} days from today")
     return asked
 
@@ -272,10 +280,10 @@ async def _booking_page(
     records = records_of(request)
     guard = guard_for(records, session)
     now = now_us()
-    today = datetime.now(UTC).date()
+    choice = Choice.asked(records, fields)
+    today = _today(choice.chosen)
     day = _asked_day(fields.get("day"), today)
     to_come = _to_come(searcher_for(records, session, guard), session.patient_id, now)
-    choice = Choice.asked(records, fields)
     chosen = choice.chosen
     body = ""
     if said:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
+from datetime import datetime
 from html import unescape
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import pytest
 from portal_kit import (
@@ -268,3 +270,20 @@ def test_a_centre_id_that_names_no_centre_chooses_none(portal: TestClient, centr
 def test_a_search_too_long_is_refused(portal: TestClient) -> None:
     response = portal.get("/portal/booking", params={"near": "x" * 101})
     assert response.status_code == 400
+
+
+@pytest.mark.parametrize("zone", ["Pacific/Kiritimati", "Pacific/Pago_Pago"])
+def test_a_centres_today_is_its_own(portal: TestClient, records: RecordStore, zone: str) -> None:
+    """The day a centre's page opens on is today where the centre is: UTC+14 is already
+    tomorrow from 10:00 UTC, UTC-11 still yesterday until 11:00 UTC (so that one of the
+    two differs from UTC's today at any hour)."""
+    _centre_in(records, "loin", "Centre lointain", "Loin", "00000")
+    schedule = records.read("Schedule", "loin").resource()
+    tz_code = {"url": "http://hl7.org/fhir/StructureDefinition/tz-code", "valueCode": zone}
+    schedule["planningHorizon"]["_start"] = {"extension": [tz_code]}
+    with records.writer() as writer:
+        writer.update("Schedule", "loin", schedule)
+    page = portal.get("/portal/booking", params={"centre": "loin"}).text
+    there = datetime.now(ZoneInfo(zone)).date()
+    assert f'id="day" name="day" value="{there.isoformat()}"' in page
+    assert f'min="{there.isoformat()}"' in page
