@@ -67,7 +67,10 @@ def _load_the_demo_campaign(server: RunningServer, folder: Path) -> None:
     command = [sys.executable, "-m", "coffre", "synth-campaign", *options.group(1).split()]
     subprocess.run([*command, "--out", str(folder)], check=True, capture_output=True, cwd=ROOT)
     for path in sorted(folder.iterdir()):
-        response = httpx.post(server.base_url, content=path.read_bytes(), headers=FHIR_JSON)
+        # No timing assertion: a centre's day is some 430 resources, seconds on a busy machine.
+        response = httpx.post(
+            server.base_url, content=path.read_bytes(), headers=FHIR_JSON, timeout=120
+        )
         assert response.status_code == 200, response.text
 
 
