@@ -199,6 +199,26 @@ def test_book_takes_the_appointment_itself_or_the_argonaut_name(client: TestClie
     assert "not x" in refused.json()["issue"][0]["diagnostics"]
 
 
+@pytest.mark.parametrize(
+    ("parameter", "says"),
+    [
+        (5, "Parameters.parameter"),
+        ({"name": "appointment-resource"}, "Parameters.parameter"),
+        ([{"name": "appointment-resource", "resource": 5}], "Parameters.parameter[0].resource"),
+        ([{"name": 7, "resource": _for_anne("l900a")}], "Parameters.parameter[0].name"),
+    ],
+)
+def test_book_refuses_parameters_that_are_not_valid_as_422_naming_the_element(
+    client: TestClient, parameter: Any, says: str
+) -> None:
+    _campaign(client)
+    parameters = {"resourceType": "Parameters", "parameter": parameter}
+    response = client.post("/fhir/Appointment/$book", json=parameters, headers=FHIR_JSON)
+    assert response.status_code in (400, 422), response.text
+    assert says in response.json()["issue"][0]["diagnostics"]
+    assert client.get("/fhir/Appointment?_total=accurate").json()["total"] == 0
+
+
 @pytest.fixture
 def two_workers(vault: Vault) -> Any:
     running = RunningServer(vault, workers=2)
