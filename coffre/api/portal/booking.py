@@ -37,6 +37,7 @@ from coffre.booking.find import VACCINATION, FindQuery, open_to_all, proposal, u
 from coffre.booking.slots import FREE, HOLDING
 from coffre.exceptions import FhirError
 from coffre.fhir.validation import validate
+from coffre.fhir.values import whole_number
 from coffre.ledger.leaf import LeafKind
 from coffre.search import parse_criteria
 from coffre.search.plan import query_date
@@ -293,10 +294,10 @@ async def cancel(request: Request, session: Session, lang: str) -> Response:
         return await _booking_page(request, session, lang, None, None, "appointment_changed", 409)
     cancelled = {**stored.resource(), "status": "cancelled"}
 
+    expected = whole_number(version)  # no version at all: nothing is cancelled (409)
+
     def job(writer: Writer) -> None:
-        writer.update(
-            "Appointment", stored.id, cancelled, int(version) if version.isdigit() else -1
-        )
+        writer.update("Appointment", stored.id, cancelled, -1 if expected is None else expected)
 
     try:
         await commit_for(request, session, job)
