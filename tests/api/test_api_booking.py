@@ -109,12 +109,21 @@ def test_find_keeps_to_its_window_place_and_count(client: TestClient) -> None:
         ("location=Patient/anne", "names no Location"),
         ("date=2031-03-01", "does not support date"),
         ("start=soon", "'soon' is not a FHIR date"),
+        ("start=9999-12-31T23:59:59.999999-14:00", "is after 9999-12-31, the last day"),
     ],
 )
 def test_find_refuses_what_it_cannot_answer(client: TestClient, query: str, says: str) -> None:
     response = client.get(f"/fhir/Appointment/$find?{query}")
     assert response.status_code == 400, response.text
     assert says in response.json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize(
+    "query", ["start=9999-12-31", "start=9999-12-31&end=9999-12-31T23:59:59.999999Z"]
+)
+def test_find_on_the_last_day_a_date_names_offers_nothing(client: TestClient, query: str) -> None:
+    _campaign(client)
+    assert _find(client, query) == []
 
 
 def test_a_crowd_on_one_offer_fills_its_seats_then_gets_a_409(client: TestClient) -> None:
