@@ -49,10 +49,7 @@ def native_response(request: Request, stored: Stored) -> Response:
     """The Binary's bytes with its ``contentType``, or a 406 if ``Accept`` refuses it
     (made before the read is logged: a refusal hands nothing out)."""
     resource = json.loads(stored.body)
-    label = resource.get("contentType", _UNLABELLED)
-    media = parse_media_type(label)
-    if media is None:  # no media type a header can carry as it is
-        label, media = _UNLABELLED, MediaType("application", "octet-stream")
+    label, media = _label(resource.get("contentType", _UNLABELLED))
     ranges = parse_accept(request.headers.get("accept", ""))
     if ranges:  # none, or none that is a media range (``,,``): as if not sent
         said = preference(ranges, media, lambda _: True)
@@ -69,6 +66,16 @@ def native_response(request: Request, stored: Stored) -> Response:
     if isinstance(context, str) and context.isascii() and context.isprintable():
         headers[SECURITY_CONTEXT] = context  # a header holds no line break
     return Response(data, 200, headers=headers)
+
+
+def _label(content_type: str) -> tuple[str, MediaType]:
+    """The Content-Type a Binary's bytes are served under: its ``contentType``, unless it
+    is no media type a header can carry as it is (the schema takes any code, and a quoted
+    parameter any character), then bytes."""
+    media = parse_media_type(content_type)
+    if media is None or not (content_type.isascii() and content_type.isprintable()):
+        return _UNLABELLED, MediaType("application", "octet-stream")
+    return content_type, media
 
 
 async def native_body(request: Request, resource_type: str) -> dict[str, Any] | None:

@@ -19,6 +19,7 @@ from coffre.api.media_types import (
 )
 from coffre.exceptions import FhirError
 from coffre.fhir import json
+from coffre.fhir.values import whole_number
 from coffre.search.criteria import NOT_UTF8
 from coffre.service import Stored
 from coffre.service.conditions import check_if_match, parse_if_match
@@ -181,8 +182,7 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
             f"the body's Content-Encoding is {coding}, which Coffre does not decode: send it"
             " as it is, without Content-Encoding",
         )
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > max_bytes:
+    if _declares_more(request.headers.get("content-length", ""), max_bytes):
         raise _too_large(max_bytes)
     body = bytearray()
     async for chunk in request.stream():
@@ -190,6 +190,16 @@ async def read_body(request: Request, max_bytes: int) -> bytes:
         if len(body) > max_bytes:
             raise _too_large(max_bytes)
     return bytes(body)
+
+
+def _declares_more(declared: str, max_bytes: int) -> bool:
+    """Whether a Content-Length says more than ``max_bytes``: a number of more digits than
+    any integer Coffre reads does too; one that is no number is left to the count of the
+    bytes as they come."""
+    number = whole_number(declared)
+    if number is None:
+        return declared.isascii() and declared.isdigit()
+    return number > max_bytes
 
 
 def _too_large(max_bytes: int) -> FhirError:

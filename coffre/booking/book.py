@@ -9,6 +9,7 @@ from coffre.booking.find import place_and_time
 from coffre.booking.slots import BUSY, FREE, held_slots, slot_id
 from coffre.exceptions import FhirError
 from coffre.fhir.compartment import patient_of
+from coffre.fhir.validation import validate
 from coffre.search import Criterion, parse_criteria
 from coffre.search.plan import query_date
 
@@ -22,10 +23,12 @@ _RESOURCE_NAMES = frozenset({"appointment-resource", "appt-resource"})
 def appointment_of(body: Any) -> Any:
     """The Appointment of a $book request: the Parameters' ``appointment-resource`` (as
     IHE ITI Scheduling names it; ``appt-resource`` in the Argonaut Scheduling IG before
-    it), or the Appointment itself."""
+    it), or the Appointment itself. Parameters that are not valid are a 422 naming the
+    element at fault, as any resource."""
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         return body
-    given = [p for p in body.get("parameter", ()) if isinstance(p, dict)]
+    validate(body)
+    given: list[dict[str, Any]] = body.get("parameter", [])
     names = sorted({str(p.get("name")) for p in given} - _RESOURCE_NAMES)
     resources = [p.get("resource") for p in given if p.get("name") in _RESOURCE_NAMES]
     if names or len(resources) != 1:

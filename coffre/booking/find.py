@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
 from coffre.booking.slots import FREE
@@ -28,6 +28,9 @@ Pairs = list[tuple[str, str]]
 
 DEFAULT_COUNT, MOST = 20, 100
 DAY_US = 86_400_000_000
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_AFTER_LAST_DAY_US = (date.max - _EPOCH.date()).days * DAY_US + DAY_US
+"""The end of 9999-12-31 in UTC: no window of $find reaches past the last day a date names."""
 LONGEST_WINDOW_DAYS = 31
 _ACTORS = {"location": "Location", "practitioner": "Practitioner"}
 PARAMETERS = ("start", "end", *_ACTORS, "schedule", "service-type", "patient", "_count")
@@ -71,10 +74,14 @@ def _reference(name: str, raw: str, resource_type: str) -> str:
 
 def _window(pairs: Pairs, now_us: int) -> tuple[int, int]:
     """From ``start`` (now at the earliest: a time gone is not offered) to ``end``, a day
-    later by default, a month at most."""
+    later by default, a month at most, and never past the last day a date names."""
     raw_start, raw_end = single(pairs, "start"), single(pairs, "end")
     start = max(now_us, query_date(raw_start)[0] if raw_start else now_us)
-    end = query_date(raw_end)[0] if raw_end else start + DAY_US
+    if start >= _AFTER_LAST_DAY_US:
+        raise FhirError(
+            400, "invalid", f"start={raw_start} is after {date.max}, the last day a date names"
+        )
+    end = min(query_date(raw_end)[0] if raw_end else start + DAY_US, _AFTER_LAST_DAY_US)
     if end <= start:
         raise FhirError(400, "invalid", f"end={raw_end} is not after the window's start")
     if end - start > LONGEST_WINDOW_DAYS * DAY_US:
@@ -87,9 +94,10 @@ def _window(pairs: Pairs, now_us: int) -> tuple[int, int]:
 
 
 def utc_days(start_us: int, end_us: int) -> tuple[str, ...]:
-    """The UTC days of ``[start, end)``."""
-    first = datetime.fromtimestamp(start_us / 1_000_000, UTC).date()
-    last = datetime.fromtimestamp((end_us - 1) / 1_000_000, UTC).date()
+    """The UTC days of ``[start, end)``, counted in whole microseconds (a float's seconds
+    would round the last microsecond of 9999-12-31 into a year no date holds)."""
+    first = (_EPOCH + timedelta(microseconds=start_us)).date()
+    last = (_EPOCH + timedelta(microseconds=end_us - 1)).date()
     return tuple((first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1))
 
 

@@ -184,6 +184,9 @@ def test_the_security_context_travels_in_its_header_both_ways(
         ("text/plain; charset=iso-8859-1", "text/plain; charset=iso-8859-1"),
         ("text/csv", "text/csv"),
         ("текст/простой", "application/octet-stream"),
+        ('text/plain; name="ñ"', "application/octet-stream"),
+        ('text/plain; name="\u2028"', "application/octet-stream"),
+        ('text/plain; name="a\\"b"', 'text/plain; name="a\\"b"'),
     ],
 )
 def test_the_bytes_are_labelled_as_stored_or_as_bytes_when_no_header_can_carry_it(

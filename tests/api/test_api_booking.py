@@ -118,12 +118,21 @@ def test_find_keeps_to_its_window_place_and_count(client: TestClient) -> None:
         ("location=Patient/anne", "names no Location"),
         ("date=2031-03-01", "does not support date"),
         ("start=soon", "'soon' is not a FHIR date"),
+        ("start=9999-12-31T23:59:59.999999-14:00", "is after 9999-12-31, the last day"),
     ],
 )
 def test_find_refuses_what_it_cannot_answer(client: TestClient, query: str, says: str) -> None:
     response = client.get(f"/fhir/Appointment/$find?{query}")
     assert response.status_code == 400, response.text
     assert says in response.json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize(
+    "query", ["start=9999-12-31", "start=9999-12-31&end=9999-12-31T23:59:59.999999Z"]
+)
+def test_find_on_the_last_day_a_date_names_offers_nothing(client: TestClient, query: str) -> None:
+    _campaign(client)
+    assert _find(client, query) == []
 
 
 def test_a_crowd_on_one_offer_fills_its_seats_then_gets_a_409(client: TestClient) -> None:
@@ -212,6 +221,26 @@ def test_book_takes_the_appointment_itself_or_the_argonaut_name(client: TestClie
     refused = client.post("/fhir/Appointment/$book", json=extra, headers=FHIR_JSON)
     assert refused.status_code == 400
     assert "not x" in refused.json()["issue"][0]["diagnostics"]
+
+
+@pytest.mark.parametrize(
+    ("parameter", "says"),
+    [
+        (5, "Parameters.parameter"),
+        ({"name": "appointment-resource"}, "Parameters.parameter"),
+        ([{"name": "appointment-resource", "resource": 5}], "Parameters.parameter[0].resource"),
+        ([{"name": 7, "resource": _for_anne("l900a")}], "Parameters.parameter[0].name"),
+    ],
+)
+def test_book_refuses_parameters_that_are_not_valid_as_422_naming_the_element(
+    client: TestClient, parameter: Any, says: str
+) -> None:
+    _campaign(client)
+    parameters = {"resourceType": "Parameters", "parameter": parameter}
+    response = client.post("/fhir/Appointment/$book", json=parameters, headers=FHIR_JSON)
+    assert response.status_code in (400, 422), response.text
+    assert says in response.json()["issue"][0]["diagnostics"]
+    assert client.get("/fhir/Appointment?_total=accurate").json()["total"] == 0
 
 
 @pytest.fixture

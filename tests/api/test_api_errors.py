@@ -160,6 +160,19 @@ def test_a_body_over_the_limit_is_413(records: RecordStore) -> None:
     assert records.storage.last_seq() == 1
 
 
+@pytest.mark.parametrize("declared", ["9" * 5000, str(2**64)])
+def test_a_content_length_larger_than_any_number_is_413(
+    client: TestClient, records: RecordStore, declared: str
+) -> None:
+    response = client.post(
+        "/fhir/Patient",
+        content=b'{"resourceType": "Patient"}',
+        headers={**FHIR_JSON, "Content-Length": declared},
+    )
+    assert_outcome(response, 413, "bytes accepted")
+    assert records.storage.last_seq() == 0
+
+
 def _nested_extensions(levels: int) -> dict[str, Any]:
     extension: dict[str, Any] = {"url": "urn:coffre:test:x", "valueString": "x"}
     for _ in range(levels - 1):

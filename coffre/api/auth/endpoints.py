@@ -49,6 +49,9 @@ ASSERTION_MAX_SECONDS = 300
 CODE_SECONDS = 60
 MAX_FORM_BYTES = 16 * 1024
 _VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
+_S256_CHALLENGE = re.compile(r"[A-Za-z0-9\-_]{43}")
+"""The base64url of a SHA-256 digest, unpadded (RFC 7636 §4.2): what an S256
+``code_challenge`` is, and all the token endpoint can compare a verifier's digest with."""
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _AUTHORIZE_FIELDS = (
     "response_type",
@@ -349,6 +352,12 @@ def _check_request(request: Request, fields: dict[str, str]) -> None:
         raise _Refusal("invalid_request", "state is required")
     if fields.get("code_challenge_method") != "S256" or not fields.get("code_challenge"):
         raise _Refusal("invalid_request", "PKCE with code_challenge_method S256 is required")
+    if not _S256_CHALLENGE.fullmatch(fields["code_challenge"]):
+        raise _Refusal(
+            "invalid_request",
+            "code_challenge is the SHA-256 of the code_verifier in base64url without padding:"
+            " 43 characters of A-Z, a-z, 0-9, - and _",
+        )
     if fields.get("aud", "").rstrip("/") != _authority(request).fhir_base(request):
         raise _Refusal("invalid_request", "aud must be this server's FHIR base URL")
 

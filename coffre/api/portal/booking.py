@@ -41,6 +41,7 @@ from coffre.booking.slots import FREE, HOLDING
 from coffre.exceptions import FhirError
 from coffre.fhir.references import ID_PATTERN
 from coffre.fhir.validation import validate
+from coffre.fhir.values import whole_number
 from coffre.ledger.leaf import LeafKind
 from coffre.search import parse_criteria
 from coffre.search.criteria import escape_value
@@ -357,10 +358,10 @@ async def cancel(request: Request, session: Session, lang: str) -> Response:
         return await _booking_page(request, session, lang, {}, "appointment_changed", 409)
     cancelled = {**stored.resource(), "status": "cancelled"}
 
+    expected = whole_number(version)  # no version at all: nothing is cancelled (409)
+
     def job(writer: Writer) -> None:
-        writer.update(
-            "Appointment", stored.id, cancelled, int(version) if version.isdigit() else -1
-        )
+        writer.update("Appointment", stored.id, cancelled, -1 if expected is None else expected)
 
     try:
         await commit_for(request, session, job)

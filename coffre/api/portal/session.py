@@ -155,8 +155,11 @@ def close_session(request: Request, response: Response, session: Session) -> Non
 
 
 def same(expected: str, sent: str | None) -> bool:
-    """A form's token compared with the expected one, in constant time."""
-    return bool(expected) and sent is not None and hmac.compare_digest(expected, sent)
+    """A form's token compared with the expected one, in constant time; as bytes, since
+    either may hold what no token does (``compare_digest`` takes no other text than ASCII)."""
+    if not expected or sent is None:
+        return False
+    return hmac.compare_digest(expected.encode(), sent.encode())
 
 
 def sign_in_token(request: Request) -> str:

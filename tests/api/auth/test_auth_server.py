@@ -438,6 +438,10 @@ def test_a_code_expires(client: TestClient, authority: Authority, portal: str) -
     [
         ({"code_challenge_method": "plain"}, "invalid_request"),
         ({"code_challenge": ""}, "invalid_request"),
+        ({"code_challenge": "é" * 43}, "invalid_request"),
+        ({"code_challenge": "A" * 42}, "invalid_request"),
+        ({"code_challenge": "A" * 44}, "invalid_request"),
+        ({"code_challenge": "A" * 42 + "="}, "invalid_request"),
         ({"aud": "https://elsewhere.example/fhir"}, "invalid_request"),
         ({"response_type": "token"}, "unsupported_response_type"),
     ],

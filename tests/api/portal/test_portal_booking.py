@@ -138,6 +138,22 @@ def test_a_patient_cancels_their_appointment_once_and_its_seat_is_free_again(
     assert without_csrf.status_code == 403
 
 
+@pytest.mark.parametrize("version", ["²", "9" * 4000, "9" * 30, "-1", "1.0", ""])
+def test_a_cancel_form_whose_version_is_no_version_cancels_nothing(
+    portal: TestClient, records: RecordStore, version: str
+) -> None:
+    page, seats = _times(portal)
+    _book(portal, page, seats[1])
+    listed = portal.get("/portal/booking").text
+    appointment = hidden(listed, "appointment")
+    form = {"csrf": hidden(listed, "csrf"), "appointment": appointment, "version": version}
+    refused = portal.post("/portal/booking/cancel", data=form)
+    assert refused.status_code == 409, refused.text
+    assert "nothing was cancelled" in refused.text
+    assert records.read("Appointment", appointment).resource()["status"] == "booked"
+    assert _status(records, seats[1]) == "busy"
+
+
 def test_another_patients_appointment_is_not_hers_to_cancel(
     portal: TestClient, records: RecordStore
 ) -> None:

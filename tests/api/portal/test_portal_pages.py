@@ -147,6 +147,23 @@ def test_a_sign_in_without_the_forms_token_is_refused(portal: TestClient) -> Non
     assert response.status_code == 403
 
 
+@pytest.mark.parametrize("forged", ["\x80", "é" * 32, "💉"])
+def test_a_forms_token_that_is_not_ascii_is_refused_as_a_forged_one(
+    portal: TestClient, records: RecordStore, forged: str
+) -> None:
+    portal.get("/portal/sign-in")
+    signing_in = portal.post(
+        "/portal/sign-in",
+        data={"token": forged, "username": "marie", "password": "un mot de passe assez long"},
+        follow_redirects=False,
+    )
+    assert signing_in.status_code == 403, signing_in.text
+    sign_in(portal)
+    opting_out = portal.post("/portal/research", data={"csrf": forged, "optOut": "true"})
+    assert opting_out.status_code == 403, opting_out.text
+    assert not research_opt_out(records, PATIENT)
+
+
 def test_my_record_shows_the_summary_escaped_and_logs_what_it_showed(
     portal: TestClient, records: RecordStore
 ) -> None:
