@@ -227,6 +227,26 @@ NOTICE_WEBHOOK = Setting(
     " Empty: the notice is only in the portal.",
     url="url",
 )
+METRICS = Setting(
+    "metrics",
+    "",
+    "`open`: anyone who reaches the server may read /metrics; empty: under `COFFRE_AUTH=off`"
+    " anyone may, under `required` only the bearer of `COFFRE_METRICS_TOKEN_FILE`'s token"
+    " (docs/operations.md#metrics).",
+    choices=("", "OPEN"),
+)
+METRICS_TOKEN_FILE = Setting(
+    "metrics_token_file",
+    "",
+    "A file (mode 0600) holding the bearer token a scraper must send to read /metrics, 32"
+    " characters at least; whatever `COFFRE_AUTH` says.",
+)
+METRICS_DIR = Setting(
+    "metrics_dir",
+    "",
+    "The folder where the server processes of `coffre serve --workers N` write their"
+    " metrics, emptied at start; empty: a new temporary folder, removed when it stops.",
+)
 
 SETTINGS = (
     VAULT,
@@ -260,6 +280,9 @@ SETTINGS = (
     OIDC_JWKS_URL,
     OIDC_AUDIENCE,
     NOTICE_WEBHOOK,
+    METRICS,
+    METRICS_TOKEN_FILE,
+    METRICS_DIR,
 )
 
 

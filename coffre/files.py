@@ -1,10 +1,14 @@
-"""Small files replaced whole: keyrings, client registries, witness and auditor states."""
+"""Small files replaced whole: keyrings, client registries, witness and auditor states;
+and small secret files read whole: a PIN, a token."""
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from pathlib import Path
+
+from coffre.exceptions import CoffreError
 
 
 def replace_file(path: Path, text: str, sync: bool = True) -> None:
@@ -32,3 +36,21 @@ def replace_file(path: Path, text: str, sync: bool = True) -> None:
         os.fsync(folder)
     finally:
         os.close(folder)
+
+
+def secret_text(path: Path, name: str, error: type[CoffreError] = CoffreError) -> str:
+    """The text of a secret file, its line end left out; each refusal (an ``error``) names
+    the file as ``name`` ("the PIN file …") and says what is wrong with it, never a byte
+    of it. Not a pipe: each server process reads the file again, and would wait forever
+    for a writer that fed the first one."""
+    try:
+        mode = path.stat().st_mode
+        if not stat.S_ISREG(mode):
+            raise error(f"{name} is no regular file: name a file")
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            raise error(f"{name} is readable by others: chmod 600 it")
+        return path.read_bytes().decode().rstrip("\r\n")
+    except OSError as failure:
+        raise error(f"{name} cannot be read: {type(failure).__name__}") from None
+    except UnicodeDecodeError:
+        raise error(f"{name} is not UTF-8 text") from None

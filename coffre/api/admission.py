@@ -11,6 +11,7 @@ import time
 from collections import deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Protocol
 
 from coffre.exceptions import FhirError
 
@@ -32,14 +33,38 @@ def advised_wait(ahead: int, mean_seconds: float, serving: int) -> int:
     return max(1, min(LONGEST_ADVICE_SECONDS, math.ceil(ahead * mean_seconds / serving)))
 
 
+class RoomObserver(Protocol):
+    """Who is told of the room's comings and goings (the server's metrics)."""
+
+    def occupancy(self, waiting: int, serving: int) -> None:
+        """The requests waiting and being served now."""
+
+    def turned_away(self) -> None:
+        """A request was turned away, the room full."""
+
+
+class _Unobserved:
+    """A room nobody watches (the tests')."""
+
+    def occupancy(self, waiting: int, serving: int) -> None:
+        pass
+
+    def turned_away(self) -> None:
+        pass
+
+
+UNOBSERVED = _Unobserved()
+
+
 class WaitingRoom:
     """At most ``serving`` requests at once; up to ``waiting`` more wait their turn, first
     come first served; the next is turned away with an estimate of the wait."""
 
-    def __init__(self, serving: int, waiting: int) -> None:
+    def __init__(self, serving: int, waiting: int, observer: RoomObserver = UNOBSERVED) -> None:
         if serving < 1:
             raise ValueError("a waiting room serves one request at least")
         self.serving, self.waiting = serving, waiting
+        self._observer = observer
         self._busy = 0
         self._queue: deque[asyncio.Future[None]] = deque()
         self._mean_seconds = 0.0
@@ -67,8 +92,10 @@ class WaitingRoom:
     async def _enter(self) -> None:
         if self._busy < self.serving and not self._queue:
             self._busy += 1
+            self._tell()
             return
         if len(self._queue) >= self.waiting:
+            self._observer.turned_away()
             seconds = self.advice()
             raise ComeBack(
                 "bookings are served in order of arrival and the waiting room is full:"
@@ -77,6 +104,7 @@ class WaitingRoom:
             )
         called: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._queue.append(called)
+        self._tell()
         try:
             await called  # the turn of a request that left, handed over as it is
         except asyncio.CancelledError:
@@ -84,13 +112,20 @@ class WaitingRoom:
                 self._leave()  # called just as its client went: the turn goes on
             elif called in self._queue:
                 self._queue.remove(called)
+                self._tell()
             raise
 
     def _leave(self) -> None:
         """Hand the turn to the first still waiting, or give it back."""
-        while self._queue:
-            called = self._queue.popleft()
-            if not called.done():
-                called.set_result(None)
-                return
-        self._busy -= 1
+        try:
+            while self._queue:
+                called = self._queue.popleft()
+                if not called.done():
+                    called.set_result(None)
+                    return
+            self._busy -= 1
+        finally:
+            self._tell()
+
+    def _tell(self) -> None:
+        self._observer.occupancy(len(self._queue), self._busy)

@@ -14,12 +14,13 @@ from starlette.middleware import Middleware
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import BaseRoute, Mount, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from coffre import config
 from coffre.api import booking, consent, routes
 from coffre.api.access import access_of, acting_for, add_access_hook
 from coffre.api.admission import ComeBack, WaitingRoom
+from coffre.api.asgi import HttpLayer
 from coffre.api.auth import Authenticate, Authority, auth_routes, smart_routes
 from coffre.api.auth.cors import RegisteredAppOrigins
 from coffre.api.auth.middleware import RESEARCH_PATH
@@ -29,11 +30,13 @@ from coffre.api.export import counts_stop_with_the_process, export_routes
 from coffre.api.health import health_routes
 from coffre.api.labelling import LabelAsAsked
 from coffre.api.ledger import ledger_routes
+from coffre.api.metrics import CommitMetrics, MeasureRequests, RoomMetrics, integrity_failed
 from coffre.api.negotiation import check_format
 from coffre.api.notices import tell_patients
 from coffre.api.portal import error_page, portal_routes
 from coffre.api.research import research_routes
 from coffre.api.responses import fhir_response, outcome_response
+from coffre.api.scraping import ScrapeAccess, scrape_routes
 from coffre.api.state import committer_of
 from coffre.exceptions import (
     CoffreError,
@@ -185,7 +188,7 @@ async def _http_error(request: Request, error: Exception) -> Response:
 async def _seal_error(request: Request, error: Exception) -> Response:
     log.error("a sealed record failed its integrity check: %s", _interaction(request))
     return await _integrity_failure(
-        request, "the record failed its integrity check; it was not served"
+        request, error, "the record failed its integrity check; it was not served"
     )
 
 
@@ -193,10 +196,11 @@ async def _index_damaged(request: Request, error: Exception) -> Response:
     """The index searches read failed its check: a 500 that says so, never an empty
     answer; its message names no record."""
     log.error("%s: %s", error, _interaction(request))
-    return await _integrity_failure(request, str(error))
+    return await _integrity_failure(request, error, str(error))
 
 
-async def _integrity_failure(request: Request, message: str) -> Response:
+async def _integrity_failure(request: Request, error: Exception, message: str) -> Response:
+    integrity_failed(error)
     if request.url.path.startswith(BASE_PATH) or acting_for(request) is not None:
         await _log_integrity_failure(request)
     return _refusal(request, FhirError(500, "exception", message))
@@ -268,19 +272,13 @@ async def _client_gone(request: Request, error: Exception) -> Response:
     )
 
 
-class _ContainUnexpected:
+class _ContainUnexpected(HttpLayer):
     """The outermost layer: an unexpected error gets a 500 OperationOutcome (or the
     portal's page), and the log a line that names its type and the interaction only; the
     error's message and traceback may quote a record. Starlette's own last resort would
     re-raise the error after answering, for the server to log whole."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         started = False
 
         async def noting_start(message: Message) -> None:
@@ -362,10 +360,13 @@ def create_app(
     authority: Authority | None = None,
     waiting_room: WaitingRoom | None = None,
     research: ResearchFolder | None = None,
+    scrape_access: ScrapeAccess | None = None,
 ) -> Starlette:
     """``authority``: the authorisation server and token checks; without one, an
     ephemeral one (a random signing key, no registered clients, tokens optional).
-    ``research``: the research projects and extracts the hub's endpoints serve."""
+    ``research``: the research projects and extracts the hub's endpoints serve.
+    ``scrape_access``: who may read /metrics; without it, anyone unless tokens are
+    required."""
     authority = authority or Authority.ephemeral()
     app = Starlette(
         routes=[
@@ -376,8 +377,10 @@ def create_app(
             Mount(PORTAL_PATH, routes=portal_routes()),
             Mount(RESEARCH_PATH, routes=research_routes()),
             Mount("/health", routes=health_routes()),
+            *scrape_routes(),
         ],
         middleware=[
+            Middleware(MeasureRequests),
             Middleware(_ContainUnexpected),
             Middleware(LabelAsAsked),
             Middleware(RegisteredAppOrigins, authority=authority),
@@ -396,14 +399,17 @@ def create_app(
         },
     )
     app.state.records = records
-    app.state.committer = GroupCommitter(records)
+    commits = CommitMetrics()
+    commits.followed(records.latest_writes.known, records.latest_writes.newest_leaf)
+    app.state.committer = GroupCommitter(records, commits)
     app.state.base_path = BASE_PATH
     app.state.max_body_bytes = max_body_bytes
     app.state.authority = authority
     app.state.free_seats = FreeSeats(records)
     app.state.research = research
     app.state.waiting_room = waiting_room or WaitingRoom(
-        int(config.BOOKING_SERVING.default), int(config.BOOKING_WAITING.default)
+        int(config.BOOKING_SERVING.default), int(config.BOOKING_WAITING.default), RoomMetrics()
     )
+    app.state.scrape_access = scrape_access or ScrapeAccess(open=not authority.required)
     add_access_hook(app, tell_patients)
     return app

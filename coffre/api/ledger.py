@@ -28,6 +28,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
+from coffre.api.metrics import integrity_failed
 from coffre.api.state import records_of
 from coffre.exceptions import FhirError
 from coffre.ledger import (
@@ -93,6 +94,7 @@ def _opened(note: str, key: VerifierKey) -> Checkpoint:
 
 def _unprovable(error: LedgerError) -> FhirError:
     log.error("the log in storage cannot serve a proof: %s", error)
+    integrity_failed(error)
     return FhirError(500, "exception", f"the log in storage is damaged: {error}")
 
 
@@ -102,6 +104,7 @@ async def _proof(records: RecordStore, prove: Callable[[TreeProofs], list[bytes]
     try:
         hashes = await asyncio.to_thread(prove, records.proofs)
     except UnprovableError as error:
+        integrity_failed(error)
         raise FhirError(
             503, "exception", f"the log in storage is damaged, no proof can be given: {error}"
         ) from None

@@ -16,6 +16,7 @@ from coffre.api.auth.scopes import Decision, Interaction, Outcome, Role, Target
 from coffre.api.binary import asks_native, native_body, native_response
 from coffre.api.history import PAGING, history_bundle, links
 from coffre.api.ledger import map_proof_response
+from coffre.api.metrics import note_interaction
 from coffre.api.negotiation import (
     check_format,
     check_query_text,
@@ -467,6 +468,7 @@ async def bundle(request: Request) -> Response:
     )
     # Validating a large Bundle and computing its tokens ahead take a while: off the loop.
     prepared = await asyncio.to_thread(processor.prepare, body)
+    note_interaction(request, prepared.kind)
     answer = await commit(request, lambda writer: processor.execute(prepared, writer))
     await announce(request)
     return fhir_response(answer)

@@ -13,6 +13,8 @@ from coffre import config
 from coffre.api.admission import WaitingRoom
 from coffre.api.app import create_app
 from coffre.api.auth import Authority, AuthSettings
+from coffre.api.metrics import RoomMetrics
+from coffre.api.scraping import ScrapeAccess
 from coffre.research.folder import ResearchFolder
 from coffre.service import Vault
 from coffre.service.background import in_background
@@ -31,13 +33,14 @@ def app_from_settings() -> Starlette:
         vault.keyring, access_token_key(records), AuthSettings.from_settings()
     )
     serving = max(1, int(config.BOOKING_SERVING.value()))
-    room = WaitingRoom(serving, int(config.BOOKING_WAITING.value()))
+    room = WaitingRoom(serving, int(config.BOOKING_WAITING.value()), RoomMetrics())
     app = create_app(
         records,
         max_body_bytes=int(config.MAX_BODY_BYTES.value()),
         authority=authority,
         waiting_room=room,
         research=ResearchFolder(vault.keyring),
+        scrape_access=ScrapeAccess.from_settings(authority.required),
     )
     _while_serving(app, lambda: in_background(consolidate_when_quiet(records.storage)))
     witnesses, quorum = witnesses_from_settings()

@@ -191,10 +191,11 @@ def serve(
 ) -> None:
     """Serve the FHIR API of a vault, over HTTPS when given a certificate."""
     import uvicorn
-    from uvicorn.supervisors import Multiprocess
 
     from coffre.api.http_protocol import FhirHttpToolsProtocol
     from coffre.api.listening import PortPerProcess
+    from coffre.api.scraping import ScrapeAccess
+    from coffre.api.workers import MetricsFolder, Supervisor
 
     os.environ[config.VAULT.env] = str(vault)
     if keyring:
@@ -205,8 +206,10 @@ def serve(
         records.storage.close()
         witnesses_from_settings()
         auth = AuthSettings.from_settings()
+        ScrapeAccess.from_settings(auth.mode == REQUIRED)
         https = tls.uvicorn_options(tls_cert, tls_key)
         listening = PortPerProcess.bind_to(host, port) if workers > 1 else None
+        metrics = MetricsFolder.for_this_run() if workers > 1 else None
     except CoffreError as error:
         raise fail(error) from None
     scheme = "https" if https else "http"
@@ -240,10 +243,13 @@ def serve(
         timeout_worker_healthcheck=WORKER_START_SECONDS,
         **https,
     )
-    if listening is None:
+    if listening is None or metrics is None:
         uvicorn.run(APPLICATION, **options)
-    else:
-        Multiprocess(uvicorn.Config(APPLICATION, **options), sockets=[listening]).run()
+        return
+    try:
+        Supervisor(uvicorn.Config(APPLICATION, **options), sockets=[listening]).run()
+    finally:
+        metrics.remove()
 
 
 def _say_when_listening(host: str, port: int, serving: str) -> None:

@@ -28,7 +28,6 @@ token and its PIN. The log's Ed25519 key signs in the token (CKM_EDDSA, RFC 8032
 from __future__ import annotations
 
 import re
-import stat
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -44,6 +43,7 @@ from coffre import config
 from coffre.custody.base import WrappedKey
 from coffre.custody.memory import check_retirable, new_origin, next_kek_id
 from coffre.exceptions import CustodyError, SealError, VaultStateError
+from coffre.files import secret_text
 
 PREFIX = "coffre/"
 KEK_ID_PREFIX = "pkcs11:"
@@ -480,19 +480,8 @@ def _generate_kek(session: Any, kek: str) -> Any:
 
 def _pin_in(path: Path) -> str:
     """The PIN a file holds; each refusal says what is wrong with the file, never a byte
-    of it. Not a pipe: each server process reads the file again, and would wait forever
-    for a writer that fed the first one."""
-    try:
-        mode = path.stat().st_mode
-        if not stat.S_ISREG(mode):
-            raise CustodyError(f"the PIN file {path} is no regular file: name a file")
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            raise CustodyError(f"the PIN file {path} is readable by others: chmod 600 it")
-        pin = path.read_bytes().decode().rstrip("\r\n")
-    except OSError as error:
-        raise CustodyError(f"the PIN file {path} cannot be read: {type(error).__name__}") from None
-    except UnicodeDecodeError:
-        raise CustodyError(f"the PIN file {path} is not UTF-8 text") from None
+    of it."""
+    pin = secret_text(path, f"the PIN file {path}", CustodyError)
     if not pin:
         raise CustodyError(
             f"the PIN file {path} is empty: a wrong PIN would count towards the token's lock"

@@ -296,6 +296,7 @@ class LatestWrites:
         self.tree = CompactRange()  # the log's tree as far as it was followed
         self.known = 0
         self.newest_write = 0  # the time of the newest write followed (µs since the epoch)
+        self.newest_leaf = 0  # and of its newest leaf, an access as well as a write
         self._events = 0  # the AuditEvents the leaves followed commit to
         self._lock = threading.Lock()
 
@@ -354,6 +355,8 @@ class LatestWrites:
                     self._located.append(leaf.loc)
                 latest[leaf.loc] = pack(leaf.version, leaf.body_hash, leaf.index_digest)
                 self.newest_write = max(self.newest_write, leaf.ts)
+        if leaves:
+            self.newest_leaf = max(self.newest_leaf, leaves[-1].ts)
         self.known += len(leaves)
 
     def check_events(self, storage: Storage) -> int:

@@ -57,6 +57,38 @@ def test_a_client_that_leaves_the_queue_passes_its_turn_on() -> None:
     asyncio.run(run())
 
 
+class _Watching:
+    """A ``RoomObserver`` that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, int]] = []
+        self.turned = 0
+
+    def occupancy(self, waiting: int, serving: int) -> None:
+        self.seen.append((waiting, serving))
+
+    def turned_away(self) -> None:
+        self.turned += 1
+
+
+def test_the_room_tells_who_waits_who_is_served_and_who_is_turned_away() -> None:
+    async def run() -> _Watching:
+        watching = _Watching()
+        room, served, hold = WaitingRoom(1, 1, watching), [], asyncio.Event()
+        visits = [asyncio.create_task(_visit(room, f"p{n}", served, hold)) for n in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(ComeBack):
+            await _visit(room, "p2", served, hold)
+        hold.set()
+        await asyncio.gather(*visits)
+        return watching
+
+    watching = asyncio.run(run())
+    # p0 served, p1 waits, p0's turn handed to p1, p1 gone
+    assert watching.seen == [(0, 1), (1, 1), (0, 1), (0, 0)]
+    assert watching.turned == 1
+
+
 def test_the_wait_advised_follows_the_pace_of_the_queue() -> None:
     assert advised_wait(10, 0.5, 2) == 3  # ten ahead at 0.5 s each, two at a time
     assert advised_wait(1, 0.001, 16) == 1  # never "come back now"

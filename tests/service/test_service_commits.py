@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
@@ -18,6 +19,26 @@ from coffre.storage import SqliteStorage
 
 def _create(writer: Writer) -> str:
     return writer.create({"resourceType": "Patient", "gender": "female"}).stored.id
+
+
+class _Watching:
+    """A ``CommitObserver`` that keeps what it is told."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, float]] = []
+        self.waits: list[float] = []
+        self.failures: list[Exception] = []
+        self.log: tuple[int, int] = (0, 0)
+
+    def committed(self, waits: Sequence[float], held: float) -> None:
+        self.batches.append((len(waits), held))
+        self.waits += waits
+
+    def failed(self, error: Exception) -> None:
+        self.failures.append(error)
+
+    def followed(self, leaves: int, newest_us: int) -> None:
+        self.log = (leaves, newest_us)
 
 
 def test_a_write_commits_while_every_other_thread_of_the_loop_is_busy(
@@ -76,8 +97,10 @@ def test_what_arrives_while_the_write_lock_is_held_elsewhere_joins_the_next_batc
     records: RecordStore,
 ) -> None:
     """The batch is taken once the lock is held: a write that came while the commit thread
-    waited for the lock goes with the one it waited for, under one checkpoint."""
-    committer = GroupCommitter(records)
+    waited for the lock goes with the one it waited for, under one checkpoint; each waited
+    for the lock, which the batch held once."""
+    watching = _Watching()
+    committer = GroupCommitter(records, watching)
     holding, release = threading.Event(), threading.Event()
 
     def hold_the_write_lock() -> None:
@@ -105,6 +128,9 @@ def test_what_arrives_while_the_write_lock_is_held_elsewhere_joins_the_next_batc
     assert after - before == 3 + 3
     assert records.storage.checkpoint_at(after) is not None
     assert [records.storage.checkpoint_at(size) for size in range(before + 1, after)] == [None] * 5
+    assert [size for size, _ in watching.batches] == [3]
+    assert min(watching.waits) > 0 and watching.batches[0][1] > 0
+    assert watching.log == (after, records.latest_writes.newest_leaf) and watching.log[1] > 0
 
 
 def test_a_full_disk_in_one_request_fails_its_whole_batch_and_writes_nothing(
@@ -116,7 +142,8 @@ def test_a_full_disk_in_one_request_fails_its_whole_batch_and_writes_nothing(
     storage = records.storage
     if not isinstance(storage, SqliteStorage):
         pytest.skip("SQLite's page limit stands in for a full disk; PostgreSQL has none")
-    committer = GroupCommitter(records)
+    watching = _Watching()
+    committer = GroupCommitter(records, watching)
     holding, release = threading.Event(), threading.Event()
 
     def hold_the_write_lock() -> None:
@@ -152,6 +179,8 @@ def test_a_full_disk_in_one_request_fails_its_whole_batch_and_writes_nothing(
     finally:
         storage._write_db.execute("PRAGMA max_page_count = 1073741823")
     assert [type(outcome) for outcome in outcomes] == [StorageFullError, StorageFullError]
+    assert [type(failure) for failure in watching.failures] == [StorageFullError]
+    assert watching.batches == []
     assert storage.leaf_count() == before
     assert storage.latest(records.keys.location("Patient", "b")) is None
     with records.writer() as writer:  # the vault goes on, its log whole
