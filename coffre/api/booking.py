@@ -68,9 +68,11 @@ async def book(request: Request) -> Response:
     """Book an Appointment on its slots, or on other seats of their place and time."""
     check_format(request)
     refuse_parameters(query_pairs(request), "Appointment/$book", "its body only", _GENERAL)
-    body = appointment_of(await read_json(request, request.app.state.max_body_bytes))
+    sent = await read_json(request, request.app.state.max_body_bytes)
+    body = appointment_of(sent)
     check_url_type(resource_type_of(body), "Appointment")
-    validate(body)
+    if body is sent:  # Parameters were validated whole, the Appointment in them too
+        validate(body)
     base = base_url(request)
     localise_references(body, base)
     appointment: dict[str, Any] = to_book(body)

@@ -28,8 +28,8 @@ Pairs = list[tuple[str, str]]
 
 DEFAULT_COUNT, MOST = 20, 100
 DAY_US = 86_400_000_000
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_AFTER_LAST_DAY_US = (date.max - _EPOCH.date()).days * DAY_US + DAY_US
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_AFTER_LAST_DAY_US = (date.max - EPOCH.date()).days * DAY_US + DAY_US
 """The end of 9999-12-31 in UTC: no window of $find reaches past the last day a date names."""
 LONGEST_WINDOW_DAYS = 31
 _ACTORS = {"location": "Location", "practitioner": "Practitioner"}
@@ -96,8 +96,8 @@ def _window(pairs: Pairs, now_us: int) -> tuple[int, int]:
 def utc_days(start_us: int, end_us: int) -> tuple[str, ...]:
     """The UTC days of ``[start, end)``, counted in whole microseconds (a float's seconds
     would round the last microsecond of 9999-12-31 into a year no date holds)."""
-    first = (_EPOCH + timedelta(microseconds=start_us)).date()
-    last = (_EPOCH + timedelta(microseconds=end_us - 1)).date()
+    first = (EPOCH + timedelta(microseconds=start_us)).date()
+    last = (EPOCH + timedelta(microseconds=end_us - 1)).date()
     return tuple((first + timedelta(days=n)).isoformat() for n in range((last - first).days + 1))
 
 

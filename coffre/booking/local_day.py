@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from coffre.booking.find import EPOCH
 from coffre.fhir.primitives import TZ_CODE
 
 
@@ -50,4 +51,4 @@ def day_bounds(schedule: dict[str, Any], day: date) -> tuple[int, int]:
 
 
 def _micros(moment: datetime) -> int:
-    return (moment - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+    return (moment - EPOCH) // timedelta(microseconds=1)
