@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from bisect import bisect_right
 from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from itertools import islice
 from typing import Any
 
@@ -26,8 +27,8 @@ from coffre.search.criteria import RESULT_PARAMETERS, criterion
 from coffre.search.results import Pairs, listed, number, one_of, page_count
 from coffre.search.shapes import SUMMARIES, search_shape
 from coffre.service import RecordStore, Stored
-from coffre.service.includes import Include, included_by, includes
-from coffre.service.searching import Scope, Searcher, compartment_types, everything, sort_results
+from coffre.service.includes import Include, included_by, includes, supporting
+from coffre.service.searching import Scope, Searcher, everything, everything_types, sort_results
 from coffre.service.stored import check_id
 from coffre.service.writer import Writer
 
@@ -55,11 +56,14 @@ def _bundle(
     complete: bool = True,
     anchored: bool = False,
     after: bytes | None = None,
+    supported: AbstractSet[str] = frozenset(),
 ) -> tuple[dict[str, Any], list[Stored]]:
     """``complete``: ``matches`` holds every match, not only enough for this page;
     ``specs`` the includes to follow, ``ignored`` why parts of the request were not;
     ``anchored``: ``matches`` are in location order, so that the next page can start
-    after this one's last (``_after``), and this one after ``after`` if given."""
+    after this one's last (``_after``), and this one after ``after`` if given;
+    ``supported``: the types of the resources the page refers to that come with it
+    (``$everything``'s practitioners, organisations...), as includes."""
     shape = search_shape(pairs)
     total_mode = one_of(pairs, "_total", TOTALS)
     count = 0 if shape.summary == "count" else page_count(pairs)
@@ -67,6 +71,8 @@ def _bundle(
     start = offset if after is None else bisect_right([m.loc for m in matches], after)
     page = matches[start : start + count]
     included = included_by(searcher, page, specs)
+    there = {s.reference for s in included}
+    included += [s for s in supporting(searcher, page, supported) if s.reference not in there]
     snapshot = searcher.scope.as_of or 0
     entries = [
         {
@@ -210,17 +216,18 @@ def everything_page(
     admit: Admit | None = None,
     strict: bool = False,
 ) -> tuple[dict[str, Any], list[Stored]]:
-    """``Patient/{id}/$everything``: the patient's compartment, ``_type`` and ``_since``
-    narrowing it, paged by ``_count``; the caller has read the Patient (404, 410). Other
-    parameters are refused when ``strict``, else left out of the page's links and
-    reported in it."""
+    """``Patient/{id}/$everything``: the patient's records (``everything_types``),
+    ``_type`` and ``_since`` narrowing them, paged by ``_count``, each page with the
+    resources of other types that its records refer to (of ``_type`` too); the caller
+    has read the Patient (404, 410). Other parameters are refused when ``strict``, else
+    left out of the page's links and reported in it."""
     takes = "_type, _since and _count"
     refuse_unsupported(pairs, ("start", "end"), "$everything", takes)
     unknown = sorted({k for k, _ in pairs if k.partition(":")[0] not in EVERYTHING_TAKES})
     if strict:
         refuse_parameters([(k, v) for k, v in pairs if k in unknown], "$everything", takes)
     pairs = [(k, v) for k, v in pairs if k not in unknown]
-    types = listed(pairs, "_type") or list(compartment_types())
+    types = listed(pairs, "_type") or RESOURCE_TYPES
     for name in types:
         if name not in RESOURCE_TYPES:
             raise FhirError(400, "invalid", f"_type names {name!r}, not a FHIR R4 resource type")
@@ -228,14 +235,17 @@ def everything_page(
     ignored += [f"{name} is no parameter of $everything" for name in unknown]
     searcher = Searcher(records, _scope(records, pairs, base, admit))
     limit = _limit(pairs)
-    wanted = [t for t in compartment_types() if t in types]
+    wanted = [t for t in everything_types() if t in types]
+    supported = frozenset(types).difference(everything_types())
     found = everything(searcher, patient_id, wanted, None if limit is None else limit + 1)
     after = since(pairs)
     if after is not None:
         found = (s for s in found if s.ts >= after)
     matches, complete = _first(found, limit)
     page_url = f"{base}/Patient/{patient_id}/$everything"
-    return _bundle(base, pairs, page_url, matches, searcher, specs, ignored, complete)
+    return _bundle(
+        base, pairs, page_url, matches, searcher, specs, ignored, complete, supported=supported
+    )
 
 
 def _first(found: Iterator[Stored], limit: int | None) -> tuple[list[Stored], bool]:

@@ -4,6 +4,7 @@ scope (so that an include never reaches what the requester may not see)."""
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import cache
 
@@ -12,6 +13,7 @@ from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.search import Criterion
 from coffre.search.criteria import parameter_of
 from coffre.search.extract import index_values
+from coffre.search.naming import record_patients
 from coffre.search.parameters import parameters_for
 from coffre.search.results import Pairs, listed
 from coffre.search.values import Ref
@@ -50,6 +52,11 @@ def _forward(searcher: Searcher, found: list[Stored], parts: tuple[str, ...]) ->
         names = _reference_names(stored.resource_type) if wide else frozenset({parts[1]})
         for resource_type, local_id in _references(stored, names, target):
             wanted.setdefault(resource_type, set()).add(local_id)
+    return _fetched(searcher, wanted)
+
+
+def _fetched(searcher: Searcher, wanted: dict[str, set[str]]) -> list[Stored]:
+    """The current resources of these ids, by type, that the search's scope lets out."""
     return [
         stored
         for resource_type, ids in wanted.items()
@@ -156,6 +163,31 @@ def included_by(searcher: Searcher, page: list[Stored], specs: list[Include]) ->
         new = _includes(searcher, current, following)
         current = [s for s in new if s.reference not in seen]
         seen |= {s.reference for s in current}
+        added += current
+        if not current:
+            break
+    return added
+
+
+def supporting(searcher: Searcher, page: list[Stored], types: AbstractSet[str]) -> list[Stored]:
+    """The resources of ``types`` that a page of a patient's records refers to, and those
+    these refer to in turn (``ITERATE_ROUNDS`` at most): the practitioners,
+    organisations, locations, medications... that ``Patient/$everything`` hands out
+    beside the records they support. A record of a patient is never one: this patient's
+    are matches of their own, and another patient's are not this one's to hand out."""
+    seen = {s.reference for s in page}
+    added: list[Stored] = []
+    current = page
+    for _ in range(ITERATE_ROUNDS):
+        wanted: dict[str, set[str]] = {}
+        for stored in current:
+            names = _reference_names(stored.resource_type)
+            for resource_type, local_id in _references(stored, names, None):
+                if resource_type in types and f"{resource_type}/{local_id}" not in seen:
+                    wanted.setdefault(resource_type, set()).add(local_id)
+        found = _fetched(searcher, wanted)
+        seen |= {s.reference for s in found}
+        current = [s for s in found if not record_patients(s.resource())]
         added += current
         if not current:
             break

@@ -13,12 +13,12 @@ from functools import lru_cache, partial
 from typing import TYPE_CHECKING, Any
 
 from coffre.exceptions import FhirError, SealError
-from coffre.fhir._definitions_r4 import PATIENT_COMPARTMENT_PATHS
-from coffre.fhir.compartment import compartment_patients
+from coffre.fhir._definitions_r4 import PATIENT_COMPARTMENT_PATHS, RESOURCE_TYPES
 from coffre.seal import PurposeKeys
 from coffre.search.criteria import Criterion, criterion, parameter_of
 from coffre.search.extract import index_values
 from coffre.search.matching import check_values, criterion_match, sort_key
+from coffre.search.naming import names_patients, record_patients
 from coffre.search.parameters import parameters_for
 from coffre.search.plan import Plan, plan
 from coffre.search.values import Ref, Value
@@ -283,10 +283,11 @@ class Searcher:
     def compartment(
         self, resource_types: Collection[str], patient_id: str, needed: int | None = None
     ) -> Iterator[Stored]:
-        """Current resources of these types in a patient's compartment, in location order,
-        read as they are asked for (``needed``: how many the caller expects to take, if it
-        knows): those any reference parameter that may name a Patient finds, kept when the
-        compartment rule puts them in this patient's compartment. Only the types the
+        """Current resources of these types that are the patient's records, in location
+        order, read as they are asked for (``needed``: how many the caller expects to take,
+        if it knows): those any reference parameter that may name a Patient finds, kept
+        when the compartment rule puts them in this patient's compartment or, for a type
+        outside it, when they name this patient (``record_patients``). Only the types the
         storage holds records of are looked up (a vault holds a few of the sixty-odd)."""
         conjunctions = tuple(
             conjunction
@@ -295,7 +296,7 @@ class Searcher:
         )
         rows = self._rows("", [Lookup(conjunctions)], needed)
         for stored in self._opened(resource_types, rows, self.scope.admit):
-            if patient_id in compartment_patients(stored.resource()):
+            if patient_id in record_patients(stored.resource()):
                 yield stored
             else:
                 self._turned_away(stored.loc)
@@ -421,6 +422,17 @@ def compartment_types() -> tuple[str, ...]:
     return ("Patient", *sorted(t for t in PATIENT_COMPARTMENT_PATHS if t != "Patient"))
 
 
+@lru_cache(maxsize=1)
+def everything_types() -> tuple[str, ...]:
+    """The resource types ``Patient/$everything`` hands out as a patient's records,
+    Patient first: those of the compartment, and those outside it whose records name
+    patients by a search parameter (a Task for them, a Device of theirs). A Binary
+    names its patient by its ``securityContext``, which no search parameter indexes:
+    it is not looked for."""
+    named = (t for t in RESOURCE_TYPES if names_patients(t) and patient_references(t))
+    return ("Patient", *sorted({*PATIENT_COMPARTMENT_PATHS, *named} - {"Patient"}))
+
+
 @lru_cache(maxsize=256)
 def patient_references(resource_type: str) -> tuple[str, ...]:
     """The reference parameters of a type that may point at a Patient."""
@@ -434,10 +446,10 @@ def patient_references(resource_type: str) -> tuple[str, ...]:
 def everything(
     searcher: Searcher, patient_id: str, types: Collection[str], needed: int | None = None
 ) -> Iterator[Stored]:
-    """The resources of a patient's compartment (``Patient/$everything``) of ``types``,
-    read as they are asked for (``needed``: how many the caller expects to take, if it
-    knows): the Patient first, then the others in location order."""
+    """The patient's records (``Patient/$everything``) of ``types``, read as they are
+    asked for (``needed``: how many the caller expects to take, if it knows): the Patient
+    first, then the others in location order."""
     if "Patient" in types:
         yield from searcher.find("Patient", (Criterion("_id", (patient_id,)),))
-    others = [t for t in types if t != "Patient" and t in PATIENT_COMPARTMENT_PATHS]
+    others = [t for t in types if t != "Patient" and t in everything_types()]
     yield from searcher.compartment(others, patient_id, needed)

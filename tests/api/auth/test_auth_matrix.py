@@ -305,6 +305,26 @@ def test_everything_stays_within_the_patient(world: World, whose: str) -> None:
     assert not [ref for ref in found if other in ref]
 
 
+def test_a_patient_s_everything_holds_what_names_them_alone_and_what_supports_it(
+    world: World,
+) -> None:
+    """Alice's token: her Task (outside the compartment, naming her alone) and the
+    practitioners her records refer to come with her records; a Task that also names Bob,
+    and Bob's own records, never do."""
+    response = world.call(PATIENT, "GET", "Patient/alice/$everything")
+    entries = response.json()["entry"]
+    found = {
+        mode: {
+            f"{e['resource']['resourceType']}/{e['resource']['id']}"
+            for e in entries
+            if e["search"]["mode"] == mode
+        }
+        for mode in ("match", "include")
+    }
+    assert "Task/task-alice" in found["match"] and "Practitioner/drwho" in found["include"]
+    assert not [ref for ref in _ids(response) if "bob" in ref or ref == "Task/task-both"]
+
+
 # role -> (ids found searching alice's observations, bob's), or a status
 SEARCHES: dict[str, tuple[list[str], list[str]] | int] = {
     PATIENT: (["Observation/obs-alice"], []),
