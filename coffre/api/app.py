@@ -38,6 +38,7 @@ from coffre.api.research import research_routes
 from coffre.api.responses import fhir_response, outcome_response
 from coffre.api.scraping import ScrapeAccess, scrape_routes
 from coffre.api.state import committer_of
+from coffre.api.validate import validate_instance, validate_type
 from coffre.exceptions import (
     CoffreError,
     CommitUnknownError,
@@ -338,6 +339,8 @@ def _fhir_routes() -> list[Route]:
             consent.research_consent,
             methods=["GET", "PUT", "POST"],
         ),
+        Route("/{type:type_name}/$validate", validate_type, methods=["POST"]),
+        Route("/{type:type_name}/{id:name}/$validate", validate_instance, methods=["POST"]),
         Route("/{type:type_name}", routes.search, methods=["GET"]),
         Route("/{type:type_name}", routes.create, methods=["POST"]),
         Route("/{type:type_name}", routes.conditional_update, methods=["PUT"]),

@@ -59,6 +59,14 @@ _MAP_PROOF = {
     "documentation": "GET: the sparse Merkle proof, against the latest signed checkpoint,"
     " of the record's latest write, and its location (for /ledger/proof/map); a read",
 }
+_VALIDATE = {
+    "name": "validate",
+    "definition": "http://hl7.org/fhir/OperationDefinition/Resource-validate",
+    "documentation": "POST the resource, or Parameters with resource and mode (create or"
+    " update), to [type]/$validate or [type]/[id]/$validate: 200 and an OperationOutcome"
+    " whether it is valid or not, with the R4 schema and element rules a write applies;"
+    " no profile; nothing written",
+}
 _STARTED = datetime.now(UTC).isoformat(timespec="seconds")
 _BULK = "http://hl7.org/fhir/uv/bulkdata"
 _EXPORTS = {
@@ -95,7 +103,7 @@ def _resource(resource_type: str) -> dict[str, Any]:
     operations = _PATIENT_OPERATIONS if resource_type == "Patient" else []
     if resource_type == "Appointment":
         operations = _BOOKING
-    operations = [*operations, *_EXPORTS.get(resource_type, []), _MAP_PROOF]
+    operations = [*operations, *_EXPORTS.get(resource_type, []), _MAP_PROOF, _VALIDATE]
     return {
         "type": resource_type,
         "interaction": [{"code": code} for code in _INTERACTIONS],

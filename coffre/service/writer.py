@@ -49,6 +49,12 @@ def _id_mismatch(resource: dict[str, Any], resource_id: str) -> str:
     return f"the body's id {resource['id']!r} differs from the id in the URL {resource_id!r}"
 
 
+def check_body_id(resource_type: str, resource_id: str, resource: dict[str, Any]) -> None:
+    """An update's body carries the id of its URL (R4 http.html#update): 400 otherwise."""
+    if resource.get("id") != resource_id:
+        raise FhirError(400, "invalid", _id_mismatch(resource, resource_id), f"{resource_type}.id")
+
+
 def _same_content(current: Stored, resource: dict[str, Any]) -> bool:
     """Whether a write would store what the current version holds, server meta aside;
     as written, so that a change of a decimal's precision (7.2 to 7.20) is a change. Most
@@ -285,10 +291,7 @@ class Writer:
         """Update, or create at a client's id (update-as-create)."""
         check_id(resource_type, resource_id)
         check_url_type(resource["resourceType"] if validated else validate(resource), resource_type)
-        if resource.get("id") != resource_id:
-            raise FhirError(
-                400, "invalid", _id_mismatch(resource, resource_id), f"{resource_type}.id"
-            )
+        check_body_id(resource_type, resource_id, resource)
         return self._put(resource_type, resource_id, resource, if_match, own_tokens)
 
     def delete(

@@ -907,6 +907,13 @@ BOOKING = {
     ],
 }
 CONSENT = {"resourceType": "Parameters", "parameter": [{"name": "optOut", "valueBoolean": True}]}
+VALIDATE = {
+    "resourceType": "Parameters",
+    "parameter": [
+        {"name": "resource", "resource": {"resourceType": "Patient", "id": "p", "gender": "male"}},
+        {"name": "mode", "valueCode": "update"},
+    ],
+}
 
 
 @pytest.fixture
@@ -964,6 +971,8 @@ INTERACTIONS = [
     ("GET", "/fhir/_history"),
     ("POST", "/fhir"),
     ("GET", "/fhir/{type}/{id}/$map-proof"),
+    ("POST", "/fhir/{type}/$validate"),
+    ("POST", "/fhir/{type}/{id}/$validate"),
 ]
 FHIR_PATHS = [
     "/fhir/{type}",
@@ -1127,6 +1136,8 @@ OPERATIONS = [
     ("GET", "/fhir/Appointment/$find"),
     ("POST", "/fhir/Appointment/$book"),
     ("GET", "/fhir/{type}/{id}/$map-proof"),
+    ("POST", "/fhir/{type}/$validate"),
+    ("POST", "/fhir/{type}/{id}/$validate"),
     ("GET", "/fhir/.well-known/smart-configuration"),
 ]
 PARAMETER_NAMES = [
@@ -1162,6 +1173,8 @@ OPERATION_VALUES: dict[str, list[str]] = {
     "schedule": ["Schedule/stade", "stade", "Schedule/"],
     "service-type": ["http://snomed.info/sct|33879002", "33879002", "a|b|c", ""],
     "_typeFilter": ["Observation?code=x", "x"],
+    "mode": ["create", "update", "delete", "x"],
+    "profile": ["http://hl7.org/fhir/StructureDefinition/Patient", ""],
 }
 operation_queries = st.lists(
     st.sampled_from(sorted(OPERATION_VALUES)).flatmap(
@@ -1172,6 +1185,7 @@ operation_queries = st.lists(
 parameters = st.one_of(
     mutations_of(BOOKING),
     mutations_of(CONSENT),
+    mutations_of(VALIDATE),
     mutations_of(BOOKING["parameter"][0]["resource"]),
     json_values,
 )

@@ -1,13 +1,15 @@
 """Conformance on the official HL7 R4 4.0.1 examples (../shared/data/fhir-examples).
 
-Each of the 792 examples is PUT at its own id (``<Type>-<id>.json`` holds ``Type/id``; an
-example without an id would be POSTed). It is either accepted and reads back as it went in,
+Each of the 792 examples is checked by ``$validate``, then PUT at its own id
+(``<Type>-<id>.json`` holds ``Type/id``; an example without an id would be POSTed). It is
+either accepted and reads back as it went in,
 apart from ``meta.versionId`` and ``meta.lastUpdated``, or refused with an OperationOutcome
 that names the element at fault and the rule of the official R4 JSON schema it breaks.
 Bundles, transactions and batches included, are stored as resources like any other.
 
 ``EXPECTED_REFUSALS`` lists every refusal, with why the example really breaks the rule:
-a refusal not listed fails, and so does a listed example that is accepted.
+a refusal not listed fails, and so does a listed example that is accepted. ``$validate``
+must say what the write then does: the same issue, or that nothing is wrong.
 """
 
 from __future__ import annotations
@@ -119,6 +121,19 @@ def _without_server_meta(resource: dict[str, Any]) -> dict[str, Any]:
     return trimmed
 
 
+def _validation(
+    client: TestClient, resource_type: str, resource_id: str | None, body: bytes
+) -> dict[str, Any]:
+    """``$validate``'s one issue for the example, for the write the test then makes."""
+    where = resource_type if resource_id is None else f"{resource_type}/{resource_id}"
+    response = client.post(f"/fhir/{where}/$validate", content=body, headers=FHIR_JSON)
+    assert response.status_code == 200, response.text
+    (issue,) = response.json()["issue"]
+    issue["diagnostics"] = issue["diagnostics"].replace("the resource is", "the body is")
+    found: dict[str, Any] = issue
+    return found
+
+
 def test_the_examples_are_all_there() -> None:
     folder = shared_data_path(EXAMPLES)
     names = {path.name for path in folder.glob("*.json")}
@@ -135,6 +150,7 @@ def test_an_example_is_stored_as_it_is_or_refused_for_its_rule(
     body = path.read_bytes()
     example = json.loads(body)
     resource_type, resource_id = example["resourceType"], example.get("id")
+    verdict = _validation(examples_client, resource_type, resource_id, body)
     if resource_id is None:
         response = examples_client.post(f"/fhir/{resource_type}", content=body, headers=FHIR_JSON)
     else:
@@ -152,9 +168,11 @@ def test_an_example_is_stored_as_it_is_or_refused_for_its_rule(
         assert issue["severity"] == "error"
         assert issue["expression"] == [element], issue
         assert rule in issue["diagnostics"], issue
+        assert verdict == issue, "$validate and the write disagree"
         return
 
     assert response.status_code in (200, 201), f"{name} was refused: {answer}"
+    assert verdict["severity"] == "information", f"$validate refused {name}: {verdict}"
     resource_id = answer["id"]
     url = f"/fhir/{resource_type}/{resource_id}"
     read = examples_client.get(url, headers={"Accept": "application/fhir+json"})
