@@ -4,6 +4,8 @@ scope (so that an include never reaches what the requester may not see)."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from functools import cache
@@ -169,6 +171,23 @@ def included_by(searcher: Searcher, page: list[Stored], specs: list[Include]) ->
     return added
 
 
+_REFERENCE = re.compile(
+    rb'"reference"\s*:\s*"([A-Z][A-Za-z]{0,63})/([A-Za-z0-9.-]{1,64})(?:/_history/[^"/]{1,64})?"'
+)
+"""A relative reference (``Type/id``, versioned or not) as JSON writes it: inside a text,
+a look-alike has its quotes escaped (``\\"reference\\":``), which this never matches."""
+
+
+def relative_references(stored: Stored) -> Iterator[tuple[str, str]]:
+    """Every relative reference the record holds, as (type, id), read from its JSON text:
+    references in elements no search parameter covers too (a participant's individual,
+    a dosage's...), and a few times faster than their search parameters' extraction."""
+    for match in _REFERENCE.finditer(stored.body):
+        resource_type = match[1].decode()
+        if resource_type in RESOURCE_TYPES:
+            yield resource_type, match[2].decode()
+
+
 def supporting(searcher: Searcher, page: list[Stored], types: AbstractSet[str]) -> list[Stored]:
     """The resources of ``types`` that a page of a patient's records refers to, and those
     these refer to in turn (``ITERATE_ROUNDS`` at most): the practitioners,
@@ -181,8 +200,7 @@ def supporting(searcher: Searcher, page: list[Stored], types: AbstractSet[str]) 
     for _ in range(ITERATE_ROUNDS):
         wanted: dict[str, set[str]] = {}
         for stored in current:
-            names = _reference_names(stored.resource_type)
-            for resource_type, local_id in _references(stored, names, None):
+            for resource_type, local_id in relative_references(stored):
                 if resource_type in types and f"{resource_type}/{local_id}" not in seen:
                     wanted.setdefault(resource_type, set()).add(local_id)
         found = _fetched(searcher, wanted)
