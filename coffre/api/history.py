@@ -18,7 +18,7 @@ from coffre.exceptions import FhirError
 from coffre.fhir import json
 from coffre.fhir.bundles import fhir_bundle
 from coffre.search.normalise import instant
-from coffre.search.plan import unreadable
+from coffre.search.plan import query_date, split_prefix, unreadable
 from coffre.search.results import Pairs, number, page_count, single
 from coffre.service import RecordStore, Stored
 from coffre.storage import HistoryQuery
@@ -43,9 +43,48 @@ def since(pairs: Pairs) -> int | None:
     return moment
 
 
-UNSUPPORTED = ("_at", "_list", "_sort", "_summary", "_elements", "_include", "_revinclude")
+def _at(pairs: Pairs, one_record: bool) -> tuple[int, int] | None:
+    """The period of ``_at`` as ``[low, high)`` microseconds (``2024-03`` is the month,
+    as a search reads a date), if given: a record's history only, and no prefix, since
+    the parameter asks which versions were current at some point of one period."""
+    raw = single(pairs, "_at")
+    if raw is None:
+        return None
+    if not one_record:
+        raise FhirError(
+            400,
+            "not-supported",
+            "_at is taken by one record's history (Type/id/_history); across records, a search"
+            " with _lastUpdated finds what changed in a period",
+        )
+    prefix, _ = split_prefix(raw)
+    if prefix != "eq" or raw[:2] == "eq":
+        raise FhirError(
+            400, "invalid", f"_at takes a date or time without a prefix, not {prefix}: _at=2024-03"
+        )
+    return query_date(raw)
+
+
+def current_during(versions: list[Stored], low: int, high: int) -> list[Stored]:
+    """The versions of one record that were current at some point of ``[low, high)``:
+    each is from its own time to the next version's (the latest, to now)."""
+    starts = {stored.version: stored.ts for stored in versions}
+    return [
+        stored
+        for stored in versions
+        if stored.ts < high and starts.get(stored.version + 1, high) > low
+    ]
+
+
+def _every_version(records: RecordStore, query: HistoryQuery) -> list[Stored]:
+    """The versions ``query`` lists, ``_since`` aside."""
+    every = replace(query, since_ts=None, offset=0)
+    return records.history(replace(every, limit=records.storage.count_history(every)))
+
+
+UNSUPPORTED = ("_list", "_sort", "_summary", "_elements", "_include", "_revinclude")
 """What a search takes and a history does not (R4 gives it _count, _since, _at, _list)."""
-TAKEN = frozenset({"_count", "_since", "_format", "_pretty", *PAGING})
+TAKEN = frozenset({"_count", "_since", "_at", "_format", "_pretty", *PAGING})
 """What a history reads (``_pretty``, a general parameter, changes nothing here)."""
 
 
@@ -101,7 +140,8 @@ def history_bundle(
     compartment before it moved): they are neither listed, nor counted in its total, nor
     take a place in its pages."""
     pairs = list(request.query_params.multi_items())
-    refuse_unsupported(pairs, UNSUPPORTED, "history", "_since and _count")
+    refuse_unsupported(pairs, UNSUPPORTED, "history", "_since, _at and _count")
+    period = _at(pairs, loc is not None)
     if preferences(request).get("handling") == "strict":
         # Unknown ones are otherwise ignored, as a lenient search ignores them; a history
         # Bundle has no place for the outcome that would say so (its entries are versions).
@@ -110,7 +150,7 @@ def history_bundle(
             raise FhirError(
                 400,
                 "not-supported",
-                f"a history takes _since and _count, not {', '.join(unknown)}"
+                f"a history takes _since, _at and _count, not {', '.join(unknown)}"
                 " (Prefer: handling=strict)",
             )
     count = page_count(pairs)
@@ -119,12 +159,18 @@ def history_bundle(
     query = HistoryQuery(
         loc=loc, kind=kind, since_ts=since(pairs), before_seq=snapshot, limit=count, offset=offset
     )
-    if admit is None:
+    if admit is None and period is None:
         versions = records.history(query)
         total = records.storage.count_history(query)
     else:
         whole = replace(query, limit=records.storage.count_history(query), offset=0)
-        visible = [stored for stored in records.history(whole) if admit(stored)]
+        visible = records.history(whole)
+        if period is not None:  # the next version decides, listed by _since or not
+            every = visible if query.since_ts is None else _every_version(records, whole)
+            kept = {stored.version for stored in current_during(every, *period)}
+            visible = [stored for stored in visible if stored.version in kept]
+        if admit is not None:
+            visible = [stored for stored in visible if admit(stored)]
         versions, total = visible[offset : offset + count], len(visible)
     page_url = str(request.url).split("?")[0]
     entries = [history_entry(base, stored) for stored in versions]
