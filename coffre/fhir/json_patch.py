@@ -1,0 +1,173 @@
+"""JSON Patch (RFC 6902) applied to a FHIR resource, as R4's patch interaction takes it
+(http.html#patch), by the ``jsonpatch`` package.
+
+The package's own messages quote the values of the document they were applied to (a
+failed ``test`` prints the record's value, or the whole object around a missing member):
+a health record's. So every refusal here is written anew, from what the client sent
+alone: the operation's index, its kind and its paths.
+
+What fails, and how (RFC 5789 §2.2): a document that is no JSON Patch is a 400; one that
+does not fit the record as it stands (a path that is not there, a ``test`` that fails) a
+409, the conflicting state the RFC names; one whose result is no valid resource, or
+another resource (its ``resourceType`` or ``id`` changed), a 422.
+"""
+
+from __future__ import annotations
+
+import copy
+from base64 import b64decode
+from binascii import Error as Base64Error
+from dataclasses import dataclass
+from typing import Any
+
+import jsonpatch
+import jsonpointer
+
+from coffre.exceptions import FhirError, bounded
+from coffre.fhir import json
+from coffre.fhir.validation import validate
+
+MEDIA_TYPE = "application/json-patch+json"
+_MEMBER_NEEDED = {
+    "add": "value",
+    "replace": "value",
+    "test": "value",
+    "move": "from",
+    "copy": "from",
+}
+_MALFORMED = "is no JSON Patch (RFC 6902): send an array of operations such as"
+_EXAMPLE = '[{"op": "replace", "path": "/status", "value": "final"}]'
+
+
+@dataclass(frozen=True, slots=True)
+class Operation:
+    """One operation of a JSON Patch document, checked: its index, and the package's own."""
+
+    index: int
+    op: str
+    path: str
+    applied: jsonpatch.JsonPatch
+
+    @property
+    def label(self) -> str:
+        return f"operation {self.index} ({self.op} {bounded(repr(self.path))})"
+
+
+@dataclass(frozen=True, slots=True)
+class JsonPatch:
+    """A JSON Patch document whose every operation is well formed."""
+
+    operations: tuple[Operation, ...]
+
+    def applied(self, resource: dict[str, Any], reference: str) -> dict[str, Any]:
+        """``resource`` (the record ``reference`` as it stands) patched, the result the
+        same resource and valid against R4; ``resource`` is left as it was."""
+        document = self.applied_to(resource, reference)
+        _check_same_resource(document, resource, reference)
+        validate(document, "the patched resource")
+        result: dict[str, Any] = document
+        return result
+
+    def applied_to(self, document: Any, reference: str) -> Any:
+        """A copy of the JSON value ``document`` with the operations applied in turn, all
+        or none (RFC 6902 §5): a 409 naming the first that does not fit, in
+        ``reference``."""
+        patched = copy.deepcopy(document)
+        for operation in self.operations:
+            patched = _apply(operation, patched, reference)
+        return patched
+
+
+def parse_json_patch(body: bytes) -> JsonPatch:
+    """The JSON Patch document ``body`` holds; a 400 naming the first operation that is
+    not well formed."""
+    document = json.loads(body, "the JSON Patch document", json.MAX_DEPTH)
+    if not isinstance(document, list):
+        raise FhirError(400, "structure", f"the body {_MALFORMED} {_EXAMPLE}")
+    return JsonPatch(tuple(_operation(index, item) for index, item in enumerate(document)))
+
+
+def json_patch_of_binary(binary: dict[str, Any]) -> JsonPatch:
+    """The JSON Patch a Bundle entry carries as a Binary (http.html#patch): its
+    contentType application/json-patch+json, its data the document in base64."""
+    if binary.get("resourceType") != "Binary" or binary.get("contentType") != MEDIA_TYPE:
+        raise FhirError(
+            400,
+            "invalid",
+            f"a PATCH entry's resource is a Binary whose contentType is {MEDIA_TYPE} and whose"
+            " data is the JSON Patch document in base64",
+        )
+    data = binary.get("data")
+    try:
+        body = b64decode(data, validate=True) if isinstance(data, str) else b""
+    except (Base64Error, ValueError):
+        body = b""
+    if not body:
+        raise FhirError(
+            400, "invalid", "the PATCH entry's Binary holds no data: give the JSON Patch in base64"
+        )
+    return parse_json_patch(body)
+
+
+def _operation(index: int, item: Any) -> Operation:
+    if not isinstance(item, dict):
+        raise FhirError(400, "structure", f"operation {index} {_MALFORMED} {_EXAMPLE}")
+    op, path = item.get("op"), item.get("path")
+    if op not in ("add", "remove", "replace", "move", "copy", "test"):
+        raise FhirError(
+            400,
+            "structure",
+            f"operation {index} has no op among add, remove, replace, move, copy and test",
+        )
+    needed = _MEMBER_NEEDED.get(op)
+    if needed is not None and needed not in item:
+        raise FhirError(400, "structure", f"operation {index} ({op}) has no {needed!r} member")
+    for member in ("path", "from") if needed == "from" else ("path",):
+        _check_pointer(index, member, item.get(member))
+    assert isinstance(path, str)  # checked just above
+    return Operation(index, op, path, jsonpatch.JsonPatch([item]))
+
+
+def _check_pointer(index: int, member: str, pointer: Any) -> None:
+    """A JSON Pointer (RFC 6901): empty, or ``/`` then its reference tokens."""
+    try:
+        if not isinstance(pointer, str):
+            raise jsonpointer.JsonPointerException("not a string")
+        jsonpointer.JsonPointer(pointer)
+    except jsonpointer.JsonPointerException:
+        raise FhirError(
+            400,
+            "structure",
+            f"operation {index}'s {member!r} is no JSON Pointer: give one such as '/name/0/family'",
+        ) from None
+
+
+def _apply(operation: Operation, document: Any, reference: str) -> Any:
+    """``document`` with ``operation`` applied in place; a 409 when it does not fit, which
+    never says what the record holds."""
+    try:
+        return operation.applied.apply(document, in_place=True)
+    except jsonpatch.JsonPatchTestFailed:
+        why = "failed: the record holds another value there, or none"
+    except (jsonpatch.JsonPatchException, jsonpointer.JsonPointerException):
+        why = "does not fit the record: a path it names is not there, or cannot be"
+    raise FhirError(
+        409,
+        "conflict",
+        f"the patch's {operation.label} {why} in {reference} as it stands: read it again,"
+        " and send a patch for its current version (If-Match)",
+    )
+
+
+def _check_same_resource(document: Any, resource: dict[str, Any], reference: str) -> None:
+    """A patch changes a resource, never which one it is: its type and id stay."""
+    kept = isinstance(document, dict) and all(
+        document.get(key) == resource.get(key) for key in ("resourceType", "id")
+    )
+    if not kept:
+        raise FhirError(
+            422,
+            "processing",
+            f"the patch changes the resourceType or id of {reference}: a patch changes a"
+            " resource's content, never which resource it is",
+        )
