@@ -1121,3 +1121,35 @@ def test_moving_a_readable_record_to_another_patient_is_forbidden_not_missing(
     assert world.call(SYSTEM, "GET", "Observation/obs-alice").json()["subject"] == {
         "reference": "Patient/alice"
     }
+
+
+def _patch(world: World, role: str, path: str, operations: list[dict[str, Any]]) -> httpx.Response:
+    headers = {"Content-Type": "application/json-patch+json"}
+    return world.call(role, "PATCH", path, content=json.dumps(operations), headers=headers)
+
+
+def test_a_patch_is_checked_as_the_update_it_is(world: World) -> None:
+    """The record patched and the resource the patch makes of it, as an update's version
+    replaced and resource as sent: a token that may not write is refused, a hidden record
+    answered as missing, and a patch that moves a record to another patient refused."""
+    victim = "patchable-task"
+    with world.records.writer() as writer:
+        writer.update("Task", victim, _written_task(victim, "alice"))
+    note = [{"op": "add", "path": "/note", "value": [{"text": "seen"}]}]
+    to_bob = [{"op": "replace", "path": "/for/reference", "value": "Patient/bob"}]
+
+    assert _patch(world, READ_ONLY, f"Task/{victim}", note).status_code == 403
+    assert _patch(world, RESEARCHER, f"Task/{victim}", note).status_code == 403
+    assert _patch(world, NO_TOKEN, f"Task/{victim}", note).status_code == 401
+    hidden = _patch(world, DR_NO, f"Task/{victim}", note)
+    assert hidden.status_code == 404, hidden.text
+    missing = _patch(world, DR_NO, "Task/ghost", note)
+    assert hidden.json() == json.loads(missing.text.replace("ghost", victim))
+    assert _patch(world, PATIENT, f"Task/{victim}", to_bob).status_code == 403
+    assert _patch(world, DR_WHO, f"Task/{victim}", to_bob).status_code == 403
+    assert world.call(SYSTEM, "GET", f"Task/{victim}").json()["meta"]["versionId"] == "1"
+
+    patched = _patch(world, DR_WHO, f"Task/{victim}", note)
+
+    assert patched.status_code == 200, patched.text
+    assert world.call(SYSTEM, "GET", f"Task/{victim}").json()["note"] == [{"text": "seen"}]
