@@ -357,11 +357,13 @@ async def conditional_update(request: Request) -> Response:
 
 
 async def _patchable(request: Request, resource_type: str) -> tuple[JsonPatch, GuardGate]:
-    """A PATCH's document, once the request may update records of its type (whether it
-    may update the record, and what the patch makes of it, is checked under the lock)."""
+    """A PATCH's document, once the request may read and update records of its type
+    (whether it may patch the record, and what the patch makes of it, is checked under
+    the lock): ``patch_visible`` says why a patch reads."""
     check_format(request)
     guard = guard_of(request)
     guard.check_type(Interaction.UPDATE, resource_type)
+    guard.check_type(Interaction.READ, resource_type)
     body = await read_patch(request, request.app.state.max_body_bytes)
     return parse_json_patch(body), GuardGate(guard)
 

@@ -752,6 +752,7 @@ class BundleProcessor:
     def _patch(self, writer: Writer, entry: Entry) -> dict[str, Any]:
         """A JSON Patch, which the entry carries as a Binary (http.html#patch)."""
         assert entry.resource_id is not None  # a conditional patch's was matched
+        self.gate.check(writer, "read", entry.resource_type)  # a patch reads: patch_visible
         patch = json_patch_of_binary(self._body(entry))
         conditions = (entry.if_match, entry.if_none_match)
         return self._write_result(

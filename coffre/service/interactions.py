@@ -117,12 +117,18 @@ def patch_visible(
     the requester may update the record and the result, and ``conditions`` (If-Match,
     If-None-Match) hold. No other write can come between the version the patch is applied
     to and the one it writes: both are in this transaction, under the write lock, and the
-    write expects that version still."""
+    write expects that version still.
+
+    A patch reads the record too, so the requester must also be one who may read it: its
+    ``test`` operations compare the record's values with the client's, its 409s tell
+    which elements the record has, and ``Prefer: return=representation`` hands the whole
+    record back, none of which an update's body, the client's own, discloses."""
     current = writer.latest(resource_type, resource_id)
     missing = not_found(resource_type, resource_id)
     if current is None:
         raise missing
     gate.check(writer, "update", current, missing)
+    gate.check(writer, "read", current, missing)
     if current.deleted:
         raise gone(resource_type, resource_id)
     expected, none_match = conditions
