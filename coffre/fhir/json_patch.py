@@ -98,8 +98,8 @@ def json_patch_of_binary(binary: dict[str, Any]) -> JsonPatch:
             " data is the JSON Patch document in base64",
         )
     data = binary.get("data")
-    try:
-        body = b64decode(data, validate=True) if isinstance(data, str) else b""
+    try:  # base64Binary may be wrapped in lines (R4 datatypes.html#base64Binary)
+        body = b64decode("".join(data.split()), validate=True) if isinstance(data, str) else b""
     except (Base64Error, ValueError):
         body = b""
     if not body:

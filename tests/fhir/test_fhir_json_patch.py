@@ -103,10 +103,12 @@ def test_a_patch_carried_as_a_binary_is_the_same_patch(
 ) -> None:
     operations = data.draw(patches(document))
     body = orjson.dumps(operations)
+    encoded = base64.b64encode(body).decode()
+    width = data.draw(st.sampled_from([len(encoded), 76, 4]))  # wrapped in lines, or not
     binary = {
         "resourceType": "Binary",
         "contentType": "application/json-patch+json",
-        "data": base64.b64encode(body).decode(),
+        "data": "\n".join(encoded[i : i + width] for i in range(0, len(encoded), width)),
     }
     assert json_patch_of_binary(binary) == parse_json_patch(body)
 
