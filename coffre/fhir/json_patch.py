@@ -35,6 +35,12 @@ _MEMBER_NEEDED = {
     "move": "from",
     "copy": "from",
 }
+MAX_OPERATIONS = 1_000
+"""A patch is a small change (a status, a field): a larger one is a PUT of the resource."""
+MAX_COPIED = 100_000
+"""How many JSON values a patch's ``copy`` operations may add in all: each may copy what
+the ones before it copied, so that twenty of them would make a record a million times
+larger, under the write lock."""
 _MALFORMED = "is no JSON Patch (RFC 6902): send an array of operations such as"
 _EXAMPLE = '[{"op": "replace", "path": "/status", "value": "final"}]'
 
@@ -46,6 +52,8 @@ class Operation:
     index: int
     op: str
     path: str
+    source: str | None
+    """A ``move``'s or ``copy``'s ``from``."""
     applied: jsonpatch.JsonPatch
 
     @property
@@ -73,7 +81,10 @@ class JsonPatch:
         or none (RFC 6902 §5): a 409 naming the first that does not fit, in
         ``reference``."""
         patched = copy.deepcopy(document)
+        copied = 0
         for operation in self.operations:
+            if operation.op == "copy":
+                copied += _copied_size(operation, patched, MAX_COPIED - copied)
             patched = _apply(operation, patched, reference)
         return patched
 
@@ -84,6 +95,13 @@ def parse_json_patch(body: bytes) -> JsonPatch:
     document = json.loads(body, "the JSON Patch document", json.MAX_DEPTH)
     if not isinstance(document, list):
         raise FhirError(400, "structure", f"the body {_MALFORMED} {_EXAMPLE}")
+    if len(document) > MAX_OPERATIONS:
+        raise FhirError(
+            400,
+            "too-costly",
+            f"the patch has {len(document):,} operations, more than the {MAX_OPERATIONS:,} a"
+            " patch may have: send the resource whole with PUT",
+        )
     return JsonPatch(tuple(_operation(index, item) for index, item in enumerate(document)))
 
 
@@ -125,7 +143,7 @@ def _operation(index: int, item: Any) -> Operation:
     for member in ("path", "from") if needed == "from" else ("path",):
         _check_pointer(index, member, item.get(member))
     assert isinstance(path, str)  # checked just above
-    return Operation(index, op, path, jsonpatch.JsonPatch([item]))
+    return Operation(index, op, path, item.get("from"), jsonpatch.JsonPatch([item]))
 
 
 def _check_pointer(index: int, member: str, pointer: Any) -> None:
@@ -157,6 +175,32 @@ def _apply(operation: Operation, document: Any, reference: str) -> Any:
         f"the patch's {operation.label} {why} in {reference} as it stands: read it again,"
         " and send a patch for its current version (If-Match)",
     )
+
+
+def _copied_size(operation: Operation, document: Any, budget: int) -> int:
+    """How many JSON values ``operation`` (a copy) adds to ``document``; a 422 past
+    ``budget``, counted no further than it."""
+    assert operation.source is not None  # a copy has its from, checked when parsed
+    try:
+        pending = [jsonpointer.resolve_pointer(document, operation.source)]
+    except jsonpointer.JsonPointerException:
+        return 0  # nothing there: _apply says so
+    size = 0
+    while pending and size <= budget:
+        value = pending.pop()
+        size += 1
+        if isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list):
+            pending.extend(value)
+    if size > budget:
+        raise FhirError(
+            422,
+            "too-costly",
+            f"the patch's {operation.label} would make its copies add more than"
+            f" {MAX_COPIED:,} values to the resource: send the resource whole with PUT",
+        )
+    return size
 
 
 def _check_same_resource(document: Any, resource: dict[str, Any], reference: str) -> None:

@@ -192,6 +192,8 @@ def test_a_conditional_patch_matching_nothing_is_404_and_several_412(
         ([{"op": "replace", "path": "/resourceType", "value": "Group"}], 422, "resourceType or id"),
         ([{"op": "remove", "path": "/id"}], 422, "resourceType or id"),
         ([{"op": "add", "path": "", "value": {"resourceType": "Patient"}}], 422, "id"),
+        ([{"op": "remove", "path": "/gender"}] * 1001, 400, "more than the 1,000"),
+        ([{"op": "copy", "from": "/name", "path": "/name/0/given/-"}] * 40, 422, "100,000"),
     ],
 )
 def test_a_patch_that_cannot_be_written_is_refused_saying_why_and_nothing_is_written(
