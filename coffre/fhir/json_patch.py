@@ -140,18 +140,18 @@ def _operation(index: int, item: Any) -> Operation:
     needed = _MEMBER_NEEDED.get(op)
     if needed is not None and needed not in item:
         raise FhirError(400, "structure", f"operation {index} ({op}) has no {needed!r} member")
-    for member in ("path", "from") if needed == "from" else ("path",):
-        _check_pointer(index, member, item.get(member))
-    assert isinstance(path, str)  # checked just above
-    return Operation(index, op, path, item.get("from"), jsonpatch.JsonPatch([item]))
+    path = _pointer(index, "path", path)
+    source = _pointer(index, "from", item["from"]) if needed == "from" else None
+    return Operation(index, op, path, source, jsonpatch.JsonPatch([item]))
 
 
-def _check_pointer(index: int, member: str, pointer: Any) -> None:
-    """A JSON Pointer (RFC 6901): empty, or ``/`` then its reference tokens."""
+def _pointer(index: int, member: str, pointer: Any) -> str:
+    """``pointer``, once it is a JSON Pointer (RFC 6901): empty, or ``/`` then its
+    reference tokens."""
     try:
         if not isinstance(pointer, str):
             raise jsonpointer.JsonPointerException("not a string")
-        jsonpointer.JsonPointer(pointer)
+        return str(jsonpointer.JsonPointer(pointer).path)
     except jsonpointer.JsonPointerException:
         raise FhirError(
             400,

@@ -113,10 +113,26 @@ def test_a_patch_carried_as_a_binary_is_the_same_patch(
     assert json_patch_of_binary(binary) == parse_json_patch(body)
 
 
-@given(JSON)
-def test_what_is_no_json_patch_is_400_and_never_500(document: Any) -> None:
-    """Any JSON value parses as a JSON Patch, or is refused with a 400."""
+POINTERS = st.lists(KEYS | STRANGE_KEYS, max_size=3).map(lambda parts: as_pointer(tuple(parts)))
+LOOSE_OPERATIONS = st.fixed_dictionaries(
+    {"op": st.sampled_from(["add", "remove", "replace", "move", "copy", "test", "frob"])},
+    optional={"path": POINTERS | JSON, "from": POINTERS | JSON, "value": JSON},
+)
+
+
+@settings(max_examples=300)
+@given(JSON | st.lists(LOOSE_OPERATIONS, max_size=3), DOCUMENTS)
+def test_any_json_is_a_patch_that_applies_or_a_clean_refusal(
+    body: Any, document: dict[str, Any]
+) -> None:
+    """Whatever JSON a client sends as a patch: a 400 when it is no JSON Patch, else a
+    patch whose application gives a value or a 409, never another error."""
     try:
-        parse_json_patch(orjson.dumps(document))
+        patch = parse_json_patch(orjson.dumps(body))
     except FhirError as error:
         assert error.status == 400
+        return
+    try:
+        patch.applied_to(document, "Basic/1")
+    except FhirError as error:
+        assert error.status == 409
