@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import coffre
+from coffre.fhir.json_patch import MEDIA_TYPE as JSON_PATCH
 from coffre.fhir.validation import REST_TYPES
 from coffre.search.criteria import MODIFIERS, parameter_of
 from coffre.search.normalise import PHONETIC
@@ -15,6 +16,7 @@ _INTERACTIONS = [
     "read",
     "vread",
     "update",
+    "patch",
     "delete",
     "history-instance",
     "history-type",
@@ -143,6 +145,7 @@ def capability_statement(base_url: str) -> dict[str, Any]:
         "instantiates": [f"{_BULK}/CapabilityStatement/bulk-data"],
         "fhirVersion": "4.0.1",
         "format": ["application/fhir+json", "json", "application/json"],
+        "patchFormat": [JSON_PATCH],
         "rest": [
             {
                 "mode": "server",

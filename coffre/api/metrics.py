@@ -47,9 +47,16 @@ _BY_METHOD = {
         "HEAD": "search",
         "POST": "create",
         "PUT": "update",
+        "PATCH": "patch",
         "DELETE": "delete",
     },
-    "instance": {"GET": "read", "HEAD": "read", "PUT": "update", "DELETE": "delete"},
+    "instance": {
+        "GET": "read",
+        "HEAD": "read",
+        "PUT": "update",
+        "PATCH": "patch",
+        "DELETE": "delete",
+    },
 }
 BUNDLE_KINDS = ("transaction", "batch")
 INTERACTIONS = (

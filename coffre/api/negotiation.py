@@ -19,6 +19,7 @@ from coffre.api.media_types import (
 )
 from coffre.exceptions import FhirError
 from coffre.fhir import json
+from coffre.fhir.json_patch import MEDIA_TYPE as JSON_PATCH
 from coffre.fhir.values import whole_number
 from coffre.search.criteria import NOT_UTF8
 from coffre.service import Stored
@@ -144,6 +145,23 @@ async def read_json(request: Request, max_bytes: int) -> Any:
     if not body:
         raise FhirError(400, "required", "the request has no body; send a FHIR resource as JSON")
     return json.loads(body, max_depth=json.MAX_DEPTH)
+
+
+async def read_patch(request: Request, max_bytes: int) -> bytes:
+    """A PATCH's body: a JSON Patch document (RFC 6902), the patch format Coffre takes
+    (http.html#patch); any other is a 415 that says so."""
+    content_type = _content_type(request)
+    if content_type != JSON_PATCH:
+        raise FhirError(
+            415,
+            "not-supported",
+            f"the patch's Content-Type is {content_type or 'missing'}; send a JSON Patch"
+            f" (RFC 6902) as {JSON_PATCH}: Coffre does not take FHIRPath Patch",
+        )
+    body = await read_body(request, max_bytes)
+    if not body:
+        raise FhirError(400, "required", "the request has no body; send a JSON Patch document")
+    return body
 
 
 async def read_form(request: Request, max_bytes: int) -> list[tuple[str, str]]:

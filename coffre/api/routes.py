@@ -27,6 +27,7 @@ from coffre.api.negotiation import (
     query_pairs,
     read_form,
     read_json,
+    read_patch,
     refuse_parameters,
     write_conditions,
 )
@@ -40,6 +41,7 @@ from coffre.api.search import everything_page, search_page
 from coffre.api.state import records_of
 from coffre.exceptions import FhirError, information
 from coffre.fhir.bundles import fhir_bundle
+from coffre.fhir.json_patch import JsonPatch, parse_json_patch
 from coffre.fhir.references import localise_references
 from coffre.fhir.validation import check_url_type, resource_type_of, url_type, validate
 from coffre.ledger.leaf import LeafKind
@@ -55,6 +57,8 @@ from coffre.service.indexing import OwnTokens, own_tokens
 from coffre.service.interactions import (
     conditional_update_id,
     delete_visible,
+    patch_visible,
+    patched_id,
     update_visible,
     visible_match,
 )
@@ -348,6 +352,48 @@ async def conditional_update(request: Request) -> Response:
         return update_visible(
             writer, gate, resource_type, resource_id, resource, expected, none_match, own_tokens
         )
+
+    return _written(request, await commit(request, job))
+
+
+async def _patchable(request: Request, resource_type: str) -> tuple[JsonPatch, GuardGate]:
+    """A PATCH's document, once the request may read and update records of its type
+    (whether it may patch the record, and what the patch makes of it, is checked under
+    the lock): ``patch_visible`` says why a patch reads."""
+    check_format(request)
+    guard = guard_of(request)
+    guard.check_type(Interaction.UPDATE, resource_type)
+    guard.check_type(Interaction.READ, resource_type)
+    body = await read_patch(request, request.app.state.max_body_bytes)
+    return parse_json_patch(body), GuardGate(guard)
+
+
+async def patch(request: Request) -> Response:
+    """A JSON Patch of a record (http.html#patch), written as an update of it."""
+    resource_type, resource_id = _type(request), _id(request)
+    check_id(resource_type, resource_id)
+    document, gate = await _patchable(request, resource_type)
+    conditions, base = write_conditions(request), base_url(request)
+    outcome = await commit(
+        request,
+        lambda writer: patch_visible(
+            writer, gate, resource_type, resource_id, document, conditions, base
+        ),
+    )
+    return _written(request, outcome)
+
+
+async def conditional_patch(request: Request) -> Response:
+    """A JSON Patch of the one record the search criteria match (http.html#patch): 404
+    when none does, 412 when several."""
+    resource_type = _type(request)
+    document, gate = await _patchable(request, resource_type)
+    criteria = _required_criteria(request, "an id in the URL or search criteria")
+    conditions, base = write_conditions(request), base_url(request)
+
+    def job(writer: Writer) -> Written:
+        resource_id = patched_id(writer, gate, resource_type, criteria)
+        return patch_visible(writer, gate, resource_type, resource_id, document, conditions, base)
 
     return _written(request, await commit(request, job))
 

@@ -2,7 +2,7 @@
 
 A transaction is all-or-nothing: its writes share one storage transaction, and any
 failure rolls every one of them back. Entries run in the order the spec gives (DELETE,
-POST, PUT, GET); ``urn:uuid:`` and conditional references are resolved before any write.
+POST, PUT and PATCH, GET); ``urn:uuid:`` and conditional references are resolved before any write.
 A batch runs its entries one by one, each committed or refused on its own.
 
 A transaction is prepared before the write lock as far as the storage's state cannot
@@ -25,6 +25,7 @@ from coffre.exceptions import FhirError, bounded, information
 from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir.bundles import fhir_bundle
+from coffre.fhir.json_patch import json_patch_of_binary
 from coffre.fhir.links import narrative_urns, rewrite_urns
 from coffre.fhir.references import (
     Links,
@@ -52,6 +53,8 @@ from coffre.service.interactions import (
     Open,
     conditional_update_id,
     delete_visible,
+    patch_visible,
+    patched_id,
     update_visible,
     visible_match,
 )
@@ -70,12 +73,18 @@ from coffre.service.stored import (
 from coffre.service.writer import Writer
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
-_INTERACTIONS = {"DELETE": "delete", "PUT": "update", "GET": "read", "HEAD": "read"}
+_INTERACTIONS = {
+    "DELETE": "delete",
+    "PUT": "update",
+    "PATCH": "update",
+    "GET": "read",
+    "HEAD": "read",
+}
 # What an entry's url takes by its number of parts, as the REST API: a type, a resource,
 # a version (``Patient/1/_history/2``: read only).
 _METHODS_OF_URL = {
-    1: ("GET", "HEAD", "POST", "PUT", "DELETE"),
-    2: ("GET", "HEAD", "PUT", "DELETE"),
+    1: ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"),
+    2: ("GET", "HEAD", "PUT", "PATCH", "DELETE"),
     4: ("GET", "HEAD"),
 }
 
@@ -213,7 +222,7 @@ def _parse_entry(index: int, entry: dict[str, Any], base_url: str) -> Entry:
             f"Bundle.entry[{index}].request",
         )
     method, url = request["method"], request["url"]
-    if method not in _ORDER or method == "PATCH":
+    if method not in _ORDER:
         raise FhirError(
             400, "not-supported", f"entry[{index}]: Coffre does not support {method} in bundles"
         )
@@ -641,7 +650,15 @@ class BundleProcessor:
             condition = () if entry.query is None else (f"{entry.resource_type}?{entry.query}",)
             entry.identities = (target, *condition)
             return target
+        if entry.method == "PATCH":
+            entry.resource_id = entry.resource_id or self._patched_id(writer, entry)
+            entry.identities = (f"{entry.resource_type}/{entry.resource_id}",)
         return None
+
+    def _patched_id(self, writer: Writer, entry: Entry) -> str:
+        if entry.query is None:
+            raise FhirError(400, "invalid", "a PATCH needs an id or search criteria in its url")
+        return patched_id(writer, self.gate, entry.resource_type, parse_criteria(entry.query))
 
     def _resolve_references(
         self, writer: Writer, resource: dict[str, Any], targets: dict[str, str], batch: bool = False
@@ -726,9 +743,29 @@ class BundleProcessor:
                     entry.own_tokens,
                 )
             )
+        if entry.method == "PATCH":
+            return self._patch(writer, entry)
         if entry.method == "DELETE":
             return self._delete(writer, entry)
         return self._get(writer, entry)
+
+    def _patch(self, writer: Writer, entry: Entry) -> dict[str, Any]:
+        """A JSON Patch, which the entry carries as a Binary (http.html#patch)."""
+        assert entry.resource_id is not None  # a conditional patch's was matched
+        self.gate.check(writer, "read", entry.resource_type)  # a patch reads: patch_visible
+        patch = json_patch_of_binary(self._body(entry))
+        conditions = (entry.if_match, entry.if_none_match)
+        return self._write_result(
+            patch_visible(
+                writer,
+                self.gate,
+                entry.resource_type,
+                entry.resource_id,
+                patch,
+                conditions,
+                self.base_url,
+            )
+        )
 
     def _body(self, entry: Entry) -> dict[str, Any]:
         if entry.resource is None:

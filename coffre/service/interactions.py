@@ -1,8 +1,9 @@
 """The rules of the writing interactions that a REST request and a Bundle entry share:
-update, conditional update and delete, each as the requester may see the records (FHIR R4
-http.html#update, #cond-update, #delete). ``coffre/api/routes.py`` brings them the HTTP
-headers, ``coffre/service/bundles.py`` an entry's ``request`` fields; what they decide is
-written once, here, so that a Bundle's entries answer as the REST API would.
+update, conditional update, patch and delete, each as the requester may see the records
+(FHIR R4 http.html#update, #cond-update, #patch, #delete). ``coffre/api/routes.py`` brings
+them the HTTP headers, ``coffre/service/bundles.py`` an entry's ``request`` fields; what
+they decide is written once, here, so that a Bundle's entries answer as the REST API
+would.
 
 A record the requester may not see is answered as one that does not exist: it is never
 matched, replaced or deleted, and the answer is the same as for an id with nothing stored.
@@ -13,10 +14,13 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from coffre.exceptions import FhirError
+from coffre.fhir import json
+from coffre.fhir.json_patch import JsonPatch
+from coffre.fhir.references import localise_references
 from coffre.search import Criterion
-from coffre.service.conditions import check_none_match
+from coffre.service.conditions import check_if_match, check_none_match
 from coffre.service.indexing import OwnTokens
-from coffre.service.stored import Outcome, Stored, not_found
+from coffre.service.stored import Outcome, Stored, gone, not_found
 from coffre.service.writer import Writer
 
 
@@ -98,6 +102,55 @@ def update_visible(
     return writer.update(
         resource_type, resource_id, resource, expected, validated=True, own_tokens=own_tokens
     )
+
+
+def patch_visible(
+    writer: Writer,
+    gate: Gate,
+    resource_type: str,
+    resource_id: str,
+    patch: JsonPatch,
+    conditions: tuple[int | None, str | None],
+    base_url: str,
+) -> Outcome:
+    """A patch of the record as it stands (http.html#patch), written as an update of it:
+    the requester may update the record and the result, and ``conditions`` (If-Match,
+    If-None-Match) hold. No other write can come between the version the patch is applied
+    to and the one it writes: both are in this transaction, under the write lock, and the
+    write expects that version still.
+
+    A patch reads the record too, so the requester must also be one who may read it: its
+    ``test`` operations compare the record's values with the client's, its 409s tell
+    which elements the record has, and ``Prefer: return=representation`` hands the whole
+    record back, none of which an update's body, the client's own, discloses."""
+    current = writer.latest(resource_type, resource_id)
+    missing = not_found(resource_type, resource_id)
+    if current is None:
+        raise missing
+    gate.check(writer, "update", current, missing)
+    gate.check(writer, "read", current, missing)
+    if current.deleted:
+        raise gone(resource_type, resource_id)
+    expected, none_match = conditions
+    check_if_match(current.reference, current, expected)
+    check_none_match(current, none_match)
+    resource = patch.applied(json.loads(current.body), current.reference)
+    localise_references(resource, base_url)
+    gate.check(writer, "update", resource)
+    return writer.update(resource_type, resource_id, resource, current.version, validated=True)
+
+
+def patched_id(
+    writer: Writer, gate: Gate, resource_type: str, criteria: tuple[Criterion, ...]
+) -> str:
+    """The id of the one record a conditional patch's criteria match among what the
+    requester may see: 404 when none does, 412 when several (http.html#patch)."""
+    match = visible_match(writer, gate, resource_type, criteria, "conditional patch")
+    if match is None:
+        raise FhirError(
+            404, "not-found", f"no {resource_type} matches the conditional patch's criteria"
+        )
+    return match.id
 
 
 def conditional_update_id(

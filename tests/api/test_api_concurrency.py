@@ -286,6 +286,58 @@ def test_writes_racing_for_the_same_record_have_one_winner(two_workers: RunningS
     assert _refused(seen) == []
 
 
+JSON_PATCH = {"Content-Type": "application/json-patch+json"}
+
+
+async def _patch_race(client: httpx.AsyncClient, seen: list[httpx.Response]) -> None:
+    """Patches of the same record at once, each adding a name: every one lands on
+    the version the one before wrote, none lost; with If-Match on the version they all
+    read, one wins and the others are told 412."""
+    patient_id = await _created(client, "v1")
+    url = f"/Patient/{patient_id}"
+    added = await asyncio.gather(
+        *(
+            client.patch(
+                url,
+                content=json.dumps(
+                    [{"op": "add", "path": "/name/-", "value": {"family": f"g{n}"}}]
+                ),
+                headers=JSON_PATCH,
+            )
+            for n in range(6)
+        )
+    )
+    seen.extend(added)
+    assert [r.status_code for r in added] == [200] * 6
+    names = (await client.get(url)).json()["name"]
+    assert sorted(name["family"] for name in names) == [*(f"g{n}" for n in range(6)), "v1"]
+    assert await _history_versions(client, f"Patient/{patient_id}") == list(range(7, 0, -1))
+    racing = await asyncio.gather(
+        *(
+            client.patch(
+                url,
+                content=json.dumps([{"op": "replace", "path": "/name/0/family", "value": f"r{n}"}]),
+                headers={**JSON_PATCH, "If-Match": 'W/"7"'},
+            )
+            for n in range(4)
+        )
+    )
+    seen.extend(racing)
+    assert sorted(r.status_code for r in racing) == [200, 412, 412, 412]
+
+
+def test_patches_racing_for_the_same_record_lose_no_update(two_workers: RunningServer) -> None:
+    seen: list[httpx.Response] = []
+
+    async def main() -> None:
+        async with spread_client(two_workers) as client:
+            for _ in range(3):
+                await asyncio.gather(*(_patch_race(client, seen) for _ in range(2)))
+
+    asyncio.run(main())
+    assert _refused(seen) == []
+
+
 def _transaction(*entries: dict[str, Any]) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "transaction", "entry": list(entries)}
 

@@ -1058,6 +1058,46 @@ def test_any_body_written_is_refused_cleanly_or_stored(
     assert_nothing_logged(caplog)
 
 
+PATCH_SEEDS = [
+    [{"op": "replace", "path": "/status", "value": "amended"}],
+    [{"op": "add", "path": "/valueQuantity/unit", "value": MARKER}],
+    [
+        {"op": "test", "path": "/subject/reference", "value": "Patient/" + PATIENT},
+        {"op": "remove", "path": "/effectiveDateTime"},
+    ],
+    [{"op": "move", "from": "/valueQuantity", "path": "/valueString"}],
+    [{"op": "copy", "from": "/code", "path": "/category/-"}],
+    [{"op": "add", "path": "/note", "value": [{"text": MARKER}]}],
+]
+
+
+@examples(50)
+@given(
+    operations=st.sampled_from(PATCH_SEEDS).flatmap(mutations_of) | json_values,
+    url=st.sampled_from(["Observation/obs-1", "Observation?_id=obs-1", "Patient/" + PATIENT])
+    | st.tuples(types, segments).map("/".join),
+    sent=headers,
+)
+def test_any_json_patch_is_refused_cleanly_or_written(
+    client: TestClient,
+    seeded: RecordStore,
+    caplog: pytest.LogCaptureFixture,
+    operations: Any,
+    url: str,
+    sent: dict[str, str],
+) -> None:
+    before = LogState.of(seeded)
+    headers = {"Content-Type": "application/json-patch+json", **sent}
+    with caplog.at_level(logging.INFO):
+        response = _request(
+            client, "PATCH", f"/fhir/{url}", headers, json.dumps(operations).encode()
+        )
+    assert_answered(response)
+    assert_outcome(response)
+    assert_unchanged_if_refused(response, seeded, before)
+    assert_nothing_logged(caplog)
+
+
 @examples(50)
 @given(bundle=bundles(), form=st.sampled_from(["plain", "plain", "bom", "surrogate"]), sent=headers)
 def test_any_bundle_is_refused_whole_or_processed(

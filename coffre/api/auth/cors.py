@@ -19,7 +19,7 @@ from coffre.api.auth.middleware import RESEARCH_PATH
 from coffre.api.auth.registry import APP, origin_of
 
 CROSS_ORIGIN_PATHS = (FHIR_BASE_PATH + "/", RESEARCH_PATH + "/", "/auth/token", "/auth/jwks")
-_METHODS = ("GET", "HEAD", "POST", "PUT", "DELETE")
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 _REQUEST_HEADERS = (
     "Authorization",
     "If-Match",

@@ -49,7 +49,7 @@ def test_a_registered_apps_origin_may_send_what_a_fhir_client_sends(
     assert answer.status_code == 200  # type: ignore[attr-defined]
     headers = answer.headers  # type: ignore[attr-defined]
     assert headers["access-control-allow-origin"] == APP_ORIGIN
-    assert "PUT" in headers["access-control-allow-methods"]
+    assert {"PUT", "PATCH"} <= set(headers["access-control-allow-methods"].split(", "))
     assert {"Authorization", "If-Match", "Prefer"} <= set(
         headers["access-control-allow-headers"].split(", ")
     )
@@ -62,7 +62,7 @@ def test_a_registered_apps_origin_may_send_what_a_fhir_client_sends(
         ("https://evil.example", "GET", "authorization"),
         ("https://portal.example:8443", "GET", "authorization"),
         ("http://portal.example", "GET", "authorization"),
-        (APP_ORIGIN, "PATCH", "authorization"),
+        (APP_ORIGIN, "PROPFIND", "authorization"),
         (APP_ORIGIN, "GET", "x-made-up"),
     ],
 )

@@ -10,6 +10,7 @@ reads run first, writes touch only resources made for them.
 
 from __future__ import annotations
 
+import base64
 import json
 import time
 from collections.abc import Iterator
@@ -135,6 +136,7 @@ UNAUTHENTICATED = (NO_TOKEN, EXPIRED, STRANGER, TAMPERED)
 REASON = "patient unconscious in the emergency room"
 READ_ONLY = "patient reading Observations only"
 READ_ONLY_SCOPE = "launch/patient patient/Observation.r"
+WRITE_ONLY = "system writing Tasks without reading them"
 
 
 @dataclass
@@ -214,6 +216,9 @@ def _headers(authority: Authority) -> dict[str, dict[str, str]]:
         "drteam": bearer(clinician("drteam")),
         READ_ONLY: bearer(
             _token(authority, sub="alice", role="patient", patient="alice", scope=READ_ONLY_SCOPE)
+        ),
+        WRITE_ONLY: bearer(
+            _token(authority, sub="feed", client_id="feed", role="system", scope="system/Task.cu")
         ),
     }
 
@@ -1141,3 +1146,50 @@ def test_moving_a_readable_record_to_another_patient_is_forbidden_not_missing(
     assert world.call(SYSTEM, "GET", "Observation/obs-alice").json()["subject"] == {
         "reference": "Patient/alice"
     }
+
+
+def _patch(world: World, role: str, path: str, operations: list[dict[str, Any]]) -> httpx.Response:
+    headers = {"Content-Type": "application/json-patch+json"}
+    return world.call(role, "PATCH", path, content=json.dumps(operations), headers=headers)
+
+
+def test_a_patch_is_checked_as_the_update_it_is(world: World) -> None:
+    """The record patched and the resource the patch makes of it, as an update's version
+    replaced and resource as sent: a token that may not write is refused, a hidden record
+    answered as missing, and a patch that moves a record to another patient refused."""
+    victim = "patchable-task"
+    with world.records.writer() as writer:
+        writer.update("Task", victim, _written_task(victim, "alice"))
+    note = [{"op": "add", "path": "/note", "value": [{"text": "seen"}]}]
+    to_bob = [{"op": "replace", "path": "/for/reference", "value": "Patient/bob"}]
+
+    assert _patch(world, READ_ONLY, f"Task/{victim}", note).status_code == 403
+    # A patch reads the record: its test operations, and the record it hands back.
+    assert _patch(world, WRITE_ONLY, f"Task/{victim}", note).status_code == 403
+    entry = {
+        "resource": {
+            "resourceType": "Binary",
+            "contentType": "application/json-patch+json",
+            "data": base64.b64encode(json.dumps(note).encode()).decode(),
+        },
+        "request": {"method": "PATCH", "url": f"Task/{victim}"},
+    }
+    batch = {"resourceType": "Bundle", "type": "batch", "entry": [entry]}
+    answer = world.call(WRITE_ONLY, "POST", "", json=batch).json()
+    assert answer["entry"][0]["response"]["status"] == "403 Forbidden"
+    written = _written_task(victim, "alice", note=[{"text": "sent whole"}])
+    assert world.call(WRITE_ONLY, "PUT", f"Task/{victim}", json=written).status_code == 200
+    assert _patch(world, RESEARCHER, f"Task/{victim}", note).status_code == 403
+    assert _patch(world, NO_TOKEN, f"Task/{victim}", note).status_code == 401
+    hidden = _patch(world, DR_NO, f"Task/{victim}", note)
+    assert hidden.status_code == 404, hidden.text
+    missing = _patch(world, DR_NO, "Task/ghost", note)
+    assert hidden.json() == json.loads(missing.text.replace("ghost", victim))
+    assert _patch(world, PATIENT, f"Task/{victim}", to_bob).status_code == 403
+    assert _patch(world, DR_WHO, f"Task/{victim}", to_bob).status_code == 403
+    assert world.call(SYSTEM, "GET", f"Task/{victim}").json()["meta"]["versionId"] == "2"
+
+    patched = _patch(world, DR_WHO, f"Task/{victim}", note)
+
+    assert patched.status_code == 200, patched.text
+    assert world.call(SYSTEM, "GET", f"Task/{victim}").json()["note"] == [{"text": "seen"}]
