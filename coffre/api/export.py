@@ -27,9 +27,9 @@ from starlette.routing import Route
 from coffre.api.access import access_of
 from coffre.api.auth.enforce import guard_of
 from coffre.api.auth.scopes import Context, Interaction, Target, decide
-from coffre.api.history import since
+from coffre.api.export_parameters import KickOff, from_query
 from coffre.api.http_protocol import MAX_URL_BYTES
-from coffre.api.negotiation import check_format, preferences
+from coffre.api.negotiation import check_format, preferences, query_pairs
 from coffre.api.responses import NO_STORE, fhir_response
 from coffre.api.routes import base_url
 from coffre.api.state import committer_of, records_of
@@ -37,21 +37,22 @@ from coffre.exceptions import FhirError, information
 from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.ledger.leaf import LeafKind
-from coffre.search.results import listed, single
 from coffre.service import Stored
 from coffre.service.export import (
     Export,
     ExportJob,
+    check_types,
     ignored_outcome,
     is_cancelled,
     job_stored,
+    level_types,
     start_job,
 )
 from coffre.service.stored import instant
+from coffre.service.type_filters import read_type_filters
 
 NDJSON = "application/fhir+ndjson"
 OUTPUT_FORMATS = (NDJSON, "application/ndjson", "ndjson")
-KNOWN_PARAMETERS = frozenset({"_outputFormat", "_type", "_since", "_format"})
 # Resources opened, logged and sent at a time, and their JSON's size at most (unless one
 # resource is larger): the memory a download holds, whatever the size of the vault.
 BATCH = 200
@@ -113,31 +114,46 @@ async def counts_stop_with_the_process(app: Starlette) -> AsyncIterator[None]:
 # -- kick-off -------------------------------------------------------------------------------
 
 
-def _kick_off_job(request: Request, level: str, group: str | None = None) -> ExportJob:
-    """The job a kick-off asks for, or its refusal; in a thread: it waits for the write lock."""
+async def _kick_off(request: Request) -> KickOff:
+    """What a kick-off asks for, from its query."""
     check_format(request)
     if "respond-async" not in preferences(request):
         raise FhirError(400, "invalid", "a bulk export needs the header Prefer: respond-async")
-    params = request.query_params
-    unknown = sorted(set(params) - KNOWN_PARAMETERS)
-    if unknown and preferences(request).get("handling") != "lenient":
+    return from_query(query_pairs(request), request.url.query)
+
+
+def _kick_off_job(
+    request: Request, level: str, asked: KickOff, group: str | None = None
+) -> ExportJob:
+    """The job a kick-off asks for, or its refusal; in a thread: it waits for the write lock."""
+    lenient = preferences(request).get("handling") == "lenient"
+    if asked.unknown and not lenient:
         message = (
-            f"$export does not support {', '.join(unknown)}: leave them out, or send"
+            f"$export does not support {', '.join(asked.unknown)}: leave them out, or send"
             " Prefer: handling=lenient to have them ignored (the manifest then warns of each)"
         )
         raise FhirError(400, "not-supported", message)
-    pairs = list(params.multi_items())
-    given = single(pairs, "_outputFormat")
-    output = NDJSON if given is None else _output_format(given)
+    output = NDJSON if asked.output_format is None else asked.output_format
     if output not in OUTPUT_FORMATS:
         raise FhirError(
             400, "not-supported", f"_outputFormat={output}: Coffre exports {NDJSON} only"
         )
-    types = listed(pairs, "_type")
-    after = since(pairs)
+    check_types(level, asked.types)
+    exported = asked.types or level_types(level)
+    filters, notes = read_type_filters(asked.type_filters, exported, lenient)
     records = records_of(request)
-    client = _client_of(request)
-    job = start_job(records, level, str(request.url), types, after, group, unknown, client)
+    job = start_job(
+        records,
+        level,
+        str(request.url),
+        asked.types,
+        asked.since,
+        group,
+        asked.unknown,
+        _client_of(request),
+        filters=filters,
+        notes=notes,
+    )
     _check_access(request, _needed(job, job.resource_types()))
     return job
 
@@ -146,13 +162,6 @@ def _client_of(request: Request) -> str | None:
     """The client a request's token was issued to, by its issuer and client id."""
     principal = guard_of(request).principal
     return None if principal is None else f"{principal.issuer} {principal.client_id}"
-
-
-def _output_format(value: str) -> str:
-    """``_outputFormat`` as the client meant it: a ``+`` it left unencoded in the query
-    (``application/fhir+ndjson``, as the IG writes it) arrives as a space, which no media
-    type holds."""
-    return value.replace(" ", "+")
 
 
 def _needed(job: ExportJob, types: list[str]) -> list[str]:
@@ -210,18 +219,21 @@ def _accepted(request: Request, job: ExportJob) -> Response:
 
 async def export_system(request: Request) -> Response:
     """``GET [base]/$export``: every resource of the vault."""
-    return _accepted(request, await asyncio.to_thread(_kick_off_job, request, "system"))
+    asked = await _kick_off(request)
+    return _accepted(request, await asyncio.to_thread(_kick_off_job, request, "system", asked))
 
 
 async def export_patients(request: Request) -> Response:
     """``GET [base]/Patient/$export``: every patient's compartment."""
-    return _accepted(request, await asyncio.to_thread(_kick_off_job, request, "patient"))
+    asked = await _kick_off(request)
+    return _accepted(request, await asyncio.to_thread(_kick_off_job, request, "patient", asked))
 
 
 async def export_group(request: Request) -> Response:
     """``GET [base]/Group/{id}/$export``: the compartments of the group's Patient members."""
     group_id: str = request.path_params["id"]
-    job = await asyncio.to_thread(_kick_off_job, request, "group", group_id)
+    asked = await _kick_off(request)
+    job = await asyncio.to_thread(_kick_off_job, request, "group", asked, group_id)
     records_of(request).read("Group", group_id)  # 404 or 410 now rather than at download
     return _accepted(request, job)
 
@@ -259,7 +271,9 @@ def _start_counting(request: Request, job: ExportJob, job_id: str) -> _Counting 
         return counting
     if sum(not c.finished for c in countings.values()) >= COUNTING_AT_ONCE:
         return None
-    export = Export(records_of(request), job)  # a Group gone since the kick-off: 404 each time
+    export = Export(
+        records_of(request), job, base_url(request)
+    )  # a Group gone since the kick-off: 404 each time
     counting = countings[job_id] = _Counting()
     while len(countings) > REMEMBERED:
         del countings[next(name for name, c in countings.items() if c.finished)]
@@ -289,7 +303,7 @@ def _manifest(request: Request, job: ExportJob, counts: dict[str, int]) -> dict[
             {"type": name, "url": f"{files}/{name}", "count": count}
             for name, count in counts.items()
         ],
-        "error": [{"type": "OperationOutcome", "url": warnings}] if job.ignored else [],
+        "error": [{"type": "OperationOutcome", "url": warnings}] if _warnings(job) else [],
     }
 
 
@@ -343,7 +357,7 @@ async def export_file(request: Request) -> Response:
         raise FhirError(404, "not-found", f"this export has no {resource_type} file")
     if request.method == "HEAD":  # nothing is opened, sent or logged as exported
         return Response(headers=NO_STORE, media_type=NDJSON)
-    export = Export(records_of(request), job)
+    export = Export(records_of(request), job, base_url(request))
     batches = export.batches(resource_type, BATCH, BATCH_BYTES)
     # The first batch is read and logged before the 200 is sent: a failure there (the
     # storage away, its disk full) is an answer of its own, not a 200 cut short.
@@ -356,10 +370,17 @@ async def export_file(request: Request) -> Response:
 async def export_warnings(request: Request) -> Response:
     """The manifest's error file: a warning for each parameter the export went without."""
     job, _ = _job(request)
-    body = b"".join(json.dumps(ignored_outcome(name)) + b"\n" for name in job.ignored)
+    body = b"".join(json.dumps(outcome) + b"\n" for outcome in _warnings(job))
     if not body:
         raise FhirError(404, "not-found", "this export has no warnings")
     return Response(body, headers=NO_STORE, media_type=NDJSON)
+
+
+def _warnings(job: ExportJob) -> list[dict[str, Any]]:
+    """A warning OperationOutcome for each parameter and filter criterion the export
+    went without (``handling=lenient``)."""
+    ignored = [ignored_outcome(name) for name in job.ignored]
+    return ignored + [ignored_outcome("_typeFilter", note) for note in job.notes]
 
 
 async def _stream(

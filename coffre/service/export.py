@@ -30,8 +30,9 @@ from coffre.ledger.leaf import NO_DIGEST
 from coffre.seal import PurposeKeys
 from coffre.seal.siv import DeterministicSeal
 from coffre.service.records import RecordStore
-from coffre.service.searching import compartment_types
+from coffre.service.searching import Scope, Searcher, compartment_types
 from coffre.service.stored import Stored, not_found, now_us
+from coffre.service.type_filters import FilterTest, TypeFilters
 from coffre.storage.base import HistoryQuery, SealedVersion
 
 LEVELS = ("system", "patient", "group")
@@ -40,7 +41,10 @@ LEVELS = ("system", "patient", "group")
 PAGE = 256
 # How long an export's URLs stay valid.
 LIFETIME_US = 24 * 3600 * 1_000_000
-_FORMAT = 2
+_FORMAT = 3
+_READABLE_FORMATS = (2, 3)
+"""Format 3 added the filters and the notes; a token of format 2 (at most
+24 hours old at an upgrade) reads as a job without them."""
 _TOKEN_DATA = b"coffre export job"
 JOB_TYPE = "$export"
 """The pseudo-type of an export job's location and compartment tokens: never a FHIR type."""
@@ -82,6 +86,10 @@ class ExportJob:
     client: str | None = None
     """The client that started it (its token's issuer and client id), the only one that may
     poll, download or cancel it; None when the server takes no tokens."""
+    filters: TypeFilters = ()
+    """Its ``_typeFilter``: each query's type and the criteria Coffre tests."""
+    notes: tuple[str, ...] = ()
+    """Why each criterion of a filter was left out (``handling=lenient``), names only."""
 
     @property
     def expires(self) -> int:
@@ -104,11 +112,9 @@ class ExportJob:
         except (ValueError, SealError):
             raise unknown from None
         fields: dict[str, Any] = json.loads(payload)
-        if fields.pop("f") != _FORMAT:
+        if fields.pop("f") not in _READABLE_FORMATS:
             raise unknown
-        types = fields.pop("types")
-        ignored = tuple(fields.pop("ignored"))
-        job = cls(**fields, types=None if types is None else tuple(types), ignored=ignored)
+        job = cls(**fields | _tuples(fields))
         if now_us() > job.expires:
             raise unknown
         return job
@@ -120,6 +126,15 @@ class ExportJob:
     def resource_types(self) -> list[str]:
         """The types this export covers, in a stable order."""
         return sorted(t for t in level_types(self.level) if self.types is None or t in self.types)
+
+
+def _tuples(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields a job holds as tuples, which its token's JSON gives back as lists."""
+    listed = ("types", "ignored", "notes")
+    tuples = {name: tuple(fields[name]) for name in listed if fields.get(name) is not None}
+    if "filters" in fields:
+        tuples["filters"] = tuple((name, query) for name, query in fields["filters"])
+    return tuples
 
 
 def level_types(level: str) -> frozenset[str]:
@@ -149,6 +164,9 @@ def start_job(
     group: str | None = None,
     ignored: list[str] | None = None,
     client: str | None = None,
+    *,
+    filters: TypeFilters = (),
+    notes: list[str] | None = None,
 ) -> ExportJob:
     """A new export of ``level``, pinned to the storage as it is now.
 
@@ -172,6 +190,8 @@ def start_job(
         group=group,
         ignored=tuple(sorted(set(ignored or ()))),
         client=client,
+        filters=filters,
+        notes=tuple(notes or ()),
     )
 
 
@@ -187,7 +207,9 @@ def _go_on(stopped: Callable[[], bool]) -> None:
 class Export:
     """One export's resources over a record store, read as of its snapshot."""
 
-    def __init__(self, records: RecordStore, job: ExportJob) -> None:
+    def __init__(self, records: RecordStore, job: ExportJob, base: str | None = None) -> None:
+        """``base``: the URL the server is reached at, which a filter's absolute
+        references may be written on, as a search's."""
         self.records = records
         self.job = job
         self._members = self._group_members() if job.level == "group" else None
@@ -196,6 +218,8 @@ class Export:
             if self._members is None
             else frozenset(map(records.keys.patient_compartment, self._members))
         )
+        scope = Scope(records.storage, base=base, as_of=job.snapshot)
+        self._filters = FilterTest(Searcher(records, scope), job.filters)
 
     # -- what belongs ---------------------------------------------------------------------
 
@@ -273,13 +297,16 @@ class Export:
     ) -> dict[str, int]:
         """How many resources of each type the export holds (types with none left out);
         ``progress`` hears of each type counted. Once ``stopped`` says so (nobody waits
-        for the count any more), CountStopped at the next resource or type."""
+        for the count any more), CountStopped at the next resource or type. A type with a
+        ``_typeFilter`` is counted as its file is made, each resource opened and tested;
+        the others from what the host holds, nothing decrypted."""
         types = self.job.resource_types()
         counts: dict[str, int] = {}
         for done, resource_type in enumerate(types, start=1):
             _go_on(stopped)
             found = 0
-            for _ in self.versions(resource_type):
+            held = self.resources if self._filters.filters(resource_type) else self.versions
+            for _ in held(resource_type):
                 _go_on(stopped)
                 found += 1
             if found:
@@ -292,10 +319,7 @@ class Export:
         at most, and fewer when they reach ``max_bytes`` of JSON."""
         batch: list[Stored] = []
         held = 0
-        for sealed in self.versions(resource_type):
-            stored = self.records.open_found(sealed)
-            if stored.resource_type != resource_type:
-                continue
+        for stored in self.resources(resource_type):
             batch.append(stored)
             held += len(stored.body)
             if len(batch) >= size or held >= max_bytes:
@@ -303,6 +327,14 @@ class Export:
                 batch, held = [], 0
         if batch:
             yield batch
+
+    def resources(self, resource_type: str) -> Iterator[Stored]:
+        """The type's resources the export holds, opened (each checked by its envelope),
+        those its ``_typeFilter`` turns away left out."""
+        for sealed in self.versions(resource_type):
+            stored = self.records.open_found(sealed)
+            if stored.resource_type == resource_type and self._filters.admits(stored):
+                yield stored
 
 
 def group_members(group: dict[str, Any]) -> list[str]:
@@ -317,12 +349,16 @@ def group_members(group: dict[str, Any]) -> list[str]:
     return members
 
 
-def ignored_outcome(parameter: str) -> dict[str, Any]:
-    """The warning of the manifest's error file for a parameter the export went without:
-    its name only, never its value (a filter may name a patient)."""
+def ignored_outcome(parameter: str, criterion: str | None = None) -> dict[str, Any]:
+    """The warning of the manifest's error file for a parameter the export went without,
+    or (``criterion``: why, naming parameters only) for a filter's criterion: names only,
+    never a value (a filter may name a patient)."""
     message = (
         f"{parameter} is not supported by Coffre's $export and was ignored"
         " (Prefer: handling=lenient): the files are not narrowed by it"
+        if criterion is None
+        else f"{criterion}; the criterion was ignored (Prefer: handling=lenient): the"
+        " file of that type is not narrowed by it"
     )
     return operation_outcome("warning", "not-supported", message)
 

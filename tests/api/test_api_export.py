@@ -313,7 +313,19 @@ def test_a_file_that_cannot_be_logged_is_refused_before_it_is_begun(
         ("?_outputFormat=", ASYNC, 400),
         ("?_outputFormat=text/csv", ASYNC, 400),
         ("?_since=yesterday", ASYNC, 400),
-        ("?_typeFilter=Patient%3Fgender%3Dmale", ASYNC, 400),
+        ("?_elements=id", ASYNC, 400),
+        ("?_typeFilter=Patient%3Fgender%3Dmale", ASYNC, 202),
+        ("?_typeFilter=", ASYNC, 400),
+        ("?_typeFilter=Patient", ASYNC, 400),  # no ?: not a query
+        ("?_typeFilter=Nonsense%3Fx%3D1", ASYNC, 400),
+        ("?_typeFilter=Patient%3F", ASYNC, 400),  # no criterion
+        ("?_typeFilter=Patient%3F_count%3D1", ASYNC, 400),  # a result parameter
+        ("?_typeFilter=Patient%3F_sort%3Dbirthdate", ASYNC, 400),
+        ("?_typeFilter=Patient%3Fbirthdate%3Dyesterday", ASYNC, 400),  # unreadable value
+        ("?_typeFilter=Patient%3Fgender%3Aexact%3Dmale", ASYNC, 400),  # modifier of no token
+        ("?_typeFilter=Patient%3Ffoo%3D1", ASYNC, 400),
+        ("?_typeFilter=Patient%3Fname%3D%25E9", ASYNC, 400),  # not UTF-8
+        ("?_type=Patient&_typeFilter=Observation%3Fstatus%3Dfinal", ASYNC, 400),
         ("?_outputFormat=ndjson", ASYNC, 202),
         ("?_outputFormat=application/fhir%2Bndjson", ASYNC, 202),
         ("?_outputFormat=application/fhir+ndjson", ASYNC, 202),  # its + left unencoded
@@ -354,7 +366,7 @@ def test_unsupported_parameters_are_ignored_with_a_warning_when_the_client_is_le
     client sends Prefer: handling=lenient, an OperationOutcome for each in the manifest's
     error files; without it they stay a 400 that says how to have them ignored."""
     _people(client)
-    query = "?_type=Patient&_typeFilter=Patient%3Fgender%3Dmale&_elements=id"
+    query = "?_type=Patient&includeAssociatedData=LatestProvenanceResources&_elements=id"
     for headers in (ASYNC, {**ASYNC, "Prefer": "respond-async, handling=strict"}):
         refused = client.get(f"/fhir/$export{query}", headers=headers)
         assert refused.status_code == 400
@@ -368,8 +380,9 @@ def test_unsupported_parameters_are_ignored_with_a_warning_when_the_client_is_le
     outcomes = [json.loads(line) for line in response.content.splitlines()]
     issues = [o["issue"][0] for o in outcomes]
     assert [i["severity"] for i in issues] == ["warning", "warning"]
-    assert "_elements" in issues[0]["diagnostics"] and "_typeFilter" in issues[1]["diagnostics"]
-    assert "gender" not in response.text  # names only, never what the client filtered on
+    assert "_elements" in issues[0]["diagnostics"]
+    assert "includeAssociatedData" in issues[1]["diagnostics"]
+    assert "Provenance" not in response.text  # names only, never what the client sent
     plain = manifest(client, kick_off(client, "/fhir/$export?_type=Patient", LENIENT))
     assert plain["error"] == []
 
@@ -597,6 +610,8 @@ def test_the_capability_statement_declares_the_three_exports(client: TestClient)
     assert statement["instantiates"] == [f"{bulk}/CapabilityStatement/bulk-data"]
     rest = statement["rest"][0]
     assert rest["operation"][0]["definition"] == f"{bulk}/OperationDefinition/export"
+    documentation = rest["operation"][0]["documentation"]
+    assert "_typeFilter" in documentation
     for name, definition in (("Patient", "patient-export"), ("Group", "group-export")):
         resource = next(r for r in rest["resource"] if r["type"] == name)
         operations = {op["name"]: op["definition"] for op in resource["operation"]}

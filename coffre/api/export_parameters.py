@@ -1,0 +1,66 @@
+"""What a Bulk Data kick-off asks for, read from its query (IG v2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import unquote_plus
+
+from coffre.api.history import since
+from coffre.exceptions import FhirError
+from coffre.search.criteria import NOT_UTF8
+from coffre.search.results import Pairs, listed, single
+from coffre.service.type_filters import SHAPE
+
+KNOWN = frozenset({"_outputFormat", "_type", "_since", "_typeFilter"})
+
+
+@dataclass(frozen=True, slots=True)
+class KickOff:
+    """A kick-off's parameters: ``type_filters`` each a ``Type?query`` as a search takes
+    it; ``unknown`` the names of the parameters Coffre's export does not take."""
+
+    output_format: str | None
+    types: list[str]
+    since: int | None
+    type_filters: list[str]
+    unknown: list[str]
+
+
+def from_query(pairs: Pairs, raw_query: str) -> KickOff:
+    """A GET kick-off's parameters (``pairs``, decoded, and the query as sent)."""
+    return KickOff(
+        output_format=_output_format(single(pairs, "_outputFormat")),
+        types=listed(pairs, "_type"),
+        since=since(pairs),
+        type_filters=_query_type_filters(raw_query),
+        unknown=sorted({name for name, _ in pairs} - KNOWN),
+    )
+
+
+def _output_format(value: str | None) -> str | None:
+    """``_outputFormat`` as the client meant it: a ``+`` it left unencoded in the query
+    (``application/fhir+ndjson``, as the IG writes it) arrives as a space, which no media
+    type holds."""
+    return None if value is None else value.replace(" ", "+")
+
+
+def _query_type_filters(raw_query: str) -> list[str]:
+    """The queries of a GET's ``_typeFilter``s, each decoded once: split at the commas the
+    query string holds as they are, before decoding, since a query's own commas (an OR of
+    values) arrive encoded, ``%2C``."""
+    queries = []
+    for part in raw_query.split("&"):
+        name, _, value = part.partition("=")
+        if unquote_plus(name) == "_typeFilter":
+            queries += [_decoded(query) for query in value.split(",")]
+    return queries
+
+
+def _decoded(query: str) -> str:
+    try:
+        decoded = unquote_plus(query, errors="strict")
+    except UnicodeDecodeError:
+        raise FhirError(400, "structure", f"a _typeFilter {NOT_UTF8}") from None
+    if not decoded.strip():
+        raise FhirError(400, "invalid", f"a _typeFilter is empty: {SHAPE}")
+    return decoded
