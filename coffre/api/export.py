@@ -27,9 +27,15 @@ from starlette.routing import Route
 from coffre.api.access import access_of
 from coffre.api.auth.enforce import guard_of
 from coffre.api.auth.scopes import Context, Interaction, Target, decide
-from coffre.api.export_parameters import KickOff, from_query
+from coffre.api.export_parameters import KickOff, from_parameters, from_query
 from coffre.api.http_protocol import MAX_URL_BYTES
-from coffre.api.negotiation import check_format, preferences, query_pairs
+from coffre.api.negotiation import (
+    check_format,
+    preferences,
+    query_pairs,
+    read_json,
+    refuse_parameters,
+)
 from coffre.api.responses import NO_STORE, fhir_response
 from coffre.api.routes import base_url
 from coffre.api.state import committer_of, records_of
@@ -115,11 +121,15 @@ async def counts_stop_with_the_process(app: Starlette) -> AsyncIterator[None]:
 
 
 async def _kick_off(request: Request) -> KickOff:
-    """What a kick-off asks for, from its query."""
+    """What a kick-off asks for: a GET's query, or a POST's Parameters body."""
     check_format(request)
     if "respond-async" not in preferences(request):
         raise FhirError(400, "invalid", "a bulk export needs the header Prefer: respond-async")
-    return from_query(query_pairs(request), request.url.query)
+    pairs = query_pairs(request)
+    if request.method == "GET":
+        return from_query(pairs, request.url.query)
+    refuse_parameters(pairs, "a POST $export", "its Parameters body only")
+    return from_parameters(await read_json(request, request.app.state.max_body_bytes))
 
 
 def _kick_off_job(
@@ -218,19 +228,20 @@ def _accepted(request: Request, job: ExportJob) -> Response:
 
 
 async def export_system(request: Request) -> Response:
-    """``GET [base]/$export``: every resource of the vault."""
+    """``GET`` or ``POST [base]/$export``: every resource of the vault."""
     asked = await _kick_off(request)
     return _accepted(request, await asyncio.to_thread(_kick_off_job, request, "system", asked))
 
 
 async def export_patients(request: Request) -> Response:
-    """``GET [base]/Patient/$export``: every patient's compartment."""
+    """``GET`` or ``POST [base]/Patient/$export``: every patient's compartment."""
     asked = await _kick_off(request)
     return _accepted(request, await asyncio.to_thread(_kick_off_job, request, "patient", asked))
 
 
 async def export_group(request: Request) -> Response:
-    """``GET [base]/Group/{id}/$export``: the compartments of the group's Patient members."""
+    """``GET`` or ``POST [base]/Group/{id}/$export``: the compartments of the group's
+    Patient members."""
     group_id: str = request.path_params["id"]
     asked = await _kick_off(request)
     job = await asyncio.to_thread(_kick_off_job, request, "group", asked, group_id)
@@ -398,9 +409,9 @@ async def _stream(
 def export_routes() -> list[Route]:
     """Mounted under the FHIR base, before the routes of ``/{type}/{id}``."""
     return [
-        Route("/$export", export_system, methods=["GET"]),
-        Route("/Patient/$export", export_patients, methods=["GET"]),
-        Route("/Group/{id}/$export", export_group, methods=["GET"]),
+        Route("/$export", export_system, methods=["GET", "POST"]),
+        Route("/Patient/$export", export_patients, methods=["GET", "POST"]),
+        Route("/Group/{id}/$export", export_group, methods=["GET", "POST"]),
         Route("/$export-status/{job}", export_status, methods=["GET"]),
         Route("/$export-status/{job}", cancel, methods=["DELETE"]),
         Route("/$export-file/{job}/{type}", export_file, methods=["GET"]),

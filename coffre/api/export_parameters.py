@@ -1,8 +1,10 @@
-"""What a Bulk Data kick-off asks for, read from its query (IG v2)."""
+"""What a Bulk Data kick-off asks for, read from a GET's query or a POST's ``Parameters``
+body (IG v2): the same parameters, the same meaning, whichever way they came."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import unquote_plus
 
 from coffre.api.history import since
@@ -12,6 +14,17 @@ from coffre.search.results import Pairs, listed, single
 from coffre.service.type_filters import SHAPE
 
 KNOWN = frozenset({"_outputFormat", "_type", "_since", "_typeFilter"})
+"""What both kinds of kick-off take."""
+_VALUES = {
+    "_outputFormat": "valueString",
+    "_type": "valueString",
+    "_since": "valueInstant",
+    "_typeFilter": "valueString",
+}
+_EXAMPLE = (
+    '{"resourceType": "Parameters", "parameter": [{"name": "_type", "valueString":'
+    ' "Observation"}, {"name": "_since", "valueInstant": "2026-01-31T12:00:00Z"}]}'
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,3 +77,41 @@ def _decoded(query: str) -> str:
     if not decoded.strip():
         raise FhirError(400, "invalid", f"a _typeFilter is empty: {SHAPE}")
     return decoded
+
+
+def from_parameters(body: Any) -> KickOff:
+    """A POST kick-off's parameters, from its ``Parameters`` body: each ``_typeFilter``
+    a valueString holding one query (its commas are its own); 400 for a body that is not
+    such Parameters."""
+    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
+        raise FhirError(400, "invalid", f"a POST kick-off sends a Parameters resource: {_EXAMPLE}")
+    parameters = body.get("parameter", [])
+    if not isinstance(parameters, list) or not all(isinstance(p, dict) for p in parameters):
+        raise FhirError(400, "invalid", "Parameters.parameter is a list of objects")
+    given = [(_name(p), p) for p in parameters]
+    pairs = [(name, _value(name, p)) for name, p in given if name in KNOWN]
+    return KickOff(
+        output_format=single(pairs, "_outputFormat"),
+        types=listed(pairs, "_type"),
+        since=since(pairs),
+        type_filters=[value for name, value in pairs if name == "_typeFilter"],
+        unknown=sorted({name for name, _ in given} - KNOWN),
+    )
+
+
+def _name(parameter: dict[str, Any]) -> str:
+    name = parameter.get("name")
+    if not isinstance(name, str) or not name:
+        raise FhirError(400, "invalid", "each of the Parameters' parameter needs a name")
+    return name
+
+
+def _value(name: str, parameter: dict[str, Any]) -> Any:
+    """The one value of a parameter Coffre reads, of the type the IG gives it."""
+    kind = _VALUES[name]
+    values = [key for key in parameter if key.startswith("value") or key in ("resource", "part")]
+    value = parameter.get(kind)
+    if values != [kind] or not isinstance(value, str):
+        message = f"the parameter {name} takes one {kind}: {_EXAMPLE}"
+        raise FhirError(400, "invalid", message)
+    return value

@@ -405,10 +405,10 @@ def test_a_method_the_export_urls_do_not_take_is_a_405_naming_those_they_do(
     request fell to the routes of /{type} and /{type}/{id}."""
     status_url = kick_off(client, "/fhir/$export")
     for method, url, allowed in (
-        ("POST", "/fhir/$export", "GET, HEAD"),  # a POST kick-off of the Bulk Data IG
-        ("DELETE", "/fhir/$export", "GET, HEAD"),
-        ("PUT", "/fhir/Patient/$export", "GET, HEAD"),
-        ("DELETE", "/fhir/Patient/$export", "GET, HEAD"),
+        ("DELETE", "/fhir/$export", "GET, HEAD, POST"),
+        ("PUT", "/fhir/Patient/$export", "GET, HEAD, POST"),
+        ("DELETE", "/fhir/Patient/$export", "GET, HEAD, POST"),
+        ("POST", status_url, "GET, HEAD, DELETE"),
         ("PUT", status_url, "GET, HEAD, DELETE"),
         ("PATCH", status_url, "GET, HEAD, DELETE"),
     ):
@@ -611,7 +611,7 @@ def test_the_capability_statement_declares_the_three_exports(client: TestClient)
     rest = statement["rest"][0]
     assert rest["operation"][0]["definition"] == f"{bulk}/OperationDefinition/export"
     documentation = rest["operation"][0]["documentation"]
-    assert "_typeFilter" in documentation
+    assert all(name in documentation for name in ("POST", "_typeFilter"))
     for name, definition in (("Patient", "patient-export"), ("Group", "group-export")):
         resource = next(r for r in rest["resource"] if r["type"] == name)
         operations = {op["name"]: op["definition"] for op in resource["operation"]}

@@ -1,5 +1,6 @@
-"""The Bulk Data kick-off's narrowing parameters over HTTP: ``_typeFilter``, checked
-against a plain search of the same vault."""
+"""The Bulk Data kick-off's parameters over HTTP: ``_typeFilter`` (checked against a
+plain search of the same vault), and a POST kick-off's Parameters (the same export as its
+GET)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+import httpx
 import pytest
 from conftest import put_resource
 from starlette.testclient import TestClient
@@ -19,6 +21,7 @@ from coffre.fhir import json
 LOINC = "http://loinc.org"
 CODES = ("4548-4", "2339-0", "8302-2")
 PATIENTS = (("ana", "female", "Dupont"), ("bob", "male", "Martin"), ("cyd", "female", "Dupuis"))
+POST_HEADERS = {**ASYNC, "Content-Type": "application/fhir+json"}
 
 
 def _lab(number: int) -> dict[str, Any]:
@@ -212,3 +215,82 @@ def test_a_filter_s_values_stay_out_of_every_log_line(
 def _server_logs(caplog: pytest.LogCaptureFixture) -> str:
     """What the server logged: the test's own HTTP client logs each URL it asks for."""
     return "\n".join(r.getMessage() for r in caplog.records if not r.name.startswith("httpx"))
+
+
+# -- POST kick-off ---------------------------------------------------------------------------
+
+
+def _parameters(*parameters: dict[str, Any]) -> dict[str, Any]:
+    return {"resourceType": "Parameters", "parameter": list(parameters)}
+
+
+def _post(client: TestClient, path: str, body: Any) -> httpx.Response:
+    return client.post(path, content=json.dumps(body), headers=POST_HEADERS)
+
+
+def test_a_post_kick_off_exports_what_its_get_does(client: TestClient) -> None:
+    _labs(client)
+    time.sleep(0.01)
+    cut = datetime.now(UTC).isoformat().replace("+00:00", "Z")
+    time.sleep(0.01)
+    for number in (0, 1, 2, 4):
+        put_resource(client, {**_lab(number), "status": "amended"})
+    filter_query = f"Observation?code={LOINC}|4548-4,2339-0"
+    get = f"_type=Observation,Patient&_since={cut}&{_type_filter(filter_query)}"
+    body = _parameters(
+        {"name": "_outputFormat", "valueString": "application/fhir+ndjson"},
+        {"name": "_type", "valueString": "Observation"},
+        {"name": "_type", "valueString": "Patient"},
+        {"name": "_since", "valueInstant": cut},
+        {"name": "_typeFilter", "valueString": filter_query},
+    )
+    for path in ("/fhir/$export", "/fhir/Patient/$export", "/fhir/Group/g/$export"):
+        posted = _post(client, path, body)
+        assert posted.status_code == 202, posted.text
+        found = manifest(client, posted.headers["content-location"])
+        assert found["request"] == f"http://testserver{path}"  # the IG: without parameters
+        by_get = download(client, manifest(client, _kick_off(client, f"{path}?{get}")))
+        assert download(client, found) == by_get, path
+        assert by_get, path
+    assert download(client, found)["Observation"][0]["status"] == "amended"
+
+
+def _kick_off(client: TestClient, url: str) -> str:
+    response = client.get(url, headers=ASYNC)
+    assert response.status_code == 202, response.text
+    location: str = response.headers["content-location"]
+    return location
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        [],
+        {"resourceType": "Patient"},
+        {"resourceType": "Parameters", "parameter": {"name": "_type"}},
+        _parameters({"valueString": "Patient"}),  # no name
+        _parameters({"name": "_type", "valueInteger": 1}),
+        _parameters({"name": "_type", "valueString": "Patient", "valueCode": "Patient"}),
+        _parameters({"name": "_type", "valueString": "Nonsense"}),
+        _parameters({"name": "_since", "valueString": "yesterday"}),
+        _parameters({"name": "_since", "valueInstant": "yesterday"}),
+        _parameters({"name": "_typeFilter", "valueString": "Observation?foo=1"}),
+        _parameters({"name": "_elements", "valueString": "id"}),
+    ],
+)
+def test_malformed_parameters_are_a_400(client: TestClient, body: Any) -> None:
+    _labs(client)
+    response = _post(client, "/fhir/Patient/$export", body)
+    assert response.status_code == 400, response.text
+    assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_a_post_kick_off_refuses_query_parameters_and_a_body_that_is_no_json(
+    client: TestClient,
+) -> None:
+    body = json.dumps(_parameters())
+    with_query = client.post("/fhir/$export?_type=Patient", content=body, headers=POST_HEADERS)
+    assert with_query.status_code == 400, with_query.text
+    not_json = client.post("/fhir/$export", content=b"{", headers=POST_HEADERS)
+    assert not_json.status_code == 400, not_json.text
+    assert _post(client, "/fhir/$export", _parameters()).status_code == 202
