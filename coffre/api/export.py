@@ -47,6 +47,7 @@ from coffre.service import Stored
 from coffre.service.export import (
     Export,
     ExportJob,
+    check_patients,
     check_types,
     ignored_outcome,
     is_cancelled,
@@ -162,9 +163,11 @@ def _kick_off_job(
         asked.unknown,
         _client_of(request),
         filters=filters,
+        patients=asked.patients,
         notes=notes,
     )
     _check_access(request, _needed(job, job.resource_types()))
+    check_patients(records, job)
     return job
 
 

@@ -9,43 +9,55 @@ from urllib.parse import unquote_plus
 
 from coffre.api.history import since
 from coffre.exceptions import FhirError
+from coffre.fhir.references import parse_reference
 from coffre.search.criteria import NOT_UTF8
 from coffre.search.results import Pairs, listed, single
 from coffre.service.type_filters import SHAPE
 
 KNOWN = frozenset({"_outputFormat", "_type", "_since", "_typeFilter"})
-"""What both kinds of kick-off take."""
+"""What both kinds of kick-off take (a POST's ``patient`` besides)."""
+_PATIENT = "patient"
 _VALUES = {
     "_outputFormat": "valueString",
     "_type": "valueString",
     "_since": "valueInstant",
     "_typeFilter": "valueString",
+    _PATIENT: "valueReference",
 }
 _EXAMPLE = (
     '{"resourceType": "Parameters", "parameter": [{"name": "_type", "valueString":'
-    ' "Observation"}, {"name": "_since", "valueInstant": "2026-01-31T12:00:00Z"}]}'
+    ' "Observation"}, {"name": "patient", "valueReference": {"reference": "Patient/123"}}]}'
 )
 
 
 @dataclass(frozen=True, slots=True)
 class KickOff:
     """A kick-off's parameters: ``type_filters`` each a ``Type?query`` as a search takes
-    it; ``unknown`` the names of the parameters Coffre's export does not take."""
+    it; ``patients`` the ids of ``patient`` (None: not given); ``unknown`` the names of
+    the parameters Coffre's export does not take."""
 
     output_format: str | None
     types: list[str]
     since: int | None
     type_filters: list[str]
+    patients: list[str] | None
     unknown: list[str]
 
 
 def from_query(pairs: Pairs, raw_query: str) -> KickOff:
     """A GET kick-off's parameters (``pairs``, decoded, and the query as sent)."""
+    if any(name == _PATIENT for name, _ in pairs):
+        message = (
+            "patient is a parameter of a POST kick-off, in a Parameters body (valueReference),"
+            " as the Bulk Data IG has it: patients' ids then stay out of URLs"
+        )
+        raise FhirError(400, "not-supported", message)
     return KickOff(
         output_format=_output_format(single(pairs, "_outputFormat")),
         types=listed(pairs, "_type"),
         since=since(pairs),
         type_filters=_query_type_filters(raw_query),
+        patients=None,
         unknown=sorted({name for name, _ in pairs} - KNOWN),
     )
 
@@ -81,8 +93,8 @@ def _decoded(query: str) -> str:
 
 def from_parameters(body: Any) -> KickOff:
     """A POST kick-off's parameters, from its ``Parameters`` body: each ``_typeFilter``
-    a valueString holding one query (its commas are its own); 400 for a body that is not
-    such Parameters."""
+    a valueString holding one query (its commas are its own), ``patient`` a
+    valueReference to ``Patient/id``; 400 for a body that is not such Parameters."""
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         raise FhirError(400, "invalid", f"a POST kick-off sends a Parameters resource: {_EXAMPLE}")
     parameters = body.get("parameter", [])
@@ -95,7 +107,8 @@ def from_parameters(body: Any) -> KickOff:
         types=listed(pairs, "_type"),
         since=since(pairs),
         type_filters=[value for name, value in pairs if name == "_typeFilter"],
-        unknown=sorted({name for name, _ in given} - KNOWN),
+        patients=_patients(given),
+        unknown=sorted({name for name, _ in given} - KNOWN - {_PATIENT}),
     )
 
 
@@ -111,7 +124,22 @@ def _value(name: str, parameter: dict[str, Any]) -> Any:
     kind = _VALUES[name]
     values = [key for key in parameter if key.startswith("value") or key in ("resource", "part")]
     value = parameter.get(kind)
-    if values != [kind] or not isinstance(value, str):
+    if values != [kind] or not (isinstance(value, str) or kind == "valueReference"):
         message = f"the parameter {name} takes one {kind}: {_EXAMPLE}"
         raise FhirError(400, "invalid", message)
     return value
+
+
+def _patients(given: list[tuple[str, dict[str, Any]]]) -> list[str] | None:
+    """The ids of the ``patient`` parameters (``Patient/id`` references), None if none."""
+    references = [_value(name, p) for name, p in given if name == _PATIENT]
+    if not references:
+        return None
+    ids = []
+    for reference in references:
+        text = reference.get("reference") if isinstance(reference, dict) else None
+        parsed = parse_reference(text) if isinstance(text, str) and "://" not in text else None
+        if parsed is None or parsed[0] != "Patient":
+            raise FhirError(400, "invalid", "a patient parameter is a valueReference to Patient/id")
+        ids.append(parsed[1])
+    return ids

@@ -43,7 +43,7 @@ PAGE = 256
 LIFETIME_US = 24 * 3600 * 1_000_000
 _FORMAT = 3
 _READABLE_FORMATS = (2, 3)
-"""Format 3 added the filters and the notes; a token of format 2 (at most
+"""Format 3 added the filters, the patients and the notes; a token of format 2 (at most
 24 hours old at an upgrade) reads as a job without them."""
 _TOKEN_DATA = b"coffre export job"
 JOB_TYPE = "$export"
@@ -88,6 +88,8 @@ class ExportJob:
     poll, download or cancel it; None when the server takes no tokens."""
     filters: TypeFilters = ()
     """Its ``_typeFilter``: each query's type and the criteria Coffre tests."""
+    patients: tuple[str, ...] | None = None
+    """Its ``patient`` parameter: the ids of the only patients whose compartments it holds."""
     notes: tuple[str, ...] = ()
     """Why each criterion of a filter was left out (``handling=lenient``), names only."""
 
@@ -130,7 +132,7 @@ class ExportJob:
 
 def _tuples(fields: dict[str, Any]) -> dict[str, Any]:
     """The fields a job holds as tuples, which its token's JSON gives back as lists."""
-    listed = ("types", "ignored", "notes")
+    listed = ("types", "ignored", "patients", "notes")
     tuples = {name: tuple(fields[name]) for name in listed if fields.get(name) is not None}
     if "filters" in fields:
         tuples["filters"] = tuple((name, query) for name, query in fields["filters"])
@@ -166,6 +168,7 @@ def start_job(
     client: str | None = None,
     *,
     filters: TypeFilters = (),
+    patients: list[str] | None = None,
     notes: list[str] | None = None,
 ) -> ExportJob:
     """A new export of ``level``, pinned to the storage as it is now.
@@ -191,8 +194,31 @@ def start_job(
         ignored=tuple(sorted(set(ignored or ()))),
         client=client,
         filters=filters,
+        patients=None if patients is None else tuple(sorted(set(patients))),
         notes=tuple(notes or ()),
     )
+
+
+def check_patients(records: RecordStore, job: ExportJob) -> None:
+    """Refuse a ``patient`` parameter naming a patient the vault does not hold (404, 410
+    once deleted) or, at Group level, one the Group does not name (422): the IG asks for
+    an error rather than an export quietly without them."""
+    if job.patients is None:
+        return
+    if job.level == "system":
+        raise FhirError(
+            400, "invalid", "patient narrows a Patient- or Group-level export, not a system one"
+        )
+    for patient_id in job.patients:
+        records.read("Patient", patient_id)
+    if job.group is None:
+        return
+    members = group_members(records.read("Group", job.group).resource())
+    outside = [p for p in job.patients if p not in members]
+    if outside:
+        named = ", ".join(f"Patient/{p}" for p in outside[:5])
+        message = f"{named} {'is' if len(outside) == 1 else 'are'} not a member of this Group"
+        raise FhirError(422, "processing", message)
 
 
 class CountStopped(Exception):
@@ -212,7 +238,7 @@ class Export:
         references may be written on, as a search's."""
         self.records = records
         self.job = job
-        self._members = self._group_members() if job.level == "group" else None
+        self._members = self._chosen_patients()
         self._member_comps = (
             None
             if self._members is None
@@ -234,6 +260,15 @@ class Export:
             return latest  # a deletion wins, even one made after the snapshot
         older = storage.history(HistoryQuery(loc=loc, before_seq=self.job.snapshot, limit=1))
         return older[0] if older else None
+
+    def _chosen_patients(self) -> frozenset[str] | None:
+        """The patients whose compartments the export holds, None for all: the Group's
+        members, and of them (or of all) those the ``patient`` parameter names."""
+        chosen = None if self.job.patients is None else frozenset(self.job.patients)
+        if self.job.level != "group":
+            return chosen
+        members = self._group_members()
+        return members if chosen is None else members & chosen
 
     def _group_members(self) -> frozenset[str]:
         """The ids of the group's Patient members, as of the snapshot."""

@@ -1,6 +1,6 @@
-"""The Bulk Data kick-off's parameters over HTTP: ``_typeFilter`` (checked against a
-plain search of the same vault), and a POST kick-off's Parameters (the same export as its
-GET)."""
+"""The Bulk Data kick-off's narrowing parameters over HTTP: ``_typeFilter`` (checked
+against a plain search of the same vault), a POST kick-off's Parameters (the same export
+as its GET), and ``patient`` (only those patients' compartments)."""
 
 from __future__ import annotations
 
@@ -275,6 +275,9 @@ def _kick_off(client: TestClient, url: str) -> str:
         _parameters({"name": "_since", "valueString": "yesterday"}),
         _parameters({"name": "_since", "valueInstant": "yesterday"}),
         _parameters({"name": "_typeFilter", "valueString": "Observation?foo=1"}),
+        _parameters({"name": "patient", "valueString": "Patient/ana"}),
+        _parameters({"name": "patient", "valueReference": {"reference": "Group/g"}}),
+        _parameters({"name": "patient", "valueReference": {"display": "Ana"}}),
         _parameters({"name": "_elements", "valueString": "id"}),
     ],
 )
@@ -294,3 +297,71 @@ def test_a_post_kick_off_refuses_query_parameters_and_a_body_that_is_no_json(
     not_json = client.post("/fhir/$export", content=b"{", headers=POST_HEADERS)
     assert not_json.status_code == 400, not_json.text
     assert _post(client, "/fhir/$export", _parameters()).status_code == 202
+
+
+# -- patient ------------------------------------------------------------------------------------
+
+
+def _patients(*ids: str) -> dict[str, Any]:
+    return _parameters(
+        *({"name": "patient", "valueReference": {"reference": f"Patient/{p}"}} for p in ids)
+    )
+
+
+def _exported(client: TestClient, path: str, body: dict[str, Any]) -> dict[str, set[str]]:
+    response = _post(client, path, body)
+    assert response.status_code == 202, response.text
+    files = download(client, manifest(client, response.headers["content-location"]))
+    return {name: {r["id"] for r in resources} for name, resources in files.items()}
+
+
+def _labs_of(*patients: str) -> set[str]:
+    return {f"lab-{n}" for n in range(14) if _subject(n) in patients}
+
+
+def test_patient_narrows_an_export_to_those_patients_compartments(client: TestClient) -> None:
+    _labs(client)
+    assert _exported(client, "/fhir/Patient/$export", _patients("ana", "bob")) == {
+        "Group": {"g"},  # it names ana: in her compartment
+        "Patient": {"ana", "bob"},
+        "Observation": _labs_of("ana", "bob"),
+    }
+    assert _exported(client, "/fhir/Group/g/$export", _patients("cyd")) == {
+        "Group": {"g"},
+        "Patient": {"cyd"},
+        "Observation": _labs_of("cyd"),
+    }
+    body = _patients("ana")
+    body["parameter"] += [
+        {"name": "_type", "valueString": "Patient,Observation"},
+        {"name": "_typeFilter", "valueString": "Observation?status=final"},
+    ]
+    assert _exported(client, "/fhir/Patient/$export", body) == {
+        "Patient": {"ana"},
+        "Observation": _labs_of("ana") & _searched(client, "Observation", "status=final"),
+    }
+
+
+@pytest.mark.parametrize(
+    ("path", "patients", "status"),
+    [
+        ("/fhir/Group/g/$export", ("ana", "bob"), 422),  # bob is no member of g
+        ("/fhir/Patient/$export", ("ana", "nobody"), 404),
+        ("/fhir/Group/g/$export", ("nobody",), 404),
+        ("/fhir/$export", ("ana",), 400),  # the IG: not for a system-level export
+    ],
+)
+def test_a_patient_the_vault_or_the_group_does_not_hold_is_refused(
+    client: TestClient, path: str, patients: tuple[str, ...], status: int
+) -> None:
+    _labs(client)
+    response = _post(client, path, _patients(*patients))
+    assert response.status_code == status, response.text
+    assert response.json()["resourceType"] == "OperationOutcome"
+
+
+def test_a_deleted_patient_is_refused(client: TestClient) -> None:
+    _labs(client)
+    assert client.delete("/fhir/Patient/ana").status_code in (200, 204)
+    response = _post(client, "/fhir/Patient/$export", _patients("ana"))
+    assert response.status_code == 410, response.text

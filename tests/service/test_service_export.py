@@ -44,6 +44,7 @@ jobs = st.builds(
         tuple
     ),
     filters=st.lists(st.tuples(st.sampled_from(("Observation", "Patient")), st.text())).map(tuple),
+    patients=st.none() | st.lists(st.from_regex(r"[a-z0-9]{1,64}", fullmatch=True)).map(tuple),
     notes=st.lists(st.text(max_size=40)).map(tuple),
 )
 
@@ -138,6 +139,6 @@ def test_a_token_made_before_filters_reads_as_a_job_without_them() -> None:
     """Tokens of format 2 (before ``_typeFilter`` and ``patient``) stay valid for their 24
     hours across an upgrade."""
     job = ExportJob("group", 7, time.time_ns() // 1000, "x", ("Patient",), group="g")
-    fields = {k: v for k, v in asdict(job).items() if k not in ("filters", "notes")}
+    fields = {k: v for k, v in asdict(job).items() if k not in ("filters", "patients", "notes")}
     sealed = _job_seal(KEYS).close(json.canonical({"f": 2, **fields}))
     assert ExportJob.from_token(KEYS, _b64(sealed)) == job
