@@ -56,7 +56,7 @@ from coffre.service.export import (
     start_job,
 )
 from coffre.service.stored import instant
-from coffre.service.type_filters import read_type_filters
+from coffre.service.type_filters import reached_types, read_type_filters
 
 NDJSON = "application/fhir+ndjson"
 OUTPUT_FORMATS = (NDJSON, "application/ndjson", "ndjson")
@@ -179,8 +179,11 @@ def _client_of(request: Request) -> str | None:
 
 def _needed(job: ExportJob, types: list[str]) -> list[str]:
     """The types a token must export to get ``types`` of ``job``: a Group's export reads
-    the Group too, whose members it tells by whose records it holds."""
-    return [*types, "Group"] if job.level == "group" else types
+    the Group too, whose members it tells by whose records it holds, and a filter's
+    chains and ``_has`` the types they search."""
+    group = ["Group"] if job.level == "group" else []
+    reached = [t for t in reached_types(job.filters) if t not in types and t not in group]
+    return [*types, *group, *reached]
 
 
 def _check_access(request: Request, types: list[str]) -> None:

@@ -23,6 +23,7 @@ from coffre.search.criteria import (
     criterion,
     parameter_of,
     parse_criteria,
+    problem,
     query_pairs,
 )
 from coffre.search.matching import check_values
@@ -92,6 +93,29 @@ def _unanswerable(resource_type: str, name: str, raw: str, lenient: bool) -> str
     if kept and param is not None and found.chain is None:
         check_values(param, found)  # a date, number or quantity it cannot read: 400 now
     return ignored[0] if ignored else None
+
+
+def reached_types(filters: TypeFilters) -> list[str]:
+    """The types a filter's chains and ``_has`` search, besides its own: a token must
+    export them too, or a filter would tell it of records it may not read."""
+    reached: set[str] = set()
+    for resource_type, query in filters:
+        for found in parse_criteria(query):
+            reached |= _searched_types(resource_type, found)
+    return sorted(reached)
+
+
+def _searched_types(resource_type: str, found: Criterion) -> set[str]:
+    """The types a criterion's chain or ``_has`` searches, at any depth."""
+    if found.chain is None:
+        return set()
+    inner = criterion(found.chain, "x")
+    if found.has is not None:
+        return {found.has[0], *_searched_types(found.has[0], inner)}
+    param = parameter_of(resource_type, found.parameter)
+    targets = (found.modifier,) if found.modifier else param.targets if param else ()
+    searched = {t for t in targets if problem(t, inner) is None}
+    return searched.union(*(_searched_types(t, inner) for t in searched))
 
 
 class FilterTest:

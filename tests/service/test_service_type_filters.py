@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from coffre.exceptions import FhirError
-from coffre.service.type_filters import read_type_filters
+from coffre.service.type_filters import reached_types, read_type_filters
 
 TYPES = ("Observation", "Patient")
 
@@ -56,3 +56,12 @@ def test_lenient_leaves_out_what_it_cannot_answer_and_says_so_by_name_only() -> 
 def test_lenient_still_refuses_a_value_its_parameter_cannot_read() -> None:
     with pytest.raises(FhirError):
         read_type_filters(["Observation?date=yesterday"], TYPES, lenient=True)
+
+
+def test_the_types_a_filter_s_chains_and_has_search_are_named() -> None:
+    filters = (
+        ("Observation", "subject:Patient.organization.name=x"),
+        ("Patient", "_has:Encounter:subject:code=1"),
+        ("Observation", "code=1"),
+    )
+    assert reached_types(filters) == ["Encounter", "Organization", "Patient"]
