@@ -86,8 +86,9 @@ _SYSTEM_EXPORT = {
     "documentation": "Bulk Data export (IG v2): GET, or POST with a Parameters body, and"
     " Prefer: respond-async; _type, _since, _outputFormat=application/fhir+ndjson,"
     " _typeFilter (the search parameters, modifiers and prefixes a search of the type takes;"
-    " no result parameter), patient (POST, Patient and Group level); not _elements nor"
-    " includeAssociatedData; the NDJSON is made as it is downloaded",
+    " no result parameter), _elements (root elements, Type.element or element), patient"
+    " (POST, Patient and Group level); not includeAssociatedData; the NDJSON is made as it"
+    " is downloaded",
 }
 
 

@@ -43,12 +43,14 @@ from coffre.exceptions import FhirError, information
 from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.ledger.leaf import LeafKind
+from coffre.search.shapes import Shape
 from coffre.service import Stored
 from coffre.service.export import (
     Export,
     ExportJob,
     check_patients,
     check_types,
+    elements_of,
     ignored_outcome,
     is_cancelled,
     job_stored,
@@ -165,6 +167,7 @@ def _kick_off_job(
         filters=filters,
         patients=asked.patients,
         notes=notes,
+        elements=asked.elements,
     )
     _check_access(request, _needed(job, job.resource_types()))
     check_patients(records, job)
@@ -376,12 +379,14 @@ async def export_file(request: Request) -> Response:
         return Response(headers=NO_STORE, media_type=NDJSON)
     export = Export(records_of(request), job, base_url(request))
     batches = export.batches(resource_type, BATCH, BATCH_BYTES)
+    shape = Shape(None, elements_of(job, resource_type))
     # The first batch is read and logged before the 200 is sent: a failure there (the
     # storage away, its disk full) is an answer of its own, not a 200 cut short.
     first = await asyncio.to_thread(next, batches, None)
     if first is not None:
         await _log(request, first)
-    return StreamingResponse(_stream(request, first, batches), headers=NO_STORE, media_type=NDJSON)
+    lines = _stream(request, first, batches, shape)
+    return StreamingResponse(lines, headers=NO_STORE, media_type=NDJSON)
 
 
 async def export_warnings(request: Request) -> Response:
@@ -401,15 +406,22 @@ def _warnings(job: ExportJob) -> list[dict[str, Any]]:
 
 
 async def _stream(
-    request: Request, logged: list[Stored] | None, rest: Iterator[list[Stored]]
+    request: Request, logged: list[Stored] | None, rest: Iterator[list[Stored]], shape: Shape
 ) -> AsyncIterator[bytes]:
-    """The NDJSON of ``logged``, then of each batch of ``rest`` once it is logged."""
+    """The NDJSON of ``logged``, then of each batch of ``rest`` once it is logged, each
+    resource as ``shape`` (``_elements``) shows it."""
     batch = logged
     while batch is not None:
-        yield b"".join(stored.body + b"\n" for stored in batch)
+        yield b"".join(_line(stored.body, shape) for stored in batch)
         batch = await asyncio.to_thread(next, rest, None)
         if batch is not None:
             await _log(request, batch)
+
+
+def _line(body: bytes, shape: Shape) -> bytes:
+    """A resource's line: its JSON as sealed, or the elements ``shape`` keeps of it
+    (mandatory ones too, tagged SUBSETTED), as a search's ``_elements`` shows it."""
+    return (body if shape.whole else json.dumps(shape.served(body))) + b"\n"
 
 
 def export_routes() -> list[Route]:

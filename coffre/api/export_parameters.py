@@ -14,7 +14,7 @@ from coffre.search.criteria import NOT_UTF8
 from coffre.search.results import Pairs, listed, single
 from coffre.service.type_filters import SHAPE
 
-KNOWN = frozenset({"_outputFormat", "_type", "_since", "_typeFilter"})
+KNOWN = frozenset({"_outputFormat", "_type", "_since", "_typeFilter", "_elements"})
 """What both kinds of kick-off take (a POST's ``patient`` besides)."""
 _PATIENT = "patient"
 _VALUES = {
@@ -22,6 +22,7 @@ _VALUES = {
     "_type": "valueString",
     "_since": "valueInstant",
     "_typeFilter": "valueString",
+    "_elements": "valueString",
     _PATIENT: "valueReference",
 }
 _EXAMPLE = (
@@ -33,13 +34,14 @@ _EXAMPLE = (
 @dataclass(frozen=True, slots=True)
 class KickOff:
     """A kick-off's parameters: ``type_filters`` each a ``Type?query`` as a search takes
-    it; ``patients`` the ids of ``patient`` (None: not given); ``unknown`` the names of
+    it; ``elements`` each ``element`` or ``Type.element``; ``patients`` the ids of ``patient`` (None: not given); ``unknown`` the names of
     the parameters Coffre's export does not take."""
 
     output_format: str | None
     types: list[str]
     since: int | None
     type_filters: list[str]
+    elements: list[str]
     patients: list[str] | None
     unknown: list[str]
 
@@ -57,6 +59,7 @@ def from_query(pairs: Pairs, raw_query: str) -> KickOff:
         types=listed(pairs, "_type"),
         since=since(pairs),
         type_filters=_query_type_filters(raw_query),
+        elements=listed(pairs, "_elements"),
         patients=None,
         unknown=sorted({name for name, _ in pairs} - KNOWN),
     )
@@ -107,6 +110,7 @@ def from_parameters(body: Any) -> KickOff:
         types=listed(pairs, "_type"),
         since=since(pairs),
         type_filters=[value for name, value in pairs if name == "_typeFilter"],
+        elements=listed(pairs, "_elements"),
         patients=_patients(given),
         unknown=sorted({name for name, _ in given} - KNOWN - {_PATIENT}),
     )

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -43,9 +44,10 @@ PAGE = 256
 LIFETIME_US = 24 * 3600 * 1_000_000
 _FORMAT = 3
 _READABLE_FORMATS = (2, 3)
-"""Format 3 added the filters, the patients and the notes; a token of format 2 (at most
-24 hours old at an upgrade) reads as a job without them."""
+"""Format 3 added the filters, the patients, the notes and the elements; a token of
+format 2 (at most 24 hours old at an upgrade) reads as a job without them."""
 _TOKEN_DATA = b"coffre export job"
+_ELEMENT_NAME = re.compile(r"[a-z][A-Za-z0-9]*")
 JOB_TYPE = "$export"
 """The pseudo-type of an export job's location and compartment tokens: never a FHIR type."""
 
@@ -92,6 +94,8 @@ class ExportJob:
     """Its ``patient`` parameter: the ids of the only patients whose compartments it holds."""
     notes: tuple[str, ...] = ()
     """Why each criterion of a filter was left out (``handling=lenient``), names only."""
+    elements: tuple[str, ...] = ()
+    """Its ``_elements``: each ``element`` (of every type) or ``Type.element``."""
 
     @property
     def expires(self) -> int:
@@ -132,7 +136,7 @@ class ExportJob:
 
 def _tuples(fields: dict[str, Any]) -> dict[str, Any]:
     """The fields a job holds as tuples, which its token's JSON gives back as lists."""
-    listed = ("types", "ignored", "patients", "notes")
+    listed = ("types", "ignored", "patients", "notes", "elements")
     tuples = {name: tuple(fields[name]) for name in listed if fields.get(name) is not None}
     if "filters" in fields:
         tuples["filters"] = tuple((name, query) for name, query in fields["filters"])
@@ -170,6 +174,7 @@ def start_job(
     filters: TypeFilters = (),
     patients: list[str] | None = None,
     notes: list[str] | None = None,
+    elements: list[str] | None = None,
 ) -> ExportJob:
     """A new export of ``level``, pinned to the storage as it is now.
 
@@ -179,6 +184,7 @@ def start_job(
     the next. Every later write is stamped under the lock too, at or after that time (one
     clock: the gateways of a vault on several machines keep theirs in step)."""
     check_types(level, types)
+    check_elements(elements or [])
     with records.storage.transaction() as txn:
         records.latest_writes.catch_up(txn)  # a clock behind it: never before the newest write
         snapshot = records.storage.last_seq()
@@ -196,6 +202,31 @@ def start_job(
         filters=filters,
         patients=None if patients is None else tuple(sorted(set(patients))),
         notes=tuple(notes or ()),
+        elements=tuple(elements or ()),
+    )
+
+
+def check_elements(elements: list[str]) -> None:
+    """Refuse an ``_elements`` entry that is not ``element`` or ``Type.element``: the IG
+    takes a resource's root elements only."""
+    for entry in elements:
+        prefix, dot, name = entry.rpartition(".")
+        if not _ELEMENT_NAME.fullmatch(name) or (dot and prefix not in RESOURCE_TYPES):
+            message = (
+                f"_elements names {entry!r}: give root elements, as element (of every type)"
+                " or Type.element (Patient.birthDate)"
+            )
+            raise FhirError(400, "invalid", message)
+
+
+def elements_of(job: ExportJob, resource_type: str) -> tuple[str, ...]:
+    """The elements a type's file keeps: those ``_elements`` names alone or with the
+    type's name; none when it names none of them (the file is then whole)."""
+    prefix = f"{resource_type}."
+    return tuple(
+        entry.removeprefix(prefix)
+        for entry in job.elements
+        if "." not in entry or entry.startswith(prefix)
     )
 
 

@@ -278,7 +278,8 @@ def _kick_off(client: TestClient, url: str) -> str:
         _parameters({"name": "patient", "valueString": "Patient/ana"}),
         _parameters({"name": "patient", "valueReference": {"reference": "Group/g"}}),
         _parameters({"name": "patient", "valueReference": {"display": "Ana"}}),
-        _parameters({"name": "_elements", "valueString": "id"}),
+        _parameters({"name": "_elements", "valueString": "name.given"}),
+        _parameters({"name": "includeAssociatedData", "valueString": "LatestProvenanceResources"}),
     ],
 )
 def test_malformed_parameters_are_a_400(client: TestClient, body: Any) -> None:
@@ -365,3 +366,35 @@ def test_a_deleted_patient_is_refused(client: TestClient) -> None:
     assert client.delete("/fhir/Patient/ana").status_code in (200, 204)
     response = _post(client, "/fhir/Patient/$export", _patients("ana"))
     assert response.status_code == 410, response.text
+
+
+# -- _elements --------------------------------------------------------------------------------
+
+
+def test_elements_keep_those_elements_of_the_types_they_name(client: TestClient) -> None:
+    """``element`` applies to every type, ``Type.element`` to its type; mandatory elements
+    stay, and each resource so cut is tagged SUBSETTED; a type named by none is whole."""
+    _labs(client)
+    query = "_type=Patient,Observation,Group&_elements=subject,Patient.gender"
+    files = download(client, _filtered(client, query))
+    for patient in files["Patient"]:
+        assert set(patient) == {"resourceType", "id", "meta", "gender"}
+        assert patient["meta"]["tag"][-1]["code"] == "SUBSETTED"
+    for observation in files["Observation"]:  # status and code are mandatory
+        assert set(observation) == {"resourceType", "id", "meta", "status", "code", "subject"}
+    group = files["Group"][0]
+    assert {"type", "actual"} <= set(group) and "member" not in group  # mandatory, or not named
+    whole = download(client, _filtered(client, "_type=Patient,Group&_elements=Observation.status"))
+    assert whole["Patient"][0]["name"] and "tag" not in whole["Patient"][0]["meta"]
+    assert whole["Group"][0]["member"]
+    posted = _post(
+        client,
+        "/fhir/$export",
+        _parameters(
+            {"name": "_type", "valueString": "Patient"},
+            {"name": "_elements", "valueString": "Patient.gender"},
+        ),
+    )
+    assert posted.status_code == 202, posted.text
+    by_post = download(client, manifest(client, posted.headers["content-location"]))
+    assert by_post == download(client, _filtered(client, "_type=Patient&_elements=Patient.gender"))
