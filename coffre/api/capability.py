@@ -93,8 +93,12 @@ _BOOKING = [
 _SYSTEM_EXPORT = {
     "name": "export",
     "definition": f"{_BULK}/OperationDefinition/export",
-    "documentation": "Bulk Data export (IG v2): GET with Prefer: respond-async; _type, _since,"
-    " _outputFormat=application/fhir+ndjson; the NDJSON is made as it is downloaded",
+    "documentation": "Bulk Data export (IG v2): GET, or POST with a Parameters body, and"
+    " Prefer: respond-async; _type, _since, _outputFormat=application/fhir+ndjson,"
+    " _typeFilter (the search parameters, modifiers and prefixes a search of the type takes;"
+    " no result parameter), _elements (root elements, Type.element or element), patient"
+    " (POST, Patient and Group level); not includeAssociatedData; the NDJSON is made as it"
+    " is downloaded",
 }
 
 

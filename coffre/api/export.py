@@ -27,9 +27,15 @@ from starlette.routing import Route
 from coffre.api.access import access_of
 from coffre.api.auth.enforce import guard_of
 from coffre.api.auth.scopes import Context, Interaction, Target, decide
-from coffre.api.history import since
+from coffre.api.export_parameters import KickOff, from_parameters, from_query
 from coffre.api.http_protocol import MAX_URL_BYTES
-from coffre.api.negotiation import check_format, preferences
+from coffre.api.negotiation import (
+    check_format,
+    preferences,
+    query_pairs,
+    read_json,
+    refuse_parameters,
+)
 from coffre.api.responses import NO_STORE, fhir_response
 from coffre.api.routes import base_url
 from coffre.api.state import committer_of, records_of
@@ -37,21 +43,25 @@ from coffre.exceptions import FhirError, information
 from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.ledger.leaf import LeafKind
-from coffre.search.results import listed, single
+from coffre.search.shapes import Shape
 from coffre.service import Stored
 from coffre.service.export import (
     Export,
     ExportJob,
+    check_patients,
+    check_types,
+    elements_of,
     ignored_outcome,
     is_cancelled,
     job_stored,
+    level_types,
     start_job,
 )
 from coffre.service.stored import instant
+from coffre.service.type_filters import reached_types, read_type_filters
 
 NDJSON = "application/fhir+ndjson"
 OUTPUT_FORMATS = (NDJSON, "application/ndjson", "ndjson")
-KNOWN_PARAMETERS = frozenset({"_outputFormat", "_type", "_since", "_format"})
 # Resources opened, logged and sent at a time, and their JSON's size at most (unless one
 # resource is larger): the memory a download holds, whatever the size of the vault.
 BATCH = 200
@@ -113,32 +123,54 @@ async def counts_stop_with_the_process(app: Starlette) -> AsyncIterator[None]:
 # -- kick-off -------------------------------------------------------------------------------
 
 
-def _kick_off_job(request: Request, level: str, group: str | None = None) -> ExportJob:
-    """The job a kick-off asks for, or its refusal; in a thread: it waits for the write lock."""
+async def _kick_off(request: Request) -> KickOff:
+    """What a kick-off asks for: a GET's query, or a POST's Parameters body."""
     check_format(request)
     if "respond-async" not in preferences(request):
         raise FhirError(400, "invalid", "a bulk export needs the header Prefer: respond-async")
-    params = request.query_params
-    unknown = sorted(set(params) - KNOWN_PARAMETERS)
-    if unknown and preferences(request).get("handling") != "lenient":
+    pairs = query_pairs(request)
+    if request.method == "GET":
+        return from_query(pairs, request.url.query)
+    refuse_parameters(pairs, "a POST $export", "its Parameters body only")
+    return from_parameters(await read_json(request, request.app.state.max_body_bytes))
+
+
+def _kick_off_job(
+    request: Request, level: str, asked: KickOff, group: str | None = None
+) -> ExportJob:
+    """The job a kick-off asks for, or its refusal; in a thread: it waits for the write lock."""
+    lenient = preferences(request).get("handling") == "lenient"
+    if asked.unknown and not lenient:
         message = (
-            f"$export does not support {', '.join(unknown)}: leave them out, or send"
+            f"$export does not support {', '.join(asked.unknown)}: leave them out, or send"
             " Prefer: handling=lenient to have them ignored (the manifest then warns of each)"
         )
         raise FhirError(400, "not-supported", message)
-    pairs = list(params.multi_items())
-    given = single(pairs, "_outputFormat")
-    output = NDJSON if given is None else _output_format(given)
+    output = NDJSON if asked.output_format is None else asked.output_format
     if output not in OUTPUT_FORMATS:
         raise FhirError(
             400, "not-supported", f"_outputFormat={output}: Coffre exports {NDJSON} only"
         )
-    types = listed(pairs, "_type")
-    after = since(pairs)
+    check_types(level, asked.types)
+    exported = asked.types or level_types(level)
+    filters, notes = read_type_filters(asked.type_filters, exported, lenient)
     records = records_of(request)
-    client = _client_of(request)
-    job = start_job(records, level, str(request.url), types, after, group, unknown, client)
+    job = start_job(
+        records,
+        level,
+        str(request.url),
+        asked.types,
+        asked.since,
+        group,
+        asked.unknown,
+        _client_of(request),
+        filters=filters,
+        patients=asked.patients,
+        notes=notes,
+        elements=asked.elements,
+    )
     _check_access(request, _needed(job, job.resource_types()))
+    check_patients(records, job)
     return job
 
 
@@ -148,17 +180,13 @@ def _client_of(request: Request) -> str | None:
     return None if principal is None else f"{principal.issuer} {principal.client_id}"
 
 
-def _output_format(value: str) -> str:
-    """``_outputFormat`` as the client meant it: a ``+`` it left unencoded in the query
-    (``application/fhir+ndjson``, as the IG writes it) arrives as a space, which no media
-    type holds."""
-    return value.replace(" ", "+")
-
-
 def _needed(job: ExportJob, types: list[str]) -> list[str]:
     """The types a token must export to get ``types`` of ``job``: a Group's export reads
-    the Group too, whose members it tells by whose records it holds."""
-    return [*types, "Group"] if job.level == "group" else types
+    the Group too, whose members it tells by whose records it holds, and a filter's
+    chains and ``_has`` the types they search."""
+    group = ["Group"] if job.level == "group" else []
+    reached = [t for t in reached_types(job.filters) if t not in types and t not in group]
+    return [*types, *group, *reached]
 
 
 def _check_access(request: Request, types: list[str]) -> None:
@@ -209,19 +237,23 @@ def _accepted(request: Request, job: ExportJob) -> Response:
 
 
 async def export_system(request: Request) -> Response:
-    """``GET [base]/$export``: every resource of the vault."""
-    return _accepted(request, await asyncio.to_thread(_kick_off_job, request, "system"))
+    """``GET`` or ``POST [base]/$export``: every resource of the vault."""
+    asked = await _kick_off(request)
+    return _accepted(request, await asyncio.to_thread(_kick_off_job, request, "system", asked))
 
 
 async def export_patients(request: Request) -> Response:
-    """``GET [base]/Patient/$export``: every patient's compartment."""
-    return _accepted(request, await asyncio.to_thread(_kick_off_job, request, "patient"))
+    """``GET`` or ``POST [base]/Patient/$export``: every patient's compartment."""
+    asked = await _kick_off(request)
+    return _accepted(request, await asyncio.to_thread(_kick_off_job, request, "patient", asked))
 
 
 async def export_group(request: Request) -> Response:
-    """``GET [base]/Group/{id}/$export``: the compartments of the group's Patient members."""
+    """``GET`` or ``POST [base]/Group/{id}/$export``: the compartments of the group's
+    Patient members."""
     group_id: str = request.path_params["id"]
-    job = await asyncio.to_thread(_kick_off_job, request, "group", group_id)
+    asked = await _kick_off(request)
+    job = await asyncio.to_thread(_kick_off_job, request, "group", asked, group_id)
     records_of(request).read("Group", group_id)  # 404 or 410 now rather than at download
     return _accepted(request, job)
 
@@ -259,7 +291,9 @@ def _start_counting(request: Request, job: ExportJob, job_id: str) -> _Counting 
         return counting
     if sum(not c.finished for c in countings.values()) >= COUNTING_AT_ONCE:
         return None
-    export = Export(records_of(request), job)  # a Group gone since the kick-off: 404 each time
+    export = Export(
+        records_of(request), job, base_url(request)
+    )  # a Group gone since the kick-off: 404 each time
     counting = countings[job_id] = _Counting()
     while len(countings) > REMEMBERED:
         del countings[next(name for name, c in countings.items() if c.finished)]
@@ -289,7 +323,7 @@ def _manifest(request: Request, job: ExportJob, counts: dict[str, int]) -> dict[
             {"type": name, "url": f"{files}/{name}", "count": count}
             for name, count in counts.items()
         ],
-        "error": [{"type": "OperationOutcome", "url": warnings}] if job.ignored else [],
+        "error": [{"type": "OperationOutcome", "url": warnings}] if _warnings(job) else [],
     }
 
 
@@ -343,43 +377,59 @@ async def export_file(request: Request) -> Response:
         raise FhirError(404, "not-found", f"this export has no {resource_type} file")
     if request.method == "HEAD":  # nothing is opened, sent or logged as exported
         return Response(headers=NO_STORE, media_type=NDJSON)
-    export = Export(records_of(request), job)
+    export = Export(records_of(request), job, base_url(request))
     batches = export.batches(resource_type, BATCH, BATCH_BYTES)
+    shape = Shape(None, elements_of(job, resource_type))
     # The first batch is read and logged before the 200 is sent: a failure there (the
     # storage away, its disk full) is an answer of its own, not a 200 cut short.
     first = await asyncio.to_thread(next, batches, None)
     if first is not None:
         await _log(request, first)
-    return StreamingResponse(_stream(request, first, batches), headers=NO_STORE, media_type=NDJSON)
+    lines = _stream(request, first, batches, shape)
+    return StreamingResponse(lines, headers=NO_STORE, media_type=NDJSON)
 
 
 async def export_warnings(request: Request) -> Response:
     """The manifest's error file: a warning for each parameter the export went without."""
     job, _ = _job(request)
-    body = b"".join(json.dumps(ignored_outcome(name)) + b"\n" for name in job.ignored)
+    body = b"".join(json.dumps(outcome) + b"\n" for outcome in _warnings(job))
     if not body:
         raise FhirError(404, "not-found", "this export has no warnings")
     return Response(body, headers=NO_STORE, media_type=NDJSON)
 
 
+def _warnings(job: ExportJob) -> list[dict[str, Any]]:
+    """A warning OperationOutcome for each parameter and filter criterion the export
+    went without (``handling=lenient``)."""
+    ignored = [ignored_outcome(name) for name in job.ignored]
+    return ignored + [ignored_outcome("_typeFilter", note) for note in job.notes]
+
+
 async def _stream(
-    request: Request, logged: list[Stored] | None, rest: Iterator[list[Stored]]
+    request: Request, logged: list[Stored] | None, rest: Iterator[list[Stored]], shape: Shape
 ) -> AsyncIterator[bytes]:
-    """The NDJSON of ``logged``, then of each batch of ``rest`` once it is logged."""
+    """The NDJSON of ``logged``, then of each batch of ``rest`` once it is logged, each
+    resource as ``shape`` (``_elements``) shows it."""
     batch = logged
     while batch is not None:
-        yield b"".join(stored.body + b"\n" for stored in batch)
+        yield b"".join(_line(stored.body, shape) for stored in batch)
         batch = await asyncio.to_thread(next, rest, None)
         if batch is not None:
             await _log(request, batch)
 
 
+def _line(body: bytes, shape: Shape) -> bytes:
+    """A resource's line: its JSON as sealed, or the elements ``shape`` keeps of it
+    (mandatory ones too, tagged SUBSETTED), as a search's ``_elements`` shows it."""
+    return (body if shape.whole else json.dumps(shape.served(body))) + b"\n"
+
+
 def export_routes() -> list[Route]:
     """Mounted under the FHIR base, before the routes of ``/{type}/{id}``."""
     return [
-        Route("/$export", export_system, methods=["GET"]),
-        Route("/Patient/$export", export_patients, methods=["GET"]),
-        Route("/Group/{id}/$export", export_group, methods=["GET"]),
+        Route("/$export", export_system, methods=["GET", "POST"]),
+        Route("/Patient/$export", export_patients, methods=["GET", "POST"]),
+        Route("/Group/{id}/$export", export_group, methods=["GET", "POST"]),
         Route("/$export-status/{job}", export_status, methods=["GET"]),
         Route("/$export-status/{job}", cancel, methods=["DELETE"]),
         Route("/$export-file/{job}/{type}", export_file, methods=["GET"]),

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
@@ -30,8 +31,9 @@ from coffre.ledger.leaf import NO_DIGEST
 from coffre.seal import PurposeKeys
 from coffre.seal.siv import DeterministicSeal
 from coffre.service.records import RecordStore
-from coffre.service.searching import compartment_types
+from coffre.service.searching import Scope, Searcher, compartment_types
 from coffre.service.stored import Stored, not_found, now_us
+from coffre.service.type_filters import FilterTest, TypeFilters
 from coffre.storage.base import HistoryQuery, SealedVersion
 
 LEVELS = ("system", "patient", "group")
@@ -40,8 +42,12 @@ LEVELS = ("system", "patient", "group")
 PAGE = 256
 # How long an export's URLs stay valid.
 LIFETIME_US = 24 * 3600 * 1_000_000
-_FORMAT = 2
+_FORMAT = 3
+_READABLE_FORMATS = (2, 3)
+"""Format 3 added the filters, the patients, the notes and the elements; a token of
+format 2 (at most 24 hours old at an upgrade) reads as a job without them."""
 _TOKEN_DATA = b"coffre export job"
+_ELEMENT_NAME = re.compile(r"[a-z][A-Za-z0-9]*")
 JOB_TYPE = "$export"
 """The pseudo-type of an export job's location and compartment tokens: never a FHIR type."""
 
@@ -82,6 +88,14 @@ class ExportJob:
     client: str | None = None
     """The client that started it (its token's issuer and client id), the only one that may
     poll, download or cancel it; None when the server takes no tokens."""
+    filters: TypeFilters = ()
+    """Its ``_typeFilter``: each query's type and the criteria Coffre tests."""
+    patients: tuple[str, ...] | None = None
+    """Its ``patient`` parameter: the ids of the only patients whose compartments it holds."""
+    notes: tuple[str, ...] = ()
+    """Why each criterion of a filter was left out (``handling=lenient``), names only."""
+    elements: tuple[str, ...] = ()
+    """Its ``_elements``: each ``element`` (of every type) or ``Type.element``."""
 
     @property
     def expires(self) -> int:
@@ -104,11 +118,9 @@ class ExportJob:
         except (ValueError, SealError):
             raise unknown from None
         fields: dict[str, Any] = json.loads(payload)
-        if fields.pop("f") != _FORMAT:
+        if fields.pop("f") not in _READABLE_FORMATS:
             raise unknown
-        types = fields.pop("types")
-        ignored = tuple(fields.pop("ignored"))
-        job = cls(**fields, types=None if types is None else tuple(types), ignored=ignored)
+        job = cls(**fields | _tuples(fields))
         if now_us() > job.expires:
             raise unknown
         return job
@@ -120,6 +132,15 @@ class ExportJob:
     def resource_types(self) -> list[str]:
         """The types this export covers, in a stable order."""
         return sorted(t for t in level_types(self.level) if self.types is None or t in self.types)
+
+
+def _tuples(fields: dict[str, Any]) -> dict[str, Any]:
+    """The fields a job holds as tuples, which its token's JSON gives back as lists."""
+    listed = ("types", "ignored", "patients", "notes", "elements")
+    tuples = {name: tuple(fields[name]) for name in listed if fields.get(name) is not None}
+    if "filters" in fields:
+        tuples["filters"] = tuple((name, query) for name, query in fields["filters"])
+    return tuples
 
 
 def level_types(level: str) -> frozenset[str]:
@@ -149,6 +170,11 @@ def start_job(
     group: str | None = None,
     ignored: list[str] | None = None,
     client: str | None = None,
+    *,
+    filters: TypeFilters = (),
+    patients: list[str] | None = None,
+    notes: list[str] | None = None,
+    elements: list[str] | None = None,
 ) -> ExportJob:
     """A new export of ``level``, pinned to the storage as it is now.
 
@@ -158,6 +184,7 @@ def start_job(
     the next. Every later write is stamped under the lock too, at or after that time (one
     clock: the gateways of a vault on several machines keep theirs in step)."""
     check_types(level, types)
+    check_elements(elements or [])
     with records.storage.transaction() as txn:
         records.latest_writes.catch_up(txn)  # a clock behind it: never before the newest write
         snapshot = records.storage.last_seq()
@@ -172,7 +199,57 @@ def start_job(
         group=group,
         ignored=tuple(sorted(set(ignored or ()))),
         client=client,
+        filters=filters,
+        patients=None if patients is None else tuple(sorted(set(patients))),
+        notes=tuple(notes or ()),
+        elements=tuple(elements or ()),
     )
+
+
+def check_elements(elements: list[str]) -> None:
+    """Refuse an ``_elements`` entry that is not ``element`` or ``Type.element``: the IG
+    takes a resource's root elements only."""
+    for entry in elements:
+        prefix, dot, name = entry.rpartition(".")
+        if not _ELEMENT_NAME.fullmatch(name) or (dot and prefix not in RESOURCE_TYPES):
+            message = (
+                f"_elements names {entry!r}: give root elements, as element (of every type)"
+                " or Type.element (Patient.birthDate)"
+            )
+            raise FhirError(400, "invalid", message)
+
+
+def elements_of(job: ExportJob, resource_type: str) -> tuple[str, ...]:
+    """The elements a type's file keeps: those ``_elements`` names alone or with the
+    type's name; none when it names none of them (the file is then whole)."""
+    prefix = f"{resource_type}."
+    return tuple(
+        entry.removeprefix(prefix)
+        for entry in job.elements
+        if "." not in entry or entry.startswith(prefix)
+    )
+
+
+def check_patients(records: RecordStore, job: ExportJob) -> None:
+    """Refuse a ``patient`` parameter naming a patient the vault does not hold (404, 410
+    once deleted) or, at Group level, one the Group does not name (422): the IG asks for
+    an error rather than an export quietly without them."""
+    if job.patients is None:
+        return
+    if job.level == "system":
+        raise FhirError(
+            400, "invalid", "patient narrows a Patient- or Group-level export, not a system one"
+        )
+    for patient_id in job.patients:
+        records.read("Patient", patient_id)
+    if job.group is None:
+        return
+    members = group_members(records.read("Group", job.group).resource())
+    outside = [p for p in job.patients if p not in members]
+    if outside:
+        named = ", ".join(f"Patient/{p}" for p in outside[:5])
+        message = f"{named} {'is' if len(outside) == 1 else 'are'} not a member of this Group"
+        raise FhirError(422, "processing", message)
 
 
 class CountStopped(Exception):
@@ -187,15 +264,19 @@ def _go_on(stopped: Callable[[], bool]) -> None:
 class Export:
     """One export's resources over a record store, read as of its snapshot."""
 
-    def __init__(self, records: RecordStore, job: ExportJob) -> None:
+    def __init__(self, records: RecordStore, job: ExportJob, base: str | None = None) -> None:
+        """``base``: the URL the server is reached at, which a filter's absolute
+        references may be written on, as a search's."""
         self.records = records
         self.job = job
-        self._members = self._group_members() if job.level == "group" else None
+        self._members = self._chosen_patients()
         self._member_comps = (
             None
             if self._members is None
             else frozenset(map(records.keys.patient_compartment, self._members))
         )
+        scope = Scope(records.storage, base=base, as_of=job.snapshot)
+        self._filters = FilterTest(Searcher(records, scope), job.filters)
 
     # -- what belongs ---------------------------------------------------------------------
 
@@ -210,6 +291,15 @@ class Export:
             return latest  # a deletion wins, even one made after the snapshot
         older = storage.history(HistoryQuery(loc=loc, before_seq=self.job.snapshot, limit=1))
         return older[0] if older else None
+
+    def _chosen_patients(self) -> frozenset[str] | None:
+        """The patients whose compartments the export holds, None for all: the Group's
+        members, and of them (or of all) those the ``patient`` parameter names."""
+        chosen = None if self.job.patients is None else frozenset(self.job.patients)
+        if self.job.level != "group":
+            return chosen
+        members = self._group_members()
+        return members if chosen is None else members & chosen
 
     def _group_members(self) -> frozenset[str]:
         """The ids of the group's Patient members, as of the snapshot."""
@@ -273,13 +363,16 @@ class Export:
     ) -> dict[str, int]:
         """How many resources of each type the export holds (types with none left out);
         ``progress`` hears of each type counted. Once ``stopped`` says so (nobody waits
-        for the count any more), CountStopped at the next resource or type."""
+        for the count any more), CountStopped at the next resource or type. A type with a
+        ``_typeFilter`` is counted as its file is made, each resource opened and tested;
+        the others from what the host holds, nothing decrypted."""
         types = self.job.resource_types()
         counts: dict[str, int] = {}
         for done, resource_type in enumerate(types, start=1):
             _go_on(stopped)
             found = 0
-            for _ in self.versions(resource_type):
+            held = self.resources if self._filters.filters(resource_type) else self.versions
+            for _ in held(resource_type):
                 _go_on(stopped)
                 found += 1
             if found:
@@ -292,10 +385,7 @@ class Export:
         at most, and fewer when they reach ``max_bytes`` of JSON."""
         batch: list[Stored] = []
         held = 0
-        for sealed in self.versions(resource_type):
-            stored = self.records.open_found(sealed)
-            if stored.resource_type != resource_type:
-                continue
+        for stored in self.resources(resource_type):
             batch.append(stored)
             held += len(stored.body)
             if len(batch) >= size or held >= max_bytes:
@@ -303,6 +393,14 @@ class Export:
                 batch, held = [], 0
         if batch:
             yield batch
+
+    def resources(self, resource_type: str) -> Iterator[Stored]:
+        """The type's resources the export holds, opened (each checked by its envelope),
+        those its ``_typeFilter`` turns away left out."""
+        for sealed in self.versions(resource_type):
+            stored = self.records.open_found(sealed)
+            if stored.resource_type == resource_type and self._filters.admits(stored):
+                yield stored
 
 
 def group_members(group: dict[str, Any]) -> list[str]:
@@ -317,12 +415,16 @@ def group_members(group: dict[str, Any]) -> list[str]:
     return members
 
 
-def ignored_outcome(parameter: str) -> dict[str, Any]:
-    """The warning of the manifest's error file for a parameter the export went without:
-    its name only, never its value (a filter may name a patient)."""
+def ignored_outcome(parameter: str, criterion: str | None = None) -> dict[str, Any]:
+    """The warning of the manifest's error file for a parameter the export went without,
+    or (``criterion``: why, naming parameters only) for a filter's criterion: names only,
+    never a value (a filter may name a patient)."""
     message = (
         f"{parameter} is not supported by Coffre's $export and was ignored"
         " (Prefer: handling=lenient): the files are not narrowed by it"
+        if criterion is None
+        else f"{criterion}; the criterion was ignored (Prefer: handling=lenient): the"
+        " file of that type is not narrowed by it"
     )
     return operation_outcome("warning", "not-supported", message)
 

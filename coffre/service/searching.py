@@ -242,18 +242,15 @@ class Searcher:
             param = parameter_of(resource_type, found.parameter)
             if param is not None and found.chain is None:
                 check_values(param, found)
-        criteria = self._resolve(resource_type, criteria)
+        criteria = self.resolve(resource_type, criteria)
         if any(not c.values for c in criteria):
             return [], True
         lookups = self._lookups(resource_type, criteria)
-        names = frozenset(c.parameter for c in criteria)
-        precise = reads_numbers(resource_type, names)
         results: list[Stored] = []
         # One candidate past the limit tells whether any is left.
         rows = self._rows(resource_type, lookups, None if limit is None else limit + 1)
         for stored in self._opened((resource_type,), rows, admit or self.scope.admit):
-            values = index_values(stored.resource(precise), None, names)
-            if not all(self._match(resource_type, c, values) for c in criteria):
+            if not self.matches(stored, criteria):
                 self._turned_away(stored.loc)
                 continue
             results.append(stored)
@@ -320,6 +317,14 @@ class Searcher:
             conjunctions += self._lookup(resource_type, code, planned or ()).conjunctions
         return Lookup(tuple(conjunctions))
 
+    def matches(self, stored: Stored, criteria: tuple[Criterion, ...]) -> bool:
+        """Whether an opened resource meets every criterion (resolved: no chain, no
+        ``_has``): the exact test, on the decrypted resource, that turns false hits away."""
+        names = frozenset(c.parameter for c in criteria)
+        precise = reads_numbers(stored.resource_type, names)
+        values = index_values(stored.resource(precise), None, names)
+        return all(self._match(stored.resource_type, c, values) for c in criteria)
+
     def _match(self, resource_type: str, found: Criterion, values: dict[str, list[Value]]) -> bool:
         param = parameter_of(resource_type, found.parameter)
         assert param is not None
@@ -327,9 +332,7 @@ class Searcher:
 
     # -- chains ---------------------------------------------------------------------------
 
-    def _resolve(
-        self, resource_type: str, criteria: tuple[Criterion, ...]
-    ) -> tuple[Criterion, ...]:
+    def resolve(self, resource_type: str, criteria: tuple[Criterion, ...]) -> tuple[Criterion, ...]:
         """Chained and ``_has`` criteria as plain ones on references and ids, each resolved
         once per type: the links of ``subject.subject.name`` over a Task's 145 target types
         ask for the same inner searches again and again."""

@@ -914,6 +914,16 @@ VALIDATE = {
         {"name": "mode", "valueCode": "update"},
     ],
 }
+EXPORT = {
+    "resourceType": "Parameters",
+    "parameter": [
+        {"name": "_type", "valueString": "Patient,Observation"},
+        {"name": "_since", "valueInstant": "2020-01-01T00:00:00Z"},
+        {"name": "_typeFilter", "valueString": "Observation?code=http://loinc.org|4548-4"},
+        {"name": "_elements", "valueString": "id,Patient.gender"},
+        {"name": "patient", "valueReference": {"reference": "Patient/" + PATIENT}},
+    ],
+}
 
 
 @pytest.fixture
@@ -1167,6 +1177,9 @@ OPERATIONS = [
     ("GET", "/fhir/$export"),
     ("GET", "/fhir/Patient/$export"),
     ("GET", "/fhir/Group/{id}/$export"),
+    ("POST", "/fhir/$export"),
+    ("POST", "/fhir/Patient/$export"),
+    ("POST", "/fhir/Group/{id}/$export"),
     ("GET", "/fhir/$export-status/{job}"),
     ("GET", "/fhir/$export-status/{job}"),
     ("DELETE", "/fhir/$export-status/{job}"),
@@ -1212,7 +1225,16 @@ OPERATION_VALUES: dict[str, list[str]] = {
     "practitioner": ["Practitioner/x", "x", "Location/x"],
     "schedule": ["Schedule/stade", "stade", "Schedule/"],
     "service-type": ["http://snomed.info/sct|33879002", "33879002", "a|b|c", ""],
-    "_typeFilter": ["Observation?code=x", "x"],
+    "_typeFilter": [
+        "Observation?code=x",
+        "x",
+        "Observation%3Fcode%3Dx%2Cy,Patient%3Fname%3Aexact%3Da",
+        "Observation%3F_has%3AEncounter%3Asubject%3Acode%3D1",
+        "Patient%3Fbirthdate%3Dge2020%26_sort%3Dx",
+        "%E9",
+        ",",
+    ],
+    "_elements": ["id", "Patient.gender", "name.given", "Nonsense.id", ""],
     "mode": ["create", "update", "delete", "x"],
     "profile": ["http://hl7.org/fhir/StructureDefinition/Patient", ""],
 }
@@ -1223,6 +1245,7 @@ operation_queries = st.lists(
     max_size=4,
 ).map(_joined)
 parameters = st.one_of(
+    mutations_of(EXPORT),
     mutations_of(BOOKING),
     mutations_of(CONSENT),
     mutations_of(VALIDATE),

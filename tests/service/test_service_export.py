@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import threading
 import time
+from dataclasses import asdict
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from coffre.exceptions import FhirError
+from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.seal import PurposeKeys
 from coffre.service import RecordStore, Stored
@@ -19,6 +21,8 @@ from coffre.service.export import (
     CountStopped,
     Export,
     ExportJob,
+    _b64,
+    _job_seal,
     group_members,
     start_job,
 )
@@ -36,9 +40,12 @@ jobs = st.builds(
     types=st.none() | st.lists(st.sampled_from(sorted(RESOURCE_TYPES)), max_size=4).map(tuple),
     since=st.none() | st.integers(0, 2**62),
     group=st.none() | st.from_regex(r"[A-Za-z0-9\-.]{1,64}", fullmatch=True),
-    ignored=st.lists(st.sampled_from(("_typeFilter", "_elements", "patient")), unique=True).map(
+    ignored=st.lists(st.sampled_from(("_elements", "includeAssociatedData")), unique=True).map(
         tuple
     ),
+    filters=st.lists(st.tuples(st.sampled_from(("Observation", "Patient")), st.text())).map(tuple),
+    patients=st.none() | st.lists(st.from_regex(r"[a-z0-9]{1,64}", fullmatch=True)).map(tuple),
+    notes=st.lists(st.text(max_size=40)).map(tuple),
 )
 
 
@@ -126,3 +133,12 @@ def test_a_write_under_way_at_the_kick_off_is_in_this_export_or_after_its_time(
     [job], [version] = kicked, written
     in_snapshot = records.storage.history(HistoryQuery(loc=version.loc, before_seq=job.snapshot))
     assert in_snapshot or version.ts >= job.started
+
+
+def test_a_token_made_before_filters_reads_as_a_job_without_them() -> None:
+    """Tokens of format 2 (before ``_typeFilter`` and ``patient``) stay valid for their 24
+    hours across an upgrade."""
+    job = ExportJob("group", 7, time.time_ns() // 1000, "x", ("Patient",), group="g")
+    fields = {k: v for k, v in asdict(job).items() if k not in ("filters", "patients", "notes")}
+    sealed = _job_seal(KEYS).close(json.canonical({"f": 2, **fields}))
+    assert ExportJob.from_token(KEYS, _b64(sealed)) == job

@@ -159,3 +159,25 @@ def test_system_scopes_of_some_types_export_those_types(
     assert kick_off.status_code == 202, kick_off.text
     found = _manifest(client, kick_off.headers["content-location"], narrow)
     assert [o["type"] for o in found["output"]] == ["Patient"]
+
+
+def test_a_filter_s_chains_need_the_types_they_search(
+    secured: tuple[TestClient, Authority],
+) -> None:
+    """A chain or ``_has`` in a ``_typeFilter`` searches other types: a token that may not
+    export them would learn of their records through which resources the filter keeps."""
+    client, authority = secured
+    chained = "_type=Organization&_typeFilter=Organization%3F_has%3APatient%3Aorganization%3Agender%3Dfemale"
+    organizations = _bearer(authority, role="system", scope="system/Organization.rs")
+    refused = client.get(f"/fhir/$export?{chained}", headers={**ASYNC, **organizations})
+    assert refused.status_code == 403, refused.text
+    assert "Patient" in refused.json()["issue"][0]["diagnostics"]
+    plain = "_type=Organization&_typeFilter=Organization%3Fname%3DClinique"
+    kicked = client.get(f"/fhir/$export?{plain}", headers={**ASYNC, **organizations})
+    assert kicked.status_code == 202, kicked.text
+    both = _bearer(authority, role="system", scope="system/Organization.rs system/Patient.rs")
+    kicked = client.get(f"/fhir/$export?{chained}", headers={**ASYNC, **both})
+    assert kicked.status_code == 202, kicked.text
+    status_url = kicked.headers["content-location"]
+    assert client.get(status_url, headers=organizations).status_code == 403
+    assert _manifest(client, status_url, both)["output"] == []  # ana has no gender
