@@ -291,9 +291,8 @@ def _start_counting(request: Request, job: ExportJob, job_id: str) -> _Counting 
         return counting
     if sum(not c.finished for c in countings.values()) >= COUNTING_AT_ONCE:
         return None
-    export = Export(
-        records_of(request), job, base_url(request)
-    )  # a Group gone since the kick-off: 404 each time
+    # A Group gone since the kick-off: 404 each time.
+    export = Export(records_of(request), job, base_url(request))
     counting = countings[job_id] = _Counting()
     while len(countings) > REMEMBERED:
         del countings[next(name for name, c in countings.items() if c.finished)]

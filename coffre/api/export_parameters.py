@@ -34,8 +34,9 @@ _EXAMPLE = (
 @dataclass(frozen=True, slots=True)
 class KickOff:
     """A kick-off's parameters: ``type_filters`` each a ``Type?query`` as a search takes
-    it; ``elements`` each ``element`` or ``Type.element``; ``patients`` the ids of ``patient`` (None: not given); ``unknown`` the names of
-    the parameters Coffre's export does not take."""
+    it; ``elements`` each ``element`` or ``Type.element``; ``patients`` the ids of
+    ``patient`` (None: not given); ``unknown`` the names of the parameters Coffre's
+    export does not take."""
 
     output_format: str | None
     types: list[str]

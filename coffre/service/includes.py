@@ -194,6 +194,8 @@ def supporting(searcher: Searcher, page: list[Stored], types: AbstractSet[str]) 
     organisations, locations, medications... that ``Patient/$everything`` hands out
     beside the records they support. A record of a patient is never one: this patient's
     are matches of their own, and another patient's are not this one's to hand out."""
+    if not types:  # a search: no page's JSON is read for references
+        return []
     seen = {s.reference for s in page}
     added: list[Stored] = []
     current = page

@@ -410,6 +410,7 @@ def sort_results(
     return ordered
 
 
+@lru_cache(maxsize=1024)
 def reads_numbers(resource_type: str, names: frozenset[str]) -> bool:
     """Whether some of these parameters compare numbers, which the resource must then be
     read with as written (``1.50`` stands for [1.495, 1.505), ``1.5`` for [1.45, 1.55)),
