@@ -60,7 +60,12 @@ class MetricsFolder:
 class Supervisor(Multiprocess):
     """Uvicorn's supervisor, which also tells the metrics of each process that is gone
     (died and replaced, or stopped): what it was doing at the moment (the booking
-    requests it held) no longer counts, while what it counted stays in the totals."""
+    requests it held) no longer counts, while what it counted stays in the totals; and
+    which sees a process die while it waits for its answer to a health check."""
+
+    def init_processes(self) -> None:
+        super().init_processes()
+        self._let_go_of_children_ends()
 
     def keep_subprocess_alive(self) -> None:
         self._noting_gone(super().keep_subprocess_alive)
@@ -71,6 +76,17 @@ class Supervisor(Multiprocess):
     def _noting_gone(self, step: Callable[[], None]) -> None:
         before = {process.pid for process in self.processes}
         step()
+        self._let_go_of_children_ends()
         for pid in before - {process.pid for process in self.processes}:
             if pid is not None:
                 mark_process_dead(pid)  # type: ignore[no-untyped-call]
+
+    def _let_go_of_children_ends(self) -> None:
+        """Close the supervisor's copy of each started process's end of their health-check
+        pipe. Kept open, it let a process killed while a check was on its way (OOM, a
+        crash) be waited for the whole check's timeout (WORKER_START_SECONDS), serving
+        with one process fewer; closed, its death ends the pipe and the wait at once, and
+        uvicorn replaces it."""
+        for process in self.processes:
+            if process.pid is not None:  # started: the process holds its own copy
+                process.child_conn.close()

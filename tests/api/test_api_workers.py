@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import signal
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -19,9 +20,10 @@ from coffre.cli.main import WORKER_START_SECONDS
 from coffre.service import Vault
 
 READS = 20
-PROCESS_GONE_SECONDS = WORKER_START_SECONDS + 60
-"""The supervisor may wait for its health check of a killed process to time out (it holds
-the other end of their pipe) before replacing it."""
+PROCESS_GONE_SECONDS = WORKER_START_SECONDS / 4
+"""A process that dies is replaced at the supervisor's next round, every half second, or
+as soon as it dies when the supervisor was waiting for its answer to a health check: in
+seconds, well before such a check's timeout (WORKER_START_SECONDS)."""
 
 
 def _stale_counter(folder: Path) -> None:
@@ -56,6 +58,13 @@ def _read_often(server: RunningServer) -> None:
         assert httpx.get(url).status_code == 200
 
 
+def _wait_until(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + PROCESS_GONE_SECONDS
+    while not condition() and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert condition()
+
+
 def test_every_scrape_gives_the_figures_of_both_processes_gone_or_not(
     vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -72,10 +81,27 @@ def test_every_scrape_gives_the_figures_of_both_processes_gone_or_not(
         moment = folder / f"gauge_livesum_{victim}.db"  # its booking requests waiting, served
         assert moment.exists()
         os.kill(victim, signal.SIGKILL)
-        deadline = time.monotonic() + PROCESS_GONE_SECONDS
-        while moment.exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert not moment.exists()
+        _wait_until(lambda: not moment.exists())
         assert [_reads(server) for _ in range(6)] == [READS] * 6  # its reads still counted
+    finally:
+        server.stop()
+
+
+def test_a_process_killed_while_its_health_check_waits_is_replaced_at_once(
+    vault: Vault,
+) -> None:
+    """A process that cannot answer the supervisor's health check (stopped here; in
+    production, one busy or swapping) and then dies (OOM, a crash) is replaced at once, not
+    after the check's timeout: the server does not serve with one process fewer meanwhile."""
+    server = RunningServer(vault, workers=2)
+    try:
+        victim, other = server.workers()
+        os.kill(victim, signal.SIGSTOP)
+        time.sleep(2)  # the supervisor pings every half second: one check is on its way
+        os.kill(victim, signal.SIGKILL)
+        _wait_until(lambda: len(server.workers()) == 2 and victim not in server.workers())
+        (replacement,) = set(server.workers()) - {other}
+        _wait_until(lambda: bool(server.listening(replacement)))
+        _read_often(server)
     finally:
         server.stop()

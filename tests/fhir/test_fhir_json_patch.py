@@ -136,3 +136,30 @@ def test_any_json_is_a_patch_that_applies_or_a_clean_refusal(
         patch.applied_to(document, "Basic/1")
     except FhirError as error:
         assert error.status == 409
+
+
+@pytest.mark.parametrize(
+    ("held", "tested", "passes"),
+    [
+        (True, 1, False),
+        (0, False, False),
+        ([1, True], [True, 1], False),
+        ({"a": False}, {"a": 0}, False),
+        (None, False, False),
+        (1, 1.0, True),  # numbers are equal by their values
+        ([{"a": [2]}], [{"a": [2.0]}], True),
+        ({"a": 1, "b": True}, {"b": True, "a": 1}, True),
+    ],
+)
+def test_a_test_operation_compares_as_rfc_6902_not_as_python(
+    held: Any, tested: Any, passes: bool
+) -> None:
+    """RFC 6902 §4.6: literals equal only themselves (Python takes true for 1; the package
+    compares as the RFC does)."""
+    patch = parse_json_patch(orjson.dumps([{"op": "test", "path": "/x", "value": tested}]))
+    if passes:
+        assert patch.applied_to({"x": held}, "Basic/1") == {"x": held}
+    else:
+        with pytest.raises(FhirError) as refused:
+            patch.applied_to({"x": held}, "Basic/1")
+        assert refused.value.status == 409
