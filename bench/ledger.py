@@ -16,10 +16,11 @@
    and sizes up to the checkpoint's.
 3. Audit: recomputing the root of the whole log in-process (reading, hashing the leaves,
    the tree; then as ``coffre audit --full`` does it, from entry bundles: splitting,
-   hashing a tile at a time, checking that every leaf decodes), and the real ``coffre audit --full`` over
-   HTTP on the same server (--audit-runs times, each after a quiet second, with what the
-   rest of the machine did meanwhile; the CLI with a bytecode cache of its own, as an
-   installed coffre has), then the split between fetching the bundles and checking them.
+   hashing a tile at a time, checking that every leaf decodes), and the real
+   ``coffre audit --full`` over HTTP on the same server (--audit-runs times, each after a
+   quiet second, with what the rest of the machine did meanwhile; the CLI with a bytecode
+   cache of its own, as an installed coffre has), then the split between fetching the
+   bundles and checking them.
 4. Reads: ``records.read`` (which checks the storage's latest version against the log)
    against ``storage.latest`` + ``records.open`` on the same records, in-process, in µs
    per read: the difference is the check's cost.

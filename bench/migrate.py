@@ -15,9 +15,10 @@ written) is printed beside it, and the CPU seconds the migration took (this proc
 the throwaway PostgreSQL server's processes): on a machine shared with other work, MB per
 CPU second says what an idle one would do better than the wall clock. Target: 50 MB/s.
 
-PostgreSQL: --postgres URL (an empty database, or a schema through ``options=-csearch_path``),
-else a throwaway server of the tests' kind (Debian's binaries), durable (fsync on), for the run. Only ever
-talks to 127.0.0.1 unless given another URL. Not collected by pytest.
+PostgreSQL: --postgres URL (an empty database, or a schema through
+``options=-csearch_path``), else a throwaway server of the tests' kind (Debian's binaries),
+durable (fsync on), for the run. Only ever talks to 127.0.0.1 unless given another URL. Not
+collected by pytest.
 
     .venv/bin/python bench/migrate.py [--patients 100] [--batch 50000] [--json FILE]
 """
