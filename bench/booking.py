@@ -7,7 +7,8 @@ With it, --patients patients, each with a record (as $book asks of whoever books
 --clients clients each loop: `GET Appointment/$find` at a random centre, from now to the
 campaign's end, for the crowd's next patient (in turn: one books again once every one has
 had their turn), then `POST Appointment/$book` of the first time offered. A 409 (every seat
-of that time taken meanwhile) is the crowd's lot, counted apart from the bookings. --warmup s, then --duration s are measured.
+of that time taken meanwhile) is the crowd's lot, counted apart from the bookings. --warmup
+s, then --duration s are measured.
 
 The campaign is meant not to run out: the figures are those of a crowd that finds free
 times. A $find that offers nothing is counted, and warned of as a campaign too small for
