@@ -10,6 +10,7 @@ import re
 import secrets
 import time
 from dataclasses import replace
+from functools import cache
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -23,6 +24,7 @@ from coffre.api.auth import Authority, AuthSettings
 from coffre.api.auth.onetime import OneTime
 from coffre.api.auth.registry import (
     RegistryFile,
+    User,
     app_client,
     backend_client,
     load,
@@ -78,8 +80,16 @@ def register_user(authority: Authority, username: str, role: str, fhir_user: str
     path = authority.registry.path
     assert path is not None
     registry = load(path)
-    user = new_user(username, role, fhir_user, PASSWORD)
+    user = known_user(username, role, fhir_user)
     save(path, replace(registry, users={**registry.users, username: user}))
+
+
+@cache
+def known_user(username: str, role: str, fhir_user: str) -> User:
+    """A user whose password is PASSWORD, made once per test process: its hash costs a
+    third of a second (scrypt, as it should), and the tests register the same users again
+    and again."""
+    return new_user(username, role, fhir_user, PASSWORD)
 
 
 def assertion(key: Key, client_id: str, alg: str, **overrides: Any) -> str:

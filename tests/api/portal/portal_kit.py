@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, date, datetime, timedelta
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,7 @@ CLINICIAN = Access(
 
 def authority_with_users(folder: Path) -> Authority:
     """An authority whose registry has a patient (``marie``) and a clinician (``roy``)."""
-    registry = with_user(Registry(), new_user("marie", "patient", f"Patient/{PATIENT}", PASSWORD))
-    registry = with_user(registry, new_user("roy", "clinician", "Practitioner/dr-roy", PASSWORD))
-    save(folder / "keyring.access.json", registry)
+    save(folder / "keyring.access.json", _registry_with_users())
     key = ECKey.generate_key("P-256", private=True).as_dict(private=True)
     return Authority(
         key,
@@ -42,6 +41,14 @@ def authority_with_users(folder: Path) -> Authority:
         OneTime(":memory:"),
         AuthSettings(),
     )
+
+
+@cache
+def _registry_with_users() -> Registry:
+    """Made once per test process: each password's hash costs a third of a second (scrypt,
+    as it should)."""
+    registry = with_user(Registry(), new_user("marie", "patient", f"Patient/{PATIENT}", PASSWORD))
+    return with_user(registry, new_user("roy", "clinician", "Practitioner/dr-roy", PASSWORD))
 
 
 def patient_record(records: RecordStore) -> None:
