@@ -19,19 +19,17 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from conformance.test_conformance_synthea import FOLDERS as SYNTHEA_FOLDERS
-from conformance.test_conformance_synthea import _import_order as synthea_import_order
 from conformance.test_conformance_synthea import (
     _without_server_meta as without_server_meta,
 )
 from conftest import RunningServer, keyring_custody, put_resource, shared_data_path
 from pg import HostDatabase
 from starlette.testclient import TestClient
+from synthea_vault import synthea_vault_copy
 from typer.testing import CliRunner
 
 from coffre.api import create_app
 from coffre.cli.audit import audit_log
-from coffre.cli.importer import Importer
 from coffre.cli.main import app
 from coffre.exceptions import StorageError
 from coffre.fhir import json
@@ -702,21 +700,13 @@ def test_the_export_s_peak_memory_does_not_grow_with_the_vault(
 @pytest.mark.shared_data
 @pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="needs Linux's /proc")
 def test_the_whole_synthea_vault_round_trips_and_its_export_stays_under_the_memory_limit(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     """On SQLite with the keyring only: 110 MB imported twice takes minutes, which the
     PostgreSQL pair would double; the export reads either storage through the same
     interface, and the smaller round trips above run on both pairs."""
     _servers_run_from_bytecode(monkeypatch, tmp_path)
-    folders = [shared_data_path("synthea", name) for name in SYNTHEA_FOLDERS]
-    source = Vault.at(tmp_path / "synthea")
-    source.create()
-    records = source.open()
-    try:
-        report = Importer(records).run(synthea_import_order(folders))
-        assert report.failures == [], report.failures[:20]
-    finally:
-        records.storage.close()
+    source, _ = synthea_vault_copy(tmp_path_factory, tmp_path / "synthea")
     ndjson = tmp_path / "ndjson"
     ndjson.mkdir()
     _, peak, lines = _export_peak(source, ndjson)

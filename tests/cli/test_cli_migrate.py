@@ -20,24 +20,19 @@ from typing import Any
 
 import psycopg
 import pytest
-from conftest import shared_data_path
 from pg import Cluster, HostDatabase
 from softhsm import SoftHsm
 from starlette.testclient import TestClient
+from synthea_vault import synthea_vault_copy
 from typer.testing import CliRunner
 
-from coffre import config
 from coffre.api import create_app
-from coffre.cli.importer import Importer
 from coffre.cli.main import app
 from coffre.cli.migrate import CopyProgress
-from coffre.cli.sources import files_under
 from coffre.exceptions import StorageFullError
 from coffre.service import Vault
 from coffre.service.vault import KEYRING_FILE, STORAGE_URL_FILE
 
-FOLDERS = ("fhir-data-pipes-2021", "smart-2019")
-INFORMATION_BUNDLES = ("hospitalInformation", "practitionerInformation")
 KILL_AFTER_RECORDS = 200
 PATIENTS = 6
 KILL_DEADLINE_SECONDS = 600
@@ -84,18 +79,7 @@ def _answers(vault: Vault) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def synthea(tmp_path_factory: pytest.TempPathFactory) -> Synthea:
-    files = files_under([shared_data_path("synthea", name) for name in FOLDERS])
-    information = [path for path in files if path.name.startswith(INFORMATION_BUNDLES)]
-    vault = Vault.at(tmp_path_factory.mktemp("synthea") / "vault")
-    vault.create()
-    with pytest.MonkeyPatch.context() as patch:  # no disk sync per bundle: a test's vault
-        patch.setenv(config.SQLITE_SYNCHRONOUS.env, "OFF")
-        records = vault.open()
-    try:
-        report = Importer(records).run(information + [p for p in files if p not in information])
-    finally:
-        records.storage.close()
-    assert report.failures == [], report.failures[:5]
+    vault, _ = synthea_vault_copy(tmp_path_factory, tmp_path_factory.mktemp("synthea") / "vault")
     return Synthea(vault, _answers(vault))
 
 

@@ -1,9 +1,10 @@
 """Conformance on real data: every Synthea bundle of ../shared/data/synthea, imported.
 
-One vault per module holds both folders (37,455 entries, 37,291 distinct resources):
-``fhir-data-pipes-2021`` (conditional references, ``ifNoneExist`` batches) and
-``smart-2019`` (self-contained ``urn:uuid:`` transactions that repeat Organizations and
-Practitioners across bundles, with different content under the same id).
+One vault holds both folders (37,455 entries, 37,291 distinct resources; imported once per
+test run and copied for this module, ``tests/synthea_vault.py``): ``fhir-data-pipes-2021``
+(conditional references, ``ifNoneExist`` batches) and ``smart-2019`` (self-contained
+``urn:uuid:`` transactions that repeat Organizations and Practitioners across bundles, with
+different content under the same id).
 
 What every resource should read back as is computed here from the input files alone, by
 the rule an import follows, never by asking Coffre:
@@ -35,17 +36,14 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
-from conftest import shared_data_path
+from synthea_vault import synthea_files, synthea_vault_copy
 
 from coffre.cli.importer import Importer, ImportReport
-from coffre.cli.sources import files_under
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.service import RecordStore, Vault
 
 pytestmark = [pytest.mark.shared_data, pytest.mark.slow]
 
-FOLDERS = ("fhir-data-pipes-2021", "smart-2019")
-INFORMATION_BUNDLES = ("hospitalInformation", "practitionerInformation")
 SERVER_META = ("versionId", "lastUpdated")
 
 Key = tuple[str, str]
@@ -62,23 +60,11 @@ class SyntheaVault:
     report: ImportReport
 
 
-def _import_order(folders: list[Path]) -> list[Path]:
-    """Organisations and practitioners first (the README's advice), then the patients."""
-    files = files_under(folders)
-    information = [path for path in files if path.name.startswith(INFORMATION_BUNDLES)]
-    return information + [path for path in files if path not in information]
-
-
 @pytest.fixture(scope="module")
 def synthea(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SyntheaVault]:
-    folders = [shared_data_path("synthea", name) for name in FOLDERS]
-    files = _import_order(folders)
-    vault = Vault.at(tmp_path_factory.mktemp("synthea") / "v")
-    vault.create()
+    vault, report = synthea_vault_copy(tmp_path_factory, tmp_path_factory.mktemp("synthea") / "v")
     records = vault.open()
-    report = Importer(records).run(files)
-    assert report.failures == [], "\n".join(report.failures[:20])
-    yield SyntheaVault(vault, records, files, report)
+    yield SyntheaVault(vault, records, synthea_files(), report)
     records.storage.close()
 
 
