@@ -15,6 +15,7 @@ from coffre.api.app import create_app
 from coffre.api.auth import Authority, AuthSettings
 from coffre.api.metrics import RoomMetrics
 from coffre.api.scraping import ScrapeAccess
+from coffre.api.workers import end_with_the_supervisor
 from coffre.research.folder import ResearchFolder
 from coffre.service import Vault
 from coffre.service.background import in_background
@@ -24,6 +25,7 @@ from coffre.service.witnessing import Witnessing, witnesses_from_settings
 
 
 def app_from_settings() -> Starlette:
+    end_with_the_supervisor()
     # The modules imported so far live as long as the process: the collector leaves them
     # out of the full collections that following a long log at the vault's opening sets off.
     gc.freeze()

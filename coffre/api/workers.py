@@ -8,8 +8,12 @@ it on import: they are spawned, so each imports it afresh with the variable set.
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
 import os
 import shutil
+import signal
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,6 +25,8 @@ from uvicorn.supervisors import Multiprocess
 from coffre import config
 from coffre.api.scraping import MULTIPROCESS_ENV
 from coffre.exceptions import CoffreError
+
+_PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,3 +96,16 @@ class Supervisor(Multiprocess):
         for process in self.processes:
             if process.pid is not None:  # started: the process holds its own copy
                 process.child_conn.close()
+
+
+def end_with_the_supervisor() -> None:
+    """In a server process the supervisor started: be stopped (SIGTERM, the clean way) when
+    the supervisor dies, however it dies. Killed (``kill -9``, out of memory), it cannot
+    stop its processes, which would otherwise go on serving on the port, supervised by
+    nobody and in the way of the next ``coffre serve``. Linux only; elsewhere, a no-op."""
+    supervisor = multiprocessing.parent_process()
+    if supervisor is None or not sys.platform.startswith("linux"):
+        return  # the only process of a server of one, or not Linux
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM) == 0 and os.getppid() != supervisor.pid:
+        os.kill(os.getpid(), signal.SIGTERM)  # it died before the signal was asked for

@@ -4,8 +4,10 @@ metrics, its counts kept and its moment's figures dropped."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -105,3 +107,30 @@ def test_a_process_killed_while_its_health_check_waits_is_replaced_at_once(
         _read_often(server)
     finally:
         server.stop()
+
+
+def _gone(pid: int) -> bool:
+    """Whether process ``pid`` has ended (a zombie waiting to be reaped has)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return True
+    return "\nState:\tZ" in status
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="asks Linux to end them")
+def test_the_processes_of_a_supervisor_killed_stop_and_free_the_port(vault: Vault) -> None:
+    """``kill -9`` of the supervisor, which then cannot stop its processes: they stop by
+    themselves rather than serve on, supervised by nobody."""
+    server = RunningServer(vault, workers=2)
+    workers = server.workers()
+    try:
+        server.process.kill()
+        server.process.wait()
+        _wait_until(lambda: all(map(_gone, workers)))
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{server.base_url}/metadata")
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
