@@ -49,16 +49,14 @@ from coffre.service.export import (
     Export,
     ExportJob,
     check_patients,
-    check_types,
     elements_of,
     ignored_outcome,
     is_cancelled,
     job_stored,
-    level_types,
     start_job,
 )
 from coffre.service.stored import instant
-from coffre.service.type_filters import reached_types, read_type_filters
+from coffre.service.type_filters import reached_types
 
 NDJSON = "application/fhir+ndjson"
 OUTPUT_FORMATS = (NDJSON, "application/ndjson", "ndjson")
@@ -151,9 +149,6 @@ def _kick_off_job(
         raise FhirError(
             400, "not-supported", f"_outputFormat={output}: Coffre exports {NDJSON} only"
         )
-    check_types(level, asked.types)
-    exported = asked.types or level_types(level)
-    filters, notes = read_type_filters(asked.type_filters, exported, lenient)
     records = records_of(request)
     job = start_job(
         records,
@@ -164,9 +159,9 @@ def _kick_off_job(
         group,
         asked.unknown,
         _client_of(request),
-        filters=filters,
+        type_filters=asked.type_filters,
+        lenient=lenient,
         patients=asked.patients,
-        notes=notes,
         elements=asked.elements,
     )
     _check_access(request, _needed(job, job.resource_types()))

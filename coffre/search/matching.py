@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from coffre.exceptions import FhirError
-from coffre.search.criteria import Criterion, split_escaped, split_or, unescape
+from coffre.search.criteria import Criterion, parameter_of, split_escaped, split_or, unescape
 from coffre.search.normalise import exact_text, number_range, text
 from coffre.search.parameters import SearchParameter
 from coffre.search.plan import (
@@ -192,9 +192,13 @@ def check_missing(found: Criterion) -> bool:
     return found.values == ("true",)
 
 
-def check_values(param: SearchParameter, found: Criterion) -> None:
+def check_values(resource_type: str, found: Criterion) -> None:
     """Refuse (400) a value the parameter's type cannot read (a composite's, each part's),
-    before any record is read: a scan over no record would otherwise accept it silently."""
+    before any record is read: a scan over no record would otherwise accept it silently.
+    A chain's value is read by the search at its end; an unknown parameter is not here."""
+    param = parameter_of(resource_type, found.parameter)
+    if param is None or found.chain is not None:
+        return
     if found.modifier == "missing":
         check_missing(found)
         return

@@ -33,7 +33,7 @@ from coffre.seal.siv import DeterministicSeal
 from coffre.service.records import RecordStore
 from coffre.service.searching import Scope, Searcher, compartment_types
 from coffre.service.stored import Stored, not_found, now_us
-from coffre.service.type_filters import FilterTest, TypeFilters
+from coffre.service.type_filters import FilterTest, TypeFilters, read_type_filters
 from coffre.storage.base import HistoryQuery, SealedVersion
 
 LEVELS = ("system", "patient", "group")
@@ -171,12 +171,14 @@ def start_job(
     ignored: list[str] | None = None,
     client: str | None = None,
     *,
-    filters: TypeFilters = (),
+    type_filters: list[str] | None = None,
+    lenient: bool = False,
     patients: list[str] | None = None,
-    notes: list[str] | None = None,
     elements: list[str] | None = None,
 ) -> ExportJob:
-    """A new export of ``level``, pinned to the storage as it is now.
+    """A new export of ``level``, pinned to the storage as it is now; ``type_filters``
+    its ``_typeFilter`` queries, whose criteria Coffre cannot answer are left out when
+    ``lenient`` (and noted), else a 400.
 
     Its snapshot and its time (the manifest's ``transactionTime``, the next export's
     ``_since``) are read under the write lock, which no write then holds: a write stamped
@@ -184,6 +186,7 @@ def start_job(
     the next. Every later write is stamped under the lock too, at or after that time (one
     clock: the gateways of a vault on several machines keep theirs in step)."""
     check_types(level, types)
+    filters, notes = read_type_filters(type_filters or [], types or level_types(level), lenient)
     check_elements(elements or [])
     with records.storage.transaction() as txn:
         records.latest_writes.catch_up(txn)  # a clock behind it: never before the newest write
@@ -201,7 +204,7 @@ def start_job(
         client=client,
         filters=filters,
         patients=None if patients is None else tuple(sorted(set(patients))),
-        notes=tuple(notes or ()),
+        notes=tuple(notes),
         elements=tuple(elements or ()),
     )
 

@@ -239,9 +239,7 @@ class Searcher:
         are all of them only if no candidate is left. ``admit``: which matches the search
         may use, instead of the scope's (which still decides of its chains and ``_has``)."""
         for found in criteria:
-            param = parameter_of(resource_type, found.parameter)
-            if param is not None and found.chain is None:
-                check_values(param, found)
+            check_values(resource_type, found)
         criteria = self.resolve(resource_type, criteria)
         if any(not c.values for c in criteria):
             return [], True

@@ -89,9 +89,8 @@ def _unanswerable(resource_type: str, name: str, raw: str, lenient: bool) -> str
         return reason
     found = criterion(name, raw)
     kept, ignored = check_criteria(resource_type, (found,), strict=not lenient, what="_typeFilter")
-    param = parameter_of(resource_type, found.parameter)
-    if kept and param is not None and found.chain is None:
-        check_values(param, found)  # a date, number or quantity it cannot read: 400 now
+    if kept:
+        check_values(resource_type, found)  # a date, number or quantity it cannot read: 400 now
     return ignored[0] if ignored else None
 
 

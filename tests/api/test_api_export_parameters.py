@@ -14,7 +14,7 @@ import httpx
 import pytest
 from conftest import put_resource
 from starlette.testclient import TestClient
-from test_api_export import ASYNC, LENIENT, download, manifest
+from test_api_export import ASYNC, LENIENT, download, kick_off, manifest
 
 from coffre.fhir import json
 
@@ -63,9 +63,7 @@ def _searched(client: TestClient, resource_type: str, query: str) -> set[str]:
 
 
 def _filtered(client: TestClient, query: str, headers: dict[str, str] = ASYNC) -> dict[str, Any]:
-    response = client.get(f"/fhir/$export?{query}", headers=headers)
-    assert response.status_code == 202, response.text
-    return manifest(client, response.headers["content-location"])
+    return manifest(client, kick_off(client, f"/fhir/$export?{query}", headers))
 
 
 def _ids(files: dict[str, list[dict[str, Any]]], resource_type: str) -> set[str]:
@@ -249,17 +247,10 @@ def test_a_post_kick_off_exports_what_its_get_does(client: TestClient) -> None:
         assert posted.status_code == 202, posted.text
         found = manifest(client, posted.headers["content-location"])
         assert found["request"] == f"http://testserver{path}"  # the IG: without parameters
-        by_get = download(client, manifest(client, _kick_off(client, f"{path}?{get}")))
+        by_get = download(client, manifest(client, kick_off(client, f"{path}?{get}")))
         assert download(client, found) == by_get, path
         assert by_get, path
     assert download(client, found)["Observation"][0]["status"] == "amended"
-
-
-def _kick_off(client: TestClient, url: str) -> str:
-    response = client.get(url, headers=ASYNC)
-    assert response.status_code == 202, response.text
-    location: str = response.headers["content-location"]
-    return location
 
 
 @pytest.mark.parametrize(

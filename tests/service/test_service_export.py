@@ -46,6 +46,7 @@ jobs = st.builds(
     filters=st.lists(st.tuples(st.sampled_from(("Observation", "Patient")), st.text())).map(tuple),
     patients=st.none() | st.lists(st.from_regex(r"[a-z0-9]{1,64}", fullmatch=True)).map(tuple),
     notes=st.lists(st.text(max_size=40)).map(tuple),
+    elements=st.lists(st.sampled_from(("id", "status", "Patient.gender"))).map(tuple),
 )
 
 
@@ -139,6 +140,7 @@ def test_a_token_made_before_filters_reads_as_a_job_without_them() -> None:
     """Tokens of format 2 (before ``_typeFilter`` and ``patient``) stay valid for their 24
     hours across an upgrade."""
     job = ExportJob("group", 7, time.time_ns() // 1000, "x", ("Patient",), group="g")
-    fields = {k: v for k, v in asdict(job).items() if k not in ("filters", "patients", "notes")}
+    added = ("filters", "patients", "notes", "elements")  # by format 3
+    fields = {k: v for k, v in asdict(job).items() if k not in added}
     sealed = _job_seal(KEYS).close(json.canonical({"f": 2, **fields}))
     assert ExportJob.from_token(KEYS, _b64(sealed)) == job

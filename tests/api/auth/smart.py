@@ -80,12 +80,12 @@ def register_user(authority: Authority, username: str, role: str, fhir_user: str
     path = authority.registry.path
     assert path is not None
     registry = load(path)
-    user = known_user(username, role, fhir_user)
+    user = _known_user(username, role, fhir_user)
     save(path, replace(registry, users={**registry.users, username: user}))
 
 
 @cache
-def known_user(username: str, role: str, fhir_user: str) -> User:
+def _known_user(username: str, role: str, fhir_user: str) -> User:
     """A user whose password is PASSWORD, made once per test process: its hash costs a
     third of a second (scrypt, as it should), and the tests register the same users again
     and again."""
