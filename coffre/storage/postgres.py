@@ -17,6 +17,7 @@ values of a row.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import select
@@ -118,6 +119,12 @@ SCHEMA = (
         wrapped bytea NOT NULL
     )""",
 )
+
+SCHEMA_MARK = "coffre schema " + hashlib.sha256("\n".join(SCHEMA).encode()).hexdigest()[:16]
+"""The comment on coffre_meta once the tables are those of ``SCHEMA``: a process that
+reads it there opens the storage without taking the schema's locks. A comment, not a
+row, so that a copy of the storage's rows to another backend carries nothing of it."""
+_MARK_READ = "SELECT obj_description(to_regclass('coffre_meta'), 'pg_class')"
 
 HOLDS_STORAGE = "SELECT to_regclass('versions') IS NOT NULL"
 ALREADY_A_STORAGE = "the PostgreSQL database already holds a Coffre storage"
@@ -663,7 +670,11 @@ class PostgresStorage(_Reader):
     def _prepare_schema(self, create: bool, origin: str | None) -> None:
         """Make the tables (``create``, in a database without them) or check they exist,
         then add any table that a newer Coffre has; under a lock, so that processes
-        starting together do not race, and under the write lock."""
+        starting together do not race, and under the write lock. A storage marked as
+        holding this Coffre's tables (``SCHEMA_MARK``) is opened as it is: one read
+        instead of the schema's statements and locks, at each process's start."""
+        if not create and self._marked():
+            return
         with self._transaction_on(SCHEMA_LOCK) as txn:
             # CREATE ... IF NOT EXISTS locks its table even when it exists: with the write
             # lock too, no write holds one of them meanwhile (it would deadlock with us).
@@ -676,10 +687,19 @@ class PostgresStorage(_Reader):
                 raise StorageError("the PostgreSQL database holds no Coffre storage")
             for statement in SCHEMA:
                 txn._execute(statement)
+            txn._execute(f"COMMENT ON TABLE coffre_meta IS '{SCHEMA_MARK}'")
             if create and origin is not None:
                 txn._execute(
                     "INSERT INTO coffre_meta (key, value) VALUES (%s, %s)", (ORIGIN, origin)
                 )
+
+    def _marked(self) -> bool:
+        """Whether the tables are marked as this Coffre's (read before the pool opens)."""
+        try:
+            row = self._write_db.execute(_MARK_READ).fetchone()
+        except psycopg.Error as error:
+            _fail("read", error)
+        return row == (SCHEMA_MARK,)
 
     def _rows(self, sql: str, args: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         return list(self._stream(sql, args, size=0))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from pg import stored_bytes
+from pg import HostDatabase, stored_bytes
 from pgserver import ADMIN, Cluster
 from psycopg.conninfo import conninfo_to_dict
 from typer.testing import CliRunner
@@ -20,7 +20,7 @@ from coffre.exceptions import StorageError
 from coffre.service import Vault
 from coffre.storage import SealedVersion
 from coffre.storage.base import SealedEvent
-from coffre.storage.postgres import PostgresStorage, _conninfo, check_url
+from coffre.storage.postgres import SCHEMA_MARK, PostgresStorage, _conninfo, check_url
 
 WRITERS = 4
 WRITES_EACH = 25
@@ -42,14 +42,29 @@ def _version(loc: bytes, number: int) -> SealedVersion:
     return SealedVersion(loc, number, b"k", b"c", number, False, b"body")
 
 
+def _on(url: str, sql: str) -> list[tuple[object, ...]]:
+    """One statement on the storage's database, as its host runs it; its rows, if any."""
+    with HostDatabase(url) as db:
+        cursor = db.execute(sql)
+        return list(cursor.fetchall()) if cursor.description else []
+
+
+def _has_index(url: str, name: str) -> bool:
+    return _on(url, f"SELECT to_regclass('{name}') IS NOT NULL") == [(True,)]
+
+
+@pytest.mark.parametrize("marked", [True, False], ids=["marked", "made-by-an-earlier-coffre"])
 def test_opening_a_storage_waits_for_the_write_under_way(
-    storage: PostgresStorage, url: str
+    storage: PostgresStorage, url: str, marked: bool
 ) -> None:
-    """Every opening runs the schema's CREATE ... IF NOT EXISTS, which lock a table even
-    when it exists: an opening (a worker starting, `coffre keys list`) that had locked
-    `versions` waited for a write holding `audit_events`, which then waited for
-    `versions`: PostgreSQL broke the deadlock by failing one of them (40P01), a command
-    or a client's write (a lifecycle probe's finding)."""
+    """An opening that runs the schema's CREATE ... IF NOT EXISTS (a storage not yet marked
+    as this Coffre's) locks each table even when it exists: an opening (a worker starting,
+    `coffre keys list`) that had locked `versions` waited for a write holding
+    `audit_events`, which then waited for `versions`: PostgreSQL broke the deadlock by
+    failing one of them (40P01), a command or a client's write (a lifecycle probe's
+    finding). A marked storage's opening takes no lock at all."""
+    if not marked:
+        _on(url, "COMMENT ON TABLE coffre_meta IS NULL")
     holding, failures = threading.Event(), []
 
     def write() -> None:
@@ -97,6 +112,22 @@ def test_an_empty_database_is_not_a_storage_and_a_storage_is_not_created_twice(u
     with pytest.raises(StorageError, match="already holds"):
         PostgresStorage(url, create=True)
     PostgresStorage(url).close()
+
+
+def test_a_storage_marked_as_this_coffre_s_opens_without_running_its_schema(url: str) -> None:
+    """Each server process opens the storage as it starts: once the tables are marked as
+    this Coffre's, it reads the mark instead of running the schema's statements and taking
+    their locks. A storage without the mark (an earlier Coffre's) has its tables brought
+    up to date, then is marked."""
+    PostgresStorage(url, create=True).close()
+    _on(url, "DROP INDEX tokens_by_loc")
+    PostgresStorage(url).close()
+    assert not _has_index(url, "tokens_by_loc")  # marked: opened as it is
+    _on(url, "COMMENT ON TABLE coffre_meta IS NULL")
+    PostgresStorage(url).close()
+    assert _has_index(url, "tokens_by_loc")
+    mark = _on(url, "SELECT obj_description('coffre_meta'::regclass, 'pg_class')")
+    assert mark == [(SCHEMA_MARK,)]
 
 
 def test_a_database_that_cannot_be_reached_is_a_storage_error(postgres: Cluster) -> None:
