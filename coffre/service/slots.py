@@ -68,8 +68,9 @@ def _held_by_another(
     writer: Writer, slot_id: str, slot: dict[str, Any] | None, appointment_id: str
 ) -> bool:
     """Whether another Appointment holds the Slot: never a free one; one not free may be
-    so for want of a holder (busy as an import wrote it, before its Appointment)."""
-    if slot is None or slot.get("status") == FREE:
+    so for want of a holder (busy as an import wrote it, before its Appointment); one not
+    (yet) here may be held by an Appointment written before it, as this one would be."""
+    if slot is not None and slot.get("status") == FREE:
         return False
     return bool(_holders(writer, slot_id, other_than=appointment_id))
 

@@ -100,9 +100,11 @@ def test_an_appointment_holds_its_slot_once_the_slot_is_written(client: TestClie
     """A transaction runs its POSTs before its PUTs, an import its files in any order: the
     Slot written after its Appointment is written busy, and held."""
     assert _book(client, "later").status_code == 201
+    assert _book(client, "later", patient="bruno").status_code == 409  # held before it exists
     put_resource(client, _slot("later"))
     assert _status(client, "later") == "busy"
     assert _book(client, "later", patient="bruno").status_code == 409
+    assert _count(client, "Appointment?slot=Slot/later") == 1
     entries = [
         {"resource": _slot("s1"), "request": {"method": "PUT", "url": "Slot/s1"}},
         {"resource": _appointment("s1"), "request": {"method": "POST", "url": "Appointment"}},
@@ -165,6 +167,29 @@ def test_a_transaction_booking_one_slot_twice_changes_nothing(client: TestClient
     assert response.status_code == 409, response.text
     assert _status(client, "s1") == "free"
     assert _count(client, "Appointment?slot=Slot/s1") == 0
+
+
+def test_a_transaction_booking_twice_a_slot_it_writes_after_changes_nothing(
+    client: TestClient,
+) -> None:
+    """A transaction runs its POSTs before its PUTs: the two bookings come before the Slot
+    they hold, whether the Slot is PUT or POSTed under a urn:uuid they name."""
+    put = {"resource": _slot("s1"), "request": {"method": "PUT", "url": "Slot/s1"}}
+    by_urn = {
+        "fullUrl": "urn:uuid:9a3c1e52-6a43-4f0e-a0f4-0d2b7a1c5e11",
+        "resource": {key: value for key, value in _slot("s1").items() if key != "id"},
+        "request": {"method": "POST", "url": "Slot"},
+    }
+    for slot_entry in (put, by_urn):
+        bundle = _two_bookings("transaction")
+        if slot_entry is by_urn:
+            for entry in bundle["entry"]:
+                entry["resource"]["slot"] = [{"reference": by_urn["fullUrl"]}]
+        bundle["entry"].append(slot_entry)
+        response = client.post("/fhir", json=bundle, headers=FHIR_JSON)
+        assert response.status_code == 409, response.text
+        assert _count(client, "Appointment?status=booked") == 0
+        assert _count(client, "Slot?status=free,busy") == 0
 
 
 def test_a_batch_books_the_slot_once(client: TestClient) -> None:
