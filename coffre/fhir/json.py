@@ -96,7 +96,7 @@ def loads(
         raise FhirError(
             400, "structure", f"{where} is not valid JSON: {_why(body, error)}"
         ) from None
-    if max_depth is not None and not _nests_within(value, max_depth):
+    if max_depth is not None and not nests_within(value, max_depth):
         raise FhirError(
             400, "structure", f"{where} nests arrays and objects more than {max_depth} deep"
         )
@@ -131,7 +131,7 @@ def _written(value: Any) -> orjson.Fragment:
     raise TypeError(f"{type(value).__name__} is not JSON")
 
 
-def _nests_within(value: Any, depth: int) -> bool:
+def nests_within(value: Any, depth: int) -> bool:
     """Whether ``value`` nests at most ``depth`` deep: orjson writes it inside
     ``_WRITTEN_DEPTH - depth`` arrays only then (in C: a tenth of a walk in Python)."""
     for _ in range(_WRITTEN_DEPTH - depth):

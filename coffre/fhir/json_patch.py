@@ -71,6 +71,13 @@ class JsonPatch:
         """``resource`` (the record ``reference`` as it stands) patched, the result the
         same resource and valid against R4; ``resource`` is left as it was."""
         document = self.applied_to(resource, reference)
+        if not json.nests_within(document, json.MAX_DEPTH):  # as no body sent may
+            raise FhirError(
+                422,
+                "structure",
+                f"the patched resource would nest arrays and objects more than {json.MAX_DEPTH}"
+                f" deep, which no resource may: {reference} is unchanged",
+            )
         _check_same_resource(document, resource, reference)
         validate(document, "the patched resource")
         result: dict[str, Any] = document

@@ -171,6 +171,16 @@ def test_a_conditional_patch_matching_nothing_is_404_and_several_412(
     assert records.storage.last_seq() == before
 
 
+def _deepening() -> list[dict[str, Any]]:
+    """Extensions nested as deep as a patch may carry them (124 levels), then copied into
+    themselves: each copy nests the record two levels deeper, past the 128 of any body."""
+    extension: dict[str, Any] = {"url": "http://example.org/n", "valueString": "feuille"}
+    for _ in range(61):
+        extension = {"url": "http://example.org/n", "extension": [extension]}
+    copy = {"op": "copy", "from": "/extension", "path": "/extension/0/extension"}
+    return [{"op": "add", "path": "/extension", "value": [extension]}, *[copy] * 4]
+
+
 @pytest.mark.parametrize(
     ("operations", "status", "fragment"),
     [
@@ -194,6 +204,7 @@ def test_a_conditional_patch_matching_nothing_is_404_and_several_412(
         ([{"op": "add", "path": "", "value": {"resourceType": "Patient"}}], 422, "id"),
         ([{"op": "remove", "path": "/gender"}] * 1001, 400, "more than the 1,000"),
         ([{"op": "copy", "from": "/name", "path": "/name/0/given/-"}] * 40, 422, "100,000"),
+        (_deepening(), 422, "more than 128 deep"),
     ],
 )
 def test_a_patch_that_cannot_be_written_is_refused_saying_why_and_nothing_is_written(
