@@ -266,6 +266,21 @@ async def access_history(request: Request) -> Response:
     return fhir_response(fhir_bundle("searchset", entries, total=len(events), link=link))
 
 
+def _as_utf8(header: str) -> str:
+    """A header's value as its client wrote it: HTTP hands over bytes, which Starlette
+    reads as Latin-1, so a search value sent as UTF-8 unescaped (Élise) would be looked
+    for as mojibake, matching nothing and letting a conditional create write twice."""
+    try:
+        return header.encode("latin-1").decode()
+    except UnicodeDecodeError:
+        raise FhirError(
+            400,
+            "structure",
+            "the If-None-Exist condition holds bytes that are not UTF-8: send its values"
+            " %-escaped, each character as its UTF-8 bytes (é is %C3%A9)",
+        ) from None
+
+
 def _create_condition(request: Request, resource_type: str) -> tuple[Criterion, ...]:
     """A create's If-None-Exist criteria, or those of its query (as fhirpy sends them),
     where a query of result parameters only (``_format=json``) makes a plain create, but
@@ -273,6 +288,7 @@ def _create_condition(request: Request, resource_type: str) -> tuple[Criterion, 
     header = request.headers.get("if-none-exist")
     if not header:
         return parse_criteria(request.url.query)
+    header = _as_utf8(header)
     criteria = parse_criteria(if_none_exist_query(resource_type, header))
     if not criteria:
         raise FhirError(

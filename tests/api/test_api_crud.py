@@ -599,6 +599,26 @@ def test_conditional_create_matching_several_is_412(
     assert records.storage.last_seq() == before
 
 
+def test_conditional_create_reads_an_unescaped_if_none_exist_as_utf_8(
+    client: TestClient, records: RecordStore
+) -> None:
+    """HTTP carries a header's bytes, which the server would read as Latin-1: a value sent
+    as UTF-8 without %-escapes (Élise) then matched nothing, and each retry of the
+    create wrote the patient again. (Bytes that are not UTF-8: test_api_http_protocol.)"""
+    first = created_id(client, patient("Élise"))
+    before = records.storage.last_seq()
+
+    response = client.post(
+        "/fhir/Patient",
+        json=patient("Élise"),
+        headers={**FHIR_JSON, "If-None-Exist": f"identifier={SYSTEM}|Élise".encode()},
+    )
+
+    assert response.status_code == 200, response.text
+    assert response.json()["id"] == first
+    assert records.storage.last_seq() == before
+
+
 def test_conditional_create_ignores_a_deleted_match(client: TestClient) -> None:
     old = created_id(client, patient("cc-3"))
     assert client.delete(f"/fhir/Patient/{old}").status_code == 204

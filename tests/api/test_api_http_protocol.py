@@ -41,16 +41,29 @@ def test_a_url_too_long_to_parse_is_a_414_that_names_post_search(server: Running
     assert "POST [base]/[type]/_search" in issue["diagnostics"]
 
 
+_PATIENT = b'{"resourceType": "Patient"}'
+_LATIN_1_CONDITION = (  # what an HTTP client carries as it is; a test client re-encodes it
+    b"POST /fhir/Patient HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n"
+    b"Content-Type: application/fhir+json\r\nIf-None-Exist: name=\xc9lise\r\n"
+    b"Content-Length: %d\r\n\r\n%s" % (len(_PATIENT), _PATIENT)
+)
+
+
 @pytest.mark.parametrize(
-    "request_bytes",
-    [b"NOT HTTP AT ALL\r\n\r\n", b"GET /fhir/metadata HTTP/1.1\r\nBad Header\r\n\r\n"],
+    ("request_bytes", "says"),
+    [
+        (b"NOT HTTP AT ALL\r\n\r\n", "HTTP"),
+        (b"GET /fhir/metadata HTTP/1.1\r\nBad Header\r\n\r\n", "HTTP"),
+        (_LATIN_1_CONDITION, "If-None-Exist condition holds bytes that are not UTF-8"),
+    ],
 )
 def test_a_malformed_request_is_a_400_operation_outcome(
-    server: RunningServer, request_bytes: bytes
+    server: RunningServer, request_bytes: bytes, says: str
 ) -> None:
     status, _, outcome = _exchange(server, request_bytes)
     assert status.startswith("HTTP/1.1 400")
     assert outcome["issue"][0]["code"] == "structure"
+    assert says in outcome["issue"][0]["diagnostics"]
 
 
 def test_headers_past_the_bound_are_a_431_answered_before_their_end(
