@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import coffre
+from coffre.api.history import UNSUPPORTED as HISTORY_REFUSES
 from coffre.fhir.json_patch import MEDIA_TYPE as JSON_PATCH
 from coffre.fhir.validation import REST_TYPES
 from coffre.search.criteria import MODIFIERS, parameter_of
@@ -157,7 +158,9 @@ def capability_statement(base_url: str) -> dict[str, Any]:
                 " storage host; search runs over blind tokens. Search: "
                 + _RESULT_PARAMETERS
                 + ". Read and vread: _summary (true|data|text|false) and _elements."
-                " History: _since and _count; _at and _list are refused (400)",
+                " History: _since, _at and _count; "
+                + ", ".join(HISTORY_REFUSES)
+                + " are refused (400)",
                 "resource": [_resource(name) for name in sorted(REST_TYPES)],
                 "interaction": [
                     {"code": "transaction"},

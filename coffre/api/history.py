@@ -82,8 +82,9 @@ def _every_version(records: RecordStore, query: HistoryQuery) -> list[Stored]:
     return records.history(replace(every, limit=records.storage.count_history(every)))
 
 
-UNSUPPORTED = ("_list", "_sort", "_summary", "_elements", "_include", "_revinclude")
-"""What a search takes and a history does not (R4 gives it _count, _since, _at, _list)."""
+UNSUPPORTED = ("_list", "_sort", "_summary", "_elements", "_include", "_revinclude", "_type")
+"""What a search takes and a history does not (R4 gives it _count, _since, _at, _list;
+R5 gives a system history ``_type``, which a client may send to an R4 server too)."""
 TAKEN = frozenset({"_count", "_since", "_at", "_format", "_pretty", *PAGING})
 """What a history reads (``_pretty``, a general parameter, changes nothing here)."""
 

@@ -975,7 +975,9 @@ def test_history_with_count_zero_has_no_next_link(client: TestClient) -> None:
     assert [link["relation"] for link in page["link"]] == ["self"]
 
 
-@pytest.mark.parametrize("parameter", ["_list=List/1", "_sort=-_lastUpdated", "_summary=count"])
+@pytest.mark.parametrize(
+    "parameter", ["_list=List/1", "_sort=-_lastUpdated", "_summary=count", "_type=Patient"]
+)
 @pytest.mark.parametrize(
     "url", ["/fhir/_history", "/fhir/Patient/_history", "/fhir/Patient/{pid}/_history"]
 )
@@ -983,7 +985,8 @@ def test_history_refuses_the_filters_it_cannot_apply(
     client: TestClient, url: str, parameter: str
 ) -> None:
     """A history with ``_list`` listed every version, and said in its self link that it
-    had applied it; ``_sort`` or ``_summary`` would be as silently ignored."""
+    had applied it; ``_sort``, ``_summary`` or R5's ``_type`` would be as silently
+    ignored."""
     pid = created_id(client, patient("h-1"))
 
     response = client.get(f"{url.format(pid=pid)}?{parameter}")
