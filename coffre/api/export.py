@@ -221,12 +221,14 @@ def _accepted(request: Request, job: ExportJob) -> Response:
     status_url = f"{base}/$export-status/{token}"
     longest = len(f"{base}/$export-file/{token}/") + max(map(len, job.resource_types()))
     if longest > MAX_URL_BYTES:
+        posted = request.method == "POST"  # its parameters came in the body, not the URL
+        asked = "" if posted else f" (this kick-off URL is {len(str(request.url)):,} bytes)"
         too_long = (
-            f"this kick-off URL is {len(str(request.url)):,} bytes: its export's URLs, which"
-            f" carry it sealed, would be {longest:,}, more than the {MAX_URL_BYTES:,} a"
-            " request may hold; ask for fewer types at a time, or leave out what is ignored"
+            f"the export's URLs, which carry its kick-off's parameters sealed{asked}, would"
+            f" be {longest:,} bytes, more than the {MAX_URL_BYTES:,} a request may hold; ask"
+            " for fewer types or filters at a time, or leave out what is ignored"
         )
-        raise FhirError(414, "too-long", too_long)
+        raise FhirError(413 if posted else 414, "too-long", too_long)
     message = information("the export is accepted: poll the Content-Location URL")
     return fhir_response(message, 202, {"Content-Location": status_url})
 

@@ -22,7 +22,7 @@ import pytest
 from conformance.test_conformance_synthea import (
     _without_server_meta as without_server_meta,
 )
-from conftest import RunningServer, keyring_custody, put_resource, shared_data_path
+from conftest import FHIR_JSON, RunningServer, keyring_custody, put_resource, shared_data_path
 from pg import HostDatabase
 from starlette.testclient import TestClient
 from synthea_vault import synthea_vault_copy
@@ -399,6 +399,14 @@ def test_a_kick_off_whose_export_urls_would_be_too_long_is_refused(client: TestC
     diagnostics = refused.json()["issue"][0]["diagnostics"]
     assert "ask for fewer types" in diagnostics and "65,535" in diagnostics
     assert kick_off(client, f"/fhir/$export?_type=Patient&_x={ignored[:20_000]}", LENIENT)
+    filters = [{"name": "_typeFilter", "valueString": f"Patient?name={n:05}"} for n in range(4_000)]
+    posted = client.post(
+        "/fhir/$export",
+        json={"resourceType": "Parameters", "parameter": filters},
+        headers={**ASYNC, **FHIR_JSON},
+    )
+    assert posted.status_code == 413, posted.text  # not a URL's 414: its URL is short
+    assert "ask for fewer types or filters" in posted.json()["issue"][0]["diagnostics"]
 
 
 def test_a_method_the_export_urls_do_not_take_is_a_405_naming_those_they_do(
