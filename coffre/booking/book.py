@@ -126,7 +126,9 @@ def with_seats(
     appointment: dict[str, Any], seats: dict[str, tuple[str, dict[str, Any]]]
 ) -> dict[str, Any]:
     """The Appointment naming, for each Slot it named, the seat it takes (``seats``: the id
-    asked for to the id and Slot taken), and their start and end when it gave none."""
+    asked for to the id and Slot taken), and their start and end when it gave none; 422
+    for a start or end it gave that is not theirs (a patient told another time than the
+    seat's would come at that time)."""
     booked = {**appointment}
     booked["slot"] = [
         {**slot, "reference": f"Slot/{seats[asked][0]}"}
@@ -135,8 +137,20 @@ def with_seats(
         for slot in appointment["slot"]
     ]
     taken = [slot for _, slot in seats.values()]
-    if taken and "start" not in booked:
-        booked["start"] = min(taken, key=lambda slot: query_date(slot["start"])[0])["start"]
-    if taken and "end" not in booked:
-        booked["end"] = max(taken, key=lambda slot: query_date(slot["end"])[0])["end"]
+    if not taken:
+        return booked
+    times = {
+        "start": min(taken, key=lambda slot: query_date(slot["start"])[0])["start"],
+        "end": max(taken, key=lambda slot: query_date(slot["end"])[0])["end"],
+    }
+    for element, seats_time in times.items():
+        given = booked.setdefault(element, seats_time)
+        if query_date(given)[0] != query_date(seats_time)[0]:
+            raise FhirError(
+                422,
+                "business-rule",
+                f"Appointment.{element} is not the {element} of the Slots it books: leave start"
+                " and end out, and $book gives the Slots' times",
+                f"Appointment.{element}",
+            )
     return booked

@@ -192,6 +192,8 @@ def _for_anne(slot: str, **fields: Any) -> dict[str, Any]:
             "needs the patient",
         ),
         (_for_anne("l900a", id="mine"), 400, "without an id"),
+        (_for_anne("l900a", start="2030-01-01T00:00:00Z"), 422, "Appointment.start is not"),
+        (_for_anne("l900a", end="2031-03-01T08:55:00Z"), 422, "Appointment.end is not the end"),
         (_for("nobody", "l900a"), 422, "Patient/nobody does not exist on this server"),
         (_for("bruno", "l900a"), 422, "Patient/bruno was deleted on this server"),
         ({"resourceType": "Patient"}, 400, "Appointment"),
@@ -205,6 +207,14 @@ def test_book_refuses_with_a_reason(
     assert response.status_code == status, response.text
     assert says in response.json()["issue"][0]["diagnostics"]
     assert client.get("/fhir/Appointment?_total=accurate").json()["total"] == 0
+
+
+def test_book_takes_the_slot_s_times_however_written(client: TestClient) -> None:
+    _campaign(client)
+    times = {"start": "2031-03-01T10:00:00+01:00", "end": "2031-03-01T09:05:00.000Z"}
+    response = _book(client, _for_anne("l900a", **times))
+    assert response.status_code == 201, response.text
+    assert {key: response.json()[key] for key in times} == times
 
 
 def test_book_takes_the_appointment_itself_or_the_argonaut_name(client: TestClient) -> None:
