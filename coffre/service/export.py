@@ -32,7 +32,7 @@ from coffre.seal import PurposeKeys
 from coffre.seal.siv import DeterministicSeal
 from coffre.service.records import RecordStore
 from coffre.service.searching import Scope, Searcher, compartment_types
-from coffre.service.stored import Stored, not_found, now_us
+from coffre.service.stored import Stored, gone, not_found, now_us
 from coffre.service.type_filters import FilterTest, TypeFilters, read_type_filters
 from coffre.storage.base import HistoryQuery, SealedVersion
 
@@ -310,8 +310,10 @@ class Export:
         loc = self.records.keys.location("Group", self.job.group)
         self.records.latest_writes.catch_up(self.records.storage)
         sealed = self._as_of(loc)
-        if sealed is None or sealed.deleted:
+        if sealed is None:
             raise not_found("Group", self.job.group)
+        if sealed.deleted:
+            raise gone("Group", self.job.group)
         group = self.records.open("Group", self.job.group, sealed).resource()
         return frozenset(group_members(group))
 

@@ -186,14 +186,16 @@ def test_patient_and_group_exports_hold_their_compartments(client: TestClient) -
     assert missing.status_code == 404
 
 
-def test_a_group_deleted_after_the_kick_off_answers_404_at_every_poll(client: TestClient) -> None:
+def test_a_group_deleted_after_the_kick_off_answers_410_at_every_poll(client: TestClient) -> None:
+    """As a kick-off on it would: a 404 said the Group never existed."""
     _people(client)
     status_url = kick_off(client, "/fhir/Group/g/$export")
     assert client.delete("/fhir/Group/g").status_code in (200, 204)
     for _ in range(3):  # never a 202 "counting" that no count will ever end
         response = client.get(status_url)
-        assert response.status_code == 404, response.text
-        assert "Group/g does not exist" in response.text
+        assert response.status_code == 410, response.text
+        assert "Group/g was deleted" in response.text
+    assert client.get("/fhir/Group/g/$export", headers=ASYNC).status_code == 410
 
 
 def test_an_erased_patient_is_left_out_and_a_key_the_host_removed_is_no_erasure(
