@@ -14,7 +14,7 @@ from coffre.api.access import announce, commit, log_access
 from coffre.api.auth.enforce import GuardGate, guard_of, refusal, target_for
 from coffre.api.auth.scopes import Decision, Interaction, Outcome, Role, Target
 from coffre.api.binary import asks_native, native_body, native_response
-from coffre.api.history import PAGING, history_bundle, links
+from coffre.api.history import PAGING, history_bundle, links, pinned_snapshot
 from coffre.api.ledger import map_proof_response
 from coffre.api.metrics import note_interaction
 from coffre.api.negotiation import (
@@ -255,7 +255,7 @@ async def access_history(request: Request) -> Response:
     # A deleted Patient's compartment keeps its records and who opened them (an erased
     # one's are gone: 410).
     patient = records.latest_version("Patient", _id(request))
-    snapshot = number(pairs, "_snapshot") or records.log_followed()
+    snapshot = pinned_snapshot(pairs, records.log_followed())
     events = records.access_history(patient.id, snapshot)
     events.sort(key=lambda event: not is_break_glass(event))  # stable: newest first within
     await log_access(request, LeafKind.READ, [patient])

@@ -166,7 +166,13 @@ def test_the_access_history_refuses_parameters_it_would_ignore(
     for; refused before anything is logged."""
     patient_id = _create(client, "Gagnon")
     logged = records.storage.leaf_count()
-    for query in ("_count=abc", "_since=2020-01-01T00:00:00Z", "x=1", "_count=1&_count=2"):
+    for query in (
+        "_count=abc",
+        "_since=2020-01-01T00:00:00Z",
+        "x=1",
+        "_count=1&_count=2",
+        "_snapshot=99999999999",  # past the log's end: later pages would shift
+    ):
         response = client.get(f"/fhir/Patient/{patient_id}/$access-history?{query}")
         assert response.status_code == 400, (query, response.text)
         diagnostics = response.json()["issue"][0]["diagnostics"]
@@ -208,6 +214,7 @@ def test_a_long_access_history_comes_in_pages_that_stay_put(client: TestClient) 
     assert [entry["resource"] for entry in whole["entry"]] == paged
     newest = client.get(f"{url}?_count=1").json()
     assert newest["total"] > 7 and len(newest["entry"]) == 1
+    assert client.get(f"{url}?_snapshot=0").json()["total"] == 0  # as a search's: pinned
 
 
 def test_a_read_refused_for_integrity_is_itself_in_the_log(
