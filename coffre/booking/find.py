@@ -83,7 +83,8 @@ def _window(pairs: Pairs, now_us: int) -> tuple[int, int]:
         )
     end = min(query_date(raw_end)[0] if raw_end else start + DAY_US, _AFTER_LAST_DAY_US)
     if end <= start:
-        raise FhirError(400, "invalid", f"end={raw_end} is not after the window's start")
+        after = "now: $find offers times to come" if end <= now_us else "the window's start"
+        raise FhirError(400, "invalid", f"end={raw_end} is not after {after}")
     if end - start > LONGEST_WINDOW_DAYS * DAY_US:
         raise FhirError(
             400,
@@ -118,13 +119,15 @@ def parse_find(pairs: Pairs, now_us: int) -> FindQuery:
         slot_pairs.append(("service-type", service_type))
     patient = single(pairs, "patient")
     count = number(pairs, "_count")
+    if count == 0:
+        raise FhirError(400, "invalid", f"_count=0 offers nothing: $find offers 1 to {MOST} times")
     return FindQuery(
         slot_pairs,
         start,
         end,
         utc_days(start, end),
         None if patient is None else _reference("patient", patient, "Patient"),
-        DEFAULT_COUNT if count is None else max(1, min(count, MOST)),
+        DEFAULT_COUNT if count is None else min(count, MOST),
     )
 
 

@@ -114,6 +114,8 @@ def test_find_keeps_to_its_window_place_and_count(client: TestClient) -> None:
     ("query", "says"),
     [
         ("start=2031-03-01&end=2031-02-01", "is not after the window's start"),
+        ("start=2020-01-01&end=2020-01-05", "is not after now: $find offers times to come"),
+        ("_count=0", "offers nothing"),
         ("start=2031-03-01&end=2031-06-01", "31 days at most"),
         ("location=Patient/anne", "names no Location"),
         ("date=2031-03-01", "does not support date"),
