@@ -215,36 +215,78 @@ def parameter_of(resource_type: str, name: str) -> SearchParameter | None:
     return param if searchable else None
 
 
-def problem(resource_type: str, found: Criterion) -> str | None:
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """Why Coffre cannot answer a criterion. ``unknown``: it names a parameter Coffre does
+    not know, which a lenient search ignores; otherwise it asks a known parameter for what
+    it cannot be (a modifier, a target type), always a 400 as R4 demands: ignored, it
+    would hand out every record."""
+
+    reason: str
+    unknown: bool
+
+
+def problem(resource_type: str, found: Criterion) -> Problem | None:
     """Why Coffre cannot answer a criterion on a type, or None when it can."""
     if found.has is not None:
-        target, reference = found.has
-        param = parameter_of(target, reference)
-        if param is None or param.type != "reference":
-            return f"{target} has no reference search parameter {reference!r}"
-        return None if found.chain is None else problem(target, criterion(found.chain, "x"))
+        return _has_problem(resource_type, found)
     param = parameter_of(resource_type, found.parameter)
     if param is None:
-        return f"{resource_type} has no search parameter {found.parameter!r} Coffre supports"
-    modifier = found.modifier
+        reason = f"{resource_type} has no search parameter {found.parameter!r} Coffre supports"
+        return Problem(reason, unknown=True)
     if found.chain is not None:
-        if param.type != "reference":
-            return f"{found.parameter!r} is not a reference: it cannot be chained"
-        targets = (modifier,) if modifier else param.targets
-        if not any(problem(t, criterion(found.chain, "x")) is None for t in targets):
-            return f"no target of {found.parameter!r} has a search parameter {found.chain!r}"
-        return None
+        return _chain_problem(found, param)
+    modifier = found.modifier
     if modifier is None or modifier == "missing":
         return None
     if found.parameter == PHONETIC:
-        return f"Coffre does not support the modifier :{modifier} on {PHONETIC!r}, a code"
+        reason = f"Coffre does not support the modifier :{modifier} on {PHONETIC!r}, a code"
+        return Problem(reason, unknown=False)
     if param.type == "reference" and modifier[:1].isupper():
         return None if modifier in param.targets or not param.targets else _bad(found, param)
     return None if modifier in MODIFIERS.get(param.type, ()) else _bad(found, param)
 
 
-def _bad(found: Criterion, param: SearchParameter) -> str:
-    return f"Coffre does not support the modifier :{found.modifier} on the {param.type} parameter {found.parameter!r}"
+def _has_problem(resource_type: str, found: Criterion) -> Problem | None:
+    """``_has:Target:reference:...``: a reference of the target that can point to the type
+    searched (one that never does would match nothing, saying nothing)."""
+    assert found.has is not None
+    target, reference = found.has
+    param = parameter_of(target, reference)
+    if param is None or param.type != "reference":
+        return Problem(
+            f"{target} has no reference search parameter {reference!r}", unknown=param is None
+        )
+    if param.targets and resource_type not in param.targets:
+        reason = f"{target}'s {reference!r} never refers to a {resource_type}, only to " + (
+            ", ".join(param.targets)
+        )
+        return Problem(reason, unknown=False)
+    return None if found.chain is None else problem(target, criterion(found.chain, "x"))
+
+
+def _chain_problem(found: Criterion, param: SearchParameter) -> Problem | None:
+    """``reference[:Type].parameter``: answerable on at least one of the types it may
+    reach; a misuse of a parameter one of them knows is said rather than ignored."""
+    if param.type != "reference":
+        return Problem(f"{found.parameter!r} is not a reference: it cannot be chained", False)
+    modifier = found.modifier
+    if modifier and not (
+        modifier[:1].isupper() and (modifier in param.targets or not param.targets)
+    ):
+        return _bad(found, param)  # a chain goes through a type its reference may name
+    inner = criterion(found.chain or "", "x")
+    problems = [problem(target, inner) for target in ((modifier,) if modifier else param.targets)]
+    if any(found_problem is None for found_problem in problems):
+        return None
+    misuse = next((p for p in problems if p is not None and not p.unknown), None)
+    reason = f"no target of {found.parameter!r} has a search parameter {found.chain!r}"
+    return misuse or Problem(reason, unknown=True)
+
+
+def _bad(found: Criterion, param: SearchParameter) -> Problem:
+    reason = f"Coffre does not support the modifier :{found.modifier} on the {param.type} parameter {found.parameter!r}"
+    return Problem(reason, unknown=False)
 
 
 def _unknown_type(found: Criterion) -> str | None:
@@ -328,20 +370,21 @@ def check_criteria(
 ) -> tuple[tuple[Criterion, ...], list[str]]:
     """The criteria Coffre answers, and why each other one is ignored.
 
-    An unknown parameter is an error when ``strict`` (and always for a bad modifier on a
-    known one, as the specification demands); leniently it is ignored and reported.
+    An unknown parameter is an error when ``strict`` (and always a bad modifier or target
+    on a known one, at any depth of a chain or ``_has``, as the specification demands);
+    leniently it is ignored and reported.
     """
     kept, ignored = [], []
     for found in criteria:
         if (named := _unknown_type(found)) is not None:
             raise FhirError(400, "invalid", f"{found.name}: {named} is not an R4 resource type")
-        reason = problem(resource_type, found)
-        if reason is None:
+        found_problem = problem(resource_type, found)
+        if found_problem is None:
             _check_values(resource_type, found)
             kept.append(found)
             continue
-        known = parameter_of(resource_type, found.parameter) is not None
-        if strict or (known and found.chain is None and found.has is None):
-            raise FhirError(400, "not-supported", f"the {what} cannot be answered: {reason}")
-        ignored.append(reason)
+        if strict or not found_problem.unknown:
+            message = f"the {what} cannot be answered: {found_problem.reason}"
+            raise FhirError(400, "not-supported", message)
+        ignored.append(found_problem.reason)
     return tuple(kept), ignored
