@@ -286,7 +286,7 @@ def _create_condition(request: Request, resource_type: str) -> tuple[Criterion, 
     where a query of result parameters only (``_format=json``) makes a plain create, but
     an If-None-Exist header never does."""
     header = request.headers.get("if-none-exist")
-    if not header:
+    if header is None:
         return parse_criteria(request.url.query)
     header = _as_utf8(header)
     criteria = parse_criteria(if_none_exist_query(resource_type, header))

@@ -650,6 +650,20 @@ def test_conditional_create_takes_if_none_exist_as_a_search_url(
     assert records.storage.last_seq() == before
 
 
+@pytest.mark.parametrize("condition", ["", "_count=1", "_format=json"])
+def test_conditional_create_whose_condition_names_no_criteria_is_400(
+    client: TestClient, records: RecordStore, condition: str
+) -> None:
+    """Read as no condition, it would write a duplicate of the record the client meant
+    to look for (an empty header was)."""
+    before = records.storage.last_seq()
+
+    response = post(client, patient("cc-7"), **{"If-None-Exist": condition})
+
+    assert_outcome(response, 400, "names no search criteria")
+    assert records.storage.last_seq() == before
+
+
 def test_conditional_create_whose_search_url_names_another_type_is_400(
     client: TestClient, records: RecordStore
 ) -> None:
