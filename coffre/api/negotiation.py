@@ -41,17 +41,22 @@ def check_format(request: Request) -> None:
     check_query_text(request.scope["query_string"])
     requested = request.query_params.get("_format")
     if requested is not None:
-        if not _json_format(requested):
-            raise FhirError(
-                406,
-                "not-supported",
-                f"_format={requested} is not supported: Coffre serves {SERVED} (_format=json)",
-            )
+        check_format_parameter(requested)
         return
     accept = request.headers.get("accept", "")
     if accept.strip() and not _accepted(accept):
         raise FhirError(
             406, "not-supported", f"Accept: {accept} cannot be met: Coffre serves {SERVED}"
+        )
+
+
+def check_format_parameter(requested: str) -> None:
+    """A 406 for a ``_format`` (in a query, or a POST search's form) other than JSON's."""
+    if not _json_format(requested):
+        raise FhirError(
+            406,
+            "not-supported",
+            f"_format={requested} is not supported: Coffre serves {SERVED} (_format=json)",
         )
 
 

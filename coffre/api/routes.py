@@ -19,6 +19,7 @@ from coffre.api.ledger import map_proof_response
 from coffre.api.metrics import note_interaction
 from coffre.api.negotiation import (
     check_format,
+    check_format_parameter,
     check_query_text,
     check_read_match,
     not_modified,
@@ -460,7 +461,11 @@ async def search(request: Request) -> Response:
     resource_type = _type(request)
     pairs = query_pairs(request)
     if request.method == "POST":
-        pairs += await read_form(request, request.app.state.max_body_bytes)
+        form = await read_form(request, request.app.state.max_body_bytes)
+        for name, value in form:
+            if name == "_format":  # as in the URL: what the answer is to be
+                check_format_parameter(value)
+        pairs += form
     bundle, handed_out = _search_page(request, resource_type, pairs)
     await log_access(request, LeafKind.SEARCH, handed_out)
     return fhir_response(bundle)

@@ -297,6 +297,10 @@ def test_post_search_and_conditional_create_use_every_parameter(client: TestClie
     _people(client)
     response = client.post("/fhir/Patient/_search", data={"family": "berger", "gender": "male"})
     assert _ids(response.json()) == ["bob"]
+    as_json = client.post("/fhir/Patient/_search", data={"family": "berger", "_format": "json"})
+    as_xml = client.post("/fhir/Patient/_search", data={"family": "berger", "_format": "xml"})
+    assert as_json.status_code == 200
+    assert as_xml.status_code == 406, as_xml.text  # the form's _format, as the URL's
     created = client.post(
         "/fhir/Patient",
         json={"resourceType": "Patient"},
