@@ -27,14 +27,14 @@ from coffre.api.negotiation import (
 from coffre.api.responses import fhir_response, resource_response
 from coffre.api.state import committer_of, records_of
 from coffre.exceptions import FhirError
+from coffre.fhir.parameters import operation_parameters
 from coffre.fhir.validation import validate
 from coffre.ledger.leaf import LeafKind
 from coffre.service.consent import consent_resource, current_consent, record_research_consent
 from coffre.service.stored import not_found
 
 OPT_OUT = "optOut"
-_OPT_OUT_ELEMENTS = frozenset({"id", "extension", "name"})
-"""What the optOut parameter may carry besides its valueBoolean."""
+_SHAPE = '{"resourceType": "Parameters", "parameter": [{"name": "optOut", "valueBoolean": true}]}'
 _NOT_UNDERSTOOD = (
     "Coffre does not know these rules, which may change what was meant: send the choice"
     " without them"
@@ -45,27 +45,14 @@ def opt_out_of(body: Any) -> bool:
     """The ``optOut`` boolean of the operation's Parameters; 400 or 422 for anything
     else, rather than a choice read from a part of what was sent."""
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise FhirError(
-            400,
-            "invalid",
-            'send a Parameters resource: {"resourceType": "Parameters", "parameter":'
-            ' [{"name": "optOut", "valueBoolean": true}]}',
-        )
+        raise FhirError(400, "invalid", f"send a Parameters resource: {_SHAPE}")
     validate(body)  # the R4 schema: unknown elements, wrong types, each named
     if "implicitRules" in body:
         raise FhirError(400, "not-supported", _NOT_UNDERSTOOD, "Parameters.implicitRules")
-    parameters = body.get("parameter", [])
-    others = sorted({p["name"] for p in parameters} - {OPT_OUT})
-    if others:
-        message = f"$research-consent takes one parameter, optOut, not {', '.join(others)}"
-        raise FhirError(400, "not-supported", message)
-    if len(parameters) != 1 or set(parameters[0]) - _OPT_OUT_ELEMENTS != {"valueBoolean"}:
-        raise FhirError(
-            400,
-            "required",
-            "the Parameters need exactly one optOut, a valueBoolean and no other value",
-        )
-    value: bool = parameters[0]["valueBoolean"]
+    given = operation_parameters(body, "$research-consent", {OPT_OUT: "valueBoolean"}, _SHAPE)
+    if len(given) != 1:
+        raise FhirError(400, "required", f"the Parameters need exactly one optOut: {_SHAPE}")
+    value: bool = given[0][1]
     return value
 
 

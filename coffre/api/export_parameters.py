@@ -9,6 +9,7 @@ from urllib.parse import unquote_plus
 
 from coffre.api.history import since
 from coffre.exceptions import FhirError
+from coffre.fhir.parameters import read_parameters
 from coffre.fhir.references import parse_reference
 from coffre.search.criteria import NOT_UTF8
 from coffre.search.results import Pairs, listed, single
@@ -99,50 +100,26 @@ def from_parameters(body: Any) -> KickOff:
     """A POST kick-off's parameters, from its ``Parameters`` body: each ``_typeFilter``
     a valueString holding one query (its commas are its own), ``patient`` a
     valueReference to ``Patient/id``; 400 for a body that is not such Parameters."""
-    if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
-        raise FhirError(400, "invalid", f"a POST kick-off sends a Parameters resource: {_EXAMPLE}")
-    parameters = body.get("parameter", [])
-    if not isinstance(parameters, list) or not all(isinstance(p, dict) for p in parameters):
-        raise FhirError(400, "invalid", "Parameters.parameter is a list of objects")
-    given = [(_name(p), p) for p in parameters]
-    pairs = [(name, _value(name, p)) for name, p in given if name in KNOWN]
+    taken, others = read_parameters(body, "a POST kick-off", _VALUES, _EXAMPLE)
+    pairs = [(name, value) for name, value in taken if name != _PATIENT]
     return KickOff(
         output_format=single(pairs, "_outputFormat"),
         types=listed(pairs, "_type"),
         since=since(pairs),
         type_filters=[value for name, value in pairs if name == "_typeFilter"],
         elements=listed(pairs, "_elements"),
-        patients=_patients(given),
-        unknown=sorted({name for name, _ in given} - KNOWN - {_PATIENT}),
+        patients=_patients([value for name, value in taken if name == _PATIENT]),
+        unknown=others,
     )
 
 
-def _name(parameter: dict[str, Any]) -> str:
-    name = parameter.get("name")
-    if not isinstance(name, str) or not name:
-        raise FhirError(400, "invalid", "each of the Parameters' parameter needs a name")
-    return name
-
-
-def _value(name: str, parameter: dict[str, Any]) -> Any:
-    """The one value of a parameter Coffre reads, of the type the IG gives it."""
-    kind = _VALUES[name]
-    values = [key for key in parameter if key.startswith("value") or key in ("resource", "part")]
-    value = parameter.get(kind)
-    if values != [kind] or not (isinstance(value, str) or kind == "valueReference"):
-        message = f"the parameter {name} takes one {kind}: {_EXAMPLE}"
-        raise FhirError(400, "invalid", message)
-    return value
-
-
-def _patients(given: list[tuple[str, dict[str, Any]]]) -> list[str] | None:
+def _patients(references: list[dict[str, Any]]) -> list[str] | None:
     """The ids of the ``patient`` parameters (``Patient/id`` references), None if none."""
-    references = [_value(name, p) for name, p in given if name == _PATIENT]
     if not references:
         return None
     ids = []
     for reference in references:
-        text = reference.get("reference") if isinstance(reference, dict) else None
+        text = reference.get("reference")
         parsed = parse_reference(text) if isinstance(text, str) and "://" not in text else None
         if parsed is None or parsed[0] != "Patient":
             raise FhirError(400, "invalid", "a patient parameter is a valueReference to Patient/id")

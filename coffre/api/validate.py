@@ -20,6 +20,7 @@ from coffre.api.auth.scopes import Interaction
 from coffre.api.negotiation import check_format, query_pairs, read_json, refuse_parameters
 from coffre.api.responses import fhir_response
 from coffre.exceptions import FhirError, operation_outcome
+from coffre.fhir.parameters import operation_parameters
 from coffre.fhir.validation import check_url_type, resource_type_of, url_type, validate
 from coffre.service.stored import check_id
 from coffre.service.writer import check_body_id
@@ -27,14 +28,8 @@ from coffre.service.writer import check_body_id
 MODES = {"create": Interaction.CREATE, "update": Interaction.UPDATE}
 """The modes Coffre validates for, and the interaction whose scope each needs."""
 _TAKES = "a resource, or Parameters with resource and mode (create or update)"
+_PARAMETERS = {"resource": "resource", "mode": "valueCode", "profile": "valueUri"}
 _GENERAL = frozenset({"_format", "_pretty"})
-
-
-def _parameter_value(parameter: dict[str, Any], name: str, value_key: str) -> str:
-    value = parameter.get(value_key)
-    if not isinstance(value, str) or set(parameter) - {"name", value_key}:
-        raise FhirError(400, "invalid", f"$validate's {name} is one {value_key} and nothing else")
-    return value
 
 
 def _asked(body: Any) -> tuple[Any, str | None, str | None]:
@@ -42,26 +37,12 @@ def _asked(body: Any) -> tuple[Any, str | None, str | None]:
     Parameters' ``resource``, ``mode`` and ``profile``."""
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         return body, None, None
-    given = body.get("parameter")
-    if not isinstance(given, list) or not all(
-        isinstance(p, dict) and isinstance(p.get("name"), str) for p in given
-    ):
-        raise FhirError(400, "structure", f"$validate takes {_TAKES}: each parameter has a name")
-    names = [p["name"] for p in given]
-    unknown = sorted(set(names) - {"resource", "mode", "profile"})
-    if unknown or names.count("resource") != 1 or len(names) != len(set(names)):
-        raise FhirError(
-            400,
-            "invalid",
-            f"$validate takes {_TAKES}, each once, and one resource"
-            + (f"; not {', '.join(unknown)}" if unknown else ""),
-        )
-    parts = {p["name"]: p for p in given}
-    mode = _parameter_value(parts["mode"], "mode", "valueCode") if "mode" in parts else None
-    profile = (
-        _parameter_value(parts["profile"], "profile", "valueUri") if "profile" in parts else None
-    )
-    return parts["resource"].get("resource"), mode, profile
+    given = operation_parameters(body, "$validate", _PARAMETERS, _TAKES)
+    names = [name for name, _ in given]
+    if names.count("resource") != 1 or len(names) != len(set(names)):
+        raise FhirError(400, "invalid", f"$validate takes {_TAKES}, each once, and one resource")
+    parts = dict(given)
+    return parts["resource"], parts.get("mode"), parts.get("profile")
 
 
 def _mode(asked: str | None, resource_id: str | None) -> str:

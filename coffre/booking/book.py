@@ -9,6 +9,7 @@ from coffre.booking.find import place_and_time
 from coffre.booking.slots import BUSY, FREE, held_slots, slot_id
 from coffre.exceptions import FhirError
 from coffre.fhir.compartment import patient_of
+from coffre.fhir.parameters import operation_parameters
 from coffre.fhir.validation import validate
 from coffre.search import Criterion, parse_criteria
 from coffre.search.plan import query_date
@@ -17,7 +18,10 @@ BOOKABLE = ("proposed", "pending", "booked")
 """The statuses of an Appointment sent to $book: it is booked whatever it said."""
 
 
-_RESOURCE_NAMES = frozenset({"appointment-resource", "appt-resource"})
+_RESOURCE_NAMES = {"appointment-resource": "resource", "appt-resource": "resource"}
+_SHAPE = (
+    "Parameters with one appointment-resource, the Appointment to book (or the Appointment itself)"
+)
 
 
 def appointment_of(body: Any) -> Any:
@@ -28,17 +32,10 @@ def appointment_of(body: Any) -> Any:
     if not isinstance(body, dict) or body.get("resourceType") != "Parameters":
         return body
     validate(body)
-    given: list[dict[str, Any]] = body.get("parameter", [])
-    names = sorted({str(p.get("name")) for p in given} - _RESOURCE_NAMES)
-    resources = [p.get("resource") for p in given if p.get("name") in _RESOURCE_NAMES]
-    if names or len(resources) != 1:
-        raise FhirError(
-            400,
-            "invalid",
-            "$book takes Parameters with one appointment-resource, the Appointment to book (or the"
-            " Appointment itself)" + (f"; not {', '.join(names)}" if names else ""),
-        )
-    return resources[0]
+    given = operation_parameters(body, "$book", _RESOURCE_NAMES, _SHAPE)
+    if len(given) != 1:
+        raise FhirError(400, "invalid", f"$book takes {_SHAPE}")
+    return given[0][1]
 
 
 def to_book(appointment: dict[str, Any]) -> dict[str, Any]:

@@ -232,7 +232,7 @@ def test_book_takes_the_appointment_itself_or_the_argonaut_name(client: TestClie
     extra = {**argonaut, "parameter": [*argonaut["parameter"], {"name": "x", "valueString": "y"}]}
     refused = client.post("/fhir/Appointment/$book", json=extra, headers=FHIR_JSON)
     assert refused.status_code == 400
-    assert "not x" in refused.json()["issue"][0]["diagnostics"]
+    assert "$book does not take x" in refused.json()["issue"][0]["diagnostics"]
 
 
 @pytest.mark.parametrize(

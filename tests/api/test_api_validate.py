@@ -120,12 +120,23 @@ def test_the_verdict_is_the_write_s(client: TestClient) -> None:
             400,
             "base FHIR R4 (4.0.1) specification only",
         ),
-        ("Patient/$validate", {"resourceType": "Parameters", "parameter": 5}, 400, "a name"),
+        (
+            "Patient/$validate",
+            {"resourceType": "Parameters", "parameter": 5},
+            400,
+            "a list of objects",
+        ),
         (
             "Patient/$validate",
             {"resourceType": "Parameters", "parameter": [{"name": "resource"}]},
             400,
-            "must be a JSON object",
+            "$validate's resource is one resource alone",
+        ),
+        (
+            "Patient/$validate",
+            {"resourceType": "Parameters", "parameter": [{"name": "mode", "valueCode": 5}]},
+            400,
+            "$validate's mode is one valueCode alone",
         ),
         (
             "Patient/$validate",
