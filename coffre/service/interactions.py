@@ -96,7 +96,7 @@ def update_visible(
     the requester may update the version it replaces and its If-None-Match holds;
     ``expected``: its If-Match version."""
     current = writer.latest(resource_type, resource_id)
-    if current is not None and not current.deleted:
+    if current is not None:  # a deletion is judged by the version it deleted
         gate.check(writer, "update", current, not_found(resource_type, resource_id))
     check_none_match(current, none_match)
     return writer.update(
@@ -202,9 +202,11 @@ def unmatched_id(writer: Writer, gate: Gate, resource_type: str, body_id: str) -
     replace (409, as R5's http.html#cond-update says; a record the requester may not
     see is answered as missing, as a plain update would be)."""
     current = writer.latest(resource_type, body_id)
-    if current is None or current.deleted:
+    if current is None:
         return body_id
     gate.check(writer, "update", current, not_found(resource_type, body_id))
+    if current.deleted:
+        return body_id
     raise FhirError(
         409,
         "conflict",
@@ -225,7 +227,7 @@ def delete_visible(
     """Delete one record (history kept); None when there was none to delete, or none the
     requester may see, answered alike."""
     current = writer.latest(resource_type, resource_id)
-    if current is not None and not current.deleted and not gate.check(writer, "delete", current):
-        return None
+    if current is not None and not gate.check(writer, "delete", current):
+        return None  # a deletion too: its version number would tell of the record
     check_none_match(current, none_match)
     return writer.delete(resource_type, resource_id, expected)

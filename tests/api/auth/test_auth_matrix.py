@@ -963,6 +963,34 @@ def test_a_batch_answers_a_version_of_a_hidden_record_as_a_missing_one(
         assert entry == json.loads(json.dumps(as_missing).replace(nothing, record))
 
 
+@pytest.mark.parametrize("role", [PATIENT, DR_WHO])  # each may write alice's records
+def test_another_patient_s_deleted_record_is_neither_taken_over_nor_told_of(
+    world: World, role: str
+) -> None:
+    """A deletion is judged by the version it deleted: an update at a deleted record's id
+    made it the requester's, and the version numbers of an If-Match's 412 said that a
+    record had been there (a review's finding)."""
+    victim = f"deleted-bob-{ROLES.index(role)}"
+    with world.records.writer() as writer:
+        writer.update("Observation", victim, _observation(victim, "bob"))
+    with world.records.writer() as writer:
+        writer.delete("Observation", victim)
+    body = _observation(victim, "alice")
+    put = {"resource": body, "request": {"method": "PUT", "url": f"Observation/{victim}"}}
+    was = {"If-Match": 'W/"1"'}
+    answers = [
+        world.call(role, "PUT", f"Observation/{victim}", json=body),
+        world.call(role, "PUT", f"Observation/{victim}", json=body, headers=was),
+        world.call(role, "PUT", "Observation?_id=nothing-here", json=body),
+        world.call(role, "POST", "", json=_bundle("transaction", put)),
+    ]
+    assert [answer.status_code for answer in answers] == [404] * 4, answers[-1].text
+    deleting = world.call(role, "DELETE", f"Observation/{victim}", headers=was)
+    assert deleting.status_code == 200, deleting.text
+    assert "did not exist" in deleting.text and "version" not in deleting.text
+    assert world.records.latest_version("Observation", victim).deleted
+
+
 def test_a_conditional_create_never_matches_a_record_it_cannot_see(world: World) -> None:
     body = _observation("x", "alice")
     del body["id"]
