@@ -59,6 +59,16 @@ def _researcher(request: Request) -> Principal:
         raise unauthorised(None)
     if principal.role != Role.RESEARCHER:
         raise FhirError(403, "forbidden", "the research hub answers researchers only")
+    external = request.app.state.authority.external
+    if external is not None and principal.issuer == external.issuer:
+        # A project's members are usernames of Coffre's registry; another issuer's
+        # subject of the same name is somebody else.
+        raise FhirError(
+            403,
+            "forbidden",
+            "the research hub answers the researchers Coffre registers (coffre users), who"
+            " sign in here: a project's members are their usernames",
+        )
     return principal
 
 

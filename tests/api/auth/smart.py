@@ -8,9 +8,11 @@ import hashlib
 import json
 import re
 import secrets
+import threading
 import time
 from dataclasses import replace
 from functools import cache
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -183,3 +185,63 @@ def user_token(client: TestClient, client_id: str, username: str, scope: str) ->
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+# -- an external OpenID Connect issuer ------------------------------------------------
+
+HOSPITAL = "https://idp.hospital.example"
+
+
+class Jwks:
+    """A JWKS served over HTTP on a free loopback port; ``keys`` can be changed live."""
+
+    def __init__(self) -> None:
+        self.keys: list[Key] = []
+        self.requests = 0
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                outer.requests += 1
+                body = json.dumps(
+                    {
+                        "keys": [
+                            {**k.as_dict(private=False), "kid": k.thumbprint()} for k in outer.keys
+                        ]
+                    }
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def hospital_token(key: Key, alg: str = "RS256", **claims: Any) -> str:
+    """A token the hospital's identity provider (``HOSPITAL``) signs with ``key``: a nurse's,
+    unless ``claims`` say otherwise."""
+    now = int(time.time())
+    base = {
+        "iss": HOSPITAL,
+        "aud": FHIR_BASE,
+        "sub": "nurse-17",
+        "azp": "ehr",
+        "scp": ["user/Observation.rs", "user/Patient.rs"],
+        "fhirUser": "Practitioner/17",
+        "purpose_of_use": "TREAT",
+        "iat": now,
+        "exp": now + 120,
+    }
+    return jwt.encode(
+        {"alg": alg, "kid": key.thumbprint()}, {**base, **claims}, key, algorithms=[alg]
+    )

@@ -5,6 +5,7 @@ else gets anything."""
 from __future__ import annotations
 
 import hashlib
+from contextlib import closing
 from dataclasses import replace
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -12,11 +13,21 @@ from pathlib import Path
 
 import pytest
 from conftest import RESEARCH_PROJECT, research_population
-from smart import authority_at, register_app, register_user, user_token
+from joserfc.jwk import RSAKey
+from smart import (
+    HOSPITAL,
+    Jwks,
+    authority_at,
+    hospital_token,
+    register_app,
+    register_user,
+    user_token,
+)
 from starlette.testclient import TestClient
 
 from coffre.api import create_app
 from coffre.api.auth import Authority
+from coffre.api.auth.external import ExternalIssuer, JwksCache
 from coffre.fhir import json
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.research.extract import EXTRACT_TYPE, extract
@@ -162,6 +173,27 @@ def test_nobody_but_the_projects_researchers_counts(
     stranger = client.get(COUNT, params=params, headers=_headers(client, "bruno"))
     assert stranger.status_code == 404
     assert "member of no project 'diabete-2026'" in stranger.text
+
+
+def test_another_issuers_researcher_of_a_members_name_gets_nothing(
+    hub: tuple[TestClient, ResearchFolder, Authority],
+) -> None:
+    """A subject is unique within its issuer only: the hospital's "alice" is not the alice
+    Coffre registered, whose projects she was given (a review's finding)."""
+    client, _, authority = hub
+    with closing(Jwks()) as served:
+        key = RSAKey.generate_key(2048, private=True)
+        served.keys = [key]
+        authority.external = ExternalIssuer(HOSPITAL, JwksCache(served.url))
+        token = hospital_token(key, sub="alice", role="researcher", fhirUser="Practitioner/a")
+        headers = {"Authorization": f"Bearer {token}"}
+        for url in ("/research/projects", f"{COUNT}?table=person&by=gender"):
+            response = client.get(url, headers=headers)
+            assert response.status_code == 403, response.text
+            assert "researchers Coffre registers" in response.text
+        assert client.get("/research/projects", headers=_headers(client, "alice")).json()[
+            "projects"
+        ]
 
 
 def test_a_tokenless_count_is_refused_even_where_tokens_are_optional(

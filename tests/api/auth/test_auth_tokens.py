@@ -5,18 +5,15 @@ OpenID Connect issuer, checked by its JWKS served from a small local server."""
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 from joserfc import jws, jwt
-from joserfc.jwk import ECKey, Key, RSAKey
-from smart import FHIR_BASE, authority_at, client_for
+from joserfc.jwk import ECKey, RSAKey
+from smart import FHIR_BASE, HOSPITAL, Jwks, authority_at, client_for, hospital_token
 from starlette.requests import Request
 from starlette.testclient import TestClient
 
@@ -27,7 +24,6 @@ from coffre.api.auth.tokens import LEEWAY_SECONDS, InvalidToken, peek
 from coffre.service import RecordStore
 
 ISSUER = "http://testserver/auth"
-HOSPITAL = "https://idp.hospital.example"
 
 
 @pytest.fixture
@@ -174,64 +170,11 @@ def test_peek_refuses_a_payload_that_is_not_an_object() -> None:
 # -- an external OpenID Connect issuer ------------------------------------------------
 
 
-class Jwks:
-    """A JWKS served over HTTP on a free loopback port; ``keys`` can be changed live."""
-
-    def __init__(self) -> None:
-        self.keys: list[Key] = []
-        self.requests = 0
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                outer.requests += 1
-                body = json.dumps(
-                    {
-                        "keys": [
-                            {**k.as_dict(private=False), "kid": k.thumbprint()} for k in outer.keys
-                        ]
-                    }
-                ).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/jwks"
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
 @pytest.fixture
 def jwks() -> Iterator[Jwks]:
     served = Jwks()
     yield served
     served.close()
-
-
-def _hospital_token(key: Key, alg: str = "RS256", **claims: Any) -> str:
-    now = int(time.time())
-    base = {
-        "iss": HOSPITAL,
-        "aud": FHIR_BASE,
-        "sub": "nurse-17",
-        "azp": "ehr",
-        "scp": ["user/Observation.rs", "user/Patient.rs"],
-        "fhirUser": "Practitioner/17",
-        "purpose_of_use": "TREAT",
-        "iat": now,
-        "exp": now + 120,
-    }
-    return jwt.encode(
-        {"alg": alg, "kid": key.thumbprint()}, {**base, **claims}, key, algorithms=[alg]
-    )
 
 
 def _with_hospital(
@@ -248,14 +191,14 @@ def test_a_token_of_the_trusted_hospital_issuer_is_accepted(
     key = RSAKey.generate_key(2048, private=True)
     jwks.keys = [key]
     with _with_hospital(records, tmp_path, jwks, 60) as client:
-        headers = {"Authorization": f"Bearer {_hospital_token(key)}"}
+        headers = {"Authorization": f"Bearer {hospital_token(key)}"}
         assert client.get("/fhir/Patient", headers=headers).status_code == 200
         assert client.get("/fhir/Patient", headers=headers).status_code == 200
         assert jwks.requests == 1  # cached
-        wrong = {"Authorization": f"Bearer {_hospital_token(key, aud='https://x.example')}"}
+        wrong = {"Authorization": f"Bearer {hospital_token(key, aud='https://x.example')}"}
         assert client.get("/fhir/Patient", headers=wrong).status_code == 401
         forged = {
-            "Authorization": f"Bearer {_hospital_token(RSAKey.generate_key(2048, private=True))}"
+            "Authorization": f"Bearer {hospital_token(RSAKey.generate_key(2048, private=True))}"
         }
         assert client.get("/fhir/Patient", headers=forged).status_code == 401
 
@@ -269,13 +212,13 @@ def test_a_rotated_key_is_fetched_but_never_more_than_the_bound_allows(
         assert (
             client.get(
                 "/fhir/Patient",
-                headers={"Authorization": f"Bearer {_hospital_token(old, 'ES256')}"},
+                headers={"Authorization": f"Bearer {hospital_token(old, 'ES256')}"},
             ).status_code
             == 200
         )
         jwks.keys = [new]
         for _ in range(3):
-            rotated = {"Authorization": f"Bearer {_hospital_token(new, 'ES256')}"}
+            rotated = {"Authorization": f"Bearer {hospital_token(new, 'ES256')}"}
             assert client.get("/fhir/Patient", headers=rotated).status_code == 401
         assert jwks.requests == 1  # within the bound: no fetch per unknown kid
     (tmp_path / "again").mkdir()
@@ -308,7 +251,7 @@ def test_the_hospitals_token_names_the_nurse_and_purpose_in_the_audit_log(
 ) -> None:
     key = _nurse_caring_for_p1(records, jwks, ["p1"])
     with _with_hospital(records, tmp_path, jwks, 60) as client:
-        headers = {"Authorization": f"Bearer {_hospital_token(key)}"}
+        headers = {"Authorization": f"Bearer {hospital_token(key)}"}
         assert client.get("/fhir/Patient/p1", headers=headers).status_code == 200
         events = records.access_history("p1")
         event = next(e for e in events if e["agent"][0]["who"].get("reference"))
@@ -332,7 +275,7 @@ def test_a_hospital_token_without_a_role_it_names_reaches_no_more_than_a_clinici
     records: RecordStore, tmp_path: Path, jwks: Jwks, who: dict[str, Any], status: dict[str, int]
 ) -> None:
     key = _nurse_caring_for_p1(records, jwks, list(status))
-    token = _hospital_token(key, **who)
+    token = hospital_token(key, **who)
     with _with_hospital(records, tmp_path, jwks, 60) as client:
         headers = {"Authorization": f"Bearer {token}"}
         for patient, expected in status.items():
@@ -350,7 +293,7 @@ def test_an_unreachable_issuer_is_a_503_not_a_verdict_on_the_token(
     key = RSAKey.generate_key(2048, private=True)
     with client_for(records, authority) as client:
         response = client.get(
-            "/fhir/Patient", headers={"Authorization": f"Bearer {_hospital_token(key)}"}
+            "/fhir/Patient", headers={"Authorization": f"Bearer {hospital_token(key)}"}
         )
         assert response.status_code == 503 and response.headers["retry-after"] == "5"
 
