@@ -221,10 +221,12 @@ class _Extract:
         if whole is None:
             raise ProjectError(f"{name} holds no numbers to make bins of")
         width = _bin_width(raw_width)
-        binned = f"floor({column} / {width:f}) * {width:f}"
+        # The values are doubles: 7.2 / 0.4 is 17.999999999999996 there, and 72 * 0.1 is
+        # 7.200000000000001. Bins are of the values as written, to BIN_PLACES decimals.
+        binned = f"floor(round({column} / {width:f}, {BIN_PLACES})) * {width:f}"
         if whole and width == width.to_integral_value():  # whole numbers' bins stay whole
             return f"CAST({binned} AS BIGINT)"
-        return binned
+        return f"round({binned}, {max(0, -int(width.as_tuple().exponent))})"
 
     def _source(self, query: Query) -> tuple[list[str], str, list[str]]:
         """The query's columns to count by, its FROM and WHERE clauses, and their values."""
@@ -272,7 +274,10 @@ class _Extract:
         )
 
 
+BIN_PLACES = 9
+"""The decimals of a value that decide its bin: a double's error is far below them."""
 MOST_BIN_WIDTH = Decimal(10) ** 9
+LEAST_BIN_WIDTH = Decimal(10) ** -BIN_PLACES
 
 
 def _bin_width(text: str) -> Decimal:
@@ -281,8 +286,11 @@ def _bin_width(text: str) -> Decimal:
         width = Decimal(text)
     except InvalidOperation:
         width = Decimal(0)
-    if not (width.is_finite() and 0 < width <= MOST_BIN_WIDTH):
-        raise ProjectError(f"a bin's width is a number above 0, not {text!r}")
+    if not (width.is_finite() and LEAST_BIN_WIDTH <= width <= MOST_BIN_WIDTH):
+        raise ProjectError(
+            f"a bin's width is a number from {LEAST_BIN_WIDTH:f} to {MOST_BIN_WIDTH:,f},"
+            f" not {text!r}"
+        )
     return width
 
 

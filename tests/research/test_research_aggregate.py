@@ -159,6 +159,32 @@ def test_a_distribution_counts_persons_by_bins_of_a_number(
     assert values["cells"] == [{"values": [7.0], "persons": 28}]
 
 
+def test_bins_are_of_the_values_as_written_not_of_their_doubles(
+    records: RecordStore, tmp_path: Path
+) -> None:
+    """As doubles, 28.9 / 0.1 is 288.99999999999997 and 800 * 0.009 is 7.199999999999999:
+    28.9 fell in the cell 28.8, and 7.2's cell was named 7.199999999999999."""
+    research_population(records)
+    with records.writer() as writer:
+        glucose = {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]}
+        for patient_id in ("p1", "p2"):
+            writer.create(
+                {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": glucose,
+                    "subject": {"reference": f"Patient/{patient_id}"},
+                    "effectiveDateTime": "2020-03-18",
+                    "valueQuantity": {"value": 28.9},
+                }
+            )
+    extract(records, PROJECT, tmp_path / "x", "operator", TODAY)
+    cells = _count(records, tmp_path / "x", "code", "value_as_number/0.1", table="measurement")
+    assert sorted(cell["values"] for cell in cells["cells"]) == [["2345-7", 28.9], ["4548-4", 7.2]]
+    named = _count(records, tmp_path / "x", "value_as_number/0.009", table="measurement")
+    assert sorted(cell["values"] for cell in named["cells"]) == [[7.2], [28.899]]
+
+
 @pytest.mark.parametrize(
     ("query", "message"),
     [
@@ -168,7 +194,8 @@ def test_a_distribution_counts_persons_by_bins_of_a_number(
         (Query("visits", ()), "a count is of one of"),
         (Query("person", ("gender", "region", "year_of_birth")), "by 2 columns at most"),
         (Query("person", ("gender/5",)), "gender holds no numbers to make bins of"),
-        (Query("person", ("year_of_birth/0",)), "a bin's width is a number above 0, not '0'"),
+        (Query("person", ("year_of_birth/0",)), "a bin's width is a number from 0.000000001"),
+        (Query("person", ("year_of_birth/1e-330",)), "to 1,000,000,000, not '1e-330'"),
         (Query("person", ("year_of_birth/dix",)), "not 'dix'"),
     ],
 )
