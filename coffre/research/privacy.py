@@ -24,7 +24,7 @@ from typing import Any
 
 import opendp.prelude as dp
 
-from coffre.research.projects import ProjectError
+from coffre.research.projects import MOST_EPSILON, ProjectError
 
 dp.enable_features("contrib")
 
@@ -47,8 +47,10 @@ class Privacy:
 
     def __post_init__(self) -> None:
         delta = Decimal(0) if self.delta is None else self.delta
-        if not (self.epsilon.is_finite() and self.epsilon > 0 and 0 <= delta < 1):
-            raise ProjectError("a count's ε is above 0, and its δ from 0 to under 1")
+        if not (self.epsilon.is_finite() and 0 < self.epsilon <= MOST_EPSILON and 0 <= delta < 1):
+            raise ProjectError(
+                f"a count's ε is above 0, up to {MOST_EPSILON:,f}, and its δ from 0 to under 1"
+            )
         if self.max_cells is not None and self.max_cells < 1:
             raise ProjectError("a person counts in one cell at least")
 

@@ -39,6 +39,9 @@ class OverBudget(ProjectError):
 
 DELTA_BUDGET = Decimal("1e-6")
 """A project's δ in all, where the operator sets no other."""
+MOST_EPSILON = Decimal(10) ** 6
+"""Past any ε that protects anybody (a few units already say much), and far below the
+exponents where Decimal's arithmetic overflows (a budget of 1e999999999 did)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,8 +56,11 @@ class Budget:
 
     def __post_init__(self) -> None:
         finite = self.epsilon.is_finite() and self.delta.is_finite()
-        if not (finite and self.epsilon > 0 and 0 <= self.delta < 1):
-            raise ProjectError("a privacy budget is an ε above 0 and a δ from 0 to under 1")
+        if not (finite and 0 < self.epsilon <= MOST_EPSILON and 0 <= self.delta < 1):
+            raise ProjectError(
+                f"a privacy budget is an ε above 0, up to {MOST_EPSILON:,f}, and a δ from 0 to"
+                " under 1"
+            )
         if self.spent_epsilon > self.epsilon or self.spent_delta > self.delta:
             raise ProjectError(
                 f"the project spent ε {self.spent_epsilon} and δ {self.spent_delta} already:"

@@ -78,6 +78,7 @@ def test_noise_that_cannot_be_had_is_refused(
         {"epsilon": Decimal(-1)},
         {"epsilon": Decimal(1), "delta": Decimal(1)},
         {"epsilon": Decimal(1), "max_cells": 0},
+        {"epsilon": Decimal("1e999999999")},  # its spending overflowed Decimal: a traceback
     ],
 )
 def test_a_privacy_out_of_bounds_is_refused(asked: dict[str, object]) -> None:

@@ -210,6 +210,14 @@ def _budgeted(tmp_path: Path, epsilon: str, delta: str = "1e-6") -> Path:
     return path
 
 
+@pytest.mark.parametrize("epsilon", ["0", "1e999999999", "1000001"])
+def test_a_budget_out_of_bounds_is_refused(epsilon: str) -> None:
+    """A budget of 1e999999999 was taken, and every list of the projects then overflowed
+    Decimal's arithmetic (a traceback) until it was changed."""
+    with pytest.raises(ProjectError, match="up to 1,000,000"):
+        Budget(Decimal(epsilon))
+
+
 def test_a_file_from_before_budgets_loads_without_one(tmp_path: Path) -> None:
     path = tmp_path / "keyring.research.json"
     fields = {key: value for key, value in PROJECT.as_json().items() if key != "budget"}
