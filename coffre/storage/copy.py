@@ -22,7 +22,7 @@ import re
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import AbstractContextManager, closing, contextmanager
+from contextlib import AbstractContextManager, closing, contextmanager, suppress
 from dataclasses import dataclass, field
 from itertools import chain, repeat
 from operator import itemgetter
@@ -378,11 +378,12 @@ class SqliteEndpoint(Endpoint):
     @contextmanager
     def snapshot(self) -> Iterator[None]:
         self._reader.execute("BEGIN")
-        self._reader.execute("SELECT count(*) FROM sqlite_schema").fetchall()  # it starts
+        self._query("SELECT count(*) FROM sqlite_schema")  # the snapshot starts here
         try:
             yield
         finally:
-            self._reader.execute("COMMIT")
+            with suppress(sqlite3.Error):  # a read's end: what stopped it is what to tell
+                self._reader.execute("COMMIT")
 
     def _query(self, statement: str, args: Sequence[Any] = ()) -> list[Row]:
         try:

@@ -196,6 +196,31 @@ def test_a_backup_into_a_folder_that_does_not_exist_says_so(vault: Vault, tmp_pa
     assert not (tmp_path / "bk").exists()
 
 
+def test_a_backup_or_migration_of_a_damaged_storage_file_says_so_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """Its end of the snapshot failed too, and that second error's traceback hid the
+    first (a review's finding)."""
+    damaged = Vault.at(tmp_path / "v")
+    damaged.create()
+    records = damaged.open()
+    with records.writer() as writer:
+        for number in range(300):
+            writer.create({"resourceType": "Organization", "name": f"Clinique {number}"})
+    records.storage.close()
+    with damaged.storage_path.open("r+b") as file:  # pages 4 to 6 overwritten
+        file.seek(3 * 4096)
+        file.write(bytes(range(256)) * 48)
+    for command in (
+        ("backup", str(tmp_path / "b.sqlite"), "--vault", str(damaged.folder)),
+        ("migrate", "--from", str(damaged.folder), "--to", str(tmp_path / "m.sqlite")),
+    ):
+        code, output = _run(*command)
+        errors = [line for line in output.splitlines() if line.startswith("error:")]
+        assert code == 1 and "Traceback" not in output, output
+        assert errors == ["error: SQLite read failed: database disk image is malformed"], output
+
+
 def test_the_storage_and_its_backups_are_readable_by_their_owner_alone(
     vault: Vault, tmp_path: Path
 ) -> None:
