@@ -78,17 +78,27 @@ class WitnessFolder:
             raise WitnessFolderError(f"a witness state already exists at {self.state_file}")
         if self.path.exists() and not self.path.is_dir():
             raise WitnessFolderError(f"{self.path} is a file, not a folder for the witness")
-        self.path.mkdir(parents=True, exist_ok=True)
         try:
+            self.path.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.key_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except FileExistsError:
             raise WitnessFolderError(f"a witness key already exists at {self.key_file}") from None
-        with os.fdopen(fd, "w") as file:
-            file.write(key.serialize())
-            file.flush()
-            os.fsync(file.fileno())
-        self.save_state(WitnessState())
+        except OSError as error:
+            raise self._cannot_make(error) from None
+        try:
+            with os.fdopen(fd, "w") as file:
+                file.write(key.serialize())
+                file.flush()
+                os.fsync(file.fileno())
+            self.save_state(WitnessState())
+        except OSError as error:  # a full disk: no half-made witness to refuse a retry
+            self.key_file.unlink(missing_ok=True)
+            self.state_file.unlink(missing_ok=True)
+            raise self._cannot_make(error) from None
         return key.verifier_key
+
+    def _cannot_make(self, error: OSError) -> WitnessFolderError:
+        return WitnessFolderError(f"cannot make the witness in {self.path}: {error.strerror}")
 
     def key(self) -> WitnessKey:
         try:

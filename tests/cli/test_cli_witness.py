@@ -83,6 +83,9 @@ def test_init_prints_the_key_that_key_prints_and_never_overwrites(tmp_path: Path
     (tmp_path / "a-file").write_text("")  # a traceback (FileExistsError) before
     code, output = _run("witness", "init", str(tmp_path / "a-file"), "--name", "w.example/w3")
     assert code == 1 and "is a file, not a folder" in " ".join(output.split()), output
+    under_a_file = str(tmp_path / "a-file" / "w")  # a traceback (NotADirectoryError) before
+    code, output = _run("witness", "init", under_a_file, "--name", "w.example/w4")
+    assert code == 1 and "cannot make the witness in" in " ".join(output.split()), output
 
 
 def test_serve_refuses_what_it_cannot_use(tmp_path: Path) -> None:
