@@ -150,6 +150,12 @@ class IndexDamagedError(StorageError):
         self.detail = detail
 
 
+class LogDamagedError(StorageError):
+    """The log's leaves or tree nodes have a gap in the storage: the host dropped some, or
+    lost them. What needs them is refused as an integrity failure, not an outage to wait
+    out; ``coffre audit --full`` says which."""
+
+
 class VaultStateError(StorageError):
     """The vault is not where it should be, or is already there."""
 

@@ -45,6 +45,7 @@ from coffre.exceptions import (
     CustodyError,
     FhirError,
     IndexDamagedError,
+    LogDamagedError,
     RolledBackError,
     SealError,
     StorageError,
@@ -191,6 +192,13 @@ async def _seal_error(request: Request, error: Exception) -> Response:
     return await _integrity_failure(
         request, error, "the record failed its integrity check; it was not served"
     )
+
+
+async def _log_damaged(request: Request, error: Exception) -> Response:
+    """The log failed its check (a signature, a root, a gap the host left): a 500 that
+    says it is the log, not a record nor an outage to wait out."""
+    log.error("the log failed its integrity check (%s): %s", error, _interaction(request))
+    return await _integrity_failure(request, error, f"the log failed its integrity check: {error}")
 
 
 async def _index_damaged(request: Request, error: Exception) -> Response:
@@ -396,7 +404,8 @@ def create_app(
             FhirError: _fhir_error,
             HTTPException: _http_error,
             SealError: _seal_error,
-            LedgerError: _seal_error,
+            LedgerError: _log_damaged,
+            LogDamagedError: _log_damaged,
             IndexDamagedError: _index_damaged,
             StorageError: _storage_error,
             CustodyError: _custody_error,

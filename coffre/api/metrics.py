@@ -29,6 +29,7 @@ from coffre.exceptions import (
     CommitUnknownError,
     CustodyError,
     IndexDamagedError,
+    LogDamagedError,
     RolledBackError,
     SealError,
     StorageError,
@@ -232,7 +233,7 @@ def integrity_failed(error: Exception) -> None:
         "index"
         if isinstance(error, IndexDamagedError)
         else "log"
-        if isinstance(error, LedgerError)
+        if isinstance(error, LedgerError | LogDamagedError)
         else "record"
     )
     _INTEGRITY[check].inc()

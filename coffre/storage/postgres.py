@@ -32,7 +32,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg_pool import ConnectionPool
 
 from coffre import config
-from coffre.exceptions import CommitUnknownError, StorageError, StorageFullError
+from coffre.exceptions import CommitUnknownError, LogDamagedError, StorageError, StorageFullError
 from coffre.storage.base import ORIGIN, HistoryQuery, SealedEvent, SealedVersion
 
 URL_SCHEMES = ("postgresql://", "postgres://")
@@ -360,7 +360,7 @@ class _Reader:
             "SELECT idx, data FROM leaves WHERE idx >= %s AND idx < %s ORDER BY idx", (start, end)
         )
         if rows and (rows[0][0] != start or rows[-1][0] != start + len(rows) - 1):
-            raise StorageError(f"the log has a gap between leaves {start} and {end}")
+            raise LogDamagedError(f"the log has a gap between leaves {start} and {end}")
         return [row[1] for row in rows]
 
     def nodes(self, level: int, start: int, end: int) -> list[bytes]:
@@ -370,7 +370,7 @@ class _Reader:
             (level, start, end),
         )
         if rows and (rows[0][0] != start or rows[-1][0] != start + len(rows) - 1):
-            raise StorageError(f"the tree has a gap at level {level} between {start} and {end}")
+            raise LogDamagedError(f"the tree has a gap at level {level} between {start} and {end}")
         return [row[1] for row in rows]
 
     def latest_checkpoint(self) -> str | None:

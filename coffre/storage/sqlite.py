@@ -20,6 +20,7 @@ from typing import Any
 
 from coffre.exceptions import (
     IndexDamagedError,
+    LogDamagedError,
     StorageError,
     StorageFullError,
     TransactionUndoneError,
@@ -330,7 +331,7 @@ class _Reader:
             "SELECT idx, data FROM leaves WHERE idx >= ? AND idx < ? ORDER BY idx", (start, end)
         ).fetchall()
         if [row[0] for row in rows] != list(range(start, start + len(rows))):
-            raise StorageError(f"the log has a gap between leaves {start} and {end}")
+            raise LogDamagedError(f"the log has a gap between leaves {start} and {end}")
         return [bytes(row[1]) for row in rows]
 
     def nodes(self, level: int, start: int, end: int) -> list[bytes]:
@@ -339,7 +340,7 @@ class _Reader:
             (level, start, end),
         ).fetchall()
         if rows and (rows[0][0] != start or rows[-1][0] != start + len(rows) - 1):
-            raise StorageError(f"the tree has a gap at level {level} between {start} and {end}")
+            raise LogDamagedError(f"the tree has a gap at level {level} between {start} and {end}")
         return [bytes(row[1]) for row in rows]
 
     def latest_checkpoint(self) -> str | None:

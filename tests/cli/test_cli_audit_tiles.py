@@ -176,7 +176,7 @@ def test_a_gap_gives_no_verdict(large: Large) -> None:
     with _leaves_edited(large.vault) as db:
         db.execute("DELETE FROM leaves WHERE idx = 30000")
         db.commit()
-        with pytest.raises(NoVerdict, match=r"entries/117 answered HTTP 503"):
+        with pytest.raises(NoVerdict, match=r"entries/117 answered HTTP 500: the log failed"):
             _audit(large)
 
 

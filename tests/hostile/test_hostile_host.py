@@ -79,6 +79,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import logging
+import re
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -514,17 +515,28 @@ def test_delete_a_leaf(written: TestClient, records: RecordStore, vault: Vault) 
     _refused_at_start(vault, VaultStateError, "rolled back or replaced")
 
 
+def _log_failures(client: TestClient) -> float:
+    """How many integrity failures of the log the gateway counted (its metrics)."""
+    found = re.search(
+        r'^coffre_integrity_failures_total\{check="log"\} (\S+)$', client.get("/metrics").text, re.M
+    )
+    return float(found[1]) if found else 0.0
+
+
 def test_delete_a_leaf_leaving_a_gap(
     written: TestClient, records: RecordStore, vault: Vault
 ) -> None:
     """A gap stops the gateway at start even without its memory (the log cannot be read
-    back); the auditor gets no verdict, as the server answers 503 for its leaves, which
-    says nothing the log signed."""
+    back). A running gateway refuses its leaves as an integrity failure of the log (a 500,
+    counted and logged as one: it answered 503, an outage to wait out); the auditor gets
+    no verdict, as that says nothing the log signed."""
     accepted = _accepted(written, records)
     with _host(vault) as db:
         db.execute("DELETE FROM leaves WHERE idx = 1")
-    with pytest.raises(NoVerdict, match="503"):
+    before = _log_failures(written)
+    with pytest.raises(NoVerdict, match="500: the log failed its integrity check: the log has"):
         audit_log(written, records.ledger.verifier_key, accepted, full=True)
+    assert _log_failures(written) > before
     _refused_at_start(vault, StorageError, "gap")
     vault.checkpoint_memory.unlink()
     _refused_at_start(vault, StorageError, "gap")
