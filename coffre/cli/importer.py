@@ -17,7 +17,7 @@ from pathlib import Path
 
 from coffre.api.search import search_page
 from coffre.cli.sources import Batch, Unreadable, batches, with_source_ids
-from coffre.exceptions import FhirError
+from coffre.exceptions import FhirError, VaultStateError
 from coffre.service import RecordStore
 from coffre.service.bundles import BundleProcessor
 
@@ -94,6 +94,8 @@ class Importer:
         try:
             with self._records.writer() as writer:
                 response = self._processor.run(batch.bundle, writer)
+            if (memory_failure := self._records.ledger.memory_failure) is not None:
+                raise VaultStateError(memory_failure)  # the Bundle is saved: the import stops
         except FhirError as error:
             if error.status == 404 and not last_try:
                 return False

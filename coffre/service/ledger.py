@@ -61,7 +61,7 @@ class Ledger:
         self.origin = custodian.log_origin()
         self.verifier_key = verifier_key_of(custodian)
         self._memory = memory
-        self._memory_failing = False  # said once in the server log, until it works again
+        self._memory_failure: str | None = None  # said once in the server log, until it works
         # The last checkpoint verified, by its text: every transaction and every ledger
         # request starts from the storage's latest, which rarely changed in between.
         self._verified: tuple[str, Checkpoint] | None = None
@@ -148,7 +148,7 @@ class Ledger:
         except OSError as error:
             # The write it follows is committed: failing it now would answer "nothing
             # changed" to a saved write, which a client would repeat.
-            if not self._memory_failing:
+            if self._memory_failure is None:
                 log.warning(
                     "the checkpoint just signed could not be kept in %s (%s): the writes are"
                     " saved, but until it can, a rollback of the storage to a state after the"
@@ -157,11 +157,20 @@ class Ledger:
                     self._memory,
                     error.strerror or type(error).__name__,
                 )
-            self._memory_failing = True
+            self._memory_failure = (
+                f"the checkpoint just signed could not be kept in {self._memory}"
+                f" ({error.strerror or type(error).__name__})"
+            )
             return
-        if self._memory_failing:
+        if self._memory_failure is not None:
             log.warning("the checkpoint memory %s is kept up to date again", self._memory)
-        self._memory_failing = False
+        self._memory_failure = None
+
+    @property
+    def memory_failure(self) -> str | None:
+        """Why the last checkpoint signed could not be kept on the sovereign side; None
+        when it was. A server goes on (its writes are saved); an import stops."""
+        return self._memory_failure
 
     def check_signed_here(self, reader: StorageReader) -> None:
         """Refuse, before any other check, a storage whose newest checkpoint another key

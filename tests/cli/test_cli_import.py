@@ -20,7 +20,7 @@ from conftest import COMPOSITION, ROOT, shared_data_path
 from coffre.exceptions import FhirError
 from coffre.search.criteria import parse_criteria
 from coffre.service import Vault
-from coffre.service.ledger import Ledger
+from coffre.service import ledger as ledger_module
 
 
 def _vault(tmp_path: Path) -> Path:
@@ -601,10 +601,10 @@ def test_a_vault_that_fails_stops_the_import_without_blaming_the_file(
     vault = _vault(tmp_path)
     (tmp_path / "p.json").write_text('{"resourceType":"Patient","id":"p1"}')
 
-    def unwritable(self: Ledger, note: object) -> None:
-        raise PermissionError(13, "Permission denied", str(tmp_path / "keyring.checkpoint"))
+    def unwritable(path: Path, text: str, sync: bool = True) -> None:
+        raise PermissionError(13, "Permission denied", str(path))
 
-    monkeypatch.setattr(Ledger, "remember", unwritable)
+    monkeypatch.setattr(ledger_module, "replace_file", unwritable)  # the memory's write
     code, output = _run("import", "--vault", str(vault), str(tmp_path / "p.json"))
     said = " ".join(output.split())
     assert code == 1 and "the vault failed, and the import stopped" in said, output
