@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 from coffre.exceptions import FhirError, bounded, information
 from coffre.fhir import json
@@ -684,8 +684,8 @@ class BundleProcessor:
                 raise FhirError(
                     400,
                     "invalid",
-                    f"the conditional reference {reference} names {resource_type!r}, not an R4"
-                    " resource type",
+                    f"the conditional reference {_shown(reference)} names {resource_type!r},"
+                    " not an R4 resource type",
                 )
             if query_mark and parse_reference(resource_type + "/x") is not None:
                 match = self._single_match(writer, resource_type, query, "conditional reference")
@@ -693,7 +693,7 @@ class BundleProcessor:
                     raise FhirError(
                         404,
                         "not-found",
-                        f"the conditional reference {reference} matches no resource",
+                        f"the conditional reference {_shown(reference)} matches no resource",
                     )
                 targets[reference] = match.reference
                 return match.reference
@@ -923,3 +923,12 @@ STATUS_TEXT = {
 
 def _status_line(status: int) -> str:
     return f"{status} {STATUS_TEXT.get(status, '')}".strip()
+
+
+def _shown(conditional: str) -> str:
+    """A conditional reference as a message names it: its type and its parameters, not
+    their values (a health-card number, a name), which would reach the import's output
+    and the client's logs."""
+    resource_type, _, query = conditional.partition("?")
+    names = [name for name, _ in parse_qsl(query, keep_blank_values=True)]
+    return f"{resource_type}?" + "&".join(f"{name}=…" for name in names)
