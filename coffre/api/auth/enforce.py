@@ -17,6 +17,7 @@ from starlette.requests import Request
 
 from coffre.api.auth.scopes import (
     CARE_RECORDS,
+    CARE_WRITTEN_BY,
     SEVERAL,
     Context,
     Decision,
@@ -26,6 +27,7 @@ from coffre.api.auth.scopes import (
     Role,
     Target,
     decide,
+    writes_care_relationship,
 )
 from coffre.api.state import records_of
 from coffre.exceptions import FhirError
@@ -205,6 +207,9 @@ class Guard:
         decision = _decide(self.principal, target)
         if not decision.allowed or self.practitioner is None:
             return decision
+        if writes_care_relationship(target):  # a clinician would open records to others
+            message = f"a clinician does not {target.interaction} care relationships alone:"
+            return Decision(Outcome.FORBID, f"{message} {CARE_WRITTEN_BY}")
         if all(self.related(patient, find) for patient in _patients(target)):
             return decision
         if target.chosen:

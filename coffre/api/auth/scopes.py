@@ -71,6 +71,18 @@ CARE_RECORDS = (("Encounter", "participant"), ("CareTeam", "participant"))
 type, and the search parameter naming its practitioners; each is looked up with
 ``patient=Patient/<id>`` too."""
 _CARE_TYPES = frozenset(kind for kind, _ in CARE_RECORDS)
+CARE_WRITTEN_BY = (
+    "care relationships are recorded by the admission or scheduling system, an administrator"
+    " or a clinician under break-glass"
+)
+
+
+def writes_care_relationship(target: Target) -> bool:
+    """Whether ``target`` makes, moves or ends a care relationship (an Encounter, a
+    CareTeam): what opens a patient's whole record to the practitioners it names."""
+    return target.interaction in _WRITES and target.resource_type in _CARE_TYPES
+
+
 _V1 = {"read": "rs", "write": "cud", "*": "cruds"}
 _SCOPE = re.compile(r"(patient|user|system)/([A-Za-z]+|\*)\.([a-z*]+)(?:\?(.+))?")
 _PERMISSIONS = re.compile(r"c?r?u?d?s?")
@@ -375,7 +387,7 @@ def decide(principal: Principal, target: Target) -> Decision:
         if target.named:
             return _record_refusal(target, "a patient's record, for the research hub only")
     granting = [s for s in principal.scopes.resources if _grants(s, target)]
-    if target.interaction in _WRITES and target.resource_type in _CARE_TYPES:
+    if writes_care_relationship(target):
         # A care relationship opens a patient's whole record to a practitioner: a patient's
         # own scopes never make, move or end one (nor does their app).
         granting = [s for s in granting if principal.own_patient(s.context) is None]
@@ -383,9 +395,7 @@ def decide(principal: Principal, target: Target) -> Decision:
             return Decision(
                 Outcome.FORBID,
                 f"a patient's own scopes do not {target.interaction} {target.resource_type}"
-                " records:"
-                " care relationships are recorded by the admission or scheduling system, an"
-                " administrator or a clinician",
+                f" records: {CARE_WRITTEN_BY}",
             )
     if not granting:
         kind = target.resource_type or "every type"

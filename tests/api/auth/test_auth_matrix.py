@@ -509,6 +509,33 @@ def test_a_patients_token_neither_makes_nor_ends_a_care_relationship(world: Worl
     assert world.call(DR_WHO, "GET", "Observation/obs-alice").status_code == 200
 
 
+def test_a_clinician_makes_no_care_relationship_but_under_break_glass(world: World) -> None:
+    """Dr Who treats alice: a CareTeam of his naming Dr No opened her whole record to Dr
+    No, without a word in it (a review's finding). The admission system, an administrator
+    or a clinician breaking the glass records care relationships (docs/access.md)."""
+    team = {
+        "resourceType": "CareTeam",
+        "subject": {"reference": "Patient/alice"},
+        "participant": [{"member": {"reference": "Practitioner/drno"}}],
+    }
+    made = world.call(DR_WHO, "POST", "CareTeam", json=team)
+    assert made.status_code == 403, made.text
+    assert "under break-glass" in made.json()["issue"][0]["diagnostics"]
+    encounter = world.call(DR_WHO, "GET", "Encounter/enc-alice").json()
+    encounter.pop("meta")
+    moved = {**encounter, "participant": [{"individual": {"reference": "Practitioner/drno"}}]}
+    assert world.call(DR_WHO, "PUT", "Encounter/enc-alice", json=moved).status_code == 403
+    assert world.call(DR_WHO, "DELETE", "Encounter/enc-alice").status_code == 403
+    assert world.call(DR_NO, "GET", "Observation/obs-alice").status_code == 404
+    glass = world.call(GLASS, "POST", "CareTeam", json=team)
+    assert glass.status_code == 201, glass.text
+    try:
+        assert world.call(DR_NO, "GET", "Observation/obs-alice").status_code == 200
+    finally:  # the world is the module's: Dr No keeps no relationship with alice
+        world.call(SYSTEM, "DELETE", f"CareTeam/{glass.json()['id']}").raise_for_status()
+    assert world.call(DR_NO, "GET", "Observation/obs-alice").status_code == 404
+
+
 # -- shared resources that name a patient --------------------------------------------------
 # A Task or a Device is outside R4's patient compartment and sealed under the shared key, but
 # one whose reference parameters name a patient is judged as that patient's record: a
