@@ -481,14 +481,18 @@ def test_a_reference_on_coffres_own_base_names_the_patient_it_names(
     assert "no care relationship" in refused.text
 
 
+DR_NO_ON_ALICES_TEAM = {
+    "resourceType": "CareTeam",
+    "subject": {"reference": "Patient/alice"},
+    "participant": [{"member": {"reference": "Practitioner/drno"}}],
+}
+"""A care relationship that would open alice's record to Dr No."""
+
+
 def test_a_patients_token_neither_makes_nor_ends_a_care_relationship(world: World) -> None:
     """A care relationship opens the patient's whole record to a practitioner: the patient's
     app may read Encounters and CareTeams, never write one (docs/access.md)."""
-    team = {
-        "resourceType": "CareTeam",
-        "subject": {"reference": "Patient/alice"},
-        "participant": [{"member": {"reference": "Practitioner/drno"}}],
-    }
+    team = DR_NO_ON_ALICES_TEAM
     made = world.call(PATIENT, "POST", "CareTeam", json=team)
     assert made.status_code == 403, made.text
     assert "care relationships are recorded by" in made.json()["issue"][0]["diagnostics"]
@@ -513,11 +517,7 @@ def test_a_clinician_makes_no_care_relationship_but_under_break_glass(world: Wor
     """Dr Who treats alice: a CareTeam of his naming Dr No opened her whole record to Dr
     No, without a word in it (a review's finding). The admission system, an administrator
     or a clinician breaking the glass records care relationships (docs/access.md)."""
-    team = {
-        "resourceType": "CareTeam",
-        "subject": {"reference": "Patient/alice"},
-        "participant": [{"member": {"reference": "Practitioner/drno"}}],
-    }
+    team = DR_NO_ON_ALICES_TEAM
     made = world.call(DR_WHO, "POST", "CareTeam", json=team)
     assert made.status_code == 403, made.text
     assert "under break-glass" in made.json()["issue"][0]["diagnostics"]
