@@ -153,7 +153,7 @@ class IndexDamagedError(StorageError):
 class LogDamagedError(StorageError):
     """The log's leaves or tree nodes have a gap in the storage: the host dropped some, or
     lost them. What needs them is refused as an integrity failure, not an outage to wait
-    out; ``coffre audit --full`` says which."""
+    out; the message names the gap."""
 
 
 class VaultStateError(StorageError):

@@ -52,8 +52,7 @@ def operation_parameters(
 
 def _value(operation: str, name: str, element: str, parameter: dict[str, Any], shape: str) -> Any:
     value = parameter.get(element)
-    if set(parameter) - _BESIDES_THE_VALUE != {element} or not isinstance(
-        value, _NOT_TEXT.get(element, str)
-    ):
+    alone = set(parameter) - _BESIDES_THE_VALUE == {element}
+    if not (alone and isinstance(value, _NOT_TEXT.get(element, str))):
         raise FhirError(400, "invalid", f"{operation}'s {name} is one {element} alone: {shape}")
     return value

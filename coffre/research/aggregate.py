@@ -221,8 +221,9 @@ class _Extract:
         if whole is None:
             raise ProjectError(f"{name} holds no numbers to make bins of")
         width = _bin_width(raw_width)
-        # The values are doubles: 7.2 / 0.4 is 17.999999999999996 there, and 72 * 0.1 is
-        # 7.200000000000001. Bins are of the values as written, to BIN_PLACES decimals.
+        # The values are doubles: 28.9 / 0.1 is 288.99999999999994 there, and 800 * 0.009
+        # is 7.199999999999999. The quotient rounded to BIN_PLACES decimals decides the bin,
+        # and the cell's name is rounded to the width's decimals.
         binned = f"floor(round({column} / {width:f}, {BIN_PLACES})) * {width:f}"
         if whole and width == width.to_integral_value():  # whole numbers' bins stay whole
             return f"CAST({binned} AS BIGINT)"
@@ -275,7 +276,8 @@ class _Extract:
 
 
 BIN_PLACES = 9
-"""The decimals of a value that decide its bin: a double's error is far below them."""
+"""The decimals of a value's quotient by its bin's width that decide the bin: a double's
+error is far below them."""
 MOST_BIN_WIDTH = Decimal(10) ** 9
 LEAST_BIN_WIDTH = Decimal(10) ** -BIN_PLACES
 

@@ -258,9 +258,8 @@ def _has_problem(resource_type: str, found: Criterion) -> Problem | None:
             f"{target} has no reference search parameter {reference!r}", unknown=param is None
         )
     if param.targets and resource_type not in param.targets:
-        reason = f"{target}'s {reference!r} never refers to a {resource_type}, only to " + (
-            ", ".join(param.targets)
-        )
+        only = ", ".join(param.targets)
+        reason = f"{target}'s {reference!r} never refers to a {resource_type}, only to {only}"
         return Problem(reason, unknown=False)
     return None if found.chain is None else problem(target, criterion(found.chain, "x"))
 
@@ -269,7 +268,8 @@ def _chain_problem(found: Criterion, param: SearchParameter) -> Problem | None:
     """``reference[:Type].parameter``: answerable on at least one of the types it may
     reach; a misuse of a parameter one of them knows is said rather than ignored."""
     if param.type != "reference":
-        return Problem(f"{found.parameter!r} is not a reference: it cannot be chained", False)
+        reason = f"{found.parameter!r} is not a reference: it cannot be chained"
+        return Problem(reason, unknown=False)
     modifier = found.modifier
     if modifier and not (
         modifier[:1].isupper() and (modifier in param.targets or not param.targets)

@@ -148,19 +148,18 @@ class Ledger:
         except OSError as error:
             # The write it follows is committed: failing it now would answer "nothing
             # changed" to a saved write, which a client would repeat.
-            if self._memory_failure is None:
-                log.warning(
-                    "the checkpoint just signed could not be kept in %s (%s): the writes are"
-                    " saved, but until it can, a rollback of the storage to a state after the"
-                    " checkpoint kept there would not be noticed at start; free the space or"
-                    " fix the folder's permissions",
-                    self._memory,
-                    error.strerror or type(error).__name__,
-                )
-            self._memory_failure = (
+            failure = (
                 f"the checkpoint just signed could not be kept in {self._memory}"
                 f" ({error.strerror or type(error).__name__})"
             )
+            if self._memory_failure is None:
+                log.warning(
+                    "%s: the writes are saved, but until it can, a rollback of the storage to"
+                    " a state after the checkpoint kept there would not be noticed at start;"
+                    " free the space or fix the folder's permissions",
+                    failure,
+                )
+            self._memory_failure = failure
             return
         if self._memory_failure is not None:
             log.warning("the checkpoint memory %s is kept up to date again", self._memory)

@@ -162,7 +162,7 @@ def test_a_distribution_counts_persons_by_bins_of_a_number(
 def test_bins_are_of_the_values_as_written_not_of_their_doubles(
     records: RecordStore, tmp_path: Path
 ) -> None:
-    """As doubles, 28.9 / 0.1 is 288.99999999999997 and 800 * 0.009 is 7.199999999999999:
+    """As doubles, 28.9 / 0.1 is 288.99999999999994 and 800 * 0.009 is 7.199999999999999:
     28.9 fell in the cell 28.8, and 7.2's cell was named 7.199999999999999."""
     research_population(records)
     with records.writer() as writer:
