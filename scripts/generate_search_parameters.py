@@ -106,6 +106,9 @@ def parameter_source(
         fields.append(f"roots=frozenset({sorted(roots)!r})")
     if param.get("target"):
         fields.append(f"targets={tuple(sorted(param['target']))!r}")
+    if param["type"] == "token":
+        element_types = sorted({branch.type or "" for branch in compiled.branches})
+        fields.append(f"element_types=frozenset({element_types!r})")
     if param.get("component"):
         item_types = {branch.type for branch in compiled.branches}
         item_type = item_types.pop() if len(item_types) == 1 else None

@@ -2627,6 +2627,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -2658,6 +2659,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -2674,6 +2676,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -2689,6 +2692,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Account.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -2730,6 +2734,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Account.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -2755,6 +2760,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Account.type",
             extract=_x13,
             roots=frozenset(["type"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "ActivityDefinition": {
@@ -2772,6 +2778,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -2803,6 +2810,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -2819,6 +2827,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -2989,6 +2998,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(ActivityDefinition.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -3005,6 +3015,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ActivityDefinition.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -3373,6 +3384,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ActivityDefinition.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -3381,6 +3393,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ActivityDefinition.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -3560,6 +3573,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ActivityDefinition.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "successor": SearchParameter(
             code="successor",
@@ -3731,6 +3745,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ActivityDefinition.topic",
             extract=_x28,
             roots=frozenset(["topic"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "url": SearchParameter(
             code="url",
@@ -3747,6 +3762,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ActivityDefinition.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "AdverseEvent": {
@@ -3764,6 +3780,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -3795,6 +3812,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -3811,6 +3829,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -3826,6 +3845,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AdverseEvent.actuality",
             extract=_x35,
             roots=frozenset(["_actuality", "actuality"]),
+            element_types=frozenset(["code"]),
         ),
         "category": SearchParameter(
             code="category",
@@ -3834,6 +3854,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AdverseEvent.category",
             extract=_x36,
             roots=frozenset(["category"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "date": SearchParameter(
             code="date",
@@ -3850,6 +3871,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AdverseEvent.event",
             extract=_x37,
             roots=frozenset(["event"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "location": SearchParameter(
             code="location",
@@ -3885,6 +3907,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AdverseEvent.seriousness",
             extract=_x41,
             roots=frozenset(["seriousness"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "severity": SearchParameter(
             code="severity",
@@ -3893,6 +3916,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AdverseEvent.severity",
             extract=_x42,
             roots=frozenset(["severity"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "study": SearchParameter(
             code="study",
@@ -3945,6 +3969,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -3976,6 +4001,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -3992,6 +4018,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -4016,6 +4043,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.category",
             extract=_x46,
             roots=frozenset(["_category", "category"]),
+            element_types=frozenset(["code"]),
         ),
         "clinical-status": SearchParameter(
             code="clinical-status",
@@ -4024,6 +4052,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.clinicalStatus",
             extract=_x47,
             roots=frozenset(["clinicalStatus"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "code": SearchParameter(
             code="code",
@@ -4032,6 +4061,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.code | AllergyIntolerance.reaction.substance | Condition.code | (DeviceRequest.code as CodeableConcept) | DiagnosticReport.code | FamilyMemberHistory.condition.code | List.code | Medication.code | (MedicationAdministration.medication as CodeableConcept) | (MedicationDispense.medication as CodeableConcept) | (MedicationRequest.medication as CodeableConcept) | (MedicationStatement.medication as CodeableConcept) | Observation.code | Procedure.code | ServiceRequest.code",
             extract=_x48,
             roots=frozenset(["code", "reaction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "criticality": SearchParameter(
             code="criticality",
@@ -4040,6 +4070,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.criticality",
             extract=_x53,
             roots=frozenset(["_criticality", "criticality"]),
+            element_types=frozenset(["code"]),
         ),
         "date": SearchParameter(
             code="date",
@@ -4056,6 +4087,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "last-date": SearchParameter(
             code="last-date",
@@ -4072,6 +4104,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.reaction.manifestation",
             extract=_x65,
             roots=frozenset(["reaction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "onset": SearchParameter(
             code="onset",
@@ -4106,6 +4139,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.reaction.exposureRoute",
             extract=_x68,
             roots=frozenset(["reaction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "severity": SearchParameter(
             code="severity",
@@ -4114,6 +4148,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.reaction.severity",
             extract=_x69,
             roots=frozenset(["reaction"]),
+            element_types=frozenset(["code"]),
         ),
         "type": SearchParameter(
             code="type",
@@ -4122,6 +4157,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.type | Composition.type | DocumentManifest.type | DocumentReference.type | Encounter.type | EpisodeOfCare.type",
             extract=_x70,
             roots=frozenset(["_type", "type"]),
+            element_types=frozenset(["code"]),
         ),
         "verification-status": SearchParameter(
             code="verification-status",
@@ -4130,6 +4166,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.verificationStatus",
             extract=_x71,
             roots=frozenset(["verificationStatus"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "Appointment": {
@@ -4147,6 +4184,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -4178,6 +4216,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -4194,6 +4233,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -4226,6 +4266,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Appointment.appointmentType",
             extract=_x73,
             roots=frozenset(["appointmentType"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "based-on": SearchParameter(
             code="based-on",
@@ -4251,6 +4292,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Appointment.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "location": SearchParameter(
             code="location",
@@ -4267,6 +4309,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Appointment.participant.status",
             extract=_x77,
             roots=frozenset(["participant"]),
+            element_types=frozenset(["code"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -4291,6 +4334,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Appointment.reasonCode",
             extract=_x80,
             roots=frozenset(["reasonCode"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "reason-reference": SearchParameter(
             code="reason-reference",
@@ -4308,6 +4352,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Appointment.serviceCategory",
             extract=_x82,
             roots=frozenset(["serviceCategory"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "service-type": SearchParameter(
             code="service-type",
@@ -4316,6 +4361,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Appointment.serviceType",
             extract=_x83,
             roots=frozenset(["serviceType"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "slot": SearchParameter(
             code="slot",
@@ -4333,6 +4379,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Appointment.specialty",
             extract=_x85,
             roots=frozenset(["specialty"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "status": SearchParameter(
             code="status",
@@ -4341,6 +4388,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Appointment.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "supporting-info": SearchParameter(
             code="supporting-info",
@@ -4513,6 +4561,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -4544,6 +4593,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -4560,6 +4610,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -4601,6 +4652,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AppointmentResponse.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "location": SearchParameter(
             code="location",
@@ -4617,6 +4669,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AppointmentResponse.participantStatus",
             extract=_x90,
             roots=frozenset(["_participantStatus", "participantStatus"]),
+            element_types=frozenset(["code"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -4650,6 +4703,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -4681,6 +4735,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -4697,6 +4752,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -4712,6 +4768,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AuditEvent.action",
             extract=_x93,
             roots=frozenset(["_action", "action"]),
+            element_types=frozenset(["code"]),
         ),
         "address": SearchParameter(
             code="address",
@@ -4752,6 +4809,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AuditEvent.agent.role",
             extract=_x97,
             roots=frozenset(["agent"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "altid": SearchParameter(
             code="altid",
@@ -4760,6 +4818,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AuditEvent.agent.altId",
             extract=_x98,
             roots=frozenset(["agent"]),
+            element_types=frozenset(["string"]),
         ),
         "date": SearchParameter(
             code="date",
@@ -4939,6 +4998,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AuditEvent.entity.role",
             extract=_x102,
             roots=frozenset(["entity"]),
+            element_types=frozenset(["Coding"]),
         ),
         "entity-type": SearchParameter(
             code="entity-type",
@@ -4947,6 +5007,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AuditEvent.entity.type",
             extract=_x103,
             roots=frozenset(["entity"]),
+            element_types=frozenset(["Coding"]),
         ),
         "outcome": SearchParameter(
             code="outcome",
@@ -4955,6 +5016,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AuditEvent.outcome",
             extract=_x104,
             roots=frozenset(["_outcome", "outcome"]),
+            element_types=frozenset(["code"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -4979,6 +5041,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AuditEvent.source.site",
             extract=_x107,
             roots=frozenset(["source"]),
+            element_types=frozenset(["string"]),
         ),
         "source": SearchParameter(
             code="source",
@@ -5003,6 +5066,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AuditEvent.subtype",
             extract=_x109,
             roots=frozenset(["subtype"]),
+            element_types=frozenset(["Coding"]),
         ),
         "type": SearchParameter(
             code="type",
@@ -5011,6 +5075,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AuditEvent.type",
             extract=_x110,
             roots=frozenset(["type"]),
+            element_types=frozenset(["Coding"]),
         ),
     },
     "Basic": {
@@ -5028,6 +5093,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -5059,6 +5125,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -5075,6 +5142,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -5105,6 +5173,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Basic.code",
             extract=_x49,
             roots=frozenset(["code"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "created": SearchParameter(
             code="created",
@@ -5121,6 +5190,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Basic.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -5301,6 +5371,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -5332,6 +5403,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -5348,6 +5420,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
     },
     "BiologicallyDerivedProduct": {
@@ -5365,6 +5438,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -5396,6 +5470,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -5412,6 +5487,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -5436,6 +5512,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -5467,6 +5544,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -5483,6 +5561,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -5498,6 +5577,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="BodyStructure.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "location": SearchParameter(
             code="location",
@@ -5506,6 +5586,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="BodyStructure.location",
             extract=_x113,
             roots=frozenset(["location"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "morphology": SearchParameter(
             code="morphology",
@@ -5514,6 +5595,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="BodyStructure.morphology",
             extract=_x114,
             roots=frozenset(["morphology"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -5540,6 +5622,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -5571,6 +5654,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -5587,6 +5671,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "composition": SearchParameter(
             code="composition",
@@ -5604,6 +5689,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Bundle.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "message": SearchParameter(
             code="message",
@@ -5629,6 +5715,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Bundle.type",
             extract=_x70,
             roots=frozenset(["_type", "type"]),
+            element_types=frozenset(["code"]),
         ),
     },
     "CapabilityStatement": {
@@ -5646,6 +5733,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -5677,6 +5765,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -5693,6 +5782,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -5708,6 +5798,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(CapabilityStatement.useContext.value as CodeableConcept) | (CodeSystem.useContext.value as CodeableConcept) | (CompartmentDefinition.useContext.value as CodeableConcept) | (ConceptMap.useContext.value as CodeableConcept) | (GraphDefinition.useContext.value as CodeableConcept) | (ImplementationGuide.useContext.value as CodeableConcept) | (MessageDefinition.useContext.value as CodeableConcept) | (NamingSystem.useContext.value as CodeableConcept) | (OperationDefinition.useContext.value as CodeableConcept) | (SearchParameter.useContext.value as CodeableConcept) | (StructureDefinition.useContext.value as CodeableConcept) | (StructureMap.useContext.value as CodeableConcept) | (TerminologyCapabilities.useContext.value as CodeableConcept) | (ValueSet.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -5724,6 +5815,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.useContext.code | CodeSystem.useContext.code | CompartmentDefinition.useContext.code | ConceptMap.useContext.code | GraphDefinition.useContext.code | ImplementationGuide.useContext.code | MessageDefinition.useContext.code | NamingSystem.useContext.code | OperationDefinition.useContext.code | SearchParameter.useContext.code | StructureDefinition.useContext.code | StructureMap.useContext.code | TerminologyCapabilities.useContext.code | ValueSet.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -5774,6 +5866,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
         "format": SearchParameter(
             code="format",
@@ -5782,6 +5875,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.format",
             extract=_x117,
             roots=frozenset(["_format", "format"]),
+            element_types=frozenset(["code"]),
         ),
         "guide": SearchParameter(
             code="guide",
@@ -5799,6 +5893,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.jurisdiction | CodeSystem.jurisdiction | ConceptMap.jurisdiction | GraphDefinition.jurisdiction | ImplementationGuide.jurisdiction | MessageDefinition.jurisdiction | NamingSystem.jurisdiction | OperationDefinition.jurisdiction | SearchParameter.jurisdiction | StructureDefinition.jurisdiction | StructureMap.jurisdiction | TerminologyCapabilities.jurisdiction | ValueSet.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "mode": SearchParameter(
             code="mode",
@@ -5807,6 +5902,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.rest.mode",
             extract=_x119,
             roots=frozenset(["rest"]),
+            element_types=frozenset(["code"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -5831,6 +5927,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.rest.resource.type",
             extract=_x120,
             roots=frozenset(["rest"]),
+            element_types=frozenset(["code"]),
         ),
         "resource-profile": SearchParameter(
             code="resource-profile",
@@ -5848,6 +5945,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.rest.security.service",
             extract=_x122,
             roots=frozenset(["rest"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "software": SearchParameter(
             code="software",
@@ -5864,6 +5962,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.status | CodeSystem.status | CompartmentDefinition.status | ConceptMap.status | GraphDefinition.status | ImplementationGuide.status | MessageDefinition.status | NamingSystem.status | OperationDefinition.status | SearchParameter.status | StructureDefinition.status | StructureMap.status | TerminologyCapabilities.status | ValueSet.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "supported-profile": SearchParameter(
             code="supported-profile",
@@ -5897,6 +5996,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.version | CodeSystem.version | CompartmentDefinition.version | ConceptMap.version | GraphDefinition.version | ImplementationGuide.version | MessageDefinition.version | OperationDefinition.version | SearchParameter.version | StructureDefinition.version | StructureMap.version | TerminologyCapabilities.version | ValueSet.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "CarePlan": {
@@ -5914,6 +6014,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -5945,6 +6046,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -5961,6 +6063,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -5976,6 +6079,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CarePlan.activity.detail.code",
             extract=_x125,
             roots=frozenset(["activity"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "activity-date": SearchParameter(
             code="activity-date",
@@ -6029,6 +6133,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CarePlan.category",
             extract=_x36,
             roots=frozenset(["category"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "condition": SearchParameter(
             code="condition",
@@ -6072,6 +6177,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "instantiates-canonical": SearchParameter(
             code="instantiates-canonical",
@@ -6103,6 +6209,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CarePlan.intent",
             extract=_x134,
             roots=frozenset(["_intent", "intent"]),
+            element_types=frozenset(["code"]),
         ),
         "part-of": SearchParameter(
             code="part-of",
@@ -6155,6 +6262,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CarePlan.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -6181,6 +6289,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -6212,6 +6321,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -6228,6 +6338,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -6243,6 +6354,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CareTeam.category",
             extract=_x36,
             roots=frozenset(["category"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "date": SearchParameter(
             code="date",
@@ -6268,6 +6380,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "participant": SearchParameter(
             code="participant",
@@ -6300,6 +6413,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CareTeam.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -6326,6 +6440,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -6357,6 +6472,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -6373,6 +6489,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -6397,6 +6514,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -6428,6 +6546,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -6444,6 +6563,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -6468,6 +6588,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ChargeItem.code",
             extract=_x49,
             roots=frozenset(["code"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context": SearchParameter(
             code="context",
@@ -6517,6 +6638,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ChargeItem.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "occurrence": SearchParameter(
             code="occurrence",
@@ -6565,6 +6687,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ChargeItem.performer.function",
             extract=_x146,
             roots=frozenset(["performer"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "performing-organization": SearchParameter(
             code="performing-organization",
@@ -6643,6 +6766,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -6674,6 +6798,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -6690,6 +6815,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -6705,6 +6831,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(ChargeItemDefinition.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -6721,6 +6848,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ChargeItemDefinition.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -6779,6 +6907,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ChargeItemDefinition.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -6787,6 +6916,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ChargeItemDefinition.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "publisher": SearchParameter(
             code="publisher",
@@ -6803,6 +6933,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ChargeItemDefinition.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "title": SearchParameter(
             code="title",
@@ -6827,6 +6958,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ChargeItemDefinition.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "Claim": {
@@ -6844,6 +6976,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -6875,6 +7008,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -6891,6 +7025,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -6959,6 +7094,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Claim.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "insurer": SearchParameter(
             code="insurer",
@@ -7009,6 +7145,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Claim.priority",
             extract=_x160,
             roots=frozenset(["priority"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "procedure-udi": SearchParameter(
             code="procedure-udi",
@@ -7035,6 +7172,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Claim.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subdetail-udi": SearchParameter(
             code="subdetail-udi",
@@ -7052,6 +7190,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Claim.use",
             extract=_x164,
             roots=frozenset(["_use", "use"]),
+            element_types=frozenset(["code"]),
         ),
     },
     "ClaimResponse": {
@@ -7069,6 +7208,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -7100,6 +7240,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -7116,6 +7257,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -7147,6 +7289,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ClaimResponse.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "insurer": SearchParameter(
             code="insurer",
@@ -7164,6 +7307,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ClaimResponse.outcome",
             extract=_x104,
             roots=frozenset(["_outcome", "outcome"]),
+            element_types=frozenset(["code"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -7207,6 +7351,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ClaimResponse.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "use": SearchParameter(
             code="use",
@@ -7215,6 +7360,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ClaimResponse.use",
             extract=_x164,
             roots=frozenset(["_use", "use"]),
+            element_types=frozenset(["code"]),
         ),
     },
     "ClinicalImpression": {
@@ -7232,6 +7378,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -7263,6 +7410,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -7279,6 +7427,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -7320,6 +7469,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ClinicalImpression.finding.itemCodeableConcept",
             extract=_x170,
             roots=frozenset(["finding"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "finding-ref": SearchParameter(
             code="finding-ref",
@@ -7337,6 +7487,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ClinicalImpression.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "investigation": SearchParameter(
             code="investigation",
@@ -7388,6 +7539,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ClinicalImpression.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -7569,6 +7721,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -7600,6 +7753,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -7616,6 +7770,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -7631,6 +7786,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CodeSystem.concept.code",
             extract=_x176,
             roots=frozenset(["concept"]),
+            element_types=frozenset(["code"]),
         ),
         "content-mode": SearchParameter(
             code="content-mode",
@@ -7639,6 +7795,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CodeSystem.content",
             extract=_x177,
             roots=frozenset(["_content", "content"]),
+            element_types=frozenset(["code"]),
         ),
         "context": SearchParameter(
             code="context",
@@ -7647,6 +7804,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(CapabilityStatement.useContext.value as CodeableConcept) | (CodeSystem.useContext.value as CodeableConcept) | (CompartmentDefinition.useContext.value as CodeableConcept) | (ConceptMap.useContext.value as CodeableConcept) | (GraphDefinition.useContext.value as CodeableConcept) | (ImplementationGuide.useContext.value as CodeableConcept) | (MessageDefinition.useContext.value as CodeableConcept) | (NamingSystem.useContext.value as CodeableConcept) | (OperationDefinition.useContext.value as CodeableConcept) | (SearchParameter.useContext.value as CodeableConcept) | (StructureDefinition.useContext.value as CodeableConcept) | (StructureMap.useContext.value as CodeableConcept) | (TerminologyCapabilities.useContext.value as CodeableConcept) | (ValueSet.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -7663,6 +7821,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.useContext.code | CodeSystem.useContext.code | CompartmentDefinition.useContext.code | ConceptMap.useContext.code | GraphDefinition.useContext.code | ImplementationGuide.useContext.code | MessageDefinition.useContext.code | NamingSystem.useContext.code | OperationDefinition.useContext.code | SearchParameter.useContext.code | StructureDefinition.useContext.code | StructureMap.useContext.code | TerminologyCapabilities.useContext.code | ValueSet.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -7713,6 +7872,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CodeSystem.identifier | ConceptMap.identifier | MessageDefinition.identifier | StructureDefinition.identifier | StructureMap.identifier | ValueSet.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -7721,6 +7881,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.jurisdiction | CodeSystem.jurisdiction | ConceptMap.jurisdiction | GraphDefinition.jurisdiction | ImplementationGuide.jurisdiction | MessageDefinition.jurisdiction | NamingSystem.jurisdiction | OperationDefinition.jurisdiction | SearchParameter.jurisdiction | StructureDefinition.jurisdiction | StructureMap.jurisdiction | TerminologyCapabilities.jurisdiction | ValueSet.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "language": SearchParameter(
             code="language",
@@ -7729,6 +7890,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CodeSystem.concept.designation.language",
             extract=_x178,
             roots=frozenset(["concept"]),
+            element_types=frozenset(["code"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -7753,6 +7915,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.status | CodeSystem.status | CompartmentDefinition.status | ConceptMap.status | GraphDefinition.status | ImplementationGuide.status | MessageDefinition.status | NamingSystem.status | OperationDefinition.status | SearchParameter.status | StructureDefinition.status | StructureMap.status | TerminologyCapabilities.status | ValueSet.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "supplements": SearchParameter(
             code="supplements",
@@ -7794,6 +7957,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.version | CodeSystem.version | CompartmentDefinition.version | ConceptMap.version | GraphDefinition.version | ImplementationGuide.version | MessageDefinition.version | OperationDefinition.version | SearchParameter.version | StructureDefinition.version | StructureMap.version | TerminologyCapabilities.version | ValueSet.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "Communication": {
@@ -7811,6 +7975,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -7842,6 +8007,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -7858,6 +8024,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -8028,6 +8195,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Communication.category",
             extract=_x36,
             roots=frozenset(["category"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "encounter": SearchParameter(
             code="encounter",
@@ -8045,6 +8213,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Communication.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "instantiates-canonical": SearchParameter(
             code="instantiates-canonical",
@@ -8076,6 +8245,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Communication.medium",
             extract=_x180,
             roots=frozenset(["medium"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "part-of": SearchParameter(
             code="part-of",
@@ -8299,6 +8469,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Communication.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -8325,6 +8496,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -8356,6 +8528,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -8372,6 +8545,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -8550,6 +8724,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CommunicationRequest.category",
             extract=_x36,
             roots=frozenset(["category"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "encounter": SearchParameter(
             code="encounter",
@@ -8567,6 +8742,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CommunicationRequest.groupIdentifier",
             extract=_x185,
             roots=frozenset(["groupIdentifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "identifier": SearchParameter(
             code="identifier",
@@ -8575,6 +8751,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CommunicationRequest.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "medium": SearchParameter(
             code="medium",
@@ -8583,6 +8760,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CommunicationRequest.medium",
             extract=_x180,
             roots=frozenset(["medium"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "occurrence": SearchParameter(
             code="occurrence",
@@ -8607,6 +8785,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CommunicationRequest.priority",
             extract=_x186,
             roots=frozenset(["_priority", "priority"]),
+            element_types=frozenset(["code"]),
         ),
         "recipient": SearchParameter(
             code="recipient",
@@ -8676,6 +8855,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CommunicationRequest.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -8702,6 +8882,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -8733,6 +8914,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -8749,6 +8931,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -8764,6 +8947,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CompartmentDefinition.code",
             extract=_x188,
             roots=frozenset(["_code", "code"]),
+            element_types=frozenset(["code"]),
         ),
         "context": SearchParameter(
             code="context",
@@ -8772,6 +8956,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(CapabilityStatement.useContext.value as CodeableConcept) | (CodeSystem.useContext.value as CodeableConcept) | (CompartmentDefinition.useContext.value as CodeableConcept) | (ConceptMap.useContext.value as CodeableConcept) | (GraphDefinition.useContext.value as CodeableConcept) | (ImplementationGuide.useContext.value as CodeableConcept) | (MessageDefinition.useContext.value as CodeableConcept) | (NamingSystem.useContext.value as CodeableConcept) | (OperationDefinition.useContext.value as CodeableConcept) | (SearchParameter.useContext.value as CodeableConcept) | (StructureDefinition.useContext.value as CodeableConcept) | (StructureMap.useContext.value as CodeableConcept) | (TerminologyCapabilities.useContext.value as CodeableConcept) | (ValueSet.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -8788,6 +8973,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.useContext.code | CodeSystem.useContext.code | CompartmentDefinition.useContext.code | ConceptMap.useContext.code | GraphDefinition.useContext.code | ImplementationGuide.useContext.code | MessageDefinition.useContext.code | NamingSystem.useContext.code | OperationDefinition.useContext.code | SearchParameter.useContext.code | StructureDefinition.useContext.code | StructureMap.useContext.code | TerminologyCapabilities.useContext.code | ValueSet.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -8854,6 +9040,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CompartmentDefinition.resource.code",
             extract=_x189,
             roots=frozenset(["resource"]),
+            element_types=frozenset(["code"]),
         ),
         "status": SearchParameter(
             code="status",
@@ -8862,6 +9049,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.status | CodeSystem.status | CompartmentDefinition.status | ConceptMap.status | GraphDefinition.status | ImplementationGuide.status | MessageDefinition.status | NamingSystem.status | OperationDefinition.status | SearchParameter.status | StructureDefinition.status | StructureMap.status | TerminologyCapabilities.status | ValueSet.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "url": SearchParameter(
             code="url",
@@ -8878,6 +9066,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.version | CodeSystem.version | CompartmentDefinition.version | ConceptMap.version | GraphDefinition.version | ImplementationGuide.version | MessageDefinition.version | OperationDefinition.version | SearchParameter.version | StructureDefinition.version | StructureMap.version | TerminologyCapabilities.version | ValueSet.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "Composition": {
@@ -8895,6 +9084,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -8926,6 +9116,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -8942,6 +9133,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -8988,6 +9180,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Composition.category",
             extract=_x36,
             roots=frozenset(["category"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "confidentiality": SearchParameter(
             code="confidentiality",
@@ -8996,6 +9189,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Composition.confidentiality",
             extract=_x191,
             roots=frozenset(["_confidentiality", "confidentiality"]),
+            element_types=frozenset(["code"]),
         ),
         "context": SearchParameter(
             code="context",
@@ -9004,6 +9198,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Composition.event.code",
             extract=_x192,
             roots=frozenset(["event"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "date": SearchParameter(
             code="date",
@@ -9184,6 +9379,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -9208,6 +9404,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(Composition.relatesTo.target as Identifier)",
             extract=_x196,
             roots=frozenset(["relatesTo"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "related-ref": SearchParameter(
             code="related-ref",
@@ -9225,6 +9422,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Composition.section.code",
             extract=_x198,
             roots=frozenset(["section"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "status": SearchParameter(
             code="status",
@@ -9233,6 +9431,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Composition.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -9404,6 +9603,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.type | Composition.type | DocumentManifest.type | DocumentReference.type | Encounter.type | EpisodeOfCare.type",
             extract=_x13,
             roots=frozenset(["type"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "ConceptMap": {
@@ -9421,6 +9621,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -9452,6 +9653,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -9468,6 +9670,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -9483,6 +9686,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(CapabilityStatement.useContext.value as CodeableConcept) | (CodeSystem.useContext.value as CodeableConcept) | (CompartmentDefinition.useContext.value as CodeableConcept) | (ConceptMap.useContext.value as CodeableConcept) | (GraphDefinition.useContext.value as CodeableConcept) | (ImplementationGuide.useContext.value as CodeableConcept) | (MessageDefinition.useContext.value as CodeableConcept) | (NamingSystem.useContext.value as CodeableConcept) | (OperationDefinition.useContext.value as CodeableConcept) | (SearchParameter.useContext.value as CodeableConcept) | (StructureDefinition.useContext.value as CodeableConcept) | (StructureMap.useContext.value as CodeableConcept) | (TerminologyCapabilities.useContext.value as CodeableConcept) | (ValueSet.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -9499,6 +9703,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.useContext.code | CodeSystem.useContext.code | CompartmentDefinition.useContext.code | ConceptMap.useContext.code | GraphDefinition.useContext.code | ImplementationGuide.useContext.code | MessageDefinition.useContext.code | NamingSystem.useContext.code | OperationDefinition.useContext.code | SearchParameter.useContext.code | StructureDefinition.useContext.code | StructureMap.useContext.code | TerminologyCapabilities.useContext.code | ValueSet.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -9557,6 +9762,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CodeSystem.identifier | ConceptMap.identifier | MessageDefinition.identifier | StructureDefinition.identifier | StructureMap.identifier | ValueSet.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -9565,6 +9771,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.jurisdiction | CodeSystem.jurisdiction | ConceptMap.jurisdiction | GraphDefinition.jurisdiction | ImplementationGuide.jurisdiction | MessageDefinition.jurisdiction | NamingSystem.jurisdiction | OperationDefinition.jurisdiction | SearchParameter.jurisdiction | StructureDefinition.jurisdiction | StructureMap.jurisdiction | TerminologyCapabilities.jurisdiction | ValueSet.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -9615,6 +9822,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ConceptMap.group.element.code",
             extract=_x203,
             roots=frozenset(["group"]),
+            element_types=frozenset(["code"]),
         ),
         "source-system": SearchParameter(
             code="source-system",
@@ -9640,6 +9848,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.status | CodeSystem.status | CompartmentDefinition.status | ConceptMap.status | GraphDefinition.status | ImplementationGuide.status | MessageDefinition.status | NamingSystem.status | OperationDefinition.status | SearchParameter.status | StructureDefinition.status | StructureMap.status | TerminologyCapabilities.status | ValueSet.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "target": SearchParameter(
             code="target",
@@ -9657,6 +9866,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ConceptMap.group.element.target.code",
             extract=_x207,
             roots=frozenset(["group"]),
+            element_types=frozenset(["code"]),
         ),
         "target-system": SearchParameter(
             code="target-system",
@@ -9698,6 +9908,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.version | CodeSystem.version | CompartmentDefinition.version | ConceptMap.version | GraphDefinition.version | ImplementationGuide.version | MessageDefinition.version | OperationDefinition.version | SearchParameter.version | StructureDefinition.version | StructureMap.version | TerminologyCapabilities.version | ValueSet.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "Condition": {
@@ -9715,6 +9926,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -9746,6 +9958,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -9762,6 +9975,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -9810,6 +10024,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Condition.bodySite",
             extract=_x213,
             roots=frozenset(["bodySite"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "category": SearchParameter(
             code="category",
@@ -9818,6 +10033,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Condition.category",
             extract=_x36,
             roots=frozenset(["category"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "clinical-status": SearchParameter(
             code="clinical-status",
@@ -9826,6 +10042,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Condition.clinicalStatus",
             extract=_x47,
             roots=frozenset(["clinicalStatus"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "code": SearchParameter(
             code="code",
@@ -9834,6 +10051,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.code | AllergyIntolerance.reaction.substance | Condition.code | (DeviceRequest.code as CodeableConcept) | DiagnosticReport.code | FamilyMemberHistory.condition.code | List.code | Medication.code | (MedicationAdministration.medication as CodeableConcept) | (MedicationDispense.medication as CodeableConcept) | (MedicationRequest.medication as CodeableConcept) | (MedicationStatement.medication as CodeableConcept) | Observation.code | Procedure.code | ServiceRequest.code",
             extract=_x49,
             roots=frozenset(["code"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "encounter": SearchParameter(
             code="encounter",
@@ -9851,6 +10069,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Condition.evidence.code",
             extract=_x214,
             roots=frozenset(["evidence"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "evidence-detail": SearchParameter(
             code="evidence-detail",
@@ -10014,6 +10233,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "onset-age": SearchParameter(
             code="onset-age",
@@ -10062,6 +10282,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Condition.severity",
             extract=_x42,
             roots=frozenset(["severity"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "stage": SearchParameter(
             code="stage",
@@ -10070,6 +10291,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Condition.stage.summary",
             extract=_x219,
             roots=frozenset(["stage"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -10087,6 +10309,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Condition.verificationStatus",
             extract=_x71,
             roots=frozenset(["verificationStatus"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "Consent": {
@@ -10104,6 +10327,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -10135,6 +10359,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -10151,6 +10376,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -10166,6 +10392,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Consent.provision.action",
             extract=_x220,
             roots=frozenset(["provision"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "actor": SearchParameter(
             code="actor",
@@ -10192,6 +10419,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Consent.category",
             extract=_x36,
             roots=frozenset(["category"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "consentor": SearchParameter(
             code="consentor",
@@ -10378,6 +10606,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "organization": SearchParameter(
             code="organization",
@@ -10412,6 +10641,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Consent.provision.purpose",
             extract=_x226,
             roots=frozenset(["provision"]),
+            element_types=frozenset(["Coding"]),
         ),
         "scope": SearchParameter(
             code="scope",
@@ -10420,6 +10650,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Consent.scope",
             extract=_x227,
             roots=frozenset(["scope"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "security-label": SearchParameter(
             code="security-label",
@@ -10428,6 +10659,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Consent.provision.securityLabel",
             extract=_x228,
             roots=frozenset(["provision"]),
+            element_types=frozenset(["Coding"]),
         ),
         "source-reference": SearchParameter(
             code="source-reference",
@@ -10445,6 +10677,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Consent.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
     },
     "Contract": {
@@ -10462,6 +10695,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -10493,6 +10727,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -10509,6 +10744,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -10542,6 +10778,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Contract.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "instantiates": SearchParameter(
             code="instantiates",
@@ -10589,6 +10826,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Contract.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -10769,6 +11007,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -10800,6 +11039,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -10816,6 +11056,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -10840,6 +11081,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Coverage.class.type",
             extract=_x235,
             roots=frozenset(["class"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "class-value": SearchParameter(
             code="class-value",
@@ -10864,6 +11106,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Coverage.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -10899,6 +11142,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Coverage.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subscriber": SearchParameter(
             code="subscriber",
@@ -10916,6 +11160,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Coverage.type",
             extract=_x13,
             roots=frozenset(["type"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "CoverageEligibilityRequest": {
@@ -10933,6 +11178,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -10964,6 +11210,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -10980,6 +11227,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -11021,6 +11269,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CoverageEligibilityRequest.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -11047,6 +11296,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CoverageEligibilityRequest.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
     },
     "CoverageEligibilityResponse": {
@@ -11064,6 +11314,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -11095,6 +11346,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -11111,6 +11363,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -11142,6 +11395,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CoverageEligibilityResponse.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "insurer": SearchParameter(
             code="insurer",
@@ -11159,6 +11413,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CoverageEligibilityResponse.outcome",
             extract=_x104,
             roots=frozenset(["_outcome", "outcome"]),
+            element_types=frozenset(["code"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -11194,6 +11449,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CoverageEligibilityResponse.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
     },
     "DetectedIssue": {
@@ -11211,6 +11467,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -11242,6 +11499,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -11258,6 +11516,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -11282,6 +11541,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DetectedIssue.code",
             extract=_x49,
             roots=frozenset(["code"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "identified": SearchParameter(
             code="identified",
@@ -11298,6 +11558,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "implicated": SearchParameter(
             code="implicated",
@@ -11479,6 +11740,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -11510,6 +11772,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -11526,6 +11789,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -11549,6 +11813,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Device.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "location": SearchParameter(
             code="location",
@@ -11600,6 +11865,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Device.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "type": SearchParameter(
             code="type",
@@ -11608,6 +11874,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Device.type",
             extract=_x13,
             roots=frozenset(["type"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "udi-carrier": SearchParameter(
             code="udi-carrier",
@@ -11649,6 +11916,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -11680,6 +11948,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -11696,6 +11965,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -11711,6 +11981,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DeviceDefinition.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "parent": SearchParameter(
             code="parent",
@@ -11728,6 +11999,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DeviceDefinition.type",
             extract=_x13,
             roots=frozenset(["type"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "DeviceMetric": {
@@ -11745,6 +12017,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -11776,6 +12049,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -11792,6 +12066,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -11807,6 +12082,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DeviceMetric.category",
             extract=_x46,
             roots=frozenset(["_category", "category"]),
+            element_types=frozenset(["code"]),
         ),
         "identifier": SearchParameter(
             code="identifier",
@@ -11815,6 +12091,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DeviceMetric.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "parent": SearchParameter(
             code="parent",
@@ -11841,6 +12118,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DeviceMetric.type",
             extract=_x13,
             roots=frozenset(["type"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "DeviceRequest": {
@@ -11858,6 +12136,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -11889,6 +12168,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -11905,6 +12185,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -12083,6 +12364,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.code | AllergyIntolerance.reaction.substance | Condition.code | (DeviceRequest.code as CodeableConcept) | DiagnosticReport.code | FamilyMemberHistory.condition.code | List.code | Medication.code | (MedicationAdministration.medication as CodeableConcept) | (MedicationDispense.medication as CodeableConcept) | (MedicationRequest.medication as CodeableConcept) | (MedicationStatement.medication as CodeableConcept) | Observation.code | Procedure.code | ServiceRequest.code",
             extract=_x50,
             roots=frozenset(["codeCodeableConcept"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "device": SearchParameter(
             code="device",
@@ -12117,6 +12399,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DeviceRequest.groupIdentifier",
             extract=_x185,
             roots=frozenset(["groupIdentifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "identifier": SearchParameter(
             code="identifier",
@@ -12125,6 +12408,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "instantiates-canonical": SearchParameter(
             code="instantiates-canonical",
@@ -12159,6 +12443,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DeviceRequest.intent",
             extract=_x134,
             roots=frozenset(["_intent", "intent"]),
+            element_types=frozenset(["code"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -12357,6 +12642,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DeviceRequest.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -12383,6 +12669,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -12414,6 +12701,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -12430,6 +12718,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -12454,6 +12743,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DeviceUseStatement.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -12489,6 +12779,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -12520,6 +12811,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -12536,6 +12828,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -12566,6 +12859,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DiagnosticReport.category",
             extract=_x36,
             roots=frozenset(["category"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "code": SearchParameter(
             code="code",
@@ -12574,6 +12868,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.code | AllergyIntolerance.reaction.substance | Condition.code | (DeviceRequest.code as CodeableConcept) | DiagnosticReport.code | FamilyMemberHistory.condition.code | List.code | Medication.code | (MedicationAdministration.medication as CodeableConcept) | (MedicationDispense.medication as CodeableConcept) | (MedicationRequest.medication as CodeableConcept) | (MedicationStatement.medication as CodeableConcept) | Observation.code | Procedure.code | ServiceRequest.code",
             extract=_x49,
             roots=frozenset(["code"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "conclusion": SearchParameter(
             code="conclusion",
@@ -12582,6 +12877,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DiagnosticReport.conclusionCode",
             extract=_x256,
             roots=frozenset(["conclusionCode"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "date": SearchParameter(
             code="date",
@@ -12607,6 +12903,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "issued": SearchParameter(
             code="issued",
@@ -12676,6 +12973,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DiagnosticReport.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -12702,6 +13000,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -12733,6 +13032,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -12749,6 +13049,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -12796,6 +13097,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x63,
             roots=frozenset(["identifier", "masterIdentifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "item": SearchParameter(
             code="item",
@@ -12982,6 +13284,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DocumentManifest.related.identifier",
             extract=_x264,
             roots=frozenset(["related"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "related-ref": SearchParameter(
             code="related-ref",
@@ -13153,6 +13456,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DocumentManifest.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -13170,6 +13474,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.type | Composition.type | DocumentManifest.type | DocumentReference.type | Encounter.type | EpisodeOfCare.type",
             extract=_x13,
             roots=frozenset(["type"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "DocumentReference": {
@@ -13187,6 +13492,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -13218,6 +13524,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -13234,6 +13541,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -13274,6 +13582,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DocumentReference.category",
             extract=_x36,
             roots=frozenset(["category"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "contenttype": SearchParameter(
             code="contenttype",
@@ -13282,6 +13591,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DocumentReference.content.attachment.contentType",
             extract=_x268,
             roots=frozenset(["content"]),
+            element_types=frozenset(["code"]),
         ),
         "custodian": SearchParameter(
             code="custodian",
@@ -13324,6 +13634,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DocumentReference.context.event",
             extract=_x271,
             roots=frozenset(["context"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "facility": SearchParameter(
             code="facility",
@@ -13332,6 +13643,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DocumentReference.context.facilityType",
             extract=_x272,
             roots=frozenset(["context"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "format": SearchParameter(
             code="format",
@@ -13340,6 +13652,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DocumentReference.content.format",
             extract=_x273,
             roots=frozenset(["content"]),
+            element_types=frozenset(["Coding"]),
         ),
         "identifier": SearchParameter(
             code="identifier",
@@ -13348,6 +13661,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x63,
             roots=frozenset(["identifier", "masterIdentifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "language": SearchParameter(
             code="language",
@@ -13356,6 +13670,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DocumentReference.content.attachment.language",
             extract=_x274,
             roots=frozenset(["content"]),
+            element_types=frozenset(["code"]),
         ),
         "location": SearchParameter(
             code="location",
@@ -13552,6 +13867,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DocumentReference.relatesTo.code",
             extract=_x279,
             roots=frozenset(["relatesTo"]),
+            element_types=frozenset(["code"]),
         ),
         "relationship": SearchParameter(
             code="relationship",
@@ -13572,6 +13888,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DocumentReference.securityLabel",
             extract=_x280,
             roots=frozenset(["securityLabel"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "setting": SearchParameter(
             code="setting",
@@ -13580,6 +13897,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DocumentReference.context.practiceSetting",
             extract=_x281,
             roots=frozenset(["context"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "status": SearchParameter(
             code="status",
@@ -13588,6 +13906,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="DocumentReference.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -13605,6 +13924,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.type | Composition.type | DocumentManifest.type | DocumentReference.type | Encounter.type | EpisodeOfCare.type",
             extract=_x13,
             roots=frozenset(["type"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "EffectEvidenceSynthesis": {
@@ -13622,6 +13942,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -13653,6 +13974,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -13669,6 +13991,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -13684,6 +14007,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(EffectEvidenceSynthesis.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -13700,6 +14024,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="EffectEvidenceSynthesis.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -13758,6 +14083,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="EffectEvidenceSynthesis.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -13766,6 +14092,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="EffectEvidenceSynthesis.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -13790,6 +14117,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="EffectEvidenceSynthesis.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "title": SearchParameter(
             code="title",
@@ -13814,6 +14142,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="EffectEvidenceSynthesis.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "Encounter": {
@@ -13831,6 +14160,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -13862,6 +14192,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -13878,6 +14209,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -13920,6 +14252,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Encounter.class",
             extract=_x284,
             roots=frozenset(["class"]),
+            element_types=frozenset(["Coding"]),
         ),
         "date": SearchParameter(
             code="date",
@@ -13954,6 +14287,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "length": SearchParameter(
             code="length",
@@ -14005,6 +14339,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Encounter.participant.type",
             extract=_x291,
             roots=frozenset(["participant"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -14029,6 +14364,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Encounter.reasonCode",
             extract=_x80,
             roots=frozenset(["reasonCode"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "reason-reference": SearchParameter(
             code="reason-reference",
@@ -14055,6 +14391,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Encounter.hospitalization.specialArrangement",
             extract=_x294,
             roots=frozenset(["hospitalization"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "status": SearchParameter(
             code="status",
@@ -14063,6 +14400,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Encounter.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -14080,6 +14418,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.type | Composition.type | DocumentManifest.type | DocumentReference.type | Encounter.type | EpisodeOfCare.type",
             extract=_x13,
             roots=frozenset(["type"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "Endpoint": {
@@ -14097,6 +14436,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -14128,6 +14468,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -14144,6 +14485,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -14159,6 +14501,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Endpoint.connectionType",
             extract=_x295,
             roots=frozenset(["connectionType"]),
+            element_types=frozenset(["Coding"]),
         ),
         "identifier": SearchParameter(
             code="identifier",
@@ -14167,6 +14510,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Endpoint.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -14192,6 +14536,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Endpoint.payloadType",
             extract=_x297,
             roots=frozenset(["payloadType"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "status": SearchParameter(
             code="status",
@@ -14200,6 +14545,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Endpoint.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
     },
     "EnrollmentRequest": {
@@ -14217,6 +14563,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -14248,6 +14595,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -14264,6 +14612,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -14279,6 +14628,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="EnrollmentRequest.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -14296,6 +14646,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="EnrollmentRequest.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -14322,6 +14673,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -14353,6 +14705,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -14369,6 +14722,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -14384,6 +14738,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="EnrollmentResponse.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "request": SearchParameter(
             code="request",
@@ -14401,6 +14756,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="EnrollmentResponse.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
     },
     "EpisodeOfCare": {
@@ -14418,6 +14774,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -14449,6 +14806,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -14465,6 +14823,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -14505,6 +14864,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "incoming-referral": SearchParameter(
             code="incoming-referral",
@@ -14540,6 +14900,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="EpisodeOfCare.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "type": SearchParameter(
             code="type",
@@ -14548,6 +14909,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.type | Composition.type | DocumentManifest.type | DocumentReference.type | Encounter.type | EpisodeOfCare.type",
             extract=_x13,
             roots=frozenset(["type"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "EventDefinition": {
@@ -14565,6 +14927,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -14596,6 +14959,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -14612,6 +14976,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -14782,6 +15147,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(EventDefinition.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -14798,6 +15164,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="EventDefinition.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -15166,6 +15533,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="EventDefinition.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -15174,6 +15542,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="EventDefinition.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -15353,6 +15722,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="EventDefinition.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "successor": SearchParameter(
             code="successor",
@@ -15524,6 +15894,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="EventDefinition.topic",
             extract=_x28,
             roots=frozenset(["topic"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "url": SearchParameter(
             code="url",
@@ -15540,6 +15911,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="EventDefinition.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "Evidence": {
@@ -15557,6 +15929,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -15588,6 +15961,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -15604,6 +15978,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -15774,6 +16149,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(Evidence.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -15790,6 +16166,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Evidence.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -16158,6 +16535,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Evidence.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -16166,6 +16544,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Evidence.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -16345,6 +16724,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Evidence.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "successor": SearchParameter(
             code="successor",
@@ -16516,6 +16896,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Evidence.topic",
             extract=_x28,
             roots=frozenset(["topic"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "url": SearchParameter(
             code="url",
@@ -16532,6 +16913,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Evidence.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "EvidenceVariable": {
@@ -16549,6 +16931,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -16580,6 +16963,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -16596,6 +16980,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -16766,6 +17151,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(EvidenceVariable.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -16782,6 +17168,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="EvidenceVariable.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -17150,6 +17537,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="EvidenceVariable.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -17158,6 +17546,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="EvidenceVariable.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -17337,6 +17726,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="EvidenceVariable.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "successor": SearchParameter(
             code="successor",
@@ -17508,6 +17898,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="EvidenceVariable.topic",
             extract=_x28,
             roots=frozenset(["topic"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "url": SearchParameter(
             code="url",
@@ -17524,6 +17915,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="EvidenceVariable.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "ExampleScenario": {
@@ -17541,6 +17933,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -17572,6 +17965,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -17588,6 +17982,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -17603,6 +17998,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(ExampleScenario.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -17619,6 +18015,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ExampleScenario.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -17661,6 +18058,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ExampleScenario.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -17669,6 +18067,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ExampleScenario.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -17693,6 +18092,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ExampleScenario.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "url": SearchParameter(
             code="url",
@@ -17709,6 +18109,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ExampleScenario.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "ExplanationOfBenefit": {
@@ -17726,6 +18127,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -17757,6 +18159,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -17773,6 +18176,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -17867,6 +18271,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ExplanationOfBenefit.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "item-udi": SearchParameter(
             code="item-udi",
@@ -17926,6 +18331,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ExplanationOfBenefit.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subdetail-udi": SearchParameter(
             code="subdetail-udi",
@@ -17952,6 +18358,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -17983,6 +18390,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -17999,6 +18407,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -18014,6 +18423,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.code | AllergyIntolerance.reaction.substance | Condition.code | (DeviceRequest.code as CodeableConcept) | DiagnosticReport.code | FamilyMemberHistory.condition.code | List.code | Medication.code | (MedicationAdministration.medication as CodeableConcept) | (MedicationDispense.medication as CodeableConcept) | (MedicationRequest.medication as CodeableConcept) | (MedicationStatement.medication as CodeableConcept) | Observation.code | Procedure.code | ServiceRequest.code",
             extract=_x51,
             roots=frozenset(["condition"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "date": SearchParameter(
             code="date",
@@ -18030,6 +18440,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "instantiates-canonical": SearchParameter(
             code="instantiates-canonical",
@@ -18070,6 +18481,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="FamilyMemberHistory.relationship",
             extract=_x304,
             roots=frozenset(["relationship"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "sex": SearchParameter(
             code="sex",
@@ -18078,6 +18490,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="FamilyMemberHistory.sex",
             extract=_x305,
             roots=frozenset(["sex"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "status": SearchParameter(
             code="status",
@@ -18086,6 +18499,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="FamilyMemberHistory.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
     },
     "Flag": {
@@ -18103,6 +18517,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -18134,6 +18549,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -18150,6 +18566,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -18191,6 +18608,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Flag.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -18234,6 +18652,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -18265,6 +18684,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -18281,6 +18701,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -18296,6 +18717,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Goal.achievementStatus",
             extract=_x306,
             roots=frozenset(["achievementStatus"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "category": SearchParameter(
             code="category",
@@ -18304,6 +18726,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Goal.category",
             extract=_x36,
             roots=frozenset(["category"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "identifier": SearchParameter(
             code="identifier",
@@ -18312,6 +18735,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "lifecycle-status": SearchParameter(
             code="lifecycle-status",
@@ -18320,6 +18744,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Goal.lifecycleStatus",
             extract=_x307,
             roots=frozenset(["_lifecycleStatus", "lifecycleStatus"]),
+            element_types=frozenset(["code"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -18370,6 +18795,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -18401,6 +18827,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -18417,6 +18844,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -18432,6 +18860,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(CapabilityStatement.useContext.value as CodeableConcept) | (CodeSystem.useContext.value as CodeableConcept) | (CompartmentDefinition.useContext.value as CodeableConcept) | (ConceptMap.useContext.value as CodeableConcept) | (GraphDefinition.useContext.value as CodeableConcept) | (ImplementationGuide.useContext.value as CodeableConcept) | (MessageDefinition.useContext.value as CodeableConcept) | (NamingSystem.useContext.value as CodeableConcept) | (OperationDefinition.useContext.value as CodeableConcept) | (SearchParameter.useContext.value as CodeableConcept) | (StructureDefinition.useContext.value as CodeableConcept) | (StructureMap.useContext.value as CodeableConcept) | (TerminologyCapabilities.useContext.value as CodeableConcept) | (ValueSet.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -18448,6 +18877,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.useContext.code | CodeSystem.useContext.code | CompartmentDefinition.useContext.code | ConceptMap.useContext.code | GraphDefinition.useContext.code | ImplementationGuide.useContext.code | MessageDefinition.useContext.code | NamingSystem.useContext.code | OperationDefinition.useContext.code | SearchParameter.useContext.code | StructureDefinition.useContext.code | StructureMap.useContext.code | TerminologyCapabilities.useContext.code | ValueSet.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -18498,6 +18928,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.jurisdiction | CodeSystem.jurisdiction | ConceptMap.jurisdiction | GraphDefinition.jurisdiction | ImplementationGuide.jurisdiction | MessageDefinition.jurisdiction | NamingSystem.jurisdiction | OperationDefinition.jurisdiction | SearchParameter.jurisdiction | StructureDefinition.jurisdiction | StructureMap.jurisdiction | TerminologyCapabilities.jurisdiction | ValueSet.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -18522,6 +18953,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="GraphDefinition.start",
             extract=_x310,
             roots=frozenset(["_start", "start"]),
+            element_types=frozenset(["code"]),
         ),
         "status": SearchParameter(
             code="status",
@@ -18530,6 +18962,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.status | CodeSystem.status | CompartmentDefinition.status | ConceptMap.status | GraphDefinition.status | ImplementationGuide.status | MessageDefinition.status | NamingSystem.status | OperationDefinition.status | SearchParameter.status | StructureDefinition.status | StructureMap.status | TerminologyCapabilities.status | ValueSet.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "url": SearchParameter(
             code="url",
@@ -18546,6 +18979,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.version | CodeSystem.version | CompartmentDefinition.version | ConceptMap.version | GraphDefinition.version | ImplementationGuide.version | MessageDefinition.version | OperationDefinition.version | SearchParameter.version | StructureDefinition.version | StructureMap.version | TerminologyCapabilities.version | ValueSet.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "Group": {
@@ -18563,6 +18997,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -18594,6 +19029,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -18610,6 +19046,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -18625,6 +19062,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Group.actual",
             extract=_x311,
             roots=frozenset(["_actual", "actual"]),
+            element_types=frozenset(["boolean"]),
         ),
         "characteristic": SearchParameter(
             code="characteristic",
@@ -18633,6 +19071,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Group.characteristic.code",
             extract=_x312,
             roots=frozenset(["characteristic"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "characteristic-value": SearchParameter(
             code="characteristic-value",
@@ -18653,6 +19092,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Group.code",
             extract=_x49,
             roots=frozenset(["code"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "exclude": SearchParameter(
             code="exclude",
@@ -18661,6 +19101,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Group.characteristic.exclude",
             extract=_x313,
             roots=frozenset(["characteristic"]),
+            element_types=frozenset(["boolean"]),
         ),
         "identifier": SearchParameter(
             code="identifier",
@@ -18669,6 +19110,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Group.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "managing-entity": SearchParameter(
             code="managing-entity",
@@ -18703,6 +19145,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Group.type",
             extract=_x70,
             roots=frozenset(["_type", "type"]),
+            element_types=frozenset(["code"]),
         ),
         "value": SearchParameter(
             code="value",
@@ -18711,6 +19154,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(Group.characteristic.value as CodeableConcept) | (Group.characteristic.value as boolean)",
             extract=_x316,
             roots=frozenset(["characteristic"]),
+            element_types=frozenset(["CodeableConcept", "boolean"]),
         ),
     },
     "GuidanceResponse": {
@@ -18728,6 +19172,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -18759,6 +19204,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -18775,6 +19221,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -18790,6 +19237,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="GuidanceResponse.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -18806,6 +19254,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="GuidanceResponse.requestIdentifier",
             extract=_x319,
             roots=frozenset(["requestIdentifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -18832,6 +19281,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -18863,6 +19313,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -18879,6 +19330,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -18894,6 +19346,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="HealthcareService.active",
             extract=_x320,
             roots=frozenset(["_active", "active"]),
+            element_types=frozenset(["boolean"]),
         ),
         "characteristic": SearchParameter(
             code="characteristic",
@@ -18902,6 +19355,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="HealthcareService.characteristic",
             extract=_x321,
             roots=frozenset(["characteristic"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "coverage-area": SearchParameter(
             code="coverage-area",
@@ -18928,6 +19382,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="HealthcareService.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "location": SearchParameter(
             code="location",
@@ -18962,6 +19417,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="HealthcareService.program",
             extract=_x325,
             roots=frozenset(["program"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "service-category": SearchParameter(
             code="service-category",
@@ -18970,6 +19426,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="HealthcareService.category",
             extract=_x36,
             roots=frozenset(["category"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "service-type": SearchParameter(
             code="service-type",
@@ -18978,6 +19435,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="HealthcareService.type",
             extract=_x13,
             roots=frozenset(["type"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "specialty": SearchParameter(
             code="specialty",
@@ -18986,6 +19444,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="HealthcareService.specialty",
             extract=_x85,
             roots=frozenset(["specialty"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "ImagingStudy": {
@@ -19003,6 +19462,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -19034,6 +19494,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -19050,6 +19511,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -19074,6 +19536,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ImagingStudy.series.bodySite",
             extract=_x326,
             roots=frozenset(["series"]),
+            element_types=frozenset(["Coding"]),
         ),
         "dicom-class": SearchParameter(
             code="dicom-class",
@@ -19082,6 +19545,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ImagingStudy.series.instance.sopClass",
             extract=_x327,
             roots=frozenset(["series"]),
+            element_types=frozenset(["Coding"]),
         ),
         "encounter": SearchParameter(
             code="encounter",
@@ -19108,6 +19572,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "instance": SearchParameter(
             code="instance",
@@ -19116,6 +19581,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ImagingStudy.series.instance.uid",
             extract=_x329,
             roots=frozenset(["series"]),
+            element_types=frozenset(["id"]),
         ),
         "interpreter": SearchParameter(
             code="interpreter",
@@ -19133,6 +19599,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ImagingStudy.series.modality",
             extract=_x331,
             roots=frozenset(["series"]),
+            element_types=frozenset(["Coding"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -19166,6 +19633,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ImagingStudy.reasonCode",
             extract=_x80,
             roots=frozenset(["reasonCode"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "referrer": SearchParameter(
             code="referrer",
@@ -19183,6 +19651,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ImagingStudy.series.uid",
             extract=_x334,
             roots=frozenset(["series"]),
+            element_types=frozenset(["id"]),
         ),
         "started": SearchParameter(
             code="started",
@@ -19199,6 +19668,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ImagingStudy.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -19225,6 +19695,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -19256,6 +19727,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -19272,6 +19744,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -19302,6 +19775,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "location": SearchParameter(
             code="location",
@@ -19371,6 +19845,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Immunization.reasonCode",
             extract=_x80,
             roots=frozenset(["reasonCode"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "reason-reference": SearchParameter(
             code="reason-reference",
@@ -19396,6 +19871,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Immunization.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "status-reason": SearchParameter(
             code="status-reason",
@@ -19404,6 +19880,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Immunization.statusReason",
             extract=_x341,
             roots=frozenset(["statusReason"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "target-disease": SearchParameter(
             code="target-disease",
@@ -19412,6 +19889,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Immunization.protocolApplied.targetDisease",
             extract=_x342,
             roots=frozenset(["protocolApplied"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "vaccine-code": SearchParameter(
             code="vaccine-code",
@@ -19420,6 +19898,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Immunization.vaccineCode",
             extract=_x343,
             roots=frozenset(["vaccineCode"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "ImmunizationEvaluation": {
@@ -19437,6 +19916,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -19468,6 +19948,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -19484,6 +19965,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -19507,6 +19989,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ImmunizationEvaluation.doseStatus",
             extract=_x344,
             roots=frozenset(["doseStatus"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "identifier": SearchParameter(
             code="identifier",
@@ -19515,6 +19998,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ImmunizationEvaluation.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "immunization-event": SearchParameter(
             code="immunization-event",
@@ -19541,6 +20025,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ImmunizationEvaluation.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "target-disease": SearchParameter(
             code="target-disease",
@@ -19549,6 +20034,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ImmunizationEvaluation.targetDisease",
             extract=_x346,
             roots=frozenset(["targetDisease"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "ImmunizationRecommendation": {
@@ -19566,6 +20052,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -19597,6 +20084,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -19613,6 +20101,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -19636,6 +20125,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ImmunizationRecommendation.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "information": SearchParameter(
             code="information",
@@ -19808,6 +20298,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ImmunizationRecommendation.recommendation.forecastStatus",
             extract=_x348,
             roots=frozenset(["recommendation"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "support": SearchParameter(
             code="support",
@@ -19825,6 +20316,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ImmunizationRecommendation.recommendation.targetDisease",
             extract=_x350,
             roots=frozenset(["recommendation"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "vaccine-type": SearchParameter(
             code="vaccine-type",
@@ -19833,6 +20325,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ImmunizationRecommendation.recommendation.vaccineCode",
             extract=_x351,
             roots=frozenset(["recommendation"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "ImplementationGuide": {
@@ -19850,6 +20343,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -19881,6 +20375,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -19897,6 +20392,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -19912,6 +20408,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(CapabilityStatement.useContext.value as CodeableConcept) | (CodeSystem.useContext.value as CodeableConcept) | (CompartmentDefinition.useContext.value as CodeableConcept) | (ConceptMap.useContext.value as CodeableConcept) | (GraphDefinition.useContext.value as CodeableConcept) | (ImplementationGuide.useContext.value as CodeableConcept) | (MessageDefinition.useContext.value as CodeableConcept) | (NamingSystem.useContext.value as CodeableConcept) | (OperationDefinition.useContext.value as CodeableConcept) | (SearchParameter.useContext.value as CodeableConcept) | (StructureDefinition.useContext.value as CodeableConcept) | (StructureMap.useContext.value as CodeableConcept) | (TerminologyCapabilities.useContext.value as CodeableConcept) | (ValueSet.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -19928,6 +20425,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.useContext.code | CodeSystem.useContext.code | CompartmentDefinition.useContext.code | ConceptMap.useContext.code | GraphDefinition.useContext.code | ImplementationGuide.useContext.code | MessageDefinition.useContext.code | NamingSystem.useContext.code | OperationDefinition.useContext.code | SearchParameter.useContext.code | StructureDefinition.useContext.code | StructureMap.useContext.code | TerminologyCapabilities.useContext.code | ValueSet.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -19987,6 +20485,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ImplementationGuide.experimental",
             extract=_x353,
             roots=frozenset(["_experimental", "experimental"]),
+            element_types=frozenset(["boolean"]),
         ),
         "global": SearchParameter(
             code="global",
@@ -20004,6 +20503,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.jurisdiction | CodeSystem.jurisdiction | ConceptMap.jurisdiction | GraphDefinition.jurisdiction | ImplementationGuide.jurisdiction | MessageDefinition.jurisdiction | NamingSystem.jurisdiction | OperationDefinition.jurisdiction | SearchParameter.jurisdiction | StructureDefinition.jurisdiction | StructureMap.jurisdiction | TerminologyCapabilities.jurisdiction | ValueSet.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -20183,6 +20683,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.status | CodeSystem.status | CompartmentDefinition.status | ConceptMap.status | GraphDefinition.status | ImplementationGuide.status | MessageDefinition.status | NamingSystem.status | OperationDefinition.status | SearchParameter.status | StructureDefinition.status | StructureMap.status | TerminologyCapabilities.status | ValueSet.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "title": SearchParameter(
             code="title",
@@ -20207,6 +20708,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.version | CodeSystem.version | CompartmentDefinition.version | ConceptMap.version | GraphDefinition.version | ImplementationGuide.version | MessageDefinition.version | OperationDefinition.version | SearchParameter.version | StructureDefinition.version | StructureMap.version | TerminologyCapabilities.version | ValueSet.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "InsurancePlan": {
@@ -20224,6 +20726,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -20255,6 +20758,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -20271,6 +20775,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -20326,6 +20831,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="InsurancePlan.contact.address.use",
             extract=_x361,
             roots=frozenset(["contact"]),
+            element_types=frozenset(["code"]),
         ),
         "administered-by": SearchParameter(
             code="administered-by",
@@ -20352,6 +20858,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="InsurancePlan.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -20385,6 +20892,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="InsurancePlan.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "type": SearchParameter(
             code="type",
@@ -20393,6 +20901,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="InsurancePlan.type",
             extract=_x13,
             roots=frozenset(["type"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "Invoice": {
@@ -20410,6 +20919,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -20441,6 +20951,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -20457,6 +20968,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -20489,6 +21001,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Invoice.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "issuer": SearchParameter(
             code="issuer",
@@ -20522,6 +21035,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Invoice.participant.role",
             extract=_x366,
             roots=frozenset(["participant"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -20547,6 +21061,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Invoice.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -20580,6 +21095,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Invoice.type",
             extract=_x13,
             roots=frozenset(["type"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "Library": {
@@ -20597,6 +21113,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -20628,6 +21145,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -20644,6 +21162,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -20814,6 +21333,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Library.content.contentType",
             extract=_x369,
             roots=frozenset(["content"]),
+            element_types=frozenset(["code"]),
         ),
         "context": SearchParameter(
             code="context",
@@ -20822,6 +21342,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(Library.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -20838,6 +21359,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Library.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -21206,6 +21728,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Library.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -21214,6 +21737,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Library.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -21393,6 +21917,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Library.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "successor": SearchParameter(
             code="successor",
@@ -21564,6 +22089,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Library.topic",
             extract=_x28,
             roots=frozenset(["topic"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "type": SearchParameter(
             code="type",
@@ -21572,6 +22098,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Library.type",
             extract=_x13,
             roots=frozenset(["type"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "url": SearchParameter(
             code="url",
@@ -21588,6 +22115,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Library.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "Linkage": {
@@ -21605,6 +22133,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -21636,6 +22165,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -21652,6 +22182,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -21995,6 +22526,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -22026,6 +22558,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -22042,6 +22575,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -22057,6 +22591,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.code | AllergyIntolerance.reaction.substance | Condition.code | (DeviceRequest.code as CodeableConcept) | DiagnosticReport.code | FamilyMemberHistory.condition.code | List.code | Medication.code | (MedicationAdministration.medication as CodeableConcept) | (MedicationDispense.medication as CodeableConcept) | (MedicationRequest.medication as CodeableConcept) | (MedicationStatement.medication as CodeableConcept) | Observation.code | Procedure.code | ServiceRequest.code",
             extract=_x49,
             roots=frozenset(["code"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "date": SearchParameter(
             code="date",
@@ -22073,6 +22608,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="List.emptyReason",
             extract=_x371,
             roots=frozenset(["emptyReason"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "encounter": SearchParameter(
             code="encounter",
@@ -22090,6 +22626,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "item": SearchParameter(
             code="item",
@@ -22278,6 +22815,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="List.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -22312,6 +22850,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -22343,6 +22882,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -22359,6 +22899,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -22414,6 +22955,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Location.address.use",
             extract=_x379,
             roots=frozenset(["address"]),
+            element_types=frozenset(["code"]),
         ),
         "endpoint": SearchParameter(
             code="endpoint",
@@ -22431,6 +22973,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Location.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -22455,6 +22998,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Location.operationalStatus",
             extract=_x381,
             roots=frozenset(["operationalStatus"]),
+            element_types=frozenset(["Coding"]),
         ),
         "organization": SearchParameter(
             code="organization",
@@ -22481,6 +23025,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Location.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "type": SearchParameter(
             code="type",
@@ -22489,6 +23034,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Location.type",
             extract=_x13,
             roots=frozenset(["type"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "Measure": {
@@ -22506,6 +23052,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -22537,6 +23084,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -22553,6 +23101,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -22723,6 +23272,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(Measure.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -22739,6 +23289,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Measure.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -23107,6 +23658,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Measure.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -23115,6 +23667,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Measure.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -23294,6 +23847,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Measure.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "successor": SearchParameter(
             code="successor",
@@ -23465,6 +24019,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Measure.topic",
             extract=_x28,
             roots=frozenset(["topic"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "url": SearchParameter(
             code="url",
@@ -23481,6 +24036,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Measure.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "MeasureReport": {
@@ -23498,6 +24054,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -23529,6 +24086,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -23545,6 +24103,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -23723,6 +24282,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MeasureReport.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "measure": SearchParameter(
             code="measure",
@@ -23765,6 +24325,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MeasureReport.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -23799,6 +24360,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -23830,6 +24392,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -23846,6 +24409,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -23896,6 +24460,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Media.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "modality": SearchParameter(
             code="modality",
@@ -23904,6 +24469,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Media.modality",
             extract=_x386,
             roots=frozenset(["modality"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "operator": SearchParameter(
             code="operator",
@@ -23937,6 +24503,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Media.bodySite",
             extract=_x213,
             roots=frozenset(["bodySite"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "status": SearchParameter(
             code="status",
@@ -23945,6 +24512,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Media.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -23970,6 +24538,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Media.type",
             extract=_x13,
             roots=frozenset(["type"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "view": SearchParameter(
             code="view",
@@ -23978,6 +24547,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Media.view",
             extract=_x388,
             roots=frozenset(["view"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "Medication": {
@@ -23995,6 +24565,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -24026,6 +24597,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -24042,6 +24614,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -24057,6 +24630,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.code | AllergyIntolerance.reaction.substance | Condition.code | (DeviceRequest.code as CodeableConcept) | DiagnosticReport.code | FamilyMemberHistory.condition.code | List.code | Medication.code | (MedicationAdministration.medication as CodeableConcept) | (MedicationDispense.medication as CodeableConcept) | (MedicationRequest.medication as CodeableConcept) | (MedicationStatement.medication as CodeableConcept) | Observation.code | Procedure.code | ServiceRequest.code",
             extract=_x49,
             roots=frozenset(["code"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "expiration-date": SearchParameter(
             code="expiration-date",
@@ -24073,6 +24647,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Medication.form",
             extract=_x390,
             roots=frozenset(["form"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "identifier": SearchParameter(
             code="identifier",
@@ -24081,6 +24656,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Medication.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "ingredient": SearchParameter(
             code="ingredient",
@@ -24098,6 +24674,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(Medication.ingredient.item as CodeableConcept)",
             extract=_x392,
             roots=frozenset(["ingredient"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "lot-number": SearchParameter(
             code="lot-number",
@@ -24106,6 +24683,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Medication.batch.lotNumber",
             extract=_x393,
             roots=frozenset(["batch"]),
+            element_types=frozenset(["string"]),
         ),
         "manufacturer": SearchParameter(
             code="manufacturer",
@@ -24123,6 +24701,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Medication.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
     },
     "MedicationAdministration": {
@@ -24140,6 +24719,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -24171,6 +24751,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -24187,6 +24768,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -24202,6 +24784,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.code | AllergyIntolerance.reaction.substance | Condition.code | (DeviceRequest.code as CodeableConcept) | DiagnosticReport.code | FamilyMemberHistory.condition.code | List.code | Medication.code | (MedicationAdministration.medication as CodeableConcept) | (MedicationDispense.medication as CodeableConcept) | (MedicationRequest.medication as CodeableConcept) | (MedicationStatement.medication as CodeableConcept) | Observation.code | Procedure.code | ServiceRequest.code",
             extract=_x52,
             roots=frozenset(["medicationCodeableConcept"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context": SearchParameter(
             code="context",
@@ -24236,6 +24819,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "medication": SearchParameter(
             code="medication",
@@ -24270,6 +24854,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicationAdministration.reasonCode",
             extract=_x80,
             roots=frozenset(["reasonCode"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "reason-not-given": SearchParameter(
             code="reason-not-given",
@@ -24278,6 +24863,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicationAdministration.statusReason",
             extract=_x341,
             roots=frozenset(["statusReason"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "request": SearchParameter(
             code="request",
@@ -24295,6 +24881,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicationAdministration.status | MedicationDispense.status | MedicationRequest.status | MedicationStatement.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -24321,6 +24908,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -24352,6 +24940,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -24368,6 +24957,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -24383,6 +24973,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.code | AllergyIntolerance.reaction.substance | Condition.code | (DeviceRequest.code as CodeableConcept) | DiagnosticReport.code | FamilyMemberHistory.condition.code | List.code | Medication.code | (MedicationAdministration.medication as CodeableConcept) | (MedicationDispense.medication as CodeableConcept) | (MedicationRequest.medication as CodeableConcept) | (MedicationStatement.medication as CodeableConcept) | Observation.code | Procedure.code | ServiceRequest.code",
             extract=_x52,
             roots=frozenset(["medicationCodeableConcept"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context": SearchParameter(
             code="context",
@@ -24409,6 +25000,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "medication": SearchParameter(
             code="medication",
@@ -24477,6 +25069,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicationAdministration.status | MedicationDispense.status | MedicationRequest.status | MedicationStatement.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -24494,6 +25087,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicationDispense.type",
             extract=_x13,
             roots=frozenset(["type"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "whenhandedover": SearchParameter(
             code="whenhandedover",
@@ -24527,6 +25121,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -24558,6 +25153,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -24574,6 +25170,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -24589,6 +25186,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicationKnowledge.medicineClassification.classification",
             extract=_x401,
             roots=frozenset(["medicineClassification"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "classification-type": SearchParameter(
             code="classification-type",
@@ -24597,6 +25195,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicationKnowledge.medicineClassification.type",
             extract=_x402,
             roots=frozenset(["medicineClassification"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "code": SearchParameter(
             code="code",
@@ -24605,6 +25204,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicationKnowledge.code",
             extract=_x49,
             roots=frozenset(["code"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "doseform": SearchParameter(
             code="doseform",
@@ -24613,6 +25213,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicationKnowledge.doseForm",
             extract=_x403,
             roots=frozenset(["doseForm"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "ingredient": SearchParameter(
             code="ingredient",
@@ -24630,6 +25231,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(MedicationKnowledge.ingredient.item as CodeableConcept)",
             extract=_x392,
             roots=frozenset(["ingredient"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "manufacturer": SearchParameter(
             code="manufacturer",
@@ -24647,6 +25249,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicationKnowledge.monitoringProgram.name",
             extract=_x404,
             roots=frozenset(["monitoringProgram"]),
+            element_types=frozenset(["string"]),
         ),
         "monitoring-program-type": SearchParameter(
             code="monitoring-program-type",
@@ -24655,6 +25258,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicationKnowledge.monitoringProgram.type",
             extract=_x405,
             roots=frozenset(["monitoringProgram"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "monograph": SearchParameter(
             code="monograph",
@@ -24672,6 +25276,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicationKnowledge.monograph.type",
             extract=_x407,
             roots=frozenset(["monograph"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "source-cost": SearchParameter(
             code="source-cost",
@@ -24680,6 +25285,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicationKnowledge.cost.source",
             extract=_x408,
             roots=frozenset(["cost"]),
+            element_types=frozenset(["string"]),
         ),
         "status": SearchParameter(
             code="status",
@@ -24688,6 +25294,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicationKnowledge.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
     },
     "MedicationRequest": {
@@ -24705,6 +25312,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -24736,6 +25344,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -24752,6 +25361,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -24775,6 +25385,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicationRequest.category",
             extract=_x36,
             roots=frozenset(["category"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "code": SearchParameter(
             code="code",
@@ -24783,6 +25394,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.code | AllergyIntolerance.reaction.substance | Condition.code | (DeviceRequest.code as CodeableConcept) | DiagnosticReport.code | FamilyMemberHistory.condition.code | List.code | Medication.code | (MedicationAdministration.medication as CodeableConcept) | (MedicationDispense.medication as CodeableConcept) | (MedicationRequest.medication as CodeableConcept) | (MedicationStatement.medication as CodeableConcept) | Observation.code | Procedure.code | ServiceRequest.code",
             extract=_x52,
             roots=frozenset(["medicationCodeableConcept"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "date": SearchParameter(
             code="date",
@@ -24808,6 +25420,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "intended-dispenser": SearchParameter(
             code="intended-dispenser",
@@ -24842,6 +25455,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicationRequest.performerType",
             extract=_x411,
             roots=frozenset(["performerType"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "intent": SearchParameter(
             code="intent",
@@ -24850,6 +25464,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicationRequest.intent",
             extract=_x134,
             roots=frozenset(["_intent", "intent"]),
+            element_types=frozenset(["code"]),
         ),
         "medication": SearchParameter(
             code="medication",
@@ -24875,6 +25490,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicationRequest.priority",
             extract=_x186,
             roots=frozenset(["_priority", "priority"]),
+            element_types=frozenset(["code"]),
         ),
         "requester": SearchParameter(
             code="requester",
@@ -24899,6 +25515,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicationAdministration.status | MedicationDispense.status | MedicationRequest.status | MedicationStatement.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -24925,6 +25542,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -24956,6 +25574,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -24972,6 +25591,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -24987,6 +25607,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicationStatement.category",
             extract=_x36,
             roots=frozenset(["category"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "code": SearchParameter(
             code="code",
@@ -24995,6 +25616,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.code | AllergyIntolerance.reaction.substance | Condition.code | (DeviceRequest.code as CodeableConcept) | DiagnosticReport.code | FamilyMemberHistory.condition.code | List.code | Medication.code | (MedicationAdministration.medication as CodeableConcept) | (MedicationDispense.medication as CodeableConcept) | (MedicationRequest.medication as CodeableConcept) | (MedicationStatement.medication as CodeableConcept) | Observation.code | Procedure.code | ServiceRequest.code",
             extract=_x52,
             roots=frozenset(["medicationCodeableConcept"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context": SearchParameter(
             code="context",
@@ -25020,6 +25642,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "medication": SearchParameter(
             code="medication",
@@ -25075,6 +25698,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicationAdministration.status | MedicationDispense.status | MedicationRequest.status | MedicationStatement.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -25101,6 +25725,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -25132,6 +25757,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -25148,6 +25774,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -25163,6 +25790,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicinalProduct.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -25179,6 +25807,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicinalProduct.name.countryLanguage.language",
             extract=_x414,
             roots=frozenset(["name"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "MedicinalProductAuthorization": {
@@ -25196,6 +25825,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -25227,6 +25857,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -25243,6 +25874,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -25258,6 +25890,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicinalProductAuthorization.country",
             extract=_x415,
             roots=frozenset(["country"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "holder": SearchParameter(
             code="holder",
@@ -25275,6 +25908,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicinalProductAuthorization.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "status": SearchParameter(
             code="status",
@@ -25283,6 +25917,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicinalProductAuthorization.status",
             extract=_x417,
             roots=frozenset(["status"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -25309,6 +25944,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -25340,6 +25976,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -25356,6 +25993,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -25389,6 +26027,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -25420,6 +26059,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -25436,6 +26076,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -25469,6 +26110,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -25500,6 +26142,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -25516,6 +26159,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -25540,6 +26184,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -25571,6 +26216,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -25587,6 +26233,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -25620,6 +26267,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -25651,6 +26299,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -25667,6 +26316,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -25691,6 +26341,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -25722,6 +26373,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -25738,6 +26390,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -25753,6 +26406,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicinalProductPackaged.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -25779,6 +26433,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -25810,6 +26465,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -25826,6 +26482,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -25841,6 +26498,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicinalProductPharmaceutical.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "route": SearchParameter(
             code="route",
@@ -25849,6 +26507,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicinalProductPharmaceutical.routeOfAdministration.code",
             extract=_x418,
             roots=frozenset(["routeOfAdministration"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "target-species": SearchParameter(
             code="target-species",
@@ -25857,6 +26516,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MedicinalProductPharmaceutical.routeOfAdministration.targetSpecies.code",
             extract=_x419,
             roots=frozenset(["routeOfAdministration"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "MedicinalProductUndesirableEffect": {
@@ -25874,6 +26534,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -25905,6 +26566,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -25921,6 +26583,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -25954,6 +26617,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -25985,6 +26649,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -26001,6 +26666,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -26016,6 +26682,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MessageDefinition.category",
             extract=_x46,
             roots=frozenset(["_category", "category"]),
+            element_types=frozenset(["code"]),
         ),
         "context": SearchParameter(
             code="context",
@@ -26024,6 +26691,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(CapabilityStatement.useContext.value as CodeableConcept) | (CodeSystem.useContext.value as CodeableConcept) | (CompartmentDefinition.useContext.value as CodeableConcept) | (ConceptMap.useContext.value as CodeableConcept) | (GraphDefinition.useContext.value as CodeableConcept) | (ImplementationGuide.useContext.value as CodeableConcept) | (MessageDefinition.useContext.value as CodeableConcept) | (NamingSystem.useContext.value as CodeableConcept) | (OperationDefinition.useContext.value as CodeableConcept) | (SearchParameter.useContext.value as CodeableConcept) | (StructureDefinition.useContext.value as CodeableConcept) | (StructureMap.useContext.value as CodeableConcept) | (TerminologyCapabilities.useContext.value as CodeableConcept) | (ValueSet.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -26040,6 +26708,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.useContext.code | CodeSystem.useContext.code | CompartmentDefinition.useContext.code | ConceptMap.useContext.code | GraphDefinition.useContext.code | ImplementationGuide.useContext.code | MessageDefinition.useContext.code | NamingSystem.useContext.code | OperationDefinition.useContext.code | SearchParameter.useContext.code | StructureDefinition.useContext.code | StructureMap.useContext.code | TerminologyCapabilities.useContext.code | ValueSet.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -26090,6 +26759,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MessageDefinition.event",
             extract=_x420,
             roots=frozenset(["_eventUri", "eventCoding", "eventUri"]),
+            element_types=frozenset(["Coding", "uri"]),
         ),
         "focus": SearchParameter(
             code="focus",
@@ -26098,6 +26768,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MessageDefinition.focus.code",
             extract=_x421,
             roots=frozenset(["focus"]),
+            element_types=frozenset(["code"]),
         ),
         "identifier": SearchParameter(
             code="identifier",
@@ -26106,6 +26777,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CodeSystem.identifier | ConceptMap.identifier | MessageDefinition.identifier | StructureDefinition.identifier | StructureMap.identifier | ValueSet.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -26114,6 +26786,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.jurisdiction | CodeSystem.jurisdiction | ConceptMap.jurisdiction | GraphDefinition.jurisdiction | ImplementationGuide.jurisdiction | MessageDefinition.jurisdiction | NamingSystem.jurisdiction | OperationDefinition.jurisdiction | SearchParameter.jurisdiction | StructureDefinition.jurisdiction | StructureMap.jurisdiction | TerminologyCapabilities.jurisdiction | ValueSet.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -26147,6 +26820,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.status | CodeSystem.status | CompartmentDefinition.status | ConceptMap.status | GraphDefinition.status | ImplementationGuide.status | MessageDefinition.status | NamingSystem.status | OperationDefinition.status | SearchParameter.status | StructureDefinition.status | StructureMap.status | TerminologyCapabilities.status | ValueSet.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "title": SearchParameter(
             code="title",
@@ -26171,6 +26845,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.version | CodeSystem.version | CompartmentDefinition.version | ConceptMap.version | GraphDefinition.version | ImplementationGuide.version | MessageDefinition.version | OperationDefinition.version | SearchParameter.version | StructureDefinition.version | StructureMap.version | TerminologyCapabilities.version | ValueSet.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "MessageHeader": {
@@ -26188,6 +26863,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -26219,6 +26895,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -26235,6 +26912,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -26259,6 +26937,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MessageHeader.response.code",
             extract=_x423,
             roots=frozenset(["response"]),
+            element_types=frozenset(["code"]),
         ),
         "destination": SearchParameter(
             code="destination",
@@ -26292,6 +26971,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MessageHeader.event",
             extract=_x420,
             roots=frozenset(["_eventUri", "eventCoding", "eventUri"]),
+            element_types=frozenset(["Coding", "uri"]),
         ),
         "focus": SearchParameter(
             code="focus",
@@ -26464,6 +27144,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MessageHeader.response.identifier",
             extract=_x428,
             roots=frozenset(["response"]),
+            element_types=frozenset(["id"]),
         ),
         "responsible": SearchParameter(
             code="responsible",
@@ -26524,6 +27205,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -26555,6 +27237,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -26571,6 +27254,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -26586,6 +27270,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MolecularSequence.referenceSeq.chromosome",
             extract=_x433,
             roots=frozenset(["referenceSeq"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "chromosome-variant-coordinate": SearchParameter(
             code="chromosome-variant-coordinate",
@@ -26620,6 +27305,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MolecularSequence.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -26637,6 +27323,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MolecularSequence.referenceSeq.referenceSeqId",
             extract=_x434,
             roots=frozenset(["referenceSeq"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "referenceseqid-variant-coordinate": SearchParameter(
             code="referenceseqid-variant-coordinate",
@@ -26673,6 +27360,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="MolecularSequence.type",
             extract=_x70,
             roots=frozenset(["_type", "type"]),
+            element_types=frozenset(["code"]),
         ),
         "variant-end": SearchParameter(
             code="variant-end",
@@ -26722,6 +27410,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -26753,6 +27442,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -26769,6 +27459,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -26792,6 +27483,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(CapabilityStatement.useContext.value as CodeableConcept) | (CodeSystem.useContext.value as CodeableConcept) | (CompartmentDefinition.useContext.value as CodeableConcept) | (ConceptMap.useContext.value as CodeableConcept) | (GraphDefinition.useContext.value as CodeableConcept) | (ImplementationGuide.useContext.value as CodeableConcept) | (MessageDefinition.useContext.value as CodeableConcept) | (NamingSystem.useContext.value as CodeableConcept) | (OperationDefinition.useContext.value as CodeableConcept) | (SearchParameter.useContext.value as CodeableConcept) | (StructureDefinition.useContext.value as CodeableConcept) | (StructureMap.useContext.value as CodeableConcept) | (TerminologyCapabilities.useContext.value as CodeableConcept) | (ValueSet.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -26808,6 +27500,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.useContext.code | CodeSystem.useContext.code | CompartmentDefinition.useContext.code | ConceptMap.useContext.code | GraphDefinition.useContext.code | ImplementationGuide.useContext.code | MessageDefinition.useContext.code | NamingSystem.useContext.code | OperationDefinition.useContext.code | SearchParameter.useContext.code | StructureDefinition.useContext.code | StructureMap.useContext.code | TerminologyCapabilities.useContext.code | ValueSet.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -26858,6 +27551,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="NamingSystem.uniqueId.type",
             extract=_x450,
             roots=frozenset(["uniqueId"]),
+            element_types=frozenset(["code"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -26866,6 +27560,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.jurisdiction | CodeSystem.jurisdiction | ConceptMap.jurisdiction | GraphDefinition.jurisdiction | ImplementationGuide.jurisdiction | MessageDefinition.jurisdiction | NamingSystem.jurisdiction | OperationDefinition.jurisdiction | SearchParameter.jurisdiction | StructureDefinition.jurisdiction | StructureMap.jurisdiction | TerminologyCapabilities.jurisdiction | ValueSet.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "kind": SearchParameter(
             code="kind",
@@ -26874,6 +27569,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="NamingSystem.kind",
             extract=_x451,
             roots=frozenset(["_kind", "kind"]),
+            element_types=frozenset(["code"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -26914,6 +27610,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.status | CodeSystem.status | CompartmentDefinition.status | ConceptMap.status | GraphDefinition.status | ImplementationGuide.status | MessageDefinition.status | NamingSystem.status | OperationDefinition.status | SearchParameter.status | StructureDefinition.status | StructureMap.status | TerminologyCapabilities.status | ValueSet.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "telecom": SearchParameter(
             code="telecom",
@@ -26922,6 +27619,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="NamingSystem.contact.telecom",
             extract=_x454,
             roots=frozenset(["contact"]),
+            element_types=frozenset(["ContactPoint"]),
         ),
         "type": SearchParameter(
             code="type",
@@ -26930,6 +27628,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="NamingSystem.type",
             extract=_x13,
             roots=frozenset(["type"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "value": SearchParameter(
             code="value",
@@ -26955,6 +27654,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -26986,6 +27686,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -27002,6 +27703,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -27017,6 +27719,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="NutritionOrder.enteralFormula.additiveType",
             extract=_x456,
             roots=frozenset(["enteralFormula"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "datetime": SearchParameter(
             code="datetime",
@@ -27042,6 +27745,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="NutritionOrder.enteralFormula.baseFormulaType",
             extract=_x457,
             roots=frozenset(["enteralFormula"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "identifier": SearchParameter(
             code="identifier",
@@ -27050,6 +27754,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "instantiates-canonical": SearchParameter(
             code="instantiates-canonical",
@@ -27075,6 +27780,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="NutritionOrder.oralDiet.type",
             extract=_x458,
             roots=frozenset(["oralDiet"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -27101,6 +27807,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="NutritionOrder.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "supplement": SearchParameter(
             code="supplement",
@@ -27109,6 +27816,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="NutritionOrder.supplement.type",
             extract=_x460,
             roots=frozenset(["supplement"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "Observation": {
@@ -27126,6 +27834,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -27157,6 +27866,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -27173,6 +27883,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -27204,6 +27915,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Observation.category",
             extract=_x36,
             roots=frozenset(["category"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "code": SearchParameter(
             code="code",
@@ -27212,6 +27924,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.code | AllergyIntolerance.reaction.substance | Condition.code | (DeviceRequest.code as CodeableConcept) | DiagnosticReport.code | FamilyMemberHistory.condition.code | List.code | Medication.code | (MedicationAdministration.medication as CodeableConcept) | (MedicationDispense.medication as CodeableConcept) | (MedicationRequest.medication as CodeableConcept) | (MedicationStatement.medication as CodeableConcept) | Observation.code | Procedure.code | ServiceRequest.code",
             extract=_x49,
             roots=frozenset(["code"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "code-value-concept": SearchParameter(
             code="code-value-concept",
@@ -27264,6 +27977,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Observation.code | Observation.component.code",
             extract=_x461,
             roots=frozenset(["code", "component"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "combo-code-value-concept": SearchParameter(
             code="combo-code-value-concept",
@@ -27294,6 +28008,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Observation.dataAbsentReason | Observation.component.dataAbsentReason",
             extract=_x462,
             roots=frozenset(["component", "dataAbsentReason"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "combo-value-concept": SearchParameter(
             code="combo-value-concept",
@@ -27302,6 +28017,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(Observation.value as CodeableConcept) | (Observation.component.value as CodeableConcept)",
             extract=_x463,
             roots=frozenset(["component", "valueCodeableConcept"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "combo-value-quantity": SearchParameter(
             code="combo-value-quantity",
@@ -27318,6 +28034,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Observation.component.code",
             extract=_x465,
             roots=frozenset(["component"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "component-code-value-concept": SearchParameter(
             code="component-code-value-concept",
@@ -27350,6 +28067,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Observation.component.dataAbsentReason",
             extract=_x466,
             roots=frozenset(["component"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "component-value-concept": SearchParameter(
             code="component-value-concept",
@@ -27358,6 +28076,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(Observation.component.value as CodeableConcept)",
             extract=_x467,
             roots=frozenset(["component"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "component-value-quantity": SearchParameter(
             code="component-value-quantity",
@@ -27374,6 +28093,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Observation.dataAbsentReason",
             extract=_x469,
             roots=frozenset(["dataAbsentReason"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "date": SearchParameter(
             code="date",
@@ -27597,6 +28317,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "method": SearchParameter(
             code="method",
@@ -27605,6 +28326,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Observation.method",
             extract=_x472,
             roots=frozenset(["method"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "part-of": SearchParameter(
             code="part-of",
@@ -27662,6 +28384,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Observation.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -27679,6 +28402,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(Observation.value as CodeableConcept)",
             extract=_x34,
             roots=frozenset(["valueCodeableConcept"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "value-date": SearchParameter(
             code="value-date",
@@ -27720,6 +28444,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -27751,6 +28476,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -27767,6 +28493,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -27791,6 +28518,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -27822,6 +28550,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -27838,6 +28567,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -27862,6 +28592,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="OperationDefinition.code",
             extract=_x188,
             roots=frozenset(["_code", "code"]),
+            element_types=frozenset(["code"]),
         ),
         "context": SearchParameter(
             code="context",
@@ -27870,6 +28601,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(CapabilityStatement.useContext.value as CodeableConcept) | (CodeSystem.useContext.value as CodeableConcept) | (CompartmentDefinition.useContext.value as CodeableConcept) | (ConceptMap.useContext.value as CodeableConcept) | (GraphDefinition.useContext.value as CodeableConcept) | (ImplementationGuide.useContext.value as CodeableConcept) | (MessageDefinition.useContext.value as CodeableConcept) | (NamingSystem.useContext.value as CodeableConcept) | (OperationDefinition.useContext.value as CodeableConcept) | (SearchParameter.useContext.value as CodeableConcept) | (StructureDefinition.useContext.value as CodeableConcept) | (StructureMap.useContext.value as CodeableConcept) | (TerminologyCapabilities.useContext.value as CodeableConcept) | (ValueSet.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -27886,6 +28618,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.useContext.code | CodeSystem.useContext.code | CompartmentDefinition.useContext.code | ConceptMap.useContext.code | GraphDefinition.useContext.code | ImplementationGuide.useContext.code | MessageDefinition.useContext.code | NamingSystem.useContext.code | OperationDefinition.useContext.code | SearchParameter.useContext.code | StructureDefinition.useContext.code | StructureMap.useContext.code | TerminologyCapabilities.useContext.code | ValueSet.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -27945,6 +28678,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="OperationDefinition.instance",
             extract=_x484,
             roots=frozenset(["_instance", "instance"]),
+            element_types=frozenset(["boolean"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -27953,6 +28687,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.jurisdiction | CodeSystem.jurisdiction | ConceptMap.jurisdiction | GraphDefinition.jurisdiction | ImplementationGuide.jurisdiction | MessageDefinition.jurisdiction | NamingSystem.jurisdiction | OperationDefinition.jurisdiction | SearchParameter.jurisdiction | StructureDefinition.jurisdiction | StructureMap.jurisdiction | TerminologyCapabilities.jurisdiction | ValueSet.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "kind": SearchParameter(
             code="kind",
@@ -27961,6 +28696,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="OperationDefinition.kind",
             extract=_x451,
             roots=frozenset(["_kind", "kind"]),
+            element_types=frozenset(["code"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -27994,6 +28730,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.status | CodeSystem.status | CompartmentDefinition.status | ConceptMap.status | GraphDefinition.status | ImplementationGuide.status | MessageDefinition.status | NamingSystem.status | OperationDefinition.status | SearchParameter.status | StructureDefinition.status | StructureMap.status | TerminologyCapabilities.status | ValueSet.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "system": SearchParameter(
             code="system",
@@ -28002,6 +28739,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="OperationDefinition.system",
             extract=_x486,
             roots=frozenset(["_system", "system"]),
+            element_types=frozenset(["boolean"]),
         ),
         "title": SearchParameter(
             code="title",
@@ -28018,6 +28756,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="OperationDefinition.type",
             extract=_x487,
             roots=frozenset(["_type", "type"]),
+            element_types=frozenset(["boolean"]),
         ),
         "url": SearchParameter(
             code="url",
@@ -28034,6 +28773,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.version | CodeSystem.version | CompartmentDefinition.version | ConceptMap.version | GraphDefinition.version | ImplementationGuide.version | MessageDefinition.version | OperationDefinition.version | SearchParameter.version | StructureDefinition.version | StructureMap.version | TerminologyCapabilities.version | ValueSet.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "OperationOutcome": {
@@ -28051,6 +28791,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -28082,6 +28823,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -28098,6 +28840,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -28122,6 +28865,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -28153,6 +28897,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -28169,6 +28914,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -28184,6 +28930,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Organization.active",
             extract=_x320,
             roots=frozenset(["_active", "active"]),
+            element_types=frozenset(["boolean"]),
         ),
         "address": SearchParameter(
             code="address",
@@ -28232,6 +28979,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Organization.address.use",
             extract=_x379,
             roots=frozenset(["address"]),
+            element_types=frozenset(["code"]),
         ),
         "endpoint": SearchParameter(
             code="endpoint",
@@ -28249,6 +28997,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Organization.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -28282,6 +29031,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Organization.type",
             extract=_x13,
             roots=frozenset(["type"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "OrganizationAffiliation": {
@@ -28299,6 +29049,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -28330,6 +29081,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -28346,6 +29098,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -28361,6 +29114,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="OrganizationAffiliation.active",
             extract=_x320,
             roots=frozenset(["_active", "active"]),
+            element_types=frozenset(["boolean"]),
         ),
         "date": SearchParameter(
             code="date",
@@ -28377,6 +29131,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="OrganizationAffiliation.telecom.where(system='email')",
             extract=_x488,
             roots=frozenset(["telecom"]),
+            element_types=frozenset(["ContactPoint"]),
         ),
         "endpoint": SearchParameter(
             code="endpoint",
@@ -28394,6 +29149,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="OrganizationAffiliation.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "location": SearchParameter(
             code="location",
@@ -28429,6 +29185,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="OrganizationAffiliation.telecom.where(system='phone')",
             extract=_x491,
             roots=frozenset(["telecom"]),
+            element_types=frozenset(["ContactPoint"]),
         ),
         "primary-organization": SearchParameter(
             code="primary-organization",
@@ -28446,6 +29203,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="OrganizationAffiliation.code",
             extract=_x49,
             roots=frozenset(["code"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "service": SearchParameter(
             code="service",
@@ -28463,6 +29221,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="OrganizationAffiliation.specialty",
             extract=_x85,
             roots=frozenset(["specialty"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "telecom": SearchParameter(
             code="telecom",
@@ -28471,6 +29230,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="OrganizationAffiliation.telecom",
             extract=_x493,
             roots=frozenset(["telecom"]),
+            element_types=frozenset(["ContactPoint"]),
         ),
     },
     "Parameters": {
@@ -28488,6 +29248,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -28519,6 +29280,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -28535,6 +29297,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
     },
     "Patient": {
@@ -28552,6 +29315,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -28583,6 +29347,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -28599,6 +29364,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -28614,6 +29380,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.active",
             extract=_x320,
             roots=frozenset(["_active", "active"]),
+            element_types=frozenset(["boolean"]),
         ),
         "address": SearchParameter(
             code="address",
@@ -28662,6 +29429,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.address.use | Person.address.use | Practitioner.address.use | RelatedPerson.address.use",
             extract=_x379,
             roots=frozenset(["address"]),
+            element_types=frozenset(["code"]),
         ),
         "birthdate": SearchParameter(
             code="birthdate",
@@ -28688,6 +29456,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             roots=frozenset(
                 ["_deceasedBoolean", "_deceasedDateTime", "deceasedBoolean", "deceasedDateTime"]
             ),
+            element_types=frozenset(["System.Boolean"]),
         ),
         "email": SearchParameter(
             code="email",
@@ -28696,6 +29465,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.telecom.where(system='email') | Person.telecom.where(system='email') | Practitioner.telecom.where(system='email') | PractitionerRole.telecom.where(system='email') | RelatedPerson.telecom.where(system='email')",
             extract=_x488,
             roots=frozenset(["telecom"]),
+            element_types=frozenset(["ContactPoint"]),
         ),
         "family": SearchParameter(
             code="family",
@@ -28712,6 +29482,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.gender | Person.gender | Practitioner.gender | RelatedPerson.gender",
             extract=_x498,
             roots=frozenset(["_gender", "gender"]),
+            element_types=frozenset(["code"]),
         ),
         "general-practitioner": SearchParameter(
             code="general-practitioner",
@@ -28737,6 +29508,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "language": SearchParameter(
             code="language",
@@ -28745,6 +29517,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.communication.language",
             extract=_x501,
             roots=frozenset(["communication"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "link": SearchParameter(
             code="link",
@@ -28779,6 +29552,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.telecom.where(system='phone') | Person.telecom.where(system='phone') | Practitioner.telecom.where(system='phone') | PractitionerRole.telecom.where(system='phone') | RelatedPerson.telecom.where(system='phone')",
             extract=_x491,
             roots=frozenset(["telecom"]),
+            element_types=frozenset(["ContactPoint"]),
         ),
         "phonetic": SearchParameter(
             code="phonetic",
@@ -28795,6 +29569,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.telecom | Person.telecom | Practitioner.telecom | PractitionerRole.telecom | RelatedPerson.telecom",
             extract=_x493,
             roots=frozenset(["telecom"]),
+            element_types=frozenset(["ContactPoint"]),
         ),
     },
     "PaymentNotice": {
@@ -28812,6 +29587,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -28843,6 +29619,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -28859,6 +29636,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -28882,6 +29660,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="PaymentNotice.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "payment-status": SearchParameter(
             code="payment-status",
@@ -28890,6 +29669,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="PaymentNotice.paymentStatus",
             extract=_x504,
             roots=frozenset(["paymentStatus"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "provider": SearchParameter(
             code="provider",
@@ -29217,6 +29997,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="PaymentNotice.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
     },
     "PaymentReconciliation": {
@@ -29234,6 +30015,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -29265,6 +30047,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -29281,6 +30064,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -29312,6 +30096,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="PaymentReconciliation.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "outcome": SearchParameter(
             code="outcome",
@@ -29320,6 +30105,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="PaymentReconciliation.outcome",
             extract=_x104,
             roots=frozenset(["_outcome", "outcome"]),
+            element_types=frozenset(["code"]),
         ),
         "payment-issuer": SearchParameter(
             code="payment-issuer",
@@ -29355,6 +30141,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="PaymentReconciliation.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
     },
     "Person": {
@@ -29372,6 +30159,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -29403,6 +30191,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -29419,6 +30208,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -29474,6 +30264,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.address.use | Person.address.use | Practitioner.address.use | RelatedPerson.address.use",
             extract=_x379,
             roots=frozenset(["address"]),
+            element_types=frozenset(["code"]),
         ),
         "birthdate": SearchParameter(
             code="birthdate",
@@ -29490,6 +30281,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.telecom.where(system='email') | Person.telecom.where(system='email') | Practitioner.telecom.where(system='email') | PractitionerRole.telecom.where(system='email') | RelatedPerson.telecom.where(system='email')",
             extract=_x488,
             roots=frozenset(["telecom"]),
+            element_types=frozenset(["ContactPoint"]),
         ),
         "gender": SearchParameter(
             code="gender",
@@ -29498,6 +30290,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.gender | Person.gender | Practitioner.gender | RelatedPerson.gender",
             extract=_x498,
             roots=frozenset(["_gender", "gender"]),
+            element_types=frozenset(["code"]),
         ),
         "identifier": SearchParameter(
             code="identifier",
@@ -29506,6 +30299,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Person.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "link": SearchParameter(
             code="link",
@@ -29548,6 +30342,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.telecom.where(system='phone') | Person.telecom.where(system='phone') | Practitioner.telecom.where(system='phone') | PractitionerRole.telecom.where(system='phone') | RelatedPerson.telecom.where(system='phone')",
             extract=_x491,
             roots=frozenset(["telecom"]),
+            element_types=frozenset(["ContactPoint"]),
         ),
         "phonetic": SearchParameter(
             code="phonetic",
@@ -29580,6 +30375,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.telecom | Person.telecom | Practitioner.telecom | PractitionerRole.telecom | RelatedPerson.telecom",
             extract=_x493,
             roots=frozenset(["telecom"]),
+            element_types=frozenset(["ContactPoint"]),
         ),
     },
     "PlanDefinition": {
@@ -29597,6 +30393,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -29628,6 +30425,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -29644,6 +30442,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -29814,6 +30613,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(PlanDefinition.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -29830,6 +30630,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="PlanDefinition.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -30207,6 +31008,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="PlanDefinition.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -30215,6 +31017,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="PlanDefinition.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -30394,6 +31197,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="PlanDefinition.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "successor": SearchParameter(
             code="successor",
@@ -30565,6 +31369,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="PlanDefinition.topic",
             extract=_x28,
             roots=frozenset(["topic"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "type": SearchParameter(
             code="type",
@@ -30573,6 +31378,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="PlanDefinition.type",
             extract=_x13,
             roots=frozenset(["type"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "url": SearchParameter(
             code="url",
@@ -30589,6 +31395,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="PlanDefinition.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "Practitioner": {
@@ -30606,6 +31413,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -30637,6 +31445,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -30653,6 +31462,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -30668,6 +31478,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Practitioner.active",
             extract=_x320,
             roots=frozenset(["_active", "active"]),
+            element_types=frozenset(["boolean"]),
         ),
         "address": SearchParameter(
             code="address",
@@ -30716,6 +31527,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.address.use | Person.address.use | Practitioner.address.use | RelatedPerson.address.use",
             extract=_x379,
             roots=frozenset(["address"]),
+            element_types=frozenset(["code"]),
         ),
         "communication": SearchParameter(
             code="communication",
@@ -30724,6 +31536,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Practitioner.communication",
             extract=_x512,
             roots=frozenset(["communication"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "email": SearchParameter(
             code="email",
@@ -30732,6 +31545,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.telecom.where(system='email') | Person.telecom.where(system='email') | Practitioner.telecom.where(system='email') | PractitionerRole.telecom.where(system='email') | RelatedPerson.telecom.where(system='email')",
             extract=_x488,
             roots=frozenset(["telecom"]),
+            element_types=frozenset(["ContactPoint"]),
         ),
         "family": SearchParameter(
             code="family",
@@ -30748,6 +31562,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.gender | Person.gender | Practitioner.gender | RelatedPerson.gender",
             extract=_x498,
             roots=frozenset(["_gender", "gender"]),
+            element_types=frozenset(["code"]),
         ),
         "given": SearchParameter(
             code="given",
@@ -30764,6 +31579,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Practitioner.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -30780,6 +31596,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.telecom.where(system='phone') | Person.telecom.where(system='phone') | Practitioner.telecom.where(system='phone') | PractitionerRole.telecom.where(system='phone') | RelatedPerson.telecom.where(system='phone')",
             extract=_x491,
             roots=frozenset(["telecom"]),
+            element_types=frozenset(["ContactPoint"]),
         ),
         "phonetic": SearchParameter(
             code="phonetic",
@@ -30796,6 +31613,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.telecom | Person.telecom | Practitioner.telecom | PractitionerRole.telecom | RelatedPerson.telecom",
             extract=_x493,
             roots=frozenset(["telecom"]),
+            element_types=frozenset(["ContactPoint"]),
         ),
     },
     "PractitionerRole": {
@@ -30813,6 +31631,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -30844,6 +31663,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -30860,6 +31680,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -30875,6 +31696,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="PractitionerRole.active",
             extract=_x320,
             roots=frozenset(["_active", "active"]),
+            element_types=frozenset(["boolean"]),
         ),
         "date": SearchParameter(
             code="date",
@@ -30891,6 +31713,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.telecom.where(system='email') | Person.telecom.where(system='email') | Practitioner.telecom.where(system='email') | PractitionerRole.telecom.where(system='email') | RelatedPerson.telecom.where(system='email')",
             extract=_x488,
             roots=frozenset(["telecom"]),
+            element_types=frozenset(["ContactPoint"]),
         ),
         "endpoint": SearchParameter(
             code="endpoint",
@@ -30908,6 +31731,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="PractitionerRole.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "location": SearchParameter(
             code="location",
@@ -30934,6 +31758,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.telecom.where(system='phone') | Person.telecom.where(system='phone') | Practitioner.telecom.where(system='phone') | PractitionerRole.telecom.where(system='phone') | RelatedPerson.telecom.where(system='phone')",
             extract=_x491,
             roots=frozenset(["telecom"]),
+            element_types=frozenset(["ContactPoint"]),
         ),
         "practitioner": SearchParameter(
             code="practitioner",
@@ -30951,6 +31776,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="PractitionerRole.code",
             extract=_x49,
             roots=frozenset(["code"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "service": SearchParameter(
             code="service",
@@ -30968,6 +31794,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="PractitionerRole.specialty",
             extract=_x85,
             roots=frozenset(["specialty"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "telecom": SearchParameter(
             code="telecom",
@@ -30976,6 +31803,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.telecom | Person.telecom | Practitioner.telecom | PractitionerRole.telecom | RelatedPerson.telecom",
             extract=_x493,
             roots=frozenset(["telecom"]),
+            element_types=frozenset(["ContactPoint"]),
         ),
     },
     "Procedure": {
@@ -30993,6 +31821,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -31024,6 +31853,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -31040,6 +31870,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -31064,6 +31895,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Procedure.category",
             extract=_x36,
             roots=frozenset(["category"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "code": SearchParameter(
             code="code",
@@ -31072,6 +31904,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.code | AllergyIntolerance.reaction.substance | Condition.code | (DeviceRequest.code as CodeableConcept) | DiagnosticReport.code | FamilyMemberHistory.condition.code | List.code | Medication.code | (MedicationAdministration.medication as CodeableConcept) | (MedicationDispense.medication as CodeableConcept) | (MedicationRequest.medication as CodeableConcept) | (MedicationStatement.medication as CodeableConcept) | Observation.code | Procedure.code | ServiceRequest.code",
             extract=_x49,
             roots=frozenset(["code"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "date": SearchParameter(
             code="date",
@@ -31107,6 +31940,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "instantiates-canonical": SearchParameter(
             code="instantiates-canonical",
@@ -31180,6 +32014,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Procedure.reasonCode",
             extract=_x80,
             roots=frozenset(["reasonCode"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "reason-reference": SearchParameter(
             code="reason-reference",
@@ -31203,6 +32038,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Procedure.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -31229,6 +32065,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -31260,6 +32097,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -31276,6 +32114,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -31307,6 +32146,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Provenance.agent.role",
             extract=_x97,
             roots=frozenset(["agent"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "agent-type": SearchParameter(
             code="agent-type",
@@ -31315,6 +32155,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Provenance.agent.type",
             extract=_x514,
             roots=frozenset(["agent"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "entity": SearchParameter(
             code="entity",
@@ -31503,6 +32344,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Provenance.signature.type",
             extract=_x516,
             roots=frozenset(["signature"]),
+            element_types=frozenset(["Coding"]),
         ),
         "target": SearchParameter(
             code="target",
@@ -31683,6 +32525,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -31714,6 +32557,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -31730,6 +32574,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -31745,6 +32590,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Questionnaire.item.code",
             extract=_x518,
             roots=frozenset(["item"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context": SearchParameter(
             code="context",
@@ -31753,6 +32599,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(Questionnaire.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -31769,6 +32616,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Questionnaire.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -31835,6 +32683,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Questionnaire.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -31843,6 +32692,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Questionnaire.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -31867,6 +32717,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Questionnaire.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject-type": SearchParameter(
             code="subject-type",
@@ -31875,6 +32726,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Questionnaire.subjectType",
             extract=_x520,
             roots=frozenset(["_subjectType", "subjectType"]),
+            element_types=frozenset(["code"]),
         ),
         "title": SearchParameter(
             code="title",
@@ -31899,6 +32751,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Questionnaire.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "QuestionnaireResponse": {
@@ -31916,6 +32769,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -31947,6 +32801,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -31963,6 +32818,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -32020,6 +32876,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="QuestionnaireResponse.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "part-of": SearchParameter(
             code="part-of",
@@ -32063,6 +32920,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="QuestionnaireResponse.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -32235,6 +33093,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -32266,6 +33125,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -32282,6 +33142,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -32297,6 +33158,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="RelatedPerson.active",
             extract=_x320,
             roots=frozenset(["_active", "active"]),
+            element_types=frozenset(["boolean"]),
         ),
         "address": SearchParameter(
             code="address",
@@ -32345,6 +33207,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.address.use | Person.address.use | Practitioner.address.use | RelatedPerson.address.use",
             extract=_x379,
             roots=frozenset(["address"]),
+            element_types=frozenset(["code"]),
         ),
         "birthdate": SearchParameter(
             code="birthdate",
@@ -32361,6 +33224,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.telecom.where(system='email') | Person.telecom.where(system='email') | Practitioner.telecom.where(system='email') | PractitionerRole.telecom.where(system='email') | RelatedPerson.telecom.where(system='email')",
             extract=_x488,
             roots=frozenset(["telecom"]),
+            element_types=frozenset(["ContactPoint"]),
         ),
         "gender": SearchParameter(
             code="gender",
@@ -32369,6 +33233,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.gender | Person.gender | Practitioner.gender | RelatedPerson.gender",
             extract=_x498,
             roots=frozenset(["_gender", "gender"]),
+            element_types=frozenset(["code"]),
         ),
         "identifier": SearchParameter(
             code="identifier",
@@ -32377,6 +33242,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="RelatedPerson.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -32402,6 +33268,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.telecom.where(system='phone') | Person.telecom.where(system='phone') | Practitioner.telecom.where(system='phone') | PractitionerRole.telecom.where(system='phone') | RelatedPerson.telecom.where(system='phone')",
             extract=_x491,
             roots=frozenset(["telecom"]),
+            element_types=frozenset(["ContactPoint"]),
         ),
         "phonetic": SearchParameter(
             code="phonetic",
@@ -32418,6 +33285,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="RelatedPerson.relationship",
             extract=_x304,
             roots=frozenset(["relationship"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "telecom": SearchParameter(
             code="telecom",
@@ -32426,6 +33294,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Patient.telecom | Person.telecom | Practitioner.telecom | PractitionerRole.telecom | RelatedPerson.telecom",
             extract=_x493,
             roots=frozenset(["telecom"]),
+            element_types=frozenset(["ContactPoint"]),
         ),
     },
     "RequestGroup": {
@@ -32443,6 +33312,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -32474,6 +33344,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -32490,6 +33361,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -32522,6 +33394,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="RequestGroup.code",
             extract=_x49,
             roots=frozenset(["code"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "encounter": SearchParameter(
             code="encounter",
@@ -32539,6 +33412,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="RequestGroup.groupIdentifier",
             extract=_x185,
             roots=frozenset(["groupIdentifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "identifier": SearchParameter(
             code="identifier",
@@ -32547,6 +33421,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="RequestGroup.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "instantiates-canonical": SearchParameter(
             code="instantiates-canonical",
@@ -32571,6 +33446,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="RequestGroup.intent",
             extract=_x134,
             roots=frozenset(["_intent", "intent"]),
+            element_types=frozenset(["code"]),
         ),
         "participant": SearchParameter(
             code="participant",
@@ -32596,6 +33472,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="RequestGroup.priority",
             extract=_x186,
             roots=frozenset(["_priority", "priority"]),
+            element_types=frozenset(["code"]),
         ),
         "status": SearchParameter(
             code="status",
@@ -32604,6 +33481,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="RequestGroup.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -32630,6 +33508,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -32661,6 +33540,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -32677,6 +33557,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -32847,6 +33728,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(ResearchDefinition.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -32863,6 +33745,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ResearchDefinition.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -33231,6 +34114,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ResearchDefinition.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -33239,6 +34123,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ResearchDefinition.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -33418,6 +34303,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ResearchDefinition.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "successor": SearchParameter(
             code="successor",
@@ -33589,6 +34475,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ResearchDefinition.topic",
             extract=_x28,
             roots=frozenset(["topic"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "url": SearchParameter(
             code="url",
@@ -33605,6 +34492,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ResearchDefinition.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "ResearchElementDefinition": {
@@ -33622,6 +34510,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -33653,6 +34542,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -33669,6 +34559,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -33839,6 +34730,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(ResearchElementDefinition.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -33855,6 +34747,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ResearchElementDefinition.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -34223,6 +35116,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ResearchElementDefinition.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -34231,6 +35125,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ResearchElementDefinition.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -34410,6 +35305,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ResearchElementDefinition.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "successor": SearchParameter(
             code="successor",
@@ -34581,6 +35477,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ResearchElementDefinition.topic",
             extract=_x28,
             roots=frozenset(["topic"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "url": SearchParameter(
             code="url",
@@ -34597,6 +35494,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ResearchElementDefinition.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "ResearchStudy": {
@@ -34614,6 +35512,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -34645,6 +35544,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -34661,6 +35561,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -34676,6 +35577,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ResearchStudy.category",
             extract=_x36,
             roots=frozenset(["category"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "date": SearchParameter(
             code="date",
@@ -34692,6 +35594,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ResearchStudy.focus",
             extract=_x524,
             roots=frozenset(["focus"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "identifier": SearchParameter(
             code="identifier",
@@ -34700,6 +35603,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ResearchStudy.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "keyword": SearchParameter(
             code="keyword",
@@ -34708,6 +35612,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ResearchStudy.keyword",
             extract=_x525,
             roots=frozenset(["keyword"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "location": SearchParameter(
             code="location",
@@ -34716,6 +35621,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ResearchStudy.location",
             extract=_x113,
             roots=frozenset(["location"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "partof": SearchParameter(
             code="partof",
@@ -34769,6 +35675,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ResearchStudy.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "title": SearchParameter(
             code="title",
@@ -34794,6 +35701,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -34825,6 +35733,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -34841,6 +35750,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -34864,6 +35774,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ResearchSubject.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "individual": SearchParameter(
             code="individual",
@@ -34890,6 +35801,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ResearchSubject.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "study": SearchParameter(
             code="study",
@@ -34916,6 +35828,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -34947,6 +35860,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -34963,6 +35877,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -35004,6 +35919,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "method": SearchParameter(
             code="method",
@@ -35012,6 +35928,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="RiskAssessment.method",
             extract=_x472,
             roots=frozenset(["method"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -35045,6 +35962,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="RiskAssessment.prediction.qualitativeRisk",
             extract=_x533,
             roots=frozenset(["prediction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -35071,6 +35989,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -35102,6 +36021,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -35118,6 +36038,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -35133,6 +36054,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(RiskEvidenceSynthesis.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -35149,6 +36071,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="RiskEvidenceSynthesis.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -35207,6 +36130,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="RiskEvidenceSynthesis.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -35215,6 +36139,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="RiskEvidenceSynthesis.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -35239,6 +36164,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="RiskEvidenceSynthesis.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "title": SearchParameter(
             code="title",
@@ -35263,6 +36189,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="RiskEvidenceSynthesis.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "Schedule": {
@@ -35280,6 +36207,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -35311,6 +36239,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -35327,6 +36256,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -35342,6 +36272,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Schedule.active",
             extract=_x320,
             roots=frozenset(["_active", "active"]),
+            element_types=frozenset(["boolean"]),
         ),
         "actor": SearchParameter(
             code="actor",
@@ -35375,6 +36306,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Schedule.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "service-category": SearchParameter(
             code="service-category",
@@ -35383,6 +36315,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Schedule.serviceCategory",
             extract=_x82,
             roots=frozenset(["serviceCategory"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "service-type": SearchParameter(
             code="service-type",
@@ -35391,6 +36324,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Schedule.serviceType",
             extract=_x83,
             roots=frozenset(["serviceType"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "specialty": SearchParameter(
             code="specialty",
@@ -35399,6 +36333,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Schedule.specialty",
             extract=_x85,
             roots=frozenset(["specialty"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "SearchParameter": {
@@ -35416,6 +36351,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -35447,6 +36383,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -35463,6 +36400,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -35478,6 +36416,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="SearchParameter.base",
             extract=_x535,
             roots=frozenset(["_base", "base"]),
+            element_types=frozenset(["code"]),
         ),
         "code": SearchParameter(
             code="code",
@@ -35486,6 +36425,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="SearchParameter.code",
             extract=_x188,
             roots=frozenset(["_code", "code"]),
+            element_types=frozenset(["code"]),
         ),
         "component": SearchParameter(
             code="component",
@@ -35503,6 +36443,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(CapabilityStatement.useContext.value as CodeableConcept) | (CodeSystem.useContext.value as CodeableConcept) | (CompartmentDefinition.useContext.value as CodeableConcept) | (ConceptMap.useContext.value as CodeableConcept) | (GraphDefinition.useContext.value as CodeableConcept) | (ImplementationGuide.useContext.value as CodeableConcept) | (MessageDefinition.useContext.value as CodeableConcept) | (NamingSystem.useContext.value as CodeableConcept) | (OperationDefinition.useContext.value as CodeableConcept) | (SearchParameter.useContext.value as CodeableConcept) | (StructureDefinition.useContext.value as CodeableConcept) | (StructureMap.useContext.value as CodeableConcept) | (TerminologyCapabilities.useContext.value as CodeableConcept) | (ValueSet.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -35519,6 +36460,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.useContext.code | CodeSystem.useContext.code | CompartmentDefinition.useContext.code | ConceptMap.useContext.code | GraphDefinition.useContext.code | ImplementationGuide.useContext.code | MessageDefinition.useContext.code | NamingSystem.useContext.code | OperationDefinition.useContext.code | SearchParameter.useContext.code | StructureDefinition.useContext.code | StructureMap.useContext.code | TerminologyCapabilities.useContext.code | ValueSet.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -35578,6 +36520,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.jurisdiction | CodeSystem.jurisdiction | ConceptMap.jurisdiction | GraphDefinition.jurisdiction | ImplementationGuide.jurisdiction | MessageDefinition.jurisdiction | NamingSystem.jurisdiction | OperationDefinition.jurisdiction | SearchParameter.jurisdiction | StructureDefinition.jurisdiction | StructureMap.jurisdiction | TerminologyCapabilities.jurisdiction | ValueSet.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -35602,6 +36545,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.status | CodeSystem.status | CompartmentDefinition.status | ConceptMap.status | GraphDefinition.status | ImplementationGuide.status | MessageDefinition.status | NamingSystem.status | OperationDefinition.status | SearchParameter.status | StructureDefinition.status | StructureMap.status | TerminologyCapabilities.status | ValueSet.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "target": SearchParameter(
             code="target",
@@ -35610,6 +36554,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="SearchParameter.target",
             extract=_x538,
             roots=frozenset(["_target", "target"]),
+            element_types=frozenset(["code"]),
         ),
         "type": SearchParameter(
             code="type",
@@ -35618,6 +36563,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="SearchParameter.type",
             extract=_x70,
             roots=frozenset(["_type", "type"]),
+            element_types=frozenset(["code"]),
         ),
         "url": SearchParameter(
             code="url",
@@ -35634,6 +36580,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.version | CodeSystem.version | CompartmentDefinition.version | ConceptMap.version | GraphDefinition.version | ImplementationGuide.version | MessageDefinition.version | OperationDefinition.version | SearchParameter.version | StructureDefinition.version | StructureMap.version | TerminologyCapabilities.version | ValueSet.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "ServiceRequest": {
@@ -35651,6 +36598,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -35682,6 +36630,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -35698,6 +36647,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -35730,6 +36680,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ServiceRequest.bodySite",
             extract=_x213,
             roots=frozenset(["bodySite"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "category": SearchParameter(
             code="category",
@@ -35738,6 +36689,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ServiceRequest.category",
             extract=_x36,
             roots=frozenset(["category"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "code": SearchParameter(
             code="code",
@@ -35746,6 +36698,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.code | AllergyIntolerance.reaction.substance | Condition.code | (DeviceRequest.code as CodeableConcept) | DiagnosticReport.code | FamilyMemberHistory.condition.code | List.code | Medication.code | (MedicationAdministration.medication as CodeableConcept) | (MedicationDispense.medication as CodeableConcept) | (MedicationRequest.medication as CodeableConcept) | (MedicationStatement.medication as CodeableConcept) | Observation.code | Procedure.code | ServiceRequest.code",
             extract=_x49,
             roots=frozenset(["code"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "encounter": SearchParameter(
             code="encounter",
@@ -35763,6 +36716,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "instantiates-canonical": SearchParameter(
             code="instantiates-canonical",
@@ -35788,6 +36742,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ServiceRequest.intent",
             extract=_x134,
             roots=frozenset(["_intent", "intent"]),
+            element_types=frozenset(["code"]),
         ),
         "occurrence": SearchParameter(
             code="occurrence",
@@ -35837,6 +36792,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ServiceRequest.performerType",
             extract=_x411,
             roots=frozenset(["performerType"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "priority": SearchParameter(
             code="priority",
@@ -35845,6 +36801,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ServiceRequest.priority",
             extract=_x186,
             roots=frozenset(["_priority", "priority"]),
+            element_types=frozenset(["code"]),
         ),
         "replaces": SearchParameter(
             code="replaces",
@@ -35878,6 +36835,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ServiceRequest.requisition",
             extract=_x539,
             roots=frozenset(["requisition"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "specimen": SearchParameter(
             code="specimen",
@@ -35895,6 +36853,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ServiceRequest.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -35921,6 +36880,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -35952,6 +36912,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -35968,6 +36929,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -35983,6 +36945,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Slot.appointmentType",
             extract=_x73,
             roots=frozenset(["appointmentType"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "identifier": SearchParameter(
             code="identifier",
@@ -35991,6 +36954,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Slot.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "schedule": SearchParameter(
             code="schedule",
@@ -36008,6 +36972,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Slot.serviceCategory",
             extract=_x82,
             roots=frozenset(["serviceCategory"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "service-type": SearchParameter(
             code="service-type",
@@ -36016,6 +36981,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Slot.serviceType",
             extract=_x83,
             roots=frozenset(["serviceType"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "specialty": SearchParameter(
             code="specialty",
@@ -36024,6 +36990,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Slot.specialty",
             extract=_x85,
             roots=frozenset(["specialty"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "start": SearchParameter(
             code="start",
@@ -36040,6 +37007,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Slot.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
     },
     "Specimen": {
@@ -36057,6 +37025,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -36088,6 +37057,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -36104,6 +37074,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -36119,6 +37090,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Specimen.accessionIdentifier",
             extract=_x541,
             roots=frozenset(["accessionIdentifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "bodysite": SearchParameter(
             code="bodysite",
@@ -36127,6 +37099,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Specimen.collection.bodySite",
             extract=_x542,
             roots=frozenset(["collection"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "collected": SearchParameter(
             code="collected",
@@ -36152,6 +37125,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Specimen.container.type",
             extract=_x545,
             roots=frozenset(["container"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "container-id": SearchParameter(
             code="container-id",
@@ -36160,6 +37134,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Specimen.container.identifier",
             extract=_x546,
             roots=frozenset(["container"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "identifier": SearchParameter(
             code="identifier",
@@ -36168,6 +37143,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Specimen.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "parent": SearchParameter(
             code="parent",
@@ -36193,6 +37169,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Specimen.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -36210,6 +37187,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Specimen.type",
             extract=_x13,
             roots=frozenset(["type"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "SpecimenDefinition": {
@@ -36227,6 +37205,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -36258,6 +37237,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -36274,6 +37254,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -36289,6 +37270,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="SpecimenDefinition.typeTested.container.type",
             extract=_x547,
             roots=frozenset(["typeTested"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "identifier": SearchParameter(
             code="identifier",
@@ -36297,6 +37279,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="SpecimenDefinition.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "type": SearchParameter(
             code="type",
@@ -36305,6 +37288,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="SpecimenDefinition.typeCollected",
             extract=_x548,
             roots=frozenset(["typeCollected"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "StructureDefinition": {
@@ -36322,6 +37306,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -36353,6 +37338,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -36369,6 +37355,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -36384,6 +37371,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="StructureDefinition.abstract",
             extract=_x549,
             roots=frozenset(["_abstract", "abstract"]),
+            element_types=frozenset(["boolean"]),
         ),
         "base": SearchParameter(
             code="base",
@@ -36401,6 +37389,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="StructureDefinition.snapshot.element.base.path | StructureDefinition.differential.element.base.path",
             extract=_x551,
             roots=frozenset(["differential", "snapshot"]),
+            element_types=frozenset(["string"]),
         ),
         "context": SearchParameter(
             code="context",
@@ -36409,6 +37398,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(CapabilityStatement.useContext.value as CodeableConcept) | (CodeSystem.useContext.value as CodeableConcept) | (CompartmentDefinition.useContext.value as CodeableConcept) | (ConceptMap.useContext.value as CodeableConcept) | (GraphDefinition.useContext.value as CodeableConcept) | (ImplementationGuide.useContext.value as CodeableConcept) | (MessageDefinition.useContext.value as CodeableConcept) | (NamingSystem.useContext.value as CodeableConcept) | (OperationDefinition.useContext.value as CodeableConcept) | (SearchParameter.useContext.value as CodeableConcept) | (StructureDefinition.useContext.value as CodeableConcept) | (StructureMap.useContext.value as CodeableConcept) | (TerminologyCapabilities.useContext.value as CodeableConcept) | (ValueSet.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -36425,6 +37415,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.useContext.code | CodeSystem.useContext.code | CompartmentDefinition.useContext.code | ConceptMap.useContext.code | GraphDefinition.useContext.code | ImplementationGuide.useContext.code | MessageDefinition.useContext.code | NamingSystem.useContext.code | OperationDefinition.useContext.code | SearchParameter.useContext.code | StructureDefinition.useContext.code | StructureMap.useContext.code | TerminologyCapabilities.useContext.code | ValueSet.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -36467,6 +37458,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="StructureDefinition.derivation",
             extract=_x552,
             roots=frozenset(["_derivation", "derivation"]),
+            element_types=frozenset(["code"]),
         ),
         "description": SearchParameter(
             code="description",
@@ -36483,6 +37475,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="StructureDefinition.experimental",
             extract=_x353,
             roots=frozenset(["_experimental", "experimental"]),
+            element_types=frozenset(["boolean"]),
         ),
         "ext-context": SearchParameter(
             code="ext-context",
@@ -36491,6 +37484,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="StructureDefinition.context.type",
             extract=_x553,
             roots=frozenset(["context"]),
+            element_types=frozenset(["code"]),
         ),
         "identifier": SearchParameter(
             code="identifier",
@@ -36499,6 +37493,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CodeSystem.identifier | ConceptMap.identifier | MessageDefinition.identifier | StructureDefinition.identifier | StructureMap.identifier | ValueSet.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -36507,6 +37502,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.jurisdiction | CodeSystem.jurisdiction | ConceptMap.jurisdiction | GraphDefinition.jurisdiction | ImplementationGuide.jurisdiction | MessageDefinition.jurisdiction | NamingSystem.jurisdiction | OperationDefinition.jurisdiction | SearchParameter.jurisdiction | StructureDefinition.jurisdiction | StructureMap.jurisdiction | TerminologyCapabilities.jurisdiction | ValueSet.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "keyword": SearchParameter(
             code="keyword",
@@ -36515,6 +37511,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="StructureDefinition.keyword",
             extract=_x554,
             roots=frozenset(["keyword"]),
+            element_types=frozenset(["Coding"]),
         ),
         "kind": SearchParameter(
             code="kind",
@@ -36523,6 +37520,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="StructureDefinition.kind",
             extract=_x451,
             roots=frozenset(["_kind", "kind"]),
+            element_types=frozenset(["code"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -36539,6 +37537,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="StructureDefinition.snapshot.element.path | StructureDefinition.differential.element.path",
             extract=_x555,
             roots=frozenset(["differential", "snapshot"]),
+            element_types=frozenset(["string"]),
         ),
         "publisher": SearchParameter(
             code="publisher",
@@ -36555,6 +37554,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.status | CodeSystem.status | CompartmentDefinition.status | ConceptMap.status | GraphDefinition.status | ImplementationGuide.status | MessageDefinition.status | NamingSystem.status | OperationDefinition.status | SearchParameter.status | StructureDefinition.status | StructureMap.status | TerminologyCapabilities.status | ValueSet.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "title": SearchParameter(
             code="title",
@@ -36596,6 +37596,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.version | CodeSystem.version | CompartmentDefinition.version | ConceptMap.version | GraphDefinition.version | ImplementationGuide.version | MessageDefinition.version | OperationDefinition.version | SearchParameter.version | StructureDefinition.version | StructureMap.version | TerminologyCapabilities.version | ValueSet.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "StructureMap": {
@@ -36613,6 +37614,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -36644,6 +37646,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -36660,6 +37663,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -36675,6 +37679,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(CapabilityStatement.useContext.value as CodeableConcept) | (CodeSystem.useContext.value as CodeableConcept) | (CompartmentDefinition.useContext.value as CodeableConcept) | (ConceptMap.useContext.value as CodeableConcept) | (GraphDefinition.useContext.value as CodeableConcept) | (ImplementationGuide.useContext.value as CodeableConcept) | (MessageDefinition.useContext.value as CodeableConcept) | (NamingSystem.useContext.value as CodeableConcept) | (OperationDefinition.useContext.value as CodeableConcept) | (SearchParameter.useContext.value as CodeableConcept) | (StructureDefinition.useContext.value as CodeableConcept) | (StructureMap.useContext.value as CodeableConcept) | (TerminologyCapabilities.useContext.value as CodeableConcept) | (ValueSet.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -36691,6 +37696,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.useContext.code | CodeSystem.useContext.code | CompartmentDefinition.useContext.code | ConceptMap.useContext.code | GraphDefinition.useContext.code | ImplementationGuide.useContext.code | MessageDefinition.useContext.code | NamingSystem.useContext.code | OperationDefinition.useContext.code | SearchParameter.useContext.code | StructureDefinition.useContext.code | StructureMap.useContext.code | TerminologyCapabilities.useContext.code | ValueSet.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -36741,6 +37747,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CodeSystem.identifier | ConceptMap.identifier | MessageDefinition.identifier | StructureDefinition.identifier | StructureMap.identifier | ValueSet.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -36749,6 +37756,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.jurisdiction | CodeSystem.jurisdiction | ConceptMap.jurisdiction | GraphDefinition.jurisdiction | ImplementationGuide.jurisdiction | MessageDefinition.jurisdiction | NamingSystem.jurisdiction | OperationDefinition.jurisdiction | SearchParameter.jurisdiction | StructureDefinition.jurisdiction | StructureMap.jurisdiction | TerminologyCapabilities.jurisdiction | ValueSet.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -36773,6 +37781,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.status | CodeSystem.status | CompartmentDefinition.status | ConceptMap.status | GraphDefinition.status | ImplementationGuide.status | MessageDefinition.status | NamingSystem.status | OperationDefinition.status | SearchParameter.status | StructureDefinition.status | StructureMap.status | TerminologyCapabilities.status | ValueSet.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "title": SearchParameter(
             code="title",
@@ -36797,6 +37806,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.version | CodeSystem.version | CompartmentDefinition.version | ConceptMap.version | GraphDefinition.version | ImplementationGuide.version | MessageDefinition.version | OperationDefinition.version | SearchParameter.version | StructureDefinition.version | StructureMap.version | TerminologyCapabilities.version | ValueSet.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "Subscription": {
@@ -36814,6 +37824,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -36845,6 +37856,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -36861,6 +37873,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -36876,6 +37889,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Subscription.contact",
             extract=_x558,
             roots=frozenset(["contact"]),
+            element_types=frozenset(["ContactPoint"]),
         ),
         "criteria": SearchParameter(
             code="criteria",
@@ -36892,6 +37906,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Subscription.channel.payload",
             extract=_x560,
             roots=frozenset(["channel"]),
+            element_types=frozenset(["code"]),
         ),
         "status": SearchParameter(
             code="status",
@@ -36900,6 +37915,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Subscription.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "type": SearchParameter(
             code="type",
@@ -36908,6 +37924,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Subscription.channel.type",
             extract=_x561,
             roots=frozenset(["channel"]),
+            element_types=frozenset(["code"]),
         ),
         "url": SearchParameter(
             code="url",
@@ -36933,6 +37950,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -36964,6 +37982,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -36980,6 +37999,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -36995,6 +38015,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Substance.category",
             extract=_x36,
             roots=frozenset(["category"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "code": SearchParameter(
             code="code",
@@ -37003,6 +38024,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Substance.code | (Substance.ingredient.substance as CodeableConcept)",
             extract=_x563,
             roots=frozenset(["code", "ingredient"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "container-identifier": SearchParameter(
             code="container-identifier",
@@ -37011,6 +38033,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Substance.instance.identifier",
             extract=_x564,
             roots=frozenset(["instance"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "expiry": SearchParameter(
             code="expiry",
@@ -37027,6 +38050,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Substance.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "quantity": SearchParameter(
             code="quantity",
@@ -37043,6 +38067,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Substance.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "substance-reference": SearchParameter(
             code="substance-reference",
@@ -37069,6 +38094,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -37100,6 +38126,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -37116,6 +38143,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -37140,6 +38168,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -37171,6 +38200,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -37187,6 +38217,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -37211,6 +38242,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -37242,6 +38274,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -37258,6 +38291,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -37282,6 +38316,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -37313,6 +38348,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -37329,6 +38365,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -37353,6 +38390,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -37384,6 +38422,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -37400,6 +38439,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -37424,6 +38464,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -37455,6 +38496,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -37471,6 +38513,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -37486,6 +38529,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="SubstanceSpecification.code.code",
             extract=_x568,
             roots=frozenset(["code"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
     },
     "SupplyDelivery": {
@@ -37503,6 +38547,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -37534,6 +38579,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -37550,6 +38596,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -37565,6 +38612,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -37591,6 +38639,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="SupplyDelivery.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "supplier": SearchParameter(
             code="supplier",
@@ -37617,6 +38666,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -37648,6 +38698,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -37664,6 +38715,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -37679,6 +38731,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="SupplyRequest.category",
             extract=_x36,
             roots=frozenset(["category"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "date": SearchParameter(
             code="date",
@@ -37695,6 +38748,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "requester": SearchParameter(
             code="requester",
@@ -37719,6 +38773,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="SupplyRequest.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -37754,6 +38809,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -37785,6 +38841,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -37801,6 +38858,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -37979,6 +39037,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Task.businessStatus",
             extract=_x571,
             roots=frozenset(["businessStatus"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "code": SearchParameter(
             code="code",
@@ -37987,6 +39046,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Task.code",
             extract=_x49,
             roots=frozenset(["code"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "encounter": SearchParameter(
             code="encounter",
@@ -38159,6 +39219,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Task.groupIdentifier",
             extract=_x185,
             roots=frozenset(["groupIdentifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "identifier": SearchParameter(
             code="identifier",
@@ -38167,6 +39228,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Task.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "intent": SearchParameter(
             code="intent",
@@ -38175,6 +39237,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Task.intent",
             extract=_x134,
             roots=frozenset(["_intent", "intent"]),
+            element_types=frozenset(["code"]),
         ),
         "modified": SearchParameter(
             code="modified",
@@ -38226,6 +39289,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Task.performerType",
             extract=_x411,
             roots=frozenset(["performerType"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "period": SearchParameter(
             code="period",
@@ -38242,6 +39306,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Task.priority",
             extract=_x186,
             roots=frozenset(["_priority", "priority"]),
+            element_types=frozenset(["code"]),
         ),
         "requester": SearchParameter(
             code="requester",
@@ -38266,6 +39331,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Task.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "subject": SearchParameter(
             code="subject",
@@ -38438,6 +39504,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -38469,6 +39536,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -38485,6 +39553,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -38500,6 +39569,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(CapabilityStatement.useContext.value as CodeableConcept) | (CodeSystem.useContext.value as CodeableConcept) | (CompartmentDefinition.useContext.value as CodeableConcept) | (ConceptMap.useContext.value as CodeableConcept) | (GraphDefinition.useContext.value as CodeableConcept) | (ImplementationGuide.useContext.value as CodeableConcept) | (MessageDefinition.useContext.value as CodeableConcept) | (NamingSystem.useContext.value as CodeableConcept) | (OperationDefinition.useContext.value as CodeableConcept) | (SearchParameter.useContext.value as CodeableConcept) | (StructureDefinition.useContext.value as CodeableConcept) | (StructureMap.useContext.value as CodeableConcept) | (TerminologyCapabilities.useContext.value as CodeableConcept) | (ValueSet.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -38516,6 +39586,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.useContext.code | CodeSystem.useContext.code | CompartmentDefinition.useContext.code | ConceptMap.useContext.code | GraphDefinition.useContext.code | ImplementationGuide.useContext.code | MessageDefinition.useContext.code | NamingSystem.useContext.code | OperationDefinition.useContext.code | SearchParameter.useContext.code | StructureDefinition.useContext.code | StructureMap.useContext.code | TerminologyCapabilities.useContext.code | ValueSet.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -38566,6 +39637,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.jurisdiction | CodeSystem.jurisdiction | ConceptMap.jurisdiction | GraphDefinition.jurisdiction | ImplementationGuide.jurisdiction | MessageDefinition.jurisdiction | NamingSystem.jurisdiction | OperationDefinition.jurisdiction | SearchParameter.jurisdiction | StructureDefinition.jurisdiction | StructureMap.jurisdiction | TerminologyCapabilities.jurisdiction | ValueSet.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -38590,6 +39662,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.status | CodeSystem.status | CompartmentDefinition.status | ConceptMap.status | GraphDefinition.status | ImplementationGuide.status | MessageDefinition.status | NamingSystem.status | OperationDefinition.status | SearchParameter.status | StructureDefinition.status | StructureMap.status | TerminologyCapabilities.status | ValueSet.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "title": SearchParameter(
             code="title",
@@ -38614,6 +39687,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.version | CodeSystem.version | CompartmentDefinition.version | ConceptMap.version | GraphDefinition.version | ImplementationGuide.version | MessageDefinition.version | OperationDefinition.version | SearchParameter.version | StructureDefinition.version | StructureMap.version | TerminologyCapabilities.version | ValueSet.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "TestReport": {
@@ -38631,6 +39705,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -38662,6 +39737,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -38678,6 +39754,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -38693,6 +39770,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="TestReport.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "issued": SearchParameter(
             code="issued",
@@ -38717,6 +39795,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="TestReport.result",
             extract=_x577,
             roots=frozenset(["_result", "result"]),
+            element_types=frozenset(["code"]),
         ),
         "tester": SearchParameter(
             code="tester",
@@ -38751,6 +39830,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -38782,6 +39862,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -38798,6 +39879,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -38813,6 +39895,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(TestScript.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -38829,6 +39912,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="TestScript.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -38879,6 +39963,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="TestScript.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -38887,6 +39972,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="TestScript.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -38911,6 +39997,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="TestScript.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "testscript-capability": SearchParameter(
             code="testscript-capability",
@@ -38943,6 +40030,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="TestScript.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "ValueSet": {
@@ -38960,6 +40048,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -38991,6 +40080,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -39007,6 +40097,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -39022,6 +40113,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="ValueSet.expansion.contains.code | ValueSet.compose.include.concept.code",
             extract=_x581,
             roots=frozenset(["compose", "expansion"]),
+            element_types=frozenset(["code"]),
         ),
         "context": SearchParameter(
             code="context",
@@ -39030,6 +40122,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="(CapabilityStatement.useContext.value as CodeableConcept) | (CodeSystem.useContext.value as CodeableConcept) | (CompartmentDefinition.useContext.value as CodeableConcept) | (ConceptMap.useContext.value as CodeableConcept) | (GraphDefinition.useContext.value as CodeableConcept) | (ImplementationGuide.useContext.value as CodeableConcept) | (MessageDefinition.useContext.value as CodeableConcept) | (NamingSystem.useContext.value as CodeableConcept) | (OperationDefinition.useContext.value as CodeableConcept) | (SearchParameter.useContext.value as CodeableConcept) | (StructureDefinition.useContext.value as CodeableConcept) | (StructureMap.useContext.value as CodeableConcept) | (TerminologyCapabilities.useContext.value as CodeableConcept) | (ValueSet.useContext.value as CodeableConcept)",
             extract=_x15,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "context-quantity": SearchParameter(
             code="context-quantity",
@@ -39046,6 +40139,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.useContext.code | CodeSystem.useContext.code | CompartmentDefinition.useContext.code | ConceptMap.useContext.code | GraphDefinition.useContext.code | ImplementationGuide.useContext.code | MessageDefinition.useContext.code | NamingSystem.useContext.code | OperationDefinition.useContext.code | SearchParameter.useContext.code | StructureDefinition.useContext.code | StructureMap.useContext.code | TerminologyCapabilities.useContext.code | ValueSet.useContext.code",
             extract=_x17,
             roots=frozenset(["useContext"]),
+            element_types=frozenset(["Coding"]),
         ),
         "context-type-quantity": SearchParameter(
             code="context-type-quantity",
@@ -39104,6 +40198,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CodeSystem.identifier | ConceptMap.identifier | MessageDefinition.identifier | StructureDefinition.identifier | StructureMap.identifier | ValueSet.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "jurisdiction": SearchParameter(
             code="jurisdiction",
@@ -39112,6 +40207,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.jurisdiction | CodeSystem.jurisdiction | ConceptMap.jurisdiction | GraphDefinition.jurisdiction | ImplementationGuide.jurisdiction | MessageDefinition.jurisdiction | NamingSystem.jurisdiction | OperationDefinition.jurisdiction | SearchParameter.jurisdiction | StructureDefinition.jurisdiction | StructureMap.jurisdiction | TerminologyCapabilities.jurisdiction | ValueSet.jurisdiction",
             extract=_x23,
             roots=frozenset(["jurisdiction"]),
+            element_types=frozenset(["CodeableConcept"]),
         ),
         "name": SearchParameter(
             code="name",
@@ -39144,6 +40240,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.status | CodeSystem.status | CompartmentDefinition.status | ConceptMap.status | GraphDefinition.status | ImplementationGuide.status | MessageDefinition.status | NamingSystem.status | OperationDefinition.status | SearchParameter.status | StructureDefinition.status | StructureMap.status | TerminologyCapabilities.status | ValueSet.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
         "title": SearchParameter(
             code="title",
@@ -39168,6 +40265,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="CapabilityStatement.version | CodeSystem.version | CompartmentDefinition.version | ConceptMap.version | GraphDefinition.version | ImplementationGuide.version | MessageDefinition.version | OperationDefinition.version | SearchParameter.version | StructureDefinition.version | StructureMap.version | TerminologyCapabilities.version | ValueSet.version",
             extract=_x30,
             roots=frozenset(["_version", "version"]),
+            element_types=frozenset(["string"]),
         ),
     },
     "VerificationResult": {
@@ -39185,6 +40283,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -39216,6 +40315,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -39232,6 +40332,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -39411,6 +40512,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.id",
             extract=_x0,
             roots=frozenset(["_id", "id"]),
+            element_types=frozenset(["id"]),
         ),
         "_lastUpdated": SearchParameter(
             code="_lastUpdated",
@@ -39442,6 +40544,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.security",
             extract=_x3,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_source": SearchParameter(
             code="_source",
@@ -39458,6 +40561,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="Resource.meta.tag",
             extract=_x5,
             roots=frozenset(["meta"]),
+            element_types=frozenset(["Coding"]),
         ),
         "_text": SearchParameter(
             code="_text",
@@ -39490,6 +40594,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="AllergyIntolerance.identifier | CarePlan.identifier | CareTeam.identifier | Composition.identifier | Condition.identifier | Consent.identifier | DetectedIssue.identifier | DeviceRequest.identifier | DiagnosticReport.identifier | DocumentManifest.masterIdentifier | DocumentManifest.identifier | DocumentReference.masterIdentifier | DocumentReference.identifier | Encounter.identifier | EpisodeOfCare.identifier | FamilyMemberHistory.identifier | Goal.identifier | ImagingStudy.identifier | Immunization.identifier | List.identifier | MedicationAdministration.identifier | MedicationDispense.identifier | MedicationRequest.identifier | MedicationStatement.identifier | NutritionOrder.identifier | Observation.identifier | Procedure.identifier | RiskAssessment.identifier | ServiceRequest.identifier | SupplyDelivery.identifier | SupplyRequest.identifier | VisionPrescription.identifier",
             extract=_x6,
             roots=frozenset(["identifier"]),
+            element_types=frozenset(["Identifier"]),
         ),
         "patient": SearchParameter(
             code="patient",
@@ -39516,6 +40621,7 @@ PARAMETERS: dict[str, dict[str, SearchParameter]] = {
             expression="VisionPrescription.status",
             extract=_x11,
             roots=frozenset(["_status", "status"]),
+            element_types=frozenset(["code"]),
         ),
     },
 }

@@ -244,6 +244,10 @@ def problem(resource_type: str, found: Criterion) -> Problem | None:
         return Problem(reason, unknown=False)
     if param.type == "reference" and modifier[:1].isupper():
         return None if modifier in param.targets or not param.targets else _bad(found, param)
+    if modifier == "of-type" and "Identifier" not in param.element_types:
+        kinds = ", ".join(sorted(param.element_types))
+        reason = f":of-type reads an Identifier's type; {found.parameter!r} indexes {kinds}"
+        return Problem(reason, unknown=False)
     return None if modifier in MODIFIERS.get(param.type, ()) else _bad(found, param)
 
 

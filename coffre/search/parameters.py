@@ -43,6 +43,9 @@ class SearchParameter:
     extract: Extractor | None
     targets: tuple[str, ...] = ()
     components: tuple[Component, ...] = ()
+    # A token's FHIR element types (Identifier, CodeableConcept, code...): what its modifiers
+    # can read (``:of-type`` only an Identifier's type).
+    element_types: frozenset[str] = frozenset()
     # The top-level properties ``extract`` reads, when it reads nothing else of the resource.
     roots: frozenset[str] | None = None
 

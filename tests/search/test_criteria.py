@@ -130,14 +130,17 @@ def test_an_unknown_parameter_behind_a_known_type_is_still_ignored_leniently() -
         ("Patient", "_has:Observation:encounter:code=x", "'encounter' never refers to a Patient"),
         ("Patient", "_has:Observation:code:code=x", "no reference search parameter 'code'"),
         ("Patient", "gender.name=x", "'gender' is not a reference: it cannot be chained"),
+        ("Patient", "gender:of-type=a|b|c", ":of-type reads an Identifier's type; 'gender'"),
+        ("Observation", "code:of-type=a|b|c", "'code' indexes CodeableConcept"),
+        ("Observation", "subject:Patient.gender:of-type=a|b|c", "'gender' indexes code"),
     ],
 )
-def test_a_misused_parameter_in_a_chain_or_has_is_refused_even_leniently(
+def test_a_misused_modifier_or_target_is_refused_even_leniently(
     resource_type: str, query: str, says: str
 ) -> None:
     """Ignored, each would answer with every record of the type; not ignored, with none:
-    R4 wants a 400 for a modifier a server does not support, and so does a target that
-    the reference never names."""
+    R4 wants a 400 for a modifier a server does not support (``:of-type`` is for
+    identifiers alone), and so does a target that the reference never names."""
     assert says in _refusal(resource_type, query)
 
 
