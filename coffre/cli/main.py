@@ -29,6 +29,7 @@ from coffre.api.auth import AuthSettings
 from coffre.api.auth.authority import REQUIRED
 from coffre.cli import audit, erase, migrate, repair, research, witness
 from coffre.cli.access import clients_app, users_app
+from coffre.cli.arguments import named_folder
 from coffre.cli.importer import Importer
 from coffre.cli.keys import app as keys_app
 from coffre.cli.output import console, fail
@@ -82,7 +83,7 @@ def _advance(progress: Progress, task: TaskID, count: int) -> None:
 
 @app.command()
 def init(
-    folder: Annotated[Path, typer.Argument(help="Folder of the new vault.")],
+    folder: Annotated[Path, typer.Argument(help="Folder of the new vault.", parser=named_folder)],
     keyring: KeyringOption = None,
     storage: Annotated[
         str, typer.Option(envvar=config.STORAGE_URL.env, help=config.STORAGE_URL.help)

@@ -11,6 +11,7 @@ import typer
 from rich.markup import escape
 
 from coffre.api.witness import WitnessFolder, WitnessServer, witness_app
+from coffre.cli.arguments import named_folder
 from coffre.cli.output import console, fail
 from coffre.exceptions import CoffreError
 from coffre.ledger import LedgerError, VerifierKey
@@ -21,7 +22,10 @@ app = typer.Typer(
 )
 
 FolderArgument = Annotated[
-    Path, typer.Argument(help="The witness's folder: its key, its state, its evidence.")
+    Path,
+    typer.Argument(
+        help="The witness's folder: its key, its state, its evidence.", parser=named_folder
+    ),
 ]
 
 

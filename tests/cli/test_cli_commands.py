@@ -47,6 +47,18 @@ def test_init_makes_a_vault_and_refuses_to_overwrite_it(tmp_path: Path) -> None:
     assert (folder / "keyring.json").read_bytes() == keyring
 
 
+@pytest.mark.parametrize("command", [("init",), ("witness", "init", "--name", "w1")])
+@pytest.mark.parametrize("name", ["", " "])
+def test_an_empty_folder_name_is_refused_not_read_as_the_current_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...], name: str
+) -> None:
+    """``coffre init "$VAULT"`` with the variable unset made a vault where it was run."""
+    monkeypatch.chdir(tmp_path)
+    code, output = _run(*command, name)
+    assert code == 2 and "the folder's name is empty" in output
+    assert not list(tmp_path.iterdir())
+
+
 def test_the_keyring_can_live_apart_from_the_storage(tmp_path: Path) -> None:
     assert (
         _run("init", str(tmp_path / "v"), "--keyring", str(tmp_path / "sovereign" / "k.json"))[0]
