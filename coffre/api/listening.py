@@ -11,14 +11,40 @@ the kernel, by a hash of their addresses.
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 import time
 from typing import Any
 
+import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 
 from coffre.exceptions import CoffreError
+
+
+def claim(host: str, port: int) -> socket.socket:
+    """``host``:``port`` bound, not yet listening, or why not in one line: bound before
+    the server says it serves, so that it never says so of another program's port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        raise CoffreError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+    return sock
+
+
+def serve_on(config: uvicorn.Config, sock: socket.socket) -> None:
+    """Serve in this process on ``sock`` (from :func:`claim`), as ``uvicorn.run`` would,
+    exiting as it does when the server cannot start."""
+    server = uvicorn.Server(config)
+    with contextlib.suppress(KeyboardInterrupt):  # uvicorn raises Ctrl-C again once stopped
+        server.run(sockets=[sock])
+    if not server.started:
+        raise SystemExit(STARTUP_FAILURE)
 
 
 class PortPerProcess(socket.socket):
@@ -31,18 +57,15 @@ class PortPerProcess(socket.socket):
     def bind_to(cls, host: str, port: int) -> PortPerProcess:
         """The port, once no other program listens on it: ``SO_REUSEPORT`` would let a
         second server of the same user share it without a word."""
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        with claim(host, port) as probe:
+            # The whole address: the port the system chose for 0, an IPv6 scope.
+            family, address = probe.family, probe.getsockname()
+        kept = cls(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         try:
-            with socket.socket(family, socket.SOCK_STREAM) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                probe.bind((host, port))
-                # The whole address: the port the system chose for 0, an IPv6 scope.
-                address = probe.getsockname()
-            kept = cls(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
             _bind(kept, address)
-            return kept
         except OSError as error:
             raise CoffreError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+        return kept
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (_own_socket, (self.family, self.getsockname()))

@@ -194,7 +194,7 @@ def serve(
     import uvicorn
 
     from coffre.api.http_protocol import FhirHttpToolsProtocol
-    from coffre.api.listening import PortPerProcess
+    from coffre.api.listening import PortPerProcess, claim, serve_on
     from coffre.api.scraping import ScrapeAccess
     from coffre.api.workers import MetricsFolder, Supervisor
 
@@ -209,7 +209,7 @@ def serve(
         auth = AuthSettings.from_settings()
         ScrapeAccess.from_settings(auth.mode == REQUIRED)
         https = tls.uvicorn_options(tls_cert, tls_key)
-        listening = PortPerProcess.bind_to(host, port) if workers > 1 else None
+        listening = PortPerProcess.bind_to(host, port) if workers > 1 else claim(host, port)
         metrics = MetricsFolder.for_this_run() if workers > 1 else None
     except CoffreError as error:
         raise fail(error) from None
@@ -244,11 +244,12 @@ def serve(
         timeout_worker_healthcheck=WORKER_START_SECONDS,
         **https,
     )
-    if listening is None or metrics is None:
-        uvicorn.run(APPLICATION, **options)
+    server = uvicorn.Config(APPLICATION, **options)
+    if metrics is None:
+        serve_on(server, listening)
         return
     try:
-        Supervisor(uvicorn.Config(APPLICATION, **options), sockets=[listening]).run()
+        Supervisor(server, sockets=[listening]).run()
     finally:
         metrics.remove()
 

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
+from coffre.api.listening import claim, serve_on
 from coffre.api.witness import WitnessFolder, WitnessServer, witness_app
 from coffre.cli.arguments import named_folder
 from coffre.cli.output import console, fail
@@ -82,6 +83,7 @@ def serve(
         try:
             held.enter_context(witness_folder.serving())
             server = WitnessServer(witness_folder, logs)
+            listening = held.enter_context(claim(host, port))
         except (CoffreError, ValueError) as error:
             raise fail(str(error)) from None
         console.print(
@@ -90,6 +92,5 @@ def serve(
                 f" (folder {folder})"
             )
         )
-        uvicorn.run(
-            witness_app(server), host=host, port=port, access_log=False, log_level="warning"
-        )
+        app = witness_app(server)
+        serve_on(uvicorn.Config(app, access_log=False, log_level="warning"), listening)

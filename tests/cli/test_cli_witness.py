@@ -3,6 +3,7 @@ a Coffre witnessed by two of them, audited with a quorum, whose fork they refuse
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -98,6 +99,13 @@ def test_serve_refuses_what_it_cannot_use(tmp_path: Path) -> None:
     assert code == 1 and "no witness folder at" in " ".join(output.split()), output
     code, output = _run("witness", "serve", str(folder), "--log", witness_key)
     assert code == 1 and "not an Ed25519 log key" in output
+    with socket.socket() as taken:  # another program's port: said, not claimed as served
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        code, output = _run("witness", "serve", str(folder), "--log", str(log_key), "--port", port)
+    assert code == 1 and f"cannot listen on 127.0.0.1:{port}" in output
+    assert "witness at" not in output
     (folder / STATE_FILE).unlink()
     code, output = _run("witness", "serve", str(folder), "--log", str(log_key))
     assert code == 1 and "must be retired" in output
