@@ -50,6 +50,16 @@ MODIFIERS: dict[str, frozenset[str]] = {
     "composite": frozenset(),
 }
 
+# The token modifiers that read some element types only, and what they read there: on a
+# parameter indexing none of them (a code, a boolean), they would match nothing.
+READ_FROM: dict[str, tuple[frozenset[str], str]] = {
+    "of-type": (frozenset({"Identifier"}), "an Identifier's type"),
+    "text": (
+        frozenset({"CodeableConcept", "Coding", "Identifier"}),
+        "the text of a CodeableConcept, a Coding's display or an Identifier's type",
+    ),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Criterion:
@@ -244,9 +254,9 @@ def problem(resource_type: str, found: Criterion) -> Problem | None:
         return Problem(reason, unknown=False)
     if param.type == "reference" and modifier[:1].isupper():
         return None if modifier in param.targets or not param.targets else _bad(found, param)
-    if modifier == "of-type" and "Identifier" not in param.element_types:
+    if modifier in READ_FROM and not READ_FROM[modifier][0] & param.element_types:
         kinds = ", ".join(sorted(param.element_types))
-        reason = f":of-type reads an Identifier's type; {found.parameter!r} indexes {kinds}"
+        reason = f":{modifier} reads {READ_FROM[modifier][1]}; {found.parameter!r} indexes {kinds}"
         return Problem(reason, unknown=False)
     return None if modifier in MODIFIERS.get(param.type, ()) else _bad(found, param)
 

@@ -133,6 +133,8 @@ def test_an_unknown_parameter_behind_a_known_type_is_still_ignored_leniently() -
         ("Patient", "gender:of-type=a|b|c", ":of-type reads an Identifier's type; 'gender'"),
         ("Observation", "code:of-type=a|b|c", "'code' indexes CodeableConcept"),
         ("Observation", "subject:Patient.gender:of-type=a|b|c", "'gender' indexes code"),
+        ("Patient", "gender:text=male", ":text reads the text of a CodeableConcept"),
+        ("Patient", "active:text=true", "'active' indexes boolean"),
     ],
 )
 def test_a_misused_modifier_or_target_is_refused_even_leniently(
