@@ -47,9 +47,10 @@ from coffre.search import parse_criteria
 from coffre.search.criteria import escape_value
 from coffre.search.plan import query_date
 from coffre.service import RecordStore, Stored
+from coffre.service.booking import SeatsLike
 from coffre.service.booking import book as book_seats
 from coffre.service.searching import Searcher
-from coffre.service.stored import now_us
+from coffre.service.stored import Outcome, instant, now_us
 from coffre.service.writer import Writer
 
 BOOKING = "/portal/booking"
@@ -132,18 +133,20 @@ def _asked_day(raw: str | None, today: date) -> date:
     return asked
 
 
+def _begins_after(resource: dict[str, Any], now: int) -> bool:
+    """Whether a Slot or an Appointment has a start, after ``now``."""
+    start = resource.get("start")
+    return isinstance(start, str) and query_date(start)[0] > now
+
+
 def _to_come(searcher: Searcher, patient_id: str, now: int) -> list[Stored]:
     """The patient's appointments that hold their time and have not begun, soonest first."""
-    starting: list[tuple[int, Stored]] = []
-    for stored in searcher.compartment(("Appointment",), patient_id):
-        resource = stored.resource()
-        start = resource.get("start")
-        if resource.get("status") in HOLDING and isinstance(start, str):
-            begins = query_date(start)[0]
-            if begins > now:
-                starting.append((begins, stored))
-    starting.sort(key=lambda pair: pair[0])
-    return [stored for _, stored in starting]
+    to_come = [
+        stored
+        for stored in searcher.compartment(("Appointment",), patient_id)
+        if stored.resource().get("status") in HOLDING and _begins_after(stored.resource(), now)
+    ]
+    return sorted(to_come, key=lambda stored: query_date(stored.resource()["start"])[0])
 
 
 def _where(appointment: dict[str, Any]) -> str:
@@ -311,36 +314,77 @@ async def _booking_page(
     )
 
 
-def _appointment_for(records: RecordStore, slot_id: str, patient_id: str) -> dict[str, Any]:
-    """The Appointment $find would propose for the seat, for the patient, to book."""
+class Refused(FhirError):
+    """A booking or a cancellation the portal refuses (409), with the words of the page
+    that says why."""
+
+    def __init__(self, said: str, diagnostics: str) -> None:
+        super().__init__(409, "conflict", diagnostics)
+        self.said = said
+
+
+def _appointment_for(
+    records: RecordStore, slot_id: str, patient_id: str, now: int
+) -> dict[str, Any]:
+    """The Appointment $find would propose for the seat, for the patient, to book: a seat
+    to come of a centre the page offers (a form sent from a page older than the centre's
+    closing, or written by hand, books nothing else)."""
     slot = current_record(records, "Slot", slot_id)
     if slot is None:  # deleted since the page showed it: as good as taken
-        raise FhirError(409, "conflict", f"Slot/{slot_id} is no longer offered")
+        raise Refused("seat_taken", f"Slot/{slot_id} is no longer offered")
     reference = str(slot.resource().get("schedule", {}).get("reference", ""))
     kind, _, schedule_id = reference.partition("/")
-    schedule = current_record(records, "Schedule", schedule_id) if kind == "Schedule" else None
-    actors = schedule.resource().get("actor", []) if schedule else []
+    schedule = _centre(records, schedule_id) if kind == "Schedule" else None
+    if schedule is None:
+        raise Refused("centre_closed", f"Slot/{slot_id} is no seat of an open centre")
+    if not _begins_after(slot.resource(), now):
+        raise Refused("time_past", f"Slot/{slot_id} has begun")
+    actors = schedule.resource().get("actor", [])
     offer = proposal(slot_id, slot.resource(), actors, f"Patient/{patient_id}")
+    # The centre's service when the seat names none: the booking is a vaccination's.
+    offer.setdefault("serviceType", schedule.resource()["serviceType"])
     validate(offer)
     return to_book(offer)
+
+
+def _book_alone(
+    writer: Writer, appointment: dict[str, Any], patient_id: str, now: int, like: SeatsLike
+) -> Outcome:
+    """Book unless the patient holds a vaccination appointment to come already: one at a
+    time, or one patient could take a centre's every seat. Checked under the write lock,
+    where two forms sent at once are one after the other."""
+    held = parse_criteria(
+        [
+            ("patient", f"Patient/{patient_id}"),
+            ("service-type", VACCINATION),
+            ("status", ",".join(HOLDING)),
+            ("date", f"gt{instant(now)}"),
+        ]
+    )
+    if writer.find("Appointment", held):
+        raise Refused("one_to_come", "the patient holds a vaccination appointment to come")
+    return book_seats(writer, appointment, now, like)
 
 
 async def _book(request: Request, session: Session, lang: str) -> Response:
     form = request.state.form
     records = records_of(request)
-    slot_id = form.get("slot", "")
+    patient_id, now = session.patient_id, now_us()
     try:
-        appointment = _appointment_for(records, slot_id, session.patient_id)
+        appointment = _appointment_for(records, form.get("slot", ""), patient_id, now)
         guard_for(records, session).check(target_for(Interaction.CREATE, appointment, sent=True))
         async with waiting_room_of(request).turn():
             like = free_seats_of(request).like
             await commit_for(
-                request, session, lambda writer: book_seats(writer, appointment, now_us(), like)
+                request,
+                session,
+                lambda writer: _book_alone(writer, appointment, patient_id, now, like),
             )
     except FhirError as error:
         if error.status != 409:
             raise
-        return await _booking_page(request, session, lang, form, "seat_taken", 409)
+        said = error.said if isinstance(error, Refused) else "seat_taken"
+        return await _booking_page(request, session, lang, form, said, 409)
     return redirect_to(f"{BOOKING}?booked=1")
 
 
@@ -356,6 +400,8 @@ async def cancel(request: Request, session: Session, lang: str) -> Response:
     version = form.get("version", "")
     if stored.resource().get("status") not in HOLDING:  # cancelled already, in another tab
         return await _booking_page(request, session, lang, {}, "appointment_changed", 409)
+    if not _begins_after(stored.resource(), now_us()):  # a vaccination given is history
+        return await _booking_page(request, session, lang, {}, "appointment_begun", 409)
     cancelled = {**stored.resource(), "status": "cancelled"}
 
     expected = whole_number(version)  # no version at all: nothing is cancelled (409)

@@ -62,6 +62,12 @@ TEXT: dict[str, dict[str, str]] = {
         "booked_done": "Your appointment is booked.",
         "cancelled_done": "Your appointment is cancelled: its time is free for someone else.",
         "seat_taken": "Someone booked that time just before you: please choose another.",
+        "time_past": "That time has passed: please choose one to come.",
+        "centre_closed": "That centre no longer takes bookings: please choose another.",
+        "one_to_come": "You already have a vaccination appointment to come: to change it,"
+        " cancel it, then book another time.",
+        "appointment_begun": "This appointment has begun or is past: it can no longer be"
+        " cancelled here.",
         "appointment_changed": "This appointment changed meanwhile (in another window?), so"
         " nothing was cancelled: here it is as it stands.",
         "error_503": "Many people are booking right now: please try again in a minute.",
@@ -182,6 +188,12 @@ TEXT: dict[str, dict[str, str]] = {
         "cancelled_done": "Votre rendez-vous est annulé : son heure est libre pour quelqu'un"
         " d'autre.",
         "seat_taken": "Quelqu'un a réservé cette heure juste avant vous : choisissez-en une autre.",
+        "time_past": "Cette heure est passée : choisissez-en une à venir.",
+        "centre_closed": "Ce centre ne prend plus de rendez-vous : choisissez-en un autre.",
+        "one_to_come": "Vous avez déjà un rendez-vous de vaccination à venir : pour le changer,"
+        " annulez-le, puis réservez une autre heure.",
+        "appointment_begun": "Ce rendez-vous a commencé ou est passé : il ne peut plus être"
+        " annulé ici.",
         "appointment_changed": "Ce rendez-vous a changé entre-temps (dans une autre fenêtre ?) :"
         " rien n'a été annulé. Le voici tel qu'il est.",
         "error_503": "Beaucoup de personnes réservent en ce moment : réessayez dans une minute.",

@@ -27,7 +27,8 @@ from starlette.testclient import TestClient
 from coffre.api import create_app
 from coffre.api.portal import booking as portal_booking
 from coffre.ledger.leaf import Leaf, LeafKind
-from coffre.service import RecordStore
+from coffre.service import RecordStore, Stored
+from coffre.service.stored import now_us
 
 
 def open_centre(records: RecordStore) -> None:
@@ -98,21 +99,104 @@ def test_a_time_taken_meanwhile_books_another_seat_then_says_none_is_left(
     page, seats = _times(portal)
     nine = next(seat for seat in seats if seat.startswith("nine-"))
     other = "nine-b" if nine == "nine-a" else "nine-a"
+    taken_by_autre = {
+        "resourceType": "Appointment",
+        "status": "booked",
+        "slot": [{"reference": f"Slot/{nine}"}],
+        "participant": [{"actor": {"reference": "Patient/autre"}, "status": "accepted"}],
+    }
     with records.writer() as writer:  # someone else takes that seat first
-        taken = {"reference": f"Slot/{nine}"}
-        writer.create(
-            {
-                "resourceType": "Appointment",
-                "status": "booked",
-                "slot": [taken],
-                "participant": [{"actor": {"reference": "Patient/autre"}, "status": "accepted"}],
-            }
-        )
+        writer.create(taken_by_autre)
     assert _book(portal, page, nine).status_code == 303  # type: ignore[attr-defined]
     assert _status(records, other) == "busy"
+    (mine,) = [a for a in records.all_of_type("Appointment") if a.version == 1 and _holds(a, other)]
+    with records.writer() as writer:  # she cancels, someone else takes that seat at once
+        writer.update("Appointment", mine.id, {**mine.resource(), "status": "cancelled"})
+        writer.create({**taken_by_autre, "slot": [{"reference": f"Slot/{other}"}]})
     refused = _book(portal, page, nine)
     assert refused.status_code == 409  # type: ignore[attr-defined]
     assert "Someone booked that time just before you" in refused.text  # type: ignore[attr-defined]
+
+
+def _holds(appointment: Stored, slot: str) -> bool:
+    return appointment.resource()["slot"] == [{"reference": f"Slot/{slot}"}]
+
+
+def test_a_patient_holds_one_vaccination_appointment_to_come_at_a_time(
+    portal: TestClient, records: RecordStore
+) -> None:
+    """Else one patient, by a form sent again and again, takes a centre's every seat."""
+    page, seats = _times(portal)
+    assert _book(portal, page, seats[0]).status_code == 303  # type: ignore[attr-defined]
+    for seat in (seats[1], seats[0]):  # another time; the same time's other seat
+        refused = _book(portal, page, seat)
+        assert refused.status_code == 409  # type: ignore[attr-defined]
+        assert "You already have a vaccination appointment to come" in refused.text  # type: ignore[attr-defined]
+    assert len(records.all_of_type("Appointment")) == 1
+    assert _status(records, seats[1]) == "free"
+
+
+def test_two_bookings_of_one_patient_in_one_commit_are_one(
+    portal: TestClient, records: RecordStore
+) -> None:
+    """The rule holds under the write lock: two forms sent at once, in one group commit."""
+    appointments = [
+        portal_booking._appointment_for(records, seat, PATIENT, now_us())
+        for seat in ("nine-a", "evening-a")
+    ]
+    with records.writer() as writer:
+        portal_booking._book_alone(writer, appointments[0], PATIENT, now_us(), lambda _: None)
+        with pytest.raises(portal_booking.Refused, match="appointment to come"):
+            portal_booking._book_alone(writer, appointments[1], PATIENT, now_us(), lambda _: None)
+    assert _status(records, "evening-a") == "free"
+
+
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"active": False}, "That centre no longer takes bookings"),
+        (  # a hospital's MRI room is not a vaccination centre, whatever the form says
+            {"serviceType": [{"coding": [{"system": "http://snomed.info/sct", "code": "1"}]}]},
+            "That centre no longer takes bookings",
+        ),
+    ],
+)
+def test_a_form_from_before_a_centre_closed_books_nothing(
+    portal: TestClient, records: RecordStore, change: dict[str, object], said: str
+) -> None:
+    page, seats = _times(portal)
+    schedule = records.read("Schedule", "stade").resource()
+    with records.writer() as writer:
+        writer.update("Schedule", "stade", {**schedule, **change})
+    refused = _book(portal, page, seats[0])
+    assert refused.status_code == 409 and said in refused.text  # type: ignore[attr-defined]
+    assert _status(records, seats[0]) == "free"
+
+
+def test_a_past_time_is_said_past_and_a_past_appointment_is_not_cancelled(
+    portal: TestClient, records: RecordStore
+) -> None:
+    page, _ = _times(portal)
+    past = {"start": "2026-01-05T09:00:00-05:00", "end": "2026-01-05T09:05:00-05:00"}
+    given = {
+        "resourceType": "Appointment",
+        "status": "fulfilled",
+        "serviceType": records.read("Schedule", "stade").resource()["serviceType"],
+        "slot": [{"reference": "Slot/past"}],
+        "participant": [{"actor": {"reference": f"Patient/{PATIENT}"}, "status": "accepted"}],
+        **past,
+    }
+    with records.writer() as writer:
+        slot = {**records.read("Slot", "nine-a").resource(), "id": "past", **past}
+        writer.update("Slot", "past", slot)
+        writer.create(given)
+    refused = _book(portal, page, "past")
+    assert refused.status_code == 409 and "That time has passed" in refused.text  # type: ignore[attr-defined]
+    (appointment,) = records.all_of_type("Appointment")
+    form = {"csrf": hidden(page, "csrf"), "appointment": appointment.id, "version": "1"}
+    kept = portal.post("/portal/booking/cancel", data=form)
+    assert kept.status_code == 409 and "has begun or is past" in kept.text
+    assert records.read("Appointment", appointment.id).resource()["status"] == "fulfilled"
 
 
 def test_a_patient_cancels_their_appointment_once_and_its_seat_is_free_again(
