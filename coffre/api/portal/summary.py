@@ -31,8 +31,13 @@ def day(value: Any) -> str:
 
 
 def _status(resource: dict[str, Any], element: str) -> str:
+    """A status's code (``resolved``), which the page puts in the patient's language,
+    even where a CodeableConcept also gives an English display."""
     value = resource.get(element)
-    return concept(value) if isinstance(value, dict) else str(value or "")
+    if not isinstance(value, dict):
+        return str(value or "")
+    codes = (c.get("code") for c in value.get("coding", []) if isinstance(c, dict))
+    return next((code for code in codes if isinstance(code, str) and code), concept(value))
 
 
 def _quantity(value: dict[str, Any]) -> str:

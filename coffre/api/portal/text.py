@@ -78,8 +78,6 @@ TEXT: dict[str, dict[str, str]] = {
         "immunizations": "Immunisations",
         "observations": "Recent results",
         "appointments": "Appointments",
-        "booked": "booked",
-        "cancelled": "cancelled",
         "name": "Name",
         "date": "Date",
         "status": "Status",
@@ -114,22 +112,6 @@ TEXT: dict[str, dict[str, str]] = {
         "stale": "Your choice changed meanwhile (in another window?), so this form was not"
         " recorded. Please review your choice below and send it again if you still wish.",
         "choice": "Your choice",
-        "read": "read",
-        "search": "search",
-        "create": "create",
-        "update": "update",
-        "delete": "delete",
-        "history": "history",
-        "operation": "operation",
-        "active": "active",
-        "inactive": "inactive",
-        "resolved": "resolved",
-        "completed": "completed",
-        "stopped": "stopped",
-        "clinician": "clinician",
-        "researcher": "researcher",
-        "admin": "administrator",
-        "system": "system",
     },
     "fr": {
         "portal": "Mon dossier de santé Coffre",
@@ -204,8 +186,6 @@ TEXT: dict[str, dict[str, str]] = {
         "immunizations": "Vaccinations",
         "observations": "Résultats récents",
         "appointments": "Rendez-vous",
-        "booked": "réservé",
-        "cancelled": "annulé",
         "name": "Nom",
         "date": "Date",
         "status": "Statut",
@@ -245,6 +225,49 @@ TEXT: dict[str, dict[str, str]] = {
         " n'a pas été enregistré. Vérifiez votre choix ci-dessous et renvoyez-le si vous le"
         " souhaitez toujours.",
         "choice": "Votre choix",
+    },
+}
+
+
+CODES: dict[str, dict[str, str]] = {
+    "en": {
+        "read": "read",
+        "search": "search",
+        "create": "create",
+        "update": "update",
+        "delete": "delete",
+        "history": "history",
+        "operation": "operation",
+        "active": "active",
+        "inactive": "inactive",
+        "resolved": "resolved",
+        "completed": "completed",
+        "stopped": "stopped",
+        "clinician": "clinician",
+        "researcher": "researcher",
+        "admin": "administrator",
+        "system": "system",
+        "proposed": "proposed",
+        "pending": "pending",
+        "booked": "booked",
+        "arrived": "arrived",
+        "checked-in": "checked in",
+        "fulfilled": "fulfilled",
+        "cancelled": "cancelled",
+        "noshow": "not attended",
+        "waitlist": "waiting list",
+        "entered-in-error": "entered in error",
+        "recurrence": "recurrence",
+        "relapse": "relapse",
+        "remission": "remission",
+        "on-hold": "on hold",
+        "draft": "draft",
+        "not-done": "not done",
+        "intended": "intended",
+        "not-taken": "not taken",
+        "unknown": "unknown",
+    },
+    "fr": {
         "read": "lecture",
         "search": "recherche",
         "create": "création",
@@ -265,10 +288,38 @@ TEXT: dict[str, dict[str, str]] = {
         OPERATOR.who: "l'opérateur du coffre, du côté souverain (ligne de commande coffre)",
         NOTIFIER.who: "la passerelle Coffre, qui vous avise du premier accès d'un professionnel",
         UNAUTHENTICATED: "un client non authentifié",
+        "proposed": "proposé",
+        "pending": "en attente",
+        "booked": "réservé",
+        "arrived": "arrivé",
+        "checked-in": "enregistré",
+        "fulfilled": "honoré",
+        "cancelled": "annulé",
+        "noshow": "absent",
+        "waitlist": "liste d'attente",
+        "entered-in-error": "saisi par erreur",
+        "recurrence": "récidive",
+        "relapse": "rechute",
+        "remission": "rémission",
+        "on-hold": "suspendu",
+        "draft": "brouillon",
+        "not-done": "non fait",
+        "intended": "prévu",
+        "not-taken": "non pris",
+        "unknown": "inconnu",
     },
 }
+"""The codes records and the log hold (statuses, interactions, roles, Coffre's own
+actors), in words: apart from the page's words, so that a record's text (an
+Observation's value "failed") is never shown as one of the portal's messages."""
 
 
 def word(lang: str, key: str) -> str:
-    """``key`` in ``lang``; a code with no translation is shown as it is."""
+    """The page's word ``key`` in ``lang``."""
     return TEXT[lang].get(key, key)
+
+
+def code_word(lang: str, code: str) -> str:
+    """A code in ``lang`` (a status, an interaction, a role); one with no translation is
+    shown as it is."""
+    return CODES[lang].get(code, code)

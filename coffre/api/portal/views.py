@@ -47,7 +47,7 @@ from coffre.api.portal.session import (
     sign_in_token,
 )
 from coffre.api.portal.summary import SECTIONS, SUMMARY_TYPES, concept, day, shown
-from coffre.api.portal.text import word
+from coffre.api.portal.text import code_word, word
 from coffre.api.state import records_of
 from coffre.exceptions import FhirError
 from coffre.fhir.names import human_name
@@ -176,7 +176,8 @@ async def my_record(request: Request, session: Session, lang: str) -> Response:
         if section.limit is not None:
             body += f"<p>{escape(word(lang, 'recent_note').format(count=section.limit))}</p>"
         headings = [word(lang, "name"), word(lang, "date"), word(lang, section.third)]
-        rows = [(name, date, word(lang, third)) for _, (name, date, third) in pairs]
+        status = section.third == "status"  # a code in words; a value as it is
+        rows = [(n, d, code_word(lang, third) if status else third) for _, (n, d, third) in pairs]
         body += table(word(lang, section.title), headings, rows) + "</section>"
     await log_shown(request, session, (LeafKind.SEARCH, handed))
     return page(
@@ -203,7 +204,7 @@ def _who(lang: str, event: dict[str, Any], who: dict[str, Any], names: dict[str,
     their translated name."""
     reference = who.get("reference")
     if not reference:  # Coffre itself, its operator: their names are translated
-        return word(lang, str(who.get("display", "")))
+        return code_word(lang, str(who.get("display", "")))
     shown = f"{names[reference]} ({reference})" if reference in names else reference
     apps = [
         agent.get("who", {}).get("identifier", {}).get("value")
@@ -224,8 +225,8 @@ def _access_row(
 ) -> tuple[str, str, str, str, str]:
     agent = _requestor(event)
     shown = _who(lang, event, agent.get("who", {}), names)
-    roles = ", ".join(word(lang, concept(role)) for role in agent.get("role", []))
-    interactions = ", ".join(word(lang, s.get("code", "")) for s in event.get("subtype", []))
+    roles = ", ".join(code_word(lang, concept(role)) for role in agent.get("role", []))
+    interactions = ", ".join(code_word(lang, s.get("code", "")) for s in event.get("subtype", []))
     why = "; ".join(p.get("text") or concept(p) for p in event.get("purposeOfEvent", []) if p)
     if is_break_glass(event):
         why = f"{word(lang, 'break_glass')}: {why}" if why else word(lang, "break_glass")

@@ -16,6 +16,7 @@ from starlette.testclient import TestClient
 from coffre.api import create_app
 from coffre.api.auth.registry import load, save, without_user
 from coffre.api.auth.throttle import FREE_FAILURES_PER_NAME
+from coffre.api.portal.text import CODES, TEXT
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.service import RecordStore
 from coffre.service.audit import OPERATOR, Access
@@ -178,6 +179,46 @@ def test_my_record_shows_the_summary_escaped_and_logs_what_it_showed(
     logged = [Leaf.decode(d) for d in records.storage.leaves(before, records.storage.leaf_count())]
     assert len(logged) == 3 and {leaf.kind for leaf in logged} == {LeafKind.SEARCH}
     assert '<html lang="en">' in portal.get("/portal/notices").text  # the choice is kept
+
+
+def test_a_records_words_are_shown_as_written_and_its_statuses_in_her_language(
+    portal: TestClient, records: RecordStore
+) -> None:
+    """An Observation's value "failed" is hers, not the portal's message about a wrong
+    password; a status coded "resolved" with an English display reads "résolu"."""
+    subject = {"reference": f"Patient/{PATIENT}"}
+    with records.writer() as writer:
+        for value in ("failed", "erased"):
+            writer.create(
+                {
+                    "resourceType": "Observation",
+                    "status": "final",
+                    "code": {"text": f"Note {value}"},
+                    "subject": subject,
+                    "effectiveDateTime": "2026-11-03",
+                    "valueString": value,
+                }
+            )
+        resolved = {"coding": [{"code": "resolved", "display": "Resolved"}]}
+        writer.create(
+            {
+                "resourceType": "Condition",
+                "code": {"text": "Grippe"},
+                "subject": subject,
+                "clinicalStatus": resolved,
+            }
+        )
+    sign_in(portal)
+    page = unescape(portal.get("/portal/?lang=fr").text)
+    assert "<td>failed</td>" in page and "<td>erased</td>" in page
+    assert "mot de passe" not in page and "{date}" not in page
+    assert "<td>résolu</td>" in page and "Resolved" not in page
+
+
+def test_the_portals_words_and_codes_are_in_both_languages() -> None:
+    assert TEXT["fr"].keys() == TEXT["en"].keys()
+    # The log names Coffre's own actors in English: only French needs their words.
+    assert CODES["en"].keys() < CODES["fr"].keys()
 
 
 def test_a_record_that_names_another_patient_too_is_shown_to_neither(
