@@ -87,6 +87,25 @@ def _written(request: Request, outcome: Written) -> Response:
     return written_response(outcome, prefer_return(request), location)
 
 
+async def _write(request: Request, job: Callable[[Writer], Written]) -> Response:
+    """Run a write and answer it. A write that wrote nothing (a conditional create that
+    found its match, an update or a patch that changed nothing) answers with the record
+    all the same, its body or at least its id and version: as a read would, so it is
+    logged as one, durable with the answer, and a clinician's first access announced."""
+
+    def logged(writer: Writer) -> Written:
+        outcome = job(writer)
+        if not outcome.changed:
+            writer.log_access(LeafKind.READ, [outcome.stored])
+        return outcome
+
+    outcome = await commit(request, logged)
+    if not outcome.changed:
+        guard_of(request).note([outcome.stored])
+        await announce(request)
+    return _written(request, outcome)
+
+
 async def _body(request: Request) -> Any:
     return await read_json(request, request.app.state.max_body_bytes)
 
@@ -323,7 +342,7 @@ async def create(request: Request) -> Response:
             return Written(existing, created=False, changed=False)
         return writer.create(resource, validated=True, own_tokens=tokens)
 
-    return _written(request, await commit(request, job))
+    return await _write(request, job)
 
 
 async def _updatable(
@@ -344,13 +363,12 @@ async def update(request: Request) -> Response:
     check_id(resource_type, resource_id)
     resource, own_tokens, gate = await _updatable(request, resource_type)
     expected, none_match = write_conditions(request)
-    outcome = await commit(
+    return await _write(
         request,
         lambda writer: update_visible(
             writer, gate, resource_type, resource_id, resource, expected, none_match, own_tokens
         ),
     )
-    return _written(request, outcome)
 
 
 async def conditional_update(request: Request) -> Response:
@@ -370,7 +388,7 @@ async def conditional_update(request: Request) -> Response:
             writer, gate, resource_type, resource_id, resource, expected, none_match, own_tokens
         )
 
-    return _written(request, await commit(request, job))
+    return await _write(request, job)
 
 
 async def _patchable(request: Request, resource_type: str) -> tuple[JsonPatch, GuardGate]:
@@ -391,13 +409,12 @@ async def patch(request: Request) -> Response:
     check_id(resource_type, resource_id)
     document, gate = await _patchable(request, resource_type)
     conditions, base = write_conditions(request), base_url(request)
-    outcome = await commit(
+    return await _write(
         request,
         lambda writer: patch_visible(
             writer, gate, resource_type, resource_id, document, conditions, base
         ),
     )
-    return _written(request, outcome)
 
 
 async def conditional_patch(request: Request) -> Response:
@@ -412,7 +429,7 @@ async def conditional_patch(request: Request) -> Response:
         resource_id = patched_id(writer, gate, resource_type, criteria)
         return patch_visible(writer, gate, resource_type, resource_id, document, conditions, base)
 
-    return _written(request, await commit(request, job))
+    return await _write(request, job)
 
 
 async def delete(request: Request) -> Response:

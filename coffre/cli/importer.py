@@ -45,6 +45,7 @@ class Importer:
                 records, IMPORT_BASE, kind, pairs, writer=writer
             ),
             keep_source_ids=True,
+            logs_found=False,
         )
         self._on_progress = on_progress
         self._id_key = records.keys.index_subkey("import id key")

@@ -419,6 +419,7 @@ class BundleProcessor:
         *,
         search: EntrySearch,
         keep_source_ids: bool = False,
+        logs_found: bool = True,
         gate: Gate | None = None,
     ) -> None:
         """``returning``: what a write entry gives besides its status, as the client's
@@ -428,12 +429,17 @@ class BundleProcessor:
         ``keep_source_ids`` (imports): a POST whose resource has an id creates it at that
         id, unless a resource is already there, which is left as it is, a deletion too: an
         import never overwrites, so running it twice changes nothing, and a record deleted
-        between the two runs (at the patient's request, say) is not brought back."""
+        between the two runs (at the patient's request, say) is not brought back.
+        ``logs_found``: a write entry that wrote nothing (a conditional create that found
+        its match, an update that changed nothing) hands out the record it found, its id
+        and version at least, as a read would, and is logged as one (see routes'
+        ``_write``); an import, which answers no one, sets it False."""
         self.records = records
         self.base_url = base_url.rstrip("/")
         self.returning = returning
         self.search = search
         self.keep_source_ids = keep_source_ids
+        self.logs_found = logs_found
         self.gate: Gate = gate or Open()
 
     def _single_match(
@@ -714,15 +720,16 @@ class BundleProcessor:
             assert entry.resource_id is not None  # created by the earlier entry, which ran
             entry.existing = writer.latest(entry.resource_type, entry.resource_id)
         if entry.existing is not None:
-            return self._write_result(Outcome(entry.existing, created=False, changed=False))
+            return self._write_result(writer, Outcome(entry.existing, created=False, changed=False))
         if entry.method == "POST":
             resource = self._body(entry)
             check_url_type(resource["resourceType"], entry.resource_type)
             self.gate.check(writer, "create", resource)
             return self._write_result(
+                writer,
                 writer.create(
                     resource, entry.resource_id, validated=True, own_tokens=entry.own_tokens
-                )
+                ),
             )
         if entry.method in ("GET", "HEAD") and entry.resource_id is None:
             return self._search(writer, entry)
@@ -732,6 +739,7 @@ class BundleProcessor:
             resource = self._body(entry)
             self.gate.check(writer, "update", resource)
             return self._write_result(
+                writer,
                 update_visible(
                     writer,
                     self.gate,
@@ -741,7 +749,7 @@ class BundleProcessor:
                     entry.if_match,
                     entry.if_none_match,
                     entry.own_tokens,
-                )
+                ),
             )
         if entry.method == "PATCH":
             return self._patch(writer, entry)
@@ -756,6 +764,7 @@ class BundleProcessor:
         patch = json_patch_of_binary(self._body(entry))
         conditions = (entry.if_match, entry.if_none_match)
         return self._write_result(
+            writer,
             patch_visible(
                 writer,
                 self.gate,
@@ -764,7 +773,7 @@ class BundleProcessor:
                 patch,
                 conditions,
                 self.base_url,
-            )
+            ),
         )
 
     def _body(self, entry: Entry) -> dict[str, Any]:
@@ -886,8 +895,11 @@ class BundleProcessor:
             "lastModified": stored.last_updated,
         }
 
-    def _write_result(self, outcome: Outcome) -> dict[str, Any]:
+    def _write_result(self, writer: Writer, outcome: Outcome) -> dict[str, Any]:
+        """An entry's answer; one that wrote nothing is logged as a read (``logs_found``)."""
         stored = outcome.stored
+        if not outcome.changed and self.logs_found:
+            writer.log_access(LeafKind.READ, [stored])
         result: dict[str, Any] = {
             "fullUrl": self._full_url(stored),
             "response": self._response_of(stored, "201 Created" if outcome.created else "200 OK"),

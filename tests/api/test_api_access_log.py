@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Iterator
 from typing import Any
 
@@ -53,6 +54,66 @@ def test_a_search_logs_each_resource_it_returns(client: TestClient, records: Rec
     assert [leaf.kind for leaf in logged] == [LeafKind.SEARCH, LeafKind.SEARCH]
     expected = {records.keys.location("Patient", pid) for pid in (ids[0], ids[2])}
     assert {leaf.loc for leaf in logged} == expected
+
+
+def _unchanging_writes(patient_id: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Writes that write nothing and answer with the record: a conditional create that
+    finds it, a PUT of it as it is, an empty patch, a patch that only tests, and the same
+    in a transaction Bundle."""
+    patch = {"Content-Type": "application/json-patch+json"}
+    found = {"If-None-Exist": f"identifier=urn:t|{body['name'][0]['family']}", **FHIR_JSON}
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {
+                "resource": body,
+                "request": {
+                    "method": "POST",
+                    "url": "Patient",
+                    "ifNoneExist": found["If-None-Exist"],
+                },
+            },
+            {"resource": body, "request": {"method": "PUT", "url": f"Patient/{patient_id}"}},
+        ],
+    }
+    return [
+        {"method": "POST", "url": "/fhir/Patient", "json": body, "headers": found},
+        {"method": "PUT", "url": f"/fhir/Patient/{patient_id}", "json": body, "headers": FHIR_JSON},
+        {
+            "method": "PATCH",
+            "url": f"/fhir/Patient/{patient_id}",
+            "content": "[]",
+            "headers": patch,
+        },
+        {
+            "method": "PATCH",
+            "url": f"/fhir/Patient/{patient_id}",
+            "content": json.dumps([{"op": "test", "path": "/id", "value": patient_id}]),
+            "headers": {**patch, "Prefer": "return=minimal"},
+        },
+        {"method": "POST", "url": "/fhir", "json": bundle, "headers": FHIR_JSON},
+    ]
+
+
+def test_a_write_that_writes_nothing_is_logged_as_the_read_it_is(
+    client: TestClient, records: RecordStore
+) -> None:
+    """It hands the record out (its body, or its id and version): without a leaf, whoever
+    may write would read any record, or find a patient by identifier, unseen."""
+    patient_id = _create(client, "Lavoie")
+    body = client.get(f"/fhir/Patient/{patient_id}").json()
+    loc = records.keys.location("Patient", patient_id)
+    for request in _unchanging_writes(patient_id, body):
+        before = records.storage.leaf_count()
+        response = client.request(**request)
+        assert response.status_code == 200, (request, response.text)
+        logged = _leaves(records)[before:]
+        entries = len(request["json"]["entry"]) if request["url"] == "/fhir" else 1
+        assert [(leaf.kind, leaf.loc, leaf.version) for leaf in logged] == [
+            (LeafKind.READ, loc, 1)
+        ] * entries, request
+    assert records.read("Patient", patient_id).version == 1
 
 
 def test_a_history_page_logs_its_versions(client: TestClient, records: RecordStore) -> None:
