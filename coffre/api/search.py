@@ -89,7 +89,11 @@ def _bundle(
     last = page[-1].id if anchored and page else None
     left = offset - start + len(matches)  # the matches from the offset on, as ``links`` counts
     link = links(page_url, pairs, snapshot, offset, count, left, last)
-    return fhir_bundle("searchset", entries, **total, link=link), page + included
+    # A count alone (``_summary=count``, ``_count=0``) hands out no record but tells of
+    # each it counts (that this patient has a Condition of that code): logged as a page
+    # of them would be, or a positive answer would leave no trace in her access history.
+    counted = matches if count == 0 and total else []
+    return fhir_bundle("searchset", entries, **total, link=link), page + included + counted
 
 
 def search_page(

@@ -7,6 +7,7 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+import pytest
 from conftest import FHIR_JSON
 from pg import HostDatabase
 from starlette.testclient import TestClient
@@ -54,6 +55,26 @@ def test_a_search_logs_each_resource_it_returns(client: TestClient, records: Rec
     assert [leaf.kind for leaf in logged] == [LeafKind.SEARCH, LeafKind.SEARCH]
     expected = {records.keys.location("Patient", pid) for pid in (ids[0], ids[2])}
     assert {leaf.loc for leaf in logged} == expected
+
+
+@pytest.mark.parametrize("counting", ["_summary=count", "_count=0"])
+def test_a_count_logs_each_record_it_counts(
+    client: TestClient, records: RecordStore, counting: str
+) -> None:
+    """ "Has she a record of that code?" answered by a count alone, unlogged, would leave
+    no trace of the look in her access history."""
+    ids = [_create(client, name) for name in ("Roy", "Roy-Bédard", "Nadeau")]
+    before = records.storage.leaf_count()
+    bundle = client.get(f"/fhir/Patient?name=roy&{counting}").json()
+    assert bundle["total"] == 2 and not bundle.get("entry")
+    logged = _leaves(records)[before:]
+    assert [leaf.kind for leaf in logged] == [LeafKind.SEARCH, LeafKind.SEARCH]
+    assert {leaf.loc for leaf in logged} == {
+        records.keys.location("Patient", pid) for pid in ids[:2]
+    }
+    before = records.storage.leaf_count()
+    assert client.get(f"/fhir/Patient?name=lavoie&{counting}").json()["total"] == 0
+    assert records.storage.leaf_count() == before
 
 
 def _unchanging_writes(patient_id: str, body: dict[str, Any]) -> list[dict[str, Any]]:
