@@ -5,11 +5,13 @@ The cookie is a JWT for the portal's own audience, so it is never an access toke
 whenever the portal is reached over HTTPS; it names the patient and carries the CSRF
 token every form of the session must send back. Signing out clears it and revokes it in
 the one-time store shared by the gateway's processes, so a copy taken before is refused
-too; so is a session whose user was removed from the registry since.
+too; so is a session whose user was removed from the registry since, or registered again
+(a password renewed).
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 import time
@@ -19,6 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coffre.api.auth import Authority, Principal
+from coffre.api.auth.registry import User
 from coffre.api.auth.scopes import Role, parse_scopes
 from coffre.api.auth.tokens import ACCESS_TOKEN_ALGORITHM, InvalidToken, peek, verify
 
@@ -92,16 +95,24 @@ def set_cookie(request: Request, response: Response, name: str, value: str, seco
     )
 
 
-def open_session(request: Request, response: Response, username: str, patient_id: str) -> None:
+def _registration(user: User) -> str:
+    """What names the user's registration, their password's: a session opened before the
+    user was registered again (a password renewed by ``coffre users remove`` then ``add``)
+    ends with it. A digest of the salted hash, which tells nothing of the password."""
+    return hashlib.sha256(user.password_hash.encode()).hexdigest()[:32]
+
+
+def open_session(request: Request, response: Response, user: User, patient_id: str) -> None:
     """Sign the patient in: a new session cookie, with a new CSRF token."""
     authority = _authority(request)
     claims = {
         "iss": _issuer(request),
         "aud": _audience(request),
-        "sub": username,
+        "sub": user.username,
         "typ": SESSION_TYPE,
         "patient": patient_id,
         "csrf": secrets.token_urlsafe(24),
+        "registration": _registration(user),
     }
     token = authority.signer.sign(claims, SESSION_SECONDS)
     set_cookie(request, response, SESSION_COOKIE, token, SESSION_SECONDS)
@@ -127,6 +138,7 @@ def session_of(request: Request) -> Session | None:
                 "sub": None,
                 "patient": None,
                 "csrf": None,
+                "registration": None,
             },
         )
     except InvalidToken:
@@ -134,9 +146,12 @@ def session_of(request: Request) -> Session | None:
     session = Session(str(claims["sub"]), str(claims["patient"]), str(claims["csrf"]))
     if authority.onetime.seen(_revoked(session)):
         return None
-    # A user removed (or pointed at another patient) since signing in loses the session now.
+    # A user removed, registered again or pointed at another patient since signing in
+    # loses the session now.
     user = authority.registry.current().users.get(session.username)
     if user is None or user.fhir_user != f"Patient/{session.patient_id}":
+        return None
+    if not hmac.compare_digest(str(claims["registration"]), _registration(user)):
         return None
     return session
 

@@ -124,7 +124,7 @@ async def sign_in(request: Request) -> Response:
     if user.role != Role.PATIENT or kind != "Patient":
         return _sign_in_page(request, lang, token, "not_patient", 403)
     response = redirect_to(next_page(form.get("next")))
-    open_session(request, response, user.username, patient_id)
+    open_session(request, response, user, patient_id)
     return response
 
 

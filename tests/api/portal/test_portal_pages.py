@@ -14,7 +14,7 @@ from portal_kit import CLINICIAN, PATIENT, authority_with_users, hidden, patient
 from starlette.testclient import TestClient
 
 from coffre.api import create_app
-from coffre.api.auth.registry import load, save, without_user
+from coffre.api.auth.registry import load, new_user, save, with_user, without_user
 from coffre.api.auth.throttle import FREE_FAILURES_PER_NAME
 from coffre.api.portal.text import CODES, TEXT
 from coffre.ledger.leaf import Leaf, LeafKind
@@ -440,7 +440,13 @@ def test_removing_the_user_ends_their_session(portal: TestClient, tmp_path: Path
     sign_in(portal)
     assert portal.get("/portal/", follow_redirects=False).status_code == 200
     path = tmp_path / "keyring.access.json"
-    save(path, without_user(load(path), "marie"))
+    registered = load(path)
+    save(path, without_user(registered, "marie"))
+    assert portal.get("/portal/", follow_redirects=False).status_code == 303
+    # Registered again, with a new password (a renewal): the old session stays ended.
+    marie = registered.users["marie"]
+    renewed = new_user("marie", "patient", marie.fhir_user, "un autre mot de passe")
+    save(path, with_user(without_user(registered, "marie"), renewed))
     assert portal.get("/portal/", follow_redirects=False).status_code == 303
 
 
