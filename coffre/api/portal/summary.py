@@ -48,13 +48,30 @@ def _quantity(value: dict[str, Any]) -> str:
     return f"{number} {unit}".strip() if number is not None else ""
 
 
+def _between(low: str, high: str, joined: str = " \u2013 ") -> str:
+    return joined.join(part for part in (low, high) if part) if low or high else ""
+
+
 def observed_value(resource: dict[str, Any]) -> str:
-    """An Observation's value, or its components' (a blood pressure), as text."""
+    """An Observation's value (any of R4's ``value[x]`` but sampled data), or its
+    components' (a blood pressure), as text."""
     if "valueQuantity" in resource:
         return _quantity(resource["valueQuantity"])
     if "valueCodeableConcept" in resource:
         return concept(resource["valueCodeableConcept"])
-    for name in ("valueString", "valueBoolean", "valueInteger", "valueDateTime"):
+    if "valueBoolean" in resource:
+        return "true" if resource["valueBoolean"] else "false"  # as FHIR writes it
+    if "valueRange" in resource:
+        found = resource["valueRange"]
+        return _between(_quantity(found.get("low", {})), _quantity(found.get("high", {})))
+    if "valueRatio" in resource:
+        found = resource["valueRatio"]
+        numerator, denominator = (found.get(side, {}) for side in ("numerator", "denominator"))
+        return _between(_quantity(numerator), _quantity(denominator), " / ")
+    if "valuePeriod" in resource:
+        found = resource["valuePeriod"]
+        return _between(moment(found.get("start")), moment(found.get("end")))
+    for name in ("valueString", "valueInteger", "valueDateTime", "valueTime"):
         if name in resource:
             return str(resource[name])
     parts = [
@@ -93,11 +110,10 @@ def _immunization(r: dict[str, Any]) -> Row:
 
 
 def _observation(r: dict[str, Any]) -> Row:
-    return (
-        concept(r.get("code")),
-        day(r.get("effectiveDateTime") or r.get("issued")),
-        observed_value(r),
-    )
+    period = r.get("effectivePeriod")
+    begun = period.get("start") if isinstance(period, dict) else None
+    when = r.get("effectiveDateTime") or r.get("effectiveInstant") or begun or r.get("issued")
+    return concept(r.get("code")), day(when), observed_value(r)
 
 
 def moment(value: Any) -> str:
