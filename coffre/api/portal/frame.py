@@ -160,8 +160,8 @@ def _sign_in_then(request: Request) -> str:
     query = f"?{request.url.query}" if request.url.query and request.method == "GET" else ""
     wanted = next_page(request.url.path + query)
     asks = [f"next={quote(wanted, safe='')}"] if wanted != HOME else []
-    if SESSION_COOKIE in request.cookies:
-        asks.append("ended=1")
+    if SESSION_COOKIE in request.cookies:  # a form sent is said lost; a page, not
+        asks.append(f"ended={'form' if request.method == 'POST' else 'page'}")
     return f"{SIGN_IN}?{'&'.join(asks)}" if asks else SIGN_IN
 
 

@@ -28,6 +28,7 @@ TEXT: dict[str, dict[str, str]] = {
         "not_patient": "This portal is for patients. Professionals use their own software.",
         "expired": "The form has expired: please try again.",
         "signed_out": "You are signed out.",
+        "session_over": "Your session has ended: please sign in again.",
         "session_ended": "Your session has ended: please sign in again. A form you had just"
         " sent was not recorded.",
         "via": "through the application {app}",
@@ -133,6 +134,7 @@ TEXT: dict[str, dict[str, str]] = {
         " propre logiciel.",
         "expired": "Le formulaire a expiré : veuillez réessayer.",
         "signed_out": "Vous êtes déconnecté.",
+        "session_over": "Votre session a pris fin : veuillez vous reconnecter.",
         "session_ended": "Votre session a pris fin : veuillez vous reconnecter. Un formulaire"
         " que vous veniez d'envoyer n'a pas été enregistré.",
         "via": "par l'application {app}",

@@ -82,8 +82,9 @@ def _sign_in_page(
     alert = f'<p role="alert" id="error">{escape(message)}</p>' if error else ""
     if not error and request.query_params.get("signed_out"):
         alert = f'<p role="status">{escape(word(lang, "signed_out"))}</p>'
-    elif not error and request.query_params.get("ended"):
-        alert = f'<p role="alert">{escape(word(lang, "session_ended"))}</p>'
+    elif not error and (ended := request.query_params.get("ended")):
+        said = "session_ended" if ended == "form" else "session_over"
+        alert = f'<p role="alert">{escape(word(lang, said))}</p>'
     described = ' aria-describedby="error" aria-invalid="true"' if error else ""
     body = (
         f'{alert}<form method="post" action="/portal/sign-in">'

@@ -170,6 +170,27 @@ def test_a_patient_signs_in_sees_their_record_and_who_opened_it_and_opts_out(
         print(f"\nportal screenshots: {shots}")
 
 
+def test_a_long_unbroken_name_wraps_within_a_phones_width(served: Served, browser: Any) -> None:
+    """A 500-character word in a record pushed the page to 4,964 px on a 390 px screen,
+    the date and status off it."""
+    condition = {
+        "resourceType": "Condition",
+        "subject": {"reference": f"Patient/{served.patient}"},
+        "code": {"text": "x" * 500},
+        "clinicalStatus": {"coding": [{"code": "active"}]},
+    }
+    written = httpx.post(f"{served.server.base_url}/Condition", json=condition)
+    assert written.status_code == 201, written.text
+    origin = served.server.base_url.removesuffix("/fhir")
+    page = browser.new_page(viewport={"width": 390, "height": 800})
+    page.goto(f"{origin}/portal/?lang=en")
+    page.get_by_label("User name").fill("malcolm")
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    assert "x" * 500 in page.get_by_role("table", name="Conditions").inner_text()
+    assert page.evaluate("document.documentElement.scrollWidth") <= 390
+
+
 class _Callback(http.server.BaseHTTPRequestHandler):
     """An app's redirect URI, on an origin of its own: says it was reached."""
 

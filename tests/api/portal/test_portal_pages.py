@@ -413,13 +413,15 @@ def test_a_session_that_ended_says_so_and_leads_back_to_the_page(portal: TestCli
     )
     assert sent.status_code == 303
     location = sent.headers["location"]
-    assert location == f"/portal/sign-in?next={quote('/portal/research', safe='')}&ended=1"
+    assert location == f"/portal/sign-in?next={quote('/portal/research', safe='')}&ended=form"
     shown = unescape(portal.get(location).text)
     assert '<p role="alert">Votre session a pris fin' in shown
     assert "n'a pas été enregistré" in shown and 'name="next" value="/portal/research"' in shown
     portal.cookies.set("coffre_portal", cookie, path="/portal")
     asked = portal.get("/portal/notices", follow_redirects=False).headers["location"]
-    assert asked == f"/portal/sign-in?next={quote('/portal/notices', safe='')}&ended=1"
+    assert asked == f"/portal/sign-in?next={quote('/portal/notices', safe='')}&ended=page"
+    told = unescape(portal.get(asked).text)  # a page asked: no form is said lost
+    assert "Votre session a pris fin" in told and "n'a pas été enregistré" not in told
     assert "Votre session a pris fin" not in portal.get("/portal/sign-in").text
 
 
