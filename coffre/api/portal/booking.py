@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from html import escape
 from typing import Any
+from urllib.parse import urlencode
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -307,7 +308,7 @@ async def _booking_page(
         lang,
         word(lang, "booking"),
         body,
-        path=BOOKING,
+        path=_chosen(fields),
         current="booking",
         csrf=session.csrf,
         status=status,
@@ -321,6 +322,12 @@ class Refused(FhirError):
     def __init__(self, said: str, diagnostics: str) -> None:
         super().__init__(409, "conflict", diagnostics)
         self.said = said
+
+
+def _chosen(fields: Mapping[str, str]) -> str:
+    """The page's address with what was looked for and chosen, for its language switch."""
+    kept = {name: fields[name] for name in ("near", "centre", "day") if fields.get(name)}
+    return f"{BOOKING}?{urlencode(kept)}" if kept else BOOKING
 
 
 def _appointment_for(

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from html import escape
 from typing import Any, TypeVar
-from urllib.parse import parse_qs, quote, unquote, urlsplit
+from urllib.parse import parse_qs, quote, unquote, urlencode, urlsplit
 
 from starlette.requests import Request
 from starlette.responses import RedirectResponse, Response
@@ -152,6 +152,14 @@ def _erased_page(request: Request, session: Session, lang: str, when: int) -> Re
         csrf=session.csrf,
         status=410,
     )
+
+
+def here(request: Request) -> str:
+    """This page's address, for its language switch: a GET's query kept (the page to go
+    back to once signed in) but ``lang``."""
+    asked = request.query_params.multi_items() if request.method == "GET" else []
+    kept = [(name, value) for name, value in asked if name != "lang"]
+    return f"{request.url.path}?{urlencode(kept)}" if kept else request.url.path
 
 
 def _sign_in_then(request: Request) -> str:

@@ -87,11 +87,12 @@ def page(
     status: int = 200,
 ) -> HTMLResponse:
     """A whole page: ``lang`` on the root, a skip link, the header with the language
-    switch (a plain link to ``path`` in the other language), the navigation when signed
+    switch (a plain link to ``path``, which may hold a query, in the other language), the navigation when signed
     in, and ``body`` (already escaped) in ``main``."""
     other = "en" if lang == "fr" else "fr"
+    there = f"{path}{'&' if '?' in path else '?'}lang={other}"
     switch = (
-        f'<a href="{escape(path)}?lang={other}" lang="{other}" hreflang="{other}">'
+        f'<a href="{escape(there)}" lang="{other}" hreflang="{other}">'
         f"{escape(word(lang, 'other_language'))}</a>"
     )
     nav = _nav(lang, current, csrf) if csrf else ""

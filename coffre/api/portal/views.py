@@ -25,6 +25,7 @@ from coffre.api.portal.frame import (
     commit_for,
     current_record,
     guard_for,
+    here,
     lang_of,
     log_shown,
     next_page,
@@ -97,7 +98,7 @@ def _sign_in_page(
         f" required{described}>"
         f'<button type="submit">{escape(word(lang, "sign_in"))}</button></form>'
     )
-    response = page(lang, word(lang, "sign_in_title"), body, path="/portal/sign-in", status=status)
+    response = page(lang, word(lang, "sign_in_title"), body, path=here(request), status=status)
     set_cookie(request, response, SIGN_IN_COOKIE, token, SIGN_IN_SECONDS)
     return remember_lang(request, response)
 

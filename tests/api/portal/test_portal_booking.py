@@ -265,8 +265,12 @@ def test_a_day_that_is_not_to_come_is_refused(portal: TestClient, day: str) -> N
 
 
 def test_the_page_is_in_french_too(portal: TestClient) -> None:
-    page = portal.get("/portal/booking", params={"centre": "stade", "lang": "fr"}).text
+    asked = {"centre": "stade", "day": tomorrow(), "lang": "fr"}
+    page = portal.get("/portal/booking", params=asked).text
     assert "Mes rendez-vous à venir" in unescape(page) and "Centre de vaccination" in page
+    # The switch to English keeps the centre and day chosen.
+    switch = re.search(r'<a href="([^"]+)" lang="en"', page).group(1)  # type: ignore[union-attr]
+    assert unescape(switch) == f"/portal/booking?centre=stade&day={tomorrow()}&lang=en"
 
 
 def test_only_the_vaccination_centres_are_offered(portal: TestClient, records: RecordStore) -> None:

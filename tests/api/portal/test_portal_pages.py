@@ -64,6 +64,12 @@ def test_signing_in_never_leads_off_the_portal(portal: TestClient, elsewhere: st
     assert response.headers["location"] == "/portal/"  # type: ignore[attr-defined]
 
 
+def test_the_language_switch_keeps_the_page_asked_for(portal: TestClient) -> None:
+    page = portal.get("/portal/sign-in", params={"next": "/portal/notices", "lang": "fr"})
+    switch = re.search(r'<a href="([^"]+)" lang="en"', page.text).group(1)  # type: ignore[union-attr]
+    assert unescape(switch) == "/portal/sign-in?next=%2Fportal%2Fnotices&lang=en"
+
+
 def test_signing_out_says_so_in_the_patients_language(portal: TestClient) -> None:
     sign_in(portal)
     csrf = hidden(portal.get("/portal/?lang=fr").text, "csrf")
