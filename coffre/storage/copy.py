@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import marshal
 import re
+import secrets
 import sqlite3
 from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -231,6 +232,11 @@ class Endpoint:
 
     def close(self) -> None:
         raise NotImplementedError
+
+    def is_storage_of(self, other: Endpoint) -> bool:
+        """Whether ``other`` is this very storage, however its location is written (the
+        copy would drop the live storage's indexes, under its own read snapshot's lock)."""
+        return False
 
     def _order(self, table: Table, column: str) -> str:
         """The expression a key column sorts by."""
@@ -449,6 +455,9 @@ class SqliteEndpoint(Endpoint):
         self._reader.close()
         self._db.close()
 
+    def is_storage_of(self, other: Endpoint) -> bool:
+        return isinstance(other, SqliteEndpoint) and self.path.samefile(other.path)
+
 
 class PostgresEndpoint(Endpoint):
     """A PostgreSQL database (the schema its URL's search path names): given the schema if
@@ -594,6 +603,26 @@ class PostgresEndpoint(Endpoint):
         self._read.close()
         self._write.close()
 
+    def is_storage_of(self, other: Endpoint) -> bool:
+        """By a lock: an advisory lock is the database's, whatever its address is called
+        (``localhost``, ``127.0.0.1``, a socket), and needs no privilege; then the schema."""
+        if not isinstance(other, PostgresEndpoint):
+            return False
+        key = secrets.randbits(63)
+        try:
+            self._read.execute("SELECT pg_advisory_lock(%s)", (key,))
+            try:
+                taken = other._read.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+                if taken is not None and taken[0]:
+                    other._read.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                    return False
+            finally:
+                self._read.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            schema = "SELECT current_schema()"
+            return self._query(schema) == other._query(schema)
+        except psycopg.Error as error:
+            postgres._fail("compare the source and the destination", error)
+
 
 def open_endpoint(location: str | Path, *, create: bool = False) -> Endpoint:
     """A PostgreSQL URL, or the path of an SQLite file (``sqlite://`` before it or not)."""
@@ -650,6 +679,8 @@ def copy_tables(
     """Copy every table of ``source`` into ``destination`` (empty, or a partial copy of
     this source), from one snapshot of the source, then read the destination back and
     report what both sides hold."""
+    if source.is_storage_of(destination):
+        raise StorageError("the source and the destination are the same storage")
     source.check_schema()
     destination.check_schema()
     with source.snapshot():

@@ -186,6 +186,32 @@ def test_an_interrupted_copy_carries_on_where_it_stopped(
     )
 
 
+def _spelled_otherwise(location: str) -> str:
+    """The same storage, its location written another way (as ``localhost`` for
+    ``127.0.0.1`` would be): the URL's parameters in another order, the path through
+    its folder's parent."""
+    if "://" in location:
+        base, _, query = location.partition("?")
+        return f"{base}?{'&'.join(reversed(query.split('&')))}"
+    path = Path(location)
+    return str(path.parent / ".." / path.parent.name / path.name)
+
+
+def test_a_copy_into_its_own_storage_is_refused_and_serves_on(
+    client: TestClient, vault: Vault
+) -> None:
+    """A backup whose destination was the live database dropped its indexes under its
+    own read snapshot's lock, and every server process waited behind it."""
+    _write(client, 1)
+    source = _location(vault)
+    same = _spelled_otherwise(source)
+    assert same != source
+    with pytest.raises(StorageError, match="the same storage"):
+        _copy(source, same)
+    assert client.get("/fhir/Patient").status_code == 200  # indexes and all, untouched
+    assert _summaries(source) == _summaries(same)
+
+
 def test_a_destination_holding_something_else_is_refused_untouched(
     client: TestClient, vault: Vault, backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
