@@ -731,11 +731,26 @@ class PostgresStorage(_Reader):
         raise StorageError("PostgreSQL could not read: every connection was dropped")
 
     def check_writable(self) -> None:
+        """Also that the role may add rows to every table of the storage's schema: a
+        role granted SELECT alone passed, then every request failed."""
         row = self._one(
-            "SELECT current_setting('default_transaction_read_only') = 'on' OR pg_is_in_recovery()"
+            "SELECT current_setting('default_transaction_read_only') = 'on' OR pg_is_in_recovery(),"
+            " current_user, current_schema(),"
+            " (SELECT string_agg(relname, ', ' ORDER BY relname) FROM pg_class"
+            " WHERE relnamespace = current_schema()::regnamespace AND relkind = 'r'"
+            " AND NOT has_table_privilege(oid, 'INSERT'))"
         )
-        if row is None or row[0]:
+        if row is None:
             raise StorageError(READ_ONLY)
+        read_only, role, schema, unwritable = row
+        if read_only:
+            raise StorageError(READ_ONLY)
+        if unwritable:
+            raise StorageError(
+                f"the storage's role {role} may not add rows to {unwritable}: nothing can be"
+                f" served, since every read is logged (GRANT INSERT, UPDATE, DELETE ON ALL"
+                f" TABLES IN SCHEMA {schema} TO {role}, or make it the tables' owner)"
+            )
 
     @contextmanager
     def transaction(self) -> Iterator[_Txn]:

@@ -6,11 +6,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import psycopg
 import pytest
-from pg import HostDatabase, stored_bytes
+from pg import HostDatabase, schema_of, stored_bytes
 from pgserver import ADMIN, Cluster
 from psycopg.conninfo import conninfo_to_dict
 from typer.testing import CliRunner
@@ -128,6 +129,26 @@ def test_a_storage_marked_as_this_coffre_s_opens_without_running_its_schema(url:
     assert _has_index(url, "tokens_by_loc")
     mark = _on(url, "SELECT obj_description('coffre_meta'::regclass, 'pg_class')")
     assert mark == [(SCHEMA_MARK,)]
+
+
+def test_a_role_that_may_only_read_the_tables_is_not_ready(url: str, postgres: Cluster) -> None:
+    """Every request writes (a read is logged): a role granted SELECT alone passed the
+    readiness check, then every request was a 503 "try again shortly"."""
+    PostgresStorage(url, create=True).close()
+    schema = schema_of(url)
+    role = f"looker_{schema}"
+    with psycopg.connect(postgres.url(), autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        admin.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}")
+    storage = PostgresStorage(url.replace("postgresql://postgres@", f"postgresql://{role}@"))
+    try:
+        with pytest.raises(StorageError, match=f"role {role} may not add rows to .*leaves"):
+            storage.check_writable()
+    finally:
+        storage.close()
+    with closing(PostgresStorage(url)) as owned:
+        owned.check_writable()  # its owner may
 
 
 def test_a_database_that_cannot_be_reached_is_a_storage_error(postgres: Cluster) -> None:
