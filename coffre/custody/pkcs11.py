@@ -128,8 +128,10 @@ def _no_keys(token: str) -> CustodyError:
     )
 
 
-def _open_session(module: str, token: str, pin: str) -> Any:
-    """A read-write session, logged in as the token's user."""
+def _open_session(module: str, token: str, pin: str, *, afresh: bool = False) -> Any:
+    """A read-write session, logged in as the token's user; ``afresh``, with the library
+    initialised again first: SoftHSM2 keeps what it read of a token that went away (its
+    folder moved, then restored from a backup) until then."""
     if not Path(module).is_file():
         raise CustodyError(
             f"no PKCS#11 module at '{module}': set {config.PKCS11_MODULE.env} to the token's"
@@ -143,6 +145,8 @@ def _open_session(module: str, token: str, pin: str) -> Any:
             " (SoftHSM2: /usr/lib/softhsm/libsofthsm2.so)"
         ) from None
     try:
+        if afresh:
+            library.reinitialize()
         found = _token_of(library, token)
         missing = set(NEEDED) - found.slot.get_mechanisms()
         if missing:
@@ -211,6 +215,11 @@ class _Guard:
         self._reopen = reopen
         self._lost = False
 
+    def lose(self) -> None:
+        """Open a new session before the next call: this one no longer sees the vault's
+        keys, which a new one finds again or says are gone."""
+        self._lost = True
+
     @contextmanager
     def __call__(self, action: str) -> Iterator[None]:
         with self._lock:
@@ -258,7 +267,7 @@ class Pkcs11Custodian:
         the settings again; the same vault's keys, or nothing."""
         with suppress(p11.PKCS11Error):
             self._session.close()
-        self._session = _open_session(self._module, self._token, pin_from_settings())
+        self._session = _open_session(self._module, self._token, pin_from_settings(), afresh=True)
         if self._data(self._session, ORIGIN_LABEL) != self._origin.encode():
             raise CustodyError(
                 f"the PKCS#11 token '{self._token}' holds another vault's keys now, or none:"
@@ -292,7 +301,8 @@ class Pkcs11Custodian:
         """Take up the key-encryption keys another process added or destroyed (call under
         the guard): a search of the token per new data key, none per read."""
         keks = self._find_keks()
-        if not keks:
+        if not keks:  # gone from under the session (the token's folder moved away)
+            self._guard.lose()
             raise _no_keys(self._token)
         self._take_up(keks)
 

@@ -400,6 +400,47 @@ def test_a_session_the_token_lost_is_a_503_and_the_next_request_opens_a_new_one(
     assert LeafKind.INTEGRITY not in kinds
 
 
+def _token_folder(softhsm: SoftHsm, label: str) -> Path:
+    """Where SoftHSM2 keeps the token's files (its token.object holds its label, padded
+    to 32 bytes with spaces: coffre-test-1 is not coffre-test-12)."""
+    return next(
+        found.parent
+        for found in (softhsm.folder / "tokens").glob("*/token.object")
+        if label.encode().ljust(32) in found.read_bytes()
+    )
+
+
+@pytest.mark.slow
+def test_a_token_taken_away_then_put_back_serves_again_without_a_restart(
+    pkcs11_token: str, softhsm: SoftHsm, tmp_path: Path
+) -> None:
+    """As an operator restoring SoftHSM2's token folder from its backup does, under two
+    server processes: while it is away, 503s; once it is back, each process's session,
+    which no longer saw the vault's keys, is opened again, and they serve."""
+    vault = Vault.at(tmp_path / "vault")
+    vault.create()
+    server = RunningServer(vault, workers=2)
+    patient = {"resourceType": "Patient", "gender": "female"}
+
+    def create() -> httpx.Response:
+        return httpx.post(f"{server.base_url}/Patient", json=patient, headers=FHIR_JSON)
+
+    try:
+        assert create().status_code == 201
+        folder = _token_folder(softhsm, pkcs11_token)
+        away = tmp_path / "away"
+        folder.rename(away)
+        try:
+            refused = [create().status_code for _ in range(6)]
+        finally:
+            away.rename(folder)
+        assert set(refused) == {503}
+        served = [create().status_code for _ in range(12)]
+        assert served == [201] * 12, served
+    finally:
+        server.stop()
+
+
 def test_a_token_missing_at_first_is_looked_for_again_after_initialising_again(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
