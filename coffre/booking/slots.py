@@ -93,3 +93,16 @@ def still_held(slot_id: str, deleted: bool) -> FhirError:
         " is cancelled",
         "Slot.status",
     )
+
+
+def seats_of_the_deleted(patient_id: str, holding: list[str]) -> FhirError:
+    """The refusal of a Patient's deletion while appointments to come of theirs hold
+    seats: a seat booked for nobody is a seat lost to the campaign."""
+    named = ", ".join(f"Appointment/{appointment_id}" for appointment_id in holding[:5])
+    more = f" and {len(holding) - 5} more" if len(holding) > 5 else ""
+    return FhirError(
+        409,
+        "conflict",
+        f"Patient/{patient_id} holds seats by appointments to come ({named}{more}): cancel"
+        " them first, or their seats would be lost (coffre erase frees them itself)",
+    )

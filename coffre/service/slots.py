@@ -11,16 +11,19 @@ from typing import TYPE_CHECKING, Any
 from coffre.booking.slots import (
     BUSY,
     FREE,
+    HOLDING,
     booked_elsewhere,
     frees,
     held_slots,
     naming,
     released,
+    seats_of_the_deleted,
     still_held,
     taken,
 )
 from coffre.search import parse_criteria
-from coffre.service.stored import Stored
+from coffre.search.plan import query_date
+from coffre.service.stored import Stored, now_us
 
 if TYPE_CHECKING:
     from coffre.service.writer import Writer
@@ -34,11 +37,33 @@ def keep_slots(
     resource: dict[str, Any] | None,
 ) -> None:
     """Before a client's write of ``resource`` (None: a deletion) over ``current``; of a
-    type other than Appointment and Slot, nothing."""
+    type other than Appointment and Slot, nothing but for a Patient's deletion."""
     if resource_type == "Appointment":
         _follow_appointment(writer, resource_id, current, resource)
     elif resource_type == "Slot":
         _check_slot_write(writer, resource_id, current, resource)
+    elif resource_type == "Patient" and resource is None:
+        _check_patient_deletion(writer, resource_id)
+
+
+def _check_patient_deletion(writer: Writer, patient_id: str) -> None:
+    """A patient whose appointments hold seats to come is not deleted (the Appointments
+    would keep them, for a patient no longer here)."""
+    criteria = parse_criteria([("patient", f"Patient/{patient_id}"), ("status", ",".join(HOLDING))])
+    now = now_us()
+    holding = [
+        appointment.id
+        for appointment in writer.find("Appointment", criteria)
+        if any(_to_come(writer, slot_id, now) for slot_id in held_slots(appointment.resource()))
+    ]
+    if holding:
+        raise seats_of_the_deleted(patient_id, sorted(holding))
+
+
+def _to_come(writer: Writer, slot_id: str, now: int) -> bool:
+    slot = current_slot(writer, slot_id)
+    start = None if slot is None else slot.get("start")
+    return isinstance(start, str) and query_date(start)[0] > now
 
 
 def _holders(writer: Writer, slot_id: str, other_than: str = "") -> list[Stored]:

@@ -199,6 +199,26 @@ def test_a_batch_books_the_slot_once(client: TestClient) -> None:
     assert statuses[0].startswith("201") and statuses[1].startswith("409"), statuses
 
 
+def test_a_patient_holding_seats_to_come_is_not_deleted_until_they_are_cancelled(
+    client: TestClient,
+) -> None:
+    """Deleted, she would keep her seats, booked for nobody: lost to the campaign."""
+    put_resource(client, {"resourceType": "Patient", "id": "anne"})
+    put_resource(client, _slot("s1"))
+    past = {**_slot("s0"), "start": "2020-03-01T09:00:00Z", "end": "2020-03-01T09:05:00Z"}
+    put_resource(client, past)
+    assert _book(client, "s0").status_code == 201  # a seat gone by holds nothing to come
+    booked = _book(client, "s1").json()
+    refused = client.delete("/fhir/Patient/anne")
+    assert refused.status_code == 409, refused.text
+    said = refused.json()["issue"][0]["diagnostics"]
+    assert f"Appointment/{booked['id']}" in said and "cancel them first" in said
+    assert client.get("/fhir/Patient/anne").status_code == 200 and _status(client, "s1") == "busy"
+    cancelled = {**booked, "status": "cancelled"}
+    put_resource(client, cancelled)
+    assert client.delete("/fhir/Patient/anne").status_code in (200, 204)
+
+
 def test_an_erased_patient_lets_go_of_her_slots(client: TestClient, records: RecordStore) -> None:
     put_resource(client, _slot("s1"))
     put_resource(client, {"resourceType": "Patient", "id": "anne"})
