@@ -134,6 +134,13 @@ REQUEST_STALL_SECONDS = Setting(
     " pause, before it is closed (slow clients holding connections open); 0: never.",
     whole=True,
 )
+STOP_SECONDS = Setting(
+    "stop_seconds",
+    "30",
+    "How long `coffre serve`, asked to stop (SIGTERM, Ctrl-C), lets the requests under way"
+    " finish before it ends them and exits; 0: as long as they take.",
+    whole=True,
+)
 SQLITE_SYNCHRONOUS = Setting(
     "sqlite_synchronous",
     "FULL",
@@ -266,6 +273,7 @@ SETTINGS = (
     BOOKING_SERVING,
     BOOKING_WAITING,
     REQUEST_STALL_SECONDS,
+    STOP_SECONDS,
     SQLITE_SYNCHRONOUS,
     STORAGE_URL,
     STORAGE_REQUIRE_TLS,

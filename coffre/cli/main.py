@@ -242,6 +242,9 @@ def serve(
         # the generated schema module compiles (no cached bytecode: the GIL is held for
         # seconds); with uvicorn's 5 s a loaded machine kills and restarts it forever.
         timeout_worker_healthcheck=WORKER_START_SECONDS,
+        # A client trickling its body would otherwise hold a stop (a rolling restart) open
+        # for as long as it likes.
+        timeout_graceful_shutdown=int(config.STOP_SECONDS.value()) or None,
         **https,
     )
     server = uvicorn.Config(APPLICATION, **options)

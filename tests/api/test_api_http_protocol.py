@@ -150,3 +150,32 @@ def test_requests_that_stall_half_sent_do_not_hold_their_connections(
         )
         time.sleep(1.5)
         assert _all_of(prompt).startswith(b"HTTP/1.1 200")
+
+
+def test_a_stop_ends_a_trickling_request_once_its_time_is_up(
+    vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A client sending its body a byte a second held a stop (SIGTERM, as a rolling
+    restart sends) open for as long as its body lasted: here a minute, not two seconds."""
+    monkeypatch.setenv(config.STOP_SECONDS.env, "2")
+    server = RunningServer(vault)
+    body = b'{"resourceType": "Patient"%s}' % (b" " * 40)
+    head = (
+        b"POST /fhir/Patient HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+        b"Content-Type: application/fhir+json\r\nContent-Length: %d\r\n\r\n" % len(body)
+    )
+    with socket.create_connection(("127.0.0.1", server.port)) as trickler:
+        trickler.sendall(head + body[:1])
+        time.sleep(0.5)
+        asked = time.monotonic()
+        server.process.terminate()
+        for byte in body[1:]:
+            if server.process.poll() is not None:
+                break
+            try:
+                trickler.sendall(bytes([byte]))
+            except OSError:
+                break
+            time.sleep(1)
+        server.process.wait(timeout=120)
+    assert time.monotonic() - asked < len(body) / 2
