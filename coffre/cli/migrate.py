@@ -285,18 +285,19 @@ def restore(
     if not is_url(source) and not Path(source).is_file():
         raise fail(f"no backup at {source}: nothing was restored")
     try:  # before any copying: the copy is of no use to a vault without its keys
-        held, log_key = target.held_keys()
+        held, log_key, holder = target.held_keys()
     except CoffreError as error:
         raise fail(
             f"cannot restore: {error}. A restore needs the keys of the vault the backup was"
             f" taken from: a copy of its keyring at {target.keyring}, or named with"
             " --keyring. Nothing was restored."
         ) from None
-    problem = _not_for_these_keys(source, held, log_key)
+    problem = _not_for_these_keys(source, held, log_key, holder)
     if problem:
         raise fail(
-            f"cannot restore: {problem}, at {target.keyring}. Restore with the keyring kept with"
-            " this backup (--keyring). Nothing was restored."
+            f"cannot restore: {problem}. Restore with the keys kept with this backup: the"
+            " keyring of its time (--keyring), or the token's own backup of its time."
+            " Nothing was restored."
         )
     target.folder.mkdir(parents=True, exist_ok=True)
     report = run_copy(source, location(str(vault)), batch)
@@ -324,10 +325,12 @@ def restore(
     out.print(f"restored; the vault opens with a log of {size:,} leaves")
 
 
-def _not_for_these_keys(source: str, held: set[str], log_key: VerifierKey) -> str | None:
-    """Why the backup would not open with a keyring that holds the key-encryption keys
-    ``held`` and signs the log with ``log_key``: another vault's, or one whose KEK of the
-    backup's time was retired since; None when it would."""
+def _not_for_these_keys(
+    source: str, held: set[str], log_key: VerifierKey, holder: str
+) -> str | None:
+    """Why the backup would not open with the keys of ``holder`` (a keyring, a token),
+    the key-encryption keys ``held`` and the log's ``log_key``: another vault's, or one
+    whose KEK of the backup's time was retired since; None when it would."""
     try:
         with closing(open_endpoint(source)) as backup:
             missing, note = sorted(backup.kek_ids() - held), backup.latest_checkpoint()
@@ -337,10 +340,10 @@ def _not_for_these_keys(source: str, held: set[str], log_key: VerifierKey) -> st
         try:
             open_checkpoint(note, log_key)
         except LedgerError:
-            return "the backup's log is signed by another vault's key than the keyring's"
+            return f"the backup's log is signed by another vault's key than {holder} holds"
     if missing:
         return (
-            f"the backup's data keys are wrapped by {', '.join(missing)}, which the keyring"
+            f"the backup's data keys are wrapped by {', '.join(missing)}, which {holder}"
             " does not hold (retired by a key rotation since the backup was taken?)"
         )
     return None

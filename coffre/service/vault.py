@@ -174,14 +174,14 @@ class Vault:
             self.storage_path, create=True, synchronous=config.SQLITE_SYNCHRONOUS.value()
         )
 
-    def held_keys(self) -> tuple[set[str], VerifierKey]:
-        """The key-encryption keys the vault's custody holds, and the key its log's
-        checkpoints verify with: what a storage brought in must have been made with.
-        Refuses a vault whose keys are not there: no keyring at its path (or one that
-        cannot be read), or no keys in the token."""
+    def held_keys(self) -> tuple[set[str], VerifierKey, str]:
+        """The key-encryption keys the vault's custody holds, the key its log's
+        checkpoints verify with (what a storage brought in must have been made with), and
+        what holds them, as a message names it. Refuses a vault whose keys are not there:
+        no keyring at its path (or one that cannot be read), or no keys in the token."""
         custody = self._open_own_custody(self.recorded_custody())
         custody.root_secret()
-        return set(custody.kek_ids()), verifier_key_of(custody)
+        return set(custody.kek_ids()), verifier_key_of(custody), custody.holder()
 
     def benchmark_mode(self) -> str | None:
         """What the vault was made for if it was made for a benchmark (BENCHMARK_FILE)."""
