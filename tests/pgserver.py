@@ -27,6 +27,7 @@ import tempfile
 from pathlib import Path
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from testca import TestCA
 
 BIN_GLOB = "/usr/lib/postgresql/*/bin"
@@ -141,6 +142,16 @@ class Cluster:
         schema = f"t{next(self._counter)}"
         self._admin.execute(f"CREATE SCHEMA {schema}")
         return with_schema(self.url(), schema)
+
+    def as_new_role(self, url: str, role: str, *privileges: str) -> str:
+        """``url`` as a new login role, given USAGE on the URL's schema and ``privileges``
+        (``SELECT ON ALL TABLES``, ``CREATE ON SCHEMA``...), each granted in that schema."""
+        schema = conninfo_to_dict(url)["options"].removeprefix("-csearch_path=")
+        self._admin.execute(f"CREATE ROLE {role} LOGIN")
+        self._admin.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
+        for privilege in privileges:
+            self._admin.execute(f"GRANT {privilege} {schema} TO {role}")
+        return url.replace("postgresql://postgres@", f"postgresql://{role}@")
 
     def stop(self) -> None:
         self._admin.close()

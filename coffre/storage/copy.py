@@ -471,6 +471,7 @@ class PostgresEndpoint(Endpoint):
         self._write = postgres._connect(url)
         try:
             if create and not self._query("SELECT to_regclass('versions')")[0][0]:
+                postgres.check_room(url)  # a role that may not create tables: what to grant
                 self._run(self._schema())
             # bytea's default dumper by type is the DB-API's Binary one, in Python; the
             # C one for bytes makes COPY several times faster.

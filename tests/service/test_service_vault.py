@@ -172,10 +172,7 @@ def test_a_role_that_may_not_create_tables_is_told_what_to_grant_before_any_key_
     schema: an operator who made the database as another role meets this first."""
     schema = schema_of(url)
     role = f"reader_{schema}"
-    with psycopg.connect(postgres.url(), autocommit=True) as admin:
-        admin.execute(f"CREATE ROLE {role} LOGIN")
-        admin.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
-    as_role = url.replace("postgresql://postgres@", f"postgresql://{role}@")
+    as_role = postgres.as_new_role(url, role)
     vault = Vault.at(tmp_path / "v1")
     with pytest.raises(StorageError) as refused:
         vault.create(as_role)

@@ -21,6 +21,7 @@ from coffre.exceptions import StorageError
 from coffre.service import Vault
 from coffre.storage import SealedVersion
 from coffre.storage.base import SealedEvent
+from coffre.storage.copy import open_endpoint
 from coffre.storage.postgres import SCHEMA_MARK, PostgresStorage, _conninfo, check_url
 
 WRITERS = 4
@@ -135,13 +136,8 @@ def test_a_role_that_may_only_read_the_tables_is_not_ready(url: str, postgres: C
     """Every request writes (a read is logged): a role granted SELECT alone passed the
     readiness check, then every request was a 503 "try again shortly"."""
     PostgresStorage(url, create=True).close()
-    schema = schema_of(url)
-    role = f"looker_{schema}"
-    with psycopg.connect(postgres.url(), autocommit=True) as admin:
-        admin.execute(f"CREATE ROLE {role} LOGIN")
-        admin.execute(f"GRANT USAGE ON SCHEMA {schema} TO {role}")
-        admin.execute(f"GRANT SELECT ON ALL TABLES IN SCHEMA {schema} TO {role}")
-    storage = PostgresStorage(url.replace("postgresql://postgres@", f"postgresql://{role}@"))
+    role = f"looker_{schema_of(url)}"
+    storage = PostgresStorage(postgres.as_new_role(url, role, "SELECT ON ALL TABLES IN SCHEMA"))
     try:
         with pytest.raises(StorageError, match=f"role {role} may not add rows to .*leaves"):
             storage.check_writable()
@@ -149,6 +145,17 @@ def test_a_role_that_may_only_read_the_tables_is_not_ready(url: str, postgres: C
         storage.close()
     with closing(PostgresStorage(url)) as owned:
         owned.check_writable()  # its owner may
+
+
+def test_a_copy_into_a_schema_its_role_may_not_create_tables_in_says_what_to_grant(
+    url: str, postgres: Cluster, tmp_path: Path
+) -> None:
+    """As coffre init says it: "could not change the schema (InsufficientPrivilege)" left
+    the operator to find the GRANT."""
+    schema = schema_of(url)
+    role = f"copier_{schema}"
+    with pytest.raises(StorageError, match=f"GRANT CREATE ON SCHEMA {schema} TO {role}"):
+        open_endpoint(postgres.as_new_role(url, role), create=True)
 
 
 def test_a_database_that_cannot_be_reached_is_a_storage_error(postgres: Cluster) -> None:
