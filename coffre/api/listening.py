@@ -33,8 +33,12 @@ def claim(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as error:
         sock.close()
-        raise CoffreError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+        raise _cannot_listen(host, port, error) from None
     return sock
+
+
+def _cannot_listen(host: str, port: int, error: OSError) -> CoffreError:
+    return CoffreError(f"cannot listen on {host}:{port}: {error.strerror}")
 
 
 def serve_on(config: uvicorn.Config, sock: socket.socket) -> None:
@@ -64,7 +68,7 @@ class PortPerProcess(socket.socket):
         try:
             _bind(kept, address)
         except OSError as error:
-            raise CoffreError(f"cannot listen on {host}:{port}: {error.strerror}") from None
+            raise _cannot_listen(host, port, error) from None
         return kept
 
     def __reduce__(self) -> tuple[Any, ...]:

@@ -56,6 +56,7 @@ from coffre.service.bundles import BundleProcessor, EntrySearch
 from coffre.service.conditions import if_none_exist_query
 from coffre.service.indexing import OwnTokens, own_tokens
 from coffre.service.interactions import (
+    answered,
     conditional_update_id,
     delete_visible,
     patch_visible,
@@ -88,18 +89,9 @@ def _written(request: Request, outcome: Written) -> Response:
 
 
 async def _write(request: Request, job: Callable[[Writer], Written]) -> Response:
-    """Run a write and answer it. A write that wrote nothing (a conditional create that
-    found its match, an update or a patch that changed nothing) answers with the record
-    all the same, its body or at least its id and version: as a read would, so it is
-    logged as one, durable with the answer, and a clinician's first access announced."""
-
-    def logged(writer: Writer) -> Written:
-        outcome = job(writer)
-        if not outcome.changed:
-            writer.log_access(LeafKind.READ, [outcome.stored])
-        return outcome
-
-    outcome = await commit(request, logged)
+    """Run a write and answer it; one that wrote nothing is a read (``answered``), and a
+    clinician's first access is announced."""
+    outcome = await commit(request, lambda writer: answered(writer, job(writer)))
     if not outcome.changed:
         guard_of(request).note([outcome.stored])
         await announce(request)

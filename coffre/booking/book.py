@@ -96,9 +96,15 @@ def no_seat_left(slot_id: str, status: str) -> FhirError:
     )
 
 
+def begins_after(resource: dict[str, Any], now_us: int) -> bool:
+    """Whether a Slot or an Appointment has a start, after ``now_us``."""
+    start = resource.get("start")
+    return isinstance(start, str) and query_date(start)[0] > now_us
+
+
 def check_to_come(slot_id: str, slot: dict[str, Any], now_us: int) -> None:
     """A 409 for a Slot whose time has begun."""
-    if query_date(slot["start"])[0] <= now_us:
+    if not begins_after(slot, now_us):
         raise FhirError(
             409,
             "conflict",

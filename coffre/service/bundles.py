@@ -51,6 +51,7 @@ from coffre.service.indexing import OwnTokens, own_tokens
 from coffre.service.interactions import (
     Gate,
     Open,
+    answered,
     conditional_update_id,
     delete_visible,
     patch_visible,
@@ -430,10 +431,8 @@ class BundleProcessor:
         id, unless a resource is already there, which is left as it is, a deletion too: an
         import never overwrites, so running it twice changes nothing, and a record deleted
         between the two runs (at the patient's request, say) is not brought back.
-        ``logs_found``: a write entry that wrote nothing (a conditional create that found
-        its match, an update that changed nothing) hands out the record it found, its id
-        and version at least, as a read would, and is logged as one (see routes'
-        ``_write``); an import, which answers no one, sets it False."""
+        ``logs_found``: a write entry that wrote nothing is logged as the read it is
+        (``interactions.answered``); an import, which answers no one, sets it False."""
         self.records = records
         self.base_url = base_url.rstrip("/")
         self.returning = returning
@@ -896,10 +895,9 @@ class BundleProcessor:
         }
 
     def _write_result(self, writer: Writer, outcome: Outcome) -> dict[str, Any]:
-        """An entry's answer; one that wrote nothing is logged as a read (``logs_found``)."""
-        stored = outcome.stored
-        if not outcome.changed and self.logs_found:
-            writer.log_access(LeafKind.READ, [stored])
+        """An entry's answer; one that wrote nothing is logged as a read (``answered``),
+        but for an import (``logs_found``)."""
+        stored = (answered(writer, outcome) if self.logs_found else outcome).stored
         result: dict[str, Any] = {
             "fullUrl": self._full_url(stored),
             "response": self._response_of(stored, "201 Created" if outcome.created else "200 OK"),

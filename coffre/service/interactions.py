@@ -17,6 +17,7 @@ from coffre.exceptions import FhirError
 from coffre.fhir import json
 from coffre.fhir.json_patch import JsonPatch
 from coffre.fhir.references import localise_references
+from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion
 from coffre.service.conditions import check_if_match, check_none_match
 from coffre.service.indexing import OwnTokens
@@ -80,6 +81,16 @@ def visible_match(
     """The one match of a conditional interaction's criteria among what the requester may
     see (``what`` names the condition in the 412 of several matches)."""
     return one_match(gate.find(writer, resource_type, criteria), resource_type, what)
+
+
+def answered(writer: Writer, outcome: Outcome) -> Outcome:
+    """A write's outcome, as the client is answered with it. One that wrote nothing (a
+    conditional create that found its match, an update or a patch that changed nothing)
+    hands out the record all the same, its body or at least its id and version: it is
+    logged as the read it is, or whoever may write would read any record unseen."""
+    if not outcome.changed:
+        writer.log_access(LeafKind.READ, [outcome.stored])
+    return outcome
 
 
 def update_visible(

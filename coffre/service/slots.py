@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from coffre.booking.book import begins_after
 from coffre.booking.slots import (
     BUSY,
     FREE,
@@ -22,7 +23,6 @@ from coffre.booking.slots import (
     taken,
 )
 from coffre.search import parse_criteria
-from coffre.search.plan import query_date
 from coffre.service.stored import Stored, now_us
 
 if TYPE_CHECKING:
@@ -54,16 +54,13 @@ def _check_patient_deletion(writer: Writer, patient_id: str) -> None:
     holding = [
         appointment.id
         for appointment in writer.find("Appointment", criteria)
-        if any(_to_come(writer, slot_id, now) for slot_id in held_slots(appointment.resource()))
+        if any(
+            (slot := current_slot(writer, slot_id)) is not None and begins_after(slot, now)
+            for slot_id in held_slots(appointment.resource())
+        )
     ]
     if holding:
         raise seats_of_the_deleted(patient_id, sorted(holding))
-
-
-def _to_come(writer: Writer, slot_id: str, now: int) -> bool:
-    slot = current_slot(writer, slot_id)
-    start = None if slot is None else slot.get("start")
-    return isinstance(start, str) and query_date(start)[0] > now
 
 
 def _holders(writer: Writer, slot_id: str, other_than: str = "") -> list[Stored]:

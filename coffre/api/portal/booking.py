@@ -35,7 +35,7 @@ from coffre.api.portal.session import Session
 from coffre.api.portal.summary import moment
 from coffre.api.portal.text import word
 from coffre.api.state import free_seats_of, records_of, waiting_room_of
-from coffre.booking.book import to_book
+from coffre.booking.book import begins_after, to_book
 from coffre.booking.find import VACCINATION, FindQuery, open_to_all, proposal, utc_days
 from coffre.booking.local_day import day_bounds, time_zone
 from coffre.booking.slots import FREE, HOLDING
@@ -134,18 +134,12 @@ def _asked_day(raw: str | None, today: date) -> date:
     return asked
 
 
-def _begins_after(resource: dict[str, Any], now: int) -> bool:
-    """Whether a Slot or an Appointment has a start, after ``now``."""
-    start = resource.get("start")
-    return isinstance(start, str) and query_date(start)[0] > now
-
-
 def _to_come(searcher: Searcher, patient_id: str, now: int) -> list[Stored]:
     """The patient's appointments that hold their time and have not begun, soonest first."""
     to_come = [
         stored
         for stored in searcher.compartment(("Appointment",), patient_id)
-        if stored.resource().get("status") in HOLDING and _begins_after(stored.resource(), now)
+        if stored.resource().get("status") in HOLDING and begins_after(stored.resource(), now)
     ]
     return sorted(to_come, key=lambda stored: query_date(stored.resource()["start"])[0])
 
@@ -344,7 +338,7 @@ def _appointment_for(
     schedule = _centre(records, schedule_id) if kind == "Schedule" else None
     if schedule is None:
         raise Refused("centre_closed", f"Slot/{slot_id} is no seat of an open centre")
-    if not _begins_after(slot.resource(), now):
+    if not begins_after(slot.resource(), now):
         raise Refused("time_past", f"Slot/{slot_id} has begun")
     actors = schedule.resource().get("actor", [])
     offer = proposal(slot_id, slot.resource(), actors, f"Patient/{patient_id}")
@@ -407,7 +401,7 @@ async def cancel(request: Request, session: Session, lang: str) -> Response:
     version = form.get("version", "")
     if stored.resource().get("status") not in HOLDING:  # cancelled already, in another tab
         return await _booking_page(request, session, lang, {}, "appointment_changed", 409)
-    if not _begins_after(stored.resource(), now_us()):  # a vaccination given is history
+    if not begins_after(stored.resource(), now_us()):  # a vaccination given is history
         return await _booking_page(request, session, lang, {}, "appointment_begun", 409)
     cancelled = {**stored.resource(), "status": "cancelled"}
 

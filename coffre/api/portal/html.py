@@ -87,8 +87,8 @@ def page(
     status: int = 200,
 ) -> HTMLResponse:
     """A whole page: ``lang`` on the root, a skip link, the header with the language
-    switch (a plain link to ``path``, which may hold a query, in the other language), the navigation when signed
-    in, and ``body`` (already escaped) in ``main``."""
+    switch (a plain link to ``path``, which may hold a query, in the other language),
+    the navigation when signed in, and ``body`` (already escaped) in ``main``."""
     other = "en" if lang == "fr" else "fr"
     there = f"{path}{'&' if '?' in path else '?'}lang={other}"
     switch = (

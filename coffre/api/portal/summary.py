@@ -49,7 +49,7 @@ def _quantity(value: dict[str, Any]) -> str:
 
 
 def _between(low: str, high: str, joined: str = " \u2013 ") -> str:
-    return joined.join(part for part in (low, high) if part) if low or high else ""
+    return joined.join(part for part in (low, high) if part)
 
 
 def observed_value(resource: dict[str, Any]) -> str:
