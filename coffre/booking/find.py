@@ -21,6 +21,7 @@ from coffre.booking.slots import FREE
 from coffre.exceptions import FhirError
 from coffre.fhir.references import parse_reference
 from coffre.search.naming import record_patients
+from coffre.search.normalise import date_range
 from coffre.search.plan import query_date
 from coffre.search.results import number, single
 
@@ -140,13 +141,19 @@ def open_to_all(schedule: dict[str, Any]) -> bool:
 
 
 def place_and_time(slot: dict[str, Any]) -> tuple[Any, ...]:
-    """What makes two Slots seats of one place and time, the same to whoever books."""
+    """What makes two Slots seats of one place and time, the same to whoever books (their
+    times compared as instants: ``14:00Z`` is ``09:00-05:00``)."""
     return (
         slot.get("schedule", {}).get("reference"),
-        slot.get("start"),
-        slot.get("end"),
+        _instant(slot.get("start")),
+        _instant(slot.get("end")),
         *(repr(slot.get(name)) for name in _SLOT_DETAILS),
     )
+
+
+def _instant(value: Any) -> Any:
+    found = date_range(value) if isinstance(value, str) else None
+    return value if found is None else found[0]
 
 
 def by_time(

@@ -1,5 +1,6 @@
-"""A centre's local day: the time zone a Schedule is kept in, and the bounds of one of
-its days, daylight-saving changes included (docs/booking.md, "In the portal")."""
+"""A centre's local day: the time zone a Schedule is kept in, the bounds of one of its
+days, daylight-saving changes included, and the time its clocks show (docs/booking.md,
+"In the portal")."""
 
 from __future__ import annotations
 
@@ -48,6 +49,11 @@ def day_bounds(schedule: dict[str, Any], day: date) -> tuple[int, int]:
     start = datetime.combine(day, time(0), zone)
     end = datetime.combine(day + timedelta(days=1), time(0), zone)
     return _micros(start), _micros(end)
+
+
+def wall_clock(moment_us: int, zone: tzinfo) -> str:
+    """``HH:MM`` on the clocks of ``zone`` at ``moment_us`` microseconds since the epoch."""
+    return (EPOCH + timedelta(microseconds=moment_us)).astimezone(zone).strftime("%H:%M")
 
 
 def _micros(moment: datetime) -> int:

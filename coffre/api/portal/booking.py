@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from html import escape
 from typing import Any
 from urllib.parse import urlencode
@@ -37,7 +37,7 @@ from coffre.api.portal.text import word
 from coffre.api.state import free_seats_of, records_of, waiting_room_of
 from coffre.booking.book import begins_after, to_book
 from coffre.booking.find import VACCINATION, FindQuery, open_to_all, proposal, utc_days
-from coffre.booking.local_day import day_bounds, time_zone
+from coffre.booking.local_day import day_bounds, time_zone, wall_clock
 from coffre.booking.slots import FREE, HOLDING
 from coffre.exceptions import FhirError
 from coffre.fhir.references import ID_PATTERN
@@ -216,16 +216,23 @@ def _choice_form(lang: str, choice: Choice, day: date, today: date) -> str:
     )
 
 
+def _clock(seat: Stored, zone: tzinfo) -> str:
+    """A seat's start as the centre's clocks read it (a Slot may be written in UTC, or
+    in another offset than the centre's)."""
+    return wall_clock(query_date(str(seat.resource()["start"]))[0], zone)
+
+
 def _times_section(
     lang: str, csrf: str, near: str, centre: Stored, day: date, seats: list[Stored]
 ) -> str:
-    said = word(lang, "free_times").format(day=day.isoformat(), centre=_name(centre))
+    zone = time_zone(centre.resource())
+    said = word(lang, "free_times").format(day=day.isoformat(), centre=_name(centre), zone=zone)
     body = f'<h2 id="times">{escape(said)}</h2>'
     if not seats:
         return body + f"<p>{escape(word(lang, 'no_free_time'))}</p>"
     buttons = "".join(
         f'<button type="submit" name="slot" value="{escape(seat.id)}">'
-        f"{escape(str(seat.resource()['start'])[11:16])}</button> "
+        f"{_clock(seat, zone)}</button> "
         for seat in seats
     )
     return body + (

@@ -58,7 +58,7 @@ TEXT: dict[str, dict[str, str]] = {
         "centre": "Vaccination centre",
         "day": "Day",
         "show_times": "Show the free times",
-        "free_times": "Free times on {day} at {centre}",
+        "free_times": "Free times on {day} at {centre} ({zone} time)",
         "no_free_time": "No free time left that day: try another day or another centre.",
         "booked_done": "Your appointment is booked.",
         "cancelled_done": "Your appointment is cancelled: its time is free for someone else.",
@@ -165,7 +165,7 @@ TEXT: dict[str, dict[str, str]] = {
         "centre": "Centre de vaccination",
         "day": "Jour",
         "show_times": "Voir les heures libres",
-        "free_times": "Heures libres le {day} à {centre}",
+        "free_times": "Heures libres le {day} à {centre} (heure {zone})",
         "no_free_time": "Plus aucune heure libre ce jour-là : essayez un autre jour ou un autre"
         " centre.",
         "booked_done": "Votre rendez-vous est réservé.",

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from html import unescape
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -91,6 +91,21 @@ def test_a_patient_books_a_time_of_the_centres_local_day_and_sees_it_to_come(
     assert "Your appointment is booked." in after
     to_come = after[after.index('id="to-come"') : after.index('id="find"')]
     assert CENTRE in unescape(to_come) and "09:00 -05:00" in to_come
+
+
+def test_a_seat_written_in_utc_shows_the_time_of_the_centres_clocks(
+    portal: TestClient, records: RecordStore
+) -> None:
+    """A Slot may be written in UTC (or any offset): its button shows the centre's time,
+    and the heading names the zone the times are in."""
+    seat = records.read("Slot", "nine-a").resource()
+    at_nine = datetime.fromisoformat(seat["start"]).astimezone(UTC)
+    seat["start"] = at_nine.isoformat().replace("+00:00", "Z")  # 14:00Z
+    with records.writer() as writer:
+        writer.update("Slot", "nine-a", seat)
+    page, _ = _times(portal)
+    assert re.findall(r'name="slot" value="[^"]+">(\d\d:\d\d)<', page) == ["09:00", "19:30"]
+    assert "(UTC-05:00 time)" in unescape(page)
 
 
 def test_a_time_taken_meanwhile_books_another_seat_then_says_none_is_left(
