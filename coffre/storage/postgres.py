@@ -67,6 +67,11 @@ unless the URL's ``tcp_user_timeout`` or ``keepalives*`` say otherwise. Without 
 host that vanished (a network partition, a failover that moved its address, a power cut)
 holds a statement until the kernel gives up, about 15 minutes: the write under way, and
 with it every write of the process, waits that long."""
+PURGE_LOCK_SECONDS = 10
+"""How long an erasure's purge waits for the data keys' table, which another
+connection's transaction can hold (a long report, a stuck session): while VACUUM FULL
+waits for it, every read of the table queues behind it, so every request would wait as
+long. Past it the purge fails, and running ``coffre erase`` again finishes it."""
 WRITE_LOCK = 0x636F66667265  # "coffre": the advisory lock every write transaction holds
 SCHEMA_LOCK = WRITE_LOCK + 1  # held while the schema is created or brought up to date
 
@@ -849,12 +854,19 @@ class PostgresStorage(_Reader):
     def purge_erased(self) -> None:
         """VACUUM FULL rewrites the data keys' table into a new file without the erased
         key (a plain VACUUM frees the dead row but need not overwrite its bytes), and
-        VACUUM frees the dead tokens. Neither runs in a transaction: on a pooled
-        connection."""
+        VACUUM frees the dead tokens. Neither runs in a transaction: on a connection of
+        their own, which waits PURGE_LOCK_SECONDS at most for a table's lock."""
         try:
-            with self._pool.connection() as connection:
+            with closing(_connect(self.url)) as connection:
+                connection.execute(f"SET lock_timeout = {round(PURGE_LOCK_SECONDS * 1000)}")
                 for statement in ("VACUUM FULL data_keys", "VACUUM tokens, current"):
                     connection.execute(statement, prepare=False)
+        except psycopg.errors.LockNotAvailable:
+            raise StorageError(
+                f"another connection's transaction held the data keys' table for over"
+                f" {PURGE_LOCK_SECONDS} s, so PostgreSQL could not vacuum it: end that"
+                " transaction (pg_stat_activity shows it)"
+            ) from None
         except psycopg.Error as error:
             _fail("vacuum", error)
 

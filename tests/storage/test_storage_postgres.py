@@ -11,6 +11,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from deadline import within
 from pg import HostDatabase, schema_of, stored_bytes
 from pgserver import ADMIN, Cluster
 from psycopg.conninfo import conninfo_to_dict
@@ -19,7 +20,7 @@ from typer.testing import CliRunner
 from coffre.cli.main import app
 from coffre.exceptions import StorageError
 from coffre.service import Vault
-from coffre.storage import SealedVersion
+from coffre.storage import SealedVersion, postgres
 from coffre.storage.base import SealedEvent
 from coffre.storage.copy import open_endpoint
 from coffre.storage.postgres import SCHEMA_MARK, PostgresStorage, _conninfo, check_url
@@ -210,6 +211,20 @@ def test_errors_name_no_value(storage: PostgresStorage) -> None:
     assert "UniqueViolation" in message
     assert "telling" not in message and loc.hex() not in message
     assert storage.last_seq() == 1
+
+
+def test_an_erasure_s_purge_gives_up_on_a_transaction_holding_the_keys(
+    storage: PostgresStorage, url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Queued behind a long transaction, VACUUM FULL would hold up every later read of
+    the data keys with it: it waits PURGE_LOCK_SECONDS, then says what holds it up, and
+    runs once that transaction has ended."""
+    monkeypatch.setattr(postgres, "PURGE_LOCK_SECONDS", 0.5)
+    with HostDatabase(url) as report:
+        report.execute("SELECT count(*) FROM data_keys")  # its transaction stays open
+        with within(60), pytest.raises(StorageError, match="held the data keys' table"):
+            storage.purge_erased()
+    storage.purge_erased()
 
 
 def test_a_failed_savepoint_undoes_only_itself(storage: PostgresStorage) -> None:
