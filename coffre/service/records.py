@@ -22,6 +22,7 @@ from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir.values import whole_number
 from coffre.ledger.leaf import index_digest
 from coffre.seal import Envelope, PurposeKeys
+from coffre.seal.padding import unpad
 from coffre.search import Criterion, check_criteria
 from coffre.search.naming import sealing_patient
 from coffre.service.audit import OPERATOR, Access
@@ -196,7 +197,7 @@ class RecordStore:
         associated = version_associated(
             sealed.loc, sealed.version, sealed.comp, sealed.ts, sealed.deleted
         )
-        return self.envelope.open(key, sealed.body, associated)
+        return unpad(self.envelope.open(key, sealed.body, associated))
 
     def open(
         self,
@@ -466,7 +467,7 @@ class RecordStore:
 
     def _open_event(self, sealed: SealedEvent, key_of: KeySource) -> bytes:
         key = key_of(sealed.comp) or bytes(32)
-        return self.envelope.open(key, sealed.body, event_associated(sealed.comp))
+        return unpad(self.envelope.open(key, sealed.body, event_associated(sealed.comp)))
 
     # -- writes ---------------------------------------------------------------------------
 

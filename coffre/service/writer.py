@@ -16,6 +16,7 @@ from coffre.fhir.references import parse_reference
 from coffre.fhir.validation import check_url_type, validate
 from coffre.ledger.leaf import NO_DIGEST, Leaf, LeafKind, index_digest
 from coffre.seal import random_key
+from coffre.seal.padding import pad
 from coffre.search import Criterion
 from coffre.service.audit import Access, audit_event
 from coffre.service.conditions import check_if_match
@@ -185,7 +186,7 @@ class Writer:
             ]
             event = audit_event(self.access, kind, versions, recorded)
             sealed = self.records.envelope.close(
-                self._key_for_write(comp), json.canonical(event), event_associated(comp)
+                self._key_for_write(comp), pad(json.canonical(event)), event_associated(comp)
             )
             digest = hashlib.sha256(sealed).digest()
             events.append(SealedEvent(digest, comp, start + positions[0], sealed))
@@ -364,7 +365,7 @@ class Writer:
         body = json.canonical(resource)
         data_key = self._key_for_write(comp)
         sealed_body = records.envelope.close(
-            data_key, body, version_associated(loc, version, comp, ts, deleted)
+            data_key, pad(body), version_associated(loc, version, comp, ts, deleted)
         )
         self.written.add(loc)
         self.txn.append(

@@ -62,6 +62,26 @@ def test_the_storage_holds_no_plaintext(vault: Vault, records: RecordStore) -> N
         assert needle.encode() not in raw, needle
 
 
+def test_bodies_that_differ_by_a_name_s_length_show_the_host_one_length(
+    records: RecordStore,
+) -> None:
+    """Two centres whose names differ by ten letters: their sealed bodies are the same
+    length, and open to the JSON written (docs/leakage.md, the padding)."""
+    names = {"court": "Centre Laval", "long": "Centre de Saint-Jérôme"}
+    with records.writer() as writer:
+        for place, name in names.items():
+            writer.update(
+                "Location", place, {"resourceType": "Location", "id": place, "name": name}
+            )
+    sealed = [records.storage.latest(records.keys.location("Location", p)) for p in names]
+    assert len({len(version.body) for version in sealed if version is not None}) == 1
+    for place, name in names.items():
+        stored = records.read("Location", place)
+        assert stored.resource()["name"] == name and stored.body == json.canonical(
+            stored.resource()
+        )
+
+
 def test_resources_of_one_patient_share_a_compartment_and_others_do_not(
     records: RecordStore,
 ) -> None:
