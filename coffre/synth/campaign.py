@@ -14,6 +14,7 @@ on them is invented.
 
 from __future__ import annotations
 
+import random
 from collections.abc import Iterator
 from datetime import date, datetime, time, timedelta
 from typing import Any, NamedTuple
@@ -195,12 +196,16 @@ def campaign_bundles(
     sites: int, days: int, seats: int, opens: date
 ) -> Iterator[tuple[str, Resource]]:
     """The first ``sites`` of ``VENUES``, open ``days`` days from ``opens`` with ``seats``
-    vaccinators each: a transaction a site and day, with the name of its file."""
+    vaccinators each: a transaction a site and day, with the name of its file. A day's
+    Slots come in a shuffled order: the host sees the order they are written in, and in
+    the order of time a Slot's rank would give its time (docs/leakage.md, Booking)."""
     last = opens + timedelta(days=days - 1)
     for venue in VENUES[:sites]:
         site = [_put(_location(venue)), _put(_schedule(venue, opens, last))]
         for offset in range(days):
             day = opens + timedelta(days=offset)
-            entries = [*site, *(_put(slot) for slot in _slots(venue, day, seats))]
+            slots = list(_slots(venue, day, seats))
+            random.Random(f"{venue.key} {day}").shuffle(slots)  # the same files each run
+            entries = [*site, *(_put(slot) for slot in slots)]
             bundle = {"resourceType": "Bundle", "type": "transaction", "entry": entries}
             yield f"campaign-{venue.key}-{day.isoformat()}", bundle
