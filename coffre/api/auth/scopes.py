@@ -65,6 +65,10 @@ _NEEDS: dict[Interaction, frozenset[str]] = {
     Interaction.DELETE: frozenset("d"),
     Interaction.OPERATION: frozenset("rs"),
 }
+HOLDERS = frozenset({"Binary", "Bundle"})
+"""Shared types whose records hold whatever was put in them (a letter whose
+securityContext is a DocumentReference, a Bundle of a patient's records) without naming
+its patient: a researcher's token reaches none of them."""
 _WRITES = frozenset({Interaction.CREATE, Interaction.UPDATE, Interaction.DELETE})
 CARE_RECORDS = (("Encounter", "participant"), ("CareTeam", "participant"))
 """The records that make a care relationship (docs/access.md, "Care relationships"): the
@@ -382,7 +386,7 @@ def _best(decisions: Iterable[Decision]) -> Decision | None:
 def decide(principal: Principal, target: Target) -> Decision:
     """Allow, forbid (403) or hide (404) ``target`` for ``principal``."""
     if principal.role == Role.RESEARCHER:
-        if not target.shared:
+        if not target.shared or target.resource_type in HOLDERS:
             return Decision(Outcome.FORBID, "researchers get data through the research hub only")
         if target.named:
             return _record_refusal(target, "a patient's record, for the research hub only")

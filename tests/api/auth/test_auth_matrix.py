@@ -631,6 +631,16 @@ def _reaches_patient(role: str, reference: str) -> bool:
     return READS[role][whose == "bob"] == 200
 
 
+@pytest.mark.parametrize("kind", ["Binary", "Bundle"])
+def test_a_researcher_searches_no_type_that_holds_what_was_put_in_it(
+    world: World, kind: str
+) -> None:
+    """A Binary whose securityContext is a DocumentReference, a Bundle of a patient's
+    records: they name no patient, yet hold one's record."""
+    assert world.call(RESEARCHER, "GET", kind).status_code == 403
+    assert world.call(SYSTEM, "GET", kind).status_code == 200
+
+
 @pytest.mark.parametrize("role", [PATIENT, DR_WHO, DR_NO, GLASS, SYSTEM, RESEARCHER])
 @pytest.mark.parametrize("query", ["_summary=count", "_total=accurate&_count=1"])
 def test_a_count_counts_only_what_may_be_read(world: World, role: str, query: str) -> None:

@@ -147,6 +147,9 @@ OWN_CREATE = Target(Do.CREATE, "Observation", patient=ALICE)
 OTHERS_CREATE = Target(Do.CREATE, "Observation", patient=BOB)
 SEARCH = Target(Do.SEARCH, "Observation")
 SHARED_READ = Target(Do.READ, "Practitioner", shared=True)
+# Shared types that hold what was put in them, a patient's included, without naming them.
+BINARY_READ = Target(Do.READ, "Binary", shared=True)
+BUNDLE_SEARCH = Target(Do.SEARCH, "Bundle", shared=True)
 SHARED_UPDATE = Target(Do.UPDATE, "Practitioner", shared=True)
 SYSTEM_HISTORY = Target(Do.HISTORY, None)
 OWN_DELETE = Target(Do.DELETE, "Observation", patient=ALICE)
@@ -196,6 +199,9 @@ MATRIX = [
     (RESEARCHER, OWN_READ, FORBID, None),
     (RESEARCHER, SEARCH, FORBID, None),
     (RESEARCHER, SHARED_READ, ALLOW, None),
+    (RESEARCHER, BINARY_READ, FORBID, None),
+    (RESEARCHER, BUNDLE_SEARCH, FORBID, None),
+    (CLINICIAN, BINARY_READ, ALLOW, None),
     (PATIENT_APP, NAMING_OWN, ALLOW, None),
     (PATIENT_APP, NAMING_OTHERS, HIDE, None),
     (PATIENT_APP, NAMING_BOTH, HIDE, None),
