@@ -25,7 +25,7 @@ from coffre.booking.book import appointment_of, to_book
 from coffre.booking.find import PARAMETERS, FindQuery, parse_find, proposal
 from coffre.exceptions import FhirError
 from coffre.fhir.bundles import fhir_bundle
-from coffre.fhir.references import localise_references
+from coffre.fhir.references import localise_standalone
 from coffre.fhir.validation import check_url_type, resource_type_of, validate
 from coffre.ledger.leaf import LeafKind
 from coffre.service.booking import book as book_seats
@@ -74,7 +74,7 @@ async def book(request: Request) -> Response:
     if body is sent:  # Parameters were validated whole, the Appointment in them too
         validate(body)
     base = base_url(request)
-    localise_references(body, base)
+    localise_standalone(body, base)
     appointment: dict[str, Any] = to_book(body)
     if "id" in appointment:
         raise FhirError(

@@ -43,7 +43,7 @@ from coffre.api.state import records_of
 from coffre.exceptions import FhirError, information
 from coffre.fhir.bundles import fhir_bundle
 from coffre.fhir.json_patch import JsonPatch, parse_json_patch
-from coffre.fhir.references import localise_references
+from coffre.fhir.references import localise_standalone
 from coffre.fhir.validation import check_url_type, resource_type_of, url_type, validate
 from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion, check_criteria, parse_criteria
@@ -116,7 +116,7 @@ async def _validated_body(request: Request, resource_type: str) -> dict[str, Any
     # The type first: a 422 would tell the wrong fault.
     check_url_type(resource_type_of(resource), resource_type)
     validate(resource)
-    localise_references(resource, base_url(request))
+    localise_standalone(resource, base_url(request))
     valid: dict[str, Any] = resource
     return valid
 

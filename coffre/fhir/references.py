@@ -8,6 +8,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import parse_qsl
 
 from coffre.exceptions import FhirError, bounded
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
@@ -155,6 +156,48 @@ def local_reference(reference: str, base: str) -> str | None:
 def localise_references(node: Any, base: str) -> None:
     """Rewrite, in place, every reference to this server's own ``base`` as a relative one."""
     rewrite_references(node, lambda reference: local_reference(reference, base))
+
+
+def localise_standalone(node: Any, base: str) -> None:
+    """``localise_references`` for a resource sent alone, not in a Bundle: a 422 for a
+    ``urn:`` reference, which names a Bundle's entry, and for a conditional one, which R4
+    resolves in a transaction only (http.html#trules). Stored as written, either would
+    name no record: a record of the compartment would be no patient's, kept from their
+    access history and from their erasure. A Bundle stored as a resource (a document, a
+    collection) is exempt: its entries' URNs name each other, as its fullUrls say."""
+    if type(node) is dict and node.get("resourceType") == "Bundle":
+        localise_references(node, base)
+        return
+
+    def localised(reference: str) -> str | None:
+        if reference.startswith("urn:"):
+            raise FhirError(
+                422,
+                "value",
+                f"the reference {bounded(reference)!r} names a Bundle's entry, which this"
+                " resource cannot: refer to a stored resource as Type/id, or write both in"
+                " one transaction Bundle",
+            )
+        if "?" in reference and parse_reference(reference.partition("?")[0] + "/x"):
+            raise FhirError(
+                422,
+                "value",
+                f"the conditional reference {masked_conditional(reference)} is resolved in a"
+                " transaction Bundle only (R4 http.html#trules): send the resource in one,"
+                " or refer to the record as Type/id",
+            )
+        return local_reference(reference, base)
+
+    rewrite_references(node, localised)
+
+
+def masked_conditional(conditional: str) -> str:
+    """A conditional reference or criteria as a message names it: its type and its
+    parameters, not their values (a health-card number, a name), which would reach the
+    import's output and the client's logs."""
+    resource_type, _, query = conditional.partition("?")
+    names = [name for name, _ in parse_qsl(query, keep_blank_values=True)]
+    return f"{resource_type}?" + "&".join(f"{name}=…" for name in names)
 
 
 def _looks_relative(reference: str) -> bool:

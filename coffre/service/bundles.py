@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache, partial
 from typing import Any, TypeVar
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 from coffre.exceptions import FhirError, bounded, information
 from coffre.fhir import json
@@ -31,6 +31,7 @@ from coffre.fhir.references import (
     Links,
     links_in,
     local_reference,
+    masked_conditional,
     parse_reference,
     rewrite_reference_nodes,
 )
@@ -445,9 +446,8 @@ class BundleProcessor:
         self, writer: Writer, resource_type: str, query: str, what: str
     ) -> Stored | None:
         criteria = parse_criteria(query)
-        return visible_match(
-            writer, self.gate, resource_type, criteria, f"{what} {resource_type}?{query}"
-        )
+        shown = masked_conditional(f"{resource_type}?{query}")
+        return visible_match(writer, self.gate, resource_type, criteria, f"{what} {shown}")
 
     def prepare(self, bundle: Any) -> Prepared:
         """Check a Bundle before any write: a transaction is validated whole, a batch's
@@ -689,7 +689,7 @@ class BundleProcessor:
                 raise FhirError(
                     400,
                     "invalid",
-                    f"the conditional reference {_shown(reference)} names {resource_type!r},"
+                    f"the conditional reference {masked_conditional(reference)} names {resource_type!r},"
                     " not an R4 resource type",
                 )
             if query_mark and parse_reference(resource_type + "/x") is not None:
@@ -698,7 +698,7 @@ class BundleProcessor:
                     raise FhirError(
                         404,
                         "not-found",
-                        f"the conditional reference {_shown(reference)} matches no resource",
+                        f"the conditional reference {masked_conditional(reference)} matches no resource",
                     )
                 targets[reference] = match.reference
                 return match.reference
@@ -933,12 +933,3 @@ STATUS_TEXT = {
 
 def _status_line(status: int) -> str:
     return f"{status} {STATUS_TEXT.get(status, '')}".strip()
-
-
-def _shown(conditional: str) -> str:
-    """A conditional reference as a message names it: its type and its parameters, not
-    their values (a health-card number, a name), which would reach the import's output
-    and the client's logs."""
-    resource_type, _, query = conditional.partition("?")
-    names = [name for name, _ in parse_qsl(query, keep_blank_values=True)]
-    return f"{resource_type}?" + "&".join(f"{name}=…" for name in names)

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from coffre.exceptions import FhirError
 from coffre.fhir import json
 from coffre.fhir.json_patch import JsonPatch
-from coffre.fhir.references import localise_references
+from coffre.fhir.references import localise_standalone
 from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion
 from coffre.service.conditions import check_if_match, check_none_match
@@ -146,7 +146,7 @@ def patch_visible(
     check_if_match(current.reference, current, expected)
     check_none_match(current, none_match)
     resource = patch.applied(json.loads(current.body), current.reference)
-    localise_references(resource, base_url)
+    localise_standalone(resource, base_url)
     gate.check(writer, "update", resource)
     return writer.update(resource_type, resource_id, resource, current.version, validated=True)
 

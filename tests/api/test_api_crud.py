@@ -129,6 +129,43 @@ def test_a_uri_element_named_reference_is_stored_as_sent(
     assert response.status_code == 200, response.text
 
 
+@pytest.mark.parametrize(
+    ("reference", "said"),
+    [
+        ("Patient?identifier=https://www.ramq.gouv.qc.ca/nam|TREE85520318", "Patient?identifier=…"),
+        ("urn:uuid:6a1e1b7e-0d2c-4f6a-9c1e-3b5d7f9a1c2e", "names a Bundle's entry"),
+    ],
+)
+@pytest.mark.parametrize("method", ["POST", "PUT", "PATCH"])
+def test_a_reference_only_a_bundle_resolves_is_refused_alone(
+    client: TestClient, records: RecordStore, reference: str, said: str, method: str
+) -> None:
+    """Stored as written, it would name no record: the Observation would be no patient's,
+    left out of her access history and of her erasure."""
+    observation = {
+        "resourceType": "Observation",
+        "id": "alone",
+        "status": "final",
+        "code": {"text": "charge virale"},
+        "subject": {"reference": "Patient/p1"},
+        "valueString": "détectée",
+    }
+    client.put("/fhir/Observation/alone", json=observation, headers=FHIR_JSON)
+    before = records.storage.last_seq()
+    sent = {**observation, "subject": {"reference": reference}}
+    if method == "PATCH":
+        patch = [{"op": "replace", "path": "/subject/reference", "value": reference}]
+        headers = {**FHIR_JSON, "Content-Type": "application/json-patch+json"}
+        response = client.patch("/fhir/Observation/alone", json=patch, headers=headers)
+    elif method == "PUT":
+        response = client.put("/fhir/Observation/alone", json=sent, headers=FHIR_JSON)
+    else:
+        response = client.post("/fhir/Observation", json=sent, headers=FHIR_JSON)
+    assert response.status_code == 422, response.text
+    assert said in response.text and "TREE85520318" not in response.text
+    assert records.storage.last_seq() == before
+
+
 def test_create_keeps_client_meta_but_sets_version_and_time(client: TestClient) -> None:
     resource = patient(
         meta={"versionId": "7", "lastUpdated": "2001-01-01T00:00:00Z", "tag": [{"code": "t"}]}
