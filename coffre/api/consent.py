@@ -15,8 +15,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coffre.api.access import access_of, announce
-from coffre.api.auth.enforce import guard_of
-from coffre.api.auth.scopes import Interaction, Target
+from coffre.api.auth.enforce import guard_of, principal_of
+from coffre.api.auth.scopes import Interaction, Role, Target
 from coffre.api.negotiation import (
     check_format,
     query_pairs,
@@ -65,6 +65,23 @@ def _authorise(request: Request, interaction: Interaction, patient_id: str) -> N
     guard.check(target, patient_id, missing=not_found("Patient", patient_id))
 
 
+WITHDRAWN_BY = frozenset({Role.PATIENT, Role.ADMIN, Role.SYSTEM})
+
+
+def _check_withdrawal(request: Request) -> None:
+    """A refusal of research is withdrawn by the patient, or by an administrator or a
+    system acting on their written word; a clinician records one (she said so at the
+    desk) but does not withdraw it, which would put her back in every project's data."""
+    principal = principal_of(request)
+    if principal is not None and principal.role not in WITHDRAWN_BY:
+        raise FhirError(
+            403,
+            "forbidden",
+            "a refusal of research is withdrawn by the patient (the portal, their app), or"
+            " by an administrator on their written request; this token may record one",
+        )
+
+
 async def research_consent(request: Request) -> Response:
     check_format(request)
     patient_id: str = request.path_params["id"]
@@ -86,6 +103,8 @@ async def research_consent(request: Request) -> Response:
     _authorise(request, Interaction.UPDATE, patient_id)
     if_match, if_none_match = write_conditions(request)
     opt_out = opt_out_of(await read_json(request, request.app.state.max_body_bytes))
+    if not opt_out:
+        _check_withdrawal(request)
     outcome = await committer.run(
         lambda writer: record_research_consent(
             writer, patient_id, opt_out, if_match, if_none_match

@@ -12,6 +12,7 @@ The research hub asks ``research_opt_out`` before every extract and aggregate.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from coffre.fhir.compartment import patient_of
@@ -30,10 +31,19 @@ RESEARCH_PURPOSE = "HRESCH"
 ACTIVE, INACTIVE = "active", "inactive"
 
 
+_RESEARCH_CONSENT_ID = re.compile(r"research-[0-9a-f]{32}")
+
+
 def research_consent_id(records: RecordStore, patient_id: str) -> str:
     """The id of the patient's research Consent: 41 characters, the same in every gateway."""
     token = records.keys.index("Consent", "$research-consent", patient_id)
     return "research-" + token.hex()
+
+
+def is_research_choice(resource_type: str, resource_id: str) -> bool:
+    """Whether a record is at a research Consent's id: a patient's choice, which
+    ``record_research_consent`` alone writes (docs/access.md, Research opt-out)."""
+    return resource_type == "Consent" and _RESEARCH_CONSENT_ID.fullmatch(resource_id) is not None
 
 
 def consent_resource(patient_id: str, opt_out: bool, recorded: str | None) -> dict[str, Any]:

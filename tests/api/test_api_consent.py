@@ -199,3 +199,49 @@ def test_a_token_reaches_its_own_patients_consent_only(records: RecordStore) -> 
             client.get("/fhir/Patient/p1/$research-consent", headers=researcher).status_code == 403
         )
     assert research_opt_out(records, "p1") and not research_opt_out(records, "p2")
+
+
+def test_a_refusal_changes_through_the_operation_only_and_the_patient_withdraws_it(
+    records: RecordStore,
+) -> None:
+    """A clinician records a patient's refusal but does not withdraw it; nobody changes it
+    by a PUT, PATCH or DELETE of the Consent, which would leave her answer saying what she
+    chose while the hub counts her again."""
+    with records.writer() as writer:
+        writer.update("Patient", "p1", {"resourceType": "Patient", "id": "p1"})
+        writer.update(
+            "Encounter",
+            "e1",
+            {
+                "resourceType": "Encounter",
+                "id": "e1",
+                "status": "finished",
+                "class": {"code": "AMB"},
+                "subject": {"reference": "Patient/p1"},
+                "participant": [{"individual": {"reference": "Practitioner/doc"}}],
+            },
+        )
+    authority = Authority.ephemeral()
+    url = "/fhir/Patient/p1/$research-consent"
+    with TestClient(create_app(records, authority=authority)) as client:
+        doctor = {**bearer(authority, "clinician", "Practitioner/doc", "user/*.cruds"), **FHIR_JSON}
+        admin = {**bearer(authority, "admin", "Practitioner/it", "user/*.cruds"), **FHIR_JSON}
+        patient = {**bearer(authority, "patient", "Patient/p1", "user/*.cruds"), **FHIR_JSON}
+        assert client.put(url, json=_parameters(True), headers=doctor).status_code == 201
+        withdrawn = client.put(url, json=_parameters(False), headers=doctor)
+        assert withdrawn.status_code == 403 and "withdrawn by the patient" in withdrawn.text
+        consent = client.get(url, headers=admin).json()
+        at = f"/fhir/Consent/{consent['id']}"
+        purpose = [{"op": "add", "path": "/provision/purpose/0/code", "value": "HRESCH2"}]
+        patch = {**admin, "Content-Type": "application/json-patch+json"}
+        for response in (
+            client.patch(at, json=purpose, headers=patch),
+            client.put(at, json={**consent, "status": "inactive"}, headers=admin),
+            client.delete(at, headers=admin),
+            client.patch(at, json=purpose, headers={**doctor, **patch}),
+        ):
+            assert response.status_code == 403, response.text
+            assert "$research-consent only" in response.text
+        assert research_opt_out(records, "p1")
+        assert client.put(url, json=_parameters(False), headers=patient).status_code == 200
+    assert not research_opt_out(records, "p1")

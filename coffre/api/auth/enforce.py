@@ -35,6 +35,7 @@ from coffre.fhir._definitions_r4 import PATIENT_COMPARTMENT_PATHS
 from coffre.search import Criterion
 from coffre.search.naming import names_patients, record_patients
 from coffre.service import RecordStore, Stored
+from coffre.service.consent import is_research_choice
 from coffre.service.stored import not_found
 from coffre.service.writer import Writer
 
@@ -369,6 +370,26 @@ def guard_of(request: Request) -> Guard:
     return guard
 
 
+def refuse_research_choice(what: Stored | dict[str, Any] | str) -> None:
+    """A patient's research Consent is changed by ``$research-consent`` alone: a PUT,
+    PATCH or DELETE of it would change her choice out of her sight, her answer still
+    saying what she chose (a patched purpose no longer refuses research)."""
+    if isinstance(what, str):
+        return
+    resource_type, resource_id = (
+        (what.resource_type, what.id)
+        if isinstance(what, Stored)
+        else (what.get("resourceType"), what.get("id"))
+    )
+    if isinstance(resource_id, str) and is_research_choice(str(resource_type), resource_id):
+        raise FhirError(
+            403,
+            "forbidden",
+            f"Consent/{resource_id} is a patient's choice about research: it changes through"
+            " Patient/<id>/$research-consent only",
+        )
+
+
 class GuardGate:
     """A guard as the shared rules of writes check it (``coffre.service.interactions.Gate``):
     each REST write or Bundle entry as its own interaction, its care relationships looked up in the
@@ -387,6 +408,8 @@ class GuardGate:
         kind, guard = Interaction(interaction), self.guard
         if not guard.enforced:
             return True
+        if kind in (Interaction.UPDATE, Interaction.DELETE):
+            refuse_research_choice(what)
         if isinstance(what, str):
             guard.check_type(kind, what)
             return True
