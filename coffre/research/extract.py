@@ -12,6 +12,7 @@ SHA-256 of the manifest, itself holding each file's SHA-256. docs/research.md.
 from __future__ import annotations
 
 import hashlib
+import shutil
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -19,6 +20,7 @@ from datetime import date
 from pathlib import Path
 from typing import Any
 
+import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -43,6 +45,8 @@ PATIENTS_AT_ONCE = 100
 """Patients whose rows wait together for their leaves to commit."""
 ROWS_PER_GROUP = 50_000
 """Rows a table holds in memory before they go to its file as a Parquet row group."""
+SORT_MEMORY = "128MB"
+"""What DuckDB may hold while it puts a table's rows in order; it spills the rest to disk."""
 LOCS_AT_ONCE = 500
 """Records looked up in one query (SQLite bounds the values a statement takes)."""
 _ARROW_TYPES = {
@@ -83,18 +87,22 @@ def _own_file(path: Path) -> Path:
 
 
 class _TableFiles:
-    """A Parquet file per table of a project, each of the columns it receives, written a
-    row group at a time."""
+    """A Parquet file per table of a project, each of the columns it receives: the rows go
+    to an unsorted file a row group at a time, then to the table's file in order
+    (``in_order``)."""
 
     def __init__(self, folder: Path, project: Project) -> None:
         tables = tables_of(project.types)
         self.paths = {table.name: folder / f"{table.name}.parquet" for table in tables}
+        self.unsorted = {name: folder / f".{name}.unsorted" for name in self.paths}
+        self.spilled = folder / ".sorting"
+        """Where DuckDB spills what it sorts beyond ``SORT_MEMORY``."""
         self.rows = dict.fromkeys(self.paths, 0)
         self.columns = {table.name: project.columns_of(table) for table in tables}
         self._schemas = {name: schema_of(columns) for name, columns in self.columns.items()}
         self._waiting: dict[str, list[Row]] = {name: [] for name in self.paths}
         self._writers = {
-            name: pq.ParquetWriter(_own_file(self.paths[name]), self._schemas[name])
+            name: pq.ParquetWriter(_own_file(self.unsorted[name]), self._schemas[name])
             for name in self.paths
         }
 
@@ -116,6 +124,35 @@ class _TableFiles:
         for name, writer in self._writers.items():
             self._flush(name)
             writer.close()
+
+    def in_order(self) -> None:
+        """Write each table's rows to its file in the order of their values, the pseudonym
+        first, then each other column: in the order the vault stores patients and records,
+        the same for every project, row i of two projects' files would be one patient.
+        DuckDB sorts within ``SORT_MEMORY``, spilling the rest beside the files."""
+        self.close()
+        config: dict[str, str | bool | int | float | list[str]] = {
+            "memory_limit": SORT_MEMORY,
+            "temp_directory": str(self.spilled),
+        }
+        with duckdb.connect(config=config) as connection:
+            for name, path in self.paths.items():
+                rows = connection.sql(
+                    "SELECT * FROM read_parquet($path) ORDER BY ALL",
+                    params={"path": str(self.unsorted[name])},
+                )
+                schema = self._schemas[name]
+                with pq.ParquetWriter(_own_file(path), schema) as writer:
+                    for batch in rows.to_arrow_reader(ROWS_PER_GROUP):
+                        writer.write_batch(batch.cast(schema))
+                self.unsorted[name].unlink()
+
+    def remove(self) -> None:
+        """Every file written, as a failed extract leaves none."""
+        self.close()
+        for path in [*self.paths.values(), *self.unsorted.values()]:
+            path.unlink(missing_ok=True)
+        shutil.rmtree(self.spilled, ignore_errors=True)
 
 
 @dataclass(slots=True)
@@ -245,8 +282,8 @@ def extract(records: RecordStore, project: Project, out: Path, who: str, today: 
         leaf = _log_extract(records, access, manifest["extract"], body)
         _own_file(out / LEAF).write_text(f"{leaf}\n")
     except BaseException:
-        files.close()
-        for path in [*files.paths.values(), out / MANIFEST, out / LEAF]:
+        files.remove()
+        for path in (out / MANIFEST, out / LEAF):
             path.unlink(missing_ok=True)
         raise
     return Extract(manifest, leaf)
@@ -291,7 +328,7 @@ def _write_tables(
             batch = _Batch()
     persons += batch.persons
     _commit(records, access, batch, files)
-    files.close()
+    files.in_order()
     return persons
 
 

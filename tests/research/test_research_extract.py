@@ -229,6 +229,35 @@ def test_two_projects_cannot_link_their_patients(records: RecordStore, tmp_path:
     assert set(second) == {"person"}
 
 
+def _sorted_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows in the order of their values, column by column (None last)."""
+    return sorted(rows, key=lambda row: [(value is None, value) for value in row.values()])
+
+
+def test_row_order_links_no_patient_across_projects(records: RecordStore, tmp_path: Path) -> None:
+    """In storage order, row i of two projects' files was one patient: each project's rows
+    are in the order of its own pseudonyms, then of the row's other columns."""
+    patient_ids = [f"p{number}" for number in range(10)]
+    with records.writer() as writer:
+        for patient_id in patient_ids:
+            writer.update("Patient", patient_id, _patient(patient_id, gender="other"))
+            for value in (9.1, 6.3, 8.0):
+                writer.create(_observation(patient_id, "2020-03-17", value))
+    orders = []
+    for project_id in ("diabete-2026", "asthme-2026"):
+        project = replace(PROJECT, project_id=project_id, types=("Observation", "Patient"))
+        _extract(records, tmp_path / project_id, project)
+        pseudonyms = Pseudonyms(records.custodian.root_secret(), project_id)
+        patients = {pseudonyms.of(patient_id): patient_id for patient_id in patient_ids}
+        tables = _tables(tmp_path / project_id)
+        assert not list((tmp_path / project_id).glob(".*"))  # the unsorted files are gone
+        for name, rows in tables.items():
+            assert rows == _sorted_rows(rows), name
+        orders.append([patients[row["person_id"]] for row in tables["person"]])
+    assert sorted(orders[0]) == sorted(orders[1]) == patient_ids
+    assert orders[0] != orders[1]  # two orders of ten alike by chance: 1 in 3,628,800
+
+
 def test_the_log_holds_every_version_handed_out_and_the_manifest(
     records: RecordStore, tmp_path: Path
 ) -> None:
