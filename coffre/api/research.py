@@ -82,7 +82,8 @@ def _own_projects(folder: ResearchFolder, researcher: Principal) -> dict[str, Pr
 
 
 async def projects(request: Request) -> Response:
-    """The researcher's projects, each with the extracts kept for it."""
+    """The researcher's projects, each with the extracts kept for it: their persons and
+    rows are exact counts, which a project with a privacy budget answers no one here."""
     folder = _folder(request)
     researcher = _researcher(request)
     today = datetime.now(UTC).date()
@@ -90,7 +91,10 @@ async def projects(request: Request) -> Response:
         {
             **project.as_json(),
             "state": project.state(today),
-            "extracts": [kept.as_json() for kept in folder.kept(project.project_id)],
+            "extracts": [
+                kept.as_json(exact=project.budget is None)
+                for kept in folder.kept(project.project_id)
+            ],
         }
         for project in _own_projects(folder, researcher).values()
     ]

@@ -52,12 +52,15 @@ class KeptExtract:
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             return None
 
-    def as_json(self) -> dict[str, Any]:
+    def as_json(self, exact: bool) -> dict[str, Any]:
+        """The extract as its project's researchers see it listed: its persons and each
+        table's rows, null where the project answers them no exact count (a privacy
+        budget)."""
         return {
             "extract": self.extract_id,
             "created": self.created,
-            "persons": self.persons,
-            "tables": self.rows,
+            "persons": self.persons if exact else None,
+            "tables": {name: rows if exact else None for name, rows in self.rows.items()},
         }
 
 

@@ -272,3 +272,22 @@ def test_a_project_with_a_privacy_budget_answers_differentially_private_counts_o
     assert over.status_code == 403 and "exceeds the project's privacy budget" in over.text
     assert budget_of(load(folder.projects_file)["diabete-2026"]).spent_epsilon == 1
     assert records.storage.leaf_count() == before + 1
+
+
+def test_a_budgeted_projects_list_gives_no_exact_count_of_its_extracts(
+    hub: tuple[TestClient, ResearchFolder, Authority],
+) -> None:
+    """Its researchers get no exact count: not the persons of an extract, nor a table's
+    rows, which the exact project's list gives (28 persons, 28 rows each)."""
+    client, folder, _ = hub
+    budgeted = replace(DIABETE, budget=Budget(Decimal("1.5")))
+    save(folder.projects_file, {"diabete-2026": budgeted, "grippe-2027": OTHER})
+    answer = client.get("/research/projects", headers=_headers(client, "alice"))
+    assert answer.status_code == 200, answer.text
+    (project,) = answer.json()["projects"]
+    (kept,) = project["extracts"]
+    assert kept["extract"] == folder.kept("diabete-2026")[0].extract_id
+    assert kept["persons"] is None
+    assert kept["tables"] == {"measurement": None, "person": None}
+    exact = client.get("/research/projects", headers=_headers(client, "bruno")).json()
+    assert exact["projects"][0]["extracts"][0]["persons"] == 28
