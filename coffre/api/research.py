@@ -28,6 +28,7 @@ from coffre.api.state import committer_of, records_of
 from coffre.exceptions import FhirError
 from coffre.research.folder import NoExtract, ResearchFolder
 from coffre.research.projects import OverBudget, Project, ProjectError
+from coffre.search.results import single
 
 if TYPE_CHECKING:
     from coffre.research.privacy import Privacy
@@ -111,10 +112,11 @@ def _count_query(request: Request) -> tuple[str, list[str], list[str], str | Non
             "not-supported",
             f"a count takes {', '.join(sorted(COUNT_PARAMETERS))}; not {', '.join(unknown)}",
         )
-    table = params.get("table")
+    pairs = params.multi_items()
+    table = single(pairs, "table")
     if not table:
         raise FhirError(400, "required", "name the table to count: ?table=person")
-    return table, params.getlist("by"), params.getlist("where"), params.get("extract")
+    return table, params.getlist("by"), params.getlist("where"), single(pairs, "extract")
 
 
 def _privacy(request: Request, project: Project) -> Privacy | None:
@@ -123,7 +125,8 @@ def _privacy(request: Request, project: Project) -> Privacy | None:
     from coffre.research.privacy import Privacy  # OpenDP: only where counts are asked
 
     params = request.query_params
-    epsilon = params.get("epsilon")
+    pairs = params.multi_items()
+    epsilon = single(pairs, "epsilon")
     if epsilon is None:
         if project.budget is not None:
             raise FhirError(
@@ -135,7 +138,7 @@ def _privacy(request: Request, project: Project) -> Privacy | None:
         if any(name in params for name in PRIVACY_PARAMETERS):
             raise FhirError(400, "invalid", "delta and max-cells go with epsilon")
         return None
-    delta, max_cells = params.get("delta"), params.get("max-cells")
+    delta, max_cells = single(pairs, "delta"), single(pairs, "max-cells")
     try:
         return Privacy(
             Decimal(epsilon),

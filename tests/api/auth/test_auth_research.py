@@ -136,12 +136,25 @@ def test_a_count_is_suppressed_logged_and_then_sent(
         ({"table": "person", "epsilon": "1", "max-cells": "0"}, 400, "one cell at least"),
         ({"table": "person", "delta": "0.1"}, 400, "delta and max-cells go with epsilon"),
         ({"table": "person", "epsilon": "1"}, 403, "has no privacy budget"),
+        ({"table": "person", "epsilon": ["1", "0.001"]}, 400, "give epsilon once"),
+        ({"table": ["person", "measurement"]}, 400, "give table once"),
+        ({"table": "person", "extract": ["a", "b"]}, 400, "give extract once"),
+        (
+            {"table": "person", "epsilon": "1", "delta": ["1e-9", "1e-6"], "max-cells": "1"},
+            400,
+            "give delta once",
+        ),
+        (
+            {"table": "person", "epsilon": "1", "max-cells": ["1", "3"]},
+            400,
+            "give max-cells once",
+        ),
     ],
 )
 def test_a_count_that_names_what_is_not_there_is_refused_unlogged(
     hub: tuple[TestClient, ResearchFolder, Authority],
     records: RecordStore,
-    params: dict[str, str],
+    params: dict[str, str | list[str]],
     status: int,
     message: str,
 ) -> None:
