@@ -22,7 +22,7 @@ from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
 from datetime import date
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, InvalidOperation, localcontext
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +199,7 @@ class _Extract:
                 if pa.types.is_integer(field.type) or pa.types.is_floating(field.type)
             }
         self.connection.register("refused", pa.table({"person_id": pa.array(refused, pa.string())}))
+        self._binned: dict[tuple[str, str, Decimal], str] = {}
 
     def _column(self, query: Query, name: str) -> str:
         """A column as SQL: the table's, else the person's; ProjectError for any other."""
@@ -221,13 +222,31 @@ class _Extract:
         if whole is None:
             raise ProjectError(f"{name} holds no numbers to make bins of")
         width = _bin_width(raw_width)
-        # The values are doubles: 28.9 / 0.1 is 288.99999999999994 there, and 800 * 0.009
-        # is 7.199999999999999. The quotient rounded to BIN_PLACES decimals decides the bin,
-        # and the cell's name is rounded to the width's decimals.
-        binned = f"floor(round({column} / {width:f}, {BIN_PLACES})) * {width:f}"
+        bins = self._bins(table, name, whole, width)
+        binned = f"(SELECT b.lower FROM {bins} b WHERE b.value = {column})"
         if whole and width == width.to_integral_value():  # whole numbers' bins stay whole
             return f"CAST({binned} AS BIGINT)"
-        return f"round({binned}, {max(0, -int(width.as_tuple().exponent))})"
+        return binned
+
+    def _bins(self, table: str, name: str, whole: bool, width: Decimal) -> str:
+        """The name of a table of each value of ``table.name`` and the lower bound of its
+        bin of ``width`` (``bin_floor``), for DuckDB to look the bins up in: DuckDB's
+        arithmetic is the doubles', and its Python functions want numpy."""
+        key = (table, name, width)
+        if key not in self._binned:
+            found = self.connection.sql(
+                f'SELECT DISTINCT "{name}" FROM {table} WHERE "{name}" IS NOT NULL'
+            ).fetchall()
+            values = [value for (value,) in found]
+            bins = pa.table(
+                {
+                    "value": pa.array(values, pa.int64() if whole else pa.float64()),
+                    "lower": pa.array([bin_floor(v, width) for v in values], pa.float64()),
+                }
+            )
+            self._binned[key] = f"bins_{len(self._binned)}"
+            self.connection.register(self._binned[key], bins)
+        return self._binned[key]
 
     def _source(self, query: Query) -> tuple[list[str], str, list[str]]:
         """The query's columns to count by, its FROM and WHERE clauses, and their values."""
@@ -275,11 +294,23 @@ class _Extract:
         )
 
 
-BIN_PLACES = 9
-"""The decimals of a value's quotient by its bin's width that decide the bin: a double's
-error is far below them."""
 MOST_BIN_WIDTH = Decimal(10) ** 9
-LEAST_BIN_WIDTH = Decimal(10) ** -BIN_PLACES
+LEAST_BIN_WIDTH = Decimal(10) ** -9
+_EXACT = Context(prec=1000)
+"""Digits enough for any double's quotient by a width of ``LEAST_BIN_WIDTH`` at least
+(some 320), and for its bin's lower bound."""
+
+
+def bin_floor(value: float, width: Decimal) -> float:
+    """The lower bound of ``value``'s bin of ``width``, computed in decimals, exactly, on the
+    value as written (the shortest decimal that reads as its double: 10.2, not the double's
+    10.199999999999999289...). In doubles, 28.9 / 0.1 is 288.99999999999994, and
+    10.2 / 0.000000001 is 10199999999.999998: each fell in the bin below its own."""
+    with localcontext(_EXACT):
+        bins, rest = divmod(Decimal(repr(value)), width)  # rounded towards zero
+        if rest < 0:
+            bins -= 1
+        return float(bins * width)
 
 
 def _bin_width(text: str) -> Decimal:

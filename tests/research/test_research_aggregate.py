@@ -91,10 +91,25 @@ def test_a_lone_small_cell_is_not_given_back_by_the_total() -> None:
 
 
 def _count(
-    records: RecordStore, folder: Path, *by: str, table: str = "person"
+    records: RecordStore,
+    folder: Path,
+    *by: str,
+    table: str = "person",
+    where: tuple[str, ...] = (),
 ) -> dict[str, object]:
-    made = count(records, PROJECT, folder, Query(table, by), "alice", TODAY)
+    made = count(records, PROJECT, folder, Query.of(table, by, where), "alice", TODAY)
     return made.as_json()
+
+
+def _glucose(patient_id: str, value: float) -> dict[str, object]:
+    return {
+        "resourceType": "Observation",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]},
+        "subject": {"reference": f"Patient/{patient_id}"},
+        "effectiveDateTime": "2020-03-18",
+        "valueQuantity": {"value": value},
+    }
 
 
 def test_counts_by_gender_suppress_the_small_cell_and_its_complement(
@@ -166,23 +181,35 @@ def test_bins_are_of_the_values_as_written_not_of_their_doubles(
     28.9 fell in the cell 28.8, and 7.2's cell was named 7.199999999999999."""
     research_population(records)
     with records.writer() as writer:
-        glucose = {"coding": [{"system": "http://loinc.org", "code": "2345-7"}]}
         for patient_id in ("p1", "p2"):
-            writer.create(
-                {
-                    "resourceType": "Observation",
-                    "status": "final",
-                    "code": glucose,
-                    "subject": {"reference": f"Patient/{patient_id}"},
-                    "effectiveDateTime": "2020-03-18",
-                    "valueQuantity": {"value": 28.9},
-                }
-            )
+            writer.create(_glucose(patient_id, 28.9))
     extract(records, PROJECT, tmp_path / "x", "operator", TODAY)
     cells = _count(records, tmp_path / "x", "code", "value_as_number/0.1", table="measurement")
     assert sorted(cell["values"] for cell in cells["cells"]) == [["2345-7", 28.9], ["4548-4", 7.2]]
     named = _count(records, tmp_path / "x", "value_as_number/0.009", table="measurement")
     assert sorted(cell["values"] for cell in named["cells"]) == [[7.2], [28.899]]
+
+
+def test_bins_are_exact_however_small_their_width(records: RecordStore, tmp_path: Path) -> None:
+    """10.2 / 0.000000001 in doubles is 10199999999.999998, which no rounding to nine
+    decimals mends: 10.2 fell in the cell 10.199999999. A value below zero is in the bin
+    below it."""
+    research_population(records)
+    with records.writer() as writer:
+        for number in range(12):
+            writer.create(_glucose(f"p{number}", 10.2 if number % 2 else -0.05))
+    extract(records, PROJECT, tmp_path / "x", "operator", TODAY)
+    where = ("code=2345-7",)
+    for width, cells in (
+        ("0.000000001", [[-0.05], [10.2]]),
+        ("0.1", [[-0.1], [10.2]]),
+        ("0.7", [[-0.7], [9.8]]),
+        ("1000000000", [[-1000000000.0], [0.0]]),
+    ):
+        answer = _count(
+            records, tmp_path / "x", f"value_as_number/{width}", table="measurement", where=where
+        )
+        assert [cell["values"] for cell in answer["cells"]] == cells, width
 
 
 @pytest.mark.parametrize(
