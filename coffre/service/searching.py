@@ -263,9 +263,11 @@ class Searcher:
         admit: Callable[[Stored], bool] | None,
     ) -> Iterator[Stored]:
         """The candidates of these types opened, as of the scope's snapshot, deletions and
-        erased patients' records left out, and those ``admit`` refuses."""
+        erased patients' records left out, and those ``admit`` refuses. A record deleted
+        since the snapshot is left out too (search.md, Paging): its version of then would
+        hand out, to whoever may search, what a read answers 410 for."""
         for row in rows:
-            sealed = self._as_of(row)
+            sealed = None if row.deleted else self._as_of(row)
             if sealed is None or sealed.deleted or self.records.is_erased(sealed.comp):
                 self._turned_away(row.loc)
                 continue
