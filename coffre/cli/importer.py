@@ -19,7 +19,7 @@ from coffre.api.search import search_page
 from coffre.cli.sources import Batch, Unreadable, batches, with_source_ids
 from coffre.exceptions import FhirError, VaultStateError
 from coffre.service import RecordStore
-from coffre.service.bundles import BundleProcessor
+from coffre.service.bundles import STORED_WITH_OTHER_CONTENT, BundleProcessor
 
 
 @dataclass(slots=True)
@@ -27,6 +27,8 @@ class ImportReport:
     resources: int = 0
     versions_written: int = 0
     failures: list[str] = field(default_factory=list)
+    conflicts: list[str] = field(default_factory=list)
+    """Entries whose id names a resource stored with other content, which is kept."""
 
 
 Progress = Callable[[int], None]
@@ -105,15 +107,12 @@ class Importer:
             return True
         for index, entry in enumerate(response.get("entry", [])):
             status = entry["response"]["status"]
-            if status.startswith("2"):  # a DELETE's is 204
+            issue = entry["response"].get("outcome", {}).get("issue", [{}])[0]
+            if issue.get("code") == STORED_WITH_OTHER_CONTENT:
+                self.report.conflicts.append(batch.failure(index, issue["diagnostics"]))
+            elif status.startswith("2"):  # a DELETE's is 204
                 self.report.resources += 1
             else:
-                diagnostics = (
-                    entry["response"]
-                    .get("outcome", {})
-                    .get("issue", [{}])[0]
-                    .get("diagnostics", status)
-                )
-                self.report.failures.append(batch.failure(index, diagnostics))
+                self.report.failures.append(batch.failure(index, issue.get("diagnostics", status)))
         self._on_progress(batch.size)
         return True

@@ -410,14 +410,18 @@ def import_(
         f"{folder}: no .json or .ndjson file in it"
         for folder in empty_folders(paths, leave_out=(place.folder, place.keyring))
     ]
+    for conflict in report.conflicts:
+        typer.echo(f"conflict: {conflict}", err=True)
     for failure in report.failures[:MAX_FAILURES_SHOWN]:
         typer.echo(f"failed: {failure}", err=True)
     if len(report.failures) > MAX_FAILURES_SHOWN:
         console.print(f"... and {len(report.failures) - MAX_FAILURES_SHOWN} more failures")
     console.print(
-        f"{report.resources} resources from {len(files)} files; {report.versions_written} new versions written; {len(report.failures)} failures"
+        f"{report.resources} resources from {len(files)} files;"
+        f" {report.versions_written} new versions written; {len(report.failures)} failures;"
+        f" {len(report.conflicts)} conflicts with what is stored"
     )
-    if report.failures:
+    if report.failures or report.conflicts:
         raise typer.Exit(code=1)
 
 

@@ -21,7 +21,7 @@ from functools import cache, partial
 from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from coffre.exceptions import FhirError, bounded, information
+from coffre.exceptions import FhirError, bounded, information, operation_outcome
 from coffre.fhir import json
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir.bundles import fhir_bundle
@@ -72,7 +72,7 @@ from coffre.service.stored import (
     nothing_deleted,
     written_outcome,
 )
-from coffre.service.writer import Writer
+from coffre.service.writer import Writer, same_content
 
 _ORDER = {"DELETE": 0, "POST": 1, "PUT": 2, "PATCH": 2, "GET": 3, "HEAD": 3}
 _INTERACTIONS = {
@@ -120,6 +120,8 @@ class Entry:
     same_as: Entry | None = None
     """An earlier conditional create with the same criteria: this one creates nothing, its
     resource is what that one created or matched."""
+    stored_at_source_id: bool = False
+    """An import's create whose id, kept from its file, names a resource already stored."""
 
     @property
     def label(self) -> str:
@@ -390,6 +392,22 @@ def _check_written_once(entries: list[Entry]) -> None:
                 )
 
 
+STORED_WITH_OTHER_CONTENT = "duplicate"
+"""The issue code (FHIR's IssueType) of an import's create whose id names a resource
+stored with other content."""
+
+
+def _stored_with_other_content(stored: Stored) -> dict[str, Any]:
+    """What an import says of a resource whose id names ``stored``, which holds other
+    content (another hospital's Patient/1, a second line of a file at that id): the stored
+    one is kept, as an import never overwrites, but not without a word."""
+    return operation_outcome(
+        "warning",
+        STORED_WITH_OTHER_CONTENT,
+        f"{stored.reference} is already stored with other content: kept as it is, not overwritten",
+    )
+
+
 def _in_entry(entry: Entry, error: FhirError) -> FhirError:
     return FhirError(
         error.status, error.code, f"{entry.label}: {error.diagnostics}", error.expression
@@ -627,6 +645,7 @@ class BundleProcessor:
             source_id = self._source_id(entry)
             if existing is None and source_id:  # deleted since, it stays deleted
                 existing = writer.latest(entry.resource_type, source_id)
+                entry.stored_at_source_id = existing is not None and not existing.deleted
             entry.existing = existing
             entry.resource_id = (
                 existing.id
@@ -719,7 +738,11 @@ class BundleProcessor:
             assert entry.resource_id is not None  # created by the earlier entry, which ran
             entry.existing = writer.latest(entry.resource_type, entry.resource_id)
         if entry.existing is not None:
-            return self._write_result(writer, Outcome(entry.existing, created=False, changed=False))
+            found = Outcome(entry.existing, created=False, changed=False)
+            answer = self._write_result(writer, found)
+            if entry.stored_at_source_id and not same_content(entry.existing, self._body(entry)):
+                answer["response"]["outcome"] = _stored_with_other_content(entry.existing)
+            return answer
         if entry.method == "POST":
             resource = self._body(entry)
             check_url_type(resource["resourceType"], entry.resource_type)

@@ -56,7 +56,7 @@ def check_body_id(resource_type: str, resource_id: str, resource: dict[str, Any]
         raise FhirError(400, "invalid", _id_mismatch(resource, resource_id), f"{resource_type}.id")
 
 
-def _same_content(current: Stored, resource: dict[str, Any]) -> bool:
+def same_content(current: Stored, resource: dict[str, Any]) -> bool:
     """Whether a write would store what the current version holds, server meta aside;
     as written, so that a change of a decimal's precision (7.2 to 7.20) is a change. Most
     writes change a value, which the plain comparison tells; the written forms are
@@ -318,7 +318,7 @@ class Writer:
     ) -> Outcome:
         current = self.latest(resource_type, resource_id)
         check_if_match(f"{resource_type}/{resource_id}", current, if_match)
-        unchanged = current is not None and not current.deleted and _same_content(current, resource)
+        unchanged = current is not None and not current.deleted and same_content(current, resource)
         if unchanged:
             assert current is not None
             return Outcome(current, created=False, changed=False)

@@ -609,3 +609,58 @@ def test_a_vault_that_fails_stops_the_import_without_blaming_the_file(
     said = " ".join(output.split())
     assert code == 1 and "the vault failed, and the import stopped" in said, output
     assert "Permission denied" in said and "cannot be read" not in said
+
+
+def _post(resource_type: str) -> dict[str, str]:
+    return {"method": "POST", "url": resource_type}
+
+
+def test_a_resource_stored_with_other_content_at_its_id_is_reported_and_kept(
+    tmp_path: Path,
+) -> None:
+    """Hospital B's Patient/1 (Bob) was dropped without a word where hospital A's Patient/1
+    (Alice) was stored, "0 failures", and B's Observation of him was attached to her
+    unannounced."""
+    vault = _vault(tmp_path)
+    alice = {"resourceType": "Patient", "id": "1", "name": [{"family": "Alice"}]}
+    bob = {"resourceType": "Patient", "id": "1", "name": [{"family": "Bob"}]}
+    (tmp_path / "a.ndjson").write_text(json.dumps(alice) + "\n")
+    code, output = _run("import", "--vault", str(vault), str(tmp_path / "a.ndjson"))
+    assert code == 0, output
+    urn = "urn:uuid:0b0b0b0b-0000-4000-8000-000000000001"
+    observation = {"resourceType": "Observation", "id": "b-obs", "status": "final"}
+    observation |= {"code": {"text": "pulse"}, "subject": {"reference": urn}}
+    (tmp_path / "b.json").write_text(
+        _bundle(
+            "transaction",
+            {"fullUrl": urn, "resource": bob, "request": _post("Patient")},
+            {"resource": observation, "request": _post("Observation")},
+        )
+    )
+    # two lines of one file at one id, and a line equal to what is stored
+    twice = [alice, {"resourceType": "Patient", "id": "2"}, bob | {"id": "2"}]
+    (tmp_path / "c.ndjson").write_text("".join(json.dumps(r) + "\n" for r in twice))
+    names = ("a.ndjson", "b.json", "c.ndjson")
+    for _ in range(2):  # the second run says the same, and writes nothing
+        code, output = _run("import", "--vault", str(vault), *(str(tmp_path / n) for n in names))
+        said = " ".join(output.split())
+        assert code == 1, output
+        assert (
+            f"conflict: {tmp_path / 'b.json'}: entry[0]: Patient/1 is already stored"
+            " with other content: kept as it is, not overwritten" in said
+        ), output
+        assert (
+            f"conflict: {tmp_path / 'c.ndjson'}: line 3: Patient/2 is already stored with"
+            " other content: kept as it is, not overwritten" in said
+        ), output
+        assert "a.ndjson" not in said and "line 1" not in said, output
+        assert "0 failures; 2 conflicts with what is stored" in said, output
+    records = Vault.at(vault).open()
+    try:
+        assert json.loads(records.read("Patient", "1").body)["name"] == alice["name"]
+        assert json.loads(records.read("Patient", "2").body).get("name") is None
+        # the rest of B's transaction loads, linked to the stored Patient/1, as the
+        # conflict warns
+        assert records.read("Observation", "b-obs").id == "b-obs"
+    finally:
+        records.storage.close()

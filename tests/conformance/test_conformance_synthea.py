@@ -13,8 +13,9 @@ the rule an import follows, never by asking Coffre:
   ``urn:uuid:X`` reference becomes ``<Type of the entry whose fullUrl is urn:uuid:X>/<its id>``;
 - a conditional reference ``Type?identifier=system|value`` becomes ``Type/<id>`` of the
   resource written earlier with that identifier;
-- an import never overwrites: the FIRST occurrence of a ``Type/id`` in load order wins,
-  and a POST whose ``ifNoneExist`` identifier is already there writes nothing;
+- an import never overwrites: the FIRST occurrence of a ``Type/id`` in load order wins
+  (each later one with other content reported as a conflict), and a POST whose
+  ``ifNoneExist`` identifier is already there writes nothing;
 - load order: the files in the order given to the importer (here the information bundles
   of both folders first, then the patient bundles, each group in ``files_under`` order),
   except that a bundle with a conditional reference that does not resolve yet waits until
@@ -199,7 +200,8 @@ def _difference(want: Any, got: Any, path: str) -> str | None:
 def test_the_import_writes_one_version_per_distinct_resource(
     synthea: SyntheaVault, expected: Expected
 ) -> None:
-    assert expected.entries == synthea.report.resources  # each: 201 created, or 200 already there
+    # each: 201 created, 200 already there, or kept as stored with other content (a conflict)
+    assert expected.entries == synthea.report.resources + len(synthea.report.conflicts)
     assert synthea.report.versions_written == len(expected.resources)
     # The information bundles went first, so no patient bundle had to wait.
     assert expected.deferred == []
@@ -231,6 +233,7 @@ def test_a_repeated_id_keeps_its_first_content(synthea: SyntheaVault, expected: 
                     overwritten.append(key)
     assert differing > 90
     assert overwritten == []
+    assert len(synthea.report.conflicts) == differing  # each said, none taken silently
 
 
 # -- (b) a second import writes nothing --------------------------------------------------
@@ -242,6 +245,7 @@ def test_a_second_import_of_the_same_files_writes_no_version(synthea: SyntheaVau
     assert report.failures == [], "\n".join(report.failures[:20])
     assert report.versions_written == 0
     assert report.resources == synthea.report.resources
+    assert report.conflicts == synthea.report.conflicts
     assert synthea.records.storage.last_seq() == last_seq
 
 
