@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
-from coffre.exceptions import FhirError
+from coffre.exceptions import FhirError, bounded
 from coffre.fhir import json
+from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 from coffre.fhir.references import parse_reference, rewrite_references
 
 NDJSON_CHUNK = 500
@@ -81,7 +82,9 @@ class Batch:
 
 @dataclass(frozen=True, slots=True)
 class Unreadable:
-    """A line of an NDJSON file that is not JSON: reported, and the other lines still load."""
+    """A line of an NDJSON file, or an entry of a searchset or collection, that holds no
+    resource (not JSON, an array, a resourceType that is no type): reported, and the
+    others still load."""
 
     origin: str
     diagnostics: str
@@ -228,25 +231,40 @@ def with_source_ids(
     return bundle
 
 
-def _as_entry(resource: Any) -> dict[str, Any]:
-    resource_type = resource.get("resourceType") if isinstance(resource, dict) else None
-    return {"resource": resource, "request": {"method": "POST", "url": str(resource_type or "")}}
+def _as_entry(resource: dict[str, Any]) -> dict[str, Any]:
+    return {"resource": resource, "request": {"method": "POST", "url": resource["resourceType"]}}
 
 
-def _batch_of(resources: list[Any]) -> dict[str, Any]:
+def _batch_of(resources: list[dict[str, Any]]) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": "batch", "entry": [_as_entry(r) for r in resources]}
 
 
-_JSON_KINDS = {list: "a JSON array", str: "a JSON string", bool: "a JSON boolean"}
+_JSON_KINDS = {
+    dict: "a JSON object",
+    list: "a JSON array",
+    str: "a JSON string",
+    bool: "a JSON boolean",
+    type(None): "null",
+}
+
+
+def _json_kind(value: Any) -> str:
+    return _JSON_KINDS.get(type(value), "a JSON number")
 
 
 def _not_a_resource(value: Any) -> str | None:
-    """What a JSON value is, if it cannot be a resource: an object with a resourceType."""
-    if isinstance(value, dict):
-        return None if "resourceType" in value else "an object without a resourceType"
-    if value is None:
-        return "null"
-    return _JSON_KINDS.get(type(value), "a JSON number")
+    """What a JSON value is, if it cannot be a resource: an object whose resourceType
+    names an R4 resource type (checked here, as the Bundle it is loaded in is the
+    importer's own: a ``null`` or ``" Patient"`` would fail it whole)."""
+    if not isinstance(value, dict):
+        return _json_kind(value)
+    if "resourceType" not in value:
+        return "an object without a resourceType"
+    kind = value["resourceType"]
+    if isinstance(kind, str) and kind in RESOURCE_TYPES:
+        return None
+    shown = bounded(repr(kind)) if isinstance(kind, str) else _json_kind(kind)
+    return f"its resourceType is not a resource type: {shown}"
 
 
 def _ndjson(path: Path) -> Iterator[Batch | Unreadable]:
@@ -287,34 +305,34 @@ _REFUSED_BUNDLES = {
 }
 
 
-def _unpacked(path: Path, bundle: dict[str, Any]) -> Batch:
+def _unpacked(path: Path, bundle: dict[str, Any]) -> Iterator[Batch | Unreadable]:
     """A searchset's or collection's resources, as a batch of creates (a searchset's
-    ``outcome`` entries left out); a reference to another entry's fullUrl names its
-    resource, which keeps its id."""
+    ``outcome`` entries left out), and each entry that holds no resource, which fails
+    alone; a reference to another entry's fullUrl names its resource, which keeps its id."""
     entries = bundle.get("entry")
-    kept = [
-        (index, entry)
-        for index, entry in enumerate(entries if isinstance(entries, list) else [])
-        if not isinstance(entry, dict)
-        or not isinstance(entry.get("search"), dict)
-        or entry["search"].get("mode") != "outcome"
-    ]
+    kept: list[tuple[int, dict[str, Any]]] = []
+    for index, entry in enumerate(entries if isinstance(entries, list) else []):
+        entry = entry if isinstance(entry, dict) else {}
+        search = entry.get("search")
+        if isinstance(search, dict) and search.get("mode") == "outcome":
+            continue
+        if (what := _not_a_resource(entry.get("resource"))) is not None:
+            yield Unreadable(str(path), f"entry[{index}].resource is not a FHIR resource ({what})")
+        else:
+            kept.append((index, entry))
     targets: dict[str, str] = {}
     for _, entry in kept:
-        resource = entry.get("resource") if isinstance(entry, dict) else None
-        if isinstance(resource, dict) and isinstance(entry.get("fullUrl"), str):
+        resource = entry["resource"]
+        if isinstance(entry.get("fullUrl"), str):
             source_id = _source_id(entry)
             if source_id is not None:
-                targets[entry["fullUrl"]] = f"{resource.get('resourceType')}/{source_id}"
-    batch = _batch_of(
-        [entry.get("resource") if isinstance(entry, dict) else None for _, entry in kept]
-    )
+                targets[entry["fullUrl"]] = f"{resource['resourceType']}/{source_id}"
+    batch = _batch_of([entry["resource"] for _, entry in kept])
     for (_, entry), created in zip(kept, batch["entry"], strict=True):
-        if isinstance(created["resource"], dict):
-            rewrite_references(created["resource"], targets.get)
-            if isinstance(entry.get("fullUrl"), str):
-                created["fullUrl"] = entry["fullUrl"]
-    return Batch(str(path), batch, tuple(f"entry[{index}]" for index, _ in kept))
+        rewrite_references(created["resource"], targets.get)
+        if isinstance(entry.get("fullUrl"), str):
+            created["fullUrl"] = entry["fullUrl"]
+    yield Batch(str(path), batch, tuple(f"entry[{index}]" for index, _ in kept))
 
 
 def batches(path: Path) -> Iterator[Batch | Unreadable]:
@@ -341,7 +359,7 @@ def batches(path: Path) -> Iterator[Batch | Unreadable]:
     elif kind in ("transaction", "batch"):
         yield Batch(str(path), content)
     elif kind in ("searchset", "collection"):
-        yield _unpacked(path, content)
+        yield from _unpacked(path, content)
     elif kind in _REFUSED_BUNDLES:
         raise FhirError(400, "not-supported", _REFUSED_BUNDLES[kind])
     else:

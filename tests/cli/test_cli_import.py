@@ -356,10 +356,13 @@ def test_an_ndjson_line_that_is_no_resource_is_reported_by_its_line_alone(tmp_pa
         ("a JSON array", "a JSON string", "null", "an object without a resourceType"), start=1
     ):
         assert f"odd.ndjson: line {number} is not a FHIR resource ({what})" in output, output
-    assert "odd.ndjson: line 5: Coffre knows no resource type '5'" in output, output
+    assert (
+        "odd.ndjson: line 5 is not a FHIR resource (its resourceType is not a resource type:"
+        " a JSON number)" in output
+    ), output
     assert "odd.ndjson: line 7 is not a valid Patient: Patient.gender" in output, output
     assert "entry[" not in output and "request url" not in output, output
-    assert "1 resources from 1 files" in output and "6 failures" in output
+    assert "1 resources from 1 files" in output and "6 failures" in output, output
 
 
 def test_utf16_files_with_a_byte_order_mark_load(tmp_path: Path) -> None:
@@ -664,3 +667,37 @@ def test_a_resource_stored_with_other_content_at_its_id_is_reported_and_kept(
         assert records.read("Observation", "b-obs").id == "b-obs"
     finally:
         records.storage.close()
+
+
+def test_a_resource_type_that_names_no_type_fails_its_line_or_entry_alone(
+    tmp_path: Path,
+) -> None:
+    """A line whose resourceType was null, "" or " Patient" sank its whole chunk of 500
+    lines, with a message about a request.url its file never held."""
+    vault = _vault(tmp_path)
+    kinds = [None, "", " Patient", 5, "Patinet"]
+    lines = [{"resourceType": kind, "id": f"k{n}"} for n, kind in enumerate(kinds, start=1)]
+    lines.append({"resourceType": "Patient", "id": "k6"})
+    (tmp_path / "kinds.ndjson").write_text("".join(json.dumps(line) + "\n" for line in lines))
+    entries = [{"resource": line} for line in lines] + [{"resource": "x"}, {"fullUrl": "urn:x"}]
+    entries[-3]["resource"] = {"resourceType": "Patient", "id": "k7"}
+    (tmp_path / "kinds.json").write_text(_bundle("collection", *entries))
+    code, output = _run(
+        "import",
+        "--vault",
+        str(vault),
+        str(tmp_path / "kinds.ndjson"),
+        str(tmp_path / "kinds.json"),
+    )
+    said = " ".join(output.split())
+    assert code == 1, output
+    shown = ("null", "''", "' Patient'", "a JSON number", "'Patinet'")
+    for number, what in enumerate(shown, start=1):
+        why = f"is not a FHIR resource (its resourceType is not a resource type: {what})"
+        assert f"kinds.ndjson: line {number} {why}" in said, output
+        assert f"kinds.json: entry[{number - 1}].resource {why}" in said, output
+    assert "kinds.json: entry[6].resource is not a FHIR resource (a JSON string)" in said, output
+    assert "kinds.json: entry[7].resource is not a FHIR resource (null)" in said, output
+    assert "request" not in said, output
+    assert "2 resources from 2 files" in said and "12 failures" in said, output
+    assert _loaded(vault, "k1", "k5", "k6", "k7") == {"k6", "k7"}
