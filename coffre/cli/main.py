@@ -47,7 +47,6 @@ app = typer.Typer(
     help="Coffre: a FHIR R4 health record whose host only ever sees sealed data.",
     no_args_is_help=True,
 )
-MAX_FAILURES_SHOWN = 20
 MAX_PORT = 65535
 
 
@@ -412,10 +411,8 @@ def import_(
     ]
     for conflict in report.conflicts:
         typer.echo(f"conflict: {conflict}", err=True)
-    for failure in report.failures[:MAX_FAILURES_SHOWN]:
+    for failure in report.failures:  # every one: the operator needs to know which
         typer.echo(f"failed: {failure}", err=True)
-    if len(report.failures) > MAX_FAILURES_SHOWN:
-        console.print(f"... and {len(report.failures) - MAX_FAILURES_SHOWN} more failures")
     console.print(
         f"{report.resources} resources from {len(files)} files;"
         f" {report.versions_written} new versions written; {len(report.failures)} failures;"

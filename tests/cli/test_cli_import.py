@@ -701,3 +701,14 @@ def test_a_resource_type_that_names_no_type_fails_its_line_or_entry_alone(
     assert "request" not in said, output
     assert "2 resources from 2 files" in said and "12 failures" in said, output
     assert _loaded(vault, "k1", "k5", "k6", "k7") == {"k6", "k7"}
+
+
+def test_every_failure_is_listed(tmp_path: Path) -> None:
+    """Only the first 20 were: an operator could not learn which lines failed after them."""
+    vault = _vault(tmp_path)
+    (tmp_path / "bad.ndjson").write_text("{not json\n" * 25)
+    code, output = _run("import", "--vault", str(vault), str(tmp_path / "bad.ndjson"))
+    assert code == 1, output
+    for number in range(1, 26):
+        assert f"bad.ndjson: line {number} is not valid JSON" in output, output
+    assert "more failures" not in output and "25 failures" in output, output
