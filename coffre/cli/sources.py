@@ -100,8 +100,8 @@ _SPECIAL_FILES = (
 
 
 def _format(path: Path) -> str:
-    """``.json`` or ``.ndjson``, by the name, ``.gz`` left aside."""
-    return Path(path.name.removesuffix(".gz")).suffix
+    """``.json`` or ``.ndjson``, by the name in any case (``.JSON``), ``.gz`` left aside."""
+    return Path(path.name.lower().removesuffix(".gz")).suffix
 
 
 def _regular(path: Path) -> io.BufferedReader:
@@ -145,14 +145,13 @@ def _broken(error: Exception) -> str:
 
 def _importable(path: Path, leave_out: frozenset[Path]) -> bool:
     """Whether a folder's entry is for ``coffre import``: a file of FHIR JSON by its name,
-    not hidden, not in ``leave_out``; a named pipe or device so named is listed, to be
-    refused by name."""
+    not hidden, not in ``leave_out``; a named pipe or device so named, and a link that
+    leads nowhere or loops, is listed, to be refused by name."""
     return (
         _format(path) in (".json", ".ndjson")
         and not path.name.startswith(".")
-        and path.exists()
         and not path.is_dir()
-        and leave_out.isdisjoint((resolved := path.resolve(), *resolved.parents))
+        and leave_out.isdisjoint((resolved := Path(os.path.realpath(path)), *resolved.parents))
     )
 
 

@@ -201,7 +201,8 @@ def test_hidden_files_and_folders_of_a_folder_are_left_alone(tmp_path: Path) -> 
 
 
 def test_a_folder_with_nothing_to_import_is_reported(tmp_path: Path) -> None:
-    """A wrong folder, or one whose only files are a symlink loop, is no silent success."""
+    """A wrong folder, or one whose only files are a symlink loop, is no silent success:
+    the links of the loop are named."""
     vault = _vault(tmp_path)
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -216,8 +217,9 @@ def test_a_folder_with_nothing_to_import_is_reported(tmp_path: Path) -> None:
     )
     assert code == 1, output
     assert f"{empty}: no .json or .ndjson file in it" in output
-    assert f"{looping}: no .json or .ndjson file in it" in output
-    assert "2 failures" in output
+    for name in ("a.json", "b.json"):
+        assert f"{looping / name}: cannot be read: Too many levels of symbolic links" in output
+    assert "3 failures" in output
     assert _loaded(vault, "e1") == {"e1"}
 
 
@@ -712,3 +714,28 @@ def test_every_failure_is_listed(tmp_path: Path) -> None:
     for number in range(1, 26):
         assert f"bad.ndjson: line {number} is not valid JSON" in output, output
     assert "more failures" not in output and "25 failures" in output, output
+
+
+def test_a_folder_s_files_load_whatever_the_case_of_their_names_and_broken_links_are_named(
+    tmp_path: Path,
+) -> None:
+    """``.JSON`` and ``.NDJSON`` files, and links that lead nowhere or loop, were skipped
+    without a word."""
+    vault = _vault(tmp_path)
+    folder = tmp_path / "in"
+    folder.mkdir()
+    (folder / "A.JSON").write_text('{"resourceType":"Patient","id":"u1"}')
+    (folder / "B.NDJSON").write_text(
+        '{"resourceType":"Patient","id":"u2"}\n{"resourceType":"Patient","id":"u3"}\n'
+    )
+    (folder / "C.Ndjson.GZ").write_bytes(gzip.compress(b'{"resourceType":"Patient","id":"u4"}'))
+    (folder / "gone.json").symlink_to("nowhere.json")
+    (folder / "x.ndjson").symlink_to("y.ndjson")
+    (folder / "y.ndjson").symlink_to("x.ndjson")
+    code, output = _run("import", "--vault", str(vault), str(folder))
+    assert code == 1, output
+    assert f"{folder / 'gone.json'}: cannot be read: No such file or directory" in output
+    for name in ("x.ndjson", "y.ndjson"):
+        assert f"{folder / name}: cannot be read: Too many levels of symbolic links" in output
+    assert "4 resources from 6 files" in output and "3 failures" in output, output
+    assert _loaded(vault, "u1", "u2", "u3", "u4") == {"u1", "u2", "u3", "u4"}
