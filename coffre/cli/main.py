@@ -279,7 +279,9 @@ and a generated campaign open in."""
 @app.command()
 def synth(
     count: Annotated[int, typer.Argument(min=1, max=MAX_SYNTH_PATIENTS, help="How many patients.")],
-    out: Annotated[Path, typer.Option(help="Folder to write the Bundles to.")] = Path("synth"),
+    out: Annotated[
+        Path, typer.Option(help="Folder to write the Bundles to.", parser=named_folder)
+    ] = Path("synth"),
     seed: Annotated[
         int, typer.Option(help="The same seed gives the same patients, with the same --as-of.")
     ] = 0,
@@ -302,18 +304,18 @@ def synth(
         raise fail(f"--as-of is a day from {first} to {last}: histories span a century before it")
     now = None if as_of is None else as_of.replace(hour=12, tzinfo=UTC)
     shared = generate_shared_bundle(random.Random(f"coffre-synth:{seed}:shared"))
+    resources = 0
     try:
         out.mkdir(parents=True, exist_ok=True)
         (out / "shared.json").write_bytes(dumps(shared))
+        with Progress(*_columns("generating", "resources"), console=console) as progress:
+            task = progress.add_task("synth", total=count, rate="-")
+            for index, bundle in enumerate(generate_bundles(count, seed, now=now), start=1):
+                (out / f"patient-{index:07d}.json").write_bytes(dumps(bundle))
+                resources += len(bundle["entry"])
+                _advance(progress, task, 1)
     except OSError as error:
         raise fail(error) from None
-    resources = 0
-    with Progress(*_columns("generating", "resources"), console=console) as progress:
-        task = progress.add_task("synth", total=count, rate="-")
-        for index, bundle in enumerate(generate_bundles(count, seed, now=now), start=1):
-            (out / f"patient-{index:07d}.json").write_bytes(dumps(bundle))
-            resources += len(bundle["entry"])
-            _advance(progress, task, 1)
     shared_count = len(shared["entry"])
     console.print(
         f"{count} patients, {resources} resources, and {shared_count} shared ones"
@@ -344,7 +346,9 @@ def synth_campaign(
         datetime | None,
         typer.Option(formats=["%Y-%m-%d"], help="The first day (YYYY-MM-DD); tomorrow by default."),
     ] = None,
-    out: Annotated[Path, typer.Option(help="Folder to write the Bundles to.")] = Path("campaign"),
+    out: Annotated[
+        Path, typer.Option(help="Folder to write the Bundles to.", parser=named_folder)
+    ] = Path("campaign"),
 ) -> None:
     """Write a vaccination campaign as transaction Bundles, for `coffre import`.
 

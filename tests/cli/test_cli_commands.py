@@ -47,7 +47,15 @@ def test_init_makes_a_vault_and_refuses_to_overwrite_it(tmp_path: Path) -> None:
     assert (folder / "keyring.json").read_bytes() == keyring
 
 
-@pytest.mark.parametrize("command", [("init",), ("witness", "init", "--name", "w1")])
+@pytest.mark.parametrize(
+    "command",
+    [
+        ("init",),
+        ("witness", "init", "--name", "w1"),
+        ("synth", "1", "--out"),
+        ("synth-campaign", "--out"),
+    ],
+)
 @pytest.mark.parametrize("name", ["", " "])
 def test_an_empty_folder_name_is_refused_not_read_as_the_current_folder(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, command: tuple[str, ...], name: str
@@ -245,6 +253,8 @@ def test_a_folder_that_is_a_file_is_named_not_a_traceback(tmp_path: Path) -> Non
     assert "notes.txt" in _refused("init", str(file / "v"))
     assert "notes.txt" in _refused("synth", "1", "--out", str(file))
     assert "notes.txt" in _refused("clients", "list", "--vault", str(file))
+    (tmp_path / "blocked" / "patient-0000001.json").mkdir(parents=True)  # a folder in its place
+    assert "patient-0000001.json" in _refused("synth", "2", "--out", str(tmp_path / "blocked"))
     assert "notes.txt" in _refused("users", "list", "--vault", str(file))
     assert file.read_text() == "not a folder"
 
