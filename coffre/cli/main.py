@@ -177,7 +177,7 @@ def serve(
         str, typer.Option(envvar=config.HOST.env, help=config.HOST.help)
     ] = config.HOST.default,
     port: Annotated[
-        int, typer.Option(envvar=config.PORT.env, help=config.PORT.help, min=0, max=MAX_PORT)
+        int, typer.Option(envvar=config.PORT.env, help=config.PORT.help, min=1, max=MAX_PORT)
     ] = int(config.PORT.default),
     workers: Annotated[
         int, typer.Option(envvar=config.WORKERS.env, help=config.WORKERS.help, min=1)

@@ -69,7 +69,7 @@ def serve(
         ),
     ],
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.", min=0, max=65535)] = 8090,
+    port: Annotated[int, typer.Option(help="Port to listen on.", min=1, max=65535)] = 8090,
 ) -> None:
     """Serve POST /add-checkpoint for the logs given, in one process."""
     import uvicorn

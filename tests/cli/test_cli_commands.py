@@ -388,3 +388,26 @@ def test_every_commands_help_reads_without_a_break_in_mid_sentence(name: str, te
     first, *others = text.split("\n\n")
     assert first and "\n" not in first
     assert all(line.endswith((".", ":", ")")) for other in others for line in other.splitlines())
+
+
+@pytest.mark.parametrize(
+    ("command", "environment"),
+    [
+        (("serve", "--port", "0"), {}),
+        (("serve",), {"COFFRE_PORT": "0"}),
+        (("witness", "serve", "w", "--log", "x", "--port", "0"), {}),
+    ],
+)
+def test_port_0_is_refused_not_served_on_a_port_never_named(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    command: tuple[str, ...],
+    environment: dict[str, str],
+) -> None:
+    """The system chose a free port, which the server never said."""
+    monkeypatch.chdir(tmp_path)
+    for name, value in environment.items():
+        monkeypatch.setenv(name, value)
+    code, output = _run(*command)
+    assert code == 2 and "Invalid value for '--port'" in output, output
+    assert "equal to 1" in output, output
