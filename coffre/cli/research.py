@@ -276,6 +276,22 @@ def list_projects(
         )
 
 
+@app.command("log")
+def log(
+    project_id: str, vault: VaultOption = Path(config.VAULT.default), keyring: KeyringOption = None
+) -> None:
+    """What was done for a project, newest first, from the log's AuditEvents: when, who,
+    and what (each count with its table, columns, filters and ε; each extract).
+
+    One line each, tab-separated. Each event is checked against the leaf that commits to it."""
+    from coffre.research.extract import project_events  # see the module docstring
+
+    _project(vault, keyring, project_id)
+    done = _on_vault(vault, keyring, lambda records: records.gateway_events())
+    for when, who, what in project_events(done, project_id):
+        typer.echo(f"{when}\t{who}\t{what}")
+
+
 @app.command("end")
 def end(
     project_id: str, vault: VaultOption = Path(config.VAULT.default), keyring: KeyringOption = None

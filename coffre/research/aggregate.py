@@ -424,10 +424,12 @@ def count(
 
 
 def count_access(who: str, project: Project, result: Count) -> Access:
-    """Who asks a count, for its AuditEvent: the project, the table and its columns, and
-    a private count's ε, δ and K."""
+    """Who asks a count, for its AuditEvent: the project, the table, its columns and
+    filters (an auditor looks for differencing), and a private count's ε, δ and K."""
     query = result.query
     what = f"research count of {query.table} by {', '.join(query.by) or 'nothing'}"
+    if query.where:
+        what += " where " + " and ".join(f"{column}={value}" for column, value in query.where)
     if result.noise is not None:
         noise = result.noise
         what += (

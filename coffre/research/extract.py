@@ -62,10 +62,25 @@ DATES = "a birth as its year; an event as the first day of its month, in its own
 
 def research_access(who: str, project: Project, what: str) -> Access:
     """Who acts on a project's behalf, for the AuditEvents: the purpose is research."""
-    reason = (
-        f"{what} for research project {project.project_id} (authorisation {project.authorisation})"
-    )
+    reason = f"{what}{_FOR_PROJECT}{project.project_id} (authorisation {project.authorisation})"
     return Access(who, purpose=RESEARCH_PURPOSE, reason=reason)
+
+
+_FOR_PROJECT = " for research project "
+
+
+def project_events(events: list[dict[str, Any]], project_id: str) -> list[tuple[str, str, str]]:
+    """What ``events`` (AuditEvents) say was done for a project, as ``research_access``
+    wrote it: when, who, and what (a count with its filters, an extract), in their order."""
+    done = []
+    for event in events:
+        for purpose in event.get("purposeOfEvent", []):
+            codes = {coding.get("code") for coding in purpose.get("coding", [])}
+            what, said, rest = str(purpose.get("text", "")).partition(_FOR_PROJECT)
+            if RESEARCH_PURPOSE in codes and said and rest.startswith(f"{project_id} ("):
+                who = event["agent"][0]["who"].get("display", "")
+                done.append((str(event.get("recorded", "")), str(who), what))
+    return done
 
 
 def schema_of(columns: tuple[Column, ...]) -> pa.Schema:

@@ -436,7 +436,14 @@ class RecordStore:
         against each of them, so a copy filed under another of its leaves would keep the
         count while another event is missing)."""
         check_id("Patient", patient_id)
-        comp = self.keys.patient_compartment(patient_id)
+        return self._events(self.keys.patient_compartment(patient_id), before)
+
+    def gateway_events(self) -> list[dict[str, Any]]:
+        """The AuditEvents of the gateway's own compartment, newest first, checked as a
+        patient's are: what the research hub, erasures and integrity failures logged."""
+        return self._events(self.keys.shared_compartment("AuditEvent"), None)
+
+    def _events(self, comp: bytes, before: int | None) -> list[dict[str, Any]]:
         self.latest_writes.catch_up(self.storage)
         self.check_not_erased(comp)
         checked = self.latest_writes.check_events(self.storage)

@@ -225,3 +225,29 @@ def test_an_extract_is_kept_in_the_research_folder_and_counted_from_there(
     last = Leaf.decode(records.storage.leaves(size - 1, size)[0])
     records.storage.close()
     assert last.loc == records.keys.location(EXTRACT_TYPE, latest.extract_id)
+
+
+def test_a_projects_log_lists_its_extracts_and_counts_with_their_filters(
+    vault: Vault, tmp_path: Path
+) -> None:
+    """What an auditor reads to find differencing: each count with its filters, from the
+    AuditEvents of the gateway's compartment, another project's left out."""
+    records = vault.open()
+    research_population(records)
+    records.storage.close()
+    _researcher(vault.folder, tmp_path, "alice")
+    assert _run(vault.folder, *PROJECT)[0] == 0
+    other = [*PROJECT[:2], "grippe-2027", *PROJECT[3:]]
+    assert _run(vault.folder, *other)[0] == 0
+    for project in ("diabete-2026", "grippe-2027"):
+        assert _run(vault.folder, "research", "extract", project)[0] == 0
+    count = ("research", "count", "diabete-2026", "person", "--by", "gender")
+    assert _run(vault.folder, *count, "--where", "year_of_birth=1950", "--operator", "Marc")[0] == 0
+    code, output = _run(vault.folder, "research", "log", "diabete-2026")
+    assert code == 0, output
+    lines = [line.split("\t") for line in output.splitlines()]
+    assert [who for _, who, _ in lines] == ["Marc (coffre research count)", lines[1][1]]
+    assert lines[0][2] == "research count of person by gender where year_of_birth=1950"
+    assert "extract" in lines[1][2] and "grippe" not in output
+    code, output = _run(vault.folder, "research", "log", "nothing-2030")
+    assert code == 1
