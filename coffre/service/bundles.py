@@ -265,6 +265,14 @@ def _parse_entry(index: int, entry: dict[str, Any], base_url: str) -> Entry:
     resource_type = _of_entry(index, url_type, parts[0])
     if len(parts) >= 2:
         _of_entry(index, partial(check_id, resource_type), parts[1])
+    if method in ("PUT", "PATCH", "DELETE") and len(parts) >= 2 and query:
+        raise FhirError(
+            400,
+            "invalid",
+            f"entry[{index}]: {method} {parts[0]}/{parts[1]} names its resource by id and takes"
+            f" no criteria besides, which it would ignore: give the id alone, or the criteria"
+            f" alone ({method} {parts[0]}?...), a conditional {method.lower()}",
+        )
     if_none_exist = request.get("ifNoneExist")
     if method == "POST" and query:  # a conditional create's criteria, as over REST
         if if_none_exist:

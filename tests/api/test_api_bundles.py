@@ -1354,6 +1354,25 @@ def test_a_batch_refuses_entries_whose_url_rest_refuses(
     assert client.get(f"/fhir/Patient/{existing}").status_code == 200
 
 
+def test_a_write_by_id_with_criteria_besides_is_refused_not_done_ignoring_them(
+    client: TestClient, records: RecordStore
+) -> None:
+    """DELETE Patient/x?gender=male deleted Patient/x, whatever its gender."""
+    existing = created_id(client, patient("q-0"))
+    written = records.storage.last_seq()
+    body = bundle(
+        "batch",
+        entry("DELETE", f"Patient/{existing}?gender=male"),
+        entry("PUT", f"Patient/{existing}?gender=male", {**patient("q-0"), "id": existing}),
+    )
+    results = [e["response"] for e in send(client, body).json()["entry"]]
+    assert [r["status"] for r in results] == ["400 Bad Request"] * 2
+    said = results[0]["outcome"]["issue"][0]["diagnostics"]
+    assert "give the id alone, or the criteria alone (DELETE Patient?...)" in said
+    assert records.storage.last_seq() == written
+    assert client.get(f"/fhir/Patient/{existing}").status_code == 200
+
+
 def test_a_batch_refuses_history_and_search_urls_as_unsupported_not_as_ids(
     client: TestClient,
 ) -> None:
