@@ -398,8 +398,8 @@ def count(
         typer.Option(
             "--delta",
             parser=_decimal,
-            help="With --by: the chance a cell of few persons shows (default: 1/persons²,"
-            " at most a hundredth of the project's δ).",
+            help="With --by: the chance a cell of few persons shows (default: 1/persons²"
+            " rounded down to a power of ten, at most a hundredth of the project's δ).",
         ),
     ] = None,
     max_cells: Annotated[

@@ -381,7 +381,7 @@ def _private(
     persons = max(int(manifest["persons"]), 1)
     delta = privacy.delta
     if delta is None:
-        delta = min(Decimal(1) / persons**2, budget_of(project).delta / DELTA_SHARE)
+        delta = min(_power_of_ten_below(persons), budget_of(project).delta / DELTA_SHARE)
     if not query.by:
         noise = calibrated(privacy, delta, None)
         cells, total = extract.count(query)
@@ -421,6 +421,13 @@ def count(
     with records.writer(count_access(who, project, result)) as writer:
         log_count(writer, extract, result)
     return result
+
+
+def _power_of_ten_below(persons: int) -> Decimal:
+    """1 / persons², rounded down to a power of ten: the δ a count publishes tells a
+    researcher the extract's size within a factor of about three, not to the person (a
+    budgeted project's researchers are given no exact count)."""
+    return Decimal(1).scaleb((Decimal(1) / persons**2).adjusted())
 
 
 def count_access(who: str, project: Project, result: Count) -> Access:
