@@ -111,15 +111,17 @@ def loads(
 
 def _why(body: bytes | str, error: orjson.JSONDecodeError) -> str:
     """orjson's reason, or where the bytes stop being UTF-8 (orjson then points at the
-    document's first character)."""
+    document's first character); its line only in a text of several (an NDJSON file's
+    line is named by the caller, as ``where``)."""
     if isinstance(body, bytes):
         try:
             body.decode()
         except UnicodeDecodeError as bad:
             line = body.count(b"\n", 0, bad.start) + 1
             column = bad.start - (body.rfind(b"\n", 0, bad.start) + 1) + 1
+            at = f"line {line}, column {column}" if b"\n" in body else f"column {column}"
             return (
-                f"byte {bad.start} (line {line}, column {column}) is not UTF-8"
+                f"byte {bad.start} ({at}) is not UTF-8"
                 " (FHIR JSON is UTF-8: a Latin-1 or Windows-1252 text must be converted)"
             )
     return str(error)
