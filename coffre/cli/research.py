@@ -280,10 +280,11 @@ def list_projects(
 def log(
     project_id: str, vault: VaultOption = Path(config.VAULT.default), keyring: KeyringOption = None
 ) -> None:
-    """What was done for a project, newest first, from the log's AuditEvents: when, who,
-    and what (each count with its table, columns, filters and ε; each extract).
+    """What was done for a project, newest first, from the log's AuditEvents.
 
-    One line each, tab-separated. Each event is checked against the leaf that commits to it."""
+    One line each, tab-separated: when, who and what.
+    What is each extract, and each count with its table, columns, filters and ε.
+    Each event is checked against the leaf that commits to it."""
     from coffre.research.extract import project_events  # see the module docstring
 
     _project(vault, keyring, project_id)
