@@ -187,6 +187,7 @@ WITNESS_QUORUM = Setting(
     "",
     "How many witnesses must cosign a checkpoint before /ledger/checkpoint/cosigned"
     " serves it; empty: all of them.",
+    whole=True,
 )
 
 AUTH = Setting(
@@ -197,6 +198,7 @@ AUTH = Setting(
     " client. A token's scopes, compartment and care relationships are enforced either"
     " way; under `off`, a request without one is held to nothing: loopback or behind an"
     " authenticating proxy only (docs/access.md).",
+    choices=("OFF", "REQUIRED"),
 )
 PUBLIC_URL = Setting(
     "public_url",
@@ -209,6 +211,7 @@ ACCESS_TOKEN_SECONDS = Setting(
     "access_token_seconds",
     "300",
     "Lifetime of the access tokens Coffre issues (30 to 3600).",
+    whole=True,
 )
 OIDC_ISSUER = Setting(
     "oidc_issuer",

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from coffre.api import create_app
 from coffre.api.server import with_witnessing
 from coffre.api.witness import WitnessFolder, WitnessServer, witness_app
+from coffre.exceptions import CoffreError
 from coffre.ledger import VerifierKey, open_checkpoint
 from coffre.ledger.witness import LogState
 from coffre.service import RecordStore, Vault
@@ -139,7 +140,7 @@ def test_the_quorum_defaults_to_every_witness(
     assert witnesses_from_settings()[1] == 1
     for wrong in ("3", "0", "two"):
         monkeypatch.setenv("COFFRE_WITNESS_QUORUM", wrong)
-        with pytest.raises(WitnessConfigError, match="COFFRE_WITNESS_QUORUM"):
+        with pytest.raises(CoffreError, match="COFFRE_WITNESS_QUORUM"):
             witnesses_from_settings()
 
 

@@ -338,6 +338,9 @@ def test_serve_warns_when_tokens_would_follow_the_host_header(
         ("COFFRE_BENCH_PLAINTEXT", "true", "it takes '' or '1'"),
         ("COFFRE_MAX_BODY_BYTES", "abc", "it takes a whole number"),
         ("COFFRE_DATA_KEY_CACHE", "-1", "it takes a whole number"),
+        ("COFFRE_AUTH", "yes", "it takes 'OFF' or 'REQUIRED'"),
+        ("COFFRE_ACCESS_TOKEN_SECONDS", "abc", "it takes a whole number"),
+        ("COFFRE_WITNESS_QUORUM", "two", "it takes a whole number"),
         ("COFFRE_NOTICE_WEBHOOK", "http://[::1", "it takes an http or https URL"),
         ("COFFRE_OIDC_JWKS_URL", "idp.example.org/jwks", "it takes an http or https URL"),
         ("COFFRE_PUBLIC_URL", "https://fhir.example.org:84x3", "it takes an http or https URL"),
@@ -359,6 +362,7 @@ def test_a_setting_s_case_and_an_empty_default_are_taken(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv("COFFRE_SQLITE_SYNCHRONOUS", "normal")
+    monkeypatch.setenv("COFFRE_AUTH", "Required")
     monkeypatch.setenv("COFFRE_WITNESS_QUORUM", "")
     monkeypatch.setenv("COFFRE_PUBLIC_URL", "https://fhir.example.org:8443/")
     monkeypatch.setenv("COFFRE_NOTICE_WEBHOOK", "http://[::1]:9000/notices?to=sms")
