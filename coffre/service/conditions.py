@@ -12,13 +12,19 @@ from coffre.fhir.values import whole_number
 from coffre.service.stored import Stored
 
 _VERSION_TAG = re.compile(r'(?:W/)?"([0-9]+)"|([0-9]+)')
+ANY_VERSION = 0
+"""``If-Match: *`` (RFC 9110 §13.1.1): whatever version the record is at, so long as it
+exists; an update that must not create (no version is 0)."""
 
 
 def parse_if_match(value: str | None) -> int | None:
-    """``W/"3"``, ``"3"`` or ``3`` → 3; anything else is a 400. An ETag is compared as
-    written (RFC 9110 §8.8.3.2): ``W/"03"`` names no version, a 412 whatever the record."""
+    """``W/"3"``, ``"3"`` or ``3`` → 3, ``*`` → ANY_VERSION; anything else is a 400. An
+    ETag is compared as written (RFC 9110 §8.8.3.2): ``W/"03"`` names no version, a 412
+    whatever the record."""
     if value is None:
         return None
+    if value.strip() == "*":
+        return ANY_VERSION
     tag = _VERSION_TAG.fullmatch(value.strip())
     digits = None if tag is None else tag.group(1) or tag.group(2)
     number = None if digits is None else whole_number(digits)
@@ -37,6 +43,14 @@ def check_if_match(reference: str, current: Stored | None, if_match: int | None)
     """If-Match's precondition (RFC 9110 §13.1.1), for any method, reads too: a 412
     unless ``current`` is at version ``if_match``."""
     if if_match is None:
+        return
+    if if_match == ANY_VERSION:
+        if current is None or current.deleted:
+            raise FhirError(
+                412,
+                "conflict",
+                f"{reference} does not exist, and If-Match * updates only a record that does",
+            )
         return
     have = None if current is None else current.version
     if have != if_match:

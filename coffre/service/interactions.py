@@ -19,7 +19,7 @@ from coffre.fhir.json_patch import JsonPatch
 from coffre.fhir.references import localise_standalone
 from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion
-from coffre.service.conditions import check_if_match, check_none_match
+from coffre.service.conditions import ANY_VERSION, check_if_match, check_none_match
 from coffre.service.indexing import OwnTokens
 from coffre.service.stored import Outcome, Stored, gone, not_found
 from coffre.service.writer import Writer
@@ -197,12 +197,12 @@ def new_id_unless_expected(writer: Writer, resource_type: str, expected: int | N
     """The id a conditional update that matched nothing and names none creates; 412 when
     its If-Match expects a version of a resource that is not there."""
     if expected is not None:
+        which = "exists" if expected == ANY_VERSION else f"is at version {expected}"
         raise FhirError(
             412,
             "conflict",
-            f"no {resource_type} matches the criteria, so none is at version {expected}"
-            " as If-Match expects: search again, or send the update without If-Match"
-            " to create it",
+            f"no {resource_type} matches the criteria, so none {which} as If-Match expects:"
+            " search again, or send the update without If-Match to create it",
         )
     return writer.new_id(resource_type)
 

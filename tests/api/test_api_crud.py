@@ -377,6 +377,22 @@ def test_update_with_the_same_content_makes_no_new_version(
     assert len(history.get("entry", [])) == 1
 
 
+def test_if_match_star_updates_a_record_that_exists_and_creates_none(
+    client: TestClient, records: RecordStore
+) -> None:
+    """RFC 9110's ``If-Match: *``, how a client says "update, never create": a 400 before."""
+    pid = created_id(client, patient("m-9"))
+    star = {"If-Match": "*"}
+    updated = put(client, f"/fhir/Patient/{pid}", patient("m-9", id=pid, gender="male"), **star)
+    assert updated.status_code == 200 and updated.headers["etag"] == 'W/"2"'
+    before = records.storage.last_seq()
+    missing = put(client, "/fhir/Patient/never-made", patient("m-9", id="never-made"), **star)
+    assert missing.status_code == 412 and "If-Match * updates only a record" in missing.text
+    assert client.delete(f"/fhir/Patient/{pid}", headers=star).status_code == 204
+    gone = put(client, f"/fhir/Patient/{pid}", patient("m-9", id=pid), **star)
+    assert gone.status_code == 412 and records.storage.last_seq() == before + 1
+
+
 def test_update_with_current_if_match_succeeds(client: TestClient) -> None:
     pid = created_id(client, patient("m-1"))
 
