@@ -12,9 +12,10 @@ from coffre.fhir.values import whole_number
 from coffre.service.stored import Stored
 
 _VERSION_TAG = re.compile(r'(?:W/)?"([0-9]+)"|([0-9]+)')
-ANY_VERSION = 0
+ANY_VERSION = -1
 """``If-Match: *`` (RFC 9110 §13.1.1): whatever version the record is at, so long as it
-exists; an update that must not create (no version is 0)."""
+exists; an update that must not create. No ETag parses to it (``W/"0"`` names version 0,
+which no record is at: a 412)."""
 
 
 def parse_if_match(value: str | None) -> int | None:

@@ -382,6 +382,8 @@ def test_if_match_star_updates_a_record_that_exists_and_creates_none(
 ) -> None:
     """RFC 9110's ``If-Match: *``, how a client says "update, never create": a 400 before."""
     pid = created_id(client, patient("m-9"))
+    zero = put(client, f"/fhir/Patient/{pid}", patient("m-9", id=pid), **{"If-Match": 'W/"0"'})
+    assert zero.status_code == 412  # version 0 is no version, not any version
     star = {"If-Match": "*"}
     updated = put(client, f"/fhir/Patient/{pid}", patient("m-9", id=pid, gender="male"), **star)
     assert updated.status_code == 200 and updated.headers["etag"] == 'W/"2"'
