@@ -119,7 +119,8 @@ def _why(body: bytes | str, error: orjson.JSONDecodeError) -> str:
         except UnicodeDecodeError as bad:
             line = body.count(b"\n", 0, bad.start) + 1
             column = bad.start - (body.rfind(b"\n", 0, bad.start) + 1) + 1
-            at = f"line {line}, column {column}" if b"\n" in body else f"column {column}"
+            several = b"\n" in body.rstrip(b"\r\n")  # an NDJSON line keeps its own end
+            at = f"line {line}, column {column}" if several else f"column {column}"
             return (
                 f"byte {bad.start} ({at}) is not UTF-8"
                 " (FHIR JSON is UTF-8: a Latin-1 or Windows-1252 text must be converted)"

@@ -112,7 +112,7 @@ def test_a_body_that_is_not_utf8_is_refused_where_it_stops_being_so() -> None:
         refused.value.diagnostics
     )
     with pytest.raises(FhirError) as refused:  # an NDJSON file's line: the caller names it
-        json.loads(body.replace(b"\n", b""), "line 2")
+        json.loads(body.replace(b"\n", b"") + b"\r\n", "line 2")
     assert "line 2 is not valid JSON: byte 52 (column 53) is not UTF-8" in (
         refused.value.diagnostics
     )
