@@ -856,6 +856,7 @@ class PostgresStorage(_Reader):
         key (a plain VACUUM frees the dead row but need not overwrite its bytes), and
         VACUUM frees the dead tokens. Neither runs in a transaction: on a connection of
         their own, which waits PURGE_LOCK_SECONDS at most for a table's lock."""
+        statement = ""
         try:
             with closing(_connect(self.url)) as connection:
                 connection.execute(f"SET lock_timeout = {round(PURGE_LOCK_SECONDS * 1000)}")
@@ -863,8 +864,8 @@ class PostgresStorage(_Reader):
                     connection.execute(statement, prepare=False)
         except psycopg.errors.LockNotAvailable:
             raise StorageError(
-                f"another connection's transaction held the data keys' table for over"
-                f" {PURGE_LOCK_SECONDS} s, so PostgreSQL could not vacuum it: end that"
+                f"another connection's transaction held a table of {statement!r} for over"
+                f" {PURGE_LOCK_SECONDS} s, so PostgreSQL could not run it: end that"
                 " transaction (pg_stat_activity shows it)"
             ) from None
         except psycopg.Error as error:
