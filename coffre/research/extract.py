@@ -12,6 +12,7 @@ SHA-256 of the manifest, itself holding each file's SHA-256. docs/research.md.
 from __future__ import annotations
 
 import hashlib
+import re
 import shutil
 import uuid
 from collections.abc import Iterator
@@ -71,16 +72,26 @@ _FOR_PROJECT = " for research project "
 
 def project_events(events: list[dict[str, Any]], project_id: str) -> list[tuple[str, str, str]]:
     """What ``events`` (AuditEvents) say was done for a project, as ``research_access``
-    wrote it: when, who, and what (a count with its filters, an extract), in their order."""
+    wrote it: when, who, and what (a count with its filters, an extract), in their order.
+    The project is the one named last: a filter's value, the researcher's own text, may
+    hold the phrase too. Control characters come out escaped, so that a value cannot
+    make a line of its own."""
     done = []
     for event in events:
         for purpose in event.get("purposeOfEvent", []):
             codes = {coding.get("code") for coding in purpose.get("coding", [])}
-            what, said, rest = str(purpose.get("text", "")).partition(_FOR_PROJECT)
+            what, said, rest = str(purpose.get("text", "")).rpartition(_FOR_PROJECT)
             if RESEARCH_PURPOSE in codes and said and rest.startswith(f"{project_id} ("):
-                who = event["agent"][0]["who"].get("display", "")
-                done.append((str(event.get("recorded", "")), str(who), what))
+                who = str(event["agent"][0]["who"].get("display", ""))
+                done.append((str(event.get("recorded", "")), _shown(who), _shown(what)))
     return done
+
+
+def _shown(text: str) -> str:
+    return _CONTROL.sub(lambda found: repr(found.group())[1:-1], text)
+
+
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 def schema_of(columns: tuple[Column, ...]) -> pa.Schema:

@@ -251,3 +251,9 @@ def test_a_projects_log_lists_its_extracts_and_counts_with_their_filters(
     assert "extract" in lines[1][2] and "grippe" not in output
     code, output = _run(vault.folder, "research", "log", "nothing-2030")
     assert code == 1
+    # A filter's value, the asker's own text, names no other project and makes no line.
+    forged = "gender=x for research project grippe-2027 (z\n2026\tMallory\tnothing"
+    assert _run(vault.folder, *count, "--where", forged)[0] == 0
+    assert len(_run(vault.folder, "research", "log", "grippe-2027")[1].splitlines()) == 1
+    latest = _run(vault.folder, "research", "log", "diabete-2026")[1].splitlines()[0]
+    assert latest.endswith("(z\\n2026\\tMallory\\tnothing") and latest.count("\t") == 2
