@@ -170,7 +170,7 @@ def localise_standalone(node: Any, base: str) -> None:
         return
 
     def localised(reference: str) -> str | None:
-        if reference.startswith("urn:"):
+        if reference[:4].lower() == "urn:":
             raise FhirError(
                 422,
                 "value",
@@ -178,17 +178,26 @@ def localise_standalone(node: Any, base: str) -> None:
                 " resource cannot: refer to a stored resource as Type/id, or write both in"
                 " one transaction Bundle",
             )
-        if "?" in reference and parse_reference(reference.partition("?")[0] + "/x"):
-            raise FhirError(
-                422,
-                "value",
-                f"the conditional reference {masked_conditional(reference)} is resolved in a"
-                " transaction Bundle only (R4 http.html#trules): send the resource in one,"
-                " or refer to the record as Type/id",
-            )
+        refuse_local_query(reference, "send the resource in one")
         return local_reference(reference, base)
 
     rewrite_references(node, localised)
+
+
+def refuse_local_query(reference: str, remedy: str) -> None:
+    """A 422 for a reference to this server with a query (``Patient?identifier=...``,
+    ``Patient/1?`` too) that is left once a transaction has resolved what it resolves:
+    stored as written, it would name no record."""
+    head, query_mark, _ = reference.partition("?")
+    if query_mark and (head in RESOURCE_TYPES or _LOCAL.fullmatch(head) is not None):
+        raise FhirError(
+            422,
+            "value",
+            f"the reference {masked_conditional(reference)} carries a query: a reference names"
+            " a record as Type/id, and a conditional one (Type?criteria) is resolved in a"
+            f" transaction Bundle only (R4 http.html#trules): {remedy}, or refer to the"
+            " record as Type/id",
+        )
 
 
 def masked_conditional(conditional: str) -> str:

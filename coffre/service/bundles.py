@@ -33,6 +33,7 @@ from coffre.fhir.references import (
     local_reference,
     masked_conditional,
     parse_reference,
+    refuse_local_query,
     rewrite_reference_nodes,
 )
 from coffre.fhir.validation import check_url_type, url_type, validate
@@ -729,6 +730,7 @@ class BundleProcessor:
                     )
                 targets[reference] = match.reference
                 return match.reference
+            refuse_local_query(reference, "give criteria alone, Type?criteria")
             return local_reference(reference, self.base_url)
 
         links = links_in(_own_part(resource))

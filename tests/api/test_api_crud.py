@@ -134,6 +134,9 @@ def test_a_uri_element_named_reference_is_stored_as_sent(
     [
         ("Patient?identifier=https://www.ramq.gouv.qc.ca/nam|TREE85520318", "Patient?identifier=…"),
         ("urn:uuid:6a1e1b7e-0d2c-4f6a-9c1e-3b5d7f9a1c2e", "names a Bundle's entry"),
+        ("URN:uuid:6a1e1b7e-0d2c-4f6a-9c1e-3b5d7f9a1c2e", "names a Bundle's entry"),
+        ("Patient/p1?", "Patient/p1? carries a query"),
+        ("Patient/p1?_format=json", "Patient/p1?_format=… carries a query"),
     ],
 )
 @pytest.mark.parametrize("method", ["POST", "PUT", "PATCH"])
