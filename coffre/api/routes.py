@@ -11,7 +11,13 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from coffre.api.access import announce, commit, log_access
-from coffre.api.auth.enforce import GuardGate, guard_of, refusal, target_for
+from coffre.api.auth.enforce import (
+    GuardGate,
+    guard_of,
+    refusal,
+    refuse_research_choice,
+    target_for,
+)
 from coffre.api.auth.scopes import Decision, Interaction, Outcome, Role, Target
 from coffre.api.binary import asks_native, native_body, native_response
 from coffre.api.history import PAGING, history_bundle, links, pinned_snapshot
@@ -346,6 +352,8 @@ async def _updatable(
     guard.check_type(Interaction.UPDATE, resource_type)
     resource = await _validated_body(request, resource_type)
     guard.check(target_for(Interaction.UPDATE, resource, sent=True), resource.get("id", ""))
+    if guard.enforced:  # an update-as-create too: her first choice is hers as well
+        refuse_research_choice(Interaction.UPDATE, resource)
     return resource, own_tokens(records_of(request).keys, resource), GuardGate(guard)
 
 

@@ -13,7 +13,7 @@ from coffre.api import create_app
 from coffre.api.auth import Authority
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.service import RecordStore
-from coffre.service.consent import research_opt_out
+from coffre.service.consent import consent_resource, research_consent_id, research_opt_out
 
 
 def _parameters(opt_out: object) -> dict[str, object]:
@@ -244,4 +244,14 @@ def test_a_refusal_changes_through_the_operation_only_and_the_patient_withdraws_
             assert "$research-consent only" in response.text
         assert research_opt_out(records, "p1")
         assert client.put(url, json=_parameters(False), headers=patient).status_code == 200
+        # Her first choice is hers too: no PUT creates it where she never chose.
+        first = consent_resource("p2", False, None)
+        first["id"] = research_consent_id(records, "p2")
+        created = client.put(f"/fhir/Consent/{first['id']}", json=first, headers=admin)
+        assert created.status_code == 403 and "$research-consent only" in created.text
+        # Whoever may not see her Consent is answered as for a missing record.
+        stranger = bearer(authority, "clinician", "Practitioner/other", "user/*.cruds")
+        unseen = client.delete(at, headers=stranger)
+        assert unseen.status_code == 200 and "choice" not in unseen.text
+        assert client.get(at, headers=admin).status_code == 200
     assert not research_opt_out(records, "p1")

@@ -370,11 +370,11 @@ def guard_of(request: Request) -> Guard:
     return guard
 
 
-def refuse_research_choice(what: Stored | dict[str, Any] | str) -> None:
+def refuse_research_choice(kind: Interaction, what: Stored | dict[str, Any]) -> None:
     """A patient's research Consent is changed by ``$research-consent`` alone: a PUT,
     PATCH or DELETE of it would change her choice out of her sight, her answer still
     saying what she chose (a patched purpose no longer refuses research)."""
-    if isinstance(what, str):
+    if kind not in (Interaction.CREATE, Interaction.UPDATE, Interaction.DELETE):
         return
     resource_type, resource_id = (
         (what.resource_type, what.id)
@@ -408,13 +408,12 @@ class GuardGate:
         kind, guard = Interaction(interaction), self.guard
         if not guard.enforced:
             return True
-        if kind in (Interaction.UPDATE, Interaction.DELETE):
-            refuse_research_choice(what)
         if isinstance(what, str):
             guard.check_type(kind, what)
             return True
         if isinstance(what, dict):
             guard.check(target_for(kind, what, sent=True), what.get("id", ""), find=writer.find)
+            refuse_research_choice(kind, what)
             return True
         decision = guard.decide(guard.target(kind, what), writer.find)
         if decision.outcome is Outcome.HIDE:
@@ -424,6 +423,7 @@ class GuardGate:
         error = refusal(decision, what.resource_type, what.id)
         if error is not None:
             raise error
+        refuse_research_choice(kind, what)  # after the 404 of a record it may not see
         if kind in (Interaction.READ, Interaction.VREAD):
             guard.note([what])
         return True
