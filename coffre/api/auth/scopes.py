@@ -65,10 +65,28 @@ _NEEDS: dict[Interaction, frozenset[str]] = {
     Interaction.DELETE: frozenset("d"),
     Interaction.OPERATION: frozenset("rs"),
 }
-HOLDERS = frozenset({"Binary", "Bundle"})
-"""Shared types whose records hold whatever was put in them (a letter whose
-securityContext is a DocumentReference, a Bundle of a patient's records) without naming
-its patient: a researcher's token reaches none of them."""
+RESEARCH_READABLE = frozenset(
+    {
+        "CodeSystem",
+        "ValueSet",
+        "ConceptMap",
+        "NamingSystem",
+        "StructureDefinition",
+        "SearchParameter",
+        "OperationDefinition",
+        "CapabilityStatement",
+        "Organization",
+        "Location",
+        "HealthcareService",
+        "Practitioner",
+        "PractitionerRole",
+        "Endpoint",
+    }
+)
+"""What a researcher's token reaches through the FHIR API: the directory and the
+terminology a project reads its data by. Any other type may hold a patient's record
+without naming them (a Binary whose securityContext is a DocumentReference, a stored
+Bundle, a Library's attachment), and research data goes through the hub."""
 _WRITES = frozenset({Interaction.CREATE, Interaction.UPDATE, Interaction.DELETE})
 CARE_RECORDS = (("Encounter", "participant"), ("CareTeam", "participant"))
 """The records that make a care relationship (docs/access.md, "Care relationships"): the
@@ -386,7 +404,7 @@ def _best(decisions: Iterable[Decision]) -> Decision | None:
 def decide(principal: Principal, target: Target) -> Decision:
     """Allow, forbid (403) or hide (404) ``target`` for ``principal``."""
     if principal.role == Role.RESEARCHER:
-        if not target.shared or target.resource_type in HOLDERS:
+        if target.resource_type not in RESEARCH_READABLE:
             return Decision(Outcome.FORBID, "researchers get data through the research hub only")
         if target.named:
             return _record_refusal(target, "a patient's record, for the research hub only")

@@ -209,8 +209,9 @@ MATRIX = [
     (PATIENT_USER, NAMING_OWN_CREATE, FORBID, None),
     (CLINICIAN, NAMING_BOTH, ALLOW, None),  # the guard then checks each care relationship
     (SYSTEM, NAMING_BOTH, ALLOW, None),
-    (RESEARCHER, NAMING_OWN, HIDE, None),  # the record decides: as a missing one
-    (RESEARCHER, NAMING_OTHERS, HIDE, None),
+    (RESEARCHER, NAMING_OWN, FORBID, None),  # a Task: not a type of the directory
+    (RESEARCHER, NAMING_OTHERS, FORBID, None),
+    (RESEARCHER, Target(Do.READ, "Library", shared=True), FORBID, None),  # attachments
     (RESEARCHER, NAMING_OWN_CREATE, FORBID, None),
     (PATIENT_APP, OF_BOTH, HIDE, None),
     (PATIENT_USER, OF_BOTH_CREATE, FORBID, None),
