@@ -34,7 +34,8 @@ def sessions_file(keyring: Path) -> Path:
 
 
 def _digest(text: str) -> bytes:
-    return hashlib.sha256(text.encode()).digest()
+    """A lone surrogate (``"\\ud800"`` in a token's JSON) is hashed as it came, not a 500."""
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).digest()
 
 
 def open_private(path: Path | str, schema: str) -> sqlite3.Connection:

@@ -51,7 +51,7 @@ def peek(token: str) -> Unverified:
     try:
         signed = jws.extract_compact(token.encode("ascii"))
         claims = json.loads(signed.payload)
-    except (JoseError, ValueError, UnicodeError) as error:
+    except (JoseError, ValueError, UnicodeError, RecursionError) as error:  # nested too deep
         raise InvalidToken("the token is not a well-formed JWT") from error
     if not isinstance(claims, dict):
         raise InvalidToken("the token's payload is not a JSON object")

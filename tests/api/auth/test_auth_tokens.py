@@ -20,6 +20,7 @@ from starlette.testclient import TestClient
 from coffre.api.auth import Authority
 from coffre.api.auth import authority as authority_module
 from coffre.api.auth.external import ExternalIssuer, IssuerUnavailable, JwksCache, fetch_json
+from coffre.api.auth.onetime import OneTime
 from coffre.api.auth.tokens import LEEWAY_SECONDS, InvalidToken, peek
 from coffre.service import RecordStore
 
@@ -165,6 +166,28 @@ def test_peek_refuses_a_payload_that_is_not_an_object() -> None:
     signed = jws.serialize_compact({"alg": "ES256"}, b"[1, 2]", key)
     with pytest.raises(InvalidToken):
         peek(signed)
+
+
+@pytest.mark.parametrize(
+    "payload", [b"[" * 3000 + b"]" * 3000, b'{"a":' * 3000 + b"1" + b"}" * 3000]
+)
+def test_a_payload_nested_too_deep_is_no_well_formed_jwt_not_a_500(
+    client: TestClient, payload: bytes
+) -> None:
+    """Anyone could send one, with no key: Python's JSON parser ran out of stack."""
+    key = ECKey.generate_key("P-256", private=True)
+    signed = jws.serialize_compact({"alg": "ES256"}, payload, key)
+    with pytest.raises(InvalidToken):
+        peek(signed)
+    answer = client.get("/fhir/Patient", headers={"Authorization": f"Bearer {signed}"})
+    assert answer.status_code == 401, answer.text
+
+
+def test_a_lone_surrogate_is_remembered_as_any_other_one_time_value(tmp_path: Path) -> None:
+    """A client assertion's jti of "\\ud800x" was a 500 at the token endpoint."""
+    seen = OneTime(tmp_path / "seen.sqlite")
+    assert seen.first_use("lab\x1f\ud800x", time.time() + 60)
+    assert not seen.first_use("lab\x1f\ud800x", time.time() + 60)
 
 
 # -- an external OpenID Connect issuer ------------------------------------------------
