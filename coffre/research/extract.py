@@ -25,6 +25,7 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from coffre.exceptions import CoffreError
 from coffre.fhir import json
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.research.folder import MANIFEST
@@ -155,23 +156,36 @@ class _TableFiles:
         """Write each table's rows to its file in the order of their values, the pseudonym
         first, then each other column: in the order the vault stores patients and records,
         the same for every project, row i of two projects' files would be one patient.
-        DuckDB sorts within ``SORT_MEMORY``, spilling the rest beside the files."""
+        DuckDB sorts within ``SORT_MEMORY``, spilling the rest beside the files, on one
+        thread: each thread of its own takes a share of the memory, and on eight cores 128
+        MB ran out for a million rows instead of spilling."""
         self.close()
         config: dict[str, str | bool | int | float | list[str]] = {
             "memory_limit": SORT_MEMORY,
             "temp_directory": str(self.spilled),
+            "threads": 1,
+            "preserve_insertion_order": False,
         }
         with duckdb.connect(config=config) as connection:
             for name, path in self.paths.items():
-                rows = connection.sql(
-                    "SELECT * FROM read_parquet($path) ORDER BY ALL",
-                    params={"path": str(self.unsorted[name])},
-                )
-                schema = self._schemas[name]
-                with pq.ParquetWriter(_own_file(path), schema) as writer:
-                    for batch in rows.to_arrow_reader(ROWS_PER_GROUP):
-                        writer.write_batch(batch.cast(schema))
-                self.unsorted[name].unlink()
+                try:
+                    self._sorted(connection, name, path)
+                except duckdb.Error as error:  # its message may quote a value: not shown
+                    raise CoffreError(
+                        f"DuckDB could not put the {name} table's rows in order"
+                        f" ({type(error).__name__}): the extract was not made"
+                    ) from None
+
+    def _sorted(self, connection: duckdb.DuckDBPyConnection, name: str, path: Path) -> None:
+        rows = connection.sql(
+            "SELECT * FROM read_parquet($path) ORDER BY ALL",
+            params={"path": str(self.unsorted[name])},
+        )
+        schema = self._schemas[name]
+        with pq.ParquetWriter(_own_file(path), schema) as writer:
+            for batch in rows.to_arrow_reader(ROWS_PER_GROUP):
+                writer.write_batch(batch.cast(schema))
+        self.unsorted[name].unlink()
 
     def remove(self) -> None:
         """Every file written, as a failed extract leaves none."""

@@ -14,8 +14,9 @@ import pytest
 from conftest import shared_data_path
 
 from coffre.cli.importer import Importer
-from coffre.exceptions import FhirError
+from coffre.exceptions import CoffreError, FhirError
 from coffre.ledger.leaf import Leaf, LeafKind
+from coffre.research import extract as extract_module
 from coffre.research.cohort import Cohort
 from coffre.research.extract import EXTRACT_TYPE, extract
 from coffre.research.folder import MANIFEST
@@ -256,6 +257,17 @@ def test_row_order_links_no_patient_across_projects(records: RecordStore, tmp_pa
         orders.append([patients[row["person_id"]] for row in tables["person"]])
     assert sorted(orders[0]) == sorted(orders[1]) == patient_ids
     assert orders[0] != orders[1]  # two orders of ten alike by chance: 1 in 3,628,800
+
+
+def test_a_sort_duckdb_cannot_finish_is_one_line_and_leaves_no_file(
+    records: RecordStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of memory, DuckDB's error was a traceback from the command line."""
+    _vault(records)
+    monkeypatch.setattr(extract_module, "SORT_MEMORY", "1KB")
+    with pytest.raises(CoffreError, match=r"could not put the .* table's rows in order"):
+        _extract(records, tmp_path / "x")
+    assert not list((tmp_path / "x").iterdir())
 
 
 def test_the_log_holds_every_version_handed_out_and_the_manifest(
