@@ -162,6 +162,10 @@ class ScopeSet:
         """Only the resource scopes of ``context``, with every other scope kept."""
         return ScopeSet(frozenset(s for s in self.resources if s.context == context), self.others)
 
+    def without(self, context: Context) -> ScopeSet:
+        """The resource scopes of every context but ``context``, every other scope kept."""
+        return ScopeSet(frozenset(s for s in self.resources if s.context != context), self.others)
+
 
 def parse_scope(text: str) -> ResourceScope:
     """One resource scope, v2 or v1; raises ScopeError for anything else."""

@@ -24,7 +24,7 @@ from joserfc.errors import (
 )
 from joserfc.jwk import ECKey, Key, KeySet
 
-from coffre.api.auth.scopes import Principal, Role, parse_scopes
+from coffre.api.auth.scopes import Context, Principal, Role, parse_scopes
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 
 ACCESS_TOKEN_ALGORITHM = "ES256"
@@ -127,6 +127,11 @@ def _fhir_user(claims: dict[str, Any]) -> str | None:
     return text
 
 
+PEOPLE = frozenset({Role.PATIENT, Role.CLINICIAN, Role.RESEARCHER})
+"""Roles of a person, whose token an identity provider may still give system/ scopes (a
+default client scope): confined as a person's, never unconfined as a backend's."""
+
+
 def _role(claims: dict[str, Any], fhir_user: str | None) -> Role | None:
     named = claims.get("role")
     if isinstance(named, str) and named in Role.__members__.values():
@@ -152,11 +157,14 @@ def principal_of(claims: dict[str, Any], issuer: str) -> Principal:
     scopes, _unknown = parse_scopes(text)
     fhir_user = _fhir_user(claims)
     client_id = _text(claims, "client_id") or _text(claims, "azp") or ""
+    role = _role(claims, fhir_user)
+    if role in PEOPLE:  # system/ scopes are a backend service's: a person's reach no further
+        scopes = scopes.without(Context.SYSTEM)
     return Principal(
         subject=_text(claims, "sub") or "",
         client_id=client_id,
         scopes=scopes,
-        role=_role(claims, fhir_user),
+        role=role,
         patient=_text(claims, "patient"),
         fhir_user=fhir_user,
         purpose=_text(claims, "purpose_of_use"),

@@ -306,6 +306,20 @@ def test_a_hospital_token_without_a_role_it_names_reaches_no_more_than_a_clinici
             assert response.status_code == expected, response.text
 
 
+@pytest.mark.parametrize("fhir_user", ["Practitioner/17", "Patient/p1"])
+def test_a_persons_token_with_system_scopes_reaches_no_further_than_a_persons(
+    records: RecordStore, tmp_path: Path, jwks: Jwks, fhir_user: str
+) -> None:
+    """An identity provider's default client scope gave a nurse, or a patient, system/*.rs:
+    read as a backend service's, it opened every record, care relationship or not."""
+    key = _nurse_caring_for_p1(records, jwks, ["p1", "p2"])
+    token = hospital_token(key, fhirUser=fhir_user, scp=["system/*.rs"])
+    with _with_hospital(records, tmp_path, jwks, 60) as client:
+        headers = {"Authorization": f"Bearer {token}"}
+        for path in ("Patient/p2", "Patient?_count=1"):
+            assert client.get(f"/fhir/{path}", headers=headers).status_code == 403
+
+
 def test_an_unreachable_issuer_is_a_503_not_a_verdict_on_the_token(
     records: RecordStore, tmp_path: Path
 ) -> None:
