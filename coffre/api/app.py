@@ -24,6 +24,7 @@ from coffre.api.asgi import HttpLayer
 from coffre.api.auth import Authenticate, Authority, auth_routes, smart_routes
 from coffre.api.auth.cors import RegisteredAppOrigins
 from coffre.api.auth.middleware import RESEARCH_PATH
+from coffre.api.auth.registry import RegistryUnreadable
 from coffre.api.auth.security import smart_security
 from coffre.api.capability import capability_statement
 from coffre.api.export import counts_stop_with_the_process, export_routes
@@ -317,6 +318,13 @@ def _unexpected(request: Request, error: Exception) -> Response:
             "the server is short of a resource (%s): %s", error.strerror, _interaction(request)
         )
         return _come_back(request, f"the server is short of a resource ({error.strerror}){after}")
+    if isinstance(error, RegistryUnreadable):  # its message names the file, for the operator
+        log.error("%s: %s", error, _interaction(request))
+        return _come_back(
+            request,
+            "Coffre cannot check access now: its registry of apps and"
+            " users cannot be read (the operator is told in the log)",
+        )
     log.error("unexpected %s: %s", type(error).__name__, _interaction(request))
     failed = "Coffre failed to answer this request" + ("; it changed nothing" if read else after)
     return _refusal(request, FhirError(500, "exception", failed))

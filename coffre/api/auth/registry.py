@@ -45,6 +45,11 @@ class RegistryError(CoffreError):
     """A registration Coffre refuses, or a registry file it cannot read."""
 
 
+class RegistryUnreadable(RegistryError):
+    """The registry file cannot be read (damaged by hand, unreadable): no request's access
+    can be checked until the operator mends it."""
+
+
 def access_file(keyring: Path) -> Path:
     """Where a vault's registry lives: beside its keyring."""
     return keyring.with_name(keyring.stem + ACCESS_SUFFIX)
@@ -315,9 +320,11 @@ def load(path: Path) -> Registry:
     except FileNotFoundError:
         return Registry()
     except OSError as error:
-        raise RegistryError(f"cannot read the access registry {path}: {error.strerror}") from None
+        raise RegistryUnreadable(
+            f"cannot read the access registry {path}: {error.strerror}"
+        ) from None
     except (ValueError, KeyError, TypeError, AttributeError) as error:
-        raise RegistryError(
+        raise RegistryUnreadable(
             f"the access registry {path} is damaged: {type(error).__name__}"
         ) from None
 

@@ -535,3 +535,19 @@ def test_the_sign_in_form_may_send_the_browser_on_to_the_app_only(uri: str, allo
     policy = page.headers["content-security-policy"]
     assert f"form-action 'self'{allowed};" in policy
     assert page.headers["x-frame-options"] == "DENY"
+
+
+def test_a_damaged_registry_is_a_503_and_a_log_line_naming_it(
+    client: TestClient, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Edited by hand into a shape Coffre cannot read, it was a bare 500 whose log line
+    said only 'unexpected RegistryError'."""
+    (tmp_path / "keyring.access.json").write_text('{"clients": {"lab": {"kind": "x"}}}')
+    for path, headers in (
+        ("/auth/authorize?client_id=portal", {}),
+        ("/fhir/metadata", {"Origin": "https://app.example"}),
+    ):
+        answer = client.get(path, headers=headers)
+        assert answer.status_code == 503, answer.text
+        assert "registry of apps and users cannot be read" in answer.text
+    assert "keyring.access.json is damaged" in caplog.text
