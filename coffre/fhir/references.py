@@ -158,18 +158,22 @@ def localise_references(node: Any, base: str) -> None:
     rewrite_references(node, lambda reference: local_reference(reference, base))
 
 
-def localise_standalone(node: Any, base: str) -> None:
+def localise_standalone(node: Any, base: str, kept: frozenset[str] = frozenset()) -> None:
     """``localise_references`` for a resource sent alone, not in a Bundle: a 422 for a
     ``urn:`` reference, which names a Bundle's entry, and for a conditional one, which R4
     resolves in a transaction only (http.html#trules). Stored as written, either would
     name no record: a record of the compartment would be no patient's, kept from their
     access history and from their erasure. A Bundle stored as a resource (a document, a
-    collection) is exempt: its entries' URNs name each other, as its fullUrls say."""
+    collection) is exempt: its entries' URNs name each other, as its fullUrls say; and so
+    are the references ``kept`` (a patched record's own, stored before Coffre refused
+    them: a patch of its status must not fail on them)."""
     if type(node) is dict and node.get("resourceType") == "Bundle":
         localise_references(node, base)
         return
 
     def localised(reference: str) -> str | None:
+        if reference in kept:
+            return local_reference(reference, base)
         if reference[:4].lower() == "urn:":
             raise FhirError(
                 422,

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 from coffre.exceptions import FhirError
 from coffre.fhir import json
 from coffre.fhir.json_patch import JsonPatch
-from coffre.fhir.references import localise_standalone
+from coffre.fhir.references import localise_standalone, references_in
 from coffre.ledger.leaf import LeafKind
 from coffre.search import Criterion
 from coffre.service.conditions import ANY_VERSION, check_if_match, check_none_match
@@ -145,8 +145,10 @@ def patch_visible(
     expected, none_match = conditions
     check_if_match(current.reference, current, expected)
     check_none_match(current, none_match)
-    resource = patch.applied(json.loads(current.body), current.reference)
-    localise_standalone(resource, base_url)
+    stored = json.loads(current.body)
+    kept = frozenset(node["reference"] for node in references_in(stored))
+    resource = patch.applied(stored, current.reference)
+    localise_standalone(resource, base_url, kept)
     gate.check(writer, "update", resource)
     return writer.update(resource_type, resource_id, resource, current.version, validated=True)
 

@@ -169,6 +169,30 @@ def test_a_reference_only_a_bundle_resolves_is_refused_alone(
     assert records.storage.last_seq() == before
 
 
+def test_a_record_stored_with_such_a_reference_before_is_still_patched(
+    client: TestClient, records: RecordStore
+) -> None:
+    """Written before Coffre refused them: a patch of its status must not fail on them,
+    while a patch that brings one in is refused."""
+    urn = "urn:uuid:6a1e1b7e-0d2c-4f6a-9c1e-3b5d7f9a1c2e"
+    observation = {
+        "resourceType": "Observation",
+        "id": "older",
+        "status": "preliminary",
+        "code": {"text": "glycémie"},
+        "subject": {"reference": urn},
+    }
+    with records.writer() as writer:
+        writer.update("Observation", "older", observation)
+    headers = {**FHIR_JSON, "Content-Type": "application/json-patch+json"}
+    status = [{"op": "replace", "path": "/status", "value": "final"}]
+    patched = client.patch("/fhir/Observation/older", json=status, headers=headers)
+    assert patched.status_code == 200, patched.text
+    other = [{"op": "add", "path": "/focus", "value": [{"reference": urn.replace("6a", "7b")}]}]
+    refused = client.patch("/fhir/Observation/older", json=other, headers=headers)
+    assert refused.status_code == 422, refused.text
+
+
 def test_create_keeps_client_meta_but_sets_version_and_time(client: TestClient) -> None:
     resource = patient(
         meta={"versionId": "7", "lastUpdated": "2001-01-01T00:00:00Z", "tag": [{"code": "t"}]}
