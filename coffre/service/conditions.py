@@ -12,6 +12,9 @@ from coffre.fhir.values import whole_number
 from coffre.service.stored import Stored
 
 _VERSION_TAG = re.compile(r'(?:W/)?"([0-9]+)"|([0-9]+)')
+NO_VERSION = 0
+"""A version no record is at: an expectation that never holds (a form whose version is
+no number cancels nothing)."""
 ANY_VERSION = -1
 """``If-Match: *`` (RFC 9110 §13.1.1): whatever version the record is at, so long as it
 exists; an update that must not create. No ETag parses to it (``W/"0"`` names version 0,

@@ -50,6 +50,7 @@ from coffre.search.plan import query_date
 from coffre.service import RecordStore, Stored
 from coffre.service.booking import SeatsLike
 from coffre.service.booking import book as book_seats
+from coffre.service.conditions import NO_VERSION
 from coffre.service.searching import Searcher
 from coffre.service.stored import Outcome, instant, now_us
 from coffre.service.writer import Writer
@@ -415,7 +416,7 @@ async def cancel(request: Request, session: Session, lang: str) -> Response:
     expected = whole_number(version)  # no version at all: nothing is cancelled (409)
 
     def job(writer: Writer) -> None:
-        writer.update("Appointment", stored.id, cancelled, -1 if expected is None else expected)
+        writer.update("Appointment", stored.id, cancelled, expected or NO_VERSION)
 
     try:
         await commit_for(request, session, job)
