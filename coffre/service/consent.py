@@ -31,13 +31,14 @@ RESEARCH_PURPOSE = "HRESCH"
 ACTIVE, INACTIVE = "active", "inactive"
 
 
-_RESEARCH_CONSENT_ID = re.compile(r"research-[0-9a-f]{32}")
+_PREFIX = "research-"
+_RESEARCH_CONSENT_ID = re.compile(rf"{_PREFIX}[0-9a-f]{{32}}")
 
 
 def research_consent_id(records: RecordStore, patient_id: str) -> str:
     """The id of the patient's research Consent: 41 characters, the same in every gateway."""
     token = records.keys.index("Consent", "$research-consent", patient_id)
-    return "research-" + token.hex()
+    return _PREFIX + token.hex()
 
 
 def is_research_choice(resource_type: str, resource_id: str) -> bool:
