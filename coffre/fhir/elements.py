@@ -7,7 +7,9 @@ with both ``valueBoolean`` and ``valueString``, passed it. The rules come from R
 element definitions (``_elements_r4``, generated); empty values are the schema's to refuse.
 A narrative's div, which the schema takes as any string, is checked on the way
 (``narrative``: R4's txt-1 and txt-2), and so is ext-1: an extension has a value or
-extensions, never both nor neither.
+extensions, never both nor neither. The local references met on the way (``#id``) are
+handed back for the container to resolve (ref-1), since a contained resource's own point
+at its siblings.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from typing import Any
 
 from coffre.fhir._elements_r4 import ELEMENT_RULES
 from coffre.fhir.narrative import NARRATIVE_TYPE, NarrativeError, check_narrative
+from coffre.fhir.references import REFERENCE_TYPE
 
 
 class ElementError(ValueError):
@@ -28,21 +31,31 @@ class ElementError(ValueError):
         self.path, self.problem, self.code = path, problem, code
 
 
-def check_elements(resource: dict[str, Any], resource_type: str) -> None:
+LocalReferences = list[tuple[str, str]]
+"""The References to a contained resource (``#id``, not ``#`` alone), with their paths."""
+
+
+def check_elements(resource: dict[str, Any], resource_type: str) -> LocalReferences:
     """Raise ElementError for the first element of ``resource`` (valid against the schema)
     that is missing though mandatory, or holds several types of one choice, or for a
-    narrative whose div breaks R4's rules. Nested resources (contained, Bundle entries)
-    are left to their own check."""
-    _check(resource, resource_type, resource_type)
+    narrative whose div breaks R4's rules; return its local references. Nested resources
+    (contained, Bundle entries) are left to their own check."""
+    local: LocalReferences = []
+    _check(resource, resource_type, resource_type, local)
+    return local
 
 
-def _check(node: dict[str, Any], type_name: str, path: str) -> None:
+def _check(node: dict[str, Any], type_name: str, path: str, local: LocalReferences) -> None:
     required, looks = ELEMENT_RULES[type_name]
     for element, names in required:
         if not any(name in node or f"_{name}" in node for name in names):
             raise ElementError(f"{path}.{element}", _missing(names), "required")
     if type_name == NARRATIVE_TYPE:
         _check_narrative(node, path)
+    elif type_name == REFERENCE_TYPE:
+        reference = node.get("reference")
+        if type(reference) is str and reference.startswith("#") and reference != "#":
+            local.append((f"{path}.reference", reference))
     chosen: dict[str, str] | None = None
     for key, value in node.items():
         look = looks.get(key)
@@ -54,11 +67,11 @@ def _check(node: dict[str, Any], type_name: str, path: str) -> None:
         if child is None:
             continue
         if type(value) is dict:
-            _check(value, child, f"{path}.{key}")
+            _check(value, child, f"{path}.{key}", local)
         elif type(value) is list:
             for i, item in enumerate(value):
                 if type(item) is dict:
-                    _check(item, child, f"{path}.{key}[{i}]")
+                    _check(item, child, f"{path}.{key}[{i}]", local)
     if type_name == "Extension" and (chosen is not None and "value[x]" in chosen) == (
         "extension" in node
     ):

@@ -17,7 +17,7 @@ from fastjsonschema import JsonSchemaValueException
 from coffre.exceptions import FhirError
 from coffre.fhir import _schema_r4
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
-from coffre.fhir.elements import ElementError, check_elements
+from coffre.fhir.elements import ElementError, LocalReferences, check_elements
 from coffre.fhir.primitives import CALENDAR_DATE, is_calendar_date
 
 Formats = dict[str, Callable[[str], bool]]
@@ -95,6 +95,15 @@ def validate(resource: Any, where: str = "the body") -> str:
     Raises FhirError 400 for a value that is no resource at all and 422 for a resource
     that breaks a rule of the R4 schema, naming the element at fault.
     """
+    resource_type, local = _validate(resource, where)
+    if local:
+        _check_local_references(resource, local, where)
+    return resource_type
+
+
+def _validate(resource: Any, where: str) -> tuple[str, LocalReferences]:
+    """Check a resource and what it nests; return its type and its local references and
+    its contained resources' (which a contained resource has its container resolve)."""
     resource_type = resource_type_of(resource, where)
     try:
         _validator(resource_type)(resource, _FORMATS)
@@ -112,15 +121,32 @@ def validate(resource: Any, where: str = "the body") -> str:
             422, "structure", f"{where} is not a valid {resource_type}: {message}", path
         ) from None
     try:
-        check_elements(resource, resource_type)
+        local = check_elements(resource, resource_type)
     except ElementError as error:
         message = f"{where} is not a valid {resource_type}: {error}"
         raise FhirError(422, error.code, message, error.path) from None
+    for i, item in enumerate(resource.get("contained", [])):
+        item_type, item_local = _validate(item, f"{where}, contained[{i}]")
+        inside = f"{resource_type}.contained[{i}]"
+        local.extend((inside + path.removeprefix(item_type), ref) for path, ref in item_local)
     for nested_where, nested in _nested_resources(resource, resource_type):
         validate(nested, f"{where}, {nested_where}")
     if resource.get("contained"):
         _check_contained(resource, resource_type, where)
-    return resource_type
+    return resource_type, local
+
+
+def _check_local_references(resource: dict[str, Any], local: LocalReferences, where: str) -> None:
+    """A local reference names a resource its container holds (R4's ref-1)."""
+    held = {item.get("id") for item in resource.get("contained", [])}
+    for path, reference in local:
+        if reference[1:] not in held:
+            message = (
+                f"{where} is not a valid {resource['resourceType']}: {path} refers to"
+                f" {reference!r}, but no resource contained in it has the id"
+                f" {reference[1:]!r} (ref-1: a local reference names a contained resource)"
+            )
+            raise FhirError(422, "invariant", message, path)
 
 
 def _check_contained(resource: dict[str, Any], resource_type: str, where: str) -> None:
@@ -176,7 +202,9 @@ def _pointers(value: Any) -> set[str]:
 
 
 def _nested_resources(resource: dict[str, Any], resource_type: str) -> list[tuple[str, Any]]:
-    nested = [(f"contained[{i}]", item) for i, item in enumerate(resource.get("contained", []))]
+    """The resources nested in a resource that are roots of their own: a Bundle's entries,
+    a Parameters' resources (a contained resource is part of its container)."""
+    nested: list[tuple[str, Any]] = []
     if resource_type == "Bundle":
         for i, entry in enumerate(resource.get("entry", [])):
             if "resource" in entry:

@@ -291,6 +291,52 @@ def test_contained_resources_breaking_an_r4_invariant_are_refused_by_name(
     assert caught.value.expression == "Observation.contained[0]"
 
 
+_ALONE = {"resourceType": "Observation", "status": "final", "code": {"text": "poids"}}
+
+
+@pytest.mark.parametrize(
+    ("resource", "expression"),
+    [
+        (_ALONE | {"subject": {"reference": "#p"}}, "Observation.subject.reference"),
+        (
+            _observation(
+                {**_SUBJECT, "managingOrganization": {"reference": "#o"}},
+                subject={"reference": "#p"},
+            ),
+            "Observation.contained[0].managingOrganization.reference",
+        ),
+        (
+            {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [{"resource": _ALONE | {"subject": {"reference": "#p"}}}],
+            },
+            "Observation.subject.reference",
+        ),
+    ],
+    ids=["no-contained", "from-a-contained-one", "in-a-bundle-entry"],
+)
+def test_a_local_reference_to_no_contained_resource_is_refused(
+    resource: dict[str, Any], expression: str
+) -> None:
+    with pytest.raises(FhirError) as caught:
+        validate(resource)
+    assert caught.value.status == 422 and "ref-1" in caught.value.diagnostics
+    assert caught.value.expression == expression
+
+
+def test_a_bundle_entry_does_not_resolve_another_entrys_contained_resources() -> None:
+    held = _observation(_SUBJECT, subject={"reference": "#p"})
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": held}, {"resource": _ALONE | {"subject": {"reference": "#p"}}}],
+    }
+    with pytest.raises(FhirError) as caught:
+        validate(bundle)
+    assert "entry[1].resource" in caught.value.diagnostics and "ref-1" in caught.value.diagnostics
+
+
 @pytest.mark.parametrize(
     "value", [[], "Patient", 3, None, {"resourceType": 7}, {"resourceType": "Nope"}]
 )
