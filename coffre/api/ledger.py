@@ -30,7 +30,7 @@ from starlette.routing import Route
 
 from coffre.api.metrics import integrity_failed
 from coffre.api.state import records_of
-from coffre.exceptions import FhirError
+from coffre.exceptions import FhirError, LogDamagedError
 from coffre.ledger import (
     EMPTY_ROOT,
     Checkpoint,
@@ -204,12 +204,39 @@ async def leaves(request: Request) -> Response:
     records = records_of(request)
     signed = _signed_size(records)
     end = min(start + count, signed)
-    data = records.storage.leaves(start, end) if start < end else []
+    data = _leaves_before_any_gap(records, start, end) if start < end else []
     complete = len(data) == count
     return JSONResponse(
         {"start": start, "leaves": [b64(leaf) for leaf in data]},
         headers={"Cache-Control": IMMUTABLE if complete else "no-cache"},
     )
+
+
+def _leaves_before_any_gap(records: RecordStore, start: int, end: int) -> list[bytes]:
+    """Leaves ``[start, end)``, or those before the first the host removed from the middle
+    of the log: an auditor sees the rest missing from what the log signed, where a 500
+    would leave it no verdict. The gap is an integrity failure, counted and logged, but
+    not a leaf: anyone may ask /ledger, and would grow the log at will."""
+    try:
+        return records.storage.leaves(start, end)
+    except LogDamagedError as error:
+        log.error("the log in storage has leaves missing: %s", error)
+        integrity_failed(error)
+    whole, missing = 0, end - start  # leaves [start, start + whole) are all there
+    while missing - whole > 1:
+        middle = (whole + missing) // 2
+        if _all_there(records, start, start + middle):
+            whole = middle
+        else:
+            missing = middle
+    return records.storage.leaves(start, start + whole)
+
+
+def _all_there(records: RecordStore, start: int, end: int) -> bool:
+    try:
+        return len(records.storage.leaves(start, end)) == end - start
+    except LogDamagedError:
+        return False
 
 
 async def tile(request: Request) -> Response:
@@ -231,7 +258,7 @@ async def tile(request: Request) -> Response:
         )
     start = wanted.index * TILE_WIDTH
     if wanted.level is None:
-        entries = records.storage.leaves(start, start + wanted.width)
+        entries = _leaves_before_any_gap(records, start, start + wanted.width)
         try:
             body = encode_bundle(entries)
         except LedgerError as error:

@@ -15,13 +15,16 @@ state file. Each run fetches the newest checkpoint and checks, in order:
    checked on the leaves themselves, not on the server's proof: their first ``M`` must
    give the accepted checkpoint's root (**inconsistent** otherwise). A proof the server
    serves that does not verify is only a finding: the server's stored tree is damaged,
-   the history it signed is not.
+   the history it signed is not. Leaves the server does not serve (**missing leaves**),
+   or that do not give the signed root, are a violation whatever the proof endpoint
+   answers after.
 
-A violation is backed by something the log signed, so the verdict does not depend on
-trusting the network. Exit status: 0 when every check holds (the new checkpoint is then
-saved to the state file), 1 on a violation, 2 when no verdict could be reached (the
-server is unreachable, answers with an error, with something that is not a proof, or with
-an answer too large or too slow to be one).
+A violation is backed by something the log signed, or by what the log served against
+it (leaves, a proof), so the verdict does not depend on trusting the network beyond the
+server's answers being its own (use https). Exit status: 0 when every check holds (the new
+checkpoint is then saved to the state file), 1 on a violation, 2 when no verdict could be
+reached (the server is unreachable, answers with an error, with something that is not a
+proof, or with an answer too large or too slow to be one).
 """
 
 from __future__ import annotations
@@ -158,8 +161,26 @@ def audit_log(
     if accepted is not None and roots is not None:  # every leaf, as signed: no proof needed
         _check_consistency_on_leaves(client, accepted, checkpoint, roots, report)
     elif accepted is not None:
-        _check_consistency(client, accepted, checkpoint, report)
+        _check_consistency_unless_unanswered(client, accepted, checkpoint, report)
     return report
+
+
+def _check_consistency_unless_unanswered(
+    client: httpx.Client, accepted: Checkpoint, checkpoint: Checkpoint, report: Report
+) -> None:
+    """The proof's check, once the leaves gave a violation: a server that gives no proof
+    then (a damaged log often cannot) leaves that verdict as it is, not no verdict."""
+    import httpx
+
+    try:
+        _check_consistency(client, accepted, checkpoint, report)
+    except (NoVerdict, httpx.HTTPError) as error:
+        if not report.violations:
+            raise
+        report.findings.append(
+            f"consistency with the checkpoint of size {accepted.size} accepted before is not"
+            f" checked: {error}"
+        )
 
 
 def _check_witnesses(
@@ -308,7 +329,7 @@ def _check_leaves(
                     served = tile.index * TILE_WIDTH + check.served
                     report.violate(
                         "missing leaves",
-                        f"the log serves {served} leaves where its checkpoint covers"
+                        f"the log serves no leaf {served}, though its checkpoint covers"
                         f" {checkpoint.size}",
                     )
                     return None

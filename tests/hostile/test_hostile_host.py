@@ -37,7 +37,8 @@ reopened afterwards), and asserts WHICH mechanism catches it:
 | history ``_since``                      | the version below a short page is opened (AEAD)         |
 | give a version another type's token     | type history: the version opened is of another type     |
 | delete a leaf (renumbering the rest)    | start: VaultStateError; auditor --full: missing leaves  |
-| delete a leaf, leaving a gap            | start: StorageError (gap); auditor: no verdict (503)    |
+| delete a leaf, leaving a gap            | start: StorageError (gap); auditor --full: missing      |
+|                                         | leaves (the leaves before the gap are served)           |
 | alter a leaf                            | start: VaultStateError (LedgerError without memory);    |
 |                                         | auditor --full: root mismatch                           |
 | reorder two leaves                      | start: VaultStateError; auditor --full: root mismatch   |
@@ -52,7 +53,8 @@ reopened afterwards), and asserts WHICH mechanism catches it:
 | random hash (``tree_nodes``)            | leaves: the tree is rebuilt from the leaves, its nodes  |
 |                                         | rewritten (a warning); auditor and witness: consistent; |
 |                                         | auditor --full: consistency on the leaves it fetched    |
-| ... and alter a leaf                    | no proof: 503 OperationOutcome, nodes left alone        |
+| ... and alter a leaf                    | no proof: 503 OperationOutcome, nodes left alone;       |
+|                                         | auditor --full: root mismatch                           |
 | change, drop or add a blind index token | latest-writes (the leaf commits to the version's tokens)|
 |                                         | at the next read of the record, or a search it becomes  |
 |                                         | a false hit of (a search does not check what it returns)|
@@ -97,7 +99,7 @@ from typer.testing import CliRunner
 
 from coffre.api import create_app
 from coffre.api.witness import WitnessFolder, WitnessServer, witness_app
-from coffre.cli.audit import NoVerdict, Report, audit_log
+from coffre.cli.audit import Report, audit_log
 from coffre.cli.main import app as cli
 from coffre.exceptions import SealError, StorageError, VaultStateError
 from coffre.ledger import (
@@ -527,16 +529,25 @@ def test_delete_a_leaf_leaving_a_gap(
     written: TestClient, records: RecordStore, vault: Vault
 ) -> None:
     """A gap stops the gateway at start even without its memory (the log cannot be read
-    back). A running gateway refuses its leaves as an integrity failure of the log (a 500,
-    counted and logged as one: it answered 503, an outage to wait out); the auditor gets
-    no verdict, as that says nothing the log signed."""
+    back). A running gateway counts and logs it as an integrity failure of the log, and
+    serves the leaves before it, never one made up: the auditor finds leaf 1 missing from
+    a log that signed 8, a violation (it got no verdict from a 500). No proof from the
+    accepted checkpoint can be cut from the leaves either (a 500), which leaves that
+    verdict as it is."""
     accepted = _accepted(written, records)
+    write_organizations(written, 1)
     with _host(vault) as db:
         db.execute("DELETE FROM leaves WHERE idx = 1")
     before = _log_failures(written)
-    with pytest.raises(NoVerdict, match="500: the log failed its integrity check: the log has"):
-        audit_log(written, records.ledger.verifier_key, accepted, full=True)
+    report = audit_log(written, records.ledger.verifier_key, accepted, full=True)
+    assert _kinds(report) == ["missing leaves"], report.violations
+    assert "serves no leaf 1, though its checkpoint covers 8" in report.violations[0].detail
+    (finding,) = report.findings
+    assert "consistency with the checkpoint of size 7 accepted before is not checked" in finding
+    assert "HTTP 500" in finding
     assert _log_failures(written) > before
+    page = written.get("/ledger/leaves", params={"start": 0}).json()["leaves"]
+    assert [base64.b64decode(leaf) for leaf in page] == records.storage.leaves(0, 1)
     _refused_at_start(vault, StorageError, "gap")
     vault.checkpoint_memory.unlink()
     _refused_at_start(vault, StorageError, "gap")
@@ -813,6 +824,10 @@ def test_scramble_the_stored_tree_and_alter_a_leaf(
         assert outcome["resourceType"] == "OperationOutcome"
         assert "no proof can be given" in outcome["issue"][0]["diagnostics"]
     assert _tree_rows(vault) == before
+    report = audit_log(scrambled.client, records.ledger.verifier_key, scrambled.accepted, True)
+    assert _kinds(report) == ["root mismatch"], "the proof refused leaves the leaves' verdict"
+    (finding,) = report.findings
+    assert "is not checked" in finding and "503" in finding
 
 
 # -- tokens and keys ----------------------------------------------------------------------
