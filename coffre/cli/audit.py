@@ -6,8 +6,13 @@ state file. Each run fetches the newest checkpoint and checks, in order:
 
 1. its signature, with the verifier key: otherwise **bad signature**;
 2. that it is not smaller than the accepted one: otherwise **shrunk log**;
-3. a consistency proof from the accepted checkpoint to it (RFC 9162 §2.1.4.2): otherwise
-   **inconsistent** (the log rewrote what it had signed, or shows another history);
+3. a consistency proof from the accepted checkpoint to it (RFC 9162 §2.1.4.2). One that
+   leads to the signed root and, from its first leaves, to another root than the accepted
+   one proves a fork: **inconsistent** (the log rewrote what it had signed, or shows
+   another history). One that does not even lead to the signed root (garbled, too short,
+   too long) is a **bad proof**: the log signed both checkpoints and cannot show that one
+   extends the other, but which of a fork or a proof the host garbled, only the leaves
+   tell (``--full``);
 4. with ``--full``, every leaf: their root must be the signed one (**root mismatch**),
    each must decode as a leaf (**malformed leaf**), and each record's latest write among
    them must give the map root the checkpoint signs (**map mismatch**: the map would
@@ -54,7 +59,9 @@ from coffre.exceptions import CoffreError
 from coffre.files import replace_file
 from coffre.ledger import (
     Checkpoint,
+    ForkError,
     LedgerError,
+    ProofShapeError,
     SparseMerkleMap,
     VerifierKey,
     open_checkpoint,
@@ -214,29 +221,42 @@ def _check_consistency(
         )
         return
     error = _proof_fails(client, accepted, checkpoint)
-    if error is not None:
+    if isinstance(error, ForkError):
         report.violate(
             "inconsistent",
             f"the checkpoint of size {checkpoint.size} is inconsistent with the checkpoint"
-            f" of size {accepted.size} accepted before: {error}",
+            f" of size {accepted.size} accepted before: the server's proof leads to the"
+            f" signed root, and from its first {accepted.size} leaves to another root than"
+            f" the accepted one ({error}): two histories",
         )
-        return
-    report.held.append(f"consistent with the checkpoint of size {accepted.size} accepted before")
+    elif error is not None:
+        report.violate(
+            "bad proof",
+            f"the server signed sizes {accepted.size} and {checkpoint.size}, and its"
+            f" consistency proof between them does not verify ({error}): the log cannot"
+            f" show that it extends the checkpoint of size {accepted.size} accepted before;"
+            " the host garbled the proof, or the log forked (--full tells which)",
+        )
+    else:
+        report.held.append(
+            f"consistent with the checkpoint of size {accepted.size} accepted before"
+        )
 
 
 def _proof_fails(
     client: httpx.Client, accepted: Checkpoint, checkpoint: Checkpoint
 ) -> LedgerError | None:
     """Why the server's consistency proof from ``accepted`` to ``checkpoint`` does not
-    verify, or None when it does."""
-    proof: list[bytes] = []  # from the empty tree, or to the same one, a proof is empty
-    if accepted.size not in (0, checkpoint.size):
-        params = {"old": accepted.size, "new": checkpoint.size}
-        answer = _json(
-            "/ledger/proof/consistency", _get(client, "/ledger/proof/consistency", params)
-        )
-        proof = _base64_list(answer.get("proof"), "proof", size=32)
+    verify (``ForkError``: it proves the log forked), or None when it does. NoVerdict
+    when the server answers no proof at all."""
     try:
+        proof: list[bytes] = []  # from the empty tree, or to the same one, a proof is empty
+        if accepted.size not in (0, checkpoint.size):
+            params = {"old": accepted.size, "new": checkpoint.size}
+            answer = _json(
+                "/ledger/proof/consistency", _get(client, "/ledger/proof/consistency", params)
+            )
+            proof = _proof_hashes(answer.get("proof"))
         verify_consistency(accepted.size, checkpoint.size, proof, accepted.root, checkpoint.root)
     except LedgerError as error:
         return error
@@ -276,8 +296,8 @@ def _check_consistency_on_leaves(
         report.findings.append(
             f"the server's consistency proof from size {accepted.size} to {checkpoint.size}"
             f" does not hold ({error}), though its leaves show the log consistent: its stored"
-            " tree is damaged (the host altered it), and auditors without --full and"
-            " witnesses may take the log for a fork"
+            " tree is damaged (the host altered it, or the proof), and auditors without"
+            " --full find a bad proof"
         )
 
 
@@ -453,17 +473,17 @@ def _json(path: str, body: bytes) -> dict[str, Any]:
     return answer
 
 
-def _base64_list(value: Any, what: str, size: int | None = None) -> list[bytes]:
-    """A JSON list of base64 strings, each of ``size`` bytes when given."""
+def _proof_hashes(value: Any) -> list[bytes]:
+    """The hashes of an answer's proof, a JSON list of base64 strings. An answer that
+    holds no such list is no proof (NoVerdict); one whose strings are not base64 is a
+    proof, garbled (ProofShapeError), as one whose hashes are not of 32 bytes is to
+    ``verify_consistency``."""
     if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise NoVerdict(f"the answer's {what} is not a list of base64 strings")
+        raise NoVerdict("the answer's proof is not a list of strings")
     try:
-        decoded = [base64.b64decode(item, validate=True) for item in value]
+        return [base64.b64decode(item, validate=True) for item in value]
     except (binascii.Error, ValueError):
-        raise NoVerdict(f"the answer's {what} is not a list of base64 strings") from None
-    if size is not None and any(len(item) != size for item in decoded):
-        raise NoVerdict(f"the answer's {what} holds hashes of other than {size} bytes")
-    return decoded
+        raise ProofShapeError("a hash of the proof is not base64") from None
 
 
 # -- the commands ------------------------------------------------------------------------

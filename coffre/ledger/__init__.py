@@ -24,6 +24,7 @@ from coffre.ledger.checkpoint import (
     sign_checkpoint,
 )
 from coffre.ledger.errors import (
+    ForkError,
     LedgerError,
     NoteFormatError,
     ProofShapeError,
@@ -63,6 +64,7 @@ __all__ = [
     "EMPTY_ROOT",
     "Checkpoint",
     "CompactRange",
+    "ForkError",
     "LedgerError",
     "MapChanges",
     "MapProof",

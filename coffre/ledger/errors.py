@@ -3,6 +3,7 @@
     LedgerError
     ├── ProofShapeError    a proof of the wrong length, or sizes and indices that cannot be
     ├── RootMismatchError  a well-formed proof leads to a root other than the expected one
+    │   └── ForkError      a consistency proof leads to the new root, and to another old one
     ├── NoteFormatError    a signed note, checkpoint or verifier key that does not parse
     └── SignatureError     a note lacks a valid signature from the keys it must carry
 
@@ -29,6 +30,13 @@ class RootMismatchError(LedgerError):
         super().__init__(f"computed {what} {computed.hex()} is not the expected {expected.hex()}")
         self.expected = expected
         self.computed = computed
+
+
+class ForkError(RootMismatchError):
+    """A consistency proof leads to the new tree's root, and from its first leaves to
+    another root than the old tree's: its hashes are then the new tree's own (anything
+    else is a collision), so the new tree does not extend the old one. A proof that leads
+    nowhere shows no such thing: it may only be garbled."""
 
 
 class NoteFormatError(LedgerError):

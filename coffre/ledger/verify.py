@@ -2,14 +2,15 @@
 
 Each verifier returns nothing and raises on failure: ``ProofShapeError`` when the proof
 cannot be a proof for these sizes (wrong length, impossible index, hash of the wrong size),
-``RootMismatchError`` when it is well formed but leads elsewhere.
+``RootMismatchError`` when it is well formed but leads elsewhere, ``ForkError`` when a
+consistency proof leads to the new root and shows the old one is not its tree's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from coffre.ledger.errors import ProofShapeError, RootMismatchError
+from coffre.ledger.errors import ForkError, ProofShapeError, RootMismatchError
 from coffre.ledger.hashing import EMPTY_ROOT, HASH_SIZE, node_hash
 
 
@@ -51,7 +52,9 @@ def verify_consistency(
     """Check that the tree of ``size2`` leaves with ``root2`` extends the one of ``size1``.
 
     Sizes 0 and equal sizes need an empty proof; the empty tree's root is known, so it is
-    checked too.
+    checked too. The new root is checked first: only a proof that leads to it says what
+    the old root must be, and one that says another is a ``ForkError``, as are two roots
+    of one size.
     """
     _check_hashes(root1, root2, *proof)
     if not 0 <= size1 <= size2:
@@ -62,7 +65,7 @@ def verify_consistency(
         if size1 == 0:
             _expect(EMPTY_ROOT, root1, "old root")
         if size1 == size2:
-            _expect(root2, root1, "old root")
+            _expect(root2, root1, "old root", ForkError)
         return
     if not proof:
         raise ProofShapeError(f"a consistency proof from {size1} to {size2} is not empty")
@@ -85,8 +88,8 @@ def verify_consistency(
         fn, sn = fn >> 1, sn >> 1
     if sn != 0:
         raise ProofShapeError(f"consistency proof shorter than {size1} to {size2} needs")
-    _expect(root1, fr, "old root")
     _expect(root2, sr, "new root")
+    _expect(root1, fr, "old root", ForkError)
 
 
 def _check_hashes(*hashes: bytes) -> None:
@@ -95,6 +98,11 @@ def _check_hashes(*hashes: bytes) -> None:
             raise ProofShapeError(f"a hash of {len(h)} bytes where {HASH_SIZE} are due")
 
 
-def _expect(expected: bytes, computed: bytes, what: str) -> None:
+def _expect(
+    expected: bytes,
+    computed: bytes,
+    what: str,
+    mismatch: type[RootMismatchError] = RootMismatchError,
+) -> None:
     if computed != expected:
-        raise RootMismatchError(expected, computed, what)
+        raise mismatch(expected, computed, what)

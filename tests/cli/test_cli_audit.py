@@ -164,17 +164,28 @@ def test_a_checkpoint_older_than_the_log_followed_is_not_published(
 def test_another_history_under_the_same_key_is_inconsistent(
     client: TestClient, records: RecordStore, vault: Vault
 ) -> None:
-    """A split view: the log once showed this auditor a checkpoint of another history."""
+    """A split view: the log once showed this auditor a checkpoint of another history.
+
+    The server's proof from size 3 leads to its signed root, and from there to another root
+    of 3 leaves: a fork, proven. From a power of two (2, 4) the accepted root is the proof's
+    first node, so the proof leads nowhere, as a garbled one would: a bad proof, until
+    --full finds the fork on the leaves."""
     write_organizations(client, 3)
+    key = records.ledger.verifier_key
     custodian = open_custody(vault.keyring)
     origin = custodian.log_origin()
-    for size, root in ((3, bytes(32)), (2, bytes(32)), (4, bytes(32))):
-        forked = sign_checkpoint(Checkpoint(origin, size, root), origin, custodian.log_signer())
-        accepted = open_checkpoint(forked.serialize(), records.ledger.verifier_key)
+    for size, without_full in ((3, "inconsistent"), (2, "bad proof"), (4, "bad proof")):
+        forked = sign_checkpoint(
+            Checkpoint(origin, size, bytes(32)), origin, custodian.log_signer()
+        )
+        accepted = open_checkpoint(forked.serialize(), key)
         write_organizations(client, 2)
-        report = audit_log(client, records.ledger.verifier_key, accepted)
-        assert _kinds(report) == ["inconsistent"], report.violations
-        assert f"inconsistent with the checkpoint of size {size}" in report.violations[0].detail
+        report = audit_log(client, key, accepted)
+        assert _kinds(report) == [without_full], report.violations
+        full = audit_log(client, key, accepted, full=True)
+        assert _kinds(full) == ["inconsistent"], full.violations
+        for found in (report, full):
+            assert f"the checkpoint of size {size} accepted before" in found.violations[0].detail
 
 
 def test_a_fork_of_the_same_size_needs_no_proof_from_the_host(
@@ -331,15 +342,83 @@ def test_full_refuses_a_bundle_served_with_other_leaves_the_second_time(
         audit_log(host, key, accepted, full=True)
 
 
+def _garbled(proof: list[str]) -> list[str]:
+    return [b64(bytes(32))] * len(proof)
+
+
+def _a_hash_of_31_bytes(proof: list[str]) -> list[str]:
+    return [b64(bytes(31)), *proof[1:]]
+
+
+@pytest.mark.parametrize(
+    ("garble", "why"),
+    [
+        (_garbled, "computed new root"),
+        (lambda proof: proof[:-1], "shorter than 3 to 7 needs"),
+        (lambda proof: [*proof, proof[0]], "longer than 3 to 7 needs"),
+        (lambda proof: proof[::-1], "computed new root"),
+        (_a_hash_of_31_bytes, "a hash of 31 bytes"),
+        (lambda proof: ["x!", *proof[1:]], "not base64"),
+    ],
+    ids=["wrong hashes", "one short", "one more", "reversed", "31 bytes", "not base64"],
+)
+def test_a_garbled_proof_is_a_bad_proof_not_a_fork(
+    client: TestClient, records: RecordStore, garble: Callable[[list[str]], list[str]], why: str
+) -> None:
+    """The host garbles the server's consistency proof between two checkpoints the log
+    signed: a violation, as the log cannot show that one extends the other, but not a fork,
+    which the proof does not show either (--full tells: here the log holds)."""
+    key = records.ledger.verifier_key
+    write_organizations(client, 3)
+    accepted = audit_log(client, key, None).checkpoint
+    write_organizations(client, 4)
+
+    def garbled(path: str, answer: httpx.Response) -> httpx.Response:
+        if path != "/ledger/proof/consistency":
+            return answer
+        proof = answer.json()
+        return httpx.Response(200, json={**proof, "proof": garble(proof["proof"])})
+
+    with _relayed(client, garbled) as host:
+        report = audit_log(host, key, accepted)
+        full = audit_log(host, key, accepted, full=True)
+    assert _kinds(report) == ["bad proof"], report.violations
+    detail = report.violations[0].detail
+    assert "the server signed sizes 3 and 7, and its consistency proof between them does not" in (
+        detail
+    )
+    assert why in detail and "two histories" not in detail
+    assert full.consistent and "stored tree is damaged" in full.findings[0]
+
+
+def test_coffre_audit_exits_1_on_a_bad_proof(tmp_path: Path) -> None:
+    """Two checkpoints the log signed, and a proof between them that does not verify."""
+    signer, origin = Ed25519Signer.generate(), "log.example/probe"
+    key = VerifierKey(origin, ALG_ED25519, signer.public_key)
+    state = tmp_path / "state"
+    state.write_text(sign_checkpoint(Checkpoint(origin, 3, bytes(32)), origin, signer).serialize())
+    note = sign_checkpoint(Checkpoint(origin, 7, bytes(32)), origin, signer).serialize().encode()
+    proof = b'{"old": 3, "new": 7, "proof": ["%s"]}' % b64(bytes(32)).encode()
+
+    def answers(path: str) -> tuple[bytes, Iterator[bytes]]:
+        body = note if path == "/ledger/checkpoint" else proof
+        return _ok(len(body)), iter([body])
+
+    with _host(answers) as url:
+        code, output = _run("audit", url, "--key", str(key), "--state", str(state))
+    assert code == 1, output
+    assert "VIOLATION (bad proof)" in output and "does not verify" in output
+
+
 @pytest.mark.parametrize(
     ("answer", "message"),
     [
-        (httpx.Response(200, json={"old": 3, "new": 4, "proof": ["x!"]}), "not a list of base64"),
+        (httpx.Response(200, json={"old": 3, "new": 4}), "proof is not a list of strings"),
         # Arrays nested 50,000 deep: what Python's json gives up on by recursion.
         (httpx.Response(200, content=b"[" * 50_000), "consistency answered something other"),
         (httpx.Response(500, content=b"[" * 50_000), "consistency answered HTTP 500$"),
     ],
-    ids=["garbled", "nested", "nested error"],
+    ids=["no proof", "nested", "nested error"],
 )
 def test_an_answer_that_is_no_proof_gives_no_verdict(
     client: TestClient, records: RecordStore, answer: httpx.Response, message: str

@@ -7,6 +7,7 @@ import pytest
 from coffre.exceptions import CoffreError
 from coffre.ledger import (
     EMPTY_ROOT,
+    ForkError,
     LedgerError,
     ProofShapeError,
     RootMismatchError,
@@ -123,8 +124,26 @@ def test_consistency_failures_say_which_root() -> None:
     verify_consistency(3, 11, proof, old, ROOT)
     with pytest.raises(RootMismatchError, match="new root"):
         verify_consistency(3, 11, proof, old, SOME)
-    with pytest.raises(RootMismatchError, match="old root"):
+    with pytest.raises(ForkError, match="old root"):
         verify_consistency(3, 11, proof, SOME, ROOT)
     for wrong in (proof[:-1], [*proof, SOME]):
         with pytest.raises(ProofShapeError):
             verify_consistency(3, 11, wrong, old, ROOT)
+
+
+def test_only_a_proof_that_leads_to_the_new_root_proves_a_fork() -> None:
+    """A proof that leads to the new root is made of the new tree's hashes, so the old root
+    it leads to is the true one of its first leaves: another old root is a fork. A proof
+    that leads elsewhere (garbled, or under another old root it starts from, as from a
+    power of two) proves nothing of the kind, whatever old root it gives."""
+    proof = consistency_proof(3, 11, _subtree)
+    old = merkle_root(LEAVES[:3])
+    with pytest.raises(ForkError):
+        verify_consistency(3, 11, proof, SOME, ROOT)
+    with pytest.raises(ForkError):
+        verify_consistency(5, 5, [], SOME, merkle_root(LEAVES[:5]))
+    garbled = [SOME] * len(proof)
+    for size, wrong, root in ((3, garbled, old), (4, consistency_proof(4, 11, _subtree), SOME)):
+        with pytest.raises(RootMismatchError, match="new root") as raised:
+            verify_consistency(size, 11, wrong, root, ROOT)
+        assert not isinstance(raised.value, ForkError)
