@@ -151,6 +151,10 @@ class StorageReader(Protocol):
 
     def checkpoint_at(self, size: int) -> str | None: ...
 
+    def meta(self, key: str) -> str | None:
+        """What coffre_meta records under ``key``, or None."""
+        ...
+
 
 class StorageTxn(StorageReader, Protocol):
     """A write transaction: everything in it lands together or not at all."""
@@ -163,6 +167,11 @@ class StorageTxn(StorageReader, Protocol):
 
     def put_wrapped_key(self, comp: bytes, kek_id: str, wrapped: bytes) -> tuple[str, bytes]:
         """Store a compartment's wrapped data key unless one exists; return the stored one."""
+        ...
+
+    def put_meta(self, key: str, value: str) -> str:
+        """Record ``value`` under ``key`` in coffre_meta unless something is recorded
+        there already; return what is recorded (of two processes, the first one's)."""
         ...
 
     def append_leaves(self, start: int, leaves: Sequence[bytes]) -> None:

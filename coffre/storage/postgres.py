@@ -383,7 +383,10 @@ class _Reader:
         return None if row is None else str(row[0])
 
     def vault_origin(self) -> str | None:
-        row = self._one("SELECT value FROM coffre_meta WHERE key = %s", (ORIGIN,))
+        return self.meta(ORIGIN)
+
+    def meta(self, key: str) -> str | None:
+        row = self._one("SELECT value FROM coffre_meta WHERE key = %s", (key,))
         return None if row is None else str(row[0])
 
     def checkpoint_at(self, size: int) -> str | None:
@@ -629,6 +632,17 @@ class _Txn(_Reader):
         )
         assert row is not None
         return (row[0], row[1])
+
+    def put_meta(self, key: str, value: str) -> str:
+        """The value inserted, or the one there already, as ``put_wrapped_key``."""
+        row = self._one(
+            "WITH added AS (INSERT INTO coffre_meta (key, value) VALUES (%s, %s)"
+            " ON CONFLICT (key) DO NOTHING RETURNING value)"
+            " SELECT value FROM added UNION ALL SELECT value FROM coffre_meta WHERE key = %s",
+            (key, value, key),
+        )
+        assert row is not None
+        return str(row[0])
 
     def erase_compartment(self, comp: bytes, locs: Iterable[bytes]) -> None:
         """The rows deleted stay in the table's pages as dead tuples until

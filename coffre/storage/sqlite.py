@@ -348,7 +348,10 @@ class _Reader:
         return None if row is None else str(row[0])
 
     def vault_origin(self) -> str | None:
-        row = self._db.execute("SELECT value FROM coffre_meta WHERE key = ?", (ORIGIN,)).fetchone()
+        return self.meta(ORIGIN)
+
+    def meta(self, key: str) -> str | None:
+        row = self._db.execute("SELECT value FROM coffre_meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
 
     def checkpoint_at(self, size: int) -> str | None:
@@ -567,6 +570,14 @@ class _Txn(_Reader):
             (comp, kek_id, wrapped),
         )
         stored = self.wrapped_key(comp)
+        assert stored is not None
+        return stored
+
+    def put_meta(self, key: str, value: str) -> str:
+        self._db.execute(
+            "INSERT OR IGNORE INTO coffre_meta (key, value) VALUES (?, ?)", (key, value)
+        )
+        stored = self.meta(key)
         assert stored is not None
         return stored
 

@@ -133,6 +133,16 @@ def test_a_new_version_keeps_the_tokens_it_shares_and_drops_the_others(storage: 
     assert storage.find([tok(b"added")]) == [b"a"]
 
 
+def test_a_meta_value_is_recorded_once_and_the_first_kept(storage: Storage) -> None:
+    """Two gateway processes making a key at once keep the first one's."""
+    assert storage.meta("a name") is None
+    with storage.transaction() as txn:
+        assert txn.put_meta("a name", "first") == "first"
+    with storage.transaction() as txn:
+        assert txn.put_meta("a name", "second") == "first"
+    assert storage.meta("a name") == "first"
+
+
 def test_a_failed_transaction_leaves_nothing(storage: Storage) -> None:
     with pytest.raises(RuntimeError), storage.transaction() as txn:
         txn.append(version(b"a", 1), [tok(b"t")])
