@@ -19,7 +19,7 @@ from coffre.api.workers import end_with_the_supervisor
 from coffre.research.folder import ResearchFolder
 from coffre.service import Vault
 from coffre.service.background import in_background
-from coffre.service.tokenkey import access_token_key
+from coffre.service.tokenkey import access_token_key, id_token_key
 from coffre.service.upkeep import consolidate_when_quiet
 from coffre.service.witnessing import Witnessing, witnesses_from_settings
 
@@ -32,7 +32,10 @@ def app_from_settings() -> Starlette:
     vault = Vault.from_settings()
     records = vault.open()
     authority = Authority.for_keyring(
-        vault.keyring, access_token_key(records), AuthSettings.from_settings()
+        vault.keyring,
+        access_token_key(records),
+        id_token_key(records),
+        AuthSettings.from_settings(),
     )
     serving = max(1, int(config.BOOKING_SERVING.value()))
     room = WaitingRoom(serving, int(config.BOOKING_WAITING.value()), RoomMetrics())

@@ -38,6 +38,7 @@ from coffre.exceptions import CoffreError
 from coffre.fhir.json import dumps
 from coffre.service import Vault
 from coffre.service.stored import now_us
+from coffre.service.tokenkey import id_token_key
 from coffre.service.witnessing import witnesses_from_settings
 from coffre.storage.postgres import reached_in_clear
 from coffre.synth import generate_bundles, generate_shared_bundle
@@ -203,6 +204,7 @@ def serve(
     served = Vault.from_settings()
     try:
         records = served.open()
+        id_token_key(records)  # made here once, not by each worker at the same moment
         records.storage.close()
         witnesses_from_settings()
         auth = AuthSettings.from_settings()

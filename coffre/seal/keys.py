@@ -27,7 +27,8 @@ def random_key() -> bytes:
     return random_bytes(KEY_BYTES)
 
 
-def _derive(root: bytes, purpose: str) -> bytes:
+def purpose_key(root: bytes, purpose: str) -> bytes:
+    """The 256-bit key of ``purpose``, derived from the root (HKDF-SHA256)."""
     return HKDF(
         algorithm=hashes.SHA256(),
         length=KEY_BYTES,
@@ -99,12 +100,12 @@ class PurposeKeys:
         if len(root) != KEY_BYTES:
             raise ValueError("the root secret must be 32 bytes")
         return cls(
-            location_key=_derive(root, "location"),
-            compartment_key=_derive(root, "compartment"),
-            kind_key=_derive(root, "kind"),
-            index_key=_derive(root, "index"),
-            leaf_key=_derive(root, "leaf"),
-            binding_key=_derive(root, "data key binding"),
+            location_key=purpose_key(root, "location"),
+            compartment_key=purpose_key(root, "compartment"),
+            kind_key=purpose_key(root, "kind"),
+            index_key=purpose_key(root, "index"),
+            leaf_key=purpose_key(root, "leaf"),
+            binding_key=purpose_key(root, "data key binding"),
         )
 
     def __repr__(self) -> str:
@@ -171,7 +172,7 @@ class Pseudonyms:
     def __init__(self, root: bytes, project_id: str) -> None:
         if len(root) != KEY_BYTES:
             raise ValueError("the root secret must be 32 bytes")
-        self._key = KeyedSha256(_derive(root, f"research project/{project_id}"))
+        self._key = KeyedSha256(purpose_key(root, f"research project/{project_id}"))
 
     def __repr__(self) -> str:
         return "Pseudonyms(<secret>)"

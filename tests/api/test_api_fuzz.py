@@ -25,7 +25,7 @@ from urllib.parse import quote, unquote
 
 import httpx
 import pytest
-from conftest import RESEARCH_PROJECT, research_population
+from conftest import RESEARCH_PROJECT, id_token_pem, research_population
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from joserfc.jwk import ECKey
@@ -1493,7 +1493,11 @@ def gateway(seeded: RecordStore, tmp_path: Path) -> Iterator[tuple[TestClient, s
     save(tmp_path / "keyring.access.json", registry)
     key = ECKey.generate_key("P-256", private=True).as_dict(private=True)
     authority = Authority(
-        key, RegistryFile(tmp_path / "keyring.access.json"), OneTime(":memory:"), AuthSettings()
+        key,
+        id_token_pem(),
+        RegistryFile(tmp_path / "keyring.access.json"),
+        OneTime(":memory:"),
+        AuthSettings(),
     )
     with TestClient(
         create_app(seeded, authority=authority), raise_server_exceptions=False

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from conftest import id_token_pem
 from joserfc.jwk import ECKey
 from starlette.testclient import TestClient
 
@@ -23,7 +24,9 @@ TOKEN = "9f2c" * 16
 
 def _required() -> Authority:
     key = ECKey.generate_key("P-256", private=True).as_dict(private=True)
-    return Authority(key, RegistryFile(None), OneTime(":memory:"), AuthSettings(mode="required"))
+    return Authority(
+        key, id_token_pem(), RegistryFile(None), OneTime(":memory:"), AuthSettings(mode="required")
+    )
 
 
 def _scraped(records: RecordStore, access: ScrapeAccess | None, **headers: str) -> int:

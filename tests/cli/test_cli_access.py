@@ -12,6 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from joserfc.jwk import ECKey, RSAKey
+from pg import HostDatabase
 from typer.testing import CliRunner
 
 from coffre.api.auth.registry import (
@@ -26,6 +27,7 @@ from coffre.api.auth.registry import (
 from coffre.api.auth.scopes import Role
 from coffre.cli.main import app
 from coffre.service import Vault
+from coffre.service.tokenkey import ID_TOKEN_KEY, id_token_key
 
 runner = CliRunner()
 
@@ -319,3 +321,12 @@ def test_serve_refuses_to_start_with_a_wrong_auth_setting(
     monkeypatch.setenv("COFFRE_AUTH", "maybe")
     result = runner.invoke(app, ["serve", "--vault", str(vault.folder)])
     assert result.exit_code == 1 and "COFFRE_AUTH" in result.output
+
+
+def test_serve_refuses_to_start_with_an_id_token_key_the_host_altered(vault: Vault) -> None:
+    id_token_key(vault.open())
+    with HostDatabase.of(vault) as host:
+        host.execute("UPDATE coffre_meta SET value = ? WHERE key = ?", ("AAAA", ID_TOKEN_KEY))
+    result = runner.invoke(app, ["serve", "--vault", str(vault.folder)])
+    assert result.exit_code == 1 and "the host altered it" in result.output
+    assert "Traceback" not in result.output

@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 from typing import Any
 
-from joserfc.jwk import ECKey, Key, KeySet
+from joserfc.jwk import ECKey, Key, KeySet, RSAKey
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 
@@ -85,17 +86,26 @@ def _origin_parts(request: Request) -> tuple[Any, ...]:
     return scope.get("scheme"), host, tuple(server) if server else None, scope.get("root_path", "")
 
 
+@cache
+def _ephemeral_id_token_key() -> bytes:
+    """An RSA key made once per process for its ephemeral authorities: each would take a
+    fifth of a second to make its own, and with nobody registered none signs an ID token."""
+    return RSAKey.generate_key(2048, private=True).as_pem(private=True)
+
+
 class Authority:
     def __init__(
         self,
         signing_jwk: Mapping[str, Any],
+        id_token_pem: bytes,
         registry: RegistryFile,
         onetime: OneTime,
         settings: AuthSettings | None = None,
         external: ExternalIssuer | None = None,
         throttle: SignInThrottle | None = None,
     ) -> None:
-        self.signer = TokenSigner(signing_jwk)
+        self.signer = TokenSigner.for_access_tokens(signing_jwk)
+        self.id_signer = TokenSigner.for_id_tokens(id_token_pem)
         self.registry = registry
         self.onetime = onetime
         self.throttle = throttle or SignInThrottle(":memory:")
@@ -105,7 +115,11 @@ class Authority:
 
     @classmethod
     def for_keyring(
-        cls, keyring: Path, signing_jwk: Mapping[str, Any], settings: AuthSettings
+        cls,
+        keyring: Path,
+        signing_jwk: Mapping[str, Any],
+        id_token_pem: bytes,
+        settings: AuthSettings,
     ) -> Authority:
         """The authority of a vault whose keyring is at ``keyring``: its registry and
         one-time store beside it."""
@@ -116,6 +130,7 @@ class Authority:
             )
         return cls(
             signing_jwk,
+            id_token_pem,
             RegistryFile(access_file(keyring)),
             OneTime(sessions_file(keyring)),
             settings,
@@ -128,7 +143,11 @@ class Authority:
         """A random signing key, nobody registered, tokens optional: for an app made
         without a vault's settings (tests, embedding)."""
         key = ECKey.generate_key("P-256", private=True).as_dict(private=True)
-        return cls(key, RegistryFile(None), OneTime(":memory:"))
+        return cls(key, _ephemeral_id_token_key(), RegistryFile(None), OneTime(":memory:"))
+
+    def jwks(self) -> dict[str, Any]:
+        """The public keys that check the tokens this authority signs: access and ID."""
+        return {"keys": [self.signer.public_jwk(), self.id_signer.public_jwk()]}
 
     async def sign_in(self, request: Request, username: str, password: str) -> User | None:
         """The user whose password this is, or None; :class:`SignInWait`, without checking

@@ -6,7 +6,8 @@ answer names that origin (CORS). Coffre names the origins of the registered apps
 redirect URIs, read from the registry as it changes, and no other: ``coffre clients
 add-app`` is the one place where a hospital decides which apps may run. No cookie is
 sent or honoured cross-origin (a bearer token is the credential), and requests without
-``Origin``, or outside the APIs and the token endpoint, pass as before.
+``Origin``, or outside the APIs, the token endpoint, the JWKS and OpenID Connect's
+discovery document, pass as before.
 """
 
 from __future__ import annotations
@@ -18,7 +19,13 @@ from coffre.api.auth.authority import FHIR_BASE_PATH, Authority
 from coffre.api.auth.middleware import RESEARCH_PATH
 from coffre.api.auth.registry import APP, origin_of
 
-CROSS_ORIGIN_PATHS = (FHIR_BASE_PATH + "/", RESEARCH_PATH + "/", "/auth/token", "/auth/jwks")
+CROSS_ORIGIN_PATHS = (
+    FHIR_BASE_PATH + "/",
+    RESEARCH_PATH + "/",
+    "/auth/token",
+    "/auth/jwks",
+    "/auth/.well-known/",
+)
 _METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 _REQUEST_HEADERS = (
     "Authorization",

@@ -1,5 +1,6 @@
-"""The built-in authorisation server: SMART discovery, the JWKS, the token endpoint
-(SMART Backend Services and authorisation code with PKCE) and the sign-in page."""
+"""The built-in authorisation server: SMART and OpenID Connect discovery, the JWKS, the
+token endpoint (SMART Backend Services and authorisation code with PKCE) and the sign-in
+page."""
 
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from coffre.api.auth.scopes import (
 from coffre.api.auth.signin import error_page, language, sign_in_page
 from coffre.api.auth.tokens import (
     ASYMMETRIC_ALGORITHMS,
+    ID_TOKEN_ALGORITHM,
     LEEWAY_SECONDS,
     InvalidToken,
     new_token_id,
@@ -52,6 +54,8 @@ _VERIFIER = re.compile(r"[A-Za-z0-9\-._~]{43,128}")
 _S256_CHALLENGE = re.compile(r"[A-Za-z0-9\-_]{43}")
 """The base64url of a SHA-256 digest, unpadded (RFC 7636 §4.2): what an S256
 ``code_challenge`` is, and all the token endpoint can compare a verifier's digest with."""
+OPENID_CONFIGURATION = "/.well-known/openid-configuration"
+"""Under the issuer (``/auth``), where OpenID Connect Discovery looks for it."""
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 _AUTHORIZE_FIELDS = (
     "response_type",
@@ -129,20 +133,51 @@ def supported_scopes() -> list[str]:
     ]
 
 
-async def smart_configuration(request: Request) -> Response:
+ID_TOKEN_CLAIMS = ["iss", "sub", "aud", "exp", "iat", "jti", "nonce", "fhirUser"]
+"""Every claim an ID token of Coffre's may carry (``nonce`` when the app sent one,
+``fhirUser`` with the fhirUser scope)."""
+
+
+def _server_metadata(request: Request) -> dict[str, Any]:
+    """What SMART's and OpenID Connect's discovery documents both say of this server."""
     authority = _authority(request)
+    return {
+        "issuer": authority.issuer(request),
+        "jwks_uri": authority.endpoint(request, "jwks"),
+        "authorization_endpoint": authority.endpoint(request, "authorize"),
+        "token_endpoint": authority.endpoint(request, "token"),
+        "grant_types_supported": ["authorization_code", "client_credentials"],
+        "token_endpoint_auth_methods_supported": ["private_key_jwt", "none"],
+        "token_endpoint_auth_signing_alg_values_supported": list(ASYMMETRIC_ALGORITHMS),
+        "scopes_supported": supported_scopes(),
+        "response_types_supported": ["code"],
+        "code_challenge_methods_supported": ["S256"],
+    }
+
+
+async def openid_configuration(request: Request) -> Response:
+    """OpenID Connect Discovery 1.0, at the issuer's ``/.well-known/openid-configuration``
+    (SMART asks it of a server offering sso-openid-connect). Only what holds: no userinfo
+    endpoint, no request objects (``request_uri_parameter_supported`` is true when left
+    out), the code in the redirect's query."""
     return JSONResponse(
         {
-            "issuer": authority.issuer(request),
-            "jwks_uri": authority.endpoint(request, "jwks"),
-            "authorization_endpoint": authority.endpoint(request, "authorize"),
-            "token_endpoint": authority.endpoint(request, "token"),
-            "grant_types_supported": ["authorization_code", "client_credentials"],
-            "token_endpoint_auth_methods_supported": ["private_key_jwt", "none"],
-            "token_endpoint_auth_signing_alg_values_supported": list(ASYMMETRIC_ALGORITHMS),
-            "scopes_supported": supported_scopes(),
-            "response_types_supported": ["code"],
-            "code_challenge_methods_supported": ["S256"],
+            **_server_metadata(request),
+            "response_modes_supported": ["query"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": [ID_TOKEN_ALGORITHM],
+            "claims_supported": ID_TOKEN_CLAIMS,
+            "claims_parameter_supported": False,
+            "request_parameter_supported": False,
+            "request_uri_parameter_supported": False,
+        }
+    )
+
+
+async def smart_configuration(request: Request) -> Response:
+    return JSONResponse(
+        {
+            **_server_metadata(request),
             "capabilities": [
                 "launch-standalone",
                 "client-public",
@@ -159,7 +194,7 @@ async def smart_configuration(request: Request) -> Response:
 
 
 async def jwks(request: Request) -> Response:
-    return JSONResponse(_authority(request).signer.jwks())
+    return JSONResponse(_authority(request).jwks())
 
 
 # -- token endpoint -------------------------------------------------------------------
@@ -318,7 +353,7 @@ def _authorization_code(request: Request, form: dict[str, str]) -> dict[str, Any
             id_claims["fhirUser"] = grant["fhir_user"]
         if grant["nonce"]:
             id_claims["nonce"] = grant["nonce"]
-        extra["id_token"] = authority.signer.sign(id_claims, authority.settings.token_seconds)
+        extra["id_token"] = authority.id_signer.sign(id_claims, authority.settings.token_seconds)
     return _token_body(request, scopes, claims, extra)
 
 
@@ -453,6 +488,7 @@ def smart_routes() -> list[Route]:
 def auth_routes() -> list[Route]:
     """Under /auth."""
     return [
+        Route(OPENID_CONFIGURATION, openid_configuration, methods=["GET"]),
         Route("/jwks", jwks, methods=["GET"]),
         Route("/token", token, methods=["POST"]),
         Route("/authorize", authorize, methods=["GET", "POST"]),

@@ -1,6 +1,7 @@
 """JSON Web Tokens through joserfc: the gateway's access tokens, and checking any JWT.
 
-Coffre signs its access tokens with ES256 under a key derived from the vault's root
+Coffre signs its access tokens with ES256 under a key derived from the vault's root, and
+its ID tokens with RS256 under an RSA key the storage keeps sealed under that root
 (``coffre/seal/tokenkey.py``); it checks tokens and client assertions with an explicit
 list of algorithms per issuer, never ``none`` nor a shared-secret HMAC.
 """
@@ -22,12 +23,13 @@ from joserfc.errors import (
     JoseError,
     MissingClaimError,
 )
-from joserfc.jwk import ECKey, Key, KeySet
+from joserfc.jwk import ECKey, Key, KeySet, RSAKey
 
 from coffre.api.auth.scopes import Context, Principal, Role, parse_scopes
 from coffre.fhir._definitions_r4 import RESOURCE_TYPES
 
 ACCESS_TOKEN_ALGORITHM = "ES256"
+ID_TOKEN_ALGORITHM = "RS256"  # OpenID Connect Core §15.1: what every relying party checks
 # What Coffre accepts from others: SMART requires RS384 and ES384 of servers.
 ASYMMETRIC_ALGORITHMS = ("RS384", "ES384", "RS256", "ES256", "RS512", "ES512", "PS256", "PS384")
 LEEWAY_SECONDS = 30
@@ -95,24 +97,37 @@ def new_token_id() -> str:
 
 
 class TokenSigner:
-    """The gateway's ES256 key: signs access and ID tokens, publishes its public half."""
+    """One of the gateway's keys and the algorithm it signs with: signs tokens, publishes
+    its public half."""
 
-    def __init__(self, private_jwk: Mapping[str, Any]) -> None:
+    def __init__(self, key: ECKey | RSAKey, algorithm: str) -> None:
+        self._key = key
+        self.algorithm = algorithm
+        self.kid = key.thumbprint()
+        self.public = type(key).import_key(key.as_dict(private=False))
+
+    @classmethod
+    def for_access_tokens(cls, private_jwk: Mapping[str, Any]) -> TokenSigner:
+        """ES256 under a private EC P-256 JWK."""
         fields: dict[str, str | list[str]] = {name: value for name, value in private_jwk.items()}
-        self._key = ECKey.import_key(fields)
-        self.kid = self._key.thumbprint()
-        self.public = ECKey.import_key(self._key.as_dict(private=False))
+        return cls(ECKey.import_key(fields), ACCESS_TOKEN_ALGORITHM)
 
-    def jwks(self) -> dict[str, Any]:
+    @classmethod
+    def for_id_tokens(cls, private_pem: bytes) -> TokenSigner:
+        """RS256 under a private RSA key in PEM."""
+        return cls(RSAKey.import_key(private_pem), ID_TOKEN_ALGORITHM)
+
+    def public_jwk(self) -> dict[str, Any]:
+        """The public half as a JWKS lists it."""
         public = self._key.as_dict(private=False)
-        return {"keys": [{**public, "kid": self.kid, "use": "sig", "alg": ACCESS_TOKEN_ALGORITHM}]}
+        return {**public, "kid": self.kid, "use": "sig", "alg": self.algorithm}
 
     def sign(self, claims: dict[str, Any], lifetime: int) -> str:
         """``claims`` with iat, exp and a jti (a fresh one unless ``claims`` has it), signed."""
         now = int(time.time())
         full = {"jti": new_token_id(), **claims, "iat": now, "exp": now + lifetime}
-        header = {"alg": ACCESS_TOKEN_ALGORITHM, "kid": self.kid, "typ": "JWT"}
-        return jwt.encode(header, full, self._key, algorithms=[ACCESS_TOKEN_ALGORITHM])
+        header = {"alg": self.algorithm, "kid": self.kid, "typ": "JWT"}
+        return jwt.encode(header, full, self._key, algorithms=[self.algorithm])
 
 
 def _fhir_user(claims: dict[str, Any]) -> str | None:

@@ -10,6 +10,7 @@ import re
 import secrets
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
 from functools import cache
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -17,8 +18,9 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from joserfc import jwt
-from joserfc.jwk import ECKey, Key, RSAKey
+from conftest import id_token_pem
+from joserfc import jws, jwt
+from joserfc.jwk import ECKey, Key, KeySet, RSAKey
 from starlette.testclient import TestClient
 
 from coffre.api import create_app
@@ -51,6 +53,7 @@ def authority_at(
     key = signing_jwk or ECKey.generate_key("P-256", private=True).as_dict(private=True)
     return Authority(
         key,
+        id_token_pem(),
         RegistryFile(folder / "keyring.access.json"),
         OneTime(folder / "keyring.auth.sqlite"),
         AuthSettings(mode=mode, **settings),
@@ -165,10 +168,12 @@ def sign_in(
     return client.post("/auth/authorize", data=form, follow_redirects=False)
 
 
-def user_token(client: TestClient, client_id: str, username: str, scope: str) -> dict[str, Any]:
+def user_token(
+    client: TestClient, client_id: str, username: str, scope: str, **overrides: str
+) -> dict[str, Any]:
     """The authorisation code flow with PKCE, end to end: the token response."""
     verifier, challenge = pkce()
-    params = authorize_params(client_id, challenge, scope)
+    params = authorize_params(client_id, challenge, scope, **overrides)
     answer = sign_in(client, params, username)
     assert answer.status_code == 303, answer.text
     code = redirected(answer.headers["location"])["code"]
@@ -185,6 +190,34 @@ def user_token(client: TestClient, client_id: str, username: str, scope: str) ->
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
+
+
+def verified_id_token(
+    get_json: Callable[[str], Any], id_token: str, client_id: str, nonce: str
+) -> dict[str, Any]:
+    """The ID token's claims, checked as an OpenID Connect relying party checks them (Core
+    §3.1.3.7), through nothing but what the provider publishes: its discovery document at
+    the token's ``iss`` + /.well-known/openid-configuration (SMART App Launch 2.0), whose
+    ``issuer`` must be that ``iss``; the key its ``jwks_uri`` lists under the token's kid,
+    with an algorithm the document announces; ``iss``, ``aud``, ``nonce`` and ``exp``."""
+    signed = jws.extract_compact(id_token.encode())
+    issuer = json.loads(signed.payload)["iss"]
+    provider = get_json(issuer + "/.well-known/openid-configuration")
+    assert provider["issuer"] == issuer
+    algorithm = signed.headers()["alg"]
+    assert algorithm in provider["id_token_signing_alg_values_supported"]
+    keys = KeySet.import_key_set(get_json(provider["jwks_uri"]))
+    token = jwt.decode(id_token, keys, algorithms=[algorithm])
+    jwt.JWTClaimsRegistry(
+        iss={"essential": True, "value": issuer},
+        aud={"essential": True, "value": client_id},
+        nonce={"essential": True, "value": nonce},
+        exp={"essential": True},
+        iat={"essential": True},
+        sub={"essential": True},
+    ).validate(token.claims)
+    claims: dict[str, Any] = token.claims
+    return claims
 
 
 # -- an external OpenID Connect issuer ------------------------------------------------

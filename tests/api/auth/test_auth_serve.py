@@ -1,6 +1,7 @@
 """Against `coffre serve` with two worker processes and tokens required: a backend service
 and fhirclient (which finds the OAuth endpoints through the CapabilityStatement) get
-tokens and use them; what is single-use stays so across processes."""
+tokens and use them; what is single-use stays so across processes; an app's ID token
+checks against what every process publishes, and still does after a restart."""
 
 from __future__ import annotations
 
@@ -12,8 +13,18 @@ import httpx
 import pytest
 from conftest import RunningServer
 from fhirclient import client as fhirclient
-from joserfc.jwk import ECKey
-from smart import PASSWORD, REDIRECT, backend_form, hidden_fields
+from joserfc import jws, jwt
+from joserfc.jwk import ECKey, KeySet
+from smart import (
+    PASSWORD,
+    REDIRECT,
+    authorize_params,
+    backend_form,
+    hidden_fields,
+    pkce,
+    redirected,
+    verified_id_token,
+)
 from smart import assertion as signed_assertion
 
 from coffre.api.auth.registry import access_file, app_client, backend_client, load, new_user, save
@@ -39,6 +50,53 @@ def server(vault: Vault, monkeypatch: pytest.MonkeyPatch) -> Iterator[RunningSer
     running = RunningServer(vault, workers=2)
     yield running
     running.stop()
+
+
+def _id_token(server: RunningServer, nonce: str) -> str:
+    """Alice signs in to the portal, which exchanges its code: the ID token it gets."""
+    verifier, challenge = pkce()
+    params = authorize_params("portal", challenge, "openid fhirUser launch/patient", nonce=nonce)
+    authorize_url = server.base_url.removesuffix("/fhir") + "/auth/authorize"
+    page = httpx.get(authorize_url, params={**params, "aud": server.base_url})
+    form = {**hidden_fields(page.text), "username": "alice", "password": PASSWORD}
+    code = redirected(httpx.post(authorize_url, data=form).headers["location"])["code"]
+    exchange = {
+        "grant_type": "authorization_code",
+        "code": code,
+        "redirect_uri": REDIRECT,
+        "client_id": "portal",
+        "code_verifier": verifier,
+    }
+    token: str = httpx.post(_token_url(server), data=exchange).json()["id_token"]
+    return token
+
+
+def test_an_id_token_checks_against_every_process_and_after_a_restart(
+    server: RunningServer,
+) -> None:
+    """The ID-token key is the vault's, not a process's: each worker publishes the one the
+    first made, and a restarted server the same, so that a token signed by one checks
+    against the keys any other hands out."""
+    token = _id_token(server, "n-1")
+    for _ in range(4):  # whichever worker answers the relying party
+        claims = verified_id_token(lambda url: httpx.get(url).json(), token, "portal", "n-1")
+        assert claims["fhirUser"] == "Patient/alice"
+    server.stop()
+    restarted = RunningServer(server.vault, workers=2)  # on another port: another issuer URL
+    try:
+        again = _id_token(restarted, "n-2")
+        claims = verified_id_token(lambda url: httpx.get(url).json(), again, "portal", "n-2")
+        assert claims["sub"] == "alice"
+        jwks = httpx.get(restarted.base_url.removesuffix("/fhir") + "/auth/jwks").json()
+        assert jwt.decode(token, KeySet.import_key_set(jwks), algorithms=["RS256"])
+        assert _kid(again) == _kid(token)
+    finally:
+        restarted.stop()
+
+
+def _kid(token: str) -> str:
+    kid: str = jws.extract_compact(token.encode()).headers()["kid"]
+    return kid
 
 
 def _token_url(server: RunningServer) -> str:

@@ -11,8 +11,9 @@ from typing import Any
 
 import pytest
 from conftest import FHIR_JSON
-from joserfc import jwt
-from joserfc.jwk import ECKey, Key
+from joserfc import jws, jwt
+from joserfc.errors import JoseError
+from joserfc.jwk import ECKey, Key, KeySet
 from smart import (
     FHIR_BASE,
     PASSWORD,
@@ -32,6 +33,7 @@ from smart import (
     rsa_key,
     sign_in,
     user_token,
+    verified_id_token,
 )
 from starlette.testclient import TestClient
 
@@ -73,10 +75,37 @@ def test_smart_configuration_names_the_endpoints_and_what_they_support(client: T
     assert "permission-v2" in config["capabilities"]
 
 
-def test_the_jwks_publishes_the_public_key_only(client: TestClient, authority: Authority) -> None:
+def test_the_jwks_publishes_the_public_keys_only(client: TestClient, authority: Authority) -> None:
     keys = client.get("/auth/jwks").json()["keys"]
-    assert [key["kid"] for key in keys] == [authority.signer.kid]
-    assert "d" not in keys[0] and keys[0]["alg"] == "ES256"
+    assert [(key["kid"], key["alg"], key["kty"]) for key in keys] == [
+        (authority.signer.kid, "ES256", "EC"),
+        (authority.id_signer.kid, "RS256", "RSA"),
+    ]
+    assert all(private not in key for key in keys for private in ("d", "p", "q", "dp", "qi"))
+
+
+def test_openid_connect_discovery_is_served_under_the_issuer(client: TestClient) -> None:
+    """Discovery 1.0 §4: at the issuer + /.well-known/openid-configuration, with every field
+    it requires, RS256 among the ID token's algorithms (§3, Core §15.1), and what SMART's
+    document says of the same server."""
+    issuer = client.get("/fhir/.well-known/smart-configuration").json()["issuer"]
+    answer = client.get(issuer + "/.well-known/openid-configuration")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "application/json"
+    config = answer.json()
+    assert config["issuer"] == issuer == "http://testserver/auth"
+    assert config["authorization_endpoint"] == issuer + "/authorize"
+    assert config["token_endpoint"] == TOKEN_URL
+    assert config["jwks_uri"] == issuer + "/jwks"
+    assert config["response_types_supported"] == ["code"]
+    assert config["subject_types_supported"] == ["public"]
+    assert config["id_token_signing_alg_values_supported"] == ["RS256"]
+    assert "openid" in config["scopes_supported"] and "fhirUser" in config["scopes_supported"]
+    assert config["code_challenge_methods_supported"] == ["S256"]
+    assert config["token_endpoint_auth_methods_supported"] == ["private_key_jwt", "none"]
+    assert {"sub", "aud", "nonce", "fhirUser"} <= set(config["claims_supported"])
+    assert config["request_uri_parameter_supported"] is False  # true when left out
+    assert "userinfo_endpoint" not in config  # there is none
 
 
 def test_the_capability_statement_points_fhirclient_at_the_oauth_endpoints(
@@ -270,8 +299,31 @@ def test_a_patient_signs_in_and_gets_a_token_in_their_own_context(
         "alice",
         "patient",
     )
-    identity = jwt.decode(body["id_token"], authority.signer.public, algorithms=["ES256"]).claims
+    identity = jwt.decode(body["id_token"], authority.id_signer.public, algorithms=["RS256"]).claims
     assert identity["aud"] == portal and identity["fhirUser"] == "Patient/alice"
+
+
+def test_a_relying_party_checks_the_id_token_with_what_the_server_publishes(
+    client: TestClient, portal: str
+) -> None:
+    """The ID token through the real flow, checked as a relying party would: the key and
+    algorithm found through discovery at its issuer, RS256; the access token still ES256,
+    under the other key of the same JWKS."""
+    body = user_token(
+        client, portal, "alice", "openid fhirUser launch/patient patient/*.rs", nonce="n-0S6"
+    )
+    identity = verified_id_token(
+        lambda url: client.get(url).json(), body["id_token"], portal, "n-0S6"
+    )
+    assert (identity["sub"], identity["fhirUser"]) == ("alice", "Patient/alice")
+    assert jws.extract_compact(body["id_token"].encode()).headers()["alg"] == "RS256"
+    keys = KeySet.import_key_set(client.get("/auth/jwks").json())
+    access = jwt.decode(body["access_token"], keys, algorithms=["ES256"])
+    assert access.header["alg"] == "ES256" and access.claims["patient"] == "alice"
+    with pytest.raises(JoseError):  # the ID token is no ES256 token
+        jwt.decode(body["id_token"], keys, algorithms=["ES256"])
+    as_bearer = {"Authorization": f"Bearer {body['id_token']}"}
+    assert client.get("/fhir/Patient/alice", headers=as_bearer).status_code == 401
 
 
 @pytest.mark.parametrize(

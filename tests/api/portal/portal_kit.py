@@ -9,6 +9,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from conftest import id_token_pem
 from joserfc.jwk import ECKey
 from starlette.testclient import TestClient
 
@@ -37,6 +38,7 @@ def authority_with_users(folder: Path) -> Authority:
     key = ECKey.generate_key("P-256", private=True).as_dict(private=True)
     return Authority(
         key,
+        id_token_pem(),
         RegistryFile(folder / "keyring.access.json"),
         OneTime(":memory:"),
         AuthSettings(),

@@ -114,7 +114,7 @@ def _clinician_reads(served: Served, times: int) -> None:
         "scope": "user/*.rs",
     }
     key = access_token_jwk(open_custody(served.server.vault.keyring).root_secret())
-    token = TokenSigner(key).sign(claims, 300)
+    token = TokenSigner.for_access_tokens(key).sign(claims, 300)
     url = f"{served.server.base_url}/Patient/{served.patient}"
     for _ in range(times):
         response = httpx.get(url, headers={"Authorization": f"Bearer {token}"})
