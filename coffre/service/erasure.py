@@ -18,8 +18,10 @@ The erasure is itself written to the log, in one transaction with the key's remo
 - one AuditEvent, in the gateway's own compartment (which survives), says who erased
   whom and why.
 
-The Slots the patient's Appointments held are freed first, in the same transaction: once
-those Appointments are unreadable, nothing would ever let their seats go.
+The Slots held by the Appointments sealed in the compartment are freed first, in the same
+transaction: once those Appointments are unreadable, nothing would ever let their seats go.
+An Appointment naming other patients too is sealed under its type's shared key: it stays
+readable, and keeps its seats.
 
 A host that deletes a wrapped key on its own writes no such leaf (only the gateway can
 tag one): the records it cuts off still fail their integrity check.
@@ -73,7 +75,7 @@ def erase_patient(records: RecordStore, patient_id: str, access: Access) -> Eras
             raise FhirError(  # not even records naming them
                 404, "not-found", f"Patient/{patient_id} does not exist: there is nothing to erase"
             )
-        release_held_by(writer, patient_id)
+        release_held_by(writer, patient_id, comp)
         ts = now_us()
         leaves, tampered = _record_leaves(records, writer, comp, ts)
         writer.txn.erase_compartment(comp, [leaf.loc for leaf in leaves])

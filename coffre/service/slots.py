@@ -132,10 +132,13 @@ def _follow_appointment(
             _release(writer, slot_id)
 
 
-def release_held_by(writer: Writer, patient_id: str) -> None:
-    """Free the Slots a patient's Appointments hold, before their erasure leaves those
-    Appointments unreadable (and out of every search) and their seats taken for good."""
+def release_held_by(writer: Writer, patient_id: str, comp: bytes) -> None:
+    """Free the Slots held by the patient's Appointments sealed in their compartment
+    ``comp``, before its erasure leaves them unreadable (and out of every search) and their
+    seats taken for good. An Appointment naming other patients too, sealed under the shared
+    key, survives the erasure and keeps holding its seats."""
     criteria = parse_criteria([("patient", f"Patient/{patient_id}")])
     for appointment in writer.find("Appointment", criteria):
-        for slot_id in held_slots(appointment.resource()):
-            _release(writer, slot_id)
+        if appointment.comp == comp:
+            for slot_id in held_slots(appointment.resource()):
+                _release(writer, slot_id)

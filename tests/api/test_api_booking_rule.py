@@ -226,3 +226,25 @@ def test_an_erased_patient_lets_go_of_her_slots(client: TestClient, records: Rec
     erase_patient(records, "anne", Access("Claire Dubé (coffre erase)", reason="Law 25"))
     assert _status(client, "s1") == "free"
     assert _book(client, "s1", patient="bruno").status_code == 201
+
+
+def test_an_erased_patient_s_shared_appointment_keeps_its_slot(
+    client: TestClient, records: RecordStore
+) -> None:
+    """An Appointment naming two patients is sealed under the shared key: erasing one of
+    them leaves it readable and holding its seat, which no one else may then book."""
+    for patient in ("anne", "bruno", "carole"):
+        put_resource(client, {"resourceType": "Patient", "id": patient})
+    put_resource(client, _slot("shared"))
+    put_resource(client, _slot("own"))
+    together = _appointment("shared")
+    together["participant"].append({"actor": {"reference": "Patient/bruno"}, "status": "accepted"})
+    shared = client.post("/fhir/Appointment", json=together, headers=FHIR_JSON)
+    assert shared.status_code == 201, shared.text
+    assert _book(client, "own").status_code == 201
+    erase_patient(records, "anne", Access("Claire Dubé (coffre erase)", reason="Law 25"))
+    assert client.get(f"/fhir/Appointment/{shared.json()['id']}").json()["status"] == "booked"
+    assert (_status(client, "shared"), _status(client, "own")) == ("busy", "free")
+    second = _book(client, "shared", patient="carole")
+    assert second.status_code == 409, second.text
+    assert _count(client, "Appointment?slot=Slot/shared") == 1
