@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from coffre.booking.find import place_and_time
-from coffre.booking.slots import BUSY, FREE, held_slots, slot_id
+from coffre.booking.find import VACCINATION, place_and_time
+from coffre.booking.slots import BUSY, FREE, HOLDING, held_slots, slot_id
 from coffre.exceptions import FhirError
 from coffre.fhir.compartment import patient_of
 from coffre.fhir.parameters import operation_parameters
@@ -100,6 +100,59 @@ def begins_after(resource: dict[str, Any], now_us: int) -> bool:
     """Whether a Slot or an Appointment has a start, after ``now_us``."""
     start = resource.get("start")
     return isinstance(start, str) and query_date(start)[0] > now_us
+
+
+def to_come_of(appointment: dict[str, Any], patient_id: str, now_us: int) -> bool:
+    """Whether an Appointment is the patient's alone (one naming other patients too is
+    hidden from her, whom she cannot cancel), holds its time and has not begun: what the
+    portal lists as hers to come, and what her one vaccination at a time counts."""
+    return (
+        appointment.get("status") in HOLDING
+        and patient_of(appointment) == patient_id
+        and begins_after(appointment, now_us)
+    )
+
+
+def names_vaccination(resource: dict[str, Any]) -> bool:
+    """Whether an Appointment's or a Slot's ``serviceType`` is a vaccination."""
+    system, _, code = VACCINATION.partition("|")
+    return any(
+        isinstance(concept, dict)
+        and any(
+            isinstance(coding, dict)
+            and coding.get("system") == system
+            and coding.get("code") == code
+            for coding in concept.get("coding", ())
+        )
+        for concept in resource.get("serviceType", ())
+    )
+
+
+def check_one_seat(appointment: dict[str, Any]) -> None:
+    """A patient books one seat: several Slots in one Appointment are a longer visit,
+    which a clinician books, or a patient's way of taking a time's every seat."""
+    if len(held_slots(appointment)) > 1:
+        raise FhirError(
+            422,
+            "business-rule",
+            "a patient books one seat at a time: name one Slot (Appointment/$find proposes one"
+            " each time)",
+            "Appointment.slot",
+        )
+
+
+class OneToCome(FhirError):
+    """The refusal of a patient's second vaccination appointment to come: else one patient,
+    booking again and again, could take a centre's every seat."""
+
+    def __init__(self, patient_id: str, held_id: str) -> None:
+        super().__init__(
+            409,
+            "conflict",
+            f"Patient/{patient_id} holds a vaccination appointment to come already"
+            f" (Appointment/{held_id}): one at a time; cancel it to book another",
+            "Appointment.participant",
+        )
 
 
 def check_to_come(slot_id: str, slot: dict[str, Any], now_us: int) -> None:

@@ -60,6 +60,20 @@ def booked_elsewhere(slot_id: str) -> FhirError:
     )
 
 
+def books_through_book(slot_id: str) -> FhirError:
+    """The refusal of a patient's write (REST, a Bundle's entry) that would take a Slot
+    around $book, which keeps what she may book (a seat that exists, is free and is to
+    come, one at a time)."""
+    return FhirError(
+        403,
+        "forbidden",
+        f"a patient's write does not take Slot/{slot_id}: book it through Appointment/$book"
+        " (or the portal), which keeps the booking rules; an appointment is cancelled by an"
+        " update of its status",
+        "Appointment.slot",
+    )
+
+
 def taken(slot: dict[str, Any]) -> dict[str, Any]:
     """A free Slot as its holder makes it."""
     return {**slot, "status": BUSY}

@@ -61,6 +61,12 @@ class Access:
     role: str | None = None
     client_id: str | None = None
 
+    @property
+    def is_patient(self) -> bool:
+        """Whether a patient acts (her own token, or the portal for her): ``Role.PATIENT``
+        of ``coffre.api.auth.scopes``, which this layer does not import."""
+        return self.role == "patient"
+
 
 OPERATOR = Access("the vault's operator, on the sovereign side (coffre command line)")
 ACT_REASON = "http://terminology.hl7.org/CodeSystem/v3-ActReason"

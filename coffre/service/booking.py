@@ -10,14 +10,24 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from coffre.booking.book import check_to_come, no_seat_left, other_seats, same_seat_kind, with_seats
+from coffre.booking.book import (
+    OneToCome,
+    check_one_seat,
+    check_to_come,
+    names_vaccination,
+    no_seat_left,
+    other_seats,
+    same_seat_kind,
+    to_come_of,
+    with_seats,
+)
 from coffre.booking.find import FindQuery, by_time, open_to_all, place_and_time
-from coffre.booking.slots import FREE, held_slots, unknown_slot
+from coffre.booking.slots import FREE, HOLDING, held_slots, unknown_slot
 from coffre.exceptions import FhirError
 from coffre.fhir.compartment import patient_of
 from coffre.search import parse_criteria
 from coffre.service.slots import current_slot
-from coffre.service.stored import Outcome, Stored
+from coffre.service.stored import Outcome, Stored, instant
 
 if TYPE_CHECKING:
     from coffre.service.records import RecordStore
@@ -153,13 +163,50 @@ def _seat(
 def book(writer: Writer, appointment: dict[str, Any], now_us: int, like: SeatsLike) -> Outcome:
     """Book a valid Appointment (``booking.book.to_book``) on its slots or, for a slot
     taken meanwhile, on another seat of the same place and time (``like``: the seats a
-    place and time is known to have)."""
-    _check_patient(writer, patient_of(appointment))
+    place and time is known to have). A patient books one seat, and holds one vaccination
+    appointment to come at a time."""
+    patient_id = patient_of(appointment)
+    _check_patient(writer, patient_id)
+    if writer.access.is_patient:
+        check_one_seat(appointment)
     seats: dict[str, tuple[str, dict[str, Any]]] = {}
     for slot_id in held_slots(appointment):
         taken = {seat for seat, _ in seats.values()}
         seats[slot_id] = _seat(writer, slot_id, now_us, taken, like)
-    return writer.create(with_seats(appointment, seats), validated=True)
+    booked = with_seats(appointment, seats)
+    if writer.access.is_patient and patient_id is not None:
+        _check_none_to_come(writer, patient_id, booked, now_us)
+    return writer.create(booked, validated=True, booking=True)
+
+
+def _is_vaccination(writer: Writer, appointment: dict[str, Any]) -> bool:
+    """An Appointment of the vaccination service, or on a seat of it."""
+    slots = (current_slot(writer, slot_id) for slot_id in held_slots(appointment))
+    return names_vaccination(appointment) or any(
+        slot is not None and names_vaccination(slot) for slot in slots
+    )
+
+
+def _check_none_to_come(
+    writer: Writer, patient_id: str, appointment: dict[str, Any], now_us: int
+) -> None:
+    """A 409 (``OneToCome``) for a vaccination while the patient holds one to come: those
+    the portal lists as hers (``to_come_of``), under the write lock, where two bookings
+    sent at once are one after the other."""
+    if not _is_vaccination(writer, appointment):
+        return
+    criteria = parse_criteria(
+        [
+            ("patient", f"Patient/{patient_id}"),
+            ("status", ",".join(HOLDING)),
+            ("date", f"gt{instant(now_us)}"),
+        ]
+    )
+    for held in writer.find("Appointment", criteria):
+        if to_come_of(held.resource(), patient_id, now_us) and _is_vaccination(
+            writer, held.resource()
+        ):
+            raise OneToCome(patient_id, held.id)
 
 
 def _check_patient(writer: Writer, patient_id: str | None) -> None:

@@ -14,6 +14,7 @@ from coffre.booking.slots import (
     FREE,
     HOLDING,
     booked_elsewhere,
+    books_through_book,
     frees,
     held_slots,
     naming,
@@ -35,11 +36,13 @@ def keep_slots(
     resource_id: str,
     current: Stored | None,
     resource: dict[str, Any] | None,
+    booking: bool = False,
 ) -> None:
-    """Before a client's write of ``resource`` (None: a deletion) over ``current``; of a
-    type other than Appointment and Slot, nothing but for a Patient's deletion."""
+    """Before a client's write of ``resource`` (None: a deletion) over ``current``
+    (``booking``: $book's, which checked its seats); of a type other than Appointment and
+    Slot, nothing but for a Patient's deletion."""
     if resource_type == "Appointment":
-        _follow_appointment(writer, resource_id, current, resource)
+        _follow_appointment(writer, resource_id, current, resource, booking)
     elif resource_type == "Slot":
         _check_slot_write(writer, resource_id, current, resource)
     elif resource_type == "Patient" and resource is None:
@@ -115,12 +118,16 @@ def _follow_appointment(
     appointment_id: str,
     current: Stored | None,
     resource: dict[str, Any] | None,
+    booking: bool,
 ) -> None:
     """Take the Slots the Appointment comes to hold, refusing one another holds; let go
-    of those it no longer holds. A Slot not (yet) here is held once it is written."""
+    of those it no longer holds. A Slot not (yet) here is held once it is written. A
+    patient takes a Slot through $book only, which keeps what she may book."""
     before = held_slots(current.resource()) if current is not None and not current.deleted else ()
     after = held_slots(resource) if resource is not None else ()
     taking = {slot_id: current_slot(writer, slot_id) for slot_id in after if slot_id not in before}
+    if taking and writer.access.is_patient and not booking:
+        raise books_through_book(next(iter(taking)))
     for slot_id, slot in taking.items():  # every one checked before any is written
         if _held_by_another(writer, slot_id, slot, appointment_id):
             raise booked_elsewhere(slot_id)

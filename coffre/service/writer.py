@@ -269,15 +269,17 @@ class Writer:
         *,
         validated: bool = False,
         own_tokens: OwnTokens | None = None,
+        booking: bool = False,
     ) -> Outcome:
         """A new resource, under an id of the server's choosing unless a bundle chose it.
 
         ``validated`` skips the schema check for a resource already checked with its
-        Bundle; ``own_tokens``: its index tokens computed ahead (``RecordStore.own_tokens``).
+        Bundle; ``own_tokens``: its index tokens computed ahead (``RecordStore.own_tokens``);
+        ``booking``: $book's Appointment, whose seats it checked (``service.booking``).
         """
         resource_type = resource["resourceType"] if validated else validate(resource)
         resource["id"] = resource_id or self.new_id(resource_type)
-        return self._put(resource_type, resource["id"], resource, None, own_tokens)
+        return self._put(resource_type, resource["id"], resource, None, own_tokens, booking)
 
     def update(
         self,
@@ -315,6 +317,7 @@ class Writer:
         resource: dict[str, Any],
         if_match: int | None,
         own_tokens: OwnTokens | None,
+        booking: bool = False,
     ) -> Outcome:
         current = self.latest(resource_type, resource_id)
         check_if_match(f"{resource_type}/{resource_id}", current, if_match)
@@ -322,7 +325,7 @@ class Writer:
         if unchanged:
             assert current is not None
             return Outcome(current, created=False, changed=False)
-        keep_slots(self, resource_type, resource_id, current, resource)
+        keep_slots(self, resource_type, resource_id, current, resource, booking)
         return self._write(
             resource_type, resource_id, resource, current, deleted=False, own_tokens=own_tokens
         )

@@ -35,7 +35,7 @@ from coffre.api.portal.session import Session
 from coffre.api.portal.summary import moment
 from coffre.api.portal.text import word
 from coffre.api.state import free_seats_of, records_of, waiting_room_of
-from coffre.booking.book import begins_after, to_book
+from coffre.booking.book import OneToCome, begins_after, to_book, to_come_of
 from coffre.booking.find import VACCINATION, FindQuery, open_to_all, proposal, utc_days
 from coffre.booking.local_day import day_bounds, time_zone, wall_clock
 from coffre.booking.slots import FREE, HOLDING
@@ -48,11 +48,10 @@ from coffre.search import parse_criteria
 from coffre.search.criteria import escape_value
 from coffre.search.plan import query_date
 from coffre.service import RecordStore, Stored
-from coffre.service.booking import SeatsLike
 from coffre.service.booking import book as book_seats
 from coffre.service.conditions import NO_VERSION
 from coffre.service.searching import Searcher
-from coffre.service.stored import Outcome, instant, now_us
+from coffre.service.stored import now_us
 from coffre.service.writer import Writer
 
 BOOKING = "/portal/booking"
@@ -136,11 +135,11 @@ def _asked_day(raw: str | None, today: date) -> date:
 
 
 def _to_come(searcher: Searcher, patient_id: str, now: int) -> list[Stored]:
-    """The patient's appointments that hold their time and have not begun, soonest first."""
+    """The patient's appointments to come (``to_come_of``: hers alone), soonest first."""
     to_come = [
         stored
         for stored in searcher.compartment(("Appointment",), patient_id)
-        if stored.resource().get("status") in HOLDING and begins_after(stored.resource(), now)
+        if to_come_of(stored.resource(), patient_id, now)
     ]
     return sorted(to_come, key=lambda stored: query_date(stored.resource()["start"])[0])
 
@@ -356,23 +355,11 @@ def _appointment_for(
     return to_book(offer)
 
 
-def _book_alone(
-    writer: Writer, appointment: dict[str, Any], patient_id: str, now: int, like: SeatsLike
-) -> Outcome:
-    """Book unless the patient holds a vaccination appointment to come already: one at a
-    time, or one patient could take a centre's every seat. Checked under the write lock,
-    where two forms sent at once are one after the other."""
-    held = parse_criteria(
-        [
-            ("patient", f"Patient/{patient_id}"),
-            ("service-type", VACCINATION),
-            ("status", ",".join(HOLDING)),
-            ("date", f"gt{instant(now)}"),
-        ]
-    )
-    if writer.find("Appointment", held):
-        raise Refused("one_to_come", "the patient holds a vaccination appointment to come")
-    return book_seats(writer, appointment, now, like)
+def _said(refusal: FhirError) -> str:
+    """The words of the page that says why a booking was refused (409)."""
+    if isinstance(refusal, Refused):
+        return refusal.said
+    return "one_to_come" if isinstance(refusal, OneToCome) else "seat_taken"
 
 
 async def _book(request: Request, session: Session, lang: str) -> Response:
@@ -387,12 +374,12 @@ async def _book(request: Request, session: Session, lang: str) -> Response:
             await commit_for(
                 request,
                 session,
-                lambda writer: _book_alone(writer, appointment, patient_id, now, like),
+                lambda writer: book_seats(writer, appointment, now, like),
             )
     except FhirError as error:
         if error.status != 409:
             raise
-        said = error.said if isinstance(error, Refused) else "seat_taken"
+        said = _said(error)
         return await _booking_page(request, session, lang, form, said, 409)
     return redirect_to(f"{BOOKING}?booked=1")
 

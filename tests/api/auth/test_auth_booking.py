@@ -13,12 +13,16 @@ from starlette.testclient import TestClient
 from coffre.service import RecordStore
 
 BOOKING_APP = "launch/patient patient/Slot.rs patient/Schedule.rs patient/Appointment.c"
+RECORD_APP = "launch/patient patient/*.rs patient/Appointment.cu"
+VACCINATION = {"coding": [{"system": "http://snomed.info/sct", "code": "33879002"}]}
 
 
 def _open_campaign(records: RecordStore) -> None:
-    """A centre's two seats at one time, and Anne's record."""
+    """A centre's two seats at one time, two vaccination seats at another, and Anne's and
+    Bruno's records."""
     with records.writer() as writer:
-        writer.update("Patient", "anne", {"resourceType": "Patient", "id": "anne"})
+        for patient in ("anne", "bruno"):
+            writer.update("Patient", patient, {"resourceType": "Patient", "id": patient})
         writer.update(
             "Schedule",
             "laval",
@@ -38,27 +42,48 @@ def _open_campaign(records: RecordStore) -> None:
                 "end": "2031-03-01T09:05:00Z",
             }
             writer.update("Slot", seat, slot)
+            vaccination = {**slot, "id": f"v{seat}", "serviceType": [VACCINATION]}
+            vaccination.update(start="2031-03-02T09:00:00Z", end="2031-03-02T09:05:00Z")
+            writer.update("Slot", f"v{seat}", vaccination)
+
+
+def _anne_with(
+    records: RecordStore, folder: Path, scopes: str
+) -> tuple[TestClient, dict[str, str]]:
+    """A patient's app, and the headers of anne's token (her own context)."""
+    _open_campaign(records)
+    authority = authority_at(folder)
+    register_app(authority, "booking", scopes)
+    register_user(authority, "anne", "patient", "Patient/anne")
+    client = client_for(records, authority)
+    token = user_token(client, "booking", "anne", scopes)["access_token"]
+    return client, {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
 
 
 @pytest.fixture
 def patient_app(records: RecordStore, tmp_path: Path) -> tuple[TestClient, dict[str, str]]:
-    """A patient's booking app, and the headers of anne's token (her own context)."""
-    _open_campaign(records)
-    authority = authority_at(tmp_path)
-    register_app(authority, "booking", BOOKING_APP)
-    register_user(authority, "anne", "patient", "Patient/anne")
-    client = client_for(records, authority)
-    token = user_token(client, "booking", "anne", BOOKING_APP)["access_token"]
-    return client, {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
+    """A patient's booking app."""
+    return _anne_with(records, tmp_path, BOOKING_APP)
 
 
-def _for(patient: str) -> dict[str, Any]:
+@pytest.fixture
+def record_app(records: RecordStore, tmp_path: Path) -> tuple[TestClient, dict[str, str]]:
+    """A patient's app that reads her record and writes her appointments."""
+    return _anne_with(records, tmp_path, RECORD_APP)
+
+
+def _for(patient: str, *slots: str, status: str = "proposed") -> dict[str, Any]:
     return {
         "resourceType": "Appointment",
-        "status": "proposed",
-        "slot": [{"reference": "Slot/a"}],
+        "status": status,
+        "slot": [{"reference": f"Slot/{slot}"} for slot in slots or ("a",)],
         "participant": [{"actor": {"reference": f"Patient/{patient}"}, "status": "accepted"}],
     }
+
+
+def _slot_status(records: RecordStore, slot_id: str) -> str:
+    status: str = records.read("Slot", slot_id).resource()["status"]
+    return status
 
 
 def test_a_patient_finds_and_books_for_herself(
@@ -99,3 +124,60 @@ def test_no_token_and_no_scope_are_refused(records: RecordStore, tmp_path: Path)
     assert found.status_code == 403, found.text
     booked = client.post("/fhir/Appointment/$book", json=_for("anne"), headers=headers)
     assert booked.status_code == 403, booked.text
+
+
+def test_a_patient_takes_no_seat_but_through_book(
+    record_app: tuple[TestClient, dict[str, str]], records: RecordStore
+) -> None:
+    """Her REST writes would take seats around $book's rules (a seat not yet opened, a
+    closed one, a past one, forty at once): they take none; cancelling stays hers."""
+    client, headers = record_app
+    for slots in (("a",), ("not-yet-opened",), ("a", "b")):
+        made = client.post(
+            "/fhir/Appointment", json=_for("anne", *slots, status="booked"), headers=headers
+        )
+        assert made.status_code == 403, made.text
+        assert "Appointment/$book" in made.json()["issue"][0]["diagnostics"]
+    proposed = client.post("/fhir/Appointment", json=_for("anne"), headers=headers)
+    assert proposed.status_code == 201, proposed.text  # a proposal holds nothing
+    booked = {**proposed.json(), "status": "booked"}
+    taking = client.put(f"/fhir/Appointment/{booked['id']}", json=booked, headers=headers)
+    assert taking.status_code == 403, taking.text
+    assert _slot_status(records, "a") == "free"
+    made = client.post("/fhir/Appointment/$book", json=_for("anne"), headers=headers).json()
+    cancelled = {**made, "status": "cancelled"}
+    let_go = client.put(f"/fhir/Appointment/{made['id']}", json=cancelled, headers=headers)
+    assert let_go.status_code == 200, let_go.text
+    assert _slot_status(records, made["slot"][0]["reference"].removeprefix("Slot/")) == "free"
+
+
+def test_a_patient_books_one_seat_and_one_vaccination_to_come(
+    patient_app: tuple[TestClient, dict[str, str]], records: RecordStore
+) -> None:
+    """Else her app takes a time's every seat in one request, or in one each."""
+    client, headers = patient_app
+    both = client.post("/fhir/Appointment/$book", json=_for("anne", "va", "vb"), headers=headers)
+    assert both.status_code == 422, both.text
+    assert "one seat" in both.json()["issue"][0]["diagnostics"]
+    assert (_slot_status(records, "va"), _slot_status(records, "vb")) == ("free", "free")
+
+
+def test_a_patient_holds_one_vaccination_to_come_of_hers_alone(
+    patient_app: tuple[TestClient, dict[str, str]], records: RecordStore
+) -> None:
+    """As the portal's rule, counting what the portal lists as hers: not a clinician's
+    appointment of her and Bruno's, which she neither sees nor cancels."""
+    client, headers = patient_app
+    with records.writer() as writer:  # a clinician's appointment of hers and Bruno's
+        shared = _for("anne", "a", status="booked")
+        bruno = {"actor": {"reference": "Patient/bruno"}, "status": "accepted"}
+        shared["participant"].append(bruno)
+        shared["serviceType"] = [VACCINATION]
+        writer.create(shared)
+    first = client.post("/fhir/Appointment/$book", json=_for("anne", "va"), headers=headers)
+    assert first.status_code == 201, first.text
+    second = client.post("/fhir/Appointment/$book", json=_for("anne", "vb"), headers=headers)
+    assert second.status_code == 409, second.text
+    said = second.json()["issue"][0]["diagnostics"]
+    assert f"Appointment/{first.json()['id']}" in said and "cancel it" in said
+    assert _slot_status(records, "vb") == "free"

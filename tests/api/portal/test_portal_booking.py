@@ -14,6 +14,7 @@ from zoneinfo import ZoneInfo
 import pytest
 from portal_kit import (
     CENTRE,
+    CLINICIAN,
     PATIENT,
     authority_with_users,
     centre_opening,
@@ -26,8 +27,11 @@ from starlette.testclient import TestClient
 
 from coffre.api import create_app
 from coffre.api.portal import booking as portal_booking
+from coffre.booking.book import OneToCome
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.service import RecordStore, Stored
+from coffre.service.audit import Access
+from coffre.service.booking import book
 from coffre.service.stored import now_us
 
 
@@ -151,6 +155,28 @@ def test_a_patient_holds_one_vaccination_appointment_to_come_at_a_time(
     assert _status(records, seats[1]) == "free"
 
 
+def test_an_appointment_she_does_not_see_does_not_count_as_hers_to_come(
+    portal: TestClient, records: RecordStore
+) -> None:
+    """A clinician's vaccination appointment of hers and another patient's is hidden from
+    her list, and she cannot cancel it: it keeps her from booking no more than it shows."""
+    page, seats = _times(portal)
+    shared = {
+        "resourceType": "Appointment",
+        "status": "booked",
+        "serviceType": records.read("Schedule", "stade").resource()["serviceType"],
+        "start": "2031-03-01T09:00:00Z",
+        "participant": [
+            {"actor": {"reference": f"Patient/{who}"}, "status": "accepted"}
+            for who in (PATIENT, "autre")
+        ],
+    }
+    with records.writer(CLINICIAN) as writer:
+        writer.create(shared)
+    assert "No appointment to come." in portal.get("/portal/booking").text
+    assert _book(portal, page, seats[0]).status_code == 303  # type: ignore[attr-defined]
+
+
 def test_two_bookings_of_one_patient_in_one_commit_are_one(
     portal: TestClient, records: RecordStore
 ) -> None:
@@ -159,10 +185,10 @@ def test_two_bookings_of_one_patient_in_one_commit_are_one(
         portal_booking._appointment_for(records, seat, PATIENT, now_us())
         for seat in ("nine-a", "evening-a")
     ]
-    with records.writer() as writer:
-        portal_booking._book_alone(writer, appointments[0], PATIENT, now_us(), lambda _: None)
-        with pytest.raises(portal_booking.Refused, match="appointment to come"):
-            portal_booking._book_alone(writer, appointments[1], PATIENT, now_us(), lambda _: None)
+    with records.writer(Access(f"Patient/{PATIENT}", role="patient")) as writer:
+        book(writer, appointments[0], now_us(), lambda _: None)
+        with pytest.raises(OneToCome, match="appointment to come"):
+            book(writer, appointments[1], now_us(), lambda _: None)
     assert _status(records, "evening-a") == "free"
 
 
