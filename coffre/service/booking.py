@@ -141,8 +141,9 @@ def _seat(
     writer: Writer, slot_id: str, now_us: int, chosen: set[str], like: SeatsLike
 ) -> tuple[str, dict[str, Any]]:
     """The seat to take for ``slot_id``: itself while free, else a free seat of the same
-    place and time not ``chosen`` already, among those ``like`` knows (searched for
-    only when it knows none); a 409 when there is none."""
+    place and time not ``chosen`` (named by the booking, or taken for another Slot it
+    names), among those ``like`` knows (searched for only when it knows none); a 409 when
+    there is none."""
     slot = current_slot(writer, slot_id)
     if slot is None:
         raise unknown_slot(slot_id)
@@ -169,10 +170,11 @@ def book(writer: Writer, appointment: dict[str, Any], now_us: int, like: SeatsLi
     _check_patient(writer, patient_id)
     if writer.access.is_patient:
         check_one_seat(appointment)
+    named = held_slots(appointment)
     seats: dict[str, tuple[str, dict[str, Any]]] = {}
-    for slot_id in held_slots(appointment):
-        taken = {seat for seat, _ in seats.values()}
-        seats[slot_id] = _seat(writer, slot_id, now_us, taken, like)
+    for slot_id in named:  # a replacement is no seat the booking names, nor one chosen
+        kept = set(named) | {seat for seat, _ in seats.values()}
+        seats[slot_id] = _seat(writer, slot_id, now_us, kept, like)
     booked = with_seats(appointment, seats)
     if writer.access.is_patient and patient_id is not None:
         _check_none_to_come(writer, patient_id, booked, now_us)

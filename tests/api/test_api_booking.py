@@ -315,3 +315,21 @@ def test_book_for_an_erased_patient_is_410_and_takes_no_seat(
     response = _book(client, _for_anne("l900a"))
     assert response.status_code == 410, response.text
     assert client.get("/fhir/Slot/l900a").json()["status"] == "free"
+
+
+def _for_anne_on(*slots: str) -> dict[str, Any]:
+    return {**_for_anne(slots[0]), "slot": [{"reference": f"Slot/{s}"} for s in slots]}
+
+
+def test_a_booking_of_two_seats_never_holds_one_twice(client: TestClient) -> None:
+    """A seat taken is replaced by another of its time that the booking does not name
+    already, later or before: a 409 when no such seat is left."""
+    _campaign(client)
+    put_resource(client, _seat("l900a", "laval", FUTURE, "09:00", "busy"))
+    both = _book(client, _for_anne_on("l900a", "l900b"))
+    assert both.status_code == 201, both.text
+    assert [slot["reference"] for slot in both.json()["slot"]] == ["Slot/l900c", "Slot/l900b"]
+    put_resource(client, _seat("l905a", "laval", FUTURE, "09:05", "busy"))
+    refused = _book(client, _for_anne_on("l905a", "l905b"))
+    assert refused.status_code == 409, refused.text
+    assert client.get("/fhir/Slot/l905b").json()["status"] == "free"
