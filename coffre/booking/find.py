@@ -12,9 +12,10 @@ the window's bounds are applied to the seats found (``in_window``).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, date, datetime, time, timedelta, tzinfo
 from typing import Any
 
 from coffre.booking.slots import FREE
@@ -33,6 +34,9 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _AFTER_LAST_DAY_US = (date.max - EPOCH.date()).days * DAY_US + DAY_US
 """The end of 9999-12-31 in UTC: no window of $find reaches past the last day a date names."""
 LONGEST_WINDOW_DAYS = 31
+_EAST_US, _WEST_US = 14 * 3_600_000_000, 12 * 3_600_000_000
+"""How far before and after UTC's a day's local midnight may fall (UTC+14, UTC-12)."""
+_DATE = re.compile(r"\d{4}-\d{2}-\d{2}")
 _ACTORS = {"location": "Location", "practitioner": "Practitioner"}
 PARAMETERS = ("start", "end", *_ACTORS, "schedule", "service-type", "patient", "_count")
 _SLOT_DETAILS = ("serviceCategory", "serviceType", "specialty", "appointmentType")
@@ -45,7 +49,9 @@ active immunity (SNOMED CT)."""
 class FindQuery:
     """What $find was asked: the Slot search of the free seats (``slot_pairs``), its window
     (``[start_us, end_us)``) and the UTC days it covers, in order, the patient to propose
-    the appointments for, and how many times to offer."""
+    the appointments for, and how many times to offer. A bound given as a date
+    (``start_day``, ``end_day``) is that day's midnight where each centre is: the window
+    is then narrowed in each centre's zone (``window``)."""
 
     slot_pairs: Pairs
     start_us: int
@@ -53,9 +59,26 @@ class FindQuery:
     days: tuple[str, ...]
     patient: str | None
     count: int
+    start_day: date | None = None
+    end_day: date | None = None
 
-    def in_window(self, slot: dict[str, Any]) -> bool:
-        return self.start_us <= query_date(slot["start"])[0] < self.end_us
+    @property
+    def local(self) -> bool:
+        """Whether a bound is a date, whose midnight depends on the centre's zone."""
+        return self.start_day is not None or self.end_day is not None
+
+    def window(self, zone: tzinfo) -> tuple[int, int]:
+        """``[start, end)`` for a centre whose clocks are in ``zone``."""
+        start, end = self.start_us, self.end_us
+        if self.start_day is not None:
+            start = max(start, midnight(self.start_day, zone))
+        if self.end_day is not None:
+            end = min(end, midnight(self.end_day, zone))
+        return start, end
+
+    def in_window(self, slot: dict[str, Any], zone: tzinfo = UTC) -> bool:
+        start, end = self.window(zone)
+        return start <= query_date(slot["start"])[0] < end
 
     def on(self, day: str) -> Pairs:
         """The search of one day's seats: a look-up of that day's index tokens, where an
@@ -73,26 +96,65 @@ def _reference(name: str, raw: str, resource_type: str) -> str:
     return f"{resource_type}/{parsed[1]}"
 
 
-def _window(pairs: Pairs, now_us: int) -> tuple[int, int]:
+def midnight(day: date, zone: tzinfo) -> int:
+    """The start of ``day`` on the clocks of ``zone``, in microseconds since the epoch."""
+    return (datetime.combine(day, time(0), zone) - EPOCH) // timedelta(microseconds=1)
+
+
+def _date_only(raw: str | None) -> date | None:
+    """The day a bound names when it is a date (``YYYY-MM-DD``), not a dateTime."""
+    return date.fromisoformat(raw) if raw is not None and _DATE.fullmatch(raw) else None
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """``[start, end)`` in UTC (a date read as UTC's day), the days it may reach in any
+    zone (``reach``), and the bounds given as dates."""
+
+    start: int
+    end: int
+    reach: tuple[int, int]
+    start_day: date | None
+    end_day: date | None
+
+
+def _window(pairs: Pairs, now_us: int) -> _Window:
     """From ``start`` (now at the earliest: a time gone is not offered) to ``end``, a day
-    later by default, a month at most, and never past the last day a date names."""
+    later by default, a month at most, and never past the last day a date names. A date
+    is a centre's day: the days searched reach where any zone's midnight may fall."""
     raw_start, raw_end = single(pairs, "start"), single(pairs, "end")
-    start = max(now_us, query_date(raw_start)[0] if raw_start else now_us)
+    start_day, end_day = _date_only(raw_start), _date_only(raw_end)
+    given_start = query_date(raw_start)[0] if raw_start else now_us
+    start = max(now_us, given_start)
     if start >= _AFTER_LAST_DAY_US:
         raise FhirError(
             400, "invalid", f"start={raw_start} is after {date.max}, the last day a date names"
         )
-    end = min(query_date(raw_end)[0] if raw_end else start + DAY_US, _AFTER_LAST_DAY_US)
-    if end <= start:
-        after = "now: $find offers times to come" if end <= now_us else "the window's start"
-        raise FhirError(400, "invalid", f"end={raw_end} is not after {after}")
+    if raw_end is None and start_day is not None and start_day < date.max:
+        end_day = start_day + timedelta(days=1)  # the day named
+    end = min(
+        query_date(raw_end)[0]
+        if raw_end
+        else given_start + DAY_US
+        if start_day
+        else start + DAY_US,
+        _AFTER_LAST_DAY_US,
+    )
+    reach = (
+        max(now_us, given_start - (_EAST_US if start_day else 0)),
+        min(end + (_WEST_US if end_day else 0), _AFTER_LAST_DAY_US),
+    )
+    if reach[1] <= reach[0]:
+        after = "now: $find offers times to come" if reach[1] <= now_us else "the window's start"
+        said = f"end={raw_end}" if raw_end else f"the day of start={raw_start}"
+        raise FhirError(400, "invalid", f"{said} is not after {after}")
     if end - start > LONGEST_WINDOW_DAYS * DAY_US:
         raise FhirError(
             400,
             "too-costly",
             f"$find looks at {LONGEST_WINDOW_DAYS} days at most: narrow start and end",
         )
-    return start, end
+    return _Window(start, end, reach, start_day, end_day)
 
 
 def utc_days(start_us: int, end_us: int) -> tuple[str, ...]:
@@ -106,7 +168,7 @@ def utc_days(start_us: int, end_us: int) -> tuple[str, ...]:
 def parse_find(pairs: Pairs, now_us: int) -> FindQuery:
     """The parameters of $find (``PARAMETERS``), each given once; a 400 names what is
     wrong."""
-    start, end = _window(pairs, now_us)
+    window = _window(pairs, now_us)
     slot_pairs = [("status", FREE)]
     for name, resource_type in _ACTORS.items():
         raw = single(pairs, name)
@@ -124,11 +186,13 @@ def parse_find(pairs: Pairs, now_us: int) -> FindQuery:
         raise FhirError(400, "invalid", f"_count=0 offers nothing: $find offers 1 to {MOST} times")
     return FindQuery(
         slot_pairs,
-        start,
-        end,
-        utc_days(start, end),
+        window.start if window.start_day is None else now_us,
+        window.end if window.end_day is None else _AFTER_LAST_DAY_US,
+        utc_days(*window.reach),
         None if patient is None else _reference("patient", patient, "Patient"),
         DEFAULT_COUNT if count is None else min(count, MOST),
+        window.start_day,
+        window.end_day,
     )
 
 

@@ -4,11 +4,11 @@ days, daylight-saving changes included, and the time its clocks show (docs/booki
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta, tzinfo
+from datetime import UTC, date, datetime, timedelta, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from coffre.booking.find import EPOCH
+from coffre.booking.find import EPOCH, midnight
 from coffre.fhir.primitives import TZ_CODE
 
 
@@ -46,15 +46,9 @@ def day_bounds(schedule: dict[str, Any], day: date) -> tuple[int, int]:
     """``[start, end)`` of the Schedule's local ``day``, in microseconds since the epoch: 23
     or 25 hours long on the day summer time begins or ends in its zone."""
     zone = time_zone(schedule)
-    start = datetime.combine(day, time(0), zone)
-    end = datetime.combine(day + timedelta(days=1), time(0), zone)
-    return _micros(start), _micros(end)
+    return midnight(day, zone), midnight(day + timedelta(days=1), zone)
 
 
 def wall_clock(moment_us: int, zone: tzinfo) -> str:
     """``HH:MM`` on the clocks of ``zone`` at ``moment_us`` microseconds since the epoch."""
     return (EPOCH + timedelta(microseconds=moment_us)).astimezone(zone).strftime("%H:%M")
-
-
-def _micros(moment: datetime) -> int:
-    return (moment - EPOCH) // timedelta(microseconds=1)

@@ -8,6 +8,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
+from datetime import UTC, tzinfo
 from typing import TYPE_CHECKING, Any
 
 from coffre.booking.book import (
@@ -22,6 +23,7 @@ from coffre.booking.book import (
     with_seats,
 )
 from coffre.booking.find import FindQuery, by_time, open_to_all, place_and_time
+from coffre.booking.local_day import time_zone
 from coffre.booking.slots import FREE, HOLDING, held_slots, unknown_slot
 from coffre.exceptions import FhirError
 from coffre.fhir.compartment import patient_of
@@ -112,9 +114,10 @@ class FreeSeats:
         """The seats to offer, earliest first, one a place and time, and the Schedules they
         belong to, as ``admit`` lets the requester see them."""
         offered: list[Stored] = []
+        zones: dict[str, tzinfo] = {}
         for day in query.days:
             for group in self._day(query.on(day)):
-                if not group or not query.in_window(group[0][1]):
+                if not group or not query.in_window(group[0][1], self._zone(query, group, zones)):
                     continue
                 seat = self._still_free(group, admit)
                 if seat is not None:
@@ -122,6 +125,23 @@ class FreeSeats:
                 if len(offered) == query.count:
                     return offered, self._schedules(offered, admit)
         return offered, self._schedules(offered, admit)
+
+    def _zone(self, query: FindQuery, group: list[Seat], zones: dict[str, tzinfo]) -> tzinfo:
+        """The zone of the seats' centre (their Schedule's), when a bound of the query is
+        a date, a day of the centre's; read once a $find."""
+        if not query.local:
+            return UTC
+        reference = str(group[0][1].get("schedule", {}).get("reference", ""))
+        if reference not in zones:
+            kind, _, schedule_id = reference.partition("/")
+            try:
+                schedule = (
+                    self.records.read("Schedule", schedule_id) if kind == "Schedule" else None
+                )
+            except FhirError:  # no such Schedule (or no longer): UTC's days
+                schedule = None
+            zones[reference] = UTC if schedule is None else time_zone(schedule.resource())
+        return zones[reference]
 
     def _schedules(
         self, slots: list[Stored], admit: Callable[[Stored], bool] | None

@@ -11,6 +11,7 @@ import pytest
 from conftest import FHIR_JSON, RunningServer, put_resource
 from starlette.testclient import TestClient
 
+from coffre.fhir.primitives import TZ_CODE
 from coffre.service import RecordStore, Vault, booking
 from coffre.service.audit import Access
 from coffre.service.erasure import erase_patient
@@ -333,3 +334,20 @@ def test_a_booking_of_two_seats_never_holds_one_twice(client: TestClient) -> Non
     refused = _book(client, _for_anne_on("l905a", "l905b"))
     assert refused.status_code == 409, refused.text
     assert client.get("/fhir/Slot/l905b").json()["status"] == "free"
+
+
+def test_find_of_a_date_offers_the_centre_s_own_day(client: TestClient) -> None:
+    """A Montreal centre's 19:30 of the 1st is 00:30 UTC the 2nd: it is offered for
+    start=2031-03-01, its 21:00 of the 28th (02:00 UTC the 1st) is not."""
+    montreal = {
+        **_schedule("montreal", "centre-montreal"),
+        "planningHorizon": {
+            "start": "2031-01-01T00:00:00-05:00",
+            "_start": {"extension": [{"url": TZ_CODE, "valueCode": "America/Montreal"}]},
+        },
+    }
+    put_resource(client, montreal)
+    put_resource(client, _seat("evening", "montreal", "2031-03-02", "00:30"))
+    put_resource(client, _seat("eve", "montreal", FUTURE, "02:00"))
+    offers = _find(client, f"location=centre-montreal&start={FUTURE}")
+    assert [_slot_of(offer) for offer in offers] == ["evening"]

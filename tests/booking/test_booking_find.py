@@ -4,11 +4,14 @@ the days its window covers, and the seats within it."""
 from __future__ import annotations
 
 from typing import Any
+from zoneinfo import ZoneInfo
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from coffre.booking.find import by_time, parse_find, place_and_time
+from coffre.exceptions import FhirError
 from coffre.search.normalise import date_range
 
 
@@ -48,10 +51,27 @@ def _micros(instant: str) -> int:
 
 def test_the_window_starts_now_at_the_earliest_and_covers_its_days() -> None:
     now = _micros("2031-03-01T22:30:00Z")
-    query = parse_find([("start", "2031-02-01")], now)
+    query = parse_find([("start", "2031-02-01T00:00:00Z")], now)
     assert query.days == ("2031-03-01", "2031-03-02")  # a day from now
     assert not query.in_window(_seat("laval", 0))  # 9:00 that morning is gone
     assert query.in_window({"start": "2031-03-02T09:00:00Z"})
     assert not query.in_window({"start": "2031-03-02T22:30:00Z"})
     week = parse_find([("start", "2031-03-03T10:00:00+02:00"), ("end", "2031-03-10")], now)
-    assert week.days[0] == "2031-03-03" and week.days[-1] == "2031-03-09"
+    # The 10th begins at 05:00 UTC in Montreal: its seats before then are of the 9th there.
+    assert week.days[0] == "2031-03-03" and week.days[-1] == "2031-03-10"
+
+
+def test_a_date_is_the_centre_s_own_day() -> None:
+    """start=2031-03-01 at a Montreal centre is its 1st, 19:30 (00:30 UTC the 2nd) in, 21:00
+    of the 28th (02:00 UTC the 1st) out; end=<date> is that day's midnight there too."""
+    now, montreal = _micros("2031-02-20T12:00:00Z"), ZoneInfo("America/Montreal")
+    day = parse_find([("start", "2031-03-01")], now)
+    assert day.days == ("2031-02-28", "2031-03-01", "2031-03-02")
+    assert day.in_window({"start": "2031-03-02T00:30:00Z"}, montreal)
+    assert not day.in_window({"start": "2031-03-01T02:00:00Z"}, montreal)
+    assert day.in_window({"start": "2031-03-01T02:00:00Z"})  # a centre in UTC
+    two = parse_find([("start", "2031-03-01T12:00:00-05:00"), ("end", "2031-03-03")], now)
+    assert two.in_window({"start": "2031-03-03T04:30:00Z"}, montreal)  # 23:30 the 2nd
+    assert not two.in_window({"start": "2031-03-03T05:30:00Z"}, montreal)
+    with pytest.raises(FhirError, match="the day of start=2031-02-01 is not after now"):
+        parse_find([("start", "2031-02-01")], now)
