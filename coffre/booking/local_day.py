@@ -49,6 +49,7 @@ def day_bounds(schedule: dict[str, Any], day: date) -> tuple[int, int]:
     return midnight(day, zone), midnight(day + timedelta(days=1), zone)
 
 
-def wall_clock(moment_us: int, zone: tzinfo) -> str:
-    """``HH:MM`` on the clocks of ``zone`` at ``moment_us`` microseconds since the epoch."""
-    return (EPOCH + timedelta(microseconds=moment_us)).astimezone(zone).strftime("%H:%M")
+def wall_clock(moment_us: int, zone: tzinfo, layout: str = "%H:%M") -> str:
+    """``HH:MM`` (or ``layout``) on the clocks of ``zone`` at ``moment_us`` microseconds
+    since the epoch."""
+    return (EPOCH + timedelta(microseconds=moment_us)).astimezone(zone).strftime(layout)

@@ -38,7 +38,7 @@ from coffre.api.state import free_seats_of, records_of, waiting_room_of
 from coffre.booking.book import OneToCome, begins_after, to_book, to_come_of
 from coffre.booking.find import VACCINATION, FindQuery, open_to_all, proposal, utc_days
 from coffre.booking.local_day import day_bounds, time_zone, wall_clock
-from coffre.booking.slots import FREE, HOLDING
+from coffre.booking.slots import FREE, HOLDING, held_slots, slot_id
 from coffre.exceptions import FhirError
 from coffre.fhir.references import ID_PATTERN
 from coffre.fhir.validation import validate
@@ -144,6 +144,29 @@ def _to_come(searcher: Searcher, patient_id: str, now: int) -> list[Stored]:
     return sorted(to_come, key=lambda stored: query_date(stored.resource()["start"])[0])
 
 
+def centre_moment(records: RecordStore, appointment: dict[str, Any]) -> str:
+    """An appointment's start as its centre's clocks read it, with the zone they are in
+    (``2031-03-01 19:30 America/Montreal``): a seat written in UTC would otherwise say
+    the next day. As booked (``summary.moment``) when no Schedule of its Slot says."""
+    start = appointment.get("start")
+    zone = _centre_zone(records, appointment)
+    if zone is None or not isinstance(start, str) or query_date(start) is None:
+        return moment(start)
+    return f"{wall_clock(query_date(start)[0], zone, '%Y-%m-%d %H:%M')} {zone}"
+
+
+def _centre_zone(records: RecordStore, appointment: dict[str, Any]) -> tzinfo | None:
+    """The time zone of the Schedule of the appointment's first Slot."""
+    slot_ids = held_slots(appointment) or tuple(
+        found for slot in appointment.get("slot", ()) if (found := slot_id(slot)) is not None
+    )
+    slot = current_record(records, "Slot", slot_ids[0]) if slot_ids else None
+    reference = "" if slot is None else str(slot.resource().get("schedule", {}).get("reference"))
+    kind, _, schedule_id = reference.partition("/")
+    schedule = current_record(records, "Schedule", schedule_id) if kind == "Schedule" else None
+    return None if schedule is None else time_zone(schedule.resource())
+
+
 def _where(appointment: dict[str, Any]) -> str:
     for participant in appointment.get("participant", []):
         actor = participant.get("actor", {})
@@ -152,8 +175,7 @@ def _where(appointment: dict[str, Any]) -> str:
     return ""
 
 
-def _cancel_form(lang: str, csrf: str, stored: Stored) -> str:
-    when = moment(stored.resource().get("start"))
+def _cancel_form(lang: str, csrf: str, stored: Stored, when: str) -> str:
     label = word(lang, "cancel_at").format(when=when)
     return (
         f'<form class="inline" method="post" action="{BOOKING}/cancel">'
@@ -165,15 +187,17 @@ def _cancel_form(lang: str, csrf: str, stored: Stored) -> str:
     )
 
 
-def _appointments_section(lang: str, csrf: str, to_come: list[Stored]) -> str:
-    """The appointments to come, each with its time, its place and its cancel button."""
+def _appointments_section(records: RecordStore, lang: str, csrf: str, to_come: list[Stored]) -> str:
+    """The appointments to come, each with its time (the centre's), its place and its
+    cancel button."""
     body = f'<h2 id="to-come">{escape(word(lang, "to_come"))}</h2>'
     if not to_come:
         return body + f"<p>{escape(word(lang, 'none_to_come'))}</p>"
+    times = [centre_moment(records, s.resource()) for s in to_come]
     items = "".join(
-        f"<li><strong>{escape(moment(s.resource().get('start')))}</strong> — "
-        f"{escape(_where(s.resource()))} {_cancel_form(lang, csrf, s)}</li>"
-        for s in to_come
+        f"<li><strong>{escape(when)}</strong> — "
+        f"{escape(_where(s.resource()))} {_cancel_form(lang, csrf, s, when)}</li>"
+        for s, when in zip(to_come, times, strict=True)
     )
     return body + f'<ul aria-labelledby="to-come">{items}</ul>'
 
@@ -295,7 +319,7 @@ async def _booking_page(
     if said:
         role = "alert" if status >= 400 else "status"
         body += f'<p role="{role}">{escape(word(lang, said))}</p>'
-    body += _appointments_section(lang, session.csrf, to_come)
+    body += _appointments_section(records, lang, session.csrf, to_come)
     body += _near_form(lang, choice.near, day) + _choice_form(lang, choice, day, today)
     seats: list[Stored] = []
     if chosen is not None:

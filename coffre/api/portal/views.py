@@ -19,7 +19,7 @@ from coffre.api.auth.authority import SignInWait
 from coffre.api.auth.enforce import Guard
 from coffre.api.auth.scopes import Interaction, Role
 from coffre.api.auth.signin import wait_minutes
-from coffre.api.portal.booking import booking, cancel
+from coffre.api.portal.booking import booking, cancel, centre_moment
 from coffre.api.portal.frame import (
     SIGN_IN,
     commit_for,
@@ -179,11 +179,21 @@ async def my_record(request: Request, session: Session, lang: str) -> Response:
             body += f"<p>{escape(word(lang, 'recent_note').format(count=section.limit))}</p>"
         headings = [word(lang, "name"), word(lang, "date"), word(lang, section.third)]
         status = section.third == "status"  # a code in words; a value as it is
-        rows = [(n, d, code_word(lang, third) if status else third) for _, (n, d, third) in pairs]
+        rows = [
+            (n, _when(records, stored, d), code_word(lang, third) if status else third)
+            for stored, (n, d, third) in pairs
+        ]
         body += table(word(lang, section.title), headings, rows) + "</section>"
     await log_shown(request, session, (LeafKind.SEARCH, handed))
     return page(
         lang, word(lang, "record"), body, path="/portal/", current="record", csrf=session.csrf
+    )
+
+
+def _when(records: RecordStore, stored: Stored, said: str) -> str:
+    """A row's date, an appointment's as its centre's clocks read it (``centre_moment``)."""
+    return (
+        centre_moment(records, stored.resource()) if stored.resource_type == "Appointment" else said
     )
 
 

@@ -94,7 +94,7 @@ def test_a_patient_books_a_time_of_the_centres_local_day_and_sees_it_to_come(
     after = portal.get("/portal/booking?booked=1").text
     assert "Your appointment is booked." in after
     to_come = after[after.index('id="to-come"') : after.index('id="find"')]
-    assert CENTRE in unescape(to_come) and "09:00 -05:00" in to_come
+    assert CENTRE in unescape(to_come) and f"{tomorrow()} 09:00 UTC-05:00" in to_come
 
 
 def test_a_seat_written_in_utc_shows_the_time_of_the_centres_clocks(
@@ -110,6 +110,27 @@ def test_a_seat_written_in_utc_shows_the_time_of_the_centres_clocks(
     page, _ = _times(portal)
     assert re.findall(r'name="slot" value="[^"]+">(\d\d:\d\d)<', page) == ["09:00", "19:30"]
     assert "(UTC-05:00 time)" in unescape(page)
+
+
+def test_an_appointment_shows_the_day_and_time_of_the_centres_clocks(
+    portal: TestClient, records: RecordStore
+) -> None:
+    """A seat written in UTC, 00:30Z, is 19:30 of the day before in Montreal: the lists of
+    appointments say that day and time, and the zone, not the next day's 00:30 UTC."""
+    with records.writer() as writer:
+        for seat in ("evening-a", "evening-b"):
+            slot = records.read("Slot", seat).resource()
+            in_utc = datetime.fromisoformat(slot["start"]).astimezone(UTC)
+            writer.update(
+                "Slot", seat, {**slot, "start": in_utc.isoformat().replace("+00:00", "Z")}
+            )
+    page, seats = _times(portal)
+    evening = next(seat for seat in seats if seat.startswith("evening-"))
+    assert _book(portal, page, evening).status_code == 303  # type: ignore[attr-defined]
+    said = f"{tomorrow()} 19:30 UTC-05:00"
+    to_come = portal.get("/portal/booking").text
+    assert said in to_come[to_come.index('id="to-come"') : to_come.index('id="find"')]
+    assert said in portal.get("/portal/").text
 
 
 def test_a_time_taken_meanwhile_books_another_seat_then_says_none_is_left(
