@@ -8,7 +8,7 @@ from typing import Any
 from coffre.booking.find import VACCINATION, place_and_time
 from coffre.booking.slots import BUSY, FREE, HOLDING, held_slots, slot_id
 from coffre.exceptions import FhirError
-from coffre.fhir.compartment import patient_of
+from coffre.fhir.compartment import compartment_patients, patient_of
 from coffre.fhir.parameters import operation_parameters
 from coffre.fhir.validation import validate
 from coffre.search import Criterion, parse_criteria
@@ -60,13 +60,14 @@ def to_book(appointment: dict[str, Any]) -> dict[str, Any]:
             " Appointment/$find proposes it",
             "Appointment.slot",
         )
-    if patient_of(booked) is None:
-        raise FhirError(
-            422,
-            "required",
-            "$book needs the patient who books: a participant whose actor is Patient/<id>",
-            "Appointment.participant",
+    patients = compartment_patients(booked)
+    if len(patients) != 1:
+        said = (
+            f"names {len(patients)} patients: $book books for one, the patient who books"
+            if patients
+            else "needs the patient who books: a participant whose actor is Patient/<id>"
         )
+        raise FhirError(422, "required", f"$book {said}", "Appointment.participant")
     return booked
 
 

@@ -144,10 +144,11 @@ def _window(pairs: Pairs, now_us: int) -> _Window:
         max(now_us, given_start - (_EAST_US if start_day else 0)),
         min(end + (_WEST_US if end_day else 0), _AFTER_LAST_DAY_US),
     )
-    if reach[1] <= reach[0]:
-        after = "now: $find offers times to come" if reach[1] <= now_us else "the window's start"
+    if raw_start and raw_end and query_date(raw_end)[0] <= given_start:
+        raise FhirError(400, "invalid", f"end={raw_end} is not after start={raw_start}")
+    if reach[1] <= reach[0]:  # the end is gone (the window's start is now, or before it)
         said = f"end={raw_end}" if raw_end else f"the day of start={raw_start}"
-        raise FhirError(400, "invalid", f"{said} is not after {after}")
+        raise FhirError(400, "invalid", f"{said} is not after now: $find offers times to come")
     if end - start > LONGEST_WINDOW_DAYS * DAY_US:
         raise FhirError(
             400,

@@ -114,7 +114,8 @@ def test_find_keeps_to_its_window_place_and_count(client: TestClient) -> None:
 @pytest.mark.parametrize(
     ("query", "says"),
     [
-        ("start=2031-03-01&end=2031-02-01", "is not after the window's start"),
+        ("start=2031-03-01&end=2031-02-01", "end=2031-02-01 is not after start=2031-03-01"),
+        ("start=2031-03-01&end=2020-02-01", "end=2020-02-01 is not after start=2031-03-01"),
         ("start=2020-01-01&end=2020-01-05", "is not after now: $find offers times to come"),
         ("_count=0", "offers nothing"),
         ("start=2031-03-01&end=2031-06-01", "31 days at most"),
@@ -193,6 +194,17 @@ def _for_anne(slot: str, **fields: Any) -> dict[str, Any]:
             },
             422,
             "needs the patient",
+        ),
+        (
+            {
+                **_for_anne("l900a"),
+                "participant": [
+                    {"actor": {"reference": f"Patient/{p}"}, "status": "accepted"}
+                    for p in ("anne", "bruno")
+                ],
+            },
+            422,
+            "names 2 patients: $book books for one",
         ),
         (_for_anne("l900a", id="mine"), 400, "without an id"),
         (_for_anne("l900a", start="2030-01-01T00:00:00Z"), 422, "Appointment.start is not"),

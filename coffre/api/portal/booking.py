@@ -362,8 +362,8 @@ def _appointment_for(
     to come of a centre the page offers (a form sent from a page older than the centre's
     closing, or written by hand, books nothing else)."""
     slot = current_record(records, "Slot", slot_id)
-    if slot is None:  # deleted since the page showed it: as good as taken
-        raise Refused("seat_taken", f"Slot/{slot_id} is no longer offered")
+    if slot is None:  # none, or none by that id (deleted since, written by hand)
+        raise Refused("no_such_time", f"Slot/{slot_id} is no seat here")
     reference = str(slot.resource().get("schedule", {}).get("reference", ""))
     kind, _, schedule_id = reference.partition("/")
     schedule = _centre(records, schedule_id) if kind == "Schedule" else None

@@ -64,6 +64,7 @@ TEXT: dict[str, dict[str, str]] = {
         "cancelled_done": "Your appointment is cancelled: its time is free for someone else.",
         "seat_taken": "Someone booked that time just before you: please choose another.",
         "time_past": "That time has passed: please choose one to come.",
+        "no_such_time": "That time is not one the centre offers: please choose one below.",
         "centre_closed": "That centre no longer takes bookings: please choose another.",
         "one_to_come": "You already have a vaccination appointment to come: to change it,"
         " cancel it, then book another time.",
@@ -173,6 +174,7 @@ TEXT: dict[str, dict[str, str]] = {
         " d'autre.",
         "seat_taken": "Quelqu'un a réservé cette heure juste avant vous : choisissez-en une autre.",
         "time_past": "Cette heure est passée : choisissez-en une à venir.",
+        "no_such_time": "Le centre n'offre pas cette heure : choisissez-en une ci-dessous.",
         "centre_closed": "Ce centre ne prend plus de rendez-vous : choisissez-en un autre.",
         "one_to_come": "Vous avez déjà un rendez-vous de vaccination à venir : pour le changer,"
         " annulez-le, puis réservez une autre heure.",

@@ -112,6 +112,15 @@ def test_a_seat_written_in_utc_shows_the_time_of_the_centres_clocks(
     assert "(UTC-05:00 time)" in unescape(page)
 
 
+@pytest.mark.parametrize("slot", ["", "no-such-seat", "../Patient/x"])
+def test_a_form_naming_no_seat_of_the_centre_says_so(portal: TestClient, slot: str) -> None:
+    """Not that someone booked it just before: no one did."""
+    page, _ = _times(portal)
+    refused = _book(portal, page, slot)
+    assert refused.status_code == 409  # type: ignore[attr-defined]
+    assert "That time is not one the centre offers" in refused.text  # type: ignore[attr-defined]
+
+
 def test_an_appointment_shows_the_day_and_time_of_the_centres_clocks(
     portal: TestClient, records: RecordStore
 ) -> None:
