@@ -270,11 +270,14 @@ def _alive(connection: psycopg.Connection[tuple[Any, ...]]) -> bool:
     """Whether an idle connection still holds its session. A server that ended it (a
     restart, ``pg_terminate_backend``, ``idle_session_timeout``) sent its last words and
     closed the socket, which then reads as ready; a live idle session has nothing to say.
-    One poll, no round trip (something else said on the socket costs a reconnection)."""
+    One poll, no round trip (something else said on the socket costs a reconnection);
+    poll(), not select(), which takes no descriptor past 1023: a process serving a thousand
+    clients opens its next connection past it."""
     if connection.closed or connection.broken:
         return False
-    ready, _, _ = select.select([connection.fileno()], [], [], 0)
-    return not ready
+    poller = select.poll()
+    poller.register(connection.fileno(), select.POLLIN)
+    return not poller.poll(0)
 
 
 class _Reader:

@@ -3,6 +3,8 @@ passwords, errors that quote nothing, and a connection that comes back."""
 
 from __future__ import annotations
 
+import os
+import resource
 import threading
 import time
 from collections.abc import Iterator
@@ -304,6 +306,37 @@ def test_a_write_connection_the_server_dropped_is_replaced_before_it_is_used(
     with storage.transaction() as txn:
         txn.append(_version(b"a", 2), [])
     latest = storage.latest(b"a")  # the pool replaced its connections too
+    assert latest is not None and latest.version == 2
+
+
+SELECT_LIMIT = 1024
+"""FD_SETSIZE: select() takes no file descriptor from this number on."""
+
+
+def test_a_write_connection_past_descriptor_1023_is_checked_before_each_write(url: str) -> None:
+    """A process serving a thousand clients (a socket each) opens a new write connection,
+    the server having dropped the last, past descriptor 1023: the check that it is still
+    alive before each write must take it, or every write fails (a 500 each, until the
+    process restarts). Here the storage is opened in such a process."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard <= SELECT_LIMIT + 64:
+        pytest.skip(f"this process may open {hard} files, not enough to pass {SELECT_LIMIT}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (max(soft, SELECT_LIMIT + 64), hard))
+    held: list[int] = []
+    try:
+        while not held or held[-1] < SELECT_LIMIT:  # the clients' sockets, as it were
+            held.append(os.open(os.devnull, os.O_RDONLY))
+        os.close(held.pop())  # the lowest free descriptor is now past the limit
+        with closing(PostgresStorage(url, create=True)) as storage:
+            assert storage._write_db.fileno() >= SELECT_LIMIT
+            for number in (1, 2):
+                with storage.transaction() as txn:
+                    txn.append(_version(b"a", number), [])
+            latest = storage.latest(b"a")
+    finally:
+        for descriptor in held:
+            os.close(descriptor)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
     assert latest is not None and latest.version == 2
 
 
