@@ -28,14 +28,23 @@ def test_every_process_of_the_vault_signs_id_tokens_with_the_key_the_first_made(
 
 def test_the_storage_holds_the_id_token_key_sealed_only(vault: Vault) -> None:
     records = vault.open()
-    key = RSAKey.import_key(id_token_key(records))
+    pem = id_token_key(records)
     records.storage.close()
+    key = RSAKey.import_key(pem)
+    der = key.as_der(private=True)
     held = stored_bytes(vault)
+    for form in (pem, der):  # as made, and every encoding a storage might write it in
+        assert form not in held
+        assert base64.b64encode(form) not in held
     private = key.as_dict(private=True)
-    assert key.as_der(private=True) not in held
     for name in ("d", "p", "q"):
         assert private[name].encode() not in held
         assert base64.urlsafe_b64decode(private[name] + "==") not in held
+    with HostDatabase.of(vault) as host:
+        (stored,) = host.execute(
+            "SELECT value FROM coffre_meta WHERE key = ?", (ID_TOKEN_KEY,)
+        ).fetchone()
+    assert b"PRIVATE KEY" not in base64.b64decode(stored)
 
 
 def test_an_id_token_key_the_host_altered_is_refused(vault: Vault) -> None:
