@@ -121,7 +121,7 @@ def run_copy(source: str, destination: str, batch: int) -> CopyReport:
     try:
         with (
             closing(open_endpoint(source)) as reader,
-            closing(open_endpoint(destination, create=True)) as writer,
+            closing(open_endpoint(destination, copy_of=source)) as writer,
             Progress(*columns, console=console) as progress,
         ):
             report = copy_tables(

@@ -190,8 +190,15 @@ class Ledger:
         up to it no longer hash to its root (altered, reordered, dropped).
 
         ``latest_writes`` (new, empty) follows the log up to that checkpoint on the way:
-        the leaves are read and hashed once at start.
+        the leaves are read and hashed once at start. A storage holding records but no
+        log is refused without a memory too: every write adds a leaf in its transaction.
         """
+        if reader.leaf_count() == 0 and reader.last_seq() > 0:
+            raise RolledBackError(
+                "the storage holds records but no log: a copy into it (coffre restore, coffre"
+                " migrate) stopped before it copied the log, or the host dropped the log;"
+                " run that copy again to finish it. Refusing to serve it"
+            )
         if self._memory is None or not self._memory.exists():
             return
         try:
@@ -209,9 +216,15 @@ class Ledger:
         except LedgerError:  # a leaf that is not ours where ours was
             followed = False
         if stored != remembered or not followed or latest_writes.tree.root() != remembered.root:
+            unfinished = (
+                ", or a copy into it (coffre restore, coffre migrate) stopped before it copied"
+                " the checkpoints, which running it again finishes"
+                if reader.latest_checkpoint() is None
+                else ""
+            )
             raise RolledBackError(
                 f"the storage does not hold the log this side last signed (size {remembered.size}):"
-                " it was rolled back or replaced; refusing to serve it"
+                f" it was rolled back or replaced{unfinished}; refusing to serve it"
             )
 
 

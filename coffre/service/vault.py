@@ -7,6 +7,7 @@ The storage is an SQLite file in the vault folder, or a PostgreSQL database whos
 from __future__ import annotations
 
 import os
+import shlex
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from coffre.service.ledger import verifier_key_of
 from coffre.service.records import RecordStore
 from coffre.storage import SqliteStorage, Storage
 from coffre.storage.postgres import PostgresStorage, check_room
+from coffre.storage.sqlite import holds_storage
 
 STORAGE_FILE = "storage.sqlite"
 STORAGE_URL_FILE = "storage.url"
@@ -156,6 +158,21 @@ class Vault:
                 " storage, or its keys"
             )
 
+    def _check_no_copy_under_way(self, storage: Storage) -> None:
+        """Refuse a storage that a copy into it (a restore, a migration) has not finished:
+        it holds part of the records, of the log or of the keys, and a vault opened on it
+        would sign a new log over records its log does not cover."""
+        source = storage.unfinished_copy()
+        if source is not None:
+            # The host's text: quoted as a shell word, or shown as Python would.
+            named = shlex.quote(source) if source.isprintable() else repr(source)
+            raise VaultStateError(
+                f"the storage of {self.folder} is an unfinished copy of {named}: a coffre"
+                " restore (or coffre migrate) into it stopped before its end, and it holds"
+                " part of the vault only. Run the same command again to finish it (coffre"
+                f" restore {named} --vault {self.folder}); refusing to serve it"
+            )
+
     def _record_url(self, storage_url: str) -> None:
         # 0600 like the keyring: the URL names the server, the database and the user.
         path = self.folder / STORAGE_URL_FILE
@@ -169,6 +186,12 @@ class Vault:
         if not self.storage_path.exists():
             raise VaultStateError(
                 f"no vault at {self.folder}: create one with 'coffre init {self.folder}'"
+            )
+        if not holds_storage(self.storage_path):  # coffre init makes its tables at once
+            raise VaultStateError(
+                f"{self.storage_path} holds no Coffre storage (no tables): a coffre restore"
+                " into it stopped before it began, or a file made by hand. Run the restore"
+                " again, or move the file aside"
             )
         return SqliteStorage(
             self.storage_path, create=True, synchronous=config.SQLITE_SYNCHRONOUS.value()
@@ -221,6 +244,7 @@ class Vault:
         envelope: Envelope = PlainEnvelope() if plaintext else AeadEnvelope()
         recorded = self.recorded_custody()
         try:
+            self._check_no_copy_under_way(storage)
             custodian = self._open_own_custody(recorded)
             self._check_storage_is_ours(storage, custodian)
             if every_kek_held:

@@ -11,6 +11,10 @@ TOKEN_BYTES = 10
 """The length of every blind index token a storage holds."""
 ORIGIN = "origin"
 """The key under which coffre_meta records the name of its vault's log."""
+UNFINISHED_COPY = "unfinished_copy"
+"""The key under which coffre_meta records, while a copy into the storage (``coffre
+restore``, ``migrate``, ``backup``) is under way, the storage it copies: set before its
+first row lands, cleared once the copy is proven. A vault refuses to open on it."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +157,11 @@ class StorageReader(Protocol):
 
     def meta(self, key: str) -> str | None:
         """What coffre_meta records under ``key``, or None."""
+        ...
+
+    def unfinished_copy(self) -> str | None:
+        """The storage a copy into this one was copying, while that copy is unfinished
+        (``UNFINISHED_COPY``); None for a storage no copy is under way into."""
         ...
 
 

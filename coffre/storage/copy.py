@@ -6,7 +6,9 @@ the source (SQLite's read transaction, PostgreSQL's REPEATABLE READ): the copy i
 source's state at the moment the copy started, whatever is written meanwhile. Each batch
 lands in the destination in a transaction of its own, in key order, so an interrupted
 copy leaves each table holding a prefix of the source's; the next run checks that the
-destination is such a prefix and carries on after its last key.
+destination is such a prefix and carries on after its last key. Until the copy is proven,
+the destination carries a mark (``UNFINISHED_COPY`` in its coffre_meta, which the copy
+itself never reads nor compares), so that no vault opens on what is only part of one.
 
 The proof that the two sides hold the same content: per table, the count of rows and a
 SHA-256 over the rows in key order, computed on the source from the snapshot while it is
@@ -36,7 +38,7 @@ from psycopg.adapt import PyFormat
 
 from coffre.exceptions import StorageError
 from coffre.storage import postgres, sqlite
-from coffre.storage.base import TOKEN_BYTES
+from coffre.storage.base import TOKEN_BYTES, UNFINISHED_COPY
 
 Row = tuple[Any, ...]
 DEFAULT_BATCH = 50_000
@@ -193,6 +195,8 @@ class Endpoint:
     differences (placeholders, snapshots, bulk writes) are in the subclasses."""
 
     PLACEHOLDER = "?"
+    location: str
+    """The storage, as a copy's mark names it."""
 
     def tables(self) -> dict[str, set[str]]:
         """The tables this storage holds and their columns."""
@@ -220,6 +224,31 @@ class Endpoint:
         """Statements that change the schema, in one transaction."""
         raise NotImplementedError
 
+    def _literal(self, text: str) -> str:
+        """``text`` as an SQL string literal of the driver."""
+        raise NotImplementedError
+
+    def mark_unfinished(self, source: str, *, schema: bool = False) -> None:
+        """Mark this storage as an unfinished copy of ``source``, given the tables first
+        in the same transaction (``schema``): no moment when it holds rows, or the
+        tables, without the mark."""
+        mark = (
+            f"INSERT INTO coffre_meta (key, value) VALUES ('{UNFINISHED_COPY}',"
+            f" {self._literal(source)}) ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        )
+        self._run([*(self._schema() if schema else ()), mark])
+
+    def clear_unfinished(self) -> None:
+        """The copy is proven: the storage may open as a vault's."""
+        self._run([f"DELETE FROM coffre_meta WHERE key = '{UNFINISHED_COPY}'"])
+
+    def unfinished_copy(self) -> str | None:
+        """The storage this one is an unfinished copy of, or None."""
+        rows = self._query(
+            f"SELECT value FROM coffre_meta WHERE key = {self.PLACEHOLDER}", (UNFINISHED_COPY,)
+        )
+        return str(rows[0][0]) if rows else None
+
     def set_indexes_aside(self) -> None:
         """Drop the secondary indexes (never a key): ``finish`` builds each in one pass,
         for far less than keeping it up row by row."""
@@ -243,7 +272,10 @@ class Endpoint:
         return f"t.{column}"
 
     def _source(self, table: Table) -> str:
-        """What a table's rows are read from: the table, or a query over the driver's own."""
+        """What a table's rows are read from: the table, or a query over the driver's own;
+        coffre_meta without the mark of an unfinished copy, which is no content."""
+        if table.name == "coffre_meta":
+            return f"(SELECT key, value FROM coffre_meta WHERE key <> '{UNFINISHED_COPY}')"
         return table.name
 
     def _select(self, table: Table) -> str:
@@ -309,34 +341,33 @@ class Endpoint:
 def _refuse_foreign(path: Path) -> None:
     """A source is read as it is: a file that is no Coffre storage (an empty file, another
     application's database) is refused before anything, even a journal mode, is written."""
-    try:
-        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
-            meta = db.execute("SELECT 1 FROM sqlite_schema WHERE name = 'coffre_meta'").fetchone()
-    except sqlite3.Error as error:
-        raise StorageError(f"cannot open the SQLite storage at {path}: {error}") from None
-    if meta is None:
+    if not sqlite.holds_storage(path):
         raise StorageError(f"{path} is not a Coffre storage: it holds no coffre_meta table")
 
 
 class SqliteEndpoint(Endpoint):
-    """An SQLite file: created with the schema if absent (as a destination). Reads and
-    writes go through connections of their own, so that a read snapshot can be taken
-    while the indexes are being built."""
+    """An SQLite file: as the destination of a copy of ``copy_of``, created if absent and
+    given the schema, marked as that unfinished copy if it had none. Reads and writes go
+    through connections of their own, so that a read snapshot can be taken while the
+    indexes are being built."""
 
-    def __init__(self, path: Path, *, create: bool = False) -> None:
-        if not path.exists() and not create:
+    def __init__(self, path: Path, *, copy_of: str | None = None) -> None:
+        if not path.exists() and copy_of is None:
             raise StorageError(f"no storage at {path}")
-        if not create:
+        if copy_of is None:
             _refuse_foreign(path)
         self.path = path
-        if create:
+        self.location = str(path)
+        if copy_of is not None:
             sqlite.create_private(path)
         self._db = self._connect(path)
         self._reader = self._connect(path)
-        if create:
+        if copy_of is None:
+            sqlite.add_token_sets(self._db, path)
+        elif self._query("SELECT 1 FROM sqlite_schema WHERE name = 'coffre_meta'"):
             self._run(self._schema())
         else:
-            sqlite.add_token_sets(self._db, path)
+            self.mark_unfinished(copy_of, schema=True)
 
     @staticmethod
     def _connect(path: Path) -> sqlite3.Connection:
@@ -355,7 +386,7 @@ class SqliteEndpoint(Endpoint):
         """A record's tokens are in its token set, or in the ``tokens`` table (see
         coffre.storage.sqlite), joined there in token order."""
         if table.name != "token_sets":
-            return table.name
+            return super()._source(table)
         return (
             "(SELECT loc, tokens FROM token_sets UNION ALL"
             " SELECT loc, CAST(group_concat(token, '') AS BLOB) AS tokens"
@@ -414,6 +445,9 @@ class SqliteEndpoint(Endpoint):
         except sqlite3.Error as error:
             raise StorageError(f"SQLite could not change the schema: {error}") from None
 
+    def _literal(self, text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
     def insert(self, table: Table, rows: Sequence[Row]) -> None:
         if table.name == "token_sets":
             self._write(table, lambda: sqlite.put_token_sets(self._db, rows))
@@ -460,19 +494,21 @@ class SqliteEndpoint(Endpoint):
 
 
 class PostgresEndpoint(Endpoint):
-    """A PostgreSQL database (the schema its URL's search path names): given the schema if
-    it holds none (as a destination). Writes go through COPY, one transaction a batch."""
+    """A PostgreSQL database (the schema its URL's search path names): as the destination
+    of a copy of ``copy_of``, given the schema if it holds none, and marked as that
+    unfinished copy. Writes go through COPY, one transaction a batch."""
 
     PLACEHOLDER = "%s"
 
-    def __init__(self, url: str, *, create: bool = False) -> None:
+    def __init__(self, url: str, *, copy_of: str | None = None) -> None:
         postgres.check_url(url)
+        self.location = url
         self._read = postgres._connect(url)
         self._write = postgres._connect(url)
         try:
-            if create and not self._query("SELECT to_regclass('versions')")[0][0]:
+            if copy_of is not None and not self._query("SELECT to_regclass('versions')")[0][0]:
                 postgres.check_room(url)  # a role that may not create tables: what to grant
-                self._run(self._schema())
+                self.mark_unfinished(copy_of, schema=True)
             # bytea's default dumper by type is the DB-API's Binary one, in Python; the
             # C one for bytes makes COPY several times faster.
             self._write.adapters.register_dumper(
@@ -495,7 +531,7 @@ class PostgresEndpoint(Endpoint):
     def _source(self, table: Table) -> str:
         """A record's tokens are rows of the ``tokens`` table, joined here in token order."""
         if table.name != "token_sets":
-            return table.name
+            return super()._source(table)
         return (
             "(SELECT loc, string_agg(token, ''::bytea ORDER BY token) AS tokens"
             " FROM tokens GROUP BY loc)"
@@ -586,6 +622,9 @@ class PostgresEndpoint(Endpoint):
         except psycopg.Error as error:
             postgres._fail("change the schema", error)
 
+    def _literal(self, text: str) -> str:
+        return sql.Literal(text).as_string(self._write)
+
     def finish(self) -> None:
         """The indexes back; the next versions numbered after the ones copied; and the
         statistics that the planner chooses its plans from, which a bulk load leaves to
@@ -625,12 +664,13 @@ class PostgresEndpoint(Endpoint):
             postgres._fail("compare the source and the destination", error)
 
 
-def open_endpoint(location: str | Path, *, create: bool = False) -> Endpoint:
-    """A PostgreSQL URL, or the path of an SQLite file (``sqlite://`` before it or not)."""
+def open_endpoint(location: str | Path, *, copy_of: str | None = None) -> Endpoint:
+    """A PostgreSQL URL, or the path of an SQLite file (``sqlite://`` before it or not);
+    ``copy_of``: as the destination of a copy of that storage."""
     text = str(location)
     if postgres.is_url(text):
-        return PostgresEndpoint(text, create=create)
-    return SqliteEndpoint(Path(text.removeprefix("sqlite://")), create=create)
+        return PostgresEndpoint(text, copy_of=copy_of)
+    return SqliteEndpoint(Path(text.removeprefix("sqlite://")), copy_of=copy_of)
 
 
 class NotACopy(StorageError):
@@ -679,13 +719,21 @@ def copy_tables(
 ) -> CopyReport:
     """Copy every table of ``source`` into ``destination`` (empty, or a partial copy of
     this source), from one snapshot of the source, then read the destination back and
-    report what both sides hold."""
+    report what both sides hold. The destination is marked as an unfinished copy until
+    the two sides are shown to hold the same."""
     if source.is_storage_of(destination):
         raise StorageError("the source and the destination are the same storage")
     source.check_schema()
     destination.check_schema()
+    unfinished = source.unfinished_copy()
+    if unfinished is not None:
+        raise StorageError(
+            f"the source is itself an unfinished copy (of {unfinished!r}): finish that copy"
+            " first, by running the command that made it again"
+        )
     with source.snapshot():
         points = _resume_points(source, destination)
+        destination.mark_unfinished(source.location)
         destination.set_indexes_aside()
         if progress is not None:
             progress.start(sum(source.count(table) for table in TABLES))
@@ -696,7 +744,10 @@ def copy_tables(
         with destination.snapshot():
             held = summarise(destination, batch, leaf_fold)
         finished.result()
-    return CopyReport(copied, held, {name: point.rows for name, point in points.items()})
+    report = CopyReport(copied, held, {name: point.rows for name, point in points.items()})
+    if not report.mismatched:
+        destination.clear_unfinished()
+    return report
 
 
 def _copy_rows(
@@ -776,6 +827,6 @@ def endpoints(source: str | Path, destination: str | Path) -> Iterator[tuple[End
     """Both sides opened (the destination given the schema if it has none), then closed."""
     with (
         closing(open_endpoint(source)) as reader,
-        closing(open_endpoint(destination, create=True)) as writer,
+        closing(open_endpoint(destination, copy_of=str(source))) as writer,
     ):
         yield reader, writer

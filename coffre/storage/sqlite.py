@@ -14,7 +14,7 @@ import os
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import closing, contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,14 @@ from coffre.exceptions import (
     StorageFullError,
     TransactionUndoneError,
 )
-from coffre.storage.base import ORIGIN, TOKEN_BYTES, HistoryQuery, SealedEvent, SealedVersion
+from coffre.storage.base import (
+    ORIGIN,
+    TOKEN_BYTES,
+    UNFINISHED_COPY,
+    HistoryQuery,
+    SealedEvent,
+    SealedVersion,
+)
 
 # Each record's index tokens, joined in token order, under an id that sorts as its location
 # (its first 8 bytes), and those ids' tokens as the terms of an FTS5 index that keeps no
@@ -350,6 +357,9 @@ class _Reader:
     def vault_origin(self) -> str | None:
         return self.meta(ORIGIN)
 
+    def unfinished_copy(self) -> str | None:
+        return self.meta(UNFINISHED_COPY)
+
     def meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM coffre_meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
@@ -603,6 +613,18 @@ def create_private(path: Path | str) -> None:
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except OSError as error:
         raise StorageError(f"cannot open the SQLite storage at {path}: {error}") from None
+
+
+def holds_storage(path: Path) -> bool:
+    """Whether the SQLite file holds a Coffre storage (its coffre_meta table), read without
+    writing anything to it, not even a journal mode: not an empty file, nor another
+    application's database."""
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)) as db:
+            meta = db.execute("SELECT 1 FROM sqlite_schema WHERE name = 'coffre_meta'").fetchone()
+    except sqlite3.Error as error:
+        raise StorageError(f"cannot open the SQLite storage at {path}: {error}") from None
+    return meta is not None
 
 
 def add_token_sets(connection: sqlite3.Connection, path: Path | str) -> None:

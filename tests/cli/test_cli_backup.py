@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 from coffre.api import create_app
 from coffre.cli.audit import audit_log
 from coffre.cli.main import app
-from coffre.cli.migrate import accept_rollback
-from coffre.exceptions import CoffreError
+from coffre.cli.migrate import CopyProgress, accept_rollback
+from coffre.exceptions import CoffreError, VaultStateError
 from coffre.service import RecordStore, Vault
 from coffre.service.vault import KEYRING_FILE, STORAGE_URL_FILE
 
@@ -147,6 +147,72 @@ def test_a_restore_of_a_backup_at_the_last_signed_checkpoint_opens_as_it_is(
     assert code == 0 and "restored; the vault opens" in output, output
     code, output = _run("backup", str(backup), "--vault", str(vault.folder))
     assert code == 1 and "exists already" in output
+
+
+@pytest.mark.parametrize("memory", ["with", "without"])
+def test_a_restore_stopped_halfway_opens_no_vault_and_finishes_when_run_again(
+    client: TestClient,
+    vault: Vault,
+    backend: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    memory: str,
+) -> None:
+    """A restore stopped before it copied the log opened as a vault all the same (without
+    the checkpoint memory, as after a disaster that took the keyring's memory too): it
+    signed a new log over records the log did not cover, each read failed its integrity
+    check, and the restore refused the storage it had left as no partial copy."""
+    for n in range(10):
+        patient = {"resourceType": "Patient", "id": f"p{n}"}
+        client.put(f"/fhir/Patient/p{n}", json=patient, headers=FHIR_JSON)
+    backup = tmp_path / "backup.sqlite"
+    assert _run("backup", str(backup), "--vault", str(vault.folder))[0] == 0
+    restored = _new_vault(vault, tmp_path / "restored", backend, request)
+    if memory == "without":
+        restored.checkpoint_memory.unlink()
+    advance, calls = CopyProgress.advance, 0
+
+    def stopped(self: CopyProgress, rows: int, data_bytes: int) -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 4:  # the tables before the log's
+            raise KeyboardInterrupt
+        advance(self, rows, data_bytes)
+
+    monkeypatch.setattr(CopyProgress, "advance", stopped)
+    command = ("restore", str(backup), "--vault", str(restored.folder), "--batch", "5")
+    assert _run(*command)[0] == 130
+    with pytest.raises(VaultStateError) as refused:
+        restored.open()
+    said = " ".join(str(refused.value).split())
+    assert "is an unfinished copy of" in said, said
+    assert f"coffre restore {backup} --vault {restored.folder}" in said
+    monkeypatch.setattr(CopyProgress, "advance", advance)
+    code, output = _run(*command)
+    assert code == 0 and "resumed" in output and "restored; the vault opens" in output, output
+    opened = restored.open()
+    try:
+        with TestClient(create_app(opened), raise_server_exceptions=False) as there:
+            assert there.get("/fhir/Patient/p9").status_code == 200
+    finally:
+        opened.storage.close()
+
+
+def test_a_restore_stopped_before_it_made_the_tables_opens_no_vault(
+    client: TestClient, vault: Vault, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    """Killed between making the SQLite file and its tables: the empty file opened as a
+    new, empty vault, which signed a log of its own."""
+    if vault.storage_url is not None:
+        pytest.skip("a PostgreSQL database without the tables is no storage already")
+    backup = _backed_up(client, vault, tmp_path)
+    restored = _new_vault(vault, tmp_path / "restored", "sqlite", request)
+    restored.storage_path.touch()
+    with pytest.raises(VaultStateError, match=r"holds no Coffre storage .* Run the restore again"):
+        restored.open()
+    code, output = _run("restore", str(backup), "--vault", str(restored.folder))
+    assert code == 0 and "restored; the vault opens" in output, output
 
 
 @pytest.mark.parametrize("vault", ["keyring"], indirect=True)  # a token needs no file

@@ -101,7 +101,7 @@ from coffre.api import create_app
 from coffre.api.witness import WitnessFolder, WitnessServer, witness_app
 from coffre.cli.audit import Report, audit_log
 from coffre.cli.main import app as cli
-from coffre.exceptions import SealError, StorageError, VaultStateError
+from coffre.exceptions import RolledBackError, SealError, StorageError, VaultStateError
 from coffre.ledger import (
     Checkpoint,
     LedgerError,
@@ -551,6 +551,26 @@ def test_delete_a_leaf_leaving_a_gap(
     _refused_at_start(vault, StorageError, "gap")
     vault.checkpoint_memory.unlink()
     _refused_at_start(vault, StorageError, "gap")
+
+
+def test_drop_the_whole_log(written: TestClient, records: RecordStore, vault: Vault) -> None:
+    """Records and no log, as a copy cut off before the log leaves them: a gateway without
+    its memory opened it and signed a new log over records the old one covered (each read
+    then failing its integrity check); with its memory it said nothing of such a copy."""
+    with _host(vault) as db:
+        for table in ("leaves", "tree_nodes", "checkpoints"):
+            db.execute(f"DELETE FROM {table}")
+    _refused_at_start(vault, RolledBackError, "the storage holds records but no log")
+    vault.checkpoint_memory.unlink()
+    _refused_at_start(vault, RolledBackError, "the storage holds records but no log")
+
+
+def test_drop_the_checkpoints(written: TestClient, vault: Vault) -> None:
+    """A log without checkpoints, as a copy cut off before it copied them leaves it: the
+    refusal says that a copy may have stopped there, and that running it again finishes it."""
+    with _host(vault) as db:
+        db.execute("DELETE FROM checkpoints")
+    _refused_at_start(vault, RolledBackError, "rolled back or replaced, or a copy into it")
 
 
 def test_alter_a_leaf(written: TestClient, records: RecordStore, vault: Vault) -> None:

@@ -19,7 +19,7 @@ from starlette.testclient import TestClient
 
 from coffre.api import create_app
 from coffre.cli.migrate import TreeRoot
-from coffre.exceptions import StorageError
+from coffre.exceptions import StorageError, VaultStateError
 from coffre.service import Vault
 from coffre.storage.copy import (
     TABLES,
@@ -66,10 +66,22 @@ def _same(backend: str, tmp_path: Path, request: pytest.FixtureRequest, name: st
     return _other("postgresql" if backend == "sqlite" else "sqlite", tmp_path, request, name)
 
 
+def _vault_folder(
+    vault: Vault, backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> tuple[Vault, str]:
+    """A vault folder with ``vault``'s keys, and its storage on the other backend (none yet)."""
+    copied = Vault.at(tmp_path / "copied", vault.keyring)
+    copied.folder.mkdir()
+    target = _other(backend, tmp_path, request, "copied/storage")
+    if target.startswith("postgresql://"):
+        (copied.folder / "storage.url").write_text(target)
+    return copied, target
+
+
 def _copy(source: str, destination: str, batch: int = 7, **options: object) -> CopyReport:
     with (
         closing(open_endpoint(source)) as reader,
-        closing(open_endpoint(destination, create=True)) as writer,
+        closing(open_endpoint(destination, copy_of=source)) as writer,
     ):
         return copy_tables(reader, writer, batch=batch, **options)  # type: ignore[arg-type]
 
@@ -119,11 +131,7 @@ def test_the_copy_serves_as_a_vault_and_numbers_new_versions_after_the_copied_on
 ) -> None:
     _write(client, 3)
     before = client.get("/fhir/Patient/_history").json()["total"]  # reads are logged too
-    copied = Vault.at(tmp_path / "copied", vault.keyring)
-    copied.folder.mkdir()
-    target = _other(backend, tmp_path, request, "copied/storage")
-    if target.startswith("postgresql://"):
-        (copied.folder / "storage.url").write_text(target)
+    copied, target = _vault_folder(vault, backend, tmp_path, request)
     assert _copy(_location(vault), target).mismatched == []
     if target.startswith("postgresql://"):  # analysed, for the new server's first plans
         with HostDatabase(target) as db:
@@ -173,11 +181,19 @@ def test_an_interrupted_copy_carries_on_where_it_stopped(
     request: pytest.FixtureRequest,
     batches: int,
 ) -> None:
+    """And until it is finished no vault opens on it (one cut off after its first rows
+    opened, the first batch's alone as an empty vault, and signed a new log over what the
+    old one covered), nor is it copied from."""
     _write(client, 10)
-    target = _other(backend, tmp_path, request, "copy")
+    copied, target = _vault_folder(vault, backend, tmp_path, request)
     with pytest.raises(_Interrupt):
         _copy(_location(vault), target, batch=3, progress=_StopAfter(batches))
+    with pytest.raises(VaultStateError, match="is an unfinished copy of"):
+        copied.open()
+    with pytest.raises(StorageError, match="the source is itself an unfinished copy"):
+        _copy(target, str(tmp_path / "further.sqlite"))
     report = _copy(_location(vault), target, batch=3)
+    copied.open().storage.close()
     assert report.mismatched == [] and sum(report.resumed.values()) > 0
     assert _summaries(target) == _summaries(_location(vault))
     again = _copy(_location(vault), target)  # a finished copy: nothing to add

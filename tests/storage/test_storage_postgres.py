@@ -158,7 +158,7 @@ def test_a_copy_into_a_schema_its_role_may_not_create_tables_in_says_what_to_gra
     schema = schema_of(url)
     role = f"copier_{schema}"
     with pytest.raises(StorageError, match=f"GRANT CREATE ON SCHEMA {schema} TO {role}"):
-        open_endpoint(postgres.as_new_role(url, role), create=True)
+        open_endpoint(postgres.as_new_role(url, role), copy_of=url)
 
 
 def test_a_database_that_cannot_be_reached_is_a_storage_error(postgres: Cluster) -> None:
