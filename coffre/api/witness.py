@@ -2,7 +2,8 @@
 
 The folder holds the witness's key (``witness.key``, 0600), its state (``state.json``:
 the latest checkpoint it cosigned per log) and, under ``evidence/``, the log-signed
-checkpoints it refused because they contradict what it cosigned before.
+checkpoints it refused because they contradict what it cosigned before, and the
+histories it abandoned when its operator accepted a log's rollback.
 
 The state is the witness's promise: losing it, or letting two processes update it,
 would let it cosign a fork. So one process serves a folder (a file lock), one request
@@ -29,7 +30,7 @@ from starlette.routing import Route
 
 from coffre.exceptions import CoffreError
 from coffre.files import replace_file
-from coffre.ledger import LedgerError, VerifierKey
+from coffre.ledger import LedgerError, Note, VerifierKey
 from coffre.ledger.witness import (
     SIZE_CONTENT_TYPE,
     Evidence,
@@ -44,6 +45,8 @@ KEY_FILE = "witness.key"
 STATE_FILE = "state.json"
 EVIDENCE_FOLDER = "evidence"
 LOCK_FILE = "witness.lock"
+ROLLBACK_PREFIX = "rollback-"
+"""Evidence of a rollback the witness's operator accepted, apart from refusals."""
 MAX_BODY_BYTES = 64 * 1024
 """A checkpoint with a hundred signatures and 63 proof lines is well under this."""
 
@@ -123,14 +126,26 @@ class WitnessFolder:
         """Replace the state so that a crash or a power cut leaves the old one or the new."""
         replace_file(self.state_file, state.serialize())
 
-    def keep_evidence(self, evidence: Evidence) -> Path:
+    def keep_evidence(self, evidence: Evidence, prefix: str = "") -> Path:
         """Keep ``evidence`` under its checkpoint's name, unless it is kept already."""
         folder = self.path / EVIDENCE_FOLDER
         folder.mkdir(exist_ok=True)
-        path = folder / f"{evidence.name}.txt"
+        path = folder / f"{prefix}{evidence.name}.txt"
         if not path.exists():
             path.write_text(evidence.text)
         return path
+
+    def accept_rollback(self, logs: Sequence[VerifierKey], note: Note, size: int) -> Path:
+        """Accept a log's announced rollback to ``size`` (``note``: its checkpoint of that
+        size), while no witness process serves the folder; returns the evidence kept of
+        the history abandoned."""
+        with self.serving():
+            state, evidence = Witness(self.key(), logs).accept_rollback(
+                self.load_state(), note, size
+            )
+            kept = self.keep_evidence(evidence, ROLLBACK_PREFIX)
+            self.save_state(state)
+        return kept
 
     @contextmanager
     def serving(self) -> Iterator[None]:

@@ -7,7 +7,6 @@ and the log's size and tree root, on both sides; a difference exits with status 
 
 from __future__ import annotations
 
-import itertools
 import re
 import shutil
 from contextlib import closing
@@ -36,6 +35,7 @@ from coffre.ledger.note import b64
 from coffre.ledger.tree import CompactRange
 from coffre.service import Vault
 from coffre.service.vault import KEYRING_FILE, STORAGE_FILE
+from coffre.service.witnessing import COSIGNED_FILE
 from coffre.storage.copy import DEFAULT_BATCH, TABLES, CopyReport, copy_tables, open_endpoint
 from coffre.storage.postgres import is_url
 
@@ -351,19 +351,48 @@ def _not_for_these_keys(
 
 def accept_rollback(vault: Vault) -> None:
     """Set the memory of the last signed checkpoint aside (kept as evidence) and remember
-    the restored log's newest checkpoint instead, once the vault opens with it."""
+    the restored log's newest checkpoint instead, once the vault opens with it; keep that
+    checkpoint for the witnesses, and set aside the checkpoint they cosigned of the
+    history abandoned, which the restored log does not extend."""
     memory = vault.checkpoint_memory
-    aside = memory.with_name(memory.name + ".before-restore")
-    for number in itertools.count(2):  # an earlier restore's evidence is kept too
-        if not aside.exists():
-            break
-        aside = memory.with_name(f"{memory.name}.before-restore.{number}")
+    aside = _aside(memory)
     shutil.move(memory, aside)
     records = vault.open()
     try:
-        note = records.storage.latest_checkpoint()
+        note, log_key = records.storage.latest_checkpoint(), records.ledger.verifier_key
         if note is not None:
             records.ledger.remember(parse_note(note))
     finally:
         records.storage.close()
     console.print(escape(f"rollback accepted: the previous checkpoint memory is kept at {aside}"))
+    cosigned = vault.folder / COSIGNED_FILE
+    if cosigned.exists():
+        shutil.move(cosigned, _aside(cosigned))
+    if note is not None:
+        _tell_the_witnesses(memory, note, log_key)
+
+
+def _tell_the_witnesses(memory: Path, note: str, log_key: VerifierKey) -> None:
+    """Keep the restored log's checkpoint beside the memory, and say what the operators
+    of the witnesses that cosigned the history abandoned do with it."""
+    size = open_checkpoint(note, log_key).size
+    restored = memory.with_name(f"{memory.name}.restored-{size}")
+    restored.write_text(note)
+    console.print(
+        escape(
+            "Witnesses (if the log has any) that cosigned the history abandoned refuse the"
+            " restored log until their operators accept it: give each this checkpoint and"
+            " the command"
+            f" 'coffre witness accept-rollback FOLDER --log {log_key} --checkpoint"
+            f" {restored.name} --to {size}'. Auditors start from a new state file."
+        )
+    )
+
+
+def _aside(path: Path) -> Path:
+    """Where to set ``path`` aside as what a restore went back from: an earlier restore's
+    evidence is kept too."""
+    aside, number = path.with_name(path.name + ".before-restore"), 2
+    while aside.exists():
+        aside, number = path.with_name(f"{path.name}.before-restore.{number}"), number + 1
+    return aside

@@ -15,7 +15,7 @@ from coffre.api.witness import WitnessFolder, WitnessServer, witness_app
 from coffre.cli.arguments import named_folder
 from coffre.cli.output import console, fail
 from coffre.exceptions import CoffreError
-from coffre.ledger import LedgerError, VerifierKey
+from coffre.ledger import LedgerError, VerifierKey, parse_note
 
 app = typer.Typer(
     help="A witness: cosigns checkpoints of the logs it follows, along one history only.",
@@ -57,6 +57,45 @@ def key(folder: FolderArgument) -> None:
         typer.echo(str(WitnessFolder(folder).key().verifier_key))
     except CoffreError as error:
         raise fail(str(error)) from None
+
+
+@app.command("accept-rollback")
+def accept_rollback(
+    folder: FolderArgument,
+    log: Annotated[str, typer.Option("--log", help="The log's verifier key (coffre ledger-key).")],
+    checkpoint: Annotated[
+        Path,
+        typer.Option(
+            "--checkpoint", help="The restored log's checkpoint, as its owner gave it (a file)."
+        ),
+    ],
+    to: Annotated[
+        int, typer.Option("--to", min=0, help="The restored log's size, as its owner announced.")
+    ],
+) -> None:
+    """Accept that a log went back to an older size, as its owner announced (a restore).
+
+    Only with the witness stopped, and only that exact size.
+    The history abandoned is kept in evidence/."""
+    try:
+        key = VerifierKey.parse(log.strip())
+        note = parse_note(checkpoint.read_text())
+    except OSError as error:
+        raise fail(f"cannot read {checkpoint}: {error.strerror}") from None
+    except (LedgerError, UnicodeError) as error:
+        raise fail(
+            f"--log and --checkpoint take a verifier key and a signed checkpoint: {error}"
+        ) from None
+    try:
+        kept = WitnessFolder(folder).accept_rollback([key], note, to)
+    except CoffreError as error:
+        raise fail(f"no rollback accepted: {error}") from None
+    console.print(
+        escape(
+            f"rollback of {key.name} to size {to} accepted: the witness cosigns from that"
+            f" checkpoint on; the history it abandoned is kept in {kept}"
+        )
+    )
 
 
 @app.command()

@@ -291,17 +291,7 @@ class Witness:
         """
         submission = Submission.parse(body)
         note = submission.note
-        try:
-            checkpoint = Checkpoint.parse(note.text)
-        except NoteFormatError as error:
-            raise MalformedRequest(f"not a checkpoint: {error}") from None
-        keys = self._logs.get(checkpoint.origin)
-        if keys is None:
-            raise UnknownLog("this witness follows no log of that origin")
-        try:
-            verify_note(note, keys)
-        except SignatureError as error:
-            raise UntrustedSignature(str(error)) from None
+        checkpoint = self._signed_checkpoint(note)
         old, new = submission.old, checkpoint.size
         if old > new:
             raise MalformedRequest(f"old size {old} is beyond the checkpoint's size {new}")
@@ -319,6 +309,51 @@ class Witness:
         signature = cosign_note(note.text, self.name, self._signer, timestamp)
         kept = LogState(new, checkpoint.root, note.serialize())
         return Cosigned(state.with_log(checkpoint.origin, kept), signature)
+
+    def _signed_checkpoint(self, note: Note) -> Checkpoint:
+        """The checkpoint of ``note``, once its log is one the witness follows and the
+        log's key signed it."""
+        try:
+            checkpoint = Checkpoint.parse(note.text)
+        except NoteFormatError as error:
+            raise MalformedRequest(f"not a checkpoint: {error}") from None
+        keys = self._logs.get(checkpoint.origin)
+        if keys is None:
+            raise UnknownLog("this witness follows no log of that origin")
+        try:
+            verify_note(note, keys)
+        except SignatureError as error:
+            raise UntrustedSignature(str(error)) from None
+        return checkpoint
+
+    def accept_rollback(
+        self, state: WitnessState, note: Note, size: int
+    ) -> tuple[WitnessState, Evidence]:
+        """The state that follows a log's deliberate rollback (a restore of an older
+        backup, which its owner announced): from the restored log's checkpoint ``note``,
+        of ``size`` exactly, smaller than the one cosigned. Returns the new state and the
+        evidence of the history abandoned; WitnessRefusal for anything else (the size not
+        the checkpoint's, no rollback, another log's signature)."""
+        checkpoint = self._signed_checkpoint(note)
+        if checkpoint.size != size:
+            raise MalformedRequest(
+                f"the checkpoint is of size {checkpoint.size}, not {size}: give the size the"
+                " log's owner announced, and the checkpoint of that size"
+            )
+        cosigned = state.get(checkpoint.origin)
+        if cosigned.size <= size:
+            raise MalformedRequest(
+                f"the witness cosigned size {cosigned.size} of this log, not beyond {size}:"
+                " there is no rollback to accept (the log submits the rest as usual)"
+            )
+        evidence = Evidence(
+            note.serialize(),
+            f"rollback accepted to size {size}, abandoning the history cosigned up to size"
+            f" {cosigned.size}\nlatest checkpoint cosigned before:\n{cosigned.note or '(none)'}\n"
+            f"restored checkpoint accepted:\n{note.serialize()}",
+        )
+        kept = LogState(size, checkpoint.root, note.serialize())
+        return state.with_log(checkpoint.origin, kept), evidence
 
 
 def _evidence(body: bytes, note: Note, cosigned: LogState) -> Evidence:

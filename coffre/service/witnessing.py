@@ -159,17 +159,30 @@ class Witnessing:
             text = None
         if text is not None and text != self._read:
             self._read = text
-            self._adopt(text, self._size_of(text))
+            self._adopt(text, self._size_in_log(text))
         return self._published
 
-    def _size_of(self, text: str) -> int:
+    def _size_in_log(self, text: str) -> int:
         """The size of the checkpoint a cosigned note signs; -1 for a note this log did
-        not sign."""
+        not sign, or of a checkpoint the log does not hold: of the history that a restore
+        went back from, which the log no longer extends."""
+        key = self._records.ledger.verifier_key
         try:
-            return open_checkpoint(parse_note(text), self._records.ledger.verifier_key).size
+            checkpoint = open_checkpoint(parse_note(text), key)
         except LedgerError:
             log.error("the storage folder's %s is no checkpoint of this log", COSIGNED_FILE)
             return -1
+        held = self._records.storage.checkpoint_at(checkpoint.size)
+        with contextlib.suppress(LedgerError):  # a row the log's own checks report
+            if held is not None and open_checkpoint(held, key).root == checkpoint.root:
+                return checkpoint.size
+        log.error(
+            "the storage folder's %s is of a checkpoint (size %d) this log does not hold, as"
+            " after a restore that went back: not served",
+            COSIGNED_FILE,
+            checkpoint.size,
+        )
+        return -1
 
     def _adopt(self, note: str, size: int) -> None:
         """Serve ``note`` from now on if it is of a newer checkpoint than the one served."""
@@ -237,6 +250,7 @@ class Witnessing:
         for _ in range(2):  # once more after a 409 that tells the witness's size
             if progress.size > size:
                 self._failed(witness, f"is at size {progress.size}, beyond this log's {size}")
+                progress.size = 0  # asked again next time: its operator may accept a rollback
                 return
             try:
                 proof = await asyncio.to_thread(

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 from conftest import write_organizations
+from pg import copy_storage
 from starlette.responses import Response
 from starlette.testclient import TestClient
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -20,8 +21,9 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from coffre.api import create_app
 from coffre.api.server import with_witnessing
 from coffre.api.witness import WitnessFolder, WitnessServer, witness_app
+from coffre.cli.migrate import accept_rollback
 from coffre.exceptions import CoffreError
-from coffre.ledger import VerifierKey, open_checkpoint
+from coffre.ledger import VerifierKey, open_checkpoint, parse_note
 from coffre.ledger.witness import LogState
 from coffre.service import RecordStore, Vault
 from coffre.service.witnessing import (
@@ -343,6 +345,51 @@ def test_an_older_cosigned_file_put_back_or_a_deleted_one_is_not_served(
             assert client.get("/ledger/checkpoint/cosigned").text == newer, change
             assert witnessing.published() == newer, change
     assert log.cosigned_size(newer) == 4
+
+
+def test_after_an_accepted_rollback_the_witnesses_cosign_again_once_their_operators_accept_it(
+    log: WitnessedLog,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A restore that went back kept serving the abandoned history's cosigned checkpoint,
+    and its witnesses could only be retired: a witness ahead of the log was never asked
+    again, and no command let its operator accept the restored log."""
+    witnessing = log.witnessing()
+    log.write(2)
+    log.round(witnessing)
+    backup = tmp_path / "backup"
+    backup.mkdir()
+    copy_storage(log.vault, backup)
+    log.write(2)
+    log.round(witnessing)
+    copy_storage(Vault.at(backup), log.vault.folder)  # restored from the backup, then
+    accept_rollback(log.vault)  # as coffre restore --accept-rollback-to 2 does
+    memory = log.vault.checkpoint_memory
+    restored_checkpoint = parse_note(memory.with_name(memory.name + ".restored-2").read_text())
+    assert (log.vault.folder / (COSIGNED_FILE + ".before-restore")).exists()
+    (log.vault.folder / COSIGNED_FILE).write_text(witnessing.published() or "")  # put back
+    records = log.vault.open()
+    try:
+        restarted = Witnessing(records, _endpoints(log.folders), 2, log.vault.folder)
+        assert restarted.published() is None, "the abandoned history's is not served"
+        assert "(size 4) this log does not hold" in caplog.text
+        with TestClient(create_app(records)) as client:
+            write_organizations(client, 1)
+            log.round(restarted)
+            assert "is at size 4, beyond this log's 3" in caplog.text
+            assert restarted.published() is None
+            log_key = records.ledger.verifier_key
+            for host, folder in log.folders.items():  # each operator, the witness stopped
+                folder.accept_rollback([log_key], restored_checkpoint, 2)
+                log.transport.apps[host] = witness_app(WitnessServer(folder, [log_key]))
+            later = time.monotonic() + 60  # past the wait before a refusing witness is retried
+            monkeypatch.setattr(time, "monotonic", lambda: later)
+            log.round(restarted)
+            assert log.cosigned_size(restarted.published()) == 3
+    finally:
+        records.storage.close()
 
 
 def test_a_log_without_witnesses_has_no_cosigned_checkpoint(client: TestClient) -> None:

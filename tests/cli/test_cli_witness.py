@@ -17,9 +17,9 @@ from pg import copy_storage
 from test_cli_audit import _post, _root, _run
 
 from coffre.api.witness import STATE_FILE, WitnessFolder
-from coffre.ledger import Checkpoint, VerifierKey, open_checkpoint, sign_checkpoint
+from coffre.ledger import Checkpoint, Note, VerifierKey, open_checkpoint, sign_checkpoint
 from coffre.ledger.note import ALG_ED25519
-from coffre.ledger.witness import Submission
+from coffre.ledger.witness import LogState, Submission, WitnessState
 from coffre.seal.signing import Ed25519Signer
 from coffre.service import Vault
 
@@ -140,6 +140,39 @@ def test_a_served_witness_answers_over_http_and_remembers_across_restarts(
         assert witness.post(body(4, 4)).status_code == 200
     finally:
         witness.stop()
+
+
+def test_a_rollback_its_owner_announced_is_accepted_with_the_witness_stopped(
+    tmp_path: Path,
+) -> None:
+    """A witness's operator had no way to follow a log restored from an older backup, but
+    to retire the witness: its state refused the smaller log for good."""
+    folder = WitnessFolder(tmp_path / "w")
+    _init(folder.path, "witness.example.org/w1")
+    signer = Ed25519Signer(bytes(range(32)))
+    log_key = VerifierKey("example.org/log", ALG_ED25519, signer.public_key)
+
+    def note(size: int) -> Note:
+        checkpoint = Checkpoint(log_key.name, size, bytes([size]) * 32)
+        return sign_checkpoint(checkpoint, log_key.name, signer)
+
+    abandoned = LogState(9, bytes([9]) * 32, note(9).serialize())
+    folder.save_state(WitnessState().with_log(log_key.name, abandoned))
+    restored = tmp_path / "restored.checkpoint"
+    restored.write_text(note(4).serialize())
+    command = ["witness", "accept-rollback", str(folder.path), "--log", str(log_key)]
+    command += ["--checkpoint", str(restored)]
+    with folder.serving():
+        code, output = _run(*command, "--to", "4")
+    assert code == 1 and "another witness process serves" in " ".join(output.split()), output
+    code, output = _run(*command, "--to", "5")
+    assert code == 1 and "of size 4, not 5" in " ".join(output.split()), output
+    assert folder.load_state().get(log_key.name) == abandoned
+    code, output = _run(*command, "--to", "4")
+    assert code == 0 and "rollback of example.org/log to size 4 accepted" in output, output
+    assert folder.load_state().get(log_key.name).size == 4
+    (kept,) = (folder.path / "evidence").iterdir()
+    assert kept.name.startswith("rollback-") and note(9).serialize() in kept.read_text()
 
 
 def test_audit_refuses_witness_options_it_cannot_use(tmp_path: Path) -> None:

@@ -204,6 +204,34 @@ def test_a_proof_from_size_zero_must_be_empty() -> None:
     assert isinstance(_refusal(WitnessState(), body), InconsistentProof)
 
 
+# -- a rollback its operator accepts --------------------------------------------------------
+
+
+def test_a_rollback_is_accepted_at_its_exact_size_only_keeping_the_history_it_abandons() -> None:
+    """A log restored from an older backup (size 4 of a history cosigned up to 9) grows
+    again along another history: cosigned once the witness's operator accepts size 4."""
+    leaves = _leaves("a", 9)
+    state, restored = _state_at(leaves, 9), _note(leaves, 4)
+    regrown = [*leaves[:4], *_leaves("b", 3)]
+    assert isinstance(_refusal(state, _body(regrown, 4, 7)), SizeConflict)
+    refusals = (
+        (restored, 5, MalformedRequest, "of size 4, not 5"),
+        (_note(leaves, 9), 9, MalformedRequest, "no rollback to accept"),
+        (_note(leaves, 4, signer=Ed25519Signer(bytes(32))), 4, UntrustedSignature, ""),
+        (_note(leaves, 4, origin="x.org/y"), 4, UnknownLog, ""),
+    )
+    for note, size, refusal, message in refusals:
+        with pytest.raises(refusal, match=message):
+            _witness().accept_rollback(state, note, size)
+    accepted, evidence = _witness().accept_rollback(state, restored, 4)
+    assert accepted.get(ORIGIN) == LogState(4, merkle_root(leaves[:4]), restored.serialize())
+    assert _note(leaves, 9).serialize() in evidence.text
+    assert restored.serialize() in evidence.text
+    assert (
+        _witness().add_checkpoint(accepted, _body(regrown, 4, 7), NOW).state.get(ORIGIN).size == 7
+    )
+
+
 def _note_text() -> str:
     return _note(_leaves("a", 2), 2).serialize()
 
