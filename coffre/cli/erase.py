@@ -14,6 +14,7 @@ from coffre.cli.access import KeyringOption, VaultOption
 from coffre.cli.output import console, fail
 from coffre.exceptions import CoffreError, FhirError, SealError
 from coffre.fhir.references import parse_reference
+from coffre.research.folder import ResearchFolder
 from coffre.service import RecordStore, Vault
 from coffre.service.audit import Access
 from coffre.service.erasure import erase_patient
@@ -58,12 +59,13 @@ def erase(
     """Erase a patient by crypto-shredding: their data key is destroyed.
 
     The erasure is logged; their records then answer 410 Gone.
-    Backups made before still hold the key (docs/operations.md, Erasure)."""
+    Backups and research extracts made before are beyond its reach (docs/operations.md, Erasure)."""
     patient_id = _patient_id(patient)
     if not reason.strip():
         raise fail("say why with --reason: nothing was erased")
+    target = Vault.at(vault, keyring)
     try:
-        records = Vault.at(vault, keyring).open()
+        records = target.open()
     except CoffreError as error:
         raise fail(error) from None
     try:
@@ -71,7 +73,8 @@ def erase(
         if not yes and not _confirmed(patient_id):
             console.print("the id typed differs: nothing was erased")
             raise typer.Exit(code=1)
-        _erase(records, patient_id, Access(f"{operator} (coffre erase)", reason=reason))
+        access = Access(f"{operator} (coffre erase)", reason=reason)
+        _erase(records, patient_id, access, ResearchFolder(target.keyring))
     finally:
         records.storage.close()
 
@@ -92,7 +95,22 @@ def _check_exists(records: RecordStore, patient_id: str) -> None:
         )
 
 
-def _erase(records: RecordStore, patient_id: str, access: Access) -> None:
+def _remind_of_extracts(research: ResearchFolder) -> None:
+    """Name the research extracts kept beside the keyring: made before the erasure, they
+    may hold the patient's pseudonymised rows, which no erasure reaches (docs/research.md)."""
+    kept = research.every_kept()
+    if not kept:
+        return
+    console.print(
+        f"[yellow]reminder:[/yellow] {len(kept)} research extracts made before this erasure"
+        " may hold the patient's pseudonymised rows, which the erasure does not reach: delete"
+        " each once a new extract of its project replaces it (docs/operations.md, Erasure):"
+    )
+    for extract in kept:
+        console.print(f"  {escape(str(extract.folder))}  (made {escape(extract.created)})")
+
+
+def _erase(records: RecordStore, patient_id: str, access: Access, research: ResearchFolder) -> None:
     """Erase, then purge the storage's files; an erasure done before is purged again
     (running the command again finishes a purge that failed)."""
     try:
@@ -107,6 +125,7 @@ def _erase(records: RecordStore, patient_id: str, access: Access) -> None:
                 " their integrity check (the storage altered them): their key is destroyed"
                 " too, and they answer 410 Gone once the storage holds them as the log does"
             )
+        _remind_of_extracts(research)
     except FhirError as error:
         if error.status != 410:
             raise fail(error.diagnostics) from None

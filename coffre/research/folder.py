@@ -90,6 +90,15 @@ class ResearchFolder:
         extracts = [extract for path in folders if (extract := KeptExtract.read(path))]
         return sorted(extracts, key=lambda extract: (extract.created, extract.extract_id))
 
+    def every_kept(self) -> list[KeptExtract]:
+        """The extracts kept here of every project, ended ones too, oldest first."""
+        try:
+            projects = [path.name for path in self.extracts.iterdir() if path.is_dir()]
+        except OSError:
+            return []
+        kept = [extract for project in projects for extract in self.kept(project)]
+        return sorted(kept, key=lambda extract: (extract.created, extract.extract_id))
+
     def find(self, project_id: str, extract_id: str | None) -> KeptExtract:
         """The kept extract of that id, or the latest; ProjectError when there is none."""
         kept = self.kept(project_id)

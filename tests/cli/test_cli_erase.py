@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from datetime import datetime
 
 import httpx
 import pytest
@@ -13,6 +14,7 @@ from typer.testing import CliRunner
 
 from coffre.cli.main import app
 from coffre.exceptions import FhirError
+from coffre.research.folder import ResearchFolder
 from coffre.service import Vault
 
 runner = CliRunner()
@@ -57,6 +59,24 @@ def test_erasing_asks_for_the_patient_s_id(filled: Vault) -> None:
     # The last line: an operator whose command was killed while it purged sees it missing.
     assert output.strip().splitlines()[-1].endswith("the erasure is complete")
     assert (_status(filled, "alice"), _status(filled, "bob")) == (410, 200)
+
+
+def test_the_research_extracts_kept_are_named_as_what_the_erasure_does_not_reach(
+    filled: Vault,
+) -> None:
+    """An extract made before an erasure keeps the patient's pseudonymised rows (research.md
+    said so); the erasure said nothing of it to the operator who could delete it."""
+    code, output = _erase(filled, "Patient/bob", "--reason", "r", "--yes")
+    assert code == 0 and "research extracts" not in output, "none kept: nothing to say"
+    folder = ResearchFolder(filled.keyring).new_extract("diabete-2026", datetime(2026, 12, 1))
+    folder.mkdir()
+    manifest = {"extract": "e1", "created": "2026-12-01T00:00:00Z", "persons": 2, "files": {}}
+    (folder / "manifest.json").write_text(json.dumps(manifest))
+    code, output = _erase(filled, "Patient/alice", "--reason", "r", "--yes")
+    said = "".join(output.split())
+    assert code == 0 and "1researchextractsmadebeforethiserasure" in said, output
+    assert "".join(str(folder).split()) in said
+    assert output.strip().splitlines()[-1].endswith("the erasure is complete")
 
 
 def test_a_patient_the_vault_never_held_is_refused_before_the_confirmation(
