@@ -18,7 +18,8 @@ class Setting:
     default: str
     help: str
     choices: tuple[str, ...] = ()
-    """The values it takes (any case), if only some: a typo is refused, never read as one."""
+    """The values it takes, as the documentation spells them (any case is taken), if only
+    some: a typo is refused, never read as one."""
     whole: bool = False
     """It takes a whole number (or nothing, where nothing is its default)."""
     url: str = ""
@@ -31,14 +32,22 @@ class Setting:
 
     def value(self) -> str:
         raw = os.environ.get(self.env, self.default)
-        if self.choices and raw.upper() not in self.choices:
-            shown = " or ".join(repr(choice) for choice in self.choices)
-            raise CoffreError(f"{self.env}={raw!r}: it takes {shown}")
+        if self.choices and raw.upper() not in {choice.upper() for choice in self.choices}:
+            raise CoffreError(f"{self.env}={raw!r}: it takes {self._choices_shown()}")
         if self.whole and not (raw.isascii() and raw.isdigit()) and (raw or self.default):
             raise CoffreError(f"{self.env}={raw!r}: it takes a whole number")
         if self.url and raw:
             _check_url(self.env, raw, origin=self.url == "origin")
         return raw
+
+    def _choices_shown(self) -> str:
+        """The values it takes as the documentation spells them: ``'open' (any case), or
+        nothing``."""
+        named = [repr(choice) for choice in self.choices if choice]
+        shown = " or ".join(named)
+        if any(choice.upper() != choice.lower() for choice in self.choices):
+            shown += " (any case)"
+        return shown + (", or nothing" if "" in self.choices else "")
 
 
 def _check_url(env: str, raw: str, *, origin: bool) -> None:
@@ -198,7 +207,7 @@ AUTH = Setting(
     " client. A token's scopes, compartment and care relationships are enforced either"
     " way; under `off`, a request without one is held to nothing: loopback or behind an"
     " authenticating proxy only (docs/access.md).",
-    choices=("OFF", "REQUIRED"),
+    choices=("off", "required"),
 )
 PUBLIC_URL = Setting(
     "public_url",
@@ -243,7 +252,7 @@ METRICS = Setting(
     "`open`: anyone who reaches the server may read /metrics; empty: under `COFFRE_AUTH=off`"
     " anyone may, under `required` only the bearer of `COFFRE_METRICS_TOKEN_FILE`'s token"
     " (docs/operations.md#metrics).",
-    choices=("", "OPEN"),
+    choices=("", "open"),
 )
 METRICS_TOKEN_FILE = Setting(
     "metrics_token_file",

@@ -83,6 +83,8 @@ from coffre.service import Vault
 if TYPE_CHECKING:
     import httpx
 
+FHIR_BASE = "/fhir"
+"""Where Coffre serves FHIR, below its root (as /ledger is)."""
 EXIT_VIOLATION, EXIT_NO_VERDICT = 1, 2
 MALFORMED_SHOWN = 10
 TIMEOUT_SECONDS = 30.0
@@ -526,7 +528,10 @@ def _print(report: Report) -> None:
 
 def audit(
     url: Annotated[
-        str, typer.Argument(help="The server's root URL, e.g. http://127.0.0.1:8080 (no /fhir).")
+        str,
+        typer.Argument(
+            help="The server's root URL, e.g. http://127.0.0.1:8080 (its /fhir base is taken too)."
+        ),
     ],
     key: Annotated[
         str,
@@ -571,6 +576,7 @@ def audit(
     except (LedgerError, ValueError) as error:
         raise _stop(f"--witness or --quorum: {error}") from None
     accepted = _load_state(state, verifier)
+    url = _server_root(url)
     try:
         with httpx.Client(base_url=url, timeout=TIMEOUT_SECONDS) as client:
             report = audit_log(
@@ -594,6 +600,17 @@ def audit(
         f" {report.checkpoint.size}; saved to {escape(str(state))}"
         + (f"; {len(report.findings)} finding(s) above" if report.findings else "")
     )
+
+
+def _server_root(url: str) -> str:
+    """The server's root, where /ledger is: the URL given, or the one its FHIR base (which
+    Coffre always serves at ROOT/fhir, behind a proxy's path too) names."""
+    given = url.rstrip("/")
+    if not given.endswith(FHIR_BASE):
+        return url
+    root = given.removesuffix(FHIR_BASE)
+    out.print(escape(f"{url} is the server's FHIR base: auditing the log at its root, {root}"))
+    return root
 
 
 def ledger_key(

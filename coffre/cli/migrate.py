@@ -36,7 +36,14 @@ from coffre.ledger.tree import CompactRange
 from coffre.service import Vault
 from coffre.service.vault import KEYRING_FILE, STORAGE_FILE
 from coffre.service.witnessing import COSIGNED_FILE
-from coffre.storage.copy import DEFAULT_BATCH, TABLES, CopyReport, copy_tables, open_endpoint
+from coffre.storage.copy import (
+    DEFAULT_BATCH,
+    TABLES,
+    CopyReport,
+    NotACopy,
+    copy_tables,
+    open_endpoint,
+)
 from coffre.storage.postgres import is_url
 
 EXIT_MISMATCH = 1
@@ -109,8 +116,9 @@ def location(text: str) -> str:
     return str(path)
 
 
-def run_copy(source: str, destination: str, batch: int) -> CopyReport:
-    """Copy with a progress bar, print the verdict; typer.Exit(1) when the sides differ."""
+def run_copy(source: str, destination: str, batch: int, not_a_copy: str = "") -> CopyReport:
+    """Copy with a progress bar, print the verdict; typer.Exit(1) when the sides differ.
+    ``not_a_copy``: what to add when the destination holds something else."""
     columns = (
         TextColumn("copying"),
         BarColumn(),
@@ -129,6 +137,8 @@ def run_copy(source: str, destination: str, batch: int) -> CopyReport:
             )
     except StorageFullError as error:
         raise fail(f"{error}. Free some space, then: {_carry_on(destination)}") from None
+    except NotACopy as error:
+        raise fail(f"{error}{not_a_copy}") from None
     except CoffreError as error:
         raise fail(error) from None
     except KeyboardInterrupt:
@@ -300,7 +310,12 @@ def restore(
             " Nothing was restored."
         )
     target.folder.mkdir(parents=True, exist_ok=True)
-    report = run_copy(source, location(str(vault)), batch)
+    destination = location(str(vault))
+    over_a_vault = (
+        f". To restore over the vault at {vault}, move its storage ({destination}) aside"
+        " first, or name a new database in its storage.url"
+    )
+    report = run_copy(source, destination, batch, over_a_vault)
     size = report.destination.tables["leaves"].rows
     try:
         target.open().storage.close()

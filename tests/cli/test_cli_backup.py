@@ -199,6 +199,20 @@ def test_a_restore_stopped_halfway_opens_no_vault_and_finishes_when_run_again(
         opened.storage.close()
 
 
+def test_a_restore_over_a_vault_says_to_move_its_storage_aside_and_leaves_it_serving(
+    client: TestClient, vault: Vault, tmp_path: Path
+) -> None:
+    """It said "give an empty destination", where operations.md says to move the vault's
+    storage aside."""
+    backup = _backed_up(client, vault, tmp_path)
+    client.post("/fhir/Patient", json={"resourceType": "Patient"}, headers=FHIR_JSON)
+    code, output = _run("restore", str(backup), "--vault", str(vault.folder))
+    said = " ".join(output.split())
+    assert code == 1 and "is not a partial copy" in said, output
+    assert f"To restore over the vault at {vault.folder}, move its storage (" in said
+    vault.open().storage.close()
+
+
 def test_a_restore_stopped_before_it_made_the_tables_opens_no_vault(
     client: TestClient, vault: Vault, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

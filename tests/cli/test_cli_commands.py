@@ -333,12 +333,17 @@ def test_serve_warns_when_tokens_would_follow_the_host_header(
 @pytest.mark.parametrize(
     ("variable", "value", "said"),
     [
-        ("COFFRE_SQLITE_SYNCHRONOUS", "FULLL", "it takes 'OFF' or 'NORMAL' or 'FULL' or 'EXTRA'"),
-        ("COFFRE_STORAGE_REQUIRE_TLS", "yes", "it takes '' or '1'"),
-        ("COFFRE_BENCH_PLAINTEXT", "true", "it takes '' or '1'"),
+        (
+            "COFFRE_SQLITE_SYNCHRONOUS",
+            "FULLL",
+            "it takes 'OFF' or 'NORMAL' or 'FULL' or 'EXTRA' (any case)",
+        ),
+        ("COFFRE_STORAGE_REQUIRE_TLS", "yes", "it takes '1', or nothing"),
+        ("COFFRE_BENCH_PLAINTEXT", "true", "it takes '1', or nothing"),
         ("COFFRE_MAX_BODY_BYTES", "abc", "it takes a whole number"),
         ("COFFRE_DATA_KEY_CACHE", "-1", "it takes a whole number"),
-        ("COFFRE_AUTH", "yes", "it takes 'OFF' or 'REQUIRED'"),
+        ("COFFRE_AUTH", "yes", "it takes 'off' or 'required' (any case)"),
+        ("COFFRE_METRICS", "yes", "it takes 'open' (any case), or nothing"),
         ("COFFRE_ACCESS_TOKEN_SECONDS", "abc", "it takes a whole number"),
         ("COFFRE_WITNESS_QUORUM", "two", "it takes a whole number"),
         ("COFFRE_NOTICE_WEBHOOK", "http://[::1", "it takes an http or https URL"),

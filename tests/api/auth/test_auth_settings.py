@@ -34,7 +34,7 @@ def test_the_settings_are_read(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("name", "value", "message"),
     [
-        ("COFFRE_AUTH", "maybe", "it takes 'OFF' or 'REQUIRED'"),
+        ("COFFRE_AUTH", "maybe", r"it takes 'off' or 'required' \(any case\)"),
         ("COFFRE_ACCESS_TOKEN_SECONDS", "86400", "30 to 3600"),
         ("COFFRE_ACCESS_TOKEN_SECONDS", "five", "it takes a whole number"),
         ("COFFRE_OIDC_ISSUER", "https://idp.example", "or neither"),
