@@ -127,7 +127,8 @@ class WitnessFolder:
         replace_file(self.state_file, state.serialize())
 
     def keep_evidence(self, evidence: Evidence, prefix: str = "") -> Path:
-        """Keep ``evidence`` under its checkpoint's name, unless it is kept already."""
+        """Keep ``evidence`` under its name, unless it is kept already (the same
+        refusal, or the same rollback, again)."""
         folder = self.path / EVIDENCE_FOLDER
         folder.mkdir(exist_ok=True)
         path = folder / f"{prefix}{evidence.name}.txt"

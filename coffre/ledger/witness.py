@@ -106,7 +106,8 @@ class InconsistentProof(WitnessRefusal):
 
 @dataclass(frozen=True, slots=True)
 class Evidence:
-    """A refused checkpoint the log signed (``refused``, its note) and the text to keep."""
+    """What the evidence is of (``refused``: a refused checkpoint's note; for a rollback,
+    the last cosigned and the restored ones), which names it, and the text to keep."""
 
     refused: str
     text: str
@@ -346,14 +347,28 @@ class Witness:
                 f"the witness cosigned size {cosigned.size} of this log, not beyond {size}:"
                 " there is no rollback to accept (the log submits the rest as usual)"
             )
+        self._check_same_log(cosigned, checkpoint.origin)
         evidence = Evidence(
-            note.serialize(),
+            f"{cosigned.note}\n{note.serialize()}",  # one file per history abandoned
             f"rollback accepted to size {size}, abandoning the history cosigned up to size"
             f" {cosigned.size}\nlatest checkpoint cosigned before:\n{cosigned.note or '(none)'}\n"
             f"restored checkpoint accepted:\n{note.serialize()}",
         )
         kept = LogState(size, checkpoint.root, note.serialize())
         return state.with_log(checkpoint.origin, kept), evidence
+
+    def _check_same_log(self, cosigned: LogState, origin: str) -> None:
+        """A refusal unless the key given now signed the history the witness cosigned: a
+        rollback announced under another key of the same name would move it to another
+        log."""
+        try:
+            verify_note(parse_note(cosigned.note or ""), self._logs[origin])
+        except LedgerError:
+            raise UntrustedSignature(
+                f"the key given for {origin} did not sign the checkpoint of size"
+                f" {cosigned.size} the witness cosigned: the rollback must be announced under"
+                " the log's own key"
+            ) from None
 
 
 def _evidence(body: bytes, note: Note, cosigned: LogState) -> Evidence:

@@ -158,8 +158,9 @@ class Witnessing:
         except FileNotFoundError:
             text = None
         if text is not None and text != self._read:
+            size = self._size_in_log(text)  # a storage error leaves the file to read again
             self._read = text
-            self._adopt(text, self._size_in_log(text))
+            self._adopt(text, size)
         return self._published
 
     def _size_in_log(self, text: str) -> int:

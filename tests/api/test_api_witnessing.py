@@ -22,7 +22,7 @@ from coffre.api import create_app
 from coffre.api.server import with_witnessing
 from coffre.api.witness import WitnessFolder, WitnessServer, witness_app
 from coffre.cli.migrate import accept_rollback
-from coffre.exceptions import CoffreError
+from coffre.exceptions import CoffreError, StorageError
 from coffre.ledger import VerifierKey, open_checkpoint, parse_note
 from coffre.ledger.witness import LogState
 from coffre.service import RecordStore, Vault
@@ -345,6 +345,30 @@ def test_an_older_cosigned_file_put_back_or_a_deleted_one_is_not_served(
             assert client.get("/ledger/checkpoint/cosigned").text == newer, change
             assert witnessing.published() == newer, change
     assert log.cosigned_size(newer) == 4
+
+
+def test_a_storage_error_while_reading_the_cosigned_checkpoint_leaves_it_to_read_again(
+    log: WitnessedLog, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A process whose storage failed once as it checked the file's checkpoint against the
+    log served no cosigned checkpoint from then on, until the file changed."""
+    witnessing = log.witnessing()
+    log.write(2)
+    log.round(witnessing)
+    cosigned = witnessing.published()
+    reader = log.witnessing()  # another process of the server, which only reads the file
+    failures = iter([StorageError("the connection to the database was lost")])
+    held = log.records.storage.checkpoint_at
+
+    def once_failing(size: int) -> str | None:
+        for failure in failures:
+            raise failure
+        return held(size)
+
+    monkeypatch.setattr(log.records.storage, "checkpoint_at", once_failing)
+    with pytest.raises(StorageError):
+        reader.published()
+    assert reader.published() == cosigned is not None
 
 
 def test_after_an_accepted_rollback_the_witnesses_cosign_again_once_their_operators_accept_it(

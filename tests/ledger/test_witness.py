@@ -232,6 +232,28 @@ def test_a_rollback_is_accepted_at_its_exact_size_only_keeping_the_history_it_ab
     )
 
 
+def test_a_rollback_announced_under_another_key_of_the_same_name_is_refused() -> None:
+    """A key given now that did not sign the history cosigned would move the witness to
+    another log of the same name."""
+    leaves = _leaves("a", 9)
+    other_signer = Ed25519Signer(bytes(32))
+    other = Witness(WITNESS_KEY, [VerifierKey(ORIGIN, ALG_ED25519, other_signer.public_key)])
+    with pytest.raises(UntrustedSignature, match="did not sign the checkpoint of size 9"):
+        other.accept_rollback(_state_at(leaves, 9), _note(leaves, 4, signer=other_signer), 4)
+
+
+def test_each_history_a_rollback_abandons_is_kept_apart() -> None:
+    """The same backup restored twice abandons two histories: two pieces of evidence."""
+    leaves = _leaves("a", 9)
+    restored = _note(leaves, 4)
+    state, first = _witness().accept_rollback(_state_at(leaves, 9), restored, 4)
+    regrown = [*leaves[:4], *_leaves("b", 8)]
+    state = _witness().add_checkpoint(state, _body(regrown, 4, 12), NOW).state
+    _, second = _witness().accept_rollback(state, restored, 4)
+    assert first.name != second.name
+    assert _note(regrown, 12).serialize() in second.text
+
+
 def _note_text() -> str:
     return _note(_leaves("a", 2), 2).serialize()
 
