@@ -7,6 +7,7 @@
     └── StorageError       the storage backend failed or holds something unexpected
         ├── CommitUnknownError  the connection was lost at COMMIT: committed or not, unknown
         ├── IndexDamagedError  the index searches read does not find what it must
+        ├── LogDamagedError  the log has a gap, or is missing under records it covered
         └── VaultStateError  the vault folder is missing, or exists when it should not
             └── RolledBackError  the storage's log ends before the last checkpoint signed
 

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from coffre.custody import KeyCustodian
-from coffre.exceptions import RolledBackError, SealError
+from coffre.exceptions import LogDamagedError, RolledBackError, SealError
 from coffre.files import replace_file
 from coffre.ledger import (
     Checkpoint,
@@ -194,10 +194,11 @@ class Ledger:
         log is refused without a memory too: every write adds a leaf in its transaction.
         """
         if reader.leaf_count() == 0 and reader.last_seq() > 0:
-            raise RolledBackError(
+            raise LogDamagedError(  # no rollback a restore could accept: no log at all
                 "the storage holds records but no log: a copy into it (coffre restore, coffre"
-                " migrate) stopped before it copied the log, or the host dropped the log;"
-                " run that copy again to finish it. Refusing to serve it"
+                " migrate) stopped before it copied the log, which running it again"
+                " finishes, or the storage copied holds no log, or the host dropped it."
+                " Refusing to serve it"
             )
         if self._memory is None or not self._memory.exists():
             return

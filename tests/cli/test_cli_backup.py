@@ -5,6 +5,7 @@ going back to the backup's log size, and then the vault opens and its log audits
 from __future__ import annotations
 
 import shutil
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -147,6 +148,31 @@ def test_a_restore_of_a_backup_at_the_last_signed_checkpoint_opens_as_it_is(
     assert code == 0 and "restored; the vault opens" in output, output
     code, output = _run("backup", str(backup), "--vault", str(vault.folder))
     assert code == 1 and "exists already" in output
+
+
+def test_a_backup_holding_records_but_no_log_is_refused_with_no_rollback_offered(
+    client: TestClient,
+    vault: Vault,
+    backend: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    """It was taken for a rollback: the restore offered --accept-rollback-to 0, which then
+    moved the checkpoint memory aside and ended in a traceback."""
+    backup = _backed_up(client, vault, tmp_path)
+    with sqlite3.connect(backup) as db:
+        for table in ("leaves", "tree_nodes", "checkpoints"):
+            db.execute(f"DELETE FROM {table}")
+    restored = _new_vault(vault, tmp_path / "restored", backend, request)
+    for extra in ((), ("--accept-rollback-to", "0")):
+        result = runner.invoke(
+            app, ["restore", str(backup), "--vault", str(restored.folder), *extra]
+        )
+        assert result.exit_code == 1, result.output
+        assert result.exception is None or isinstance(result.exception, SystemExit)
+        assert "holds records but no log" in result.output, result.output
+        assert "--accept-rollback-to" not in result.output
+        assert restored.checkpoint_memory.exists()
 
 
 @pytest.mark.parametrize("memory", ["with", "without"])

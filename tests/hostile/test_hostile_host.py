@@ -101,7 +101,13 @@ from coffre.api import create_app
 from coffre.api.witness import WitnessFolder, WitnessServer, witness_app
 from coffre.cli.audit import Report, audit_log
 from coffre.cli.main import app as cli
-from coffre.exceptions import RolledBackError, SealError, StorageError, VaultStateError
+from coffre.exceptions import (
+    LogDamagedError,
+    RolledBackError,
+    SealError,
+    StorageError,
+    VaultStateError,
+)
 from coffre.ledger import (
     Checkpoint,
     LedgerError,
@@ -560,9 +566,9 @@ def test_drop_the_whole_log(written: TestClient, records: RecordStore, vault: Va
     with _host(vault) as db:
         for table in ("leaves", "tree_nodes", "checkpoints"):
             db.execute(f"DELETE FROM {table}")
-    _refused_at_start(vault, RolledBackError, "the storage holds records but no log")
+    _refused_at_start(vault, LogDamagedError, "the storage holds records but no log")
     vault.checkpoint_memory.unlink()
-    _refused_at_start(vault, RolledBackError, "the storage holds records but no log")
+    _refused_at_start(vault, LogDamagedError, "the storage holds records but no log")
 
 
 def test_drop_the_checkpoints(written: TestClient, vault: Vault) -> None:
