@@ -451,6 +451,8 @@ def test_include_and_has_pass_over_typed_references_that_name_no_local_resource(
             "code": {"coding": [{"system": "urn:x", "code": "typed"}]},
             "subject": {"reference": reference, "type": "Patient"},
         }
+        if reference == "#p":  # a contained resource, which no include reaches
+            observation["contained"] = [{"resourceType": "Patient", "id": "p"}]
         put_resource(client, observation)
     bundle = _search(client, "Observation?code=typed&_include=Observation:subject")
     assert sorted(_ids(bundle)) == ["typed-0", "typed-1", "typed-2"]
