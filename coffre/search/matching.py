@@ -71,9 +71,11 @@ def _token(value: Value, system: str | None, code: str | None) -> bool:
         return False
     if system is None:
         return True
+    if not system:  # ``|code`` asks for no system
+        return value.system is None
     # A plain code (Patient.gender) has no system in the resource: the binding implies it,
-    # so it matches any system; ``|code`` asks for no system.
-    return value.system is None or value.system == system if system else value.system is None
+    # so it matches any system; a Coding or Identifier without one matches none.
+    return value.system == system or (value.system is None and not value.no_system)
 
 
 def _token_match(value: Value, modifier: str | None, raw: str) -> bool:
@@ -130,7 +132,7 @@ def _quantity_match(value: Value, raw: str) -> bool:
 def _reference_match(value: Value, modifier: str | None, raw: str, base: str | None) -> bool:
     if modifier == "identifier":
         return type(value) is RefIdentifier and _token(
-            Token(value.system, value.value), *token_query(raw)
+            Token(value.system, value.value, no_system=value.system is None), *token_query(raw)
         )
     if type(value) is not Ref:
         return False

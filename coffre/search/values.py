@@ -27,10 +27,13 @@ _CURRENCY_SYSTEM = "urn:iso:std:iso:4217"
 
 
 class Token(NamedTuple):
-    """A code: ``system`` is None for plain codes, strings, booleans and ids."""
+    """A code: ``system`` is None for plain codes, strings, booleans and ids, whose binding
+    implies it, and for a Coding, Identifier or ContactPoint that states none, which is
+    then ``no_system``: it matches no ``system|code`` (a plain code matches any)."""
 
     system: str | None
     code: str
+    no_system: bool = False
 
 
 class TokenText(NamedTuple):
@@ -120,10 +123,15 @@ def _plain(item: Any) -> Any:
 # ---- token -----------------------------------------------------------------------------
 
 
+def _stated(system: str | None, code: str) -> Token:
+    """The token of an element that carries its own system, or says it has none."""
+    return Token(system, code, no_system=system is None)
+
+
 def _coding(coding: dict[str, Any], out: list[Value]) -> None:
     code, display = coding.get("code"), coding.get("display")
     if isinstance(code, str):
-        out.append(Token(coding.get("system"), code))
+        out.append(_stated(coding.get("system"), code))
     if isinstance(display, str):
         out.append(TokenText(text(display)))
 
@@ -140,7 +148,7 @@ def _identifier(identifier: dict[str, Any], out: list[Value]) -> None:
     value = identifier.get("value")
     if not isinstance(value, str):
         return
-    out.append(Token(identifier.get("system"), value))
+    out.append(_stated(identifier.get("system"), value))
     kind = identifier.get("type")
     if isinstance(kind, dict):
         for coding in kind.get("coding") or ():

@@ -396,6 +396,69 @@ def test_identifier_modifiers_of_type_and_reference_identifier(client: TestClien
     assert _ids(_search(client, "Observation?performer:identifier=urn:other|B7")) == []
 
 
+MRN = "https://hospital.example/mrn"
+
+
+def test_system_and_code_never_find_a_coding_or_identifier_without_a_system(
+    client: TestClient,
+) -> None:
+    _patient(client, "legacy", "Legacy", "1950-01-01", identifier=[{"value": "1234567"}])
+    _patient(client, "other", "Other", "1951-01-01", identifier=[{"value": "7654321"}])
+    _patient(client, "mailer", "Mailer", "1952-01-01", telecom=[{"value": "a@b.example"}])
+    put_resource(
+        client,
+        {
+            "resourceType": "Condition",
+            "id": "uncoded",
+            "subject": {"reference": "Patient/legacy"},
+            "code": {"coding": [{"code": "44054006"}]},
+        },
+    )
+    assert _ids(_search(client, f"Patient?identifier={MRN}|1234567")) == []
+    assert _ids(_search(client, "Patient?identifier=|1234567")) == ["legacy"]
+    assert _ids(_search(client, "Patient?identifier=1234567")) == ["legacy"]
+    assert _ids(_search(client, "Patient?telecom=email|a@b.example")) == []
+    assert _ids(_search(client, "Condition?code=http://snomed.info/sct|44054006")) == []
+    assert _ids(_search(client, "Condition?code=44054006")) == ["uncoded"]
+    put_resource(
+        client,
+        {
+            "resourceType": "Observation",
+            "id": "by-bare-badge",
+            "status": "final",
+            "code": {"text": "note"},
+            "performer": [{"identifier": {"value": "B8"}}],
+        },
+    )
+    assert _ids(_search(client, "Observation?performer:identifier=urn:badge|B8")) == []
+    assert _ids(_search(client, "Observation?performer:identifier=B8")) == ["by-bare-badge"]
+    assert _ids(_search(client, "Patient?gender=male")) == []  # a plain code still matches
+    _patient(client, "coded", "Coded", "1953-01-01", gender="male")
+    gender = "http://hl7.org/fhir/administrative-gender|male"
+    assert _ids(_search(client, f"Patient?gender={gender}")) == ["coded"]
+
+    newcomer = {
+        "resourceType": "Patient",
+        "name": [{"family": "Newcomer"}],
+        "identifier": [{"system": MRN, "value": "1234567"}],
+    }
+    created = client.post(
+        "/fhir/Patient",
+        json=newcomer,
+        headers={**FHIR_JSON, "If-None-Exist": f"identifier={MRN}|1234567"},
+    )
+    assert created.status_code == 201, created.text
+    assert created.json()["id"] != "legacy"
+    updated = client.put(
+        f"/fhir/Patient?identifier={MRN}|7654321", json=newcomer, headers=FHIR_JSON
+    )
+    assert updated.status_code == 201, updated.text  # created, Other left as it was
+    assert client.get("/fhir/Patient/other").json()["name"][0]["family"] == "Other"
+    assert client.get("/fhir/Patient/legacy").json()["name"][0]["family"] == "Legacy"
+    assert client.delete(f"/fhir/Patient?identifier={MRN}|7654321").status_code in (200, 204)
+    assert client.get("/fhir/Patient/other").status_code == 200
+
+
 def test_the_capability_statement_lists_every_parameter_coffre_answers(
     client: TestClient,
 ) -> None:
