@@ -145,10 +145,9 @@ def local_reference(reference: str, base: str) -> str | None:
             f"the reference '{bounded(reference)}' is no literal reference: a relative one is"
             " Type/id (Patient/123), without spaces or a leading or doubled slash",
         )
-    own, theirs = _past_scheme(base.rstrip("/")), _past_scheme(reference)
-    if not own or theirs is None or not theirs.startswith(own + "/"):
+    local = past_base(reference, base)
+    if local is None:
         return None
-    local = theirs[len(own) + 1 :]
     found = _LOCAL.fullmatch(local)
     return local if found is not None and found.group(1) in RESOURCE_TYPES else None
 
@@ -218,6 +217,16 @@ def _looks_relative(reference: str) -> bool:
     if reference.startswith(("urn:", "#")) or "?" in reference or "://" in reference:
         return False
     return "/" in reference or reference != reference.strip()
+
+
+def past_base(url: str, base: str) -> str | None:
+    """What ``url`` names below this server's ``base``, reached over http or https alike
+    (``Patient/1`` of ``https://host/fhir/Patient/1`` on ``http://host/fhir``); None for a
+    URL elsewhere."""
+    own, theirs = _past_scheme(base.rstrip("/")), _past_scheme(url)
+    if not own or theirs is None or not theirs.startswith(own + "/"):
+        return None
+    return theirs[len(own) + 1 :]
 
 
 def _past_scheme(url: str) -> str | None:

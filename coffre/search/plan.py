@@ -18,6 +18,7 @@ from functools import lru_cache
 from typing import Any
 
 from coffre.exceptions import FhirError, bounded
+from coffre.fhir.references import past_base
 from coffre.search.criteria import Criterion, split_escaped, split_or, unescape
 from coffre.search.normalise import date_range, exact_text, legacy_text, number_range, text
 from coffre.search.parameters import SearchParameter
@@ -401,11 +402,14 @@ def _token_plan(raw: str, family: str = "") -> Plan | None:
 
 def reference_query(raw: str, modifier: str | None, base: str | None) -> tuple[str, ...]:
     """A reference as the index may hold it: ``Type/id`` where local, else the URL; an
-    absolute URL on Coffre's base is also looked for as written, which is how a resource
-    that wrote it is indexed (resources are indexed without the base)."""
+    absolute URL on Coffre's base (over http or https alike, as writes take it) is also
+    looked for as written, with either scheme, which is how a resource that wrote it
+    before writes made it relative is indexed (resources are indexed without the base)."""
     value, written = unescape(raw), tuple[str, ...]()
-    if base and value.startswith(base.rstrip("/") + "/"):
-        value, written = value[len(base.rstrip("/")) + 1 :], (value,)
+    local = past_base(value, base) if base else None
+    if local is not None:
+        past = value.partition("://")[2]
+        value, written = local, tuple(dict.fromkeys((value, f"http://{past}", f"https://{past}")))
     if "/_history/" in value:  # a version names its record, relative or absolute
         value, written = value.split("/_history/")[0], (*written, value)
     if modifier and modifier[:1].isupper():

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any, NamedTuple
 
+from coffre.fhir.references import past_base
 from coffre.search.fhirpath.runtime import Prim
 from coffre.search.normalise import (
     HIGHEST,
@@ -258,8 +259,8 @@ def date_values(groups: Groups, base: str | None) -> list[Value]:
 
 def reference(value: str, base: str | None) -> Ref:
     """A reference string normalised: ``Type/id`` where it points into Coffre."""
-    if base and value.startswith(base.rstrip("/") + "/"):
-        value = value[len(base.rstrip("/")) + 1 :]
+    if base and (local := past_base(value, base)) is not None:
+        value = local
     if "://" not in value and not value.startswith(("#", "urn:")) and "?" not in value:
         parts = value.split("/")
         if len(parts) >= 2 and parts[0][:1].isupper():

@@ -459,6 +459,29 @@ def test_system_and_code_never_find_a_coding_or_identifier_without_a_system(
     assert client.get("/fhir/Patient/other").status_code == 200
 
 
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_a_reference_on_the_base_is_found_by_its_url_over_either_scheme(
+    client: TestClient, scheme: str
+) -> None:
+    _people(client)
+    written = f"{scheme}://testserver/fhir/Patient/cyd"
+    put_resource(
+        client,
+        {
+            "resourceType": "Observation",
+            "id": "by-url",
+            "status": "final",
+            "code": {"text": "note"},
+            "subject": {"reference": written},
+        },
+    )
+    for searched in ("http", "https"):
+        url = f"{searched}://testserver/fhir/Patient/cyd"
+        for query in (f"subject={url}", f"subject:Patient={url}", f"patient={url}"):
+            assert _ids(_search(client, f"Observation?{query}")) == ["by-url"], query
+    assert _ids(_search(client, "Observation?subject=https://elsewhere/fhir/Patient/cyd")) == []
+
+
 def test_the_capability_statement_lists_every_parameter_coffre_answers(
     client: TestClient,
 ) -> None:
