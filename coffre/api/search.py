@@ -77,10 +77,10 @@ def _bundle(
     entries = [
         {
             "fullUrl": f"{base}/{s.reference}",
-            "resource": shape.served(s.body),
+            "resource": shown.served(s.body),
             "search": {"mode": mode},
         }
-        for mode, group in (("match", page), ("include", included))
+        for mode, group, shown in (("match", page, shape), ("include", included, shape.of_includes))
         for s in group
     ]
     if ignored:

@@ -31,6 +31,12 @@ class Shape:
     def whole(self) -> bool:
         return self.summary in (None, "false") and not self.elements
 
+    @property
+    def of_includes(self) -> Shape:
+        """What an answer shows of its included resources: ``_elements`` names a match's
+        elements (other types' have other names), and leaves the includes whole."""
+        return Shape(self.summary, ())
+
     def served(self, body: bytes) -> Any:
         """What an answer shows of a resource sealed as ``body``: the whole of it is its
         JSON as sealed, embedded without being parsed."""

@@ -246,6 +246,21 @@ def test_include_revinclude_and_iterate(client: TestClient) -> None:
     assert sorted(_ids(bundle, "include")) == ["enc-ana", "org"]
 
 
+def test_elements_shape_the_matches_and_leave_the_includes_whole(client: TestClient) -> None:
+    _people(client)
+    query = "Observation?code=8302-2&_include=Observation:subject&_elements=code,subject"
+    entries = _search(client, query)["entry"]
+    for entry in entries:
+        resource = entry["resource"]
+        if entry["search"]["mode"] == "match":
+            assert "valueQuantity" not in resource and "subject" in resource
+            assert resource["meta"]["tag"][-1]["code"] == "SUBSETTED"
+        else:
+            assert {"name", "birthDate", "gender"} <= set(resource), resource
+            assert "tag" not in resource["meta"], resource
+    assert sorted(e["resource"]["id"] for e in entries) == ["ana", "bob", "obs-0", "obs-1"]
+
+
 def test_chains_and_has(client: TestClient) -> None:
     _people(client)
     assert sorted(_ids(_search(client, "Observation?subject:Patient.name=berg"))) == [
