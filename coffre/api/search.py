@@ -25,7 +25,7 @@ from coffre.fhir.values import LARGEST
 from coffre.search import Criterion, check_criteria, parse_criteria
 from coffre.search.criteria import RESULT_PARAMETERS, criterion
 from coffre.search.results import Pairs, listed, number, one_of, page_count
-from coffre.search.shapes import SUMMARIES, search_shape
+from coffre.search.shapes import SUMMARIES, search_shape, unknown_elements
 from coffre.service import RecordStore, Stored
 from coffre.service.includes import Include, included_by, includes, supporting
 from coffre.service.searching import Scope, Searcher, everything, everything_types, sort_results
@@ -116,6 +116,7 @@ def search_page(
     criteria, ignored = check_criteria(resource_type, parse_criteria(pairs), strict=strict)
     pairs = _answered(pairs, criteria)
     specs, skipped = includes(pairs, strict)
+    skipped += unknown_elements(resource_type, search_shape(pairs), strict)
     searcher = Searcher(records, _scope(records, pairs, base, admit, within, writer))
     sort = _sort_keys(pairs)
     found, complete = searcher.search(

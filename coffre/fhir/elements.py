@@ -126,3 +126,15 @@ def choice_names(resource_type: str) -> dict[str, str]:
         for name, (_, choice) in looks.items()
         if choice is not None and not name.startswith("_")
     }
+
+
+@cache
+def element_names(resource_type: str) -> frozenset[str]:
+    """The names of a resource type's top-level elements, as ``_elements`` gives them:
+    each element's (a primitive's ``_name`` stands for it), a choice element's own
+    (``value``), and a DomainResource's ``contained``, whose resources need no look."""
+    _, looks = ELEMENT_RULES[resource_type]
+    names = {name.removeprefix("_") for name in looks} | set(choice_names(resource_type).values())
+    if "text" in names:  # a DomainResource
+        names.add("contained")
+    return frozenset(names)

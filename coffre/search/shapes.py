@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from coffre.exceptions import FhirError, bounded
 from coffre.fhir import json
-from coffre.fhir.elements import choice_names, mandatory_names
+from coffre.fhir.elements import choice_names, element_names, mandatory_names
 from coffre.search.parameters import parameters_for
 from coffre.search.results import Pairs, listed, one_of
 
@@ -73,6 +74,22 @@ class Shape:
 def search_shape(pairs: Pairs) -> Shape:
     """What a page of search results shows of each resource."""
     return Shape(one_of(pairs, "_summary", SUMMARIES), tuple(listed(pairs, "_elements")))
+
+
+def unknown_elements(resource_type: str, shape: Shape, strict: bool) -> list[str]:
+    """Why each name ``_elements`` gives that is no top-level element of the type (a
+    typo, a path such as ``identifier.value``) shows nothing: a 400 when ``strict``, as
+    an unknown search parameter, else said in the answer's outcome."""
+    unknown = [name for name in shape.elements if name not in element_names(resource_type)]
+    if not unknown:
+        return []
+    reason = (
+        f"_elements={bounded(','.join(unknown))}: no top-level element of {resource_type} has that"
+        " name (_elements takes element names alone, such as identifier or name)"
+    )
+    if strict:
+        raise FhirError(400, "not-supported", f"the search cannot be answered: {reason}")
+    return [reason]
 
 
 def read_shape(pairs: Pairs) -> Shape:

@@ -261,6 +261,24 @@ def test_elements_shape_the_matches_and_leave_the_includes_whole(client: TestCli
     assert sorted(e["resource"]["id"] for e in entries) == ["ana", "bob", "obs-0", "obs-1"]
 
 
+def test_elements_naming_no_element_of_the_type_are_refused_or_reported(
+    client: TestClient,
+) -> None:
+    _people(client)
+    query = "Patient?_id=ana&_elements=identifier.value,gender,foo"
+    strict = client.get(f"/fhir/{query}", headers={"Prefer": "handling=strict"})
+    assert strict.status_code == 400, strict.text
+    assert "identifier.value,foo" in strict.text
+    lenient = _search(client, query)
+    (outcome,) = [e for e in lenient["entry"] if e["search"]["mode"] == "outcome"]
+    assert "identifier.value,foo" in outcome["resource"]["issue"][0]["diagnostics"]
+    assert set(lenient["entry"][0]["resource"]) == {"resourceType", "id", "meta", "gender"}
+    fine = "Observation?_id=obs-0&_elements=value,effective,contained,text"
+    answered = client.get(f"/fhir/{fine}", headers={"Prefer": "handling=strict"})
+    assert answered.status_code == 200, answered.text
+    assert "valueQuantity" in answered.json()["entry"][0]["resource"]
+
+
 def test_chains_and_has(client: TestClient) -> None:
     _people(client)
     assert sorted(_ids(_search(client, "Observation?subject:Patient.name=berg"))) == [

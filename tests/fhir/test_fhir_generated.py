@@ -16,7 +16,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 from coffre.fhir import _definitions_r4, _elements_r4
-from coffre.fhir.elements import choice_names, mandatory_names
+from coffre.fhir.elements import choice_names, element_names, mandatory_names
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -45,6 +45,17 @@ def test_the_compartment_paths_are_the_scripts_output() -> None:
     generator = _generator()
     paths = generator.compartment_paths(shared_data_path())
     assert {k: tuple(v) for k, v in paths.items()} == _definitions_r4.PATIENT_COMPARTMENT_PATHS
+
+
+def test_the_element_names_of_each_resource_type_are_the_schemas() -> None:
+    """What ``_elements`` may name: every top-level property of the schema's (a
+    primitive's ``_name`` as its own), each choice element by its own name too."""
+    schema = json.loads(shared_data_path("schema", "fhir.schema.json").read_text())
+    for resource_type in _definitions_r4.RESOURCE_TYPES:
+        properties = schema["definitions"][resource_type]["properties"]
+        named = {name.removeprefix("_") for name in properties} - {"resourceType"}
+        choices = set(choice_names(resource_type).values())
+        assert element_names(resource_type) == named | choices, resource_type
 
 
 def test_the_element_rules_are_the_scripts_output() -> None:
