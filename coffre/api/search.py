@@ -27,13 +27,25 @@ from coffre.search.criteria import RESULT_PARAMETERS, criterion
 from coffre.search.results import Pairs, listed, number, one_of, page_count
 from coffre.search.shapes import SUMMARIES, search_shape, unknown_elements
 from coffre.service import RecordStore, Stored
-from coffre.service.includes import Include, included_by, includes, supporting
+from coffre.service.includes import (
+    ITERATE_ROUNDS,
+    Include,
+    included_by,
+    includes,
+    supporting,
+)
 from coffre.service.searching import Scope, Searcher, everything, everything_types, sort_results
 from coffre.service.stored import check_id
 from coffre.service.writer import Writer
 
 Admit = Callable[[Stored], bool]
 TOTALS = ("none", "estimate", "accurate")
+
+
+_CUT = (
+    f"_include:iterate past {ITERATE_ROUNDS} rounds: the resources included stop there, and"
+    " those the last ones refer to are left out"
+)
 
 
 def _outcome(ignored: list[str]) -> dict[str, Any]:
@@ -70,7 +82,9 @@ def _bundle(
     offset = number(pairs, "_offset") or 0
     start = offset if after is None else bisect_right([m.loc for m in matches], after)
     page = matches[start : start + count]
-    included = included_by(searcher, page, specs)
+    included, cut = included_by(searcher, page, specs)
+    if cut:
+        ignored = [*ignored, _CUT]
     there = {s.reference for s in included}
     included += [s for s in supporting(searcher, page, supported) if s.reference not in there]
     snapshot = searcher.scope.as_of or 0

@@ -155,20 +155,24 @@ def _includes(searcher: Searcher, found: list[Stored], specs: list[Include]) -> 
     return list(out.values())
 
 
-def included_by(searcher: Searcher, page: list[Stored], specs: list[Include]) -> list[Stored]:
-    """Everything the page's ``_include`` and ``_revinclude`` bring, iterating where asked."""
+def included_by(
+    searcher: Searcher, page: list[Stored], specs: list[Include]
+) -> tuple[list[Stored], bool]:
+    """Everything the page's ``_include`` and ``_revinclude`` bring, iterating where asked,
+    and whether ``:iterate`` stopped at ``ITERATE_ROUNDS`` with more left to bring (a
+    round more is looked up then, to tell)."""
     seen = {s.reference for s in page}
     added: list[Stored] = []
     current = page
-    for round_ in range(ITERATE_ROUNDS):
+    for round_ in range(ITERATE_ROUNDS + 1):
         following = [spec for spec in specs if spec.iterate or round_ == 0]
         new = _includes(searcher, current, following)
         current = [s for s in new if s.reference not in seen]
+        if round_ == ITERATE_ROUNDS or not current:
+            break
         seen |= {s.reference for s in current}
         added += current
-        if not current:
-            break
-    return added
+    return added, bool(current)
 
 
 _REFERENCE = re.compile(

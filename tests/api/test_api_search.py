@@ -279,6 +279,35 @@ def test_elements_naming_no_element_of_the_type_are_refused_or_reported(
     assert "valueQuantity" in answered.json()["entry"][0]["resource"]
 
 
+def _members(client: TestClient, length: int) -> None:
+    """Observations ``m0`` to ``m{length-1}``, each a member of the one before."""
+    for i in range(length):
+        member = {"hasMember": [{"reference": f"Observation/m{i + 1}"}]} if i + 1 < length else {}
+        put_resource(
+            client,
+            {
+                "resourceType": "Observation",
+                "id": f"m{i}",
+                "status": "final",
+                "code": {"text": "m"},
+                **member,
+            },
+        )
+
+
+@pytest.mark.parametrize(("length", "cut"), [(5, False), (6, True)])
+def test_an_iterate_cut_at_its_last_round_says_so(
+    client: TestClient, length: int, cut: bool
+) -> None:
+    _members(client, length)
+    bundle = _search(client, "Observation?_id=m0&_include:iterate=Observation:has-member")
+    assert _ids(bundle, "include") == ["m1", "m2", "m3", "m4"]
+    outcomes = [e["resource"] for e in bundle["entry"] if e["search"]["mode"] == "outcome"]
+    assert bool(outcomes) == cut
+    if cut:
+        assert "past 4 rounds" in outcomes[0]["issue"][0]["diagnostics"]
+
+
 def test_chains_and_has(client: TestClient) -> None:
     _people(client)
     assert sorted(_ids(_search(client, "Observation?subject:Patient.name=berg"))) == [
