@@ -42,7 +42,8 @@ def principal_access(
     reason: str | None = None,
 ) -> Access:
     """The acting party the audit log names for ``principal``: the person, their role,
-    the app, from ``address``; ``purpose`` and ``reason`` as the request states them."""
+    the app, from ``address``; ``purpose`` and ``reason`` as the request states them; the
+    patient it acts as, if it does."""
     return Access(
         principal.actor,
         address=address,
@@ -51,6 +52,7 @@ def principal_access(
         fhir_user=principal.fhir_user,
         role=str(principal.role) if principal.role else None,
         client_id=principal.client_id or None,
+        patient=principal.acting_patient(),
     )
 
 

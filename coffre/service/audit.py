@@ -50,7 +50,10 @@ class Access:
     (``TREAT``, ``ETREAT`` for break-glass...) when the request states one; ``address``
     is the client's network address; ``reason`` is free text (why an operator erased,
     why a clinician broke the glass). With a token: ``fhir_user`` (``Practitioner/abc``),
-    ``role`` and ``client_id`` name the principal.
+    ``role`` and ``client_id`` name the principal; ``patient``: the patient it acts as,
+    confined to her records (her own token, her app's, the portal for her:
+    ``Principal.acting_patient`` of ``coffre.api.auth.scopes``, which this layer does not
+    import), whom what a patient may do holds ("" when it is confined to nobody).
     """
 
     who: str
@@ -60,12 +63,13 @@ class Access:
     fhir_user: str | None = None
     role: str | None = None
     client_id: str | None = None
+    patient: str | None = None
 
     @property
     def is_patient(self) -> bool:
-        """Whether a patient acts (her own token, or the portal for her): ``Role.PATIENT``
-        of ``coffre.api.auth.scopes``, which this layer does not import."""
-        return self.role == "patient"
+        """Whether a patient acts: a token confined to her records, whatever its role
+        says."""
+        return self.patient is not None
 
 
 OPERATOR = Access("the vault's operator, on the sovereign side (coffre command line)")

@@ -88,6 +88,7 @@ terminology a project reads its data by. Any other type may hold a patient's rec
 without naming them (a Binary whose securityContext is a DocumentReference, a stored
 Bundle, a Library's attachment), and research data goes through the hub."""
 _WRITES = frozenset({Interaction.CREATE, Interaction.UPDATE, Interaction.DELETE})
+_APPOINTMENT_WRITES = frozenset("cud")
 CARE_RECORDS = (("Encounter", "participant"), ("CareTeam", "participant"))
 """The records that make a care relationship (docs/access.md, "Care relationships"): the
 type, and the search parameter naming its practitioners; each is looked up with
@@ -278,6 +279,24 @@ class Principal:
             kind, _, patient_id = (self.fhir_user or "").partition("/")
             return patient_id if kind == "Patient" and patient_id else ""
         return None
+
+    def acting_patient(self) -> str | None:
+        """The patient this principal acts as, whom what a patient may do holds (her
+        bookings: docs/booking.md): a patient's own token, or one of no role whose scopes
+        that write Appointments are all confined to a patient (a SMART patient app's, as
+        an OpenID Connect issuer may grant it, with a ``patient`` claim and no role); the
+        patient it is confined to ("" for nobody). None for everyone else: a clinician,
+        a system, an administrator, a token that writes any patient's appointments."""
+        if self.role not in (Role.PATIENT, None):
+            return None
+        writing = [
+            self.own_patient(scope.context)
+            for scope in self.scopes.resources
+            if scope.covers_type("Appointment") and scope.permissions & _APPOINTMENT_WRITES
+        ]
+        if self.role is None and (not writing or None in writing):
+            return None
+        return self.own_patient(Context.USER) or self.patient or ""
 
 
 SEVERAL = "\x00several"

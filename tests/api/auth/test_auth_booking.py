@@ -7,7 +7,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from smart import authority_at, client_for, register_app, register_user, user_token
+from smart import (
+    FHIR_BASE,
+    ORIGIN,
+    authority_at,
+    client_for,
+    register_app,
+    register_user,
+    user_token,
+)
 from starlette.testclient import TestClient
 
 from coffre.service import RecordStore
@@ -180,4 +188,28 @@ def test_a_patient_holds_one_vaccination_to_come_of_hers_alone(
     assert second.status_code == 409, second.text
     said = second.json()["issue"][0]["diagnostics"]
     assert f"Appointment/{first.json()['id']}" in said and "cancel it" in said
+    assert _slot_status(records, "vb") == "free"
+
+
+def test_a_token_confined_to_a_patient_books_as_she_does_whatever_its_role(
+    records: RecordStore, tmp_path: Path
+) -> None:
+    """An OpenID Connect issuer's SMART patient app: a patient claim and patient scopes,
+    no role nor fhirUser. Confined to her records, it is held to her booking rules."""
+    _open_campaign(records)
+    authority = authority_at(tmp_path)
+    client = client_for(records, authority)
+    claims = {"iss": ORIGIN + "/auth", "aud": FHIR_BASE, "sub": "anne-at-her-issuer"}
+    claims.update(client_id="app", scope=RECORD_APP + " patient/Schedule.rs", patient="anne")
+    token = authority.signer.sign(claims, 300)
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/fhir+json"}
+    rest = _for("anne", "va", "vb", status="booked")
+    made = client.post("/fhir/Appointment", json=rest, headers=headers)
+    assert made.status_code == 403, made.text
+    both = client.post("/fhir/Appointment/$book", json=_for("anne", "va", "vb"), headers=headers)
+    assert both.status_code == 422, both.text
+    first = client.post("/fhir/Appointment/$book", json=_for("anne", "va"), headers=headers)
+    assert first.status_code == 201, first.text
+    second = client.post("/fhir/Appointment/$book", json=_for("anne", "vb"), headers=headers)
+    assert second.status_code == 409, second.text
     assert _slot_status(records, "vb") == "free"

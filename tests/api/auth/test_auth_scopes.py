@@ -381,3 +381,26 @@ def test_patient_scopes_never_reach_another_patient(principal: Principal, target
 )
 def test_the_audit_log_names_the_principal(principal: Principal, actor: str) -> None:
     assert principal.actor == actor
+
+
+ISSUERS_APP = Principal("alice-idp", "app", scopes("patient/Appointment.cu"), None, ALICE)
+
+
+@pytest.mark.parametrize(
+    ("principal", "patient"),
+    [
+        (PATIENT_APP, ALICE),
+        (PATIENT_USER, ALICE),
+        (ISSUERS_APP, ALICE),  # no role, confined by its scopes: a patient's app
+        (Principal("x", "app", scopes("user/*.cruds"), None, None, "Patient/alice"), ALICE),
+        (Principal("x", "app", scopes("patient/*.rs system/Appointment.u"), None, ALICE), None),
+        (Principal("lab", "lab", scopes("system/*.cruds"), None), None),
+        (CLINICIAN, None),
+        (NO_CONTEXT, None),  # a clinician's patient scopes: confined, but a clinician acts
+        (SYSTEM, None),
+    ],
+)
+def test_a_principal_acts_as_the_patient_its_appointment_writes_are_confined_to(
+    principal: Principal, patient: str | None
+) -> None:
+    assert principal.acting_patient() == patient

@@ -215,7 +215,7 @@ def test_two_bookings_of_one_patient_in_one_commit_are_one(
         portal_booking._appointment_for(records, seat, PATIENT, now_us())
         for seat in ("nine-a", "evening-a")
     ]
-    with records.writer(Access(f"Patient/{PATIENT}", role="patient")) as writer:
+    with records.writer(Access(f"Patient/{PATIENT}", role="patient", patient=PATIENT)) as writer:
         book(writer, appointments[0], now_us(), lambda _: None)
         with pytest.raises(OneToCome, match="appointment to come"):
             book(writer, appointments[1], now_us(), lambda _: None)
