@@ -3,6 +3,7 @@ instead of the one it names when a crowd took that one first."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from coffre.booking.find import VACCINATION, place_and_time
@@ -103,14 +104,19 @@ def begins_after(resource: dict[str, Any], now_us: int) -> bool:
     return isinstance(start, str) and query_date(start)[0] > now_us
 
 
-def to_come_of(appointment: dict[str, Any], patient_id: str, now_us: int) -> bool:
+def to_come_of(
+    appointment: dict[str, Any], patient_id: str, now_us: int, slots: Iterable[dict[str, Any]]
+) -> bool:
     """Whether an Appointment is the patient's alone (one naming other patients too is
-    hidden from her, whom she cannot cancel), holds its time and has not begun: what the
-    portal lists as hers to come, and what her one vaccination at a time counts."""
+    hidden from her, whom she cannot cancel), holds its time and is to come: its start, or
+    that of a Slot it holds (``slots``, as they stand, read only when its own start is
+    past: one a clinician's write moved into the past holds its seat still), is after
+    now. What the portal lists as hers to come, and what her one vaccination at a time
+    counts."""
     return (
         appointment.get("status") in HOLDING
         and patient_of(appointment) == patient_id
-        and begins_after(appointment, now_us)
+        and (begins_after(appointment, now_us) or any(begins_after(s, now_us) for s in slots))
     )
 
 

@@ -21,6 +21,10 @@ HOLDING = ("pending", "booked", "arrived", "checked-in", "fulfilled")
 yet, ``cancelled``, ``noshow`` and ``entered-in-error`` no longer do."""
 
 FREE, BUSY = "free", "busy"
+BOOKED_WITH = ("start", "end", "slot", "participant", "serviceType")
+"""What an Appointment holding Slots was booked with, which a patient's update leaves as
+it is: she cancels it, and books another to change it."""
+CANCELLED = "cancelled"
 
 
 def slot_id(slot: dict[str, Any]) -> str | None:
@@ -71,6 +75,30 @@ def books_through_book(slot_id: str) -> FhirError:
         " (or the portal), which keeps the booking rules; an appointment is cancelled by an"
         " update of its status",
         "Appointment.slot",
+    )
+
+
+def patients_change(
+    appointment_id: str, before: dict[str, Any], after: dict[str, Any]
+) -> FhirError | None:
+    """The refusal (403) of a patient's update of an Appointment that holds Slots, unless
+    it keeps its status or cancels it, and changes nothing it was booked with
+    (``BOOKED_WITH``): else she would move her seat's time into the past and book another
+    vaccination, name a second patient to hide it from her count, or change its service,
+    her seat still held. None when it does neither."""
+    status = after.get("status")
+    changed = next((name for name in BOOKED_WITH if before.get(name) != after.get(name)), None)
+    if changed is None and status in (before.get("status"), CANCELLED):
+        return None
+    element = f"Appointment.{changed or 'status'}"
+    said = f"changes {element}" if changed else f"makes it {status}"
+    return FhirError(
+        403,
+        "forbidden",
+        f"a patient's update of Appointment/{appointment_id}, which holds its seat, {said}:"
+        f" she cancels it (status {CANCELLED}) and changes none of {', '.join(BOOKED_WITH)};"
+        " to change it, cancel it and book another through Appointment/$book (or the portal)",
+        element,
     )
 
 

@@ -7,7 +7,7 @@ import random
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, tzinfo
 from typing import TYPE_CHECKING, Any
 
@@ -29,7 +29,7 @@ from coffre.exceptions import FhirError
 from coffre.fhir.compartment import patient_of
 from coffre.search import parse_criteria
 from coffre.service.slots import current_slot
-from coffre.service.stored import Outcome, Stored, instant
+from coffre.service.stored import Outcome, Stored
 
 if TYPE_CHECKING:
     from coffre.service.records import RecordStore
@@ -203,9 +203,8 @@ def book(writer: Writer, appointment: dict[str, Any], now_us: int, like: SeatsLi
 
 def _is_vaccination(writer: Writer, appointment: dict[str, Any]) -> bool:
     """An Appointment of the vaccination service, or on a seat of it."""
-    slots = (current_slot(writer, slot_id) for slot_id in held_slots(appointment))
     return names_vaccination(appointment) or any(
-        slot is not None and names_vaccination(slot) for slot in slots
+        names_vaccination(slot) for slot in _held(writer, appointment)
     )
 
 
@@ -217,18 +216,19 @@ def _check_none_to_come(
     sent at once are one after the other."""
     if not _is_vaccination(writer, appointment):
         return
-    criteria = parse_criteria(
-        [
-            ("patient", f"Patient/{patient_id}"),
-            ("status", ",".join(HOLDING)),
-            ("date", f"gt{instant(now_us)}"),
-        ]
-    )
+    criteria = parse_criteria([("patient", f"Patient/{patient_id}"), ("status", ",".join(HOLDING))])
     for held in writer.find("Appointment", criteria):
-        if to_come_of(held.resource(), patient_id, now_us) and _is_vaccination(
-            writer, held.resource()
+        resource = held.resource()
+        if to_come_of(resource, patient_id, now_us, _held(writer, resource)) and _is_vaccination(
+            writer, resource
         ):
             raise OneToCome(patient_id, held.id)
+
+
+def _held(writer: Writer, appointment: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The Slots an Appointment holds, as the transaction sees them, read one by one."""
+    slots = (current_slot(writer, slot_id) for slot_id in held_slots(appointment))
+    return (slot for slot in slots if slot is not None)
 
 
 def _check_patient(writer: Writer, patient_id: str | None) -> None:

@@ -18,6 +18,7 @@ from coffre.booking.slots import (
     frees,
     held_slots,
     naming,
+    patients_change,
     released,
     seats_of_the_deleted,
     still_held,
@@ -122,9 +123,15 @@ def _follow_appointment(
 ) -> None:
     """Take the Slots the Appointment comes to hold, refusing one another holds; let go
     of those it no longer holds. A Slot not (yet) here is held once it is written. A
-    patient takes a Slot through $book only, which keeps what she may book."""
+    patient takes a Slot through $book only, which keeps what she may book, and cancels
+    an Appointment holding one but changes nothing it was booked with."""
     before = held_slots(current.resource()) if current is not None and not current.deleted else ()
     after = held_slots(resource) if resource is not None else ()
+    if before and resource is not None and writer.access.is_patient and not booking:
+        assert current is not None
+        refusal = patients_change(appointment_id, current.resource(), resource)
+        if refusal is not None:
+            raise refusal
     taking = {slot_id: current_slot(writer, slot_id) for slot_id in after if slot_id not in before}
     if taking and writer.access.is_patient and not booking:
         raise books_through_book(next(iter(taking)))

@@ -10,7 +10,7 @@ Schedule's planning horizon names or is written in (``booking.local_day``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta, tzinfo
 from html import escape
@@ -136,12 +136,19 @@ def _asked_day(raw: str | None, today: date) -> date:
 
 def _to_come(searcher: Searcher, patient_id: str, now: int) -> list[Stored]:
     """The patient's appointments to come (``to_come_of``: hers alone), soonest first."""
+    records = searcher.records
     to_come = [
         stored
         for stored in searcher.compartment(("Appointment",), patient_id)
-        if to_come_of(stored.resource(), patient_id, now)
+        if to_come_of(stored.resource(), patient_id, now, _held(records, stored.resource()))
     ]
     return sorted(to_come, key=lambda stored: query_date(stored.resource()["start"])[0])
+
+
+def _held(records: RecordStore, appointment: dict[str, Any]) -> Iterator[dict[str, Any]]:
+    """The Slots an Appointment holds, as they are now, read one by one."""
+    slots = (current_record(records, "Slot", slot_id) for slot_id in held_slots(appointment))
+    return (slot.resource() for slot in slots if slot is not None)
 
 
 def centre_moment(records: RecordStore, appointment: dict[str, Any]) -> str:
@@ -420,7 +427,9 @@ async def cancel(request: Request, session: Session, lang: str) -> Response:
     version = form.get("version", "")
     if stored.resource().get("status") not in HOLDING:  # cancelled already, in another tab
         return await _booking_page(request, session, lang, {}, "appointment_changed", 409)
-    if not begins_after(stored.resource(), now_us()):  # a vaccination given is history
+    held = _held(records, stored.resource())
+    if not to_come_of(stored.resource(), session.patient_id, now_us(), held):
+        # a vaccination given is history
         return await _booking_page(request, session, lang, {}, "appointment_begun", 409)
     cancelled = {**stored.resource(), "status": "cancelled"}
 

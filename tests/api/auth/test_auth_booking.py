@@ -213,3 +213,63 @@ def test_a_token_confined_to_a_patient_books_as_she_does_whatever_its_role(
     second = client.post("/fhir/Appointment/$book", json=_for("anne", "vb"), headers=headers)
     assert second.status_code == 409, second.text
     assert _slot_status(records, "vb") == "free"
+
+
+def _booked_va(client: TestClient, headers: dict[str, str]) -> dict[str, Any]:
+    first = client.post("/fhir/Appointment/$book", json=_for("anne", "va"), headers=headers)
+    assert first.status_code == 201, first.text
+    booked: dict[str, Any] = first.json()
+    return booked
+
+
+def test_a_patient_changes_nothing_her_appointment_was_booked_with(
+    record_app: tuple[TestClient, dict[str, str]], records: RecordStore
+) -> None:
+    """Moved into the past, her seat still held, it would no longer count as to come and
+    she would book another vaccination, again and again; with another service, it would
+    be no vaccination. She cancels it, and may note something on it."""
+    client, headers = record_app
+    booked = _booked_va(client, headers)
+    url = f"/fhir/Appointment/{booked['id']}"
+    sister = {"actor": {"display": "my sister"}, "status": "accepted"}
+    changes: list[dict[str, Any]] = [
+        {"start": "2020-01-01T09:00:00Z", "end": "2020-01-01T09:05:00Z"},
+        {"participant": [*booked["participant"], sister]},
+        {"serviceType": [{"text": "a chat"}]},
+        {"status": "noshow"},
+        {"status": "arrived"},
+    ]
+    for change in changes:
+        refused = client.put(url, json={**booked, **change}, headers=headers)
+        assert refused.status_code == 403, (change, refused.text)
+        assert "cancel it" in refused.json()["issue"][0]["diagnostics"]
+    patch = [{"op": "replace", "path": "/start", "value": "2020-01-01T09:00:00Z"}]
+    patch_headers = {**headers, "Content-Type": "application/json-patch+json"}
+    patched = client.patch(url, json=patch, headers=patch_headers)
+    assert patched.status_code == 403, patched.text
+    entry = {"resource": {**booked, **changes[0]}, "request": {"method": "PUT", "url": url[6:]}}
+    bundle = {"resourceType": "Bundle", "type": "transaction", "entry": [entry]}
+    assert client.post("/fhir", json=bundle, headers=headers).status_code == 403
+    second = client.post("/fhir/Appointment/$book", json=_for("anne", "vb"), headers=headers)
+    assert second.status_code == 409, second.text
+    noted = client.put(url, json={**booked, "comment": "I will come by bus"}, headers=headers)
+    assert noted.status_code == 200, noted.text
+    reason = {"text": "I am away"}
+    cancelled = {**noted.json(), "status": "cancelled", "cancelationReason": reason}
+    assert client.put(url, json=cancelled, headers=headers).status_code == 200
+    assert _slot_status(records, "va") == "free"
+
+
+def test_a_clinician_moves_an_appointment_the_patient_cannot(
+    records: RecordStore, tmp_path: Path
+) -> None:
+    """A clinician's latitude stays: they move a patient's appointment, even into the
+    past; it still counts as hers to come while the seat it holds is to come."""
+    client, headers = _anne_with(records, tmp_path, BOOKING_APP)
+    with records.writer() as writer:  # a clinician's write, on the patient's seat
+        moved = {**_for("anne", "va", status="booked"), "start": "2020-01-01T09:00:00Z"}
+        moved["end"] = "2020-01-01T09:05:00Z"
+        writer.create(moved)
+    assert _slot_status(records, "va") == "busy"
+    second = client.post("/fhir/Appointment/$book", json=_for("anne", "vb"), headers=headers)
+    assert second.status_code == 409, second.text

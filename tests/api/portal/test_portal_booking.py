@@ -270,6 +270,28 @@ def test_a_past_time_is_said_past_and_a_past_appointment_is_not_cancelled(
     assert records.read("Appointment", appointment.id).resource()["status"] == "fulfilled"
 
 
+def test_an_appointment_whose_seat_is_to_come_is_to_come_whatever_its_start_says(
+    portal: TestClient, records: RecordStore
+) -> None:
+    """A clinician moved its start into the past: its seat, still held, is to come. It is
+    listed, she cancels it, and it counts as her one vaccination to come meanwhile."""
+    page, seats = _times(portal)
+    assert _book(portal, page, seats[1]).status_code == 303  # type: ignore[attr-defined]
+    (booked,) = records.all_of_type("Appointment")
+    moved = {**booked.resource(), "start": "2026-01-05T09:00:00Z", "end": "2026-01-05T09:05:00Z"}
+    with records.writer(CLINICIAN) as writer:
+        writer.update("Appointment", booked.id, moved)
+    refused = _book(portal, page, seats[0])
+    assert refused.status_code == 409  # type: ignore[attr-defined]
+    assert "You already have a vaccination appointment to come" in refused.text  # type: ignore[attr-defined]
+    listed = portal.get("/portal/booking").text
+    assert hidden(listed, "appointment") == booked.id
+    form = {"csrf": hidden(listed, "csrf"), "appointment": booked.id, "version": "2"}
+    cancelled = portal.post("/portal/booking/cancel", data=form, follow_redirects=False)
+    assert cancelled.headers["location"] == "/portal/booking?cancelled=1"
+    assert _status(records, seats[1]) == "free"
+
+
 def test_a_patient_cancels_their_appointment_once_and_its_seat_is_free_again(
     portal: TestClient, records: RecordStore
 ) -> None:
