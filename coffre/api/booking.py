@@ -47,12 +47,12 @@ async def find(request: Request) -> Response:
     query = parse_find([(n, v) for n, v in pairs if n not in _GENERAL], now_us())
     async with waiting_room_of(request).turn():
         slots, schedules = await _found(request, query)
-    actors = {f"Schedule/{s.id}": s.resource().get("actor", []) for s in schedules}
+    seen = {f"Schedule/{s.id}": s.resource() for s in schedules}
     entries = []
     for slot in slots:
         resource = slot.resource()
-        schedule = resource.get("schedule", {}).get("reference")
-        offer = proposal(slot.id, resource, actors.get(schedule, []), query.patient)
+        schedule = seen.get(resource.get("schedule", {}).get("reference"))
+        offer = proposal(slot.id, resource, schedule, query.patient)
         entries.append({"resource": offer, "search": {"mode": "match"}})
     return fhir_response(fhir_bundle("searchset", entries))
 

@@ -236,13 +236,25 @@ def _order(slot: dict[str, Any]) -> tuple[int, str]:
     return start, str(slot.get("schedule", {}).get("reference"))
 
 
+def with_service(slot: dict[str, Any], schedule: dict[str, Any] | None) -> dict[str, Any]:
+    """A Slot with the service it offers: its own ``serviceType``, else its Schedule's (R4:
+    a Slot's, when given, overrides its Schedule's), so that a seat that names none at a
+    vaccination centre is booked as a vaccination, and counted as one."""
+    if slot.get("serviceType") or schedule is None or not schedule.get("serviceType"):
+        return slot
+    return {**slot, "serviceType": schedule["serviceType"]}
+
+
 def proposal(
-    slot_id: str, slot: dict[str, Any], actors: list[dict[str, Any]], patient: str | None
+    slot_id: str, slot: dict[str, Any], schedule: dict[str, Any] | None, patient: str | None
 ) -> dict[str, Any]:
-    """A proposed Appointment for one seat: its time and service, the schedule's actors
-    (the place, the practitioner) and the patient, if one was named."""
+    """A proposed Appointment for one seat: its time and service (``with_service``), the
+    actors of its ``schedule`` (the place, the practitioner; None: one the requester may
+    not see) and the patient, if one was named."""
+    seat = with_service(slot, schedule)
+    actors = [] if schedule is None else schedule.get("actor", [])
     appointment: dict[str, Any] = {"resourceType": "Appointment", "status": "proposed"}
-    appointment.update({name: slot[name] for name in _SLOT_DETAILS if name in slot})
+    appointment.update({name: seat[name] for name in _SLOT_DETAILS if name in seat})
     appointment.update(start=slot["start"], end=slot["end"])
     appointment["slot"] = [{"reference": f"Slot/{slot_id}"}]
     people = [*actors, *([{"reference": patient}] if patient else [])]

@@ -22,7 +22,7 @@ from coffre.booking.book import (
     to_come_of,
     with_seats,
 )
-from coffre.booking.find import FindQuery, by_time, open_to_all, place_and_time
+from coffre.booking.find import FindQuery, by_time, open_to_all, place_and_time, with_service
 from coffre.booking.local_day import time_zone
 from coffre.booking.slots import FREE, HOLDING, held_slots, unknown_slot
 from coffre.exceptions import FhirError
@@ -202,10 +202,21 @@ def book(writer: Writer, appointment: dict[str, Any], now_us: int, like: SeatsLi
 
 
 def _is_vaccination(writer: Writer, appointment: dict[str, Any]) -> bool:
-    """An Appointment of the vaccination service, or on a seat of it."""
+    """An Appointment of the vaccination service, or on a seat of it (its Slot's service,
+    else its Schedule's: ``with_service``)."""
     return names_vaccination(appointment) or any(
-        names_vaccination(slot) for slot in _held(writer, appointment)
+        names_vaccination(_with_service(writer, slot)) for slot in _held(writer, appointment)
     )
+
+
+def _with_service(writer: Writer, slot: dict[str, Any]) -> dict[str, Any]:
+    """``with_service``, the Slot's Schedule read (as the transaction sees it) only when
+    the Slot names no service."""
+    if slot.get("serviceType"):
+        return slot
+    kind, _, schedule_id = str(slot.get("schedule", {}).get("reference", "")).partition("/")
+    stored = writer.latest("Schedule", schedule_id) if kind == "Schedule" else None
+    return with_service(slot, None if stored is None or stored.deleted else stored.resource())
 
 
 def _check_none_to_come(

@@ -378,10 +378,7 @@ def _appointment_for(
         raise Refused("centre_closed", f"Slot/{slot_id} is no seat of an open centre")
     if not begins_after(slot.resource(), now):
         raise Refused("time_past", f"Slot/{slot_id} has begun")
-    actors = schedule.resource().get("actor", [])
-    offer = proposal(slot_id, slot.resource(), actors, f"Patient/{patient_id}")
-    # The centre's service when the seat names none: the booking is a vaccination's.
-    offer.setdefault("serviceType", schedule.resource()["serviceType"])
+    offer = proposal(slot_id, slot.resource(), schedule.resource(), f"Patient/{patient_id}")
     validate(offer)
     return to_book(offer)
 

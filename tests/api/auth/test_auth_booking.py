@@ -273,3 +273,29 @@ def test_a_clinician_moves_an_appointment_the_patient_cannot(
     assert _slot_status(records, "va") == "busy"
     second = client.post("/fhir/Appointment/$book", json=_for("anne", "vb"), headers=headers)
     assert second.status_code == 409, second.text
+
+
+def test_a_seat_that_names_no_service_is_its_centres_service(
+    patient_app: tuple[TestClient, dict[str, str]], records: RecordStore
+) -> None:
+    """At a vaccination centre whose seats name no service, $find proposes a vaccination,
+    and her booking of such a seat counts as one, whatever the Appointment she sends says:
+    else she would book its every seat."""
+    client, headers = patient_app
+    with records.writer() as writer:
+        centre = {"resourceType": "Schedule", "id": "vaxc", "serviceType": [VACCINATION]}
+        centre["actor"] = [{"reference": "Location/centre-laval"}]
+        writer.update("Schedule", "vaxc", centre)
+        for seat in ("n1", "n2"):
+            slot = {"resourceType": "Slot", "id": seat, "schedule": {"reference": "Schedule/vaxc"}}
+            slot.update(status="free", start="2031-03-03T09:00:00Z", end="2031-03-03T09:05:00Z")
+            writer.update("Slot", seat, slot)
+    found = client.get("/fhir/Appointment/$find?schedule=vaxc&start=2031-03-03", headers=headers)
+    assert found.status_code == 200, found.text
+    (entry,) = found.json()["entry"]
+    assert entry["resource"]["serviceType"] == [VACCINATION]
+    first = client.post("/fhir/Appointment/$book", json=_for("anne", "n1"), headers=headers)
+    assert first.status_code == 201, first.text
+    second = client.post("/fhir/Appointment/$book", json=_for("anne", "n2"), headers=headers)
+    assert second.status_code == 409, second.text
+    assert _slot_status(records, "n2") == "free"
