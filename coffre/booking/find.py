@@ -144,7 +144,7 @@ def _window(pairs: Pairs, now_us: int) -> _Window:
         max(now_us, given_start - (_EAST_US if start_day else 0)),
         min(end + (_WEST_US if end_day else 0), _AFTER_LAST_DAY_US),
     )
-    if raw_start and raw_end and query_date(raw_end)[0] <= given_start:
+    if raw_start and raw_end and _ends_before_it_starts(raw_start, raw_end):
         raise FhirError(400, "invalid", f"end={raw_end} is not after start={raw_start}")
     if reach[1] <= reach[0]:  # the end is gone (the window's start is now, or before it)
         said = f"end={raw_end}" if raw_end else f"the day of start={raw_start}"
@@ -156,6 +156,18 @@ def _window(pairs: Pairs, now_us: int) -> _Window:
             f"$find looks at {LONGEST_WINDOW_DAYS} days at most: narrow start and end",
         )
     return _Window(start, end, reach, start_day, end_day)
+
+
+def _ends_before_it_starts(raw_start: str, raw_end: str) -> bool:
+    """Whether ``end`` is not after ``start`` in any centre's zone: a date is a centre's
+    midnight, from UTC+14's to UTC-12's (two dates, of one centre's zone, compare as
+    days): ``end=2026-12-10`` is after ``start=2026-12-09T20:00:00-05:00`` in Montreal."""
+    start_day, end_day = _date_only(raw_start), _date_only(raw_end)
+    if start_day is not None and end_day is not None:
+        return end_day <= start_day
+    latest_end = query_date(raw_end)[0] + (_WEST_US if end_day else 0)
+    earliest_start = query_date(raw_start)[0] - (_EAST_US if start_day else 0)
+    return latest_end <= earliest_start
 
 
 def utc_days(start_us: int, end_us: int) -> tuple[str, ...]:

@@ -75,3 +75,15 @@ def test_a_date_is_the_centre_s_own_day() -> None:
     assert not two.in_window({"start": "2031-03-03T05:30:00Z"}, montreal)
     with pytest.raises(FhirError, match="the day of start=2031-02-01 is not after now"):
         parse_find([("start", "2031-02-01")], now)
+
+
+def test_an_end_date_is_after_a_start_its_centre_s_midnight_follows() -> None:
+    """end=2031-03-02 is 05:00 UTC in Montreal: after a start of 20:00 there the 1st, 01:00
+    UTC the 2nd, though UTC's midnight of the 2nd is not."""
+    now, montreal = _micros("2031-02-20T12:00:00Z"), ZoneInfo("America/Montreal")
+    evening = parse_find([("start", "2031-03-01T20:00:00-05:00"), ("end", "2031-03-02")], now)
+    assert evening.in_window({"start": "2031-03-02T04:30:00Z"}, montreal)  # 23:30 the 1st
+    assert not evening.in_window({"start": "2031-03-02T05:00:00Z"}, montreal)
+    for start, end in (("2031-03-02T13:00:00Z", "2031-03-02"), ("2031-03-02", "2031-03-02")):
+        with pytest.raises(FhirError, match=f"end={end} is not after start={start}"):
+            parse_find([("start", start), ("end", end)], now)
