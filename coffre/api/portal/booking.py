@@ -46,6 +46,7 @@ from coffre.fhir.values import whole_number
 from coffre.ledger.leaf import LeafKind
 from coffre.search import parse_criteria
 from coffre.search.criteria import escape_value
+from coffre.search.normalise import date_range
 from coffre.search.plan import query_date
 from coffre.service import RecordStore, Stored
 from coffre.service.booking import book as book_seats
@@ -154,12 +155,14 @@ def _held(records: RecordStore, appointment: dict[str, Any]) -> Iterator[dict[st
 def centre_moment(records: RecordStore, appointment: dict[str, Any]) -> str:
     """An appointment's start as its centre's clocks read it, with the zone they are in
     (``2031-03-01 19:30 America/Montreal``): a seat written in UTC would otherwise say
-    the next day. As booked (``summary.moment``) when no Schedule of its Slot says."""
+    the next day. As booked (``summary.moment``) when no Schedule of its Slot says, or when
+    it is no instant (a record written before validation held it to one)."""
     start = appointment.get("start")
-    zone = _centre_zone(records, appointment)
-    if zone is None or not isinstance(start, str) or query_date(start) is None:
+    when = date_range(start) if isinstance(start, str) else None
+    zone = None if when is None else _centre_zone(records, appointment)
+    if when is None or zone is None:
         return moment(start)
-    return f"{wall_clock(query_date(start)[0], zone, '%Y-%m-%d %H:%M')} {zone}"
+    return f"{wall_clock(when[0], zone, '%Y-%m-%d %H:%M')} {zone}"
 
 
 def _centre_zone(records: RecordStore, appointment: dict[str, Any]) -> tzinfo | None:

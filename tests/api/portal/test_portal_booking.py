@@ -27,6 +27,7 @@ from starlette.testclient import TestClient
 
 from coffre.api import create_app
 from coffre.api.portal import booking as portal_booking
+from coffre.api.portal.summary import moment
 from coffre.booking.book import OneToCome
 from coffre.ledger.leaf import Leaf, LeafKind
 from coffre.service import RecordStore, Stored
@@ -140,6 +141,15 @@ def test_an_appointment_shows_the_day_and_time_of_the_centres_clocks(
     to_come = portal.get("/portal/booking").text
     assert said in to_come[to_come.index('id="to-come"') : to_come.index('id="find"')]
     assert said in portal.get("/portal/").text
+
+
+@pytest.mark.parametrize("start", ["soon", "2031-13-45T09:00:00Z"])
+def test_a_start_that_is_no_time_is_shown_as_written(
+    portal: TestClient, records: RecordStore, start: str
+) -> None:
+    """Not a page that fails: the centre's clocks cannot read it."""
+    appointment = {"start": start, "slot": [{"reference": "Slot/nine-a"}]}
+    assert portal_booking.centre_moment(records, appointment) == moment(start)
 
 
 def test_a_time_taken_meanwhile_books_another_seat_then_says_none_is_left(
