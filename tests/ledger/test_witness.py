@@ -217,8 +217,13 @@ def test_a_rollback_is_accepted_at_its_exact_size_only_keeping_the_history_it_ab
     refusals = (
         (restored, 5, MalformedRequest, "of size 4, not 5"),
         (_note(leaves, 9), 9, MalformedRequest, "no rollback to accept"),
-        (_note(leaves, 4, signer=Ed25519Signer(bytes(32))), 4, UntrustedSignature, ""),
-        (_note(leaves, 4, origin="x.org/y"), 4, UnknownLog, ""),
+        (
+            _note(leaves, 4, signer=Ed25519Signer(bytes(32))),
+            4,
+            UntrustedSignature,
+            "no valid signature",
+        ),
+        (_note(leaves, 4, origin="x.org/y"), 4, UnknownLog, "follows no log of that origin"),
     )
     for note, size, refusal, message in refusals:
         with pytest.raises(refusal, match=message):
