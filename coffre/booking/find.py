@@ -132,14 +132,8 @@ def _window(pairs: Pairs, now_us: int) -> _Window:
         )
     if raw_end is None and start_day is not None and start_day < date.max:
         end_day = start_day + timedelta(days=1)  # the day named
-    end = min(
-        query_date(raw_end)[0]
-        if raw_end
-        else given_start + DAY_US
-        if start_day
-        else start + DAY_US,
-        _AFTER_LAST_DAY_US,
-    )
+    day_after = (given_start if start_day else start) + DAY_US  # the date's, or the window's
+    end = min(query_date(raw_end)[0] if raw_end else day_after, _AFTER_LAST_DAY_US)
     reach = (
         max(now_us, given_start - (_EAST_US if start_day else 0)),
         min(end + (_WEST_US if end_day else 0), _AFTER_LAST_DAY_US),

@@ -36,6 +36,13 @@ def slot_id(slot: dict[str, Any]) -> str | None:
     return parsed[1] if parsed is not None and parsed[0] == "Slot" else None
 
 
+def schedule_of(slot: dict[str, Any]) -> str | None:
+    """The id of the Schedule a Slot belongs to (``Schedule/<id>``); None when it names
+    none."""
+    kind, _, schedule_id = str(slot.get("schedule", {}).get("reference", "")).partition("/")
+    return schedule_id if kind == "Schedule" and schedule_id else None
+
+
 def held_slots(appointment: dict[str, Any]) -> tuple[str, ...]:
     """The ids of this server's Slots an Appointment holds, in its order: those it names
     while its status is a holding one."""

@@ -53,6 +53,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from coffre import config
+from coffre.api.auth.authority import FHIR_BASE_PATH
 from coffre.cli.leaves import MAX_BODY, Unanswered, bundle_checks, diagnostics
 from coffre.cli.output import fail
 from coffre.exceptions import CoffreError
@@ -83,8 +84,6 @@ from coffre.service import Vault
 if TYPE_CHECKING:
     import httpx
 
-FHIR_BASE = "/fhir"
-"""Where Coffre serves FHIR, below its root (as /ledger is)."""
 EXIT_VIOLATION, EXIT_NO_VERDICT = 1, 2
 MALFORMED_SHOWN = 10
 TIMEOUT_SECONDS = 30.0
@@ -606,9 +605,9 @@ def _server_root(url: str) -> str:
     """The server's root, where /ledger is: the URL given, or the one its FHIR base (which
     Coffre always serves at ROOT/fhir, behind a proxy's path too) names."""
     given = url.rstrip("/")
-    if not given.endswith(FHIR_BASE):
+    if not given.endswith(FHIR_BASE_PATH):
         return url
-    root = given.removesuffix(FHIR_BASE)
+    root = given.removesuffix(FHIR_BASE_PATH)
     out.print(escape(f"{url} is the server's FHIR base: auditing the log at its root, {root}"))
     return root
 

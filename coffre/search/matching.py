@@ -35,6 +35,7 @@ from coffre.search.values import (
     Token,
     TokenText,
     Value,
+    stated_token,
 )
 
 
@@ -132,7 +133,7 @@ def _quantity_match(value: Value, raw: str) -> bool:
 def _reference_match(value: Value, modifier: str | None, raw: str, base: str | None) -> bool:
     if modifier == "identifier":
         return type(value) is RefIdentifier and _token(
-            Token(value.system, value.value, no_system=value.system is None), *token_query(raw)
+            stated_token(value.system, value.value), *token_query(raw)
         )
     if type(value) is not Ref:
         return False

@@ -124,7 +124,7 @@ def _plain(item: Any) -> Any:
 # ---- token -----------------------------------------------------------------------------
 
 
-def _stated(system: str | None, code: str) -> Token:
+def stated_token(system: str | None, code: str) -> Token:
     """The token of an element that carries its own system, or says it has none."""
     return Token(system, code, no_system=system is None)
 
@@ -132,7 +132,7 @@ def _stated(system: str | None, code: str) -> Token:
 def _coding(coding: dict[str, Any], out: list[Value]) -> None:
     code, display = coding.get("code"), coding.get("display")
     if isinstance(code, str):
-        out.append(_stated(coding.get("system"), code))
+        out.append(stated_token(coding.get("system"), code))
     if isinstance(display, str):
         out.append(TokenText(text(display)))
 
@@ -149,7 +149,7 @@ def _identifier(identifier: dict[str, Any], out: list[Value]) -> None:
     value = identifier.get("value")
     if not isinstance(value, str):
         return
-    out.append(_stated(identifier.get("system"), value))
+    out.append(stated_token(identifier.get("system"), value))
     kind = identifier.get("type")
     if isinstance(kind, dict):
         for coding in kind.get("coding") or ():

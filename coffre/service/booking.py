@@ -24,7 +24,7 @@ from coffre.booking.book import (
 )
 from coffre.booking.find import FindQuery, by_time, open_to_all, place_and_time, with_service
 from coffre.booking.local_day import time_zone
-from coffre.booking.slots import FREE, HOLDING, held_slots, unknown_slot
+from coffre.booking.slots import FREE, HOLDING, held_slots, schedule_of, unknown_slot
 from coffre.exceptions import FhirError
 from coffre.fhir.compartment import patient_of
 from coffre.search import parse_criteria
@@ -131,16 +131,10 @@ class FreeSeats:
         a date, a day of the centre's; read once a $find."""
         if not query.local:
             return UTC
-        reference = str(group[0][1].get("schedule", {}).get("reference", ""))
-        if reference not in zones:
-            kind, _, schedule_id = reference.partition("/")
-            try:
-                schedule = (
-                    self.records.read("Schedule", schedule_id) if kind == "Schedule" else None
-                )
-            except FhirError:  # no such Schedule (or no longer): UTC's days
-                schedule = None
-            zones[reference] = UTC if schedule is None else time_zone(schedule.resource())
+        slot = group[0][1]
+        reference = str(schedule_of(slot))
+        if reference not in zones:  # no such Schedule (or no longer): UTC's days
+            zones[reference] = centre_zone(self.records, slot) or UTC
         return zones[reference]
 
     def _schedules(
@@ -214,8 +208,8 @@ def _with_service(writer: Writer, slot: dict[str, Any]) -> dict[str, Any]:
     the Slot names no service."""
     if slot.get("serviceType"):
         return slot
-    kind, _, schedule_id = str(slot.get("schedule", {}).get("reference", "")).partition("/")
-    stored = writer.latest("Schedule", schedule_id) if kind == "Schedule" else None
+    schedule_id = schedule_of(slot)
+    stored = None if schedule_id is None else writer.latest("Schedule", schedule_id)
     return with_service(slot, None if stored is None or stored.deleted else stored.resource())
 
 
@@ -240,6 +234,17 @@ def _held(writer: Writer, appointment: dict[str, Any]) -> Iterator[dict[str, Any
     """The Slots an Appointment holds, as the transaction sees them, read one by one."""
     slots = (current_slot(writer, slot_id) for slot_id in held_slots(appointment))
     return (slot for slot in slots if slot is not None)
+
+
+def centre_zone(records: RecordStore, slot: dict[str, Any]) -> tzinfo | None:
+    """The time zone of a Slot's centre: its Schedule's; None when it has no Schedule to
+    read (none named, or none by that id)."""
+    schedule_id = schedule_of(slot)
+    try:
+        schedule = None if schedule_id is None else records.read("Schedule", schedule_id)
+    except FhirError:
+        return None
+    return None if schedule is None else time_zone(schedule.resource())
 
 
 def _check_patient(writer: Writer, patient_id: str | None) -> None:

@@ -22,6 +22,7 @@ from coffre.seal import AeadEnvelope, Envelope, PlainEnvelope
 from coffre.service.ledger import verifier_key_of
 from coffre.service.records import RecordStore
 from coffre.storage import SqliteStorage, Storage
+from coffre.storage.base import UNFINISHED_COPY
 from coffre.storage.postgres import PostgresStorage, check_room
 from coffre.storage.sqlite import holds_storage
 
@@ -162,7 +163,7 @@ class Vault:
         """Refuse a storage that a copy into it (a restore, a migration) has not finished:
         it holds part of the records, of the log or of the keys, and a vault opened on it
         would sign a new log over records its log does not cover."""
-        source = storage.unfinished_copy()
+        source = storage.meta(UNFINISHED_COPY)
         if source is not None:
             # The host's text: quoted as a shell word, or shown as Python would.
             named = shlex.quote(source) if source.isprintable() else repr(source)

@@ -159,11 +159,6 @@ class StorageReader(Protocol):
         """What coffre_meta records under ``key``, or None."""
         ...
 
-    def unfinished_copy(self) -> str | None:
-        """The storage a copy into this one was copying, while that copy is unfinished
-        (``UNFINISHED_COPY``); None for a storage no copy is under way into."""
-        ...
-
 
 class StorageTxn(StorageReader, Protocol):
     """A write transaction: everything in it lands together or not at all."""

@@ -33,7 +33,7 @@ from psycopg_pool import ConnectionPool
 
 from coffre import config
 from coffre.exceptions import CommitUnknownError, LogDamagedError, StorageError, StorageFullError
-from coffre.storage.base import ORIGIN, UNFINISHED_COPY, HistoryQuery, SealedEvent, SealedVersion
+from coffre.storage.base import ORIGIN, HistoryQuery, SealedEvent, SealedVersion
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 LOOPBACK = ("localhost", "127.0.0.1", "::1")
@@ -387,9 +387,6 @@ class _Reader:
 
     def vault_origin(self) -> str | None:
         return self.meta(ORIGIN)
-
-    def unfinished_copy(self) -> str | None:
-        return self.meta(UNFINISHED_COPY)
 
     def meta(self, key: str) -> str | None:
         row = self._one("SELECT value FROM coffre_meta WHERE key = %s", (key,))

@@ -28,7 +28,6 @@ from coffre.exceptions import (
 from coffre.storage.base import (
     ORIGIN,
     TOKEN_BYTES,
-    UNFINISHED_COPY,
     HistoryQuery,
     SealedEvent,
     SealedVersion,
@@ -356,9 +355,6 @@ class _Reader:
 
     def vault_origin(self) -> str | None:
         return self.meta(ORIGIN)
-
-    def unfinished_copy(self) -> str | None:
-        return self.meta(UNFINISHED_COPY)
 
     def meta(self, key: str) -> str | None:
         row = self._db.execute("SELECT value FROM coffre_meta WHERE key = ?", (key,)).fetchone()

@@ -38,7 +38,7 @@ from coffre.api.state import free_seats_of, records_of, waiting_room_of
 from coffre.booking.book import OneToCome, begins_after, to_book, to_come_of
 from coffre.booking.find import VACCINATION, FindQuery, open_to_all, proposal, utc_days
 from coffre.booking.local_day import day_bounds, time_zone, wall_clock
-from coffre.booking.slots import FREE, HOLDING, held_slots, slot_id
+from coffre.booking.slots import FREE, HOLDING, held_slots, schedule_of, slot_id
 from coffre.exceptions import FhirError
 from coffre.fhir.references import ID_PATTERN
 from coffre.fhir.validation import validate
@@ -50,6 +50,7 @@ from coffre.search.normalise import date_range
 from coffre.search.plan import query_date
 from coffre.service import RecordStore, Stored
 from coffre.service.booking import book as book_seats
+from coffre.service.booking import centre_zone
 from coffre.service.conditions import NO_VERSION
 from coffre.service.searching import Searcher
 from coffre.service.stored import now_us
@@ -171,10 +172,7 @@ def _centre_zone(records: RecordStore, appointment: dict[str, Any]) -> tzinfo | 
         found for slot in appointment.get("slot", ()) if (found := slot_id(slot)) is not None
     )
     slot = current_record(records, "Slot", slot_ids[0]) if slot_ids else None
-    reference = "" if slot is None else str(slot.resource().get("schedule", {}).get("reference"))
-    kind, _, schedule_id = reference.partition("/")
-    schedule = current_record(records, "Schedule", schedule_id) if kind == "Schedule" else None
-    return None if schedule is None else time_zone(schedule.resource())
+    return None if slot is None else centre_zone(records, slot.resource())
 
 
 def _where(appointment: dict[str, Any]) -> str:
@@ -374,9 +372,8 @@ def _appointment_for(
     slot = current_record(records, "Slot", slot_id)
     if slot is None:  # none, or none by that id (deleted since, written by hand)
         raise Refused("no_such_time", f"Slot/{slot_id} is no seat here")
-    reference = str(slot.resource().get("schedule", {}).get("reference", ""))
-    kind, _, schedule_id = reference.partition("/")
-    schedule = _centre(records, schedule_id) if kind == "Schedule" else None
+    schedule_id = schedule_of(slot.resource())
+    schedule = None if schedule_id is None else _centre(records, schedule_id)
     if schedule is None:
         raise Refused("centre_closed", f"Slot/{slot_id} is no seat of an open centre")
     if not begins_after(slot.resource(), now):
